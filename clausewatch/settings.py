@@ -1,0 +1,39 @@
+"""Service settings from the environment (prefix CLAUSEWATCH_) or command-line flags.
+
+Unset URLs mean "not configured": `clausewatch demo` then starts embedded parts, while
+`clausewatch run` refuses to start (a production service must be told where its store is).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAUSEWATCH_", extra="ignore")
+
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    config_dir: Path | None = None
+    topic_prefix: str = Field(default="cw", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    # Event-time reorder window: readings up to this much out of order are judged as if in order.
+    lateness_s: float = Field(default=5.0, ge=0)
+    # Readings older than this (relative to receive time) are dead letters: edge backlogs
+    # younger than this still land.
+    max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    # Readings stamped further than this into the future are dead letters (clock skew).
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    # Writer: flush a batch at this many rows, or after this delay, whichever comes first.
+    batch_rows: int = Field(default=5000, gt=0)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    # Bounded queue between the MQTT thread and the writer; full means back-pressure.
+    queue_capacity: int = Field(default=50_000, gt=0)
+    retention_days: int = Field(default=400, gt=0)
+    mqtt_client_id: str = "clausewatch-ingest"
+    data_dir: Path | None = None  # embedded parts keep their data here (demo)

@@ -1,0 +1,234 @@
+"""The site model an operator writes: site, space tree, devices, parties and assignments.
+
+One YAML file per site (see README, "Site model"). Everything is validated strictly: unknown keys,
+dangling references and duplicate ids are errors that name their path in the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rules.durations import Duration
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+METRIC_PATTERN = r"^[a-z][a-z0-9_]*$"
+MONTH_DAY_PATTERN = re.compile(r"^(\d\d)-(\d\d)$")
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+MetricName = Annotated[str, Field(pattern=METRIC_PATTERN)]
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeasonRange(Strict):
+    """A yearly recurring date range in the site's timezone, inclusive; may wrap the new year
+    (heating season 11-15 .. 03-15)."""
+
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _month_day(cls, value: str) -> str:
+        match = MONTH_DAY_PATTERN.match(value)
+        if not match:
+            raise ValueError("expected MM-DD, for example '06-01'")
+        dt.date(2024, int(match.group(1)), int(match.group(2)))  # raises on 02-30
+        return value
+
+    def contains(self, day: dt.date) -> bool:
+        key = f"{day.month:02d}-{day.day:02d}"
+        if self.start <= self.end:
+            return self.start <= key <= self.end
+        return key >= self.start or key <= self.end
+
+
+class HolidayCalendar(Strict):
+    """Which days are workdays. `cn`: Chinese statutory holidays and adjusted working days
+    (package chinese-calendar), with `extra_holidays` / `extra_workdays` on top; `weekends`:
+    Monday to Friday only."""
+
+    kind: Literal["cn", "weekends"] = "cn"
+    extra_holidays: tuple[dt.date, ...] = ()
+    extra_workdays: tuple[dt.date, ...] = ()
+
+
+class SiteInfo(Strict):
+    id: Id
+    name: str
+    timezone: str
+    grid_region: str = "national"
+    emission_series: str = "mee_nbs_average"
+    holidays: HolidayCalendar = HolidayCalendar()
+    seasons: dict[Id, SeasonRange] = {}
+    # Organisation path from the top down (city, district, unit) for roll-up statistics.
+    org: tuple[Id, ...] = ()
+    public: bool = False  # opt-in read-only public compliance page
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+
+class Space(Strict):
+    id: Id
+    name: str = ""
+    type: Id  # building, floor, office, meeting, toilet, canteen, server-room, ...
+    parent: Id | None = None
+    tags: tuple[Id, ...] = ()
+    area_m2: float | None = Field(default=None, gt=0)
+    occupants: int | None = Field(default=None, ge=0)
+
+
+class MetricSpec(Strict):
+    """What a device reports for one metric. Units live here, never in payloads."""
+
+    unit: str
+    # Physical range: values outside are sensor faults (not assessable), not violations.
+    range: tuple[float, float] | None = None
+    # A cumulative register (meters): consumption is the difference of successive values.
+    cumulative: bool = False
+    carrier: Literal["electricity", "natural_gas", "water", "heat", "gasoline", "diesel"] | None = (
+        None
+    )
+    # Named states for enumerated metrics (hvac_mode: {off: 0, cooling: 1, heating: 2}).
+    states: dict[Id, float] = {}
+    # How long one reading stays valid when no newer one arrives (sample-and-hold horizon).
+    max_gap: Duration = 900.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MetricSpec:
+        if self.range is not None and self.range[0] >= self.range[1]:
+            raise ValueError("range must be [low, high] with low < high")
+        if self.carrier is not None and not self.cumulative:
+            raise ValueError("a metric with a carrier must be cumulative (a register)")
+        return self
+
+
+class Device(Strict):
+    id: Id
+    space: Id
+    kind: str = "sensor"
+    metrics: dict[MetricName, MetricSpec]
+    # For sub-meters: the meter whose consumption includes this one's.
+    parent: Id | None = None
+
+
+class Party(Strict):
+    id: Id
+    name: str
+    kind: Literal["person", "team", "contractor"] = "person"
+    contacts: dict[str, str] = {}
+
+
+class Assignment(Strict):
+    """A party answers for a space subtree and a clause domain ('*' = all) for a period."""
+
+    party: Id
+    space: Id
+    domain: str = "*"
+    role: Literal["responsible", "escalation"] = "responsible"
+    level: int = Field(default=0, ge=0)  # escalation level: 0 is the responsible party
+    valid_from: dt.datetime
+    valid_to: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _period(self) -> Assignment:
+        if self.valid_from.tzinfo is None:
+            raise ValueError("valid_from needs a UTC offset, for example 2026-01-01T00:00:00+08:00")
+        if self.valid_to is not None:
+            if self.valid_to.tzinfo is None:
+                raise ValueError("valid_to needs a UTC offset")
+            if self.valid_to <= self.valid_from:
+                raise ValueError("valid_to must be after valid_from")
+        return self
+
+
+class SiteModel(Strict):
+    site: SiteInfo
+    spaces: tuple[Space, ...]
+    devices: tuple[Device, ...] = ()
+    parties: tuple[Party, ...] = ()
+    assignments: tuple[Assignment, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteModel:
+        problems: list[str] = []
+        space_ids = _unique("spaces", [s.id for s in self.spaces], problems)
+        device_ids = _unique("devices", [d.id for d in self.devices], problems)
+        party_ids = _unique("parties", [p.id for p in self.parties], problems)
+        for i, space in enumerate(self.spaces):
+            if space.parent is not None and space.parent not in space_ids:
+                problems.append(f"spaces[{i}].parent: unknown space {space.parent!r}")
+        for i, device in enumerate(self.devices):
+            if device.space not in space_ids:
+                problems.append(f"devices[{i}].space: unknown space {device.space!r}")
+            if device.parent is not None and device.parent not in device_ids:
+                problems.append(f"devices[{i}].parent: unknown device {device.parent!r}")
+        for i, assignment in enumerate(self.assignments):
+            if assignment.party not in party_ids:
+                problems.append(f"assignments[{i}].party: unknown party {assignment.party!r}")
+            if assignment.space not in space_ids:
+                problems.append(f"assignments[{i}].space: unknown space {assignment.space!r}")
+        problems.extend(_cycles(self.spaces))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # Lookups used by the engine and the services; cheap enough to recompute on demand.
+    def space(self, space_id: str) -> Space:
+        for space in self.spaces:
+            if space.id == space_id:
+                return space
+        raise KeyError(space_id)
+
+    def ancestors(self, space_id: str) -> list[str]:
+        """The space itself, then its parent, up to the root."""
+        by_id = {s.id: s for s in self.spaces}
+        chain: list[str] = []
+        current: str | None = space_id
+        while current is not None:
+            chain.append(current)
+            current = by_id[current].parent
+        return chain
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.site.timezone)
+
+
+def _unique(kind: str, ids: list[str], problems: list[str]) -> set[str]:
+    seen: set[str] = set()
+    for i, item in enumerate(ids):
+        if item in seen:
+            problems.append(f"{kind}[{i}].id: duplicate id {item!r}")
+        seen.add(item)
+    return seen
+
+
+def _cycles(spaces: tuple[Space, ...]) -> list[str]:
+    parent = {s.id: s.parent for s in spaces}
+    for i, space in enumerate(spaces):
+        seen = {space.id}
+        current = space.parent
+        while current is not None and current in parent:
+            if current in seen:
+                return [f"spaces[{i}].parent: the space tree has a cycle through {space.id!r}"]
+            seen.add(current)
+            current = parent[current]
+    return []

@@ -1,0 +1,106 @@
+"""Shared fixtures: real PostgreSQL and a real MQTT broker, never mocks.
+
+Which ones: CLAUSEWATCH_TEST_DATABASE_URL / CLAUSEWATCH_TEST_MQTT_URL when set; else PostgreSQL
+on 127.0.0.1:5432 and Mosquitto on 127.0.0.1:1883 when they answer; else the embedded ones
+(started once per test session). Every test session gets its own database, created here and
+dropped at the end, so parallel runs on one server never see each other's rows; every test gets
+its own MQTT topic prefix for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the PostgreSQL server the tests use."""
+    configured = os.environ.get("CLAUSEWATCH_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+    elif _answers("127.0.0.1", 5432):
+        yield LOCAL_DATABASE_URL
+    else:
+        from clausewatch.embedded import EmbeddedPostgres
+
+        server = EmbeddedPostgres(tmp_path_factory.mktemp("pgdata"))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for this test session (dropped afterwards)."""
+    name = f"cw_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(pg_server_url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, for tests that must start from nothing."""
+    name = f"cw_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(pg_server_url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("CLAUSEWATCH_TEST_MQTT_URL")
+    if configured:
+        yield configured
+    elif _answers("127.0.0.1", 1883):
+        yield LOCAL_MQTT_URL
+    else:
+        from clausewatch.embedded import EmbeddedBroker
+
+        broker = EmbeddedBroker(tmp_path_factory.mktemp("broker"))
+        broker.start()
+        try:
+            yield broker.url
+        finally:
+            broker.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix of this test alone, so tests sharing a broker never cross."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for people to look at (screenshots, reports)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
