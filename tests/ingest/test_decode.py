@@ -1,0 +1,209 @@
+"""Decoding MQTT messages: good readings and events become typed messages; every kind of bad
+input becomes exactly one dead letter with its reason, and nothing raises."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import orjson
+import pytest
+
+from ingest.decode import (
+    DEAD_LETTERS,
+    RAW_CAP_BYTES,
+    DeadLetter,
+    Decoder,
+    EventMessage,
+    Limits,
+    Reading,
+    Registry,
+    StatusMessage,
+)
+from ingest.topics import TopicError, TopicKind, parse_topic, topic_for
+
+NOW = dt.datetime(2026, 7, 1, 9, 30, tzinfo=dt.UTC).timestamp()
+REGISTRY = Registry(
+    {"hq": {"th-1": frozenset({"temperature", "humidity"}), "reader-1": frozenset()}}
+)
+TOPIC = "cw/hq/th-1/telemetry"
+
+
+def decoder(**limits: float) -> Decoder:
+    return Decoder(REGISTRY, "cw", Limits(**limits))  # type: ignore[arg-type]
+
+
+def decode_one(payload: bytes, topic: str = TOPIC, **limits: float) -> object:
+    out = decoder(**limits).decode(topic, payload, NOW)
+    assert len(out) == 1
+    return out[0]
+
+
+def dead_reason(payload: bytes, topic: str = TOPIC, **limits: float) -> str:
+    out = decode_one(payload, topic, **limits)
+    assert isinstance(out, DeadLetter), out
+    assert out.topic == topic and out.received_at == NOW
+    return out.reason
+
+
+def test_reading_with_rfc3339_offset():
+    reading = decode_one(
+        b'{"ts": "2026-07-01T17:29:00+08:00", "seq": 7, "metrics": {"temperature": 25.4,'
+        b' "humidity": 58}}'
+    )
+    assert reading == Reading(
+        site="hq",
+        device="th-1",
+        ts=NOW - 60,
+        seq=7,
+        metrics={"temperature": 25.4, "humidity": 58.0},
+        received_at=NOW,
+        broker_stamped=False,
+    )
+
+
+def test_reading_with_epoch_ms_and_z_and_fraction():
+    ms = int((NOW - 1.5) * 1000)
+    assert decode_one(orjson.dumps({"ts": ms, "metrics": {"temperature": 1}})).ts == NOW - 1.5
+    frac = decode_one(b'{"ts": "2026-07-01T09:29:59.250000001Z", "metrics": {"temperature": 1}}')
+    assert frac.ts == NOW - 0.75
+
+
+def test_reading_without_ts_is_broker_stamped():
+    reading = decode_one(b'{"metrics": {"temperature": 22}}')
+    assert reading.ts == NOW and reading.broker_stamped and reading.seq is None
+
+
+def test_array_payload_yields_each_item_and_dead_letters_only_the_bad_one():
+    payload = orjson.dumps(
+        [
+            {"ts": int(NOW * 1000), "metrics": {"temperature": 20}},
+            {"ts": int(NOW * 1000), "metrics": {"pressure": 1}},
+            {"ts": int(NOW * 1000), "metrics": {"humidity": 50}},
+        ]
+    )
+    out = decoder().decode(TOPIC, payload, NOW)
+    assert [type(o) for o in out] == [Reading, DeadLetter, Reading]
+    assert out[1].reason == "unknown_metric" and out[1].detail.startswith("item 1:")
+    assert orjson.loads(out[1].payload) == {"ts": int(NOW * 1000), "metrics": {"pressure": 1}}
+
+
+def test_event():
+    out = decode_one(
+        b'{"ts": "2026-07-01T17:30:00+08:00", "seq": 77, "type": "cleaning.completed",'
+        b' "space": "wc-east", "actor": "staff-017", "attrs": {"checklist": "full"}}',
+        topic="cw/hq/reader-1/event",
+    )
+    assert isinstance(out, EventMessage)
+    assert out.site == "hq" and out.event.type == "cleaning.completed"
+    assert out.event.device == "reader-1" and out.event.ts == NOW and out.event.seq == 77
+    assert out.event.space == "wc-east" and out.event.attrs == {"checklist": "full"}
+
+
+def test_status():
+    out = decode_one(b"offline", topic="cw/hq/th-1/status")
+    assert out == StatusMessage("hq", "th-1", False, NOW)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"metrics": {"temperature": 1', "malformed_json"),
+        (b"", "malformed_json"),
+        (b'{"metrics": {"temperature": "\xff\xfe"}}', "invalid_utf8"),
+        (b'{"metrics": {"temperature": NaN}}', "non_finite"),
+        (b'{"metrics": {"temperature": Infinity}}', "non_finite"),
+        (b'{"metrics": {"temperature": 1e999}}', "non_finite"),
+        (b'{"metrics": {"temperature": null}}', "missing_value"),
+        (b'{"metrics": {}}', "missing_value"),
+        (b'{"ts": 1}', "missing_value"),
+        (b'{"metrics": {"temperature": "25"}}', "bad_value"),
+        (b'{"metrics": {"temperature": true}}', "bad_value"),
+        (b'{"metrics": {"temperature": [1]}}', "bad_value"),
+        (b'{"metrics": {"pressure": 1}}', "unknown_metric"),
+        (b'{"metrics": {"Temp!": 1}}', "bad_id"),
+        (b'{"metrics": {"temperature": 1}, "extra": 1}', "bad_shape"),
+        (b'"hello"', "bad_shape"),
+        (b'{"seq": -1, "metrics": {"temperature": 1}}', "bad_shape"),
+        (b'{"seq": 1.5, "metrics": {"temperature": 1}}', "bad_shape"),
+        (b'{"ts": "2026-07-01T09:30:00", "metrics": {"temperature": 1}}', "bad_timestamp"),
+        (b'{"ts": "20260701T093000+0800", "metrics": {"temperature": 1}}', "bad_timestamp"),
+        (b'{"ts": "2026-02-30T09:30:00Z", "metrics": {"temperature": 1}}', "bad_timestamp"),
+        (b'{"ts": 1.5e12, "metrics": {"temperature": 1}}', "bad_timestamp"),
+        (b'{"ts": "2026-07-01T09:40:00Z", "metrics": {"temperature": 1}}', "future_timestamp"),
+        (b'{"ts": "2026-06-01T09:30:00Z", "metrics": {"temperature": 1}}', "too_old"),
+        (b"[" * 5000 + b"]" * 5000, "too_deep"),
+    ],
+)
+def test_bad_reading_is_one_dead_letter(payload: bytes, reason: str):
+    assert dead_reason(payload) == reason
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("cw/nowhere/th-1/telemetry", "unknown_site"),
+        ("cw/hq/th-9/telemetry", "unknown_device"),
+        ("cw/HQ/th-1/telemetry", "bad_id"),
+        ("cw/hq/-th/telemetry", "bad_id"),
+        ("cw/hq/th-1/readings", "bad_topic"),
+        ("cw/hq/th-1", "bad_topic"),
+        ("other/hq/th-1/telemetry", "bad_topic"),
+        ("cw/hq/th-1/telemetry/x", "bad_topic"),
+    ],
+)
+def test_bad_topic_is_one_dead_letter(topic: str, reason: str):
+    assert dead_reason(b'{"metrics": {"temperature": 1}}', topic) == reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"ts": 1}', "bad_shape"),
+        (b'{"type": "Bad Type"}', "bad_shape"),
+        (b'{"type": "patrol.done", "space": "Room 1"}', "bad_id"),
+        (b'{"type": "patrol.done", "attrs": [1]}', "bad_shape"),
+        (b'{"type": "patrol.done", "attrs": ' + b'{"a": ' * 20 + b"1" + b"}" * 21, "too_deep"),
+    ],
+)
+def test_bad_event_is_one_dead_letter(payload: bytes, reason: str):
+    assert dead_reason(payload, topic="cw/hq/reader-1/event") == reason
+
+
+def test_bad_status():
+    assert dead_reason(b"maybe", topic="cw/hq/th-1/status") == "bad_status"
+
+
+def test_oversized_payload_is_rejected_before_parsing_and_raw_bytes_are_capped():
+    payload = b'{"metrics": {"temperature": 1}, "pad": "' + b"x" * 100_000 + b'"}'
+    letter = decode_one(payload, max_payload_bytes=65_536)
+    assert letter.reason == "oversized" and len(letter.payload) == RAW_CAP_BYTES
+
+
+def test_huge_array_is_one_dead_letter():
+    payload = orjson.dumps([{"metrics": {"temperature": 1}}] * 50)
+    assert dead_reason(payload, max_items=10) == "too_many_items"
+
+
+def test_nested_attrs_within_limit_are_kept():
+    attrs = b'{"a": {"b": {"c": [1, 2, {"d": 3}]}}}'
+    out = decode_one(b'{"type": "refuel", "attrs": ' + attrs + b"}", "cw/hq/reader-1/event")
+    assert out.event.attrs == orjson.loads(attrs)
+
+
+def test_dead_letters_are_counted_by_reason():
+    before = DEAD_LETTERS.labels("non_finite")._value.get()
+    dead_reason(b'{"metrics": {"temperature": NaN}}')
+    assert DEAD_LETTERS.labels("non_finite")._value.get() == before + 1
+
+
+def test_parse_topic():
+    assert parse_topic("cw/hq/th-1/event", "cw").kind is TopicKind.EVENT
+    assert topic_for("cw", "hq", "th-1", "telemetry") == TOPIC
+    with pytest.raises(TopicError):
+        parse_topic(TOPIC, "other")
+
+
+def test_values_are_finite_floats():
+    reading = decode_one(b'{"metrics": {"temperature": -0.0, "humidity": 100}}')
+    assert all(isinstance(v, float) and math.isfinite(v) for v in reading.metrics.values())
