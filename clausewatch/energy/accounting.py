@@ -1,0 +1,206 @@
+"""Consumption of one cumulative register (a meter) over a period, split into buckets.
+
+Pure arithmetic on samples already read from storage: no I/O, no clock. Register values are
+converted to `Decimal` from their shortest decimal text, so differences are exact (a kWh register
+read as 1234.56 gives 1234.56, never 1234.5599999).
+
+How a register becomes consumption:
+- the consumption between two successive readings is their difference, and it happened in the
+  half-open interval (earlier ts, later ts];
+- a reading lower than the one before is a reset or a replacement: the lower value is the new
+  baseline, the interval across it counts nothing and is reported (flagged), never negative;
+- an interval longer than the meter's `max_gap` is a gap: the register still tells exactly how
+  much was used across it, but not when, so the gap is reported;
+- a difference whose interval crosses a bucket edge or the period's edge is split in proportion to
+  time; that share is an estimate and is reported as such (`estimated`), never silently;
+- time in the period before the first or after the last reading is missing: nothing is invented.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+Bucket = Literal["hour", "day", "month", "year", "period"]
+ZERO = Decimal(0)
+
+
+def to_decimal(value: float | int | str | Decimal) -> Decimal:
+    """A register value as the decimal a person would read on the meter's display."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    ts: float  # epoch seconds, UTC
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The register went backwards at `ts`: `before` was the last value, `after` the new baseline.
+    Consumption between `previous_ts` and `ts` is unknown and not counted."""
+
+    previous_ts: float
+    ts: float
+    before: Decimal
+    after: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class BucketTotal:
+    start: float
+    end: float
+    value: Decimal = ZERO
+    estimated: Decimal = ZERO  # the part of `value` spread in proportion to time
+
+    @property
+    def is_estimated(self) -> bool:
+        return self.estimated != ZERO
+
+
+@dataclass(slots=True)
+class MeterConsumption:
+    """Consumption of one register over [edges[0], edges[-1]), bucket by bucket."""
+
+    buckets: list[BucketTotal]
+    resets: list[Reset] = field(default_factory=list)
+    gaps: list[Interval] = field(default_factory=list)  # longer than max_gap, spread linearly
+    missing: list[Interval] = field(default_factory=list)  # no reading at all: not counted
+    readings: int = 0
+
+    @property
+    def total(self) -> Decimal:
+        return sum((b.value for b in self.buckets), ZERO)
+
+    @property
+    def estimated(self) -> Decimal:
+        return sum((b.estimated for b in self.buckets), ZERO)
+
+    @property
+    def missing_seconds(self) -> float:
+        return sum(m.seconds for m in self.missing)
+
+
+def meter_consumption(
+    samples: Iterable[Sample], edges: Sequence[float], max_gap: float
+) -> MeterConsumption:
+    """Consumption per bucket [edges[i], edges[i+1]) from register samples.
+
+    `samples` may include readings before the first edge and after the last (the neighbours the
+    period needs to be measured at its edges); they may come in any order; duplicate timestamps
+    keep the first value seen.
+    """
+    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ValueError("bucket edges must be at least two strictly increasing times")
+    ordered = _dedupe_sorted(samples)
+    start, end = edges[0], edges[-1]
+    result = MeterConsumption(
+        buckets=[BucketTotal(a, b) for a, b in itertools.pairwise(edges)],
+        readings=sum(1 for s in ordered if start <= s.ts <= end),
+    )
+    if not ordered:
+        result.missing.append(Interval(start, end))
+        return result
+    if ordered[0].ts > start:
+        result.missing.append(Interval(start, min(ordered[0].ts, end)))
+    for earlier, later in itertools.pairwise(ordered):
+        if later.ts <= start or earlier.ts >= end:
+            continue
+        if later.value < earlier.value:
+            result.resets.append(Reset(earlier.ts, later.ts, earlier.value, later.value))
+            result.missing.append(Interval(max(earlier.ts, start), min(later.ts, end)))
+            continue
+        if later.ts - earlier.ts > max_gap:
+            result.gaps.append(Interval(max(earlier.ts, start), min(later.ts, end)))
+        _spread(result.buckets, edges, earlier.ts, later.ts, later.value - earlier.value)
+    if ordered[-1].ts < end:
+        result.missing.append(Interval(max(ordered[-1].ts, start), end))
+    return result
+
+
+def _dedupe_sorted(samples: Iterable[Sample]) -> list[Sample]:
+    by_ts: dict[float, Sample] = {}
+    for sample in samples:
+        by_ts.setdefault(sample.ts, sample)
+    return [by_ts[ts] for ts in sorted(by_ts)]
+
+
+def _spread(
+    buckets: list[BucketTotal], edges: Sequence[float], t0: float, t1: float, amount: Decimal
+) -> None:
+    """Adds `amount`, used during (t0, t1], to the buckets it overlaps, in proportion to time."""
+    if amount == ZERO:
+        return
+    first = max(bisect.bisect_right(edges, t0) - 1, 0)
+    last = min(bisect.bisect_left(edges, t1) - 1, len(buckets) - 1)
+    if first == last and edges[first] <= t0 and t1 <= edges[first + 1]:
+        buckets[first].value += amount  # wholly inside one bucket: exact
+        return
+    duration = Decimal(repr(t1 - t0))
+    for index in range(first, last + 1):
+        bucket = buckets[index]
+        overlap = min(t1, bucket.end) - max(t0, bucket.start)
+        if overlap <= 0:
+            continue
+        share = amount * Decimal(repr(overlap)) / duration
+        bucket.value += share
+        bucket.estimated += share
+
+
+def bucket_edges(
+    since: dt.datetime, until: dt.datetime, bucket: Bucket, zone: ZoneInfo
+) -> list[float]:
+    """Edges from `since` to `until` at the starts of local hours, days, months or years.
+
+    The first edge is `since` and the last `until` even when they are not aligned, so a partial
+    first or last bucket is possible. `period` gives one bucket for the whole period.
+    """
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be aware datetimes")
+    if until <= since:
+        raise ValueError("until must be after since")
+    edges = [since.timestamp()]
+    if bucket != "period":
+        boundary = _next_boundary(since.astimezone(zone), bucket, zone)
+        while boundary < until:
+            edges.append(boundary.timestamp())
+            boundary = _next_boundary(boundary, bucket, zone)
+    edges.append(until.timestamp())
+    return edges
+
+
+def _next_boundary(local: dt.datetime, bucket: Bucket, zone: ZoneInfo) -> dt.datetime:
+    naive = local.replace(tzinfo=None)
+    if bucket == "hour":
+        # Step in UTC so hours are real hours across daylight-saving changes.
+        start = local.replace(minute=0, second=0, microsecond=0)
+        return (start.astimezone(dt.UTC) + dt.timedelta(hours=1)).astimezone(zone)
+    if bucket == "day":
+        nxt = dt.datetime.combine(naive.date() + dt.timedelta(days=1), dt.time())
+    elif bucket == "month":
+        year, month = (naive.year + 1, 1) if naive.month == 12 else (naive.year, naive.month + 1)
+        nxt = dt.datetime(year, month, 1)
+    else:
+        nxt = dt.datetime(naive.year + 1, 1, 1)
+    return nxt.replace(tzinfo=zone)
