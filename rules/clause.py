@@ -59,6 +59,15 @@ class Window(Strict):
     start: dt.time
     end: dt.time  # exclusive; 00:00 as end means midnight at the end of the day
 
+    @field_validator("start", "end")
+    @classmethod
+    def _local(cls, value: dt.time) -> dt.time:
+        # Windows are in the site's timezone; an offset (or a bare number, read as seconds in
+        # UTC) would be ambiguous and cannot be compared with a local time.
+        if value.tzinfo is not None:
+            raise ValueError("a time of day in the site's timezone, without offset, e.g. '08:30'")
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> Window:
         if self.end != dt.time(0, 0) and self.end <= self.start:
