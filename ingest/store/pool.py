@@ -1,0 +1,45 @@
+"""Connections and pools.
+
+Every connection the storage layer opens runs with the session time zone UTC, so that
+`date_trunc` and casts between timestamps and dates never depend on a server's local setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+# A stalled server must not hang the service forever; long enough for a loaded 2-core machine.
+CONNECT_TIMEOUT_S = 10
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+
+
+def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A new connection with the session time zone set to UTC. The caller closes it (use it as
+    a context manager: it commits on normal exit and rolls back on an exception)."""
+    conn = psycopg.connect(database_url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
+    conn.execute("SET TIME ZONE 'UTC'")
+    return conn
+
+
+def make_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 4, name: str = "clausewatch"
+) -> ConnectionPool[Any]:
+    """A long-lived pool whose connections use UTC. Use it as a context manager (`with
+    make_pool(url) as pool:`) so it is closed; `pool.connection()` commits on normal exit and
+    rolls back on an exception."""
+    return ConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+        configure=_configure,
+        open=True,
+    )

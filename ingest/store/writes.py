@@ -1,0 +1,307 @@
+"""Writing rows: readings (COPY into a staging table, then one INSERT ... ON CONFLICT DO
+NOTHING), events, dead letters, compliance intervals, late readings.
+
+Every function here runs in the caller's transaction and never commits, so the pipeline can put
+readings, events, dead letters, engine outputs and the engine checkpoint in ONE transaction
+(see `Batch`, `write_batch` and ingest/store/writer.py).
+
+Dedupe (SPEC §2) — a redelivered batch adds no row:
+- Readings are unique on (site, device, metric, ts). A payload that carries its own ts (every
+  edge reading) is redelivered with the same ts, so the key absorbs it whether or not it has a
+  seq; it also absorbs the (device, metric, ts) key of readings without seq.
+- A reading without ts is stamped with the receive time (`broker_stamped`), which differs on
+  redelivery: for those the (device, seq) key is checked against stored broker-stamped rows of
+  the last `BROKER_SEQ_WINDOW` (partial index `readings_broker_seq`). A broker-stamped reading
+  with no seq has no stable key at all: a redelivered copy is a second reading (the SPEC gives
+  it none); the engine's dedupe sees the same thing.
+- A device whose seq restarts (reboot) keeps distinct rows because their ts differ.
+One writer per site (ingest workers own whole sites, SPEC §1) so two writers never race on one
+device's seq check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+import psycopg
+
+from ingest.store.mode import storage_mode
+from ingest.store.partitions import ensure_days
+from rules.verdicts import ComplianceInterval, LateReading
+
+# Dead letters keep at most this much of the raw payload: enough to diagnose, bounded so a
+# flood of oversized payloads cannot fill the disk.
+DEAD_LETTER_PAYLOAD_CAP = 64 * 1024
+# How far back a broker-stamped (device, seq) redelivery is looked for: persistent MQTT
+# sessions redeliver after a restart, well within the ingest's 7-day max age.
+BROKER_SEQ_WINDOW = "8 days"
+DAY_S = 86400.0
+
+
+class ReadingRow(NamedTuple):
+    """One metric value. Times are epoch seconds (UTC), as in the engine."""
+
+    site: str
+    device: str
+    metric: str
+    ts: float
+    value: float
+    seq: int | None
+    received_at: float
+    broker_stamped: bool = False
+
+
+class EventRow(NamedTuple):
+    site: str
+    device: str
+    ts: float
+    type: str
+    space: str | None
+    actor: str | None
+    seq: int | None
+    attrs: dict[str, Any]
+    received_at: float
+
+
+class DeadLetter(NamedTuple):
+    received_at: float
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str = ""
+
+
+StoreRow = ReadingRow | EventRow | DeadLetter
+
+STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS readings_staging (
+    site text, device text, metric text, ts float8, value float8, seq int8,
+    received_at float8, broker_stamped bool
+) ON COMMIT DELETE ROWS
+"""
+STAGING_COPY = (
+    "COPY readings_staging (site, device, metric, ts, value, seq, received_at, broker_stamped)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+STAGING_TYPES = ["text", "text", "text", "float8", "float8", "int8", "float8", "bool"]
+# One statement: insert the new rows, mark their hours dirty for the rollups, count them.
+INSERT_FROM_STAGING = f"""
+WITH inserted AS (
+    INSERT INTO readings (site, device, metric, ts, value, seq, received_at, broker_stamped)
+    SELECT s.site, s.device, s.metric, to_timestamp(s.ts), s.value, s.seq,
+           to_timestamp(s.received_at), s.broker_stamped
+    FROM readings_staging s
+    WHERE NOT (s.broker_stamped AND s.seq IS NOT NULL AND EXISTS (
+        SELECT 1 FROM readings r
+        WHERE r.site = s.site AND r.device = s.device AND r.seq = s.seq
+          AND r.metric = s.metric AND r.broker_stamped
+          AND r.ts >= to_timestamp(s.ts) - INTERVAL '{BROKER_SEQ_WINDOW}'
+          AND r.ts <= to_timestamp(s.ts)))
+    ON CONFLICT DO NOTHING
+    RETURNING site, device, metric, ts
+), dirty AS (
+    INSERT INTO rollup_dirty (site, device, metric, bucket)
+    SELECT DISTINCT site, device, metric, date_trunc('hour', ts, 'UTC') FROM inserted
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM inserted
+"""
+
+
+def _days(times: Iterable[float]) -> set[dt.date]:
+    epoch_days = {int(t // DAY_S) for t in times}
+    return {dt.date(1970, 1, 1) + dt.timedelta(days=d) for d in epoch_days}
+
+
+@dataclass
+class PartitionCache:
+    """Days known to have a partition, per table (native mode). Clear it after a rollback:
+    partitions created in a rolled-back transaction do not exist."""
+
+    days: dict[str, set[dt.date]] = field(default_factory=dict)
+
+    def ensure(self, conn: psycopg.Connection[Any], table: str, times: Iterable[float]) -> None:
+        if storage_mode(conn) != "native":
+            return
+        ensure_days(conn, table, _days(times), self.days.setdefault(table, set()))
+
+    def clear(self) -> None:
+        self.days.clear()
+
+
+def write_readings(
+    conn: psycopg.Connection[Any],
+    rows: Sequence[ReadingRow],
+    partitions: PartitionCache | None = None,
+) -> int:
+    """COPYs `rows` into a staging table and inserts those not already stored; returns how many
+    were new. Marks the touched hours for `refresh_rollups`. No commit."""
+    if not rows:
+        return 0
+    (partitions or PartitionCache()).ensure(conn, "readings", (r.ts for r in rows))
+    with conn.cursor() as cur:
+        cur.execute(STAGING_DDL)
+        with cur.copy(STAGING_COPY) as copy:
+            copy.set_types(STAGING_TYPES)
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+        cur.execute(INSERT_FROM_STAGING)
+        counted = cur.fetchone()
+        # The staging rows go at commit (ON COMMIT DELETE ROWS); clear them now too, so a
+        # second call in this transaction does not see them.
+        cur.execute("TRUNCATE readings_staging")
+    return int(counted[0]) if counted else 0
+
+
+def write_events(
+    conn: psycopg.Connection[Any],
+    rows: Sequence[EventRow],
+    partitions: PartitionCache | None = None,
+) -> int:
+    """Inserts events not already stored (key: site, device, type, ts); returns how many were
+    new. Events are few next to readings, so a pipelined executemany is enough. No commit."""
+    if not rows:
+        return 0
+    (partitions or PartitionCache()).ensure(conn, "events", (r.ts for r in rows))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO events (site, device, ts, seq, type, space, actor, attrs, received_at)"
+            " VALUES (%s, %s, to_timestamp(%s), %s, %s, %s, %s, %s::jsonb, to_timestamp(%s))"
+            " ON CONFLICT DO NOTHING",
+            [
+                (
+                    r.site,
+                    r.device,
+                    r.ts,
+                    r.seq,
+                    r.type,
+                    r.space,
+                    r.actor,
+                    orjson.dumps(r.attrs).decode(),
+                    r.received_at,
+                )
+                for r in rows
+            ],
+            returning=False,
+        )
+        return max(cur.rowcount, 0)
+
+
+def write_dead_letters(conn: psycopg.Connection[Any], rows: Sequence[DeadLetter]) -> int:
+    """Stores dead letters, the payload capped at `DEAD_LETTER_PAYLOAD_CAP` bytes (with
+    `truncated` set when cut). Returns how many. No commit."""
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (received_at, topic, payload, truncated, reason, detail)"
+            " VALUES (to_timestamp(%s), %s, %s, %s, %s, %s)",
+            [
+                (
+                    r.received_at,
+                    r.topic,
+                    r.payload[:DEAD_LETTER_PAYLOAD_CAP],
+                    len(r.payload) > DEAD_LETTER_PAYLOAD_CAP,
+                    r.reason,
+                    r.detail,
+                )
+                for r in rows
+            ],
+        )
+    return len(rows)
+
+
+def write_compliance_intervals(
+    conn: psycopg.Connection[Any], intervals: Iterable[ComplianceInterval]
+) -> int:
+    """Stores compliance intervals; one already stored (same clause version, subject and start)
+    is kept as it is. Returns how many were new. No commit."""
+    params = [
+        (
+            i.subject.site,
+            i.clause.clause_id,
+            i.clause.version,
+            i.clause.content_hash,
+            i.subject.space,
+            i.subject.device or "",
+            i.start,
+            i.end,
+            i.status,
+        )
+        for i in intervals
+    ]
+    if not params:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO compliance_intervals (site, clause_id, clause_version, content_hash,"
+            " space, device, start_ts, end_ts, status)"
+            " VALUES (%s, %s, %s, %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s)"
+            " ON CONFLICT DO NOTHING",
+            params,
+        )
+        return max(cur.rowcount, 0)
+
+
+def write_late_readings(conn: psycopg.Connection[Any], items: Iterable[LateReading]) -> int:
+    """Records which stored readings arrived too late to be judged. No commit."""
+    params = [(i.site, i.device, i.metric, i.ts) for i in items]
+    if not params:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO late_readings (site, device, metric, ts)"
+            " VALUES (%s, %s, %s, to_timestamp(%s)) ON CONFLICT DO NOTHING",
+            params,
+        )
+        return max(cur.rowcount, 0)
+
+
+@dataclass
+class Batch:
+    """What one flush writes in one transaction. `scratch` survives retries of the same batch,
+    so an `on_flush` hook can compute its outputs once and write them again on a retry."""
+
+    id: int
+    readings: list[ReadingRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    attempt: int = 0
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.events) + len(self.dead_letters)
+
+    def add(self, row: StoreRow) -> None:
+        kind = type(row)
+        if kind is ReadingRow:
+            self.readings.append(row)  # type: ignore[arg-type]
+        elif kind is EventRow:
+            self.events.append(row)  # type: ignore[arg-type]
+        elif kind is DeadLetter:
+            self.dead_letters.append(row)  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"not a storage row: {row!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    readings_new: int
+    events_new: int
+    dead_letters: int
+
+
+def write_batch(
+    conn: psycopg.Connection[Any], batch: Batch, partitions: PartitionCache | None = None
+) -> BatchResult:
+    """Writes the readings, events and dead letters of `batch`. No commit."""
+    return BatchResult(
+        write_readings(conn, batch.readings, partitions),
+        write_events(conn, batch.events, partitions),
+        write_dead_letters(conn, batch.dead_letters),
+    )
