@@ -1,10 +1,615 @@
-"""Reading operator files (site models, clause configs) from disk, with errors that name the file
-and the path inside it. `clausewatch check` lives here."""
+"""Reading operator files (site models, clause configs, clause tests) from disk, with errors that
+name the file and the path inside it. `clausewatch check` lives here.
+
+Every problem is reported as `file: path.inside[3].field: message (line N)`. Loading collects
+all problems of all files before it fails, so an operator fixes a config in one pass.
+
+YAML is read with a stricter loader than PyYAML's default: a repeated key is an error (PyYAML
+silently keeps the last one), only `true`/`false` are booleans (`off` stays the state name
+"off"), and `13:30` stays a string (YAML 1.1 reads it as the base-60 integer 810).
+"""
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
 from clausewatch.cli import Commands
+from rules.clause import ClauseFile, ClauseVersion, Standard
+from rules.site import SiteModel
+
+BUNDLED_CONFIG_DIR = Path(__file__).resolve().parent / "config"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+Loc = tuple[int | str, ...]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+# ---- problems ----
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in one file, at one place inside it."""
+
+    file: str
+    where: str  # "spaces[3].area_m2", or "" for the file as a whole
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        line = f" (line {self.line})" if self.line else ""
+        return f"{self.file}: {where}{self.message}{line}"
+
+
+class ConfigError(Exception):
+    """One or more problems in operator files; `str()` lists them one per line."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# ---- YAML ----
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars and duplicate keys as errors (see module docstring)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key_node.value!r} appears twice",
+                    key_node.start_mark,
+                )
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_REPLACED_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag not in _REPLACED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|[0-9][0-9_]*(?=[eE]))(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+@dataclass
+class YamlDocument:
+    """Parsed data plus the node tree, kept to find the line of any path inside the file."""
+
+    data: Any
+    root: yaml.Node | None
+
+    def line_of(self, loc: Loc) -> int | None:
+        """1-based line of the deepest node along `loc` that exists in the file."""
+        node = self.root
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for item in loc:
+            child = _child_node(node, item)
+            if child is None:
+                break
+            node, line = child, child.start_mark.line + 1
+        return line
+
+
+def _child_node(node: yaml.Node, item: int | str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == item:
+                return value_node
+    elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
+        return node.value[item]
+    return None
+
+
+def read_yaml(path: Path) -> YamlDocument:
+    """Parses one YAML file. Raises ConfigError naming the line of a syntax error."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(name, "", f"cannot read the file: {exc}")]) from exc
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([Problem(name, where, f"YAML syntax: {message}")]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(name, "", f"YAML syntax: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    return YamlDocument(data, root)
+
+
+# ---- pydantic errors as paths ----
+
+
+def format_loc(loc: Iterable[int | str]) -> str:
+    """('spaces', 3, 'area_m2') -> 'spaces[3].area_m2'."""
+    text = ""
+    for item in loc:
+        text += f"[{item}]" if isinstance(item, int) else (f".{item}" if text else str(item))
+    return text
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_EMBEDDED_PATH = re.compile(r"^([A-Za-z_][\w-]*(?:\[\d+\]|\.[A-Za-z_][\w-]*)*): (.+)$", re.S)
+
+
+def parse_loc(text: str) -> Loc:
+    """'spaces[3].area_m2' -> ('spaces', 3, 'area_m2')."""
+    return tuple(
+        int(index) if index else name for name, index in _PATH_TOKEN.findall(text) if name or index
+    )
+
+
+def validation_problems(name: str, doc: YamlDocument, exc: ValidationError) -> list[Problem]:
+    """Turns pydantic errors into problems with paths as written in the file.
+
+    Pydantic puts union member names into error locations ('check.threshold.min.float'); those
+    are dropped by walking the input alongside. For a union that failed in every member, only
+    the errors of the members that came closest (fewest errors) are kept, so a mistyped
+    condition reports its one wrong field instead of a dozen errors from the other shapes.
+    """
+    entries: list[tuple[Loc, list[tuple[str, str]], dict[str, Any]]] = []
+    for error in exc.errors():
+        loc, branches = _clean_loc(tuple(error["loc"]), doc.data, error["type"])
+        entries.append((loc, branches, dict(error)))
+    entries = _closest_branches(entries)
+    locs = [loc for loc, _, _ in entries]
+    problems: list[Problem] = []
+    seen: set[tuple[Loc, str]] = set()
+    for loc, _, error in entries:
+        # "too short" on a list whose items failed is noise next to the items' own errors.
+        if error["type"] == "too_short" and any(
+            other[: len(loc)] == loc and len(other) > len(loc) for other in locs
+        ):
+            continue
+        for sub_loc, message in _messages(loc, error):
+            if (sub_loc, message) in seen:
+                continue
+            seen.add((sub_loc, message))
+            problems.append(Problem(name, format_loc(sub_loc), message, doc.line_of(sub_loc)))
+    return _merge_alternatives(problems)
+
+
+def _clean_loc(loc: Loc, data: Any, error_type: str) -> tuple[Loc, list[tuple[str, str]]]:
+    """Drops union member names from `loc`; returns the kept path and the (path, member) pairs
+    that were dropped."""
+    kept: list[int | str] = []
+    branches: list[tuple[str, str]] = []
+    current = data
+    for position, item in enumerate(loc):
+        last = position == len(loc) - 1
+        in_mapping = isinstance(current, dict) and item in current
+        in_list = isinstance(current, list) and isinstance(item, int) and item < len(current)
+        if in_mapping or in_list:
+            kept.append(item)
+            current = current[item]
+        elif last and error_type in ("missing", "extra_forbidden"):
+            kept.append(item)  # the name of a missing field
+        else:
+            branches.append((format_loc(kept), str(item)))
+            current = current if isinstance(current, dict | list) else None
+    return tuple(kept), branches
+
+
+def _closest_branches(
+    entries: list[tuple[Loc, list[tuple[str, str]], dict[str, Any]]],
+) -> list[tuple[Loc, list[tuple[str, str]], dict[str, Any]]]:
+    # Visit union positions from the outside in; at each keep the members with fewest errors.
+    positions = sorted({where for _, branches, _ in entries for where, _ in branches}, key=len)
+    for where in positions:
+        counts = Counter(
+            member for _, branches, _ in entries for w, member in branches if w == where
+        )
+        if len(counts) < 2:
+            continue
+        fewest = min(counts.values())
+        best = {member for member, count in counts.items() if count == fewest}
+        entries = [
+            entry
+            for entry in entries
+            if all(member in best for w, member in entry[1] if w == where)
+        ]
+    return entries
+
+
+def _messages(loc: Loc, error: dict[str, Any]) -> list[tuple[Loc, str]]:
+    kind = error["type"]
+    if kind == "missing":
+        return [(loc, "required, but missing")]
+    if kind == "extra_forbidden":
+        return [(loc, "unknown key (check the spelling; see docs/config-formats.md)")]
+    message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    # Model-level checks report several "path: message" parts joined by "; ".
+    parts = message.split("; ")
+    embedded = [_EMBEDDED_PATH.match(part) for part in parts]
+    if all(embedded):
+        return [(loc + parse_loc(m.group(1)), m.group(2)) for m in embedded if m]
+    if kind in ("literal_error", "enum") or "input" not in error:
+        return [(loc, message)]
+    value = error["input"]
+    if isinstance(value, str | int | float | bool):
+        shown = repr(value)
+        if len(shown) <= 60 and shown not in message:
+            message = f"{message} (got {shown})"
+    return [(loc, message)]
+
+
+def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
+    # Two members of a scalar union failing at one place ("a number" / "a string"): one line.
+    grouped: dict[tuple[str, str], list[Problem]] = defaultdict(list)
+    for problem in problems:
+        grouped[(problem.file, problem.where)].append(problem)
+    merged: list[Problem] = []
+    for group in grouped.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        messages = list(dict.fromkeys(p.message for p in group))
+        merged.append(Problem(group[0].file, group[0].where, "; or ".join(messages), group[0].line))
+    return merged
+
+
+def validate_document(path: Path, doc: YamlDocument, model: type[ModelT]) -> ModelT:
+    """Validates parsed YAML against a model; raises ConfigError with every problem."""
+    if doc.data is None:
+        raise ConfigError([Problem(str(path), "", "the file is empty")])
+    if not isinstance(doc.data, dict):
+        raise ConfigError([Problem(str(path), "", "expected a mapping at the top of the file")])
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(str(path), doc, exc)) from exc
+
+
+# ---- single files ----
+
+
+def load_site(path: str | Path) -> SiteModel:
+    """A site model file, validated. Raises ConfigError."""
+    path = Path(path)
+    return validate_document(path, read_yaml(path), SiteModel)
+
+
+def load_clause_file(path: str | Path) -> ClauseFile:
+    """A clause config file (one standard document), validated, including checks between the
+    versions of one clause (overlapping effective periods). Raises ConfigError."""
+    path = Path(path)
+    doc = read_yaml(path)
+    clause_file = validate_document(path, doc, ClauseFile)
+    problems = [
+        Problem(str(path), format_loc(loc), message, doc.line_of(loc))
+        for loc, message in _clause_file_checks(clause_file)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return clause_file
+
+
+def _clause_file_checks(clause_file: ClauseFile) -> list[tuple[Loc, str]]:
+    found: list[tuple[Loc, str]] = []
+    by_id: dict[str, list[tuple[int, ClauseVersion]]] = defaultdict(list)
+    for i, clause in enumerate(clause_file.clauses):
+        by_id[clause.id].append((i, clause))
+        for site, types in clause.overrides.site_space_types.items():
+            for space_type, values in types.items():
+                for name in values:
+                    if name not in clause.params:
+                        loc: Loc = ("clauses", i, "overrides", "site_space_types", site, space_type)
+                        found.append(((*loc, name), "override of an undeclared parameter"))
+    for versions in by_id.values():
+        ordered = sorted(versions, key=lambda pair: pair[1].effective_from)
+        for (_, earlier), (j, later) in itertools.pairwise(ordered):
+            if earlier.effective_to is None or earlier.effective_to >= later.effective_from:
+                found.append(
+                    (
+                        ("clauses", j, "effective_from"),
+                        f"version {later.version} of {later.id} starts while version "
+                        f"{earlier.version} is still in force (set effective_to of version "
+                        f"{earlier.version} before {later.effective_from})",
+                    )
+                )
+    return found
+
+
+# ---- a whole configuration ----
+
+
+@dataclass
+class LoadedConfig:
+    """Every site and clause file of a configuration, checked across files."""
+
+    sites: dict[str, SiteModel] = field(default_factory=dict)
+    site_files: dict[str, Path] = field(default_factory=dict)  # site id -> its file
+    clause_files: dict[Path, ClauseFile] = field(default_factory=dict)
+
+    def clause_versions(self) -> list[ClauseVersion]:
+        """Every version of every clause, in file order."""
+        return [clause for cf in self.clause_files.values() for clause in cf.clauses]
+
+    def standards(self) -> dict[str, Standard]:
+        """The standard document each clause id comes from."""
+        return {
+            clause.id: cf.standard for cf in self.clause_files.values() for clause in cf.clauses
+        }
+
+
+def load_config_dir(directory: str | Path) -> LoadedConfig:
+    """Loads `directory/sites/*.yaml` and `directory/clauses/*.yaml`. Raises ConfigError with
+    every problem of every file, and those between files."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError([Problem(str(directory), "", "not a directory")])
+    loaded, problems, _ = _load_files(
+        _yaml_files(directory / "sites"), _yaml_files(directory / "clauses"), []
+    )
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+
+
+@dataclass
+class _Documents:
+    """Files sorted by what they are, each parsed once."""
+
+    sites: list[Path] = field(default_factory=list)
+    clauses: list[Path] = field(default_factory=list)
+    tests: list[Path] = field(default_factory=list)
+
+
+def _load_files(
+    site_paths: Sequence[Path], clause_paths: Sequence[Path], test_paths: Sequence[Path]
+) -> tuple[LoadedConfig, list[Problem], int]:
+    """Loads and cross-checks files; returns what loaded, every problem, and the number of
+    clause test files that loaded."""
+    loaded = LoadedConfig()
+    problems: list[Problem] = []
+    docs: dict[Path, YamlDocument] = {}
+    for path in site_paths:
+        try:
+            doc = read_yaml(path)
+            site = validate_document(path, doc, SiteModel)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if site.site.id in loaded.sites:
+            problems.append(
+                Problem(
+                    str(path),
+                    "site.id",
+                    f"site {site.site.id!r} is also defined in {loaded.site_files[site.site.id]}",
+                    doc.line_of(("site", "id")),
+                )
+            )
+            continue
+        loaded.sites[site.site.id] = site
+        loaded.site_files[site.site.id] = path
+    for path in clause_paths:
+        try:
+            docs[path] = read_yaml(path)
+            loaded.clause_files[path] = load_clause_file(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.extend(_cross_checks(loaded, docs))
+    tests_loaded = 0
+    for path in test_paths:
+        from clausewatch.clausetests import load_clause_test_file
+
+        try:
+            load_clause_test_file(path)
+            tests_loaded += 1
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return loaded, problems, tests_loaded
+
+
+def _cross_checks(loaded: LoadedConfig, docs: dict[Path, YamlDocument]) -> list[Problem]:
+    """Checks between files: clause ids unique across files, and (when sites are loaded) that
+    clauses name sites, spaces, devices and seasons that exist."""
+    problems: list[Problem] = []
+    first_file: dict[str, Path] = {}
+    for path, clause_file in loaded.clause_files.items():
+        doc = docs[path]
+
+        def problem(loc: Loc, message: str, path: Path = path, doc: YamlDocument = doc) -> None:
+            problems.append(Problem(str(path), format_loc(loc), message, doc.line_of(loc)))
+
+        for i, clause in enumerate(clause_file.clauses):
+            owner = first_file.setdefault(clause.id, path)
+            if owner != path:
+                problem(("clauses", i, "id"), f"clause {clause.id!r} is also defined in {owner}")
+            if loaded.sites:
+                for loc, message in clause_site_problems(clause, loaded.sites):
+                    problem(("clauses", i, *loc), message)
+    return problems
+
+
+def clause_site_problems(
+    clause: ClauseVersion, sites: dict[str, SiteModel]
+) -> list[tuple[Loc, str]]:
+    """What a clause names that none of `sites` has (paths relative to the clause)."""
+    found: list[tuple[Loc, str]] = []
+    space_ids = {s.id for site in sites.values() for s in site.spaces}
+    device_ids = {d.id for site in sites.values() for d in site.devices}
+    for key in ("sites", "site_space_types"):
+        for site_id in getattr(clause.overrides, key):
+            if site_id not in sites:
+                found.append((("overrides", key, site_id), f"unknown site {site_id!r}"))
+    selector = clause.applies_to
+    for key, ids, known, kind in (
+        ("spaces", selector.spaces, space_ids, "space"),
+        ("devices", selector.devices, device_ids, "device"),
+    ):
+        for j, item in enumerate(ids):
+            if item not in known:
+                found.append((("applies_to", key, j), f"no loaded site has a {kind} {item!r}"))
+    for key, ids, known, kind in (
+        ("spaces", selector.exempt.spaces, space_ids, "space"),
+        ("devices", selector.exempt.devices, device_ids, "device"),
+    ):
+        for j, item in enumerate(ids):
+            if item not in known:
+                found.append(
+                    (("applies_to", "exempt", key, j), f"no loaded site has a {kind} {item!r}")
+                )
+    season = clause.schedule.season
+    if isinstance(season, str):
+        for site_id, site in sorted(sites.items()):
+            if season not in site.site.seasons:
+                found.append(
+                    (("schedule", "season"), f"site {site_id!r} defines no season {season!r}")
+                )
+    return found
+
+
+# ---- clausewatch check ----
+
+
+def classify(path: Path, doc: YamlDocument) -> str | None:
+    """'site', 'clauses' or 'tests' by the file's top-level keys; None if none fits."""
+    if not isinstance(doc.data, dict):
+        return None
+    if "site" in doc.data and "spaces" in doc.data:
+        return "site"
+    if "standard" in doc.data:
+        return "clauses"
+    if "tests" in doc.data:
+        return "tests"
+    return None
+
+
+@dataclass
+class CheckResult:
+    problems: list[Problem]
+    sites: int
+    clause_files: int
+    clause_versions: int
+    test_files: int
+
+
+def check_paths(paths: Sequence[str | Path]) -> CheckResult:
+    """Validates files and directories (searched recursively for *.yaml / *.yml); each file is
+    taken as a site, clause or clause-test file by its top-level keys. Cross-file checks run over
+    everything given together."""
+    problems: list[Problem] = []
+    documents = _Documents()
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(_yaml_files(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), "", "no such file or directory"))
+    for path in dict.fromkeys(files):
+        try:
+            doc = read_yaml(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        kind = classify(path, doc)
+        if kind is None:
+            problems.append(
+                Problem(
+                    str(path),
+                    "",
+                    "not a site, clause or clause-test file (expected top-level keys "
+                    "'site' and 'spaces', 'standard', or 'tests')",
+                )
+            )
+            continue
+        {"site": documents.sites, "clauses": documents.clauses, "tests": documents.tests}[
+            kind
+        ].append(path)
+    loaded, found, tests_loaded = _load_files(documents.sites, documents.clauses, documents.tests)
+    problems.extend(found)
+    return CheckResult(
+        problems=problems,
+        sites=len(loaded.sites),
+        clause_files=len(loaded.clause_files),
+        clause_versions=len(loaded.clause_versions()),
+        test_files=tests_loaded,
+    )
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    paths = args.paths or [BUNDLED_CONFIG_DIR]
+    result = check_paths(paths)
+    for problem in result.problems:
+        print(problem)
+    summary = (
+        f"{result.sites} site(s), {result.clause_files} clause file(s) with "
+        f"{result.clause_versions} clause version(s), {result.test_files} clause test file(s)"
+    )
+    if result.problems:
+        print(f"{len(result.problems)} problem(s); loaded cleanly: {summary}")
+        return 1
+    print(f"ok: {summary}")
+    return 0
 
 
 def register(commands: Commands) -> None:
-    """Adds `clausewatch check`. Filled in by the clause-model issue."""
+    """Adds `clausewatch check PATH...`."""
+    parser = commands.add(
+        "check",
+        "Validate site, clause and clause-test files (files or directories); "
+        "exits 1 on any problem.",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="files or directories (default: the bundled configuration)",
+    )
+    parser.set_defaults(func=_check_command)
