@@ -1,0 +1,454 @@
+"""Clause instances: one clause version judged for one subject, as a small state machine.
+
+Every instance keeps a run-length compliance timeline: `run_status` since `run_start`, closed
+into a `ComplianceInterval` only when the status changes. While a `for` duration or a
+`clear_for` duration is pending nothing is committed, because the status of the pending stretch
+depends on how it ends; when it resolves, the stretch is committed from its true start.
+
+Instances are woken by readings (`evaluate`) and by time (`advance_to`): `next_due` is the next
+time at which the instance's raw state or a pending duration can change without any reading
+(schedule boundary, a value expiring, `for` elapsing). The engine keeps a lazy heap on it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from typing import Any
+
+from rules._conditions import Evaluator, Leaf
+from rules._slots import INF, MetricSlot
+from rules.schedule import CompiledSchedule
+from rules.verdicts import (
+    ClauseRef,
+    ComplianceInterval,
+    Evidence,
+    Output,
+    Status,
+    Subject,
+    ViolationEnded,
+    ViolationStarted,
+)
+
+# Raw state of a condition at an instant.
+PASS, FAIL, UNKNOWN, OUTSIDE = 0, 1, 2, 3
+_STATUS_OF: tuple[Status, ...] = ("compliant", "violating", "not_assessable", "outside_schedule")
+EVIDENCE_KEPT = 10
+
+Timers = list[tuple[float, int, "Instance"]]
+
+
+class Instance:
+    """What all instances share: identity, schedule cache, timeline, timer registration."""
+
+    __slots__ = (
+        "in_heap",
+        "key",
+        "next_due",
+        "out",
+        "ref",
+        "run_start",
+        "run_status",
+        "schedule",
+        "seg_end",
+        "seg_inside",
+        "seg_start",
+        "subject",
+        "t",
+        "timers",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        ref: ClauseRef,
+        subject: Subject,
+        schedule: CompiledSchedule,
+        out: list[Output],
+        timers: Timers,
+        uid: int,
+    ) -> None:
+        self.key = key
+        self.ref = ref
+        self.subject = subject
+        self.schedule = schedule
+        self.out = out
+        self.timers = timers
+        self.uid = uid
+        self.t = -INF  # event time up to which this instance has been judged
+        self.run_status: Status | None = None
+        self.run_start = -INF
+        self.seg_start = INF
+        self.seg_end = -INF
+        self.seg_inside = False
+        self.next_due = -INF  # -inf: not started; the first advance() starts it
+        self.in_heap = False
+
+    # ---- shared machinery ----
+
+    def inside(self, t: float) -> bool:
+        if self.seg_start <= t < self.seg_end:
+            return self.seg_inside
+        self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+        return self.seg_inside
+
+    def commit(self, t: float, status: Status) -> None:
+        """The timeline has `status` from `t` on (t never goes back)."""
+        current = self.run_status
+        if current == status:
+            return
+        if current is not None and t > self.run_start:
+            self.out.append(ComplianceInterval(self.ref, self.subject, self.run_start, t, current))
+        self.run_status = status
+        self.run_start = t
+
+    def schedule_timer(self) -> None:
+        if not self.in_heap and self.next_due < INF:
+            self.in_heap = True
+            heapq.heappush(self.timers, (self.next_due, self.uid, self))
+
+    def catch_up(self, t: float) -> None:
+        """Process every time-driven change strictly before `t`."""
+        if self.t == -INF:
+            return  # not started: the reading at `t` starts it
+        while self.next_due < t:
+            self.wake(max(self.next_due, self.t))
+
+    def advance_to(self, t: float) -> None:
+        """Process every time-driven change up to and including `t`."""
+        if self.next_due == -INF:
+            self.wake(t)
+        while self.next_due <= t:
+            self.wake(max(self.next_due, self.t))
+
+    def wake(self, t: float) -> None:
+        """Time alone has reached `t` (a due timer, or the first advance)."""
+        raise NotImplementedError
+
+    def evaluate(self, t: float) -> None:
+        """A reading this instance listens to was released at `t`."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "t": _num(self.t),
+            "run_status": self.run_status,
+            "run_start": _num(self.run_start),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.t = _float(state["t"], -INF)
+        self.run_status = state["run_status"]
+        self.run_start = _float(state["run_start"], -INF)
+        self.next_due = self.t if self.t > -INF else -INF
+
+
+class StateCheck(Instance):
+    """Shapes 1 and 2: a condition on the subject's metrics that must keep passing, with a
+    minimum duration before a violation starts and hysteresis for its end."""
+
+    __slots__ = (
+        "clear_for",
+        "clear_since",
+        "evidence",
+        "for_",
+        "gate",
+        "leaves",
+        "margin",
+        "params",
+        "passes",
+        "pending_since",
+        "started_at",
+        "unit",
+        "violating",
+        "worst",
+        "worst_excess",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        ref: ClauseRef,
+        subject: Subject,
+        schedule: CompiledSchedule,
+        out: list[Output],
+        timers: Timers,
+        uid: int,
+        *,
+        passes: Evaluator,
+        leaves: list[Leaf],
+        gate: Evaluator | None,
+        for_: float,
+        clear_for: float,
+        margin: float,
+        params: dict[str, float],
+        unit: str | None,
+    ) -> None:
+        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        self.passes = passes
+        self.leaves = leaves
+        self.gate = gate
+        self.for_ = for_
+        self.clear_for = clear_for
+        self.margin = margin
+        self.params = params
+        self.unit = unit
+        self.violating = False
+        self.pending_since = INF  # a failing stretch waiting for `for`
+        self.clear_since = INF  # a passing stretch waiting for `clear_for`
+        self.started_at = INF
+        self.worst: float | None = None
+        self.worst_excess = -INF
+        self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
+
+    def raw(self, t: float) -> int:
+        if not self.inside(t):
+            return OUTSIDE
+        gate = self.gate
+        if gate is not None:
+            open_ = gate(t, 0.0)
+            if open_ is None:
+                return UNKNOWN
+            if not open_:
+                return OUTSIDE
+        result = self.passes(t, self.margin if self.violating else 0.0)
+        if result is None:
+            return UNKNOWN
+        return PASS if result else FAIL
+
+    def evaluate(self, t: float) -> None:
+        """A reading of one of this instance's metrics was taken at `t`."""
+        if t < self.t:
+            t = self.t
+        self.t = t
+        self.timers_due(t)
+        raw = self.raw(t)
+        if raw == FAIL:
+            self.note_failure(t)
+        self.apply(t, raw)
+        self.plan(t)
+
+    def wake(self, t: float) -> None:
+        self.t = t
+        self.timers_due(t)
+        self.apply(t, self.raw(t))
+        self.plan(t)
+
+    def plan(self, t: float) -> None:
+        due = self.seg_end
+        for leaf in self.leaves:
+            until = leaf.slot.until
+            if t < until < due:
+                due = until
+        if self.pending_since < INF and self.pending_since + self.for_ < due:
+            due = self.pending_since + self.for_
+        if self.clear_since < INF and self.clear_since + self.clear_for < due:
+            due = self.clear_since + self.clear_for
+        if due <= t:  # cannot happen with consistent inputs; never spin
+            due = INF
+        self.next_due = due
+        if not self.in_heap and due < INF:
+            self.in_heap = True
+            heapq.heappush(self.timers, (due, self.uid, self))
+
+    def timers_due(self, t: float) -> None:
+        if self.pending_since + self.for_ <= t:
+            self.confirm(self.pending_since + self.for_)
+        elif self.clear_since + self.clear_for <= t:
+            self.end(self.clear_since)
+
+    def apply(self, t: float, raw: int) -> None:
+        if self.violating:
+            if raw == FAIL:
+                self.clear_since = INF
+            elif raw == PASS:
+                if self.clear_since == INF:
+                    self.clear_since = t
+                    if self.clear_for <= 0:
+                        self.end(t)
+            else:
+                self.end(self.clear_since if self.clear_since < t else t)
+                self.commit(t, _STATUS_OF[raw])
+            return
+        if raw == FAIL:
+            if self.pending_since == INF:
+                self.pending_since = t
+                if self.for_ <= 0:
+                    self.confirm(t)
+            return
+        if self.pending_since < INF:
+            self.commit(self.pending_since, "compliant")  # shorter than `for`: compliant
+            self.pending_since = INF
+            self.evidence.clear()
+            self.worst = None
+            self.worst_excess = -INF
+        self.commit(t, _STATUS_OF[raw])
+
+    def note_failure(self, t: float) -> None:
+        """Keep the readings behind a failure as evidence, and the worst value."""
+        for leaf in self.leaves:
+            value = leaf.current(t)
+            if value is None:
+                continue
+            excess = leaf.excess(value)
+            if excess > self.worst_excess:
+                self.worst_excess = excess
+                self.worst = value
+            if not self.violating:
+                slot = leaf.slot
+                self.evidence.append(Evidence(slot.ts, leaf.metric, value, slot.device))
+
+    def confirm(self, at: float) -> None:
+        start = self.pending_since
+        self.violating = True
+        self.started_at = start
+        self.pending_since = INF
+        self.clear_since = INF
+        self.commit(start, "violating")
+        self.out.append(
+            ViolationStarted(
+                self.ref,
+                self.subject,
+                "violation",
+                start,
+                at,
+                self.worst,
+                self.unit,
+                self.reason(),
+                self.params,
+                tuple(self.evidence),
+            )
+        )
+        self.evidence.clear()
+
+    def end(self, at: float) -> None:
+        self.violating = False
+        self.clear_since = INF
+        self.out.append(
+            ViolationEnded(self.ref, self.subject, "violation", self.started_at, at, self.worst)
+        )
+        self.commit(at, "compliant")
+        self.started_at = INF
+        self.worst = None
+        self.worst_excess = -INF
+
+    def reason(self) -> str:
+        parts = [f"{leaf.metric} {leaf.op} {leaf.limit:g}" for leaf in self.leaves]
+        return "condition failed: " + ", ".join(parts)
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state.update(
+            violating=self.violating,
+            pending_since=_num(self.pending_since),
+            clear_since=_num(self.clear_since),
+            started_at=_num(self.started_at),
+            worst=self.worst,
+            worst_excess=_num(self.worst_excess),
+            evidence=[[e.ts, e.metric, e.value, e.device] for e in self.evidence],
+        )
+        return state
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.violating = bool(state["violating"])
+        self.pending_since = _float(state["pending_since"], INF)
+        self.clear_since = _float(state["clear_since"], INF)
+        self.started_at = _float(state["started_at"], INF)
+        self.worst = state["worst"]
+        self.worst_excess = _float(state["worst_excess"], -INF)
+        self.evidence.clear()
+        for ts, metric, value, device in state["evidence"]:
+            self.evidence.append(Evidence(ts, metric, value, device))
+
+
+class ThresholdCheck(StateCheck):
+    """Shape 1 on the hot path: one metric within [low, high] (limits with tolerance applied)."""
+
+    __slots__ = ("aggregate_fn", "high", "low", "slot", "value_of")
+
+    def __init__(self, *args: Any, low: float, high: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        leaf = self.leaves[0]
+        self.slot: MetricSlot = leaf.slot
+        self.low = low
+        self.high = high
+        aggregate = leaf.aggregate
+        self.value_of = aggregate
+
+    def raw(self, t: float) -> int:
+        if not (self.seg_start <= t < self.seg_end):
+            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+        if not self.seg_inside:
+            return OUTSIDE
+        gate = self.gate
+        if gate is not None:
+            open_ = gate(t, 0.0)
+            if open_ is None:
+                return UNKNOWN
+            if not open_:
+                return OUTSIDE
+        slot = self.slot
+        if t >= slot.until:
+            return UNKNOWN
+        value = slot.value if self.value_of is None else self.value_of.current
+        if self.violating:
+            margin = self.margin
+            if value < self.low + margin or value > self.high - margin:
+                return FAIL
+            return PASS
+        if value < self.low or value > self.high:
+            return FAIL
+        return PASS
+
+    def plan(self, t: float) -> None:
+        due = self.seg_end
+        until = self.slot.until
+        if t < until < due:
+            due = until
+        if self.gate is not None:
+            for leaf in self.leaves[1:]:
+                until = leaf.slot.until
+                if t < until < due:
+                    due = until
+        if self.pending_since < INF and self.pending_since + self.for_ < due:
+            due = self.pending_since + self.for_
+        if self.clear_since < INF and self.clear_since + self.clear_for < due:
+            due = self.clear_since + self.clear_for
+        self.next_due = due
+        if not self.in_heap and due < INF:
+            self.in_heap = True
+            heapq.heappush(self.timers, (due, self.uid, self))
+
+    def note_failure(self, t: float) -> None:
+        slot = self.slot
+        value = slot.value if self.value_of is None else self.value_of.current
+        excess = max(self.low - value, value - self.high)
+        if excess > self.worst_excess:
+            self.worst_excess = excess
+            self.worst = value
+        if not self.violating:
+            self.evidence.append(Evidence(slot.ts, slot.metric, value, slot.device))
+
+    def reason(self) -> str:
+        leaf = self.leaves[0]
+        what = leaf.metric if leaf.aggregate is None else f"{leaf.aggregate.fn}({leaf.metric})"
+        limits = []
+        if self.low > -INF:
+            limits.append(f">= {self.low:g}")
+        if self.high < INF:
+            limits.append(f"<= {self.high:g}")
+        return f"{what} outside limits ({' and '.join(limits)}, tolerance included)"
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _float(value: object, default: float) -> float:
+    if value is None:
+        return default
+    assert isinstance(value, int | float)
+    return float(value)

@@ -1,0 +1,197 @@
+"""Per-metric state the engine keeps: the latest value, how long it holds, rolling aggregates.
+
+A `MetricSlot` is one device's metric (or, for reads across devices, the latest value of a
+metric in a space). A value holds from its reading until `until`; at or after `until` the metric
+is unknown. Faults (out of physical range, stuck, register backwards) set `until` to the
+reading's own time, so everything that reads the metric sees "unknown" from there on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+INF = math.inf
+
+# Faults a slot can carry; "" when the value is good.
+OUT_OF_RANGE = "out_of_range"
+STUCK = "stuck"
+BACKWARDS = "register_backwards"
+
+
+class RollingAggregate:
+    """mean, min or max of the good readings with ts in (t - window, t], updated at each reading
+    and held, like the value itself, until the next one."""
+
+    __slots__ = ("current", "fn", "points", "total", "window")
+
+    def __init__(self, fn: str, window: float) -> None:
+        self.fn = fn
+        self.window = window
+        # mean: every point in the window; min/max: a monotonic queue of candidates.
+        self.points: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+        self.current = math.nan
+
+    def add(self, ts: float, value: float) -> None:
+        points = self.points
+        horizon = ts - self.window
+        if self.fn == "mean":
+            points.append((ts, value))
+            self.total += value
+            while points[0][0] <= horizon:
+                self.total -= points.popleft()[1]
+            # Recompute now and then so float drift of the running sum cannot accumulate.
+            if len(points) < 64:
+                self.total = sum(p[1] for p in points)
+            self.current = self.total / len(points)
+            return
+        if self.fn == "min":
+            while points and points[-1][1] >= value:
+                points.pop()
+        else:
+            while points and points[-1][1] <= value:
+                points.pop()
+        points.append((ts, value))
+        while points[0][0] <= horizon:
+            points.popleft()
+        self.current = points[0][1]
+
+    def clear(self) -> None:
+        self.points.clear()
+        self.total = 0.0
+        self.current = math.nan
+
+
+class MetricSlot:
+    """The latest known value of one metric of one device (or of one space)."""
+
+    __slots__ = (
+        "aggregates",
+        "cumulative",
+        "device",
+        "fault",
+        "forward",
+        "high",
+        "low",
+        "metric",
+        "previous",
+        "stuck_for",
+        "stuck_since",
+        "ts",
+        "until",
+        "valid_for",
+        "value",
+    )
+
+    def __init__(
+        self,
+        device: str,
+        metric: str,
+        *,
+        valid_for: float,
+        low: float = -INF,
+        high: float = INF,
+        cumulative: bool = False,
+    ) -> None:
+        self.device = device
+        self.metric = metric
+        self.valid_for = valid_for
+        self.low = low
+        self.high = high
+        self.cumulative = cumulative
+        self.stuck_for = INF
+        self.value = math.nan
+        self.ts = -INF
+        self.until = -INF
+        self.previous = math.nan  # last good register value (baseline for differences)
+        self.stuck_since = -INF
+        self.fault = ""
+        self.aggregates: dict[tuple[str, float], RollingAggregate] = {}
+        self.forward: list[MetricSlot] = []  # space slots that take this device's values
+
+    def aggregate(self, fn: str, window: float) -> RollingAggregate:
+        key = (fn, window)
+        found = self.aggregates.get(key)
+        if found is None:
+            found = self.aggregates[key] = RollingAggregate(fn, window)
+        return found
+
+    def update(self, ts: float, value: float) -> str:
+        """Takes a released reading; returns the fault it shows ("" when good)."""
+        fault = ""
+        if not (self.low <= value <= self.high):
+            fault = OUT_OF_RANGE
+        elif self.cumulative and value < self.previous:
+            fault = BACKWARDS
+        elif value == self.value and self.until > -INF:
+            if ts - self.stuck_since >= self.stuck_for:
+                fault = STUCK
+        else:
+            self.stuck_since = ts
+        self.value = value
+        self.ts = ts
+        self.fault = fault
+        if fault:
+            self.until = ts
+            if fault == BACKWARDS:
+                self.previous = value  # the new baseline
+            return fault
+        self.until = ts + self.valid_for
+        if self.cumulative:
+            self.previous = value
+        for aggregate in self.aggregates.values():
+            aggregate.add(ts, value)
+        for space_slot in self.forward:
+            if ts >= space_slot.ts:
+                space_slot.take(ts, value, self.until)
+        return ""
+
+    def take(self, ts: float, value: float, until: float) -> None:
+        """A space slot takes a good value from one of the space's devices."""
+        self.value = value
+        self.ts = ts
+        self.until = until
+        for aggregate in self.aggregates.values():
+            aggregate.add(ts, value)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "value": _num(self.value),
+            "ts": _num(self.ts),
+            "until": _num(self.until),
+            "previous": _num(self.previous),
+            "stuck_since": _num(self.stuck_since),
+            "fault": self.fault,
+            "aggregates": [
+                [fn, window, [list(p) for p in agg.points]]
+                for (fn, window), agg in self.aggregates.items()
+            ],
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        self.value = _float(state["value"], math.nan)
+        self.ts = _float(state["ts"], -INF)
+        self.until = _float(state["until"], -INF)
+        self.previous = _float(state["previous"], math.nan)
+        self.stuck_since = _float(state["stuck_since"], -INF)
+        self.fault = str(state["fault"])
+        aggregates = state.get("aggregates", [])
+        assert isinstance(aggregates, list)
+        for fn, window, points in aggregates:
+            agg = self.aggregate(str(fn), float(window))
+            agg.clear()
+            for ts, value in points:
+                agg.add(float(ts), float(value))
+
+
+def _num(value: float) -> float | None:
+    """JSON has no NaN or infinity: those become null (read back by `_float` with a default)."""
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _float(value: object, default: float) -> float:
+    if value is None:
+        return default
+    assert isinstance(value, int | float)
+    return float(value)

@@ -1,0 +1,671 @@
+"""The streaming rules engine of one site: readings and events in, verdicts out, in event time.
+
+`SiteEngine` follows docs/design.md ("Engine interface"). At construction every clause version is
+bound to its subjects (selectors x devices x metrics) and the routing (device, metric) -> clause
+instances is precomputed, so `observe` does dictionary lookups and a few float comparisons per
+instance. Time-driven changes (values expiring, schedule boundaries, `for` elapsing, obligations
+falling due, quota periods ending) sit on a lazy timer heap that `advance(now)` and readings
+drain.
+
+Ordering: each device has a reorder buffer; a reading is released once
+`ts <= max(device max ts, advance time) - lateness`. A reading behind one already released, or
+behind the time `advance` has made final (`advance time - lateness`), is a `LateReading`: kept by
+the caller, never judged. Duplicates (same device and seq, or same device, metric and ts) change
+nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rules import _slots
+from rules._conditions import Evaluator, Leaf, compile_condition
+from rules._instances import Instance, StateCheck, ThresholdCheck, Timers
+from rules._slots import INF, MetricSlot
+from rules.clause import (
+    ClauseVersion,
+    ConditionCheck,
+    DataQualityCheck,
+    ObligationCheck,
+    QuotaCheck,
+    Selector,
+)
+from rules.clause import (
+    ThresholdCheck as ThresholdConfig,
+)
+from rules.schedule import CompiledSchedule
+from rules.site import Device, SiteModel, Space
+from rules.verdicts import (
+    ClauseRef,
+    Event,
+    LateReading,
+    Output,
+    RegisterReset,
+    Subject,
+)
+
+# How many recent dedupe keys a device remembers after release: enough to absorb broker
+# redelivery bursts; older duplicates are reported as late readings (harmless: never judged).
+_DEDUPE_MEMORY = 512
+SNAPSHOT_FORMAT = 1
+
+
+class _DeviceState:
+    __slots__ = (
+        "all_listeners",
+        "buffer",
+        "id",
+        "listeners",
+        "max_ts",
+        "metric_count",
+        "released_ts",
+        "seen_order",
+        "seen_seqs",
+        "seen_ts",
+        "slots",
+        "space",
+    )
+
+    def __init__(self, device: Device, slots: dict[str, MetricSlot]) -> None:
+        self.id = device.id
+        self.space = device.space
+        self.slots = slots
+        self.metric_count = len(slots)
+        self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
+        self.all_listeners: list[Instance] = []
+        self.buffer: list[tuple[float, int, Mapping[str, float]]] = []
+        self.max_ts = -INF
+        self.released_ts = -INF
+        self.seen_seqs: set[int] = set()
+        self.seen_ts: dict[float, set[str]] = {}
+        self.seen_order: deque[tuple[bool, float]] = deque()
+
+
+class ConfigError(ValueError):
+    """A clause cannot be bound to the site (unknown season, unresolvable named state...)."""
+
+
+class SiteEngine:
+    """One site's clauses judged over its devices' readings and events. Not thread-safe: one
+    owner calls it (an ingest worker owns whole sites)."""
+
+    def __init__(
+        self,
+        site: SiteModel,
+        clauses: Sequence[ClauseVersion],
+        *,
+        lateness: float,
+        standards: Mapping[str, str] | None = None,
+    ) -> None:
+        """`standards` maps clause id to its standard code (from the clause file) for
+        `ClauseRef.standard`; absent ids get ""."""
+        if lateness < 0:
+            raise ValueError("lateness cannot be negative")
+        self.site = site
+        self.clauses = tuple(clauses)
+        self.lateness = float(lateness)
+        self._site_id = site.site.id
+        self._out: list[Output] = []
+        self._timers: Timers = []
+        self._uids = itertools.count()
+        self._stamp = itertools.count()
+        self._now = -INF  # latest advance() time
+        self._clock = -INF  # time made final by advance(): now - lateness
+        self._pending_devices: set[_DeviceState] = set()
+        self._events: list[tuple[float, int, Event]] = []
+        self._max_event_ts = -INF
+        self._seen_events: set[tuple[str, float, str, int | None]] = set()
+        self._spaces = {s.id: s for s in site.spaces}
+        self._children: dict[str, list[str]] = {}
+        for space in site.spaces:
+            if space.parent is not None:
+                self._children.setdefault(space.parent, []).append(space.id)
+        self._instances: list[Instance] = []
+        self._devices: dict[str, _DeviceState] = {}
+        self._space_slots: dict[tuple[str, str], MetricSlot] = {}
+        self._dq_settings = self._data_quality_settings(clauses)
+        for device in site.devices:
+            self._devices[device.id] = _DeviceState(device, self._device_slots(device))
+        # Obligation instances by (space, event type); events go to them.
+        self._obligations: dict[tuple[str, str], list[Instance]] = {}
+        for clause in clauses:
+            self._bind(clause, (standards or {}).get(clause.id, ""))
+        for device_state in self._devices.values():
+            seen: set[int] = set()
+            for listeners in device_state.listeners.values():
+                for instance in listeners:
+                    if instance.uid not in seen:
+                        seen.add(instance.uid)
+                        device_state.all_listeners.append(instance)
+        for instance in self._instances:
+            instance.in_heap = True
+            heapq.heappush(self._timers, (-INF, instance.uid, instance))
+
+    # ---- the interface ----
+
+    def observe(
+        self, device: str, ts: float, seq: int | None, metrics: Mapping[str, float]
+    ) -> None:
+        """Take one reading of `device` at event time `ts`."""
+        state = self._devices.get(device)
+        if state is None:
+            raise KeyError(f"device {device!r} is not in site {self._site_id}")
+        if seq is not None:
+            if seq in state.seen_seqs:
+                return
+            state.seen_seqs.add(seq)
+            state.seen_order.append((True, seq))
+        else:
+            seen = state.seen_ts.get(ts)
+            if seen is None:
+                state.seen_ts[ts] = set(metrics)
+            else:
+                fresh = {m: v for m, v in metrics.items() if m not in seen}
+                if not fresh:
+                    return
+                seen.update(fresh)
+                metrics = fresh
+            state.seen_order.append((False, ts))
+        if len(state.seen_order) > _DEDUPE_MEMORY:
+            self._forget_oldest_key(state)
+        if ts < state.released_ts or ts < self._clock:
+            for metric in metrics:
+                self._out.append(LateReading(self._site_id, device, ts, metric))
+            return
+        if self.lateness == 0.0 and not state.buffer:
+            self._release(state, ts, metrics)
+            return
+        heapq.heappush(state.buffer, (ts, next(self._stamp), metrics))
+        if ts > state.max_ts:
+            state.max_ts = ts
+        self._release_buffered(state)
+
+    def observe_event(self, event: Event) -> None:
+        """Take one event (cleaning.completed, inspection.done...) at its event time."""
+        key = (event.device, event.ts, event.type, event.seq)
+        if key in self._seen_events:
+            return
+        self._seen_events.add(key)
+        if event.ts < self._clock:
+            self._out.append(LateReading(self._site_id, event.device, event.ts, event.type))
+            return
+        heapq.heappush(self._events, (event.ts, next(self._stamp), event))
+        if event.ts > self._max_event_ts:
+            self._max_event_ts = event.ts
+        self._release_events(max(self._max_event_ts, self._now) - self.lateness)
+
+    def advance(self, now: float) -> None:
+        """Time has passed to `now` (event-time seconds): release buffered readings and events
+        and run every time-driven change up to `now - lateness`, which becomes final."""
+        if now <= self._now:
+            return
+        self._now = now
+        for state in list(self._pending_devices):
+            self._release_buffered(state)
+        self._release_events(max(self._max_event_ts, now) - self.lateness)
+        clock = now - self.lateness
+        self._clock = max(self._clock, clock)
+        timers = self._timers
+        while timers and timers[0][0] <= clock:
+            _, _, instance = heapq.heappop(timers)
+            instance.in_heap = False
+            if instance.next_due <= clock:
+                instance.advance_to(clock)
+            if not instance.in_heap and instance.next_due < INF:
+                instance.in_heap = True
+                heapq.heappush(timers, (instance.next_due, instance.uid, instance))
+
+    def drain(self) -> list[Output]:
+        """Outputs since the last drain, in the order they were produced."""
+        out = self._out
+        self._out = []
+        for instance in self._instances:
+            instance.out = self._out
+        return out
+
+    # ---- release and evaluation ----
+
+    def _release_buffered(self, state: _DeviceState) -> None:
+        horizon = max(state.max_ts, self._now) - self.lateness
+        buffer = state.buffer
+        while buffer and buffer[0][0] <= horizon:
+            ts, _, metrics = heapq.heappop(buffer)
+            self._release(state, ts, metrics)
+        if buffer:
+            self._pending_devices.add(state)
+        else:
+            self._pending_devices.discard(state)
+
+    def _release(self, state: _DeviceState, ts: float, metrics: Mapping[str, float]) -> None:
+        state.released_ts = ts
+        if len(metrics) == state.metric_count:
+            listeners = state.all_listeners
+        else:
+            listeners = self._listeners_of(state, metrics)
+        for instance in listeners:
+            if instance.next_due < ts:
+                instance.catch_up(ts)
+        slots = state.slots
+        for metric, value in metrics.items():
+            slot = slots.get(metric)
+            if slot is None:
+                continue
+            previous = slot.previous
+            fault = slot.update(ts, value)
+            if fault == _slots.BACKWARDS:
+                self._out.append(
+                    RegisterReset(self._site_id, state.id, metric, ts, previous, value)
+                )
+        for instance in listeners:
+            instance.evaluate(ts)
+
+    def _listeners_of(self, state: _DeviceState, metrics: Iterable[str]) -> list[Instance]:
+        found: dict[int, Instance] = {}
+        for metric in metrics:
+            for instance in state.listeners.get(metric, ()):
+                found[instance.uid] = instance
+        return list(found.values())
+
+    def _release_events(self, horizon: float) -> None:
+        events = self._events
+        while events and events[0][0] <= horizon:
+            _, _, event = heapq.heappop(events)
+            self._apply_event(event)
+
+    def _apply_event(self, event: Event) -> None:
+        space = event.space
+        if space is None:
+            device = self._devices.get(event.device)
+            space = device.space if device is not None else None
+        if space is None:
+            return
+        for instance in self._obligations.get((space, event.type), ()):
+            instance.catch_up(event.ts)
+            instance.evaluate_event(event)  # type: ignore[attr-defined]
+
+    def _forget_oldest_key(self, state: _DeviceState) -> None:
+        is_seq, key = state.seen_order.popleft()
+        if is_seq:
+            state.seen_seqs.discard(int(key))
+        else:
+            state.seen_ts.pop(key, None)
+
+    # ---- binding clauses to subjects ----
+
+    def _data_quality_settings(
+        self, clauses: Sequence[ClauseVersion]
+    ) -> dict[tuple[str, str], tuple[float, float]]:
+        """(device, metric) -> (stale_after, stuck_for) from every data-quality clause that
+        selects it: such faults make the metric unknown for every clause that reads it."""
+        settings: dict[tuple[str, str], tuple[float, float]] = {}
+        for clause in clauses:
+            check = clause.check
+            if not isinstance(check, DataQualityCheck):
+                continue
+            for device in self._selected_devices(clause.applies_to):
+                for metric in check.metrics or tuple(device.metrics):
+                    if metric not in device.metrics:
+                        continue
+                    stale, stuck = settings.get((device.id, metric), (INF, INF))
+                    if check.stale_after is not None:
+                        stale = min(stale, check.stale_after)
+                    if check.stuck_for is not None:
+                        stuck = min(stuck, check.stuck_for)
+                    settings[(device.id, metric)] = (stale, stuck)
+        return settings
+
+    def _device_slots(self, device: Device) -> dict[str, MetricSlot]:
+        slots: dict[str, MetricSlot] = {}
+        for metric, spec in device.metrics.items():
+            stale, stuck = self._dq_settings.get((device.id, metric), (INF, INF))
+            low, high = spec.range if spec.range is not None else (-INF, INF)
+            slot = MetricSlot(
+                device.id,
+                metric,
+                valid_for=min(spec.max_gap, stale),
+                low=low,
+                high=high,
+                cumulative=spec.cumulative,
+            )
+            slot.stuck_for = stuck
+            slots[metric] = slot
+        return slots
+
+    def _space_matches(self, space: Space, selector: Selector) -> bool:
+        exempt = selector.exempt
+        lineage = self.site.ancestors(space.id)
+        if space.type in exempt.space_types or set(space.tags) & set(exempt.tags):
+            return False
+        if set(lineage) & set(exempt.spaces):
+            return False
+        if selector.space_types and space.type not in selector.space_types:
+            return False
+        if selector.tags and not set(space.tags) & set(selector.tags):
+            return False
+        return not (selector.spaces and not set(lineage) & set(selector.spaces))
+
+    def _selected_devices(self, selector: Selector) -> list[Device]:
+        chosen = []
+        for device in self.site.devices:
+            if selector.devices and device.id not in selector.devices:
+                continue
+            if device.id in selector.exempt.devices:
+                continue
+            if self._space_matches(self._spaces[device.space], selector):
+                chosen.append(device)
+        return chosen
+
+    def _bind(self, clause: ClauseVersion, standard: str) -> None:
+        ref = ClauseRef(
+            clause_id=clause.id,
+            version=clause.version,
+            content_hash=clause.content_hash(),
+            standard=standard,
+            number=clause.number,
+            title=clause.title,
+            domain=clause.domain,
+            severity=clause.severity,
+            key=clause.key,
+        )
+        try:
+            schedule = CompiledSchedule(
+                clause.schedule, self.site, clause.effective_from, clause.effective_to
+            )
+        except ValueError as exc:
+            raise ConfigError(f"clause {clause.id} v{clause.version}: {exc}") from exc
+        check = clause.check
+        if isinstance(check, ThresholdConfig | ConditionCheck):
+            primary = check.metric if isinstance(check, ThresholdConfig) else _first_metric(check)
+            for device in self._selected_devices(clause.applies_to):
+                if primary in device.metrics:
+                    self._bind_state_check(clause, ref, schedule, device)
+        elif isinstance(check, ObligationCheck):
+            self._bind_obligation(clause, ref, schedule, check)
+        elif isinstance(check, QuotaCheck):
+            self._bind_quota(clause, ref, schedule, check)
+        else:
+            self._bind_data_quality(clause, ref, schedule, check)
+
+    def _slot_for(self, device: Device) -> Any:
+        def slot_for(metric: str) -> MetricSlot:
+            if metric in device.metrics:
+                return self._devices[device.id].slots[metric]
+            return self._space_slot(device.space, metric)
+
+        return slot_for
+
+    def _space_slot(self, space: str, metric: str) -> MetricSlot:
+        """The latest value of `metric` from any device of `space`."""
+        key = (space, metric)
+        slot = self._space_slots.get(key)
+        if slot is None:
+            slot = self._space_slots[key] = MetricSlot(f"{space}:*", metric, valid_for=INF)
+            for other in self.site.devices:
+                if other.space == space and metric in other.metrics:
+                    self._devices[other.id].slots[metric].forward.append(slot)
+        return slot
+
+    def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> Any:
+        def value_for(metric: str, value: float | str) -> float:
+            if isinstance(value, int | float):
+                return float(value)
+            if value.startswith("$"):
+                return float(params[value[1:]])
+            for candidate in (device, *self.site.devices):
+                spec = candidate.metrics.get(metric)
+                if spec is not None and value in spec.states:
+                    return spec.states[value]
+            raise ConfigError(f"{where}: {metric} has no named state {value!r}")
+
+        return value_for
+
+    def _new_uid(self) -> int:
+        return next(self._uids)
+
+    def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
+        """Readings that change any of `slots` wake `instance`."""
+        for slot in slots:
+            owners: list[MetricSlot] = [slot]
+            if slot.device.endswith(":*"):  # a space slot: its feeding devices' slots
+                owners = [
+                    s for d in self._devices.values() for s in d.slots.values() if slot in s.forward
+                ]
+            for owner in owners:
+                listeners = self._devices[owner.device].listeners[owner.metric]
+                if instance not in listeners:
+                    listeners.append(instance)
+
+    def _bind_state_check(
+        self, clause: ClauseVersion, ref: ClauseRef, schedule: CompiledSchedule, device: Device
+    ) -> None:
+        check = clause.check
+        assert isinstance(check, ThresholdConfig | ConditionCheck)
+        space = self._spaces[device.space]
+        params = clause.resolve_params(self._site_id, space.type)
+        where = f"clause {clause.id} v{clause.version}"
+        slot_for = self._slot_for(device)
+        value_for = self._value_for(device, params, where)
+        subject = Subject(self._site_id, device.space, device.id)
+        key = f"{clause.id}|{clause.version}|{device.space}|{device.id}"
+        leaves: list[Leaf] = []
+        recorded = dict(params)
+        common: dict[str, Any] = {}
+        if isinstance(check, ThresholdConfig):
+            slot = slot_for(check.metric)
+            aggregate = (
+                slot.aggregate(check.aggregate.fn, check.aggregate.window)
+                if check.aggregate
+                else None
+            )
+            leaves.append(Leaf(check.metric, slot, aggregate, "within", math.nan))
+            tolerance = 0.0
+            if check.tolerance is not None:
+                tolerance = float(value_for(check.metric, check.tolerance))
+            low = -INF if check.min is None else value_for(check.metric, check.min)
+            high = INF if check.max is None else value_for(check.metric, check.max)
+            if check.min is not None:
+                recorded["min"] = low
+            if check.max is not None:
+                recorded["max"] = high
+            recorded["tolerance"] = tolerance
+            gate = self._gate(check.when, slot_for, value_for, leaves)
+            common = {"low": low - tolerance, "high": high + tolerance}
+            passes: Evaluator = _never
+        else:
+            passes = compile_condition(check.passes, slot_for, value_for, leaves)
+            gate = self._gate(check.when, slot_for, value_for, leaves)
+        recorded["for"] = check.for_
+        recorded["clear_margin"] = check.clear.margin
+        recorded["clear_for"] = check.clear.clear_for
+        metric_spec = device.metrics.get(leaves[0].metric)
+        kind = ThresholdCheck if isinstance(check, ThresholdConfig) else StateCheck
+        instance = kind(
+            key,
+            ref,
+            subject,
+            schedule,
+            self._out,
+            self._timers,
+            self._new_uid(),
+            passes=passes,
+            leaves=leaves,
+            gate=gate,
+            for_=check.for_,
+            clear_for=check.clear.clear_for,
+            margin=check.clear.margin,
+            params=recorded,
+            unit=metric_spec.unit if metric_spec is not None else None,
+            **common,
+        )
+        self._instances.append(instance)
+        self._route(instance, [leaf.slot for leaf in leaves])
+
+    def _gate(
+        self, when: Any, slot_for: Any, value_for: Any, leaves: list[Leaf]
+    ) -> Evaluator | None:
+        if when is None:
+            return None
+        return compile_condition(when, slot_for, value_for, leaves)
+
+    def _bind_obligation(
+        self,
+        clause: ClauseVersion,
+        ref: ClauseRef,
+        schedule: CompiledSchedule,
+        check: ObligationCheck,
+    ) -> None:
+        return  # obligations: bound in the next commit (issue 3, in progress)
+
+    def _bind_quota(
+        self, clause: ClauseVersion, ref: ClauseRef, schedule: CompiledSchedule, check: QuotaCheck
+    ) -> None:
+        return  # quotas: bound in the next commit (issue 3, in progress)
+
+    def _bind_data_quality(
+        self,
+        clause: ClauseVersion,
+        ref: ClauseRef,
+        schedule: CompiledSchedule,
+        check: DataQualityCheck,
+    ) -> None:
+        return  # data-quality clauses: bound in the next commit (issue 3, in progress)
+
+    # ---- snapshot / restore ----
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume: JSON-serialisable (no NaN or infinity inside)."""
+        devices: dict[str, Any] = {}
+        for device_id, state in self._devices.items():
+            devices[device_id] = {
+                "max_ts": _num(state.max_ts),
+                "released_ts": _num(state.released_ts),
+                "buffer": [[ts, dict(metrics)] for ts, _, metrics in sorted(state.buffer)],
+                "seen": [[is_seq, key] for is_seq, key in state.seen_order],
+                "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
+            }
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "site": self._site_id,
+            "now": _num(self._now),
+            "clock": _num(self._clock),
+            "max_event_ts": _num(self._max_event_ts),
+            "events": [_event_json(event) for _, _, event in sorted(self._events)],
+            "devices": devices,
+            "space_slots": [
+                [space, metric, slot.snapshot()]
+                for (space, metric), slot in self._space_slots.items()
+            ],
+            "instances": {instance.key: instance.state() for instance in self._instances},
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        site: SiteModel,
+        clauses: Sequence[ClauseVersion],
+        snapshot: Mapping[str, Any],
+        *,
+        lateness: float,
+        standards: Mapping[str, str] | None = None,
+    ) -> SiteEngine:
+        """A new engine resuming from `snapshot`. Instances of clause versions or subjects that
+        no longer exist are dropped; new ones start fresh."""
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
+        engine = cls(site, clauses, lateness=lateness, standards=standards)
+        engine._now = _float(snapshot["now"], -INF)
+        engine._clock = _float(snapshot["clock"], -INF)
+        engine._max_event_ts = _float(snapshot["max_event_ts"], -INF)
+        for raw in snapshot["events"]:
+            event = _event_from_json(raw)
+            engine._seen_events.add((event.device, event.ts, event.type, event.seq))
+            heapq.heappush(engine._events, (event.ts, next(engine._stamp), event))
+        for device_id, saved in snapshot["devices"].items():
+            state = engine._devices.get(device_id)
+            if state is None:
+                continue
+            state.max_ts = _float(saved["max_ts"], -INF)
+            state.released_ts = _float(saved["released_ts"], -INF)
+            for ts, metrics in saved["buffer"]:
+                heapq.heappush(state.buffer, (float(ts), next(engine._stamp), metrics))
+            if state.buffer:
+                engine._pending_devices.add(state)
+            for is_seq, key in saved["seen"]:
+                state.seen_order.append((bool(is_seq), key))
+                if is_seq:
+                    state.seen_seqs.add(int(key))
+                else:
+                    state.seen_ts.setdefault(float(key), set())
+            for metric, slot_state in saved["slots"].items():
+                if metric in state.slots:
+                    state.slots[metric].restore(slot_state)
+        for space, metric, slot_state in snapshot["space_slots"]:
+            slot = engine._space_slots.get((space, metric))
+            if slot is not None:
+                slot.restore(slot_state)
+        saved_instances = snapshot["instances"]
+        engine._timers.clear()
+        for instance in engine._instances:
+            saved_state = saved_instances.get(instance.key)
+            if saved_state is not None:
+                instance.load(saved_state)
+            instance.in_heap = True
+            heapq.heappush(engine._timers, (instance.next_due, instance.uid, instance))
+        return engine
+
+
+def _first_metric(check: ConditionCheck) -> str:
+    node: Any = check.passes
+    while not hasattr(node, "metric"):
+        if hasattr(node, "all"):
+            node = node.all[0]
+        elif hasattr(node, "any"):
+            node = node.any[0]
+        else:
+            node = node.not_
+    return str(node.metric)
+
+
+def _never(t: float, margin: float) -> bool | None:
+    """Placeholder pass-condition of thresholds, which judge in `ThresholdCheck.raw`."""
+    return None
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _float(value: object, default: float) -> float:
+    if value is None:
+        return default
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {
+        "device": event.device,
+        "ts": event.ts,
+        "type": event.type,
+        "space": event.space,
+        "actor": event.actor,
+        "seq": event.seq,
+        "attrs": event.attrs,
+    }
+
+
+def _event_from_json(raw: Mapping[str, Any]) -> Event:
+    return Event(
+        device=raw["device"],
+        ts=float(raw["ts"]),
+        type=raw["type"],
+        space=raw["space"],
+        actor=raw["actor"],
+        seq=raw["seq"],
+        attrs=dict(raw["attrs"]),
+    )
