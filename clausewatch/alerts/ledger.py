@@ -1,0 +1,179 @@
+"""The tamper-evident ledger: an append-only hash chain in PostgreSQL.
+
+Each entry is (seq, at, kind, entity, payload) where payload is canonical JSON (orjson with
+sorted keys) stored as text, byte for byte what was hashed. The hash of an entry covers the hash
+of the entry before it, so changing, removing, inserting or reordering any entry breaks the
+chain from that entry on, and `verify` names the first entry that no longer fits.
+
+Appends are serialised by a transaction-scoped advisory lock taken before the tip is read: two
+writers never both extend the same tip, and the lock is released when the caller's transaction
+ends (commit or rollback), so a rolled-back append leaves no gap.
+
+What a chain alone cannot show: someone who rewrites the table and recomputes every hash after
+the change, or who removes entries from the end. Copying `verify().tip_hash` somewhere else (a
+report, another system) from time to time anchors the chain against both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+
+GENESIS_HASH = "0" * 64
+# Key of the advisory lock serialising appends (an arbitrary constant unique to the ledger).
+LEDGER_LOCK_KEY = 0x6C656467  # "ledg"
+# Rows fetched per round trip while verifying: bounded memory whatever the ledger's length.
+VERIFY_FETCH_ROWS = 5000
+# How far past a mislinked entry to look for the entry it was swapped with.
+LOOKAHEAD_ROWS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One thing to record: what happened (`kind`, e.g. "alert.raised"), to what (`entity`,
+    e.g. "alert:42") and the facts (`payload`, JSON-serialisable)."""
+
+    kind: str
+    entity: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Result of recomputing the chain. `first_bad_seq` is the first entry that does not fit
+    (for a removed entry: the missing sequence number); `problem` says how, in words."""
+
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    tip_seq: int | None = None
+    tip_hash: str | None = None
+
+
+def canonical_json(payload: Mapping[str, Any]) -> bytes:
+    """The one byte form of a payload that gets hashed: sorted keys, no whitespace."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def format_at(at: dt.datetime) -> str:
+    """A timestamp as hashed: UTC, microseconds (PostgreSQL's timestamptz precision)."""
+    if at.tzinfo is None:
+        raise ValueError("ledger times must be timezone-aware")
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(
+    prev_hash: str, seq: int, at: dt.datetime, kind: str, entity: str, payload: str
+) -> str:
+    material = "\n".join((prev_hash, str(seq), format_at(at), kind, entity, payload))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def evidence_hash(evidence: object) -> str:
+    """SHA-256 of the canonical JSON of an alert's evidence (readings, clause version, params)."""
+    return hashlib.sha256(
+        orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    ).hexdigest()
+
+
+def append(conn: psycopg.Connection[Any], entries: Iterable[Entry], at: dt.datetime) -> list[int]:
+    """Appends `entries` in order, all stamped `at`, and returns their sequence numbers.
+
+    Takes the ledger's advisory lock for the rest of the caller's transaction (so keep that
+    transaction short). Does not commit.
+    """
+    batch = list(entries)
+    if not batch:
+        return []
+    at = at.astimezone(dt.UTC)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK_KEY,))
+    tip = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (tip[0], tip[1]) if tip else (0, GENESIS_HASH)
+    rows: list[tuple[int, dt.datetime, str, str, str, str, str]] = []
+    for entry in batch:
+        seq += 1
+        payload = canonical_json(entry.payload).decode()
+        digest = entry_hash(prev, seq, at, entry.kind, entry.entity, payload)
+        rows.append((seq, at, entry.kind, entry.entity, payload, prev, digest))
+        prev = digest
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY ledger (seq, at, kind, entity, payload, prev_hash, hash) FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    return [row[0] for row in rows]
+
+
+def verify(conn: psycopg.Connection[Any]) -> Verdict:
+    """Recomputes the whole chain in sequence order and stops at the first entry that does not
+    fit. Read-only (a server-side cursor, so memory stays bounded); does not commit."""
+    checked = 0
+    expected_seq = 1
+    prev_hash = GENESIS_HASH
+    with conn.cursor(name="ledger_verify") as cur:
+        cur.itersize = VERIFY_FETCH_ROWS
+        cur.execute(
+            "SELECT seq, at, kind, entity, payload, prev_hash, hash FROM ledger ORDER BY seq"
+        )
+        rows: Iterator[LedgerRow] = iter(cur)
+        for seq, at, kind, entity, payload, stored_prev, stored_hash in rows:
+            if seq != expected_seq:
+                if expected_seq + 1 == seq:
+                    return _bad(checked, expected_seq, f"entry {expected_seq} is missing (deleted)")
+                return _bad(
+                    checked,
+                    expected_seq,
+                    f"entries {expected_seq} to {seq - 1} are missing (deleted)",
+                )
+            if stored_prev != prev_hash:
+                swapped_with = _entry_with_hash(rows, stored_prev)
+                if swapped_with is not None:
+                    problem = (
+                        f"entry {seq} is out of order: it links to entry {swapped_with}, "
+                        "which comes after it (entries were reordered)"
+                    )
+                else:
+                    problem = (
+                        f"entry {seq} does not link to entry {seq - 1}: entry {seq - 1} was "
+                        "rewritten together with its hash, or an entry was inserted or "
+                        "removed between them"
+                    )
+                return _bad(checked, seq, problem)
+            if entry_hash(stored_prev, seq, at, kind, entity, payload) != stored_hash:
+                return _bad(
+                    checked,
+                    seq,
+                    f"entry {seq} was modified: its content no longer matches its hash",
+                )
+            prev_hash = stored_hash
+            expected_seq += 1
+            checked += 1
+    if checked == 0:
+        return Verdict(ok=True, checked=0)
+    return Verdict(ok=True, checked=checked, tip_seq=checked, tip_hash=prev_hash)
+
+
+LedgerRow = tuple[int, dt.datetime, str, str, str, str, str]
+
+
+def _bad(checked: int, seq: int, problem: str) -> Verdict:
+    return Verdict(ok=False, checked=checked, first_bad_seq=seq, problem=problem)
+
+
+def _entry_with_hash(rows: Iterator[LedgerRow], wanted: str) -> int | None:
+    """Reads a few entries ahead for one whose hash is `wanted`: an entry that links to a
+    later one was swapped with it. Bounded so a broken ledger costs no second full scan."""
+    for _, row in zip(range(LOOKAHEAD_ROWS), rows, strict=False):
+        if row[6] == wanted:
+            return row[0]
+    return None
