@@ -77,6 +77,12 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
     row = conn.execute("SELECT mode FROM storage_mode").fetchone()
     mode = row[0] if row else choose_mode(conn)
     conn.execute(DIRTY)
+    # Readings stored before this migration: mark their hours so the first refresh rolls
+    # them up.
+    conn.execute(
+        "INSERT INTO rollup_dirty SELECT DISTINCT site, device, metric,"
+        " date_trunc('hour', ts, 'UTC') FROM readings"
+    )
     for grain in ("hourly", "daily"):
         conn.execute(CONSUMPTION.format(grain=grain))
         if mode == "native":
