@@ -1,0 +1,206 @@
+"""The thin slice on real parts: readings published to a real MQTT broker are decoded, judged by
+the engine and stored in a real PostgreSQL as an alert that names the clause (standard, number,
+version) and the responsible party; garbage becomes dead letters and ingestion goes on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from clausewatch.configfiles import LoadedConfig
+from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.settings import Settings
+from ingest.mqtt import make_client
+from rules.clause import ClauseFile
+from rules.site import SiteModel
+
+pytestmark = pytest.mark.integration
+
+SITE = SiteModel.model_validate(
+    {
+        "site": {"id": "t-hq", "name": "Test office", "timezone": "Asia/Shanghai"},
+        "spaces": [
+            {"id": "b1", "type": "building"},
+            {"id": "meeting-a", "type": "meeting", "parent": "b1"},
+        ],
+        "devices": [
+            {
+                "id": "th-a",
+                "space": "meeting-a",
+                "metrics": {
+                    "temperature": {"unit": "°C", "range": [-20, 60]},
+                    "humidity": {"unit": "%"},
+                },
+            },
+            {
+                "id": "ac-a",
+                "space": "meeting-a",
+                "metrics": {
+                    "hvac_mode": {
+                        "unit": "state",
+                        "states": {"off": 0, "cooling": 1, "heating": 2, "fan": 3},
+                    }
+                },
+            },
+        ],
+        "parties": [{"id": "li-wei", "name": "李伟 (facilities)"}],
+        "assignments": [
+            {"party": "li-wei", "space": "b1", "valid_from": "2020-01-01T00:00:00+08:00"}
+        ],
+    }
+)
+
+CLAUSES = ClauseFile.model_validate(
+    {
+        "standard": {
+            "code": "建科〔2008〕115号",
+            "title": "公共建筑室内温度控制管理办法",
+            "edition": "2008",
+        },
+        "clauses": [
+            {
+                "id": "temp.cooling.min",
+                "version": 1,
+                "effective_from": "2008-07-01",
+                "number": "第三条",
+                "title": "夏季室内空调温度设置不得低于26℃",
+                "domain": "indoor_climate",
+                "confidence": "A",
+                "params": {"limit": {"default": 26.0, "unit": "°C"}},
+                "check": {
+                    "kind": "threshold",
+                    "metric": "temperature",
+                    "min": "$limit",
+                    "when": {"metric": "hvac_mode", "op": "==", "value": "cooling"},
+                    "for": "1m",
+                },
+            }
+        ],
+    }
+)
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
+    settings = Settings(
+        database_url=fresh_database_url,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        mqtt_client_id=f"cw-test-{uuid.uuid4().hex[:8]}",
+        lateness_s=0,
+        flush_interval_s=0.05,
+    )
+    config = LoadedConfig(sites={"t-hq": SITE}, clause_files={Path("test.yaml"): CLAUSES})
+    running = Service(settings, config, ServiceOptions(clock="data", serve_api=False))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def publish(mqtt_url: str, topic_prefix: str) -> Iterator[Callable[[str, bytes], None]]:
+    client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
+    from ingest.mqtt import MqttUrl
+
+    target = MqttUrl.parse(mqtt_url)
+    client.connect(target.host, target.port)
+    client.loop_start()
+
+    def send(topic_tail: str, payload: bytes) -> None:
+        client.publish(f"{topic_prefix}/{topic_tail}", payload, qos=1).wait_for_publish(10)
+
+    yield send
+    client.loop_stop()
+    client.disconnect()
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_published_readings_raise_an_alert_with_provenance_and_responsible_party(
+    service: Service, publish: Callable[[str, bytes], None]
+) -> None:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=3)
+    stamp = start.astimezone(dt.timezone(dt.timedelta(hours=8))).isoformat()
+    publish(
+        "t-hq/ac-a/telemetry", orjson.dumps({"ts": stamp, "seq": 1, "metrics": {"hvac_mode": 1}})
+    )
+    for i in range(6):  # 24 °C every 30 s for 2.5 min: below 26 °C for longer than `for: 1m`
+        ts_ms = int((start + dt.timedelta(seconds=30 * i)).timestamp() * 1000)
+        body = {"ts": ts_ms, "seq": i + 1, "metrics": {"temperature": 24.0, "humidity": 55}}
+        publish("t-hq/th-a/telemetry", orjson.dumps(body))
+
+    alert = wait_for(
+        lambda: rows(
+            service.database_url,
+            "SELECT standard, number, clause_id, clause_version, responsible_name, space,"
+            " device, state, started_at, worst_value FROM alerts",
+        )
+    )
+    assert len(alert) == 1
+    standard, number, clause_id, version, responsible, space, device, state, started, worst = alert[
+        0
+    ]
+    assert (standard, number, clause_id, version) == (
+        "建科〔2008〕115号",
+        "第三条",
+        "temp.cooling.min",
+        1,
+    )
+    assert responsible == "李伟 (facilities)"
+    assert (space, device, state) == ("meeting-a", "th-a", "firing")
+    assert started == start and worst == 24.0
+
+    stored = wait_for(
+        lambda: rows(service.database_url, "SELECT count(*) FROM readings")[0][0] == 13
+    )
+    assert stored
+
+
+def test_garbage_is_dead_lettered_one_row_each_and_ingestion_goes_on(
+    service: Service, publish: Callable[[str, bytes], None]
+) -> None:
+    publish("t-hq/th-a/telemetry", b'{"metrics": {"temperature": 2')
+    publish("t-hq/th-a/telemetry", b'{"metrics": {"temperature": NaN}}')
+    publish("t-hq/th-nowhere/telemetry", b'{"metrics": {"temperature": 22}}')
+    publish("t-hq/th-a/telemetry", b'{"seq": 99, "metrics": {"temperature": 27.5}}')
+
+    letters = wait_for(
+        lambda: (
+            (
+                found := rows(
+                    service.database_url, "SELECT reason, topic FROM dead_letters ORDER BY id"
+                )
+            )
+            and len(found) == 3
+            and found
+        )
+    )
+    reasons = sorted(reason for reason, _ in letters)
+    assert reasons == ["malformed_json", "non_finite", "unknown_device"]
+    good = wait_for(lambda: rows(service.database_url, "SELECT value FROM readings WHERE seq = 99"))
+    assert good == [(27.5,)]
+    assert service.healthy
