@@ -1,0 +1,121 @@
+"""The FastAPI application: `create_app(database)` builds it; nothing connects at import time.
+
+`database` is a PostgreSQL URL, a `Settings`, or an open `ConnectionPool` owned by the caller.
+For a URL or settings the app opens its pool (and the stream's LISTEN connection) in its
+lifespan and closes them at shutdown, so `uvicorn.run(create_app(url))` is self-contained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import ConnectionPool
+
+from api.routers import alerts, clauses, compliance, health, ledger, readings, registry
+from api.stream import AlertFeed, StreamConfig
+from api.stream import router as stream_router
+from clausewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+API_PREFIX = "/api/v1"
+
+# Small by design: API requests are short and the machine is shared with ingest. Sync routes run
+# in Starlette's thread pool, so more connections than threads would only idle.
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 8
+
+
+def create_app(
+    database: str | Settings | ConnectionPool,
+    *,
+    stream: StreamConfig | None = None,
+) -> FastAPI:
+    stream_config = stream or StreamConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned_pool: ConnectionPool | None = None
+        if isinstance(database, ConnectionPool):
+            pool = database
+        else:
+            url = database if isinstance(database, str) else database.database_url
+            if not url:
+                raise RuntimeError("the API needs a database URL (CLAUSEWATCH_DATABASE_URL)")
+            owned_pool = pool = ConnectionPool(
+                url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, open=False
+            )
+            pool.open(wait=True, timeout=30.0)
+        feed = AlertFeed(pool.conninfo, stream_config)
+        await feed.start()
+        app.state.pool = pool
+        app.state.feed = feed
+        try:
+            yield
+        finally:
+            await feed.stop()
+            if owned_pool is not None:
+                owned_pool.close()
+
+    app = FastAPI(
+        title="clausewatch",
+        version="1",
+        summary="Quantitative facility standards as live, enforced, traceable checks.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    for module in (alerts, clauses, compliance, ledger, readings, registry):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(stream_router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    _include_energy(app)
+    _install_error_handlers(app)
+    _install_dashboard(app)
+    return app
+
+
+def _include_energy(app: FastAPI) -> None:
+    """The energy engineer's router (issue 7), when it exists in this tree."""
+    try:
+        from api.routers import energy
+    except ImportError:
+        return
+    app.include_router(energy.router, prefix=API_PREFIX)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not an answer: log it with the request so it gets fixed, and still answer
+        # in the API's error shape rather than a bare text page.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "internal error; it has been logged"},
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+
+def _install_dashboard(app: FastAPI) -> None:
+    index = STATIC_DIR / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(index, media_type="text/html; charset=utf-8")
+
+    energy_page = STATIC_DIR / "energy.html"
+
+    @app.get("/energy", include_in_schema=False)
+    def energy() -> FileResponse:
+        # The energy engineer's page (issue 7); a plain 404 until it exists.
+        if not energy_page.exists():
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no energy page in this build")
+        return FileResponse(energy_page, media_type="text/html; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

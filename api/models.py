@@ -1,0 +1,387 @@
+"""Request and response models of the HTTP API, one family per entity (Base / Create / Update /
+Public). Every route declares one of these; none returns an untyped value."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+
+from rules.site import ID_PATTERN, METRIC_PATTERN
+
+SiteId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MetricId = Annotated[str, StringConstraints(pattern=METRIC_PATTERN, max_length=64)]
+AlertState = Literal["firing", "acknowledged", "resolved", "closed"]
+Severity = Literal["info", "warning", "major", "critical"]
+AlertKind = Literal["violation", "warning", "data_quality"]
+# What a person writes into a form: trimmed, not empty, bounded.
+Prose = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+
+
+class Problem(BaseModel):
+    """The body of every 4xx/5xx answer except 422 (which lists field-level errors)."""
+
+    detail: str
+
+
+class Input(BaseModel):
+    """Base of request bodies: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- alerts ----
+
+
+class ClauseSummary(BaseModel):
+    id: str
+    version: int
+    content_hash: str
+    standard: str
+    number: str
+    title: str
+
+
+class AlertSubject(BaseModel):
+    space: str
+    device: str | None
+    metric: str | None
+
+
+class Responsible(BaseModel):
+    party: str | None
+    name: str | None
+
+
+class AlertPublic(BaseModel):
+    id: int
+    site: str
+    clause: ClauseSummary
+    subject: AlertSubject
+    kind: AlertKind
+    severity: Severity
+    state: AlertState
+    reason: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    worst_value: float | None
+    unit: str | None
+    responsible: Responsible
+    # True when no party was responsible for the subject when the violation started.
+    unbound: bool
+    escalation_level: int
+
+
+class AlertPage(BaseModel):
+    items: list[AlertPublic]
+    # Pass as `cursor` to get the next page; null on the last page.
+    next_cursor: str | None
+
+
+class Standard(BaseModel):
+    code: str
+    title: str
+    edition: str
+
+
+class ClauseProvenance(ClauseSummary):
+    standard_detail: Standard
+    text: str
+    domain: str
+    key: bool
+    confidence: str
+    effective_from: dt.date
+    effective_to: dt.date | None
+    # Parameter values the alert was judged with (after site and space-type overrides).
+    params: dict[str, float]
+
+
+class EvidenceReading(BaseModel):
+    ts: dt.datetime
+    device: str
+    metric: str
+    value: float
+
+
+class TimelineEntry(BaseModel):
+    id: int
+    at: dt.datetime
+    action: str
+    actor: str
+    note: str | None
+    data: dict[str, JsonValue]
+
+
+class AlertDetail(AlertPublic):
+    clause: ClauseProvenance
+    confirmed_at: dt.datetime
+    evidence: list[EvidenceReading]
+    escalation_chain: list[JsonValue]
+    acknowledged_at: dt.datetime | None
+    acknowledged_by: str | None
+    acknowledged_note: str | None
+    closed_at: dt.datetime | None
+    closed_by: str | None
+    cause: str | None
+    corrective_action: str | None
+    timeline: list[TimelineEntry]
+
+
+class AcknowledgeCreate(Input):
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] = ""
+
+
+class CloseCreate(Input):
+    cause: Prose
+    corrective_action: Prose
+
+
+class StreamEvent(BaseModel):
+    """`data` of one SSE event; its `id:` is `timeline_id`."""
+
+    timeline_id: int
+    action: str
+    at: dt.datetime
+    actor: str
+    alert: AlertPublic
+
+
+# ---- clauses ----
+
+
+class ClausePublic(BaseModel):
+    id: str
+    latest_version: int
+    versions: int
+    standard: Standard
+    number: str
+    title: str
+    domain: str
+    key: bool
+    severity: str
+    confidence: str
+    in_force_today: bool
+
+
+class ClauseVersionPublic(BaseModel):
+    id: str
+    version: int
+    content_hash: str
+    effective_from: dt.date
+    effective_to: dt.date | None
+    number: str
+    title: str
+    text: str
+    severity: str
+    key: bool
+    confidence: str
+    created_by: str
+    created_at: dt.datetime
+    # The whole version as validated (check, schedule, params, applies_to...).
+    config: dict[str, JsonValue]
+
+
+class ClauseFileText(Input):
+    yaml: Annotated[str, StringConstraints(max_length=1_000_000)] = Field(
+        description="the clause file, as YAML text"
+    )
+
+
+class FieldError(BaseModel):
+    path: str  # "clauses[0].check.max", or "" for the whole document
+    message: str
+    line: int | None  # 1-based line in the YAML text, where known
+
+
+class ValidatedClause(BaseModel):
+    id: str
+    version: int
+    content_hash: str
+
+
+class ClauseValidation(BaseModel):
+    valid: bool
+    errors: list[FieldError]
+    clauses: list[ValidatedClause]
+
+
+# ---- compliance ----
+
+
+class Durations(BaseModel):
+    """Seconds of each status in the period, and the figures derived from them."""
+
+    compliant_s: float
+    violating_s: float
+    not_assessable_s: float
+    # compliant ÷ (compliant + violating); null when nothing was assessable.
+    rate: float | None
+    # not_assessable ÷ (compliant + violating + not_assessable): data incompleteness.
+    not_assessable_share: float | None
+
+
+class ClauseCompliance(Durations):
+    site: str
+    clause_id: str
+    key: bool
+
+
+class SpaceCompliance(Durations):
+    site: str
+    space: str
+
+
+class CoverageGap(BaseModel):
+    clause_id: str
+    missing: list[Literal["active", "live_data_source", "responsible_party"]]
+
+
+class Coverage(BaseModel):
+    key_clauses_in_force: int
+    covered: int
+    rate: float | None
+    gaps: list[CoverageGap]
+
+
+class SiteCompliance(Durations):
+    site: str
+    open_alerts: int
+    coverage: Coverage
+
+
+class ComplianceReport(BaseModel):
+    since: dt.datetime
+    until: dt.datetime
+    sites: list[SiteCompliance]
+    clauses: list[ClauseCompliance]
+    spaces: list[SpaceCompliance]
+
+
+# ---- readings ----
+
+
+class ReadingPoint(BaseModel):
+    ts: dt.datetime
+    value: float  # the reading, or the bucket mean
+    min: float | None = None
+    max: float | None = None
+    count: int | None = None
+
+
+class ReadingSeries(BaseModel):
+    site: str
+    device: str
+    metric: str
+    unit: str | None
+    bucket: str
+    points: list[ReadingPoint]
+
+
+# ---- ledger ----
+
+
+class LedgerVerdict(BaseModel):
+    ok: bool
+    checked: int  # entries that verified before the first bad one (all of them when ok)
+    first_bad_seq: int | None
+    problem: str | None
+    # The last entry and its hash: copy them elsewhere now and then to anchor the chain.
+    tip_seq: int | None
+    tip_hash: str | None
+
+
+# ---- registry ----
+
+
+class SitePublic(BaseModel):
+    id: str
+    name: str
+    timezone: str
+
+
+class SpacePublic(BaseModel):
+    site: str
+    id: str
+    name: str
+    type: str
+    parent: str | None
+    tags: list[str]
+    area_m2: float | None
+    occupants: int | None
+
+
+class DevicePublic(BaseModel):
+    site: str
+    id: str
+    space: str
+    kind: str
+    metrics: dict[str, JsonValue]
+    parent: str | None
+
+
+PartyKind = Literal["person", "team", "contractor"]
+Contacts = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=64)],
+    Annotated[str, StringConstraints(max_length=256)],
+]
+
+
+class PartyBase(Input):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    kind: PartyKind = "person"
+    contacts: Contacts = {}
+
+
+class PartyCreate(PartyBase):
+    site: SiteId
+    id: SiteId
+
+
+class PartyUpdate(Input):
+    name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = None
+    kind: PartyKind | None = None
+    contacts: Contacts | None = None
+
+
+class PartyPublic(BaseModel):
+    site: str
+    id: str
+    name: str
+    kind: str
+    contacts: dict[str, str]
+    retired_at: dt.datetime | None
+
+
+class AssignmentCreate(Input):
+    site: SiteId
+    party: SiteId
+    space: SiteId
+    domain: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "*"
+    role: Literal["responsible", "escalation"] = "responsible"
+    level: Annotated[int, Field(ge=0, le=20)] = 0
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime | None = None
+
+
+class AssignmentUpdate(Input):
+    """Assignments are history: an update only ends the period."""
+
+    valid_to: AwareDatetime
+
+
+class AssignmentPublic(BaseModel):
+    id: int
+    site: str
+    party: str
+    space: str
+    domain: str
+    role: str
+    level: int
+    valid_from: dt.datetime
+    valid_to: dt.datetime | None
+    created_by: str
+    created_at: dt.datetime

@@ -1,0 +1,151 @@
+"""Clauses and their version history (clause_versions), and validation of a clause file before
+anyone deploys it. Clauses are not site data: every reader sees them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path as FilePath
+from typing import Annotated
+
+import yaml
+from fastapi import APIRouter, HTTPException, Path, status
+from psycopg.rows import dict_row
+
+from api.auth import ClauseAdmin, Reader
+from api.deps import DbConn
+from api.models import (
+    ClauseFileText,
+    ClausePublic,
+    ClauseValidation,
+    ClauseVersionPublic,
+    FieldError,
+    Problem,
+    Standard,
+    ValidatedClause,
+)
+from clausewatch.configfiles import ConfigError, load_clause_file
+
+router = APIRouter(prefix="/clauses", tags=["clauses"])
+AUTH_ERRORS = {401: {"model": Problem}, 403: {"model": Problem}}
+# Far above any real clause file (a few thousand nodes), far below what hurts the server.
+MAX_EXPANDED_NODES = 200_000
+ClauseId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
+
+
+@router.get("", responses=AUTH_ERRORS)
+def list_clauses(conn: DbConn, principal: Reader) -> list[ClausePublic]:
+    """Every clause with its latest version's provenance, and whether a version is in force
+    today (UTC date)."""
+    today = dt.datetime.now(dt.UTC).date()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT DISTINCT ON (clause_id) clause_id, version, standard_code, standard_title,"
+            " standard_edition, number, title, domain, key, severity, confidence,"
+            " count(*) OVER (PARTITION BY clause_id) AS versions,"
+            " bool_or(effective_from <= %(today)s"
+            "   AND (effective_to IS NULL OR effective_to >= %(today)s))"
+            "   OVER (PARTITION BY clause_id) AS in_force"
+            " FROM clause_versions ORDER BY clause_id, version DESC",
+            {"today": today},
+        ).fetchall()
+    return [
+        ClausePublic(
+            id=row["clause_id"],
+            latest_version=row["version"],
+            versions=row["versions"],
+            standard=Standard(
+                code=row["standard_code"],
+                title=row["standard_title"],
+                edition=row["standard_edition"],
+            ),
+            number=row["number"],
+            title=row["title"],
+            domain=row["domain"],
+            key=row["key"],
+            severity=row["severity"],
+            confidence=row["confidence"],
+            in_force_today=row["in_force"],
+        )
+        for row in rows
+    ]
+
+
+@router.get("/{clause_id}/versions", responses={**AUTH_ERRORS, 404: {"model": Problem}})
+def clause_versions(
+    clause_id: ClauseId, conn: DbConn, principal: Reader
+) -> list[ClauseVersionPublic]:
+    """Every version of one clause, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT clause_id AS id, version, content_hash, effective_from, effective_to, number,"
+            " title, text, severity, key, confidence, created_by, created_at, config"
+            " FROM clause_versions WHERE clause_id = %s ORDER BY version",
+            (clause_id,),
+        ).fetchall()
+    if not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "clause not found")
+    return [ClauseVersionPublic(**row) for row in rows]
+
+
+@router.post("/validate", responses=AUTH_ERRORS)
+def validate_clause_file(body: ClauseFileText, principal: ClauseAdmin) -> ClauseValidation:
+    """Validates a clause file (YAML text) exactly as `clausewatch check` does, without storing
+    it. The answer is 200 either way; `errors` lists each problem with its path inside the
+    document and its line."""
+    if _expanded_nodes(body.yaml) > MAX_EXPANDED_NODES:
+        message = f"the document expands (through aliases) to more than {MAX_EXPANDED_NODES} nodes"
+        return _invalid([FieldError(path="", message=message, line=None)])
+    with tempfile.TemporaryDirectory(prefix="cw-validate-") as folder:
+        path = FilePath(folder) / "clauses.yaml"
+        path.write_text(body.yaml, encoding="utf-8")
+        try:
+            parsed = load_clause_file(path)
+        except ConfigError as exc:
+            return _invalid(
+                [FieldError(path=p.where, message=p.message, line=p.line) for p in exc.problems]
+            )
+        except RecursionError:
+            return _invalid(
+                [FieldError(path="", message="the document nests too deeply", line=None)]
+            )
+    return ClauseValidation(
+        valid=True,
+        errors=[],
+        clauses=[
+            ValidatedClause(id=c.id, version=c.version, content_hash=c.content_hash())
+            for c in parsed.clauses
+        ],
+    )
+
+
+def _invalid(errors: list[FieldError]) -> ClauseValidation:
+    return ClauseValidation(valid=False, errors=errors, clauses=[])
+
+
+def _expanded_nodes(text: str) -> int:
+    """How many nodes the document has once every alias is expanded: an alias bomb is small
+    text that expands into a huge document. Counted on the node graph, without expanding.
+    Syntax errors count as 0 and are left to the loader, which reports them with their place."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return 0
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        sizes[id(node)] = total
+        return total
+
+    try:
+        return 0 if root is None else size(root)
+    except RecursionError:
+        return MAX_EXPANDED_NODES + 1

@@ -1,0 +1,60 @@
+"""`GET /compliance`: compliance rate, not-assessable share and key-clause coverage per site,
+clause and space over a period (definitions: api/compliance.py and docs/api.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from psycopg.rows import tuple_row
+
+from api.auth import Reader
+from api.compliance import compliance_report
+from api.deps import DbConn
+from api.models import ComplianceReport, Problem, SiteId
+
+router = APIRouter(tags=["compliance"])
+DEFAULT_PERIOD = dt.timedelta(days=7)
+MAX_PERIOD = dt.timedelta(days=3660)
+
+
+@router.get("/compliance", responses={401: {"model": Problem}, 403: {"model": Problem}})
+def get_compliance(
+    conn: DbConn,
+    principal: Reader,
+    site: SiteId | None = None,
+    clause: Annotated[str | None, Query(max_length=128)] = None,
+    since: Annotated[dt.datetime | None, Query(description="default: until − 7 days")] = None,
+    until: Annotated[dt.datetime | None, Query(description="exclusive; default: now")] = None,
+) -> ComplianceReport:
+    now = dt.datetime.now(dt.UTC)
+    end = _aware(until) if until is not None else now
+    try:
+        start = _aware(since) if since is not None else end - DEFAULT_PERIOD
+    except OverflowError as exc:
+        raise _field_error("until", "too early to have a default period before it") from exc
+    if start >= end:
+        raise _field_error("since", "must be before until")
+    if end - start > MAX_PERIOD:
+        raise _field_error("since", "the period may be at most ten years long")
+    sites = principal.site_filter(site)
+    if sites is None:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            sites = [row[0] for row in cur.execute("SELECT id FROM sites ORDER BY id")]
+    elif site is not None:
+        known = conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone()
+        if known is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
+    return compliance_report(conn, sites, start, end, now, clause)
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _field_error(field: str, message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        [{"loc": ["query", field], "msg": message, "type": "value_error"}],
+    )

@@ -1,0 +1,67 @@
+"""Liveness and Prometheus metrics. Both are unauthenticated, as scrapers and load balancers
+expect; neither reveals per-site data (alert counts are by state only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import psycopg
+from fastapi import APIRouter, Response, status
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+
+from api.deps import Pool
+
+router = APIRouter(tags=["health"])
+
+ALERT_STATES = ("firing", "acknowledged", "resolved", "closed")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]
+
+
+@router.get(
+    "/healthz",
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
+)
+def healthz(pool: Pool, response: Response) -> Health:
+    try:
+        with pool.connection(timeout=2.0) as conn:
+            conn.execute("SELECT 1")
+    except (psycopg.Error, TimeoutError, OSError):
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(status="degraded", database="unreachable")
+    return Health(status="ok", database="ok")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+def metrics(pool: Pool) -> Response:
+    """Prometheus text: everything in the process's default registry (the ingest pipeline
+    registers readings ingested, dead letters by reason, lag, queue depth there) plus the
+    alerts by state, counted in the database at scrape time."""
+    scrape = CollectorRegistry()
+    gauge = Gauge("clausewatch_alerts", "Alerts by lifecycle state", ["state"], registry=scrape)
+    counts = dict.fromkeys(ALERT_STATES, 0)
+    try:
+        with pool.connection(timeout=2.0) as conn:
+            for state, count in conn.execute("SELECT state, count(*) FROM alerts GROUP BY state"):
+                counts[state] = count
+        up = 1
+    except (psycopg.Error, TimeoutError, OSError):
+        up = 0
+    for state, count in counts.items():
+        gauge.labels(state=state).set(count)
+    Gauge(
+        "clausewatch_api_database_up",
+        "1 when the API reached the database for this scrape",
+        registry=scrape,
+    ).set(up)
+    body = generate_latest(REGISTRY) + generate_latest(scrape)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,81 @@
+"""`GET /readings`: raw or bucketed readings of one device's metric (ingest.store.readings)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from api.auth import Reader
+from api.deps import DbConn
+from api.models import MetricId, Problem, ReadingPoint, ReadingSeries, SiteId
+from ingest.store.readings import BucketPoint, QueryError, RawPoint, query_readings
+
+router = APIRouter(tags=["readings"])
+DEFAULT_PERIOD = dt.timedelta(hours=24)
+
+
+@router.get(
+    "/readings",
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+)
+def get_readings(
+    conn: DbConn,
+    principal: Reader,
+    site: SiteId,
+    device: SiteId,
+    metric: MetricId,
+    since: Annotated[dt.datetime | None, Query(description="default: until − 24 h")] = None,
+    until: Annotated[dt.datetime | None, Query(description="exclusive; default: now")] = None,
+    bucket: Annotated[
+        str | None,
+        Query(pattern=r"^[1-9][0-9]{0,5}[smhdw]$", description="e.g. 15m, 1h, 1d; none: raw"),
+    ] = None,
+) -> ReadingSeries:
+    """Raw readings in [since, until) (bucket omitted), or count / mean / min / max per bucket.
+    Hourly and daily buckets come from the rollups."""
+    principal.site_filter(site)  # 403 outside the token's sites
+    row = conn.execute(
+        "SELECT metrics -> %s ->> 'unit' FROM devices WHERE site = %s AND id = %s",
+        (metric, site, device),
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
+    try:
+        end = _aware(until) if until is not None else dt.datetime.now(dt.UTC)
+        start = _aware(since) if since is not None else end - DEFAULT_PERIOD
+        if start >= end:
+            raise QueryError("since must be before until")
+        points = query_readings(conn, site, device, metric, start, end, bucket)
+    except (QueryError, OverflowError) as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {
+                    "loc": ["query", "bucket" if bucket else "since"],
+                    "msg": str(exc),
+                    "type": "value_error",
+                }
+            ],
+        ) from exc
+    return ReadingSeries(
+        site=site,
+        device=device,
+        metric=metric,
+        unit=row[0],
+        bucket=bucket or "raw",
+        points=[_point(p) for p in points],
+    )
+
+
+def _point(point: RawPoint | BucketPoint) -> ReadingPoint:
+    if isinstance(point, RawPoint):
+        return ReadingPoint(ts=point.ts, value=point.value)
+    return ReadingPoint(
+        ts=point.bucket, value=point.mean, min=point.min, max=point.max, count=point.count
+    )
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

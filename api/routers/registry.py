@@ -1,0 +1,269 @@
+"""The registry: sites, spaces, devices, parties and assignments of the sites a token sees, and
+the admin edits of parties and assignments. Every edit is recorded in the ledger with the
+token that made it (clausewatch.alerts.registry / ledger)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from api.auth import Principal, Reader, RegistryAdmin
+from api.deps import DbConn
+from api.models import (
+    AssignmentCreate,
+    AssignmentPublic,
+    AssignmentUpdate,
+    DevicePublic,
+    PartyCreate,
+    PartyPublic,
+    PartyUpdate,
+    Problem,
+    SiteId,
+    SitePublic,
+    SpacePublic,
+)
+from clausewatch.alerts import ledger, registry
+from rules.site import Assignment
+
+router = APIRouter(tags=["registry"])
+AUTH_ERRORS = {401: {"model": Problem}, 403: {"model": Problem}}
+NOT_FOUND = {404: {"model": Problem}}
+PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+def _site_clause(
+    principal: Principal, site: str | None, args: list[Any], column: str = "site"
+) -> str:
+    sites = principal.site_filter(site)
+    if sites is None:
+        return "TRUE"
+    args.append(sites)
+    return f"{column} = ANY(%s)"
+
+
+@router.get("/sites", responses=AUTH_ERRORS)
+def list_sites(conn: DbConn, principal: Reader) -> list[SitePublic]:
+    args: list[Any] = []
+    where = _site_clause(principal, None, args, column="id")
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT id, name, timezone FROM sites WHERE {where} ORDER BY id", args
+        ).fetchall()
+    return [SitePublic(**row) for row in rows]
+
+
+@router.get("/spaces", responses=AUTH_ERRORS)
+def list_spaces(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[SpacePublic]:
+    args: list[Any] = []
+    where = _site_clause(principal, site, args)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT site, id, name, type, parent, tags, area_m2, occupants FROM spaces"
+            f" WHERE {where} AND retired_at IS NULL ORDER BY site, id",
+            args,
+        ).fetchall()
+    return [SpacePublic(**row) for row in rows]
+
+
+@router.get("/devices", responses=AUTH_ERRORS)
+def list_devices(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[DevicePublic]:
+    args: list[Any] = []
+    where = _site_clause(principal, site, args)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT site, id, space, kind, metrics, parent FROM devices"
+            f" WHERE {where} AND retired_at IS NULL ORDER BY site, id",
+            args,
+        ).fetchall()
+    return [DevicePublic(**row) for row in rows]
+
+
+@router.get("/parties", responses=AUTH_ERRORS)
+def list_parties(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[PartyPublic]:
+    args: list[Any] = []
+    where = _site_clause(principal, site, args)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT site, id, name, kind, contacts, retired_at FROM parties"
+            f" WHERE {where} ORDER BY site, id",
+            args,
+        ).fetchall()
+    return [PartyPublic(**row) for row in rows]
+
+
+@router.get("/assignments", responses=AUTH_ERRORS)
+def list_assignments(
+    conn: DbConn,
+    principal: Reader,
+    site: SiteId | None = None,
+    at: Annotated[dt.datetime | None, Query(description="only those in force at this time")] = None,
+) -> list[AssignmentPublic]:
+    """Assignments, past, present and future (or only those in force at `at`)."""
+    args: list[Any] = []
+    where = _site_clause(principal, site, args)
+    if at is not None:
+        where += " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
+        moment = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+        args.extend([moment, moment])
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT id, site, party, space, domain, role, level, valid_from, valid_to,"
+            f" created_by, created_at FROM assignments WHERE {where} ORDER BY site, id",
+            args,
+        ).fetchall()
+    return [AssignmentPublic(**row) for row in rows]
+
+
+@router.post(
+    "/parties",
+    status_code=status.HTTP_201_CREATED,
+    responses={**AUTH_ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
+)
+def create_party(body: PartyCreate, conn: DbConn, principal: RegistryAdmin) -> PartyPublic:
+    """Adds a party to a site. 409 when the id is taken."""
+    _require_site(conn, principal, body.site)
+    now = dt.datetime.now(dt.UTC)
+    actor = principal.actor
+    try:
+        conn.execute(
+            "INSERT INTO parties (site, id, name, kind, contacts, created_by, created_at,"
+            " updated_by, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                body.site,
+                body.id,
+                body.name,
+                body.kind,
+                Jsonb(body.contacts),
+                actor,
+                now,
+                actor,
+                now,
+            ),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        conn.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "a party with this id exists") from exc
+    party = {"id": body.id, "name": body.name, "kind": body.kind, "contacts": body.contacts}
+    ledger.append(conn, [_entry("party.added", body.site, body.id, actor, {"party": party})], now)
+    conn.commit()
+    return _party(conn, body.site, body.id)
+
+
+@router.patch("/parties/{site}/{party_id}", responses={**AUTH_ERRORS, **NOT_FOUND})
+def update_party(
+    site: PathId, party_id: PathId, body: PartyUpdate, conn: DbConn, principal: RegistryAdmin
+) -> PartyPublic:
+    """Changes a party's name, kind or contacts (the fields given)."""
+    principal.require_visible(site, "party")
+    before = _party(conn, site, party_id, lock=True)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if changes:
+        now = dt.datetime.now(dt.UTC)
+        actor = principal.actor
+        after = before.model_dump(include={"name", "kind", "contacts"}) | changes
+        conn.execute(
+            "UPDATE parties SET name = %s, kind = %s, contacts = %s, updated_by = %s,"
+            " updated_at = %s WHERE site = %s AND id = %s",
+            (after["name"], after["kind"], Jsonb(after["contacts"]), actor, now, site, party_id),
+        )
+        facts = {
+            "before": before.model_dump(include={"name", "kind", "contacts"}),
+            "after": after,
+        }
+        ledger.append(conn, [_entry("party.changed", site, party_id, actor, facts)], now)
+        conn.commit()
+    return _party(conn, site, party_id)
+
+
+@router.post(
+    "/assignments",
+    status_code=status.HTTP_201_CREATED,
+    responses={**AUTH_ERRORS, **NOT_FOUND},
+)
+def create_assignment(
+    body: AssignmentCreate, conn: DbConn, principal: RegistryAdmin
+) -> AssignmentPublic:
+    """Makes a party answer for a space subtree and clause domain over a period."""
+    _require_site(conn, principal, body.site)
+    known = conn.execute(
+        "SELECT (SELECT count(*) FROM parties WHERE site = %(s)s AND id = %(p)s),"
+        " (SELECT count(*) FROM spaces WHERE site = %(s)s AND id = %(x)s)",
+        {"s": body.site, "p": body.party, "x": body.space},
+    ).fetchone()
+    if known is None or not known[0]:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "party not found")
+    if not known[1]:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "space not found")
+    if body.valid_to is not None and body.valid_to <= body.valid_from:
+        raise _field_error("valid_to", "must be after valid_from")
+    assignment = Assignment.model_validate(body.model_dump(exclude={"site"}))
+    new_id = registry.add_assignment(conn, body.site, assignment, principal.actor)
+    conn.commit()
+    return _assignment(conn, principal, new_id)
+
+
+@router.patch("/assignments/{assignment_id}", responses={**AUTH_ERRORS, **NOT_FOUND})
+def end_assignment(
+    assignment_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: AssignmentUpdate,
+    conn: DbConn,
+    principal: RegistryAdmin,
+) -> AssignmentPublic:
+    """Ends an assignment's period at `valid_to` (assignments are history: nothing else
+    changes; a new period is a new assignment)."""
+    current = _assignment(conn, principal, assignment_id)
+    if body.valid_to < current.valid_from:
+        raise _field_error("valid_to", "must not be before the assignment began")
+    registry.end_assignment(conn, assignment_id, body.valid_to, principal.actor)
+    conn.commit()
+    return _assignment(conn, principal, assignment_id)
+
+
+def _entry(kind: str, site: str, party_id: str, actor: str, facts: dict[str, Any]) -> ledger.Entry:
+    return ledger.Entry(
+        kind=kind,
+        entity=f"party:{site}/{party_id}",
+        payload={"actor": actor, "site": site, **facts},
+    )
+
+
+def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
+    """404 for a site that does not exist or that the token cannot see."""
+    exists = conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone()
+    principal.require_visible(site if exists else None, "site")
+
+
+def _party(conn: DbConn, site: str, party_id: str, *, lock: bool = False) -> PartyPublic:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT site, id, name, kind, contacts, retired_at FROM parties"
+            " WHERE site = %s AND id = %s" + (" FOR UPDATE" if lock else ""),
+            (site, party_id),
+        ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "party not found")
+    return PartyPublic(**row)
+
+
+def _assignment(conn: DbConn, principal: Principal, assignment_id: int) -> AssignmentPublic:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT id, site, party, space, domain, role, level, valid_from, valid_to,"
+            " created_by, created_at FROM assignments WHERE id = %s",
+            (assignment_id,),
+        ).fetchone()
+    principal.require_visible(None if row is None else row["site"], "assignment")
+    assert row is not None
+    return AssignmentPublic(**row)
+
+
+def _field_error(field: str, message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        [{"loc": ["body", field], "msg": message, "type": "value_error"}],
+    )

@@ -1,0 +1,249 @@
+"""`GET /api/v1/stream`: the alert timeline as Server-Sent Events.
+
+The table `alert_timeline` is the source of truth and its bigserial id is the SSE event id. A
+notification on channel `cw_alerts` only wakes the readers (`AlertFeed`); each stream then reads
+the rows after the last id it sent, filtered to the token's sites. A reconnecting client sends
+`Last-Event-ID` and gets every row after it, so nothing is missed; a fallback poll covers a
+lost LISTEN connection.
+
+Ids are handed out before commit, so concurrent writers can commit id 12 before id 11. A reader
+that sees 12 first remembers 11 as a gap and looks for it again on the following reads for
+`gap_wait_s`; a gap that never fills was a rolled-back transaction. Such a late row is sent
+after 12 with its own id; clients treat events as idempotent updates of the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+import psycopg
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from api.alert_rows import ALERT_COLUMNS, alert_public
+from api.auth import Principal, Reader
+from api.models import Problem, StreamEvent
+
+log = logging.getLogger(__name__)
+CHANNEL = "cw_alerts"
+# Timeline actions that are not alert state changes are not streamed (webhook bookkeeping).
+HIDDEN_ACTIONS = frozenset({"notified"})
+# A jump in ids larger than this is not tracked as gaps (a sequence reset, a bulk rollback).
+MAX_TRACKED_GAP = 1000
+EVENT_ID = re.compile(r"[0-9]{1,19}")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    heartbeat_s: float = 15.0  # a comment line this often keeps proxies from closing the stream
+    poll_s: float = 5.0  # re-read even without a notification (covers a lost LISTEN)
+    gap_wait_s: float = 10.0  # how long a missing id may still appear (a slow transaction)
+    batch: int = 500  # rows per read
+    listen_retry_s: float = 2.0  # delay before re-opening a lost LISTEN connection
+
+
+class AlertFeed:
+    """One LISTEN connection per app; wakes every open stream when the timeline grows."""
+
+    def __init__(self, conninfo: str, config: StreamConfig) -> None:
+        self.config = config
+        self._conninfo = conninfo
+        self._generation = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="clausewatch-alert-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Returns when the generation moves past `seen`, or after `timeout` seconds."""
+        if self._generation != seen:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _wake(self) -> None:
+        self._generation += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake()  # anything committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake()
+            except psycopg.Error as exc:
+                log.warning("alert feed: LISTEN connection lost (%s); retrying", exc)
+            # A retry delay, not a wait for a condition: the fallback poll covers the outage.
+            await asyncio.sleep(self.config.listen_retry_s)
+
+
+@dataclass
+class TimelineReader:
+    """Position of one stream in the timeline: the highest id read and the ids below it that
+    were missing when it was read (see the module docstring)."""
+
+    last_id: int
+    gap_wait_s: float
+    batch: int
+    gaps: dict[int, float] = field(default_factory=dict)
+    more: bool = False  # the last read was a full batch: read again without waiting
+
+    def read(self, conn: psycopg.Connection, principal: Principal, now: float) -> list[StreamEvent]:
+        """New timeline rows this principal may see, with each alert's current state."""
+        for missing, since in list(self.gaps.items()):
+            if now - since > self.gap_wait_s:
+                del self.gaps[missing]
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT id, alert_id, site, at, action, actor FROM alert_timeline"
+                " WHERE id > %s OR id = ANY(%s) ORDER BY id LIMIT %s",
+                (self.last_id, list(self.gaps), self.batch),
+            ).fetchall()
+            self.more = len(rows) >= self.batch
+            wanted = self.advance([row["id"] for row in rows], now)
+            rows = [
+                row
+                for row in rows
+                if row["id"] in wanted
+                and row["action"] not in HIDDEN_ACTIONS
+                and principal.sees(row["site"])
+            ]
+            if not rows:
+                return []
+            alerts = {
+                alert["id"]: alert_public(alert)
+                for alert in cur.execute(
+                    f"SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ANY(%s)",
+                    (list({row["alert_id"] for row in rows}),),
+                )
+            }
+        return [
+            StreamEvent(
+                timeline_id=row["id"],
+                action=row["action"],
+                at=row["at"],
+                actor=row["actor"],
+                alert=alerts[row["alert_id"]],
+            )
+            for row in rows
+        ]
+
+    def advance(self, ids: Sequence[int], now: float) -> set[int]:
+        """Takes ids read in ascending order; returns those not delivered before (new ones
+        and filled gaps) and records the holes below the new highest id as gaps."""
+        fresh: set[int] = set()
+        for row_id in ids:
+            if row_id in self.gaps:
+                del self.gaps[row_id]
+                fresh.add(row_id)
+            elif row_id > self.last_id:
+                if row_id - self.last_id - 1 <= MAX_TRACKED_GAP:
+                    for missing in range(self.last_id + 1, row_id):
+                        self.gaps[missing] = now
+                self.last_id = row_id
+                fresh.add(row_id)
+        return fresh
+
+
+def head_id(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_timeline").fetchone()
+    return int(row[0]) if row else 0
+
+
+router = APIRouter(tags=["stream"])
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"description": "`event: alert` events whose data is a StreamEvent"},
+        401: {"model": Problem},
+        403: {"model": Problem},
+    },
+)
+async def stream(
+    request: Request,
+    principal: Reader,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**63 - 1, description="resume after this event id (as Last-Event-ID)"),
+    ] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Alert raised / escalated / acknowledged / resolved / reopened / closed, as `event: alert`
+    with `id:` = timeline id. Without `Last-Event-ID` (or `after`) the stream starts at the
+    present and first sends `event: hello` whose id is the current position."""
+    resume = _resume_position(last_event_id, after)
+    pool: ConnectionPool = request.app.state.pool
+    feed: AlertFeed = request.app.state.feed
+    config = feed.config
+
+    def with_conn(fn: Any, *args: Any) -> Any:
+        with pool.connection() as conn:
+            return fn(conn, *args)
+
+    start = resume if resume is not None else await anyio.to_thread.run_sync(with_conn, head_id)
+    reader = TimelineReader(last_id=start, gap_wait_s=config.gap_wait_s, batch=config.batch)
+    if resume is None:
+        yield ServerSentEvent(event="hello", id=str(start), data={"position": start})
+    last_sent = time.monotonic()
+    while True:
+        seen = feed.generation
+        events: list[StreamEvent] = await anyio.to_thread.run_sync(
+            with_conn, reader.read, principal, time.monotonic()
+        )
+        for event in events:
+            yield ServerSentEvent(event="alert", id=str(event.timeline_id), data=event)
+        if events:
+            last_sent = time.monotonic()
+        if reader.more:
+            continue  # a full batch: more rows are waiting, read on at once
+        if time.monotonic() - last_sent >= config.heartbeat_s:
+            yield ServerSentEvent(comment="heartbeat")
+            last_sent = time.monotonic()
+        await feed.wait(seen, min(config.poll_s, config.heartbeat_s))
+
+
+def _resume_position(last_event_id: str | None, after: int | None) -> int | None:
+    if last_event_id is not None and last_event_id.strip():
+        text = last_event_id.strip()
+        if not EVENT_ID.fullmatch(text) or int(text) >= 2**63:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [
+                    {
+                        "loc": ["header", "Last-Event-ID"],
+                        "msg": "an event id from this stream (a non-negative integer)",
+                        "type": "event_id_invalid",
+                    }
+                ],
+            )
+        return int(text)
+    return after
