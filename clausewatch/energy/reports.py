@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -60,6 +61,7 @@ _UNIT_SCALE: dict[tuple[str, str], Decimal] = {
     ("t", "kg"): Decimal(1000),
 }
 FUELS = ("gasoline", "diesel")
+BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
 class ReportError(ValueError):
@@ -128,6 +130,55 @@ def counted_meters(site: SiteModel, meters: Sequence[Meter], space: str | None) 
     return [
         m for m in meters if m.space in inside and (m.parent is None or m.parent not in in_scope)
     ]
+
+
+def parse_moment(text: str, site: SiteModel) -> dt.datetime:
+    """A date (local midnight at the site) or an ISO datetime with an offset."""
+    try:
+        if len(text) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), site.zone())
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ReportError(f"{text!r} is neither a date (2026-07-01) nor an ISO datetime") from None
+    if moment.tzinfo is None:
+        raise ReportError(f"{text!r} needs a UTC offset, for example {text}+08:00")
+    return moment
+
+
+def default_period(
+    site: SiteModel, now: dt.datetime, months: int
+) -> tuple[dt.datetime, dt.datetime]:
+    """The `months` local calendar months up to and including the one containing `now`."""
+    local = now.astimezone(site.zone())
+    year, month = local.year, local.month + 1
+    if month == 13:
+        year, month = year + 1, 1
+    until = dt.datetime(year, month, 1, tzinfo=site.zone())
+    index = year * 12 + month - 1 - months
+    since = dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=site.zone())
+    return since, until
+
+
+def load_site_model(
+    conn: psycopg.Connection[Any], site_id: str, config_dir: Path | None = None
+) -> SiteModel:
+    """The site model the service runs with: the one synced into `sites` (registry), else the
+    site file in `config_dir` (the bundled configuration when None). Raises ReportError."""
+    exists = conn.execute("SELECT to_regclass('sites') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        row = conn.execute("SELECT model FROM sites WHERE id = %s", (site_id,)).fetchone()
+        if row is not None:
+            return SiteModel.model_validate(row[0])
+    from clausewatch.configfiles import ConfigError, load_config_dir
+
+    directory = config_dir or BUNDLED_CONFIG
+    try:
+        sites = load_config_dir(directory).sites
+    except ConfigError as exc:
+        raise ReportError(f"configuration {directory} has errors: {exc}") from exc
+    if site_id not in sites:
+        raise ReportError(f"unknown site {site_id!r}")
+    return sites[site_id]
 
 
 # ---- reading storage ----
@@ -440,7 +491,7 @@ def carbon_report(
 ) -> CarbonReport:
     """The full energy and carbon report of the site (or `space`) for [since, until)."""
     zone = site.zone()
-    month_edges = bucket_edges(since, until, "month", zone)
+    month_edges = _edges(since, until, "month", site)
     meters = site_meters(site)
     counted = counted_meters(site, meters, space)
     inside = subtree(site, space)
@@ -565,7 +616,7 @@ def carbon_report(
         comparisons=[],
         notes=notes,
     )
-    report.area_m2, report.occupants = _area_and_occupants(site, space)
+    report.area_m2, report.occupants = area_and_occupants(site, space)
     if report.area_m2 is None:
         notes.append("no floor area: per-m2 intensities are not assessable")
     if report.occupants is None:
@@ -579,6 +630,13 @@ def carbon_report(
             notes.append(f"meter {line.meter.device}: {present(hours, 2)} h without data")
     report.comparisons = compare(report, load_baseline(conn, site.site.id))
     return report
+
+
+def _edges(since: dt.datetime, until: dt.datetime, bucket: Bucket, site: SiteModel) -> list[float]:
+    try:
+        return bucket_edges(since, until, bucket, site.zone())
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _market_based(
@@ -648,7 +706,7 @@ def imbalances(meters: Sequence[Meter], measured: dict[str, MeterConsumption]) -
     return found
 
 
-def _area_and_occupants(site: SiteModel, space: str | None) -> tuple[Decimal | None, int | None]:
+def area_and_occupants(site: SiteModel, space: str | None) -> tuple[Decimal | None, int | None]:
     if space is not None:
         chosen = [site.space(space)]
     else:
@@ -763,7 +821,7 @@ def energy_series(
 ) -> tuple[list[SeriesPoint], list[MeterLine], list[Imbalance]]:
     """Consumption per bucket, grouped `by` carrier (the scope's total), meter, or space (each
     child space of `space`, or each building of the site)."""
-    edges = bucket_edges(since, until, bucket, site.zone())
+    edges = _edges(since, until, bucket, site)
     meters = site_meters(site)
     inside = subtree(site, space)
     shown = [m for m in meters if m.space in inside]

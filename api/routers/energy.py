@@ -1,0 +1,327 @@
+"""Energy and carbon for energy officers: `GET /energy`, `GET /carbon` (JSON, or CSV with
+`format=csv`), the quota burn-down behind the energy page, and the emission factors (admins may
+add one without a code change).
+
+Periods: `since` / `until` are dates (local midnight at the site) or ISO datetimes with an
+offset; the period is [since, until). Without them: the last 12 local calendar months, this one
+included. Figures are decimal strings (exact; see clausewatch/energy/render.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import EnergyReader, Principal
+from api.deps import DbConn
+from api.models import Problem, SiteId
+from clausewatch.energy import factors as factor_store
+from clausewatch.energy.quotas import load_quota_clauses, quota_statuses
+from clausewatch.energy.render import (
+    CarbonReportOut,
+    ImbalanceOut,
+    MeterOut,
+    carbon_csv,
+    carbon_out,
+    energy_csv,
+    imbalance_out,
+    meter_out,
+)
+from clausewatch.energy.reports import (
+    ReportError,
+    area_and_occupants,
+    carbon_report,
+    default_period,
+    energy_series,
+    load_site_model,
+    parse_moment,
+    present,
+)
+from rules.site import ID_PATTERN, SiteModel
+
+router = APIRouter(tags=["energy"])
+ERRORS = {401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}}
+CSV = {"content": {"text/csv": {}}, "description": "the same figures as CSV (format=csv)"}
+SpaceId = Annotated[str | None, Query(pattern=ID_PATTERN, description="a building or other space")]
+Moment = Annotated[
+    str | None,
+    Query(max_length=40, description="a date (site-local midnight) or ISO datetime with offset"),
+]
+Format = Annotated[Literal["json", "csv"], Query(alias="format")]
+# A report reads every reading of its meters: bound the work one request may ask for.
+MAX_DAYS = 3 * 366
+MAX_HOURLY_DAYS = 62
+
+
+class EnergyPoint(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    key: str
+    carrier: str
+    unit: str
+    value: Decimal
+    estimated: Decimal
+
+
+class EnergyOut(BaseModel):
+    site: str
+    space: str | None
+    since: dt.datetime
+    until: dt.datetime
+    timezone: str
+    bucket: str
+    by: str
+    area_m2: Decimal | None
+    occupants: int | None
+    points: list[EnergyPoint]
+    meters: list[MeterOut]
+    imbalances: list[ImbalanceOut]
+
+
+class QuotaPoint(BaseModel):
+    at: dt.datetime
+    cumulative: Decimal
+
+
+class QuotaOut(BaseModel):
+    clause_id: str
+    version: int
+    title: str
+    device: str
+    space: str
+    metric: str
+    unit: str
+    period: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    budget: Decimal | None
+    consumed: Decimal
+    estimated: Decimal
+    budget_to_date: Decimal | None
+    forecast: Decimal | None
+    elapsed_share: Decimal
+    status: str
+    reason: str
+    curve: list[QuotaPoint]
+
+
+class FactorPublic(BaseModel):
+    carrier: str
+    series: str
+    region: str
+    data_year: int
+    value: Decimal
+    unit: str
+    variant: str
+    instrument: str
+    confidence: str
+
+
+class FactorCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    carrier: Literal["electricity", "natural_gas", "heat", "gasoline", "diesel"]
+    series: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)
+    region: str = Field(default="national", pattern=ID_PATTERN)
+    data_year: int = Field(ge=1990, le=2100)
+    value: Decimal = Field(gt=0, max_digits=12)
+    unit: Literal["tCO2/MWh", "kgCO2/kWh", "tCO2/GJ", "kgCO2/GJ", "kgCO2/m3", "tCO2/t", "kgCO2/kg"]
+    variant: str = Field(default=factor_store.ALL_IN, min_length=1, max_length=200)
+    instrument: str = Field(min_length=1, max_length=500)
+    confidence: Literal["A", "A/B", "B", "B-", "C"]
+
+
+def _site(conn: psycopg.Connection, principal: Principal, site: str) -> SiteModel:
+    principal.site_filter(site)  # 403 outside the token's sites
+    try:
+        return load_site_model(conn, site)
+    except ReportError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+def _period(
+    model: SiteModel, since: str | None, until: str | None, *, hourly: bool = False
+) -> tuple[dt.datetime, dt.datetime]:
+    try:
+        default_since, default_until = default_period(model, dt.datetime.now(dt.UTC), 12)
+        start = parse_moment(since, model) if since else default_since
+        end = parse_moment(until, model) if until else default_until
+    except ReportError as exc:
+        raise _unprocessable(str(exc)) from None
+    if end <= start:
+        raise _unprocessable("until must be after since")
+    limit = MAX_HOURLY_DAYS if hourly else MAX_DAYS
+    if end - start > dt.timedelta(days=limit):
+        raise _unprocessable(f"a period of at most {limit} days, please")
+    return start, end
+
+
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(422, message)
+
+
+@router.get("/energy", response_model=EnergyOut, responses={**ERRORS, 200: CSV})
+def get_energy(
+    conn: DbConn,
+    principal: EnergyReader,
+    site: Annotated[SiteId, Query()],
+    space: SpaceId = None,
+    since: Moment = None,
+    until: Moment = None,
+    bucket: Literal["hour", "day", "month", "year"] = "month",
+    by: Literal["carrier", "meter", "space"] = "carrier",
+    output: Format = "json",
+) -> EnergyOut | Response:
+    """Consumption per bucket of the site or a space: by carrier (the scope's total, sub-meters
+    not added twice), by meter, or by child space; with each meter's resets, gaps and missing
+    time, and the sub-meter imbalances."""
+    model = _site(conn, principal, site)
+    start, end = _period(model, since, until, hourly=bucket == "hour")
+    try:
+        points, lines, imbalances = energy_series(
+            conn, model, start, end, bucket, space=space, by=by
+        )
+        area = area_and_occupants(model, space)
+    except ReportError as exc:
+        raise _unprocessable(str(exc)) from None
+    if output == "csv":
+        return _csv(energy_csv(points, model.site.timezone), f"energy-{site}")
+    zone = model.zone()
+    return EnergyOut(
+        site=site,
+        space=space,
+        since=start,
+        until=end,
+        timezone=model.site.timezone,
+        bucket=bucket,
+        by=by,
+        area_m2=area[0],
+        occupants=area[1],
+        points=[
+            EnergyPoint(
+                start=dt.datetime.fromtimestamp(p.start, zone),
+                end=dt.datetime.fromtimestamp(p.end, zone),
+                key=p.key,
+                carrier=p.carrier,
+                unit=p.unit,
+                value=Decimal(present(p.value)),
+                estimated=Decimal(present(p.estimated)),
+            )
+            for p in points
+        ],
+        meters=[meter_out(line, model.site.timezone) for line in lines],
+        imbalances=[imbalance_out(i) for i in imbalances],
+    )
+
+
+@router.get("/carbon", response_model=CarbonReportOut, responses={**ERRORS, 200: CSV})
+def get_carbon(
+    conn: DbConn,
+    principal: EnergyReader,
+    site: Annotated[SiteId, Query()],
+    space: SpaceId = None,
+    since: Moment = None,
+    until: Moment = None,
+    output: Format = "json",
+) -> CarbonReportOut | Response:
+    """Energy by carrier, kgce, t CO2 by scope and carrier (location- and market-based),
+    intensities per m2 and per person, against the quota and the five-year targets, with every
+    emission factor used (series, region, data year, value, instrument)."""
+    model = _site(conn, principal, site)
+    start, end = _period(model, since, until)
+    try:
+        report = carbon_report(conn, model, start, end, space=space)
+    except ReportError as exc:
+        raise _unprocessable(str(exc)) from None
+    if output == "csv":
+        return _csv(carbon_csv(report), f"carbon-{site}")
+    return carbon_out(report)
+
+
+@router.get("/energy/quotas", responses=ERRORS)
+def get_quotas(
+    conn: DbConn,
+    principal: EnergyReader,
+    site: Annotated[SiteId, Query()],
+    space: SpaceId = None,
+    at: Moment = None,
+) -> list[QuotaOut]:
+    """Each quota clause in force × meter: the current period's consumption against its budget,
+    the budget to date, the linear forecast and the cumulative curve."""
+    model = _site(conn, principal, site)
+    try:
+        moment = parse_moment(at, model) if at else dt.datetime.now(dt.UTC)
+        statuses = quota_statuses(conn, model, load_quota_clauses(conn), moment, space=space)
+    except ReportError as exc:
+        raise _unprocessable(str(exc)) from None
+
+    def rounded(value: Decimal | None, places: int = 3) -> Decimal | None:
+        return None if value is None else Decimal(present(value, places))
+
+    return [
+        QuotaOut(
+            clause_id=q.clause_id,
+            version=q.version,
+            title=q.title,
+            device=q.device,
+            space=q.space,
+            metric=q.metric,
+            unit=q.unit,
+            period=q.period,
+            period_start=q.period_start,
+            period_end=q.period_end,
+            budget=rounded(q.budget),
+            consumed=Decimal(present(q.consumed)),
+            estimated=Decimal(present(q.estimated)),
+            budget_to_date=rounded(q.budget_to_date),
+            forecast=rounded(q.forecast),
+            elapsed_share=Decimal(present(q.elapsed_share, 4)),
+            status=q.status,
+            reason=q.reason,
+            curve=[QuotaPoint(at=t, cumulative=Decimal(present(v))) for t, v in q.curve],
+        )
+        for q in statuses
+    ]
+
+
+@router.get("/energy/factors", responses=ERRORS)
+def list_factors(conn: DbConn, principal: EnergyReader) -> list[FactorPublic]:
+    """Every stored emission factor."""
+    return [
+        FactorPublic(**{k: getattr(f, k) for k in FactorPublic.model_fields})
+        for f in factor_store.load_factors(conn)
+    ]
+
+
+@router.post(
+    "/energy/factors",
+    status_code=status.HTTP_201_CREATED,
+    responses={**ERRORS, 409: {"model": Problem}},
+)
+def add_factor(conn: DbConn, principal: EnergyReader, body: FactorCreate) -> FactorPublic:
+    """Adds a factor (admins only). A published factor is never overwritten: the same carrier,
+    series, region, data year and variant again is a 409."""
+    if principal.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins add emission factors")
+    factor = factor_store.EmissionFactor(**body.model_dump())
+    try:
+        added = factor_store.add_factor(conn, factor, added_by=principal.actor)
+    except factor_store.FactorError as exc:
+        raise _unprocessable(str(exc)) from None
+    if not added:
+        raise HTTPException(status.HTTP_409_CONFLICT, "that factor exists already")
+    conn.commit()
+    return FactorPublic(**body.model_dump())
+
+
+def _csv(text: str, name: str) -> Response:
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )

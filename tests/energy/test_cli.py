@@ -1,0 +1,84 @@
+"""`clausewatch report carbon` and `clausewatch energy factor add` against a real database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from clausewatch.alerts import registry
+from clausewatch.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_report_carbon_csv(
+    conn: psycopg.Connection[Any],
+    kit: Any,
+    energy_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    site = kit.make_site(grid_region="national", max_gap="40d")
+    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
+    kit.insert_readings(
+        conn,
+        site,
+        "em-main",
+        "energy_kwh",
+        [(kit.local(2023, 1, 1), 0), (kit.local(2023, 2, 1), 1000)],
+    )
+    conn.commit()
+    argv = [
+        "report",
+        "carbon",
+        "--database-url",
+        energy_database_url,
+        "--site",
+        site.site.id,
+        "--from",
+        "2023-01-01",
+        "--to",
+        "2023-02-01",
+    ]
+    assert main([*argv, "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"total,{site.site.id},scope2 location-based,0.530600,tCO2," in out
+    assert "mee_nbs_average national 2023 0.5306 tCO2/MWh" in out
+    assert main(argv) == 0  # the text form
+    assert "0.530600" in capsys.readouterr().out
+    assert main([*argv[:-4], "--from", "2023-02-01", "--to", "2023-01-01"]) == 2
+    assert main([*argv[:-2], "--to", "soon"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_factor_add_refuses_to_overwrite(
+    energy_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "energy",
+        "factor",
+        "add",
+        "--database-url",
+        energy_database_url,
+        "--carrier",
+        "heat",
+        "--series",
+        "cli_test_series",
+        "--data-year",
+        "2024",
+        "--value",
+        "0.1",
+        "--unit",
+        "tCO2/GJ",
+        "--instrument",
+        "test",
+        "--confidence",
+        "C",
+    ]
+    assert main(argv) == 0
+    assert main(argv) == 1
+    wrong_unit = [("tCO2/MWh" if a == "tCO2/GJ" else a) for a in argv]
+    assert main(wrong_unit) == 2  # tCO2/MWh does not fit heat
+    with psycopg.connect(energy_database_url) as conn:
+        conn.execute("DELETE FROM emission_factors WHERE series = 'cli_test_series'")
