@@ -1,0 +1,125 @@
+"""Writes: redelivery adds no rows, dead letters are capped, checkpoints are transactional."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+from ingest.store.checkpoints import load_checkpoint, save_checkpoint
+from ingest.store.pool import connect
+from ingest.store.writes import (
+    DEAD_LETTER_PAYLOAD_CAP,
+    Batch,
+    DeadLetter,
+    EventRow,
+    PartitionCache,
+    ReadingRow,
+    write_batch,
+    write_compliance_intervals,
+    write_late_readings,
+    write_readings,
+)
+from rules.verdicts import ClauseRef, ComplianceInterval, LateReading, Subject
+
+pytestmark = pytest.mark.integration
+
+T0 = dt.datetime(2026, 7, 1, 9, tzinfo=dt.UTC).timestamp()
+
+
+def readings(device: str, n: int, *, seq: bool, start: float = T0) -> list[ReadingRow]:
+    rows = []
+    for i in range(n):
+        ts = start + 60 * i
+        for metric, value in (("temperature", 25.0 + i / 10), ("humidity", 50.0)):
+            rows.append(ReadingRow("s1", device, metric, ts, value, i if seq else None, ts + 1))
+    return rows
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_redelivered_batches_add_no_rows(store_url: str) -> None:
+    with_seq = readings("d-seq", 50, seq=True)
+    without_seq = readings("d-noseq", 50, seq=False)
+    cache = PartitionCache()
+    with connect(store_url) as conn:
+        assert write_readings(conn, with_seq + without_seq, cache) == 200
+    with connect(store_url) as conn:
+        # The same batch again, a partial overlap, and a duplicate inside one batch.
+        assert write_readings(conn, with_seq + without_seq, cache) == 0
+        overlap = readings("d-seq", 60, seq=True)
+        assert write_readings(conn, overlap + overlap[-2:], cache) == 20
+        assert count(conn, "readings") == 220
+
+
+def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str) -> None:
+    # No ts in the payload: each delivery is stamped with its own receive time.
+    first = [ReadingRow("s1", "d1", "co2", T0 + i, 600.0, i, T0 + i, True) for i in range(5)]
+    again = [r._replace(ts=r.ts + 30, received_at=r.received_at + 30) for r in first]
+    no_seq = [r._replace(seq=None, ts=r.ts + 60) for r in first]
+    with connect(store_url) as conn:
+        assert write_readings(conn, first) == 5
+        assert write_readings(conn, again) == 0
+        # Without seq there is no stable key: a second delivery is a second reading.
+        assert write_readings(conn, no_seq) == 5
+
+
+def test_events_and_dead_letters(store_url: str) -> None:
+    event = EventRow("s1", "reader-1", T0, "cleaning.completed", "wc-1", "staff-1", 7, {}, T0)
+    big = DeadLetter(T0, "cw/s1/d1/telemetry", b"x" * (DEAD_LETTER_PAYLOAD_CAP + 10), "too_big")
+    batch = Batch(1, events=[event, event._replace(attrs={"checklist": "full"})])
+    batch.dead_letters.append(big)
+    with connect(store_url) as conn:
+        result = write_batch(conn, batch)
+        assert (result.events_new, result.dead_letters) == (1, 1)
+        assert write_batch(conn, Batch(2, events=[event])).events_new == 0
+        stored = conn.execute(
+            "SELECT octet_length(payload), truncated, reason FROM dead_letters"
+        ).fetchone()
+        assert stored == (DEAD_LETTER_PAYLOAD_CAP, True, "too_big")
+
+
+def test_compliance_intervals_and_late_readings_are_idempotent(store_url: str) -> None:
+    clause = ClauseRef("gb.temp", 2, "abc123", "GB 1", "3.1", "Cooling", "energy", "major", True)
+    intervals = [
+        ComplianceInterval(clause, Subject("s1", "room-1", "d1"), T0, T0 + 60, "compliant"),
+        ComplianceInterval(clause, Subject("s1", "room-1", "d1"), T0 + 60, T0 + 90, "violating"),
+        ComplianceInterval(clause, Subject("s1", "wc-1"), T0, T0 + 90, "not_assessable"),
+    ]
+    late = [LateReading("s1", "d1", T0, "temperature")]
+    with connect(store_url) as conn:
+        assert write_compliance_intervals(conn, intervals) == 3
+        assert write_compliance_intervals(conn, intervals) == 0
+        assert write_late_readings(conn, late) == 1
+        assert write_late_readings(conn, late) == 0
+        row = conn.execute(
+            "SELECT device, status FROM compliance_intervals WHERE space = 'wc-1'"
+        ).fetchone()
+        assert row == ("", "not_assessable")
+
+
+def test_checkpoint_commits_and_rolls_back_with_its_readings(store_url: str) -> None:
+    site = "s1"
+    with connect(store_url) as conn, conn.transaction():
+        write_readings(conn, readings("d1", 3, seq=True))
+        save_checkpoint(conn, site, {"watermark": 1, "open": ["a"]}, T0 + 120)
+
+    class Crash(Exception):
+        pass
+
+    with connect(store_url) as conn:
+        with pytest.raises(Crash), conn.transaction():
+            write_readings(conn, readings("d1", 3, seq=True, start=T0 + 3600))
+            save_checkpoint(conn, site, {"watermark": 2}, T0 + 3720)
+            raise Crash
+        # Neither the second batch of readings nor its checkpoint is there.
+        assert count(conn, "readings") == 6
+        checkpoint = load_checkpoint(conn, site)
+        assert checkpoint is not None
+        assert checkpoint.state == {"watermark": 1, "open": ["a"]}
+        assert checkpoint.watermark == T0 + 120
+        assert load_checkpoint(conn, "other-site") is None
