@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
@@ -46,6 +47,7 @@ from ingest.store.writes import (
     ReadingRow,
     write_batch,
     write_compliance_intervals,
+    write_dead_letters,
     write_late_readings,
 )
 from ingest.store.writes import DeadLetter as DeadLetterRow
@@ -78,6 +80,8 @@ STATUS_MESSAGES = Counter("clausewatch_status_messages", "Device status messages
 
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+# A batch the database refuses (not merely unreachable) this many times becomes dead letters.
+MAX_REJECTED_ATTEMPTS = 3
 
 
 @dataclass
@@ -289,9 +293,11 @@ class Pipeline:
             drained = self.engines[site_id].drain()
             if drained:
                 pending.outputs.setdefault(site_id, []).extend(drained)
-        if not pending.tokens and not pending.touched_sites and not len(pending.batch):
+        # Time passing without data or verdicts changes nothing a restart would not redo.
+        if not pending.tokens and not pending.outputs and not len(pending.batch):
             return
         delay = RETRY_MIN_S
+        failures = 0
         while True:
             started = time.monotonic()
             try:
@@ -304,6 +310,11 @@ class Pipeline:
                     log.error("flush failed while stopping (%s); the broker will redeliver", exc)
                     self._pending = self._new_pending()
                     return
+                if not isinstance(exc, psycopg.OperationalError):
+                    failures += 1
+                    if failures >= MAX_REJECTED_ATTEMPTS:
+                        self._reject(pending, exc)
+                        break
                 log.warning("flush failed (%s); retrying in %.1f s", exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
@@ -314,6 +325,35 @@ class Pipeline:
         VALUES_STORED.inc(pending.values)
         BATCHES.inc()
         self._pending = self._new_pending()
+
+    def _reject(self, pending: _Pending, error: Exception) -> None:
+        """The database refuses this batch for a reason other than being unreachable (a bug or
+        data it cannot hold): keep its rows as dead letters rather than lose them or stall
+        ingestion forever. Its engine outputs are logged and dropped."""
+        detail = f"{type(error).__name__}: {error}"[:2000]
+        log.error(
+            "batch %d rejected by the database (%s); %d outputs dropped, rows kept as dead letters",
+            pending.batch.id,
+            detail,
+            sum(len(o) for o in pending.outputs.values()),
+        )
+        now = time.time()
+        letters = list(pending.batch.dead_letters)
+        letters.extend(
+            DeadLetterRow(
+                now,
+                f"store/{type(row).__name__}",
+                orjson.dumps(row._asdict()),
+                "store_rejected",
+                detail,
+            )
+            for row in (*pending.batch.readings, *pending.batch.events)
+        )
+        with self.pool.connection() as conn, conn.transaction():
+            write_dead_letters(conn, letters)
+            for site_id in pending.touched_sites:
+                snapshot = self.engines[site_id].snapshot()
+                save_checkpoint(conn, site_id, snapshot, snapshot.get("clock"))
 
     def _commit(self, pending: _Pending) -> None:
         pending.batch.attempt += 1
