@@ -3,7 +3,9 @@ human steps of the lifecycle, acknowledge and close (clausewatch.alerts does the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -26,6 +28,7 @@ from api.models import (
     TimelineEntry,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from clausewatch.alerts import lifecycle
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -113,18 +116,11 @@ def get_alert(alert_id: AlertId, conn: DbConn, principal: Reader) -> AlertDetail
 def acknowledge_alert(
     alert_id: AlertId, body: AcknowledgeCreate, conn: DbConn, principal: AlertActor
 ) -> AlertDetail:
-    """Acknowledge a firing (or resolved) alert, with an optional note. 409 when the alert's
-    state does not allow it (already acknowledged, closed)."""
-    from clausewatch.alerts.lifecycle import AlertNotFound, TransitionRefused, acknowledge
-
+    """Acknowledge a firing (or resolved) alert, with an optional note. 409 when its state does
+    not allow it (already acknowledged, closed)."""
     _ensure_visible(conn, principal, alert_id)
-    try:
-        acknowledge(conn, alert_id, actor=principal.actor, note=body.note)
-    except AlertNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "alert not found") from exc
-    except TransitionRefused as exc:
-        conn.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    with _lifecycle_errors(conn):
+        lifecycle.acknowledge(conn, alert_id, actor=principal.actor, note=body.note)
     conn.commit()
     return load_alert_detail(conn, principal, alert_id)
 
@@ -133,26 +129,38 @@ def acknowledge_alert(
 def close_alert(
     alert_id: AlertId, body: CloseCreate, conn: DbConn, principal: AlertActor
 ) -> AlertDetail:
-    """Close an alert with its cause and corrective action. 409 when the state does not allow
-    it, or when the clause requires re-verification that has not yet passed."""
-    from clausewatch.alerts.lifecycle import AlertNotFound, TransitionRefused, close
-
+    """Close a resolved alert with its cause and corrective action. 409 while the alert is still
+    firing or acknowledged, or while the clause's re-verification period has not passed."""
     _ensure_visible(conn, principal, alert_id)
-    try:
-        close(
+    with _lifecycle_errors(conn):
+        lifecycle.close(
             conn,
             alert_id,
             actor=principal.actor,
             cause=body.cause,
             corrective_action=body.corrective_action,
         )
-    except AlertNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "alert not found") from exc
-    except TransitionRefused as exc:
-        conn.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     conn.commit()
     return load_alert_detail(conn, principal, alert_id)
+
+
+@contextlib.contextmanager
+def _lifecycle_errors(conn: DbConn) -> Iterator[None]:
+    """The lifecycle's refusals as HTTP answers (its errors carry their status)."""
+    try:
+        yield
+    except lifecycle.IncompleteInput as exc:
+        conn.rollback()
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {"loc": ["body", field], "msg": exc.message, "type": "missing"}
+                for field in exc.fields
+            ],
+        ) from exc
+    except lifecycle.AlertError as exc:
+        conn.rollback()
+        raise HTTPException(exc.http_status, exc.message) from exc
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

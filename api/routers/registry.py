@@ -233,9 +233,10 @@ def _entry(kind: str, site: str, party_id: str, actor: str, facts: dict[str, Any
 
 
 def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
-    """404 for a site that does not exist or that the token cannot see."""
-    exists = conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone()
-    principal.require_visible(site if exists else None, "site")
+    """403 for a site outside the token's scope (as for a site filter), 404 for an unknown one."""
+    principal.site_filter(site)
+    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
 
 
 def _party(conn: DbConn, site: str, party_id: str, *, lock: bool = False) -> PartyPublic:

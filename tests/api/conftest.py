@@ -1,0 +1,165 @@
+"""Fixtures of the API tests: a migrated database of their own with two sites (site-a, site-b),
+the bundled clause file, tokens of every role scoped to site-a or to every site, an app, and
+helpers that raise alerts the way the alert service records them (a row and its timeline)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg.types.json import Jsonb
+
+from api.app import create_app
+from api.stream import StreamConfig
+from api.tokens import ROLES, create_token
+from clausewatch.alerts import registry
+from clausewatch.configfiles import load_clause_file
+from ingest.store.migrate import migrate
+from rules.site import SiteModel
+
+CONFIG = Path(__file__).resolve().parents[2] / "clausewatch" / "config"
+SITES = ("site-a", "site-b")
+T0 = dt.datetime(2026, 7, 1, 1, 0, tzinfo=dt.UTC)  # 09:00 in Asia/Shanghai, a workday
+# Fast stream for tests: wake-ups come from LISTEN; the poll only covers a lost connection.
+TEST_STREAM = StreamConfig(heartbeat_s=1.0, poll_s=0.5, gap_wait_s=2.0)
+
+
+def site_model(site: str) -> SiteModel:
+    return SiteModel.model_validate(
+        {
+            "site": {
+                "id": site,
+                "name": f"Test {site}",
+                "timezone": "Asia/Shanghai",
+                "seasons": {"cooling": {"from": "06-01", "to": "09-30"}},
+            },
+            "spaces": [
+                {"id": "b1", "type": "building"},
+                {"id": "room-1", "type": "meeting", "parent": "b1", "name": "会议室"},
+                {"id": "server", "type": "server-room", "parent": "b1"},
+            ],
+            "devices": [
+                {
+                    "id": "th-1",
+                    "space": "room-1",
+                    "metrics": {
+                        "temperature": {"unit": "°C", "range": [-20, 60]},
+                        "hvac_mode": {
+                            "unit": "",
+                            "states": {"off": 0, "cooling": 1, "heating": 2, "fan": 3},
+                        },
+                    },
+                }
+            ],
+            "parties": [{"id": "fm-1", "name": f"王工 ({site})"}],
+            "assignments": [
+                {"party": "fm-1", "space": "b1", "valid_from": "2026-01-01T00:00:00+08:00"}
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def api_database_url(pg_server_url: str) -> Iterator[str]:
+    """A migrated database for one test module, with both sites and the bundled clauses."""
+    name = f"cw_api_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(pg_server_url)._replace(path=f"/{name}"))
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        for site in SITES:
+            registry.sync_site(conn, site_model(site), actor="test", now=T0)
+        clause_files = [load_clause_file(p) for p in sorted((CONFIG / "clauses").glob("*.yaml"))]
+        registry.sync_clauses(conn, clause_files, actor="test", now=T0)
+    yield url
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def tokens(api_database_url: str) -> dict[tuple[str, str], str]:
+    """(role, scope) → token, scope "site-a" (scoped) or "all" (every site)."""
+    made: dict[tuple[str, str], str] = {}
+    with psycopg.connect(api_database_url) as conn:
+        for role in ROLES:
+            made[(role, "site-a")], _ = create_token(conn, role, ("site-a",), f"{role} of a")
+            made[(role, "all")], _ = create_token(conn, role, (), f"{role} of all")
+    return made
+
+
+@pytest.fixture(scope="module")
+def client(api_database_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(api_database_url, stream=TEST_STREAM)) as test_client:
+        yield test_client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def insert_alert(
+    conn: psycopg.Connection[Any],
+    site: str,
+    *,
+    started_at: dt.datetime = T0,
+    state: str = "firing",
+    severity: str = "warning",
+    clause_id: str = "temp.cooling.min",
+    space: str = "room-1",
+) -> int:
+    """An alert as the alert service records one: the row, its 'raised' timeline entry."""
+    row = conn.execute(
+        "INSERT INTO alerts (site, clause_id, clause_version, content_hash, standard, number,"
+        " title, domain, key, kind, severity, space, device, metric, reason, state, started_at,"
+        " confirmed_at, worst_value, unit, params, evidence, responsible_party,"
+        " responsible_name, updated_at)"
+        " SELECT %(site)s, clause_id, version, content_hash, standard_code, number, title,"
+        " domain, key, 'violation', %(severity)s, %(space)s, 'th-1', 'temperature',"
+        " 'temperature below 25.7', %(state)s, %(at)s, %(at)s + interval '10 minutes', 24.1,"
+        " '°C', %(params)s, %(evidence)s, 'fm-1', '王工', %(at)s"
+        " FROM clause_versions WHERE clause_id = %(clause)s ORDER BY version DESC LIMIT 1"
+        " RETURNING id",
+        {
+            "site": site,
+            "severity": severity,
+            "space": space,
+            "state": state,
+            "at": started_at,
+            "clause": clause_id,
+            "params": Jsonb({"limit": 26.0, "tolerance": 0.3}),
+            "evidence": Jsonb(
+                [
+                    {
+                        "ts": started_at.timestamp() + 60 * i,
+                        "device": "th-1",
+                        "metric": "temperature",
+                        "value": 24.5 - 0.1 * i,
+                    }
+                    for i in range(5)
+                ]
+            ),
+        },
+    ).fetchone()
+    assert row is not None
+    add_timeline(conn, row[0], site, "raised", started_at)
+    return int(row[0])
+
+
+def add_timeline(
+    conn: psycopg.Connection[Any], alert_id: int, site: str, action: str, at: dt.datetime
+) -> int:
+    row = conn.execute(
+        "INSERT INTO alert_timeline (alert_id, site, at, action, actor)"
+        " VALUES (%s, %s, %s, %s, 'engine') RETURNING id",
+        (alert_id, site, at, action),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -1,0 +1,274 @@
+"""The authorization matrix: every endpoint × every role × a token of site-a alone or of every
+site × a request about site-a (own) or site-b (other), each asserting the status code.
+
+Expected: a role without the endpoint's permission gets 403; a site-a token asking about site-b
+gets 403 when it names the site in a filter or body, and 404 when it names a resource of site-b
+by id (as if it did not exist); everything else gets the endpoint's success status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.auth import Permission, Principal
+from api.tokens import ROLES, create_token, revoke_token
+from tests.api.conftest import T0, auth, insert_alert
+
+pytestmark = pytest.mark.integration
+
+Request = tuple[str, str, dict[str, Any] | None]  # method, url, json body
+Build = Callable[[psycopg.Connection[Any], str], Request]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    permission: Permission
+    build: Build
+    ok: int = 200
+    other_site: int | None = None  # status for a site-a token asking about site-b; None: no site
+
+
+def _fresh_alert(conn: psycopg.Connection[Any], site: str, state: str = "firing") -> int:
+    """An alert in a subject of its own, so lifecycle checks of other subjects never interfere."""
+    alert_id = insert_alert(conn, site, space=f"sp-{uuid.uuid4().hex[:8]}", state=state)
+    if state == "resolved":
+        conn.execute(
+            "UPDATE alerts SET ended_at = %s WHERE id = %s", (T0 - dt.timedelta(hours=1), alert_id)
+        )
+    conn.commit()
+    return alert_id
+
+
+def _assignment_id(conn: psycopg.Connection[Any], site: str) -> int:
+    row = conn.execute("SELECT min(id) FROM assignments WHERE site = %s", (site,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+CLAUSE_YAML = (
+    "standard: {code: T-1, title: test, edition: '1'}\n"
+    "clauses:\n"
+    "  - {id: t.one, version: 1, effective_from: 2026-01-01, number: '1', title: t,"
+    " domain: d, confidence: C, check: {kind: threshold, metric: temperature, max: 30}}\n"
+)
+
+ENDPOINTS = [
+    Endpoint(
+        "list alerts",
+        Permission.READ,
+        lambda c, s: ("GET", f"/api/v1/alerts?site={s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "get alert",
+        Permission.READ,
+        lambda c, s: ("GET", f"/api/v1/alerts/{_fresh_alert(c, s)}", None),
+        other_site=404,
+    ),
+    Endpoint(
+        "acknowledge",
+        Permission.ALERTS_ACT,
+        lambda c, s: ("POST", f"/api/v1/alerts/{_fresh_alert(c, s)}/ack", {"note": "seen"}),
+        other_site=404,
+    ),
+    Endpoint(
+        "close",
+        Permission.ALERTS_ACT,
+        lambda c, s: (
+            "POST",
+            f"/api/v1/alerts/{_fresh_alert(c, s, 'resolved')}/close",
+            {"cause": "c", "corrective_action": "a"},
+        ),
+        other_site=404,
+    ),
+    Endpoint("clauses", Permission.READ, lambda c, s: ("GET", "/api/v1/clauses", None)),
+    Endpoint(
+        "clause versions",
+        Permission.READ,
+        lambda c, s: ("GET", "/api/v1/clauses/temp.cooling.min/versions", None),
+    ),
+    Endpoint(
+        "validate clauses",
+        Permission.CLAUSES_ADMIN,
+        lambda c, s: ("POST", "/api/v1/clauses/validate", {"yaml": CLAUSE_YAML}),
+    ),
+    Endpoint(
+        "compliance",
+        Permission.READ,
+        lambda c, s: ("GET", f"/api/v1/compliance?site={s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "ledger verify",
+        Permission.LEDGER_VERIFY,
+        lambda c, s: ("GET", "/api/v1/ledger/verify", None),
+    ),
+    Endpoint(
+        "readings",
+        Permission.READ,
+        lambda c, s: ("GET", f"/api/v1/readings?site={s}&device=th-1&metric=temperature", None),
+        other_site=403,
+    ),
+    Endpoint("sites", Permission.READ, lambda c, s: ("GET", "/api/v1/sites", None)),
+    *(
+        Endpoint(
+            kind,
+            Permission.READ,
+            lambda c, s, k=kind: ("GET", f"/api/v1/{k}?site={s}", None),
+            other_site=403,
+        )
+        for kind in ("spaces", "devices", "parties", "assignments")
+    ),
+    Endpoint(
+        "add party",
+        Permission.REGISTRY_WRITE,
+        lambda c, s: (
+            "POST",
+            "/api/v1/parties",
+            {"site": s, "id": f"p-{uuid.uuid4().hex[:8]}", "name": "李工"},
+        ),
+        ok=201,
+        other_site=403,
+    ),
+    Endpoint(
+        "change party",
+        Permission.REGISTRY_WRITE,
+        lambda c, s: ("PATCH", f"/api/v1/parties/{s}/fm-1", {"contacts": {"phone": "110"}}),
+        other_site=404,
+    ),
+    Endpoint(
+        "add assignment",
+        Permission.REGISTRY_WRITE,
+        lambda c, s: (
+            "POST",
+            "/api/v1/assignments",
+            {
+                "site": s,
+                "party": "fm-1",
+                "space": "room-1",
+                "valid_from": "2026-02-01T00:00:00+08:00",
+            },
+        ),
+        ok=201,
+        other_site=403,
+    ),
+    Endpoint(
+        "end assignment",
+        Permission.REGISTRY_WRITE,
+        lambda c, s: (
+            "PATCH",
+            f"/api/v1/assignments/{_assignment_id(c, s)}",
+            {"valid_to": "2030-01-01T00:00:00+08:00"},
+        ),
+        other_site=404,
+    ),
+    Endpoint(
+        "energy",
+        Permission.ENERGY_READ,
+        lambda c, s: ("GET", f"/api/v1/energy?site={s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "carbon",
+        Permission.ENERGY_READ,
+        lambda c, s: ("GET", f"/api/v1/carbon?site={s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "quotas",
+        Permission.ENERGY_READ,
+        lambda c, s: ("GET", f"/api/v1/energy/quotas?site={s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "emission factors",
+        Permission.ENERGY_READ,
+        lambda c, s: ("GET", "/api/v1/energy/factors", None),
+    ),
+]
+
+
+def expected_status(endpoint: Endpoint, role: str, scope: str, target: str) -> int:
+    sites = None if scope == "all" else frozenset({scope})
+    if not Principal(0, role, sites).can(endpoint.permission):  # type: ignore[arg-type]
+        return 403
+    if endpoint.other_site is not None and scope != "all" and target != scope:
+        return endpoint.other_site
+    return endpoint.ok
+
+
+CASES = [
+    pytest.param(endpoint, role, scope, target, id=f"{endpoint.name}-{role}-{scope}-{target}")
+    for endpoint in ENDPOINTS
+    for role in ROLES
+    for scope in ("site-a", "all")
+    for target in (("site-a", "site-b") if endpoint.other_site is not None else ("site-a",))
+]
+
+
+@pytest.mark.parametrize(("endpoint", "role", "scope", "target"), CASES)
+def test_matrix(
+    client: TestClient,
+    tokens: dict[tuple[str, str], str],
+    api_database_url: str,
+    endpoint: Endpoint,
+    role: str,
+    scope: str,
+    target: str,
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        method, url, body = endpoint.build(conn, target)
+    response = client.request(method, url, json=body, headers=auth(tokens[(role, scope)]))
+    assert response.status_code == expected_status(endpoint, role, scope, target), response.text
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
+def test_every_endpoint_needs_a_valid_token(
+    client: TestClient, api_database_url: str, endpoint: Endpoint
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        method, url, body = endpoint.build(conn, "site-a")
+        revoked, record = create_token(conn, "admin")
+        revoke_token(conn, record.id)
+    for headers in (
+        {},
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        auth("cw_" + "x" * 43),
+        auth(revoked),
+    ):
+        response = client.request(method, url, json=body, headers=headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_scoped_lists_never_show_another_site(
+    client: TestClient, tokens: dict[tuple[str, str], str], api_database_url: str
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        _fresh_alert(conn, "site-a")
+        _fresh_alert(conn, "site-b")
+    headers = auth(tokens[("viewer", "site-a")])
+    alerts = client.get("/api/v1/alerts", params={"limit": 500}, headers=headers).json()["items"]
+    assert alerts and {a["site"] for a in alerts} == {"site-a"}
+    for kind in ("spaces", "devices", "parties", "assignments"):
+        rows = client.get(f"/api/v1/{kind}", headers=headers).json()
+        assert rows and {row["site"] for row in rows} == {"site-a"}, kind
+    assert [s["id"] for s in client.get("/api/v1/sites", headers=headers).json()] == ["site-a"]
+    report = client.get("/api/v1/compliance", headers=headers).json()
+    assert [s["site"] for s in report["sites"]] == ["site-a"]
+
+
+def test_health_and_metrics_need_no_token(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'clausewatch_alerts{state="firing"}' in metrics.text
