@@ -17,9 +17,11 @@ Series notation, one string per `device.metric`, one token per `interval` step:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,7 +40,17 @@ from clausewatch.configfiles import (
 from rules.clause import ClauseFile, ClauseVersion
 from rules.durations import parse_duration
 from rules.site import Id, MetricName, SiteModel, Strict
-from rules.verdicts import AlertKind, Status
+from rules.verdicts import (
+    AlertKind,
+    ComplianceInterval,
+    Event,
+    LateReading,
+    Output,
+    Status,
+    Subject,
+    ViolationEnded,
+    ViolationStarted,
+)
 
 
 def _offset(value: object) -> float | dt.datetime:
@@ -155,6 +167,7 @@ class ExpectedStatus(Strict):
 
 class ClauseTestCase(Strict):
     name: str
+    clauses: tuple[str, ...] = ()  # clause ids to run in this case; empty: the file's choice
     start: dt.datetime
     interval: Annotated[float, BeforeValidator(parse_duration)] = 60.0
     series: dict[str, str] = {}
@@ -167,8 +180,12 @@ class ClauseTestCase(Strict):
     lateness: Annotated[float, BeforeValidator(parse_duration)] | None = None
     end: Offset | None = None  # the engine is advanced to here; default: one step after the last
     violations: tuple[ExpectedViolation, ...] | None = None  # None: not checked; []: silence
+    # Statuses are read from the final compliance intervals plus each subject's open run at
+    # the end (the stretch before a still-pending `for` / `clear_for` is not final: not read).
     statuses: tuple[ExpectedStatus, ...] = ()
     late_readings: int | None = Field(default=None, ge=0)
+    # A known engine limitation this case documents: the case must fail, with this reason.
+    xfail: str | None = None
 
     @field_validator("start")
     @classmethod
@@ -296,6 +313,10 @@ def _reference_problems(
     spaces = {s.id for s in site.spaces}
     for i, case in enumerate(spec.tests):
         here: Loc = ("tests", i)
+        for j, clause_id in enumerate(case.clauses):
+            if clause_id not in tested:
+                found.append(((*here, "clauses", j), f"clause {clause_id!r} is not under test"))
+        in_case = set(case.clauses) or tested
         for key, text in case.series.items():
             device_id, metric = key.split(".", 1)
             device = devices.get(device_id)
@@ -351,10 +372,292 @@ def _reference_problems(
         ] + [("statuses", s, j) for j, s in enumerate(case.statuses)]
         for key, expected, j in expectations:
             loc: Loc = (*here, key, j)
-            if expected.clause not in tested:
+            if expected.clause not in in_case:
                 found.append(((*loc, "clause"), f"clause {expected.clause!r} is not under test"))
             if expected.device is not None and expected.device not in devices:
                 found.append(((*loc, "device"), f"the site has no device {expected.device!r}"))
             if expected.space is not None and expected.space not in spaces:
                 found.append(((*loc, "space"), f"the site has no space {expected.space!r}"))
     return found
+
+
+# ---- running cases through the engine ----
+
+
+@dataclass
+class CaseResult:
+    """The outcome of one case: `failures` is empty when every expectation held."""
+
+    file: Path
+    name: str
+    failures: list[str]
+    outputs: list[Output]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def report(self) -> str:
+        lines = [f"{self.file}: {self.name!r} failed:"]
+        lines.extend(f"  {failure}" for failure in self.failures)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    arrival: float
+    device: str
+    ts: float
+    seq: int | None = None
+    metrics: Mapping[str, float] | None = None  # a reading, or ...
+    event: Event | None = None  # ... an event
+
+
+def run_clause_test_file(path: str | Path) -> list[CaseResult]:
+    """Loads a clause test file and runs every case. Raises ConfigError if the file is invalid."""
+    loaded = load_clause_test_file(path)
+    return [run_case(loaded, case) for case in loaded.spec.tests]
+
+
+def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
+    """Runs one case through a fresh `SiteEngine` and compares its outputs with the case."""
+    from rules.engine import SiteEngine
+
+    lateness = case.lateness if case.lateness is not None else loaded.spec.lateness
+    versions = [v for v in loaded.versions if not case.clauses or v.id in case.clauses]
+    standards = {v.id: loaded.clause_file.standard.code for v in versions}
+    engine = SiteEngine(loaded.site, versions, lateness=lateness, standards=standards)
+    deliveries, last = _deliveries(loaded.site, case)
+    clock = -math.inf
+    for item in deliveries:
+        if item.arrival > clock:
+            engine.advance(item.arrival)
+            clock = item.arrival
+        if item.event is not None:
+            engine.observe_event(item.event)
+        else:
+            assert item.metrics is not None
+            engine.observe(item.device, item.ts, item.seq, item.metrics)
+    end = case.epoch(case.end) if case.end is not None else last + case.interval
+    engine.advance(end)
+    outputs = engine.drain()
+    final = end - lateness
+    failures = _compare(case, outputs, _open_runs(engine.snapshot(), final))
+    return CaseResult(loaded.path, case.name, failures, outputs)
+
+
+def _deliveries(site: SiteModel, case: ClauseTestCase) -> tuple[list[_Delivery], float]:
+    """Everything a case delivers, in delivery order, and the latest event time in it."""
+    states = {(d.id, m): spec.states for d in site.devices for m, spec in d.metrics.items()}
+    t0 = case.start.timestamp()
+    grouped: dict[tuple[str, float], dict[str, float]] = {}
+    for key, text in case.series.items():
+        device, metric = key.split(".", 1)
+        for step, value in enumerate(parse_series(text)):
+            if value is None:
+                continue
+            number = states[(device, metric)][value] if isinstance(value, str) else value
+            grouped.setdefault((device, t0 + step * case.interval), {})[metric] = number
+    # Time steps in pairs for `swap_pairs`: the later step of each pair arrives first.
+    steps = sorted({ts for _, ts in grouped})
+    arrival_of = {ts: ts for ts in steps}
+    swapped_rank = {ts: 0 for ts in steps}
+    if case.order == "swap_pairs":
+        for earlier, later in zip(steps[::2], steps[1::2], strict=False):
+            arrival_of[earlier] = later
+            swapped_rank[earlier] = 1
+    items: list[tuple[float, int, int, _Delivery]] = []
+    seqs: dict[str, int] = {}
+    order = itertools.count()
+    for (device, ts), metrics in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        seqs[device] = seqs.get(device, 0) + 1
+        delivery = _Delivery(arrival_of[ts], device, ts, seqs[device], metrics)
+        for _ in range(2 if case.duplicate else 1):
+            items.append((arrival_of[ts], swapped_rank[ts], next(order), delivery))
+    last = steps[-1] if steps else t0
+    for reading in case.readings:
+        ts = case.epoch(reading.at)
+        arrival = case.epoch(reading.arrive) if reading.arrive is not None else ts
+        metrics = {
+            m: states[(reading.device, m)][v] if isinstance(v, str) else float(v)
+            for m, v in reading.metrics.items()
+        }
+        delivery = _Delivery(arrival, reading.device, ts, reading.seq, metrics)
+        items.append((arrival, 0, next(order), delivery))
+        last = max(last, ts)
+    for spec in case.events:
+        ts = case.epoch(spec.at)
+        arrival = case.epoch(spec.arrive) if spec.arrive is not None else ts
+        event = Event(
+            spec.device, ts, spec.type, spec.space, spec.actor, spec.seq, dict(spec.attrs)
+        )
+        items.append((arrival, 0, next(order), _Delivery(arrival, spec.device, ts, event=event)))
+        last = max(last, ts)
+    items.sort(key=lambda item: item[:3])
+    return [item[3] for item in items], last
+
+
+@dataclass(frozen=True)
+class _Violation:
+    clause: str
+    version: int
+    space: str
+    device: str | None
+    kind: str
+    start: float
+    end: float | None
+
+
+def _violations(outputs: Sequence[Output]) -> list[_Violation]:
+    found: list[_Violation] = []
+    open_at: dict[tuple[str, int, Subject, str, float], int] = {}
+    for output in outputs:
+        if isinstance(output, ViolationStarted):
+            key = (output.clause.clause_id, output.clause.version, output.subject)
+            open_at[(*key, output.kind, output.started_at)] = len(found)
+            found.append(
+                _Violation(
+                    output.clause.clause_id,
+                    output.clause.version,
+                    output.subject.space,
+                    output.subject.device,
+                    output.kind,
+                    output.started_at,
+                    None,
+                )
+            )
+        elif isinstance(output, ViolationEnded):
+            key = (output.clause.clause_id, output.clause.version, output.subject)
+            index = open_at.pop((*key, output.kind, output.started_at), None)
+            if index is not None:
+                found[index] = replace(found[index], end=output.ended_at)
+    return found
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A subject's status from `start` until `end` that no interval has closed yet."""
+
+    clause: str
+    space: str | None
+    device: str | None
+    start: float
+    end: float
+    status: str
+
+
+def _open_runs(snapshot: Mapping[str, Any], final: float) -> list[_Run]:
+    """Open runs from an engine snapshot, whose instance keys are
+    `clause|version|space|device` and whose states carry `run_status` / `run_start`."""
+    runs: list[_Run] = []
+    for key, state in snapshot.get("instances", {}).items():
+        parts = key.split("|")
+        status, start = state.get("run_status"), state.get("run_start")
+        if status is None or start is None or len(parts) < 3:
+            continue
+        pending = [
+            state[name]
+            for name in ("pending_since", "clear_since")
+            if isinstance(state.get(name), int | float)
+        ]
+        end = min([final, *pending])
+        if end > start:
+            device = parts[3] if len(parts) > 3 and parts[3] else None
+            runs.append(_Run(parts[0], parts[2] or None, device, float(start), end, status))
+    return runs
+
+
+def _compare(
+    case: ClauseTestCase, outputs: Sequence[Output], open_runs: Sequence[_Run]
+) -> list[str]:
+    failures: list[str] = []
+    t0 = case.start.timestamp()
+
+    def when(t: float | None) -> str:
+        return "open" if t is None else _offset_text(t - t0)
+
+    if case.violations is not None:
+        actual = _violations(outputs)
+        unmatched = list(actual)
+        for expected in case.violations:
+            start = case.epoch(expected.start)
+            end = case.epoch(expected.end) if expected.end is not None else None
+            match = next(
+                (
+                    v
+                    for v in unmatched
+                    if v.clause == expected.clause
+                    and (expected.version is None or v.version == expected.version)
+                    and (expected.device is None or v.device == expected.device)
+                    and (expected.space is None or v.space == expected.space)
+                    and v.kind == expected.kind
+                    and _same(v.start, start)
+                    and ((end is None and v.end is None) or _same(v.end, end))
+                ),
+                None,
+            )
+            if match is None:
+                failures.append(
+                    f"expected {expected.kind} of {expected.clause} on "
+                    f"{expected.device or expected.space} from {when(start)} to {when(end)}: "
+                    "not produced"
+                )
+            else:
+                unmatched.remove(match)
+        for extra in unmatched:
+            failures.append(
+                f"unexpected {extra.kind} of {extra.clause} v{extra.version} on "
+                f"{extra.device or extra.space} from {when(extra.start)} to {when(extra.end)}"
+            )
+    intervals = [
+        _Run(o.clause.clause_id, o.subject.space, o.subject.device, o.start, o.end, o.status)
+        for o in outputs
+        if isinstance(o, ComplianceInterval)
+    ]
+    intervals.extend(open_runs)
+    for status in case.statuses:
+        at = case.epoch(status.at)
+        covering = [
+            i
+            for i in intervals
+            if i.clause == status.clause
+            and (status.device is None or i.device == status.device)
+            and (status.space is None or i.space == status.space)
+            and i.start <= at < i.end
+        ]
+        subject = status.device or status.space
+        if not covering:
+            failures.append(
+                f"expected {status.clause} on {subject} {status.status} at {when(at)}: "
+                "no compliance interval covers that time"
+            )
+        for interval in covering:
+            if interval.status != status.status:
+                failures.append(
+                    f"expected {status.clause} on {subject} {status.status} at {when(at)}, "
+                    f"got {interval.status} ({when(interval.start)}..{when(interval.end)})"
+                )
+    if case.late_readings is not None:
+        late = sum(isinstance(o, LateReading) for o in outputs)
+        if late != case.late_readings:
+            failures.append(f"expected {case.late_readings} late reading(s), got {late}")
+    return failures
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) < 1e-6
+
+
+def _offset_text(seconds: float) -> str:
+    """+1h30m style, relative to the case's start."""
+    sign = "-" if seconds < 0 else "+"
+    rest = round(abs(seconds), 3)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if rest >= size:
+            count = int(rest // size)
+            parts.append(f"{count}{unit}")
+            rest -= count * size
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return sign + "".join(parts)
