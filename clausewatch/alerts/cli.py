@@ -1,9 +1,98 @@
-"""Command-line entry points of this area (see clausewatch/cli.py)."""
+"""Command-line entry points of this area (see clausewatch/cli.py):
+
+clausewatch ledger verify [--database-url URL]
+clausewatch report ledger --site S --from YYYY-MM-DD --to YYYY-MM-DD [--out FILE]
+"""
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import psycopg
+
+from clausewatch.alerts import export, ledger
 from clausewatch.cli import Commands
+from clausewatch.settings import Settings
+from ingest.store.pool import connect
 
 
 def register(commands: Commands) -> None:
-    """Adds this area's subcommands. Filled in by the issue that builds the area."""
+    verify = commands.add(
+        "ledger verify", "recompute the ledger's hash chain; exit 1 when it is broken"
+    )
+    _database_argument(verify)
+    verify.set_defaults(func=_verify)
+
+    report = commands.add(
+        "report ledger", "a period's alerts of a site as a 台账 (CSV, UTF-8 with BOM)"
+    )
+    _database_argument(report)
+    report.add_argument("--site", required=True)
+    report.add_argument("--from", dest="first_day", required=True, type=_day, help="YYYY-MM-DD")
+    report.add_argument("--to", dest="last_day", required=True, type=_day, help="YYYY-MM-DD")
+    report.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    report.set_defaults(func=_report)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if url is None:
+        return 2
+    try:
+        with connect(url) as conn:
+            verdict = ledger.verify(conn)
+    except psycopg.Error as exc:
+        print(f"cannot read the ledger: {exc}", file=sys.stderr)
+        return 2
+    if verdict.ok:
+        tip = f", tip {verdict.tip_seq} {verdict.tip_hash}" if verdict.tip_seq else ""
+        print(f"ok: {verdict.checked} entries{tip}")
+        return 0
+    print(
+        f"BROKEN at entry {verdict.first_bad_seq}: {verdict.problem} "
+        f"({verdict.checked} entries before it check out)"
+    )
+    return 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if url is None:
+        return 2
+    try:
+        with connect(url) as conn:
+            data = export.ledger_csv(conn, args.site, args.first_day, args.last_day)
+    except (export.UnknownSite, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:
+        print(f"cannot read the alerts: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        args.out.write_bytes(data)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _database_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    url: str | None = args.database_url or Settings().database_url
+    if not url:
+        print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
+    return url
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-07-01") from exc

@@ -120,6 +120,7 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
     checked = 0
     expected_seq = 1
     prev_hash = GENESIS_HASH
+    previous_link: str | None = None  # what the previous entry linked to
     with conn.cursor(name="ledger_verify") as cur:
         cur.itersize = VERIFY_FETCH_ROWS
         cur.execute(
@@ -136,25 +137,14 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
                     f"entries {expected_seq} to {seq - 1} are missing (deleted)",
                 )
             if stored_prev != prev_hash:
-                swapped_with = _entry_with_hash(rows, stored_prev)
-                if swapped_with is not None:
-                    problem = (
-                        f"entry {seq} is out of order: it links to entry {swapped_with}, "
-                        "which comes after it (entries were reordered)"
-                    )
-                else:
-                    problem = (
-                        f"entry {seq} does not link to entry {seq - 1}: entry {seq - 1} was "
-                        "rewritten together with its hash, or an entry was inserted or "
-                        "removed between them"
-                    )
-                return _bad(checked, seq, problem)
+                return _broken_link(checked, seq, stored_prev, previous_link, rows)
             if entry_hash(stored_prev, seq, at, kind, entity, payload) != stored_hash:
                 return _bad(
                     checked,
                     seq,
                     f"entry {seq} was modified: its content no longer matches its hash",
                 )
+            previous_link = stored_prev
             prev_hash = stored_hash
             expected_seq += 1
             checked += 1
@@ -168,6 +158,37 @@ LedgerRow = tuple[int, dt.datetime, str, str, str, str, str]
 
 def _bad(checked: int, seq: int, problem: str) -> Verdict:
     return Verdict(ok=False, checked=checked, first_bad_seq=seq, problem=problem)
+
+
+def _broken_link(
+    checked: int, seq: int, link: str, previous_link: str | None, rows: Iterator[LedgerRow]
+) -> Verdict:
+    """Entry `seq` does not link to the entry before it, which itself checked out. Says which
+    entry is the culprit: an inserted one, a reordered pair or a rewritten predecessor."""
+    if seq == 1:
+        return _bad(
+            checked, 1, "entry 1 does not start the chain (its predecessor is not the genesis hash)"
+        )
+    if link == previous_link:
+        return _bad(
+            checked - 1,
+            seq - 1,
+            f"entry {seq - 1} was inserted: it and entry {seq} both follow entry {seq - 2}",
+        )
+    swapped_with = _entry_with_hash(rows, link)
+    if swapped_with is not None:
+        return _bad(
+            checked,
+            seq,
+            f"entry {seq} is out of order: it links to entry {swapped_with}, which comes after "
+            "it (entries were reordered)",
+        )
+    return _bad(
+        checked - 1,
+        seq - 1,
+        f"entry {seq - 1} was rewritten together with its hash: entry {seq} links to a "
+        "different predecessor",
+    )
 
 
 def _entry_with_hash(rows: Iterator[LedgerRow], wanted: str) -> int | None:
