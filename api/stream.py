@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import anyio
 import psycopg
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -176,6 +176,31 @@ def head_id(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def resume_position(
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**63 - 1, description="resume after this event id (as Last-Event-ID)"),
+    ] = None,
+) -> int | None:
+    """Where a stream resumes. A dependency, so a bad header is a 422 before the stream starts."""
+    if last_event_id is not None and last_event_id.strip():
+        text = last_event_id.strip()
+        if not EVENT_ID.fullmatch(text) or int(text) >= 2**63:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [
+                    {
+                        "loc": ["header", "Last-Event-ID"],
+                        "msg": "an event id from this stream (a non-negative integer)",
+                        "type": "event_id_invalid",
+                    }
+                ],
+            )
+        return int(text)
+    return after
+
+
 router = APIRouter(tags=["stream"])
 
 
@@ -191,16 +216,11 @@ router = APIRouter(tags=["stream"])
 async def stream(
     request: Request,
     principal: Reader,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
-    after: Annotated[
-        int | None,
-        Query(ge=0, le=2**63 - 1, description="resume after this event id (as Last-Event-ID)"),
-    ] = None,
+    resume: Annotated[int | None, Depends(resume_position)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Alert raised / escalated / acknowledged / resolved / reopened / closed, as `event: alert`
     with `id:` = timeline id. Without `Last-Event-ID` (or `after`) the stream starts at the
     present and first sends `event: hello` whose id is the current position."""
-    resume = _resume_position(last_event_id, after)
     pool: ConnectionPool = request.app.state.pool
     feed: AlertFeed = request.app.state.feed
     config = feed.config
@@ -229,21 +249,3 @@ async def stream(
             yield ServerSentEvent(comment="heartbeat")
             last_sent = time.monotonic()
         await feed.wait(seen, min(config.poll_s, config.heartbeat_s))
-
-
-def _resume_position(last_event_id: str | None, after: int | None) -> int | None:
-    if last_event_id is not None and last_event_id.strip():
-        text = last_event_id.strip()
-        if not EVENT_ID.fullmatch(text) or int(text) >= 2**63:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                [
-                    {
-                        "loc": ["header", "Last-Event-ID"],
-                        "msg": "an event id from this stream (a non-negative integer)",
-                        "type": "event_id_invalid",
-                    }
-                ],
-            )
-        return int(text)
-    return after

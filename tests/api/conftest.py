@@ -5,14 +5,19 @@ helpers that raise alerts the way the alert service records them (a row and its 
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
@@ -154,12 +159,72 @@ def insert_alert(
 
 
 def add_timeline(
-    conn: psycopg.Connection[Any], alert_id: int, site: str, action: str, at: dt.datetime
+    conn: psycopg.Connection[Any],
+    alert_id: int,
+    site: str,
+    action: str,
+    at: dt.datetime | None = None,
 ) -> int:
+    """A timeline row (at the transaction's time unless `at` is given); does not commit."""
     row = conn.execute(
         "INSERT INTO alert_timeline (alert_id, site, at, action, actor)"
-        " VALUES (%s, %s, %s, %s, 'engine') RETURNING id",
+        " VALUES (%s, %s, coalesce(%s, now()), %s, 'engine') RETURNING id",
         (alert_id, site, at, action),
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.fixture(scope="module")
+def live_api(api_database_url: str) -> Iterator[str]:
+    """The app served by uvicorn on a free local port (real HTTP, for streams and browsers)."""
+    app = create_app(api_database_url, stream=TEST_STREAM)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="live-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@dataclass
+class SseEvent:
+    event: str
+    id: str | None
+    data: str
+
+
+def read_events(
+    lines: Iterator[str], count: int, deadline_s: float = 10.0, kinds: tuple[str, ...] = ("alert",)
+) -> list[SseEvent]:
+    """The next `count` events of the given kinds from an SSE line stream (comments and other
+    kinds skipped); fails when they do not come before the deadline."""
+    found: list[SseEvent] = []
+    deadline = time.monotonic() + deadline_s
+    event, event_id, data = "message", None, []
+    for line in lines:
+        if time.monotonic() > deadline:
+            break
+        if line == "":
+            if data and event in kinds:
+                found.append(SseEvent(event, event_id, "\n".join(data)))
+                if len(found) == count:
+                    return found
+            event, event_id, data = "message", None, []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    raise AssertionError(f"expected {count} events, got {len(found)}: {found}")
