@@ -29,6 +29,7 @@ from rules.site import SiteModel
 
 BUNDLED_CONFIG_DIR = Path(__file__).resolve().parent / "config"
 YAML_SUFFIXES = (".yaml", ".yml")
+CONFIG_SUBDIRS = ("sites", "clauses", "tests")
 
 Loc = tuple[int | str, ...]
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -537,16 +538,20 @@ class CheckResult:
 
 
 def check_paths(paths: Sequence[str | Path]) -> CheckResult:
-    """Validates files and directories (searched recursively for *.yaml / *.yml); each file is
-    taken as a site, clause or clause-test file by its top-level keys. Cross-file checks run over
-    everything given together."""
+    """Validates files and directories; each file is taken as a site, clause or clause-test file
+    by its top-level keys. A directory with sites/, clauses/ or tests/ inside is a configuration
+    directory and only those are read; any other directory is searched for *.yaml / *.yml.
+    Cross-file checks run over everything given together."""
     problems: list[Problem] = []
     documents = _Documents()
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(_yaml_files(path))
+            layout = [path / sub for sub in CONFIG_SUBDIRS if (path / sub).is_dir()]
+            # A configuration directory: only its operator files (scenarios are not checked).
+            for directory in layout or [path]:
+                files.extend(_yaml_files(directory))
         elif path.is_file():
             files.append(path)
         else:
