@@ -380,7 +380,7 @@ class Building:
             self.registers[(device, metric)] += sum(
                 self.states[s].used.get(carrier, 0.0) for s in self.subtree[space]
             )
-        while self.resets and self.resets[0][0] < t + h:
+        while self.resets and self.resets[0][0] <= t + h:
             _, device, metric = self.resets.pop(0)
             self.registers[(device, metric)] = 0.0
 
