@@ -1,32 +1,25 @@
 """Escalation: an alert left unacknowledged past its clause's policy goes up a level, and the
 party at that level (from the chain snapshotted when the alert was raised) is notified.
 
-`escalate_due` is what the scheduler runs; `add_jobs` wires it and the webhook delivery into an
-APScheduler scheduler. The escalation clock starts when the alert was confirmed (raised).
+`escalate_due` is what the service's scheduler runs (clausewatch/service/runtime.py, with the
+wall clock); tests pass their own `now`. The escalation clock starts when the alert was
+confirmed (raised).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Any
 
 import psycopg
-from apscheduler.schedulers.base import BaseScheduler
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from clausewatch.alerts import ledger, notify
 from clausewatch.alerts.policy import policies
-from clausewatch.alerts.times import require_aware, wall_now
+from clausewatch.alerts.times import require_aware
 
 ESCALATION_ACTOR = "escalation"
-# How often the jobs look for due escalations and notifications. Policies are in minutes, so
-# half a minute of delay is noise; webhook retries back off from 30 s as well.
-JOB_INTERVAL_S = 30.0
-
-log = logging.getLogger(__name__)
 
 
 def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[int, int]]:
@@ -104,44 +97,6 @@ def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[
     ledger.append(conn, entries, now)
     notify.queue(conn, messages, now)
     return [(alert["id"], level) for alert, level, _ in steps]
-
-
-def add_jobs(scheduler: BaseScheduler, pool: ConnectionPool[Any]) -> None:
-    """Adds the escalation and webhook delivery jobs (every JOB_INTERVAL_S, wall clock)."""
-    scheduler.add_job(
-        _escalate_job,
-        "interval",
-        seconds=JOB_INTERVAL_S,
-        args=(pool,),
-        id="alerts.escalate",
-        replace_existing=True,
-        coalesce=True,
-        max_instances=1,
-    )
-    scheduler.add_job(
-        _deliver_job,
-        "interval",
-        seconds=JOB_INTERVAL_S,
-        args=(pool,),
-        id="alerts.deliver",
-        replace_existing=True,
-        coalesce=True,
-        max_instances=1,
-    )
-
-
-def _escalate_job(pool: ConnectionPool[Any]) -> None:
-    with pool.connection() as conn:  # commits on exit
-        taken = escalate_due(conn, wall_now())
-    if taken:
-        log.info("escalated %d alert step(s)", len(taken))
-
-
-def _deliver_job(pool: ConnectionPool[Any]) -> None:
-    with pool.connection() as conn:
-        report = notify.deliver_due(conn, wall_now())
-    if report.failed:
-        log.warning("%d notification(s) failed for good", report.failed)
 
 
 def _party_at(chain: list[dict[str, Any]], level: int) -> dict[str, Any] | None:

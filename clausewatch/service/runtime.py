@@ -19,6 +19,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from psycopg_pool import ConnectionPool
 
+from clausewatch.alerts.escalation import escalate_due
 from clausewatch.alerts.notify import deliver_due
 from clausewatch.alerts.registry import sync_clauses, sync_site
 from clausewatch.configfiles import LoadedConfig
@@ -159,6 +160,7 @@ class Service:
         scheduler.add_job(self._partitions, "interval", hours=1, id="partitions")
         scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
         scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
+        scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
         scheduler.add_job(self._retention, "interval", hours=24, id="retention")
         return scheduler
 
@@ -189,6 +191,9 @@ class Service:
 
     def _notifications(self) -> None:
         self._job("notifications", lambda conn: deliver_due(conn, dt.datetime.now(dt.UTC)))
+
+    def _escalations(self) -> None:
+        self._job("escalations", lambda conn: escalate_due(conn, dt.datetime.now(dt.UTC)))
 
     # -- HTTP --
 
