@@ -20,7 +20,7 @@ import datetime as dt
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -150,9 +150,11 @@ class ExpectedViolation(Strict):
 
 
 class ExpectedStatus(Strict):
-    """The compliance status of a clause for a subject at one time."""
+    """The compliance status of a clause (one version, or every version) for a subject at one
+    time."""
 
     clause: str
+    version: int | None = None
     device: Id | None = None
     space: Id | None = None
     at: Offset
@@ -442,7 +444,8 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
     engine.advance(end)
     outputs = engine.drain()
     final = end - lateness
-    failures = _compare(case, outputs, _open_runs(engine.snapshot(), final))
+    in_force = _versions_in_force(versions, loaded.site)
+    failures = _compare(case, outputs, _open_runs(engine.snapshot(), final), in_force)
     return CaseResult(loaded.path, case.name, failures, outputs)
 
 
@@ -536,9 +539,11 @@ def _violations(outputs: Sequence[Output]) -> list[_Violation]:
 
 @dataclass(frozen=True)
 class _Run:
-    """A subject's status from `start` until `end` that no interval has closed yet."""
+    """A subject's status from `start` until `end`: a compliance interval, or the open run
+    that no interval has closed yet."""
 
     clause: str
+    version: int
     space: str | None
     device: str | None
     start: float
@@ -553,7 +558,7 @@ def _open_runs(snapshot: Mapping[str, Any], final: float) -> list[_Run]:
     for key, state in snapshot.get("instances", {}).items():
         parts = key.split("|")
         status, start = state.get("run_status"), state.get("run_start")
-        if status is None or start is None or len(parts) < 3:
+        if status is None or start is None or len(parts) < 3 or not parts[1].isdigit():
             continue
         pending = [
             state[name]
@@ -563,12 +568,30 @@ def _open_runs(snapshot: Mapping[str, Any], final: float) -> list[_Run]:
         end = min([final, *pending])
         if end > start:
             device = parts[3] if len(parts) > 3 and parts[3] else None
-            runs.append(_Run(parts[0], parts[2] or None, device, float(start), end, status))
+            runs.append(
+                _Run(parts[0], int(parts[1]), parts[2] or None, device, float(start), end, status)
+            )
     return runs
 
 
+def _versions_in_force(
+    versions: Sequence[ClauseVersion], site: SiteModel
+) -> Callable[[str, float], set[int]]:
+    """The versions of a clause in force at an engine time, by the site's calendar date."""
+    zone = site.zone()
+
+    def in_force(clause_id: str, t: float) -> set[int]:
+        day = dt.datetime.fromtimestamp(t, zone).date()
+        return {v.version for v in versions if v.id == clause_id and v.in_force_on(day)}
+
+    return in_force
+
+
 def _compare(
-    case: ClauseTestCase, outputs: Sequence[Output], open_runs: Sequence[_Run]
+    case: ClauseTestCase,
+    outputs: Sequence[Output],
+    open_runs: Sequence[_Run],
+    in_force: Callable[[str, float], set[int]],
 ) -> list[str]:
     failures: list[str] = []
     t0 = case.start.timestamp()
@@ -610,17 +633,28 @@ def _compare(
                 f"{extra.device or extra.space} from {when(extra.start)} to {when(extra.end)}"
             )
     intervals = [
-        _Run(o.clause.clause_id, o.subject.space, o.subject.device, o.start, o.end, o.status)
+        _Run(
+            o.clause.clause_id,
+            o.clause.version,
+            o.subject.space,
+            o.subject.device,
+            o.start,
+            o.end,
+            o.status,
+        )
         for o in outputs
         if isinstance(o, ComplianceInterval)
     ]
     intervals.extend(open_runs)
     for status in case.statuses:
         at = case.epoch(status.at)
+        # Without a version: the version in force at that time (others are outside it).
+        wanted = {status.version} if status.version is not None else in_force(status.clause, at)
         covering = [
             i
             for i in intervals
             if i.clause == status.clause
+            and i.version in wanted
             and (status.device is None or i.device == status.device)
             and (status.space is None or i.space == status.space)
             and i.start <= at < i.end
