@@ -100,8 +100,8 @@ def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 
 @pytest.fixture
-def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
-    settings = Settings(
+def settings(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Settings:
+    return Settings(
         database_url=fresh_database_url,
         mqtt_url=mqtt_url,
         topic_prefix=topic_prefix,
@@ -109,9 +109,18 @@ def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterat
         lateness_s=0,
         flush_interval_s=0.05,
     )
+
+
+def start_service(settings: Settings) -> Service:
     config = LoadedConfig(sites={"t-hq": SITE}, clause_files={Path("test.yaml"): CLAUSES})
     running = Service(settings, config, ServiceOptions(clock="data", serve_api=False))
     running.start()
+    return running
+
+
+@pytest.fixture
+def service(settings: Settings) -> Iterator[Service]:
+    running = start_service(settings)
     try:
         yield running
     finally:
@@ -204,3 +213,42 @@ def test_garbage_is_dead_lettered_one_row_each_and_ingestion_goes_on(
     good = wait_for(lambda: rows(service.database_url, "SELECT value FROM readings WHERE seq = 99"))
     assert good == [(27.5,)]
     assert service.healthy
+
+
+def test_a_restart_loses_nothing_and_resumes_a_half_elapsed_duration(
+    settings: Settings, publish: Callable[[str, bytes], None]
+) -> None:
+    """Readings published while the service is down wait in its persistent session; the engine
+    resumes from its checkpoint, so a violation that began before the stop is confirmed after
+    the restart with its true start time."""
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+
+    def reading(seconds: int, seq: int) -> bytes:
+        ts_ms = int((start + dt.timedelta(seconds=seconds)).timestamp() * 1000)
+        return orjson.dumps({"ts": ts_ms, "seq": seq, "metrics": {"temperature": 23.0}})
+
+    first = start_service(settings)
+    try:
+        publish(
+            "t-hq/ac-a/telemetry",
+            orjson.dumps(
+                {"ts": int(start.timestamp() * 1000), "seq": 1, "metrics": {"hvac_mode": 1}}
+            ),
+        )
+        publish("t-hq/th-a/telemetry", reading(0, 1))
+        publish("t-hq/th-a/telemetry", reading(30, 2))  # half of `for: 1m`
+        wait_for(lambda: rows(first.database_url, "SELECT count(*) FROM readings")[0][0] == 3)
+        assert rows(first.database_url, "SELECT count(*) FROM alerts")[0][0] == 0
+    finally:
+        first.stop()
+
+    for i in range(2, 6):  # published while no service runs: the broker keeps them
+        publish("t-hq/th-a/telemetry", reading(30 * i, i + 1))
+
+    second = start_service(settings)
+    try:
+        alert = wait_for(lambda: rows(second.database_url, "SELECT started_at, state FROM alerts"))
+        assert alert == [(start, "firing")]
+        wait_for(lambda: rows(second.database_url, "SELECT count(*) FROM readings")[0][0] == 7)
+    finally:
+        second.stop()
