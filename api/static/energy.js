@@ -1,0 +1,332 @@
+// The energy page: reads /api/v1/carbon, /api/v1/energy and /api/v1/energy/quotas and draws
+// inline SVG charts. No build step, no library. Every text from the API goes in via textContent.
+//
+// Token: from the URL fragment (#token=...; never sent to the server, kept in sessionStorage)
+// or typed into the form. Site and period come from the query string (?site=&since=&until=).
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CARRIERS = ["electricity", "natural_gas", "heat", "gasoline", "diesel"];
+const KGCE_PER_UNIT = {  // GB/T 2589-2020, as the reports use them (heat per GJ)
+  electricity: 0.1229, natural_gas: 1.2143, heat: 34.12, gasoline: 1.4714, diesel: 1.4571,
+};
+const TARGET_KGCE_PER_M2_YEAR = 18.48 * 0.95;  // 14th five-year plan, 2025 vs 2020
+const form = document.getElementById("controls");
+const statusLine = document.getElementById("status");
+
+function token() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromHash) {
+    sessionStorage.setItem("clausewatch.token", fromHash);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return form.elements.token.value || sessionStorage.getItem("clausewatch.token") || "";
+}
+
+async function api(path, params) {
+  const url = `/api/v1/${path}?${new URLSearchParams(params)}`;
+  const answer = await fetch(url, { headers: { Authorization: `Bearer ${token()}` } });
+  if (!answer.ok) {
+    let detail = answer.statusText;
+    try { detail = JSON.stringify((await answer.json()).detail); } catch (_) { /* not JSON */ }
+    const error = new Error(`${answer.status} ${detail}`);
+    error.status = answer.status;
+    throw error;
+  }
+  return answer;
+}
+
+function el(tag, attrs = {}, text) {
+  const node = tag.startsWith("svg:")
+    ? document.createElementNS(SVG_NS, tag.slice(4))
+    : document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function fmt(value, digits = 1) {
+  if (value === null || value === undefined || value === "") return "–";
+  return Number(value).toLocaleString("en", { maximumFractionDigits: digits });
+}
+
+function colour(carrier) {
+  return getComputedStyle(document.documentElement).getPropertyValue(`--${carrier}`).trim() || "#888";
+}
+
+// ---- charts ----
+
+function frame(width, height) {
+  return el("svg:svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+}
+
+function tick(value, max) {
+  if (max >= 10000) return Number(value).toLocaleString("en", { notation: "compact" });
+  return fmt(value, max < 1 ? 3 : max < 10 ? 2 : 0);
+}
+
+function axisY(svg, box, max, label) {
+  for (let i = 0; i <= 4; i++) {
+    const value = (max * i) / 4;
+    const y = box.bottom - ((box.bottom - box.top) * i) / 4;
+    svg.append(el("svg:line", { x1: box.left, x2: box.right, y1: y, y2: y, stroke: "#e5e9ef" }));
+    svg.append(el("svg:text", { x: box.left - 4, y: y + 4, "text-anchor": "end" }, tick(value, max)));
+  }
+  svg.append(el("svg:text", { x: box.left, y: box.top - 6 }, label));
+}
+
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const step = 10 ** Math.floor(Math.log10(value)) / 2;
+  return Math.ceil((value * 1.05) / step) * step;
+}
+
+// Stacked bars: groups = [{label, parts: {carrier: value}}]
+function stackedBars(container, groups, unit, width = 640) {
+  const height = 240;
+  const box = { left: 56, right: width - 10, top: 20, bottom: height - 28 };
+  const svg = frame(width, height);
+  const max = niceMax(Math.max(0, ...groups.map((g) => Object.values(g.parts).reduce((a, b) => a + b, 0))));
+  axisY(svg, box, max, unit);
+  const slot = (box.right - box.left) / Math.max(groups.length, 1);
+  const barWidth = Math.max(2, Math.min(48, slot * 0.7));
+  const labelEvery = Math.ceil(groups.length / 16);
+  groups.forEach((group, index) => {
+    let y = box.bottom;
+    const x = box.left + slot * index + (slot - barWidth) / 2;
+    for (const carrier of CARRIERS) {
+      const value = group.parts[carrier] || 0;
+      if (value <= 0) continue;
+      const h = ((box.bottom - box.top) * value) / max;
+      y -= h;
+      const bar = el("svg:rect", { x, y, width: barWidth, height: h, fill: colour(carrier),
+                                   "data-carrier": carrier });
+      bar.append(el("svg:title", {}, `${group.label} ${carrier}: ${fmt(value, 3)} ${unit}`));
+      svg.append(bar);
+    }
+    if (index % labelEvery === 0) {
+      svg.append(el("svg:text", { x: x + barWidth / 2, y: box.bottom + 14, "text-anchor": "middle" },
+                    group.label));
+    }
+  });
+  container.replaceChildren(svg);
+}
+
+function lineChart(container, points, unit, reference) {
+  const width = 640, height = 240;
+  const box = { left: 56, right: width - 10, top: 20, bottom: height - 28 };
+  const svg = frame(width, height);
+  const max = niceMax(Math.max(reference || 0, ...points.map((p) => p.value)));
+  axisY(svg, box, max, unit);
+  const step = (box.right - box.left) / Math.max(points.length - 1, 1);
+  const xy = (p, i) => [box.left + step * i, box.bottom - ((box.bottom - box.top) * p.value) / max];
+  if (reference) {
+    const y = box.bottom - ((box.bottom - box.top) * reference) / max;
+    svg.append(el("svg:line", { x1: box.left, x2: box.right, y1: y, y2: y, stroke: "#c0392b",
+                                "stroke-dasharray": "6 4" }));
+  }
+  svg.append(el("svg:polyline", { points: points.map((p, i) => xy(p, i).join(",")).join(" "),
+                                  fill: "none", stroke: colour("electricity"), "stroke-width": 2,
+                                  class: "trend" }));
+  const labelEvery = Math.ceil(points.length / 16);
+  points.forEach((p, i) => {
+    const [x, y] = xy(p, i);
+    const dot = el("svg:circle", { cx: x, cy: y, r: 2.5, fill: colour("electricity") });
+    dot.append(el("svg:title", {}, `${p.label}: ${fmt(p.value, 4)} ${unit}`));
+    svg.append(dot);
+    if (i % labelEvery === 0) {
+      svg.append(el("svg:text", { x, y: box.bottom + 14, "text-anchor": "middle" }, p.label));
+    }
+  });
+  container.replaceChildren(svg);
+}
+
+function burnDown(quota) {
+  const width = 360, height = 170;
+  const box = { left: 56, right: width - 10, top: 20, bottom: height - 24 };
+  const svg = frame(width, height);
+  const start = Date.parse(quota.period_start), end = Date.parse(quota.period_end);
+  const budget = Number(quota.budget || 0), forecast = Number(quota.forecast || 0);
+  const max = niceMax(Math.max(budget, forecast, Number(quota.consumed)));
+  axisY(svg, box, max, quota.unit);
+  const x = (t) => box.left + ((box.right - box.left) * (t - start)) / (end - start);
+  const y = (v) => box.bottom - ((box.bottom - box.top) * v) / max;
+  if (budget) {
+    svg.append(el("svg:line", { x1: x(start), y1: y(0), x2: x(end), y2: y(budget), stroke: "#5b6775",
+                                "stroke-dasharray": "3 3", class: "budget" }));
+    svg.append(el("svg:line", { x1: box.left, x2: box.right, y1: y(budget), y2: y(budget),
+                                stroke: "#c0392b", class: "budget-total" }));
+  }
+  const curve = [[start, 0], ...quota.curve.map((p) => [Date.parse(p.at), Number(p.cumulative)])];
+  svg.append(el("svg:polyline", { points: curve.map(([t, v]) => `${x(t)},${y(v)}`).join(" "),
+                                  fill: "none", stroke: colour("electricity"), "stroke-width": 2,
+                                  class: "consumed" }));
+  if (forecast) {
+    const [lastT, lastV] = curve[curve.length - 1];
+    svg.append(el("svg:line", { x1: x(lastT), y1: y(lastV), x2: x(end), y2: y(forecast),
+                                stroke: colour("natural_gas"), "stroke-dasharray": "6 4",
+                                class: "forecast" }));
+  }
+  svg.append(el("svg:text", { x: box.left, y: box.bottom + 16 }, quota.period_start.slice(0, 10)));
+  svg.append(el("svg:text", { x: box.right, y: box.bottom + 16, "text-anchor": "end" },
+                quota.period_end.slice(0, 10)));
+  return svg;
+}
+
+// ---- tables ----
+
+function table(id, header, rows) {
+  const node = document.getElementById(id);
+  const head = el("tr");
+  header.forEach((h) => head.append(el("th", {}, h)));
+  node.replaceChildren(head);
+  for (const row of rows) {
+    const tr = el("tr");
+    for (const cell of row) {
+      if (cell instanceof Node) { const td = el("td"); td.append(cell); tr.append(td); continue; }
+      const numeric = cell !== null && cell !== "" && !Number.isNaN(Number(cell));
+      tr.append(el("td", numeric ? { class: "num" } : {}, cell === null ? "–" : String(cell)));
+    }
+    node.append(tr);
+  }
+}
+
+function badge(status) {
+  return el("span", { class: `badge ${status}` }, status.replace("_", " "));
+}
+
+// ---- the page ----
+
+function monthLabel(iso) { return iso.slice(0, 7); }
+
+function render(report, daily, quotas) {
+  const area = Number(report.intensity.area_m2 || 0);
+  const tiles = [
+    ["kgce", report.kgce, "energy, standard coal"],
+    ["t CO2 (location)", report.total_location_tco2, "scope 1 + scope 2 location-based"],
+    ["t CO2 (market)", report.total_market_tco2, report.green_kwh ? `${fmt(report.green_kwh)} kWh green at 0` : "no green-power records"],
+    ["kgce / m²", report.intensity.kgce_per_m2, `${fmt(report.intensity.area_m2)} m²`],
+    ["kgce / person", report.intensity.kgce_per_person, `${report.intensity.occupants ?? "–"} people`],
+    ["kg CO2 / m²", report.intensity.kgco2_per_m2, "location-based"],
+  ];
+  document.getElementById("summary").replaceChildren(...tiles.map(([label, value, hint]) => {
+    const tile = el("div", { class: "tile" });
+    tile.append(el("div", { class: "label" }, label), el("div", { class: "value" }, fmt(value, 3)),
+                el("div", { class: "label" }, hint));
+    return tile;
+  }));
+
+  const months = new Map();
+  for (const m of report.months) {
+    if (!(m.carrier in KGCE_PER_UNIT)) continue;
+    const key = monthLabel(m.start);
+    if (!months.has(key)) months.set(key, { label: key, parts: {} });
+    months.get(key).parts[m.carrier] = Number(m.kgce);
+  }
+  stackedBars(document.getElementById("monthly-chart"), [...months.values()], "kgce");
+  document.getElementById("monthly-legend").replaceChildren(
+    ...CARRIERS.filter((c) => report.carriers.some((r) => r.carrier === c)).map((c) => {
+      const item = el("span", { style: `--swatch: ${colour(c)}` }, c.replace("_", " "));
+      return item;
+    }));
+
+  const days = new Map();
+  for (const p of daily.points) {
+    if (!(p.carrier in KGCE_PER_UNIT)) continue;
+    const key = p.start.slice(5, 10);
+    if (!days.has(key)) days.set(key, { label: key, parts: {} });
+    days.get(key).parts[p.carrier] = Number(p.value) * KGCE_PER_UNIT[p.carrier];
+  }
+  stackedBars(document.getElementById("daily-chart"), [...days.values()], "kgce", 1300);
+
+  // Intensity trend: per month, or per day when the period is shorter than two months.
+  const perMonth = months.size >= 2;
+  const source = perMonth ? [...months.values()] : [...days.values()];
+  const trend = source.map((g) => ({
+    label: g.label,
+    value: area ? Object.values(g.parts).reduce((a, b) => a + b, 0) / area : 0,
+  }));
+  const reference = area ? TARGET_KGCE_PER_M2_YEAR / (perMonth ? 12 : 365) : 0;
+  document.getElementById("intensity-caption").textContent =
+    `Intensity trend (kgce per m² per ${perMonth ? "month" : "day"}; dashed: the 2025 target ` +
+    `${fmt(TARGET_KGCE_PER_M2_YEAR, 3)} kgce/(m²·a) pro rata)`;
+  lineChart(document.getElementById("intensity-chart"), trend,
+            perMonth ? "kgce/m² per month" : "kgce/m² per day", reference);
+
+  const quotaBox = document.getElementById("quotas");
+  quotaBox.replaceChildren(...quotas.map((q) => {
+    const card = el("div", { class: "quota", "data-clause": q.clause_id });
+    const title = el("div");
+    title.append(el("strong", {}, `${q.clause_id} v${q.version}`), " ", badge(q.status));
+    card.append(title, el("div", {}, `${q.title} — ${q.device} (${q.space}), ${q.period}`));
+    card.append(el("div", {}, `consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
+                              `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}`));
+    card.append(burnDown(q));
+    return card;
+  }));
+  if (!quotas.length) quotaBox.replaceChildren(el("p", {}, "No quota clause in force for this site."));
+
+  table("carriers", ["carrier", "consumption", "unit", "estimated", "kgce", "scope", "t CO2 location", "t CO2 market"],
+        report.carriers.map((c) => [c.carrier, c.consumption, c.unit, c.estimated, c.kgce, c.scope, c.location_tco2, c.market_tco2]));
+  table("comparisons", ["", "annualised", "limit", "unit", "status"],
+        report.comparisons.map((c) => [c.name, c.annualised_actual, c.limit, c.unit, badge(c.status)]));
+  table("factors", ["use", "carrier", "year", "series", "region", "data year", "value", "unit", "instrument", "note"],
+        report.factors.map((f) => [f.purpose, f.carrier, f.year, f.series, f.region, f.data_year, f.value, f.unit, `${f.instrument} (${f.confidence})`, f.note]));
+  table("meters", ["meter", "space", "carrier", "consumption", "unit", "readings", "resets", "gaps", "missing", "counted"],
+        report.meters.map((m) => [m.device, m.space, m.carrier, m.consumption, m.unit, m.readings, m.resets.length, m.gaps.length, m.missing.length, m.counted ? "yes" : `in ${m.parent}`]));
+  table("imbalances", ["parent", "children", "parent", "Σ children", "imbalance", "%"],
+        report.imbalances.map((i) => [i.parent, i.children.join(" + "), i.parent_value, i.children_value, i.imbalance, i.imbalance_pct]));
+  document.getElementById("notes").replaceChildren(...report.notes.map((n) => el("li", {}, n)));
+}
+
+async function csvLink(id, path, params) {
+  const link = document.getElementById(id);
+  const answer = await api(path, { ...params, format: "csv" });
+  const blob = await answer.blob();
+  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(blob);
+  link.download = `${path.replace("/", "-")}-${params.site}-${params.since}.csv`;
+}
+
+async function load() {
+  const params = { site: form.elements.site.value, since: form.elements.since.value,
+                   until: form.elements.until.value };
+  if (form.elements.space.value) params.space = form.elements.space.value;
+  history.replaceState(null, "", `${location.pathname}?${new URLSearchParams(params)}`);
+  statusLine.className = "";
+  statusLine.textContent = "Loading…";
+  try {
+    const report = await (await api("carbon", params)).json();
+    const daily = await (await api("energy", { ...params, bucket: "day", by: "carrier" })).json();
+    const at = new Date(Math.min(Date.now(), Date.parse(report.until) - 1000)).toISOString();
+    const quotas = await (await api("energy/quotas", { site: params.site, at, ...(params.space ? { space: params.space } : {}) })).json();
+    render(report, daily, quotas);
+    await csvLink("csv-carbon", "carbon", params);
+    await csvLink("csv-energy", "energy", { ...params, bucket: "day", by: "meter" });
+    statusLine.textContent = `${report.site}${report.space ? " / " + report.space : ""}: ` +
+      `${report.since.slice(0, 10)} to ${report.until.slice(0, 10)} (${report.timezone}), ` +
+      `${fmt(report.days, 2)} days`;
+    document.body.dataset.loaded = "true";
+  } catch (error) {
+    statusLine.className = "error";
+    statusLine.textContent = `Could not load: ${error.message}`;
+    if (error.status === 401) document.getElementById("token-field").hidden = false;
+  }
+}
+
+function start() {
+  const query = new URLSearchParams(location.search);
+  const today = new Date();
+  const first = new Date(today.getFullYear(), today.getMonth(), 1);
+  const next = new Date(today.getFullYear(), today.getMonth() + 1, 1);
+  const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-01`;
+  form.elements.site.value = query.get("site") || "demo-hq";
+  form.elements.space.value = query.get("space") || "";
+  form.elements.since.value = query.get("since") || iso(first);
+  form.elements.until.value = query.get("until") || iso(next);
+  if (!token()) document.getElementById("token-field").hidden = false;
+  form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
+  load();
+}
+
+start();
