@@ -6,7 +6,8 @@ all problems of all files before it fails, so an operator fixes a config in one 
 
 YAML is read with a stricter loader than PyYAML's default: a repeated key is an error (PyYAML
 silently keeps the last one), only `true`/`false` are booleans (`off` stays the state name
-"off"), and `13:30` stays a string (YAML 1.1 reads it as the base-60 integer 810).
+"off"), `13:30` stays a string (YAML 1.1 reads it as the base-60 integer 810), and so does
+`0x30` (30 zeros in a clause test series, not hexadecimal 48).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ _StrictLoader.add_implicit_resolver(
 )
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$"),
+    re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"),  # no hex: "0x30" is 30 zeros in a test series
     list("-+0123456789"),
 )
 _StrictLoader.add_implicit_resolver(
