@@ -1,0 +1,437 @@
+// clausewatch dashboard: live alerts from the SSE stream, alert detail with evidence chart,
+// acknowledge / close, per-site compliance tiles. No build step; data is only ever inserted as
+// text (never as HTML), so nothing from the API can inject markup.
+"use strict";
+
+const API = "/api/v1";
+const TOKEN_KEY = "clausewatch.token";
+const LANG_KEY = "clausewatch.lang";
+const OPEN_STATES = ["firing", "acknowledged", "resolved"];
+
+const LABELS = {
+  zh: {
+    subtitle: "标准条款实时监测", energy: "能耗与碳排放", api: "API", offline: "未连接",
+    live: "实时", sign_out: "退出", token_label: "访问令牌", sign_in: "登录",
+    token_hint: "令牌由管理员用 clausewatch token create 生成。", alerts: "告警",
+    no_alerts: "暂无告警", clause: "条款", clause_text: "条文", subject: "对象",
+    responsible: "责任人", started: "开始", worst: "最差值", evidence: "证据",
+    timeline: "处置记录", note: "备注", acknowledge: "确认", cause: "原因",
+    corrective_action: "整改措施", close: "关闭", compliance: "达标率", open_alerts: "未关闭告警",
+    coverage: "关键条款覆盖率", no_party: "未绑定责任人", bad_token: "令牌无效或已撤销",
+    firing: "告警中", acknowledged: "已确认", resolved: "已恢复", closed: "已关闭",
+    critical: "严重", major: "重要", warning: "警告", info: "提示",
+    raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知",
+    no_data: "无数据", version: "版本", last_7_days: "近7天",
+  },
+  en: {
+    subtitle: "live standards compliance", energy: "Energy & carbon", api: "API", offline: "offline",
+    live: "live", sign_out: "Sign out", token_label: "Access token", sign_in: "Sign in",
+    token_hint: "An administrator creates tokens with clausewatch token create.", alerts: "Alerts",
+    no_alerts: "No alerts", clause: "Clause", clause_text: "Text", subject: "Subject",
+    responsible: "Responsible", started: "Started", worst: "Worst value", evidence: "Evidence",
+    timeline: "Timeline", note: "Note", acknowledge: "Acknowledge", cause: "Cause",
+    corrective_action: "Corrective action", close: "Close", compliance: "Compliance",
+    open_alerts: "open alerts", coverage: "Key-clause coverage", no_party: "no responsible party",
+    bad_token: "Unknown or revoked token", firing: "firing", acknowledged: "acknowledged",
+    resolved: "resolved", closed: "closed", critical: "critical", major: "major",
+    warning: "warning", info: "info", raised: "raised", escalated: "escalated",
+    reopened: "reopened", notified: "notified", no_data: "no data", version: "version",
+    last_7_days: "last 7 days",
+  },
+};
+
+const state = {
+  token: localStorage.getItem(TOKEN_KEY),
+  lang: localStorage.getItem(LANG_KEY) || "zh",
+  alerts: new Map(), // id -> AlertPublic
+  selected: null, // id of the alert in the detail pane
+  lastEventId: null,
+  streamAbort: null,
+};
+
+const $ = (id) => document.getElementById(id);
+const t = (key) => (LABELS[state.lang] && LABELS[state.lang][key]) || key;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("data-")) node.setAttribute(name, value);
+    else node[name] = value;
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function formatTime(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+}
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const response = await fetch(API + path, {
+    ...options,
+    headers: {
+      Authorization: `Bearer ${state.token}`,
+      ...(options.body ? { "Content-Type": "application/json" } : {}),
+    },
+  });
+  if (response.status === 401) throw new Unauthorized();
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const message = Array.isArray(detail)
+      ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
+      : detail || response.statusText;
+    throw new Error(message);
+  }
+  return body;
+}
+
+// ---- language ----
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) {
+    node.placeholder = t(node.dataset.i18nPlaceholder);
+  }
+  $("lang-toggle").textContent = state.lang === "zh" ? "English" : "中文";
+  setConnection($("connection").dataset.state);
+  renderList();
+  if (state.selected !== null) showDetail(state.selected);
+  loadSites();
+}
+
+// ---- sign in ----
+
+function showLogin(message = "") {
+  stopStream();
+  $("app").hidden = true;
+  $("sign-out").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+}
+
+async function start() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = false;
+  try {
+    await api("/sites");
+  } catch (error) {
+    if (error instanceof Unauthorized) return showLogin(t("bad_token"));
+  }
+  startStream(); // the stream's hello event triggers the first load of the list
+  loadSites();
+}
+
+// ---- site tiles ----
+
+async function loadSites() {
+  if (!state.token || $("app").hidden) return;
+  let sites, report;
+  try {
+    [sites, report] = await Promise.all([api("/sites"), api("/compliance")]);
+  } catch (error) {
+    if (error instanceof Unauthorized) showLogin(t("bad_token"));
+    return;
+  }
+  const bySite = new Map(report.sites.map((s) => [s.site, s]));
+  const tiles = sites.map((site) => {
+    const figures = bySite.get(site.id);
+    const rate = figures && figures.rate !== null ? `${(figures.rate * 100).toFixed(1)} %` : "—";
+    const coverage = figures && figures.coverage.rate !== null
+      ? `${(figures.coverage.rate * 100).toFixed(0)} %` : "—";
+    return el(
+      "div", { class: "tile", "data-site": site.id },
+      el("h3", {}, site.name),
+      el("div", { class: "open" }, `${t("compliance")} · ${t("last_7_days")}`),
+      el("div", { class: "rate", title: t("compliance") }, rate),
+      el("div", { class: "open" },
+        `${figures ? figures.open_alerts : 0} ${t("open_alerts")}`),
+      el("div", { class: "open" }, `${t("coverage")} ${coverage}`),
+    );
+  });
+  $("sites").replaceChildren(...tiles);
+}
+
+// ---- alert list ----
+
+async function loadAlerts() {
+  const query = OPEN_STATES.map((s) => `state=${s}`).join("&");
+  const page = await api(`/alerts?${query}&limit=200`);
+  for (const alert of page.items) state.alerts.set(alert.id, alert);
+  renderList();
+}
+
+function renderList(freshId = null) {
+  const items = [...state.alerts.values()].sort(
+    (a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : b.id - a.id),
+  );
+  $("list-empty").hidden = items.length > 0;
+  $("alerts").replaceChildren(...items.map((alert) => {
+    const row = el(
+      "li",
+      {
+        class: "alert" + (alert.id === state.selected ? " selected" : "") +
+          (alert.id === freshId ? " fresh" : ""),
+        "data-alert-id": alert.id, "data-severity": alert.severity, "data-state": alert.state,
+      },
+      el("div", { class: "title" }, `${alert.clause.title}`),
+      el("div", { class: "meta" },
+        el("span", { class: "sev", "data-severity": alert.severity }, t(alert.severity)), " ",
+        el("span", { class: "state", "data-state": alert.state }, t(alert.state)), " ",
+        `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at)}`),
+    );
+    row.addEventListener("click", () => showDetail(alert.id));
+    return row;
+  }));
+}
+
+// ---- the live stream (fetch, so the token travels in a header, not in the URL) ----
+
+function setConnection(value) {
+  const node = $("connection");
+  node.dataset.state = value;
+  node.textContent = t(value === "live" ? "live" : "offline");
+}
+
+function stopStream() {
+  if (state.streamAbort) state.streamAbort.abort();
+  state.streamAbort = null;
+  setConnection("off");
+}
+
+async function startStream() {
+  stopStream();
+  const controller = new AbortController();
+  state.streamAbort = controller;
+  let delay = 1000;
+  while (!controller.signal.aborted) {
+    try {
+      const headers = { Authorization: `Bearer ${state.token}` };
+      if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
+      const response = await fetch(`${API}/stream`, { headers, signal: controller.signal });
+      if (response.status === 401) return showLogin(t("bad_token"));
+      if (!response.ok) throw new Error(`stream: ${response.status}`);
+      setConnection("live");
+      delay = 1000;
+      await readEvents(response.body, handleEvent);
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    setConnection("off");
+    // Reconnect after a pause; Last-Event-ID makes the server send whatever was missed.
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 2, 15000);
+  }
+}
+
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
+      const event = { event: "message", id: null, data: [] };
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event.event = text;
+        else if (field === "id") event.id = text;
+        else if (field === "data") event.data.push(text);
+      }
+      if (event.data.length) onEvent(event);
+    }
+  }
+}
+
+async function handleEvent(event) {
+  if (event.id !== null) state.lastEventId = event.id;
+  if (event.event === "hello") {
+    await loadAlerts().catch(() => {});
+    return;
+  }
+  if (event.event !== "alert") return;
+  const data = JSON.parse(event.data.join("\n"));
+  state.alerts.set(data.alert.id, data.alert);
+  renderList(data.action === "raised" ? data.alert.id : null);
+  if (data.action === "raised" || data.action === "closed") loadSites();
+  if (state.selected === data.alert.id) showDetail(data.alert.id);
+}
+
+// ---- detail ----
+
+async function showDetail(alertId) {
+  state.selected = alertId;
+  let alert;
+  try {
+    alert = await api(`/alerts/${alertId}`);
+  } catch (error) {
+    $("action-error").textContent = error.message;
+    return;
+  }
+  if (state.selected !== alertId) return;
+  state.alerts.set(alert.id, { ...state.alerts.get(alert.id), ...alert });
+  renderList();
+  $("detail").hidden = false;
+  $("detail").dataset.alertId = alert.id;
+  $("detail-title").textContent = alert.clause.title;
+  const severity = $("detail-severity");
+  severity.dataset.severity = alert.severity;
+  severity.textContent = t(alert.severity);
+  const badge = $("detail-state");
+  badge.dataset.state = alert.state;
+  badge.textContent = t(alert.state);
+  const clause = alert.clause;
+  $("detail-clause").textContent =
+    `${clause.standard} ${clause.number} · ${clause.id} ${t("version")} ${clause.version}` +
+    ` (${clause.content_hash.slice(0, 12)})`;
+  $("detail-text").textContent = clause.text;
+  $("detail-subject").textContent =
+    [alert.site, alert.subject.space, alert.subject.device, alert.subject.metric]
+      .filter(Boolean).join(" / ");
+  $("detail-responsible").textContent = alert.responsible.name
+    ? `${alert.responsible.name} (${alert.responsible.party})` : t("no_party");
+  $("detail-started").textContent =
+    `${formatTime(alert.started_at)}${alert.ended_at ? " – " + formatTime(alert.ended_at) : ""}`;
+  $("detail-worst").textContent =
+    alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
+  $("timeline").replaceChildren(...alert.timeline.map((entry) => el(
+    "li", { "data-action": entry.action },
+    `${formatTime(entry.at)} · ${t(entry.action)} · ${entry.actor}${entry.note ? " · " + entry.note : ""}`,
+  )));
+  $("ack-button").disabled = !(alert.state === "firing" ||
+    (alert.state === "resolved" && !alert.acknowledged_at));
+  $("close-button").disabled = alert.state !== "resolved";
+  $("action-error").textContent = "";
+  drawChart(alert);
+}
+
+// Readings of the alert's device and metric around it (10 min either side, at most 6 h), with
+// the evidence the engine kept drawn as dots. Falls back to the evidence alone.
+async function chartSeries(alert) {
+  const evidence = alert.evidence.map((e) => ({ x: Date.parse(e.ts), y: e.value }));
+  const { device, metric } = alert.subject;
+  if (!device || !metric) return { line: evidence, evidence };
+  const margin = 10 * 60 * 1000;
+  const start = Date.parse(alert.started_at);
+  const end = Math.min(alert.ended_at ? Date.parse(alert.ended_at) : Date.now(), start + 6 * 3600e3);
+  const query = new URLSearchParams({
+    site: alert.site, device, metric,
+    since: new Date(start - margin).toISOString(), until: new Date(end + margin).toISOString(),
+  });
+  try {
+    const series = await api(`/readings?${query}`);
+    const line = series.points.map((p) => ({ x: Date.parse(p.ts), y: p.value }));
+    return { line: line.length ? line : evidence, evidence };
+  } catch (error) {
+    return { line: evidence, evidence };
+  }
+}
+
+async function drawChart(alert) {
+  const box = $("chart");
+  const { line, evidence } = await chartSeries(alert);
+  if (state.selected !== alert.id) return;
+  if (line.length === 0) {
+    box.replaceChildren(el("p", { class: "muted" }, t("no_data")));
+    return;
+  }
+  const NS = "http://www.w3.org/2000/svg";
+  const width = 600, height = 160, pad = 28;
+  const limit = alert.clause.params.limit;
+  const all = line.concat(evidence);
+  const ys = all.map((p) => p.y).concat(limit === undefined ? [] : [limit]);
+  const x0 = Math.min(...all.map((p) => p.x)), x1 = Math.max(...all.map((p) => p.x));
+  const y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const sx = (x) => pad + ((x - x0) / ((x1 - x0) || 1)) * (width - 2 * pad);
+  const sy = (y) => height - pad - ((y - y0) / ((y1 - y0) || 1)) * (height - 2 * pad);
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("role", "img");
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+  };
+  if (limit !== undefined) {
+    add("line", { x1: pad, x2: width - pad, y1: sy(limit), y2: sy(limit),
+      stroke: "#b42318", "stroke-dasharray": "4 3" });
+    add("text", { x: width - pad, y: sy(limit) - 4, "text-anchor": "end", "font-size": 11,
+      fill: "#b42318" }, `${limit} ${alert.unit || ""}`);
+  }
+  add("polyline", { fill: "none", stroke: "#1570ef", "stroke-width": 2,
+    points: line.map((p) => `${sx(p.x)},${sy(p.y)}`).join(" ") });
+  for (const p of evidence) add("circle", { cx: sx(p.x), cy: sy(p.y), r: 3.5, fill: "#b42318" });
+  add("text", { x: pad, y: 14, "font-size": 11, fill: "#667085" },
+    `${alert.subject.metric || ""} ${y0.toFixed(1)}–${y1.toFixed(1)} ${alert.unit || ""}`);
+  add("text", { x: pad, y: height - 8, "font-size": 10, fill: "#667085" }, formatTime(new Date(x0)));
+  add("text", { x: width - pad, y: height - 8, "font-size": 10, fill: "#667085",
+    "text-anchor": "end" }, formatTime(new Date(x1)));
+  box.replaceChildren(svg);
+}
+
+async function act(path, body) {
+  const alertId = state.selected;
+  try {
+    const updated = await api(`/alerts/${alertId}/${path}`, { method: "POST", body: JSON.stringify(body) });
+    state.alerts.set(updated.id, updated);
+    await showDetail(updated.id);
+    return true;
+  } catch (error) {
+    if (error instanceof Unauthorized) showLogin(t("bad_token"));
+    else $("action-error").textContent = error.message;
+    return false;
+  }
+}
+
+// ---- wiring ----
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.token = $("token-input").value.trim();
+  localStorage.setItem(TOKEN_KEY, state.token);
+  start();
+});
+$("sign-out").addEventListener("click", () => {
+  localStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.alerts.clear();
+  state.lastEventId = null;
+  showLogin();
+});
+$("lang-toggle").addEventListener("click", () => {
+  state.lang = state.lang === "zh" ? "en" : "zh";
+  localStorage.setItem(LANG_KEY, state.lang);
+  applyLanguage();
+});
+$("ack-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (await act("ack", { note: $("ack-note").value })) $("ack-note").value = "";
+});
+$("close-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = { cause: $("close-cause").value, corrective_action: $("close-action").value };
+  if (await act("close", body)) {
+    $("close-cause").value = "";
+    $("close-action").value = "";
+  }
+});
+
+applyLanguage();
+if (state.token) start();
+else showLogin();

@@ -1,0 +1,156 @@
+"""The dashboard in real headless Chromium against the running service: a facility manager signs
+in, violating readings are published over MQTT, the alert appears without a reload, is
+acknowledged, and its state changes on the page. A screenshot is left in the artifacts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from api.tokens import create_token
+from clausewatch.configfiles import LoadedConfig
+from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.settings import Settings
+from ingest.mqtt import MqttUrl, make_client
+from rules.clause import ClauseFile
+from tests.api.conftest import site_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SITE = "site-a"
+CLAUSES = ClauseFile.model_validate(
+    {
+        "standard": {
+            "code": "建科〔2008〕115号",
+            "title": "公共建筑室内温度控制管理办法",
+            "edition": "2008",
+        },
+        "clauses": [
+            {
+                "id": "temp.cooling.min",
+                "version": 1,
+                "effective_from": "2008-07-01",
+                "number": "第三条",
+                "title": "夏季室内空调温度设置不得低于26℃",
+                "text": "公共建筑夏季室内空调温度设置不得低于26摄氏度。",
+                "domain": "indoor_climate",
+                "key": True,
+                "confidence": "A",
+                "severity": "major",
+                "params": {"limit": {"default": 26.0, "unit": "°C"}},
+                "check": {
+                    "kind": "threshold",
+                    "metric": "temperature",
+                    "min": "$limit",
+                    "when": {"metric": "hvac_mode", "op": "==", "value": "cooling"},
+                    "for": "1m",
+                },
+            }
+        ],
+    }
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    settings = Settings(
+        database_url=fresh_database_url,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        mqtt_client_id=f"cw-browser-{uuid.uuid4().hex[:8]}",
+        lateness_s=0,
+        flush_interval_s=0.05,
+        http_port=_free_port(),
+    )
+    config = LoadedConfig(sites={SITE: site_model(SITE)}, clause_files={Path("test.yaml"): CLAUSES})
+    running = Service(settings, config, ServiceOptions(clock="data", serve_api=True))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _publish_violation(mqtt_url: str, prefix: str) -> None:
+    """Cooling on, then 24 °C for 2.5 minutes: below 26 °C for longer than `for: 1m`."""
+    client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
+    target = MqttUrl.parse(mqtt_url)
+    client.connect(target.host, target.port)
+    client.loop_start()
+    try:
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=3)
+        topic = f"{prefix}/{SITE}/th-1/telemetry"
+        first = {"ts": int(start.timestamp() * 1000), "seq": 1, "metrics": {"hvac_mode": 1}}
+        client.publish(topic, orjson.dumps(first), qos=1).wait_for_publish(10)
+        for i in range(6):
+            ts_ms = int((start + dt.timedelta(seconds=30 * i)).timestamp() * 1000)
+            body = {"ts": ts_ms, "seq": i + 2, "metrics": {"temperature": 24.0 - 0.1 * i}}
+            client.publish(topic, orjson.dumps(body), qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_a_facility_manager_sees_and_acknowledges_a_live_alert(
+    service: Service, mqtt_url: str, topic_prefix: str, artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with psycopg.connect(service.database_url) as conn:
+        token, _ = create_token(conn, "facility_manager", (SITE,), "browser test")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(service.api_url + "/")
+            page.fill("#token-input", token)
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+            expect(page.locator("#list-empty")).to_be_visible()
+
+            _publish_violation(mqtt_url, topic_prefix)  # no reload from here on
+            row = page.locator("li.alert").first
+            expect(row).to_be_visible(timeout=20_000)
+            expect(row).to_have_attribute("data-state", "firing")
+            expect(row).to_have_attribute("data-severity", "major")
+
+            row.click()
+            expect(page.locator("#detail-text")).to_contain_text("26摄氏度")
+            expect(page.locator("#detail-responsible")).to_contain_text("王工")
+            expect(page.locator("#chart svg polyline")).to_have_count(1)
+            page.fill("#ack-note", "已通知运维调高设定温度")
+            page.click("#ack-button")
+            expect(page.locator("#detail-state")).to_have_attribute("data-state", "acknowledged")
+            expect(row).to_have_attribute("data-state", "acknowledged")
+            expect(page.locator("#timeline li[data-action=acknowledged]")).to_have_count(1)
+
+            page.click("#lang-toggle")  # English labels
+            expect(page.locator("#ack-button")).to_have_text("Acknowledge")
+            page.screenshot(path=str(artifacts_dir / "dashboard-acknowledged.png"), full_page=True)
+        finally:
+            browser.close()
