@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clausewatch.alerts.registry import StoredAssignment
+import psycopg
+
+from clausewatch.alerts.registry import StoredAssignment, load_assignments, party_names
 
 ANY_DOMAIN = "*"
 
@@ -74,3 +76,19 @@ def bind(
         name=names.get(responsible.party, responsible.party),
         chain=chain,
     )
+
+
+def responsible_at(
+    conn: psycopg.Connection[Any], site: str, space: str, domain: str, at: dt.datetime
+) -> Binding:
+    """Who answered for `space` and `domain` at `at`, past or present, from the stored registry
+    (the space tree as stored now; assignments with their validity periods)."""
+    parents = dict(
+        conn.execute("SELECT id, parent FROM spaces WHERE site = %s", (site,)).fetchall()
+    )
+    chain: list[str] = []
+    current: str | None = space
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = parents.get(current)
+    return bind(load_assignments(conn, site), party_names(conn, site), chain, domain, at)

@@ -216,9 +216,9 @@ def add_assignment(
     """Records a new assignment (an edit is `end_assignment` then this). Returns its id.
     Does not commit."""
     now = require_aware(now or wall_now(), "now")
-    entry = _insert_assignment(conn, site, assignment, actor, now)
+    assignment_id, entry = _insert_assignment(conn, site, assignment, actor, now)
     ledger.append(conn, [entry], now)
-    return int(entry.entity.split(":", 1)[1])
+    return assignment_id
 
 
 def end_assignment(
@@ -338,14 +338,14 @@ def _sync_assignments(
         row = stored.get(key)
         previous = old.get(key)
         if row is None:
-            entries.append(_insert_assignment(conn, site, assignment, actor, now))
+            entries.append(_insert_assignment(conn, site, assignment, actor, now)[1])
         elif previous is not None and previous.valid_to == assignment.valid_to:
             continue
         elif assignment.valid_to is not None and row["valid_to"] != assignment.valid_to:
             entries.append(_end_entry(conn, row, assignment.valid_to, actor, now, removed=False))
         elif assignment.valid_to is None and row["valid_to"] is not None:
             reopened = assignment.model_copy(update={"valid_from": max(now, row["valid_to"])})
-            entries.append(_insert_assignment(conn, site, reopened, actor, now))
+            entries.append(_insert_assignment(conn, site, reopened, actor, now)[1])
     for key in old.keys() - new.keys():
         row = stored.get(key)
         if row is None or (row["valid_to"] is not None and row["valid_to"] <= now):
@@ -376,7 +376,7 @@ def _end_entry(
 
 def _insert_assignment(
     conn: psycopg.Connection[Any], site: str, assignment: Assignment, actor: str, now: dt.datetime
-) -> ledger.Entry:
+) -> tuple[int, ledger.Entry]:
     row = conn.execute(
         "INSERT INTO assignments (site, party, space, domain, role, level, valid_from, valid_to,"
         " created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
@@ -394,7 +394,7 @@ def _insert_assignment(
         ),
     ).fetchone()
     assert row is not None
-    return _entry(
+    return row[0], _entry(
         "assignment.added",
         site,
         f"assignment:{row[0]}",

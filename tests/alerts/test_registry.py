@@ -1,0 +1,84 @@
+"""The registry follows the site file, keeps history, and answers who was responsible when."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+import pytest
+
+from clausewatch.alerts import ledger
+from clausewatch.alerts.binding import responsible_at
+from clausewatch.alerts.registry import add_assignment, sync_site
+from rules.site import Assignment
+from tests.alerts.conftest import SITE, T0, site_model
+
+pytestmark = pytest.mark.integration
+
+SINCE = "2026-01-01T00:00:00+08:00"
+HANDOVER = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def _who(conn: psycopg.Connection[Any], at: dt.datetime, space: str = "b1-2f-201") -> str | None:
+    return responsible_at(conn, SITE, space, "indoor_climate", at).party
+
+
+def test_a_handover_written_in_the_file_keeps_the_past_answerable(
+    conn: psycopg.Connection[Any],
+) -> None:
+    sync_site(conn, site_model(), "config", now=T0 - dt.timedelta(days=60))
+    handover = site_model(
+        [
+            {"party": "wang", "space": "b1-2f", "valid_from": SINCE, "valid_to": HANDOVER},
+            {"party": "li", "space": "b1-2f", "valid_from": HANDOVER},
+        ]
+    )
+    report = sync_site(conn, handover, "config", now=HANDOVER)
+    assert report.changes == {"assignment.added": 1, "assignment.ended": 3}
+    assert _who(conn, HANDOVER - dt.timedelta(minutes=1)) == "wang"
+    assert _who(conn, HANDOVER) == "li"
+    assert _who(conn, HANDOVER, space="b1-3f-301") is None
+    # Escalation levels that left the file ended at the sync, not before.
+    before = responsible_at(conn, SITE, "b1-2f-201", "x", HANDOVER - dt.timedelta(days=1))
+    assert [c["party"] for c in before.chain] == ["zhao", "chen"]
+    assert responsible_at(conn, SITE, "b1-2f-201", "x", HANDOVER).chain == ()
+    assert sync_site(conn, handover, "config", now=HANDOVER).changed is False
+    assert ledger.verify(conn).ok
+
+
+def test_edits_through_the_api_survive_a_restart_with_an_unchanged_file(
+    conn: psycopg.Connection[Any],
+) -> None:
+    sync_site(conn, site_model(), "config", now=T0)
+    add_assignment(
+        conn, SITE, Assignment(party="li", space="b1-3f", valid_from=T0), "admin", now=T0
+    )
+    assert sync_site(conn, site_model(), "config", now=T0 + dt.timedelta(days=1)).changed is False
+    assert _who(conn, T0 + dt.timedelta(days=1), space="b1-3f-301") == "li"
+
+
+def test_assignments_cannot_be_rewritten_or_deleted(conn: psycopg.Connection[Any]) -> None:
+    sync_site(conn, site_model(), "config", now=T0)
+    conn.commit()
+    with pytest.raises(psycopg.errors.RaiseException, match="never edited in place"):
+        conn.execute("UPDATE assignments SET party = 'li' WHERE party = 'wang'")
+    conn.rollback()
+    with pytest.raises(psycopg.errors.RaiseException, match="close the period"):
+        conn.execute("DELETE FROM assignments")
+
+
+def test_a_space_left_out_of_the_file_is_retired_not_deleted(
+    conn: psycopg.Connection[Any],
+) -> None:
+    sync_site(conn, site_model(), "config", now=T0)
+    smaller = site_model().model_copy(
+        update={
+            "spaces": tuple(s for s in site_model().spaces if s.id != "b1-3f-301"),
+            "devices": tuple(d for d in site_model().devices if d.space != "b1-3f-301"),
+        }
+    )
+    report = sync_site(conn, smaller, "config", now=T0 + dt.timedelta(days=1))
+    assert report.changes == {"space.retired": 1, "device.retired": 1}
+    row = conn.execute("SELECT retired_at FROM spaces WHERE id = 'b1-3f-301'").fetchone()
+    assert row is not None and row[0] == T0 + dt.timedelta(days=1)
