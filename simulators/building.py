@@ -42,6 +42,7 @@ OUTDOOR_CO2_PPM = 420.0
 CO2_FULL_ROOM_PPM = 450.0  # rise above outdoor air in a room full to capacity
 GAS_KWH_PER_M3 = 10.0 * 0.9  # natural gas heating value times boiler efficiency
 SUBSTEP_S = 60.0  # Euler step of the thermal model: stable well below HVAC_TAU_S
+THERMOSTAT_BAND_C = 0.3  # dead band of the room thermostats
 WARMUP_S = 86400.0  # simulated unseen before the start so rooms begin settled
 
 MODE_OFF, MODE_COOLING, MODE_HEATING = 0, 1, 2
@@ -66,6 +67,8 @@ class SpaceState:
     present: int = 0
     mode: int = MODE_OFF  # reported as hvac_mode while the unit runs
     running: bool = False
+    asked: int = MODE_OFF  # the mode the thermostat is set to
+    calling: bool = False  # whether the room calls for it now
     # Consumption of this node in the last step, per carrier (kWh, m3, GJ).
     used: dict[str, float] = field(default_factory=dict)
 
@@ -175,10 +178,11 @@ class Building:
         cached = self._day_cache.get(day)
         if cached is None:
             rng = random.Random(f"{self.scenario.seed}:weather:{day.isoformat()}")
-            cached = (
-                is_workday(self.site, day),
-                rng.gauss(0.0, self.scenario.weather.day_to_day_c),
+            weather = self.scenario.weather
+            season = weather.annual_amplitude_c * math.cos(
+                2 * math.pi * (day.timetuple().tm_yday - weather.warmest_day) / 365.25
             )
+            cached = (is_workday(self.site, day), season + rng.gauss(0.0, weather.day_to_day_c))
             self._day_cache[day] = cached
         return cached
 
@@ -279,6 +283,19 @@ class Building:
             return MODE_HEATING, setpoint, False
         return MODE_OFF, 0.0, False
 
+    @staticmethod
+    def _thermostat(state: SpaceState, mode: int, setpoint: float) -> int:
+        """A unit runs (and reports its mode) only while the room calls for it: it starts once
+        the room is THERMOSTAT_BAND_C past the setpoint and idles once it is that far inside."""
+        gap = state.temperature - setpoint if mode == MODE_COOLING else setpoint - state.temperature
+        if state.asked != mode:  # switched between cooling and heating: start from demand
+            state.asked, state.calling = mode, gap > 0
+        if gap > THERMOSTAT_BAND_C:
+            state.calling = True
+        elif gap < -THERMOSTAT_BAND_C:
+            state.calling = False
+        return mode if state.calling else MODE_OFF
+
     def _season_mode(self, t: float) -> str:
         day = self.local(t).date()
         seasons = self.site.site.seasons
@@ -317,6 +334,8 @@ class Building:
         for state in self.states.values():
             state.present = self._present(state, local, workday)
             mode, setpoint, held = self._hvac(state, t, hour, workday)
+            if mode != MODE_OFF and not held:
+                mode = self._thermostat(state, mode, setpoint)
             state.mode, state.running = mode, mode != MODE_OFF
             density = state.present / state.capacity if state.capacity else 0.0
             gain = OCCUPANT_GAIN_C_PER_H * density

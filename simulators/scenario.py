@@ -26,7 +26,9 @@ from rules.site import Id, MetricName, SiteModel, Strict
 from simulators.calendar import is_workday
 
 _COUNTED_AT = re.compile(r"^(workday|day) ([1-9]\d*) ([01]\d|2[0-3]):([0-5]\d)$")
-_LAST_WORKDAY = re.compile(r"^last-workday ([01]\d|2[0-3]):([0-5]\d)$")
+_LAST_WORKDAY = re.compile(
+    r"^last-workday ([01]\d|2[0-3]):([0-5]\d)(?: in ([a-z0-9][a-z0-9_-]{0,63}))?$"
+)
 
 
 def _check_at(value: str) -> str:
@@ -77,19 +79,26 @@ def resolve_at(text: str, start: float, site: SiteModel) -> float:
 def resolve_start(text: str, now: float, site: SiteModel) -> float:
     """A run's start from a command-line or scenario value: `now`, `-7d` (before now), an RFC
     3339 instant, or `last-workday HH:MM` (the latest working-day HH:MM at or before now, so a
-    demo started at night or on a Sunday still begins in office hours)."""
+    demo started at night or on a Sunday still begins in office hours), optionally `in SEASON`
+    (the latest such time inside the site's named season: `last-workday 08:30 in cooling`)."""
     text = text.strip()
     if text == "now":
         return now
     last = _LAST_WORKDAY.match(text)
     if last:
         zone = site.zone()
+        season = None
+        if last.group(3) is not None:
+            season = site.site.seasons.get(last.group(3))
+            if season is None:
+                raise ValueError(f"{text!r}: site {site.site.id!r} has no season {last.group(3)!r}")
         day = dt.datetime.fromtimestamp(now, zone).date()
         for _ in range(3660):
             instant = dt.datetime.combine(
                 day, dt.time(int(last.group(1)), int(last.group(2))), zone
             ).timestamp()
-            if instant <= now and is_workday(site, day):
+            in_season = season is None or season.contains(day)
+            if instant <= now and in_season and is_workday(site, day):
                 return instant
             day -= dt.timedelta(days=1)
         raise ValueError(f"{text!r}: no working day in the last ten years")
@@ -130,7 +139,9 @@ def _hours(value: dt.time) -> float:
 class Weather(Strict):
     """Outdoor air: a daily cosine around a mean, a random offset per day, slow noise."""
 
-    mean_c: float = 10.0
+    mean_c: float = 10.0  # yearly mean, or the mean of the run when annual_amplitude_c is 0
+    annual_amplitude_c: float = Field(default=0.0, ge=0)  # half the summer-winter swing
+    warmest_day: int = Field(default=200, ge=1, le=366)  # day of the year (200: mid July)
     daily_amplitude_c: float = Field(default=5.0, ge=0)  # half the day-night swing
     warmest_hour: float = Field(default=15.0, ge=0, lt=24)
     day_to_day_c: float = Field(default=1.5, ge=0)  # standard deviation of the daily offset

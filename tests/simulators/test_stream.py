@@ -250,3 +250,5 @@ def test_times_relative_to_the_start() -> None:
         2026, 10, 5, 12, 0, tzinfo=CST).timestamp(), SITE) == dt.datetime(
         2026, 9, 30, 8, 30, tzinfo=CST).timestamp()  # fmt: skip
     assert resolve_start("-7d", saturday, SITE) == saturday - 7 * DAY
+    assert resolve_start("last-workday 08:30 in cooling", saturday, SITE) == dt.datetime(
+        2026, 9, 30, 8, 30, tzinfo=CST).timestamp()  # fmt: skip
