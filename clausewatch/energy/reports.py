@@ -763,14 +763,10 @@ def compare(report: CarbonReport, baseline: Baseline) -> list[Comparison]:
         base: Decimal | None = getattr(baseline, key)
         cut = FIVE_YEAR_CUTS[key]
         limit = base * (1 - cut) if base is not None else None
-        note = (
-            f"−{cut * 100:.0f} % vs {baseline.year} ({base} {unit})"
-            if base
-            else (
-                f"needs the site's {baseline.year if baseline is not NATIONAL_2020 else 2020} "
-                "baseline (site_energy_baselines)"
-            )
-        )
+        if base is not None:
+            note = f"−{cut * 100:.0f} % vs {baseline.year} ({base} {unit})"
+        else:
+            note = "needs the site's own baseline (table site_energy_baselines)"
         if key == "water_m3_per_person" and report.water_m3 is None:
             actual = None
         rows.append(

@@ -210,3 +210,79 @@ def test_unknown_space_is_a_clear_error(conn: psycopg.Connection[Any], kit: Any)
     site = kit.make_site()
     with pytest.raises(ReportError, match="no space 'nowhere'"):
         carbon_report(conn, site, kit.local(2026, 7, 1), kit.local(2026, 8, 1), space="nowhere")
+
+
+def test_agrees_with_the_storage_consumption_query(conn: psycopg.Connection[Any], kit: Any) -> None:
+    """Where readings sit on the period's edges nothing is estimated, and the report's figure is
+    the storage layer's sum of positive differences (resets count nothing in both)."""
+    from ingest.store.readings import consumption
+
+    site = kit.make_site()
+    start = kit.local(2026, 7, 1)
+    values = [0, 4.2, 9.9, 1.5, 3.0, 7.25, 7.25, 12.0]  # a reset after 9.9
+    kit.insert_readings(
+        conn,
+        site,
+        "em-main",
+        "energy_kwh",
+        [(start + i * HOUR, v) for i, v in enumerate(values)],
+    )
+    until = start + (len(values) - 1) * HOUR
+    [point] = consumption(conn, site.site.id, "em-main", "energy_kwh", start, until + HOUR)
+    report = carbon_report(conn, site, start, until)
+    electricity = report.carriers["electricity"]
+    assert electricity.estimated == 0
+    assert electricity.consumption == Decimal("20.4")  # 4.2 + 5.7 + 1.5 + 4.25 + 0 + 4.75
+    assert Decimal(repr(point.consumption)).quantize(Decimal("0.001")) == Decimal("20.400")
+    assert point.resets == 1
+
+
+def test_purchased_heat_in_gj(conn: psycopg.Connection[Any], kit: Any) -> None:
+    from rules.site import SiteModel
+
+    base = kit.make_site(max_gap="40d").model_dump(by_alias=True)
+    base["devices"] = [
+        *base["devices"],
+        {
+            "id": "hm",
+            "space": "b",
+            "metrics": {
+                "heat_gj": {"unit": "GJ", "cumulative": True, "carrier": "heat", "max_gap": "40d"}
+            },
+        },
+    ]
+    site = SiteModel.model_validate(base)
+    jan, feb = kit.local(2026, 1, 1), kit.local(2026, 2, 1)
+    kit.insert_readings(conn, site, "hm", "heat_gj", [(jan, 100), (feb, 110)])
+    out = carbon_out(carbon_report(conn, site, jan, feb))
+    heat = next(c for c in out.carriers if c.carrier == "heat")
+    # 10 GJ x 34.12 kgce/GJ (0.03412 kgce/MJ); 10 GJ x 0.11 t/GJ = 1.1 t, scope 2 both ways
+    assert (heat.kgce, heat.location_tco2, heat.scope) == (
+        Decimal("341.200"),
+        Decimal("1.100000"),
+        2,
+    )
+    comparison = {c.name: c for c in out.comparisons}
+    # non-heating energy leaves the heat out: electricity and gas have no data, so 0
+    assert comparison["quota non-heating energy (constraint)"].annualised_actual == 0
+
+
+def test_site_baseline_for_the_co2_target(conn: psycopg.Connection[Any], kit: Any) -> None:
+    site = kit.make_site(grid_region="national", max_gap="40d")
+    jan, feb = kit.local(2023, 1, 1), kit.local(2023, 2, 1)
+    kit.insert_readings(conn, site, "em-main", "energy_kwh", [(jan, 0), (feb, 1000)])
+    conn.execute(
+        "INSERT INTO site_energy_baselines (site, year, kgco2_per_m2) VALUES (%s, 2020, 5)",
+        (site.site.id,),
+    )
+    out = carbon_out(carbon_report(conn, site, jan, feb))
+    co2 = next(c for c in out.comparisons if "CO2 per m2" in c.name)
+    # 530.6 kg / 1000 m2 x 365 / 31 = 6.2474 kgCO2/(m2·a) against 5 x 0.93 = 4.65
+    assert (co2.annualised_actual, co2.limit, co2.status) == (
+        Decimal("6.2474"),
+        Decimal("4.6500"),
+        "exceeds",
+    )
+    # the energy targets keep the national 2020 figures where the site has none
+    energy = next(c for c in out.comparisons if c.name.endswith("energy per m2 (2025)"))
+    assert energy.limit == Decimal("17.5560")
