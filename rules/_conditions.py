@@ -8,6 +8,7 @@ logic: `all` is False if any part is False, else unknown if any part is unknown.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 from rules._slots import MetricSlot, RollingAggregate
@@ -102,43 +103,33 @@ class Leaf:
         return 0.0
 
     def evaluator(self) -> Evaluator:
-        slot, aggregate, limit, op = self.slot, self.aggregate, self.limit, self.op
+        slot, aggregate, limit = self.slot, self.aggregate, self.limit
+        compare_to = _OPERATORS[self.op]
+        # The margin moves the limit towards compliance: up for >, >=; down for <, <=.
+        shift = 1.0 if self.op in (">=", ">") else -1.0 if self.op in ("<=", "<") else 0.0
+        # Two flat closures (no nested calls) because this runs for nearly every reading.
+        if aggregate is None:
 
-        def value(t: float) -> float | None:
+            def compare(t: float, margin: float) -> bool | None:
+                if t >= slot.until:
+                    return None
+                return compare_to(slot.value, limit + shift * margin)
+
+            return compare
+
+        def compare_aggregate(t: float, margin: float) -> bool | None:
             if t >= slot.until:
                 return None
-            return aggregate.current if aggregate is not None else slot.value
+            return compare_to(aggregate.current, limit + shift * margin)
 
-        # One closure per operator keeps the per-evaluation work to a compare.
-        if op == ">=":
+        return compare_aggregate
 
-            def compare(t: float, margin: float) -> bool | None:
-                v = value(t)
-                return None if v is None else v >= limit + margin
-        elif op == ">":
 
-            def compare(t: float, margin: float) -> bool | None:
-                v = value(t)
-                return None if v is None else v > limit + margin
-        elif op == "<=":
-
-            def compare(t: float, margin: float) -> bool | None:
-                v = value(t)
-                return None if v is None else v <= limit - margin
-        elif op == "<":
-
-            def compare(t: float, margin: float) -> bool | None:
-                v = value(t)
-                return None if v is None else v < limit - margin
-        elif op == "==":
-
-            def compare(t: float, margin: float) -> bool | None:
-                v = value(t)
-                return None if v is None else v == limit
-        else:
-
-            def compare(t: float, margin: float) -> bool | None:
-                v = value(t)
-                return None if v is None else v != limit
-
-        return compare
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}

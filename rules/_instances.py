@@ -47,6 +47,7 @@ class Instance:
         "key",
         "next_due",
         "out",
+        "quiet_until",
         "ref",
         "run_start",
         "run_status",
@@ -85,6 +86,9 @@ class Instance:
         self.seg_inside = False
         self.next_due = -INF  # -inf: not started; the first advance() starts it
         self.in_heap = False
+        # Readings before this time cannot change anything (outside the schedule, or a
+        # data-quality check with nothing wrong): the engine skips evaluate() for them.
+        self.quiet_until = -INF
 
     # ---- shared machinery ----
 
@@ -155,6 +159,7 @@ class StateCheck(Instance):
         "evidence",
         "for_",
         "gate",
+        "last_raw",
         "leaves",
         "margin",
         "params",
@@ -196,6 +201,7 @@ class StateCheck(Instance):
         self.params = params
         self.unit = unit
         self.violating = False
+        self.last_raw = -1  # raw state at the last evaluation; apply() is idempotent on it
         self.pending_since = INF  # a failing stretch waiting for `for`
         self.clear_since = INF  # a passing stretch waiting for `clear_for`
         self.started_at = INF
@@ -204,7 +210,9 @@ class StateCheck(Instance):
         self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
 
     def raw(self, t: float) -> int:
-        if not self.inside(t):
+        if not (self.seg_start <= t < self.seg_end):
+            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+        if not self.seg_inside:
             return OUTSIDE
         gate = self.gate
         if gate is not None:
@@ -223,17 +231,22 @@ class StateCheck(Instance):
         if t < self.t:
             t = self.t
         self.t = t
-        self.timers_due(t)
+        if self.next_due <= t:
+            self.timers_due(t)
         raw = self.raw(t)
         if raw == FAIL:
             self.note_failure(t)
-        self.apply(t, raw)
+        if raw != self.last_raw:
+            self.apply(t, raw)
+            self.last_raw = raw
         self.plan(t)
 
     def wake(self, t: float) -> None:
         self.t = t
         self.timers_due(t)
-        self.apply(t, self.raw(t))
+        raw = self.raw(t)
+        self.apply(t, raw)
+        self.last_raw = raw
         self.plan(t)
 
     def plan(self, t: float) -> None:
@@ -249,6 +262,7 @@ class StateCheck(Instance):
         if due <= t:  # cannot happen with consistent inputs; never spin
             due = INF
         self.next_due = due
+        self.quiet_until = self.seg_end if not self.seg_inside else -INF
         if not self.in_heap and due < INF:
             self.in_heap = True
             heapq.heappush(self.timers, (due, self.uid, self))
@@ -354,6 +368,7 @@ class StateCheck(Instance):
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.violating = bool(state["violating"])
+        self.last_raw = -1
         self.pending_since = _float(state["pending_since"], INF)
         self.clear_since = _float(state["clear_since"], INF)
         self.started_at = _float(state["started_at"], INF)
@@ -365,9 +380,13 @@ class StateCheck(Instance):
 
 
 class ThresholdCheck(StateCheck):
-    """Shape 1 on the hot path: one metric within [low, high] (limits with tolerance applied)."""
+    """Shape 1 on the hot path: one metric within [low, high] (limits with tolerance applied).
 
-    __slots__ = ("aggregate_fn", "high", "low", "slot", "value_of")
+    `evaluate` inlines what `StateCheck` does through method calls (schedule cache, gate,
+    comparison, timer planning): it runs for nearly every reading, so each call saved counts.
+    A gate of the common form `metric == state` (or !=) is read straight from its slot."""
+
+    __slots__ = ("gate_equal", "gate_slot", "gate_value", "high", "low", "slot", "value_of")
 
     def __init__(self, *args: Any, low: float, high: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -375,17 +394,70 @@ class ThresholdCheck(StateCheck):
         self.slot: MetricSlot = leaf.slot
         self.low = low
         self.high = high
-        aggregate = leaf.aggregate
-        self.value_of = aggregate
+        self.value_of = leaf.aggregate
+        self.gate_slot: MetricSlot | None = None
+        self.gate_value = math.nan
+        self.gate_equal = True
+        gate_leaves = self.leaves[1:]
+        if (
+            len(gate_leaves) == 1
+            and gate_leaves[0].op in ("==", "!=")
+            and gate_leaves[0].aggregate is None
+        ):
+            self.gate_slot = gate_leaves[0].slot
+            self.gate_value = gate_leaves[0].limit
+            self.gate_equal = gate_leaves[0].op == "=="
+
+    def evaluate(self, t: float) -> None:
+        if t < self.t:
+            t = self.t
+        self.t = t
+        if self.next_due <= t:
+            self.timers_due(t)
+        raw = self.raw(t)
+        if raw == FAIL:
+            self.note_failure(t)
+        if raw != self.last_raw:
+            self.apply(t, raw)
+            self.last_raw = raw
+        # plan(), inlined
+        due = self.seg_end
+        until = self.slot.until
+        if t < until < due:
+            due = until
+        gate_slot = self.gate_slot
+        if gate_slot is not None:
+            until = gate_slot.until
+            if t < until < due:
+                due = until
+        elif self.gate is not None:
+            for leaf in self.leaves[1:]:
+                until = leaf.slot.until
+                if t < until < due:
+                    due = until
+        if self.pending_since < INF and self.pending_since + self.for_ < due:
+            due = self.pending_since + self.for_
+        if self.clear_since < INF and self.clear_since + self.clear_for < due:
+            due = self.clear_since + self.clear_for
+        self.next_due = due
+        self.quiet_until = -INF if self.seg_inside else self.seg_end
+        if not self.in_heap and due < INF:
+            self.in_heap = True
+            heapq.heappush(self.timers, (due, self.uid, self))
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
             self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
         if not self.seg_inside:
             return OUTSIDE
-        gate = self.gate
-        if gate is not None:
-            open_ = gate(t, 0.0)
+        gate_slot = self.gate_slot
+        if gate_slot is not None:
+            if t >= gate_slot.until:
+                return UNKNOWN
+            if (gate_slot.value == self.gate_value) is not self.gate_equal:
+                return OUTSIDE
+        elif self.gate is not None:
+            open_ = self.gate(t, 0.0)
             if open_ is None:
                 return UNKNOWN
             if not open_:
@@ -405,19 +477,16 @@ class ThresholdCheck(StateCheck):
 
     def plan(self, t: float) -> None:
         due = self.seg_end
-        until = self.slot.until
-        if t < until < due:
-            due = until
-        if self.gate is not None:
-            for leaf in self.leaves[1:]:
-                until = leaf.slot.until
-                if t < until < due:
-                    due = until
+        for leaf in self.leaves:
+            until = leaf.slot.until
+            if t < until < due:
+                due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
         self.next_due = due
+        self.quiet_until = -INF if self.seg_inside else self.seg_end
         if not self.in_heap and due < INF:
             self.in_heap = True
             heapq.heappush(self.timers, (due, self.uid, self))

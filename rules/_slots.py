@@ -23,7 +23,7 @@ class RollingAggregate:
     """mean, min or max of the good readings with ts in (t - window, t], updated at each reading
     and held, like the value itself, until the next one."""
 
-    __slots__ = ("current", "fn", "points", "total", "window")
+    __slots__ = ("added", "current", "fn", "points", "total", "window")
 
     def __init__(self, fn: str, window: float) -> None:
         self.fn = fn
@@ -31,6 +31,7 @@ class RollingAggregate:
         # mean: every point in the window; min/max: a monotonic queue of candidates.
         self.points: deque[tuple[float, float]] = deque()
         self.total = 0.0
+        self.added = 0
         self.current = math.nan
 
     def add(self, ts: float, value: float) -> None:
@@ -42,8 +43,9 @@ class RollingAggregate:
             while points[0][0] <= horizon:
                 self.total -= points.popleft()[1]
             # Recompute now and then so float drift of the running sum cannot accumulate.
-            if len(points) < 64:
-                self.total = sum(p[1] for p in points)
+            self.added += 1
+            if self.added % 1024 == 0:
+                self.total = math.fsum(p[1] for p in points)
             self.current = self.total / len(points)
             return
         if self.fn == "min":
@@ -119,33 +121,35 @@ class MetricSlot:
 
     def update(self, ts: float, value: float) -> str:
         """Takes a released reading; returns the fault it shows ("" when good)."""
-        fault = ""
-        if not (self.low <= value <= self.high):
-            fault = OUT_OF_RANGE
-        elif self.cumulative and value < self.previous:
-            fault = BACKWARDS
-        elif value == self.value and self.until > -INF:
-            if ts - self.stuck_since >= self.stuck_for:
-                fault = STUCK
+        if value == self.value:
+            if ts - self.stuck_since >= self.stuck_for and self.until > -INF:
+                return self._faulty(ts, value, STUCK)
         else:
             self.stuck_since = ts
+        if not (self.low <= value <= self.high):
+            return self._faulty(ts, value, OUT_OF_RANGE)
+        if self.cumulative:
+            if value < self.previous:
+                self.previous = value  # the new baseline
+                return self._faulty(ts, value, BACKWARDS)
+            self.previous = value
         self.value = value
         self.ts = ts
-        self.fault = fault
-        if fault:
-            self.until = ts
-            if fault == BACKWARDS:
-                self.previous = value  # the new baseline
-            return fault
-        self.until = ts + self.valid_for
-        if self.cumulative:
-            self.previous = value
+        self.fault = ""
+        until = self.until = ts + self.valid_for
         for aggregate in self.aggregates.values():
             aggregate.add(ts, value)
         for space_slot in self.forward:
             if ts >= space_slot.ts:
-                space_slot.take(ts, value, self.until)
+                space_slot.take(ts, value, until)
         return ""
+
+    def _faulty(self, ts: float, value: float, fault: str) -> str:
+        self.value = value
+        self.ts = ts
+        self.fault = fault
+        self.until = ts  # unknown from this reading on, for everything that reads the metric
+        return fault
 
     def take(self, ts: float, value: float, until: float) -> None:
         """A space slot takes a good value from one of the space's devices."""

@@ -25,7 +25,10 @@ from typing import Any
 
 from rules import _slots
 from rules._conditions import Evaluator, Leaf, compile_condition
+from rules._data_quality import DataQuality
 from rules._instances import Instance, StateCheck, ThresholdCheck, Timers
+from rules._obligations import Obligation
+from rules._quotas import Quota
 from rules._slots import INF, MetricSlot
 from rules.clause import (
     ClauseVersion,
@@ -121,6 +124,12 @@ class SiteEngine:
         self._max_event_ts = -INF
         self._seen_events: set[tuple[str, float, str, int | None]] = set()
         self._spaces = {s.id: s for s in site.spaces}
+        self._lineage = {s.id: frozenset(site.ancestors(s.id)) for s in site.spaces}
+        self._devices_in_space: dict[str, list[Device]] = {}
+        for device in site.devices:
+            self._devices_in_space.setdefault(device.space, []).append(device)
+        # Space slot -> the device slots that feed it (for routing readings to its readers).
+        self._feeders: dict[int, list[MetricSlot]] = {}
         self._children: dict[str, list[str]] = {}
         for space in site.spaces:
             if space.parent is not None:
@@ -132,7 +141,7 @@ class SiteEngine:
         for device in site.devices:
             self._devices[device.id] = _DeviceState(device, self._device_slots(device))
         # Obligation instances by (space, event type); events go to them.
-        self._obligations: dict[tuple[str, str], list[Instance]] = {}
+        self._obligations: dict[tuple[str, str], list[Obligation]] = {}
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
         for device_state in self._devices.values():
@@ -180,10 +189,19 @@ class SiteEngine:
         if self.lateness == 0.0 and not state.buffer:
             self._release(state, ts, metrics)
             return
-        heapq.heappush(state.buffer, (ts, next(self._stamp), metrics))
+        buffer = state.buffer
+        heapq.heappush(buffer, (ts, next(self._stamp), metrics))
         if ts > state.max_ts:
             state.max_ts = ts
-        self._release_buffered(state)
+        # _release_buffered(), inlined for the common case of one reading per call.
+        horizon = (state.max_ts if state.max_ts > self._now else self._now) - self.lateness
+        while buffer and buffer[0][0] <= horizon:
+            released_ts, _, released = heapq.heappop(buffer)
+            self._release(state, released_ts, released)
+        if buffer:
+            self._pending_devices.add(state)
+        else:
+            self._pending_devices.discard(state)
 
     def observe_event(self, event: Event) -> None:
         """Take one event (cleaning.completed, inspection.done...) at its event time."""
@@ -222,10 +240,8 @@ class SiteEngine:
 
     def drain(self) -> list[Output]:
         """Outputs since the last drain, in the order they were produced."""
-        out = self._out
-        self._out = []
-        for instance in self._instances:
-            instance.out = self._out
+        out = self._out[:]  # instances hold the list itself: empty it, never replace it
+        self._out.clear()
         return out
 
     # ---- release and evaluation ----
@@ -251,18 +267,27 @@ class SiteEngine:
             if instance.next_due < ts:
                 instance.catch_up(ts)
         slots = state.slots
+        fault_changed = False
         for metric, value in metrics.items():
             slot = slots.get(metric)
             if slot is None:
                 continue
+            previous_fault = slot.fault
             previous = slot.previous
             fault = slot.update(ts, value)
-            if fault == _slots.BACKWARDS:
-                self._out.append(
-                    RegisterReset(self._site_id, state.id, metric, ts, previous, value)
-                )
+            if fault or previous_fault:
+                fault_changed = True
+                if fault == _slots.BACKWARDS:
+                    self._out.append(
+                        RegisterReset(self._site_id, state.id, metric, ts, previous, value)
+                    )
+        if fault_changed:
+            for instance in listeners:
+                instance.evaluate(ts)
+            return
         for instance in listeners:
-            instance.evaluate(ts)
+            if instance.quiet_until <= ts:
+                instance.evaluate(ts)
 
     def _listeners_of(self, state: _DeviceState, metrics: Iterable[str]) -> list[Instance]:
         found: dict[int, Instance] = {}
@@ -286,7 +311,7 @@ class SiteEngine:
             return
         for instance in self._obligations.get((space, event.type), ()):
             instance.catch_up(event.ts)
-            instance.evaluate_event(event)  # type: ignore[attr-defined]
+            instance.evaluate_event(event)
 
     def _forget_oldest_key(self, state: _DeviceState) -> None:
         is_seq, key = state.seen_order.popleft()
@@ -338,16 +363,16 @@ class SiteEngine:
 
     def _space_matches(self, space: Space, selector: Selector) -> bool:
         exempt = selector.exempt
-        lineage = self.site.ancestors(space.id)
-        if space.type in exempt.space_types or set(space.tags) & set(exempt.tags):
+        lineage = self._lineage[space.id]
+        if space.type in exempt.space_types or not lineage.isdisjoint(exempt.spaces):
             return False
-        if set(lineage) & set(exempt.spaces):
+        if not set(space.tags).isdisjoint(exempt.tags):
             return False
         if selector.space_types and space.type not in selector.space_types:
             return False
-        if selector.tags and not set(space.tags) & set(selector.tags):
+        if selector.tags and set(space.tags).isdisjoint(selector.tags):
             return False
-        return not (selector.spaces and not set(lineage) & set(selector.spaces))
+        return not (selector.spaces and lineage.isdisjoint(selector.spaces))
 
     def _selected_devices(self, selector: Selector) -> list[Device]:
         chosen = []
@@ -405,9 +430,12 @@ class SiteEngine:
         slot = self._space_slots.get(key)
         if slot is None:
             slot = self._space_slots[key] = MetricSlot(f"{space}:*", metric, valid_for=INF)
-            for other in self.site.devices:
-                if other.space == space and metric in other.metrics:
-                    self._devices[other.id].slots[metric].forward.append(slot)
+            feeders = self._feeders[id(slot)] = []
+            for other in self._devices_in_space.get(space, ()):
+                if metric in other.metrics:
+                    feeder = self._devices[other.id].slots[metric]
+                    feeder.forward.append(slot)
+                    feeders.append(feeder)
         return slot
 
     def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> Any:
@@ -430,11 +458,7 @@ class SiteEngine:
     def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
         """Readings that change any of `slots` wake `instance`."""
         for slot in slots:
-            owners: list[MetricSlot] = [slot]
-            if slot.device.endswith(":*"):  # a space slot: its feeding devices' slots
-                owners = [
-                    s for d in self._devices.values() for s in d.slots.values() if slot in s.forward
-                ]
+            owners = self._feeders.get(id(slot), [slot])  # a space slot: its feeding devices
             for owner in owners:
                 listeners = self._devices[owner.device].listeners[owner.metric]
                 if instance not in listeners:
@@ -519,12 +543,67 @@ class SiteEngine:
         schedule: CompiledSchedule,
         check: ObligationCheck,
     ) -> None:
-        return  # obligations: bound in the next commit (issue 3, in progress)
+        for space in self.site.spaces:
+            if clause.applies_to.devices or not self._space_matches(space, clause.applies_to):
+                continue
+            params = clause.resolve_params(self._site_id, space.type)
+            params["grace"] = check.grace
+            if check.every is not None:
+                params["every"] = check.every
+            instance = Obligation(
+                f"{clause.id}|{clause.version}|{space.id}|",
+                ref,
+                Subject(self._site_id, space.id, None),
+                schedule,
+                self._out,
+                self._timers,
+                self._new_uid(),
+                check=check,
+                params=params,
+            )
+            self._instances.append(instance)
+            self._obligations.setdefault((space.id, check.event), []).append(instance)
 
     def _bind_quota(
         self, clause: ClauseVersion, ref: ClauseRef, schedule: CompiledSchedule, check: QuotaCheck
     ) -> None:
-        return  # quotas: bound in the next commit (issue 3, in progress)
+        where = f"clause {clause.id} v{clause.version}"
+        for device in self._selected_devices(clause.applies_to):
+            spec = device.metrics.get(check.metric)
+            if spec is None:
+                continue
+            if not spec.cumulative:
+                raise ConfigError(f"{where}: {device.id}.{check.metric} is not a register")
+            space = self._spaces[device.space]
+            params = clause.resolve_params(self._site_id, space.type)
+            value_for = self._value_for(device, params, where)
+            if check.budget is not None:
+                budget = value_for(check.metric, check.budget)
+            else:
+                assert check.budget_per_m2 is not None
+                if space.area_m2 is None:
+                    raise ConfigError(
+                        f"{where}: budget_per_m2 needs the floor area of space {space.id}"
+                    )
+                budget = value_for(check.metric, check.budget_per_m2) * space.area_m2
+                params["area_m2"] = space.area_m2
+            slot = self._devices[device.id].slots[check.metric]
+            instance = Quota(
+                f"{clause.id}|{clause.version}|{device.space}|{device.id}",
+                ref,
+                Subject(self._site_id, device.space, device.id),
+                schedule,
+                self._out,
+                self._timers,
+                self._new_uid(),
+                check=check,
+                slot=slot,
+                budget=budget,
+                params=params,
+                unit=spec.unit,
+            )
+            self._instances.append(instance)
+            self._route(instance, [slot])
 
     def _bind_data_quality(
         self,
@@ -533,7 +612,30 @@ class SiteEngine:
         schedule: CompiledSchedule,
         check: DataQualityCheck,
     ) -> None:
-        return  # data-quality clauses: bound in the next commit (issue 3, in progress)
+        for device in self._selected_devices(clause.applies_to):
+            slots = self._devices[device.id].slots
+            watched = [slots[m] for m in check.metrics or tuple(slots) if m in slots]
+            if not watched:
+                continue
+            params = clause.resolve_params(self._site_id, self._spaces[device.space].type)
+            if check.stale_after is not None:
+                params["stale_after"] = check.stale_after
+            if check.stuck_for is not None:
+                params["stuck_for"] = check.stuck_for
+            instance = DataQuality(
+                f"{clause.id}|{clause.version}|{device.space}|{device.id}",
+                ref,
+                Subject(self._site_id, device.space, device.id),
+                schedule,
+                self._out,
+                self._timers,
+                self._new_uid(),
+                check=check,
+                slots=watched,
+                params=params,
+            )
+            self._instances.append(instance)
+            self._route(instance, watched)
 
     # ---- snapshot / restore ----
 

@@ -24,9 +24,10 @@ from rules.site import HolidayCalendar, SeasonRange, SiteModel
 
 Period = Literal["day", "week", "month", "quarter", "year"]
 
-# A schedule's next change is looked for this many days ahead at most; past that it is reported
-# as "may change" at the horizon, which is only a cache expiry, never a wrong answer.
-_SCAN_DAYS = 400
+# A schedule's next change is looked for this many days ahead (and its start this many days
+# back) at most; past that the horizon is reported as a time at which the state "can" change,
+# which costs the engine one re-evaluation and never a wrong answer.
+_SCAN_DAYS = 14
 _MIDNIGHT = dt.time(0, 0)
 
 

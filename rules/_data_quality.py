@@ -1,0 +1,134 @@
+"""Shape 5: data quality of one device. Stale (no reading for `stale_after`), stuck (the same
+value for `stuck_for`), out of the physical range, a register going backwards.
+
+The metric slots themselves already turn such values unknown for every clause that reads them
+(the engine sets their validity and stuck horizon from these clauses); this instance raises the
+data-quality alert (kind "data_quality") while any monitored metric has a fault. A value fault
+lasts until the metric's next good reading; staleness until any reading of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules._instances import Instance, Timers, _float, _num
+from rules._slots import BACKWARDS, INF, OUT_OF_RANGE, STUCK, MetricSlot
+from rules.clause import DataQualityCheck
+from rules.schedule import CompiledSchedule
+from rules.verdicts import (
+    ClauseRef,
+    Evidence,
+    Output,
+    Status,
+    Subject,
+    ViolationEnded,
+    ViolationStarted,
+)
+
+
+class DataQuality(Instance):
+    __slots__ = ("faults", "faulty_since", "params", "slots", "stale_after", "started")
+
+    def __init__(
+        self,
+        key: str,
+        ref: ClauseRef,
+        subject: Subject,
+        schedule: CompiledSchedule,
+        out: list[Output],
+        timers: Timers,
+        uid: int,
+        *,
+        check: DataQualityCheck,
+        slots: list[MetricSlot],
+        params: dict[str, float],
+    ) -> None:
+        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        self.slots = slots
+        self.stale_after = INF if check.stale_after is None else check.stale_after
+        faults = set()
+        if check.out_of_range:
+            faults.add(OUT_OF_RANGE)
+        if check.stuck_for is not None:
+            faults.add(STUCK)
+        if check.register_backwards:
+            faults.add(BACKWARDS)
+        self.faults = frozenset(faults)
+        self.params = params
+        self.started = -INF
+        self.faulty_since = INF
+
+    def wake(self, t: float) -> None:
+        self.evaluate(t)
+
+    def evaluate(self, t: float) -> None:
+        t = max(t, self.t)
+        if self.started == -INF:
+            self.started = t
+        self.t = t
+        problems = self.problems(t)
+        if problems and self.faulty_since == INF:
+            self.faulty_since = t
+            slot = next(s for s in self.slots if s.metric == problems[0][1])
+            evidence = (
+                ()
+                if slot.ts == -INF
+                else (Evidence(slot.ts, slot.metric, slot.value, slot.device),)
+            )
+            self.out.append(
+                ViolationStarted(
+                    self.ref,
+                    self.subject,
+                    "data_quality",
+                    t,
+                    t,
+                    None if slot.ts == -INF else slot.value,
+                    None,
+                    "; ".join(f"{fault}: {metric}" for fault, metric in problems),
+                    self.params,
+                    evidence,
+                )
+            )
+        elif not problems and self.faulty_since < INF:
+            self.out.append(
+                ViolationEnded(self.ref, self.subject, "data_quality", self.faulty_since, t, None)
+            )
+            self.faulty_since = INF
+        self.commit(t, self.status(t))
+        self.plan(t)
+
+    def problems(self, t: float) -> list[tuple[str, str]]:
+        found = []
+        for slot in self.slots:
+            if slot.fault in self.faults:
+                found.append((slot.fault, slot.metric))
+            elif t >= max(slot.ts, self.started) + self.stale_after:
+                found.append(("stale", slot.metric))
+        return found
+
+    def status(self, t: float) -> Status:
+        if not self.inside(t):
+            return "outside_schedule"
+        return "violating" if self.faulty_since <= t else "compliant"
+
+    def plan(self, t: float) -> None:
+        due = self.seg_end
+        for slot in self.slots:
+            stale_at = max(slot.ts, self.started) + self.stale_after
+            if t < stale_at < due:
+                due = stale_at
+        self.next_due = due
+        # Nothing wrong: readings cannot start a fault without the engine forcing evaluation
+        # (it does whenever a slot's fault changes), and staleness is a timer.
+        self.quiet_until = INF if self.faulty_since == INF else -INF
+        self.schedule_timer()
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state.update(started=_num(self.started), faulty_since=_num(self.faulty_since))
+        return state
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.started = _float(state["started"], -INF)
+        self.faulty_since = _float(state["faulty_since"], INF)

@@ -1,0 +1,209 @@
+"""Shape 3: obligations. An expected event at least every N of schedule time (rolling), or at
+least once in each calendar period; overdue after a grace, by the passage of time alone.
+
+Rolling (`every`): the deadline is `grace` after the moment at which `every` seconds of schedule
+time have passed since the last event (or since the instance started). Calendar (`per`): a
+period that has any schedule time is met by an event in [period start, period end + grace); a
+partial first period (the instance started inside it) is not judged. An overdue obligation is a
+violation from the deadline until the next event, which ends it at the event's time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules._instances import Instance, Timers, _float, _num
+from rules._slots import INF
+from rules.clause import ObligationCheck
+from rules.schedule import CompiledSchedule, Period, period_bounds
+from rules.verdicts import (
+    ClauseRef,
+    Event,
+    Evidence,
+    Output,
+    Status,
+    Subject,
+    ViolationEnded,
+    ViolationStarted,
+)
+
+# Calendar periods passed over at once without schedule time before giving up (1000 days).
+_MAX_PERIODS_SKIPPED = 1000
+
+
+class Obligation(Instance):
+    __slots__ = (
+        "deadline",
+        "event_type",
+        "every",
+        "grace",
+        "last_event",
+        "overdue_since",
+        "params",
+        "per",
+        "period_end",
+        "period_start",
+        "started",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        ref: ClauseRef,
+        subject: Subject,
+        schedule: CompiledSchedule,
+        out: list[Output],
+        timers: Timers,
+        uid: int,
+        *,
+        check: ObligationCheck,
+        params: dict[str, float],
+    ) -> None:
+        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        self.event_type = check.event
+        self.every = check.every
+        self.per: Period | None = check.per
+        self.grace = check.grace
+        self.params = params
+        self.started = -INF
+        self.last_event = -INF
+        self.overdue_since = INF
+        self.deadline = INF
+        self.period_start = -INF
+        self.period_end = -INF
+
+    # ---- time ----
+
+    def wake(self, t: float) -> None:
+        if self.started == -INF:
+            self.start(t)
+        self.t = t
+        self.run_deadlines(t)
+        self.commit(t, self.status(t))
+        self.plan(t)
+
+    def evaluate(self, t: float) -> None:  # obligations take events, not readings
+        self.wake(max(t, self.t))
+
+    def evaluate_event(self, event: Event) -> None:
+        t = max(event.ts, self.t)
+        if self.started == -INF:
+            self.start(t)
+        self.t = t
+        self.run_deadlines(t)
+        self.last_event = t
+        if self.overdue_since < INF:
+            self.out.append(
+                ViolationEnded(
+                    self.ref, self.subject, "violation", self.overdue_since, t, self.overdue_for(t)
+                )
+            )
+            self.overdue_since = INF
+        self.set_deadline(t)
+        self.commit(t, self.status(t))
+        self.plan(t)
+
+    def start(self, t: float) -> None:
+        self.started = t
+        if self.per is not None:
+            # Judge from the first whole period on.
+            first_start, first_end = period_bounds(t, self.per, self.schedule.zone)
+            if first_start < t:
+                first_start, first_end = period_bounds(first_end, self.per, self.schedule.zone)
+            self.period_start, self.period_end = first_start, first_end
+        self.set_deadline(t)
+
+    def set_deadline(self, t: float) -> None:
+        if self.every is not None:
+            anchor = max(self.last_event, self.started)
+            self.deadline = self.schedule.after_inside_seconds(anchor, self.every) + self.grace
+            return
+        # The first period not yet over, met or free of schedule time is the one to watch.
+        for _ in range(_MAX_PERIODS_SKIPPED):
+            if self.period_end + self.grace > t and self.judged_period():
+                self.deadline = self.period_end + self.grace
+                return
+            self.next_period()
+        self.deadline = INF  # no schedule time in sight (for example past effective_to)
+
+    def judged_period(self) -> bool:
+        if self.last_event >= self.period_start:
+            return False  # met already
+        return self.schedule.inside_seconds(self.period_start, self.period_end) > 0
+
+    def next_period(self) -> None:
+        assert self.per is not None
+        self.period_start, self.period_end = period_bounds(
+            self.period_end, self.per, self.schedule.zone
+        )
+
+    def run_deadlines(self, t: float) -> None:
+        while self.deadline <= t:
+            due = self.deadline
+            if self.overdue_since == INF:
+                self.overdue_since = due
+                self.out.append(
+                    ViolationStarted(
+                        self.ref,
+                        self.subject,
+                        "violation",
+                        due,
+                        due,
+                        None,
+                        None,
+                        self.reason(),
+                        self.params,
+                        self.last_evidence(),
+                    )
+                )
+            if self.per is None:
+                self.deadline = INF  # a rolling obligation stays overdue until an event
+                return
+            self.next_period()
+            self.set_deadline(due)
+
+    def status(self, t: float) -> Status:
+        if not self.inside(t):
+            return "outside_schedule"
+        return "violating" if self.overdue_since <= t else "compliant"
+
+    def plan(self, t: float) -> None:
+        due = min(self.seg_end, self.deadline)
+        self.next_due = due if due > t else INF
+        self.schedule_timer()
+
+    def overdue_for(self, t: float) -> float:
+        return t - self.overdue_since
+
+    def reason(self) -> str:
+        if self.every is not None:
+            return f"no {self.event_type} for {self.every:g} s of schedule time (+ grace)"
+        return f"no {self.event_type} in the {self.per}"
+
+    def last_evidence(self) -> tuple[Evidence, ...]:
+        if self.last_event == -INF:
+            return ()
+        return (Evidence(self.last_event, self.event_type, 1.0, self.subject.space),)
+
+    # ---- snapshot ----
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        state.update(
+            started=_num(self.started),
+            last_event=_num(self.last_event),
+            overdue_since=_num(self.overdue_since),
+            deadline=_num(self.deadline),
+            period_start=_num(self.period_start),
+            period_end=_num(self.period_end),
+        )
+        return state
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.started = _float(state["started"], -INF)
+        self.last_event = _float(state["last_event"], -INF)
+        self.overdue_since = _float(state["overdue_since"], INF)
+        self.deadline = _float(state["deadline"], INF)
+        self.period_start = _float(state["period_start"], -INF)
+        self.period_end = _float(state["period_end"], -INF)
