@@ -430,7 +430,9 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
     standards = {v.id: loaded.clause_file.standard.code for v in versions}
     engine = SiteEngine(loaded.site, versions, lateness=lateness, standards=standards)
     deliveries, last = _deliveries(loaded.site, case)
-    clock = -math.inf
+    # Time starts at the case's start: obligations and staleness count from there.
+    clock = case.start.timestamp()
+    engine.advance(clock)
     for item in deliveries:
         if item.arrival > clock:
             engine.advance(item.arrival)
