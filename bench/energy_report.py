@@ -1,0 +1,80 @@
+"""How long a carbon report takes for a year of 15-minute meter readings of the demo site.
+
+    .venv/bin/python bench/energy_report.py [postgresql://postgres@127.0.0.1:5432/postgres]
+
+Creates a scratch database, stores 365 days x 96 readings for each of the demo site's five
+meters through the storage writer, times `carbon_report` (whole year, monthly buckets) and
+`energy_series` (one month, hourly), and drops the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from clausewatch.configfiles import load_config_dir
+from clausewatch.energy.reports import BUNDLED_CONFIG, carbon_report, energy_series, site_meters
+from ingest.store.migrate import migrate
+from ingest.store.pool import connect
+from ingest.store.writes import ReadingRow, write_readings
+
+
+def main(server: str) -> None:
+    name = f"cw_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    try:
+        migrate(url)
+        site = load_config_dir(BUNDLED_CONFIG).sites["demo-hq"]
+        zone = site.zone()
+        start = dt.datetime(2026, 1, 1, tzinfo=zone)
+        steps = 365 * 96
+        with connect(url) as conn:
+            began = time.perf_counter()
+            for meter in site_meters(site):
+                rows = [
+                    ReadingRow(
+                        site.site.id,
+                        meter.device,
+                        meter.metric,
+                        start.timestamp() + i * 900.0,
+                        i * 1.25,
+                        None,
+                        0.0,
+                    )
+                    for i in range(steps + 1)
+                ]
+                write_readings(conn, rows)
+            conn.commit()
+            print(f"stored {5 * (steps + 1)} readings in {time.perf_counter() - began:.1f} s")
+            for label, call in (
+                (
+                    "carbon report, one year, 5 meters",
+                    lambda: carbon_report(conn, site, start, dt.datetime(2027, 1, 1, tzinfo=zone)),
+                ),
+                (
+                    "energy series, one month hourly, by meter",
+                    lambda: energy_series(
+                        conn, site, start, dt.datetime(2026, 2, 1, tzinfo=zone), "hour", by="meter"
+                    ),
+                ),
+            ):
+                timings = []
+                for _ in range(3):
+                    began = time.perf_counter()
+                    call()
+                    timings.append(time.perf_counter() - began)
+                print(f"{label}: best {min(timings):.2f} s of 3")
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "postgresql://postgres@127.0.0.1:5432/postgres")
