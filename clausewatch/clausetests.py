@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -186,6 +187,9 @@ class ClauseTestCase(Strict):
     # the end (the stretch before a still-pending `for` / `clear_for` is not final: not read).
     statuses: tuple[ExpectedStatus, ...] = ()
     late_readings: int | None = Field(default=None, ge=0)
+    # Snapshot the engine, restore a new one from the snapshot's JSON and go on, at the first
+    # delivery at or after this time: a restart must change nothing.
+    restart_at: Offset | None = None
     # A known engine limitation this case documents: the case must fail, with this reason.
     xfail: str | None = None
 
@@ -433,10 +437,20 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
     # Time starts at the case's start: obligations and staleness count from there.
     clock = case.start.timestamp()
     engine.advance(clock)
+    restart = case.epoch(case.restart_at) if case.restart_at is not None else math.inf
+    outputs: list[Output] = []
     for item in deliveries:
         if item.arrival > clock:
             engine.advance(item.arrival)
             clock = item.arrival
+        if clock >= restart:
+            # A service restart: state survives only as the JSON of its snapshot.
+            outputs.extend(engine.drain())
+            saved = json.loads(json.dumps(engine.snapshot(), allow_nan=False))
+            engine = SiteEngine.restore(
+                loaded.site, versions, saved, lateness=lateness, standards=standards
+            )
+            restart = math.inf
         if item.event is not None:
             engine.observe_event(item.event)
         else:
@@ -444,7 +458,7 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
             engine.observe(item.device, item.ts, item.seq, item.metrics)
     end = case.epoch(case.end) if case.end is not None else last + case.interval
     engine.advance(end)
-    outputs = engine.drain()
+    outputs.extend(engine.drain())
     final = end - lateness
     in_force = _versions_in_force(versions, loaded.site)
     failures = _compare(case, outputs, _open_runs(engine.snapshot(), final), in_force)

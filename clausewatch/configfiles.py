@@ -135,9 +135,11 @@ def _child_node(node: yaml.Node, item: int | str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == item:
-                return value_node
+                found: yaml.Node = value_node
+                return found
     elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
-        return node.value[item]
+        element: yaml.Node = node.value[item]
+        return element
     return None
 
 
@@ -195,9 +197,10 @@ def validation_problems(name: str, doc: YamlDocument, exc: ValidationError) -> l
     condition reports its one wrong field instead of a dozen errors from the other shapes.
     """
     entries: list[tuple[Loc, list[tuple[str, str]], dict[str, Any]]] = []
-    for error in exc.errors():
+    for details in exc.errors():
+        error: dict[str, Any] = dict(details)
         loc, branches = _clean_loc(tuple(error["loc"]), doc.data, error["type"])
-        entries.append((loc, branches, dict(error)))
+        entries.append((loc, branches, error))
     entries = _closest_branches(entries)
     locs = [loc for loc, _, _ in entries]
     problems: list[Problem] = []
