@@ -2,6 +2,8 @@
 
 clausewatch ledger verify [--database-url URL]
 clausewatch report ledger --site S --from YYYY-MM-DD --to YYYY-MM-DD [--out FILE]
+clausewatch webhook add URL [--site S] [--level N]
+clausewatch webhook list
 """
 
 from __future__ import annotations
@@ -35,6 +37,22 @@ def register(commands: Commands) -> None:
     report.add_argument("--to", dest="last_day", required=True, type=_day, help="YYYY-MM-DD")
     report.add_argument("--out", type=Path, help="file to write (default: standard output)")
     report.set_defaults(func=_report)
+
+    add = commands.add("webhook add", "send alert notifications to a webhook (JSON POST)")
+    _database_argument(add)
+    add.add_argument("url", type=_http_url)
+    add.add_argument("--site", help="only this site's alerts (default: every site)")
+    add.add_argument(
+        "--level",
+        type=int,
+        help="only this escalation level, 0 = the responsible party (default: every level)",
+    )
+    add.add_argument("--added-by", default="cli")
+    add.set_defaults(func=_webhook_add)
+
+    listing = commands.add("webhook list", "webhook targets with their delivery counts")
+    _database_argument(listing)
+    listing.set_defaults(func=_webhook_list)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -78,6 +96,50 @@ def _report(args: argparse.Namespace) -> int:
         args.out.write_bytes(data)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _webhook_add(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if url is None:
+        return 2
+    with connect(url) as conn:
+        row = conn.execute(
+            "INSERT INTO webhook_targets (site, level, url, created_by, created_at)"
+            " VALUES (%s, %s, %s, %s, now()) RETURNING id",
+            (args.site, args.level, args.url, args.added_by),
+        ).fetchone()
+        conn.commit()
+    assert row is not None
+    print(f"webhook {row[0]}: {args.url}")
+    return 0
+
+
+def _webhook_list(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if url is None:
+        return 2
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT t.id, coalesce(t.site, '*'), coalesce(t.level::text, '*'), t.url, t.enabled,"
+            " count(n.id) FILTER (WHERE n.state = 'delivered'),"
+            " count(n.id) FILTER (WHERE n.state = 'pending'),"
+            " count(n.id) FILTER (WHERE n.state = 'failed')"
+            " FROM webhook_targets t LEFT JOIN notifications n ON n.target_id = t.id"
+            " GROUP BY t.id ORDER BY t.id"
+        ).fetchall()
+    print("id  site  level  enabled  delivered  pending  failed  url")
+    for target_id, site, level, target_url, enabled, delivered, pending, failed in rows:
+        print(
+            f"{target_id}  {site}  {level}  {'yes' if enabled else 'no'}  {delivered}  "
+            f"{pending}  {failed}  {target_url}"
+        )
+    return 0
+
+
+def _http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
 
 
 def _database_argument(parser: argparse.ArgumentParser) -> None:
