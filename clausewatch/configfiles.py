@@ -473,9 +473,28 @@ def _cross_checks(loaded: LoadedConfig, docs: dict[Path, YamlDocument]) -> list[
             if owner != path:
                 problem(("clauses", i, "id"), f"clause {clause.id!r} is also defined in {owner}")
             if loaded.sites:
-                for loc, message in clause_site_problems(clause, loaded.sites):
+                named = clause_site_problems(clause, loaded.sites)
+                for loc, message in named:
                     problem(("clauses", i, *loc), message)
+                # Binding repeats what is named above in its own words: only when clean.
+                for site_id, message in [] if named else binding_problems(clause, loaded.sites):
+                    problem(("clauses", i), f"cannot bind to site {site_id!r}: {message}")
     return problems
+
+
+def binding_problems(clause: ClauseVersion, sites: dict[str, SiteModel]) -> list[tuple[str, str]]:
+    """What the engine refuses when binding the clause to each site (a named state no device
+    has, a season the site lacks): (site id, message)."""
+    from rules.engine import ConfigError as BindError
+    from rules.engine import SiteEngine
+
+    found: list[tuple[str, str]] = []
+    for site_id, site in sorted(sites.items()):
+        try:
+            SiteEngine(site, [clause], lateness=0.0)
+        except (BindError, ValueError) as exc:
+            found.append((site_id, str(exc)))
+    return found
 
 
 def clause_site_problems(

@@ -217,6 +217,20 @@ def test_config_dir_cross_checks(tmp_path: Path) -> None:
     ]
 
 
+def test_a_clause_the_engine_cannot_bind_is_reported(tmp_path: Path) -> None:
+    write(tmp_path, "sites/small.yaml", SITE)
+    text = CLAUSES.replace(
+        "      for: 10m\n",
+        "      for: 10m\n      when: {metric: temperature, op: '==', value: hot}\n",
+    )
+    clause_path = write(tmp_path, "clauses/a.yaml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config_dir(tmp_path)
+    (problem,) = [str(p) for p in caught.value.problems]
+    assert problem.startswith(f"{clause_path}: clauses[0]: cannot bind to site 'small': ")
+    assert "'hot'" in problem
+
+
 def test_duplicate_site_ids_across_files(tmp_path: Path) -> None:
     write(tmp_path, "sites/a.yaml", SITE)
     second = write(tmp_path, "sites/b.yaml", SITE)
