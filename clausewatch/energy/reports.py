@@ -62,6 +62,8 @@ _UNIT_SCALE: dict[tuple[str, str], Decimal] = {
 }
 FUELS = ("gasoline", "diesel")
 BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "config"
+# Report periods must lie within these years (the data years factors may have, with room).
+FIRST_YEAR, LAST_YEAR = 1990, 2100
 
 
 class ReportError(ValueError):
@@ -136,12 +138,15 @@ def parse_moment(text: str, site: SiteModel) -> dt.datetime:
     """A date (local midnight at the site) or an ISO datetime with an offset."""
     try:
         if len(text) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), site.zone())
-        moment = dt.datetime.fromisoformat(text)
+            moment = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), site.zone())
+        else:
+            moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ReportError(f"{text!r} is neither a date (2026-07-01) nor an ISO datetime") from None
     if moment.tzinfo is None:
         raise ReportError(f"{text!r} needs a UTC offset, for example {text}+08:00")
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ReportError(f"{text!r}: reports cover the years {FIRST_YEAR} to {LAST_YEAR}")
     return moment
 
 

@@ -116,11 +116,19 @@ def test_bad_input_is_422_never_500(
         {"space": "nowhere"},
         {"bucket": "fortnight"},
         {"since": "2000-01-01", "until": "2023-01-01"},  # too long
+        {"since": "9999-12-01", "until": "9999-12-31"},
+        {"since": "0001-01-01", "until": "0001-01-02"},
+        {"since": "2023-01-01T00:00:00+25:00"},
     ):
         answer = client.get(
             "/api/v1/energy", params={"site": site.site.id, **PERIOD, **params}, headers=admin
         )
         assert answer.status_code == 422, (params, answer.text)
+    for at in ("9999-12-31", "0001-01-01", "never"):
+        answer = client.get(
+            "/api/v1/energy/quotas", params={"site": site.site.id, "at": at}, headers=admin
+        )
+        assert answer.status_code == 422, (at, answer.text)
 
 
 def test_admin_adds_a_factor_without_a_code_change(
