@@ -16,6 +16,7 @@ Series notation, one string per `device.metric`, one token per `interval` step:
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import itertools
 import json
@@ -711,3 +712,54 @@ def _offset_text(seconds: float) -> str:
     if rest or not parts:
         parts.append(f"{rest:g}s")
     return sign + "".join(parts)
+
+
+# ---- clausewatch test-clauses ----
+
+
+def test_files_in(paths: Sequence[str | Path]) -> list[Path]:
+    """Clause test files among `paths` (directories: their *.yaml files holding `tests`)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        candidates = sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
+        for candidate in candidates:
+            if path.is_dir():
+                try:
+                    data = read_yaml(candidate).data
+                except ConfigError:
+                    data = {"tests": None}  # unreadable: loading it reports why
+                if not (isinstance(data, dict) and "tests" in data):
+                    continue
+            found.append(candidate)
+    return found
+
+
+def test_clauses_command(args: argparse.Namespace) -> int:
+    """Runs clause test files; prints failures; 1 if any case failed or a file is invalid."""
+    from clausewatch.configfiles import BUNDLED_CONFIG_DIR
+
+    paths = args.paths or [BUNDLED_CONFIG_DIR / "tests"]
+    failed = passed = expected_failures = 0
+    for path in test_files_in(paths):
+        try:
+            loaded = load_clause_test_file(path)
+        except ConfigError as exc:
+            print(exc)
+            failed += 1
+            continue
+        for case in loaded.spec.tests:
+            result = run_case(loaded, case)
+            if case.xfail and not result.ok:
+                expected_failures += 1
+            elif case.xfail:
+                print(f"{path}: {case.name!r} passed but is marked xfail: remove the mark")
+                failed += 1
+            elif result.ok:
+                passed += 1
+            else:
+                print(result.report())
+                failed += 1
+    summary = f"{passed} passed, {failed} failed, {expected_failures} expected failure(s)"
+    print(summary)
+    return 1 if failed else 0

@@ -627,7 +627,7 @@ def _check_command(args: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
-    """Adds `clausewatch check PATH...`."""
+    """Adds `clausewatch check PATH...` and `clausewatch test-clauses PATH...`."""
     parser = commands.add(
         "check",
         "Validate site, clause and clause-test files (files or directories); "
@@ -641,3 +641,19 @@ def register(commands: Commands) -> None:
         help="files or directories (default: the bundled configuration)",
     )
     parser.set_defaults(func=_check_command)
+
+    from clausewatch.clausetests import test_clauses_command
+
+    runner = commands.add(
+        "test-clauses",
+        "Run clause test files (readings in, expected violations out) through the rules "
+        "engine; exits 1 on any failed case.",
+    )
+    runner.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="clause test files or directories (default: the bundled clause tests)",
+    )
+    runner.set_defaults(func=test_clauses_command)

@@ -13,6 +13,7 @@ from clausewatch.clausetests import (
     load_clause_test_file,
     run_case,
 )
+from clausewatch.cli import main
 from clausewatch.configfiles import BUNDLED_CONFIG_DIR, ConfigError, load_clause_file
 
 FIXTURES = Path(__file__).parent / "clause_tests"
@@ -120,3 +121,26 @@ def test_a_case_that_expects_nothing_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_clause_test_file(path)
     assert f"{path}: tests[0]: a case must expect something" in str(caught.value)
+
+
+def test_cli_test_clauses_runs_the_bundled_tests(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test-clauses"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith("expected failure(s)") and " 0 failed" in last
+
+
+def test_cli_test_clauses_fails_on_a_wrong_expectation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = FIXTURES / "issue-example-tests.yaml"
+    text = source.read_text(encoding="utf-8").replace("start: 4m, end: 6m", "start: 4m, end: 7m")
+    text = text.replace(
+        "clause_file: issue-example.yaml", f"clause_file: {FIXTURES}/issue-example.yaml"
+    )
+    wrong = tmp_path / "wrong-tests.yaml"
+    wrong.write_text(text, encoding="utf-8")
+    assert main(["test-clauses", str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert f"{wrong}: 'truth table of T >= 25.7 or (T >= 23.7 and RH > 62)' failed:" in out
+    assert "expected violation of example.compound on th from +4m to +7m: not produced" in out
+    assert out.strip().splitlines()[-1] == "2 passed, 1 failed, 0 expected failure(s)"
