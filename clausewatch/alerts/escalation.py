@@ -26,8 +26,9 @@ def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[
     """Raises the level of every firing, unacknowledged alert whose policy step is due at `now`
     and returns (alert id, new level) per step taken. Each step crossed gets its own timeline
     row, ledger entry and notification (so a service that was down catches up level by level).
-    Rows another worker is escalating are skipped. Does not commit."""
+    Takes the ledger lock first (see ledger.lock). Does not commit."""
     require_aware(now, "now")
+    ledger.lock(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT * FROM alerts WHERE state = 'firing' AND acknowledged_at IS NULL"

@@ -83,6 +83,15 @@ def evidence_hash(evidence: object) -> str:
     ).hexdigest()
 
 
+def lock(conn: psycopg.Connection[Any]) -> None:
+    """Takes the ledger's append lock until the caller's transaction ends (re-entrant).
+
+    Every writer that also locks rows (alerts, assignments) takes this first: one lock order
+    for all of them, so an acknowledgement and a pipeline flush never deadlock each other.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK_KEY,))
+
+
 def append(conn: psycopg.Connection[Any], entries: Iterable[Entry], at: dt.datetime) -> list[int]:
     """Appends `entries` in order, all stamped `at`, and returns their sequence numbers.
 
@@ -93,7 +102,7 @@ def append(conn: psycopg.Connection[Any], entries: Iterable[Entry], at: dt.datet
     if not batch:
         return []
     at = at.astimezone(dt.UTC)
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_LOCK_KEY,))
+    lock(conn)
     tip = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (tip[0], tip[1]) if tip else (0, GENESIS_HASH)
     rows: list[tuple[int, dt.datetime, str, str, str, str, str]] = []

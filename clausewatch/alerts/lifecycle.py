@@ -215,6 +215,7 @@ def _require_actor(actor: str) -> None:
 
 
 def _lock(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any]:
+    ledger.lock(conn)  # before the row: the one lock order of every alert writer
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT * FROM alerts WHERE id = %s FOR UPDATE", (alert_id,))
         row = cur.fetchone()

@@ -107,13 +107,14 @@ def record_outputs(
 ) -> RecordResult:
     """Records the ViolationStarted / ViolationEnded outputs of one site's engine, in order
     (other outputs are ignored here). Does not commit; takes the ledger lock for the rest of the
-    caller's transaction when anything changed."""
+    caller's transaction (keep it short)."""
     relevant = [o for o in outputs if isinstance(o, ViolationStarted | ViolationEnded)]
     result = RecordResult()
     if not relevant:
         return result
     now = require_aware(now or wall_now(), "now")
     site = site_model.site.id
+    ledger.lock(conn)
     latest = _latest_alerts(conn, site, {_key(o) for o in relevant})
     starts = [o for o in relevant if isinstance(o, ViolationStarted)]
     clause_policies = policies(

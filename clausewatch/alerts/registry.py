@@ -73,6 +73,7 @@ def sync_site(
     """Makes the registry of this site match `site_model`. The whole model is kept with the
     site: an unchanged file costs one query and writes nothing. Does not commit."""
     now = require_aware(now or wall_now(), "now")
+    ledger.lock(conn)
     report = SyncReport()
     entries: list[ledger.Entry] = []
     site = site_model.site
@@ -134,6 +135,7 @@ def sync_clauses(
     number is updated, and its ledger entry keeps the previous content, so what earlier alerts
     were judged under stays readable. Does not commit."""
     now = require_aware(now or wall_now(), "now")
+    ledger.lock(conn)
     report = SyncReport()
     entries: list[ledger.Entry] = []
     files = list(clause_files)
@@ -216,6 +218,7 @@ def add_assignment(
     """Records a new assignment (an edit is `end_assignment` then this). Returns its id.
     Does not commit."""
     now = require_aware(now or wall_now(), "now")
+    ledger.lock(conn)
     assignment_id, entry = _insert_assignment(conn, site, assignment, actor, now)
     ledger.append(conn, [entry], now)
     return assignment_id
@@ -231,6 +234,7 @@ def end_assignment(
     """Closes an assignment's period at `valid_to` (not before it began). Does not commit.
     Raises LookupError for an unknown id and ValueError for a `valid_to` before `valid_from`."""
     now = require_aware(now or wall_now(), "now")
+    ledger.lock(conn)
     require_aware(valid_to, "valid_to")
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT * FROM assignments WHERE id = %s FOR UPDATE", (assignment_id,))
