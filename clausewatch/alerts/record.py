@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from clausewatch.alerts import ledger, notify
@@ -453,3 +454,20 @@ def _copy_value(value: Any) -> Any:
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in data.items()}
+
+
+def evidence_intact(conn: psycopg.Connection[Any], alert_id: int) -> bool | None:
+    """Whether an alert's stored evidence still hashes to what its `alert.raised` ledger entry
+    recorded (None when the alert or its entry does not exist). Read-only."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT a.id, a.evidence, a.clause_id, a.clause_version, a.content_hash, a.params,"
+            " l.payload::jsonb ->> 'evidence_sha256' AS recorded FROM alerts a"
+            " JOIN ledger l ON l.entity = 'alert:' || a.id AND l.kind = 'alert.raised'"
+            " WHERE a.id = %s",
+            (alert_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return bool(evidence_digest(row) == row["recorded"])

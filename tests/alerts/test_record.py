@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
 from clausewatch.alerts import ledger
-from clausewatch.alerts.record import evidence_digest, record_outputs
+from clausewatch.alerts.record import evidence_digest, evidence_intact, record_outputs
 from clausewatch.alerts.registry import add_assignment, end_assignment, sync_clauses, sync_site
+from ingest.store.pool import connect
 from rules.site import Assignment
 from tests.alerts.conftest import T0, clause_file, ended, site_model, started
 
@@ -150,3 +152,30 @@ def test_a_large_batch_is_recorded_in_one_call(registered: psycopg.Connection[An
     ).fetchall()
     assert counts == [("firing", 250), ("resolved", 250)]
     assert ledger.verify(registered).checked >= 750
+
+
+def test_changed_evidence_no_longer_matches_its_ledger_entry(
+    registered: psycopg.Connection[Any],
+) -> None:
+    alert_id = record_outputs(registered, site_model(), [started(T0)], now=T0).alert_ids[0]
+    assert evidence_intact(registered, alert_id) is True
+    registered.execute(
+        "UPDATE alerts SET evidence = jsonb_set(evidence, '{0,value}', '26.5') WHERE id = %s",
+        (alert_id,),
+    )
+    assert evidence_intact(registered, alert_id) is False
+    assert evidence_intact(registered, 999) is None
+
+
+def test_each_timeline_row_wakes_the_live_stream(
+    registered: psycopg.Connection[Any], alerts_db_url: str
+) -> None:
+    with connect(alerts_db_url, autocommit=True) as listener:
+        listener.execute("LISTEN cw_alerts")
+        record_outputs(registered, site_model(), [started(T0)], now=T0)
+        registered.commit()
+        (note,) = list(listener.notifies(timeout=10, stop_after=1))
+    payload = orjson.loads(note.payload)
+    assert (payload["site"], payload["action"]) == ("alerts-hq", "raised")
+    (row_id,) = registered.execute("SELECT max(id) FROM alert_timeline").fetchone() or (None,)
+    assert payload["id"] == row_id
