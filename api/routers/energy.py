@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -45,8 +45,15 @@ from clausewatch.energy.reports import (
 from rules.site import ID_PATTERN, SiteModel
 
 router = APIRouter(tags=["energy"])
-ERRORS = {401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}}
-CSV = {"content": {"text/csv": {}}, "description": "the same figures as CSV (format=csv)"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem},
+    403: {"model": Problem},
+    404: {"model": Problem},
+}
+CSV: dict[str, Any] = {
+    "content": {"text/csv": {}},
+    "description": "the same figures as CSV (format=csv)",
+}
 SpaceId = Annotated[str | None, Query(pattern=ID_PATTERN, description="a building or other space")]
 Moment = Annotated[
     str | None,

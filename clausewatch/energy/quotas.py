@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from clausewatch.energy.accounting import ZERO, bucket_edges, meter_consumption
+from clausewatch.energy.accounting import ZERO, Bucket, bucket_edges, meter_consumption
 from clausewatch.energy.reports import Meter, load_samples, site_meters
 from rules.clause import ClauseVersion, QuotaCheck, Selector
 from rules.site import SiteModel, Space
@@ -125,7 +125,7 @@ def _status(
     at: dt.datetime,
 ) -> QuotaStatus:
     start, end = period_bounds(at, check.period, site)
-    grain = "hour" if check.period == "day" else "day"
+    grain: Bucket = "hour" if check.period == "day" else "day"
     edges = bucket_edges(start, min(at, end), grain, site.zone()) if at > start else []
     consumed = estimated = ZERO
     curve: list[tuple[dt.datetime, Decimal]] = []

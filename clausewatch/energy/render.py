@@ -188,7 +188,7 @@ def meter_out(line: MeterLine, zone: str) -> MeterOut:
         missing=[
             IntervalOut(start=_iso(m.start, zone), end=_iso(m.end, zone)) for m in result.missing
         ],
-    )  # type: ignore[arg-type]
+    )
 
 
 def imbalance_out(item: Imbalance) -> ImbalanceOut:
@@ -201,7 +201,7 @@ def imbalance_out(item: Imbalance) -> ImbalanceOut:
         children_value=_d(item.children_value),
         imbalance=_d(item.difference),
         imbalance_pct=_d(item.percent, 2),
-    )  # type: ignore[arg-type]
+    )
 
 
 def carbon_out(report: CarbonReport) -> CarbonReportOut:
@@ -289,7 +289,7 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
             for m in report.months
         ],
         notes=report.notes,
-    )  # type: ignore[arg-type]
+    )
 
 
 CSV_HEADER = ("section", "key", "item", "value", "unit", "detail")

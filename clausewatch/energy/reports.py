@@ -626,13 +626,14 @@ def carbon_report(
         notes.append("no floor area: per-m2 intensities are not assessable")
     if report.occupants is None:
         notes.append("no occupants: per-person intensities are not assessable")
-    for line in report.meters:
-        result = line.result
+    for meter_line in report.meters:
+        result = meter_line.result
+        device = meter_line.meter.device
         if result.resets:
-            notes.append(f"meter {line.meter.device}: {len(result.resets)} register reset(s)")
+            notes.append(f"meter {device}: {len(result.resets)} register reset(s)")
         if result.missing:
             hours = Decimal(repr(result.missing_seconds)) / 3600
-            notes.append(f"meter {line.meter.device}: {present(hours, 2)} h without data")
+            notes.append(f"meter {device}: {present(hours, 2)} h without data")
     report.comparisons = compare(report, load_baseline(conn, site.site.id))
     return report
 
@@ -767,16 +768,14 @@ def compare(report: CarbonReport, baseline: Baseline) -> list[Comparison]:
     for label, unit, actual, key in targets:
         base: Decimal | None = getattr(baseline, key)
         cut = FIVE_YEAR_CUTS[key]
-        limit = base * (1 - cut) if base is not None else None
+        target = base * (1 - cut) if base is not None else None
         if base is not None:
             note = f"−{cut * 100:.0f} % vs {baseline.year} ({base} {unit})"
         else:
             note = "needs the site's own baseline (table site_energy_baselines)"
-        if key == "water_m3_per_person" and report.water_m3 is None:
-            actual = None
         rows.append(
             _judge(
-                f"14th five-year target {label} (2025)", unit, actual, limit, baseline.source, note
+                f"14th five-year target {label} (2025)", unit, actual, target, baseline.source, note
             )
         )
     return rows

@@ -34,7 +34,7 @@ from ingest.store.writes import ReadingRow, write_readings
 from simulators.scenario import Scenario
 from simulators.stream import Simulation
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 CONFIG = Path(__file__).resolve().parents[2] / "clausewatch" / "config"
 CHROMIUM = Path("/usr/bin/chromium")
 SINCE, UNTIL = "2026-07-01", "2026-08-01"
