@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routers import alerts, clauses, compliance, health, ledger, readings, registry
 from api.stream import AlertFeed, StreamConfig
@@ -91,6 +93,18 @@ def _include_energy(app: FastAPI) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Every 422 has the documented shape (a list of {loc, msg, type}); a route that raised
+        # one with a plain message gets it wrapped as an error of the request as a whole.
+        if exc.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT and isinstance(exc.detail, str):
+            exc = StarletteHTTPException(
+                exc.status_code,
+                [{"loc": ["query"], "msg": exc.detail, "type": "value_error"}],
+                exc.headers,
+            )
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not an answer: log it with the request so it gets fixed, and still answer

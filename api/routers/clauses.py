@@ -93,9 +93,9 @@ def validate_clause_file(body: ClauseFileText, principal: ClauseAdmin) -> Clause
     """Validates a clause file (YAML text) exactly as `clausewatch check` does, without storing
     it. The answer is 200 either way; `errors` lists each problem with its path inside the
     document and its line."""
-    if _expanded_nodes(body.yaml) > MAX_EXPANDED_NODES:
-        message = f"the document expands (through aliases) to more than {MAX_EXPANDED_NODES} nodes"
-        return _invalid([FieldError(path="", message=message, line=None)])
+    problem = _pre_parse(body.yaml)
+    if problem is not None:
+        return _invalid([problem])
     with tempfile.TemporaryDirectory(prefix="cw-validate-") as folder:
         path = FilePath(folder) / "clauses.yaml"
         path.write_text(body.yaml, encoding="utf-8")
@@ -123,14 +123,22 @@ def _invalid(errors: list[FieldError]) -> ClauseValidation:
     return ClauseValidation(valid=False, errors=errors, clauses=[])
 
 
-def _expanded_nodes(text: str) -> int:
-    """How many nodes the document has once every alias is expanded: an alias bomb is small
-    text that expands into a huge document. Counted on the node graph, without expanding.
-    Syntax errors count as 0 and are left to the loader, which reports them with their place."""
+def _pre_parse(text: str) -> FieldError | None:
+    """A YAML syntax error (with its line), or a document that expands through aliases into
+    more than MAX_EXPANDED_NODES nodes (an alias bomb: small text, huge document), found on
+    the node graph without expanding it. None when the text may go to the clause loader."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, RecursionError):
-        return 0
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        return FieldError(
+            path="", message=f"YAML syntax: {message}", line=mark.line + 1 if mark else None
+        )
+    except yaml.YAMLError as exc:  # reader errors: control characters, bad encoding
+        return FieldError(path="", message=f"YAML: {exc}", line=None)
+    except RecursionError:
+        return FieldError(path="", message="the document nests too deeply", line=None)
     sizes: dict[int, int] = {}
 
     def size(node: yaml.Node) -> int:
@@ -146,6 +154,10 @@ def _expanded_nodes(text: str) -> int:
         return total
 
     try:
-        return 0 if root is None else size(root)
+        nodes = 0 if root is None else size(root)
     except RecursionError:
-        return MAX_EXPANDED_NODES + 1
+        nodes = MAX_EXPANDED_NODES + 1
+    if nodes > MAX_EXPANDED_NODES:
+        message = f"the document expands (through aliases) to more than {MAX_EXPANDED_NODES} nodes"
+        return FieldError(path="", message=message, line=None)
+    return None

@@ -19,7 +19,10 @@ DEFAULT_PERIOD = dt.timedelta(days=7)
 MAX_PERIOD = dt.timedelta(days=3660)
 
 
-@router.get("/compliance", responses={401: {"model": Problem}, 403: {"model": Problem}})
+@router.get(
+    "/compliance",
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+)
 def get_compliance(
     conn: DbConn,
     principal: Reader,
