@@ -1,7 +1,8 @@
 """Notifications by webhook: a JSON POST per alert event and target, retried with exponential
 backoff, every attempt recorded. SMS, e-mail or chat gateways plug in as webhook receivers.
 
-Targets live in `webhook_targets` (per site and escalation level, NULL = any). `queue` writes
+Targets live in `webhook_targets` (per site and escalation level, NULL = any), and a party may
+name its own (`contacts.webhook` in the site file). `queue` writes
 the messages in the caller's transaction, so a notification exists exactly when the alert event
 that caused it was committed; `deliver_due` (a scheduler job) sends what is due. A message that
 never gets through ends `failed` after MAX_ATTEMPTS and stays in the table, with its attempts,
@@ -31,6 +32,8 @@ BACKOFF_BASE_S = 30.0
 MAX_ATTEMPTS = 7
 # A webhook receiver should answer at once and do its work later; past this it counts as down.
 REQUEST_TIMEOUT_S = 5.0
+# A party whose contacts carry this key (an http(s) URL) gets its notifications there as well.
+PARTY_WEBHOOK_CONTACT = "webhook"
 # How many due messages one `deliver_due` call sends at most, so one job run stays short.
 DELIVER_BATCH = 100
 
@@ -81,8 +84,9 @@ def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def queue(conn: psycopg.Connection[Any], messages: Sequence[Message], now: dt.datetime) -> int:
-    """Queues each message for every enabled target of its site and level; returns how many
-    notifications were written. Does not commit."""
+    """Queues each message for every enabled target of its site and level, and for the party's
+    own webhook (contacts.webhook) if it has one; returns how many notifications were written.
+    Does not commit."""
     if not messages:
         return 0
     require_aware(now, "now")
@@ -92,35 +96,35 @@ def queue(conn: psycopg.Connection[Any], messages: Sequence[Message], now: dt.da
         " WHERE enabled AND (site IS NULL OR site = ANY(%s))",
         (sites,),
     ).fetchall()
-    if not targets:
-        return 0
     contacts = _parties(conn, {(m.site, m.party) for m in messages if m.party})
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for message in messages:
+        party = contacts.get((message.site, message.party)) if message.party else None
+        urls: dict[str, int | None] = {}
         for target_id, target_site, target_level, url in targets:
-            if target_site not in (None, message.site) or target_level not in (None, message.level):
-                continue
-            party = contacts.get((message.site, message.party)) if message.party else None
-            payload = {
-                "event": message.event,
-                "level": message.level,
-                "party": party,
-                "alert": message.alert,
-            }
-            rows.append(
-                (
-                    message.alert_id,
-                    message.site,
-                    target_id,
-                    url,
-                    message.event,
-                    message.level,
-                    message.party,
-                    Jsonb(payload),
-                    now,
-                    now,
-                )
+            if target_site in (None, message.site) and target_level in (None, message.level):
+                urls.setdefault(url, target_id)
+        own = party["contacts"].get(PARTY_WEBHOOK_CONTACT) if party else None
+        if isinstance(own, str) and own.startswith(("http://", "https://")):
+            urls.setdefault(own, None)
+        payload = Jsonb(
+            {"event": message.event, "level": message.level, "party": party, "alert": message.alert}
+        )
+        rows.extend(
+            (
+                message.alert_id,
+                message.site,
+                target_id,
+                url,
+                message.event,
+                message.level,
+                message.party,
+                payload,
+                now,
+                now,
             )
+            for url, target_id in urls.items()
+        )
     if rows:
         with (
             conn.cursor() as cur,

@@ -17,6 +17,7 @@ from clausewatch.alerts import ledger, notify
 from clausewatch.alerts.escalation import escalate_due
 from clausewatch.alerts.lifecycle import acknowledge
 from clausewatch.alerts.record import record_outputs
+from clausewatch.alerts.registry import sync_site
 from tests.alerts.conftest import T0, site_model, started
 
 pytestmark = pytest.mark.integration
@@ -178,3 +179,22 @@ def test_a_webhook_that_never_answers_ends_failed_and_visible(
     assert conn.execute(
         "SELECT count(*) FROM ledger WHERE kind = 'notification.failed'"
     ).fetchone() == (1,)
+
+
+def test_a_party_with_its_own_webhook_is_notified_there(
+    registered: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    conn = registered
+    receiver.failures = 0
+    model = site_model()
+    parties = tuple(
+        p.model_copy(update={"contacts": {"webhook": receiver.url}}) if p.id == "wang" else p
+        for p in model.parties
+    )
+    sync_site(conn, model.model_copy(update={"parties": parties}), "admin", now=T0)
+    record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED)
+    conn.commit()
+    assert notify.deliver_due(conn, CONFIRMED).delivered == 1
+    row = conn.execute("SELECT target_id, url, state FROM notifications").fetchone()
+    assert row == (None, receiver.url, "delivered")
+    assert receiver.bodies[0]["party"]["contacts"] == {"webhook": receiver.url}
