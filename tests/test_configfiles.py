@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clausewatch.clausetests import run_clause_test_file
 from clausewatch.cli import main
 from clausewatch.configfiles import (
     BUNDLED_CONFIG_DIR,
@@ -285,3 +286,25 @@ def test_cli_check_exits_1_and_prints_each_problem(
 def test_cli_check_defaults_to_the_bundled_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"]) == 0
     assert "clause test file(s)" in capsys.readouterr().out
+
+
+def _doc_examples(first_key: str) -> list[str]:
+    text = (Path(__file__).parent.parent / "docs" / "config-formats.md").read_text("utf-8")
+    blocks = text.split("```yaml\n")[1:]
+    return [b.split("```", 1)[0] for b in blocks if b.startswith(first_key)]
+
+
+def test_the_documented_examples_are_valid(tmp_path: Path) -> None:
+    """The complete examples in docs/config-formats.md load, and check clean together."""
+    (site,) = _doc_examples("site:")
+    (clauses,) = _doc_examples("standard:")
+    (tests,) = _doc_examples("clause_file:")
+    write(tmp_path, "sites/demo-hq.yaml", site)
+    write(tmp_path, "clauses/jianke.yaml", clauses)
+    tests = tests.replace("../clauses/jianke-2008-115.yaml", "../clauses/jianke.yaml")
+    write(tmp_path, "tests/jianke.yaml", tests)
+    result = check_paths([tmp_path])
+    assert [str(p) for p in result.problems] == []
+    assert (result.sites, result.clause_versions, result.test_files) == (1, 1, 1)
+    (outcome,) = run_clause_test_file(tmp_path / "tests" / "jianke.yaml")
+    assert outcome.ok, outcome.report()
