@@ -1,0 +1,230 @@
+"""The gateway's configuration file (YAML, validated strictly; unknown keys are errors).
+
+Example (clausewatch/config/edge/demo-gateway.yaml):
+
+    site: demo-hq
+    gateway: gw-b1                      # device id of the gateway itself: its status topic
+    site_file: ../sites/demo-hq.yaml    # optional: check devices and metrics against the site
+    broker: {url: "mqtt://127.0.0.1:1883", prefix: cw}
+    buffer: {path: /var/lib/clausewatch/edge-gw-b1.sqlite, cap: 1000000}
+    batch: {size: 100, interval: 1s}
+    sources:
+      - kind: modbus_tcp
+        device: em-main
+        host: 192.168.1.50
+        port: 502
+        unit: 1
+        interval: 30s
+        registers:
+          - {metric: energy_kwh, table: holding, address: 0, type: uint32, scale: 0.01}
+      - kind: simulated
+        device: th-201
+        interval: 1m
+        metrics:
+          temperature: {mean: 22, amplitude: 2, noise: 0.1, decimals: 1}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
+from rules.durations import Duration
+from rules.site import Id, MetricName, SiteModel, Strict
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be longer than zero")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+class BrokerConfig(Strict):
+    url: str = "mqtt://127.0.0.1:1883"  # mqtt://[user[:password]@]host[:port]
+    prefix: Id = "cw"
+    client_id: str | None = None  # default: clausewatch-edge-<site>-<gateway>
+    keepalive: int = Field(default=30, ge=5, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("expected an MQTT URL such as mqtt://127.0.0.1:1883")
+        parts.port  # noqa: B018 -- raises ValueError on a port that is no number
+        return value
+
+    def address(self) -> tuple[str, int, str | None, str | None]:
+        """(host, port, username, password) of the broker."""
+        parts = urlsplit(self.url)
+        return (
+            parts.hostname or "",
+            parts.port or 1883,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
+
+
+class BufferConfig(Strict):
+    path: Path
+    # Most readings kept while the broker is unreachable; past it the oldest are dropped
+    # (counted and reported). A million readings is a few hundred MB of SQLite.
+    cap: int = Field(default=1_000_000, ge=1)
+
+
+class BatchConfig(Strict):
+    size: int = Field(default=100, ge=1, le=10_000)  # readings per MQTT message at most
+    interval: PositiveDuration = 1.0  # a partly filled batch waits at most this long
+    max_in_flight: int = Field(default=20, ge=1, le=1000)  # batches unacknowledged at once
+
+
+class SimulatedMetric(Strict):
+    """A value that follows a sine around `mean` (period `period`) plus noise; with
+    `rate_per_h`, a cumulative register growing by that much per hour instead."""
+
+    mean: float = 0.0
+    amplitude: float = 0.0
+    period: PositiveDuration = 86400.0
+    noise: float = Field(default=0.0, ge=0)
+    rate_per_h: float | None = Field(default=None, ge=0)
+    decimals: int = Field(default=2, ge=0, le=6)
+
+
+class SimulatedSource(Strict):
+    kind: Literal["simulated"]
+    device: Id
+    interval: PositiveDuration = 60.0
+    metrics: dict[MetricName, SimulatedMetric] = Field(min_length=1)
+    seed: int = 0
+
+
+class ModbusRegister(Strict):
+    """One value from holding or input registers: raw × scale + offset."""
+
+    metric: MetricName
+    table: Literal["holding", "input"] = "holding"
+    address: int = Field(ge=0, le=65535)
+    type: Literal["int16", "uint16", "int32", "uint32", "float32"] = "uint16"
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    decimals: int | None = Field(default=None, ge=0, le=9)
+
+    @property
+    def words(self) -> int:
+        return 1 if self.type in ("int16", "uint16") else 2
+
+
+class ModbusSource(Strict):
+    kind: Literal["modbus_tcp"]
+    device: Id
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    unit: int = Field(default=1, ge=0, le=255)  # Modbus unit (slave) id
+    interval: PositiveDuration = 10.0
+    timeout: PositiveDuration = 3.0
+    registers: tuple[ModbusRegister, ...] = Field(min_length=1)
+
+
+Source = Annotated[SimulatedSource | ModbusSource, Field(discriminator="kind")]
+
+
+class GatewayConfig(Strict):
+    site: Id
+    gateway: Id
+    site_file: Path | None = None
+    timezone: str = "UTC"  # offset written in `ts`; the site's zone when site_file is given
+    broker: BrokerConfig = BrokerConfig()
+    buffer: BufferConfig
+    batch: BatchConfig = BatchConfig()
+    sources: tuple[Source, ...] = Field(min_length=1)
+    stats_interval: PositiveDuration = 60.0  # how often the gateway logs its counters
+
+    @model_validator(mode="after")
+    def _distinct_metrics(self) -> GatewayConfig:
+        seen: set[tuple[str, str]] = set()
+        for i, source in enumerate(self.sources):
+            names = (
+                list(source.metrics)
+                if isinstance(source, SimulatedSource)
+                else [r.metric for r in source.registers]
+            )
+            for name in names:
+                if (source.device, name) in seen:
+                    raise ValueError(
+                        f"sources[{i}]: metric {name!r} of device {source.device!r} has two sources"
+                    )
+                seen.add((source.device, name))
+        return self
+
+    def problems_against(self, site: SiteModel) -> list[str]:
+        problems: list[str] = []
+        if site.site.id != self.site:
+            problems.append(f"site: gateway is for {self.site!r}, site model is {site.site.id!r}")
+        devices = {d.id: d for d in site.devices}
+        for i, source in enumerate(self.sources):
+            device = devices.get(source.device)
+            if device is None:
+                problems.append(f"sources[{i}].device: unknown device {source.device!r}")
+                continue
+            names = (
+                list(source.metrics)
+                if isinstance(source, SimulatedSource)
+                else [r.metric for r in source.registers]
+            )
+            for name in names:
+                if name not in device.metrics:
+                    problems.append(
+                        f"sources[{i}]: device {source.device!r} has no metric {name!r}"
+                    )
+        return problems
+
+
+class GatewayConfigError(ValueError):
+    """A gateway configuration that cannot be used; the message names the file and path."""
+
+
+def load_gateway_config(path: Path) -> tuple[GatewayConfig, SiteModel | None]:
+    """The configuration in `path` and its site model (when `site_file` is set). Relative paths
+    in the file (site_file, buffer.path) are relative to the file's folder."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise GatewayConfigError(f"{path}: {exc}") from exc
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: {exc.error_count()} problem(s)"]
+        for error in exc.errors():
+            where = "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+            ).lstrip(".")
+            lines.append(f"  {where or '(top)'}: {error['msg']}")
+        raise GatewayConfigError("\n".join(lines)) from exc
+    base = path.resolve().parent
+    buffer = config.buffer.model_copy(update={"path": base / config.buffer.path})
+    config = config.model_copy(update={"buffer": buffer})
+    site = None
+    if config.site_file is not None:
+        site_path = base / config.site_file
+        try:
+            site = SiteModel.model_validate(yaml.safe_load(site_path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError, ValidationError) as exc:
+            raise GatewayConfigError(f"{path}: site_file {site_path}: {exc}") from exc
+        problems = config.problems_against(site)
+        if problems:
+            raise GatewayConfigError(f"{path}: " + "; ".join(problems))
+        config = config.model_copy(update={"timezone": site.site.timezone})
+    try:
+        ZoneInfo(config.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise GatewayConfigError(f"{path}: timezone: unknown zone {config.timezone!r}") from exc
+    return config, site

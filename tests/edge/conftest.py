@@ -1,0 +1,222 @@
+"""Parts the gateway tests own: a Mosquitto process of their own (so it can be stopped and
+restarted without touching the shared broker), a Modbus TCP server, and a subscriber whose
+persistent session outlives broker restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+BUNDLED_CONF = Path(__file__).resolve().parents[2] / "clausewatch" / "config" / "mosquitto.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(probe: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+class OwnBroker:
+    """Mosquitto with the bundled configuration on a free port, persistence in a temp folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        text = BUNDLED_CONF.read_text()
+        text = text.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
+        text = text.replace(
+            "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
+        )
+        if os.geteuid() == 0:
+            text += (
+                "\nuser root\n"  # as root Mosquitto would switch to a user who cannot write here
+            )
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(text)
+        self.log = folder / "mosquitto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log
+            )
+        wait_until(lambda: answers(self.port), 10, "mosquitto listening")
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its persistence file and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    broker = OwnBroker(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class Subscriber:
+    """Records every reading (device, seq) delivered under a topic filter. Persistent session
+    (clean_session False) and automatic reconnection: what the broker queued for it while it
+    was away arrives after it reconnects."""
+
+    def __init__(self, url: str, topic_filter: str, *, persistent: bool = True) -> None:
+        port = int(url.rsplit(":", 1)[1])
+        self.readings: list[tuple[str, int]] = []
+        self.values: list[tuple[str, dict[str, float]]] = []
+        self.batches = 0
+        self.statuses: list[tuple[str, bytes, bool]] = []
+        self._changed = threading.Condition()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edge-test-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+            clean_session=not persistent,
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+
+        def on_connect(client: mqtt.Client, userdata: object, flags: object, *_: object) -> None:
+            client.subscribe(topic_filter, qos=1)
+
+        def on_subscribe(*_: object) -> None:
+            subscribed.set()
+
+        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            with self._changed:
+                device, channel = msg.topic.split("/")[-2:]
+                if channel == "status":
+                    self.statuses.append((device, msg.payload, bool(msg.retain)))
+                else:
+                    self.batches += 1
+                    for reading in orjson.loads(msg.payload):
+                        self.readings.append((device, reading["seq"]))
+                        self.values.append((device, reading["metrics"]))
+                self._changed.notify_all()
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
+        self.client.on_message = on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "the test subscriber could not subscribe"
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(condition, timeout)
+
+    def seqs(self, device: str) -> list[int]:
+        with self._changed:
+            return [seq for name, seq in self.readings if name == device]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscriber_factory() -> Iterator[Callable[..., Subscriber]]:
+    made: list[Subscriber] = []
+
+    def make(url: str, topic_filter: str, *, persistent: bool = False) -> Subscriber:
+        made.append(Subscriber(url, topic_filter, persistent=persistent))
+        return made[-1]
+
+    yield make
+    for subscriber in made:
+        subscriber.close()
+
+
+class ModbusServer:
+    """A pymodbus TCP server on 127.0.0.1 in a thread of its own. `holding` and `input` map
+    register addresses to 16-bit words; reads see their current values."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.holding: dict[int, int] = {}
+        self.input: dict[int, int] = {}
+        self.reads = 0
+
+        async def serve_current_values(
+            function_code: int, start_address: int, address: int, count: int,
+            current_registers: list[int], set_values: object,
+        ) -> None:  # fmt: skip
+            table = {3: self.holding, 4: self.input}.get(function_code, {})
+            for i in range(len(current_registers)):
+                current_registers[i] = table.get(start_address + i, 0)
+            self.reads += 1
+
+        def block(kind: DataType) -> list[SimData]:
+            return [SimData(0, count=64, datatype=kind)]
+
+        self.device = SimDevice(
+            id=1,
+            simdata=(block(DataType.BITS), block(DataType.BITS),
+                     block(DataType.REGISTERS), block(DataType.REGISTERS)),
+            action=serve_current_values,
+        )  # fmt: skip
+        self.loop = asyncio.new_event_loop()
+        self.server: ModbusTcpServer | None = None
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
+
+    async def _serve(self) -> None:
+        self.server = ModbusTcpServer(self.device, address=("127.0.0.1", self.port))
+        await self.server.serve_forever()
+
+    def start(self) -> None:
+        self.thread.start()
+        wait_until(lambda: answers(self.port), 10, "modbus server listening")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            asyncio.run_coroutine_threadsafe(self.server.shutdown(), self.loop).result(10)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def modbus_server() -> Iterator[ModbusServer]:
+    server = ModbusServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
