@@ -309,20 +309,10 @@ def carbon_csv(report: CarbonReport) -> str:
         if c.kgce is not None:
             rows.append(("carrier", c.carrier, "kgce", c.kgce, "kgce", out.kgce_coefficients))
         if c.location_tco2 is not None:
-            rows.append(
-                (
-                    "carrier",
-                    c.carrier,
-                    f"scope{c.scope} location-based",
-                    c.location_tco2,
-                    "tCO2",
-                    "",
-                )
-            )
-        if c.market_tco2 is not None:
-            rows.append(
-                ("carrier", c.carrier, f"scope{c.scope} market-based", c.market_tco2, "tCO2", "")
-            )
+            item = "scope1" if c.scope == 1 else f"scope{c.scope} location-based"
+            rows.append(("carrier", c.carrier, item, c.location_tco2, "tCO2", ""))
+        if c.market_tco2 is not None and c.scope == 2:
+            rows.append(("carrier", c.carrier, "scope2 market-based", c.market_tco2, "tCO2", ""))
     rows += [
         ("total", out.site, "kgce", out.kgce, "kgce", ""),
         ("total", out.site, "scope1", out.scope1_tco2, "tCO2", ""),
