@@ -43,7 +43,7 @@ class Instance:
     """What all instances share: identity, schedule cache, timeline, timer registration."""
 
     __slots__ = (
-        "in_heap",
+        "heap_due",
         "key",
         "next_due",
         "out",
@@ -85,7 +85,9 @@ class Instance:
         self.seg_end = -INF
         self.seg_inside = False
         self.next_due = -INF  # -inf: not started; the first advance() starts it
-        self.in_heap = False
+        # Due time of this instance's newest timer-heap entry (entries only ever get earlier;
+        # a popped entry whose time is not this one is superseded and skipped).
+        self.heap_due = INF
         # Readings before this time cannot change anything (outside the schedule, or a
         # data-quality check with nothing wrong): the engine skips evaluate() for them.
         self.quiet_until = -INF
@@ -109,8 +111,8 @@ class Instance:
         self.run_start = t
 
     def schedule_timer(self) -> None:
-        if not self.in_heap and self.next_due < INF:
-            self.in_heap = True
+        if self.next_due < self.heap_due:
+            self.heap_due = self.next_due
             heapq.heappush(self.timers, (self.next_due, self.uid, self))
 
     def catch_up(self, t: float) -> None:
@@ -263,8 +265,8 @@ class StateCheck(Instance):
             due = INF
         self.next_due = due
         self.quiet_until = self.seg_end if not self.seg_inside else -INF
-        if not self.in_heap and due < INF:
-            self.in_heap = True
+        if due < self.heap_due:
+            self.heap_due = due
             heapq.heappush(self.timers, (due, self.uid, self))
 
     def timers_due(self, t: float) -> None:
@@ -441,8 +443,8 @@ class ThresholdCheck(StateCheck):
             due = self.clear_since + self.clear_for
         self.next_due = due
         self.quiet_until = -INF if self.seg_inside else self.seg_end
-        if not self.in_heap and due < INF:
-            self.in_heap = True
+        if due < self.heap_due:
+            self.heap_due = due
             heapq.heappush(self.timers, (due, self.uid, self))
 
     def raw(self, t: float) -> int:
@@ -487,8 +489,8 @@ class ThresholdCheck(StateCheck):
             due = self.clear_since + self.clear_for
         self.next_due = due
         self.quiet_until = -INF if self.seg_inside else self.seg_end
-        if not self.in_heap and due < INF:
-            self.in_heap = True
+        if due < self.heap_due:
+            self.heap_due = due
             heapq.heappush(self.timers, (due, self.uid, self))
 
     def note_failure(self, t: float) -> None:

@@ -10,6 +10,7 @@ violation from the deadline until the next event, which ends it at the event's t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rules._instances import Instance, Timers, _float, _num
@@ -138,7 +139,8 @@ class Obligation(Instance):
         )
 
     def run_deadlines(self, t: float) -> None:
-        while self.deadline <= t:
+        # Strictly before t: an event exactly at the deadline is in time.
+        while self.deadline < t:
             due = self.deadline
             if self.overdue_since == INF:
                 self.overdue_since = due
@@ -168,7 +170,8 @@ class Obligation(Instance):
         return "violating" if self.overdue_since <= t else "compliant"
 
     def plan(self, t: float) -> None:
-        due = min(self.seg_end, self.deadline)
+        # Wake just after the deadline (it is overdue only once the deadline has passed).
+        due = min(self.seg_end, math.nextafter(self.deadline, INF))
         self.next_due = due if due > t else INF
         self.schedule_timer()
 

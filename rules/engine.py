@@ -7,10 +7,11 @@ instance. Time-driven changes (values expiring, schedule boundaries, `for` elaps
 falling due, quota periods ending) sit on a lazy timer heap that `advance(now)` and readings
 drain.
 
-Ordering: each device has a reorder buffer; a reading is released once
-`ts <= max(device max ts, advance time) - lateness`. A reading behind one already released, or
-behind the time `advance` has made final (`advance time - lateness`), is a `LateReading`: kept by
-the caller, never judged. Duplicates (same device and seq, or same device, metric and ts) change
+Ordering: one reorder buffer per site releases readings in event-time order across devices (so
+a gate read from another device of the space is judged in order) once
+`ts <= max(site max ts, advance time) - lateness`. A reading behind one already released from
+its own device, or behind the time `advance` has made final (`advance time - lateness`), is a
+`LateReading`: kept by the caller, never judged. Duplicates (same device and seq, or same device, metric and ts) change
 nothing.
 """
 
@@ -61,7 +62,6 @@ SNAPSHOT_FORMAT = 1
 class _DeviceState:
     __slots__ = (
         "all_listeners",
-        "buffer",
         "id",
         "listeners",
         "max_ts",
@@ -81,7 +81,6 @@ class _DeviceState:
         self.metric_count = len(slots)
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
         self.all_listeners: list[Instance] = []
-        self.buffer: list[tuple[float, int, Mapping[str, float]]] = []
         self.max_ts = -INF
         self.released_ts = -INF
         self.seen_seqs: set[int] = set()
@@ -119,7 +118,10 @@ class SiteEngine:
         self._stamp = itertools.count()
         self._now = -INF  # latest advance() time
         self._clock = -INF  # time made final by advance(): now - lateness
-        self._pending_devices: set[_DeviceState] = set()
+        # The site's reorder buffer: (ts, arrival stamp, device, metrics); stamps are unique,
+        # so device states are never compared.
+        self._buffer: list[tuple[float, int, _DeviceState, Mapping[str, float]]] = []
+        self._max_ts = -INF
         self._events: list[tuple[float, int, Event]] = []
         self._max_event_ts = -INF
         self._seen_events: set[tuple[str, float, str, int | None]] = set()
@@ -152,7 +154,7 @@ class SiteEngine:
                         seen.add(instance.uid)
                         device_state.all_listeners.append(instance)
         for instance in self._instances:
-            instance.in_heap = True
+            instance.heap_due = -INF
             heapq.heappush(self._timers, (-INF, instance.uid, instance))
 
     # ---- the interface ----
@@ -186,22 +188,19 @@ class SiteEngine:
             for metric in metrics:
                 self._out.append(LateReading(self._site_id, device, ts, metric))
             return
-        if self.lateness == 0.0 and not state.buffer:
+        buffer = self._buffer
+        if self.lateness == 0.0 and not buffer:
             self._release(state, ts, metrics)
             return
-        buffer = state.buffer
-        heapq.heappush(buffer, (ts, next(self._stamp), metrics))
+        heapq.heappush(buffer, (ts, next(self._stamp), state, metrics))
         if ts > state.max_ts:
             state.max_ts = ts
-        # _release_buffered(), inlined for the common case of one reading per call.
-        horizon = (state.max_ts if state.max_ts > self._now else self._now) - self.lateness
+            if ts > self._max_ts:
+                self._max_ts = ts
+        horizon = (self._max_ts if self._max_ts > self._now else self._now) - self.lateness
         while buffer and buffer[0][0] <= horizon:
-            released_ts, _, released = heapq.heappop(buffer)
-            self._release(state, released_ts, released)
-        if buffer:
-            self._pending_devices.add(state)
-        else:
-            self._pending_devices.discard(state)
+            released_ts, _, owner, released = heapq.heappop(buffer)
+            self._release(owner, released_ts, released)
 
     def observe_event(self, event: Event) -> None:
         """Take one event (cleaning.completed, inspection.done...) at its event time."""
@@ -223,19 +222,20 @@ class SiteEngine:
         if now <= self._now:
             return
         self._now = now
-        for state in list(self._pending_devices):
-            self._release_buffered(state)
+        self._release_buffered(max(self._max_ts, now) - self.lateness)
         self._release_events(max(self._max_event_ts, now) - self.lateness)
         clock = now - self.lateness
         self._clock = max(self._clock, clock)
         timers = self._timers
         while timers and timers[0][0] <= clock:
-            _, _, instance = heapq.heappop(timers)
-            instance.in_heap = False
+            due, _, instance = heapq.heappop(timers)
+            if due != instance.heap_due:
+                continue  # superseded by an earlier entry of the same instance
+            instance.heap_due = INF
             if instance.next_due <= clock:
                 instance.advance_to(clock)
-            if not instance.in_heap and instance.next_due < INF:
-                instance.in_heap = True
+            if instance.next_due < instance.heap_due:
+                instance.heap_due = instance.next_due
                 heapq.heappush(timers, (instance.next_due, instance.uid, instance))
 
     def drain(self) -> list[Output]:
@@ -246,16 +246,11 @@ class SiteEngine:
 
     # ---- release and evaluation ----
 
-    def _release_buffered(self, state: _DeviceState) -> None:
-        horizon = max(state.max_ts, self._now) - self.lateness
-        buffer = state.buffer
+    def _release_buffered(self, horizon: float) -> None:
+        buffer = self._buffer
         while buffer and buffer[0][0] <= horizon:
-            ts, _, metrics = heapq.heappop(buffer)
+            ts, _, state, metrics = heapq.heappop(buffer)
             self._release(state, ts, metrics)
-        if buffer:
-            self._pending_devices.add(state)
-        else:
-            self._pending_devices.discard(state)
 
     def _release(self, state: _DeviceState, ts: float, metrics: Mapping[str, float]) -> None:
         state.released_ts = ts
@@ -646,7 +641,6 @@ class SiteEngine:
             devices[device_id] = {
                 "max_ts": _num(state.max_ts),
                 "released_ts": _num(state.released_ts),
-                "buffer": [[ts, dict(metrics)] for ts, _, metrics in sorted(state.buffer)],
                 "seen": [[is_seq, key] for is_seq, key in state.seen_order],
                 "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
             }
@@ -656,6 +650,10 @@ class SiteEngine:
             "now": _num(self._now),
             "clock": _num(self._clock),
             "max_event_ts": _num(self._max_event_ts),
+            "max_ts": _num(self._max_ts),
+            "buffer": [
+                [ts, state.id, dict(metrics)] for ts, _, state, metrics in sorted(self._buffer)
+            ],
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
             "devices": devices,
             "space_slots": [
@@ -683,6 +681,11 @@ class SiteEngine:
         engine._now = _float(snapshot["now"], -INF)
         engine._clock = _float(snapshot["clock"], -INF)
         engine._max_event_ts = _float(snapshot["max_event_ts"], -INF)
+        engine._max_ts = _float(snapshot["max_ts"], -INF)
+        for ts, device_id, metrics in snapshot["buffer"]:
+            if device_id in engine._devices:
+                entry = (float(ts), next(engine._stamp), engine._devices[device_id], metrics)
+                heapq.heappush(engine._buffer, entry)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
             engine._seen_events.add((event.device, event.ts, event.type, event.seq))
@@ -693,10 +696,6 @@ class SiteEngine:
                 continue
             state.max_ts = _float(saved["max_ts"], -INF)
             state.released_ts = _float(saved["released_ts"], -INF)
-            for ts, metrics in saved["buffer"]:
-                heapq.heappush(state.buffer, (float(ts), next(engine._stamp), metrics))
-            if state.buffer:
-                engine._pending_devices.add(state)
             for is_seq, key in saved["seen"]:
                 state.seen_order.append((bool(is_seq), key))
                 if is_seq:
@@ -716,7 +715,7 @@ class SiteEngine:
             saved_state = saved_instances.get(instance.key)
             if saved_state is not None:
                 instance.load(saved_state)
-            instance.in_heap = True
+            instance.heap_due = instance.next_due
             heapq.heappush(engine._timers, (instance.next_due, instance.uid, instance))
         return engine
 
