@@ -82,3 +82,22 @@ def test_a_space_left_out_of_the_file_is_retired_not_deleted(
     assert report.changes == {"space.retired": 1, "device.retired": 1}
     row = conn.execute("SELECT retired_at FROM spaces WHERE id = 'b1-3f-301'").fetchone()
     assert row is not None and row[0] == T0 + dt.timedelta(days=1)
+
+
+def test_one_changed_space_records_only_that_change(conn: psycopg.Connection[Any]) -> None:
+    sync_site(conn, site_model(), "config", now=T0)
+    model = site_model()
+    spaces = tuple(
+        s.model_copy(update={"name": "二层（改造后）"}) if s.id == "b1-2f" else s
+        for s in model.spaces
+    )
+    report = sync_site(conn, model.model_copy(update={"spaces": spaces}), "bob", now=T0)
+    assert report.changes == {"space.changed": 1}
+    (payload,) = conn.execute(
+        "SELECT payload::jsonb FROM ledger WHERE kind = 'space.changed'"
+    ).fetchone() or (None,)
+    assert (payload["actor"], payload["before"]["name"], payload["after"]["name"]) == (
+        "bob",
+        "",
+        "二层（改造后）",
+    )
