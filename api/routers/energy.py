@@ -114,6 +114,7 @@ class QuotaOut(BaseModel):
     elapsed_share: Decimal
     status: str
     reason: str
+    missing_hours: Decimal
     curve: list[QuotaPoint]
 
 
@@ -290,6 +291,7 @@ def get_quotas(
             elapsed_share=Decimal(present(q.elapsed_share, 4)),
             status=q.status,
             reason=q.reason,
+            missing_hours=Decimal(present(q.missing_hours, 2)),
             curve=[QuotaPoint(at=t, cumulative=Decimal(present(v))) for t, v in q.curve],
         )
         for q in statuses

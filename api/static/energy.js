@@ -260,7 +260,8 @@ function render(report, daily, quotas) {
     title.append(el("strong", {}, `${q.clause_id} v${q.version}`), " ", badge(q.status));
     card.append(title, el("div", {}, `${q.title} — ${q.device} (${q.space}), ${q.period}`));
     card.append(el("div", {}, `consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
-                              `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}`));
+                              `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}` +
+                              (Number(q.missing_hours) > 0 ? `; ${fmt(q.missing_hours)} h without data` : "")));
     card.append(burnDown(q));
     return card;
   }));

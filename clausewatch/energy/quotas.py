@@ -45,6 +45,7 @@ class QuotaStatus:
     elapsed_share: Decimal
     status: str  # ok | forecast_overrun | breach | not_assessable
     reason: str
+    missing_hours: Decimal  # period time so far without readings: consumed is a lower bound
     curve: list[tuple[dt.datetime, Decimal]]  # cumulative consumption at each bucket end
 
 
@@ -127,7 +128,7 @@ def _status(
     start, end = period_bounds(at, check.period, site)
     grain: Bucket = "hour" if check.period == "day" else "day"
     edges = bucket_edges(start, min(at, end), grain, site.zone()) if at > start else []
-    consumed = estimated = ZERO
+    consumed = estimated = missing = ZERO
     curve: list[tuple[dt.datetime, Decimal]] = []
     if edges:
         samples = load_samples(
@@ -138,6 +139,7 @@ def _status(
             consumed += bucket.value / meter.scale  # the budget is in the register's unit
             curve.append((dt.datetime.fromtimestamp(bucket.end, site.zone()), consumed))
         estimated = result.estimated / meter.scale
+        missing = Decimal(repr(result.missing_seconds)) / 3600
     params = clause.resolve_params(site.site.id, space.type)
     budget, reason = _budget(check, params, space)
     elapsed = Decimal(repr(max(0.0, min(at.timestamp(), end.timestamp()) - start.timestamp())))
@@ -173,6 +175,7 @@ def _status(
         share,
         status,
         reason,
+        missing,
         curve,
     )
 

@@ -82,3 +82,107 @@ def test_factor_add_refuses_to_overwrite(
     assert main(wrong_unit) == 2  # tCO2/MWh does not fit heat
     with psycopg.connect(energy_database_url) as conn:
         conn.execute("DELETE FROM emission_factors WHERE series = 'cli_test_series'")
+
+
+def test_report_energy_and_green_power(
+    conn: psycopg.Connection[Any],
+    kit: Any,
+    energy_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    site = kit.make_site(grid_region="national", max_gap="2d")
+    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
+    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
+    kit.insert_readings(
+        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
+    )
+    conn.commit()
+    common = ["--database-url", energy_database_url, "--site", site.site.id]
+    assert (
+        main(
+            [
+                "report",
+                "energy",
+                *common,
+                "--from",
+                "2023-01-01",
+                "--to",
+                "2023-01-03",
+                "--bucket",
+                "day",
+                "--by",
+                "meter",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "start,end,key,carrier,value,unit,estimated"
+    assert (
+        "2023-01-01T00:00:00+08:00,2023-01-02T00:00:00+08:00,em-main,electricity,10.000,kWh,0.000"
+        in lines
+    )
+    assert (
+        "2023-01-02T00:00:00+08:00,2023-01-03T00:00:00+08:00,em-main,electricity,20.000,kWh,0.000"
+        in lines
+    )
+
+    assert (
+        main(
+            [
+                "energy",
+                "green-power",
+                "add",
+                *common,
+                "--from",
+                "2023-01-01",
+                "--to",
+                "2023-01-02",
+                "--kwh",
+                "12",
+                "--instrument",
+                "certificate",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "energy",
+                "green-power",
+                "add",
+                *common,
+                "--from",
+                "2023-01-02",
+                "--to",
+                "2023-01-01",
+                "--kwh",
+                "12",
+                "--instrument",
+                "certificate",
+            ]
+        )
+        == 2
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "report",
+                "carbon",
+                *common,
+                "--from",
+                "2023-01-01",
+                "--to",
+                "2023-01-03",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    # 30 kWh, 12 of them green: market (30 - 12) x 0.5306 = 9.5508 kg; location 15.918 kg
+    assert '"scope2_market_tco2": "0.009551"' in out
+    assert '"scope2_location_tco2": "0.015918"' in out

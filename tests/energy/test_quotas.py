@@ -57,6 +57,7 @@ def test_budget_to_date_forecast_and_status(conn: psycopg.Connection[Any], kit: 
     assert ok.forecast == Decimal(7440)  # 2400 x 31 / 10
     assert ok.status == "ok"
     assert len(ok.curve) == 10 and ok.curve[-1][1] == Decimal(2400)
+    assert ok.missing_hours == 0
 
     [warn] = quota_statuses(conn, site, [quota(7000)], at)
     assert warn.status == "forecast_overrun"
@@ -78,3 +79,4 @@ def test_budget_per_m2_uses_the_meter_space_area(conn: psycopg.Connection[Any], 
     [status] = quota_statuses(conn, site, [clause], kit.local(2026, 7, 11))
     assert status.budget == Decimal(5000)  # 5 kWh/m2 x 1000 m2 (the building em-main is in)
     assert status.consumed == 0 and status.status == "ok"
+    assert status.missing_hours == 240  # no readings at all: 10 days without data
