@@ -252,3 +252,35 @@ def test_a_restart_loses_nothing_and_resumes_a_half_elapsed_duration(
         wait_for(lambda: rows(second.database_url, "SELECT count(*) FROM readings")[0][0] == 7)
     finally:
         second.stop()
+
+
+def test_with_the_wall_clock_the_scheduler_releases_broker_stamped_readings(
+    settings: Settings, publish: Callable[[str, bytes], None]
+) -> None:
+    """`clausewatch run` mode: readings without ts are stamped on receipt, held for the
+    lateness, and released by the scheduler's one-second clock ticks."""
+    clause = CLAUSES.clauses[0]
+    instant = clause.model_copy(update={"check": clause.check.model_copy(update={"for_": 0.0})})
+    config = LoadedConfig(
+        sites={"t-hq": SITE},
+        clause_files={Path("test.yaml"): CLAUSES.model_copy(update={"clauses": (instant,)})},
+    )
+    running = Service(
+        settings.model_copy(update={"lateness_s": 1.0}),
+        config,
+        ServiceOptions(clock="wall", serve_api=False),
+    )
+    running.start()
+    try:
+        publish("t-hq/ac-a/telemetry", b'{"metrics": {"hvac_mode": 1}}')
+        publish("t-hq/th-a/telemetry", b'{"metrics": {"temperature": 22.5}}')
+        alert = wait_for(
+            lambda: rows(running.database_url, "SELECT worst_value, state FROM alerts"), 15
+        )
+        assert alert == [(22.5, "firing")]
+        stamped = rows(
+            running.database_url, "SELECT bool_and(broker_stamped), count(*) FROM readings"
+        )
+        assert stamped == [(True, 2)]
+    finally:
+        running.stop()
