@@ -235,8 +235,7 @@ def _clean_loc(loc: Loc, data: Any, error_type: str) -> tuple[Loc, list[tuple[st
         elif last and error_type in ("missing", "extra_forbidden"):
             kept.append(item)  # the name of a missing field
         else:
-            branches.append((format_loc(kept), str(item)))
-            current = current if isinstance(current, dict | list) else None
+            branches.append((format_loc(kept), str(item)))  # a union member: stay in place
     return tuple(kept), branches
 
 
@@ -323,7 +322,10 @@ def load_clause_file(path: str | Path) -> ClauseFile:
     """A clause config file (one standard document), validated, including checks between the
     versions of one clause (overlapping effective periods). Raises ConfigError."""
     path = Path(path)
-    doc = read_yaml(path)
+    return _validate_clause_file(path, read_yaml(path))
+
+
+def _validate_clause_file(path: Path, doc: YamlDocument) -> ClauseFile:
     clause_file = validate_document(path, doc, ClauseFile)
     problems = [
         Problem(str(path), format_loc(loc), message, doc.line_of(loc))
@@ -404,7 +406,7 @@ def _yaml_files(directory: Path) -> list[Path]:
 
 @dataclass
 class _Documents:
-    """Files sorted by what they are, each parsed once."""
+    """Files sorted by what they are."""
 
     sites: list[Path] = field(default_factory=list)
     clauses: list[Path] = field(default_factory=list)
@@ -441,14 +443,14 @@ def _load_files(
     for path in clause_paths:
         try:
             docs[path] = read_yaml(path)
-            loaded.clause_files[path] = load_clause_file(path)
+            loaded.clause_files[path] = _validate_clause_file(path, docs[path])
         except ConfigError as exc:
             problems.extend(exc.problems)
     problems.extend(_cross_checks(loaded, docs))
     tests_loaded = 0
-    for path in test_paths:
-        from clausewatch.clausetests import load_clause_test_file
+    from clausewatch.clausetests import load_clause_test_file  # it imports this module
 
+    for path in test_paths:
         try:
             load_clause_test_file(path)
             tests_loaded += 1
