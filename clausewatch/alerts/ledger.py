@@ -130,7 +130,9 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
     expected_seq = 1
     prev_hash = GENESIS_HASH
     previous_link: str | None = None  # what the previous entry linked to
-    with conn.cursor(name="ledger_verify") as cur:
+    # A transaction (a savepoint inside the caller's) for the server-side cursor; its one
+    # snapshot means appends made meanwhile are simply not part of this check.
+    with conn.transaction(), conn.cursor(name="ledger_verify") as cur:
         cur.itersize = VERIFY_FETCH_ROWS
         cur.execute(
             "SELECT seq, at, kind, entity, payload, prev_hash, hash FROM ledger ORDER BY seq"
