@@ -96,11 +96,21 @@ def append(conn: psycopg.Connection[Any], entries: Iterable[Entry], at: dt.datet
     """Appends `entries` in order, all stamped `at`, and returns their sequence numbers.
 
     Takes the ledger's advisory lock for the rest of the caller's transaction (so keep that
-    transaction short). Does not commit.
+    transaction short). Does not commit; on an autocommit connection it runs in a transaction
+    of its own.
     """
     batch = list(entries)
     if not batch:
         return []
+    if conn.autocommit:
+        # The lock lives as long as a transaction: give it one, or it would end with the
+        # SELECT and two writers could extend the same tip.
+        with conn.transaction():
+            return _append(conn, batch, at)
+    return _append(conn, batch, at)
+
+
+def _append(conn: psycopg.Connection[Any], batch: list[Entry], at: dt.datetime) -> list[int]:
     at = at.astimezone(dt.UTC)
     lock(conn)
     tip = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()

@@ -93,10 +93,12 @@ def test_concurrent_writers_keep_one_chain(
     conn: psycopg.Connection[Any], alerts_db_url: str
 ) -> None:
     def write(name: str) -> None:
-        with connect(alerts_db_url) as conn:
+        # One writer in autocommit mode, as a careless caller would be: append guards itself.
+        with connect(alerts_db_url, autocommit=name == "c") as writer:
             for i in range(40):
-                ledger.append(conn, [ledger.Entry("test.step", f"{name}:{i}", {"i": i})], T0)
-                conn.commit()
+                ledger.append(writer, [ledger.Entry("test.step", f"{name}:{i}", {"i": i})], T0)
+                if not writer.autocommit:
+                    writer.commit()
 
     threads = [threading.Thread(target=write, args=(n,)) for n in ("a", "b", "c")]
     for thread in threads:
