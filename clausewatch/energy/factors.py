@@ -122,8 +122,9 @@ def choose_factor(
     variant: str | None = None,
 ) -> FactorChoice:
     """The factor for `year`: the site's region first, then the same series' national figure;
-    within each, that data year or the latest earlier one. `variant` None accepts any variant
-    but refuses a choice between two. Raises FactorError when nothing fits."""
+    within each, that data year or the latest earlier one. `variant` None accepts any variant;
+    between two of one year it takes "all-in", else refuses to choose. Raises FactorError when
+    nothing fits."""
     in_series = [f for f in factors if f.carrier == carrier and f.series == series]
     if not in_series:
         raise FactorError(f"series {series!r} has no {carrier} factor; add one or choose a series")
@@ -136,6 +137,9 @@ def choose_factor(
             continue
         newest = max(f.data_year for f in local)
         best = [f for f in local if f.data_year == newest]
+        if len(best) > 1 and variant is None:
+            # The default variant settles a tie (an admin's plain correction of a figure).
+            best = [f for f in best if f.variant == ALL_IN] or best
         if len(best) > 1:
             raise FactorError(
                 f"{series} has {len(best)} {carrier} factors for {where} {newest}; "

@@ -72,10 +72,51 @@ def test_units_convert_to_kg_per_activity_unit() -> None:
     assert gas.kg_per_unit == Decimal("2.162")
 
 
-def test_two_variants_for_one_year_need_a_name() -> None:
+def test_of_two_variants_the_all_in_one_is_the_default() -> None:
+    chosen = choose_factor(
+        SHIPPED, carrier="electricity", series="mee_nbs_average", region="national", year=2021
+    )
+    assert (chosen.factor.variant, chosen.factor.value) == (ALL_IN, Decimal("0.5568"))
+
+
+def test_an_all_in_correction_settles_a_tie_for_other_carriers() -> None:
+    correction = EmissionFactor(
+        "heat",
+        "ndrc_public_building_2015",
+        "national",
+        2015,
+        Decimal("0.10"),
+        "tCO2/GJ",
+        ALL_IN,
+        "erratum",
+        "B",
+    )
+    chosen = choose_factor(
+        [*SHIPPED, correction],
+        carrier="heat",
+        series="ndrc_public_building_2015",
+        region="national",
+        year=2026,
+    )
+    assert chosen.factor is correction
+    other = EmissionFactor(
+        "heat",
+        "ndrc_public_building_2015",
+        "national",
+        2015,
+        Decimal("0.12"),
+        "tCO2/GJ",
+        "another basis",
+        "x",
+        "C",
+    )
     with pytest.raises(FactorError, match="name the variant"):
         choose_factor(
-            SHIPPED, carrier="electricity", series="mee_nbs_average", region="national", year=2021
+            [*SHIPPED, other],
+            carrier="heat",
+            series="ndrc_public_building_2015",
+            region="national",
+            year=2026,
         )
 
 
