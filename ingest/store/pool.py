@@ -23,9 +23,13 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """A new connection with the session time zone set to UTC. The caller closes it (use it as
     a context manager: it commits on normal exit and rolls back on an exception)."""
-    conn = psycopg.connect(database_url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
-    conn.execute("SET TIME ZONE 'UTC'")
-    return conn
+    # Set at connection start (no statement, so no transaction is left open by it).
+    return psycopg.connect(
+        database_url,
+        autocommit=autocommit,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        options="-c TimeZone=UTC",
+    )
 
 
 def make_pool(

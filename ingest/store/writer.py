@@ -242,7 +242,8 @@ class BatchWriter:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self._url)
+            # Autocommit, so that `conn.transaction()` below is a real BEGIN ... COMMIT.
+            self._conn = connect(self._url, autocommit=True)
             self._partitions.clear()
         return self._conn
 
