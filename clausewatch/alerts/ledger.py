@@ -149,6 +149,8 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
         )
         rows: Iterator[LedgerRow] = iter(cur)
         for seq, at, kind, entity, payload, stored_prev, stored_hash in rows:
+            if seq < expected_seq:
+                return _bad(checked, seq, f"entry {seq} is not part of the chain (it starts at 1)")
             if seq != expected_seq:
                 if expected_seq + 1 == seq:
                     return _bad(checked, expected_seq, f"entry {expected_seq} is missing (deleted)")
@@ -157,9 +159,10 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
                     expected_seq,
                     f"entries {expected_seq} to {seq - 1} are missing (deleted)",
                 )
+            consistent = entry_hash(stored_prev, seq, at, kind, entity, payload) == stored_hash
             if stored_prev != prev_hash:
-                return _broken_link(checked, seq, stored_prev, previous_link, rows)
-            if entry_hash(stored_prev, seq, at, kind, entity, payload) != stored_hash:
+                return _broken_link(checked, seq, stored_prev, previous_link, consistent, rows)
+            if not consistent:
                 return _bad(
                     checked,
                     seq,
@@ -182,10 +185,16 @@ def _bad(checked: int, seq: int, problem: str) -> Verdict:
 
 
 def _broken_link(
-    checked: int, seq: int, link: str, previous_link: str | None, rows: Iterator[LedgerRow]
+    checked: int,
+    seq: int,
+    link: str,
+    previous_link: str | None,
+    consistent: bool,
+    rows: Iterator[LedgerRow],
 ) -> Verdict:
     """Entry `seq` does not link to the entry before it, which itself checked out. Says which
-    entry is the culprit: an inserted one, a reordered pair or a rewritten predecessor."""
+    entry is the culprit: an inserted one, a reordered pair, a renumbered one (after a removal
+    or insertion) or a rewritten predecessor. `consistent`: the entry matches its own hash."""
     if seq == 1:
         return _bad(
             checked, 1, "entry 1 does not start the chain (its predecessor is not the genesis hash)"
@@ -203,6 +212,13 @@ def _broken_link(
             seq,
             f"entry {seq} is out of order: it links to entry {swapped_with}, which comes after "
             "it (entries were reordered)",
+        )
+    if not consistent:
+        return _bad(
+            checked,
+            seq,
+            f"entry {seq} was modified or renumbered: it matches neither its predecessor nor "
+            "its own hash (an entry before it may have been removed)",
         )
     return _bad(
         checked - 1,

@@ -63,6 +63,30 @@ def test_a_deleted_row_is_detected(chain: psycopg.Connection[Any]) -> None:
     assert "entry 4 is missing" in (verdict.problem or "")
 
 
+def test_a_deleted_row_with_the_rest_renumbered_is_detected(
+    chain: psycopg.Connection[Any],
+) -> None:
+    chain.execute("DELETE FROM ledger WHERE seq = 4")
+    chain.execute("UPDATE ledger SET seq = seq + 1000 WHERE seq > 4")
+    chain.execute("UPDATE ledger SET seq = seq - 1001 WHERE seq > 1000")
+    verdict = ledger.verify(chain)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 4)
+    assert "entry 4 was modified or renumbered" in (verdict.problem or "")
+
+
+def test_a_rewritten_row_with_a_recomputed_hash_names_it(chain: psycopg.Connection[Any]) -> None:
+    prev, at = chain.execute("SELECT prev_hash, at FROM ledger WHERE seq = 3").fetchone() or (
+        "",
+        T0,
+    )
+    payload = ledger.canonical_json({"n": 3, "text": "改写"}).decode()
+    forged = ledger.entry_hash(prev, 3, at, "test.step", "thing:2", payload)
+    chain.execute("UPDATE ledger SET payload = %s, hash = %s WHERE seq = 3", (payload, forged))
+    verdict = ledger.verify(chain)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 3)
+    assert "entry 3 was rewritten together with its hash" in (verdict.problem or "")
+
+
 def test_a_swapped_pair_is_detected(chain: psycopg.Connection[Any]) -> None:
     chain.execute("UPDATE ledger SET seq = -6 WHERE seq = 6")
     chain.execute("UPDATE ledger SET seq = 6 WHERE seq = 7")
