@@ -847,14 +847,8 @@ def energy_series(
                 )
                 point.value += b.value
                 point.estimated += b.estimated
-    lines = [
-        MeterLine(
-            m,
-            m.device in {c.device for c in counted_meters(site, meters, space)},
-            measured[m.device],
-        )
-        for m in shown
-    ]
+    counted = {c.device for c in counted_meters(site, meters, space)}
+    lines = [MeterLine(m, m.device in counted, measured[m.device]) for m in shown]
     ordered = sorted(points.values(), key=lambda p: (p.start, p.key, p.carrier))
     return ordered, lines, imbalances(shown, measured)
 
