@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clausewatch.energy.accounting import Sample, bucket_edges, meter_consumption, to_decimal
 
@@ -107,3 +110,46 @@ def test_bad_periods_are_refused() -> None:
         )
     with pytest.raises(ValueError, match="aware"):
         bucket_edges(dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1), "day", SHANGHAI)
+
+
+register_steps = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=7200),  # seconds to the next reading
+        st.one_of(
+            st.decimals(min_value=0, max_value=50, places=3),  # consumption
+            st.just(Decimal(-1)),  # a reset: the register restarts low
+        ),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+def _series(steps: list[tuple[int, Decimal]]) -> list[Sample]:
+    ts, value = 0.0, Decimal(100)
+    out = [Sample(ts, value)]
+    for gap, step in steps:
+        ts += gap
+        value = Decimal("0.5") if step < 0 else value + step
+        out.append(Sample(ts, value))
+    return out
+
+
+@given(register_steps, st.lists(st.floats(min_value=1, max_value=0.999e6), max_size=8))
+def test_totals_do_not_depend_on_how_the_period_is_cut(
+    steps: list[tuple[int, Decimal]], cuts: list[float]
+) -> None:
+    series = _series(steps)
+    end = series[-1].ts
+    whole = meter_consumption(series, [0.0, end], 3600)
+    inner = sorted({c for c in cuts if 0 < c < end})
+    cut = meter_consumption(series, [0.0, *inner, end], 3600)
+    expected = sum(
+        (b.value - a.value for a, b in itertools.pairwise(series) if b.value >= a.value),
+        Decimal(0),
+    )
+    assert whole.total == expected
+    assert abs(cut.total - expected) < Decimal("1e-20")  # only time-proportional splits
+    assert all(b.value >= 0 and b.estimated >= 0 for b in cut.buckets)
+    backwards = sum(1 for a, b in itertools.pairwise(series) if b.value < a.value)
+    assert len(whole.resets) == len(cut.resets) == backwards
