@@ -19,7 +19,16 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routers import alerts, clauses, compliance, health, ledger, readings, registry
+from api.routers import (
+    alerts,
+    clauses,
+    compliance,
+    energy,
+    health,
+    ledger,
+    readings,
+    registry,
+)
 from api.stream import AlertFeed, StreamConfig
 from api.stream import router as stream_router
 from clausewatch.settings import Settings
@@ -54,7 +63,8 @@ def create_app(
                 url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, open=False
             )
             pool.open(wait=True, timeout=30.0)
-        feed = AlertFeed(pool.conninfo, stream_config)
+        conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+        feed = AlertFeed(conninfo, stream_config)
         await feed.start()
         app.state.pool = pool
         app.state.feed = feed
@@ -73,23 +83,13 @@ def create_app(
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
-    for module in (alerts, clauses, compliance, ledger, readings, registry):
+    for module in (alerts, clauses, compliance, energy, ledger, readings, registry):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     app.include_router(health.router)
-    _include_energy(app)
     _install_error_handlers(app)
     _install_dashboard(app)
     return app
-
-
-def _include_energy(app: FastAPI) -> None:
-    """The energy engineer's router (issue 7), when it exists in this tree."""
-    try:
-        from api.routers import energy
-    except ImportError:
-        return
-    app.include_router(energy.router, prefix=API_PREFIX)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -98,11 +98,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Every 422 has the documented shape (a list of {loc, msg, type}); a route that raised
         # one with a plain message gets it wrapped as an error of the request as a whole.
         if exc.status_code == status.HTTP_422_UNPROCESSABLE_CONTENT and isinstance(exc.detail, str):
-            exc = StarletteHTTPException(
-                exc.status_code,
-                [{"loc": ["query"], "msg": exc.detail, "type": "value_error"}],
-                exc.headers,
-            )
+            detail = [{"loc": ["query"], "msg": exc.detail, "type": "value_error"}]
+            return JSONResponse({"detail": detail}, exc.status_code, exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)

@@ -46,7 +46,7 @@ def _database_url(args: argparse.Namespace) -> str | None:
     url = args.database_url or Settings().database_url
     if not url:
         print("error: no database: set CLAUSEWATCH_DATABASE_URL or --database-url", file=sys.stderr)
-    return url  # type: ignore[no-any-return]
+    return url
 
 
 def _create(args: argparse.Namespace) -> int:

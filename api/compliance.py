@@ -122,7 +122,7 @@ def compliance_report(
 
     versions = _versions_in_force(conn, min(until, now).date())
     key_of = _key_flags(conn)
-    open_alerts = dict(
+    open_alerts: dict[str, int] = dict(
         conn.execute(
             "SELECT site, count(*) FROM alerts WHERE site = ANY(%s) AND state <> 'closed'"
             " GROUP BY site",

@@ -4,7 +4,7 @@ Public). Every route declares one of these; none returns an untyped value."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
@@ -23,6 +23,14 @@ class Problem(BaseModel):
     """The body of every 4xx/5xx answer except 422 (which lists field-level errors)."""
 
     detail: str
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def problems(*codes: int) -> Responses:
+    """OpenAPI `responses` for the error codes a route may answer with (body: Problem)."""
+    return {code: {"model": Problem} for code in codes}
 
 
 class Input(BaseModel):

@@ -21,11 +21,11 @@ from api.models import (
     AlertState,
     ClauseProvenance,
     CloseCreate,
-    Problem,
     Severity,
     SiteId,
     Standard,
     TimelineEntry,
+    problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from clausewatch.alerts import lifecycle
@@ -33,14 +33,9 @@ from clausewatch.alerts import lifecycle
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"model": Problem}}
-AUTH_ERRORS = {
-    status.HTTP_401_UNAUTHORIZED: {"model": Problem},
-    status.HTTP_403_FORBIDDEN: {"model": Problem},
-}
 
 
-@router.get("", responses=AUTH_ERRORS)
+@router.get("", responses=problems(401, 403))
 def list_alerts(
     conn: DbConn,
     principal: Reader,
@@ -106,13 +101,13 @@ def list_alerts(
     return AlertPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{alert_id}", responses={**AUTH_ERRORS, **NOT_FOUND})
+@router.get("/{alert_id}", responses=problems(401, 403, 404))
 def get_alert(alert_id: AlertId, conn: DbConn, principal: Reader) -> AlertDetail:
     """One alert with the clause version it was judged under, its evidence and its timeline."""
     return load_alert_detail(conn, principal, alert_id)
 
 
-@router.post("/{alert_id}/ack", responses={**AUTH_ERRORS, **NOT_FOUND, 409: {"model": Problem}})
+@router.post("/{alert_id}/ack", responses=problems(401, 403, 404, 409))
 def acknowledge_alert(
     alert_id: AlertId, body: AcknowledgeCreate, conn: DbConn, principal: AlertActor
 ) -> AlertDetail:
@@ -125,7 +120,7 @@ def acknowledge_alert(
     return load_alert_detail(conn, principal, alert_id)
 
 
-@router.post("/{alert_id}/close", responses={**AUTH_ERRORS, **NOT_FOUND, 409: {"model": Problem}})
+@router.post("/{alert_id}/close", responses=problems(401, 403, 404, 409))
 def close_alert(
     alert_id: AlertId, body: CloseCreate, conn: DbConn, principal: AlertActor
 ) -> AlertDetail:

@@ -20,20 +20,19 @@ from api.models import (
     ClauseValidation,
     ClauseVersionPublic,
     FieldError,
-    Problem,
     Standard,
     ValidatedClause,
+    problems,
 )
 from clausewatch.configfiles import ConfigError, load_clause_file
 
 router = APIRouter(prefix="/clauses", tags=["clauses"])
-AUTH_ERRORS = {401: {"model": Problem}, 403: {"model": Problem}}
 # Far above any real clause file (a few thousand nodes), far below what hurts the server.
 MAX_EXPANDED_NODES = 200_000
 ClauseId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
 
 
-@router.get("", responses=AUTH_ERRORS)
+@router.get("", responses=problems(401, 403))
 def list_clauses(conn: DbConn, principal: Reader) -> list[ClausePublic]:
     """Every clause with its latest version's provenance, and whether a version is in force
     today (UTC date)."""
@@ -71,7 +70,7 @@ def list_clauses(conn: DbConn, principal: Reader) -> list[ClausePublic]:
     ]
 
 
-@router.get("/{clause_id}/versions", responses={**AUTH_ERRORS, 404: {"model": Problem}})
+@router.get("/{clause_id}/versions", responses=problems(401, 403, 404))
 def clause_versions(
     clause_id: ClauseId, conn: DbConn, principal: Reader
 ) -> list[ClauseVersionPublic]:
@@ -88,7 +87,7 @@ def clause_versions(
     return [ClauseVersionPublic(**row) for row in rows]
 
 
-@router.post("/validate", responses=AUTH_ERRORS)
+@router.post("/validate", responses=problems(401, 403))
 def validate_clause_file(body: ClauseFileText, principal: ClauseAdmin) -> ClauseValidation:
     """Validates a clause file (YAML text) exactly as `clausewatch check` does, without storing
     it. The answer is 200 either way; `errors` lists each problem with its path inside the

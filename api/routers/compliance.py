@@ -12,7 +12,7 @@ from psycopg.rows import tuple_row
 from api.auth import Reader
 from api.compliance import compliance_report
 from api.deps import DbConn
-from api.models import ComplianceReport, Problem, SiteId
+from api.models import ComplianceReport, SiteId, problems
 
 router = APIRouter(tags=["compliance"])
 DEFAULT_PERIOD = dt.timedelta(days=7)
@@ -21,7 +21,7 @@ MAX_PERIOD = dt.timedelta(days=3660)
 
 @router.get(
     "/compliance",
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+    responses=problems(401, 403, 404),
 )
 def get_compliance(
     conn: DbConn,

@@ -6,13 +6,13 @@ from fastapi import APIRouter
 
 from api.auth import LedgerVerifier
 from api.deps import DbConn
-from api.models import LedgerVerdict, Problem
+from api.models import LedgerVerdict, problems
 from clausewatch.alerts import ledger
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
 
 
-@router.get("/verify", responses={401: {"model": Problem}, 403: {"model": Problem}})
+@router.get("/verify", responses=problems(401, 403))
 def verify_ledger(conn: DbConn, principal: LedgerVerifier) -> LedgerVerdict:
     """The ledger spans every site, so only tokens without a site scope may verify it."""
     verdict = ledger.verify(conn)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api.auth import Reader
 from api.deps import DbConn
-from api.models import MetricId, Problem, ReadingPoint, ReadingSeries, SiteId
+from api.models import MetricId, ReadingPoint, ReadingSeries, SiteId, problems
 from ingest.store.readings import BucketPoint, QueryError, RawPoint, query_readings
 
 router = APIRouter(tags=["readings"])
@@ -18,7 +18,7 @@ DEFAULT_PERIOD = dt.timedelta(hours=24)
 
 @router.get(
     "/readings",
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}},
+    responses=problems(401, 403, 404),
 )
 def get_readings(
     conn: DbConn,

@@ -22,17 +22,15 @@ from api.models import (
     PartyCreate,
     PartyPublic,
     PartyUpdate,
-    Problem,
     SiteId,
     SitePublic,
     SpacePublic,
+    problems,
 )
 from clausewatch.alerts import ledger, registry
 from rules.site import Assignment
 
 router = APIRouter(tags=["registry"])
-AUTH_ERRORS = {401: {"model": Problem}, 403: {"model": Problem}}
-NOT_FOUND = {404: {"model": Problem}}
 PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
 
@@ -46,7 +44,7 @@ def _site_clause(
     return f"{column} = ANY(%s)"
 
 
-@router.get("/sites", responses=AUTH_ERRORS)
+@router.get("/sites", responses=problems(401, 403))
 def list_sites(conn: DbConn, principal: Reader) -> list[SitePublic]:
     args: list[Any] = []
     where = _site_clause(principal, None, args, column="id")
@@ -57,7 +55,7 @@ def list_sites(conn: DbConn, principal: Reader) -> list[SitePublic]:
     return [SitePublic(**row) for row in rows]
 
 
-@router.get("/spaces", responses=AUTH_ERRORS)
+@router.get("/spaces", responses=problems(401, 403))
 def list_spaces(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[SpacePublic]:
     args: list[Any] = []
     where = _site_clause(principal, site, args)
@@ -70,7 +68,7 @@ def list_spaces(conn: DbConn, principal: Reader, site: SiteId | None = None) -> 
     return [SpacePublic(**row) for row in rows]
 
 
-@router.get("/devices", responses=AUTH_ERRORS)
+@router.get("/devices", responses=problems(401, 403))
 def list_devices(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[DevicePublic]:
     args: list[Any] = []
     where = _site_clause(principal, site, args)
@@ -83,7 +81,7 @@ def list_devices(conn: DbConn, principal: Reader, site: SiteId | None = None) ->
     return [DevicePublic(**row) for row in rows]
 
 
-@router.get("/parties", responses=AUTH_ERRORS)
+@router.get("/parties", responses=problems(401, 403))
 def list_parties(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[PartyPublic]:
     args: list[Any] = []
     where = _site_clause(principal, site, args)
@@ -96,7 +94,7 @@ def list_parties(conn: DbConn, principal: Reader, site: SiteId | None = None) ->
     return [PartyPublic(**row) for row in rows]
 
 
-@router.get("/assignments", responses=AUTH_ERRORS)
+@router.get("/assignments", responses=problems(401, 403))
 def list_assignments(
     conn: DbConn,
     principal: Reader,
@@ -122,7 +120,7 @@ def list_assignments(
 @router.post(
     "/parties",
     status_code=status.HTTP_201_CREATED,
-    responses={**AUTH_ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
+    responses=problems(401, 403, 404, 409),
 )
 def create_party(body: PartyCreate, conn: DbConn, principal: RegistryAdmin) -> PartyPublic:
     """Adds a party to a site. 409 when the id is taken."""
@@ -154,7 +152,7 @@ def create_party(body: PartyCreate, conn: DbConn, principal: RegistryAdmin) -> P
     return _party(conn, body.site, body.id)
 
 
-@router.patch("/parties/{site}/{party_id}", responses={**AUTH_ERRORS, **NOT_FOUND})
+@router.patch("/parties/{site}/{party_id}", responses=problems(401, 403, 404))
 def update_party(
     site: PathId, party_id: PathId, body: PartyUpdate, conn: DbConn, principal: RegistryAdmin
 ) -> PartyPublic:
@@ -183,7 +181,7 @@ def update_party(
 @router.post(
     "/assignments",
     status_code=status.HTTP_201_CREATED,
-    responses={**AUTH_ERRORS, **NOT_FOUND},
+    responses=problems(401, 403, 404),
 )
 def create_assignment(
     body: AssignmentCreate, conn: DbConn, principal: RegistryAdmin
@@ -207,7 +205,7 @@ def create_assignment(
     return _assignment(conn, principal, new_id)
 
 
-@router.patch("/assignments/{assignment_id}", responses={**AUTH_ERRORS, **NOT_FOUND})
+@router.patch("/assignments/{assignment_id}", responses=problems(401, 403, 404))
 def end_assignment(
     assignment_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     body: AssignmentUpdate,
