@@ -144,6 +144,7 @@ class Obligation(Instance):
             due = self.deadline
             if self.overdue_since == INF:
                 self.overdue_since = due
+                self.commit(due, self.status(due))
                 self.out.append(
                     ViolationStarted(
                         self.ref,

@@ -32,8 +32,8 @@ from rules.verdicts import (
 class Quota(Instance):
     __slots__ = (
         "baseline",
-        "breached_since",
         "before_reset",
+        "breached_since",
         "budget",
         "consumed",
         "forecast_after",

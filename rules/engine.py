@@ -11,8 +11,8 @@ Ordering: one reorder buffer per site releases readings in event-time order acro
 a gate read from another device of the space is judged in order) once
 `ts <= max(site max ts, advance time) - lateness`. A reading behind one already released from
 its own device, or behind the time `advance` has made final (`advance time - lateness`), is a
-`LateReading`: kept by the caller, never judged. Duplicates (same device and seq, or same device, metric and ts) change
-nothing.
+`LateReading`: kept by the caller, never judged. Duplicates (same device and seq, or same
+device, metric and ts) change nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from rules import _slots
@@ -83,9 +83,10 @@ class _DeviceState:
         self.all_listeners: list[Instance] = []
         self.max_ts = -INF
         self.released_ts = -INF
+        # Dedupe keys of recent readings: seqs, and the metrics seen at each ts.
         self.seen_seqs: set[int] = set()
-        self.seen_ts: dict[float, set[str]] = {}
-        self.seen_order: deque[tuple[bool, float]] = deque()
+        self.seen_ts: dict[float, Collection[str]] = {}
+        self.seen_order: deque[tuple[float, int | None]] = deque()
 
 
 class ConfigError(ValueError):
@@ -166,24 +167,25 @@ class SiteEngine:
         state = self._devices.get(device)
         if state is None:
             raise KeyError(f"device {device!r} is not in site {self._site_id}")
-        if seq is not None:
-            if seq in state.seen_seqs:
-                return
-            state.seen_seqs.add(seq)
-            state.seen_order.append((True, seq))
+        if seq is not None and seq in state.seen_seqs:
+            return
+        seen = state.seen_ts.get(ts)
+        if seen is None:
+            state.seen_ts[ts] = metrics  # its keys: the metrics seen at ts (no copy)
         else:
-            seen = state.seen_ts.get(ts)
-            if seen is None:
-                state.seen_ts[ts] = set(metrics)
-            else:
-                fresh = {m: v for m, v in metrics.items() if m not in seen}
-                if not fresh:
-                    return
-                seen.update(fresh)
-                metrics = fresh
-            state.seen_order.append((False, ts))
+            fresh = {m: v for m, v in metrics.items() if m not in seen}
+            if not fresh:
+                return
+            state.seen_ts[ts] = {*seen, *fresh}
+            metrics = fresh
+        if seq is not None:
+            state.seen_seqs.add(seq)
+        state.seen_order.append((ts, seq))
         if len(state.seen_order) > _DEDUPE_MEMORY:
-            self._forget_oldest_key(state)
+            old_ts, old_seq = state.seen_order.popleft()
+            state.seen_ts.pop(old_ts, None)
+            if old_seq is not None:
+                state.seen_seqs.discard(old_seq)
         if ts < state.released_ts or ts < self._clock:
             for metric in metrics:
                 self._out.append(LateReading(self._site_id, device, ts, metric))
@@ -307,13 +309,6 @@ class SiteEngine:
         for instance in self._obligations.get((space, event.type), ()):
             instance.catch_up(event.ts)
             instance.evaluate_event(event)
-
-    def _forget_oldest_key(self, state: _DeviceState) -> None:
-        is_seq, key = state.seen_order.popleft()
-        if is_seq:
-            state.seen_seqs.discard(int(key))
-        else:
-            state.seen_ts.pop(key, None)
 
     # ---- binding clauses to subjects ----
 
@@ -641,7 +636,9 @@ class SiteEngine:
             devices[device_id] = {
                 "max_ts": _num(state.max_ts),
                 "released_ts": _num(state.released_ts),
-                "seen": [[is_seq, key] for is_seq, key in state.seen_order],
+                "seen": [
+                    [ts, seq, sorted(state.seen_ts.get(ts, ()))] for ts, seq in state.seen_order
+                ],
                 "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
             }
         return {
@@ -696,12 +693,11 @@ class SiteEngine:
                 continue
             state.max_ts = _float(saved["max_ts"], -INF)
             state.released_ts = _float(saved["released_ts"], -INF)
-            for is_seq, key in saved["seen"]:
-                state.seen_order.append((bool(is_seq), key))
-                if is_seq:
-                    state.seen_seqs.add(int(key))
-                else:
-                    state.seen_ts.setdefault(float(key), set())
+            for ts, seq, seen_metrics in saved["seen"]:
+                state.seen_order.append((float(ts), seq))
+                if seq is not None:
+                    state.seen_seqs.add(int(seq))
+                state.seen_ts[float(ts)] = set(seen_metrics)
             for metric, slot_state in saved["slots"].items():
                 if metric in state.slots:
                     state.slots[metric].restore(slot_state)

@@ -1,0 +1,108 @@
+"""Shape 3: obligations go overdue by the passage of time alone (advance), and an event ends the
+violation at its own time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules.verdicts import Event
+
+C, V, OUT = "compliant", "violating", "outside_schedule"
+
+TOILET_CLEANING = {
+    "kind": "obligation",
+    "event": "cleaning.completed",
+    "every": "2h",
+    "grace": "15m",
+}
+OPEN_HOURS = {"windows": [{"start": "08:00", "end": "18:00"}]}
+TOILETS = {"space_types": ["toilet"]}
+
+
+def clean(run: Any, kit: Any, offset: float, space: str = "wc1") -> None:
+    run.engine.observe_event(
+        Event(device="reader-1", ts=kit.T0 + offset, type="cleaning.completed", space=space)
+    )
+    run.collect()
+
+
+def test_rolling_obligation_counts_schedule_time_only(kit: Any) -> None:
+    clause = kit.clause(TOILET_CLEANING, applies_to=TOILETS, schedule=OPEN_HOURS)
+    run = kit.run(kit.site(), clause, start=kit.at(0, 7))
+    clean(run, kit, kit.at(0, 9))
+    run.advance(kit.at(0, 11, 15))  # due 11:00, grace to 11:15: exactly then is still in time
+    assert run.started() == []
+    run.advance(kit.at(0, 11, 16))  # no message at all: time alone makes it overdue
+    assert run.violations() == [(kit.at(0, 11, 15), None)]
+    clean(run, kit, kit.at(0, 12))
+    assert run.violations() == [(kit.at(0, 11, 15), kit.at(0, 12))]
+    clean(run, kit, kit.at(0, 14))
+    clean(run, kit, kit.at(0, 16))
+    # Cleaned at 17:00: one hour of opening time left today, one more from 08:00 tomorrow.
+    clean(run, kit, kit.at(0, 17))
+    run.advance(kit.at(1, 9, 15))
+    assert len(run.started()) == 1
+    run.advance(kit.at(1, 9, 16))
+    assert run.violations()[-1] == (kit.at(1, 9, 15), None)
+    assert run.intervals() == [
+        (kit.at(0, 7), kit.at(0, 8), OUT),
+        (kit.at(0, 8), kit.at(0, 11, 15), C),
+        (kit.at(0, 11, 15), kit.at(0, 12), V),
+        (kit.at(0, 12), kit.at(0, 18), C),
+        (kit.at(0, 18), kit.at(1, 8), OUT),
+        (kit.at(1, 8), kit.at(1, 9, 15), C),
+    ]
+
+
+def test_event_exactly_at_the_deadline_is_in_time(kit: Any) -> None:
+    clause = kit.clause(TOILET_CLEANING, applies_to=TOILETS, schedule=OPEN_HOURS)
+    run = kit.run(kit.site(), clause, start=kit.at(0, 8))
+    clean(run, kit, kit.at(0, 10, 15))  # 08:00 + 2h + 15 min grace
+    run.advance(kit.at(0, 12))
+    assert run.started() == []
+
+
+def test_events_of_other_spaces_and_types_do_not_count(kit: Any) -> None:
+    clause = kit.clause(TOILET_CLEANING, applies_to=TOILETS, schedule=OPEN_HOURS)
+    run = kit.run(kit.site(), clause, start=kit.at(0, 8))
+    clean(run, kit, kit.at(0, 9), space="o1")
+    run.engine.observe_event(
+        Event(device="r", ts=kit.T0 + kit.at(0, 9), type="inspection.done", space="wc1")
+    )
+    run.advance(kit.at(0, 10, 16))
+    assert [s.subject.space for s in run.started()] == ["wc1"]
+
+
+def test_calendar_period_with_grace(kit: Any) -> None:
+    daily = {"kind": "obligation", "event": "patrol.done", "per": "day", "grace": "1h"}
+    clause = kit.clause(
+        daily, applies_to={"space_types": ["building"]}, schedule={"days": "workdays"}
+    )
+    run = kit.run(kit.site(), clause, start=0)
+
+    def patrol(offset: float) -> None:
+        run.engine.observe_event(Event("r", kit.T0 + offset, "patrol.done", space="b1"))
+        run.collect()
+
+    patrol(kit.at(0, 10))  # Monday: done
+    run.advance(kit.at(2, 0, 59))  # Tuesday missed; its grace runs to Wednesday 01:00
+    assert run.started() == []
+    run.advance(kit.at(2, 1, 1))
+    assert run.violations() == [(kit.at(2, 1), None)]
+    patrol(kit.at(2, 9))  # ends it, and counts for Wednesday too
+    run.advance(kit.at(3, 1, 1))
+    assert run.violations() == [(kit.at(2, 1), kit.at(2, 9))]
+    # Saturday 2024-07-06 and Sunday are not workdays: no patrol is owed for them.
+    patrol(kit.at(3, 10))
+    patrol(kit.at(4, 10))
+    run.advance(kit.at(7, 0, 30))
+    assert len(run.started()) == 1
+
+
+def test_quarterly_obligation_overdue_after_the_quarter(kit: Any) -> None:
+    quarterly = {"kind": "obligation", "event": "inspection.done", "per": "quarter"}
+    clause = kit.clause(quarterly, applies_to={"space_types": ["building"]})
+    run = kit.run(kit.site(), clause, start=0)  # 2024-07-01: a whole quarter ahead
+    run.advance(kit.at(92, 0, 1))  # 2024-10-01 00:01
+    assert run.violations() == [(kit.at(92, 0), None)]
+    assert run.started()[0].reason == "no inspection.done in the quarter"

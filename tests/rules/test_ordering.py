@@ -1,0 +1,86 @@
+"""Event-time semantics: reordering within the lateness, duplicates, late readings, advance,
+snapshot and restore with readings still buffered."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rules.engine import SiteEngine
+from rules.verdicts import LateReading
+
+MAX_26_FOR = {"kind": "threshold", "metric": "temperature", "max": 26, "for": "2m"}
+ROWS = [(0, 25.0), (60, 27.0), (120, 27.0), (180, 27.0), (240, 25.0), (300, 25.0)]
+
+
+def judged(kit: Any, order: list[tuple[float, float]], lateness: float, **extra: Any) -> Any:
+    run = kit.run(kit.site(), kit.clause(MAX_26_FOR), lateness=lateness)
+    for i, (t, v) in enumerate(order):
+        run.engine.observe("d1", kit.T0 + t, extra.get("seqs", {}).get(t, None), {"temperature": v})
+    run.collect()
+    run.advance(1000)
+    return run
+
+
+def test_out_of_order_within_the_lateness_is_judged_as_if_in_order(kit: Any) -> None:
+    in_order = judged(kit, ROWS, lateness=120)
+    shuffled = judged(kit, [ROWS[i] for i in (1, 0, 3, 2, 5, 4)], lateness=120)
+    assert in_order.violations() == shuffled.violations() == [(60, 240)]
+    assert in_order.intervals() == shuffled.intervals()
+
+
+def test_with_lateness_nothing_is_judged_until_the_watermark_passes(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause({**MAX_26_FOR, "for": 0}), lateness=120, start=None)
+    run.feed([(0, {"temperature": 27.0}), (100, {"temperature": 27.0})])
+    assert run.started() == []  # 0 is not yet behind max ts (100) - 120
+    run.feed([(130, {"temperature": 27.0})])
+    assert [s.started_at - kit.T0 for s in run.started()] == [0]
+
+
+def test_duplicates_change_nothing(kit: Any) -> None:
+    once = judged(kit, ROWS, lateness=0)
+    twice = kit.run(kit.site(), kit.clause(MAX_26_FOR))
+    for t, v in ROWS:
+        for _ in range(2):  # same device, metric and ts
+            twice.engine.observe("d1", kit.T0 + t, None, {"temperature": v})
+        # same device and seq, even with another value (a redelivery is the same message)
+        twice.engine.observe("d1", kit.T0 + t, int(t), {"temperature": v})
+        twice.engine.observe("d1", kit.T0 + t, int(t), {"temperature": 99.0})
+    twice.collect()
+    twice.advance(1000)
+    assert twice.outputs == once.outputs
+
+
+def test_late_readings_are_reported_and_not_judged(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(MAX_26_FOR), lateness=60)
+    run.feed([(t, {"temperature": v}) for t, v in ROWS])
+    run.feed([(30, {"temperature": 40.0})])  # 30 s is behind the released 240 s reading
+    late = [o for o in run.outputs if isinstance(o, LateReading)]
+    assert [(o.device, o.ts - kit.T0, o.metric) for o in late] == [("d1", 30, "temperature")]
+    run.advance(1000)
+    assert run.violations() == [(60, 240)]
+
+
+def test_readings_behind_advanced_time_are_late(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(MAX_26_FOR), lateness=0)
+    run.advance(500)
+    run.feed([(400, {"temperature": 25.0}), (500, {"temperature": 25.0})])
+    late = [o.ts - kit.T0 for o in run.outputs if isinstance(o, LateReading)]
+    assert late == [400]
+
+
+def test_snapshot_keeps_buffered_readings_and_dedupe_keys(kit: Any) -> None:
+    site, clause = kit.site(), kit.clause(MAX_26_FOR)
+    straight = judged(kit, ROWS, lateness=120)
+    first = SiteEngine(site, [clause], lateness=120)
+    first.advance(kit.T0 + 120)
+    for t, v in ROWS[:4]:
+        first.observe("d1", kit.T0 + t, int(t), {"temperature": v})
+    before = first.drain()
+    saved = json.loads(json.dumps(first.snapshot(), allow_nan=False))
+    second = SiteEngine.restore(site, [clause], saved, lateness=120)
+    second.observe("d1", kit.T0 + 180, 180, {"temperature": 99.0})  # a redelivered duplicate
+    for t, v in ROWS[4:]:
+        second.observe("d1", kit.T0 + t, int(t), {"temperature": v})
+    second.advance(kit.T0 + 1000)
+    assert before + second.drain() == straight.outputs
