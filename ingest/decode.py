@@ -54,6 +54,7 @@ REASONS = (
 )
 # Pre-bound children: labels() does a dict lookup and lock per call, the hot path avoids it.
 _DEAD_LETTER_COUNTERS = {reason: DEAD_LETTERS.labels(reason) for reason in REASONS}
+_MESSAGE_COUNTERS = {kind: MESSAGES.labels(kind.value) for kind in TopicKind}
 
 RAW_CAP_BYTES = 4096  # a dead letter keeps this much of the payload: enough to diagnose
 MAX_ATTR_DEPTH = 8  # event attrs are small records; deeper nesting is an attack or a bug
@@ -186,7 +187,7 @@ class Decoder:
                 raw = payload if len(items) == 1 else orjson.dumps(item)
                 detail = exc.detail if len(items) == 1 else f"item {index}: {exc.detail}"
                 out.append(_dead(topic, raw, exc.reason, detail, received_at, site, device))
-        MESSAGES.labels(parsed.kind.value).inc()
+        _MESSAGE_COUNTERS[parsed.kind].inc()
         return out
 
     def _reading(
