@@ -110,13 +110,14 @@ def sync_site(
                     {"before": stored["info"], "after": info},
                 )
             )
-    for kind, items in (
-        ("space", site_model.spaces),
-        ("device", site_model.devices),
-        ("party", site_model.parties),
+    for kind, section, items in (
+        ("space", "spaces", site_model.spaces),
+        ("device", "devices", site_model.devices),
+        ("party", "parties", site_model.parties),
     ):
         wanted = {item.id: item.model_dump(mode="json") for item in items}
-        entries.extend(_sync_entities(conn, site.id, kind, wanted, actor, now))
+        previous_file = {item["id"]: item for item in stored["model"][section]} if stored else None
+        entries.extend(_sync_entities(conn, site.id, kind, wanted, previous_file, actor, now))
     entries.extend(_sync_assignments(conn, site.id, before, site_model.assignments, actor, now))
     for entry in entries:
         report.count(entry.kind)
@@ -267,9 +268,12 @@ def _sync_entities(
     site: str,
     kind: str,
     wanted: dict[str, dict[str, Any]],
+    previous_file: dict[str, dict[str, Any]] | None,
     actor: str,
     now: dt.datetime,
 ) -> list[ledger.Entry]:
+    """Like assignments, applies what changed between the previous file and this one (edits
+    made through the API in between survive); on the first sync, everything in the file."""
     table = _TABLES[kind]
     columns = _ENTITY_COLUMNS[kind]
     select = ", ".join(columns)
@@ -278,8 +282,14 @@ def _sync_entities(
             f"SELECT id, {select}, retired_at FROM {table} WHERE site = %s FOR UPDATE", (site,)
         )
         stored = {r["id"]: r for r in cur.fetchall()}
+    if previous_file is None:
+        changed = wanted
+        removed = stored.keys() - wanted.keys()
+    else:
+        changed = {i: item for i, item in wanted.items() if previous_file.get(i) != item}
+        removed = previous_file.keys() - wanted.keys()
     entries: list[ledger.Entry] = []
-    for item_id, item in wanted.items():
+    for item_id, item in changed.items():
         values = {c: _column_value(item.get(c)) for c in columns}
         wanted_view = {c: _comparable(c, item.get(c)) for c in columns}
         previous = stored.get(item_id)
@@ -306,8 +316,9 @@ def _sync_entities(
         entries.append(
             _entry(f"{kind}.changed", site, entity, actor, {"before": stored_view, "after": item})
         )
-    for item_id, previous in stored.items():
-        if item_id in wanted or previous["retired_at"] is not None:
+    for item_id in sorted(removed):
+        previous = stored.get(item_id)
+        if previous is None or previous["retired_at"] is not None:
             continue
         conn.execute(
             f"UPDATE {table} SET retired_at = %s, updated_by = %s, updated_at = %s"

@@ -56,6 +56,15 @@ def test_edits_through_the_api_survive_a_restart_with_an_unchanged_file(
     )
     assert sync_site(conn, site_model(), "config", now=T0 + dt.timedelta(days=1)).changed is False
     assert _who(conn, T0 + dt.timedelta(days=1), space="b1-3f-301") == "li"
+    # A party renamed through the API keeps its name when another part of the file changes.
+    conn.execute("UPDATE parties SET name = '李工（新）' WHERE id = 'li'")
+    model = site_model()
+    spaces = tuple(
+        s.model_copy(update={"name": "三层"}) if s.id == "b1-3f" else s for s in model.spaces
+    )
+    report = sync_site(conn, model.model_copy(update={"spaces": spaces}), "config", now=T0)
+    assert report.changes == {"space.changed": 1}
+    assert conn.execute("SELECT name FROM parties WHERE id = 'li'").fetchone() == ("李工（新）",)
 
 
 def test_assignments_cannot_be_rewritten_or_deleted(conn: psycopg.Connection[Any]) -> None:
