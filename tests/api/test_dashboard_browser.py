@@ -1,6 +1,7 @@
 """The dashboard in real headless Chromium against the running service: a facility manager signs
 in, violating readings are published over MQTT, the alert appears without a reload, is
-acknowledged, and its state changes on the page. A screenshot is left in the artifacts."""
+acknowledged, resolves when the readings recover, and is closed with its cause and corrective
+action; each state change shows on the page. A screenshot is left in the artifacts."""
 
 from __future__ import annotations
 
@@ -95,27 +96,35 @@ def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterat
         running.stop()
 
 
-def _publish_violation(mqtt_url: str, prefix: str) -> None:
-    """Cooling on, then 24 °C for 2.5 minutes: below 26 °C for longer than `for: 1m`."""
+START = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+
+
+def _publish(mqtt_url: str, prefix: str, readings: list[tuple[int, dict[str, float]]]) -> None:
+    """Publishes (seconds after START, metrics) readings of th-1 at QoS 1."""
     client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
     target = MqttUrl.parse(mqtt_url)
     client.connect(target.host, target.port)
     client.loop_start()
     try:
-        start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=3)
         topic = f"{prefix}/{SITE}/th-1/telemetry"
-        first = {"ts": int(start.timestamp() * 1000), "seq": 1, "metrics": {"hvac_mode": 1}}
-        client.publish(topic, orjson.dumps(first), qos=1).wait_for_publish(10)
-        for i in range(6):
-            ts_ms = int((start + dt.timedelta(seconds=30 * i)).timestamp() * 1000)
-            body = {"ts": ts_ms, "seq": i + 2, "metrics": {"temperature": 24.0 - 0.1 * i}}
+        for offset, metrics in readings:
+            ts_ms = int((START + dt.timedelta(seconds=offset)).timestamp() * 1000)
+            body = {"ts": ts_ms, "seq": offset + 1, "metrics": metrics}
             client.publish(topic, orjson.dumps(body), qos=1).wait_for_publish(10)
     finally:
         client.loop_stop()
         client.disconnect()
 
 
-def test_a_facility_manager_sees_and_acknowledges_a_live_alert(
+# Cooling on, then 24 °C for 2.5 minutes: below 26 °C for longer than `for: 1m`.
+VIOLATION = [(0, {"hvac_mode": 1.0})] + [
+    (30 * (i + 1), {"temperature": 24.0 - 0.1 * i}) for i in range(6)
+]
+# Back to 26.5 °C: the condition clears and the engine resolves the alert.
+RECOVERY = [(210 + 30 * i, {"temperature": 26.5}) for i in range(3)]
+
+
+def test_a_facility_manager_follows_a_live_alert_to_its_close(
     service: Service, mqtt_url: str, topic_prefix: str, artifacts_dir: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
@@ -133,7 +142,7 @@ def test_a_facility_manager_sees_and_acknowledges_a_live_alert(
             expect(page.locator("#connection")).to_have_attribute("data-state", "live")
             expect(page.locator("#list-empty")).to_be_visible()
 
-            _publish_violation(mqtt_url, topic_prefix)  # no reload from here on
+            _publish(mqtt_url, topic_prefix, VIOLATION)  # no reload from here on
             row = page.locator("li.alert").first
             expect(row).to_be_visible(timeout=20_000)
             expect(row).to_have_attribute("data-state", "firing")
@@ -152,5 +161,16 @@ def test_a_facility_manager_sees_and_acknowledges_a_live_alert(
             page.click("#lang-toggle")  # English labels
             expect(page.locator("#ack-button")).to_have_text("Acknowledge")
             page.screenshot(path=str(artifacts_dir / "dashboard-acknowledged.png"), full_page=True)
+
+            _publish(mqtt_url, topic_prefix, RECOVERY)
+            expect(page.locator("#detail-state")).to_have_attribute(
+                "data-state", "resolved", timeout=20_000
+            )
+            page.fill("#close-cause", "会议室空调设定温度被调到24℃")
+            page.fill("#close-action", "设定温度恢复26℃并锁定面板")
+            page.click("#close-button")
+            expect(page.locator("#detail-state")).to_have_attribute("data-state", "closed")
+            expect(row).to_have_attribute("data-state", "closed")
+            expect(page.locator("#timeline li[data-action=closed]")).to_have_count(1)
         finally:
             browser.close()
