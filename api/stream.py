@@ -99,6 +99,9 @@ class AlertFeed:
                         self._wake()
             except psycopg.Error as exc:
                 log.warning("alert feed: LISTEN connection lost (%s); retrying", exc)
+            except Exception:
+                # Streams still poll meanwhile; the feed must outlive the surprise, and say so.
+                log.exception("alert feed: unexpected error; retrying")
             # A retry delay, not a wait for a condition: the fallback poll covers the outage.
             await asyncio.sleep(self.config.listen_retry_s)
 

@@ -69,12 +69,12 @@ def list_alerts(
         args.append(clause)
     if space is not None:
         where.append(
-            "(a.site, a.space) IN (WITH RECURSIVE sub(site, id) AS ("
+            "(a.space = %s OR (a.site, a.space) IN (WITH RECURSIVE sub(site, id) AS ("
             " SELECT site, id FROM spaces WHERE id = %s"
             " UNION SELECT s.site, s.id FROM spaces s JOIN sub ON s.site = sub.site"
-            " AND s.parent = sub.id) SELECT site, id FROM sub)"
+            " AND s.parent = sub.id) SELECT site, id FROM sub))"
         )
-        args.append(space)
+        args.extend([space, space])
     if since is not None:
         where.append("a.started_at >= %s")
         args.append(_aware(since))

@@ -272,3 +272,21 @@ def test_health_and_metrics_need_no_token(client: TestClient) -> None:
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert 'clausewatch_alerts{state="firing"}' in metrics.text
+
+
+def test_metrics_expose_the_process_registry_and_alerts_by_state(
+    client: TestClient, api_database_url: str
+) -> None:
+    from prometheus_client import REGISTRY, Counter
+
+    probe = Counter("clausewatch_test_probe", "registered by the ingest side in production")
+    try:
+        probe.inc(3)
+        with psycopg.connect(api_database_url) as conn:
+            firing = conn.execute("SELECT count(*) FROM alerts WHERE state = 'firing'").fetchone()
+        text = client.get("/metrics").text
+        assert "clausewatch_test_probe_total 3.0" in text
+        assert f'clausewatch_alerts{{state="firing"}} {float(firing[0] if firing else 0)}' in text
+        assert "clausewatch_api_database_up 1.0" in text
+    finally:
+        REGISTRY.unregister(probe)
