@@ -157,13 +157,16 @@ def _spread(
     if first == last and edges[first] <= t0 and t1 <= edges[first + 1]:
         buckets[first].value += amount  # wholly inside one bucket: exact
         return
-    duration = Decimal(repr(t1 - t0))
+    # Times as decimals, so the overlaps of a fully covered interval add up to its duration
+    # exactly and its shares to `amount` (float differences would be off by ~1e-16).
+    start, end = Decimal(repr(t0)), Decimal(repr(t1))
+    duration = end - start
     for index in range(first, last + 1):
         bucket = buckets[index]
-        overlap = min(t1, bucket.end) - max(t0, bucket.start)
+        overlap = min(end, Decimal(repr(bucket.end))) - max(start, Decimal(repr(bucket.start)))
         if overlap <= 0:
             continue
-        share = amount * Decimal(repr(overlap)) / duration
+        share = amount * overlap / duration
         bucket.value += share
         bucket.estimated += share
 

@@ -241,8 +241,15 @@ class Refuel:
     ts: float
     device: str
     fuel: str
-    kg: Decimal | None  # None: the event gave no mass (litres only) and is not converted
+    kg: Decimal | None  # None: no mass, and litres without a stated density: not counted
     raw: dict[str, object]
+    litres_at: Decimal | None = None  # the site's stated density when kg came from litres
+
+
+def _number(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return to_decimal(value)
 
 
 def load_refuels(
@@ -252,10 +259,16 @@ def load_refuels(
     since: dt.datetime,
     until: dt.datetime,
 ) -> list[Refuel]:
-    """Refuel events of the period (attrs fuel gasoline|diesel, kg). Events in the subtree of
-    `space` when given (by the event's space, else the device's)."""
+    """Refuel events of the period (attrs: fuel gasoline|diesel, and kg, or litres converted
+    with the site's stated density from `fuel_densities`). Events in the subtree of `space`
+    when given (by the event's space, else the device's)."""
     inside = subtree(site, space)
     device_space = {d.id: d.space for d in site.devices}
+    densities = dict(
+        conn.execute(
+            "SELECT fuel, kg_per_l FROM fuel_densities WHERE site = %s", (site.site.id,)
+        ).fetchall()
+    )
     rows = conn.execute(
         "SELECT ts, device, space, attrs FROM events WHERE site = %s AND type = 'refuel'"
         " AND ts >= %s AND ts < %s ORDER BY ts",
@@ -267,9 +280,15 @@ def load_refuels(
         if space is not None and where not in inside:
             continue
         fuel = str(attrs.get("fuel", ""))
-        kg = attrs.get("kg")
-        mass = to_decimal(kg) if isinstance(kg, int | float) and kg >= 0 else None
-        refuels.append(Refuel(ts.timestamp(), device, fuel, mass, dict(attrs)))
+        mass = _number(attrs.get("kg"))
+        litres = _number(attrs.get("litres"))
+        density = densities.get(fuel)
+        if mass is None and litres is not None and density is not None:
+            refuels.append(
+                Refuel(ts.timestamp(), device, fuel, litres * density, dict(attrs), density)
+            )
+        else:
+            refuels.append(Refuel(ts.timestamp(), device, fuel, mass, dict(attrs)))
     return refuels
 
 
@@ -526,13 +545,18 @@ def carbon_report(
 
     refuels = load_refuels(conn, site, space, since, until)
     for refuel in refuels:
+        when = dt.datetime.fromtimestamp(refuel.ts, zone).isoformat()
         if refuel.fuel not in FUELS or refuel.kg is None:
             notes.append(
-                f"refuel event of {refuel.device} at "
-                f"{dt.datetime.fromtimestamp(refuel.ts, zone).isoformat()} has no fuel "
-                f"gasoline|diesel with a mass in kg ({refuel.raw}); not counted"
+                f"refuel event of {refuel.device} at {when} has no fuel gasoline|diesel with a "
+                f"mass in kg, or litres and a density the site stated ({refuel.raw}); not counted"
             )
             continue
+        if refuel.litres_at is not None:
+            notes.append(
+                f"refuel event of {refuel.device} at {when}: litres converted with the site's "
+                f"stated {refuel.fuel} density {refuel.litres_at} kg/L"
+            )
         total = carriers.setdefault(refuel.fuel, CarrierTotal(refuel.fuel, "kg"))
         total.consumption += refuel.kg
         year = dt.datetime.fromtimestamp(refuel.ts, zone).year

@@ -286,3 +286,29 @@ def test_site_baseline_for_the_co2_target(conn: psycopg.Connection[Any], kit: An
     # the energy targets keep the national 2020 figures where the site has none
     energy = next(c for c in out.comparisons if c.name.endswith("energy per m2 (2025)"))
     assert energy.limit == Decimal("17.5560")
+
+
+def test_fleet_fuel_in_litres_needs_the_site_s_density(
+    conn: psycopg.Connection[Any], kit: Any
+) -> None:
+    site = kit.make_site(grid_region="national", max_gap="40d")
+    jan, feb = kit.local(2023, 1, 1), kit.local(2023, 2, 1)
+    kit.insert_refuel(conn, site, kit.local(2023, 1, 5, 9), {"fuel": "diesel", "litres": 12})
+    kit.insert_refuel(conn, site, kit.local(2023, 1, 6, 9), {"fuel": "gasoline", "litres": 30})
+    kit.insert_refuel(conn, site, kit.local(2023, 1, 7, 9), {"fuel": "diesel", "kg": True})
+    conn.execute(
+        "INSERT INTO fuel_densities (site, fuel, kg_per_l, source)"
+        " VALUES (%s, 'diesel', 0.84, 'supplier statement')",
+        (site.site.id,),
+    )
+    out = carbon_out(carbon_report(conn, site, jan, feb))
+    diesel = next(c for c in out.carriers if c.carrier == "diesel")
+    # 12 L x 0.84 kg/L = 10.08 kg; x 1.4571 = 14.687568 kgce; x 3.096 = 31.20768 kg CO2
+    assert (diesel.consumption, diesel.kgce, diesel.location_tco2) == (
+        Decimal("10.080"),
+        Decimal("14.688"),
+        Decimal("0.031208"),
+    )
+    assert not any(c.carrier == "gasoline" for c in out.carriers)  # no gasoline density stated
+    assert sum("not counted" in note for note in out.notes) == 2  # gasoline litres; kg: true
+    assert any("density 0.84 kg/L" in note for note in out.notes)
