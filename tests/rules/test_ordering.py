@@ -13,11 +13,9 @@ MAX_26_FOR = {"kind": "threshold", "metric": "temperature", "max": 26, "for": "2
 ROWS = [(0, 25.0), (60, 27.0), (120, 27.0), (180, 27.0), (240, 25.0), (300, 25.0)]
 
 
-def judged(kit: Any, order: list[tuple[float, float]], lateness: float, **extra: Any) -> Any:
+def judged(kit: Any, order: list[tuple[float, float]], lateness: float) -> Any:
     run = kit.run(kit.site(), kit.clause(MAX_26_FOR), lateness=lateness)
-    for i, (t, v) in enumerate(order):
-        run.engine.observe("d1", kit.T0 + t, extra.get("seqs", {}).get(t, None), {"temperature": v})
-    run.collect()
+    run.feed([(t, {"temperature": v}) for t, v in order])
     run.advance(1000)
     return run
 

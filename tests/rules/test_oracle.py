@@ -1,0 +1,235 @@
+"""Property: the streaming engine agrees with a brute-force batch oracle.
+
+Random readings of one temperature sensor (some out of the physical range, some gaps longer
+than max_gap) arrive shuffled within the lateness and with duplicates. The engine's violations
+and compliance intervals must equal those of `oracle`, which knows every reading up front and
+walks time second by second (all times and durations here are whole seconds, so nothing can
+change between two seconds). The oracle shares no code with the engine: it re-derives the
+semantics of docs/design.md directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.clause import ClauseVersion
+from rules.engine import SiteEngine
+from rules.site import SiteModel
+from rules.verdicts import ComplianceInterval, ViolationEnded, ViolationStarted
+
+T0 = dt.datetime(2024, 7, 1, tzinfo=dt.UTC).timestamp()
+MAX_GAP = 50  # seconds a reading holds
+RANGE = (-20.0, 60.0)
+LIMIT = 26.0
+END = 400  # the engine is advanced until this time is final
+VALUES = [24.0, 25.4, 25.9, 26.0, 26.2, 26.6, 27.0, 99.0]  # 99: outside the physical range
+WINDOWS = {None: None, "00:01-00:04": (60, 240), "00:02-00:03": (120, 180)}
+
+
+@dataclass(frozen=True)
+class Rule:
+    for_: int
+    margin: float
+    clear_for: int
+    window: str | None
+
+
+# ---- the oracle ----
+
+
+def oracle(readings: dict[int, float], rule: Rule) -> tuple[list[Any], list[Any]]:
+    """(violations, closed intervals) from the complete, ordered, duplicate-free readings.
+    Violations are (started_at, confirmed_at, ended_at or None); intervals are
+    (start, end, status) with equal neighbours merged."""
+    window = WINDOWS[rule.window]
+    times = sorted(readings)
+
+    def raw(t: int, violating: bool) -> str:
+        if window is not None and not (window[0] <= t < window[1]):
+            return "outside"
+        latest = [ts for ts in times if ts <= t]
+        if not latest or t >= latest[-1] + MAX_GAP:
+            return "unknown"
+        value = readings[latest[-1]]
+        if not (RANGE[0] <= value <= RANGE[1]):
+            return "unknown"
+        limit = LIMIT - rule.margin if violating else LIMIT
+        return "fail" if value > limit else "pass"
+
+    violations: list[list[Any]] = []
+    raws: list[str] = []
+    violating = False
+    fail_start: int | None = None
+    pass_start: int | None = None
+    for t in range(END + 1):
+        if not violating and fail_start is not None and t - fail_start >= rule.for_:
+            violating, pass_start = True, None
+            violations.append([fail_start, fail_start + rule.for_, None])
+            fail_start = None
+        if violating and pass_start is not None and t - pass_start >= rule.clear_for:
+            violations[-1][2] = pass_start
+            violating, pass_start = False, None
+        now = raw(t, violating)
+        raws.append(now)
+        if violating:
+            if now == "fail":
+                pass_start = None
+            elif now == "pass":
+                if pass_start is None:
+                    pass_start = t
+                if rule.clear_for == 0:
+                    violations[-1][2] = t
+                    violating, pass_start = False, None
+            else:
+                violations[-1][2] = pass_start if pass_start is not None else t
+                violating, pass_start = False, None
+        elif now == "fail":
+            if fail_start is None:
+                fail_start = t
+            if rule.for_ == 0:
+                violations.append([t, t, None])
+                violating, fail_start = True, None
+        else:
+            fail_start = None
+
+    # Status per second; a stretch still pending at the end is undecided, so stop before it.
+    decided = END + 1
+    if fail_start is not None:
+        decided = fail_start
+    elif violating and pass_start is not None:
+        decided = pass_start
+    statuses = []
+    for t in range(decided):
+        in_violation = any(s <= t and (e is None or t < e) for s, _, e in violations)
+        statuses.append(
+            "violating"
+            if in_violation
+            else {"outside": "outside_schedule", "unknown": "not_assessable"}.get(
+                raws[t], "compliant"
+            )
+        )
+    intervals = []
+    start = 0
+    for t in range(1, decided + 1):
+        if t == decided or statuses[t] != statuses[start]:
+            intervals.append((start, t, statuses[start]))
+            start = t
+    return [tuple(v) for v in violations], intervals[:-1]  # the last run is still open
+
+
+# ---- the engine ----
+
+
+def site() -> SiteModel:
+    return SiteModel.model_validate(
+        {
+            "site": {"id": "s1", "name": "s", "timezone": "UTC"},
+            "spaces": [{"id": "o1", "type": "office"}],
+            "devices": [
+                {
+                    "id": "d1",
+                    "space": "o1",
+                    "metrics": {
+                        "temperature": {"unit": "°C", "range": list(RANGE), "max_gap": MAX_GAP}
+                    },
+                }
+            ],
+        }
+    )
+
+
+def clause(rule: Rule) -> ClauseVersion:
+    schedule: dict[str, Any] = {}
+    if rule.window is not None:
+        start, end = rule.window.split("-")
+        schedule = {"windows": [{"start": start, "end": end}]}
+    return ClauseVersion.model_validate(
+        {
+            "id": "t.max",
+            "version": 1,
+            "effective_from": "2024-01-01",
+            "number": "1",
+            "title": "t",
+            "domain": "test",
+            "confidence": "A",
+            "schedule": schedule,
+            "check": {
+                "kind": "threshold",
+                "metric": "temperature",
+                "max": LIMIT,
+                "for": rule.for_,
+                "clear": {"margin": rule.margin, "clear_for": rule.clear_for},
+            },
+        }
+    )
+
+
+def engine_verdicts(
+    arrivals: list[tuple[int, int | None, float]], rule: Rule, lateness: int
+) -> tuple[list[Any], list[Any]]:
+    engine = SiteEngine(site(), [clause(rule)], lateness=lateness)
+    engine.advance(T0 + lateness)  # time 0 is final: the timeline starts there
+    for ts, seq, value in arrivals:
+        engine.observe("d1", T0 + ts, seq, {"temperature": value})
+    engine.advance(T0 + END + lateness)
+    outputs = engine.drain()
+    ends = {o.started_at: o.ended_at - T0 for o in outputs if isinstance(o, ViolationEnded)}
+    violations = [
+        (o.started_at - T0, o.confirmed_at - T0, ends.get(o.started_at))
+        for o in outputs
+        if isinstance(o, ViolationStarted)
+    ]
+    intervals: list[tuple[float, float, str]] = []
+    for o in outputs:
+        if isinstance(o, ComplianceInterval):
+            start, end = o.start - T0, o.end - T0
+            if intervals and intervals[-1][2] == o.status and intervals[-1][1] == start:
+                intervals[-1] = (intervals[-1][0], end, o.status)
+            else:
+                intervals.append((start, end, o.status))
+    return violations, intervals
+
+
+# ---- the property ----
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[dict[int, float], list[Any], Rule, int]:
+    times = sorted(draw(st.sets(st.integers(0, 300), min_size=1, max_size=30)))
+    readings = {t: draw(st.sampled_from(VALUES)) for t in times}
+    rule = Rule(
+        for_=draw(st.sampled_from([0, 20, 45])),
+        margin=draw(st.sampled_from([0.0, 0.5])),
+        clear_for=draw(st.sampled_from([0, 15])),
+        window=draw(st.sampled_from(list(WINDOWS))),
+    )
+    lateness = draw(st.sampled_from([0, 5, 30, 90]))
+    with_seq = draw(st.booleans())
+    # Arrival: each reading delayed by less than the lateness, ties broken at random.
+    keyed = [
+        (t + draw(st.integers(0, max(lateness - 1, 0))), draw(st.floats(0, 1)), i, t)
+        for i, t in enumerate(times)
+    ]
+    arrivals: list[tuple[int, int | None, float]] = [
+        (t, i if with_seq else None, readings[t]) for _, _, i, t in sorted(keyed)
+    ]
+    # Duplicates (redeliveries) anywhere after their original.
+    for _ in range(draw(st.integers(0, 5))):
+        original = draw(st.integers(0, len(arrivals) - 1))
+        position = draw(st.integers(original + 1, len(arrivals)))
+        arrivals.insert(position, arrivals[original])
+    return readings, arrivals, rule, lateness
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_streaming_engine_equals_batch_oracle(
+    scenario: tuple[dict[int, float], list[Any], Rule, int],
+) -> None:
+    readings, arrivals, rule, lateness = scenario
+    assert engine_verdicts(arrivals, rule, lateness) == oracle(readings, rule)
