@@ -415,7 +415,7 @@ class Building:
             if (device.id, metric) in self.registers:
                 values[metric] = round(self.registers[(device.id, metric)], 3)
             elif metric == "temperature":
-                values[metric] = round(state.temperature + rng.gauss(0, 0.05), 1)
+                values[metric] = round(state.temperature + rng.gauss(0, 0.1), 1)
             elif metric == "humidity":
                 values[metric] = round(min(99.0, max(5.0, state.humidity + rng.gauss(0, 0.5))), 1)
             elif metric == "co2":
