@@ -202,5 +202,12 @@ def test_energy_page_draws_the_month(server: str, officer: str, artifacts_dir: P
             assert "0.6361" in page.locator("#factors").inner_text()
             assert "#token" not in page.url  # the token left the address bar
             page.screenshot(path=str(artifacts_dir / "energy-demo-hq-2026-07.png"), full_page=True)
+
+            # A fresh browser context has no token: the page says so and asks for one.
+            anonymous = browser.new_page()
+            anonymous.goto(f"{server}/energy?site=demo-hq&since={SINCE}&until={UNTIL}")
+            anonymous.wait_for_selector("#status.error", timeout=30_000)
+            assert "401" in anonymous.locator("#status").inner_text()
+            assert anonymous.locator("#token-field").is_visible()
         finally:
             browser.close()
