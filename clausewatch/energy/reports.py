@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from pydantic import ValidationError
 
 from clausewatch.energy.accounting import (
     ZERO,
@@ -173,7 +174,12 @@ def load_site_model(
     if exists and exists[0]:
         row = conn.execute("SELECT model FROM sites WHERE id = %s", (site_id,)).fetchone()
         if row is not None:
-            return SiteModel.model_validate(row[0])
+            try:
+                return SiteModel.model_validate(row[0])
+            except ValidationError as exc:
+                raise ReportError(
+                    f"the stored model of site {site_id!r} is invalid: {exc}"
+                ) from None
     from clausewatch.configfiles import ConfigError, load_config_dir
 
     directory = config_dir or BUNDLED_CONFIG
@@ -275,7 +281,8 @@ def load_refuels(
         (site.site.id, since, until),
     ).fetchall()
     refuels = []
-    for ts, device, event_space, attrs in rows:
+    for ts, device, event_space, stored_attrs in rows:
+        attrs = stored_attrs if isinstance(stored_attrs, dict) else {}
         where = event_space or device_space.get(device)
         if space is not None and where not in inside:
             continue
