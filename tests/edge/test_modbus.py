@@ -90,3 +90,12 @@ def test_site_file_checks_devices_and_metrics(tmp_path: Path) -> None:
     path.write_text("site: demo-hq\ngateway: gw\nbuffer: {path: b.sqlite}\nsources: []\nextra: 1\n")
     with pytest.raises(GatewayConfigError, match=r"gw\.yaml: 2 problem"):
         load_gateway_config(path)
+
+
+def test_the_bundled_example_configuration_is_valid() -> None:
+    from edge.config import load_gateway_config
+
+    path = SITE_FILE.parents[1] / "edge" / "demo-gateway.yaml"
+    config, site = load_gateway_config(path)
+    assert site is not None and config.timezone == "Asia/Shanghai"
+    assert {source.kind for source in config.sources} == {"modbus_tcp", "simulated"}
