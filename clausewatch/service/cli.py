@@ -31,6 +31,14 @@ def register(commands: Commands) -> None:
         "run", "Run the service (ingest, scheduler, API) against configured PostgreSQL and MQTT."
     )
     _service_options(run)
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ingest processes; each owns whole sites (topic filters per site), default 1",
+    )
+    # Internal: set by the --workers supervisor on each worker process it starts.
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
 
     demo = commands.add(
@@ -133,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     _logging()
+    if args.workers != 1 or args.worker_index is not None:
+        return _run_workers(args, settings, config)
     service = Service(settings, config)
     try:
         service.start()
@@ -146,6 +156,41 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         service.stop()
     log.info("clausewatch stopped")
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
+    """`--workers N`: this process supervises N worker processes (ingest/workers.py); with
+    `--worker-index` it is one of them and runs the service for its sites."""
+    from clausewatch.service.runtime import Service, ServiceOptions
+    from ingest.workers import die_with_parent, partition_sites, supervise
+
+    try:
+        partition = partition_sites(config.sites, args.workers)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    index = args.worker_index
+    if index is None:
+        command = [sys.executable, "-m", "clausewatch.cli", *sys.argv[1:]]
+        for i, sites in enumerate(partition):
+            log.info("worker %d owns %s", i, ", ".join(sites))
+        return supervise([[*command, "--worker-index", str(i)] for i in range(args.workers)])
+    if not 0 <= index < args.workers:
+        print(f"error: --worker-index must be below --workers {args.workers}", file=sys.stderr)
+        return 2
+    die_with_parent()
+    worker_settings = settings.model_copy(
+        update={"mqtt_client_id": f"{settings.mqtt_client_id}-w{index}"}
+    )
+    options = ServiceOptions(sites=partition[index], serve_api=index == 0, periodic_jobs=index == 0)
+    service = Service(worker_settings, config, options)
+    try:
+        service.start()
+        log.info("worker %d running: sites %s", index, ", ".join(partition[index]))
+        _wait_for_signal(service)
+    finally:
+        service.stop()
     return 0
 
 
@@ -199,7 +244,9 @@ def _demo(args: argparse.Namespace) -> int:
             f"ingest pipeline         {len(config.sites)} site(s), "
             f"{len(config.clause_versions())} clause version(s), topics {settings.topic_prefix}/#"
         )
-        started.append("scheduler               rollups, partitions, notifications, retention")
+        started.append(
+            "scheduler               rollups, partitions, escalations, notifications, retention"
+        )
         token = _demo_token(settings.database_url)
         started.append(
             f"API and dashboard       {service.api_url}/  (OpenAPI: {service.api_url}/docs)"
