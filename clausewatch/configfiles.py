@@ -13,13 +13,15 @@ silently keeps the last one), only `true`/`false` are booleans (`off` stays the 
 from __future__ import annotations
 
 import argparse
+import difflib
 import itertools
 import re
+import types
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -188,7 +190,9 @@ def parse_loc(text: str) -> Loc:
     )
 
 
-def validation_problems(name: str, doc: YamlDocument, exc: ValidationError) -> list[Problem]:
+def validation_problems(
+    name: str, doc: YamlDocument, exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[Problem]:
     """Turns pydantic errors into problems with paths as written in the file.
 
     Pydantic puts union member names into error locations ('check.threshold.min.float'); those
@@ -211,6 +215,8 @@ def validation_problems(name: str, doc: YamlDocument, exc: ValidationError) -> l
             other[: len(loc)] == loc and len(other) > len(loc) for other in locs
         ):
             continue
+        if error["type"] == "extra_forbidden" and model is not None:
+            error["known"] = _known_keys(model, loc[:-1], doc.data)
         for sub_loc, message in _messages(loc, error):
             if (sub_loc, message) in seen:
                 continue
@@ -242,14 +248,31 @@ def _clean_loc(loc: Loc, data: Any, error_type: str) -> tuple[Loc, list[tuple[st
 def _closest_branches(
     entries: list[tuple[Loc, list[tuple[str, str]], dict[str, Any]]],
 ) -> list[tuple[Loc, list[tuple[str, str]], dict[str, Any]]]:
-    # Visit union positions from the outside in; at each keep the members with fewest errors.
-    positions = sorted({where for _, branches, _ in entries for where, _ in branches}, key=len)
+    # Visit union positions from the inside out (nested unions first, so an outer member is
+    # counted by its closest inner members); at each keep the members with fewest errors,
+    # after dropping members the input is not even of the type of (a mapping given where a
+    # string could go) when another member got further.
+    positions = sorted(
+        {where for _, branches, _ in entries for where, _ in branches}, key=len, reverse=True
+    )
     for where in positions:
         counts = Counter(
-            member for _, branches, _ in entries for w, member in branches if w == where
+            member
+            for _, branches, error in entries
+            for w, member in branches
+            if w == where and error["type"] != "too_short"  # echoes its items' errors
         )
         if len(counts) < 2:
             continue
+        shallow = {
+            member
+            for loc, branches, error in entries
+            for w, member in branches
+            if w == where and format_loc(loc) == where and str(error["type"]).endswith("_type")
+        }
+        if shallow and set(counts) - shallow:
+            for member in shallow:
+                del counts[member]
         fewest = min(counts.values())
         best = {member for member, count in counts.items() if count == fewest}
         entries = [
@@ -265,7 +288,13 @@ def _messages(loc: Loc, error: dict[str, Any]) -> list[tuple[Loc, str]]:
     if kind == "missing":
         return [(loc, "required, but missing")]
     if kind == "extra_forbidden":
-        return [(loc, "unknown key (check the spelling; see docs/config-formats.md)")]
+        known: list[str] | None = error.get("known")
+        if not known:
+            return [(loc, "unknown key (check the spelling; see docs/config-formats.md)")]
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        if close:
+            return [(loc, f"unknown key: did you mean {close[0]!r}?")]
+        return [(loc, f"unknown key (allowed here: {', '.join(known)})")]
     message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     # Model-level checks report several "path: message" parts joined by "; ".
     parts = message.split("; ")
@@ -280,6 +309,69 @@ def _messages(loc: Loc, error: dict[str, Any]) -> list[tuple[Loc, str]]:
         if len(shown) <= 60 and shown not in message:
             message = f"{message} (got {shown})"
     return [(loc, message)]
+
+
+def _known_keys(model: type[BaseModel], loc: Loc, data: Any) -> list[str] | None:
+    """The keys a mapping at `loc` may have, by walking the model's field types alongside the
+    data (unions of models are resolved by the data's `kind`, else by the closest fields)."""
+    annotation: Any = model
+    current = data
+    for item in loc:
+        annotation = _resolve(annotation, current)
+        origin = get_origin(annotation)
+        if isinstance(item, int) and origin in (tuple, list):
+            annotation = get_args(annotation)[0]
+        elif isinstance(item, str) and origin is dict:
+            annotation = get_args(annotation)[1]
+        elif isinstance(item, str) and isinstance(annotation, type):
+            fields = _fields_by_key(annotation)
+            if item not in fields:
+                return None
+            annotation = fields[item].annotation
+        else:
+            return None
+        if isinstance(current, dict):
+            current = current.get(item)
+        elif isinstance(current, list) and isinstance(item, int) and item < len(current):
+            current = current[item]
+        else:
+            current = None
+    annotation = _resolve(annotation, current)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return sorted(_fields_by_key(annotation))
+    return None
+
+
+def _fields_by_key(model: type) -> dict[str, Any]:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return {}
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _resolve(annotation: Any, data: Any) -> Any:
+    """Strips Annotated; picks the member of a union of models that `data` is meant to be."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return annotation
+    members = [_resolve(a, data) for a in get_args(annotation) if a is not type(None)]
+    models = [m for m in members if _fields_by_key(m)]
+    if not models:
+        return members[0] if len(members) == 1 else None
+    keys = set(data) if isinstance(data, dict) else set()
+
+    def fit(candidate: type) -> int:
+        fields = _fields_by_key(candidate)
+        kind = fields.get("kind")
+        if (
+            kind is not None
+            and isinstance(data, dict)
+            and data.get("kind") in get_args(kind.annotation)
+        ):
+            return 1_000
+        return len(keys & set(fields))
+
+    return max(models, key=fit)
 
 
 def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
@@ -306,7 +398,7 @@ def validate_document(path: Path, doc: YamlDocument, model: type[ModelT]) -> Mod
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(str(path), doc, exc)) from exc
+        raise ConfigError(validation_problems(str(path), doc, exc, model)) from exc
 
 
 # ---- single files ----
@@ -341,8 +433,8 @@ def _clause_file_checks(clause_file: ClauseFile) -> list[tuple[Loc, str]]:
     by_id: dict[str, list[tuple[int, ClauseVersion]]] = defaultdict(list)
     for i, clause in enumerate(clause_file.clauses):
         by_id[clause.id].append((i, clause))
-        for site, types in clause.overrides.site_space_types.items():
-            for space_type, values in types.items():
+        for site, by_type in clause.overrides.site_space_types.items():
+            for space_type, values in by_type.items():
                 for name in values:
                     if name not in clause.params:
                         loc: Loc = ("clauses", i, "overrides", "site_space_types", site, space_type)

@@ -86,8 +86,28 @@ def test_valid_files_load(tmp_path: Path) -> None:
 def test_unknown_key_names_file_path_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "site.yaml", SITE.replace("area_m2: 20}", "area_m2: 20, colour: red}"))
     assert problems_of(load_site, path) == [
-        f"{path}: spaces[1].colour: unknown key (check the spelling; see "
-        "docs/config-formats.md) (line 9)"
+        f"{path}: spaces[1].colour: unknown key (allowed here: area_m2, id, name, occupants, "
+        "parent, tags, type) (line 9)"
+    ]
+
+
+def test_a_misspelt_key_gets_a_suggestion(tmp_path: Path) -> None:
+    text = CLAUSES.replace("confidence: A", "confidance: A").replace("for: 10m", "fro: 10m")
+    path = write(tmp_path, "clauses.yaml", text)
+    assert problems_of(load_clause_file, path) == [
+        f"{path}: clauses[0].confidence: required, but missing (line 3)",
+        f"{path}: clauses[0].check.fro: unknown key: did you mean 'for'? (line 20)",
+        f"{path}: clauses[0].confidance: unknown key: did you mean 'confidence'? (line 9)",
+    ]
+
+
+def test_a_mapping_where_a_name_or_a_mapping_may_go_reports_the_mapping_problem(
+    tmp_path: Path,
+) -> None:
+    text = CLAUSES.replace("season: cooling", "season: {from: '06-01', to: '09-30', year: 1}")
+    path = write(tmp_path, "clauses.yaml", text)
+    assert problems_of(load_clause_file, path) == [
+        f"{path}: clauses[0].schedule.season.year: unknown key (allowed here: from, to) (line 15)"
     ]
 
 
@@ -153,6 +173,18 @@ def test_a_bad_condition_reports_its_one_wrong_field(tmp_path: Path) -> None:
     path = write(tmp_path, "clauses.yaml", text)
     (problem,) = problems_of(load_clause_file, path)
     assert problem.startswith(f"{path}: clauses[0].check.when.op: Input should be '<'")
+
+
+def test_a_nested_condition_reports_the_wrong_leaf(tmp_path: Path) -> None:
+    text = CLAUSES.replace(
+        "      for: 10m\n",
+        "      for: 10m\n      when: {any: [{metric: hvac_mode, op: '==', value: 1, agg: 1}]}\n",
+    )
+    path = write(tmp_path, "clauses.yaml", text)
+    assert problems_of(load_clause_file, path) == [
+        f"{path}: clauses[0].check.when.any[0].agg: unknown key (allowed here: aggregate, "
+        "metric, op, value) (line 21)"
+    ]
 
 
 def test_undeclared_parameter(tmp_path: Path) -> None:
