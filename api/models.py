@@ -306,6 +306,9 @@ class SitePublic(BaseModel):
     id: str
     name: str
     timezone: str
+    # The site's engine watermark: the event time up to which its data has been judged (what
+    # "now" is for the data; far behind the wall clock in a replay, or when ingest stalls).
+    data_time: dt.datetime | None
 
 
 class SpacePublic(BaseModel):

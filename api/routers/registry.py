@@ -47,10 +47,13 @@ def _site_clause(
 @router.get("/sites", responses=problems(401, 403))
 def list_sites(conn: DbConn, principal: Reader) -> list[SitePublic]:
     args: list[Any] = []
-    where = _site_clause(principal, None, args, column="id")
+    where = _site_clause(principal, None, args, column="s.id")
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            f"SELECT id, name, timezone FROM sites WHERE {where} ORDER BY id", args
+            "SELECT s.id, s.name, s.timezone, to_timestamp(c.watermark) AS data_time"
+            f" FROM sites s LEFT JOIN engine_checkpoints c ON c.site = s.id WHERE {where}"
+            " ORDER BY s.id",
+            args,
         ).fetchall()
     return [SitePublic(**row) for row in rows]
 

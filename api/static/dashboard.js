@@ -7,6 +7,7 @@ const API = "/api/v1";
 const TOKEN_KEY = "clausewatch.token";
 const LANG_KEY = "clausewatch.lang";
 const OPEN_STATES = ["firing", "acknowledged", "resolved"];
+const LIMIT_PARAM = /^(limit|min|max|low|high|lower|upper)(_|$)/;
 
 const LABELS = {
   zh: {
@@ -21,7 +22,7 @@ const LABELS = {
     firing: "告警中", acknowledged: "已确认", resolved: "已恢复", closed: "已关闭",
     critical: "严重", major: "重要", warning: "警告", info: "提示",
     raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知",
-    no_data: "无数据", version: "版本", last_7_days: "近7天",
+    no_data: "无数据", version: "版本", last_7_days: "近7天", data_time: "数据截至",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", api: "API", offline: "offline",
@@ -36,7 +37,7 @@ const LABELS = {
     resolved: "resolved", closed: "closed", critical: "critical", major: "major",
     warning: "warning", info: "info", raised: "raised", escalated: "escalated",
     reopened: "reopened", notified: "notified", no_data: "no data", version: "version",
-    last_7_days: "last 7 days",
+    last_7_days: "last 7 days", data_time: "data as of",
   },
 };
 
@@ -132,29 +133,42 @@ async function start() {
 
 // ---- site tiles ----
 
+// Each tile covers the 7 days up to the site's data time (its engine watermark): the same as
+// the last 7 days in live operation, and the right window when the data runs on its own clock
+// (replays, the accelerated demo). The tile says how old its data is.
+async function siteFigures(site) {
+  const query = new URLSearchParams({ site: site.id });
+  if (site.data_time) {
+    const until = new Date(Date.parse(site.data_time) + 1000);
+    query.set("until", until.toISOString());
+    query.set("since", new Date(until - 7 * 86400e3).toISOString());
+  }
+  const report = await api(`/compliance?${query}`);
+  return report.sites[0];
+}
+
 async function loadSites() {
   if (!state.token || $("app").hidden) return;
-  let sites, report;
+  let sites, figures;
   try {
-    [sites, report] = await Promise.all([api("/sites"), api("/compliance")]);
+    sites = await api("/sites");
+    figures = await Promise.all(sites.map(siteFigures));
   } catch (error) {
     if (error instanceof Unauthorized) showLogin(t("bad_token"));
     return;
   }
-  const bySite = new Map(report.sites.map((s) => [s.site, s]));
-  const tiles = sites.map((site) => {
-    const figures = bySite.get(site.id);
-    const rate = figures && figures.rate !== null ? `${(figures.rate * 100).toFixed(1)} %` : "—";
-    const coverage = figures && figures.coverage.rate !== null
-      ? `${(figures.coverage.rate * 100).toFixed(0)} %` : "—";
+  const tiles = sites.map((site, i) => {
+    const f = figures[i];
+    const rate = f && f.rate !== null ? `${(f.rate * 100).toFixed(1)} %` : "—";
+    const coverage = f && f.coverage.rate !== null ? `${(f.coverage.rate * 100).toFixed(0)} %` : "—";
     return el(
       "div", { class: "tile", "data-site": site.id },
       el("h3", {}, site.name),
       el("div", { class: "open" }, `${t("compliance")} · ${t("last_7_days")}`),
       el("div", { class: "rate", title: t("compliance") }, rate),
-      el("div", { class: "open" },
-        `${figures ? figures.open_alerts : 0} ${t("open_alerts")}`),
+      el("div", { class: "open" }, `${f ? f.open_alerts : 0} ${t("open_alerts")}`),
       el("div", { class: "open" }, `${t("coverage")} ${coverage}`),
+      el("div", { class: "open" }, `${t("data_time")} ${formatTime(site.data_time)}`),
     );
   });
   $("sites").replaceChildren(...tiles);
@@ -352,9 +366,12 @@ async function drawChart(alert) {
   }
   const NS = "http://www.w3.org/2000/svg";
   const width = 600, height = 160, pad = 28;
-  const limit = alert.clause.params.limit;
+  // Limits among the parameters the alert was judged with (limit, min, max, low, high...).
+  const limits = Object.entries(alert.clause.params)
+    .filter(([name]) => LIMIT_PARAM.test(name))
+    .map(([, value]) => value);
   const all = line.concat(evidence);
-  const ys = all.map((p) => p.y).concat(limit === undefined ? [] : [limit]);
+  const ys = all.map((p) => p.y).concat(limits);
   const x0 = Math.min(...all.map((p) => p.x)), x1 = Math.max(...all.map((p) => p.x));
   const y0 = Math.min(...ys), y1 = Math.max(...ys);
   const sx = (x) => pad + ((x - x0) / ((x1 - x0) || 1)) * (width - 2 * pad);
@@ -368,7 +385,7 @@ async function drawChart(alert) {
     if (text !== undefined) node.textContent = text;
     svg.append(node);
   };
-  if (limit !== undefined) {
+  for (const limit of limits) {
     add("line", { x1: pad, x2: width - pad, y1: sy(limit), y2: sy(limit),
       stroke: "#b42318", "stroke-dasharray": "4 3" });
     add("text", { x: width - pad, y: sy(limit) - 4, "text-anchor": "end", "font-size": 11,
