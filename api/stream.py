@@ -33,6 +33,7 @@ from psycopg_pool import ConnectionPool
 from api.alert_rows import ALERT_COLUMNS, alert_public
 from api.auth import Principal, Reader
 from api.models import Problem, StreamEvent
+from api.tokens import is_live
 
 log = logging.getLogger(__name__)
 CHANNEL = "cw_alerts"
@@ -249,6 +250,9 @@ async def stream(
         if reader.more:
             continue  # a full batch: more rows are waiting, read on at once
         if time.monotonic() - last_sent >= config.heartbeat_s:
+            # A revoked token loses its open streams too, within one heartbeat.
+            if not await anyio.to_thread.run_sync(with_conn, is_live, principal.token_id):
+                return
             yield ServerSentEvent(comment="heartbeat")
             last_sent = time.monotonic()
         await feed.wait(seen, min(config.poll_s, config.heartbeat_s))

@@ -77,6 +77,14 @@ def lookup_token(conn: psycopg.Connection, token: str) -> TokenRecord | None:
     return None if row is None else _record(row)
 
 
+def is_live(conn: psycopg.Connection, token_id: int) -> bool:
+    """Whether the token with this id exists and is not revoked (long streams re-check)."""
+    row = conn.execute(
+        "SELECT 1 FROM api_tokens WHERE id = %s AND revoked_at IS NULL", (token_id,)
+    ).fetchone()
+    return row is not None
+
+
 def list_tokens(conn: psycopg.Connection) -> list[TokenRecord]:
     rows = conn.execute(
         "SELECT id, role, sites, label, created_at, revoked_at FROM api_tokens ORDER BY id"

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from api.stream import TimelineReader
+from api.tokens import create_token, revoke_token
 from tests.api.conftest import SseEvent, add_timeline, auth, insert_alert, read_events
 
 pytestmark = pytest.mark.integration
@@ -95,3 +96,18 @@ def test_gaps_are_remembered_until_filled_or_expired() -> None:
     assert reader.advance([12, 14, 15], now=1.0) == {12, 15}  # 14 was delivered already
     assert set(reader.gaps) == {13}
     assert reader.last_id == 15
+
+
+def test_revoking_a_token_ends_its_open_stream(live_api: str, api_database_url: str) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        token, record = create_token(conn, "viewer", ("site-a",), "to be revoked")
+    with httpx.stream(
+        "GET", f"{live_api}/api/v1/stream", headers=auth(token), timeout=TIMEOUT
+    ) as response:
+        lines = response.iter_lines()
+        read_events(lines, 1, kinds=("hello",))
+        with psycopg.connect(api_database_url) as conn:
+            revoke_token(conn, record.id)
+        # The server closes the stream within a heartbeat (1 s in tests): the lines run out.
+        rest = list(lines)
+    assert all(not line.startswith("event: alert") for line in rest)
