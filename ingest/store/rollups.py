@@ -24,7 +24,8 @@ REFRESH_LOCK_KEY = 0x726F_6C6C_7570  # "rollup"
 
 TAKE_DIRTY = """
 CREATE TEMP TABLE IF NOT EXISTS refresh_hours (
-    site text, device text, metric text, bucket timestamptz,
+    site text COLLATE "C", device text COLLATE "C", metric text COLLATE "C",
+    bucket timestamptz,
     PRIMARY KEY (site, device, metric, bucket)
 ) ON COMMIT DELETE ROWS;
 TRUNCATE refresh_hours;
@@ -84,7 +85,8 @@ GROUP BY d.site, d.device, d.metric, d.bucket;
 
 REFRESH_DAYS = """
 CREATE TEMP TABLE IF NOT EXISTS refresh_days (
-    site text, device text, metric text, bucket timestamptz,
+    site text COLLATE "C", device text COLLATE "C", metric text COLLATE "C",
+    bucket timestamptz,
     PRIMARY KEY (site, device, metric, bucket)
 ) ON COMMIT DELETE ROWS;
 TRUNCATE refresh_days;

@@ -77,30 +77,29 @@ class DeadLetter(NamedTuple):
 
 StoreRow = ReadingRow | EventRow | DeadLetter
 
+READING_COLUMNS = "site, device, metric, ts, value, seq, received_at, broker_stamped"
+READING_TYPES = ["text", "text", "text", "timestamptz", "float8", "int8", "timestamptz", "bool"]
+# Straight into the table: the fast path for the usual batch, in which no row is stored yet.
+DIRECT_COPY = f"COPY readings ({READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS readings_staging (
-    site text, device text, metric text, ts float8, value float8, seq int8,
-    received_at float8, broker_stamped bool
+    site text COLLATE "C", device text COLLATE "C", metric text COLLATE "C", ts timestamptz,
+    value float8, seq int8, received_at timestamptz, broker_stamped bool
 ) ON COMMIT DELETE ROWS
 """
-STAGING_COPY = (
-    "COPY readings_staging (site, device, metric, ts, value, seq, received_at, broker_stamped)"
-    " FROM STDIN (FORMAT BINARY)"
-)
-STAGING_TYPES = ["text", "text", "text", "float8", "float8", "int8", "float8", "bool"]
-# One statement: insert the new rows, mark their hours dirty for the rollups, count them.
+STAGING_COPY = f"COPY readings_staging ({READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# The dedupe path, one statement: insert the rows not stored yet, mark their hours dirty for
+# the rollups, count them.
 INSERT_FROM_STAGING = f"""
 WITH inserted AS (
-    INSERT INTO readings (site, device, metric, ts, value, seq, received_at, broker_stamped)
-    SELECT s.site, s.device, s.metric, to_timestamp(s.ts), s.value, s.seq,
-           to_timestamp(s.received_at), s.broker_stamped
+    INSERT INTO readings ({READING_COLUMNS})
+    SELECT s.site, s.device, s.metric, s.ts, s.value, s.seq, s.received_at, s.broker_stamped
     FROM readings_staging s
     WHERE NOT (s.broker_stamped AND s.seq IS NOT NULL AND EXISTS (
         SELECT 1 FROM readings r
         WHERE r.site = s.site AND r.device = s.device AND r.seq = s.seq
           AND r.metric = s.metric AND r.broker_stamped
-          AND r.ts >= to_timestamp(s.ts) - INTERVAL '{BROKER_SEQ_WINDOW}'
-          AND r.ts <= to_timestamp(s.ts)))
+          AND r.ts >= s.ts - INTERVAL '{BROKER_SEQ_WINDOW}' AND r.ts <= s.ts))
     ON CONFLICT DO NOTHING
     RETURNING site, device, metric, ts
 ), dirty AS (
@@ -110,6 +109,14 @@ WITH inserted AS (
 )
 SELECT count(*) FROM inserted
 """
+MARK_DIRTY = """
+INSERT INTO rollup_dirty (site, device, metric, bucket)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+# After a batch met stored rows (redelivery), this many batches go straight to the dedupe path
+# rather than trying the fast path and rolling it back each time.
+DEDUPE_STREAK = 20
 
 
 def _days(times: Iterable[float]) -> set[dt.date]:
@@ -119,10 +126,13 @@ def _days(times: Iterable[float]) -> set[dt.date]:
 
 @dataclass
 class PartitionCache:
-    """Days known to have a partition, per table (native mode). Clear it after a rollback:
+    """A writer's memory between batches: days known to have a partition, per table (native
+    mode), and how many coming batches skip the fast path. Clear it after a rollback:
     partitions created in a rolled-back transaction do not exist."""
 
     days: dict[str, set[dt.date]] = field(default_factory=dict)
+    dedupe_batches: int = 0
+    staging_backend: int | None = None  # server process whose session has the staging table
 
     def ensure(self, conn: psycopg.Connection[Any], table: str, times: Iterable[float]) -> None:
         if storage_mode(conn) != "native":
@@ -131,6 +141,45 @@ class PartitionCache:
 
     def clear(self) -> None:
         self.days.clear()
+        self.staging_backend = None
+
+
+def _as_copy_rows(rows: Sequence[ReadingRow]) -> list[tuple[Any, ...]]:
+    """Rows with datetimes for timestamptz. Both paths convert here, in one way, so a
+    redelivered float ts always becomes the very same stored timestamp."""
+    stamp = dt.datetime.fromtimestamp
+    utc = dt.UTC
+    return [
+        (
+            r.site,
+            r.device,
+            r.metric,
+            stamp(r.ts, utc),
+            r.value,
+            r.seq,
+            stamp(r.received_at, utc),
+            r.broker_stamped,
+        )
+        for r in rows
+    ]
+
+
+def _copy(cur: psycopg.Cursor[Any], statement: str, rows: list[tuple[Any, ...]]) -> None:
+    with cur.copy(statement) as copy:
+        copy.set_types(READING_TYPES)
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
+
+
+def _mark_dirty(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
+    """Marks the (series, UTC hour) of each row, from the stored (rounded) timestamps."""
+    hours = {(r[0], r[1], r[2], r[3].replace(minute=0, second=0, microsecond=0)) for r in rows}
+    columns: tuple[list[Any], ...] = ([], [], [], [])
+    for hour in hours:
+        for column, value in zip(columns, hour, strict=True):
+            column.append(value)
+    cur.execute(MARK_DIRTY, columns)
 
 
 def write_readings(
@@ -138,23 +187,40 @@ def write_readings(
     rows: Sequence[ReadingRow],
     partitions: PartitionCache | None = None,
 ) -> int:
-    """COPYs `rows` into a staging table and inserts those not already stored; returns how many
-    were new. Marks the touched hours for `refresh_rollups`. No commit."""
+    """Stores the readings not already stored and returns how many were new; marks the touched
+    hours for `refresh_rollups`. No commit (the caller owns the transaction).
+
+    Fast path: COPY straight into `readings` inside a savepoint; a batch that meets a stored
+    row (a redelivery) rolls back to the savepoint and takes the dedupe path: COPY into a
+    staging table, then INSERT ... ON CONFLICT DO NOTHING. Batches with broker-stamped readings
+    carrying a seq always take the dedupe path (their key is not the unique index)."""
     if not rows:
         return 0
-    (partitions or PartitionCache()).ensure(conn, "readings", (r.ts for r in rows))
+    state = partitions or PartitionCache()
+    state.ensure(conn, "readings", (r.ts for r in rows))
+    copy_rows = _as_copy_rows(rows)
     with conn.cursor() as cur:
-        cur.execute(STAGING_DDL)
-        with cur.copy(STAGING_COPY) as copy:
-            copy.set_types(STAGING_TYPES)
-            write_row = copy.write_row
-            for row in rows:
-                write_row(row)
+        seq_checked = any(r.broker_stamped and r.seq is not None for r in rows)
+        if state.dedupe_batches > 0:
+            state.dedupe_batches -= 1
+        elif not seq_checked:
+            try:
+                with conn.transaction():
+                    _copy(cur, DIRECT_COPY, copy_rows)
+                    _mark_dirty(cur, copy_rows)
+                return len(rows)
+            except psycopg.errors.UniqueViolation:
+                state.dedupe_batches = DEDUPE_STREAK
+        backend = conn.info.backend_pid
+        if state.staging_backend != backend:
+            cur.execute(STAGING_DDL)
+            state.staging_backend = backend
+        _copy(cur, STAGING_COPY, copy_rows)
         cur.execute(INSERT_FROM_STAGING)
         counted = cur.fetchone()
-        # The staging rows go at commit (ON COMMIT DELETE ROWS); clear them now too, so a
-        # second call in this transaction does not see them.
-        cur.execute("TRUNCATE readings_staging")
+        # The staging rows go at commit (ON COMMIT DELETE ROWS, which also drops the dead rows
+        # this leaves); delete them now so a second call in this transaction does not see them.
+        cur.execute("DELETE FROM readings_staging")
     return int(counted[0]) if counted else 0
 
 

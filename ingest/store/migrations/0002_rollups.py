@@ -20,9 +20,9 @@ from ingest.store.mode import choose_mode
 
 NATIVE_STATS = """
 CREATE TABLE readings_{grain} (
-    site        text NOT NULL,
-    device      text NOT NULL,
-    metric      text NOT NULL,
+    site        text COLLATE "C" NOT NULL,
+    device      text COLLATE "C" NOT NULL,
+    metric      text COLLATE "C" NOT NULL,
     bucket      timestamptz NOT NULL,
     value_count bigint NOT NULL,
     value_sum   double precision NOT NULL,
@@ -52,9 +52,9 @@ CAGG_POLICIES = {
 
 CONSUMPTION = """
 CREATE TABLE consumption_{grain} (
-    site        text NOT NULL,
-    device      text NOT NULL,
-    metric      text NOT NULL,
+    site        text COLLATE "C" NOT NULL,
+    device      text COLLATE "C" NOT NULL,
+    metric      text COLLATE "C" NOT NULL,
     bucket      timestamptz NOT NULL,
     consumption double precision NOT NULL,
     resets      integer NOT NULL DEFAULT 0,  -- times the register went backwards
@@ -64,9 +64,9 @@ CREATE TABLE consumption_{grain} (
 
 DIRTY = """
 CREATE TABLE rollup_dirty (
-    site   text NOT NULL,
-    device text NOT NULL,
-    metric text NOT NULL,
+    site   text COLLATE "C" NOT NULL,
+    device text COLLATE "C" NOT NULL,
+    metric text COLLATE "C" NOT NULL,
     bucket timestamptz NOT NULL,  -- UTC hour
     PRIMARY KEY (site, device, metric, bucket)
 )

@@ -54,6 +54,10 @@ def test_redelivered_batches_add_no_rows(store_url: str) -> None:
         overlap = readings("d-seq", 60, seq=True)
         assert write_readings(conn, overlap + overlap[-2:], cache) == 20
         assert count(conn, "readings") == 220
+        # A new batch repeating a row within itself, on a writer that saw no conflict yet.
+        fresh = readings("d-new", 5, seq=False)
+        assert write_readings(conn, fresh + fresh[:3], PartitionCache()) == 10
+        assert count(conn, "readings") == 230
 
 
 def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str) -> None:

@@ -1,0 +1,179 @@
+"""Storage benchmark: metric values per second written through the storage layer (COPY into
+staging + INSERT ... ON CONFLICT DO NOTHING) against a naive per-row INSERT baseline, at 1, 10
+and 100 rows per batch (one transaction per batch) and at the default batching, plus the
+BatchWriter end to end (producer `put_many` -> bounded queue -> writer thread -> commit).
+
+Runs against a fresh database it creates on the given server and drops afterwards:
+
+    .venv/bin/python bench/storage.py [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from clausewatch.settings import Settings
+from ingest.store.migrate import migrate
+from ingest.store.partitions import ensure_partitions
+from ingest.store.pool import connect
+from ingest.store.writer import BatchWriter
+from ingest.store.writes import PartitionCache, ReadingRow, write_readings
+
+METRICS = ("temperature", "humidity", "co2", "pm10", "illuminance")
+NAIVE_INSERT = (
+    "INSERT INTO readings (site, device, metric, ts, value, seq, received_at, broker_stamped)"
+    " VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, to_timestamp(%s), %s)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Source:
+    """Distinct readings: devices report all metrics each second, like a busy site."""
+
+    def __init__(self, devices: int = 200) -> None:
+        self.devices = [f"dev-{i:04d}" for i in range(devices)]
+        self.t0 = time.time() - 3600
+        self.tick = 0
+
+    def take(self, n: int) -> list[ReadingRow]:
+        rows: list[ReadingRow] = []
+        while len(rows) < n:
+            ts = self.t0 + self.tick * 0.001
+            now = ts + 0.5
+            for device in self.devices:
+                for metric in METRICS:
+                    rows.append(ReadingRow("bench", device, metric, ts, 21.5, self.tick, now))
+            self.tick += 1
+        return rows[:n]
+
+
+def timed(run: Callable[[], int]) -> tuple[int, float]:
+    started = time.perf_counter()
+    rows = run()
+    return rows, time.perf_counter() - started
+
+
+def naive(url: str, source: Source, batch: int, total: int) -> tuple[int, float]:
+    batches = [source.take(batch) for _ in range(max(1, total // batch))]
+    with connect(url, autocommit=True) as conn:
+
+        def run() -> int:
+            for rows in batches:
+                with conn.transaction():
+                    for row in rows:
+                        conn.execute(NAIVE_INSERT, row)
+            return sum(len(b) for b in batches)
+
+        return timed(run)
+
+
+def copy(url: str, source: Source, batch: int, total: int) -> tuple[int, float]:
+    batches = [source.take(batch) for _ in range(max(1, total // batch))]
+    cache = PartitionCache()
+    with connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            write_readings(conn, source.take(1), cache)  # partitions and staging exist
+
+        def run() -> int:
+            written = 0
+            for rows in batches:
+                with conn.transaction():
+                    written += write_readings(conn, rows, cache)
+            return written
+
+        return timed(run)
+
+
+def writer(url: str, source: Source, total: int, settings: Settings) -> tuple[int, float, Any]:
+    """Producer thread puts messages of 5 values (one device's reading) as MQTT would."""
+    messages = [source.take(len(METRICS)) for _ in range(total // len(METRICS))]
+    with BatchWriter(
+        url,
+        batch_rows=settings.batch_rows,
+        flush_interval_s=settings.flush_interval_s,
+        queue_capacity=settings.queue_capacity,
+    ) as w:
+        w.put_many(source.take(1))
+        assert w.flush(timeout=30)
+        started = time.perf_counter()
+        for message in messages:
+            w.put_many(message)
+        assert w.flush(timeout=300)
+        elapsed = time.perf_counter() - started
+    return w.stats.readings_new - 1, elapsed, w.stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get(
+            "CLAUSEWATCH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the row counts")
+    args = parser.parse_args()
+    settings = Settings()
+    scale = args.scale
+
+    with fresh_database(args.server_url) as url:
+        migrate(url)
+        source = Source()
+        with connect(url) as conn:
+            # The per-row baseline needs the day partitions the COPY path creates itself.
+            start_day = dt.datetime.fromtimestamp(source.t0, dt.UTC).date()
+            ensure_partitions(conn, 2, today=start_day)
+            row = conn.execute("SHOW server_version").fetchone()
+        print(f"PostgreSQL {row[0] if row else '?'}, Python {platform.python_version()},")
+        print(f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}")
+        print()
+        print("| rows per batch | per-row INSERT values/s | COPY values/s | COPY / INSERT |")
+        print("|---:|---:|---:|---:|")
+        for batch, naive_rows, copy_rows in (
+            (1, 2_000, 5_000),
+            (10, 5_000, 20_000),
+            (100, 10_000, 100_000),
+            (settings.batch_rows, 20_000, 300_000),
+        ):
+            n_rows, n_s = naive(url, source, batch, int(naive_rows * scale))
+            c_rows, c_s = copy(url, source, batch, int(copy_rows * scale))
+            label = f"{batch} (default)" if batch == settings.batch_rows else str(batch)
+            naive_rate, copy_rate = n_rows / n_s, c_rows / c_s
+            ratio = copy_rate / naive_rate
+            print(f"| {label} | {naive_rate:,.0f} | {copy_rate:,.0f} | {ratio:.1f}× |")
+        w_rows, w_s, stats = writer(url, source, int(500_000 * scale), settings)
+        print()
+        print(
+            f"BatchWriter end to end, default settings (batch_rows={settings.batch_rows},"
+            f" flush_interval_s={settings.flush_interval_s},"
+            f" queue_capacity={settings.queue_capacity}): {w_rows:,} values in {w_s:.2f} s ="
+            f" {w_rows / w_s:,.0f} values/s sustained; {stats.batches} batches,"
+            f" producer blocked {stats.blocked_s:.2f} s (back-pressure)"
+        )
+
+
+if __name__ == "__main__":
+    main()
