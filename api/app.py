@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -120,13 +120,10 @@ def _install_dashboard(app: FastAPI) -> None:
     def dashboard() -> FileResponse:
         return FileResponse(index, media_type="text/html; charset=utf-8")
 
-    energy_page = STATIC_DIR / "energy.html"
+    energy_page = STATIC_DIR / "energy.html"  # the energy engineer's page (issue 7)
 
     @app.get("/energy", include_in_schema=False)
     def energy() -> FileResponse:
-        # The energy engineer's page (issue 7); a plain 404 until it exists.
-        if not energy_page.exists():
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no energy page in this build")
         return FileResponse(energy_page, media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

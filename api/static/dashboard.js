@@ -119,6 +119,8 @@ function showLogin(message = "") {
 }
 
 async function start() {
+  // The energy page reads its token from the URL fragment, which browsers never send.
+  $("energy-link").href = `/energy#token=${encodeURIComponent(state.token)}`;
   $("login").hidden = true;
   $("app").hidden = false;
   $("sign-out").hidden = false;
