@@ -6,10 +6,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
 
 from rules.site import ID_PATTERN, METRIC_PATTERN
 
+
+def _utc_if_naive(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+# A time in a query: RFC 3339; without an offset it is taken as UTC.
+QueryTime = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
 SiteId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MetricId = Annotated[str, StringConstraints(pattern=METRIC_PATTERN, max_length=64)]
 AlertState = Literal["firing", "acknowledged", "resolved", "closed"]

@@ -4,7 +4,6 @@ human steps of the lifecycle, acknowledge and close (clausewatch.alerts does the
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from api.models import (
     AlertState,
     ClauseProvenance,
     CloseCreate,
+    QueryTime,
     Severity,
     SiteId,
     Standard,
@@ -46,8 +46,8 @@ def list_alerts(
     space: Annotated[
         str | None, Query(max_length=64, description="a space and its subtree")
     ] = None,
-    since: Annotated[dt.datetime | None, Query(description="started at or after")] = None,
-    until: Annotated[dt.datetime | None, Query(description="started before")] = None,
+    since: Annotated[QueryTime | None, Query(description="started at or after")] = None,
+    until: Annotated[QueryTime | None, Query(description="started before")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AlertPage:
@@ -77,10 +77,10 @@ def list_alerts(
         args.extend([space, space])
     if since is not None:
         where.append("a.started_at >= %s")
-        args.append(_aware(since))
+        args.append(since)
     if until is not None:
         where.append("a.started_at < %s")
-        args.append(_aware(until))
+        args.append(until)
     if cursor is not None:
         at, last_id = decode_cursor(cursor)
         where.append("(a.started_at, a.id) < (%s, %s)")
@@ -156,11 +156,6 @@ def _lifecycle_errors(conn: DbConn) -> Iterator[None]:
     except lifecycle.AlertError as exc:
         conn.rollback()
         raise HTTPException(exc.http_status, exc.message) from exc
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """Query times without an offset are taken as UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _ensure_visible(conn: DbConn, principal: Principal, alert_id: int) -> None:

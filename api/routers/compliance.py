@@ -12,7 +12,7 @@ from psycopg.rows import tuple_row
 from api.auth import Reader
 from api.compliance import compliance_report
 from api.deps import DbConn
-from api.models import ComplianceReport, SiteId, problems
+from api.models import ComplianceReport, QueryTime, SiteId, problems
 
 router = APIRouter(tags=["compliance"])
 DEFAULT_PERIOD = dt.timedelta(days=7)
@@ -28,13 +28,13 @@ def get_compliance(
     principal: Reader,
     site: SiteId | None = None,
     clause: Annotated[str | None, Query(max_length=128)] = None,
-    since: Annotated[dt.datetime | None, Query(description="default: until − 7 days")] = None,
-    until: Annotated[dt.datetime | None, Query(description="exclusive; default: now")] = None,
+    since: Annotated[QueryTime | None, Query(description="default: until − 7 days")] = None,
+    until: Annotated[QueryTime | None, Query(description="exclusive; default: now")] = None,
 ) -> ComplianceReport:
     now = dt.datetime.now(dt.UTC)
-    end = _aware(until) if until is not None else now
+    end = until if until is not None else now
     try:
-        start = _aware(since) if since is not None else end - DEFAULT_PERIOD
+        start = since if since is not None else end - DEFAULT_PERIOD
     except OverflowError as exc:
         raise _field_error("until", "too early to have a default period before it") from exc
     if start >= end:
@@ -50,10 +50,6 @@ def get_compliance(
         if known is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     return compliance_report(conn, sites, start, end, now, clause)
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _field_error(field: str, message: str) -> HTTPException:

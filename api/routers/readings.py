@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api.auth import Reader
 from api.deps import DbConn
-from api.models import MetricId, ReadingPoint, ReadingSeries, SiteId, problems
+from api.models import MetricId, QueryTime, ReadingPoint, ReadingSeries, SiteId, problems
 from ingest.store.readings import BucketPoint, QueryError, RawPoint, query_readings
 
 router = APIRouter(tags=["readings"])
@@ -26,8 +26,8 @@ def get_readings(
     site: SiteId,
     device: SiteId,
     metric: MetricId,
-    since: Annotated[dt.datetime | None, Query(description="default: until − 24 h")] = None,
-    until: Annotated[dt.datetime | None, Query(description="exclusive; default: now")] = None,
+    since: Annotated[QueryTime | None, Query(description="default: until − 24 h")] = None,
+    until: Annotated[QueryTime | None, Query(description="exclusive; default: now")] = None,
     bucket: Annotated[
         str | None,
         Query(pattern=r"^[1-9][0-9]{0,5}[smhdw]$", description="e.g. 15m, 1h, 1d; none: raw"),
@@ -43,8 +43,8 @@ def get_readings(
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
     try:
-        end = _aware(until) if until is not None else dt.datetime.now(dt.UTC)
-        start = _aware(since) if since is not None else end - DEFAULT_PERIOD
+        end = until if until is not None else dt.datetime.now(dt.UTC)
+        start = since if since is not None else end - DEFAULT_PERIOD
         if start >= end:
             raise QueryError("since must be before until")
         points = query_readings(conn, site, device, metric, start, end, bucket)
@@ -75,7 +75,3 @@ def _point(point: RawPoint | BucketPoint) -> ReadingPoint:
     return ReadingPoint(
         ts=point.bucket, value=point.mean, min=point.min, max=point.max, count=point.count
     )
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

@@ -22,6 +22,7 @@ from api.models import (
     PartyCreate,
     PartyPublic,
     PartyUpdate,
+    QueryTime,
     SiteId,
     SitePublic,
     SpacePublic,
@@ -102,15 +103,14 @@ def list_assignments(
     conn: DbConn,
     principal: Reader,
     site: SiteId | None = None,
-    at: Annotated[dt.datetime | None, Query(description="only those in force at this time")] = None,
+    at: Annotated[QueryTime | None, Query(description="only those in force at this time")] = None,
 ) -> list[AssignmentPublic]:
     """Assignments, past, present and future (or only those in force at `at`)."""
     args: list[Any] = []
     where = _site_clause(principal, site, args)
     if at is not None:
         where += " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
-        moment = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
-        args.extend([moment, moment])
+        args.extend([at, at])
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT id, site, party, space, domain, role, level, valid_from, valid_to,"
