@@ -349,6 +349,7 @@ async function chartSeries(alert) {
     site: alert.site, device, metric,
     since: new Date(start - margin).toISOString(), until: new Date(end + margin).toISOString(),
   });
+  if (end - start > 2 * 3600e3) query.set("bucket", "5m"); // a few hundred points at most
   try {
     const series = await api(`/readings?${query}`);
     const line = series.points.map((p) => ({ x: Date.parse(p.ts), y: p.value }));

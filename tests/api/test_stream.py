@@ -111,3 +111,9 @@ def test_revoking_a_token_ends_its_open_stream(live_api: str, api_database_url: 
         # The server closes the stream within a heartbeat (1 s in tests): the lines run out.
         rest = list(lines)
     assert all(not line.startswith("event: alert") for line in rest)
+
+
+def test_the_stream_needs_a_valid_token(live_api: str) -> None:
+    for headers in ({}, auth("cw_" + "x" * 43)):
+        response = httpx.get(f"{live_api}/api/v1/stream", headers=headers, timeout=TIMEOUT)
+        assert response.status_code == 401
