@@ -78,6 +78,10 @@ ALERTS_RAISED = Counter(
 )
 STATUS_MESSAGES = Counter("clausewatch_status_messages", "Device status messages", ["status"])
 
+ENGINE_ERRORS = Counter(
+    "clausewatch_engine_errors", "Readings or events the engine failed on (stored, not judged)"
+)
+
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 # A batch the database refuses (not merely unreachable) this many times becomes dead letters.
@@ -249,7 +253,10 @@ class Pipeline:
                 )
             )
         pending.values += len(reading.metrics)
-        engine.observe(device, ts, seq, reading.metrics)
+        try:
+            engine.observe(device, ts, seq, reading.metrics)
+        except Exception:  # an engine bug must not stop ingestion; the reading is still stored
+            _engine_error(reading.site, device)
         pending.touched_sites.add(site)
         if self.clock == "data":
             engine.advance(ts)
@@ -271,7 +278,10 @@ class Pipeline:
                 message.received_at,
             )
         )
-        engine.observe_event(event)
+        try:
+            engine.observe_event(event)
+        except Exception:
+            _engine_error(message.site, event.device)
         pending.touched_sites.add(message.site)
         if self.clock == "data":
             engine.advance(event.ts)
@@ -376,3 +386,12 @@ class Pipeline:
     def _new_pending(self) -> _Pending:
         self._batch_ids += 1
         return _Pending(Batch(self._batch_ids))
+
+
+def _engine_error(site: str, device: str) -> None:
+    """Counts an engine failure; logs the traceback of the 1st, 2nd, 4th, 8th... so a repeating
+    bug is visible without flooding the log."""
+    ENGINE_ERRORS.inc()
+    count = int(ENGINE_ERRORS._value.get())
+    if count & (count - 1) == 0:
+        log.exception("engine failed on input from %s/%s (failure #%d)", site, device, count)

@@ -1,0 +1,124 @@
+"""The pipeline on a real PostgreSQL, fed through its ingress queue (no broker needed here):
+messages are acknowledged only once their rows are committed, and an engine failure on one
+input neither stops ingestion nor loses the reading."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from clausewatch.configfiles import LoadedConfig
+from clausewatch.service.runtime import sync_registry
+from ingest.decode import Decoder, Registry
+from ingest.mqtt import IngressQueue, Message
+from ingest.pipeline import ENGINE_ERRORS, Pipeline
+from ingest.store.migrate import migrate
+from ingest.store.pool import make_pool
+from tests.ingest.test_pipeline_integration import CLAUSES, SITE
+
+pytestmark = pytest.mark.integration
+
+NOW = time.time()
+
+
+def reading(seq: int, value: float = 24.0) -> Message:
+    body = {"ts": int((NOW - 60 + seq) * 1000), "seq": seq, "metrics": {"temperature": value}}
+    return Message("cw/t-hq/th-a/telemetry", orjson.dumps(body), NOW, (1, seq, 1))
+
+
+def count(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.fixture
+def run_pipeline(
+    fresh_database_url: str,
+) -> Iterator[
+    Callable[[Callable[[list[tuple[int, int, int]]], None]], tuple[Pipeline, IngressQueue]]
+]:
+    migrate(fresh_database_url)
+    config = LoadedConfig(sites={"t-hq": SITE}, clause_files={Path("test.yaml"): CLAUSES})
+    sync_registry(fresh_database_url, config)
+    pool = make_pool(fresh_database_url)
+    started: list[Pipeline] = []
+
+    def start(ack: Callable[[list[tuple[int, int, int]]], None]) -> tuple[Pipeline, IngressQueue]:
+        inbox = IngressQueue(100)
+        pipeline = Pipeline(
+            pool,
+            config.sites,
+            config.clause_versions(),
+            Decoder(Registry.from_sites(config.sites.values()), "cw"),
+            inbox,
+            ack,
+            lateness=0,
+            flush_interval=0.05,
+            clock="data",
+        )
+        pipeline.start()
+        started.append(pipeline)
+        return pipeline, inbox
+
+    yield start
+    for pipeline in started:
+        pipeline.stop()
+    pool.close()
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return value
+
+
+def test_messages_are_acknowledged_only_after_their_rows_are_committed(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    seen_at_ack: list[tuple[int, int]] = []
+
+    def ack(tokens: list[tuple[int, int, int]]) -> None:
+        # Another connection must already see every row of the acknowledged messages.
+        seen_at_ack.append((len(tokens), count(fresh_database_url)))
+
+    _, inbox = run_pipeline(ack)
+    for seq in range(1, 6):
+        inbox.put(reading(seq), threading.Event())
+    wait_for(lambda: sum(n for n, _ in seen_at_ack) == 5)
+    committed = 0
+    for acked, stored in seen_at_ack:
+        committed += acked
+        assert stored >= committed
+
+
+def test_an_engine_failure_neither_stops_ingestion_nor_loses_the_reading(
+    run_pipeline: Any, fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acked: list[tuple[int, int, int]] = []
+    pipeline, inbox = run_pipeline(acked.extend)
+    engine = pipeline.engines["t-hq"]
+    real_observe = engine.observe
+
+    def failing_observe(device: str, ts: float, seq: int | None, metrics: Any) -> None:
+        if seq == 2:
+            raise RuntimeError("engine bug")
+        real_observe(device, ts, seq, metrics)
+
+    monkeypatch.setattr(engine, "observe", failing_observe)
+    errors_before = ENGINE_ERRORS._value.get()
+    for seq in (1, 2, 3):
+        inbox.put(reading(seq), threading.Event())
+    wait_for(lambda: len(acked) == 3)
+    assert count(fresh_database_url) == 3
+    assert ENGINE_ERRORS._value.get() == errors_before + 1
+    assert pipeline.alive
