@@ -1,7 +1,9 @@
 """Shape 5: data quality of one device. Stale (no reading for `stale_after`), stuck (the same
 value for `stuck_for`), out of the physical range, a register going backwards.
 
-The metric slots themselves already turn such values unknown for every clause that reads them
+The engine wakes these instances only when a watched metric's data quality may have changed
+(a fault before or after a reading, or a reading after the value had expired), and by timers
+(staleness, schedule). The metric slots themselves already turn such values unknown for every clause that reads them
 (the engine sets their validity and stuck horizon from these clauses); this instance raises the
 data-quality alert (kind "data_quality") while any monitored metric has a fault. A value fault
 lasts until the metric's next good reading; staleness until any reading of it.
@@ -118,9 +120,6 @@ class DataQuality(Instance):
             if t < stale_at < due:
                 due = stale_at
         self.next_due = due
-        # Nothing wrong: readings cannot start a fault without the engine forcing evaluation
-        # (it does whenever a slot's fault changes), and staleness is a timer.
-        self.quiet_until = INF if self.faulty_since == INF else -INF
         self.schedule_timer()
 
     def state(self) -> dict[str, Any]:

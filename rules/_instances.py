@@ -161,6 +161,9 @@ class StateCheck(Instance):
         "evidence",
         "for_",
         "gate",
+        "gate_equal",
+        "gate_slot",
+        "gate_value",
         "last_raw",
         "leaves",
         "margin",
@@ -170,6 +173,7 @@ class StateCheck(Instance):
         "started_at",
         "unit",
         "violating",
+        "watched",
         "worst",
         "worst_excess",
     )
@@ -187,6 +191,7 @@ class StateCheck(Instance):
         passes: Evaluator,
         leaves: list[Leaf],
         gate: Evaluator | None,
+        simple_gate: Leaf | None = None,
         for_: float,
         clear_for: float,
         margin: float,
@@ -197,6 +202,16 @@ class StateCheck(Instance):
         self.passes = passes
         self.leaves = leaves
         self.gate = gate
+        # A gate of the common form `metric == state` (or !=) is read straight from its slot.
+        self.gate_slot: MetricSlot | None = None
+        self.gate_value = math.nan
+        self.gate_equal = True
+        if simple_gate is not None and simple_gate.op in ("==", "!="):
+            self.gate_slot = simple_gate.slot
+            self.gate_value = simple_gate.limit
+            self.gate_equal = simple_gate.op == "=="
+        # Distinct slots read (their expiry is a timer).
+        self.watched = list({id(leaf.slot): leaf.slot for leaf in leaves}.values())
         self.for_ = for_
         self.clear_for = clear_for
         self.margin = margin
@@ -216,9 +231,14 @@ class StateCheck(Instance):
             self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
         if not self.seg_inside:
             return OUTSIDE
-        gate = self.gate
-        if gate is not None:
-            open_ = gate(t, 0.0)
+        gate_slot = self.gate_slot
+        if gate_slot is not None:
+            if t >= gate_slot.until:
+                return UNKNOWN
+            if (gate_slot.value == self.gate_value) is not self.gate_equal:
+                return OUTSIDE
+        elif self.gate is not None:
+            open_ = self.gate(t, 0.0)
             if open_ is None:
                 return UNKNOWN
             if not open_:
@@ -253,8 +273,8 @@ class StateCheck(Instance):
 
     def plan(self, t: float) -> None:
         due = self.seg_end
-        for leaf in self.leaves:
-            until = leaf.slot.until
+        for slot in self.watched:
+            until = slot.until
             if t < until < due:
                 due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:
@@ -388,7 +408,7 @@ class ThresholdCheck(StateCheck):
     comparison, timer planning): it runs for nearly every reading, so each call saved counts.
     A gate of the common form `metric == state` (or !=) is read straight from its slot."""
 
-    __slots__ = ("gate_equal", "gate_slot", "gate_value", "high", "low", "slot", "value_of")
+    __slots__ = ("high", "low", "slot", "value_of")
 
     def __init__(self, *args: Any, low: float, high: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -397,28 +417,22 @@ class ThresholdCheck(StateCheck):
         self.low = low
         self.high = high
         self.value_of = leaf.aggregate
-        self.gate_slot: MetricSlot | None = None
-        self.gate_value = math.nan
-        self.gate_equal = True
-        gate_leaves = self.leaves[1:]
-        if (
-            len(gate_leaves) == 1
-            and gate_leaves[0].op in ("==", "!=")
-            and gate_leaves[0].aggregate is None
-        ):
-            self.gate_slot = gate_leaves[0].slot
-            self.gate_value = gate_leaves[0].limit
-            self.gate_equal = gate_leaves[0].op == "=="
 
     def evaluate(self, t: float) -> None:
         if t < self.t:
             t = self.t
         self.t = t
-        if self.next_due <= t:
+        timers_were_due = self.next_due <= t
+        if timers_were_due:
             self.timers_due(t)
         raw = self.raw(t)
         if raw == FAIL:
             self.note_failure(t)
+        if raw == self.last_raw and not timers_were_due:
+            # Nothing changed: the planned wake-up is no later than the true next change
+            # (values only expire later after a new good reading; a fault changes `raw`), and
+            # waking early costs one idle re-evaluation. Skipping the re-plan saves time here.
+            return
         if raw != self.last_raw:
             self.apply(t, raw)
             self.last_raw = raw
@@ -433,8 +447,8 @@ class ThresholdCheck(StateCheck):
             if t < until < due:
                 due = until
         elif self.gate is not None:
-            for leaf in self.leaves[1:]:
-                until = leaf.slot.until
+            for slot in self.watched:
+                until = slot.until
                 if t < until < due:
                     due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:
@@ -479,8 +493,8 @@ class ThresholdCheck(StateCheck):
 
     def plan(self, t: float) -> None:
         due = self.seg_end
-        for leaf in self.leaves:
-            until = leaf.slot.until
+        for slot in self.watched:
+            until = slot.until
             if t < until < due:
                 due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:

@@ -35,15 +35,6 @@ class RollingAggregate:
         self.reference = 0.0  # values are summed as differences from this one
         self.current = math.nan
 
-    def _accumulate(self, value: float) -> None:
-        total = self.total
-        new_total = total + value
-        if abs(total) >= abs(value):
-            self.compensation += (total - new_total) + value
-        else:
-            self.compensation += (value - new_total) + total
-        self.total = new_total
-
     def add(self, ts: float, value: float) -> None:
         points = self.points
         horizon = ts - self.window
@@ -55,10 +46,24 @@ class RollingAggregate:
                 self.reference, self.total, self.compensation = value, 0.0, 0.0
             points.append((ts, value))
             reference = self.reference
-            self._accumulate(value - reference)
+            # Neumaier's compensated addition, inlined (this runs for every reading).
+            total, compensation, delta = self.total, self.compensation, value - reference
+            new_total = total + delta
+            if abs(total) >= abs(delta):
+                compensation += (total - new_total) + delta
+            else:
+                compensation += (delta - new_total) + total
+            total = new_total
             while points[0][0] <= horizon:
-                self._accumulate(reference - points.popleft()[1])
-            self.current = reference + (self.total + self.compensation) / len(points)
+                delta = reference - points.popleft()[1]
+                new_total = total + delta
+                if abs(total) >= abs(delta):
+                    compensation += (total - new_total) + delta
+                else:
+                    compensation += (delta - new_total) + total
+                total = new_total
+            self.total, self.compensation = total, compensation
+            self.current = reference + (total + compensation) / len(points)
             return
         if self.fn == "min":
             while points and points[-1][1] >= value:
@@ -82,6 +87,7 @@ class MetricSlot:
     """The latest known value of one metric of one device (or of one space)."""
 
     __slots__ = (
+        "aggregate_list",
         "aggregates",
         "cumulative",
         "device",
@@ -123,6 +129,7 @@ class MetricSlot:
         self.stuck_since = -INF
         self.fault = ""
         self.aggregates: dict[tuple[str, float], RollingAggregate] = {}
+        self.aggregate_list: list[RollingAggregate] = []  # the same, for the hot loop
         self.forward: list[MetricSlot] = []  # space slots that take this device's values
 
     def aggregate(self, fn: str, window: float) -> RollingAggregate:
@@ -130,6 +137,7 @@ class MetricSlot:
         found = self.aggregates.get(key)
         if found is None:
             found = self.aggregates[key] = RollingAggregate(fn, window)
+            self.aggregate_list.append(found)
         return found
 
     def update(self, ts: float, value: float) -> str:
@@ -150,7 +158,7 @@ class MetricSlot:
         self.ts = ts
         self.fault = ""
         until = self.until = ts + self.valid_for
-        for aggregate in self.aggregates.values():
+        for aggregate in self.aggregate_list:
             aggregate.add(ts, value)
         for space_slot in self.forward:
             if ts >= space_slot.ts:
@@ -169,7 +177,7 @@ class MetricSlot:
         self.value = value
         self.ts = ts
         self.until = until
-        for aggregate in self.aggregates.values():
+        for aggregate in self.aggregate_list:
             aggregate.add(ts, value)
 
     def snapshot(self) -> dict[str, object]:

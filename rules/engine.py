@@ -33,6 +33,7 @@ from rules._quotas import Quota
 from rules._slots import INF, MetricSlot
 from rules.clause import (
     ClauseVersion,
+    Comparison,
     ConditionCheck,
     DataQualityCheck,
     ObligationCheck,
@@ -62,6 +63,7 @@ SNAPSHOT_FORMAT = 1
 class _DeviceState:
     __slots__ = (
         "all_listeners",
+        "fault_listeners",
         "id",
         "listeners",
         "max_ts",
@@ -81,6 +83,8 @@ class _DeviceState:
         self.metric_count = len(slots)
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
         self.all_listeners: list[Instance] = []
+        # Data-quality instances: woken only when a slot's fault or staleness changes.
+        self.fault_listeners: list[Instance] = []
         self.max_ts = -INF
         self.released_ts = -INF
         # Dedupe keys of recent readings: seqs, and the metrics seen at each ts.
@@ -263,25 +267,29 @@ class SiteEngine:
         for instance in listeners:
             if instance.next_due < ts:
                 instance.catch_up(ts)
+        fault_listeners = state.fault_listeners
+        for instance in fault_listeners:
+            if instance.next_due < ts:
+                instance.catch_up(ts)
         slots = state.slots
-        fault_changed = False
+        quality_changed = False
         for metric, value in metrics.items():
             slot = slots.get(metric)
             if slot is None:
                 continue
-            previous_fault = slot.fault
+            # A fault before or after, or a value that had expired (stale): data quality moves.
+            was_bad = slot.fault != "" or slot.until <= ts
             previous = slot.previous
             fault = slot.update(ts, value)
-            if fault or previous_fault:
-                fault_changed = True
+            if fault or was_bad:
+                quality_changed = True
                 if fault == _slots.BACKWARDS:
                     self._out.append(
                         RegisterReset(self._site_id, state.id, metric, ts, previous, value)
                     )
-        if fault_changed:
-            for instance in listeners:
+        if quality_changed:
+            for instance in fault_listeners:
                 instance.evaluate(ts)
-            return
         for instance in listeners:
             if instance.quiet_until <= ts:
                 instance.evaluate(ts)
@@ -487,11 +495,13 @@ class SiteEngine:
             if check.max is not None:
                 recorded["max"] = high
             recorded["tolerance"] = tolerance
+            gate_at = len(leaves)
             gate = self._gate(check.when, slot_for, value_for, leaves)
             common = {"low": low - tolerance, "high": high + tolerance}
             passes: Evaluator = _never
         else:
             passes = compile_condition(check.passes, slot_for, value_for, leaves)
+            gate_at = len(leaves)
             gate = self._gate(check.when, slot_for, value_for, leaves)
         recorded["for"] = check.for_
         recorded["clear_margin"] = check.clear.margin
@@ -509,6 +519,7 @@ class SiteEngine:
             passes=passes,
             leaves=leaves,
             gate=gate,
+            simple_gate=leaves[gate_at] if isinstance(check.when, Comparison) else None,
             for_=check.for_,
             clear_for=check.clear.clear_for,
             margin=check.clear.margin,
@@ -625,7 +636,7 @@ class SiteEngine:
                 params=params,
             )
             self._instances.append(instance)
-            self._route(instance, watched)
+            self._devices[device.id].fault_listeners.append(instance)
 
     # ---- snapshot / restore ----
 
