@@ -26,8 +26,12 @@ from api.routers import (
     energy,
     health,
     ledger,
+    public,
     readings,
+    register,
     registry,
+    reports,
+    statistics,
 )
 from api.stream import AlertFeed, StreamConfig
 from api.stream import router as stream_router
@@ -86,6 +90,11 @@ def create_app(
     for module in (alerts, clauses, compliance, energy, ledger, readings, registry):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
+    # The standards register (issue 10): its API, its pages and the unauthenticated public view.
+    for module in (register, statistics, reports, public):
+        app.include_router(module.router, prefix=API_PREFIX)
+    for pages in (register.pages, statistics.pages, public.pages):
+        app.include_router(pages)
     app.include_router(health.router)
     _install_error_handlers(app)
     _install_dashboard(app)

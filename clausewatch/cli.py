@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "clausewatch.energy.cli",  # report carbon
     "simulators.cli",  # simulate
     "edge.cli",  # edge run
+    "clausewatch.register.cli",  # report compliance, backtest
 )
 
 

@@ -1,0 +1,92 @@
+"""Quarterly self-evaluation reports: list (`GET /reports`), produce one now
+(`POST /reports`, facility managers and admins), read one as JSON, printable HTML or CSV.
+Code: clausewatch/register/reports.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import HTMLResponse, Response
+from pydantic import StringConstraints
+
+from api.auth import AlertActor, Principal, Reader
+from api.deps import DbConn
+from api.models import Input, SiteId, problems
+from clausewatch.register.reports import (
+    BadPeriod,
+    EvaluationReport,
+    StoredReport,
+    generate_report,
+    list_reports,
+)
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+ReportId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+class ReportCreate(Input):
+    site: SiteId
+    period: Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
+
+
+@router.get("", responses=problems(401, 403))
+def reports(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[StoredReport]:
+    """Stored reports of the token's sites (or of `site`), newest period first."""
+    return list_reports(conn, principal.site_filter(site))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problems(401, 403, 404))
+def create_report(body: ReportCreate, conn: DbConn, principal: AlertActor) -> StoredReport:
+    principal.site_filter(body.site)
+    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site,)).fetchone() is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
+    try:
+        report_id, _ = generate_report(
+            conn, body.site, body.period, principal.actor, dt.datetime.now(dt.UTC)
+        )
+    except BadPeriod as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["body", "period"], "msg": str(exc), "type": "value_error"}],
+        ) from exc
+    conn.commit()
+    return next(r for r in list_reports(conn, [body.site]) if r.id == report_id)
+
+
+def _stored(conn: DbConn, principal: Principal, report_id: int, column: str) -> Any:
+    row = conn.execute(
+        f"SELECT site, {column} FROM evaluation_reports WHERE id = %s", (report_id,)
+    ).fetchone()
+    principal.require_visible(None if row is None else row[0], "report")
+    assert row is not None
+    return row[1]
+
+
+@router.get("/{report_id}", responses=problems(401, 403, 404))
+def report_figures(report_id: ReportId, conn: DbConn, principal: Reader) -> EvaluationReport:
+    return EvaluationReport.model_validate(_stored(conn, principal, report_id, "figures"))
+
+
+@router.get(
+    "/{report_id}/html",
+    response_class=HTMLResponse,
+    responses=problems(401, 403, 404),
+)
+def report_html(report_id: ReportId, conn: DbConn, principal: Reader) -> HTMLResponse:
+    return HTMLResponse(_stored(conn, principal, report_id, "html"))
+
+
+@router.get(
+    "/{report_id}/csv",
+    response_class=Response,
+    responses={**problems(401, 403, 404), 200: {"content": {"text/csv": {}}}},
+)
+def report_csv(report_id: ReportId, conn: DbConn, principal: Reader) -> Response:
+    text: str = _stored(conn, principal, report_id, "csv")
+    return Response(
+        ("\ufeff" + text).encode("utf-8"),  # a BOM, so spreadsheet programs read it as UTF-8
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="report-{report_id}.csv"'},
+    )
