@@ -18,6 +18,7 @@ its URL carries a username that every client of ours logs in with.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -30,6 +31,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -42,12 +44,30 @@ SERVICE_USER = "clausewatch-pg"  # owns the embedded cluster when we run as root
 ROOT_FALLBACK_BASE = Path("/var/lib/clausewatch/postgres")
 PUBLIC_BINARIES_BASE = Path("/var/lib/clausewatch/pgbin")
 BROKER_USERNAME = "clausewatch"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 
 
 class EmbeddedError(RuntimeError):
     """An embedded part could not start; the message says why and where its log is."""
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None]:
+    """A `preexec_fn` that makes the child receive `signum` when the thread that started it
+    ends, which for the main thread means the process dies, even by kill -9: an embedded server
+    never outlives a crashed demo. Start children from the main thread. Linux only; elsewhere it
+    does nothing. Python sets the child's user before calling it, so the setting survives the
+    switch to the unprivileged user."""
+
+    def set_parent_death_signal() -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        except OSError:
+            pass
+
+    return set_parent_death_signal
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -175,6 +195,7 @@ class EmbeddedPostgres:
                 )
         if not (self.cluster_dir / "PG_VERSION").exists():
             self._initdb(binaries)
+        self._stop_orphan()
         if self.port is None:
             self.port = free_port()
         command = [
@@ -197,6 +218,7 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in the terminal goes to us, not the server
+                preexec_fn=die_with_parent(signal.SIGINT),  # fast shutdown if we crash
                 **self._as_user(),
             )
         self._wait_ready()
@@ -211,6 +233,21 @@ class EmbeddedPostgres:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def _stop_orphan(self) -> None:
+        """Stops a server left running on this cluster by a run that died without stopping it
+        (its postmaster.pid names a live process); PostgreSQL itself clears a stale file."""
+        pid_file = self.cluster_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return
+        log.warning("stopping a PostgreSQL (pid %d) left running on %s", pid, self.cluster_dir)
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def _as_user(self) -> dict[str, int]:
         if self._user is None:
@@ -314,6 +351,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _answers("127.0.0.1", self.port):

@@ -315,6 +315,8 @@ def _demo_token(database_url: str) -> str:
 
 
 def _start_simulator(settings: Any, speed: float | None) -> subprocess.Popen[bytes]:
+    from clausewatch.embedded import die_with_parent
+
     command = [
         sys.executable,
         "-m",
@@ -332,7 +334,13 @@ def _start_simulator(settings: Any, speed: float | None) -> subprocess.Popen[byt
     if settings.config_dir is not None:
         env["CLAUSEWATCH_CONFIG_DIR"] = str(settings.config_dir)
     # Its own session: Ctrl-C in the terminal reaches the demo, which stops the simulator.
-    return subprocess.Popen(command, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # no simulator left publishing after a crash
+    )
 
 
 def _redact(url: str) -> str:
