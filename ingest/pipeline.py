@@ -4,13 +4,18 @@ One thread owns the engines (they are not thread-safe) and the batch. It takes m
 ingress queue, decodes them, feeds readings and events to their site's engine and collects the
 rows to store. A flush (every `flush_interval` or `batch_rows` rows, whichever comes first)
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
-intervals and late readings, the alerts (`record_outputs`) and each touched site's engine
-checkpoint. Only after the commit are the MQTT messages of the batch acknowledged. So:
+intervals and late readings and the alerts (`record_outputs`). Every `checkpoint_interval` (or
+after `max_unacked` messages) that transaction also saves each changed site's engine checkpoint,
+and only after such a commit are the MQTT messages taken since the previous checkpoint
+acknowledged. A snapshot costs time in proportion to the whole engine state, not to the batch,
+so taking one per flush would make the cost per reading grow with the number of devices. So:
 
-- a crash before the commit loses nothing: the broker redelivers the unacknowledged messages
-  and the engines restart from the checkpoint that matches the stored rows exactly;
-- a crash after the commit but before the acks redelivers messages already stored: the storage
-  keys and the engines' dedupe absorb them.
+- a crash loses nothing: the broker redelivers every message taken since the last checkpoint
+  (none of them was acknowledged) and the engines restart from that checkpoint;
+- readings and events of redelivered messages already stored are absorbed by the storage keys;
+  the engines judge them again from the checkpoint and emit the same outputs, which the stores
+  absorb too (compliance intervals and late readings by key, `record_outputs` ignores an alert
+  already raised with the same start or already resolved).
 
 When PostgreSQL is unavailable the flush is retried with backoff while the batch is held; the
 pipeline takes no new messages meanwhile, so the queue fills and the MQTT thread blocks
@@ -117,6 +122,8 @@ class Pipeline:
         batch_rows: int = 5000,
         flush_interval: float = 0.2,
         clock: Clock = "wall",
+        checkpoint_interval: float = 1.0,
+        max_unacked: int = 10_000,
     ) -> None:
         self.pool = pool
         self.sites = dict(sites)
@@ -129,7 +136,15 @@ class Pipeline:
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.clock = clock
+        self.checkpoint_interval = checkpoint_interval
+        # Below the broker's in-flight window (bundled mosquitto.conf: 20,000), so waiting for
+        # the next checkpoint never stalls delivery.
+        self.max_unacked = max_unacked
         self.engines: dict[str, SiteEngine] = {}
+        # Committed but not yet covered by a checkpoint: their acks wait for it.
+        self._unacked: list[tuple[int, int, int]] = []
+        self._dirty_sites: set[str] = set()
+        self._last_checkpoint = time.monotonic()
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
@@ -303,15 +318,23 @@ class Pipeline:
             drained = self.engines[site_id].drain()
             if drained:
                 pending.outputs.setdefault(site_id, []).extend(drained)
+        stopping = self._stop.is_set()
+        checkpoint = (
+            stopping
+            or time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+            or len(self._unacked) + len(pending.tokens) >= self.max_unacked
+        )
         # Time passing without data or verdicts changes nothing a restart would not redo.
-        if not pending.tokens and not pending.outputs and not len(pending.batch):
+        nothing_new = not pending.tokens and not pending.outputs and not len(pending.batch)
+        if nothing_new and not (checkpoint and self._unacked):
             return
+        self._dirty_sites |= pending.touched_sites
         delay = RETRY_MIN_S
         failures = 0
         while True:
             started = time.monotonic()
             try:
-                self._commit(pending)
+                self._commit(pending, checkpoint)
                 break
             except psycopg.Error as exc:
                 FLUSH_FAILURES.inc()
@@ -324,12 +347,18 @@ class Pipeline:
                     failures += 1
                     if failures >= MAX_REJECTED_ATTEMPTS:
                         self._reject(pending, exc)
+                        checkpoint = True
                         break
                 log.warning("flush failed (%s); retrying in %.1f s", exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         FLUSH_SECONDS.observe(time.monotonic() - started)
-        self.ack(pending.tokens)
+        self._unacked.extend(pending.tokens)
+        if checkpoint:
+            self.ack(self._unacked)
+            self._unacked = []
+            self._dirty_sites = set()
+            self._last_checkpoint = time.monotonic()
         if pending.oldest_received is not None:
             INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
         VALUES_STORED.inc(pending.values)
@@ -361,11 +390,11 @@ class Pipeline:
         )
         with self.pool.connection() as conn, conn.transaction():
             write_dead_letters(conn, letters)
-            for site_id in pending.touched_sites:
+            for site_id in self._dirty_sites:
                 snapshot = self.engines[site_id].snapshot()
                 save_checkpoint(conn, site_id, snapshot, snapshot.get("clock"))
 
-    def _commit(self, pending: _Pending) -> None:
+    def _commit(self, pending: _Pending, checkpoint: bool) -> None:
         pending.batch.attempt += 1
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
@@ -378,10 +407,10 @@ class Pipeline:
                 ALERTS_RAISED.labels("raised").inc(result.raised)
                 ALERTS_RAISED.labels("reopened").inc(result.reopened)
                 ALERTS_RAISED.labels("resolved").inc(result.resolved)
-            for site_id in pending.touched_sites:
-                engine = self.engines[site_id]
-                snapshot = engine.snapshot()
-                save_checkpoint(conn, site_id, snapshot, snapshot.get("clock"))
+            if checkpoint:
+                for site_id in self._dirty_sites:
+                    snapshot = self.engines[site_id].snapshot()
+                    save_checkpoint(conn, site_id, snapshot, snapshot.get("clock"))
 
     def _new_pending(self) -> _Pending:
         self._batch_ids += 1
