@@ -188,9 +188,10 @@ class MetricSlot:
             "previous": _num(self.previous),
             "stuck_since": _num(self.stuck_since),
             "fault": self.fault,
+            # (ts, value) tuples serialise as JSON arrays: no copy of each point (checkpoints
+            # snapshot every window point of every device).
             "aggregates": [
-                [fn, window, [list(p) for p in agg.points]]
-                for (fn, window), agg in self.aggregates.items()
+                [fn, window, list(agg.points)] for (fn, window), agg in self.aggregates.items()
             ],
         }
 
