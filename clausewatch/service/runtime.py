@@ -31,6 +31,7 @@ from ingest.store.migrate import migrate
 from ingest.store.partitions import apply_retention, ensure_partitions
 from ingest.store.pool import connect, make_pool
 from ingest.store.rollups import refresh_rollups
+from ingest.topics import subscription_filter
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def sync_registry(database_url: str, config: LoadedConfig) -> None:
 class ServiceOptions:
     clock: Clock = "wall"
     serve_api: bool = True
+    # Scale-out (`clausewatch run --workers N`, ingest/workers.py): the sites this process owns,
+    # subscribed per site; None owns every site through one `{prefix}/#` subscription.
+    sites: tuple[str, ...] | None = None
+    # The periodic database jobs (rollups, partitions, notifications, escalations, retention)
+    # run in one process only; the clock tick runs in every ingest process.
+    periodic_jobs: bool = True
 
 
 class Service:
@@ -96,13 +103,16 @@ class Service:
             ),
         )
         inbox = IngressQueue(settings.queue_capacity)
+        sites = self.config.sites
         # One subscription for the whole prefix: topics of unknown sites become dead letters.
-        self.subscriber = MqttSubscriber(
-            self.mqtt_url, settings.mqtt_client_id, [f"{settings.topic_prefix}/#"], inbox
-        )
+        filters = [f"{settings.topic_prefix}/#"]
+        if self.options.sites is not None:
+            sites = {site_id: sites[site_id] for site_id in self.options.sites}
+            filters = [subscription_filter(settings.topic_prefix, site_id) for site_id in sites]
+        self.subscriber = MqttSubscriber(self.mqtt_url, settings.mqtt_client_id, filters, inbox)
         self.pipeline = Pipeline(
             self.pool,
-            self.config.sites,
+            sites,
             self.config.clause_versions(),
             decoder,
             inbox,
@@ -157,6 +167,8 @@ class Service:
         )
         if self.options.clock == "wall":
             scheduler.add_job(self._tick, "interval", seconds=1, id="advance")
+        if not self.options.periodic_jobs:
+            return scheduler
         scheduler.add_job(self._partitions, "interval", hours=1, id="partitions")
         scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
         scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
