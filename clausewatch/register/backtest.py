@@ -22,6 +22,7 @@ import psycopg
 from pydantic import BaseModel
 
 from api.compliance import Tally
+from clausewatch.clausetests import _open_runs
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
@@ -160,6 +161,16 @@ class _Run:
                     update={"ended_at": _moment(output.ended_at)}
                 )
 
+    def close(self) -> None:
+        """Counts the runs still open at the end (the engine emits an interval only when its
+        status changes), read from a snapshot exactly as clause tests read them."""
+        self.collect()
+        for run in _open_runs(self.engine.snapshot(), self.until):
+            if run.clause == self.clause_id:
+                start, end = max(run.start, self.since), min(run.end, self.until)
+                if end > start:
+                    self.tally.add(run.status, end - start)
+
     def result(self) -> BacktestRun:
         figures = self.tally.figures()
         return BacktestRun(
@@ -230,7 +241,7 @@ def backtest(
                 run.collect()
     for run in runs:
         run.engine.advance(end)
-        run.collect()
+        run.close()
     return BacktestResult(
         site=site,
         since=since,
