@@ -23,6 +23,7 @@ from clausewatch.alerts.escalation import escalate_due
 from clausewatch.alerts.notify import deliver_due
 from clausewatch.alerts.registry import sync_clauses, sync_site
 from clausewatch.configfiles import LoadedConfig
+from clausewatch.register.reports import generate_due_reports
 from clausewatch.settings import Settings
 from ingest.decode import Decoder, Limits, Registry
 from ingest.mqtt import IngressQueue, MqttSubscriber
@@ -174,6 +175,9 @@ class Service:
         scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
         scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
         scheduler.add_job(self._retention, "interval", hours=24, id="retention")
+        # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
+        # run produces each within the hour after a quarter ends and catches up after downtime.
+        scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
         return scheduler
 
     def _tick(self) -> None:
@@ -206,6 +210,12 @@ class Service:
 
     def _escalations(self) -> None:
         self._job("escalations", lambda conn: escalate_due(conn, dt.datetime.now(dt.UTC)))
+
+    def _evaluation_reports(self) -> None:
+        self._job(
+            "evaluation_reports",
+            lambda conn: generate_due_reports(conn, "scheduler", dt.datetime.now(dt.UTC)),
+        )
 
     # -- HTTP --
 
