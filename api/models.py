@@ -44,8 +44,11 @@ Responses = dict[int | str, dict[str, Any]]
 
 
 def problems(*codes: int) -> Responses:
-    """OpenAPI `responses` for the error codes a route may answer with (body: Problem)."""
-    return {code: {"model": Problem} for code in codes}
+    """OpenAPI `responses` for the error codes a route may answer with (body: Problem). Errors
+    are JSON even from routes that answer HTML or CSV, so the content type is stated here
+    rather than taken from the route's response class."""
+    json_problem = {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {code: {"model": Problem, "content": json_problem} for code in codes}
 
 
 class Input(BaseModel):
