@@ -352,7 +352,7 @@ margin-top:1.6em}
 .tile{border:1px solid #ccc;border-radius:4px;padding:.5em}.tile b{display:block;font-size:1.4em}
 table{border-collapse:collapse;width:100%;font-size:.85em}
 th,td{border-bottom:1px solid #ddd;padding:.25em .4em;text-align:left;vertical-align:top}
-.chart{width:100%;max-width:44em;font-size:11px}.chart.small{max-width:22em}
+.chart{width:100%;max-width:52em;font-size:13px}.chart.small{max-width:26em}
 .tick{fill:#666}.empty{color:#666;font-style:italic}.meta{color:#555;font-size:.85em}
 @page{size:A4;margin:15mm}@media print{body{margin:0}h2{break-after:avoid}
 tr{break-inside:avoid}}
