@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,14 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
     own_broker.stop()  # the gateway can only buffer
 
     def buffered() -> tuple[int, int]:
-        with sqlite3.connect(buffer) as conn:
-            (count,) = conn.execute("SELECT count(*) FROM readings").fetchone()
-            (last,) = conn.execute(
-                "SELECT coalesce(max(last_seq), 0) FROM sequences WHERE device = 'th-201'"
-            ).fetchone()
+        try:
+            with closing(sqlite3.connect(buffer)) as conn:
+                (count,) = conn.execute("SELECT count(*) FROM readings").fetchone()
+                (last,) = conn.execute(
+                    "SELECT coalesce(max(last_seq), 0) FROM sequences WHERE device = 'th-201'"
+                ).fetchone()
+        except sqlite3.OperationalError:  # the gateway has not created its tables yet
+            return 0, 0
         return count, last
 
     first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
@@ -182,7 +186,12 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
         assert subscriber.wait_for(lambda: len(subscriber.seqs("th-201")) >= last, 10)
         seqs = subscriber.seqs("th-201")
         assert sorted(seqs) == list(range(1, last + 1))  # each exactly once: nothing was in flight
-        wait_until(lambda: len(stored(fresh_database_url, "th-201")) >= last, 30, "stored")
+        wait_until(
+            lambda: len(stored(fresh_database_url, "th-201")) >= last,
+            60,
+            f"stored (have {len(stored(fresh_database_url, 'th-201'))} of {last}; missing "
+            f"{sorted(set(range(1, last + 1)) - set(stored(fresh_database_url, 'th-201')))[:20]})",
+        )
         assert stored(fresh_database_url, "th-201") == list(range(1, last + 1))
     finally:
         service.stop()
