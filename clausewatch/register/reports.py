@@ -320,8 +320,8 @@ SEVERITY_COLOURS = {
 def _severity_chart(stats: SiteStatistics) -> str:
     """Vertical bars: alerts started in the period by severity."""
     totals = {severity: 0 for severity in SEVERITY_COLOURS}
-    for count in stats.alerts_by_clause:
-        totals[count.severity] = totals.get(count.severity, 0) + count.alerts
+    for row in stats.alerts_by_clause:
+        totals[row.severity] = totals.get(row.severity, 0) + row.alerts
     top = max(totals.values()) or 1
     width, height, bar = 320, 160, 50
     parts = [

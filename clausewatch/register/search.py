@@ -135,7 +135,9 @@ class ClauseNotFound(LookupError):
     pass
 
 
-def version_status(effective_from: dt.date, effective_to: dt.date | None, today: dt.date) -> str:
+def version_status(
+    effective_from: dt.date, effective_to: dt.date | None, today: dt.date
+) -> ClauseStatus:
     if effective_from > today:
         return "planned"
     if effective_to is not None and effective_to < today:
@@ -298,7 +300,7 @@ def clause_detail(
             VersionEntry(
                 version=row["version"],
                 content_hash=row["content_hash"],
-                status=version_status(row["effective_from"], row["effective_to"], today),  # type: ignore[arg-type]
+                status=version_status(row["effective_from"], row["effective_to"], today),
                 effective_from=row["effective_from"],
                 effective_to=row["effective_to"],
                 number=row["number"],
