@@ -3,10 +3,11 @@ value for `stuck_for`), out of the physical range, a register going backwards.
 
 The engine wakes these instances only when a watched metric's data quality may have changed
 (a fault before or after a reading, or a reading after the value had expired), and by timers
-(staleness, schedule). The metric slots themselves already turn such values unknown for every clause that reads them
-(the engine sets their validity and stuck horizon from these clauses); this instance raises the
-data-quality alert (kind "data_quality") while any monitored metric has a fault. A value fault
-lasts until the metric's next good reading; staleness until any reading of it.
+(staleness, schedule). The metric slots themselves already turn such values unknown for every
+clause that reads them (the engine sets their validity and stuck horizon from these clauses);
+this instance raises the data-quality alert (kind "data_quality") while any monitored metric
+has a fault. A value fault lasts until the metric's next good reading; staleness until any
+reading of it.
 """
 
 from __future__ import annotations

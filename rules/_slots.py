@@ -23,7 +23,7 @@ class RollingAggregate:
     """mean, min or max of the good readings with ts in (t - window, t], updated at each reading
     and held, like the value itself, until the next one."""
 
-    __slots__ = ("compensation", "current", "fn", "points", "reference", "total", "window")
+    __slots__ = ("added", "current", "fn", "last", "points", "same", "total", "window")
 
     def __init__(self, fn: str, window: float) -> None:
         self.fn = fn
@@ -31,39 +31,30 @@ class RollingAggregate:
         # mean: every point in the window; min/max: a monotonic queue of candidates.
         self.points: deque[tuple[float, float]] = deque()
         self.total = 0.0
-        self.compensation = 0.0  # Neumaier: the low-order bits the running sum lost
-        self.reference = 0.0  # values are summed as differences from this one
+        self.added = 0
+        self.last = math.nan  # the newest value, and how many newest points equal it
+        self.same = 0
         self.current = math.nan
 
     def add(self, ts: float, value: float) -> None:
         points = self.points
         horizon = ts - self.window
         if self.fn == "mean":
-            # A compensated running sum of differences from a reference value: a steady 0.08
-            # averages to exactly 0.08 (a plain sum over a count gives 0.08000000000000002
-            # and fails a 0.08 limit), and no drift accumulates over a long window.
-            if not points:
-                self.reference, self.total, self.compensation = value, 0.0, 0.0
             points.append((ts, value))
-            reference = self.reference
-            # Neumaier's compensated addition, inlined (this runs for every reading).
-            total, compensation, delta = self.total, self.compensation, value - reference
-            new_total = total + delta
-            if abs(total) >= abs(delta):
-                compensation += (total - new_total) + delta
-            else:
-                compensation += (delta - new_total) + total
-            total = new_total
+            total = self.total + value
             while points[0][0] <= horizon:
-                delta = reference - points.popleft()[1]
-                new_total = total + delta
-                if abs(total) >= abs(delta):
-                    compensation += (total - new_total) + delta
-                else:
-                    compensation += (delta - new_total) + total
-                total = new_total
-            self.total, self.compensation = total, compensation
-            self.current = reference + (total + compensation) / len(points)
+                total -= points.popleft()[1]
+            self.added += 1
+            if self.added % _RESUM_EVERY == 0:  # no float drift accumulates in the running sum
+                total = math.fsum(p[1] for p in points)
+            self.total = total
+            if value == self.last:
+                self.same += 1
+            else:
+                self.last, self.same = value, 1
+            # A window of one repeated value averages to exactly that value (a running sum
+            # over a count would give 0.08000000000000002 for 0.08 and fail a 0.08 limit).
+            self.current = value if self.same >= len(points) else total / len(points)
             return
         if self.fn == "min":
             while points and points[-1][1] >= value:
@@ -79,8 +70,13 @@ class RollingAggregate:
     def clear(self) -> None:
         self.points.clear()
         self.total = 0.0
-        self.compensation = 0.0
+        self.last, self.same = math.nan, 0
         self.current = math.nan
+
+
+# How often a mean's running sum is recomputed exactly (a bounded cost: one pass per this many
+# readings) so rounding errors of additions and removals cannot accumulate.
+_RESUM_EVERY = 256
 
 
 class MetricSlot:
