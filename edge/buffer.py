@@ -50,7 +50,7 @@ class Buffer:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
-        self._count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        self._count: int = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

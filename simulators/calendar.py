@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-import chinese_calendar
+import chinese_calendar  # type: ignore[import-untyped]
 
 from rules.site import HolidayCalendar, SiteModel
 

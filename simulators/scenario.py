@@ -105,15 +105,15 @@ def resolve_start(text: str, now: float, site: SiteModel) -> float:
     if text.startswith("-"):
         return now - parse_duration(text[1:])
     try:
-        instant = dt.datetime.fromisoformat(text)
+        moment = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a start: use 'now', '-7d', 'last-workday 08:30' or an RFC 3339 "
             "instant with offset"
         ) from None
-    if instant.tzinfo is None:
+    if moment.tzinfo is None:
         raise ValueError(f"{text!r} needs a UTC offset")
-    return instant.timestamp()
+    return moment.timestamp()
 
 
 class TimeRange(Strict):
