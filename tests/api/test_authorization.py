@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from api.auth import Permission, Principal
 from api.tokens import ROLES, create_token, revoke_token
+from clausewatch.register.reports import generate_report
 from tests.api.conftest import T0, auth, insert_alert
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,16 @@ def _assignment_id(conn: psycopg.Connection[Any], site: str) -> int:
     row = conn.execute("SELECT min(id) FROM assignments WHERE site = %s", (site,)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _report_id(conn: psycopg.Connection[Any], site: str) -> int:
+    """A stored quarterly report of the site (made once per site and test module)."""
+    row = conn.execute("SELECT min(id) FROM evaluation_reports WHERE site = %s", (site,)).fetchone()
+    if row is not None and row[0] is not None:
+        return int(row[0])
+    report_id, _ = generate_report(conn, site, "2026Q2", "test", T0)
+    conn.commit()
+    return report_id
 
 
 CLAUSE_YAML = (
@@ -193,6 +204,60 @@ ENDPOINTS = [
         "emission factors",
         Permission.ENERGY_READ,
         lambda c, s: ("GET", "/api/v1/energy/factors", None),
+    ),
+    Endpoint(
+        "register search", Permission.READ, lambda c, s: ("GET", "/api/v1/register?q=温度", None)
+    ),
+    Endpoint(
+        "register clause",
+        Permission.READ,
+        lambda c, s: ("GET", "/api/v1/register/temp.cooling.min", None),
+    ),
+    Endpoint(
+        "backtest",
+        Permission.CLAUSES_ADMIN,
+        lambda c, s: (
+            "POST",
+            "/api/v1/register/backtest",
+            {
+                "yaml": CLAUSE_YAML,
+                "site": s,
+                "since": T0.isoformat(),
+                "until": (T0 + dt.timedelta(hours=1)).isoformat(),
+            },
+        ),
+        other_site=403,
+    ),
+    Endpoint(
+        "list reports",
+        Permission.READ,
+        lambda c, s: ("GET", f"/api/v1/reports?site={s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "make report",
+        Permission.ALERTS_ACT,
+        lambda c, s: ("POST", "/api/v1/reports", {"site": s, "period": "2026Q1"}),
+        ok=201,
+        other_site=403,
+    ),
+    *(
+        Endpoint(
+            f"report {fmt or 'figures'}",
+            Permission.READ,
+            lambda c, s, f=fmt: ("GET", f"/api/v1/reports/{_report_id(c, s)}{f and '/' + f}", None),
+            other_site=404,
+        )
+        for fmt in ("", "html", "csv")
+    ),
+    Endpoint(
+        "site statistics",
+        Permission.READ,
+        lambda c, s: ("GET", f"/api/v1/statistics/site/{s}", None),
+        other_site=403,
+    ),
+    Endpoint(
+        "org statistics", Permission.READ, lambda c, s: ("GET", "/api/v1/statistics/org", None)
     ),
 ]
 
