@@ -53,3 +53,35 @@ def test_edge_run_refuses_a_broken_configuration(
     path.write_text("site: demo-hq\ngateway: gw\nbuffer: {path: b.sqlite}\nsources: []\n")
     assert main(["edge", "run", str(path)]) == 2
     assert "sources" in capsys.readouterr().err
+
+
+def test_an_unreachable_modbus_device_is_counted_and_sampling_goes_on(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = GatewayConfig.model_validate(
+        {
+            "site": "demo-hq",
+            "gateway": "gw-test",
+            "broker": {"url": "mqtt://127.0.0.1:9"},
+            "buffer": {"path": str(tmp_path / "b.sqlite")},
+            "sources": [
+                {"kind": "modbus_tcp", "device": "em-main", "host": "127.0.0.1", "port": port,
+                 "interval": "0.05s", "timeout": "0.2s",
+                 "registers": [{"metric": "energy_kwh", "address": 0}]},
+                {"kind": "simulated", "device": "th-201", "interval": "0.05s",
+                 "metrics": {"temperature": {"mean": 22}}},
+            ],
+        }
+    )  # fmt: skip
+    gateway = Gateway(config)
+    gateway.start()
+    deadline = time.monotonic() + 10
+    while gateway.stats()["sample_errors"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gateway.stop(drain_timeout=0)
+    stats = gateway.stats()
+    assert stats["sample_errors"] >= 3
+    assert stats["sampled"] >= 3  # the other source was not held up
