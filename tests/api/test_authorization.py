@@ -205,6 +205,24 @@ ENDPOINTS = [
         Permission.ENERGY_READ,
         lambda c, s: ("GET", "/api/v1/energy/factors", None),
     ),
+    Endpoint(  # admins only (checked inside the route): the same statuses as CLAUSES_ADMIN
+        "add emission factor",
+        Permission.CLAUSES_ADMIN,
+        lambda c, s: (
+            "POST",
+            "/api/v1/energy/factors",
+            {
+                "carrier": "electricity",
+                "series": f"test-{uuid.uuid4().hex[:8]}",
+                "data_year": 2025,
+                "value": "0.5",
+                "unit": "tCO2/MWh",
+                "instrument": "test",
+                "confidence": "C",
+            },
+        ),
+        ok=201,
+    ),
     Endpoint(
         "register search", Permission.READ, lambda c, s: ("GET", "/api/v1/register?q=温度", None)
     ),
@@ -355,3 +373,29 @@ def test_metrics_expose_the_process_registry_and_alerts_by_state(
         assert "clausewatch_api_database_up 1.0" in text
     finally:
         REGISTRY.unregister(probe)
+
+
+# Routes deliberately outside the matrix: unauthenticated by design, or tested on their own.
+UNMATRIXED = {
+    ("GET", "/api/v1/stream"),  # tests/api/test_stream.py (401, scope filtering)
+    ("GET", "/api/v1/public/{site}"),  # the opt-in public view needs no token
+}
+
+
+def test_the_matrix_covers_every_api_route(client: TestClient, api_database_url: str) -> None:
+    from fastapi.routing import APIRoute
+
+    with psycopg.connect(api_database_url) as conn:
+        requested = [endpoint.build(conn, "site-a") for endpoint in ENDPOINTS]
+    missing = []
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        if not isinstance(route, APIRoute) or not route.path.startswith("/api/v1/"):
+            continue
+        for method in route.methods:
+            if (method, route.path) in UNMATRIXED:
+                continue
+            if not any(
+                m == method and route.path_regex.match(url.split("?")[0]) for m, url, _ in requested
+            ):
+                missing.append(f"{method} {route.path}")
+    assert not missing, f"add these to ENDPOINTS: {missing}"
