@@ -93,6 +93,15 @@ def _load_config(config_dir: Path | None) -> Any:
         return None
 
 
+def _startup_errors() -> tuple[type[Exception], ...]:
+    """What a start can fail with that is the machine's or the configuration's fault, not a bug:
+    a port in use, a database or broker that does not answer, an embedded part that does not
+    come up. Reported as one line, not a traceback."""
+    import psycopg
+
+    return (OSError, RuntimeError, psycopg.Error)
+
+
 def _logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -153,6 +162,9 @@ def _run(args: argparse.Namespace) -> int:
             service.api_url,
         )
         _wait_for_signal(service)
+    except _startup_errors() as exc:
+        print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
+        return 1
     finally:
         service.stop()
     log.info("clausewatch stopped")
@@ -218,6 +230,7 @@ def _demo(args: argparse.Namespace) -> int:
     stoppers: list[Any] = []
     simulator: subprocess.Popen[bytes] | None = None
     service: Service | None = None
+    code = 0
     try:
         if not settings.database_url:
             database = EmbeddedPostgres(data_dir / "postgres")
@@ -274,6 +287,9 @@ def _demo(args: argparse.Namespace) -> int:
                 simulator = None
 
         _wait_for_signal(service, simulator_check)
+    except _startup_errors() as exc:
+        print(f"error: the demo could not start: {exc}", file=sys.stderr)
+        code = 1
     finally:
         print("\nstopping...", flush=True)
         if simulator is not None and simulator.poll() is None:
@@ -287,7 +303,7 @@ def _demo(args: argparse.Namespace) -> int:
         for stop in reversed(stoppers):
             stop()
     print("clausewatch demo stopped.", flush=True)
-    return 0
+    return code
 
 
 def _ensure_database(server_url: str, name: str) -> str:
