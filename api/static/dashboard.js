@@ -311,6 +311,9 @@ async function showDetail(alertId) {
   const badge = $("detail-state");
   badge.dataset.state = alert.state;
   badge.textContent = t(alert.state);
+  const escalation = $("detail-escalation");
+  escalation.hidden = alert.escalation_level === 0;
+  escalation.textContent = `${t("escalated")} L${alert.escalation_level}`;
   const clause = alert.clause;
   $("detail-clause").textContent =
     `${clause.standard} ${clause.number} · ${clause.id} ${t("version")} ${clause.version}` +
