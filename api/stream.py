@@ -123,39 +123,30 @@ class TimelineReader:
         for missing, since in list(self.gaps.items()):
             if now - since > self.gap_wait_s:
                 del self.gaps[missing]
+        # One round trip: the timeline rows with their alerts' current state. Rows of other
+        # sites are read too (the gap bookkeeping needs every id) and dropped here.
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                "SELECT id, alert_id, site, at, action, actor FROM alert_timeline"
-                " WHERE id > %s OR id = ANY(%s) ORDER BY id LIMIT %s",
+                "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
+                f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
+                " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
+                " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s",
                 (self.last_id, list(self.gaps), self.batch),
             ).fetchall()
-            self.more = len(rows) >= self.batch
-            wanted = self.advance([row["id"] for row in rows], now)
-            rows = [
-                row
-                for row in rows
-                if row["id"] in wanted
-                and row["action"] not in HIDDEN_ACTIONS
-                and principal.sees(row["site"])
-            ]
-            if not rows:
-                return []
-            alerts = {
-                alert["id"]: alert_public(alert)
-                for alert in cur.execute(
-                    f"SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ANY(%s)",
-                    (list({row["alert_id"] for row in rows}),),
-                )
-            }
+        self.more = len(rows) >= self.batch
+        wanted = self.advance([row["timeline_id"] for row in rows], now)
         return [
             StreamEvent(
-                timeline_id=row["id"],
-                action=row["action"],
-                at=row["at"],
-                actor=row["actor"],
-                alert=alerts[row["alert_id"]],
+                timeline_id=row["timeline_id"],
+                action=row["timeline_action"],
+                at=row["timeline_at"],
+                actor=row["timeline_actor"],
+                alert=alert_public(row),
             )
             for row in rows
+            if row["timeline_id"] in wanted
+            and row["timeline_action"] not in HIDDEN_ACTIONS
+            and principal.sees(row["site"])
         ]
 
     def advance(self, ids: Sequence[int], now: float) -> set[int]:
