@@ -149,6 +149,7 @@ def main() -> None:
             row = conn.execute("SHOW server_version").fetchone()
         print(f"PostgreSQL {row[0] if row else '?'}, Python {platform.python_version()},")
         print(f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}")
+        print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         print()
         print("| rows per batch | per-row INSERT values/s | COPY values/s | COPY / INSERT |")
         print("|---:|---:|---:|---:|")
@@ -173,6 +174,7 @@ def main() -> None:
             f" {w_rows / w_s:,.0f} values/s sustained; {stats.batches} batches,"
             f" producer blocked {stats.blocked_s:.2f} s (back-pressure)"
         )
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -13,22 +13,18 @@ from psycopg_pool import ConnectionPool
 
 # A stalled server must not hang the service forever; long enough for a loaded 2-core machine.
 CONNECT_TIMEOUT_S = 10
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
+# Set at connection start: no statement, so no transaction is left open by it.
+SESSION_OPTIONS = "-c TimeZone=UTC"
 
 
 def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """A new connection with the session time zone set to UTC. The caller closes it (use it as
     a context manager: it commits on normal exit and rolls back on an exception)."""
-    # Set at connection start (no statement, so no transaction is left open by it).
     return psycopg.connect(
         database_url,
         autocommit=autocommit,
         connect_timeout=CONNECT_TIMEOUT_S,
-        options="-c TimeZone=UTC",
+        options=SESSION_OPTIONS,
     )
 
 
@@ -43,7 +39,6 @@ def make_pool(
         min_size=min_size,
         max_size=max_size,
         name=name,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
-        configure=_configure,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": SESSION_OPTIONS},
         open=True,
     )

@@ -40,7 +40,9 @@ from ingest.store.pool import connect
 from ingest.store.writes import (
     Batch,
     DeadLetter,
+    EventRow,
     PartitionCache,
+    ReadingRow,
     StoreRow,
     write_batch,
     write_dead_letters,
@@ -185,6 +187,8 @@ class BatchWriter:
             self._closed = True
             self._work.notify()
             self._room.notify_all()
+        if self._thread.ident is None:  # never started
+            return
         self._thread.join(timeout)
         self._stopped.set()
         self._thread.join(1.0)
@@ -300,6 +304,7 @@ class BatchWriter:
         now = time.time()
         detail = f"{type(error).__name__}: {error}"[:2000]
         letters = list(batch.dead_letters)
+        refused: list[ReadingRow | EventRow] = [*batch.readings, *batch.events]
         letters.extend(
             DeadLetter(
                 now,
@@ -308,7 +313,7 @@ class BatchWriter:
                 "store_rejected",
                 detail,
             )
-            for row in (*batch.readings, *batch.events)
+            for row in refused
         )
         log.error("batch %d rejected by the database (%s): kept as dead letters", batch.id, detail)
         backoff = FIRST_BACKOFF_S

@@ -117,6 +117,8 @@ ON CONFLICT DO NOTHING
 # After a batch met stored rows (redelivery), this many batches go straight to the dedupe path
 # rather than trying the fast path and rolling it back each time.
 DEDUPE_STREAK = 20
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+HOUR_S = 3600.0
 
 
 def _days(times: Iterable[float]) -> set[dt.date]:
@@ -144,41 +146,48 @@ class PartitionCache:
         self.staging_backend = None
 
 
-def _as_copy_rows(rows: Sequence[ReadingRow]) -> list[tuple[Any, ...]]:
-    """Rows with datetimes for timestamptz. Both paths convert here, in one way, so a
+def _copy(cur: psycopg.Cursor[Any], statement: str, rows: Sequence[ReadingRow]) -> None:
+    """COPYs rows, converting epoch floats to datetimes on the way (the server parses the
+    first rows while later ones are converted). Both paths convert here, one way, so a
     redelivered float ts always becomes the very same stored timestamp."""
     stamp = dt.datetime.fromtimestamp
     utc = dt.UTC
-    return [
-        (
-            r.site,
-            r.device,
-            r.metric,
-            stamp(r.ts, utc),
-            r.value,
-            r.seq,
-            stamp(r.received_at, utc),
-            r.broker_stamped,
-        )
-        for r in rows
-    ]
-
-
-def _copy(cur: psycopg.Cursor[Any], statement: str, rows: list[tuple[Any, ...]]) -> None:
     with cur.copy(statement) as copy:
         copy.set_types(READING_TYPES)
         write_row = copy.write_row
-        for row in rows:
-            write_row(row)
+        for r in rows:
+            write_row(
+                (
+                    r.site,
+                    r.device,
+                    r.metric,
+                    stamp(r.ts, utc),
+                    r.value,
+                    r.seq,
+                    stamp(r.received_at, utc),
+                    r.broker_stamped,
+                )
+            )
 
 
-def _mark_dirty(cur: psycopg.Cursor[Any], rows: list[tuple[Any, ...]]) -> None:
-    """Marks the (series, UTC hour) of each row, from the stored (rounded) timestamps."""
-    hours = {(r[0], r[1], r[2], r[3].replace(minute=0, second=0, microsecond=0)) for r in rows}
+def _mark_dirty(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> None:
+    """Marks the (series, UTC hour) of each row for `refresh_rollups`. A ts within a
+    microsecond of the next hour may be stored rounded into it: mark both (an extra mark
+    only costs a recomputation)."""
+    hours: set[tuple[str, str, str, float]] = set()
+    add = hours.add
+    for r in rows:
+        hour = r.ts // HOUR_S
+        add((r.site, r.device, r.metric, hour))
+        if r.ts - hour * HOUR_S > HOUR_S - 1e-6:
+            add((r.site, r.device, r.metric, hour + 1))
     columns: tuple[list[Any], ...] = ([], [], [], [])
-    for hour in hours:
-        for column, value in zip(columns, hour, strict=True):
-            column.append(value)
+    sites, devices, metrics, buckets = columns
+    for site, device, metric, hour in hours:
+        sites.append(site)
+        devices.append(device)
+        metrics.append(metric)
+        buckets.append(EPOCH + dt.timedelta(hours=hour))
     cur.execute(MARK_DIRTY, columns)
 
 
@@ -198,7 +207,6 @@ def write_readings(
         return 0
     state = partitions or PartitionCache()
     state.ensure(conn, "readings", (r.ts for r in rows))
-    copy_rows = _as_copy_rows(rows)
     with conn.cursor() as cur:
         seq_checked = any(r.broker_stamped and r.seq is not None for r in rows)
         if state.dedupe_batches > 0:
@@ -206,8 +214,8 @@ def write_readings(
         elif not seq_checked:
             try:
                 with conn.transaction():
-                    _copy(cur, DIRECT_COPY, copy_rows)
-                    _mark_dirty(cur, copy_rows)
+                    _copy(cur, DIRECT_COPY, rows)
+                    _mark_dirty(cur, rows)
                 return len(rows)
             except psycopg.errors.UniqueViolation:
                 state.dedupe_batches = DEDUPE_STREAK
@@ -215,7 +223,7 @@ def write_readings(
         if state.staging_backend != backend:
             cur.execute(STAGING_DDL)
             state.staging_backend = backend
-        _copy(cur, STAGING_COPY, copy_rows)
+        _copy(cur, STAGING_COPY, rows)
         cur.execute(INSERT_FROM_STAGING)
         counted = cur.fetchone()
         # The staging rows go at commit (ON COMMIT DELETE ROWS, which also drops the dead rows

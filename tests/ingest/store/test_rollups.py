@@ -181,3 +181,11 @@ def test_raw_queries_and_bad_input(store_url: str) -> None:
             query_readings(conn, "s1", "d1", "temperature", UNTIL, START, "1h")
         with pytest.raises(QueryError):
             query_readings(conn, "s1", "d1", "temperature", START.replace(tzinfo=None), UNTIL)
+
+
+def test_a_reading_rounded_into_the_next_hour_is_rolled_up_there(store_url: str) -> None:
+    edge = (START + dt.timedelta(hours=1)).timestamp() - 1e-7  # stored as 01:00:00.000000
+    with connect(store_url) as conn:
+        write_readings(conn, [ReadingRow("s1", "d9", "co2", edge, 700.0, None, edge)])
+        refresh_rollups(conn)
+        assert rolled_stats(conn, "readings_hourly") == direct_stats(conn, "hour")
