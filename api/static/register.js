@@ -78,7 +78,9 @@ async function show(clauseId, row) {
       box.append(el("p", version.text || version.title));
       if (version.changes.length) {
         const table = el("table");
-        table.append(el("tr")).append(el("th", "changed"), el("th", "before"), el("th", "after"));
+        const head = el("tr");
+        head.append(el("th", "changed"), el("th", "before"), el("th", "after"));
+        table.append(head);
         for (const change of version.changes) {
           const tr = el("tr");
           tr.append(el("td", change.path), el("td", JSON.stringify(change.before)),
@@ -97,7 +99,7 @@ async function show(clauseId, row) {
       detail.append(el("p", `Spaces: ${site.spaces.join(", ")}`));
       const sources = site.data_sources.map((s) => `${s.device} (${s.metrics.join(", ")})`);
       detail.append(el("p", `Data sources: ${sources.join("; ") || site.events.join(", ") || "none"}`));
-      const people = site.responsible.map((p) => `${p.name} (${p.role}, ${p.space})`);
+      const people = site.responsible.map((p) => `${p.name} (${p.role} L${p.level}, ${p.domain}, ${p.space})`);
       detail.append(el("p", `Responsible: ${people.join("; ") || "nobody"}`));
     }
   } catch (error) {

@@ -339,7 +339,9 @@ def _application(
     config: dict[str, Any],
     now: dt.datetime,
 ) -> SiteApplication | None:
-    """The clause at one site; None when its selector picks nothing there."""
+    """The clause at one site; None when its selector picks nothing there. Where it applies is
+    its `applies_to` selection, as key-clause coverage reads it: a selected space without a
+    device reporting what the clause reads shows as no data source (a gap), not as absent."""
     since = now - RECENT
     facts = _site_facts(conn, site, since, now, now)
     spaces, devices = _selection(facts, config.get("applies_to") or {})
@@ -364,10 +366,6 @@ def _application(
                     last_reading=max((s for s in seen if s is not None), default=None),
                 )
             )
-    if check.get("kind") != "obligation":
-        if not sources:
-            return None  # nothing there reports what the clause reads: the engine binds nothing
-        spaces = {source.space for source in sources}
     domain = config.get("domain", "")
     with conn.cursor(row_factory=dict_row) as cur:
         parties = cur.execute(

@@ -5,6 +5,9 @@ organisation tree), a test clause of our own; history tables emptied before each
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
@@ -239,3 +243,25 @@ def add_alert(
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.fixture(scope="session")
+def live_api(register_db_url: str) -> Iterator[str]:
+    """The app served by uvicorn on a free local port (for the browser)."""
+    app = create_app(register_db_url)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="register-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # polled with a deadline: uvicorn has no start event
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -89,7 +89,7 @@ def test_detail_shows_versions_changes_and_where_it_applies(conn: psycopg.Connec
     assert detail.versions[0].changes == []
     assert any(c.path.startswith("params.") for c in detail.versions[1].changes)
     sites = {s.site: s for s in detail.sites}
-    assert PUBLIC_SITE not in sites  # no meeting rooms there
+    assert sites[PUBLIC_SITE].data_sources == []  # it applies, but nothing there measures HCHO
     demo = sites["demo-hq"]
     assert {s.device for s in demo.data_sources} == {"iaq-meeting-a", "iaq-meeting-b"}
     test = clause_detail(conn, "test.temp.max", [PUBLIC_SITE], now).sites[0]
