@@ -28,8 +28,14 @@ def partition_name(table: str, day: dt.date) -> str:
     return f"{table}_p{day:%Y%m%d}"
 
 
+# Two writers (ingest workers) creating the same day would both pass IF NOT EXISTS and one
+# would fail on the catalog's unique index: creators take turns on this transaction lock.
+PARTITION_LOCK_KEY = 0x63770001
+
+
 def _create_day(conn: psycopg.Connection[Any], table: str, day: dt.date) -> None:
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
     conn.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
