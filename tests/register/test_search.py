@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clausewatch.register.search import (
+    DOCUMENT,
     RegisterQuery,
     clause_detail,
     config_changes,
@@ -108,3 +109,13 @@ def test_register_api(client: TestClient, admin_token: str) -> None:
     missing = client.get("/api/v1/register/no.such.clause", headers=auth(admin_token))
     assert missing.status_code == 404
     assert client.get("/register").status_code == 200
+
+
+def test_the_trigram_index_serves_chinese_terms(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET LOCAL enable_seqscan = off")  # a few dozen rows: force the planner's hand
+    plan = conn.execute(
+        f"EXPLAIN SELECT clause_id FROM clause_versions WHERE {DOCUMENT} LIKE %s",
+        (like_pattern("室内温度"),),
+    ).fetchall()
+    assert any("clause_versions_document_trgm" in line for (line,) in plan)
+    conn.rollback()
