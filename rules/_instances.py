@@ -273,10 +273,11 @@ class StateCheck(Instance):
 
     def plan(self, t: float) -> None:
         due = self.seg_end
-        for slot in self.watched:
-            until = slot.until
-            if t < until < due:
-                due = until
+        if self.seg_inside:  # outside the schedule nothing changes before it ends
+            for slot in self.watched:
+                until = slot.until
+                if t < until < due:
+                    due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
@@ -438,19 +439,20 @@ class ThresholdCheck(StateCheck):
             self.last_raw = raw
         # plan(), inlined
         due = self.seg_end
-        until = self.slot.until
-        if t < until < due:
-            due = until
-        gate_slot = self.gate_slot
-        if gate_slot is not None:
-            until = gate_slot.until
+        if self.seg_inside:  # outside the schedule nothing changes before it ends
+            until = self.slot.until
             if t < until < due:
                 due = until
-        elif self.gate is not None:
-            for slot in self.watched:
-                until = slot.until
+            gate_slot = self.gate_slot
+            if gate_slot is not None:
+                until = gate_slot.until
                 if t < until < due:
                     due = until
+            elif self.gate is not None:
+                for slot in self.watched:
+                    until = slot.until
+                    if t < until < due:
+                        due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
@@ -493,10 +495,11 @@ class ThresholdCheck(StateCheck):
 
     def plan(self, t: float) -> None:
         due = self.seg_end
-        for slot in self.watched:
-            until = slot.until
-            if t < until < due:
-                due = until
+        if self.seg_inside:
+            for slot in self.watched:
+                until = slot.until
+                if t < until < due:
+                    due = until
         if self.pending_since < INF and self.pending_since + self.for_ < due:
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -69,7 +68,6 @@ class _DeviceState:
         "max_ts",
         "metric_count",
         "released_ts",
-        "seen_order",
         "seen_seqs",
         "seen_ts",
         "slots",
@@ -87,10 +85,9 @@ class _DeviceState:
         self.fault_listeners: list[Instance] = []
         self.max_ts = -INF
         self.released_ts = -INF
-        # Dedupe keys of recent readings: seqs, and the metrics seen at each ts.
-        self.seen_seqs: set[int] = set()
+        # Dedupe keys of recent readings: seq -> ts, and ts -> the metrics seen at ts.
+        self.seen_seqs: dict[int, float] = {}
         self.seen_ts: dict[float, Collection[str]] = {}
-        self.seen_order: deque[tuple[float, int | None]] = deque()
 
 
 class ConfigError(ValueError):
@@ -183,13 +180,9 @@ class SiteEngine:
             state.seen_ts[ts] = {*seen, *fresh}
             metrics = fresh
         if seq is not None:
-            state.seen_seqs.add(seq)
-        state.seen_order.append((ts, seq))
-        if len(state.seen_order) > _DEDUPE_MEMORY:
-            old_ts, old_seq = state.seen_order.popleft()
-            state.seen_ts.pop(old_ts, None)
-            if old_seq is not None:
-                state.seen_seqs.discard(old_seq)
+            state.seen_seqs[seq] = ts
+        if len(state.seen_ts) > _DEDUPE_MEMORY:
+            self._forget_old_keys(state)
         if ts < state.released_ts or ts < self._clock:
             for metric in metrics:
                 self._out.append(LateReading(self._site_id, device, ts, metric))
@@ -293,6 +286,13 @@ class SiteEngine:
         for instance in listeners:
             if instance.quiet_until <= ts:
                 instance.evaluate(ts)
+
+    def _forget_old_keys(self, state: _DeviceState) -> None:
+        """Keeps the newest half of a device's dedupe keys (by event time). An older duplicate
+        is then reported as a late reading: stored by the caller, never judged."""
+        cutoff = sorted(state.seen_ts)[len(state.seen_ts) // 2]
+        state.seen_ts = {ts: m for ts, m in state.seen_ts.items() if ts >= cutoff}
+        state.seen_seqs = {seq: ts for seq, ts in state.seen_seqs.items() if ts >= cutoff}
 
     def _listeners_of(self, state: _DeviceState, metrics: Iterable[str]) -> list[Instance]:
         found: dict[int, Instance] = {}
@@ -647,9 +647,8 @@ class SiteEngine:
             devices[device_id] = {
                 "max_ts": _num(state.max_ts),
                 "released_ts": _num(state.released_ts),
-                "seen": [
-                    [ts, seq, sorted(state.seen_ts.get(ts, ()))] for ts, seq in state.seen_order
-                ],
+                "seen_ts": [[ts, sorted(metrics)] for ts, metrics in state.seen_ts.items()],
+                "seen_seqs": [[seq, ts] for seq, ts in state.seen_seqs.items()],
                 "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
             }
         return {
@@ -704,11 +703,8 @@ class SiteEngine:
                 continue
             state.max_ts = _float(saved["max_ts"], -INF)
             state.released_ts = _float(saved["released_ts"], -INF)
-            for ts, seq, seen_metrics in saved["seen"]:
-                state.seen_order.append((float(ts), seq))
-                if seq is not None:
-                    state.seen_seqs.add(int(seq))
-                state.seen_ts[float(ts)] = set(seen_metrics)
+            state.seen_ts = {float(ts): set(metrics) for ts, metrics in saved["seen_ts"]}
+            state.seen_seqs = {int(seq): float(ts) for seq, ts in saved["seen_seqs"]}
             for metric, slot_state in saved["slots"].items():
                 if metric in state.slots:
                     state.slots[metric].restore(slot_state)
