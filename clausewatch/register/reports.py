@@ -128,6 +128,9 @@ def build_report(
         raise UnknownSite(site)
     name, timezone = row
     start, end = quarter_bounds(period, ZoneInfo(timezone))
+    if start > now:
+        # An empty report would still count the quarter as evaluated.
+        raise BadPeriod(f"{period} has not begun")
     stats = site_statistics(conn, site, start, end, now)
     with conn.cursor(row_factory=dict_row) as cur:
         titles = {

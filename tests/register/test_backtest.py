@@ -13,8 +13,8 @@ import yaml
 from fastapi.testclient import TestClient
 
 from clausewatch.cli import main
-from clausewatch.register.backtest import BacktestError, backtest
-from ingest.store.writes import ReadingRow, write_readings
+from clausewatch.register.backtest import BacktestError, backtest, version_in_force
+from ingest.store.writes import EventRow, ReadingRow, write_events, write_readings
 from tests.register.conftest import PUBLIC_SITE, TEST_CLAUSE, auth, clause_file_with
 
 pytestmark = pytest.mark.integration
@@ -139,3 +139,41 @@ def test_backtest_endpoint_is_for_admins(
         headers=auth(admin_token),
     )
     assert broken.status_code == 422
+
+
+def test_an_obligation_backtest_replays_stored_events(conn: psycopg.Connection[Any]) -> None:
+    """Toilets cleaned every 90 minutes of a workday: fine under the 2 h rule in force, overdue
+    under an hourly one."""
+    jinan = dt.timezone(dt.timedelta(hours=8))
+    day = dt.datetime(2026, 8, 4, tzinfo=jinan)  # a Tuesday
+    readers = {
+        "reader-2f-wc-east": "b1-2f-wc-east",
+        "reader-2f-wc-west": "b1-2f-wc-west",
+        "reader-3f-wc-east": "b1-3f-wc-east",
+        "reader-3f-wc-west": "b1-3f-wc-west",
+    }
+    rows = [
+        EventRow("demo-hq", reader, ts, "cleaning.completed", space, "保洁", i, {}, ts)
+        for reader, space in readers.items()
+        for i in range(7)
+        for ts in [(day + dt.timedelta(hours=8, minutes=90 * i)).timestamp()]
+    ]
+    write_events(conn, rows)
+    conn.commit()
+    in_force = version_in_force(conn, "toilet.cleaning", day.date())
+    assert in_force is not None
+    hourly = in_force.model_copy(
+        update={"version": 2, "check": in_force.check.model_copy(update={"every": 3600.0})}
+    )
+    result = backtest(conn, "demo-hq", hourly, day, day + dt.timedelta(days=1))
+    assert result.events == 28
+    assert result.in_force is not None and result.in_force.alerts == 0
+    assert result.candidate.alerts >= 4
+    assert {r.space for r in result.candidate.raised} == set(readers.values())
+
+
+def test_a_new_clause_has_nothing_in_force_beside_it(conn: psycopg.Connection[Any]) -> None:
+    _store(conn, 27.0)
+    new = clause_file_with(id="test.temp.max.new", **STRICTER).clauses[0]
+    result = backtest(conn, PUBLIC_SITE, new, SINCE, UNTIL)
+    assert result.in_force is None and result.candidate.violations == 2

@@ -119,6 +119,11 @@ def test_quarter_bounds_and_the_last_complete_quarter() -> None:
             quarter_bounds(bad, shanghai)
 
 
+def test_a_quarter_that_has_not_begun_is_refused(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(BadPeriod, match="has not begun"):
+        generate_report(conn, PUBLIC_SITE, "2027Q1", "test", NOW)
+
+
 def test_statistics_equal_hand_computed_figures(conn: psycopg.Connection[Any]) -> None:
     alerts = script_quarter(conn)
     stats = site_statistics(conn, PUBLIC_SITE, Q3_START, Q3_END, NOW)
