@@ -19,9 +19,10 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, TypeVar
 
 import anyio
 import psycopg
@@ -41,6 +42,7 @@ CHANNEL = "cw_alerts"
 HIDDEN_ACTIONS = frozenset({"notified"})
 # A jump in ids larger than this is not tracked as gaps (a sequence reset, a bulk rollback).
 MAX_TRACKED_GAP = 1000
+T = TypeVar("T")
 EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
@@ -220,20 +222,23 @@ async def stream(
     feed: AlertFeed = request.app.state.feed
     config = feed.config
 
-    def with_conn(fn: Any, *args: Any) -> Any:
-        with pool.connection() as conn:
-            return fn(conn, *args)
+    async def in_thread(work: Callable[[psycopg.Connection], T]) -> T:
+        """Runs blocking database work off the event loop with a short pool checkout."""
 
-    start = resume if resume is not None else await anyio.to_thread.run_sync(with_conn, head_id)
+        def run() -> T:
+            with pool.connection() as conn:
+                return work(conn)
+
+        return await anyio.to_thread.run_sync(run)
+
+    start = resume if resume is not None else await in_thread(head_id)
     reader = TimelineReader(last_id=start, gap_wait_s=config.gap_wait_s, batch=config.batch)
     if resume is None:
         yield ServerSentEvent(event="hello", id=str(start), data={"position": start})
     last_sent = time.monotonic()
     while True:
         seen = feed.generation
-        events: list[StreamEvent] = await anyio.to_thread.run_sync(
-            with_conn, reader.read, principal, time.monotonic()
-        )
+        events = await in_thread(partial(reader.read, principal=principal, now=time.monotonic()))
         for event in events:
             yield ServerSentEvent(event="alert", id=str(event.timeline_id), data=event)
         if events:
@@ -242,7 +247,7 @@ async def stream(
             continue  # a full batch: more rows are waiting, read on at once
         if time.monotonic() - last_sent >= config.heartbeat_s:
             # A revoked token loses its open streams too, within one heartbeat.
-            if not await anyio.to_thread.run_sync(with_conn, is_live, principal.token_id):
+            if not await in_thread(partial(is_live, token_id=principal.token_id)):
                 return
             yield ServerSentEvent(comment="heartbeat")
             last_sent = time.monotonic()
