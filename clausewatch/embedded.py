@@ -314,7 +314,8 @@ class EmbeddedPostgres:
 
 
 class EmbeddedBroker:
-    """amqtt on 127.0.0.1 in a child process. `url` carries the username clients log in with."""
+    """amqtt on 127.0.0.1 in a child process. `url` carries the username clients log in with
+    and the protocol version (3.1.1)."""
 
     def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
         self.data_dir = Path(data_dir)
@@ -325,7 +326,8 @@ class EmbeddedBroker:
     def url(self) -> str:
         if self.port is None:
             raise EmbeddedError("EmbeddedBroker is not started")
-        return f"mqtt://{BROKER_USERNAME}@127.0.0.1:{self.port}"
+        # amqtt refuses MQTT 5; the query tells our clients (ingest.mqtt.MqttUrl) to use 3.1.1.
+        return f"mqtt://{BROKER_USERNAME}@127.0.0.1:{self.port}?protocol=311"
 
     @property
     def log_path(self) -> Path:

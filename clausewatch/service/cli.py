@@ -245,7 +245,7 @@ def _demo(args: argparse.Namespace) -> int:
             broker = EmbeddedBroker(data_dir / "broker")
             broker.start()
             stoppers.append(broker.stop)
-            settings = settings.model_copy(update={"mqtt_url": f"{broker.url}?protocol=311"})
+            settings = settings.model_copy(update={"mqtt_url": broker.url})
             started.append(f"MQTT broker (embedded)  {broker.url}  (amqtt, MQTT 3.1.1)")
         else:
             started.append(f"MQTT broker (configured) {_redact(settings.mqtt_url)}")
