@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import psycopg
@@ -53,6 +54,7 @@ class StreamConfig:
     gap_wait_s: float = 10.0  # how long a missing id may still appear (a slow transaction)
     batch: int = 500  # rows per read
     listen_retry_s: float = 2.0  # delay before re-opening a lost LISTEN connection
+    shared_read_ttl_s: float = 0.05  # how long streams may share one timeline read
 
 
 class AlertFeed:
@@ -64,6 +66,7 @@ class AlertFeed:
         self._generation = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.shared = SharedReads(ttl=config.shared_read_ttl_s)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="clausewatch-alert-feed")
@@ -109,6 +112,46 @@ class AlertFeed:
             await asyncio.sleep(self.config.listen_retry_s)
 
 
+ReadKey = tuple[int, tuple[int, ...], int, int]  # last id, gap ids, batch, feed generation
+
+
+def timeline_rows(conn: psycopg.Connection, key: ReadKey) -> list[dict[str, Any]]:
+    """Timeline rows after `last_id` (and the gap ids) with their alerts' current state, in one
+    round trip. Rows of every site: the gap bookkeeping needs every id; streams filter."""
+    last_id, gaps, batch, _ = key
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
+            f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
+            " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
+            " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s",
+            (last_id, list(gaps), batch),
+        ).fetchall()
+
+
+class SharedReads:
+    """The last timeline read, shared by streams at the same position: when a notification
+    wakes every dashboard at once, one query serves them all instead of one each. A result is
+    reused only within the same feed generation (a newer notification means newer rows) and
+    for at most `ttl` seconds (covers reads woken by the poll, not by a notification)."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._key: ReadKey | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._at = 0.0
+
+    def rows(self, conn: psycopg.Connection, key: ReadKey) -> list[dict[str, Any]]:
+        # Held during the query: streams waking together wait for the first one's answer.
+        with self._lock:
+            if key == self._key and time.monotonic() - self._at < self._ttl:
+                return self._rows
+            rows = timeline_rows(conn, key)
+            self._key, self._rows, self._at = key, rows, time.monotonic()
+            return rows
+
+
 @dataclass
 class TimelineReader:
     """Position of one stream in the timeline: the highest id read and the ids below it that
@@ -120,21 +163,21 @@ class TimelineReader:
     gaps: dict[int, float] = field(default_factory=dict)
     more: bool = False  # the last read was a full batch: read again without waiting
 
-    def read(self, conn: psycopg.Connection, principal: Principal, now: float) -> list[StreamEvent]:
-        """New timeline rows this principal may see, with each alert's current state."""
+    def read(
+        self,
+        conn: psycopg.Connection,
+        principal: Principal,
+        now: float,
+        shared: SharedReads | None = None,
+        generation: int = 0,
+    ) -> list[StreamEvent]:
+        """New timeline rows this principal may see, with each alert's current state. Streams
+        at the same position in the same feed generation share one query (`shared`)."""
         for missing, since in list(self.gaps.items()):
             if now - since > self.gap_wait_s:
                 del self.gaps[missing]
-        # One round trip: the timeline rows with their alerts' current state. Rows of other
-        # sites are read too (the gap bookkeeping needs every id) and dropped here.
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
-                f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
-                " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
-                " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s",
-                (self.last_id, list(self.gaps), self.batch),
-            ).fetchall()
+        key = (self.last_id, tuple(sorted(self.gaps)), self.batch, generation)
+        rows = shared.rows(conn, key) if shared is not None else timeline_rows(conn, key)
         self.more = len(rows) >= self.batch
         wanted = self.advance([row["timeline_id"] for row in rows], now)
         return [
@@ -238,7 +281,15 @@ async def stream(
     last_sent = time.monotonic()
     while True:
         seen = feed.generation
-        events = await in_thread(partial(reader.read, principal=principal, now=time.monotonic()))
+        events = await in_thread(
+            partial(
+                reader.read,
+                principal=principal,
+                now=time.monotonic(),
+                shared=feed.shared,
+                generation=seen,
+            )
+        )
         for event in events:
             yield ServerSentEvent(event="alert", id=str(event.timeline_id), data=event)
         if events:

@@ -117,3 +117,25 @@ def test_the_stream_needs_a_valid_token(live_api: str) -> None:
     for headers in ({}, auth("cw_" + "x" * 43)):
         response = httpx.get(f"{live_api}/api/v1/stream", headers=headers, timeout=TIMEOUT)
         assert response.status_code == 401
+
+
+def test_streams_sharing_reads_still_see_only_their_sites(
+    live_api: str, tokens: dict[tuple[str, str], str], api_database_url: str
+) -> None:
+    """Two streams at the same position share the timeline query; each keeps its own scope."""
+    url = f"{live_api}/api/v1/stream"
+    with (
+        httpx.stream("GET", url, headers=auth(tokens[("viewer", "site-a")]), timeout=TIMEOUT) as a,
+        httpx.stream("GET", url, headers=auth(tokens[("admin", "all")]), timeout=TIMEOUT) as every,
+    ):
+        lines_a, lines_all = a.iter_lines(), every.iter_lines()
+        read_events(lines_a, 1, kinds=("hello",))
+        read_events(lines_all, 1, kinds=("hello",))
+        with psycopg.connect(api_database_url) as conn:
+            in_b = insert_alert(conn, "site-b")
+            in_a = insert_alert(conn, "site-a")
+        assert _alerts(read_events(lines_all, 2)) == [
+            ("site-b", in_b, "raised"),
+            ("site-a", in_a, "raised"),
+        ]
+        assert _alerts(read_events(lines_a, 1)) == [("site-a", in_a, "raised")]
