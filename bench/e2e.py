@@ -1,0 +1,111 @@
+"""End-to-end throughput: MQTT → decode → engine (full bundled clause set) → PostgreSQL, against
+the ceiling of a bare paho subscriber fed by the same publisher in the same run.
+
+Run: .venv/bin/python bench/e2e.py [--messages 60000] [--workers 1 2]
+
+Setup (all on 127.0.0.1, created and removed by the run): Mosquitto with the bundled
+mosquitto.conf on a free port; a scratch database on the local PostgreSQL; two bench sites of 250
+rooms each (1,000 devices: a sensor with temperature, humidity and co2 and an HVAC controller per
+room) with the bundled clauses; `clausewatch run --workers N` as a subprocess (wall clock,
+lateness 60 s so a backlog is still judged, not set aside as late). The publisher is its own
+process: QoS 1, at most 2,000 unacknowledged, 3 metrics per message, as fast as it can.
+
+Figures:
+- ceiling: messages/s at which the bare subscriber (QoS 1, MQTT 5, counting only) received
+  everything the publisher sent, first publish → last arrival;
+- pipeline, per worker count: metric values/s committed to PostgreSQL (rows counted in the
+  database), first publish → every row committed; the ratio to the ceiling (in values/s) and
+  the late readings (0 means every value was evaluated by the engine);
+- the service processes' CPU seconds for those values (values per CPU second): on a shared,
+  loaded machine the wall-clock rates follow the load, this figure much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import harness
+
+SITES = {"bench-a": 250, "bench-b": 250}
+METRICS_PER_MESSAGE = 3
+
+
+def pipeline_rate(
+    url: str, config: Path, plan: dict[str, object], workers: int
+) -> dict[str, float]:
+    """Values/s committed by `clausewatch run --workers N` for the plan's messages."""
+    with harness.scratch_database() as database:
+        service = harness.ServiceProcess(database, url, config, workers=workers)
+        try:
+            service.wait_ready()
+            expected = int(plan["messages"]) * METRICS_PER_MESSAGE  # type: ignore[call-overload]
+            cpu_before = service.cpu_seconds()
+            publisher, published = harness.run_publisher(url, plan)
+            started, _, _ = published.get(timeout=300)
+            count = 0
+
+            def all_committed() -> bool:
+                nonlocal count
+                count = harness.scalar(database, "SELECT count(*) FROM readings")
+                return count >= expected
+
+            harness.wait_until(all_committed, 300, "every reading committed", step=0.1)
+            finished = time.time()
+            cpu = service.cpu_seconds() - cpu_before
+            publisher.join(10)
+            late = harness.scalar(database, "SELECT count(*) FROM late_readings")
+            alerts = harness.scalar(database, "SELECT count(*) FROM alerts")
+            dead = harness.scalar(database, "SELECT count(*) FROM dead_letters")
+        finally:
+            service.stop()
+    return {
+        "values_per_s": count / (finished - started),
+        "values_per_cpu_s": count / cpu,
+        "late": late,
+        "alerts": alerts,
+        "dead_letters": dead,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=60_000, help="readings per run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    plan: dict[str, object] = {"messages": args.messages, "inflight": 2000, "sites": SITES}
+    print(f"machine: {harness.machine()}")
+    print(
+        f"workload: {args.messages:,} readings x {METRICS_PER_MESSAGE} metrics, "
+        f"{2 * sum(SITES.values()):,} devices in {len(SITES)} sites, QoS 1"
+    )
+    with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp:
+        folder = Path(tmp)
+        (folder / "broker").mkdir()
+        config = harness.write_config(folder / "config", SITES)
+        with harness.own_mosquitto(folder / "broker") as url:
+            ceiling_msgs, publisher_msgs = harness.ceiling(url, plan)
+            ceiling_values = ceiling_msgs * METRICS_PER_MESSAGE
+            print(
+                f"ceiling (bare paho subscriber, counting): {ceiling_values:,.0f} values/s "
+                f"({ceiling_msgs:,.0f} msg/s; publisher {publisher_msgs:,.0f} msg/s)"
+            )
+            for workers in args.workers:
+                figures = pipeline_rate(url, config, plan, workers)
+                rate = figures["values_per_s"]
+                print(
+                    f"pipeline, {workers} worker(s): {rate:,.0f} values/s committed "
+                    f"= {rate / ceiling_values:.2f} of the ceiling; target 30,000: "
+                    f"{rate / 30_000:.2f}x; late readings {figures['late']}, "
+                    f"alerts {figures['alerts']}, dead letters {figures['dead_letters']}"
+                )
+                print(
+                    f"  service CPU: {figures['values_per_cpu_s']:,.0f} values per CPU second "
+                    f"(what one free core would sustain; PostgreSQL's own CPU not included)"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""Parts the end-to-end benchmarks share: a Mosquitto of their own (the bundled mosquitto.conf on
+a free port), a scratch database, a bench configuration directory (generated sites + the bundled
+clauses), the service as a subprocess (`clausewatch run`), a QoS 1 publisher with a bound on
+unacknowledged messages, and a bare paho subscriber that only counts (the ceiling).
+
+Site time: the bench sites use the fixed-offset zone in which it is now mid-morning, with the
+cooling season around today and every room occupied and cooling, so the schedules, gates and
+`for` durations of the whole bundled clause set are live (the worst case: nothing is skipped as
+outside its schedule). Readings carry the wall clock as their ts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import psycopg
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "clausewatch" / "config"
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+MOSQUITTO = "/usr/sbin/mosquitto"
+SERVER_URL = os.environ.get(
+    "CLAUSEWATCH_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PREFIX = "cw"
+SENSOR_METRICS = ("temperature", "humidity", "co2")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(probe: Callable[[], object], timeout: float, what: str, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout} s")
+        time.sleep(step)
+
+
+def machine() -> str:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"nproc {os.cpu_count()}, memory {pages / 2**30:.0f} GiB, load {load}, "
+        f"Python {platform.python_version()}, {platform.machine()}"
+    )
+
+
+# -- broker and database --
+
+
+@contextmanager
+def own_mosquitto(folder: Path) -> Iterator[str]:
+    """The bundled mosquitto.conf (raised queue limits, persistence) on a free port."""
+    port = free_port()
+    text = (CONFIG / "mosquitto.conf").read_text()
+    text = text.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
+    text = text.replace(
+        "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
+    )
+    if os.geteuid() == 0:
+        text += "\nuser root\n"
+    conf = folder / "mosquitto.conf"
+    conf.write_text(text)
+    with (folder / "mosquitto.log").open("ab") as log:
+        process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _answers(port), 10, "mosquitto listening")
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield re.sub(r"/[^/]*$", f"/{name}", SERVER_URL)
+    finally:
+        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def scalar(url: str, query: str) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+    return row[0] if row else None
+
+
+# -- configuration --
+
+
+def office_hours_zone() -> tuple[str, dt.date]:
+    """An IANA fixed-offset zone in which it is about 10:00 now, and today's date there."""
+    now = dt.datetime.now(dt.UTC)
+    offset = (10 - now.hour + 12) % 24 - 12  # -12..+11
+    zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    return zone, (now + dt.timedelta(hours=offset)).date()
+
+
+def site_dict(site_id: str, rooms: int, probes: int = 0) -> dict[str, Any]:
+    """A building of `rooms` rooms (offices, every 10th a meeting room), each with a sensor
+    (temperature, humidity, co2) and an HVAC controller (hvac_mode, occupied, window_open);
+    `probes` co2 sensors p0, p1, ... in a lab room of their own (the latency probes)."""
+    zone, today = office_hours_zone()
+
+    def mmdd(days: int) -> str:
+        return (today + dt.timedelta(days=days)).strftime("%m-%d")
+
+    floors = max(1, rooms // 40)
+    spaces: list[dict[str, Any]] = [{"id": "b1", "type": "building", "area_m2": 50000}]
+    spaces += [{"id": f"f{f}", "type": "floor", "parent": "b1"} for f in range(floors)]
+    devices: list[dict[str, Any]] = []
+    for r in range(rooms):
+        kind = "meeting" if r % 10 == 0 else "office"
+        spaces.append({"id": f"r{r}", "type": kind, "parent": f"f{r % floors}", "area_m2": 40})
+        devices.append(
+            {
+                "id": f"s{r}",
+                "space": f"r{r}",
+                "metrics": {
+                    "temperature": {"unit": "°C", "range": [-20, 60]},
+                    "humidity": {"unit": "%", "range": [0, 100]},
+                    "co2": {"unit": "ppm", "range": [300, 10000]},
+                },
+            }
+        )
+        devices.append(
+            {
+                "id": f"h{r}",
+                "space": f"r{r}",
+                "metrics": {
+                    "hvac_mode": {
+                        "unit": "state",
+                        "states": {"off": 0, "cooling": 1, "heating": 2, "fan": 3},
+                    },
+                    "occupied": {"unit": "bool"},
+                    "window_open": {"unit": "bool"},
+                },
+            }
+        )
+    if probes:
+        spaces.append({"id": "probe-lab", "type": "lab", "parent": "b1", "area_m2": 40})
+        devices += [
+            {
+                "id": f"p{i}",
+                "space": "probe-lab",
+                "metrics": {"co2": {"unit": "ppm", "range": [300, 10000]}},
+            }
+            for i in range(probes)
+        ]
+    return {
+        "site": {
+            "id": site_id,
+            "name": f"bench {site_id}",
+            "timezone": zone,
+            "holidays": {"kind": "weekends", "extra_workdays": [today.isoformat()]},
+            "seasons": {
+                "cooling": {"from": mmdd(-60), "to": mmdd(60)},
+                "heating": {"from": mmdd(120), "to": mmdd(180)},
+            },
+        },
+        "spaces": spaces,
+        "devices": devices,
+    }
+
+
+def write_config(
+    folder: Path,
+    sites: dict[str, int],
+    extra_clauses: dict[str, Any] | None = None,
+    probes: int = 0,
+) -> Path:
+    """sites/ (generated; the first site gets the probes) and clauses/ (the bundled set, plus
+    `extra_clauses` as one file)."""
+    (folder / "sites").mkdir(parents=True)
+    for index, (site_id, rooms) in enumerate(sites.items()):
+        model = site_dict(site_id, rooms, probes if index == 0 else 0)
+        (folder / "sites" / f"{site_id}.yaml").write_text(
+            yaml.safe_dump(model, allow_unicode=True, sort_keys=False)
+        )
+    shutil.copytree(CONFIG / "clauses", folder / "clauses")
+    if extra_clauses is not None:
+        (folder / "clauses" / "bench-extra.yaml").write_text(
+            yaml.safe_dump(extra_clauses, allow_unicode=True, sort_keys=False)
+        )
+    return folder
+
+
+# -- the service --
+
+
+class ServiceProcess:
+    """`clausewatch run` as a subprocess; `ready` once every worker logged that it runs."""
+
+    def __init__(
+        self,
+        database_url: str,
+        mqtt_url: str,
+        config_dir: Path,
+        *,
+        workers: int = 1,
+        lateness: float = 60.0,
+        http_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workers = workers
+        self.http_port = http_port or free_port()
+        environment = dict(os.environ)
+        environment.update(
+            CLAUSEWATCH_DATABASE_URL=database_url,
+            CLAUSEWATCH_MQTT_URL=mqtt_url,
+            CLAUSEWATCH_CONFIG_DIR=str(config_dir),
+            CLAUSEWATCH_LATENESS_S=str(lateness),
+            CLAUSEWATCH_HTTP_PORT=str(self.http_port),
+            CLAUSEWATCH_MQTT_CLIENT_ID=f"bench-{uuid.uuid4().hex[:6]}",
+        )
+        environment.update(env or {})
+        command = [PYTHON, "-m", "clausewatch.cli", "run", "--workers", str(workers)]
+        self.process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip())
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        marker = "clausewatch running" if self.workers == 1 else "running: sites"
+        wait_until(
+            lambda: (
+                sum(marker in line for line in self.lines) >= self.workers
+                or self.process.poll() is not None
+            ),
+            timeout,
+            "service start",
+        )
+        if self.process.poll() is not None:
+            raise RuntimeError("service exited:\n" + "\n".join(self.lines[-30:]))
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the service and its worker processes so far."""
+        total = 0.0
+        for pid in [self.process.pid, *_children(self.process.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+# -- publisher and bare subscriber (own processes, so they never share the GIL) --
+
+
+def _client(url: str, client_id: str) -> paho.Client:
+    host, port = url.removeprefix("mqtt://").split(":")
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client._bench_target = (host, int(port))  # type: ignore[attr-defined]
+    return client
+
+
+def publish_stream(url: str, plan: dict[str, Any], result: Any) -> None:
+    """Publishes `plan["messages"]` readings round-robin over the sensors of the plan's sites
+    (HVAC controllers every tenth round), QoS 1, at most `plan["inflight"]` unacknowledged, at
+    `plan["rate"]` messages/s when given (else as fast as possible). `plan["probe_every"]`: every
+    n-th message is a probe (a co2 violation on a fresh probe device) whose publish time is
+    recorded.
+    Puts (first publish time, last PUBACK time, probe times) on `result`."""
+    client = _client(url, f"bench-pub-{uuid.uuid4().hex[:6]}")
+    inflight = plan["inflight"]
+    client.max_inflight_messages_set(inflight)
+    acked = [0]
+    total = plan["messages"]
+
+    def on_publish(*_: object) -> None:
+        acked[0] += 1
+
+    client.on_publish = on_publish
+    # No network thread: publish() writes to the socket at once and loop() reads the PUBACKs,
+    # so the bound on unacknowledged messages costs no thread hand-off per message.
+    client.connect(*client._bench_target)  # type: ignore[attr-defined]
+    while not client.is_connected():
+        client.loop(0.05)
+    devices = [(site, r) for site, rooms in plan["sites"].items() for r in range(rooms)]
+    rate = plan.get("rate")
+    probe_every = plan.get("probe_every") or 0
+    probes: list[tuple[str, float]] = []
+    started = time.time()
+    for i in range(total):
+        if rate:
+            ahead = started + i / rate - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+        site, room = devices[i % len(devices)]
+        round_ = i // len(devices)
+        now_ms = int(time.time() * 1000)
+        if probe_every and i % probe_every == probe_every - 1:
+            # A probe: the next probe device's first reading, over the zero-duration limit.
+            probe = f"p{len(probes)}"
+            body = {"ts": now_ms, "seq": 1, "metrics": {"co2": 4000.0}}
+            topic = f"{PREFIX}/{plan['probe_site']}/{probe}/telemetry"
+            probes.append((probe, time.time()))
+        elif round_ % 10 == 0 and i % 2:
+            body = {
+                "ts": now_ms,
+                "seq": round_,
+                "metrics": {"hvac_mode": 1, "occupied": 1, "window_open": 0},
+            }
+            topic = f"{PREFIX}/{site}/h{room}/telemetry"
+        else:
+            cold = room % 10 == 3
+            body = {
+                "ts": now_ms,
+                "seq": round_,
+                "metrics": {
+                    "temperature": 24.8 if cold else 26.4 + (i % 7) * 0.1,
+                    "humidity": 55.0 + (i % 5),
+                    "co2": 600.0 + (i % 300),
+                },
+            }
+            topic = f"{PREFIX}/{site}/s{room}/telemetry"
+        client.publish(topic, orjson.dumps(body), qos=1)
+        if i % 64 == 0 or i + 1 - acked[0] >= inflight:
+            client.loop(0)
+            while i + 1 - acked[0] >= inflight:
+                client.loop(0.01)
+    deadline = time.monotonic() + 300
+    while acked[0] < total and time.monotonic() < deadline:
+        client.loop(0.01)
+    last_ack = time.time()
+    client.disconnect()
+    result.put((started, last_ack, probes))
+
+
+def count_stream(url: str, topic_filter: str, expected: int, ready: Any, result: Any) -> None:
+    """The ceiling: a paho subscriber (QoS 1, MQTT 5, Receive Maximum 65535, as the service's)
+    that only counts. Puts the time the `expected`-th message arrived on `result`."""
+    client = _client(url, f"bench-sub-{uuid.uuid4().hex[:6]}")
+    seen = [0]
+    done = threading.Event()
+
+    def on_message(*_: object) -> None:
+        seen[0] += 1
+        if seen[0] >= expected:
+            done.set()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: ready.set()
+    properties = Properties(PacketTypes.CONNECT)
+    properties.ReceiveMaximum = 65535
+    host, port = client._bench_target  # type: ignore[attr-defined]
+    client.connect(host, port, properties=properties)
+    client.subscribe(topic_filter, qos=1)
+    client.loop_start()
+    done.wait(300)
+    result.put(time.time())
+    client.disconnect()
+    client.loop_stop()
+
+
+def run_publisher(url: str, plan: dict[str, Any]) -> tuple[mp.Process, Any]:
+    ctx = mp.get_context("spawn")
+    result = ctx.Queue()
+    process = ctx.Process(target=publish_stream, args=(url, plan, result), daemon=True)
+    process.start()
+    return process, result
+
+
+def ceiling(url: str, plan: dict[str, Any]) -> tuple[float, float]:
+    """(messages/s, publisher messages/s) of the bare subscriber with this publisher."""
+    ctx = mp.get_context("spawn")
+    ready, got = ctx.Event(), ctx.Queue()
+    counter = ctx.Process(
+        target=count_stream, args=(url, f"{PREFIX}/#", plan["messages"], ready, got), daemon=True
+    )
+    counter.start()
+    if not ready.wait(30):
+        raise RuntimeError("the bare subscriber did not subscribe")
+    publisher, published = run_publisher(url, plan)
+    started, last_ack, _ = published.get(timeout=300)
+    arrived = got.get(timeout=300)
+    publisher.join(10)
+    counter.join(10)
+    return plan["messages"] / (arrived - started), plan["messages"] / (last_ack - started)

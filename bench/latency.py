@@ -1,0 +1,192 @@
+"""Alert latency under load: publish → alert committed in PostgreSQL, and → alert on the SSE
+stream, at a fixed message rate.
+
+Run: .venv/bin/python bench/latency.py [--rates 1000 5000] [--seconds 15]
+
+Setup as bench/e2e.py (own Mosquitto, scratch database, `clausewatch run` as a subprocess with
+the bundled clauses), one site of 500 rooms plus probe co2 sensors in a lab, and one extra clause:
+co2 at most 1000 ppm with no minimum duration, in a lab. The publisher sends the site's readings
+at the given rate (the background load); ten times a second one of those messages is instead a
+probe: the first reading of a fresh probe device, at 4000 ppm, whose publish time is recorded.
+
+Zero-latency evaluation needs `lateness_s = 0`: with a reorder window of L seconds a reading
+is judged only once the site's time has moved L past it, so every alert would wait at least L.
+The service runs with lateness 0 and flushes every 20 ms (CLAUSEWATCH_FLUSH_INTERVAL_S=0.02;
+the default 0.2 s batches more and adds up to 200 ms).
+
+Measured: committed = when PostgreSQL delivers the `cw_alerts` notification of the alert's
+`raised` timeline row to a LISTEN connection of the bench (notifications go out at commit);
+stream = when the `event: alert` of that alert arrives on GET /api/v1/stream. p50 / p95 / p99
+in ms against the targets (p99 ≤ 50 ms at 1,000 msg/s, ≤ 250 ms at 5,000 msg/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import harness
+import httpx
+import orjson
+import psycopg
+
+ROOMS = 500
+PROBES_PER_S = 10
+TARGET_P99_MS = {1000: 50.0, 5000: 250.0}
+ZERO_DURATION_CLAUSE = {
+    "standard": {"code": "BENCH-LATENCY", "title": "Latency probe clause", "edition": "1"},
+    "clauses": [
+        {
+            "id": "bench.co2.instant",
+            "version": 1,
+            "effective_from": "2020-01-01",
+            "number": "1",
+            "title": "CO2 at most 1000 ppm, no minimum duration",
+            "domain": "indoor_air",
+            "confidence": "A",
+            "applies_to": {"space_types": ["lab"]},
+            "params": {"limit": {"default": 1000.0, "unit": "ppm"}},
+            "check": {"kind": "threshold", "metric": "co2", "max": "$limit"},
+        }
+    ],
+}
+
+
+def listen_commits(database: str, arrivals: dict[int, float], stop: threading.Event) -> None:
+    """alert id → arrival time of its `raised` notification."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("LISTEN cw_alerts")
+        while not stop.is_set():
+            for note in conn.notifies(timeout=0.2):
+                payload = orjson.loads(note.payload)
+                if payload["action"] == "raised":
+                    arrivals.setdefault(payload["alert_id"], time.time())
+
+
+def listen_stream(api: str, token: str, arrivals: dict[str, float], ready: threading.Event,
+                  stop: threading.Event) -> None:  # fmt: skip
+    """probe device → arrival time of its alert's `raised` event on the SSE stream."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    with (
+        httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client,
+        client.stream("GET", f"{api}/api/v1/stream", headers=headers) as response,
+    ):
+        response.raise_for_status()
+        ready.set()
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("data:") and '"timeline_id"' in line:
+                event = orjson.loads(line[5:])
+                if event["action"] == "raised":
+                    device = event["alert"]["subject"]["device"]
+                    arrivals.setdefault(device, time.time())
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[94], cuts[98]
+
+
+def run(rate: int, seconds: float, folder: Path) -> dict[str, Any]:
+    messages = int(rate * seconds)
+    probes = int(seconds * PROBES_PER_S)
+    config = harness.write_config(
+        folder / f"config-{rate}", {"lat": ROOMS}, ZERO_DURATION_CLAUSE, probes=probes + 1
+    )
+    plan = {
+        "messages": messages,
+        "inflight": 2000,
+        "sites": {"lat": ROOMS},
+        "rate": rate,
+        "probe_every": rate // PROBES_PER_S,
+        "probe_site": "lat",
+    }
+    (folder / f"broker-{rate}").mkdir()
+    with (
+        harness.own_mosquitto(folder / f"broker-{rate}") as url,
+        harness.scratch_database() as database,
+    ):
+        service = harness.ServiceProcess(
+            database, url, config, lateness=0.0, env={"CLAUSEWATCH_FLUSH_INTERVAL_S": "0.02"}
+        )
+        stop = threading.Event()
+        try:
+            service.wait_ready()
+            from api.tokens import create_token
+
+            with psycopg.connect(database) as conn:
+                token, _ = create_token(conn, "viewer", label="latency bench")
+            committed: dict[int, float] = {}
+            streamed: dict[str, float] = {}
+            ready = threading.Event()
+            threads = [
+                threading.Thread(target=listen_commits, args=(database, committed, stop)),
+                threading.Thread(
+                    target=listen_stream,
+                    args=(f"http://127.0.0.1:{service.http_port}", token, streamed, ready, stop),
+                    daemon=True,
+                ),
+            ]
+            for thread in threads:
+                thread.start()
+            if not ready.wait(30):
+                raise RuntimeError("the SSE stream did not open")
+            publisher, published = harness.run_publisher(url, plan)
+            started, last_ack, sent = published.get(timeout=300)
+            publisher.join(10)
+            harness.wait_until(lambda: len(streamed) >= len(sent), 30, "every probe streamed")
+            stop.set()
+            threads[0].join(5)
+            with psycopg.connect(database) as conn:
+                devices = dict(
+                    conn.execute("SELECT id, device FROM alerts WHERE site = 'lat'").fetchall()
+                )
+                late = conn.execute("SELECT count(*) FROM late_readings").fetchone()
+        finally:
+            stop.set()
+            service.stop()
+    committed_by_device = {devices[i]: t for i, t in committed.items() if i in devices}
+    to_db = [(committed_by_device[d] - t) * 1000 for d, t in sent if d in committed_by_device]
+    to_stream = [(streamed[d] - t) * 1000 for d, t in sent if d in streamed]
+    return {
+        "offered": messages / (last_ack - started),
+        "probes": len(sent),
+        "db": percentiles(to_db),
+        "db_seen": len(to_db),
+        "stream": percentiles(to_stream),
+        "stream_seen": len(to_stream),
+        "late": late[0] if late else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    print(f"machine: {harness.machine()}")
+    with tempfile.TemporaryDirectory(prefix="cw-latency-") as tmp:
+        for rate in args.rates:
+            figures = run(rate, args.seconds, Path(tmp))
+            target = TARGET_P99_MS.get(rate)
+            print(
+                f"{rate:,} msg/s offered ({figures['offered']:,.0f} achieved), "
+                f"{figures['probes']} probes, late readings {figures['late']}:"
+            )
+            for name, key in (("committed", "db"), ("on the stream", "stream")):
+                p50, p95, p99 = figures[key]
+                ratio = f", p99/target {p99 / target:.2f}" if target else ""
+                print(
+                    f"  publish → {name}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms "
+                    f"({figures[key + '_seen']}/{figures['probes']} probes){ratio}"
+                )
+
+
+if __name__ == "__main__":
+    main()

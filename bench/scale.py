@@ -1,0 +1,162 @@
+"""Scale: cost per reading and memory of the ingest pipeline as the devices grow 1k → 10k → 100k.
+
+Run: .venv/bin/python bench/scale.py [--devices 1000 10000 100000] [--messages 30000]
+     [--profile FILE]
+
+Each size runs in a process of its own (clean memory figures): one bench site with that many
+devices (half room sensors with temperature, humidity and co2, half HVAC controllers) and the
+bundled clause set; the real `ingest.pipeline.Pipeline` (decode → engine → one transaction per
+flush with COPY, alerts and the engine checkpoint) on a scratch database, fed from its ingress
+queue directly (no broker: this isolates the pipeline's own cost). First every device reports
+once (the state of all devices is live), then `--messages` readings round-robin are timed.
+
+Figures per size: µs of wall time and of this process's CPU per reading (3 metric values), their
+ratio to the smallest size (flat = 1.0), values/s, and the resident memory the engine state adds
+(RSS after the warm-up minus before building the site), per device.
+`--profile FILE` writes a cProfile of the timed phase of the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import multiprocessing as mp
+import resource
+import time
+from typing import Any
+
+import harness
+import orjson
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
+    from clausewatch.configfiles import load_config_dir
+    from clausewatch.service.runtime import sync_registry
+    from ingest.decode import Decoder, Limits, Registry
+    from ingest.mqtt import IngressQueue, Message
+    from ingest.pipeline import Pipeline
+    from ingest.store.migrate import migrate
+    from ingest.store.partitions import ensure_partitions
+    from ingest.store.pool import make_pool
+    from rules.site import SiteModel
+
+    bundled = load_config_dir(harness.CONFIG)
+    before = rss_mib()
+    site = SiteModel.model_validate(harness.site_dict("scale", devices // 2))
+    bundled.sites = {"scale": site}
+    acked = [0]
+
+    def ack(tokens: list[tuple[int, int, int]]) -> None:
+        acked[0] += len(tokens)
+
+    with harness.scratch_database() as database:
+        migrate(database)
+        sync_registry(database, bundled)
+        with make_pool(database, min_size=2, max_size=4) as pool:
+            with pool.connection() as conn:
+                ensure_partitions(conn)
+            inbox = IngressQueue(50_000)
+            pipeline = Pipeline(
+                pool,
+                bundled.sites,
+                bundled.clause_versions(),
+                Decoder(Registry.from_sites([site]), harness.PREFIX, Limits()),
+                inbox,
+                ack,
+                standards={cid: std.code for cid, std in bundled.standards().items()},
+                lateness=0.0,
+                clock="wall",
+            )
+            pipeline.start()
+            stop = mp.Event()
+
+            def build(count: int, first_round: int) -> list[Message]:
+                rooms = devices // 2
+                built = []
+                for i in range(count):
+                    room, kind = divmod(i, 2) if first_round == 0 else (i % rooms, 0)
+                    round_ = first_round + (i // rooms if first_round else 0)
+                    now = time.time()
+                    if kind:
+                        topic = f"{harness.PREFIX}/scale/h{room % rooms}/telemetry"
+                        body = {"hvac_mode": 1, "occupied": 1, "window_open": 0}
+                    else:
+                        topic = f"{harness.PREFIX}/scale/s{room % rooms}/telemetry"
+                        body = {"temperature": 26.4 + (i % 7) * 0.1,
+                                "humidity": 55.0 + i % 5, "co2": 600.0 + i % 300}  # fmt: skip
+                    payload = orjson.dumps({"ts": int(now * 1000), "seq": round_, "metrics": body})
+                    built.append(Message(topic, payload, now, (1, i, 1)))
+                return built
+
+            def feed(built: list[Message]) -> None:
+                for message in built:
+                    inbox.put(message, stop)
+
+            def wait_acked(total: int) -> None:
+                # No clock ticks: with lateness 0 each reading is judged as it comes, and a tick
+                # past a queued reading's ts would set it aside as late instead.
+                harness.wait_until(lambda: acked[0] >= total, 600, "pipeline caught up", 0.02)
+
+            feed(build(devices, 0))  # every device once: the whole state is live
+            wait_acked(devices)
+            warm_rss = rss_mib()
+            timed = build(messages, 1)
+            profiler = cProfile.Profile() if profile else None
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            feed(timed)
+            wait_acked(devices + messages)
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(profile)  # type: ignore[arg-type]
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            pipeline.stop()
+    out.put(
+        {
+            "devices": devices,
+            "wall_us": wall / messages * 1e6,
+            "cpu_us": cpu / messages * 1e6,
+            "values_per_s": messages * 3 / wall,
+            "state_mib": warm_rss - before,
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--profile", help="cProfile output of the largest size's timed phase")
+    args = parser.parse_args()
+    print(f"machine: {harness.machine()}")
+    ctx = mp.get_context("spawn")
+    base: dict[str, float] | None = None
+    for devices in args.devices:
+        out = ctx.Queue()
+        profile = args.profile if devices == max(args.devices) else None
+        process = ctx.Process(target=measure, args=(devices, args.messages, profile, out))
+        process.start()
+        figures = out.get(timeout=900)
+        process.join(30)
+        base = base or figures
+        wall, cpu = figures["wall_us"], figures["cpu_us"]
+        state = figures["state_mib"]
+        print(
+            f"{devices:>7,} devices: {wall:6.1f} µs wall/reading (x{wall / base['wall_us']:.2f}),"
+            f" {cpu:6.1f} µs CPU/reading (x{cpu / base['cpu_us']:.2f}),"
+            f" {figures['values_per_s']:,.0f} values/s,"
+            f" state {state:,.0f} MiB ({state * 1024 / devices:.1f} KiB/device)"
+        )
+
+
+if __name__ == "__main__":
+    main()
