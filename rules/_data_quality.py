@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules._instances import Instance, Timers, _float, _num
-from rules._slots import BACKWARDS, INF, OUT_OF_RANGE, STUCK, MetricSlot
+from rules._instances import Instance, Timers
+from rules._slots import BACKWARDS, INF, OUT_OF_RANGE, STUCK, MetricSlot, from_json, to_json
 from rules.clause import DataQualityCheck
 from rules.schedule import CompiledSchedule
 from rules.verdicts import (
@@ -125,10 +125,10 @@ class DataQuality(Instance):
 
     def state(self) -> dict[str, Any]:
         state = super().state()
-        state.update(started=_num(self.started), faulty_since=_num(self.faulty_since))
+        state.update(started=to_json(self.started), faulty_since=to_json(self.faulty_since))
         return state
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
-        self.started = _float(state["started"], -INF)
-        self.faulty_since = _float(state["faulty_since"], INF)
+        self.started = from_json(state["started"], -INF)
+        self.faulty_since = from_json(state["faulty_since"], INF)

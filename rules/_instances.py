@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from rules._conditions import Evaluator, Leaf
-from rules._slots import INF, MetricSlot
+from rules._slots import INF, MetricSlot, from_json, to_json
 from rules.schedule import CompiledSchedule
 from rules.verdicts import (
     ClauseRef,
@@ -139,15 +139,15 @@ class Instance:
 
     def state(self) -> dict[str, Any]:
         return {
-            "t": _num(self.t),
+            "t": to_json(self.t),
             "run_status": self.run_status,
-            "run_start": _num(self.run_start),
+            "run_start": to_json(self.run_start),
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self.t = _float(state["t"], -INF)
+        self.t = from_json(state["t"], -INF)
         self.run_status = state["run_status"]
-        self.run_start = _float(state["run_start"], -INF)
+        self.run_start = from_json(state["run_start"], -INF)
         self.next_due = self.t if self.t > -INF else -INF
 
 
@@ -379,11 +379,11 @@ class StateCheck(Instance):
         state = super().state()
         state.update(
             violating=self.violating,
-            pending_since=_num(self.pending_since),
-            clear_since=_num(self.clear_since),
-            started_at=_num(self.started_at),
+            pending_since=to_json(self.pending_since),
+            clear_since=to_json(self.clear_since),
+            started_at=to_json(self.started_at),
             worst=self.worst,
-            worst_excess=_num(self.worst_excess),
+            worst_excess=to_json(self.worst_excess),
             evidence=[[e.ts, e.metric, e.value, e.device] for e in self.evidence],
         )
         return state
@@ -392,11 +392,11 @@ class StateCheck(Instance):
         super().load(state)
         self.violating = bool(state["violating"])
         self.last_raw = -1
-        self.pending_since = _float(state["pending_since"], INF)
-        self.clear_since = _float(state["clear_since"], INF)
-        self.started_at = _float(state["started_at"], INF)
+        self.pending_since = from_json(state["pending_since"], INF)
+        self.clear_since = from_json(state["clear_since"], INF)
+        self.started_at = from_json(state["started_at"], INF)
         self.worst = state["worst"]
-        self.worst_excess = _float(state["worst_excess"], -INF)
+        self.worst_excess = from_json(state["worst_excess"], -INF)
         self.evidence.clear()
         for ts, metric, value, device in state["evidence"]:
             self.evidence.append(Evidence(ts, metric, value, device))
@@ -529,14 +529,3 @@ class ThresholdCheck(StateCheck):
         if self.high < INF:
             limits.append(f"<= {self.high:g}")
         return f"{what} outside limits ({' and '.join(limits)}, tolerance included)"
-
-
-def _num(value: float) -> float | None:
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
-def _float(value: object, default: float) -> float:
-    if value is None:
-        return default
-    assert isinstance(value, int | float)
-    return float(value)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rules._instances import Instance, Timers, _float, _num
-from rules._slots import INF
+from rules._instances import Instance, Timers
+from rules._slots import INF, from_json, to_json
 from rules.clause import ObligationCheck
 from rules.schedule import CompiledSchedule, Period, period_bounds
 from rules.verdicts import (
@@ -194,20 +194,20 @@ class Obligation(Instance):
     def state(self) -> dict[str, Any]:
         state = super().state()
         state.update(
-            started=_num(self.started),
-            last_event=_num(self.last_event),
-            overdue_since=_num(self.overdue_since),
-            deadline=_num(self.deadline),
-            period_start=_num(self.period_start),
-            period_end=_num(self.period_end),
+            started=to_json(self.started),
+            last_event=to_json(self.last_event),
+            overdue_since=to_json(self.overdue_since),
+            deadline=to_json(self.deadline),
+            period_start=to_json(self.period_start),
+            period_end=to_json(self.period_end),
         )
         return state
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
-        self.started = _float(state["started"], -INF)
-        self.last_event = _float(state["last_event"], -INF)
-        self.overdue_since = _float(state["overdue_since"], INF)
-        self.deadline = _float(state["deadline"], INF)
-        self.period_start = _float(state["period_start"], -INF)
-        self.period_end = _float(state["period_end"], -INF)
+        self.started = from_json(state["started"], -INF)
+        self.last_event = from_json(state["last_event"], -INF)
+        self.overdue_since = from_json(state["overdue_since"], INF)
+        self.deadline = from_json(state["deadline"], INF)
+        self.period_start = from_json(state["period_start"], -INF)
+        self.period_end = from_json(state["period_end"], -INF)

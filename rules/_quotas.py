@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rules._instances import Instance, Timers, _float, _num
-from rules._slots import BACKWARDS, INF, MetricSlot
+from rules._instances import Instance, Timers
+from rules._slots import BACKWARDS, INF, MetricSlot, from_json, to_json
 from rules.clause import QuotaCheck
 from rules.schedule import CompiledSchedule, Period, period_bounds
 from rules.verdicts import (
@@ -195,22 +195,22 @@ class Quota(Instance):
     def state(self) -> dict[str, Any]:
         state = super().state()
         state.update(
-            baseline=_num(self.baseline),
-            before_reset=_num(self.before_reset),
+            baseline=to_json(self.baseline),
+            before_reset=to_json(self.before_reset),
             consumed=self.consumed,
-            period_start=_num(self.period_start),
-            period_end=_num(self.period_end),
-            warned_since=_num(self.warned_since),
-            breached_since=_num(self.breached_since),
+            period_start=to_json(self.period_start),
+            period_end=to_json(self.period_end),
+            warned_since=to_json(self.warned_since),
+            breached_since=to_json(self.breached_since),
         )
         return state
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
-        self.baseline = _float(state["baseline"], math.nan)
-        self.before_reset = _float(state["before_reset"], math.nan)
+        self.baseline = from_json(state["baseline"], math.nan)
+        self.before_reset = from_json(state["before_reset"], math.nan)
         self.consumed = float(state["consumed"])
-        self.period_start = _float(state["period_start"], -INF)
-        self.period_end = _float(state["period_end"], -INF)
-        self.warned_since = _float(state["warned_since"], INF)
-        self.breached_since = _float(state["breached_since"], INF)
+        self.period_start = from_json(state["period_start"], -INF)
+        self.period_end = from_json(state["period_end"], -INF)
+        self.warned_since = from_json(state["warned_since"], INF)
+        self.breached_since = from_json(state["breached_since"], INF)

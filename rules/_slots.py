@@ -178,11 +178,11 @@ class MetricSlot:
 
     def snapshot(self) -> dict[str, object]:
         return {
-            "value": _num(self.value),
-            "ts": _num(self.ts),
-            "until": _num(self.until),
-            "previous": _num(self.previous),
-            "stuck_since": _num(self.stuck_since),
+            "value": to_json(self.value),
+            "ts": to_json(self.ts),
+            "until": to_json(self.until),
+            "previous": to_json(self.previous),
+            "stuck_since": to_json(self.stuck_since),
             "fault": self.fault,
             # (ts, value) tuples serialise as JSON arrays: no copy of each point (checkpoints
             # snapshot every window point of every device).
@@ -192,11 +192,11 @@ class MetricSlot:
         }
 
     def restore(self, state: dict[str, object]) -> None:
-        self.value = _float(state["value"], math.nan)
-        self.ts = _float(state["ts"], -INF)
-        self.until = _float(state["until"], -INF)
-        self.previous = _float(state["previous"], math.nan)
-        self.stuck_since = _float(state["stuck_since"], -INF)
+        self.value = from_json(state["value"], math.nan)
+        self.ts = from_json(state["ts"], -INF)
+        self.until = from_json(state["until"], -INF)
+        self.previous = from_json(state["previous"], math.nan)
+        self.stuck_since = from_json(state["stuck_since"], -INF)
         self.fault = str(state["fault"])
         aggregates = state.get("aggregates", [])
         assert isinstance(aggregates, list)
@@ -207,12 +207,13 @@ class MetricSlot:
                 agg.add(float(ts), float(value))
 
 
-def _num(value: float) -> float | None:
-    """JSON has no NaN or infinity: those become null (read back by `_float` with a default)."""
+def to_json(value: float) -> float | None:
+    """JSON has no NaN or infinity: those become null (read back by `from_json` with a
+    default)."""
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def _float(value: object, default: float) -> float:
+def from_json(value: object, default: float) -> float:
     if value is None:
         return default
     assert isinstance(value, int | float)

@@ -29,7 +29,7 @@ from rules._data_quality import DataQuality
 from rules._instances import Instance, StateCheck, ThresholdCheck, Timers
 from rules._obligations import Obligation
 from rules._quotas import Quota
-from rules._slots import INF, MetricSlot
+from rules._slots import INF, MetricSlot, from_json, to_json
 from rules.clause import (
     ClauseVersion,
     Comparison,
@@ -645,8 +645,8 @@ class SiteEngine:
         devices: dict[str, Any] = {}
         for device_id, state in self._devices.items():
             devices[device_id] = {
-                "max_ts": _num(state.max_ts),
-                "released_ts": _num(state.released_ts),
+                "max_ts": to_json(state.max_ts),
+                "released_ts": to_json(state.released_ts),
                 "seen_ts": [[ts, sorted(metrics)] for ts, metrics in state.seen_ts.items()],
                 "seen_seqs": [[seq, ts] for seq, ts in state.seen_seqs.items()],
                 "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
@@ -654,10 +654,10 @@ class SiteEngine:
         return {
             "format": SNAPSHOT_FORMAT,
             "site": self._site_id,
-            "now": _num(self._now),
-            "clock": _num(self._clock),
-            "max_event_ts": _num(self._max_event_ts),
-            "max_ts": _num(self._max_ts),
+            "now": to_json(self._now),
+            "clock": to_json(self._clock),
+            "max_event_ts": to_json(self._max_event_ts),
+            "max_ts": to_json(self._max_ts),
             "buffer": [
                 [ts, state.id, dict(metrics)] for ts, _, state, metrics in sorted(self._buffer)
             ],
@@ -685,10 +685,10 @@ class SiteEngine:
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
         engine = cls(site, clauses, lateness=lateness, standards=standards)
-        engine._now = _float(snapshot["now"], -INF)
-        engine._clock = _float(snapshot["clock"], -INF)
-        engine._max_event_ts = _float(snapshot["max_event_ts"], -INF)
-        engine._max_ts = _float(snapshot["max_ts"], -INF)
+        engine._now = from_json(snapshot["now"], -INF)
+        engine._clock = from_json(snapshot["clock"], -INF)
+        engine._max_event_ts = from_json(snapshot["max_event_ts"], -INF)
+        engine._max_ts = from_json(snapshot["max_ts"], -INF)
         for ts, device_id, metrics in snapshot["buffer"]:
             if device_id in engine._devices:
                 entry = (float(ts), next(engine._stamp), engine._devices[device_id], metrics)
@@ -701,8 +701,8 @@ class SiteEngine:
             state = engine._devices.get(device_id)
             if state is None:
                 continue
-            state.max_ts = _float(saved["max_ts"], -INF)
-            state.released_ts = _float(saved["released_ts"], -INF)
+            state.max_ts = from_json(saved["max_ts"], -INF)
+            state.released_ts = from_json(saved["released_ts"], -INF)
             state.seen_ts = {float(ts): set(metrics) for ts, metrics in saved["seen_ts"]}
             state.seen_seqs = {int(seq): float(ts) for seq, ts in saved["seen_seqs"]}
             for metric, slot_state in saved["slots"].items():
@@ -738,17 +738,6 @@ def _first_metric(check: ConditionCheck) -> str:
 def _never(t: float, margin: float) -> bool | None:
     """Placeholder pass-condition of thresholds, which judge in `ThresholdCheck.raw`."""
     return None
-
-
-def _num(value: float) -> float | None:
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
-def _float(value: object, default: float) -> float:
-    if value is None:
-        return default
-    assert isinstance(value, int | float)
-    return float(value)
 
 
 def _event_json(event: Event) -> dict[str, Any]:
