@@ -172,3 +172,20 @@ def test_acknowledge_resolve_close(
         "closed",
     ]
     assert body["timeline"][-1]["actor"].startswith("token:")
+
+
+def test_a_new_alert_does_not_shift_the_next_page(
+    client: TestClient,
+    tokens: dict[tuple[str, str], str],
+    seeded: dict[str, list[int]],
+    api_database_url: str,
+) -> None:
+    headers = auth(tokens[("viewer", "all")])
+    params = {"site": "site-b", "limit": 1}
+    first = client.get("/api/v1/alerts", params=params, headers=headers).json()
+    with psycopg.connect(api_database_url) as conn:
+        insert_alert(conn, "site-b", started_at=T0 + dt.timedelta(days=30))  # newest of all
+    second = client.get(
+        "/api/v1/alerts", params={**params, "cursor": first["next_cursor"]}, headers=headers
+    ).json()
+    assert [a["id"] for a in first["items"] + second["items"]] == list(reversed(seeded["site-b"]))
