@@ -88,7 +88,7 @@ class DataQuality(Instance):
                     None if slot.ts == -INF else slot.value,
                     None,
                     "; ".join(f"{fault}: {metric}" for fault, metric in problems),
-                    self.params,
+                    dict(self.params),
                     evidence,
                 )
             )

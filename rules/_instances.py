@@ -354,7 +354,7 @@ class StateCheck(Instance):
                 self.worst,
                 self.unit,
                 self.reason(),
-                self.params,
+                dict(self.params),
                 tuple(self.evidence),
             )
         )

@@ -155,7 +155,7 @@ class Obligation(Instance):
                         None,
                         None,
                         self.reason(),
-                        self.params,
+                        dict(self.params),
                         self.last_evidence(),
                     )
                 )

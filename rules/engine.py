@@ -126,7 +126,8 @@ class SiteEngine:
         self._max_ts = -INF
         self._events: list[tuple[float, int, Event]] = []
         self._max_event_ts = -INF
-        self._seen_events: set[tuple[str, float, str, int | None]] = set()
+        # Dedupe keys of recent events -> their event time (pruned like readings' keys).
+        self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
         self._lineage = {s.id: frozenset(site.ancestors(s.id)) for s in site.spaces}
         self._devices_in_space: dict[str, list[Device]] = {}
@@ -206,7 +207,10 @@ class SiteEngine:
         key = (event.device, event.ts, event.type, event.seq)
         if key in self._seen_events:
             return
-        self._seen_events.add(key)
+        self._seen_events[key] = event.ts
+        if len(self._seen_events) > _DEDUPE_MEMORY * 8:
+            cutoff = sorted(self._seen_events.values())[len(self._seen_events) // 2]
+            self._seen_events = {k: ts for k, ts in self._seen_events.items() if ts >= cutoff}
         if event.ts < self._clock:
             self._out.append(LateReading(self._site_id, event.device, event.ts, event.type))
             return
@@ -695,7 +699,7 @@ class SiteEngine:
                 heapq.heappush(engine._buffer, entry)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
-            engine._seen_events.add((event.device, event.ts, event.type, event.seq))
+            engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
             heapq.heappush(engine._events, (event.ts, next(engine._stamp), event))
         for device_id, saved in snapshot["devices"].items():
             state = engine._devices.get(device_id)
