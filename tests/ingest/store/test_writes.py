@@ -127,3 +127,14 @@ def test_checkpoint_commits_and_rolls_back_with_its_readings(store_url: str) -> 
         assert checkpoint.state == {"watermark": 1, "open": ["a"]}
         assert checkpoint.watermark == T0 + 120
         assert load_checkpoint(conn, "other-site") is None
+
+
+def test_dirty_marks_keep_odd_ids_intact(store_url: str) -> None:
+    # Ids are validated upstream, but the store must not depend on it.
+    odd = ['a"b', "c\\d", "e,f", "{g}", "h i", "NULL"]
+    rows = [ReadingRow(name, name, "m", T0, 1.0, None, T0) for name in odd]
+    with connect(store_url) as conn:
+        assert write_readings(conn, rows) == len(odd)
+        marked = conn.execute("SELECT site, device, bucket FROM rollup_dirty").fetchall()
+    hour = dt.datetime.fromtimestamp(T0 - T0 % 3600, dt.UTC)
+    assert sorted(marked) == sorted((name, name, hour) for name in odd)
