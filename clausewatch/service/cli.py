@@ -37,6 +37,13 @@ def register(commands: Commands) -> None:
         default=1,
         help="ingest processes; each owns whole sites (topic filters per site), default 1",
     )
+    run.add_argument(
+        "--clock",
+        choices=("wall", "data"),
+        default="wall",
+        help="wall: time-driven rules move with the wall clock (live devices, the default); "
+        "data: each site follows the newest event time it receives (replays, simulations)",
+    )
     # Internal: set by the --workers supervisor on each worker process it starts.
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
@@ -128,7 +135,7 @@ def _wait_for_signal(service: Any, extra_check: Any = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from clausewatch.service.runtime import Service
+    from clausewatch.service.runtime import Service, ServiceOptions
 
     settings = _settings(args)
     missing = [
@@ -152,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     _logging()
     if args.workers != 1 or args.worker_index is not None:
         return _run_workers(args, settings, config)
-    service = Service(settings, config)
+    service = Service(settings, config, ServiceOptions(clock=args.clock))
     try:
         service.start()
         log.info(
@@ -195,7 +202,12 @@ def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
     worker_settings = settings.model_copy(
         update={"mqtt_client_id": f"{settings.mqtt_client_id}-w{index}"}
     )
-    options = ServiceOptions(sites=partition[index], serve_api=index == 0, periodic_jobs=index == 0)
+    options = ServiceOptions(
+        clock=args.clock,
+        sites=partition[index],
+        serve_api=index == 0,
+        periodic_jobs=index == 0,
+    )
     service = Service(worker_settings, config, options)
     try:
         service.start()
