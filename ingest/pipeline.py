@@ -42,7 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
 from clausewatch.alerts.record import record_outputs
-from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
+from ingest.decode import DeadLetter, Decoder, EventMessage, Reading
 from ingest.mqtt import IngressQueue, Message
 from ingest.store.checkpoints import load_checkpoint, save_checkpoint
 from ingest.store.writes import (
@@ -231,23 +231,18 @@ class Pipeline:
         for message in messages:
             pending.tokens.append(message.token)
             for item in decode(message.topic, message.payload, message.received_at):
-                kind = type(item)
-                if kind is Reading:
-                    self._reading(item, engines[item.site], batch, pending)  # type: ignore[arg-type]
-                elif kind is EventMessage:
-                    self._event(item, engines[item.site], batch, pending)  # type: ignore[arg-type]
-                elif kind is DeadLetter:
+                if isinstance(item, Reading):
+                    self._reading(item, engines[item.site], batch, pending)
+                elif isinstance(item, DeadLetter):
                     batch.dead_letters.append(
                         DeadLetterRow(
-                            item.received_at,  # type: ignore[union-attr]
-                            item.topic,  # type: ignore[union-attr]
-                            item.payload,  # type: ignore[union-attr]
-                            item.reason,  # type: ignore[union-attr]
-                            item.detail,  # type: ignore[union-attr]
+                            item.received_at, item.topic, item.payload, item.reason, item.detail
                         )
                     )
-                elif kind is StatusMessage:
-                    STATUS_MESSAGES.labels("online" if item.online else "offline").inc()  # type: ignore[union-attr]
+                elif isinstance(item, EventMessage):
+                    self._event(item, engines[item.site], batch, pending)
+                else:
+                    STATUS_MESSAGES.labels("online" if item.online else "offline").inc()
 
     def _reading(
         self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
@@ -386,7 +381,8 @@ class Pipeline:
                 "store_rejected",
                 detail,
             )
-            for row in (*pending.batch.readings, *pending.batch.events)
+            for rows in (pending.batch.readings, pending.batch.events)
+            for row in rows
         )
         with self.pool.connection() as conn, conn.transaction():
             write_dead_letters(conn, letters)
