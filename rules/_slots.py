@@ -17,6 +17,7 @@ INF = math.inf
 OUT_OF_RANGE = "out_of_range"
 STUCK = "stuck"
 BACKWARDS = "register_backwards"
+RECOVERED = "recovered"  # not a fault: a good value after a fault or a stale gap
 
 
 class RollingAggregate:
@@ -93,6 +94,7 @@ class MetricSlot:
         "low",
         "metric",
         "previous",
+        "reset_from",
         "stuck_for",
         "stuck_since",
         "ts",
@@ -122,6 +124,7 @@ class MetricSlot:
         self.ts = -INF
         self.until = -INF
         self.previous = math.nan  # last good register value (baseline for differences)
+        self.reset_from = math.nan  # the register value before its last backwards step
         self.stuck_since = -INF
         self.fault = ""
         self.aggregates: dict[tuple[str, float], RollingAggregate] = {}
@@ -137,7 +140,9 @@ class MetricSlot:
         return found
 
     def update(self, ts: float, value: float) -> str:
-        """Takes a released reading; returns the fault it shows ("" when good)."""
+        """Takes a released reading. Returns "" when the value is good and the metric was known
+        and good before; otherwise the fault it shows, or RECOVERED when a good value follows a
+        fault or an expired (stale) value: the cases in which data quality may have changed."""
         if value == self.value:
             if ts - self.stuck_since >= self.stuck_for and self.until > -INF:
                 return self._faulty(ts, value, STUCK)
@@ -147,9 +152,11 @@ class MetricSlot:
             return self._faulty(ts, value, OUT_OF_RANGE)
         if self.cumulative:
             if value < self.previous:
+                self.reset_from = self.previous
                 self.previous = value  # the new baseline
                 return self._faulty(ts, value, BACKWARDS)
             self.previous = value
+        change = RECOVERED if self.fault or self.until <= ts else ""
         self.value = value
         self.ts = ts
         self.fault = ""
@@ -159,7 +166,7 @@ class MetricSlot:
         for space_slot in self.forward:
             if ts >= space_slot.ts:
                 space_slot.take(ts, value, until)
-        return ""
+        return change
 
     def _faulty(self, ts: float, value: float, fault: str) -> str:
         self.value = value

@@ -274,15 +274,11 @@ class SiteEngine:
             slot = slots.get(metric)
             if slot is None:
                 continue
-            # A fault before or after, or a value that had expired (stale): data quality moves.
-            was_bad = slot.fault != "" or slot.until <= ts
-            previous = slot.previous
-            fault = slot.update(ts, value)
-            if fault or was_bad:
+            if slot.update(ts, value):  # a fault, or a recovery: data quality may have moved
                 quality_changed = True
-                if fault == _slots.BACKWARDS:
+                if slot.fault == _slots.BACKWARDS:
                     self._out.append(
-                        RegisterReset(self._site_id, state.id, metric, ts, previous, value)
+                        RegisterReset(self._site_id, state.id, metric, ts, slot.reset_from, value)
                     )
         if quality_changed:
             for instance in fault_listeners:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import cached_property
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -198,14 +199,20 @@ class SiteModel(Strict):
                 return space
         raise KeyError(space_id)
 
+    @cached_property
+    def parent_of(self) -> dict[str, str | None]:
+        """Space id → its parent's id (None for a root), built once per model."""
+        return {s.id: s.parent for s in self.spaces}
+
     def ancestors(self, space_id: str) -> list[str]:
-        """The space itself, then its parent, up to the root."""
-        by_id = {s.id: s for s in self.spaces}
+        """The space itself, then its parent, up to the root. O(depth): callers ask for every
+        space of a site (the engine at start), 100,000 of them in a large one."""
+        parent_of = self.parent_of
         chain: list[str] = []
         current: str | None = space_id
         while current is not None:
             chain.append(current)
-            current = by_id[current].parent
+            current = parent_of[current]
         return chain
 
     def zone(self) -> ZoneInfo:
