@@ -4,6 +4,7 @@ found exactly once at a subscriber, and in PostgreSQL through the real ingest se
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import sqlite3
 import subprocess
@@ -35,11 +36,12 @@ SITE = load_site(ROOT / "clausewatch" / "config" / "sites" / "demo-hq.yaml")
 OwnBroker = Any  # tests/edge/conftest.py: OwnBroker, Subscriber (fixtures hand them out)
 
 
-def wait_until(probe: Callable[[], object], timeout: float, what: str) -> None:
+def wait_until(probe: Callable[[], object], timeout: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not probe():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            detail = what() if callable(what) else what
+            raise AssertionError(f"{detail}: not within {timeout} s")
         time.sleep(0.05)
 
 
@@ -134,22 +136,33 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         service.stop()
 
 
-def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
-    tmp_path: Path,
-    own_broker: OwnBroker,
-    topic_prefix: str,
-    fresh_database_url: str,
-    subscriber_factory: Callable[..., Any],
-) -> None:
-    buffer = tmp_path / "b.sqlite"
-    config = tmp_path / "gw.yaml"
-    config.write_text(yaml.safe_dump(gateway_config(own_broker, topic_prefix, buffer)))
-    command = [sys.executable, "-m", "clausewatch.cli", "edge", "run", str(config)]
-    own_broker.stop()  # the gateway can only buffer
+class GatewayProcess:
+    """`clausewatch edge run` as a process of its own, and a look into its SQLite buffer."""
 
-    def buffered() -> tuple[int, int]:
+    def __init__(self, tmp_path: Path, broker: OwnBroker, prefix: str) -> None:
+        self.buffer = tmp_path / "b.sqlite"
+        config = tmp_path / "gw.yaml"
+        config.write_text(yaml.safe_dump(gateway_config(broker, prefix, self.buffer)))
+        self.command = [sys.executable, "-m", "clausewatch.cli", "edge", "run", str(config)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, cwd=ROOT, stderr=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(20)
+
+    def buffered(self) -> tuple[int, int]:
+        """(rows held, last seq of th-201)."""
         try:
-            with closing(sqlite3.connect(buffer)) as conn:
+            with closing(sqlite3.connect(self.buffer)) as conn:
                 (count,) = conn.execute("SELECT count(*) FROM readings").fetchone()
                 (last,) = conn.execute(
                     "SELECT coalesce(max(last_seq), 0) FROM sequences WHERE device = 'th-201'"
@@ -158,40 +171,117 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
             return 0, 0
         return count, last
 
-    first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+
+def assert_each_reading_once_in_postgresql(database_url: str, last: int) -> None:
+    def missing() -> str:
+        have = stored(database_url, "th-201")
+        gone = sorted(set(range(1, last + 1)) - set(have))
+        with psycopg.connect(database_url) as conn:
+            letters = conn.execute(
+                "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
+            ).fetchall()
+            late = conn.execute("SELECT device, ts FROM late_readings ORDER BY ts").fetchall()
+        return f"stored {len(have)} of {last}, missing {gone[:20]}, {letters}, late: {late}"
+
+    wait_until(lambda: len(stored(database_url, "th-201")) >= last, 60, missing)
+    assert stored(database_url, "th-201") == list(range(1, last + 1))
+
+
+def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
+    tmp_path: Path,
+    own_broker: OwnBroker,
+    topic_prefix: str,
+    fresh_database_url: str,
+    subscriber_factory: Callable[..., Any],
+) -> None:
+    gateway = GatewayProcess(tmp_path, own_broker, topic_prefix)
+    own_broker.stop()  # the gateway can only buffer
+    gateway.start()
     try:
-        wait_until(lambda: buffer.exists() and buffered()[0] >= 150, 30, "a buffer to kill")
+        wait_until(lambda: gateway.buffered()[0] >= 150, 30, "a buffer to kill")
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-    held, last_before_kill = buffered()
+        gateway.kill()
+    held, last_before_kill = gateway.buffered()
     assert held >= 150
 
     own_broker.start()
     subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
     service = start_service(fresh_database_url, own_broker, topic_prefix)
-    second = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    gateway.start()
     try:
         # The backlog arrives, and new readings continue the seq where the killed run stopped.
         assert subscriber.wait_for(
             lambda: max(subscriber.seqs("th-201"), default=0) > last_before_kill + 20, 30
         )
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(20) == 0
+        assert gateway.terminate() == 0
     try:
-        remaining, last = buffered()
+        remaining, last = gateway.buffered()
         assert remaining == 0  # a clean stop drains the buffer
-        seqs = subscriber.seqs("th-201")
         assert subscriber.wait_for(lambda: len(subscriber.seqs("th-201")) >= last, 10)
         seqs = subscriber.seqs("th-201")
         assert sorted(seqs) == list(range(1, last + 1))  # each exactly once: nothing was in flight
-        wait_until(
-            lambda: len(stored(fresh_database_url, "th-201")) >= last,
-            60,
-            f"stored (have {len(stored(fresh_database_url, 'th-201'))} of {last}; missing "
-            f"{sorted(set(range(1, last + 1)) - set(stored(fresh_database_url, 'th-201')))[:20]})",
+        assert_each_reading_once_in_postgresql(fresh_database_url, last)
+    finally:
+        service.stop()
+
+
+def test_sigkill_while_draining_redelivers_at_most_and_postgresql_keeps_each_once(
+    tmp_path: Path,
+    own_broker: OwnBroker,
+    topic_prefix: str,
+    fresh_database_url: str,
+    subscriber_factory: Callable[..., Any],
+) -> None:
+    """Killed with batches in flight: they are sent again after the restart (at least once at the
+    broker), and the service keeps each reading once: in `readings`, or in `late_readings` when
+    a resent batch arrives behind newer readings it already judged."""
+    # The subscriber's and the service's sessions exist before the outage, so the broker keeps
+    # for them whatever arrives after it restarts, whoever reconnects first.
+    subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
+    service = start_service(fresh_database_url, own_broker, topic_prefix)
+    gateway = GatewayProcess(tmp_path, own_broker, topic_prefix)
+    own_broker.stop()
+    gateway.start()
+    try:
+        wait_until(lambda: gateway.buffered()[0] >= 400, 30, "a backlog")
+        own_broker.start()
+        # Kill it in the middle of draining the backlog.
+        wait_until(lambda: len(subscriber.seqs("th-201")) >= 50, 30, "draining started")
+    finally:
+        gateway.kill()
+    try:
+        gateway.start()
+        _, last_before_restart = gateway.buffered()
+        assert subscriber.wait_for(
+            lambda: max(subscriber.seqs("th-201"), default=0) > last_before_restart + 20, 30
         )
-        assert stored(fresh_database_url, "th-201") == list(range(1, last + 1))
+        assert gateway.terminate() == 0
+        remaining, last = gateway.buffered()
+        assert remaining == 0
+        assert subscriber.wait_for(
+            lambda: set(subscriber.seqs("th-201")) >= set(range(1, last + 1)), 10
+        )
+
+        # A batch resent after the restart can arrive behind newer ones the service already
+        # judged: the service records such readings as late readings (device, metric, ts).
+        def accounted() -> bool:
+            have = set(stored(fresh_database_url, "th-201"))
+            with psycopg.connect(fresh_database_url) as conn:
+                late = {
+                    ts
+                    for (ts,) in conn.execute(
+                        "SELECT ts FROM late_readings"
+                        " WHERE device = 'th-201' AND metric = 'temperature'"
+                    )
+                }
+            return all(
+                seq in have or dt.datetime.fromisoformat(subscriber.stamps[("th-201", seq)]) in late
+                for seq in range(1, last + 1)
+            )
+
+        wait_until(accounted, 60, "every reading in readings or late_readings")
+        readings = stored(fresh_database_url, "th-201")
+        assert len(readings) == len(set(readings))  # and none twice
     finally:
         service.stop()
