@@ -11,6 +11,7 @@ from ingest.store.checkpoints import load_checkpoint, save_checkpoint
 from ingest.store.pool import connect
 from ingest.store.writes import (
     DEAD_LETTER_PAYLOAD_CAP,
+    SMALL_BATCH,
     Batch,
     DeadLetter,
     EventRow,
@@ -54,22 +55,28 @@ def test_redelivered_batches_add_no_rows(store_url: str) -> None:
         overlap = readings("d-seq", 60, seq=True)
         assert write_readings(conn, overlap + overlap[-2:], cache) == 20
         assert count(conn, "readings") == 220
-        # A new batch repeating a row within itself, on a writer that saw no conflict yet.
-        fresh = readings("d-new", 5, seq=False)
-        assert write_readings(conn, fresh + fresh[:3], PartitionCache()) == 10
-        assert count(conn, "readings") == 230
+        # New batches repeating rows within themselves, on a writer that saw no conflict yet:
+        # a large one (COPY fast path, then the dedupe path) and a small one (inline INSERT).
+        large = readings("d-large", 40, seq=False)
+        assert len(large) > SMALL_BATCH
+        assert write_readings(conn, large + large[:3], PartitionCache()) == 80
+        small = readings("d-small", 5, seq=True)
+        assert write_readings(conn, small + small[:3], PartitionCache()) == 10
+        assert write_readings(conn, small, PartitionCache()) == 0
+        assert count(conn, "readings") == 310
 
 
-def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str) -> None:
+@pytest.mark.parametrize("n", [5, 100])  # the inline path and the COPY path
+def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str, n: int) -> None:
     # No ts in the payload: each delivery is stamped with its own receive time.
-    first = [ReadingRow("s1", "d1", "co2", T0 + i, 600.0, i, T0 + i, True) for i in range(5)]
-    again = [r._replace(ts=r.ts + 30, received_at=r.received_at + 30) for r in first]
-    no_seq = [r._replace(seq=None, ts=r.ts + 60) for r in first]
+    first = [ReadingRow("s1", "d1", "co2", T0 + i, 600.0, i, T0 + i, True) for i in range(n)]
+    again = [r._replace(ts=r.ts + 300, received_at=r.received_at + 300) for r in first]
+    no_seq = [r._replace(seq=None, ts=r.ts + 600) for r in first]
     with connect(store_url) as conn:
-        assert write_readings(conn, first) == 5
+        assert write_readings(conn, first) == n
         assert write_readings(conn, again) == 0
         # Without seq there is no stable key: a second delivery is a second reading.
-        assert write_readings(conn, no_seq) == 5
+        assert write_readings(conn, no_seq) == n
 
 
 def test_events_and_dead_letters(store_url: str) -> None:
