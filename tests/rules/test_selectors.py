@@ -52,7 +52,7 @@ def test_selector_binds_these_devices(
 
 def test_binding_errors_name_the_clause(kit: Any) -> None:
     seasonal = kit.clause(MAX_26, schedule={"season": "monsoon"})
-    with pytest.raises(ConfigError, match="c.test v1"):
+    with pytest.raises(ConfigError, match=r"c\.test v1"):
         SiteEngine(site(kit), [seasonal], lateness=0)
     gated = kit.clause({**MAX_26, "when": {"metric": "hvac_mode", "op": "==", "value": "dry"}})
     with pytest.raises(ConfigError, match="no named state 'dry'"):
