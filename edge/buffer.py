@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the send cursor relies on it
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the order of the readings
     device  TEXT    NOT NULL,
     seq     INTEGER NOT NULL,
     payload BLOB    NOT NULL                    -- the SPEC §2 reading object, UTF-8 JSON
@@ -101,11 +101,14 @@ class Buffer:
             self._count += 1 - max(overflow, 0)
             return seq
 
-    def after(self, cursor: int, limit: int) -> list[Row]:
-        """Up to `limit` rows with id > cursor, oldest first."""
+    def oldest(self, limit: int, skip_devices: Collection[str] = ()) -> list[Row]:
+        """Up to `limit` rows, oldest first, leaving out the devices in `skip_devices` (those
+        with a batch in flight)."""
+        marks = ",".join("?" * len(skip_devices))
         rows = self._conn().execute(
-            "SELECT id, device, seq, payload FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-            (cursor, limit),
+            "SELECT id, device, seq, payload FROM readings"
+            f" WHERE device NOT IN ({marks}) ORDER BY id LIMIT ?",
+            (*skip_devices, limit),
         )
         return [Row(*row) for row in rows]
 

@@ -46,8 +46,11 @@ class Gateway:
         self._connected = threading.Event()
         self._wake = threading.Condition()
         self._acks: deque[int] = deque()  # message ids acknowledged, appended on paho's thread
-        self._in_flight: dict[int, list[int]] = {}  # message id -> buffer row ids it carries
-        self._cursor = 0  # rows with a smaller id have been handed to paho
+        # Message id -> (device, buffer row ids it carries). One batch per device at a time, so
+        # a device's readings reach the broker in order even across a crash: what a killed
+        # gateway leaves unacknowledged is always the oldest of its device, and goes first.
+        self._in_flight: dict[int, tuple[str, list[int]]] = {}
+        self._busy: set[str] = set()  # devices with a batch in flight
         self._threads: list[threading.Thread] = []
         self.sampled = 0
         self.batches_sent = 0
@@ -208,7 +211,7 @@ class Gateway:
             if not self._connected.is_set() or len(self._in_flight) >= batch.max_in_flight:
                 self._wait(0.5)
                 continue
-            rows = self.buffer.after(self._cursor, batch.size)
+            rows = self.buffer.oldest(batch.size, self._busy)
             if not rows:
                 waiting_since = None
                 self._wait(batch.interval)
@@ -235,21 +238,22 @@ class Gateway:
             payload = b"[" + b",".join(row.payload for row in group) + b"]"
             info = self._client.publish(f"{self.prefix}/{device}/telemetry", payload, qos=1)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                # Not queued: send this group again next time (others may repeat: deduplicated).
+                # Not queued: the rows stay buffered and are picked up again.
                 log.error("paho refused a batch: %s", mqtt.error_string(info.rc))
-                self._cursor = min(self._cursor, group[0].id - 1)
                 return
             # NO_CONN: paho keeps a QoS 1 message and sends it after reconnecting.
-            self._in_flight[info.mid] = [row.id for row in group]
+            self._in_flight[info.mid] = (device, [row.id for row in group])
+            self._busy.add(device)
             self.batches_sent += 1
-        self._cursor = rows[-1].id
 
     def _process_acks(self) -> None:
         acked: list[int] = []
         while self._acks:
-            ids = self._in_flight.pop(self._acks.popleft(), None)
-            if ids is not None:  # None: the status message
+            batch = self._in_flight.pop(self._acks.popleft(), None)
+            if batch is not None:  # None: the status message
+                device, ids = batch
                 acked.extend(ids)
+                self._busy.discard(device)
         if acked:
             self.buffer.delete(acked)
             self.readings_acked += len(acked)

@@ -103,7 +103,6 @@ class Subscriber:
         self.readings: list[tuple[str, int]] = []
         self.values: list[tuple[str, dict[str, float]]] = []
         self.batches = 0
-        self.stamps: dict[tuple[str, int], str] = {}  # (device, seq) -> ts as sent
         self.statuses: list[tuple[str, bytes, bool]] = []
         self._changed = threading.Condition()
         subscribed = threading.Event()
@@ -131,7 +130,6 @@ class Subscriber:
                     for reading in orjson.loads(msg.payload):
                         self.readings.append((device, reading["seq"]))
                         self.values.append((device, reading["metrics"]))
-                        self.stamps[(device, reading["seq"])] = reading["ts"]
                 self._changed.notify_all()
 
         self.client.on_connect = on_connect

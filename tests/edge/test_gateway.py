@@ -42,7 +42,7 @@ def test_without_a_broker_the_buffer_fills_to_its_cap_and_counts_what_it_drops(
     from edge.buffer import Buffer
 
     buffer = Buffer(tmp_path / "b.sqlite", cap=40)
-    seqs = [row.seq for row in buffer.after(0, 100)]
+    seqs = [row.seq for row in buffer.oldest(100)]
     assert seqs == list(range(stats["sampled"] - 39, stats["sampled"] + 1))
 
 
