@@ -130,6 +130,7 @@ class Building:
         # Run a day before the start unseen, so rooms begin in a settled state.
         self.now = start - WARMUP_S
         self._slots: dict[tuple[str, dt.date, int], tuple[float, float, float]] = {}
+        self._season_cache: dict[dt.date, str] = {}
         self._day_cache: dict[dt.date, tuple[bool, float]] = {}
 
     # ---- set-up helpers ----
@@ -246,9 +247,10 @@ class Building:
         return draw
 
     def _hvac(
-        self, state: SpaceState, t: float, hour: float, workday: bool
+        self, state: SpaceState, t: float, hour: float, workday: bool, season: str
     ) -> tuple[int, float, bool]:
-        """(mode, setpoint, held) while the unit runs, or (off, 0, False)."""
+        """(mode, setpoint, held) while the unit runs, or (off, 0, False). `season` is what
+        `auto` means today: cooling, heating or off."""
         hvac = self.scenario.hvac
         kind = state.space.type
         if kind in hvac.always_on_types:
@@ -265,7 +267,7 @@ class Building:
         if room is not None and room.hvac_mode is not None:
             mode_name = room.hvac_mode
         if mode_name == "auto":
-            mode_name = self._season_mode(t)
+            mode_name = season
         if mode_name == "heating" and not in_hours:
             # Heating is never switched off in the heating season: it sets back at night.
             return MODE_HEATING, hvac.heating_setpoint - hvac.night_setback_c, False
@@ -296,8 +298,13 @@ class Building:
             state.calling = False
         return mode if state.calling else MODE_OFF
 
-    def _season_mode(self, t: float) -> str:
-        day = self.local(t).date()
+    def _season_mode(self, day: dt.date) -> str:
+        mode = self._season_cache.get(day)
+        if mode is None:
+            mode = self._season_cache[day] = self._season_of(day)
+        return mode
+
+    def _season_of(self, day: dt.date) -> str:
         seasons = self.site.site.seasons
         if "cooling" in seasons or "heating" in seasons:
             if "cooling" in seasons and seasons["cooling"].contains(day):
@@ -320,6 +327,7 @@ class Building:
     def _substep(self, t: float, h: float) -> None:
         local = self.local(t)
         workday = self._day(local.date())[0]
+        season = self._season_mode(local.date())
         hour = local.hour + local.minute / 60 + local.second / 3600
         outdoor = self.outdoor(t)
         outdoor_rh = min(
@@ -333,7 +341,7 @@ class Building:
         hvac = self.scenario.hvac
         for state in self.states.values():
             state.present = self._present(state, local, workday)
-            mode, setpoint, held = self._hvac(state, t, hour, workday)
+            mode, setpoint, held = self._hvac(state, t, hour, workday, season)
             if mode != MODE_OFF and not held:
                 mode = self._thermostat(state, mode, setpoint)
             state.mode, state.running = mode, mode != MODE_OFF
