@@ -192,7 +192,7 @@ def peak_memory(
 ) -> tuple[float, int, int]:
     """Peak traced memory (MiB) of building an engine with about `subjects` clause x subject
     instances and feeding every device one reading; also the instance and device counts."""
-    per_room = len(SiteEngine(build_site(10), clauses, lateness=60.0)._instances) / 10
+    per_room = len(SiteEngine(build_site(10), clauses, lateness=60.0).bindings()) / 10
     rooms = max(1, round(subjects / per_room))
     site = build_site(rooms)
     gc.collect()
@@ -206,7 +206,7 @@ def peak_memory(
     engine.drain()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak / 2**20, len(engine._instances), len(site.devices)
+    return peak / 2**20, len(engine.bindings()), len(site.devices)
 
 
 def reference_loop_ns() -> float:
@@ -232,7 +232,7 @@ def measure(
 ) -> tuple[float, int, int]:
     engine = engine_class(site, clauses, lateness=60.0, standards=standards)
     seconds, values = run(engine, stream, start, step)
-    return values / seconds, values, len(engine._instances)
+    return values / seconds, values, len(engine.bindings())
 
 
 def main() -> None:

@@ -24,15 +24,18 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from rules import _slots
-from rules._conditions import Evaluator, Leaf, compile_condition
+from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
 from rules._instances import Instance, StateCheck, ThresholdCheck, Timers
 from rules._obligations import Obligation
 from rules._quotas import Quota
 from rules._slots import INF, MetricSlot, from_json, to_json
 from rules.clause import (
+    AllOf,
+    AnyOf,
     ClauseVersion,
     Comparison,
+    Condition,
     ConditionCheck,
     DataQualityCheck,
     ObligationCheck,
@@ -135,10 +138,6 @@ class SiteEngine:
             self._devices_in_space.setdefault(device.space, []).append(device)
         # Space slot -> the device slots that feed it (for routing readings to its readers).
         self._feeders: dict[int, list[MetricSlot]] = {}
-        self._children: dict[str, list[str]] = {}
-        for space in site.spaces:
-            if space.parent is not None:
-                self._children.setdefault(space.parent, []).append(space.id)
         self._instances: list[Instance] = []
         self._devices: dict[str, _DeviceState] = {}
         self._space_slots: dict[tuple[str, str], MetricSlot] = {}
@@ -240,6 +239,11 @@ class SiteEngine:
             if instance.next_due < instance.heap_due:
                 instance.heap_due = instance.next_due
                 heapq.heappush(timers, (instance.next_due, instance.uid, instance))
+
+    def bindings(self) -> list[tuple[ClauseRef, Subject]]:
+        """Every clause version x subject this engine judges (for coverage: which clauses are
+        bound to live data sources)."""
+        return [(instance.ref, instance.subject) for instance in self._instances]
 
     def drain(self) -> list[Output]:
         """Outputs since the last drain, in the order they were produced."""
@@ -414,7 +418,7 @@ class SiteEngine:
         else:
             self._bind_data_quality(clause, ref, schedule, check)
 
-    def _slot_for(self, device: Device) -> Any:
+    def _slot_for(self, device: Device) -> SlotFor:
         def slot_for(metric: str) -> MetricSlot:
             if metric in device.metrics:
                 return self._devices[device.id].slots[metric]
@@ -436,7 +440,7 @@ class SiteEngine:
                     feeders.append(feeder)
         return slot
 
-    def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> Any:
+    def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> ValueFor:
         def value_for(metric: str, value: float | str) -> float:
             if isinstance(value, int | float):
                 return float(value)
@@ -531,7 +535,7 @@ class SiteEngine:
         self._route(instance, [leaf.slot for leaf in leaves])
 
     def _gate(
-        self, when: Any, slot_for: Any, value_for: Any, leaves: list[Leaf]
+        self, when: Condition | None, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
     ) -> Evaluator | None:
         if when is None:
             return None
@@ -724,15 +728,17 @@ class SiteEngine:
 
 
 def _first_metric(check: ConditionCheck) -> str:
-    node: Any = check.passes
-    while not hasattr(node, "metric"):
-        if hasattr(node, "all"):
+    """The metric of the first comparison in the pass condition: the subject device must
+    report it (the other metrics may come from its space)."""
+    node: Condition = check.passes
+    while not isinstance(node, Comparison):
+        if isinstance(node, AllOf):
             node = node.all[0]
-        elif hasattr(node, "any"):
+        elif isinstance(node, AnyOf):
             node = node.any[0]
         else:
             node = node.not_
-    return str(node.metric)
+    return node.metric
 
 
 def _never(t: float, margin: float) -> bool | None:

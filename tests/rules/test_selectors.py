@@ -47,7 +47,7 @@ def test_selector_binds_these_devices(
     kit: Any, applies_to: dict[str, Any], devices: set[str]
 ) -> None:
     engine = SiteEngine(site(kit), [kit.clause(MAX_26, applies_to=applies_to)], lateness=0)
-    assert {i.subject.device for i in engine._instances} == devices
+    assert {subject.device for _, subject in engine.bindings()} == devices
 
 
 def test_binding_errors_name_the_clause(kit: Any) -> None:
