@@ -173,6 +173,9 @@ class MetricSlot:
         self.ts = ts
         self.fault = fault
         self.until = ts  # unknown from this reading on, for everything that reads the metric
+        for space_slot in self.forward:  # the space's latest value is this unknown one
+            if ts >= space_slot.ts:
+                space_slot.value, space_slot.ts, space_slot.until = value, ts, ts
         return fault
 
     def take(self, ts: float, value: float, until: float) -> None:

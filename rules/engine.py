@@ -59,7 +59,7 @@ from rules.verdicts import (
 # How many recent dedupe keys a device remembers after release: enough to absorb broker
 # redelivery bursts; older duplicates are reported as late readings (harmless: never judged).
 _DEDUPE_MEMORY = 512
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 
 
 class _DeviceState:

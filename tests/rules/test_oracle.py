@@ -1,7 +1,11 @@
 """Property: the streaming engine agrees with a brute-force batch oracle.
 
 Random readings of one temperature sensor (some out of the physical range, some gaps longer
-than max_gap) arrive shuffled within the lateness and with duplicates. The engine's violations
+than max_gap) and, for gated rules, of an HVAC controller in the same room (the gate
+`hvac_mode == cooling` is read across devices) arrive shuffled within the lateness and with
+duplicates. Sensor readings are at even seconds and HVAC ones at odd seconds: readings of two
+devices at the very same instant are applied one after the other, which the oracle does not
+model. The engine's violations
 and compliance intervals must equal those of `oracle`, which knows every reading up front and
 walks time second by second (all times and durations here are whole seconds, so nothing can
 change between two seconds). The oracle shares no code with the engine: it re-derives the
@@ -29,6 +33,7 @@ LIMIT = 26.0
 END = 400  # the engine is advanced until this time is final
 VALUES = [24.0, 25.4, 25.9, 26.0, 26.2, 26.6, 27.0, 99.0]  # 99: outside the physical range
 WINDOWS = {None: None, "00:01-00:04": (60, 240), "00:02-00:03": (120, 180)}
+HVAC_GAP = 70  # seconds an HVAC state holds
 
 
 @dataclass(frozen=True)
@@ -37,21 +42,31 @@ class Rule:
     margin: float
     clear_for: int
     window: str | None
+    gated: bool = False
 
 
 # ---- the oracle ----
 
 
-def oracle(readings: dict[int, float], rule: Rule) -> tuple[list[Any], list[Any]]:
+def oracle(
+    readings: dict[int, float], rule: Rule, hvac: dict[int, float] | None = None
+) -> tuple[list[Any], list[Any]]:
     """(violations, closed intervals) from the complete, ordered, duplicate-free readings.
     Violations are (started_at, confirmed_at, ended_at or None); intervals are
     (start, end, status) with equal neighbours merged."""
     window = WINDOWS[rule.window]
     times = sorted(readings)
+    hvac = hvac or {}
 
     def raw(t: int, violating: bool) -> str:
         if window is not None and not (window[0] <= t < window[1]):
             return "outside"
+        if rule.gated:
+            states = [ts for ts in sorted(hvac) if ts <= t]
+            if not states or t >= states[-1] + HVAC_GAP:
+                return "unknown"
+            if hvac[states[-1]] != 1:
+                return "outside"
         latest = [ts for ts in times if ts <= t]
         if not latest or t >= latest[-1] + MAX_GAP:
             return "unknown"
@@ -137,7 +152,18 @@ def site() -> SiteModel:
                     "metrics": {
                         "temperature": {"unit": "°C", "range": list(RANGE), "max_gap": MAX_GAP}
                     },
-                }
+                },
+                {
+                    "id": "h1",
+                    "space": "o1",
+                    "metrics": {
+                        "hvac_mode": {
+                            "unit": "state",
+                            "states": {"off": 0, "cooling": 1},
+                            "max_gap": HVAC_GAP,
+                        }
+                    },
+                },
             ],
         }
     )
@@ -164,18 +190,25 @@ def clause(rule: Rule) -> ClauseVersion:
                 "max": LIMIT,
                 "for": rule.for_,
                 "clear": {"margin": rule.margin, "clear_for": rule.clear_for},
+                "when": {"metric": "hvac_mode", "op": "==", "value": "cooling"}
+                if rule.gated
+                else None,
             },
         }
     )
 
 
+Arrival = tuple[str, int, int | None, float]  # device, ts, seq, value
+
+
 def engine_verdicts(
-    arrivals: list[tuple[int, int | None, float]], rule: Rule, lateness: int
+    arrivals: list[Arrival], rule: Rule, lateness: int
 ) -> tuple[list[Any], list[Any]]:
     engine = SiteEngine(site(), [clause(rule)], lateness=lateness)
     engine.advance(T0 + lateness)  # time 0 is final: the timeline starts there
-    for ts, seq, value in arrivals:
-        engine.observe("d1", T0 + ts, seq, {"temperature": value})
+    for device, ts, seq, value in arrivals:
+        metric = "temperature" if device == "d1" else "hvac_mode"
+        engine.observe(device, T0 + ts, seq, {metric: value})
     engine.advance(T0 + END + lateness)
     outputs = engine.drain()
     ends = {o.started_at: o.ended_at - T0 for o in outputs if isinstance(o, ViolationEnded)}
@@ -199,37 +232,45 @@ def engine_verdicts(
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[dict[int, float], list[Any], Rule, int]:
-    times = sorted(draw(st.sets(st.integers(0, 300), min_size=1, max_size=30)))
-    readings = {t: draw(st.sampled_from(VALUES)) for t in times}
+def scenarios(
+    draw: st.DrawFn,
+) -> tuple[dict[int, float], dict[int, float], list[Arrival], Rule, int]:
+    times = sorted(draw(st.sets(st.integers(0, 150), min_size=1, max_size=30)))
+    readings = {2 * t: draw(st.sampled_from(VALUES)) for t in times}  # even seconds
     rule = Rule(
         for_=draw(st.sampled_from([0, 20, 45])),
         margin=draw(st.sampled_from([0.0, 0.5])),
         clear_for=draw(st.sampled_from([0, 15])),
         window=draw(st.sampled_from(list(WINDOWS))),
+        gated=draw(st.booleans()),
     )
+    hvac: dict[int, float] = {}
+    if rule.gated:
+        hvac_times = draw(st.sets(st.integers(0, 149), min_size=1, max_size=10))
+        hvac = {2 * t + 1: float(draw(st.sampled_from([0, 1, 1]))) for t in hvac_times}
     lateness = draw(st.sampled_from([0, 5, 30, 90]))
     with_seq = draw(st.booleans())
     # Arrival: each reading delayed by less than the lateness, ties broken at random.
+    items = [("d1", t, v) for t, v in readings.items()] + [("h1", t, v) for t, v in hvac.items()]
     keyed = [
-        (t + draw(st.integers(0, max(lateness - 1, 0))), draw(st.floats(0, 1)), i, t)
-        for i, t in enumerate(times)
+        (t + draw(st.integers(0, max(lateness - 1, 0))), draw(st.floats(0, 1)), i, device, t, v)
+        for i, (device, t, v) in enumerate(items)
     ]
-    arrivals: list[tuple[int, int | None, float]] = [
-        (t, i if with_seq else None, readings[t]) for _, _, i, t in sorted(keyed)
+    arrivals: list[Arrival] = [
+        (device, t, i if with_seq else None, v) for _, _, i, device, t, v in sorted(keyed)
     ]
     # Duplicates (redeliveries) anywhere after their original.
     for _ in range(draw(st.integers(0, 5))):
         original = draw(st.integers(0, len(arrivals) - 1))
         position = draw(st.integers(original + 1, len(arrivals)))
         arrivals.insert(position, arrivals[original])
-    return readings, arrivals, rule, lateness
+    return readings, hvac, arrivals, rule, lateness
 
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
 def test_streaming_engine_equals_batch_oracle(
-    scenario: tuple[dict[int, float], list[Any], Rule, int],
+    scenario: tuple[dict[int, float], dict[int, float], list[Arrival], Rule, int],
 ) -> None:
-    readings, arrivals, rule, lateness = scenario
-    assert engine_verdicts(arrivals, rule, lateness) == oracle(readings, rule)
+    readings, hvac, arrivals, rule, lateness = scenario
+    assert engine_verdicts(arrivals, rule, lateness) == oracle(readings, rule, hvac)
