@@ -225,7 +225,7 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
         service.stop()
 
 
-def test_sigkill_while_draining_redelivers_at_most_and_postgresql_keeps_each_once(
+def test_sigkill_while_draining_resends_in_order_and_postgresql_keeps_each_once(
     tmp_path: Path,
     own_broker: OwnBroker,
     topic_prefix: str,
