@@ -12,6 +12,7 @@ the first reading after its end.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,15 +23,22 @@ from ingest.store.mode import storage_mode
 # Serialises concurrent refreshes (two schedulers): both would recompute the same buckets.
 REFRESH_LOCK_KEY = 0x726F_6C6C_7570  # "rollup"
 
-TAKE_DIRTY = """
+PREPARE_HOURS = """
 CREATE TEMP TABLE IF NOT EXISTS refresh_hours (
     site text COLLATE "C", device text COLLATE "C", metric text COLLATE "C",
     bucket timestamptz,
     PRIMARY KEY (site, device, metric, bucket)
 ) ON COMMIT DELETE ROWS;
 TRUNCATE refresh_hours;
-WITH taken AS (DELETE FROM rollup_dirty RETURNING site, device, metric, bucket)
-INSERT INTO refresh_hours SELECT site, device, metric, bucket FROM taken;
+"""
+TAKE_DIRTY = """
+WITH taken AS (
+    DELETE FROM rollup_dirty WHERE bucket < date_trunc('hour', %s::timestamptz, 'UTC')
+    RETURNING site, device, metric, bucket
+)
+INSERT INTO refresh_hours SELECT site, device, metric, bucket FROM taken
+"""
+ADD_NEXT_HOURS = """
 INSERT INTO refresh_hours
 SELECT d.site, d.device, d.metric, date_trunc('hour', n.ts, 'UTC')
 FROM refresh_hours d
@@ -125,15 +133,21 @@ class RefreshResult:
     days: int  # (series, day) buckets recomputed
 
 
-def refresh_rollups(conn: psycopg.Connection[Any]) -> RefreshResult:
-    """Recomputes the hourly and daily rollups of every hour written since the last refresh.
-    Runs in the caller's transaction and does not commit: on rollback the marks come back
-    and the next refresh does the work. Waits for a concurrent refresh to finish. Under
-    TimescaleDB only the consumption tables are refreshed here; the continuous aggregates
-    refresh by their policies."""
+def refresh_rollups(
+    conn: psycopg.Connection[Any], *, now: dt.datetime | None = None
+) -> RefreshResult:
+    """Recomputes the hourly and daily rollups of every closed hour (before the hour of `now`,
+    default the wall clock) written since the last refresh. The current hour stays marked
+    until it closes — queries compute marked hours from raw rows — so a busy hour is rolled
+    up about once, not at every refresh. Runs in the caller's transaction and does not commit:
+    on rollback the marks come back and the next refresh does the work. Waits for a concurrent
+    refresh to finish. Under TimescaleDB only the consumption tables are refreshed here; the
+    continuous aggregates refresh by their policies."""
     native = storage_mode(conn) == "native"
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (REFRESH_LOCK_KEY,))
-    conn.execute(TAKE_DIRTY)
+    conn.execute(PREPARE_HOURS)
+    conn.execute(TAKE_DIRTY, (now or dt.datetime.now(dt.UTC),))
+    conn.execute(ADD_NEXT_HOURS)
     hours_row = conn.execute("SELECT count(*) FROM refresh_hours").fetchone()
     hours = int(hours_row[0]) if hours_row else 0
     if hours == 0:

@@ -189,3 +189,22 @@ def test_a_reading_rounded_into_the_next_hour_is_rolled_up_there(store_url: str)
         write_readings(conn, [ReadingRow("s1", "d9", "co2", edge, 700.0, None, edge)])
         refresh_rollups(conn)
         assert rolled_stats(conn, "readings_hourly") == direct_stats(conn, "hour")
+
+
+def test_the_open_hour_stays_marked_and_is_served_from_raw_rows(store_url: str) -> None:
+    rows = series(4, hours=5)
+    now = START + dt.timedelta(hours=2, minutes=30)
+    with connect(store_url) as conn:
+        write_readings(conn, rows)
+        refresh_rollups(conn, now=now)
+        rolled = {b for (b,) in conn.execute("SELECT DISTINCT bucket FROM readings_hourly")}
+        # Hours 0 and 1, and hour 2 because it holds the reading after hour 1 (its
+        # consumption depends on hour 1); hours 3 and 4 wait.
+        assert rolled == {START + dt.timedelta(hours=h) for h in (0, 1, 2)}
+        still_marked = conn.execute("SELECT min(bucket) FROM rollup_dirty").fetchone()
+        assert still_marked == (START + dt.timedelta(hours=2),)
+        points = query_readings(conn, "s1", "d1", "temperature", START, UNTIL, "1h")
+        direct = direct_stats(conn, "hour")
+        assert [(p.bucket, p.count) for p in points] == sorted(
+            (key[3], value[0]) for key, value in direct.items() if key[1] == "d1"
+        )
