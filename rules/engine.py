@@ -446,7 +446,8 @@ class SiteEngine:
                 return float(value)
             if value.startswith("$"):
                 return float(params[value[1:]])
-            for candidate in (device, *self.site.devices):
+            # Lazily: building a tuple of every device per call made binding quadratic.
+            for candidate in itertools.chain((device,), self.site.devices):
                 spec = candidate.metrics.get(metric)
                 if spec is not None and value in spec.states:
                     return spec.states[value]
