@@ -81,7 +81,10 @@ def _grid(since: dt.datetime, until: dt.datetime, width: int) -> tuple[dt.dateti
     hi = math.ceil(end / width) * width
     if (hi - lo) / width > MAX_BUCKETS:
         raise QueryError(f"more than {MAX_BUCKETS} buckets: use a wider bucket")
-    return GRID_ORIGIN + dt.timedelta(seconds=lo), GRID_ORIGIN + dt.timedelta(seconds=hi)
+    try:
+        return GRID_ORIGIN + dt.timedelta(seconds=lo), GRID_ORIGIN + dt.timedelta(seconds=hi)
+    except OverflowError as exc:
+        raise QueryError("the buckets reach past the supported dates (years 1-9999)") from exc
 
 
 SERIES = "site = %(site)s AND device = %(device)s AND metric = %(metric)s"

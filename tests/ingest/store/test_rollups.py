@@ -181,6 +181,13 @@ def test_raw_queries_and_bad_input(store_url: str) -> None:
             query_readings(conn, "s1", "d1", "temperature", UNTIL, START, "1h")
         with pytest.raises(QueryError):
             query_readings(conn, "s1", "d1", "temperature", START.replace(tzinfo=None), UNTIL)
+        with pytest.raises(QueryError, match="supported dates"):
+            far = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+            query_readings(conn, "s1", "d1", "temperature", far - dt.timedelta(days=1), far, "1w")
+        with pytest.raises(QueryError, match="buckets"):
+            query_readings(
+                conn, "s1", "d1", "temperature", SINCE, UNTIL + dt.timedelta(days=999), "1m"
+            )
 
 
 def test_a_reading_rounded_into_the_next_hour_is_rolled_up_there(store_url: str) -> None:
