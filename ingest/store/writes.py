@@ -127,7 +127,14 @@ HOUR_S = 3600.0
 
 
 def _days(times: Iterable[float]) -> set[dt.date]:
-    epoch_days = {int(t // DAY_S) for t in times}
+    """UTC days of epoch times. A time within a microsecond of midnight may be stored rounded
+    into the next day: that day is included too."""
+    epoch_days: set[int] = set()
+    for t in times:
+        day = int(t // DAY_S)
+        epoch_days.add(day)
+        if t - day * DAY_S > DAY_S - 1e-6:
+            epoch_days.add(day + 1)
     return {dt.date(1970, 1, 1) + dt.timedelta(days=d) for d in epoch_days}
 
 

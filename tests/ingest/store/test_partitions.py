@@ -50,6 +50,14 @@ def test_writes_create_the_partitions_of_their_days(native_url: str) -> None:
         assert existing_days(conn, "events") == {days[2]}
 
 
+def test_a_reading_rounded_into_the_next_day_finds_its_partition(native_url: str) -> None:
+    edge = at(TODAY, 0) - 1e-7  # stored as TODAY 00:00:00.000000
+    with connect(native_url) as conn:
+        assert write_readings(conn, [ReadingRow("s1", "d1", "co2", edge, 1.0, None, edge)]) == 1
+        stored = conn.execute("SELECT ts FROM readings").fetchone()
+        assert stored == (dt.datetime.combine(TODAY, dt.time(), tzinfo=dt.UTC),)
+
+
 def test_retention_drops_whole_old_days_only(native_url: str) -> None:
     days = [TODAY - dt.timedelta(days=n) for n in range(6)]
     rows = [
