@@ -164,6 +164,7 @@ class StateCheck(Instance):
         "gate_equal",
         "gate_slot",
         "gate_value",
+        "held",
         "last_raw",
         "leaves",
         "margin",
@@ -225,6 +226,10 @@ class StateCheck(Instance):
         self.worst: float | None = None
         self.worst_excess = -INF
         self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
+        # A violation confirmed at the instant it began (no `for`) is held until time moves
+        # past that instant: another reading at the same instant (another device's, or another
+        # metric's) may still end it, and a violation of zero length is no violation.
+        self.held: ViolationStarted | None = None
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
@@ -253,6 +258,8 @@ class StateCheck(Instance):
         if t < self.t:
             t = self.t
         self.t = t
+        if self.held is not None:
+            self.settle_held(t)
         if self.next_due <= t:
             self.timers_due(t)
         raw = self.raw(t)
@@ -265,6 +272,8 @@ class StateCheck(Instance):
 
     def wake(self, t: float) -> None:
         self.t = t
+        if self.held is not None:
+            self.settle_held(t)
         self.timers_due(t)
         raw = self.raw(t)
         self.apply(t, raw)
@@ -282,6 +291,8 @@ class StateCheck(Instance):
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
+        if self.held is not None:  # wake just after the instant to release it
+            due = min(due, math.nextafter(self.held.started_at, INF))
         if due <= t:  # cannot happen with consistent inputs; never spin
             due = INF
         self.next_due = due
@@ -344,28 +355,56 @@ class StateCheck(Instance):
         self.pending_since = INF
         self.clear_since = INF
         self.commit(start, "violating")
-        self.out.append(
-            ViolationStarted(
-                self.ref,
-                self.subject,
-                "violation",
-                start,
-                at,
-                self.worst,
-                self.unit,
-                self.reason(),
-                dict(self.params),
-                tuple(self.evidence),
-            )
+        started = ViolationStarted(
+            self.ref,
+            self.subject,
+            "violation",
+            start,
+            at,
+            self.worst,
+            self.unit,
+            self.reason(),
+            dict(self.params),
+            tuple(self.evidence),
         )
+        if at == start:
+            self.held = started
+        else:
+            self.out.append(started)
         self.evidence.clear()
+
+    def release_held(self, t: float) -> None:
+        held = self.held
+        if held is not None and t > held.started_at:
+            self.out.append(held)
+            self.held = None
+
+    def settle_held(self, t: float) -> None:
+        """Time has moved past a held violation: it happened. Or more input arrived for the
+        same instant: judge that instant again from before the violation."""
+        held = self.held
+        assert held is not None
+        if t > held.started_at:
+            self.out.append(held)
+            self.held = None
+            return
+        self.held = None
+        self.violating = False
+        self.started_at = INF
+        self.pending_since = INF
+        self.clear_since = INF
+        self.last_raw = -1  # forces apply(): the timeline at t is decided again
 
     def end(self, at: float) -> None:
         self.violating = False
         self.clear_since = INF
-        self.out.append(
-            ViolationEnded(self.ref, self.subject, "violation", self.started_at, at, self.worst)
-        )
+        if self.held is not None and at == self.held.started_at:
+            self.held = None  # began and ended at one instant: nothing happened
+        else:
+            self.release_held(at)
+            self.out.append(
+                ViolationEnded(self.ref, self.subject, "violation", self.started_at, at, self.worst)
+            )
         self.commit(at, "compliant")
         self.started_at = INF
         self.worst = None
@@ -385,6 +424,7 @@ class StateCheck(Instance):
             worst=self.worst,
             worst_excess=to_json(self.worst_excess),
             evidence=[[e.ts, e.metric, e.value, e.device] for e in self.evidence],
+            held=None if self.held is None else _held_json(self.held),
         )
         return state
 
@@ -400,6 +440,8 @@ class StateCheck(Instance):
         self.evidence.clear()
         for ts, metric, value, device in state["evidence"]:
             self.evidence.append(Evidence(ts, metric, value, device))
+        held = state.get("held")
+        self.held = None if held is None else _held_from_json(held, self.ref, self.subject)
 
 
 class ThresholdCheck(StateCheck):
@@ -423,6 +465,8 @@ class ThresholdCheck(StateCheck):
         if t < self.t:
             t = self.t
         self.t = t
+        if self.held is not None:
+            self.settle_held(t)
         timers_were_due = self.next_due <= t
         if timers_were_due:
             self.timers_due(t)
@@ -457,6 +501,8 @@ class ThresholdCheck(StateCheck):
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
+        if self.held is not None:  # wake just after the instant to release it
+            due = min(due, math.nextafter(self.held.started_at, INF))
         self.next_due = due
         self.quiet_until = -INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
@@ -504,6 +550,8 @@ class ThresholdCheck(StateCheck):
             due = self.pending_since + self.for_
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
+        if self.held is not None:  # wake just after the instant to release it
+            due = min(due, math.nextafter(self.held.started_at, INF))
         self.next_due = due
         self.quiet_until = -INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
@@ -529,3 +577,30 @@ class ThresholdCheck(StateCheck):
         if self.high < INF:
             limits.append(f"<= {self.high:g}")
         return f"{what} outside limits ({' and '.join(limits)}, tolerance included)"
+
+
+def _held_json(held: ViolationStarted) -> dict[str, Any]:
+    return {
+        "started_at": held.started_at,
+        "confirmed_at": held.confirmed_at,
+        "worst_value": held.worst_value,
+        "unit": held.unit,
+        "reason": held.reason,
+        "params": held.params,
+        "evidence": [[e.ts, e.metric, e.value, e.device] for e in held.evidence],
+    }
+
+
+def _held_from_json(raw: dict[str, Any], ref: ClauseRef, subject: Subject) -> ViolationStarted:
+    return ViolationStarted(
+        ref,
+        subject,
+        "violation",
+        float(raw["started_at"]),
+        float(raw["confirmed_at"]),
+        raw["worst_value"],
+        raw["unit"],
+        str(raw["reason"]),
+        dict(raw["params"]),
+        tuple(Evidence(ts, metric, value, device) for ts, metric, value, device in raw["evidence"]),
+    )

@@ -31,8 +31,27 @@ def test_with_lateness_nothing_is_judged_until_the_watermark_passes(kit: Any) ->
     run = kit.run(kit.site(), kit.clause({**MAX_26_FOR, "for": 0}), lateness=120, start=None)
     run.feed([(0, {"temperature": 27.0}), (100, {"temperature": 27.0})])
     assert run.started() == []  # 0 is not yet behind max ts (100) - 120
-    run.feed([(130, {"temperature": 27.0})])
+    run.feed([(130, {"temperature": 27.0})])  # releases 0: a violation at that instant ...
+    assert run.started() == []  # ... held until time moves past it (nothing else at 0 s)
+    run.feed([(250, {"temperature": 27.0})])
     assert [s.started_at - kit.T0 for s in run.started()] == [0]
+
+
+def test_a_violation_of_zero_length_is_no_violation(kit: Any) -> None:
+    """Two messages of one instant (temperature, then humidity) must not leave a transient."""
+    both = {
+        "kind": "condition",
+        "pass": {
+            "any": [
+                {"metric": "temperature", "op": "<=", "value": 26},
+                {"metric": "humidity", "op": "<", "value": 40},
+            ]
+        },
+    }
+    run = kit.run(kit.site(), kit.clause(both))
+    run.feed([(0, {"temperature": 25.0, "humidity": 50.0})])
+    run.feed([(60, {"temperature": 27.0}), (60, {"humidity": 30.0})]).advance(120)
+    assert run.violations() == [] and run.intervals() == [(0, 60, "compliant")]
 
 
 def test_duplicates_change_nothing(kit: Any) -> None:
