@@ -261,10 +261,14 @@ def write_readings(
         if state.dedupe_batches > 0:
             state.dedupe_batches -= 1
         elif not seq_checked:
+            # Marks first: an extra mark (for rows that turn out to be stored) only costs a
+            # recomputation, and this statement opens the caller's transaction if none is
+            # open yet, so that the block below is a savepoint inside it and not a transaction
+            # of its own that would commit.
+            _mark_dirty(cur, rows)
             try:
                 with conn.transaction():
                     _copy(cur, DIRECT_COPY, rows)
-                    _mark_dirty(cur, rows)
                 return len(rows)
             except psycopg.errors.UniqueViolation:
                 state.dedupe_batches = DEDUPE_STREAK

@@ -145,3 +145,15 @@ def test_dirty_marks_keep_odd_ids_intact(store_url: str) -> None:
         marked = conn.execute("SELECT site, device, bucket FROM rollup_dirty").fetchall()
     hour = dt.datetime.fromtimestamp(T0 - T0 % 3600, dt.UTC)
     assert sorted(marked) == sorted((name, name, hour) for name in odd)
+
+
+def test_write_readings_never_commits_for_the_caller(store_url: str) -> None:
+    cache = PartitionCache()
+    with connect(store_url) as conn:
+        write_readings(conn, readings("d1", 50, seq=False), cache)
+        conn.commit()
+        # Now every cache is warm, and the connection idle: nothing runs before the fast
+        # path's savepoint unless write_readings opens the caller's transaction itself.
+        assert write_readings(conn, readings("d1", 50, seq=False, start=T0 + 3600), cache) == 100
+        conn.rollback()
+        assert count(conn, "readings") == 100
