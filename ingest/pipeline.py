@@ -319,15 +319,17 @@ class Pipeline:
             drained = self.engines[site_id].drain()
             if drained:
                 pending.outputs.setdefault(site_id, []).extend(drained)
-        stopping = self._stop.is_set()
-        checkpoint = (
-            stopping
-            or time.monotonic() - self._last_checkpoint
-            >= max(self.checkpoint_interval, CHECKPOINT_COST_FACTOR * self._checkpoint_cost)
-            or len(self._unacked) + len(pending.tokens) >= self.max_unacked
-        )
         # Time passing without data or verdicts changes nothing a restart would not redo.
         nothing_new = not pending.tokens and not pending.outputs and not len(pending.batch)
+        elapsed = time.monotonic() - self._last_checkpoint
+        checkpoint = (
+            self._stop.is_set()
+            or elapsed
+            >= max(self.checkpoint_interval, CHECKPOINT_COST_FACTOR * self._checkpoint_cost)
+            # Idle: a checkpoint costs no throughput now, and the acks need not wait.
+            or (nothing_new and elapsed >= self.checkpoint_interval)
+            or len(self._unacked) + len(pending.tokens) >= self.max_unacked
+        )
         if nothing_new and not (checkpoint and self._unacked):
             return
         self._dirty_sites |= pending.touched_sites
