@@ -144,5 +144,6 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
     )
     for table in ("readings", "events"):
         conn.execute(
-            "SELECT add_retention_policy(%s, drop_after => %s::interval)", (table, retention)
+            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)",
+            (table, retention),
         )

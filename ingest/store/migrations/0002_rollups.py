@@ -92,7 +92,7 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
         width, start_offset, end_offset, every = CAGG_POLICIES[grain]
         conn.execute(CAGG_STATS.format(grain=grain, width=width))
         conn.execute(
-            "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
+            "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval,"
             " end_offset => %s::interval, schedule_interval => %s::interval)",
             (f"readings_{grain}", start_offset, end_offset, every),
         )
