@@ -161,11 +161,13 @@ class MetricSlot:
         self.ts = ts
         self.fault = ""
         until = self.until = ts + self.valid_for
-        for aggregate in self.aggregate_list:
-            aggregate.add(ts, value)
-        for space_slot in self.forward:
-            if ts >= space_slot.ts:
-                space_slot.take(ts, value, until)
+        if self.aggregate_list:
+            for aggregate in self.aggregate_list:
+                aggregate.add(ts, value)
+        if self.forward:
+            for space_slot in self.forward:
+                if ts >= space_slot.ts:
+                    space_slot.take(ts, value, until)
         return change
 
     def _faulty(self, ts: float, value: float, fault: str) -> str:

@@ -65,6 +65,7 @@ SNAPSHOT_FORMAT = 2
 class _DeviceState:
     __slots__ = (
         "all_listeners",
+        "timed_listeners",
         "fault_listeners",
         "id",
         "listeners",
@@ -86,6 +87,7 @@ class _DeviceState:
         self.all_listeners: list[Instance] = []
         # Data-quality instances: woken only when a slot's fault or staleness changes.
         self.fault_listeners: list[Instance] = []
+        self.timed_listeners: list[Instance] = []  # both lists: caught up before a reading
         self.max_ts = -INF
         self.released_ts = -INF
         # Dedupe keys of recent readings: seq -> ts, and ts -> the metrics seen at ts.
@@ -155,6 +157,8 @@ class SiteEngine:
                     if instance.uid not in seen:
                         seen.add(instance.uid)
                         device_state.all_listeners.append(instance)
+        for device_state in self._devices.values():
+            device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
         for instance in self._instances:
             instance.heap_due = -INF
             heapq.heappush(self._timers, (-INF, instance.uid, instance))
@@ -263,29 +267,26 @@ class SiteEngine:
         state.released_ts = ts
         if len(metrics) == state.metric_count:
             listeners = state.all_listeners
+            timed = state.timed_listeners
         else:
             listeners = self._listeners_of(state, metrics)
-        for instance in listeners:
-            if instance.next_due < ts:
-                instance.catch_up(ts)
-        fault_listeners = state.fault_listeners
-        for instance in fault_listeners:
+            timed = listeners + state.fault_listeners
+        # Time-driven changes before ts first, judged on the values as they were.
+        for instance in timed:
             if instance.next_due < ts:
                 instance.catch_up(ts)
         slots = state.slots
         quality_changed = False
         for metric, value in metrics.items():
             slot = slots.get(metric)
-            if slot is None:
-                continue
-            if slot.update(ts, value):  # a fault, or a recovery: data quality may have moved
-                quality_changed = True
+            if slot is not None and slot.update(ts, value):
+                quality_changed = True  # a fault, or a recovery: data quality may have moved
                 if slot.fault == _slots.BACKWARDS:
                     self._out.append(
                         RegisterReset(self._site_id, state.id, metric, ts, slot.reset_from, value)
                     )
         if quality_changed:
-            for instance in fault_listeners:
+            for instance in state.fault_listeners:
                 instance.evaluate(ts)
         for instance in listeners:
             if instance.quiet_until <= ts:
