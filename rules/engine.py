@@ -65,7 +65,6 @@ SNAPSHOT_FORMAT = 2
 class _DeviceState:
     __slots__ = (
         "all_listeners",
-        "timed_listeners",
         "fault_listeners",
         "id",
         "listeners",
@@ -76,6 +75,7 @@ class _DeviceState:
         "seen_ts",
         "slots",
         "space",
+        "timed_listeners",
     )
 
     def __init__(self, device: Device, slots: dict[str, MetricSlot]) -> None:
