@@ -349,6 +349,16 @@ class DevicePublic(BaseModel):
     parent: str | None
 
 
+class DeviceStatusPublic(BaseModel):
+    """The latest status published on `cw/{site}/{device}/status` (a gateway's will, or a
+    device's own): `device` may be a gateway that is not a device of the site model."""
+
+    site: str
+    device: str
+    status: Literal["online", "offline"]
+    received_at: dt.datetime
+
+
 PartyKind = Literal["person", "team", "contractor"]
 Contacts = dict[
     Annotated[str, StringConstraints(min_length=1, max_length=64)],

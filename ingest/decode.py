@@ -157,11 +157,12 @@ class Decoder:
             devices = self.registry.devices.get(site)
             if devices is None:
                 raise _Reject("unknown_site", f"site {site!r} is not in the registry")
+            if parsed.kind is TopicKind.STATUS:
+                # Any valid id of a known site: gateways report here without being devices.
+                return [self._status(site, device, payload, received_at)]
             metrics = devices.get(device)
             if metrics is None:
                 raise _Reject("unknown_device", f"device {device!r} is not in site {site!r}")
-            if parsed.kind is TopicKind.STATUS:
-                return [self._status(site, device, payload, received_at)]
             body = _parse_json(payload)
         except TopicError as exc:
             return [_dead(topic, payload, exc.reason, exc.detail, received_at, None, None)]

@@ -43,7 +43,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
 from clausewatch.alerts.record import record_outputs
-from ingest.decode import DeadLetter, Decoder, EventMessage, Reading
+from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
 from ingest.mqtt import IngressQueue, Message
 from ingest.store.checkpoints import load_checkpoint, save_checkpoint
 from ingest.store.writes import (
@@ -51,9 +51,11 @@ from ingest.store.writes import (
     EventRow,
     PartitionCache,
     ReadingRow,
+    StatusRow,
     write_batch,
     write_compliance_intervals,
     write_dead_letters,
+    write_device_status,
     write_late_readings,
 )
 from ingest.store.writes import DeadLetter as DeadLetterRow
@@ -104,6 +106,7 @@ class _Pending:
 
     batch: Batch
     outputs: dict[str, list[Output]] = field(default_factory=dict)
+    statuses: list[StatusRow] = field(default_factory=list)
     tokens: list[tuple[int, int, int]] = field(default_factory=list)
     touched_sites: set[str] = field(default_factory=set)
     oldest_received: float | None = None
@@ -247,8 +250,11 @@ class Pipeline:
                     )
                 elif isinstance(item, EventMessage):
                     self._event(item, engines[item.site], batch, pending)
-                else:
+                elif isinstance(item, StatusMessage):
                     STATUS_MESSAGES.labels("online" if item.online else "offline").inc()
+                    pending.statuses.append(
+                        StatusRow(item.site, item.device, item.online, item.received_at)
+                    )
 
     def _reading(
         self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
@@ -320,7 +326,12 @@ class Pipeline:
             if drained:
                 pending.outputs.setdefault(site_id, []).extend(drained)
         # Time passing without data or verdicts changes nothing a restart would not redo.
-        nothing_new = not pending.tokens and not pending.outputs and not len(pending.batch)
+        nothing_new = (
+            not pending.tokens
+            and not pending.outputs
+            and not len(pending.batch)
+            and not pending.statuses
+        )
         elapsed = time.monotonic() - self._last_checkpoint
         checkpoint = (
             self._stop.is_set()
@@ -395,6 +406,7 @@ class Pipeline:
         )
         with self.pool.connection() as conn, conn.transaction():
             write_dead_letters(conn, letters)
+            write_device_status(conn, pending.statuses)
             for site_id in self._dirty_sites:
                 snapshot = self.engines[site_id].snapshot()
                 save_checkpoint(conn, site_id, snapshot, snapshot.get("clock"))
@@ -403,6 +415,7 @@ class Pipeline:
         pending.batch.attempt += 1
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
+            write_device_status(conn, pending.statuses)
             for site_id, outputs in pending.outputs.items():
                 write_compliance_intervals(
                     conn, (o for o in outputs if isinstance(o, ComplianceInterval))

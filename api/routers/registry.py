@@ -19,6 +19,7 @@ from api.models import (
     AssignmentPublic,
     AssignmentUpdate,
     DevicePublic,
+    DeviceStatusPublic,
     PartyCreate,
     PartyPublic,
     PartyUpdate,
@@ -83,6 +84,22 @@ def list_devices(conn: DbConn, principal: Reader, site: SiteId | None = None) ->
             args,
         ).fetchall()
     return [DevicePublic(**row) for row in rows]
+
+
+@router.get("/device-status", responses=problems(401, 403))
+def list_device_status(
+    conn: DbConn, principal: Reader, site: SiteId | None = None
+) -> list[DeviceStatusPublic]:
+    """The latest online/offline status of each gateway or device that published one."""
+    args: list[Any] = []
+    where = _site_clause(principal, site, args)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"
+            f" received_at FROM device_status WHERE {where} ORDER BY site, device",
+            args,
+        ).fetchall()
+    return [DeviceStatusPublic(**row) for row in rows]
 
 
 @router.get("/parties", responses=problems(401, 403))

@@ -343,6 +343,35 @@ def write_dead_letters(conn: psycopg.Connection[Any], rows: Sequence[DeadLetter]
     return len(rows)
 
 
+class StatusRow(NamedTuple):
+    site: str
+    device: str
+    online: bool
+    received_at: float  # epoch seconds
+
+
+def write_device_status(conn: psycopg.Connection[Any], rows: Iterable[StatusRow]) -> int:
+    """Keeps the latest status per (site, device); an older message (a redelivery) changes
+    nothing. Returns how many rows changed. No commit."""
+    latest: dict[tuple[str, str], StatusRow] = {}
+    for row in rows:
+        key = (row.site, row.device)
+        held = latest.get(key)
+        if held is None or row.received_at >= held.received_at:
+            latest[key] = row
+    if not latest:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO device_status (site, device, online, received_at)"
+            " VALUES (%s, %s, %s, to_timestamp(%s)) ON CONFLICT (site, device) DO UPDATE"
+            " SET online = excluded.online, received_at = excluded.received_at"
+            " WHERE excluded.received_at >= device_status.received_at",
+            list(latest.values()),
+        )
+        return max(cur.rowcount, 0)
+
+
 def write_compliance_intervals(
     conn: psycopg.Connection[Any], intervals: Iterable[ComplianceInterval]
 ) -> int:

@@ -137,7 +137,7 @@ ENDPOINTS = [
             lambda c, s, k=kind: ("GET", f"/api/v1/{k}?site={s}", None),
             other_site=403,
         )
-        for kind in ("spaces", "devices", "parties", "assignments")
+        for kind in ("spaces", "devices", "device-status", "parties", "assignments")
     ),
     Endpoint(
         "add party",

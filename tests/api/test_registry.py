@@ -110,3 +110,24 @@ def test_an_assignment_needs_a_known_party_and_space(
         "/api/v1/assignments", json={**base, "party": "fm-1", "space": "attic"}, headers=headers
     )
     assert (nowhere.status_code, nowhere.json()["detail"]) == (404, "space not found")
+
+
+def test_device_status_lists_the_latest_status_of_the_tokens_sites(
+    client: TestClient, tokens: dict[tuple[str, str], str], api_database_url: str
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        conn.execute(
+            "INSERT INTO device_status (site, device, online, received_at) VALUES"
+            " ('site-a', 'gw-1', false, '2026-07-01T08:00:00Z'),"
+            " ('site-b', 'gw-2', true, '2026-07-01T08:00:00Z')"
+            " ON CONFLICT DO NOTHING"
+        )
+    seen = client.get("/api/v1/device-status", headers=auth(tokens[("viewer", "site-a")]))
+    assert seen.json() == [
+        {
+            "site": "site-a",
+            "device": "gw-1",
+            "status": "offline",
+            "received_at": "2026-07-01T08:00:00Z",
+        }
+    ]

@@ -174,6 +174,16 @@ def test_bad_status():
     assert dead_reason(b"maybe", topic="cw/hq/th-1/status") == "bad_status"
 
 
+def test_status_of_a_gateway_that_is_not_a_device_of_the_site():
+    """SPEC §2: gateways publish their will on their own id, which the site model need not list."""
+    assert decode_one(b"online", topic="cw/hq/gw-b1/status") == StatusMessage(
+        "hq", "gw-b1", True, NOW
+    )
+    assert dead_reason(b"up", topic="cw/hq/gw-b1/status") == "bad_status"
+    assert dead_reason(b"online", topic="cw/nowhere/gw-b1/status") == "unknown_site"
+    assert dead_reason(b"online", topic="cw/hq/GW/status") == "bad_id"
+
+
 def test_oversized_payload_is_rejected_before_parsing_and_raw_bytes_are_capped():
     payload = b'{"metrics": {"temperature": 1}, "pad": "' + b"x" * 100_000 + b'"}'
     letter = decode_one(payload, max_payload_bytes=65_536)

@@ -215,6 +215,44 @@ def test_garbage_is_dead_lettered_one_row_each_and_ingestion_goes_on(
     assert service.healthy
 
 
+def test_retained_status_is_stored_per_device_and_a_bad_one_is_dead_lettered(
+    mqtt_url: str, topic_prefix: str, settings: Settings
+) -> None:
+    """A gateway's retained will reaches a service that subscribes later; the gateway id need not
+    be a device of the site. The latest status per (site, device) is kept with its time."""
+    client = make_client(mqtt_url, f"gw-{uuid.uuid4().hex[:8]}")
+    from ingest.mqtt import MqttUrl
+
+    target = MqttUrl.parse(mqtt_url)
+    client.connect(target.host, target.port)
+    client.loop_start()
+    gateway_topic = f"{topic_prefix}/t-hq/gw-b1/status"
+    try:
+        client.publish(gateway_topic, b"offline", qos=1, retain=True).wait_for_publish(10)
+        running = start_service(settings)
+        try:
+            url = running.database_url
+            status = "SELECT site, device, online FROM device_status"
+            assert wait_for(lambda: rows(url, status)) == [("t-hq", "gw-b1", False)]
+            before = rows(url, "SELECT received_at FROM device_status")[0][0]
+            client.publish(gateway_topic, b"online", qos=1, retain=True).wait_for_publish(10)
+            client.publish(f"{topic_prefix}/t-hq/th-a/status", b"on", qos=1).wait_for_publish(10)
+            assert wait_for(lambda: rows(url, "SELECT reason, topic FROM dead_letters")) == [
+                ("bad_status", f"{topic_prefix}/t-hq/th-a/status")
+            ]
+            stored = wait_for(
+                lambda: rows(url, "SELECT online, received_at FROM device_status WHERE online")
+            )
+            assert stored[0][1] >= before
+            assert rows(url, "SELECT count(*) FROM device_status")[0][0] == 1
+        finally:
+            running.stop()
+    finally:
+        client.publish(gateway_topic, b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+        client.loop_stop()
+        client.disconnect()
+
+
 def test_a_restart_loses_nothing_and_resumes_a_half_elapsed_duration(
     settings: Settings, publish: Callable[[str, bytes], None]
 ) -> None:
