@@ -4,13 +4,10 @@ token that made it (clausewatch.alerts.registry / ledger)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from api.auth import Principal, Reader, RegistryAdmin
 from api.deps import DbConn
@@ -29,8 +26,8 @@ from api.models import (
     SpacePublic,
     problems,
 )
-from clausewatch.alerts import ledger, registry
-from rules.site import Assignment
+from clausewatch.alerts import registry
+from rules.site import Assignment, Party
 
 router = APIRouter(tags=["registry"])
 PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -145,29 +142,12 @@ def list_assignments(
 def create_party(body: PartyCreate, conn: DbConn, principal: RegistryAdmin) -> PartyPublic:
     """Adds a party to a site. 409 when the id is taken."""
     _require_site(conn, principal, body.site)
-    now = dt.datetime.now(dt.UTC)
-    actor = principal.actor
+    party = Party.model_validate(body.model_dump(include={"id", "name", "kind", "contacts"}))
     try:
-        conn.execute(
-            "INSERT INTO parties (site, id, name, kind, contacts, created_by, created_at,"
-            " updated_by, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                body.site,
-                body.id,
-                body.name,
-                body.kind,
-                Jsonb(body.contacts),
-                actor,
-                now,
-                actor,
-                now,
-            ),
-        )
-    except psycopg.errors.UniqueViolation as exc:
+        registry.add_party(conn, body.site, party, principal.actor)
+    except registry.PartyExists as exc:
         conn.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, "a party with this id exists") from exc
-    party = {"id": body.id, "name": body.name, "kind": body.kind, "contacts": body.contacts}
-    ledger.append(conn, [_entry("party.added", body.site, body.id, actor, {"party": party})], now)
     conn.commit()
     return _party(conn, body.site, body.id)
 
@@ -178,23 +158,13 @@ def update_party(
 ) -> PartyPublic:
     """Changes a party's name, kind or contacts (the fields given)."""
     principal.require_visible(site, "party")
-    before = _party(conn, site, party_id, lock=True)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    if changes:
-        now = dt.datetime.now(dt.UTC)
-        actor = principal.actor
-        after = before.model_dump(include={"name", "kind", "contacts"}) | changes
-        conn.execute(
-            "UPDATE parties SET name = %s, kind = %s, contacts = %s, updated_by = %s,"
-            " updated_at = %s WHERE site = %s AND id = %s",
-            (after["name"], after["kind"], Jsonb(after["contacts"]), actor, now, site, party_id),
-        )
-        facts = {
-            "before": before.model_dump(include={"name", "kind", "contacts"}),
-            "after": after,
-        }
-        ledger.append(conn, [_entry("party.changed", site, party_id, actor, facts)], now)
-        conn.commit()
+    try:
+        registry.change_party(conn, site, party_id, changes, principal.actor)
+    except LookupError as exc:
+        conn.rollback()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "party not found") from exc
+    conn.commit()
     return _party(conn, site, party_id)
 
 
@@ -242,14 +212,6 @@ def end_assignment(
     return _assignment(conn, principal, assignment_id)
 
 
-def _entry(kind: str, site: str, party_id: str, actor: str, facts: dict[str, Any]) -> ledger.Entry:
-    return ledger.Entry(
-        kind=kind,
-        entity=f"party:{site}/{party_id}",
-        payload={"actor": actor, "site": site, **facts},
-    )
-
-
 def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
     """403 for a site outside the token's scope (as for a site filter), 404 for an unknown one."""
     principal.site_filter(site)
@@ -257,11 +219,11 @@ def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
 
 
-def _party(conn: DbConn, site: str, party_id: str, *, lock: bool = False) -> PartyPublic:
+def _party(conn: DbConn, site: str, party_id: str) -> PartyPublic:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "SELECT site, id, name, kind, contacts, retired_at FROM parties"
-            " WHERE site = %s AND id = %s" + (" FOR UPDATE" if lock else ""),
+            " WHERE site = %s AND id = %s",
             (site, party_id),
         ).fetchone()
     if row is None:

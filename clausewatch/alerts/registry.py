@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from clausewatch.alerts import ledger
 from clausewatch.alerts.times import require_aware, wall_now
 from rules.clause import ClauseFile
-from rules.site import Assignment, SiteModel
+from rules.site import Assignment, Party, SiteModel
 
 # Columns compared and written for each retirable kind, in table order after (site, id).
 _ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -245,6 +245,73 @@ def end_assignment(
     if valid_to < row["valid_from"]:
         raise ValueError("valid_to is before the assignment began")
     ledger.append(conn, [_end_entry(conn, row, valid_to, actor, now, removed=False)], now)
+
+
+class PartyExists(Exception):
+    """`add_party` of an id the site already has (retired parties included)."""
+
+
+def add_party(
+    conn: psycopg.Connection[Any],
+    site: str,
+    party: Party,
+    actor: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """Adds a party to a site (the API's edit). Takes the ledger lock before writing, like every
+    writer here, so it cannot deadlock with `sync_site`. Raises PartyExists when the id is
+    taken. Does not commit."""
+    now = require_aware(now or wall_now(), "now")
+    ledger.lock(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO parties (site, id, name, kind, contacts, created_by, created_at,"
+            " updated_by, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (site, party.id, party.name, party.kind, Jsonb(party.contacts), actor, now, actor, now),
+        )
+        if cur.rowcount == 0:
+            raise PartyExists(f"party {party.id!r} exists in site {site!r}")
+    facts = {"party": party.model_dump(include={"id", "name", "kind", "contacts"})}
+    entry = _entry("party.added", site, f"party:{site}/{party.id}", actor, facts)
+    ledger.append(conn, [entry], now)
+
+
+def change_party(
+    conn: psycopg.Connection[Any],
+    site: str,
+    party_id: str,
+    changes: dict[str, Any],
+    actor: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """Changes a party's `name`, `kind` or `contacts` (the keys of `changes`) and records the
+    before and after in the ledger; no changes, no write. Ledger lock first, then the row.
+    Raises LookupError for an unknown party. Does not commit."""
+    now = require_aware(now or wall_now(), "now")
+    unknown = set(changes) - set(_ENTITY_COLUMNS["party"])
+    if unknown:
+        raise ValueError(f"not a party field: {sorted(unknown)}")
+    ledger.lock(conn)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT name, kind, contacts FROM parties WHERE site = %s AND id = %s FOR UPDATE",
+            (site, party_id),
+        )
+        before = cur.fetchone()
+    if before is None:
+        raise LookupError(f"no party {party_id!r} in site {site!r}")
+    if not changes:
+        return
+    after = before | changes
+    conn.execute(
+        "UPDATE parties SET name = %s, kind = %s, contacts = %s, updated_by = %s,"
+        " updated_at = %s WHERE site = %s AND id = %s",
+        (after["name"], after["kind"], Jsonb(after["contacts"]), actor, now, site, party_id),
+    )
+    facts = {"before": before, "after": after}
+    entry = _entry("party.changed", site, f"party:{site}/{party_id}", actor, facts)
+    ledger.append(conn, [entry], now)
 
 
 def load_assignments(conn: psycopg.Connection[Any], site: str) -> list[StoredAssignment]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import psycopg
@@ -10,8 +11,14 @@ import pytest
 
 from clausewatch.alerts import ledger
 from clausewatch.alerts.binding import responsible_at
-from clausewatch.alerts.registry import add_assignment, sync_site
-from rules.site import Assignment
+from clausewatch.alerts.registry import (
+    PartyExists,
+    add_assignment,
+    add_party,
+    change_party,
+    sync_site,
+)
+from rules.site import Assignment, Party
 from tests.alerts.conftest import SITE, T0, site_model
 
 pytestmark = pytest.mark.integration
@@ -110,3 +117,64 @@ def test_one_changed_space_records_only_that_change(conn: psycopg.Connection[Any
         "",
         "二层（改造后）",
     )
+
+
+def test_party_edits_are_recorded_and_refuse_duplicates_and_unknown_ids(
+    conn: psycopg.Connection[Any],
+) -> None:
+    sync_site(conn, site_model(), "config", now=T0)
+    add_party(conn, SITE, Party(id="sun", name="孙工", kind="contractor"), "token:1", now=T0)
+    with pytest.raises(PartyExists):
+        add_party(conn, SITE, Party(id="wang", name="王工"), "token:1", now=T0)
+    change_party(conn, SITE, "sun", {"contacts": {"phone": "139"}}, "token:1", now=T0)
+    with pytest.raises(LookupError):
+        change_party(conn, SITE, "nobody", {"name": "x"}, "token:1", now=T0)
+    rows = conn.execute(
+        "SELECT kind, payload::jsonb FROM ledger WHERE entity = %s ORDER BY seq",
+        (f"party:{SITE}/sun",),
+    ).fetchall()
+    assert [kind for kind, _ in rows] == ["party.added", "party.changed"]
+    assert rows[1][1]["before"]["contacts"] == {}
+    assert rows[1][1]["after"] == {
+        "name": "孙工",
+        "kind": "contractor",
+        "contacts": {"phone": "139"},
+    }
+    assert ledger.verify(conn).ok
+
+
+def test_a_party_change_takes_the_ledger_lock_before_the_row(
+    conn: psycopg.Connection[Any], alerts_db_url: str
+) -> None:
+    """One lock order with sync_site (ledger, then rows): while another writer holds the ledger
+    lock, a party change waits without holding the party's row, so the holder can lock it."""
+    sync_site(conn, site_model(), "config", now=T0)
+    conn.commit()
+    ledger.lock(conn)  # this transaction is the other writer
+    done = threading.Event()
+
+    def edit() -> None:
+        with psycopg.connect(alerts_db_url) as other:
+            change_party(other, SITE, "wang", {"name": "王工（新）"}, "token:1", now=T0)
+            other.commit()
+        done.set()
+
+    editor = threading.Thread(target=edit)
+    editor.start()
+    try:
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event = 'advisory'"
+        )
+        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+        with psycopg.connect(alerts_db_url, autocommit=True) as observer:
+            while observer.execute(waiting).fetchone() != (1,):
+                assert dt.datetime.now() < deadline, "the edit never waited for the ledger lock"
+                done.wait(0.02)  # poll interval
+        row = "SELECT name FROM parties WHERE site = %s AND id = 'wang' FOR UPDATE NOWAIT"
+        assert conn.execute(row, (SITE,)).fetchone() == ("王工",)
+    finally:
+        conn.commit()
+        editor.join(10)
+    assert done.is_set()
+    assert conn.execute("SELECT name FROM parties WHERE id = 'wang'").fetchone() == ("王工（新）",)
