@@ -16,6 +16,14 @@ from pydantic import (
     StringConstraints,
 )
 
+# The compliance figures are defined with their computation; kept here under their old names.
+from clausewatch.compliance import ClauseCompliance as ClauseCompliance
+from clausewatch.compliance import ComplianceReport as ComplianceReport
+from clausewatch.compliance import Coverage as Coverage
+from clausewatch.compliance import CoverageGap as CoverageGap
+from clausewatch.compliance import Durations as Durations
+from clausewatch.compliance import SiteCompliance as SiteCompliance
+from clausewatch.compliance import SpaceCompliance as SpaceCompliance
 from rules.site import ID_PATTERN, METRIC_PATTERN
 
 
@@ -230,58 +238,6 @@ class ClauseValidation(BaseModel):
     valid: bool
     errors: list[FieldError]
     clauses: list[ValidatedClause]
-
-
-# ---- compliance ----
-
-
-class Durations(BaseModel):
-    """Seconds of each status in the period, and the figures derived from them."""
-
-    compliant_s: float
-    violating_s: float
-    not_assessable_s: float
-    # compliant ÷ (compliant + violating); null when nothing was assessable.
-    rate: float | None
-    # not_assessable ÷ (compliant + violating + not_assessable): data incompleteness.
-    not_assessable_share: float | None
-
-
-class ClauseCompliance(Durations):
-    site: str
-    clause_id: str
-    key: bool
-
-
-class SpaceCompliance(Durations):
-    site: str
-    space: str
-
-
-class CoverageGap(BaseModel):
-    clause_id: str
-    missing: list[Literal["active", "live_data_source", "responsible_party"]]
-
-
-class Coverage(BaseModel):
-    key_clauses_in_force: int
-    covered: int
-    rate: float | None
-    gaps: list[CoverageGap]
-
-
-class SiteCompliance(Durations):
-    site: str
-    open_alerts: int
-    coverage: Coverage
-
-
-class ComplianceReport(BaseModel):
-    since: dt.datetime
-    until: dt.datetime
-    sites: list[SiteCompliance]
-    clauses: list[ClauseCompliance]
-    spaces: list[SpaceCompliance]
 
 
 # ---- readings ----

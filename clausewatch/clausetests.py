@@ -462,7 +462,7 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
     outputs.extend(engine.drain())
     final = end - lateness
     in_force = _versions_in_force(versions, loaded.site)
-    failures = _compare(case, outputs, _open_runs(engine.snapshot(), final), in_force)
+    failures = _compare(case, outputs, open_runs(engine.snapshot(), final), in_force)
     return CaseResult(loaded.path, case.name, failures, outputs)
 
 
@@ -555,7 +555,7 @@ def _violations(outputs: Sequence[Output]) -> list[_Violation]:
 
 
 @dataclass(frozen=True)
-class _Run:
+class OpenRun:
     """A subject's status from `start` until `end`: a compliance interval, or the open run
     that no interval has closed yet."""
 
@@ -568,10 +568,10 @@ class _Run:
     status: str
 
 
-def _open_runs(snapshot: Mapping[str, Any], final: float) -> list[_Run]:
+def open_runs(snapshot: Mapping[str, Any], final: float) -> list[OpenRun]:
     """Open runs from an engine snapshot, whose instance keys are
     `clause|version|space|device` and whose states carry `run_status` / `run_start`."""
-    runs: list[_Run] = []
+    runs: list[OpenRun] = []
     for key, state in snapshot.get("instances", {}).items():
         parts = key.split("|")
         status, start = state.get("run_status"), state.get("run_start")
@@ -585,9 +585,8 @@ def _open_runs(snapshot: Mapping[str, Any], final: float) -> list[_Run]:
         end = min([final, *pending])
         if end > start:
             device = parts[3] if len(parts) > 3 and parts[3] else None
-            runs.append(
-                _Run(parts[0], int(parts[1]), parts[2] or None, device, float(start), end, status)
-            )
+            space = parts[2] or None
+            runs.append(OpenRun(parts[0], int(parts[1]), space, device, float(start), end, status))
     return runs
 
 
@@ -607,7 +606,7 @@ def _versions_in_force(
 def _compare(
     case: ClauseTestCase,
     outputs: Sequence[Output],
-    open_runs: Sequence[_Run],
+    open_runs: Sequence[OpenRun],
     in_force: Callable[[str, float], set[int]],
 ) -> list[str]:
     failures: list[str] = []
@@ -650,7 +649,7 @@ def _compare(
                 f"{extra.device or extra.space} from {when(extra.start)} to {when(extra.end)}"
             )
     intervals = [
-        _Run(
+        OpenRun(
             o.clause.clause_id,
             o.clause.version,
             o.subject.space,

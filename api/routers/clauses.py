@@ -92,7 +92,7 @@ def validate_clause_file(body: ClauseFileText, principal: ClauseAdmin) -> Clause
     """Validates a clause file (YAML text) exactly as `clausewatch check` does, without storing
     it. The answer is 200 either way; `errors` lists each problem with its path inside the
     document and its line."""
-    problem = _pre_parse(body.yaml)
+    problem = pre_parse(body.yaml)
     if problem is not None:
         return _invalid([problem])
     with tempfile.TemporaryDirectory(prefix="cw-validate-") as folder:
@@ -122,7 +122,7 @@ def _invalid(errors: list[FieldError]) -> ClauseValidation:
     return ClauseValidation(valid=False, errors=errors, clauses=[])
 
 
-def _pre_parse(text: str) -> FieldError | None:
+def pre_parse(text: str) -> FieldError | None:
     """A YAML syntax error (with its line), or a document that expands through aliases into
     more than MAX_EXPANDED_NODES nodes (an alias bomb: small text, huge document), found on
     the node graph without expanding it. None when the text may go to the clause loader."""

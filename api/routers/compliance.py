@@ -1,5 +1,5 @@
 """`GET /compliance`: compliance rate, not-assessable share and key-clause coverage per site,
-clause and space over a period (definitions: api/compliance.py and docs/api.md)."""
+clause and space over a period (definitions: clausewatch/compliance.py and docs/api.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from psycopg.rows import tuple_row
 
 from api.auth import Reader
-from api.compliance import compliance_report
 from api.deps import DbConn
 from api.models import ComplianceReport, QueryTime, SiteId, problems
+from clausewatch.compliance import compliance_report
 
 router = APIRouter(tags=["compliance"])
 DEFAULT_PERIOD = dt.timedelta(days=7)

@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, Field, StringConstraints
 from api.auth import ClauseAdmin, Reader
 from api.deps import DbConn
 from api.models import Input, SiteId, problems
-from api.routers.clauses import _pre_parse
+from api.routers.clauses import pre_parse
 from clausewatch.configfiles import ConfigError, load_clause_file
 from clausewatch.register.backtest import BacktestError, BacktestResult, backtest
 from clausewatch.register.search import (
@@ -93,7 +93,7 @@ def run_backtest(
     principal.site_filter(body.site)
     if conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site,)).fetchone() is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
-    problem = _pre_parse(body.yaml)
+    problem = pre_parse(body.yaml)
     if problem is not None:
         raise _body_error("yaml", f"{problem.message} (line {problem.line})")
     with tempfile.TemporaryDirectory(prefix="cw-backtest-") as folder:

@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
-from api.compliance import Tally
-from clausewatch.clausetests import _open_runs
+from clausewatch.clausetests import open_runs
+from clausewatch.compliance import Tally
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
@@ -165,7 +165,7 @@ class _Run:
         """Counts the runs still open at the end (the engine emits an interval only when its
         status changes), read from a snapshot exactly as clause tests read them."""
         self.collect()
-        for run in _open_runs(self.engine.snapshot(), self.until):
+        for run in open_runs(self.engine.snapshot(), self.until):
             if run.clause == self.clause_id:
                 start, end = max(run.start, self.since), min(run.end, self.until)
                 if end > start:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
-from api.compliance import compliance_report
+from clausewatch.compliance import compliance_report
 
 PERIOD = dt.timedelta(days=30)
 

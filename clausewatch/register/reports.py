@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from api.models import ClauseCompliance
+from clausewatch.compliance import ClauseCompliance
 from clausewatch.register.statistics import SiteStatistics, UnknownSite, site_statistics
 
 PERIOD = re.compile(r"^(\d{4})Q([1-4])$")

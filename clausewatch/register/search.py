@@ -20,7 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field, JsonValue
 
-from api.compliance import _read_metrics, _selection, _site_facts, compliance_report
+from clausewatch.compliance import compliance_report, read_metrics, selection, site_facts
 
 ClauseStatus = Literal["in_force", "superseded", "planned"]
 Confidence = Literal["A", "A/B", "B", "B-", "C"]
@@ -343,12 +343,12 @@ def _application(
     its `applies_to` selection, as key-clause coverage reads it: a selected space without a
     device reporting what the clause reads shows as no data source (a gap), not as absent."""
     since = now - RECENT
-    facts = _site_facts(conn, site, since, now, now)
-    spaces, devices = _selection(facts, config.get("applies_to") or {})
+    facts = site_facts(conn, site, since, now, now)
+    spaces, devices = selection(facts, config.get("applies_to") or {})
     if not spaces and not devices:
         return None
     check = config.get("check") or {}
-    read = _read_metrics(check)
+    read = read_metrics(check)
     sources = []
     if check.get("kind") != "obligation":
         for device_id in sorted(devices):

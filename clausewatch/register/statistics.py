@@ -1,8 +1,9 @@
 """Statistics per site and per organisation level (city → district → unit) over a period, with
 the health of the alarm system. Definitions (docs/register.md):
 
-- compliance rate, not-assessable share, key-clause coverage: `api.compliance.compliance_report`
-  (docs/api.md), reused as is; data completeness = 1 − not-assessable share.
+- compliance rate, not-assessable share, key-clause coverage:
+  `clausewatch.compliance.compliance_report` (docs/api.md), reused as is; data completeness =
+  1 − not-assessable share.
 - clauses in force at a site: a version in force at t = min(until, now) whose `applies_to`
   selects a space or device of the site (the definition coverage uses, for every clause).
 - evaluated share = clauses in force that an evaluation report of a period overlapping
@@ -27,8 +28,15 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
-from api.compliance import _selection, _site_facts, _versions_in_force, compliance_report
-from api.models import ClauseCompliance, Coverage, SpaceCompliance
+from clausewatch.compliance import (
+    ClauseCompliance,
+    Coverage,
+    SpaceCompliance,
+    compliance_report,
+    selection,
+    site_facts,
+    versions_in_force,
+)
 
 # An alert that reopened this often within its life flaps: its clause needs a longer `for`,
 # more hysteresis or a longer `reopen_within`.
@@ -208,11 +216,11 @@ def clauses_in_force(
     now: dt.datetime,
 ) -> list[str]:
     """Clauses with a version in force at min(until, now) that select something at the site."""
-    facts = _site_facts(conn, site, since, until, now)
-    versions = _versions_in_force(conn, min(until, now).date())
+    facts = site_facts(conn, site, since, until, now)
+    versions = versions_in_force(conn, min(until, now).date())
     found = []
     for clause_id, version in sorted(versions.items()):
-        spaces, devices = _selection(facts, version["config"].get("applies_to") or {})
+        spaces, devices = selection(facts, version["config"].get("applies_to") or {})
         if spaces or devices:
             found.append(clause_id)
     return found

@@ -1,4 +1,5 @@
-"""Compliance figures from stored compliance intervals, and key-clause coverage.
+"""Compliance figures from stored compliance intervals, and key-clause coverage: shared by the
+API (`GET /compliance`) and the register (statistics, reports, public view, search).
 
 Definitions (also in docs/api.md):
 
@@ -29,18 +30,59 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
-
-from api.models import (
-    ClauseCompliance,
-    ComplianceReport,
-    Coverage,
-    CoverageGap,
-    SiteCompliance,
-    SpaceCompliance,
-)
+from pydantic import BaseModel
 
 JudgedStatus = Literal["compliant", "violating", "not_assessable"]
 Missing = Literal["active", "live_data_source", "responsible_party"]
+
+
+class Durations(BaseModel):
+    """Seconds of each status in the period, and the figures derived from them."""
+
+    compliant_s: float
+    violating_s: float
+    not_assessable_s: float
+    # compliant ÷ (compliant + violating); null when nothing was assessable.
+    rate: float | None
+    # not_assessable ÷ (compliant + violating + not_assessable): data incompleteness.
+    not_assessable_share: float | None
+
+
+class ClauseCompliance(Durations):
+    site: str
+    clause_id: str
+    key: bool
+
+
+class SpaceCompliance(Durations):
+    site: str
+    space: str
+
+
+class CoverageGap(BaseModel):
+    clause_id: str
+    missing: list[Missing]
+
+
+class Coverage(BaseModel):
+    key_clauses_in_force: int
+    covered: int
+    rate: float | None
+    gaps: list[CoverageGap]
+
+
+class SiteCompliance(Durations):
+    site: str
+    open_alerts: int
+    coverage: Coverage
+
+
+class ComplianceReport(BaseModel):
+    since: dt.datetime
+    until: dt.datetime
+    sites: list[SiteCompliance]
+    clauses: list[ClauseCompliance]
+    spaces: list[SpaceCompliance]
 
 
 @dataclass
@@ -120,7 +162,7 @@ def compliance_report(
         by_space[(site, space)].add(status, seconds)
         by_site[site].add(status, seconds)
 
-    versions = _versions_in_force(conn, min(until, now).date())
+    versions = versions_in_force(conn, min(until, now).date())
     key_of = _key_flags(conn)
     open_alerts: dict[str, int] = dict(
         conn.execute(
@@ -131,7 +173,7 @@ def compliance_report(
     )
     site_rows: list[SiteCompliance] = []
     for site in sites:
-        facts = _site_facts(conn, site, since, until, now)
+        facts = site_facts(conn, site, since, until, now)
         site_rows.append(
             SiteCompliance(
                 site=site,
@@ -165,7 +207,7 @@ def coverage(facts: SiteFacts, versions: Iterable[dict[str, Any]]) -> Coverage:
         config = version["config"]
         if not config.get("key"):
             continue
-        selected_spaces, selected_devices = _selection(facts, config.get("applies_to") or {})
+        selected_spaces, selected_devices = selection(facts, config.get("applies_to") or {})
         if not selected_spaces and not selected_devices:
             continue
         in_force += 1
@@ -188,7 +230,7 @@ def coverage(facts: SiteFacts, versions: Iterable[dict[str, Any]]) -> Coverage:
     )
 
 
-def _selection(facts: SiteFacts, selector: dict[str, Any]) -> tuple[set[str], set[str]]:
+def selection(facts: SiteFacts, selector: dict[str, Any]) -> tuple[set[str], set[str]]:
     """Spaces and devices of the site a clause's `applies_to` selects (exemptions removed)."""
     exempt = selector.get("exempt") or {}
     spaces = set(facts.spaces)
@@ -222,7 +264,7 @@ def _selection(facts: SiteFacts, selector: dict[str, Any]) -> tuple[set[str], se
     return spaces, devices
 
 
-def _read_metrics(node: object) -> set[str]:
+def read_metrics(node: object) -> set[str]:
     """Metric names a check reads (its metric(s), conditions and gates)."""
     found: set[str] = set()
     if isinstance(node, dict):
@@ -232,10 +274,10 @@ def _read_metrics(node: object) -> set[str]:
             elif key == "metrics" and isinstance(value, list):
                 found |= {m for m in value if isinstance(m, str)}
             else:
-                found |= _read_metrics(value)
+                found |= read_metrics(value)
     elif isinstance(node, list):
         for item in node:
-            found |= _read_metrics(item)
+            found |= read_metrics(item)
     return found
 
 
@@ -243,7 +285,7 @@ def _live_source(facts: SiteFacts, config: dict[str, Any], devices: set[str]) ->
     check = config.get("check") or {}
     if check.get("kind") == "obligation":
         return check.get("event") in facts.events_seen
-    metrics = _read_metrics(check)
+    metrics = read_metrics(check)
     now = facts.evaluated_at
     for device_id in devices:
         specs = facts.devices[device_id]["metrics"] or {}
@@ -257,7 +299,7 @@ def _live_source(facts: SiteFacts, config: dict[str, Any], devices: set[str]) ->
     return False
 
 
-def _site_facts(
+def site_facts(
     conn: psycopg.Connection, site: str, since: dt.datetime, until: dt.datetime, now: dt.datetime
 ) -> SiteFacts:
     at = min(until, now)
@@ -313,7 +355,7 @@ def _site_facts(
     return facts
 
 
-def _versions_in_force(conn: psycopg.Connection, day: dt.date) -> dict[str, dict[str, Any]]:
+def versions_in_force(conn: psycopg.Connection, day: dt.date) -> dict[str, dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT DISTINCT ON (clause_id) clause_id, version, config FROM clause_versions"
