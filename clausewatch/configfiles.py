@@ -152,19 +152,37 @@ def read_yaml(path: Path) -> YamlDocument:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(name, "", f"cannot read the file: {exc}")]) from exc
-    loader = _StrictLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        # The reader checks the characters when the loader is made: inside the try too.
+        loader = _StrictLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         message = " ".join(part for part in (exc.context, exc.problem) if part)
         raise ConfigError([Problem(name, where, f"YAML syntax: {message}")]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control codes)
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        character = f"U+{exc.character:04X}" if isinstance(exc.character, int) else "a character"
+        raise ConfigError(
+            [
+                Problem(
+                    name,
+                    f"line {line}, column {column}",
+                    f"YAML: {character} is not allowed ({exc.reason})",
+                )
+            ]
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(name, "", f"YAML syntax: {exc}")]) from exc
-    finally:
-        loader.dispose()
+    except RecursionError as exc:
+        raise ConfigError([Problem(name, "", "YAML: the document nests too deeply")]) from exc
     return YamlDocument(data, root)
 
 

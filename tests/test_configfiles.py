@@ -210,6 +210,21 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert problem.startswith(f"{path}: line 4, column 11: YAML syntax:")
 
 
+def test_a_control_character_names_the_file_and_its_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "site.yaml", SITE.replace("Small office", "Small\x07office"))
+    (problem,) = problems_of(load_site, path)
+    assert problem.startswith(f"{path}: line 3, column 14: YAML: U+0007 is not allowed")
+    assert main(["check", str(path)]) == 1
+    assert f"{path}: line 3, column 14: YAML: U+0007" in capsys.readouterr().out
+
+
+def test_a_document_nested_beyond_the_recursion_limit_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "site.yaml", "[" * 1500 + "]" * 1500)
+    assert problems_of(load_site, path) == [f"{path}: YAML: the document nests too deeply"]
+
+
 def test_a_repeated_key_is_an_error(tmp_path: Path) -> None:
     path = write(
         tmp_path, "site.yaml", SITE.replace("type: office,", "type: office, type: toilet,")
