@@ -11,7 +11,8 @@ const LIMIT_PARAM = /^(limit|min|max|low|high|lower|upper)(_|$)/;
 
 const LABELS = {
   zh: {
-    subtitle: "标准条款实时监测", energy: "能耗与碳排放", api: "API", offline: "未连接",
+    subtitle: "标准条款实时监测", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计",
+    api: "API", offline: "未连接",
     live: "实时", sign_out: "退出", token_label: "访问令牌", sign_in: "登录",
     token_hint: "令牌由管理员用 clausewatch token create 生成。", alerts: "告警",
     no_alerts: "暂无告警", clause: "条款", clause_text: "条文", subject: "对象",
@@ -25,7 +26,8 @@ const LABELS = {
     no_data: "无数据", version: "版本", last_7_days: "近7天", data_time: "数据截至",
   },
   en: {
-    subtitle: "live standards compliance", energy: "Energy & carbon", api: "API", offline: "offline",
+    subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
+    statistics: "Statistics", api: "API", offline: "offline",
     live: "live", sign_out: "Sign out", token_label: "Access token", sign_in: "Sign in",
     token_hint: "An administrator creates tokens with clausewatch token create.", alerts: "Alerts",
     no_alerts: "No alerts", clause: "Clause", clause_text: "Text", subject: "Subject",
@@ -119,8 +121,11 @@ function showLogin(message = "") {
 }
 
 async function start() {
-  // The energy page reads its token from the URL fragment, which browsers never send.
-  $("energy-link").href = `/energy#token=${encodeURIComponent(state.token)}`;
+  // The other pages read the token from the URL fragment, which browsers never send.
+  const fragment = `#token=${encodeURIComponent(state.token)}`;
+  $("energy-link").href = `/energy${fragment}`;
+  $("register-link").href = `/register${fragment}`;
+  $("statistics-link").href = `/statistics${fragment}`;
   $("login").hidden = true;
   $("app").hidden = false;
   $("sign-out").hidden = false;

@@ -25,6 +25,14 @@ def test_dashboard_files_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
+def test_the_dashboard_links_every_page_and_each_is_served(client: TestClient) -> None:
+    page = client.get("/").text
+    for path in ("/energy", "/register", "/statistics"):
+        assert f'href="{path}"' in page, path
+        served = client.get(path)
+        assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
+
+
 def test_an_unexpected_error_is_logged_and_answered_as_json(
     api_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
