@@ -188,7 +188,7 @@ class MqttSubscriber:
     def start(self) -> None:
         properties = None
         if self.url.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
             self._client.connect_async(
@@ -258,9 +258,12 @@ class MqttSubscriber:
             topic = message.topic
         except UnicodeDecodeError:
             topic = bytes(message._topic).decode("utf-8", "replace")  # decode reports bad_topic
+        payload = message.payload
+        if not isinstance(payload, bytes):  # paho hands received payloads over as bytes
+            payload = bytes(payload)
         item = Message(
             topic,
-            message.payload,
+            payload,
             time.time(),
             (self._generation, message.mid, message.qos),
         )
