@@ -26,7 +26,7 @@ class Commands:
     """Creates command parsers by path, making the intermediate groups once."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self._groups: dict[tuple[str, ...], argparse._SubParsersAction] = {  # type: ignore[type-arg]
+        self._groups: dict[tuple[str, ...], argparse._SubParsersAction[argparse.ArgumentParser]] = {
             (): parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
         }
 
