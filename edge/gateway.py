@@ -195,7 +195,7 @@ class Gateway:
                 self._notify()
             next_at += sampler.interval
             if next_at < self.clock():  # fell behind (a slow Modbus device): skip, never burst
-                next_at = self.clock()
+                next_at = now + sampler.interval
 
     # ---- forwarding ----
 
