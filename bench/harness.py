@@ -109,7 +109,7 @@ def _answers(port: int) -> bool:
 
 @contextmanager
 def scratch_database() -> Iterator[str]:
-    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
+    name = f"cw_bench_svc_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -239,6 +239,7 @@ class ServiceProcess:
         *,
         workers: int = 1,
         lateness: float = 60.0,
+        clock: str = "wall",
         http_port: int | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
@@ -254,7 +255,16 @@ class ServiceProcess:
             CLAUSEWATCH_MQTT_CLIENT_ID=f"bench-{uuid.uuid4().hex[:6]}",
         )
         environment.update(env or {})
-        command = [PYTHON, "-m", "clausewatch.cli", "run", "--workers", str(workers)]
+        command = [
+            PYTHON,
+            "-m",
+            "clausewatch.cli",
+            "run",
+            "--workers",
+            str(workers),
+            "--clock",
+            clock,
+        ]
         self.process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -353,7 +363,7 @@ def publish_stream(url: str, plan: dict[str, Any], result: Any) -> None:
         site, room = devices[i % len(devices)]
         round_ = i // len(devices)
         now_ms = int(time.time() * 1000)
-        if probe_every and i % probe_every == probe_every - 1:
+        if probe_every and i % probe_every == probe_every // 2:  # never the last message
             # A probe: the next probe device's first reading, over the zero-duration limit.
             probe = f"p{len(probes)}"
             body = {"ts": now_ms, "seq": 1, "metrics": {"co2": 4000.0}}
