@@ -1,9 +1,12 @@
 """MQTT payloads → frozen typed messages, or dead letters with a stable reason (SPEC §2).
 
 The decoder knows the loaded site models: a reading for an unknown site, device or metric is a
-dead letter here, before it reaches the engine. Validation is hand-written rather than pydantic
-because this is the hot path (tens of thousands of messages a second): one orjson parse, a few
-dict lookups and float checks per metric, no intermediate models. Error paths may be slow.
+dead letter here, before it reaches the engine. A status (`online`/`offline`) may come from any
+valid id under a known site: gateways publish their will on their own id.
+
+Validation is hand-written rather than pydantic because this is the hot path (tens of thousands
+of messages a second): one orjson parse, a few dict lookups and float checks per metric, no
+intermediate models. Error paths may be slow.
 
 Reason codes (the `reason` column of dead letters and the label of the counter):
 oversized, invalid_utf8, malformed_json, too_deep, too_many_items, bad_topic, bad_id,
