@@ -51,28 +51,27 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.stop()
 
 
+def _throwaway_database(server_url: str) -> Iterator[str]:
+    """Create an empty database on the server, yield its URL, drop it (forcing) afterwards."""
+    name = f"cw_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(server_url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for this test session (dropped afterwards)."""
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(pg_server_url)
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _throwaway_database(pg_server_url)
 
 
 @pytest.fixture
 def fresh_database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, for tests that must start from nothing."""
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(pg_server_url)
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _throwaway_database(pg_server_url)
 
 
 @pytest.fixture(scope="session")
