@@ -9,7 +9,6 @@ clausewatch webhook list
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import psycopg
 
 from clausewatch.alerts import export, ledger
 from clausewatch.cli import Commands
-from clausewatch.settings import Settings
+from clausewatch.cliutil import database_argument, database_url, day
 from ingest.store.pool import connect
 
 
@@ -25,21 +24,21 @@ def register(commands: Commands) -> None:
     verify = commands.add(
         "ledger verify", "recompute the ledger's hash chain; exit 1 when it is broken"
     )
-    _database_argument(verify)
+    database_argument(verify)
     verify.set_defaults(func=_verify)
 
     report = commands.add(
         "report ledger", "a period's alerts of a site as a 台账 (CSV, UTF-8 with BOM)"
     )
-    _database_argument(report)
+    database_argument(report)
     report.add_argument("--site", required=True)
-    report.add_argument("--from", dest="first_day", required=True, type=_day, help="YYYY-MM-DD")
-    report.add_argument("--to", dest="last_day", required=True, type=_day, help="YYYY-MM-DD")
+    report.add_argument("--from", dest="first_day", required=True, type=day, help="YYYY-MM-DD")
+    report.add_argument("--to", dest="last_day", required=True, type=day, help="YYYY-MM-DD")
     report.add_argument("--out", type=Path, help="file to write (default: standard output)")
     report.set_defaults(func=_report)
 
     add = commands.add("webhook add", "send alert notifications to a webhook (JSON POST)")
-    _database_argument(add)
+    database_argument(add)
     add.add_argument("url", type=_http_url)
     add.add_argument("--site", help="only this site's alerts (default: every site)")
     add.add_argument(
@@ -51,12 +50,12 @@ def register(commands: Commands) -> None:
     add.set_defaults(func=_webhook_add)
 
     listing = commands.add("webhook list", "webhook targets with their delivery counts")
-    _database_argument(listing)
+    database_argument(listing)
     listing.set_defaults(func=_webhook_list)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     try:
@@ -77,7 +76,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     try:
@@ -99,7 +98,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _webhook_add(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     with connect(url) as conn:
@@ -115,7 +114,7 @@ def _webhook_add(args: argparse.Namespace) -> int:
 
 
 def _webhook_list(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     with connect(url) as conn:
@@ -140,21 +139,3 @@ def _http_url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
         raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
     return text
-
-
-def _database_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
-
-
-def _database_url(args: argparse.Namespace) -> str | None:
-    url: str | None = args.database_url or Settings().database_url
-    if not url:
-        print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
-    return url
-
-
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-07-01") from exc

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from clausewatch.cli import Commands
+from clausewatch.cliutil import database_argument
 from clausewatch.settings import Settings
 
 
@@ -33,11 +34,11 @@ def register(commands: Commands) -> None:
     energy.set_defaults(func=_report_energy)
 
     listing = commands.add("energy factor list", "the stored emission factors")
-    _database_argument(listing)
+    database_argument(listing)
     listing.set_defaults(func=_factor_list)
 
     add = commands.add("energy factor add", "store a new emission factor (never overwrites)")
-    _database_argument(add)
+    database_argument(add)
     add.add_argument(
         "--carrier",
         required=True,
@@ -55,7 +56,7 @@ def register(commands: Commands) -> None:
     add.set_defaults(func=_factor_add)
 
     green = commands.add("energy green-power add", "record green electricity for market-based CO2")
-    _database_argument(green)
+    database_argument(green)
     green.add_argument("--site", required=True)
     green.add_argument("--from", dest="first_day", required=True, help="first day, YYYY-MM-DD")
     green.add_argument("--to", dest="last_day", required=True, help="last day (inclusive)")
@@ -65,12 +66,8 @@ def register(commands: Commands) -> None:
     green.set_defaults(func=_green_add)
 
 
-def _database_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
-
-
 def _period_arguments(parser: argparse.ArgumentParser) -> None:
-    _database_argument(parser)
+    database_argument(parser)
     parser.add_argument("--site", required=True)
     parser.add_argument("--space", help="a building or other space (default: the whole site)")
     parser.add_argument(

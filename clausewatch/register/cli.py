@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 
 from clausewatch.cli import Commands
+from clausewatch.cliutil import database_argument, database_url, day
 from clausewatch.configfiles import ConfigError, load_clause_file
 from clausewatch.register.backtest import BacktestError, BacktestRun, backtest, load_site
 from clausewatch.register.reports import BadPeriod, generate_report
 from clausewatch.register.statistics import UnknownSite
-from clausewatch.settings import Settings
 from ingest.store.pool import connect
 
 
@@ -28,7 +28,7 @@ def register(commands: Commands) -> None:
         "a site's quarterly self-evaluation report: stored in the database, written as HTML"
         " and CSV",
     )
-    _database_argument(report)
+    database_argument(report)
     report.add_argument("--site", required=True)
     report.add_argument("--period", required=True, help="a quarter such as 2026Q3")
     report.add_argument("--out-dir", type=Path, default=Path("."), help="default: here")
@@ -40,12 +40,12 @@ def register(commands: Commands) -> None:
         "judge the clauses of a clause file over a site's stored history, beside the versions"
         " in force",
     )
-    _database_argument(run)
+    database_argument(run)
     run.add_argument("clause_file", type=Path)
     run.add_argument("--site", required=True)
-    run.add_argument("--from", dest="first_day", required=True, type=_day, help="YYYY-MM-DD")
+    run.add_argument("--from", dest="first_day", required=True, type=day, help="YYYY-MM-DD")
     run.add_argument(
-        "--to", dest="last_day", required=True, type=_day, help="YYYY-MM-DD (inclusive)"
+        "--to", dest="last_day", required=True, type=day, help="YYYY-MM-DD (inclusive)"
     )
     run.add_argument("--clause", help="only this clause id of the file")
     run.add_argument("--json", action="store_true", help="print the results as JSON lines")
@@ -53,7 +53,7 @@ def register(commands: Commands) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     try:
@@ -89,7 +89,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     try:
@@ -137,21 +137,3 @@ def _line(label: str, run: BacktestRun) -> str:
         f"  {label:<10} : v{run.version} would raise {run.alerts} alerts"
         f" ({run.violations} violations), compliance {rate}"
     )
-
-
-def _database_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
-
-
-def _database_url(args: argparse.Namespace) -> str | None:
-    url: str | None = args.database_url or Settings().database_url
-    if not url:
-        print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
-    return url
-
-
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-07-01") from exc

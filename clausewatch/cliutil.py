@@ -1,0 +1,30 @@
+"""Argument plumbing shared by the command-line areas (alerts, register, energy)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from clausewatch.settings import Settings
+
+
+def database_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--database-url`; left out, the setting CLAUSEWATCH_DATABASE_URL is used."""
+    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
+
+
+def database_url(args: argparse.Namespace) -> str | None:
+    """--database-url, else the setting; None (with a message on stderr) when neither is set."""
+    url: str | None = args.database_url or Settings().database_url
+    if not url:
+        print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
+    return url
+
+
+def day(text: str) -> dt.date:
+    """An argparse type: a calendar day written YYYY-MM-DD."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-07-01") from exc
