@@ -1,39 +1,11 @@
 // The register page: search /api/v1/register, show one clause from /api/v1/register/{id}.
 // Text from the API always goes in through textContent. Token: #token=… or the form, kept in
-// sessionStorage like the energy page.
+// sessionStorage like the energy page (token, api, el and pct are in pagekit.js).
 "use strict";
 
 const form = document.getElementById("controls");
 const statusLine = document.getElementById("status");
 const detail = document.getElementById("detail");
-
-function token() {
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) {
-    sessionStorage.setItem("clausewatch.token", fromHash);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  if (form.elements.token.value) sessionStorage.setItem("clausewatch.token", form.elements.token.value);
-  return sessionStorage.getItem("clausewatch.token") || "";
-}
-
-async function api(path, params = {}) {
-  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== ""));
-  const answer = await fetch(`/api/v1/${path}?${query}`, {
-    headers: { Authorization: `Bearer ${token()}` },
-  });
-  if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
-  return answer.json();
-}
-
-function el(tag, text, attrs = {}) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`; }
 
 async function search(event) {
   if (event) event.preventDefault();

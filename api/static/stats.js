@@ -1,38 +1,12 @@
 // The statistics page: an organisation node with its children (/api/v1/statistics/org), one
 // site's figures and alarm-system health (/api/v1/statistics/site/{site}), and its stored
-// evaluation reports (/api/v1/reports). Text goes in through textContent only.
+// evaluation reports (/api/v1/reports). Text goes in through textContent only. token, api, el and
+// pct are in pagekit.js.
 "use strict";
 
 const form = document.getElementById("controls");
 const statusLine = document.getElementById("status");
 
-function token() {
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) {
-    sessionStorage.setItem("clausewatch.token", fromHash);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  if (form.elements.token.value) sessionStorage.setItem("clausewatch.token", form.elements.token.value);
-  return sessionStorage.getItem("clausewatch.token") || "";
-}
-
-async function api(path, params = {}) {
-  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v));
-  const answer = await fetch(`/api/v1/${path}?${query}`, {
-    headers: { Authorization: `Bearer ${token()}` },
-  });
-  if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
-  return answer.json();
-}
-
-function el(tag, text, attrs = {}) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-const pct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`);
 const hours = (s) => (s === null || s === undefined ? "–" : `${(s / 3600).toFixed(1)} h`);
 
 function table(head, rows) {

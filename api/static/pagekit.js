@@ -1,0 +1,34 @@
+// Helpers shared by the register and statistics pages (loaded before each page's own script).
+// Token: from the URL fragment (#token=…, never sent to the server) or the form's token field,
+// kept in sessionStorage like the energy page. Text from the API goes in through textContent.
+"use strict";
+
+function token() {
+  const form = document.getElementById("controls");
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromHash) {
+    sessionStorage.setItem("clausewatch.token", fromHash);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  if (form.elements.token.value) sessionStorage.setItem("clausewatch.token", form.elements.token.value);
+  return sessionStorage.getItem("clausewatch.token") || "";
+}
+
+// GET /api/v1/{path} with the token; parameters are form strings, and an empty one is left out.
+async function api(path, params = {}) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== ""));
+  const answer = await fetch(`/api/v1/${path}?${query}`, {
+    headers: { Authorization: `Bearer ${token()}` },
+  });
+  if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
+  return answer.json();
+}
+
+function el(tag, text, attrs = {}) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`; }
