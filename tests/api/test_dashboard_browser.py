@@ -22,18 +22,10 @@ from clausewatch.settings import Settings
 from ingest.mqtt import MqttUrl, make_client
 from rules.clause import ClauseFile
 from tests.api.conftest import site_model
+from tests.support import launch_chromium, skip_without_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SITE = "site-a"
 CLAUSES = ClauseFile.model_validate(
     {
@@ -76,8 +68,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    skip_without_chromium()
     settings = Settings(
         database_url=fresh_database_url,
         mqtt_url=mqtt_url,
@@ -127,50 +118,46 @@ RECOVERY = [(210 + 30 * i, {"temperature": 26.5}) for i in range(3)]
 def test_a_facility_manager_follows_a_live_alert_to_its_close(
     service: Service, mqtt_url: str, topic_prefix: str, artifacts_dir: Path
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     with psycopg.connect(service.database_url) as conn:
         token, _ = create_token(conn, "facility_manager", (SITE,), "browser test")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(service.api_url + "/")
-            page.fill("#token-input", token)
-            page.click("#token-form button[type=submit]")
-            expect(page.locator("#connection")).to_have_attribute("data-state", "live")
-            expect(page.locator("#list-empty")).to_be_visible()
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(service.api_url + "/")
+        page.fill("#token-input", token)
+        page.click("#token-form button[type=submit]")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(page.locator("#list-empty")).to_be_visible()
 
-            _publish(mqtt_url, topic_prefix, VIOLATION)  # no reload from here on
-            row = page.locator("li.alert").first
-            expect(row).to_be_visible(timeout=20_000)
-            expect(row).to_have_attribute("data-state", "firing")
-            expect(row).to_have_attribute("data-severity", "major")
+        _publish(mqtt_url, topic_prefix, VIOLATION)  # no reload from here on
+        row = page.locator("li.alert").first
+        expect(row).to_be_visible(timeout=20_000)
+        expect(row).to_have_attribute("data-state", "firing")
+        expect(row).to_have_attribute("data-severity", "major")
 
-            row.click()
-            expect(page.locator("#detail-text")).to_contain_text("26摄氏度")
-            expect(page.locator("#detail-responsible")).to_contain_text("王工")
-            expect(page.locator("#chart svg polyline")).to_have_count(1)
-            page.fill("#ack-note", "已通知运维调高设定温度")
-            page.click("#ack-button")
-            expect(page.locator("#detail-state")).to_have_attribute("data-state", "acknowledged")
-            expect(row).to_have_attribute("data-state", "acknowledged")
-            expect(page.locator("#timeline li[data-action=acknowledged]")).to_have_count(1)
+        row.click()
+        expect(page.locator("#detail-text")).to_contain_text("26摄氏度")
+        expect(page.locator("#detail-responsible")).to_contain_text("王工")
+        expect(page.locator("#chart svg polyline")).to_have_count(1)
+        page.fill("#ack-note", "已通知运维调高设定温度")
+        page.click("#ack-button")
+        expect(page.locator("#detail-state")).to_have_attribute("data-state", "acknowledged")
+        expect(row).to_have_attribute("data-state", "acknowledged")
+        expect(page.locator("#timeline li[data-action=acknowledged]")).to_have_count(1)
 
-            page.click("#lang-toggle")  # English labels
-            expect(page.locator("#ack-button")).to_have_text("Acknowledge")
-            page.screenshot(path=str(artifacts_dir / "dashboard-acknowledged.png"), full_page=True)
+        page.click("#lang-toggle")  # English labels
+        expect(page.locator("#ack-button")).to_have_text("Acknowledge")
+        page.screenshot(path=str(artifacts_dir / "dashboard-acknowledged.png"), full_page=True)
 
-            _publish(mqtt_url, topic_prefix, RECOVERY)
-            expect(page.locator("#detail-state")).to_have_attribute(
-                "data-state", "resolved", timeout=20_000
-            )
-            page.fill("#close-cause", "会议室空调设定温度被调到24℃")
-            page.fill("#close-action", "设定温度恢复26℃并锁定面板")
-            page.click("#close-button")
-            expect(page.locator("#detail-state")).to_have_attribute("data-state", "closed")
-            expect(row).to_have_attribute("data-state", "closed")
-            expect(page.locator("#timeline li[data-action=closed]")).to_have_count(1)
-        finally:
-            browser.close()
+        _publish(mqtt_url, topic_prefix, RECOVERY)
+        expect(page.locator("#detail-state")).to_have_attribute(
+            "data-state", "resolved", timeout=20_000
+        )
+        page.fill("#close-cause", "会议室空调设定温度被调到24℃")
+        page.fill("#close-action", "设定温度恢复26℃并锁定面板")
+        page.click("#close-button")
+        expect(page.locator("#detail-state")).to_have_attribute("data-state", "closed")
+        expect(row).to_have_attribute("data-state", "closed")
+        expect(page.locator("#timeline li[data-action=closed]")).to_have_count(1)

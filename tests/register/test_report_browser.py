@@ -14,17 +14,9 @@ from fastapi.testclient import TestClient
 
 from clausewatch.register.reports import generate_report
 from tests.register.conftest import add_alert, add_interval, auth
+from tests.support import launch_chromium, skip_without_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SITE = "demo-hq"
 T = dt.datetime(2026, 7, 6, 0, 30, tzinfo=dt.UTC)  # a Monday, 08:30 in Jinan
 H = dt.timedelta(hours=1)
@@ -103,10 +95,7 @@ def _demo_quarter(conn: psycopg.Connection[Any]) -> None:
 def test_quarterly_report_renders_in_chromium(
     conn: psycopg.Connection[Any], client: TestClient, admin_token: str, artifacts_dir: Path
 ) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
+    skip_without_chromium()
     _demo_quarter(conn)
     report_id, report = generate_report(
         conn, SITE, "2026Q3", "browser test", dt.datetime(2026, 10, 1, 1, 0, tzinfo=dt.UTC)
@@ -114,22 +103,16 @@ def test_quarterly_report_renders_in_chromium(
     conn.commit()
     page_html = client.get(f"/api/v1/reports/{report_id}/html", headers=auth(admin_token))
     assert page_html.status_code == 200
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1400})
-            page.set_content(page_html.text, wait_until="load")
-            assert "自评价报告 2026Q3" in page.locator("h1").inner_text()
-            chart = page.locator("svg.chart").first
-            box = chart.bounding_box()
-            assert box is not None and box["width"] > 300 and box["height"] > 50
-            bars = page.locator("svg.chart").first.locator("rect")
-            assert bars.count() == 2 * len(
-                [c for c in report.statistics.clauses if c.rate is not None]
-            )
-            assert page.get_by_text("设定恢复 26℃ 并锁定面板").count() == 1
-            shot = artifacts_dir / "report-demo-hq-2026Q3.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.set_content(page_html.text, wait_until="load")
+        assert "自评价报告 2026Q3" in page.locator("h1").inner_text()
+        chart = page.locator("svg.chart").first
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 50
+        bars = page.locator("svg.chart").first.locator("rect")
+        assert bars.count() == 2 * len([c for c in report.statistics.clauses if c.rate is not None])
+        assert page.get_by_text("设定恢复 26℃ 并锁定面板").count() == 1
+        shot = artifacts_dir / "report-demo-hq-2026Q3.png"
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
