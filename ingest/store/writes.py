@@ -6,9 +6,10 @@ readings, events, dead letters, engine outputs and the engine checkpoint in ONE 
 (see `Batch`, `write_batch` and ingest/store/writer.py).
 
 Dedupe (SPEC §2) — a redelivered batch adds no row:
-- Readings are unique on (site, device, metric, ts). A payload that carries its own ts (every
-  edge reading) is redelivered with the same ts, so the key absorbs it whether or not it has a
-  seq; it also absorbs the (device, metric, ts) key of readings without seq.
+- Readings are unique on (site, device, metric, ts, seq), NULLS NOT DISTINCT (migration 0004).
+  A payload that carries its own ts (every edge reading) is redelivered with the same ts and
+  seq, so the key absorbs it; without seq it is the (device, metric, ts) key. Readings with
+  different seqs and one ts (a loaded gateway's millisecond) are all kept.
 - A reading without ts is stamped with the receive time (`broker_stamped`), which differs on
   redelivery: for those the (device, seq) key is checked against stored broker-stamped rows of
   the last `BROKER_SEQ_WINDOW` (partial index `readings_broker_seq`). A broker-stamped reading

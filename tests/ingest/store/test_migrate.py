@@ -75,6 +75,28 @@ def test_from_previous_version_keeps_data_and_rolls_it_up(fresh_database_url: st
         assert stored == [(6,)]
 
 
+def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> None:
+    # Up to 0003 two seqs of one stamp collapsed; 0004 keeps both and still absorbs copies.
+    migrate(fresh_database_url, target=3)
+    t0 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
+    insert = (
+        "INSERT INTO readings (site, device, metric, ts, value, seq, received_at)"
+        " VALUES ('s1', 'd1', 'co2', %s, 600, %s, now()) ON CONFLICT DO NOTHING"
+    )
+    with connect(fresh_database_url) as conn:
+        ensure_partitions(conn, 0, today=t0.date())
+        conn.execute(insert, (t0, 1))
+        conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
+
+    assert [m.version for m in migrate(fresh_database_url, target=4)] == [4]
+    with connect(fresh_database_url) as conn:
+        for seq in (1, 2, 2):  # the stored row, another seq of its stamp, a redelivery
+            conn.execute(insert, (t0, seq))
+        conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
+        stored = conn.execute("SELECT ts, seq FROM readings ORDER BY ts, seq").fetchall()
+    assert stored == [(t0, 1), (t0, 2), (t0 + dt.timedelta(minutes=1), None)]
+
+
 def test_concurrent_starts_apply_each_migration_once(fresh_database_url: str) -> None:
     results: list[list[int]] = []
     errors: list[BaseException] = []

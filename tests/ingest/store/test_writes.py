@@ -67,6 +67,27 @@ def test_redelivered_batches_add_no_rows(store_url: str) -> None:
 
 
 @pytest.mark.parametrize("n", [5, 100])  # the inline path and the COPY path
+def test_same_stamp_different_seqs_are_all_kept(store_url: str, n: int) -> None:
+    # A loaded gateway stamps several readings of one device in one millisecond: their seqs
+    # tell them apart (SPEC §2: with seq the key is (device, seq)).
+    same_stamp = [ReadingRow("s1", "d1", "co2", T0, 600.0 + i, i, T0 + 1) for i in range(n)]
+    without_seq = [r._replace(device="d2", seq=None) for r in same_stamp]
+    with connect(store_url) as conn:
+        assert write_readings(conn, same_stamp, PartitionCache()) == n
+        # The redelivered payloads (same ts and seq) add nothing, on either path.
+        assert write_readings(conn, same_stamp, PartitionCache()) == 0
+        assert write_readings(conn, same_stamp[:3], PartitionCache()) == 0
+        # Without seq the key is (device, metric, ts): one reading of the same stamp is kept.
+        assert write_readings(conn, without_seq, PartitionCache()) == 1
+        assert write_readings(conn, without_seq[:1], PartitionCache()) == 0
+        stored = conn.execute(
+            "SELECT device, count(*), count(DISTINCT seq) FROM readings GROUP BY device"
+            " ORDER BY device"
+        ).fetchall()
+    assert stored == [("d1", n, n), ("d2", 1, 0)]
+
+
+@pytest.mark.parametrize("n", [5, 100])  # the inline path and the COPY path
 def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str, n: int) -> None:
     # No ts in the payload: each delivery is stamped with its own receive time.
     first = [ReadingRow("s1", "d1", "co2", T0 + i, 600.0, i, T0 + i, True) for i in range(n)]
