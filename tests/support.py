@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from clausewatch.embedded import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -42,3 +49,63 @@ def launch_chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def answers(port: int) -> bool:
+    """Whether something accepts TCP connections on this local port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(probe: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
+    """Poll `probe` until it returns something truthy and return that; past `timeout` seconds
+    fail with `what` (or what it returns, when the detail is only worth computing then)."""
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            detail = what() if callable(what) else what
+            raise AssertionError(f"{detail}: not within {timeout} s")
+        time.sleep(0.05)
+    return value
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+BUNDLED_CONF = Path(__file__).resolve().parents[1] / "clausewatch" / "config" / "mosquitto.conf"
+
+
+class OwnBroker:
+    """Mosquitto with the bundled configuration (its queue limits and persistence) on a free
+    port, persistence in `folder`: a broker a test may stop and restart without touching the
+    shared one."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        text = BUNDLED_CONF.read_text()
+        text = text.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
+        text = text.replace(
+            "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
+        )
+        if os.geteuid() == 0:
+            text += "\nuser root\n"  # as root Mosquitto would switch to a user who cannot write
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(text)
+        self.log = folder / "mosquitto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log
+            )
+        wait_for(lambda: answers(self.port), 10, "mosquitto listening")
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its persistence file and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+        self.process = None

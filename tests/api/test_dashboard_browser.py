@@ -6,7 +6,6 @@ action; each state change shows on the page. A screenshot is left in the artifac
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from api.tokens import create_token
 from clausewatch.configfiles import LoadedConfig
+from clausewatch.embedded import free_port
 from clausewatch.service.runtime import Service, ServiceOptions
 from clausewatch.settings import Settings
 from ingest.mqtt import MqttUrl, make_client
@@ -60,12 +60,6 @@ CLAUSES = ClauseFile.model_validate(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
     skip_without_chromium()
@@ -76,7 +70,7 @@ def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterat
         mqtt_client_id=f"cw-browser-{uuid.uuid4().hex[:8]}",
         lateness_s=0,
         flush_interval_s=0.05,
-        http_port=_free_port(),
+        http_port=free_port(),
     )
     config = LoadedConfig(sites={SITE: site_model(SITE)}, clause_files={Path("test.yaml"): CLAUSES})
     running = Service(settings, config, ServiceOptions(clock="data", serve_api=True))

@@ -5,12 +5,7 @@ persistent session outlives broker restarts."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,65 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-BUNDLED_CONF = Path(__file__).resolve().parents[2] / "clausewatch" / "config" / "mosquitto.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(probe: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-
-
-class OwnBroker:
-    """Mosquitto with the bundled configuration on a free port, persistence in a temp folder."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        text = BUNDLED_CONF.read_text()
-        text = text.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
-        text = text.replace(
-            "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
-        )
-        if os.geteuid() == 0:
-            text += (
-                "\nuser root\n"  # as root Mosquitto would switch to a user who cannot write here
-            )
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(text)
-        self.log = folder / "mosquitto.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log
-            )
-        wait_until(lambda: answers(self.port), 10, "mosquitto listening")
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto saves its persistence file and exits."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-        self.process = None
+from clausewatch.embedded import free_port
+from tests.support import OwnBroker, answers, wait_for
 
 
 @pytest.fixture
@@ -203,7 +141,7 @@ class ModbusServer:
 
     def start(self) -> None:
         self.thread.start()
-        wait_until(lambda: answers(self.port), 10, "modbus server listening")
+        wait_for(lambda: answers(self.port), 10, "modbus server listening")
 
     def stop(self) -> None:
         if self.server is not None:

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import closing
@@ -25,6 +24,7 @@ from clausewatch.settings import Settings
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
 from simulators.scenario import load_site
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +33,6 @@ SITE = load_site(ROOT / "clausewatch" / "config" / "sites" / "demo-hq.yaml")
 
 
 OwnBroker = Any  # tests/edge/conftest.py: OwnBroker, Subscriber (fixtures hand them out)
-
-
-def wait_until(probe: Callable[[], object], timeout: float, what: str | Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            detail = what() if callable(what) else what
-            raise AssertionError(f"{detail}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 def gateway_config(broker: OwnBroker, prefix: str, buffer: Path) -> dict[str, object]:
@@ -106,10 +97,10 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         assert subscriber.wait_for(lambda: len(subscriber.readings) >= 50, timeout=10)
         own_broker.stop()
         # The gateway keeps sampling into its buffer while the broker is away.
-        wait_until(lambda: gateway.stats()["buffered"] >= 200, 15, "readings buffered offline")
+        wait_for(lambda: gateway.stats()["buffered"] >= 200, 15, "readings buffered offline")
         assert not gateway.stats()["connected"]
         own_broker.start()
-        wait_until(lambda: gateway.stats()["connected"], 20, "gateway reconnected")
+        wait_for(lambda: gateway.stats()["connected"], 20, "gateway reconnected")
         resumed_from = gateway.stats()["sampled"]
         # It drains the backlog while new readings keep arriving.
         assert subscriber.wait_for(lambda: len(subscriber.seqs("th-201")) > resumed_from * 0.7, 20)
@@ -126,9 +117,7 @@ def test_a_broker_outage_loses_and_doubles_nothing(
             first_copies = list(dict.fromkeys(seqs))
             assert first_copies == sorted(first_copies), f"{device}: drained out of order"
             # In PostgreSQL: each reading exactly once (redelivered batches are deduplicated).
-            wait_until(
-                lambda d=device, n=last: len(stored(fresh_database_url, d)) >= n, 30, "stored"
-            )
+            wait_for(lambda d=device, n=last: len(stored(fresh_database_url, d)) >= n, 30, "stored")
             assert stored(fresh_database_url, device) == list(range(1, last + 1))
         assert gateway.stats()["dropped"] == 0
     finally:
@@ -182,7 +171,7 @@ def assert_each_reading_once_in_postgresql(database_url: str, last: int) -> None
             late = conn.execute("SELECT device, ts FROM late_readings ORDER BY ts").fetchall()
         return f"stored {len(have)} of {last}, missing {gone[:20]}, {letters}, late: {late}"
 
-    wait_until(lambda: len(stored(database_url, "th-201")) >= last, 60, missing)
+    wait_for(lambda: len(stored(database_url, "th-201")) >= last, 60, missing)
     assert stored(database_url, "th-201") == list(range(1, last + 1))
 
 
@@ -197,7 +186,7 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
     own_broker.stop()  # the gateway can only buffer
     gateway.start()
     try:
-        wait_until(lambda: gateway.buffered()[0] >= 150, 30, "a buffer to kill")
+        wait_for(lambda: gateway.buffered()[0] >= 150, 30, "a buffer to kill")
     finally:
         gateway.kill()
     held, last_before_kill = gateway.buffered()
@@ -242,10 +231,10 @@ def test_sigkill_while_draining_resends_in_order_and_postgresql_keeps_each_once(
     own_broker.stop()
     gateway.start()
     try:
-        wait_until(lambda: gateway.buffered()[0] >= 400, 30, "a backlog")
+        wait_for(lambda: gateway.buffered()[0] >= 400, 30, "a backlog")
         own_broker.start()
         # Kill it in the middle of draining the backlog.
-        wait_until(lambda: len(subscriber.seqs("th-201")) >= 50, 30, "draining started")
+        wait_for(lambda: len(subscriber.seqs("th-201")) >= 50, 30, "draining started")
     finally:
         gateway.kill()
     try:

@@ -20,6 +20,7 @@ import yaml
 from ingest.mqtt import MqttUrl, make_client
 from ingest.workers import partition_sites
 from rules.site import SiteModel
+from tests.support import wait_for
 
 
 def site(site_id: str, devices: int) -> SiteModel:
@@ -104,12 +105,3 @@ def test_two_workers_each_store_their_own_sites(
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(60)
     assert supervisor.returncode == 0
-
-
-def wait_for(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return value
