@@ -179,7 +179,15 @@ class Service:
         scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
         scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
         scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
-        scheduler.add_job(self._retention, "interval", hours=24, id="retention")
+        # Also once at start: an interval job first runs one interval after it, so a service
+        # restarted more often than daily would otherwise never apply retention.
+        scheduler.add_job(
+            self._retention,
+            "interval",
+            hours=24,
+            id="retention",
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
         # run produces each within the hour after a quarter ends and catches up after downtime.
         scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
