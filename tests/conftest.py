@@ -14,10 +14,10 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
+
+from tests.support import throwaway_database
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -51,27 +51,18 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.stop()
 
 
-def _throwaway_database(server_url: str) -> Iterator[str]:
-    """Create an empty database on the server, yield its URL, drop it (forcing) afterwards."""
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(server_url)
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for this test session (dropped afterwards)."""
-    yield from _throwaway_database(pg_server_url)
+    with throwaway_database(pg_server_url, "cw_test") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, for tests that must start from nothing."""
-    yield from _throwaway_database(pg_server_url)
+    with throwaway_database(pg_server_url, "cw_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

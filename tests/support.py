@@ -6,17 +6,23 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+import uvicorn
 
 from clausewatch.embedded import free_port
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from playwright.sync_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -109,3 +115,40 @@ class OwnBroker:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
         self.process = None
+
+
+@contextmanager
+def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty database named `prefix_<random>` on the server, give its URL, and drop
+    it (forcing out leftover connections) on leaving."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def serve_app(app: FastAPI, thread_name: str) -> Iterator[str]:
+    """The app served by uvicorn on a free local port in a daemon thread (real HTTP, for
+    streams and browsers); gives its base URL and shuts the server down on leaving."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=thread_name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # polled with a deadline: uvicorn has no start event
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def auth(token: str) -> dict[str, str]:
+    """Request headers carrying an API token."""
+    return {"Authorization": f"Bearer {token}"}

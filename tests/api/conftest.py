@@ -5,19 +5,14 @@ helpers that raise alerts the way the alert service records them (a row and its 
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
@@ -28,6 +23,8 @@ from clausewatch.alerts import registry
 from clausewatch.configfiles import load_clause_file
 from ingest.store.migrate import migrate
 from rules.site import SiteModel
+from tests.support import auth as auth  # the test modules import it from here
+from tests.support import serve_app, throwaway_database
 
 CONFIG = Path(__file__).resolve().parents[2] / "clausewatch" / "config"
 SITES = ("site-a", "site-b")
@@ -74,19 +71,16 @@ def site_model(site: str) -> SiteModel:
 @pytest.fixture(scope="module")
 def api_database_url(pg_server_url: str) -> Iterator[str]:
     """A migrated database for one test module, with both sites and the bundled clauses."""
-    name = f"cw_api_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(pg_server_url)._replace(path=f"/{name}"))
-    migrate(url)
-    with psycopg.connect(url) as conn:
-        for site in SITES:
-            registry.sync_site(conn, site_model(site), actor="test", now=T0)
-        clause_files = [load_clause_file(p) for p in sorted((CONFIG / "clauses").glob("*.yaml"))]
-        registry.sync_clauses(conn, clause_files, actor="test", now=T0)
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(pg_server_url, "cw_api") as url:
+        migrate(url)
+        with psycopg.connect(url) as conn:
+            for site in SITES:
+                registry.sync_site(conn, site_model(site), actor="test", now=T0)
+            clause_files = [
+                load_clause_file(p) for p in sorted((CONFIG / "clauses").glob("*.yaml"))
+            ]
+            registry.sync_clauses(conn, clause_files, actor="test", now=T0)
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +98,6 @@ def tokens(api_database_url: str) -> dict[tuple[str, str], str]:
 def client(api_database_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(api_database_url, stream=TEST_STREAM)) as test_client:
         yield test_client
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def insert_alert(
@@ -178,23 +168,8 @@ def add_timeline(
 @pytest.fixture(scope="module")
 def live_api(api_database_url: str) -> Iterator[str]:
     """The app served by uvicorn on a free local port (real HTTP, for streams and browsers)."""
-    app = create_app(api_database_url, stream=TEST_STREAM)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="live-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(api_database_url, stream=TEST_STREAM), "live-api") as url:
+        yield url
 
 
 @dataclass

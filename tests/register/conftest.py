@@ -5,18 +5,12 @@ organisation tree), a test clause of our own; history tables emptied before each
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
@@ -28,6 +22,8 @@ from ingest.store.migrate import migrate
 from ingest.store.pool import connect
 from rules.clause import ClauseFile
 from rules.site import SiteModel
+from tests.support import auth as auth  # the test modules import it from here
+from tests.support import serve_app, throwaway_database
 
 CONFIG = Path(__file__).resolve().parents[2] / "clausewatch" / "config"
 PUBLIC_SITE = "pub-site"
@@ -106,37 +102,28 @@ def small_site(site: str, *, public: bool, org: list[str]) -> SiteModel:
     )
 
 
-def _url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 def register_db_url(pg_server_url: str) -> Iterator[str]:
-    name = f"cw_register_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _url(pg_server_url, name)
-    migrate(url)
-    with connect(url) as conn:
-        sync_site(conn, load_site(CONFIG / "sites" / "demo-hq.yaml"), "test", now=SYNCED_AT)
-        sync_site(
-            conn,
-            small_site(PUBLIC_SITE, public=True, org=["jinan", "lixia"]),
-            "test",
-            now=SYNCED_AT,
-        )
-        sync_site(
-            conn,
-            small_site(PRIVATE_SITE, public=False, org=["jinan", "shizhong"]),
-            "test",
-            now=SYNCED_AT,
-        )
-        files = [load_clause_file(p) for p in sorted((CONFIG / "clauses").glob("*.yaml"))]
-        sync_clauses(conn, [*files, clause_file_with()], "test", now=SYNCED_AT)
-        conn.commit()
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(pg_server_url, "cw_register") as url:
+        migrate(url)
+        with connect(url) as conn:
+            sync_site(conn, load_site(CONFIG / "sites" / "demo-hq.yaml"), "test", now=SYNCED_AT)
+            sync_site(
+                conn,
+                small_site(PUBLIC_SITE, public=True, org=["jinan", "lixia"]),
+                "test",
+                now=SYNCED_AT,
+            )
+            sync_site(
+                conn,
+                small_site(PRIVATE_SITE, public=False, org=["jinan", "shizhong"]),
+                "test",
+                now=SYNCED_AT,
+            )
+            files = [load_clause_file(p) for p in sorted((CONFIG / "clauses").glob("*.yaml"))]
+            sync_clauses(conn, [*files, clause_file_with()], "test", now=SYNCED_AT)
+            conn.commit()
+        yield url
 
 
 HISTORY = (
@@ -169,10 +156,6 @@ def admin_token(register_db_url: str) -> str:
     with psycopg.connect(register_db_url) as conn:
         token, _ = create_token(conn, "admin", (), "register tests")
     return token
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def add_interval(
@@ -248,20 +231,5 @@ def add_alert(
 @pytest.fixture(scope="session")
 def live_api(register_db_url: str) -> Iterator[str]:
     """The app served by uvicorn on a free local port (for the browser)."""
-    app = create_app(register_db_url)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="register-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:  # polled with a deadline: uvicorn has no start event
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(register_db_url), "register-api") as url:
+        yield url
