@@ -31,6 +31,12 @@ from rules.site import Assignment, Party
 
 router = APIRouter(tags=["registry"])
 PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+# The columns of PartyPublic and AssignmentPublic: one list each for the listing and the
+# single-row read, so the two cannot drift apart.
+_PARTY_COLUMNS = "site, id, name, kind, contacts, retired_at"
+_ASSIGNMENT_COLUMNS = (
+    "id, site, party, space, domain, role, level, valid_from, valid_to, created_by, created_at"
+)
 
 
 def _site_clause(
@@ -105,8 +111,7 @@ def list_parties(conn: DbConn, principal: Reader, site: SiteId | None = None) ->
     where = _site_clause(principal, site, args)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT site, id, name, kind, contacts, retired_at FROM parties"
-            f" WHERE {where} ORDER BY site, id",
+            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE {where} ORDER BY site, id",
             args,
         ).fetchall()
     return [PartyPublic(**row) for row in rows]
@@ -127,8 +132,7 @@ def list_assignments(
         args.extend([at, at])
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT id, site, party, space, domain, role, level, valid_from, valid_to,"
-            f" created_by, created_at FROM assignments WHERE {where} ORDER BY site, id",
+            f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE {where} ORDER BY site, id",
             args,
         ).fetchall()
     return [AssignmentPublic(**row) for row in rows]
@@ -222,8 +226,7 @@ def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
 def _party(conn: DbConn, site: str, party_id: str) -> PartyPublic:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            "SELECT site, id, name, kind, contacts, retired_at FROM parties"
-            " WHERE site = %s AND id = %s",
+            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE site = %s AND id = %s",
             (site, party_id),
         ).fetchone()
     if row is None:
@@ -234,8 +237,7 @@ def _party(conn: DbConn, site: str, party_id: str) -> PartyPublic:
 def _assignment(conn: DbConn, principal: Principal, assignment_id: int) -> AssignmentPublic:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            "SELECT id, site, party, space, domain, role, level, valid_from, valid_to,"
-            " created_by, created_at FROM assignments WHERE id = %s",
+            f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE id = %s",
             (assignment_id,),
         ).fetchone()
     principal.require_visible(None if row is None else row["site"], "assignment")
