@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import throwaway_database
+from tests.support import mqtt_publisher, throwaway_database
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -87,6 +87,13 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def topic_prefix() -> str:
     """A topic prefix of this test alone, so tests sharing a broker never cross."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def publish(mqtt_url: str, topic_prefix: str) -> Iterator[Callable[[str, bytes], None]]:
+    """publish(topic under this test's prefix, payload): QoS 1, returns once the broker has it."""
+    with mqtt_publisher(mqtt_url) as send:
+        yield lambda topic_tail, payload: send(f"{topic_prefix}/{topic_tail}", payload)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from clausewatch.embedded import free_port
+from ingest.mqtt import MqttUrl, make_client
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -152,3 +153,22 @@ def serve_app(app: FastAPI, thread_name: str) -> Iterator[str]:
 def auth(token: str) -> dict[str, str]:
     """Request headers carrying an API token."""
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def mqtt_publisher(mqtt_url: str) -> Iterator[Callable[[str, bytes], None]]:
+    """A client connected to the broker; the function it gives publishes a payload at QoS 1 and
+    returns once the broker has acknowledged it. Disconnects on leaving."""
+    target = MqttUrl.parse(mqtt_url)
+    client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
+    client.connect(target.host, target.port)
+    client.loop_start()
+
+    def send(topic: str, payload: bytes) -> None:
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    try:
+        yield send
+    finally:
+        client.loop_stop()
+        client.disconnect()

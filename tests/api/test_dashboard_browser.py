@@ -19,10 +19,9 @@ from clausewatch.configfiles import LoadedConfig
 from clausewatch.embedded import free_port
 from clausewatch.service.runtime import Service, ServiceOptions
 from clausewatch.settings import Settings
-from ingest.mqtt import MqttUrl, make_client
 from rules.clause import ClauseFile
 from tests.api.conftest import site_model
-from tests.support import launch_chromium, skip_without_chromium
+from tests.support import launch_chromium, mqtt_publisher, skip_without_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -86,19 +85,12 @@ START = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
 
 def _publish(mqtt_url: str, prefix: str, readings: list[tuple[int, dict[str, float]]]) -> None:
     """Publishes (seconds after START, metrics) readings of th-1 at QoS 1."""
-    client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
-    target = MqttUrl.parse(mqtt_url)
-    client.connect(target.host, target.port)
-    client.loop_start()
-    try:
+    with mqtt_publisher(mqtt_url) as send:
         topic = f"{prefix}/{SITE}/th-1/telemetry"
         for offset, metrics in readings:
             ts_ms = int((START + dt.timedelta(seconds=offset)).timestamp() * 1000)
             body = {"ts": ts_ms, "seq": offset + 1, "metrics": metrics}
-            client.publish(topic, orjson.dumps(body), qos=1).wait_for_publish(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+            send(topic, orjson.dumps(body))
 
 
 # Cooling on, then 24 °C for 2.5 minutes: below 26 °C for longer than `for: 1m`.

@@ -127,23 +127,6 @@ def service(settings: Settings) -> Iterator[Service]:
         running.stop()
 
 
-@pytest.fixture
-def publish(mqtt_url: str, topic_prefix: str) -> Iterator[Callable[[str, bytes], None]]:
-    client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
-    from ingest.mqtt import MqttUrl
-
-    target = MqttUrl.parse(mqtt_url)
-    client.connect(target.host, target.port)
-    client.loop_start()
-
-    def send(topic_tail: str, payload: bytes) -> None:
-        client.publish(f"{topic_prefix}/{topic_tail}", payload, qos=1).wait_for_publish(10)
-
-    yield send
-    client.loop_stop()
-    client.disconnect()
-
-
 def rows(url: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(query).fetchall()

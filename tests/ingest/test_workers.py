@@ -17,10 +17,9 @@ import psycopg
 import pytest
 import yaml
 
-from ingest.mqtt import MqttUrl, make_client
 from ingest.workers import partition_sites
 from rules.site import SiteModel
-from tests.support import wait_for
+from tests.support import mqtt_publisher, wait_for
 
 
 def site(site_id: str, devices: int) -> SiteModel:
@@ -81,18 +80,12 @@ def test_two_workers_each_store_their_own_sites(
         wait_for(lambda: log.read_text().count("running: sites") == 2, 60, "two workers")
         text = log.read_text()
         assert "worker 0 running: sites north" in text or "worker 0 running: sites south" in text
-        target = MqttUrl.parse(mqtt_url)
-        client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
-        client.connect(target.host, target.port)
-        client.loop_start()
         now_ms = int(time.time() * 1000)
-        for site_id in ("north", "south"):
-            for i in range(2):
-                body = orjson.dumps({"ts": now_ms, "seq": 1, "metrics": {"co2": 600 + i}})
-                topic = f"{topic_prefix}/{site_id}/s{i}/telemetry"
-                client.publish(topic, body, qos=1).wait_for_publish(10)
-        client.loop_stop()
-        client.disconnect()
+        with mqtt_publisher(mqtt_url) as send:
+            for site_id in ("north", "south"):
+                for i in range(2):
+                    body = orjson.dumps({"ts": now_ms, "seq": 1, "metrics": {"co2": 600 + i}})
+                    send(f"{topic_prefix}/{site_id}/s{i}/telemetry", body)
 
         def stored() -> list[tuple[Any, ...]]:
             with psycopg.connect(fresh_database_url) as conn:

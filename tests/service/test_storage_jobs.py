@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,7 +16,6 @@ import pytest
 from clausewatch.configfiles import LoadedConfig
 from clausewatch.service.runtime import Service, ServiceOptions
 from clausewatch.settings import Settings
-from ingest.mqtt import MqttUrl, make_client
 from ingest.store.migrate import migrate
 from ingest.store.mode import storage_mode
 from ingest.store.partitions import ensure_partitions, partition_name
@@ -62,21 +61,6 @@ def settings(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Setti
         flush_interval_s=0.05,
         retention_days=30,
     )
-
-
-@pytest.fixture
-def publish(mqtt_url: str, topic_prefix: str) -> Iterator[Callable[[str, bytes], None]]:
-    target = MqttUrl.parse(mqtt_url)
-    client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
-    client.connect(target.host, target.port)
-    client.loop_start()
-
-    def send(topic_tail: str, payload: bytes) -> None:
-        client.publish(f"{topic_prefix}/{topic_tail}", payload, qos=1).wait_for_publish(10)
-
-    yield send
-    client.loop_stop()
-    client.disconnect()
 
 
 def test_storage_jobs_run_only_where_the_periodic_jobs_run(settings: Settings) -> None:
