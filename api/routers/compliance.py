@@ -12,11 +12,11 @@ from psycopg.rows import tuple_row
 from api.auth import Reader
 from api.deps import DbConn
 from api.models import ComplianceReport, QueryTime, SiteId, problems
+from api.periods import query_period
 from clausewatch.compliance import compliance_report
 
 router = APIRouter(tags=["compliance"])
 DEFAULT_PERIOD = dt.timedelta(days=7)
-MAX_PERIOD = dt.timedelta(days=3660)
 
 
 @router.get(
@@ -32,15 +32,7 @@ def get_compliance(
     until: Annotated[QueryTime | None, Query(description="exclusive; default: now")] = None,
 ) -> ComplianceReport:
     now = dt.datetime.now(dt.UTC)
-    end = until if until is not None else now
-    try:
-        start = since if since is not None else end - DEFAULT_PERIOD
-    except OverflowError as exc:
-        raise _field_error("until", "too early to have a default period before it") from exc
-    if start >= end:
-        raise _field_error("since", "must be before until")
-    if end - start > MAX_PERIOD:
-        raise _field_error("since", "the period may be at most ten years long")
+    start, end = query_period(since, until, DEFAULT_PERIOD, now)
     sites = principal.site_filter(site)
     if sites is None:
         with conn.cursor(row_factory=tuple_row) as cur:
@@ -50,10 +42,3 @@ def get_compliance(
         if known is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     return compliance_report(conn, sites, start, end, now, clause)
-
-
-def _field_error(field: str, message: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        [{"loc": ["query", field], "msg": message, "type": "value_error"}],
-    )

@@ -13,7 +13,8 @@ from fastapi.responses import FileResponse
 
 from api.auth import Reader
 from api.deps import DbConn
-from api.models import SiteId, problems
+from api.models import QueryTime, SiteId, problems
+from api.periods import query_period
 from clausewatch.register.statistics import (
     OrgStatistics,
     SiteStatistics,
@@ -26,7 +27,6 @@ router = APIRouter(prefix="/statistics", tags=["statistics"])
 pages = APIRouter(include_in_schema=False)
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 DEFAULT_PERIOD = dt.timedelta(days=30)
-MAX_PERIOD = dt.timedelta(days=3660)
 OrgPath = Annotated[
     str,
     Query(
@@ -37,30 +37,15 @@ OrgPath = Annotated[
 ]
 
 
-def period(since: dt.datetime | None, until: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    """[since, until) with defaults (the 30 days to now) and limits; naive times are UTC."""
-    now = dt.datetime.now(dt.UTC)
-    end = _aware(until) if until is not None else now
-    try:
-        start = _aware(since) if since is not None else end - DEFAULT_PERIOD
-    except OverflowError as exc:
-        raise _field_error("until", "too early to have a default period before it") from exc
-    if start >= end:
-        raise _field_error("since", "must be before until")
-    if end - start > MAX_PERIOD:
-        raise _field_error("since", "the period may be at most ten years long")
-    return start, end
-
-
 @router.get("/site/{site}", responses=problems(401, 403, 404))
 def site_figures(
     site: SiteId,
     conn: DbConn,
     principal: Reader,
-    since: Annotated[dt.datetime | None, Query(description="default: until − 30 days")] = None,
-    until: Annotated[dt.datetime | None, Query(description="exclusive; default: now")] = None,
+    since: Annotated[QueryTime | None, Query(description="default: until − 30 days")] = None,
+    until: Annotated[QueryTime | None, Query(description="exclusive; default: now")] = None,
 ) -> SiteStatistics:
-    start, end = period(since, until)
+    start, end = query_period(since, until, DEFAULT_PERIOD, dt.datetime.now(dt.UTC))
     principal.site_filter(site)
     try:
         return site_statistics(conn, site, start, end, dt.datetime.now(dt.UTC))
@@ -73,26 +58,15 @@ def org_figures(
     conn: DbConn,
     principal: Reader,
     path: OrgPath = "",
-    since: Annotated[dt.datetime | None, Query(description="default: until − 30 days")] = None,
-    until: Annotated[dt.datetime | None, Query(description="exclusive; default: now")] = None,
+    since: Annotated[QueryTime | None, Query(description="default: until − 30 days")] = None,
+    until: Annotated[QueryTime | None, Query(description="exclusive; default: now")] = None,
 ) -> OrgStatistics:
     """A node of the organisation tree over the token's sites beneath it (a site-scoped token
     sees only its own sites' share), and its children."""
-    start, end = period(since, until)
+    start, end = query_period(since, until, DEFAULT_PERIOD, dt.datetime.now(dt.UTC))
     nodes = [part for part in path.split("/") if part]
     return org_statistics(
         conn, nodes, principal.site_filter(None), start, end, dt.datetime.now(dt.UTC)
-    )
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
-
-
-def _field_error(field: str, message: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        [{"loc": ["query", field], "msg": message, "type": "value_error"}],
     )
 
 
