@@ -14,9 +14,11 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
+from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.support import mqtt_publisher, throwaway_database
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -32,23 +34,44 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a maintenance database on the PostgreSQL server the tests use."""
-    configured = os.environ.get("CLAUSEWATCH_TEST_DATABASE_URL")
+class _Server(Protocol):
+    """What both embedded servers offer."""
+
+    @property
+    def url(self) -> str: ...
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def _server_url(
+    env: str, port: int, local_url: str, embedded: Callable[[], _Server]
+) -> Iterator[str]:
+    """The URL configured in `env`; else the local server when it answers on `port`; else an
+    embedded one, started here and stopped afterwards."""
+    configured = os.environ.get(env)
     if configured:
         yield configured
-    elif _answers("127.0.0.1", 5432):
-        yield LOCAL_DATABASE_URL
+    elif _answers("127.0.0.1", port):
+        yield local_url
     else:
-        from clausewatch.embedded import EmbeddedPostgres
-
-        server = EmbeddedPostgres(tmp_path_factory.mktemp("pgdata"))
+        server = embedded()
         server.start()
         try:
             yield server.url
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the PostgreSQL server the tests use."""
+    yield from _server_url(
+        "CLAUSEWATCH_TEST_DATABASE_URL",
+        5432,
+        LOCAL_DATABASE_URL,
+        lambda: EmbeddedPostgres(tmp_path_factory.mktemp("pgdata")),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -67,20 +90,12 @@ def fresh_database_url(pg_server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    configured = os.environ.get("CLAUSEWATCH_TEST_MQTT_URL")
-    if configured:
-        yield configured
-    elif _answers("127.0.0.1", 1883):
-        yield LOCAL_MQTT_URL
-    else:
-        from clausewatch.embedded import EmbeddedBroker
-
-        broker = EmbeddedBroker(tmp_path_factory.mktemp("broker"))
-        broker.start()
-        try:
-            yield broker.url
-        finally:
-            broker.stop()
+    yield from _server_url(
+        "CLAUSEWATCH_TEST_MQTT_URL",
+        1883,
+        LOCAL_MQTT_URL,
+        lambda: EmbeddedBroker(tmp_path_factory.mktemp("broker")),
+    )
 
 
 @pytest.fixture
