@@ -127,17 +127,19 @@ WHERE {SERIES} AND bucket >= %(lo)s AND bucket < %(hi)s
 """
 
 # Consumption of the given buckets from raw rows (differences to the bucket of the later
-# reading; the first reading's predecessor is the last one before %(lo)s).
+# reading; the first reading's predecessor is the last one before %(lo)s). Readings of one ts
+# follow each other in seq order, as in the rollups.
 RAW_CONSUMPTION = f"""
 SELECT {{bucket_expr}} AS bucket,
        coalesce(sum(greatest(x.value - x.prev, 0)), 0) AS consumption,
        count(*) FILTER (WHERE x.value < x.prev) AS resets
 FROM (
-    SELECT s.ts, s.value, lag(s.value) OVER (ORDER BY s.ts) AS prev
+    SELECT s.ts, s.value, lag(s.value) OVER (ORDER BY s.ts, s.seq) AS prev
     FROM (
-        (SELECT ts, value FROM readings WHERE {SERIES} AND ts < %(lo)s ORDER BY ts DESC LIMIT 1)
+        (SELECT ts, seq, value FROM readings WHERE {SERIES} AND ts < %(lo)s
+         ORDER BY ts DESC, seq DESC LIMIT 1)
         UNION ALL
-        (SELECT ts, value FROM readings WHERE {SERIES} AND ts >= %(lo)s AND ts < %(hi)s)
+        (SELECT ts, seq, value FROM readings WHERE {SERIES} AND ts >= %(lo)s AND ts < %(hi)s)
     ) s
 ) x
 WHERE x.ts >= %(lo)s {{extra}}
@@ -204,7 +206,7 @@ def query_readings(
             raise QueryError("since and until need a UTC offset")
         rows = conn.execute(
             f"SELECT ts, value, seq FROM readings WHERE {SERIES}"
-            " AND ts >= %(lo)s AND ts < %(hi)s ORDER BY ts LIMIT %(limit)s",
+            " AND ts >= %(lo)s AND ts < %(hi)s ORDER BY ts, seq LIMIT %(limit)s",
             {**_params(site, device, metric, since, until), "limit": MAX_RAW_ROWS + 1},
         ).fetchall()
         if len(rows) > MAX_RAW_ROWS:

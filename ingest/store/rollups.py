@@ -66,6 +66,7 @@ GROUP BY d.site, d.device, d.metric, d.bucket;
 # Each difference between successive readings belongs to the bucket of the later one; the
 # predecessor of a bucket's first reading is the last reading before the bucket. A drop is a
 # reset (meter replaced or rolled over): it counts in `resets`, never as negative consumption.
+# Readings of one ts (a gateway's millisecond) follow each other in seq order.
 HOURLY_CONSUMPTION = """
 DELETE FROM consumption_hourly h USING refresh_hours d
 WHERE h.site = d.site AND h.device = d.device AND h.metric = d.metric AND h.bucket = d.bucket;
@@ -75,14 +76,14 @@ SELECT d.site, d.device, d.metric, d.bucket,
        count(*) FILTER (WHERE x.value < x.prev)
 FROM refresh_hours d
 CROSS JOIN LATERAL (
-    SELECT s.ts, s.value, lag(s.value) OVER (ORDER BY s.ts) AS prev
+    SELECT s.ts, s.value, lag(s.value) OVER (ORDER BY s.ts, s.seq) AS prev
     FROM (
-        (SELECT r.ts, r.value FROM readings r
+        (SELECT r.ts, r.seq, r.value FROM readings r
          WHERE r.site = d.site AND r.device = d.device AND r.metric = d.metric
            AND r.ts < d.bucket
-         ORDER BY r.ts DESC LIMIT 1)
+         ORDER BY r.ts DESC, r.seq DESC LIMIT 1)
         UNION ALL
-        (SELECT r.ts, r.value FROM readings r
+        (SELECT r.ts, r.seq, r.value FROM readings r
          WHERE r.site = d.site AND r.device = d.device AND r.metric = d.metric
            AND r.ts >= d.bucket AND r.ts < d.bucket + INTERVAL '1 hour')
     ) s

@@ -167,6 +167,30 @@ def test_register_resets_never_count_negative(store_url: str) -> None:
         assert point.resets == 1
 
 
+def test_readings_of_one_stamp_follow_each_other_in_seq_order(store_url: str) -> None:
+    # A gateway stamped seqs 2 and 3 in one millisecond; stored out of order on purpose.
+    t = START.timestamp()
+    rows = [
+        ReadingRow("s1", "m3", "energy_kwh", t, 100.0, 1, t),
+        ReadingRow("s1", "m3", "energy_kwh", t + 60, 102.0, 3, t),
+        ReadingRow("s1", "m3", "energy_kwh", t + 60, 101.0, 2, t),
+    ]
+    hour = (START, START + dt.timedelta(hours=1))
+    with connect(store_url) as conn:
+        for row in rows:
+            write_readings(conn, [row])
+        # Heap order (seq 3 first), not the key's: the order must come from the queries.
+        conn.execute("SET enable_indexscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        (raw_point,) = consumption(conn, "s1", "m3", "energy_kwh", *hour)
+        refresh_rollups(conn, now=hour[1] + dt.timedelta(hours=1))
+        (rolled,) = consumption(conn, "s1", "m3", "energy_kwh", *hour, "1h")
+        raw = query_readings(conn, "s1", "m3", "energy_kwh", *hour)
+    for point in (raw_point, rolled):
+        assert (point.consumption, point.resets) == (pytest.approx(2.0), 0)
+    assert [p.seq for p in raw] == [1, 2, 3]
+
+
 def test_raw_queries_and_bad_input(store_url: str) -> None:
     rows = series(3, hours=2)
     with connect(store_url) as conn:
