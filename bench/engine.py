@@ -19,6 +19,10 @@ reorder buffer is exercised):
   clause instance of the site for the ones judging its device or space;
 - peak memory (tracemalloc) of building an engine with --subjects clause x subject instances
   and giving every device one reading;
+- the same office-hours run on a small site (--small-site rooms, repeated so as many values are
+  fed): the engine's work per reading is the same, so the gap between the two figures is what
+  a large working set (instances, slots, windows of thousands of devices) costs in memory
+  traffic on this machine;
 - a reference loop (ns per `x += i` iteration) to compare machines: this one is shared.
 """
 
@@ -242,6 +246,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--naive-minutes", type=int, default=4, help="minutes for the baseline")
     parser.add_argument(
+        "--small-site", type=int, default=100, help="rooms of the small-site comparison (0: skip)"
+    )
+    parser.add_argument(
         "--subjects", type=int, default=100_000, help="clause x subject instances, memory run"
     )
     args = parser.parse_args()
@@ -282,6 +289,23 @@ def main() -> None:
         f"naive baseline (office hours): {naive_values:,} metric values, {naive_rate:,.0f} "
         f"values/s; routed/naive = {rate / naive_rate:.0f}x"
     )
+    if args.small_site:
+        small = build_site(args.small_site)
+        small_stream = readings(args.small_site, START, args.minutes, 60.0)
+        runs = max(1, args.devices // args.small_site)
+        small_rates = []
+        for _ in range(args.repeat):
+            seconds, small_values = 0.0, 0
+            for _ in range(runs):
+                engine = SiteEngine(small, clauses, lateness=60.0, standards=standards)
+                run_seconds, run_values = run(engine, small_stream, START, 60.0)
+                seconds, small_values = seconds + run_seconds, small_values + run_values
+            small_rates.append(small_values / seconds)
+        print(
+            f"same office hours on a {args.small_site}-room site ({runs} runs): values/s median "
+            f"{statistics.median(small_rates):,.0f}, best {max(small_rates):,.0f} "
+            f"({statistics.median(small_rates) / rate:.1f}x the {args.devices:,}-room median)"
+        )
     if args.subjects:
         peak, bound, devices = peak_memory(args.subjects, clauses, standards)
         print(
