@@ -12,6 +12,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.publish import parse_mqtt_url
+from tests.support import OwnBroker
 
 
 class Collector:
@@ -51,6 +52,19 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The simulator tests flood a broker with thousands of messages faster than a subscriber
+    takes them: a default Mosquitto drops past 1,000 queued messages per client (SPEC §7), so
+    these tests run against a broker of their own with the bundled configuration."""
+    broker = OwnBroker(tmp_path_factory.mktemp("simulator-broker"))
+    broker.start()
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
 
 
 @pytest.fixture
