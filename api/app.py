@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.routers import (
     alerts,
@@ -96,9 +97,34 @@ def create_app(
     for pages in (register.pages, statistics.pages, public.pages):
         app.include_router(pages)
     app.include_router(health.router)
+    app.add_middleware(RejectNulInUrl)
     _install_error_handlers(app)
     _install_dashboard(app)
     return app
+
+
+class RejectNulInUrl:
+    """PostgreSQL text cannot hold NUL, so a path or query naming one is bad input: 422 here,
+    before any route can hand it to the database (where it would be an error, not an answer)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").lower()
+            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+                detail = [
+                    {
+                        "loc": ["query"],
+                        "msg": "NUL characters are not allowed",
+                        "type": "value_error",
+                    }
+                ]
+                response = JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    field_validator,
 )
 
 # The compliance figures are defined with their computation; kept here under their old names.
@@ -60,9 +61,27 @@ def problems(*codes: int) -> Responses:
 
 
 class Input(BaseModel):
-    """Base of request bodies: unknown fields are errors, not silently ignored."""
+    """Base of request bodies: unknown fields are errors, not silently ignored, and no text may
+    hold NUL (PostgreSQL text cannot store it: that is bad input, not a database error)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if _holds_nul(value):
+            raise ValueError("NUL characters are not allowed")
+        return value
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 # ---- alerts ----

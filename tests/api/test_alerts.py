@@ -189,3 +189,17 @@ def test_a_new_alert_does_not_shift_the_next_page(
         "/api/v1/alerts", params={**params, "cursor": first["next_cursor"]}, headers=headers
     ).json()
     assert [a["id"] for a in first["items"] + second["items"]] == list(reversed(seeded["site-b"]))
+
+
+def test_a_nul_character_in_a_note_is_a_field_error(
+    client: TestClient, tokens: dict[tuple[str, str], str], api_database_url: str
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        alert_id = insert_alert(conn, "site-a", space="b2")
+    response = client.post(
+        f"/api/v1/alerts/{alert_id}/ack",
+        json={"note": "on my\u0000way"},
+        headers=auth(tokens[("facility_manager", "site-a")]),
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "note"]

@@ -47,3 +47,16 @@ def test_an_unexpected_error_is_logged_and_answered_as_json(
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; it has been logged"}
     assert any("GET /boom" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/v1/alerts?clause=a%00b", "/api/v1/alerts?space=%00", "/api/v1/clauses/x%00y/versions"],
+)
+def test_a_nul_character_in_the_url_is_bad_input_not_a_database_error(
+    client: TestClient, tokens: dict[tuple[str, str], str], url: str
+) -> None:
+    admin = next(token for (role, _), token in tokens.items() if role == "admin")
+    response = client.get(url, headers={"Authorization": f"Bearer {admin}"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "NUL characters are not allowed"
