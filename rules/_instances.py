@@ -336,12 +336,14 @@ class StateCheck(Instance):
 
     def note_failure(self, t: float) -> None:
         """Keep the readings behind a failure as evidence, and the worst value."""
+        primary = self.leaves[0].metric
         for leaf in self.leaves:
             value = leaf.current(t)
             if value is None:
                 continue
             excess = leaf.excess(value)
-            if excess > self.worst_excess:
+            # Only the primary metric's values compete for the worst: they share its unit.
+            if leaf.metric == primary and excess > self.worst_excess:
                 self.worst_excess = excess
                 self.worst = value
             if not self.violating:
@@ -366,6 +368,7 @@ class StateCheck(Instance):
             self.reason(),
             dict(self.params),
             tuple(self.evidence),
+            self.leaves[0].metric,
         )
         if at == start:
             self.held = started
@@ -588,6 +591,7 @@ def _held_json(held: ViolationStarted) -> dict[str, Any]:
         "reason": held.reason,
         "params": held.params,
         "evidence": [[e.ts, e.metric, e.value, e.device] for e in held.evidence],
+        "metric": held.metric,
     }
 
 
@@ -603,4 +607,5 @@ def _held_from_json(raw: dict[str, Any], ref: ClauseRef, subject: Subject) -> Vi
         str(raw["reason"]),
         dict(raw["params"]),
         tuple(Evidence(ts, metric, value, device) for ts, metric, value, device in raw["evidence"]),
+        raw.get("metric"),
     )

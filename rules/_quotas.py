@@ -170,6 +170,7 @@ class Quota(Instance):
                 reason,
                 params,
                 evidence,
+                slot.metric,
             )
         )
 

@@ -74,6 +74,8 @@ class ViolationStarted:
     reason: str
     params: dict[str, float]
     evidence: tuple[Evidence, ...]
+    # The metric `worst_value` and `unit` are of (a compound condition reads several).
+    metric: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

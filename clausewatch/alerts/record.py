@@ -325,7 +325,7 @@ def _new_alert(site: str, output: ViolationStarted, binding: Binding, now: dt.da
         "severity": clause.severity,
         "space": output.subject.space,
         "device": output.subject.device,
-        "metric": evidence[0]["metric"] if evidence else None,
+        "metric": output.metric or (evidence[0]["metric"] if evidence else None),
         "reason": output.reason,
         "state": "firing",
         "started_at": started_at,

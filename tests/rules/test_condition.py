@@ -42,6 +42,16 @@ def test_inspection_pass_test_value_table(kit: Any) -> None:
     assert {(e.metric, e.value) for e in started.evidence} >= {("temperature", 24.0)}
 
 
+def test_worst_value_and_metric_are_of_the_first_metric_so_the_unit_fits(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(INSPECTION))
+    # Humidity misses its limit by more (in its own unit) than temperature does in degrees:
+    # the worst value must still be a temperature, the unit the alert shows.
+    rows = [(0, {"temperature": 24.0, "humidity": 20}), (60, {"temperature": 25.0, "humidity": 10})]
+    run.feed(rows).advance(120)
+    (started,) = run.started()
+    assert (started.metric, started.worst_value) == ("temperature", 24.0)
+
+
 def test_unknown_parts_follow_kleene_logic(kit: Any) -> None:
     run = kit.run(kit.site(), kit.clause(INSPECTION))
     # Both reported at 0 s: both unknown from 600 s (max_gap); humidity never comes back.
