@@ -67,16 +67,28 @@ def answers(port: int) -> bool:
         return False
 
 
-def wait_for(probe: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
+def wait_for(
+    probe: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str | Callable[[], str] | None = None,
+) -> Any:
     """Poll `probe` until it returns something truthy and return that; past `timeout` seconds
-    fail with `what` (or what it returns, when the detail is only worth computing then)."""
+    fail naming `what` (or what it returns, when the detail is only worth computing then)."""
     deadline = time.monotonic() + timeout
     while not (value := probe()):
         if time.monotonic() > deadline:
+            if what is None:
+                raise AssertionError(f"condition not met within {timeout} s")
             detail = what() if callable(what) else what
             raise AssertionError(f"{detail}: not within {timeout} s")
         time.sleep(0.05)
     return value
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    """All rows of one query, on a connection of its own."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
 
 
 MOSQUITTO = "/usr/sbin/mosquitto"

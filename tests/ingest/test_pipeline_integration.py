@@ -5,14 +5,11 @@ version) and the responsible party; garbage becomes dead letters and ingestion g
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
-import psycopg
 import pytest
 
 from clausewatch.configfiles import LoadedConfig
@@ -21,6 +18,7 @@ from clausewatch.settings import Settings
 from ingest.mqtt import make_client
 from rules.clause import ClauseFile
 from rules.site import SiteModel
+from tests.support import rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -88,17 +86,6 @@ CLAUSES = ClauseFile.model_validate(
 )
 
 
-def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def settings(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Settings:
     return Settings(
@@ -125,11 +112,6 @@ def service(settings: Settings) -> Iterator[Service]:
         yield running
     finally:
         running.stop()
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query).fetchall()
 
 
 def test_published_readings_raise_an_alert_with_provenance_and_responsible_party(

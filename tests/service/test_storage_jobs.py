@@ -4,13 +4,10 @@ the rollup refresh run from its scheduler, in the process that owns the periodic
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import orjson
-import psycopg
 import pytest
 
 from clausewatch.configfiles import LoadedConfig
@@ -21,6 +18,7 @@ from ingest.store.mode import storage_mode
 from ingest.store.partitions import ensure_partitions, partition_name
 from ingest.store.pool import connect
 from rules.site import SiteModel
+from tests.support import rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +31,6 @@ SITE = SiteModel.model_validate(
 )
 CONFIG = LoadedConfig(sites={"j-hq": SITE}, clause_files={})
 STORAGE_JOBS = {"partitions", "rollups", "retention"}
-
-
-def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.1)
-
-
-def rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query).fetchall()
 
 
 @pytest.fixture
