@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,8 +23,8 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-MOSQUITTO = "/usr/sbin/mosquitto"
-BUNDLED_CONF = Path(__file__).resolve().parents[2] / "clausewatch" / "config" / "mosquitto.conf"
+from tests.support import OwnBroker, free_port, wait_for
+
 PREFIX = "cw"
 SITE_ID = "fault-hq"
 SENSORS = 10
@@ -69,66 +68,9 @@ CLAUSES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-
-
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-class OwnBroker:
-    """Mosquitto, bundled configuration, free port, persistence in the test's folder."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        text = BUNDLED_CONF.read_text()
-        text = text.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
-        text = text.replace(
-            "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
-        )
-        if os.geteuid() == 0:
-            text += "\nuser root\n"  # as root Mosquitto would switch to a user who cannot write
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(text)
-        self.log = folder / "mosquitto.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log
-            )
-        wait_for(lambda: answers(self.port), 10, "mosquitto listening")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-        self.process = None
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from clausewatch.embedded import EmbeddedPostgres
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,12 +80,3 @@ def count(url: str) -> int:
     except psycopg.OperationalError:
         return 0
     return int(row[0]) if row else 0
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return value

@@ -16,6 +16,7 @@ import pytest
 
 from ingest.decode import DeadLetter, Decoder, Limits, Registry
 from rules.site import SiteModel
+from tests.support import wait_for
 
 LIMITS = Limits()  # the service's defaults: 256 KiB payloads, 10,000 items
 TOPIC = "cw/fault-hq/s1/telemetry"
@@ -110,12 +111,3 @@ def count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return value

@@ -14,6 +14,8 @@ import orjson
 import psycopg
 import pytest
 
+from tests.support import wait_for
+
 pytestmark = pytest.mark.integration
 
 MESSAGES = 4000
@@ -109,12 +111,3 @@ def counts(url: str) -> tuple[int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return value

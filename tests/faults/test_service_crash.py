@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support import wait_for
+
 pytestmark = pytest.mark.integration
 
 FOR_S = 6.0  # the co2 clause's `for` in conftest.CLAUSES
@@ -83,12 +85,3 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql).fetchall()
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return value
