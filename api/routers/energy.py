@@ -15,11 +15,11 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from api.auth import EnergyReader, Principal
 from api.deps import DbConn
-from api.models import Problem, SiteId
+from api.models import Input, Problem, SiteId
 from clausewatch.energy import factors as factor_store
 from clausewatch.energy.quotas import load_quota_clauses, quota_statuses
 from clausewatch.energy.render import (
@@ -130,9 +130,7 @@ class FactorPublic(BaseModel):
     confidence: str
 
 
-class FactorCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FactorCreate(Input):
     carrier: Literal["electricity", "natural_gas", "heat", "gasoline", "diesel"]
     series: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)
     region: str = Field(default="national", pattern=ID_PATTERN)

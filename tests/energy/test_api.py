@@ -151,6 +151,9 @@ def test_admin_adds_a_factor_without_a_code_change(
     assert client.post("/api/v1/energy/factors", json=factor, headers=admin).status_code == 409
     bad = {**factor, "unit": "kgCO2/m3"}  # does not fit electricity
     assert client.post("/api/v1/energy/factors", json=bad, headers=admin).status_code == 422
+    nul = {**factor, "data_year": 2098, "instrument": "test\u0000announcement"}
+    response = client.post("/api/v1/energy/factors", json=nul, headers=admin)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"][-1] == "instrument"
     listed = client.get("/api/v1/energy/factors", headers=officer).json()
     assert any(f["data_year"] == 2099 for f in listed)
     conn.execute("DELETE FROM emission_factors WHERE data_year = 2099")
