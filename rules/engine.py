@@ -21,7 +21,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from rules import _slots
 from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
@@ -55,6 +55,8 @@ from rules.verdicts import (
     RegisterReset,
     Subject,
 )
+
+_InstanceT = TypeVar("_InstanceT", bound=Instance)
 
 # How many recent dedupe keys a device remembers after release: enough to absorb broker
 # redelivery bursts; older duplicates are reported as late readings (harmless: never judged).
@@ -468,6 +470,29 @@ class SiteEngine:
                 if instance not in listeners:
                     listeners.append(instance)
 
+    def _new_instance(
+        self,
+        kind: type[_InstanceT],
+        clause: ClauseVersion,
+        ref: ClauseRef,
+        schedule: CompiledSchedule,
+        space: str,
+        device: str | None,
+        **options: Any,
+    ) -> _InstanceT:
+        """An instance of one clause version for one subject, wired to this engine's outputs
+        and timers. Its key (clause|version|space|device) names it in snapshots."""
+        return kind(
+            f"{clause.id}|{clause.version}|{space}|{device or ''}",
+            ref,
+            Subject(self._site_id, space, device),
+            schedule,
+            self._out,
+            self._timers,
+            self._new_uid(),
+            **options,
+        )
+
     def _bind_state_check(
         self, clause: ClauseVersion, ref: ClauseRef, schedule: CompiledSchedule, device: Device
     ) -> None:
@@ -478,8 +503,6 @@ class SiteEngine:
         where = f"clause {clause.id} v{clause.version}"
         slot_for = self._slot_for(device)
         value_for = self._value_for(device, params, where)
-        subject = Subject(self._site_id, device.space, device.id)
-        key = f"{clause.id}|{clause.version}|{device.space}|{device.id}"
         leaves: list[Leaf] = []
         recorded = dict(params)
         common: dict[str, Any] = {}
@@ -514,14 +537,13 @@ class SiteEngine:
         recorded["clear_for"] = check.clear.clear_for
         metric_spec = device.metrics.get(leaves[0].metric)
         kind = ThresholdCheck if isinstance(check, ThresholdConfig) else StateCheck
-        instance = kind(
-            key,
+        instance = self._new_instance(
+            kind,
+            clause,
             ref,
-            subject,
             schedule,
-            self._out,
-            self._timers,
-            self._new_uid(),
+            device.space,
+            device.id,
             passes=passes,
             leaves=leaves,
             gate=gate,
@@ -557,14 +579,13 @@ class SiteEngine:
             params["grace"] = check.grace
             if check.every is not None:
                 params["every"] = check.every
-            instance = Obligation(
-                f"{clause.id}|{clause.version}|{space.id}|",
+            instance = self._new_instance(
+                Obligation,
+                clause,
                 ref,
-                Subject(self._site_id, space.id, None),
                 schedule,
-                self._out,
-                self._timers,
-                self._new_uid(),
+                space.id,
+                None,
                 check=check,
                 params=params,
             )
@@ -595,14 +616,13 @@ class SiteEngine:
                 budget = value_for(check.metric, check.budget_per_m2) * space.area_m2
                 params["area_m2"] = space.area_m2
             slot = self._devices[device.id].slots[check.metric]
-            instance = Quota(
-                f"{clause.id}|{clause.version}|{device.space}|{device.id}",
+            instance = self._new_instance(
+                Quota,
+                clause,
                 ref,
-                Subject(self._site_id, device.space, device.id),
                 schedule,
-                self._out,
-                self._timers,
-                self._new_uid(),
+                device.space,
+                device.id,
                 check=check,
                 slot=slot,
                 budget=budget,
@@ -629,14 +649,13 @@ class SiteEngine:
                 params["stale_after"] = check.stale_after
             if check.stuck_for is not None:
                 params["stuck_for"] = check.stuck_for
-            instance = DataQuality(
-                f"{clause.id}|{clause.version}|{device.space}|{device.id}",
+            instance = self._new_instance(
+                DataQuality,
+                clause,
                 ref,
-                Subject(self._site_id, device.space, device.id),
                 schedule,
-                self._out,
-                self._timers,
-                self._new_uid(),
+                device.space,
+                device.id,
                 check=check,
                 slots=watched,
                 params=params,
