@@ -439,15 +439,16 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
     clock = case.start.timestamp()
     engine.advance(clock)
     restart = case.epoch(case.restart_at) if case.restart_at is not None else math.inf
+    saved: dict[str, Any] = {}
     outputs: list[Output] = []
     for item in deliveries:
         if item.arrival > clock:
             engine.advance(item.arrival)
             clock = item.arrival
         if clock >= restart:
-            # A service restart: state survives only as the JSON of its snapshot.
+            # A service restart: state survives only as the JSON of its checkpoints.
             outputs.extend(engine.drain())
-            saved = json.loads(json.dumps(engine.snapshot(), allow_nan=False))
+            saved = merge_checkpoint(saved, engine.snapshot_changes())
             engine = SiteEngine.restore(
                 loaded.site, versions, saved, lateness=lateness, standards=standards
             )
@@ -457,6 +458,10 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
         else:
             assert item.metrics is not None
             engine.observe(item.device, item.ts, item.seq, item.metrics)
+        if restart < math.inf:
+            # As the service does: a checkpoint of the changed parts after every delivery.
+            saved = merge_checkpoint(saved, engine.snapshot_changes())
+            engine.changes_saved()
     end = case.epoch(case.end) if case.end is not None else last + case.interval
     engine.advance(end)
     outputs.extend(engine.drain())
@@ -464,6 +469,15 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
     in_force = _versions_in_force(versions, loaded.site)
     failures = _compare(case, outputs, open_runs(engine.snapshot(), final), in_force)
     return CaseResult(loaded.path, case.name, failures, outputs)
+
+
+def merge_checkpoint(saved: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored checkpoint after saving `changes` (JSON round trip included): a full snapshot
+    replaces it, otherwise the changed parts replace theirs."""
+    changes = json.loads(json.dumps(changes, allow_nan=False))
+    if changes["full"]:
+        return changes
+    return {**changes, "parts": {**saved["parts"], **changes["parts"]}}
 
 
 def _deliveries(site: SiteModel, case: ClauseTestCase) -> tuple[list[_Delivery], float]:
@@ -569,10 +583,11 @@ class OpenRun:
 
 
 def open_runs(snapshot: Mapping[str, Any], final: float) -> list[OpenRun]:
-    """Open runs from an engine snapshot, whose instance keys are
-    `clause|version|space|device` and whose states carry `run_status` / `run_start`."""
+    """Open runs from an engine snapshot, whose parts hold instance states by keys
+    `clause|version|space|device`, with `run_status` / `run_start`."""
     runs: list[OpenRun] = []
-    for key, state in snapshot.get("instances", {}).items():
+    instances = (item for part in snapshot["parts"].values() for item in part["instances"].items())
+    for key, state in instances:
         parts = key.split("|")
         status, start = state.get("run_status"), state.get("run_start")
         if status is None or start is None or len(parts) < 3 or not parts[1].isdigit():

@@ -61,7 +61,7 @@ _InstanceT = TypeVar("_InstanceT", bound=Instance)
 # How many recent dedupe keys a device remembers after release: enough to absorb broker
 # redelivery bursts; older duplicates are reported as late readings (harmless: never judged).
 _DEDUPE_MEMORY = 512
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 
 
 class _DeviceState:
@@ -72,17 +72,22 @@ class _DeviceState:
         "listeners",
         "max_ts",
         "metric_count",
+        "part",
         "released_ts",
         "seen_seqs",
         "seen_ts",
         "slots",
         "space",
         "timed_listeners",
+        "touches",
     )
 
     def __init__(self, device: Device, slots: dict[str, MetricSlot]) -> None:
         self.id = device.id
         self.space = device.space
+        self.part = _device_part(device.id)
+        # Snapshot parts a released reading of this device may change (set after binding).
+        self.touches: tuple[str, ...] = ()
         self.slots = slots
         self.metric_count = len(slots)
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
@@ -164,6 +169,7 @@ class SiteEngine:
         for instance in self._instances:
             instance.heap_due = -INF
             heapq.heappush(self._timers, (-INF, instance.uid, instance))
+        self._index_parts()
 
     # ---- the interface ----
 
@@ -187,6 +193,7 @@ class SiteEngine:
             metrics = fresh
         if seq is not None:
             state.seen_seqs[seq] = ts
+        self._changed.add(state.part)
         if len(state.seen_ts) > _DEDUPE_MEMORY:
             self._forget_old_keys(state)
         if ts < state.released_ts or ts < self._clock:
@@ -242,6 +249,7 @@ class SiteEngine:
             instance.heap_due = INF
             if instance.next_due <= clock:
                 instance.advance_to(clock)
+                self._changed.add(self._part_of[instance.uid])
             if instance.next_due < instance.heap_due:
                 instance.heap_due = instance.next_due
                 heapq.heappush(timers, (instance.next_due, instance.uid, instance))
@@ -267,6 +275,7 @@ class SiteEngine:
 
     def _release(self, state: _DeviceState, ts: float, metrics: Mapping[str, float]) -> None:
         state.released_ts = ts
+        self._changed.update(state.touches)
         if len(metrics) == state.metric_count:
             listeners = state.all_listeners
             timed = state.timed_listeners
@@ -324,6 +333,7 @@ class SiteEngine:
         for instance in self._obligations.get((space, event.type), ()):
             instance.catch_up(event.ts)
             instance.evaluate_event(event)
+            self._changed.add(self._part_of[instance.uid])
 
     # ---- binding clauses to subjects ----
 
@@ -664,21 +674,65 @@ class SiteEngine:
             self._devices[device.id].fault_listeners.append(instance)
 
     # ---- snapshot / restore ----
+    #
+    # A snapshot is a small header (clocks, the reorder buffer, pending events) and parts: one per
+    # device (its dedupe keys, slots and the instances judging it) and one per space (its space
+    # slots and the instances judging the space itself). The engine remembers which parts changed
+    # since the last saved checkpoint, so a checkpoint costs in proportion to the readings taken
+    # since the previous one, not to the size of the site.
+
+    def _index_parts(self) -> None:
+        self._part_of: dict[int, str] = {}
+        self._part_instances: dict[str, list[Instance]] = {}
+        for instance in self._instances:
+            subject = instance.subject
+            part = (
+                _device_part(subject.device)
+                if subject.device is not None
+                else _space_part(subject.space)
+            )
+            self._part_of[instance.uid] = part
+            self._part_instances.setdefault(part, []).append(instance)
+        self._space_slots_of: dict[str, dict[str, MetricSlot]] = {}
+        for (space, metric), slot in self._space_slots.items():
+            self._space_slots_of.setdefault(_space_part(space), {})[metric] = slot
+        for state in self._devices.values():
+            touched = {state.part}
+            touched.update(self._part_of[instance.uid] for instance in state.timed_listeners)
+            if any(slot.forward for slot in state.slots.values()):
+                touched.add(_space_part(state.space))
+            state.touches = tuple(sorted(touched))
+        self._parts = sorted(
+            {state.part for state in self._devices.values()}
+            | self._part_instances.keys()
+            | self._space_slots_of.keys()
+        )
+        self._changed: set[str] = set()
+        self._everything_changed = True  # a fresh engine replaces whatever was saved before
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to resume: JSON-serialisable (no NaN or infinity inside)."""
-        devices: dict[str, Any] = {}
-        for device_id, state in self._devices.items():
-            devices[device_id] = {
-                "max_ts": to_json(state.max_ts),
-                "released_ts": to_json(state.released_ts),
-                "seen_ts": [[ts, sorted(metrics)] for ts, metrics in state.seen_ts.items()],
-                "seen_seqs": [[seq, ts] for seq, ts in state.seen_seqs.items()],
-                "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
-            }
+        """Everything needed to resume: JSON-serialisable (no NaN or infinity inside). `full` is
+        true: its parts replace every part saved before."""
+        return self._snapshot(self._parts, full=True)
+
+    def snapshot_changes(self) -> dict[str, Any]:
+        """The header and only the parts changed since the last `changes_saved()`: merged over
+        the parts saved before (by part name) they equal `snapshot()`. `full` says the parts
+        saved before must be dropped instead (a fresh engine)."""
+        if self._everything_changed:
+            return self._snapshot(self._parts, full=True)
+        return self._snapshot(sorted(self._changed), full=False)
+
+    def changes_saved(self) -> None:
+        """The last `snapshot_changes()` is durably stored: start collecting changes anew."""
+        self._changed.clear()
+        self._everything_changed = False
+
+    def _snapshot(self, parts: Iterable[str], *, full: bool) -> dict[str, Any]:
         return {
             "format": SNAPSHOT_FORMAT,
             "site": self._site_id,
+            "full": full,
             "now": to_json(self._now),
             "clock": to_json(self._clock),
             "max_event_ts": to_json(self._max_event_ts),
@@ -687,13 +741,30 @@ class SiteEngine:
                 [ts, state.id, dict(metrics)] for ts, _, state, metrics in sorted(self._buffer)
             ],
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
-            "devices": devices,
-            "space_slots": [
-                [space, metric, slot.snapshot()]
-                for (space, metric), slot in self._space_slots.items()
-            ],
-            "instances": {instance.key: instance.state() for instance in self._instances},
+            "parts": {part: self._part_state(part) for part in parts},
         }
+
+    def _part_state(self, part: str) -> dict[str, Any]:
+        saved: dict[str, Any] = {
+            "instances": {
+                instance.key: instance.state() for instance in self._part_instances.get(part, ())
+            }
+        }
+        if part.startswith(_DEVICE_PART):
+            state = self._devices[part[len(_DEVICE_PART) :]]
+            saved["device"] = {
+                "max_ts": to_json(state.max_ts),
+                "released_ts": to_json(state.released_ts),
+                "seen_ts": [[ts, sorted(metrics)] for ts, metrics in state.seen_ts.items()],
+                "seen_seqs": [[seq, ts] for seq, ts in state.seen_seqs.items()],
+                "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
+            }
+        else:
+            saved["space_slots"] = {
+                metric: slot.snapshot()
+                for metric, slot in self._space_slots_of.get(part, {}).items()
+            }
+        return saved
 
     @classmethod
     def restore(
@@ -705,8 +776,8 @@ class SiteEngine:
         lateness: float,
         standards: Mapping[str, str] | None = None,
     ) -> SiteEngine:
-        """A new engine resuming from `snapshot`. Instances of clause versions or subjects that
-        no longer exist are dropped; new ones start fresh."""
+        """A new engine resuming from `snapshot` (the header with every part). Instances of
+        clause versions or subjects that no longer exist are dropped; new ones start fresh."""
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
         engine = cls(site, clauses, lateness=lateness, standards=standards)
@@ -722,22 +793,16 @@ class SiteEngine:
             event = _event_from_json(raw)
             engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
             heapq.heappush(engine._events, (event.ts, next(engine._stamp), event))
-        for device_id, saved in snapshot["devices"].items():
-            state = engine._devices.get(device_id)
-            if state is None:
-                continue
-            state.max_ts = from_json(saved["max_ts"], -INF)
-            state.released_ts = from_json(saved["released_ts"], -INF)
-            state.seen_ts = {float(ts): set(metrics) for ts, metrics in saved["seen_ts"]}
-            state.seen_seqs = {int(seq): float(ts) for seq, ts in saved["seen_seqs"]}
-            for metric, slot_state in saved["slots"].items():
-                if metric in state.slots:
-                    state.slots[metric].restore(slot_state)
-        for space, metric, slot_state in snapshot["space_slots"]:
-            slot = engine._space_slots.get((space, metric))
-            if slot is not None:
-                slot.restore(slot_state)
-        saved_instances = snapshot["instances"]
+        saved_instances: dict[str, Any] = {}
+        for part, saved in snapshot["parts"].items():
+            saved_instances.update(saved["instances"])
+            if part.startswith(_DEVICE_PART):
+                engine._restore_device(part[len(_DEVICE_PART) :], saved["device"])
+            else:
+                slots = engine._space_slots_of.get(part, {})
+                for metric, slot_state in saved["space_slots"].items():
+                    if metric in slots:
+                        slots[metric].restore(slot_state)
         engine._timers.clear()
         for instance in engine._instances:
             saved_state = saved_instances.get(instance.key)
@@ -745,7 +810,33 @@ class SiteEngine:
                 instance.load(saved_state)
             instance.heap_due = instance.next_due
             heapq.heappush(engine._timers, (instance.next_due, instance.uid, instance))
+        # What is saved is what was restored: later checkpoints need only what changes.
+        engine.changes_saved()
         return engine
+
+    def _restore_device(self, device_id: str, saved: Mapping[str, Any]) -> None:
+        state = self._devices.get(device_id)
+        if state is None:
+            return
+        state.max_ts = from_json(saved["max_ts"], -INF)
+        state.released_ts = from_json(saved["released_ts"], -INF)
+        state.seen_ts = {float(ts): set(metrics) for ts, metrics in saved["seen_ts"]}
+        state.seen_seqs = {int(seq): float(ts) for seq, ts in saved["seen_seqs"]}
+        for metric, slot_state in saved["slots"].items():
+            if metric in state.slots:
+                state.slots[metric].restore(slot_state)
+
+
+_DEVICE_PART = "device:"
+_SPACE_PART = "space:"
+
+
+def _device_part(device: str) -> str:
+    return _DEVICE_PART + device
+
+
+def _space_part(space: str) -> str:
+    return _SPACE_PART + space
 
 
 def _first_metric(check: ConditionCheck) -> str:

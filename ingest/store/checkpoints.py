@@ -1,4 +1,9 @@
-"""Engine checkpoints: one per site, the engine's `snapshot()` and its watermark.
+"""Engine checkpoints: one per site, a header and parts, with the engine's watermark.
+
+The header (`engine_checkpoints.state`) is replaced on every save; parts
+(`engine_checkpoint_parts`, one row per part name) are replaced one by one, so saving the parts
+changed since the previous checkpoint costs in proportion to the change, not to the site.
+`replace_parts` drops every part saved before (an engine that started afresh).
 
 Save the checkpoint in the same transaction as the readings it covers (the writer's `on_flush`
 hook runs inside that transaction): after a crash the stored state then matches the stored
@@ -8,11 +13,25 @@ data exactly, neither ahead of it nor behind.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import psycopg
+
+# Parts go through a staging table by COPY, then one upsert: a few thousand changed devices
+# per checkpoint cost one round trip, not one per part.
+PARTS_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS engine_checkpoint_parts_staging (
+    part text COLLATE "C", state jsonb
+) ON COMMIT DELETE ROWS
+"""
+PARTS_UPSERT = """
+INSERT INTO engine_checkpoint_parts (site, part, state)
+SELECT %s, part, state FROM engine_checkpoint_parts_staging
+ON CONFLICT (site, part) DO UPDATE SET state = excluded.state
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,14 +40,22 @@ class Checkpoint:
     state: dict[str, Any]
     watermark: float | None  # engine time, epoch seconds
     saved_at: dt.datetime
+    parts: dict[str, Any] = field(default_factory=dict)
 
 
 def save_checkpoint(
-    conn: psycopg.Connection[Any], site: str, state: dict[str, Any], watermark: float | None
+    conn: psycopg.Connection[Any],
+    site: str,
+    state: Mapping[str, Any],
+    watermark: float | None,
+    *,
+    parts: Mapping[str, Any] | None = None,
+    replace_parts: bool = False,
 ) -> None:
-    """Replaces the checkpoint of `site`. `state` must be JSON-serialisable (orjson). No
-    commit: it becomes visible when the caller's transaction commits, and a rollback keeps the
-    previous checkpoint."""
+    """Replaces the checkpoint header of `site` and the given `parts` (all of them with
+    `replace_parts`). Everything must be JSON-serialisable (orjson). No commit: it becomes
+    visible when the caller's transaction commits, and a rollback keeps the previous
+    checkpoint."""
     conn.execute(
         "INSERT INTO engine_checkpoints (site, state, watermark, saved_at)"
         " VALUES (%s, %s::jsonb, %s, now())"
@@ -36,14 +63,31 @@ def save_checkpoint(
         " watermark = excluded.watermark, saved_at = excluded.saved_at",
         (site, orjson.dumps(state).decode(), watermark),
     )
+    if replace_parts:
+        conn.execute("DELETE FROM engine_checkpoint_parts WHERE site = %s", (site,))
+    if not parts:
+        return
+    with conn.cursor() as cur:
+        cur.execute(PARTS_STAGING_DDL)
+        with cur.copy("COPY engine_checkpoint_parts_staging (part, state) FROM STDIN") as copy:
+            for name, part in parts.items():
+                copy.write_row((name, orjson.dumps(part).decode()))
+        cur.execute(PARTS_UPSERT, (site,))
 
 
 def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | None:
-    """The last committed checkpoint of `site`, or None when it never had one."""
+    """The last committed checkpoint of `site` (header and every part), or None when it never
+    had one."""
     row = conn.execute(
         "SELECT state::text, watermark, saved_at FROM engine_checkpoints WHERE site = %s",
         (site,),
     ).fetchone()
     if row is None:
         return None
-    return Checkpoint(site, orjson.loads(row[0]), row[1], row[2])
+    parts = {
+        name: orjson.loads(state)
+        for name, state in conn.execute(
+            "SELECT part, state::text FROM engine_checkpoint_parts WHERE site = %s", (site,)
+        )
+    }
+    return Checkpoint(site, orjson.loads(row[0]), row[1], row[2], parts)

@@ -24,6 +24,7 @@ CORE_TABLES = (
     "dead_letters",
     "compliance_intervals",
     "engine_checkpoints",
+    "engine_checkpoint_parts",
     "late_readings",
     "readings_hourly",
     "readings_daily",

@@ -157,6 +157,38 @@ def test_checkpoint_commits_and_rolls_back_with_its_readings(store_url: str) -> 
         assert load_checkpoint(conn, "other-site") is None
 
 
+def test_checkpoint_parts_are_replaced_one_by_one(store_url: str) -> None:
+    with connect(store_url) as conn, conn.transaction():
+        parts = {"device:a": {"v": 1}, "device:b": {"v": 1}, "space:x": {"v": 1}}
+        save_checkpoint(conn, "s1", {"clock": 1}, 1.0, parts=parts, replace_parts=True)
+    with connect(store_url) as conn, conn.transaction():
+        # Only what changed: the header and one part.
+        save_checkpoint(conn, "s1", {"clock": 2}, 2.0, parts={"device:b": {"v": 2}})
+    with connect(store_url) as conn:
+        checkpoint = load_checkpoint(conn, "s1")
+        assert checkpoint is not None
+        assert checkpoint.state == {"clock": 2}
+        assert checkpoint.parts == {"device:a": {"v": 1}, "device:b": {"v": 2}, "space:x": {"v": 1}}
+
+    class Crash(Exception):
+        pass
+
+    with connect(store_url) as conn:
+        with pytest.raises(Crash), conn.transaction():
+            save_checkpoint(conn, "s1", {"clock": 3}, 3.0, parts={"device:a": {"v": 3}})
+            raise Crash
+        checkpoint = load_checkpoint(conn, "s1")
+        assert checkpoint is not None
+        assert (checkpoint.state, checkpoint.parts["device:a"]) == ({"clock": 2}, {"v": 1})
+    with connect(store_url) as conn, conn.transaction():
+        # A fresh engine's checkpoint replaces every part saved before.
+        save_checkpoint(conn, "s1", {"clock": 0}, 0.0, parts={"device:c": {}}, replace_parts=True)
+    with connect(store_url) as conn:
+        checkpoint = load_checkpoint(conn, "s1")
+        assert checkpoint is not None
+        assert checkpoint.parts == {"device:c": {}}
+
+
 def test_dirty_marks_keep_odd_ids_intact(store_url: str) -> None:
     # Ids are validated upstream, but the store must not depend on it.
     odd = ['a"b', "c\\d", "e,f", "{g}", "h i", "NULL"]
