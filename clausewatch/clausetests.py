@@ -461,7 +461,6 @@ def run_case(loaded: LoadedClauseTests, case: ClauseTestCase) -> CaseResult:
         if restart < math.inf:
             # As the service does: a checkpoint of the changed parts after every delivery.
             saved = merge_checkpoint(saved, engine.snapshot_changes())
-            engine.changes_saved()
     end = case.epoch(case.end) if case.end is not None else last + case.interval
     engine.advance(end)
     outputs.extend(engine.drain())

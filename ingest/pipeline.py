@@ -4,15 +4,18 @@ One thread owns the engines (they are not thread-safe) and the batch. It takes m
 ingress queue, decodes them, feeds readings and events to their site's engine and collects the
 rows to store. A flush (every `flush_interval` or `batch_rows` rows, whichever comes first)
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
-intervals and late readings and the alerts (`record_outputs`). Every `checkpoint_interval`, or
-`CHECKPOINT_COST_FACTOR` times as long as the last checkpoint took if that is longer (or after
-`max_unacked` messages), that transaction also saves each changed site's engine checkpoint
-(only the parts that changed since the previous one: devices that took readings, instances
-whose time-driven state moved), and only after such a commit are the MQTT messages taken since
-the previous checkpoint acknowledged. So:
+intervals and late readings and the alerts (`record_outputs`).
 
-- a crash loses nothing: the broker redelivers every message taken since the last checkpoint
-  (none of them was acknowledged) and the engines restart from that checkpoint;
+Checkpoints: every `checkpoint_interval` (sooner after `max_unacked` messages), right after a
+flush committed, the pipeline begins a checkpoint of each site that took input: the engine state
+at that instant, only the parts changed since the previous checkpoint (devices that took
+readings, instances whose time-driven state moved). Its parts are captured a slice at a time
+between batches (`CAPTURE_SLICE_S`), so readings keep flowing, and the checkpoint writer thread
+(ingest/checkpointer.py) saves it and only then acknowledges the MQTT messages it covers. So:
+
+- a crash loses nothing: the broker redelivers every message not covered by a saved checkpoint
+  (none of them was acknowledged) and the engines restart from that checkpoint, whose outputs
+  are all stored (it began after they were committed);
 - readings and events of redelivered messages already stored are absorbed by the storage keys;
   the engines judge them again from the checkpoint and emit the same outputs, which the stores
   absorb too (compliance intervals and late readings by key, `record_outputs` ignores an alert
@@ -43,9 +46,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
 from clausewatch.alerts.record import record_outputs
+from ingest.checkpointer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
 from ingest.mqtt import IngressQueue, Message
-from ingest.store.checkpoints import load_checkpoint, save_checkpoint
+from ingest.store.checkpoints import load_checkpoint
 from ingest.store.writes import (
     Batch,
     EventRow,
@@ -92,10 +96,10 @@ ENGINE_ERRORS = Counter(
 
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
-# A checkpoint costs time in proportion to the devices changed since the previous one (the first
-# after a start: the whole engine): checkpoints are spaced so that they take at most about a
-# tenth of the pipeline's time.
-CHECKPOINT_COST_FACTOR = 10.0
+# Capturing a checkpoint's parts (about 30 µs each) takes at most this long per turn of the loop,
+# so a message never waits behind a whole checkpoint (0.1-0.2 s at 1,000 busy devices).
+CAPTURE_SLICE_S = 0.004
+CAPTURE_PARTS_PER_STEP = 16
 # A batch the database refuses (not merely unreachable) this many times becomes dead letters.
 MAX_REJECTED_ATTEMPTS = 3
 
@@ -148,12 +152,14 @@ class Pipeline:
         # Below the subscriber's in-flight window (MQTT 5 Receive Maximum 65,535) by more than a
         # batch, so waiting for the next checkpoint never stalls delivery.
         self.max_unacked = max_unacked
-        self._checkpoint_cost = 0.0  # seconds the last checkpoint's snapshots and saves took
         self.engines: dict[str, SiteEngine] = {}
         # Committed but not yet covered by a checkpoint: their acks wait for it.
         self._unacked: list[tuple[int, int, int]] = []
         self._dirty_sites: set[str] = set()
         self._last_checkpoint = time.monotonic()
+        self._capture: CheckpointJob | None = None  # being captured
+        self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
+        self._writer = CheckpointWriter(pool, ack)
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
@@ -170,6 +176,7 @@ class Pipeline:
         with self.pool.connection() as conn:
             for site_id, site in self.sites.items():
                 self.engines[site_id] = self._restore(conn, site)
+        self._writer.start()
         self._thread = threading.Thread(target=self._run, name="ingest-pipeline", daemon=True)
         self._thread.start()
 
@@ -178,6 +185,7 @@ class Pipeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._writer.stop(timeout)
 
     def request_advance(self, now: float) -> None:
         """Called by the scheduler (any thread): the engines move to `now` on the pipeline
@@ -213,7 +221,15 @@ class Pipeline:
             while True:
                 stopping = self._stop.is_set()
                 wait = max(0.0, self.flush_interval - (time.monotonic() - last_flush))
-                messages = [] if stopping else self.inbox.get_many(self.batch_rows, wait)
+                messages: list[Message]
+                if stopping:
+                    messages = []
+                elif self._too_many_unacked():
+                    # Back-pressure until the checkpoint in flight is saved and acknowledged.
+                    self._writer.wait_idle(wait)
+                    messages = []
+                else:
+                    messages = self.inbox.get_many(self.batch_rows, wait)
                 if messages:
                     self._take(messages)
                 self._apply_clock()
@@ -224,7 +240,9 @@ class Pipeline:
                     last_flush = time.monotonic()
                     QUEUE_DEPTH.set(self.inbox.qsize())
                 if stopping:
+                    self._final_checkpoint()
                     return
+                self._capture_slice(CAPTURE_SLICE_S)
         except BaseException as exc:  # a bug: make it visible to the service, which exits
             self.failure = exc
             log.exception("ingest pipeline stopped by an unexpected error")
@@ -332,24 +350,29 @@ class Pipeline:
             and not len(pending.batch)
             and not pending.statuses
         )
-        elapsed = time.monotonic() - self._last_checkpoint
-        checkpoint = (
-            self._stop.is_set()
-            or elapsed
-            >= max(self.checkpoint_interval, CHECKPOINT_COST_FACTOR * self._checkpoint_cost)
-            # Idle: a checkpoint costs no throughput now, and the acks need not wait.
-            or (nothing_new and elapsed >= self.checkpoint_interval)
-            or len(self._unacked) + len(pending.tokens) >= self.max_unacked
-        )
-        if nothing_new and not (checkpoint and self._unacked):
-            return
-        self._dirty_sites |= pending.touched_sites
+        if not nothing_new:
+            if not self._commit_with_retries(pending):
+                return
+            self._unacked.extend(pending.tokens)
+            self._dirty_sites |= pending.touched_sites
+            if pending.oldest_received is not None:
+                INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
+            VALUES_STORED.inc(pending.values)
+            BATCHES.inc()
+            self._pending = self._new_pending()
+        # Everything taken so far is committed: the moment a checkpoint may begin.
+        if self._checkpoint_due():
+            self._begin_checkpoint()
+
+    def _commit_with_retries(self, pending: _Pending) -> bool:
+        """Commits the batch, retrying with backoff while PostgreSQL is unavailable; false when
+        stopping made it give up (the broker redelivers)."""
         delay = RETRY_MIN_S
         failures = 0
         while True:
             started = time.monotonic()
             try:
-                self._commit(pending, checkpoint)
+                self._commit(pending)
                 break
             except psycopg.Error as exc:
                 FLUSH_FAILURES.inc()
@@ -357,25 +380,79 @@ class Pipeline:
                 if self._stop.is_set():
                     log.error("flush failed while stopping (%s); the broker will redeliver", exc)
                     self._pending = self._new_pending()
-                    return
+                    return False
                 if not isinstance(exc, psycopg.OperationalError):
                     failures += 1
                     if failures >= MAX_REJECTED_ATTEMPTS:
                         self._reject(pending, exc)
-                        checkpoint = True
                         break
                 log.warning("flush failed (%s); retrying in %.1f s", exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         FLUSH_SECONDS.observe(time.monotonic() - started)
-        self._unacked.extend(pending.tokens)
-        if checkpoint:
-            self._checkpoint_saved()
-        if pending.oldest_received is not None:
-            INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
-        VALUES_STORED.inc(pending.values)
-        BATCHES.inc()
-        self._pending = self._new_pending()
+        return True
+
+    # -- checkpoints --
+
+    def _too_many_unacked(self) -> bool:
+        return len(self._unacked) + len(self._pending.tokens) >= self.max_unacked
+
+    def _checkpoint_due(self) -> bool:
+        if self._capture is not None or not self._writer.idle:
+            return False
+        if not (self._unacked or self._dirty_sites):
+            return False
+        return (
+            self._stop.is_set()
+            or time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+            or self._too_many_unacked()
+        )
+
+    def _begin_checkpoint(self) -> None:
+        dropped = self._writer.take_dropped()
+        if dropped is not None:
+            # Those parts were never stored: this checkpoint takes every part of every site.
+            self._unacked = dropped + self._unacked
+            self._dirty_sites = set(self.engines)
+            for engine in self.engines.values():
+                engine.checkpoint_lost()
+        for site_id in self._dirty_sites:
+            self.engines[site_id].begin_checkpoint()
+        self._capture = CheckpointJob({}, self._unacked)
+        self._capturing = set(self._dirty_sites)
+        self._unacked = []
+        self._dirty_sites = set()
+        self._last_checkpoint = time.monotonic()
+
+    def _capture_slice(self, budget: float) -> None:
+        """Captures parts of the checkpoint begun for up to `budget` seconds; hands it to the
+        writer once complete."""
+        job = self._capture
+        if job is None:
+            return
+        deadline = time.monotonic() + budget
+        for site_id in list(self._capturing):
+            engine = self.engines[site_id]
+            while True:
+                checkpoint = engine.capture(CAPTURE_PARTS_PER_STEP)
+                if checkpoint is not None:
+                    job.checkpoints[site_id] = checkpoint
+                    self._capturing.discard(site_id)
+                    break
+                if time.monotonic() >= deadline:
+                    return
+        self._capture = None
+        self._writer.submit(job)
+
+    def _final_checkpoint(self) -> None:
+        """At stop: completes the checkpoint in flight, then one covering everything committed,
+        and waits for the writer."""
+        self._capture_slice(float("inf"))
+        self._writer.wait_idle(RETRY_MAX_S)
+        if self._writer.idle and (self._unacked or self._dirty_sites):
+            self._begin_checkpoint()
+            self._capture_slice(float("inf"))
+        self._writer.wait_idle(RETRY_MAX_S)
 
     def _reject(self, pending: _Pending, error: Exception) -> None:
         """The database refuses this batch for a reason other than being unreachable (a bug or
@@ -404,9 +481,8 @@ class Pipeline:
         with self.pool.connection() as conn, conn.transaction():
             write_dead_letters(conn, letters)
             write_device_status(conn, pending.statuses)
-            self._save_checkpoints(conn)
 
-    def _commit(self, pending: _Pending, checkpoint: bool) -> None:
+    def _commit(self, pending: _Pending) -> None:
         pending.batch.attempt += 1
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
@@ -420,34 +496,6 @@ class Pipeline:
                 ALERTS_RAISED.labels("raised").inc(result.raised)
                 ALERTS_RAISED.labels("reopened").inc(result.reopened)
                 ALERTS_RAISED.labels("resolved").inc(result.resolved)
-            if checkpoint:
-                started = time.monotonic()
-                self._save_checkpoints(conn)
-                self._checkpoint_cost = time.monotonic() - started
-
-    def _save_checkpoints(self, conn: psycopg.Connection[Any]) -> None:
-        """The changed parts of every engine that took input since the last checkpoint. The
-        engines forget their changes only once the transaction commits (`_checkpoint_saved`),
-        so a retried flush saves them again."""
-        for site_id in self._dirty_sites:
-            changes = self.engines[site_id].snapshot_changes()
-            parts = changes.pop("parts")
-            save_checkpoint(
-                conn,
-                site_id,
-                changes,
-                changes["clock"],
-                parts=parts,
-                replace_parts=changes["full"],
-            )
-
-    def _checkpoint_saved(self) -> None:
-        for site_id in self._dirty_sites:
-            self.engines[site_id].changes_saved()
-        self.ack(self._unacked)
-        self._unacked = []
-        self._dirty_sites = set()
-        self._last_checkpoint = time.monotonic()
 
     def _new_pending(self) -> _Pending:
         self._batch_ids += 1

@@ -8,6 +8,7 @@ reading's own time, so everything that reads the metric sees "unknown" from ther
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
@@ -196,10 +197,11 @@ class MetricSlot:
             "previous": to_json(self.previous),
             "stuck_since": to_json(self.stuck_since),
             "fault": self.fault,
-            # (ts, value) tuples serialise as JSON arrays: no copy of each point (checkpoints
-            # snapshot every window point of every device).
+            # Points flattened to ts, value, ts, value...: one C-level pass, no list per point
+            # (checkpoints hold every window point of every device that changed).
             "aggregates": [
-                [fn, window, list(agg.points)] for (fn, window), agg in self.aggregates.items()
+                [fn, window, list(itertools.chain.from_iterable(agg.points))]
+                for (fn, window), agg in self.aggregates.items()
             ],
         }
 
@@ -215,7 +217,8 @@ class MetricSlot:
         for fn, window, points in aggregates:
             agg = self.aggregate(str(fn), float(window))
             agg.clear()
-            for ts, value in points:
+            assert isinstance(points, list)
+            for ts, value in zip(points[::2], points[1::2], strict=True):
                 agg.add(float(ts), float(value))
 
 

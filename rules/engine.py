@@ -67,6 +67,7 @@ SNAPSHOT_FORMAT = 3
 class _DeviceState:
     __slots__ = (
         "all_listeners",
+        "buffered",
         "fault_listeners",
         "id",
         "listeners",
@@ -100,6 +101,8 @@ class _DeviceState:
         # Dedupe keys of recent readings: seq -> ts, and ts -> the metrics seen at ts.
         self.seen_seqs: dict[int, float] = {}
         self.seen_ts: dict[float, Collection[str]] = {}
+        # This device's readings in the site's reorder buffer, by arrival stamp (for its part).
+        self.buffered: dict[int, tuple[float, Mapping[str, float]]] = {}
 
 
 class ConfigError(ValueError):
@@ -182,6 +185,9 @@ class SiteEngine:
             raise KeyError(f"device {device!r} is not in site {self._site_id}")
         if seq is not None and seq in state.seen_seqs:
             return
+        if self._capturing:
+            self._capture_before_change((state.part,))
+        self._changed.add(state.part)
         seen = state.seen_ts.get(ts)
         if seen is None:
             state.seen_ts[ts] = metrics  # its keys: the metrics seen at ts (no copy)
@@ -193,7 +199,6 @@ class SiteEngine:
             metrics = fresh
         if seq is not None:
             state.seen_seqs[seq] = ts
-        self._changed.add(state.part)
         if len(state.seen_ts) > _DEDUPE_MEMORY:
             self._forget_old_keys(state)
         if ts < state.released_ts or ts < self._clock:
@@ -204,15 +209,17 @@ class SiteEngine:
         if self.lateness == 0.0 and not buffer:
             self._release(state, ts, metrics)
             return
-        heapq.heappush(buffer, (ts, next(self._stamp), state, metrics))
+        stamp = next(self._stamp)
+        heapq.heappush(buffer, (ts, stamp, state, metrics))
+        state.buffered[stamp] = (ts, metrics)
         if ts > state.max_ts:
             state.max_ts = ts
             if ts > self._max_ts:
                 self._max_ts = ts
         horizon = (self._max_ts if self._max_ts > self._now else self._now) - self.lateness
         while buffer and buffer[0][0] <= horizon:
-            released_ts, _, owner, released = heapq.heappop(buffer)
-            self._release(owner, released_ts, released)
+            released_ts, stamp, owner, released = heapq.heappop(buffer)
+            self._release(owner, released_ts, released, stamp)
 
     def observe_event(self, event: Event) -> None:
         """Take one event (cleaning.completed, inspection.done...) at its event time."""
@@ -248,8 +255,11 @@ class SiteEngine:
                 continue  # superseded by an earlier entry of the same instance
             instance.heap_due = INF
             if instance.next_due <= clock:
+                part = self._part_of[instance.uid]
+                if self._capturing:
+                    self._capture_before_change((part,))
+                self._changed.add(part)
                 instance.advance_to(clock)
-                self._changed.add(self._part_of[instance.uid])
             if instance.next_due < instance.heap_due:
                 instance.heap_due = instance.next_due
                 heapq.heappush(timers, (instance.next_due, instance.uid, instance))
@@ -270,12 +280,23 @@ class SiteEngine:
     def _release_buffered(self, horizon: float) -> None:
         buffer = self._buffer
         while buffer and buffer[0][0] <= horizon:
-            ts, _, state, metrics = heapq.heappop(buffer)
-            self._release(state, ts, metrics)
+            ts, stamp, state, metrics = heapq.heappop(buffer)
+            self._release(state, ts, metrics, stamp)
 
-    def _release(self, state: _DeviceState, ts: float, metrics: Mapping[str, float]) -> None:
-        state.released_ts = ts
+    def _release(
+        self,
+        state: _DeviceState,
+        ts: float,
+        metrics: Mapping[str, float],
+        stamp: int | None = None,
+    ) -> None:
+        """Judges a reading; `stamp` is its reorder-buffer stamp when it was buffered."""
+        if self._capturing:
+            self._capture_before_change(state.touches)
         self._changed.update(state.touches)
+        if stamp is not None:
+            del state.buffered[stamp]
+        state.released_ts = ts
         if len(metrics) == state.metric_count:
             listeners = state.all_listeners
             timed = state.timed_listeners
@@ -331,9 +352,12 @@ class SiteEngine:
         if space is None:
             return
         for instance in self._obligations.get((space, event.type), ()):
+            part = self._part_of[instance.uid]
+            if self._capturing:
+                self._capture_before_change((part,))
+            self._changed.add(part)
             instance.catch_up(event.ts)
             instance.evaluate_event(event)
-            self._changed.add(self._part_of[instance.uid])
 
     # ---- binding clauses to subjects ----
 
@@ -675,11 +699,16 @@ class SiteEngine:
 
     # ---- snapshot / restore ----
     #
-    # A snapshot is a small header (clocks, the reorder buffer, pending events) and parts: one per
-    # device (its dedupe keys, slots and the instances judging it) and one per space (its space
+    # A snapshot is a small header (clocks, pending events) and parts: one per device (its dedupe
+    # keys, buffered readings, slots and the instances judging it) and one per space (its space
     # slots and the instances judging the space itself). The engine remembers which parts changed
-    # since the last saved checkpoint, so a checkpoint costs in proportion to the readings taken
+    # since the last checkpoint began, so a checkpoint costs in proportion to the input taken
     # since the previous one, not to the size of the site.
+    #
+    # A checkpoint is taken at one instant (`begin_checkpoint`) but its parts may be captured
+    # later, a slice at a time between readings (`capture`): a part about to change is captured
+    # first (copy on write), so the result is the state at the instant it began, while the
+    # readings that arrive meanwhile need not wait for the whole capture.
 
     def _index_parts(self) -> None:
         self._part_of: dict[int, str] = {}
@@ -707,28 +736,71 @@ class SiteEngine:
             | self._part_instances.keys()
             | self._space_slots_of.keys()
         )
-        self._changed: set[str] = set()
-        self._everything_changed = True  # a fresh engine replaces whatever was saved before
+        # Parts changed since the last checkpoint began; a fresh engine's first checkpoint
+        # replaces whatever was saved before, so it takes every part.
+        self._changed: set[str] = set(self._parts)
+        self._first_checkpoint = True
+        # The checkpoint being captured: its header, the parts still to capture, those done.
+        self._capturing: set[str] = set()
+        self._checkpoint: dict[str, Any] | None = None
+        self._captured: dict[str, Any] = {}
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to resume: JSON-serialisable (no NaN or infinity inside). `full` is
-        true: its parts replace every part saved before."""
-        return self._snapshot(self._parts, full=True)
+        """Everything needed to resume, now: JSON-serialisable (no NaN or infinity inside).
+        `full` is true: its parts replace every part saved before. Does not disturb a
+        checkpoint being captured."""
+        return {**self._header(full=True), "parts": {p: self._part_state(p) for p in self._parts}}
+
+    def begin_checkpoint(self) -> None:
+        """Starts a checkpoint of the state at this instant: the header and the parts changed
+        since the previous checkpoint began (every part, the first time). `capture` completes
+        it; readings and time may be taken meanwhile."""
+        if self._checkpoint is not None:
+            raise RuntimeError("a checkpoint is already being captured")
+        self._checkpoint = self._header(full=self._first_checkpoint)
+        self._first_checkpoint = False
+        self._capturing, self._changed = self._changed, set()
+        self._captured = {}
+
+    def capture(self, limit: int | None = None) -> dict[str, Any] | None:
+        """Captures up to `limit` more parts (all of them with None) of the checkpoint begun;
+        returns it (header and changed parts) once complete, else None. Merged over the parts
+        saved before (by part name), or replacing them when `full`, it equals `snapshot()` at
+        the instant the checkpoint began."""
+        if self._checkpoint is None:
+            raise RuntimeError("no checkpoint begun")
+        capturing = self._capturing
+        count = len(capturing) if limit is None else min(limit, len(capturing))
+        for _ in range(count):
+            part = capturing.pop()
+            self._captured[part] = self._part_state(part)
+        if capturing:
+            return None
+        checkpoint = {**self._checkpoint, "parts": self._captured}
+        self._checkpoint, self._captured = None, {}
+        return checkpoint
+
+    def checkpoint_lost(self) -> None:
+        """The last checkpoint was never stored: the next one takes every part (and replaces
+        what is stored)."""
+        self._changed = set(self._parts)
+        self._first_checkpoint = True
 
     def snapshot_changes(self) -> dict[str, Any]:
-        """The header and only the parts changed since the last `changes_saved()`: merged over
-        the parts saved before (by part name) they equal `snapshot()`. `full` says the parts
-        saved before must be dropped instead (a fresh engine)."""
-        if self._everything_changed:
-            return self._snapshot(self._parts, full=True)
-        return self._snapshot(sorted(self._changed), full=False)
+        """A whole checkpoint at once: `begin_checkpoint()` then `capture()`."""
+        self.begin_checkpoint()
+        checkpoint = self.capture()
+        assert checkpoint is not None
+        return checkpoint
 
-    def changes_saved(self) -> None:
-        """The last `snapshot_changes()` is durably stored: start collecting changes anew."""
-        self._changed.clear()
-        self._everything_changed = False
+    def _capture_before_change(self, parts: Iterable[str]) -> None:
+        capturing = self._capturing
+        for part in parts:
+            if part in capturing:
+                capturing.discard(part)
+                self._captured[part] = self._part_state(part)
 
-    def _snapshot(self, parts: Iterable[str], *, full: bool) -> dict[str, Any]:
+    def _header(self, *, full: bool) -> dict[str, Any]:
         return {
             "format": SNAPSHOT_FORMAT,
             "site": self._site_id,
@@ -737,11 +809,7 @@ class SiteEngine:
             "clock": to_json(self._clock),
             "max_event_ts": to_json(self._max_event_ts),
             "max_ts": to_json(self._max_ts),
-            "buffer": [
-                [ts, state.id, dict(metrics)] for ts, _, state, metrics in sorted(self._buffer)
-            ],
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
-            "parts": {part: self._part_state(part) for part in parts},
         }
 
     def _part_state(self, part: str) -> dict[str, Any]:
@@ -755,8 +823,11 @@ class SiteEngine:
             saved["device"] = {
                 "max_ts": to_json(state.max_ts),
                 "released_ts": to_json(state.released_ts),
-                "seen_ts": [[ts, sorted(metrics)] for ts, metrics in state.seen_ts.items()],
-                "seen_seqs": [[seq, ts] for seq, ts in state.seen_seqs.items()],
+                "seen_ts": _seen_ts_json(state),
+                "seen_seqs": [list(state.seen_seqs), list(state.seen_seqs.values())],
+                "buffered": [
+                    [stamp, ts, dict(metrics)] for stamp, (ts, metrics) in state.buffered.items()
+                ],
                 "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
             }
         else:
@@ -785,10 +856,6 @@ class SiteEngine:
         engine._clock = from_json(snapshot["clock"], -INF)
         engine._max_event_ts = from_json(snapshot["max_event_ts"], -INF)
         engine._max_ts = from_json(snapshot["max_ts"], -INF)
-        for ts, device_id, metrics in snapshot["buffer"]:
-            if device_id in engine._devices:
-                entry = (float(ts), next(engine._stamp), engine._devices[device_id], metrics)
-                heapq.heappush(engine._buffer, entry)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
             engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
@@ -810,8 +877,15 @@ class SiteEngine:
                 instance.load(saved_state)
             instance.heap_due = instance.next_due
             heapq.heappush(engine._timers, (instance.next_due, instance.uid, instance))
+        # Buffered readings keep their arrival order (stamps) among equal event times.
+        for state in engine._devices.values():
+            for stamp, (ts, metrics) in state.buffered.items():
+                heapq.heappush(engine._buffer, (ts, stamp, state, metrics))
+        last_stamp = max((entry[1] for entry in engine._buffer), default=-1)
+        engine._stamp = itertools.count(max(last_stamp + 1, next(engine._stamp)))
         # What is saved is what was restored: later checkpoints need only what changes.
-        engine.changes_saved()
+        engine._changed.clear()
+        engine._first_checkpoint = False
         return engine
 
     def _restore_device(self, device_id: str, saved: Mapping[str, Any]) -> None:
@@ -820,11 +894,30 @@ class SiteEngine:
             return
         state.max_ts = from_json(saved["max_ts"], -INF)
         state.released_ts = from_json(saved["released_ts"], -INF)
-        state.seen_ts = {float(ts): set(metrics) for ts, metrics in saved["seen_ts"]}
-        state.seen_seqs = {int(seq): float(ts) for seq, ts in saved["seen_seqs"]}
+        every_metric = frozenset(state.slots)
+        state.seen_ts = dict.fromkeys(map(float, saved["seen_ts"]["all"]), every_metric)
+        state.seen_ts.update((float(ts), set(metrics)) for ts, metrics in saved["seen_ts"]["some"])
+        seqs, seq_ts = saved["seen_seqs"]
+        state.seen_seqs = dict(zip(map(int, seqs), map(float, seq_ts), strict=True))
+        state.buffered = {
+            int(stamp): (float(ts), dict(metrics)) for stamp, ts, metrics in saved["buffered"]
+        }
         for metric, slot_state in saved["slots"].items():
             if metric in state.slots:
                 state.slots[metric].restore(slot_state)
+
+
+def _seen_ts_json(state: _DeviceState) -> dict[str, list[Any]]:
+    """A device's dedupe keys by event time: the times at which every metric of the device was
+    seen (nearly all of them, listed without their metrics: sorting thousands of small sets
+    made checkpoints slow) and the others with theirs. Readings carry only the device's own
+    metrics (the decoder rejects others), so a full count means every metric."""
+    count = state.metric_count
+    seen = state.seen_ts
+    return {
+        "all": [ts for ts, metrics in seen.items() if len(metrics) == count],
+        "some": [[ts, sorted(metrics)] for ts, metrics in seen.items() if len(metrics) != count],
+    }
 
 
 _DEVICE_PART = "device:"

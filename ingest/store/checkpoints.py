@@ -24,7 +24,7 @@ import psycopg
 # per checkpoint cost one round trip, not one per part.
 PARTS_STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS engine_checkpoint_parts_staging (
-    part text COLLATE "C", state jsonb
+    part text COLLATE "C", state bytea
 ) ON COMMIT DELETE ROWS
 """
 PARTS_UPSERT = """
@@ -69,9 +69,12 @@ def save_checkpoint(
         return
     with conn.cursor() as cur:
         cur.execute(PARTS_STAGING_DDL)
-        with cur.copy("COPY engine_checkpoint_parts_staging (part, state) FROM STDIN") as copy:
+        staging = "COPY engine_checkpoint_parts_staging (part, state) FROM STDIN (FORMAT BINARY)"
+        with cur.copy(staging) as copy:
+            copy.set_types(["text", "bytea"])
+            dumps = orjson.dumps
             for name, part in parts.items():
-                copy.write_row((name, orjson.dumps(part).decode()))
+                copy.write_row((name, dumps(part)))
         cur.execute(PARTS_UPSERT, (site,))
 
 
@@ -87,7 +90,7 @@ def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | No
     parts = {
         name: orjson.loads(state)
         for name, state in conn.execute(
-            "SELECT part, state::text FROM engine_checkpoint_parts WHERE site = %s", (site,)
+            "SELECT part, state FROM engine_checkpoint_parts WHERE site = %s", (site,)
         )
     }
     return Checkpoint(site, orjson.loads(row[0]), row[1], row[2], parts)

@@ -45,11 +45,28 @@ def both_ways(kit: Any, site: Any, clauses: list[Any], steps: list[Any], cut: in
     for step in steps[:cut]:
         before += play(third, [step])
         saved = merge_changes(saved, json_copy(third.snapshot_changes()))
-        third.changes_saved()
     # Every change was marked: the merged parts are exactly a whole snapshot's.
     assert without_full(saved) == without_full(json_copy(third.snapshot()))
     fourth = SiteEngine.restore(site, clauses, saved, lateness=30)
     assert by_clause(before + play(fourth, steps[cut:])) == by_clause(expected)
+
+    # A checkpoint begun at the cut and captured one part per later step is the state at the
+    # cut: parts about to change are captured before they do.
+    fifth = SiteEngine(site, clauses, lateness=30)
+    saved = {}
+    for step in steps[:cut]:
+        play(fifth, [step])
+        saved = merge_changes(saved, json_copy(fifth.snapshot_changes()))
+    at_cut = json_copy(fifth.snapshot())
+    fifth.begin_checkpoint()
+    checkpoint = None
+    for step in steps[cut:]:
+        play(fifth, [step])
+        checkpoint = checkpoint or fifth.capture(limit=1)
+    checkpoint = checkpoint or fifth.capture()
+    assert checkpoint is not None
+    saved = merge_changes(saved, json_copy(checkpoint))
+    assert without_full(saved) == without_full(at_cut)
 
 
 def json_copy(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -121,3 +138,26 @@ def test_condition_and_data_quality_resume(kit: Any) -> None:
     steps += [("advance", 3000), ("reading", "d1", 3100, {"temperature": 25}), ("advance", 3200)]
     for cut in (2, 5, 9, 13, 15):
         both_ways(kit, kit.site(), [condition, quality], steps, cut)
+
+
+def test_a_checkpoint_is_the_state_when_it_began_across_devices(kit: Any) -> None:
+    """A reading buffered before the checkpoint began and released after it by another
+    device's reading changes its own device's part: captured before that change."""
+    temperature = {"unit": "°C", "range": [-20, 60], "max_gap": 600}
+    site = kit.site(
+        devices=[kit.sensor("d1", "o1", temperature=temperature), kit.sensor("d2", "o1")]
+    )
+    clause = kit.clause({"kind": "threshold", "metric": "temperature", "max": 26, "for": "5m"})
+    engine = SiteEngine(site, [clause], lateness=30)
+    engine.snapshot_changes()  # the first, whole checkpoint
+    engine.observe("d1", kit.T0, None, {"temperature": 28.0})  # buffered (lateness 30 s)
+    at_start = json_copy(engine.snapshot())
+    engine.begin_checkpoint()
+    engine.observe("d2", kit.T0 + 100, None, {"temperature": 20.0})  # releases d1's reading
+    checkpoint = engine.capture()
+
+    assert checkpoint is not None
+    parts = json_copy(checkpoint)["parts"]
+    assert set(parts) == {"device:d1"}  # only d1 changed before the checkpoint began
+    assert parts["device:d1"] == at_start["parts"]["device:d1"]
+    assert parts["device:d1"]["device"]["buffered"]  # its reading still waiting, as at the start

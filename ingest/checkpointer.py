@@ -1,0 +1,149 @@
+"""Saves engine checkpoints on their own thread, so the pipeline thread never waits for one.
+
+The pipeline begins a checkpoint right after a flush has committed (so every output of the
+messages it covers is stored), captures its parts a slice at a time between batches (see
+`SiteEngine.begin_checkpoint`), and hands the complete checkpoint to this writer: every site's
+header and changed parts, and the MQTT tokens of the messages it covers. The writer saves it in
+one transaction, retrying with backoff while PostgreSQL is unavailable, and only then
+acknowledges those messages. One checkpoint is in flight at a time.
+
+A checkpoint the database keeps refusing for another reason (a bug, data it cannot hold) is
+dropped after `MAX_REJECTED_ATTEMPTS`: its messages stay unacknowledged until a later checkpoint
+covers them, and the pipeline makes that one whole (`dropped` tells it), since the parts of the
+dropped one were never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from prometheus_client import Counter, Histogram
+from psycopg_pool import ConnectionPool
+
+from ingest.store.checkpoints import save_checkpoint
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = Histogram(
+    "clausewatch_checkpoint_seconds",
+    "Time to save one checkpoint (serialise and commit every site's changed parts)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CHECKPOINT_FAILURES = Counter("clausewatch_checkpoint_failures", "Checkpoint saves rolled back")
+
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
+MAX_REJECTED_ATTEMPTS = 3
+
+Token = tuple[int, int, int]
+
+
+@dataclass
+class CheckpointJob:
+    checkpoints: dict[str, dict[str, Any]]  # site -> engine checkpoint (header and "parts")
+    tokens: list[Token]  # the messages it covers, acknowledged once it is saved
+
+
+class CheckpointWriter:
+    """Owns one thread between `start()` and `stop()`; `submit` only when `idle`."""
+
+    def __init__(self, pool: ConnectionPool[Any], ack: Callable[[list[Token]], None]) -> None:
+        self.pool = pool
+        self.ack = ack
+        self._jobs: queue.SimpleQueue[CheckpointJob | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Tokens of checkpoints dropped since the pipeline last looked (see module docstring).
+        self._dropped: list[Token] = []
+        self._dropped_lock = threading.Lock()
+        self.dropped_any = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Saves the checkpoint in flight (giving up on it if PostgreSQL is unavailable) and
+        joins."""
+        self._stopping.set()
+        self._jobs.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def idle(self) -> bool:
+        return self._idle.is_set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    def submit(self, job: CheckpointJob) -> None:
+        if not self._idle.is_set():
+            raise RuntimeError("a checkpoint is already being saved")
+        self._idle.clear()
+        self._jobs.put(job)
+
+    def take_dropped(self) -> list[Token] | None:
+        """The tokens of checkpoints dropped since the last call, or None if none was."""
+        with self._dropped_lock:
+            if not self.dropped_any:
+                return None
+            tokens, self._dropped, self.dropped_any = self._dropped, [], False
+            return tokens
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                if self._save(job):
+                    self.ack(job.tokens)
+                else:
+                    with self._dropped_lock:
+                        self._dropped.extend(job.tokens)
+                        self.dropped_any = True
+            finally:
+                self._idle.set()
+
+    def _save(self, job: CheckpointJob) -> bool:
+        delay = RETRY_MIN_S
+        refused = 0
+        while True:
+            started = time.monotonic()
+            try:
+                with self.pool.connection() as conn, conn.transaction():
+                    for site, checkpoint in job.checkpoints.items():
+                        header = {k: v for k, v in checkpoint.items() if k != "parts"}
+                        save_checkpoint(
+                            conn,
+                            site,
+                            header,
+                            header["clock"],
+                            parts=checkpoint["parts"],
+                            replace_parts=header["full"],
+                        )
+                CHECKPOINT_SECONDS.observe(time.monotonic() - started)
+                return True
+            except psycopg.Error as exc:
+                CHECKPOINT_FAILURES.inc()
+                if not isinstance(exc, psycopg.OperationalError):
+                    refused += 1
+                    if refused >= MAX_REJECTED_ATTEMPTS:
+                        log.error("checkpoint refused by the database (%s); dropped", exc)
+                        return False
+                if self._stopping.is_set():
+                    log.error("checkpoint not saved at stop (%s); the broker redelivers", exc)
+                    return False
+                log.warning("checkpoint failed (%s); retrying in %.1f s", exc, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
