@@ -66,6 +66,7 @@ class CheckpointWriter:
         self._dropped: list[Token] = []
         self._dropped_lock = threading.Lock()
         self.dropped_any = False
+        self.last_save_seconds = 0.0  # how long saving the last checkpoint took
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -132,7 +133,8 @@ class CheckpointWriter:
                             parts=checkpoint["parts"],
                             replace_parts=header["full"],
                         )
-                CHECKPOINT_SECONDS.observe(time.monotonic() - started)
+                self.last_save_seconds = time.monotonic() - started
+                CHECKPOINT_SECONDS.observe(self.last_save_seconds)
                 return True
             except psycopg.Error as exc:
                 CHECKPOINT_FAILURES.inc()

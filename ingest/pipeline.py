@@ -100,6 +100,11 @@ RETRY_MAX_S = 30.0
 # so a message never waits behind a whole checkpoint (0.1-0.2 s at 1,000 busy devices).
 CAPTURE_SLICE_S = 0.004
 CAPTURE_PARTS_PER_STEP = 16
+# A checkpoint costs in proportion to the devices that took readings since the previous one: at
+# 10,000 devices each reading may be its device's only one in a second. Checkpoints are spaced
+# at least this many times their last cost (capture plus save), so they take at most about a
+# tenth of the time and the cost per reading stays flat as the site grows.
+CHECKPOINT_COST_FACTOR = 10.0
 # A batch the database refuses (not merely unreachable) this many times becomes dead letters.
 MAX_REJECTED_ATTEMPTS = 3
 
@@ -158,6 +163,7 @@ class Pipeline:
         self._dirty_sites: set[str] = set()
         self._last_checkpoint = time.monotonic()
         self._capture: CheckpointJob | None = None  # being captured
+        self._capture_seconds = 0.0  # spent capturing the checkpoint in flight
         self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
         self._writer = CheckpointWriter(pool, ack)
         self._partitions = PartitionCache()
@@ -221,6 +227,8 @@ class Pipeline:
             while True:
                 stopping = self._stop.is_set()
                 wait = max(0.0, self.flush_interval - (time.monotonic() - last_flush))
+                if self._capture is not None:
+                    wait = 0.0  # no message waiting: spend the time capturing the checkpoint
                 messages: list[Message]
                 if stopping:
                     messages = []
@@ -361,7 +369,7 @@ class Pipeline:
             BATCHES.inc()
             self._pending = self._new_pending()
         # Everything taken so far is committed: the moment a checkpoint may begin.
-        if self._checkpoint_due():
+        if self._checkpoint_due(idle=nothing_new):
             self._begin_checkpoint()
 
     def _commit_with_retries(self, pending: _Pending) -> bool:
@@ -397,14 +405,21 @@ class Pipeline:
     def _too_many_unacked(self) -> bool:
         return len(self._unacked) + len(self._pending.tokens) >= self.max_unacked
 
-    def _checkpoint_due(self) -> bool:
+    def _checkpoint_due(self, *, idle: bool) -> bool:
         if self._capture is not None or not self._writer.idle:
             return False
         if not (self._unacked or self._dirty_sites):
             return False
+        elapsed = time.monotonic() - self._last_checkpoint
+        spacing = max(
+            self.checkpoint_interval,
+            CHECKPOINT_COST_FACTOR * (self._capture_seconds + self._writer.last_save_seconds),
+        )
         return (
             self._stop.is_set()
-            or time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+            or elapsed >= spacing
+            # Idle: a checkpoint costs no throughput now, and the acks need not wait.
+            or (idle and elapsed >= self.checkpoint_interval)
             or self._too_many_unacked()
         )
 
@@ -419,6 +434,7 @@ class Pipeline:
         for site_id in self._dirty_sites:
             self.engines[site_id].begin_checkpoint()
         self._capture = CheckpointJob({}, self._unacked)
+        self._capture_seconds = 0.0
         self._capturing = set(self._dirty_sites)
         self._unacked = []
         self._dirty_sites = set()
@@ -430,17 +446,21 @@ class Pipeline:
         job = self._capture
         if job is None:
             return
-        deadline = time.monotonic() + budget
-        for site_id in list(self._capturing):
-            engine = self.engines[site_id]
-            while True:
-                checkpoint = engine.capture(CAPTURE_PARTS_PER_STEP)
-                if checkpoint is not None:
-                    job.checkpoints[site_id] = checkpoint
-                    self._capturing.discard(site_id)
-                    break
-                if time.monotonic() >= deadline:
-                    return
+        started = time.monotonic()
+        deadline = started + budget
+        try:
+            for site_id in list(self._capturing):
+                engine = self.engines[site_id]
+                while True:
+                    checkpoint = engine.capture(CAPTURE_PARTS_PER_STEP)
+                    if checkpoint is not None:
+                        job.checkpoints[site_id] = checkpoint
+                        self._capturing.discard(site_id)
+                        break
+                    if time.monotonic() >= deadline:
+                        return
+        finally:
+            self._capture_seconds += time.monotonic() - started
         self._capture = None
         self._writer.submit(job)
 
