@@ -2,7 +2,8 @@
 
 One thread owns the engines (they are not thread-safe) and the batch. It takes messages from the
 ingress queue, decodes them, feeds readings and events to their site's engine and collects the
-rows to store. A flush (every `flush_interval` or `batch_rows` rows, whichever comes first)
+rows to store. A flush (as soon as the ingress queue is empty, else every `flush_interval` or
+`batch_rows` rows, whichever comes first: under load the next batch gathers while one commits)
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
 intervals and late readings and the alerts (`record_outputs`).
 
@@ -243,7 +244,9 @@ class Pipeline:
                 self._apply_clock()
                 pending = self._pending
                 due = time.monotonic() - last_flush >= self.flush_interval
-                if len(pending.batch) >= self.batch_rows or due or stopping:
+                # Nothing more waiting: commit now (the next batch gathers while this commits).
+                drained = bool(messages) and self.inbox.qsize() == 0
+                if len(pending.batch) >= self.batch_rows or due or drained or stopping:
                     self._flush()
                     last_flush = time.monotonic()
                     QUEUE_DEPTH.set(self.inbox.qsize())
