@@ -108,13 +108,19 @@ class CheckpointWriter:
                 return
             try:
                 if self._save(job):
-                    self.ack(job.tokens)
+                    self._acknowledge(job.tokens)
                 else:
                     with self._dropped_lock:
                         self._dropped.extend(job.tokens)
                         self.dropped_any = True
             finally:
                 self._idle.set()
+
+    def _acknowledge(self, tokens: list[Token]) -> None:
+        try:
+            self.ack(tokens)
+        except Exception:  # the broker redelivers what was not acknowledged: log, go on
+            log.exception("acknowledging %d messages failed", len(tokens))
 
     def _save(self, job: CheckpointJob) -> bool:
         delay = RETRY_MIN_S

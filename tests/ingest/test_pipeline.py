@@ -1,6 +1,6 @@
 """The pipeline on a real PostgreSQL, fed through its ingress queue (no broker needed here):
-messages are acknowledged only once their rows are committed, and an engine failure on one
-input neither stops ingestion nor loses the reading."""
+messages are acknowledged only once their rows and a checkpoint covering them are committed,
+and an engine failure on one input neither stops ingestion nor loses the reading."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from clausewatch.service.runtime import sync_registry
 from ingest.decode import Decoder, Registry
 from ingest.mqtt import IngressQueue, Message
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
+from ingest.store.checkpoints import load_checkpoint
 from ingest.store.migrate import migrate
 from ingest.store.pool import make_pool
 from tests.ingest.test_pipeline_integration import CLAUSES, SITE
@@ -99,6 +100,27 @@ def test_messages_are_acknowledged_only_after_their_rows_are_committed(
     for acked, stored in seen_at_ack:
         committed += acked
         assert stored >= committed
+
+
+def test_messages_are_acknowledged_only_once_a_stored_checkpoint_covers_them(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    covered_at_ack: list[tuple[set[int], set[int]]] = []
+
+    def ack(tokens: list[tuple[int, int, int]]) -> None:
+        # The stored checkpoint (another connection) already holds every acknowledged reading.
+        with psycopg.connect(fresh_database_url) as conn:
+            checkpoint = load_checkpoint(conn, "t-hq")
+        assert checkpoint is not None
+        seqs, _ = checkpoint.parts["device:th-a"]["device"]["seen_seqs"]
+        covered_at_ack.append(({seq for _, seq, _ in tokens}, set(seqs)))
+
+    _, inbox = run_pipeline(ack)
+    for seq in range(1, 6):
+        inbox.put(reading(seq), threading.Event())
+    wait_for(lambda: sum(len(acked) for acked, _ in covered_at_ack) == 5)
+    for acked, stored in covered_at_ack:
+        assert acked <= stored
 
 
 def test_an_engine_failure_neither_stops_ingestion_nor_loses_the_reading(
