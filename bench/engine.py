@@ -17,8 +17,9 @@ reorder buffer is exercised):
   schedules are skipped;
 - a naive baseline in the same run: no precomputed routing, every reading scans every bound
   clause instance of the site for the ones judging its device or space;
-- peak memory (tracemalloc) of building an engine with --subjects clause x subject instances
-  and giving every device one reading;
+- peak memory (tracemalloc) of building an engine judging --subjects subjects (the devices and
+  spaces that clauses are bound to; about three per room, each judged by several clauses) and
+  giving every device one reading;
 - the same office-hours run on a small site (--small-site rooms, repeated so as many values are
   fed): the engine's work per reading is the same, so the gap between the two figures is what
   a large working set (instances, slots, windows of thousands of devices) costs in memory
@@ -191,12 +192,17 @@ class NaiveEngine(SiteEngine):
         ]
 
 
+def judged_subjects(engine: SiteEngine) -> int:
+    return len({subject for _, subject in engine.bindings()})
+
+
 def peak_memory(
     subjects: int, clauses: list[ClauseVersion], standards: dict[str, str]
-) -> tuple[float, int, int]:
-    """Peak traced memory (MiB) of building an engine with about `subjects` clause x subject
-    instances and feeding every device one reading; also the instance and device counts."""
-    per_room = len(SiteEngine(build_site(10), clauses, lateness=60.0).bindings()) / 10
+) -> tuple[float, int, int, int]:
+    """Peak traced memory (MiB) of building an engine judging about `subjects` subjects (devices
+    and spaces with a clause bound to them) and feeding every device one reading; also the
+    subject, clause x subject instance and device counts."""
+    per_room = judged_subjects(SiteEngine(build_site(10), clauses, lateness=60.0)) / 10
     rooms = max(1, round(subjects / per_room))
     site = build_site(rooms)
     gc.collect()
@@ -210,7 +216,7 @@ def peak_memory(
     engine.drain()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak / 2**20, len(engine.bindings()), len(site.devices)
+    return peak / 2**20, judged_subjects(engine), len(engine.bindings()), len(site.devices)
 
 
 def reference_loop_ns() -> float:
@@ -249,7 +255,7 @@ def main() -> None:
         "--small-site", type=int, default=100, help="rooms of the small-site comparison (0: skip)"
     )
     parser.add_argument(
-        "--subjects", type=int, default=100_000, help="clause x subject instances, memory run"
+        "--subjects", type=int, default=100_000, help="judged devices and spaces, memory run"
     )
     args = parser.parse_args()
 
@@ -307,10 +313,12 @@ def main() -> None:
             f"({statistics.median(small_rates) / rate:.1f}x the {args.devices:,}-room median)"
         )
     if args.subjects:
-        peak, bound, devices = peak_memory(args.subjects, clauses, standards)
+        peak, judged, bound, devices = peak_memory(args.subjects, clauses, standards)
         print(
-            f"peak memory at {bound:,} clause x subject instances ({devices:,} devices): "
-            f"{peak:,.0f} MiB (tracemalloc), {peak * 2**20 / bound:,.0f} bytes per instance"
+            f"peak memory at {judged:,} subjects ({devices:,} devices; {bound:,} clause x "
+            f"subject instances): {peak:,.0f} MiB (tracemalloc), "
+            f"{peak * 2**20 / judged:,.0f} bytes per subject, {peak * 2**20 / bound:,.0f} per "
+            "instance"
         )
 
 
