@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from rules._conditions import Evaluator, Leaf
-from rules._slots import INF, MetricSlot, from_json, to_json
+from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.schedule import CompiledSchedule
 from rules.verdicts import (
     ClauseRef,
@@ -78,19 +78,19 @@ class Instance:
         self.out = out
         self.timers = timers
         self.uid = uid
-        self.t = -INF  # event time up to which this instance has been judged
+        self.t = NEG_INF  # event time up to which this instance has been judged
         self.run_status: Status | None = None
-        self.run_start = -INF
+        self.run_start = NEG_INF
         self.seg_start = INF
-        self.seg_end = -INF
+        self.seg_end = NEG_INF
         self.seg_inside = False
-        self.next_due = -INF  # -inf: not started; the first advance() starts it
+        self.next_due = NEG_INF  # -inf: not started; the first advance() starts it
         # Due time of this instance's newest timer-heap entry (entries only ever get earlier;
         # a popped entry whose time is not this one is superseded and skipped).
         self.heap_due = INF
         # Readings before this time cannot change anything (outside the schedule, or a
         # data-quality check with nothing wrong): the engine skips evaluate() for them.
-        self.quiet_until = -INF
+        self.quiet_until = NEG_INF
 
     # ---- shared machinery ----
 
@@ -117,14 +117,14 @@ class Instance:
 
     def catch_up(self, t: float) -> None:
         """Process every time-driven change strictly before `t`."""
-        if self.t == -INF:
+        if self.t == NEG_INF:
             return  # not started: the reading at `t` starts it
         while self.next_due < t:
             self.wake(max(self.next_due, self.t))
 
     def advance_to(self, t: float) -> None:
         """Process every time-driven change up to and including `t`."""
-        if self.next_due == -INF:
+        if self.next_due == NEG_INF:
             self.wake(t)
         while self.next_due <= t:
             self.wake(max(self.next_due, self.t))
@@ -145,10 +145,10 @@ class Instance:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self.t = from_json(state["t"], -INF)
+        self.t = from_json(state["t"], NEG_INF)
         self.run_status = state["run_status"]
-        self.run_start = from_json(state["run_start"], -INF)
-        self.next_due = self.t if self.t > -INF else -INF
+        self.run_start = from_json(state["run_start"], NEG_INF)
+        self.next_due = self.t if self.t > NEG_INF else NEG_INF
 
 
 class StateCheck(Instance):
@@ -224,7 +224,7 @@ class StateCheck(Instance):
         self.clear_since = INF  # a passing stretch waiting for `clear_for`
         self.started_at = INF
         self.worst: float | None = None
-        self.worst_excess = -INF
+        self.worst_excess = NEG_INF
         self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
         # A violation confirmed at the instant it began (no `for`) is held until time moves
         # past that instant: another reading at the same instant (another device's, or another
@@ -296,7 +296,7 @@ class StateCheck(Instance):
         if due <= t:  # cannot happen with consistent inputs; never spin
             due = INF
         self.next_due = due
-        self.quiet_until = self.seg_end if not self.seg_inside else -INF
+        self.quiet_until = self.seg_end if not self.seg_inside else NEG_INF
         if due < self.heap_due:
             self.heap_due = due
             heapq.heappush(self.timers, (due, self.uid, self))
@@ -331,7 +331,7 @@ class StateCheck(Instance):
             self.pending_since = INF
             self.evidence.clear()
             self.worst = None
-            self.worst_excess = -INF
+            self.worst_excess = NEG_INF
         self.commit(t, _STATUS_OF[raw])
 
     def note_failure(self, t: float) -> None:
@@ -411,7 +411,7 @@ class StateCheck(Instance):
         self.commit(at, "compliant")
         self.started_at = INF
         self.worst = None
-        self.worst_excess = -INF
+        self.worst_excess = NEG_INF
 
     def reason(self) -> str:
         parts = [f"{leaf.metric} {leaf.op} {leaf.limit:g}" for leaf in self.leaves]
@@ -439,7 +439,7 @@ class StateCheck(Instance):
         self.clear_since = from_json(state["clear_since"], INF)
         self.started_at = from_json(state["started_at"], INF)
         self.worst = state["worst"]
-        self.worst_excess = from_json(state["worst_excess"], -INF)
+        self.worst_excess = from_json(state["worst_excess"], NEG_INF)
         self.evidence.clear()
         for ts, metric, value, device in state["evidence"]:
             self.evidence.append(Evidence(ts, metric, value, device))
@@ -507,7 +507,7 @@ class ThresholdCheck(StateCheck):
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(self.held.started_at, INF))
         self.next_due = due
-        self.quiet_until = -INF if self.seg_inside else self.seg_end
+        self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
             self.heap_due = due
             heapq.heappush(self.timers, (due, self.uid, self))
@@ -556,7 +556,7 @@ class ThresholdCheck(StateCheck):
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(self.held.started_at, INF))
         self.next_due = due
-        self.quiet_until = -INF if self.seg_inside else self.seg_end
+        self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
             self.heap_due = due
             heapq.heappush(self.timers, (due, self.uid, self))
@@ -575,7 +575,7 @@ class ThresholdCheck(StateCheck):
         leaf = self.leaves[0]
         what = leaf.metric if leaf.aggregate is None else f"{leaf.aggregate.fn}({leaf.metric})"
         limits = []
-        if self.low > -INF:
+        if self.low > NEG_INF:
             limits.append(f">= {self.low:g}")
         if self.high < INF:
             limits.append(f"<= {self.high:g}")

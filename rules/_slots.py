@@ -12,6 +12,8 @@ import math
 from collections import deque
 
 INF = math.inf
+# One shared object: `-INF` in an expression would allocate a new float each time it runs.
+NEG_INF = -math.inf
 
 # Faults a slot can carry; "" when the value is good.
 OUT_OF_RANGE = "out_of_range"
@@ -109,7 +111,7 @@ class MetricSlot:
         metric: str,
         *,
         valid_for: float,
-        low: float = -INF,
+        low: float = NEG_INF,
         high: float = INF,
         cumulative: bool = False,
     ) -> None:
@@ -121,11 +123,11 @@ class MetricSlot:
         self.cumulative = cumulative
         self.stuck_for = INF
         self.value = math.nan
-        self.ts = -INF
-        self.until = -INF
+        self.ts = NEG_INF
+        self.until = NEG_INF
         self.previous = math.nan  # last good register value (baseline for differences)
         self.reset_from = math.nan  # the register value before its last backwards step
-        self.stuck_since = -INF
+        self.stuck_since = NEG_INF
         self.fault = ""
         self.aggregates: dict[tuple[str, float], RollingAggregate] = {}
         self.aggregate_list: list[RollingAggregate] = []  # the same, for the hot loop
@@ -144,7 +146,7 @@ class MetricSlot:
         and good before; otherwise the fault it shows, or RECOVERED when a good value follows a
         fault or an expired (stale) value: the cases in which data quality may have changed."""
         if value == self.value:
-            if ts - self.stuck_since >= self.stuck_for and self.until > -INF:
+            if ts - self.stuck_since >= self.stuck_for and self.until > NEG_INF:
                 return self._faulty(ts, value, STUCK)
         else:
             self.stuck_since = ts
@@ -205,10 +207,10 @@ class MetricSlot:
 
     def restore(self, state: dict[str, object]) -> None:
         self.value = from_json(state["value"], math.nan)
-        self.ts = from_json(state["ts"], -INF)
-        self.until = from_json(state["until"], -INF)
+        self.ts = from_json(state["ts"], NEG_INF)
+        self.until = from_json(state["until"], NEG_INF)
         self.previous = from_json(state["previous"], math.nan)
-        self.stuck_since = from_json(state["stuck_since"], -INF)
+        self.stuck_since = from_json(state["stuck_since"], NEG_INF)
         self.fault = str(state["fault"])
         aggregates = state.get("aggregates", [])
         assert isinstance(aggregates, list)
