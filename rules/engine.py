@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from rules import _slots
 from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
-from rules._instances import Instance, StateCheck, ThresholdCheck, Timers
+from rules._instances import DueFloor, Instance, StateCheck, ThresholdCheck, Timers
 from rules._obligations import Obligation
 from rules._quotas import Quota
 from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
@@ -64,7 +64,10 @@ _DEDUPE_MEMORY = 512
 SNAPSHOT_FORMAT = 2
 
 
-class _DeviceState:
+class _DeviceState(DueFloor):
+    """A device's slots, dedupe keys and the instances its readings wake (`due_floor`: a
+    lower bound on their timer dues)."""
+
     __slots__ = (
         "all_listeners",
         "fault_listeners",
@@ -81,6 +84,7 @@ class _DeviceState:
     )
 
     def __init__(self, device: Device, slots: dict[str, MetricSlot]) -> None:
+        super().__init__()
         self.id = device.id
         self.space = device.space
         self.slots = slots
@@ -163,6 +167,8 @@ class SiteEngine:
                         device_state.all_listeners.append(instance)
         for device_state in self._devices.values():
             device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
+            for instance in device_state.timed_listeners:
+                instance.floors.append(device_state)
         for instance in self._instances:
             instance.heap_due = NEG_INF
             heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
@@ -245,8 +251,7 @@ class SiteEngine:
             if instance.next_due <= clock:
                 instance.advance_to(clock)
             if instance.next_due < instance.heap_due:
-                instance.heap_due = instance.next_due
-                heapq.heappush(timers, (instance.next_due, instance.uid, instance))
+                instance.push_timer(instance.next_due)
 
     def bindings(self) -> list[tuple[ClauseRef, Subject]]:
         """Every clause version x subject this engine judges (for coverage: which clauses are
@@ -269,16 +274,22 @@ class SiteEngine:
 
     def _release(self, state: _DeviceState, ts: float, metrics: Mapping[str, float]) -> None:
         state.released_ts = ts
+        # Time-driven changes before ts first, judged on the values as they were.
         if len(metrics) == state.metric_count:
             listeners = state.all_listeners
-            timed = state.timed_listeners
+            if ts > state.due_floor:
+                lowest = INF
+                for instance in state.timed_listeners:
+                    if instance.next_due < ts:
+                        instance.catch_up(ts)
+                    if instance.heap_due < lowest:
+                        lowest = instance.heap_due
+                state.due_floor = lowest
         else:
             listeners = self._listeners_of(state, metrics)
-            timed = listeners + state.fault_listeners
-        # Time-driven changes before ts first, judged on the values as they were.
-        for instance in timed:
-            if instance.next_due < ts:
-                instance.catch_up(ts)
+            for instance in listeners + state.fault_listeners:
+                if instance.next_due < ts:
+                    instance.catch_up(ts)
         slots = state.slots
         quality_changed = False
         for metric, value in metrics.items():
