@@ -41,7 +41,6 @@ class Quota(Instance):
         "period",
         "period_end",
         "period_start",
-        "slot",
         "unit",
         "warned_since",
     )
