@@ -293,7 +293,8 @@ class StateCheck(Instance):
         return PASS if result else FAIL
 
     def evaluate(self, t: float) -> None:
-        """A reading of one of this instance's metrics was taken at `t`."""
+        """A reading of one of this instance's metrics was taken at `t`. What raw() and plan()
+        do is inlined: this runs for nearly every reading of its device."""
         if t < self.t:
             t = self.t
         self.t = t
@@ -301,13 +302,49 @@ class StateCheck(Instance):
             self.settle_held(t)
         if self.next_due <= t:
             self.timers_due(t)
-        raw = self.raw(t)
+        if not (self.seg_start <= t < self.seg_end):
+            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+        raw = -1  # not judged yet
+        if not self.seg_inside:
+            raw = OUTSIDE
+        elif self.gate_slot is not None:
+            gate_slot = self.gate_slot
+            if t >= gate_slot.until:
+                raw = UNKNOWN
+            elif (gate_slot.value == self.gate_value) is not self.gate_equal:
+                raw = OUTSIDE
+        elif self.gate is not None:
+            open_ = self.gate(t, 0.0)
+            if open_ is None:
+                raw = UNKNOWN
+            elif not open_:
+                raw = OUTSIDE
+        if raw < 0:
+            result = self.passes(t, self.margin if self.violating else 0.0)
+            raw = UNKNOWN if result is None else PASS if result else FAIL
         if raw == FAIL:
             self.note_failure(t)
         if raw != self.last_raw:
             self.apply(t, raw)
             self.last_raw = raw
-        self.plan(t)
+        due = self.seg_end
+        if self.seg_inside:  # outside the schedule nothing changes before it ends
+            for slot in self.watched:
+                until = slot.until
+                if t < until < due:
+                    due = until
+        if self.pending_since < INF and self.pending_since + self.for_ < due:
+            due = self.pending_since + self.for_
+        if self.clear_since < INF and self.clear_since + self.clear_for < due:
+            due = self.clear_since + self.clear_for
+        if self.held is not None:  # wake just after the instant to release it
+            due = min(due, math.nextafter(self.held.started_at, INF))
+        if due <= t:  # cannot happen with consistent inputs; never spin
+            due = INF
+        self.next_due = due
+        self.quiet_until = self.seg_end if not self.seg_inside else NEG_INF
+        if due < self.heap_due:
+            self.push_timer(due)
 
     def wake(self, t: float) -> None:
         self.t = t
