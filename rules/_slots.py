@@ -82,27 +82,36 @@ class RollingAggregate:
 _RESUM_EVERY = 256
 
 
-class MetricSlot:
-    """The latest known value of one metric of one device (or of one space)."""
+class _ReadForEveryReading:
+    """A slot's fields read when it takes a reading or an instance reads it, in a class of
+    their own: CPython lays out `__slots__` base class first (each class's names sorted), so
+    these share the object's first two cache lines (at 1,000 rooms each line is a miss)."""
 
     __slots__ = (
         "aggregate_list",
-        "aggregates",
         "cumulative",
-        "device",
         "fault",
         "forward",
         "high",
         "low",
-        "metric",
-        "previous",
-        "reset_from",
         "stuck_for",
         "stuck_since",
         "ts",
         "until",
         "valid_for",
         "value",
+    )
+
+
+class MetricSlot(_ReadForEveryReading):
+    """The latest known value of one metric of one device (or of one space)."""
+
+    __slots__ = (
+        "aggregates",
+        "device",
+        "metric",
+        "previous",
+        "reset_from",
     )
 
     def __init__(
