@@ -9,6 +9,7 @@ reading's own time, so everything that reads the metric sees "unknown" from ther
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 
 INF = math.inf
@@ -26,7 +27,7 @@ class RollingAggregate:
     """mean, min or max of the good readings with ts in (t - window, t], updated at each reading
     and held, like the value itself, until the next one."""
 
-    __slots__ = ("added", "current", "fn", "last", "points", "same", "total", "window")
+    __slots__ = ("current", "fn", "last", "points", "same", "total", "until_resum", "window")
 
     def __init__(self, fn: str, window: float) -> None:
         self.fn = fn
@@ -34,7 +35,7 @@ class RollingAggregate:
         # mean: every point in the window; min/max: a monotonic queue of candidates.
         self.points: deque[tuple[float, float]] = deque()
         self.total = 0.0
-        self.added = 0
+        self.until_resum = _RESUM_EVERY  # adds (ever, not since clear()) until the next resum
         self.last = math.nan  # the newest value, and how many newest points equal it
         self.same = 0
         self.current = math.nan
@@ -47,9 +48,10 @@ class RollingAggregate:
             total = self.total + value
             while points[0][0] <= horizon:
                 total -= points.popleft()[1]
-            self.added += 1
-            if self.added % _RESUM_EVERY == 0:  # no float drift accumulates in the running sum
-                total = math.fsum(p[1] for p in points)
+            self.until_resum -= 1
+            if not self.until_resum:  # no float drift accumulates in the running sum
+                self.until_resum = _RESUM_EVERY
+                total = math.fsum(map(_VALUE, points))
             self.total = total
             if value == self.last:
                 self.same += 1
@@ -57,7 +59,8 @@ class RollingAggregate:
                 self.last, self.same = value, 1
             # A window of one repeated value averages to exactly that value (a running sum
             # over a count would give 0.08000000000000002 for 0.08 and fail a 0.08 limit).
-            self.current = value if self.same >= len(points) else total / len(points)
+            count = len(points)
+            self.current = value if self.same >= count else total / count
             return
         if self.fn == "min":
             while points and points[-1][1] >= value:
@@ -80,6 +83,7 @@ class RollingAggregate:
 # How often a mean's running sum is recomputed exactly (a bounded cost: one pass per this many
 # readings) so rounding errors of additions and removals cannot accumulate.
 _RESUM_EVERY = 256
+_VALUE = operator.itemgetter(1)  # of a (ts, value) point
 
 
 class _ReadForEveryReading:
