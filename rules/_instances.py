@@ -709,9 +709,7 @@ class ThresholdGroup:
         self.members = members
         self.slot = members[0].slot
         self.value_of = members[0].value_of
-        # Like an instance's: readings before it are skipped by the engine's loop without a
-        # call (every member outside its schedule until then).
-        self.quiet_until = NEG_INF
+        self.quiet_until = NEG_INF  # the engine's loop asks this of instances
         self.steady = False
         self.woken: list[ThresholdCheck] = []  # steady members inside the schedule
         self.low = NEG_INF  # the value range in which every woken compliant member passes
@@ -759,8 +757,6 @@ class ThresholdGroup:
             woken.append(member)
         self.steady = True
         self.woken = woken
-        if not woken:
-            self.quiet_until = min(member.quiet_until for member in self.members)
         self.low, self.high, self.due, self.since = low, high, due, since
         self.skipped_t = NEG_INF
 
@@ -768,7 +764,6 @@ class ThresholdGroup:
         """A member is woken by something else: give the woken members the `t` of the
         readings skipped, and evaluate them one by one from now on."""
         self.steady = False
-        self.quiet_until = NEG_INF
         skipped = self.skipped_t
         for member in self.woken:
             if skipped > member.t:
