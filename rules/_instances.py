@@ -595,12 +595,6 @@ class ThresholdCheck(StateCheck):
         if group is not None and group.steady:
             group.dissolve()
         super().wake(t)
-        if group is not None:
-            # Mostly an idle wake (a value was planned to expire and has since been renewed):
-            # the group can stay steady. Its other members were judged on the current inputs
-            # (readings of this device or of a gate's device evaluate them all), and a change
-            # that time alone makes is before the group's due.
-            group.settle(t)
 
     def state(self) -> dict[str, Any]:
         group = self.group
