@@ -65,7 +65,6 @@ class _ReadForEveryReading:
         "gate_equal",
         "gate_slot",
         "gate_value",
-        "group",
         "heap_due",
         "held",
         "high",
@@ -538,12 +537,8 @@ class ThresholdCheck(StateCheck):
         self.low = low
         self.high = high
         self.value_of = leaf.aggregate
-        self.group: ThresholdGroup | None = None  # set by the engine
 
     def evaluate(self, t: float) -> None:
-        group = self.group
-        if group is not None and group.steady:
-            group.dissolve()
         if t < self.t:
             t = self.t
         self.t = t
@@ -589,18 +584,6 @@ class ThresholdCheck(StateCheck):
         self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
             self.push_timer(due)
-
-    def wake(self, t: float) -> None:
-        group = self.group
-        if group is not None and group.steady:
-            group.dissolve()
-        super().wake(t)
-
-    def state(self) -> dict[str, Any]:
-        group = self.group
-        if group is not None and group.steady:
-            group.dissolve()  # `t` as if every skipped reading had been evaluated
-        return super().state()
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
@@ -669,99 +652,6 @@ class ThresholdCheck(StateCheck):
         if self.high < INF:
             limits.append(f"<= {self.high:g}")
         return f"{what} outside limits ({' and '.join(limits)}, tolerance included)"
-
-
-class ThresholdGroup:
-    """Thresholds that one device's reading wakes one after the other, judging the same value
-    (one metric of that device, or the same rolling aggregate of it), with no gate or a
-    simple gate that this device does not feed. Most readings change none of them: each is
-    compliant with the value inside its limits, outside its schedule, or outside its gate,
-    with no timer due. Once all members are in such a steady state (checked after they were
-    evaluated), a reading whose value lies within all their limits, before any of their
-    timers and gates expire, is skipped for the whole group without touching the members
-    (at 1,000 rooms each member touched costs cache misses). Evaluating them would have
-    changed nothing but their `t`, which the group applies when it dissolves: as soon as
-    anything else wakes a member (a timer, a reading of another device, a snapshot).
-
-    The engine's evaluation loop calls `evaluate` in place of the members', in their order."""
-
-    __slots__ = (
-        "due",
-        "high",
-        "low",
-        "members",
-        "quiet_until",
-        "since",
-        "skipped_t",
-        "slot",
-        "steady",
-        "value_of",
-        "woken",
-    )
-
-    def __init__(self, members: list[ThresholdCheck]) -> None:
-        self.members = members
-        self.slot = members[0].slot
-        self.value_of = members[0].value_of
-        self.quiet_until = NEG_INF  # the engine's loop asks this of instances
-        self.steady = False
-        self.woken: list[ThresholdCheck] = []  # steady members inside the schedule
-        self.low = NEG_INF  # the value range in which every woken compliant member passes
-        self.high = INF
-        self.due = NEG_INF  # the first time-driven change of any member
-        self.since = INF  # the newest time a member was judged or a reading skipped
-        self.skipped_t = NEG_INF  # the newest skipped reading
-        for member in members:
-            member.group = self
-
-    def evaluate(self, t: float) -> None:
-        if self.steady and self.since <= t < self.due and t < self.slot.until:
-            value = self.slot.value if self.value_of is None else self.value_of.current
-            if self.low <= value <= self.high:
-                self.since = self.skipped_t = t
-                return
-        for member in self.members:
-            if member.quiet_until <= t:
-                member.evaluate(t)
-        self.settle(t)
-
-    def settle(self, t: float) -> None:
-        """After the members were evaluated at `t`: are they all steady?"""
-        low, high, due, since = NEG_INF, INF, INF, NEG_INF
-        woken = []
-        for member in self.members:
-            if member.held is not None or member.violating or member.t == NEG_INF:
-                return
-            if member.t > since:
-                since = member.t
-            if member.next_due < due:
-                due = member.next_due
-            if member.quiet_until > t:  # outside its schedule: never woken before then
-                if member.quiet_until < due:
-                    due = member.quiet_until
-                continue
-            gate = member.gate_slot
-            if gate is not None and gate.until < due:
-                due = gate.until
-            if member.last_raw == PASS:
-                low = max(low, member.low)
-                high = min(high, member.high)
-            elif member.last_raw != OUTSIDE or gate is None or not member.seg_inside:
-                return  # failing, unknown, or outside a gate this group cannot watch
-            woken.append(member)
-        self.steady = True
-        self.woken = woken
-        self.low, self.high, self.due, self.since = low, high, due, since
-        self.skipped_t = NEG_INF
-
-    def dissolve(self) -> None:
-        """A member is woken by something else: give the woken members the `t` of the
-        readings skipped, and evaluate them one by one from now on."""
-        self.steady = False
-        skipped = self.skipped_t
-        for member in self.woken:
-            if skipped > member.t:
-                member.t = skipped
 
 
 def _held_json(held: ViolationStarted) -> dict[str, Any]:

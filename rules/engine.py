@@ -26,14 +26,7 @@ from typing import Any, TypeVar
 from rules import _slots
 from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
-from rules._instances import (
-    DueFloor,
-    Instance,
-    StateCheck,
-    ThresholdCheck,
-    ThresholdGroup,
-    Timers,
-)
+from rules._instances import DueFloor, Instance, StateCheck, ThresholdCheck, Timers
 from rules._obligations import Obligation
 from rules._quotas import Quota
 from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
@@ -77,7 +70,6 @@ class _DeviceState(DueFloor):
 
     __slots__ = (
         "all_listeners",
-        "evaluation_order",
         "fault_listeners",
         "id",
         "listeners",
@@ -99,8 +91,6 @@ class _DeviceState(DueFloor):
         self.metric_count = len(slots)
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
         self.all_listeners: list[Instance] = []
-        # all_listeners in order, runs of thresholds that can be skipped together grouped.
-        self.evaluation_order: list[Instance | ThresholdGroup] = []
         # Data-quality instances: woken only when a slot's fault or staleness changes.
         self.fault_listeners: list[Instance] = []
         self.timed_listeners: list[Instance] = []  # both lists: caught up before a reading
@@ -179,7 +169,6 @@ class SiteEngine:
             device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
             for instance in device_state.timed_listeners:
                 instance.floors.append(device_state)
-            device_state.evaluation_order = self._evaluation_order(device_state)
         for instance in self._instances:
             instance.heap_due = NEG_INF
             heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
@@ -286,9 +275,8 @@ class SiteEngine:
     def _release(self, state: _DeviceState, ts: float, metrics: Mapping[str, float]) -> None:
         state.released_ts = ts
         # Time-driven changes before ts first, judged on the values as they were.
-        listeners: Sequence[Instance | ThresholdGroup]
         if len(metrics) == state.metric_count:
-            listeners = state.evaluation_order
+            listeners = state.all_listeners
             if ts > state.due_floor:
                 lowest = INF
                 for instance in state.timed_listeners:
@@ -315,37 +303,9 @@ class SiteEngine:
         if quality_changed:
             for instance in state.fault_listeners:
                 instance.evaluate(ts)
-        for listener in listeners:
-            if listener.quiet_until <= ts:
-                listener.evaluate(ts)
-
-    def _evaluation_order(self, state: _DeviceState) -> list[Instance | ThresholdGroup]:
-        """`state.all_listeners` with each run of thresholds on the same value of this device
-        grouped (see ThresholdGroup), where this device does not feed their gates."""
-        order: list[Instance | ThresholdGroup] = []
-        run: list[ThresholdCheck] = []
-        for instance in [*state.all_listeners, None]:
-            if run and (
-                not isinstance(instance, ThresholdCheck)
-                or (instance.slot, instance.value_of) != (run[0].slot, run[0].value_of)
-                or not self._groupable(instance, state)
-            ):
-                order.append(ThresholdGroup(run))
-                run = []
-            if isinstance(instance, ThresholdCheck) and self._groupable(instance, state):
-                run.append(instance)
-            elif instance is not None:
-                order.append(instance)
-        return order
-
-    def _groupable(self, instance: ThresholdCheck, state: _DeviceState) -> bool:
-        if instance.slot is not state.slots.get(instance.slot.metric):
-            return False  # judges another device's value (this device feeds its gate)
-        gate = instance.gate_slot
-        if gate is None:
-            return instance.gate is None
-        feeders = self._feeders.get(id(gate), [gate])
-        return all(feeder.device != state.id for feeder in feeders)
+        for instance in listeners:
+            if instance.quiet_until <= ts:
+                instance.evaluate(ts)
 
     def _forget_old_keys(self, state: _DeviceState) -> None:
         """Keeps the newest half of a device's dedupe keys (by event time). An older duplicate
