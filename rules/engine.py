@@ -729,10 +729,10 @@ class SiteEngine:
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
         engine = cls(site, clauses, lateness=lateness, standards=standards)
-        engine._now = from_json(snapshot["now"], NEG_INF)
-        engine._clock = from_json(snapshot["clock"], NEG_INF)
-        engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
-        engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
+        engine._now = from_json(snapshot["now"], -INF)
+        engine._clock = from_json(snapshot["clock"], -INF)
+        engine._max_event_ts = from_json(snapshot["max_event_ts"], -INF)
+        engine._max_ts = from_json(snapshot["max_ts"], -INF)
         for ts, device_id, metrics in snapshot["buffer"]:
             if device_id in engine._devices:
                 entry = (float(ts), next(engine._stamp), engine._devices[device_id], metrics)
@@ -745,8 +745,8 @@ class SiteEngine:
             state = engine._devices.get(device_id)
             if state is None:
                 continue
-            state.max_ts = from_json(saved["max_ts"], NEG_INF)
-            state.released_ts = from_json(saved["released_ts"], NEG_INF)
+            state.max_ts = from_json(saved["max_ts"], -INF)
+            state.released_ts = from_json(saved["released_ts"], -INF)
             state.seen_ts = {float(ts): set(metrics) for ts, metrics in saved["seen_ts"]}
             state.seen_seqs = {int(seq): float(ts) for seq, ts in saved["seen_seqs"]}
             for metric, slot_state in saved["slots"].items():
