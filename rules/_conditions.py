@@ -22,7 +22,9 @@ ValueFor = Callable[[str, float | str], float]
 def compile_condition(
     node: Condition, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
 ) -> Evaluator:
-    """`leaves` collects every comparison (for evidence and routing)."""
+    """`leaves` collects every comparison (for evidence and routing). The evaluators are bound
+    methods of small objects rather than closures: a closure keeps each captured variable in a
+    cell object of its own, and at 1,000 rooms every object read per reading is a cache miss."""
     if isinstance(node, Comparison):
         slot = slot_for(node.metric)
         aggregate = (
@@ -30,49 +32,64 @@ def compile_condition(
         )
         leaf = Leaf(node.metric, slot, aggregate, node.op, value_for(node.metric, node.value))
         leaves.append(leaf)
-        return leaf.evaluator()
+        return leaf.passes
     if isinstance(node, AllOf):
-        parts = [compile_condition(c, slot_for, value_for, leaves) for c in node.all]
-
-        def all_of(t: float, margin: float) -> bool | None:
-            unknown = False
-            for part in parts:
-                result = part(t, margin)
-                if result is False:
-                    return False
-                if result is None:
-                    unknown = True
-            return None if unknown else True
-
-        return all_of
+        return _AllOf([compile_condition(c, slot_for, value_for, leaves) for c in node.all]).passes
     if isinstance(node, AnyOf):
-        options = [compile_condition(c, slot_for, value_for, leaves) for c in node.any]
-
-        def any_of(t: float, margin: float) -> bool | None:
-            unknown = False
-            for option in options:
-                result = option(t, margin)
-                if result is True:
-                    return True
-                if result is None:
-                    unknown = True
-            return None if unknown else False
-
-        return any_of
+        return _AnyOf([compile_condition(c, slot_for, value_for, leaves) for c in node.any]).passes
     assert isinstance(node, Not)
-    inner = compile_condition(node.not_, slot_for, value_for, leaves)
+    return _Not(compile_condition(node.not_, slot_for, value_for, leaves)).passes
 
-    def negation(t: float, margin: float) -> bool | None:
-        result = inner(t, -margin)
+
+class _AllOf:
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[Evaluator]) -> None:
+        self.parts = parts
+
+    def passes(self, t: float, margin: float) -> bool | None:
+        unknown = False
+        for part in self.parts:
+            result = part(t, margin)
+            if result is False:
+                return False
+            if result is None:
+                unknown = True
+        return None if unknown else True
+
+
+class _AnyOf:
+    __slots__ = ("options",)
+
+    def __init__(self, options: list[Evaluator]) -> None:
+        self.options = options
+
+    def passes(self, t: float, margin: float) -> bool | None:
+        unknown = False
+        for option in self.options:
+            result = option(t, margin)
+            if result is True:
+                return True
+            if result is None:
+                unknown = True
+        return None if unknown else False
+
+
+class _Not:
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Evaluator) -> None:
+        self.inner = inner
+
+    def passes(self, t: float, margin: float) -> bool | None:
+        result = self.inner(t, -margin)
         return None if result is None else not result
-
-    return negation
 
 
 class Leaf:
     """One comparison: metric (value or rolling aggregate) op limit."""
 
-    __slots__ = ("aggregate", "limit", "metric", "op", "slot")
+    __slots__ = ("aggregate", "compare_to", "limit", "metric", "op", "shift", "slot")
 
     def __init__(
         self,
@@ -87,6 +104,10 @@ class Leaf:
         self.aggregate = aggregate
         self.op = op
         self.limit = limit
+        # ("within": the placeholder leaf of a threshold, which never calls `passes`.)
+        self.compare_to = _OPERATORS.get(op, _OPERATORS["=="])
+        # The margin moves the limit towards compliance: up for >, >=; down for <, <=.
+        self.shift = 1.0 if op in (">=", ">") else -1.0 if op in ("<=", "<") else 0.0
 
     def current(self, t: float) -> float | None:
         slot = self.slot
@@ -102,27 +123,13 @@ class Leaf:
             return value - self.limit
         return 0.0
 
-    def evaluator(self) -> Evaluator:
-        slot, aggregate, limit = self.slot, self.aggregate, self.limit
-        compare_to = _OPERATORS[self.op]
-        # The margin moves the limit towards compliance: up for >, >=; down for <, <=.
-        shift = 1.0 if self.op in (">=", ">") else -1.0 if self.op in ("<=", "<") else 0.0
-        # Two flat closures (no nested calls) because this runs for nearly every reading.
-        if aggregate is None:
-
-            def compare(t: float, margin: float) -> bool | None:
-                if t >= slot.until:
-                    return None
-                return compare_to(slot.value, limit + shift * margin)
-
-            return compare
-
-        def compare_aggregate(t: float, margin: float) -> bool | None:
-            if t >= slot.until:
-                return None
-            return compare_to(aggregate.current, limit + shift * margin)
-
-        return compare_aggregate
+    def passes(self, t: float, margin: float) -> bool | None:
+        slot = self.slot
+        if t >= slot.until:
+            return None
+        aggregate = self.aggregate
+        value = slot.value if aggregate is None else aggregate.current
+        return self.compare_to(value, self.limit + self.shift * margin)
 
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {

@@ -15,7 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from rules._instances import Instance, Timers
-from rules._slots import BACKWARDS, INF, OUT_OF_RANGE, STUCK, MetricSlot, from_json, to_json
+from rules._slots import (
+    BACKWARDS,
+    INF,
+    NEG_INF,
+    OUT_OF_RANGE,
+    STUCK,
+    MetricSlot,
+    from_json,
+    to_json,
+)
 from rules.clause import DataQualityCheck
 from rules.schedule import CompiledSchedule
 from rules.verdicts import (
@@ -58,7 +67,7 @@ class DataQuality(Instance):
             faults.add(BACKWARDS)
         self.faults = frozenset(faults)
         self.params = params
-        self.started = -INF
+        self.started = NEG_INF
         self.faulty_since = INF
 
     def wake(self, t: float) -> None:
@@ -66,7 +75,7 @@ class DataQuality(Instance):
 
     def evaluate(self, t: float) -> None:
         t = max(t, self.t)
-        if self.started == -INF:
+        if self.started == NEG_INF:
             self.started = t
         self.t = t
         problems = self.problems(t)
@@ -75,7 +84,7 @@ class DataQuality(Instance):
             slot = next(s for s in self.slots if s.metric == problems[0][1])
             evidence = (
                 ()
-                if slot.ts == -INF
+                if slot.ts == NEG_INF
                 else (Evidence(slot.ts, slot.metric, slot.value, slot.device),)
             )
             self.out.append(
@@ -85,7 +94,7 @@ class DataQuality(Instance):
                     "data_quality",
                     t,
                     t,
-                    None if slot.ts == -INF else slot.value,
+                    None if slot.ts == NEG_INF else slot.value,
                     None,
                     "; ".join(f"{fault}: {metric}" for fault, metric in problems),
                     dict(self.params),
@@ -130,5 +139,5 @@ class DataQuality(Instance):
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
-        self.started = from_json(state["started"], -INF)
+        self.started = from_json(state["started"], NEG_INF)
         self.faulty_since = from_json(state["faulty_since"], INF)

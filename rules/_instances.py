@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from rules._conditions import Evaluator, Leaf
-from rules._slots import INF, MetricSlot, from_json, to_json
+from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.schedule import CompiledSchedule
 from rules.verdicts import (
     ClauseRef,
@@ -39,24 +39,61 @@ EVIDENCE_KEPT = 10
 Timers = list[tuple[float, int, "Instance"]]
 
 
-class Instance:
+class DueFloor:
+    """A lower bound on the timer dues (`heap_due`, never above `next_due`) of a group of
+    instances: the instances a device's readings wake. A reading at or before it has no
+    time-driven change of theirs to catch up first, so the engine skips looking at each one
+    (at 1,000 rooms every instance looked at is a cache miss). Lowered by every timer push of
+    a member; raised only by the engine after a scan of all members."""
+
+    __slots__ = ("due_floor",)
+
+    def __init__(self) -> None:
+        self.due_floor = NEG_INF
+
+
+class _ReadForEveryReading:
+    """The fields read when a reading wakes an instance, in a class of their own: CPython lays
+    out `__slots__` base class first (each class's names sorted), so these share the first
+    three cache lines of every instance instead of being spread over all six. At 1,000 rooms
+    each line of an instance read per reading is a cache miss. The state-check fields among
+    them (gate..., held, high, low, last_raw, slot, value_of, violating) are set by the kinds
+    that use them."""
+
+    __slots__ = (
+        "gate",
+        "gate_equal",
+        "gate_slot",
+        "gate_value",
+        "heap_due",
+        "held",
+        "high",
+        "last_raw",
+        "low",
+        "next_due",
+        "quiet_until",
+        "seg_end",
+        "seg_inside",
+        "seg_start",
+        "slot",
+        "t",
+        "value_of",
+        "violating",
+    )
+
+
+class Instance(_ReadForEveryReading):
     """What all instances share: identity, schedule cache, timeline, timer registration."""
 
     __slots__ = (
-        "heap_due",
+        "floors",
         "key",
-        "next_due",
         "out",
-        "quiet_until",
         "ref",
         "run_start",
         "run_status",
         "schedule",
-        "seg_end",
-        "seg_inside",
-        "seg_start",
         "subject",
-        "t",
         "timers",
         "uid",
     )
@@ -78,19 +115,20 @@ class Instance:
         self.out = out
         self.timers = timers
         self.uid = uid
-        self.t = -INF  # event time up to which this instance has been judged
+        self.t = NEG_INF  # event time up to which this instance has been judged
         self.run_status: Status | None = None
-        self.run_start = -INF
+        self.run_start = NEG_INF
         self.seg_start = INF
-        self.seg_end = -INF
+        self.seg_end = NEG_INF
         self.seg_inside = False
-        self.next_due = -INF  # -inf: not started; the first advance() starts it
+        self.next_due = NEG_INF  # -inf: not started; the first advance() starts it
         # Due time of this instance's newest timer-heap entry (entries only ever get earlier;
         # a popped entry whose time is not this one is superseded and skipped).
         self.heap_due = INF
         # Readings before this time cannot change anything (outside the schedule, or a
         # data-quality check with nothing wrong): the engine skips evaluate() for them.
-        self.quiet_until = -INF
+        self.quiet_until = NEG_INF
+        self.floors: list[DueFloor] = []  # of the devices whose readings wake this instance
 
     # ---- shared machinery ----
 
@@ -112,19 +150,26 @@ class Instance:
 
     def schedule_timer(self) -> None:
         if self.next_due < self.heap_due:
-            self.heap_due = self.next_due
-            heapq.heappush(self.timers, (self.next_due, self.uid, self))
+            self.push_timer(self.next_due)
+
+    def push_timer(self, due: float) -> None:
+        """A timer-heap entry at `due` (earlier than `heap_due`)."""
+        self.heap_due = due
+        heapq.heappush(self.timers, (due, self.uid, self))
+        for floor in self.floors:
+            if due < floor.due_floor:
+                floor.due_floor = due
 
     def catch_up(self, t: float) -> None:
         """Process every time-driven change strictly before `t`."""
-        if self.t == -INF:
+        if self.t == NEG_INF:
             return  # not started: the reading at `t` starts it
         while self.next_due < t:
             self.wake(max(self.next_due, self.t))
 
     def advance_to(self, t: float) -> None:
         """Process every time-driven change up to and including `t`."""
-        if self.next_due == -INF:
+        if self.next_due == NEG_INF:
             self.wake(t)
         while self.next_due <= t:
             self.wake(max(self.next_due, self.t))
@@ -145,10 +190,10 @@ class Instance:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self.t = from_json(state["t"], -INF)
+        self.t = from_json(state["t"], NEG_INF)
         self.run_status = state["run_status"]
-        self.run_start = from_json(state["run_start"], -INF)
-        self.next_due = self.t if self.t > -INF else -INF
+        self.run_start = from_json(state["run_start"], NEG_INF)
+        self.next_due = self.t if self.t > NEG_INF else NEG_INF
 
 
 class StateCheck(Instance):
@@ -160,12 +205,6 @@ class StateCheck(Instance):
         "clear_since",
         "evidence",
         "for_",
-        "gate",
-        "gate_equal",
-        "gate_slot",
-        "gate_value",
-        "held",
-        "last_raw",
         "leaves",
         "margin",
         "params",
@@ -173,7 +212,6 @@ class StateCheck(Instance):
         "pending_since",
         "started_at",
         "unit",
-        "violating",
         "watched",
         "worst",
         "worst_excess",
@@ -224,7 +262,7 @@ class StateCheck(Instance):
         self.clear_since = INF  # a passing stretch waiting for `clear_for`
         self.started_at = INF
         self.worst: float | None = None
-        self.worst_excess = -INF
+        self.worst_excess = NEG_INF
         self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
         # A violation confirmed at the instant it began (no `for`) is held until time moves
         # past that instant: another reading at the same instant (another device's, or another
@@ -254,7 +292,8 @@ class StateCheck(Instance):
         return PASS if result else FAIL
 
     def evaluate(self, t: float) -> None:
-        """A reading of one of this instance's metrics was taken at `t`."""
+        """A reading of one of this instance's metrics was taken at `t`. What raw() and plan()
+        do is inlined: this runs for nearly every reading of its device."""
         if t < self.t:
             t = self.t
         self.t = t
@@ -262,13 +301,49 @@ class StateCheck(Instance):
             self.settle_held(t)
         if self.next_due <= t:
             self.timers_due(t)
-        raw = self.raw(t)
+        if not (self.seg_start <= t < self.seg_end):
+            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+        raw = -1  # not judged yet
+        if not self.seg_inside:
+            raw = OUTSIDE
+        elif self.gate_slot is not None:
+            gate_slot = self.gate_slot
+            if t >= gate_slot.until:
+                raw = UNKNOWN
+            elif (gate_slot.value == self.gate_value) is not self.gate_equal:
+                raw = OUTSIDE
+        elif self.gate is not None:
+            open_ = self.gate(t, 0.0)
+            if open_ is None:
+                raw = UNKNOWN
+            elif not open_:
+                raw = OUTSIDE
+        if raw < 0:
+            result = self.passes(t, self.margin if self.violating else 0.0)
+            raw = UNKNOWN if result is None else PASS if result else FAIL
         if raw == FAIL:
             self.note_failure(t)
         if raw != self.last_raw:
             self.apply(t, raw)
             self.last_raw = raw
-        self.plan(t)
+        due = self.seg_end
+        if self.seg_inside:  # outside the schedule nothing changes before it ends
+            for slot in self.watched:
+                until = slot.until
+                if t < until < due:
+                    due = until
+        if self.pending_since < INF and self.pending_since + self.for_ < due:
+            due = self.pending_since + self.for_
+        if self.clear_since < INF and self.clear_since + self.clear_for < due:
+            due = self.clear_since + self.clear_for
+        if self.held is not None:  # wake just after the instant to release it
+            due = min(due, math.nextafter(self.held.started_at, INF))
+        if due <= t:  # cannot happen with consistent inputs; never spin
+            due = INF
+        self.next_due = due
+        self.quiet_until = self.seg_end if not self.seg_inside else NEG_INF
+        if due < self.heap_due:
+            self.push_timer(due)
 
     def wake(self, t: float) -> None:
         self.t = t
@@ -296,10 +371,9 @@ class StateCheck(Instance):
         if due <= t:  # cannot happen with consistent inputs; never spin
             due = INF
         self.next_due = due
-        self.quiet_until = self.seg_end if not self.seg_inside else -INF
+        self.quiet_until = self.seg_end if not self.seg_inside else NEG_INF
         if due < self.heap_due:
-            self.heap_due = due
-            heapq.heappush(self.timers, (due, self.uid, self))
+            self.push_timer(due)
 
     def timers_due(self, t: float) -> None:
         if self.pending_since + self.for_ <= t:
@@ -331,7 +405,7 @@ class StateCheck(Instance):
             self.pending_since = INF
             self.evidence.clear()
             self.worst = None
-            self.worst_excess = -INF
+            self.worst_excess = NEG_INF
         self.commit(t, _STATUS_OF[raw])
 
     def note_failure(self, t: float) -> None:
@@ -411,7 +485,7 @@ class StateCheck(Instance):
         self.commit(at, "compliant")
         self.started_at = INF
         self.worst = None
-        self.worst_excess = -INF
+        self.worst_excess = NEG_INF
 
     def reason(self) -> str:
         parts = [f"{leaf.metric} {leaf.op} {leaf.limit:g}" for leaf in self.leaves]
@@ -439,7 +513,7 @@ class StateCheck(Instance):
         self.clear_since = from_json(state["clear_since"], INF)
         self.started_at = from_json(state["started_at"], INF)
         self.worst = state["worst"]
-        self.worst_excess = from_json(state["worst_excess"], -INF)
+        self.worst_excess = from_json(state["worst_excess"], NEG_INF)
         self.evidence.clear()
         for ts, metric, value, device in state["evidence"]:
             self.evidence.append(Evidence(ts, metric, value, device))
@@ -454,7 +528,7 @@ class ThresholdCheck(StateCheck):
     comparison, timer planning): it runs for nearly every reading, so each call saved counts.
     A gate of the common form `metric == state` (or !=) is read straight from its slot."""
 
-    __slots__ = ("high", "low", "slot", "value_of")
+    __slots__ = ()  # its fields are among _ReadForEveryReading's
 
     def __init__(self, *args: Any, low: float, high: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -507,10 +581,9 @@ class ThresholdCheck(StateCheck):
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(self.held.started_at, INF))
         self.next_due = due
-        self.quiet_until = -INF if self.seg_inside else self.seg_end
+        self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
-            self.heap_due = due
-            heapq.heappush(self.timers, (due, self.uid, self))
+            self.push_timer(due)
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
@@ -556,10 +629,9 @@ class ThresholdCheck(StateCheck):
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(self.held.started_at, INF))
         self.next_due = due
-        self.quiet_until = -INF if self.seg_inside else self.seg_end
+        self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
-            self.heap_due = due
-            heapq.heappush(self.timers, (due, self.uid, self))
+            self.push_timer(due)
 
     def note_failure(self, t: float) -> None:
         slot = self.slot
@@ -575,7 +647,7 @@ class ThresholdCheck(StateCheck):
         leaf = self.leaves[0]
         what = leaf.metric if leaf.aggregate is None else f"{leaf.aggregate.fn}({leaf.metric})"
         limits = []
-        if self.low > -INF:
+        if self.low > NEG_INF:
             limits.append(f">= {self.low:g}")
         if self.high < INF:
             limits.append(f"<= {self.high:g}")

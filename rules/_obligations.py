@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from rules._instances import Instance, Timers
-from rules._slots import INF, from_json, to_json
+from rules._slots import INF, NEG_INF, from_json, to_json
 from rules.clause import ObligationCheck
 from rules.schedule import CompiledSchedule, Period, period_bounds
 from rules.verdicts import (
@@ -66,17 +66,17 @@ class Obligation(Instance):
         self.per: Period | None = check.per
         self.grace = check.grace
         self.params = params
-        self.started = -INF
-        self.last_event = -INF
+        self.started = NEG_INF
+        self.last_event = NEG_INF
         self.overdue_since = INF
         self.deadline = INF
-        self.period_start = -INF
-        self.period_end = -INF
+        self.period_start = NEG_INF
+        self.period_end = NEG_INF
 
     # ---- time ----
 
     def wake(self, t: float) -> None:
-        if self.started == -INF:
+        if self.started == NEG_INF:
             self.start(t)
         self.t = t
         self.run_deadlines(t)
@@ -88,7 +88,7 @@ class Obligation(Instance):
 
     def evaluate_event(self, event: Event) -> None:
         t = max(event.ts, self.t)
-        if self.started == -INF:
+        if self.started == NEG_INF:
             self.start(t)
         self.t = t
         self.run_deadlines(t)
@@ -185,7 +185,7 @@ class Obligation(Instance):
         return f"no {self.event_type} in the {self.per}"
 
     def last_evidence(self) -> tuple[Evidence, ...]:
-        if self.last_event == -INF:
+        if self.last_event == NEG_INF:
             return ()
         return (Evidence(self.last_event, self.event_type, 1.0, self.subject.space),)
 
@@ -205,9 +205,9 @@ class Obligation(Instance):
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
-        self.started = from_json(state["started"], -INF)
-        self.last_event = from_json(state["last_event"], -INF)
+        self.started = from_json(state["started"], NEG_INF)
+        self.last_event = from_json(state["last_event"], NEG_INF)
         self.overdue_since = from_json(state["overdue_since"], INF)
         self.deadline = from_json(state["deadline"], INF)
-        self.period_start = from_json(state["period_start"], -INF)
-        self.period_end = from_json(state["period_end"], -INF)
+        self.period_start = from_json(state["period_start"], NEG_INF)
+        self.period_end = from_json(state["period_end"], NEG_INF)

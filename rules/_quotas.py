@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from rules._instances import Instance, Timers
-from rules._slots import BACKWARDS, INF, MetricSlot, from_json, to_json
+from rules._slots import BACKWARDS, INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.clause import QuotaCheck
 from rules.schedule import CompiledSchedule, Period, period_bounds
 from rules.verdicts import (
@@ -41,7 +41,6 @@ class Quota(Instance):
         "period",
         "period_end",
         "period_start",
-        "slot",
         "unit",
         "warned_since",
     )
@@ -74,8 +73,8 @@ class Quota(Instance):
         # was a glitch and consumption is counted from here, not from the glitch.
         self.before_reset = math.nan
         self.consumed = 0.0
-        self.period_start = -INF
-        self.period_end = -INF
+        self.period_start = NEG_INF
+        self.period_end = NEG_INF
         self.warned_since = INF
         self.breached_since = INF
 
@@ -107,7 +106,7 @@ class Quota(Instance):
         self.plan(t)
 
     def roll_periods(self, t: float) -> None:
-        if self.period_end == -INF:
+        if self.period_end == NEG_INF:
             self.period_start, self.period_end = period_bounds(t, self.period, self.schedule.zone)
         while self.period_end <= t:
             end = self.period_end
@@ -211,7 +210,7 @@ class Quota(Instance):
         self.baseline = from_json(state["baseline"], math.nan)
         self.before_reset = from_json(state["before_reset"], math.nan)
         self.consumed = float(state["consumed"])
-        self.period_start = from_json(state["period_start"], -INF)
-        self.period_end = from_json(state["period_end"], -INF)
+        self.period_start = from_json(state["period_start"], NEG_INF)
+        self.period_end = from_json(state["period_end"], NEG_INF)
         self.warned_since = from_json(state["warned_since"], INF)
         self.breached_since = from_json(state["breached_since"], INF)

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 from rules import _slots
 from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
-from rules._instances import Instance, StateCheck, ThresholdCheck, Timers
+from rules._instances import DueFloor, Instance, StateCheck, ThresholdCheck, Timers
 from rules._obligations import Obligation
 from rules._quotas import Quota
-from rules._slots import INF, MetricSlot, from_json, to_json
+from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.clause import (
     AllOf,
     AnyOf,
@@ -64,7 +64,10 @@ _DEDUPE_MEMORY = 512
 SNAPSHOT_FORMAT = 3
 
 
-class _DeviceState:
+class _DeviceState(DueFloor):
+    """A device's slots, dedupe keys and the instances its readings wake (`due_floor`: a
+    lower bound on their timer dues)."""
+
     __slots__ = (
         "all_listeners",
         "buffered",
@@ -84,6 +87,7 @@ class _DeviceState:
     )
 
     def __init__(self, device: Device, slots: dict[str, MetricSlot]) -> None:
+        super().__init__()
         self.id = device.id
         self.space = device.space
         self.part = _device_part(device.id)
@@ -96,8 +100,8 @@ class _DeviceState:
         # Data-quality instances: woken only when a slot's fault or staleness changes.
         self.fault_listeners: list[Instance] = []
         self.timed_listeners: list[Instance] = []  # both lists: caught up before a reading
-        self.max_ts = -INF
-        self.released_ts = -INF
+        self.max_ts = NEG_INF
+        self.released_ts = NEG_INF
         # Dedupe keys of recent readings: seq -> ts, and ts -> the metrics seen at ts.
         self.seen_seqs: dict[int, float] = {}
         self.seen_ts: dict[float, Collection[str]] = {}
@@ -133,14 +137,14 @@ class SiteEngine:
         self._timers: Timers = []
         self._uids = itertools.count()
         self._stamp = itertools.count()
-        self._now = -INF  # latest advance() time
-        self._clock = -INF  # time made final by advance(): now - lateness
+        self._now = NEG_INF  # latest advance() time
+        self._clock = NEG_INF  # time made final by advance(): now - lateness
         # The site's reorder buffer: (ts, arrival stamp, device, metrics); stamps are unique,
         # so device states are never compared.
         self._buffer: list[tuple[float, int, _DeviceState, Mapping[str, float]]] = []
-        self._max_ts = -INF
+        self._max_ts = NEG_INF
         self._events: list[tuple[float, int, Event]] = []
-        self._max_event_ts = -INF
+        self._max_event_ts = NEG_INF
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
@@ -154,6 +158,8 @@ class SiteEngine:
         self._devices: dict[str, _DeviceState] = {}
         self._space_slots: dict[tuple[str, str], MetricSlot] = {}
         self._dq_settings = self._data_quality_settings(clauses)
+        # Constants (limits, ranges, validity) by their exact bits: see _shared.
+        self._constants: dict[str, float] = {}
         for device in site.devices:
             self._devices[device.id] = _DeviceState(device, self._device_slots(device))
         # Obligation instances by (space, event type); events go to them.
@@ -169,9 +175,11 @@ class SiteEngine:
                         device_state.all_listeners.append(instance)
         for device_state in self._devices.values():
             device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
+            for instance in device_state.timed_listeners:
+                instance.floors.append(device_state)
         for instance in self._instances:
-            instance.heap_due = -INF
-            heapq.heappush(self._timers, (-INF, instance.uid, instance))
+            instance.heap_due = NEG_INF
+            heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
         self._index_parts()
 
     # ---- the interface ----
@@ -261,8 +269,7 @@ class SiteEngine:
                 self._changed.add(part)
                 instance.advance_to(clock)
             if instance.next_due < instance.heap_due:
-                instance.heap_due = instance.next_due
-                heapq.heappush(timers, (instance.next_due, instance.uid, instance))
+                instance.push_timer(instance.next_due)
 
     def bindings(self) -> list[tuple[ClauseRef, Subject]]:
         """Every clause version x subject this engine judges (for coverage: which clauses are
@@ -297,16 +304,22 @@ class SiteEngine:
         if stamp is not None:
             del state.buffered[stamp]
         state.released_ts = ts
+        # Time-driven changes before ts first, judged on the values as they were.
         if len(metrics) == state.metric_count:
             listeners = state.all_listeners
-            timed = state.timed_listeners
+            if ts > state.due_floor:
+                lowest = INF
+                for instance in state.timed_listeners:
+                    if instance.next_due < ts:
+                        instance.catch_up(ts)
+                    if instance.heap_due < lowest:
+                        lowest = instance.heap_due
+                state.due_floor = lowest
         else:
             listeners = self._listeners_of(state, metrics)
-            timed = listeners + state.fault_listeners
-        # Time-driven changes before ts first, judged on the values as they were.
-        for instance in timed:
-            if instance.next_due < ts:
-                instance.catch_up(ts)
+            for instance in listeners + state.fault_listeners:
+                if instance.next_due < ts:
+                    instance.catch_up(ts)
         slots = state.slots
         quality_changed = False
         for metric, value in metrics.items():
@@ -387,16 +400,16 @@ class SiteEngine:
         slots: dict[str, MetricSlot] = {}
         for metric, spec in device.metrics.items():
             stale, stuck = self._dq_settings.get((device.id, metric), (INF, INF))
-            low, high = spec.range if spec.range is not None else (-INF, INF)
+            low, high = spec.range if spec.range is not None else (NEG_INF, INF)
             slot = MetricSlot(
                 device.id,
                 metric,
-                valid_for=min(spec.max_gap, stale),
-                low=low,
-                high=high,
+                valid_for=self._shared(min(spec.max_gap, stale)),
+                low=self._shared(low),
+                high=self._shared(high),
                 cumulative=spec.cumulative,
             )
-            slot.stuck_for = stuck
+            slot.stuck_for = self._shared(stuck)
             slots[metric] = slot
         return slots
 
@@ -477,17 +490,23 @@ class SiteEngine:
                     feeders.append(feeder)
         return slot
 
+    def _shared(self, value: float) -> float:
+        """One float object per distinct constant across the site's slots and instances. Each
+        reading compares against limits and ranges: a few shared objects stay in the CPU cache,
+        where a copy per device or instance would be a cache miss each (at 1,000 rooms)."""
+        return self._constants.setdefault(float(value).hex(), float(value))
+
     def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> ValueFor:
         def value_for(metric: str, value: float | str) -> float:
             if isinstance(value, int | float):
-                return float(value)
+                return self._shared(value)
             if value.startswith("$"):
-                return float(params[value[1:]])
+                return self._shared(params[value[1:]])
             # Lazily: building a tuple of every device per call made binding quadratic.
             for candidate in itertools.chain((device,), self.site.devices):
                 spec = candidate.metrics.get(metric)
                 if spec is not None and value in spec.states:
-                    return spec.states[value]
+                    return self._shared(spec.states[value])
             raise ConfigError(f"{where}: {metric} has no named state {value!r}")
 
         return value_for
@@ -551,7 +570,7 @@ class SiteEngine:
             tolerance = 0.0
             if check.tolerance is not None:
                 tolerance = float(value_for(check.metric, check.tolerance))
-            low = -INF if check.min is None else value_for(check.metric, check.min)
+            low = NEG_INF if check.min is None else value_for(check.metric, check.min)
             high = INF if check.max is None else value_for(check.metric, check.max)
             if check.min is not None:
                 recorded["min"] = low
@@ -560,7 +579,7 @@ class SiteEngine:
             recorded["tolerance"] = tolerance
             gate_at = len(leaves)
             gate = self._gate(check.when, slot_for, value_for, leaves)
-            common = {"low": low - tolerance, "high": high + tolerance}
+            common = {"low": self._shared(low - tolerance), "high": self._shared(high + tolerance)}
             passes: Evaluator = _never
         else:
             passes = compile_condition(check.passes, slot_for, value_for, leaves)
@@ -852,10 +871,10 @@ class SiteEngine:
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
         engine = cls(site, clauses, lateness=lateness, standards=standards)
-        engine._now = from_json(snapshot["now"], -INF)
-        engine._clock = from_json(snapshot["clock"], -INF)
-        engine._max_event_ts = from_json(snapshot["max_event_ts"], -INF)
-        engine._max_ts = from_json(snapshot["max_ts"], -INF)
+        engine._now = from_json(snapshot["now"], NEG_INF)
+        engine._clock = from_json(snapshot["clock"], NEG_INF)
+        engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
+        engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
             engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
@@ -892,8 +911,8 @@ class SiteEngine:
         state = self._devices.get(device_id)
         if state is None:
             return
-        state.max_ts = from_json(saved["max_ts"], -INF)
-        state.released_ts = from_json(saved["released_ts"], -INF)
+        state.max_ts = from_json(saved["max_ts"], NEG_INF)
+        state.released_ts = from_json(saved["released_ts"], NEG_INF)
         every_metric = frozenset(state.slots)
         state.seen_ts = dict.fromkeys(map(float, saved["seen_ts"]["all"]), every_metric)
         state.seen_ts.update((float(ts), set(metrics)) for ts, metrics in saved["seen_ts"]["some"])
