@@ -86,6 +86,7 @@ class Instance(_ReadForEveryReading):
     """What all instances share: identity, schedule cache, timeline, timer registration."""
 
     __slots__ = (
+        "closed",
         "floors",
         "key",
         "out",
@@ -118,6 +119,8 @@ class Instance(_ReadForEveryReading):
         self.t = NEG_INF  # event time up to which this instance has been judged
         self.run_status: Status | None = None
         self.run_start = NEG_INF
+        # The last interval this instance closed, while it may still be taken back (below).
+        self.closed: ComplianceInterval | None = None
         self.seg_start = INF
         self.seg_end = NEG_INF
         self.seg_inside = False
@@ -143,10 +146,33 @@ class Instance(_ReadForEveryReading):
         current = self.run_status
         if current == status:
             return
-        if current is not None and t > self.run_start:
-            self.out.append(ComplianceInterval(self.ref, self.subject, self.run_start, t, current))
+        if t == self.run_start:
+            # The current run has no length: inputs of one instant applied one after another
+            # (a gate, then the value it gates). Back to the status of the run closed at this
+            # instant, that run goes on unbroken, if its interval is not drained yet.
+            closed = self.closed
+            if (
+                closed is not None
+                and closed.end == t
+                and closed.status == status
+                and self._take_back(closed)
+            ):
+                self.run_status, self.run_start, self.closed = status, closed.start, None
+                return
+        elif current is not None:
+            self.closed = ComplianceInterval(self.ref, self.subject, self.run_start, t, current)
+            self.out.append(self.closed)
         self.run_status = status
         self.run_start = t
+
+    def _take_back(self, interval: ComplianceInterval) -> bool:
+        """Removes `interval` from the outputs not drained yet; false if it is gone."""
+        out = self.out
+        for index in range(len(out) - 1, -1, -1):
+            if out[index] is interval:
+                del out[index]
+                return True
+        return False
 
     def schedule_timer(self) -> None:
         if self.next_due < self.heap_due:

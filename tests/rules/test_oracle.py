@@ -276,3 +276,15 @@ def test_streaming_engine_equals_batch_oracle(
 ) -> None:
     readings, hvac, arrivals, rule, lateness = scenario
     assert engine_verdicts(arrivals, rule, lateness) == oracle(readings, rule, hvac)
+
+
+def test_a_same_instant_gate_reading_leaves_no_transient_interval() -> None:
+    """Found by the property above: the gate's reading at t=4 applied before the out-of-range
+    temperature at t=4 made the site compliant for an instant; that zero-length stretch must
+    not split the not-assessable run into a closed interval (0, 4)."""
+    rule = Rule(for_=0, margin=0.0, clear_for=0, window=None, gated=True)
+    readings = {0: 24.0, 1: 24.0, 2: 24.0, 3: 24.0, 4: 99.0}
+    hvac = {4: 1.0}
+    arrivals: list[Arrival] = [("d1", t, None, v) for t, v in readings.items() if t < 4]
+    arrivals += [("h1", 4, None, 1.0), ("d1", 4, None, 99.0)]
+    assert engine_verdicts(arrivals, rule, 0) == oracle(readings, rule, hvac)

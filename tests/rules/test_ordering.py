@@ -51,7 +51,9 @@ def test_a_violation_of_zero_length_is_no_violation(kit: Any) -> None:
     run = kit.run(kit.site(), kit.clause(both))
     run.feed([(0, {"temperature": 25.0, "humidity": 50.0})])
     run.feed([(60, {"temperature": 27.0}), (60, {"humidity": 30.0})]).advance(120)
-    assert run.violations() == [] and run.intervals() == [(0, 60, "compliant")]
+    assert run.violations() == [] and run.intervals() == []  # compliant since 0, unbroken
+    run.feed([(180, {"temperature": 27.0, "humidity": 50.0})]).advance(240)
+    assert run.violations() == [(180, None)] and run.intervals() == [(0, 180, "compliant")]
 
 
 def test_duplicates_change_nothing(kit: Any) -> None:
