@@ -19,7 +19,7 @@ STEPS = (
     ["latency.py", "--rates", "1000", "5000", "--seconds", "15"],
     # 100,000 devices take about seven minutes (building the site and its state): run
     # `bench/scale.py --devices 1000 10000 100000` on its own for that figure.
-    ["scale.py", "--devices", "1000", "10000", "--messages", "20000"],
+    ["scale.py", "--devices", "1000", "10000", "--messages", "60000"],
 )
 
 
