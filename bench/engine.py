@@ -202,8 +202,12 @@ def peak_memory(
     """Peak traced memory (MiB) of building an engine judging about `subjects` subjects (devices
     and spaces with a clause bound to them) and feeding every device one reading; also the
     subject, clause x subject instance and device counts."""
-    per_room = judged_subjects(SiteEngine(build_site(10), clauses, lateness=60.0)) / 10
-    rooms = max(1, round(subjects / per_room))
+    # Subjects grow linearly with rooms (devices) plus a few site-wide spaces: fit both.
+    at_10, at_20 = (
+        judged_subjects(SiteEngine(build_site(n), clauses, lateness=60.0)) for n in (10, 20)
+    )
+    per_room = (at_20 - at_10) / 10
+    rooms = max(1, math.ceil((subjects - (at_10 - 10 * per_room)) / per_room))
     site = build_site(rooms)
     gc.collect()
     tracemalloc.start()
