@@ -1,18 +1,26 @@
-"""Conditions (comparisons, all / any / not) compiled into closures over metric slots.
+"""Conditions (comparisons, all / any / not) compiled into one Python function each.
 
 An evaluator takes (t, margin) and returns True, False or None (unknown). `margin` is the
 hysteresis margin: a comparison must pass by that much (towards compliance); under `not` the
 sign flips, because the inner condition must then fail by that much. Unknown follows Kleene
 logic: `all` is False if any part is False, else unknown if any part is unknown.
+
+A condition becomes the source text of one function (a single expression per margin case,
+parts evaluated left to right and skipped once the verdict is settled, as `any`/`all` do),
+compiled once per distinct shape and instantiated per instance with its slots, aggregates and
+limits as argument defaults. At 1,000 rooms every object read per reading is a cache miss: a
+tree of node objects, their part lists and a call per node cost ~15 objects per evaluation, the
+function only itself, its defaults tuple and the slots and aggregates it reads.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
+from types import CodeType, FunctionType
+from typing import cast
 
 from rules._slots import MetricSlot, RollingAggregate
-from rules.clause import AllOf, AnyOf, Comparison, Condition, Not
+from rules.clause import AllOf, Comparison, Condition, Not
 
 Evaluator = Callable[[float, float], bool | None]
 SlotFor = Callable[[str], MetricSlot]
@@ -22,74 +30,126 @@ ValueFor = Callable[[str, float | str], float]
 def compile_condition(
     node: Condition, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
 ) -> Evaluator:
-    """`leaves` collects every comparison (for evidence and routing). The evaluators are bound
-    methods of small objects rather than closures: a closure keeps each captured variable in a
-    cell object of its own, and at 1,000 rooms every object read per reading is a cache miss."""
-    if isinstance(node, Comparison):
-        slot = slot_for(node.metric)
-        aggregate = (
-            slot.aggregate(node.aggregate.fn, node.aggregate.window) if node.aggregate else None
+    """`leaves` collects every comparison (for evidence and routing)."""
+    writer = _Writer()
+    first = len(leaves)
+    exact = writer.expression(node, slot_for, value_for, leaves, None)
+    writer.temps = 0  # the second expression reuses the names: only one of them runs
+    with_margin = writer.expression(node, slot_for, value_for, leaves[first:], 1)
+    names = ", ".join(writer.names)
+    source = "\n".join(
+        (f"def passes(t, m, {names}):", f"    if m: return {with_margin}", f"    return {exact}")
+    )
+    code = _CODE.get(source)
+    if code is None:
+        namespace: dict[str, object] = {}
+        exec(compile(source, "<condition>", "exec"), namespace)
+        code = _CODE[source] = cast(FunctionType, namespace["passes"]).__code__
+    function = FunctionType(code, {}, "passes", tuple(writer.values))
+    return cast(Evaluator, function)
+
+
+# Compiled function bodies by source text: one per distinct condition shape.
+_CODE: dict[str, CodeType] = {}
+
+
+class _Writer:
+    """Writes a condition as one expression over named defaults (slots, aggregates, limits)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.values: list[object] = []
+        self.name_of: dict[int, str] = {}
+        self.temps = 0
+        self.reused = 0  # leaves of the first expression taken up again by the second
+
+    def bind(self, prefix: str, value: object) -> str:
+        name = self.name_of.get(id(value))
+        if name is None:
+            name = self.name_of[id(value)] = f"{prefix}{len(self.names)}"
+            self.names.append(name)
+            self.values.append(value)
+        return name
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"r{self.temps}"
+
+    def expression(
+        self,
+        node: Condition,
+        slot_for: SlotFor,
+        value_for: ValueFor,
+        leaves: list[Leaf],
+        sign: int | None,
+    ) -> str:
+        """`sign`: None when the margin is zero (limits as they are), else +1 or -1 (under an
+        odd number of `not`s) for the direction the margin moves the limits in."""
+        if isinstance(node, Comparison):
+            return self.comparison(node, slot_for, value_for, leaves, sign)
+        if isinstance(node, Not):
+            inner = self.expression(
+                node.not_, slot_for, value_for, leaves, None if sign is None else -sign
+            )
+            result = self.temp()
+            return f"(None if ({result} := {inner}) is None else not {result})"
+        parts = node.all if isinstance(node, AllOf) else node.any
+        settles = "False" if isinstance(node, AllOf) else "True"
+        otherwise = "True" if isinstance(node, AllOf) else "False"
+        results = []
+        text = ""
+        for part in parts:
+            result = self.temp()
+            results.append(result)
+            inner = self.expression(part, slot_for, value_for, leaves, sign)
+            text += f"({settles} if ({result} := {inner}) is {settles} else "
+        unknown = " or ".join(f"{result} is None" for result in results)
+        return f"{text}(None if {unknown} else {otherwise}){')' * len(parts)}"
+
+    def comparison(
+        self,
+        node: Comparison,
+        slot_for: SlotFor,
+        value_for: ValueFor,
+        leaves: list[Leaf],
+        sign: int | None,
+    ) -> str:
+        if sign is None:  # first pass: make the leaf
+            slot = slot_for(node.metric)
+            aggregate = (
+                slot.aggregate(node.aggregate.fn, node.aggregate.window) if node.aggregate else None
+            )
+            leaf = Leaf(node.metric, slot, aggregate, node.op, value_for(node.metric, node.value))
+            leaves.append(leaf)
+        else:  # second pass: the leaves made by the first, in the same order
+            leaf = leaves[self.reused]
+            self.reused += 1
+        slot_name = self.bind("s", leaf.slot)
+        value = (
+            f"{slot_name}.value"
+            if leaf.aggregate is None
+            else f"{self.bind('a', leaf.aggregate)}.current"
         )
-        leaf = Leaf(node.metric, slot, aggregate, node.op, value_for(node.metric, node.value))
-        leaves.append(leaf)
-        return leaf.passes
-    if isinstance(node, AllOf):
-        return _AllOf([compile_condition(c, slot_for, value_for, leaves) for c in node.all]).passes
-    if isinstance(node, AnyOf):
-        return _AnyOf([compile_condition(c, slot_for, value_for, leaves) for c in node.any]).passes
-    assert isinstance(node, Not)
-    return _Not(compile_condition(node.not_, slot_for, value_for, leaves)).passes
-
-
-class _AllOf:
-    __slots__ = ("parts",)
-
-    def __init__(self, parts: list[Evaluator]) -> None:
-        self.parts = parts
-
-    def passes(self, t: float, margin: float) -> bool | None:
-        unknown = False
-        for part in self.parts:
-            result = part(t, margin)
-            if result is False:
-                return False
-            if result is None:
-                unknown = True
-        return None if unknown else True
-
-
-class _AnyOf:
-    __slots__ = ("options",)
-
-    def __init__(self, options: list[Evaluator]) -> None:
-        self.options = options
-
-    def passes(self, t: float, margin: float) -> bool | None:
-        unknown = False
-        for option in self.options:
-            result = option(t, margin)
-            if result is True:
-                return True
-            if result is None:
-                unknown = True
-        return None if unknown else False
-
-
-class _Not:
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Evaluator) -> None:
-        self.inner = inner
-
-    def passes(self, t: float, margin: float) -> bool | None:
-        result = self.inner(t, -margin)
-        return None if result is None else not result
+        limit = self.bind("l", leaf.limit)
+        if sign is not None:
+            # The margin moves the limit towards compliance: up for >, >=; down for <, <=
+            # (the arithmetic of limit + shift * margin, term for term).
+            shift = leaf.shift * sign
+            limit = (
+                f"({limit} + m)"
+                if shift > 0
+                else f"({limit} - m)"
+                if shift < 0
+                else f"({limit} + 0.0 * m)"
+            )
+        assert leaf.op in _OPERATORS  # the text of a comparison operator, nothing else
+        return f"(None if t >= {slot_name}.until else {value} {leaf.op} {limit})"
 
 
 class Leaf:
     """One comparison: metric (value or rolling aggregate) op limit."""
 
-    __slots__ = ("aggregate", "compare_to", "limit", "metric", "op", "shift", "slot")
+    __slots__ = ("aggregate", "limit", "metric", "op", "shift", "slot")
 
     def __init__(
         self,
@@ -102,10 +162,8 @@ class Leaf:
         self.metric = metric
         self.slot = slot
         self.aggregate = aggregate
-        self.op = op
+        self.op = op  # ("within": the placeholder leaf of a threshold, never compiled)
         self.limit = limit
-        # ("within": the placeholder leaf of a threshold, which never calls `passes`.)
-        self.compare_to = _OPERATORS.get(op, _OPERATORS["=="])
         # The margin moves the limit towards compliance: up for >, >=; down for <, <=.
         self.shift = 1.0 if op in (">=", ">") else -1.0 if op in ("<=", "<") else 0.0
 
@@ -123,20 +181,5 @@ class Leaf:
             return value - self.limit
         return 0.0
 
-    def passes(self, t: float, margin: float) -> bool | None:
-        slot = self.slot
-        if t >= slot.until:
-            return None
-        aggregate = self.aggregate
-        value = slot.value if aggregate is None else aggregate.current
-        return self.compare_to(value, self.limit + self.shift * margin)
 
-
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
+_OPERATORS = frozenset((">=", ">", "<=", "<", "==", "!="))

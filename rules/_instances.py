@@ -276,7 +276,7 @@ class StateCheck(Instance):
             self.gate_value = simple_gate.limit
             self.gate_equal = simple_gate.op == "=="
         # Distinct slots read (their expiry is a timer).
-        self.watched = list({id(leaf.slot): leaf.slot for leaf in leaves}.values())
+        self.watched = tuple({id(leaf.slot): leaf.slot for leaf in leaves}.values())
         self.for_ = for_
         self.clear_for = clear_for
         self.margin = margin

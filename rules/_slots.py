@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections import deque
 
 INF = math.inf
@@ -33,8 +32,10 @@ class RollingAggregate:
     def __init__(self, fn: str, window: float) -> None:
         self.fn = fn
         self.window = window
-        # mean: every point in the window; min/max: a monotonic queue of candidates.
-        self.points: deque[tuple[float, float]] = deque()
+        # mean: every point in the window; min/max: a monotonic queue of candidates. Flat:
+        # ts, value, ts, value... (a tuple per point would be one more object to allocate and,
+        # when the point leaves the window, one more cold object to read).
+        self.points: deque[float] = deque()
         self.total = 0.0
         self.until_resum = _RESUM_EVERY  # adds (ever, not since clear()) until the next resum
         self.last = math.nan  # the newest value, and how many newest points equal it
@@ -45,14 +46,16 @@ class RollingAggregate:
         points = self.points
         horizon = ts - self.window
         if self.fn == "mean":
-            points.append((ts, value))
+            points.append(ts)
+            points.append(value)
             total = self.total + value
-            while points[0][0] <= horizon:
-                total -= points.popleft()[1]
+            while points[0] <= horizon:
+                points.popleft()
+                total -= points.popleft()
             self.until_resum -= 1
             if not self.until_resum:  # no float drift accumulates in the running sum
                 self.until_resum = _RESUM_EVERY
-                total = math.fsum(map(_VALUE, points))
+                total = math.fsum(itertools.islice(points, 1, None, 2))
             self.total = total
             if value == self.last:
                 self.same += 1
@@ -60,19 +63,23 @@ class RollingAggregate:
                 self.last, self.same = value, 1
             # A window of one repeated value averages to exactly that value (a running sum
             # over a count would give 0.08000000000000002 for 0.08 and fail a 0.08 limit).
-            count = len(points)
+            count = len(points) >> 1
             self.current = value if self.same >= count else total / count
             return
         if self.fn == "min":
-            while points and points[-1][1] >= value:
+            while points and points[-1] >= value:
+                points.pop()
                 points.pop()
         else:
-            while points and points[-1][1] <= value:
+            while points and points[-1] <= value:
                 points.pop()
-        points.append((ts, value))
-        while points[0][0] <= horizon:
+                points.pop()
+        points.append(ts)
+        points.append(value)
+        while points[0] <= horizon:
             points.popleft()
-        self.current = points[0][1]
+            points.popleft()
+        self.current = points[1]
 
     def clear(self) -> None:
         self.points.clear()
@@ -84,7 +91,6 @@ class RollingAggregate:
 # How often a mean's running sum is recomputed exactly (a bounded cost: one pass per this many
 # readings) so rounding errors of additions and removals cannot accumulate.
 _RESUM_EVERY = 256
-_VALUE = operator.itemgetter(1)  # of a (ts, value) point
 
 
 class _ReadForEveryReading:
@@ -144,15 +150,17 @@ class MetricSlot(_ReadForEveryReading):
         self.stuck_since = NEG_INF
         self.fault = ""
         self.aggregates: dict[tuple[str, float], RollingAggregate] = {}
-        self.aggregate_list: list[RollingAggregate] = []  # the same, for the hot loop
-        self.forward: list[MetricSlot] = []  # space slots that take this device's values
+        # The same, for the hot loop; tuples, not lists: a tuple holds its items in the object
+        # itself (one object fewer to read per reading), and () is one shared object.
+        self.aggregate_list: tuple[RollingAggregate, ...] = ()
+        self.forward: tuple[MetricSlot, ...] = ()  # space slots that take this device's values
 
     def aggregate(self, fn: str, window: float) -> RollingAggregate:
         key = (fn, window)
         found = self.aggregates.get(key)
         if found is None:
             found = self.aggregates[key] = RollingAggregate(fn, window)
-            self.aggregate_list.append(found)
+            self.aggregate_list += (found,)
         return found
 
     def update(self, ts: float, value: float) -> str:
@@ -212,11 +220,10 @@ class MetricSlot(_ReadForEveryReading):
             "previous": to_json(self.previous),
             "stuck_since": to_json(self.stuck_since),
             "fault": self.fault,
-            # Points flattened to ts, value, ts, value...: one C-level pass, no list per point
+            # Points as kept, ts, value, ts, value...: one C-level pass, no list per point
             # (checkpoints hold every window point of every device that changed).
             "aggregates": [
-                [fn, window, list(itertools.chain.from_iterable(agg.points))]
-                for (fn, window), agg in self.aggregates.items()
+                [fn, window, list(agg.points)] for (fn, window), agg in self.aggregates.items()
             ],
         }
 

@@ -96,10 +96,12 @@ class _DeviceState(DueFloor):
         self.slots = slots
         self.metric_count = len(slots)
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
-        self.all_listeners: list[Instance] = []
+        # Tuples, not lists: a tuple holds its items in the object itself, one object fewer to
+        # read for each reading (at 1,000 rooms each is a cache miss).
+        self.all_listeners: tuple[Instance, ...] = ()
         # Data-quality instances: woken only when a slot's fault or staleness changes.
         self.fault_listeners: list[Instance] = []
-        self.timed_listeners: list[Instance] = []  # both lists: caught up before a reading
+        self.timed_listeners: tuple[Instance, ...] = ()  # both: caught up before a reading
         self.max_ts = NEG_INF
         self.released_ts = NEG_INF
         # Dedupe keys of recent readings: seq -> ts, and ts -> the metrics seen at ts.
@@ -167,14 +169,14 @@ class SiteEngine:
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
         for device_state in self._devices.values():
-            seen: set[int] = set()
+            found: dict[int, Instance] = {}
             for listeners in device_state.listeners.values():
                 for instance in listeners:
-                    if instance.uid not in seen:
-                        seen.add(instance.uid)
-                        device_state.all_listeners.append(instance)
-        for device_state in self._devices.values():
-            device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
+                    found.setdefault(instance.uid, instance)
+            device_state.all_listeners = tuple(found.values())
+            device_state.timed_listeners = device_state.all_listeners + tuple(
+                device_state.fault_listeners
+            )
             for instance in device_state.timed_listeners:
                 instance.floors.append(device_state)
         for instance in self._instances:
@@ -305,6 +307,7 @@ class SiteEngine:
             del state.buffered[stamp]
         state.released_ts = ts
         # Time-driven changes before ts first, judged on the values as they were.
+        listeners: Sequence[Instance]
         if len(metrics) == state.metric_count:
             listeners = state.all_listeners
             if ts > state.due_floor:
@@ -316,8 +319,9 @@ class SiteEngine:
                         lowest = instance.heap_due
                 state.due_floor = lowest
         else:
-            listeners = self._listeners_of(state, metrics)
-            for instance in listeners + state.fault_listeners:
+            woken = self._listeners_of(state, metrics)
+            listeners = woken
+            for instance in woken + state.fault_listeners:
                 if instance.next_due < ts:
                     instance.catch_up(ts)
         slots = state.slots
@@ -486,7 +490,7 @@ class SiteEngine:
             for other in self._devices_in_space.get(space, ()):
                 if metric in other.metrics:
                     feeder = self._devices[other.id].slots[metric]
-                    feeder.forward.append(slot)
+                    feeder.forward += (slot,)
                     feeders.append(feeder)
         return slot
 
