@@ -82,6 +82,7 @@ class _DeviceState(DueFloor):
         "seen_ts",
         "slots",
         "space",
+        "taken",
         "timed_listeners",
         "touches",
     )
@@ -91,8 +92,11 @@ class _DeviceState(DueFloor):
         self.id = device.id
         self.space = device.space
         self.part = _device_part(device.id)
-        # Snapshot parts a released reading of this device may change (set after binding).
+        # Snapshot parts a released reading of this device may change (set after binding), and
+        # whether it took a reading since the last checkpoint began: a flag here is cheaper
+        # per reading than adding `touches` to the engine's set of changed parts.
         self.touches: tuple[str, ...] = ()
+        self.taken = False
         self.slots = slots
         self.metric_count = len(slots)
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
@@ -197,7 +201,7 @@ class SiteEngine:
             return
         if self._capturing:
             self._capture_before_change((state.part,))
-        self._changed.add(state.part)
+        state.taken = True
         seen = state.seen_ts.get(ts)
         if seen is None:
             state.seen_ts[ts] = metrics  # its keys: the metrics seen at ts (no copy)
@@ -302,7 +306,7 @@ class SiteEngine:
         """Judges a reading; `stamp` is its reorder-buffer stamp when it was buffered."""
         if self._capturing:
             self._capture_before_change(state.touches)
-        self._changed.update(state.touches)
+        state.taken = True
         if stamp is not None:
             del state.buffered[stamp]
         state.released_ts = ts
@@ -782,7 +786,12 @@ class SiteEngine:
             raise RuntimeError("a checkpoint is already being captured")
         self._checkpoint = self._header(full=self._first_checkpoint)
         self._first_checkpoint = False
-        self._capturing, self._changed = self._changed, set()
+        changed = self._changed
+        for state in self._devices.values():
+            if state.taken:
+                changed.update(state.touches)
+                state.taken = False
+        self._capturing, self._changed = changed, set()
         self._captured = {}
 
     def capture(self, limit: int | None = None) -> dict[str, Any] | None:
