@@ -27,6 +27,7 @@ import psycopg
 from prometheus_client import Counter, Histogram
 from psycopg_pool import ConnectionPool
 
+from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from ingest.store.checkpoints import save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ CHECKPOINT_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CHECKPOINT_FAILURES = Counter("clausewatch_checkpoint_failures", "Checkpoint saves rolled back")
-
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 30.0
-MAX_REJECTED_ATTEMPTS = 3
 
 Token = tuple[int, int, int]
 

@@ -50,6 +50,7 @@ from clausewatch.alerts.record import record_outputs
 from ingest.checkpointer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
 from ingest.mqtt import IngressQueue, Message
+from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from ingest.store.checkpoints import load_checkpoint
 from ingest.store.writes import (
     Batch,
@@ -95,8 +96,6 @@ ENGINE_ERRORS = Counter(
     "clausewatch_engine_errors", "Readings or events the engine failed on (stored, not judged)"
 )
 
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 30.0
 # Capturing a checkpoint's parts (about 30 µs each) takes at most this long per turn of the loop,
 # so a message never waits behind a whole checkpoint (0.1-0.2 s at 1,000 busy devices).
 CAPTURE_SLICE_S = 0.004
@@ -106,8 +105,6 @@ CAPTURE_PARTS_PER_STEP = 16
 # at least this many times their last cost (capture plus save), so they take at most about a
 # tenth of the time and the cost per reading stays flat as the site grows.
 CHECKPOINT_COST_FACTOR = 10.0
-# A batch the database refuses (not merely unreachable) this many times becomes dead letters.
-MAX_REJECTED_ATTEMPTS = 3
 
 
 @dataclass
