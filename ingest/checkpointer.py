@@ -8,9 +8,9 @@ one transaction, retrying with backoff while PostgreSQL is unavailable, and only
 acknowledges those messages. One checkpoint is in flight at a time.
 
 A checkpoint the database keeps refusing for another reason (a bug, data it cannot hold) is
-dropped after `MAX_REJECTED_ATTEMPTS`: its messages stay unacknowledged until a later checkpoint
-covers them, and the pipeline makes that one whole (`dropped` tells it), since the parts of the
-dropped one were never stored.
+dropped after `MAX_REJECTED_ATTEMPTS`: its messages stay unacknowledged until the next
+checkpoint covers them; the pipeline begins that one at once and makes it whole (`dropped_any`
+tells it), since the parts of the dropped one were never stored.
 """
 
 from __future__ import annotations

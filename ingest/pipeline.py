@@ -408,7 +408,7 @@ class Pipeline:
     def _checkpoint_due(self, *, idle: bool) -> bool:
         if self._capture is not None or not self._writer.idle:
             return False
-        if not (self._unacked or self._dirty_sites):
+        if not (self._unacked or self._dirty_sites or self._writer.dropped_any):
             return False
         elapsed = time.monotonic() - self._last_checkpoint
         spacing = max(

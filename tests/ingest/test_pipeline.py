@@ -1,6 +1,7 @@
 """The pipeline on a real PostgreSQL, fed through its ingress queue (no broker needed here):
-messages are acknowledged only once their rows and a checkpoint covering them are committed,
-and an engine failure on one input neither stops ingestion nor loses the reading."""
+messages are acknowledged only once their rows and a checkpoint covering them are committed (a
+checkpoint the database refuses is dropped and the next one, whole, covers its messages), and an
+engine failure on one input neither stops ingestion nor loses the reading."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import pytest
 
 from clausewatch.configfiles import LoadedConfig
 from clausewatch.service.runtime import sync_registry
+from ingest.checkpointer import CHECKPOINT_FAILURES
 from ingest.decode import Decoder, Registry
 from ingest.mqtt import IngressQueue, Message
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
+from ingest.retry import MAX_REJECTED_ATTEMPTS
 from ingest.store.checkpoints import load_checkpoint
 from ingest.store.migrate import migrate
 from ingest.store.pool import make_pool
@@ -144,3 +147,46 @@ def test_an_engine_failure_neither_stops_ingestion_nor_loses_the_reading(
     assert count(fresh_database_url) == 3
     assert ENGINE_ERRORS._value.get() == errors_before + 1
     assert pipeline.alive
+
+
+REFUSE_CHECKPOINTS = """
+CREATE TABLE refuse_checkpoints (reason text);
+CREATE FUNCTION refuse_checkpoint() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM refuse_checkpoints) THEN
+        RAISE EXCEPTION 'checkpoint refused by the test';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_checkpoint BEFORE INSERT OR UPDATE ON engine_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION refuse_checkpoint();
+INSERT INTO refuse_checkpoints VALUES ('on');
+"""
+
+
+def test_a_refused_checkpoint_is_dropped_and_the_next_one_is_whole_and_acknowledges(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    acked: list[tuple[int, int, int]] = []
+    _, inbox = run_pipeline(acked.extend)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        conn.execute(REFUSE_CHECKPOINTS)
+    failures_before = CHECKPOINT_FAILURES._value.get()
+    for seq in (1, 2, 3):
+        inbox.put(reading(seq), threading.Event())
+    # Refused (not unreachable): given up after MAX_REJECTED_ATTEMPTS, nothing acknowledged.
+    wait_for(lambda: CHECKPOINT_FAILURES._value.get() >= failures_before + MAX_REJECTED_ATTEMPTS)
+    assert acked == []
+    assert count(fresh_database_url) == 3  # the readings themselves are committed
+
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM refuse_checkpoints")
+    # No new message needed: the dropped messages make the next checkpoint due, whole.
+    wait_for(lambda: len(acked) == 3)
+    assert sorted(seq for _, seq, _ in acked) == [1, 2, 3]
+    with psycopg.connect(fresh_database_url) as conn:
+        checkpoint = load_checkpoint(conn, "t-hq")
+    assert checkpoint is not None
+    assert checkpoint.state["full"] is True
+    seqs, _ = checkpoint.parts["device:th-a"]["device"]["seen_seqs"]
+    assert {1, 2, 3} <= set(seqs)
