@@ -59,6 +59,7 @@ class CheckpointWriter:
         # A checkpoint was dropped since the pipeline last looked (see module docstring).
         self.dropped_any = False
         self.last_save_seconds = 0.0  # how long saving the last checkpoint took
+        self.saved = 0  # checkpoints saved so far
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -121,6 +122,7 @@ class CheckpointWriter:
                             replace_parts=header["full"],
                         )
                 self.last_save_seconds = time.monotonic() - started
+                self.saved += 1
                 CHECKPOINT_SECONDS.observe(self.last_save_seconds)
                 return True
             except psycopg.Error as exc:

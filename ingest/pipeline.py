@@ -174,6 +174,7 @@ class Pipeline:
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
         self._stop = threading.Event()
+        self._checkpoint_requested = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # set when the thread died of a bug
 
@@ -209,6 +210,15 @@ class Pipeline:
         with self._advance_lock:
             if self._advance_to is None or now > self._advance_to:
                 self._advance_to = now
+
+    def request_checkpoint(self) -> None:
+        """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
+        planned restart, to keep its replay short; benchmarks, to start from a saved state)."""
+        self._checkpoint_requested.set()
+
+    @property
+    def checkpoints_saved(self) -> int:
+        return self._writer.saved
 
     @property
     def alive(self) -> bool:
@@ -466,12 +476,14 @@ class Pipeline:
         )
         return (
             self._stop.is_set()
+            or self._checkpoint_requested.is_set()
             or elapsed >= spacing
-            # Idle: a checkpoint costs no throughput now, and the acks need not wait.
+            # Idle: a checkpoint costs no throughput now, and it shortens a replay.
             or (idle and elapsed >= self.checkpoint_interval)
         )
 
     def _begin_checkpoint(self) -> None:
+        self._checkpoint_requested.clear()
         if self._writer.take_dropped():
             # Those parts were never stored: this checkpoint takes every part of every site.
             self._dirty_sites = set(self.engines)

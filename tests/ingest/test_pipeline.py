@@ -193,3 +193,20 @@ def test_a_refused_checkpoint_is_dropped_and_the_next_one_is_whole(
         return set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0])
 
     assert wait_for(lambda: {1, 2, 3} <= stored_seqs())
+
+
+def test_a_requested_checkpoint_is_saved_whatever_the_spacing(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    acked: list[tuple[int, int, int]] = []
+    pipeline, inbox = run_pipeline(acked.extend, checkpoint_interval=3600)
+    for seq in (1, 2):
+        inbox.put(reading(seq), threading.Event())
+    wait_for(lambda: len(acked) == 2)
+    saved = pipeline.checkpoints_saved
+    pipeline.request_checkpoint()
+    wait_for(lambda: pipeline.checkpoints_saved > saved)
+    with psycopg.connect(fresh_database_url) as conn:
+        checkpoint = load_checkpoint(conn, "t-hq")
+    assert checkpoint is not None
+    assert set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0]) == {1, 2}
