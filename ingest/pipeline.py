@@ -258,7 +258,9 @@ class Pipeline:
         now = checkpoint.state.get("now")
         ts_floor = None if now is None else now - self.lateness
         replayed = 0
-        for item in stored_since(conn, site_id, after, ts_floor):
+        last = after
+        for stamp, item in stored_since(conn, site_id, after, ts_floor):
+            last = stamp
             try:
                 if isinstance(item, StoredReading):
                     engine.observe(item.device, item.ts, item.seq, item.metrics)
@@ -270,7 +272,8 @@ class Pipeline:
             if self.clock == "data":
                 engine.advance(item.ts)
             replayed += 1
-        self._last_stamp_us = max(self._last_stamp_us, round(after / STAMP_US))
+        # New stamps follow the replayed ones even if the wall clock went back meanwhile.
+        self._last_stamp_us = max(self._last_stamp_us, round(last / STAMP_US))
         if replayed:
             log.info("%s: replayed %d stored inputs after its checkpoint", site_id, replayed)
             self._pending.touched_sites.add(site_id)

@@ -55,10 +55,10 @@ _Entry = tuple[dt.datetime, StoredReading | Event]  # receive stamp, input
 
 def stored_since(
     conn: psycopg.Connection[Any], site: str, after: float, ts_floor: float | None
-) -> Iterator[StoredReading | Event]:
+) -> Iterator[tuple[float, StoredReading | Event]]:
     """The readings and events of `site` received after the stamp `after`, in the order they
-    were taken. Rows with `ts` before `ts_floor` are left out: the engine would set them aside
-    as late anyway (its clock minus the lateness)."""
+    were taken, each with its stamp. Rows with `ts` before `ts_floor` are left out: the engine
+    would set them aside as late anyway (its clock minus the lateness)."""
     params = {
         "site": site,
         "after": dt.datetime.fromtimestamp(after, dt.UTC),
@@ -72,8 +72,8 @@ def stored_since(
         ).fetchall()
     )
     # A message holds readings or events, never both: the two never share a stamp.
-    for _, item in heapq.merge(readings, events, key=itemgetter(0)):
-        yield item
+    for received, item in heapq.merge(readings, events, key=itemgetter(0)):
+        yield received.timestamp(), item
 
 
 def _readings(cursor: psycopg.Cursor[Any]) -> Iterator[_Entry]:

@@ -35,10 +35,12 @@ def test_stored_input_after_a_stamp_comes_back_in_the_order_it_was_taken(store_u
     with connect(store_url) as conn:
         write_batch(conn, batch, PartitionCache())
         conn.commit()
-        taken = list(stored_since(conn, "s1", T0 + 1.000001, T0 - 60))
-        everything = list(stored_since(conn, "s1", T0, None))
+        stamped = list(stored_since(conn, "s1", T0 + 1.000001, T0 - 60))
+        everything = [item for _, item in stored_since(conn, "s1", T0, None)]
+    stamps, taken = zip(*stamped, strict=True)
+    assert stamps == pytest.approx((T0 + 1.000002, T0 + 1.000003, T0 + 1.000004), abs=1e-7)
 
-    assert taken == [
+    assert list(taken) == [
         StoredReading("d2", T0 + 5, 7, {"temperature": 27.0}),
         Event("c1", T0 + 2, "cleaning.completed", "wc1", "x", 3, {"k": 1}),
         StoredReading("d1", T0 - 30, 0, {"temperature": 24.0}),
