@@ -58,7 +58,7 @@ from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMess
 from ingest.mqtt import IngressQueue, Message
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from ingest.store.checkpoints import Checkpoint, load_checkpoint
-from ingest.store.replay import REPLAY_AFTER, StoredReading, stored_since
+from ingest.store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
 from ingest.store.writes import (
     Batch,
     EventRow,
@@ -183,14 +183,13 @@ class Pipeline:
     def start(self) -> None:
         """Restores every site's engine from its checkpoint and the input stored after it, and
         starts the pipeline thread."""
-        self._last_stamp_us = int(time.time() / STAMP_US)
         with self.pool.connection() as conn:
             for site_id, site in self.sites.items():
                 self.engines[site_id] = self._restore(conn, site)
         self._writer.start()
         if self._dirty_sites:
-            # A site without a usable checkpoint gets one before any message: what it takes from
-            # now on can then be replayed after a crash.
+            # A site without a usable checkpoint gets one before any message, after every row
+            # stored so far: what it takes from now on can then be replayed after a crash.
             self._begin_checkpoint()
             self._capture_slice(float("inf"))
             self._writer.wait_idle(RETRY_MAX_S)
@@ -244,6 +243,9 @@ class Pipeline:
                 self._replay(conn, engine, checkpoint)
                 return engine
         self._dirty_sites.add(site_id)
+        stored = last_stamp(conn, site_id)  # the input of an engine before this one
+        if stored is not None:
+            self._last_stamp_us = max(self._last_stamp_us, round(stored / STAMP_US))
         return SiteEngine(site, self.clauses, lateness=self.lateness, standards=self.standards)
 
     def _replay(

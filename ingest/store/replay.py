@@ -38,6 +38,12 @@ FROM events
 WHERE site = %(site)s AND received_at > %(after)s AND ts >= %(ts_floor)s
 ORDER BY received_at, device, ts, type
 """
+LAST_STAMP = """
+SELECT greatest(
+    (SELECT max(received_at) FROM readings WHERE site = %(site)s),
+    (SELECT max(received_at) FROM events WHERE site = %(site)s)
+)
+"""
 # Before this, a ts bound is no bound (and keeps the partition pruning of later bounds honest).
 NO_FLOOR = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -74,6 +80,14 @@ def stored_since(
     # A message holds readings or events, never both: the two never share a stamp.
     for received, item in heapq.merge(readings, events, key=itemgetter(0)):
         yield received.timestamp(), item
+
+
+def last_stamp(conn: psycopg.Connection[Any], site: str) -> float | None:
+    """The newest stamp of any row of `site`, or None when it has none. It scans the site's
+    rows: only for a site starting without a checkpoint (first start, or a checkpoint this
+    version cannot read)."""
+    row = conn.execute(LAST_STAMP, {"site": site}).fetchone()
+    return None if row is None or row[0] is None else float(row[0].timestamp())
 
 
 def _readings(cursor: psycopg.Cursor[Any]) -> Iterator[_Entry]:

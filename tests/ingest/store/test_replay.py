@@ -1,5 +1,6 @@
 """Stored input since a checkpoint: after the stamp only, in stamp order, a message's readings
-of one device and instant as one observation, events in between, nothing before the ts floor."""
+of one device and instant as one observation, events in between, nothing before the ts floor;
+and the newest stamp of a site."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import datetime as dt
 import pytest
 
 from ingest.store.pool import connect
-from ingest.store.replay import StoredReading, stored_since
+from ingest.store.replay import StoredReading, last_stamp, stored_since
 from ingest.store.writes import Batch, EventRow, PartitionCache, ReadingRow, write_batch
 from rules.verdicts import Event
 
@@ -35,6 +36,7 @@ def test_stored_input_after_a_stamp_comes_back_in_the_order_it_was_taken(store_u
     with connect(store_url) as conn:
         write_batch(conn, batch, PartitionCache())
         conn.commit()
+        newest = last_stamp(conn, "s1"), last_stamp(conn, "s2"), last_stamp(conn, "s3")
         stamped = list(stored_since(conn, "s1", T0 + 1.000001, T0 - 60))
         everything = [item for _, item in stored_since(conn, "s1", T0, None)]
     stamps, taken = zip(*stamped, strict=True)
@@ -48,3 +50,5 @@ def test_stored_input_after_a_stamp_comes_back_in_the_order_it_was_taken(store_u
     assert everything[0] == StoredReading("d1", T0, 1, {"humidity": 50.0, "temperature": 25.0})
     assert everything[-1] == StoredReading("d1", T0 - 3600, None, {"temperature": 20.0})
     assert len(everything) == 5
+    # The newest stamp of a site, events included: where a site without a checkpoint starts.
+    assert newest == pytest.approx((T0 + 1.000005, T0 + 1.000002, None), abs=1e-7)
