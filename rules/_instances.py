@@ -556,8 +556,48 @@ class ThresholdCheck(StateCheck):
 
     __slots__ = ()  # its fields are among _ReadForEveryReading's
 
-    def __init__(self, *args: Any, low: float, high: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # The whole signature spelled out: a compiled (mypyc) class cannot forward *args and
+    # **kwargs to its base's __init__.
+    def __init__(
+        self,
+        key: str,
+        ref: ClauseRef,
+        subject: Subject,
+        schedule: CompiledSchedule,
+        out: list[Output],
+        timers: Timers,
+        uid: int,
+        *,
+        passes: Evaluator,
+        leaves: list[Leaf],
+        gate: Evaluator | None,
+        simple_gate: Leaf | None = None,
+        for_: float,
+        clear_for: float,
+        margin: float,
+        params: dict[str, float],
+        unit: str | None,
+        low: float,
+        high: float,
+    ) -> None:
+        super().__init__(
+            key,
+            ref,
+            subject,
+            schedule,
+            out,
+            timers,
+            uid,
+            passes=passes,
+            leaves=leaves,
+            gate=gate,
+            simple_gate=simple_gate,
+            for_=for_,
+            clear_for=clear_for,
+            margin=margin,
+            params=params,
+            unit=unit,
+        )
         leaf = self.leaves[0]
         self.slot: MetricSlot = leaf.slot
         self.low = low
