@@ -23,6 +23,8 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from rules import _slots
 from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
@@ -119,6 +121,9 @@ class ConfigError(ValueError):
     """A clause cannot be bound to the site (unknown season, unresolvable named state...)."""
 
 
+# Compiled by mypyc (setup.py), a class may be subclassed by interpreted code only when it says
+# so: bench/engine.py's naive baseline replaces how a reading finds its listeners.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SiteEngine:
     """One site's clauses judged over its devices' readings and events. Not thread-safe: one
     owner calls it (an ingest worker owns whole sites)."""
