@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from rules._conditions import Evaluator, Leaf
 from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
@@ -32,9 +32,17 @@ from rules.verdicts import (
 )
 
 # Raw state of a condition at an instant.
-PASS, FAIL, UNKNOWN, OUTSIDE = 0, 1, 2, 3
-_STATUS_OF: tuple[Status, ...] = ("compliant", "violating", "not_assessable", "outside_schedule")
-EVIDENCE_KEPT = 10
+PASS: Final = 0
+FAIL: Final = 1
+UNKNOWN: Final = 2
+OUTSIDE: Final = 3
+_STATUS_OF: Final[tuple[Status, ...]] = (
+    "compliant",
+    "violating",
+    "not_assessable",
+    "outside_schedule",
+)
+EVIDENCE_KEPT: Final = 10
 
 Timers = list[tuple[float, int, "Instance"]]
 
