@@ -53,6 +53,8 @@ def _remove_stale_extensions() -> None:
     for path in COMPILED:
         for stale in (HERE / path).parent.glob(Path(path).stem + ".*.so"):
             stale.unlink()
+    for stale in HERE.glob("rules__mypyc.*.so"):  # their shared library (group_name below)
+        stale.unlink()
 
 
 class BuildExtOrPure(build_ext):
