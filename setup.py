@@ -1,10 +1,10 @@
 """Builds clausewatch with the rules engine's hot modules compiled to C by mypyc (docs/design.md,
 "The compiled engine"). Where compiling fails, it warns and installs them as pure Python: the
-same code, about half as fast.
+same code, about two thirds as fast.
 
 Every build writes rules/compiled-sources.json: the SHA-256 of each module's source as mypyc
-read it. rules/__init__.py refuses to load a compiled module whose
-source no longer matches: a stale extension would otherwise shadow the edited .py in silence.
+read it. rules/__init__.py refuses to load a compiled module whose source no longer matches: a
+stale extension would otherwise shadow the edited .py in silence.
 """
 
 from __future__ import annotations
