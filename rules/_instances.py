@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from rules._conditions import Evaluator, Leaf
 from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
@@ -32,9 +32,17 @@ from rules.verdicts import (
 )
 
 # Raw state of a condition at an instant.
-PASS, FAIL, UNKNOWN, OUTSIDE = 0, 1, 2, 3
-_STATUS_OF: tuple[Status, ...] = ("compliant", "violating", "not_assessable", "outside_schedule")
-EVIDENCE_KEPT = 10
+PASS: Final = 0
+FAIL: Final = 1
+UNKNOWN: Final = 2
+OUTSIDE: Final = 3
+_STATUS_OF: Final[tuple[Status, ...]] = (
+    "compliant",
+    "violating",
+    "not_assessable",
+    "outside_schedule",
+)
+EVIDENCE_KEPT: Final = 10
 
 Timers = list[tuple[float, int, "Instance"]]
 
@@ -556,8 +564,48 @@ class ThresholdCheck(StateCheck):
 
     __slots__ = ()  # its fields are among _ReadForEveryReading's
 
-    def __init__(self, *args: Any, low: float, high: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    # The whole signature spelled out: a compiled (mypyc) class cannot forward *args and
+    # **kwargs to its base's __init__.
+    def __init__(
+        self,
+        key: str,
+        ref: ClauseRef,
+        subject: Subject,
+        schedule: CompiledSchedule,
+        out: list[Output],
+        timers: Timers,
+        uid: int,
+        *,
+        passes: Evaluator,
+        leaves: list[Leaf],
+        gate: Evaluator | None,
+        simple_gate: Leaf | None = None,
+        for_: float,
+        clear_for: float,
+        margin: float,
+        params: dict[str, float],
+        unit: str | None,
+        low: float,
+        high: float,
+    ) -> None:
+        super().__init__(
+            key,
+            ref,
+            subject,
+            schedule,
+            out,
+            timers,
+            uid,
+            passes=passes,
+            leaves=leaves,
+            gate=gate,
+            simple_gate=simple_gate,
+            for_=for_,
+            clear_for=clear_for,
+            margin=margin,
+            params=params,
+            unit=unit,
+        )
         leaf = self.leaves[0]
         self.slot: MetricSlot = leaf.slot
         self.low = low

@@ -11,7 +11,7 @@ violation from the deadline until the next event, which ends it at the event's t
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from rules._instances import Instance, Timers
 from rules._slots import INF, NEG_INF, from_json, to_json
@@ -29,7 +29,7 @@ from rules.verdicts import (
 )
 
 # Calendar periods passed over at once without schedule time before giving up (1000 days).
-_MAX_PERIODS_SKIPPED = 1000
+_MAX_PERIODS_SKIPPED: Final = 1000
 
 
 class Obligation(Instance):

@@ -11,16 +11,19 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from typing import Final
 
-INF = math.inf
+# Constants are Final: compiled (mypyc, setup.py), a Final is a C constant, any other module
+# global a dictionary lookup each time it is read.
+INF: Final = math.inf
 # One shared object: `-INF` in an expression would allocate a new float each time it runs.
-NEG_INF = -math.inf
+NEG_INF: Final = -math.inf
 
 # Faults a slot can carry; "" when the value is good.
-OUT_OF_RANGE = "out_of_range"
-STUCK = "stuck"
-BACKWARDS = "register_backwards"
-RECOVERED = "recovered"  # not a fault: a good value after a fault or a stale gap
+OUT_OF_RANGE: Final = "out_of_range"
+STUCK: Final = "stuck"
+BACKWARDS: Final = "register_backwards"
+RECOVERED: Final = "recovered"  # not a fault: a good value after a fault or a stale gap
 
 
 class RollingAggregate:
@@ -90,7 +93,7 @@ class RollingAggregate:
 
 # How often a mean's running sum is recomputed exactly (a bounded cost: one pass per this many
 # readings) so rounding errors of additions and removals cannot accumulate.
-_RESUM_EVERY = 256
+_RESUM_EVERY: Final = 256
 
 
 class _ReadForEveryReading:
