@@ -562,7 +562,7 @@ class ThresholdCheck(StateCheck):
     comparison, timer planning): it runs for nearly every reading, so each call saved counts.
     A gate of the common form `metric == state` (or !=) is read straight from its slot."""
 
-    __slots__ = ()  # its fields are among _ReadForEveryReading's
+    __slots__ = ("replan_always",)  # the others are among _ReadForEveryReading's
 
     # The whole signature spelled out: a compiled (mypyc) class cannot forward *args and
     # **kwargs to its base's __init__.
@@ -611,6 +611,9 @@ class ThresholdCheck(StateCheck):
         self.low = low
         self.high = high
         self.value_of = leaf.aggregate
+        # Set by the engine when a slot read here can expire earlier after a new good reading
+        # (a space slot fed by devices with different validity): no skipping the re-plan then.
+        self.replan_always = False
 
     def evaluate(self, t: float) -> None:
         if t < self.t:
@@ -624,7 +627,7 @@ class ThresholdCheck(StateCheck):
         raw = self.raw(t)
         if raw == FAIL:
             self.note_failure(t)
-        if raw == self.last_raw and not timers_were_due:
+        if raw == self.last_raw and not timers_were_due and not self.replan_always:
             # Nothing changed: the planned wake-up is no later than the true next change
             # (values only expire later after a new good reading; a fault changes `raw`), and
             # waking early costs one idle re-evaluation. Skipping the re-plan saves time here.

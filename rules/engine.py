@@ -191,6 +191,9 @@ class SiteEngine:
         for instance in self._instances:
             instance.heap_due = NEG_INF
             heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
+            if isinstance(instance, ThresholdCheck):
+                read = (instance.slot, instance.gate_slot, *instance.watched)
+                instance.replan_always = any(self._expiry_may_fall(slot) for slot in read)
         self._index_parts()
 
     # ---- the interface ----
@@ -526,6 +529,12 @@ class SiteEngine:
 
     def _new_uid(self) -> int:
         return next(self._uids)
+
+    def _expiry_may_fall(self, slot: MetricSlot | None) -> bool:
+        """Whether a new good value can make `slot` expire sooner than the value before: a
+        space slot whose devices hold their values for different times (max_gap, stale)."""
+        feeders = self._feeders.get(id(slot), ())
+        return len({feeder.valid_for for feeder in feeders}) > 1
 
     def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
         """Readings that change any of `slots` wake `instance`."""

@@ -279,3 +279,27 @@ def test_snapshot_restore_resumes_a_half_elapsed_for(kit: Any) -> None:
     restored.advance(kit.T0 + 600)
     started = [o for o in restored.drain() if isinstance(o, ViolationStarted)]
     assert [(s.started_at - kit.T0, s.confirmed_at - kit.T0) for s in started] == [(0, 600)]
+
+
+def test_a_gate_read_from_devices_holding_values_for_different_times_expires_on_time(
+    kit: Any,
+) -> None:
+    # The office's hvac_mode is the latest of two controllers': h1's holds an hour, h2's a
+    # minute. After h2 reports at 100 s the gate is unknown from 160 s, although h1's older
+    # value would still hold (a space's value is its latest reading).
+    site = kit.site(
+        devices=[
+            kit.sensor("d1", "o1", temperature=kit.TEMPERATURE),
+            kit.sensor("h1", "o1", hvac_mode=kit.HVAC),
+            kit.sensor("h2", "o1", hvac_mode={**kit.HVAC, "max_gap": 60}),
+        ]
+    )
+    gate = {"metric": "hvac_mode", "op": "==", "value": "cooling"}
+    run = kit.run(site, kit.clause({**MAX_26, "when": gate}))
+    run.feed([(0, {"hvac_mode": 1})], device="h1")
+    run.feed(temps((0, 25)))
+    run.feed([(100, {"hvac_mode": 1})], device="h2")
+    run.feed(temps((300, 25)))
+    run.feed([(500, {"hvac_mode": 1})], device="h1")
+    run.advance(600)
+    assert run.intervals() == [(0, 160, C), (160, 500, NA)]
