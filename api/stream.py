@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -27,9 +27,10 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import psycopg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import format_sse_event
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from starlette.responses import StreamingResponse
 
 from api.alert_rows import ALERT_COLUMNS, alert_public
 from api.auth import Principal, Reader
@@ -280,11 +281,33 @@ def resume_position(
 router = APIRouter(tags=["stream"])
 
 
+class EventStream(StreamingResponse):
+    """`text/event-stream` of bytes already encoded. Not FastAPI's EventSourceResponse: with that
+    response class FastAPI takes the route for an event generator and wraps it."""
+
+    media_type = "text/event-stream"
+
+
+# What FastAPI documents for an SSE generator route; this route returns its response itself.
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 @router.get(
     "/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={
-        200: {"description": "`event: alert` events whose data is a StreamEvent"},
+        200: {
+            "description": "`event: alert` events whose data is a StreamEvent",
+            "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
+        },
         401: {"model": Problem},
         403: {"model": Problem},
     },
@@ -293,13 +316,16 @@ async def stream(
     request: Request,
     principal: Reader,
     resume: Annotated[int | None, Depends(resume_position)],
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventStream:
     """Alert raised / escalated / acknowledged / resolved / reopened / closed, as `event: alert`
     with `id:` = timeline id. Without `Last-Event-ID` (or `after`) the stream starts at the
-    present and first sends `event: hello` whose id is the current position."""
+    present and first sends `event: hello` whose id is the current position.
+
+    The events are encoded here and handed straight to the response: FastAPI's SSE generator
+    support passes each one through two task queues (for its keep-alive pings, which the
+    heartbeat here already does), two more turns of the event loop per event."""
     pool: ConnectionPool = request.app.state.pool
     feed: AlertFeed = request.app.state.feed
-    config = feed.config
 
     async def in_thread(work: Callable[[psycopg.Connection], T]) -> T:
         """Runs blocking database work off the event loop with a short pool checkout (the
@@ -312,16 +338,36 @@ async def stream(
         return await anyio.to_thread.run_sync(run)
 
     start = resume if resume is not None else await in_thread(head_id)
+    body = _events(feed, principal, start, hello=resume is None, in_thread=in_thread)
+    # As FastAPI sets them for SSE: no caching, and no buffering in an nginx in front.
+    return EventStream(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(
+    feed: AlertFeed,
+    principal: Principal,
+    start: int,
+    *,
+    hello: bool,
+    in_thread: Callable[[Callable[[psycopg.Connection], bool]], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """The encoded events of one stream from position `start` (see `stream`)."""
+    config = feed.config
     reader = TimelineReader(last_id=start, gap_wait_s=config.gap_wait_s, batch=config.batch)
-    if resume is None:
-        yield ServerSentEvent(event="hello", id=str(start), data={"position": start})
+    if hello:
+        yield format_sse_event(event="hello", id=str(start), data_str=f'{{"position":{start}}}')
     last_sent = time.monotonic()
     while True:
         seen = feed.generation
         events = await feed.read(reader, principal, time.monotonic())
-        for event in events:
-            yield ServerSentEvent(event="alert", id=str(event.timeline_id), data=event)
         if events:
+            # One write per read: a batch of events leaves in one send, not one each.
+            yield b"".join(
+                format_sse_event(
+                    event="alert", id=str(event.timeline_id), data_str=event.model_dump_json()
+                )
+                for event in events
+            )
             last_sent = time.monotonic()
         if reader.more:
             continue  # a full batch: more rows are waiting, read on at once
@@ -329,6 +375,6 @@ async def stream(
             # A revoked token loses its open streams too, within one heartbeat.
             if not await in_thread(partial(is_live, token_id=principal.token_id)):
                 return
-            yield ServerSentEvent(comment="heartbeat")
+            yield format_sse_event(comment="heartbeat")
             last_sent = time.monotonic()
         await feed.wait(seen, min(config.poll_s, config.heartbeat_s))
