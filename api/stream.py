@@ -18,9 +18,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -28,9 +27,10 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import psycopg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import format_sse_event
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from starlette.responses import StreamingResponse
 
 from api.alert_rows import ALERT_COLUMNS, alert_public
 from api.auth import Principal, Reader
@@ -58,17 +58,29 @@ class StreamConfig:
 
 
 class AlertFeed:
-    """One LISTEN connection per app; wakes every open stream when the timeline grows."""
+    """One LISTEN connection per app; wakes every open stream when the timeline grows. Streams
+    read the timeline on the event loop through `reads` (see `SharedReads`)."""
 
     def __init__(self, conninfo: str, config: StreamConfig) -> None:
         self.config = config
         self._conninfo = conninfo
         self._generation = 0
-        self._changed = asyncio.Event()
+        self._waiters: set[asyncio.Future[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        # Autocommit: a read leaves no transaction behind, so returning the connection to the
+        # pool costs no ROLLBACK round trip before the rows reach the stream.
+        self.reads = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=1,  # reads are serialized by SharedReads' lock; one connection serves all
+            kwargs={"autocommit": True},
+            open=False,
+            name="alert-stream-reads",
+        )
         self.shared = SharedReads(ttl=config.shared_read_ttl_s)
 
     async def start(self) -> None:
+        await self.reads.open(wait=True, timeout=30.0)
         self._task = asyncio.create_task(self._listen(), name="clausewatch-alert-feed")
 
     async def stop(self) -> None:
@@ -76,6 +88,7 @@ class AlertFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.reads.close()
 
     @property
     def generation(self) -> int:
@@ -85,13 +98,34 @@ class AlertFeed:
         """Returns when the generation moves past `seen`, or after `timeout` seconds."""
         if self._generation != seen:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        # A future per waiter, resolved by `_wake`: the stream resumes in the very next turn of
+        # the event loop (an asyncio.Event under wait_for takes two more turns, and each turn
+        # may wait for the GIL behind the ingest thread).
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
 
     def _wake(self) -> None:
         self._generation += 1
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def read(
+        self, reader: TimelineReader, principal: Principal, now: float
+    ) -> list[StreamEvent]:
+        """The stream's next events: new timeline rows this principal may see. Streams at the
+        same position in the same feed generation share one query."""
+        key = reader.position(now, self._generation)
+        rows = await self.shared.rows(self.reads, key)
+        return reader.events(rows, principal, now)
 
     async def _listen(self) -> None:
         while True:
@@ -115,18 +149,21 @@ class AlertFeed:
 ReadKey = tuple[int, tuple[int, ...], int, int]  # last id, gap ids, batch, feed generation
 
 
-def timeline_rows(conn: psycopg.Connection, key: ReadKey) -> list[dict[str, Any]]:
+TIMELINE_ROWS = (
+    "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
+    f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
+    " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
+    " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s"
+)
+
+
+async def timeline_rows(conn: psycopg.AsyncConnection[Any], key: ReadKey) -> list[dict[str, Any]]:
     """Timeline rows after `last_id` (and the gap ids) with their alerts' current state, in one
     round trip. Rows of every site: the gap bookkeeping needs every id; streams filter."""
     last_id, gaps, batch, _ = key
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
-            f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
-            " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
-            " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s",
-            (last_id, list(gaps), batch),
-        ).fetchall()
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(TIMELINE_ROWS, (last_id, list(gaps), batch))
+        return await cur.fetchall()
 
 
 class SharedReads:
@@ -137,17 +174,20 @@ class SharedReads:
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
         self._key: ReadKey | None = None
         self._rows: list[dict[str, Any]] = []
         self._at = 0.0
 
-    def rows(self, conn: psycopg.Connection, key: ReadKey) -> list[dict[str, Any]]:
+    async def rows(
+        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], key: ReadKey
+    ) -> list[dict[str, Any]]:
         # Held during the query: streams waking together wait for the first one's answer.
-        with self._lock:
+        async with self._lock:
             if key == self._key and time.monotonic() - self._at < self._ttl:
                 return self._rows
-            rows = timeline_rows(conn, key)
+            async with pool.connection() as conn:
+                rows = await timeline_rows(conn, key)
             self._key, self._rows, self._at = key, rows, time.monotonic()
             return rows
 
@@ -163,21 +203,18 @@ class TimelineReader:
     gaps: dict[int, float] = field(default_factory=dict)
     more: bool = False  # the last read was a full batch: read again without waiting
 
-    def read(
-        self,
-        conn: psycopg.Connection,
-        principal: Principal,
-        now: float,
-        shared: SharedReads | None = None,
-        generation: int = 0,
-    ) -> list[StreamEvent]:
-        """New timeline rows this principal may see, with each alert's current state. Streams
-        at the same position in the same feed generation share one query (`shared`)."""
+    def position(self, now: float, generation: int) -> ReadKey:
+        """What to read next: the rows after `last_id` and the gaps still worth waiting for."""
         for missing, since in list(self.gaps.items()):
             if now - since > self.gap_wait_s:
                 del self.gaps[missing]
-        key = (self.last_id, tuple(sorted(self.gaps)), self.batch, generation)
-        rows = shared.rows(conn, key) if shared is not None else timeline_rows(conn, key)
+        return (self.last_id, tuple(sorted(self.gaps)), self.batch, generation)
+
+    def events(
+        self, rows: Sequence[dict[str, Any]], principal: Principal, now: float
+    ) -> list[StreamEvent]:
+        """Takes the rows read at `position()`; returns those this principal may see and has
+        not been sent, each with its alert's current state, and moves the position on."""
         self.more = len(rows) >= self.batch
         wanted = self.advance([row["timeline_id"] for row in rows], now)
         return [
@@ -244,11 +281,33 @@ def resume_position(
 router = APIRouter(tags=["stream"])
 
 
+class EventStream(StreamingResponse):
+    """`text/event-stream` of bytes already encoded. Not FastAPI's EventSourceResponse: with that
+    response class FastAPI takes the route for an event generator and wraps it."""
+
+    media_type = "text/event-stream"
+
+
+# What FastAPI documents for an SSE generator route; this route returns its response itself.
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 @router.get(
     "/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={
-        200: {"description": "`event: alert` events whose data is a StreamEvent"},
+        200: {
+            "description": "`event: alert` events whose data is a StreamEvent",
+            "content": {"text/event-stream": {"itemSchema": SSE_ITEM_SCHEMA}},
+        },
         401: {"model": Problem},
         403: {"model": Problem},
     },
@@ -257,16 +316,20 @@ async def stream(
     request: Request,
     principal: Reader,
     resume: Annotated[int | None, Depends(resume_position)],
-) -> AsyncIterator[ServerSentEvent]:
+) -> EventStream:
     """Alert raised / escalated / acknowledged / resolved / reopened / closed, as `event: alert`
     with `id:` = timeline id. Without `Last-Event-ID` (or `after`) the stream starts at the
-    present and first sends `event: hello` whose id is the current position."""
+    present and first sends `event: hello` whose id is the current position.
+
+    The events are encoded here and handed straight to the response: FastAPI's SSE generator
+    support passes each one through two task queues (for its keep-alive pings, which the
+    heartbeat here already does), two more turns of the event loop per event."""
     pool: ConnectionPool = request.app.state.pool
     feed: AlertFeed = request.app.state.feed
-    config = feed.config
 
     async def in_thread(work: Callable[[psycopg.Connection], T]) -> T:
-        """Runs blocking database work off the event loop with a short pool checkout."""
+        """Runs blocking database work off the event loop with a short pool checkout (the
+        stream's start and its token checks; the timeline reads run on the loop)."""
 
         def run() -> T:
             with pool.connection() as conn:
@@ -275,24 +338,36 @@ async def stream(
         return await anyio.to_thread.run_sync(run)
 
     start = resume if resume is not None else await in_thread(head_id)
+    body = _events(feed, principal, start, hello=resume is None, in_thread=in_thread)
+    # As FastAPI sets them for SSE: no caching, and no buffering in an nginx in front.
+    return EventStream(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(
+    feed: AlertFeed,
+    principal: Principal,
+    start: int,
+    *,
+    hello: bool,
+    in_thread: Callable[[Callable[[psycopg.Connection], bool]], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """The encoded events of one stream from position `start` (see `stream`)."""
+    config = feed.config
     reader = TimelineReader(last_id=start, gap_wait_s=config.gap_wait_s, batch=config.batch)
-    if resume is None:
-        yield ServerSentEvent(event="hello", id=str(start), data={"position": start})
+    if hello:
+        yield format_sse_event(event="hello", id=str(start), data_str=f'{{"position":{start}}}')
     last_sent = time.monotonic()
     while True:
         seen = feed.generation
-        events = await in_thread(
-            partial(
-                reader.read,
-                principal=principal,
-                now=time.monotonic(),
-                shared=feed.shared,
-                generation=seen,
-            )
-        )
-        for event in events:
-            yield ServerSentEvent(event="alert", id=str(event.timeline_id), data=event)
+        events = await feed.read(reader, principal, time.monotonic())
         if events:
+            # One write per read: a batch of events leaves in one send, not one each.
+            yield b"".join(
+                format_sse_event(
+                    event="alert", id=str(event.timeline_id), data_str=event.model_dump_json()
+                )
+                for event in events
+            )
             last_sent = time.monotonic()
         if reader.more:
             continue  # a full batch: more rows are waiting, read on at once
@@ -300,6 +375,6 @@ async def stream(
             # A revoked token loses its open streams too, within one heartbeat.
             if not await in_thread(partial(is_live, token_id=principal.token_id)):
                 return
-            yield ServerSentEvent(comment="heartbeat")
+            yield format_sse_event(comment="heartbeat")
             last_sent = time.monotonic()
         await feed.wait(seen, min(config.poll_s, config.heartbeat_s))

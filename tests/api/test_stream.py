@@ -1,17 +1,23 @@
 """The live stream over real HTTP: site filtering, resume with Last-Event-ID after a disconnect,
-and rows whose ids commit out of order; plus the gap bookkeeping on its own."""
+rows whose ids commit out of order, delivery by the fallback poll when the LISTEN connection is
+lost; plus the gap bookkeeping and the feed's wake-ups on their own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import psycopg
 import pytest
 
-from api.stream import TimelineReader
+from api.app import create_app
+from api.stream import AlertFeed, StreamConfig, TimelineReader
 from api.tokens import create_token, revoke_token
 from tests.api.conftest import SseEvent, add_timeline, auth, insert_alert, read_events
+from tests.support import serve_app
 
 pytestmark = pytest.mark.integration
 TIMEOUT = httpx.Timeout(10.0)
@@ -139,3 +145,81 @@ def test_streams_sharing_reads_still_see_only_their_sites(
             ("site-a", in_a, "raised"),
         ]
         assert _alerts(read_events(lines_a, 1)) == [("site-a", in_a, "raised")]
+
+
+POLLING_APP = "cw-stream-polling"  # application_name of the app below, to find its LISTEN
+
+
+@pytest.fixture(scope="module")
+def polling_api(api_database_url: str) -> Iterator[str]:
+    """An app whose LISTEN connection, once lost, is not re-opened during the test and whose
+    heartbeat never comes (it also wakes the stream): only the fallback poll can deliver. It
+    reads two rows at a time."""
+    url = f"{api_database_url}{'&' if '?' in api_database_url else '?'}"
+    url += f"application_name={POLLING_APP}"
+    config = StreamConfig(heartbeat_s=3600.0, poll_s=0.2, batch=2, listen_retry_s=3600.0)
+    with serve_app(create_app(url, stream=config), "polling-api") as base:
+        yield base
+
+
+def _listening(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        " AND query = 'LISTEN cw_alerts'",
+        (POLLING_APP,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_for(condition: Callable[[], bool], what: str, deadline_s: float = 10.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_the_poll_delivers_when_the_listen_connection_is_lost(
+    polling_api: str, tokens: dict[tuple[str, str], str], api_database_url: str
+) -> None:
+    """More rows than one read takes, committed while nobody listens: all arrive, in order."""
+    headers = auth(tokens[("viewer", "site-a")])
+    with (
+        psycopg.connect(api_database_url, autocommit=True) as admin,
+        httpx.stream(
+            "GET", f"{polling_api}/api/v1/stream", headers=headers, timeout=TIMEOUT
+        ) as response,
+    ):
+        lines = response.iter_lines()
+        read_events(lines, 1, kinds=("hello",))
+        _wait_for(lambda: _listening(admin) == 1, "the feed's LISTEN connection")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND query = 'LISTEN cw_alerts'",
+            (POLLING_APP,),
+        )
+        _wait_for(lambda: _listening(admin) == 0, "the LISTEN connection gone")
+        with psycopg.connect(api_database_url) as conn:
+            alerts = [insert_alert(conn, "site-a") for _ in range(3)]
+        events = read_events(lines, 3)
+    assert _alerts(events) == [("site-a", alert_id, "raised") for alert_id in alerts]
+    ids = [int(event.id or 0) for event in events]
+    assert ids == sorted(ids)
+
+
+def test_a_wake_resumes_every_waiting_stream_and_a_timeout_leaves_no_waiter() -> None:
+    async def scenario() -> None:
+        feed = AlertFeed("postgresql://unused", StreamConfig())
+        seen = feed.generation
+        waiting = [asyncio.create_task(feed.wait(seen, timeout=60.0)) for _ in range(3)]
+        while len(feed._waiters) < 3:  # each task registers its waiter on its first turn
+            await asyncio.sleep(0)
+        feed._wake()
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=5.0)
+        assert feed.generation == seen + 1
+        # Past the generation already: returns at once; an unanswered wait ends at its timeout.
+        await asyncio.wait_for(feed.wait(seen, timeout=60.0), timeout=5.0)
+        await feed.wait(feed.generation, timeout=0.01)
+        assert not feed._waiters
+
+    asyncio.run(scenario())
