@@ -76,6 +76,8 @@ def save_checkpoint(
             for name, part in parts.items():
                 copy.write_row((name, dumps(part)))
         cur.execute(PARTS_UPSERT, (site,))
+        # Emptied now, not at commit: the next site saved in this transaction stages its own.
+        cur.execute("DELETE FROM engine_checkpoint_parts_staging")
 
 
 def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | None:

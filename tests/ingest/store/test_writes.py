@@ -157,6 +157,21 @@ def test_checkpoint_commits_and_rolls_back_with_its_readings(store_url: str) -> 
         assert load_checkpoint(conn, "other-site") is None
 
 
+def test_sites_checkpointed_in_one_transaction_keep_their_own_parts(store_url: str) -> None:
+    # One checkpoint job saves every site in one transaction; device ids may repeat per site.
+    with connect(store_url) as conn, conn.transaction():
+        save_checkpoint(conn, "s1", {"clock": 1}, 1.0, parts={"device:a": {"v": 1}})
+        save_checkpoint(conn, "s2", {"clock": 1}, 1.0, parts={"device:a": {"v": 2}})
+        save_checkpoint(conn, "s3", {"clock": 1}, 1.0, parts={"device:b": {"v": 3}})
+    with connect(store_url) as conn:
+        stored = {site: load_checkpoint(conn, site) for site in ("s1", "s2", "s3")}
+    assert {site: c.parts for site, c in stored.items() if c is not None} == {
+        "s1": {"device:a": {"v": 1}},
+        "s2": {"device:a": {"v": 2}},
+        "s3": {"device:b": {"v": 3}},
+    }
+
+
 def test_checkpoint_parts_are_replaced_one_by_one(store_url: str) -> None:
     with connect(store_url) as conn, conn.transaction():
         parts = {"device:a": {"v": 1}, "device:b": {"v": 1}, "space:x": {"v": 1}}
