@@ -293,6 +293,16 @@ class MqttSubscriber:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
+        try:
+            self._connect_and_serve()
+        except BaseException:  # a bug: make it visible (ingestion stops, messages stay queued)
+            log.exception("MQTT network thread stopped by an unexpected error")
+            raise
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _connect_and_serve(self) -> None:
         delay = RECONNECT_MIN_S
         first = True
         while not self._stop.is_set():
@@ -315,8 +325,6 @@ class MqttSubscriber:
                 log.warning("MQTT connect to %s:%s failed: %s", self.url.host, self.url.port, exc)
                 continue
             self._serve()
-        self._wake_r.close()
-        self._wake_w.close()
 
     def _serve(self) -> None:
         """Runs one connection until it is lost or the subscriber stops."""
