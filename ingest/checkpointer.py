@@ -3,14 +3,14 @@
 The pipeline begins a checkpoint right after a flush has committed (so every output of the
 messages it covers is stored), captures its parts a slice at a time between batches (see
 `SiteEngine.begin_checkpoint`), and hands the complete checkpoint to this writer: every site's
-header and changed parts, and the MQTT tokens of the messages it covers. The writer saves it in
-one transaction, retrying with backoff while PostgreSQL is unavailable, and only then
-acknowledges those messages. One checkpoint is in flight at a time.
+header and changed parts, and the receive stamp of the last message it covers (replay after a
+crash starts there). The writer saves it in one transaction, retrying with backoff while
+PostgreSQL is unavailable. One checkpoint is in flight at a time. Nothing waits for it: until it
+is saved, the previous one and the stored input after it hold the same state.
 
 A checkpoint the database keeps refusing for another reason (a bug, data it cannot hold) is
-dropped after `MAX_REJECTED_ATTEMPTS`: its messages stay unacknowledged until a later checkpoint
-covers them, and the pipeline makes that one whole (`dropped` tells it), since the parts of the
-dropped one were never stored.
+dropped after `MAX_REJECTED_ATTEMPTS`; the pipeline begins the next one at once and makes it
+whole (`take_dropped` tells it), since the parts of the dropped one were never stored.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from ingest.store.checkpoints import save_checkpoint
+from ingest.store.replay import REPLAY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +39,27 @@ CHECKPOINT_SECONDS = Histogram(
 )
 CHECKPOINT_FAILURES = Counter("clausewatch_checkpoint_failures", "Checkpoint saves rolled back")
 
-Token = tuple[int, int, int]
-
 
 @dataclass
 class CheckpointJob:
     checkpoints: dict[str, dict[str, Any]]  # site -> engine checkpoint (header and "parts")
-    tokens: list[Token]  # the messages it covers, acknowledged once it is saved
+    replay_after: float  # receive stamp of the last message it covers
 
 
 class CheckpointWriter:
     """Owns one thread between `start()` and `stop()`; `submit` only when `idle`."""
 
-    def __init__(self, pool: ConnectionPool[Any], ack: Callable[[list[Token]], None]) -> None:
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
         self.pool = pool
-        self.ack = ack
         self._jobs: queue.SimpleQueue[CheckpointJob | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        # Tokens of checkpoints dropped since the pipeline last looked (see module docstring).
-        self._dropped: list[Token] = []
-        self._dropped_lock = threading.Lock()
+        # A checkpoint was dropped since the pipeline last looked (see module docstring).
         self.dropped_any = False
         self.last_save_seconds = 0.0  # how long saving the last checkpoint took
+        self.saved = 0  # checkpoints saved so far
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -90,13 +86,11 @@ class CheckpointWriter:
         self._idle.clear()
         self._jobs.put(job)
 
-    def take_dropped(self) -> list[Token] | None:
-        """The tokens of checkpoints dropped since the last call, or None if none was."""
-        with self._dropped_lock:
-            if not self.dropped_any:
-                return None
-            tokens, self._dropped, self.dropped_any = self._dropped, [], False
-            return tokens
+    def take_dropped(self) -> bool:
+        """Whether a checkpoint was dropped since the last call. Call only when `idle` (the
+        writer sets the flag before it becomes idle)."""
+        dropped, self.dropped_any = self.dropped_any, False
+        return dropped
 
     def _run(self) -> None:
         while True:
@@ -104,20 +98,10 @@ class CheckpointWriter:
             if job is None:
                 return
             try:
-                if self._save(job):
-                    self._acknowledge(job.tokens)
-                else:
-                    with self._dropped_lock:
-                        self._dropped.extend(job.tokens)
-                        self.dropped_any = True
+                if not self._save(job):
+                    self.dropped_any = True
             finally:
                 self._idle.set()
-
-    def _acknowledge(self, tokens: list[Token]) -> None:
-        try:
-            self.ack(tokens)
-        except Exception:  # the broker redelivers what was not acknowledged: log, go on
-            log.exception("acknowledging %d messages failed", len(tokens))
 
     def _save(self, job: CheckpointJob) -> bool:
         delay = RETRY_MIN_S
@@ -128,6 +112,7 @@ class CheckpointWriter:
                 with self.pool.connection() as conn, conn.transaction():
                     for site, checkpoint in job.checkpoints.items():
                         header = {k: v for k, v in checkpoint.items() if k != "parts"}
+                        header[REPLAY_AFTER] = job.replay_after
                         save_checkpoint(
                             conn,
                             site,
@@ -137,6 +122,7 @@ class CheckpointWriter:
                             replace_parts=header["full"],
                         )
                 self.last_save_seconds = time.monotonic() - started
+                self.saved += 1
                 CHECKPOINT_SECONDS.observe(self.last_save_seconds)
                 return True
             except psycopg.Error as exc:
@@ -147,7 +133,7 @@ class CheckpointWriter:
                         log.error("checkpoint refused by the database (%s); dropped", exc)
                         return False
                 if self._stopping.is_set():
-                    log.error("checkpoint not saved at stop (%s); the broker redelivers", exc)
+                    log.error("checkpoint not saved at stop (%s); the restart replays more", exc)
                     return False
                 log.warning("checkpoint failed (%s); retrying in %.1f s", exc, delay)
                 self._stopping.wait(delay)

@@ -7,20 +7,26 @@ rows to store. A flush (as soon as the ingress queue is empty, else every `flush
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
 intervals and late readings and the alerts (`record_outputs`).
 
-Checkpoints: every `checkpoint_interval` (sooner after `max_unacked` messages), right after a
-flush committed, the pipeline begins a checkpoint of each site that took input: the engine state
-at that instant, only the parts changed since the previous checkpoint (devices that took
-readings, instances whose time-driven state moved). Its parts are captured a slice at a time
-between batches (`CAPTURE_SLICE_S`), so readings keep flowing, and the checkpoint writer thread
-(ingest/checkpointer.py) saves it and only then acknowledges the MQTT messages it covers. So:
+The MQTT messages of a flush are acknowledged as soon as it commits. Every message gets a receive
+stamp, strictly increasing (the `received_at` of its rows), in the order the engines take them.
 
-- a crash loses nothing: the broker redelivers every message not covered by a saved checkpoint
-  (none of them was acknowledged) and the engines restart from that checkpoint, whose outputs
-  are all stored (it began after they were committed);
-- readings and events of redelivered messages already stored are absorbed by the storage keys;
-  the engines judge them again from the checkpoint and emit the same outputs, which the stores
-  absorb too (compliance intervals and late readings by key, `record_outputs` ignores an alert
-  already raised with the same start or already resolved).
+Checkpoints: every `checkpoint_interval`, and at least `CHECKPOINT_COST_FACTOR` times their cost
+apart, right after a flush committed, the pipeline begins a checkpoint of each site that took
+input: the engine state at that instant, only the parts changed since the previous checkpoint
+(devices that took readings, instances whose time-driven state moved), and the stamp of the
+last message it covers. Its parts are captured a slice at a time between batches
+(`CAPTURE_SLICE_S`), so readings keep flowing, and the checkpoint writer thread
+(ingest/checkpointer.py) saves it. So:
+
+- a crash loses nothing: the broker redelivers every message whose flush did not commit (none
+  of them was acknowledged); the engines restart from the last saved checkpoint and replay the
+  stored readings and events received after its stamp (ingest/store/replay.py), in stamp
+  order, before taking new messages; the outputs of that replay were committed with those rows;
+- a message committed but not yet acknowledged is delivered again: its rows are absorbed by the
+  storage keys, the engine drops it as a duplicate (same device and seq, or device, metric and
+  ts) or as late, and repeated outputs are absorbed too (compliance intervals and late readings
+  by key, `record_outputs` ignores an alert already raised with the same start or already
+  resolved).
 
 When PostgreSQL is unavailable the flush is retried with backoff while the batch is held; the
 pipeline takes no new messages meanwhile, so the queue fills and the MQTT thread blocks
@@ -51,7 +57,8 @@ from ingest.checkpointer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
 from ingest.mqtt import IngressQueue, Message
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
-from ingest.store.checkpoints import load_checkpoint
+from ingest.store.checkpoints import Checkpoint, load_checkpoint
+from ingest.store.replay import REPLAY_AFTER, StoredReading, stored_since
 from ingest.store.writes import (
     Batch,
     EventRow,
@@ -101,10 +108,12 @@ ENGINE_ERRORS = Counter(
 CAPTURE_SLICE_S = 0.004
 CAPTURE_PARTS_PER_STEP = 16
 # A checkpoint costs in proportion to the devices that took readings since the previous one: at
-# 10,000 devices each reading may be its device's only one in a second. Checkpoints are spaced
+# 100,000 devices each reading may be its device's only one in a minute. Checkpoints are spaced
 # at least this many times their last cost (capture plus save), so they take at most about a
-# tenth of the time and the cost per reading stays flat as the site grows.
+# tenth of the time and the cost per reading stays flat as the site grows. Nothing waits for
+# them but the length of the replay after a crash.
 CHECKPOINT_COST_FACTOR = 10.0
+STAMP_US = 1e-6  # receive stamps are whole microseconds, as timestamptz stores them
 
 
 @dataclass
@@ -137,8 +146,7 @@ class Pipeline:
         batch_rows: int = 5000,
         flush_interval: float = 0.2,
         clock: Clock = "wall",
-        checkpoint_interval: float = 1.0,
-        max_unacked: int = 50_000,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         self.pool = pool
         self.sites = dict(sites)
@@ -152,35 +160,40 @@ class Pipeline:
         self.flush_interval = flush_interval
         self.clock = clock
         self.checkpoint_interval = checkpoint_interval
-        # Below the subscriber's in-flight window (MQTT 5 Receive Maximum 65,535) by more than a
-        # batch, so waiting for the next checkpoint never stalls delivery.
-        self.max_unacked = max_unacked
         self.engines: dict[str, SiteEngine] = {}
-        # Committed but not yet covered by a checkpoint: their acks wait for it.
-        self._unacked: list[tuple[int, int, int]] = []
+        self._last_stamp_us = 0  # receive stamp of the last message taken
         self._dirty_sites: set[str] = set()
         self._last_checkpoint = time.monotonic()
         self._capture: CheckpointJob | None = None  # being captured
         self._capture_seconds = 0.0  # spent capturing the checkpoint in flight
         self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
-        self._writer = CheckpointWriter(pool, ack)
+        self._writer = CheckpointWriter(pool)
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
         self._stop = threading.Event()
+        self._checkpoint_requested = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # set when the thread died of a bug
 
     # -- lifecycle --
 
     def start(self) -> None:
-        """Restores every site's engine from its checkpoint and starts the pipeline thread."""
+        """Restores every site's engine from its checkpoint and the input stored after it, and
+        starts the pipeline thread."""
+        self._last_stamp_us = int(time.time() / STAMP_US)
         with self.pool.connection() as conn:
             for site_id, site in self.sites.items():
                 self.engines[site_id] = self._restore(conn, site)
         self._writer.start()
+        if self._dirty_sites:
+            # A site without a usable checkpoint gets one before any message: what it takes from
+            # now on can then be replayed after a crash.
+            self._begin_checkpoint()
+            self._capture_slice(float("inf"))
+            self._writer.wait_idle(RETRY_MAX_S)
         self._thread = threading.Thread(target=self._run, name="ingest-pipeline", daemon=True)
         self._thread.start()
 
@@ -198,6 +211,15 @@ class Pipeline:
             if self._advance_to is None or now > self._advance_to:
                 self._advance_to = now
 
+    def request_checkpoint(self) -> None:
+        """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
+        planned restart, to keep its replay short; benchmarks, to start from a saved state)."""
+        self._checkpoint_requested.set()
+
+    @property
+    def checkpoints_saved(self) -> int:
+        return self._writer.saved
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -205,10 +227,11 @@ class Pipeline:
     # -- the loop --
 
     def _restore(self, conn: psycopg.Connection[Any], site: SiteModel) -> SiteEngine:
-        checkpoint = load_checkpoint(conn, site.site.id)
+        site_id = site.site.id
+        checkpoint = load_checkpoint(conn, site_id)
         if checkpoint is not None:
             try:
-                return SiteEngine.restore(
+                engine = SiteEngine.restore(
                     site,
                     self.clauses,
                     {**checkpoint.state, "parts": checkpoint.parts},
@@ -216,8 +239,45 @@ class Pipeline:
                     standards=self.standards,
                 )
             except (ValueError, KeyError, TypeError) as exc:
-                log.error("checkpoint of %s unusable (%s); starting fresh", site.site.id, exc)
+                log.error("checkpoint of %s unusable (%s); starting fresh", site_id, exc)
+            else:
+                self._replay(conn, engine, checkpoint)
+                return engine
+        self._dirty_sites.add(site_id)
         return SiteEngine(site, self.clauses, lateness=self.lateness, standards=self.standards)
+
+    def _replay(
+        self, conn: psycopg.Connection[Any], engine: SiteEngine, checkpoint: Checkpoint
+    ) -> None:
+        """Feeds `engine` the readings and events stored after `checkpoint`'s stamp. Their
+        outputs were committed with them; the first flush records them again (absorbed)."""
+        after = checkpoint.state.get(REPLAY_AFTER)
+        if after is None:  # saved when messages were acknowledged only by checkpoints
+            return
+        site_id = checkpoint.site
+        now = checkpoint.state.get("now")
+        ts_floor = None if now is None else now - self.lateness
+        replayed = 0
+        last = after
+        for stamp, item in stored_since(conn, site_id, after, ts_floor):
+            last = stamp
+            try:
+                if isinstance(item, StoredReading):
+                    engine.observe(item.device, item.ts, item.seq, item.metrics)
+                else:
+                    engine.observe_event(item)
+            except Exception:  # as when it was first taken: stored, not judged
+                _engine_error(site_id, item.device)
+                continue
+            if self.clock == "data":
+                engine.advance(item.ts)
+            replayed += 1
+        # New stamps follow the replayed ones even if the wall clock went back meanwhile.
+        self._last_stamp_us = max(self._last_stamp_us, round(last / STAMP_US))
+        if replayed:
+            log.info("%s: replayed %d stored inputs after its checkpoint", site_id, replayed)
+            self._pending.touched_sites.add(site_id)
+            self._dirty_sites.add(site_id)
 
     def _run(self) -> None:
         try:
@@ -227,15 +287,7 @@ class Pipeline:
                 wait = max(0.0, self.flush_interval - (time.monotonic() - last_flush))
                 if self._capture is not None:
                     wait = 0.0  # no message waiting: spend the time capturing the checkpoint
-                messages: list[Message]
-                if stopping:
-                    messages = []
-                elif self._too_many_unacked():
-                    # Back-pressure until the checkpoint in flight is saved and acknowledged.
-                    self._writer.wait_idle(wait)
-                    messages = []
-                else:
-                    messages = self.inbox.get_many(self.batch_rows, wait)
+                messages = [] if stopping else self.inbox.get_many(self.batch_rows, wait)
                 if messages:
                     self._take(messages)
                 self._apply_clock()
@@ -263,9 +315,13 @@ class Pipeline:
         engines = self.engines
         if pending.oldest_received is None:
             pending.oldest_received = messages[0].received_at
+        stamp_us = self._last_stamp_us
         for message in messages:
             pending.tokens.append(message.token)
-            for item in decode(message.topic, message.payload, message.received_at):
+            # Strictly increasing in the order taken, whatever the wall clock does: the order of
+            # a replay after a crash (see the module docstring).
+            stamp_us = max(stamp_us + 1, int(message.received_at / STAMP_US))
+            for item in decode(message.topic, message.payload, stamp_us * STAMP_US):
                 if isinstance(item, Reading):
                     self._reading(item, engines[item.site], batch, pending)
                 elif isinstance(item, DeadLetter):
@@ -281,6 +337,7 @@ class Pipeline:
                     pending.statuses.append(
                         StatusRow(item.site, item.device, item.online, item.received_at)
                     )
+        self._last_stamp_us = stamp_us
 
     def _reading(
         self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
@@ -361,7 +418,7 @@ class Pipeline:
         if not nothing_new:
             if not self._commit_with_retries(pending):
                 return
-            self._unacked.extend(pending.tokens)
+            self._acknowledge(pending.tokens)
             self._dirty_sites |= pending.touched_sites
             if pending.oldest_received is not None:
                 INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
@@ -400,15 +457,20 @@ class Pipeline:
         FLUSH_SECONDS.observe(time.monotonic() - started)
         return True
 
-    # -- checkpoints --
+    def _acknowledge(self, tokens: list[tuple[int, int, int]]) -> None:
+        if not tokens:
+            return
+        try:
+            self.ack(tokens)
+        except Exception:  # the broker redelivers what was not acknowledged: log, go on
+            log.exception("acknowledging %d messages failed", len(tokens))
 
-    def _too_many_unacked(self) -> bool:
-        return len(self._unacked) + len(self._pending.tokens) >= self.max_unacked
+    # -- checkpoints --
 
     def _checkpoint_due(self, *, idle: bool) -> bool:
         if self._capture is not None or not self._writer.idle:
             return False
-        if not (self._unacked or self._dirty_sites):
+        if not (self._dirty_sites or self._writer.dropped_any):
             return False
         elapsed = time.monotonic() - self._last_checkpoint
         spacing = max(
@@ -417,26 +479,24 @@ class Pipeline:
         )
         return (
             self._stop.is_set()
+            or self._checkpoint_requested.is_set()
             or elapsed >= spacing
-            # Idle: a checkpoint costs no throughput now, and the acks need not wait.
+            # Idle: a checkpoint costs no throughput now, and it shortens a replay.
             or (idle and elapsed >= self.checkpoint_interval)
-            or self._too_many_unacked()
         )
 
     def _begin_checkpoint(self) -> None:
-        dropped = self._writer.take_dropped()
-        if dropped is not None:
+        self._checkpoint_requested.clear()
+        if self._writer.take_dropped():
             # Those parts were never stored: this checkpoint takes every part of every site.
-            self._unacked = dropped + self._unacked
             self._dirty_sites = set(self.engines)
             for engine in self.engines.values():
                 engine.checkpoint_lost()
         for site_id in self._dirty_sites:
             self.engines[site_id].begin_checkpoint()
-        self._capture = CheckpointJob({}, self._unacked)
+        self._capture = CheckpointJob({}, self._last_stamp_us * STAMP_US)
         self._capture_seconds = 0.0
         self._capturing = set(self._dirty_sites)
-        self._unacked = []
         self._dirty_sites = set()
         self._last_checkpoint = time.monotonic()
 
@@ -469,7 +529,7 @@ class Pipeline:
         and waits for the writer."""
         self._capture_slice(float("inf"))
         self._writer.wait_idle(RETRY_MAX_S)
-        if self._writer.idle and (self._unacked or self._dirty_sites):
+        if self._writer.idle and self._dirty_sites:
             self._begin_checkpoint()
             self._capture_slice(float("inf"))
         self._writer.wait_idle(RETRY_MAX_S)

@@ -1,6 +1,7 @@
 """The pipeline on a real PostgreSQL, fed through its ingress queue (no broker needed here):
-messages are acknowledged only once their rows and a checkpoint covering them are committed,
-and an engine failure on one input neither stops ingestion nor loses the reading."""
+messages are acknowledged once their rows are committed, a restarted pipeline replays what was
+stored after its checkpoint, a checkpoint the database refuses is dropped and the next one is
+whole, and an engine failure on one input neither stops ingestion nor loses the reading."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import pytest
 
 from clausewatch.configfiles import LoadedConfig
 from clausewatch.service.runtime import sync_registry
+from ingest.checkpointer import CHECKPOINT_FAILURES
 from ingest.decode import Decoder, Registry
 from ingest.mqtt import IngressQueue, Message
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
+from ingest.retry import MAX_REJECTED_ATTEMPTS
 from ingest.store.checkpoints import load_checkpoint
 from ingest.store.migrate import migrate
 from ingest.store.pool import make_pool
@@ -43,16 +46,16 @@ def count(url: str) -> int:
 @pytest.fixture
 def run_pipeline(
     fresh_database_url: str,
-) -> Iterator[
-    Callable[[Callable[[list[tuple[int, int, int]]], None]], tuple[Pipeline, IngressQueue]]
-]:
+) -> Iterator[Callable[..., tuple[Pipeline, IngressQueue]]]:
     migrate(fresh_database_url)
     config = LoadedConfig(sites={"t-hq": SITE}, clause_files={Path("test.yaml"): CLAUSES})
     sync_registry(fresh_database_url, config)
     pool = make_pool(fresh_database_url)
     started: list[Pipeline] = []
 
-    def start(ack: Callable[[list[tuple[int, int, int]]], None]) -> tuple[Pipeline, IngressQueue]:
+    def start(
+        ack: Callable[[list[tuple[int, int, int]]], None], checkpoint_interval: float = 0.1
+    ) -> tuple[Pipeline, IngressQueue]:
         inbox = IngressQueue(100)
         pipeline = Pipeline(
             pool,
@@ -64,6 +67,7 @@ def run_pipeline(
             lateness=0,
             flush_interval=0.05,
             clock="data",
+            checkpoint_interval=checkpoint_interval,
         )
         pipeline.start()
         started.append(pipeline)
@@ -102,25 +106,25 @@ def test_messages_are_acknowledged_only_after_their_rows_are_committed(
         assert stored >= committed
 
 
-def test_messages_are_acknowledged_only_once_a_stored_checkpoint_covers_them(
+def test_a_restarted_pipeline_replays_what_was_stored_after_its_checkpoint(
     run_pipeline: Any, fresh_database_url: str
 ) -> None:
-    covered_at_ack: list[tuple[set[int], set[int]]] = []
-
-    def ack(tokens: list[tuple[int, int, int]]) -> None:
-        # The stored checkpoint (another connection) already holds every acknowledged reading.
-        with psycopg.connect(fresh_database_url) as conn:
-            checkpoint = load_checkpoint(conn, "t-hq")
-        assert checkpoint is not None
-        seqs, _ = checkpoint.parts["device:th-a"]["device"]["seen_seqs"]
-        covered_at_ack.append(({seq for _, seq, _ in tokens}, set(seqs)))
-
-    _, inbox = run_pipeline(ack)
+    acked: list[tuple[int, int, int]] = []
+    first, inbox = run_pipeline(acked.extend, checkpoint_interval=3600)
     for seq in range(1, 6):
         inbox.put(reading(seq), threading.Event())
-    wait_for(lambda: sum(len(acked) for acked, _ in covered_at_ack) == 5)
-    for acked, stored in covered_at_ack:
-        assert acked <= stored
+    wait_for(lambda: len(acked) == 5)  # committed and acknowledged, no checkpoint since start
+    with psycopg.connect(fresh_database_url) as conn:
+        checkpoint = load_checkpoint(conn, "t-hq")
+    assert checkpoint is not None
+    assert checkpoint.parts["device:th-a"]["device"]["seen_seqs"] == [[], []]
+
+    # A second pipeline on the same database stands for the first one restarted after a crash.
+    second, _ = run_pipeline(lambda tokens: None)
+    parts = second.engines["t-hq"].snapshot()["parts"]
+    seqs, _ = parts["device:th-a"]["device"]["seen_seqs"]
+    assert set(seqs) == {1, 2, 3, 4, 5}
+    assert first.alive
 
 
 def test_an_engine_failure_neither_stops_ingestion_nor_loses_the_reading(
@@ -144,3 +148,65 @@ def test_an_engine_failure_neither_stops_ingestion_nor_loses_the_reading(
     assert count(fresh_database_url) == 3
     assert ENGINE_ERRORS._value.get() == errors_before + 1
     assert pipeline.alive
+
+
+REFUSE_CHECKPOINTS = """
+CREATE TABLE refuse_checkpoints (reason text);
+CREATE FUNCTION refuse_checkpoint() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM refuse_checkpoints) THEN
+        RAISE EXCEPTION 'checkpoint refused by the test';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_checkpoint BEFORE INSERT OR UPDATE ON engine_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION refuse_checkpoint();
+INSERT INTO refuse_checkpoints VALUES ('on');
+"""
+
+
+def test_a_refused_checkpoint_is_dropped_and_the_next_one_is_whole(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    acked: list[tuple[int, int, int]] = []
+    _, inbox = run_pipeline(acked.extend)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        conn.execute(REFUSE_CHECKPOINTS)
+    failures_before = CHECKPOINT_FAILURES._value.get()
+    for seq in (1, 2, 3):
+        inbox.put(reading(seq), threading.Event())
+    # Acknowledged once committed: a checkpoint is not waited for.
+    wait_for(lambda: len(acked) == 3)
+    # Refused (not unreachable): given up after MAX_REJECTED_ATTEMPTS.
+    wait_for(lambda: CHECKPOINT_FAILURES._value.get() >= failures_before + MAX_REJECTED_ATTEMPTS)
+
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM refuse_checkpoints")
+    # No new message needed: the dropped checkpoint makes the next one due at once, whole.
+
+    def stored_seqs() -> set[int]:
+        with psycopg.connect(fresh_database_url) as conn:
+            checkpoint = load_checkpoint(conn, "t-hq")
+        assert checkpoint is not None
+        if not checkpoint.state["full"] or "device:th-a" not in checkpoint.parts:
+            return set()
+        return set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0])
+
+    assert wait_for(lambda: {1, 2, 3} <= stored_seqs())
+
+
+def test_a_requested_checkpoint_is_saved_whatever_the_spacing(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    acked: list[tuple[int, int, int]] = []
+    pipeline, inbox = run_pipeline(acked.extend, checkpoint_interval=3600)
+    for seq in (1, 2):
+        inbox.put(reading(seq), threading.Event())
+    wait_for(lambda: len(acked) == 2)
+    saved = pipeline.checkpoints_saved
+    pipeline.request_checkpoint()
+    wait_for(lambda: pipeline.checkpoints_saved > saved)
+    with psycopg.connect(fresh_database_url) as conn:
+        checkpoint = load_checkpoint(conn, "t-hq")
+    assert checkpoint is not None
+    assert set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0]) == {1, 2}
