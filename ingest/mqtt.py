@@ -70,6 +70,8 @@ READ_CHUNKS_PER_TURN = 16
 STOP_TIMEOUT_S = 10.0  # writing the last acks and DISCONNECT at stop
 PUBLISH_QOS0_OR_1 = 0x30  # fixed header & 0xF4: packet type PUBLISH, QoS bit 2 clear
 PUBACK_HEADER = b"\x40\x02"  # PUBACK, remaining length 2 (the packet id; v5: reason Success)
+PINGREQ = b"\xc0\x00"
+PINGRESP = 0xD0  # fixed header byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,7 @@ class MqttSubscriber:
         self._wake_w.setblocking(False)
         self._received = b""  # bytes read from the socket, not yet a complete packet
         self._unsent = bytearray()  # PUBACKs not yet taken by the socket
+        self._pongs = 0  # PINGRESPs received (the barrier at stop waits for one)
         self._v5 = self.url.protocol == "5"
         self._thread: threading.Thread | None = None
         client = make_client(self.url, client_id, manual_ack=True, client_class=_FedClient)
@@ -410,6 +413,8 @@ class MqttSubscriber:
                 if header & 0xF4 == PUBLISH_QOS0_OR_1 and self._publish(buf, header, i, end):
                     count += 1
                 else:
+                    if header == PINGRESP:
+                        self._pongs += 1
                     # Not ours (or malformed: paho refuses it and drops the connection).
                     if not self._paho_packet(buf[pos:end]):
                         return False
@@ -504,14 +509,24 @@ class MqttSubscriber:
         )
 
     def _disconnect(self, sock: Any) -> None:
-        """At stop: the acks handed over, then DISCONNECT, within STOP_TIMEOUT_S."""
+        """At stop, within STOP_TIMEOUT_S: the acks handed over, then a PINGREQ, and DISCONNECT
+        once its PINGRESP shows the broker has processed every ack before it (otherwise a
+        restart that takes the session over at once can overtake acks still unread in the
+        broker's buffer of this connection, and they are lost: the messages come again)."""
         self._queue_acks()
+        self._unsent += PINGREQ
+        pongs = self._pongs
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self._unsent and time.monotonic() < deadline:
+        while self._pongs == pongs and time.monotonic() < deadline:
             if not self._write(sock):
                 return
-            if self._unsent:
-                _wait_writable(sock, deadline)
+            writing = [sock] if self._unsent else []
+            remaining = max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([sock], writing, [], remaining)
+            if readable:
+                self._read(sock)  # what arrives meanwhile is not acknowledged: it comes again
+                if self._client.socket() is not sock:
+                    return
         client = self._client
         client.disconnect()
         while client.want_write() and client.socket() is sock and time.monotonic() < deadline:
