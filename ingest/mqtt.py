@@ -1,27 +1,39 @@
 """The MQTT boundary: a paho-mqtt 2.x subscriber handing messages to the pipeline.
 
 - QoS 1 and a persistent session (MQTT 5: clean_start False with a session expiry; MQTT 3.1.1:
-  clean_session False), so the broker keeps what arrives while the service is down.
-- Manual acknowledgement: paho does not PUBACK on receipt; the pipeline calls `ack()` after the
+  clean_session False), so the broker keeps what arrives while the service is down. MQTT 5 by
+  default for its Receive Maximum: with 3.1.1 the broker's own in-flight limit applies
+  (Mosquitto's default is 20), and acks come only after a checkpoint.
+- Manual acknowledgement: nothing is PUBACKed on receipt; the pipeline calls `ack()` after the
   batch holding the messages is committed. A crash before the commit leaves the messages
   unacknowledged, and the broker redelivers them to the persistent session; the storage dedupe
   keys absorb the copies. Acks of a connection that has since dropped are skipped: the broker
   redelivers those messages on the new connection anyway, and their old packet ids may be
   reused there.
-- paho's network thread must never run pipeline work: `on_message` only copies the message into
-  a frozen `Message` and puts it on a bounded queue. The policy when the queue is full is
-  `block` (back-pressure): paho stops reading the socket, the broker stops sending once its
+- One network thread of our own (not paho's `loop_start`, which costs a select() and three or
+  more recv() per message and a send() per ack): per wake-up it reads the socket in 64 KiB
+  chunks, decodes the PUBLISH packets itself and hands every other packet to paho, which keeps
+  the session, keepalive and callbacks; the PUBACKs of all the ack batches handed over since
+  the last wake-up go out in one send().
+- The network thread never runs pipeline work: it only copies each message into a frozen
+  `Message` and puts it on a bounded queue. The policy when the queue is full is `block`
+  (back-pressure): the thread stops reading the socket, the broker stops sending once its
   in-flight window is used, and nothing is dropped. Each wait is counted.
-- Reconnects with exponential backoff (paho's own, 1 s up to 30 s).
+- Reconnects with exponential backoff, 1 s up to 30 s (as paho's own loop did).
 - paho types never leave this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import select
+import socket
+import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +59,19 @@ SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our session (and queued message
 # come after commit, so the window must hold a full batch plus the one being filled.
 RECEIVE_MAXIMUM = 65535
 KEEPALIVE_S = 30
+RECONNECT_MIN_S = 1.0  # backoff after a lost connection or failed attempt, doubling up to
+RECONNECT_MAX_S = 30.0
+# The network thread wakes at least this often to keep the connection alive (PINGREQ).
+SELECT_TIMEOUT_S = 1.0
+# One recv() takes up to RECV_BYTES (about 500 readings); a turn reads at most
+# READ_CHUNKS_PER_TURN of them before writing the acks handed over and servicing keepalive.
+RECV_BYTES = 65536
+READ_CHUNKS_PER_TURN = 16
+STOP_TIMEOUT_S = 10.0  # writing the last acks and DISCONNECT at stop
+PUBLISH_QOS0_OR_1 = 0x30  # fixed header & 0xF4: packet type PUBLISH, QoS bit 2 clear
+PUBACK_HEADER = b"\x40\x02"  # PUBACK, remaining length 2 (the packet id; v5: reason Success)
+PINGREQ = b"\xc0\x00"
+PINGRESP = 0xD0  # fixed header byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +110,17 @@ class MqttUrl:
         return MQTTProtocolVersion.MQTTv5 if self.protocol == "5" else MQTTProtocolVersion.MQTTv311
 
 
-def make_client(url: MqttUrl | str, client_id: str, *, manual_ack: bool = False) -> paho.Client:
+def make_client(
+    url: MqttUrl | str,
+    client_id: str,
+    *,
+    manual_ack: bool = False,
+    client_class: type[paho.Client] = paho.Client,
+) -> paho.Client:
     """A paho client configured from `url` (credentials, TLS, protocol), not yet connected.
     Publishers (simulators, edge, tests) use it too, so every client logs in the same way."""
     target = MqttUrl.parse(url) if isinstance(url, str) else url
-    client = paho.Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=target.paho_protocol,
@@ -158,11 +189,37 @@ class IngressQueue:
         return self._queue.qsize()
 
 
+class _FedClient(paho.Client):
+    """A paho client that reads packets from `feed` instead of its socket.
+
+    The subscriber's network thread reads the socket in large chunks and decodes PUBLISH packets
+    itself; every other packet (CONNACK, SUBACK, PINGRESP, DISCONNECT) it hands to paho, whole,
+    through `feed` and one `loop_read()`, so paho keeps the session state, keepalive and
+    callbacks. `_sock_recv` is paho's single read primitive (paho 2.x); paho calls it only from
+    `loop_read`, which the thread calls only with a complete packet in `feed` or `feed_closed`
+    set (then paho sees end-of-stream and runs its own connection-lost path)."""
+
+    feed = b""
+    feed_closed = False
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.feed:
+            if self.feed_closed:
+                return b""
+            raise BlockingIOError
+        chunk, self.feed = self.feed[:bufsize], self.feed[bufsize:]
+        return chunk
+
+
 class MqttSubscriber:
     """Subscribes `filters` at QoS 1 in a persistent session and feeds `inbox`.
 
-    `start()` returns at once (connection and reconnects run on paho's thread);
-    `wait_connected(timeout)` tells whether the first subscription is in place.
+    `start()` returns at once; connection, reconnects and all socket I/O run on the subscriber's
+    own network thread (paho's external-loop API: `socket()`, `loop_read()`, `loop_write()`,
+    `want_write()`, `loop_misc()`). `wait_connected(timeout)` tells whether the first
+    subscription is in place. Per wake-up the thread reads everything the socket holds (up to
+    `READ_CHUNKS_PER_TURN` chunks) and writes the PUBACKs of every `ack()` batch handed to it
+    since the last turn in one `send()`.
     """
 
     def __init__(
@@ -177,17 +234,30 @@ class MqttSubscriber:
         self.inbox = inbox
         self._stop = threading.Event()
         self._subscribed = threading.Event()
-        self._generation = 0
-        self._lock = threading.Lock()
-        self._client = make_client(self.url, client_id, manual_ack=True)
+        self._generation = 0  # connections so far; read and written on the network thread only
+        self._connected_once = False  # since the last reconnect attempt: resets the backoff
+        self._acks: deque[list[tuple[int, int, int]]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._received = b""  # bytes read from the socket, not yet a complete packet
+        self._unsent = bytearray()  # PUBACKs not yet taken by the socket
+        self._pongs = 0  # PINGRESPs received (the barrier at stop waits for one)
+        self._v5 = self.url.protocol == "5"
+        self._thread: threading.Thread | None = None
+        client = make_client(self.url, client_id, manual_ack=True, client_class=_FedClient)
+        assert isinstance(client, _FedClient)
+        self._client = client
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        # With a register-write callback paho only queues what it sends; the network thread
+        # writes it (`loop_write`), never the thread that called `subscribe()` or `ack()`.
+        self._client.on_socket_register_write = _nothing_to_do
 
     def start(self) -> None:
-        properties = None
-        if self.url.protocol == "5":
+        if self._v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
@@ -196,28 +266,282 @@ class MqttSubscriber:
             )
         else:
             self._client.connect_async(self.url.host, self.url.port, KEEPALIVE_S)
-        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._thread.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._subscribed.wait(timeout)
 
     def ack(self, tokens: Iterable[tuple[int, int, int]]) -> None:
-        """PUBACKs the messages of `tokens` (after their batch is committed), in order."""
-        with self._lock:
-            generation = self._generation
-        ack = self._client.ack
-        for token_generation, mid, qos in tokens:
-            if token_generation == generation and qos > 0:
-                ack(mid, qos)
+        """PUBACKs the messages of `tokens` (after their batch is committed), in order. Hands the
+        batch to the network thread, which writes it with the next turn's writes."""
+        self._acks.append(list(tokens))
+        self._wake()
 
     def stop(self) -> None:
-        """Disconnects cleanly. Unacknowledged messages stay with the broker's session."""
+        """Writes the acks handed over so far and disconnects cleanly. Unacknowledged messages
+        stay with the broker's session."""
         self._stop.set()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_S)
         CONNECTED.set(0)
 
-    # -- paho callbacks (paho's network thread) --
+    # -- the network thread --
+
+    def _wake(self) -> None:
+        # A full pipe holds earlier wake-ups (the thread will wake); a closed one, a stopped
+        # subscriber.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _run(self) -> None:
+        try:
+            self._connect_and_serve()
+        except BaseException:  # a bug: make it visible (ingestion stops, messages stay queued)
+            log.exception("MQTT network thread stopped by an unexpected error")
+            raise
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _connect_and_serve(self) -> None:
+        delay = RECONNECT_MIN_S
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                # Back off after a lost connection or a failed attempt, as paho's own loop does.
+                if self._connected_once:
+                    delay = RECONNECT_MIN_S
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                if self._stop.is_set():
+                    break
+            first = False
+            self._connected_once = False
+            self._received = b""
+            self._unsent.clear()
+            self._client.feed, self._client.feed_closed = b"", False
+            try:
+                self._client.reconnect()
+            except OSError as exc:
+                log.warning("MQTT connect to %s:%s failed: %s", self.url.host, self.url.port, exc)
+                continue
+            self._serve()
+
+    def _serve(self) -> None:
+        """Runs one connection until it is lost or the subscriber stops."""
+        client = self._client
+        more_to_read = False
+        while True:
+            sock = client.socket()
+            if sock is None:
+                return
+            if self._stop.is_set():
+                self._disconnect(sock)
+                return
+            writing = [sock] if self._unsent or client.want_write() else []
+            timeout = 0.0 if more_to_read else SELECT_TIMEOUT_S
+            try:
+                readable, _, _ = select.select([sock, self._wake_r], writing, [], timeout)
+            except (OSError, ValueError):  # closed under us
+                self._lose_connection()
+                return
+            if self._wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+            if sock in readable or more_to_read:
+                more_to_read = self._read(sock)
+                if client.socket() is not sock:
+                    return
+            self._queue_acks()
+            if not self._write(sock):
+                return
+            if client.loop_misc() != paho.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                return
+
+    def _read(self, sock: Any) -> bool:
+        """Reads and handles what the socket holds, up to READ_CHUNKS_PER_TURN chunks; true when
+        that limit stopped it (more may be waiting: the next turn does not wait in select)."""
+        for _ in range(READ_CHUNKS_PER_TURN):
+            try:
+                data = sock.recv(RECV_BYTES)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return False
+            except OSError as exc:
+                log.warning("MQTT read failed: %s", exc)
+                self._lose_connection()
+                return False
+            if not data:
+                self._lose_connection()
+                return False
+            self._received = self._received + data if self._received else data
+            if not self._handle_packets() or self._client.socket() is not sock:
+                return False
+        return True
+
+    def _handle_packets(self) -> bool:
+        """Handles every complete packet in `_received`: PUBLISH at QoS 0 or 1 here, anything
+        else by paho. False when paho dropped the connection."""
+        buf = self._received
+        end_of_data = len(buf)
+        pos = 0
+        count = 0
+        try:
+            while pos + 1 < end_of_data:
+                header = buf[pos]
+                # Remaining length: 1-4 bytes, 7 bits each, least significant first.
+                length = 0
+                shift = 0
+                i = pos + 1
+                while True:
+                    if i >= end_of_data:
+                        return True
+                    byte = buf[i]
+                    length |= (byte & 0x7F) << shift
+                    i += 1
+                    if byte < 0x80:
+                        break
+                    shift += 7
+                    if shift == 28:
+                        log.error("MQTT packet with a malformed length; dropping the connection")
+                        self._lose_connection()
+                        return False
+                end = i + length
+                if end > end_of_data:
+                    return True
+                if header & 0xF4 == PUBLISH_QOS0_OR_1 and self._publish(buf, header, i, end):
+                    count += 1
+                else:
+                    if header == PINGRESP:
+                        self._pongs += 1
+                    # Not ours (or malformed: paho refuses it and drops the connection).
+                    if not self._paho_packet(buf[pos:end]):
+                        return False
+                pos = end
+            return True
+        finally:
+            self._received = buf[pos:]
+            if count:
+                RECEIVED.inc(count)
+
+    def _publish(self, buf: bytes, header: int, start: int, end: int) -> bool:
+        """Delivers the PUBLISH in `buf[start:end]` (after its fixed header); false if it does
+        not parse as one (paho then takes it)."""
+        topic_end = start + 2 + int.from_bytes(buf[start : start + 2], "big")
+        if topic_end == start + 2 or topic_end > end:  # empty (a v5 topic alias) or malformed
+            return False
+        qos = (header >> 1) & 0x03
+        body = topic_end
+        mid = 0
+        if qos:
+            mid = int.from_bytes(buf[body : body + 2], "big")
+            body += 2
+        if self._v5:
+            # Properties: a variable-length byte count, then the properties, which we do not use.
+            properties = 0
+            shift = 0
+            while True:
+                if body >= end or shift > 21:
+                    return False
+                byte = buf[body]
+                properties |= (byte & 0x7F) << shift
+                body += 1
+                if byte < 0x80:
+                    break
+                shift += 7
+            body += properties
+        if body > end:
+            return False
+        # Invalid UTF-8 is replaced: the decoder reports such a topic as bad_topic.
+        topic = buf[start + 2 : topic_end].decode("utf-8", "replace")
+        self._deliver(topic, buf[body:end], mid, qos)
+        return True
+
+    def _paho_packet(self, packet: bytes) -> bool:
+        client = self._client
+        client.feed = packet
+        rc = client.loop_read()
+        client.feed = b""
+        return rc == paho.MQTT_ERR_SUCCESS and client.socket() is not None
+
+    def _lose_connection(self) -> None:
+        """Lets paho see end-of-stream, so it closes the socket and runs `on_disconnect`."""
+        client = self._client
+        if client.socket() is not None:
+            client.feed, client.feed_closed = b"", True
+            client.loop_read()
+
+    def _queue_acks(self) -> None:
+        """Turns the ack batches handed over into PUBACK packets. Acks of an earlier connection
+        are skipped: the broker redelivers those messages on this one, and their old packet
+        ids may be reused here."""
+        generation = self._generation
+        while self._acks:
+            packets = []
+            for token_generation, mid, qos in self._acks.popleft():
+                if token_generation != generation:
+                    continue
+                if qos == 1:
+                    packets.append(PUBACK_HEADER + mid.to_bytes(2, "big"))
+                elif qos == 2:
+                    self._client.ack(mid, qos)  # PUBCOMP: paho holds the QoS 2 state
+            self._unsent += b"".join(packets)
+
+    def _write(self, sock: Any) -> bool:
+        """Writes the PUBACKs, then what paho queued (CONNECT, SUBSCRIBE, PINGREQ). False when
+        the connection is lost."""
+        client = self._client
+        if self._unsent:
+            try:
+                sent = sock.send(self._unsent)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return True
+            except OSError as exc:
+                log.warning("MQTT write failed: %s", exc)
+                self._lose_connection()
+                return False
+            del self._unsent[:sent]
+        return (
+            bool(self._unsent)
+            or not client.want_write()
+            or (client.loop_write() == paho.MQTT_ERR_SUCCESS and client.socket() is sock)
+        )
+
+    def _disconnect(self, sock: Any) -> None:
+        """At stop, within STOP_TIMEOUT_S: the acks handed over, then a PINGREQ, and DISCONNECT
+        once its PINGRESP shows the broker has processed every ack before it (otherwise a
+        restart that takes the session over at once can overtake acks still unread in the
+        broker's buffer of this connection, and they are lost: the messages come again)."""
+        self._queue_acks()
+        self._unsent += PINGREQ
+        pongs = self._pongs
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._pongs == pongs and time.monotonic() < deadline:
+            if not self._write(sock):
+                return
+            writing = [sock] if self._unsent else []
+            remaining = max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([sock], writing, [], remaining)
+            if readable:
+                self._read(sock)  # what arrives meanwhile is not acknowledged: it comes again
+                if self._client.socket() is not sock:
+                    return
+        client = self._client
+        client.disconnect()
+        while client.want_write() and client.socket() is sock and time.monotonic() < deadline:
+            if client.loop_write() != paho.MQTT_ERR_SUCCESS:
+                return
+            if client.want_write():
+                _wait_writable(sock, deadline)
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        """Hands one message to the pipeline; blocks while the inbox is full (back-pressure: the
+        socket is not read meanwhile, so the broker stops once our in-flight window is used)."""
+        item = Message(topic, payload, time.time(), (self._generation, mid, qos))
+        self.inbox.put(item, self._stop)
+
+    # -- paho callbacks (on the network thread, from loop_read/loop_write/loop_misc) --
 
     def _on_connect(
         self, client: paho.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
@@ -225,8 +549,8 @@ class MqttSubscriber:
         if reason.is_failure:
             log.warning("MQTT connect to %s:%s refused: %s", self.url.host, self.url.port, reason)
             return
-        with self._lock:
-            self._generation += 1
+        self._generation += 1
+        self._connected_once = True
         CONNECTED.set(1)
         log.info(
             "MQTT connected to %s:%s (session present: %s)",
@@ -253,18 +577,20 @@ class MqttSubscriber:
             log.warning("MQTT disconnected (%s); reconnecting with backoff", reason)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        """A PUBLISH the network thread left to paho (QoS 2: never sent to a QoS 1
+        subscription, kept so nothing is dropped unseen)."""
         RECEIVED.inc()
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = bytes(message._topic).decode("utf-8", "replace")  # decode reports bad_topic
-        payload = message.payload
-        if not isinstance(payload, bytes):  # paho hands received payloads over as bytes
-            payload = bytes(payload)
-        item = Message(
-            topic,
-            payload,
-            time.time(),
-            (self._generation, message.mid, message.qos),
+        self._deliver(
+            bytes(message._topic).decode("utf-8", "replace"),
+            bytes(message.payload),
+            message.mid,
+            message.qos,
         )
-        self.inbox.put(item, self._stop)
+
+
+def _wait_writable(sock: Any, deadline: float) -> None:
+    select.select([], [sock], [], max(0.0, deadline - time.monotonic()))
+
+
+def _nothing_to_do(*_args: object) -> None:
+    """paho's register-write callback: the network thread checks `want_write()` each turn."""
