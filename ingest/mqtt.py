@@ -72,6 +72,7 @@ PUBLISH_QOS0_OR_1 = 0x30  # fixed header & 0xF4: packet type PUBLISH, QoS bit 2 
 PUBACK_HEADER = b"\x40\x02"  # PUBACK, remaining length 2 (the packet id; v5: reason Success)
 PINGREQ = b"\xc0\x00"
 PINGRESP = 0xD0  # fixed header byte
+INCOMPLETE, MALFORMED = -1, -2  # what _variable_int returns instead of a value
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,23 +391,13 @@ class MqttSubscriber:
         try:
             while pos + 1 < end_of_data:
                 header = buf[pos]
-                # Remaining length: 1-4 bytes, 7 bits each, least significant first.
-                length = 0
-                shift = 0
-                i = pos + 1
-                while True:
-                    if i >= end_of_data:
-                        return True
-                    byte = buf[i]
-                    length |= (byte & 0x7F) << shift
-                    i += 1
-                    if byte < 0x80:
-                        break
-                    shift += 7
-                    if shift == 28:
-                        log.error("MQTT packet with a malformed length; dropping the connection")
-                        self._lose_connection()
-                        return False
+                length, i = _variable_int(buf, pos + 1, end_of_data)
+                if length == INCOMPLETE:
+                    return True
+                if length == MALFORMED:
+                    log.error("MQTT packet with a malformed length; dropping the connection")
+                    self._lose_connection()
+                    return False
                 end = i + length
                 if end > end_of_data:
                     return True
@@ -438,18 +429,10 @@ class MqttSubscriber:
             mid = int.from_bytes(buf[body : body + 2], "big")
             body += 2
         if self._v5:
-            # Properties: a variable-length byte count, then the properties, which we do not use.
-            properties = 0
-            shift = 0
-            while True:
-                if body >= end or shift > 21:
-                    return False
-                byte = buf[body]
-                properties |= (byte & 0x7F) << shift
-                body += 1
-                if byte < 0x80:
-                    break
-                shift += 7
+            # Properties: their length in bytes, then the properties, which we do not use.
+            properties, body = _variable_int(buf, body, end)
+            if properties < 0:
+                return False
             body += properties
         if body > end:
             return False
@@ -586,6 +569,25 @@ class MqttSubscriber:
             message.mid,
             message.qos,
         )
+
+
+def _variable_int(buf: bytes, start: int, end: int) -> tuple[int, int]:
+    """MQTT's variable byte integer at `buf[start:end]` (1-4 bytes, 7 bits each, least
+    significant first) and the index after it; INCOMPLETE when `end` cuts it short, MALFORMED
+    when a fifth byte would be needed."""
+    value = 0
+    shift = 0
+    i = start
+    while i < end:
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value, i
+        shift += 7
+        if shift == 28:
+            return MALFORMED, i
+    return INCOMPLETE, i
 
 
 def _wait_writable(sock: Any, deadline: float) -> None:

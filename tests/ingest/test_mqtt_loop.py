@@ -15,12 +15,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.mqtt import (
+    INCOMPLETE,
+    MALFORMED,
     QUEUE_FULL_WAITS,
     SESSION_EXPIRY_S,
     IngressQueue,
     Message,
     MqttSubscriber,
     MqttUrl,
+    _variable_int,
     make_client,
 )
 from tests.support import wait_for
@@ -193,3 +196,20 @@ def test_stop_is_prompt_while_the_broker_is_unreachable():
     started = time.monotonic()
     subscriber.stop()
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("encoded", "expected"),
+    [
+        (b"\x00", (0, 1)),
+        (b"\x7f", (127, 1)),
+        (b"\x80\x01", (128, 2)),
+        (b"\xff\xff\xff\x7f", (268_435_455, 4)),  # the largest MQTT allows
+        (b"\x80\x80", (INCOMPLETE, 2)),  # the rest has not arrived yet
+        (b"\x80\x80\x80\x80\x01", (MALFORMED, 4)),  # a fifth byte
+    ],
+)
+def test_variable_byte_integers_decode_or_say_why_not(
+    encoded: bytes, expected: tuple[int, int]
+) -> None:
+    assert _variable_int(b"\x30" + encoded, 1, 1 + len(encoded)) == (expected[0], expected[1] + 1)
