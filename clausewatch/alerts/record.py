@@ -3,8 +3,12 @@
 Called by the ingest pipeline once per flush with many outputs, so the work is set-based: one
 query finds the latest alert of every clause and subject in the batch, outputs are then applied
 in order in memory (a violation may start and end within one batch), and the results are
-written with COPY and one batched UPDATE. Every transition gets a timeline row and a ledger
-entry; an alert's evidence is hashed into the ledger entry that raises it.
+written in batches. Every transition gets a timeline row and a ledger entry; an alert's evidence
+is hashed into the ledger entry that raises it.
+
+An alert raised is on the path from a reading to a person, so the database is asked little and
+seldom: every read of a batch goes out in one round trip (psycopg's pipeline mode), then one for
+the new alerts' ids, then every write in one more.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from psycopg.types.json import Jsonb
 from clausewatch.alerts import ledger, notify
 from clausewatch.alerts.binding import Binding, bind
 from clausewatch.alerts.policy import policies
-from clausewatch.alerts.registry import load_assignments, party_names
+from clausewatch.alerts.registry import ASSIGNMENTS_QUERY, PARTIES_QUERY, StoredAssignment
 from clausewatch.alerts.times import require_aware, to_datetime, wall_now
 from rules.site import SiteModel
 from rules.verdicts import Output, ViolationEnded, ViolationStarted
@@ -64,6 +68,10 @@ _ALERT_COLUMNS = (
     "unbound",
     "reopen_count",
     "updated_at",
+)
+_INSERT_ALERT = (
+    f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * len(_ALERT_COLUMNS))})"
 )
 
 
@@ -115,14 +123,14 @@ def record_outputs(
         return result
     now = require_aware(now or wall_now(), "now")
     site = site_model.site.id
-    ledger.lock(conn)
-    latest = _latest_alerts(conn, site, {_key(o) for o in relevant})
     starts = [o for o in relevant if isinstance(o, ViolationStarted)]
+    # Cached by content hash once read: no round trip in steady state. Taken before the ledger
+    # lock is harmless: clause versions are read, never locked.
     clause_policies = policies(
         conn, {(o.clause.clause_id, o.clause.version, o.clause.content_hash) for o in starts}
     )
-    assignments = load_assignments(conn, site) if starts else []
-    names = party_names(conn, site) if starts else {}
+    context = _read_context(conn, site, {_key(o) for o in relevant}, binding=bool(starts))
+    latest = context.latest
     ancestors: dict[str, list[str]] = {}
     transitions: list[_Transition] = []
 
@@ -175,7 +183,9 @@ def record_outputs(
         space = output.subject.space
         if space not in ancestors:
             ancestors[space] = _ancestors(site_model, space)
-        binding = bind(assignments, names, ancestors[space], output.clause.domain, started_at)
+        binding = bind(
+            context.assignments, context.names, ancestors[space], output.clause.domain, started_at
+        )
         alert = _new_alert(site, output, binding, now)
         latest[key] = alert
         result.raised += 1
@@ -185,25 +195,26 @@ def record_outputs(
 
     raised = [t.alert for t in transitions if t.action == "raised"]
     _assign_ids(conn, raised)
-    _write(conn, raised, [a for a in latest.values() if a.changed and a.new_row is None], now)
-    _write_timeline(conn, site, transitions)
-    ledger.append(conn, [_ledger_entry(site, t) for t in transitions], now)
-    notify.queue(
-        conn,
-        [
-            notify.Message(
-                alert_id=row["id"],
-                site=site,
-                event="raised",
-                level=0,
-                party=row["responsible_party"],
-                alert=notify.alert_summary(row),
-            )
-            for row in (a.new_row for a in raised)
-            if row is not None
-        ],
-        now,
-    )
+    changed = [a for a in latest.values() if a.changed and a.new_row is None]
+    entries = ledger.chain(context.ledger_tip, [_ledger_entry(site, t) for t in transitions], now)
+    messages = [
+        notify.Message(
+            alert_id=row["id"],
+            site=site,
+            event="raised",
+            level=0,
+            party=row["responsible_party"],
+            alert=notify.alert_summary(row),
+        )
+        for row in (a.new_row for a in raised)
+        if row is not None
+    ]
+    notifications = notify.notification_rows(messages, context.targets, context.parties, now)
+    with conn.pipeline():  # every write in one round trip
+        _write(conn, raised, changed, now)
+        _write_timeline(conn, site, transitions)
+        ledger.write(conn, entries)
+        notify.write(conn, notifications)
     result.alert_ids = sorted({t.alert.id for t in transitions if t.alert.id is not None})
     return result
 
@@ -234,11 +245,65 @@ def _key(output: ViolationStarted | ViolationEnded) -> SubjectKey:
     )
 
 
-def _latest_alerts(
+@dataclass
+class _Context:
+    """What a batch of outputs is recorded against."""
+
+    latest: dict[SubjectKey, _Alert]  # the latest alert of each subject, locked
+    ledger_tip: tuple[int, str] | None
+    # For binding and notifying alerts raised (empty when the batch starts none):
+    assignments: list[StoredAssignment]
+    names: dict[str, str]  # party id → name
+    parties: dict[tuple[str, str | None], dict[str, Any]]  # (site, party id) → notify's record
+    targets: list[tuple[Any, ...]]  # webhook targets, notify.TARGETS_QUERY
+
+
+def _read_context(
+    conn: psycopg.Connection[Any], site: str, keys: set[SubjectKey], *, binding: bool
+) -> _Context:
+    """Every read of a batch in one round trip: the statements go out together (pipeline mode)
+    and run in order, the ledger lock first, so the alerts locked and the ledger tip read are
+    ones no other writer is changing until this transaction ends."""
+    with conn.pipeline():
+        ledger.lock(conn)
+        latest = _select_latest_alerts(conn, site, keys)
+        tip = conn.execute(ledger.TIP_QUERY)
+        if binding:
+            assignments = conn.execute(ASSIGNMENTS_QUERY, (site,))
+            parties = conn.execute(PARTIES_QUERY, (site,))
+            targets = conn.execute(notify.TARGETS_QUERY, ([site],))
+    context = _Context(
+        latest={
+            (r[0], r[1], r[2], r[3], r[4]): _Alert(
+                id=r[5],
+                state=r[6],
+                started_at=r[7],
+                ended_at=r[8],
+                worst_value=r[9],
+                reopen_count=r[10],
+            )
+            for r in latest.fetchall()
+        },
+        ledger_tip=tip.fetchone(),
+        assignments=[],
+        names={},
+        parties={},
+        targets=[],
+    )
+    if binding:
+        context.assignments = [StoredAssignment(*r) for r in assignments.fetchall()]
+        for party in parties.fetchall():
+            context.names[party[0]] = party[1]
+            context.parties[(site, party[0])] = notify.party_record(*party)
+        context.targets = targets.fetchall()
+    return context
+
+
+def _select_latest_alerts(
     conn: psycopg.Connection[Any], site: str, keys: set[SubjectKey]
-) -> dict[SubjectKey, _Alert]:
+) -> psycopg.Cursor[Any]:
     ordered = list(keys)
-    rows = conn.execute(
+    return conn.execute(
         """
         SELECT k.clause_id, k.clause_version, k.space, k.device, k.kind,
                a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count
@@ -263,18 +328,7 @@ def _latest_alerts(
             [k[4] for k in ordered],
             site,
         ),
-    ).fetchall()
-    return {
-        (r[0], r[1], r[2], r[3], r[4]): _Alert(
-            id=r[5],
-            state=r[6],
-            started_at=r[7],
-            ended_at=r[8],
-            worst_value=r[9],
-            reopen_count=r[10],
-        )
-        for r in rows
-    }
+    )
 
 
 def _ancestors(site_model: SiteModel, space: str) -> list[str]:
@@ -375,19 +429,19 @@ def _write(
 ) -> None:
     with conn.cursor() as cur:
         if raised:
-            columns = ", ".join(_ALERT_COLUMNS)
-            with cur.copy(f"COPY alerts ({columns}) FROM STDIN") as copy:
-                for alert in raised:
-                    assert alert.new_row is not None
-                    row = dict(alert.new_row)
-                    # Alerts raised and changed within this batch carry their final state.
-                    row.update(
-                        state=alert.state,
-                        ended_at=alert.ended_at,
-                        worst_value=alert.worst_value,
-                        reopen_count=alert.reopen_count,
-                    )
-                    copy.write_row([_copy_value(row[c]) for c in _ALERT_COLUMNS])
+            rows = []
+            for alert in raised:
+                assert alert.new_row is not None
+                row = dict(alert.new_row)
+                # Alerts raised and changed within this batch carry their final state.
+                row.update(
+                    state=alert.state,
+                    ended_at=alert.ended_at,
+                    worst_value=alert.worst_value,
+                    reopen_count=alert.reopen_count,
+                )
+                rows.append([_column_value(row[c]) for c in _ALERT_COLUMNS])
+            cur.executemany(_INSERT_ALERT, rows)
         if changed:
             cur.executemany(
                 "UPDATE alerts SET state = %s, ended_at = %s, worst_value = %s,"
@@ -401,16 +455,15 @@ def _write_timeline(
 ) -> None:
     if not transitions:
         return
-    with (
-        conn.cursor() as cur,
-        cur.copy(
-            "COPY alert_timeline (alert_id, site, at, action, actor, data) FROM STDIN"
-        ) as copy,
-    ):
-        for t in transitions:
-            copy.write_row(
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO alert_timeline (alert_id, site, at, action, actor, data)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [
                 (t.alert.id, site, t.at, t.action, ENGINE_ACTOR, Jsonb(_jsonable(t.data)))
-            )
+                for t in transitions
+            ],
+        )
 
 
 def _ledger_entry(site: str, transition: _Transition) -> ledger.Entry:
@@ -446,7 +499,7 @@ def _ledger_entry(site: str, transition: _Transition) -> ledger.Entry:
     )
 
 
-def _copy_value(value: Any) -> Any:
+def _column_value(value: Any) -> Any:
     if isinstance(value, dict | list):
         return Jsonb(value)
     return value

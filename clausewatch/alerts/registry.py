@@ -314,20 +314,21 @@ def change_party(
     ledger.append(conn, [entry], now)
 
 
+# Every assignment of a site, past, present and future, for binding.
+ASSIGNMENTS_QUERY = (
+    "SELECT id, site, party, space, domain, role, level, valid_from, valid_to"
+    " FROM assignments WHERE site = %s ORDER BY id"
+)
+# Every party of a site: id, name, kind, contacts.
+PARTIES_QUERY = "SELECT id, name, kind, contacts FROM parties WHERE site = %s"
+
+
 def load_assignments(conn: psycopg.Connection[Any], site: str) -> list[StoredAssignment]:
-    """Every assignment of a site, past, present and future, for binding."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT id, site, party, space, domain, role, level, valid_from, valid_to"
-            " FROM assignments WHERE site = %s ORDER BY id",
-            (site,),
-        )
-        return [StoredAssignment(*r) for r in cur.fetchall()]
+    return [StoredAssignment(*r) for r in conn.execute(ASSIGNMENTS_QUERY, (site,)).fetchall()]
 
 
 def party_names(conn: psycopg.Connection[Any], site: str) -> dict[str, str]:
-    rows = conn.execute("SELECT id, name FROM parties WHERE site = %s", (site,)).fetchall()
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: r[1] for r in conn.execute(PARTIES_QUERY, (site,)).fetchall()}
 
 
 def _sync_entities(
