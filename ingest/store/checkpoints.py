@@ -21,15 +21,18 @@ import orjson
 import psycopg
 
 # Parts go through a staging table by COPY, then one upsert: a few thousand changed devices
-# per checkpoint cost one round trip, not one per part.
+# per checkpoint cost one round trip, not one per part. The staging column compresses as the
+# parts table's (lz4 where the server has it) and the upsert moves values still compressed: a
+# staging column of its own would compress them with pglz, kept as is by the upsert, which
+# took 2.7 times as long (1,000 parts of 17 KB: 360 ms instead of 130 ms).
 PARTS_STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS engine_checkpoint_parts_staging (
-    part text COLLATE "C", state bytea
+    LIKE engine_checkpoint_parts {including}
 ) ON COMMIT DELETE ROWS
 """
 PARTS_UPSERT = """
 INSERT INTO engine_checkpoint_parts (site, part, state)
-SELECT %s, part, state FROM engine_checkpoint_parts_staging
+SELECT site, part, state FROM engine_checkpoint_parts_staging
 ON CONFLICT (site, part) DO UPDATE SET state = excluded.state
 """
 
@@ -68,14 +71,19 @@ def save_checkpoint(
     if not parts:
         return
     with conn.cursor() as cur:
-        cur.execute(PARTS_STAGING_DDL)
-        staging = "COPY engine_checkpoint_parts_staging (part, state) FROM STDIN (FORMAT BINARY)"
-        with cur.copy(staging) as copy:
-            copy.set_types(["text", "bytea"])
+        # Per column compression methods came with PostgreSQL 14.
+        compression = conn.info.server_version >= 140000
+        cur.execute(
+            PARTS_STAGING_DDL.format(including="INCLUDING COMPRESSION" if compression else "")
+        )
+        with cur.copy(
+            "COPY engine_checkpoint_parts_staging (site, part, state) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["text", "text", "bytea"])
             dumps = orjson.dumps
             for name, part in parts.items():
-                copy.write_row((name, dumps(part)))
-        cur.execute(PARTS_UPSERT, (site,))
+                copy.write_row((site, name, dumps(part)))
+        cur.execute(PARTS_UPSERT)
         # Emptied now, not at commit: the next site saved in this transaction stages its own.
         cur.execute("DELETE FROM engine_checkpoint_parts_staging")
 

@@ -172,6 +172,27 @@ def test_sites_checkpointed_in_one_transaction_keep_their_own_parts(store_url: s
     }
 
 
+def test_checkpoint_parts_are_compressed_as_the_parts_table_says(store_url: str) -> None:
+    # A large part (rolling windows of a busy device) is compressed once, with the parts
+    # column's method (lz4 where the server has it), not the default pglz of a staging table.
+    big = {"points": [1795413459.5 + i / 10 for i in range(2000)]}
+    with connect(store_url) as conn, conn.transaction():
+        save_checkpoint(conn, "s1", {"clock": 1}, 1.0, parts={"device:busy": big})
+    with connect(store_url) as conn:
+        declared = conn.execute(
+            "SELECT nullif(attcompression, '') FROM pg_attribute"
+            " WHERE attrelid = 'engine_checkpoint_parts'::regclass AND attname = 'state'"
+        ).fetchone()
+        stored = conn.execute(
+            "SELECT pg_column_compression(state) FROM engine_checkpoint_parts"
+            " WHERE site = 's1' AND part = 'device:busy'"
+        ).fetchone()
+        default = conn.execute("SHOW default_toast_compression").fetchone()
+    assert declared is not None and stored is not None and default is not None
+    expected = {"l": "lz4", "p": "pglz", None: default[0]}[declared[0]]
+    assert stored[0] == expected
+
+
 def test_checkpoint_parts_are_replaced_one_by_one(store_url: str) -> None:
     with connect(store_url) as conn, conn.transaction():
         parts = {"device:a": {"v": 1}, "device:b": {"v": 1}, "space:x": {"v": 1}}
