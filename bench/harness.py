@@ -6,7 +6,7 @@ unacknowledged messages, and a bare paho subscriber that only counts (the ceilin
 The publisher speaks MQTT itself over a plain socket and sends hundreds of pre-encoded PUBLISH
 packets per send(), reading the PUBACKs in bulk: about 2 µs of CPU per message, so it is never
 what limits a run (paho's publish() cost about 40 µs a message and capped the end-to-end
-figures at the publisher's 11k msg/s).
+figures at the publisher's 11k-22k msg/s).
 
 Site time: the bench sites use the fixed-offset zone in which it is now mid-morning, with the
 cooling season around today and every room occupied and cooling, so the schedules, gates and
