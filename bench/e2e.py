@@ -1,7 +1,7 @@
 """End-to-end throughput: MQTT → decode → engine (full bundled clause set) → PostgreSQL, against
 the ceiling of a bare paho subscriber fed by the same publisher in the same run.
 
-Run: .venv/bin/python bench/e2e.py [--messages 60000] [--workers 1 2]
+Run: .venv/bin/python bench/e2e.py [--messages 120000] [--workers 1 2]
 
 Setup (all on 127.0.0.1, created and removed by the run): Mosquitto with the bundled
 mosquitto.conf on a free port; a scratch database on the local PostgreSQL; two bench sites of 250
@@ -75,7 +75,7 @@ def pipeline_rate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=60_000, help="readings per run")
+    parser.add_argument("--messages", type=int, default=120_000, help="readings per run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     plan: dict[str, object] = {"messages": args.messages, "inflight": 2000, "sites": SITES}

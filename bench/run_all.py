@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STEPS = (
-    ["e2e.py", "--messages", "60000", "--workers", "1", "2"],
+    ["e2e.py", "--messages", "120000", "--workers", "1", "2"],
     ["latency.py", "--rates", "1000", "5000", "--seconds", "15"],
     # 100,000 devices take about seven minutes (building the site and its state): run
     # `bench/scale.py --devices 1000 10000 100000` on its own for that figure.
