@@ -33,3 +33,16 @@ def test_mean_min_max_over_the_window_match_a_recomputation() -> None:
         assert aggregates["mean"].current == pytest.approx(math.fsum(window) / len(window))
         assert aggregates["min"].current == min(window)
         assert aggregates["max"].current == max(window)
+
+
+@pytest.mark.parametrize("fn", ["mean", "min", "max"])
+def test_points_that_left_the_window_are_dropped(fn: str) -> None:
+    # A day's window at one reading a minute, run for a week: what is kept stays bounded by
+    # the window (twice its points at most, as they are dropped in bulk), not by the history.
+    aggregate = RollingAggregate(fn, 86400)
+    for i in range(7 * 1440):
+        aggregate.add(60.0 * i, float(i % 97))
+        window = aggregate.window_points()
+        assert len(window) <= 2 * 1440
+        assert len(aggregate.points) <= 2 * len(window) + 64 * 2
+    assert window[0] > 60.0 * (7 * 1440 - 1) - 86400
