@@ -1,8 +1,8 @@
 """The FastAPI application: `create_app(database)` builds it; nothing connects at import time.
 
-`database` is a PostgreSQL URL, a `Settings`, or an open `ConnectionPool` owned by the caller.
-For a URL or settings the app opens its pool (and the stream's LISTEN connection) in its
-lifespan and closes them at shutdown, so `uvicorn.run(create_app(url))` is self-contained.
+`database` is a PostgreSQL URL or an open `ConnectionPool` owned by the caller. For a URL the
+app opens its pool (and the stream's LISTEN connection) in its lifespan and closes them at
+shutdown, so `uvicorn.run(create_app(url))` is self-contained.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from api.routers import (
 )
 from api.stream import AlertFeed, StreamConfig
 from api.stream import router as stream_router
-from clausewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -49,7 +48,7 @@ POOL_MAX_SIZE = 8
 
 
 def create_app(
-    database: str | Settings | ConnectionPool,
+    database: str | ConnectionPool,
     *,
     stream: StreamConfig | None = None,
 ) -> FastAPI:
@@ -61,11 +60,10 @@ def create_app(
         if isinstance(database, ConnectionPool):
             pool = database
         else:
-            url = database if isinstance(database, str) else database.database_url
-            if not url:
+            if not database:
                 raise RuntimeError("the API needs a database URL (CLAUSEWATCH_DATABASE_URL)")
             owned_pool = pool = ConnectionPool(
-                url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, open=False
+                database, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, open=False
             )
             pool.open(wait=True, timeout=30.0)
         conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()

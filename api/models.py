@@ -18,13 +18,13 @@ from pydantic import (
 )
 
 # The compliance figures are defined with their computation; kept here under their old names.
-from clausewatch.compliance import ClauseCompliance as ClauseCompliance
-from clausewatch.compliance import ComplianceReport as ComplianceReport
-from clausewatch.compliance import Coverage as Coverage
-from clausewatch.compliance import CoverageGap as CoverageGap
-from clausewatch.compliance import Durations as Durations
-from clausewatch.compliance import SiteCompliance as SiteCompliance
-from clausewatch.compliance import SpaceCompliance as SpaceCompliance
+from compliance.rates import ClauseCompliance as ClauseCompliance
+from compliance.rates import ComplianceReport as ComplianceReport
+from compliance.rates import Coverage as Coverage
+from compliance.rates import CoverageGap as CoverageGap
+from compliance.rates import Durations as Durations
+from compliance.rates import SiteCompliance as SiteCompliance
+from compliance.rates import SpaceCompliance as SpaceCompliance
 from rules.site import ID_PATTERN, METRIC_PATTERN
 
 

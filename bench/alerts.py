@@ -15,20 +15,20 @@ import argparse
 import datetime as dt
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from clausewatch.alerts import ledger
-from clausewatch.alerts.record import record_outputs
-from clausewatch.alerts.registry import sync_clauses, sync_site
-from clausewatch.configfiles import load_config_dir
-from ingest.store.migrate import migrate
-from ingest.store.pool import connect
+from alerts.record import record_outputs
+from config import BUNDLED_DIR
+from config.files import load_config_dir
 from rules.verdicts import ClauseRef, Evidence, Subject, ViolationEnded, ViolationStarted
+from store import ledger
+from store.migrate import migrate
+from store.pool import connect
+from store.registry import sync_clauses, sync_site
 
-CONFIG = Path(__file__).resolve().parent.parent / "clausewatch" / "config"
+CONFIG = BUNDLED_DIR
 START = dt.datetime(2026, 7, 1, 1, 0, tzinfo=dt.UTC).timestamp()
 
 

@@ -24,7 +24,7 @@ import uvicorn
 
 from api.app import create_app
 from api.tokens import create_token
-from ingest.store.migrate import migrate
+from store.migrate import migrate
 
 SERVER = os.environ.get(
     "CLAUSEWATCH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -17,11 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from clausewatch.configfiles import load_config_dir
-from clausewatch.energy.reports import BUNDLED_CONFIG, carbon_report, energy_series, site_meters
-from ingest.store.migrate import migrate
-from ingest.store.pool import connect
-from ingest.store.writes import ReadingRow, write_readings
+from config.files import load_config_dir
+from energy.reports import BUNDLED_CONFIG, carbon_report, energy_series, site_meters
+from store.migrate import migrate
+from store.pool import connect
+from store.writes import ReadingRow, write_readings
 
 
 def main(server: str) -> None:

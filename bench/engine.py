@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/engine.py [--devices 1000] [--minutes 30] [--subject
 Site: N rooms (offices and meeting rooms, Asia/Shanghai, cn holidays, cooling season), each with
 one sensor reporting temperature, humidity and co2 every minute, and one HVAC controller
 reporting hvac_mode / occupied / window_open every 10 minutes. Clauses: the bundled set in
-clausewatch/config/clauses (every shape; versions included). Time: a July workday from 09:00, so
+config/bundled/clauses (every shape; versions included). Time: a July workday from 09:00, so
 the office-hours schedules, gates and `for` durations are live, with some rooms too cold (26 °C
 clause violations) and some too humid. All of the run is inside office hours (the
 worst case: no clause is skipped as outside its schedule).
@@ -39,15 +39,15 @@ import random
 import statistics
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
-from clausewatch.configfiles import load_config_dir
+from config import BUNDLED_DIR
+from config.files import load_config_dir
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
 
-CONFIG = Path(__file__).resolve().parent.parent / "clausewatch" / "config"
+CONFIG = BUNDLED_DIR
 ZONE = dt.timezone(dt.timedelta(hours=8))
 START = dt.datetime(2025, 7, 1, 9, 0, tzinfo=ZONE).timestamp()  # a Tuesday, cooling season
 

@@ -42,8 +42,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from config import BUNDLED_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "clausewatch" / "config"
+CONFIG = BUNDLED_DIR
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 MOSQUITTO = "/usr/sbin/mosquitto"
 SERVER_URL = os.environ.get(
@@ -264,7 +266,7 @@ class ServiceProcess:
         command = [
             PYTHON,
             "-m",
-            "clausewatch.cli",
+            "clausewatch",
             "run",
             "--workers",
             str(workers),

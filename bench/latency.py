@@ -18,7 +18,7 @@ Clock: the engine holds a violation at the instant it begins until time moves pa
 (another reading at the same instant may still cancel it). With `--clock data` (the default
 here) the next reading of the site moves time on, so an alert follows at once; with `--clock
 wall` time moves on the scheduler's one-second tick, made final 2 s behind the wall clock
-(clausewatch.service.runtime.WALL_CLOCK_GRACE_S), so a zero-duration alert waits 2-3 s.
+(clausewatch.service.WALL_CLOCK_GRACE_S), so a zero-duration alert waits 2-3 s.
 
 Measured: committed = when PostgreSQL delivers the `cw_alerts` notification of the alert's
 `raised` timeline row to a LISTEN connection of the bench (notifications go out at commit);

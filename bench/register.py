@@ -19,21 +19,21 @@ import datetime as dt
 import math
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from clausewatch.alerts.registry import sync_clauses, sync_site
-from clausewatch.configfiles import load_config_dir
-from clausewatch.register.backtest import backtest
-from clausewatch.register.reports import generate_report
-from clausewatch.register.search import RegisterQuery, search_register
-from ingest.store.migrate import migrate
-from ingest.store.pool import connect
-from ingest.store.writes import ReadingRow, write_readings
+from compliance.backtest import backtest
+from compliance.register import RegisterQuery, search_register
+from compliance.reports import generate_report
+from config import BUNDLED_DIR
+from config.files import load_config_dir
+from store.migrate import migrate
+from store.pool import connect
+from store.registry import sync_clauses, sync_site
+from store.writes import ReadingRow, write_readings
 
-CONFIG = Path(__file__).resolve().parent.parent / "clausewatch" / "config"
+CONFIG = BUNDLED_DIR
 START = dt.datetime(2026, 7, 6, tzinfo=dt.timezone(dt.timedelta(hours=8)))  # a Monday
 QUERIES = ("室内温度", "甲醛", "hcho", "GB 50736", "cleaning", "空调 26")
 

@@ -39,15 +39,16 @@ def rss_mib() -> float:
 
 
 def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
-    from clausewatch.configfiles import load_config_dir
-    from clausewatch.service.runtime import sync_registry
+    from alerts.record import record_outputs
+    from clausewatch.service import sync_registry
+    from config.files import load_config_dir
     from ingest.decode import Decoder, Limits, Registry
     from ingest.mqtt import IngressQueue, Message
     from ingest.pipeline import Pipeline
-    from ingest.store.migrate import migrate
-    from ingest.store.partitions import ensure_partitions
-    from ingest.store.pool import make_pool
     from rules.site import SiteModel
+    from store.migrate import migrate
+    from store.partitions import ensure_partitions
+    from store.pool import make_pool
 
     bundled = load_config_dir(harness.CONFIG)
     before = rss_mib()
@@ -72,6 +73,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                 Decoder(Registry.from_sites([site]), harness.PREFIX, Limits()),
                 inbox,
                 ack,
+                sink=record_outputs,
                 standards={cid: std.code for cid, std in bundled.standards().items()},
                 lateness=0.0,
                 clock="wall",

@@ -30,11 +30,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from clausewatch.settings import Settings
-from ingest.store.migrate import migrate
-from ingest.store.partitions import ensure_partitions
-from ingest.store.pool import connect
-from ingest.store.writer import BatchWriter
-from ingest.store.writes import PartitionCache, ReadingRow, write_readings
+from store.migrate import migrate
+from store.partitions import ensure_partitions
+from store.pool import connect
+from store.writer import BatchWriter
+from store.writes import PartitionCache, ReadingRow, write_readings
 
 METRICS = ("temperature", "humidity", "co2", "pm10", "illuminance")
 NAIVE_INSERT = (

@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import orjson
 
@@ -47,6 +48,13 @@ BROKER_USERNAME = "clausewatch"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+
+
+class _RunAs(TypedDict, total=False):
+    """The `user` and `group` arguments of subprocess.Popen / run: the server's own account."""
+
+    user: int
+    group: int
 
 
 class EmbeddedError(RuntimeError):
@@ -249,7 +257,7 @@ class EmbeddedPostgres:
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    def _as_user(self) -> dict[str, int]:
+    def _as_user(self) -> _RunAs:
         if self._user is None:
             return {}
         return {"user": self._user.pw_uid, "group": self._user.pw_gid}

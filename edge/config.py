@@ -1,6 +1,6 @@
 """The gateway's configuration file (YAML, validated strictly; unknown keys are errors).
 
-Example (clausewatch/config/edge/demo-gateway.yaml):
+Example (config/bundled/edge/demo-gateway.yaml):
 
     site: demo-hq
     gateway: gw-b1                      # device id of the gateway itself: its status topic

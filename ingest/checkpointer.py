@@ -27,8 +27,8 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import ConnectionPool
 
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
-from ingest.store.checkpoints import save_checkpoint
-from ingest.store.replay import REPLAY_AFTER
+from store.checkpoints import save_checkpoint
+from store.replay import REPLAY_AFTER
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ ingress queue, decodes them, feeds readings and events to their site's engine an
 rows to store. A flush (as soon as the ingress queue is empty, else every `flush_interval` or
 `batch_rows` rows, whichever comes first: under load the next batch gathers while one commits)
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
-intervals and late readings and the alerts (`record_outputs`).
+intervals and late readings, and whatever the injected output sink writes (the alerts).
 
 The MQTT messages of a flush are acknowledged as soon as it commits. Every message gets a receive
 stamp, strictly increasing (the `received_at` of its rows), in the order the engines take them.
@@ -20,13 +20,13 @@ last message it covers. Its parts are captured a slice at a time between batches
 
 - a crash loses nothing: the broker redelivers every message whose flush did not commit (none
   of them was acknowledged); the engines restart from the last saved checkpoint and replay the
-  stored readings and events received after its stamp (ingest/store/replay.py), in stamp
+  stored readings and events received after its stamp (store/replay.py), in stamp
   order, before taking new messages; the outputs of that replay were committed with those rows;
 - a message committed but not yet acknowledged is delivered again: its rows are absorbed by the
   storage keys, the engine drops it as a duplicate (same device and seq, or device, metric and
   ts) or as late, and repeated outputs are absorbed too (compliance intervals and late readings
-  by key, `record_outputs` ignores an alert already raised with the same start or already
-  resolved).
+  by key; the service's sink, alerts/record.py, ignores an alert already raised with the same
+  start or already resolved).
 
 When PostgreSQL is unavailable the flush is retried with backoff while the batch is held; the
 pipeline takes no new messages meanwhile, so the queue fills and the MQTT thread blocks
@@ -45,21 +45,24 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
-from clausewatch.alerts.record import record_outputs
 from ingest.checkpointer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
 from ingest.mqtt import IngressQueue, Message
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
-from ingest.store.checkpoints import Checkpoint, load_checkpoint
-from ingest.store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
-from ingest.store.writes import (
+from rules.clause import ClauseVersion
+from rules.engine import SiteEngine
+from rules.site import SiteModel
+from rules.verdicts import ComplianceInterval, LateReading, Output
+from store.checkpoints import Checkpoint, load_checkpoint
+from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
+from store.writes import (
     Batch,
     EventRow,
     PartitionCache,
@@ -71,16 +74,24 @@ from ingest.store.writes import (
     write_device_status,
     write_late_readings,
 )
-from ingest.store.writes import DeadLetter as DeadLetterRow
-from rules.clause import ClauseVersion
-from rules.engine import SiteEngine
-from rules.site import SiteModel
-from rules.verdicts import ComplianceInterval, LateReading, Output
+from store.writes import DeadLetter as DeadLetterRow
 
 log = logging.getLogger(__name__)
 
 Clock = Literal["wall", "data"]
 AckFn = Callable[[list[tuple[int, int, int]]], None]
+
+
+class OutputSink(Protocol):
+    """Takes one site's engine outputs of a flush, inside the flush's transaction, so what it
+    writes commits or rolls back with the rows that caused it. The pipeline stores compliance
+    intervals and late readings itself; the service passes `alerts.record.record_outputs`, which
+    turns violations into alerts, so ingest does not depend on alert code."""
+
+    def __call__(
+        self, conn: psycopg.Connection[Any], site: SiteModel, outputs: Sequence[Output], /
+    ) -> object: ...
+
 
 VALUES_STORED = Counter("clausewatch_reading_values", "Metric values committed to PostgreSQL")
 BATCHES = Counter("clausewatch_batches", "Transactions committed by the pipeline")
@@ -93,9 +104,6 @@ FLUSH_SECONDS = Histogram(
 QUEUE_DEPTH = Gauge("clausewatch_ingest_queue_depth", "Messages waiting for the pipeline")
 INGEST_LAG = Gauge(
     "clausewatch_ingest_lag_seconds", "Commit time minus receive time of the oldest message"
-)
-ALERTS_RAISED = Counter(
-    "clausewatch_alerts_raised", "Alerts raised, reopened or resolved", ["action"]
 )
 STATUS_MESSAGES = Counter("clausewatch_status_messages", "Device status messages", ["status"])
 
@@ -141,6 +149,7 @@ class Pipeline:
         inbox: IngressQueue,
         ack: AckFn,
         *,
+        sink: OutputSink,
         standards: Mapping[str, str] | None = None,
         lateness: float = 5.0,
         batch_rows: int = 5000,
@@ -155,6 +164,7 @@ class Pipeline:
         self.decoder = decoder
         self.inbox = inbox
         self.ack = ack
+        self.sink = sink
         self.lateness = lateness
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
@@ -574,10 +584,7 @@ class Pipeline:
                     conn, (o for o in outputs if isinstance(o, ComplianceInterval))
                 )
                 write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
-                result = record_outputs(conn, self.sites[site_id], outputs)
-                ALERTS_RAISED.labels("raised").inc(result.raised)
-                ALERTS_RAISED.labels("reopened").inc(result.reopened)
-                ALERTS_RAISED.labels("resolved").inc(result.resolved)
+                self.sink(conn, self.sites[site_id], outputs)
 
     def _new_pending(self) -> _Pending:
         self._batch_ids += 1

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
+from config import BUNDLED_DIR
 from rules.durations import Duration, parse_duration
 from rules.site import Id, MetricName, SiteModel, Strict
 from simulators.calendar import is_workday
@@ -462,15 +463,12 @@ def load_scenario(path: Path) -> Scenario:
 
 def load_site(path: Path) -> SiteModel:
     """The site model in `path`, with errors naming the file (a tiny loader of our own until
-    the shared one in clausewatch.configfiles exists)."""
+    the shared one in config.files exists)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         return SiteModel.model_validate(raw)
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ScenarioError(f"{path}: {exc}") from exc
-
-
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "clausewatch" / "config"
 
 
 def scenario_path(name_or_path: str, config_dir: Path | None = None) -> Path:

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from clausewatch.embedded import free_port
+from config import BUNDLED_DIR
 from ingest.mqtt import MqttUrl, make_client
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def rows(url: str, query: str) -> list[tuple[Any, ...]]:
 
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-BUNDLED_CONF = Path(__file__).resolve().parents[1] / "clausewatch" / "config" / "mosquitto.conf"
+BUNDLED_CONF = BUNDLED_DIR / "mosquitto.conf"
 
 
 class OwnBroker:

@@ -38,7 +38,7 @@ def test_demo_raises_an_alert_within_a_minute_and_stops_cleanly_on_ctrl_c(
     }
     started = time.monotonic()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "clausewatch.cli", "demo"],
+        [sys.executable, "-m", "clausewatch", "demo"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

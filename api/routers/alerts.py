@@ -1,5 +1,5 @@
 """Alerts: list (filtered, cursor-paginated), detail with provenance and timeline, and the two
-human steps of the lifecycle, acknowledge and close (clausewatch.alerts does the transition)."""
+human steps of the lifecycle, acknowledge and close (alerts does the transition)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from psycopg.rows import dict_row
 
+from alerts import lifecycle
 from api.alert_rows import ALERT_COLUMNS, alert_public, evidence_readings
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
@@ -28,7 +29,6 @@ from api.models import (
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
-from clausewatch.alerts import lifecycle
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 

@@ -24,7 +24,8 @@ from api.models import (
     ValidatedClause,
     problems,
 )
-from clausewatch.configfiles import ConfigError, load_clause_file
+from config.documents import ConfigError
+from config.files import load_clause_file
 
 router = APIRouter(prefix="/clauses", tags=["clauses"])
 # Far above any real clause file (a few thousand nodes), far below what hurts the server.

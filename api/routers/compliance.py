@@ -1,5 +1,5 @@
 """`GET /compliance`: compliance rate, not-assessable share and key-clause coverage per site,
-clause and space over a period (definitions: clausewatch/compliance.py and docs/api.md)."""
+clause and space over a period (definitions: compliance/rates.py and docs/api.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from api.auth import Reader
 from api.deps import DbConn
 from api.models import ComplianceReport, QueryTime, SiteId, problems
 from api.periods import query_period
-from clausewatch.compliance import compliance_report
+from compliance.rates import compliance_report
 
 router = APIRouter(tags=["compliance"])
 DEFAULT_PERIOD = dt.timedelta(days=7)

@@ -4,7 +4,7 @@ add one without a code change).
 
 Periods: `since` / `until` are dates (local midnight at the site) or ISO datetimes with an
 offset; the period is [since, until). Without them: the last 12 local calendar months, this one
-included. Figures are decimal strings (exact; see clausewatch/energy/render.py).
+included. Figures are decimal strings (exact; see energy/render.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field
 from api.auth import EnergyReader, Principal
 from api.deps import DbConn
 from api.models import Input, Problem, SiteId
-from clausewatch.energy import factors as factor_store
-from clausewatch.energy.quotas import load_quota_clauses, quota_statuses
-from clausewatch.energy.render import (
+from energy import factors as factor_store
+from energy.quotas import load_quota_clauses, quota_statuses
+from energy.render import (
     CarbonReportOut,
     ImbalanceOut,
     MeterOut,
@@ -32,7 +32,7 @@ from clausewatch.energy.render import (
     imbalance_out,
     meter_out,
 )
-from clausewatch.energy.reports import (
+from energy.reports import (
     ReportError,
     area_and_occupants,
     carbon_report,

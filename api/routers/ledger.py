@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.auth import LedgerVerifier
 from api.deps import DbConn
 from api.models import LedgerVerdict, problems
-from clausewatch.alerts import ledger
+from store import ledger
 
 router = APIRouter(prefix="/ledger", tags=["ledger"])
 

@@ -1,6 +1,6 @@
 """The opt-in public view of a site (`site.public: true`): no token, read-only, no personal
 data. `GET /api/v1/public/{site}` answers JSON and `GET /public/{site}` a page; a site that
-does not exist or has not opted in is a 404 either way. Code: clausewatch/register/public.py."""
+does not exist or has not opted in is a 404 either way. Code: compliance/public.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from api.deps import DbConn
 from api.models import SiteId, problems
-from clausewatch.register.public import NotPublic, PublicSite, public_site, render_public_html
+from compliance.public import NotPublic, PublicSite, public_site, render_public_html
 
 router = APIRouter(prefix="/public", tags=["public"])
 pages = APIRouter(include_in_schema=False)

@@ -1,4 +1,4 @@
-"""`GET /readings`: raw or bucketed readings of one device's metric (ingest.store.readings)."""
+"""`GET /readings`: raw or bucketed readings of one device's metric (store.readings)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from api.auth import Reader
 from api.deps import DbConn
 from api.models import MetricId, QueryTime, ReadingPoint, ReadingSeries, SiteId, problems
-from ingest.store.readings import BucketPoint, QueryError, RawPoint, query_readings
+from store.readings import BucketPoint, QueryError, RawPoint, query_readings
 
 router = APIRouter(tags=["readings"])
 DEFAULT_PERIOD = dt.timedelta(hours=24)

@@ -1,7 +1,7 @@
 """The standards register: search (`GET /register`), one clause in detail
 (`GET /register/{clause_id}`), and backtests of a clause file over a site's history
 (`POST /register/backtest`, admins). Clauses are not site data; the per-site parts of a
-clause's detail cover only the token's sites. Code: clausewatch/register/."""
+clause's detail cover only the token's sites. Code: compliance/."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from api.auth import ClauseAdmin, Reader
 from api.deps import DbConn
 from api.models import Input, SiteId, problems
 from api.routers.clauses import pre_parse
-from clausewatch.configfiles import ConfigError, load_clause_file
-from clausewatch.register.backtest import BacktestError, BacktestResult, backtest
-from clausewatch.register.search import (
+from compliance.backtest import BacktestError, BacktestResult, backtest
+from compliance.register import (
     ClauseDetail,
     ClauseNotFound,
     ClauseStatus,
@@ -31,6 +30,8 @@ from clausewatch.register.search import (
     clause_detail,
     search_register,
 )
+from config.documents import ConfigError
+from config.files import load_clause_file
 
 router = APIRouter(prefix="/register", tags=["register"])
 pages = APIRouter(include_in_schema=False)

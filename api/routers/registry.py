@@ -1,6 +1,6 @@
 """The registry: sites, spaces, devices, parties and assignments of the sites a token sees, and
 the admin edits of parties and assignments. Every edit is recorded in the ledger with the
-token that made it (clausewatch.alerts.registry / ledger)."""
+token that made it (store.registry / ledger)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from api.models import (
     SpacePublic,
     problems,
 )
-from clausewatch.alerts import registry
 from rules.site import Assignment, Party
+from store import registry
 
 router = APIRouter(tags=["registry"])
 PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]

@@ -1,6 +1,6 @@
 """Quarterly self-evaluation reports: list (`GET /reports`), produce one now
 (`POST /reports`, facility managers and admins), read one as JSON, printable HTML or CSV.
-Code: clausewatch/register/reports.py."""
+Code: compliance/reports.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pydantic import StringConstraints
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import Input, SiteId, problems
-from clausewatch.register.reports import (
+from compliance.reports import (
     BadPeriod,
     EvaluationReport,
     StoredReport,

@@ -1,6 +1,6 @@
 """Statistics (`GET /statistics`): one site's figures and alarm-system health over a period,
 or an organisation node (city, district) summed over the token's sites beneath it with its
-children one level down. Definitions: clausewatch/register/statistics.py, docs/register.md."""
+children one level down. Definitions: compliance/statistics.py, docs/register.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from api.auth import Reader
 from api.deps import DbConn
 from api.models import QueryTime, SiteId, problems
 from api.periods import query_period
-from clausewatch.register.statistics import (
+from compliance.statistics import (
     OrgStatistics,
     SiteStatistics,
     UnknownSite,

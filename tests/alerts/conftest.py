@@ -12,12 +12,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from clausewatch.alerts.registry import sync_clauses, sync_site
-from ingest.store.migrate import migrate
-from ingest.store.pool import connect
 from rules.clause import ClauseFile, ClauseVersion
 from rules.site import SiteModel
 from rules.verdicts import ClauseRef, Evidence, Subject, ViolationEnded, ViolationStarted
+from store.migrate import migrate
+from store.pool import connect
+from store.registry import sync_clauses, sync_site
 
 SITE = "alerts-hq"
 T0 = dt.datetime(2026, 7, 1, 0, 0, tzinfo=dt.UTC)  # 08:00 in Asia/Shanghai

@@ -13,11 +13,12 @@ import orjson
 import psycopg
 import pytest
 
-from clausewatch.alerts import ledger, notify
-from clausewatch.alerts.escalation import escalate_due
-from clausewatch.alerts.lifecycle import acknowledge
-from clausewatch.alerts.record import record_outputs
-from clausewatch.alerts.registry import sync_site
+from alerts import notify
+from alerts.escalation import escalate_due
+from alerts.lifecycle import acknowledge
+from alerts.record import record_outputs
+from store import ledger
+from store.registry import sync_site
 from tests.alerts.conftest import T0, site_model, started
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.alerts.export import HEADERS, UnknownSite, ledger_csv
-from clausewatch.alerts.lifecycle import acknowledge, close
-from clausewatch.alerts.record import record_outputs
+from alerts.export import HEADERS, UnknownSite, ledger_csv
+from alerts.lifecycle import acknowledge, close
+from alerts.record import record_outputs
 from clausewatch.cli import main
 from tests.alerts.conftest import T0, ended, site_model, started
 

@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.alerts import ledger
 from clausewatch.cli import main
-from ingest.store.pool import connect
+from store import ledger
+from store.pool import connect
 from tests.alerts.conftest import T0
 
 pytestmark = pytest.mark.integration

@@ -8,15 +8,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.alerts import ledger
-from clausewatch.alerts.lifecycle import (
+from alerts.lifecycle import (
     AlertNotFound,
     IncompleteInput,
     TransitionRefused,
     acknowledge,
     close,
 )
-from clausewatch.alerts.record import record_outputs
+from alerts.record import record_outputs
+from store import ledger
 from tests.alerts.conftest import T0, ended, site_model, started
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ import orjson
 import psycopg
 import pytest
 
-from clausewatch.alerts import ledger
-from clausewatch.alerts.record import evidence_digest, evidence_intact, record_outputs
-from clausewatch.alerts.registry import add_assignment, end_assignment, sync_clauses, sync_site
-from ingest.store.pool import connect
+from alerts.record import evidence_digest, evidence_intact, record_outputs
 from rules.site import Assignment
+from store import ledger
+from store.pool import connect
+from store.registry import add_assignment, end_assignment, sync_clauses, sync_site
 from tests.alerts.conftest import T0, clause_file, ended, site_model, started
 
 pytestmark = pytest.mark.integration

@@ -9,16 +9,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.alerts import ledger
-from clausewatch.alerts.binding import responsible_at
-from clausewatch.alerts.registry import (
+from alerts.binding import responsible_at
+from rules.site import Assignment, Party
+from store import ledger
+from store.registry import (
     PartyExists,
     add_assignment,
     add_party,
     change_party,
     sync_site,
 )
-from rules.site import Assignment, Party
 from tests.alerts.conftest import SITE, T0, site_model
 
 pytestmark = pytest.mark.integration

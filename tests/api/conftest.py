@@ -8,7 +8,6 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,14 +18,15 @@ from psycopg.types.json import Jsonb
 from api.app import create_app
 from api.stream import StreamConfig
 from api.tokens import ROLES, create_token
-from clausewatch.alerts import registry
-from clausewatch.configfiles import load_clause_file
-from ingest.store.migrate import migrate
+from config import BUNDLED_DIR
+from config.files import load_clause_file
 from rules.site import SiteModel
+from store import registry
+from store.migrate import migrate
 from tests.support import auth as auth  # the test modules import it from here
 from tests.support import serve_app, throwaway_database
 
-CONFIG = Path(__file__).resolve().parents[2] / "clausewatch" / "config"
+CONFIG = BUNDLED_DIR
 SITES = ("site-a", "site-b")
 T0 = dt.datetime(2026, 7, 1, 1, 0, tzinfo=dt.UTC)  # 09:00 in Asia/Shanghai, a workday
 # Fast stream for tests: wake-ups come from LISTEN; the poll only covers a lost connection.

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from api.auth import Permission, Principal
 from api.tokens import ROLES, create_token, revoke_token
-from clausewatch.register.reports import generate_report
+from compliance.reports import generate_report
 from tests.api.conftest import T0, auth, insert_alert
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from ingest.store.partitions import ensure_partitions
+from store.partitions import ensure_partitions
 from tests.api.conftest import T0, auth
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ import psycopg
 import pytest
 
 from api.tokens import create_token
-from clausewatch.configfiles import LoadedConfig
 from clausewatch.embedded import free_port
-from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
+from config.files import LoadedConfig
 from rules.clause import ClauseFile
 from tests.api.conftest import site_model
 from tests.support import launch_chromium, mqtt_publisher, skip_without_chromium

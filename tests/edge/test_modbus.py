@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from config import BUNDLED_DIR
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
 
 pytestmark = pytest.mark.integration
 
-SITE_FILE = (
-    Path(__file__).resolve().parents[2] / "clausewatch" / "config" / "sites" / "demo-hq.yaml"
-)
+SITE_FILE = BUNDLED_DIR / "sites" / "demo-hq.yaml"
 
 
 def words(fmt: str, value: float) -> list[int]:

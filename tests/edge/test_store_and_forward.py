@@ -18,9 +18,10 @@ import psycopg
 import pytest
 import yaml
 
-from clausewatch.configfiles import LoadedConfig
-from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
+from config import BUNDLED_DIR
+from config.files import LoadedConfig
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
 from simulators.scenario import load_site
@@ -29,7 +30,7 @@ from tests.support import wait_for
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = load_site(ROOT / "clausewatch" / "config" / "sites" / "demo-hq.yaml")
+SITE = load_site(BUNDLED_DIR / "sites" / "demo-hq.yaml")
 
 
 OwnBroker = Any  # tests/edge/conftest.py: OwnBroker, Subscriber (fixtures hand them out)
@@ -131,7 +132,7 @@ class GatewayProcess:
         self.buffer = tmp_path / "b.sqlite"
         config = tmp_path / "gw.yaml"
         config.write_text(yaml.safe_dump(gateway_config(broker, prefix, self.buffer)))
-        self.command = [sys.executable, "-m", "clausewatch.cli", "edge", "run", str(config)]
+        self.command = [sys.executable, "-m", "clausewatch", "edge", "run", str(config)]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from ingest.store.migrate import migrate
-from ingest.store.pool import connect
-from ingest.store.writes import EventRow, ReadingRow, write_events, write_readings
 from rules.site import SiteModel
+from store.migrate import migrate
+from store.pool import connect
+from store.writes import EventRow, ReadingRow, write_events, write_readings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clausewatch.energy.accounting import Sample, bucket_edges, meter_consumption, to_decimal
+from energy.accounting import Sample, bucket_edges, meter_consumption, to_decimal
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HOUR = 3600.0

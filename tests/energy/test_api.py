@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.tokens import create_token
-from clausewatch.alerts import registry
+from store import registry
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.alerts import registry
 from clausewatch.cli import main
+from store import registry
 
 pytestmark = pytest.mark.integration
 

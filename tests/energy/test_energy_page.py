@@ -27,20 +27,22 @@ import psycopg
 import pytest
 import uvicorn
 
+from alerts.record import record_outputs
 from api.app import create_app
 from api.tokens import create_token
-from clausewatch.alerts import registry
-from clausewatch.configfiles import load_config_dir
+from config import BUNDLED_DIR
+from config.files import load_config_dir
 from ingest.decode import Decoder, Registry
 from ingest.mqtt import IngressQueue, Message
 from ingest.pipeline import Pipeline
-from ingest.store.migrate import migrate
-from ingest.store.pool import make_pool
 from simulators.scenario import Scenario
 from simulators.stream import Simulation
+from store import registry
+from store.migrate import migrate
+from store.pool import make_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
-CONFIG = Path(__file__).resolve().parents[2] / "clausewatch" / "config"
+CONFIG = BUNDLED_DIR
 CHROMIUM = Path("/usr/bin/chromium")
 SINCE, UNTIL = "2026-07-01", "2026-08-01"
 
@@ -85,6 +87,7 @@ def simulate_month(url: str, site: Any, config: Any) -> int:
             Decoder(Registry.from_sites([site])),
             inbox,
             acked.extend,
+            sink=record_outputs,
             standards={cid: standard.code for cid, standard in config.standards().items()},
             lateness=0.0,
             clock="data",

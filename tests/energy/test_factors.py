@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.energy.factors import (
+from energy.factors import (
     ALL_IN,
     SHIPPED_FACTORS,
     EmissionFactor,

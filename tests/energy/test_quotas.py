@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.energy.quotas import quota_statuses
+from energy.quotas import quota_statuses
 from rules.clause import ClauseVersion
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from clausewatch.energy.render import carbon_csv, carbon_out
-from clausewatch.energy.reports import ReportError, carbon_report, energy_series
+from energy.render import carbon_csv, carbon_out
+from energy.reports import ReportError, carbon_report, energy_series
 
 pytestmark = pytest.mark.integration
 HOUR = dt.timedelta(hours=1)
@@ -215,7 +215,7 @@ def test_unknown_space_is_a_clear_error(conn: psycopg.Connection[Any], kit: Any)
 def test_agrees_with_the_storage_consumption_query(conn: psycopg.Connection[Any], kit: Any) -> None:
     """Where readings sit on the period's edges nothing is estimated, and the report's figure is
     the storage layer's sum of positive differences (resets count nothing in both)."""
-    from ingest.store.readings import consumption
+    from store.readings import consumption
 
     site = kit.make_site()
     start = kit.local(2026, 7, 1)

@@ -116,7 +116,7 @@ class ServiceProcess:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "clausewatch.cli", "run"],
+                [sys.executable, "-m", "clausewatch", "run"],
                 env=self.env,
                 stdout=log,
                 stderr=log,

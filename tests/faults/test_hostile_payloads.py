@@ -42,7 +42,7 @@ def hostile() -> list[tuple[str, bytes, str]]:
 
 @pytest.fixture
 def decoder(config_dir: Path) -> Decoder:
-    from clausewatch.configfiles import load_config_dir
+    from config.files import load_config_dir
 
     sites: dict[str, SiteModel] = load_config_dir(config_dir).sites
     return Decoder(Registry.from_sites(sites.values()), "cw", LIMITS)

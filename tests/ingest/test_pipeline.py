@@ -15,16 +15,17 @@ import orjson
 import psycopg
 import pytest
 
-from clausewatch.configfiles import LoadedConfig
-from clausewatch.service.runtime import sync_registry
+from alerts.record import record_outputs
+from clausewatch.service import sync_registry
+from config.files import LoadedConfig
 from ingest.checkpointer import CHECKPOINT_FAILURES
 from ingest.decode import Decoder, Registry
 from ingest.mqtt import IngressQueue, Message
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
 from ingest.retry import MAX_REJECTED_ATTEMPTS
-from ingest.store.checkpoints import load_checkpoint
-from ingest.store.migrate import migrate
-from ingest.store.pool import make_pool
+from store.checkpoints import load_checkpoint
+from store.migrate import migrate
+from store.pool import make_pool
 from tests.ingest.test_pipeline_integration import CLAUSES, SITE
 
 pytestmark = pytest.mark.integration
@@ -64,6 +65,7 @@ def run_pipeline(
             Decoder(Registry.from_sites(config.sites.values()), "cw"),
             inbox,
             ack,
+            sink=record_outputs,
             lateness=0,
             flush_interval=0.05,
             clock="data",

@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from clausewatch.configfiles import LoadedConfig
-from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
+from config.files import LoadedConfig
 from ingest.mqtt import make_client
 from rules.clause import ClauseFile
 from rules.site import SiteModel

@@ -71,7 +71,7 @@ def test_two_workers_each_store_their_own_sites(
     log = tmp_path / "service.log"
     with log.open("wb") as out:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "clausewatch.cli", "run", "--workers", "2"],
+            [sys.executable, "-m", "clausewatch", "run", "--workers", "2"],
             env=env,
             stdout=out,
             stderr=out,

@@ -1,4 +1,4 @@
-"""Runs every shipped clause test file (clausewatch/config/tests/*.yaml) through the real
+"""Runs every shipped clause test file (config/bundled/tests/*.yaml) through the real
 engine, one pytest case per test case, and checks that broken fixtures are rejected."""
 
 from __future__ import annotations
@@ -8,19 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from clausewatch.clausetests import (
+from clausewatch.cli import main
+from config import BUNDLED_DIR
+from config.clausetests import (
     LoadedClauseTests,
     load_clause_test_file,
     run_case,
 )
-from clausewatch.cli import main
-from clausewatch.configfiles import BUNDLED_CONFIG_DIR, ConfigError, load_clause_file
+from config.documents import ConfigError
+from config.files import load_clause_file
 
 FIXTURES = Path(__file__).parent / "clause_tests"
-SHIPPED_TEST_FILES = sorted((BUNDLED_CONFIG_DIR / "tests").glob("*.yaml"))
+SHIPPED_TEST_FILES = sorted((BUNDLED_DIR / "tests").glob("*.yaml"))
 # Test-only clause files live next to their tests here (broken/ holds rejected fixtures).
 TEST_FILES = SHIPPED_TEST_FILES + sorted(FIXTURES.glob("*-tests.yaml"))
-CLAUSE_FILES = sorted((BUNDLED_CONFIG_DIR / "clauses").glob("*.yaml"))
+CLAUSE_FILES = sorted((BUNDLED_DIR / "clauses").glob("*.yaml"))
 
 
 @cache
@@ -66,7 +68,7 @@ def test_every_shipped_clause_has_a_test_file_with_firing_and_silent_cases() -> 
 
 def test_a_wrong_expectation_fails_and_says_what_differed() -> None:
     """The runner is not vacuous: move an expected start and the case must fail."""
-    loaded = _loaded(BUNDLED_CONFIG_DIR / "tests" / "jianke-2008-115.yaml")
+    loaded = _loaded(BUNDLED_DIR / "tests" / "jianke-2008-115.yaml")
     case = next(c for c in loaded.spec.tests if c.name.startswith("violation - 25.0"))
     expected = case.violations
     assert expected
@@ -80,7 +82,7 @@ def test_a_wrong_expectation_fails_and_says_what_differed() -> None:
 
 
 def test_expecting_silence_fails_when_the_clause_fires() -> None:
-    loaded = _loaded(BUNDLED_CONFIG_DIR / "tests" / "jianke-2008-115.yaml")
+    loaded = _loaded(BUNDLED_DIR / "tests" / "jianke-2008-115.yaml")
     case = next(c for c in loaded.spec.tests if c.name.startswith("violation - 25.0"))
     result = run_case(loaded, case.model_copy(update={"violations": ()}))
     assert not result.ok
@@ -107,7 +109,7 @@ def test_broken_clause_test_fixture_is_rejected() -> None:
 
 
 def test_a_case_that_expects_nothing_is_rejected(tmp_path: Path) -> None:
-    config = BUNDLED_CONFIG_DIR
+    config = BUNDLED_DIR
     path = tmp_path / "empty-case.yaml"
     path.write_text(
         f"clause_file: {config / 'clauses' / 'jianke-2008-115.yaml'}\n"

@@ -10,14 +10,14 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from clausewatch.configfiles import LoadedConfig
-from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
-from ingest.store.migrate import migrate
-from ingest.store.mode import storage_mode
-from ingest.store.partitions import ensure_partitions, partition_name
-from ingest.store.pool import connect
+from config.files import LoadedConfig
 from rules.site import SiteModel
+from store.migrate import migrate
+from store.mode import storage_mode
+from store.partitions import ensure_partitions, partition_name
+from store.pool import connect
 from tests.support import rows, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,12 @@ import uuid
 import psycopg
 import pytest
 
-from clausewatch.configfiles import load_config_dir
-from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
+from config import BUNDLED_DIR
+from config.files import load_config_dir
 from simulators.runner import SimulatorThread
-from simulators.scenario import BUNDLED_DIR, load_scenario
+from simulators.scenario import load_scenario
 
 pytestmark = pytest.mark.integration
 

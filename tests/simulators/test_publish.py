@@ -9,8 +9,9 @@ from collections import defaultdict
 import orjson
 import pytest
 
+from config import BUNDLED_DIR
 from simulators.runner import SimulatorThread, run_scenario
-from simulators.scenario import BUNDLED_DIR, Scenario, load_scenario, load_site
+from simulators.scenario import Scenario, load_scenario, load_site
 from simulators.stream import Simulation
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from config import BUNDLED_DIR
 from simulators.scenario import (
-    BUNDLED_DIR,
     Scenario,
     ScenarioError,
     load_scenario,

@@ -17,11 +17,12 @@ import orjson
 import psycopg
 import pytest
 
-from clausewatch.configfiles import load_config_dir
-from clausewatch.service.runtime import Service, ServiceOptions
+from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
+from config import BUNDLED_DIR
+from config.files import load_config_dir
 from simulators.runner import run_scenario
-from simulators.scenario import BUNDLED_DIR, load_scenario
+from simulators.scenario import load_scenario
 from simulators.stream import Injected, Message
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,0 +1,87 @@
+"""`clausewatch check PATH...` and `clausewatch test-clauses PATH...`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clausewatch.cli import Commands
+from config import BUNDLED_DIR
+from config.check import check_paths
+from config.clausetests import load_clause_test_file, run_case, test_files_in
+from config.documents import ConfigError
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    paths = args.paths or [BUNDLED_DIR]
+    result = check_paths(paths)
+    for problem in result.problems:
+        print(problem)
+    summary = (
+        f"{result.sites} site(s), {result.clause_files} clause file(s) with "
+        f"{result.clause_versions} clause version(s), {result.test_files} clause test file(s)"
+    )
+    if result.problems:
+        print(f"{len(result.problems)} problem(s); loaded cleanly: {summary}")
+        return 1
+    print(f"ok: {summary}")
+    return 0
+
+
+def register(commands: Commands) -> None:
+    """Adds `clausewatch check PATH...` and `clausewatch test-clauses PATH...`."""
+    parser = commands.add(
+        "check",
+        "Validate site, clause and clause-test files (files or directories); "
+        "exits 1 on any problem.",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="files or directories (default: the bundled configuration)",
+    )
+    parser.set_defaults(func=_check_command)
+
+    runner = commands.add(
+        "test-clauses",
+        "Run clause test files (readings in, expected violations out) through the rules "
+        "engine; exits 1 on any failed case.",
+    )
+    runner.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="clause test files or directories (default: the bundled clause tests)",
+    )
+    runner.set_defaults(func=_test_clauses_command)
+
+
+def _test_clauses_command(args: argparse.Namespace) -> int:
+    """Runs clause test files; prints failures; 1 if any case failed or a file is invalid."""
+    paths = args.paths or [BUNDLED_DIR / "tests"]
+    failed = passed = expected_failures = 0
+    for path in test_files_in(paths):
+        try:
+            loaded = load_clause_test_file(path)
+        except ConfigError as exc:
+            print(exc)
+            failed += 1
+            continue
+        for case in loaded.spec.tests:
+            result = run_case(loaded, case)
+            if case.xfail and not result.ok:
+                expected_failures += 1
+            elif case.xfail:
+                print(f"{path}: {case.name!r} passed but is marked xfail: remove the mark")
+                failed += 1
+            elif result.ok:
+                passed += 1
+            else:
+                print(result.report())
+                failed += 1
+    summary = f"{passed} passed, {failed} failed, {expected_failures} expected failure(s)"
+    print(summary)
+    return 1 if failed else 0

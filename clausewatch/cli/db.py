@@ -1,0 +1,103 @@
+"""`clausewatch db upgrade` and `clausewatch db info` (see clausewatch/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import psycopg
+from psycopg import sql
+
+from clausewatch.cli import Commands
+from clausewatch.settings import Settings
+from store.migrate import applied_versions, discover, migrate
+from store.mode import storage_mode
+from store.pool import connect
+
+# Tables whose row counts `db info` shows (those that exist).
+COUNTED_TABLES = (
+    "readings",
+    "events",
+    "dead_letters",
+    "compliance_intervals",
+    "late_readings",
+    "engine_checkpoints",
+    "readings_hourly",
+    "readings_daily",
+    "consumption_hourly",
+    "consumption_daily",
+    "alerts",
+    "ledger",
+)
+
+
+def _database_url(args: argparse.Namespace) -> str | None:
+    url: str | None = args.database_url or Settings().database_url
+    if not url:
+        print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
+    return url
+
+
+def upgrade(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if url is None:
+        return 2
+    try:
+        applied = migrate(url)
+    except psycopg.Error as exc:
+        print(f"migration failed: {exc}", file=sys.stderr)
+        return 1
+    for migration in applied:
+        print(f"applied {migration.version:04d} {migration.name}")
+    if not applied:
+        print("schema is up to date")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    if url is None:
+        return 2
+    try:
+        with connect(url) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            print(f"postgresql:     {row[0] if row else '?'}")
+            versions = applied_versions(conn)
+            known = {m.version for m in discover()}
+            if not versions:
+                print("schema version: none (run `clausewatch db upgrade`)")
+                return 0
+            pending = sorted(known - set(versions))
+            print(f"schema version: {max(versions):04d} ({len(versions)} migrations applied)")
+            if pending:
+                print("pending:        " + ", ".join(f"{v:04d}" for v in pending))
+            mode = storage_mode(conn)
+            ext = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+            ).fetchone()
+            label = f"timescaledb {ext[0]}" if mode == "timescaledb" and ext else "native"
+            print(f"storage mode:   {label}")
+            print("rows:")
+            for table in COUNTED_TABLES:
+                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+                if exists and exists[0]:
+                    count = conn.execute(
+                        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+                    ).fetchone()
+                    print(f"  {table:<22} {count[0] if count else 0}")
+    except psycopg.Error as exc:
+        print(f"cannot read the database: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(commands: Commands) -> None:
+    for path, help_text, func in (
+        ("db upgrade", "apply pending schema migrations", upgrade),
+        ("db info", "show PostgreSQL version, storage mode, schema version, row counts", info),
+    ):
+        parser = commands.add(path, help_text)
+        parser.add_argument(
+            "--database-url", help="PostgreSQL URL (default: CLAUSEWATCH_DATABASE_URL)"
+        )
+        parser.set_defaults(func=func)

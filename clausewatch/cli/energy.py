@@ -1,0 +1,269 @@
+"""Command-line entry points of this area (see clausewatch/cli.py):
+
+clausewatch report carbon --site S [--space B] --from D --to D [--format text|csv|json]
+clausewatch report energy --site S [--space B] --from D --to D [--bucket month] [--by carrier]
+clausewatch energy factor list | add ...
+clausewatch energy green-power add --site S --from D --to D --kwh N --instrument I
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import orjson
+
+from clausewatch.cli import Commands
+from clausewatch.cli.common import database_argument
+from clausewatch.settings import Settings
+
+
+def register(commands: Commands) -> None:
+    carbon = commands.add("report carbon", "energy, kgce and CO2 of a site or building")
+    _period_arguments(carbon)
+    carbon.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    carbon.set_defaults(func=_report_carbon)
+
+    energy = commands.add("report energy", "consumption per bucket by carrier, meter or space")
+    _period_arguments(energy)
+    energy.add_argument("--bucket", choices=("hour", "day", "month", "year"), default="month")
+    energy.add_argument("--by", choices=("carrier", "meter", "space"), default="carrier")
+    energy.add_argument("--format", choices=("csv", "json"), default="csv")
+    energy.set_defaults(func=_report_energy)
+
+    listing = commands.add("energy factor list", "the stored emission factors")
+    database_argument(listing)
+    listing.set_defaults(func=_factor_list)
+
+    add = commands.add("energy factor add", "store a new emission factor (never overwrites)")
+    database_argument(add)
+    add.add_argument(
+        "--carrier",
+        required=True,
+        choices=("electricity", "natural_gas", "heat", "gasoline", "diesel"),
+    )
+    add.add_argument("--series", required=True)
+    add.add_argument("--region", default="national")
+    add.add_argument("--data-year", type=int, required=True)
+    add.add_argument("--value", required=True, help="as published, e.g. 0.5306")
+    add.add_argument("--unit", required=True, help="tCO2/MWh, tCO2/GJ, kgCO2/m3, tCO2/t, ...")
+    add.add_argument("--variant", default="all-in")
+    add.add_argument("--instrument", required=True, help="the publication the value comes from")
+    add.add_argument("--confidence", required=True, choices=("A", "A/B", "B", "B-", "C"))
+    add.add_argument("--added-by", default="cli")
+    add.set_defaults(func=_factor_add)
+
+    green = commands.add("energy green-power add", "record green electricity for market-based CO2")
+    database_argument(green)
+    green.add_argument("--site", required=True)
+    green.add_argument("--from", dest="first_day", required=True, help="first day, YYYY-MM-DD")
+    green.add_argument("--to", dest="last_day", required=True, help="last day (inclusive)")
+    green.add_argument("--kwh", required=True)
+    green.add_argument("--instrument", required=True, choices=("certificate", "contract", "onsite"))
+    green.add_argument("--reference", default="")
+    green.set_defaults(func=_green_add)
+
+
+def _period_arguments(parser: argparse.ArgumentParser) -> None:
+    database_argument(parser)
+    parser.add_argument("--site", required=True)
+    parser.add_argument("--space", help="a building or other space (default: the whole site)")
+    parser.add_argument(
+        "--from",
+        dest="since",
+        required=True,
+        help="start: a date (site-local midnight) or ISO datetime with offset",
+    )
+    parser.add_argument(
+        "--to",
+        dest="until",
+        required=True,
+        help="end, exclusive: --from 2026-07-01 --to 2026-08-01 is July",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="config directory for the site model when the database has none"
+    )
+
+
+def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from store.pool import connect
+
+    url = args.database_url or Settings().database_url
+    if not url:
+        raise SystemExit("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url")
+    return connect(url)
+
+
+def _report_carbon(args: argparse.Namespace) -> int:
+    from energy.render import carbon_csv, carbon_out
+    from energy.reports import (
+        ReportError,
+        carbon_report,
+        load_site_model,
+        parse_moment,
+    )
+
+    with _connect(args) as conn:
+        try:
+            site = load_site_model(conn, args.site, args.config or Settings().config_dir)
+            report = carbon_report(
+                conn,
+                site,
+                parse_moment(args.since, site),
+                parse_moment(args.until, site),
+                space=args.space,
+            )
+        except ReportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.format == "csv":
+        sys.stdout.write(carbon_csv(report))
+    elif args.format == "json":
+        sys.stdout.write(carbon_out(report).model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(_text(carbon_csv(report)))
+    return 0
+
+
+def _text(csv_text: str) -> str:
+    """The CSV rows as aligned text for a terminal (monthly and meter detail left to CSV)."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(csv_text)))[1:]
+    lines = []
+    for section, key, item, value, unit, detail in rows:
+        if section in ("month",):
+            continue
+        label = f"{section:<11} {key:<28} {item:<34}"
+        text = f"{label} {value:>16} {unit:<16} {detail}".rstrip()
+        lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
+def _report_energy(args: argparse.Namespace) -> int:
+    from energy.render import energy_csv
+    from energy.reports import (
+        ReportError,
+        energy_series,
+        load_site_model,
+        parse_moment,
+        present,
+    )
+
+    with _connect(args) as conn:
+        try:
+            site = load_site_model(conn, args.site, args.config or Settings().config_dir)
+            points, _, imbalances = energy_series(
+                conn,
+                site,
+                parse_moment(args.since, site),
+                parse_moment(args.until, site),
+                args.bucket,
+                space=args.space,
+                by=args.by,
+            )
+        except ReportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.format == "csv":
+        sys.stdout.write(energy_csv(points, site.site.timezone))
+        return 0
+    payload = {
+        "points": [
+            {
+                "start": p.start,
+                "end": p.end,
+                "key": p.key,
+                "carrier": p.carrier,
+                "value": present(p.value),
+                "unit": p.unit,
+                "estimated": present(p.estimated),
+            }
+            for p in points
+        ],
+        "imbalances": [
+            {
+                "parent": i.parent,
+                "children": list(i.children),
+                "imbalance": present(i.difference),
+                "imbalance_pct": present(i.percent, 2),
+            }
+            for i in imbalances
+        ],
+    }
+    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _factor_list(args: argparse.Namespace) -> int:
+    from energy.factors import load_factors
+
+    with _connect(args) as conn:
+        for f in load_factors(conn):
+            print(
+                f"{f.carrier:<12} {f.series:<26} {f.region:<16} {f.data_year} {f.value:>8} "
+                f"{f.unit:<9} {f.variant} | {f.instrument} | {f.confidence}"
+            )
+    return 0
+
+
+def _factor_add(args: argparse.Namespace) -> int:
+    from energy.factors import EmissionFactor, FactorError, add_factor
+
+    try:
+        factor = EmissionFactor(
+            carrier=args.carrier,
+            series=args.series,
+            region=args.region,
+            data_year=args.data_year,
+            value=Decimal(args.value),
+            unit=args.unit,
+            variant=args.variant,
+            instrument=args.instrument,
+            confidence=args.confidence,
+        )
+    except InvalidOperation:
+        print(f"error: value {args.value!r} is not a number", file=sys.stderr)
+        return 2
+    with _connect(args) as conn:
+        try:
+            added = add_factor(conn, factor, added_by=args.added_by)
+        except FactorError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        conn.commit()
+    if not added:
+        print(
+            "error: that factor exists already (published factors are never overwritten)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"added {factor.carrier} {factor.series} {factor.region} {factor.data_year}")
+    return 0
+
+
+def _green_add(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    try:
+        first = dt.date.fromisoformat(args.first_day)
+        last = dt.date.fromisoformat(args.last_day)
+        kwh = Decimal(args.kwh)
+    except (ValueError, InvalidOperation) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if last < first or kwh <= 0:
+        print("error: --to must not be before --from and --kwh must be positive", file=sys.stderr)
+        return 2
+    with _connect(args) as conn:
+        conn.execute(
+            "INSERT INTO green_power (site, first_day, last_day, kwh, instrument, reference)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (args.site, first, last, kwh, args.instrument, args.reference),
+        )
+        conn.commit()
+    print(f"recorded {kwh} kWh of green power for {args.site}, {first} to {last}")
+    return 0

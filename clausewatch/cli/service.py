@@ -1,0 +1,382 @@
+"""`clausewatch run` (the service against configured PostgreSQL and broker) and `clausewatch demo`
+(everything on one machine: embedded parts when none are configured, the bundled site and
+clauses, a simulated building, the dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from clausewatch.cli import Commands
+from config import BUNDLED_DIR
+
+log = logging.getLogger("clausewatch")
+
+DEMO_SCENARIO = "demo"
+DEMO_DATABASE = "clausewatch"
+# The simulated building publishes in simulated time, which may lie months back (the cooling
+# season); the demo accepts such readings instead of dead-lettering them as too old.
+DEMO_MAX_AGE_S = 3 * 366 * 86400.0
+
+
+def register(commands: Commands) -> None:
+    run = commands.add(
+        "run", "Run the service (ingest, scheduler, API) against configured PostgreSQL and MQTT."
+    )
+    _service_options(run)
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ingest processes; each owns whole sites (topic filters per site), default 1",
+    )
+    run.add_argument(
+        "--clock",
+        choices=("wall", "data"),
+        default="wall",
+        help="wall: time-driven rules move with the wall clock (live devices, the default); "
+        "data: each site follows the newest event time it receives (replays, simulations)",
+    )
+    # Internal: set by the --workers supervisor on each worker process it starts.
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.set_defaults(func=_run)
+
+    demo = commands.add(
+        "demo",
+        "Run everything locally: embedded PostgreSQL and MQTT broker unless configured, the demo "
+        "site and clauses, a simulated building, and the dashboard on http://127.0.0.1:8000.",
+    )
+    _service_options(demo)
+    demo.add_argument("--data-dir", type=Path, help="where the embedded parts keep their data")
+    demo.add_argument(
+        "--speed", type=float, help="simulated seconds per wall second (default: the scenario's)"
+    )
+    demo.add_argument(
+        "--no-simulator", action="store_true", help="do not start the simulated building"
+    )
+    demo.set_defaults(func=_demo)
+
+
+def _service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
+    parser.add_argument("--mqtt-url", help="default: CLAUSEWATCH_MQTT_URL")
+    parser.add_argument(
+        "--config-dir", type=Path, help="sites/ and clauses/ (default: CLAUSEWATCH_CONFIG_DIR)"
+    )
+    parser.add_argument("--host", help="API address (default: CLAUSEWATCH_HTTP_HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="API port (default: CLAUSEWATCH_HTTP_PORT, 8000)")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from clausewatch.settings import Settings
+
+    overrides: dict[str, Any] = {
+        "database_url": args.database_url,
+        "mqtt_url": args.mqtt_url,
+        "config_dir": args.config_dir,
+        "http_host": args.host,
+        "http_port": args.port,
+        **extra,
+    }
+    base = Settings()
+    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _load_config(config_dir: Path | None) -> Any:
+    from config.documents import ConfigError
+    from config.files import load_config_dir
+
+    directory = config_dir or BUNDLED_DIR
+    try:
+        return load_config_dir(directory)
+    except ConfigError as exc:
+        print(f"error: configuration in {directory} is invalid:\n{exc}", file=sys.stderr)
+        return None
+
+
+def _startup_errors() -> tuple[type[Exception], ...]:
+    """What a start can fail with that is the machine's or the configuration's fault, not a bug:
+    a port in use, a database or broker that does not answer, an embedded part that does not
+    come up. Reported as one line, not a traceback."""
+    import psycopg
+
+    return (OSError, RuntimeError, psycopg.Error)
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("apscheduler", "amqtt", "transitions", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _wait_for_signal(service: Any, extra_check: Any = None) -> None:
+    """Blocks until SIGINT or SIGTERM (or the pipeline dies of a bug)."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop.wait(1.0):
+        if not service.healthy:
+            log.error("the ingest pipeline stopped; shutting down")
+            return
+        if extra_check is not None:
+            extra_check()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from clausewatch.service import Service, ServiceOptions
+
+    settings = _settings(args)
+    missing = [
+        name
+        for name, value in (
+            ("CLAUSEWATCH_DATABASE_URL", settings.database_url),
+            ("CLAUSEWATCH_MQTT_URL", settings.mqtt_url),
+        )
+        if not value
+    ]
+    if missing:
+        print(
+            f"error: clausewatch run needs {' and '.join(missing)} (or --database-url / "
+            "--mqtt-url); `clausewatch demo` starts embedded ones instead",
+            file=sys.stderr,
+        )
+        return 2
+    config = _load_config(settings.config_dir)
+    if config is None:
+        return 2
+    _logging()
+    if args.workers != 1 or args.worker_index is not None:
+        return _run_workers(args, settings, config)
+    service = Service(settings, config, ServiceOptions(clock=args.clock))
+    try:
+        service.start()
+        log.info(
+            "clausewatch running: %d site(s), %d clause version(s), API on %s",
+            len(config.sites),
+            len(config.clause_versions()),
+            service.api_url,
+        )
+        _wait_for_signal(service)
+    except _startup_errors() as exc:
+        print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        service.stop()
+    log.info("clausewatch stopped")
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
+    """`--workers N`: this process supervises N worker processes (ingest/workers.py); with
+    `--worker-index` it is one of them and runs the service for its sites."""
+    from clausewatch.service import Service, ServiceOptions
+    from ingest.workers import die_with_parent, partition_sites, supervise
+
+    try:
+        partition = partition_sites(config.sites, args.workers)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    index = args.worker_index
+    if index is None:
+        command = [sys.executable, "-m", "clausewatch", *sys.argv[1:]]
+        for i, sites in enumerate(partition):
+            log.info("worker %d owns %s", i, ", ".join(sites))
+        return supervise([[*command, "--worker-index", str(i)] for i in range(args.workers)])
+    if not 0 <= index < args.workers:
+        print(f"error: --worker-index must be below --workers {args.workers}", file=sys.stderr)
+        return 2
+    die_with_parent()
+    worker_settings = settings.model_copy(
+        update={"mqtt_client_id": f"{settings.mqtt_client_id}-w{index}"}
+    )
+    options = ServiceOptions(
+        clock=args.clock,
+        sites=partition[index],
+        serve_api=index == 0,
+        periodic_jobs=index == 0,
+    )
+    service = Service(worker_settings, config, options)
+    try:
+        service.start()
+        log.info("worker %d running: sites %s", index, ", ".join(partition[index]))
+        _wait_for_signal(service)
+    finally:
+        service.stop()
+    return 0
+
+
+def default_data_dir() -> Path:
+    """Root keeps service data in /var/lib (its home is private, which the unprivileged database
+    user could not enter); other users in their user data folder."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/clausewatch/demo")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("clausewatch", appauthor=False))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
+    from clausewatch.service import Service, ServiceOptions
+
+    _logging()
+    settings = _settings(args, max_age_s=DEMO_MAX_AGE_S)
+    config = _load_config(settings.config_dir)
+    if config is None:
+        return 2
+    data_dir = args.data_dir or settings.data_dir or default_data_dir()
+    started: list[str] = []
+    stoppers: list[Any] = []
+    simulator: subprocess.Popen[bytes] | None = None
+    service: Service | None = None
+    code = 0
+    try:
+        if not settings.database_url:
+            database = EmbeddedPostgres(data_dir / "postgres")
+            database.start()
+            stoppers.append(database.stop)
+            url = _ensure_database(database.url, DEMO_DATABASE)
+            settings = settings.model_copy(update={"database_url": url})
+            started.append(f"PostgreSQL (embedded)   {url}  data: {database.cluster_dir}")
+        else:
+            started.append(f"PostgreSQL (configured) {_redact(settings.database_url)}")
+        if not settings.mqtt_url:
+            broker = EmbeddedBroker(data_dir / "broker")
+            broker.start()
+            stoppers.append(broker.stop)
+            settings = settings.model_copy(update={"mqtt_url": broker.url})
+            started.append(f"MQTT broker (embedded)  {broker.url}  (amqtt, MQTT 3.1.1)")
+        else:
+            started.append(f"MQTT broker (configured) {_redact(settings.mqtt_url)}")
+
+        # Simulated time: each site's engine follows the newest event time it has seen.
+        service = Service(settings, config, ServiceOptions(clock="data"))
+        service.start()
+        started.append(
+            f"ingest pipeline         {len(config.sites)} site(s), "
+            f"{len(config.clause_versions())} clause version(s), topics {settings.topic_prefix}/#"
+        )
+        started.append(
+            "scheduler               rollups, partitions, escalations, notifications, retention"
+        )
+        token = _demo_token(settings.database_url)
+        started.append(
+            f"API and dashboard       {service.api_url}/  (OpenAPI: {service.api_url}/docs)"
+        )
+        started.append(f"admin token (demo)      {token}")
+        if not args.no_simulator:
+            simulator = _start_simulator(settings, args.speed)
+            started.append(
+                f"simulator               scenario '{DEMO_SCENARIO}' (pid {simulator.pid})"
+            )
+        print("\nclausewatch demo is running:\n  " + "\n  ".join(started), flush=True)
+        print(
+            f"\nAlerts: curl -H 'Authorization: Bearer {token}' {service.api_url}/api/v1/alerts"
+            "\nCtrl-C stops everything.\n",
+            flush=True,
+        )
+
+        def simulator_check() -> None:
+            nonlocal simulator
+            if simulator is not None and simulator.poll() is not None:
+                log.info(
+                    "the simulator finished (exit %s); the service keeps running",
+                    simulator.returncode,
+                )
+                simulator = None
+
+        _wait_for_signal(service, simulator_check)
+    except _startup_errors() as exc:
+        print(f"error: the demo could not start: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("\nstopping...", flush=True)
+        if simulator is not None and simulator.poll() is None:
+            simulator.terminate()
+            try:
+                simulator.wait(15)
+            except subprocess.TimeoutExpired:
+                simulator.kill()
+        if service is not None:
+            service.stop()
+        for stop in reversed(stoppers):
+            stop()
+    print("clausewatch demo stopped.", flush=True)
+    return code
+
+
+def _ensure_database(server_url: str, name: str) -> str:
+    """`name` on the server of `server_url`, created on first use; its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+def _demo_token(database_url: str) -> str:
+    """A fresh admin token for this demo run (printed; stored only as a hash)."""
+    from api.tokens import create_token
+    from store.pool import connect
+
+    with connect(database_url) as conn:
+        token, _ = create_token(conn, "admin", label="clausewatch demo")
+        conn.commit()
+    return token
+
+
+def _start_simulator(settings: Any, speed: float | None) -> subprocess.Popen[bytes]:
+    from clausewatch.embedded import die_with_parent
+
+    command = [
+        sys.executable,
+        "-m",
+        "clausewatch",
+        "simulate",
+        DEMO_SCENARIO,
+        "--mqtt-url",
+        settings.mqtt_url,
+        "--prefix",
+        settings.topic_prefix,
+    ]
+    if speed is not None:
+        command += ["--speed", str(speed)]
+    env = dict(os.environ)
+    if settings.config_dir is not None:
+        env["CLAUSEWATCH_CONFIG_DIR"] = str(settings.config_dir)
+    # Its own session: Ctrl-C in the terminal reaches the demo, which stops the simulator.
+    return subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # no simulator left publishing after a crash
+    )
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,286 @@
+"""The running service: schema, registry sync, ingest (MQTT → pipeline), scheduler and API.
+
+`Service(settings, config).start()` brings the parts up in dependency order and `stop()` takes
+them down in reverse, so nothing is left half-written: the pipeline commits and acknowledges
+what it took before the MQTT client disconnects; what it did not take stays with the broker.
+`clausewatch run` and `clausewatch demo` both use it; so do the integration tests (without the
+HTTP server).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from psycopg_pool import ConnectionPool
+
+from alerts.escalation import escalate_due
+from alerts.notify import deliver_due
+from alerts.record import record_outputs
+from clausewatch.settings import Settings
+from compliance.reports import generate_due_reports
+from config.files import LoadedConfig
+from ingest.decode import Decoder, Limits, Registry
+from ingest.mqtt import IngressQueue, MqttSubscriber
+from ingest.pipeline import Clock, Pipeline
+from ingest.topics import subscription_filter
+from store.migrate import migrate
+from store.partitions import apply_retention, ensure_partitions
+from store.pool import connect, make_pool
+from store.registry import sync_clauses, sync_site
+from store.rollups import refresh_rollups
+
+log = logging.getLogger(__name__)
+
+# Python's full (generation 2) collections scan every long-lived object: with the engines of 500
+# rooms loaded each took 0.1-0.3 s, the largest stalls in alert latency. The engines live as
+# long as the service, so once they are built the collector no longer runs full collections by
+# itself: everything alive is frozen out of its generations and a job runs a full collection
+# (then freezes the survivors) at this interval. Young cycles, such as the one paho makes per
+# message, are still collected at once by generations 0 and 1.
+FULL_COLLECTION_INTERVAL_S = 600
+_NO_AUTOMATIC_FULL_COLLECTIONS = 2**31 - 1
+
+
+def _quiet_full_collections() -> None:
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, _NO_AUTOMATIC_FULL_COLLECTIONS)
+    _full_collection()
+
+
+def _full_collection() -> None:
+    gc.collect()
+    gc.freeze()
+
+
+CONFIG_ACTOR = "config"  # how registry changes made from the files are recorded in the ledger
+MQTT_CONNECT_WAIT_S = 15.0
+# The wall clock makes time final only this long after it passed: a reading stamped just before
+# a tick is still in the broker or the ingest queue when the tick lands, and with lateness 0 it
+# would be set aside as late, never judged (bench/latency.py saw one in ten at 1,000 msg/s).
+# Time-driven rules (overdue, stale) fire this much later.
+WALL_CLOCK_GRACE_S = 2.0
+
+
+def sync_registry(database_url: str, config: LoadedConfig) -> None:
+    """Brings the registry tables (sites, spaces, devices, parties, assignments, clause
+    versions) in line with the loaded files, in one transaction."""
+    with connect(database_url) as conn:
+        for site in config.sites.values():
+            sync_site(conn, site, CONFIG_ACTOR)
+        sync_clauses(conn, config.clause_files.values(), CONFIG_ACTOR)
+        conn.commit()
+
+
+@dataclass
+class ServiceOptions:
+    clock: Clock = "wall"
+    serve_api: bool = True
+    # Scale-out (`clausewatch run --workers N`, ingest/workers.py): the sites this process owns,
+    # subscribed per site; None owns every site through one `{prefix}/#` subscription.
+    sites: tuple[str, ...] | None = None
+    # The periodic database jobs (rollups, partitions, notifications, escalations, retention)
+    # run in one process only; the clock tick runs in every ingest process.
+    periodic_jobs: bool = True
+
+
+class Service:
+    """The whole service in one process. Not restartable: make a new one."""
+
+    def __init__(
+        self, settings: Settings, config: LoadedConfig, options: ServiceOptions | None = None
+    ) -> None:
+        if not settings.database_url or not settings.mqtt_url:
+            raise ValueError("the service needs CLAUSEWATCH_DATABASE_URL and CLAUSEWATCH_MQTT_URL")
+        self.settings = settings
+        self.config = config
+        self.options = options or ServiceOptions()
+        self.database_url: str = settings.database_url
+        self.mqtt_url: str = settings.mqtt_url
+        self.pool: ConnectionPool[Any] | None = None
+        self.pipeline: Pipeline | None = None
+        self.subscriber: MqttSubscriber | None = None
+        self.scheduler: BackgroundScheduler | None = None
+        self._http: Any = None  # uvicorn.Server
+        self._http_thread: threading.Thread | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start(self) -> None:
+        settings = self.settings
+        migrate(self.database_url)
+        sync_registry(self.database_url, self.config)
+        self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
+        with self.pool.connection() as conn:
+            ensure_partitions(conn)
+
+        decoder = Decoder(
+            Registry.from_sites(self.config.sites.values()),
+            settings.topic_prefix,
+            Limits(
+                max_payload_bytes=settings.max_payload_bytes,
+                max_future_skew_s=settings.max_future_skew_s,
+                max_age_s=settings.max_age_s,
+            ),
+        )
+        inbox = IngressQueue(settings.queue_capacity)
+        sites = self.config.sites
+        # One subscription for the whole prefix: topics of unknown sites become dead letters.
+        filters = [f"{settings.topic_prefix}/#"]
+        if self.options.sites is not None:
+            sites = {site_id: sites[site_id] for site_id in self.options.sites}
+            filters = [subscription_filter(settings.topic_prefix, site_id) for site_id in sites]
+        self.subscriber = MqttSubscriber(self.mqtt_url, settings.mqtt_client_id, filters, inbox)
+        self.pipeline = Pipeline(
+            self.pool,
+            sites,
+            self.config.clause_versions(),
+            decoder,
+            inbox,
+            self.subscriber.ack,
+            sink=record_outputs,
+            standards={cid: std.code for cid, std in self.config.standards().items()},
+            lateness=settings.lateness_s,
+            batch_rows=settings.batch_rows,
+            flush_interval=settings.flush_interval_s,
+            clock=self.options.clock,
+        )
+        self.pipeline.start()
+        _quiet_full_collections()
+        self.subscriber.start()
+        if not self.subscriber.wait_connected(MQTT_CONNECT_WAIT_S):
+            log.warning(
+                "MQTT broker at %s not reachable yet; retrying in the background", self.mqtt_url
+            )
+        self.scheduler = self._make_scheduler()
+        self.scheduler.start()
+        if self.options.serve_api:
+            self._start_http()
+
+    def stop(self) -> None:
+        """Stops everything that was started, newest first. Safe to call more than once."""
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_thread is not None:
+                self._http_thread.join(15)
+            self._http = None
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+        if self.pipeline is not None:
+            self.pipeline.stop()  # commits and acks what it took, while still connected
+        if self.subscriber is not None:
+            self.subscriber.stop()
+            self.subscriber = None
+        self.pipeline = None
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.pipeline is not None and self.pipeline.alive
+
+    # -- scheduler --
+
+    def _make_scheduler(self) -> BackgroundScheduler:
+        scheduler = BackgroundScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone=dt.UTC,
+        )
+        if self.options.clock == "wall":
+            scheduler.add_job(self._tick, "interval", seconds=1, id="advance")
+        scheduler.add_job(
+            _full_collection, "interval", seconds=FULL_COLLECTION_INTERVAL_S, id="collect"
+        )
+        if not self.options.periodic_jobs:
+            return scheduler
+        scheduler.add_job(self._partitions, "interval", hours=1, id="partitions")
+        scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
+        scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
+        scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
+        # Also once at start: an interval job first runs one interval after it, so a service
+        # restarted more often than daily would otherwise never apply retention.
+        scheduler.add_job(
+            self._retention,
+            "interval",
+            hours=24,
+            id="retention",
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
+        # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
+        # run produces each within the hour after a quarter ends and catches up after downtime.
+        scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
+        return scheduler
+
+    def _tick(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.request_advance(time.time() - WALL_CLOCK_GRACE_S)
+
+    def _job(self, name: str, work: Any) -> None:
+        """Runs one periodic job in its own transaction; a failure is logged and the job runs
+        again at its next turn (the scheduler must outlive a database restart)."""
+        if self.pool is None:
+            return
+        try:
+            with self.pool.connection() as conn:
+                work(conn)
+        except Exception:
+            log.exception("scheduled job %s failed; it runs again at its next turn", name)
+
+    def _partitions(self) -> None:
+        self._job("partitions", ensure_partitions)
+
+    def _rollups(self) -> None:
+        self._job("rollups", refresh_rollups)
+
+    def _retention(self) -> None:
+        days = self.settings.retention_days
+        self._job("retention", lambda conn: apply_retention(conn, days))
+
+    def _notifications(self) -> None:
+        self._job("notifications", lambda conn: deliver_due(conn, dt.datetime.now(dt.UTC)))
+
+    def _escalations(self) -> None:
+        self._job("escalations", lambda conn: escalate_due(conn, dt.datetime.now(dt.UTC)))
+
+    def _evaluation_reports(self) -> None:
+        self._job(
+            "evaluation_reports",
+            lambda conn: generate_due_reports(conn, "scheduler", dt.datetime.now(dt.UTC)),
+        )
+
+    # -- HTTP --
+
+    def _start_http(self) -> None:
+        import uvicorn
+
+        from api.app import create_app
+
+        assert self.pool is not None
+        app = create_app(self.database_url)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self._http = uvicorn.Server(config)
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()
+        deadline = time.monotonic() + 30
+        while not self._http.started:
+            if not self._http_thread.is_alive():
+                raise RuntimeError(f"the API could not start on {self.api_url}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not start on {self.api_url} within 30 s")
+            time.sleep(0.05)

@@ -1,0 +1,123 @@
+"""The public view of one site: opt-in (`site.public: true` in the site model), read-only and
+unauthenticated. It shows compliance figures per clause over the last 30 days and nothing
+personal: no party names, contacts or assignments, no actors of alert steps, no readings,
+no spaces (room names can identify people). The models below are the whole of what it
+reveals; they are built field by field, never from a row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel
+
+from compliance.rates import compliance_report
+
+PERIOD = dt.timedelta(days=30)
+
+
+class PublicClause(BaseModel):
+    clause_id: str
+    standard: str
+    number: str
+    title: str
+    key: bool
+    compliance_rate: float | None
+    data_completeness: float | None
+
+
+class PublicSite(BaseModel):
+    site: str
+    name: str
+    since: dt.datetime
+    until: dt.datetime
+    compliance_rate: float | None
+    key_clause_coverage: float | None
+    open_alerts: int
+    clauses: list[PublicClause]
+
+
+class NotPublic(LookupError):
+    """The site does not exist or has not opted in (both answer 404)."""
+
+
+def public_site(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> PublicSite:
+    row = conn.execute(
+        "SELECT name FROM sites WHERE id = %s AND (info ->> 'public')::boolean IS TRUE", (site,)
+    ).fetchone()
+    if row is None:
+        raise NotPublic(site)
+    since = now - PERIOD
+    report = compliance_report(conn, [site], since, now, now)
+    figures = report.sites[0]
+    titles = {
+        clause_id: (standard, number, title)
+        for clause_id, standard, number, title in conn.execute(
+            "SELECT DISTINCT ON (clause_id) clause_id, standard_code, number, title"
+            " FROM clause_versions ORDER BY clause_id, version DESC"
+        ).fetchall()
+    }
+    clauses = []
+    for clause in report.clauses:
+        standard, number, title = titles.get(clause.clause_id, ("", "", clause.clause_id))
+        clauses.append(
+            PublicClause(
+                clause_id=clause.clause_id,
+                standard=standard,
+                number=number,
+                title=title,
+                key=clause.key,
+                compliance_rate=clause.rate,
+                data_completeness=(
+                    None if clause.not_assessable_share is None else 1 - clause.not_assessable_share
+                ),
+            )
+        )
+    return PublicSite(
+        site=site,
+        name=row[0],
+        since=since,
+        until=now,
+        compliance_rate=figures.rate,
+        key_clause_coverage=figures.coverage.rate,
+        open_alerts=figures.open_alerts,
+        clauses=clauses,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def render_public_html(view: PublicSite) -> str:
+    e = html.escape
+    rows = "".join(
+        "<tr>"
+        f"<td>{e(c.standard)}</td><td>{e(c.number)}</td><td>{e(c.title)}</td>"
+        f"<td>{'★' if c.key else ''}</td><td class='num'>{_pct(c.compliance_rate)}</td>"
+        f"<td class='num'>{_pct(c.data_completeness)}</td></tr>"
+        for c in view.clauses
+    )
+    table = (
+        "<table><thead><tr><th>标准 standard</th><th>条款 clause</th><th>内容 title</th>"
+        "<th>关键 key</th><th>达标率 compliance</th><th>数据完整率 data</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        if view.clauses
+        else "<p>No assessed clauses in this period.</p>"
+    )
+    return (
+        "<!doctype html><html lang='zh'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{e(view.name)} · 标准执行公示</title>"
+        "<link rel='stylesheet' href='/static/public.css'></head><body>"
+        f"<h1>{e(view.name)}</h1><p class='meta'>标准执行情况公示 · compliance over the 30 days"
+        f" to {view.until:%Y-%m-%d %H:%M} UTC</p>"
+        "<section class='tiles'>"
+        f"<div>达标率 compliance rate<b>{_pct(view.compliance_rate)}</b></div>"
+        f"<div>关键条款覆盖率 key-clause coverage<b>{_pct(view.key_clause_coverage)}</b></div>"
+        f"<div>未关闭告警 open alerts<b>{view.open_alerts}</b></div>"
+        "</section>"
+        f"{table}</body></html>"
+    )

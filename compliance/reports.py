@@ -1,0 +1,534 @@
+"""Quarterly self-evaluation reports per site: the figures of `statistics.site_statistics`, the
+worst clauses and spaces, overdue obligations and the ledger excerpt of closed alerts with
+their corrective actions; printable HTML with inline SVG charts, and CSV; stored in
+`evaluation_reports` (every generation is kept; the newest of a period is current). A stored
+report counts its clauses as evaluated for the evaluated share.
+
+Periods are calendar quarters in the site's timezone: "2026Q3" is [07-01 00:00, 10-01 00:00)
+local time.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from compliance.rates import ClauseCompliance
+from compliance.statistics import SiteStatistics, UnknownSite, site_statistics
+
+PERIOD = re.compile(r"^(\d{4})Q([1-4])$")
+WORST = 5  # clauses and spaces listed as the worst
+LEDGER_ROWS = 200  # the excerpt, newest closings first; the full 台账 is `report ledger`
+
+
+class BadPeriod(ValueError):
+    pass
+
+
+class NamedCompliance(BaseModel):
+    id: str
+    name: str
+    rate: float | None
+    violating_s: float
+    compliant_s: float
+
+
+class OverdueObligation(BaseModel):
+    alert_id: int
+    clause_id: str
+    number: str
+    title: str
+    space: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    state: str
+
+
+class LedgerRow(BaseModel):
+    alert_id: int
+    clause_id: str
+    standard: str
+    number: str
+    space: str
+    severity: str
+    started_at: dt.datetime
+    closed_at: dt.datetime
+    closed_by: str | None
+    cause: str | None
+    corrective_action: str | None
+
+
+class EvaluationReport(BaseModel):
+    site: str
+    site_name: str
+    period: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    generated_at: dt.datetime
+    statistics: SiteStatistics
+    clause_titles: dict[str, str]
+    worst_clauses: list[NamedCompliance]
+    worst_spaces: list[NamedCompliance]
+    overdue_obligations: list[OverdueObligation]
+    ledger: list[LedgerRow]
+
+
+class StoredReport(BaseModel):
+    id: int
+    site: str
+    period: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    generated_by: str
+    generated_at: dt.datetime
+    compliance_rate: float | None
+    evaluated_clauses: int
+
+
+def quarter_bounds(period: str, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a quarter "YYYYQn" in `zone`, as aware datetimes. Raises BadPeriod."""
+    match = PERIOD.match(period)
+    if match is None:
+        raise BadPeriod(f"{period!r} is not a quarter such as 2026Q3")
+    year, quarter = int(match.group(1)), int(match.group(2))
+    if not 1990 <= year <= 2100:
+        raise BadPeriod("the year must be between 1990 and 2100")
+    start = dt.datetime(year, 3 * quarter - 2, 1, tzinfo=zone)
+    end = (
+        dt.datetime(year + 1, 1, 1, tzinfo=zone)
+        if quarter == 4
+        else dt.datetime(year, 3 * quarter + 1, 1, tzinfo=zone)
+    )
+    return start, end
+
+
+def last_complete_quarter(now: dt.datetime, zone: ZoneInfo) -> str:
+    """The newest quarter that has ended at `now` in `zone`."""
+    local = now.astimezone(zone)
+    quarter = (local.month - 1) // 3  # the current quarter's index 0..3; the previous one ends
+    return f"{local.year - 1}Q4" if quarter == 0 else f"{local.year}Q{quarter}"
+
+
+def build_report(
+    conn: psycopg.Connection[Any], site: str, period: str, now: dt.datetime
+) -> EvaluationReport:
+    """Computes the report (nothing stored). Raises UnknownSite, BadPeriod."""
+    row = conn.execute("SELECT name, timezone FROM sites WHERE id = %s", (site,)).fetchone()
+    if row is None:
+        raise UnknownSite(site)
+    name, timezone = row
+    start, end = quarter_bounds(period, ZoneInfo(timezone))
+    if start > now:
+        # An empty report would still count the quarter as evaluated.
+        raise BadPeriod(f"{period} has not begun")
+    stats = site_statistics(conn, site, start, end, now)
+    with conn.cursor(row_factory=dict_row) as cur:
+        titles = {
+            r["clause_id"]: f"{r['standard_code']} {r['number']} {r['title']}"
+            for r in cur.execute(
+                "SELECT DISTINCT ON (clause_id) clause_id, standard_code, number, title"
+                " FROM clause_versions ORDER BY clause_id, version DESC"
+            )
+        }
+        space_names = {
+            r["id"]: r["name"] or r["id"]
+            for r in cur.execute("SELECT id, name FROM spaces WHERE site = %s", (site,))
+        }
+        overdue = [
+            OverdueObligation(**r)
+            for r in cur.execute(
+                "SELECT a.id AS alert_id, a.clause_id, a.number, a.title, a.space, a.started_at,"
+                " a.ended_at, a.state FROM alerts a JOIN clause_versions v"
+                " ON v.clause_id = a.clause_id AND v.version = a.clause_version"
+                " WHERE a.site = %s AND a.started_at >= %s AND a.started_at < %s"
+                " AND v.config -> 'check' ->> 'kind' = 'obligation' ORDER BY a.started_at, a.id",
+                (site, start, end),
+            )
+        ]
+        ledger = [
+            LedgerRow(**r)
+            for r in cur.execute(
+                "SELECT id AS alert_id, clause_id, standard, number, space, severity, started_at,"
+                " closed_at, closed_by, cause, corrective_action FROM alerts"
+                " WHERE site = %s AND closed_at >= %s AND closed_at < %s"
+                " ORDER BY closed_at DESC, id DESC LIMIT %s",
+                (site, start, end, LEDGER_ROWS),
+            )
+        ]
+    return EvaluationReport(
+        site=site,
+        site_name=name,
+        period=period,
+        period_start=start,
+        period_end=end,
+        generated_at=now,
+        statistics=stats,
+        clause_titles=titles,
+        worst_clauses=_worst(
+            [(c.clause_id, titles.get(c.clause_id, c.clause_id), c) for c in stats.clauses]
+        ),
+        worst_spaces=_worst(
+            [(s.space, space_names.get(s.space, s.space), s) for s in stats.spaces]
+        ),
+        overdue_obligations=overdue,
+        ledger=ledger,
+    )
+
+
+def _worst(items: list[tuple[str, str, Any]]) -> list[NamedCompliance]:
+    """The lowest rates first (ties: most violating time); items without a rate left out."""
+    rated = [
+        NamedCompliance(
+            id=key, name=name, rate=f.rate, violating_s=f.violating_s, compliant_s=f.compliant_s
+        )
+        for key, name, f in items
+        if f.rate is not None and f.rate < 1.0
+    ]
+    rated.sort(key=lambda n: (n.rate, -n.violating_s, n.id))
+    return rated[:WORST]
+
+
+def generate_report(
+    conn: psycopg.Connection[Any], site: str, period: str, actor: str, now: dt.datetime
+) -> tuple[int, EvaluationReport]:
+    """Builds, renders and stores a report; returns its id. Does not commit."""
+    report = build_report(conn, site, period, now)
+    row = conn.execute(
+        "INSERT INTO evaluation_reports (site, period, period_start, period_end, clauses,"
+        " figures, html, csv, generated_by, generated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            site,
+            period,
+            report.period_start,
+            report.period_end,
+            report.statistics.clauses_in_force,
+            Jsonb(report.model_dump(mode="json")),
+            render_html(report),
+            render_csv(report),
+            actor,
+            now,
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), report
+
+
+def generate_due_reports(conn: psycopg.Connection[Any], actor: str, now: dt.datetime) -> list[int]:
+    """The scheduler's quarter-end job: for each site that existed before its last complete
+    quarter ended and has no report of it, produce one. Idempotent, so it may run often and
+    catches up after downtime. Commits each report."""
+    made = []
+    sites = conn.execute("SELECT id, timezone, created_at FROM sites ORDER BY id").fetchall()
+    for site, timezone, created_at in sites:
+        zone = ZoneInfo(timezone)
+        period = last_complete_quarter(now, zone)
+        start, end = quarter_bounds(period, zone)
+        if created_at >= end:
+            continue
+        exists = conn.execute(
+            "SELECT 1 FROM evaluation_reports WHERE site = %s AND period_start = %s",
+            (site, start),
+        ).fetchone()
+        if exists is None:
+            report_id, _ = generate_report(conn, site, period, actor, now)
+            conn.commit()
+            made.append(report_id)
+    return made
+
+
+def list_reports(conn: psycopg.Connection[Any], sites: list[str] | None) -> list[StoredReport]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT id, site, period, period_start, period_end, generated_by, generated_at,"
+            " (figures -> 'statistics' ->> 'compliance_rate')::float8 AS compliance_rate,"
+            " cardinality(clauses) AS evaluated_clauses FROM evaluation_reports"
+            " WHERE %(sites)s::text[] IS NULL OR site = ANY(%(sites)s)"
+            " ORDER BY period_start DESC, site, id DESC",
+            {"sites": sites},
+        ).fetchall()
+    return [StoredReport(**row) for row in rows]
+
+
+# ---- rendering ----
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _hours(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
+def _local(moment: dt.datetime | None, zone: ZoneInfo) -> str:
+    return "–" if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _rate_chart(rows: list[ClauseCompliance], titles: dict[str, str]) -> str:
+    """Horizontal bars: compliance rate per clause, worst first."""
+    rated = sorted((c for c in rows if c.rate is not None), key=lambda c: (c.rate, c.clause_id))
+    if not rated:
+        return "<p class='empty'>No assessable time in this period.</p>"
+    bar_h, label_w, bar_w = 22, 260, 380
+    height = bar_h * len(rated) + 24
+    parts = [
+        f"<svg class='chart' viewBox='0 0 {label_w + bar_w + 70} {height}' role='img'"
+        " aria-label='compliance rate per clause'>"
+    ]
+    for i, clause in enumerate(rated):
+        y = 4 + i * bar_h
+        rate = clause.rate or 0.0
+        colour = "#2e7d32" if rate >= 0.95 else "#f9a825" if rate >= 0.8 else "#c62828"
+        label = html.escape(clause.clause_id)
+        tip = html.escape(titles.get(clause.clause_id, clause.clause_id))
+        parts.append(
+            f"<g><title>{tip}</title>"
+            f"<text x='{label_w - 6}' y='{y + 15}' text-anchor='end'>{label}</text>"
+            f"<rect x='{label_w}' y='{y + 3}' width='{bar_w}' height='{bar_h - 8}'"
+            " fill='#eee'/>"
+            f"<rect x='{label_w}' y='{y + 3}' width='{bar_w * rate:.1f}' height='{bar_h - 8}'"
+            f" fill='{colour}'/>"
+            f"<text x='{label_w + bar_w + 6}' y='{y + 15}'>{_pct(rate)}</text></g>"
+        )
+    axis_y = height - 14
+    for tick in (0, 0.5, 1.0):
+        x = label_w + bar_w * tick
+        parts.append(
+            f"<text x='{x:.0f}' y='{axis_y + 12}' text-anchor='middle' class='tick'>"
+            f"{tick * 100:.0f}%</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+SEVERITY_COLOURS = {
+    "critical": "#b71c1c",
+    "major": "#e65100",
+    "warning": "#f9a825",
+    "info": "#1565c0",
+}
+
+
+def _severity_chart(stats: SiteStatistics) -> str:
+    """Vertical bars: alerts started in the period by severity."""
+    totals = {severity: 0 for severity in SEVERITY_COLOURS}
+    for row in stats.alerts_by_clause:
+        totals[row.severity] = totals.get(row.severity, 0) + row.alerts
+    top = max(totals.values()) or 1
+    width, height, bar = 320, 160, 50
+    parts = [
+        f"<svg class='chart small' viewBox='0 0 {width} {height + 40}' role='img'"
+        " aria-label='alerts by severity'>"
+    ]
+    for i, (severity, count) in enumerate(totals.items()):
+        x = 20 + i * 75
+        h = height * count / top
+        colour = SEVERITY_COLOURS.get(severity, "#666")
+        parts.append(
+            f"<rect x='{x}' y='{height - h + 10:.1f}' width='{bar}' height='{h:.1f}'"
+            f" fill='{colour}'/>"
+            f"<text x='{x + bar / 2}' y='{height - h + 5:.1f}' text-anchor='middle'>{count}</text>"
+            f"<text x='{x + bar / 2}' y='{height + 26}' text-anchor='middle'>"
+            f"{html.escape(severity)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+STYLE = """
+body{font-family:"Noto Sans CJK SC","WenQuanYi Zen Hei",system-ui,sans-serif;margin:2em;
+color:#222;max-width:60em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ccc;
+margin-top:1.6em}
+.tiles{display:grid;grid-template-columns:repeat(4,1fr);gap:.6em}
+.tile{border:1px solid #ccc;border-radius:4px;padding:.5em}.tile b{display:block;font-size:1.4em}
+table{border-collapse:collapse;width:100%;font-size:.85em}
+th,td{border-bottom:1px solid #ddd;padding:.25em .4em;text-align:left;vertical-align:top}
+.chart{width:100%;max-width:52em;font-size:13px}.chart.small{max-width:26em}
+.tick{fill:#666}.empty{color:#666;font-style:italic}.meta{color:#555;font-size:.85em}
+@page{size:A4;margin:15mm}@media print{body{margin:0}h2{break-after:avoid}
+tr{break-inside:avoid}}
+"""
+
+
+def render_html(report: EvaluationReport) -> str:
+    """A self-contained printable page (inline CSS and SVG, no scripts, nothing fetched)."""
+    stats = report.statistics
+    zone = report.period_start.tzinfo
+    assert isinstance(zone, ZoneInfo)
+    e = html.escape
+    tiles = [
+        ("达标率 compliance rate", _pct(stats.compliance_rate)),
+        ("关键条款覆盖率 key-clause coverage", _pct(stats.coverage.rate)),
+        ("已评价占比 evaluated share", _pct(stats.evaluated_share)),
+        ("数据完整率 data completeness", _pct(stats.data_completeness)),
+        ("告警 alerts", str(stats.alerts)),
+        ("未关闭 open alerts", str(stats.open_alerts)),
+        ("平均响应 mean time to acknowledge", _hours(stats.mean_time_to_acknowledge_s)),
+        ("平均关闭 mean time to close", _hours(stats.mean_time_to_close_s)),
+    ]
+
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        if not rows:
+            return "<p class='empty'>None.</p>"
+        header = "".join(f"<th>{e(h)}</th>" for h in head)
+        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+    named = ["", "name", "rate", "violating"]
+    sections = [
+        f"<h1>{e(report.site_name)} · 自评价报告 {e(report.period)}</h1>",
+        f"<p class='meta'>Site {e(report.site)} · period {_local(report.period_start, zone)}"
+        f" – {_local(report.period_end, zone)} ({e(str(zone))}, end exclusive) · generated"
+        f" {_local(report.generated_at, zone)}</p>",
+        "<section class='tiles'>"
+        + "".join(f"<div class='tile'>{e(label)}<b>{e(v)}</b></div>" for label, v in tiles)
+        + "</section>",
+        "<h2>Compliance rate per clause</h2>",
+        _rate_chart(stats.clauses, report.clause_titles),
+        "<h2>Alerts by severity</h2>",
+        _severity_chart(stats),
+        "<h2>Worst clauses</h2>",
+        table(
+            ["clause", *named[1:]],
+            [[n.id, n.name, _pct(n.rate), _hours(n.violating_s)] for n in report.worst_clauses],
+        ),
+        "<h2>Worst spaces</h2>",
+        table(
+            ["space", *named[1:]],
+            [[n.id, n.name, _pct(n.rate), _hours(n.violating_s)] for n in report.worst_spaces],
+        ),
+        "<h2>Alerts by clause and severity</h2>",
+        table(
+            ["clause", "severity", "alerts"],
+            [[a.clause_id, a.severity, str(a.alerts)] for a in stats.alerts_by_clause],
+        ),
+        "<h2>Overdue obligations</h2>",
+        table(
+            ["alert", "clause", "number", "title", "space", "overdue since", "until", "state"],
+            [
+                [
+                    str(o.alert_id),
+                    o.clause_id,
+                    o.number,
+                    o.title,
+                    o.space,
+                    _local(o.started_at, zone),
+                    _local(o.ended_at, zone),
+                    o.state,
+                ]
+                for o in report.overdue_obligations
+            ],
+        ),
+        "<h2>Key-clause coverage gaps</h2>",
+        table(
+            ["clause", "lacks"],
+            [[g.clause_id, ", ".join(g.missing)] for g in stats.coverage.gaps],
+        ),
+        "<h2>Alarm-system health</h2>",
+        table(
+            ["finding", "items"],
+            [
+                ["never firing", ", ".join(stats.health.never_firing) or "–"],
+                [
+                    "always firing",
+                    ", ".join(f"{c.clause_id} ({_pct(c.rate)})" for c in stats.health.always_firing)
+                    or "–",
+                ],
+                [
+                    "chattering alerts",
+                    ", ".join(f"#{a.id}" for a in stats.health.chattering) or "–",
+                ],
+                ["standing alerts", ", ".join(f"#{a.id}" for a in stats.health.standing) or "–"],
+            ],
+        ),
+        "<h2>台账摘录 · closed alerts and corrective actions</h2>",
+        table(
+            [
+                "alert",
+                "standard",
+                "number",
+                "space",
+                "started",
+                "closed",
+                "closed by",
+                "cause",
+                "corrective action",
+            ],
+            [
+                [
+                    str(r.alert_id),
+                    r.standard,
+                    r.number,
+                    r.space,
+                    _local(r.started_at, zone),
+                    _local(r.closed_at, zone),
+                    r.closed_by or "",
+                    r.cause or "",
+                    r.corrective_action or "",
+                ]
+                for r in report.ledger
+            ],
+        ),
+    ]
+    return (
+        "<!doctype html><html lang='zh'><head><meta charset='utf-8'>"
+        f"<title>{e(report.site)} {e(report.period)} self-evaluation</title>"
+        f"<style>{STYLE}</style></head><body>" + "".join(sections) + "</body></html>"
+    )
+
+
+def render_csv(report: EvaluationReport) -> str:
+    """One table: section, subject, field, value (UTF-8; the API adds a BOM for Excel)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "subject", "field", "value"])
+    stats = report.statistics
+    summary: dict[str, Any] = {
+        "period": report.period,
+        "period_start": report.period_start.isoformat(),
+        "period_end": report.period_end.isoformat(),
+        "compliance_rate": stats.compliance_rate,
+        "compliant_s": stats.compliant_s,
+        "violating_s": stats.violating_s,
+        "not_assessable_s": stats.not_assessable_s,
+        "data_completeness": stats.data_completeness,
+        "key_clause_coverage": stats.coverage.rate,
+        "key_clauses_in_force": stats.coverage.key_clauses_in_force,
+        "key_clauses_covered": stats.coverage.covered,
+        "clauses_in_force": len(stats.clauses_in_force),
+        "evaluated_share": stats.evaluated_share,
+        "alerts": stats.alerts,
+        "open_alerts": stats.open_alerts,
+        "mean_time_to_acknowledge_s": stats.mean_time_to_acknowledge_s,
+        "mean_time_to_close_s": stats.mean_time_to_close_s,
+    }
+    for field, value in summary.items():
+        writer.writerow(["summary", report.site, field, "" if value is None else value])
+    for clause in stats.clauses:
+        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s"):
+            value = getattr(clause, field)
+            writer.writerow(["clause", clause.clause_id, field, "" if value is None else value])
+    for space in stats.spaces:
+        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s"):
+            value = getattr(space, field)
+            writer.writerow(["space", space.space, field, "" if value is None else value])
+    for count in stats.alerts_by_clause:
+        writer.writerow(["alerts", count.clause_id, count.severity, count.alerts])
+    for o in report.overdue_obligations:
+        writer.writerow(["overdue_obligation", o.clause_id, o.space, o.started_at.isoformat()])
+    for r in report.ledger:
+        writer.writerow(["ledger", r.alert_id, "cause", r.cause or ""])
+        writer.writerow(["ledger", r.alert_id, "corrective_action", r.corrective_action or ""])
+    return out.getvalue()

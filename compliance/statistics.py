@@ -1,0 +1,370 @@
+"""Statistics per site and per organisation level (city → district → unit) over a period, with
+the health of the alarm system. Definitions (docs/register.md):
+
+- compliance rate, not-assessable share, key-clause coverage:
+  `compliance.rates.compliance_report` (docs/api.md), reused as is; data completeness =
+  1 − not-assessable share.
+- clauses in force at a site: a version in force at t = min(until, now) whose `applies_to`
+  selects a space or device of the site (the definition coverage uses, for every clause).
+- evaluated share = clauses in force that an evaluation report of a period overlapping
+  [since, until) evaluated ÷ clauses in force.
+- alerts by clause and severity: alerts started in [since, until).
+- mean time to acknowledge / close: over alerts confirmed in the period and acknowledged /
+  closed since, from `confirmed_at`.
+- alarm health: alerts per responsible party per day (alerts started in the period ÷ days of the
+  period up to now); chattering = alerts alive in the period reopened at least
+  CHATTER_REOPENS times; standing = not closed at t and confirmed at least STANDING_AFTER
+  before t; never firing = clauses in force without an alert in the period; always firing =
+  clauses violating at least (1 − ALWAYS_FIRING_RATE) of their assessable time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from pydantic import BaseModel
+
+from compliance.rates import (
+    ClauseCompliance,
+    Coverage,
+    SpaceCompliance,
+    compliance_report,
+    selection,
+    site_facts,
+    versions_in_force,
+)
+
+# An alert that reopened this often within its life flaps: its clause needs a longer `for`,
+# more hysteresis or a longer `reopen_within`.
+CHATTER_REOPENS = 3
+# Open (not closed) for longer than a working day: nobody is dealing with it.
+STANDING_AFTER = dt.timedelta(hours=24)
+# Compliant at most 10 % of the assessable time: the limit or the building is wrong.
+ALWAYS_FIRING_RATE = 0.1
+DAY_S = 86_400.0
+
+
+class AlertCount(BaseModel):
+    clause_id: str
+    severity: str
+    alerts: int
+
+
+class PartyLoad(BaseModel):
+    party: str | None  # None: alerts no party was bound to
+    name: str | None
+    alerts: int
+    per_day: float
+
+
+class AlertRef(BaseModel):
+    id: int
+    clause_id: str
+    space: str
+    severity: str
+    state: str
+    reopen_count: int
+    confirmed_at: dt.datetime
+    open_hours: float | None  # for standing alerts: how long open at t
+
+
+class ClauseFiring(BaseModel):
+    clause_id: str
+    rate: float
+
+
+class AlarmHealth(BaseModel):
+    per_party: list[PartyLoad]
+    chattering: list[AlertRef]
+    standing: list[AlertRef]
+    never_firing: list[str]
+    always_firing: list[ClauseFiring]
+
+
+class SiteStatistics(BaseModel):
+    site: str
+    name: str
+    org: list[str]
+    since: dt.datetime
+    until: dt.datetime
+    compliant_s: float
+    violating_s: float
+    not_assessable_s: float
+    compliance_rate: float | None
+    data_completeness: float | None
+    coverage: Coverage
+    clauses_in_force: list[str]
+    evaluated_clauses: list[str]
+    evaluated_share: float | None
+    alerts: int
+    open_alerts: int
+    alerts_by_clause: list[AlertCount]
+    acknowledged: int
+    mean_time_to_acknowledge_s: float | None
+    closed: int
+    mean_time_to_close_s: float | None
+    health: AlarmHealth
+    clauses: list[ClauseCompliance]
+    spaces: list[SpaceCompliance]
+
+
+class OrgSummary(BaseModel):
+    """Figures of an organisation node (or one site) summed over the sites beneath it."""
+
+    path: list[str]
+    sites: list[str]
+    compliance_rate: float | None
+    data_completeness: float | None
+    key_clause_coverage: float | None
+    evaluated_share: float | None
+    alerts: int
+    open_alerts: int
+    mean_time_to_acknowledge_s: float | None
+    mean_time_to_close_s: float | None
+
+
+class OrgStatistics(BaseModel):
+    since: dt.datetime
+    until: dt.datetime
+    node: OrgSummary
+    children: list[OrgSummary]  # the next level down: districts of a city, units of a district
+
+
+class UnknownSite(LookupError):
+    pass
+
+
+def site_statistics(
+    conn: psycopg.Connection[Any],
+    site: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    now: dt.datetime,
+) -> SiteStatistics:
+    """Every figure of one site over [since, until). Raises UnknownSite."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        info = cur.execute("SELECT name, info FROM sites WHERE id = %s", (site,)).fetchone()
+    if info is None:
+        raise UnknownSite(site)
+    at = min(until, now)
+    report = compliance_report(conn, [site], since, until, now)
+    figures = report.sites[0]
+    in_force = clauses_in_force(conn, site, since, until, now)
+    evaluated = sorted(set(in_force) & _evaluated(conn, site, since, until))
+    alerts = _alert_figures(conn, site, since, until, at)
+    always = [
+        ClauseFiring(clause_id=c.clause_id, rate=c.rate)
+        for c in report.clauses
+        if c.rate is not None and c.rate <= ALWAYS_FIRING_RATE
+    ]
+    fired = {count.clause_id for count in alerts["by_clause"]}
+    days = max((at - since).total_seconds(), 0.0) / DAY_S
+    per_party = [
+        PartyLoad(
+            party=row["party"],
+            name=row["name"],
+            alerts=row["n"],
+            per_day=row["n"] / days if days > 0 else 0.0,
+        )
+        for row in alerts["per_party"]
+    ]
+    return SiteStatistics(
+        site=site,
+        name=info["name"],
+        org=list(info["info"].get("org") or []),
+        since=since,
+        until=until,
+        compliant_s=figures.compliant_s,
+        violating_s=figures.violating_s,
+        not_assessable_s=figures.not_assessable_s,
+        compliance_rate=figures.rate,
+        data_completeness=(
+            None if figures.not_assessable_share is None else 1 - figures.not_assessable_share
+        ),
+        coverage=figures.coverage,
+        clauses_in_force=in_force,
+        evaluated_clauses=evaluated,
+        evaluated_share=len(evaluated) / len(in_force) if in_force else None,
+        alerts=sum(c.alerts for c in alerts["by_clause"]),
+        open_alerts=figures.open_alerts,
+        alerts_by_clause=alerts["by_clause"],
+        acknowledged=alerts["acknowledged"],
+        mean_time_to_acknowledge_s=alerts["mtta"],
+        closed=alerts["closed"],
+        mean_time_to_close_s=alerts["mttc"],
+        health=AlarmHealth(
+            per_party=per_party,
+            chattering=alerts["chattering"],
+            standing=alerts["standing"],
+            never_firing=[c for c in in_force if c not in fired],
+            always_firing=always,
+        ),
+        clauses=report.clauses,
+        spaces=report.spaces,
+    )
+
+
+def clauses_in_force(
+    conn: psycopg.Connection[Any],
+    site: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    now: dt.datetime,
+) -> list[str]:
+    """Clauses with a version in force at min(until, now) that select something at the site."""
+    facts = site_facts(conn, site, since, until, now)
+    versions = versions_in_force(conn, min(until, now).date())
+    found = []
+    for clause_id, version in sorted(versions.items()):
+        spaces, devices = selection(facts, version["config"].get("applies_to") or {})
+        if spaces or devices:
+            found.append(clause_id)
+    return found
+
+
+def _evaluated(
+    conn: psycopg.Connection[Any], site: str, since: dt.datetime, until: dt.datetime
+) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT unnest(clauses) FROM evaluation_reports"
+        " WHERE site = %s AND period_start < %s AND period_end > %s",
+        (site, until, since),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _alert_figures(
+    conn: psycopg.Connection[Any],
+    site: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    at: dt.datetime,
+) -> dict[str, Any]:
+    args = {"site": site, "since": since, "until": until, "at": at}
+    with conn.cursor(row_factory=dict_row) as cur:
+        by_clause = [
+            AlertCount(**row)
+            for row in cur.execute(
+                "SELECT clause_id, severity, count(*) AS alerts FROM alerts"
+                " WHERE site = %(site)s AND started_at >= %(since)s AND started_at < %(until)s"
+                " GROUP BY clause_id, severity ORDER BY count(*) DESC, clause_id, severity",
+                args,
+            )
+        ]
+        times = cur.execute(
+            "SELECT count(acknowledged_at) AS acknowledged,"
+            " avg(extract(epoch FROM acknowledged_at - confirmed_at))::float8 AS mtta,"
+            " count(closed_at) AS closed,"
+            " avg(extract(epoch FROM closed_at - confirmed_at))::float8 AS mttc"
+            " FROM alerts WHERE site = %(site)s"
+            " AND confirmed_at >= %(since)s AND confirmed_at < %(until)s",
+            args,
+        ).fetchone()
+        assert times is not None
+        per_party = cur.execute(
+            "SELECT responsible_party AS party, max(responsible_name) AS name, count(*) AS n"
+            " FROM alerts WHERE site = %(site)s"
+            " AND started_at >= %(since)s AND started_at < %(until)s"
+            " GROUP BY responsible_party ORDER BY count(*) DESC, responsible_party",
+            args,
+        ).fetchall()
+        alive = cur.execute(
+            "SELECT id, clause_id, space, severity, state, reopen_count, confirmed_at, closed_at"
+            " FROM alerts WHERE site = %(site)s AND started_at < %(until)s"
+            " AND (closed_at IS NULL OR closed_at >= %(since)s) ORDER BY id",
+            args,
+        ).fetchall()
+    chattering: list[AlertRef] = []
+    standing: list[AlertRef] = []
+    for row in alive:
+        closed_at = row.pop("closed_at")
+        if row["reopen_count"] >= CHATTER_REOPENS:
+            chattering.append(AlertRef(open_hours=None, **row))
+        open_at_t = closed_at is None or closed_at > at
+        if open_at_t and row["confirmed_at"] <= at - STANDING_AFTER:
+            hours = (at - row["confirmed_at"]).total_seconds() / 3600
+            standing.append(AlertRef(open_hours=hours, **row))
+    standing.sort(key=lambda ref: -(ref.open_hours or 0.0))
+    return {
+        "by_clause": by_clause,
+        "acknowledged": times["acknowledged"],
+        "mtta": times["mtta"],
+        "closed": times["closed"],
+        "mttc": times["mttc"],
+        "per_party": per_party,
+        "chattering": chattering,
+        "standing": standing,
+    }
+
+
+def summarise(path: list[str], stats: list[SiteStatistics]) -> OrgSummary:
+    """Sums of the sites' figures; rates are ratios of the sums (time- and count-weighted)."""
+    compliant = sum(s.compliant_s for s in stats)
+    violating = sum(s.violating_s for s in stats)
+    missing = sum(s.not_assessable_s for s in stats)
+    in_force = sum(s.coverage.key_clauses_in_force for s in stats)
+    covered = sum(s.coverage.covered for s in stats)
+    clauses = sum(len(s.clauses_in_force) for s in stats)
+    evaluated = sum(len(s.evaluated_clauses) for s in stats)
+    acknowledged = sum(s.acknowledged for s in stats)
+    closed = sum(s.closed for s in stats)
+    judged = compliant + violating + missing
+    return OrgSummary(
+        path=path,
+        sites=[s.site for s in stats],
+        compliance_rate=compliant / (compliant + violating) if compliant + violating else None,
+        data_completeness=(compliant + violating) / judged if judged else None,
+        key_clause_coverage=covered / in_force if in_force else None,
+        evaluated_share=evaluated / clauses if clauses else None,
+        alerts=sum(s.alerts for s in stats),
+        open_alerts=sum(s.open_alerts for s in stats),
+        mean_time_to_acknowledge_s=_weighted(
+            [(s.mean_time_to_acknowledge_s, s.acknowledged) for s in stats], acknowledged
+        ),
+        mean_time_to_close_s=_weighted([(s.mean_time_to_close_s, s.closed) for s in stats], closed),
+    )
+
+
+def _weighted(pairs: list[tuple[float | None, int]], total: int) -> float | None:
+    if total == 0:
+        return None
+    return sum((mean or 0.0) * count for mean, count in pairs) / total
+
+
+def site_org_paths(conn: psycopg.Connection[Any], sites: list[str] | None) -> dict[str, list[str]]:
+    """Each site's organisation path (SiteInfo.org); a site without one is its own root."""
+    rows = conn.execute(
+        "SELECT id, info -> 'org' FROM sites"
+        " WHERE %(sites)s::text[] IS NULL OR id = ANY(%(sites)s) ORDER BY id",
+        {"sites": sites},
+    ).fetchall()
+    return {site: list(org) if org else [site] for site, org in rows}
+
+
+def org_statistics(
+    conn: psycopg.Connection[Any],
+    path: list[str],
+    sites: list[str] | None,
+    since: dt.datetime,
+    until: dt.datetime,
+    now: dt.datetime,
+) -> OrgStatistics:
+    """The node at `path` (empty: everything visible) over the `sites` the caller may see
+    (None: all), and its children one level down. A node without visible sites has zeros."""
+    paths = site_org_paths(conn, sites)
+    below = {site: org for site, org in paths.items() if org[: len(path)] == path}
+    stats = {site: site_statistics(conn, site, since, until, now) for site in below}
+    groups: dict[str, list[SiteStatistics]] = defaultdict(list)
+    for site, org in below.items():
+        child = org[len(path)] if len(org) > len(path) else site
+        groups[child].append(stats[site])
+    return OrgStatistics(
+        since=since,
+        until=until,
+        node=summarise(path, list(stats.values())),
+        children=[summarise([*path, child], groups[child]) for child in sorted(groups)],
+    )

@@ -1,0 +1,456 @@
+"""Reports as JSON (pydantic models, the API's response shapes) and as CSV.
+
+Figures are rounded once here (see reports.present) and carried as decimal strings in JSON, so a
+client never sees binary floating-point noise and a CSV matches the JSON digit for digit.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+from energy.factors import KGCE_PER_UNIT, SCOPE
+from energy.reports import (
+    KGCE_NOTE,
+    CarbonReport,
+    Imbalance,
+    MeterLine,
+    SeriesPoint,
+    factor_label,
+    present,
+)
+
+T_PLACES = 6  # t CO2
+Q_PLACES = 3  # activity, kgce, kg CO2
+I_PLACES = 4  # intensities
+
+
+def _d(value: Decimal | None, places: int = Q_PLACES) -> Decimal | None:
+    return None if value is None else Decimal(present(value, places))
+
+
+def _t(kg: Decimal | None) -> Decimal | None:
+    return None if kg is None else _d(kg / 1000, T_PLACES)
+
+
+def _iso(ts: float, zone: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat()
+
+
+class FactorOut(BaseModel):
+    purpose: str  # location (scope 2), market (scope 2), scope1
+    carrier: str
+    year: int  # the report year it applies to
+    series: str
+    region: str
+    data_year: int
+    value: Decimal
+    unit: str
+    variant: str
+    instrument: str
+    confidence: str
+    note: str
+
+
+class CarrierOut(BaseModel):
+    carrier: str
+    unit: str
+    consumption: Decimal
+    estimated: Decimal
+    kgce: Decimal | None
+    scope: int | None
+    location_tco2: Decimal | None
+    market_tco2: Decimal | None
+
+
+class ResetOut(BaseModel):
+    at: str
+    previous_at: str
+    before: Decimal
+    after: Decimal
+
+
+class IntervalOut(BaseModel):
+    start: str
+    end: str
+
+
+class MeterOut(BaseModel):
+    device: str
+    space: str
+    metric: str
+    carrier: str
+    unit: str
+    parent: str | None
+    counted: bool
+    consumption: Decimal
+    estimated: Decimal
+    readings: int
+    resets: list[ResetOut]
+    gaps: list[IntervalOut]
+    missing: list[IntervalOut]
+
+
+class ImbalanceOut(BaseModel):
+    parent: str
+    children: list[str]
+    carrier: str
+    unit: str
+    parent_value: Decimal
+    children_value: Decimal
+    imbalance: Decimal
+    imbalance_pct: Decimal | None
+
+
+class MonthOut(BaseModel):
+    start: str
+    end: str
+    carrier: str
+    consumption: Decimal
+    estimated: Decimal
+    kgce: Decimal
+
+
+class IntensityOut(BaseModel):
+    area_m2: Decimal | None
+    occupants: int | None
+    kgce_per_m2: Decimal | None
+    kgce_per_person: Decimal | None
+    kgco2_per_m2: Decimal | None
+    kgco2_per_person: Decimal | None
+    water_m3_per_person: Decimal | None
+
+
+class ComparisonOut(BaseModel):
+    name: str
+    unit: str
+    annualised_actual: Decimal | None
+    limit: Decimal | None
+    status: str
+    source: str
+    note: str
+
+
+class CarbonReportOut(BaseModel):
+    site: str
+    space: str | None
+    since: dt.datetime
+    until: dt.datetime
+    timezone: str
+    days: Decimal
+    carriers: list[CarrierOut]
+    kgce: Decimal
+    scope1_tco2: Decimal
+    scope2_location_tco2: Decimal
+    scope2_market_tco2: Decimal | None
+    total_location_tco2: Decimal
+    total_market_tco2: Decimal | None
+    green_kwh: Decimal | None
+    intensity: IntensityOut
+    comparisons: list[ComparisonOut]
+    factors: list[FactorOut]
+    kgce_coefficients: str
+    meters: list[MeterOut]
+    imbalances: list[ImbalanceOut]
+    months: list[MonthOut]
+    notes: list[str]
+
+
+def meter_out(line: MeterLine, zone: str) -> MeterOut:
+    result = line.result
+    return MeterOut(
+        device=line.meter.device,
+        space=line.meter.space,
+        metric=line.meter.metric,
+        carrier=line.meter.carrier,
+        unit=line.meter.unit,
+        parent=line.meter.parent,
+        counted=line.counted,
+        consumption=_d(result.total),
+        estimated=_d(result.estimated),
+        readings=result.readings,
+        resets=[
+            ResetOut(
+                at=_iso(r.ts, zone),
+                previous_at=_iso(r.previous_ts, zone),
+                before=_d(r.before),
+                after=_d(r.after),
+            )
+            for r in result.resets
+        ],
+        gaps=[IntervalOut(start=_iso(g.start, zone), end=_iso(g.end, zone)) for g in result.gaps],
+        missing=[
+            IntervalOut(start=_iso(m.start, zone), end=_iso(m.end, zone)) for m in result.missing
+        ],
+    )
+
+
+def imbalance_out(item: Imbalance) -> ImbalanceOut:
+    return ImbalanceOut(
+        parent=item.parent,
+        children=list(item.children),
+        carrier=item.carrier,
+        unit=item.unit,
+        parent_value=_d(item.parent_value),
+        children_value=_d(item.children_value),
+        imbalance=_d(item.difference),
+        imbalance_pct=_d(item.percent, 2),
+    )
+
+
+def carbon_out(report: CarbonReport) -> CarbonReportOut:
+    zone = report.timezone
+    scope1 = report.scope_kgco2(1) or Decimal(0)
+    scope2 = report.scope_kgco2(2) or Decimal(0)
+    scope2_market = report.scope_kgco2(2, market=True) if report.green_kwh is not None else None
+    return CarbonReportOut(
+        site=report.site,
+        space=report.space,
+        since=report.since,
+        until=report.until,
+        timezone=zone,
+        days=_d(report.days, 4),
+        carriers=[
+            CarrierOut(
+                carrier=c.carrier,
+                unit=c.unit,
+                consumption=_d(c.consumption),
+                estimated=_d(c.estimated),
+                kgce=_d(c.kgce) if c.carrier in KGCE_PER_UNIT else None,
+                scope=SCOPE.get(c.carrier),
+                location_tco2=_t(c.location_kgco2) if c.carrier in SCOPE else None,
+                market_tco2=_t(c.market_kgco2),
+            )
+            for c in sorted(report.carriers.values(), key=lambda c: c.carrier)
+        ],
+        kgce=_d(report.kgce),
+        scope1_tco2=_t(scope1),
+        scope2_location_tco2=_t(scope2),
+        scope2_market_tco2=_t(scope2_market),
+        total_location_tco2=_t(scope1 + scope2),
+        total_market_tco2=_t(scope1 + scope2_market) if scope2_market is not None else None,
+        green_kwh=_d(report.green_kwh),
+        intensity=IntensityOut(
+            area_m2=report.area_m2,
+            occupants=report.occupants,
+            kgce_per_m2=_d(report.per(report.kgce, report.area_m2), I_PLACES),
+            kgce_per_person=_d(report.per(report.kgce, report.occupants), I_PLACES),
+            kgco2_per_m2=_d(report.per(report.location_kgco2, report.area_m2), I_PLACES),
+            kgco2_per_person=_d(report.per(report.location_kgco2, report.occupants), I_PLACES),
+            water_m3_per_person=_d(report.per(report.water_m3, report.occupants), I_PLACES),
+        ),
+        comparisons=[
+            ComparisonOut(
+                name=c.name,
+                unit=c.unit,
+                annualised_actual=_d(c.actual, I_PLACES),
+                limit=_d(c.limit, I_PLACES),
+                status=c.status,
+                source=c.source,
+                note=c.note,
+            )
+            for c in report.comparisons
+        ],
+        factors=[
+            FactorOut(
+                purpose=purpose,
+                carrier=ch.factor.carrier,
+                year=ch.year,
+                series=ch.factor.series,
+                region=ch.factor.region,
+                data_year=ch.factor.data_year,
+                value=ch.factor.value,
+                unit=ch.factor.unit,
+                variant=ch.factor.variant,
+                instrument=ch.factor.instrument,
+                confidence=ch.factor.confidence,
+                note=ch.note,
+            )
+            for purpose, ch in report.factors
+        ],
+        kgce_coefficients=KGCE_NOTE,
+        meters=[meter_out(line, zone) for line in report.meters],
+        imbalances=[imbalance_out(i) for i in report.imbalances],
+        months=[
+            MonthOut(
+                start=_iso(m.start, zone),
+                end=_iso(m.end, zone),
+                carrier=m.carrier,
+                consumption=_d(m.consumption),
+                estimated=_d(m.estimated),
+                kgce=_d(m.kgce),
+            )
+            for m in report.months
+        ],
+        notes=report.notes,
+    )
+
+
+CSV_HEADER = ("section", "key", "item", "value", "unit", "detail")
+
+
+def carbon_csv(report: CarbonReport) -> str:
+    """The report as one long table: section, key, item, value, unit, detail."""
+    out = carbon_out(report)
+    rows: list[tuple[object, ...]] = [
+        ("period", out.site, "since", out.since.isoformat(), "", out.space or "whole site"),
+        ("period", out.site, "until", out.until.isoformat(), "", f"{out.days} days"),
+    ]
+    for c in out.carriers:
+        rows.append(
+            ("carrier", c.carrier, "consumption", c.consumption, c.unit, f"estimated {c.estimated}")
+        )
+        if c.kgce is not None:
+            rows.append(("carrier", c.carrier, "kgce", c.kgce, "kgce", out.kgce_coefficients))
+        if c.location_tco2 is not None:
+            item = "scope1" if c.scope == 1 else f"scope{c.scope} location-based"
+            rows.append(("carrier", c.carrier, item, c.location_tco2, "tCO2", ""))
+        if c.market_tco2 is not None and c.scope == 2:
+            rows.append(("carrier", c.carrier, "scope2 market-based", c.market_tco2, "tCO2", ""))
+    rows += [
+        ("total", out.site, "kgce", out.kgce, "kgce", ""),
+        ("total", out.site, "scope1", out.scope1_tco2, "tCO2", ""),
+        ("total", out.site, "scope2 location-based", out.scope2_location_tco2, "tCO2", ""),
+        (
+            "total",
+            out.site,
+            "scope2 market-based",
+            out.scope2_market_tco2,
+            "tCO2",
+            f"green {out.green_kwh} kWh at 0" if out.green_kwh is not None else "no green power",
+        ),
+        ("total", out.site, "total location-based", out.total_location_tco2, "tCO2", ""),
+        ("total", out.site, "total market-based", out.total_market_tco2, "tCO2", ""),
+    ]
+    intensity = out.intensity
+    rows += [
+        ("intensity", out.site, "area", intensity.area_m2, "m2", ""),
+        ("intensity", out.site, "occupants", intensity.occupants, "person", ""),
+        ("intensity", out.site, "kgce per m2", intensity.kgce_per_m2, "kgce/m2", "period"),
+        (
+            "intensity",
+            out.site,
+            "kgce per person",
+            intensity.kgce_per_person,
+            "kgce/person",
+            "period",
+        ),
+        ("intensity", out.site, "kgCO2 per m2", intensity.kgco2_per_m2, "kgCO2/m2", "period"),
+        (
+            "intensity",
+            out.site,
+            "kgCO2 per person",
+            intensity.kgco2_per_person,
+            "kgCO2/person",
+            "period",
+        ),
+        (
+            "intensity",
+            out.site,
+            "water per person",
+            intensity.water_m3_per_person,
+            "m3/person",
+            "period",
+        ),
+    ]
+    for cmp in out.comparisons:
+        rows.append(
+            (
+                "comparison",
+                cmp.name,
+                cmp.status,
+                cmp.annualised_actual,
+                cmp.unit,
+                f"limit {cmp.limit if cmp.limit is not None else 'n/a'}; {cmp.source}"
+                + (f"; {cmp.note}" if cmp.note else ""),
+            )
+        )
+    for purpose, choice in report.factors:
+        rows.append(
+            (
+                "factor",
+                f"{choice.factor.carrier} {choice.year}",
+                purpose,
+                choice.factor.value,
+                choice.factor.unit,
+                factor_label(purpose, choice),
+            )
+        )
+    for m in out.meters:
+        detail = f"readings {m.readings}; resets {len(m.resets)}; gaps {len(m.gaps)}; " + (
+            f"missing {len(m.missing)}; {'counted' if m.counted else f'sub-meter of {m.parent}'}"
+        )
+        rows.append(("meter", m.device, "consumption", m.consumption, m.unit, detail))
+        for r in m.resets:
+            rows.append(
+                (
+                    "meter",
+                    m.device,
+                    "reset",
+                    r.after,
+                    m.unit,
+                    f"at {r.at}: {r.before} -> {r.after} (new baseline)",
+                )
+            )
+    for i in out.imbalances:
+        rows.append(
+            (
+                "imbalance",
+                i.parent,
+                "parent - sum(children)",
+                i.imbalance,
+                i.unit,
+                f"{i.imbalance_pct} % of {i.parent_value}; children "
+                f"{' + '.join(i.children)} = {i.children_value}",
+            )
+        )
+    for month in out.months:
+        rows.append(
+            (
+                "month",
+                f"{month.start[:7]} {month.carrier}",
+                "consumption",
+                month.consumption,
+                "",
+                f"estimated {month.estimated}; kgce {month.kgce}",
+            )
+        )
+    for note in out.notes:
+        rows.append(("note", out.site, "", "", "", note))
+    return _csv(CSV_HEADER, rows)
+
+
+ENERGY_HEADER = ("start", "end", "key", "carrier", "value", "unit", "estimated")
+
+
+def energy_csv(points: list[SeriesPoint], zone: str) -> str:
+    return _csv(
+        ENERGY_HEADER,
+        [
+            (
+                _iso(p.start, zone),
+                _iso(p.end, zone),
+                p.key,
+                p.carrier,
+                _d(p.value),
+                p.unit,
+                _d(p.estimated),
+            )
+            for p in points
+        ],
+    )
+
+
+def _csv(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return buffer.getvalue()

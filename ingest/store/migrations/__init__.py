@@ -1,1 +1,0 @@
-"""Schema migrations, applied by ingest.store.migrate (files NNNN_name.sql|py)."""

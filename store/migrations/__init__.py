@@ -1,0 +1,1 @@
+"""Schema migrations, applied by store.migrate (files NNNN_name.sql|py)."""

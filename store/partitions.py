@@ -1,0 +1,124 @@
+"""Time partitions of `readings` and `events` in the native mode: one partition per UTC day,
+named `<table>_pYYYYMMDD`, covering [day 00:00 UTC, next day 00:00 UTC).
+
+There is no default partition: rows outside every partition would otherwise pile up there and
+block creating the partition later. Instead the scheduler creates partitions ahead
+(`ensure_partitions`) and the writer creates the days of each batch it has not seen
+(`ensure_days`), so a backlog from an edge gateway still lands. Under TimescaleDB these calls
+do nothing (chunks are created on insert) except `apply_retention`, which drops chunks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from store.mode import storage_mode
+
+PARTITIONED_TABLES = ("readings", "events")
+PARTITION_NAME = re.compile(r"^(readings|events)_p(\d{8})$")
+
+
+def partition_name(table: str, day: dt.date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+# Two writers (ingest workers) creating the same day would both pass IF NOT EXISTS and one
+# would fail on the catalog's unique index: creators take turns on this transaction lock.
+PARTITION_LOCK_KEY = 0x63770001
+
+
+def _create_day(conn: psycopg.Connection[Any], table: str, day: dt.date) -> None:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+        ).format(
+            sql.Identifier(partition_name(table, day)),
+            sql.Identifier(table),
+            sql.Literal(start),
+            sql.Literal(start + dt.timedelta(days=1)),
+        )
+    )
+
+
+def existing_days(conn: psycopg.Connection[Any], table: str) -> set[dt.date]:
+    """Days that have a partition of `table`."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = %s::regclass",
+        (table,),
+    )
+    days: set[dt.date] = set()
+    for (name,) in rows:
+        match = PARTITION_NAME.match(name)
+        if match:
+            days.add(dt.datetime.strptime(match.group(2), "%Y%m%d").date())
+    return days
+
+
+def ensure_days(
+    conn: psycopg.Connection[Any], table: str, days: Iterable[dt.date], known: set[dt.date]
+) -> None:
+    """Creates the partitions of `days` missing from `known` (the caller's cache, updated here).
+    Runs in the caller's transaction; no commit. Native mode only."""
+    for day in sorted(set(days) - known):
+        _create_day(conn, table, day)
+        known.add(day)
+
+
+def ensure_partitions(
+    conn: psycopg.Connection[Any], ahead: int = 7, *, today: dt.date | None = None
+) -> list[str]:
+    """Creates the partitions from `today` (UTC) through `ahead` days later for every
+    partitioned table, returning the names created. No commit: the caller owns the
+    transaction. Does nothing under TimescaleDB."""
+    if storage_mode(conn) != "native":
+        return []
+    today = today or dt.datetime.now(dt.UTC).date()
+    wanted = [today + dt.timedelta(days=n) for n in range(ahead + 1)]
+    created: list[str] = []
+    for table in PARTITIONED_TABLES:
+        have = existing_days(conn, table)
+        for day in wanted:
+            if day not in have:
+                _create_day(conn, table, day)
+                created.append(partition_name(table, day))
+    return created
+
+
+def apply_retention(
+    conn: psycopg.Connection[Any], days: int, *, today: dt.date | None = None
+) -> list[str]:
+    """Drops the data older than `days` days before `today` (UTC): whole partitions whose
+    last instant is before the cut-off (native), or chunks via `drop_chunks` (TimescaleDB).
+    Returns the dropped partition names (native) or chunk names. No commit. Rollups are kept:
+    they are the long-term history."""
+    if days <= 0:
+        raise ValueError("retention must be at least one day")
+    today = today or dt.datetime.now(dt.UTC).date()
+    cutoff = today - dt.timedelta(days=days)
+    if storage_mode(conn) == "timescaledb":
+        cutoff_ts = dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC)
+        dropped: list[str] = []
+        for table in PARTITIONED_TABLES:
+            rows = conn.execute(
+                "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
+                (table, cutoff_ts),
+            )
+            dropped.extend(str(name) for (name,) in rows)
+        return dropped
+    dropped = []
+    for table in PARTITIONED_TABLES:
+        for day in sorted(existing_days(conn, table)):
+            if day < cutoff:
+                name = partition_name(table, day)
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                dropped.append(name)
+    return dropped

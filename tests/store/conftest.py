@@ -1,0 +1,39 @@
+"""Fixtures of the storage tests: a migrated database per test, copied from a template that is
+migrated once per session (a copy takes a fraction of a second, a migration run longer)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from store.migrate import migrate
+
+
+def database_at(server_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def store_template(pg_server_url: str) -> Iterator[str]:
+    name = f"cw_store_tpl_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate(database_at(pg_server_url, name))
+    yield name
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def store_url(pg_server_url: str, store_template: str) -> Iterator[str]:
+    """A fully migrated database of this test alone."""
+    name = f"cw_store_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{store_template}"')
+    yield database_at(pg_server_url, name)
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,148 @@
+"""Migrations: from empty, from the previous version, re-runs, concurrent starts, failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+
+from store.errors import MigrationError
+from store.migrate import applied_versions, discover, migrate, schema_version
+from store.mode import storage_mode
+from store.partitions import ensure_partitions
+from store.pool import connect
+from store.readings import query_readings
+from store.rollups import refresh_rollups
+
+pytestmark = pytest.mark.integration
+
+CORE_TABLES = (
+    "readings",
+    "events",
+    "dead_letters",
+    "compliance_intervals",
+    "engine_checkpoints",
+    "engine_checkpoint_parts",
+    "late_readings",
+    "readings_hourly",
+    "readings_daily",
+    "consumption_hourly",
+    "consumption_daily",
+    "rollup_dirty",
+    "storage_mode",
+)
+
+
+def test_from_empty_applies_every_migration_once(fresh_database_url: str) -> None:
+    applied = migrate(fresh_database_url)
+
+    assert [m.version for m in applied] == [m.version for m in discover()]
+    with connect(fresh_database_url) as conn:
+        for table in CORE_TABLES:
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+            assert row == (True,), table
+        assert set(applied_versions(conn)) == {m.version for m in applied}
+        assert schema_version(conn) == applied[-1].version
+        assert storage_mode(conn) in ("native", "timescaledb")
+    assert migrate(fresh_database_url) == []
+
+
+def test_from_previous_version_keeps_data_and_rolls_it_up(fresh_database_url: str) -> None:
+    # Version 1 is the core schema; 2 adds the rollups, which must pick up existing readings.
+    assert [m.version for m in migrate(fresh_database_url, target=1)] == [1]
+    t0 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
+    with connect(fresh_database_url) as conn:
+        ensure_partitions(conn, 0, today=t0.date())
+        conn.cursor().executemany(
+            "INSERT INTO readings (site, device, metric, ts, value, received_at)"
+            " VALUES ('s1', 'd1', 'temperature', %s, %s, now())",
+            [(t0 + dt.timedelta(minutes=10 * i), 20.0 + i) for i in range(6)],
+        )
+
+    applied = migrate(fresh_database_url)
+
+    assert applied[0].version == 2
+    with connect(fresh_database_url) as conn:
+        count = conn.execute("SELECT count(*) FROM readings").fetchone()
+        assert count == (6,)
+        refresh_rollups(conn)
+        (point,) = query_readings(
+            conn, "s1", "d1", "temperature", t0, t0 + dt.timedelta(hours=1), "1h"
+        )
+        assert (point.count, point.min, point.max, point.mean) == (6, 20.0, 25.0, 22.5)
+        stored = conn.execute("SELECT value_count FROM readings_hourly").fetchall()
+        assert stored == [(6,)]
+
+
+def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> None:
+    # Up to 0003 two seqs of one stamp collapsed; 0004 keeps both and still absorbs copies.
+    migrate(fresh_database_url, target=3)
+    t0 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
+    insert = (
+        "INSERT INTO readings (site, device, metric, ts, value, seq, received_at)"
+        " VALUES ('s1', 'd1', 'co2', %s, 600, %s, now()) ON CONFLICT DO NOTHING"
+    )
+    with connect(fresh_database_url) as conn:
+        ensure_partitions(conn, 0, today=t0.date())
+        conn.execute(insert, (t0, 1))
+        conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
+
+    assert [m.version for m in migrate(fresh_database_url, target=4)] == [4]
+    with connect(fresh_database_url) as conn:
+        for seq in (1, 2, 2):  # the stored row, another seq of its stamp, a redelivery
+            conn.execute(insert, (t0, seq))
+        conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
+        stored = conn.execute("SELECT ts, seq FROM readings ORDER BY ts, seq").fetchall()
+    assert stored == [(t0, 1), (t0, 2), (t0 + dt.timedelta(minutes=1), None)]
+
+
+def test_concurrent_starts_apply_each_migration_once(fresh_database_url: str) -> None:
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append([m.version for m in migrate(fresh_database_url)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert not errors
+    every = sorted(v for applied in results for v in applied)
+    assert every == [m.version for m in discover()]
+
+
+def test_a_failing_migration_leaves_no_trace_and_stops(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "0001_first.sql").write_text("CREATE TABLE first_table (id int);")
+    (tmp_path / "0002_broken.sql").write_text(
+        "CREATE TABLE half_done (id int); SELECT no_such_function();"
+    )
+    (tmp_path / "0003_later.sql").write_text("CREATE TABLE later_table (id int);")
+    (tmp_path / "notes.txt").write_text("not a migration")
+
+    with pytest.raises(Exception, match="no_such_function"):
+        migrate(fresh_database_url, directory=tmp_path)
+
+    with connect(fresh_database_url) as conn:
+        assert applied_versions(conn) == {1: "first"}
+        exists = conn.execute(
+            "SELECT to_regclass('first_table') IS NOT NULL, to_regclass('half_done') IS NULL,"
+            " to_regclass('later_table') IS NULL"
+        ).fetchone()
+        assert exists == (True, True, True)
+
+
+def test_python_migrations_and_duplicate_versions(tmp_path: Path) -> None:
+    (tmp_path / "0007_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0007_b.py").write_text("def upgrade(conn):\n    pass\n")
+    with pytest.raises(MigrationError, match="two migrations with version 0007"):
+        discover(tmp_path)

@@ -1,0 +1,102 @@
+"""The TimescaleDB mode: hypertables, compression / retention / refresh policies, continuous
+aggregates. Runs only when the test server (CLAUSEWATCH_TEST_DATABASE_URL) has the extension;
+the other storage tests run in whichever mode the server gives, so they cover this mode too."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+from store.migrate import migrate
+from store.mode import storage_mode
+from store.partitions import apply_retention, ensure_partitions
+from store.pool import connect
+from store.readings import consumption, query_readings
+from store.rollups import refresh_rollups
+from store.writes import ReadingRow, write_readings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timescale]
+
+START = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def timescale_url(pg_server_url: str, fresh_database_url: str) -> str:
+    with psycopg.connect(pg_server_url) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    if row is None:
+        pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
+    migrate(fresh_database_url)
+    return fresh_database_url
+
+
+def test_hypertables_policies_and_aggregates_exist(timescale_url: str) -> None:
+    with connect(timescale_url) as conn:
+        assert storage_mode(conn) == "timescaledb"
+        hypertables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT hypertable_name FROM timescaledb_information.hypertables"
+            )
+        }
+        assert {"readings", "events"} <= hypertables
+        jobs = {
+            (proc, name)
+            for proc, name in conn.execute(
+                "SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
+            )
+        }
+        assert ("policy_compression", "readings") in jobs
+        assert ("policy_retention", "readings") in jobs
+        assert ("policy_retention", "events") in jobs
+        caggs = {
+            name
+            for (name,) in conn.execute(
+                "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+            )
+        }
+        assert caggs == {"readings_hourly", "readings_daily"}
+        refresh_jobs = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+        ).fetchone()
+        assert refresh_jobs == (2,)
+        # Chunks are made on insert: nothing to create ahead.
+        assert ensure_partitions(conn, 7) == []
+
+
+def test_aggregates_and_consumption_match_raw_rows(timescale_url: str) -> None:
+    t = START.timestamp()
+    rows = [
+        ReadingRow("s1", "m1", "energy_kwh", t + 600 * i, 100.0 + i * 0.5, i, t) for i in range(30)
+    ]
+    with connect(timescale_url) as conn:
+        assert write_readings(conn, rows) == 30
+        assert write_readings(conn, rows) == 0
+        refresh_rollups(conn)
+    with connect(timescale_url, autocommit=True) as conn:
+        # Materialise now instead of waiting for the policy (cannot run in a transaction).
+        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
+        conn.execute("CALL refresh_continuous_aggregate('readings_daily', NULL, NULL)")
+        until = START + dt.timedelta(days=1)
+        hourly = query_readings(conn, "s1", "m1", "energy_kwh", START, until, "1h")
+        assert [p.count for p in hourly] == [6, 6, 6, 6, 6]
+        (daily,) = query_readings(conn, "s1", "m1", "energy_kwh", START, until, "1d")
+        assert (daily.count, daily.min, daily.max) == (30, 100.0, 114.5)
+        (total,) = consumption(conn, "s1", "m1", "energy_kwh", START, until, "1d")
+        assert total.consumption == pytest.approx(14.5)
+
+
+def test_retention_drops_old_chunks(timescale_url: str) -> None:
+    old = (START - dt.timedelta(days=30)).timestamp()
+    rows = [ReadingRow("s1", "d1", "temperature", old, 20.0, None, old)]
+    with connect(timescale_url) as conn:
+        write_readings(conn, rows)
+        dropped = apply_retention(conn, 10, today=START.date())
+        assert dropped
+        remaining = conn.execute("SELECT count(*) FROM readings").fetchone()
+        assert remaining == (0,)

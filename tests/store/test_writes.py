@@ -1,0 +1,248 @@
+"""Writes: redelivery adds no rows, dead letters are capped, checkpoints are transactional."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+from rules.verdicts import ClauseRef, ComplianceInterval, LateReading, Subject
+from store.checkpoints import load_checkpoint, save_checkpoint
+from store.pool import connect
+from store.writes import (
+    DEAD_LETTER_PAYLOAD_CAP,
+    SMALL_BATCH,
+    Batch,
+    DeadLetter,
+    EventRow,
+    PartitionCache,
+    ReadingRow,
+    write_batch,
+    write_compliance_intervals,
+    write_late_readings,
+    write_readings,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = dt.datetime(2026, 7, 1, 9, tzinfo=dt.UTC).timestamp()
+
+
+def readings(device: str, n: int, *, seq: bool, start: float = T0) -> list[ReadingRow]:
+    rows = []
+    for i in range(n):
+        ts = start + 60 * i
+        for metric, value in (("temperature", 25.0 + i / 10), ("humidity", 50.0)):
+            rows.append(ReadingRow("s1", device, metric, ts, value, i if seq else None, ts + 1))
+    return rows
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_redelivered_batches_add_no_rows(store_url: str) -> None:
+    with_seq = readings("d-seq", 50, seq=True)
+    without_seq = readings("d-noseq", 50, seq=False)
+    cache = PartitionCache()
+    with connect(store_url) as conn:
+        assert write_readings(conn, with_seq + without_seq, cache) == 200
+    with connect(store_url) as conn:
+        # The same batch again, a partial overlap, and a duplicate inside one batch.
+        assert write_readings(conn, with_seq + without_seq, cache) == 0
+        overlap = readings("d-seq", 60, seq=True)
+        assert write_readings(conn, overlap + overlap[-2:], cache) == 20
+        assert count(conn, "readings") == 220
+        # New batches repeating rows within themselves, on a writer that saw no conflict yet:
+        # a large one (COPY fast path, then the dedupe path) and a small one (inline INSERT).
+        large = readings("d-large", 40, seq=False)
+        assert len(large) > SMALL_BATCH
+        assert write_readings(conn, large + large[:3], PartitionCache()) == 80
+        small = readings("d-small", 5, seq=True)
+        assert write_readings(conn, small + small[:3], PartitionCache()) == 10
+        assert write_readings(conn, small, PartitionCache()) == 0
+        assert count(conn, "readings") == 310
+
+
+@pytest.mark.parametrize("n", [5, 100])  # the inline path and the COPY path
+def test_same_stamp_different_seqs_are_all_kept(store_url: str, n: int) -> None:
+    # A loaded gateway stamps several readings of one device in one millisecond: their seqs
+    # tell them apart (SPEC §2: with seq the key is (device, seq)).
+    same_stamp = [ReadingRow("s1", "d1", "co2", T0, 600.0 + i, i, T0 + 1) for i in range(n)]
+    without_seq = [r._replace(device="d2", seq=None) for r in same_stamp]
+    with connect(store_url) as conn:
+        assert write_readings(conn, same_stamp, PartitionCache()) == n
+        # The redelivered payloads (same ts and seq) add nothing, on either path.
+        assert write_readings(conn, same_stamp, PartitionCache()) == 0
+        assert write_readings(conn, same_stamp[:3], PartitionCache()) == 0
+        # Without seq the key is (device, metric, ts): one reading of the same stamp is kept.
+        assert write_readings(conn, without_seq, PartitionCache()) == 1
+        assert write_readings(conn, without_seq[:1], PartitionCache()) == 0
+        stored = conn.execute(
+            "SELECT device, count(*), count(DISTINCT seq) FROM readings GROUP BY device"
+            " ORDER BY device"
+        ).fetchall()
+    assert stored == [("d1", n, n), ("d2", 1, 0)]
+
+
+@pytest.mark.parametrize("n", [5, 100])  # the inline path and the COPY path
+def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str, n: int) -> None:
+    # No ts in the payload: each delivery is stamped with its own receive time.
+    first = [ReadingRow("s1", "d1", "co2", T0 + i, 600.0, i, T0 + i, True) for i in range(n)]
+    again = [r._replace(ts=r.ts + 300, received_at=r.received_at + 300) for r in first]
+    no_seq = [r._replace(seq=None, ts=r.ts + 600) for r in first]
+    with connect(store_url) as conn:
+        assert write_readings(conn, first) == n
+        assert write_readings(conn, again) == 0
+        # Without seq there is no stable key: a second delivery is a second reading.
+        assert write_readings(conn, no_seq) == n
+
+
+def test_events_and_dead_letters(store_url: str) -> None:
+    event = EventRow("s1", "reader-1", T0, "cleaning.completed", "wc-1", "staff-1", 7, {}, T0)
+    big = DeadLetter(T0, "cw/s1/d1/telemetry", b"x" * (DEAD_LETTER_PAYLOAD_CAP + 10), "too_big")
+    batch = Batch(1, events=[event, event._replace(attrs={"checklist": "full"})])
+    batch.dead_letters.append(big)
+    with connect(store_url) as conn:
+        result = write_batch(conn, batch)
+        assert (result.events_new, result.dead_letters) == (1, 1)
+        assert write_batch(conn, Batch(2, events=[event])).events_new == 0
+        stored = conn.execute(
+            "SELECT octet_length(payload), truncated, reason FROM dead_letters"
+        ).fetchone()
+        assert stored == (DEAD_LETTER_PAYLOAD_CAP, True, "too_big")
+
+
+def test_compliance_intervals_and_late_readings_are_idempotent(store_url: str) -> None:
+    clause = ClauseRef("gb.temp", 2, "abc123", "GB 1", "3.1", "Cooling", "energy", "major", True)
+    intervals = [
+        ComplianceInterval(clause, Subject("s1", "room-1", "d1"), T0, T0 + 60, "compliant"),
+        ComplianceInterval(clause, Subject("s1", "room-1", "d1"), T0 + 60, T0 + 90, "violating"),
+        ComplianceInterval(clause, Subject("s1", "wc-1"), T0, T0 + 90, "not_assessable"),
+    ]
+    late = [LateReading("s1", "d1", T0, "temperature")]
+    with connect(store_url) as conn:
+        assert write_compliance_intervals(conn, intervals) == 3
+        assert write_compliance_intervals(conn, intervals) == 0
+        assert write_late_readings(conn, late) == 1
+        assert write_late_readings(conn, late) == 0
+        row = conn.execute(
+            "SELECT device, status FROM compliance_intervals WHERE space = 'wc-1'"
+        ).fetchone()
+        assert row == ("", "not_assessable")
+
+
+def test_checkpoint_commits_and_rolls_back_with_its_readings(store_url: str) -> None:
+    site = "s1"
+    with connect(store_url) as conn, conn.transaction():
+        write_readings(conn, readings("d1", 3, seq=True))
+        save_checkpoint(conn, site, {"watermark": 1, "open": ["a"]}, T0 + 120)
+
+    class Crash(Exception):
+        pass
+
+    with connect(store_url) as conn:
+        with pytest.raises(Crash), conn.transaction():
+            write_readings(conn, readings("d1", 3, seq=True, start=T0 + 3600))
+            save_checkpoint(conn, site, {"watermark": 2}, T0 + 3720)
+            raise Crash
+        # Neither the second batch of readings nor its checkpoint is there.
+        assert count(conn, "readings") == 6
+        checkpoint = load_checkpoint(conn, site)
+        assert checkpoint is not None
+        assert checkpoint.state == {"watermark": 1, "open": ["a"]}
+        assert checkpoint.watermark == T0 + 120
+        assert load_checkpoint(conn, "other-site") is None
+
+
+def test_sites_checkpointed_in_one_transaction_keep_their_own_parts(store_url: str) -> None:
+    # One checkpoint job saves every site in one transaction; device ids may repeat per site.
+    with connect(store_url) as conn, conn.transaction():
+        save_checkpoint(conn, "s1", {"clock": 1}, 1.0, parts={"device:a": {"v": 1}})
+        save_checkpoint(conn, "s2", {"clock": 1}, 1.0, parts={"device:a": {"v": 2}})
+        save_checkpoint(conn, "s3", {"clock": 1}, 1.0, parts={"device:b": {"v": 3}})
+    with connect(store_url) as conn:
+        stored = {site: load_checkpoint(conn, site) for site in ("s1", "s2", "s3")}
+    assert {site: c.parts for site, c in stored.items() if c is not None} == {
+        "s1": {"device:a": {"v": 1}},
+        "s2": {"device:a": {"v": 2}},
+        "s3": {"device:b": {"v": 3}},
+    }
+
+
+def test_checkpoint_parts_are_compressed_as_the_parts_table_says(store_url: str) -> None:
+    # A large part (rolling windows of a busy device) is compressed once, with the parts
+    # column's method (lz4 where the server has it), not the default pglz of a staging table.
+    big = {"points": [1795413459.5 + i / 10 for i in range(2000)]}
+    with connect(store_url) as conn, conn.transaction():
+        save_checkpoint(conn, "s1", {"clock": 1}, 1.0, parts={"device:busy": big})
+    with connect(store_url) as conn:
+        declared = conn.execute(
+            "SELECT nullif(attcompression, '') FROM pg_attribute"
+            " WHERE attrelid = 'engine_checkpoint_parts'::regclass AND attname = 'state'"
+        ).fetchone()
+        stored = conn.execute(
+            "SELECT pg_column_compression(state) FROM engine_checkpoint_parts"
+            " WHERE site = 's1' AND part = 'device:busy'"
+        ).fetchone()
+        default = conn.execute("SHOW default_toast_compression").fetchone()
+    assert declared is not None and stored is not None and default is not None
+    expected = {"l": "lz4", "p": "pglz", None: default[0]}[declared[0]]
+    assert stored[0] == expected
+
+
+def test_checkpoint_parts_are_replaced_one_by_one(store_url: str) -> None:
+    with connect(store_url) as conn, conn.transaction():
+        parts = {"device:a": {"v": 1}, "device:b": {"v": 1}, "space:x": {"v": 1}}
+        save_checkpoint(conn, "s1", {"clock": 1}, 1.0, parts=parts, replace_parts=True)
+    with connect(store_url) as conn, conn.transaction():
+        # Only what changed: the header and one part.
+        save_checkpoint(conn, "s1", {"clock": 2}, 2.0, parts={"device:b": {"v": 2}})
+    with connect(store_url) as conn:
+        checkpoint = load_checkpoint(conn, "s1")
+        assert checkpoint is not None
+        assert checkpoint.state == {"clock": 2}
+        assert checkpoint.parts == {"device:a": {"v": 1}, "device:b": {"v": 2}, "space:x": {"v": 1}}
+
+    class Crash(Exception):
+        pass
+
+    with connect(store_url) as conn:
+        with pytest.raises(Crash), conn.transaction():
+            save_checkpoint(conn, "s1", {"clock": 3}, 3.0, parts={"device:a": {"v": 3}})
+            raise Crash
+        checkpoint = load_checkpoint(conn, "s1")
+        assert checkpoint is not None
+        assert (checkpoint.state, checkpoint.parts["device:a"]) == ({"clock": 2}, {"v": 1})
+    with connect(store_url) as conn, conn.transaction():
+        # A fresh engine's checkpoint replaces every part saved before.
+        save_checkpoint(conn, "s1", {"clock": 0}, 0.0, parts={"device:c": {}}, replace_parts=True)
+    with connect(store_url) as conn:
+        checkpoint = load_checkpoint(conn, "s1")
+        assert checkpoint is not None
+        assert checkpoint.parts == {"device:c": {}}
+
+
+def test_dirty_marks_keep_odd_ids_intact(store_url: str) -> None:
+    # Ids are validated upstream, but the store must not depend on it.
+    odd = ['a"b', "c\\d", "e,f", "{g}", "h i", "NULL"]
+    rows = [ReadingRow(name, name, "m", T0, 1.0, None, T0) for name in odd]
+    with connect(store_url) as conn:
+        assert write_readings(conn, rows) == len(odd)
+        marked = conn.execute("SELECT site, device, bucket FROM rollup_dirty").fetchall()
+    hour = dt.datetime.fromtimestamp(T0 - T0 % 3600, dt.UTC)
+    assert sorted(marked) == sorted((name, name, hour) for name in odd)
+
+
+def test_write_readings_never_commits_for_the_caller(store_url: str) -> None:
+    cache = PartitionCache()
+    with connect(store_url) as conn:
+        write_readings(conn, readings("d1", 50, seq=False), cache)
+        conn.commit()
+        # Now every cache is warm, and the connection idle: nothing runs before the fast
+        # path's savepoint unless write_readings opens the caller's transaction itself.
+        assert write_readings(conn, readings("d1", 50, seq=False, start=T0 + 3600), cache) == 100
+        conn.rollback()
+        assert count(conn, "readings") == 100
