@@ -7,13 +7,13 @@ reveals; they are built field by field, never from a row."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 from typing import Any
 
 import psycopg
 from pydantic import BaseModel
 
 from compliance.rates import compliance_report
+from config.templates import render
 
 PERIOD = dt.timedelta(days=30)
 
@@ -87,37 +87,6 @@ def public_site(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> P
     )
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
 def render_public_html(view: PublicSite) -> str:
-    e = html.escape
-    rows = "".join(
-        "<tr>"
-        f"<td>{e(c.standard)}</td><td>{e(c.number)}</td><td>{e(c.title)}</td>"
-        f"<td>{'★' if c.key else ''}</td><td class='num'>{_pct(c.compliance_rate)}</td>"
-        f"<td class='num'>{_pct(c.data_completeness)}</td></tr>"
-        for c in view.clauses
-    )
-    table = (
-        "<table><thead><tr><th>标准 standard</th><th>条款 clause</th><th>内容 title</th>"
-        "<th>关键 key</th><th>达标率 compliance</th><th>数据完整率 data</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-        if view.clauses
-        else "<p>No assessed clauses in this period.</p>"
-    )
-    return (
-        "<!doctype html><html lang='zh'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{e(view.name)} · 标准执行公示</title>"
-        "<link rel='stylesheet' href='/static/public.css'></head><body>"
-        f"<h1>{e(view.name)}</h1><p class='meta'>标准执行情况公示 · compliance over the 30 days"
-        f" to {view.until:%Y-%m-%d %H:%M} UTC</p>"
-        "<section class='tiles'>"
-        f"<div>达标率 compliance rate<b>{_pct(view.compliance_rate)}</b></div>"
-        f"<div>关键条款覆盖率 key-clause coverage<b>{_pct(view.key_clause_coverage)}</b></div>"
-        f"<div>未关闭告警 open alerts<b>{view.open_alerts}</b></div>"
-        "</section>"
-        f"{table}</body></html>"
-    )
+    """The page of `view` (templates/public.html; the stylesheet is /static/public.css)."""
+    return render("compliance", "public.html", view=view)

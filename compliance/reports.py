@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import html
+import functools
 import io
 import re
 from typing import Any
@@ -23,8 +23,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from compliance.rates import ClauseCompliance
 from compliance.statistics import SiteStatistics, UnknownSite, site_statistics
+from config.templates import render
 
 PERIOD = re.compile(r"^(\d{4})Q([1-4])$")
 WORST = 5  # clauses and spaces listed as the worst
@@ -263,53 +263,8 @@ def list_reports(conn: psycopg.Connection[Any], sites: list[str] | None) -> list
 # ---- rendering ----
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
-def _hours(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds / 3600:.1f} h"
-
-
 def _local(moment: dt.datetime | None, zone: ZoneInfo) -> str:
     return "–" if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-
-
-def _rate_chart(rows: list[ClauseCompliance], titles: dict[str, str]) -> str:
-    """Horizontal bars: compliance rate per clause, worst first."""
-    rated = sorted((c for c in rows if c.rate is not None), key=lambda c: (c.rate, c.clause_id))
-    if not rated:
-        return "<p class='empty'>No assessable time in this period.</p>"
-    bar_h, label_w, bar_w = 22, 260, 380
-    height = bar_h * len(rated) + 24
-    parts = [
-        f"<svg class='chart' viewBox='0 0 {label_w + bar_w + 70} {height}' role='img'"
-        " aria-label='compliance rate per clause'>"
-    ]
-    for i, clause in enumerate(rated):
-        y = 4 + i * bar_h
-        rate = clause.rate or 0.0
-        colour = "#2e7d32" if rate >= 0.95 else "#f9a825" if rate >= 0.8 else "#c62828"
-        label = html.escape(clause.clause_id)
-        tip = html.escape(titles.get(clause.clause_id, clause.clause_id))
-        parts.append(
-            f"<g><title>{tip}</title>"
-            f"<text x='{label_w - 6}' y='{y + 15}' text-anchor='end'>{label}</text>"
-            f"<rect x='{label_w}' y='{y + 3}' width='{bar_w}' height='{bar_h - 8}'"
-            " fill='#eee'/>"
-            f"<rect x='{label_w}' y='{y + 3}' width='{bar_w * rate:.1f}' height='{bar_h - 8}'"
-            f" fill='{colour}'/>"
-            f"<text x='{label_w + bar_w + 6}' y='{y + 15}'>{_pct(rate)}</text></g>"
-        )
-    axis_y = height - 14
-    for tick in (0, 0.5, 1.0):
-        x = label_w + bar_w * tick
-        parts.append(
-            f"<text x='{x:.0f}' y='{axis_y + 12}' text-anchor='middle' class='tick'>"
-            f"{tick * 100:.0f}%</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 SEVERITY_COLOURS = {
@@ -320,172 +275,27 @@ SEVERITY_COLOURS = {
 }
 
 
-def _severity_chart(stats: SiteStatistics) -> str:
-    """Vertical bars: alerts started in the period by severity."""
-    totals = {severity: 0 for severity in SEVERITY_COLOURS}
-    for row in stats.alerts_by_clause:
-        totals[row.severity] = totals.get(row.severity, 0) + row.alerts
-    top = max(totals.values()) or 1
-    width, height, bar = 320, 160, 50
-    parts = [
-        f"<svg class='chart small' viewBox='0 0 {width} {height + 40}' role='img'"
-        " aria-label='alerts by severity'>"
-    ]
-    for i, (severity, count) in enumerate(totals.items()):
-        x = 20 + i * 75
-        h = height * count / top
-        colour = SEVERITY_COLOURS.get(severity, "#666")
-        parts.append(
-            f"<rect x='{x}' y='{height - h + 10:.1f}' width='{bar}' height='{h:.1f}'"
-            f" fill='{colour}'/>"
-            f"<text x='{x + bar / 2}' y='{height - h + 5:.1f}' text-anchor='middle'>{count}</text>"
-            f"<text x='{x + bar / 2}' y='{height + 26}' text-anchor='middle'>"
-            f"{html.escape(severity)}</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-STYLE = """
-body{font-family:"Noto Sans CJK SC","WenQuanYi Zen Hei",system-ui,sans-serif;margin:2em;
-color:#222;max-width:60em}
-h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ccc;
-margin-top:1.6em}
-.tiles{display:grid;grid-template-columns:repeat(4,1fr);gap:.6em}
-.tile{border:1px solid #ccc;border-radius:4px;padding:.5em}.tile b{display:block;font-size:1.4em}
-table{border-collapse:collapse;width:100%;font-size:.85em}
-th,td{border-bottom:1px solid #ddd;padding:.25em .4em;text-align:left;vertical-align:top}
-.chart{width:100%;max-width:52em;font-size:13px}.chart.small{max-width:26em}
-.tick{fill:#666}.empty{color:#666;font-style:italic}.meta{color:#555;font-size:.85em}
-@page{size:A4;margin:15mm}@media print{body{margin:0}h2{break-after:avoid}
-tr{break-inside:avoid}}
-"""
-
-
 def render_html(report: EvaluationReport) -> str:
-    """A self-contained printable page (inline CSS and SVG, no scripts, nothing fetched)."""
+    """A self-contained printable page (templates/report.html: inline CSS and SVG, no scripts,
+    nothing fetched). Layout and charts are the template's; this passes the figures."""
     stats = report.statistics
     zone = report.period_start.tzinfo
     assert isinstance(zone, ZoneInfo)
-    e = html.escape
-    tiles = [
-        ("达标率 compliance rate", _pct(stats.compliance_rate)),
-        ("关键条款覆盖率 key-clause coverage", _pct(stats.coverage.rate)),
-        ("已评价占比 evaluated share", _pct(stats.evaluated_share)),
-        ("数据完整率 data completeness", _pct(stats.data_completeness)),
-        ("告警 alerts", str(stats.alerts)),
-        ("未关闭 open alerts", str(stats.open_alerts)),
-        ("平均响应 mean time to acknowledge", _hours(stats.mean_time_to_acknowledge_s)),
-        ("平均关闭 mean time to close", _hours(stats.mean_time_to_close_s)),
-    ]
-
-    def table(head: list[str], rows: list[list[str]]) -> str:
-        if not rows:
-            return "<p class='empty'>None.</p>"
-        header = "".join(f"<th>{e(h)}</th>" for h in head)
-        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
-        return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-    named = ["", "name", "rate", "violating"]
-    sections = [
-        f"<h1>{e(report.site_name)} · 自评价报告 {e(report.period)}</h1>",
-        f"<p class='meta'>Site {e(report.site)} · period {_local(report.period_start, zone)}"
-        f" – {_local(report.period_end, zone)} ({e(str(zone))}, end exclusive) · generated"
-        f" {_local(report.generated_at, zone)}</p>",
-        "<section class='tiles'>"
-        + "".join(f"<div class='tile'>{e(label)}<b>{e(v)}</b></div>" for label, v in tiles)
-        + "</section>",
-        "<h2>Compliance rate per clause</h2>",
-        _rate_chart(stats.clauses, report.clause_titles),
-        "<h2>Alerts by severity</h2>",
-        _severity_chart(stats),
-        "<h2>Worst clauses</h2>",
-        table(
-            ["clause", *named[1:]],
-            [[n.id, n.name, _pct(n.rate), _hours(n.violating_s)] for n in report.worst_clauses],
+    severities = dict.fromkeys(SEVERITY_COLOURS, 0)
+    for row in stats.alerts_by_clause:
+        severities[row.severity] = severities.get(row.severity, 0) + row.alerts
+    return render(
+        "compliance",
+        "report.html",
+        report=report,
+        zone=str(zone),
+        local=functools.partial(_local, zone=zone),
+        # the rate chart: clauses with assessable time, worst first
+        rated=sorted(
+            (c for c in stats.clauses if c.rate is not None), key=lambda c: (c.rate, c.clause_id)
         ),
-        "<h2>Worst spaces</h2>",
-        table(
-            ["space", *named[1:]],
-            [[n.id, n.name, _pct(n.rate), _hours(n.violating_s)] for n in report.worst_spaces],
-        ),
-        "<h2>Alerts by clause and severity</h2>",
-        table(
-            ["clause", "severity", "alerts"],
-            [[a.clause_id, a.severity, str(a.alerts)] for a in stats.alerts_by_clause],
-        ),
-        "<h2>Overdue obligations</h2>",
-        table(
-            ["alert", "clause", "number", "title", "space", "overdue since", "until", "state"],
-            [
-                [
-                    str(o.alert_id),
-                    o.clause_id,
-                    o.number,
-                    o.title,
-                    o.space,
-                    _local(o.started_at, zone),
-                    _local(o.ended_at, zone),
-                    o.state,
-                ]
-                for o in report.overdue_obligations
-            ],
-        ),
-        "<h2>Key-clause coverage gaps</h2>",
-        table(
-            ["clause", "lacks"],
-            [[g.clause_id, ", ".join(g.missing)] for g in stats.coverage.gaps],
-        ),
-        "<h2>Alarm-system health</h2>",
-        table(
-            ["finding", "items"],
-            [
-                ["never firing", ", ".join(stats.health.never_firing) or "–"],
-                [
-                    "always firing",
-                    ", ".join(f"{c.clause_id} ({_pct(c.rate)})" for c in stats.health.always_firing)
-                    or "–",
-                ],
-                [
-                    "chattering alerts",
-                    ", ".join(f"#{a.id}" for a in stats.health.chattering) or "–",
-                ],
-                ["standing alerts", ", ".join(f"#{a.id}" for a in stats.health.standing) or "–"],
-            ],
-        ),
-        "<h2>台账摘录 · closed alerts and corrective actions</h2>",
-        table(
-            [
-                "alert",
-                "standard",
-                "number",
-                "space",
-                "started",
-                "closed",
-                "closed by",
-                "cause",
-                "corrective action",
-            ],
-            [
-                [
-                    str(r.alert_id),
-                    r.standard,
-                    r.number,
-                    r.space,
-                    _local(r.started_at, zone),
-                    _local(r.closed_at, zone),
-                    r.closed_by or "",
-                    r.cause or "",
-                    r.corrective_action or "",
-                ]
-                for r in report.ledger
-            ],
-        ),
-    ]
-    return (
-        "<!doctype html><html lang='zh'><head><meta charset='utf-8'>"
-        f"<title>{e(report.site)} {e(report.period)} self-evaluation</title>"
-        f"<style>{STYLE}</style></head><body>" + "".join(sections) + "</body></html>"
+        severities=severities,  # the severity chart: alerts started in the period
+        colours=SEVERITY_COLOURS,
     )
 
 

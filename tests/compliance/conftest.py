@@ -186,13 +186,17 @@ def add_alert(
     state: str = "firing",
     acknowledged_after: dt.timedelta | None = None,
     closed_after: dt.timedelta | None = None,
+    ended_after: dt.timedelta | None = None,
     reopen_count: int = 0,
     cause: str | None = None,
     action: str | None = None,
+    responsible_name: str = PARTY_NAME,
 ) -> int:
-    """An alert row as the alert service leaves it (confirmed at its start, named party)."""
+    """An alert row as the alert service leaves it (confirmed at its start, named party). It
+    ends when it is closed, or `ended_after` its start (resolved, not closed)."""
     acknowledged = started_at + acknowledged_after if acknowledged_after else None
     closed = started_at + closed_after if closed_after else None
+    ended = started_at + ended_after if ended_after else closed
     row = conn.execute(
         "INSERT INTO alerts (site, clause_id, clause_version, content_hash, standard, number,"
         " title, domain, key, kind, severity, space, device, metric, reason, state, started_at,"
@@ -201,7 +205,7 @@ def add_alert(
         " corrective_action, reopen_count, updated_at)"
         " SELECT %(site)s, clause_id, version, content_hash, standard_code, number, title,"
         " domain, key, 'violation', %(severity)s, %(space)s, 'th-1', 'temperature',"
-        " 'too warm', %(state)s, %(at)s, %(at)s, %(closed)s, 29.5, '°C', %(params)s, '[]',"
+        " 'too warm', %(state)s, %(at)s, %(at)s, %(ended)s, 29.5, '°C', %(params)s, '[]',"
         " 'wang', %(name)s, %(ack)s, %(ack_by)s, %(closed)s, %(closed_by)s, %(cause)s,"
         " %(action)s, %(reopens)s, %(at)s"
         " FROM clause_versions WHERE clause_id = %(clause)s ORDER BY version DESC LIMIT 1"
@@ -213,11 +217,12 @@ def add_alert(
             "state": state,
             "at": started_at,
             "closed": closed,
+            "ended": ended,
             "params": Jsonb({"limit": 28.0}),
-            "name": PARTY_NAME,
+            "name": responsible_name,
             "ack": acknowledged,
-            "ack_by": f"token:1 ({PARTY_NAME})" if acknowledged else None,
-            "closed_by": f"token:1 ({PARTY_NAME})" if closed else None,
+            "ack_by": f"token:1 ({responsible_name})" if acknowledged else None,
+            "closed_by": f"token:1 ({responsible_name})" if closed else None,
             "cause": cause,
             "action": action,
             "reopens": reopen_count,
