@@ -5,12 +5,14 @@ There is no default partition: rows outside every partition would otherwise pile
 block creating the partition later. Instead the scheduler creates partitions ahead
 (`ensure_partitions`) and the writer creates the days of each batch it has not seen
 (`ensure_days`), so a backlog from an edge gateway still lands. Under TimescaleDB these calls
-do nothing (chunks are created on insert) except `apply_retention`, which drops chunks.
+do nothing (chunks are created on insert) except `apply_retention`, which makes the retention
+policies follow the days it is given (`ensure_retention_policy`) and drops chunks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +21,8 @@ import psycopg
 from psycopg import sql
 
 from store.mode import storage_mode
+
+log = logging.getLogger(__name__)
 
 PARTITIONED_TABLES = ("readings", "events")
 PARTITION_NAME = re.compile(r"^(readings|events)_p(\d{8})$")
@@ -93,18 +97,61 @@ def ensure_partitions(
     return created
 
 
+# Two processes setting the retention policies at once (service replicas starting together)
+# would both find a policy missing and both add it: they take turns on this transaction lock.
+RETENTION_LOCK_KEY = 0x63770002
+
+
+def ensure_retention_policy(conn: psycopg.Connection[Any], days: int) -> list[str]:
+    """TimescaleDB: makes the retention policy of `readings` and `events` drop chunks older
+    than `days` days, adding a missing policy and replacing one with another interval (the
+    setting changed since it was made). Returns the tables whose policy was added or replaced.
+    Does nothing in the native mode, which has no policies (`apply_retention` drops the
+    partitions itself). No migration makes these policies: the days are a setting, read by
+    the service at run time. No commit."""
+    if days <= 0:
+        raise ValueError("retention must be at least one day")
+    if storage_mode(conn) != "timescaledb":
+        return []
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (RETENTION_LOCK_KEY,))
+    drop_after = f"{days} days"
+    changed: list[str] = []
+    for table in PARTITIONED_TABLES:
+        policies = conn.execute(
+            "SELECT (j.config->>'drop_after')::interval IS NOT DISTINCT FROM %s::interval"
+            " FROM timescaledb_information.jobs j"
+            " JOIN pg_class c ON c.relname = j.hypertable_name"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = j.hypertable_schema"
+            " WHERE j.proc_name = 'policy_retention' AND c.oid = %s::regclass",
+            (drop_after, table),
+        ).fetchall()
+        if policies == [(True,)]:
+            continue
+        conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,))
+        conn.execute(
+            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)",
+            (table, drop_after),
+        )
+        changed.append(table)
+    if changed:
+        log.info("retention policy of %s set to %s", ", ".join(changed), drop_after)
+    return changed
+
+
 def apply_retention(
     conn: psycopg.Connection[Any], days: int, *, today: dt.date | None = None
 ) -> list[str]:
     """Drops the data older than `days` days before `today` (UTC): whole partitions whose
-    last instant is before the cut-off (native), or chunks via `drop_chunks` (TimescaleDB).
-    Returns the dropped partition names (native) or chunk names. No commit. Rollups are kept:
-    they are the long-term history."""
+    last instant is before the cut-off (native), or chunks via `drop_chunks` (TimescaleDB,
+    after setting its retention policies to `days` with `ensure_retention_policy`, so they
+    follow a changed setting). Returns the dropped partition names (native) or chunk names.
+    No commit. Rollups are kept: they are the long-term history."""
     if days <= 0:
         raise ValueError("retention must be at least one day")
     today = today or dt.datetime.now(dt.UTC).date()
     cutoff = today - dt.timedelta(days=days)
     if storage_mode(conn) == "timescaledb":
+        ensure_retention_policy(conn, days)
         cutoff_ts = dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC)
         dropped: list[str] = []
         for table in PARTITIONED_TABLES:

@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 
-from clausewatch.settings import Settings
 from store.mode import choose_mode
 
 # Readings older than the ingest's max age (7 days by default) are dead letters, so chunks
@@ -126,7 +125,6 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
         conn.execute(READINGS_INDEXES)
         conn.execute(EVENTS_INDEXES)
         return
-    retention = f"{Settings().retention_days} days"
     conn.execute(READINGS.format(partitioning=""))
     conn.execute(EVENTS.format(partitioning=""))
     conn.execute("SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'))")
@@ -142,8 +140,6 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
         "SELECT add_compression_policy('readings', compress_after => %s::interval)",
         (COMPRESS_AFTER,),
     )
-    for table in ("readings", "events"):
-        conn.execute(
-            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)",
-            (table, retention),
-        )
+    # No retention policy here: its days are a setting (CLAUSEWATCH_RETENTION_DAYS), read at
+    # run time by the service (store/partitions.py, `ensure_retention_policy`). A policy made
+    # here would freeze the value of the day the migration ran and overrule later changes.

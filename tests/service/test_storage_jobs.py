@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 
 import orjson
+import psycopg
 import pytest
 
 from clausewatch.service import Service, ServiceOptions
@@ -15,7 +16,7 @@ from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from rules.site import SiteModel
 from store.migrate import migrate
-from store.mode import storage_mode
+from store.mode import FORCE_NATIVE_ENV, storage_mode
 from store.partitions import ensure_partitions, partition_name
 from store.pool import connect
 from tests.support import rows, wait_for
@@ -92,5 +93,73 @@ def test_a_running_service_applies_retention_at_start_and_refreshes_rollups(
             )
         )
         assert hourly == [(hour, 4, 21.0, 26.0, 23.0)]
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize(
+    "mode", ["native", pytest.param("timescaledb", marks=pytest.mark.timescale)]
+)
+def test_a_changed_retention_setting_takes_effect_at_the_next_start(
+    mode: str, settings: Settings, pg_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if mode == "native":
+        monkeypatch.setenv(FORCE_NATIVE_ENV, "1")
+    else:
+        monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
+        with psycopg.connect(pg_server_url) as conn:
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+        if available is None:
+            pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
+    url = settings.database_url
+    assert url is not None
+    migrate(url)
+    today = dt.datetime.now(dt.UTC).date()
+    days_ago = {n: today - dt.timedelta(days=n) for n in (20, 60)}
+    with connect(url) as conn:
+        assert storage_mode(conn) == mode
+        for day in days_ago.values():
+            ensure_partitions(conn, 0, today=day)  # nothing under TimescaleDB
+
+    def gone(n: int) -> bool:
+        name = partition_name("readings", days_ago[n])
+        return bool(rows(url, f"SELECT to_regclass('{name}') IS NULL")[0][0])
+
+    def policies() -> list[tuple[str, str]]:
+        return [
+            (str(table), str(drop_after))
+            for table, drop_after in rows(
+                url,
+                "SELECT hypertable_name, config->>'drop_after'"
+                " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+                " ORDER BY hypertable_name",
+            )
+        ]
+
+    def start_with(retention_days: int) -> Service:
+        changed = settings.model_copy(update={"retention_days": retention_days})
+        service = Service(changed, CONFIG, ServiceOptions(clock="data", serve_api=False))
+        service.start()
+        return service
+
+    service = start_with(30)
+    try:
+        if mode == "native":
+            wait_for(lambda: gone(60))
+            assert not gone(20)  # one transaction dropped all that was past 30 days
+        else:
+            thirty = [("events", "30 days"), ("readings", "30 days")]
+            wait_for(lambda: policies() == thirty, what=lambda: f"policies: {policies()}")
+    finally:
+        service.stop()
+    service = start_with(10)  # the setting changed between two starts
+    try:
+        if mode == "native":
+            wait_for(lambda: gone(20))
+        else:
+            ten = [("events", "10 days"), ("readings", "10 days")]
+            wait_for(lambda: policies() == ten, what=lambda: f"policies: {policies()}")
     finally:
         service.stop()

@@ -5,12 +5,13 @@ the other storage tests run in whichever mode the server gives, so they cover th
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import psycopg
 import pytest
 
 from store.migrate import migrate
-from store.mode import storage_mode
+from store.mode import FORCE_NATIVE_ENV, storage_mode
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect
 from store.readings import consumption, query_readings
@@ -23,15 +24,33 @@ START = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def timescale_url(pg_server_url: str, fresh_database_url: str) -> str:
+def timescale_server(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test server, skipping the test unless it has TimescaleDB."""
     with psycopg.connect(pg_server_url) as conn:
         row = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
         ).fetchone()
     if row is None:
         pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
+    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
+    return pg_server_url
+
+
+@pytest.fixture
+def timescale_url(timescale_server: str, fresh_database_url: str) -> str:
     migrate(fresh_database_url)
     return fresh_database_url
+
+
+def retention_policies(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """(table, drop_after) of every retention policy, one row per policy."""
+    return [
+        (str(table), str(drop_after))
+        for table, drop_after in conn.execute(
+            "SELECT hypertable_name, config->>'drop_after' FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_retention' ORDER BY hypertable_name, job_id"
+        )
+    ]
 
 
 def test_hypertables_policies_and_aggregates_exist(timescale_url: str) -> None:
@@ -51,8 +70,6 @@ def test_hypertables_policies_and_aggregates_exist(timescale_url: str) -> None:
             )
         }
         assert ("policy_compression", "readings") in jobs
-        assert ("policy_retention", "readings") in jobs
-        assert ("policy_retention", "events") in jobs
         caggs = {
             name
             for (name,) in conn.execute(
@@ -100,3 +117,52 @@ def test_retention_drops_old_chunks(timescale_url: str) -> None:
         assert dropped
         remaining = conn.execute("SELECT count(*) FROM readings").fetchone()
         assert remaining == (0,)
+
+
+def test_no_migration_freezes_the_retention_setting(
+    timescale_server: str, fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 0001 used to read the setting as it ran and make policies of it that overruled every
+    # later value: the policy is the service's now, set from the setting at run time.
+    monkeypatch.setenv("CLAUSEWATCH_RETENTION_DAYS", "123")
+    migrate(fresh_database_url)
+    with connect(fresh_database_url) as conn:
+        assert retention_policies(conn) == []
+
+
+def test_applying_retention_sets_the_policy_to_the_days_given(timescale_url: str) -> None:
+    def policy_jobs(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+        ).fetchall()
+
+    with connect(timescale_url) as conn:
+        apply_retention(conn, 30, today=START.date())
+        conn.commit()
+        assert retention_policies(conn) == [("events", "30 days"), ("readings", "30 days")]
+        # The setting changed: the policies follow it, one per table still.
+        apply_retention(conn, 45, today=START.date())
+        conn.commit()
+        assert retention_policies(conn) == [("events", "45 days"), ("readings", "45 days")]
+        # Unchanged: the policies are left alone (the same jobs).
+        jobs = policy_jobs(conn)
+        apply_retention(conn, 45, today=START.date())
+        conn.commit()
+        assert policy_jobs(conn) == jobs
+
+
+def test_a_policy_frozen_by_the_old_migration_is_removed(
+    timescale_server: str, fresh_database_url: str
+) -> None:
+    migrate(fresh_database_url, target=5)
+    with connect(fresh_database_url) as conn:
+        for table in ("readings", "events"):  # what 0001 made before retention moved out
+            conn.execute(
+                "SELECT add_retention_policy(%s::regclass, drop_after => '400 days'::interval,"
+                " if_not_exists => true)",
+                (table,),
+            )
+        conn.commit()
+    migrate(fresh_database_url)
+    with connect(fresh_database_url) as conn:
+        assert retention_policies(conn) == []
