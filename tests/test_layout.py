@@ -61,5 +61,4 @@ def test_nothing_imports_the_composition_root() -> None:
                 )
                 if any(m == "clausewatch" or m.startswith("clausewatch.") for m in modules):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    # Until retention is read at run time: the one known violation (pyproject.toml).
-    assert offenders in ([], ["store/migrations/0001_core.py:11"])
+    assert offenders == []
