@@ -23,8 +23,19 @@ def store_template(pg_server_url: str) -> Iterator[str]:
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     migrate(database_at(pg_server_url, name))
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template, and
+        # TimescaleDB's job scheduler connects to every database with the extension unless it
+        # is a template: mark it one, refuse connections, and end the scheduler's.
+        conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE true ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
     yield name
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
