@@ -31,9 +31,10 @@ from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from config.documents import ConfigError, located_problems, read_yaml, validate_document
+from config.files import load_site
 from rules.durations import Duration
 from rules.site import Id, MetricName, SiteModel, Strict
 
@@ -188,43 +189,26 @@ class GatewayConfig(Strict):
         return problems
 
 
-class GatewayConfigError(ValueError):
-    """A gateway configuration that cannot be used; the message names the file and path."""
-
-
 def load_gateway_config(path: Path) -> tuple[GatewayConfig, SiteModel | None]:
-    """The configuration in `path` and its site model (when `site_file` is set). Relative paths
-    in the file (site_file, buffer.path) are relative to the file's folder."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise GatewayConfigError(f"{path}: {exc}") from exc
-    try:
-        config = GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{path}: {exc.error_count()} problem(s)"]
-        for error in exc.errors():
-            where = "".join(
-                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-            ).lstrip(".")
-            lines.append(f"  {where or '(top)'}: {error['msg']}")
-        raise GatewayConfigError("\n".join(lines)) from exc
+    """The configuration in `path` and its site model (when `site_file` is set), both read by
+    the strict loader (config.documents). Relative paths in the file (site_file, buffer.path)
+    are relative to the file's folder. Raises ConfigError naming the file, the path inside it
+    and the line of every problem."""
+    doc = read_yaml(path)
+    config = validate_document(path, doc, GatewayConfig)
     base = path.resolve().parent
     buffer = config.buffer.model_copy(update={"path": base / config.buffer.path})
     config = config.model_copy(update={"buffer": buffer})
     site = None
     if config.site_file is not None:
-        site_path = base / config.site_file
-        try:
-            site = SiteModel.model_validate(yaml.safe_load(site_path.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
-            raise GatewayConfigError(f"{path}: site_file {site_path}: {exc}") from exc
+        site = load_site(base / config.site_file)
         problems = config.problems_against(site)
         if problems:
-            raise GatewayConfigError(f"{path}: " + "; ".join(problems))
+            raise ConfigError(located_problems(path, doc, problems))
         config = config.model_copy(update={"timezone": site.site.timezone})
     try:
         ZoneInfo(config.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise GatewayConfigError(f"{path}: timezone: unknown zone {config.timezone!r}") from exc
+        message = f"timezone: unknown zone {config.timezone!r}"
+        raise ConfigError(located_problems(path, doc, [message])) from exc
     return config, site
