@@ -4,49 +4,40 @@ the state name "off" (plain YAML 1.1 would make it False)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from config import BUNDLED_DIR
 from config.documents import ConfigError
 from edge.config import load_gateway_config
 
-SITE = """\
-site: {id: small, name: Small office, timezone: Asia/Shanghai}
-spaces:
-  - {id: b1, type: building, area_m2: 1000}
-  - {id: r1, type: office, parent: b1, area_m2: 20}
-devices:
-  - id: ac-1
-    space: r1
-    metrics:
-      hvac_mode: {unit: state, states: {off: 0, cooling: 1}}
-      temperature: {unit: °C, range: [-20, 60]}
-"""
+# The demo site with its hvac_mode state `off` unquoted, as an operator may well write it.
+SITE = (BUNDLED_DIR / "sites" / "demo-hq.yaml").read_text("utf-8").replace('{"off": 0,', "{off: 0,")
 
 GATEWAY = """\
-site: small
+site: demo-hq
 gateway: gw
 site_file: site.yaml
 buffer: {path: b.sqlite}
 sources:
-  - {kind: simulated, device: ac-1, metrics: {temperature: {mean: 22}}}
+  - {kind: simulated, device: th-201, metrics: {temperature: {mean: 22}}}
 """
 
 
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 def test_off_in_the_site_file_stays_a_state_name(tmp_path: Path) -> None:
+    assert "{off: 0," in SITE
     write(tmp_path, "site.yaml", SITE)
     _, site = load_gateway_config(write(tmp_path, "gw.yaml", GATEWAY))
     assert site is not None
-    (device,) = site.devices
-    assert set(device.metrics["hvac_mode"].states) == {"off", "cooling"}
+    (device,) = [d for d in site.devices if d.id == "ac-201"]
+    assert set(device.metrics["hvac_mode"].states) == {"off", "cooling", "heating", "fan"}
 
 
 def test_a_repeated_key_in_the_gateway_file_is_an_error_naming_its_line(tmp_path: Path) -> None:
@@ -61,19 +52,19 @@ def test_a_repeated_key_in_the_gateway_file_is_an_error_naming_its_line(tmp_path
 
 
 def test_a_repeated_key_in_the_site_file_is_an_error_naming_that_file(tmp_path: Path) -> None:
-    site = write(
-        tmp_path, "site.yaml", SITE.replace("  - id: ac-1\n", "  - id: ac-1\n    id: ac-2\n")
-    )
+    twice = SITE.replace("    id: ac-201\n", "    id: ac-201\n    id: ac-209\n")
+    line = twice[: twice.index("    id: ac-209")].count("\n") + 1
+    site = write(tmp_path, "site.yaml", twice)
     with pytest.raises(ConfigError) as caught:
         load_gateway_config(write(tmp_path, "gw.yaml", GATEWAY))
     (problem,) = caught.value.problems
     assert problem.file == str(site)
-    assert "'id' appears twice" in problem.message and "line 7" in str(problem)
+    assert "'id' appears twice" in problem.message and f"line {line}," in str(problem)
 
 
 def test_a_problem_against_the_site_names_the_path_and_line(tmp_path: Path) -> None:
     write(tmp_path, "site.yaml", SITE)
-    path = write(tmp_path, "gw.yaml", GATEWAY.replace("device: ac-1", "device: nope"))
+    path = write(tmp_path, "gw.yaml", GATEWAY.replace("device: th-201", "device: nope"))
     with pytest.raises(ConfigError) as caught:
         load_gateway_config(path)
     assert [str(p) for p in caught.value.problems] == [
