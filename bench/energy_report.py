@@ -17,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from config import BUNDLED_DIR
 from config.files import load_config_dir
-from energy.reports import BUNDLED_CONFIG, carbon_report, energy_series, site_meters
+from energy.reports import carbon_report, energy_series, site_meters
 from store.migrate import migrate
 from store.pool import connect
 from store.writes import ReadingRow, write_readings
@@ -31,7 +32,7 @@ def main(server: str) -> None:
     url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
     try:
         migrate(url)
-        site = load_config_dir(BUNDLED_CONFIG).sites["demo-hq"]
+        site = load_config_dir(BUNDLED_DIR).sites["demo-hq"]
         zone = site.zone()
         start = dt.datetime(2026, 1, 1, tzinfo=zone)
         steps = 365 * 96

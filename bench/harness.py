@@ -43,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from config import BUNDLED_DIR
+from config.urls import MqttEndpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = BUNDLED_DIR
@@ -361,8 +362,10 @@ def _mqtt_string(text: str) -> bytes:
 
 
 def _broker(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("mqtt://").split(":")
-    return host, int(port)
+    broker = MqttEndpoint.parse(url)
+    if broker.tls or broker.username is not None:
+        raise ValueError(f"{broker.redacted()}: the bench's clients speak plain MQTT, no login")
+    return broker.host, broker.port
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:

@@ -334,7 +334,7 @@ class EmbeddedBroker:
     def url(self) -> str:
         if self.port is None:
             raise EmbeddedError("EmbeddedBroker is not started")
-        # amqtt refuses MQTT 5; the query tells our clients (ingest.mqtt.MqttUrl) to use 3.1.1.
+        # amqtt refuses MQTT 5; the query tells our clients (config.urls.MqttEndpoint) to use 3.1.1.
         return f"mqtt://{BROKER_USERNAME}@127.0.0.1:{self.port}?protocol=311"
 
     @property

@@ -158,7 +158,8 @@ class Service:
         self.subscriber.start()
         if not self.subscriber.wait_connected(MQTT_CONNECT_WAIT_S):
             log.warning(
-                "MQTT broker at %s not reachable yet; retrying in the background", self.mqtt_url
+                "MQTT broker at %s not reachable yet; retrying in the background",
+                self.subscriber.url.redacted(),
             )
         self.scheduler = self._make_scheduler()
         self.scheduler.start()

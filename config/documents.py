@@ -395,6 +395,21 @@ def _merge_alternatives(problems: list[Problem]) -> list[Problem]:
     return merged
 
 
+def located_problems(path: Path, doc: YamlDocument, messages: Iterable[str]) -> list[Problem]:
+    """Problems from messages that start with the path they are about (`sources[0].device:
+    unknown device 'x'`, as cross checks write them), each with its line in `doc`; a message
+    without such a path is about the file as a whole."""
+    problems: list[Problem] = []
+    for message in messages:
+        embedded = _EMBEDDED_PATH.match(message)
+        if embedded is None:
+            problems.append(Problem(str(path), "", message))
+            continue
+        where, text = embedded.groups()
+        problems.append(Problem(str(path), where, text, doc.line_of(parse_loc(where))))
+    return problems
+
+
 def validate_document(path: Path, doc: YamlDocument, model: type[ModelT]) -> ModelT:
     """Validates parsed YAML against a model; raises ConfigError with every problem."""
     if doc.data is None:

@@ -5,7 +5,7 @@ Example (config/bundled/edge/demo-gateway.yaml):
     site: demo-hq
     gateway: gw-b1                      # device id of the gateway itself: its status topic
     site_file: ../sites/demo-hq.yaml    # optional: check devices and metrics against the site
-    broker: {url: "mqtt://127.0.0.1:1883", prefix: cw}
+    broker: {url: "mqtt://127.0.0.1:1883", prefix: cw}   # or mqtts://...?ca=ca.pem (TLS)
     buffer: {path: /var/lib/clausewatch/edge-gw-b1.sqlite, cap: 1000000}
     batch: {size: 100, interval: 1s}
     sources:
@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from config.documents import ConfigError, located_problems, read_yaml, validate_document
+from config.files import load_site
+from config.urls import MqttEndpoint
 from rules.durations import Duration
 from rules.site import Id, MetricName, SiteModel, Strict
 
@@ -48,7 +49,9 @@ PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class BrokerConfig(Strict):
-    url: str = "mqtt://127.0.0.1:1883"  # mqtt://[user[:password]@]host[:port]
+    # mqtt:// or mqtts:// with TLS options, as CLAUSEWATCH_MQTT_URL (config/urls.py); relative
+    # ca/cert/key paths are relative to the file's folder.
+    url: str = "mqtt://127.0.0.1:1883"
     prefix: Id = "cw"
     client_id: str | None = None  # default: clausewatch-edge-<site>-<gateway>
     keepalive: int = Field(default=30, ge=5, le=3600)
@@ -56,21 +59,12 @@ class BrokerConfig(Strict):
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("expected an MQTT URL such as mqtt://127.0.0.1:1883")
-        parts.port  # noqa: B018 -- raises ValueError on a port that is no number
+        MqttEndpoint.parse(value)
         return value
 
-    def address(self) -> tuple[str, int, str | None, str | None]:
-        """(host, port, username, password) of the broker."""
-        parts = urlsplit(self.url)
-        return (
-            parts.hostname or "",
-            parts.port or 1883,
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-        )
+    def endpoint(self) -> MqttEndpoint:
+        """The broker and how to log in to it."""
+        return MqttEndpoint.parse(self.url)
 
 
 class BufferConfig(Strict):
@@ -188,43 +182,29 @@ class GatewayConfig(Strict):
         return problems
 
 
-class GatewayConfigError(ValueError):
-    """A gateway configuration that cannot be used; the message names the file and path."""
-
-
 def load_gateway_config(path: Path) -> tuple[GatewayConfig, SiteModel | None]:
-    """The configuration in `path` and its site model (when `site_file` is set). Relative paths
-    in the file (site_file, buffer.path) are relative to the file's folder."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise GatewayConfigError(f"{path}: {exc}") from exc
-    try:
-        config = GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{path}: {exc.error_count()} problem(s)"]
-        for error in exc.errors():
-            where = "".join(
-                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-            ).lstrip(".")
-            lines.append(f"  {where or '(top)'}: {error['msg']}")
-        raise GatewayConfigError("\n".join(lines)) from exc
+    """The configuration in `path` and its site model (when `site_file` is set), both read by
+    the strict loader (config.documents). Relative paths in the file (site_file, buffer.path,
+    the broker URL's ca/cert/key) are relative to the file's folder. Raises ConfigError
+    naming the file, the path inside it and the line of every problem."""
+    doc = read_yaml(path)
+    config = validate_document(path, doc, GatewayConfig)
     base = path.resolve().parent
     buffer = config.buffer.model_copy(update={"path": base / config.buffer.path})
-    config = config.model_copy(update={"buffer": buffer})
+    broker = config.broker.model_copy(
+        update={"url": config.broker.endpoint().relative_to(base).url()}
+    )
+    config = config.model_copy(update={"buffer": buffer, "broker": broker})
     site = None
     if config.site_file is not None:
-        site_path = base / config.site_file
-        try:
-            site = SiteModel.model_validate(yaml.safe_load(site_path.read_text(encoding="utf-8")))
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
-            raise GatewayConfigError(f"{path}: site_file {site_path}: {exc}") from exc
+        site = load_site(base / config.site_file)
         problems = config.problems_against(site)
         if problems:
-            raise GatewayConfigError(f"{path}: " + "; ".join(problems))
+            raise ConfigError(located_problems(path, doc, problems))
         config = config.model_copy(update={"timezone": site.site.timezone})
     try:
         ZoneInfo(config.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise GatewayConfigError(f"{path}: timezone: unknown zone {config.timezone!r}") from exc
+        message = f"timezone: unknown zone {config.timezone!r}"
+        raise ConfigError(located_problems(path, doc, [message])) from exc
     return config, site

@@ -56,16 +56,15 @@ class Gateway:
         self.batches_sent = 0
         self.readings_acked = 0
         self.dropped_at_start = self.buffer.dropped()
-        self._host, self._port, username, password = config.broker.address()
+        self.broker = config.broker.endpoint()
         client_id = config.broker.client_id or f"clausewatch-edge-{config.site}-{config.gateway}"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=mqtt.MQTTv311,
+            protocol=mqtt.MQTTv311,  # whatever the URL's protocol= (the subscriber's) says
             clean_session=True,  # the gateway only publishes; its buffer is the durable part
         )
-        if username is not None:
-            self._client.username_pw_set(username, password)
+        self.broker.configure(self._client)  # credentials and TLS, as every client of ours
         self._client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         # The forwarder bounds the batches in flight; paho must not hold back any of them.
@@ -83,7 +82,7 @@ class Gateway:
             log.warning("broker refused the connection: %s", reason)
             return
         client.publish(self.status_topic, b"online", qos=1, retain=True)
-        log.info("connected to %s:%s", self._host, self._port)
+        log.info("connected to %s", self.broker.redacted())
         self._connected.set()
         self._notify()
 
@@ -107,7 +106,9 @@ class Gateway:
     # ---- life cycle ----
 
     def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=self.config.broker.keepalive)
+        self._client.connect_async(
+            self.broker.host, self.broker.port, keepalive=self.config.broker.keepalive
+        )
         self._client.loop_start()
         for sampler in self.samplers:
             thread = threading.Thread(

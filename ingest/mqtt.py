@@ -37,13 +37,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
+
+from config.urls import MqttEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -75,63 +76,27 @@ PINGRESP = 0xD0  # fixed header byte
 INCOMPLETE, MALFORMED = -1, -2  # what _variable_int returns instead of a value
 
 
-@dataclass(frozen=True, slots=True)
-class MqttUrl:
-    """`mqtt://[user[:password]@]host[:port][?protocol=5|311]` (`mqtts://` for TLS)."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    protocol: str = "5"  # "5" or "311": amqtt (the embedded broker) speaks 3.1.1 only
-
-    @classmethod
-    def parse(cls, url: str) -> MqttUrl:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
-        if not parts.hostname:
-            raise ValueError(f"MQTT URL has no host: {url!r}")
-        tls = parts.scheme == "mqtts"
-        protocol = parse_qs(parts.query).get("protocol", ["5"])[0]
-        if protocol not in ("5", "311"):
-            raise ValueError(f"protocol must be 5 or 311, got {protocol!r}")
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (8883 if tls else 1883),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-            protocol=protocol,
-        )
-
-    @property
-    def paho_protocol(self) -> MQTTProtocolVersion:
-        return MQTTProtocolVersion.MQTTv5 if self.protocol == "5" else MQTTProtocolVersion.MQTTv311
-
-
 def make_client(
-    url: MqttUrl | str,
+    url: MqttEndpoint | str,
     client_id: str,
     *,
     manual_ack: bool = False,
     client_class: type[paho.Client] = paho.Client,
 ) -> paho.Client:
-    """A paho client configured from `url` (credentials, TLS, protocol), not yet connected.
-    Publishers (simulators, edge, tests) use it too, so every client logs in the same way."""
-    target = MqttUrl.parse(url) if isinstance(url, str) else url
+    """A paho client configured from `url` (protocol; credentials and TLS by
+    `MqttEndpoint.configure`, as every client of the project), not yet connected. Tests
+    publish with it too."""
+    target = MqttEndpoint.parse(url) if isinstance(url, str) else url
     client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=target.paho_protocol,
+        protocol=MQTTProtocolVersion.MQTTv5
+        if target.protocol == "5"
+        else MQTTProtocolVersion.MQTTv311,
         clean_session=None if target.protocol == "5" else False,
         manual_ack=manual_ack,
     )
-    if target.username is not None:
-        client.username_pw_set(target.username, target.password)
-    if target.tls:
-        client.tls_set()
+    target.configure(client)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
 
@@ -230,7 +195,7 @@ class MqttSubscriber:
         filters: Sequence[str],
         inbox: IngressQueue,
     ) -> None:
-        self.url = MqttUrl.parse(url)
+        self.url = MqttEndpoint.parse(url)
         self.filters = tuple(filters)
         self.inbox = inbox
         self._stop = threading.Event()

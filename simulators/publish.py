@@ -9,34 +9,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config.urls import MqttEndpoint
+
 DEFAULT_MAX_IN_FLIGHT = 1000  # far below paho's 65,535 ids; enough to keep a local broker busy
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """`mqtt://[user[:password]@]host[:port]` (port 1883 by default)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an MQTT URL such as mqtt://127.0.0.1:1883")
-    return BrokerAddress(
-        parts.hostname,
-        parts.port or 1883,
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
-    )
 
 
 class PublishError(RuntimeError):
@@ -55,7 +34,7 @@ class Publisher:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.address = parse_mqtt_url(mqtt_url)
+        self.broker = MqttEndpoint.parse(mqtt_url)
         self.max_in_flight = max_in_flight
         self.connect_timeout = connect_timeout
         self._permits = threading.BoundedSemaphore(max_in_flight)
@@ -66,12 +45,13 @@ class Publisher:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"cw-sim-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv311,  # the embedded broker (amqtt) speaks 3.1.1 only
+            # Whatever the URL's protocol= (the subscriber's) says: every broker speaks 3.1.1,
+            # the embedded one (amqtt) nothing else.
+            protocol=mqtt.MQTTv311,
         )
         self._client.max_inflight_messages_set(max_in_flight)
         self._client.max_queued_messages_set(0)
-        if self.address.username is not None:
-            self._client.username_pw_set(self.address.username, self.address.password)
+        self.broker.configure(self._client)  # credentials and TLS, as every client of ours
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
@@ -106,12 +86,12 @@ class Publisher:
         self._permits.release()
 
     def __enter__(self) -> Publisher:
-        self._client.connect_async(self.address.host, self.address.port, keepalive=30)
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
         if not self._connected.wait(self.connect_timeout):
             self._client.loop_stop()
             raise PublishError(
-                f"no connection to {self.address.host}:{self.address.port} "
+                f"no connection to {self.broker.host}:{self.broker.port} "
                 f"within {self.connect_timeout:.0f}s"
             )
         return self

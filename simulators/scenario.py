@@ -18,10 +18,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from config import BUNDLED_DIR
+from config.documents import load_document
 from rules.durations import Duration, parse_duration
 from rules.site import Id, MetricName, SiteModel, Strict
 from simulators.calendar import is_workday
@@ -441,34 +441,13 @@ class Scenario(Strict):
 
 
 class ScenarioError(ValueError):
-    """A scenario file that cannot be used; the message names the file and the path in it."""
+    """A scenario or site that cannot be found, or a scenario that does not fit its site."""
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: {exc}") from exc
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"{path}: {exc.error_count()} problem(s)"]
-        for error in exc.errors():
-            where = "".join(
-                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-            ).lstrip(".")
-            lines.append(f"  {where or '(top)'}: {error['msg']}")
-        raise ScenarioError("\n".join(lines)) from exc
-
-
-def load_site(path: Path) -> SiteModel:
-    """The site model in `path`, with errors naming the file (a tiny loader of our own until
-    the shared one in config.files exists)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return SiteModel.model_validate(raw)
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise ScenarioError(f"{path}: {exc}") from exc
+    """The scenario in `path`, read by the strict loader. Raises ConfigError naming the file,
+    the path inside it and the line of every problem."""
+    return load_document(path, Scenario)
 
 
 def scenario_path(name_or_path: str, config_dir: Path | None = None) -> Path:

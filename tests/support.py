@@ -21,7 +21,8 @@ import uvicorn
 
 from clausewatch.embedded import free_port
 from config import BUNDLED_DIR
-from ingest.mqtt import MqttUrl, make_client
+from config.urls import MqttEndpoint
+from ingest.mqtt import make_client
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -172,7 +173,7 @@ def auth(token: str) -> dict[str, str]:
 def mqtt_publisher(mqtt_url: str) -> Iterator[Callable[[str, bytes], None]]:
     """A client connected to the broker; the function it gives publishes a payload at QoS 1 and
     returns once the broker has acknowledged it. Disconnects on leaving."""
-    target = MqttUrl.parse(mqtt_url)
+    target = MqttEndpoint.parse(mqtt_url)
     client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
     client.connect(target.host, target.port)
     client.loop_start()

@@ -1,4 +1,5 @@
-"""Argument plumbing shared by the command-line areas (alerts, register, energy)."""
+"""Argument plumbing shared by the command-line areas: every command that reads the database takes
+its URL from `database_argument` / `database_url` here."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from clausewatch.settings import Settings
 
 def database_argument(parser: argparse.ArgumentParser) -> None:
     """Add `--database-url`; left out, the setting CLAUSEWATCH_DATABASE_URL is used."""
-    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: CLAUSEWATCH_DATABASE_URL)")
 
 
 def database_url(args: argparse.Namespace) -> str | None:

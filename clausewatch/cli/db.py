@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from clausewatch.cli import Commands
-from clausewatch.settings import Settings
+from clausewatch.cli.common import database_argument, database_url
 from store.migrate import applied_versions, discover, migrate
 from store.mode import storage_mode
 from store.pool import connect
@@ -31,15 +31,8 @@ COUNTED_TABLES = (
 )
 
 
-def _database_url(args: argparse.Namespace) -> str | None:
-    url: str | None = args.database_url or Settings().database_url
-    if not url:
-        print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
-    return url
-
-
 def upgrade(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     try:
@@ -55,7 +48,7 @@ def upgrade(args: argparse.Namespace) -> int:
 
 
 def info(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     try:
@@ -97,7 +90,5 @@ def register(commands: Commands) -> None:
         ("db info", "show PostgreSQL version, storage mode, schema version, row counts", info),
     ):
         parser = commands.add(path, help_text)
-        parser.add_argument(
-            "--database-url", help="PostgreSQL URL (default: CLAUSEWATCH_DATABASE_URL)"
-        )
+        database_argument(parser)
         parser.set_defaults(func=func)

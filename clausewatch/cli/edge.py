@@ -22,7 +22,8 @@ def register(commands: Commands) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.config import GatewayConfigError, load_gateway_config
+    from config.documents import ConfigError
+    from edge.config import load_gateway_config
     from edge.gateway import Gateway, run_until_signalled
 
     logging.basicConfig(
@@ -36,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
                 config.broker.model_dump() | {"url": args.mqtt_url}
             )
             config = config.model_copy(update={"broker": broker})
-    except (GatewayConfigError, ValueError) as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run_until_signalled(Gateway(config))

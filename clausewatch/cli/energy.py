@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from clausewatch.cli import Commands
-from clausewatch.cli.common import database_argument
+from clausewatch.cli.common import database_argument, database_url
 from clausewatch.settings import Settings
 
 
@@ -90,9 +90,9 @@ def _period_arguments(parser: argparse.ArgumentParser) -> None:
 def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from store.pool import connect
 
-    url = args.database_url or Settings().database_url
-    if not url:
-        raise SystemExit("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url")
+    url = database_url(args)
+    if url is None:
+        raise SystemExit(2)
     return connect(url)
 
 

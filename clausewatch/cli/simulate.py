@@ -41,14 +41,10 @@ def register(commands: Commands) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from clausewatch.settings import Settings
+    from config.documents import ConfigError
+    from config.files import load_site
     from simulators.runner import plan, run_scenario, topic_of
-    from simulators.scenario import (
-        ScenarioError,
-        load_scenario,
-        load_site,
-        scenario_path,
-        site_path,
-    )
+    from simulators.scenario import ScenarioError, load_scenario, scenario_path, site_path
     from simulators.stream import Simulation
 
     settings = Settings()
@@ -61,7 +57,7 @@ def _simulate(args: argparse.Namespace) -> int:
         span = parse_duration(args.span) if args.span else None
         if args.fast and span is None:
             raise ValueError("--fast needs --span (for example --span 7d)")
-    except (ScenarioError, ValueError) as exc:
+    except (ConfigError, ScenarioError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     prefix = args.prefix or settings.topic_prefix

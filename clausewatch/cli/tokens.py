@@ -10,7 +10,7 @@ import psycopg
 
 from api.tokens import ROLES, create_token, list_tokens, revoke_token
 from clausewatch.cli import Commands
-from clausewatch.settings import Settings
+from clausewatch.cli.common import database_argument, database_url
 from rules.site import ID_PATTERN
 
 
@@ -25,28 +25,17 @@ def register(commands: Commands) -> None:
         help="a site the token may see (repeat for several); none means every site",
     )
     create.add_argument("--label", default="", help="who or what the token is for")
-    _database_option(create)
+    database_argument(create)
     create.set_defaults(func=_create)
 
     revoke = commands.add("token revoke", "revoke an API token by its id")
     revoke.add_argument("id", type=int)
-    _database_option(revoke)
+    database_argument(revoke)
     revoke.set_defaults(func=_revoke)
 
     listing = commands.add("token list", "list API tokens (never their values)")
-    _database_option(listing)
+    database_argument(listing)
     listing.set_defaults(func=_list)
-
-
-def _database_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: CLAUSEWATCH_DATABASE_URL)")
-
-
-def _database_url(args: argparse.Namespace) -> str | None:
-    url = args.database_url or Settings().database_url
-    if not url:
-        print("error: no database: set CLAUSEWATCH_DATABASE_URL or --database-url", file=sys.stderr)
-    return url
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -54,7 +43,7 @@ def _create(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: --site {bad[0]!r} is not a site id", file=sys.stderr)
         return 2
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     with psycopg.connect(url) as conn:
@@ -66,7 +55,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     with psycopg.connect(url) as conn:
@@ -78,7 +67,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    url = _database_url(args)
+    url = database_url(args)
     if url is None:
         return 2
     with psycopg.connect(url) as conn:

@@ -18,6 +18,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from clausewatch.embedded import free_port
+from config.urls import MqttEndpoint
 from tests.support import OwnBroker, answers, wait_for
 
 
@@ -37,7 +38,7 @@ class Subscriber:
     was away arrives after it reconnects."""
 
     def __init__(self, url: str, topic_filter: str, *, persistent: bool = True) -> None:
-        port = int(url.rsplit(":", 1)[1])
+        broker = MqttEndpoint.parse(url)
         self.readings: list[tuple[str, int]] = []
         self.values: list[tuple[str, dict[str, float]]] = []
         self.batches = 0
@@ -73,7 +74,7 @@ class Subscriber:
         self.client.on_connect = on_connect
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         assert subscribed.wait(10), "the test subscriber could not subscribe"
 

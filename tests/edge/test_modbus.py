@@ -77,18 +77,20 @@ def test_registers_are_read_scaled_stamped_and_published(
 
 
 def test_site_file_checks_devices_and_metrics(tmp_path: Path) -> None:
-    from edge.config import GatewayConfigError, load_gateway_config
+    from config.documents import ConfigError
+    from edge.config import load_gateway_config
 
     path = tmp_path / "gw.yaml"
     path.write_text(
         f"site: demo-hq\ngateway: gw\nsite_file: {SITE_FILE}\nbuffer: {{path: b.sqlite}}\n"
         "sources:\n  - {kind: simulated, device: th-201, metrics: {co2: {mean: 500}}}\n"
     )
-    with pytest.raises(GatewayConfigError, match="has no metric 'co2'"):
+    with pytest.raises(ConfigError, match=r"gw\.yaml: sources\[0\]: .* has no metric 'co2'"):
         load_gateway_config(path)
     path.write_text("site: demo-hq\ngateway: gw\nbuffer: {path: b.sqlite}\nsources: []\nextra: 1\n")
-    with pytest.raises(GatewayConfigError, match=r"gw\.yaml: 2 problem"):
+    with pytest.raises(ConfigError) as caught:
         load_gateway_config(path)
+    assert [(p.where, p.line) for p in caught.value.problems] == [("sources", 4), ("extra", 5)]
 
 
 def test_the_bundled_example_configuration_is_valid() -> None:

@@ -21,10 +21,9 @@ import yaml
 from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
 from config import BUNDLED_DIR
-from config.files import LoadedConfig
+from config.files import LoadedConfig, load_site
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
-from simulators.scenario import load_site
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration

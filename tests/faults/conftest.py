@@ -23,6 +23,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from config.urls import MqttEndpoint
 from tests.support import OwnBroker, free_port, wait_for
 
 PREFIX = "cw"
@@ -174,14 +175,14 @@ class Publisher:
     reading the broker acknowledged (PUBACK)."""
 
     def __init__(self, mqtt_url: str) -> None:
-        port = int(mqtt_url.rsplit(":", 1)[1])
+        broker = MqttEndpoint.parse(mqtt_url)
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"fault-pub-{uuid.uuid4().hex[:8]}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.max_inflight_messages_set(1000)
-        self.client.connect("127.0.0.1", port)
+        self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.accepted: list[tuple[str, int, int, float]] = []
         self._pending: list[tuple[Any, tuple[str, int, int, float]]] = []

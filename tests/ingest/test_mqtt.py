@@ -1,38 +1,15 @@
-"""The MQTT boundary's pure parts: broker URLs and the bounded hand-off queue's `block` policy
-(a full queue makes the producer wait, counted, and never drops)."""
+"""The MQTT boundary's pure parts: the bounded hand-off queue's `block` policy (a full queue
+makes the producer wait, counted, and never drops). Broker URLs: tests/config/test_urls.py."""
 
 from __future__ import annotations
 
 import threading
 
-import pytest
-
-from ingest.mqtt import QUEUE_FULL_WAITS, IngressQueue, Message, MqttUrl
+from ingest.mqtt import QUEUE_FULL_WAITS, IngressQueue, Message
 
 
 def message(n: int) -> Message:
     return Message("cw/hq/th-1/telemetry", b"{}", 0.0, (1, n, 1))
-
-
-def test_mqtt_url_defaults_and_credentials():
-    assert MqttUrl.parse("mqtt://127.0.0.1") == MqttUrl("127.0.0.1", 1883)
-    url = MqttUrl.parse("mqtts://ingest:s%40cret@broker.example:8884?protocol=311")
-    assert (url.host, url.port, url.username, url.password) == (
-        "broker.example",
-        8884,
-        "ingest",
-        "s@cret",
-    )
-    assert url.tls and url.protocol == "311"
-    assert MqttUrl.parse("mqtts://broker.example").port == 8883
-
-
-@pytest.mark.parametrize(
-    "url", ["http://broker:1883", "mqtt://", "mqtt://broker?protocol=4", "broker:1883"]
-)
-def test_bad_mqtt_url_is_refused(url: str):
-    with pytest.raises(ValueError):
-        MqttUrl.parse(url)
 
 
 def test_full_queue_blocks_the_producer_until_the_consumer_takes():

@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from config.urls import MqttEndpoint
 from ingest.mqtt import (
     INCOMPLETE,
     MALFORMED,
@@ -22,7 +23,6 @@ from ingest.mqtt import (
     IngressQueue,
     Message,
     MqttSubscriber,
-    MqttUrl,
     _variable_int,
     make_client,
 )
@@ -57,7 +57,7 @@ def subscribe(mqtt_url: str, topic_prefix: str) -> Iterator[Subscribe]:
 
 @pytest.fixture
 def publisher(mqtt_url: str) -> Iterator[paho.Client]:
-    target = MqttUrl.parse(mqtt_url)
+    target = MqttEndpoint.parse(mqtt_url)
     client = make_client(mqtt_url, f"pub-{uuid.uuid4().hex[:8]}")
     client.max_inflight_messages_set(1000)
     client.connect(target.host, target.port)
@@ -148,7 +148,7 @@ def test_reconnects_and_receives_again_after_its_session_is_taken_over(
 
     # Another client with the same id takes the session over (the broker drops ours), leaves
     # the message unacknowledged and goes away, keeping the session.
-    target = MqttUrl.parse(mqtt_url)
+    target = MqttEndpoint.parse(mqtt_url)
     intruder = make_client(mqtt_url, name, manual_ack=True)
     if target.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -15,6 +15,7 @@ import pytest
 from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
 from config.files import LoadedConfig
+from config.urls import MqttEndpoint
 from ingest.mqtt import make_client
 from rules.clause import ClauseFile
 from rules.site import SiteModel
@@ -186,9 +187,7 @@ def test_retained_status_is_stored_per_device_and_a_bad_one_is_dead_lettered(
     """A gateway's retained will reaches a service that subscribes later; the gateway id need not
     be a device of the site. The latest status per (site, device) is kept with its time."""
     client = make_client(mqtt_url, f"gw-{uuid.uuid4().hex[:8]}")
-    from ingest.mqtt import MqttUrl
-
-    target = MqttUrl.parse(mqtt_url)
+    target = MqttEndpoint.parse(mqtt_url)
     client.connect(target.host, target.port)
     client.loop_start()
     gateway_topic = f"{topic_prefix}/t-hq/gw-b1/status"

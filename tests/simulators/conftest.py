@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.publish import parse_mqtt_url
+from config.urls import MqttEndpoint
 from tests.support import OwnBroker
 
 
@@ -20,7 +20,7 @@ class Collector:
         self.received: list[tuple[str, bytes, float]] = []  # topic, payload, receive time
         self._changed = threading.Condition()
         subscribed = threading.Event()
-        address = parse_mqtt_url(mqtt_url)
+        address = MqttEndpoint.parse(mqtt_url)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}"
         )

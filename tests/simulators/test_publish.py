@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from config import BUNDLED_DIR
+from config.files import load_site
 from simulators.runner import SimulatorThread, run_scenario
-from simulators.scenario import Scenario, load_scenario, load_site
+from simulators.scenario import Scenario, load_scenario
 from simulators.stream import Simulation
 
 pytestmark = pytest.mark.integration

@@ -13,14 +13,9 @@ import orjson
 import pytest
 
 from config import BUNDLED_DIR
-from simulators.scenario import (
-    Scenario,
-    ScenarioError,
-    load_scenario,
-    load_site,
-    resolve_at,
-    resolve_start,
-)
+from config.documents import ConfigError
+from config.files import load_site
+from simulators.scenario import Scenario, load_scenario, resolve_at, resolve_start
 from simulators.stream import Message, Simulation
 
 SITE = load_site(BUNDLED_DIR / "sites" / "demo-hq.yaml")
@@ -230,7 +225,9 @@ def test_scenario_errors_name_the_path() -> None:
 def test_a_broken_file_is_reported_with_file_and_path(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nsite: demo-hq\nfaults:\n  - {kind: stuck, device: x}\n")
-    with pytest.raises(ScenarioError, match=r"s\.yaml.*\n.*faults\[0\]"):
+    with pytest.raises(
+        ConfigError, match=r"s\.yaml: faults\[0\]\.at: required, but missing \(line 4\)"
+    ):
         load_scenario(path)
 
 

@@ -1,0 +1,34 @@
+"""Every command that reads the database takes its URL the same way (clausewatch/cli/common.py):
+`--database-url`, else CLAUSEWATCH_DATABASE_URL, else it stops with one message and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from clausewatch.cli import main
+
+NO_DATABASE = "no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "info"],
+        ["db", "upgrade"],
+        ["token", "list"],
+        ["token", "revoke", "1"],
+        ["token", "create", "--role", "viewer"],
+        ["energy", "factor", "list"],
+        ["ledger", "verify"],
+    ],
+)
+def test_without_a_database_every_command_says_so_the_same_way(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CLAUSEWATCH_DATABASE_URL", raising=False)
+    try:
+        code: object = main(command)
+    except SystemExit as exit_:  # the energy commands leave this way
+        code = exit_.code
+    assert code == 2
+    assert capsys.readouterr().err == NO_DATABASE
