@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
@@ -20,6 +19,7 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import STATIC_DIR
 from api.routers import (
     alerts,
     clauses,
@@ -38,7 +38,6 @@ from api.stream import AlertFeed, StreamConfig
 from api.stream import router as stream_router
 
 log = logging.getLogger(__name__)
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 API_PREFIX = "/api/v1"
 
 # Small by design: API requests are short and the machine is shared with ingest. Sync routes run

@@ -1,8 +1,8 @@
 """Storage benchmark: metric values per second written through the storage layer
 (`write_readings`: one inline INSERT up to 64 rows, else binary COPY with the dedupe fallback)
 against two per-row INSERT ... ON CONFLICT DO NOTHING baselines, at 1, 10 and 100 rows per batch
-(one transaction per batch) and at the default batching, plus the BatchWriter end to end
-(producer `put_many` -> bounded queue -> writer thread -> commit). The baselines:
+(one transaction per batch) and at the default batching (the pipeline's end to end figures
+are bench/e2e.py's). The baselines:
 - naive (the issue's baseline, which the 20x target is measured against): one INSERT per
   value, each its own transaction (autocommit), as a naive ingest would write; batch size does
   not change it, so it is measured again beside each batch size (the same load);
@@ -24,7 +24,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -33,7 +32,6 @@ from clausewatch.settings import Settings
 from store.migrate import migrate
 from store.partitions import ensure_partitions
 from store.pool import connect
-from store.writer import BatchWriter
 from store.writes import PartitionCache, ReadingRow, write_readings
 
 METRICS = ("temperature", "humidity", "co2", "pm10", "illuminance")
@@ -125,25 +123,6 @@ def copy(url: str, source: Source, batch: int, total: int) -> tuple[int, float]:
         return timed(run)
 
 
-def writer(url: str, source: Source, total: int, settings: Settings) -> tuple[int, float, Any]:
-    """Producer thread puts messages of 5 values (one device's reading) as MQTT would."""
-    messages = [source.take(len(METRICS)) for _ in range(total // len(METRICS))]
-    with BatchWriter(
-        url,
-        batch_rows=settings.batch_rows,
-        flush_interval_s=settings.flush_interval_s,
-        queue_capacity=settings.queue_capacity,
-    ) as w:
-        w.put_many(source.take(1))
-        assert w.flush(timeout=30)
-        started = time.perf_counter()
-        for message in messages:
-            w.put_many(message)
-        assert w.flush(timeout=300)
-        elapsed = time.perf_counter() - started
-    return w.stats.readings_new - 1, elapsed, w.stats
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -190,15 +169,6 @@ def main() -> None:
                 f"| {label} | {naive_rate:,.0f} | {batched_rate:,.0f} | {copy_rate:,.0f}"
                 f" | {copy_rate / naive_rate:.1f}× | {copy_rate / batched_rate:.1f}× |"
             )
-        w_rows, w_s, stats = writer(url, source, int(500_000 * scale), settings)
-        print()
-        print(
-            f"BatchWriter end to end, default settings (batch_rows={settings.batch_rows},"
-            f" flush_interval_s={settings.flush_interval_s},"
-            f" queue_capacity={settings.queue_capacity}): {w_rows:,} values in {w_s:.2f} s ="
-            f" {w_rows / w_s:,.0f} values/s sustained; {stats.batches} batches,"
-            f" producer blocked {stats.blocked_s:.2f} s (back-pressure)"
-        )
         print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 

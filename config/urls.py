@@ -202,3 +202,13 @@ def _without_password(url: str, password: str | None) -> str:
     if not password:
         return url
     return url.replace(f":{password}@", ":***@", 1)
+
+
+def redact_url(url: str) -> str:
+    """Any service URL (PostgreSQL or MQTT) as logs and messages may show it: the password, if
+    any, as `***`; a URL too malformed to find it in is not shown at all."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "(a malformed URL, not shown)"
+    return _without_password(url, password)

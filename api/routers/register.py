@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from psycopg.rows import tuple_row
 from pydantic import AwareDatetime, Field, StringConstraints
 
+from api import STATIC_DIR
 from api.auth import ClauseAdmin, Reader
 from api.deps import DbConn
 from api.models import Input, SiteId, problems
@@ -35,7 +36,6 @@ from config.files import load_clause_file
 
 router = APIRouter(prefix="/register", tags=["register"])
 pages = APIRouter(include_in_schema=False)
-STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 ClauseId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
 
 

@@ -5,12 +5,12 @@ children one level down. Definitions: compliance/statistics.py, docs/register.md
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 
+from api import STATIC_DIR
 from api.auth import Reader
 from api.deps import DbConn
 from api.models import QueryTime, SiteId, problems
@@ -25,7 +25,6 @@ from compliance.statistics import (
 
 router = APIRouter(prefix="/statistics", tags=["statistics"])
 pages = APIRouter(include_in_schema=False)
-STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 DEFAULT_PERIOD = dt.timedelta(days=30)
 OrgPath = Annotated[
     str,

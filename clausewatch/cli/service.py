@@ -16,6 +16,7 @@ from typing import Any
 
 from clausewatch.cli import Commands
 from config import BUNDLED_DIR
+from config.urls import redact_url
 
 log = logging.getLogger("clausewatch")
 
@@ -253,7 +254,7 @@ def _demo(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"database_url": url})
             started.append(f"PostgreSQL (embedded)   {url}  data: {database.cluster_dir}")
         else:
-            started.append(f"PostgreSQL (configured) {_redact(settings.database_url)}")
+            started.append(f"PostgreSQL (configured) {redact_url(settings.database_url)}")
         if not settings.mqtt_url:
             broker = EmbeddedBroker(data_dir / "broker")
             broker.start()
@@ -261,7 +262,7 @@ def _demo(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"mqtt_url": broker.url})
             started.append(f"MQTT broker (embedded)  {broker.url}  (amqtt, MQTT 3.1.1)")
         else:
-            started.append(f"MQTT broker (configured) {_redact(settings.mqtt_url)}")
+            started.append(f"MQTT broker (configured) {redact_url(settings.mqtt_url)}")
 
         # Simulated time: each site's engine follows the newest event time it has seen.
         service = Service(settings, config, ServiceOptions(clock="data"))
@@ -370,13 +371,3 @@ def _start_simulator(settings: Any, speed: float | None) -> subprocess.Popen[byt
         stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent(signal.SIGTERM),  # no simulator left publishing after a crash
     )
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
