@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import FileResponse
-from psycopg.rows import tuple_row
 from pydantic import AwareDatetime, Field, StringConstraints
 
 from api.auth import ClauseAdmin, Reader
@@ -32,6 +31,7 @@ from compliance.register import (
 )
 from config.documents import ConfigError
 from config.files import load_clause_file
+from store import registry
 
 router = APIRouter(prefix="/register", tags=["register"])
 pages = APIRouter(include_in_schema=False)
@@ -77,8 +77,7 @@ def detail(clause_id: ClauseId, conn: DbConn, principal: Reader) -> ClauseDetail
     alerts."""
     sites = principal.site_filter(None)
     if sites is None:
-        with conn.cursor(row_factory=tuple_row) as cur:
-            sites = [row[0] for row in cur.execute("SELECT id FROM sites ORDER BY id")]
+        sites = registry.site_ids(conn)
     try:
         return clause_detail(conn, clause_id, sites, dt.datetime.now(dt.UTC))
     except ClauseNotFound as exc:
@@ -92,7 +91,7 @@ def run_backtest(
     """Judges each clause version of the file over the site's stored history in
     [since, until), beside the version in force; stores nothing."""
     principal.site_filter(body.site)
-    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site,)).fetchone() is None:
+    if not registry.site_exists(conn, body.site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     problem = pre_parse(body.yaml)
     if problem is not None:

@@ -21,6 +21,7 @@ from compliance.reports import (
     generate_report,
     list_reports,
 )
+from store import registry
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 ReportId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -40,7 +41,7 @@ def reports(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list
 @router.post("", status_code=status.HTTP_201_CREATED, responses=problems(401, 403, 404))
 def create_report(body: ReportCreate, conn: DbConn, principal: AlertActor) -> StoredReport:
     principal.site_filter(body.site)
-    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site,)).fetchone() is None:
+    if not registry.site_exists(conn, body.site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     try:
         report_id, _ = generate_report(
