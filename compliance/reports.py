@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import io
 import re
-from typing import Any
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -258,6 +258,22 @@ def list_reports(conn: psycopg.Connection[Any], sites: list[str] | None) -> list
             {"sites": sites},
         ).fetchall()
     return [StoredReport(**row) for row in rows]
+
+
+# The renderings stored with each report: the figures (EvaluationReport as JSON), HTML, CSV.
+ReportPart = Literal["figures", "html", "csv"]
+
+
+def stored_report_part(
+    conn: psycopg.Connection[Any], report_id: int, part: ReportPart
+) -> tuple[str, Any] | None:
+    """The site of a stored report and one of its renderings; None for an unknown id."""
+    if part not in get_args(ReportPart):
+        raise ValueError(f"not a stored part of a report: {part!r}")
+    row = conn.execute(
+        f"SELECT site, {part} FROM evaluation_reports WHERE id = %s", (report_id,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 # ---- rendering ----

@@ -17,9 +17,11 @@ from api.models import Input, SiteId, problems
 from compliance.reports import (
     BadPeriod,
     EvaluationReport,
+    ReportPart,
     StoredReport,
     generate_report,
     list_reports,
+    stored_report_part,
 )
 from store import registry
 
@@ -56,13 +58,11 @@ def create_report(body: ReportCreate, conn: DbConn, principal: AlertActor) -> St
     return next(r for r in list_reports(conn, [body.site]) if r.id == report_id)
 
 
-def _stored(conn: DbConn, principal: Principal, report_id: int, column: str) -> Any:
-    row = conn.execute(
-        f"SELECT site, {column} FROM evaluation_reports WHERE id = %s", (report_id,)
-    ).fetchone()
-    principal.require_visible(None if row is None else row[0], "report")
-    assert row is not None
-    return row[1]
+def _stored(conn: DbConn, principal: Principal, report_id: int, part: ReportPart) -> Any:
+    stored = stored_report_part(conn, report_id, part)
+    principal.require_visible(None if stored is None else stored[0], "report")
+    assert stored is not None
+    return stored[1]
 
 
 @router.get("/{report_id}", responses=problems(401, 403, 404))
