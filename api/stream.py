@@ -32,9 +32,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.responses import StreamingResponse
 
 from alerts import reads
-from api.alert_rows import alert_public
 from api.auth import Principal, Reader
-from api.models import Problem, StreamEvent
+from api.models import Problem, StreamEvent, alert_public
 from api.tokens import is_live
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from alerts import lifecycle, reads
-from api.alert_rows import alert_public, evidence_readings
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import (
@@ -25,6 +24,8 @@ from api.models import (
     SiteId,
     Standard,
     TimelineEntry,
+    alert_public,
+    evidence_readings,
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor

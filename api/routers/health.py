@@ -3,26 +3,19 @@ expect; neither reveals per-site data (alert counts are by state only)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import psycopg
 from fastapi import APIRouter, Response, status
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
 
 from alerts import reads
 from api.deps import Pool
+from api.models import Health
 from store.pool import ping
 
 router = APIRouter(tags=["health"])
 
 ALERT_STATES = ("firing", "acknowledged", "resolved", "closed")
-
-
-class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    database: Literal["ok", "unreachable"]
 
 
 @router.get(

@@ -12,19 +12,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import FileResponse
-from pydantic import AwareDatetime, Field, StringConstraints
 
 from api.auth import ClauseAdmin, Reader
 from api.deps import DbConn
-from api.models import Input, SiteId, problems
+from api.models import BacktestRequest, BacktestResult, ClauseDetail, RegisterEntry, problems
 from api.routers.clauses import pre_parse
-from compliance.backtest import BacktestError, BacktestResult, backtest
+from compliance.backtest import BacktestError, backtest
 from compliance.register import (
-    ClauseDetail,
     ClauseNotFound,
     ClauseStatus,
     Confidence,
-    RegisterEntry,
     RegisterQuery,
     clause_detail,
     search_register,
@@ -37,18 +34,6 @@ router = APIRouter(prefix="/register", tags=["register"])
 pages = APIRouter(include_in_schema=False)
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 ClauseId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
-
-
-class BacktestRequest(Input):
-    yaml: Annotated[str, StringConstraints(max_length=1_000_000)] = Field(
-        description="a clause file (YAML text) holding the version(s) to try"
-    )
-    site: SiteId
-    since: AwareDatetime
-    until: AwareDatetime = Field(description="exclusive")
-    clause: Annotated[str | None, StringConstraints(max_length=128)] = Field(
-        default=None, description="only this clause id of the file"
-    )
 
 
 @router.get("", responses=problems(401, 403))

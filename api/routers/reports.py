@@ -9,16 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.responses import HTMLResponse, Response
-from pydantic import StringConstraints
 
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
-from api.models import Input, SiteId, problems
+from api.models import EvaluationReport, ReportCreate, SiteId, StoredReport, problems
 from compliance.reports import (
     BadPeriod,
-    EvaluationReport,
     ReportPart,
-    StoredReport,
     generate_report,
     list_reports,
     stored_report_part,
@@ -27,11 +24,6 @@ from store import registry
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 ReportId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-
-
-class ReportCreate(Input):
-    site: SiteId
-    period: Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
 
 
 @router.get("", responses=problems(401, 403))
