@@ -366,12 +366,8 @@ def site_row(conn: psycopg.Connection[Any], site: str) -> SiteRow | None:
 
 def site_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None = None) -> list[SiteRow]:
     """The registered sites among `sites` (None: every site), by id."""
-    where, args = _in_sites(sites, "id")
-    with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(
-            f"SELECT {_SITE_COLUMNS} FROM sites WHERE {where} ORDER BY id", args
-        ).fetchall()
-    return [SiteRow(*row) for row in rows]
+    rows = _of_sites(conn, f"SELECT {_SITE_COLUMNS} FROM sites", sites, "id", column="id")
+    return [SiteRow(**row) for row in rows]
 
 
 def site_ids(conn: psycopg.Connection[Any]) -> list[str]:
@@ -403,14 +399,14 @@ def site_summaries(
 ) -> list[dict[str, Any]]:
     """id, name, timezone and data_time (the site's engine watermark, null before its first
     checkpoint) of the registered sites among `sites`, by id."""
-    where, args = _in_sites(sites, "s.id")
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT s.id, s.name, s.timezone, to_timestamp(c.watermark) AS data_time"
-            f" FROM sites s LEFT JOIN engine_checkpoints c ON c.site = s.id WHERE {where}"
-            " ORDER BY s.id",
-            args,
-        ).fetchall()
+    return _of_sites(
+        conn,
+        "SELECT s.id, s.name, s.timezone, to_timestamp(c.watermark) AS data_time"
+        " FROM sites s LEFT JOIN engine_checkpoints c ON c.site = s.id",
+        sites,
+        "s.id",
+        column="s.id",
+    )
 
 
 # ---- reads: spaces, devices, device status, parties, assignments ----
@@ -425,24 +421,24 @@ _ASSIGNMENT_COLUMNS = (
 
 def space_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None) -> list[dict[str, Any]]:
     """The spaces in use (not retired) of `sites`, by site and id."""
-    where, args = _in_sites(sites)
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT site, id, name, type, parent, tags, area_m2, occupants FROM spaces"
-            f" WHERE {where} AND retired_at IS NULL ORDER BY site, id",
-            args,
-        ).fetchall()
+    return _of_sites(
+        conn,
+        "SELECT site, id, name, type, parent, tags, area_m2, occupants FROM spaces",
+        sites,
+        "site, id",
+        also=" AND retired_at IS NULL",
+    )
 
 
 def device_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None) -> list[dict[str, Any]]:
     """The devices in use (not retired) of `sites`, by site and id."""
-    where, args = _in_sites(sites)
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT site, id, space, kind, metrics, parent FROM devices"
-            f" WHERE {where} AND retired_at IS NULL ORDER BY site, id",
-            args,
-        ).fetchall()
+    return _of_sites(
+        conn,
+        "SELECT site, id, space, kind, metrics, parent FROM devices",
+        sites,
+        "site, id",
+        also=" AND retired_at IS NULL",
+    )
 
 
 def device_metric_unit(
@@ -465,22 +461,18 @@ def device_status_rows(
 ) -> list[dict[str, Any]]:
     """The latest status ('online' / 'offline') each gateway or device of `sites` published,
     and when it arrived (written by ingest: store.writes.write_device_status)."""
-    where, args = _in_sites(sites)
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"
-            f" received_at FROM device_status WHERE {where} ORDER BY site, device",
-            args,
-        ).fetchall()
+    return _of_sites(
+        conn,
+        "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"
+        " received_at FROM device_status",
+        sites,
+        "site, device",
+    )
 
 
 def party_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None) -> list[dict[str, Any]]:
     """Every party of `sites` (retired ones too), by site and id."""
-    where, args = _in_sites(sites)
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE {where} ORDER BY site, id", args
-        ).fetchall()
+    return _of_sites(conn, f"SELECT {_PARTY_COLUMNS} FROM parties", sites, "site, id")
 
 
 def party_row(conn: psycopg.Connection[Any], site: str, party: str) -> dict[str, Any] | None:
@@ -509,15 +501,11 @@ def assignment_rows(
 ) -> list[dict[str, Any]]:
     """The assignments of `sites`, past, present and future (or only those in force at `at`),
     by site and id."""
-    where, args = _in_sites(sites)
-    if at is not None:
-        where += " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
-        args.extend([at, at])
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE {where} ORDER BY site, id",
-            args,
-        ).fetchall()
+    select = f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments"
+    if at is None:
+        return _of_sites(conn, select, sites, "site, id")
+    in_force = " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
+    return _of_sites(conn, select, sites, "site, id", also=in_force, args=(at, at))
 
 
 def assignment_row(conn: psycopg.Connection[Any], assignment_id: int) -> dict[str, Any] | None:
@@ -557,11 +545,23 @@ def clause_version_rows(conn: psycopg.Connection[Any], clause_id: str) -> list[d
         ).fetchall()
 
 
-def _in_sites(sites: Sequence[str] | None, column: str = "site") -> tuple[str, list[Any]]:
-    """A WHERE condition keeping the rows of `sites` (None: every site), and its argument."""
-    if sites is None:
-        return "TRUE", []
-    return f"{column} = ANY(%s)", [list(sites)]
+def _of_sites(
+    conn: psycopg.Connection[Any],
+    select: str,
+    sites: Sequence[str] | None,
+    order_by: str,
+    *,
+    column: str = "site",
+    also: str = "",
+    args: Sequence[Any] = (),
+) -> list[dict[str, Any]]:
+    """The rows of `select` whose `column` is one of `sites` (None: every site) and that pass
+    `also` (more conditions, with `args`), ordered by `order_by`."""
+    where, where_args = ("TRUE", []) if sites is None else (f"{column} = ANY(%s)", [list(sites)])
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"{select} WHERE {where}{also} ORDER BY {order_by}", [*where_args, *args]
+        ).fetchall()
 
 
 def _sync_entities(
