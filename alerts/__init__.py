@@ -1,6 +1,7 @@
 """Alerts, responsibility and the ledger (docs/alerts.md).
 
-registry (sites, spaces, devices, parties, assignments, clause versions) · binding (who answers
-for a space and domain at a time) · record (engine outputs → alerts) · lifecycle (acknowledge,
-close) · escalation · notify (webhooks) · ledger (hash chain) · export (台账 CSV) · cli.
+binding (who answers for a space and domain at a time) · record (engine outputs → alerts) ·
+lifecycle (acknowledge, close) · policy (what a clause version asks of the lifecycle) ·
+escalation · notify (webhooks) · export (台账 CSV) · reads (what the API and the live stream
+query). The registry and the ledger they write to are in store/.
 """

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
+from store import registry
+
 HEADERS = (
     "告警编号",
     "站点",
@@ -73,10 +75,10 @@ def ledger_csv(
     UnknownSite for a site not in the registry and ValueError for a reversed period."""
     if last_day < first_day:
         raise ValueError("the period ends before it begins")
-    found = conn.execute("SELECT timezone FROM sites WHERE id = %s", (site,)).fetchone()
-    if found is None:
+    registered = registry.site_row(conn, site)
+    if registered is None:
         raise UnknownSite(f"no site {site!r}")
-    zone = ZoneInfo(found[0])
+    zone = registered.zone()
     start = dt.datetime.combine(first_day, dt.time(0), zone)
     end = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(0), zone)
     with conn.cursor(row_factory=dict_row) as cur:

@@ -1,9 +1,24 @@
-"""Request and response models of the HTTP API, one family per entity (Base / Create / Update /
-Public). Every route declares one of these; none returns an untyped value."""
+"""The request and response models of the HTTP API: every route declares one of these, none
+returns an untyped value, and routers take their models from here.
+
+Where a model lives:
+- A shape that exists for the HTTP API (a request body, a response a router builds from rows or
+  domain objects, an error body) is defined in this module, one family per entity (Base /
+  Create / Update / Public), and nowhere else: no router, domain package or helper module
+  defines one.
+- A result that a domain service computes, and that other callers use as it is (the CLI, the
+  stored quarterly reports, the public page), is defined with its computation in its domain
+  package (compliance/, energy/) and imported at the top of this module under its own name,
+  so this module lists every shape the API speaks. Domain packages never import api/.
+- What the routes read of the database comes from named functions of store/ or the domain
+  packages (rows as dicts); turning a row into a model happens here (`alert_public`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,7 +32,8 @@ from pydantic import (
     field_validator,
 )
 
-# The compliance figures are defined with their computation; kept here under their old names.
+from compliance.backtest import BacktestResult as BacktestResult
+from compliance.public import PublicSite as PublicSite
 from compliance.rates import ClauseCompliance as ClauseCompliance
 from compliance.rates import ComplianceReport as ComplianceReport
 from compliance.rates import Coverage as Coverage
@@ -25,6 +41,16 @@ from compliance.rates import CoverageGap as CoverageGap
 from compliance.rates import Durations as Durations
 from compliance.rates import SiteCompliance as SiteCompliance
 from compliance.rates import SpaceCompliance as SpaceCompliance
+from compliance.register import ClauseDetail as ClauseDetail
+from compliance.register import RegisterEntry as RegisterEntry
+from compliance.reports import EvaluationReport as EvaluationReport
+from compliance.reports import StoredReport as StoredReport
+from compliance.statistics import OrgStatistics as OrgStatistics
+from compliance.statistics import SiteStatistics as SiteStatistics
+from energy.factors import ALL_IN
+from energy.render import CarbonReportOut as CarbonReportOut
+from energy.render import ImbalanceOut as ImbalanceOut
+from energy.render import MeterOut as MeterOut
 from rules.site import ID_PATTERN, METRIC_PATTERN
 
 
@@ -198,6 +224,58 @@ class StreamEvent(BaseModel):
     at: dt.datetime
     actor: str
     alert: AlertPublic
+
+
+def alert_public(row: Mapping[str, Any]) -> AlertPublic:
+    """An alert row (alerts.reads.ALERT_COLUMNS) as the API shows it: the same in the listing,
+    the detail and the live stream."""
+    return AlertPublic(
+        id=row["id"],
+        site=row["site"],
+        clause=ClauseSummary(
+            id=row["clause_id"],
+            version=row["clause_version"],
+            content_hash=row["content_hash"],
+            standard=row["standard"],
+            number=row["number"],
+            title=row["title"],
+        ),
+        subject=AlertSubject(space=row["space"], device=row["device"], metric=row["metric"]),
+        kind=row["kind"],
+        severity=row["severity"],
+        state=row["state"],
+        reason=row["reason"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        worst_value=row["worst_value"],
+        unit=row["unit"],
+        responsible=Responsible(party=row["responsible_party"], name=row["responsible_name"]),
+        unbound=row["unbound"],
+        escalation_level=row["escalation_level"],
+    )
+
+
+def evidence_readings(stored: object) -> list[EvidenceReading]:
+    """The evidence kept with an alert: a list of {ts, device, metric, value} where ts is epoch
+    seconds (engine time) or an ISO timestamp."""
+    readings: list[EvidenceReading] = []
+    if not isinstance(stored, list):
+        return readings
+    for item in stored:
+        if not isinstance(item, dict):
+            continue
+        ts = item.get("ts")
+        at = (
+            dt.datetime.fromtimestamp(ts, dt.UTC)
+            if isinstance(ts, int | float)
+            else dt.datetime.fromisoformat(str(ts))
+        )
+        readings.append(
+            EvidenceReading(
+                ts=at, device=item["device"], metric=item["metric"], value=item["value"]
+            )
+        )
+    return readings
 
 
 # ---- clauses ----
@@ -399,3 +477,112 @@ class AssignmentPublic(BaseModel):
     valid_to: dt.datetime | None
     created_by: str
     created_at: dt.datetime
+
+
+# ---- energy and carbon (CarbonReportOut, MeterOut, ImbalanceOut: energy/render.py) ----
+
+
+class EnergyPoint(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    key: str
+    carrier: str
+    unit: str
+    value: Decimal
+    estimated: Decimal
+
+
+class EnergyOut(BaseModel):
+    site: str
+    space: str | None
+    since: dt.datetime
+    until: dt.datetime
+    timezone: str
+    bucket: str
+    by: str
+    area_m2: Decimal | None
+    occupants: int | None
+    points: list[EnergyPoint]
+    meters: list[MeterOut]
+    imbalances: list[ImbalanceOut]
+
+
+class QuotaPoint(BaseModel):
+    at: dt.datetime
+    cumulative: Decimal
+
+
+class QuotaOut(BaseModel):
+    clause_id: str
+    version: int
+    title: str
+    device: str
+    space: str
+    metric: str
+    unit: str
+    period: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    budget: Decimal | None
+    consumed: Decimal
+    estimated: Decimal
+    budget_to_date: Decimal | None
+    forecast: Decimal | None
+    elapsed_share: Decimal
+    status: str
+    reason: str
+    missing_hours: Decimal
+    curve: list[QuotaPoint]
+
+
+class FactorPublic(BaseModel):
+    carrier: str
+    series: str
+    region: str
+    data_year: int
+    value: Decimal
+    unit: str
+    variant: str
+    instrument: str
+    confidence: str
+
+
+class FactorCreate(Input):
+    carrier: Literal["electricity", "natural_gas", "heat", "gasoline", "diesel"]
+    series: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)
+    region: str = Field(default="national", pattern=ID_PATTERN)
+    data_year: int = Field(ge=1990, le=2100)
+    value: Decimal = Field(gt=0, max_digits=12)
+    unit: Literal["tCO2/MWh", "kgCO2/kWh", "tCO2/GJ", "kgCO2/GJ", "kgCO2/m3", "tCO2/t", "kgCO2/kg"]
+    variant: str = Field(default=ALL_IN, min_length=1, max_length=200)
+    instrument: str = Field(min_length=1, max_length=500)
+    confidence: Literal["A", "A/B", "B", "B-", "C"]
+
+
+# ---- the standards register, reports (results: compliance/register.py, backtest.py,
+# ---- reports.py, statistics.py, public.py) ----
+
+
+class BacktestRequest(Input):
+    yaml: Annotated[str, StringConstraints(max_length=1_000_000)] = Field(
+        description="a clause file (YAML text) holding the version(s) to try"
+    )
+    site: SiteId
+    since: AwareDatetime
+    until: AwareDatetime = Field(description="exclusive")
+    clause: Annotated[str | None, StringConstraints(max_length=128)] = Field(
+        default=None, description="only this clause id of the file"
+    )
+
+
+class ReportCreate(Input):
+    site: SiteId
+    period: Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
+
+
+# ---- health ----
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]

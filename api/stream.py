@@ -28,13 +28,12 @@ import anyio
 import psycopg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.sse import format_sse_event
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.responses import StreamingResponse
 
-from api.alert_rows import ALERT_COLUMNS, alert_public
+from alerts import reads
 from api.auth import Principal, Reader
-from api.models import Problem, StreamEvent
+from api.models import Problem, StreamEvent, alert_public
 from api.tokens import is_live
 
 log = logging.getLogger(__name__)
@@ -149,23 +148,6 @@ class AlertFeed:
 ReadKey = tuple[int, tuple[int, ...], int, int]  # last id, gap ids, batch, feed generation
 
 
-TIMELINE_ROWS = (
-    "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
-    f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
-    " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
-    " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s"
-)
-
-
-async def timeline_rows(conn: psycopg.AsyncConnection[Any], key: ReadKey) -> list[dict[str, Any]]:
-    """Timeline rows after `last_id` (and the gap ids) with their alerts' current state, in one
-    round trip. Rows of every site: the gap bookkeeping needs every id; streams filter."""
-    last_id, gaps, batch, _ = key
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(TIMELINE_ROWS, (last_id, list(gaps), batch))
-        return await cur.fetchall()
-
-
 class SharedReads:
     """The last timeline read, shared by streams at the same position: when a notification
     wakes every dashboard at once, one query serves them all instead of one each. A result is
@@ -186,8 +168,9 @@ class SharedReads:
         async with self._lock:
             if key == self._key and time.monotonic() - self._at < self._ttl:
                 return self._rows
+            last_id, gaps, batch, _ = key
             async with pool.connection() as conn:
-                rows = await timeline_rows(conn, key)
+                rows = await reads.timeline_rows(conn, last_id, gaps, batch)
             self._key, self._rows, self._at = key, rows, time.monotonic()
             return rows
 
@@ -246,11 +229,6 @@ class TimelineReader:
                 self.last_id = row_id
                 fresh.add(row_id)
         return fresh
-
-
-def head_id(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_timeline").fetchone()
-    return int(row[0]) if row else 0
 
 
 def resume_position(
@@ -337,7 +315,7 @@ async def stream(
 
         return await anyio.to_thread.run_sync(run)
 
-    start = resume if resume is not None else await in_thread(head_id)
+    start = resume if resume is not None else await in_thread(reads.timeline_head)
     body = _events(feed, principal, start, hello=resume is None, in_thread=in_thread)
     # As FastAPI sets them for SSE: no caching, and no buffering in an nginx in front.
     return EventStream(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -27,6 +27,7 @@ from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, Event, Output, ViolationEnded, ViolationStarted
+from store import registry
 
 WARMUP = dt.timedelta(days=1)
 MAX_PERIOD = dt.timedelta(days=366)
@@ -192,10 +193,10 @@ def _moment(ts: float) -> dt.datetime:
 
 
 def load_site(conn: psycopg.Connection[Any], site: str) -> SiteModel:
-    row = conn.execute("SELECT model FROM sites WHERE id = %s", (site,)).fetchone()
-    if row is None:
+    model = registry.site_model(conn, site)
+    if model is None:
         raise BacktestError(f"unknown site {site!r}")
-    return SiteModel.model_validate(row[0])
+    return model
 
 
 def backtest(

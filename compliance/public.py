@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from compliance.rates import compliance_report
 from config.templates import render
+from store import registry
 
 PERIOD = dt.timedelta(days=30)
 
@@ -44,10 +45,8 @@ class NotPublic(LookupError):
 
 
 def public_site(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> PublicSite:
-    row = conn.execute(
-        "SELECT name FROM sites WHERE id = %s AND (info ->> 'public')::boolean IS TRUE", (site,)
-    ).fetchone()
-    if row is None:
+    registered = registry.site_row(conn, site)
+    if registered is None or registered.info.get("public") is not True:
         raise NotPublic(site)
     since = now - PERIOD
     report = compliance_report(conn, [site], since, now, now)
@@ -77,7 +76,7 @@ def public_site(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> P
         )
     return PublicSite(
         site=site,
-        name=row[0],
+        name=registered.name,
         since=since,
         until=now,
         compliance_rate=figures.rate,

@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import io
 import re
-from typing import Any
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from compliance.statistics import SiteStatistics, UnknownSite, site_statistics
 from config.templates import render
+from store import registry
 
 PERIOD = re.compile(r"^(\d{4})Q([1-4])$")
 WORST = 5  # clauses and spaces listed as the worst
@@ -123,11 +124,11 @@ def build_report(
     conn: psycopg.Connection[Any], site: str, period: str, now: dt.datetime
 ) -> EvaluationReport:
     """Computes the report (nothing stored). Raises UnknownSite, BadPeriod."""
-    row = conn.execute("SELECT name, timezone FROM sites WHERE id = %s", (site,)).fetchone()
-    if row is None:
+    registered = registry.site_row(conn, site)
+    if registered is None:
         raise UnknownSite(site)
-    name, timezone = row
-    start, end = quarter_bounds(period, ZoneInfo(timezone))
+    name = registered.name
+    start, end = quarter_bounds(period, registered.zone())
     if start > now:
         # An empty report would still count the quarter as evaluated.
         raise BadPeriod(f"{period} has not begun")
@@ -229,12 +230,11 @@ def generate_due_reports(conn: psycopg.Connection[Any], actor: str, now: dt.date
     quarter ended and has no report of it, produce one. Idempotent, so it may run often and
     catches up after downtime. Commits each report."""
     made = []
-    sites = conn.execute("SELECT id, timezone, created_at FROM sites ORDER BY id").fetchall()
-    for site, timezone, created_at in sites:
-        zone = ZoneInfo(timezone)
+    for registered in registry.site_rows(conn):
+        site, zone = registered.id, registered.zone()
         period = last_complete_quarter(now, zone)
         start, end = quarter_bounds(period, zone)
-        if created_at >= end:
+        if registered.created_at >= end:
             continue
         exists = conn.execute(
             "SELECT 1 FROM evaluation_reports WHERE site = %s AND period_start = %s",
@@ -258,6 +258,22 @@ def list_reports(conn: psycopg.Connection[Any], sites: list[str] | None) -> list
             {"sites": sites},
         ).fetchall()
     return [StoredReport(**row) for row in rows]
+
+
+# The renderings stored with each report: the figures (EvaluationReport as JSON), HTML, CSV.
+ReportPart = Literal["figures", "html", "csv"]
+
+
+def stored_report_part(
+    conn: psycopg.Connection[Any], report_id: int, part: ReportPart
+) -> tuple[str, Any] | None:
+    """The site of a stored report and one of its renderings; None for an unknown id."""
+    if part not in get_args(ReportPart):
+        raise ValueError(f"not a stored part of a report: {part!r}")
+    row = conn.execute(
+        f"SELECT site, {part} FROM evaluation_reports WHERE id = %s", (report_id,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 # ---- rendering ----

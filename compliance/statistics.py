@@ -37,6 +37,7 @@ from compliance.rates import (
     site_facts,
     versions_in_force,
 )
+from store import registry
 
 # An alert that reopened this often within its life flaps: its clause needs a longer `for`,
 # more hysteresis or a longer `reopen_within`.
@@ -146,9 +147,8 @@ def site_statistics(
     now: dt.datetime,
 ) -> SiteStatistics:
     """Every figure of one site over [since, until). Raises UnknownSite."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        info = cur.execute("SELECT name, info FROM sites WHERE id = %s", (site,)).fetchone()
-    if info is None:
+    registered = registry.site_row(conn, site)
+    if registered is None:
         raise UnknownSite(site)
     at = min(until, now)
     report = compliance_report(conn, [site], since, until, now)
@@ -174,8 +174,8 @@ def site_statistics(
     ]
     return SiteStatistics(
         site=site,
-        name=info["name"],
-        org=list(info["info"].get("org") or []),
+        name=registered.name,
+        org=list(registered.info.get("org") or []),
         since=since,
         until=until,
         compliant_s=figures.compliant_s,
@@ -337,12 +337,11 @@ def _weighted(pairs: list[tuple[float | None, int]], total: int) -> float | None
 
 def site_org_paths(conn: psycopg.Connection[Any], sites: list[str] | None) -> dict[str, list[str]]:
     """Each site's organisation path (SiteInfo.org); a site without one is its own root."""
-    rows = conn.execute(
-        "SELECT id, info -> 'org' FROM sites"
-        " WHERE %(sites)s::text[] IS NULL OR id = ANY(%(sites)s) ORDER BY id",
-        {"sites": sites},
-    ).fetchall()
-    return {site: list(org) if org else [site] for site, org in rows}
+    paths: dict[str, list[str]] = {}
+    for registered in registry.site_rows(conn, sites):
+        org = registered.info.get("org")
+        paths[registered.id] = list(org) if org else [registered.id]
+    return paths
 
 
 def org_statistics(

@@ -49,6 +49,7 @@ from energy.factors import (
     load_factors,
 )
 from rules.site import SiteModel
+from store import registry
 
 # Units a meter may be registered in, converted to the carrier's report unit.
 _UNIT_SCALE: dict[tuple[str, str], Decimal] = {
@@ -170,16 +171,13 @@ def load_site_model(
 ) -> SiteModel:
     """The site model the service runs with: the one synced into `sites` (registry), else the
     site file in `config_dir` (the bundled configuration when None). Raises ReportError."""
-    exists = conn.execute("SELECT to_regclass('sites') IS NOT NULL").fetchone()
-    if exists and exists[0]:
-        row = conn.execute("SELECT model FROM sites WHERE id = %s", (site_id,)).fetchone()
-        if row is not None:
-            try:
-                return SiteModel.model_validate(row[0])
-            except ValidationError as exc:
-                raise ReportError(
-                    f"the stored model of site {site_id!r} is invalid: {exc}"
-                ) from None
+    if registry.sites_table_exists(conn):
+        try:
+            stored = registry.site_model(conn, site_id)
+        except ValidationError as exc:
+            raise ReportError(f"the stored model of site {site_id!r} is invalid: {exc}") from None
+        if stored is not None:
+            return stored
     from config.documents import ConfigError
     from config.files import load_config_dir
 

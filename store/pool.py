@@ -42,3 +42,8 @@ def make_pool(
         kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": SESSION_OPTIONS},
         open=True,
     )
+
+
+def ping(conn: psycopg.Connection[Any]) -> None:
+    """A round trip to the server (liveness); raises psycopg.Error when it does not answer."""
+    conn.execute("SELECT 1")

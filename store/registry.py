@@ -1,5 +1,8 @@
 """The registry in PostgreSQL: sites, spaces, devices, parties, assignments and clause versions.
 
+The one module that reads and writes these tables: the API, the domain services and the CLI
+call the named reads below (`site_row`, `site_ids`, `space_rows`, ...) instead of writing SQL.
+
 `sync_site` and `sync_clauses` bring the tables in line with the files an operator writes; they
 are idempotent (unchanged content writes nothing) and every change they make is recorded in the
 ledger with who made it. Nothing that alerts may name is ever deleted: a space, device or party
@@ -14,9 +17,10 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from rules.clause import ClauseFile
@@ -329,6 +333,235 @@ def load_assignments(conn: psycopg.Connection[Any], site: str) -> list[StoredAss
 
 def party_names(conn: psycopg.Connection[Any], site: str) -> dict[str, str]:
     return {r[0]: r[1] for r in conn.execute(PARTIES_QUERY, (site,)).fetchall()}
+
+
+# ---- reads: sites ----
+# Site-scoped reads take `sites`: the ids to keep, or None for every site (an API token's
+# `site_filter`).
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRow:
+    """A registered site, without its stored model (`site_model` reads that)."""
+
+    id: str
+    name: str
+    timezone: str
+    info: dict[str, Any]  # the `site:` section of the site file (SiteInfo), as stored
+    created_at: dt.datetime
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+_SITE_COLUMNS = "id, name, timezone, info, created_at"
+
+
+def site_row(conn: psycopg.Connection[Any], site: str) -> SiteRow | None:
+    """The site, or None when no such site is registered."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(f"SELECT {_SITE_COLUMNS} FROM sites WHERE id = %s", (site,)).fetchone()
+    return None if row is None else SiteRow(*row)
+
+
+def site_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None = None) -> list[SiteRow]:
+    """The registered sites among `sites` (None: every site), by id."""
+    rows = _of_sites(conn, f"SELECT {_SITE_COLUMNS} FROM sites", sites, "id", column="id")
+    return [SiteRow(**row) for row in rows]
+
+
+def site_ids(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every registered site's id, sorted."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return [row[0] for row in cur.execute("SELECT id FROM sites ORDER BY id")]
+
+
+def site_exists(conn: psycopg.Connection[Any], site: str) -> bool:
+    return conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is not None
+
+
+def sites_table_exists(conn: psycopg.Connection[Any]) -> bool:
+    """False on a database the registry migration has not reached (reports fall back to the
+    site files)."""
+    row = conn.execute("SELECT to_regclass('sites') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def site_model(conn: psycopg.Connection[Any], site: str) -> SiteModel | None:
+    """The site model last synced (`sync_site`), or None for an unknown site. Raises
+    pydantic.ValidationError when the stored model no longer validates."""
+    row = conn.execute("SELECT model FROM sites WHERE id = %s", (site,)).fetchone()
+    return None if row is None else SiteModel.model_validate(row[0])
+
+
+def site_summaries(
+    conn: psycopg.Connection[Any], sites: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """id, name, timezone and data_time (the site's engine watermark, null before its first
+    checkpoint) of the registered sites among `sites`, by id."""
+    return _of_sites(
+        conn,
+        "SELECT s.id, s.name, s.timezone, to_timestamp(c.watermark) AS data_time"
+        " FROM sites s LEFT JOIN engine_checkpoints c ON c.site = s.id",
+        sites,
+        "s.id",
+        column="s.id",
+    )
+
+
+# ---- reads: spaces, devices, device status, parties, assignments ----
+
+# The columns a reader gets of a party and of an assignment: one list each for the listing and
+# the single-row read, so the two cannot drift apart.
+_PARTY_COLUMNS = "site, id, name, kind, contacts, retired_at"
+_ASSIGNMENT_COLUMNS = (
+    "id, site, party, space, domain, role, level, valid_from, valid_to, created_by, created_at"
+)
+
+
+def space_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The spaces in use (not retired) of `sites`, by site and id."""
+    return _of_sites(
+        conn,
+        "SELECT site, id, name, type, parent, tags, area_m2, occupants FROM spaces",
+        sites,
+        "site, id",
+        also=" AND retired_at IS NULL",
+    )
+
+
+def device_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The devices in use (not retired) of `sites`, by site and id."""
+    return _of_sites(
+        conn,
+        "SELECT site, id, space, kind, metrics, parent FROM devices",
+        sites,
+        "site, id",
+        also=" AND retired_at IS NULL",
+    )
+
+
+def device_metric_unit(
+    conn: psycopg.Connection[Any], site: str, device: str, metric: str
+) -> str | None:
+    """The unit of `metric` as the device's model declares it (None when it declares no such
+    metric). Raises LookupError for a device the site does not have."""
+    row = conn.execute(
+        "SELECT metrics -> %s ->> 'unit' FROM devices WHERE site = %s AND id = %s",
+        (metric, site, device),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no device {device!r} in site {site!r}")
+    unit: str | None = row[0]
+    return unit
+
+
+def device_status_rows(
+    conn: psycopg.Connection[Any], sites: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """The latest status ('online' / 'offline') each gateway or device of `sites` published,
+    and when it arrived (written by ingest: store.writes.write_device_status)."""
+    return _of_sites(
+        conn,
+        "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"
+        " received_at FROM device_status",
+        sites,
+        "site, device",
+    )
+
+
+def party_rows(conn: psycopg.Connection[Any], sites: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Every party of `sites` (retired ones too), by site and id."""
+    return _of_sites(conn, f"SELECT {_PARTY_COLUMNS} FROM parties", sites, "site, id")
+
+
+def party_row(conn: psycopg.Connection[Any], site: str, party: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE site = %s AND id = %s", (site, party)
+        ).fetchone()
+
+
+def party_and_space_exist(
+    conn: psycopg.Connection[Any], site: str, party: str, space: str
+) -> tuple[bool, bool]:
+    """Whether the site has this party, and this space (retired ones included)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM parties WHERE site = %(s)s AND id = %(p)s),"
+        " (SELECT count(*) FROM spaces WHERE site = %(s)s AND id = %(x)s)",
+        {"s": site, "p": party, "x": space},
+    ).fetchone()
+    if row is None:
+        return False, False
+    return bool(row[0]), bool(row[1])
+
+
+def assignment_rows(
+    conn: psycopg.Connection[Any], sites: Sequence[str] | None, at: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """The assignments of `sites`, past, present and future (or only those in force at `at`),
+    by site and id."""
+    select = f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments"
+    if at is None:
+        return _of_sites(conn, select, sites, "site, id")
+    in_force = " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
+    return _of_sites(conn, select, sites, "site, id", also=in_force, args=(at, at))
+
+
+def assignment_row(conn: psycopg.Connection[Any], assignment_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE id = %s", (assignment_id,)
+        ).fetchone()
+
+
+# ---- reads: clause versions ----
+
+
+def latest_clause_versions(conn: psycopg.Connection[Any], today: dt.date) -> list[dict[str, Any]]:
+    """Each clause's latest version (its provenance), with how many versions it has and
+    whether any of them is in force on `today`; by clause id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT DISTINCT ON (clause_id) clause_id, version, standard_code, standard_title,"
+            " standard_edition, number, title, domain, key, severity, confidence,"
+            " count(*) OVER (PARTITION BY clause_id) AS versions,"
+            " bool_or(effective_from <= %(today)s"
+            "   AND (effective_to IS NULL OR effective_to >= %(today)s))"
+            "   OVER (PARTITION BY clause_id) AS in_force"
+            " FROM clause_versions ORDER BY clause_id, version DESC",
+            {"today": today},
+        ).fetchall()
+
+
+def clause_version_rows(conn: psycopg.Connection[Any], clause_id: str) -> list[dict[str, Any]]:
+    """Every version of one clause, oldest first (empty for an unknown clause)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT clause_id AS id, version, content_hash, effective_from, effective_to, number,"
+            " title, text, severity, key, confidence, created_by, created_at, config"
+            " FROM clause_versions WHERE clause_id = %s ORDER BY version",
+            (clause_id,),
+        ).fetchall()
+
+
+def _of_sites(
+    conn: psycopg.Connection[Any],
+    select: str,
+    sites: Sequence[str] | None,
+    order_by: str,
+    *,
+    column: str = "site",
+    also: str = "",
+    args: Sequence[Any] = (),
+) -> list[dict[str, Any]]:
+    """The rows of `select` whose `column` is one of `sites` (None: every site) and that pass
+    `also` (more conditions, with `args`), ordered by `order_by`."""
+    where, where_args = ("TRUE", []) if sites is None else (f"{column} = ANY(%s)", [list(sites)])
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"{select} WHERE {where}{also} ORDER BY {order_by}", [*where_args, *args]
+        ).fetchall()
 
 
 def _sync_entities(

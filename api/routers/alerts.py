@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from psycopg.rows import dict_row
 
-from alerts import lifecycle
-from api.alert_rows import ALERT_COLUMNS, alert_public, evidence_readings
+from alerts import lifecycle, reads
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import (
@@ -26,6 +24,8 @@ from api.models import (
     SiteId,
     Standard,
     TimelineEntry,
+    alert_public,
+    evidence_readings,
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
@@ -52,47 +52,20 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AlertPage:
     """Alerts newest first (by start time, then id) in the token's sites."""
-    where: list[str] = []
-    args: list[Any] = []
     sites = principal.site_filter(site)
-    if sites is not None:
-        where.append("a.site = ANY(%s)")
-        args.append(sites)
-    if state:
-        where.append("a.state = ANY(%s)")
-        args.append(list(state))
-    if severity:
-        where.append("a.severity = ANY(%s)")
-        args.append(list(severity))
-    if clause is not None:
-        where.append("a.clause_id = %s")
-        args.append(clause)
-    if space is not None:
-        where.append(
-            "(a.space = %s OR (a.site, a.space) IN (WITH RECURSIVE sub(site, id) AS ("
-            " SELECT site, id FROM spaces WHERE id = %s"
-            " UNION SELECT s.site, s.id FROM spaces s JOIN sub ON s.site = sub.site"
-            " AND s.parent = sub.id) SELECT site, id FROM sub))"
-        )
-        args.extend([space, space])
-    if since is not None:
-        where.append("a.started_at >= %s")
-        args.append(since)
-    if until is not None:
-        where.append("a.started_at < %s")
-        args.append(until)
-    if cursor is not None:
-        at, last_id = decode_cursor(cursor)
-        where.append("(a.started_at, a.id) < (%s, %s)")
-        args.extend([at, last_id])
-    sql = (
-        f"SELECT {ALERT_COLUMNS} FROM alerts a"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY a.started_at DESC, a.id DESC LIMIT %s"
+    before = decode_cursor(cursor) if cursor is not None else None
+    rows = reads.alert_rows(
+        conn,
+        sites=sites,
+        states=state or (),
+        severities=severity or (),
+        clause=clause,
+        space=space,
+        since=since,
+        until=until,
+        before=before,
+        limit=limit + 1,  # one more than the page: is there a next page?
     )
-    args.append(limit + 1)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(sql, args).fetchall()
     items = [alert_public(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -159,30 +132,14 @@ def _lifecycle_errors(conn: DbConn) -> Iterator[None]:
 
 
 def _ensure_visible(conn: DbConn, principal: Principal, alert_id: int) -> None:
-    row = conn.execute("SELECT site FROM alerts WHERE id = %s", (alert_id,)).fetchone()
-    principal.require_visible(None if row is None else row[0], "alert")
+    principal.require_visible(reads.alert_site(conn, alert_id), "alert")
 
 
 def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> AlertDetail:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"SELECT {ALERT_COLUMNS}, a.confirmed_at, a.params, a.evidence, a.escalation_chain,"
-            " a.acknowledged_at, a.acknowledged_by, a.acknowledged_note, a.closed_at,"
-            " a.closed_by, a.cause, a.corrective_action,"
-            " v.standard_code, v.standard_title, v.standard_edition, v.text, v.domain, v.key,"
-            " v.confidence, v.effective_from, v.effective_to"
-            " FROM alerts a LEFT JOIN clause_versions v"
-            " ON v.clause_id = a.clause_id AND v.version = a.clause_version"
-            " WHERE a.id = %s",
-            (alert_id,),
-        ).fetchone()
-        principal.require_visible(None if row is None else row["site"], "alert")
-        assert row is not None
-        timeline = cur.execute(
-            "SELECT id, at, action, actor, note, data FROM alert_timeline"
-            " WHERE alert_id = %s ORDER BY id",
-            (alert_id,),
-        ).fetchall()
+    row = reads.alert_detail_row(conn, alert_id)
+    principal.require_visible(None if row is None else row["site"], "alert")
+    assert row is not None
+    timeline = reads.alert_timeline(conn, alert_id)
     public = alert_public(row)
     provenance = ClauseProvenance(
         **public.clause.model_dump(),

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import yaml
 from fastapi import APIRouter, HTTPException, Path, status
-from psycopg.rows import dict_row
 
 from api.auth import ClauseAdmin, Reader
 from api.deps import DbConn
@@ -26,6 +25,7 @@ from api.models import (
 )
 from config.documents import ConfigError
 from config.files import load_clause_file
+from store import registry
 
 router = APIRouter(prefix="/clauses", tags=["clauses"])
 # Far above any real clause file (a few thousand nodes), far below what hurts the server.
@@ -37,18 +37,7 @@ ClauseId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
 def list_clauses(conn: DbConn, principal: Reader) -> list[ClausePublic]:
     """Every clause with its latest version's provenance, and whether a version is in force
     today (UTC date)."""
-    today = dt.datetime.now(dt.UTC).date()
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT DISTINCT ON (clause_id) clause_id, version, standard_code, standard_title,"
-            " standard_edition, number, title, domain, key, severity, confidence,"
-            " count(*) OVER (PARTITION BY clause_id) AS versions,"
-            " bool_or(effective_from <= %(today)s"
-            "   AND (effective_to IS NULL OR effective_to >= %(today)s))"
-            "   OVER (PARTITION BY clause_id) AS in_force"
-            " FROM clause_versions ORDER BY clause_id, version DESC",
-            {"today": today},
-        ).fetchall()
+    rows = registry.latest_clause_versions(conn, dt.datetime.now(dt.UTC).date())
     return [
         ClausePublic(
             id=row["clause_id"],
@@ -76,13 +65,7 @@ def clause_versions(
     clause_id: ClauseId, conn: DbConn, principal: Reader
 ) -> list[ClauseVersionPublic]:
     """Every version of one clause, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT clause_id AS id, version, content_hash, effective_from, effective_to, number,"
-            " title, text, severity, key, confidence, created_by, created_at, config"
-            " FROM clause_versions WHERE clause_id = %s ORDER BY version",
-            (clause_id,),
-        ).fetchall()
+    rows = registry.clause_version_rows(conn, clause_id)
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "clause not found")
     return [ClauseVersionPublic(**row) for row in rows]

@@ -7,13 +7,13 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from psycopg.rows import tuple_row
 
 from api.auth import Reader
 from api.deps import DbConn
 from api.models import ComplianceReport, QueryTime, SiteId, problems
 from api.periods import query_period
 from compliance.rates import compliance_report
+from store import registry
 
 router = APIRouter(tags=["compliance"])
 DEFAULT_PERIOD = dt.timedelta(days=7)
@@ -35,10 +35,7 @@ def get_compliance(
     start, end = query_period(since, until, DEFAULT_PERIOD, now)
     sites = principal.site_filter(site)
     if sites is None:
-        with conn.cursor(row_factory=tuple_row) as cur:
-            sites = [row[0] for row in cur.execute("SELECT id FROM sites ORDER BY id")]
-    elif site is not None:
-        known = conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone()
-        if known is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
+        sites = registry.site_ids(conn)
+    elif site is not None and not registry.site_exists(conn, site):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     return compliance_report(conn, sites, start, end, now, clause)

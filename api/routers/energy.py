@@ -15,17 +15,23 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import BaseModel, Field
 
 from api.auth import EnergyReader, Principal
 from api.deps import DbConn
-from api.models import Input, Problem, SiteId
+from api.models import (
+    CarbonReportOut,
+    EnergyOut,
+    EnergyPoint,
+    FactorCreate,
+    FactorPublic,
+    Problem,
+    QuotaOut,
+    QuotaPoint,
+    SiteId,
+)
 from energy import factors as factor_store
 from energy.quotas import load_quota_clauses, quota_statuses
 from energy.render import (
-    CarbonReportOut,
-    ImbalanceOut,
-    MeterOut,
     carbon_csv,
     carbon_out,
     energy_csv,
@@ -63,83 +69,6 @@ Format = Annotated[Literal["json", "csv"], Query(alias="format")]
 # A report reads every reading of its meters: bound the work one request may ask for.
 MAX_DAYS = 3 * 366
 MAX_HOURLY_DAYS = 62
-
-
-class EnergyPoint(BaseModel):
-    start: dt.datetime
-    end: dt.datetime
-    key: str
-    carrier: str
-    unit: str
-    value: Decimal
-    estimated: Decimal
-
-
-class EnergyOut(BaseModel):
-    site: str
-    space: str | None
-    since: dt.datetime
-    until: dt.datetime
-    timezone: str
-    bucket: str
-    by: str
-    area_m2: Decimal | None
-    occupants: int | None
-    points: list[EnergyPoint]
-    meters: list[MeterOut]
-    imbalances: list[ImbalanceOut]
-
-
-class QuotaPoint(BaseModel):
-    at: dt.datetime
-    cumulative: Decimal
-
-
-class QuotaOut(BaseModel):
-    clause_id: str
-    version: int
-    title: str
-    device: str
-    space: str
-    metric: str
-    unit: str
-    period: str
-    period_start: dt.datetime
-    period_end: dt.datetime
-    budget: Decimal | None
-    consumed: Decimal
-    estimated: Decimal
-    budget_to_date: Decimal | None
-    forecast: Decimal | None
-    elapsed_share: Decimal
-    status: str
-    reason: str
-    missing_hours: Decimal
-    curve: list[QuotaPoint]
-
-
-class FactorPublic(BaseModel):
-    carrier: str
-    series: str
-    region: str
-    data_year: int
-    value: Decimal
-    unit: str
-    variant: str
-    instrument: str
-    confidence: str
-
-
-class FactorCreate(Input):
-    carrier: Literal["electricity", "natural_gas", "heat", "gasoline", "diesel"]
-    series: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)
-    region: str = Field(default="national", pattern=ID_PATTERN)
-    data_year: int = Field(ge=1990, le=2100)
-    value: Decimal = Field(gt=0, max_digits=12)
-    unit: Literal["tCO2/MWh", "kgCO2/kWh", "tCO2/GJ", "kgCO2/GJ", "kgCO2/m3", "tCO2/t", "kgCO2/kg"]
-    variant: str = Field(default=factor_store.ALL_IN, min_length=1, max_length=200)
-    instrument: str = Field(min_length=1, max_length=500)
-    confidence: Literal["A", "A/B", "B", "B-", "C"]
 
 
 def _site(conn: psycopg.Connection, principal: Principal, site: str) -> SiteModel:

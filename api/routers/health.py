@@ -3,24 +3,19 @@ expect; neither reveals per-site data (alert counts are by state only)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import psycopg
 from fastapi import APIRouter, Response, status
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
 
+from alerts import reads
 from api.deps import Pool
+from api.models import Health
+from store.pool import ping
 
 router = APIRouter(tags=["health"])
 
 ALERT_STATES = ("firing", "acknowledged", "resolved", "closed")
-
-
-class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    database: Literal["ok", "unreachable"]
 
 
 @router.get(
@@ -30,7 +25,7 @@ class Health(BaseModel):
 def healthz(pool: Pool, response: Response) -> Health:
     try:
         with pool.connection(timeout=2.0) as conn:
-            conn.execute("SELECT 1")
+            ping(conn)
     except (psycopg.Error, TimeoutError, OSError):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Health(status="degraded", database="unreachable")
@@ -51,8 +46,7 @@ def metrics(pool: Pool) -> Response:
     counts = dict.fromkeys(ALERT_STATES, 0)
     try:
         with pool.connection(timeout=2.0) as conn:
-            for state, count in conn.execute("SELECT state, count(*) FROM alerts GROUP BY state"):
-                counts[state] = count
+            counts.update(reads.counts_by_state(conn))
         up = 1
     except (psycopg.Error, TimeoutError, OSError):
         up = 0

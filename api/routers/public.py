@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse
 
 from api.deps import DbConn
-from api.models import SiteId, problems
-from compliance.public import NotPublic, PublicSite, public_site, render_public_html
+from api.models import PublicSite, SiteId, problems
+from compliance.public import NotPublic, public_site, render_public_html
 
 router = APIRouter(prefix="/public", tags=["public"])
 pages = APIRouter(include_in_schema=False)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from api.auth import Reader
 from api.deps import DbConn
 from api.models import MetricId, QueryTime, ReadingPoint, ReadingSeries, SiteId, problems
+from store import registry
 from store.readings import BucketPoint, QueryError, RawPoint, query_readings
 
 router = APIRouter(tags=["readings"])
@@ -36,12 +37,10 @@ def get_readings(
     """Raw readings in [since, until) (bucket omitted), or count / mean / min / max per bucket.
     Hourly and daily buckets come from the rollups."""
     principal.site_filter(site)  # 403 outside the token's sites
-    row = conn.execute(
-        "SELECT metrics -> %s ->> 'unit' FROM devices WHERE site = %s AND id = %s",
-        (metric, site, device),
-    ).fetchone()
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
+    try:
+        unit = registry.device_metric_unit(conn, site, device, metric)
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found") from exc
     try:
         end = until if until is not None else dt.datetime.now(dt.UTC)
         start = since if since is not None else end - DEFAULT_PERIOD
@@ -63,7 +62,7 @@ def get_readings(
         site=site,
         device=device,
         metric=metric,
-        unit=row[0],
+        unit=unit,
         bucket=bucket or "raw",
         points=[_point(p) for p in points],
     )

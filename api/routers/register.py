@@ -12,43 +12,28 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import FileResponse
-from psycopg.rows import tuple_row
-from pydantic import AwareDatetime, Field, StringConstraints
 
 from api import STATIC_DIR
 from api.auth import ClauseAdmin, Reader
 from api.deps import DbConn
-from api.models import Input, SiteId, problems
+from api.models import BacktestRequest, BacktestResult, ClauseDetail, RegisterEntry, problems
 from api.routers.clauses import pre_parse
-from compliance.backtest import BacktestError, BacktestResult, backtest
+from compliance.backtest import BacktestError, backtest
 from compliance.register import (
-    ClauseDetail,
     ClauseNotFound,
     ClauseStatus,
     Confidence,
-    RegisterEntry,
     RegisterQuery,
     clause_detail,
     search_register,
 )
 from config.documents import ConfigError
 from config.files import load_clause_file
+from store import registry
 
 router = APIRouter(prefix="/register", tags=["register"])
 pages = APIRouter(include_in_schema=False)
 ClauseId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
-
-
-class BacktestRequest(Input):
-    yaml: Annotated[str, StringConstraints(max_length=1_000_000)] = Field(
-        description="a clause file (YAML text) holding the version(s) to try"
-    )
-    site: SiteId
-    since: AwareDatetime
-    until: AwareDatetime = Field(description="exclusive")
-    clause: Annotated[str | None, StringConstraints(max_length=128)] = Field(
-        default=None, description="only this clause id of the file"
-    )
 
 
 @router.get("", responses=problems(401, 403))
@@ -77,8 +62,7 @@ def detail(clause_id: ClauseId, conn: DbConn, principal: Reader) -> ClauseDetail
     alerts."""
     sites = principal.site_filter(None)
     if sites is None:
-        with conn.cursor(row_factory=tuple_row) as cur:
-            sites = [row[0] for row in cur.execute("SELECT id FROM sites ORDER BY id")]
+        sites = registry.site_ids(conn)
     try:
         return clause_detail(conn, clause_id, sites, dt.datetime.now(dt.UTC))
     except ClauseNotFound as exc:
@@ -92,7 +76,7 @@ def run_backtest(
     """Judges each clause version of the file over the site's stored history in
     [since, until), beside the version in force; stores nothing."""
     principal.site_filter(body.site)
-    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site,)).fetchone() is None:
+    if not registry.site_exists(conn, body.site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     problem = pre_parse(body.yaml)
     if problem is not None:

@@ -4,10 +4,9 @@ token that made it (store.registry / ledger)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from psycopg.rows import dict_row
 
 from api.auth import Principal, Reader, RegistryAdmin
 from api.deps import DbConn
@@ -31,62 +30,21 @@ from store import registry
 
 router = APIRouter(tags=["registry"])
 PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-# The columns of PartyPublic and AssignmentPublic: one list each for the listing and the
-# single-row read, so the two cannot drift apart.
-_PARTY_COLUMNS = "site, id, name, kind, contacts, retired_at"
-_ASSIGNMENT_COLUMNS = (
-    "id, site, party, space, domain, role, level, valid_from, valid_to, created_by, created_at"
-)
-
-
-def _site_clause(
-    principal: Principal, site: str | None, args: list[Any], column: str = "site"
-) -> str:
-    sites = principal.site_filter(site)
-    if sites is None:
-        return "TRUE"
-    args.append(sites)
-    return f"{column} = ANY(%s)"
 
 
 @router.get("/sites", responses=problems(401, 403))
 def list_sites(conn: DbConn, principal: Reader) -> list[SitePublic]:
-    args: list[Any] = []
-    where = _site_clause(principal, None, args, column="s.id")
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT s.id, s.name, s.timezone, to_timestamp(c.watermark) AS data_time"
-            f" FROM sites s LEFT JOIN engine_checkpoints c ON c.site = s.id WHERE {where}"
-            " ORDER BY s.id",
-            args,
-        ).fetchall()
-    return [SitePublic(**row) for row in rows]
+    return [SitePublic(**row) for row in registry.site_summaries(conn, principal.site_filter(None))]
 
 
 @router.get("/spaces", responses=problems(401, 403))
 def list_spaces(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[SpacePublic]:
-    args: list[Any] = []
-    where = _site_clause(principal, site, args)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT site, id, name, type, parent, tags, area_m2, occupants FROM spaces"
-            f" WHERE {where} AND retired_at IS NULL ORDER BY site, id",
-            args,
-        ).fetchall()
-    return [SpacePublic(**row) for row in rows]
+    return [SpacePublic(**row) for row in registry.space_rows(conn, principal.site_filter(site))]
 
 
 @router.get("/devices", responses=problems(401, 403))
 def list_devices(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[DevicePublic]:
-    args: list[Any] = []
-    where = _site_clause(principal, site, args)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT site, id, space, kind, metrics, parent FROM devices"
-            f" WHERE {where} AND retired_at IS NULL ORDER BY site, id",
-            args,
-        ).fetchall()
-    return [DevicePublic(**row) for row in rows]
+    return [DevicePublic(**row) for row in registry.device_rows(conn, principal.site_filter(site))]
 
 
 @router.get("/device-status", responses=problems(401, 403))
@@ -94,27 +52,13 @@ def list_device_status(
     conn: DbConn, principal: Reader, site: SiteId | None = None
 ) -> list[DeviceStatusPublic]:
     """The latest online/offline status of each gateway or device that published one."""
-    args: list[Any] = []
-    where = _site_clause(principal, site, args)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"
-            f" received_at FROM device_status WHERE {where} ORDER BY site, device",
-            args,
-        ).fetchall()
+    rows = registry.device_status_rows(conn, principal.site_filter(site))
     return [DeviceStatusPublic(**row) for row in rows]
 
 
 @router.get("/parties", responses=problems(401, 403))
 def list_parties(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list[PartyPublic]:
-    args: list[Any] = []
-    where = _site_clause(principal, site, args)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE {where} ORDER BY site, id",
-            args,
-        ).fetchall()
-    return [PartyPublic(**row) for row in rows]
+    return [PartyPublic(**row) for row in registry.party_rows(conn, principal.site_filter(site))]
 
 
 @router.get("/assignments", responses=problems(401, 403))
@@ -125,16 +69,7 @@ def list_assignments(
     at: Annotated[QueryTime | None, Query(description="only those in force at this time")] = None,
 ) -> list[AssignmentPublic]:
     """Assignments, past, present and future (or only those in force at `at`)."""
-    args: list[Any] = []
-    where = _site_clause(principal, site, args)
-    if at is not None:
-        where += " AND valid_from <= %s AND (valid_to IS NULL OR valid_to > %s)"
-        args.extend([at, at])
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE {where} ORDER BY site, id",
-            args,
-        ).fetchall()
+    rows = registry.assignment_rows(conn, principal.site_filter(site), at)
     return [AssignmentPublic(**row) for row in rows]
 
 
@@ -182,14 +117,10 @@ def create_assignment(
 ) -> AssignmentPublic:
     """Makes a party answer for a space subtree and clause domain over a period."""
     _require_site(conn, principal, body.site)
-    known = conn.execute(
-        "SELECT (SELECT count(*) FROM parties WHERE site = %(s)s AND id = %(p)s),"
-        " (SELECT count(*) FROM spaces WHERE site = %(s)s AND id = %(x)s)",
-        {"s": body.site, "p": body.party, "x": body.space},
-    ).fetchone()
-    if known is None or not known[0]:
+    has_party, has_space = registry.party_and_space_exist(conn, body.site, body.party, body.space)
+    if not has_party:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "party not found")
-    if not known[1]:
+    if not has_space:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "space not found")
     if body.valid_to is not None and body.valid_to <= body.valid_from:
         raise _field_error("valid_to", "must be after valid_from")
@@ -219,27 +150,19 @@ def end_assignment(
 def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
     """403 for a site outside the token's scope (as for a site filter), 404 for an unknown one."""
     principal.site_filter(site)
-    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is None:
+    if not registry.site_exists(conn, site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
 
 
 def _party(conn: DbConn, site: str, party_id: str) -> PartyPublic:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"SELECT {_PARTY_COLUMNS} FROM parties WHERE site = %s AND id = %s",
-            (site, party_id),
-        ).fetchone()
+    row = registry.party_row(conn, site, party_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "party not found")
     return PartyPublic(**row)
 
 
 def _assignment(conn: DbConn, principal: Principal, assignment_id: int) -> AssignmentPublic:
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments WHERE id = %s",
-            (assignment_id,),
-        ).fetchone()
+    row = registry.assignment_row(conn, assignment_id)
     principal.require_visible(None if row is None else row["site"], "assignment")
     assert row is not None
     return AssignmentPublic(**row)

@@ -9,26 +9,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.responses import HTMLResponse, Response
-from pydantic import StringConstraints
 
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
-from api.models import Input, SiteId, problems
+from api.models import EvaluationReport, ReportCreate, SiteId, StoredReport, problems
 from compliance.reports import (
     BadPeriod,
-    EvaluationReport,
-    StoredReport,
+    ReportPart,
     generate_report,
     list_reports,
+    stored_report_part,
 )
+from store import registry
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 ReportId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-
-
-class ReportCreate(Input):
-    site: SiteId
-    period: Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
 
 
 @router.get("", responses=problems(401, 403))
@@ -40,7 +35,7 @@ def reports(conn: DbConn, principal: Reader, site: SiteId | None = None) -> list
 @router.post("", status_code=status.HTTP_201_CREATED, responses=problems(401, 403, 404))
 def create_report(body: ReportCreate, conn: DbConn, principal: AlertActor) -> StoredReport:
     principal.site_filter(body.site)
-    if conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site,)).fetchone() is None:
+    if not registry.site_exists(conn, body.site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     try:
         report_id, _ = generate_report(
@@ -55,13 +50,11 @@ def create_report(body: ReportCreate, conn: DbConn, principal: AlertActor) -> St
     return next(r for r in list_reports(conn, [body.site]) if r.id == report_id)
 
 
-def _stored(conn: DbConn, principal: Principal, report_id: int, column: str) -> Any:
-    row = conn.execute(
-        f"SELECT site, {column} FROM evaluation_reports WHERE id = %s", (report_id,)
-    ).fetchone()
-    principal.require_visible(None if row is None else row[0], "report")
-    assert row is not None
-    return row[1]
+def _stored(conn: DbConn, principal: Principal, report_id: int, part: ReportPart) -> Any:
+    stored = stored_report_part(conn, report_id, part)
+    principal.require_visible(None if stored is None else stored[0], "report")
+    assert stored is not None
+    return stored[1]
 
 
 @router.get("/{report_id}", responses=problems(401, 403, 404))

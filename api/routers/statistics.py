@@ -13,15 +13,9 @@ from fastapi.responses import FileResponse
 from api import STATIC_DIR
 from api.auth import Reader
 from api.deps import DbConn
-from api.models import QueryTime, SiteId, problems
+from api.models import OrgStatistics, QueryTime, SiteId, SiteStatistics, problems
 from api.periods import query_period
-from compliance.statistics import (
-    OrgStatistics,
-    SiteStatistics,
-    UnknownSite,
-    org_statistics,
-    site_statistics,
-)
+from compliance.statistics import UnknownSite, org_statistics, site_statistics
 
 router = APIRouter(prefix="/statistics", tags=["statistics"])
 pages = APIRouter(include_in_schema=False)
