@@ -8,7 +8,6 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from config.clausetests import load_clause_test_file
 from config.documents import ConfigError, Problem, YamlDocument, read_yaml
@@ -18,17 +17,13 @@ from config.holidays import (
     holiday_files,
     is_holiday_document,
     load_schedules,
+    today_in_china,
     validate_holiday_document,
 )
 from rules.holidays import CalendarCoverage, OfficialCalendar, calendar_coverage
 
 CONFIG_SUBDIRS = ("sites", "clauses", "tests", "holidays")
-CHINA = ZoneInfo("Asia/Shanghai")
-
-
-def today_in_china() -> dt.date:
-    """The calendar day in China now: the day whose year the holiday schedules are judged for."""
-    return dt.datetime.now(CHINA).date()
+__all__ = ["CheckResult", "check_paths", "classify", "today_in_china"]
 
 
 @dataclass

@@ -11,9 +11,11 @@ rules/holidays.py, and said so.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from config import BUNDLED_DIR
 from config.documents import ConfigError, Problem, YamlDocument, read_yaml, validate_document
@@ -22,6 +24,14 @@ from rules.holidays import HolidaySchedule, OfficialCalendar, use_official_calen
 HOLIDAYS_SUBDIR = "holidays"
 BUNDLED_HOLIDAYS_DIR = BUNDLED_DIR / HOLIDAYS_SUBDIR
 _YEAR_FILE = re.compile(r"^(\d{4})\.ya?ml$")
+CHINA = ZoneInfo("Asia/Shanghai")
+
+
+def today_in_china() -> dt.date:
+    """The calendar day in China now: the day whose year (and the next) the holiday schedules
+    are judged for when nothing else says which days are judged (`clausewatch check`,
+    `/healthz`, the dashboard)."""
+    return dt.datetime.now(CHINA).date()
 
 
 def is_holiday_document(doc: YamlDocument) -> bool:
