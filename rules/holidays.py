@@ -203,6 +203,16 @@ class CalendarGap:
             f"judged by the fallback rule ({FALLBACK_RULE})"
         )
 
+    def note(self) -> CalendarNote:
+        return CalendarNote(
+            year=self.year,
+            first=self.first,
+            last=self.last,
+            upcoming=self.upcoming,
+            message=self.message(),
+            message_zh=self.message_zh(),
+        )
+
     def message_zh(self) -> str:
         if self.days_until is not None:
             return (
@@ -210,6 +220,19 @@ class CalendarGap:
                 f"{FALLBACK_RULE_ZH}，请据国务院办公厅通知添加 holidays/{self.year}.yaml"
             )
         return f"无{self.year}年国务院节假日安排：{self.first}至{self.last}{FALLBACK_RULE_ZH}"
+
+
+class CalendarNote(Strict):
+    """A `CalendarGap` as data, for reports and APIs: the year, the days affected (for a year
+    not judged yet, the whole of it), the fallback rule and a sentence in each language."""
+
+    year: int
+    first: dt.date
+    last: dt.date
+    upcoming: bool  # not judged yet: the year starts within 60 days
+    fallback_rule: str = FALLBACK_RULE
+    message: str
+    message_zh: str
 
 
 @dataclass(frozen=True)
@@ -284,6 +307,24 @@ def calendar_coverage(
     return CalendarCoverage(
         years_with_data=calendar.years, gaps=tuple(sorted(gaps, key=lambda g: g.year))
     )
+
+
+def site_calendar_notes(
+    holidays_kind: str,
+    first: dt.date,
+    last: dt.date,
+    today: dt.date,
+    calendar: OfficialCalendar | None = None,
+) -> list[CalendarNote]:
+    """What a report on the days [first, last] of a site made on `today` must say about the
+    holiday calendar (default: the one in use): nothing for a site whose working days are
+    Monday to Friday anyway (`weekends`)."""
+    if holidays_kind != "cn":
+        return []
+    coverage = calendar_coverage(
+        calendar if calendar is not None else official_calendar(), today, [(first, last)]
+    )
+    return [gap.note() for gap in coverage.gaps]
 
 
 # ---- the calendar in use, set at start-up ----
