@@ -51,6 +51,7 @@ from energy.factors import ALL_IN
 from energy.render import CarbonReportOut as CarbonReportOut
 from energy.render import ImbalanceOut as ImbalanceOut
 from energy.render import MeterOut as MeterOut
+from rules.holidays import CalendarCoverage
 from rules.site import ID_PATTERN, METRIC_PATTERN
 
 
@@ -583,6 +584,35 @@ class ReportCreate(Input):
 # ---- health ----
 
 
+class HolidayCalendarHealth(BaseModel):
+    """The official holiday schedules in use. A year judged without one, or the next year when
+    it starts within 60 days without one, is named with the fallback rule its working days are
+    (or will be) judged by; that is a warning, not a failure."""
+
+    complete: bool
+    years_with_data: list[int]
+    years_without_data: list[int]  # this year, when it has no schedule
+    next_year_without_data: int | None  # starts within 60 days and has no schedule
+    fallback_rule: str
+    fallback_rule_zh: str
+    warnings: list[str]
+    warnings_zh: list[str]
+
+    @classmethod
+    def of(cls, coverage: CalendarCoverage) -> HolidayCalendarHealth:
+        return cls(
+            complete=coverage.complete,
+            years_with_data=list(coverage.years_with_data),
+            years_without_data=list(coverage.years_without_data),
+            next_year_without_data=coverage.next_year_without_data,
+            fallback_rule=coverage.fallback_rule,
+            fallback_rule_zh=coverage.fallback_rule_zh,
+            warnings=[gap.message() for gap in coverage.gaps],
+            warnings_zh=[gap.message_zh() for gap in coverage.gaps],
+        )
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unreachable"]
+    holiday_calendar: HolidayCalendarHealth

@@ -45,6 +45,7 @@ from config import BUNDLED_DIR
 from config.files import load_config_dir
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
+from rules.holidays import use_official_calendar
 from rules.site import SiteModel
 
 CONFIG = BUNDLED_DIR
@@ -115,6 +116,8 @@ def build_site(rooms: int) -> SiteModel:
 
 def bundled_clauses() -> tuple[list[ClauseVersion], dict[str, str]]:
     loaded = load_config_dir(CONFIG)
+    if loaded.calendar is not None:  # working days as the service judges them
+        use_official_calendar(loaded.calendar)
     standards = {cid: std.code for cid, std in loaded.standards().items()}
     return loaded.clause_versions(), standards
 

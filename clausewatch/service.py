@@ -30,6 +30,7 @@ from ingest.decode import Decoder, Limits, Registry
 from ingest.mqtt import IngressQueue, MqttSubscriber
 from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
+from rules.holidays import use_official_calendar
 from store.migrate import migrate
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect, make_pool
@@ -116,6 +117,9 @@ class Service:
 
     def start(self) -> None:
         settings = self.settings
+        if self.config.calendar is not None:
+            # Before any engine compiles a schedule: they judge working days with this one.
+            use_official_calendar(self.config.calendar)
         migrate(self.database_url)
         sync_registry(self.database_url, self.config)
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from compliance.statistics import SiteStatistics, UnknownSite, site_statistics
 from config.templates import render
+from rules.holidays import CalendarNote, site_calendar_notes
 from store import registry
 
 PERIOD = re.compile(r"^(\d{4})Q([1-4])$")
@@ -82,6 +83,9 @@ class EvaluationReport(BaseModel):
     worst_spaces: list[NamedCompliance]
     overdue_obligations: list[OverdueObligation]
     ledger: list[LedgerRow]
+    # Days of the period (or the coming year) without the State Council's holiday schedule:
+    # clauses scheduled on working days are judged there by the fallback rule.
+    holiday_calendar: list[CalendarNote] = []
 
 
 class StoredReport(BaseModel):
@@ -128,6 +132,7 @@ def build_report(
     if registered is None:
         raise UnknownSite(site)
     name = registered.name
+    holidays_kind = str(registered.info.get("holidays", {}).get("kind", "cn"))
     start, end = quarter_bounds(period, registered.zone())
     if start > now:
         # An empty report would still count the quarter as evaluated.
@@ -183,6 +188,12 @@ def build_report(
         ),
         overdue_obligations=overdue,
         ledger=ledger,
+        holiday_calendar=site_calendar_notes(
+            holidays_kind,
+            start.date(),
+            (end - dt.timedelta(days=1)).date(),
+            now.astimezone(start.tzinfo).date(),
+        ),
     )
 
 
@@ -291,6 +302,13 @@ SEVERITY_COLOURS = {
 }
 
 
+# What a missing holiday schedule affects in this report.
+CALENDAR_AFFECTS = (
+    "clauses scheduled on working days are judged there by this rule"
+    " / 期间按工作日安排的条款依此规则判断"
+)
+
+
 def render_html(report: EvaluationReport) -> str:
     """A self-contained printable page (templates/report.html: inline CSS and SVG, no scripts,
     nothing fetched). Layout and charts are the template's; this passes the figures."""
@@ -312,6 +330,7 @@ def render_html(report: EvaluationReport) -> str:
         ),
         severities=severities,  # the severity chart: alerts started in the period
         colours=SEVERITY_COLOURS,
+        calendar_affects=CALENDAR_AFFECTS,
     )
 
 
@@ -342,6 +361,15 @@ def render_csv(report: EvaluationReport) -> str:
     }
     for field, value in summary.items():
         writer.writerow(["summary", report.site, field, "" if value is None else value])
+    for note in report.holiday_calendar:
+        writer.writerow(
+            [
+                "holiday_calendar",
+                report.site,
+                f"{note.first}/{note.last}",
+                f"{note.message_zh} / {note.message}; {CALENDAR_AFFECTS}",
+            ]
+        )
     for clause in stats.clauses:
         for field in ("rate", "compliant_s", "violating_s", "not_assessable_s"):
             value = getattr(clause, field)

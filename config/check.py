@@ -1,9 +1,10 @@
 """`clausewatch check`: validates files and directories of any kind (sites, clauses, clause
-tests), each recognised by its top-level keys, with the cross-file checks over everything given
-together."""
+tests, holiday schedules), each recognised by its top-level keys, with the cross-file checks
+over everything given together, and says which years have no official holiday schedule."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,18 @@ from pathlib import Path
 from config.clausetests import load_clause_test_file
 from config.documents import ConfigError, Problem, YamlDocument, read_yaml
 from config.files import load_files, yaml_files
+from config.holidays import (
+    BUNDLED_HOLIDAYS_DIR,
+    holiday_files,
+    is_holiday_document,
+    load_schedules,
+    today_in_china,
+    validate_holiday_document,
+)
+from rules.holidays import CalendarCoverage, OfficialCalendar, calendar_coverage
 
-CONFIG_SUBDIRS = ("sites", "clauses", "tests")
+CONFIG_SUBDIRS = ("sites", "clauses", "tests", "holidays")
+__all__ = ["CheckResult", "check_paths", "classify", "today_in_china"]
 
 
 @dataclass
@@ -22,10 +33,12 @@ class _Documents:
     sites: list[Path] = field(default_factory=list)
     clauses: list[Path] = field(default_factory=list)
     tests: list[Path] = field(default_factory=list)
+    holidays: list[Path] = field(default_factory=list)
 
 
 def classify(path: Path, doc: YamlDocument) -> str | None:
-    """'site', 'clauses' or 'tests' by the file's top-level keys; None if none fits."""
+    """'site', 'clauses', 'tests' or 'holidays' by the file's top-level keys; None if none
+    fits."""
     if not isinstance(doc.data, dict):
         return None
     if "site" in doc.data and "spaces" in doc.data:
@@ -34,6 +47,8 @@ def classify(path: Path, doc: YamlDocument) -> str | None:
         return "clauses"
     if "tests" in doc.data:
         return "tests"
+    if is_holiday_document(doc):
+        return "holidays"
     return None
 
 
@@ -44,13 +59,18 @@ class CheckResult:
     clause_files: int
     clause_versions: int
     test_files: int
+    holiday_schedules: int
+    # The bundled holiday schedules with those given replacing their years, as of `today`.
+    calendar: CalendarCoverage
 
 
-def check_paths(paths: Sequence[str | Path]) -> CheckResult:
-    """Validates files and directories; each file is taken as a site, clause or clause-test file
-    by its top-level keys. A directory with sites/, clauses/ or tests/ inside is a configuration
-    directory and only those are read; any other directory is searched for *.yaml / *.yml.
-    Cross-file checks run over everything given together."""
+def check_paths(paths: Sequence[str | Path], today: dt.date | None = None) -> CheckResult:
+    """Validates files and directories; each file is taken as a site, clause, clause-test or
+    holiday file by its top-level keys. A directory with sites/, clauses/, tests/ or holidays/
+    inside is a configuration directory and only those are read; any other directory is
+    searched for *.yaml / *.yml. Cross-file checks run over everything given together. The
+    calendar coverage is that of the bundled holiday schedules with the valid ones given
+    replacing their years, judged for `today`'s year (default: today in China)."""
     problems: list[Problem] = []
     documents = _Documents()
     files: list[Path] = []
@@ -77,14 +97,23 @@ def check_paths(paths: Sequence[str | Path]) -> CheckResult:
                 Problem(
                     str(path),
                     "",
-                    "not a site, clause or clause-test file (expected top-level keys "
-                    "'site' and 'spaces', 'standard', or 'tests')",
+                    "not a site, clause, clause-test or holiday file (expected top-level "
+                    "keys 'site' and 'spaces', 'standard', 'tests', or 'year' and 'holidays')",
                 )
             )
             continue
-        {"site": documents.sites, "clauses": documents.clauses, "tests": documents.tests}[
-            kind
-        ].append(path)
+        if kind == "holidays":
+            try:
+                validate_holiday_document(path, doc)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+        {
+            "site": documents.sites,
+            "clauses": documents.clauses,
+            "tests": documents.tests,
+            "holidays": documents.holidays,
+        }[kind].append(path)
     loaded, found = load_files(documents.sites, documents.clauses)
     problems.extend(found)
     tests_loaded = 0
@@ -94,10 +123,16 @@ def check_paths(paths: Sequence[str | Path]) -> CheckResult:
             tests_loaded += 1
         except ConfigError as exc:
             problems.extend(exc.problems)
+    bundled, bundled_problems = load_schedules(holiday_files(BUNDLED_HOLIDAYS_DIR))
+    given, _ = load_schedules(documents.holidays)  # validated above
+    problems.extend(bundled_problems)
+    calendar = OfficialCalendar({**bundled, **given}.values())
     return CheckResult(
         problems=problems,
         sites=len(loaded.sites),
         clause_files=len(loaded.clause_files),
         clause_versions=len(loaded.clause_versions()),
         test_files=tests_loaded,
+        holiday_schedules=len(documents.holidays),
+        calendar=calendar_coverage(calendar, today or today_in_china()),
     )

@@ -21,7 +21,9 @@ from config.documents import (
     read_yaml,
     validate_document,
 )
+from config.holidays import load_official_calendar
 from rules.clause import ClauseFile, ClauseVersion, Standard
+from rules.holidays import OfficialCalendar
 from rules.site import SiteModel
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -90,6 +92,9 @@ class LoadedConfig:
     sites: dict[str, SiteModel] = field(default_factory=dict)
     site_files: dict[str, Path] = field(default_factory=dict)  # site id -> its file
     clause_files: dict[Path, ClauseFile] = field(default_factory=dict)
+    # The official holiday schedules: bundled, with the directory's holidays/ replacing years.
+    # None when not loaded from a directory (the service then keeps the calendar in use).
+    calendar: OfficialCalendar | None = None
 
     def clause_versions(self) -> list[ClauseVersion]:
         """Every version of every clause, in file order."""
@@ -103,14 +108,19 @@ class LoadedConfig:
 
 
 def load_config_dir(directory: str | Path) -> LoadedConfig:
-    """Loads `directory/sites/*.yaml` and `directory/clauses/*.yaml`. Raises ConfigError with
-    every problem of every file, and those between files."""
+    """Loads `directory/sites/*.yaml`, `directory/clauses/*.yaml` and the official holiday
+    schedules (the bundled ones, `directory/holidays/*.yaml` replacing or adding years). Raises
+    ConfigError with every problem of every file, and those between files."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError([Problem(str(directory), "", "not a directory")])
     loaded, problems = load_files(
         yaml_files(directory / "sites"), yaml_files(directory / "clauses")
     )
+    try:
+        loaded.calendar = load_official_calendar(directory)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return loaded

@@ -23,6 +23,7 @@ from energy.reports import (
     factor_label,
     present,
 )
+from rules.holidays import CalendarNote
 
 T_PLACES = 6  # t CO2
 Q_PLACES = 3  # activity, kgce, kg CO2
@@ -160,6 +161,8 @@ class CarbonReportOut(BaseModel):
     imbalances: list[ImbalanceOut]
     months: list[MonthOut]
     notes: list[str]
+    # Days of the period, or the coming year, without the State Council's holiday schedule.
+    holiday_calendar: list[CalendarNote]
 
 
 def meter_out(line: MeterLine, zone: str) -> MeterOut:
@@ -289,6 +292,7 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
             for m in report.months
         ],
         notes=report.notes,
+        holiday_calendar=report.holiday_calendar,
     )
 
 

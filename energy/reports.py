@@ -48,6 +48,7 @@ from energy.factors import (
     choose_factor,
     load_factors,
 )
+from rules.holidays import CalendarNote, site_calendar_notes
 from rules.site import SiteModel
 from store import registry
 
@@ -66,6 +67,12 @@ _UNIT_SCALE: dict[tuple[str, str], Decimal] = {
 FUELS = ("gasoline", "diesel")
 # Report periods must lie within these years (the data years factors may have, with room).
 FIRST_YEAR, LAST_YEAR = 1990, 2100
+# What a missing holiday schedule affects, said beside it in a report.
+CALENDAR_AFFECTS = (
+    "the energy and carbon figures do not depend on working days; quota and other clauses"
+    " scheduled on working days are judged there by this rule"
+    " / 能耗与碳排放数据不受影响，按工作日安排的条款依此规则判断"
+)
 
 
 class ReportError(ValueError):
@@ -474,6 +481,7 @@ class CarbonReport:
     months: list[MonthLine]
     comparisons: list[Comparison]
     notes: list[str]
+    holiday_calendar: list[CalendarNote]
 
     @property
     def days(self) -> Decimal:
@@ -518,8 +526,11 @@ def carbon_report(
     until: dt.datetime,
     *,
     space: str | None = None,
+    today: dt.date | None = None,
 ) -> CarbonReport:
-    """The full energy and carbon report of the site (or `space`) for [since, until)."""
+    """The full energy and carbon report of the site (or `space`) for [since, until), made on
+    `today` (default: today at the site; it says whether the coming year has a holiday
+    schedule)."""
     zone = site.zone()
     month_edges = _edges(since, until, "month", site)
     meters = site_meters(site)
@@ -650,7 +661,12 @@ def carbon_report(
         months=sorted(months.values(), key=lambda m: (m.start, m.carrier)),
         comparisons=[],
         notes=notes,
+        holiday_calendar=calendar_notes(site, since, until, today),
     )
+    for note in report.holiday_calendar:
+        notes.append(
+            f"节假日安排 holiday calendar: {note.message_zh} / {note.message}; {CALENDAR_AFFECTS}"
+        )
     report.area_m2, report.occupants = area_and_occupants(site, space)
     if report.area_m2 is None:
         notes.append("no floor area: per-m2 intensities are not assessable")
@@ -666,6 +682,22 @@ def carbon_report(
             notes.append(f"meter {device}: {present(hours, 2)} h without data")
     report.comparisons = compare(report, load_baseline(conn, site.site.id))
     return report
+
+
+def calendar_notes(
+    site: SiteModel, since: dt.datetime, until: dt.datetime, today: dt.date | None = None
+) -> list[CalendarNote]:
+    """The days of [since, until) (and the coming year, from `today`, default today at the
+    site) that have no State Council holiday schedule, for a site whose working days follow
+    them."""
+    zone = site.zone()
+    last = (until.astimezone(zone) - dt.timedelta(microseconds=1)).date()
+    return site_calendar_notes(
+        site.site.holidays.kind,
+        since.astimezone(zone).date(),
+        last,
+        today or dt.datetime.now(zone).date(),
+    )
 
 
 def _edges(since: dt.datetime, until: dt.datetime, bucket: Bucket, site: SiteModel) -> list[float]:

@@ -17,9 +17,8 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-import chinese_calendar  # type: ignore[import-untyped]
-
 from rules.clause import Schedule
+from rules.holidays import OfficialCalendar, official_calendar
 from rules.site import HolidayCalendar, SeasonRange, SiteModel
 
 Period = Literal["day", "week", "month", "quarter", "year"]
@@ -32,16 +31,20 @@ _MIDNIGHT = dt.time(0, 0)
 
 
 class WorkdayCalendar:
-    """Workdays of a site: `cn` follows chinese_calendar (statutory holidays and adjusted
-    working days) where it has data and falls back to Monday-Friday elsewhere; `weekends` is
-    Monday-Friday. Extra holidays and workdays of the site apply on top of either."""
+    """Workdays of a site. `cn`: the official holiday schedules (rules/holidays.py: 放假 days
+    and 调休 working days of each year with a State Council notice loaded) where a notice names
+    the day, else Monday to Friday, which is also the whole rule for a year without a notice;
+    `weekends`: Monday to Friday. Extra holidays and workdays of the site apply on top of
+    either. The official calendar is the one in use when the schedule is compiled, unless one is
+    given."""
 
-    __slots__ = ("_extra_holidays", "_extra_workdays", "_kind")
+    __slots__ = ("_extra_holidays", "_extra_workdays", "_kind", "_official")
 
-    def __init__(self, calendar: HolidayCalendar) -> None:
+    def __init__(self, calendar: HolidayCalendar, official: OfficialCalendar | None = None) -> None:
         self._kind = calendar.kind
         self._extra_holidays = frozenset(calendar.extra_holidays)
         self._extra_workdays = frozenset(calendar.extra_workdays)
+        self._official = official if official is not None else official_calendar()
 
     def is_workday(self, day: dt.date) -> bool:
         if day in self._extra_holidays:
@@ -49,10 +52,7 @@ class WorkdayCalendar:
         if day in self._extra_workdays:
             return True
         if self._kind == "cn":
-            try:
-                return bool(chinese_calendar.is_workday(day))
-            except NotImplementedError:  # outside the package's years: weekends only
-                pass
+            return self._official.is_workday(day)
         return day.weekday() < 5
 
 

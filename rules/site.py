@@ -56,9 +56,10 @@ class SeasonRange(Strict):
 
 
 class HolidayCalendar(Strict):
-    """Which days are workdays. `cn`: Chinese statutory holidays and adjusted working days
-    (package chinese-calendar), with `extra_holidays` / `extra_workdays` on top; `weekends`:
-    Monday to Friday only."""
+    """Which days are workdays. `cn`: Chinese statutory holidays and adjusted working days, from
+    the official holiday schedules loaded for each year (rules/holidays.py; Monday to Friday for
+    a year without one), with `extra_holidays` / `extra_workdays` on top; `weekends`: Monday to
+    Friday only."""
 
     kind: Literal["cn", "weekends"] = "cn"
     extra_holidays: tuple[dt.date, ...] = ()

@@ -1,28 +1,21 @@
-"""Working days of a site, as its holiday calendar says."""
+"""Working days of a site, as its holiday calendar says: the engine's own rule
+(`rules.schedule.WorkdayCalendar` over the official holiday schedules in use), so a simulated
+building works on the days the clauses judge as working days."""
 
 from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
 
-import chinese_calendar  # type: ignore[import-untyped]
-
+from rules.holidays import OfficialCalendar, official_calendar
+from rules.schedule import WorkdayCalendar
 from rules.site import HolidayCalendar, SiteModel
 
 
 def is_workday(site: SiteModel, day: dt.date) -> bool:
-    return _is_workday(site.site.holidays, day)
+    return _workdays(site.site.holidays, official_calendar()).is_workday(day)
 
 
-@lru_cache(maxsize=4096)
-def _is_workday(calendar: HolidayCalendar, day: dt.date) -> bool:
-    if day in calendar.extra_holidays:
-        return False
-    if day in calendar.extra_workdays:
-        return True
-    if calendar.kind == "cn":
-        try:
-            return bool(chinese_calendar.is_workday(day))
-        except NotImplementedError:
-            pass  # a year the package has no data for yet: fall back to Monday to Friday
-    return day.weekday() < 5
+@lru_cache(maxsize=64)
+def _workdays(calendar: HolidayCalendar, official: OfficialCalendar) -> WorkdayCalendar:
+    return WorkdayCalendar(calendar, official)

@@ -19,11 +19,27 @@ from typing import Protocol
 import pytest
 
 from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
+from config.holidays import install_official_calendar
+from rules.holidays import OfficialCalendar, official_calendar, use_official_calendar
 from tests.support import mqtt_publisher, throwaway_database
+
+# Schedules judge working days with the bundled official holiday schedules, as the service and
+# the command line do (they install them at start-up); tests that need another calendar use the
+# `calendar_in_use` fixture.
+install_official_calendar()
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def calendar_in_use() -> Iterator[Callable[[OfficialCalendar], None]]:
+    """Sets the official holiday calendar schedules compile with; the one before comes back
+    after the test."""
+    before = official_calendar()
+    yield use_official_calendar
+    use_official_calendar(before)
 
 
 def _answers(host: str, port: int) -> bool:

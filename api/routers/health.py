@@ -1,5 +1,7 @@
 """Liveness and Prometheus metrics. Both are unauthenticated, as scrapers and load balancers
-expect; neither reveals per-site data (alert counts are by state only)."""
+expect; neither reveals per-site data (alert counts are by state only). Liveness also says
+which years have the State Council's holiday schedule, and where working days are judged by
+the fallback rule instead (the dashboard's banner reads it)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from alerts import reads
 from api.deps import Pool
-from api.models import Health
+from api.models import Health, HolidayCalendarHealth
+from config.holidays import today_in_china
+from rules.holidays import calendar_coverage, official_calendar
 from store.pool import ping
 
 router = APIRouter(tags=["health"])
@@ -23,13 +27,14 @@ ALERT_STATES = ("firing", "acknowledged", "resolved", "closed")
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"model": Health}},
 )
 def healthz(pool: Pool, response: Response) -> Health:
+    calendar = HolidayCalendarHealth.of(calendar_coverage(official_calendar(), today_in_china()))
     try:
         with pool.connection(timeout=2.0) as conn:
             ping(conn)
     except (psycopg.Error, TimeoutError, OSError):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Health(status="degraded", database="unreachable")
-    return Health(status="ok", database="ok")
+        return Health(status="degraded", database="unreachable", holiday_calendar=calendar)
+    return Health(status="ok", database="ok", holiday_calendar=calendar)
 
 
 @router.get(

@@ -24,6 +24,7 @@ const LABELS = {
     critical: "严重", major: "重要", warning: "警告", info: "提示",
     raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知",
     no_data: "无数据", version: "版本", last_7_days: "近7天", data_time: "数据截至",
+    holiday_calendar: "节假日安排",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -39,7 +40,7 @@ const LABELS = {
     resolved: "resolved", closed: "closed", critical: "critical", major: "major",
     warning: "warning", info: "info", raised: "raised", escalated: "escalated",
     reopened: "reopened", notified: "notified", no_data: "no data", version: "version",
-    last_7_days: "last 7 days", data_time: "data as of",
+    last_7_days: "last 7 days", data_time: "data as of", holiday_calendar: "Holiday calendar",
   },
 };
 
@@ -50,6 +51,7 @@ const state = {
   selected: null, // id of the alert in the detail pane
   lastEventId: null,
   streamAbort: null,
+  calendar: null, // holiday_calendar of /healthz
 };
 
 const $ = (id) => document.getElementById(id);
@@ -105,9 +107,35 @@ function applyLanguage() {
   }
   $("lang-toggle").textContent = state.lang === "zh" ? "English" : "中文";
   setConnection($("connection").dataset.state);
+  renderCalendar();
   renderList();
   if (state.selected !== null) showDetail(state.selected);
   loadSites();
+}
+
+// ---- holiday calendar ----
+
+// /healthz (no token needed) says which years have no State Council holiday schedule: this
+// year, or next year when it starts within 60 days. Working days there are judged by a fallback
+// rule (Monday to Friday), and the banner says so, with that rule, before and after sign-in.
+async function loadCalendar() {
+  try {
+    const response = await fetch("/healthz"); // a 503 still carries the calendar
+    state.calendar = (await response.json()).holiday_calendar || null;
+  } catch (error) {
+    state.calendar = null;
+  }
+  renderCalendar();
+}
+
+function renderCalendar() {
+  const calendar = state.calendar;
+  const lines = calendar ? (state.lang === "zh" ? calendar.warnings_zh : calendar.warnings) : [];
+  const banner = $("calendar-banner");
+  banner.hidden = lines.length === 0;
+  banner.replaceChildren(
+    ...lines.map((line) => el("p", {}, el("strong", {}, `${t("holiday_calendar")}: `), line)),
+  );
 }
 
 // ---- sign in ----
@@ -461,5 +489,7 @@ $("close-form").addEventListener("submit", async (event) => {
 });
 
 applyLanguage();
+loadCalendar();
+setInterval(loadCalendar, 3600e3); // the count of days to the next year moves on
 if (state.token) start();
 else showLogin();

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 
 # Modules exposing `register(commands: Commands)`. Each command parser gets `func(args) -> int`.
@@ -58,4 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "uses_holiday_calendar", True) and not _use_holiday_calendar(args):
+        return 2
     return int(args.func(args) or 0)
+
+
+def _use_holiday_calendar(args: argparse.Namespace) -> bool:
+    """Every command judges working days (schedules, reports, simulations) with the official
+    holiday schedules: the bundled ones, with the configuration directory's holidays/ folder
+    (--config-dir, else CLAUSEWATCH_CONFIG_DIR) replacing or adding years. False, with the
+    problems on stderr, when a file there is invalid. Commands that load holiday files
+    themselves (`check`) set `uses_holiday_calendar=False`."""
+    from config.documents import ConfigError
+    from config.holidays import install_official_calendar
+
+    config_dir = getattr(args, "config_dir", None) or os.environ.get("CLAUSEWATCH_CONFIG_DIR")
+    try:
+        install_official_calendar(config_dir or None)
+    except ConfigError as exc:
+        print(f"error: the holiday schedules are invalid:\n{exc}", file=sys.stderr)
+        return False
+    return True

@@ -6,20 +6,28 @@ import argparse
 from pathlib import Path
 
 from clausewatch.cli import Commands
-from config import BUNDLED_DIR
-from config.check import check_paths
+from config import BUNDLED_DIR, check
 from config.clausetests import load_clause_test_file, run_case, test_files_in
 from config.documents import ConfigError
 
 
 def _check_command(args: argparse.Namespace) -> int:
     paths = args.paths or [BUNDLED_DIR]
-    result = check_paths(paths)
+    result = check.check_paths(paths, check.today_in_china())
     for problem in result.problems:
         print(problem)
+    # A year without an official holiday schedule is a warning, not a problem: the engine judges
+    # it by the fallback rule, and the operator adds the notice when it is published.
+    for gap in result.calendar.gaps:
+        print(f"警告：{gap.message_zh()}")
+        print(f"warning: {gap.message()}")
+    years = result.calendar.years_with_data
+    span = f" ({years[0]}–{years[-1]})" if years else ""
     summary = (
         f"{result.sites} site(s), {result.clause_files} clause file(s) with "
-        f"{result.clause_versions} clause version(s), {result.test_files} clause test file(s)"
+        f"{result.clause_versions} clause version(s), {result.test_files} clause test file(s), "
+        f"{result.holiday_schedules} holiday schedule file(s); official holiday schedules for "
+        f"{len(years)} year(s){span}"
     )
     if result.problems:
         print(f"{len(result.problems)} problem(s); loaded cleanly: {summary}")
@@ -32,8 +40,9 @@ def register(commands: Commands) -> None:
     """Adds `clausewatch check PATH...` and `clausewatch test-clauses PATH...`."""
     parser = commands.add(
         "check",
-        "Validate site, clause and clause-test files (files or directories); "
-        "exits 1 on any problem.",
+        "Validate site, clause, clause-test and holiday files (files or directories); "
+        "exits 1 on any problem. Warns (exit code unchanged) when this year, or next year "
+        "within 60 days, has no official holiday schedule.",
     )
     parser.add_argument(
         "paths",
@@ -42,7 +51,7 @@ def register(commands: Commands) -> None:
         metavar="PATH",
         help="files or directories (default: the bundled configuration)",
     )
-    parser.set_defaults(func=_check_command)
+    parser.set_defaults(func=_check_command, uses_holiday_calendar=False)
 
     runner = commands.add(
         "test-clauses",

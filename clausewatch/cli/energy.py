@@ -146,7 +146,9 @@ def _text(csv_text: str) -> str:
 def _report_energy(args: argparse.Namespace) -> int:
     from energy.render import energy_csv
     from energy.reports import (
+        CALENDAR_AFFECTS,
         ReportError,
+        calendar_notes,
         energy_series,
         load_site_model,
         parse_moment,
@@ -156,18 +158,17 @@ def _report_energy(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         try:
             site = load_site_model(conn, args.site, args.config or Settings().config_dir)
+            since, until = parse_moment(args.since, site), parse_moment(args.until, site)
             points, _, imbalances = energy_series(
-                conn,
-                site,
-                parse_moment(args.since, site),
-                parse_moment(args.until, site),
-                args.bucket,
-                space=args.space,
-                by=args.by,
+                conn, site, since, until, args.bucket, space=args.space, by=args.by
             )
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    # The series has no notes section: a missing holiday schedule goes to stderr, beside it.
+    for note in calendar_notes(site, since, until):
+        print(f"警告：{note.message_zh}", file=sys.stderr)
+        print(f"warning: {note.message}; {CALENDAR_AFFECTS}", file=sys.stderr)
     if args.format == "csv":
         sys.stdout.write(energy_csv(points, site.site.timezone))
         return 0

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from pathlib import Path
 
 import pytest
 
+import config.check
 from clausewatch.cli import main
 from config import BUNDLED_DIR
 from config.check import check_paths
@@ -301,12 +303,17 @@ def test_check_classifies_files_and_reports_unknown_ones(tmp_path: Path) -> None
     result = check_paths([tmp_path])
     assert (result.sites, result.clause_files, result.clause_versions) == (1, 1, 1)
     assert [str(p) for p in result.problems] == [
-        f"{stray}: not a site, clause or clause-test file (expected top-level keys 'site' "
-        "and 'spaces', 'standard', or 'tests')"
+        f"{stray}: not a site, clause, clause-test or holiday file (expected top-level keys "
+        "'site' and 'spaces', 'standard', 'tests', or 'year' and 'holidays')"
     ]
 
 
-def test_cli_check_bundled_config_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_check_bundled_config_is_clean(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A day whose year and the next have official holiday schedules: no calendar warning
+    # (tests/config/test_holidays.py has those).
+    monkeypatch.setattr(config.check, "today_in_china", lambda: dt.date(2026, 7, 1))
     assert main(["check", str(BUNDLED_DIR)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("ok: 1 site(s), ")

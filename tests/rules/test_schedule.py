@@ -74,7 +74,7 @@ def test_cn_workdays_follow_statutory_holidays_and_adjusted_working_days() -> No
     assert schedule.state_at(local(2024, 10, 1, 10))[1] == local(2024, 10, 8, 8, 30)
 
 
-def test_extra_holidays_and_workdays_override_the_package() -> None:
+def test_extra_holidays_and_workdays_override_the_official_schedules() -> None:
     calendar = WorkdayCalendar(
         HolidayCalendar(
             extra_holidays=(dt.date(2024, 7, 2),), extra_workdays=(dt.date(2024, 7, 6),)
@@ -85,9 +85,9 @@ def test_extra_holidays_and_workdays_override_the_package() -> None:
     assert calendar.is_workday(dt.date(2024, 7, 6))  # a Saturday made a workday
 
 
-def test_years_outside_the_package_fall_back_to_weekends_only() -> None:
+def test_years_without_an_official_schedule_fall_back_to_weekends_only() -> None:
     calendar = WorkdayCalendar(HolidayCalendar())
-    assert calendar.is_workday(dt.date(2040, 10, 1))  # a Monday; no holiday data for 2040
+    assert calendar.is_workday(dt.date(2040, 10, 1))  # a Monday; no holiday schedule for 2040
     assert not calendar.is_workday(dt.date(2040, 10, 6))  # a Saturday
 
 

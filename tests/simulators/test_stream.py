@@ -242,7 +242,7 @@ def test_times_relative_to_the_start() -> None:
         == dt.datetime(2026, 11, 22, 10, 0, tzinfo=CST).timestamp()
     )
     assert resolve_at("26h", saturday, SITE) == saturday + 26 * 3600
-    # The National Day holidays are no working days (chinese_calendar).
+    # The National Day holidays are no working days (the official holiday schedules).
     assert resolve_start("last-workday 08:30", dt.datetime(
         2026, 10, 5, 12, 0, tzinfo=CST).timestamp(), SITE) == dt.datetime(
         2026, 9, 30, 8, 30, tzinfo=CST).timestamp()  # fmt: skip
