@@ -5,6 +5,12 @@ The header (`engine_checkpoints.state`) is replaced on every save; parts
 changed since the previous checkpoint costs in proportion to the change, not to the site.
 `replace_parts` drops every part saved before (an engine that started afresh).
 
+With the parts, the open run of every clause instance in them (`rules.runs`: status, since when,
+and up to when it is decided) replaces that part's rows of `engine_open_runs`, in the same
+transaction: the stretch each instance is in at the checkpoint's watermark, which no stored
+compliance interval holds yet and which the compliance figures count (compliance/rates.py)
+without decoding checkpoints. Runs outside the schedule are left out (they never count).
+
 Save the checkpoint in the same transaction as the readings it covers (the writer's `on_flush`
 hook runs inside that transaction): after a crash the stored state then matches the stored
 data exactly, neither ahead of it nor behind.
@@ -20,6 +26,8 @@ from typing import Any
 import orjson
 import psycopg
 
+from rules.runs import open_runs
+
 # Parts go through a staging table by COPY, then one upsert: a few thousand changed devices
 # per checkpoint cost one round trip, not one per part. The staging column compresses as the
 # parts table's (lz4 where the server has it) and the upsert moves values still compressed: a
@@ -34,6 +42,18 @@ PARTS_UPSERT = """
 INSERT INTO engine_checkpoint_parts (site, part, state)
 SELECT site, part, state FROM engine_checkpoint_parts_staging
 ON CONFLICT (site, part) DO UPDATE SET state = excluded.state
+"""
+# One statement for every open run of the saved parts (arrays, one round trip); to_timestamp as
+# in store.writes.write_compliance_intervals, so a run's start equals the stored start of the
+# interval that later closes it.
+OPEN_RUNS_INSERT = """
+INSERT INTO engine_open_runs
+    (site, part, clause_id, clause_version, space, device, status, since, known_until)
+SELECT %s, part, clause_id, clause_version, space, device, status, to_timestamp(since),
+       to_timestamp(known_until)
+FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[], %s::text[], %s::text[], %s::float8[],
+            %s::float8[]) AS u(part, clause_id, clause_version, space, device, status, since,
+                               known_until)
 """
 
 
@@ -68,8 +88,10 @@ def save_checkpoint(
     )
     if replace_parts:
         conn.execute("DELETE FROM engine_checkpoint_parts WHERE site = %s", (site,))
+        conn.execute("DELETE FROM engine_open_runs WHERE site = %s", (site,))
     if not parts:
         return
+    save_open_runs(conn, site, parts, replaced=replace_parts)
     with conn.cursor() as cur:
         # Per column compression methods came with PostgreSQL 14.
         compression = conn.info.server_version >= 140000
@@ -86,6 +108,35 @@ def save_checkpoint(
         cur.execute(PARTS_UPSERT)
         # Emptied now, not at commit: the next site saved in this transaction stages its own.
         cur.execute("DELETE FROM engine_checkpoint_parts_staging")
+
+
+def save_open_runs(
+    conn: psycopg.Connection[Any], site: str, parts: Mapping[str, Any], *, replaced: bool = False
+) -> int:
+    """Replaces the open runs of `parts` (engine checkpoint parts: device and space states with
+    their "instances"); `replaced`: the site's rows are gone already. Returns the rows written.
+    No commit."""
+    if not replaced:
+        conn.execute(
+            "DELETE FROM engine_open_runs WHERE site = %s AND part = ANY(%s)", (site, list(parts))
+        )
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+    names, clauses, versions, spaces, devices, statuses, starts, known = columns
+    for name, part in parts.items():
+        for run in open_runs(part.get("instances") or {}):
+            if run.status == "outside_schedule":
+                continue
+            names.append(name)
+            clauses.append(run.clause_id)
+            versions.append(run.version)
+            spaces.append(run.space)
+            devices.append(run.device)
+            statuses.append(run.status)
+            starts.append(run.start)
+            known.append(run.known_until)
+    if names:
+        conn.execute(OPEN_RUNS_INSERT, (site, *columns))
+    return len(names)
 
 
 def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | None:
