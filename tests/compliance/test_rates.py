@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from compliance.rates import compliance_report
-from compliance.reports import build_report
+from compliance.reports import build_report, render_csv, render_html
 from rules.clause import ClauseFile, ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
@@ -111,6 +111,7 @@ CLAUSES = ClauseFile.model_validate(
                 "wc.clean",
                 {"kind": "obligation", "event": "cleaning.completed", "every": "1d"},
                 applies_to={"space_types": ["toilet"]},
+                key=True,
             ),
         ],
     }
@@ -289,6 +290,11 @@ def test_an_overdue_obligation_counts_up_to_the_data_time(conn: psycopg.Connecti
     assert site.counted_until == local(4, 15, 12)
     (clean,) = report.clauses
     assert figures(clean) == figures(site)
+    # From 13 April on only the open run judges wc.clean: it is active all the same.
+    later = compliance_report(conn, [SITE], local(4, 13), local(4, 16), now=local(4, 16))
+    assert figures(later.sites[0]) == (0.0, 2 * 86400 + 12 * HOUR, 0.0)
+    gaps = {gap.clause_id: gap.missing for gap in later.sites[0].coverage.gaps}
+    assert "active" not in gaps["wc.clean"]
 
 
 def test_a_period_ending_before_the_data_time_cuts_the_open_stretch(
@@ -347,4 +353,7 @@ def test_the_quarterly_report_counts_the_open_stretch_and_says_up_to_when(
     assert (stats.compliant_s, stats.violating_s) == (11 * 86400 + 9 * HOUR, 270_000.0)
     assert stats.compliance_rate == pytest.approx(982_800 / (982_800 + 270_000))
     assert stats.counted_until == local(4, 15, 12)
-    assert [c.clause_id for c in report.worst_clauses] == ["wc.clean"]
+    assert [c.id for c in report.worst_clauses] == ["wc.clean"]
+    page = render_html(report)
+    assert "counted up to 2026-04-15 12:00: the data time" in page
+    assert "summary,rates-site,counted_until,2026-04-15T04:00:00+00:00" in render_csv(report)
