@@ -194,12 +194,15 @@ spans AS (
       AND (%(clause)s::text IS NULL OR ci.clause_id = %(clause)s)
     UNION ALL
     SELECT r.site, r.clause_id, r.clause_version, r.space, r.device, r.status,
-           greatest(r.since, %(since)s),
-           least(lim.until, coalesce(r.known_until, 'infinity'::timestamptz))
-    FROM engine_open_runs r JOIN lim ON lim.site = r.site
-    WHERE greatest(r.since, %(since)s)
-          < least(lim.until, coalesce(r.known_until, 'infinity'::timestamptz))
-      AND (%(clause)s::text IS NULL OR r.clause_id = %(clause)s)
+           greatest(r.since, %(since)s), least(lim.until, r.known_until)
+    FROM (
+        SELECT site, clause_id, clause_version, space, device, status,
+               to_timestamp(since) AS since,
+               coalesce(to_timestamp(known_until), 'infinity'::timestamptz) AS known_until
+        FROM engine_open_runs
+        WHERE site = ANY(%(sites)s) AND (%(clause)s::text IS NULL OR clause_id = %(clause)s)
+    ) r JOIN lim ON lim.site = r.site
+    WHERE greatest(r.since, %(since)s) < least(lim.until, r.known_until)
       AND NOT EXISTS (
           SELECT 1 FROM compliance_intervals ci
           WHERE ci.site = r.site AND ci.clause_id = r.clause_id
@@ -490,8 +493,8 @@ def site_facts(
                 " WHERE site = %(site)s AND start_ts < %(until)s AND end_ts > %(since)s"
                 " UNION SELECT r.clause_id FROM engine_open_runs r"
                 " JOIN engine_checkpoints c ON c.site = r.site WHERE r.site = %(site)s"
-                " AND r.since < %(until)s AND to_timestamp(c.watermark) > %(since)s"
-                " AND (r.known_until IS NULL OR r.known_until > %(since)s)",
+                " AND to_timestamp(r.since) < %(until)s AND to_timestamp(c.watermark) > %(since)s"
+                " AND (r.known_until IS NULL OR to_timestamp(r.known_until) > %(since)s)",
                 {"site": site, "since": since, "until": until},
             )
         }

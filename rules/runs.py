@@ -40,17 +40,18 @@ def open_runs(instances: Mapping[str, Mapping[str, Any]]) -> Iterator[OpenRun]:
         fields = key.split("|")
         if len(fields) != 4 or not fields[1].isdigit():
             continue
-        pending = [
-            float(state[name])
-            for name in ("pending_since", "clear_since")
-            if isinstance(state.get(name), int | float)
-        ]
+        # Kinds without these fields never leave a stretch undecided; infinity is stored null.
+        pending, clear = state.get("pending_since"), state.get("clear_since")
+        if pending is None:
+            known_until = clear
+        else:
+            known_until = pending if clear is None else min(pending, clear)
         yield OpenRun(
-            clause_id=fields[0],
-            version=int(fields[1]),
-            space=fields[2],
-            device=fields[3],
-            status=status,
-            start=float(start),
-            known_until=min(pending) if pending else None,
+            fields[0],
+            int(fields[1]),
+            fields[2],
+            fields[3],
+            status,
+            float(start),
+            None if known_until is None else float(known_until),
         )

@@ -8,7 +8,9 @@ instance (clause version × subject) of each checkpoint part, replaced with the 
 `store.checkpoints.save_checkpoint` in the checkpoint's transaction. `since` is when the run
 began; `known_until`, when set, is where a pending `for` / `clear_for` leaves the status
 undecided (otherwise the run holds up to the checkpoint's watermark). Runs outside the schedule
-are not kept.
+are not kept. Times are the engine's epoch seconds (float8, like the watermark), written by
+COPY; readers turn them into timestamps with `to_timestamp`, the very conversion that stored
+the compliance intervals, so a run's start equals the start of the interval that closes it.
 
 The rows of checkpoints saved before this migration are filled in from their parts here: a part
 that does not change (a space whose obligation is overdue and quiet) may never be saved again.
@@ -32,8 +34,8 @@ CREATE TABLE engine_open_runs (
     space          text NOT NULL,
     device         text NOT NULL,  -- '' for subjects that are a space
     status         text NOT NULL CHECK (status IN ('compliant', 'violating', 'not_assessable')),
-    since          timestamptz NOT NULL,
-    known_until    timestamptz,
+    since          double precision NOT NULL,  -- epoch seconds
+    known_until    double precision,
     PRIMARY KEY (site, part, clause_id, clause_version, space, device)
 )
 """
