@@ -49,6 +49,8 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from store import checkpoints
+
 JudgedStatus = Literal["compliant", "violating", "not_assessable"]
 Missing = Literal["active", "live_data_source", "responsible_party"]
 
@@ -238,7 +240,7 @@ def compliance_report(
     by_space: dict[tuple[str, str], Tally] = defaultdict(Tally)
     by_site: dict[str, Tally] = defaultdict(Tally)
     faults: dict[tuple[str, str, str], list[tuple[float, float, str]]] = defaultdict(list)
-    data_times = data_time_of(conn, sites)
+    data_times = checkpoints.data_times(conn, sites)
     counted_until = {
         site: None if data_times.get(site) is None else max(since, min(until, data_times[site]))
         for site in sites
@@ -316,17 +318,6 @@ def compliance_report(
         ],
         data_quality=quality,
     )
-
-
-def data_time_of(conn: psycopg.Connection, sites: list[str]) -> dict[str, dt.datetime]:
-    """Each site's data time: the watermark of its last engine checkpoint (sites without one,
-    or whose engine never advanced, are left out)."""
-    rows = conn.execute(
-        "SELECT site, to_timestamp(watermark) FROM engine_checkpoints"
-        " WHERE site = ANY(%s) AND watermark IS NOT NULL",
-        (sites,),
-    ).fetchall()
-    return {site: moment for site, moment in rows}
 
 
 def _union_seconds(spans: Iterable[tuple[float, float]]) -> float:

@@ -19,7 +19,7 @@ data exactly, neither ahead of it nor behind.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,3 +180,15 @@ def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | No
         )
     }
     return Checkpoint(site, orjson.loads(row[0]), row[1], row[2], parts)
+
+
+def data_times(conn: psycopg.Connection[Any], sites: Sequence[str]) -> dict[str, dt.datetime]:
+    """Each site's data time: the watermark of its last checkpoint, the event time up to which
+    its data has been judged (`data_time` of GET /sites). Sites without a checkpoint, or whose
+    engine never advanced, are left out."""
+    rows = conn.execute(
+        "SELECT site, to_timestamp(watermark) FROM engine_checkpoints"
+        " WHERE site = ANY(%s) AND watermark IS NOT NULL",
+        (list(sites),),
+    ).fetchall()
+    return {site: moment for site, moment in rows}

@@ -103,7 +103,7 @@ def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> Non
 def test_open_runs_are_filled_in_from_checkpoints_saved_before(fresh_database_url: str) -> None:
     # 0007 adds engine_open_runs; a part saved before it may never be saved again (a quiet
     # space whose obligation is overdue), so its open runs are read from the stored parts.
-    migrate(fresh_database_url, target=5)
+    migrate(fresh_database_url, target=6)
     overdue = {
         "t": 1_776_000_000.0,
         "run_status": "violating",
