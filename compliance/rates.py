@@ -245,7 +245,9 @@ def compliance_report(
         site: None if data_times.get(site) is None else max(since, min(until, data_times[site]))
         for site in sites
     }
-    limits = [counted_until[site] or until for site in sites]
+    # In UTC: an array of timestamps travels as text, where PostgreSQL refuses offsets beyond
+    # ±15:59 that a query's aware time may carry.
+    limits = [(counted_until[site] or until).astimezone(dt.UTC) for site in sites]
     with conn.cursor() as cur:
         rows = cur.execute(
             JUDGED_TIME,

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
+from clausewatch.cli import main
 from compliance.rates import compliance_report
 from compliance.reports import build_report, render_csv, render_html
 from rules.clause import ClauseFile, ClauseVersion
@@ -357,3 +359,16 @@ def test_the_quarterly_report_counts_the_open_stretch_and_says_up_to_when(
     page = render_html(report)
     assert "counted up to 2026-04-15 12:00: the data time" in page
     assert "summary,rates-site,counted_until,2026-04-15T04:00:00+00:00" in render_csv(report)
+
+
+def test_the_report_command_says_up_to_when_it_counts(
+    conn: psycopg.Connection[Any], rates_db_url: str, tmp_path: Path, capsys: Any
+) -> None:
+    overdue_since_12_april(conn)
+    conn.execute("DELETE FROM evaluation_reports")
+    conn.commit()
+    arguments = ["report", "compliance", "--site", SITE, "--period", "2026Q2"]
+    code = main([*arguments, "--out-dir", str(tmp_path), "--database-url", rates_db_url])
+    assert code == 0
+    # compliant [1 Apr, 12 Apr 09:00), violating [12 Apr 09:00, 15 Apr 12:00): 78.4 %
+    assert "compliance 78.4% (counted up to 2026-04-15 12:00)" in capsys.readouterr().out
