@@ -25,6 +25,7 @@ import pytest
 from clausewatch.cli import main
 from compliance.rates import compliance_report
 from compliance.reports import build_report, render_csv, render_html
+from compliance.statistics import org_statistics
 from rules.clause import ClauseFile, ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
@@ -245,6 +246,16 @@ def test_a_data_quality_fault_is_not_assessable_time_never_a_violation(
     assert (office.space, office.rate, office.data_quality_s) == ("o1", t_max.rate, 11100.0)
     # Counted up to the data time, 18:00, not to the period's end.
     assert site.counted_until == local(7, 6, 18)
+    # The statistics, the organisation level and the quarterly report carry them as they are.
+    node = org_statistics(conn, [], [SITE], local(7, 6, 8), local(7, 7), now=local(7, 7)).node
+    assert (node.compliance_rate, node.data_quality_s) == (t_max.rate, 11100.0)
+    assert node.counted_until == local(7, 6, 18)
+    quarter = build_report(conn, SITE, "2026Q3", now=local(7, 7))
+    assert quarter.statistics.data_quality == report.data_quality
+    assert "data_quality,th-1,data_quality_s,11100.0" in render_csv(quarter)
+    assert "<td>th-1</td><td>o1</td><td>3.1 h</td><td>dq.range, dq.stale</td>" in render_html(
+        quarter
+    )
 
 
 def test_a_site_with_only_data_quality_time_has_no_rate(conn: psycopg.Connection[Any]) -> None:
