@@ -34,6 +34,7 @@ class PublicSite(BaseModel):
     name: str
     since: dt.datetime
     until: dt.datetime
+    counted_until: dt.datetime | None  # the figures count time up to here (the data time)
     compliance_rate: float | None
     key_clause_coverage: float | None
     open_alerts: int
@@ -79,6 +80,9 @@ def public_site(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> P
         name=registered.name,
         since=since,
         until=now,
+        counted_until=(
+            None if figures.counted_until is None else figures.counted_until.astimezone(dt.UTC)
+        ),
         compliance_rate=figures.rate,
         key_clause_coverage=figures.coverage.rate,
         open_alerts=figures.open_alerts,

@@ -1,10 +1,26 @@
-"""Compliance figures from stored compliance intervals, and key-clause coverage: shared by the
-API (`GET /compliance`) and the register (statistics, reports, public view, search).
+"""Compliance figures from the engine's compliance timelines, and key-clause coverage: shared
+by the API (`GET /compliance`) and the register (statistics, reports, public view, search).
 
 Definitions (also in docs/api.md):
 
-- Over a period [since, until), every compliance interval is clipped to the period. Time
-  `outside_schedule` does not count at all.
+- Judged time of a site runs up to `counted_until` = min(until, data time), where the data time
+  is the watermark of the site's last engine checkpoint (`data_time` of `GET /sites`): the
+  event time up to which its data has been judged. A site whose engine never saved a
+  checkpoint has no data time: its stored intervals count as they are (`counted_until` null).
+- Over a period [since, until), the time counted is every compliance interval clipped to
+  [since, counted_until), plus the stretch each clause instance is still in (its open run,
+  `engine_open_runs`, saved with the checkpoint) over the same span. An open run whose status
+  is still being decided (a `for` or `clear_for` running) counts only up to where it began.
+  Time a stored interval already covers is never counted twice: an open run that an interval
+  written after the checkpoint has closed is left out.
+- Time `outside_schedule` (outside the clause's schedule, its effective dates or its `when`
+  gate) does not count at all; nor does a space or device its `applies_to` exempts (no
+  instance judges it).
+- Data-quality clauses (check kind `data_quality`) are not compliance clauses: their time is in
+  no rate. A fault makes the metric unknown, so the clauses reading it are not assessable
+  then; the fault itself is reported as `data_quality_s`: the time a device had at least one
+  data-quality fault (the union over the data-quality clauses), per device, and summed per
+  space and site.
 - rate = compliant ÷ (compliant + violating), time-weighted over every clause × subject in the
   group (a clause, a space, a site); null when nothing was assessable.
 - not_assessable_share = not_assessable ÷ (compliant + violating + not_assessable): how much
@@ -12,12 +28,13 @@ Definitions (also in docs/api.md):
 - key-clause coverage of a site, at t = min(until, now):
   key clauses in force for the site = key clauses with a version in force on t's date whose
   `applies_to` selects at least one space or device of the site; such a clause is covered when
-  it is (1) active: it produced compliance intervals for the site in the period, (2) bound to a
-  live data source: for clauses that read metrics, a device of a selected space reporting one
-  of those metrics has a reading within that metric's `max_gap` before t; for obligations, an
-  event of the expected type was recorded at the site within the period; and (3) bound to a
-  responsible party: a `responsible` assignment at the site for the clause's domain (or '*')
-  is in force at t. coverage = covered ÷ in force; null when no key clause is in force.
+  it is (1) active: it produced compliance intervals for the site in the period, or an open run
+  reaching into it, (2) bound to a live data source: for clauses that read metrics, a device of
+  a selected space reporting one of those metrics has a reading within that metric's `max_gap`
+  before t; for obligations, an event of the expected type was recorded at the site within the
+  period; and (3) bound to a responsible party: a `responsible` assignment at the site for the
+  clause's domain (or '*') is in force at t. coverage = covered ÷ in force; null when no key
+  clause is in force.
 """
 
 from __future__ import annotations
@@ -31,6 +48,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
+
+from store import checkpoints
 
 JudgedStatus = Literal["compliant", "violating", "not_assessable"]
 Missing = Literal["active", "live_data_source", "responsible_party"]
@@ -57,6 +76,19 @@ class ClauseCompliance(Durations):
 class SpaceCompliance(Durations):
     site: str
     space: str
+    # Time its devices had a data-quality fault, summed over the devices (in no rate).
+    data_quality_s: float = 0.0
+
+
+class DeviceDataQuality(BaseModel):
+    """A device's data-quality faults in the period (counted up to its site's counted_until)."""
+
+    site: str
+    space: str
+    device: str
+    # Time with at least one fault (the union over the data-quality clauses).
+    data_quality_s: float
+    clauses: list[str]  # the data-quality clauses that found a fault
 
 
 class CoverageGap(BaseModel):
@@ -75,14 +107,23 @@ class SiteCompliance(Durations):
     site: str
     open_alerts: int
     coverage: Coverage
+    # Time its devices had a data-quality fault, summed over the devices (in no rate).
+    data_quality_s: float = 0.0
+    # Event time up to which the site's data has been judged (its last checkpoint's watermark);
+    # null when its engine never saved one.
+    data_time: dt.datetime | None = None
+    # The figures count time in [since, counted_until): min(until, data_time), not before
+    # since; null without a data time (stored intervals only).
+    counted_until: dt.datetime | None = None
 
 
 class ComplianceReport(BaseModel):
     since: dt.datetime
     until: dt.datetime
     sites: list[SiteCompliance]
-    clauses: list[ClauseCompliance]
+    clauses: list[ClauseCompliance]  # compliance clauses only, not data-quality ones
     spaces: list[SpaceCompliance]
+    data_quality: list[DeviceDataQuality] = []  # devices with a fault in the period
 
 
 @dataclass
@@ -135,6 +176,58 @@ class SiteFacts:
         return found
 
 
+# Every judged stretch of the period: compliance intervals and open runs, each clipped to
+# [since, the site's limit) (counted_until, or until without a data time); an open run that an
+# interval stored after its checkpoint has closed (one starting at or after the run's start) is
+# left out, so no time counts twice. Compliance clauses come out summed per clause, space and
+# status; the faults of data-quality clauses one by one, for the union per device.
+JUDGED_TIME = """
+WITH lim(site, until) AS (SELECT * FROM unnest(%(sites)s::text[], %(limits)s::timestamptz[])),
+quality AS (
+    SELECT clause_id, version FROM clause_versions
+    WHERE config -> 'check' ->> 'kind' = 'data_quality'
+),
+spans AS (
+    SELECT ci.site, ci.clause_id, ci.clause_version, ci.space, ci.device, ci.status,
+           greatest(ci.start_ts, %(since)s) AS s, least(ci.end_ts, lim.until) AS e
+    FROM compliance_intervals ci JOIN lim ON lim.site = ci.site
+    WHERE ci.start_ts < lim.until AND ci.end_ts > %(since)s
+      AND ci.status <> 'outside_schedule'
+      AND (%(clause)s::text IS NULL OR ci.clause_id = %(clause)s)
+    UNION ALL
+    SELECT r.site, r.clause_id, r.clause_version, r.space, r.device, r.status,
+           greatest(r.since, %(since)s), least(lim.until, r.known_until)
+    FROM (
+        SELECT site, clause_id, clause_version, space, device, status,
+               to_timestamp(since) AS since,
+               coalesce(to_timestamp(known_until), 'infinity'::timestamptz) AS known_until
+        FROM engine_open_runs
+        WHERE site = ANY(%(sites)s) AND (%(clause)s::text IS NULL OR clause_id = %(clause)s)
+    ) r JOIN lim ON lim.site = r.site
+    WHERE greatest(r.since, %(since)s) < least(lim.until, r.known_until)
+      AND NOT EXISTS (
+          SELECT 1 FROM compliance_intervals ci
+          WHERE ci.site = r.site AND ci.clause_id = r.clause_id
+            AND ci.clause_version = r.clause_version AND ci.space = r.space
+            AND ci.device = r.device AND ci.start_ts >= r.since
+      )
+),
+marked AS (
+    SELECT spans.*, q.clause_id IS NOT NULL AS data_quality
+    FROM spans LEFT JOIN quality q
+      ON q.clause_id = spans.clause_id AND q.version = spans.clause_version
+)
+SELECT site, clause_id, space, status, NULL::text AS device,
+       sum(extract(epoch FROM e - s))::float8 AS seconds, NULL::float8 AS s, NULL::float8 AS e
+FROM marked WHERE NOT data_quality
+GROUP BY site, clause_id, space, status
+UNION ALL
+SELECT site, clause_id, space, status, device, NULL, extract(epoch FROM s)::float8,
+       extract(epoch FROM e)::float8
+FROM marked WHERE data_quality AND status = 'violating'
+"""
+
+
 def compliance_report(
     conn: psycopg.Connection,
     sites: list[str],
@@ -146,21 +239,42 @@ def compliance_report(
     by_clause: dict[tuple[str, str], Tally] = defaultdict(Tally)
     by_space: dict[tuple[str, str], Tally] = defaultdict(Tally)
     by_site: dict[str, Tally] = defaultdict(Tally)
+    faults: dict[tuple[str, str, str], list[tuple[float, float, str]]] = defaultdict(list)
+    data_times = checkpoints.data_times(conn, sites)
+    counted_until = {
+        site: None if data_times.get(site) is None else max(since, min(until, data_times[site]))
+        for site in sites
+    }
+    # In UTC: an array of timestamps travels as text, where PostgreSQL refuses offsets beyond
+    # ±15:59 that a query's aware time may carry.
+    limits = [(counted_until[site] or until).astimezone(dt.UTC) for site in sites]
     with conn.cursor() as cur:
         rows = cur.execute(
-            "SELECT site, clause_id, space, status, sum(extract(epoch FROM"
-            " least(end_ts, %(until)s) - greatest(start_ts, %(since)s)))::float8"
-            " FROM compliance_intervals"
-            " WHERE site = ANY(%(sites)s) AND start_ts < %(until)s AND end_ts > %(since)s"
-            " AND status <> 'outside_schedule'"
-            " AND (%(clause)s::text IS NULL OR clause_id = %(clause)s)"
-            " GROUP BY site, clause_id, space, status",
-            {"sites": sites, "since": since, "until": until, "clause": clause},
+            JUDGED_TIME,
+            {"sites": sites, "limits": limits, "since": since, "clause": clause},
         ).fetchall()
-    for site, clause_id, space, status, seconds in rows:
-        by_clause[(site, clause_id)].add(status, seconds)
-        by_space[(site, space)].add(status, seconds)
-        by_site[site].add(status, seconds)
+    for site, clause_id, space, status, device, seconds, start, end in rows:
+        if device is None:
+            by_clause[(site, clause_id)].add(status, seconds)
+            by_space[(site, space)].add(status, seconds)
+            by_site[site].add(status, seconds)
+        else:
+            faults[(site, space, device)].append((start, end, clause_id))
+    quality = [
+        DeviceDataQuality(
+            site=site,
+            space=space,
+            device=device,
+            data_quality_s=_union_seconds([(s, e) for s, e, _ in spans]),
+            clauses=sorted({clause_id for _, _, clause_id in spans}),
+        )
+        for (site, space, device), spans in sorted(faults.items())
+    ]
+    quality_of_space: dict[tuple[str, str], float] = defaultdict(float)
+    quality_of_site: dict[str, float] = defaultdict(float)
+    for item in quality:
+        quality_of_space[(item.site, item.space)] += item.data_quality_s
+        quality_of_site[item.site] += item.data_quality_s
 
     versions = versions_in_force(conn, min(until, now).date())
     key_of = _key_flags(conn)
@@ -179,6 +293,9 @@ def compliance_report(
                 site=site,
                 open_alerts=open_alerts.get(site, 0),
                 coverage=coverage(facts, versions.values()),
+                data_quality_s=quality_of_site[site],
+                data_time=data_times.get(site),
+                counted_until=counted_until[site],
                 **by_site[site].figures(),
             )
         )
@@ -193,10 +310,28 @@ def compliance_report(
             for (site, clause_id), t in sorted(by_clause.items())
         ],
         spaces=[
-            SpaceCompliance(site=site, space=space, **t.figures())
-            for (site, space), t in sorted(by_space.items())
+            SpaceCompliance(
+                site=site,
+                space=space,
+                data_quality_s=quality_of_space[(site, space)],
+                **by_space[(site, space)].figures(),
+            )
+            for site, space in sorted(by_space.keys() | quality_of_space.keys())
         ],
+        data_quality=quality,
     )
+
+
+def _union_seconds(spans: Iterable[tuple[float, float]]) -> float:
+    """Length of the union of [start, end) spans."""
+    total = 0.0
+    reach = float("-inf")
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
 
 
 def coverage(facts: SiteFacts, versions: Iterable[dict[str, Any]]) -> Coverage:
@@ -347,9 +482,13 @@ def site_facts(
         facts.active_clauses = {
             row["clause_id"]
             for row in cur.execute(
-                "SELECT DISTINCT clause_id FROM compliance_intervals"
-                " WHERE site = %s AND start_ts < %s AND end_ts > %s",
-                (site, until, since),
+                "SELECT clause_id FROM compliance_intervals"
+                " WHERE site = %(site)s AND start_ts < %(until)s AND end_ts > %(since)s"
+                " UNION SELECT r.clause_id FROM engine_open_runs r"
+                " JOIN engine_checkpoints c ON c.site = r.site WHERE r.site = %(site)s"
+                " AND to_timestamp(r.since) < %(until)s AND to_timestamp(c.watermark) > %(since)s"
+                " AND (r.known_until IS NULL OR to_timestamp(r.known_until) > %(since)s)",
+                {"site": site, "since": since, "until": until},
             )
         }
     return facts

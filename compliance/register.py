@@ -117,6 +117,7 @@ class SiteApplication(BaseModel):
     events: list[str]  # for obligations: the event type that fulfils it
     responsible: list[ResponsibleParty]
     compliance_rate: float | None  # the last 30 days (docs/api.md definition)
+    counted_until: dt.datetime | None  # the rate counts time up to here (the site's data time)
     open_alerts: int
 
 
@@ -385,6 +386,7 @@ def _application(
     responsible = [ResponsibleParty(**p) for p in parties if facts.subtree(p["space"]) & spaces]
     report = compliance_report(conn, [site], since, now, now, clause_id)
     rate = next((c.rate for c in report.clauses if c.clause_id == clause_id), None)
+    (figures,) = report.sites
     return SiteApplication(
         site=site,
         spaces=sorted(spaces),
@@ -392,5 +394,6 @@ def _application(
         events=[check["event"]] if check.get("kind") == "obligation" else [],
         responsible=responsible,
         compliance_rate=rate,
+        counted_until=figures.counted_until,
         open_alerts=open_row["n"] if open_row else 0,
     )

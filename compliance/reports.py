@@ -344,11 +344,13 @@ def render_csv(report: EvaluationReport) -> str:
         "period": report.period,
         "period_start": report.period_start.isoformat(),
         "period_end": report.period_end.isoformat(),
+        "counted_until": None if stats.counted_until is None else stats.counted_until.isoformat(),
         "compliance_rate": stats.compliance_rate,
         "compliant_s": stats.compliant_s,
         "violating_s": stats.violating_s,
         "not_assessable_s": stats.not_assessable_s,
         "data_completeness": stats.data_completeness,
+        "data_quality_s": stats.data_quality_s,
         "key_clause_coverage": stats.coverage.rate,
         "key_clauses_in_force": stats.coverage.key_clauses_in_force,
         "key_clauses_covered": stats.coverage.covered,
@@ -375,9 +377,12 @@ def render_csv(report: EvaluationReport) -> str:
             value = getattr(clause, field)
             writer.writerow(["clause", clause.clause_id, field, "" if value is None else value])
     for space in stats.spaces:
-        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s"):
+        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s", "data_quality_s"):
             value = getattr(space, field)
             writer.writerow(["space", space.space, field, "" if value is None else value])
+    for device in stats.data_quality:
+        writer.writerow(["data_quality", device.device, "data_quality_s", device.data_quality_s])
+        writer.writerow(["data_quality", device.device, "clauses", " ".join(device.clauses)])
     for count in stats.alerts_by_clause:
         writer.writerow(["alerts", count.clause_id, count.severity, count.alerts])
     for o in report.overdue_obligations:

@@ -1,7 +1,8 @@
 """Statistics per site and per organisation level (city → district → unit) over a period, with
 the health of the alarm system. Definitions (docs/register.md):
 
-- compliance rate, not-assessable share, key-clause coverage:
+- compliance rate, not-assessable share, data-quality time, key-clause coverage, and the time
+  they count up to (`counted_until`, the site's data time when the period has not ended):
   `compliance.rates.compliance_report` (docs/api.md), reused as is; data completeness =
   1 − not-assessable share.
 - clauses in force at a site: a version in force at t = min(until, now) whose `applies_to`
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 from compliance.rates import (
     ClauseCompliance,
     Coverage,
+    DeviceDataQuality,
     SpaceCompliance,
     compliance_report,
     selection,
@@ -92,11 +94,15 @@ class SiteStatistics(BaseModel):
     org: list[str]
     since: dt.datetime
     until: dt.datetime
+    # The figures count time up to here (compliance.rates.SiteCompliance.counted_until).
+    counted_until: dt.datetime | None
+    data_time: dt.datetime | None
     compliant_s: float
     violating_s: float
     not_assessable_s: float
     compliance_rate: float | None
     data_completeness: float | None
+    data_quality_s: float  # device time with a data-quality fault, in no rate
     coverage: Coverage
     clauses_in_force: list[str]
     evaluated_clauses: list[str]
@@ -111,6 +117,7 @@ class SiteStatistics(BaseModel):
     health: AlarmHealth
     clauses: list[ClauseCompliance]
     spaces: list[SpaceCompliance]
+    data_quality: list[DeviceDataQuality]
 
 
 class OrgSummary(BaseModel):
@@ -118,8 +125,11 @@ class OrgSummary(BaseModel):
 
     path: list[str]
     sites: list[str]
+    # The earliest counted_until of its sites (null when one has no data time).
+    counted_until: dt.datetime | None
     compliance_rate: float | None
     data_completeness: float | None
+    data_quality_s: float
     key_clause_coverage: float | None
     evaluated_share: float | None
     alerts: int
@@ -178,6 +188,8 @@ def site_statistics(
         org=list(registered.info.get("org") or []),
         since=since,
         until=until,
+        counted_until=figures.counted_until,
+        data_time=figures.data_time,
         compliant_s=figures.compliant_s,
         violating_s=figures.violating_s,
         not_assessable_s=figures.not_assessable_s,
@@ -185,6 +197,7 @@ def site_statistics(
         data_completeness=(
             None if figures.not_assessable_share is None else 1 - figures.not_assessable_share
         ),
+        data_quality_s=figures.data_quality_s,
         coverage=figures.coverage,
         clauses_in_force=in_force,
         evaluated_clauses=evaluated,
@@ -205,6 +218,7 @@ def site_statistics(
         ),
         clauses=report.clauses,
         spaces=report.spaces,
+        data_quality=report.data_quality,
     )
 
 
@@ -313,9 +327,12 @@ def summarise(path: list[str], stats: list[SiteStatistics]) -> OrgSummary:
     acknowledged = sum(s.acknowledged for s in stats)
     closed = sum(s.closed for s in stats)
     judged = compliant + violating + missing
+    ends = [s.counted_until for s in stats if s.counted_until is not None]
     return OrgSummary(
         path=path,
         sites=[s.site for s in stats],
+        counted_until=min(ends) if ends and len(ends) == len(stats) else None,
+        data_quality_s=sum(s.data_quality_s for s in stats),
         compliance_rate=compliant / (compliant + violating) if compliant + violating else None,
         data_completeness=(compliant + violating) / judged if judged else None,
         key_clause_coverage=covered / in_force if in_force else None,

@@ -39,6 +39,7 @@ from config.documents import (
 from config.files import load_clause_file, load_site
 from rules.clause import ClauseFile, ClauseVersion
 from rules.durations import parse_duration
+from rules.runs import open_runs as instance_runs
 from rules.site import Id, MetricName, SiteModel, Strict
 from rules.verdicts import (
     AlertKind,
@@ -580,25 +581,17 @@ class OpenRun:
 
 
 def open_runs(snapshot: Mapping[str, Any], final: float) -> list[OpenRun]:
-    """Open runs from an engine snapshot, whose parts hold instance states by keys
-    `clause|version|space|device`, with `run_status` / `run_start`."""
+    """Open runs of an engine snapshot (`rules.runs`), each up to `final` or to where a pending
+    `for` / `clear_for` leaves its status undecided; empty ones left out."""
     runs: list[OpenRun] = []
-    instances = (item for part in snapshot["parts"].values() for item in part["instances"].items())
-    for key, state in instances:
-        parts = key.split("|")
-        status, start = state.get("run_status"), state.get("run_start")
-        if status is None or start is None or len(parts) < 3 or not parts[1].isdigit():
-            continue
-        pending = [
-            state[name]
-            for name in ("pending_since", "clear_since")
-            if isinstance(state.get(name), int | float)
-        ]
-        end = min([final, *pending])
-        if end > start:
-            device = parts[3] if len(parts) > 3 and parts[3] else None
-            space = parts[2] or None
-            runs.append(OpenRun(parts[0], int(parts[1]), space, device, float(start), end, status))
+    for part in snapshot["parts"].values():
+        for run in instance_runs(part["instances"]):
+            end = final if run.known_until is None else min(final, run.known_until)
+            if end > run.start:
+                space, device = run.space or None, run.device or None
+                runs.append(
+                    OpenRun(run.clause_id, run.version, space, device, run.start, end, run.status)
+                )
     return runs
 
 

@@ -929,10 +929,24 @@ class SiteEngine:
                 heapq.heappush(engine._buffer, (ts, stamp, state, metrics))
         last_stamp = max((entry[1] for entry in engine._buffer), default=-1)
         engine._stamp = itertools.count(max(last_stamp + 1, next(engine._stamp)))
-        # What is saved is what was restored: later checkpoints need only what changes.
-        engine._changed.clear()
-        engine._first_checkpoint = False
+        # What is saved is what was restored: later checkpoints need only what changes. Unless
+        # the configuration changed (a part, or an instance of a part, gone or new): then the
+        # stored parts hold what this engine no longer judges, and the next checkpoint
+        # replaces them whole (store/ derives the open runs of the figures from them).
+        if engine._same_parts(snapshot["parts"]):
+            engine._changed.clear()
+            engine._first_checkpoint = False
         return engine
+
+    def _same_parts(self, saved: Mapping[str, Any]) -> bool:
+        """Whether `saved` parts are exactly this engine's parts with exactly its instances."""
+        if saved.keys() != set(self._parts):
+            return False
+        for part, state in saved.items():
+            keys = {instance.key for instance in self._part_instances.get(part, ())}
+            if state["instances"].keys() != keys:
+                return False
+        return True
 
     def _restore_device(self, device_id: str, saved: Mapping[str, Any]) -> None:
         state = self._devices.get(device_id)

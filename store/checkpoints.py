@@ -5,6 +5,12 @@ The header (`engine_checkpoints.state`) is replaced on every save; parts
 changed since the previous checkpoint costs in proportion to the change, not to the site.
 `replace_parts` drops every part saved before (an engine that started afresh).
 
+With the parts, the open run of every clause instance in them (`rules.runs`: status, since when,
+and up to when it is decided) replaces that part's rows of `engine_open_runs`, in the same
+transaction: the stretch each instance is in at the checkpoint's watermark, which no stored
+compliance interval holds yet and which the compliance figures count (compliance/rates.py)
+without decoding checkpoints. Runs outside the schedule are left out (they never count).
+
 Save the checkpoint in the same transaction as the readings it covers (the writer's `on_flush`
 hook runs inside that transaction): after a crash the stored state then matches the stored
 data exactly, neither ahead of it nor behind.
@@ -13,12 +19,14 @@ data exactly, neither ahead of it nor behind.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import psycopg
+
+from rules.runs import open_runs
 
 # Parts go through a staging table by COPY, then one upsert: a few thousand changed devices
 # per checkpoint cost one round trip, not one per part. The staging column compresses as the
@@ -34,6 +42,34 @@ PARTS_UPSERT = """
 INSERT INTO engine_checkpoint_parts (site, part, state)
 SELECT site, part, state FROM engine_checkpoint_parts_staging
 ON CONFLICT (site, part) DO UPDATE SET state = excluded.state
+"""
+# The open runs of the saved parts go through a staging table by binary COPY, then rows are
+# written only where a run changed: most parts of a checkpoint are saved for a new reading that
+# left their runs as they were, and rewriting every row (delete, insert) cost three times as
+# much on the server and left as many dead rows. Times are float8 epoch seconds (see 0007).
+OPEN_RUNS_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS engine_open_runs_staging (LIKE engine_open_runs)
+ON COMMIT DELETE ROWS
+"""
+OPEN_RUNS_COPY = (
+    "COPY engine_open_runs_staging (site, part, clause_id, clause_version, space, device,"
+    " status, since, known_until) FROM STDIN (FORMAT BINARY)"
+)
+OPEN_RUN_TYPES = ["text", "text", "text", "int4", "text", "text", "text", "float8", "float8"]
+# Instances of the saved parts without an open run now (outside the schedule, or gone).
+OPEN_RUNS_GONE = """
+DELETE FROM engine_open_runs t WHERE t.site = %s AND t.part = ANY(%s) AND NOT EXISTS (
+    SELECT 1 FROM engine_open_runs_staging s
+    WHERE s.part = t.part AND s.clause_id = t.clause_id AND s.clause_version = t.clause_version
+      AND s.space = t.space AND s.device = t.device
+)
+"""
+OPEN_RUNS_UPSERT = """
+INSERT INTO engine_open_runs AS t SELECT * FROM engine_open_runs_staging
+ON CONFLICT (site, part, clause_id, clause_version, space, device) DO UPDATE
+SET status = excluded.status, since = excluded.since, known_until = excluded.known_until
+WHERE (t.status, t.since, t.known_until)
+      IS DISTINCT FROM (excluded.status, excluded.since, excluded.known_until)
 """
 
 
@@ -68,8 +104,10 @@ def save_checkpoint(
     )
     if replace_parts:
         conn.execute("DELETE FROM engine_checkpoint_parts WHERE site = %s", (site,))
+        conn.execute("DELETE FROM engine_open_runs WHERE site = %s", (site,))
     if not parts:
         return
+    save_open_runs(conn, site, parts, replaced=replace_parts)
     with conn.cursor() as cur:
         # Per column compression methods came with PostgreSQL 14.
         compression = conn.info.server_version >= 140000
@@ -88,6 +126,44 @@ def save_checkpoint(
         cur.execute("DELETE FROM engine_checkpoint_parts_staging")
 
 
+def save_open_runs(
+    conn: psycopg.Connection[Any], site: str, parts: Mapping[str, Any], *, replaced: bool = False
+) -> int:
+    """Makes the open runs of `parts` (engine checkpoint parts: device and space states with
+    their "instances") those stored; `replaced`: the site's rows are gone already. Returns the
+    number of open runs in `parts`. No commit."""
+    written = 0
+    with conn.cursor() as cur:
+        cur.execute(OPEN_RUNS_STAGING_DDL)
+        with cur.copy(OPEN_RUNS_COPY) as copy:
+            copy.set_types(OPEN_RUN_TYPES)
+            write_row = copy.write_row
+            for name, part in parts.items():
+                for run in open_runs(part.get("instances") or {}):
+                    if run.status == "outside_schedule":
+                        continue
+                    write_row(
+                        (
+                            site,
+                            name,
+                            run.clause_id,
+                            run.version,
+                            run.space,
+                            run.device,
+                            run.status,
+                            run.start,
+                            run.known_until,
+                        )
+                    )
+                    written += 1
+        if not replaced:
+            cur.execute(OPEN_RUNS_GONE, (site, list(parts)))
+        cur.execute(OPEN_RUNS_UPSERT)
+        # Emptied now, not at commit: the next site saved in this transaction stages its own.
+        cur.execute("DELETE FROM engine_open_runs_staging")
+    return written
+
+
 def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | None:
     """The last committed checkpoint of `site` (header and every part), or None when it never
     had one."""
@@ -104,3 +180,15 @@ def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | No
         )
     }
     return Checkpoint(site, orjson.loads(row[0]), row[1], row[2], parts)
+
+
+def data_times(conn: psycopg.Connection[Any], sites: Sequence[str]) -> dict[str, dt.datetime]:
+    """Each site's data time: the watermark of its last checkpoint, the event time up to which
+    its data has been judged (`data_time` of GET /sites). Sites without a checkpoint, or whose
+    engine never advanced, are left out."""
+    rows = conn.execute(
+        "SELECT site, to_timestamp(watermark) FROM engine_checkpoints"
+        " WHERE site = ANY(%s) AND watermark IS NOT NULL",
+        (list(sites),),
+    ).fetchall()
+    return {site: moment for site, moment in rows}

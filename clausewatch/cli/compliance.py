@@ -81,6 +81,10 @@ def _report(args: argparse.Namespace) -> int:
     stem.with_suffix(".csv").write_text(csv, encoding="utf-8-sig")
     stats = report.statistics
     rate = "–" if stats.compliance_rate is None else f"{stats.compliance_rate:.1%}"
+    if stats.counted_until is not None and stats.counted_until < report.period_end:
+        # The quarter's data is not all judged yet: say up to when the figures count.
+        zone = report.period_end.tzinfo
+        rate += f" (counted up to {stats.counted_until.astimezone(zone):%Y-%m-%d %H:%M})"
     print(
         f"report {report_id}: {args.site} {args.period} compliance {rate},"
         f" {stats.alerts} alerts, {len(stats.clauses_in_force)} clauses evaluated;"

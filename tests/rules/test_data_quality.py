@@ -63,3 +63,29 @@ def test_range_faults_are_not_alerts_when_the_clause_does_not_ask(kit: Any) -> N
     run.feed(temps((0, 25), (60, 85), (120, 25))).advance(200)
     assert run.started("data_quality") == []
     assert run.intervals("t.max") == [(0, 60, C), (60, 120, NA)]  # still unknown, though
+
+
+def test_a_silent_sensor_is_not_assessable_after_max_gap_for_the_clauses_reading_it(
+    kit: Any,
+) -> None:
+    """Issue 17: a sensor silent for 3 h of a working day. Its last value holds for the metric's
+    max_gap (600 s here), after which the clause reading it is not assessable until the next
+    reading, whether or not a data-quality clause watches it; the data-quality clause (stale
+    after 1 h, longer than max_gap) raises its fault only from then on."""
+    morning = [(kit.at(0, 9, m), 25.0) for m in range(0, 60, 5)]  # 09:00 ... 09:55
+    afternoon = [(kit.at(0, 13, m), 25.0) for m in range(0, 60, 5)]  # 13:00 ... 13:55
+    silent_from = kit.at(0, 9, 55) + 600
+    alone = kit.run(kit.site(), kit.clause(MAX_26, id="t.max"), start=kit.at(0, 9))
+    alone.feed(temps(*morning, *afternoon)).advance(kit.at(0, 14))
+    assert alone.intervals("t.max") == [
+        (kit.at(0, 9), silent_from, C),
+        (silent_from, kit.at(0, 13), NA),
+    ]
+    watched = kit.run(kit.site(), *clauses(kit, stale_after="1h"), start=kit.at(0, 9))
+    watched.feed(temps(*morning, *afternoon)).advance(kit.at(0, 14))
+    assert watched.intervals("t.max") == alone.intervals("t.max")
+    assert watched.violations("data_quality") == [(kit.at(0, 10, 55), kit.at(0, 13))]
+    assert watched.intervals("dq.test") == [
+        (kit.at(0, 9), kit.at(0, 10, 55), C),
+        (kit.at(0, 10, 55), kit.at(0, 13), V),
+    ]

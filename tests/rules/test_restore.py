@@ -161,3 +161,33 @@ def test_a_checkpoint_is_the_state_when_it_began_across_devices(kit: Any) -> Non
     assert set(parts) == {"device:d1"}  # only d1 changed before the checkpoint began
     assert parts["device:d1"] == at_start["parts"]["device:d1"]
     assert parts["device:d1"]["device"]["buffered"]  # its reading still waiting, as at the start
+
+
+def test_a_checkpoint_after_restoring_under_other_clauses_or_devices_is_whole(kit: Any) -> None:
+    """A restart under another configuration (a clause version or a device gone, another one
+    added) must not leave the stored parts saying what the engine no longer judges: what is
+    stored is what the first checkpoint after the restore replaces, whole (the open runs the
+    compliance figures count are written from these parts)."""
+    site = kit.site()
+    kept = kit.clause({"kind": "threshold", "metric": "temperature", "max": 26}, id="t.kept")
+    dropped = kit.clause({"kind": "threshold", "metric": "humidity", "max": 70}, id="t.gone")
+    engine = SiteEngine(site, [kept, dropped], lateness=0)
+    engine.observe("d1", kit.T0, None, {"temperature": 25.0, "humidity": 50.0})
+    engine.advance(kit.T0 + 60)
+    saved = json.loads(json.dumps(engine.snapshot(), allow_nan=False))
+
+    same = SiteEngine.restore(site, [kept, dropped], saved, lateness=0)
+    assert same.snapshot_changes()["full"] is False  # nothing changed: nothing to save
+
+    fewer = SiteEngine.restore(site, [kept], saved, lateness=0)
+    checkpoint = fewer.snapshot_changes()
+    assert checkpoint["full"] is True
+    keys = {key for part in checkpoint["parts"].values() for key in part["instances"]}
+    assert keys == {"t.kept|1|o1|d1"}
+
+    added = kit.clause({"kind": "threshold", "metric": "humidity", "max": 80}, id="t.new")
+    more = SiteEngine.restore(site, [kept, dropped, added], saved, lateness=0)
+    assert more.snapshot_changes()["full"] is True
+
+    smaller = kit.site(devices=[])
+    assert SiteEngine.restore(smaller, [kept], saved, lateness=0).snapshot_changes()["full"]

@@ -19,11 +19,13 @@ import pytest
 
 from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
+from compliance.rates import compliance_report
 from config import BUNDLED_DIR
 from config.files import load_config_dir
 from simulators.runner import run_scenario
 from simulators.scenario import load_scenario
 from simulators.stream import Injected, Message
+from store.pool import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -174,3 +176,30 @@ def test_a_week_of_faults_lands_where_the_manifest_says(
         duplicate.device,
     )[0]
     assert stored[0] == stored[1] and duplicate.seqs
+
+    # The week's compliance figures (issue 17): data quality apart from every rate, open
+    # stretches counted up to the data time.
+    week_end = WEEK_START + dt.timedelta(days=7)
+    with connect(url) as conn:
+        report = compliance_report(conn, ["demo-hq"], WEEK_START, week_end, now=week_end)
+        [(watermark,)] = conn.execute("SELECT watermark FROM engine_checkpoints").fetchall()
+    (figures,) = report.sites
+    assert figures.data_time == figures.counted_until == at(watermark)
+    assert at(final["seq"] / 1000 - 60) < figures.counted_until <= week_end
+    # No data-quality clause among the rated ones; the site's rate is theirs, summed.
+    assert not [c for c in report.clauses if c.clause_id.startswith("dq.")]
+    compliant = sum(c.compliant_s for c in report.clauses)
+    violating = sum(c.violating_s for c in report.clauses)
+    assert (figures.compliant_s, figures.violating_s) == pytest.approx((compliant, violating))
+    assert figures.rate == pytest.approx(compliant / (compliant + violating))
+    # The silent sensor's fault is data-quality time: from 15 min (stale_after) after its last
+    # reading to its first one after the silence, a sample interval (5 min) either side.
+    faults = {item.device: item for item in report.data_quality}
+    assert faults[silent.device].clauses == ["dq.climate.stale"]
+    silence = (silent.end or 0) - (silent.start or 0) - 15 * 60
+    assert abs(faults[silent.device].data_quality_s - silence) <= 5 * 60
+    assert figures.data_quality_s == pytest.approx(sum(f.data_quality_s for f in faults.values()))
+    # The electricity quota is breached from mid-week to the month's end: a stretch still open
+    # at the end of the run, violating up to the data time.
+    quota = {c.clause_id: c for c in report.clauses}["energy.electricity.monthly"]
+    assert quota.violating_s > 0 and quota.rate is not None and quota.rate < 1

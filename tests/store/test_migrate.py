@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
 from store.errors import MigrationError
@@ -25,6 +26,7 @@ CORE_TABLES = (
     "compliance_intervals",
     "engine_checkpoints",
     "engine_checkpoint_parts",
+    "engine_open_runs",
     "late_readings",
     "readings_hourly",
     "readings_daily",
@@ -96,6 +98,45 @@ def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> Non
         conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
         stored = conn.execute("SELECT ts, seq FROM readings ORDER BY ts, seq").fetchall()
     assert stored == [(t0, 1), (t0, 2), (t0 + dt.timedelta(minutes=1), None)]
+
+
+def test_open_runs_are_filled_in_from_checkpoints_saved_before(fresh_database_url: str) -> None:
+    # 0007 adds engine_open_runs; a part saved before it may never be saved again (a quiet
+    # space whose obligation is overdue), so its open runs are read from the stored parts.
+    migrate(fresh_database_url, target=6)
+    overdue = {
+        "t": 1_776_000_000.0,
+        "run_status": "violating",
+        "run_start": 1_775_970_000.0,
+        "started": 1_767_196_800.0,
+        "last_event": 1_775_883_600.0,
+    }
+    pending = {"t": 1.0, "run_status": "compliant", "run_start": 0.5, "pending_since": 0.75}
+    parts = {
+        "space:wc1": {"instances": {"wc.clean|1|wc1|": overdue}, "space_slots": {}},
+        "device:th-1": {"instances": {"t.max|2|o1|th-1": pending}},
+    }
+    with connect(fresh_database_url) as conn:
+        conn.execute(
+            "INSERT INTO engine_checkpoints (site, state, watermark) VALUES ('s1', '{}', 2.0)"
+        )
+        for name, part in parts.items():
+            conn.execute(
+                "INSERT INTO engine_checkpoint_parts (site, part, state) VALUES ('s1', %s, %s)",
+                (name, orjson.dumps(part)),
+            )
+
+    assert [m.version for m in migrate(fresh_database_url, target=7)] == [7]
+    with connect(fresh_database_url) as conn:
+        rows = conn.execute(
+            "SELECT part, clause_id, clause_version, space, device, status,"
+            " since, known_until"
+            " FROM engine_open_runs WHERE site = 's1' ORDER BY part"
+        ).fetchall()
+    assert rows == [
+        ("device:th-1", "t.max", 2, "o1", "th-1", "compliant", 0.5, 0.75),
+        ("space:wc1", "wc.clean", 1, "wc1", "", "violating", 1_775_970_000.0, None),
+    ]
 
 
 def test_concurrent_starts_apply_each_migration_once(fresh_database_url: str) -> None:

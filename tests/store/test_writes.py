@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import psycopg
 import pytest
@@ -246,3 +247,48 @@ def test_write_readings_never_commits_for_the_caller(store_url: str) -> None:
         assert write_readings(conn, readings("d1", 50, seq=False, start=T0 + 3600), cache) == 100
         conn.rollback()
         assert count(conn, "readings") == 100
+
+
+def test_checkpoint_parts_replace_their_open_runs(store_url: str) -> None:
+    # Each saved part replaces its instances' open runs (rules.runs); a whole checkpoint
+    # replaces the site's; runs outside the schedule and instances not started are left out.
+    def part(**instances: dict[str, object]) -> dict[str, object]:
+        return {"instances": {key.replace("_", "|"): v for key, v in instances.items()}}
+
+    def runs(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT part, clause_id, status, since, known_until FROM engine_open_runs"
+            " WHERE site = 's1' ORDER BY part, clause_id"
+        ).fetchall()
+
+    compliant = {"run_status": "compliant", "run_start": 100.0}
+    with psycopg.connect(store_url) as conn:
+        save_checkpoint(
+            conn,
+            "s1",
+            {"clock": 1},
+            200.0,
+            parts={
+                "device:a": part(
+                    a_1_o1_a=compliant,
+                    b_1_o1_a={"run_status": "outside_schedule", "run_start": 50.0},
+                    c_1_o1_a={"run_status": None, "run_start": None},
+                ),
+                "space:wc": part(d_1_wc_={"run_status": "violating", "run_start": 150.0}),
+            },
+            replace_parts=True,
+        )
+        save_checkpoint(conn, "s2", {"clock": 1}, 1.0, parts={"device:a": part(a_1_o1_a=compliant)})
+        assert runs(conn) == [
+            ("device:a", "a", "compliant", 100.0, None),
+            ("space:wc", "d", "violating", 150.0, None),
+        ]
+        failing = {"run_status": "compliant", "run_start": 100.0, "pending_since": 190.0}
+        save_checkpoint(conn, "s1", {"clock": 2}, 300.0, parts={"device:a": part(a_1_o1_a=failing)})
+        assert runs(conn) == [
+            ("device:a", "a", "compliant", 100.0, 190.0),
+            ("space:wc", "d", "violating", 150.0, None),
+        ]
+        save_checkpoint(conn, "s1", {"clock": 3}, 400.0, parts={}, replace_parts=True)
+        assert runs(conn) == []
+        assert conn.execute("SELECT count(*) FROM engine_open_runs").fetchone() == (1,)  # s2
