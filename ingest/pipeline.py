@@ -60,10 +60,9 @@ from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, LateReading, Output
-from store.checkpoints import Checkpoint, load_checkpoint
-from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
-from store.writes import (
+from store.batches import (
     Batch,
+    DeadLetterRow,
     EventRow,
     PartitionCache,
     ReadingRow,
@@ -74,7 +73,8 @@ from store.writes import (
     write_device_status,
     write_late_readings,
 )
-from store.writes import DeadLetter as DeadLetterRow
+from store.checkpoints import Checkpoint, load_checkpoint
+from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
 
 log = logging.getLogger(__name__)
 
