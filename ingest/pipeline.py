@@ -575,7 +575,6 @@ class Pipeline:
             write_device_status(conn, pending.statuses)
 
     def _commit(self, pending: _Pending) -> None:
-        pending.batch.attempt += 1
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
             write_device_status(conn, pending.statuses)

@@ -422,15 +422,12 @@ def write_late_readings(conn: psycopg.Connection[Any], items: Iterable[LateReadi
 
 @dataclass
 class Batch:
-    """What one flush writes in one transaction. `scratch` survives retries of the same batch,
-    so an `on_flush` hook can compute its outputs once and write them again on a retry."""
+    """What one flush writes in one transaction."""
 
     id: int
     readings: list[ReadingRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
-    attempt: int = 0
-    scratch: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.events) + len(self.dead_letters)
