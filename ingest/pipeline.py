@@ -54,7 +54,7 @@ from psycopg_pool import ConnectionPool
 
 from ingest.checkpointer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
-from ingest.mqtt import IngressQueue, Message
+from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
@@ -320,7 +320,7 @@ class Pipeline:
             log.exception("ingest pipeline stopped by an unexpected error")
             raise
 
-    def _take(self, messages: list[Message]) -> None:
+    def _take(self, messages: list[ReceivedMessage]) -> None:
         pending = self._pending
         batch = pending.batch
         decode = self.decoder.decode
