@@ -42,7 +42,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
     from alerts.record import record_outputs
     from clausewatch.service import sync_registry
     from config.files import load_config_dir
-    from ingest.decode import Decoder, Limits, Registry
+    from ingest.decode import Decoder, DeviceIndex, Limits
     from ingest.mqtt import IngressQueue, ReceivedMessage
     from ingest.pipeline import Pipeline
     from rules.site import SiteModel
@@ -70,7 +70,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                 pool,
                 bundled.sites,
                 bundled.clause_versions(),
-                Decoder(Registry.from_sites([site]), harness.PREFIX, Limits()),
+                Decoder(DeviceIndex.from_sites([site]), harness.PREFIX, Limits()),
                 inbox,
                 ack,
                 sink=record_outputs,

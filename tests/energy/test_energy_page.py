@@ -32,7 +32,7 @@ from api.app import create_app
 from api.tokens import create_token
 from config import BUNDLED_DIR
 from config.files import load_config_dir
-from ingest.decode import Decoder, Registry
+from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import Pipeline
 from simulators.scenario import Scenario
@@ -84,7 +84,7 @@ def simulate_month(url: str, site: Any, config: Any) -> int:
             pool,
             {site.site.id: site},
             config.clause_versions(),
-            Decoder(Registry.from_sites([site])),
+            Decoder(DeviceIndex.from_sites([site])),
             inbox,
             acked.extend,
             sink=record_outputs,

@@ -19,7 +19,7 @@ from alerts.record import record_outputs
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
 from ingest.checkpointer import CHECKPOINT_FAILURES
-from ingest.decode import Decoder, Registry
+from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
 from ingest.retry import MAX_REJECTED_ATTEMPTS
@@ -62,7 +62,7 @@ def run_pipeline(
             pool,
             config.sites,
             config.clause_versions(),
-            Decoder(Registry.from_sites(config.sites.values()), "cw"),
+            Decoder(DeviceIndex.from_sites(config.sites.values()), "cw"),
             inbox,
             ack,
             sink=record_outputs,
