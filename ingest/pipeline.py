@@ -16,7 +16,7 @@ input: the engine state at that instant, only the parts changed since the previo
 (devices that took readings, instances whose time-driven state moved), and the stamp of the
 last message it covers. Its parts are captured a slice at a time between batches
 (`CAPTURE_SLICE_S`), so readings keep flowing, and the checkpoint writer thread
-(ingest/checkpointer.py) saves it. So:
+(ingest/checkpoint_writer.py) saves it. So:
 
 - a crash loses nothing: the broker redelivers every message whose flush did not commit (none
   of them was acknowledged); the engines restart from the last saved checkpoint and replay the
@@ -52,7 +52,7 @@ import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
-from ingest.checkpointer import CheckpointJob, CheckpointWriter
+from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S

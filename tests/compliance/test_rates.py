@@ -184,7 +184,7 @@ class Judged:
         self.conn.commit()
 
     def checkpoint(self) -> None:
-        """What the checkpoint writer saves after a flush (ingest/checkpointer.py)."""
+        """What the checkpoint writer saves after a flush (ingest/checkpoint_writer.py)."""
         checkpoint = self.engine.snapshot_changes()
         header = {k: v for k, v in checkpoint.items() if k != "parts"}
         save_checkpoint(

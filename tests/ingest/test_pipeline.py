@@ -18,7 +18,7 @@ import pytest
 from alerts.record import record_outputs
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
-from ingest.checkpointer import CHECKPOINT_FAILURES
+from ingest.checkpoint_writer import CHECKPOINT_FAILURES
 from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
