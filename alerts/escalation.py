@@ -81,7 +81,7 @@ def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[
         )
         summary = notify.alert_summary({**alert, "escalation_level": level})
         messages.append(
-            notify.Message(
+            notify.AlertNotice(
                 alert_id=alert["id"],
                 site=alert["site"],
                 event="escalated",

@@ -44,7 +44,7 @@ TARGETS_QUERY = (
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class AlertNotice:
     """One alert event to tell the party at `level` about (level 0: the responsible party)."""
 
     alert_id: int
@@ -92,7 +92,7 @@ def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def queue(conn: psycopg.Connection[Any], messages: Sequence[Message], now: dt.datetime) -> int:
+def queue(conn: psycopg.Connection[Any], messages: Sequence[AlertNotice], now: dt.datetime) -> int:
     """Queues each message for every enabled target of its site and level, and for the party's
     own webhook (contacts.webhook) if it has one; returns how many notifications were written.
     Does not commit."""
@@ -106,7 +106,7 @@ def queue(conn: psycopg.Connection[Any], messages: Sequence[Message], now: dt.da
 
 
 def notification_rows(
-    messages: Sequence[Message],
+    messages: Sequence[AlertNotice],
     targets: Sequence[tuple[Any, ...]],
     parties: Mapping[tuple[str, str | None], dict[str, Any]],
     now: dt.datetime,

@@ -205,7 +205,7 @@ def record_outputs(
     changed = [a for a in latest.values() if a.changed and a.new_row is None]
     entries = ledger.chain(context.ledger_tip, [_ledger_entry(site, t) for t in transitions], now)
     messages = [
-        notify.Message(
+        notify.AlertNotice(
             alert_id=row["id"],
             site=site,
             event="raised",

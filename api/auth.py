@@ -9,7 +9,7 @@ the scope → 404, exactly as if it did not exist, so ids cannot be probed.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -69,9 +69,6 @@ class Principal:
                 raise HTTPException(status.HTTP_403_FORBIDDEN, "this token cannot see that site")
             return [requested]
         return None if self.sites is None else sorted(self.sites)
-
-    def visible_sites(self, candidates: Iterable[str]) -> list[str]:
-        return [site for site in candidates if self.sees(site)]
 
     def require_visible(self, site: str | None, what: str) -> None:
         """404 for a resource of a site outside the scope (or of no site at all)."""

@@ -20,9 +20,9 @@ import psycopg
 from config import BUNDLED_DIR
 from config.files import load_config_dir
 from energy.reports import carbon_report, energy_series, site_meters
+from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
 from store.pool import connect
-from store.writes import ReadingRow, write_readings
 
 
 def main(server: str) -> None:

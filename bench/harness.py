@@ -53,7 +53,6 @@ SERVER_URL = os.environ.get(
     "CLAUSEWATCH_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 PREFIX = "cw"
-SENSOR_METRICS = ("temperature", "humidity", "co2")
 
 
 def free_port() -> int:

@@ -28,10 +28,10 @@ from compliance.register import RegisterQuery, search_register
 from compliance.reports import generate_report
 from config import BUNDLED_DIR
 from config.files import load_config_dir
+from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
 from store.pool import connect
 from store.registry import sync_clauses, sync_site
-from store.writes import ReadingRow, write_readings
 
 CONFIG = BUNDLED_DIR
 START = dt.datetime(2026, 7, 6, tzinfo=dt.timezone(dt.timedelta(hours=8)))  # a Monday

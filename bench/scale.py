@@ -42,8 +42,8 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
     from alerts.record import record_outputs
     from clausewatch.service import sync_registry
     from config.files import load_config_dir
-    from ingest.decode import Decoder, Limits, Registry
-    from ingest.mqtt import IngressQueue, Message
+    from ingest.decode import Decoder, DeviceIndex, Limits
+    from ingest.mqtt import IngressQueue, ReceivedMessage
     from ingest.pipeline import Pipeline
     from rules.site import SiteModel
     from store.migrate import migrate
@@ -70,7 +70,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                 pool,
                 bundled.sites,
                 bundled.clause_versions(),
-                Decoder(Registry.from_sites([site]), harness.PREFIX, Limits()),
+                Decoder(DeviceIndex.from_sites([site]), harness.PREFIX, Limits()),
                 inbox,
                 ack,
                 sink=record_outputs,
@@ -81,7 +81,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             pipeline.start()
             stop = mp.Event()
 
-            def build(count: int, first_round: int) -> list[Message]:
+            def build(count: int, first_round: int) -> list[ReceivedMessage]:
                 rooms = devices // 2
                 built = []
                 for i in range(count):
@@ -96,10 +96,10 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                         body = {"temperature": 26.4 + (i % 7) * 0.1,
                                 "humidity": 55.0 + i % 5, "co2": 600.0 + i % 300}  # fmt: skip
                     payload = orjson.dumps({"ts": int(now * 1000), "seq": round_, "metrics": body})
-                    built.append(Message(topic, payload, now, (1, i, 1)))
+                    built.append(ReceivedMessage(topic, payload, now, (1, i, 1)))
                 return built
 
-            def feed(built: list[Message]) -> None:
+            def feed(built: list[ReceivedMessage]) -> None:
                 for message in built:
                     inbox.put(message, stop)
 

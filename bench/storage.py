@@ -29,10 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from clausewatch.settings import Settings
+from store.batches import PartitionCache, ReadingRow, write_readings
 from store.migrate import migrate
 from store.partitions import ensure_partitions
 from store.pool import connect
-from store.writes import PartitionCache, ReadingRow, write_readings
 
 METRICS = ("temperature", "humidity", "co2", "pm10", "illuminance")
 NAIVE_INSERT = (

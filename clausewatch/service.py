@@ -26,7 +26,7 @@ from alerts.record import record_outputs
 from clausewatch.settings import Settings
 from compliance.reports import generate_due_reports
 from config.files import LoadedConfig
-from ingest.decode import Decoder, Limits, Registry
+from ingest.decode import Decoder, DeviceIndex, Limits
 from ingest.mqtt import IngressQueue, MqttSubscriber
 from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
@@ -127,7 +127,7 @@ class Service:
             ensure_partitions(conn)
 
         decoder = Decoder(
-            Registry.from_sites(self.config.sites.values()),
+            DeviceIndex.from_sites(self.config.sites.values()),
             settings.topic_prefix,
             Limits(
                 max_payload_bytes=settings.max_payload_bytes,

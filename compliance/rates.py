@@ -51,7 +51,6 @@ from pydantic import BaseModel
 
 from store import checkpoints
 
-JudgedStatus = Literal["compliant", "violating", "not_assessable"]
 Missing = Literal["active", "live_data_source", "responsible_party"]
 
 

@@ -196,14 +196,13 @@ def _cross_checks(loaded: LoadedConfig, docs: dict[Path, YamlDocument]) -> list[
 def binding_problems(clause: ClauseVersion, sites: dict[str, SiteModel]) -> list[tuple[str, str]]:
     """What the engine refuses when binding the clause to each site (a named state no device
     has, a season the site lacks): (site id, message)."""
-    from rules.engine import ConfigError as BindError
-    from rules.engine import SiteEngine
+    from rules.engine import BindingError, SiteEngine
 
     found: list[tuple[str, str]] = []
     for site_id, site in sorted(sites.items()):
         try:
             SiteEngine(site, [clause], lateness=0.0)
-        except (BindError, ValueError) as exc:
+        except (BindingError, ValueError) as exc:
             found.append((site_id, str(exc)))
     return found
 

@@ -14,22 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
 
 import psycopg
 from psycopg.rows import dict_row
 
 from config import BUNDLED_DIR
-
-Carrier = Literal["electricity", "natural_gas", "water", "heat", "gasoline", "diesel"]
-CARRIERS: tuple[Carrier, ...] = (
-    "electricity",
-    "natural_gas",
-    "water",
-    "heat",
-    "gasoline",
-    "diesel",
-)
 
 # The unit every report counts a carrier in (meters and refuel events are converted to it).
 ACTIVITY_UNIT: dict[str, str] = {
@@ -79,7 +68,6 @@ _KG_PER_ACTIVITY: dict[tuple[str, str], Decimal] = {
     ("tCO2/t", "kg"): Decimal(1),
     ("kgCO2/kg", "kg"): Decimal(1),
 }
-FACTOR_UNITS = tuple(sorted({unit for unit, _ in _KG_PER_ACTIVITY}))
 
 
 class FactorError(ValueError):
@@ -160,33 +148,6 @@ def choose_factor(
         f"series {series!r} has no {variant or 'usable'} {carrier} factor for {region} or "
         f"national with data year {year} or earlier"
     )
-
-
-def choose_residual_factor(
-    factors: Sequence[EmissionFactor], *, series: str, region: str, year: int
-) -> FactorChoice:
-    """Electricity factor for the non-green kWh under market-based scope 2: the series' residual
-    variant when it has one, else its all-in factor (and the note says so)."""
-    try:
-        return choose_factor(
-            factors,
-            carrier="electricity",
-            series=series,
-            region=region,
-            year=year,
-            variant=RESIDUAL,
-        )
-    except FactorError:
-        chosen = choose_factor(
-            factors,
-            carrier="electricity",
-            series=series,
-            region=region,
-            year=year,
-            variant=ALL_IN,
-        )
-        note = "; ".join(filter(None, [chosen.note, f"{series} has no residual-mix variant"]))
-        return FactorChoice(chosen.factor, year, note)
 
 
 # ---- storage ----

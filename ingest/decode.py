@@ -126,13 +126,13 @@ class _Reject(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Registry:
+class DeviceIndex:
     """What may be published: site → device → metric names, from the loaded site models."""
 
     devices: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
 
     @classmethod
-    def from_sites(cls, sites: Iterable[SiteModel]) -> Registry:
+    def from_sites(cls, sites: Iterable[SiteModel]) -> DeviceIndex:
         return cls(
             {site.site.id: {d.id: frozenset(d.metrics) for d in site.devices} for site in sites}
         )
@@ -141,8 +141,8 @@ class Registry:
 class Decoder:
     """Turns one MQTT message into typed messages. Thread-compatible: no mutable state."""
 
-    def __init__(self, registry: Registry, prefix: str = "cw", limits: Limits = Limits()) -> None:
-        self.registry = registry
+    def __init__(self, index: DeviceIndex, prefix: str = "cw", limits: Limits = Limits()) -> None:
+        self.index = index
         self.prefix = prefix
         self.limits = limits
 
@@ -157,7 +157,7 @@ class Decoder:
                 )
             parsed = parse_topic(topic, self.prefix)
             site, device = parsed.site, parsed.device
-            devices = self.registry.devices.get(site)
+            devices = self.index.devices.get(site)
             if devices is None:
                 raise _Reject("unknown_site", f"site {site!r} is not in the registry")
             if parsed.kind is TopicKind.STATUS:

@@ -16,7 +16,7 @@
   the session, keepalive and callbacks; the PUBACKs of all the ack batches handed over since
   the last wake-up go out in one send().
 - The network thread never runs pipeline work: it only copies each message into a frozen
-  `Message` and puts it on a bounded queue. The policy when the queue is full is `block`
+  `ReceivedMessage` and puts it on a bounded queue. The policy when the queue is full is `block`
   (back-pressure): the thread stops reading the socket, the broker stops sending once its
   in-flight window is used, and nothing is dropped. Each wait is counted.
 - Reconnects with exponential backoff, 1 s up to 30 s (as paho's own loop did).
@@ -102,7 +102,7 @@ def make_client(
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class ReceivedMessage:
     """One received message. `token` is what `ack()` needs; opaque to everyone else."""
 
     topic: str
@@ -118,9 +118,9 @@ class IngressQueue:
     policy = "block"
 
     def __init__(self, capacity: int) -> None:
-        self._queue: queue.Queue[Message] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[ReceivedMessage] = queue.Queue(maxsize=capacity)
 
-    def put(self, message: Message, stop: threading.Event) -> bool:
+    def put(self, message: ReceivedMessage, stop: threading.Event) -> bool:
         """Queues `message`, waiting while full; returns False only if `stop` is set first."""
         try:
             self._queue.put_nowait(message)
@@ -135,7 +135,7 @@ class IngressQueue:
                 continue
         return False
 
-    def get_many(self, limit: int, timeout: float) -> list[Message]:
+    def get_many(self, limit: int, timeout: float) -> list[ReceivedMessage]:
         """Up to `limit` messages: waits at most `timeout` for the first, then takes what is
         already there without waiting."""
         try:
@@ -486,7 +486,7 @@ class MqttSubscriber:
     def _deliver(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         """Hands one message to the pipeline; blocks while the inbox is full (back-pressure: the
         socket is not read meanwhile, so the broker stops once our in-flight window is used)."""
-        item = Message(topic, payload, time.time(), (self._generation, mid, qos))
+        item = ReceivedMessage(topic, payload, time.time(), (self._generation, mid, qos))
         self.inbox.put(item, self._stop)
 
     # -- paho callbacks (on the network thread, from loop_read/loop_write/loop_misc) --

@@ -16,7 +16,7 @@ input: the engine state at that instant, only the parts changed since the previo
 (devices that took readings, instances whose time-driven state moved), and the stamp of the
 last message it covers. Its parts are captured a slice at a time between batches
 (`CAPTURE_SLICE_S`), so readings keep flowing, and the checkpoint writer thread
-(ingest/checkpointer.py) saves it. So:
+(ingest/checkpoint_writer.py) saves it. So:
 
 - a crash loses nothing: the broker redelivers every message whose flush did not commit (none
   of them was acknowledged); the engines restart from the last saved checkpoint and replay the
@@ -52,18 +52,17 @@ import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
-from ingest.checkpointer import CheckpointJob, CheckpointWriter
+from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
-from ingest.mqtt import IngressQueue, Message
+from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, LateReading, Output
-from store.checkpoints import Checkpoint, load_checkpoint
-from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
-from store.writes import (
+from store.batches import (
     Batch,
+    DeadLetterRow,
     EventRow,
     PartitionCache,
     ReadingRow,
@@ -74,7 +73,8 @@ from store.writes import (
     write_device_status,
     write_late_readings,
 )
-from store.writes import DeadLetter as DeadLetterRow
+from store.checkpoints import Checkpoint, load_checkpoint
+from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class Pipeline:
             log.exception("ingest pipeline stopped by an unexpected error")
             raise
 
-    def _take(self, messages: list[Message]) -> None:
+    def _take(self, messages: list[ReceivedMessage]) -> None:
         pending = self._pending
         batch = pending.batch
         decode = self.decoder.decode
@@ -575,7 +575,6 @@ class Pipeline:
             write_device_status(conn, pending.statuses)
 
     def _commit(self, pending: _Pending) -> None:
-        pending.batch.attempt += 1
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
             write_device_status(conn, pending.statuses)

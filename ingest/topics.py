@@ -38,10 +38,6 @@ class Topic:
     kind: TopicKind
 
 
-def is_valid_id(value: str) -> bool:
-    return ID_RE.fullmatch(value) is not None
-
-
 def parse_topic(topic: str, prefix: str) -> Topic:
     """The site, device and kind of `topic`; raises TopicError (reason `bad_topic` or `bad_id`)."""
     parts = topic.split("/")

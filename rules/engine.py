@@ -117,7 +117,7 @@ class _DeviceState(DueFloor):
         self.buffered: dict[int, tuple[float, Mapping[str, float]]] = {}
 
 
-class ConfigError(ValueError):
+class BindingError(ValueError):
     """A clause cannot be bound to the site (unknown season, unresolvable named state...)."""
 
 
@@ -470,7 +470,7 @@ class SiteEngine:
                 clause.schedule, self.site, clause.effective_from, clause.effective_to
             )
         except ValueError as exc:
-            raise ConfigError(f"clause {clause.id} v{clause.version}: {exc}") from exc
+            raise BindingError(f"clause {clause.id} v{clause.version}: {exc}") from exc
         check = clause.check
         if isinstance(check, ThresholdConfig | ConditionCheck):
             primary = check.metric if isinstance(check, ThresholdConfig) else _first_metric(check)
@@ -523,7 +523,7 @@ class SiteEngine:
                 spec = candidate.metrics.get(metric)
                 if spec is not None and value in spec.states:
                     return self._shared(spec.states[value])
-            raise ConfigError(f"{where}: {metric} has no named state {value!r}")
+            raise BindingError(f"{where}: {metric} has no named state {value!r}")
 
         return value_for
 
@@ -676,7 +676,7 @@ class SiteEngine:
             if spec is None:
                 continue
             if not spec.cumulative:
-                raise ConfigError(f"{where}: {device.id}.{check.metric} is not a register")
+                raise BindingError(f"{where}: {device.id}.{check.metric} is not a register")
             space = self._spaces[device.space]
             params = clause.resolve_params(self._site_id, space.type)
             value_for = self._value_for(device, params, where)
@@ -685,7 +685,7 @@ class SiteEngine:
             else:
                 assert check.budget_per_m2 is not None
                 if space.area_m2 is None:
-                    raise ConfigError(
+                    raise BindingError(
                         f"{where}: budget_per_m2 needs the floor area of space {space.id}"
                     )
                 budget = value_for(check.metric, check.budget_per_m2) * space.area_m2

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from rules.site import SiteModel
 from simulators.publish import DEFAULT_MAX_IN_FLIGHT, Publisher
 from simulators.scenario import Scenario, resolve_start
-from simulators.stream import Manifest, Message, Simulation
+from simulators.stream import Manifest, ScheduledMessage, Simulation
 
 StartSpec = float | dt.datetime | str | None
 
@@ -37,7 +37,7 @@ class RunResult:
     stopped: bool  # ended by stop_event rather than by reaching the end
 
 
-def topic_of(prefix: str, site: str, message: Message) -> str:
+def topic_of(prefix: str, site: str, message: ScheduledMessage) -> str:
     return f"{prefix}/{site}/{message.device}/{message.channel}"
 
 
@@ -89,7 +89,7 @@ def run_scenario(
     start: StartSpec = None,
     stop_event: threading.Event | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    on_message: Callable[[str, Message], None] | None = None,
+    on_message: Callable[[str, ScheduledMessage], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> RunResult:
     """Publishes the scenario's stream and returns what it injected. Blocks until the end (or

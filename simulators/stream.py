@@ -1,8 +1,8 @@
 """The message stream of a scenario run: readings and events as SPEC §2 payloads, with the
 scenario's faults applied, and a manifest of everything injected on purpose.
 
-`Simulation(...).messages()` yields `Message`s in the order they are to be sent, each with the
-simulated time at which it is due. The stream is a pure function of the scenario, the site
+`Simulation(...).messages()` yields `ScheduledMessage`s in the order they are to be sent, each
+with the simulated time at which it is due. The stream is a pure function of the scenario, the site
 model, the start, the end and `now` (the wall clock at the run's start, which only the
 future-clock fault reads): the same inputs give byte-identical messages.
 """
@@ -45,7 +45,7 @@ Channel = Literal["telemetry", "event"]
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class ScheduledMessage:
     due: float  # simulated time at which it is sent
     device: str
     channel: Channel
@@ -141,7 +141,8 @@ class Simulation:
         self._remaining: dict[int, int] = {
             i: getattr(f, "count", 0) for i, (_, f) in enumerate(self._faults)
         }
-        self._held: dict[str, tuple[Message, int]] = {}  # out-of-order: held back per device
+        # Out-of-order: held back per device.
+        self._held: dict[str, tuple[ScheduledMessage, int]] = {}
 
     def _at(self, text: str) -> float:
         return resolve_at(text, self.start, self.site)
@@ -242,7 +243,7 @@ class Simulation:
 
     # ---- the stream ----
 
-    def messages(self) -> Iterator[Message]:
+    def messages(self) -> Iterator[ScheduledMessage]:
         interval = self.interval
         tick = math.floor(self.start / interval) * interval
         while self.end is None or tick < self.end:
@@ -403,7 +404,7 @@ class Simulation:
 
     # ---- faults ----
 
-    def _deliver(self, pending: _Pending) -> Iterator[Message]:
+    def _deliver(self, pending: _Pending) -> Iterator[ScheduledMessage]:
         stamp = pending.ts
         touched: list[Injected] = []  # faults that changed this message: they get its seq
         for index, (at, fault) in enumerate(self._faults):
@@ -441,9 +442,11 @@ class Simulation:
             item.seqs.append(seq)
             item.end = pending.ts
         payload = self._encode(stamp, seq, pending.body)
-        yield from self._reorder(Message(pending.ts, pending.device, pending.channel, payload), seq)
+        yield from self._reorder(
+            ScheduledMessage(pending.ts, pending.device, pending.channel, payload), seq
+        )
 
-    def _reorder(self, message: Message, seq: int) -> Iterator[Message]:
+    def _reorder(self, message: ScheduledMessage, seq: int) -> Iterator[ScheduledMessage]:
         device = message.device
         held = self._held.pop(device, None)
         for index, (at, fault) in enumerate(self._faults):
@@ -465,12 +468,12 @@ class Simulation:
                 yield message
                 yield message
                 if held is not None:
-                    yield Message(message.due, device, held[0].channel, held[0].payload)
+                    yield ScheduledMessage(message.due, device, held[0].channel, held[0].payload)
                 return
         yield message
         if held is not None:
             # Delivered after its successor: now due (and sent) with it.
-            yield Message(message.due, device, held[0].channel, held[0].payload)
+            yield ScheduledMessage(message.due, device, held[0].channel, held[0].payload)
 
     def _spike_value(self, fault: Spike) -> float:
         if fault.value is not None:
@@ -478,7 +481,7 @@ class Simulation:
         spec = self.devices[fault.device].metrics[fault.metric]
         return spec.range[1] * 10 if spec.range is not None and spec.range[1] > 0 else 1e6
 
-    def _malformed(self, index: int, fault: Malformed, at: float) -> Iterator[Message]:
+    def _malformed(self, index: int, fault: Malformed, at: float) -> Iterator[ScheduledMessage]:
         item = self._fault_items[index]
         metric = next(iter(self.devices[fault.device].metrics), "temperature")
         stamp = self._iso(at)
@@ -496,7 +499,7 @@ class Simulation:
             item.count += 1
             item.end = at
             item.note = ", ".join(fault.variants[: min(fault.count, len(fault.variants))])
-            yield Message(at, fault.device, "telemetry", bodies[variant])
+            yield ScheduledMessage(at, fault.device, "telemetry", bodies[variant])
 
     # ---- encoding ----
 

@@ -460,7 +460,7 @@ def device_status_rows(
     conn: psycopg.Connection[Any], sites: Sequence[str] | None
 ) -> list[dict[str, Any]]:
     """The latest status ('online' / 'offline') each gateway or device of `sites` published,
-    and when it arrived (written by ingest: store.writes.write_device_status)."""
+    and when it arrived (written by ingest: store.batches.write_device_status)."""
     return _of_sites(
         conn,
         "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"

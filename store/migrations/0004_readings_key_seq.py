@@ -7,7 +7,7 @@ a lost reading. The key becomes (site, device, metric, ts, seq) with NULLS NOT D
   `ON CONFLICT DO NOTHING` absorbs it;
 - readings with different seqs and one ts are all kept.
 The key keeps `ts`, as unique keys of partitioned tables and hypertables must. Broker-stamped
-readings keep their seq-window check (writes.py); their ts differ anyway.
+readings keep their seq-window check (store/batches.py); their ts differ anyway.
 
 PostgreSQL before 15 has no NULLS NOT DISTINCT: there the key is an expression index on
 coalesce(seq, -1) (seqs are never negative, SPEC §2), which `ON CONFLICT DO NOTHING` (no

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from clausewatch.cli import main
 from compliance.backtest import BacktestError, backtest, version_in_force
-from store.writes import EventRow, ReadingRow, write_events, write_readings
+from store.batches import EventRow, ReadingRow, write_events, write_readings
 from tests.compliance.conftest import PUBLIC_SITE, TEST_CLAUSE, auth, clause_file_with
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,10 @@ from api.auth import Principal
 from api.tokens import create_token
 from rules.clause import ClauseFile
 from rules.site import SiteModel
+from store.batches import EventRow, write_events
 from store.migrate import migrate
 from store.pool import connect
 from store.registry import sync_clauses, sync_site
-from store.writes import EventRow, write_events
 from tests.compliance.conftest import SYNCED_AT, TEST_CLAUSE, add_alert, add_interval, auth
 from tests.support import throwaway_database
 

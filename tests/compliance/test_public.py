@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from store.writes import ReadingRow, write_readings
+from store.batches import ReadingRow, write_readings
 from tests.compliance.conftest import (
     PARTY_EMAIL,
     PARTY_NAME,

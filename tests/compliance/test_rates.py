@@ -30,11 +30,11 @@ from rules.clause import ClauseFile, ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, Event
+from store.batches import write_compliance_intervals
 from store.checkpoints import save_checkpoint
 from store.migrate import migrate
 from store.pool import connect
 from store.registry import sync_clauses, sync_site
-from store.writes import write_compliance_intervals
 from tests.support import throwaway_database
 
 pytestmark = pytest.mark.integration
@@ -184,7 +184,7 @@ class Judged:
         self.conn.commit()
 
     def checkpoint(self) -> None:
-        """What the checkpoint writer saves after a flush (ingest/checkpointer.py)."""
+        """What the checkpoint writer saves after a flush (ingest/checkpoint_writer.py)."""
         checkpoint = self.engine.snapshot_changes()
         header = {k: v for k, v in checkpoint.items() if k != "parts"}
         save_checkpoint(

@@ -21,7 +21,7 @@ import pytest
 from clausewatch.embedded import free_port
 from edge.config import load_gateway_config
 from edge.gateway import Gateway
-from ingest.mqtt import IngressQueue, Message, MqttSubscriber
+from ingest.mqtt import IngressQueue, MqttSubscriber, ReceivedMessage
 from simulators.publish import Publisher, PublishError
 from tests.support import MOSQUITTO, answers, wait_for
 
@@ -109,7 +109,7 @@ def test_subscriber_gateway_and_simulator_speak_mqtts(tls_broker: TlsBroker) -> 
         inbox,
     )
     subscriber.start()
-    received: list[Message] = []
+    received: list[ReceivedMessage] = []
 
     def arrived(topic: str, count: int = 1) -> bool:
         batch = inbox.get_many(1000, timeout=0.1)

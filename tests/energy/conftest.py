@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from rules.site import SiteModel
+from store.batches import EventRow, ReadingRow, write_events, write_readings
 from store.migrate import migrate
 from store.pool import connect
-from store.writes import EventRow, ReadingRow, write_events, write_readings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -32,8 +32,8 @@ from api.app import create_app
 from api.tokens import create_token
 from config import BUNDLED_DIR
 from config.files import load_config_dir
-from ingest.decode import Decoder, Registry
-from ingest.mqtt import IngressQueue, Message
+from ingest.decode import Decoder, DeviceIndex
+from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import Pipeline
 from simulators.scenario import Scenario
 from simulators.stream import Simulation
@@ -72,7 +72,7 @@ def simulate_month(url: str, site: Any, config: Any) -> int:
     meters = {d.id for d in site.devices if any(m.cumulative for m in d.metrics.values())}
     # Stamped as received when sent, so the month is not older than the ingest's max age.
     messages = [
-        Message(f"cw/{site.site.id}/{m.device}/telemetry", m.payload, m.due, (0, index, 1))
+        ReceivedMessage(f"cw/{site.site.id}/{m.device}/telemetry", m.payload, m.due, (0, index, 1))
         for index, m in enumerate(Simulation(scenario, site, start, end, now=end).messages())
         if m.device in meters and m.channel == "telemetry"
     ]
@@ -84,7 +84,7 @@ def simulate_month(url: str, site: Any, config: Any) -> int:
             pool,
             {site.site.id: site},
             config.clause_versions(),
-            Decoder(Registry.from_sites([site])),
+            Decoder(DeviceIndex.from_sites([site])),
             inbox,
             acked.extend,
             sink=record_outputs,

@@ -14,7 +14,7 @@ import orjson
 import psycopg
 import pytest
 
-from ingest.decode import DeadLetter, Decoder, Limits, Registry
+from ingest.decode import DeadLetter, Decoder, DeviceIndex, Limits
 from rules.site import SiteModel
 from tests.support import wait_for
 
@@ -45,7 +45,7 @@ def decoder(config_dir: Path) -> Decoder:
     from config.files import load_config_dir
 
     sites: dict[str, SiteModel] = load_config_dir(config_dir).sites
-    return Decoder(Registry.from_sites(sites.values()), "cw", LIMITS)
+    return Decoder(DeviceIndex.from_sites(sites.values()), "cw", LIMITS)
 
 
 @pytest.mark.parametrize("index", range(len(hostile())), ids=[name for name, *_ in hostile()])

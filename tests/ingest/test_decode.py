@@ -14,23 +14,23 @@ from ingest.decode import (
     RAW_CAP_BYTES,
     DeadLetter,
     Decoder,
+    DeviceIndex,
     EventMessage,
     Limits,
     Reading,
-    Registry,
     StatusMessage,
 )
 from ingest.topics import TopicError, TopicKind, parse_topic, topic_for
 
 NOW = dt.datetime(2026, 7, 1, 9, 30, tzinfo=dt.UTC).timestamp()
-REGISTRY = Registry(
+DEVICES = DeviceIndex(
     {"hq": {"th-1": frozenset({"temperature", "humidity"}), "reader-1": frozenset()}}
 )
 TOPIC = "cw/hq/th-1/telemetry"
 
 
 def decoder(**limits: float) -> Decoder:
-    return Decoder(REGISTRY, "cw", Limits(**limits))  # type: ignore[arg-type]
+    return Decoder(DEVICES, "cw", Limits(**limits))  # type: ignore[arg-type]
 
 
 def decode_one(payload: bytes, topic: str = TOPIC, **limits: float) -> object:

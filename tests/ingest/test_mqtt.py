@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 
-from ingest.mqtt import QUEUE_FULL_WAITS, IngressQueue, Message
+from ingest.mqtt import QUEUE_FULL_WAITS, IngressQueue, ReceivedMessage
 
 
-def message(n: int) -> Message:
-    return Message("cw/hq/th-1/telemetry", b"{}", 0.0, (1, n, 1))
+def message(n: int) -> ReceivedMessage:
+    return ReceivedMessage("cw/hq/th-1/telemetry", b"{}", 0.0, (1, n, 1))
 
 
 def test_full_queue_blocks_the_producer_until_the_consumer_takes():

@@ -21,8 +21,8 @@ from ingest.mqtt import (
     QUEUE_FULL_WAITS,
     SESSION_EXPIRY_S,
     IngressQueue,
-    Message,
     MqttSubscriber,
+    ReceivedMessage,
     _variable_int,
     make_client,
 )
@@ -73,9 +73,9 @@ def publish_all(client: paho.Client, messages: list[tuple[str, bytes]]) -> None:
         info.wait_for_publish(30)
 
 
-def take(inbox: IngressQueue, count: int, timeout: float = 30) -> list[Message]:
+def take(inbox: IngressQueue, count: int, timeout: float = 30) -> list[ReceivedMessage]:
     """Exactly `count` messages, polled with a deadline."""
-    taken: list[Message] = []
+    taken: list[ReceivedMessage] = []
     deadline = time.monotonic() + timeout
     while len(taken) < count:
         assert time.monotonic() < deadline, f"{len(taken)} of {count} messages arrived"
@@ -102,7 +102,7 @@ def test_many_messages_arrive_whole_and_in_order_per_topic(
     ]
     sender = threading.Thread(target=publish_all, args=(publisher, messages))
     sender.start()
-    received: list[Message] = []
+    received: list[ReceivedMessage] = []
     # With 3.1.1 the broker's own in-flight limit applies (Mosquitto's default: 20), so ack as
     # the pipeline would, batch by batch.
     while len(received) < len(messages):

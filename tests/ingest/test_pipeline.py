@@ -18,9 +18,9 @@ import pytest
 from alerts.record import record_outputs
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
-from ingest.checkpointer import CHECKPOINT_FAILURES
-from ingest.decode import Decoder, Registry
-from ingest.mqtt import IngressQueue, Message
+from ingest.checkpoint_writer import CHECKPOINT_FAILURES
+from ingest.decode import Decoder, DeviceIndex
+from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
 from ingest.retry import MAX_REJECTED_ATTEMPTS
 from store.checkpoints import load_checkpoint
@@ -33,9 +33,9 @@ pytestmark = pytest.mark.integration
 NOW = time.time()
 
 
-def reading(seq: int, value: float = 24.0) -> Message:
+def reading(seq: int, value: float = 24.0) -> ReceivedMessage:
     body = {"ts": int((NOW - 60 + seq) * 1000), "seq": seq, "metrics": {"temperature": value}}
-    return Message("cw/t-hq/th-a/telemetry", orjson.dumps(body), NOW, (1, seq, 1))
+    return ReceivedMessage("cw/t-hq/th-a/telemetry", orjson.dumps(body), NOW, (1, seq, 1))
 
 
 def count(url: str) -> int:
@@ -62,7 +62,7 @@ def run_pipeline(
             pool,
             config.sites,
             config.clause_versions(),
-            Decoder(Registry.from_sites(config.sites.values()), "cw"),
+            Decoder(DeviceIndex.from_sites(config.sites.values()), "cw"),
             inbox,
             ack,
             sink=record_outputs,

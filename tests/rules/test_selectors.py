@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rules.engine import ConfigError, SiteEngine
+from rules.engine import BindingError, SiteEngine
 
 MAX_26 = {"kind": "threshold", "metric": "temperature", "max": 26}
 
@@ -52,8 +52,8 @@ def test_selector_binds_these_devices(
 
 def test_binding_errors_name_the_clause(kit: Any) -> None:
     seasonal = kit.clause(MAX_26, schedule={"season": "monsoon"})
-    with pytest.raises(ConfigError, match=r"c\.test v1"):
+    with pytest.raises(BindingError, match=r"c\.test v1"):
         SiteEngine(site(kit), [seasonal], lateness=0)
     gated = kit.clause({**MAX_26, "when": {"metric": "hvac_mode", "op": "==", "value": "dry"}})
-    with pytest.raises(ConfigError, match="no named state 'dry'"):
+    with pytest.raises(BindingError, match="no named state 'dry'"):
         SiteEngine(site(kit), [gated], lateness=0)

@@ -16,7 +16,7 @@ from config import BUNDLED_DIR
 from config.documents import ConfigError
 from config.files import load_site
 from simulators.scenario import Scenario, load_scenario, resolve_at, resolve_start
-from simulators.stream import Message, Simulation
+from simulators.stream import ScheduledMessage, Simulation
 
 SITE = load_site(BUNDLED_DIR / "sites" / "demo-hq.yaml")
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -29,12 +29,12 @@ def scenario(**knobs: object) -> Scenario:
     return Scenario.model_validate(base | knobs)
 
 
-def run(sc: Scenario, days: float = 1.0) -> tuple[Simulation, list[Message]]:
+def run(sc: Scenario, days: float = 1.0) -> tuple[Simulation, list[ScheduledMessage]]:
     simulation = Simulation(sc, SITE, MONDAY, MONDAY + days * DAY, now=MONDAY + 8 * DAY)
     return simulation, list(simulation.messages())
 
 
-def decoded(messages: list[Message], device: str) -> list[dict]:
+def decoded(messages: list[ScheduledMessage], device: str) -> list[dict]:
     return [orjson.loads(m.payload) for m in messages if m.device == device]
 
 

@@ -24,7 +24,7 @@ from config import BUNDLED_DIR
 from config.files import load_config_dir
 from simulators.runner import run_scenario
 from simulators.scenario import load_scenario
-from simulators.stream import Injected, Message
+from simulators.stream import Injected, ScheduledMessage
 from store.pool import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,9 +67,9 @@ def test_a_week_of_faults_lands_where_the_manifest_says(
     )
     service = Service(settings, config, ServiceOptions(clock="data", serve_api=False))
     service.start()
-    last: list[Message] = []
+    last: list[ScheduledMessage] = []
 
-    def remember_last_reading(topic: str, message: Message) -> None:
+    def remember_last_reading(topic: str, message: ScheduledMessage) -> None:
         if message.channel == "telemetry":
             last[:] = [message]
 

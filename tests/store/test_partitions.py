@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
+from store.batches import EventRow, PartitionCache, ReadingRow, write_events, write_readings
 from store.mode import storage_mode
 from store.partitions import apply_retention, ensure_partitions, existing_days
 from store.pool import connect
-from store.writes import EventRow, PartitionCache, ReadingRow, write_events, write_readings
 
 pytestmark = pytest.mark.integration
 

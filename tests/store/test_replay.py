@@ -9,9 +9,9 @@ import datetime as dt
 import pytest
 
 from rules.verdicts import Event
+from store.batches import Batch, EventRow, PartitionCache, ReadingRow, write_batch
 from store.pool import connect
 from store.replay import StoredReading, last_stamp, stored_since
-from store.writes import Batch, EventRow, PartitionCache, ReadingRow, write_batch
 
 pytestmark = pytest.mark.integration
 

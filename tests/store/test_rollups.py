@@ -13,10 +13,10 @@ from dataclasses import astuple
 import psycopg
 import pytest
 
+from store.batches import ReadingRow, write_readings
 from store.pool import connect
 from store.readings import QueryError, consumption, query_readings
 from store.rollups import refresh_rollups
-from store.writes import ReadingRow, write_readings
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
 from store.mode import FORCE_NATIVE_ENV, storage_mode
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect
 from store.readings import consumption, query_readings
 from store.rollups import refresh_rollups
-from store.writes import ReadingRow, write_readings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timescale]
 

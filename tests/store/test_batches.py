@@ -9,13 +9,11 @@ import psycopg
 import pytest
 
 from rules.verdicts import ClauseRef, ComplianceInterval, LateReading, Subject
-from store.checkpoints import load_checkpoint, save_checkpoint
-from store.pool import connect
-from store.writes import (
+from store.batches import (
     DEAD_LETTER_PAYLOAD_CAP,
     SMALL_BATCH,
     Batch,
-    DeadLetter,
+    DeadLetterRow,
     EventRow,
     PartitionCache,
     ReadingRow,
@@ -24,6 +22,8 @@ from store.writes import (
     write_late_readings,
     write_readings,
 )
+from store.checkpoints import load_checkpoint, save_checkpoint
+from store.pool import connect
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str, n: int) -> N
 
 def test_events_and_dead_letters(store_url: str) -> None:
     event = EventRow("s1", "reader-1", T0, "cleaning.completed", "wc-1", "staff-1", 7, {}, T0)
-    big = DeadLetter(T0, "cw/s1/d1/telemetry", b"x" * (DEAD_LETTER_PAYLOAD_CAP + 10), "too_big")
+    big = DeadLetterRow(T0, "cw/s1/d1/telemetry", b"x" * (DEAD_LETTER_PAYLOAD_CAP + 10), "too_big")
     batch = Batch(1, events=[event, event._replace(attrs={"checklist": "full"})])
     batch.dead_letters.append(big)
     with connect(store_url) as conn:

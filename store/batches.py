@@ -1,9 +1,10 @@
-"""Writing rows: readings (COPY into a staging table, then one INSERT ... ON CONFLICT DO
-NOTHING), events, dead letters, compliance intervals, late readings.
+"""The rows one flush writes (`Batch`, `write_batch`): readings (COPY into a staging table,
+then one INSERT ... ON CONFLICT DO NOTHING), events, dead letters, device status, compliance
+intervals, late readings.
 
-Every function here runs in the caller's transaction and never commits, so the pipeline can put
-readings, events, dead letters, engine outputs and the engine checkpoint in ONE transaction
-(see `Batch`, `write_batch` and (removed)).
+Every function here runs in the caller's transaction and never commits, so the pipeline puts a
+flush's readings, events, dead letters and engine outputs in ONE transaction; the engine
+checkpoint follows in a transaction of its own (docs/storage.md, "One transaction per flush").
 
 Dedupe (SPEC §2) — a redelivered batch adds no row:
 - Readings are unique on (site, device, metric, ts, seq), NULLS NOT DISTINCT (migration 0004).
@@ -68,7 +69,7 @@ class EventRow(NamedTuple):
     received_at: float
 
 
-class DeadLetter(NamedTuple):
+class DeadLetterRow(NamedTuple):
     received_at: float
     topic: str
     payload: bytes
@@ -76,7 +77,7 @@ class DeadLetter(NamedTuple):
     detail: str = ""
 
 
-StoreRow = ReadingRow | EventRow | DeadLetter
+StoreRow = ReadingRow | EventRow | DeadLetterRow
 
 READING_COLUMNS = "site, device, metric, ts, value, seq, received_at, broker_stamped"
 READING_TYPES = ["text", "text", "text", "timestamptz", "float8", "int8", "timestamptz", "bool"]
@@ -320,7 +321,7 @@ def write_events(
         return max(cur.rowcount, 0)
 
 
-def write_dead_letters(conn: psycopg.Connection[Any], rows: Sequence[DeadLetter]) -> int:
+def write_dead_letters(conn: psycopg.Connection[Any], rows: Sequence[DeadLetterRow]) -> int:
     """Stores dead letters, the payload capped at `DEAD_LETTER_PAYLOAD_CAP` bytes (with
     `truncated` set when cut). Returns how many. No commit."""
     if not rows:
@@ -421,15 +422,12 @@ def write_late_readings(conn: psycopg.Connection[Any], items: Iterable[LateReadi
 
 @dataclass
 class Batch:
-    """What one flush writes in one transaction. `scratch` survives retries of the same batch,
-    so an `on_flush` hook can compute its outputs once and write them again on a retry."""
+    """What one flush writes in one transaction."""
 
     id: int
     readings: list[ReadingRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    attempt: int = 0
-    scratch: dict[str, Any] = field(default_factory=dict)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.events) + len(self.dead_letters)
@@ -440,7 +438,7 @@ class Batch:
             self.readings.append(row)  # type: ignore[arg-type]
         elif kind is EventRow:
             self.events.append(row)  # type: ignore[arg-type]
-        elif kind is DeadLetter:
+        elif kind is DeadLetterRow:
             self.dead_letters.append(row)  # type: ignore[arg-type]
         else:
             raise TypeError(f"not a storage row: {row!r}")
