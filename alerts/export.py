@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from store import registry
+from store.registry import UnknownSite
 
 HEADERS = (
     "告警编号",
@@ -62,10 +63,6 @@ ACTION = {
     "closed": "关闭",
     "notified": "通知",
 }
-
-
-class UnknownSite(LookupError):
-    pass
 
 
 def ledger_csv(

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from compliance.statistics import SiteStatistics, UnknownSite, site_statistics
+from compliance.statistics import SiteStatistics, site_statistics
 from config.templates import render
 from rules.holidays import CalendarNote, site_calendar_notes
 from store import registry
@@ -130,7 +130,7 @@ def build_report(
     """Computes the report (nothing stored). Raises UnknownSite, BadPeriod."""
     registered = registry.site_row(conn, site)
     if registered is None:
-        raise UnknownSite(site)
+        raise registry.UnknownSite(site)
     name = registered.name
     holidays_kind = str(registered.info.get("holidays", {}).get("kind", "cn"))
     start, end = quarter_bounds(period, registered.zone())

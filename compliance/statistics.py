@@ -40,6 +40,7 @@ from compliance.rates import (
     versions_in_force,
 )
 from store import registry
+from store.registry import UnknownSite
 
 # An alert that reopened this often within its life flaps: its clause needs a longer `for`,
 # more hysteresis or a longer `reopen_within`.
@@ -143,10 +144,6 @@ class OrgStatistics(BaseModel):
     until: dt.datetime
     node: OrgSummary
     children: list[OrgSummary]  # the next level down: districts of a city, units of a district
-
-
-class UnknownSite(LookupError):
-    pass
 
 
 def site_statistics(

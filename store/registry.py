@@ -38,6 +38,10 @@ _TABLES = {"space": "spaces", "device": "devices", "party": "parties"}
 _JSON_COLUMNS = {"metrics", "contacts"}
 
 
+class UnknownSite(LookupError):
+    """A site id that is not in the registry (the `sites` table)."""
+
+
 @dataclass
 class SyncReport:
     """What a sync changed, by ledger kind ("space.added": 3). Empty when nothing changed."""

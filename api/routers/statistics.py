@@ -15,7 +15,8 @@ from api.auth import Reader
 from api.deps import DbConn
 from api.models import OrgStatistics, QueryTime, SiteId, SiteStatistics, problems
 from api.periods import query_period
-from compliance.statistics import UnknownSite, org_statistics, site_statistics
+from compliance.statistics import org_statistics, site_statistics
+from store.registry import UnknownSite
 
 router = APIRouter(prefix="/statistics", tags=["statistics"])
 pages = APIRouter(include_in_schema=False)

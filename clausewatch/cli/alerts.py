@@ -19,6 +19,7 @@ from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url, day
 from store import ledger
 from store.pool import connect
+from store.registry import UnknownSite
 
 
 def register(commands: Commands) -> None:
@@ -83,7 +84,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         with connect(url) as conn:
             data = export.ledger_csv(conn, args.site, args.first_day, args.last_day)
-    except (export.UnknownSite, ValueError) as exc:
+    except (UnknownSite, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     except psycopg.Error as exc:

@@ -17,10 +17,10 @@ from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url, day
 from compliance.backtest import BacktestError, BacktestRun, backtest, load_site
 from compliance.reports import BadPeriod, generate_report
-from compliance.statistics import UnknownSite
 from config.documents import ConfigError
 from config.files import load_clause_file
 from store.pool import connect
+from store.registry import UnknownSite
 
 
 def register(commands: Commands) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from alerts.export import HEADERS, UnknownSite, ledger_csv
+from alerts.export import HEADERS, ledger_csv
 from alerts.lifecycle import acknowledge, close
 from alerts.record import record_outputs
 from clausewatch.cli import main
+from store.registry import UnknownSite
 from tests.alerts.conftest import T0, ended, site_model, started
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Speed of the alerts path: record_outputs per pipeline flush, ledger appends and verify.
 
-Run: .venv/bin/python bench/alerts.py [--database-url URL] [--outputs 20000] [--batch 1000]
+Run: .venv/bin/python bench/alert_recording.py [--database-url URL] [--outputs 20000] [--batch 1000]
 
 Uses a scratch database on the server (created and dropped), the bundled demo-hq site and
 clauses. Outputs are threshold violations on distinct subjects: each batch has its starts and,
