@@ -15,13 +15,13 @@ import argparse
 import datetime as dt
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from alerts.record import record_outputs
 from config import BUNDLED_DIR
 from config.files import load_config_dir
+from config.urls import database_named
 from rules.verdicts import ClauseRef, Evidence, Subject, ViolationEnded, ViolationStarted
 from store import ledger
 from store.migrate import migrate
@@ -41,7 +41,7 @@ def main() -> None:
     name = f"cw_bench_alerts_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(args.database_url)._replace(path=f"/{name}"))
+    url = database_named(args.database_url, name)
     try:
         migrate(url)
         run(url, args.outputs, args.batch)

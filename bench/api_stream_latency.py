@@ -16,7 +16,6 @@ import statistics
 import threading
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -24,6 +23,7 @@ import uvicorn
 
 from api.app import create_app
 from api.tokens import create_token
+from config.urls import database_named
 from store.migrate import migrate
 
 SERVER = os.environ.get(
@@ -40,7 +40,7 @@ def main() -> None:
     name = f"cw_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(SERVER, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(SERVER)._replace(path=f"/{name}"))
+    url = database_named(SERVER, name)
     try:
         run(url, args.events, args.clients)
     finally:

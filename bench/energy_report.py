@@ -13,12 +13,12 @@ import datetime as dt
 import sys
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from config import BUNDLED_DIR
 from config.files import load_config_dir
+from config.urls import database_named
 from energy.reports import carbon_report, energy_series, site_meters
 from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
@@ -29,7 +29,7 @@ def main(server: str) -> None:
     name = f"cw_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    url = database_named(server, name)
     try:
         migrate(url)
         site = load_config_dir(BUNDLED_DIR).sites["demo-hq"]

@@ -19,7 +19,6 @@ import datetime as dt
 import math
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -28,6 +27,7 @@ from compliance.register import RegisterQuery, search_register
 from compliance.reports import generate_report
 from config import BUNDLED_DIR
 from config.files import load_config_dir
+from config.urls import database_named
 from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
 from store.pool import connect
@@ -46,7 +46,7 @@ def main() -> None:
     name = f"cw_bench_register_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(args.database_url)._replace(path=f"/{name}"))
+    url = database_named(args.database_url, name)
     try:
         migrate(url)
         run(url, args.days)

@@ -24,11 +24,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from clausewatch.settings import Settings
+from config.urls import database_named
 from store.batches import PartitionCache, ReadingRow, write_readings
 from store.migrate import migrate
 from store.partitions import ensure_partitions
@@ -48,7 +48,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+        yield database_named(server_url, name)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 Version = Literal["5", "311"]
 
@@ -212,3 +212,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "(a malformed URL, not shown)"
     return _without_password(url, password)
+
+
+def database_named(server_url: str, name: str) -> str:
+    """The PostgreSQL URL of database `name` on the server of `server_url` (same login)."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))

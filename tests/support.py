@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -21,7 +20,7 @@ import uvicorn
 
 from clausewatch.embedded import free_port
 from config import BUNDLED_DIR
-from config.urls import MqttEndpoint
+from config.urls import MqttEndpoint, database_named
 from ingest.mqtt import make_client
 
 if TYPE_CHECKING:
@@ -139,7 +138,7 @@ def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    yield database_named(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

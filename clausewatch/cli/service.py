@@ -16,7 +16,7 @@ from typing import Any
 
 from clausewatch.cli import Commands
 from config import BUNDLED_DIR
-from config.urls import redact_url
+from config.urls import database_named, redact_url
 
 log = logging.getLogger("clausewatch")
 
@@ -322,15 +322,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _ensure_database(server_url: str, name: str) -> str:
     """`name` on the server of `server_url`, created on first use; its URL."""
-    from urllib.parse import urlsplit, urlunsplit
-
     import psycopg
 
     with psycopg.connect(server_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    return database_named(server_url, name)
 
 
 def _demo_token(database_url: str) -> str:

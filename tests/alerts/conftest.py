@@ -7,11 +7,11 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
+from config.urls import database_named
 from rules.clause import ClauseFile, ClauseVersion
 from rules.site import SiteModel
 from rules.verdicts import ClauseRef, Evidence, Subject, ViolationEnded, ViolationStarted
@@ -21,10 +21,6 @@ from store.registry import sync_clauses, sync_site
 
 SITE = "alerts-hq"
 T0 = dt.datetime(2026, 7, 1, 0, 0, tzinfo=dt.UTC)  # 08:00 in Asia/Shanghai
-
-
-def _url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
 # Every table this area writes, emptied before each test (cheaper than a database per test).
@@ -63,7 +59,7 @@ def alerts_db_url(pg_server_url: str) -> Iterator[str]:
     name = f"cw_alerts_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _url(pg_server_url, name)
+    url = database_named(pg_server_url, name)
     migrate(url)
     yield url
     with psycopg.connect(pg_server_url, autocommit=True) as conn:

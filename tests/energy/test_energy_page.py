@@ -32,6 +32,7 @@ from api.app import create_app
 from api.tokens import create_token
 from config import BUNDLED_DIR
 from config.files import load_config_dir
+from config.urls import database_named
 from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import Pipeline
@@ -109,12 +110,11 @@ def simulate_month(url: str, site: Any, config: Any) -> int:
 @pytest.fixture(scope="module")
 def demo_database(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import uuid
-    from urllib.parse import urlsplit, urlunsplit
 
     name = f"cw_energy_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(pg_server_url)._replace(path=f"/{name}"))
+    url = database_named(pg_server_url, name)
     migrate(url)
     config = load_config_dir(CONFIG)
     site = config.sites["demo-hq"]

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
+from config.urls import database_named
 from store.migrate import migrate
-
-
-def database_at(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +18,7 @@ def store_template(pg_server_url: str) -> Iterator[str]:
     name = f"cw_store_tpl_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    migrate(database_at(pg_server_url, name))
+    migrate(database_named(pg_server_url, name))
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template, and
         # TimescaleDB's job scheduler connects to every database with the extension unless it
@@ -45,6 +41,6 @@ def store_url(pg_server_url: str, store_template: str) -> Iterator[str]:
     name = f"cw_store_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{store_template}"')
-    yield database_at(pg_server_url, name)
+    yield database_named(pg_server_url, name)
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
