@@ -48,6 +48,7 @@ from compliance.reports import StoredReport as StoredReport
 from compliance.statistics import OrgStatistics as OrgStatistics
 from compliance.statistics import SiteStatistics as SiteStatistics
 from energy.factors import ALL_IN
+from energy.factors import EmissionFactor as EmissionFactor
 from energy.render import CarbonReportOut as CarbonReportOut
 from energy.render import ImbalanceOut as ImbalanceOut
 from energy.render import MeterOut as MeterOut
@@ -534,18 +535,6 @@ class QuotaOut(BaseModel):
     reason: str
     missing_hours: Decimal
     curve: list[QuotaPoint]
-
-
-class FactorPublic(BaseModel):
-    carrier: str
-    series: str
-    region: str
-    data_year: int
-    value: Decimal
-    unit: str
-    variant: str
-    instrument: str
-    confidence: str
 
 
 class FactorCreate(Input):

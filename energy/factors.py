@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict
 
 from config import BUNDLED_DIR
 
@@ -74,8 +75,11 @@ class FactorError(ValueError):
     """No usable factor: the report cannot be computed without mixing series or guessing."""
 
 
-@dataclass(frozen=True, slots=True)
-class EmissionFactor:
+class EmissionFactor(BaseModel):
+    """A published emission factor, as stored and as the API lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
     carrier: str
     series: str
     region: str

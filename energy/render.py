@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from energy.factors import KGCE_PER_UNIT, SCOPE
+from energy.factors import KGCE_PER_UNIT, SCOPE, EmissionFactor
 from energy.reports import (
     KGCE_NOTE,
     CarbonReport,
@@ -44,18 +44,11 @@ def _iso(ts: float, zone: str) -> str:
     return dt.datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat()
 
 
-class FactorOut(BaseModel):
+class FactorOut(EmissionFactor):
+    """A factor as a report applied it."""
+
     purpose: str  # location (scope 2), market (scope 2), scope1
-    carrier: str
     year: int  # the report year it applies to
-    series: str
-    region: str
-    data_year: int
-    value: Decimal
-    unit: str
-    variant: str
-    instrument: str
-    confidence: str
     note: str
 
 
@@ -261,20 +254,7 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
             for c in report.comparisons
         ],
         factors=[
-            FactorOut(
-                purpose=purpose,
-                carrier=ch.factor.carrier,
-                year=ch.year,
-                series=ch.factor.series,
-                region=ch.factor.region,
-                data_year=ch.factor.data_year,
-                value=ch.factor.value,
-                unit=ch.factor.unit,
-                variant=ch.factor.variant,
-                instrument=ch.factor.instrument,
-                confidence=ch.factor.confidence,
-                note=ch.note,
-            )
+            FactorOut(**ch.factor.model_dump(), purpose=purpose, year=ch.year, note=ch.note)
             for purpose, ch in report.factors
         ],
         kgce_coefficients=KGCE_NOTE,

@@ -20,10 +20,10 @@ from api.auth import EnergyReader, Principal
 from api.deps import DbConn
 from api.models import (
     CarbonReportOut,
+    EmissionFactor,
     EnergyOut,
     EnergyPoint,
     FactorCreate,
-    FactorPublic,
     Problem,
     QuotaOut,
     QuotaPoint,
@@ -226,12 +226,9 @@ def get_quotas(
 
 
 @router.get("/energy/factors", responses=ERRORS)
-def list_factors(conn: DbConn, principal: EnergyReader) -> list[FactorPublic]:
+def list_factors(conn: DbConn, principal: EnergyReader) -> list[EmissionFactor]:
     """Every stored emission factor."""
-    return [
-        FactorPublic(**{k: getattr(f, k) for k in FactorPublic.model_fields})
-        for f in factor_store.load_factors(conn)
-    ]
+    return factor_store.load_factors(conn)
 
 
 @router.post(
@@ -239,7 +236,7 @@ def list_factors(conn: DbConn, principal: EnergyReader) -> list[FactorPublic]:
     status_code=status.HTTP_201_CREATED,
     responses={**ERRORS, 409: {"model": Problem}},
 )
-def add_factor(conn: DbConn, principal: EnergyReader, body: FactorCreate) -> FactorPublic:
+def add_factor(conn: DbConn, principal: EnergyReader, body: FactorCreate) -> EmissionFactor:
     """Adds a factor (admins only). A published factor is never overwritten: the same carrier,
     series, region, data year and variant again is a 409."""
     if principal.role != "admin":
@@ -252,7 +249,7 @@ def add_factor(conn: DbConn, principal: EnergyReader, body: FactorCreate) -> Fac
     if not added:
         raise HTTPException(status.HTTP_409_CONFLICT, "that factor exists already")
     conn.commit()
-    return FactorPublic(**body.model_dump())
+    return factor
 
 
 def _csv(text: str, name: str) -> Response:

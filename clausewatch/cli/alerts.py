@@ -58,8 +58,6 @@ def register(commands: Commands) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     try:
         with connect(url) as conn:
             verdict = ledger.verify(conn)
@@ -79,8 +77,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     try:
         with connect(url) as conn:
             data = export.ledger_csv(conn, args.site, args.first_day, args.last_day)
@@ -101,8 +97,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _webhook_add(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     with connect(url) as conn:
         row = conn.execute(
             "INSERT INTO webhook_targets (site, level, url, created_by, created_at)"
@@ -117,8 +111,6 @@ def _webhook_add(args: argparse.Namespace) -> int:
 
 def _webhook_list(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     with connect(url) as conn:
         rows = conn.execute(
             "SELECT t.id, coalesce(t.site, '*'), coalesce(t.level::text, '*'), t.url, t.enabled,"

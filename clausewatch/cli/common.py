@@ -15,11 +15,13 @@ def database_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="PostgreSQL URL (default: CLAUSEWATCH_DATABASE_URL)")
 
 
-def database_url(args: argparse.Namespace) -> str | None:
-    """--database-url, else the setting; None (with a message on stderr) when neither is set."""
+def database_url(args: argparse.Namespace) -> str:
+    """--database-url, else the setting. Neither set ends the command with exit code 2 and a
+    message on stderr."""
     url: str | None = args.database_url or Settings().database_url
     if not url:
         print("no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url", file=sys.stderr)
+        raise SystemExit(2)
     return url
 
 

@@ -55,8 +55,6 @@ def register(commands: Commands) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     try:
         with connect(url) as conn:
             report_id, report = generate_report(
@@ -95,8 +93,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     try:
         clause_file = load_clause_file(args.clause_file)
     except ConfigError as exc:

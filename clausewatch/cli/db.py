@@ -33,8 +33,6 @@ COUNTED_TABLES = (
 
 def upgrade(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     try:
         applied = migrate(url)
     except psycopg.Error as exc:
@@ -49,8 +47,6 @@ def upgrade(args: argparse.Namespace) -> int:
 
 def info(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     try:
         with connect(url) as conn:
             row = conn.execute("SHOW server_version").fetchone()

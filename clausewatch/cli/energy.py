@@ -90,10 +90,7 @@ def _period_arguments(parser: argparse.ArgumentParser) -> None:
 def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from store.pool import connect
 
-    url = database_url(args)
-    if url is None:
-        raise SystemExit(2)
-    return connect(url)
+    return connect(database_url(args))
 
 
 def _report_carbon(args: argparse.Namespace) -> int:

@@ -44,8 +44,6 @@ def _create(args: argparse.Namespace) -> int:
         print(f"error: --site {bad[0]!r} is not a site id", file=sys.stderr)
         return 2
     url = database_url(args)
-    if url is None:
-        return 2
     with psycopg.connect(url) as conn:
         token, record = create_token(conn, args.role, tuple(args.sites), args.label)
     scope = ", ".join(record.sites) or "all sites"
@@ -56,8 +54,6 @@ def _create(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     with psycopg.connect(url) as conn:
         if not revoke_token(conn, args.id):
             print(f"error: no live token with id {args.id}", file=sys.stderr)
@@ -68,8 +64,6 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     url = database_url(args)
-    if url is None:
-        return 2
     with psycopg.connect(url) as conn:
         for record in list_tokens(conn):
             state = f"revoked {record.revoked_at:%Y-%m-%d}" if record.revoked_at else "live"

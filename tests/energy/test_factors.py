@@ -81,15 +81,15 @@ def test_of_two_variants_the_all_in_one_is_the_default() -> None:
 
 def test_an_all_in_correction_settles_a_tie_for_other_carriers() -> None:
     correction = EmissionFactor(
-        "heat",
-        "ndrc_public_building_2015",
-        "national",
-        2015,
-        Decimal("0.10"),
-        "tCO2/GJ",
-        ALL_IN,
-        "erratum",
-        "B",
+        carrier="heat",
+        series="ndrc_public_building_2015",
+        region="national",
+        data_year=2015,
+        value=Decimal("0.10"),
+        unit="tCO2/GJ",
+        variant=ALL_IN,
+        instrument="erratum",
+        confidence="B",
     )
     chosen = choose_factor(
         [*SHIPPED, correction],
@@ -99,16 +99,8 @@ def test_an_all_in_correction_settles_a_tie_for_other_carriers() -> None:
         year=2026,
     )
     assert chosen.factor is correction
-    other = EmissionFactor(
-        "heat",
-        "ndrc_public_building_2015",
-        "national",
-        2015,
-        Decimal("0.12"),
-        "tCO2/GJ",
-        "another basis",
-        "x",
-        "C",
+    other = correction.model_copy(
+        update={"value": Decimal("0.12"), "variant": "another basis", "confidence": "C"}
     )
     with pytest.raises(FactorError, match="name the variant"):
         choose_factor(
@@ -122,7 +114,15 @@ def test_an_all_in_correction_settles_a_tie_for_other_carriers() -> None:
 
 def test_a_unit_that_does_not_fit_the_carrier_is_refused() -> None:
     wrong = EmissionFactor(
-        "natural_gas", "x", "national", 2024, Decimal(1), "tCO2/MWh", ALL_IN, "test", "C"
+        carrier="natural_gas",
+        series="x",
+        region="national",
+        data_year=2024,
+        value=Decimal(1),
+        unit="tCO2/MWh",
+        variant=ALL_IN,
+        instrument="test",
+        confidence="C",
     )
     with pytest.raises(FactorError, match="does not fit"):
         validate_factor(wrong)
