@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
-import uuid
 
-import psycopg
+import harness
 
 from alerts.record import record_outputs
 from config import BUNDLED_DIR
 from config.files import load_config_dir
-from config.urls import database_named
 from rules.verdicts import ClauseRef, Evidence, Subject, ViolationEnded, ViolationStarted
 from store import ledger
 from store.migrate import migrate
@@ -38,16 +36,9 @@ def main() -> None:
     parser.add_argument("--outputs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
-    name = f"cw_bench_alerts_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_named(args.database_url, name)
-    try:
+    with harness.scratch_database(args.database_url, "cw_bench_alerts") as url:
         migrate(url)
         run(url, args.outputs, args.batch)
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(url: str, total: int, batch: int) -> None:

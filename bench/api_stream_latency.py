@@ -15,15 +15,14 @@ import socket
 import statistics
 import threading
 import time
-import uuid
 
+import harness
 import httpx
 import psycopg
 import uvicorn
 
 from api.app import create_app
 from api.tokens import create_token
-from config.urls import database_named
 from store.migrate import migrate
 
 SERVER = os.environ.get(
@@ -37,15 +36,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=5)
     args = parser.parse_args()
 
-    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = database_named(SERVER, name)
-    try:
+    with harness.scratch_database(SERVER, "cw_bench") as url:
         run(url, args.events, args.clients)
-    finally:
-        with psycopg.connect(SERVER, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(url: str, events: int, clients: int) -> None:

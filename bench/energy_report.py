@@ -12,13 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-import uuid
 
-import psycopg
+import harness
 
 from config import BUNDLED_DIR
 from config.files import load_config_dir
-from config.urls import database_named
 from energy.reports import carbon_report, energy_series, site_meters
 from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
@@ -26,11 +24,7 @@ from store.pool import connect
 
 
 def main(server: str) -> None:
-    name = f"cw_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = database_named(server, name)
-    try:
+    with harness.scratch_database(server, "cw_bench") as url:
         migrate(url)
         site = load_config_dir(BUNDLED_DIR).sites["demo-hq"]
         zone = site.zone()
@@ -72,9 +66,6 @@ def main(server: str) -> None:
                     call()
                     timings.append(time.perf_counter() - began)
                 print(f"{label}: best {min(timings):.2f} s of 3")
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import platform
-import re
 import select
 import shutil
 import signal
@@ -43,7 +42,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from config import BUNDLED_DIR
-from config.urls import MqttEndpoint
+from config.urls import MqttEndpoint, database_named
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = BUNDLED_DIR
@@ -116,14 +115,15 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def scratch_database() -> Iterator[str]:
-    name = f"cw_bench_svc_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+def scratch_database(server_url: str = SERVER_URL, prefix: str = "cw_bench_svc") -> Iterator[str]:
+    """An empty database `prefix_<random>` on the server for one bench run, dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield re.sub(r"/[^/]*$", f"/{name}", SERVER_URL)
+        yield database_named(server_url, name)
     finally:
-        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -18,16 +18,14 @@ import argparse
 import datetime as dt
 import math
 import time
-import uuid
 
-import psycopg
+import harness
 
 from compliance.backtest import backtest
 from compliance.register import RegisterQuery, search_register
 from compliance.reports import generate_report
 from config import BUNDLED_DIR
 from config.files import load_config_dir
-from config.urls import database_named
 from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
 from store.pool import connect
@@ -43,16 +41,9 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args()
-    name = f"cw_bench_register_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_named(args.database_url, name)
-    try:
+    with harness.scratch_database(args.database_url, "cw_bench_register") as url:
         migrate(url)
         run(url, args.days)
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(url: str, days: int) -> None:

@@ -21,14 +21,11 @@ import datetime as dt
 import os
 import platform
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-import psycopg
+import harness
 
 from clausewatch.settings import Settings
-from config.urls import database_named
 from store.batches import PartitionCache, ReadingRow, write_readings
 from store.migrate import migrate
 from store.partitions import ensure_partitions
@@ -40,18 +37,6 @@ NAIVE_INSERT = (
     " VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, to_timestamp(%s), %s)"
     " ON CONFLICT DO NOTHING"
 )
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_named(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Source:
@@ -136,7 +121,7 @@ def main() -> None:
     settings = Settings()
     scale = args.scale
 
-    with fresh_database(args.server_url) as url:
+    with harness.scratch_database(args.server_url, "cw_bench") as url:
         migrate(url)
         source = Source()
         with connect(url) as conn:
