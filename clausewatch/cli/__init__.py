@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "uses_holiday_calendar", True) and not _use_holiday_calendar(args):
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SystemExit as exit_:  # a command that stops early (no database URL): its code
+        return exit_.code if isinstance(exit_.code, int) else 1
 
 
 def _use_holiday_calendar(args: argparse.Namespace) -> bool:
