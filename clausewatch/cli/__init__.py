@@ -65,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SystemExit as exit_:  # a command that stops early (no database URL): its code
-        return exit_.code if isinstance(exit_.code, int) else 1
+        if isinstance(exit_.code, int):
+            return exit_.code
+        if exit_.code is not None:
+            print(exit_.code, file=sys.stderr)
+        return 1
 
 
 def _use_holiday_calendar(args: argparse.Namespace) -> bool:
