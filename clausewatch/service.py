@@ -35,6 +35,7 @@ from store.migrate import migrate
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect, make_pool
 from store.registry import sync_clauses, sync_site
+from store.roles import as_role
 from store.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,11 @@ class Service:
         self.settings = settings
         self.config = config
         self.options = options or ServiceOptions()
-        self.database_url: str = settings.database_url
+        self.roles = settings.database_roles()
+        # Migrations run as the owner (the migration login, else the one URL given); everything
+        # else acts as the service role, which cannot change the ledger (store/roles.py).
+        self.migration_url: str = settings.migration_database_url or settings.database_url
+        self.database_url: str = as_role(settings.database_url, self.roles.service)
         self.mqtt_url: str = settings.mqtt_url
         self.pool: ConnectionPool[Any] | None = None
         self.pipeline: Pipeline | None = None
@@ -120,7 +125,7 @@ class Service:
         if self.config.calendar is not None:
             # Before any engine compiles a schedule: they judge working days with this one.
             use_official_calendar(self.config.calendar)
-        migrate(self.database_url)
+        migrate(self.migration_url, roles=self.roles)
         sync_registry(self.database_url, self.config)
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:

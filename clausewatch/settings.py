@@ -11,11 +11,22 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from store.roles import DatabaseRoles
+
+ROLE_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLAUSEWATCH_", extra="ignore")
 
     database_url: str | None = None
+    # The login that runs migrations (an owner of the schema: a superuser, or a member of the
+    # owner role). Unset: the service and `clausewatch db upgrade` migrate with database_url.
+    migration_database_url: str | None = None
+    # The owner role owns every table; the service acts as the service role (store/roles.py,
+    # docs/storage.md "Roles"): it appends to the ledger but cannot change, truncate or disable it.
+    database_owner_role: str = Field(default="clausewatch_owner", pattern=ROLE_PATTERN)
+    database_service_role: str = Field(default="clausewatch_service", pattern=ROLE_PATTERN)
     mqtt_url: str | None = None
     config_dir: Path | None = None
     topic_prefix: str = Field(default="cw", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -37,3 +48,6 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=400, gt=0)
     mqtt_client_id: str = "clausewatch-ingest"
     data_dir: Path | None = None  # embedded parts keep their data here (demo)
+
+    def database_roles(self) -> DatabaseRoles:
+        return DatabaseRoles(owner=self.database_owner_role, service=self.database_service_role)
