@@ -20,12 +20,14 @@ NO_DATABASE = "no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url\
         ["token", "create", "--role", "viewer"],
         ["energy", "factor", "list"],
         ["ledger", "verify"],
+        ["ledger", "anchor"],
     ],
 )
 def test_without_a_database_every_command_says_so_the_same_way(
     command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("CLAUSEWATCH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CLAUSEWATCH_MIGRATION_DATABASE_URL", raising=False)
     try:
         code: object = main(command)
     except SystemExit as exit_:  # how a command without a database ends

@@ -45,6 +45,7 @@ REFUSED = {
     "drop the ledger": "DROP TABLE ledger",
     "rewrite the timeline": "UPDATE alert_timeline SET note = 'fine'",
     "delete from the timeline": "DELETE FROM alert_timeline",
+    "remove anchors": "DELETE FROM ledger_anchors",
     "rewrite the schema history": "DELETE FROM schema_migrations",
     "create tables": "CREATE TABLE shadow (x int)",
 }
