@@ -101,10 +101,19 @@ def info(args: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
-    for path, help_text, func in (
-        ("db upgrade", "apply pending schema migrations", upgrade),
-        ("db info", "show PostgreSQL version, storage mode, schema version, row counts", info),
-    ):
-        parser = commands.add(path, help_text)
-        database_argument(parser)
-        parser.set_defaults(func=func)
+    upgrade_parser = commands.add(
+        "db upgrade",
+        "apply pending schema migrations and put the roles' ownership and privileges in place",
+    )
+    upgrade_parser.add_argument(
+        "--database-url",
+        help="the migration login's PostgreSQL URL (default: "
+        "CLAUSEWATCH_MIGRATION_DATABASE_URL, else CLAUSEWATCH_DATABASE_URL)",
+    )
+    upgrade_parser.set_defaults(func=upgrade)
+    info_parser = commands.add(
+        "db info",
+        "show PostgreSQL version, storage mode, schema version, roles, row counts",
+    )
+    database_argument(info_parser)
+    info_parser.set_defaults(func=info)
