@@ -76,7 +76,14 @@ def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[
             ledger.Entry(
                 kind="alert.escalated",
                 entity=f"alert:{alert['id']}",
-                payload={"alert": alert["id"], "site": alert["site"], "at": now, **facts},
+                payload={
+                    "alert": alert["id"],
+                    "site": alert["site"],
+                    "actor": ESCALATION_ACTOR,
+                    "at": now,
+                    "note": note,
+                    **facts,
+                },
             )
         )
         summary = notify.alert_summary({**alert, "escalation_level": level})

@@ -285,7 +285,14 @@ def _record_outcome(
             ledger.Entry(
                 kind=f"notification.{outcome}",
                 entity=f"notification:{row['id']}",
-                payload={"alert": row["alert_id"], "site": row["site"], "at": now, **facts},
+                payload={
+                    "alert": row["alert_id"],
+                    "site": row["site"],
+                    "actor": NOTIFIER_ACTOR,
+                    "at": now,
+                    "note": note,
+                    **facts,
+                },
             )
         ],
         now,

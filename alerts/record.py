@@ -476,6 +476,24 @@ def _write_timeline(
         )
 
 
+# What an `alert.raised` entry holds beyond its timeline row's data (alerts.audit compares the
+# rest with the row).
+RAISED_FACTS = frozenset(
+    {
+        "clause",
+        "subject",
+        "kind",
+        "severity",
+        "unit",
+        "params",
+        "evidence_sha256",
+        "responsible",
+        "escalation_chain",
+        "unbound",
+    }
+)
+
+
 def _ledger_entry(site: str, transition: _Transition) -> ledger.Entry:
     alert = transition.alert
     payload: dict[str, Any] = {

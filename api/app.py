@@ -2,7 +2,9 @@
 
 `database` is a PostgreSQL URL or an open `ConnectionPool` owned by the caller. For a URL the
 app opens its pool (and the stream's LISTEN connection) in its lifespan and closes them at
-shutdown, so `uvicorn.run(create_app(url))` is self-contained.
+shutdown, so `uvicorn.run(create_app(url))` is self-contained. `ledger_anchors` is where
+GET /ledger/verify reads the signed anchors of the ledger from (None: the chain is checked
+without them, and the verdict says it is not anchored).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from alerts.anchors import AnchorSource
 from api import STATIC_DIR
 from api.routers import (
     alerts,
@@ -50,6 +53,7 @@ def create_app(
     database: str | ConnectionPool,
     *,
     stream: StreamConfig | None = None,
+    ledger_anchors: AnchorSource | None = None,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -85,6 +89,7 @@ def create_app(
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
+    app.state.ledger_anchors = ledger_anchors
     for module in (alerts, clauses, compliance, energy, ledger, readings, registry):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)

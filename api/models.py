@@ -362,14 +362,39 @@ class ReadingSeries(BaseModel):
 # ---- ledger ----
 
 
+class LedgerAnchorCheck(BaseModel):
+    """The signed anchors the chain was checked against (docs/alerts.md, "Anchors")."""
+
+    folder: str
+    count: int  # anchors whose signature verified
+    latest_seq: int | None
+    latest_hash: str | None
+    latest_at: dt.datetime | None
+    matched_seq: int | None  # the highest anchored entry found with its anchored hash
+    problems: list[str]  # anchor files that are malformed, forged or contradict each other
+
+
+class LedgerRecordsCheck(BaseModel):
+    """Alerts and their timeline rows against the ledger entries written with them."""
+
+    alerts: int
+    timeline: int
+    entries: int
+    problem_count: int
+    problems: list[str]  # the first 100
+
+
 class LedgerVerdict(BaseModel):
-    ok: bool
+    ok: bool  # chain, anchors and records all check out
     checked: int  # entries that verified before the first bad one (all of them when ok)
     first_bad_seq: int | None
-    problem: str | None
-    # The last entry and its hash: copy them elsewhere now and then to anchor the chain.
+    problem: str | None  # the chain's first problem (a missing or re-hashed anchored entry too)
     tip_seq: int | None
     tip_hash: str | None
+    anchored: bool  # checked against signed anchors; false: a cut-off tail would not show
+    anchors: LedgerAnchorCheck | None
+    records: LedgerRecordsCheck
+    problems: list[str]  # every problem, in words
 
 
 # ---- registry ----

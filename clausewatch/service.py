@@ -20,6 +20,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from psycopg_pool import ConnectionPool
 
+from alerts.anchors import anchor_tip
 from alerts.escalation import escalate_due
 from alerts.notify import deliver_due
 from alerts.record import record_outputs
@@ -35,6 +36,7 @@ from store.migrate import migrate
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect, make_pool
 from store.registry import sync_clauses, sync_site
+from store.roles import as_role
 from store.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,11 @@ class Service:
         self.settings = settings
         self.config = config
         self.options = options or ServiceOptions()
-        self.database_url: str = settings.database_url
+        self.roles = settings.database_roles()
+        # Migrations run as the owner (the migration login, else the one URL given); everything
+        # else acts as the service role, which cannot change the ledger (store/roles.py).
+        self.migration_url: str = settings.migration_database_url or settings.database_url
+        self.database_url: str = as_role(settings.database_url, self.roles.service)
         self.mqtt_url: str = settings.mqtt_url
         self.pool: ConnectionPool[Any] | None = None
         self.pipeline: Pipeline | None = None
@@ -120,7 +126,7 @@ class Service:
         if self.config.calendar is not None:
             # Before any engine compiles a schedule: they judge working days with this one.
             use_official_calendar(self.config.calendar)
-        migrate(self.database_url)
+        migrate(self.migration_url, roles=self.roles)
         sync_registry(self.database_url, self.config)
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:
@@ -224,6 +230,25 @@ class Service:
         # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
         # run produces each within the hour after a quarter ends and catches up after downtime.
         scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
+        if (
+            self.settings.ledger_key_file is not None
+            and self.settings.ledger_anchor_dir is not None
+        ):
+            # Also at start: the first anchor should not wait an hour.
+            scheduler.add_job(
+                self._ledger_anchor,
+                "interval",
+                seconds=self.settings.ledger_anchor_interval_s,
+                id="ledger_anchor",
+                next_run_time=dt.datetime.now(dt.UTC),
+            )
+        elif (
+            self.settings.ledger_key_file is not None or self.settings.ledger_anchor_dir is not None
+        ):
+            log.warning(
+                "the ledger is not anchored: set both CLAUSEWATCH_LEDGER_KEY_FILE and "
+                "CLAUSEWATCH_LEDGER_ANCHOR_DIR"
+            )
         return scheduler
 
     def _tick(self) -> None:
@@ -263,6 +288,17 @@ class Service:
             lambda conn: generate_due_reports(conn, "scheduler", dt.datetime.now(dt.UTC)),
         )
 
+    def _ledger_anchor(self) -> None:
+        key_file, folder = self.settings.ledger_key_file, self.settings.ledger_anchor_dir
+        assert key_file is not None and folder is not None
+
+        def anchor(conn: Any) -> None:
+            written = anchor_tip(conn, key_file, folder, dt.datetime.now(dt.UTC))
+            if written is not None:
+                log.info("ledger anchored: %s", written.describe())
+
+        self._job("ledger_anchor", anchor)
+
     # -- HTTP --
 
     def _start_http(self) -> None:
@@ -271,7 +307,7 @@ class Service:
         from api.app import create_app
 
         assert self.pool is not None
-        app = create_app(self.database_url)
+        app = create_app(self.database_url, ledger_anchors=self.settings.ledger_anchor_source())
         config = uvicorn.Config(
             app,
             host=self.settings.http_host,

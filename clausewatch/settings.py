@@ -7,15 +7,30 @@ Unset URLs mean "not configured": `clausewatch demo` then starts embedded parts,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from store.roles import DatabaseRoles
+
+if TYPE_CHECKING:
+    from alerts.anchors import AnchorSource
+
+ROLE_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLAUSEWATCH_", extra="ignore")
 
     database_url: str | None = None
+    # The login that runs migrations (an owner of the schema: a superuser, or a member of the
+    # owner role). Unset: the service and `clausewatch db upgrade` migrate with database_url.
+    migration_database_url: str | None = None
+    # The owner role owns every table; the service acts as the service role (store/roles.py,
+    # docs/storage.md "Roles"): it appends to the ledger but cannot change, truncate or disable it.
+    database_owner_role: str = Field(default="clausewatch_owner", pattern=ROLE_PATTERN)
+    database_service_role: str = Field(default="clausewatch_service", pattern=ROLE_PATTERN)
     mqtt_url: str | None = None
     config_dir: Path | None = None
     topic_prefix: str = Field(default="cw", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -37,3 +52,34 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=400, gt=0)
     mqtt_client_id: str = "clausewatch-ingest"
     data_dir: Path | None = None  # embedded parts keep their data here (demo)
+    # Anchors of the ledger's tip (alerts/anchors.py, docs/alerts.md "Anchors"): the Ed25519
+    # private key signing them (`clausewatch ledger keygen`; never in the database), the folder
+    # the signed anchors are written to, and how often. Both paths set: the service anchors.
+    ledger_key_file: Path | None = None
+    ledger_anchor_dir: Path | None = None
+    ledger_anchor_interval_s: float = Field(default=3600.0, gt=0)
+    # What `ledger verify` and GET /api/v1/ledger/verify check anchors with; unset: the key
+    # file's `.pub` beside it.
+    ledger_public_key_file: Path | None = None
+
+    def database_roles(self) -> DatabaseRoles:
+        return DatabaseRoles(owner=self.database_owner_role, service=self.database_service_role)
+
+    def ledger_anchor_source(self) -> AnchorSource | None:
+        """Where verification reads anchors from; None unless the folder and a public key
+        are both known."""
+        public_key = self.ledger_public_key()
+        if self.ledger_anchor_dir is None or public_key is None:
+            return None
+        from alerts.anchors import AnchorSource
+
+        return AnchorSource(self.ledger_anchor_dir, (public_key,))
+
+    def ledger_public_key(self) -> Path | None:
+        if self.ledger_public_key_file is not None:
+            return self.ledger_public_key_file
+        if self.ledger_key_file is not None:
+            from alerts.anchors import public_key_path  # cryptography: only when used
+
+            return public_key_path(self.ledger_key_file)
+        return None

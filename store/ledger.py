@@ -10,8 +10,9 @@ writers never both extend the same tip, and the lock is released when the caller
 ends (commit or rollback), so a rolled-back append leaves no gap.
 
 What a chain alone cannot show: someone who rewrites the table and recomputes every hash after
-the change, or who removes entries from the end. Copying `verify().tip_hash` somewhere else (a
-report, another system) from time to time anchors the chain against both.
+the change, or who removes entries from the end. Anchors close both: the (seq, hash) of the tip
+signed and kept outside the database from time to time (alerts/anchors.py); `verify(conn,
+anchored)` then requires every anchored entry to exist with its anchored hash.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class Verdict:
     problem: str | None = None
     tip_seq: int | None = None
     tip_hash: str | None = None
+    # The highest anchored entry found with its anchored hash (None: none was given, or none
+    # checked out before the first problem).
+    anchored_seq: int | None = None
 
 
 def canonical_json(payload: Mapping[str, Any]) -> bytes:
@@ -153,9 +157,14 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[LedgerRow]) -> None:
         )
 
 
-def verify(conn: psycopg.Connection[Any]) -> Verdict:
+def verify(conn: psycopg.Connection[Any], anchored: Mapping[int, str] | None = None) -> Verdict:
     """Recomputes the whole chain in sequence order and stops at the first entry that does not
-    fit. Read-only (a server-side cursor, so memory stays bounded); does not commit."""
+    fit. `anchored` maps sequence numbers to the hashes their entries had when anchored: an
+    entry with another hash means the chain was rewritten and re-hashed, an anchored entry
+    past the end means the tail was cut off. Read-only (a server-side cursor, so memory stays
+    bounded); does not commit."""
+    expected = dict(anchored or {})
+    confirmed = 0  # the highest anchored entry found intact so far
     checked = 0
     expected_seq = 1
     prev_hash = GENESIS_HASH
@@ -188,17 +197,54 @@ def verify(conn: psycopg.Connection[Any]) -> Verdict:
                     seq,
                     f"entry {seq} was modified: its content no longer matches its hash",
                 )
+            wanted = expected.get(seq)
+            if wanted is not None:
+                if wanted != stored_hash:
+                    return _rehashed(checked, seq, confirmed)
+                confirmed = seq
             previous_link = stored_prev
             prev_hash = stored_hash
             expected_seq += 1
             checked += 1
-    if checked == 0:
-        return Verdict(ok=True, checked=0)
-    return Verdict(ok=True, checked=checked, tip_seq=checked, tip_hash=prev_hash)
+    tip = (checked, prev_hash) if checked else (None, None)
+    furthest = max(expected, default=0)
+    if furthest > checked:
+        end = f"ends at entry {checked}" if checked else "is empty"
+        return Verdict(
+            ok=False,
+            checked=checked,
+            first_bad_seq=checked + 1,
+            problem=f"the ledger {end} but entry {furthest} was anchored: entries "
+            f"{checked + 1} to {furthest} were removed from its end",
+            tip_seq=tip[0],
+            tip_hash=tip[1],
+            anchored_seq=confirmed or None,
+        )
+    return Verdict(
+        ok=True, checked=checked, tip_seq=tip[0], tip_hash=tip[1], anchored_seq=confirmed or None
+    )
 
 
 def _bad(checked: int, seq: int, problem: str) -> Verdict:
     return Verdict(ok=False, checked=checked, first_bad_seq=seq, problem=problem)
+
+
+def _rehashed(checked: int, seq: int, confirmed: int) -> Verdict:
+    """Entry `seq` fits the chain but not its anchor: everything from some entry after the last
+    anchor that checked out (`confirmed`) was rewritten and every hash recomputed."""
+    where = (
+        f"between entry {confirmed + 1} and entry {seq}"
+        if confirmed
+        else f"at or before entry {seq}"
+    )
+    return Verdict(
+        ok=False,
+        checked=checked,
+        first_bad_seq=seq,
+        problem=f"entry {seq} does not have the hash anchored for it: the chain was rewritten "
+        f"{where} and every later hash recomputed",
+        anchored_seq=confirmed or None,
+    )
 
 
 def _broken_link(

@@ -8,6 +8,11 @@ failing migration leaves neither its changes nor its record. A `.py` migration d
 Several processes may start at once (service replicas, `clausewatch db upgrade` during a
 deploy): a session-level advisory lock makes them take turns, and each applies only what the
 others have not. Re-running is a no-op. Number ranges per area: docs/design.md.
+
+After the migrations, every run brings ownership and privileges to the least-privilege state of
+store/roles.py (the owner role owns everything, the service role holds exactly its rights). When
+nothing is pending and that state is in place, a run changes nothing and needs no privilege:
+the service's own login may call it at start.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import psycopg
 
 from store.errors import MigrationError
 from store.pool import connect
+from store.roles import DatabaseRoles, ensure_least_privilege
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
@@ -81,28 +87,42 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def _has_schema_migrations(conn: psycopg.Connection[Any]) -> bool:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    return bool(exists and exists[0])
+
+
 def applied_versions(conn: psycopg.Connection[Any]) -> dict[int, str]:
     """Versions recorded in `schema_migrations` (empty when the table does not exist)."""
-    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
+    if not _has_schema_migrations(conn):
         return {}
     rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
     return {int(version): str(name) for version, name in rows}
 
 
 def migrate(
-    database_url: str, *, target: int | None = None, directory: Path = MIGRATIONS_DIR
+    database_url: str,
+    *,
+    target: int | None = None,
+    directory: Path = MIGRATIONS_DIR,
+    roles: DatabaseRoles | None = None,
 ) -> list[Migration]:
     """Applies every pending migration up to `target` (all when None) and returns those it
-    applied, in order. Each migration commits on its own; when one fails its transaction is
-    rolled back, the earlier ones stay applied, and the error propagates. Waits (without a
-    timeout) for any other process migrating the same database."""
+    applied, in order, then `ensure_least_privilege` with `roles` (the default names when
+    None) in a transaction of its own. Each migration commits on its own; when one fails its
+    transaction is rolled back, the earlier ones stay applied, and the error propagates. Waits
+    (without a timeout) for any other process migrating the same database.
+
+    The login of `database_url` must be able to act for the owner role (a superuser, or a
+    member of it) when anything is to change; roles are created when missing, which needs
+    CREATEROLE."""
     migrations = discover(directory)
     applied: list[Migration] = []
     with connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         try:
-            conn.execute(SCHEMA_MIGRATIONS_DDL)
+            if not _has_schema_migrations(conn):
+                conn.execute(SCHEMA_MIGRATIONS_DDL)
             done = applied_versions(conn)
             for migration in migrations:
                 if migration.version in done:
@@ -116,6 +136,8 @@ def migrate(
                         (migration.version, migration.name),
                     )
                 applied.append(migration)
+            with conn.transaction():
+                ensure_least_privilege(conn, roles or DatabaseRoles())
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     return applied

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from store.mode import storage_mode
 
@@ -33,23 +32,15 @@ def partition_name(table: str, day: dt.date) -> str:
 
 
 # Two writers (ingest workers) creating the same day would both pass IF NOT EXISTS and one
-# would fail on the catalog's unique index: creators take turns on this transaction lock.
+# would fail on the catalog's unique index: creators take turns on this transaction lock (taken
+# inside `cw_create_partition`, migration 0025).
 PARTITION_LOCK_KEY = 0x63770001
 
 
 def _create_day(conn: psycopg.Connection[Any], table: str, day: dt.date) -> None:
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK_KEY,))
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-        ).format(
-            sql.Identifier(partition_name(table, day)),
-            sql.Identifier(table),
-            sql.Literal(start),
-            sql.Literal(start + dt.timedelta(days=1)),
-        )
-    )
+    # The service owns no table, so it may not create partitions itself: the owner role's
+    # function does (store/roles.py).
+    conn.execute("SELECT cw_create_partition(%s, %s)", (table, day))
 
 
 def existing_days(conn: psycopg.Connection[Any], table: str) -> set[dt.date]:
@@ -127,11 +118,8 @@ def ensure_retention_policy(conn: psycopg.Connection[Any], days: int) -> list[st
         ).fetchall()
         if policies == [(True,)]:
             continue
-        conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,))
-        conn.execute(
-            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)",
-            (table, drop_after),
-        )
+        # As the hypertable's owner (migration 0025): the service owns no table.
+        conn.execute("SELECT cw_set_retention_policy(%s, %s::interval)", (table, drop_after))
         changed.append(table)
     if changed:
         log.info("retention policy of %s set to %s", ", ".join(changed), drop_after)
@@ -155,17 +143,13 @@ def apply_retention(
         cutoff_ts = dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC)
         dropped: list[str] = []
         for table in PARTITIONED_TABLES:
-            rows = conn.execute(
-                "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
-                (table, cutoff_ts),
-            )
+            rows = conn.execute("SELECT cw_drop_chunks(%s, %s)", (table, cutoff_ts))
             dropped.extend(str(name) for (name,) in rows)
         return dropped
     dropped = []
     for table in PARTITIONED_TABLES:
         for day in sorted(existing_days(conn, table)):
             if day < cutoff:
-                name = partition_name(table, day)
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-                dropped.append(name)
+                conn.execute("SELECT cw_drop_partition(%s, %s)", (table, day))
+                dropped.append(partition_name(table, day))
     return dropped

@@ -9,12 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 # A stalled server must not hang the service forever; long enough for a loaded 2-core machine.
 CONNECT_TIMEOUT_S = 10
 # Set at connection start: no statement, so no transaction is left open by it.
 SESSION_OPTIONS = "-c TimeZone=UTC"
+
+
+def session_options(database_url: str) -> str:
+    """The URL's own `options` (such as the role of store.roles.as_role) followed by ours."""
+    given = conninfo_to_dict(database_url).get("options")
+    return f"{given} {SESSION_OPTIONS}" if given else SESSION_OPTIONS
 
 
 def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -24,7 +31,7 @@ def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connectio
         database_url,
         autocommit=autocommit,
         connect_timeout=CONNECT_TIMEOUT_S,
-        options=SESSION_OPTIONS,
+        options=session_options(database_url),
     )
 
 
@@ -39,7 +46,7 @@ def make_pool(
         min_size=min_size,
         max_size=max_size,
         name=name,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": SESSION_OPTIONS},
+        kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": session_options(database_url)},
         open=True,
     )
 

@@ -1,4 +1,8 @@
-"""`clausewatch db upgrade` and `clausewatch db info` (see clausewatch/cli.py)."""
+"""`clausewatch db upgrade` and `clausewatch db info` (see clausewatch/cli.py).
+
+`db upgrade` runs as the migration login: --database-url, else CLAUSEWATCH_MIGRATION_DATABASE_URL,
+else CLAUSEWATCH_DATABASE_URL. Every run also puts ownership and the service role's privileges in
+place (store/roles.py), so it is also how a change of the role settings is applied."""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ from psycopg import sql
 
 from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url
+from clausewatch.settings import Settings
+from store.errors import MigrationError
 from store.migrate import applied_versions, discover, migrate
 from store.mode import storage_mode
 from store.pool import connect
+from store.roles import plan_privileges
 
 # Tables whose row counts `db info` shows (those that exist).
 COUNTED_TABLES = (
@@ -32,10 +39,13 @@ COUNTED_TABLES = (
 
 
 def upgrade(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if not args.database_url and settings.migration_database_url:
+        args.database_url = settings.migration_database_url
     url = database_url(args)
     try:
-        applied = migrate(url)
-    except psycopg.Error as exc:
+        applied = migrate(url, roles=settings.database_roles())
+    except (psycopg.Error, MigrationError) as exc:
         print(f"migration failed: {exc}", file=sys.stderr)
         return 1
     for migration in applied:
@@ -66,6 +76,16 @@ def info(args: argparse.Namespace) -> int:
             ).fetchone()
             label = f"timescaledb {ext[0]}" if mode == "timescaledb" and ext else "native"
             print(f"storage mode:   {label}")
+            roles = Settings().database_roles()
+            pending_grants = len(plan_privileges(conn, roles))
+            print(
+                f"roles:          owner {roles.owner}, service {roles.service}: "
+                + (
+                    "in place"
+                    if not pending_grants
+                    else f"{pending_grants} changes pending (run `clausewatch db upgrade`)"
+                )
+            )
             print("rows:")
             for table in COUNTED_TABLES:
                 exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
@@ -81,10 +101,19 @@ def info(args: argparse.Namespace) -> int:
 
 
 def register(commands: Commands) -> None:
-    for path, help_text, func in (
-        ("db upgrade", "apply pending schema migrations", upgrade),
-        ("db info", "show PostgreSQL version, storage mode, schema version, row counts", info),
-    ):
-        parser = commands.add(path, help_text)
-        database_argument(parser)
-        parser.set_defaults(func=func)
+    upgrade_parser = commands.add(
+        "db upgrade",
+        "apply pending schema migrations and put the roles' ownership and privileges in place",
+    )
+    upgrade_parser.add_argument(
+        "--database-url",
+        help="the migration login's PostgreSQL URL (default: "
+        "CLAUSEWATCH_MIGRATION_DATABASE_URL, else CLAUSEWATCH_DATABASE_URL)",
+    )
+    upgrade_parser.set_defaults(func=upgrade)
+    info_parser = commands.add(
+        "db info",
+        "show PostgreSQL version, storage mode, schema version, roles, row counts",
+    )
+    database_argument(info_parser)
+    info_parser.set_defaults(func=info)

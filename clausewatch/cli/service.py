@@ -5,6 +5,7 @@ clauses, a simulated building, the dashboard)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -245,8 +246,9 @@ def _demo(args: argparse.Namespace) -> int:
     simulator: subprocess.Popen[bytes] | None = None
     service: Service | None = None
     code = 0
+    embedded_database = not settings.database_url
     try:
-        if not settings.database_url:
+        if embedded_database:
             database = EmbeddedPostgres(data_dir / "postgres")
             database.start()
             stoppers.append(database.stop)
@@ -264,6 +266,14 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             started.append(f"MQTT broker (configured) {redact_url(settings.mqtt_url)}")
 
+        unanchored = settings.ledger_key_file is None and settings.ledger_anchor_dir is None
+        if embedded_database and unanchored:  # a configured database may hold other ledgers
+            settings = settings.model_copy(update=_demo_anchoring(data_dir))
+            started.append(
+                f"ledger anchors          {settings.ledger_anchor_dir}  (signed hourly with "
+                f"{settings.ledger_key_file}; check: clausewatch ledger verify --anchors "
+                f"{settings.ledger_anchor_dir} --public-key {settings.ledger_key_file}.pub)"
+            )
         # Simulated time: each site's engine follows the newest event time it has seen.
         service = Service(settings, config, ServiceOptions(clock="data"))
         service.start()
@@ -318,6 +328,20 @@ def _demo(args: argparse.Namespace) -> int:
             stop()
     print("clausewatch demo stopped.", flush=True)
     return code
+
+
+def _demo_anchoring(data_dir: Path) -> dict[str, Path]:
+    """The demo signs its ledger's tip like a deployment would: a key of its own, made on first
+    use and kept beside (never in) the database, and a folder of anchors."""
+    from alerts.anchors import generate_key
+
+    folder = data_dir / "ledger"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = folder / "anchor.key"
+    if not key.exists():
+        with contextlib.suppress(FileExistsError):  # another demo made it meanwhile
+            generate_key(key)
+    return {"ledger_key_file": key, "ledger_anchor_dir": folder / "anchors"}
 
 
 def _ensure_database(server_url: str, name: str) -> str:

@@ -37,6 +37,7 @@ TABLES = (
     "spaces",
     "sites",
     "ledger",
+    "ledger_anchors",
     "compliance_intervals",
 )
 # DELETE (few rows) is much cheaper than TRUNCATE (new files, fsync) on a busy server; the
@@ -47,7 +48,7 @@ CLEANUP = (
     + (
         "SELECT setval(pg_get_serial_sequence(t, 'id'), 1, false) FROM unnest(ARRAY["
         "'notification_attempts', 'notifications', 'webhook_targets', 'alert_timeline', 'alerts',"
-        " 'assignments']) AS t; "
+        " 'assignments', 'ledger_anchors']) AS t; "
         "ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"
     )
 )

@@ -139,7 +139,7 @@ def test_the_command_exits_1_on_a_broken_chain(
 ) -> None:
     chain.commit()
     assert main(["ledger", "verify", "--database-url", alerts_db_url]) == 0
-    assert "ok: 10 entries" in capsys.readouterr().out
+    assert "chain:   ok, 10 entries" in capsys.readouterr().out
     chain.execute("DELETE FROM ledger WHERE seq = 3")
     chain.commit()
     assert main(["ledger", "verify", "--database-url", alerts_db_url]) == 1

@@ -20,11 +20,13 @@ NO_DATABASE = "no database: set CLAUSEWATCH_DATABASE_URL or pass --database-url\
         ["token", "create", "--role", "viewer"],
         ["energy", "factor", "list"],
         ["ledger", "verify"],
+        ["ledger", "anchor"],
     ],
 )
 def test_without_a_database_every_command_says_so_the_same_way(
     command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("CLAUSEWATCH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CLAUSEWATCH_MIGRATION_DATABASE_URL", raising=False)
     assert main(command) == 2
     assert capsys.readouterr().err == NO_DATABASE

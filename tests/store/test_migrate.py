@@ -7,12 +7,14 @@ import threading
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
+from psycopg import sql
 
 from store.errors import MigrationError
 from store.migrate import applied_versions, discover, migrate, schema_version
 from store.mode import storage_mode
-from store.partitions import ensure_partitions
+from store.partitions import PARTITIONED_TABLES, partition_name
 from store.pool import connect
 from store.readings import query_readings
 from store.rollups import refresh_rollups
@@ -37,6 +39,23 @@ CORE_TABLES = (
 )
 
 
+def day_partitions(conn: psycopg.Connection[object], day: dt.date) -> None:
+    """A day's partitions made the way the service made them before migration 0025 gave it
+    functions for that (it connected as the tables' owner then)."""
+    if storage_mode(conn) != "native":
+        return
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    for table in PARTITIONED_TABLES:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(partition_name(table, day)),
+                sql.Identifier(table),
+                sql.Literal(start),
+                sql.Literal(start + dt.timedelta(days=1)),
+            )
+        )
+
+
 def test_from_empty_applies_every_migration_once(fresh_database_url: str) -> None:
     applied = migrate(fresh_database_url)
 
@@ -56,7 +75,7 @@ def test_from_previous_version_keeps_data_and_rolls_it_up(fresh_database_url: st
     assert [m.version for m in migrate(fresh_database_url, target=1)] == [1]
     t0 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
     with connect(fresh_database_url) as conn:
-        ensure_partitions(conn, 0, today=t0.date())
+        day_partitions(conn, t0.date())
         conn.cursor().executemany(
             "INSERT INTO readings (site, device, metric, ts, value, received_at)"
             " VALUES ('s1', 'd1', 'temperature', %s, %s, now())",
@@ -87,7 +106,7 @@ def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> Non
         " VALUES ('s1', 'd1', 'co2', %s, 600, %s, now()) ON CONFLICT DO NOTHING"
     )
     with connect(fresh_database_url) as conn:
-        ensure_partitions(conn, 0, today=t0.date())
+        day_partitions(conn, t0.date())
         conn.execute(insert, (t0, 1))
         conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
 
