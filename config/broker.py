@@ -150,6 +150,24 @@ def derive_identities(
     return identities
 
 
+def simulator_identity(
+    sites: Mapping[str, SiteModel], prefix: str, username: str = "clausewatch-simulator"
+) -> Identity:
+    """The login of a simulated building (`clausewatch demo`'s simulator): it stands in for
+    every device of `sites`, so it may publish what each of them may, and read nothing."""
+    return Identity(
+        "gateway",
+        "",
+        username,
+        username,
+        publish=tuple(
+            device_topics(prefix, site_id, device.id)
+            for site_id in sorted(sites)
+            for device in sites[site_id].devices
+        ),
+    )
+
+
 def new_password() -> str:
     """A random password of PASSWORD_CHARACTERS letters and digits (secrets module)."""
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_CHARACTERS))

@@ -12,9 +12,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import paho.mqtt.client as paho
 import psycopg
 import pytest
 import uvicorn
@@ -244,3 +246,79 @@ def mqtt_publisher(mqtt_url: str) -> Iterator[Callable[[str, bytes], None]]:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+@dataclass
+class Client:
+    """A paho client that records its CONNACK, its PUBACKs' reason codes (MQTT 5), whether the
+    broker closed the connection, and what it receives. Connected (and subscribed) when
+    `connect` returns it, unless `refused` says why not; never reconnects."""
+
+    client: paho.Client
+    ready: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+    refused: str | None = None
+    acks: dict[int, int] = field(default_factory=dict)
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def publish(self, topic: str, payload: bytes = b"{}") -> int:
+        """Publishes at QoS 1; the PUBACK's reason code (0 or 16 success, 135 not authorized;
+        always 0 under MQTT 3.1.1)."""
+        info = self.client.publish(topic, payload, qos=1)
+        return int(wait_for(lambda: self.acks.get(info.mid), 10, f"PUBACK of {topic}")) - 1
+
+    def topics(self) -> list[str]:
+        with self.lock:
+            return [topic for topic, _ in self.received]
+
+
+@contextmanager
+def mqtt_clients() -> Iterator[Callable[..., Client]]:
+    """`connect(url, subscribe=None)` connects a `Client` (and subscribes it at QoS 1); every
+    client connected is disconnected on leaving."""
+    clients: list[paho.Client] = []
+
+    def connect(url: str, subscribe: str | None = None) -> Client:
+        client = make_client(url, f"t-{uuid.uuid4().hex[:8]}")
+        state = Client(client)
+
+        def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+            if reason.is_failure:
+                state.refused = str(reason)
+            elif subscribe is not None:
+                c.subscribe(subscribe, qos=1)
+            else:
+                state.ready.set()
+
+        def on_subscribe(c: Any, u: Any, mid: int, reasons: Any, props: Any) -> None:
+            assert not any(r.is_failure for r in reasons), reasons
+            state.ready.set()
+
+        def on_publish(c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
+            state.acks[mid] = int(reason.value) + 1  # + 1: 0 would read as "not yet"
+
+        def on_disconnect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+            state.closed.set()
+            c.disconnect()  # no reconnecting: a test client's connection is tried once
+
+        def on_message(c: Any, u: Any, message: paho.MQTTMessage) -> None:
+            with state.lock:
+                state.received.append((message.topic, message.payload))
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_publish = on_publish
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        target = MqttEndpoint.parse(url)
+        client.connect(target.host, target.port)
+        client.loop_start()
+        clients.append(client)
+        wait_for(lambda: state.ready.is_set() or state.refused, 10, f"CONNACK for {url}")
+        return state
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()

@@ -13,16 +13,14 @@ import datetime as dt
 import shutil
 import stat
 import textwrap
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-import paho.mqtt.client as paho
 import pytest
 import yaml
 
@@ -32,16 +30,17 @@ from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
 from config import BUNDLED_DIR
 from config.files import load_config_dir
-from config.urls import MqttEndpoint
 from edge.config import load_gateway_config
 from edge.gateway import Gateway
-from ingest.mqtt import IngressQueue, Message, MqttSubscriber, make_client
+from ingest.mqtt import IngressQueue, Message, MqttSubscriber
 from simulators.publish import Publisher, PublishError
 from tests.support import (
     MOSQUITTO,
+    Client,
     Mosquitto,
     OwnBroker,
     make_test_pki,
+    mqtt_clients,
     rows,
     run_as_root_line,
     wait_for,
@@ -143,78 +142,10 @@ def broker(tmp_path: Path, config_dir: Path) -> Iterator[Broker]:
     yield from start_generated(tmp_path, config_dir)
 
 
-@dataclass
-class Client:
-    """A paho client that records its CONNACK, its PUBACKs' reason codes (MQTT 5), whether the
-    broker closed the connection, and what it receives. Connected (and subscribed) when
-    `connect` returns it, unless `refused` says why not; never reconnects."""
-
-    client: paho.Client
-    ready: threading.Event = field(default_factory=threading.Event)
-    closed: threading.Event = field(default_factory=threading.Event)
-    refused: str | None = None
-    acks: dict[int, int] = field(default_factory=dict)
-    received: list[tuple[str, bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def publish(self, topic: str, payload: bytes = b"{}") -> int:
-        """Publishes at QoS 1; the PUBACK's reason code (0 or 16 success, 135 not authorized;
-        always 0 under MQTT 3.1.1)."""
-        info = self.client.publish(topic, payload, qos=1)
-        return int(wait_for(lambda: self.acks.get(info.mid), 10, f"PUBACK of {topic}")) - 1
-
-    def topics(self) -> list[str]:
-        with self.lock:
-            return [topic for topic, _ in self.received]
-
-
 @pytest.fixture
 def connect() -> Iterator[Callable[..., Client]]:
-    clients: list[paho.Client] = []
-
-    def connect(url: str, subscribe: str | None = None) -> Client:
-        client = make_client(url, f"t-{uuid.uuid4().hex[:8]}")
-        state = Client(client)
-
-        def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
-            if reason.is_failure:
-                state.refused = str(reason)
-            elif subscribe is not None:
-                c.subscribe(subscribe, qos=1)
-            else:
-                state.ready.set()
-
-        def on_subscribe(c: Any, u: Any, mid: int, reasons: Any, props: Any) -> None:
-            assert not any(r.is_failure for r in reasons), reasons
-            state.ready.set()
-
-        def on_publish(c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
-            state.acks[mid] = int(reason.value) + 1  # + 1: 0 would read as "not yet"
-
-        def on_disconnect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
-            state.closed.set()
-            c.disconnect()  # no reconnecting: a test client's connection is tried once
-
-        def on_message(c: Any, u: Any, message: paho.MQTTMessage) -> None:
-            with state.lock:
-                state.received.append((message.topic, message.payload))
-
-        client.on_connect = on_connect
-        client.on_subscribe = on_subscribe
-        client.on_publish = on_publish
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
-        target = MqttEndpoint.parse(url)
-        client.connect(target.host, target.port)
-        client.loop_start()
-        clients.append(client)
-        wait_for(lambda: state.ready.is_set() or state.refused, 10, f"CONNACK for {url}")
-        return state
-
-    yield connect
-    for client in clients:
-        client.disconnect()
-        client.loop_stop()
+    with mqtt_clients() as connect:
+        yield connect
 
 
 def forbidden(
