@@ -32,7 +32,7 @@ from config import BUNDLED_DIR
 from config.files import load_config_dir
 from edge.config import load_gateway_config
 from edge.gateway import Gateway
-from ingest.mqtt import IngressQueue, Message, MqttSubscriber
+from ingest.mqtt import IngressQueue, MqttSubscriber, ReceivedMessage
 from simulators.publish import Publisher, PublishError
 from tests.support import (
     MOSQUITTO,
@@ -360,7 +360,7 @@ def test_over_tls_the_service_the_edge_gateway_and_the_simulator_log_in(
         tls_broker.tls_url("clausewatch"), f"cw-tls-{uuid.uuid4().hex[:8]}", ["cw/#"], inbox
     )
     subscriber.start()
-    received: list[Message] = []
+    received: list[ReceivedMessage] = []
 
     def arrived(topic: str) -> bool:
         batch = inbox.get_many(1000, timeout=0.1)
