@@ -10,9 +10,10 @@ root), with a data folder that user owns, on a TCP port of 127.0.0.1 and without
 as a child process we can stop.
 
 Broker: amqtt (pure Python, MQTT 3.1.1 only) in its own process, since it is several times slower
-than Mosquitto and must not compete with the pipeline for the GIL. It queues QoS 1 messages for
-an offline persistent session only when anonymous login is off, so it is configured that way and
-its URL carries a username that every client of ours logs in with.
+than Mosquitto and must not compete with the pipeline for the GIL. It listens on 127.0.0.1 and
+lets in only its logins, each with a password made at start and the topic rights of the identity
+model (config/broker.py), so no other client on the machine can speak for a site either. (It
+also queues QoS 1 messages for an offline persistent session only when anonymous login is off.)
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypedDict
+from urllib.parse import quote
 
 import orjson
+
+from config.broker import Identity, new_password
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ SERVICE_USER = "clausewatch-pg"  # owns the embedded cluster when we run as root
 ROOT_FALLBACK_BASE = Path("/var/lib/clausewatch/postgres")
 PUBLIC_BINARIES_BASE = Path("/var/lib/clausewatch/pgbin")
 BROKER_USERNAME = "clausewatch"
+# The embedded broker's login when it is given none: it may publish and read every topic.
+EVERYTHING = Identity("service", "", BROKER_USERNAME, BROKER_USERNAME, ("#",), ("#",))
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -322,20 +328,35 @@ class EmbeddedPostgres:
 
 
 class EmbeddedBroker:
-    """amqtt on 127.0.0.1 in a child process. `url` carries the username clients log in with
-    and the protocol version (3.1.1)."""
+    """amqtt on 127.0.0.1 in a child process, open only to its logins: each gets a password made
+    at every start (argon2 hashes in a private password file; the passwords live in this
+    process only) and the topic rights of its `Identity` (config/broker.py). Without `logins`
+    one login may publish and read everything (the tests' broker on a bare machine);
+    `clausewatch demo` gives the service's and the simulator's. `url` is the first login's,
+    `url_for(username)` any's, both with the protocol version (3.1.1)."""
 
-    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int | None = None,
+        logins: Sequence[Identity] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
+        self.logins = list(logins) if logins else [EVERYTHING]
+        self._passwords: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        if self.port is None:
+        return self.url_for(self.logins[0].username)
+
+    def url_for(self, username: str) -> str:
+        if self.port is None or username not in self._passwords:
             raise EmbeddedError("EmbeddedBroker is not started")
+        login = f"{quote(username, safe='')}:{self._passwords[username]}"
         # amqtt refuses MQTT 5; the query tells our clients (config.urls.MqttEndpoint) to use 3.1.1.
-        return f"mqtt://{BROKER_USERNAME}@127.0.0.1:{self.port}?protocol=311"
+        return f"mqtt://{login}@127.0.0.1:{self.port}?protocol=311"
 
     @property
     def log_path(self) -> Path:
@@ -345,11 +366,23 @@ class EmbeddedBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
+        self._passwords = {login.username: new_password() for login in self.logins}
+        password_file = self.data_dir / "amqtt-passwords"
+        _write_private(password_file, _amqtt_password_file(self._passwords))
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
             "plugins": {
-                # Off: amqtt keeps offline QoS 1 messages only for logged-in persistent sessions.
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False},
+                # The only authentication plugin: a client without a user name and password of
+                # the file is refused. (amqtt also keeps offline QoS 1 messages only for
+                # logged-in persistent sessions.)
+                "amqtt.plugins.authentication.FileAuthPlugin": {
+                    "password_file": str(password_file)
+                },
+                # `acl`: what each login may subscribe to (amqtt's name for it).
+                "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {
+                    "publish_acl": {login.username: list(login.publish) for login in self.logins},
+                    "acl": {login.username: list(login.subscribe) for login in self.logins},
+                },
             },
         }
         config_path = self.data_dir / "amqtt.json"
@@ -388,6 +421,24 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _amqtt_password_file(passwords: dict[str, str]) -> str:
+    """`username:hash` lines with the argon2 hashes amqtt's FileAuthPlugin verifies (pwdlib).
+    The passwords are random (config.broker.new_password), so the hash's cost only slows each
+    CONNECT: the parameters are OWASP's smallest argon2id (19 MiB, 2 passes), not pwdlib's."""
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    hasher = Argon2Hasher(time_cost=2, memory_cost=19456, parallelism=1)
+    return "".join(f"{user}:{hasher.hash(secret)}\n" for user, secret in passwords.items())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """`text` into `path`, readable by this user only (mode 0600)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
 
 
 def _run_broker(config_path: str) -> None:

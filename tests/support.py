@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import paho.mqtt.client as paho
 import psycopg
 import pytest
 import uvicorn
@@ -96,24 +99,15 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 BUNDLED_CONF = BUNDLED_DIR / "mosquitto.conf"
 
 
-class OwnBroker:
-    """Mosquitto with the bundled configuration (its queue limits and persistence) on a free
-    port, persistence in `folder`: a broker a test may stop and restart without touching the
-    shared one."""
+class Mosquitto:
+    """`/usr/sbin/mosquitto -c conf` as a child process, its output in `log`; `start()` waits
+    until every port in `ports` accepts connections (failing with the log), `stop()` sends
+    SIGTERM (Mosquitto saves its persistence file and exits)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        text = BUNDLED_CONF.read_text()
-        text = text.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
-        text = text.replace(
-            "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
-        )
-        if os.geteuid() == 0:
-            text += "\nuser root\n"  # as root Mosquitto would switch to a user who cannot write
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(text)
-        self.log = folder / "mosquitto.log"
+    def __init__(self, conf: Path, ports: Sequence[int], log: Path) -> None:
+        self.conf = conf
+        self.ports = tuple(ports)
+        self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -121,14 +115,81 @@ class OwnBroker:
             self.process = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log
             )
-        wait_for(lambda: answers(self.port), 10, "mosquitto listening")
+        wait_for(
+            lambda: all(answers(port) for port in self.ports),
+            10,
+            lambda: "mosquitto listening: " + self.log.read_text(errors="replace"),
+        )
 
     def stop(self) -> None:
-        """SIGTERM: Mosquitto saves its persistence file and exits."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(10)
         self.process = None
+
+
+def run_as_root_line() -> str:
+    """What a test's Mosquitto configuration needs when the tests run as root: Mosquitto would
+    otherwise switch to the `mosquitto` user, who cannot read the test's files (mode 0600)."""
+    return "\nuser root\n" if os.geteuid() == 0 else ""
+
+
+class OwnBroker(Mosquitto):
+    """Mosquitto with the bundled configuration (its queue limits and persistence) on a free
+    port, persistence in `folder`: a broker a test may stop and restart without touching the
+    shared one. `message_size_limit`, when given, replaces the bundled one (0: none)."""
+
+    def __init__(self, folder: Path, *, message_size_limit: int | None = None) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        text = BUNDLED_CONF.read_text()
+        text = text.replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
+        text = text.replace(
+            "persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"
+        )
+        if message_size_limit is not None:
+            text = re.sub(
+                r"(?m)^message_size_limit \d+$", f"message_size_limit {message_size_limit}", text
+            )
+        conf = folder / "mosquitto.conf"
+        conf.write_text(text + run_as_root_line())
+        super().__init__(conf, [self.port], folder / "mosquitto.log")
+
+
+# A test certificate authority, made with the `openssl` command (EC P-256 keys, valid 2 days).
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+SERVER_EXTENSIONS = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+CLIENT_EXTENSIONS = "extendedKeyUsage=clientAuth\n"
+
+
+def openssl(folder: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+
+def make_test_ca(folder: Path) -> None:
+    """`ca.pem` and `ca.key` in `folder`: a CA for one test."""
+    openssl(folder, "req", "-x509", *EC_KEY, "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=clausewatch test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+
+
+def issue_certificate(folder: Path, name: str, extensions: str) -> None:
+    """`name`.pem and `name`.key in `folder`, signed by its test CA (`make_test_ca`)."""
+    (folder / f"{name}.ext").write_text(extensions)
+    openssl(folder, "req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")  # fmt: skip
+    openssl(folder, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+            "-extfile", f"{name}.ext")  # fmt: skip
+
+
+def make_test_pki(folder: Path) -> None:
+    """A test CA (`ca.pem`) with a server certificate for 127.0.0.1 and localhost
+    (`server.pem`, `server.key`) and a client certificate (`client.pem`, `client.key`)."""
+    make_test_ca(folder)
+    issue_certificate(folder, "server", SERVER_EXTENSIONS)
+    issue_certificate(folder, "client", CLIENT_EXTENSIONS)
 
 
 @contextmanager
@@ -185,3 +246,79 @@ def mqtt_publisher(mqtt_url: str) -> Iterator[Callable[[str, bytes], None]]:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+@dataclass
+class Client:
+    """A paho client that records its CONNACK, its PUBACKs' reason codes (MQTT 5), whether the
+    broker closed the connection, and what it receives. Connected (and subscribed) when
+    `connect` returns it, unless `refused` says why not; never reconnects."""
+
+    client: paho.Client
+    ready: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+    refused: str | None = None
+    acks: dict[int, int] = field(default_factory=dict)
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def publish(self, topic: str, payload: bytes = b"{}") -> int:
+        """Publishes at QoS 1; the PUBACK's reason code (0 or 16 success, 135 not authorized;
+        always 0 under MQTT 3.1.1)."""
+        info = self.client.publish(topic, payload, qos=1)
+        return int(wait_for(lambda: self.acks.get(info.mid), 10, f"PUBACK of {topic}")) - 1
+
+    def topics(self) -> list[str]:
+        with self.lock:
+            return [topic for topic, _ in self.received]
+
+
+@contextmanager
+def mqtt_clients() -> Iterator[Callable[..., Client]]:
+    """`connect(url, subscribe=None)` connects a `Client` (and subscribes it at QoS 1); every
+    client connected is disconnected on leaving."""
+    clients: list[paho.Client] = []
+
+    def connect(url: str, subscribe: str | None = None) -> Client:
+        client = make_client(url, f"t-{uuid.uuid4().hex[:8]}")
+        state = Client(client)
+
+        def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+            if reason.is_failure:
+                state.refused = str(reason)
+            elif subscribe is not None:
+                c.subscribe(subscribe, qos=1)
+            else:
+                state.ready.set()
+
+        def on_subscribe(c: Any, u: Any, mid: int, reasons: Any, props: Any) -> None:
+            assert not any(r.is_failure for r in reasons), reasons
+            state.ready.set()
+
+        def on_publish(c: Any, u: Any, mid: int, reason: Any, props: Any) -> None:
+            state.acks[mid] = int(reason.value) + 1  # + 1: 0 would read as "not yet"
+
+        def on_disconnect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+            state.closed.set()
+            c.disconnect()  # no reconnecting: a test client's connection is tried once
+
+        def on_message(c: Any, u: Any, message: paho.MQTTMessage) -> None:
+            with state.lock:
+                state.received.append((message.topic, message.payload))
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_publish = on_publish
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        target = MqttEndpoint.parse(url)
+        client.connect(target.host, target.port)
+        client.loop_start()
+        clients.append(client)
+        wait_for(lambda: state.ready.is_set() or state.refused, 10, f"CONNACK for {url}")
+        return state
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()

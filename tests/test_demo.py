@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,11 +28,31 @@ ALERT_WITHIN_S = 60.0
 def test_demo_raises_an_alert_within_a_minute_and_stops_cleanly_on_ctrl_c(
     fresh_database_url: str, mqtt_url: str, topic_prefix: str
 ) -> None:
+    settings = {"CLAUSEWATCH_DATABASE_URL": fresh_database_url, "CLAUSEWATCH_MQTT_URL": mqtt_url}
+    run_demo(settings, topic_prefix)
+
+
+@pytest.mark.slow
+def test_with_its_embedded_broker_the_demo_logs_in_and_shows_no_password(
+    fresh_database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """No CLAUSEWATCH_MQTT_URL: the demo starts amqtt, open only to the service's and the
+    simulator's logins (tests/service/test_embedded_broker.py), and still raises its alert."""
+    lines = run_demo(
+        {"CLAUSEWATCH_DATABASE_URL": fresh_database_url, "CLAUSEWATCH_DATA_DIR": str(tmp_path)},
+        topic_prefix,
+    )
+    broker_line = next(line for line in lines if "MQTT broker (embedded)" in line)
+    assert "mqtt://clausewatch:***@127.0.0.1:" in broker_line
+
+
+def run_demo(settings: dict[str, str], topic_prefix: str) -> list[str]:
+    """Runs `clausewatch demo` with these settings until its first alert (asserting one within
+    ALERT_WITHIN_S), checks that no broker URL is on the simulator's command line, stops it
+    with Ctrl-C and returns its output lines."""
     port = free_port()
-    env = {
-        **os.environ,
-        "CLAUSEWATCH_DATABASE_URL": fresh_database_url,
-        "CLAUSEWATCH_MQTT_URL": mqtt_url,
+    env = {key: value for key, value in os.environ.items() if key != "CLAUSEWATCH_MQTT_URL"} | {
+        **settings,
         "CLAUSEWATCH_TOPIC_PREFIX": topic_prefix,
         "CLAUSEWATCH_MQTT_CLIENT_ID": f"cw-demo-test-{uuid.uuid4().hex[:8]}",
         "CLAUSEWATCH_HTTP_PORT": str(port),
@@ -76,6 +97,10 @@ def test_demo_raises_an_alert_within_a_minute_and_stops_cleanly_on_ctrl_c(
         assert alert["clause"]["version"] >= 1
         assert alert["responsible"]["name"]
         assert alert["state"] == "firing"
+        simulator = next(line for line in list(lines) if line.strip().startswith("simulator"))
+        pid = int(simulator.rsplit("(pid ", 1)[1].rstrip(")\n"))
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"mqtt://" not in command_line, "a broker URL (and its password) on argv"
     finally:
         demo.send_signal(signal.SIGINT)
         try:
@@ -86,3 +111,4 @@ def test_demo_raises_an_alert_within_a_minute_and_stops_cleanly_on_ctrl_c(
         reader.join(5)
     assert code == 0, "".join(lines)
     assert "clausewatch demo stopped." in "".join(lines)
+    return lines

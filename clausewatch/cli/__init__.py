@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.energy",  # report carbon
     "clausewatch.cli.simulate",  # simulate
     "clausewatch.cli.edge",  # edge run
+    "clausewatch.cli.broker",  # broker files
     "clausewatch.cli.compliance",  # report compliance, backtest
 )
 

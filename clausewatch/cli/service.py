@@ -234,6 +234,7 @@ def default_data_dir() -> Path:
 def _demo(args: argparse.Namespace) -> int:
     from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
     from clausewatch.service import Service, ServiceOptions
+    from config.broker import derive_identities, simulator_identity
 
     _logging()
     settings = _settings(args, max_age_s=DEMO_MAX_AGE_S)
@@ -258,12 +259,21 @@ def _demo(args: argparse.Namespace) -> int:
         else:
             started.append(f"PostgreSQL (configured) {redact_url(settings.database_url)}")
         if not settings.mqtt_url:
-            broker = EmbeddedBroker(data_dir / "broker")
+            # Open only to the service (reads) and the simulator (publishes for the sites'
+            # devices), each with a password made for this run.
+            service_login = derive_identities(config.sites, [], settings.topic_prefix)[0]
+            simulator_login = simulator_identity(config.sites, settings.topic_prefix)
+            broker = EmbeddedBroker(data_dir / "broker", logins=[service_login, simulator_login])
             broker.start()
             stoppers.append(broker.stop)
             settings = settings.model_copy(update={"mqtt_url": broker.url})
-            started.append(f"MQTT broker (embedded)  {broker.url}  (amqtt, MQTT 3.1.1)")
+            simulator_url = broker.url_for(simulator_login.username)
+            started.append(
+                f"MQTT broker (embedded)  {redact_url(broker.url)}  (amqtt, MQTT 3.1.1; logins "
+                f"for the service and the simulator only)"
+            )
         else:
+            simulator_url = settings.mqtt_url
             started.append(f"MQTT broker (configured) {redact_url(settings.mqtt_url)}")
 
         unanchored = settings.ledger_key_file is None and settings.ledger_anchor_dir is None
@@ -290,7 +300,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
         started.append(f"admin token (demo)      {token}")
         if not args.no_simulator:
-            simulator = _start_simulator(settings, args.speed)
+            simulator = _start_simulator(settings, simulator_url, args.speed)
             started.append(
                 f"simulator               scenario '{DEMO_SCENARIO}' (pid {simulator.pid})"
             )
@@ -366,7 +376,10 @@ def _demo_token(database_url: str) -> str:
     return token
 
 
-def _start_simulator(settings: Any, speed: float | None) -> subprocess.Popen[bytes]:
+def _start_simulator(settings: Any, mqtt_url: str, speed: float | None) -> subprocess.Popen[bytes]:
+    """`clausewatch simulate` of the demo scenario, logged in with `mqtt_url`: passed in the
+    environment (CLAUSEWATCH_MQTT_URL), not on its command line, where any user of the machine
+    could read the password."""
     from clausewatch.embedded import die_with_parent
 
     command = [
@@ -375,14 +388,13 @@ def _start_simulator(settings: Any, speed: float | None) -> subprocess.Popen[byt
         "clausewatch",
         "simulate",
         DEMO_SCENARIO,
-        "--mqtt-url",
-        settings.mqtt_url,
         "--prefix",
         settings.topic_prefix,
     ]
     if speed is not None:
         command += ["--speed", str(speed)]
     env = dict(os.environ)
+    env["CLAUSEWATCH_MQTT_URL"] = mqtt_url
     if settings.config_dir is not None:
         env["CLAUSEWATCH_CONFIG_DIR"] = str(settings.config_dir)
     # Its own session: Ctrl-C in the terminal reaches the demo, which stops the simulator.

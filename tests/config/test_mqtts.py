@@ -6,9 +6,7 @@ gateway's publisher and the simulator's publisher."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import textwrap
 import time
 import uuid
@@ -23,29 +21,13 @@ from edge.config import load_gateway_config
 from edge.gateway import Gateway
 from ingest.mqtt import IngressQueue, MqttSubscriber, ReceivedMessage
 from simulators.publish import Publisher, PublishError
-from tests.support import MOSQUITTO, answers, wait_for
+from tests.support import MOSQUITTO, Mosquitto, make_test_pki, run_as_root_line, wait_for
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="needs Mosquitto"),
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command"),
 ]
-
-EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def _openssl(folder: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-
-def _issue(folder: Path, name: str, extensions: str) -> None:
-    """`name`.pem and `name`.key, signed by the test CA."""
-    (folder / f"{name}.ext").write_text(extensions)
-    _openssl(folder, "req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-             "-subj", f"/CN={name}")  # fmt: skip
-    _openssl(folder, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
-             "-extfile", f"{name}.ext")  # fmt: skip
 
 
 @dataclass
@@ -57,13 +39,7 @@ class TlsBroker:
 
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
-    _openssl(tmp_path, "req", "-x509", *EC_KEY, "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", "2", "-subj", "/CN=clausewatch test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-    _issue(tmp_path, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-           "extendedKeyUsage=serverAuth\n")  # fmt: skip
-    _issue(tmp_path, "client", "extendedKeyUsage=clientAuth\n")
+    make_test_pki(tmp_path)
     broker = TlsBroker(tmp_path, free_port(), free_port())
     tls = f"cafile {tmp_path}/ca.pem\ncertfile {tmp_path}/server.pem\nkeyfile {tmp_path}/server.key"
     conf = textwrap.dedent(f"""\
@@ -75,23 +51,17 @@ def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
         {{tls}}
         require_certificate true
         """).replace("{tls}", tls)  # fmt: skip
-    if os.geteuid() == 0:
-        conf += "user root\n"  # else Mosquitto switches to a user who cannot read the keys
-    (tmp_path / "mosquitto.conf").write_text(conf)
-    with (tmp_path / "mosquitto.log").open("ab") as log:
-        process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log
-        )
+    (tmp_path / "mosquitto.conf").write_text(conf + run_as_root_line())
+    mosquitto = Mosquitto(
+        tmp_path / "mosquitto.conf",
+        [broker.server_tls_port, broker.mutual_tls_port],
+        tmp_path / "mosquitto.log",
+    )
+    mosquitto.start()
     try:
-        wait_for(
-            lambda: answers(broker.server_tls_port) and answers(broker.mutual_tls_port),
-            10,
-            lambda: "mosquitto listening: " + (tmp_path / "mosquitto.log").read_text(),
-        )
         yield broker
     finally:
-        process.terminate()
-        process.wait(10)
+        mosquitto.stop()
 
 
 def test_subscriber_gateway_and_simulator_speak_mqtts(tls_broker: TlsBroker) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from ingest.decode import DeadLetter, Decoder, DeviceIndex, Limits
 from rules.site import SiteModel
-from tests.support import wait_for
+from tests.support import OwnBroker, wait_for
 
 LIMITS = Limits()  # the service's defaults: 256 KiB payloads, 10,000 items
 TOPIC = "cw/fault-hq/s1/telemetry"
@@ -67,18 +67,32 @@ def test_each_is_rejected_with_its_reason_in_bounded_memory(decoder: Decoder, in
     assert peak < bound, f"{name}: peak {peak / 2**20:.1f} MiB"
 
 
+@pytest.fixture
+def forwarding_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """The bundled Mosquitto configuration without its message size limit: what is tested here
+    is the service's own defence, as behind a broker that forwards payloads of any size."""
+    folder = tmp_path / "forwarding-broker"
+    folder.mkdir()
+    broker = OwnBroker(folder, message_size_limit=0)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.mark.integration
 def test_through_the_service_each_is_a_dead_letter_and_memory_stays_bounded(
     fresh_database_url: str,
-    own_broker: Any,
+    forwarding_broker: OwnBroker,
     config_dir: Path,
     service_factory: Callable[..., Any],
     publisher_factory: Callable[[str], Any],
 ) -> None:
     url = fresh_database_url
-    service = service_factory(url, own_broker.url, config_dir)
+    service = service_factory(url, forwarding_broker.url, config_dir)
     service.start()
-    publisher = publisher_factory(own_broker.url)
+    publisher = publisher_factory(forwarding_broker.url)
     publisher.send("s1", int(time.time() * 1000), {"co2": 600.0})  # warm-up
     wait_for(lambda: count(url, "readings") == 1, 20, "the first reading")
     rss_before = service.rss_kib()
