@@ -150,6 +150,9 @@ class SiteEngine:
         self._stamp = itertools.count()
         self._now = NEG_INF  # latest advance() time
         self._clock = NEG_INF  # time made final by advance(): now - lateness
+        # When judging starts for instances no reading has started: the first advance's final
+        # time, or the site's first input when that is later (see advance()).
+        self._start = NEG_INF
         # The site's reorder buffer: (ts, arrival stamp, device, metrics); stamps are unique,
         # so device states are never compared.
         self._buffer: list[tuple[float, int, _DeviceState, Mapping[str, float]]] = []
@@ -265,10 +268,18 @@ class SiteEngine:
         and run every time-driven change up to `now - lateness`, which becomes final."""
         if now <= self._now:
             return
+        clock = now - self.lateness
+        if self._now == NEG_INF:
+            # Judging starts at this first final time, or at the first input still waiting
+            # when that is later: with the data's clock the first advance comes with the
+            # first reading, and the lateness before it has no data to judge.
+            first = self._buffer[0][0] if self._buffer else INF
+            if self._events and self._events[0][0] < first:
+                first = self._events[0][0]
+            self._start = first if clock < first < INF else clock
         self._now = now
         self._release_buffered(max(self._max_ts, now) - self.lateness)
         self._release_events(max(self._max_event_ts, now) - self.lateness)
-        clock = now - self.lateness
         self._clock = max(self._clock, clock)
         timers = self._timers
         while timers and timers[0][0] <= clock:
@@ -276,7 +287,9 @@ class SiteEngine:
             if due != instance.heap_due:
                 continue  # superseded by an earlier entry of the same instance
             instance.heap_due = INF
-            if instance.next_due <= clock:
+            if instance.next_due == NEG_INF and self._start > clock:
+                instance.next_due = self._start  # not started: starts then (or at a reading)
+            elif instance.next_due <= clock:
                 part = self._part_of[instance.uid]
                 if self._capturing:
                     self._capture_before_change((part,))
@@ -853,6 +866,7 @@ class SiteEngine:
             "full": full,
             "now": to_json(self._now),
             "clock": to_json(self._clock),
+            "start": to_json(self._start),
             "max_event_ts": to_json(self._max_event_ts),
             "max_ts": to_json(self._max_ts),
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
@@ -900,6 +914,7 @@ class SiteEngine:
         engine = cls(site, clauses, lateness=lateness, standards=standards)
         engine._now = from_json(snapshot["now"], NEG_INF)
         engine._clock = from_json(snapshot["clock"], NEG_INF)
+        engine._start = from_json(snapshot.get("start"), engine._clock)
         engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
         engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
         for raw in snapshot["events"]:
