@@ -339,7 +339,12 @@ class Pipeline:
                 elif isinstance(item, DeadLetter):
                     batch.dead_letters.append(
                         DeadLetterRow(
-                            item.received_at, item.topic, item.payload, item.reason, item.detail
+                            item.received_at,
+                            item.topic,
+                            item.payload,
+                            item.reason,
+                            item.detail,
+                            item.truncated,
                         )
                     )
                 elif isinstance(item, EventMessage):
