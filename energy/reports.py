@@ -159,6 +159,17 @@ def parse_moment(text: str, site: SiteModel) -> dt.datetime:
     return moment
 
 
+def parse_end(text: str, site: SiteModel) -> dt.datetime:
+    """The end of a period as the command line gives it (`--to`): a date is the last day
+    included, so the period ends at the next local midnight; an ISO datetime with an offset is
+    the instant it ends."""
+    moment = parse_moment(text, site)
+    if len(text) == 10:
+        following = dt.date.fromisoformat(text) + dt.timedelta(days=1)
+        moment = dt.datetime.combine(following, dt.time(), site.zone())
+    return moment
+
+
 def default_period(
     site: SiteModel, now: dt.datetime, months: int
 ) -> tuple[dt.datetime, dt.datetime]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from clausewatch.cli import Commands
-from clausewatch.cli.common import database_argument, database_url
+from clausewatch.cli.common import TO_HELP, TO_MOMENT_HELP, database_argument, database_url
 from clausewatch.settings import Settings
 
 
@@ -59,7 +59,7 @@ def register(commands: Commands) -> None:
     database_argument(green)
     green.add_argument("--site", required=True)
     green.add_argument("--from", dest="first_day", required=True, help="first day, YYYY-MM-DD")
-    green.add_argument("--to", dest="last_day", required=True, help="last day (inclusive)")
+    green.add_argument("--to", dest="last_day", required=True, help=TO_HELP)
     green.add_argument("--kwh", required=True)
     green.add_argument("--instrument", required=True, choices=("certificate", "contract", "onsite"))
     green.add_argument("--reference", default="")
@@ -80,7 +80,7 @@ def _period_arguments(parser: argparse.ArgumentParser) -> None:
         "--to",
         dest="until",
         required=True,
-        help="end, exclusive: --from 2026-07-01 --to 2026-08-01 is July",
+        help=TO_MOMENT_HELP,
     )
     parser.add_argument(
         "--config", type=Path, help="config directory for the site model when the database has none"
@@ -99,6 +99,7 @@ def _report_carbon(args: argparse.Namespace) -> int:
         ReportError,
         carbon_report,
         load_site_model,
+        parse_end,
         parse_moment,
     )
 
@@ -109,7 +110,7 @@ def _report_carbon(args: argparse.Namespace) -> int:
                 conn,
                 site,
                 parse_moment(args.since, site),
-                parse_moment(args.until, site),
+                parse_end(args.until, site),
                 space=args.space,
             )
         except ReportError as exc:
@@ -148,6 +149,7 @@ def _report_energy(args: argparse.Namespace) -> int:
         calendar_notes,
         energy_series,
         load_site_model,
+        parse_end,
         parse_moment,
         present,
     )
@@ -155,7 +157,7 @@ def _report_energy(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         try:
             site = load_site_model(conn, args.site, args.config or Settings().config_dir)
-            since, until = parse_moment(args.since, site), parse_moment(args.until, site)
+            since, until = parse_moment(args.since, site), parse_end(args.until, site)
             points, _, imbalances = energy_series(
                 conn, site, since, until, args.bucket, space=args.space, by=args.by
             )

@@ -39,7 +39,7 @@ def test_report_carbon_csv(
         "--from",
         "2023-01-01",
         "--to",
-        "2023-02-01",
+        "2023-01-31",  # the last day included: January
     ]
     assert main([*argv, "--format", "csv"]) == 0
     out = capsys.readouterr().out
@@ -107,7 +107,7 @@ def test_report_energy_and_green_power(
                 "--from",
                 "2023-01-01",
                 "--to",
-                "2023-01-03",
+                "2023-01-02",  # the last day included (issue 17)
                 "--bucket",
                 "day",
                 "--by",
@@ -175,7 +175,7 @@ def test_report_energy_and_green_power(
                 "--from",
                 "2023-01-01",
                 "--to",
-                "2023-01-03",
+                "2023-01-02",
                 "--format",
                 "json",
             ]
