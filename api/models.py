@@ -50,6 +50,8 @@ from compliance.statistics import SiteStatistics as SiteStatistics
 from energy.factors import ALL_IN
 from energy.factors import EmissionFactor as EmissionFactor
 from energy.render import CarbonReportOut as CarbonReportOut
+from energy.render import EnergyOut as EnergyOut
+from energy.render import EnergyPoint as EnergyPoint
 from energy.render import ImbalanceOut as ImbalanceOut
 from energy.render import MeterOut as MeterOut
 from rules.holidays import CalendarCoverage
@@ -507,31 +509,6 @@ class AssignmentPublic(BaseModel):
 
 
 # ---- energy and carbon (CarbonReportOut, MeterOut, ImbalanceOut: energy/render.py) ----
-
-
-class EnergyPoint(BaseModel):
-    start: dt.datetime
-    end: dt.datetime
-    key: str
-    carrier: str
-    unit: str
-    value: Decimal
-    estimated: Decimal
-
-
-class EnergyOut(BaseModel):
-    site: str
-    space: str | None
-    since: dt.datetime
-    until: dt.datetime
-    timezone: str
-    bucket: str
-    by: str
-    area_m2: Decimal | None
-    occupants: int | None
-    points: list[EnergyPoint]
-    meters: list[MeterOut]
-    imbalances: list[ImbalanceOut]
 
 
 class QuotaPoint(BaseModel):

@@ -13,8 +13,6 @@ import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import orjson
-
 from clausewatch.cli import Commands
 from clausewatch.cli.common import TO_HELP, TO_MOMENT_HELP, database_argument, database_url
 from clausewatch.settings import Settings
@@ -142,25 +140,26 @@ def _text(csv_text: str) -> str:
 
 
 def _report_energy(args: argparse.Namespace) -> int:
-    from energy.render import energy_csv
+    from energy.render import energy_csv, energy_out
     from energy.reports import (
         CALENDAR_AFFECTS,
         ReportError,
+        area_and_occupants,
         calendar_notes,
         energy_series,
         load_site_model,
         parse_end,
         parse_moment,
-        present,
     )
 
     with _connect(args) as conn:
         try:
             site = load_site_model(conn, args.site, args.config or Settings().config_dir)
             since, until = parse_moment(args.since, site), parse_end(args.until, site)
-            points, _, imbalances = energy_series(
+            series = energy_series(
                 conn, site, since, until, args.bucket, space=args.space, by=args.by
             )
+            area_and_occupants(site, args.space)
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -169,32 +168,10 @@ def _report_energy(args: argparse.Namespace) -> int:
         print(f"警告：{note.message_zh}", file=sys.stderr)
         print(f"warning: {note.message}; {CALENDAR_AFFECTS}", file=sys.stderr)
     if args.format == "csv":
-        sys.stdout.write(energy_csv(points, site.site.timezone))
+        sys.stdout.write(energy_csv(series[0], site.site.timezone))
         return 0
-    payload = {
-        "points": [
-            {
-                "start": p.start,
-                "end": p.end,
-                "key": p.key,
-                "carrier": p.carrier,
-                "value": present(p.value),
-                "unit": p.unit,
-                "estimated": present(p.estimated),
-            }
-            for p in points
-        ],
-        "imbalances": [
-            {
-                "parent": i.parent,
-                "children": list(i.children),
-                "imbalance": present(i.difference),
-                "imbalance_pct": present(i.percent, 2),
-            }
-            for i in imbalances
-        ],
-    }
-    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    document = energy_out(site, args.space, (since, until), args.bucket, args.by, series)
+    sys.stdout.write(document.model_dump_json(indent=2) + "\n")
     return 0
 
 

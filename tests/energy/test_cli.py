@@ -186,3 +186,35 @@ def test_report_energy_and_green_power(
     # 30 kWh, 12 of them green: market (30 - 12) x 0.5306 = 9.5508 kg; location 15.918 kg
     assert '"scope2_market_tco2": "0.009551"' in out
     assert '"scope2_location_tco2": "0.015918"' in out
+
+
+def test_report_energy_json_is_the_api_document(
+    conn: psycopg.Connection[Any],
+    kit: Any,
+    energy_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 17: `--format json` kept the points and imbalances only, with epoch floats; it is
+    the document GET /api/v1/energy returns: ISO times and each meter's detail."""
+    import orjson
+
+    site = kit.make_site(grid_region="national", max_gap="2d")
+    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
+    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
+    kit.insert_readings(
+        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
+    )
+    conn.commit()
+    argv = ["report", "energy", "--database-url", energy_database_url, "--site", site.site.id]
+    argv += ["--from", "2023-01-01", "--to", "2023-01-02", "--bucket", "day", "--format", "json"]
+    assert main(argv) == 0
+    document = orjson.loads(capsys.readouterr().out)
+    assert document["since"] == "2023-01-01T00:00:00+08:00"
+    assert document["until"] == "2023-01-03T00:00:00+08:00"
+    first = document["points"][0]
+    assert (first["start"], first["end"]) == (
+        "2023-01-01T00:00:00+08:00",
+        "2023-01-02T00:00:00+08:00",
+    )
+    meters = {m["device"]: m for m in document["meters"]}
+    assert meters["em-main"]["consumption"] == "30.000" and meters["em-main"]["readings"] == 3
