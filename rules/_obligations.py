@@ -16,6 +16,7 @@ from typing import Any, Final
 from rules._instances import Instance, Timers
 from rules._slots import INF, NEG_INF, from_json, to_json
 from rules.clause import ObligationCheck
+from rules.durations import describe_duration
 from rules.schedule import CompiledSchedule, Period, period_bounds
 from rules.verdicts import (
     ClauseRef,
@@ -181,7 +182,8 @@ class Obligation(Instance):
 
     def reason(self) -> str:
         if self.every is not None:
-            return f"no {self.event_type} for {self.every:g} s of schedule time (+ grace)"
+            every = describe_duration(self.every)
+            return f"no {self.event_type} for {every} of schedule time (+ grace)"
         return f"no {self.event_type} in the {self.per}"
 
     def last_evidence(self) -> tuple[Evidence, ...]:

@@ -98,6 +98,13 @@ class Space(Strict):
     occupants: int | None = Field(default=None, ge=0)
 
 
+def shown_value(value: float, decimals: int | None = None) -> float:
+    """`value` rounded to `decimals` places, or without them to six significant digits."""
+    if decimals is not None:
+        return round(value, decimals)
+    return float(f"{value:.6g}")
+
+
 class MetricSpec(Strict):
     """What a device reports for one metric. Units live here, never in payloads."""
 
@@ -113,6 +120,14 @@ class MetricSpec(Strict):
     states: dict[Id, float] = {}
     # How long one reading stays valid when no newer one arrives (sample-and-hold horizon).
     max_gap: Duration = 900.0
+    # Decimal places a value of this metric is shown with (alerts, notifications, reports);
+    # None: as many as the value needs, at most six significant digits.
+    decimals: int | None = Field(default=None, ge=0, le=9)
+
+    def shown(self, value: float) -> float:
+        """`value` as this metric is shown: rounded to `decimals`, else to six significant
+        digits, so arithmetic noise (an average of 0.09000000000000005) never reaches a text."""
+        return shown_value(value, self.decimals)
 
     @model_validator(mode="after")
     def _consistent(self) -> MetricSpec:

@@ -106,3 +106,15 @@ def test_quarterly_obligation_overdue_after_the_quarter(kit: Any) -> None:
     run.advance(kit.at(92, 0, 1))  # 2024-10-01 00:01
     assert run.violations() == [(kit.at(92, 0), None)]
     assert run.started()[0].reason == "no inspection.done in the quarter"
+
+
+def test_an_overdue_reason_gives_the_interval_in_days_and_hours(kit: Any) -> None:
+    """Issue 17: the reason read "no inspection.done for 7.9488e+06 s of schedule time"."""
+    every = {"kind": "obligation", "event": "inspection.done", "every": "92d", "grace": "0s"}
+    run = kit.run(kit.site(), kit.clause(every, applies_to=TOILETS), start=0)
+    run.advance(93 * 86400)
+    assert run.started()[0].reason == "no inspection.done for 92 d of schedule time (+ grace)"
+    lift = {"kind": "obligation", "event": "check.done", "every": "1d12h", "grace": "0s"}
+    run = kit.run(kit.site(), kit.clause(lift, applies_to=TOILETS), start=0)
+    run.advance(2 * 86400)
+    assert run.started()[0].reason == "no check.done for 1 d 12 h of schedule time (+ grace)"
