@@ -677,6 +677,9 @@ class SiteEngine:
                 check=check,
                 params=params,
             )
+            done = self.site.last_done_at(space, clause.id, check.event)
+            if done is not None:
+                instance.last_done(done)
             self._instances.append(instance)
             self._obligations.setdefault((space.id, check.event), []).append(instance)
 
