@@ -27,9 +27,9 @@ import orjson
 from prometheus_client import Counter
 
 from ingest.topics import ID_RE, TopicError, TopicKind, parse_topic
-from store.batches import DEAD_LETTER_PAYLOAD_CAP
 from rules.site import SiteModel
 from rules.verdicts import Event
+from store.batches import DEAD_LETTER_PAYLOAD_CAP
 
 DEAD_LETTERS = Counter(
     "clausewatch_dead_letters", "Messages rejected by ingest, by reason", ["reason"]
