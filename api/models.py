@@ -494,6 +494,21 @@ class AssignmentUpdate(Input):
     valid_to: AwareDatetime
 
 
+class LastDoneUpdate(Input):
+    """When a space last met an obligation before judging began (issue 17)."""
+
+    done_at: AwareDatetime
+
+
+class LastDonePublic(BaseModel):
+    site: str
+    space: str
+    task: str  # a clause id or an event type
+    done_at: dt.datetime
+    set_by: str
+    set_at: dt.datetime
+
+
 class AssignmentPublic(BaseModel):
     id: int
     site: str

@@ -366,6 +366,19 @@ def last_done(conn: psycopg.Connection[Any], site: str) -> dict[tuple[str, str],
     return {(space, task): done_at for space, task, done_at in rows}
 
 
+def last_done_row(
+    conn: psycopg.Connection[Any], site: str, space: str, task: str
+) -> dict[str, Any] | None:
+    """One last-done time with who set it and when, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT site, space, task, done_at, set_by, set_at FROM space_last_done"
+            " WHERE site = %s AND space = %s AND task = %s",
+            (site, space, task),
+        )
+        return cur.fetchone()
+
+
 def _put_last_done(
     conn: psycopg.Connection[Any],
     site: str,
