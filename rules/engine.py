@@ -135,9 +135,12 @@ class SiteEngine:
         *,
         lateness: float,
         standards: Mapping[str, str] | None = None,
+        last_done: Mapping[tuple[str, str], float] | None = None,
     ) -> None:
         """`standards` maps clause id to its standard code (from the clause file) for
-        `ClauseRef.standard`; absent ids get ""."""
+        `ClauseRef.standard`; absent ids get "". `last_done` maps (space, clause id or task)
+        to when the space last met that obligation (the registry's, set in the site file or
+        through the API); where it has none, the site model's `last_done` counts."""
         if lateness < 0:
             raise ValueError("lateness cannot be negative")
         self.site = site
@@ -178,6 +181,7 @@ class SiteEngine:
             self._devices[device.id] = _DeviceState(device, self._device_slots(device))
         # Obligation instances by (space, event type); events go to them.
         self._obligations: dict[tuple[str, str], list[Obligation]] = {}
+        self._last_done: Mapping[tuple[str, str], float] = last_done or {}
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
         for device_state in self._devices.values():
@@ -677,7 +681,11 @@ class SiteEngine:
                 check=check,
                 params=params,
             )
-            done = self.site.last_done_at(space, clause.id, check.event)
+            done = self._last_done.get(
+                (space.id, clause.id), self._last_done.get((space.id, check.event))
+            )
+            if done is None:
+                done = self.site.last_done_at(space, clause.id, check.event)
             if done is not None:
                 instance.last_done(done)
             self._instances.append(instance)
@@ -909,12 +917,13 @@ class SiteEngine:
         *,
         lateness: float,
         standards: Mapping[str, str] | None = None,
+        last_done: Mapping[tuple[str, str], float] | None = None,
     ) -> SiteEngine:
         """A new engine resuming from `snapshot` (the header with every part). Instances of
         clause versions or subjects that no longer exist are dropped; new ones start fresh."""
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
-        engine = cls(site, clauses, lateness=lateness, standards=standards)
+        engine = cls(site, clauses, lateness=lateness, standards=standards, last_done=last_done)
         engine._now = from_json(snapshot["now"], NEG_INF)
         engine._clock = from_json(snapshot["clock"], NEG_INF)
         engine._start = from_json(snapshot.get("start"), engine._clock)

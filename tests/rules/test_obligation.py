@@ -161,3 +161,20 @@ def test_a_last_done_date_starts_a_rolling_obligation_from_it(kit: Any) -> None:
 def test_a_last_done_date_must_be_aware(kit: Any) -> None:
     with pytest.raises(ValueError, match="UTC offset"):
         _lift_site(kit, {"maintenance.done": dt.datetime(2024, 6, 30, 9)})
+
+
+def test_the_registrys_last_done_time_is_passed_in_at_binding(kit: Any) -> None:
+    """The registry's time (set in the site file or through the API) is given to the engine
+    and wins over the model's; it also reaches instances bound on restore."""
+    from rules.engine import SiteEngine
+
+    clause = kit.clause(LIFT_MAINTENANCE, id="elevator.maintenance", applies_to=LIFTS)
+    site = _lift_site(kit, {"maintenance.done": dt.date(2024, 6, 1)})
+    done = {("lift1", "maintenance.done"): kit.T0 - 2 * 86400}
+    engine = SiteEngine(site, [clause], lateness=0, last_done=done)
+    restored = SiteEngine.restore(site, [clause], engine.snapshot(), lateness=0, last_done=done)
+    for judged in (engine, restored):
+        judged.advance(kit.T0)
+        judged.advance(kit.T0 + 40 * 86400)
+        starts = [o.started_at for o in judged.drain() if type(o).__name__ == "ViolationStarted"]
+        assert [(s - kit.T0) / 86400 for s in starts] == [13]
