@@ -90,13 +90,7 @@ def test_report_energy_and_green_power(
     energy_database_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    site = kit.make_site(grid_region="national", max_gap="2d")
-    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
-    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
-    kit.insert_readings(
-        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
-    )
-    conn.commit()
+    site = _three_days(conn, kit)
     common = ["--database-url", energy_database_url, "--site", site.site.id]
     assert (
         main(
@@ -198,13 +192,7 @@ def test_report_energy_json_is_the_api_document(
     the document GET /api/v1/energy returns: ISO times and each meter's detail."""
     import orjson
 
-    site = kit.make_site(grid_region="national", max_gap="2d")
-    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
-    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
-    kit.insert_readings(
-        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
-    )
-    conn.commit()
+    site = _three_days(conn, kit)
     argv = ["report", "energy", "--database-url", energy_database_url, "--site", site.site.id]
     argv += ["--from", "2023-01-01", "--to", "2023-01-02", "--bucket", "day", "--format", "json"]
     assert main(argv) == 0
@@ -218,3 +206,15 @@ def test_report_energy_json_is_the_api_document(
     )
     meters = {m["device"]: m for m in document["meters"]}
     assert meters["em-main"]["consumption"] == "30.000" and meters["em-main"]["readings"] == 3
+
+
+def _three_days(conn: psycopg.Connection[Any], kit: Any) -> Any:
+    """A site whose main meter reads 0, 10 and 30 kWh at local midnight of 1-3 January 2023."""
+    site = kit.make_site(grid_region="national", max_gap="2d")
+    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
+    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
+    kit.insert_readings(
+        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
+    )
+    conn.commit()
+    return site
