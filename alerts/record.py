@@ -13,8 +13,9 @@ the new alerts' ids, then every write in one more.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from psycopg.types.json import Jsonb
 from alerts import notify
 from alerts.binding import Binding, bind
 from alerts.policy import policies
-from rules.site import SiteModel
+from rules.site import MetricSpec, SiteModel, shown_value
 from rules.verdicts import Output, ViolationEnded, ViolationStarted
 from store import ledger
 from store.registry import ASSIGNMENTS_QUERY, PARTIES_QUERY, StoredAssignment
@@ -103,7 +104,10 @@ class _Alert:
     ended_at: dt.datetime | None
     worst_value: float | None
     reopen_count: int
-    new_row: dict[str, Any] | None = None  # all columns, for alerts raised in this batch
+    new_row: dict[str, Any] | None = None
+    metric: str | None = (
+        None  # what worst_value is a value of  # all columns, for alerts raised in this batch
+    )
     changed: bool = False
 
 
@@ -140,10 +144,12 @@ def record_outputs(
     latest = context.latest
     ancestors: dict[str, list[str]] = {}
     transitions: list[_Transition] = []
+    specs = {device.id: device.metrics for device in site_model.devices}
 
     for output in relevant:
         key = _key(output)
         current = latest.get(key)
+        output = _as_shown(specs, output, current)
         if isinstance(output, ViolationEnded):
             if current is None or current.state not in OPEN_STATES:
                 result.ignored += 1
@@ -194,6 +200,7 @@ def record_outputs(
             context.assignments, context.names, ancestors[space], output.clause.domain, started_at
         )
         alert = _new_alert(site, output, binding, now)
+        alert.metric = alert.new_row["metric"] if alert.new_row else None
         latest[key] = alert
         result.raised += 1
         transitions.append(
@@ -291,6 +298,7 @@ def _read_context(
                 ended_at=r[8],
                 worst_value=r[9],
                 reopen_count=r[10],
+                metric=r[11],
             )
             for r in latest.fetchall()
         },
@@ -316,11 +324,11 @@ def _select_latest_alerts(
     return conn.execute(
         """
         SELECT k.clause_id, k.clause_version, k.space, k.device, k.kind,
-               a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count
+               a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count, a.metric
           FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[])
                AS k(clause_id, clause_version, space, device, kind)
          CROSS JOIN LATERAL (
-               SELECT id, state, started_at, ended_at, worst_value, reopen_count
+               SELECT id, state, started_at, ended_at, worst_value, reopen_count, metric
                  FROM alerts
                 WHERE site = %s AND clause_id = k.clause_id
                   AND clause_version = k.clause_version AND space = k.space
@@ -339,6 +347,28 @@ def _select_latest_alerts(
             site,
         ),
     )
+
+
+def _as_shown(
+    specs: Mapping[str, Mapping[str, MetricSpec]],
+    output: ViolationStarted | ViolationEnded,
+    current: _Alert | None,
+) -> ViolationStarted | ViolationEnded:
+    """`output` with its worst value in its metric's precision, and its metric's unit when it
+    has none (issue 17: 0.09000000000000005, and no unit, reached every text)."""
+    if isinstance(output, ViolationStarted):
+        metric = output.metric or (output.evidence[0].metric if output.evidence else None)
+    else:
+        metric = current.metric if current is not None else None
+    device = output.subject.device
+    spec = specs.get(device, {}).get(metric) if device is not None and metric else None
+    worst = output.worst_value
+    if worst is not None:
+        worst = spec.shown(worst) if spec is not None else shown_value(worst)
+    if isinstance(output, ViolationStarted):
+        unit = output.unit or (spec.unit if spec is not None else None)
+        return dataclasses.replace(output, worst_value=worst, unit=unit, metric=metric)
+    return dataclasses.replace(output, worst_value=worst)
 
 
 def _ancestors(site_model: SiteModel, space: str) -> list[str]:

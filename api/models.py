@@ -50,6 +50,8 @@ from compliance.statistics import SiteStatistics as SiteStatistics
 from energy.factors import ALL_IN
 from energy.factors import EmissionFactor as EmissionFactor
 from energy.render import CarbonReportOut as CarbonReportOut
+from energy.render import EnergyOut as EnergyOut
+from energy.render import EnergyPoint as EnergyPoint
 from energy.render import ImbalanceOut as ImbalanceOut
 from energy.render import MeterOut as MeterOut
 from rules.holidays import CalendarCoverage
@@ -492,6 +494,21 @@ class AssignmentUpdate(Input):
     valid_to: AwareDatetime
 
 
+class LastDoneUpdate(Input):
+    """When a space last met an obligation before judging began (issue 17)."""
+
+    done_at: AwareDatetime
+
+
+class LastDonePublic(BaseModel):
+    site: str
+    space: str
+    task: str  # a clause id or an event type
+    done_at: dt.datetime
+    set_by: str
+    set_at: dt.datetime
+
+
 class AssignmentPublic(BaseModel):
     id: int
     site: str
@@ -507,31 +524,6 @@ class AssignmentPublic(BaseModel):
 
 
 # ---- energy and carbon (CarbonReportOut, MeterOut, ImbalanceOut: energy/render.py) ----
-
-
-class EnergyPoint(BaseModel):
-    start: dt.datetime
-    end: dt.datetime
-    key: str
-    carrier: str
-    unit: str
-    value: Decimal
-    estimated: Decimal
-
-
-class EnergyOut(BaseModel):
-    site: str
-    space: str | None
-    since: dt.datetime
-    until: dt.datetime
-    timezone: str
-    bucket: str
-    by: str
-    area_m2: Decimal | None
-    occupants: int | None
-    points: list[EnergyPoint]
-    meters: list[MeterOut]
-    imbalances: list[ImbalanceOut]
 
 
 class QuotaPoint(BaseModel):

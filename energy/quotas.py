@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 
 from energy.accounting import ZERO, Bucket, bucket_edges, meter_consumption
-from energy.reports import Meter, load_samples, site_meters
-from rules.clause import ClauseVersion, QuotaCheck, Selector
+from energy.reports import Meter, load_samples, selects, site_meters
+from rules.clause import ClauseVersion, QuotaCheck
 from rules.site import SiteModel, Space
 
 
@@ -108,7 +108,7 @@ def quota_statuses(
             continue
         for device in site.devices:
             meter = meters.get((device.id, check.metric))
-            if meter is None or not _selected(site, clause.applies_to, device.id, spaces):
+            if meter is None or not selects(site, clause.applies_to, device.id, spaces):
                 continue
             if space is not None and space not in site.ancestors(device.space):
                 continue
@@ -195,24 +195,3 @@ def _value(value: float | str, params: dict[str, float]) -> Decimal:
     if isinstance(value, str):
         return Decimal(repr(params[value.removeprefix("$")]))
     return Decimal(repr(value))
-
-
-def _selected(site: SiteModel, selector: Selector, device: str, spaces: dict[str, Space]) -> bool:
-    """The engine's selection rule (rules/engine.py): device lists, then the space's type, tags
-    and subtree, with exemptions first."""
-    if selector.devices and device not in selector.devices:
-        return False
-    if device in selector.exempt.devices:
-        return False
-    space = spaces[next(d.space for d in site.devices if d.id == device)]
-    exempt = selector.exempt
-    lineage = site.ancestors(space.id)
-    if space.type in exempt.space_types or set(space.tags) & set(exempt.tags):
-        return False
-    if set(lineage) & set(exempt.spaces):
-        return False
-    if selector.space_types and space.type not in selector.space_types:
-        return False
-    if selector.tags and not set(space.tags) & set(selector.tags):
-        return False
-    return not (selector.spaces and not set(lineage) & set(selector.spaces))

@@ -20,10 +20,12 @@ from energy.reports import (
     Imbalance,
     MeterLine,
     SeriesPoint,
+    area_and_occupants,
     factor_label,
     present,
 )
 from rules.holidays import CalendarNote
+from rules.site import SiteModel
 
 T_PLACES = 6  # t CO2
 Q_PLACES = 3  # activity, kgce, kg CO2
@@ -184,6 +186,73 @@ def meter_out(line: MeterLine, zone: str) -> MeterOut:
         missing=[
             IntervalOut(start=_iso(m.start, zone), end=_iso(m.end, zone)) for m in result.missing
         ],
+    )
+
+
+class EnergyPoint(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    key: str
+    carrier: str
+    unit: str
+    value: Decimal
+    estimated: Decimal
+
+
+class EnergyOut(BaseModel):
+    """An energy series as `GET /api/v1/energy` and `report energy --format json` give it."""
+
+    site: str
+    space: str | None
+    since: dt.datetime
+    until: dt.datetime
+    timezone: str
+    bucket: str
+    by: str
+    area_m2: Decimal | None
+    occupants: int | None
+    points: list[EnergyPoint]
+    meters: list[MeterOut]
+    imbalances: list[ImbalanceOut]
+
+
+def energy_out(
+    site: SiteModel,
+    space: str | None,
+    period: tuple[dt.datetime, dt.datetime],
+    bucket: str,
+    by: str,
+    series: tuple[list[SeriesPoint], list[MeterLine], list[Imbalance]],
+) -> EnergyOut:
+    """The one JSON form of an energy series (the API's and the command line's)."""
+    points, lines, imbalances = series
+    zone = site.zone()
+    timezone = site.site.timezone
+    area, occupants = area_and_occupants(site, space)
+    return EnergyOut(
+        site=site.site.id,
+        space=space,
+        since=period[0],
+        until=period[1],
+        timezone=timezone,
+        bucket=bucket,
+        by=by,
+        area_m2=area,
+        occupants=occupants,
+        points=[
+            EnergyPoint(
+                start=dt.datetime.fromtimestamp(p.start, zone),
+                end=dt.datetime.fromtimestamp(p.end, zone),
+                key=p.key,
+                carrier=p.carrier,
+                unit=p.unit,
+                value=Decimal(present(p.value)),
+                estimated=Decimal(present(p.estimated)),
+            )
+            for p in points
+        ],
+        meters=[meter_out(line, timezone) for line in lines],
+        imbalances=[imbalance_out(i) for i in imbalances],
     )
 
 

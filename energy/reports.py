@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -48,8 +48,9 @@ from energy.factors import (
     choose_factor,
     load_factors,
 )
+from rules.clause import ClauseVersion, Selector
 from rules.holidays import CalendarNote, site_calendar_notes
-from rules.site import SiteModel
+from rules.site import SiteModel, Space
 from store import registry
 
 # Units a meter may be registered in, converted to the carrier's report unit.
@@ -156,6 +157,17 @@ def parse_moment(text: str, site: SiteModel) -> dt.datetime:
         raise ReportError(f"{text!r} needs a UTC offset, for example {text}+08:00")
     if not FIRST_YEAR <= moment.year <= LAST_YEAR:
         raise ReportError(f"{text!r}: reports cover the years {FIRST_YEAR} to {LAST_YEAR}")
+    return moment
+
+
+def parse_end(text: str, site: SiteModel) -> dt.datetime:
+    """The end of a period as the command line gives it (`--to`): a date is the last day
+    included, so the period ends at the next local midnight; an ISO datetime with an offset is
+    the instant it ends."""
+    moment = parse_moment(text, site)
+    if len(text) == 10:
+        following = dt.date.fromisoformat(text) + dt.timedelta(days=1)
+        moment = dt.datetime.combine(following, dt.time(), site.zone())
     return moment
 
 
@@ -375,9 +387,55 @@ FIVE_YEAR_CUTS = {
 }
 # DB37/T 2672-2019 example quota (Shandong, party and government organs, city level and below,
 # zone A), per m2 and year: constraint / baseline / guide values (confidence B-).
+QUOTA_CODE = "DB37/T 2672-2019"  # compared only for sites bound to one of its quota clauses
 QUOTA_STANDARD = "DB37/T 2672-2019 (Shandong example, 党政机关 市级以下, zone A; confidence B-)"
 QUOTA_NON_HEATING_KGCE = (Decimal("20.0"), Decimal("11.9"), Decimal("6.5"))
 QUOTA_ELECTRICITY_KWH = (Decimal("67.4"), Decimal("39.5"), Decimal("20"))
+
+
+def selects(site: SiteModel, selector: Selector, device: str, spaces: dict[str, Space]) -> bool:
+    """The engine's selection rule (rules/engine.py): device lists, then the space's type, tags
+    and subtree, with exemptions first."""
+    if selector.devices and device not in selector.devices:
+        return False
+    if device in selector.exempt.devices:
+        return False
+    space = spaces[next(d.space for d in site.devices if d.id == device)]
+    exempt = selector.exempt
+    lineage = site.ancestors(space.id)
+    if space.type in exempt.space_types or set(space.tags) & set(exempt.tags):
+        return False
+    if set(lineage) & set(exempt.spaces):
+        return False
+    if selector.space_types and space.type not in selector.space_types:
+        return False
+    if selector.tags and not set(space.tags) & set(selector.tags):
+        return False
+    return not (selector.spaces and not set(lineage) & set(selector.spaces))
+
+
+def bound_quota_standards(conn: psycopg.Connection[Any], site: SiteModel) -> set[str]:
+    """Codes of the standards with a stored quota clause that applies to a meter of `site`:
+    what the site is bound to (empty when the clause table is absent)."""
+    exists = conn.execute("SELECT to_regclass('clause_versions') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT standard_code, config FROM clause_versions"
+        " WHERE config->'check'->>'kind' = 'quota'"
+    ).fetchall()
+    meters = site_meters(site)
+    spaces = {s.id: s for s in site.spaces}
+    found = set()
+    for code, config in rows:
+        clause = ClauseVersion.model_validate(config)
+        metric = getattr(clause.check, "metric", None)
+        if any(
+            m.metric == metric and selects(site, clause.applies_to, m.device, spaces)
+            for m in meters
+        ):
+            found.add(code)
+    return found
 
 
 def load_baseline(conn: psycopg.Connection[Any], site: str) -> Baseline:
@@ -680,7 +738,12 @@ def carbon_report(
         if result.missing:
             hours = Decimal(repr(result.missing_seconds)) / 3600
             notes.append(f"meter {device}: {present(hours, 2)} h without data")
-    report.comparisons = compare(report, load_baseline(conn, site.site.id))
+    bound = bound_quota_standards(conn, site)
+    if QUOTA_CODE not in bound:
+        notes.append(
+            f"no quota comparison: no {QUOTA_CODE} quota clause applies to this site's meters"
+        )
+    report.comparisons = compare(report, load_baseline(conn, site.site.id), bound)
     return report
 
 
@@ -793,8 +856,11 @@ def annualise(report: CarbonReport, value: Decimal | None) -> Decimal | None:
     return value * 365 / report.days
 
 
-def compare(report: CarbonReport, baseline: Baseline) -> list[Comparison]:
-    """The period's annualised intensities against the quota example and the five-year targets."""
+def compare(
+    report: CarbonReport, baseline: Baseline, bound: Collection[str] = ()
+) -> list[Comparison]:
+    """The period's annualised intensities against the five-year targets, and against the
+    quota example when the site is bound to its standard (`bound`: standard codes)."""
     per_m2 = annualise(report, report.per(report.kgce, report.area_m2))
     per_person = annualise(report, report.per(report.kgce, report.occupants))
     non_heating = report.kgce - (report.carriers["heat"].kgce if "heat" in report.carriers else 0)
@@ -806,8 +872,8 @@ def compare(report: CarbonReport, baseline: Baseline) -> list[Comparison]:
     co2_per_m2 = annualise(report, report.per(report.location_kgco2, report.area_m2))
     water_per_person = annualise(report, report.per(report.water_m3, report.occupants))
     rows: list[Comparison] = []
-    names = ("constraint", "baseline", "guide")
-    for name, limit in zip(names, QUOTA_NON_HEATING_KGCE, strict=True):
+    names = ("constraint", "baseline", "guide") if QUOTA_CODE in bound else ()
+    for name, limit in zip(names, QUOTA_NON_HEATING_KGCE[: len(names)], strict=True):
         rows.append(
             _judge(
                 f"quota non-heating energy ({name})",
@@ -817,7 +883,7 @@ def compare(report: CarbonReport, baseline: Baseline) -> list[Comparison]:
                 QUOTA_STANDARD,
             )
         )
-    for name, limit in zip(names, QUOTA_ELECTRICITY_KWH, strict=True):
+    for name, limit in zip(names, QUOTA_ELECTRICITY_KWH[: len(names)], strict=True):
         rows.append(
             _judge(f"quota electricity ({name})", "kWh/(m2·a)", kwh_per_m2, limit, QUOTA_STANDARD)
         )

@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from ingest.topics import ID_RE, TopicError, TopicKind, parse_topic
 from rules.site import SiteModel
 from rules.verdicts import Event
+from store.batches import DEAD_LETTER_PAYLOAD_CAP
 
 DEAD_LETTERS = Counter(
     "clausewatch_dead_letters", "Messages rejected by ingest, by reason", ["reason"]
@@ -59,7 +60,8 @@ REASONS = (
 _DEAD_LETTER_COUNTERS = {reason: DEAD_LETTERS.labels(reason) for reason in REASONS}
 _MESSAGE_COUNTERS = {kind: MESSAGES.labels(kind.value) for kind in TopicKind}
 
-RAW_CAP_BYTES = 4096  # a dead letter keeps this much of the payload: enough to diagnose
+# A dead letter keeps this much of the payload (enough to diagnose), `truncated` when cut.
+RAW_CAP_BYTES = DEAD_LETTER_PAYLOAD_CAP
 MAX_ATTR_DEPTH = 8  # event attrs are small records; deeper nesting is an attack or a bug
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
@@ -114,6 +116,7 @@ class DeadLetter:
     received_at: float
     site: str | None = None
     device: str | None = None
+    truncated: bool = False  # the payload was longer than RAW_CAP_BYTES and is cut
 
 
 Decoded = Reading | EventMessage | StatusMessage | DeadLetter
@@ -357,5 +360,12 @@ def _dead(
 ) -> DeadLetter:
     _DEAD_LETTER_COUNTERS[reason].inc()
     return DeadLetter(
-        topic[:512], bytes(payload[:RAW_CAP_BYTES]), reason, detail[:500], received_at, site, device
+        topic[:512],
+        bytes(payload[:RAW_CAP_BYTES]),
+        reason,
+        detail[:500],
+        received_at,
+        site,
+        device,
+        truncated=len(payload) > RAW_CAP_BYTES,
     )

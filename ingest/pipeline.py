@@ -60,6 +60,7 @@ from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
 from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, LateReading, Output
+from store import registry
 from store.batches import (
     Batch,
     DeadLetterRow,
@@ -238,6 +239,8 @@ class Pipeline:
     def _restore(self, conn: psycopg.Connection[Any], site: SiteModel) -> SiteEngine:
         site_id = site.site.id
         checkpoint = load_checkpoint(conn, site_id)
+        # Last-done times of the registry (site file or API): where a new obligation starts.
+        done = {key: at.timestamp() for key, at in registry.last_done(conn, site_id).items()}
         if checkpoint is not None:
             try:
                 engine = SiteEngine.restore(
@@ -246,6 +249,7 @@ class Pipeline:
                     {**checkpoint.state, "parts": checkpoint.parts},
                     lateness=self.lateness,
                     standards=self.standards,
+                    last_done=done,
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("checkpoint of %s unusable (%s); starting fresh", site_id, exc)
@@ -256,7 +260,9 @@ class Pipeline:
         stored = last_stamp(conn, site_id)  # the input of an engine before this one
         if stored is not None:
             self._last_stamp_us = max(self._last_stamp_us, round(stored / STAMP_US))
-        return SiteEngine(site, self.clauses, lateness=self.lateness, standards=self.standards)
+        return SiteEngine(
+            site, self.clauses, lateness=self.lateness, standards=self.standards, last_done=done
+        )
 
     def _replay(
         self, conn: psycopg.Connection[Any], engine: SiteEngine, checkpoint: Checkpoint
@@ -339,7 +345,12 @@ class Pipeline:
                 elif isinstance(item, DeadLetter):
                     batch.dead_letters.append(
                         DeadLetterRow(
-                            item.received_at, item.topic, item.payload, item.reason, item.detail
+                            item.received_at,
+                            item.topic,
+                            item.payload,
+                            item.reason,
+                            item.detail,
+                            item.truncated,
                         )
                     )
                 elif isinstance(item, EventMessage):

@@ -16,6 +16,7 @@ from typing import Any, Final
 from rules._instances import Instance, Timers
 from rules._slots import INF, NEG_INF, from_json, to_json
 from rules.clause import ObligationCheck
+from rules.durations import describe_duration
 from rules.schedule import CompiledSchedule, Period, period_bounds
 from rules.verdicts import (
     ClauseRef,
@@ -104,6 +105,11 @@ class Obligation(Instance):
         self.commit(t, self.status(t))
         self.plan(t)
 
+    def last_done(self, t: float) -> None:
+        """The subject last met this obligation at `t`, before judging began (the site model's
+        `last_done`): it counts as the last event. Restored state overrides it."""
+        self.last_event = t
+
     def start(self, t: float) -> None:
         self.started = t
         if self.per is not None:
@@ -116,7 +122,8 @@ class Obligation(Instance):
 
     def set_deadline(self, t: float) -> None:
         if self.every is not None:
-            anchor = max(self.last_event, self.started)
+            # The last event, or the start; a last-done time may be before the start.
+            anchor = self.last_event if self.last_event > NEG_INF else self.started
             self.deadline = self.schedule.after_inside_seconds(anchor, self.every) + self.grace
             return
         # The first period not yet over, met or free of schedule time is the one to watch.
@@ -181,7 +188,8 @@ class Obligation(Instance):
 
     def reason(self) -> str:
         if self.every is not None:
-            return f"no {self.event_type} for {self.every:g} s of schedule time (+ grace)"
+            every = describe_duration(self.every)
+            return f"no {self.event_type} for {every} of schedule time (+ grace)"
         return f"no {self.event_type} in the {self.per}"
 
     def last_evidence(self) -> tuple[Evidence, ...]:

@@ -202,7 +202,9 @@ class MetricSlot(_ReadForEveryReading):
         """Takes a released reading. Returns "" when the value is good and the metric was known
         and good before; otherwise the fault it shows, or RECOVERED when a good value follows a
         fault or an expired (stale) value: the cases in which data quality may have changed."""
-        if value == self.value:
+        # A stuck run goes on only while the last value still held: after a gap longer than
+        # a value holds, even the same value starts a new run.
+        if value == self.value and ts - self.ts < self.valid_for:
             if ts - self.stuck_since >= self.stuck_for and self.until > NEG_INF:
                 return self._faulty(ts, value, STUCK)
         else:

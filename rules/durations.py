@@ -34,6 +34,23 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
+def describe_duration(seconds: float) -> str:
+    """Seconds as people read them: days and hours ("92 d", "1 d 12 h"), hours and minutes
+    below a day ("2 h 30 min"), minutes below an hour, seconds below a minute."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{days} d"] if days else []
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes and not days:
+        parts.append(f"{minutes} min")
+    return " ".join(parts) or "0 s"
+
+
 def _validate(value: object) -> float:
     if isinstance(value, str | int | float):
         return parse_duration(value)

@@ -135,9 +135,12 @@ class SiteEngine:
         *,
         lateness: float,
         standards: Mapping[str, str] | None = None,
+        last_done: Mapping[tuple[str, str], float] | None = None,
     ) -> None:
         """`standards` maps clause id to its standard code (from the clause file) for
-        `ClauseRef.standard`; absent ids get ""."""
+        `ClauseRef.standard`; absent ids get "". `last_done` maps (space, clause id or task)
+        to when the space last met that obligation (the registry's, set in the site file or
+        through the API); where it has none, the site model's `last_done` counts."""
         if lateness < 0:
             raise ValueError("lateness cannot be negative")
         self.site = site
@@ -150,6 +153,9 @@ class SiteEngine:
         self._stamp = itertools.count()
         self._now = NEG_INF  # latest advance() time
         self._clock = NEG_INF  # time made final by advance(): now - lateness
+        # When judging starts for instances no reading has started: the first advance's final
+        # time, or the site's first input when that is later (see advance()).
+        self._start = NEG_INF
         # The site's reorder buffer: (ts, arrival stamp, device, metrics); stamps are unique,
         # so device states are never compared.
         self._buffer: list[tuple[float, int, _DeviceState, Mapping[str, float]]] = []
@@ -175,6 +181,7 @@ class SiteEngine:
             self._devices[device.id] = _DeviceState(device, self._device_slots(device))
         # Obligation instances by (space, event type); events go to them.
         self._obligations: dict[tuple[str, str], list[Obligation]] = {}
+        self._last_done: Mapping[tuple[str, str], float] = last_done or {}
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
         for device_state in self._devices.values():
@@ -265,10 +272,18 @@ class SiteEngine:
         and run every time-driven change up to `now - lateness`, which becomes final."""
         if now <= self._now:
             return
+        clock = now - self.lateness
+        if self._now == NEG_INF:
+            # Judging starts at this first final time, or at the first input still waiting
+            # when that is later: with the data's clock the first advance comes with the
+            # first reading, and the lateness before it has no data to judge.
+            first = self._buffer[0][0] if self._buffer else INF
+            if self._events and self._events[0][0] < first:
+                first = self._events[0][0]
+            self._start = first if clock < first < INF else clock
         self._now = now
         self._release_buffered(max(self._max_ts, now) - self.lateness)
         self._release_events(max(self._max_event_ts, now) - self.lateness)
-        clock = now - self.lateness
         self._clock = max(self._clock, clock)
         timers = self._timers
         while timers and timers[0][0] <= clock:
@@ -276,7 +291,9 @@ class SiteEngine:
             if due != instance.heap_due:
                 continue  # superseded by an earlier entry of the same instance
             instance.heap_due = INF
-            if instance.next_due <= clock:
+            if instance.next_due == NEG_INF and self._start > clock:
+                instance.next_due = self._start  # not started: starts then (or at a reading)
+            elif instance.next_due <= clock:
                 part = self._part_of[instance.uid]
                 if self._capturing:
                     self._capture_before_change((part,))
@@ -664,6 +681,13 @@ class SiteEngine:
                 check=check,
                 params=params,
             )
+            done = self._last_done.get(
+                (space.id, clause.id), self._last_done.get((space.id, check.event))
+            )
+            if done is None:
+                done = self.site.last_done_at(space, clause.id, check.event)
+            if done is not None:
+                instance.last_done(done)
             self._instances.append(instance)
             self._obligations.setdefault((space.id, check.event), []).append(instance)
 
@@ -853,6 +877,7 @@ class SiteEngine:
             "full": full,
             "now": to_json(self._now),
             "clock": to_json(self._clock),
+            "start": to_json(self._start),
             "max_event_ts": to_json(self._max_event_ts),
             "max_ts": to_json(self._max_ts),
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
@@ -892,14 +917,16 @@ class SiteEngine:
         *,
         lateness: float,
         standards: Mapping[str, str] | None = None,
+        last_done: Mapping[tuple[str, str], float] | None = None,
     ) -> SiteEngine:
         """A new engine resuming from `snapshot` (the header with every part). Instances of
         clause versions or subjects that no longer exist are dropped; new ones start fresh."""
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
-        engine = cls(site, clauses, lateness=lateness, standards=standards)
+        engine = cls(site, clauses, lateness=lateness, standards=standards, last_done=last_done)
         engine._now = from_json(snapshot["now"], NEG_INF)
         engine._clock = from_json(snapshot["clock"], NEG_INF)
+        engine._start = from_json(snapshot.get("start"), engine._clock)
         engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
         engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
         for raw in snapshot["events"]:

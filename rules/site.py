@@ -21,6 +21,8 @@ METRIC_PATTERN = r"^[a-z][a-z0-9_]*$"
 MONTH_DAY_PATTERN = re.compile(r"^(\d\d)-(\d\d)$")
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+# A clause id or an event type (both may hold dots).
+ClauseOrTask = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,127}$")]
 MetricName = Annotated[str, Field(pattern=METRIC_PATTERN)]
 
 
@@ -96,6 +98,25 @@ class Space(Strict):
     tags: tuple[Id, ...] = ()
     area_m2: float | None = Field(default=None, gt=0)
     occupants: int | None = Field(default=None, ge=0)
+    # When an obligation of this space was last met before judging began, by clause id or by
+    # task (the event type): a date (local midnight at the site) or a datetime with an offset.
+    # A new obligation instance counts from it as from an event (issue 17).
+    last_done: dict[ClauseOrTask, dt.datetime | dt.date] = {}
+
+    @field_validator("last_done")
+    @classmethod
+    def _aware(cls, value: dict[str, dt.datetime | dt.date]) -> dict[str, dt.datetime | dt.date]:
+        for key, when in value.items():
+            if isinstance(when, dt.datetime) and when.utcoffset() is None:
+                raise ValueError(f"last_done {key}: a datetime needs a UTC offset, or give a date")
+        return value
+
+
+def shown_value(value: float, decimals: int | None = None) -> float:
+    """`value` rounded to `decimals` places, or without them to six significant digits."""
+    if decimals is not None:
+        return round(value, decimals)
+    return float(f"{value:.6g}")
 
 
 class MetricSpec(Strict):
@@ -113,6 +134,14 @@ class MetricSpec(Strict):
     states: dict[Id, float] = {}
     # How long one reading stays valid when no newer one arrives (sample-and-hold horizon).
     max_gap: Duration = 900.0
+    # Decimal places a value of this metric is shown with (alerts, notifications, reports);
+    # None: as many as the value needs, at most six significant digits.
+    decimals: int | None = Field(default=None, ge=0, le=9)
+
+    def shown(self, value: float) -> float:
+        """`value` as this metric is shown: rounded to `decimals`, else to six significant
+        digits, so arithmetic noise (an average of 0.09000000000000005) never reaches a text."""
+        return shown_value(value, self.decimals)
 
     @model_validator(mode="after")
     def _consistent(self) -> MetricSpec:
@@ -218,6 +247,18 @@ class SiteModel(Strict):
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.site.timezone)
+
+    def last_done_at(self, space: Space, clause_id: str, task: str) -> float | None:
+        """When `space` last met the obligation of `clause_id` (else of its task, the event
+        type), as epoch seconds; a date is local midnight at the site. None when not given."""
+        when = space.last_done.get(clause_id, space.last_done.get(task))
+        return None if when is None else self.moment(when).timestamp()
+
+    def moment(self, when: dt.datetime | dt.date) -> dt.datetime:
+        """A datetime as it is; a date as local midnight at the site."""
+        if isinstance(when, dt.datetime):
+            return when
+        return dt.datetime.combine(when, dt.time(), self.zone())
 
 
 def _unique(kind: str, ids: list[str], problems: list[str]) -> set[str]:

@@ -37,7 +37,8 @@ from store.partitions import ensure_days
 
 # Dead letters keep at most this much of the raw payload: enough to diagnose, bounded so a
 # flood of oversized payloads cannot fill the disk.
-DEAD_LETTER_PAYLOAD_CAP = 64 * 1024
+# The one cap on a dead letter's payload: ingest cuts it there (docs/storage.md).
+DEAD_LETTER_PAYLOAD_CAP = 4 * 1024
 # How far back a broker-stamped (device, seq) redelivery is looked for: persistent MQTT
 # sessions redeliver after a restart, well within the ingest's 7-day max age.
 BROKER_SEQ_WINDOW = "8 days"
@@ -75,6 +76,7 @@ class DeadLetterRow(NamedTuple):
     payload: bytes
     reason: str
     detail: str = ""
+    truncated: bool = False  # cut before it came here (stored as cut either way)
 
 
 StoreRow = ReadingRow | EventRow | DeadLetterRow
@@ -323,7 +325,7 @@ def write_events(
 
 def write_dead_letters(conn: psycopg.Connection[Any], rows: Sequence[DeadLetterRow]) -> int:
     """Stores dead letters, the payload capped at `DEAD_LETTER_PAYLOAD_CAP` bytes (with
-    `truncated` set when cut). Returns how many. No commit."""
+    `truncated` set when cut, here or before). Returns how many. No commit."""
     if not rows:
         return 0
     with conn.cursor() as cur:
@@ -335,7 +337,7 @@ def write_dead_letters(conn: psycopg.Connection[Any], rows: Sequence[DeadLetterR
                     r.received_at,
                     r.topic,
                     r.payload[:DEAD_LETTER_PAYLOAD_CAP],
-                    len(r.payload) > DEAD_LETTER_PAYLOAD_CAP,
+                    r.truncated or len(r.payload) > DEAD_LETTER_PAYLOAD_CAP,
                     r.reason,
                     r.detail,
                 )

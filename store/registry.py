@@ -127,6 +127,19 @@ def sync_site(
         previous_file = {item["id"]: item for item in stored["model"][section]} if stored else None
         entries.extend(_sync_entities(conn, site.id, kind, wanted, previous_file, actor, now))
     entries.extend(_sync_assignments(conn, site.id, before, site_model.assignments, actor, now))
+    previous_done = _file_last_done(site_model, stored["model"]) if stored else None
+    wanted_done = _file_last_done(site_model, model)
+    for (space_id, task), done_at in wanted_done.items():
+        if previous_done is None or previous_done.get((space_id, task)) != done_at:
+            entries.append(_put_last_done(conn, site.id, space_id, task, done_at, actor, now))
+    for space_id, task in sorted((previous_done or {}).keys() - wanted_done.keys()):
+        conn.execute(
+            "DELETE FROM space_last_done WHERE site = %s AND space = %s AND task = %s",
+            (site.id, space_id, task),
+        )
+        facts = {"space": space_id, "task": task}
+        entity = f"last_done:{site.id}/{space_id}/{task}"
+        entries.append(_entry("last_done.removed", site.id, entity, actor, facts))
     for entry in entries:
         report.count(entry.kind)
     ledger.append(conn, entries, now)
@@ -320,6 +333,83 @@ def change_party(
     facts = {"before": before, "after": after}
     entry = _entry("party.changed", site, f"party:{site}/{party_id}", actor, facts)
     ledger.append(conn, [entry], now)
+
+
+def set_last_done(
+    conn: psycopg.Connection[Any],
+    site: str,
+    space: str,
+    task: str,
+    done_at: dt.datetime,
+    actor: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """Records when `space` last met an obligation (`task`: a clause id or an event type),
+    with who set it, in the table and the ledger. Raises LookupError for an unknown space.
+    Does not commit."""
+    now = require_aware(now or wall_now(), "now")
+    require_aware(done_at, "done_at")
+    ledger.lock(conn)
+    found = conn.execute(
+        "SELECT 1 FROM spaces WHERE site = %s AND id = %s AND retired_at IS NULL", (site, space)
+    ).fetchone()
+    if found is None:
+        raise LookupError(f"no space {space!r} in site {site!r}")
+    ledger.append(conn, [_put_last_done(conn, site, space, task, done_at, actor, now)], now)
+
+
+def last_done(conn: psycopg.Connection[Any], site: str) -> dict[tuple[str, str], dt.datetime]:
+    """Every last-done time of a site's spaces, by (space, task)."""
+    rows = conn.execute(
+        "SELECT space, task, done_at FROM space_last_done WHERE site = %s", (site,)
+    ).fetchall()
+    return {(space, task): done_at for space, task, done_at in rows}
+
+
+def last_done_row(
+    conn: psycopg.Connection[Any], site: str, space: str, task: str
+) -> dict[str, Any] | None:
+    """One last-done time with who set it and when, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT site, space, task, done_at, set_by, set_at FROM space_last_done"
+            " WHERE site = %s AND space = %s AND task = %s",
+            (site, space, task),
+        )
+        return cur.fetchone()
+
+
+def _put_last_done(
+    conn: psycopg.Connection[Any],
+    site: str,
+    space: str,
+    task: str,
+    done_at: dt.datetime,
+    actor: str,
+    now: dt.datetime,
+) -> ledger.Entry:
+    conn.execute(
+        "INSERT INTO space_last_done (site, space, task, done_at, set_by, set_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (site, space, task) DO UPDATE"
+        " SET done_at = excluded.done_at, set_by = excluded.set_by, set_at = excluded.set_at",
+        (site, space, task, done_at, actor, now),
+    )
+    facts = {"space": space, "task": task, "done_at": done_at.isoformat()}
+    return _entry("last_done.set", site, f"last_done:{site}/{space}/{task}", actor, facts)
+
+
+def _file_last_done(
+    site_model: SiteModel, model: dict[str, Any]
+) -> dict[tuple[str, str], dt.datetime]:
+    """The last-done times a site file (as its stored JSON) gives, by (space, task)."""
+    found = {}
+    for space in model["spaces"]:
+        for task, when in (space.get("last_done") or {}).items():
+            value = (
+                dt.date.fromisoformat(when) if len(when) == 10 else dt.datetime.fromisoformat(when)
+            )
+            found[(space["id"], task)] = site_model.moment(value)
+    return found
 
 
 # Every assignment of a site, past, present and future, for binding.

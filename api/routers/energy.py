@@ -22,7 +22,6 @@ from api.models import (
     CarbonReportOut,
     EmissionFactor,
     EnergyOut,
-    EnergyPoint,
     FactorCreate,
     Problem,
     QuotaOut,
@@ -35,8 +34,7 @@ from energy.render import (
     carbon_csv,
     carbon_out,
     energy_csv,
-    imbalance_out,
-    meter_out,
+    energy_out,
 )
 from energy.reports import (
     ReportError,
@@ -118,40 +116,13 @@ def get_energy(
     model = _site(conn, principal, site)
     start, end = _period(model, since, until, hourly=bucket == "hour")
     try:
-        points, lines, imbalances = energy_series(
-            conn, model, start, end, bucket, space=space, by=by
-        )
-        area = area_and_occupants(model, space)
+        series = energy_series(conn, model, start, end, bucket, space=space, by=by)
+        area_and_occupants(model, space)  # an unknown space is refused here, before any output
     except ReportError as exc:
         raise _unprocessable(str(exc)) from None
     if output == "csv":
-        return _csv(energy_csv(points, model.site.timezone), f"energy-{site}")
-    zone = model.zone()
-    return EnergyOut(
-        site=site,
-        space=space,
-        since=start,
-        until=end,
-        timezone=model.site.timezone,
-        bucket=bucket,
-        by=by,
-        area_m2=area[0],
-        occupants=area[1],
-        points=[
-            EnergyPoint(
-                start=dt.datetime.fromtimestamp(p.start, zone),
-                end=dt.datetime.fromtimestamp(p.end, zone),
-                key=p.key,
-                carrier=p.carrier,
-                unit=p.unit,
-                value=Decimal(present(p.value)),
-                estimated=Decimal(present(p.estimated)),
-            )
-            for p in points
-        ],
-        meters=[meter_out(line, model.site.timezone) for line in lines],
-        imbalances=[imbalance_out(i) for i in imbalances],
-    )
+        return _csv(energy_csv(series[0], model.site.timezone), f"energy-{site}")
+    return energy_out(model, space, (start, end), bucket, by, series)
 
 
 @router.get("/carbon", response_model=CarbonReportOut, responses={**ERRORS, 200: CSV})

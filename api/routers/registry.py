@@ -16,6 +16,8 @@ from api.models import (
     AssignmentUpdate,
     DevicePublic,
     DeviceStatusPublic,
+    LastDonePublic,
+    LastDoneUpdate,
     PartyCreate,
     PartyPublic,
     PartyUpdate,
@@ -30,6 +32,7 @@ from store import registry
 
 router = APIRouter(tags=["registry"])
 PathId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+TaskId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_.-]{0,127}$")]
 
 
 @router.get("/sites", responses=problems(401, 403))
@@ -145,6 +148,30 @@ def end_assignment(
     registry.end_assignment(conn, assignment_id, body.valid_to, principal.actor)
     conn.commit()
     return _assignment(conn, principal, assignment_id)
+
+
+@router.put("/spaces/{site}/{space}/last-done/{task}", responses=problems(401, 403, 404))
+def set_last_done(
+    site: PathId,
+    space: PathId,
+    task: TaskId,
+    body: LastDoneUpdate,
+    conn: DbConn,
+    principal: RegistryAdmin,
+) -> LastDonePublic:
+    """Sets when `space` last met the obligation of `task` (a clause id, or the event type it
+    expects): a new obligation instance counts from it as from an event. Recorded in the
+    ledger with the token that set it."""
+    _require_site(conn, principal, site)
+    try:
+        registry.set_last_done(conn, site, space, task, body.done_at, principal.actor)
+    except LookupError as exc:
+        conn.rollback()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "space not found") from exc
+    conn.commit()
+    row = registry.last_done_row(conn, site, space, task)
+    assert row is not None
+    return LastDonePublic(**row)
 
 
 def _require_site(conn: DbConn, principal: Principal, site: str) -> None:

@@ -18,7 +18,7 @@ import psycopg
 
 from alerts import export
 from clausewatch.cli import Commands
-from clausewatch.cli.common import database_argument, database_url, day
+from clausewatch.cli.common import TO_HELP, database_argument, database_url, day
 from clausewatch.settings import Settings
 from store.pool import connect
 from store.registry import UnknownSite
@@ -70,7 +70,7 @@ def register(commands: Commands) -> None:
     database_argument(report)
     report.add_argument("--site", required=True)
     report.add_argument("--from", dest="first_day", required=True, type=day, help="YYYY-MM-DD")
-    report.add_argument("--to", dest="last_day", required=True, type=day, help="YYYY-MM-DD")
+    report.add_argument("--to", dest="last_day", required=True, type=day, help=TO_HELP)
     report.add_argument("--out", type=Path, help="file to write (default: standard output)")
     report.set_defaults(func=_report)
 

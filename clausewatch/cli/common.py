@@ -25,6 +25,12 @@ def database_url(args: argparse.Namespace) -> str:
     return url
 
 
+# What `--to` means in every command that takes one (issue 17: it was inclusive in some and
+# exclusive in others): the last day of the period, included.
+TO_HELP = "the last day included, YYYY-MM-DD (--from 2026-07-01 --to 2026-07-31 is July)"
+TO_MOMENT_HELP = f"{TO_HELP}; or an ISO datetime with offset, the instant the period ends"
+
+
 def day(text: str) -> dt.date:
     """An argparse type: a calendar day written YYYY-MM-DD."""
     try:

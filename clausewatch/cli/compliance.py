@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from clausewatch.cli import Commands
-from clausewatch.cli.common import database_argument, database_url, day
+from clausewatch.cli.common import TO_HELP, database_argument, database_url, day
 from compliance.backtest import BacktestError, BacktestRun, backtest, load_site
 from compliance.reports import BadPeriod, generate_report
 from config.documents import ConfigError
@@ -45,9 +45,7 @@ def register(commands: Commands) -> None:
     run.add_argument("clause_file", type=Path)
     run.add_argument("--site", required=True)
     run.add_argument("--from", dest="first_day", required=True, type=day, help="YYYY-MM-DD")
-    run.add_argument(
-        "--to", dest="last_day", required=True, type=day, help="YYYY-MM-DD (inclusive)"
-    )
+    run.add_argument("--to", dest="last_day", required=True, type=day, help=TO_HELP)
     run.add_argument("--clause", help="only this clause id of the file")
     run.add_argument("--json", action="store_true", help="print the results as JSON lines")
     run.set_defaults(func=_backtest)

@@ -13,10 +13,8 @@ import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import orjson
-
 from clausewatch.cli import Commands
-from clausewatch.cli.common import database_argument, database_url
+from clausewatch.cli.common import TO_HELP, TO_MOMENT_HELP, database_argument, database_url
 from clausewatch.settings import Settings
 
 
@@ -59,7 +57,7 @@ def register(commands: Commands) -> None:
     database_argument(green)
     green.add_argument("--site", required=True)
     green.add_argument("--from", dest="first_day", required=True, help="first day, YYYY-MM-DD")
-    green.add_argument("--to", dest="last_day", required=True, help="last day (inclusive)")
+    green.add_argument("--to", dest="last_day", required=True, help=TO_HELP)
     green.add_argument("--kwh", required=True)
     green.add_argument("--instrument", required=True, choices=("certificate", "contract", "onsite"))
     green.add_argument("--reference", default="")
@@ -80,7 +78,7 @@ def _period_arguments(parser: argparse.ArgumentParser) -> None:
         "--to",
         dest="until",
         required=True,
-        help="end, exclusive: --from 2026-07-01 --to 2026-08-01 is July",
+        help=TO_MOMENT_HELP,
     )
     parser.add_argument(
         "--config", type=Path, help="config directory for the site model when the database has none"
@@ -99,6 +97,7 @@ def _report_carbon(args: argparse.Namespace) -> int:
         ReportError,
         carbon_report,
         load_site_model,
+        parse_end,
         parse_moment,
     )
 
@@ -109,7 +108,7 @@ def _report_carbon(args: argparse.Namespace) -> int:
                 conn,
                 site,
                 parse_moment(args.since, site),
-                parse_moment(args.until, site),
+                parse_end(args.until, site),
                 space=args.space,
             )
         except ReportError as exc:
@@ -141,24 +140,26 @@ def _text(csv_text: str) -> str:
 
 
 def _report_energy(args: argparse.Namespace) -> int:
-    from energy.render import energy_csv
+    from energy.render import energy_csv, energy_out
     from energy.reports import (
         CALENDAR_AFFECTS,
         ReportError,
+        area_and_occupants,
         calendar_notes,
         energy_series,
         load_site_model,
+        parse_end,
         parse_moment,
-        present,
     )
 
     with _connect(args) as conn:
         try:
             site = load_site_model(conn, args.site, args.config or Settings().config_dir)
-            since, until = parse_moment(args.since, site), parse_moment(args.until, site)
-            points, _, imbalances = energy_series(
+            since, until = parse_moment(args.since, site), parse_end(args.until, site)
+            series = energy_series(
                 conn, site, since, until, args.bucket, space=args.space, by=args.by
             )
+            area_and_occupants(site, args.space)
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -167,32 +168,10 @@ def _report_energy(args: argparse.Namespace) -> int:
         print(f"警告：{note.message_zh}", file=sys.stderr)
         print(f"warning: {note.message}; {CALENDAR_AFFECTS}", file=sys.stderr)
     if args.format == "csv":
-        sys.stdout.write(energy_csv(points, site.site.timezone))
+        sys.stdout.write(energy_csv(series[0], site.site.timezone))
         return 0
-    payload = {
-        "points": [
-            {
-                "start": p.start,
-                "end": p.end,
-                "key": p.key,
-                "carrier": p.carrier,
-                "value": present(p.value),
-                "unit": p.unit,
-                "estimated": present(p.estimated),
-            }
-            for p in points
-        ],
-        "imbalances": [
-            {
-                "parent": i.parent,
-                "children": list(i.children),
-                "imbalance": present(i.difference),
-                "imbalance_pct": present(i.percent, 2),
-            }
-            for i in imbalances
-        ],
-    }
-    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    document = energy_out(site, args.space, (since, until), args.bucket, args.by, series)
+    sys.stdout.write(document.model_dump_json(indent=2) + "\n")
     return 0
 
 

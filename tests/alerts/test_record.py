@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -10,7 +11,7 @@ import psycopg
 import pytest
 
 from alerts.record import evidence_digest, evidence_intact, record_outputs
-from rules.site import Assignment
+from rules.site import Assignment, SiteModel
 from store import ledger
 from store.pool import connect
 from store.registry import add_assignment, end_assignment, sync_clauses, sync_site
@@ -179,3 +180,20 @@ def test_each_timeline_row_wakes_the_live_stream(
     assert (payload["site"], payload["action"]) == ("alerts-hq", "raised")
     (row_id,) = registered.execute("SELECT max(id) FROM alert_timeline").fetchone() or (None,)
     assert payload["id"] == row_id
+
+
+def test_the_worst_value_is_kept_in_its_metrics_precision_and_unit(
+    registered: psycopg.Connection[Any],
+) -> None:
+    """Issue 17: a worst value of 0.09000000000000005 (an average) and no unit reached every
+    text. It is stored in the metric's precision (`decimals` of its MetricSpec, else six
+    significant digits) with the metric's unit when the output has none."""
+    model = site_model().model_dump(by_alias=True)
+    model["devices"][1]["metrics"]["temperature"]["decimals"] = 1
+    noisy = started(T0, value=0.09000000000000005)
+    noisy = dataclasses.replace(noisy, unit=None)
+    rounded = started(T0, device="th-301", space="b1-3f-301", value=24.149999)
+    result = record_outputs(registered, SiteModel.model_validate(model), [noisy, rounded], now=T0)
+    first, second = (_alert(registered, i) for i in result.alert_ids)
+    assert (first["worst_value"], first["unit"]) == (0.09, "°C")
+    assert (second["worst_value"], second["unit"]) == (24.1, "°C")

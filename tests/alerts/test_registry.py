@@ -17,6 +17,8 @@ from store.registry import (
     add_assignment,
     add_party,
     change_party,
+    last_done,
+    set_last_done,
     sync_site,
 )
 from tests.alerts.conftest import SITE, T0, site_model
@@ -24,6 +26,7 @@ from tests.alerts.conftest import SITE, T0, site_model
 pytestmark = pytest.mark.integration
 
 SINCE = "2026-01-01T00:00:00+08:00"
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 HANDOVER = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
 
@@ -178,3 +181,40 @@ def test_a_party_change_takes_the_ledger_lock_before_the_row(
         editor.join(10)
     assert done.is_set()
     assert conn.execute("SELECT name FROM parties WHERE id = 'wang'").fetchone() == ("王工（新）",)
+
+
+def test_a_last_done_date_is_recorded_with_who_set_it(conn: psycopg.Connection[Any]) -> None:
+    """Issue 17, defect 4: a space's last-done date in the site file reaches the ledger (the
+    space's change, with the actor), so the obligation's starting point is accountable."""
+    sync_site(conn, site_model(), "config", now=T0)
+    model = site_model()
+    done = dt.date(2026, 6, 28)
+    spaces = tuple(
+        s.model_copy(update={"last_done": {"maintenance.done": done}}) if s.id == "b1" else s
+        for s in model.spaces
+    )
+    report = sync_site(conn, model.model_copy(update={"spaces": spaces}), "alice", now=T0)
+    assert report.changes == {"last_done.set": 1}
+    (payload,) = conn.execute(
+        "SELECT payload::jsonb FROM ledger WHERE kind = 'last_done.set'"
+    ).fetchone() or (None,)
+    assert (payload["actor"], payload["space"], payload["task"], payload["done_at"]) == (
+        "alice",
+        "b1",
+        "maintenance.done",
+        "2026-06-28T00:00:00+08:00",
+    )
+    assert last_done(conn, SITE) == {
+        ("b1", "maintenance.done"): dt.datetime(2026, 6, 28, tzinfo=SHANGHAI)
+    }
+    # Set through the API's function: the same table and ledger, with that actor.
+    later = dt.datetime(2026, 7, 2, 10, tzinfo=SHANGHAI)
+    set_last_done(conn, SITE, "b1", "maintenance.done", later, "bob", now=T0)
+    kinds = conn.execute(
+        "SELECT payload::jsonb->>'actor' FROM ledger WHERE kind = 'last_done.set' ORDER BY seq"
+    ).fetchall()
+    assert [k[0] for k in kinds] == ["alice", "bob"]
+    assert last_done(conn, SITE)[("b1", "maintenance.done")] == later
+    with pytest.raises(LookupError):
+        set_last_done(conn, SITE, "nowhere", "maintenance.done", later, "bob", now=T0)
+    assert ledger.verify(conn).ok

@@ -131,3 +131,28 @@ def test_device_status_lists_the_latest_status_of_the_tokens_sites(
             "received_at": "2026-07-01T08:00:00Z",
         }
     ]
+
+
+def test_a_last_done_date_is_set_by_an_admin_and_recorded(
+    client: TestClient, tokens: dict[tuple[str, str], str], api_database_url: str
+) -> None:
+    """Issue 17, defect 4: an admin gives a space's last-done time of a task (or clause); the
+    ledger names the token that set it."""
+    headers = auth(tokens[("admin", "site-a")])
+    url = "/api/v1/spaces/site-a/room-1/last-done/maintenance.done"
+    body = {"done_at": "2026-06-28T09:00:00+08:00"}
+    put = client.put(url, json=body, headers=headers)
+    assert put.status_code == 200, put.text
+    assert put.json()["done_at"] == "2026-06-28T01:00:00Z"
+    assert (
+        client.put(url, json={"done_at": "2026-06-28T09:00:00"}, headers=headers).status_code == 422
+    )
+    missing = client.put(url.replace("room-1", "nowhere"), json=body, headers=headers)
+    assert missing.status_code == 404
+    with psycopg.connect(api_database_url) as conn:
+        (payload,) = conn.execute(
+            "SELECT payload::jsonb FROM ledger WHERE entity = %s ORDER BY seq DESC LIMIT 1",
+            ("last_done:site-a/room-1/maintenance.done",),
+        ).fetchone() or (None,)
+    assert payload is not None and payload["actor"].startswith("token:")
+    assert payload["done_at"] == "2026-06-28T09:00:00+08:00"

@@ -83,8 +83,8 @@ def test_valid_files_load(tmp_path: Path) -> None:
 def test_unknown_key_names_file_path_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "site.yaml", SITE.replace("area_m2: 20}", "area_m2: 20, colour: red}"))
     assert problems_of(load_site, path) == [
-        f"{path}: spaces[1].colour: unknown key (allowed here: area_m2, id, name, occupants, "
-        "parent, tags, type) (line 9)"
+        f"{path}: spaces[1].colour: unknown key (allowed here: area_m2, id, last_done, name, "
+        "occupants, parent, tags, type) (line 9)"
     ]
 
 

@@ -39,7 +39,7 @@ def test_report_carbon_csv(
         "--from",
         "2023-01-01",
         "--to",
-        "2023-02-01",
+        "2023-01-31",  # the last day included: January
     ]
     assert main([*argv, "--format", "csv"]) == 0
     out = capsys.readouterr().out
@@ -90,13 +90,7 @@ def test_report_energy_and_green_power(
     energy_database_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    site = kit.make_site(grid_region="national", max_gap="2d")
-    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
-    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
-    kit.insert_readings(
-        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
-    )
-    conn.commit()
+    site = _three_days(conn, kit)
     common = ["--database-url", energy_database_url, "--site", site.site.id]
     assert (
         main(
@@ -107,7 +101,7 @@ def test_report_energy_and_green_power(
                 "--from",
                 "2023-01-01",
                 "--to",
-                "2023-01-03",
+                "2023-01-02",  # the last day included (issue 17)
                 "--bucket",
                 "day",
                 "--by",
@@ -175,7 +169,7 @@ def test_report_energy_and_green_power(
                 "--from",
                 "2023-01-01",
                 "--to",
-                "2023-01-03",
+                "2023-01-02",
                 "--format",
                 "json",
             ]
@@ -186,3 +180,41 @@ def test_report_energy_and_green_power(
     # 30 kWh, 12 of them green: market (30 - 12) x 0.5306 = 9.5508 kg; location 15.918 kg
     assert '"scope2_market_tco2": "0.009551"' in out
     assert '"scope2_location_tco2": "0.015918"' in out
+
+
+def test_report_energy_json_is_the_api_document(
+    conn: psycopg.Connection[Any],
+    kit: Any,
+    energy_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 17: `--format json` kept the points and imbalances only, with epoch floats; it is
+    the document GET /api/v1/energy returns: ISO times and each meter's detail."""
+    import orjson
+
+    site = _three_days(conn, kit)
+    argv = ["report", "energy", "--database-url", energy_database_url, "--site", site.site.id]
+    argv += ["--from", "2023-01-01", "--to", "2023-01-02", "--bucket", "day", "--format", "json"]
+    assert main(argv) == 0
+    document = orjson.loads(capsys.readouterr().out)
+    assert document["since"] == "2023-01-01T00:00:00+08:00"
+    assert document["until"] == "2023-01-03T00:00:00+08:00"
+    first = document["points"][0]
+    assert (first["start"], first["end"]) == (
+        "2023-01-01T00:00:00+08:00",
+        "2023-01-02T00:00:00+08:00",
+    )
+    meters = {m["device"]: m for m in document["meters"]}
+    assert meters["em-main"]["consumption"] == "30.000" and meters["em-main"]["readings"] == 3
+
+
+def _three_days(conn: psycopg.Connection[Any], kit: Any) -> Any:
+    """A site whose main meter reads 0, 10 and 30 kWh at local midnight of 1-3 January 2023."""
+    site = kit.make_site(grid_region="national", max_gap="2d")
+    registry.sync_site(conn, site, actor="test", now=kit.local(2023, 1, 1))
+    day = [kit.local(2023, 1, d) for d in (1, 2, 3)]
+    kit.insert_readings(
+        conn, site, "em-main", "energy_kwh", list(zip(day, (0, 10, 30), strict=True))
+    )
+    conn.commit()
+    return site

@@ -253,6 +253,7 @@ def test_purchased_heat_in_gj(conn: psycopg.Connection[Any], kit: Any) -> None:
     ]
     site = SiteModel.model_validate(base)
     jan, feb = kit.local(2026, 1, 1), kit.local(2026, 2, 1)
+    _bind_quota_example(conn, kit)  # its building meter: the quota example applies
     kit.insert_readings(conn, site, "hm", "heat_gj", [(jan, 100), (feb, 110)])
     out = carbon_out(carbon_report(conn, site, jan, feb))
     heat = next(c for c in out.carriers if c.carrier == "heat")
@@ -312,3 +313,39 @@ def test_fleet_fuel_in_litres_needs_the_site_s_density(
     assert not any(c.carrier == "gasoline" for c in out.carriers)  # no gasoline density stated
     assert sum("not counted" in note for note in out.notes) == 2  # gasoline litres; kg: true
     assert any("density 0.84 kg/L" in note for note in out.notes)
+
+
+def test_the_quota_example_is_compared_only_where_a_site_is_bound_to_it(
+    conn: psycopg.Connection[Any], kit: Any
+) -> None:
+    """Issue 17: every carbon report was compared with DB37/T 2672-2019 (a Shandong example
+    quota), whatever the site. Its rows appear only when one of its quota clauses applies to a
+    meter of the site; the national five-year targets stay."""
+    from rules.site import SiteModel
+
+    _bind_quota_example(conn, kit)
+    bound = kit.make_site(max_gap="40d")  # its main meter is on a building: the clause applies
+    raw = bound.model_dump(by_alias=True)
+    raw["site"]["id"] += "-unbound"
+    for space in raw["spaces"]:
+        space["type"] = "office" if space["id"] == "b" else space["type"]
+    unbound = SiteModel.model_validate(raw)  # no building: no quota clause applies
+    jan, feb = kit.local(2023, 1, 1), kit.local(2023, 2, 1)
+    names = {}
+    for site in (bound, unbound):
+        kit.insert_readings(conn, site, "em-main", "energy_kwh", [(jan, 0), (feb, 1000)])
+        out = carbon_out(carbon_report(conn, site, jan, feb))
+        names[site.site.id] = [c.name for c in out.comparisons]
+    assert "quota electricity (constraint)" in names[bound.site.id]
+    assert not [n for n in names[unbound.site.id] if n.startswith("quota")]
+    assert "14th five-year target energy per m2 (2025)" in names[unbound.site.id]
+
+
+def _bind_quota_example(conn: psycopg.Connection[Any], kit: Any) -> None:
+    """Stores the bundled DB37/T 2672-2019 clauses (a no-op when they are stored already)."""
+    from config import BUNDLED_DIR
+    from config.files import load_clause_file
+    from store import registry
+
+    quota_file = load_clause_file(BUNDLED_DIR / "clauses" / "db37-t-2672-2019.yaml")
+    registry.sync_clauses(conn, [quota_file], actor="test", now=kit.local(2023, 1, 1))

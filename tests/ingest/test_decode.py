@@ -188,6 +188,7 @@ def test_oversized_payload_is_rejected_before_parsing_and_raw_bytes_are_capped()
     payload = b'{"metrics": {"temperature": 1}, "pad": "' + b"x" * 100_000 + b'"}'
     letter = decode_one(payload, max_payload_bytes=65_536)
     assert letter.reason == "oversized" and len(letter.payload) == RAW_CAP_BYTES
+    assert letter.truncated
 
 
 def test_huge_array_is_one_dead_letter():

@@ -161,21 +161,19 @@ def test_garbage_is_dead_lettered_one_row_each_and_ingestion_goes_on(
     publish("t-hq/th-a/telemetry", b'{"metrics": {"temperature": 2')
     publish("t-hq/th-a/telemetry", b'{"metrics": {"temperature": NaN}}')
     publish("t-hq/th-nowhere/telemetry", b'{"metrics": {"temperature": 22}}')
+    publish("t-hq/th-a/status", b"x" * 10_000)  # issue 17: cut to 4 KiB, and says so
     publish("t-hq/th-a/telemetry", b'{"seq": 99, "metrics": {"temperature": 27.5}}')
 
+    query = "SELECT reason, topic, octet_length(payload), truncated FROM dead_letters ORDER BY id"
     letters = wait_for(
-        lambda: (
-            (
-                found := rows(
-                    service.database_url, "SELECT reason, topic FROM dead_letters ORDER BY id"
-                )
-            )
-            and len(found) == 3
-            and found
-        )
+        lambda: (found := rows(service.database_url, query)) and len(found) == 4 and found
     )
-    reasons = sorted(reason for reason, _ in letters)
-    assert reasons == ["malformed_json", "non_finite", "unknown_device"]
+    reasons = sorted(reason for reason, *_ in letters)
+    assert reasons == ["bad_status", "malformed_json", "non_finite", "unknown_device"]
+    assert {(r, size, cut) for r, _, size, cut in letters if size > 100} == {
+        ("bad_status", 4096, True)
+    }
+    assert [cut for _, _, size, cut in letters if size < 4096] == [False] * 3
     good = wait_for(lambda: rows(service.database_url, "SELECT value FROM readings WHERE seq = 99"))
     assert good == [(27.5,)]
     assert service.healthy

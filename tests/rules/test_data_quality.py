@@ -37,6 +37,15 @@ def test_stuck_value(kit: Any) -> None:
     assert run.intervals("t.max") == [(0, 120, C), (120, 240, NA)]
 
 
+def test_stuck_does_not_span_a_data_gap(kit: Any) -> None:
+    """Issue 17: after a gap longer than the value holds (max_gap 600 s), a first value equal to
+    the last one before the gap starts a new run; it is not stuck for the whole gap."""
+    run = kit.run(kit.site(), *clauses(kit, stuck_for="2m"))
+    run.feed(temps((0, 25), (60, 25), (1000, 25), (1060, 25), (1100, 25.3))).advance(1200)
+    assert run.violations("data_quality") == []
+    assert run.intervals("t.max") == [(0, 660, C), (660, 1000, NA)]  # compliant from 1000 on
+
+
 def test_out_of_physical_range(kit: Any) -> None:
     run = kit.run(kit.site(), *clauses(kit))
     run.feed(temps((0, 25), (60, 85), (120, 30))).advance(200)

@@ -3,7 +3,10 @@ violation at its own time."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+
+import pytest
 
 from rules.verdicts import Event
 
@@ -106,3 +109,72 @@ def test_quarterly_obligation_overdue_after_the_quarter(kit: Any) -> None:
     run.advance(kit.at(92, 0, 1))  # 2024-10-01 00:01
     assert run.violations() == [(kit.at(92, 0), None)]
     assert run.started()[0].reason == "no inspection.done in the quarter"
+
+
+def test_an_overdue_reason_gives_the_interval_in_days_and_hours(kit: Any) -> None:
+    """Issue 17: the reason read "no inspection.done for 7.9488e+06 s of schedule time"."""
+    every = {"kind": "obligation", "event": "inspection.done", "every": "92d", "grace": "0s"}
+    run = kit.run(kit.site(), kit.clause(every, applies_to=TOILETS), start=0)
+    run.advance(93 * 86400)
+    assert run.started()[0].reason == "no inspection.done for 92 d of schedule time (+ grace)"
+    lift = {"kind": "obligation", "event": "check.done", "every": "1d12h", "grace": "0s"}
+    run = kit.run(kit.site(), kit.clause(lift, applies_to=TOILETS), start=0)
+    run.advance(2 * 86400)
+    assert run.started()[0].reason == "no check.done for 1 d 12 h of schedule time (+ grace)"
+
+
+LIFT_MAINTENANCE = {"kind": "obligation", "event": "maintenance.done", "every": "15d"}
+LIFTS = {"space_types": ["elevator"]}
+
+
+def _lift_site(kit: Any, last_done: dict[str, Any] | None = None) -> Any:
+    lift: dict[str, Any] = {"id": "lift1", "type": "elevator", "parent": "b1"}
+    if last_done is not None:
+        lift["last_done"] = last_done
+    return kit.site(spaces=[{"id": "b1", "type": "building"}, lift], devices=[])
+
+
+def _overdue_from(kit: Any, site: Any, clause_id: str = "elevator.maintenance") -> list[float]:
+    clause = kit.clause(LIFT_MAINTENANCE, id=clause_id, applies_to=LIFTS)
+    run = kit.run(site, clause, start=0)
+    run.advance(kit.at(40, 0))
+    return [start / 86400 for start, _ in run.violations()]
+
+
+def test_a_last_done_date_starts_a_rolling_obligation_from_it(kit: Any) -> None:
+    """Issue 17, defect 4: a subject's last-done date, given in the site model, is the last
+    event of a new obligation instance: the deadline is `every` after it, not after the start
+    of judging (a lift serviced 14 days before the deployment is due the next day)."""
+    yesterday = dt.datetime.fromtimestamp(kit.T0 - 86400, dt.UTC)
+    two_weeks_ago = dt.datetime.fromtimestamp(kit.T0 - 14 * 86400, dt.UTC)
+    assert _overdue_from(kit, _lift_site(kit)) == [15]  # from the start: as before
+    assert _overdue_from(kit, _lift_site(kit, {"maintenance.done": yesterday})) == [14]
+    assert _overdue_from(kit, _lift_site(kit, {"maintenance.done": two_weeks_ago})) == [1]
+    # Keyed by the clause id, or as a date: local midnight at the site.
+    by_clause = _lift_site(kit, {"elevator.maintenance": dt.date(2024, 6, 30)})
+    assert _overdue_from(kit, by_clause) == [14]
+    # Another clause's or task's date changes nothing.
+    other = _lift_site(kit, {"cleaning.completed": two_weeks_ago})
+    assert _overdue_from(kit, other) == [15]
+
+
+def test_a_last_done_date_must_be_aware(kit: Any) -> None:
+    with pytest.raises(ValueError, match="UTC offset"):
+        _lift_site(kit, {"maintenance.done": dt.datetime(2024, 6, 30, 9)})
+
+
+def test_the_registrys_last_done_time_is_passed_in_at_binding(kit: Any) -> None:
+    """The registry's time (set in the site file or through the API) is given to the engine
+    and wins over the model's; it also reaches instances bound on restore."""
+    from rules.engine import SiteEngine
+
+    clause = kit.clause(LIFT_MAINTENANCE, id="elevator.maintenance", applies_to=LIFTS)
+    site = _lift_site(kit, {"maintenance.done": dt.date(2024, 6, 1)})
+    done = {("lift1", "maintenance.done"): kit.T0 - 2 * 86400}
+    engine = SiteEngine(site, [clause], lateness=0, last_done=done)
+    restored = SiteEngine.restore(site, [clause], engine.snapshot(), lateness=0, last_done=done)
+    for judged in (engine, restored):
+        judged.advance(kit.T0)
+        judged.advance(kit.T0 + 40 * 86400)
+        starts = [o.started_at for o in judged.drain() if type(o).__name__ == "ViolationStarted"]
+        assert [(s - kit.T0) / 86400 for s in starts] == [13]

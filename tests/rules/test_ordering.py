@@ -103,3 +103,44 @@ def test_snapshot_keeps_buffered_readings_and_dedupe_keys(kit: Any) -> None:
         second.observe("d1", kit.T0 + t, int(t), {"temperature": v})
     second.advance(kit.T0 + 1000)
     assert before + second.drain() == straight.outputs
+
+
+def _data_clock(kit: Any, engine: SiteEngine, times: list[float]) -> list[Any]:
+    """As the pipeline with `clock="data"`: each reading, then advance to its time."""
+    outputs: list[Any] = []
+    for t in times:
+        engine.observe("d1", kit.T0 + t, None, {"temperature": 25.0})
+        engine.advance(kit.T0 + t)
+        outputs += engine.drain()
+    return outputs
+
+
+def test_judging_starts_at_the_first_reading_not_one_lateness_before(kit: Any) -> None:
+    """Issue 17: with the data's clock the first advance comes with the first reading (at 100
+    s); judging from 95 s added 5 s of data-quality time judged compliant without any data."""
+    from rules.verdicts import ComplianceInterval
+
+    quality = kit.clause(
+        {"kind": "data_quality", "metrics": ["temperature"], "stale_after": "5m"}, id="dq"
+    )
+    clauses = (kit.clause({**MAX_26_FOR}, id="t.max"), quality)
+    engine = SiteEngine(kit.site(), clauses, lateness=5)
+    outputs = _data_clock(kit, engine, [100, 160])
+    # A checkpoint here, then more data: the restored engine keeps the same start.
+    engine = SiteEngine.restore(
+        kit.site(), clauses, json.loads(json.dumps(engine.snapshot())), lateness=5
+    )
+    outputs += _data_clock(kit, engine, [220])
+    engine.advance(kit.T0 + 1000)
+    outputs += engine.drain()
+    starts = {
+        o.clause.clause_id: min(
+            i.start
+            for i in outputs
+            if isinstance(i, ComplianceInterval) and i.clause.clause_id == o.clause.clause_id
+        )
+        - kit.T0
+        for o in outputs
+        if isinstance(o, ComplianceInterval)
+    }
+    assert starts == {"t.max": 100, "dq": 100}
