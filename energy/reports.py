@@ -79,6 +79,10 @@ class ReportError(ValueError):
     """The report cannot be made as asked (unknown space, bad period, no usable factor)."""
 
 
+class RetentionError(ReportError):
+    """The report needs readings that raw retention removed and no summary keeps (HTTP 409)."""
+
+
 # ---- the meters of a site ----
 
 
