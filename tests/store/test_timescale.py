@@ -219,3 +219,27 @@ def test_hourly_and_daily_statistics_equal_the_raw_rows_late_data_included(
         conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
         for bucket, width in (("1h", "1 hour"), ("1d", "1 day")):
             assert served(conn, bucket) == raw_stats(conn, width), bucket
+
+
+def test_statistics_before_the_retention_come_from_the_aggregates(timescale_url: str) -> None:
+    old = START - dt.timedelta(days=30)
+    rows = [
+        ReadingRow("s1", "t1", "temperature", (old + dt.timedelta(minutes=m)).timestamp(), m, None, 0)
+        for m in range(0, 120, 10)
+    ]
+    with connect(timescale_url) as conn:
+        write_readings(conn, rows)
+        conn.commit()
+    with connect(timescale_url, autocommit=True) as conn:
+        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
+        conn.execute("CALL refresh_continuous_aggregate('readings_daily', NULL, NULL)")
+        window = (old - dt.timedelta(days=1), old + dt.timedelta(days=1))
+        before = query_readings(conn, "s1", "t1", "temperature", *window, "1h")
+        assert [p.count for p in before] == [6, 6]  # type: ignore[union-attr]
+    with connect(timescale_url) as conn:
+        apply_retention(conn, 10, today=START.date())
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
+        assert query_readings(conn, "s1", "t1", "temperature", *window, "1h") == before
+        (day,) = query_readings(conn, "s1", "t1", "temperature", *window, "1d")
+        assert day.count == 12  # type: ignore[union-attr]
