@@ -82,6 +82,14 @@ def test_a_report_past_raw_retention_equals_the_one_made_before(db: str, kit: An
         conn.commit()
         refresh_rollups(conn, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
         conn.commit()
+        # a late reading (an edge backlog) in an hour already summarised: summarised again
+        series = _series(kit, june, july, 0)
+        (a, va), (b, vb) = series[500], series[501]
+        late = a + (b - a) / 3
+        kit.insert_readings(conn, site, "em-main", "energy_kwh", [(late, (va + vb) / 2)])
+        conn.commit()
+        refresh_rollups(conn, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        conn.commit()
         before_june = _figures(conn, site, june, july)
         before_autumn = _figures(conn, site, october, december)
         assert "carrier,electricity" in before_june[0]

@@ -176,7 +176,7 @@ def test_hourly_and_daily_statistics_equal_the_raw_rows_late_data_included(
     now = dt.datetime.now(dt.UTC)
     hour = now.replace(minute=0, second=0, microsecond=0)
     first = hour - dt.timedelta(hours=30)
-    times = [first + dt.timedelta(minutes=20 * i) for i in range(int(30 * 3))]
+    times = [first + dt.timedelta(minutes=20 * i) for i in range(30 * 3)]
     times.append(min(now, hour + dt.timedelta(seconds=1)))  # the current hour
     rows = [
         ReadingRow("s1", "t1", "temperature", t.timestamp(), 20.0 + (i % 7), None, t.timestamp())
@@ -224,7 +224,9 @@ def test_hourly_and_daily_statistics_equal_the_raw_rows_late_data_included(
 def test_statistics_before_the_retention_come_from_the_aggregates(timescale_url: str) -> None:
     old = START - dt.timedelta(days=30)
     rows = [
-        ReadingRow("s1", "t1", "temperature", (old + dt.timedelta(minutes=m)).timestamp(), m, None, 0)
+        ReadingRow(
+            "s1", "t1", "temperature", (old + dt.timedelta(minutes=m)).timestamp(), m, None, 0
+        )
         for m in range(0, 120, 10)
     ]
     with connect(timescale_url) as conn:
