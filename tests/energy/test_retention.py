@@ -19,7 +19,9 @@ from clausewatch.cli import main
 from energy.render import carbon_csv, energy_csv, meter_out
 from energy.reports import RetentionError, carbon_report, energy_series
 from store import registry
+from store.batches import PartitionCache, ReadingRow, write_readings
 from store.migrate import migrate
+from store.mode import storage_mode
 from store.partitions import apply_retention
 from store.pool import connect
 from store.rollups import refresh_rollups
@@ -112,7 +114,27 @@ def test_a_period_gone_before_it_was_summarised_is_refused_naming_retention(
     site = kit.make_site(grid_region="national")
     may, june, july = kit.local(2025, 5, 1), kit.local(2025, 6, 1), kit.local(2025, 7, 1)
     with connect(fresh_database_url) as conn:
-        kit.insert_readings(conn, site, "em-main", "energy_kwh", _series(kit, may, july, 1))
+        points = _series(kit, may, july, 1)
+        days = {
+            (at - dt.timedelta(days=1) + dt.timedelta(days=d)).date()
+            for at, _ in points[:1]
+            for d in range(64)
+        }
+        cache = PartitionCache()
+        if storage_mode(conn) == "native":  # as the service of the day made them
+            for day in days:
+                start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+                end = start + dt.timedelta(days=1)
+                conn.execute(
+                    f"CREATE TABLE readings_p{day:%Y%m%d} PARTITION OF readings"
+                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                )
+            cache.days["readings"] = days
+        rows = [
+            ReadingRow(site.site.id, "em-main", "energy_kwh", at.timestamp(), v, None, 0.0)
+            for at, v in points
+        ]
+        write_readings(conn, rows, cache)
         conn.execute("DELETE FROM readings WHERE ts < %s", (june,))
         conn.commit()
     migrate(fresh_database_url)
