@@ -168,6 +168,16 @@ def test_a_policy_frozen_by_the_old_migration_is_removed(
         assert retention_policies(conn) == []
 
 
+def store_and_materialise(url: str, rows: list[ReadingRow]) -> None:
+    """Stores the rows and materialises both aggregates now (not in a transaction)."""
+    with connect(url) as conn:
+        write_readings(conn, rows)
+        conn.commit()
+    with connect(url, autocommit=True) as conn:
+        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
+        conn.execute("CALL refresh_continuous_aggregate('readings_daily', NULL, NULL)")
+
+
 def test_hourly_and_daily_statistics_equal_the_raw_rows_late_data_included(
     timescale_url: str,
 ) -> None:
@@ -198,12 +208,7 @@ def test_hourly_and_daily_statistics_equal_the_raw_rows_late_data_included(
         points = query_readings(conn, "s1", "t1", "temperature", since, until, bucket)
         return [(p.bucket, p.count, round(p.mean, 9), p.min, p.max) for p in points]  # type: ignore[union-attr]
 
-    with connect(timescale_url) as conn:
-        write_readings(conn, rows)
-        conn.commit()
-    with connect(timescale_url, autocommit=True) as conn:
-        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
-        conn.execute("CALL refresh_continuous_aggregate('readings_daily', NULL, NULL)")
+    store_and_materialise(timescale_url, rows)
     with connect(timescale_url) as conn:
         late_at = first + dt.timedelta(hours=2, minutes=5)  # inside a materialised hour
         late = ReadingRow("s1", "t1", "temperature", late_at.timestamp(), 99.0, None, 0.0)
@@ -229,12 +234,8 @@ def test_statistics_before_the_retention_come_from_the_aggregates(timescale_url:
         )
         for m in range(0, 120, 10)
     ]
+    store_and_materialise(timescale_url, rows)
     with connect(timescale_url) as conn:
-        write_readings(conn, rows)
-        conn.commit()
-    with connect(timescale_url, autocommit=True) as conn:
-        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
-        conn.execute("CALL refresh_continuous_aggregate('readings_daily', NULL, NULL)")
         window = (old - dt.timedelta(days=1), old + dt.timedelta(days=1))
         before = query_readings(conn, "s1", "t1", "temperature", *window, "1h")
         assert [p.count for p in before] == [6, 6]  # type: ignore[union-attr]
