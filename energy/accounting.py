@@ -67,6 +67,31 @@ class Interval:
         return self.end - self.start
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Successive readings known only by their summary (an hour whose raw rows retention
+    dropped; store.readings.register_hours): its first and last reading, the distinct instants,
+    the sum of the increases between successive readings, the resets between them, and the
+    intervals between them longer than `floor` seconds. Accounted like those readings as long
+    as no bucket edge falls strictly between its first and last reading."""
+
+    first: Sample
+    last: Sample
+    readings: int
+    consumption: Decimal
+    resets: tuple[Reset, ...]
+    intervals: tuple[Interval, ...]
+    floor: float
+
+
+class SummaryCut(ValueError):
+    """A bucket or period edge falls inside a summary: the raw readings would be needed."""
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__(f"an edge falls between {summary.first.ts} and {summary.last.ts}")
+        self.summary = summary
+
+
 @dataclass(slots=True)
 class BucketTotal:
     start: float
@@ -103,46 +128,88 @@ class MeterConsumption:
 
 
 def meter_consumption(
-    samples: Iterable[Sample], edges: Sequence[float], max_gap: float
+    samples: Iterable[Sample | Summary], edges: Sequence[float], max_gap: float
 ) -> MeterConsumption:
     """Consumption per bucket [edges[i], edges[i+1]) from register samples.
 
     `samples` may include readings before the first edge and after the last (the neighbours the
     period needs to be measured at its edges); they may come in any order; duplicate timestamps
-    keep the first value seen.
+    keep the first value seen. Summaries of readings (`Summary`) count as those readings did;
+    one cut by an edge raises SummaryCut. Gaps inside a summary are those longer than both
+    `max_gap` and its floor.
     """
     if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
         raise ValueError("bucket edges must be at least two strictly increasing times")
     ordered = _dedupe_sorted(samples)
     start, end = edges[0], edges[-1]
-    result = MeterConsumption(
-        buckets=[BucketTotal(a, b) for a, b in itertools.pairwise(edges)],
-        readings=sum(1 for s in ordered if start <= s.ts <= end),
-    )
+    result = MeterConsumption(buckets=[BucketTotal(a, b) for a, b in itertools.pairwise(edges)])
     if not ordered:
         result.missing.append(Interval(start, end))
         return result
-    if ordered[0].ts > start:
-        result.missing.append(Interval(start, min(ordered[0].ts, end)))
-    for earlier, later in itertools.pairwise(ordered):
-        if later.ts <= start or earlier.ts >= end:
-            continue
-        if later.value < earlier.value:
-            result.resets.append(Reset(earlier.ts, later.ts, earlier.value, later.value))
-            result.missing.append(Interval(max(earlier.ts, start), min(later.ts, end)))
-            continue
-        if later.ts - earlier.ts > max_gap:
-            result.gaps.append(Interval(max(earlier.ts, start), min(later.ts, end)))
-        _spread(result.buckets, edges, earlier.ts, later.ts, later.value - earlier.value)
-    if ordered[-1].ts < end:
-        result.missing.append(Interval(max(ordered[-1].ts, start), end))
+    if _head(ordered[0]).ts > start:
+        result.missing.append(Interval(start, min(_head(ordered[0]).ts, end)))
+    previous: Sample | None = None
+    for item in ordered:
+        if previous is not None:
+            _pair(result, edges, previous, _head(item), max_gap)
+        if isinstance(item, Summary):
+            _summary(result, edges, item, max_gap)
+            previous = item.last
+        else:
+            result.readings += 1 if start <= item.ts <= end else 0
+            previous = item
+    if previous is not None and previous.ts < end:
+        result.missing.append(Interval(max(previous.ts, start), end))
     return result
 
 
-def _dedupe_sorted(samples: Iterable[Sample]) -> list[Sample]:
-    by_ts: dict[float, Sample] = {}
+def _head(item: Sample | Summary) -> Sample:
+    return item.first if isinstance(item, Summary) else item
+
+
+def _pair(
+    result: MeterConsumption,
+    edges: Sequence[float],
+    earlier: Sample,
+    later: Sample,
+    max_gap: float,
+) -> None:
+    start, end = edges[0], edges[-1]
+    if later.ts <= start or earlier.ts >= end:
+        return
+    if later.value < earlier.value:
+        result.resets.append(Reset(earlier.ts, later.ts, earlier.value, later.value))
+        result.missing.append(Interval(max(earlier.ts, start), min(later.ts, end)))
+        return
+    if later.ts - earlier.ts > max_gap:
+        result.gaps.append(Interval(max(earlier.ts, start), min(later.ts, end)))
+    _spread(result.buckets, edges, earlier.ts, later.ts, later.value - earlier.value)
+
+
+def _summary(
+    result: MeterConsumption, edges: Sequence[float], summary: Summary, max_gap: float
+) -> None:
+    start, end = edges[0], edges[-1]
+    if summary.last.ts < start or summary.first.ts > end:
+        return  # a neighbour of the period (only its edge readings are used, above)
+    if summary.first.ts == end:
+        result.readings += 1  # a reading on the period's end counts, as a sample would
+        return
+    inner = bisect.bisect_right(edges, summary.first.ts)
+    if summary.first.ts < start or summary.last.ts > end or edges[inner] < summary.last.ts:
+        raise SummaryCut(summary)
+    result.readings += summary.readings
+    result.buckets[inner - 1].value += summary.consumption
+    for reset in summary.resets:
+        result.resets.append(reset)
+        result.missing.append(Interval(reset.previous_ts, reset.ts))
+    result.gaps.extend(i for i in summary.intervals if i.seconds > max_gap)
+
+
+def _dedupe_sorted(samples: Iterable[Sample | Summary]) -> list[Sample | Summary]:
+    by_ts: dict[float, Sample | Summary] = {}
     for sample in samples:
-        by_ts.setdefault(sample.ts, sample)
+        by_ts.setdefault(_head(sample).ts, sample)
     return [by_ts[ts] for ts in sorted(by_ts)]
 
 

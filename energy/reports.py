@@ -28,8 +28,12 @@ from config import BUNDLED_DIR
 from energy.accounting import (
     ZERO,
     Bucket,
+    Interval,
     MeterConsumption,
+    Reset,
     Sample,
+    Summary,
+    SummaryCut,
     bucket_edges,
     meter_consumption,
     to_decimal,
@@ -52,6 +56,8 @@ from rules.clause import ClauseVersion, Selector
 from rules.holidays import CalendarNote, site_calendar_notes
 from rules.site import SiteModel, Space
 from store import registry
+from store.partitions import raw_horizon
+from store.rollups import SUMMARY_INTERVAL_FLOOR
 
 # Units a meter may be registered in, converted to the carrier's report unit.
 _UNIT_SCALE: dict[tuple[str, str], Decimal] = {
@@ -78,6 +84,10 @@ CALENDAR_AFFECTS = (
 
 class ReportError(ValueError):
     """The report cannot be made as asked (unknown space, bad period, no usable factor)."""
+
+
+class RetentionError(ReportError):
+    """The report needs readings that raw retention removed and no summary keeps (HTTP 409)."""
 
 
 # ---- the meters of a site ----
@@ -226,15 +236,15 @@ def load_samples(
         """
         (SELECT ts, value FROM readings
           WHERE site = %(site)s AND device = %(device)s AND metric = %(metric)s AND ts < %(since)s
-          ORDER BY ts DESC LIMIT 1)
+          ORDER BY ts DESC, seq LIMIT 1)
         UNION ALL
         (SELECT ts, value FROM readings
           WHERE site = %(site)s AND device = %(device)s AND metric = %(metric)s
-            AND ts >= %(since)s AND ts <= %(until)s)
+            AND ts >= %(since)s AND ts <= %(until)s ORDER BY ts, seq)
         UNION ALL
         (SELECT ts, value FROM readings
           WHERE site = %(site)s AND device = %(device)s AND metric = %(metric)s AND ts > %(until)s
-          ORDER BY ts LIMIT 1)
+          ORDER BY ts, seq LIMIT 1)
         """,
         {
             "site": site,
@@ -247,17 +257,137 @@ def load_samples(
     return [Sample(ts.timestamp(), to_decimal(value) * meter.scale) for ts, value in rows]
 
 
+RETENTION_HELP = (
+    "raw readings older than the retention (CLAUSEWATCH_RETENTION_DAYS) are dropped; reports"
+    " before that read the hourly register summaries"
+)
+
+_SERIES = "site = %(site)s AND device = %(device)s AND metric = %(metric)s"
+_SUMMARY_COLUMNS = (
+    "first_ts, first_value, last_ts, last_value, readings, consumption, resets, long_intervals"
+)
+
+
+def _summary(meter: Meter, row: tuple[Any, ...]) -> Sample | Summary:
+    first_ts, first_value, last_ts, last_value, readings, consumed, resets, intervals = row
+    first = Sample(first_ts.timestamp(), to_decimal(first_value) * meter.scale)
+    if readings == 1:
+        return first
+    return Summary(
+        first,
+        Sample(last_ts.timestamp(), to_decimal(last_value) * meter.scale),
+        readings,
+        consumed * meter.scale,
+        tuple(
+            Reset(
+                float(a),
+                float(b),
+                to_decimal(float(before)) * meter.scale,
+                to_decimal(float(after)) * meter.scale,
+            )
+            for a, b, before, after in resets
+        ),
+        tuple(Interval(float(a), float(b)) for a, b in intervals),
+        SUMMARY_INTERVAL_FLOOR,
+    )
+
+
+def load_register(
+    conn: psycopg.Connection[Any],
+    site: str,
+    meter: Meter,
+    since: dt.datetime,
+    until: dt.datetime,
+    horizon: tuple[dt.datetime | None, dt.datetime | None],
+) -> list[Sample | Summary]:
+    """The meter's register over [since, until] with a neighbour on each side, as
+    `load_samples`, where the raw readings are kept (from `horizon[0]`, store.partitions.
+    raw_horizon), and from the hourly register summaries before that. Raises RetentionError
+    when the period reaches before the summaries (`horizon[1]`) into dropped raw readings."""
+    retained, summarised = horizon
+    if retained is None:
+        return list(load_samples(conn, site, meter, since, until))
+    if since < retained and summarised is not None and since < summarised:
+        raise RetentionError(
+            f"meter {meter.device}.{meter.metric}: the readings before "
+            f"{min(retained, summarised).isoformat()} are gone ({RETENTION_HELP}, and these were "
+            "dropped before they were summarised): no figure can be given for a period from "
+            f"{since.isoformat()}"
+        )
+    params = {
+        "site": site,
+        "device": meter.device,
+        "metric": meter.metric,
+        "since": since,
+        "until": until,
+        "retained": retained,
+    }
+    items: list[Sample | Summary] = []
+    raw = conn.execute(
+        f"""
+        (SELECT ts, value FROM readings WHERE {_SERIES} AND ts >= %(retained)s AND ts < %(since)s
+          ORDER BY ts DESC, seq LIMIT 1)
+        UNION ALL
+        (SELECT ts, value FROM readings WHERE {_SERIES}
+            AND ts >= greatest(%(since)s, %(retained)s) AND ts <= %(until)s ORDER BY ts, seq)
+        UNION ALL
+        (SELECT ts, value FROM readings WHERE {_SERIES} AND ts >= %(retained)s
+            AND ts > %(until)s ORDER BY ts, seq LIMIT 1)
+        """,
+        params,
+    ).fetchall()
+    items.extend(Sample(ts.timestamp(), to_decimal(value) * meter.scale) for ts, value in raw)
+    if since < retained:
+        rows = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM register_hours WHERE {_SERIES}"
+            " AND bucket >= date_trunc('hour', %(since)s::timestamptz, 'UTC')"
+            " AND bucket < %(until)s AND bucket < %(retained)s ORDER BY bucket",
+            params,
+        ).fetchall()
+        items.extend(_summary(meter, row) for row in rows)
+    if not any(s.ts < since.timestamp() for s in items if isinstance(s, Sample)):
+        before = conn.execute(
+            f"SELECT last_ts, last_value FROM register_hours WHERE {_SERIES}"
+            " AND bucket < least(date_trunc('hour', %(since)s::timestamptz, 'UTC'), %(retained)s)"
+            " ORDER BY bucket DESC LIMIT 1",
+            params,
+        ).fetchone()
+        if before is not None:
+            items.append(Sample(before[0].timestamp(), to_decimal(before[1]) * meter.scale))
+    if until < retained:
+        after = conn.execute(
+            f"SELECT first_ts, first_value FROM register_hours WHERE {_SERIES}"
+            " AND bucket >= %(until)s AND bucket < %(retained)s ORDER BY bucket LIMIT 1",
+            params,
+        ).fetchone()
+        if after is not None:
+            items = [s for s in items if not (isinstance(s, Sample) and s.ts > until.timestamp())]
+            items.append(Sample(after[0].timestamp(), to_decimal(after[1]) * meter.scale))
+    return items
+
+
 def measure(
     conn: psycopg.Connection[Any], site: SiteModel, meters: Iterable[Meter], edges: Sequence[float]
 ) -> dict[str, MeterConsumption]:
+    """Each meter's consumption per bucket of `edges`: raw readings where they are kept, the
+    register summaries before (RetentionError when neither has them, or an edge falls inside
+    an hour only a summary knows)."""
     since = dt.datetime.fromtimestamp(edges[0], dt.UTC)
     until = dt.datetime.fromtimestamp(edges[-1], dt.UTC)
-    return {
-        m.device: meter_consumption(
-            load_samples(conn, site.site.id, m, since, until), edges, m.max_gap
-        )
-        for m in meters
-    }
+    horizon = raw_horizon(conn)
+    measured = {}
+    for m in meters:
+        items = load_register(conn, site.site.id, m, since, until, horizon)
+        try:
+            measured[m.device] = meter_consumption(items, edges, m.max_gap)
+        except SummaryCut as cut:
+            hour = dt.datetime.fromtimestamp(cut.summary.first.ts, dt.UTC)
+            raise RetentionError(
+                f"meter {m.device}.{m.metric}: a bucket or period edge falls inside the hour of "
+                f"{hour:%Y-%m-%d %H}:00 UTC, whose raw readings are gone ({RETENTION_HELP}, "
+                "which keep whole hours): use edges on whole hours"
+            ) from None
+    return measured
 
 
 @dataclass(frozen=True, slots=True)

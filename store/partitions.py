@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from store.mode import storage_mode
+from store.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,18 @@ def apply_retention(
     last instant is before the cut-off (native), or chunks via `drop_chunks` (TimescaleDB,
     after setting its retention policies to `days` with `ensure_retention_policy`, so they
     follow a changed setting). Returns the dropped partition names (native) or chunk names.
-    No commit. Rollups are kept: they are the long-term history."""
+    No commit. Rollups are kept: they are the long-term history. The closed hours not yet
+    rolled up are rolled up first (their register summaries are all the reports will have), and
+    the cut-off is recorded (`raw_retention.retained_from`, read by `raw_horizon`)."""
     if days <= 0:
         raise ValueError("retention must be at least one day")
     today = today or dt.datetime.now(dt.UTC).date()
     cutoff = today - dt.timedelta(days=days)
+    refresh_rollups(conn)
+    conn.execute(
+        "UPDATE raw_retention SET retained_from = greatest(retained_from, %s::timestamptz)",
+        (dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC),),
+    )
     if storage_mode(conn) == "timescaledb":
         ensure_retention_policy(conn, days)
         cutoff_ts = dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC)
@@ -153,3 +161,22 @@ def apply_retention(
                 conn.execute("SELECT cw_drop_partition(%s, %s)", (table, day))
                 dropped.append(partition_name(table, day))
     return dropped
+
+
+def raw_horizon(conn: psycopg.Connection[Any]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(retained_from, summarised_from): raw readings are complete from `retained_from` on (None:
+    nothing was dropped), and the register summaries (`register_hours`) from the hour
+    `summarised_from` on (None: from the start). Under TimescaleDB the retention policy may drop
+    chunks between two runs of `apply_retention`: `retained_from` is then at least the start of
+    the UTC day after now minus the policy's `drop_after` (chunks are whole UTC days)."""
+    row = conn.execute("SELECT retained_from, summarised_from FROM raw_retention").fetchone()
+    retained, summarised = row if row else (None, None)
+    if storage_mode(conn) == "timescaledb":
+        policy = conn.execute(
+            "SELECT max(date_trunc('day', now() - (j.config->>'drop_after')::interval, 'UTC')"
+            " + INTERVAL '1 day') FROM timescaledb_information.jobs j"
+            " WHERE j.proc_name = 'policy_retention' AND j.hypertable_name = 'readings'"
+        ).fetchone()
+        if policy and policy[0] is not None:
+            retained = policy[0] if retained is None else max(retained, policy[0])
+    return retained, summarised

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import psycopg
 
 from store.mode import storage_mode
+from store.partitions import raw_horizon
 
 GRID_ORIGIN = dt.datetime(2000, 1, 3, tzinfo=dt.UTC)
 BUCKET_PATTERN = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d|w)$")
@@ -33,6 +34,7 @@ DAY_S = 86400
 # Raw queries stop here: a caller asking for years of raw rows gets an error, not an OOM.
 MAX_RAW_ROWS = 200_000
 MAX_BUCKETS = 100_000
+MINUS_INFINITY = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class QueryError(ValueError):
@@ -120,10 +122,19 @@ FROM ({FRESH_HOURLY_STATS}) h
 WHERE date_trunc('day', h.bucket, 'UTC') IN ({PENDING_DAYS})
 GROUP BY 1
 """
-# Under TimescaleDB the continuous aggregates are current (real-time aggregation).
+# Under TimescaleDB a continuous aggregate is stale for a late reading in an hour it has
+# materialised until its policy refreshes that hour again (and its real-time part covers only
+# the buckets after the materialisation), so statistics come from the raw rows wherever they
+# are kept, and from the aggregate only before `retained` (store.partitions.raw_horizon, a UTC
+# midnight; no late reading reaches that far back): every result equals the raw rows.
 CAGG_STATS = f"""
+SELECT date_trunc('{{unit}}', ts, 'UTC') AS bucket, count(*) AS value_count,
+       sum(value) AS value_sum, min(value) AS value_min, max(value) AS value_max FROM readings
+WHERE {SERIES} AND ts >= greatest(%(lo)s, %(retained)s) AND ts < %(hi)s
+GROUP BY 1
+UNION ALL
 SELECT bucket, {STATS_COLUMNS} FROM readings_{{grain}}
-WHERE {SERIES} AND bucket >= %(lo)s AND bucket < %(hi)s
+WHERE {SERIES} AND bucket >= %(lo)s AND bucket < least(%(hi)s, %(retained)s)
 """
 
 # Consumption of the given buckets from raw rows (differences to the bucket of the later
@@ -231,14 +242,17 @@ def query_readings(
         )
     else:
         if not native:
-            source = CAGG_STATS.format(grain=grain)
+            source = CAGG_STATS.format(grain=grain, unit="day" if grain == "daily" else "hour")
         elif grain == "daily":
             source = FRESH_DAILY_STATS
         else:
             source = FRESH_HOURLY_STATS
         grain_s = DAY_S if grain == "daily" else HOUR_S
         sql = _binned(source, width, grain_s, STATS_COMBINE, STATS_COLUMNS)
-    rows = conn.execute(sql, _params(site, device, metric, lo, hi)).fetchall()
+    params = _params(site, device, metric, lo, hi)
+    if not native:
+        params["retained"] = raw_horizon(conn)[0] or MINUS_INFINITY
+    rows = conn.execute(sql, params).fetchall()
     return [
         BucketPoint(b, int(count), float(total) / int(count), float(low), float(high))
         for b, count, total, low, high in rows

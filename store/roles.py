@@ -155,6 +155,20 @@ _ALTER_OWNER = {
 }
 
 
+def _continuous_aggregates(conn: psycopg.Connection[Any]) -> set[str]:
+    """Names of the TimescaleDB continuous aggregates of the current schema (none without the
+    extension)."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is None:
+        return set()
+    return {
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = current_schema()"
+        )
+    }
+
+
 def plan_privileges(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[sql.Composed]:
     """The statements that would bring the current schema to the least-privilege state: every
     object owned by the owner role, the service role holding exactly its privileges. Empty
@@ -176,10 +190,13 @@ def plan_privileges(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list
         plan.append(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, service))
 
     rows = conn.execute(_RELATIONS, (roles.service,)).fetchall()
+    caggs = _continuous_aggregates(conn)
     for _, name, kind, is_partition, relowner, granted, follows_column in rows:
         target = sql.Identifier(name)
         if relowner != roles.owner and not follows_column:
-            plan.append(sql.SQL(_ALTER_OWNER[kind]).format(target, owner))
+            # A TimescaleDB continuous aggregate is a view that ALTER VIEW may not change.
+            statement = _ALTER_OWNER["m" if name in caggs else kind]
+            plan.append(sql.SQL(statement).format(target, owner))
         if is_partition:
             continue  # reached through its parent only
         wanted = SEQUENCE_PRIVILEGES if kind == "S" else expected_table_privileges(name)

@@ -92,6 +92,45 @@ WHERE x.ts >= d.bucket
 GROUP BY d.site, d.device, d.metric, d.bucket;
 """
 
+# The register summary of each hour (table register_hours, migration 0010): what the energy
+# reports need of an hour once its raw rows are dropped by retention. Instants are distinct
+# (the first seq of an instant, as the reports read them); values become numeric through their
+# shortest decimal text, so the sums equal the reports' Decimal arithmetic on the raw values.
+# Only intervals longer than the floor are kept (the gaps of any meter whose max_gap is at
+# least the floor).
+SUMMARY_INTERVAL_FLOOR = 600  # seconds
+SUMMARISE_DELETE = """
+DELETE FROM register_hours h USING refresh_hours d
+WHERE h.site = d.site AND h.device = d.device AND h.metric = d.metric AND h.bucket = d.bucket
+"""
+SUMMARISE_INSERT = f"""
+INSERT INTO register_hours (site, device, metric, bucket, first_ts, first_value, last_ts,
+                            last_value, readings, consumption, resets, long_intervals)
+SELECT d.site, d.device, d.metric, d.bucket,
+       min(x.ts), (array_agg(x.value ORDER BY x.ts))[1],
+       max(x.ts), (array_agg(x.value ORDER BY x.ts DESC))[1],
+       count(*),
+       coalesce(sum(x.num - x.prev_num) FILTER (WHERE x.num > x.prev_num), 0),
+       coalesce(jsonb_agg(jsonb_build_array(extract(epoch FROM x.prev_ts), extract(epoch FROM x.ts),
+                                            x.prev_value::text, x.value::text) ORDER BY x.ts)
+                FILTER (WHERE x.num < x.prev_num), '[]'),
+       coalesce(jsonb_agg(jsonb_build_array(extract(epoch FROM x.prev_ts), extract(epoch FROM x.ts))
+                          ORDER BY x.ts)
+                FILTER (WHERE x.ts - x.prev_ts > INTERVAL '{SUMMARY_INTERVAL_FLOOR} seconds'), '[]')
+FROM refresh_hours d
+CROSS JOIN LATERAL (
+    SELECT y.ts, y.value, y.value::text::numeric AS num,
+           lag(y.ts) OVER w AS prev_ts, lag(y.value) OVER w AS prev_value,
+           lag(y.value::text::numeric) OVER w AS prev_num
+    FROM (SELECT DISTINCT ON (r.ts) r.ts, r.value FROM readings r
+          WHERE r.site = d.site AND r.device = d.device AND r.metric = d.metric
+            AND r.ts >= d.bucket AND r.ts < d.bucket + INTERVAL '1 hour'
+          ORDER BY r.ts, r.seq) y
+    WINDOW w AS (ORDER BY y.ts)
+) x
+GROUP BY d.site, d.device, d.metric, d.bucket
+"""
+
 REFRESH_DAYS = """
 CREATE TEMP TABLE IF NOT EXISTS refresh_days (
     site text COLLATE "C", device text COLLATE "C", metric text COLLATE "C",
@@ -142,8 +181,8 @@ def refresh_rollups(
     until it closes — queries compute marked hours from raw rows — so a busy hour is rolled
     up about once, not at every refresh. Runs in the caller's transaction and does not commit:
     on rollback the marks come back and the next refresh does the work. Waits for a concurrent
-    refresh to finish. Under TimescaleDB only the consumption tables are refreshed here; the
-    continuous aggregates refresh by their policies."""
+    refresh to finish. Under TimescaleDB only the consumption tables and the register summaries
+    are refreshed here; the continuous aggregates refresh by their policies."""
     native = storage_mode(conn) == "native"
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (REFRESH_LOCK_KEY,))
     conn.execute(PREPARE_HOURS)
@@ -156,6 +195,8 @@ def refresh_rollups(
     if native:
         conn.execute(HOURLY_STATS)
     conn.execute(HOURLY_CONSUMPTION)
+    conn.execute(SUMMARISE_DELETE)
+    conn.execute(SUMMARISE_INSERT)
     conn.execute(REFRESH_DAYS)
     if native:
         conn.execute(DAILY_STATS)

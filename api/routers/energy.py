@@ -38,6 +38,7 @@ from energy.render import (
 )
 from energy.reports import (
     ReportError,
+    RetentionError,
     area_and_occupants,
     carbon_report,
     default_period,
@@ -53,6 +54,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
     403: {"model": Problem},
     404: {"model": Problem},
+    409: {"model": Problem, "description": "the period needs readings retention removed"},
 }
 CSV: dict[str, Any] = {
     "content": {"text/csv": {}},
@@ -98,6 +100,14 @@ def _unprocessable(message: str) -> HTTPException:
     return HTTPException(422, message)
 
 
+def _refused(exc: ReportError) -> HTTPException:
+    """422 for a report asked wrongly; 409 when its readings are gone with the retention (the
+    same request gave a figure before: it must never give another one now)."""
+    if isinstance(exc, RetentionError):
+        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    return _unprocessable(str(exc))
+
+
 @router.get("/energy", response_model=EnergyOut, responses={**ERRORS, 200: CSV})
 def get_energy(
     conn: DbConn,
@@ -119,7 +129,7 @@ def get_energy(
         series = energy_series(conn, model, start, end, bucket, space=space, by=by)
         area_and_occupants(model, space)  # an unknown space is refused here, before any output
     except ReportError as exc:
-        raise _unprocessable(str(exc)) from None
+        raise _refused(exc) from None
     if output == "csv":
         return _csv(energy_csv(series[0], model.site.timezone), f"energy-{site}")
     return energy_out(model, space, (start, end), bucket, by, series)
@@ -143,7 +153,7 @@ def get_carbon(
     try:
         report = carbon_report(conn, model, start, end, space=space)
     except ReportError as exc:
-        raise _unprocessable(str(exc)) from None
+        raise _refused(exc) from None
     if output == "csv":
         return _csv(carbon_csv(report), f"carbon-{site}")
     return carbon_out(report)

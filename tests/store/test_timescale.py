@@ -166,3 +166,83 @@ def test_a_policy_frozen_by_the_old_migration_is_removed(
     migrate(fresh_database_url)
     with connect(fresh_database_url) as conn:
         assert retention_policies(conn) == []
+
+
+def store_and_materialise(url: str, rows: list[ReadingRow]) -> None:
+    """Stores the rows and materialises both aggregates now (not in a transaction)."""
+    with connect(url) as conn:
+        write_readings(conn, rows)
+        conn.commit()
+    with connect(url, autocommit=True) as conn:
+        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
+        conn.execute("CALL refresh_continuous_aggregate('readings_daily', NULL, NULL)")
+
+
+def test_hourly_and_daily_statistics_equal_the_raw_rows_late_data_included(
+    timescale_url: str,
+) -> None:
+    # Issue 17, defect 7: the continuous aggregate gave an old hour's figures until its policy
+    # ran, and missed a late reading in an hour already materialised until the next refresh.
+    now = dt.datetime.now(dt.UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    first = hour - dt.timedelta(hours=30)
+    times = [first + dt.timedelta(minutes=20 * i) for i in range(30 * 3)]
+    times.append(min(now, hour + dt.timedelta(seconds=1)))  # the current hour
+    rows = [
+        ReadingRow("s1", "t1", "temperature", t.timestamp(), 20.0 + (i % 7), None, t.timestamp())
+        for i, t in enumerate(times)
+    ]
+
+    def raw_stats(conn: psycopg.Connection[Any], width: str) -> list[tuple[Any, ...]]:
+        return [
+            (b, int(n), round(float(total) / int(n), 9), float(lo), float(hi))
+            for b, n, total, lo, hi in conn.execute(
+                f"SELECT date_bin(INTERVAL '{width}', ts, '2000-01-03'::timestamptz) b,"
+                " count(*), sum(value), min(value), max(value) FROM readings"
+                " WHERE device = 't1' GROUP BY 1 ORDER BY 1"
+            )
+        ]
+
+    def served(conn: psycopg.Connection[Any], bucket: str) -> list[tuple[Any, ...]]:
+        since, until = first - dt.timedelta(days=1), now + dt.timedelta(hours=1)
+        points = query_readings(conn, "s1", "t1", "temperature", since, until, bucket)
+        return [(p.bucket, p.count, round(p.mean, 9), p.min, p.max) for p in points]  # type: ignore[union-attr]
+
+    store_and_materialise(timescale_url, rows)
+    with connect(timescale_url) as conn:
+        late_at = first + dt.timedelta(hours=2, minutes=5)  # inside a materialised hour
+        late = ReadingRow("s1", "t1", "temperature", late_at.timestamp(), 99.0, None, 0.0)
+        write_readings(conn, [late])
+        conn.commit()
+        for bucket, width in (("1h", "1 hour"), ("1d", "1 day"), ("6h", "6 hours")):
+            assert served(conn, bucket) == raw_stats(conn, width), bucket
+        assert any(p[4] == 99.0 for p in served(conn, "1h"))
+        # and after the rollup job and a refresh of the aggregates, still the raw rows
+        refresh_rollups(conn)
+        conn.commit()
+    with connect(timescale_url, autocommit=True) as conn:
+        conn.execute("CALL refresh_continuous_aggregate('readings_hourly', NULL, NULL)")
+        for bucket, width in (("1h", "1 hour"), ("1d", "1 day")):
+            assert served(conn, bucket) == raw_stats(conn, width), bucket
+
+
+def test_statistics_before_the_retention_come_from_the_aggregates(timescale_url: str) -> None:
+    old = START - dt.timedelta(days=30)
+    rows = [
+        ReadingRow(
+            "s1", "t1", "temperature", (old + dt.timedelta(minutes=m)).timestamp(), m, None, 0
+        )
+        for m in range(0, 120, 10)
+    ]
+    store_and_materialise(timescale_url, rows)
+    with connect(timescale_url) as conn:
+        window = (old - dt.timedelta(days=1), old + dt.timedelta(days=1))
+        before = query_readings(conn, "s1", "t1", "temperature", *window, "1h")
+        assert [p.count for p in before] == [6, 6]  # type: ignore[union-attr]
+    with connect(timescale_url) as conn:
+        apply_retention(conn, 10, today=START.date())
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
+        assert query_readings(conn, "s1", "t1", "temperature", *window, "1h") == before
+        (day,) = query_readings(conn, "s1", "t1", "temperature", *window, "1d")
+        assert day.count == 12  # type: ignore[union-attr]
