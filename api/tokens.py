@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -135,14 +136,14 @@ def lookup_token(conn: psycopg.Connection, token: str) -> TokenRecord | None:
     return None if row is None else _record(row)
 
 
-def is_live(conn: psycopg.Connection, token_id: int) -> bool:
-    """Whether the token with this id exists, is not revoked and has not expired (long streams
-    re-check)."""
-    row = conn.execute(
-        "SELECT 1 FROM api_tokens WHERE id = %s AND revoked_at IS NULL AND expires_at > now()",
-        (token_id,),
-    ).fetchone()
-    return row is not None
+async def live_token_ids(conn: psycopg.AsyncConnection[Any], token_ids: Sequence[int]) -> set[int]:
+    """Which of these token ids are neither revoked nor expired (the stream's periodic check)."""
+    cur = await conn.execute(
+        "SELECT id FROM api_tokens WHERE id = ANY(%s) AND revoked_at IS NULL"
+        " AND expires_at > now()",
+        (list(token_ids),),
+    )
+    return {int(row[0]) for row in await cur.fetchall()}
 
 
 def list_tokens(conn: psycopg.Connection) -> list[TokenRecord]:
