@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alerts.anchors import AnchorSource
 from api import STATIC_DIR
+from api.limits import DEFAULT_MAX_BODY_BYTES, BodyGate
 from api.routers import (
     alerts,
     clauses,
@@ -54,6 +55,7 @@ def create_app(
     *,
     stream: StreamConfig | None = None,
     ledger_anchors: AnchorSource | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -100,6 +102,8 @@ def create_app(
         app.include_router(pages)
     app.include_router(health.router)
     app.add_middleware(RejectNulInUrl)
+    # Bodies are bounded and need a token before they are read (api/limits.py).
+    app.add_middleware(BodyGate, max_body_bytes=max_body_bytes)
     _install_error_handlers(app)
     _install_dashboard(app)
     return app
