@@ -66,6 +66,17 @@ def register(commands: Commands) -> None:
     listing.set_defaults(func=_list)
 
 
+def _expires_in(args: argparse.Namespace) -> dt.timedelta | None:
+    """--expires-in as a lifetime, None when not given; a bad one ends the command (exit 2)."""
+    if args.expires_in is None:
+        return None
+    try:
+        return parse_lifetime(args.expires_in)
+    except ValueError as exc:
+        print(f"error: --expires-in: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _describe(record: TokenRecord) -> str:
     scope = ", ".join(record.sites) or "all sites"
     return f"({record.role}; {scope}; expires {_when(record.expires_at)})"
@@ -80,11 +91,7 @@ def _create(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: --site {bad[0]!r} is not a site id", file=sys.stderr)
         return 2
-    try:
-        lifetime = DEFAULT_LIFETIME if args.expires_in is None else parse_lifetime(args.expires_in)
-    except ValueError as exc:
-        print(f"error: --expires-in: {exc}", file=sys.stderr)
-        return 2
+    lifetime = _expires_in(args) or DEFAULT_LIFETIME
     url = database_url(args)
     with psycopg.connect(url) as conn:
         token, record = create_token(conn, args.role, tuple(args.sites), args.label, lifetime)
@@ -94,14 +101,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    try:
-        lifetime = None if args.expires_in is None else parse_lifetime(args.expires_in)
-    except ValueError as exc:
-        print(f"error: --expires-in: {exc}", file=sys.stderr)
-        return 2
+    lifetime = _expires_in(args)
     url = database_url(args)
-    if url is None:
-        return 2
     with psycopg.connect(url) as conn:
         rotated = rotate_token(conn, args.id, lifetime)
         if rotated is None:
