@@ -20,10 +20,7 @@ pytestmark = pytest.mark.integration
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Runs `clausewatch ARGS` (each argument split at spaces): exit code, stdout, stderr."""
-    try:
-        code = main([word for arg in args for word in arg.split(" ")])
-    except SystemExit as exit:
-        code = int(exit.code or 0)
+    code = main([word for arg in args for word in arg.split(" ")])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
