@@ -9,9 +9,11 @@ without them, and the verdict says it is not anchored).
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
@@ -23,6 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alerts.anchors import AnchorSource
 from api import STATIC_DIR
+from api.headers import SecurityHeaders
+from api.limits import DEFAULT_MAX_BODY_BYTES, BodyGate
 from api.routers import (
     alerts,
     clauses,
@@ -54,6 +58,7 @@ def create_app(
     *,
     stream: StreamConfig | None = None,
     ledger_anchors: AnchorSource | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -85,7 +90,11 @@ def create_app(
         title="clausewatch",
         version="1",
         summary="Quantitative facility standards as live, enforced, traceable checks.",
-        docs_url="/docs",
+        # The docs page is served from the package (_install_docs), not from a CDN; ReDoc
+        # (which needs inline styles) is off.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
@@ -100,8 +109,13 @@ def create_app(
         app.include_router(pages)
     app.include_router(health.router)
     app.add_middleware(RejectNulInUrl)
+    # Bodies are bounded and need a token before they are read (api/limits.py); the security
+    # headers go on every answer, the gate's refusals included (outermost).
+    app.add_middleware(BodyGate, max_body_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     _install_error_handlers(app)
     _install_dashboard(app)
+    _install_docs(app)
     return app
 
 
@@ -164,3 +178,27 @@ def _install_dashboard(app: FastAPI) -> None:
         return FileResponse(energy_page, media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+# Swagger UI's files, from the PyPI package fastapi-offline (a dependency), served under /docs.
+SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon.png": "image/png",
+}
+
+
+def _install_docs(app: FastAPI) -> None:
+    page = STATIC_DIR / "docs.html"
+    swagger = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(page, media_type="text/html; charset=utf-8")
+
+    @app.get("/docs/{name}", include_in_schema=False)
+    def docs_file(name: str) -> FileResponse:
+        media_type = SWAGGER_FILES.get(name)
+        if media_type is None:
+            raise StarletteHTTPException(status.HTTP_404_NOT_FOUND)
+        return FileResponse(swagger / name, media_type=media_type)

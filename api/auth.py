@@ -1,13 +1,14 @@
 """Who is calling and what they may do: bearer token → `Principal`, roles → permissions, and the
 one place where site scope is enforced.
 
-Rules (SPEC §5): no or unknown token → 401; a role without the permission → 403; a site filter
-naming a site outside the token's scope → 403; a resource (alert, device...) of a site outside
-the scope → 404, exactly as if it did not exist, so ids cannot be probed.
+Rules (SPEC §5): no, unknown, revoked or expired token → 401; a role without the permission →
+403; a site filter naming a site outside the token's scope → 403; a resource (alert, device...)
+of a site outside the scope → 404, exactly as if it did not exist, so ids cannot be probed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import ConnectionPool
 
 from api.deps import Pool
 from api.tokens import Role, lookup_token
@@ -79,19 +81,36 @@ class Principal:
 _bearer = HTTPBearer(auto_error=False, description="an API token: `clausewatch token create`")
 
 
+def authenticate(pool: ConnectionPool, token: str | None) -> Principal:
+    """The principal of a bearer token, or a 401 saying why not (none, unknown or revoked,
+    expired). Blocking (one short pool checkout): a stream must not hold a connection for its
+    lifetime, and the request-body gate (api/limits.py) calls it from a worker thread."""
+    if not token:
+        raise _unauthorized("a bearer token is required")
+    with pool.connection() as conn:
+        record = lookup_token(conn, token)
+    if record is None:
+        raise _unauthorized("unknown or revoked token")
+    if record.expired:
+        raise _unauthorized(
+            f"this token expired at {record.expires_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ};"
+            " ask an administrator for a new one (clausewatch token rotate)"
+        )
+    return Principal(record.id, record.role, frozenset(record.sites) or None, record.label)
+
+
 def current_principal(
     request: Request,
     pool: Pool,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # A request with a body was authenticated before its body was read (api/limits.py).
+    checked = getattr(request.state, "principal", None)
+    if isinstance(checked, Principal):
+        return checked
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("a bearer token is required")
-    # A short checkout of its own: the stream must not hold a connection for its lifetime.
-    with pool.connection() as conn:
-        record = lookup_token(conn, credentials.credentials)
-    if record is None:
-        raise _unauthorized("unknown or revoked token")
-    principal = Principal(record.id, record.role, frozenset(record.sites) or None, record.label)
+    principal = authenticate(pool, credentials.credentials)
     request.state.principal = principal
     return principal
 

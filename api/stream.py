@@ -10,6 +10,10 @@ Ids are handed out before commit, so concurrent writers can commit id 12 before 
 that sees 12 first remembers 11 as a gap and looks for it again on the following reads for
 `gap_wait_s`; a gap that never fills was a rolled-back transaction. Such a late row is sent
 after 12 with its own id; clients treat events as idempotent updates of the alert.
+
+The tokens of open streams are re-checked together, one query every `token_check_s` whatever
+the traffic (`OpenStreams`): a revoked or expired token ends its streams at the next check. A
+token may hold at most `max_streams_per_token` streams at once (429 beyond).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -30,11 +34,12 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, s
 from fastapi.sse import format_sse_event
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from alerts import reads
 from api.auth import Principal, Reader
 from api.models import Problem, StreamEvent, alert_public
-from api.tokens import is_live
+from api.tokens import live_token_ids
 
 log = logging.getLogger(__name__)
 CHANNEL = "cw_alerts"
@@ -54,6 +59,46 @@ class StreamConfig:
     batch: int = 500  # rows per read
     listen_retry_s: float = 2.0  # delay before re-opening a lost LISTEN connection
     shared_read_ttl_s: float = 0.05  # how long streams may share one timeline read
+    token_check_s: float = 5.0  # open streams' tokens re-checked this often, traffic or not
+    max_streams_per_token: int = 4  # open streams one token may hold (429 beyond)
+
+
+class OpenStreams:
+    """The streams open per token: the cap on them, and which tokens the last check found
+    revoked or expired. Used on the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[int, int] = {}
+        self._dead: set[int] = set()
+
+    def acquire(self, token_id: int) -> bool:
+        """Takes a slot for a new stream of this token; False when it holds `limit` already."""
+        if self._open.get(token_id, 0) >= self.limit:
+            return False
+        self._open[token_id] = self._open.get(token_id, 0) + 1
+        return True
+
+    def release(self, token_id: int) -> None:
+        left = self._open.get(token_id, 0) - 1
+        if left > 0:
+            self._open[token_id] = left
+        else:
+            self._open.pop(token_id, None)
+            self._dead.discard(token_id)
+
+    def tokens(self) -> list[int]:
+        return sorted(self._open)
+
+    def found_live(self, checked: Sequence[int], live: set[int]) -> bool:
+        """Records a check of `checked` that found `live` alive; True when a token died."""
+        dead = {token_id for token_id in checked if token_id not in live}
+        fresh = dead - self._dead
+        self._dead |= {token_id for token_id in dead if token_id in self._open}
+        return bool(fresh)
+
+    def is_dead(self, token_id: int) -> bool:
+        return token_id in self._dead
 
 
 class AlertFeed:
@@ -77,16 +122,20 @@ class AlertFeed:
             name="alert-stream-reads",
         )
         self.shared = SharedReads(ttl=config.shared_read_ttl_s)
+        self.streams = OpenStreams(config.max_streams_per_token)
+        self._token_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.reads.open(wait=True, timeout=30.0)
         self._task = asyncio.create_task(self._listen(), name="clausewatch-alert-feed")
+        self._token_task = asyncio.create_task(self._check_tokens(), name="clausewatch-tokens")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._token_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.reads.close()
 
     @property
@@ -125,6 +174,24 @@ class AlertFeed:
         key = reader.position(now, self._generation)
         rows = await self.shared.rows(self.reads, key)
         return reader.events(rows, principal, now)
+
+    async def _check_tokens(self) -> None:
+        """Every `token_check_s`: one query for the tokens of every open stream. A token found
+        revoked or expired wakes the streams, and its own end at once."""
+        while True:
+            await asyncio.sleep(self.config.token_check_s)  # the check's period, not a wait
+            checked = self.streams.tokens()
+            if not checked:
+                continue
+            try:
+                async with self.reads.connection() as conn:
+                    live = await live_token_ids(conn, checked)
+            except psycopg.Error as exc:
+                # The streams' own reads fail too while the database is away, ending them.
+                log.warning("alert feed: token check failed (%s); retrying", exc)
+                continue
+            if self.streams.found_live(checked, live):
+                self._wake()
 
     async def _listen(self) -> None:
         while True:
@@ -261,9 +328,29 @@ router = APIRouter(tags=["stream"])
 
 class EventStream(StreamingResponse):
     """`text/event-stream` of bytes already encoded. Not FastAPI's EventSourceResponse: with that
-    response class FastAPI takes the route for an event generator and wraps it."""
+    response class FastAPI takes the route for an event generator and wraps it. `on_close` runs
+    once the response ends, however it ends (finished, client gone, cancelled)."""
 
     media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        status_code: int = 200,  # FastAPI documents the route's success status from this
+        headers: dict[str, str] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(content, status_code, headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+            if isinstance(self.body_iterator, AsyncGenerator):
+                await self.body_iterator.aclose()
 
 
 # What FastAPI documents for an SSE generator route; this route returns its response itself.
@@ -288,6 +375,7 @@ SSE_ITEM_SCHEMA: dict[str, Any] = {
         },
         401: {"model": Problem},
         403: {"model": Problem},
+        429: {"model": Problem, "description": "this token has its most open streams already"},
     },
 )
 async def stream(
@@ -315,27 +403,38 @@ async def stream(
 
         return await anyio.to_thread.run_sync(run)
 
-    start = resume if resume is not None else await in_thread(reads.timeline_head)
-    body = _events(feed, principal, start, hello=resume is None, in_thread=in_thread)
+    token_id = principal.token_id
+    if not feed.streams.acquire(token_id):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"this token has {feed.streams.limit} open streams, the most one token may have;"
+            " close one (another tab or client) and retry",
+        )
+    try:
+        start = resume if resume is not None else await in_thread(reads.timeline_head)
+    except BaseException:
+        feed.streams.release(token_id)
+        raise
+    body = _events(feed, principal, start, hello=resume is None)
     # As FastAPI sets them for SSE: no caching, and no buffering in an nginx in front.
-    return EventStream(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventStream(
+        body,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        on_close=partial(feed.streams.release, token_id),
+    )
 
 
 async def _events(
-    feed: AlertFeed,
-    principal: Principal,
-    start: int,
-    *,
-    hello: bool,
-    in_thread: Callable[[Callable[[psycopg.Connection], bool]], Awaitable[bool]],
+    feed: AlertFeed, principal: Principal, start: int, *, hello: bool
 ) -> AsyncIterator[bytes]:
-    """The encoded events of one stream from position `start` (see `stream`)."""
+    """The encoded events of one stream from position `start` (see `stream`); ends when the
+    feed's token check finds the token revoked or expired."""
     config = feed.config
     reader = TimelineReader(last_id=start, gap_wait_s=config.gap_wait_s, batch=config.batch)
     if hello:
         yield format_sse_event(event="hello", id=str(start), data_str=f'{{"position":{start}}}')
     last_sent = time.monotonic()
-    while True:
+    while not feed.streams.is_dead(principal.token_id):
         seen = feed.generation
         events = await feed.read(reader, principal, time.monotonic())
         if events:
@@ -350,9 +449,6 @@ async def _events(
         if reader.more:
             continue  # a full batch: more rows are waiting, read on at once
         if time.monotonic() - last_sent >= config.heartbeat_s:
-            # A revoked token loses its open streams too, within one heartbeat.
-            if not await in_thread(partial(is_live, token_id=principal.token_id)):
-                return
             yield format_sse_event(comment="heartbeat")
             last_sent = time.monotonic()
         await feed.wait(seen, min(config.poll_s, config.heartbeat_s))

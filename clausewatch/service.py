@@ -305,16 +305,23 @@ class Service:
         import uvicorn
 
         from api.app import create_app
+        from api.serving import ServerLimits, server_config
+        from api.stream import StreamConfig
 
         assert self.pool is not None
-        app = create_app(self.database_url, ledger_anchors=self.settings.ledger_anchor_source())
-        config = uvicorn.Config(
-            app,
-            host=self.settings.http_host,
-            port=self.settings.http_port,
-            log_level="warning",
-            lifespan="on",
+        settings = self.settings
+        app = create_app(
+            self.database_url,
+            stream=StreamConfig(max_streams_per_token=settings.stream_max_per_token),
+            max_body_bytes=settings.http_max_body_bytes,
+            ledger_anchors=settings.ledger_anchor_source(),
         )
+        limits = ServerLimits(
+            header_timeout_s=settings.http_header_timeout_s,
+            keep_alive_s=settings.http_keep_alive_s,
+            max_connections=settings.http_max_connections,
+        )
+        config = server_config(app, settings.http_host, settings.http_port, limits)
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
         self._http_thread.start()

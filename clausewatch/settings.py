@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="cw", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    # The API's limits (docs/api.md, "Limits"): bodies larger than this are refused unread (413).
+    http_max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # A request head must arrive within this; an idle kept-alive connection closes after this.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_keep_alive_s: int = Field(default=5, gt=0)
+    # Connections served at once, open streams included (503 beyond); open streams per token.
+    http_max_connections: int = Field(default=200, gt=0)
+    stream_max_per_token: int = Field(default=4, gt=0)
     # Event-time reorder window: readings up to this much out of order are judged as if in order.
     lateness_s: float = Field(default=5.0, ge=0)
     # Readings older than this (relative to receive time) are dead letters: edge backlogs

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from api.serving import server_config
 from clausewatch.embedded import free_port
 from config import BUNDLED_DIR
 from config.urls import MqttEndpoint, database_named
@@ -207,11 +208,10 @@ def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
 @contextmanager
 def serve_app(app: FastAPI, thread_name: str) -> Iterator[str]:
     """The app served by uvicorn on a free local port in a daemon thread (real HTTP, for
-    streams and browsers); gives its base URL and shuts the server down on leaving."""
+    streams and browsers), with the service's limits (api/serving.py); gives its base URL and
+    shuts the server down on leaving."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, name=thread_name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -1,5 +1,6 @@
 """`clausewatch demo` end to end, as a user runs it: it comes up, the simulated building raises a
-real alert visible through the API within a minute, and Ctrl-C stops everything cleanly.
+real alert visible through the API within a minute, and Ctrl-C stops everything cleanly and
+revokes the admin token it printed.
 
 Runs against the test PostgreSQL and broker (the same env vars a user would set), with a topic
 prefix, client id and port of its own so it never meets another run."""
@@ -16,8 +17,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from api.tokens import token_digest
 from clausewatch.embedded import free_port
 
 pytestmark = pytest.mark.integration
@@ -49,7 +52,8 @@ def test_with_its_embedded_broker_the_demo_logs_in_and_shows_no_password(
 def run_demo(settings: dict[str, str], topic_prefix: str) -> list[str]:
     """Runs `clausewatch demo` with these settings until its first alert (asserting one within
     ALERT_WITHIN_S), checks that no broker URL is on the simulator's command line, stops it
-    with Ctrl-C and returns its output lines."""
+    with Ctrl-C, checks that the admin token it printed was revoked, and returns its output
+    lines."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "CLAUSEWATCH_MQTT_URL"} | {
         **settings,
@@ -111,4 +115,12 @@ def run_demo(settings: dict[str, str], topic_prefix: str) -> list[str]:
         reader.join(5)
     assert code == 0, "".join(lines)
     assert "clausewatch demo stopped." in "".join(lines)
+    # The admin token it printed dies with it (issue 18, finding 11).
+    assert token is not None
+    with psycopg.connect(settings["CLAUSEWATCH_DATABASE_URL"]) as conn:
+        row = conn.execute(
+            "SELECT revoked_at IS NOT NULL FROM api_tokens WHERE token_hash = %s",
+            (token_digest(token),),
+        ).fetchone()
+    assert row == (True,), "the demo's admin token is still live after Ctrl-C"
     return lines

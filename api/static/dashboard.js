@@ -19,7 +19,7 @@ const LABELS = {
     responsible: "责任人", started: "开始", worst: "最差值", evidence: "证据",
     timeline: "处置记录", note: "备注", acknowledge: "确认", cause: "原因",
     corrective_action: "整改措施", close: "关闭", compliance: "达标率", open_alerts: "未关闭告警",
-    coverage: "关键条款覆盖率", no_party: "未绑定责任人", bad_token: "令牌无效或已撤销",
+    coverage: "关键条款覆盖率", no_party: "未绑定责任人", bad_token: "令牌无效、已过期或已撤销",
     firing: "告警中", acknowledged: "已确认", resolved: "已恢复", closed: "已关闭",
     critical: "严重", major: "重要", warning: "警告", info: "提示",
     raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知",
@@ -36,7 +36,7 @@ const LABELS = {
     timeline: "Timeline", note: "Note", acknowledge: "Acknowledge", cause: "Cause",
     corrective_action: "Corrective action", close: "Close", compliance: "Compliance",
     open_alerts: "open alerts", coverage: "Key-clause coverage", no_party: "no responsible party",
-    bad_token: "Unknown or revoked token", firing: "firing", acknowledged: "acknowledged",
+    bad_token: "Unknown, expired or revoked token", firing: "firing", acknowledged: "acknowledged",
     resolved: "resolved", closed: "closed", critical: "critical", major: "major",
     warning: "warning", info: "info", raised: "raised", escalated: "escalated",
     reopened: "reopened", notified: "notified", no_data: "no data", version: "version",
@@ -44,8 +44,12 @@ const LABELS = {
   },
 };
 
+// The token lives as long as the tab (sessionStorage, as on the other pages), never on disk; a
+// token an earlier version left in localStorage is removed unused.
+localStorage.removeItem(TOKEN_KEY);
+
 const state = {
-  token: localStorage.getItem(TOKEN_KEY),
+  token: sessionStorage.getItem(TOKEN_KEY),
   lang: localStorage.getItem(LANG_KEY) || "zh",
   alerts: new Map(), // id -> AlertPublic
   selected: null, // id of the alert in the detail pane
@@ -460,11 +464,11 @@ async function act(path, body) {
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.token = $("token-input").value.trim();
-  localStorage.setItem(TOKEN_KEY, state.token);
+  sessionStorage.setItem(TOKEN_KEY, state.token);
   start();
 });
 $("sign-out").addEventListener("click", () => {
-  localStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.alerts.clear();
   state.lastEventId = null;

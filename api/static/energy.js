@@ -226,7 +226,9 @@ function render(report, daily, quotas) {
   stackedBars(document.getElementById("monthly-chart"), [...months.values()], "kgce");
   document.getElementById("monthly-legend").replaceChildren(
     ...CARRIERS.filter((c) => report.carriers.some((r) => r.carrier === c)).map((c) => {
-      const item = el("span", { style: `--swatch: ${colour(c)}` }, c.replace("_", " "));
+      const item = el("span", {}, c.replace("_", " "));
+      // Through the CSSOM: a style attribute is inline style, which the page's policy refuses.
+      item.style.setProperty("--swatch", colour(c));
       return item;
     }));
 

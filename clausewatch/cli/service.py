@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -26,6 +27,8 @@ DEMO_DATABASE = "clausewatch"
 # The simulated building publishes in simulated time, which may lie months back (the cooling
 # season); the demo accepts such readings instead of dead-lettering them as too old.
 DEMO_MAX_AGE_S = 3 * 366 * 86400.0
+# The demo's admin token is revoked when the demo stops; this bounds it should the demo be killed.
+DEMO_TOKEN_LIFETIME = dt.timedelta(days=7)
 
 
 def register(commands: Commands) -> None:
@@ -246,6 +249,7 @@ def _demo(args: argparse.Namespace) -> int:
     stoppers: list[Any] = []
     simulator: subprocess.Popen[bytes] | None = None
     service: Service | None = None
+    demo_token_id: int | None = None
     code = 0
     embedded_database = not settings.database_url
     try:
@@ -294,7 +298,7 @@ def _demo(args: argparse.Namespace) -> int:
         started.append(
             "scheduler               rollups, partitions, escalations, notifications, retention"
         )
-        token = _demo_token(settings.database_url)
+        token, demo_token_id = _demo_token(settings.database_url)
         started.append(
             f"API and dashboard       {service.api_url}/  (OpenAPI: {service.api_url}/docs)"
         )
@@ -334,6 +338,8 @@ def _demo(args: argparse.Namespace) -> int:
                 simulator.kill()
         if service is not None:
             service.stop()
+        if demo_token_id is not None and settings.database_url:
+            _revoke_demo_token(settings.database_url, demo_token_id)
         for stop in reversed(stoppers):
             stop()
     print("clausewatch demo stopped.", flush=True)
@@ -365,15 +371,38 @@ def _ensure_database(server_url: str, name: str) -> str:
     return database_named(server_url, name)
 
 
-def _demo_token(database_url: str) -> str:
-    """A fresh admin token for this demo run (printed; stored only as a hash)."""
+def _demo_token(database_url: str) -> tuple[str, int]:
+    """A fresh admin token for this demo run (printed; stored only as a hash) and its id. It is
+    revoked when the demo stops; should the demo die without stopping, it expires after
+    DEMO_TOKEN_LIFETIME."""
     from api.tokens import create_token
     from store.pool import connect
 
     with connect(database_url) as conn:
-        token, _ = create_token(conn, "admin", label="clausewatch demo")
+        token, record = create_token(
+            conn, "admin", label="clausewatch demo", lifetime=DEMO_TOKEN_LIFETIME
+        )
         conn.commit()
-    return token
+    return token, record.id
+
+
+def _revoke_demo_token(database_url: str, token_id: int) -> None:
+    from api.tokens import revoke_token
+    from store.pool import connect
+
+    try:
+        with connect(database_url) as conn:
+            revoke_token(conn, token_id)
+            conn.commit()
+    except Exception as exc:  # stopping goes on; say what is left to do by hand
+        print(
+            f"warning: could not revoke the demo's admin token {token_id} ({exc});"
+            f" revoke it with: clausewatch token revoke {token_id}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    print(f"admin token {token_id} (demo) revoked", flush=True)
 
 
 def _start_simulator(settings: Any, mqtt_url: str, speed: float | None) -> subprocess.Popen[bytes]:

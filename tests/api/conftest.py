@@ -30,7 +30,7 @@ CONFIG = BUNDLED_DIR
 SITES = ("site-a", "site-b")
 T0 = dt.datetime(2026, 7, 1, 1, 0, tzinfo=dt.UTC)  # 09:00 in Asia/Shanghai, a workday
 # Fast stream for tests: wake-ups come from LISTEN; the poll only covers a lost connection.
-TEST_STREAM = StreamConfig(heartbeat_s=1.0, poll_s=0.5, gap_wait_s=2.0)
+TEST_STREAM = StreamConfig(heartbeat_s=1.0, poll_s=0.5, gap_wait_s=2.0, token_check_s=1.0)
 
 
 def site_model(site: str) -> SiteModel:

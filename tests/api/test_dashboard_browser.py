@@ -111,6 +111,11 @@ def test_a_facility_manager_follows_a_live_alert_to_its_close(
 
     with launch_chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        refused: list[str] = []  # what the page's Content-Security-Policy blocked
+        page.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         page.goto(service.api_url + "/")
         page.fill("#token-input", token)
         page.click("#token-form button[type=submit]")
@@ -147,3 +152,4 @@ def test_a_facility_manager_follows_a_live_alert_to_its_close(
         expect(page.locator("#detail-state")).to_have_attribute("data-state", "closed")
         expect(row).to_have_attribute("data-state", "closed")
         expect(page.locator("#timeline li[data-action=closed]")).to_have_count(1)
+        assert not refused, refused

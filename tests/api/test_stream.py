@@ -5,9 +5,12 @@ lost; plus the gap bookkeeping and the feed's wake-ups on their own."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import httpx
 import psycopg
@@ -16,7 +19,14 @@ import pytest
 from api.app import create_app
 from api.stream import AlertFeed, StreamConfig, TimelineReader
 from api.tokens import create_token, revoke_token
-from tests.api.conftest import SseEvent, add_timeline, auth, insert_alert, read_events
+from tests.api.conftest import (
+    TEST_STREAM,
+    SseEvent,
+    add_timeline,
+    auth,
+    insert_alert,
+    read_events,
+)
 from tests.support import serve_app
 
 pytestmark = pytest.mark.integration
@@ -114,9 +124,102 @@ def test_revoking_a_token_ends_its_open_stream(live_api: str, api_database_url: 
         read_events(lines, 1, kinds=("hello",))
         with psycopg.connect(api_database_url) as conn:
             revoke_token(conn, record.id)
-        # The server closes the stream within a heartbeat (1 s in tests): the lines run out.
+        # The server closes the stream at the next token check (1 s in tests): the lines run out.
         rest = list(lines)
     assert all(not line.startswith("event: alert") for line in rest)
+
+
+def test_a_revoked_token_loses_its_stream_while_events_flow(
+    live_api: str, api_database_url: str
+) -> None:
+    """Events every 0.2 s, more often than any heartbeat: the token is re-checked all the same
+    (every second in tests, every 5 s by default), so revoking it ends the stream promptly."""
+    with psycopg.connect(api_database_url) as conn:
+        token, record = create_token(conn, "viewer", ("site-a",), "revoked while busy")
+        alert_id = insert_alert(conn, "site-a")
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with psycopg.connect(api_database_url, autocommit=True) as conn:
+            while not stop.wait(0.2):
+                add_timeline(conn, alert_id, "site-a", "escalated")
+
+    producer = threading.Thread(target=traffic, name="stream-traffic", daemon=True)
+    try:
+        with httpx.stream(
+            "GET", f"{live_api}/api/v1/stream", headers=auth(token), timeout=TIMEOUT
+        ) as response:
+            lines = response.iter_lines()
+            read_events(lines, 1, kinds=("hello",))
+            producer.start()
+            read_events(lines, 3)  # the events flow
+            with psycopg.connect(api_database_url) as conn:
+                revoke_token(conn, record.id)
+            revoked_at = time.monotonic()
+            for _ in lines:  # until the server ends the stream, or 8 s have passed
+                if time.monotonic() - revoked_at > 8.0:
+                    break
+            open_for = time.monotonic() - revoked_at
+    finally:
+        stop.set()
+        if producer.is_alive():
+            producer.join(5)
+    assert open_for < 3.0, f"the stream of a revoked token stayed open {open_for:.1f} s"
+    assert StreamConfig().token_check_s <= 5.0
+
+
+def test_an_expired_token_loses_its_quiet_stream_and_is_refused(
+    live_api: str, api_database_url: str
+) -> None:
+    lifetime = dt.timedelta(seconds=3)
+    with psycopg.connect(api_database_url) as conn:
+        token, record = create_token(conn, "viewer", ("site-a",), "short-lived", lifetime)
+    assert record.expires_at is not None
+    url = f"{live_api}/api/v1/stream"
+    with httpx.stream("GET", url, headers=auth(token), timeout=TIMEOUT) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        read_events(lines, 1, kinds=("hello",))
+        opened = time.monotonic()
+        for _ in lines:  # no events: only heartbeats until the server ends the stream
+            if time.monotonic() - opened > 10.0:
+                break
+        open_for = time.monotonic() - opened
+    assert open_for < 3.0 + 2.5, f"the stream outlived its token by {open_for - 3.0:.1f} s"
+    refused = httpx.get(url, headers=auth(token), timeout=TIMEOUT)
+    assert refused.status_code == 401
+    assert "expired" in refused.json()["detail"]
+
+
+def test_open_streams_per_token_are_capped(live_api: str, api_database_url: str) -> None:
+    cap = TEST_STREAM.max_streams_per_token
+    with psycopg.connect(api_database_url) as conn:
+        token, _ = create_token(conn, "viewer", ("site-a",), "many tabs")
+        other, _ = create_token(conn, "viewer", ("site-a",), "another person")
+    url = f"{live_api}/api/v1/stream"
+    with ExitStack() as streams:
+        opened = []  # the line iterators too: dropping one closes its connection
+        for _ in range(cap):
+            response = streams.enter_context(
+                httpx.stream("GET", url, headers=auth(token), timeout=TIMEOUT)
+            )
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            read_events(lines, 1, kinds=("hello",))
+            opened.append((response, lines))
+        with httpx.stream("GET", url, headers=auth(token), timeout=TIMEOUT) as extra:
+            assert extra.status_code == 429
+            assert f"{cap} open streams" in json.loads(extra.read())["detail"]
+        with httpx.stream("GET", url, headers=auth(other), timeout=TIMEOUT) as own:
+            assert own.status_code == 200  # the cap is per token
+        opened[0][0].close()  # one tab closed: its place is free again once the server sees it
+
+        def reopens() -> bool:
+            with httpx.stream("GET", url, headers=auth(token), timeout=TIMEOUT) as again:
+                return again.status_code == 200
+
+        _wait_for(reopens, "a stream slot freed by a closed stream")
+    assert StreamConfig().max_streams_per_token == 4
 
 
 def test_the_stream_needs_a_valid_token(live_api: str) -> None:

@@ -115,4 +115,23 @@ def test_quarterly_report_renders_in_chromium(
         assert page.get_by_text("设定恢复 26℃ 并锁定面板").count() == 1
         shot = artifacts_dir / "report-demo-hq-2026Q3.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # As served, under its own Content-Security-Policy: the inline style is allowed by its
+        # hash and applies; nothing is refused.
+        served = browser.new_page(viewport={"width": 1100, "height": 1400})
+        refused: list[str] = []
+        served.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        served.route(
+            "http://127.0.0.1/report.html",
+            lambda route: route.fulfill(
+                status=200, headers=dict(page_html.headers), body=page_html.content
+            ),
+        )
+        served.goto("http://127.0.0.1/report.html")
+        assert served.evaluate("getComputedStyle(document.body).maxWidth") != "none"
+        assert not refused, refused
+    assert "style-src 'sha256-" in page_html.headers["content-security-policy"]
     assert shot.stat().st_size > 10_000

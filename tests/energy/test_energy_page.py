@@ -191,6 +191,11 @@ def test_energy_page_draws_the_month(server: str, officer: str, artifacts_dir: P
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # The page runs under the service's Content-Security-Policy: nothing refused.
+            page.on(
+                "console",
+                lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+            )
             page.goto(f"{server}/energy?site=demo-hq&since={SINCE}&until={UNTIL}#token={officer}")
             page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
             assert not errors, errors
@@ -204,6 +209,10 @@ def test_energy_page_draws_the_month(server: str, officer: str, artifacts_dir: P
             assert "em-2f" in page.locator("#meters").inner_text()
             assert "0.6361" in page.locator("#factors").inner_text()
             assert "#token" not in page.url  # the token left the address bar
+            assert page.locator("#monthly-legend span").first.evaluate(
+                "e => e.style.getPropertyValue('--swatch')"
+            ), "the legend's colour swatch is set"
+            assert not errors, errors
             page.screenshot(path=str(artifacts_dir / "energy-demo-hq-2026-07.png"), full_page=True)
 
             # A fresh browser context has no token: the page says so and asks for one.

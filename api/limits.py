@@ -1,0 +1,144 @@
+"""Request bodies are bounded and paid for before they are read (issue 18, finding 7).
+
+FastAPI reads a route's whole body (and validates it) before it solves the route's dependencies,
+the token check among them: unchecked, anyone could make the service hold any body in memory.
+`BodyGate` is an ASGI middleware in front of the app that, for every request with a body:
+
+1. refuses a declared `Content-Length` over `max_body_bytes` with 413 at once;
+2. under `/api/`, checks the bearer token (api.auth.authenticate) before a byte of the body is
+   read: 401 otherwise, and the principal is handed to the route's dependency so the token is
+   looked up once;
+3. counts the bytes of the body as the app reads them (a chunked body declares no length) and
+   stops at the limit with 413.
+
+Refusals carry `Connection: close`, as does any answer given before the body was read to its
+end: the server then closes the connection instead of reading the rest to throw it away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from fastapi import HTTPException, status
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import authenticate
+
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+GUARDED_PREFIX = "/api/"  # every route that takes a body is here, and needs a token
+CLOSE = (b"connection", b"close")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` when a body grows past the limit. FastAPI re-raises an
+    HTTPException met while reading a body, so the app answers it as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, too_large(limit))
+
+
+def too_large(limit: int) -> str:
+    return f"request body over {limit} bytes ({limit / 1048576:g} MiB), the most this service reads"
+
+
+class BodyGate:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared, chunked, authorization = _framing(scope["headers"])
+        if declared is None and not chunked:
+            await _refuse(scope, receive, send, 400, "Content-Length is not a number")
+            return
+        if declared == 0 and not chunked:
+            await self.app(scope, receive, send)  # no body: nothing to guard
+            return
+        if declared is not None and declared > self.limit:
+            await _refuse(scope, receive, send, 413, too_large(self.limit))
+            return
+        if scope["path"].startswith(GUARDED_PREFIX):
+            try:
+                principal = await anyio.to_thread.run_sync(
+                    authenticate, scope["app"].state.pool, _bearer(authorization)
+                )
+            except HTTPException as refused:
+                await _refuse(
+                    scope, receive, send, refused.status_code, refused.detail, refused.headers
+                )
+                return
+            scope.setdefault("state", {})["principal"] = principal
+        await self._counted(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        complete = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, complete
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.limit)
+                complete = not message.get("more_body", False)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if not complete:  # answered before the body ended: do not read the rest
+                    message = {**message, "headers": [*message.get("headers", []), CLOSE]}
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, closing_send)
+        except BodyTooLarge as refused:
+            # Met outside a route's body reading (FastAPI answers those itself).
+            if not started:
+                await _refuse(scope, receive, send, 413, str(refused.detail))
+
+
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, str | None]:
+    """(declared length: 0 when none, None when unreadable; chunked?; Authorization)."""
+    declared: int | None = 0
+    chunked = False
+    authorization: str | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            text = value.strip()
+            declared = int(text) if text.isdigit() and len(text) <= 18 else None
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    return declared, chunked, authorization
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status_code: int,
+    detail: Any,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    response = JSONResponse(
+        {"detail": detail}, status_code, headers={**(headers or {}), "Connection": "close"}
+    )
+    await response(scope, receive, send)
