@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # Bounded queue between the MQTT thread and the writer; full means back-pressure.
     queue_capacity: int = Field(default=50_000, gt=0)
     retention_days: int = Field(default=400, gt=0)
+    # Dead letters are kept this long for diagnosis, then deleted by the retention job.
+    dead_letter_retention_days: int = Field(default=30, gt=0)
+    # The latest status of a gateway or device that has published nothing for this long is
+    # deleted (it was decommissioned or renamed); a live one refreshes its row on every change.
+    device_status_retention_days: int = Field(default=400, gt=0)
     mqtt_client_id: str = "clausewatch-ingest"
     data_dir: Path | None = None  # embedded parts keep their data here (demo)
     # Anchors of the ledger's tip (alerts/anchors.py, docs/alerts.md "Anchors"): the Ed25519
