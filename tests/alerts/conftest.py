@@ -28,6 +28,7 @@ TABLES = (
     "notification_attempts",
     "notifications",
     "webhook_targets",
+    "webhook_allowlist",
     "alert_timeline",
     "alerts",
     "clause_versions",
@@ -47,8 +48,8 @@ CLEANUP = (
     + "".join(f"DELETE FROM {table}; " for table in TABLES)
     + (
         "SELECT setval(pg_get_serial_sequence(t, 'id'), 1, false) FROM unnest(ARRAY["
-        "'notification_attempts', 'notifications', 'webhook_targets', 'alert_timeline', 'alerts',"
-        " 'assignments', 'ledger_anchors']) AS t; "
+        "'notification_attempts', 'notifications', 'webhook_targets', 'webhook_allowlist',"
+        " 'alert_timeline', 'alerts', 'assignments', 'ledger_anchors']) AS t; "
         "ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"
     )
 )
