@@ -11,6 +11,7 @@ planted (other tokens, webhook URLs and secrets).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from alerts import notify, webhooks
 from api.tokens import ROLES, create_token, revoke_token
 from compliance.reports import generate_report
+from store import registry
 from tests.api.conftest import T0, auth, insert_alert
 
 pytestmark = pytest.mark.integration
@@ -66,10 +69,42 @@ def _report_id(conn: psycopg.Connection[Any], site: str) -> int:
     return report_id
 
 
+# Secrets the fixtures plant; no answer may contain one.
+PLANTED_TOKEN = "tok-planted-" + uuid.uuid4().hex
+PLANTED_SECRET = "secret-planted-" + uuid.uuid4().hex
+WEBHOOK_URL = f"https://127.0.0.1:9/robot/send?access_token={PLANTED_TOKEN}"
+
+
 @pytest.fixture(scope="module")
-def planted_secrets() -> tuple[str, ...]:
-    """Strings no answer may contain."""
-    return ()
+def planted_secrets(api_database_url: str) -> tuple[str, ...]:
+    """A webhook target of site-a whose URL holds a token, named by site-a's party, and an alert
+    of site-a with a `notified` timeline row (its notice refused: the address is loopback)."""
+    with psycopg.connect(api_database_url) as conn:
+        target = webhooks.Target("site-a-sms", WEBHOOK_URL, PLANTED_SECRET, site="site-a")
+        webhooks.add_target(conn, target, "test", now=T0)
+        registry.change_party(conn, "site-a", "fm-1", {"contacts": {"webhook": "site-a-sms"}}, "t")
+        alert_id = _fresh_alert(conn, "site-a")
+        notice = notify.AlertNotice(alert_id, "site-a", "raised", 0, "fm-1", {"id": alert_id})
+        notify.queue(conn, [notice], T0)
+        conn.commit()
+        assert notify.deliver_due(conn, T0).failed >= 1
+    return (PLANTED_TOKEN, PLANTED_SECRET, "/robot/send")
+
+
+def _target_id(conn: psycopg.Connection[Any]) -> int:
+    found = webhooks.target_id_by_name(conn, "site-a-sms")
+    assert found is not None
+    return found
+
+
+def _allow_entry(conn: psycopg.Connection[Any]) -> int:
+    entry_id, _ = webhooks.allow(conn, f"gw-{uuid.uuid4().hex[:8]}.lan", "", "test")
+    conn.commit()
+    return entry_id
+
+
+def _network() -> str:
+    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.0/24"
 
 
 CLAUSE_YAML = (
@@ -245,6 +280,44 @@ ENDPOINTS = [
         "GET /statistics/org",
         lambda c, s: ("GET", "/api/v1/statistics/org", None),
     ),
+    Endpoint("webhooks", "GET /webhooks", lambda c, s: ("GET", "/api/v1/webhooks", None)),
+    Endpoint(
+        "add webhook",
+        "POST /webhooks",
+        lambda c, s: (
+            "POST",
+            "/api/v1/webhooks",
+            {
+                "name": f"t-{uuid.uuid4().hex[:8]}",
+                "url": WEBHOOK_URL,
+                "secret": PLANTED_SECRET,
+                "site": s,
+            },
+        ),
+        ok=201,
+    ),
+    Endpoint(
+        "change webhook",
+        "PATCH /webhooks/{id}",
+        lambda c, s: ("PATCH", f"/api/v1/webhooks/{_target_id(c)}", {"secret": PLANTED_SECRET}),
+    ),
+    Endpoint(
+        "allow-list",
+        "GET /webhook-allowlist",
+        lambda c, s: ("GET", "/api/v1/webhook-allowlist", None),
+    ),
+    Endpoint(
+        "allow",
+        "POST /webhook-allowlist",
+        lambda c, s: ("POST", "/api/v1/webhook-allowlist", {"entry": _network()}),
+        ok=201,
+    ),
+    Endpoint(
+        "disallow",
+        "DELETE /webhook-allowlist/{id}",
+        lambda c, s: ("DELETE", f"/api/v1/webhook-allowlist/{_allow_entry(c)}", None),
+        ok=204,
+    ),
 ]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -418,3 +491,51 @@ def test_the_matrix_covers_every_api_route(client: TestClient, api_database_url:
             ):
                 missing.append(f"{method} {route.path}")
     assert not missing, f"add these to ENDPOINTS: {missing}"
+
+
+def test_a_notified_alert_and_the_parties_name_the_target_never_its_url(
+    client: TestClient,
+    tokens: dict[tuple[str, str], str],
+    api_database_url: str,
+    planted_secrets: tuple[str, ...],
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        row = conn.execute(
+            "SELECT alert_id FROM alert_timeline WHERE action = 'notified' AND site = 'site-a'"
+        ).fetchone()
+    assert row is not None
+    for role in ROLES:
+        headers = auth(tokens[(role, "site-a")])
+        alert = client.get(f"/api/v1/alerts/{row[0]}", headers=headers)
+        (notified,) = [t for t in alert.json()["timeline"] if t["action"] == "notified"]
+        assert notified["data"]["target_name"] == "site-a-sms"
+        assert "refused: 127.0.0.1 is a loopback address" in notified["note"]
+        parties = client.get("/api/v1/parties?site=site-a", headers=headers).json()
+        assert {p["id"]: p["contacts"] for p in parties}["fm-1"] == {"webhook": "site-a-sms"}
+        for text in (alert.text, json.dumps(parties)):
+            assert not [s for s in planted_secrets if s in text]
+
+
+def test_a_party_names_only_a_target_serving_its_site(
+    client: TestClient, tokens: dict[tuple[str, str], str], planted_secrets: tuple[str, ...]
+) -> None:
+    admin = auth(tokens[("admin", "site-a")])
+    for site, contacts, problem in (
+        ("site-a", {"webhook": "https://10.0.0.1/hook?k=v"}, "not a URL"),
+        ("site-a", {"webhook": "no-such-target"}, "no webhook target named"),
+        ("site-b", {"webhook": "site-a-sms"}, "no webhook target named"),  # serves site-a only
+    ):
+        scope = "all" if site == "site-b" else "site-a"
+        response = client.patch(
+            f"/api/v1/parties/{site}/fm-1",
+            json={"contacts": contacts},
+            headers=auth(tokens[("admin", scope)]),
+        )
+        assert response.status_code == 422, response.text
+        assert problem in response.text
+    created = client.post(
+        "/api/v1/parties",
+        json={"site": "site-a", "id": "sms-user", "name": "x", "contacts": {"webhook": "x:/y"}},
+        headers=admin,
+    )
+    assert created.status_code == 422
