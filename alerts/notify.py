@@ -284,9 +284,9 @@ def _post(destination: outbound.Destination, row: dict[str, Any]) -> tuple[int |
     body = orjson.dumps(row["payload"])
     headers = outbound.signed_headers(row["secret"], int(time.time()), body)
     headers[NOTIFICATION_HEADER] = str(row["id"])
+    headers["User-Agent"] = "clausewatch-webhook"
     try:
-        with outbound.pinned_client(destination, REQUEST_TIMEOUT_S) as http:
-            response = http.post(destination.url, content=body, headers=headers)
+        response = outbound.post(destination, body, headers, REQUEST_TIMEOUT_S)
     except httpx.HTTPError as exc:
         # Exceptions may quote the request's URL: never recorded (it may hold a token).
         text = str(exc).replace(str(destination.url), "(the target's URL)")

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import http.server
 import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,13 +125,17 @@ def _outcome(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
 
 
 def test_a_delivered_payload_is_signed_with_the_targets_secret(
-    registered: psycopg.Connection[Any], receiver: VerifyingReceiver
+    registered: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     conn = registered
     _allow_loopback(conn)
     target_id = _target(conn, receiver.url())
     alert_id = _raise_alert(conn)
-    assert notify.deliver_due(conn, CONFIRMED).delivered == 1
+    with caplog.at_level(logging.DEBUG):
+        assert notify.deliver_due(conn, CONFIRMED).delivered == 1
+    assert caplog.records and TOKEN not in caplog.text  # httpcore logs at DEBUG, not the URL
     ((headers, body, status, verdict),) = receiver.requests
     assert (status, verdict) == (200, "ok")
     assert abs(int(headers["x-clausewatch-timestamp"]) - time.time()) < 60
