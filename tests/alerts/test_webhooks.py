@@ -211,6 +211,17 @@ def test_an_allow_listed_host_name_may_resolve_to_loopback(
     assert notify.deliver_due(conn, CONFIRMED).delivered == 1
 
 
+def test_a_name_the_system_resolves_to_loopback_is_refused(
+    registered: psycopg.Connection[Any], receiver: VerifyingReceiver
+) -> None:
+    conn = registered
+    _target(conn, receiver.url("localhost"))  # /etc/hosts: 127.0.0.1 (and ::1)
+    _raise_alert(conn)
+    assert notify.deliver_due(conn, CONFIRMED).failed == 1
+    assert "is a loopback address" in _outcome(conn)[2]
+    assert receiver.requests == []
+
+
 def test_a_name_resolving_to_a_private_address_is_refused(
     registered: psycopg.Connection[Any],
 ) -> None:
