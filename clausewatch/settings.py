@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from store.roles import DatabaseRoles
@@ -125,3 +125,8 @@ def read_secret_file(path: Path) -> str:
     if not value:
         raise ValueError(f"{path} is empty")
     return value
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """The problems of settings that could not be loaded, one line (no pydantic boilerplate)."""
+    return "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())

@@ -77,10 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.title != "Settings":
             raise
         # A setting from the environment that cannot be used (a *_FILE that cannot be read...)
-        problems = "; ".join(
-            str(error["msg"]).removeprefix("Value error, ") for error in exc.errors()
-        )
-        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        from clausewatch.settings import settings_problems
+
+        print(f"error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
         return 2
 
 

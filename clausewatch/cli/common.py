@@ -10,7 +10,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from clausewatch.settings import Settings, read_secret_file
+from pydantic import ValidationError
+
+from clausewatch.settings import Settings, read_secret_file, settings_problems
 
 
 def url_arguments(parser: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -56,7 +58,10 @@ def database_url(args: argparse.Namespace) -> str:
     stderr."""
     try:
         url = url_from(args, "database") or Settings().database_url
-    except ValueError as exc:
+    except ValidationError as exc:
+        print(f"error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as exc:  # a --database-url-file that cannot be read
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if not url:

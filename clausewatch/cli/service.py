@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from clausewatch.cli import Commands
 from clausewatch.cli.common import url_arguments, url_from
 from config import BUNDLED_DIR
@@ -143,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings(args)
+    except ValidationError:
+        raise  # settings from the environment: `clausewatch.cli.main` says what is wrong
     except ValueError as exc:  # a --*-url-file that cannot be read
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -285,6 +289,8 @@ def _demo(args: argparse.Namespace) -> int:
     _logging()
     try:
         settings = _settings(args, max_age_s=DEMO_MAX_AGE_S)
+    except ValidationError:
+        raise  # settings from the environment: `clausewatch.cli.main` says what is wrong
     except ValueError as exc:  # a --*-url-file that cannot be read
         print(f"error: {exc}", file=sys.stderr)
         return 2

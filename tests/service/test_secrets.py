@@ -220,8 +220,13 @@ def test_a_url_and_its_file_together_are_refused(
     (tmp_path / "db").write_text("postgresql://127.0.0.1:1/none")
     monkeypatch.setenv("CLAUSEWATCH_DATABASE_URL", "postgresql://127.0.0.1:1/other")
     monkeypatch.setenv("CLAUSEWATCH_DATABASE_URL_FILE", str(tmp_path / "db"))
-    assert main(["db", "info"]) == 2
-    assert "CLAUSEWATCH_DATABASE_URL_FILE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["db", "info"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: invalid settings: set CLAUSEWATCH_DATABASE_URL or CLAUSEWATCH_DATABASE_URL_FILE,"
+        " not both\n"
+    )
 
 
 def test_a_missing_secret_file_is_a_clear_error(
@@ -229,8 +234,14 @@ def test_a_missing_secret_file_is_a_clear_error(
 ) -> None:
     monkeypatch.delenv("CLAUSEWATCH_DATABASE_URL", raising=False)
     monkeypatch.setenv("CLAUSEWATCH_DATABASE_URL_FILE", str(tmp_path / "absent"))
-    assert main(["db", "info"]) == 2
-    assert str(tmp_path / "absent") in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["db", "info"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    problem = f"cannot read {tmp_path / 'absent'}: No such file or directory"
+    assert error == f"error: invalid settings: {problem}\n"
+    assert main(["run"]) == 2  # the service's settings fail the same way
+    assert capsys.readouterr().err == f"error: invalid settings: {problem}\n"
 
 
 @pytest.mark.integration
