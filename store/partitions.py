@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from store.mode import storage_mode
 

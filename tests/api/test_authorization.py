@@ -504,6 +504,12 @@ def test_a_notified_alert_and_the_parties_name_the_target_never_its_url(
             "SELECT alert_id FROM alert_timeline WHERE action = 'notified' AND site = 'site-a'"
         ).fetchone()
     assert row is not None
+    named = client.patch(  # the matrix's "change party" replaces the contacts: name it again
+        "/api/v1/parties/site-a/fm-1",
+        json={"contacts": {"webhook": "site-a-sms", "phone": "110"}},
+        headers=auth(tokens[("admin", "site-a")]),
+    )
+    assert named.status_code == 200, named.text
     for role in ROLES:
         headers = auth(tokens[(role, "site-a")])
         alert = client.get(f"/api/v1/alerts/{row[0]}", headers=headers)
@@ -511,7 +517,8 @@ def test_a_notified_alert_and_the_parties_name_the_target_never_its_url(
         assert notified["data"]["target_name"] == "site-a-sms"
         assert "refused: 127.0.0.1 is a loopback address" in notified["note"]
         parties = client.get("/api/v1/parties?site=site-a", headers=headers).json()
-        assert {p["id"]: p["contacts"] for p in parties}["fm-1"] == {"webhook": "site-a-sms"}
+        contacts = {p["id"]: p["contacts"] for p in parties}["fm-1"]
+        assert contacts == {"webhook": "site-a-sms", "phone": "110"}
         for text in (alert.text, json.dumps(parties)):
             assert not [s for s in planted_secrets if s in text]
 
