@@ -197,6 +197,16 @@ def ended(
     )
 
 
+def with_contacts(party: str, contacts: dict[str, str]) -> SiteModel:
+    """The test site with one party's contacts replaced (a copy, not validated: the migration
+    test stores a URL there as sites did before migration 0028)."""
+    model = site_model()
+    parties = tuple(
+        p.model_copy(update={"contacts": contacts}) if p.id == party else p for p in model.parties
+    )
+    return model.model_copy(update={"parties": parties})
+
+
 @pytest.fixture
 def registered(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     """The test site and clause stored, committed."""

@@ -19,7 +19,8 @@ from alerts.lifecycle import acknowledge
 from alerts.record import record_outputs
 from store import ledger
 from store.registry import sync_site
-from tests.alerts.conftest import T0, site_model, started
+from tests.alerts.conftest import T0, site_model, started, with_contacts
+from tests.support import serve_http
 
 pytestmark = pytest.mark.integration
 
@@ -61,12 +62,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver(failures=2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve_http(server):
+        yield server
 
 
 def _target(
@@ -194,12 +191,7 @@ def test_a_party_with_its_own_webhook_is_notified_there(
     conn = registered
     receiver.failures = 0
     _target(conn, receiver.url, name="wang-phone", broadcast=False)
-    model = site_model()
-    parties = tuple(
-        p.model_copy(update={"contacts": {"webhook": "wang-phone"}}) if p.id == "wang" else p
-        for p in model.parties
-    )
-    sync_site(conn, model.model_copy(update={"parties": parties}), "admin", now=T0)
+    sync_site(conn, with_contacts("wang", {"webhook": "wang-phone"}), "admin", now=T0)
     record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED)
     conn.commit()
     assert notify.deliver_due(conn, CONFIRMED).delivered == 1

@@ -10,10 +10,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from rules.site import SiteModel
 from store.migrate import migrate
 from store.registry import party_rows, sync_site
-from tests.alerts.conftest import T0, site_model
+from tests.alerts.conftest import T0, site_model, with_contacts
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +24,9 @@ def test_webhook_urls_leave_parties_notifications_and_timelines(fresh_database_u
     url = fresh_database_url
     migrate(url, target=27)
     model = site_model()
-    parties = tuple(
-        p.model_copy(update={"contacts": {"webhook": SECRET_URL, "phone": "110"}})
-        if p.id == "wang"
-        else p
-        for p in model.parties
-    )
     with psycopg.connect(url) as conn:
         # The site as synced before 0028 (party contacts may hold a URL then).
-        old_model = SiteModel.model_construct(**{**dict(model), "parties": parties})
+        old_model = with_contacts("wang", {"webhook": SECRET_URL, "phone": "110"})
         conn.execute(
             "INSERT INTO sites (id, name, timezone, info, model, created_by, created_at,"
             " updated_by, updated_at)"
@@ -100,16 +93,6 @@ def test_webhook_urls_leave_parties_notifications_and_timelines(fresh_database_u
         assert [d[0].get("target_name") for d in data] == [own, f"target-{shared}"]
         assert not any("url" in d[0] for d in data)
         # The stored model still loads, and a sync of the same file (naming the target) is quiet.
-        renamed = tuple(
-            p.model_copy(update={"contacts": {"webhook": own, "phone": "110"}})
-            if p.id == "wang"
-            else p
-            for p in model.parties
-        )
-        report = sync_site(
-            conn,
-            model.model_copy(update={"parties": renamed}),
-            "test",
-            now=T0 + dt.timedelta(days=1),
-        )
+        renamed = with_contacts("wang", {"webhook": own, "phone": "110"})
+        report = sync_site(conn, renamed, "test", now=T0 + dt.timedelta(days=1))
         assert "party.changed" not in report.changes

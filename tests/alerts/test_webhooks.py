@@ -25,7 +25,8 @@ from alerts import notify, outbound, webhooks
 from alerts.record import record_outputs
 from store import ledger
 from store.registry import sync_site
-from tests.alerts.conftest import SITE, T0, site_model, started
+from tests.alerts.conftest import SITE, T0, site_model, started, with_contacts
+from tests.support import serve_http
 
 pytestmark = pytest.mark.integration
 
@@ -93,12 +94,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[VerifyingReceiver]:
     server = VerifyingReceiver(SECRET)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve_http(server):
+        yield server
 
 
 def _target(
@@ -275,20 +272,12 @@ def test_a_party_names_its_target_and_an_unknown_name_fails_visibly(
     conn = registered
     _allow_loopback(conn)
     _target(conn, receiver.url(), name="wang-phone", broadcast=False)
-    model = site_model()
-
-    def with_webhook(name: str) -> Any:
-        parties = tuple(
-            p.model_copy(update={"contacts": {"webhook": name}}) if p.id == "wang" else p
-            for p in model.parties
-        )
-        return model.model_copy(update={"parties": parties})
-
-    sync_site(conn, with_webhook("wang-phone"), "admin", now=T0)
+    sync_site(conn, with_contacts("wang", {"webhook": "wang-phone"}), "admin", now=T0)
     _raise_alert(conn)
     assert notify.deliver_due(conn, CONFIRMED).delivered == 1
     assert receiver.bodies[0]["party"]["contacts"] == {"webhook": "wang-phone"}
-    sync_site(conn, with_webhook("no-such-target"), "admin", now=T0 + dt.timedelta(hours=1))
+    later = T0 + dt.timedelta(hours=1)
+    sync_site(conn, with_contacts("wang", {"webhook": "no-such-target"}), "admin", now=later)
     record_outputs(conn, site_model(), [started(T0, device="th-202")], now=CONFIRMED)
     conn.commit()
     assert notify.deliver_due(conn, CONFIRMED).failed == 1
