@@ -21,13 +21,13 @@ from clausewatch.cli import main
 from clausewatch.embedded import free_port
 from clausewatch.settings import Settings
 from rules.site import SiteModel
-from tests.support import MOSQUITTO, answers, wait_for
+from tests.support import Mosquitto, run_as_root_line, wait_for
 
 PASSWORD = "pw-" + uuid.uuid4().hex  # nothing else in a log or a command line looks like it
 USER = "svc"
 
 
-class PasswordBroker:
+class PasswordBroker(Mosquitto):
     """Mosquitto on a free port that admits only USER with PASSWORD."""
 
     def __init__(self, folder: Path) -> None:
@@ -40,26 +40,14 @@ class PasswordBroker:
         )
         passwords.chmod(0o600)
         conf = folder / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous false",
-            f"password_file {passwords}",
-            "log_type error",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n")
-        self.log = folder / "mosquitto.log"
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
-        wait_for(lambda: answers(self.port), 10, "mosquitto listening")
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous false\n"
+            f"password_file {passwords}\nlog_type error\n" + run_as_root_line()
+        )
+        super().__init__(conf, [self.port], folder / "mosquitto.log")
 
     def url(self, password: str = PASSWORD) -> str:
         return f"mqtt://{USER}:{password}@127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(10)
 
 
 @pytest.fixture
@@ -67,8 +55,11 @@ def broker(tmp_path: Path) -> Iterator[PasswordBroker]:
     folder = tmp_path / "broker"
     folder.mkdir()
     running = PasswordBroker(folder)
-    yield running
-    running.stop()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def _config_dir(folder: Path) -> Path:
@@ -167,7 +158,7 @@ def test_the_demo_simulator_gets_the_broker_url_through_its_environment(
     from clausewatch.cli.service import _start_simulator
 
     settings = Settings(mqtt_url=broker.url(), topic_prefix=f"t{uuid.uuid4().hex[:10]}")
-    simulator = _start_simulator(settings, speed=None)
+    simulator = _start_simulator(settings, broker.url(), speed=None)
     try:
         assert PASSWORD not in " ".join(map(str, simulator.args))
         if simulator.poll() is None:
