@@ -5,7 +5,6 @@ takes the alerts that started in it."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 from typing import Any
@@ -14,6 +13,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
+from config import csvcells
 from store import registry
 from store.registry import UnknownSite
 
@@ -98,7 +98,7 @@ def ledger_csv(
                 line += f"：{step['note']}"
             timeline.setdefault(step["alert_id"], []).append(line)
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csvcells.writer(out, lineterminator="\r\n")
     writer.writerow(HEADERS)
     for alert in alerts:
         writer.writerow(_row(alert, timeline.get(alert["id"], []), zone))

@@ -1,12 +1,20 @@
-"""Notifications by webhook: a JSON POST per alert event and target, retried with exponential
-backoff, every attempt recorded. SMS, e-mail or chat gateways plug in as webhook receivers.
+"""Notifications by webhook: a signed JSON POST per alert event and target, retried with
+exponential backoff, every attempt recorded. SMS, e-mail or chat gateways plug in as webhook
+receivers.
 
-Targets live in `webhook_targets` (per site and escalation level, NULL = any), and a party may
-name its own (`contacts.webhook` in the site file). `queue` writes
-the messages in the caller's transaction, so a notification exists exactly when the alert event
-that caused it was committed; `deliver_due` (a scheduler job) sends what is due. A message that
-never gets through ends `failed` after MAX_ATTEMPTS and stays in the table, with its attempts,
-a timeline row and a ledger entry: visible, not lost.
+Targets live in `webhook_targets` (alerts/webhooks.py: name, URL, signing secret; per site and
+escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
+every notification of its site and level; a party's `contacts.webhook` names a target that
+receives that party's notifications. Nothing but the target holds the URL or the secret:
+notifications, timeline rows and ledger entries name the target's id and name.
+
+`queue` writes the messages in the caller's transaction, so a notification exists exactly when
+the alert event that caused it was committed; `deliver_due` (a scheduler job) sends what is due,
+reading the target's URL and secret at send time, checking the address after DNS resolution
+(alerts/outbound.py: internal addresses refused unless allow-listed) and connecting to the
+address it checked. A message that never gets through ends `failed` after MAX_ATTEMPTS (at
+once when no retry can help: no such target, refused address) and stays in the table, with its
+attempts, a timeline row and a ledger entry: visible, not lost.
 """
 
 from __future__ import annotations
@@ -18,10 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from alerts import outbound
+from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
 
@@ -32,13 +43,13 @@ BACKOFF_BASE_S = 30.0
 MAX_ATTEMPTS = 7
 # A webhook receiver should answer at once and do its work later; past this it counts as down.
 REQUEST_TIMEOUT_S = 5.0
-# A party whose contacts carry this key (an http(s) URL) gets its notifications there as well.
-PARTY_WEBHOOK_CONTACT = "webhook"
 # How many due messages one `deliver_due` call sends at most, so one job run stays short.
 DELIVER_BATCH = 100
-# Webhook targets (id, site, level, url) that may apply to any of the sites given as an array.
+NOTIFICATION_HEADER = "X-Clausewatch-Notification"
+# Webhook targets (id, name, site, level, broadcast) that may apply to any of the sites given
+# as an array.
 TARGETS_QUERY = (
-    "SELECT id, site, level, url FROM webhook_targets"
+    "SELECT id, name, site, level, broadcast FROM webhook_targets"
     " WHERE enabled AND (site IS NULL OR site = ANY(%s))"
 )
 
@@ -55,7 +66,8 @@ class AlertNotice:
     alert: dict[str, Any]  # the alert's summary as sent (see `alert_summary`)
 
 
-# alert_id, site, target_id, url, event, level, party, payload, next_attempt_at, created_at
+# alert_id, site, target_id, target_name, event, level, party, payload, next_attempt_at,
+# created_at
 NotificationRow = tuple[Any, ...]
 
 
@@ -93,8 +105,8 @@ def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def queue(conn: psycopg.Connection[Any], messages: Sequence[AlertNotice], now: dt.datetime) -> int:
-    """Queues each message for every enabled target of its site and level, and for the party's
-    own webhook (contacts.webhook) if it has one; returns how many notifications were written.
+    """Queues each message for every enabled broadcast target of its site and level, and for
+    the target the party's contacts.webhook names; returns how many notifications were written.
     Does not commit."""
     if not messages:
         return 0
@@ -112,18 +124,21 @@ def notification_rows(
     now: dt.datetime,
 ) -> list[NotificationRow]:
     """The notifications of `messages`: `targets` as TARGETS_QUERY reads them, `parties` as
-    `party_record` makes them, by (site, party id)."""
+    `party_record` makes them, by (site, party id). A party naming a target that does not
+    exist (or is disabled, or serves another site) still gets a notification, without a target:
+    it fails when due, saying so."""
     require_aware(now, "now")
     rows: list[NotificationRow] = []
     for message in messages:
         party = parties.get((message.site, message.party)) if message.party else None
-        urls: dict[str, int | None] = {}
-        for target_id, target_site, target_level, url in targets:
-            if target_site in (None, message.site) and target_level in (None, message.level):
-                urls.setdefault(url, target_id)
-        own = party["contacts"].get(PARTY_WEBHOOK_CONTACT) if party else None
-        if isinstance(own, str) and own.startswith(("http://", "https://")):
-            urls.setdefault(own, None)
+        chosen: dict[str, int | None] = {}  # target name -> id, in order
+        for target_id, name, site, level, broadcast in targets:
+            if broadcast and site in (None, message.site) and level in (None, message.level):
+                chosen.setdefault(name, target_id)
+        own = party["contacts"].get(WEBHOOK_CONTACT) if party else None
+        if isinstance(own, str) and own:
+            named = (t[0] for t in targets if t[1] == own and t[2] in (None, message.site))
+            chosen.setdefault(own, next(named, None))
         payload = Jsonb(
             {"event": message.event, "level": message.level, "party": party, "alert": message.alert}
         )
@@ -132,7 +147,7 @@ def notification_rows(
                 message.alert_id,
                 message.site,
                 target_id,
-                url,
+                name,
                 message.event,
                 message.level,
                 message.party,
@@ -140,7 +155,7 @@ def notification_rows(
                 now,
                 now,
             )
-            for url, target_id in urls.items()
+            for name, target_id in chosen.items()
         )
     return rows
 
@@ -151,8 +166,8 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> Non
         return
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO notifications (alert_id, site, target_id, url, event, level, party,"
-            " payload, next_attempt_at, created_at)"
+            "INSERT INTO notifications (alert_id, site, target_id, target_name, event, level,"
+            " party, payload, next_attempt_at, created_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
@@ -166,58 +181,60 @@ def party_record(party_id: str, name: str, kind: str, contacts: dict[str, Any]) 
 def deliver_due(
     conn: psycopg.Connection[Any],
     now: dt.datetime,
-    client: httpx.Client | None = None,
     limit: int = DELIVER_BATCH,
+    *,
+    resolver: outbound.Resolver = outbound.system_resolver,
 ) -> DeliveryReport:
-    """Sends every pending notification due at `now` (up to `limit`), one POST each.
+    """Sends every pending notification due at `now` (up to `limit`), one POST each, signed
+    with its target's secret, to the address its host resolves to (by `resolver`) once checked
+    against the address policy and the allow-list.
 
     Commits after each notification (its attempt, new state, timeline row and ledger entry
     together), so a crash mid-run loses no recorded attempt; rows being sent by another worker
-    are skipped (SKIP LOCKED). `now` stamps the attempts and schedules the retries.
+    are skipped (SKIP LOCKED). `now` stamps the attempts and schedules the retries; the
+    signature's timestamp is the wall clock at the moment of sending.
     """
     require_aware(now, "now")
     report = DeliveryReport()
-    own_client = client is None
-    http = client or httpx.Client(timeout=REQUEST_TIMEOUT_S)
-    try:
-        for _ in range(limit):
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(
-                    "SELECT id, alert_id, site, url, event, level, party, payload, attempts"
-                    " FROM notifications WHERE state = 'pending' AND next_attempt_at <= %s"
-                    " ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    (now,),
-                )
-                row = cur.fetchone()
-            if row is None:
-                conn.commit()
-                break
-            outcome = _send_one(conn, http, row, now)
-            setattr(report, outcome, getattr(report, outcome) + 1)
+    allow = outbound.load_allow_list(conn)
+    for _ in range(limit):
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
+                " n.party, n.payload, n.attempts, t.url, t.secret, t.enabled,"
+                " t.site AS target_site"
+                " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
+                " WHERE n.state = 'pending' AND n.next_attempt_at <= %s"
+                " ORDER BY n.next_attempt_at, n.id LIMIT 1 FOR UPDATE OF n SKIP LOCKED",
+                (now,),
+            )
+            row = cur.fetchone()
+        if row is None:
             conn.commit()
-    finally:
-        if own_client:
-            http.close()
+            break
+        outcome = _send_one(conn, row, now, allow, resolver)
+        setattr(report, outcome, getattr(report, outcome) + 1)
+        conn.commit()
     return report
 
 
 def _send_one(
-    conn: psycopg.Connection[Any], http: httpx.Client, row: dict[str, Any], now: dt.datetime
+    conn: psycopg.Connection[Any],
+    row: dict[str, Any],
+    now: dt.datetime,
+    allow: outbound.AllowList,
+    resolver: outbound.Resolver,
 ) -> str:
     status: int | None = None
-    error: str | None = None
     began = time.perf_counter()
-    try:
-        response = http.post(
-            row["url"],
-            json=row["payload"],
-            headers={"X-Clausewatch-Notification": str(row["id"])},
-        )
-        status = response.status_code
-        if not response.is_success:
-            error = f"HTTP {status}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    error, final = _unusable(row)
+    if error is None:
+        try:
+            destination = outbound.check_destination(row["url"], allow, resolver)
+        except outbound.Refused as exc:
+            error, final = f"refused: {exc}", True
+        else:
+            status, error = _post(destination, row)
     duration_ms = (time.perf_counter() - began) * 1000.0
     attempts = row["attempts"] + 1
     conn.execute(
@@ -233,7 +250,7 @@ def _send_one(
         )
         _record_outcome(conn, row, "delivered", attempts, None, now)
         return "delivered"
-    if attempts >= MAX_ATTEMPTS:
+    if final or attempts >= MAX_ATTEMPTS:
         conn.execute(
             "UPDATE notifications SET state = 'failed', attempts = %s, last_error = %s"
             " WHERE id = %s",
@@ -250,6 +267,35 @@ def _send_one(
     return "retrying"
 
 
+def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
+    """Why this notification's target cannot be used at all (then no retry helps), or None."""
+    name = row["target_name"]
+    if row["url"] is None:
+        return f"no enabled webhook target named {name!r} for site {row['site']}", True
+    if not row["enabled"]:
+        return f"webhook target {name!r} is disabled", True
+    if row["target_site"] not in (None, row["site"]):
+        return f"webhook target {name!r} serves another site", True
+    return None, False
+
+
+def _post(destination: outbound.Destination, row: dict[str, Any]) -> tuple[int | None, str | None]:
+    """POSTs the payload, signed, to the checked address: (HTTP status, error or None)."""
+    body = orjson.dumps(row["payload"])
+    headers = outbound.signed_headers(row["secret"], int(time.time()), body)
+    headers[NOTIFICATION_HEADER] = str(row["id"])
+    headers["User-Agent"] = "clausewatch-webhook"
+    try:
+        response = outbound.post(destination, body, headers, REQUEST_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        # Exceptions may quote the request's URL: never recorded (it may hold a token).
+        text = str(exc).replace(str(destination.url), "(the target's URL)")
+        return None, f"{type(exc).__name__}: {text}"
+    if not response.is_success:
+        return response.status_code, f"HTTP {response.status_code}"
+    return response.status_code, None
+
+
 def _record_outcome(
     conn: psycopg.Connection[Any],
     row: dict[str, Any],
@@ -263,16 +309,18 @@ def _record_outcome(
         "event": row["event"],
         "level": row["level"],
         "party": row["party"],
-        "url": row["url"],
+        "target": row["target_id"],
+        "target_name": row["target_name"],
         "outcome": outcome,
         "attempts": attempts,
         "error": error,
     }
+    via = f"webhook {row['target_name']}"
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     note = (
-        f"{row['event']} notice to level {row['level']} delivered"
+        f"{row['event']} notice to level {row['level']} delivered ({via})"
         if outcome == "delivered"
-        else f"{row['event']} notice to level {row['level']} failed after {attempts} attempts:"
-        f" {error}"
+        else f"{row['event']} notice to level {row['level']} failed after {tries} ({via}): {error}"
     )
     conn.execute(
         "INSERT INTO alert_timeline (alert_id, site, at, action, actor, note, data)"

@@ -40,6 +40,7 @@ from api.routers import (
     registry,
     reports,
     statistics,
+    webhooks,
 )
 from api.stream import AlertFeed, StreamConfig
 from api.stream import router as stream_router
@@ -99,7 +100,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ledger_anchors = ledger_anchors
-    for module in (alerts, clauses, compliance, energy, ledger, readings, registry):
+    for module in (alerts, clauses, compliance, energy, ledger, readings, registry, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.

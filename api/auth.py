@@ -4,6 +4,10 @@ one place where site scope is enforced.
 Rules (SPEC §5): no, unknown, revoked or expired token → 401; a role without the permission →
 403; a site filter naming a site outside the token's scope → 403; a resource (alert, device...)
 of a site outside the scope → 404, exactly as if it did not exist, so ids cannot be probed.
+Global data (emission factors, webhook targets, the outbound allow-list, tokens of other scopes)
+belongs to no site: only a token without a site scope changes it (`GLOBAL_ADMIN`), an admin's
+scoped token gets 403. The table of docs/api.md, "Who may call what", states the same route by
+route.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ class Permission(enum.Enum):
     REGISTRY_WRITE = "registry:write"  # parties and assignments
     CLAUSES_ADMIN = "clauses:admin"  # validate (and later publish) clause files
     LEDGER_VERIFY = "ledger:verify"  # the ledger spans every site: unscoped tokens only
+    # Data no one site owns (emission factors, webhook targets and the outbound allow-list,
+    # tokens of other scopes): unscoped admin tokens only.
+    GLOBAL_ADMIN = "global:admin"
+
+
+# Permissions over what spans every site: a token scoped to sites never has them, whatever its
+# role.
+UNSCOPED_ONLY = frozenset({Permission.LEDGER_VERIFY, Permission.GLOBAL_ADMIN})
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -56,7 +68,7 @@ class Principal:
         return f"token:{self.token_id}" + (f" ({self.label})" if self.label else "")
 
     def can(self, permission: Permission) -> bool:
-        if permission is Permission.LEDGER_VERIFY and self.sites is not None:
+        if permission in UNSCOPED_ONLY and self.sites is not None:
             return False
         return permission in ROLE_PERMISSIONS[self.role]
 
@@ -145,3 +157,4 @@ EnergyReader = Annotated[Principal, Depends(require(Permission.ENERGY_READ))]
 RegistryAdmin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))]
 ClauseAdmin = Annotated[Principal, Depends(require(Permission.CLAUSES_ADMIN))]
 LedgerVerifier = Annotated[Principal, Depends(require(Permission.LEDGER_VERIFY))]
+GlobalAdmin = Annotated[Principal, Depends(require(Permission.GLOBAL_ADMIN))]

@@ -55,7 +55,13 @@ from energy.render import EnergyPoint as EnergyPoint
 from energy.render import ImbalanceOut as ImbalanceOut
 from energy.render import MeterOut as MeterOut
 from rules.holidays import CalendarCoverage
-from rules.site import ID_PATTERN, METRIC_PATTERN
+from rules.site import (
+    ID_PATTERN,
+    METRIC_PATTERN,
+    WEBHOOK_CONTACT,
+    WEBHOOK_TARGET_PATTERN,
+    webhook_contact_problem,
+)
 
 
 def _utc_if_naive(moment: dt.datetime) -> dt.datetime:
@@ -442,9 +448,23 @@ class DeviceStatusPublic(BaseModel):
 
 
 PartyKind = Literal["person", "team", "contractor"]
-Contacts = dict[
-    Annotated[str, StringConstraints(min_length=1, max_length=64)],
-    Annotated[str, StringConstraints(max_length=256)],
+
+
+def _webhook_names_a_target(contacts: dict[str, str]) -> dict[str, str]:
+    webhook = contacts.get(WEBHOOK_CONTACT)
+    problem = None if webhook is None else webhook_contact_problem(webhook)
+    if problem is not None:
+        raise ValueError(problem)
+    return contacts
+
+
+# Free text, except `webhook`: the name of a webhook target, never a URL (rules.site.Party).
+Contacts = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+        Annotated[str, StringConstraints(max_length=256)],
+    ],
+    AfterValidator(_webhook_names_a_target),
 ]
 
 
@@ -622,3 +642,72 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unreachable"]
     holiday_calendar: HolidayCalendarHealth
+
+
+# ---- webhook targets and the outbound allow-list (global data: unscoped admins only) ----
+
+TargetName = Annotated[str, StringConstraints(pattern=WEBHOOK_TARGET_PATTERN)]
+WebhookUrl = Annotated[str, StringConstraints(min_length=8, max_length=2048)]
+WebhookSecret = Annotated[str, StringConstraints(min_length=16, max_length=512)]
+Level = Annotated[int, Field(ge=0, le=20)]
+
+
+class WebhookTargetCreate(Input):
+    """A target: where notifications go (`url`, kept secret: only its scheme, host and port are
+    ever shown), the secret they are signed with (never shown), which site (null: every site)
+    and escalation level (null: every level) it serves, and whether it receives every
+    notification of those (`broadcast`) or only those of parties naming it."""
+
+    name: TargetName
+    url: WebhookUrl
+    secret: WebhookSecret
+    site: SiteId | None = None
+    level: Level | None = None
+    broadcast: bool = True
+    enabled: bool = True
+
+
+class WebhookTargetUpdate(Input):
+    """The fields given change (a target's name never does)."""
+
+    url: WebhookUrl | None = None
+    secret: WebhookSecret | None = None
+    site: SiteId | None = None
+    level: Level | None = None
+    broadcast: bool | None = None
+    enabled: bool | None = None
+
+
+class WebhookTargetPublic(BaseModel):
+    id: int
+    name: str
+    site: str | None
+    level: int | None
+    broadcast: bool
+    enabled: bool
+    url: str = Field(description="scheme, host and port only (the rest may hold a token)")
+    created_by: str
+    created_at: dt.datetime
+    updated_by: str
+    updated_at: dt.datetime
+    delivered: int
+    pending: int
+    failed: int
+
+
+class AllowEntryCreate(Input):
+    entry: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=253),
+        Field(description="a host name, an address or a network (CIDR)"),
+    ]
+    note: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class AllowEntryPublic(BaseModel):
+    id: int
+    kind: Literal["host", "network"]
+    entry: str
+    note: str
+    created_by: str
+    created_at: dt.datetime

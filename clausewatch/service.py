@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 from psycopg_pool import ConnectionPool
 
@@ -33,7 +34,7 @@ from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
 from rules.holidays import use_official_calendar
 from store.migrate import migrate
-from store.partitions import apply_retention, ensure_partitions
+from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
 from store.pool import connect, make_pool
 from store.registry import sync_clauses, sync_site
 from store.roles import as_role
@@ -273,8 +274,18 @@ class Service:
         self._job("rollups", refresh_rollups)
 
     def _retention(self) -> None:
-        days = self.settings.retention_days
-        self._job("retention", lambda conn: apply_retention(conn, days))
+        settings = self.settings
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            apply_retention(conn, settings.retention_days)
+            conn.commit()
+            delete_expired_rows(
+                conn,
+                dead_letter_days=settings.dead_letter_retention_days,
+                device_status_days=settings.device_status_retention_days,
+            )
+
+        self._job("retention", work)
 
     def _notifications(self) -> None:
         self._job("notifications", lambda conn: deliver_due(conn, dt.datetime.now(dt.UTC)))

@@ -2,6 +2,12 @@
 
 Unset URLs mean "not configured": `clausewatch demo` then starts embedded parts, while
 `clausewatch run` refuses to start (a production service must be told where its store is).
+
+The URLs carry passwords, so each can also be read from a file: `CLAUSEWATCH_DATABASE_URL_FILE`,
+`CLAUSEWATCH_MIGRATION_DATABASE_URL_FILE` and `CLAUSEWATCH_MQTT_URL_FILE` name a file holding the
+URL (as Docker and Kubernetes mount secrets; surrounding whitespace and the final newline are
+dropped). Setting a URL and its file
+together is an error. The URLs never appear in the settings' repr.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from store.roles import DatabaseRoles
@@ -23,15 +29,20 @@ ROLE_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLAUSEWATCH_", extra="ignore")
 
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False)
     # The login that runs migrations (an owner of the schema: a superuser, or a member of the
     # owner role). Unset: the service and `clausewatch db upgrade` migrate with database_url.
-    migration_database_url: str | None = None
+    migration_database_url: str | None = Field(default=None, repr=False)
     # The owner role owns every table; the service acts as the service role (store/roles.py,
     # docs/storage.md "Roles"): it appends to the ledger but cannot change, truncate or disable it.
     database_owner_role: str = Field(default="clausewatch_owner", pattern=ROLE_PATTERN)
     database_service_role: str = Field(default="clausewatch_service", pattern=ROLE_PATTERN)
-    mqtt_url: str | None = None
+    mqtt_url: str | None = Field(default=None, repr=False)
+    # Files holding those URLs instead (CLAUSEWATCH_DATABASE_URL_FILE, ...: Docker or Kubernetes
+    # secrets), so a password need not sit in the environment's listing or a unit file.
+    database_url_file: Path | None = None
+    migration_database_url_file: Path | None = None
+    mqtt_url_file: Path | None = None
     config_dir: Path | None = None
     topic_prefix: str = Field(default="cw", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     http_host: str = "127.0.0.1"
@@ -58,6 +69,11 @@ class Settings(BaseSettings):
     # Bounded queue between the MQTT thread and the writer; full means back-pressure.
     queue_capacity: int = Field(default=50_000, gt=0)
     retention_days: int = Field(default=400, gt=0)
+    # Dead letters are kept this long for diagnosis, then deleted by the retention job.
+    dead_letter_retention_days: int = Field(default=30, gt=0)
+    # The latest status of a gateway or device that has published nothing for this long is
+    # deleted (it was decommissioned or renamed); a live one refreshes its row on every change.
+    device_status_retention_days: int = Field(default=400, gt=0)
     mqtt_client_id: str = "clausewatch-ingest"
     data_dir: Path | None = None  # embedded parts keep their data here (demo)
     # Anchors of the ledger's tip (alerts/anchors.py, docs/alerts.md "Anchors"): the Ed25519
@@ -91,3 +107,34 @@ class Settings(BaseSettings):
 
             return public_key_path(self.ledger_key_file)
         return None
+
+    @model_validator(mode="after")
+    def _urls_from_files(self) -> Settings:
+        for name in ("database_url", "migration_database_url", "mqtt_url"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            variable = f"CLAUSEWATCH_{name.upper()}"
+            if getattr(self, name) is not None:
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            setattr(self, name, read_secret_file(path))
+        return self
+
+
+def read_secret_file(path: Path) -> str:
+    """The secret a file holds (a URL with its password), without surrounding whitespace.
+    Raises ValueError, naming the file, when it cannot be read or is empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    value = text.strip()
+    if not value:
+        raise ValueError(f"{path} is empty")
+    return value
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """The problems of settings that could not be loaded, one line (no pydantic boilerplate)."""
+    return "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())

@@ -10,7 +10,6 @@ local time.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import functools
 import io
@@ -24,6 +23,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from compliance.statistics import SiteStatistics, site_statistics
+from config import csvcells
 from config.templates import render
 from rules.holidays import CalendarNote, site_calendar_notes
 from store import registry
@@ -337,7 +337,7 @@ def render_html(report: EvaluationReport) -> str:
 def render_csv(report: EvaluationReport) -> str:
     """One table: section, subject, field, value (UTF-8; the API adds a BOM for Excel)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csvcells.writer(out, lineterminator="\n")
     writer.writerow(["section", "subject", "field", "value"])
     stats = report.statistics
     summary: dict[str, Any] = {

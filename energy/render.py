@@ -6,13 +6,13 @@ client never sees binary floating-point noise and a CSV matches the JSON digit f
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 from decimal import Decimal
 
 from pydantic import BaseModel
 
+from config import csvcells
 from energy.factors import KGCE_PER_UNIT, SCOPE, EmissionFactor
 from energy.reports import (
     KGCE_NOTE,
@@ -502,7 +502,7 @@ def energy_csv(points: list[SeriesPoint], zone: str) -> str:
 
 def _csv(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csvcells.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
         writer.writerow(["" if v is None else v for v in row])

@@ -59,10 +59,14 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(worker_commands: Sequence[Sequence[str]]) -> int:
-    """Starts one process per command and waits. SIGINT/SIGTERM stop every worker cleanly
-    (SIGTERM, then wait); a worker that exits on its own stops the others and the supervisor
-    exits 1, so a process manager restarts the whole set with the same partition."""
+def supervise(
+    worker_commands: Sequence[Sequence[str]], env: Mapping[str, str] | None = None
+) -> int:
+    """Starts one process per command (with `env` as its environment when given: the database
+    and broker URLs travel there, never on a command line) and waits. SIGINT/SIGTERM stop
+    every worker cleanly (SIGTERM, then wait); a worker that exits on its own stops the others
+    and the supervisor exits 1, so a process manager restarts the whole set with the same
+    partition."""
     stop = threading.Event()
 
     def handler(_signum: int, _frame: object) -> None:
@@ -70,7 +74,10 @@ def supervise(worker_commands: Sequence[Sequence[str]]) -> int:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
-    processes = [subprocess.Popen(list(command)) for command in worker_commands]
+    processes = [
+        subprocess.Popen(list(command), env=None if env is None else dict(env))
+        for command in worker_commands
+    ]
     failed = False
     try:
         while not stop.wait(0.5):

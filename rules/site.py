@@ -161,11 +161,40 @@ class Device(Strict):
     parent: Id | None = None
 
 
+# A webhook target's name (alerts/webhooks.py, table webhook_targets): what a party's
+# contacts.webhook holds. The URL and its secret stay in the target, which only an unscoped
+# admin manages, so no site file, API answer or ledger entry carries them.
+WEBHOOK_TARGET_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,128}$"
+WEBHOOK_CONTACT = "webhook"
+
+
+def webhook_contact_problem(value: str) -> str | None:
+    """Why `value` cannot be a contacts.webhook (None when it can)."""
+    if re.fullmatch(WEBHOOK_TARGET_PATTERN, value):
+        return None
+    if "://" in value:
+        return (
+            "contacts.webhook names a webhook target (`clausewatch webhook add NAME ...`), not "
+            "a URL: the URL and its secret are kept in the target"
+        )
+    return f"contacts.webhook must be a webhook target's name ({WEBHOOK_TARGET_PATTERN})"
+
+
 class Party(Strict):
     id: Id
     name: str
     kind: Literal["person", "team", "contractor"] = "person"
+    # Free text (phone, e-mail, role), except `webhook`: the name of a webhook target.
     contacts: dict[str, str] = {}
+
+    @field_validator("contacts")
+    @classmethod
+    def _webhook_is_a_target(cls, contacts: dict[str, str]) -> dict[str, str]:
+        webhook = contacts.get(WEBHOOK_CONTACT)
+        problem = None if webhook is None else webhook_contact_problem(webhook)
+        if problem is not None:
+            raise ValueError(problem)
+        return contacts
 
 
 class Assignment(Strict):

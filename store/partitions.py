@@ -7,6 +7,9 @@ block creating the partition later. Instead the scheduler creates partitions ahe
 (`ensure_days`), so a backlog from an edge gateway still lands. Under TimescaleDB these calls
 do nothing (chunks are created on insert) except `apply_retention`, which makes the retention
 policies follow the days it is given (`ensure_retention_policy`) and drops chunks.
+
+The tables that are not partitioned by day and would otherwise only grow, `dead_letters` and
+`device_status`, are trimmed row by row (`delete_expired_rows`) by the same retention job.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from store.mode import storage_mode
 from store.rollups import refresh_rollups
@@ -180,3 +184,47 @@ def raw_horizon(conn: psycopg.Connection[Any]) -> tuple[dt.datetime | None, dt.d
         if policy and policy[0] is not None:
             retained = policy[0] if retained is None else max(retained, policy[0])
     return retained, summarised
+
+
+# Rows deleted per transaction by `delete_expired_rows`: a flood of malformed messages can leave
+# millions of dead letters, and one huge DELETE would hold its locks and WAL for minutes.
+DELETE_BATCH = 10_000
+
+
+def delete_expired_rows(
+    conn: psycopg.Connection[Any],
+    *,
+    dead_letter_days: int,
+    device_status_days: int,
+    now: dt.datetime | None = None,
+    batch: int = DELETE_BATCH,
+) -> dict[str, int]:
+    """Deletes dead letters received more than `dead_letter_days` before `now` and the device
+    statuses (the latest per gateway or device) not updated for more than `device_status_days`
+    (a gateway gone for that long is decommissioned, not offline). Commits after every `batch`
+    rows, so a long backlog never becomes one long transaction. Returns the rows deleted per
+    table."""
+    if dead_letter_days <= 0 or device_status_days <= 0:
+        raise ValueError("retention must be at least one day")
+    now = now or dt.datetime.now(dt.UTC)
+    deleted: dict[str, int] = {}
+    for table, key, days in (
+        ("dead_letters", ("id",), dead_letter_days),
+        ("device_status", ("site", "device"), device_status_days),
+    ):
+        cutoff = now - dt.timedelta(days=days)
+        statement = sql.SQL(
+            "DELETE FROM {table} WHERE ({key}) IN"
+            " (SELECT {key} FROM {table} WHERE received_at < %s LIMIT %s)"
+        ).format(table=sql.Identifier(table), key=sql.SQL(", ").join(map(sql.Identifier, key)))
+        total = 0
+        while True:
+            count = conn.execute(statement, (cutoff, batch)).rowcount
+            conn.commit()
+            total += count
+            if count < batch:
+                break
+        deleted[table] = total
+        if total:
+            log.info("retention: deleted %d row(s) of %s older than %d days", total, table, days)
+    return deleted

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -222,6 +223,20 @@ def serve_app(app: FastAPI, thread_name: str) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@contextmanager
+def serve_http(server: socketserver.BaseServer) -> Iterator[None]:
+    """Runs `server` (an http.server receiver of a test) in a daemon thread while inside; shuts
+    it down and closes its socket on leaving."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def auth(token: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Energy and carbon for energy officers: `GET /energy`, `GET /carbon` (JSON, or CSV with
-`format=csv`), the quota burn-down behind the energy page, and the emission factors (admins may
-add one without a code change).
+`format=csv`), the quota burn-down behind the energy page, and the emission factors (an admin
+token without a site scope may add one without a code change).
 
 Periods: `since` / `until` are dates (local midnight at the site) or ISO datetimes with an
 offset; the period is [since, until). Without them: the last 12 local calendar months, this one
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from api.auth import EnergyReader, Principal
+from api.auth import EnergyReader, GlobalAdmin, Principal
 from api.deps import DbConn
 from api.models import (
     CarbonReportOut,
@@ -217,11 +217,10 @@ def list_factors(conn: DbConn, principal: EnergyReader) -> list[EmissionFactor]:
     status_code=status.HTTP_201_CREATED,
     responses={**ERRORS, 409: {"model": Problem}},
 )
-def add_factor(conn: DbConn, principal: EnergyReader, body: FactorCreate) -> EmissionFactor:
-    """Adds a factor (admins only). A published factor is never overwritten: the same carrier,
-    series, region, data year and variant again is a 409."""
-    if principal.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "only admins add emission factors")
+def add_factor(conn: DbConn, principal: GlobalAdmin, body: FactorCreate) -> EmissionFactor:
+    """Adds a factor (admin tokens without a site scope only: factors change every site's
+    carbon figures). A published factor is never overwritten: the same carrier, series, region,
+    data year and variant again is a 409."""
     factor = factor_store.EmissionFactor(**body.model_dump())
     try:
         added = factor_store.add_factor(conn, factor, added_by=principal.actor)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from alerts import webhooks
 from api.auth import Principal, Reader, RegistryAdmin
 from api.deps import DbConn
 from api.models import (
@@ -27,7 +28,7 @@ from api.models import (
     SpacePublic,
     problems,
 )
-from rules.site import Assignment, Party
+from rules.site import WEBHOOK_CONTACT, Assignment, Party
 from store import registry
 
 router = APIRouter(tags=["registry"])
@@ -82,8 +83,10 @@ def list_assignments(
     responses=problems(401, 403, 404, 409),
 )
 def create_party(body: PartyCreate, conn: DbConn, principal: RegistryAdmin) -> PartyPublic:
-    """Adds a party to a site. 409 when the id is taken."""
+    """Adds a party to a site. 409 when the id is taken. `contacts.webhook` names a webhook
+    target serving the site (422 otherwise); targets are made by unscoped admins."""
     _require_site(conn, principal, body.site)
+    _require_webhook_target(conn, body.site, body.contacts)
     party = Party.model_validate(body.model_dump(include={"id", "name", "kind", "contacts"}))
     try:
         registry.add_party(conn, body.site, party, principal.actor)
@@ -98,9 +101,13 @@ def create_party(body: PartyCreate, conn: DbConn, principal: RegistryAdmin) -> P
 def update_party(
     site: PathId, party_id: PathId, body: PartyUpdate, conn: DbConn, principal: RegistryAdmin
 ) -> PartyPublic:
-    """Changes a party's name, kind or contacts (the fields given)."""
+    """Changes a party's name, kind or contacts (the fields given). `contacts.webhook` names a
+    webhook target serving the site (422 otherwise)."""
     principal.require_visible(site, "party")
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if registry.party_row(conn, site, party_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "party not found")
+    _require_webhook_target(conn, site, changes.get("contacts", {}))
     try:
         registry.change_party(conn, site, party_id, changes, principal.actor)
     except LookupError as exc:
@@ -179,6 +186,14 @@ def _require_site(conn: DbConn, principal: Principal, site: str) -> None:
     principal.site_filter(site)
     if not registry.site_exists(conn, site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
+
+
+def _require_webhook_target(conn: DbConn, site: str, contacts: dict[str, str]) -> None:
+    """422 unless contacts.webhook (if any) names a webhook target serving `site`: a scoped
+    admin can send the site's notifications only where an unscoped admin allowed."""
+    name = contacts.get(WEBHOOK_CONTACT)
+    if name is not None and not webhooks.target_serves(conn, name, site):
+        raise _field_error("contacts", f"no webhook target named {name!r} serves site {site}")
 
 
 def _party(conn: DbConn, site: str, party_id: str) -> PartyPublic:

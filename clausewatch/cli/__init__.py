@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 # Modules exposing `register(commands: Commands)`. Each command parser gets `func(args) -> int`.
 COMMAND_MODULES = (
     "clausewatch.cli.service",  # demo, run
@@ -71,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exit_.code is not None:
             print(exit_.code, file=sys.stderr)
         return 1
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A setting from the environment that cannot be used (a *_FILE that cannot be read...)
+        from clausewatch.settings import settings_problems
+
+        print(f"error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        return 2
 
 
 def _use_holiday_calendar(args: argparse.Namespace) -> bool:

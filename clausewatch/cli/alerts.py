@@ -4,22 +4,35 @@ clausewatch ledger verify [--database-url URL] [--anchors DIR] [--public-key FIL
 clausewatch ledger keygen --out FILE
 clausewatch ledger anchor [--database-url URL] [--key FILE] [--anchors DIR]
 clausewatch report ledger --site S --from YYYY-MM-DD --to YYYY-MM-DD [--out FILE]
-clausewatch webhook add URL [--site S] [--level N]
+clausewatch webhook add NAME --url-file FILE [--secret-file FILE] [--site S] [--level N]
+                        [--party-only]
+clausewatch webhook change NAME [--url-file FILE] [--secret-file FILE | --new-secret]
+                        [--enable | --disable]
 clausewatch webhook list
+clausewatch webhook allow ENTRY [--note TEXT]        (a host name, an address or a network)
+clausewatch webhook disallow ID
+clausewatch webhook allowlist
+
+Webhook targets and the allow-list are global data: these commands are for whoever holds the
+database URL (the operator), as the API's are for admin tokens without a site scope. A
+target's URL may carry a token and its secret is one, so both are read from files (or typed at
+a prompt), never from the command line; `list` shows the URL as scheme, host and port only.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from alerts import export
+from alerts import export, webhooks
 from clausewatch.cli import Commands
 from clausewatch.cli.common import TO_HELP, database_argument, database_url, day
-from clausewatch.settings import Settings
+from clausewatch.settings import Settings, read_secret_file
 from store.pool import connect
 from store.registry import UnknownSite
 
@@ -74,21 +87,77 @@ def register(commands: Commands) -> None:
     report.add_argument("--out", type=Path, help="file to write (default: standard output)")
     report.set_defaults(func=_report)
 
-    add = commands.add("webhook add", "send alert notifications to a webhook (JSON POST)")
+    add = commands.add(
+        "webhook add", "a webhook target: alert notifications as signed JSON POSTs to a URL"
+    )
     database_argument(add)
-    add.add_argument("url", type=_http_url)
+    add.add_argument("name", help="the target's name (what a party's contacts.webhook names)")
+    _url_options(add, required=True)
+    add.add_argument(
+        "--secret-file",
+        type=Path,
+        help="the signing secret the receiver knows (default: a new one, printed once)",
+    )
     add.add_argument("--site", help="only this site's alerts (default: every site)")
     add.add_argument(
         "--level",
         type=int,
         help="only this escalation level, 0 = the responsible party (default: every level)",
     )
+    add.add_argument(
+        "--party-only",
+        action="store_true",
+        help="only the notifications of parties whose contacts.webhook names it",
+    )
     add.add_argument("--added-by", default="cli")
     add.set_defaults(func=_webhook_add)
+
+    change = commands.add("webhook change", "change a webhook target's URL, secret or state")
+    database_argument(change)
+    change.add_argument("name")
+    _url_options(change, required=False)
+    secret = change.add_mutually_exclusive_group()
+    secret.add_argument("--secret-file", type=Path, help="a new signing secret, from a file")
+    secret.add_argument(
+        "--new-secret", action="store_true", help="a new random signing secret, printed once"
+    )
+    state = change.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_true", default=None)
+    state.add_argument("--disable", dest="enabled", action="store_false")
+    change.add_argument("--changed-by", default="cli")
+    change.set_defaults(func=_webhook_change)
 
     listing = commands.add("webhook list", "webhook targets with their delivery counts")
     database_argument(listing)
     listing.set_defaults(func=_webhook_list)
+
+    allow = commands.add(
+        "webhook allow",
+        "let webhooks go to an internal host name, address or network (they are refused)",
+    )
+    database_argument(allow)
+    allow.add_argument("entry", help="sms-gw.lan, 10.0.0.5 or 10.0.0.0/24")
+    allow.add_argument("--note", default="")
+    allow.add_argument("--added-by", default="cli")
+    allow.set_defaults(func=_webhook_allow)
+
+    disallow = commands.add("webhook disallow", "remove an allow-list entry (by its id)")
+    database_argument(disallow)
+    disallow.add_argument("id", type=int)
+    disallow.add_argument("--removed-by", default="cli")
+    disallow.set_defaults(func=_webhook_disallow)
+
+    allowlist = commands.add("webhook allowlist", "the allow-list of internal webhook addresses")
+    database_argument(allowlist)
+    allowlist.set_defaults(func=_webhook_allowlist)
+
+
+def _url_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    url = parser.add_mutually_exclusive_group(required=required)
+    url.add_argument("--url-file", type=Path, help="a file holding the target's URL")
+    url.add_argument(
+        "--url-prompt", action="store_true", help="type the URL at a prompt (not echoed)"
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -232,39 +301,116 @@ def _report(args: argparse.Namespace) -> int:
 
 def _webhook_add(args: argparse.Namespace) -> int:
     url = database_url(args)
-    with connect(url) as conn:
-        row = conn.execute(
-            "INSERT INTO webhook_targets (site, level, url, created_by, created_at)"
-            " VALUES (%s, %s, %s, %s, now()) RETURNING id",
-            (args.site, args.level, args.url, args.added_by),
-        ).fetchone()
-        conn.commit()
-    assert row is not None
-    print(f"webhook {row[0]}: {args.url}")
+    try:
+        target_url = _target_url(args)
+        secret = read_secret_file(args.secret_file) if args.secret_file else None
+        target = webhooks.Target(
+            args.name,
+            target_url or "",
+            secret or webhooks.new_secret(),
+            site=args.site,
+            level=args.level,
+            broadcast=not args.party_only,
+        )
+        with connect(url) as conn:
+            target_id = webhooks.add_target(conn, target, args.added_by)
+            conn.commit()
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"webhook {target_id} {target.name}: {webhooks.shown_url(target.url)}")
+    if secret is None:
+        print(f"signing secret (shown once, give it to the receiver): {target.secret}")
     return 0
+
+
+def _webhook_change(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    changes: dict[str, Any] = {}
+    try:
+        target_url = _target_url(args)
+        if target_url is not None:
+            changes["url"] = target_url
+        if args.secret_file:
+            changes["secret"] = read_secret_file(args.secret_file)
+        elif args.new_secret:
+            changes["secret"] = webhooks.new_secret()
+        if args.enabled is not None:
+            changes["enabled"] = args.enabled
+        with connect(url) as conn:
+            target_id = webhooks.target_id_by_name(conn, args.name)
+            if target_id is None:
+                print(f"error: no webhook target named {args.name!r}", file=sys.stderr)
+                return 2
+            webhooks.change_target(conn, target_id, changes, args.changed_by)
+            conn.commit()
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"webhook {target_id} {args.name}: changed {', '.join(sorted(changes)) or 'nothing'}")
+    if args.new_secret:
+        print(f"signing secret (shown once, give it to the receiver): {changes['secret']}")
+    return 0
+
+
+def _target_url(args: argparse.Namespace) -> str | None:
+    if args.url_file is not None:
+        return read_secret_file(args.url_file)
+    if args.url_prompt:
+        return getpass.getpass("URL of the webhook target: ").strip()
+    return None
 
 
 def _webhook_list(args: argparse.Namespace) -> int:
     url = database_url(args)
     with connect(url) as conn:
-        rows = conn.execute(
-            "SELECT t.id, coalesce(t.site, '*'), coalesce(t.level::text, '*'), t.url, t.enabled,"
-            " count(n.id) FILTER (WHERE n.state = 'delivered'),"
-            " count(n.id) FILTER (WHERE n.state = 'pending'),"
-            " count(n.id) FILTER (WHERE n.state = 'failed')"
-            " FROM webhook_targets t LEFT JOIN notifications n ON n.target_id = t.id"
-            " GROUP BY t.id ORDER BY t.id"
-        ).fetchall()
-    print("id  site  level  enabled  delivered  pending  failed  url")
-    for target_id, site, level, target_url, enabled, delivered, pending, failed in rows:
+        rows = webhooks.target_rows(conn)
+    print("id  name  site  level  broadcast  enabled  delivered  pending  failed  url")
+    for row in rows:
+        site = row["site"] or "*"
+        level = "*" if row["level"] is None else row["level"]
         print(
-            f"{target_id}  {site}  {level}  {'yes' if enabled else 'no'}  {delivered}  "
-            f"{pending}  {failed}  {target_url}"
+            f"{row['id']}  {row['name']}  {site}  {level}  {_yes(row['broadcast'])}  "
+            f"{_yes(row['enabled'])}  {row['delivered']}  {row['pending']}  {row['failed']}  "
+            f"{row['url']}"
         )
     return 0
 
 
-def _http_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
-    return text
+def _webhook_allow(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    try:
+        with connect(url) as conn:
+            entry_id, added = webhooks.allow(conn, args.entry, args.note, args.added_by)
+            conn.commit()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"allow-list entry {entry_id}" + ("" if added else " (there already)"))
+    return 0
+
+
+def _webhook_disallow(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    try:
+        with connect(url) as conn:
+            webhooks.disallow(conn, args.id, args.removed_by)
+            conn.commit()
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _webhook_allowlist(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    with connect(url) as conn:
+        rows = webhooks.allow_rows(conn)
+    print("id  kind  entry  added by  note")
+    for row in rows:
+        print(f"{row['id']}  {row['kind']}  {row['entry']}  {row['created_by']}  {row['note']}")
+    return 0
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clausewatch.cli import Commands
+from config import csvcells
 
 if TYPE_CHECKING:
     from config.broker import GatewayRef, TlsListener
@@ -194,7 +195,8 @@ def write_broker_files(args: argparse.Namespace) -> Outcome:
     )
     _write_private(out / "mosquitto.conf", conf)
     table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
+    # The project's one CSV writer: ids and passwords (letters and digits) pass unchanged.
+    writer = csvcells.writer(table, lineterminator="\n")
     writer.writerow(CREDENTIALS_COLUMNS)
     for identity in identities:
         writer.writerow(

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from clausewatch.cli import Commands
-from clausewatch.cli.common import database_argument, database_url
+from clausewatch.cli.common import database_argument, database_url, url_arguments
 from clausewatch.settings import Settings
 from store.errors import MigrationError
 from store.migrate import applied_versions, discover, migrate
@@ -40,7 +40,8 @@ COUNTED_TABLES = (
 
 def upgrade(args: argparse.Namespace) -> int:
     settings = Settings()
-    if not args.database_url and settings.migration_database_url:
+    given = args.database_url or args.database_url_file
+    if not given and settings.migration_database_url:
         args.database_url = settings.migration_database_url
     url = database_url(args)
     try:
@@ -105,10 +106,11 @@ def register(commands: Commands) -> None:
         "db upgrade",
         "apply pending schema migrations and put the roles' ownership and privileges in place",
     )
-    upgrade_parser.add_argument(
-        "--database-url",
-        help="the migration login's PostgreSQL URL (default: "
-        "CLAUSEWATCH_MIGRATION_DATABASE_URL, else CLAUSEWATCH_DATABASE_URL)",
+    url_arguments(
+        upgrade_parser,
+        "database",
+        "the migration login's PostgreSQL URL (default: CLAUSEWATCH_MIGRATION_DATABASE_URL, "
+        "else CLAUSEWATCH_DATABASE_URL, or their _FILE)",
     )
     upgrade_parser.set_defaults(func=upgrade)
     info_parser = commands.add(

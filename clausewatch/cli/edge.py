@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from clausewatch.cli import Commands
+from clausewatch.cli.common import url_arguments, url_from
 
 
 def register(commands: Commands) -> None:
@@ -16,7 +17,7 @@ def register(commands: Commands) -> None:
         "Run an edge gateway: sample its sources, buffer in SQLite, forward to MQTT at QoS 1.",
     )
     parser.add_argument("config", type=Path, help="gateway configuration (YAML)")
-    parser.add_argument("--mqtt-url", help="override broker.url of the configuration")
+    url_arguments(parser, "mqtt", "override broker.url of the configuration")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.set_defaults(func=_run)
 
@@ -32,10 +33,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         config, _ = load_gateway_config(args.config)
-        if args.mqtt_url:
-            broker = config.broker.model_validate(
-                config.broker.model_dump() | {"url": args.mqtt_url}
-            )
+        mqtt_url = url_from(args, "mqtt")
+        if mqtt_url:
+            broker = config.broker.model_validate(config.broker.model_dump() | {"url": mqtt_url})
             config = config.model_copy(update={"broker": broker})
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,7 +16,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from clausewatch.cli import Commands
+from clausewatch.cli.common import url_arguments, url_from
 from config import BUNDLED_DIR
 from config.urls import database_named, redact_url
 
@@ -70,8 +73,8 @@ def register(commands: Commands) -> None:
 
 
 def _service_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="default: CLAUSEWATCH_DATABASE_URL")
-    parser.add_argument("--mqtt-url", help="default: CLAUSEWATCH_MQTT_URL")
+    url_arguments(parser, "database", "default: CLAUSEWATCH_DATABASE_URL (or its _FILE)")
+    url_arguments(parser, "mqtt", "default: CLAUSEWATCH_MQTT_URL (or its _FILE)")
     parser.add_argument(
         "--config-dir", type=Path, help="sites/ and clauses/ (default: CLAUSEWATCH_CONFIG_DIR)"
     )
@@ -83,8 +86,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     from clausewatch.settings import Settings
 
     overrides: dict[str, Any] = {
-        "database_url": args.database_url,
-        "mqtt_url": args.mqtt_url,
+        "database_url": url_from(args, "database"),
+        "mqtt_url": url_from(args, "mqtt"),
         "config_dir": args.config_dir,
         "http_host": args.host,
         "http_port": args.port,
@@ -143,7 +146,13 @@ def _wait_for_signal(service: Any, extra_check: Any = None) -> None:
 def _run(args: argparse.Namespace) -> int:
     from clausewatch.service import Service, ServiceOptions
 
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValidationError:
+        raise  # settings from the environment: `clausewatch.cli.main` says what is wrong
+    except ValueError as exc:  # a --*-url-file that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     missing = [
         name
         for name, value in (
@@ -197,10 +206,13 @@ def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
         return 2
     index = args.worker_index
     if index is None:
-        command = [sys.executable, "-m", "clausewatch", *sys.argv[1:]]
+        command = [sys.executable, "-m", "clausewatch", *_without_urls(sys.argv[1:])]
         for i, sites in enumerate(partition):
             log.info("worker %d owns %s", i, ", ".join(sites))
-        return supervise([[*command, "--worker-index", str(i)] for i in range(args.workers)])
+        return supervise(
+            [[*command, "--worker-index", str(i)] for i in range(args.workers)],
+            env=_child_environment(settings),
+        )
     if not 0 <= index < args.workers:
         print(f"error: --worker-index must be below --workers {args.workers}", file=sys.stderr)
         return 2
@@ -224,6 +236,44 @@ def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
     return 0
 
 
+# Flags whose value is (or names) a URL: a child process gets the URLs through its environment.
+_URL_FLAGS = ("--database-url", "--mqtt-url", "--database-url-file", "--mqtt-url-file")
+
+
+def _without_urls(argv: list[str]) -> list[str]:
+    """`argv` without the URL flags and their values (`--mqtt-url X` and `--mqtt-url=X`)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _URL_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in _URL_FLAGS)):
+            kept.append(arg)
+    return kept
+
+
+def _child_environment(settings: Any) -> dict[str, str]:
+    """This process's environment with the database and broker URLs in force, for a child
+    process: the environment of a process is readable by its user only (/proc/PID/environ),
+    its command line by everyone (/proc/PID/cmdline, ps)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("CLAUSEWATCH_DATABASE_URL_FILE", "CLAUSEWATCH_MQTT_URL_FILE")
+    }
+    for name, value in (
+        ("CLAUSEWATCH_DATABASE_URL", settings.database_url),
+        ("CLAUSEWATCH_MQTT_URL", settings.mqtt_url),
+    ):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
+    return env
+
+
 def default_data_dir() -> Path:
     """Root keeps service data in /var/lib (its home is private, which the unprivileged database
     user could not enter); other users in their user data folder."""
@@ -240,7 +290,13 @@ def _demo(args: argparse.Namespace) -> int:
     from config.broker import derive_identities, simulator_identity
 
     _logging()
-    settings = _settings(args, max_age_s=DEMO_MAX_AGE_S)
+    try:
+        settings = _settings(args, max_age_s=DEMO_MAX_AGE_S)
+    except ValidationError:
+        raise  # settings from the environment: `clausewatch.cli.main` says what is wrong
+    except ValueError as exc:  # a --*-url-file that cannot be read
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = _load_config(settings.config_dir)
     if config is None:
         return 2
@@ -422,8 +478,8 @@ def _start_simulator(settings: Any, mqtt_url: str, speed: float | None) -> subpr
     ]
     if speed is not None:
         command += ["--speed", str(speed)]
-    env = dict(os.environ)
-    env["CLAUSEWATCH_MQTT_URL"] = mqtt_url
+    env = _child_environment(settings)
+    env["CLAUSEWATCH_MQTT_URL"] = mqtt_url  # the simulator's own login, not the service's
     if settings.config_dir is not None:
         env["CLAUSEWATCH_CONFIG_DIR"] = str(settings.config_dir)
     # Its own session: Ctrl-C in the terminal reaches the demo, which stops the simulator.

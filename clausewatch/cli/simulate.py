@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from clausewatch.cli import Commands
+from clausewatch.cli.common import url_arguments, url_from
 from rules.durations import parse_duration
 
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -20,7 +21,9 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument("scenario", help="bundled scenario name (demo, week-faults) or a YAML path")
     parser.add_argument("--site", type=Path, help="site model file (default: sites/<site>.yaml)")
-    parser.add_argument("--mqtt-url", help="default: CLAUSEWATCH_MQTT_URL or " + DEFAULT_MQTT_URL)
+    url_arguments(
+        parser, "mqtt", "default: CLAUSEWATCH_MQTT_URL (or its _FILE) or " + DEFAULT_MQTT_URL
+    )
     parser.add_argument("--prefix", help="topic prefix (default: CLAUSEWATCH_TOPIC_PREFIX or cw)")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument(
@@ -47,8 +50,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from simulators.scenario import ScenarioError, load_scenario, scenario_path, site_path
     from simulators.stream import Simulation
 
-    settings = Settings()
     try:
+        settings = Settings()
+        mqtt_url = url_from(args, "mqtt") or settings.mqtt_url or DEFAULT_MQTT_URL
         scenario = load_scenario(scenario_path(args.scenario, settings.config_dir))
         site = load_site(args.site or site_path(scenario.site, settings.config_dir))
         problems = scenario.problems_against(site)
@@ -85,7 +89,7 @@ def _simulate(args: argparse.Namespace) -> int:
         result = run_scenario(
             scenario,
             site,
-            args.mqtt_url or settings.mqtt_url or DEFAULT_MQTT_URL,
+            mqtt_url,
             prefix,
             speed=args.speed,
             span=span,

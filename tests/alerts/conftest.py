@@ -28,6 +28,7 @@ TABLES = (
     "notification_attempts",
     "notifications",
     "webhook_targets",
+    "webhook_allowlist",
     "alert_timeline",
     "alerts",
     "clause_versions",
@@ -47,8 +48,8 @@ CLEANUP = (
     + "".join(f"DELETE FROM {table}; " for table in TABLES)
     + (
         "SELECT setval(pg_get_serial_sequence(t, 'id'), 1, false) FROM unnest(ARRAY["
-        "'notification_attempts', 'notifications', 'webhook_targets', 'alert_timeline', 'alerts',"
-        " 'assignments', 'ledger_anchors']) AS t; "
+        "'notification_attempts', 'notifications', 'webhook_targets', 'webhook_allowlist',"
+        " 'alert_timeline', 'alerts', 'assignments', 'ledger_anchors']) AS t; "
         "ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"
     )
 )
@@ -194,6 +195,16 @@ def ended(
         ended_at=at.timestamp(),
         worst_value=23.8,
     )
+
+
+def with_contacts(party: str, contacts: dict[str, str]) -> SiteModel:
+    """The test site with one party's contacts replaced (a copy, not validated: the migration
+    test stores a URL there as sites did before migration 0028)."""
+    model = site_model()
+    parties = tuple(
+        p.model_copy(update={"contacts": contacts}) if p.id == party else p for p in model.parties
+    )
+    return model.model_copy(update={"parties": parties})
 
 
 @pytest.fixture

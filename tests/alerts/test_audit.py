@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from alerts import notify
+from alerts import notify, webhooks
 from alerts.audit import audit
 from alerts.escalation import escalate_due
 from alerts.lifecycle import acknowledge, close
@@ -30,16 +30,13 @@ CONFIRMED = T0 + dt.timedelta(minutes=15)  # started() confirms 15 min after the
 def lifecycle(conn: psycopg.Connection[Any]) -> int:
     """Every kind of step an alert takes: raised, escalated, notified (failed), acknowledged,
     resolved, reopened, resolved again, closed. Returns its id."""
-    conn.execute(
-        "INSERT INTO webhook_targets (site, level, url, created_by, created_at)"
-        " VALUES ('alerts-hq', NULL, 'http://127.0.0.1:9/unused', 'test', %s)",
-        (T0,),
-    )
+    target = webhooks.Target("hook", "http://127.0.0.1:9/unused", "a-test-secret-0123456789")
+    webhooks.add_target(conn, target, "test", now=T0)
     alert_id = record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED).alert_ids[0]
     assert escalate_due(conn, CONFIRMED + dt.timedelta(minutes=30)) == [(alert_id, 1)]
     conn.commit()
     now = CONFIRMED + dt.timedelta(minutes=30)
-    for _ in range(notify.MAX_ATTEMPTS + 2):  # nothing listens on port 9: each ends failed
+    for _ in range(notify.MAX_ATTEMPTS + 2):  # loopback, not allow-listed: each ends failed
         notify.deliver_due(conn, now)
         now += dt.timedelta(minutes=20)
     acknowledge(conn, alert_id, "wang", "已通知物业", now=CONFIRMED + dt.timedelta(minutes=40))

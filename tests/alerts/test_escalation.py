@@ -13,13 +13,14 @@ import orjson
 import psycopg
 import pytest
 
-from alerts import notify
+from alerts import notify, webhooks
 from alerts.escalation import escalate_due
 from alerts.lifecycle import acknowledge
 from alerts.record import record_outputs
 from store import ledger
 from store.registry import sync_site
-from tests.alerts.conftest import T0, site_model, started
+from tests.alerts.conftest import T0, site_model, started, with_contacts
+from tests.support import serve_http
 
 pytestmark = pytest.mark.integration
 
@@ -61,20 +62,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver(failures=2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve_http(server):
+        yield server
 
 
-def _target(conn: psycopg.Connection[Any], url: str, level: int | None = None) -> None:
-    conn.execute(
-        "INSERT INTO webhook_targets (site, level, url, created_by, created_at)"
-        " VALUES ('alerts-hq', %s, %s, 'test', %s)",
-        (level, url, T0),
-    )
+def _target(
+    conn: psycopg.Connection[Any],
+    url: str,
+    level: int | None = None,
+    *,
+    name: str = "hook",
+    broadcast: bool = True,
+) -> None:
+    """A target of the site; the tests' receivers are on loopback, so it is allow-listed."""
+    target = webhooks.Target(name, url, "a-test-secret-0123456789", "alerts-hq", level, broadcast)
+    webhooks.add_target(conn, target, "test", now=T0)
+    webhooks.allow(conn, "127.0.0.1", "the tests' receivers", "test", now=T0)
 
 
 def test_escalation_follows_the_policy_with_an_injected_clock(
@@ -187,15 +190,11 @@ def test_a_party_with_its_own_webhook_is_notified_there(
 ) -> None:
     conn = registered
     receiver.failures = 0
-    model = site_model()
-    parties = tuple(
-        p.model_copy(update={"contacts": {"webhook": receiver.url}}) if p.id == "wang" else p
-        for p in model.parties
-    )
-    sync_site(conn, model.model_copy(update={"parties": parties}), "admin", now=T0)
+    _target(conn, receiver.url, name="wang-phone", broadcast=False)
+    sync_site(conn, with_contacts("wang", {"webhook": "wang-phone"}), "admin", now=T0)
     record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED)
     conn.commit()
     assert notify.deliver_due(conn, CONFIRMED).delivered == 1
-    row = conn.execute("SELECT target_id, url, state FROM notifications").fetchone()
-    assert row == (None, receiver.url, "delivered")
-    assert receiver.bodies[0]["party"]["contacts"] == {"webhook": receiver.url}
+    row = conn.execute("SELECT target_id, target_name, state FROM notifications").fetchone()
+    assert row == (1, "wang-phone", "delivered")
+    assert receiver.bodies[0]["party"]["contacts"] == {"webhook": "wang-phone"}

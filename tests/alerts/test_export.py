@@ -68,3 +68,26 @@ def test_report_ledger_command_writes_the_file(
     assert main([*argv, "--from", "2026-07-01", "--to", "2026-07-02", "--out", str(out)]) == 0
     assert len(out.read_bytes().decode("utf-8-sig").strip().split("\r\n")) >= 3
     assert main([*argv[:-1], "nowhere", "--from", "2026-07-01", "--to", "2026-07-01"]) == 2
+
+
+def test_formula_cells_in_the_ledger_csv_are_neutralised_numbers_stay_numbers(
+    registered: psycopg.Connection[Any],
+) -> None:
+    """A close cause typed as a spreadsheet formula reaches the 台账 as text (a leading '), so
+    Excel or WPS shows it instead of running it; ids and values stay plain numbers."""
+    end = T0 + dt.timedelta(minutes=40)
+    (alert_id,) = record_outputs(
+        registered, site_model(), [started(T0), ended(end, T0)], now=end
+    ).alert_ids
+    cause = '=HYPERLINK("http://x","y")'
+    close(registered, alert_id, "wang", cause, "@SUM(1+1)", now=end + dt.timedelta(hours=1))
+    registered.commit()
+    data = ledger_csv(registered, "alerts-hq", T0.date(), T0.date())
+    (row,) = [
+        dict(zip(HEADERS, r, strict=True))
+        for r in list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))[1:]
+    ]
+    assert row["原因"] == "'" + cause
+    assert row["整改措施"] == "'@SUM(1+1)"
+    assert row["告警编号"] == str(alert_id)
+    assert row["最差值"] == "23.8"

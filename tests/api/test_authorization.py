@@ -1,26 +1,31 @@
 """The authorization matrix: every endpoint × every role × a token of site-a alone or of every
 site × a request about site-a (own) or site-b (other), each asserting the status code.
 
-Expected: a role without the endpoint's permission gets 403; a site-a token asking about site-b
-gets 403 when it names the site in a filter or body, and 404 when it names a resource of site-b
-by id (as if it did not exist); everything else gets the endpoint's success status.
+The expected statuses are not computed from `api.auth` (which would test the code against
+itself): they come from the table "Who may call what" in docs/api.md, parsed here, so the
+documentation is the specification and a drift between the two fails. Every answer a site-a
+token gets is also searched for site-b's data, and every answer for the secrets the fixtures
+planted (other tokens, webhook URLs and secrets).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import Permission, Principal
+from alerts import notify, webhooks
 from api.tokens import ROLES, create_token, revoke_token
 from compliance.reports import generate_report
+from store import registry
 from tests.api.conftest import T0, auth, insert_alert
 
 pytestmark = pytest.mark.integration
@@ -32,10 +37,9 @@ Build = Callable[[psycopg.Connection[Any], str], Request]
 @dataclass(frozen=True)
 class Endpoint:
     name: str
-    permission: Permission
+    route: str  # as docs/api.md names it: "GET /alerts/{id}"
     build: Build
     ok: int = 200
-    other_site: int | None = None  # status for a site-a token asking about site-b; None: no site
 
 
 def _fresh_alert(conn: psycopg.Connection[Any], site: str, state: str = "firing") -> int:
@@ -65,6 +69,44 @@ def _report_id(conn: psycopg.Connection[Any], site: str) -> int:
     return report_id
 
 
+# Secrets the fixtures plant; no answer may contain one.
+PLANTED_TOKEN = "tok-planted-" + uuid.uuid4().hex
+PLANTED_SECRET = "secret-planted-" + uuid.uuid4().hex
+WEBHOOK_URL = f"https://127.0.0.1:9/robot/send?access_token={PLANTED_TOKEN}"
+
+
+@pytest.fixture(scope="module")
+def planted_secrets(api_database_url: str) -> tuple[str, ...]:
+    """A webhook target of site-a whose URL holds a token, named by site-a's party, and an alert
+    of site-a with a `notified` timeline row (its notice refused: the address is loopback)."""
+    with psycopg.connect(api_database_url) as conn:
+        target = webhooks.Target("site-a-sms", WEBHOOK_URL, PLANTED_SECRET, site="site-a")
+        webhooks.add_target(conn, target, "test", now=T0)
+        registry.change_party(conn, "site-a", "fm-1", {"contacts": {"webhook": "site-a-sms"}}, "t")
+        alert_id = _fresh_alert(conn, "site-a")
+        notice = notify.AlertNotice(alert_id, "site-a", "raised", 0, "fm-1", {"id": alert_id})
+        notify.queue(conn, [notice], T0)
+        conn.commit()
+        assert notify.deliver_due(conn, T0).failed >= 1
+    return (PLANTED_TOKEN, PLANTED_SECRET, "/robot/send")
+
+
+def _target_id(conn: psycopg.Connection[Any]) -> int:
+    found = webhooks.target_id_by_name(conn, "site-a-sms")
+    assert found is not None
+    return found
+
+
+def _allow_entry(conn: psycopg.Connection[Any]) -> int:
+    entry_id, _ = webhooks.allow(conn, f"gw-{uuid.uuid4().hex[:8]}.lan", "", "test")
+    conn.commit()
+    return entry_id
+
+
+def _network() -> str:
+    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.0/24"
+
+
 CLAUSE_YAML = (
     "standard: {code: T-1, title: test, edition: '1'}\n"
     "clauses:\n"
@@ -73,92 +115,71 @@ CLAUSE_YAML = (
 )
 
 ENDPOINTS = [
-    Endpoint(
-        "list alerts",
-        Permission.READ,
-        lambda c, s: ("GET", f"/api/v1/alerts?site={s}", None),
-        other_site=403,
-    ),
+    Endpoint("list alerts", "GET /alerts", lambda c, s: ("GET", f"/api/v1/alerts?site={s}", None)),
     Endpoint(
         "get alert",
-        Permission.READ,
+        "GET /alerts/{id}",
         lambda c, s: ("GET", f"/api/v1/alerts/{_fresh_alert(c, s)}", None),
-        other_site=404,
     ),
     Endpoint(
         "acknowledge",
-        Permission.ALERTS_ACT,
+        "POST /alerts/{id}/ack",
         lambda c, s: ("POST", f"/api/v1/alerts/{_fresh_alert(c, s)}/ack", {"note": "seen"}),
-        other_site=404,
     ),
     Endpoint(
         "close",
-        Permission.ALERTS_ACT,
+        "POST /alerts/{id}/close",
         lambda c, s: (
             "POST",
             f"/api/v1/alerts/{_fresh_alert(c, s, 'resolved')}/close",
             {"cause": "c", "corrective_action": "a"},
         ),
-        other_site=404,
     ),
-    Endpoint("clauses", Permission.READ, lambda c, s: ("GET", "/api/v1/clauses", None)),
+    Endpoint("clauses", "GET /clauses", lambda c, s: ("GET", "/api/v1/clauses", None)),
     Endpoint(
         "clause versions",
-        Permission.READ,
+        "GET /clauses/{id}/versions",
         lambda c, s: ("GET", "/api/v1/clauses/temp.cooling.min/versions", None),
     ),
     Endpoint(
         "validate clauses",
-        Permission.CLAUSES_ADMIN,
+        "POST /clauses/validate",
         lambda c, s: ("POST", "/api/v1/clauses/validate", {"yaml": CLAUSE_YAML}),
     ),
     Endpoint(
-        "compliance",
-        Permission.READ,
-        lambda c, s: ("GET", f"/api/v1/compliance?site={s}", None),
-        other_site=403,
+        "compliance", "GET /compliance", lambda c, s: ("GET", f"/api/v1/compliance?site={s}", None)
     ),
     Endpoint(
-        "ledger verify",
-        Permission.LEDGER_VERIFY,
-        lambda c, s: ("GET", "/api/v1/ledger/verify", None),
+        "ledger verify", "GET /ledger/verify", lambda c, s: ("GET", "/api/v1/ledger/verify", None)
     ),
     Endpoint(
         "readings",
-        Permission.READ,
+        "GET /readings",
         lambda c, s: ("GET", f"/api/v1/readings?site={s}&device=th-1&metric=temperature", None),
-        other_site=403,
     ),
-    Endpoint("sites", Permission.READ, lambda c, s: ("GET", "/api/v1/sites", None)),
+    Endpoint("sites", "GET /sites", lambda c, s: ("GET", "/api/v1/sites", None)),
     *(
-        Endpoint(
-            kind,
-            Permission.READ,
-            lambda c, s, k=kind: ("GET", f"/api/v1/{k}?site={s}", None),
-            other_site=403,
-        )
+        Endpoint(kind, f"GET /{kind}", lambda c, s, k=kind: ("GET", f"/api/v1/{k}?site={s}", None))
         for kind in ("spaces", "devices", "device-status", "parties", "assignments")
     ),
     Endpoint(
         "add party",
-        Permission.REGISTRY_WRITE,
+        "POST /parties",
         lambda c, s: (
             "POST",
             "/api/v1/parties",
             {"site": s, "id": f"p-{uuid.uuid4().hex[:8]}", "name": "李工"},
         ),
         ok=201,
-        other_site=403,
     ),
     Endpoint(
         "change party",
-        Permission.REGISTRY_WRITE,
+        "PATCH /parties/{site}/{id}",
         lambda c, s: ("PATCH", f"/api/v1/parties/{s}/fm-1", {"contacts": {"phone": "110"}}),
-        other_site=404,
     ),
     Endpoint(
         "add assignment",
-        Permission.REGISTRY_WRITE,
+        "POST /assignments",
         lambda c, s: (
             "POST",
             "/api/v1/assignments",
@@ -170,44 +191,31 @@ ENDPOINTS = [
             },
         ),
         ok=201,
-        other_site=403,
     ),
     Endpoint(
         "end assignment",
-        Permission.REGISTRY_WRITE,
+        "PATCH /assignments/{id}",
         lambda c, s: (
             "PATCH",
             f"/api/v1/assignments/{_assignment_id(c, s)}",
             {"valid_to": "2030-01-01T00:00:00+08:00"},
         ),
-        other_site=404,
     ),
-    Endpoint(
-        "energy",
-        Permission.ENERGY_READ,
-        lambda c, s: ("GET", f"/api/v1/energy?site={s}", None),
-        other_site=403,
-    ),
-    Endpoint(
-        "carbon",
-        Permission.ENERGY_READ,
-        lambda c, s: ("GET", f"/api/v1/carbon?site={s}", None),
-        other_site=403,
-    ),
+    Endpoint("energy", "GET /energy", lambda c, s: ("GET", f"/api/v1/energy?site={s}", None)),
+    Endpoint("carbon", "GET /carbon", lambda c, s: ("GET", f"/api/v1/carbon?site={s}", None)),
     Endpoint(
         "quotas",
-        Permission.ENERGY_READ,
+        "GET /energy/quotas",
         lambda c, s: ("GET", f"/api/v1/energy/quotas?site={s}", None),
-        other_site=403,
     ),
     Endpoint(
         "emission factors",
-        Permission.ENERGY_READ,
+        "GET /energy/factors",
         lambda c, s: ("GET", "/api/v1/energy/factors", None),
     ),
-    Endpoint(  # admins only (checked inside the route): the same statuses as CLAUSES_ADMIN
+    Endpoint(
         "add emission factor",
-        Permission.CLAUSES_ADMIN,
+        "POST /energy/factors",
         lambda c, s: (
             "POST",
             "/api/v1/energy/factors",
@@ -224,16 +232,16 @@ ENDPOINTS = [
         ok=201,
     ),
     Endpoint(
-        "register search", Permission.READ, lambda c, s: ("GET", "/api/v1/register?q=温度", None)
+        "register search", "GET /register", lambda c, s: ("GET", "/api/v1/register?q=温度", None)
     ),
     Endpoint(
         "register clause",
-        Permission.READ,
+        "GET /register/{clause_id}",
         lambda c, s: ("GET", "/api/v1/register/temp.cooling.min", None),
     ),
     Endpoint(
         "backtest",
-        Permission.CLAUSES_ADMIN,
+        "POST /register/backtest",
         lambda c, s: (
             "POST",
             "/api/v1/register/backtest",
@@ -244,49 +252,123 @@ ENDPOINTS = [
                 "until": (T0 + dt.timedelta(hours=1)).isoformat(),
             },
         ),
-        other_site=403,
     ),
     Endpoint(
-        "list reports",
-        Permission.READ,
-        lambda c, s: ("GET", f"/api/v1/reports?site={s}", None),
-        other_site=403,
+        "list reports", "GET /reports", lambda c, s: ("GET", f"/api/v1/reports?site={s}", None)
     ),
     Endpoint(
         "make report",
-        Permission.ALERTS_ACT,
+        "POST /reports",
         lambda c, s: ("POST", "/api/v1/reports", {"site": s, "period": "2026Q1"}),
         ok=201,
-        other_site=403,
     ),
     *(
         Endpoint(
             f"report {fmt or 'figures'}",
-            Permission.READ,
+            "GET /reports/{id}" + (fmt and "/" + fmt),
             lambda c, s, f=fmt: ("GET", f"/api/v1/reports/{_report_id(c, s)}{f and '/' + f}", None),
-            other_site=404,
         )
         for fmt in ("", "html", "csv")
     ),
     Endpoint(
         "site statistics",
-        Permission.READ,
+        "GET /statistics/site/{site}",
         lambda c, s: ("GET", f"/api/v1/statistics/site/{s}", None),
-        other_site=403,
     ),
     Endpoint(
-        "org statistics", Permission.READ, lambda c, s: ("GET", "/api/v1/statistics/org", None)
+        "org statistics",
+        "GET /statistics/org",
+        lambda c, s: ("GET", "/api/v1/statistics/org", None),
+    ),
+    Endpoint("webhooks", "GET /webhooks", lambda c, s: ("GET", "/api/v1/webhooks", None)),
+    Endpoint(
+        "add webhook",
+        "POST /webhooks",
+        lambda c, s: (
+            "POST",
+            "/api/v1/webhooks",
+            {
+                "name": f"t-{uuid.uuid4().hex[:8]}",
+                "url": WEBHOOK_URL,
+                "secret": PLANTED_SECRET,
+                "site": s,
+            },
+        ),
+        ok=201,
+    ),
+    Endpoint(
+        "change webhook",
+        "PATCH /webhooks/{id}",
+        lambda c, s: ("PATCH", f"/api/v1/webhooks/{_target_id(c)}", {"secret": PLANTED_SECRET}),
+    ),
+    Endpoint(
+        "allow-list",
+        "GET /webhook-allowlist",
+        lambda c, s: ("GET", "/api/v1/webhook-allowlist", None),
+    ),
+    Endpoint(
+        "allow",
+        "POST /webhook-allowlist",
+        lambda c, s: ("POST", "/api/v1/webhook-allowlist", {"entry": _network()}),
+        ok=201,
+    ),
+    Endpoint(
+        "disallow",
+        "DELETE /webhook-allowlist/{id}",
+        lambda c, s: ("DELETE", f"/api/v1/webhook-allowlist/{_allow_entry(c)}", None),
+        ok=204,
     ),
 ]
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+TABLE_HEADING = "### Who may call what"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table: per role `yes`, `unscoped` or `no`; `other_site` 403, 404 or None."""
+
+    roles: dict[str, str]
+    other_site: int | None
+
+
+def documented_rules(text: str) -> dict[str, Rule]:
+    """The table under TABLE_HEADING in docs/api.md, by route ("GET /alerts/{id}")."""
+    section = text.split(TABLE_HEADING, 1)[1]
+    lines = [line.strip() for line in section.splitlines()]
+    first = next(i for i, line in enumerate(lines) if line.startswith("| route |"))
+    header = [cell.strip() for cell in lines[first].strip("|").split("|")]
+    assert header[0] == "route" and header[-1] == "another site", header
+    assert sorted(header[1:-1]) == sorted(ROLES), header
+    rules: dict[str, Rule] = {}
+    for line in lines[first + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        route = cells["route"].strip("`")
+        roles = {role: cells[role] for role in ROLES}
+        assert set(roles.values()) <= {"yes", "unscoped", "no"}, line
+        other = cells["another site"]
+        assert other in {"403", "404", "-"}, line
+        rules[route] = Rule(roles, None if other == "-" else int(other))
+    return rules
+
+
+RULES = documented_rules(DOCS.read_text(encoding="utf-8"))
+
 
 def expected_status(endpoint: Endpoint, role: str, scope: str, target: str) -> int:
-    sites = None if scope == "all" else frozenset({scope})
-    if not Principal(0, role, sites).can(endpoint.permission):  # type: ignore[arg-type]
+    rule = RULES[endpoint.route]
+    allowed = rule.roles[role]
+    if allowed == "no" or (allowed == "unscoped" and scope != "all"):
         return 403
-    if endpoint.other_site is not None and scope != "all" and target != scope:
-        return endpoint.other_site
+    if rule.other_site is not None and scope != "all" and target != scope:
+        return rule.other_site
     return endpoint.ok
+
+
+def test_the_documented_table_and_the_matrix_name_the_same_routes() -> None:
+    assert sorted(RULES) == sorted({e.route for e in ENDPOINTS})
 
 
 CASES = [
@@ -294,7 +376,11 @@ CASES = [
     for endpoint in ENDPOINTS
     for role in ROLES
     for scope in ("site-a", "all")
-    for target in (("site-a", "site-b") if endpoint.other_site is not None else ("site-a",))
+    for target in (
+        ("site-a", "site-b")
+        if endpoint.route in RULES and RULES[endpoint.route].other_site is not None
+        else ("site-a",)
+    )
 ]
 
 
@@ -307,11 +393,16 @@ def test_matrix(
     role: str,
     scope: str,
     target: str,
+    planted_secrets: tuple[str, ...],
 ) -> None:
     with psycopg.connect(api_database_url) as conn:
         method, url, body = endpoint.build(conn, target)
     response = client.request(method, url, json=body, headers=auth(tokens[(role, scope)]))
     assert response.status_code == expected_status(endpoint, role, scope, target), response.text
+    if scope == "site-a":  # site-b's ids, names and parties all contain "site-b"
+        assert "site-b" not in response.text
+    leaked = [secret for secret in (*tokens.values(), *planted_secrets) if secret in response.text]
+    assert not leaked, response.text
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
@@ -400,3 +491,58 @@ def test_the_matrix_covers_every_api_route(client: TestClient, api_database_url:
             ):
                 missing.append(f"{method} {route.path}")
     assert not missing, f"add these to ENDPOINTS: {missing}"
+
+
+def test_a_notified_alert_and_the_parties_name_the_target_never_its_url(
+    client: TestClient,
+    tokens: dict[tuple[str, str], str],
+    api_database_url: str,
+    planted_secrets: tuple[str, ...],
+) -> None:
+    with psycopg.connect(api_database_url) as conn:
+        row = conn.execute(
+            "SELECT alert_id FROM alert_timeline WHERE action = 'notified' AND site = 'site-a'"
+        ).fetchone()
+    assert row is not None
+    named = client.patch(  # the matrix's "change party" replaces the contacts: name it again
+        "/api/v1/parties/site-a/fm-1",
+        json={"contacts": {"webhook": "site-a-sms", "phone": "110"}},
+        headers=auth(tokens[("admin", "site-a")]),
+    )
+    assert named.status_code == 200, named.text
+    for role in ROLES:
+        headers = auth(tokens[(role, "site-a")])
+        alert = client.get(f"/api/v1/alerts/{row[0]}", headers=headers)
+        (notified,) = [t for t in alert.json()["timeline"] if t["action"] == "notified"]
+        assert notified["data"]["target_name"] == "site-a-sms"
+        assert "refused: 127.0.0.1 is a loopback address" in notified["note"]
+        parties = client.get("/api/v1/parties?site=site-a", headers=headers).json()
+        contacts = {p["id"]: p["contacts"] for p in parties}["fm-1"]
+        assert contacts == {"webhook": "site-a-sms", "phone": "110"}
+        for text in (alert.text, json.dumps(parties)):
+            assert not [s for s in planted_secrets if s in text]
+
+
+def test_a_party_names_only_a_target_serving_its_site(
+    client: TestClient, tokens: dict[tuple[str, str], str], planted_secrets: tuple[str, ...]
+) -> None:
+    admin = auth(tokens[("admin", "site-a")])
+    for site, contacts, problem in (
+        ("site-a", {"webhook": "https://10.0.0.1/hook?k=v"}, "not a URL"),
+        ("site-a", {"webhook": "no-such-target"}, "no webhook target named"),
+        ("site-b", {"webhook": "site-a-sms"}, "no webhook target named"),  # serves site-a only
+    ):
+        scope = "all" if site == "site-b" else "site-a"
+        response = client.patch(
+            f"/api/v1/parties/{site}/fm-1",
+            json={"contacts": contacts},
+            headers=auth(tokens[("admin", scope)]),
+        )
+        assert response.status_code == 422, response.text
+        assert problem in response.text
+    created = client.post(
+        "/api/v1/parties",
+        json={"site": "site-a", "id": "sms-user", "name": "x", "contacts": {"webhook": "x:/y"}},
+        headers=admin,
+    )
+    assert created.status_code == 422

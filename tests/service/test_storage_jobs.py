@@ -163,3 +163,48 @@ def test_a_changed_retention_setting_takes_effect_at_the_next_start(
             wait_for(lambda: policies() == ten, what=lambda: f"policies: {policies()}")
     finally:
         service.stop()
+
+
+def test_the_retention_job_deletes_old_dead_letters_and_stale_statuses(
+    settings: Settings,
+) -> None:
+    url = settings.database_url
+    assert url is not None
+    migrate(url)
+    now = dt.datetime.now(dt.UTC)
+    with connect(url) as conn:
+        for days in (1, 20):
+            conn.execute(
+                "INSERT INTO dead_letters (received_at, topic, payload, reason)"
+                " VALUES (%s, %s, '\\x00', 'malformed_json')",
+                (now - dt.timedelta(days=days), f"j-hq/d{days}/telemetry"),
+            )
+        for device, days in (("gw-1", 1), ("gw-2", 20)):
+            conn.execute(
+                "INSERT INTO device_status (site, device, online, received_at)"
+                " VALUES ('j-hq', %s, true, %s)",
+                (device, now - dt.timedelta(days=days)),
+            )
+        conn.commit()
+    changed = settings.model_copy(
+        update={"dead_letter_retention_days": 7, "device_status_retention_days": 10}
+    )
+    service = Service(changed, CONFIG, ServiceOptions(clock="data", serve_api=False))
+    service.start()
+    try:  # the retention job runs once at start
+        wait_for(lambda: rows(url, "SELECT count(*) FROM dead_letters")[0][0] == 1)
+        wait_for(lambda: rows(url, "SELECT device FROM device_status") == [("gw-1",)])
+        assert rows(url, "SELECT topic FROM dead_letters") == [("j-hq/d1/telemetry",)]
+    finally:
+        service.stop()
+
+
+def test_retention_settings_have_defaults_and_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = Settings()
+    assert (defaults.dead_letter_retention_days, defaults.device_status_retention_days) == (30, 400)
+    monkeypatch.setenv("CLAUSEWATCH_DEAD_LETTER_RETENTION_DAYS", "14")
+    monkeypatch.setenv("CLAUSEWATCH_DEVICE_STATUS_RETENTION_DAYS", "90")
+    read = Settings()
+    assert (read.dead_letter_retention_days, read.device_status_retention_days) == (14, 90)
