@@ -83,20 +83,32 @@ def expected_table_privileges(table: str) -> tuple[str, ...]:
 
 
 def ensure_roles(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[str]:
-    """Creates the roles that do not exist yet (NOLOGIN) and returns their names; checks that
-    the service role cannot step around its privileges (superuser, BYPASSRLS, member of the
-    owner role), raising MigrationError if it can. Safe against another database of the same
-    cluster creating the same role at the same moment."""
+    """Creates the roles that do not exist yet and returns their names; checks that the service
+    role cannot step around its privileges (superuser, BYPASSRLS, member of the owner role),
+    raising MigrationError if it can. Safe against another database of the same cluster creating
+    or changing the same role at the same moment.
+
+    Both are created NOLOGIN, except the owner role in a database with TimescaleDB: TimescaleDB
+    runs retention, compression and aggregate refresh as the hypertable's owner in a background
+    worker, which it refuses to start for a role that cannot log in. There the owner role is
+    created with LOGIN (and no password), and an existing NOLOGIN owner role is given LOGIN
+    (needs a superuser or CREATEROLE; MigrationError otherwise)."""
+    timescale = _has_timescaledb(conn)
     created: list[str] = []
     for name in (roles.owner, roles.service):
         if _role_exists(conn, name):
             continue
+        login = "LOGIN" if timescale and name == roles.owner else "NOLOGIN"
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(name), sql.SQL(login))
+                )
             created.append(name)
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
             pass  # made meanwhile by a migration of another database on this server
+    if timescale:
+        _let_log_in(conn, roles.owner)
     row = conn.execute(
         "SELECT rolsuper, rolbypassrls, pg_has_role(%s, %s, 'MEMBER') FROM pg_roles"
         " WHERE rolname = %s",
@@ -109,6 +121,37 @@ def ensure_roles(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[st
             f"be a member of the owner role {roles.owner}: it could then change the ledger"
         )
     return created
+
+
+def _can_log_in(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def _let_log_in(conn: psycopg.Connection[Any], owner: str) -> None:
+    """Gives the owner role LOGIN when it has not got it (TimescaleDB's background jobs)."""
+    if _can_log_in(conn, owner):
+        return
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(owner)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MigrationError(
+            f"the owner role {owner} cannot log in, and TimescaleDB runs retention, compression"
+            " and aggregate refresh as the hypertable's owner in a background worker, which"
+            " needs a role that can log in. This login may not change the role (that needs a"
+            f" superuser or CREATEROLE): an administrator runs `ALTER ROLE {owner} LOGIN` (no"
+            " password: see docs/storage.md, Roles), or migrate as a superuser"
+        ) from exc
+    except psycopg.errors.InternalError_:
+        # "tuple concurrently updated": another database's migration changed the role first.
+        if not _can_log_in(conn, owner):
+            raise
+
+
+def _has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return row is not None
 
 
 def _role_exists(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -158,7 +201,7 @@ _ALTER_OWNER = {
 def _continuous_aggregates(conn: psycopg.Connection[Any]) -> set[str]:
     """Names of the TimescaleDB continuous aggregates of the current schema (none without the
     extension)."""
-    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is None:
+    if not _has_timescaledb(conn):
         return set()
     return {
         str(name)

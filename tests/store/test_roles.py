@@ -23,7 +23,14 @@ from store.migrate import migrate
 from store.mode import storage_mode
 from store.partitions import apply_retention, ensure_partitions, existing_days
 from store.pool import connect
-from store.roles import DEFAULT_OWNER_ROLE, DEFAULT_SERVICE_ROLE, plan_privileges
+from store.errors import MigrationError
+from store.roles import (
+    DEFAULT_OWNER_ROLE,
+    DEFAULT_SERVICE_ROLE,
+    DatabaseRoles,
+    as_role,
+    plan_privileges,
+)
 from tests.support import throwaway_database
 
 pytestmark = pytest.mark.integration
@@ -227,3 +234,79 @@ def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
         with psycopg.connect(pg_server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {login}")
+
+
+def _timescaledb_available(server_url: str) -> bool:
+    with psycopg.connect(server_url) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    return row is not None
+
+
+@pytest.mark.timescale
+def test_under_timescaledb_an_owner_role_that_cannot_log_in_is_given_login_without_password(
+    pg_server_url: str,
+) -> None:
+    """TimescaleDB runs retention, compression and aggregate refresh as the hypertable's owner in
+    a background worker, which needs a role that can log in. Own role names here: the shared
+    ones are cluster-wide and used by other tests at the same time."""
+    if not _timescaledb_available(pg_server_url):
+        pytest.skip("no TimescaleDB on this server")
+    suffix = uuid.uuid4().hex[:10]
+    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
+    database = f"cw_roles_login_{suffix}"
+    url = urlunsplit(urlsplit(pg_server_url)._replace(path=f"/{database}"))
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        migrate(url, roles=roles)
+        with connect(url) as conn:
+            row = conn.execute(
+                "SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = %s",
+                (roles.owner,),
+            ).fetchone()
+            assert row == (True, True)
+            assert plan_privileges(conn, roles) == []
+        with connect(as_role(url, roles.service), autocommit=True) as conn:
+            conn.execute("SELECT cw_set_retention_policy('readings', '30 days')")
+            for statement in REFUSED.values():
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+        # Idempotent: the second run finds everything in place.
+        assert migrate(url, roles=roles) == []
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (roles.owner, roles.service):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.timescale
+def test_under_timescaledb_a_login_that_may_not_let_the_owner_log_in_gets_a_clear_error(
+    pg_server_url: str,
+) -> None:
+    if not _timescaledb_available(pg_server_url):
+        pytest.skip("no TimescaleDB on this server")
+    suffix = uuid.uuid4().hex[:10]
+    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
+    login = f"cw_test_deployer_{suffix}"
+    database = f"{login}_db"
+    parts = urlsplit(pg_server_url)
+    login_url = urlunsplit(
+        parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}", path=f"/{database}")
+    )
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
+        admin.execute(f"CREATE ROLE {roles.service} NOLOGIN")
+        admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {roles.owner}")
+        admin.execute(f"CREATE DATABASE {database} OWNER {login}")
+    try:
+        with pytest.raises(MigrationError, match=f"ALTER ROLE {roles.owner} LOGIN"):
+            migrate(login_url, target=1, roles=roles)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (login, roles.owner, roles.service):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
