@@ -212,6 +212,41 @@ def _continuous_aggregates(conn: psycopg.Connection[Any]) -> set[str]:
     }
 
 
+def _chunk_schemas_closed_to_owner(
+    conn: psycopg.Connection[Any], roles: DatabaseRoles
+) -> list[str]:
+    """The schemas of TimescaleDB's chunks (and of its internal hypertables) where the owner
+    role may not create, when a hypertable or continuous aggregate of the current schema is
+    still to be handed over to it and the login is not a superuser: `ALTER TABLE ... OWNER`
+    carries on to every chunk, and PostgreSQL lets a non-superuser give a table only to a role
+    that may create in the table's schema. Empty when nothing stands in the way."""
+    if not _has_timescaledb(conn):
+        return []
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if row and row[0]:
+        return []
+    pending = conn.execute(
+        "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_schema ="
+        " current_schema() AND hypertable_name::text IN (SELECT c.relname FROM pg_class c"
+        "   WHERE c.relnamespace = current_schema()::regnamespace"
+        "   AND pg_get_userbyid(c.relowner) <> %s)"
+        " UNION ALL SELECT 1 FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = current_schema() AND view_owner::text <> %s",
+        (roles.owner, roles.owner),
+    ).fetchone()
+    if pending is None:
+        return []
+    return [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT DISTINCT associated_schema_name::text FROM _timescaledb_catalog.hypertable"
+            " WHERE NOT has_schema_privilege(%s, associated_schema_name::text, 'CREATE')"
+            " ORDER BY 1",
+            (roles.owner,),
+        )
+    ]
+
+
 def plan_privileges(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[sql.Composed]:
     """The statements that would bring the current schema to the least-privilege state: every
     object owned by the owner role, the service role holding exactly its privileges. Empty
@@ -271,6 +306,16 @@ def ensure_least_privilege(conn: psycopg.Connection[Any], roles: DatabaseRoles) 
     Runs in the caller's transaction (no commit). With everything in place it changes nothing
     and needs no privilege, so the service's own login may call it."""
     done = [f"created role {name}" for name in ensure_roles(conn, roles)]
+    closed = _chunk_schemas_closed_to_owner(conn, roles)
+    if closed:
+        grants = "; ".join(f"GRANT CREATE ON SCHEMA {name} TO {roles.owner}" for name in closed)
+        raise MigrationError(
+            "handing TimescaleDB's hypertables and continuous aggregates over to the owner role"
+            f" {roles.owner} hands over their chunks too, in {', '.join(closed)}; a login that"
+            f" is not a superuser may do that only where {roles.owner} may create. An"
+            f" administrator runs `{grants}` in this database (after `CREATE EXTENSION"
+            " timescaledb`), or migrate as a superuser"
+        )
     for statement in plan_privileges(conn, roles):
         conn.execute(statement)
         done.append(statement.as_string(conn))
