@@ -1,6 +1,7 @@
 """Least privilege in PostgreSQL: who owns the schema and what the service may do with it.
 
-Two roles, cluster-wide, created when missing (NOLOGIN):
+Two roles, cluster-wide, created when missing (NOLOGIN; under TimescaleDB the owner role can log
+in, without a password, because TimescaleDB runs its policy jobs as the hypertable's owner):
 
 - the owner role (`clausewatch_owner`) owns every table, view, sequence and function of the
   schema. Migrations run as a login that can act for it (a superuser, or a member of it); after

@@ -19,11 +19,11 @@ from clausewatch.service import Service
 from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from store import ledger
+from store.errors import MigrationError
 from store.migrate import migrate
-from store.mode import storage_mode
+from store.mode import FORCE_NATIVE_ENV, storage_mode
 from store.partitions import apply_retention, ensure_partitions, existing_days
 from store.pool import connect
-from store.errors import MigrationError
 from store.roles import (
     DEFAULT_OWNER_ROLE,
     DEFAULT_SERVICE_ROLE,
@@ -248,6 +248,15 @@ def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
             admin.execute(f"DROP ROLE IF EXISTS {login}")
 
 
+@pytest.fixture
+def timescale_server(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test server, skipping the test unless it has TimescaleDB."""
+    if not _timescaledb_available(pg_server_url):
+        pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
+    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
+    return pg_server_url
+
+
 def _timescaledb_available(server_url: str) -> bool:
     with psycopg.connect(server_url) as conn:
         row = conn.execute(
@@ -258,13 +267,12 @@ def _timescaledb_available(server_url: str) -> bool:
 
 @pytest.mark.timescale
 def test_under_timescaledb_an_owner_role_that_cannot_log_in_is_given_login_without_password(
-    pg_server_url: str,
+    timescale_server: str,
 ) -> None:
     """TimescaleDB runs retention, compression and aggregate refresh as the hypertable's owner in
     a background worker, which needs a role that can log in. Own role names here: the shared
     ones are cluster-wide and used by other tests at the same time."""
-    if not _timescaledb_available(pg_server_url):
-        pytest.skip("no TimescaleDB on this server")
+    pg_server_url = timescale_server
     suffix = uuid.uuid4().hex[:10]
     roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
     database = f"cw_roles_login_{suffix}"
@@ -297,10 +305,9 @@ def test_under_timescaledb_an_owner_role_that_cannot_log_in_is_given_login_witho
 
 @pytest.mark.timescale
 def test_under_timescaledb_a_login_that_may_not_let_the_owner_log_in_gets_a_clear_error(
-    pg_server_url: str,
+    timescale_server: str,
 ) -> None:
-    if not _timescaledb_available(pg_server_url):
-        pytest.skip("no TimescaleDB on this server")
+    pg_server_url = timescale_server
     suffix = uuid.uuid4().hex[:10]
     roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
     login = f"cw_test_deployer_{suffix}"
