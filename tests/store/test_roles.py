@@ -329,3 +329,29 @@ def test_under_timescaledb_a_login_that_may_not_let_the_owner_log_in_gets_a_clea
             admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             for role in (login, roles.owner, roles.service):
                 admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.timescale
+def test_under_timescaledb_the_owner_may_log_in_before_pending_migrations_add_policies(
+    timescale_server: str,
+) -> None:
+    """A deployment made while the owner role was NOLOGIN: its next upgrade adds policies to
+    hypertables the owner role already owns, so the role must log in before the migrations."""
+    suffix = uuid.uuid4().hex[:10]
+    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
+    database = f"cw_roles_upgrade_{suffix}"
+    url = urlunsplit(urlsplit(timescale_server)._replace(path=f"/{database}"))
+    with psycopg.connect(timescale_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        migrate(url, target=3, roles=roles)  # readings is the owner role's from here on
+        with psycopg.connect(timescale_server, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {roles.owner} NOLOGIN")
+        assert migrate(url, roles=roles)  # 0004 adds a compression policy to readings
+        with connect(url) as conn:
+            assert plan_privileges(conn, roles) == []
+    finally:
+        with psycopg.connect(timescale_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (roles.owner, roles.service):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
