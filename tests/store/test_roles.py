@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -205,17 +206,25 @@ def test_with_a_migration_pending_the_service_login_is_refused(pg_server_url: st
             migrate(service_url(url))
 
 
+def deployer(server_url: str, suffix: str) -> tuple[str, str, str]:
+    """The name of a deployment login, of a database it is to own, and that login's URL for it
+    (neither made here)."""
+    login = f"cw_test_deployer_{suffix}"
+    database = f"{login}_db"
+    parts = urlsplit(server_url)
+    login_url = urlunsplit(
+        parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}", path=f"/{database}")
+    )
+    return login, database, login_url
+
+
 def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
     pg_server_url: str, migrated: str
 ) -> None:
     """No superuser needed to deploy: the database's owner, a member of the owner role (the
     roles made beforehand, here by the `migrated` fixture), migrates and hands everything over."""
-    login = f"cw_test_deployer_{uuid.uuid4().hex[:10]}"
-    database = f"{login}_db"
+    login, database, login_url = deployer(pg_server_url, uuid.uuid4().hex[:10])
     parts = urlsplit(pg_server_url)
-    login_url = urlunsplit(
-        parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}", path=f"/{database}")
-    )
     with psycopg.connect(pg_server_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {DEFAULT_OWNER_ROLE}")
         admin.execute(f"CREATE DATABASE {database} OWNER {login}")
@@ -265,22 +274,33 @@ def _timescaledb_available(server_url: str) -> bool:
     return row is not None
 
 
+@contextmanager
+def own_roles_and_database(server_url: str) -> Iterator[tuple[DatabaseRoles, str]]:
+    """Role names of the test's own (the shared ones are cluster-wide and used by other tests at
+    the same time) and the URL of an empty database; drops the database, then the roles."""
+    suffix = uuid.uuid4().hex[:10]
+    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
+    database = f"cw_roles_own_{suffix}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        yield roles, urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (roles.owner, roles.service):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
 @pytest.mark.timescale
 def test_under_timescaledb_an_owner_role_that_cannot_log_in_is_given_login_without_password(
     timescale_server: str,
 ) -> None:
     """TimescaleDB runs retention, compression and aggregate refresh as the hypertable's owner in
-    a background worker, which needs a role that can log in. Own role names here: the shared
-    ones are cluster-wide and used by other tests at the same time."""
-    pg_server_url = timescale_server
-    suffix = uuid.uuid4().hex[:10]
-    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
-    database = f"cw_roles_login_{suffix}"
-    url = urlunsplit(urlsplit(pg_server_url)._replace(path=f"/{database}"))
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
-        admin.execute(f"CREATE DATABASE {database}")
-    try:
+    a background worker, which needs a role that can log in."""
+    with own_roles_and_database(timescale_server) as (roles, url):
+        with psycopg.connect(timescale_server, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
         migrate(url, roles=roles)
         with connect(url) as conn:
             row = conn.execute(
@@ -296,11 +316,6 @@ def test_under_timescaledb_an_owner_role_that_cannot_log_in_is_given_login_witho
                     conn.execute(statement)
         # Idempotent: the second run finds everything in place.
         assert migrate(url, roles=roles) == []
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-            for role in (roles.owner, roles.service):
-                admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 @pytest.mark.timescale
@@ -310,12 +325,7 @@ def test_under_timescaledb_a_login_that_may_not_let_the_owner_log_in_gets_a_clea
     pg_server_url = timescale_server
     suffix = uuid.uuid4().hex[:10]
     roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
-    login = f"cw_test_deployer_{suffix}"
-    database = f"{login}_db"
-    parts = urlsplit(pg_server_url)
-    login_url = urlunsplit(
-        parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}", path=f"/{database}")
-    )
+    login, database, login_url = deployer(pg_server_url, suffix)
     with psycopg.connect(pg_server_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
         admin.execute(f"CREATE ROLE {roles.service} NOLOGIN")
@@ -337,21 +347,10 @@ def test_under_timescaledb_the_owner_may_log_in_before_pending_migrations_add_po
 ) -> None:
     """A deployment made while the owner role was NOLOGIN: its next upgrade adds policies to
     hypertables the owner role already owns, so the role must log in before the migrations."""
-    suffix = uuid.uuid4().hex[:10]
-    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
-    database = f"cw_roles_upgrade_{suffix}"
-    url = urlunsplit(urlsplit(timescale_server)._replace(path=f"/{database}"))
-    with psycopg.connect(timescale_server, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {database}")
-    try:
+    with own_roles_and_database(timescale_server) as (roles, url):
         migrate(url, target=3, roles=roles)  # readings is the owner role's from here on
         with psycopg.connect(timescale_server, autocommit=True) as admin:
             admin.execute(f"ALTER ROLE {roles.owner} NOLOGIN")
         assert migrate(url, roles=roles)  # 0004 adds a compression policy to readings
         with connect(url) as conn:
             assert plan_privileges(conn, roles) == []
-    finally:
-        with psycopg.connect(timescale_server, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-            for role in (roles.owner, roles.service):
-                admin.execute(f"DROP ROLE IF EXISTS {role}")
