@@ -28,7 +28,7 @@ import psycopg
 
 from store.errors import MigrationError
 from store.pool import connect
-from store.roles import DatabaseRoles, ensure_least_privilege
+from store.roles import DatabaseRoles, ensure_least_privilege, ensure_roles
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.(sql|py)$")
@@ -115,7 +115,8 @@ def migrate(
 
     The login of `database_url` must be able to act for the owner role (a superuser, or a
     member of it) when anything is to change; roles are created when missing, which needs
-    CREATEROLE."""
+    CREATEROLE. With a migration pending, `ensure_roles` also runs before the migrations (under
+    TimescaleDB the owner role must log in before a migration adds a policy)."""
     migrations = discover(directory)
     applied: list[Migration] = []
     with connect(database_url, autocommit=True) as conn:
@@ -124,6 +125,14 @@ def migrate(
             if not _has_schema_migrations(conn):
                 conn.execute(SCHEMA_MIGRATIONS_DDL)
             done = applied_versions(conn)
+            if any(
+                m.version not in done and (target is None or m.version <= target)
+                for m in migrations
+            ):
+                # Before the migrations too: under TimescaleDB a migration that adds a policy to
+                # a hypertable the owner role already owns needs that role to log in.
+                with conn.transaction():
+                    ensure_roles(conn, roles or DatabaseRoles())
             for migration in migrations:
                 if migration.version in done:
                     continue

@@ -1,6 +1,7 @@
 """Least privilege in PostgreSQL: who owns the schema and what the service may do with it.
 
-Two roles, cluster-wide, created when missing (NOLOGIN):
+Two roles, cluster-wide, created when missing (NOLOGIN; under TimescaleDB the owner role can log
+in, without a password, because TimescaleDB runs its policy jobs as the hypertable's owner):
 
 - the owner role (`clausewatch_owner`) owns every table, view, sequence and function of the
   schema. Migrations run as a login that can act for it (a superuser, or a member of it); after
@@ -83,20 +84,32 @@ def expected_table_privileges(table: str) -> tuple[str, ...]:
 
 
 def ensure_roles(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[str]:
-    """Creates the roles that do not exist yet (NOLOGIN) and returns their names; checks that
-    the service role cannot step around its privileges (superuser, BYPASSRLS, member of the
-    owner role), raising MigrationError if it can. Safe against another database of the same
-    cluster creating the same role at the same moment."""
+    """Creates the roles that do not exist yet and returns their names; checks that the service
+    role cannot step around its privileges (superuser, BYPASSRLS, member of the owner role),
+    raising MigrationError if it can. Safe against another database of the same cluster creating
+    or changing the same role at the same moment.
+
+    Both are created NOLOGIN, except the owner role in a database with TimescaleDB: TimescaleDB
+    runs retention, compression and aggregate refresh as the hypertable's owner in a background
+    worker, which it refuses to start for a role that cannot log in. There the owner role is
+    created with LOGIN (and no password), and an existing NOLOGIN owner role is given LOGIN
+    (needs a superuser or CREATEROLE; MigrationError otherwise)."""
+    timescale = _has_timescaledb(conn)
     created: list[str] = []
     for name in (roles.owner, roles.service):
         if _role_exists(conn, name):
             continue
+        login = "LOGIN" if timescale and name == roles.owner else "NOLOGIN"
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(name), sql.SQL(login))
+                )
             created.append(name)
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
             pass  # made meanwhile by a migration of another database on this server
+    if timescale:
+        _let_log_in(conn, roles.owner)
     row = conn.execute(
         "SELECT rolsuper, rolbypassrls, pg_has_role(%s, %s, 'MEMBER') FROM pg_roles"
         " WHERE rolname = %s",
@@ -109,6 +122,37 @@ def ensure_roles(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[st
             f"be a member of the owner role {roles.owner}: it could then change the ledger"
         )
     return created
+
+
+def _can_log_in(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def _let_log_in(conn: psycopg.Connection[Any], owner: str) -> None:
+    """Gives the owner role LOGIN when it has not got it (TimescaleDB's background jobs)."""
+    if _can_log_in(conn, owner):
+        return
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(owner)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MigrationError(
+            f"the owner role {owner} cannot log in, and TimescaleDB runs retention, compression"
+            " and aggregate refresh as the hypertable's owner in a background worker, which"
+            " needs a role that can log in. This login may not change the role (that needs a"
+            f" superuser or CREATEROLE): an administrator runs `ALTER ROLE {owner} LOGIN` (no"
+            " password: see docs/storage.md, Roles), or migrate as a superuser"
+        ) from exc
+    except psycopg.errors.InternalError_:
+        # "tuple concurrently updated": another database's migration changed the role first.
+        if not _can_log_in(conn, owner):
+            raise
+
+
+def _has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return row is not None
 
 
 def _role_exists(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -158,7 +202,7 @@ _ALTER_OWNER = {
 def _continuous_aggregates(conn: psycopg.Connection[Any]) -> set[str]:
     """Names of the TimescaleDB continuous aggregates of the current schema (none without the
     extension)."""
-    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is None:
+    if not _has_timescaledb(conn):
         return set()
     return {
         str(name)
@@ -167,6 +211,41 @@ def _continuous_aggregates(conn: psycopg.Connection[Any]) -> set[str]:
             " WHERE view_schema = current_schema()"
         )
     }
+
+
+def _chunk_schemas_closed_to_owner(
+    conn: psycopg.Connection[Any], roles: DatabaseRoles
+) -> list[str]:
+    """The schemas of TimescaleDB's chunks (and of its internal hypertables) where the owner
+    role may not create, when a hypertable or continuous aggregate of the current schema is
+    still to be handed over to it and the login is not a superuser: `ALTER TABLE ... OWNER`
+    carries on to every chunk, and PostgreSQL lets a non-superuser give a table only to a role
+    that may create in the table's schema. Empty when nothing stands in the way."""
+    if not _has_timescaledb(conn):
+        return []
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if row and row[0]:
+        return []
+    pending = conn.execute(
+        "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_schema ="
+        " current_schema() AND hypertable_name::text IN (SELECT c.relname FROM pg_class c"
+        "   WHERE c.relnamespace = current_schema()::regnamespace"
+        "   AND pg_get_userbyid(c.relowner) <> %s)"
+        " UNION ALL SELECT 1 FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = current_schema() AND view_owner::text <> %s",
+        (roles.owner, roles.owner),
+    ).fetchone()
+    if pending is None:
+        return []
+    return [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT DISTINCT associated_schema_name::text FROM _timescaledb_catalog.hypertable"
+            " WHERE NOT has_schema_privilege(%s, associated_schema_name::text, 'CREATE')"
+            " ORDER BY 1",
+            (roles.owner,),
+        )
+    ]
 
 
 def plan_privileges(conn: psycopg.Connection[Any], roles: DatabaseRoles) -> list[sql.Composed]:
@@ -228,6 +307,16 @@ def ensure_least_privilege(conn: psycopg.Connection[Any], roles: DatabaseRoles) 
     Runs in the caller's transaction (no commit). With everything in place it changes nothing
     and needs no privilege, so the service's own login may call it."""
     done = [f"created role {name}" for name in ensure_roles(conn, roles)]
+    closed = _chunk_schemas_closed_to_owner(conn, roles)
+    if closed:
+        grants = "; ".join(f"GRANT CREATE ON SCHEMA {name} TO {roles.owner}" for name in closed)
+        raise MigrationError(
+            "handing TimescaleDB's hypertables and continuous aggregates over to the owner role"
+            f" {roles.owner} hands over their chunks too, in {', '.join(closed)}; a login that"
+            f" is not a superuser may do that only where {roles.owner} may create. An"
+            f" administrator runs `{grants}` in this database (after `CREATE EXTENSION"
+            " timescaledb`), or migrate as a superuser"
+        )
     for statement in plan_privileges(conn, roles):
         conn.execute(statement)
         done.append(statement.as_string(conn))

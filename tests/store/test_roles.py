@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -19,11 +20,18 @@ from clausewatch.service import Service
 from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from store import ledger
+from store.errors import MigrationError
 from store.migrate import migrate
-from store.mode import storage_mode
+from store.mode import FORCE_NATIVE_ENV, storage_mode
 from store.partitions import apply_retention, ensure_partitions, existing_days
 from store.pool import connect
-from store.roles import DEFAULT_OWNER_ROLE, DEFAULT_SERVICE_ROLE, plan_privileges
+from store.roles import (
+    DEFAULT_OWNER_ROLE,
+    DEFAULT_SERVICE_ROLE,
+    DatabaseRoles,
+    as_role,
+    plan_privileges,
+)
 from tests.support import throwaway_database
 
 pytestmark = pytest.mark.integration
@@ -198,22 +206,42 @@ def test_with_a_migration_pending_the_service_login_is_refused(pg_server_url: st
             migrate(service_url(url))
 
 
+def deployer(server_url: str, suffix: str) -> tuple[str, str, str]:
+    """The name of a deployment login, of a database it is to own, and that login's URL for it
+    (neither made here)."""
+    login = f"cw_test_deployer_{suffix}"
+    database = f"{login}_db"
+    parts = urlsplit(server_url)
+    login_url = urlunsplit(
+        parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}", path=f"/{database}")
+    )
+    return login, database, login_url
+
+
 def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
     pg_server_url: str, migrated: str
 ) -> None:
     """No superuser needed to deploy: the database's owner, a member of the owner role (the
     roles made beforehand, here by the `migrated` fixture), migrates and hands everything over."""
-    login = f"cw_test_deployer_{uuid.uuid4().hex[:10]}"
-    database = f"{login}_db"
+    login, database, login_url = deployer(pg_server_url, uuid.uuid4().hex[:10])
     parts = urlsplit(pg_server_url)
-    login_url = urlunsplit(
-        parts._replace(netloc=f"{login}@{parts.hostname}:{parts.port}", path=f"/{database}")
-    )
     with psycopg.connect(pg_server_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {DEFAULT_OWNER_ROLE}")
         admin.execute(f"CREATE DATABASE {database} OWNER {login}")
     try:
-        assert migrate(login_url)
+        pending = True
+        if _timescaledb_available(pg_server_url):
+            # Handing hypertables over hands their chunks over too, in TimescaleDB's schema,
+            # where only the administrator can let the owner role create.
+            with pytest.raises(MigrationError, match="GRANT CREATE ON SCHEMA _timescaledb_int"):
+                migrate(login_url)
+            admin_url = urlunsplit(parts._replace(path=f"/{database}"))
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(
+                    f"GRANT CREATE ON SCHEMA _timescaledb_internal TO {DEFAULT_OWNER_ROLE}"
+                )
+            pending = False  # the migrations are in: only the hand-over was refused
+        assert bool(migrate(login_url)) == pending
         with connect(login_url) as conn:
             row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             assert row.fetchone() == (False,)
@@ -227,3 +255,102 @@ def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
         with psycopg.connect(pg_server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {login}")
+
+
+@pytest.fixture
+def timescale_server(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test server, skipping the test unless it has TimescaleDB."""
+    if not _timescaledb_available(pg_server_url):
+        pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
+    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
+    return pg_server_url
+
+
+def _timescaledb_available(server_url: str) -> bool:
+    with psycopg.connect(server_url) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    return row is not None
+
+
+@contextmanager
+def own_roles_and_database(server_url: str) -> Iterator[tuple[DatabaseRoles, str]]:
+    """Role names of the test's own (the shared ones are cluster-wide and used by other tests at
+    the same time) and the URL of an empty database; drops the database, then the roles."""
+    suffix = uuid.uuid4().hex[:10]
+    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
+    database = f"cw_roles_own_{suffix}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        yield roles, urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (roles.owner, roles.service):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.timescale
+def test_under_timescaledb_an_owner_role_that_cannot_log_in_is_given_login_without_password(
+    timescale_server: str,
+) -> None:
+    """TimescaleDB runs retention, compression and aggregate refresh as the hypertable's owner in
+    a background worker, which needs a role that can log in."""
+    with own_roles_and_database(timescale_server) as (roles, url):
+        with psycopg.connect(timescale_server, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
+        migrate(url, roles=roles)
+        with connect(url) as conn:
+            row = conn.execute(
+                "SELECT rolcanlogin, rolpassword IS NULL FROM pg_authid WHERE rolname = %s",
+                (roles.owner,),
+            ).fetchone()
+            assert row == (True, True)
+            assert plan_privileges(conn, roles) == []
+        with connect(as_role(url, roles.service), autocommit=True) as conn:
+            conn.execute("SELECT cw_set_retention_policy('readings', '30 days')")
+            for statement in REFUSED.values():
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+        # Idempotent: the second run finds everything in place.
+        assert migrate(url, roles=roles) == []
+
+
+@pytest.mark.timescale
+def test_under_timescaledb_a_login_that_may_not_let_the_owner_log_in_gets_a_clear_error(
+    timescale_server: str,
+) -> None:
+    pg_server_url = timescale_server
+    suffix = uuid.uuid4().hex[:10]
+    roles = DatabaseRoles(owner=f"cw_test_owner_{suffix}", service=f"cw_test_service_{suffix}")
+    login, database, login_url = deployer(pg_server_url, suffix)
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {roles.owner} NOLOGIN")
+        admin.execute(f"CREATE ROLE {roles.service} NOLOGIN")
+        admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {roles.owner}")
+        admin.execute(f"CREATE DATABASE {database} OWNER {login}")
+    try:
+        with pytest.raises(MigrationError, match=f"ALTER ROLE {roles.owner} LOGIN"):
+            migrate(login_url, target=1, roles=roles)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (login, roles.owner, roles.service):
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.timescale
+def test_under_timescaledb_the_owner_may_log_in_before_pending_migrations_add_policies(
+    timescale_server: str,
+) -> None:
+    """A deployment made while the owner role was NOLOGIN: its next upgrade adds policies to
+    hypertables the owner role already owns, so the role must log in before the migrations."""
+    with own_roles_and_database(timescale_server) as (roles, url):
+        migrate(url, target=3, roles=roles)  # readings is the owner role's from here on
+        with psycopg.connect(timescale_server, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE {roles.owner} NOLOGIN")
+        assert migrate(url, roles=roles)  # 0004 adds a compression policy to readings
+        with connect(url) as conn:
+            assert plan_privileges(conn, roles) == []
