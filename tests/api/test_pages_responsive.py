@@ -41,6 +41,13 @@ PAGES = {
 }
 # What the shared navigation calls the dashboard, per language: the page is in that language.
 HOME = {"zh": "告警", "en": "Alerts"}
+# Text each page writes itself (headings, table heads), in each language: no page mixes them.
+PROBES = {
+    "dashboard": (".list h2", {"zh": "告警", "en": "Alerts"}),
+    "energy": ("#carriers th", {"zh": "品种", "en": "carrier"}),
+    "register": ("#results th", {"zh": "标准", "en": "Standard"}),
+    "statistics": ("#site h3", {"zh": "按条款和级别的告警", "en": "Alerts by clause and severity"}),
+}
 
 MEASURE = """() => {
   const links = [...document.querySelectorAll("nav.site-nav a")];
@@ -99,7 +106,8 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                 context = browser.new_context(viewport={"width": width, "height": height})
                 context.add_init_script(
                     f"sessionStorage.setItem('clausewatch.token', {token!r});"
-                    f"localStorage.setItem('clausewatch.lang', {lang!r});"
+                    f"if (!localStorage.getItem('clausewatch.lang'))"
+                    f" localStorage.setItem('clausewatch.lang', {lang!r});"
                 )
                 page = context.new_page()
                 page.on(
@@ -117,6 +125,10 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                         full_page=True,
                     )
                     problems += _problems(name, where, lang, page.evaluate(MEASURE))
+                    selector, words = PROBES[name]
+                    said = page.locator(selector).first.text_content(timeout=10_000)
+                    if said != words[lang]:
+                        problems.append(f"{name} in {lang}: {selector} says {said!r}")
 
                 # A tap on an alert shows its detail where the eye is.
                 page.goto(service.api_url + "/")
@@ -149,6 +161,17 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                     back.click()
                     expect(page.locator("#detail")).to_be_hidden()
                     expect(page.locator("li.alert").first).to_be_in_viewport()
+                # The language button of any page switches every page.
+                other = "en" if lang == "zh" else "zh"
+                page.goto(service.api_url + PAGES["statistics"])
+                page.locator("#lang-toggle").click()
+                expect(page.locator("html")).to_have_attribute(
+                    "lang", "en" if other == "en" else "zh-CN"
+                )
+                selector, words = PROBES["statistics"]
+                expect(page.locator(selector).first).to_have_text(words[other])
+                page.goto(service.api_url + "/")
+                expect(page.locator(".list h2")).to_have_text(PROBES["dashboard"][1][other])
                 context.close()
     assert not problems, "\n".join(problems)
     assert not refused, refused
