@@ -137,7 +137,7 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                 expect(heading).not_to_have_text("")
                 box = heading.bounding_box()
                 assert box is not None
-                if not (0 <= box["y"] and box["y"] + box["height"] <= height):
+                if not (box["y"] >= 0 and box["y"] + box["height"] <= height):
                     problems.append(
                         f"detail at {where} in {lang}: its heading is at y={box['y']:.0f} px, "
                         f"outside the {height} px screen"
