@@ -173,5 +173,14 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                 page.goto(service.api_url + "/")
                 expect(page.locator(".list h2")).to_have_text(PROBES["dashboard"][1][other])
                 context.close()
+        # Before sign-in: the token form fits the phone too.
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(service.api_url + "/")
+        expect(page.locator("#token-input")).to_be_visible()
+        seen = page.evaluate(MEASURE)
+        if seen["scrollWidth"] > seen["innerWidth"]:
+            problems.append(f"sign-in at phone: {seen['scrollWidth']} px wide")
+        page.screenshot(path=str(artifacts_dir / "page-sign-in-phone.png"))
+        page.close()
     assert not problems, "\n".join(problems)
     assert not refused, refused
