@@ -1,7 +1,7 @@
 // The shared top of the energy, register and statistics pages: the one language choice of the
 // whole product (localStorage "clausewatch.lang", also used by the dashboard; Chinese unless
-// English was chosen), applied to every element with data-i18n / data-i18n-placeholder, and the
-// language button in the navigation. A page's own script listens to "clausewatch:lang" to redraw
+// English was chosen), applied to every element with data-i18n / data-i18n-placeholder, the
+// shared navigation with its language button. A page's own script listens to "clausewatch:lang" to redraw
 // what it wrote itself. Loaded before the page's script; it defines window.clausewatchLang only.
 "use strict";
 
@@ -58,6 +58,25 @@
     const toggle = document.getElementById("lang-toggle");
     if (toggle) toggle.textContent = labels.other_language;
     document.dispatchEvent(new CustomEvent("clausewatch:lang", { detail: lang() }));
+  }
+
+  // The navigation of every page but the dashboard (which has its own, with the connection state
+  // and sign-out): the same links in the same order, the current page marked.
+  const LINKS = [["/", "alerts"], ["/energy", "energy"], ["/register", "register"],
+    ["/statistics", "statistics"], ["/docs", "api"]];
+  const nav = document.querySelector("nav.site-nav[data-current]");
+  if (nav) {
+    for (const [href, key] of LINKS) {
+      const link = document.createElement("a");
+      link.href = href;
+      link.dataset.i18n = key;
+      if (href === nav.dataset.current) link.setAttribute("aria-current", "page");
+      nav.append(link);
+    }
+    const toggle = document.createElement("button");
+    toggle.id = "lang-toggle";
+    toggle.type = "button";
+    nav.append(toggle);
   }
 
   window.clausewatchLang = lang;
