@@ -24,7 +24,7 @@ const LABELS = {
     critical: "严重", major: "重要", warning: "警告", info: "提示",
     raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知",
     no_data: "无数据", version: "版本", last_7_days: "近7天", data_time: "数据截至",
-    holiday_calendar: "节假日安排",
+    holiday_calendar: "节假日安排", back_to_list: "← 告警列表",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -41,6 +41,7 @@ const LABELS = {
     warning: "warning", info: "info", raised: "raised", escalated: "escalated",
     reopened: "reopened", notified: "notified", no_data: "no data", version: "version",
     last_7_days: "last 7 days", data_time: "data as of", holiday_calendar: "Holiday calendar",
+    back_to_list: "← Alerts",
   },
 };
 
@@ -241,7 +242,7 @@ function renderList(freshId = null) {
         el("span", { class: "state", "data-state": alert.state }, t(alert.state)), " ",
         `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at)}`),
     );
-    row.addEventListener("click", () => showDetail(alert.id));
+    row.addEventListener("click", () => openDetail(alert.id));
     return row;
   }));
 }
@@ -326,6 +327,23 @@ async function handleEvent(event) {
 }
 
 // ---- detail ----
+
+// A tap on a row: the detail shows the alert from its top (on a phone it covers the list as a
+// full-screen panel, at the desk it sits beside the list).
+function openDetail(alertId) {
+  $("detail").scrollTop = 0;
+  return showDetail(alertId);
+}
+
+// The panel's back control (phone): the list again, at the row that was open.
+function closeDetail() {
+  const open = state.selected;
+  state.selected = null;
+  $("detail").hidden = true;
+  renderList();
+  const row = document.querySelector(`li.alert[data-alert-id="${open}"]`);
+  if (row) row.scrollIntoView({ block: "nearest" });
+}
 
 async function showDetail(alertId) {
   state.selected = alertId;
@@ -474,6 +492,7 @@ $("sign-out").addEventListener("click", () => {
   state.lastEventId = null;
   showLogin();
 });
+$("detail-back").addEventListener("click", closeDetail);
 $("lang-toggle").addEventListener("click", () => {
   state.lang = state.lang === "zh" ? "en" : "zh";
   localStorage.setItem(LANG_KEY, state.lang);

@@ -12,6 +12,14 @@ const KGCE_PER_UNIT = {  // GB/T 2589-2020, as the reports use them (heat per GJ
 };
 const TARGET_KGCE_PER_M2_YEAR = 18.48 * 0.95;  // 14th five-year plan, 2025 vs 2020
 const form = document.getElementById("controls");
+// The product's one language choice (nav.js): Chinese unless English was chosen.
+const english = () => typeof window.clausewatchLang === "function" && window.clausewatchLang() === "en";
+const L = (en, zh) => (english() ? en : zh);
+const CARRIER_ZH = { electricity: "电力", natural_gas: "天然气", heat: "热力", gasoline: "汽油",
+  diesel: "柴油", water: "水" };
+const carrierName = (c) => (english() ? c.replace("_", " ") : CARRIER_ZH[c] || c);
+const STATUS_ZH = { ok: "正常", within: "未超限", forecast_overrun: "预计超限", breach: "已超限",
+  exceeds: "超限", not_assessable: "无法评估" };
 const statusLine = document.getElementById("status");
 
 function token() {
@@ -192,7 +200,7 @@ function table(id, header, rows) {
 }
 
 function badge(status) {
-  return el("span", { class: `badge ${status}` }, status.replace("_", " "));
+  return el("span", { class: `badge ${status}` }, english() ? status.replace("_", " ") : STATUS_ZH[status] || status);
 }
 
 // ---- the page ----
@@ -202,12 +210,12 @@ function monthLabel(iso) { return iso.slice(0, 7); }
 function render(report, daily, quotas) {
   const area = Number(report.intensity.area_m2 || 0);
   const tiles = [
-    ["kgce", report.kgce, "energy, standard coal"],
-    ["t CO2 (location)", report.total_location_tco2, "scope 1 + scope 2 location-based"],
-    ["t CO2 (market)", report.total_market_tco2, report.green_kwh ? `${fmt(report.green_kwh)} kWh green at 0` : "no green-power records"],
+    ["kgce", report.kgce, L("energy, standard coal", "综合能耗（标准煤）")],
+    [L("t CO2 (location)", "t CO2（基于位置）"), report.total_location_tco2, L("scope 1 + scope 2 location-based", "范围一 + 范围二，基于位置")],
+    [L("t CO2 (market)", "t CO2（基于市场）"), report.total_market_tco2, report.green_kwh ? L(`${fmt(report.green_kwh)} kWh green at 0`, `绿电 ${fmt(report.green_kwh)} kWh 按 0 计`) : L("no green-power records", "无绿电记录")],
     ["kgce / m²", report.intensity.kgce_per_m2, `${fmt(report.intensity.area_m2)} m²`],
-    ["kgce / person", report.intensity.kgce_per_person, `${report.intensity.occupants ?? "–"} people`],
-    ["kg CO2 / m²", report.intensity.kgco2_per_m2, "location-based"],
+    [L("kgce / person", "kgce / 人"), report.intensity.kgce_per_person, L(`${report.intensity.occupants ?? "–"} people`, `${report.intensity.occupants ?? "–"} 人`)],
+    ["kg CO2 / m²", report.intensity.kgco2_per_m2, L("location-based", "基于位置")],
   ];
   document.getElementById("summary").replaceChildren(...tiles.map(([label, value, hint]) => {
     const tile = el("div", { class: "tile" });
@@ -226,7 +234,7 @@ function render(report, daily, quotas) {
   stackedBars(document.getElementById("monthly-chart"), [...months.values()], "kgce");
   document.getElementById("monthly-legend").replaceChildren(
     ...CARRIERS.filter((c) => report.carriers.some((r) => r.carrier === c)).map((c) => {
-      const item = el("span", {}, c.replace("_", " "));
+      const item = el("span", {}, carrierName(c));
       // Through the CSSOM: a style attribute is inline style, which the page's policy refuses.
       item.style.setProperty("--swatch", colour(c));
       return item;
@@ -250,10 +258,12 @@ function render(report, daily, quotas) {
   }));
   const reference = area ? TARGET_KGCE_PER_M2_YEAR / (perMonth ? 12 : 365) : 0;
   document.getElementById("intensity-caption").textContent =
-    `Intensity trend (kgce per m² per ${perMonth ? "month" : "day"}; dashed: the 2025 target ` +
-    `${fmt(TARGET_KGCE_PER_M2_YEAR, 3)} kgce/(m²·a) pro rata)`;
+    L(`Intensity trend (kgce per m² per ${perMonth ? "month" : "day"}; dashed: the 2025 target ` +
+      `${fmt(TARGET_KGCE_PER_M2_YEAR, 3)} kgce/(m²·a) pro rata)`,
+      `能耗强度趋势（kgce/m²·${perMonth ? "月" : "日"}；虚线：2025 年目标 ` +
+      `${fmt(TARGET_KGCE_PER_M2_YEAR, 3)} kgce/(m²·a) 按时间折算）`);
   lineChart(document.getElementById("intensity-chart"), trend,
-            perMonth ? "kgce/m² per month" : "kgce/m² per day", reference);
+            perMonth ? L("kgce/m² per month", "kgce/m²·月") : L("kgce/m² per day", "kgce/m²·日"), reference);
 
   const quotaBox = document.getElementById("quotas");
   quotaBox.replaceChildren(...quotas.map((q) => {
@@ -261,23 +271,29 @@ function render(report, daily, quotas) {
     const title = el("div");
     title.append(el("strong", {}, `${q.clause_id} v${q.version}`), " ", badge(q.status));
     card.append(title, el("div", {}, `${q.title} — ${q.device} (${q.space}), ${q.period}`));
-    card.append(el("div", {}, `consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
-                              `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}` +
-                              (Number(q.missing_hours) > 0 ? `; ${fmt(q.missing_hours)} h without data` : "")));
+    card.append(el("div", {}, L(`consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
+                                `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}`,
+                                `已用 ${fmt(q.consumed)} / ${fmt(q.budget)} ${q.unit}；` +
+                                `至今应用 ${fmt(q.budget_to_date)}；预测 ${fmt(q.forecast)}`) +
+                              (Number(q.missing_hours) > 0 ? L(`; ${fmt(q.missing_hours)} h without data`, `；${fmt(q.missing_hours)} 小时无数据`) : "")));
     card.append(burnDown(q));
     return card;
   }));
-  if (!quotas.length) quotaBox.replaceChildren(el("p", {}, "No quota clause in force for this site."));
+  if (!quotas.length) quotaBox.replaceChildren(el("p", {}, L("No quota clause in force for this site.", "本站点没有现行的定额条款。")));
 
-  table("carriers", ["carrier", "consumption", "unit", "estimated", "kgce", "scope", "t CO2 location", "t CO2 market"],
-        report.carriers.map((c) => [c.carrier, c.consumption, c.unit, c.estimated, c.kgce, c.scope, c.location_tco2, c.market_tco2]));
-  table("comparisons", ["", "annualised", "limit", "unit", "status"],
+  table("carriers", english() ? ["carrier", "consumption", "unit", "estimated", "kgce", "scope", "t CO2 location", "t CO2 market"]
+                              : ["品种", "消耗量", "单位", "估算", "kgce", "范围", "t CO2（位置）", "t CO2（市场）"],
+        report.carriers.map((c) => [carrierName(c.carrier), c.consumption, c.unit, c.estimated, c.kgce, c.scope, c.location_tco2, c.market_tco2]));
+  table("comparisons", english() ? ["", "annualised", "limit", "unit", "status"] : ["", "年化值", "限值", "单位", "状态"],
         report.comparisons.map((c) => [c.name, c.annualised_actual, c.limit, c.unit, badge(c.status)]));
-  table("factors", ["use", "carrier", "year", "series", "region", "data year", "value", "unit", "instrument", "note"],
+  table("factors", english() ? ["use", "carrier", "year", "series", "region", "data year", "value", "unit", "instrument", "note"]
+                             : ["用途", "品种", "年份", "系列", "区域", "数据年份", "数值", "单位", "出处", "说明"],
         report.factors.map((f) => [f.purpose, f.carrier, f.year, f.series, f.region, f.data_year, f.value, f.unit, `${f.instrument} (${f.confidence})`, f.note]));
-  table("meters", ["meter", "space", "carrier", "consumption", "unit", "readings", "resets", "gaps", "missing", "counted"],
-        report.meters.map((m) => [m.device, m.space, m.carrier, m.consumption, m.unit, m.readings, m.resets.length, m.gaps.length, m.missing.length, m.counted ? "yes" : `in ${m.parent}`]));
-  table("imbalances", ["parent", "children", "parent", "Σ children", "imbalance", "%"],
+  table("meters", english() ? ["meter", "space", "carrier", "consumption", "unit", "readings", "resets", "gaps", "missing", "counted"]
+                            : ["计量表", "空间", "品种", "消耗量", "单位", "读数", "归零", "间断", "缺失", "计入"],
+        report.meters.map((m) => [m.device, m.space, carrierName(m.carrier), m.consumption, m.unit, m.readings, m.resets.length, m.gaps.length, m.missing.length, m.counted ? L("yes", "是") : L(`in ${m.parent}`, `含于 ${m.parent}`)]));
+  table("imbalances", english() ? ["parent", "children", "parent", "Σ children", "imbalance", "%"]
+                                : ["总表", "分表", "总表读数", "Σ 分表", "差值", "%"],
         report.imbalances.map((i) => [i.parent, i.children.join(" + "), i.parent_value, i.children_value, i.imbalance, i.imbalance_pct]));
   document.getElementById("notes").replaceChildren(...report.notes.map((n) => el("li", {}, n)));
 }
@@ -291,28 +307,32 @@ async function csvLink(id, path, params) {
   link.download = `${path.replace("/", "-")}-${params.site}-${params.since}.csv`;
 }
 
+let shown = null; // what the page last drew, drawn again when the language changes
+
 async function load() {
   const params = { site: form.elements.site.value, since: form.elements.since.value,
                    until: form.elements.until.value };
   if (form.elements.space.value) params.space = form.elements.space.value;
   history.replaceState(null, "", `${location.pathname}?${new URLSearchParams(params)}`);
   statusLine.className = "";
-  statusLine.textContent = "Loading…";
+  statusLine.textContent = L("Loading…", "加载中…");
   try {
     const report = await (await api("carbon", params)).json();
     const daily = await (await api("energy", { ...params, bucket: "day", by: "carrier" })).json();
     const at = new Date(Math.min(Date.now(), Date.parse(report.until) - 1000)).toISOString();
     const quotas = await (await api("energy/quotas", { site: params.site, at, ...(params.space ? { space: params.space } : {}) })).json();
+    shown = { report, daily, quotas };
     render(report, daily, quotas);
     await csvLink("csv-carbon", "carbon", params);
     await csvLink("csv-energy", "energy", { ...params, bucket: "day", by: "meter" });
-    statusLine.textContent = `${report.site}${report.space ? " / " + report.space : ""}: ` +
-      `${report.since.slice(0, 10)} to ${report.until.slice(0, 10)} (${report.timezone}), ` +
-      `${fmt(report.days, 2)} days`;
+    shown.status = () => `${report.site}${report.space ? " / " + report.space : ""}: ` +
+      `${report.since.slice(0, 10)} ${L("to", "至")} ${report.until.slice(0, 10)} (${report.timezone}), ` +
+      `${fmt(report.days, 2)} ${L("days", "天")}`;
+    statusLine.textContent = shown.status();
     document.body.dataset.loaded = "true";
   } catch (error) {
     statusLine.className = "error";
-    statusLine.textContent = `Could not load: ${error.message}`;
+    statusLine.textContent = `${L("Could not load", "无法加载")}: ${error.message}`;
     if (error.status === 401) document.getElementById("token-field").hidden = false;
   }
 }
@@ -329,6 +349,11 @@ function start() {
   form.elements.until.value = query.get("until") || iso(next);
   if (!token()) document.getElementById("token-field").hidden = false;
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
+  document.addEventListener("clausewatch:lang", () => {
+    if (!shown) return;
+    render(shown.report, shown.daily, shown.quotas);
+    if (shown.status) statusLine.textContent = shown.status();
+  });
   load();
 }
 

@@ -31,4 +31,9 @@ function el(tag, text, attrs = {}) {
   return node;
 }
 
+// The product's one language choice (nav.js, loaded first): the English or the Chinese text.
+function L(en, zh) {
+  return typeof window.clausewatchLang === "function" && window.clausewatchLang() === "en" ? en : zh;
+}
+
 function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`; }

@@ -6,12 +6,14 @@
 const form = document.getElementById("controls");
 const statusLine = document.getElementById("status");
 const detail = document.getElementById("detail");
+const STATUS_ZH = { in_force: "现行", planned: "待实施", superseded: "已废止" };
+const statusName = (status) => L(status.replace("_", " "), STATUS_ZH[status] || status);
 
 async function search(event) {
   if (event) event.preventDefault();
   const params = Object.fromEntries(
     ["q", "domain", "key", "confidence", "status"].map((k) => [k, form.elements[k].value]));
-  statusLine.textContent = "Searching…";
+  statusLine.textContent = L("Searching…", "搜索中…");
   try {
     const entries = await api("register", params);
     const body = document.querySelector("#results tbody");
@@ -23,35 +25,35 @@ async function search(event) {
       cell.append(el("div", `${entry.number} ${entry.title}`));
       cell.append(el("div", entry.excerpt, { class: "excerpt" }));
       cell.append(el("code", entry.clause_id));
-      row.append(cell, el("td", entry.status.replace("_", " "), { class: `status-${entry.status}` }));
+      row.append(cell, el("td", statusName(entry.status), { class: `status-${entry.status}` }));
       row.addEventListener("click", () => show(entry.clause_id, row));
       body.append(row);
     }
-    statusLine.textContent = `${entries.length} clauses`;
+    statusLine.textContent = L(`${entries.length} clauses`, `${entries.length} 条`);
   } catch (error) {
-    statusLine.textContent = `Could not search: ${error.message}`;
+    statusLine.textContent = `${L("Could not search", "无法搜索")}: ${error.message}`;
   }
 }
 
 async function show(clauseId, row) {
   document.querySelectorAll("tr.picked").forEach((r) => r.classList.remove("picked"));
   row.classList.add("picked");
-  detail.replaceChildren(el("p", "Loading…"));
+  detail.replaceChildren(el("p", L("Loading…", "加载中…")));
   try {
     const clause = await api(`register/${encodeURIComponent(clauseId)}`);
     detail.replaceChildren(el("h2", `${clause.standard.code} · ${clause.clause_id}`));
-    detail.append(el("p", `${clause.standard.title} · ${clause.domain} · confidence ${clause.confidence}` +
-      (clause.key ? " · key clause" : "")));
-    detail.append(el("h3", "Versions"));
+    detail.append(el("p", `${clause.standard.title} · ${clause.domain} · ${L("confidence", "可信度")} ${clause.confidence}` +
+      (clause.key ? L(" · key clause", " · 关键条款") : "")));
+    detail.append(el("h3", L("Versions", "版本")));
     for (const version of clause.versions) {
       const box = el("div");
-      box.append(el("h4", `v${version.version} ${version.number} — ${version.status.replace("_", " ")}` +
-        ` (${version.effective_from} – ${version.effective_to || "open"})`));
+      box.append(el("h4", `v${version.version} ${version.number} — ${statusName(version.status)}` +
+        ` (${version.effective_from} – ${version.effective_to || L("open", "至今")})`));
       box.append(el("p", version.text || version.title));
       if (version.changes.length) {
         const table = el("table");
         const head = el("tr");
-        head.append(el("th", "changed"), el("th", "before"), el("th", "after"));
+        head.append(el("th", L("changed", "变更项")), el("th", L("before", "变更前")), el("th", L("after", "变更后")));
         table.append(head);
         for (const change of version.changes) {
           const tr = el("tr");
@@ -59,26 +61,42 @@ async function show(clauseId, row) {
             el("td", JSON.stringify(change.after)));
           table.append(tr);
         }
-        box.append(table);
+        const wrap = el("div", undefined, { class: "scroll" });
+        wrap.append(table);
+        box.append(wrap);
       }
       detail.append(box);
     }
-    detail.append(el("h3", "Where it applies"));
-    if (!clause.sites.length) detail.append(el("p", "Nowhere in the sites this token sees.", { class: "muted" }));
+    detail.append(el("h3", L("Where it applies", "适用范围")));
+    if (!clause.sites.length) detail.append(el("p", L("Nowhere in the sites this token sees.", "本令牌可见的站点均不适用。"), { class: "muted" }));
     for (const site of clause.sites) {
-      detail.append(el("h4", `${site.site}: compliance ${pct(site.compliance_rate)} (30 days),` +
-        ` ${site.open_alerts} open alerts`));
-      detail.append(el("p", `Spaces: ${site.spaces.join(", ")}`));
+      detail.append(el("h4", L(`${site.site}: compliance ${pct(site.compliance_rate)} (30 days),` +
+        ` ${site.open_alerts} open alerts`, `${site.site}：达标率 ${pct(site.compliance_rate)}（30 天），` +
+        `未关闭告警 ${site.open_alerts} 条`)));
+      detail.append(el("p", `${L("Spaces", "空间")}: ${site.spaces.join(", ")}`));
       const sources = site.data_sources.map((s) => `${s.device} (${s.metrics.join(", ")})`);
-      detail.append(el("p", `Data sources: ${sources.join("; ") || site.events.join(", ") || "none"}`));
+      detail.append(el("p", `${L("Data sources", "数据来源")}: ${sources.join("; ") || site.events.join(", ") || L("none", "无")}`));
       const people = site.responsible.map((p) => `${p.name} (${p.role} L${p.level}, ${p.domain}, ${p.space})`);
-      detail.append(el("p", `Responsible: ${people.join("; ") || "nobody"}`));
+      detail.append(el("p", `${L("Responsible", "责任人")}: ${people.join("; ") || L("nobody", "无")}`));
     }
   } catch (error) {
-    detail.replaceChildren(el("p", `Could not load the clause: ${error.message}`));
+    detail.replaceChildren(el("p", `${L("Could not load the clause", "无法加载条款")}: ${error.message}`));
   }
 }
 
 form.addEventListener("submit", search);
 token();
 search();
+// The language changed on this page: the list and the open clause again, in that language.
+let language = L("en", "zh");
+document.addEventListener("clausewatch:lang", async () => {
+  if (language === L("en", "zh")) return; // the first application when the page opens
+  language = L("en", "zh");
+  const picked = document.querySelector("tr.picked code");
+  const clauseId = picked ? picked.textContent : null;
+  detail.replaceChildren();
+  await search();
+  const row = [...document.querySelectorAll("#results tbody tr")]
+    .find((r) => r.querySelector("code").textContent === clauseId);
+  if (row) show(clauseId, row);
+});

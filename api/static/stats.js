@@ -41,14 +41,17 @@ async function showOrg() {
   const section = document.getElementById("org");
   const stats = await api("statistics/org", { path: form.elements.path.value, ...period() });
   const node = stats.node;
-  section.replaceChildren(el("h2", `Organisation ${node.path.join(" / ") || "(all)"}: ${node.sites.length} sites`));
+  const where = node.path.join(" / ") || L("(all)", "（全部）");
+  section.replaceChildren(el("h2", L(`Organisation ${where}: ${node.sites.length} sites`,
+    `组织 ${where}：${node.sites.length} 个站点`)));
   section.append(tiles([
-    ["达标率 compliance", pct(node.compliance_rate)], ["关键条款覆盖率 coverage", pct(node.key_clause_coverage)],
-    ["已评价占比 evaluated", pct(node.evaluated_share)], ["数据完整率 data", pct(node.data_completeness)],
-    ["alerts", String(node.alerts)], ["open", String(node.open_alerts)],
+    [L("Compliance", "达标率"), pct(node.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(node.key_clause_coverage)],
+    [L("Evaluated", "已评价占比"), pct(node.evaluated_share)], [L("Data completeness", "数据完整率"), pct(node.data_completeness)],
+    [L("Alerts", "告警"), String(node.alerts)], [L("Open", "未关闭"), String(node.open_alerts)],
     ["MTTA", hours(node.mean_time_to_acknowledge_s)], ["MTTC", hours(node.mean_time_to_close_s)],
   ]));
-  section.append(table(["below", "sites", "compliance", "coverage", "evaluated", "alerts"],
+  section.append(table(L(["below", "sites", "compliance", "coverage", "evaluated", "alerts"],
+    ["下级", "站点", "达标率", "覆盖率", "已评价", "告警"]),
     stats.children.map((c) => [c.path.at(-1), c.sites.join(", "), pct(c.compliance_rate),
       pct(c.key_clause_coverage), pct(c.evaluated_share), c.alerts])));
 }
@@ -60,29 +63,29 @@ async function showSite() {
   const s = await api(`statistics/site/${encodeURIComponent(site)}`, period());
   section.replaceChildren(el("h2", `${s.name} (${s.site})`));
   section.append(tiles([
-    ["达标率 compliance", pct(s.compliance_rate)], ["关键条款覆盖率 coverage", pct(s.coverage.rate)],
-    ["已评价占比 evaluated", pct(s.evaluated_share)], ["数据完整率 data", pct(s.data_completeness)],
-    ["alerts", String(s.alerts)], ["MTTA", hours(s.mean_time_to_acknowledge_s)],
+    [L("Compliance", "达标率"), pct(s.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(s.coverage.rate)],
+    [L("Evaluated", "已评价占比"), pct(s.evaluated_share)], [L("Data completeness", "数据完整率"), pct(s.data_completeness)],
+    [L("Alerts", "告警"), String(s.alerts)], ["MTTA", hours(s.mean_time_to_acknowledge_s)],
     ["MTTC", hours(s.mean_time_to_close_s)],
   ]));
-  section.append(el("h3", "Alerts by clause and severity"));
-  section.append(table(["clause", "severity", "alerts"], s.alerts_by_clause.map((a) => [a.clause_id, a.severity, a.alerts])));
-  section.append(el("h3", "Alarm-system health"));
+  section.append(el("h3", L("Alerts by clause and severity", "按条款和级别的告警")));
+  section.append(table(L(["clause", "severity", "alerts"], ["条款", "级别", "告警"]), s.alerts_by_clause.map((a) => [a.clause_id, a.severity, a.alerts])));
+  section.append(el("h3", L("Alarm-system health", "告警系统健康度")));
   const h = s.health;
-  section.append(table(["responsible", "alerts", "per day"],
-    h.per_party.map((p) => [p.name || p.party || "(unbound)", p.alerts, p.per_day.toFixed(2)])));
-  section.append(table(["finding", "items"], [
-    ["chattering", h.chattering.map((a) => `#${a.id} ${a.clause_id} (${a.reopen_count} reopens)`).join("; ") || "–"],
-    ["standing", h.standing.map((a) => `#${a.id} ${a.clause_id} (${a.open_hours.toFixed(0)} h)`).join("; ") || "–"],
-    ["never firing", h.never_firing.join(", ") || "–"],
-    ["always firing", h.always_firing.map((c) => `${c.clause_id} ${pct(c.rate)}`).join(", ") || "–"],
+  section.append(table(L(["responsible", "alerts", "per day"], ["责任人", "告警", "每天"]),
+    h.per_party.map((p) => [p.name || p.party || L("(unbound)", "（未绑定）"), p.alerts, p.per_day.toFixed(2)])));
+  section.append(table(L(["finding", "items"], ["问题", "明细"]), [
+    [L("chattering", "反复触发"), h.chattering.map((a) => `#${a.id} ${a.clause_id} (${a.reopen_count} ${L("reopens", "次重开")})`).join("; ") || "–"],
+    [L("standing", "长期未关闭"), h.standing.map((a) => `#${a.id} ${a.clause_id} (${a.open_hours.toFixed(0)} h)`).join("; ") || "–"],
+    [L("never firing", "从不触发"), h.never_firing.join(", ") || "–"],
+    [L("always firing", "一直触发"), h.always_firing.map((c) => `${c.clause_id} ${pct(c.rate)}`).join(", ") || "–"],
   ]));
   const reports = await api("reports", { site });
   const box = document.getElementById("reports");
-  box.replaceChildren(el("h3", "Evaluation reports"));
+  box.replaceChildren(el("h3", L("Evaluation reports", "评价报告")));
   const list = el("ul");
   for (const r of reports) {
-    const item = el("li", `${r.period} · compliance ${pct(r.compliance_rate)} · `);
+    const item = el("li", `${r.period} · ${L("compliance", "达标率")} ${pct(r.compliance_rate)} · `);
     item.append(el("a", "HTML", { href: `/api/v1/reports/${r.id}/html`, target: "_blank" }));
     list.append(item);
   }
@@ -91,16 +94,26 @@ async function showSite() {
 
 async function show(event) {
   if (event) event.preventDefault();
-  statusLine.textContent = "Loading…";
+  statusLine.textContent = L("Loading…", "加载中…");
   try {
     await showOrg();
     await showSite();
     statusLine.textContent = "";
   } catch (error) {
-    statusLine.textContent = `Could not load: ${error.message}`;
+    statusLine.textContent = `${L("Could not load", "无法加载")}: ${error.message}`;
   }
 }
 
 form.addEventListener("submit", show);
+// ?path=&site=&since=&until= fill the form, so a link can open a site's figures.
+for (const [name, value] of new URLSearchParams(location.search)) {
+  if (name in form.elements && name !== "token") form.elements[name].value = value;
+}
 token();
 show();
+let language = L("en", "zh"); // drawn again in the language chosen on this page
+document.addEventListener("clausewatch:lang", () => {
+  if (language === L("en", "zh")) return;
+  language = L("en", "zh");
+  show();
+});
