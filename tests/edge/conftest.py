@@ -41,6 +41,7 @@ class Subscriber:
         broker = MqttEndpoint.parse(url)
         self.readings: list[tuple[str, int]] = []
         self.values: list[tuple[str, dict[str, float]]] = []
+        self.stamps: list[tuple[str, str]] = []  # (device, ts) of every reading
         self.batches = 0
         self.statuses: list[tuple[str, bytes, bool]] = []
         self._changed = threading.Condition()
@@ -69,6 +70,7 @@ class Subscriber:
                     for reading in orjson.loads(msg.payload):
                         self.readings.append((device, reading["seq"]))
                         self.values.append((device, reading["metrics"]))
+                        self.stamps.append((device, reading["ts"]))
                 self._changed.notify_all()
 
         self.client.on_connect = on_connect

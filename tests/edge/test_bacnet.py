@@ -1,0 +1,213 @@
+"""The gateway reading a BACnet/IP device simulated by bacpypes3 in the test, on loopback (the
+device on 127.0.0.2, the gateway's client on 127.0.0.3, each on a free UDP port so neither
+touches 47808), and publishing to a real broker: analog and binary present values mapped to the
+site's devices and metrics, ts and seq, an unknown object (counted, the others still
+published), a device instance that is not the one at the address, and a device that goes away
+and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bacpypes3.basetypes import EngineeringUnits
+from bacpypes3.ipv4.app import NormalApplication
+from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
+from bacpypes3.local.binary import BinaryValueObject
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.pdu import IPv4Address
+
+from config import BUNDLED_DIR
+from config.documents import ConfigError
+from edge.config import GatewayConfig, load_gateway_config
+from edge.gateway import Gateway
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+SITE_FILE = BUNDLED_DIR / "sites" / "demo-hq.yaml"
+
+
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class BacnetDevice:
+    """A BACnet/IP device (instance 1001) on 127.0.0.2 in a thread of its own, with
+    analog-input,1 (temperature, °C), analog-value,2 (humidity, %) and binary-value,3."""
+
+    host = "127.0.0.2"
+    instance = 1001
+
+    def __init__(self) -> None:
+        self.port = free_udp_port(self.host)
+        self.address = f"{self.host}:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app: NormalApplication | None = None
+        self.objects = {
+            "temperature": AnalogInputObject(
+                objectIdentifier=("analog-input", 1), objectName="room-202-temp",
+                presentValue=24.5, units=EngineeringUnits("degreesCelsius"), covIncrement=0.1,
+            ),
+            "humidity": AnalogValueObject(
+                objectIdentifier=("analog-value", 2), objectName="room-202-rh",
+                presentValue=51.0, units=EngineeringUnits("percentRelativeHumidity"),
+                covIncrement=0.5,
+            ),
+            "occupied": BinaryValueObject(
+                objectIdentifier=("binary-value", 3), objectName="room-201-occupied",
+                presentValue="active",
+            ),
+        }  # fmt: skip
+
+    def _run(self, coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        async def start() -> None:
+            device = DeviceObject(
+                objectIdentifier=("device", self.instance), objectName="sim-ddc",
+                vendorIdentifier=999,
+            )  # fmt: skip
+            self.app = NormalApplication(device, IPv4Address(self.address))
+            for obj in self.objects.values():
+                self.app.add_object(obj)
+
+        self._run(start())
+
+    def set(self, name: str, value: object) -> None:
+        async def write() -> None:
+            self.objects[name].presentValue = value
+
+        self._run(write())
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            if self.app is not None:
+                self.app.close()
+                for obj in self.objects.values():  # free for the next application
+                    obj._app = None
+                self.app = None
+
+        self._run(stop())
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def bacnet_device() -> Iterator[BacnetDevice]:
+    device = BacnetDevice()
+    device.start()
+    try:
+        yield device
+    finally:
+        device.close()
+
+
+def test_present_values_are_read_stamped_published_and_survive_a_device_restart(
+    tmp_path: Path, mqtt_url: str, topic_prefix: str, bacnet_device: BacnetDevice,
+    subscriber_factory,
+) -> None:  # fmt: skip
+    local = f"127.0.0.3:{free_udp_port('127.0.0.3')}"
+    common = {"kind": "bacnet_ip", "address": bacnet_device.address, "device_instance": 1001,
+              "local_address": local, "interval": "0.2s", "timeout": "1s"}  # fmt: skip
+    config = GatewayConfig.model_validate(
+        {
+            "site": "demo-hq",
+            "gateway": "gw-bacnet",
+            "broker": {"url": mqtt_url, "prefix": topic_prefix},
+            "buffer": {"path": str(tmp_path / "buffer.sqlite")},
+            "batch": {"size": 10, "interval": "0.2s"},
+            "sources": [
+                {**common, "device": "th-202", "objects": [
+                    {"metric": "temperature", "object": "analog-input,1", "unit": "°C"},
+                    {"metric": "humidity", "object": "analog-value,2", "decimals": 1}]},
+                {**common, "device": "ac-201", "objects": [
+                    {"metric": "occupied", "object": "binary-value,3"},
+                    {"metric": "hvac_mode", "object": "analog-value,99"}]},
+                # The address answers, but as device 1001: this source reads nothing.
+                {**common, "device": "th-203", "device_instance": 1002, "objects": [
+                    {"metric": "temperature", "object": "analog-input,1"}]},
+            ],
+        }
+    )  # fmt: skip
+    subscriber = subscriber_factory(mqtt_url, f"{topic_prefix}/demo-hq/+/telemetry")
+    started = time.time()
+    gateway = Gateway(config)
+    gateway.start()
+    try:
+        assert subscriber.wait_for(lambda: len(subscriber.seqs("ac-201")) >= 3, timeout=20)
+        bacnet_device.set("temperature", 27.25)
+        bacnet_device.set("occupied", "inactive")
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"temperature": 27.25, "humidity": 51.0}) in subscriber.values
+            and ("ac-201", {"occupied": 0.0}) in subscriber.values,
+            timeout=10,
+        )
+        # The device goes away: reads fail and are counted; it comes back at the same address.
+        bacnet_device.stop()
+        th202 = gateway.samplers[0]
+        errors = th202.errors
+        wait_for(lambda: th202.errors >= errors + 2, 20, "failed reads")
+        bacnet_device.set("temperature", 19.5)
+        bacnet_device.start()
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"temperature": 19.5, "humidity": 51.0}) in subscriber.values,
+            timeout=20,
+        )
+    finally:
+        gateway.stop()
+    finished = time.time()
+    assert ("th-202", {"temperature": 24.5, "humidity": 51.0}) in subscriber.values
+    assert ("ac-201", {"occupied": 1.0}) in subscriber.values
+    assert {tuple(v) for d, v in subscriber.values if d == "ac-201"} == {("occupied",)}
+    assert "th-203" not in {d for d, _ in subscriber.values}
+    assert gateway.samplers[1].errors >= 3  # analog-value,99 at every sample
+    assert gateway.samplers[2].errors >= 3  # device 1002 is not at the address
+    for device in ("th-202", "ac-201"):
+        seqs = subscriber.seqs(device)
+        assert seqs == list(range(1, len(seqs) + 1))  # every reading once, in order
+    for _, stamp in subscriber.stamps:
+        when = dt.datetime.fromisoformat(stamp)
+        assert when.utcoffset() == dt.timedelta(0)
+        assert started - 0.01 <= when.timestamp() <= finished
+
+
+def test_bacnet_mapping_errors_name_file_path_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"site: demo-hq\ngateway: gw\nsite_file: {SITE_FILE}\nbuffer: {{path: b.sqlite}}\n"
+        "sources:\n"
+        "  - kind: bacnet_ip\n    device: th-202\n    address: 192.168.1.60\n"
+        "    device_instance: 1001\n    objects:\n"
+        "      - {metric: temperature, object: 'analog-input,1', unit: degF}\n"
+        "      - {metric: humidity, object: 'analog-value,2', unit: '%'}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}: sources[0].objects[0].unit: 'degF' is not the site model's unit of "
+        "th-202.temperature ('°C') (line 11)"
+    ]
+    path.write_text(
+        path.read_text("utf-8").replace("analog-value,2", "multi-state-value,2"), "utf-8"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert [(p.where, p.line) for p in caught.value.problems] == [
+        ("sources[0].objects[1].object", 12)
+    ]
