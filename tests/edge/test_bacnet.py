@@ -153,8 +153,10 @@ def test_present_values_are_read_stamped_published_and_survive_a_device_restart(
         bacnet_device.set("temperature", 27.25)
         bacnet_device.set("occupied", "inactive")
         assert subscriber.wait_for(
-            lambda: ("th-202", {"temperature": 27.25, "humidity": 51.0}) in subscriber.values
-            and ("ac-201", {"occupied": 0.0}) in subscriber.values,
+            lambda: (
+                ("th-202", {"temperature": 27.25, "humidity": 51.0}) in subscriber.values
+                and ("ac-201", {"occupied": 0.0}) in subscriber.values
+            ),
             timeout=10,
         )
         # The device goes away: reads fail and are counted; it comes back at the same address.
@@ -211,3 +213,12 @@ def test_bacnet_mapping_errors_name_file_path_and_line(tmp_path: Path) -> None:
     assert [(p.where, p.line) for p in caught.value.problems] == [
         ("sources[0].objects[1].object", 12)
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("bacnet-gateway.yaml", "bacnet_ip"), ("opcua-gateway.yaml", "opcua")]
+)
+def test_the_bundled_examples_are_valid(name: str, kind: str) -> None:
+    config, site = load_gateway_config(SITE_FILE.parents[1] / "edge" / name)
+    assert site is not None and config.timezone == "Asia/Shanghai"
+    assert {source.kind for source in config.sources} == {kind}
