@@ -5,10 +5,12 @@ persistent session outlives broker restarts."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
+from typing import Any, Self, TypeVar
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -19,6 +21,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from clausewatch.embedded import free_port
 from config.urls import MqttEndpoint
+from edge.sources import LoopThread
 from tests.support import OwnBroker, answers, wait_for
 
 
@@ -87,6 +90,17 @@ class Subscriber:
     def seqs(self, device: str) -> list[int]:
         with self._changed:
             return [seq for name, seq in self.readings if name == device]
+
+    def check_once_in_order(self, devices: Iterable[str], started: float, ended: float) -> None:
+        """Each device's seqs are 1, 2, 3... (every reading once, in order) and every `ts` is
+        in UTC (the gateway's default zone) between `started` and `ended` (epoch seconds)."""
+        for device in devices:
+            seqs = self.seqs(device)
+            assert seqs == list(range(1, len(seqs) + 1)), device
+        for _, stamp in self.stamps:
+            when = dt.datetime.fromisoformat(stamp)
+            assert when.utcoffset() == dt.timedelta(0), stamp
+            assert started - 0.01 <= when.timestamp() <= ended, stamp
 
     def close(self) -> None:
         self.client.disconnect()
@@ -161,3 +175,32 @@ def modbus_server() -> Iterator[ModbusServer]:
         yield server
     finally:
         server.stop()
+
+
+T = TypeVar("T")
+
+
+class LoopHarness:
+    """A server of an asyncio library (asyncua, bacpypes3) run by a test on an event loop of its
+    own, the gateway's LoopThread; `with` starts it and at the end stops it and its loop.
+    Subclasses define start() and stop() (which may be called again mid-test)."""
+
+    def __init__(self) -> None:
+        self.loop = LoopThread(f"test-{type(self).__name__}")
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run(coro, 20)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.loop.close()

@@ -7,10 +7,7 @@ and comes back."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from config import BUNDLED_DIR
 from config.documents import ConfigError
 from edge.config import GatewayConfig, load_gateway_config
 from edge.gateway import Gateway
+from tests.edge.conftest import LoopHarness
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,7 +38,7 @@ def free_udp_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-class BacnetDevice:
+class BacnetDevice(LoopHarness):
     """A BACnet/IP device (instance 1001) on 127.0.0.2 in a thread of its own, with
     analog-input,1 (temperature, °C), analog-value,2 (humidity, %) and binary-value,3."""
 
@@ -50,9 +48,7 @@ class BacnetDevice:
     def __init__(self) -> None:
         self.port = free_udp_port(self.host)
         self.address = f"{self.host}:{self.port}"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
         self.app: NormalApplication | None = None
         self.objects = {
             "temperature": AnalogInputObject(
@@ -69,9 +65,6 @@ class BacnetDevice:
                 presentValue="active",
             ),
         }  # fmt: skip
-
-    def _run(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
 
     def start(self) -> None:
         async def start() -> None:
@@ -101,20 +94,11 @@ class BacnetDevice:
 
         self._run(stop())
 
-    def close(self) -> None:
-        self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
 
 @pytest.fixture
 def bacnet_device() -> Iterator[BacnetDevice]:
-    device = BacnetDevice()
-    device.start()
-    try:
+    with BacnetDevice() as device:
         yield device
-    finally:
-        device.close()
 
 
 def test_present_values_are_read_stamped_published_and_survive_a_device_restart(
@@ -179,13 +163,7 @@ def test_present_values_are_read_stamped_published_and_survive_a_device_restart(
     assert "th-203" not in {d for d, _ in subscriber.values}
     assert gateway.samplers[1].errors >= 3  # analog-value,99 at every sample
     assert gateway.samplers[2].errors >= 3  # device 1002 is not at the address
-    for device in ("th-202", "ac-201"):
-        seqs = subscriber.seqs(device)
-        assert seqs == list(range(1, len(seqs) + 1))  # every reading once, in order
-    for _, stamp in subscriber.stamps:
-        when = dt.datetime.fromisoformat(stamp)
-        assert when.utcoffset() == dt.timedelta(0)
-        assert started - 0.01 <= when.timestamp() <= finished
+    subscriber.check_once_in_order(("th-202", "ac-201"), started, finished)
 
 
 def test_bacnet_mapping_errors_name_file_path_and_line(tmp_path: Path) -> None:

@@ -4,9 +4,6 @@ id (counted, the other nodes still published), and a server that goes away and c
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,26 +16,23 @@ from config import BUNDLED_DIR
 from config.documents import ConfigError
 from edge.config import GatewayConfig, load_gateway_config
 from edge.gateway import Gateway
+from tests.edge.conftest import LoopHarness
 from tests.support import answers, wait_for
 
 SITE_FILE = BUNDLED_DIR / "sites" / "demo-hq.yaml"
 
 
-class OpcUaServer:
+class OpcUaServer(LoopHarness):
     """An asyncua server on 127.0.0.1 in a thread of its own, with the variables
     ns=<idx>;s=Room202.Temperature (°C), ...Humidity and ns=<idx>;s=Ahu1.Running (bool)."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"opc.tcp://127.0.0.1:{self.port}/clausewatch-test/"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.server: Server | None = None
         self.ns = 0
         self.nodes: dict[str, object] = {}
-
-    def _run(self, coro: object, timeout: float = 20) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
     async def _start(self) -> None:
         server = Server()
@@ -55,8 +49,6 @@ class OpcUaServer:
         self.server = server
 
     def start(self) -> None:
-        if not self.thread.is_alive():
-            self.thread.start()
         self._run(self._start())
         wait_for(lambda: answers(self.port), 10, "opc ua server listening")
 
@@ -68,20 +60,11 @@ class OpcUaServer:
             self._run(self.server.stop())
             self.server = None
 
-    def close(self) -> None:
-        self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
 
 @pytest.fixture
 def opcua_server() -> Iterator[OpcUaServer]:
-    server = OpcUaServer()
-    server.start()
-    try:
+    with OpcUaServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 def gateway_config(tmp_path: Path, mqtt_url: str, prefix: str, server: OpcUaServer) -> dict:
@@ -146,13 +129,7 @@ def test_nodes_are_read_stamped_and_published_and_survive_a_server_restart(
     # The unknown node is left out, the boolean is 1; no reading of ac-201 carries hvac_mode.
     assert {tuple(v) for d, v in subscriber.values if d == "ac-201"} == {("occupied",)}
     assert {v["occupied"] for d, v in subscriber.values if d == "ac-201"} == {1.0}
-    for device in ("th-202", "ac-201"):
-        seqs = subscriber.seqs(device)
-        assert seqs == list(range(1, len(seqs) + 1))  # every reading once, in order
-    for _, stamp in subscriber.stamps:
-        when = dt.datetime.fromisoformat(stamp)
-        assert when.utcoffset() == dt.timedelta(0)  # the gateway's zone (UTC here)
-        assert started - 0.01 <= when.timestamp() <= finished
+    subscriber.check_once_in_order(("th-202", "ac-201"), started, finished)
     assert {d for d, _ in subscriber.values} == {"th-202", "ac-201"}
 
 
