@@ -7,98 +7,21 @@ and comes back."""
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bacpypes3.basetypes import EngineeringUnits
-from bacpypes3.ipv4.app import NormalApplication
-from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
-from bacpypes3.local.binary import BinaryValueObject
-from bacpypes3.local.device import DeviceObject
-from bacpypes3.pdu import IPv4Address
 
 from config import BUNDLED_DIR
 from config.documents import ConfigError
 from edge.config import GatewayConfig, load_gateway_config
 from edge.gateway import Gateway
-from tests.edge.conftest import LoopHarness
+from tests.edge.conftest import BacnetDevice, free_udp_port
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 SITE_FILE = BUNDLED_DIR / "sites" / "demo-hq.yaml"
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-class BacnetDevice(LoopHarness):
-    """A BACnet/IP device (instance 1001) on 127.0.0.2 in a thread of its own, with
-    analog-input,1 (temperature, °C), analog-value,2 (humidity, %) and binary-value,3."""
-
-    host = "127.0.0.2"
-    instance = 1001
-
-    def __init__(self) -> None:
-        self.port = free_udp_port(self.host)
-        self.address = f"{self.host}:{self.port}"
-        super().__init__()
-        self.app: NormalApplication | None = None
-        self.objects = {
-            "temperature": AnalogInputObject(
-                objectIdentifier=("analog-input", 1), objectName="room-202-temp",
-                presentValue=24.5, units=EngineeringUnits("degreesCelsius"), covIncrement=0.1,
-            ),
-            "humidity": AnalogValueObject(
-                objectIdentifier=("analog-value", 2), objectName="room-202-rh",
-                presentValue=51.0, units=EngineeringUnits("percentRelativeHumidity"),
-                covIncrement=0.5,
-            ),
-            "occupied": BinaryValueObject(
-                objectIdentifier=("binary-value", 3), objectName="room-201-occupied",
-                presentValue="active",
-            ),
-        }  # fmt: skip
-
-    def start(self) -> None:
-        async def start() -> None:
-            device = DeviceObject(
-                objectIdentifier=("device", self.instance), objectName="sim-ddc",
-                vendorIdentifier=999,
-            )  # fmt: skip
-            self.app = NormalApplication(device, IPv4Address(self.address))
-            for obj in self.objects.values():
-                self.app.add_object(obj)
-
-        self._run(start())
-
-    def set(self, name: str, value: object) -> None:
-        async def write() -> None:
-            self.objects[name].presentValue = value
-
-        self._run(write())
-
-    def stop(self) -> None:
-        async def stop() -> None:
-            if self.app is not None:
-                self.app.close()
-                for obj in self.objects.values():  # free for the next application
-                    obj._app = None
-                self.app = None
-
-        self._run(stop())
-
-
-@pytest.fixture
-def bacnet_device() -> Iterator[BacnetDevice]:
-    with BacnetDevice() as device:
-        yield device
 
 
 def test_present_values_are_read_stamped_published_and_survive_a_device_restart(

@@ -5,66 +5,18 @@ id (counted, the other nodes still published), and a server that goes away and c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from asyncua import Server, ua
 
-from clausewatch.embedded import free_port
 from config import BUNDLED_DIR
 from config.documents import ConfigError
 from edge.config import GatewayConfig, load_gateway_config
 from edge.gateway import Gateway
-from tests.edge.conftest import LoopHarness
-from tests.support import answers, wait_for
+from tests.edge.conftest import OpcUaServer
+from tests.support import wait_for
 
 SITE_FILE = BUNDLED_DIR / "sites" / "demo-hq.yaml"
-
-
-class OpcUaServer(LoopHarness):
-    """An asyncua server on 127.0.0.1 in a thread of its own, with the variables
-    ns=<idx>;s=Room202.Temperature (°C), ...Humidity and ns=<idx>;s=Ahu1.Running (bool)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"opc.tcp://127.0.0.1:{self.port}/clausewatch-test/"
-        super().__init__()
-        self.server: Server | None = None
-        self.ns = 0
-        self.nodes: dict[str, object] = {}
-
-    async def _start(self) -> None:
-        server = Server()
-        await server.init()
-        server.set_endpoint(self.url)
-        self.ns = await server.register_namespace("urn:clausewatch:test")
-        room = await server.nodes.objects.add_object(self.ns, "Room202")
-        for name, value in (("Temperature", 25.25), ("Humidity", 55.5)):
-            node_id = ua.NodeId(f"Room202.{name}", self.ns)
-            self.nodes[name] = await room.add_variable(node_id, name, value)
-        running = ua.NodeId("Ahu1.Running", self.ns)
-        self.nodes["Running"] = await room.add_variable(running, "Running", True)
-        await server.start()
-        self.server = server
-
-    def start(self) -> None:
-        self._run(self._start())
-        wait_for(lambda: answers(self.port), 10, "opc ua server listening")
-
-    def set(self, name: str, value: object) -> None:
-        self._run(self.nodes[name].write_value(value))  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self._run(self.server.stop())
-            self.server = None
-
-
-@pytest.fixture
-def opcua_server() -> Iterator[OpcUaServer]:
-    with OpcUaServer() as server:
-        yield server
 
 
 def gateway_config(tmp_path: Path, mqtt_url: str, prefix: str, server: OpcUaServer) -> dict:

@@ -24,6 +24,7 @@ from config import BUNDLED_DIR
 from config.files import LoadedConfig, load_site
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
+from tests.edge.conftest import BacnetDevice, OpcUaServer, free_udp_port
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ SITE = load_site(BUNDLED_DIR / "sites" / "demo-hq.yaml")
 OwnBroker = Any  # tests/edge/conftest.py: OwnBroker, Subscriber (fixtures hand them out)
 
 
-def gateway_config(broker: OwnBroker, prefix: str, buffer: Path) -> dict[str, object]:
+def gateway_config(
+    broker: OwnBroker, prefix: str, buffer: Path, more_sources: tuple[object, ...] = ()
+) -> dict[str, object]:
     return {
         "site": "demo-hq",
         "gateway": "gw-test",
@@ -48,8 +51,21 @@ def gateway_config(broker: OwnBroker, prefix: str, buffer: Path) -> dict[str, ob
              "metrics": {"temperature": {"mean": 22, "noise": 0.2}}},
             {"kind": "simulated", "device": "em-3f", "interval": "0.05s",
              "metrics": {"energy_kwh": {"mean": 1000, "rate_per_h": 36000}}},
+            *more_sources,
         ],
     }  # fmt: skip
+
+
+def field_bus_sources(opcua: OpcUaServer, bacnet: BacnetDevice) -> tuple[object, ...]:
+    """th-202 from the OPC UA server and th-203 from the BACnet device, sampled every 50 ms."""
+    return (
+        {"kind": "opcua", "device": "th-202", "url": opcua.url, "interval": "0.05s",
+         "nodes": [{"metric": "temperature", "node": f"ns={opcua.ns};s=Room202.Temperature"}]},
+        {"kind": "bacnet_ip", "device": "th-203", "address": bacnet.address,
+         "device_instance": bacnet.instance, "interval": "0.05s",
+         "local_address": f"127.0.0.3:{free_udp_port('127.0.0.3')}",
+         "objects": [{"metric": "temperature", "object": "analog-input,1"}]},
+    )  # fmt: skip
 
 
 def start_service(database_url: str, broker: OwnBroker, prefix: str) -> Service:
@@ -84,12 +100,16 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     topic_prefix: str,
     fresh_database_url: str,
     subscriber_factory: Callable[..., Any],
+    opcua_server: OpcUaServer,
+    bacnet_device: BacnetDevice,
 ) -> None:
+    """Every source kind: simulated, OPC UA and BACnet/IP (Modbus: tests/edge/test_modbus.py)."""
     subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
     service = start_service(fresh_database_url, own_broker, topic_prefix)
+    sources = field_bus_sources(opcua_server, bacnet_device)
     gateway = Gateway(
         GatewayConfig.model_validate(
-            gateway_config(own_broker, topic_prefix, tmp_path / "b.sqlite")
+            gateway_config(own_broker, topic_prefix, tmp_path / "b.sqlite", sources)
         )
     )
     try:
@@ -106,7 +126,9 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         assert subscriber.wait_for(lambda: len(subscriber.seqs("th-201")) > resumed_from * 0.7, 20)
     finally:
         gateway.stop()
-    sampled = {device: gateway.buffer.last_seq(device) for device in ("th-201", "em-3f")}
+    devices = ("th-201", "em-3f", "th-202", "th-203")
+    sampled = {device: gateway.buffer.last_seq(device) for device in devices}
+    assert min(sampled.values()) >= 50  # the OPC UA and BACnet sources too
     try:
         for device, last in sampled.items():
             assert subscriber.wait_for(
