@@ -26,6 +26,7 @@ Example (config/bundled/edge/demo-gateway.yaml):
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -100,17 +101,26 @@ class SimulatedSource(Strict):
     seed: int = 0
 
 
-class ModbusRegister(Strict):
-    """One value from holding or input registers: raw × scale + offset."""
+class Point(Strict):
+    """How one metric is read: the source's raw value × scale + offset, rounded to `decimals`.
+    `unit`, when given, must be the site model's unit of the metric (checked with site_file):
+    it records what the field device reports, so a meter read in Wh where the site says kWh is
+    caught at load time rather than stored 1000 times too large."""
 
     metric: MetricName
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    decimals: int | None = Field(default=None, ge=0, le=9)
+
+
+class ModbusRegister(Point):
+    """One value from holding or input registers: raw × scale + offset."""
+
     table: Literal["holding", "input"] = "holding"
     address: int = Field(ge=0, le=65535)
     type: Literal["int16", "uint16", "int32", "uint32", "float32"] = "uint16"
     word_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    decimals: int | None = Field(default=None, ge=0, le=9)
 
     @property
     def words(self) -> int:
@@ -128,7 +138,97 @@ class ModbusSource(Strict):
     registers: tuple[ModbusRegister, ...] = Field(min_length=1)
 
 
-Source = Annotated[SimulatedSource | ModbusSource, Field(discriminator="kind")]
+class OpcUaNode(Point):
+    """One variable node by its node id in the OPC UA string form (`ns=2;s=Room201.Temp`,
+    `ns=3;i=1042`); numeric and boolean values (true is 1)."""
+
+    node: str = Field(min_length=1)
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not re.fullmatch(r"(ns=\d+;)?[isgb]=.+", value):
+            raise ValueError(
+                f"{value!r} is not an OPC UA node id (ns=<index>;i=<number> or ns=<index>;s=<name>)"
+            )
+        return value
+
+
+class OpcUaSource(Strict):
+    kind: Literal["opcua"]
+    device: Id
+    url: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/\S*)?$")  # opc.tcp://host:4840/path
+    interval: PositiveDuration = 10.0
+    timeout: PositiveDuration = 5.0
+    nodes: tuple[OpcUaNode, ...] = Field(min_length=1)
+
+
+BACNET_OBJECT_TYPES = (
+    "analog-input", "analog-output", "analog-value",
+    "binary-input", "binary-output", "binary-value",
+)  # fmt: skip
+
+
+class BacnetObject(Point):
+    """The present value of one analog or binary object, `analog-input,3`; binary values read
+    as 1 (active) or 0 (inactive)."""
+
+    object: str
+
+    @field_validator("object")
+    @classmethod
+    def _object_id(cls, value: str) -> str:
+        match = re.fullmatch(r"([a-z-]+),(\d+)", value)
+        if match is None or match[1] not in BACNET_OBJECT_TYPES:
+            raise ValueError(
+                f"{value!r} is not an analog or binary object (TYPE,INSTANCE with TYPE one of "
+                f"{', '.join(BACNET_OBJECT_TYPES)})"
+            )
+        if int(match[2]) >= 1 << 22:
+            raise ValueError(f"{value!r}: an object instance is below 4194304")
+        return value
+
+
+HOST_PORT = r"^\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?(:\d{1,5})?$"
+
+
+class BacnetSource(Strict):
+    kind: Literal["bacnet_ip"]
+    device: Id
+    # The BACnet device: its IPv4 address (port 47808 unless given) and its device instance,
+    # which the gateway checks by reading the device object before it trusts the address.
+    address: str = Field(pattern=HOST_PORT)
+    device_instance: int = Field(ge=0, lt=4194303)
+    # The gateway's own BACnet/IP address (its interface, /prefix for broadcasts, port) and its
+    # device instance there; sources with the same local_address share one BACnet client.
+    local_address: str = Field(default="0.0.0.0:47808", pattern=HOST_PORT)
+    local_device_instance: int = Field(default=4194302, ge=0, lt=4194303)
+    interval: PositiveDuration = 30.0
+    timeout: PositiveDuration = 3.0
+    objects: tuple[BacnetObject, ...] = Field(min_length=1)
+
+
+Source = Annotated[
+    SimulatedSource | ModbusSource | OpcUaSource | BacnetSource, Field(discriminator="kind")
+]
+AnySource = SimulatedSource | ModbusSource | OpcUaSource | BacnetSource
+
+
+def points(source: AnySource) -> tuple[Point, ...]:
+    """The mapped values of a field-bus source (none for a simulated one)."""
+    if isinstance(source, ModbusSource):
+        return source.registers
+    if isinstance(source, OpcUaSource):
+        return source.nodes
+    if isinstance(source, BacnetSource):
+        return source.objects
+    return ()
+
+
+def metric_names(source: AnySource) -> list[str]:
+    if isinstance(source, SimulatedSource):
+        return list(source.metrics)
+    return [point.metric for point in points(source)]
 
 
 class GatewayConfig(Strict):
@@ -146,12 +246,7 @@ class GatewayConfig(Strict):
     def _distinct_metrics(self) -> GatewayConfig:
         seen: set[tuple[str, str]] = set()
         for i, source in enumerate(self.sources):
-            names = (
-                list(source.metrics)
-                if isinstance(source, SimulatedSource)
-                else [r.metric for r in source.registers]
-            )
-            for name in names:
+            for name in metric_names(source):
                 if (source.device, name) in seen:
                     raise ValueError(
                         f"sources[{i}]: metric {name!r} of device {source.device!r} has two sources"
@@ -169,15 +264,18 @@ class GatewayConfig(Strict):
             if device is None:
                 problems.append(f"sources[{i}].device: unknown device {source.device!r}")
                 continue
-            names = (
-                list(source.metrics)
-                if isinstance(source, SimulatedSource)
-                else [r.metric for r in source.registers]
-            )
-            for name in names:
+            for name in metric_names(source):
                 if name not in device.metrics:
                     problems.append(
                         f"sources[{i}]: device {source.device!r} has no metric {name!r}"
+                    )
+            field = {ModbusSource: "registers", OpcUaSource: "nodes", BacnetSource: "objects"}
+            for j, point in enumerate(points(source)):
+                spec = device.metrics.get(point.metric)
+                if spec is not None and point.unit is not None and point.unit != spec.unit:
+                    problems.append(
+                        f"sources[{i}].{field[type(source)]}[{j}].unit: {point.unit!r} is not "
+                        f"the site model's unit of {source.device}.{point.metric} ({spec.unit!r})"
                     )
         return problems
 

@@ -1,24 +1,35 @@
 """Parts the gateway tests own: a Mosquitto process of their own (so it can be stopped and
-restarted without touching the shared broker), a Modbus TCP server, and a subscriber whose
-persistent session outlives broker restarts."""
+restarted without touching the shared broker), a Modbus TCP server, an OPC UA server, a BACnet/IP
+device, and a subscriber whose persistent session outlives broker restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
+from typing import Any, Self, TypeVar
 
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from asyncua import Server, ua
+from bacpypes3.basetypes import EngineeringUnits
+from bacpypes3.ipv4.app import NormalApplication
+from bacpypes3.local.analog import AnalogInputObject, AnalogValueObject
+from bacpypes3.local.binary import BinaryValueObject
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.pdu import IPv4Address
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from clausewatch.embedded import free_port
 from config.urls import MqttEndpoint
+from edge.sources import LoopThread
 from tests.support import OwnBroker, answers, wait_for
 
 
@@ -41,6 +52,7 @@ class Subscriber:
         broker = MqttEndpoint.parse(url)
         self.readings: list[tuple[str, int]] = []
         self.values: list[tuple[str, dict[str, float]]] = []
+        self.stamps: list[tuple[str, str]] = []  # (device, ts) of every reading
         self.batches = 0
         self.statuses: list[tuple[str, bytes, bool]] = []
         self._changed = threading.Condition()
@@ -69,6 +81,7 @@ class Subscriber:
                     for reading in orjson.loads(msg.payload):
                         self.readings.append((device, reading["seq"]))
                         self.values.append((device, reading["metrics"]))
+                        self.stamps.append((device, reading["ts"]))
                 self._changed.notify_all()
 
         self.client.on_connect = on_connect
@@ -85,6 +98,17 @@ class Subscriber:
     def seqs(self, device: str) -> list[int]:
         with self._changed:
             return [seq for name, seq in self.readings if name == device]
+
+    def check_once_in_order(self, devices: Iterable[str], started: float, ended: float) -> None:
+        """Each device's seqs are 1, 2, 3... (every reading once, in order) and every `ts` is
+        in UTC (the gateway's default zone) between `started` and `ended` (epoch seconds)."""
+        for device in devices:
+            seqs = self.seqs(device)
+            assert seqs == list(range(1, len(seqs) + 1)), device
+        for _, stamp in self.stamps:
+            when = dt.datetime.fromisoformat(stamp)
+            assert when.utcoffset() == dt.timedelta(0), stamp
+            assert started - 0.01 <= when.timestamp() <= ended, stamp
 
     def close(self) -> None:
         self.client.disconnect()
@@ -159,3 +183,146 @@ def modbus_server() -> Iterator[ModbusServer]:
         yield server
     finally:
         server.stop()
+
+
+T = TypeVar("T")
+
+
+class LoopHarness:
+    """A server of an asyncio library (asyncua, bacpypes3) run by a test on an event loop of its
+    own, the gateway's LoopThread; `with` starts it and at the end stops it and its loop.
+    Subclasses define start() and stop() (which may be called again mid-test)."""
+
+    def __init__(self) -> None:
+        self.loop = LoopThread(f"test-{type(self).__name__}")
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run(coro, 20)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.loop.close()
+
+
+class OpcUaServer(LoopHarness):
+    """An asyncua server on 127.0.0.1 in a thread of its own, with the variables
+    ns=<idx>;s=Room202.Temperature (°C), ...Humidity and ns=<idx>;s=Ahu1.Running (bool)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"opc.tcp://127.0.0.1:{self.port}/clausewatch-test/"
+        super().__init__()
+        self.server: Server | None = None
+        self.ns = 0
+        self.nodes: dict[str, object] = {}
+
+    async def _start(self) -> None:
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.url)
+        self.ns = await server.register_namespace("urn:clausewatch:test")
+        room = await server.nodes.objects.add_object(self.ns, "Room202")
+        for name, value in (("Temperature", 25.25), ("Humidity", 55.5)):
+            node_id = ua.NodeId(f"Room202.{name}", self.ns)
+            self.nodes[name] = await room.add_variable(node_id, name, value)
+        running = ua.NodeId("Ahu1.Running", self.ns)
+        self.nodes["Running"] = await room.add_variable(running, "Running", True)
+        await server.start()
+        self.server = server
+
+    def start(self) -> None:
+        self._run(self._start())
+        wait_for(lambda: answers(self.port), 10, "opc ua server listening")
+
+    def set(self, name: str, value: object) -> None:
+        self._run(self.nodes[name].write_value(value))  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self._run(self.server.stop())
+            self.server = None
+
+
+@pytest.fixture
+def opcua_server() -> Iterator[OpcUaServer]:
+    with OpcUaServer() as server:
+        yield server
+
+
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class BacnetDevice(LoopHarness):
+    """A BACnet/IP device (instance 1001) on 127.0.0.2 in a thread of its own, with
+    analog-input,1 (temperature, °C), analog-value,2 (humidity, %) and binary-value,3."""
+
+    host = "127.0.0.2"
+    instance = 1001
+
+    def __init__(self) -> None:
+        self.port = free_udp_port(self.host)
+        self.address = f"{self.host}:{self.port}"
+        super().__init__()
+        self.app: NormalApplication | None = None
+        self.objects = {
+            "temperature": AnalogInputObject(
+                objectIdentifier=("analog-input", 1), objectName="room-202-temp",
+                presentValue=24.5, units=EngineeringUnits("degreesCelsius"), covIncrement=0.1,
+            ),
+            "humidity": AnalogValueObject(
+                objectIdentifier=("analog-value", 2), objectName="room-202-rh",
+                presentValue=51.0, units=EngineeringUnits("percentRelativeHumidity"),
+                covIncrement=0.5,
+            ),
+            "occupied": BinaryValueObject(
+                objectIdentifier=("binary-value", 3), objectName="room-201-occupied",
+                presentValue="active",
+            ),
+        }  # fmt: skip
+
+    def start(self) -> None:
+        async def start() -> None:
+            device = DeviceObject(
+                objectIdentifier=("device", self.instance), objectName="sim-ddc",
+                vendorIdentifier=999,
+            )  # fmt: skip
+            self.app = NormalApplication(device, IPv4Address(self.address))
+            for obj in self.objects.values():
+                self.app.add_object(obj)
+
+        self._run(start())
+
+    def set(self, name: str, value: object) -> None:
+        async def write() -> None:
+            self.objects[name].presentValue = value
+
+        self._run(write())
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            if self.app is not None:
+                self.app.close()
+                for obj in self.objects.values():  # free for the next application
+                    obj._app = None
+                self.app = None
+
+        self._run(stop())
+
+
+@pytest.fixture
+def bacnet_device() -> Iterator[BacnetDevice]:
+    with BacnetDevice() as device:
+        yield device

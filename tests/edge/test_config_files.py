@@ -70,3 +70,18 @@ def test_a_problem_against_the_site_names_the_path_and_line(tmp_path: Path) -> N
     assert [str(p) for p in caught.value.problems] == [
         f"{path}: sources[0].device: unknown device 'nope' (line 6)"
     ]
+
+
+def test_a_modbus_register_in_another_unit_than_the_site_model_is_an_error(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "site.yaml", SITE)
+    register = "{metric: energy_kwh, address: 0, type: uint32, unit: Wh}"
+    source = f"  - {{kind: modbus_tcp, device: em-main, host: 10.0.0.9, registers: [{register}]}}\n"
+    path = write(tmp_path, "gw.yaml", GATEWAY + source)
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}: sources[1].registers[0].unit: 'Wh' is not the site model's unit of "
+        "em-main.energy_kwh ('kWh') (line 7)"
+    ]

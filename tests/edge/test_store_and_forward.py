@@ -24,6 +24,7 @@ from config import BUNDLED_DIR
 from config.files import LoadedConfig, load_site
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
+from tests.edge.conftest import BacnetDevice, OpcUaServer, free_udp_port
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ SITE = load_site(BUNDLED_DIR / "sites" / "demo-hq.yaml")
 OwnBroker = Any  # tests/edge/conftest.py: OwnBroker, Subscriber (fixtures hand them out)
 
 
-def gateway_config(broker: OwnBroker, prefix: str, buffer: Path) -> dict[str, object]:
+def gateway_config(
+    broker: OwnBroker, prefix: str, buffer: Path, more_sources: tuple[object, ...] = ()
+) -> dict[str, object]:
     return {
         "site": "demo-hq",
         "gateway": "gw-test",
@@ -48,8 +51,21 @@ def gateway_config(broker: OwnBroker, prefix: str, buffer: Path) -> dict[str, ob
              "metrics": {"temperature": {"mean": 22, "noise": 0.2}}},
             {"kind": "simulated", "device": "em-3f", "interval": "0.05s",
              "metrics": {"energy_kwh": {"mean": 1000, "rate_per_h": 36000}}},
+            *more_sources,
         ],
     }  # fmt: skip
+
+
+def field_bus_sources(opcua: OpcUaServer, bacnet: BacnetDevice) -> tuple[object, ...]:
+    """th-202 from the OPC UA server and th-203 from the BACnet device, sampled every 50 ms."""
+    return (
+        {"kind": "opcua", "device": "th-202", "url": opcua.url, "interval": "0.05s",
+         "nodes": [{"metric": "temperature", "node": f"ns={opcua.ns};s=Room202.Temperature"}]},
+        {"kind": "bacnet_ip", "device": "th-203", "address": bacnet.address,
+         "device_instance": bacnet.instance, "interval": "0.05s",
+         "local_address": f"127.0.0.3:{free_udp_port('127.0.0.3')}",
+         "objects": [{"metric": "temperature", "object": "analog-input,1"}]},
+    )  # fmt: skip
 
 
 def start_service(database_url: str, broker: OwnBroker, prefix: str) -> Service:
@@ -84,12 +100,16 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     topic_prefix: str,
     fresh_database_url: str,
     subscriber_factory: Callable[..., Any],
+    opcua_server: OpcUaServer,
+    bacnet_device: BacnetDevice,
 ) -> None:
+    """Every source kind: simulated, OPC UA and BACnet/IP (Modbus: tests/edge/test_modbus.py)."""
     subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
     service = start_service(fresh_database_url, own_broker, topic_prefix)
+    sources = field_bus_sources(opcua_server, bacnet_device)
     gateway = Gateway(
         GatewayConfig.model_validate(
-            gateway_config(own_broker, topic_prefix, tmp_path / "b.sqlite")
+            gateway_config(own_broker, topic_prefix, tmp_path / "b.sqlite", sources)
         )
     )
     try:
@@ -106,7 +126,9 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         assert subscriber.wait_for(lambda: len(subscriber.seqs("th-201")) > resumed_from * 0.7, 20)
     finally:
         gateway.stop()
-    sampled = {device: gateway.buffer.last_seq(device) for device in ("th-201", "em-3f")}
+    devices = ("th-201", "em-3f", "th-202", "th-203")
+    sampled = {device: gateway.buffer.last_seq(device) for device in devices}
+    assert min(sampled.values()) >= 50  # the OPC UA and BACnet sources too
     try:
         for device, last in sampled.items():
             assert subscriber.wait_for(
@@ -127,10 +149,13 @@ def test_a_broker_outage_loses_and_doubles_nothing(
 class GatewayProcess:
     """`clausewatch edge run` as a process of its own, and a look into its SQLite buffer."""
 
-    def __init__(self, tmp_path: Path, broker: OwnBroker, prefix: str) -> None:
+    def __init__(
+        self, tmp_path: Path, broker: OwnBroker, prefix: str, more_sources: tuple[object, ...] = ()
+    ) -> None:
         self.buffer = tmp_path / "b.sqlite"
         config = tmp_path / "gw.yaml"
-        config.write_text(yaml.safe_dump(gateway_config(broker, prefix, self.buffer)))
+        text = yaml.safe_dump(gateway_config(broker, prefix, self.buffer, more_sources))
+        config.write_text(text, encoding="utf-8")
         self.command = [sys.executable, "-m", "clausewatch", "edge", "run", str(config)]
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -147,22 +172,24 @@ class GatewayProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(20)
 
-    def buffered(self) -> tuple[int, int]:
-        """(rows held, last seq of th-201)."""
+    def buffered(self, device: str = "th-201") -> tuple[int, int]:
+        """(rows held, last seq of `device`)."""
         try:
             with closing(sqlite3.connect(self.buffer)) as conn:
                 (count,) = conn.execute("SELECT count(*) FROM readings").fetchone()
                 (last,) = conn.execute(
-                    "SELECT coalesce(max(last_seq), 0) FROM sequences WHERE device = 'th-201'"
+                    "SELECT coalesce(max(last_seq), 0) FROM sequences WHERE device = ?", (device,)
                 ).fetchone()
         except sqlite3.OperationalError:  # the gateway has not created its tables yet
             return 0, 0
         return count, last
 
 
-def assert_each_reading_once_in_postgresql(database_url: str, last: int) -> None:
+def assert_each_reading_once_in_postgresql(
+    database_url: str, last: int, device: str = "th-201"
+) -> None:
     def missing() -> str:
-        have = stored(database_url, "th-201")
+        have = stored(database_url, device)
         gone = sorted(set(range(1, last + 1)) - set(have))
         with psycopg.connect(database_url) as conn:
             letters = conn.execute(
@@ -171,8 +198,8 @@ def assert_each_reading_once_in_postgresql(database_url: str, last: int) -> None
             late = conn.execute("SELECT device, ts FROM late_readings ORDER BY ts").fetchall()
         return f"stored {len(have)} of {last}, missing {gone[:20]}, {letters}, late: {late}"
 
-    wait_for(lambda: len(stored(database_url, "th-201")) >= last, 120, missing)
-    assert stored(database_url, "th-201") == list(range(1, last + 1))
+    wait_for(lambda: len(stored(database_url, device)) >= last, 120, missing)
+    assert stored(database_url, device) == list(range(1, last + 1))
 
 
 def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
@@ -181,8 +208,12 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
     topic_prefix: str,
     fresh_database_url: str,
     subscriber_factory: Callable[..., Any],
+    opcua_server: OpcUaServer,
+    bacnet_device: BacnetDevice,
 ) -> None:
-    gateway = GatewayProcess(tmp_path, own_broker, topic_prefix)
+    """Every source kind: simulated, OPC UA (th-202) and BACnet/IP (th-203)."""
+    sources = field_bus_sources(opcua_server, bacnet_device)
+    gateway = GatewayProcess(tmp_path, own_broker, topic_prefix, sources)
     own_broker.stop()  # the gateway can only buffer
     gateway.start()
     try:
@@ -191,6 +222,7 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
         gateway.kill()
     held, last_before_kill = gateway.buffered()
     assert held >= 150
+    killed_at = {device: gateway.buffered(device)[1] for device in ("th-202", "th-203")}
 
     own_broker.start()
     subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
@@ -210,6 +242,11 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
         seqs = subscriber.seqs("th-201")
         assert sorted(seqs) == list(range(1, last + 1))  # each exactly once: nothing was in flight
         assert_each_reading_once_in_postgresql(fresh_database_url, last)
+        for device in ("th-202", "th-203"):
+            last = gateway.buffered(device)[1]
+            assert last > killed_at[device] > 0, device  # read in both runs
+            assert sorted(subscriber.seqs(device)) == list(range(1, last + 1)), device
+            assert_each_reading_once_in_postgresql(fresh_database_url, last, device)
     finally:
         service.stop()
 
