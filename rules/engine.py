@@ -9,9 +9,10 @@ drain.
 
 Ordering: one reorder buffer per site releases readings in event-time order across devices (so
 a gate read from another device of the space is judged in order) once
-`ts <= max(site max ts, advance time) - lateness`. A reading behind one already released from
-its own device, or behind the time `advance` has made final (`advance time - lateness`), is a
-`LateReading`: kept by the caller, never judged. Duplicates (same device and seq, or same
+`ts <= max(site max ts, advance time) - lateness`. A reading behind one already released (of
+any device: judging it would break that order), or behind the time `advance` has made final
+(`advance time - lateness`), is a `LateReading`: kept by the caller and judged by re-judging
+the site from an earlier snapshot (rules/rejudge.py). Duplicates (same device and seq, or same
 device, metric and ts) change nothing.
 """
 
@@ -162,6 +163,9 @@ class SiteEngine:
         self._max_ts = NEG_INF
         self._events: list[tuple[float, int, Event]] = []
         self._max_event_ts = NEG_INF
+        # The newest event time released to evaluation, any device: a reading behind it would be
+        # judged out of order (a gate read across devices), so it is late.
+        self._released_ts = NEG_INF
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
@@ -230,12 +234,14 @@ class SiteEngine:
             state.seen_seqs[seq] = ts
         if len(state.seen_ts) > _DEDUPE_MEMORY:
             self._forget_old_keys(state)
-        if ts < state.released_ts or ts < self._clock:
+        if ts < self._released_ts or ts < self._clock:
             for metric in metrics:
                 self._out.append(LateReading(self._site_id, device, ts, metric))
             return
         buffer = self._buffer
         if self.lateness == 0.0 and not buffer:
+            if ts > self._max_ts:
+                self._max_ts = ts  # the header's horizon (rules/rejudge.py) reads it
             self._release(state, ts, metrics)
             return
         stamp = next(self._stamp)
@@ -335,6 +341,8 @@ class SiteEngine:
         if stamp is not None:
             del state.buffered[stamp]
         state.released_ts = ts
+        if ts > self._released_ts:
+            self._released_ts = ts
         # Time-driven changes before ts first, judged on the values as they were.
         listeners: Sequence[Instance]
         if len(metrics) == state.metric_count:
@@ -943,6 +951,9 @@ class SiteEngine:
                 for metric, slot_state in saved["space_slots"].items():
                     if metric in slots:
                         slots[metric].restore(slot_state)
+        engine._released_ts = max(
+            (state.released_ts for state in engine._devices.values()), default=NEG_INF
+        )
         engine._timers.clear()
         for instance in engine._instances:
             saved_state = saved_instances.get(instance.key)
