@@ -125,10 +125,14 @@ def record_outputs(
     site_model: SiteModel,
     outputs: Iterable[Output],
     now: dt.datetime | None = None,
+    *,
+    fresh: bool = False,
 ) -> RecordResult:
     """Records the ViolationStarted / ViolationEnded outputs of one site's engine, in order
     (other outputs are ignored here). Does not commit; takes the ledger lock for the rest of the
-    caller's transaction (keep it short)."""
+    caller's transaction (keep it short). `fresh`: the outputs are of violations no alert
+    records yet (found by re-judging late input): each start raises an alert whatever the
+    subject's latest alert is."""
     relevant = [o for o in outputs if isinstance(o, ViolationStarted | ViolationEnded)]
     result = RecordResult()
     if not relevant:
@@ -143,6 +147,8 @@ def record_outputs(
     )
     context = _read_context(conn, site, {_key(o) for o in relevant}, binding=bool(starts))
     latest = context.latest
+    if fresh:
+        latest.clear()
     ancestors: dict[str, list[str]] = {}
     transitions: list[_Transition] = []
     specs = {device.id: device.metrics for device in site_model.devices}
@@ -703,11 +709,13 @@ def correct_alerts(
             missing.append(span.started)
             if span.ended is not None:
                 missing.append(span.ended)
+    result.recorded = record_outputs(conn, site_model, missing, now, fresh=True)
     # Ends of violations begun before the re-judged runs are recorded as usual.
     spanned = {id(s.ended) for found in spans.values() for s in found if s.ended is not None}
-    missing.extend(
-        o for o in rejudged.outputs if isinstance(o, ViolationEnded) and id(o) not in spanned
-    )
-    result.recorded = record_outputs(conn, site_model, missing, now)
+    others = [o for o in rejudged.outputs if isinstance(o, ViolationEnded) and id(o) not in spanned]
+    if others:
+        usual = record_outputs(conn, site_model, others, now)
+        result.recorded.resolved += usual.resolved
+        result.recorded.ignored += usual.ignored
     ALERT_CHANGES.labels("corrected").inc(result.corrected)
     return result

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
+from alerts.audit import audit
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
@@ -200,6 +202,9 @@ def test_a_cleaning_delivered_ten_minutes_late_corrects_the_overdue_alert(
     )
     assert len(entries) == 1 and entries[0][0]["reason"] == "late input re-judged"
     assert rows(url, "SELECT count(*) FROM alerts") == [(1,)]  # nothing deleted, none new
+    with psycopg.connect(url, autocommit=True) as conn:
+        checked = audit(conn)
+    assert checked.ok, checked.problems()  # the record adds up to its ledger entries
 
     expected = in_order(
         [
@@ -253,3 +258,34 @@ def test_a_late_reading_that_should_have_raised_a_violation_raises_it(
         lambda: stored_intervals(url, "temp.max") == in_order(steps(), "temp.max"),
         what=lambda: f"{stored_intervals(url, 'temp.max')} != {in_order(steps(), 'temp.max')}",
     )
+
+
+def test_a_late_violation_is_raised_even_while_a_later_one_is_open(
+    feed: Feed, fresh_database_url: str
+) -> None:
+    url = fresh_database_url
+    for minute in range(11):
+        value = 30.0 if minute == 10 else 24.0  # too hot from T + 10 min on, still
+        feed.temperature(T + 60 * minute, value, received=T + 60 * minute + 1)
+        feed.advance(T + 60 * minute + 2)
+        if minute == 0:
+            wait_for(checkpoints_after(url, 1))
+    feed.advance(T + 900)
+    wait_for(lambda: rows(url, "SELECT count(*) FROM alerts")[0][0] == 1, what="the open alert")
+    feed.temperature(T + 330, 30.0, received=T + 930)
+    alerts = wait_for(
+        lambda: (
+            found
+            if len(
+                found := rows(
+                    url,
+                    "SELECT extract(epoch FROM started_at), extract(epoch FROM ended_at), state"
+                    " FROM alerts ORDER BY started_at",
+                )
+            )
+            == 2
+            else None
+        ),
+        what="the alert of the late reading beside the open one",
+    )
+    assert alerts == [(T + 330, T + 360, "resolved"), (T + 600, None, "firing")]
