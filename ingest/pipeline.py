@@ -186,10 +186,13 @@ class Pipeline:
         corrector: Corrector | None = None,
         history_every: float = 3600.0,
         max_age: float = 7 * 86400.0,
+        rejudge_every: float = 5.0,
     ) -> None:
         """Late input (older than `lateness`) is re-judged after the flush that stores it, from
         a copy of the site's checkpoint kept every `history_every` engine seconds for `max_age`
-        (the ingest's maximum age); `corrector` then corrects the site's alerts."""
+        (the ingest's maximum age); `corrector` then corrects the site's alerts. A site is
+        re-judged at most once every `rejudge_every` seconds (wall): late input arriving
+        meanwhile waits for the next, which takes it all at once."""
         self.pool = pool
         self.sites = dict(sites)
         self.clauses = tuple(clauses)
@@ -211,6 +214,9 @@ class Pipeline:
         self._capture_seconds = 0.0  # spent capturing the checkpoint in flight
         self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
         self.corrector = corrector
+        self.rejudge_every = rejudge_every
+        self._late: dict[str, float] = {}  # site -> oldest late input not re-judged yet
+        self._rejudged_at: dict[str, float] = {}  # site -> monotonic time of its last re-judge
         self._writer = CheckpointWriter(pool, HistoryPolicy(history_every, max_age), lateness)
         self._partitions = PartitionCache()
         self._batch_ids = 0
@@ -476,15 +482,16 @@ class Pipeline:
                 return
             self._acknowledge(pending.tokens)
             self._dirty_sites |= pending.touched_sites
-            late = _late_by_site(pending.outputs)
+            for site_id, oldest in _late_by_site(pending.outputs).items():
+                self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
             if pending.oldest_received is not None:
                 INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
             VALUES_STORED.inc(pending.values)
             BATCHES.inc()
             self._pending = self._new_pending()
-            for site_id, oldest in late.items():
-                self._rejudge(site_id, oldest)
-        # Everything taken so far is committed: the moment a checkpoint may begin.
+        # Everything taken so far is committed: late input may be re-judged, then a checkpoint
+        # may begin.
+        self._rejudge_due()
         if self._checkpoint_due(idle=nothing_new):
             self._begin_checkpoint()
 
@@ -633,6 +640,23 @@ class Pipeline:
                 self.sink(conn, self.sites[site_id], outputs)
 
     # -- late input --
+
+    def _rejudge_due(self) -> None:
+        now = time.monotonic()
+        for site_id in list(self._late):
+            last = self._rejudged_at.get(site_id)
+            if self._stop.is_set() or last is None or now - last >= self.rejudge_every:
+                oldest = self._late.pop(site_id)
+                self._rejudged_at[site_id] = now
+                try:
+                    self._rejudge(site_id, oldest)
+                except psycopg.Error as exc:  # nothing changed: try again at the next turn
+                    log.warning("%s: re-judging late input failed (%s); will retry", site_id, exc)
+                    self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
+                    REJUDGED.labels("failed").inc()
+                except Exception:  # a bug: the late input stays unjudged, ingestion goes on
+                    log.exception("%s: re-judging late input failed", site_id)
+                    REJUDGED.labels("failed").inc()
 
     def _rejudge(self, site_id: str, oldest: float) -> None:
         """Judges the late input of `site_id` (the oldest at event time `oldest`), committed
