@@ -688,6 +688,7 @@ class Pipeline:
                 else item
                 for _, item in stored_since(conn, site_id, after, None)
             ]
+            done = {key: at.timestamp() for key, at in registry.last_done(conn, site_id).items()}
         result = rejudge(
             site,
             self.clauses,
@@ -696,6 +697,7 @@ class Pipeline:
             engine_now(engine),
             lateness=self.lateness,
             standards=self.standards,
+            last_done=done,
         )
         with self.pool.connection() as conn, conn.transaction():
             replace_compliance_intervals(conn, site_id, result.replace_from, result.intervals())

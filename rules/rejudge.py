@@ -129,11 +129,14 @@ def rejudge(
     *,
     lateness: float,
     standards: Mapping[str, str] | None = None,
+    last_done: Mapping[tuple[str, str], float] | None = None,
 ) -> Rejudged:
     """An engine restored from `snapshot` (header and every part) that has taken `inputs` (every
     input taken since the snapshot, in the order taken) in event-time order and advanced to
     `now`, with what it emitted."""
-    engine = SiteEngine.restore(site, clauses, snapshot, lateness=lateness, standards=standards)
+    engine = SiteEngine.restore(
+        site, clauses, snapshot, lateness=lateness, standards=standards, last_done=last_done
+    )
     replace_from: dict[InstanceKey, float] = {}
     violating: set[InstanceKey] = set()
     for part in snapshot["parts"].values():
