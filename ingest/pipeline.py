@@ -69,6 +69,8 @@ from store.batches import (
     PartitionCache,
     ReadingRow,
     StatusRow,
+    late_waiting,
+    mark_late_rejudged,
     replace_compliance_intervals,
     write_batch,
     write_compliance_intervals,
@@ -81,6 +83,7 @@ from store.checkpoints import (
     HistoryPolicy,
     drop_history_after,
     history_before,
+    history_oldest,
     load_checkpoint,
 )
 from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
@@ -236,6 +239,10 @@ class Pipeline:
         with self.pool.connection() as conn:
             for site_id, site in self.sites.items():
                 self.engines[site_id] = self._restore(conn, site)
+                # Late input committed before a stop or crash and not re-judged yet.
+                waiting = late_waiting(conn, site_id)
+                if waiting is not None:
+                    self._late[site_id] = waiting
         self._writer.start()
         if self._dirty_sites:
             # A site without a usable checkpoint gets one before any message, after every row
@@ -673,14 +680,19 @@ class Pipeline:
         site = self.sites[site_id]
         with self.pool.connection() as conn:
             historic = history_before(conn, site_id, oldest)
-            after = None if historic is None else historic.checkpoint.state.get(REPLAY_AFTER)
-            if historic is None or after is None:
+            if historic is None:
+                # The input older than every kept copy cannot be judged; the rest can.
                 log.warning(
                     "%s: late input at %.3f is older than every kept checkpoint: not judged",
                     site_id,
                     oldest,
                 )
                 REJUDGED.labels("too_old").inc()
+                historic = history_oldest(conn, site_id)
+            after = None if historic is None else historic.checkpoint.state.get(REPLAY_AFTER)
+            if historic is None or after is None:
+                with conn.transaction():
+                    mark_late_rejudged(conn, site_id)
                 return
             inputs: list[StoredInput] = [
                 (item.device, item.ts, item.seq, item.metrics)
@@ -705,6 +717,7 @@ class Pipeline:
             if self.corrector is not None:
                 self.corrector(conn, site, result)
             drop_history_after(conn, site_id, historic.id)
+            mark_late_rejudged(conn, site_id)
         # The stored parts are the old engine's: the next checkpoint replaces them whole.
         result.engine.checkpoint_lost()
         self.engines[site_id] = result.engine

@@ -496,3 +496,22 @@ def replace_compliance_intervals(
             removed = max(cur.rowcount, 0)
     write_compliance_intervals(conn, intervals)
     return removed
+
+
+def late_waiting(conn: psycopg.Connection[Any], site: str) -> float | None:
+    """The event time of the oldest late input of `site` no re-judging has taken yet, or None."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM min(ts)) FROM late_readings"
+        " WHERE site = %s AND rejudged_at IS NULL",
+        (site,),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def mark_late_rejudged(conn: psycopg.Connection[Any], site: str) -> int:
+    """Every late input of `site` waiting has been taken by a re-judging. No commit."""
+    cur = conn.execute(
+        "UPDATE late_readings SET rejudged_at = now() WHERE site = %s AND rejudged_at IS NULL",
+        (site,),
+    )
+    return max(cur.rowcount, 0)

@@ -280,6 +280,17 @@ def history_before(
     return HistoricCheckpoint(int(row[0]), float(row[1]), checkpoint)
 
 
+def history_oldest(conn: psycopg.Connection[Any], site: str) -> HistoricCheckpoint | None:
+    """The oldest kept checkpoint of `site` (input older than its horizon cannot be judged, but
+    the rest of the late input can), or None when it has none."""
+    row = conn.execute(
+        "SELECT horizon FROM engine_checkpoint_history WHERE site = %s"
+        " ORDER BY horizon, id LIMIT 1",
+        (site,),
+    ).fetchone()
+    return None if row is None else history_before(conn, site, float(row[0]))
+
+
 def drop_history_after(conn: psycopg.Connection[Any], site: str, history_id: int) -> int:
     """Drops the copies of `site` newer than `history_id`: taken without input judged since
     from that one, they no longer hold the site's state. No commit."""

@@ -19,3 +19,9 @@ CREATE TABLE engine_checkpoint_history_parts (
     state      bytea NOT NULL,
     PRIMARY KEY (history_id, part)
 );
+
+-- Late input waiting to be re-judged: set when a re-judging of its site took it (or found it
+-- older than every kept copy). A restart re-judges the sites with rows still waiting, so late
+-- input committed just before a crash is judged all the same.
+ALTER TABLE late_readings ADD COLUMN rejudged_at timestamptz;
+CREATE INDEX late_readings_waiting ON late_readings (site, ts) WHERE rejudged_at IS NULL;

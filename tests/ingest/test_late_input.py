@@ -113,12 +113,8 @@ class Feed:
         self.pipeline.request_advance(now)
 
 
-@pytest.fixture
-def feed(fresh_database_url: str) -> Iterator[Feed]:
-    migrate(fresh_database_url)
+def start_pipeline(url: str, pool: Any) -> tuple[Pipeline, IngressQueue]:
     config = LoadedConfig(sites={"late-hq": SITE}, clause_files={Path("late.yaml"): CLAUSES})
-    sync_registry(fresh_database_url, config)
-    pool = make_pool(fresh_database_url)
     inbox = IngressQueue(100)
     pipeline = Pipeline(
         pool,
@@ -136,11 +132,26 @@ def feed(fresh_database_url: str) -> Iterator[Feed]:
         history_every=0.0,  # a copy of every checkpoint
     )
     pipeline.start()
+    return pipeline, inbox
+
+
+@pytest.fixture
+def pool(fresh_database_url: str) -> Iterator[Any]:
+    migrate(fresh_database_url)
+    config = LoadedConfig(sites={"late-hq": SITE}, clause_files={Path("late.yaml"): CLAUSES})
+    sync_registry(fresh_database_url, config)
+    pool = make_pool(fresh_database_url)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def feed(fresh_database_url: str, pool: Any) -> Iterator[Feed]:
+    pipeline, inbox = start_pipeline(fresh_database_url, pool)
     try:
         yield Feed(pipeline, inbox)
     finally:
         pipeline.stop()
-        pool.close()
 
 
 def stored_intervals(url: str, clause_id: str) -> list[tuple[float, float, str]]:
@@ -289,3 +300,33 @@ def test_a_late_violation_is_raised_even_while_a_later_one_is_open(
         what="the alert of the late reading beside the open one",
     )
     assert alerts == [(T + 330, T + 360, "resolved"), (T + 600, None, "firing")]
+
+
+def test_late_input_committed_before_a_crash_is_rejudged_at_restart(
+    fresh_database_url: str, pool: Any
+) -> None:
+    url = fresh_database_url
+    first, inbox = start_pipeline(url, pool)
+    feed = Feed(first, inbox)
+    first._rejudge_due = lambda: None  # type: ignore[method-assign]  # dies before re-judging
+    try:
+        feed.clean(T, received=T + 1)
+        feed.advance(T + 2)
+        wait_for(checkpoints_after(url, 1))
+        feed.advance(T + 68 * 60)
+        wait_for(lambda: rows(url, "SELECT id FROM alerts"), what="the overdue alert")
+        feed.clean(T + 58 * 60, received=T + 68 * 60 + 1)
+        wait_for(lambda: rows(url, "SELECT 1 FROM late_readings WHERE rejudged_at IS NULL"))
+    finally:
+        first.stop()
+    assert rows(url, "SELECT state FROM alerts") == [("firing",)]
+
+    second, _ = start_pipeline(url, pool)
+    try:
+        wait_for(
+            lambda: rows(url, "SELECT state FROM alerts") == [("resolved",)],
+            what="the alert corrected after the restart",
+        )
+        assert rows(url, "SELECT count(*) FROM late_readings WHERE rejudged_at IS NULL") == [(0,)]
+    finally:
+        second.stop()
