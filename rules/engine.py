@@ -166,6 +166,7 @@ class SiteEngine:
         # The newest event time released to evaluation, any device: a reading behind it would be
         # judged out of order (a gate read across devices), so it is late.
         self._released_ts = NEG_INF
+        self._released_event_ts = NEG_INF  # the same for events
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
@@ -265,7 +266,9 @@ class SiteEngine:
         if len(self._seen_events) > _DEDUPE_MEMORY * 8:
             cutoff = sorted(self._seen_events.values())[len(self._seen_events) // 2]
             self._seen_events = {k: ts for k, ts in self._seen_events.items() if ts >= cutoff}
-        if event.ts < self._clock:
+        if event.ts < self._clock or event.ts < self._released_event_ts:
+            # Behind time made final, or behind an event already applied: judging it now would
+            # apply events out of order.
             self._out.append(LateReading(self._site_id, event.device, event.ts, event.type))
             return
         heapq.heappush(self._events, (event.ts, next(self._stamp), event))
@@ -395,7 +398,9 @@ class SiteEngine:
     def _release_events(self, horizon: float) -> None:
         events = self._events
         while events and events[0][0] <= horizon:
-            _, _, event = heapq.heappop(events)
+            ts, _, event = heapq.heappop(events)
+            if ts > self._released_event_ts:
+                self._released_event_ts = ts
             self._apply_event(event)
 
     def _apply_event(self, event: Event) -> None:
@@ -888,6 +893,7 @@ class SiteEngine:
             "start": to_json(self._start),
             "max_event_ts": to_json(self._max_event_ts),
             "max_ts": to_json(self._max_ts),
+            "released_event_ts": to_json(self._released_event_ts),
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
         }
 
@@ -937,6 +943,8 @@ class SiteEngine:
         engine._start = from_json(snapshot.get("start"), engine._clock)
         engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
         engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
+        # Absent from snapshots saved before it was kept: then no bound but the clock.
+        engine._released_event_ts = from_json(snapshot.get("released_event_ts"), NEG_INF)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
             engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
