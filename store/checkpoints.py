@@ -174,12 +174,7 @@ def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | No
     ).fetchone()
     if row is None:
         return None
-    parts = {
-        name: orjson.loads(state)
-        for name, state in conn.execute(
-            "SELECT part, state FROM engine_checkpoint_parts WHERE site = %s", (site,)
-        )
-    }
+    parts = _parts(conn, "SELECT part, state FROM engine_checkpoint_parts WHERE site = %s", site)
     return Checkpoint(site, orjson.loads(row[0]), row[1], row[2], parts)
 
 
@@ -268,13 +263,11 @@ def history_before(
     ).fetchone()
     if row is None:
         return None
-    parts = {
-        name: orjson.loads(state)
-        for name, state in conn.execute(
-            "SELECT part, state FROM engine_checkpoint_history_parts WHERE history_id = %s",
-            (row[0],),
-        )
-    }
+    parts = _parts(
+        conn,
+        "SELECT part, state FROM engine_checkpoint_history_parts WHERE history_id = %s",
+        row[0],
+    )
     state = orjson.loads(row[2])
     checkpoint = Checkpoint(site, state, state.get("clock"), row[3], parts)
     return HistoricCheckpoint(int(row[0]), float(row[1]), checkpoint)
@@ -298,3 +291,8 @@ def drop_history_after(conn: psycopg.Connection[Any], site: str, history_id: int
         "DELETE FROM engine_checkpoint_history WHERE site = %s AND id > %s", (site, history_id)
     )
     return max(cur.rowcount, 0)
+
+
+def _parts(conn: psycopg.Connection[Any], query: str, key: object) -> dict[str, Any]:
+    """Checkpoint parts (name, orjson bytes) read by `query` with its one parameter, decoded."""
+    return {name: orjson.loads(state) for name, state in conn.execute(query, (key,))}
