@@ -22,7 +22,7 @@ const LABELS = {
     coverage: "关键条款覆盖率", no_party: "未绑定责任人", bad_token: "令牌无效、已过期或已撤销",
     firing: "告警中", acknowledged: "已确认", resolved: "已恢复", closed: "已关闭",
     critical: "严重", major: "重要", warning: "警告", info: "提示",
-    raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知",
+    raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知", corrected: "更正",
     no_data: "无数据", version: "版本", last_7_days: "近7天", data_time: "数据截至",
     holiday_calendar: "节假日安排",
   },
@@ -39,7 +39,8 @@ const LABELS = {
     bad_token: "Unknown, expired or revoked token", firing: "firing", acknowledged: "acknowledged",
     resolved: "resolved", closed: "closed", critical: "critical", major: "major",
     warning: "warning", info: "info", raised: "raised", escalated: "escalated",
-    reopened: "reopened", notified: "notified", no_data: "no data", version: "version",
+    reopened: "reopened", notified: "notified", corrected: "corrected", no_data: "no data",
+    version: "version",
     last_7_days: "last 7 days", data_time: "data as of", holiday_calendar: "Holiday calendar",
   },
 };
