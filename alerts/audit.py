@@ -290,6 +290,8 @@ def _state_differences(row: Mapping[str, Any], entries: Iterable[_Entry]) -> lis
                 cause=p.get("cause"),
                 corrective_action=p.get("corrective_action"),
             )
+        elif action == "corrected":  # late input re-judged: alerts/record.correct_alerts
+            expected.update(state=p.get("state"), ended_at=p.get("ended_at"))
         elif action == "escalated" and isinstance(p.get("level"), int):
             expected["escalation_level"] = max(expected["escalation_level"], p["level"])
     # An acknowledgement without a note is stored as '' in the row, None in the ledger.

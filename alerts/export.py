@@ -62,6 +62,7 @@ ACTION = {
     "reopened": "重新触发",
     "closed": "关闭",
     "notified": "通知",
+    "corrected": "更正",  # late input re-judged (alerts/record.correct_alerts)
 }
 
 

@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from alerts import notify
 from alerts.binding import Binding, bind
 from alerts.policy import policies
+from rules.rejudge import InstanceKey, Rejudged, Span
 from rules.site import MetricSpec, SiteModel, shown_value
 from rules.verdicts import Output, ViolationEnded, ViolationStarted
 from store import ledger
@@ -124,10 +125,14 @@ def record_outputs(
     site_model: SiteModel,
     outputs: Iterable[Output],
     now: dt.datetime | None = None,
+    *,
+    fresh: bool = False,
 ) -> RecordResult:
     """Records the ViolationStarted / ViolationEnded outputs of one site's engine, in order
     (other outputs are ignored here). Does not commit; takes the ledger lock for the rest of the
-    caller's transaction (keep it short)."""
+    caller's transaction (keep it short). `fresh`: the outputs are of violations no alert
+    records yet (found by re-judging late input): each start raises an alert whatever the
+    subject's latest alert is."""
     relevant = [o for o in outputs if isinstance(o, ViolationStarted | ViolationEnded)]
     result = RecordResult()
     if not relevant:
@@ -142,6 +147,8 @@ def record_outputs(
     )
     context = _read_context(conn, site, {_key(o) for o in relevant}, binding=bool(starts))
     latest = context.latest
+    if fresh:
+        latest.clear()
     ancestors: dict[str, list[str]] = {}
     transitions: list[_Transition] = []
     specs = {device.id: device.metrics for device in site_model.devices}
@@ -582,3 +589,133 @@ def evidence_intact(conn: psycopg.Connection[Any], alert_id: int) -> bool | None
     if row is None:
         return None
     return bool(evidence_digest(row) == row["recorded"])
+
+
+# ---- corrections: late input re-judged (issue 17) ----
+
+CORRECTION_REASON = "late input re-judged"
+
+
+@dataclass
+class CorrectionResult:
+    corrected: int = 0  # alerts whose span or state changed
+    withdrawn: int = 0  # of those, alerts in-order judging would not have raised
+    recorded: RecordResult = field(default_factory=RecordResult)  # alerts raised, resolved
+
+
+def correct_alerts(
+    conn: psycopg.Connection[Any],
+    site_model: SiteModel,
+    rejudged: Rejudged,
+    now: dt.datetime | None = None,
+) -> CorrectionResult:
+    """Makes the alerts of the instances re-judged (`rules.rejudge`) those in-order judging
+    records: per instance, every alert starting at or after its `replace_from` must be one of
+    `rejudged.spans()`. An alert that should not exist is withdrawn (resolved, ended at its
+    start), one whose end changed gets its end: both with a `corrected` timeline row and an
+    `alert.corrected` ledger entry, never a delete. Missing alerts are raised (and resolved) as
+    usual, by `record_outputs`. Does not commit; takes the ledger lock."""
+    now = require_aware(now or wall_now(), "now")
+    site = site_model.site.id
+    keys = list(rejudged.replace_from)
+    result = CorrectionResult()
+    if not keys:
+        return result
+    spans = rejudged.spans()
+    wanted: dict[tuple[InstanceKey, str | None, dt.datetime], Span] = {}
+    for key, found in spans.items():
+        for each in found:
+            kind = None if each.started is None else each.started.kind
+            wanted[(key, kind, to_datetime(each.started_at))] = each
+    ledger.lock(conn)
+    stored = conn.execute(
+        """
+        SELECT a.id, a.clause_id, a.clause_version, a.space, coalesce(a.device, ''), a.kind,
+               a.state, a.started_at, a.ended_at
+          FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::float8[])
+               AS k(clause_id, clause_version, space, device, since)
+          JOIN alerts a ON a.site = %s AND a.clause_id = k.clause_id
+               AND a.clause_version = k.clause_version AND a.space = k.space
+               AND coalesce(a.device, '') = k.device AND a.started_at >= to_timestamp(k.since)
+         ORDER BY a.id
+           FOR UPDATE OF a
+        """,
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+            [max(rejudged.replace_from[k], 0.0) for k in keys],
+            site,
+        ),
+    ).fetchall()
+    changes: list[tuple[int, str, dt.datetime | None, dict[str, Any]]] = []
+    for alert_id, clause_id, version, space, device, kind, state, started, ended in stored:
+        key = (clause_id, version, space, device)
+        span = wanted.pop((key, kind, started), None)
+        if span is None:
+            span = wanted.pop((key, None, started), None)
+        if span is None:
+            target_state = state if state == "closed" else "resolved"
+            if (target_state, ended) == (state, started):
+                continue
+            changes.append(
+                (alert_id, target_state, started, {"withdrawn": True, "previous_end": ended})
+            )
+            result.withdrawn += 1
+            continue
+        end = None if span.ended is None else to_datetime(span.ended.ended_at)
+        if end == ended:
+            continue
+        if state == "closed":
+            target_state = "closed"
+        else:
+            target_state = "firing" if end is None else "resolved"
+            if end is None and state == "acknowledged":
+                target_state = "acknowledged"
+        changes.append((alert_id, target_state, end, {"withdrawn": False, "previous_end": ended}))
+    if changes:
+        tip = conn.execute(ledger.TIP_QUERY).fetchone()
+        entries = []
+        timeline = []
+        for alert_id, target_state, end, data in changes:
+            facts = {"state": target_state, "ended_at": end, "reason": CORRECTION_REASON, **data}
+            entries.append(
+                ledger.Entry(
+                    kind="alert.corrected",
+                    entity=f"alert:{alert_id}",
+                    payload={"alert": alert_id, "site": site, "actor": ENGINE_ACTOR, "at": now}
+                    | facts,
+                )
+            )
+            timeline.append(
+                (alert_id, site, now, "corrected", ENGINE_ACTOR, Jsonb(_jsonable(facts)))
+            )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE alerts SET state = %s, ended_at = %s, updated_at = %s WHERE id = %s",
+                [(s, e, now, i) for i, s, e, _ in changes],
+            )
+            cur.executemany(
+                "INSERT INTO alert_timeline (alert_id, site, at, action, actor, data)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                timeline,
+            )
+        ledger.write(conn, ledger.chain(tip, entries, now))
+        result.corrected = len(changes)
+    missing: list[Output] = []
+    for span in sorted(wanted.values(), key=lambda s: s.started_at):
+        if span.started is not None:
+            missing.append(span.started)
+            if span.ended is not None:
+                missing.append(span.ended)
+    result.recorded = record_outputs(conn, site_model, missing, now, fresh=True)
+    # Ends of violations begun before the re-judged runs are recorded as usual.
+    spanned = {id(s.ended) for found in spans.values() for s in found if s.ended is not None}
+    others = [o for o in rejudged.outputs if isinstance(o, ViolationEnded) and id(o) not in spanned]
+    if others:
+        usual = record_outputs(conn, site_model, others, now)
+        result.recorded.resolved += usual.resolved
+        result.recorded.ignored += usual.ignored
+    ALERT_CHANGES.labels("corrected").inc(result.corrected)
+    return result

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from alerts.anchors import anchor_tip
 from alerts.escalation import escalate_due
 from alerts.notify import deliver_due
-from alerts.record import record_outputs
+from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
 from compliance.reports import generate_due_reports
 from config.files import LoadedConfig
@@ -158,8 +158,10 @@ class Service:
             inbox,
             self.subscriber.ack,
             sink=record_outputs,
+            corrector=correct_alerts,
             standards={cid: std.code for cid, std in self.config.standards().items()},
             lateness=settings.lateness_s,
+            max_age=settings.max_age_s,
             batch_rows=settings.batch_rows,
             flush_interval=settings.flush_interval_s,
             clock=self.options.clock,

@@ -27,7 +27,8 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import ConnectionPool
 
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
-from store.checkpoints import save_checkpoint
+from rules.rejudge import horizon
+from store.checkpoints import HistoryPolicy, keep_history, save_checkpoint
 from store.replay import REPLAY_AFTER
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,17 @@ class CheckpointJob:
 class CheckpointWriter:
     """Owns one thread between `start()` and `stop()`; `submit` only when `idle`."""
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        history: HistoryPolicy | None = None,
+        lateness: float = 0.0,
+    ) -> None:
+        """`history`: copies of the stored checkpoints kept for judging late input (issue 17;
+        `lateness`, the engines', places each copy in event time)."""
         self.pool = pool
+        self.history = history
+        self.lateness = lateness
         self._jobs: queue.SimpleQueue[CheckpointJob | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
@@ -121,6 +131,8 @@ class CheckpointWriter:
                             parts=checkpoint["parts"],
                             replace_parts=header["full"],
                         )
+                        if self.history is not None:
+                            keep_history(conn, site, horizon(header, self.lateness), self.history)
                 self.last_save_seconds = time.monotonic() - started
                 self.saved += 1
                 CHECKPOINT_SECONDS.observe(self.last_save_seconds)

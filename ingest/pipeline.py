@@ -58,6 +58,7 @@ from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
+from rules.rejudge import Rejudged, StoredInput, rejudge
 from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, LateReading, Output
 from store import registry
@@ -68,13 +69,23 @@ from store.batches import (
     PartitionCache,
     ReadingRow,
     StatusRow,
+    late_waiting,
+    mark_late_rejudged,
+    replace_compliance_intervals,
     write_batch,
     write_compliance_intervals,
     write_dead_letters,
     write_device_status,
     write_late_readings,
 )
-from store.checkpoints import Checkpoint, load_checkpoint
+from store.checkpoints import (
+    Checkpoint,
+    HistoryPolicy,
+    drop_history_after,
+    history_before,
+    history_oldest,
+    load_checkpoint,
+)
 from store.replay import REPLAY_AFTER, StoredReading, last_stamp, stored_since
 
 log = logging.getLogger(__name__)
@@ -94,6 +105,16 @@ class OutputSink(Protocol):
     ) -> object: ...
 
 
+class Corrector(Protocol):
+    """Corrects one site's alerts after late input was re-judged (`rules.rejudge`), inside the
+    transaction that replaces its compliance intervals: the service passes
+    `alerts.record.correct_alerts`."""
+
+    def __call__(
+        self, conn: psycopg.Connection[Any], site: SiteModel, rejudged: Rejudged, /
+    ) -> object: ...
+
+
 VALUES_STORED = Counter("clausewatch_reading_values", "Metric values committed to PostgreSQL")
 BATCHES = Counter("clausewatch_batches", "Transactions committed by the pipeline")
 FLUSH_FAILURES = Counter("clausewatch_flush_failures", "Flushes rolled back and retried")
@@ -108,6 +129,14 @@ INGEST_LAG = Gauge(
 )
 STATUS_MESSAGES = Counter("clausewatch_status_messages", "Device status messages", ["status"])
 
+REJUDGED = Counter(
+    "clausewatch_rejudged", "Re-judgings of a site after late input (issue 17)", ["outcome"]
+)
+REJUDGE_SECONDS = Histogram(
+    "clausewatch_rejudge_seconds",
+    "Time to re-judge a site after late input: load, replay, store, correct",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 ENGINE_ERRORS = Counter(
     "clausewatch_engine_errors", "Readings or events the engine failed on (stored, not judged)"
 )
@@ -157,7 +186,16 @@ class Pipeline:
         flush_interval: float = 0.2,
         clock: Clock = "wall",
         checkpoint_interval: float = 5.0,
+        corrector: Corrector | None = None,
+        history_every: float = 3600.0,
+        max_age: float = 7 * 86400.0,
+        rejudge_every: float = 5.0,
     ) -> None:
+        """Late input (older than `lateness`) is re-judged after the flush that stores it, from
+        a copy of the site's checkpoint kept every `history_every` engine seconds for `max_age`
+        (the ingest's maximum age); `corrector` then corrects the site's alerts. A site is
+        re-judged at most once every `rejudge_every` seconds (wall): late input arriving
+        meanwhile waits for the next, which takes it all at once."""
         self.pool = pool
         self.sites = dict(sites)
         self.clauses = tuple(clauses)
@@ -178,7 +216,11 @@ class Pipeline:
         self._capture: CheckpointJob | None = None  # being captured
         self._capture_seconds = 0.0  # spent capturing the checkpoint in flight
         self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
-        self._writer = CheckpointWriter(pool)
+        self.corrector = corrector
+        self.rejudge_every = rejudge_every
+        self._late: dict[str, float] = {}  # site -> oldest late input not re-judged yet
+        self._rejudged_at: dict[str, float] = {}  # site -> monotonic time of its last re-judge
+        self._writer = CheckpointWriter(pool, HistoryPolicy(history_every, max_age), lateness)
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
@@ -197,6 +239,10 @@ class Pipeline:
         with self.pool.connection() as conn:
             for site_id, site in self.sites.items():
                 self.engines[site_id] = self._restore(conn, site)
+                # Late input committed before a stop or crash and not re-judged yet.
+                waiting = late_waiting(conn, site_id)
+                if waiting is not None:
+                    self._late[site_id] = waiting
         self._writer.start()
         if self._dirty_sites:
             # A site without a usable checkpoint gets one before any message, after every row
@@ -443,12 +489,16 @@ class Pipeline:
                 return
             self._acknowledge(pending.tokens)
             self._dirty_sites |= pending.touched_sites
+            for site_id, oldest in _late_by_site(pending.outputs).items():
+                self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
             if pending.oldest_received is not None:
                 INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
             VALUES_STORED.inc(pending.values)
             BATCHES.inc()
             self._pending = self._new_pending()
-        # Everything taken so far is committed: the moment a checkpoint may begin.
+        # Everything taken so far is committed: late input may be re-judged, then a checkpoint
+        # may begin.
+        self._rejudge_due()
         if self._checkpoint_due(idle=nothing_new):
             self._begin_checkpoint()
 
@@ -596,9 +646,111 @@ class Pipeline:
                 write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
                 self.sink(conn, self.sites[site_id], outputs)
 
+    # -- late input --
+
+    def _rejudge_due(self) -> None:
+        now = time.monotonic()
+        for site_id in list(self._late):
+            last = self._rejudged_at.get(site_id)
+            if self._stop.is_set() or last is None or now - last >= self.rejudge_every:
+                oldest = self._late.pop(site_id)
+                self._rejudged_at[site_id] = now
+                try:
+                    self._rejudge(site_id, oldest)
+                except psycopg.Error as exc:  # nothing changed: try again at the next turn
+                    log.warning("%s: re-judging late input failed (%s); will retry", site_id, exc)
+                    self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
+                    REJUDGED.labels("failed").inc()
+                except Exception:  # a bug: the late input stays unjudged, ingestion goes on
+                    log.exception("%s: re-judging late input failed", site_id)
+                    REJUDGED.labels("failed").inc()
+
+    def _rejudge(self, site_id: str, oldest: float) -> None:
+        """Judges the late input of `site_id` (the oldest at event time `oldest`), committed
+        by the flush just done: an engine restored from the newest kept checkpoint before it
+        takes every input stored since, in event-time order (rules/rejudge.py); its intervals
+        replace those stored from there on, the corrector corrects the alerts, and it takes the
+        live engine's place. Input older than every kept checkpoint stays unjudged."""
+        started = time.monotonic()
+        # The checkpoint in flight holds the engine about to be replaced: finish and save it
+        # first, so no copy of the old state is kept after the correction.
+        self._capture_slice(float("inf"))
+        self._writer.wait_idle(RETRY_MAX_S)
+        engine = self.engines[site_id]
+        site = self.sites[site_id]
+        with self.pool.connection() as conn:
+            historic = history_before(conn, site_id, oldest)
+            if historic is None:
+                # The input older than every kept copy cannot be judged; the rest can.
+                log.warning(
+                    "%s: late input at %.3f is older than every kept checkpoint: not judged",
+                    site_id,
+                    oldest,
+                )
+                REJUDGED.labels("too_old").inc()
+                historic = history_oldest(conn, site_id)
+            after = None if historic is None else historic.checkpoint.state.get(REPLAY_AFTER)
+            if historic is None or after is None:
+                with conn.transaction():
+                    mark_late_rejudged(conn, site_id)
+                return
+            inputs: list[StoredInput] = [
+                (item.device, item.ts, item.seq, item.metrics)
+                if isinstance(item, StoredReading)
+                else item
+                for _, item in stored_since(conn, site_id, after, None)
+            ]
+            done = {key: at.timestamp() for key, at in registry.last_done(conn, site_id).items()}
+        result = rejudge(
+            site,
+            self.clauses,
+            {**historic.checkpoint.state, "parts": historic.checkpoint.parts},
+            inputs,
+            engine_now(engine),
+            lateness=self.lateness,
+            standards=self.standards,
+            last_done=done,
+        )
+        with self.pool.connection() as conn, conn.transaction():
+            replace_compliance_intervals(conn, site_id, result.replace_from, result.intervals())
+            write_late_readings(conn, result.late())
+            if self.corrector is not None:
+                self.corrector(conn, site, result)
+            drop_history_after(conn, site_id, historic.id)
+            mark_late_rejudged(conn, site_id)
+        # The stored parts are the old engine's: the next checkpoint replaces them whole.
+        result.engine.checkpoint_lost()
+        self.engines[site_id] = result.engine
+        self._dirty_sites.add(site_id)
+        REJUDGED.labels("rejudged").inc()
+        REJUDGE_SECONDS.observe(time.monotonic() - started)
+        log.info(
+            "%s: late input re-judged from %.3f (%d inputs replayed in %.2f s)",
+            site_id,
+            historic.horizon,
+            len(inputs),
+            time.monotonic() - started,
+        )
+
     def _new_pending(self) -> _Pending:
         self._batch_ids += 1
         return _Pending(Batch(self._batch_ids))
+
+
+def engine_now(engine: SiteEngine) -> float:
+    """The time an engine has been advanced to (its latest `advance`)."""
+    now: float = engine._now
+    return now
+
+
+def _late_by_site(outputs: Mapping[str, Sequence[Output]]) -> dict[str, float]:
+    """Per site, the event time of the oldest input its engine set aside as late."""
+    late: dict[str, float] = {}
+    for site_id, found in outputs.items():
+        times = [o.ts for o in found if isinstance(o, LateReading)]
+        if times:
+            late[site_id] = min(times)
+    return late
 
 
 def _engine_error(site: str, device: str) -> None:

@@ -9,9 +9,10 @@ drain.
 
 Ordering: one reorder buffer per site releases readings in event-time order across devices (so
 a gate read from another device of the space is judged in order) once
-`ts <= max(site max ts, advance time) - lateness`. A reading behind one already released from
-its own device, or behind the time `advance` has made final (`advance time - lateness`), is a
-`LateReading`: kept by the caller, never judged. Duplicates (same device and seq, or same
+`ts <= max(site max ts, advance time) - lateness`. A reading behind one already released (of
+any device: judging it would break that order), or behind the time `advance` has made final
+(`advance time - lateness`), is a `LateReading`: kept by the caller and judged by re-judging
+the site from an earlier snapshot (rules/rejudge.py). Duplicates (same device and seq, or same
 device, metric and ts) change nothing.
 """
 
@@ -162,6 +163,10 @@ class SiteEngine:
         self._max_ts = NEG_INF
         self._events: list[tuple[float, int, Event]] = []
         self._max_event_ts = NEG_INF
+        # The newest event time released to evaluation, any device: a reading behind it would be
+        # judged out of order (a gate read across devices), so it is late.
+        self._released_ts = NEG_INF
+        self._released_event_ts = NEG_INF  # the same for events
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
@@ -230,12 +235,14 @@ class SiteEngine:
             state.seen_seqs[seq] = ts
         if len(state.seen_ts) > _DEDUPE_MEMORY:
             self._forget_old_keys(state)
-        if ts < state.released_ts or ts < self._clock:
+        if ts < self._released_ts or ts < self._clock:
             for metric in metrics:
                 self._out.append(LateReading(self._site_id, device, ts, metric))
             return
         buffer = self._buffer
         if self.lateness == 0.0 and not buffer:
+            if ts > self._max_ts:
+                self._max_ts = ts  # the header's horizon (rules/rejudge.py) reads it
             self._release(state, ts, metrics)
             return
         stamp = next(self._stamp)
@@ -259,7 +266,9 @@ class SiteEngine:
         if len(self._seen_events) > _DEDUPE_MEMORY * 8:
             cutoff = sorted(self._seen_events.values())[len(self._seen_events) // 2]
             self._seen_events = {k: ts for k, ts in self._seen_events.items() if ts >= cutoff}
-        if event.ts < self._clock:
+        if event.ts < self._clock or event.ts < self._released_event_ts:
+            # Behind time made final, or behind an event already applied: judging it now would
+            # apply events out of order.
             self._out.append(LateReading(self._site_id, event.device, event.ts, event.type))
             return
         heapq.heappush(self._events, (event.ts, next(self._stamp), event))
@@ -335,6 +344,8 @@ class SiteEngine:
         if stamp is not None:
             del state.buffered[stamp]
         state.released_ts = ts
+        if ts > self._released_ts:
+            self._released_ts = ts
         # Time-driven changes before ts first, judged on the values as they were.
         listeners: Sequence[Instance]
         if len(metrics) == state.metric_count:
@@ -387,7 +398,9 @@ class SiteEngine:
     def _release_events(self, horizon: float) -> None:
         events = self._events
         while events and events[0][0] <= horizon:
-            _, _, event = heapq.heappop(events)
+            ts, _, event = heapq.heappop(events)
+            if ts > self._released_event_ts:
+                self._released_event_ts = ts
             self._apply_event(event)
 
     def _apply_event(self, event: Event) -> None:
@@ -880,6 +893,7 @@ class SiteEngine:
             "start": to_json(self._start),
             "max_event_ts": to_json(self._max_event_ts),
             "max_ts": to_json(self._max_ts),
+            "released_event_ts": to_json(self._released_event_ts),
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
         }
 
@@ -929,6 +943,8 @@ class SiteEngine:
         engine._start = from_json(snapshot.get("start"), engine._clock)
         engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
         engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
+        # Absent from snapshots saved before it was kept: then no bound but the clock.
+        engine._released_event_ts = from_json(snapshot.get("released_event_ts"), NEG_INF)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
             engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
@@ -943,6 +959,9 @@ class SiteEngine:
                 for metric, slot_state in saved["space_slots"].items():
                     if metric in slots:
                         slots[metric].restore(slot_state)
+        engine._released_ts = max(
+            (state.released_ts for state in engine._devices.values()), default=NEG_INF
+        )
         engine._timers.clear()
         for instance in engine._instances:
             saved_state = saved_instances.get(instance.key)

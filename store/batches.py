@@ -24,7 +24,7 @@ device's seq check.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -462,3 +462,56 @@ def write_batch(
         write_events(conn, batch.events, partitions),
         write_dead_letters(conn, batch.dead_letters),
     )
+
+
+def replace_compliance_intervals(
+    conn: psycopg.Connection[Any],
+    site: str,
+    replace_from: Mapping[tuple[str, int, str, str], float],
+    intervals: Iterable[ComplianceInterval],
+) -> int:
+    """Late input re-judged (ingest/rejudge.py): per clause instance (clause id, version, space,
+    device or ''), the stored intervals starting at or after its time in `replace_from` give way
+    to `intervals`. Returns how many were removed. No commit: with the inserts, one change."""
+    keys = list(replace_from)
+    removed = 0
+    with conn.cursor() as cur:
+        if keys:
+            cur.execute(
+                "DELETE FROM compliance_intervals c USING unnest("
+                "%s::text[], %s::int[], %s::text[], %s::text[], %s::float8[]"
+                ") AS k(clause_id, clause_version, space, device, since)"
+                " WHERE c.site = %s AND c.clause_id = k.clause_id"
+                " AND c.clause_version = k.clause_version AND c.space = k.space"
+                " AND c.device = k.device AND c.start_ts >= to_timestamp(k.since)",
+                (
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [k[3] for k in keys],
+                    [max(replace_from[k], 0.0) for k in keys],
+                    site,
+                ),
+            )
+            removed = max(cur.rowcount, 0)
+    write_compliance_intervals(conn, intervals)
+    return removed
+
+
+def late_waiting(conn: psycopg.Connection[Any], site: str) -> float | None:
+    """The event time of the oldest late input of `site` no re-judging has taken yet, or None."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM min(ts)) FROM late_readings"
+        " WHERE site = %s AND rejudged_at IS NULL",
+        (site,),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def mark_late_rejudged(conn: psycopg.Connection[Any], site: str) -> int:
+    """Every late input of `site` waiting has been taken by a re-judging. No commit."""
+    cur = conn.execute(
+        "UPDATE late_readings SET rejudged_at = now() WHERE site = %s AND rejudged_at IS NULL",
+        (site,),
+    )
+    return max(cur.rowcount, 0)

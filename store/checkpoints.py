@@ -19,6 +19,7 @@ data exactly, neither ahead of it nor behind.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,12 +174,7 @@ def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | No
     ).fetchone()
     if row is None:
         return None
-    parts = {
-        name: orjson.loads(state)
-        for name, state in conn.execute(
-            "SELECT part, state FROM engine_checkpoint_parts WHERE site = %s", (site,)
-        )
-    }
+    parts = _parts(conn, "SELECT part, state FROM engine_checkpoint_parts WHERE site = %s", site)
     return Checkpoint(site, orjson.loads(row[0]), row[1], row[2], parts)
 
 
@@ -192,3 +188,111 @@ def data_times(conn: psycopg.Connection[Any], sites: Sequence[str]) -> dict[str,
         (list(sites),),
     ).fetchall()
     return {site: moment for site, moment in rows}
+
+
+# ---- history: older checkpoints, for judging late input (issue 17) ----
+
+HISTORY_COPY_HEADER = """
+INSERT INTO engine_checkpoint_history (site, horizon, saved_at, state)
+SELECT site, %(horizon)s, saved_at, state FROM engine_checkpoints WHERE site = %(site)s
+RETURNING id
+"""
+HISTORY_COPY_PARTS = """
+INSERT INTO engine_checkpoint_history_parts (history_id, part, state)
+SELECT %(id)s, part, state FROM engine_checkpoint_parts WHERE site = %(site)s
+"""
+# Rows older than the oldest time still accepted are needed no more, but for the newest of them
+# (the one a late input just inside that age is judged from).
+HISTORY_PRUNE = """
+DELETE FROM engine_checkpoint_history WHERE site = %(site)s AND horizon < (
+    SELECT max(horizon) FROM engine_checkpoint_history
+    WHERE site = %(site)s AND horizon <= %(keep_after)s
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPolicy:
+    """How often a site's stored checkpoint is copied into its history (`every`, in engine
+    seconds), and from when on copies are kept (`max_age` before the newest)."""
+
+    every: float
+    max_age: float
+
+
+def keep_history(
+    conn: psycopg.Connection[Any], site: str, horizon: float, policy: HistoryPolicy
+) -> bool:
+    """Copies the stored checkpoint of `site` (call after saving it, in its transaction) into
+    its history when the newest copy is `policy.every` older than `horizon`, and prunes copies
+    no longer needed. Returns whether it copied. No commit. A checkpoint of an engine that
+    never took input nor time is not kept: where its instances start depends on the first
+    time given to it, which a replay cannot know."""
+    if not math.isfinite(horizon):
+        return False
+    row = conn.execute(
+        "SELECT max(horizon) FROM engine_checkpoint_history WHERE site = %s", (site,)
+    ).fetchone()
+    newest = None if row is None else row[0]
+    if newest is not None and horizon - newest < policy.every:
+        return False
+    copied = conn.execute(HISTORY_COPY_HEADER, {"site": site, "horizon": horizon}).fetchone()
+    if copied is None:
+        return False
+    conn.execute(HISTORY_COPY_PARTS, {"site": site, "id": copied[0]})
+    conn.execute(HISTORY_PRUNE, {"site": site, "keep_after": horizon - policy.max_age})
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class HistoricCheckpoint:
+    id: int
+    horizon: float
+    checkpoint: Checkpoint
+
+
+def history_before(
+    conn: psycopg.Connection[Any], site: str, ts: float
+) -> HistoricCheckpoint | None:
+    """The newest kept checkpoint of `site` from which input at event time `ts` is judged (its
+    horizon at or before `ts`), with every part; None when the history starts later."""
+    row = conn.execute(
+        "SELECT id, horizon, state::text, saved_at FROM engine_checkpoint_history"
+        " WHERE site = %s AND horizon <= %s ORDER BY horizon DESC, id DESC LIMIT 1",
+        (site, ts),
+    ).fetchone()
+    if row is None:
+        return None
+    parts = _parts(
+        conn,
+        "SELECT part, state FROM engine_checkpoint_history_parts WHERE history_id = %s",
+        row[0],
+    )
+    state = orjson.loads(row[2])
+    checkpoint = Checkpoint(site, state, state.get("clock"), row[3], parts)
+    return HistoricCheckpoint(int(row[0]), float(row[1]), checkpoint)
+
+
+def history_oldest(conn: psycopg.Connection[Any], site: str) -> HistoricCheckpoint | None:
+    """The oldest kept checkpoint of `site` (input older than its horizon cannot be judged, but
+    the rest of the late input can), or None when it has none."""
+    row = conn.execute(
+        "SELECT horizon FROM engine_checkpoint_history WHERE site = %s"
+        " ORDER BY horizon, id LIMIT 1",
+        (site,),
+    ).fetchone()
+    return None if row is None else history_before(conn, site, float(row[0]))
+
+
+def drop_history_after(conn: psycopg.Connection[Any], site: str, history_id: int) -> int:
+    """Drops the copies of `site` newer than `history_id`: taken without input judged since
+    from that one, they no longer hold the site's state. No commit."""
+    cur = conn.execute(
+        "DELETE FROM engine_checkpoint_history WHERE site = %s AND id > %s", (site, history_id)
+    )
+    return max(cur.rowcount, 0)
+
+
+def _parts(conn: psycopg.Connection[Any], query: str, key: object) -> dict[str, Any]:
+    """Checkpoint parts (name, orjson bytes) read by `query` with its one parameter, decoded."""
+    return {name: orjson.loads(state) for name, state in conn.execute(query, (key,))}

@@ -184,7 +184,8 @@ CREATE TABLE alert_timeline (
     site      text NOT NULL,
     at        timestamptz NOT NULL,
     action    text NOT NULL CHECK (action IN ('raised', 'escalated', 'acknowledged', 'resolved',
-                                              'reopened', 'closed', 'notified')),
+                                              'reopened', 'closed', 'notified',
+                                              'corrected')),  -- 'corrected': see 0014
     actor     text NOT NULL,
     note      text,
     data      jsonb NOT NULL DEFAULT '{}'
