@@ -277,7 +277,13 @@ class BacnetDevice(LoopHarness):
         self.address = f"{self.host}:{self.port}"
         super().__init__()
         self.app: NormalApplication | None = None
-        self.objects = {
+        # Made on the device's own loop (start): bacpypes3 objects schedule work on the current
+        # event loop as they are built, and the main thread has none after an earlier test's
+        # asyncio.run().
+        self.objects: dict[str, Any] = {}
+
+    def _make_objects(self) -> dict[str, Any]:
+        return {
             "temperature": AnalogInputObject(
                 objectIdentifier=("analog-input", 1), objectName="room-202-temp",
                 presentValue=24.5, units=EngineeringUnits("degreesCelsius"), covIncrement=0.1,
@@ -295,6 +301,8 @@ class BacnetDevice(LoopHarness):
 
     def start(self) -> None:
         async def start() -> None:
+            if not self.objects:
+                self.objects = self._make_objects()
             device = DeviceObject(
                 objectIdentifier=("device", self.instance), objectName="sim-ddc",
                 vendorIdentifier=999,
