@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from hypothesis import settings
 
 from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from config.holidays import install_official_calendar
@@ -27,6 +28,12 @@ from tests.support import mqtt_publisher, throwaway_database
 # the command line do (they install them at start-up); tests that need another calendar use the
 # `calendar_in_use` fixture.
 install_official_calendar()
+
+# Under CI the property tests draw the same examples every run: a submission is judged on its
+# own change, not on the luck of the draw. Elsewhere they keep exploring new examples each run.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_MQTT_URL = "mqtt://127.0.0.1:1883"
