@@ -38,6 +38,16 @@ _TABLES = {"space": "spaces", "device": "devices", "party": "parties"}
 _JSON_COLUMNS = {"metrics", "contacts"}
 
 
+def _recorded(
+    conn: psycopg.Connection[Any], report: SyncReport, entries: list[ledger.Entry], now: dt.datetime
+) -> SyncReport:
+    """A sync's ledger entries appended, and counted in its report."""
+    for entry in entries:
+        report.count(entry.kind)
+    ledger.append(conn, entries, now)
+    return report
+
+
 class UnknownSite(LookupError):
     """A site id that is not in the registry (the `sites` table)."""
 
@@ -140,10 +150,7 @@ def sync_site(
         facts = {"space": space_id, "task": task}
         entity = f"last_done:{site.id}/{space_id}/{task}"
         entries.append(_entry("last_done.removed", site.id, entity, actor, facts))
-    for entry in entries:
-        report.count(entry.kind)
-    ledger.append(conn, entries, now)
-    return report
+    return _recorded(conn, report, entries, now)
 
 
 def sync_clauses(
@@ -224,10 +231,7 @@ def sync_clauses(
                 "content_hash": content_hash,
                 "config": config,
             }
-    for entry in entries:
-        report.count(entry.kind)
-    ledger.append(conn, entries, now)
-    return report
+    return _recorded(conn, report, entries, now)
 
 
 def add_assignment(
