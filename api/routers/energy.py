@@ -1,6 +1,7 @@
 """Energy and carbon for energy officers: `GET /energy`, `GET /carbon` (JSON, or CSV with
-`format=csv`), the quota burn-down behind the energy page, and the emission factors (an admin
-token without a site scope may add one without a code change).
+`format=csv`), the quota burn-down behind the energy page, the emission factors (an admin
+token without a site scope may add one without a code change), and the import of utility bills
+and manual meter readings (`POST /energy/bills`, a CSV or .xlsx file as the body).
 
 Periods: `since` / `until` are dates (local midnight at the site) or ISO datetimes with an
 offset; the period is [since, until). Without them: the last 12 local calendar months, this one
@@ -14,7 +15,8 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from api.auth import EnergyReader, GlobalAdmin, Principal
 from api.deps import DbConn
@@ -28,6 +30,7 @@ from api.models import (
     QuotaPoint,
     SiteId,
 )
+from energy import bills as bill_store
 from energy import factors as factor_store
 from energy.quotas import load_quota_clauses, quota_statuses
 from energy.render import (
@@ -230,6 +233,95 @@ def add_factor(conn: DbConn, principal: GlobalAdmin, body: FactorCreate) -> Emis
         raise HTTPException(status.HTTP_409_CONFLICT, "that factor exists already")
     conn.commit()
     return factor
+
+
+# Roles that may import bills: the energy officer and the admin (a viewer reads only).
+BILL_WRITERS = frozenset({"energy_officer", "admin"})
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+async def _upload(request: Request) -> bytes:
+    """The request body, bounded (the body gate refuses more than the service-wide limit
+    first; a bill file is smaller still)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > bill_store.MAX_FILE_BYTES:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"a bill file of at most {bill_store.MAX_FILE_BYTES} bytes, please; split it",
+            )
+    return bytes(data)
+
+
+@router.post(
+    "/energy/bills",
+    response_model=bill_store.ImportResult,
+    responses={
+        **ERRORS,
+        413: {"model": Problem},
+        422: {"model": bill_store.ImportResult, "description": "rows with errors: nothing stored"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                XLSX: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+def import_bills(
+    conn: DbConn,
+    principal: EnergyReader,
+    data: Annotated[bytes, Depends(_upload)],
+    filename: Annotated[str, Query(max_length=200, pattern=r"^[^/\\]+$")] = "bills.csv",
+    dry_run: bool = False,
+) -> bill_store.ImportResult | Response:
+    """Imports utility bills and manual meter readings from a CSV or Excel (.xlsx) file sent as
+    the body (`filename` names it; .xlsx by name or content). Every row is checked first; with
+    `dry_run` nothing is stored and every error is listed by sheet, row and column. Otherwise
+    the file is stored only when no row has an error (else 422 with the same list): importing it
+    again changes nothing, and a changed value for the same period is a correction recorded in
+    the ledger with this token as the actor. Energy officers and admins; the token must see
+    every site of the file."""
+    if principal.role not in BILL_WRITERS:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only energy officers and admins import bills"
+        )
+    models: dict[str, SiteModel | None] = {}
+
+    def site_model(site_id: str) -> SiteModel | None:
+        if site_id not in models:
+            principal.site_filter(site_id)  # 403 for a site outside the token's scope
+            try:
+                models[site_id] = load_site_model(conn, site_id)
+            except ReportError:
+                models[site_id] = None
+        return models[site_id]
+
+    try:
+        result = bill_store.import_bills(
+            conn,
+            filename,
+            data,
+            site_model,
+            actor=principal.actor,
+            now=dt.datetime.now(dt.UTC),
+            dry_run=dry_run,
+        )
+    except bill_store.ImportError_ as exc:
+        raise _unprocessable(str(exc)) from None
+    except psycopg.errors.UniqueViolation:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "another import of these bills ran at the same time; retry"
+        ) from None
+    if result.errors and not dry_run:
+        conn.rollback()
+        return JSONResponse(result.model_dump(mode="json"), status_code=422)
+    conn.commit()
+    return result
 
 
 def _csv(text: str, name: str) -> Response:
