@@ -215,7 +215,10 @@ class CarbonReportOut(BaseModel):
     scope2_market_tco2: Decimal | None
     total_location_tco2: Decimal
     total_market_tco2: Decimal | None
-    # the parts of total_location_tco2 from bills and from manual entries (0: all metered)
+    # the parts of kgce and total_location_tco2 from bills and from manual entries (0: all
+    # metered); intensities and comparisons include them too (their notes say so)
+    billed_kgce: Decimal
+    manual_kgce: Decimal
     billed_tco2: Decimal
     manual_tco2: Decimal
     green_kwh: Decimal | None
@@ -349,6 +352,15 @@ def imbalance_out(item: Imbalance) -> ImbalanceOut:
 
 def carbon_out(report: CarbonReport) -> CarbonReportOut:
     zone = report.timezone
+    coal = [(c, KGCE_PER_UNIT.get(c.carrier, Decimal(0))) for c in report.carriers.values()]
+    billed_kgce = sum((c.billed * k for c, k in coal), Decimal(0))
+    manual_kgce = sum((c.manual * k for c, k in coal), Decimal(0))
+    flagged = ""
+    if billed_kgce or manual_kgce:
+        flagged = (
+            f"includes billed {present(billed_kgce)} kgce and manual (estimated) "
+            f"{present(manual_kgce)} kgce"
+        )
     scope1 = report.scope_kgco2(1) or Decimal(0)
     scope2 = report.scope_kgco2(2) or Decimal(0)
     scope2_market = report.scope_kgco2(2, market=True) if report.green_kwh is not None else None
@@ -382,6 +394,8 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
         scope2_market_tco2=_t(scope2_market),
         total_location_tco2=_t(scope1 + scope2),
         total_market_tco2=_t(scope1 + scope2_market) if scope2_market is not None else None,
+        billed_kgce=_d(billed_kgce),
+        manual_kgce=_d(manual_kgce),
         billed_tco2=_t(sum((c.billed_kgco2 for c in report.carriers.values()), Decimal(0))),
         manual_tco2=_t(sum((c.manual_kgco2 for c in report.carriers.values()), Decimal(0))),
         green_kwh=_d(report.green_kwh),
@@ -402,7 +416,7 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
                 limit=_d(c.limit, I_PLACES),
                 status=c.status,
                 source=c.source,
-                note=c.note,
+                note="; ".join(n for n in (c.note, flagged) if n),
             )
             for c in report.comparisons
         ],
@@ -452,7 +466,14 @@ def carbon_csv(report: CarbonReport) -> str:
         if c.market_tco2 is not None and c.scope == 2:
             rows.append(("carrier", c.carrier, "scope2 market-based", c.market_tco2, "tCO2", ""))
     rows += [
-        ("total", out.site, "kgce", out.kgce, "kgce", ""),
+        (
+            "total",
+            out.site,
+            "kgce",
+            out.kgce,
+            "kgce",
+            f"billed {out.billed_kgce}; manual (estimated) {out.manual_kgce}",
+        ),
         ("total", out.site, "scope1", out.scope1_tco2, "tCO2", ""),
         ("total", out.site, "scope2 location-based", out.scope2_location_tco2, "tCO2", ""),
         (

@@ -230,7 +230,7 @@ function addGroup(map, key, carrier, kgce, item) {
 function render(report, daily, quotas) {
   const area = Number(report.intensity.area_m2 || 0);
   const tiles = [
-    ["kgce", report.kgce, L("energy, standard coal", "综合能耗（标准煤）")],
+    ["kgce", report.kgce, L("energy, standard coal", "综合能耗（标准煤）") + flags({ billed: report.billed_kgce, manual: report.manual_kgce })],
     [L("t CO2 (location)", "t CO2（基于位置）"), report.total_location_tco2, L("scope 1 + scope 2 location-based", "范围一 + 范围二，基于位置") + flags({ billed: report.billed_tco2, manual: report.manual_tco2 }, " t")],
     [L("t CO2 (market)", "t CO2（基于市场）"), report.total_market_tco2, report.green_kwh ? L(`${fmt(report.green_kwh)} kWh green at 0`, `绿电 ${fmt(report.green_kwh)} kWh 按 0 计`) : L("no green-power records", "无绿电记录")],
     ["kgce / m²", report.intensity.kgce_per_m2, `${fmt(report.intensity.area_m2)} m²`],

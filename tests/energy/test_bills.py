@@ -224,6 +224,9 @@ def test_bill_beside_its_meter_and_a_manual_figure_counted(
     assert str(heat.manual_tco2) == "0.990000"
     assert str(out.manual_tco2) == "0.990000"
     assert str(out.billed_tco2) == "0.000000"
+    assert str(out.manual_kgce) == "307.080"  # 9 GJ x 34.12 kgce/GJ
+    energy_target = next(c for c in out.comparisons if "energy per m2" in c.name)
+    assert "manual (estimated) 307.080 kgce" in energy_target.note
     assert any("manual (estimated) value counted: heat b" in n for n in out.notes)
 
     rows = list(csv.DictReader(io.StringIO(carbon_csv(report))))
