@@ -260,7 +260,6 @@ async def _upload(request: Request) -> bytes:
     responses={
         **ERRORS,
         413: {"model": Problem},
-        422: {"model": bill_store.ImportResult, "description": "rows with errors: nothing stored"},
     },
     openapi_extra={
         "requestBody": {
@@ -282,7 +281,8 @@ def import_bills(
     """Imports utility bills and manual meter readings from a CSV or Excel (.xlsx) file sent as
     the body (`filename` names it; .xlsx by name or content). Every row is checked first; with
     `dry_run` nothing is stored and every error is listed by sheet, row and column. Otherwise
-    the file is stored only when no row has an error (else 422 with the same list): importing it
+    the file is stored only when no row has an error (else 422: each error in `detail`, the
+    whole result in `result`; nothing stored): importing it
     again changes nothing, and a changed value for the same period is a correction recorded in
     the ledger with this token as the actor. Energy officers and admins; the token must see
     every site of the file."""
@@ -319,7 +319,19 @@ def import_bills(
         ) from None
     if result.errors and not dry_run:
         conn.rollback()
-        return JSONResponse(result.model_dump(mode="json"), status_code=422)
+        # The house 422 (a list of {loc, msg, type}: one per bad cell), the whole result beside.
+        detail = [
+            {
+                "loc": ["body", *([e.sheet] if e.sheet else []), e.row, e.column or ""],
+                "msg": e.message,
+                "type": "value_error",
+            }
+            for e in result.errors
+        ]
+        return JSONResponse(
+            {"detail": detail, "result": result.model_dump(mode="json")},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
     conn.commit()
     return result
 

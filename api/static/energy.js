@@ -371,9 +371,10 @@ async function importBills(event) {
       headers: { Authorization: `Bearer ${token()}`, "Content-Type": xlsx ? XLSX : "text/csv" },
     });
     const body = await answer.json();
-    if (answer.ok || (answer.status === 422 && body.errors)) {
-      showImport(body);
-      if (body.applied) await load();
+    const result = answer.ok ? body : answer.status === 422 ? body.result : undefined;
+    if (result) {
+      showImport(result);
+      if (result.applied) await load();
       return;
     }
     billStatus.className = "error";

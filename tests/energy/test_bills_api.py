@@ -116,7 +116,8 @@ def test_refusals(client: TestClient, conn: psycopg.Connection[Any], site: SiteM
     bad = bills(site).replace("1100,kWh", "1100,GJ")
     refused = client.post(url, content=bad, headers=officer)
     assert refused.status_code == 422
-    assert [(e["row"], e["column"]) for e in refused.json()["errors"]] == [(2, "unit")]
+    assert [(e["row"], e["column"]) for e in refused.json()["result"]["errors"]] == [(2, "unit")]
+    assert refused.json()["detail"][0]["loc"] == ["body", 2, "unit"]
     assert conn.execute("SELECT count(*) FROM energy_bills WHERE site = %s", (sid,)).fetchone() == (
         0,
     )
