@@ -21,10 +21,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, Literal
 
 import psycopg
@@ -42,6 +43,9 @@ MAX_UNPACKED_BYTES = 32 * 1024 * 1024
 MAX_ROWS = 5000
 MAX_BILL_DAYS = 366
 MAX_TEXT = 200
+EXCEL_DIGITS = 15  # significant digits Excel shows of a number
+# A number with thousands separators (1,234,567.5); any other comma (a decimal comma) is refused.
+THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
 
 # Column names as the header row may give them (case-insensitive), Chinese or English.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -443,13 +447,18 @@ def _decimal(
         fail(column, "应为数字 not a number")
         return None
     if isinstance(value, float):
-        number = Decimal(repr(value))  # the shortest text of the cell's double, as Excel shows it
+        number = _cell_number(value)
     else:
-        text = _text(raw, column).replace(",", "")
+        text = _text(raw, column)
         if not text:
             if required:
                 fail(column, "不能为空 empty")
             return None
+        if "," in text:
+            if not THOUSANDS.fullmatch(text):
+                fail(column, f"逗号有歧义 {text!r}: write decimals with a point (1234.5)")
+                return None
+            text = text.replace(",", "")
         try:
             number = Decimal(text)
         except InvalidOperation:
@@ -461,6 +470,18 @@ def _decimal(
     if number.adjusted() > 12:
         fail(column, "数值过大 too large")
         return None
+    return number
+
+
+def _cell_number(value: float) -> Decimal:
+    """A number cell as Excel shows it: the shortest text of its double, at most 15
+    significant digits (0.1 + 0.2 computed in a cell is 0.3, not 0.30000000000000004)."""
+    number = Decimal(repr(value))
+    if len(number.as_tuple().digits) > EXCEL_DIGITS:
+        number = Context(prec=EXCEL_DIGITS).create_decimal(number)
+        exponent = number.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and exponent <= 0:
+            number = number.normalize()
     return number
 
 

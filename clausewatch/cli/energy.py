@@ -275,6 +275,8 @@ def _bills_import(args: argparse.Namespace) -> int:
     import datetime as dt
     import getpass
 
+    from psycopg.errors import UniqueViolation
+
     from energy.bills import MAX_FILE_BYTES, ImportError_, import_bills
     from energy.reports import ReportError, load_site_model
     from rules.site import SiteModel
@@ -314,6 +316,11 @@ def _bills_import(args: argparse.Namespace) -> int:
         except ImportError_ as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             return 2
+        except UniqueViolation:
+            print(
+                "error: another import of these bills ran at the same time; retry", file=sys.stderr
+            )
+            return 1
         if result.applied:
             conn.commit()
     for error in result.errors:

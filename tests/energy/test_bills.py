@@ -133,6 +133,8 @@ def test_every_bad_row_is_named_and_nothing_is_stored(
             f"{sid},water,2023-01-01,2023-01-31,5,m3,,billed,f9,,",  # space
             f"{sid},heat,2023-01-01,2023-01-31,5,GJ,,billed,b,,",
             f"{sid},heat,2023-01-15,2023-02-14,5,GJ,,manual,b,,",  # overlaps the row before
+            f'{sid},water,2023-01-01,2023-01-31,"12,5",m3,,billed,,,',  # a decimal comma
+            f'{sid},water,2023-02-01,2023-02-28,"1,250.5",m3,,billed,,,',  # thousands: fine
         ]
     )
     result = run(conn, site, text)
@@ -149,6 +151,7 @@ def test_every_bad_row_is_named_and_nothing_is_stored(
         (8, "device"),
         (9, "space"),
         (11, "first_day"),
+        (12, "quantity"),
     ]
     assert "does not fit electricity" in result.errors[0].message
     assert conn.execute("SELECT count(*) FROM energy_bills WHERE site = %s", (sid,)).fetchone() == (
@@ -176,7 +179,7 @@ def test_xlsx_workbook_with_two_sheets(conn: psycopg.Connection[Any], site: Site
     second = book.create_sheet("热")
     second.append(["site", "carrier", "first_day", "last_day", "quantity", "unit", "kind"])
     second.append([site.site.id, "heat", dt.date(2023, 1, 1), dt.date(2023, 1, 31), 9, "GJ", "x"])
-    second.append([site.site.id, "heat", "2023-01-01", "2023-01-31", 9, "GJ", "manual"])
+    second.append([site.site.id, "heat", "2023-01-01", "2023-01-31", 0.1 + 0.2, "GJ", "manual"])
     buffer = io.BytesIO()
     book.save(buffer)
     data = buffer.getvalue()
@@ -200,6 +203,7 @@ def test_xlsx_workbook_with_two_sheets(conn: psycopg.Connection[Any], site: Site
     )
     assert str(electricity.quantity) == "1234.56"  # the cell's number as Excel shows it
     assert str(electricity.cost) == "987.6"
+    assert str(result.changes[1].quantity) == "0.3"  # as Excel shows the cell, 15 digits
 
 
 def test_bill_beside_its_meter_and_a_manual_figure_counted(
