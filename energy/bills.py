@@ -10,7 +10,8 @@ Stored in `energy_bills` (migration 0053). The natural key is site, carrier, spa
 period: importing the same file again changes nothing; a row with the same key and other values
 is a correction, a new revision of the bill that replaces the current one (the old one is kept),
 recorded in the ledger with the actor; a row whose period overlaps another bill of the same key
-is refused (it would be counted twice).
+is refused (it would be counted twice). A bill entered wrongly (another period or site) is
+withdrawn (`withdraw_bill`): kept, no longer current, and the ledger says who and why.
 
 Quantities are converted exactly (`decimal.Decimal`, factors.UNIT_SCALE) to the carrier's
 report unit; a unit that does not fit the carrier is an error, never a guess.
@@ -132,6 +133,12 @@ class ImportResult(BaseModel):
     unchanged: int
     errors: list[RowError]
     changes: list[BillChange]
+
+
+class BillWithdrawn(BaseModel):
+    id: int
+    site: str
+    reason: str
 
 
 class ImportError_(ValueError):
@@ -702,3 +709,42 @@ def _store(
         payload["previous"] = change.previous
     kind = "energy.bill.corrected" if same is not None else "energy.bill.recorded"
     return ledger.Entry(kind=kind, entity=f"energy_bill:{inserted[0]}", payload=payload)
+
+
+def withdraw_bill(
+    conn: psycopg.Connection[Any], bill_id: int, *, actor: str, reason: str, now: dt.datetime
+) -> Bill | None:
+    """Withdraws a current bill (entered for the wrong period or site, say): it stops counting
+    and stops blocking other periods, the row is kept, and the ledger records who and why.
+    None when `bill_id` is no current bill."""
+    row = conn.execute(
+        f"UPDATE energy_bills SET current = false WHERE id = %s AND current"
+        f" RETURNING {_BILL_COLUMNS}",
+        (bill_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    bill = _bill(row)
+    payload = {
+        "site": bill.site,
+        "carrier": bill.carrier,
+        "space": bill.space,
+        "device": bill.device,
+        "first_day": bill.first_day.isoformat(),
+        "last_day": bill.last_day.isoformat(),
+        **_values(bill.kind, bill.quantity, bill.unit, bill.cost, bill.reference),
+        "revision": bill.revision,
+        "reason": reason,
+        "actor": actor,
+    }
+    entry = ledger.Entry(
+        kind="energy.bill.withdrawn", entity=f"energy_bill:{bill.id}", payload=payload
+    )
+    ledger.append(conn, [entry], now)
+    return bill
+
+
+def bill_site(conn: psycopg.Connection[Any], bill_id: int) -> str | None:
+    """The site of a stored bill (None: no such bill)."""
+    row = conn.execute("SELECT site FROM energy_bills WHERE id = %s", (bill_id,)).fetchone()
+    return None if row is None else str(row[0])

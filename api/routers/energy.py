@@ -15,8 +15,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from api.auth import EnergyReader, GlobalAdmin, Principal
 from api.deps import DbConn
@@ -25,6 +26,7 @@ from api.models import (
     EmissionFactor,
     EnergyOut,
     FactorCreate,
+    Input,
     Problem,
     QuotaOut,
     QuotaPoint,
@@ -334,6 +336,40 @@ def import_bills(
         )
     conn.commit()
     return result
+
+
+class BillWithdrawal(Input):
+    """Why a bill is withdrawn (recorded in the ledger)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "/energy/bills/{bill_id}/withdraw",
+    responses={**ERRORS, 404: {"model": Problem}},
+)
+def withdraw_bill(
+    conn: DbConn,
+    principal: EnergyReader,
+    bill_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: BillWithdrawal,
+) -> bill_store.BillWithdrawn:
+    """Withdraws a current bill or manual entry imported by mistake (another period or site):
+    it no longer counts nor blocks another period; the row is kept and the ledger records the
+    reason with this token as the actor. Energy officers and admins of the bill's site."""
+    if principal.role not in BILL_WRITERS:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only energy officers and admins withdraw bills"
+        )
+    site = bill_store.bill_site(conn, bill_id)
+    principal.require_visible(site, "bill")
+    withdrawn = bill_store.withdraw_bill(
+        conn, bill_id, actor=principal.actor, reason=body.reason, now=dt.datetime.now(dt.UTC)
+    )
+    if withdrawn is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no current bill with that id")
+    conn.commit()
+    return bill_store.BillWithdrawn(id=withdrawn.id, site=withdrawn.site, reason=body.reason)
 
 
 def _csv(text: str, name: str) -> Response:

@@ -5,6 +5,7 @@ clausewatch report energy --site S [--space B] --from D --to D [--bucket month] 
 clausewatch energy factor list | add ...
 clausewatch energy green-power add --site S --from D --to D --kwh N --instrument I
 clausewatch energy import FILE [--dry-run] [--actor A]
+clausewatch energy bill withdraw ID --reason TEXT [--actor A]
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ def register(commands: Commands) -> None:
         "--config", type=Path, help="config directory for site models the database does not have"
     )
     bills.set_defaults(func=_bills_import)
+
+    withdraw = commands.add("energy bill withdraw", "withdraw a bill imported by mistake")
+    database_argument(withdraw)
+    withdraw.add_argument("id", type=int, help="the bill's id (reports list it)")
+    withdraw.add_argument("--reason", required=True, help="why, for the ledger")
+    withdraw.add_argument("--actor", help="who, for the ledger (default: cli:<login name>)")
+    withdraw.set_defaults(func=_bill_withdraw)
 
 
 def _period_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,3 +354,25 @@ def _bills_import(args: argparse.Namespace) -> int:
         f"{result.unchanged} unchanged, {len(result.errors)} errors; {state}"
     )
     return 1 if result.errors else 0
+
+
+def _bill_withdraw(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import getpass
+
+    from energy.bills import withdraw_bill
+
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    with _connect(args) as conn:
+        bill = withdraw_bill(
+            conn, args.id, actor=actor, reason=args.reason, now=dt.datetime.now(dt.UTC)
+        )
+        if bill is None:
+            print(f"error: no current bill {args.id}", file=sys.stderr)
+            return 1
+        conn.commit()
+    print(
+        f"withdrew bill {bill.id}: {bill.site} {bill.carrier} {bill.first_day}..{bill.last_day} "
+        f"{bill.quantity} {bill.unit}"
+    )
+    return 0

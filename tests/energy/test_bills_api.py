@@ -163,3 +163,45 @@ def test_cli_import_dry_run_then_apply(
     out = capsys.readouterr()
     assert "heat,12.500,GJ,0.000,0.000,12.500" in out.out
     assert "bill 1100.000 kWh, metered 1000.000 (em-main), metered - bill -100.000" in out.err
+
+
+def test_withdraw_a_bill_entered_for_the_wrong_period(
+    client: TestClient,
+    conn: psycopg.Connection[Any],
+    site: SiteModel,
+    energy_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sid = site.site.id
+    officer = token(conn, "energy_officer", sid)
+    wrong = f"{HEADER}\n{sid},heat,2023-01-05,2023-02-04,12.5,GJ,,manual,b,,\n"
+    stored = client.post("/api/v1/energy/bills", content=wrong, headers={**officer, **CSV_TYPE})
+    bill_id = stored.json()["changes"][0]["id"]
+    right = bills(site)
+    blocked = client.post("/api/v1/energy/bills", content=right, headers={**officer, **CSV_TYPE})
+    assert blocked.status_code == 422
+    assert f"overlaps the stored bill #{bill_id}" in blocked.json()["detail"][0]["msg"]
+
+    url = f"/api/v1/energy/bills/{bill_id}/withdraw"
+    viewer = token(conn, "viewer", sid)
+    assert client.post(url, json={"reason": "x"}, headers=viewer).status_code == 403
+    other = token(conn, "energy_officer", "another-site")
+    assert client.post(url, json={"reason": "x"}, headers=other).status_code == 404
+    done = client.post(url, json={"reason": "typed the wrong month"}, headers=officer)
+    assert done.status_code == 200, done.text
+    assert client.post(url, json={"reason": "again"}, headers=officer).status_code == 404
+    entry = conn.execute(
+        "SELECT payload::jsonb FROM ledger WHERE kind = 'energy.bill.withdrawn' AND entity = %s",
+        (f"energy_bill:{bill_id}",),
+    ).fetchone()
+    assert entry is not None and entry[0]["reason"] == "typed the wrong month"
+    accepted = client.post("/api/v1/energy/bills", content=right, headers={**officer, **CSV_TYPE})
+    assert accepted.status_code == 200 and accepted.json()["new"] == 2
+
+    electricity = accepted.json()["changes"][0]["id"]
+    argv = ["energy", "bill", "withdraw", str(electricity), "--reason", "duplicate"]
+    assert main([*argv, "--database-url", energy_database_url]) == 0
+    assert f"withdrew bill {electricity}" in capsys.readouterr().out
+    assert main([*argv, "--database-url", energy_database_url]) == 1
+    carbon = client.get("/api/v1/carbon", params={"site": sid, **PERIOD}, headers=officer).json()
+    assert [b["carrier"] for b in carbon["bills"]] == ["heat"]
