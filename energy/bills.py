@@ -44,6 +44,7 @@ MAX_UNPACKED_BYTES = 32 * 1024 * 1024
 MAX_ROWS = 5000
 MAX_BILL_DAYS = 366
 MAX_TEXT = 200
+FIRST_YEAR, LAST_YEAR = 1990, 2100  # the years reports cover (energy.reports)
 EXCEL_DIGITS = 15  # significant digits Excel shows of a number
 # A number with thousands separators (1,234,567.5); any other comma (a decimal comma) is refused.
 THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
@@ -430,6 +431,14 @@ def _place(
 
 
 def _date(raw: RawRow, column: str, fail: Callable[[str | None, str], None]) -> dt.date | None:
+    day = _day(raw, column, fail)
+    if day is not None and not FIRST_YEAR <= day.year <= LAST_YEAR:
+        fail(column, f"年份超出范围 the years {FIRST_YEAR} to {LAST_YEAR}, please")
+        return None
+    return day
+
+
+def _day(raw: RawRow, column: str, fail: Callable[[str | None, str], None]) -> dt.date | None:
     value = raw.cells.get(column)
     if isinstance(value, dt.datetime):
         if value.time() != dt.time():

@@ -135,6 +135,7 @@ def test_every_bad_row_is_named_and_nothing_is_stored(
             f"{sid},heat,2023-01-15,2023-02-14,5,GJ,,manual,b,,",  # overlaps the row before
             f'{sid},water,2023-01-01,2023-01-31,"12,5",m3,,billed,,,',  # a decimal comma
             f'{sid},water,2023-02-01,2023-02-28,"1,250.5",m3,,billed,,,',  # thousands: fine
+            f"{sid},water,1900-02-01,1900-02-28,1,m3,,billed,,,",  # a year reports never cover
         ]
     )
     result = run(conn, site, text)
@@ -152,6 +153,8 @@ def test_every_bad_row_is_named_and_nothing_is_stored(
         (9, "space"),
         (11, "first_day"),
         (12, "quantity"),
+        (14, "first_day"),
+        (14, "last_day"),
     ]
     assert "does not fit electricity" in result.errors[0].message
     assert conn.execute("SELECT count(*) FROM energy_bills WHERE site = %s", (sid,)).fetchone() == (
