@@ -213,6 +213,15 @@ def _dedupe_sorted(samples: Iterable[Sample | Summary]) -> list[Sample | Summary
     return [by_ts[ts] for ts in sorted(by_ts)]
 
 
+def spread(edges: Sequence[float], t0: float, t1: float, amount: Decimal) -> list[BucketTotal]:
+    """`amount`, used during (t0, t1] (a bill's period), per bucket of `edges` in proportion to
+    time: the part outside the edges is left out; a share of a split interval is `estimated`."""
+    buckets = [BucketTotal(a, b) for a, b in itertools.pairwise(edges)]
+    if t1 > edges[0] and t0 < edges[-1]:
+        _spread(buckets, edges, t0, t1, amount)
+    return buckets
+
+
 def _spread(
     buckets: list[BucketTotal], edges: Sequence[float], t0: float, t1: float, amount: Decimal
 ) -> None:

@@ -45,6 +45,22 @@ KGCE_SOURCE = "GB/T 2589-2020"
 # Scope 1: fuels burnt on site and by the fleet; scope 2: purchased electricity and heat.
 SCOPE: dict[str, int] = {"natural_gas": 1, "gasoline": 1, "diesel": 1, "electricity": 2, "heat": 2}
 
+# Units a meter may be registered in, or a bill given in: (unit, report unit) -> exact scale.
+# Heat may come in kWh/MWh (1 kWh = 3.6 MJ exactly); water by mass is not converted.
+UNIT_SCALE: dict[tuple[str, str], Decimal] = {
+    ("kWh", "kWh"): Decimal(1),
+    ("MWh", "kWh"): Decimal(1000),
+    ("Wh", "kWh"): Decimal("0.001"),
+    ("m3", "m3"): Decimal(1),
+    ("m³", "m3"): Decimal(1),
+    ("GJ", "GJ"): Decimal(1),
+    ("MJ", "GJ"): Decimal("0.001"),
+    ("kWh", "GJ"): Decimal("0.0036"),
+    ("MWh", "GJ"): Decimal("3.6"),
+    ("kg", "kg"): Decimal(1),
+    ("t", "kg"): Decimal(1000),
+}
+
 # The series a carrier's factor comes from when the site does not choose one (site_energy_settings).
 # Electricity has no default here: the site model names it (SiteInfo.emission_series).
 DEFAULT_SERIES: dict[str, str] = {

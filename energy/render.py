@@ -16,9 +16,11 @@ from config import csvcells
 from energy.factors import KGCE_PER_UNIT, SCOPE, EmissionFactor
 from energy.reports import (
     KGCE_NOTE,
+    BillLine,
     CarbonReport,
     Imbalance,
     MeterLine,
+    Series,
     SeriesPoint,
     area_and_occupants,
     factor_label,
@@ -58,11 +60,15 @@ class CarrierOut(BaseModel):
     carrier: str
     unit: str
     consumption: Decimal
-    estimated: Decimal
+    estimated: Decimal  # spread in proportion to time
+    billed: Decimal  # from utility bills (no meter measures it)
+    manual: Decimal  # from manual readings or estimates (no meter measures it)
     kgce: Decimal | None
     scope: int | None
     location_tco2: Decimal | None
     market_tco2: Decimal | None
+    billed_tco2: Decimal | None  # the parts of location_tco2 from billed / manual amounts
+    manual_tco2: Decimal | None
 
 
 class ResetOut(BaseModel):
@@ -110,7 +116,69 @@ class MonthOut(BaseModel):
     carrier: str
     consumption: Decimal
     estimated: Decimal
+    billed: Decimal
+    manual: Decimal
     kgce: Decimal
+
+
+class BillOut(BaseModel):
+    """A bill or manual entry of the period: counted (no meter measures it), or beside the
+    meters that do, over the bill's own period, with the difference metered − bill."""
+
+    id: int
+    kind: str  # billed | manual (estimated)
+    carrier: str
+    space: str | None
+    device: str | None
+    first_day: dt.date
+    last_day: dt.date
+    quantity: Decimal
+    quantity_unit: str
+    amount: Decimal  # in `unit`, the carrier's report unit
+    unit: str
+    cost: Decimal | None  # yuan
+    reference: str
+    revision: int
+    counted: bool
+    in_period: Decimal  # the counted part inside the report's period
+    meters: list[str]
+    metered: Decimal | None
+    metered_estimated: Decimal | None
+    metered_missing_hours: Decimal | None
+    difference: Decimal | None  # metered − bill
+    difference_pct: Decimal | None  # of the bill
+    note: str
+
+
+def bill_out(line: BillLine) -> BillOut:
+    bill, metered = line.bill, line.metered
+    return BillOut(
+        id=bill.id,
+        kind=bill.kind,
+        carrier=bill.carrier,
+        space=bill.space,
+        device=bill.device,
+        first_day=bill.first_day,
+        last_day=bill.last_day,
+        quantity=bill.quantity,
+        quantity_unit=bill.unit,
+        amount=_d(bill.amount),
+        unit=line.unit,
+        cost=bill.cost,
+        reference=bill.reference,
+        revision=bill.revision,
+        counted=line.counted,
+        in_period=_d(line.in_period),
+        meters=list(line.meters),
+        metered=_d(metered.total) if metered else None,
+        metered_estimated=_d(metered.estimated) if metered else None,
+        metered_missing_hours=(
+            _d(Decimal(repr(metered.missing_seconds)) / 3600, 2) if metered else None
+        ),
+        difference=_d(line.difference),
+        difference_pct=_d(line.percent, 2),
+        note=line.reason,
+    )
 
 
 class IntensityOut(BaseModel):
@@ -147,6 +215,12 @@ class CarbonReportOut(BaseModel):
     scope2_market_tco2: Decimal | None
     total_location_tco2: Decimal
     total_market_tco2: Decimal | None
+    # the parts of kgce and total_location_tco2 from bills and from manual entries (0: all
+    # metered); intensities and comparisons include them too (their notes say so)
+    billed_kgce: Decimal
+    manual_kgce: Decimal
+    billed_tco2: Decimal
+    manual_tco2: Decimal
     green_kwh: Decimal | None
     intensity: IntensityOut
     comparisons: list[ComparisonOut]
@@ -155,6 +229,7 @@ class CarbonReportOut(BaseModel):
     meters: list[MeterOut]
     imbalances: list[ImbalanceOut]
     months: list[MonthOut]
+    bills: list[BillOut]
     notes: list[str]
     # Days of the period, or the coming year, without the State Council's holiday schedule.
     holiday_calendar: list[CalendarNote]
@@ -197,6 +272,8 @@ class EnergyPoint(BaseModel):
     unit: str
     value: Decimal
     estimated: Decimal
+    billed: Decimal
+    manual: Decimal
 
 
 class EnergyOut(BaseModel):
@@ -214,6 +291,7 @@ class EnergyOut(BaseModel):
     points: list[EnergyPoint]
     meters: list[MeterOut]
     imbalances: list[ImbalanceOut]
+    bills: list[BillOut]
 
 
 def energy_out(
@@ -222,10 +300,10 @@ def energy_out(
     period: tuple[dt.datetime, dt.datetime],
     bucket: str,
     by: str,
-    series: tuple[list[SeriesPoint], list[MeterLine], list[Imbalance]],
+    series: Series,
 ) -> EnergyOut:
     """The one JSON form of an energy series (the API's and the command line's)."""
-    points, lines, imbalances = series
+    points, lines, imbalances, bills = series
     zone = site.zone()
     timezone = site.site.timezone
     area, occupants = area_and_occupants(site, space)
@@ -248,11 +326,14 @@ def energy_out(
                 unit=p.unit,
                 value=Decimal(present(p.value)),
                 estimated=Decimal(present(p.estimated)),
+                billed=Decimal(present(p.billed)),
+                manual=Decimal(present(p.manual)),
             )
             for p in points
         ],
         meters=[meter_out(line, timezone) for line in lines],
         imbalances=[imbalance_out(i) for i in imbalances],
+        bills=[bill_out(b) for b in bills],
     )
 
 
@@ -271,6 +352,15 @@ def imbalance_out(item: Imbalance) -> ImbalanceOut:
 
 def carbon_out(report: CarbonReport) -> CarbonReportOut:
     zone = report.timezone
+    coal = [(c, KGCE_PER_UNIT.get(c.carrier, Decimal(0))) for c in report.carriers.values()]
+    billed_kgce = sum((c.billed * k for c, k in coal), Decimal(0))
+    manual_kgce = sum((c.manual * k for c, k in coal), Decimal(0))
+    flagged = ""
+    if billed_kgce or manual_kgce:
+        flagged = (
+            f"includes billed {present(billed_kgce)} kgce and manual (estimated) "
+            f"{present(manual_kgce)} kgce"
+        )
     scope1 = report.scope_kgco2(1) or Decimal(0)
     scope2 = report.scope_kgco2(2) or Decimal(0)
     scope2_market = report.scope_kgco2(2, market=True) if report.green_kwh is not None else None
@@ -291,6 +381,10 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
                 scope=SCOPE.get(c.carrier),
                 location_tco2=_t(c.location_kgco2) if c.carrier in SCOPE else None,
                 market_tco2=_t(c.market_kgco2),
+                billed=_d(c.billed),
+                manual=_d(c.manual),
+                billed_tco2=_t(c.billed_kgco2) if c.carrier in SCOPE else None,
+                manual_tco2=_t(c.manual_kgco2) if c.carrier in SCOPE else None,
             )
             for c in sorted(report.carriers.values(), key=lambda c: c.carrier)
         ],
@@ -300,6 +394,10 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
         scope2_market_tco2=_t(scope2_market),
         total_location_tco2=_t(scope1 + scope2),
         total_market_tco2=_t(scope1 + scope2_market) if scope2_market is not None else None,
+        billed_kgce=_d(billed_kgce),
+        manual_kgce=_d(manual_kgce),
+        billed_tco2=_t(sum((c.billed_kgco2 for c in report.carriers.values()), Decimal(0))),
+        manual_tco2=_t(sum((c.manual_kgco2 for c in report.carriers.values()), Decimal(0))),
         green_kwh=_d(report.green_kwh),
         intensity=IntensityOut(
             area_m2=report.area_m2,
@@ -318,7 +416,7 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
                 limit=_d(c.limit, I_PLACES),
                 status=c.status,
                 source=c.source,
-                note=c.note,
+                note="; ".join(n for n in (c.note, flagged) if n),
             )
             for c in report.comparisons
         ],
@@ -336,10 +434,13 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
                 carrier=m.carrier,
                 consumption=_d(m.consumption),
                 estimated=_d(m.estimated),
+                billed=_d(m.billed),
+                manual=_d(m.manual),
                 kgce=_d(m.kgce),
             )
             for m in report.months
         ],
+        bills=[bill_out(b) for b in report.bills],
         notes=report.notes,
         holiday_calendar=report.holiday_calendar,
     )
@@ -356,18 +457,23 @@ def carbon_csv(report: CarbonReport) -> str:
         ("period", out.site, "until", out.until.isoformat(), "", f"{out.days} days"),
     ]
     for c in out.carriers:
-        rows.append(
-            ("carrier", c.carrier, "consumption", c.consumption, c.unit, f"estimated {c.estimated}")
-        )
+        rows.append(("carrier", c.carrier, "consumption", c.consumption, c.unit, _flags(c)))
         if c.kgce is not None:
             rows.append(("carrier", c.carrier, "kgce", c.kgce, "kgce", out.kgce_coefficients))
         if c.location_tco2 is not None:
             item = "scope1" if c.scope == 1 else f"scope{c.scope} location-based"
-            rows.append(("carrier", c.carrier, item, c.location_tco2, "tCO2", ""))
+            rows.append(("carrier", c.carrier, item, c.location_tco2, "tCO2", _flags_t(c)))
         if c.market_tco2 is not None and c.scope == 2:
             rows.append(("carrier", c.carrier, "scope2 market-based", c.market_tco2, "tCO2", ""))
     rows += [
-        ("total", out.site, "kgce", out.kgce, "kgce", ""),
+        (
+            "total",
+            out.site,
+            "kgce",
+            out.kgce,
+            "kgce",
+            f"billed {out.billed_kgce}; manual (estimated) {out.manual_kgce}",
+        ),
         ("total", out.site, "scope1", out.scope1_tco2, "tCO2", ""),
         ("total", out.site, "scope2 location-based", out.scope2_location_tco2, "tCO2", ""),
         (
@@ -378,7 +484,14 @@ def carbon_csv(report: CarbonReport) -> str:
             "tCO2",
             f"green {out.green_kwh} kWh at 0" if out.green_kwh is not None else "no green power",
         ),
-        ("total", out.site, "total location-based", out.total_location_tco2, "tCO2", ""),
+        (
+            "total",
+            out.site,
+            "total location-based",
+            out.total_location_tco2,
+            "tCO2",
+            f"billed {out.billed_tco2}; manual (estimated) {out.manual_tco2}",
+        ),
         ("total", out.site, "total market-based", out.total_market_tco2, "tCO2", ""),
     ]
     intensity = out.intensity
@@ -471,15 +584,60 @@ def carbon_csv(report: CarbonReport) -> str:
                 "consumption",
                 month.consumption,
                 "",
-                f"estimated {month.estimated}; kgce {month.kgce}",
+                f"estimated {month.estimated}; billed {month.billed}; manual {month.manual}; "
+                f"kgce {month.kgce}",
             )
         )
+    for b in out.bills:
+        where = b.device or b.space or out.site
+        label = f"{b.kind} {b.carrier} {where} {b.first_day}..{b.last_day}"
+        cost = f"; cost {b.cost} CNY" if b.cost is not None else ""
+        if b.counted:
+            detail = f"counted {b.in_period} in the period{cost}; {b.note}"
+            rows.append(("bill", label, "counted", b.amount, b.unit, detail))
+        elif b.metered is not None:
+            rows.append(("bill", label, "bill", b.amount, b.unit, f"#{b.id} r{b.revision}{cost}"))
+            rows.append(
+                (
+                    "bill",
+                    label,
+                    "metered",
+                    b.metered,
+                    b.unit,
+                    f"{' + '.join(b.meters)}; estimated {b.metered_estimated}; "
+                    f"missing {b.metered_missing_hours} h",
+                )
+            )
+            rows.append(
+                (
+                    "bill",
+                    label,
+                    "metered - bill",
+                    b.difference,
+                    b.unit,
+                    f"{b.difference_pct} % of the bill" if b.difference_pct is not None else "",
+                )
+            )
+        else:
+            rows.append(("bill", label, "not counted", b.amount, b.unit, b.note))
     for note in out.notes:
         rows.append(("note", out.site, "", "", "", note))
     return _csv(CSV_HEADER, rows)
 
 
-ENERGY_HEADER = ("start", "end", "key", "carrier", "value", "unit", "estimated")
+def _flags(c: CarrierOut) -> str:
+    return f"estimated {c.estimated}; billed {c.billed}; manual {c.manual}"
+
+
+def _flags_t(c: CarrierOut) -> str:
+    if not c.billed_tco2 and not c.manual_tco2:
+        return "metered"
+    return f"billed {c.billed_tco2} tCO2; manual (estimated) {c.manual_tco2} tCO2"
+
+
+ENERGY_HEADER = (
+    "start", "end", "key", "carrier", "value", "unit", "estimated", "billed", "manual"
+)  # fmt: skip
 
 
 def energy_csv(points: list[SeriesPoint], zone: str) -> str:
@@ -494,6 +652,8 @@ def energy_csv(points: list[SeriesPoint], zone: str) -> str:
                 _d(p.value),
                 p.unit,
                 _d(p.estimated),
+                _d(p.billed),
+                _d(p.manual),
             )
             for p in points
         ],

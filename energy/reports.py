@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from config import BUNDLED_DIR
 from energy.accounting import (
     ZERO,
     Bucket,
+    BucketTotal,
     Interval,
     MeterConsumption,
     Reset,
@@ -36,8 +37,10 @@ from energy.accounting import (
     SummaryCut,
     bucket_edges,
     meter_consumption,
+    spread,
     to_decimal,
 )
+from energy.bills import KINDS, Bill, load_bills
 from energy.factors import (
     ACTIVITY_UNIT,
     ALL_IN,
@@ -46,6 +49,7 @@ from energy.factors import (
     KGCE_SOURCE,
     RESIDUAL,
     SCOPE,
+    UNIT_SCALE,
     EmissionFactor,
     FactorChoice,
     FactorError,
@@ -59,18 +63,6 @@ from store import registry
 from store.partitions import raw_horizon
 from store.rollups import SUMMARY_INTERVAL_FLOOR
 
-# Units a meter may be registered in, converted to the carrier's report unit.
-_UNIT_SCALE: dict[tuple[str, str], Decimal] = {
-    ("kWh", "kWh"): Decimal(1),
-    ("MWh", "kWh"): Decimal(1000),
-    ("Wh", "kWh"): Decimal("0.001"),
-    ("m3", "m3"): Decimal(1),
-    ("m³", "m3"): Decimal(1),
-    ("GJ", "GJ"): Decimal(1),
-    ("MJ", "GJ"): Decimal("0.001"),
-    ("kg", "kg"): Decimal(1),
-    ("t", "kg"): Decimal(1000),
-}
 FUELS = ("gasoline", "diesel")
 # Report periods must lie within these years (the data years factors may have, with room).
 FIRST_YEAR, LAST_YEAR = 1990, 2100
@@ -113,7 +105,7 @@ def site_meters(site: SiteModel) -> list[Meter]:
             if not spec.cumulative or spec.carrier is None:
                 continue
             unit = ACTIVITY_UNIT[spec.carrier]
-            scale = _UNIT_SCALE.get((spec.unit, unit))
+            scale = UNIT_SCALE.get((spec.unit, unit))
             if scale is None:
                 raise ReportError(
                     f"meter {device.id}.{metric}: unit {spec.unit!r} cannot be converted to "
@@ -588,6 +580,100 @@ def load_baseline(conn: psycopg.Connection[Any], site: str) -> Baseline:
     )
 
 
+# ---- bills and manual entries (energy/bills.py) ----
+
+# How a counted bill is flagged wherever a figure includes it.
+KIND_NOTE = {
+    "billed": "账单 billed value counted",
+    "manual": "手工/估计 manual (estimated) value counted",
+}
+
+
+@dataclass(slots=True)
+class BillLine:
+    """A bill or manual entry of the period, and how the report uses it: `counted` in the
+    totals (no meter of its carrier measures its scope: `share` is its part of each report
+    bucket, pro rata in time), else compared with the meters that measure that scope over the
+    bill's own period (`metered`: their sum; `difference` = metered − bill)."""
+
+    bill: Bill
+    unit: str
+    counted: bool
+    meters: tuple[str, ...]
+    metered: MeterConsumption | None
+    share: list[BucketTotal]
+    reason: str
+
+    @property
+    def in_period(self) -> Decimal:
+        return sum((b.value for b in self.share), ZERO)
+
+    @property
+    def difference(self) -> Decimal | None:
+        return None if self.metered is None else self.metered.total - self.bill.amount
+
+    @property
+    def percent(self) -> Decimal | None:
+        if self.difference is None or self.bill.amount == ZERO:
+            return None
+        return self.difference * 100 / self.bill.amount
+
+
+def bill_lines(
+    conn: psycopg.Connection[Any],
+    site: SiteModel,
+    meters: Sequence[Meter],
+    space: str | None,
+    edges: Sequence[float],
+) -> list[BillLine]:
+    """The current bills of the site (or whose space lies in `space`) that meet the period of
+    `edges`, each counted or compared (BillLine)."""
+    zone = site.zone()
+    first = dt.datetime.fromtimestamp(edges[0], zone).date()
+    last = (dt.datetime.fromtimestamp(edges[-1], zone) - dt.timedelta(microseconds=1)).date()
+    inside = subtree(site, space)
+    lines = []
+    for bill in load_bills(conn, site.site.id, first, last):
+        if space is not None and (bill.space is None or bill.space not in inside):
+            continue
+        start, end = bill.bounds(site)
+        unit = ACTIVITY_UNIT[bill.carrier]
+        if bill.device is not None:
+            compared = [m for m in meters if m.device == bill.device and m.carrier == bill.carrier]
+        else:
+            compared = [
+                m for m in counted_meters(site, meters, bill.space) if m.carrier == bill.carrier
+            ]
+        if compared:
+            measured = measure(conn, site, compared, [start, end])
+            total = MeterConsumption(buckets=[BucketTotal(start, end)])
+            for result in measured.values():
+                total.buckets[0].value += result.total
+                total.buckets[0].estimated += result.estimated
+                total.missing.extend(result.missing)
+                total.resets.extend(result.resets)
+                total.gaps.extend(result.gaps)
+                total.readings += result.readings
+            names = tuple(m.device for m in compared)
+            reason = f"compared with meter {', '.join(names)}; the meters count"
+            lines.append(BillLine(bill, unit, False, names, total, [], reason))
+            continue
+        lineage = set(site.ancestors(bill.space)) if bill.space is not None else set()
+        enclosing = [m.device for m in meters if m.carrier == bill.carrier and m.space in lineage]
+        if enclosing:
+            reason = (
+                f"inside the scope of meter {', '.join(enclosing)} (an enclosing space): "
+                "not counted, not compared"
+            )
+            lines.append(BillLine(bill, unit, False, (), None, [], reason))
+            continue
+        reason = f"no meter measures {bill.carrier} here: counted as {bill.kind}"
+        lines.append(
+            BillLine(bill, unit, True, (), None, spread(edges, start, end, bill.amount), reason)
+        )
+    return lines
+
+
 # ---- the report ----
 
 
@@ -600,6 +686,20 @@ class CarrierTotal:
     kgce: Decimal = ZERO
     location_kgco2: Decimal = ZERO
     market_kgco2: Decimal | None = None
+    # the parts of `consumption` and `location_kgco2` from bills (billed) and manual entries
+    billed: Decimal = ZERO
+    manual: Decimal = ZERO
+    billed_kgco2: Decimal = ZERO
+    manual_kgco2: Decimal = ZERO
+
+    def flag(self, kind: str, amount: Decimal, kgco2: Decimal = ZERO) -> None:
+        """Adds to the part that came from bills (`billed`) or manual entries."""
+        if kind == "billed":
+            self.billed += amount
+            self.billed_kgco2 += kgco2
+        else:
+            self.manual += amount
+            self.manual_kgco2 += kgco2
 
 
 @dataclass(slots=True)
@@ -648,6 +748,8 @@ class MonthLine:
     consumption: Decimal
     estimated: Decimal
     kgce: Decimal
+    billed: Decimal = ZERO
+    manual: Decimal = ZERO
 
 
 @dataclass(slots=True)
@@ -670,6 +772,7 @@ class CarbonReport:
     comparisons: list[Comparison]
     notes: list[str]
     holiday_calendar: list[CalendarNote]
+    bills: list[BillLine] = field(default_factory=list)
 
     @property
     def days(self) -> Decimal:
@@ -748,6 +851,38 @@ def carbon_report(
             line.consumption += bucket.value
             line.estimated += bucket.estimated
 
+    # Bills and manual entries where no meter measures their carrier: counted, and flagged.
+    bills = bill_lines(conn, site, meters, space, month_edges)
+    by_kind: dict[tuple[str, int, str], Decimal] = defaultdict(lambda: ZERO)
+    for bill_line in bills:
+        bill = bill_line.bill
+        if not bill_line.counted:
+            continue
+        total = carriers.setdefault(bill.carrier, CarrierTotal(bill.carrier, bill_line.unit))
+        for bucket in bill_line.share:
+            total.consumption += bucket.value
+            total.estimated += bucket.estimated
+            total.flag(bill.kind, bucket.value)
+            year = dt.datetime.fromtimestamp(bucket.start, zone).year
+            by_year[(bill.carrier, year)] += bucket.value
+            by_kind[(bill.carrier, year, bill.kind)] += bucket.value
+            line = months.setdefault(
+                (bucket.start, bill.carrier),
+                MonthLine(bucket.start, bucket.end, bill.carrier, ZERO, ZERO, ZERO),
+            )
+            line.consumption += bucket.value
+            line.estimated += bucket.estimated
+            if bill.kind == "billed":
+                line.billed += bucket.value
+            else:
+                line.manual += bucket.value
+        where = bill.device or bill.space or "the site"
+        notes.append(
+            f"{KIND_NOTE[bill.kind]}: {bill.carrier} {where} {bill.first_day}..{bill.last_day} "
+            f"{present(bill.amount)} {bill_line.unit}, {present(bill_line.in_period)} in the "
+            "period (no meter measures it)"
+        )
+
     refuels = load_refuels(conn, site, space, since, until)
     for refuel in refuels:
         when = dt.datetime.fromtimestamp(refuel.ts, zone).isoformat()
@@ -802,6 +937,9 @@ def carbon_report(
             raise ReportError(f"{carrier} {year}: {exc}") from exc
         used.append(("location" if SCOPE[carrier] == 2 else "scope1", choice))
         carriers[carrier].location_kgco2 += amount * choice.factor.kg_per_unit
+        for kind in KINDS:
+            part = by_kind.get((carrier, year, kind), ZERO)
+            carriers[carrier].flag(kind, ZERO, part * choice.factor.kg_per_unit)
         if carrier == "electricity":
             location_by_year[year] = choice
 
@@ -850,6 +988,7 @@ def carbon_report(
         comparisons=[],
         notes=notes,
         holiday_calendar=calendar_notes(site, since, until, today),
+        bills=bills,
     )
     for note in report.holiday_calendar:
         notes.append(
@@ -1065,6 +1204,11 @@ class SeriesPoint:
     unit: str
     value: Decimal
     estimated: Decimal
+    billed: Decimal = ZERO  # the parts of `value` from bills and manual entries
+    manual: Decimal = ZERO
+
+
+Series = tuple[list[SeriesPoint], list["MeterLine"], list["Imbalance"], list[BillLine]]
 
 
 def energy_series(
@@ -1076,9 +1220,11 @@ def energy_series(
     *,
     space: str | None = None,
     by: str = "carrier",
-) -> tuple[list[SeriesPoint], list[MeterLine], list[Imbalance]]:
+) -> Series:
     """Consumption per bucket, grouped `by` carrier (the scope's total), meter, or space (each
-    child space of `space`, or each building of the site)."""
+    child space of `space`, or each building of the site); bills and manual entries no meter
+    measures are added (flagged `billed` / `manual`; by meter under their device, else
+    `<kind>:<space or site>`), the others listed with their meters' figure beside them."""
     edges = _edges(since, until, bucket, site)
     meters = site_meters(site)
     inside = subtree(site, space)
@@ -1105,10 +1251,42 @@ def energy_series(
                 )
                 point.value += b.value
                 point.estimated += b.estimated
+    bills = bill_lines(conn, site, meters, space, edges)
+    for line in bills:
+        bill = line.bill
+        if not line.counted:
+            continue
+        group = _bill_key(site, bill, by, space)
+        if group is None:
+            continue
+        for index, b in enumerate(line.share):
+            point = points.setdefault(
+                (group, bill.carrier, index),
+                SeriesPoint(b.start, b.end, group, bill.carrier, line.unit, ZERO, ZERO),
+            )
+            point.value += b.value
+            point.estimated += b.estimated
+            if bill.kind == "billed":
+                point.billed += b.value
+            else:
+                point.manual += b.value
     counted = {c.device for c in counted_meters(site, meters, space)}
     lines = [MeterLine(m, m.device in counted, measured[m.device]) for m in shown]
     ordered = sorted(points.values(), key=lambda p: (p.start, p.key, p.carrier))
-    return ordered, lines, imbalances(shown, measured)
+    return ordered, lines, imbalances(shown, measured), bills
+
+
+def _bill_key(site: SiteModel, bill: Bill, by: str, space: str | None) -> str | None:
+    """The series a counted bill adds to (None: none of the groups, a site-wide bill by
+    space)."""
+    if by == "carrier":
+        return bill.carrier
+    if by == "meter":
+        return bill.device or f"{bill.kind}:{bill.space or site.site.id}"
+    if bill.space is None:
+        return None
+    lineage = site.ancestors(bill.space)
+    return next((s.id for s in site.spaces if s.parent == space and s.id in lineage), None)
 
 
 # ---- presentation ----

@@ -1,6 +1,7 @@
 """Energy and carbon for energy officers: `GET /energy`, `GET /carbon` (JSON, or CSV with
-`format=csv`), the quota burn-down behind the energy page, and the emission factors (an admin
-token without a site scope may add one without a code change).
+`format=csv`), the quota burn-down behind the energy page, the emission factors (an admin
+token without a site scope may add one without a code change), and the import of utility bills
+and manual meter readings (`POST /energy/bills`, a CSV or .xlsx file as the body).
 
 Periods: `since` / `until` are dates (local midnight at the site) or ISO datetimes with an
 offset; the period is [since, until). Without them: the last 12 local calendar months, this one
@@ -14,7 +15,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from api.auth import EnergyReader, GlobalAdmin, Principal
 from api.deps import DbConn
@@ -23,11 +26,13 @@ from api.models import (
     EmissionFactor,
     EnergyOut,
     FactorCreate,
+    Input,
     Problem,
     QuotaOut,
     QuotaPoint,
     SiteId,
 )
+from energy import bills as bill_store
 from energy import factors as factor_store
 from energy.quotas import load_quota_clauses, quota_statuses
 from energy.render import (
@@ -230,6 +235,141 @@ def add_factor(conn: DbConn, principal: GlobalAdmin, body: FactorCreate) -> Emis
         raise HTTPException(status.HTTP_409_CONFLICT, "that factor exists already")
     conn.commit()
     return factor
+
+
+# Roles that may import bills: the energy officer and the admin (a viewer reads only).
+BILL_WRITERS = frozenset({"energy_officer", "admin"})
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+async def _upload(request: Request) -> bytes:
+    """The request body, bounded (the body gate refuses more than the service-wide limit
+    first; a bill file is smaller still)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > bill_store.MAX_FILE_BYTES:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"a bill file of at most {bill_store.MAX_FILE_BYTES} bytes, please; split it",
+            )
+    return bytes(data)
+
+
+@router.post(
+    "/energy/bills",
+    response_model=bill_store.ImportResult,
+    responses={
+        **ERRORS,
+        413: {"model": Problem},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                XLSX: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+def import_bills(
+    conn: DbConn,
+    principal: EnergyReader,
+    data: Annotated[bytes, Depends(_upload)],
+    filename: Annotated[str, Query(max_length=200, pattern=r"^[^/\\]+$")] = "bills.csv",
+    dry_run: bool = False,
+) -> bill_store.ImportResult | Response:
+    """Imports utility bills and manual meter readings from a CSV or Excel (.xlsx) file sent as
+    the body (`filename` names it; .xlsx by name or content). Every row is checked first; with
+    `dry_run` nothing is stored and every error is listed by sheet, row and column. Otherwise
+    the file is stored only when no row has an error (else 422: each error in `detail`, the
+    whole result in `result`; nothing stored): importing it
+    again changes nothing, and a changed value for the same period is a correction recorded in
+    the ledger with this token as the actor. Energy officers and admins; the token must see
+    every site of the file."""
+    if principal.role not in BILL_WRITERS:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only energy officers and admins import bills"
+        )
+    models: dict[str, SiteModel | None] = {}
+
+    def site_model(site_id: str) -> SiteModel | None:
+        if site_id not in models:
+            principal.site_filter(site_id)  # 403 for a site outside the token's scope
+            try:
+                models[site_id] = load_site_model(conn, site_id)
+            except ReportError:
+                models[site_id] = None
+        return models[site_id]
+
+    try:
+        result = bill_store.import_bills(
+            conn,
+            filename,
+            data,
+            site_model,
+            actor=principal.actor,
+            now=dt.datetime.now(dt.UTC),
+            dry_run=dry_run,
+        )
+    except bill_store.ImportError_ as exc:
+        raise _unprocessable(str(exc)) from None
+    except psycopg.errors.UniqueViolation:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "another import of these bills ran at the same time; retry"
+        ) from None
+    if result.errors and not dry_run:
+        conn.rollback()
+        # The house 422 (a list of {loc, msg, type}: one per bad cell), the whole result beside.
+        detail = [
+            {
+                "loc": ["body", *([e.sheet] if e.sheet else []), e.row, e.column or ""],
+                "msg": e.message,
+                "type": "value_error",
+            }
+            for e in result.errors
+        ]
+        return JSONResponse(
+            {"detail": detail, "result": result.model_dump(mode="json")},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    conn.commit()
+    return result
+
+
+class BillWithdrawal(Input):
+    """Why a bill is withdrawn (recorded in the ledger)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "/energy/bills/{bill_id}/withdraw",
+    responses={**ERRORS, 404: {"model": Problem}},
+)
+def withdraw_bill(
+    conn: DbConn,
+    principal: EnergyReader,
+    bill_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: BillWithdrawal,
+) -> bill_store.BillWithdrawn:
+    """Withdraws a current bill or manual entry imported by mistake (another period or site):
+    it no longer counts nor blocks another period; the row is kept and the ledger records the
+    reason with this token as the actor. Energy officers and admins of the bill's site."""
+    if principal.role not in BILL_WRITERS:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only energy officers and admins withdraw bills"
+        )
+    site = bill_store.bill_site(conn, bill_id)
+    principal.require_visible(site, "bill")
+    withdrawn = bill_store.withdraw_bill(
+        conn, bill_id, actor=principal.actor, reason=body.reason, now=dt.datetime.now(dt.UTC)
+    )
+    if withdrawn is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no current bill with that id")
+    conn.commit()
+    return bill_store.BillWithdrawn(id=withdrawn.id, site=withdrawn.site, reason=body.reason)
 
 
 def _csv(text: str, name: str) -> Response:

@@ -1,5 +1,7 @@
 // The energy page: reads /api/v1/carbon, /api/v1/energy and /api/v1/energy/quotas and draws
-// inline SVG charts. No build step, no library. Every text from the API goes in via textContent.
+// inline SVG charts; imports bills and manual readings (POST /api/v1/energy/bills). No build
+// step, no library. Every text from the API goes in via textContent. Figures that include bills
+// or manual readings say so (their parts: `billed`, `manual`).
 //
 // Token: from the URL fragment (#token=...; never sent to the server, kept in sessionStorage)
 // or typed into the form. Site and period come from the query string (?site=&since=&until=).
@@ -109,7 +111,9 @@ function stackedBars(container, groups, unit, width = 640) {
       y -= h;
       const bar = el("svg:rect", { x, y, width: barWidth, height: h, fill: colour(carrier),
                                    "data-carrier": carrier });
-      bar.append(el("svg:title", {}, `${group.label} ${carrier}: ${fmt(value, 3)} ${unit}`));
+      const flag = (group.flags && group.flags[carrier]) || "";
+      bar.append(el("svg:title", {}, `${group.label} ${carrier}: ${fmt(value, 3)} ${unit}${flag}`));
+      if (flag) bar.setAttribute("data-flagged", "true");
       svg.append(bar);
     }
     if (index % labelEvery === 0) {
@@ -207,11 +211,27 @@ function badge(status) {
 
 function monthLabel(iso) { return iso.slice(0, 7); }
 
+// What part of a figure came from bills or manual readings, as a short suffix ("" if none).
+function flags(item, unit = "") {
+  const parts = [];
+  if (Number(item.billed)) parts.push(`${L("billed", "账单")} ${fmt(item.billed, 3)}${unit}`);
+  if (Number(item.manual)) parts.push(`${L("manual (estimated)", "手工/估计")} ${fmt(item.manual, 3)}${unit}`);
+  return parts.length ? ` (${parts.join(", ")})` : "";
+}
+
+function addGroup(map, key, carrier, kgce, item) {
+  if (!map.has(key)) map.set(key, { label: key, parts: {}, flags: {} });
+  const group = map.get(key);
+  group.parts[carrier] = (group.parts[carrier] || 0) + kgce;
+  const flag = flags(item);
+  if (flag) group.flags[carrier] = flag;
+}
+
 function render(report, daily, quotas) {
   const area = Number(report.intensity.area_m2 || 0);
   const tiles = [
-    ["kgce", report.kgce, L("energy, standard coal", "综合能耗（标准煤）")],
-    [L("t CO2 (location)", "t CO2（基于位置）"), report.total_location_tco2, L("scope 1 + scope 2 location-based", "范围一 + 范围二，基于位置")],
+    ["kgce", report.kgce, L("energy, standard coal", "综合能耗（标准煤）") + flags({ billed: report.billed_kgce, manual: report.manual_kgce })],
+    [L("t CO2 (location)", "t CO2（基于位置）"), report.total_location_tco2, L("scope 1 + scope 2 location-based", "范围一 + 范围二，基于位置") + flags({ billed: report.billed_tco2, manual: report.manual_tco2 }, " t")],
     [L("t CO2 (market)", "t CO2（基于市场）"), report.total_market_tco2, report.green_kwh ? L(`${fmt(report.green_kwh)} kWh green at 0`, `绿电 ${fmt(report.green_kwh)} kWh 按 0 计`) : L("no green-power records", "无绿电记录")],
     ["kgce / m²", report.intensity.kgce_per_m2, `${fmt(report.intensity.area_m2)} m²`],
     [L("kgce / person", "kgce / 人"), report.intensity.kgce_per_person, L(`${report.intensity.occupants ?? "–"} people`, `${report.intensity.occupants ?? "–"} 人`)],
@@ -227,9 +247,7 @@ function render(report, daily, quotas) {
   const months = new Map();
   for (const m of report.months) {
     if (!(m.carrier in KGCE_PER_UNIT)) continue;
-    const key = monthLabel(m.start);
-    if (!months.has(key)) months.set(key, { label: key, parts: {} });
-    months.get(key).parts[m.carrier] = Number(m.kgce);
+    addGroup(months, monthLabel(m.start), m.carrier, Number(m.kgce), m);
   }
   stackedBars(document.getElementById("monthly-chart"), [...months.values()], "kgce");
   document.getElementById("monthly-legend").replaceChildren(
@@ -243,9 +261,7 @@ function render(report, daily, quotas) {
   const days = new Map();
   for (const p of daily.points) {
     if (!(p.carrier in KGCE_PER_UNIT)) continue;
-    const key = p.start.slice(5, 10);
-    if (!days.has(key)) days.set(key, { label: key, parts: {} });
-    days.get(key).parts[p.carrier] = Number(p.value) * KGCE_PER_UNIT[p.carrier];
+    addGroup(days, p.start.slice(5, 10), p.carrier, Number(p.value) * KGCE_PER_UNIT[p.carrier], p);
   }
   stackedBars(document.getElementById("daily-chart"), [...days.values()], "kgce", 1300);
 
@@ -281,9 +297,10 @@ function render(report, daily, quotas) {
   }));
   if (!quotas.length) quotaBox.replaceChildren(el("p", {}, L("No quota clause in force for this site.", "本站点没有现行的定额条款。")));
 
-  table("carriers", english() ? ["carrier", "consumption", "unit", "estimated", "kgce", "scope", "t CO2 location", "t CO2 market"]
-                              : ["品种", "消耗量", "单位", "估算", "kgce", "范围", "t CO2（位置）", "t CO2（市场）"],
-        report.carriers.map((c) => [carrierName(c.carrier), c.consumption, c.unit, c.estimated, c.kgce, c.scope, c.location_tco2, c.market_tco2]));
+  table("carriers", english() ? ["carrier", "consumption", "unit", "estimated", "billed", "manual", "kgce", "scope", "t CO2 location", "of it billed / manual", "t CO2 market"]
+                              : ["品种", "消耗量", "单位", "估算", "账单", "手工/估计", "kgce", "范围", "t CO2（位置）", "其中账单 / 手工", "t CO2（市场）"],
+        report.carriers.map((c) => [carrierName(c.carrier), c.consumption, c.unit, c.estimated, c.billed, c.manual, c.kgce, c.scope, c.location_tco2,
+                                    c.location_tco2 === null ? null : `${c.billed_tco2} / ${c.manual_tco2}`, c.market_tco2]));
   table("comparisons", english() ? ["", "annualised", "limit", "unit", "status"] : ["", "年化值", "限值", "单位", "状态"],
         report.comparisons.map((c) => [c.name, c.annualised_actual, c.limit, c.unit, badge(c.status)]));
   table("factors", english() ? ["use", "carrier", "year", "series", "region", "data year", "value", "unit", "instrument", "note"]
@@ -295,7 +312,77 @@ function render(report, daily, quotas) {
   table("imbalances", english() ? ["parent", "children", "parent", "Σ children", "imbalance", "%"]
                                 : ["总表", "分表", "总表读数", "Σ 分表", "差值", "%"],
         report.imbalances.map((i) => [i.parent, i.children.join(" + "), i.parent_value, i.children_value, i.imbalance, i.imbalance_pct]));
+  const use = (b) => (b.counted ? L("counted", "计入") : b.metered !== null ? L("beside the meter", "与表计对照") : L("not counted", "不计入"));
+  table("bills", english() ? ["kind", "carrier", "where", "period", "bill", "unit", "cost (CNY)", "metered", "metered − bill", "%", "use"]
+                           : ["类型", "品种", "位置", "账期", "账单量", "单位", "费用（元）", "表计量", "表计 − 账单", "%", "用途"],
+        report.bills.map((b) => [b.kind === "billed" ? L("billed", "账单") : L("manual (estimated)", "手工/估计"), carrierName(b.carrier),
+                                 b.device || b.space || report.site, `${b.first_day}…${b.last_day}`, b.amount, b.unit, b.cost,
+                                 b.metered, b.difference, b.difference_pct, use(b)]));
   document.getElementById("notes").replaceChildren(...report.notes.map((n) => el("li", {}, n)));
+  labels();
+}
+
+// ---- importing bills ----
+
+const MAX_BILL_BYTES = 1024 * 1024;  // energy/bills.py MAX_FILE_BYTES
+const XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+const billForm = document.getElementById("bill-form");
+const billStatus = document.getElementById("bill-status");
+
+// Texts of the parts nav.js does not label.
+function labels() {
+  document.getElementById("bills-title").textContent = L("Bills and manual readings", "账单与手工抄表");
+  document.getElementById("import-title").textContent = L("Import bills and manual readings", "导入账单与手工抄表");
+  document.getElementById("bill-file-label").textContent = L("File (.csv or .xlsx)", "文件（.csv 或 .xlsx）");
+  document.getElementById("bill-check").textContent = L("Check (dry run)", "检查（不保存）");
+  document.getElementById("bill-apply").textContent = L("Import", "导入");
+}
+
+function showImport(result) {
+  const state = result.dry_run ? L("checked, nothing stored", "已检查，未保存")
+    : result.applied ? L("stored", "已保存") : L("nothing stored: fix the errors", "未保存：请改正错误");
+  billStatus.className = result.errors.length ? "error" : "";
+  billStatus.textContent = L(
+    `${result.file}: ${result.rows} rows — ${result.new} new, ${result.corrected} corrected, ${result.unchanged} unchanged, ${result.errors.length} errors; ${state}`,
+    `${result.file}：${result.rows} 行 — 新增 ${result.new}，更正 ${result.corrected}，未变 ${result.unchanged}，错误 ${result.errors.length}；${state}`);
+  document.getElementById("bill-errors").replaceChildren(...result.errors.map((e) =>
+    el("li", { class: "bill-error" },
+       `${e.sheet ? e.sheet + "!" : ""}${L("row", "第")} ${e.row}${L("", " 行")}${e.column ? " " + e.column : ""}: ${e.message}`)));
+}
+
+async function importBills(event) {
+  event.preventDefault();
+  const file = billForm.elements.file.files[0];
+  if (!file) return;
+  document.getElementById("bill-errors").replaceChildren();
+  if (file.size > MAX_BILL_BYTES) {
+    billStatus.className = "error";
+    billStatus.textContent = L("The file is over 1 MiB: split it.", "文件超过 1 MiB，请拆分。");
+    return;
+  }
+  const dry = !event.submitter || event.submitter.value === "dry";
+  const xlsx = file.name.toLowerCase().endsWith(".xlsx");
+  const params = new URLSearchParams({ filename: file.name.replace(/[\/\\]/g, "_"), dry_run: String(dry) });
+  billStatus.className = "";
+  billStatus.textContent = L("Sending…", "发送中…");
+  try {
+    const answer = await fetch(`/api/v1/energy/bills?${params}`, {
+      method: "POST", body: await file.arrayBuffer(),
+      headers: { Authorization: `Bearer ${token()}`, "Content-Type": xlsx ? XLSX : "text/csv" },
+    });
+    const body = await answer.json();
+    const result = answer.ok ? body : answer.status === 422 ? body.result : undefined;
+    if (result) {
+      showImport(result);
+      if (result.applied) await load();
+      return;
+    }
+    billStatus.className = "error";
+    billStatus.textContent = `${answer.status} ${JSON.stringify(body.detail)}`;
+  } catch (error) {
+    billStatus.className = "error";
+    billStatus.textContent = `${L("Could not send", "无法发送")}: ${error.message}`;
+  }
 }
 
 async function csvLink(id, path, params) {
@@ -349,7 +436,10 @@ function start() {
   form.elements.until.value = query.get("until") || iso(next);
   if (!token()) document.getElementById("token-field").hidden = false;
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
+  billForm.addEventListener("submit", importBills);
+  labels();
   document.addEventListener("clausewatch:lang", () => {
+    labels();
     if (!shown) return;
     render(shown.report, shown.daily, shown.quotas);
     if (shown.status) statusLine.textContent = shown.status();

@@ -4,6 +4,8 @@ clausewatch report carbon --site S [--space B] --from D --to D [--format text|cs
 clausewatch report energy --site S [--space B] --from D --to D [--bucket month] [--by carrier]
 clausewatch energy factor list | add ...
 clausewatch energy green-power add --site S --from D --to D --kwh N --instrument I
+clausewatch energy import FILE [--dry-run] [--actor A]
+clausewatch energy bill withdraw ID --reason TEXT [--actor A]
 """
 
 from __future__ import annotations
@@ -62,6 +64,27 @@ def register(commands: Commands) -> None:
     green.add_argument("--instrument", required=True, choices=("certificate", "contract", "onsite"))
     green.add_argument("--reference", default="")
     green.set_defaults(func=_green_add)
+
+    bills = commands.add(
+        "energy import", "import utility bills and manual meter readings (CSV or .xlsx)"
+    )
+    database_argument(bills)
+    bills.add_argument("file", type=Path, help="a .csv or .xlsx file (docs/energy.md, Bills)")
+    bills.add_argument(
+        "--dry-run", action="store_true", help="check every row and list the errors; store nothing"
+    )
+    bills.add_argument("--actor", help="who imports, for the ledger (default: cli:<login name>)")
+    bills.add_argument(
+        "--config", type=Path, help="config directory for site models the database does not have"
+    )
+    bills.set_defaults(func=_bills_import)
+
+    withdraw = commands.add("energy bill withdraw", "withdraw a bill imported by mistake")
+    database_argument(withdraw)
+    withdraw.add_argument("id", type=int, help="the bill's id (reports list it)")
+    withdraw.add_argument("--reason", required=True, help="why, for the ledger")
+    withdraw.add_argument("--actor", help="who, for the ledger (default: cli:<login name>)")
+    withdraw.set_defaults(func=_bill_withdraw)
 
 
 def _period_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,10 +186,20 @@ def _report_energy(args: argparse.Namespace) -> int:
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    # The series has no notes section: a missing holiday schedule goes to stderr, beside it.
+    # The series has no notes section: a missing holiday schedule goes to stderr, beside it,
+    # and so do the bills its meters measure (bill, metered, difference).
     for note in calendar_notes(site, since, until):
         print(f"警告：{note.message_zh}", file=sys.stderr)
         print(f"warning: {note.message}; {CALENDAR_AFFECTS}", file=sys.stderr)
+    for line in energy_out(site, args.space, (since, until), args.bucket, args.by, series).bills:
+        if line.metered is not None:
+            print(
+                f"bill {line.kind} {line.carrier} {line.device or line.space or site.site.id} "
+                f"{line.first_day}..{line.last_day}: bill {line.amount} {line.unit}, metered "
+                f"{line.metered} ({' + '.join(line.meters)}), metered - bill {line.difference}"
+                f" ({line.difference_pct} %)",
+                file=sys.stderr,
+            )
     if args.format == "csv":
         sys.stdout.write(energy_csv(series[0], site.site.timezone))
         return 0
@@ -243,4 +276,103 @@ def _green_add(args: argparse.Namespace) -> int:
         )
         conn.commit()
     print(f"recorded {kwh} kWh of green power for {args.site}, {first} to {last}")
+    return 0
+
+
+def _bills_import(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import getpass
+
+    from psycopg.errors import UniqueViolation
+
+    from energy.bills import MAX_FILE_BYTES, ImportError_, import_bills
+    from energy.reports import ReportError, load_site_model
+    from rules.site import SiteModel
+
+    path: Path = args.file
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            print(f"error: {path} is over {MAX_FILE_BYTES} bytes; split it", file=sys.stderr)
+            return 2
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    config_dir = args.config or Settings().config_dir
+    with _connect(args) as conn:
+        models: dict[str, SiteModel | None] = {}
+
+        def site_model(site_id: str) -> SiteModel | None:
+            if site_id not in models:
+                try:
+                    models[site_id] = load_site_model(conn, site_id, config_dir)
+                except ReportError:
+                    models[site_id] = None
+            return models[site_id]
+
+        try:
+            result = import_bills(
+                conn,
+                path.name,
+                data,
+                site_model,
+                actor=actor,
+                now=dt.datetime.now(dt.UTC),
+                dry_run=args.dry_run,
+            )
+        except ImportError_ as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
+        except UniqueViolation:
+            print(
+                "error: another import of these bills ran at the same time; retry", file=sys.stderr
+            )
+            return 1
+        if result.applied:
+            conn.commit()
+    for error in result.errors:
+        print(f"error: {path.name}: {error}", file=sys.stderr)
+    for change in result.changes:
+        where = change.device or change.space or change.site
+        print(
+            f"{change.action:<9} {change.site} {change.carrier} {where} "
+            f"{change.first_day}..{change.last_day} {change.kind} {change.quantity} {change.unit}"
+            + (
+                f" (was {change.previous['quantity']} {change.previous['unit']})"
+                if change.previous
+                else ""
+            )
+        )
+    state = (
+        "dry run, nothing stored"
+        if args.dry_run
+        else ("stored" if result.applied else "nothing stored (fix the errors)")
+    )
+    print(
+        f"{result.rows} rows: {result.new} new, {result.corrected} corrected, "
+        f"{result.unchanged} unchanged, {len(result.errors)} errors; {state}"
+    )
+    return 1 if result.errors else 0
+
+
+def _bill_withdraw(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import getpass
+
+    from energy.bills import withdraw_bill
+
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    with _connect(args) as conn:
+        bill = withdraw_bill(
+            conn, args.id, actor=actor, reason=args.reason, now=dt.datetime.now(dt.UTC)
+        )
+        if bill is None:
+            print(f"error: no current bill {args.id}", file=sys.stderr)
+            return 1
+        conn.commit()
+    print(
+        f"withdrew bill {bill.id}: {bill.site} {bill.carrier} {bill.first_day}..{bill.last_day} "
+        f"{bill.quantity} {bill.unit}"
+    )
     return 0

@@ -111,13 +111,13 @@ def test_report_energy_and_green_power(
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "start,end,key,carrier,value,unit,estimated"
+    assert lines[0] == "start,end,key,carrier,value,unit,estimated,billed,manual"
     assert (
-        "2023-01-01T00:00:00+08:00,2023-01-02T00:00:00+08:00,em-main,electricity,10.000,kWh,0.000"
+        "2023-01-01T00:00:00+08:00,2023-01-02T00:00:00+08:00,em-main,electricity,10.000,kWh,0.000,0.000,0.000"
         in lines
     )
     assert (
-        "2023-01-02T00:00:00+08:00,2023-01-03T00:00:00+08:00,em-main,electricity,20.000,kWh,0.000"
+        "2023-01-02T00:00:00+08:00,2023-01-03T00:00:00+08:00,em-main,electricity,20.000,kWh,0.000,0.000,0.000"
         in lines
     )
 

@@ -140,7 +140,7 @@ def test_sub_meters_leaving_seven_percent_unaccounted(
     floor = carbon_out(carbon_report(conn, site, day0, day1, space="f1"))
     assert next(c for c in floor.carriers if c.carrier == "electricity").consumption == 400
 
-    points, _, _ = energy_series(conn, site, day0, day1, "day", space="b", by="space")
+    points, _, _, _ = energy_series(conn, site, day0, day1, "day", space="b", by="space")
     assert {(p.key, p.value) for p in points} == {("f1", 400), ("f2", 530)}
 
 

@@ -57,7 +57,7 @@ def _figures(
     meters = [meter_out(line, zone).model_dump_json() for line in report.meters]
     outputs = [carbon_csv(report), *meters]
     for bucket in ("day", "hour"):
-        points, lines, _ = energy_series(conn, site, since, until, bucket, by="meter")  # type: ignore[arg-type]
+        points, lines, _, _ = energy_series(conn, site, since, until, bucket, by="meter")  # type: ignore[arg-type]
         outputs.append(energy_csv(points, zone))
         outputs.extend(meter_out(line, zone).model_dump_json() for line in lines)
     return tuple(outputs)
