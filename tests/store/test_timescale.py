@@ -253,3 +253,39 @@ def test_installed_but_not_preloaded_timescaledb_means_native_mode(
     migrate(fresh_database_url)
     with connect(fresh_database_url) as conn:
         assert storage_mode(conn) == "native"
+
+
+def compression_order(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute(
+        "SELECT orderby FROM timescaledb_information.hypertable_compression_settings"
+        " WHERE hypertable = 'readings'::regclass"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_compressed_readings_are_ordered_by_the_key(timescale_url: str) -> None:
+    """(ts, seq) inside a segment, the key's order: by ts alone TimescaleDB warned at every
+    migration that seq should be used for ordering."""
+    with connect(timescale_url) as conn:
+        assert compression_order(conn) == "ts,seq"
+
+
+def test_a_database_compressed_by_ts_alone_is_reordered_and_keeps_its_rows(
+    timescale_server: str, fresh_database_url: str
+) -> None:
+    migrate(fresh_database_url, target=8)
+    then = (START - dt.timedelta(days=30)).timestamp()
+    with connect(fresh_database_url) as conn:
+        conn.execute("ALTER TABLE readings SET (timescaledb.compress_orderby = 'ts')")
+        write_readings(
+            conn,
+            [ReadingRow("s", "d", "t", then, 20.0 + seq, seq, then) for seq in range(3)],
+        )
+        conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') c")
+        conn.commit()
+        assert compression_order(conn) == "ts"
+    migrate(fresh_database_url)
+    with connect(fresh_database_url) as conn:
+        assert compression_order(conn) == "ts,seq"
+        rows = conn.execute("SELECT seq, value FROM readings ORDER BY seq").fetchall()
+        assert rows == [(0, 20.0), (1, 21.0), (2, 22.0)]
