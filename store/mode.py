@@ -21,15 +21,19 @@ _cache: dict[str, Mode] = {}
 
 
 def choose_mode(conn: psycopg.Connection[Any]) -> Mode:
-    """Tries `CREATE EXTENSION IF NOT EXISTS timescaledb` inside a savepoint: `timescaledb`
-    when it succeeds, `native` when the extension is not installed or cannot be loaded (for
-    example missing from shared_preload_libraries). Runs in the caller's transaction."""
+    """`timescaledb` when the extension is installed and the server preloads it, then created
+    (`CREATE EXTENSION IF NOT EXISTS` inside a savepoint); `native` otherwise. Runs in the
+    caller's transaction.
+
+    The preload is checked before the extension is created, not inferred from a failure:
+    TimescaleDB installed but missing from `shared_preload_libraries` answers `CREATE
+    EXTENSION` with a FATAL that ends the session, which no savepoint catches."""
     if os.environ.get(FORCE_NATIVE_ENV, "").lower() in {"1", "true", "yes"}:
         return "native"
     available = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
     ).fetchone()
-    if not available:
+    if not available or not timescaledb_preloaded(conn):
         return "native"
     try:
         with conn.transaction():
@@ -37,6 +41,20 @@ def choose_mode(conn: psycopg.Connection[Any]) -> Mode:
     except psycopg.Error:
         return "native"
     return "timescaledb"
+
+
+def timescaledb_preloaded(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server loaded TimescaleDB's loader at start (`shared_preload_libraries`).
+
+    Read from the setting the loader registers, not from `shared_preload_libraries` itself,
+    which only superusers and members of pg_read_all_settings may read: a migration login is
+    neither. A value for it in postgresql.conf without the loader stays a placeholder, which
+    pg_settings does not list."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_settings"
+        " WHERE name = 'timescaledb.max_background_workers' AND vartype = 'integer'"
+    ).fetchone()
+    return row is not None
 
 
 def storage_mode(conn: psycopg.Connection[Any]) -> Mode:

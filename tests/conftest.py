@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import pytest
 from hypothesis import settings
 
 from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from config.holidays import install_official_calendar
 from rules.holidays import OfficialCalendar, official_calendar, use_official_calendar
+from store.mode import FORCE_NATIVE_ENV, timescaledb_preloaded
 from tests.support import mqtt_publisher, throwaway_database
 
 # Schedules judge working days with the bundled official holiday schedules, as the service and
@@ -109,6 +111,33 @@ def fresh_database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, for tests that must start from nothing."""
     with throwaway_database(pg_server_url, "cw_test") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def timescale_server_status(pg_server_url: str) -> str | None:
+    """Why the test server cannot run TimescaleDB tests, or None when it can: the extension
+    installed and its loader preloaded (installed alone, `CREATE EXTENSION` is fatal)."""
+    with psycopg.connect(pg_server_url) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        if available is None:
+            return "the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)"
+        if not timescaledb_preloaded(conn):
+            return "the test server has TimescaleDB but does not preload it"
+    return None
+
+
+@pytest.fixture
+def timescale_server(
+    pg_server_url: str, timescale_server_status: str | None, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The test server, for a test of the TimescaleDB mode: skipped unless the server runs
+    TimescaleDB, and the native mode no longer forced."""
+    if timescale_server_status is not None:
+        pytest.skip(timescale_server_status)
+    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
+    return pg_server_url
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,9 @@ conflict target) uses the same way.
 TimescaleDB refuses a new unique index on a hypertable with compression enabled, so in that
 mode the compression policy is removed, compressed chunks decompressed, compression switched
 off, the key replaced, then compression and its policy set up again as in 0001 (the policy
-recompresses the old chunks on its next runs).
+recompresses the old chunks on its next runs), ordered by (ts, seq) inside a segment: the key's
+order, for which TimescaleDB otherwise warns at every migration (0009 sets it where this
+migration ran with the order by ts alone).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def upgrade(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         "ALTER TABLE readings SET (timescaledb.compress,"
         " timescaledb.compress_segmentby = 'site, device, metric',"
-        " timescaledb.compress_orderby = 'ts')"
+        " timescaledb.compress_orderby = 'ts, seq')"
     )
     conn.execute(
         "SELECT add_compression_policy('readings'::regclass, compress_after => %s::interval)",

@@ -22,7 +22,7 @@ from config.files import LoadedConfig
 from store import ledger
 from store.errors import MigrationError
 from store.migrate import migrate
-from store.mode import FORCE_NATIVE_ENV, storage_mode
+from store.mode import storage_mode
 from store.partitions import apply_retention, ensure_partitions, existing_days
 from store.pool import connect
 from store.roles import (
@@ -219,7 +219,7 @@ def deployer(server_url: str, suffix: str) -> tuple[str, str, str]:
 
 
 def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
-    pg_server_url: str, migrated: str
+    pg_server_url: str, migrated: str, timescale_server_status: str | None
 ) -> None:
     """No superuser needed to deploy: the database's owner, a member of the owner role (the
     roles made beforehand, here by the `migrated` fixture), migrates and hands everything over."""
@@ -230,7 +230,7 @@ def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
         admin.execute(f"CREATE DATABASE {database} OWNER {login}")
     try:
         pending = True
-        if _timescaledb_available(pg_server_url):
+        if timescale_server_status is None:
             # Handing hypertables over hands their chunks over too, in TimescaleDB's schema,
             # where only the administrator can let the owner role create.
             with pytest.raises(MigrationError, match="GRANT CREATE ON SCHEMA _timescaledb_int"):
@@ -255,23 +255,6 @@ def test_a_login_that_is_a_member_of_the_owner_role_may_run_the_migrations(
         with psycopg.connect(pg_server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {login}")
-
-
-@pytest.fixture
-def timescale_server(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The test server, skipping the test unless it has TimescaleDB."""
-    if not _timescaledb_available(pg_server_url):
-        pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
-    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
-    return pg_server_url
-
-
-def _timescaledb_available(server_url: str) -> bool:
-    with psycopg.connect(server_url) as conn:
-        row = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ).fetchone()
-    return row is not None
 
 
 @contextmanager

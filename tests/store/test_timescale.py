@@ -12,7 +12,7 @@ import pytest
 
 from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
-from store.mode import FORCE_NATIVE_ENV, storage_mode
+from store.mode import FORCE_NATIVE_ENV, choose_mode, storage_mode, timescaledb_preloaded
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect
 from store.readings import consumption, query_readings
@@ -21,19 +21,6 @@ from store.rollups import refresh_rollups
 pytestmark = [pytest.mark.integration, pytest.mark.timescale]
 
 START = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def timescale_server(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The test server, skipping the test unless it has TimescaleDB."""
-    with psycopg.connect(pg_server_url) as conn:
-        row = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ).fetchone()
-    if row is None:
-        pytest.skip("the test server has no TimescaleDB (set CLAUSEWATCH_TEST_DATABASE_URL)")
-    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
-    return pg_server_url
 
 
 @pytest.fixture
@@ -246,3 +233,59 @@ def test_statistics_before_the_retention_come_from_the_aggregates(timescale_url:
         assert query_readings(conn, "s1", "t1", "temperature", *window, "1h") == before
         (day,) = query_readings(conn, "s1", "t1", "temperature", *window, "1d")
         assert day.count == 12  # type: ignore[union-attr]
+
+
+def test_installed_but_not_preloaded_timescaledb_means_native_mode(
+    pg_server_url: str, fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CREATE EXTENSION on such a server ends the session with a FATAL no savepoint catches:
+    the mode is chosen before trying, and `db upgrade` completes in native mode."""
+    with psycopg.connect(pg_server_url) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        preloaded = timescaledb_preloaded(conn)
+    if available is None or preloaded:
+        pytest.skip("needs a server with TimescaleDB installed but not preloaded")
+    monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
+    with connect(fresh_database_url) as conn:
+        assert choose_mode(conn) == "native"
+    migrate(fresh_database_url)
+    with connect(fresh_database_url) as conn:
+        assert storage_mode(conn) == "native"
+
+
+def compression_order(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute(
+        "SELECT orderby FROM timescaledb_information.hypertable_compression_settings"
+        " WHERE hypertable = 'readings'::regclass"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_compressed_readings_are_ordered_by_the_key(timescale_url: str) -> None:
+    """(ts, seq) inside a segment, the key's order: by ts alone TimescaleDB warned at every
+    migration that seq should be used for ordering."""
+    with connect(timescale_url) as conn:
+        assert compression_order(conn) == "ts,seq"
+
+
+def test_a_database_compressed_by_ts_alone_is_reordered_and_keeps_its_rows(
+    timescale_server: str, fresh_database_url: str
+) -> None:
+    migrate(fresh_database_url, target=8)
+    then = (START - dt.timedelta(days=30)).timestamp()
+    with connect(fresh_database_url) as conn:
+        conn.execute("ALTER TABLE readings SET (timescaledb.compress_orderby = 'ts')")
+        write_readings(
+            conn,
+            [ReadingRow("s", "d", "t", then, 20.0 + seq, seq, then) for seq in range(3)],
+        )
+        conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') c")
+        conn.commit()
+        assert compression_order(conn) == "ts"
+    migrate(fresh_database_url)
+    with connect(fresh_database_url) as conn:
+        assert compression_order(conn) == "ts,seq"
+        rows = conn.execute("SELECT seq, value FROM readings ORDER BY seq").fetchall()
+        assert rows == [(0, 20.0), (1, 21.0), (2, 22.0)]
