@@ -634,7 +634,14 @@ class TargetsUpdate(Input):
 class ActionCreate(Input):
     action: Prose
     owner: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    deadline: AwareDatetime
+    deadline: AwareDatetime = Field(description="限期: with a UTC offset, years 2000 to 2100")
+
+    @field_validator("deadline")
+    @classmethod
+    def _plausible(cls, value: dt.datetime) -> dt.datetime:
+        if not 2000 <= value.year <= 2100:
+            raise ValueError("a deadline between the years 2000 and 2100")
+        return value
 
 
 class EvaluationCreate(Input):
