@@ -1,6 +1,7 @@
 """The register and statistics pages in headless Chromium against the running API: a Chinese
 search finds its clause, a click shows its versions and what changed; the statistics page shows
-the organisation and the site's figures. Screenshots land in the artifacts folder."""
+the organisation and the site's figures, with targets and attainment in Chinese and English.
+Screenshots land in the artifacts folder."""
 
 from __future__ import annotations
 
@@ -41,4 +42,15 @@ def test_register_and_statistics_pages(
         page.click("button[type=submit]")
         expect(page.locator("#org")).to_contain_text("lixia")
         expect(page.locator("#site")).to_contain_text("告警系统健康度")
+        # Targets of the plan and attainment, for the city and for the site (issue 21).
+        city = page.locator("#org .attainment")
+        expect(city).to_contain_text("目标与达标")
+        expect(city).to_contain_text("标准实施效果评价比例")
+        expect(city).to_contain_text("≥ 30.0%")
+        expect(page.locator("#org table").last).to_contain_text("未达标指标")
+        expect(page.locator("#site .attainment")).to_contain_text("关键标准实施覆盖率")
+        expect(page.locator("#site")).to_contain_text("实施评价")
         page.screenshot(path=str(artifacts_dir / "statistics-jinan.png"), full_page=True)
+        page.locator("#lang-toggle").click()
+        expect(page.locator("#org .attainment h3")).to_have_text("Targets and attainment")
+        expect(page.locator("#org .attainment")).to_contain_text("evaluated share")
