@@ -81,7 +81,8 @@ class EvaluationReport(BaseModel):
     worst_spaces: list[NamedCompliance]
     overdue_obligations: list[OverdueObligation]
     ledger: list[LedgerRow]
-    # Implementation evaluations people recorded for this quarter, with their actions.
+    # Implementation evaluations people recorded for this quarter, with their actions as they
+    # stood at `generated_at`.
     evaluations: list[Evaluation] = []
     # Days of the period (or the coming year) without the State Council's holiday schedule:
     # clauses scheduled on working days are judged there by the fallback rule.
@@ -164,7 +165,8 @@ def build_report(
         ),
         overdue_obligations=overdue,
         ledger=ledger,
-        evaluations=list_evaluations(conn, [site], at=min(end, now), since=start, until=end),
+        # their actions as they stand when the report is made (overdue by then)
+        evaluations=list_evaluations(conn, [site], at=now, since=start, until=end),
         holiday_calendar=site_calendar_notes(
             holidays_kind,
             start.date(),

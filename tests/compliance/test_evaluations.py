@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.tokens import create_token
 from compliance.evaluations import PlannedAction, record_evaluation
-from compliance.reports import generate_due_reports
+from compliance.reports import generate_due_reports, generate_report
 from compliance.statistics import site_statistics
 from tests.compliance.conftest import PRIVATE_SITE, PUBLIC_SITE, auth
 
@@ -104,6 +104,16 @@ def test_an_action_is_overdue_past_its_deadline_until_it_is_done(
     late = site_statistics(conn, PUBLIC_SITE, *window, DEADLINE + dt.timedelta(days=1))
     assert [(a.id, a.overdue) for a in late.open_actions] == [(action_id, True)]
     assert late.overdue_actions == 1
+    # The quarter's report, made after the deadline, lists the evaluation and the overdue action.
+    report_id, report = generate_report(conn, PUBLIC_SITE, "2026Q3", "test", NOW)
+    conn.commit()
+    assert [(e.id, e.actions[0].overdue) for e in report.evaluations] == [(evaluation.id, True)]
+    html, csv = conn.execute(
+        "SELECT html, csv FROM evaluation_reports WHERE id = %s", (report_id,)
+    ).fetchone() or ("", "")
+    assert "问卷 40 份，满意度一般" in html and "更换二号办公室温控器" in html
+    assert "逾期 overdue" in html and "问卷调查" in html
+    assert f"improvement_action,{action_id},state,overdue" in csv
     token, actor = manager
     listed = client.get("/api/v1/evaluations", headers=auth(token)).json()
     assert [(a["id"], a["overdue"]) for e in listed for a in e["actions"]] == [(action_id, True)]
