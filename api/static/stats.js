@@ -62,6 +62,80 @@ function attainment(a) {
 
 const missed = (a) => a.figures.filter((f) => f.met === false).map((f) => L(f.name, f.name_zh)).join(", ") || "–";
 
+// How an evaluation was made (compliance/evaluations.py, Method): [English, Chinese].
+const METHODS = {
+  inspection: ["on-site inspection", "现场检查"], records: ["records review", "资料查阅"],
+  survey: ["occupant survey", "问卷调查"], measurement: ["measurement", "检测"],
+  interview: ["interviews", "座谈访谈"],
+};
+
+// The open improvement actions, each with a button that records it done (限期整改).
+function openActions(actions) {
+  const t = table(L(["clause", "action", "owner", "deadline", "state", ""], ["条款", "措施", "责任人", "期限", "状态", ""]), []);
+  t.classList.add("actions");
+  for (const a of actions) {
+    const r = el("tr");
+    [a.clause_id, a.action, a.owner, a.deadline.slice(0, 10)].forEach((v) => r.append(el("td", v)));
+    r.append(el("td", a.overdue ? L("overdue", "逾期") : L("open", "进行中"), { class: a.overdue ? "unmet" : "" }));
+    const done = el("button", L("Mark done", "标记完成"), { type: "button" });
+    done.addEventListener("click", () => act(() => send("PATCH", `evaluations/actions/${a.id}`, { state: "done" }),
+      L("Action closed", "已记录完成")));
+    const cell = el("td");
+    cell.append(done);
+    r.append(cell);
+    t.append(r);
+  }
+  return t;
+}
+
+// The quarter a date falls in ("2026Q4"), in local time.
+function quarterOf(day) {
+  return `${day.getFullYear()}Q${Math.floor(day.getMonth() / 3) + 1}`;
+}
+
+// A person's implementation evaluation of a clause at this site (POST /evaluations).
+function evaluationForm(s) {
+  const f = el("form", undefined, { id: "evaluate", class: "evaluate" });
+  const field = (label, input) => { const l = el("label", label); l.append(input); f.append(l); return input; };
+  const clause = field(L("Clause", "条款"), el("select", undefined, { name: "clause_id", required: "" }));
+  s.clauses_in_force.forEach((c) => clause.append(el("option", c, { value: c })));
+  const until = form.elements.until.value ? new Date(`${form.elements.until.value}T00:00:00`) : new Date();
+  field(L("Quarter", "季度"), el("input", undefined, { name: "period", required: "", pattern: "\\d{4}Q[1-4]", size: "7", value: quarterOf(until) }));
+  const method = field(L("Method", "方法"), el("select", undefined, { name: "method" }));
+  for (const [value, names] of Object.entries(METHODS)) method.append(el("option", L(...names), { value }));
+  const score = field(L("Satisfaction", "满意度"), el("select", undefined, { name: "satisfaction" }));
+  for (const n of [5, 4, 3, 2, 1]) score.append(el("option", String(n), { value: String(n) }));
+  field(L("Findings", "发现"), el("textarea", undefined, { name: "findings", required: "", maxlength: "4000", rows: "2" }));
+  field(L("Improvement action", "整改措施"), el("input", undefined, { name: "action", maxlength: "4000" }));
+  field(L("Owner", "责任人"), el("input", undefined, { name: "owner", maxlength: "200", size: "10" }));
+  field(L("Deadline", "期限"), el("input", undefined, { name: "deadline", type: "date" }));
+  f.append(el("button", L("Record evaluation", "记录评价"), { type: "submit" }));
+  f.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const v = (name) => f.elements[name].value.trim();
+    const body = {
+      site: s.site, clause_id: v("clause_id"), period: v("period"), method: v("method"),
+      findings: v("findings"), satisfaction: Number(v("satisfaction")), actions: [],
+    };
+    if (v("action")) {
+      body.actions.push({ action: v("action"), owner: v("owner"), deadline: `${v("deadline")}T18:00:00+08:00` });
+    }
+    act(() => send("POST", "evaluations", body), L("Evaluation recorded", "已记录评价"));
+  });
+  return f;
+}
+
+// A write, then the figures again with what it changed; a refusal is said in the status line.
+async function act(write, said) {
+  try {
+    await write();
+    await show();
+    statusLine.textContent = said;
+  } catch (error) {
+    statusLine.textContent = `${L("Not saved", "未保存")}: ${error.message}`;
+  }
+}
+
 function period() {
   const day = (v) => (v ? `${v}T00:00:00+08:00` : "");
   return { since: day(form.elements.since.value), until: day(form.elements.until.value) };
@@ -103,9 +177,7 @@ async function showSite() {
   ]));
   section.append(attainment(s.attainment));
   section.append(el("h3", L("Improvement actions open", "整改中的措施")));
-  section.append(table(L(["clause", "action", "owner", "deadline", "state"], ["条款", "措施", "责任人", "期限", "状态"]),
-    s.open_actions.map((a) => [a.clause_id, a.action, a.owner, a.deadline.slice(0, 10),
-      a.overdue ? L("overdue", "逾期") : L("open", "进行中")])));
+  section.append(openActions(s.open_actions));
   section.append(el("h3", L("Alerts by clause and severity", "按条款和级别的告警")));
   section.append(table(L(["clause", "severity", "alerts"], ["条款", "级别", "告警"]), s.alerts_by_clause.map((a) => [a.clause_id, a.severity, a.alerts])));
   section.append(el("h3", L("Alarm-system health", "告警系统健康度")));
@@ -121,7 +193,8 @@ async function showSite() {
   const evaluations = await api("evaluations", { site, ...period() });
   section.append(el("h3", L("Implementation evaluations", "实施评价")));
   section.append(table(L(["period", "clause", "method", "satisfaction", "by"], ["期间", "条款", "方法", "满意度", "评价人"]),
-    evaluations.map((e) => [e.period, e.clause_id, e.method, `${e.satisfaction}/5`, e.evaluated_by])));
+    evaluations.map((e) => [e.period, e.clause_id, L(...METHODS[e.method]), `${e.satisfaction}/5`, e.evaluated_by])));
+  section.append(evaluationForm(s));
   const reports = await api("reports", { site });
   const box = document.getElementById("reports");
   box.replaceChildren(el("h3", L("Evaluation reports", "评价报告")));
