@@ -41,6 +41,10 @@ class UnknownAction(LookupError):
     pass
 
 
+class ActionUnchanged(ValueError):
+    """The action is already in the state asked for (done twice would rewrite who and when)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlannedAction:
     action: str
@@ -246,17 +250,19 @@ def update_action(
     now: dt.datetime,
 ) -> ImprovementAction:
     """Marks an action done (who, when) or open again, with a ledger entry. Raises
-    UnknownAction. Does not commit."""
+    UnknownAction, ActionUnchanged. Does not commit."""
     row = conn.execute(
         "UPDATE improvement_actions SET state = %(state)s,"
         " done_by = CASE WHEN %(state)s = 'done' THEN %(actor)s END,"
         " done_at = CASE WHEN %(state)s = 'done' THEN %(now)s::timestamptz END,"
         " note = coalesce(%(note)s, note), updated_by = %(actor)s, updated_at = %(now)s"
-        " WHERE id = %(id)s RETURNING site",
+        " WHERE id = %(id)s AND state <> %(state)s RETURNING site",
         {"state": state, "actor": actor, "now": now, "note": note, "id": action_id},
     ).fetchone()
     if row is None:
-        raise UnknownAction(action_id)
+        if action_site(conn, action_id) is None:
+            raise UnknownAction(action_id)
+        raise ActionUnchanged(f"the action is already {state}")
     ledger.append(
         conn,
         [

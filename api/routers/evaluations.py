@@ -22,6 +22,7 @@ from api.models import (
     problems,
 )
 from compliance.evaluations import (
+    ActionUnchanged,
     NotInForce,
     PlannedAction,
     UnknownAction,
@@ -85,11 +86,12 @@ def create_evaluation(body: EvaluationCreate, conn: DbConn, principal: AlertActo
     return recorded
 
 
-@router.patch("/actions/{action_id}", responses=problems(401, 403, 404))
+@router.patch("/actions/{action_id}", responses=problems(401, 403, 404, 409))
 def change_action(
     action_id: RowId, body: ActionUpdate, conn: DbConn, principal: AlertActor
 ) -> ImprovementAction:
-    """Done records who closed it and when; open again clears that (both go to the ledger)."""
+    """Done records who closed it and when; open again clears that (both go to the ledger).
+    409 when it is already in that state."""
     principal.require_visible(action_site(conn, action_id), "action")
     try:
         changed = update_action(
@@ -97,6 +99,8 @@ def change_action(
         )
     except UnknownAction as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "action not found") from exc
+    except ActionUnchanged as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     conn.commit()
     return changed
 

@@ -127,6 +127,10 @@ def test_an_action_is_overdue_past_its_deadline_until_it_is_done(
     closed = done.json()
     assert (closed["state"], closed["done_by"], closed["overdue"]) == ("done", actor, False)
     assert closed["note"] == "已更换，复测 25.8℃"
+    twice = client.patch(
+        f"/api/v1/evaluations/actions/{action_id}", json={"state": "done"}, headers=auth(token)
+    )
+    assert twice.status_code == 409  # who closed it and when stay as recorded
     after = site_statistics(
         conn, PUBLIC_SITE, *window, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     )
