@@ -32,6 +32,7 @@ from api.routers import (
     clauses,
     compliance,
     energy,
+    evaluations,
     health,
     ledger,
     public,
@@ -104,7 +105,7 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
-    for module in (register, statistics, reports, public):
+    for module in (register, statistics, reports, evaluations, public):
         app.include_router(module.router, prefix=API_PREFIX)
     for pages in (register.pages, statistics.pages, public.pages):
         app.include_router(pages)

@@ -33,6 +33,9 @@ from pydantic import (
 )
 
 from compliance.backtest import BacktestResult as BacktestResult
+from compliance.evaluations import ActionState, Method
+from compliance.evaluations import Evaluation as Evaluation
+from compliance.evaluations import ImprovementAction as ImprovementAction
 from compliance.public import PublicSite as PublicSite
 from compliance.rates import ClauseCompliance as ClauseCompliance
 from compliance.rates import ComplianceReport as ComplianceReport
@@ -47,6 +50,8 @@ from compliance.reports import EvaluationReport as EvaluationReport
 from compliance.reports import StoredReport as StoredReport
 from compliance.statistics import OrgStatistics as OrgStatistics
 from compliance.statistics import SiteStatistics as SiteStatistics
+from compliance.targets import Attainment as Attainment
+from compliance.targets import TargetSetting as TargetSetting
 from energy.factors import ALL_IN
 from energy.factors import EmissionFactor as EmissionFactor
 from energy.render import CarbonReportOut as CarbonReportOut
@@ -602,9 +607,60 @@ class BacktestRequest(Input):
     )
 
 
+Quarter = Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
+OrgNode = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,63}(/[a-z0-9][a-z0-9_-]{0,63})*)?$", max_length=400
+    ),
+]
+
+
 class ReportCreate(Input):
     site: SiteId
-    period: Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
+    period: Quarter
+
+
+class TargetsUpdate(Input):
+    """A node's own targets (shares 0..1): `path` city, city/district or city/district/unit
+    of the site model's `org`; "" sets them for every site."""
+
+    path: OrgNode
+    compliance_rate: float = Field(ge=0, le=1, description="标准达标率; the plan: 0.90")
+    key_clause_coverage: float = Field(ge=0, le=1, description="关键标准实施覆盖率; the plan: 0.95")
+    evaluated_share: float = Field(ge=0, le=1, description="标准实施效果评价比例; the plan: 0.30")
+
+
+class ActionCreate(Input):
+    action: Prose
+    owner: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    deadline: AwareDatetime = Field(description="限期: with a UTC offset, years 2000 to 2100")
+
+    @field_validator("deadline")
+    @classmethod
+    def _plausible(cls, value: dt.datetime) -> dt.datetime:
+        if not 2000 <= value.year <= 2100:
+            raise ValueError("a deadline between the years 2000 and 2100")
+        return value
+
+
+class EvaluationCreate(Input):
+    """An implementation evaluation a person completed for a clause at a site for a quarter."""
+
+    site: SiteId
+    clause_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    period: Quarter
+    method: Method
+    findings: Prose
+    satisfaction: int = Field(ge=1, le=5, description="满意度 1 (poor) to 5 (very good)")
+    actions: list[ActionCreate] = Field(default=[], max_length=50)
+
+
+class ActionUpdate(Input):
+    """Close an improvement action (done: who and when are recorded) or open it again."""
+
+    state: ActionState
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] | None = None
 
 
 # ---- health ----

@@ -1,8 +1,10 @@
 """Quarterly self-evaluation reports per site: the figures of `statistics.site_statistics`, the
 worst clauses and spaces, overdue obligations and the ledger excerpt of closed alerts with
-their corrective actions; printable HTML with inline SVG charts, and CSV; stored in
-`evaluation_reports` (every generation is kept; the newest of a period is current). A stored
-report counts its clauses as evaluated for the evaluated share.
+their corrective actions, attainment against the targets of the plan, the implementation
+evaluations people recorded for the quarter with their improvement actions (overdue flagged);
+printable HTML with inline SVG charts, and CSV; stored in `evaluation_reports` (every generation
+is kept; the newest of a period is current). A generated report evaluates nothing: the evaluated
+share counts only evaluations people recorded (compliance/evaluations.py).
 
 Periods are calendar quarters in the site's timezone: "2026Q3" is [07-01 00:00, 10-01 00:00)
 local time.
@@ -13,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-import re
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -22,19 +23,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
+from compliance.evaluations import METHOD_NAMES, Evaluation, list_evaluations
+from compliance.periods import BadPeriod, last_complete_quarter, quarter_bounds
 from compliance.statistics import SiteStatistics, site_statistics
 from config import csvcells
 from config.templates import render
 from rules.holidays import CalendarNote, site_calendar_notes
 from store import registry
 
-PERIOD = re.compile(r"^(\d{4})Q([1-4])$")
 WORST = 5  # clauses and spaces listed as the worst
 LEDGER_ROWS = 200  # the excerpt, newest closings first; the full 台账 is `report ledger`
-
-
-class BadPeriod(ValueError):
-    pass
 
 
 class NamedCompliance(BaseModel):
@@ -83,6 +81,9 @@ class EvaluationReport(BaseModel):
     worst_spaces: list[NamedCompliance]
     overdue_obligations: list[OverdueObligation]
     ledger: list[LedgerRow]
+    # Implementation evaluations people recorded for this quarter, with their actions as they
+    # stood at `generated_at`.
+    evaluations: list[Evaluation] = []
     # Days of the period (or the coming year) without the State Council's holiday schedule:
     # clauses scheduled on working days are judged there by the fallback rule.
     holiday_calendar: list[CalendarNote] = []
@@ -98,30 +99,6 @@ class StoredReport(BaseModel):
     generated_at: dt.datetime
     compliance_rate: float | None
     evaluated_clauses: int
-
-
-def quarter_bounds(period: str, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) of a quarter "YYYYQn" in `zone`, as aware datetimes. Raises BadPeriod."""
-    match = PERIOD.match(period)
-    if match is None:
-        raise BadPeriod(f"{period!r} is not a quarter such as 2026Q3")
-    year, quarter = int(match.group(1)), int(match.group(2))
-    if not 1990 <= year <= 2100:
-        raise BadPeriod("the year must be between 1990 and 2100")
-    start = dt.datetime(year, 3 * quarter - 2, 1, tzinfo=zone)
-    end = (
-        dt.datetime(year + 1, 1, 1, tzinfo=zone)
-        if quarter == 4
-        else dt.datetime(year, 3 * quarter + 1, 1, tzinfo=zone)
-    )
-    return start, end
-
-
-def last_complete_quarter(now: dt.datetime, zone: ZoneInfo) -> str:
-    """The newest quarter that has ended at `now` in `zone`."""
-    local = now.astimezone(zone)
-    quarter = (local.month - 1) // 3  # the current quarter's index 0..3; the previous one ends
-    return f"{local.year - 1}Q4" if quarter == 0 else f"{local.year}Q{quarter}"
 
 
 def build_report(
@@ -188,6 +165,8 @@ def build_report(
         ),
         overdue_obligations=overdue,
         ledger=ledger,
+        # their actions as they stand when the report is made (overdue by then)
+        evaluations=list_evaluations(conn, [site], at=now, since=start, until=end),
         holiday_calendar=site_calendar_notes(
             holidays_kind,
             start.date(),
@@ -263,7 +242,8 @@ def list_reports(conn: psycopg.Connection[Any], sites: list[str] | None) -> list
         rows = cur.execute(
             "SELECT id, site, period, period_start, period_end, generated_by, generated_at,"
             " (figures -> 'statistics' ->> 'compliance_rate')::float8 AS compliance_rate,"
-            " cardinality(clauses) AS evaluated_clauses FROM evaluation_reports"
+            " jsonb_array_length(figures -> 'statistics' -> 'evaluated_clauses')"
+            " AS evaluated_clauses FROM evaluation_reports"
             " WHERE %(sites)s::text[] IS NULL OR site = ANY(%(sites)s)"
             " ORDER BY period_start DESC, site, id DESC",
             {"sites": sites},
@@ -331,6 +311,8 @@ def render_html(report: EvaluationReport) -> str:
         severities=severities,  # the severity chart: alerts started in the period
         colours=SEVERITY_COLOURS,
         calendar_affects=CALENDAR_AFFECTS,
+        methods=METHOD_NAMES,
+        actions=[action for e in report.evaluations for action in e.actions],
     )
 
 
@@ -385,6 +367,30 @@ def render_csv(report: EvaluationReport) -> str:
         writer.writerow(["data_quality", device.device, "clauses", " ".join(device.clauses)])
     for count in stats.alerts_by_clause:
         writer.writerow(["alerts", count.clause_id, count.severity, count.alerts])
+    for figure in stats.attainment.figures:
+        writer.writerow(["target", figure.figure, "target", figure.target])
+        writer.writerow(
+            ["target", figure.figure, "met", "" if figure.met is None else str(figure.met).lower()]
+        )
+    for evaluation in report.evaluations:
+        subject = f"{evaluation.id} {evaluation.clause_id}"
+        writer.writerow(["evaluation", subject, "method", evaluation.method])
+        writer.writerow(["evaluation", subject, "satisfaction", evaluation.satisfaction])
+        writer.writerow(["evaluation", subject, "findings", evaluation.findings])
+        writer.writerow(["evaluation", subject, "evaluated_by", evaluation.evaluated_by])
+        for action in evaluation.actions:
+            writer.writerow(
+                [
+                    "improvement_action",
+                    action.id,
+                    "state",
+                    "overdue" if action.overdue else action.state,
+                ]
+            )
+            writer.writerow(["improvement_action", action.id, "owner", action.owner])
+            writer.writerow(
+                ["improvement_action", action.id, "deadline", action.deadline.isoformat()]
+            )
     for o in report.overdue_obligations:
         writer.writerow(["overdue_obligation", o.clause_id, o.space, o.started_at.isoformat()])
     for r in report.ledger:

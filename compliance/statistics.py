@@ -7,8 +7,11 @@ the health of the alarm system. Definitions (docs/register.md):
   1 − not-assessable share.
 - clauses in force at a site: a version in force at t = min(until, now) whose `applies_to`
   selects a space or device of the site (the definition coverage uses, for every clause).
-- evaluated share = clauses in force that an evaluation report of a period overlapping
-  [since, until) evaluated ÷ clauses in force.
+- evaluated share = clauses in force that a person evaluated (compliance/evaluations.py) for a
+  quarter overlapping [since, until) ÷ clauses in force. Generated reports count for nothing.
+- improvement actions: open at t (recorded by t, not done by t), overdue when past their deadline.
+- attainment: each of compliance rate, key-clause coverage and evaluated share against the
+  targets of the node (compliance/targets.py), with the sites below the target.
 - alerts by clause and severity: alerts started in [since, until).
 - mean time to acknowledge / close: over alerts confirmed in the period and acknowledged /
   closed since, from `confirmed_at`.
@@ -29,16 +32,20 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from compliance.evaluations import (
+    ImprovementAction,
+    clauses_in_force,
+    evaluated_clauses,
+    site_actions,
+)
 from compliance.rates import (
     ClauseCompliance,
     Coverage,
     DeviceDataQuality,
     SpaceCompliance,
     compliance_report,
-    selection,
-    site_facts,
-    versions_in_force,
 )
+from compliance.targets import Attainment, Figure, TargetTable, attainment, load_targets
 from store import registry
 from store.registry import UnknownSite
 
@@ -108,6 +115,10 @@ class SiteStatistics(BaseModel):
     clauses_in_force: list[str]
     evaluated_clauses: list[str]
     evaluated_share: float | None
+    attainment: Attainment
+    # Improvement actions of evaluations open at t, earliest deadline first (`overdue` flags).
+    open_actions: list[ImprovementAction]
+    overdue_actions: int
     alerts: int
     open_alerts: int
     alerts_by_clause: list[AlertCount]
@@ -133,6 +144,9 @@ class OrgSummary(BaseModel):
     data_quality_s: float
     key_clause_coverage: float | None
     evaluated_share: float | None
+    attainment: Attainment
+    open_actions: int
+    overdue_actions: int
     alerts: int
     open_alerts: int
     mean_time_to_acknowledge_s: float | None
@@ -152,8 +166,10 @@ def site_statistics(
     since: dt.datetime,
     until: dt.datetime,
     now: dt.datetime,
+    targets: TargetTable | None = None,
 ) -> SiteStatistics:
-    """Every figure of one site over [since, until). Raises UnknownSite."""
+    """Every figure of one site over [since, until), its attainment against its unit's targets
+    (`targets`: the table of compliance.targets, read when not given). Raises UnknownSite."""
     registered = registry.site_row(conn, site)
     if registered is None:
         raise UnknownSite(site)
@@ -161,7 +177,15 @@ def site_statistics(
     report = compliance_report(conn, [site], since, until, now)
     figures = report.sites[0]
     in_force = clauses_in_force(conn, site, since, until, now)
-    evaluated = sorted(set(in_force) & _evaluated(conn, site, since, until))
+    evaluated = sorted(set(in_force) & evaluated_clauses(conn, site, since, until))
+    evaluated_share = len(evaluated) / len(in_force) if in_force else None
+    org = list(registered.info.get("org") or [])
+    values: dict[Figure, float | None] = {
+        "compliance_rate": figures.rate,
+        "key_clause_coverage": figures.coverage.rate,
+        "evaluated_share": evaluated_share,
+    }
+    actions = site_actions(conn, site, at)
     alerts = _alert_figures(conn, site, since, until, at)
     always = [
         ClauseFiring(clause_id=c.clause_id, rate=c.rate)
@@ -182,7 +206,7 @@ def site_statistics(
     return SiteStatistics(
         site=site,
         name=registered.name,
-        org=list(registered.info.get("org") or []),
+        org=org,
         since=since,
         until=until,
         counted_until=figures.counted_until,
@@ -198,7 +222,15 @@ def site_statistics(
         coverage=figures.coverage,
         clauses_in_force=in_force,
         evaluated_clauses=evaluated,
-        evaluated_share=len(evaluated) / len(in_force) if in_force else None,
+        evaluated_share=evaluated_share,
+        attainment=attainment(
+            load_targets(conn) if targets is None else targets,
+            unit_path(org, site),
+            values,
+            {site: values},
+        ),
+        open_actions=actions,
+        overdue_actions=sum(a.overdue for a in actions),
         alerts=sum(c.alerts for c in alerts["by_clause"]),
         open_alerts=figures.open_alerts,
         alerts_by_clause=alerts["by_clause"],
@@ -219,33 +251,9 @@ def site_statistics(
     )
 
 
-def clauses_in_force(
-    conn: psycopg.Connection[Any],
-    site: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    now: dt.datetime,
-) -> list[str]:
-    """Clauses with a version in force at min(until, now) that select something at the site."""
-    facts = site_facts(conn, site, since, until, now)
-    versions = versions_in_force(conn, min(until, now).date())
-    found = []
-    for clause_id, version in sorted(versions.items()):
-        spaces, devices = selection(facts, version["config"].get("applies_to") or {})
-        if spaces or devices:
-            found.append(clause_id)
-    return found
-
-
-def _evaluated(
-    conn: psycopg.Connection[Any], site: str, since: dt.datetime, until: dt.datetime
-) -> set[str]:
-    rows = conn.execute(
-        "SELECT DISTINCT unnest(clauses) FROM evaluation_reports"
-        " WHERE site = %s AND period_start < %s AND period_end > %s",
-        (site, until, since),
-    ).fetchall()
-    return {row[0] for row in rows}
+def unit_path(org: list[str], site: str) -> list[str]:
+    """A site's own node in the organisation tree: its org path, ending with the site itself."""
+    return org if org and org[-1] == site else [*org, site]
 
 
 def _alert_figures(
@@ -312,8 +320,9 @@ def _alert_figures(
     }
 
 
-def summarise(path: list[str], stats: list[SiteStatistics]) -> OrgSummary:
-    """Sums of the sites' figures; rates are ratios of the sums (time- and count-weighted)."""
+def summarise(path: list[str], stats: list[SiteStatistics], targets: TargetTable) -> OrgSummary:
+    """Sums of the sites' figures; rates are ratios of the sums (time- and count-weighted);
+    attainment against the node's targets, naming the sites below them."""
     compliant = sum(s.compliant_s for s in stats)
     violating = sum(s.violating_s for s in stats)
     missing = sum(s.not_assessable_s for s in stats)
@@ -325,15 +334,33 @@ def summarise(path: list[str], stats: list[SiteStatistics]) -> OrgSummary:
     closed = sum(s.closed for s in stats)
     judged = compliant + violating + missing
     ends = [s.counted_until for s in stats if s.counted_until is not None]
+    rate = compliant / (compliant + violating) if compliant + violating else None
+    coverage = covered / in_force if in_force else None
+    share = evaluated / clauses if clauses else None
     return OrgSummary(
         path=path,
         sites=[s.site for s in stats],
         counted_until=min(ends) if ends and len(ends) == len(stats) else None,
         data_quality_s=sum(s.data_quality_s for s in stats),
-        compliance_rate=compliant / (compliant + violating) if compliant + violating else None,
+        compliance_rate=rate,
         data_completeness=(compliant + violating) / judged if judged else None,
-        key_clause_coverage=covered / in_force if in_force else None,
-        evaluated_share=evaluated / clauses if clauses else None,
+        key_clause_coverage=coverage,
+        evaluated_share=share,
+        attainment=attainment(
+            targets,
+            path,
+            {"compliance_rate": rate, "key_clause_coverage": coverage, "evaluated_share": share},
+            {
+                s.site: {
+                    "compliance_rate": s.compliance_rate,
+                    "key_clause_coverage": s.coverage.rate,
+                    "evaluated_share": s.evaluated_share,
+                }
+                for s in stats
+            },
+        ),
+        open_actions=sum(len(s.open_actions) for s in stats),
+        overdue_actions=sum(s.overdue_actions for s in stats),
         alerts=sum(s.alerts for s in stats),
         open_alerts=sum(s.open_alerts for s in stats),
         mean_time_to_acknowledge_s=_weighted(
@@ -370,7 +397,8 @@ def org_statistics(
     (None: all), and its children one level down. A node without visible sites has zeros."""
     paths = site_org_paths(conn, sites)
     below = {site: org for site, org in paths.items() if org[: len(path)] == path}
-    stats = {site: site_statistics(conn, site, since, until, now) for site in below}
+    targets = load_targets(conn)
+    stats = {site: site_statistics(conn, site, since, until, now, targets) for site in below}
     groups: dict[str, list[SiteStatistics]] = defaultdict(list)
     for site, org in below.items():
         child = org[len(path)] if len(org) > len(path) else site
@@ -378,6 +406,6 @@ def org_statistics(
     return OrgStatistics(
         since=since,
         until=until,
-        node=summarise(path, list(stats.values())),
-        children=[summarise([*path, child], groups[child]) for child in sorted(groups)],
+        node=summarise(path, list(stats.values()), targets),
+        children=[summarise([*path, child], groups[child], targets) for child in sorted(groups)],
     )

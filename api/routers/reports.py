@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, Response
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import EvaluationReport, ReportCreate, SiteId, StoredReport, problems
+from compliance.periods import BadPeriod
 from compliance.reports import (
-    BadPeriod,
     ReportPart,
     generate_report,
     list_reports,

@@ -37,3 +37,18 @@ function L(en, zh) {
 }
 
 function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`; }
+
+// A write to /api/v1/{path} with the token and a JSON body; a refusal throws with its reason.
+async function send(method, path, body) {
+  const answer = await fetch(`/api/v1/${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    const why = Array.isArray(data.detail) ? data.detail.map((d) => d.msg).join("; ") : data.detail;
+    throw new Error(`${answer.status} ${why || answer.statusText}`);
+  }
+  return data;
+}

@@ -1,6 +1,8 @@
 // The statistics page: an organisation node with its children (/api/v1/statistics/org), one
-// site's figures and alarm-system health (/api/v1/statistics/site/{site}), and its stored
-// evaluation reports (/api/v1/reports). Text goes in through textContent only. token, api, el and
+// site's figures and alarm-system health (/api/v1/statistics/site/{site}), attainment of each
+// against the targets of the plan with the sites below them, the site's open improvement
+// actions (overdue flagged), its evaluations (/api/v1/evaluations) and stored evaluation reports
+// (/api/v1/reports). Text goes in through textContent only. token, api, el and
 // pct are in pagekit.js.
 "use strict";
 
@@ -32,6 +34,108 @@ function tiles(pairs) {
   return box;
 }
 
+// Targets and attainment: figure, target, actual, attained, the sites pulling it down.
+function attainment(a) {
+  const box = el("div", undefined, { class: "attainment" });
+  const from = a.targets_from === null ? L("the plan's defaults", "规划默认值")
+    : (a.targets_from.join(" / ") || L("all sites", "全部站点"));
+  box.append(el("h3", L("Targets and attainment", "目标与达标")));
+  box.append(el("p", `${L("Targets set at", "目标来自")}: ${from}`, { class: "muted" }));
+  const t = el("table");
+  const head = el("tr");
+  L(["figure", "target", "actual", "attained", "sites below target"],
+    ["指标", "目标", "实际", "达标", "未达标站点"]).forEach((h) => head.append(el("th", h)));
+  t.append(head);
+  for (const f of a.figures) {
+    const r = el("tr");
+    r.append(el("td", L(f.name, f.name_zh)));
+    r.append(el("td", `≥ ${pct(f.target)}`));
+    r.append(el("td", pct(f.value)));
+    const met = f.met === null ? "–" : f.met ? L("yes", "达标") : L("no", "未达标");
+    r.append(el("td", met, { class: f.met === null ? "" : f.met ? "met" : "unmet" }));
+    r.append(el("td", f.below.map((b) => `${b.site} ${pct(b.value)}`).join(", ") || "–"));
+    t.append(r);
+  }
+  box.append(t);
+  return box;
+}
+
+const missed = (a) => a.figures.filter((f) => f.met === false).map((f) => L(f.name, f.name_zh)).join(", ") || "–";
+
+// How an evaluation was made (compliance/evaluations.py, Method): [English, Chinese].
+const METHODS = {
+  inspection: ["on-site inspection", "现场检查"], records: ["records review", "资料查阅"],
+  survey: ["occupant survey", "问卷调查"], measurement: ["measurement", "检测"],
+  interview: ["interviews", "座谈访谈"],
+};
+
+// The open improvement actions, each with a button that records it done (限期整改).
+function openActions(actions) {
+  const t = table(L(["clause", "action", "owner", "deadline", "state", ""], ["条款", "措施", "责任人", "期限", "状态", ""]), []);
+  t.classList.add("actions");
+  for (const a of actions) {
+    const r = el("tr");
+    [a.clause_id, a.action, a.owner, a.deadline.slice(0, 10)].forEach((v) => r.append(el("td", v)));
+    r.append(el("td", a.overdue ? L("overdue", "逾期") : L("open", "进行中"), { class: a.overdue ? "unmet" : "" }));
+    const done = el("button", L("Mark done", "标记完成"), { type: "button" });
+    done.addEventListener("click", () => act(() => send("PATCH", `evaluations/actions/${a.id}`, { state: "done" }),
+      L("Action closed", "已记录完成")));
+    const cell = el("td");
+    cell.append(done);
+    r.append(cell);
+    t.append(r);
+  }
+  return t;
+}
+
+// The quarter a date falls in ("2026Q4"), in local time.
+function quarterOf(day) {
+  return `${day.getFullYear()}Q${Math.floor(day.getMonth() / 3) + 1}`;
+}
+
+// A person's implementation evaluation of a clause at this site (POST /evaluations).
+function evaluationForm(s) {
+  const f = el("form", undefined, { id: "evaluate", class: "evaluate" });
+  const field = (label, input) => { const l = el("label", label); l.append(input); f.append(l); return input; };
+  const clause = field(L("Clause", "条款"), el("select", undefined, { name: "clause_id", required: "" }));
+  s.clauses_in_force.forEach((c) => clause.append(el("option", c, { value: c })));
+  const until = form.elements.until.value ? new Date(`${form.elements.until.value}T00:00:00`) : new Date();
+  field(L("Quarter", "季度"), el("input", undefined, { name: "period", required: "", pattern: "\\d{4}Q[1-4]", size: "7", value: quarterOf(until) }));
+  const method = field(L("Method", "方法"), el("select", undefined, { name: "method" }));
+  for (const [value, names] of Object.entries(METHODS)) method.append(el("option", L(...names), { value }));
+  const score = field(L("Satisfaction", "满意度"), el("select", undefined, { name: "satisfaction" }));
+  for (const n of [5, 4, 3, 2, 1]) score.append(el("option", String(n), { value: String(n) }));
+  field(L("Findings", "发现"), el("textarea", undefined, { name: "findings", required: "", maxlength: "4000", rows: "2" }));
+  field(L("Improvement action", "整改措施"), el("input", undefined, { name: "action", maxlength: "4000" }));
+  field(L("Owner", "责任人"), el("input", undefined, { name: "owner", maxlength: "200", size: "10" }));
+  field(L("Deadline", "期限"), el("input", undefined, { name: "deadline", type: "date" }));
+  f.append(el("button", L("Record evaluation", "记录评价"), { type: "submit" }));
+  f.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const v = (name) => f.elements[name].value.trim();
+    const body = {
+      site: s.site, clause_id: v("clause_id"), period: v("period"), method: v("method"),
+      findings: v("findings"), satisfaction: Number(v("satisfaction")), actions: [],
+    };
+    if (v("action")) {
+      body.actions.push({ action: v("action"), owner: v("owner"), deadline: `${v("deadline")}T18:00:00+08:00` });
+    }
+    act(() => send("POST", "evaluations", body), L("Evaluation recorded", "已记录评价"));
+  });
+  return f;
+}
+
+// A write, then the figures again with what it changed; a refusal is said in the status line.
+async function act(write, said) {
+  try {
+    await write();
+    await show();
+    statusLine.textContent = said;
+  } catch (error) {
+    statusLine.textContent = `${L("Not saved", "未保存")}: ${error.message}`;
+  }
+}
+
 function period() {
   const day = (v) => (v ? `${v}T00:00:00+08:00` : "");
   return { since: day(form.elements.since.value), until: day(form.elements.until.value) };
@@ -49,11 +153,14 @@ async function showOrg() {
     [L("Evaluated", "已评价占比"), pct(node.evaluated_share)], [L("Data completeness", "数据完整率"), pct(node.data_completeness)],
     [L("Alerts", "告警"), String(node.alerts)], [L("Open", "未关闭"), String(node.open_alerts)],
     ["MTTA", hours(node.mean_time_to_acknowledge_s)], ["MTTC", hours(node.mean_time_to_close_s)],
+    [L("Open actions", "整改中"), String(node.open_actions)], [L("Overdue actions", "逾期整改"), String(node.overdue_actions)],
   ]));
-  section.append(table(L(["below", "sites", "compliance", "coverage", "evaluated", "alerts"],
-    ["下级", "站点", "达标率", "覆盖率", "已评价", "告警"]),
+  section.append(attainment(node.attainment));
+  section.append(el("h3", L("One level down", "下级单位")));
+  section.append(table(L(["below", "sites", "compliance", "coverage", "evaluated", "targets missed", "alerts"],
+    ["下级", "站点", "达标率", "覆盖率", "已评价", "未达标指标", "告警"]),
     stats.children.map((c) => [c.path.at(-1), c.sites.join(", "), pct(c.compliance_rate),
-      pct(c.key_clause_coverage), pct(c.evaluated_share), c.alerts])));
+      pct(c.key_clause_coverage), pct(c.evaluated_share), missed(c.attainment), c.alerts])));
 }
 
 async function showSite() {
@@ -66,8 +173,11 @@ async function showSite() {
     [L("Compliance", "达标率"), pct(s.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(s.coverage.rate)],
     [L("Evaluated", "已评价占比"), pct(s.evaluated_share)], [L("Data completeness", "数据完整率"), pct(s.data_completeness)],
     [L("Alerts", "告警"), String(s.alerts)], ["MTTA", hours(s.mean_time_to_acknowledge_s)],
-    ["MTTC", hours(s.mean_time_to_close_s)],
+    ["MTTC", hours(s.mean_time_to_close_s)], [L("Overdue actions", "逾期整改"), String(s.overdue_actions)],
   ]));
+  section.append(attainment(s.attainment));
+  section.append(el("h3", L("Improvement actions open", "整改中的措施")));
+  section.append(openActions(s.open_actions));
   section.append(el("h3", L("Alerts by clause and severity", "按条款和级别的告警")));
   section.append(table(L(["clause", "severity", "alerts"], ["条款", "级别", "告警"]), s.alerts_by_clause.map((a) => [a.clause_id, a.severity, a.alerts])));
   section.append(el("h3", L("Alarm-system health", "告警系统健康度")));
@@ -80,6 +190,11 @@ async function showSite() {
     [L("never firing", "从不触发"), h.never_firing.join(", ") || "–"],
     [L("always firing", "一直触发"), h.always_firing.map((c) => `${c.clause_id} ${pct(c.rate)}`).join(", ") || "–"],
   ]));
+  const evaluations = await api("evaluations", { site, ...period() });
+  section.append(el("h3", L("Implementation evaluations", "实施评价")));
+  section.append(table(L(["period", "clause", "method", "satisfaction", "by"], ["期间", "条款", "方法", "满意度", "评价人"]),
+    evaluations.map((e) => [e.period, e.clause_id, L(...METHODS[e.method]), `${e.satisfaction}/5`, e.evaluated_by])));
+  section.append(evaluationForm(s));
   const reports = await api("reports", { site });
   const box = document.getElementById("reports");
   box.replaceChildren(el("h3", L("Evaluation reports", "评价报告")));

@@ -16,7 +16,8 @@ import psycopg
 from clausewatch.cli import Commands
 from clausewatch.cli.common import TO_HELP, database_argument, database_url, day
 from compliance.backtest import BacktestError, BacktestRun, backtest, load_site
-from compliance.reports import BadPeriod, generate_report
+from compliance.periods import BadPeriod
+from compliance.reports import generate_report
 from config.documents import ConfigError
 from config.files import load_clause_file
 from store.pool import connect

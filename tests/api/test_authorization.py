@@ -69,6 +69,34 @@ def _report_id(conn: psycopg.Connection[Any], site: str) -> int:
     return report_id
 
 
+def _evaluation(conn: psycopg.Connection[Any], site: str) -> tuple[int, int]:
+    """An evaluation of the site with one open improvement action: (evaluation id, action id)."""
+    row = conn.execute(
+        "INSERT INTO evaluations (site, clause_id, period, period_start, period_end, method,"
+        " findings, satisfaction, evaluated_by, evaluated_at) VALUES (%s, 'temp.cooling.min',"
+        " '2026Q1', '2026-01-01T00:00+08', '2026-04-01T00:00+08', 'inspection', 'ok', 4,"
+        " 'test', %s) RETURNING id",
+        (site, T0),
+    ).fetchone()
+    assert row is not None
+    action = conn.execute(
+        "INSERT INTO improvement_actions (evaluation_id, site, action, owner, deadline,"
+        " updated_by, updated_at) VALUES (%s, %s, 'fix', 'fm-1', %s, 'test', %s) RETURNING id",
+        (row[0], site, T0, T0),
+    ).fetchone()
+    assert action is not None
+    conn.commit()
+    return int(row[0]), int(action[0])
+
+
+def _target_path(conn: psycopg.Connection[Any]) -> str:
+    """A node with targets of its own, to remove."""
+    path = f"city-{uuid.uuid4().hex[:8]}"
+    conn.execute("INSERT INTO org_targets VALUES (%s, 0.9, 0.95, 0.3, 'test', %s)", (path, T0))
+    conn.commit()
+    return path
+
+
 # Secrets the fixtures plant; no answer may contain one.
 PLANTED_TOKEN = "tok-planted-" + uuid.uuid4().hex
 PLANTED_SECRET = "secret-planted-" + uuid.uuid4().hex
@@ -279,6 +307,70 @@ ENDPOINTS = [
         "org statistics",
         "GET /statistics/org",
         lambda c, s: ("GET", "/api/v1/statistics/org", None),
+    ),
+    Endpoint(
+        "targets",
+        "GET /statistics/targets",
+        lambda c, s: ("GET", "/api/v1/statistics/targets", None),
+    ),
+    Endpoint(
+        "set targets",
+        "PUT /statistics/targets",
+        lambda c, s: (
+            "PUT",
+            "/api/v1/statistics/targets",
+            {
+                "path": f"city-{uuid.uuid4().hex[:8]}",
+                "compliance_rate": 0.9,
+                "key_clause_coverage": 0.95,
+                "evaluated_share": 0.3,
+            },
+        ),
+    ),
+    Endpoint(
+        "clear targets",
+        "DELETE /statistics/targets",
+        lambda c, s: ("DELETE", f"/api/v1/statistics/targets?path={_target_path(c)}", None),
+        ok=204,
+    ),
+    Endpoint(
+        "list evaluations",
+        "GET /evaluations",
+        lambda c, s: ("GET", f"/api/v1/evaluations?site={s}", None),
+    ),
+    Endpoint(
+        "get evaluation",
+        "GET /evaluations/{id}",
+        lambda c, s: ("GET", f"/api/v1/evaluations/{_evaluation(c, s)[0]}", None),
+    ),
+    Endpoint(
+        "evaluate",
+        "POST /evaluations",
+        lambda c, s: (
+            "POST",
+            "/api/v1/evaluations",
+            {
+                "site": s,
+                "clause_id": "temp.cooling.min",
+                "period": "2026Q1",
+                "method": "inspection",
+                "findings": "会议室温度合适",
+                "satisfaction": 4,
+                "actions": [
+                    {"action": "复测", "owner": "fm-1", "deadline": "2026-04-30T18:00:00+08:00"}
+                ],
+            },
+        ),
+        ok=201,
+    ),
+    Endpoint(
+        "close action",
+        "PATCH /evaluations/actions/{id}",
+        lambda c, s: (
+            "PATCH",
+            f"/api/v1/evaluations/actions/{_evaluation(c, s)[1]}",
+            {"state": "done", "note": "已复测"},
+        ),
     ),
     Endpoint("webhooks", "GET /webhooks", lambda c, s: ("GET", "/api/v1/webhooks", None)),
     Endpoint(

@@ -46,8 +46,10 @@ PROBES = {
     "dashboard": (".list h2", {"zh": "告警", "en": "Alerts"}),
     "energy": ("#carriers th", {"zh": "品种", "en": "carrier"}),
     "register": ("#results th", {"zh": "标准", "en": "Standard"}),
-    "statistics": ("#site h3", {"zh": "按条款和级别的告警", "en": "Alerts by clause and severity"}),
+    "statistics": ("#site .attainment h3", {"zh": "目标与达标", "en": "Targets and attainment"}),
 }
+# The statistics page's attainment table: each figure of the plan against its target (issue 21).
+ATTAINMENT = {"zh": ("标准达标率", "≥ 90.0%"), "en": ("compliance rate", "≥ 90.0%")}
 
 MEASURE = """() => {
   const links = [...document.querySelectorAll("nav.site-nav a")];
@@ -129,6 +131,11 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                     said = page.locator(selector).first.text_content(timeout=10_000)
                     if said != words[lang]:
                         problems.append(f"{name} in {lang}: {selector} says {said!r}")
+                    if name == "statistics":
+                        table = page.locator("#site .attainment table").text_content() or ""
+                        for word in ATTAINMENT[lang]:
+                            if word not in table:
+                                problems.append(f"statistics in {lang}: no {word!r} in {table!r}")
 
                 # A tap on an alert shows its detail where the eye is.
                 page.goto(service.api_url + "/")

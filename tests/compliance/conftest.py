@@ -127,6 +127,9 @@ def register_db_url(pg_server_url: str) -> Iterator[str]:
 
 
 HISTORY = (
+    "improvement_actions",
+    "evaluations",
+    "org_targets",
     "evaluation_reports",
     "alert_timeline",
     "alerts",

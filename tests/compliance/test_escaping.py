@@ -1,8 +1,9 @@
 """Text that people and clause files put into clausewatch comes out of the HTML pages as text,
 never as markup: a party's name, a site's and a space's name, a clause's standard, number and
-title, an alert's close cause and corrective action and the actor of an alert step each carry a
-`<script>` and an attribute breaker (`"><img onerror>`), and the quarterly report and the public
-page (the one facing the internet) are rendered through the code that serves them."""
+title, an alert's close cause and corrective action, the actor of an alert step, an evaluation's
+findings and its improvement action and owner each carry a `<script>` and an attribute breaker
+(`"><img onerror>`), and the quarterly report and the public page (the one facing the internet)
+are rendered through the code that serves them."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def tag(value: str) -> str:
 SITE_NAME, SPACE_NAME, PARTY_NAME = hostile("site"), hostile("space"), hostile("party")
 STANDARD, NUMBER, TITLE = hostile("standard"), hostile("number"), hostile("title")
 CAUSE, ACTION, EVENT_ACTOR = hostile("cause"), hostile("action"), hostile("event-actor")
+# An implementation evaluation's findings, and its improvement action and owner (issue 21).
+FINDINGS, IMPROVEMENT, OWNER = hostile("findings"), hostile("improvement"), hostile("owner")
 Q3 = dt.datetime(2026, 7, 6, 1, 0, tzinfo=dt.UTC)  # a day inside 2026Q3 in Asia/Shanghai
 H = dt.timedelta(hours=1)
 
@@ -201,6 +204,19 @@ def test_quarterly_report_escapes_what_people_and_clause_files_wrote(
     with connect(hostile_db) as conn:
         token, _ = create_token(conn, "admin", (), "escaping test")
         conn.commit()
+    evaluation = {
+        "site": SITE,
+        "clause_id": "xss.temp",
+        "period": "2026Q3",
+        "method": "inspection",
+        "findings": FINDINGS,
+        "satisfaction": 2,
+        "actions": [
+            {"action": IMPROVEMENT, "owner": OWNER, "deadline": "2026-10-31T18:00:00+08:00"}
+        ],
+    }
+    evaluated = hostile_client.post("/api/v1/evaluations", json=evaluation, headers=auth(token))
+    assert evaluated.status_code == 201, evaluated.text
     made = hostile_client.post(
         "/api/v1/reports", json={"site": SITE, "period": "2026Q3"}, headers=auth(token)
     )
@@ -210,7 +226,10 @@ def test_quarterly_report_escapes_what_people_and_clause_files_wrote(
     assert_inert(
         page.text,
         # the party's name as part of the actor that closed the alert
-        shown=[SITE_NAME, SPACE_NAME, PARTY_NAME, STANDARD, NUMBER, TITLE, CAUSE, ACTION],
+        shown=[
+            *(SITE_NAME, SPACE_NAME, PARTY_NAME, STANDARD, NUMBER, TITLE, CAUSE, ACTION),
+            *(FINDINGS, IMPROVEMENT, OWNER),
+        ],
         hidden=[EVENT_ACTOR],
     )
 

@@ -1,6 +1,6 @@
 """Statistics and the quarterly report of a small scripted quarter, against figures computed by
-hand; storing a report counts toward the evaluated share; the CLI and the API produce and serve
-reports; organisation roll-ups."""
+hand; storing a report does not count toward the evaluated share; the CLI and the API produce
+and serve reports; organisation roll-ups."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clausewatch.cli import main
-from compliance.reports import (
-    BadPeriod,
-    generate_due_reports,
-    generate_report,
-    last_complete_quarter,
-    quarter_bounds,
-)
+from compliance.periods import BadPeriod, last_complete_quarter, quarter_bounds
+from compliance.reports import generate_due_reports, generate_report
 from compliance.statistics import org_statistics, site_statistics
 from tests.compliance.conftest import PRIVATE_SITE, PUBLIC_SITE, add_alert, add_interval, auth
 
@@ -171,12 +166,10 @@ def test_report_figures_and_the_evaluated_share(conn: psycopg.Connection[Any]) -
     ).fetchone() or ("", "")
     assert "85.0%" in html and "<svg" in html and "调整设定至 26℃" in html
     assert "summary,pub-site,compliance_rate,0.85" in csv
+    # A generated report evaluates nothing (issue 21): only people do (test_evaluations.py).
     after = site_statistics(conn, PUBLIC_SITE, Q3_START, Q3_END, NOW)
-    assert after.evaluated_share == 1.0
-    assert after.evaluated_clauses == after.clauses_in_force
-    # The next quarter is not evaluated by this report.
-    later = site_statistics(conn, PUBLIC_SITE, Q3_END, Q3_END + 30 * 24 * H, NOW)
-    assert later.evaluated_share == 0.0
+    assert after.evaluated_share == 0.0
+    assert after.evaluated_clauses == []
 
 
 def test_quarter_end_job_makes_each_missing_report_once(conn: psycopg.Connection[Any]) -> None:
@@ -185,6 +178,16 @@ def test_quarter_end_job_makes_each_missing_report_once(conn: psycopg.Connection
     assert generate_due_reports(conn, "scheduler", NOW) == []
     periods = conn.execute("SELECT DISTINCT period FROM evaluation_reports").fetchall()
     assert periods == [("2026Q3",)]
+
+
+def test_the_schedulers_reports_evaluate_nothing(conn: psycopg.Connection[Any]) -> None:
+    """Issue 21: the quarter-end job writes a report for every site; no person evaluated any
+    clause, so the evaluated share stays 0 % (it was 100 % by itself)."""
+    assert len(generate_due_reports(conn, "scheduler", NOW)) == 3
+    for site in ("demo-hq", PRIVATE_SITE, PUBLIC_SITE):
+        stats = site_statistics(conn, site, Q3_START, Q3_END, NOW)
+        assert stats.clauses_in_force
+        assert (stats.evaluated_clauses, stats.evaluated_share) == ([], 0.0)
 
 
 def test_report_command_writes_html_and_csv(
