@@ -101,6 +101,8 @@ class SiteStatistics(BaseModel):
     compliant_s: float
     violating_s: float
     not_assessable_s: float
+    # Judged time maintenance windows made exempt, in no rate (compliance.rates).
+    exempt_s: float = 0.0  # reports stored before maintenance windows have none
     compliance_rate: float | None
     data_completeness: float | None
     data_quality_s: float  # device time with a data-quality fault, in no rate
@@ -190,6 +192,7 @@ def site_statistics(
         compliant_s=figures.compliant_s,
         violating_s=figures.violating_s,
         not_assessable_s=figures.not_assessable_s,
+        exempt_s=figures.exempt_s,
         compliance_rate=figures.rate,
         data_completeness=(
             None if figures.not_assessable_share is None else 1 - figures.not_assessable_share
