@@ -102,8 +102,9 @@ def create(
 ) -> dict[str, Any]:
     """Stores a silence or maintenance window and its ledger entry; returns the row."""
     require_aware(now, "now")
-    starts_at = require_aware(spec.starts_at, "starts_at")
-    ends_at = require_aware(spec.ends_at, "ends_at")
+    # In UTC: PostgreSQL refuses offsets beyond ±15:59, which an aware datetime may carry.
+    starts_at = require_aware(spec.starts_at, "starts_at").astimezone(dt.UTC)
+    ends_at = require_aware(spec.ends_at, "ends_at").astimezone(dt.UTC)
     if ends_at <= starts_at:
         raise QuietError("ends_at must be after starts_at")
     if ends_at - starts_at > MAX_DURATION:

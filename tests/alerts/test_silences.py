@@ -12,7 +12,9 @@ import pytest
 
 from alerts import audit, notify, silences, webhooks
 from alerts.record import record_outputs
+from clausewatch.cli import main
 from store import quiet
+from store.times import wall_now
 from tests.alerts.conftest import SITE, T0, site_model, started
 from tests.alerts.test_webhooks import SECRET, VerifyingReceiver
 from tests.support import serve_http
@@ -166,3 +168,34 @@ def test_silences_refuse_what_would_do_nothing(registered: psycopg.Connection[An
     with pytest.raises(psycopg.errors.RaiseException):
         conn.execute("UPDATE quiet_periods SET reason = 'other' WHERE id = %s", (row["id"],))
     conn.rollback()
+
+
+def test_the_cli_adds_lists_and_cancels_silences_and_windows(
+    registered: psycopg.Connection[Any], alerts_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--database-url", alerts_db_url]
+    soon = (wall_now() + dt.timedelta(hours=2)).isoformat()
+    add = ["silence", "add", "--site", SITE, "--space", "b1-2f", "--until", soon]
+    assert main([*add, "--reason", "二楼检修", "--by", "值班 王工", *db]) == 0
+    yesterday = wall_now() - dt.timedelta(days=1)
+    window = [
+        *("maintenance", "add", "--site", SITE, "--from", yesterday.isoformat()),
+        *("--until", (yesterday + dt.timedelta(hours=4)).isoformat(), "--reason", "停电检修"),
+    ]
+    assert main([*window, *db]) == 0
+    out = capsys.readouterr().out
+    assert f"silence 1: {SITE} space b1-2f" in out and "set by 值班 王工" in out
+    assert "(retroactive)" in out.splitlines()[1]
+    assert main(["silence", "list", *db]) == 0
+    assert "silence 1:" in capsys.readouterr().out
+    assert main(["maintenance", "list", *db]) == 0  # already over: listed with --all only
+    assert capsys.readouterr().out == ""
+    assert main(["silence", "cancel", "1", *db]) == 0
+    assert "cancelled by cli" in capsys.readouterr().out
+    assert main(["silence", "cancel", "1", *db]) == 1
+    assert "already cancelled" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one scope at most
+        main([*add, "--device", "th-201", "--reason", "x", *db])
+    with pytest.raises(SystemExit):
+        main(["silence", "add", "--site", SITE, "--until", "soon", "--reason", "x", *db])
+    assert "not an RFC 3339 time" in capsys.readouterr().err
