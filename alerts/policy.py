@@ -8,8 +8,8 @@ a room cold every afternoon is one alert a day, not one per break."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
