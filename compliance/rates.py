@@ -191,7 +191,7 @@ class SiteFacts:
 # status, less the time maintenance windows covering them make exempt (`exempt`: the union of
 # the windows over each stretch, so overlapping windows count once); the faults of data-quality
 # clauses one by one, for the union per device.
-JUDGED_TIME = """
+_SPANS = """
 WITH lim(site, until) AS (SELECT * FROM unnest(%(sites)s::text[], %(limits)s::timestamptz[])),
 quality AS (
     SELECT clause_id, version FROM clause_versions
@@ -222,27 +222,53 @@ spans AS (
             AND ci.device = r.device AND ci.start_ts >= r.since
       )
 ),
-windows AS MATERIALIZED (
-    SELECT * FROM quiet_periods
-    WHERE kind = 'maintenance' AND site = ANY(%(sites)s) AND effective_end > %(since)s
-),
+"""
+# Without a maintenance window in the period nothing is exempt: the stretches as they are.
+_MARKED = """
 marked AS (
-    SELECT spans.*, q.clause_id IS NOT NULL AS data_quality,
-           coalesce((
-               SELECT sum(extract(epoch FROM upper(piece) - lower(piece)))
-               FROM unnest((
-                   SELECT range_agg(tstzrange(greatest(w.starts_at, spans.s),
-                                              least(w.effective_end, spans.e)))
-                   FROM windows w
-                   WHERE w.site = spans.site AND w.starts_at < spans.e
-                     AND w.effective_end > spans.s
-                     AND cw_quiet_covers(w, spans.site, spans.space, spans.device,
-                                         spans.clause_id)
-               )) AS piece
-           ), 0)::float8 AS exempt
+    SELECT spans.*, q.clause_id IS NOT NULL AS data_quality, 0::float8 AS exempt
     FROM spans LEFT JOIN quality q
       ON q.clause_id = spans.clause_id AND q.version = spans.clause_version
 )
+"""
+_MARKED_EXEMPT = """
+numbered AS (SELECT row_number() OVER () AS n, spans.* FROM spans),
+windows AS (
+    SELECT * FROM quiet_periods
+    WHERE kind = 'maintenance' AND site = ANY(%(sites)s) AND effective_end > %(since)s
+      AND effective_end > starts_at  -- one cancelled before it began covers nothing
+),
+-- Per site, the time any window covers: one multirange test per stretch finds the few a window
+-- touches, instead of comparing every stretch with every window.
+envelope AS (
+    SELECT site, range_agg(tstzrange(starts_at, effective_end)) AS covered
+    FROM windows GROUP BY site
+),
+touched AS (
+    SELECT sp.* FROM numbered sp JOIN envelope v
+      ON v.site = sp.site AND v.covered && tstzrange(sp.s, sp.e)
+),
+exempt AS (
+    SELECT covered.n, sum(extract(epoch FROM upper(piece) - lower(piece))) AS seconds
+    FROM (
+        SELECT sp.n, range_agg(tstzrange(greatest(w.starts_at, sp.s),
+                                         least(w.effective_end, sp.e))) AS pieces
+        FROM touched sp JOIN windows w
+          ON w.site = sp.site AND w.starts_at < sp.e AND w.effective_end > sp.s
+         AND cw_quiet_covers(w, sp.site, sp.space, sp.device, sp.clause_id)
+        GROUP BY sp.n
+    ) covered, unnest(covered.pieces) AS piece
+    GROUP BY covered.n
+),
+marked AS (
+    SELECT numbered.*, q.clause_id IS NOT NULL AS data_quality,
+           coalesce(exempt.seconds, 0)::float8 AS exempt
+    FROM numbered
+    LEFT JOIN quality q
+      ON q.clause_id = numbered.clause_id AND q.version = numbered.clause_version
+    LEFT JOIN exempt ON exempt.n = numbered.n
+)"""
+_TOTALS = """
 SELECT site, clause_id, space, status, NULL::text AS device,
        sum(extract(epoch FROM e - s) - exempt)::float8 AS seconds,
        sum(exempt)::float8 AS exempt, NULL::float8 AS s, NULL::float8 AS e
@@ -253,6 +279,14 @@ SELECT site, clause_id, space, status, device, NULL, NULL, extract(epoch FROM s)
        extract(epoch FROM e)::float8
 FROM marked WHERE data_quality AND status = 'violating'
 """
+JUDGED_TIME = _SPANS + _MARKED + _TOTALS
+JUDGED_TIME_EXEMPT = _SPANS + _MARKED_EXEMPT + _TOTALS
+# Whether a maintenance window of the sites reaches into [since, until).
+WINDOWS_IN_PERIOD = (
+    "SELECT EXISTS (SELECT 1 FROM quiet_periods WHERE kind = 'maintenance'"
+    " AND site = ANY(%s) AND starts_at < %s AND effective_end > %s"
+    " AND effective_end > starts_at)"
+)
 
 
 def compliance_report(
@@ -276,8 +310,9 @@ def compliance_report(
     # ±15:59 that a query's aware time may carry.
     limits = [(counted_until[site] or until).astimezone(dt.UTC) for site in sites]
     with conn.cursor() as cur:
+        windows = cur.execute(WINDOWS_IN_PERIOD, (sites, until, since)).fetchone()
         rows = cur.execute(
-            JUDGED_TIME,
+            JUDGED_TIME_EXEMPT if windows and windows[0] else JUDGED_TIME,
             {"sites": sites, "limits": limits, "since": since, "clause": clause},
         ).fetchall()
     for site, clause_id, space, status, device, seconds, exempt, start, end in rows:
