@@ -65,6 +65,7 @@ async function showSite() {
   section.append(tiles([
     [L("Compliance", "达标率"), pct(s.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(s.coverage.rate)],
     [L("Evaluated", "已评价占比"), pct(s.evaluated_share)], [L("Data completeness", "数据完整率"), pct(s.data_completeness)],
+    [L("Exempt (planned maintenance)", "维护豁免时长"), hours(s.exempt_s)],
     [L("Alerts", "告警"), String(s.alerts)], ["MTTA", hours(s.mean_time_to_acknowledge_s)],
     ["MTTC", hours(s.mean_time_to_close_s)],
   ]));

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from clausewatch.cli import main
+from compliance.public import PublicSite, render_public_html
 from compliance.rates import compliance_report
 from compliance.reports import build_report, render_csv, render_html
 from compliance.statistics import org_statistics
@@ -505,3 +506,17 @@ def test_the_statistics_and_the_quarterly_report_show_the_exempt_time(
     assert stats.compliance_rate == 1.0
     assert "summary,rates-site,exempt_s,14400.0" in render_csv(report)
     assert "维护豁免 exempt for planned maintenance 4.0" in render_html(report)
+    # The public page says so too, so its rate is not misread.
+    view = PublicSite(
+        site=SITE,
+        name="测试楼",
+        since=local(7, 1),
+        until=local(7, 7, 9),
+        counted_until=None,
+        compliance_rate=1.0,
+        exempt_s=stats.exempt_s,
+        key_clause_coverage=None,
+        open_alerts=0,
+        clauses=[],
+    )
+    assert "维护豁免 exempt for planned maintenance<b>4.0 h</b>" in render_public_html(view)
