@@ -1,8 +1,8 @@
 """Silences and maintenance windows as stored (`quiet_periods`, migration 0031): create, cancel,
 list, each change with its ledger entry. What they do lives with their readers: a silence holds
 back notifications (alerts/silences.py), a maintenance window makes compliance time exempt
-(compliance/rates.py). Both read `covers_sql`, the one test of whether a period covers a
-subject.
+(compliance/rates.py). Both ask the one test of whether a period covers a subject: the SQL
+function `cw_quiet_covers` (migration 0031; `covers_sql` writes the call).
 
 A period has a scope at one site: the whole site, a space with its subtree, a device, or a
 clause. It is in force over [starts_at, effective_end): `effective_end` is `ends_at`, or the

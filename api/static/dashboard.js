@@ -27,7 +27,7 @@ const LABELS = {
     holiday_calendar: "节假日安排", back_to_list: "← 告警列表",
     quiet: "静默与维护窗口", no_quiet: "当前没有静默或维护窗口", silence: "静默（不发通知）",
     maintenance: "维护窗口（豁免达标率）", scope_site: "整个站点", scope_space: "空间（含下级）",
-    scope_device: "设备", scope_clause: "条款", target: "空间/设备/条款编号", until: "截止",
+    scope_device: "设备", scope_clause: "条款", target: "空间/设备/条款编号", from: "开始（空：现在）", until: "截止",
     reason: "原因", add: "添加", cancel: "取消", silenced_by: "静默", silence_short: "静默",
     maintenance_short: "维护", retroactive: "补登", set_by: "设置人",
   },
@@ -51,7 +51,8 @@ const LABELS = {
     quiet: "Silences and maintenance", no_quiet: "No silences or maintenance windows now",
     silence: "Silence (no notifications)", maintenance: "Maintenance (exempt from rates)",
     scope_site: "whole site", scope_space: "space (with its subtree)", scope_device: "device",
-    scope_clause: "clause", target: "space, device or clause id", until: "Until",
+    scope_clause: "clause", target: "space, device or clause id", from: "From (empty: now)",
+    until: "Until",
     reason: "Reason", add: "Add", cancel: "Cancel", silenced_by: "Silenced",
     silence_short: "silence", maintenance_short: "maintenance", retroactive: "retroactive",
     set_by: "set by",
@@ -562,6 +563,7 @@ $("quiet-form").addEventListener("submit", async (event) => {
     ends_at: until.toISOString(),
     reason: $("quiet-reason").value,
   };
+  if ($("quiet-from").value) body.starts_at = new Date($("quiet-from").value).toISOString();
   if (scope !== "site") body.target = $("quiet-target").value.trim();
   try {
     await api(`/${kind === "silence" ? "silences" : kind}`, { method: "POST", body: JSON.stringify(body) });

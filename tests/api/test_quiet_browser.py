@@ -22,6 +22,8 @@ HEADING = {"zh": "静默与维护窗口", "en": "Silences and maintenance"}
 CANCEL = {"zh": "取消", "en": "Cancel"}
 # The form's datetime-local field is in the browser's zone: this machine's, as here.
 TOMORROW = (dt.datetime.now() + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+DAY_AFTER = (dt.datetime.now() + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+MAINTENANCE = {"zh": "维护", "en": "maintenance"}
 
 
 def test_the_desk_sets_and_cancels_a_silence_on_the_phone_and_at_the_desk(
@@ -69,4 +71,16 @@ def test_the_desk_sets_and_cancels_a_silence_on_the_phone_and_at_the_desk(
                 )
                 button.click()
                 expect(item).to_have_count(0)
+                # Planned works announced for tomorrow: a maintenance window, from and until.
+                page.select_option("#quiet-kind", "maintenance")
+                page.select_option("#quiet-scope", "site")
+                page.fill("#quiet-from", TOMORROW)
+                page.fill("#quiet-until", DAY_AFTER)
+                page.fill("#quiet-reason", f"{where} {lang} 停电检修")
+                page.click("#quiet-add")
+                planned = page.locator(".quiet-item", has_text=f"{where} {lang} 停电检修")
+                expect(planned).to_contain_text(MAINTENANCE[lang])
+                expect(planned.locator(".title")).to_have_text("site-a")
+                planned.locator("button").click()
+                expect(planned).to_have_count(0)
                 context.close()
