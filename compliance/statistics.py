@@ -133,6 +133,8 @@ class OrgSummary(BaseModel):
     compliance_rate: float | None
     data_completeness: float | None
     data_quality_s: float
+    # Time planned maintenance made exempt, summed over the sites (in no rate).
+    exempt_s: float = 0.0
     key_clause_coverage: float | None
     evaluated_share: float | None
     alerts: int
@@ -333,6 +335,7 @@ def summarise(path: list[str], stats: list[SiteStatistics]) -> OrgSummary:
         sites=[s.site for s in stats],
         counted_until=min(ends) if ends and len(ends) == len(stats) else None,
         data_quality_s=sum(s.data_quality_s for s in stats),
+        exempt_s=sum(s.exempt_s for s in stats),
         compliance_rate=compliant / (compliant + violating) if compliant + violating else None,
         data_completeness=(compliant + violating) / judged if judged else None,
         key_clause_coverage=covered / in_force if in_force else None,

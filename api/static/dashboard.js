@@ -29,7 +29,7 @@ const LABELS = {
     maintenance: "维护窗口（豁免达标率）", scope_site: "整个站点", scope_space: "空间（含下级）",
     scope_device: "设备", scope_clause: "条款", target: "空间/设备/条款编号", from: "开始（空：现在）", until: "截止",
     reason: "原因", add: "添加", cancel: "取消", silenced_by: "静默", silence_short: "静默",
-    maintenance_short: "维护", retroactive: "补登", set_by: "设置人",
+    maintenance_short: "维护", retroactive: "补登", set_by: "设置人", exempt: "维护豁免",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -55,7 +55,7 @@ const LABELS = {
     until: "Until",
     reason: "Reason", add: "Add", cancel: "Cancel", silenced_by: "Silenced",
     silence_short: "silence", maintenance_short: "maintenance", retroactive: "retroactive",
-    set_by: "set by",
+    set_by: "set by", exempt: "exempt (maintenance)",
   },
 };
 
@@ -228,6 +228,8 @@ async function loadSites() {
       el("div", { class: "rate", title: t("compliance") }, rate),
       el("div", { class: "open" }, `${f ? f.open_alerts : 0} ${t("open_alerts")}`),
       el("div", { class: "open" }, `${t("coverage")} ${coverage}`),
+      ...(f && f.exempt_s > 0
+        ? [el("div", { class: "open" }, `${t("exempt")} ${(f.exempt_s / 3600).toFixed(1)} h`)] : []),
       el("div", { class: "open" }, `${t("data_time")} ${formatTime(site.data_time)}`),
     );
   });

@@ -47,6 +47,7 @@ async function showOrg() {
   section.append(tiles([
     [L("Compliance", "达标率"), pct(node.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(node.key_clause_coverage)],
     [L("Evaluated", "已评价占比"), pct(node.evaluated_share)], [L("Data completeness", "数据完整率"), pct(node.data_completeness)],
+    [L("Exempt (planned maintenance)", "维护豁免时长"), hours(node.exempt_s)],
     [L("Alerts", "告警"), String(node.alerts)], [L("Open", "未关闭"), String(node.open_alerts)],
     ["MTTA", hours(node.mean_time_to_acknowledge_s)], ["MTTC", hours(node.mean_time_to_close_s)],
   ]));

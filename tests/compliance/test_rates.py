@@ -505,6 +505,8 @@ def test_the_statistics_and_the_quarterly_report_show_the_exempt_time(
     assert (stats.compliant_s, stats.violating_s, stats.exempt_s) == (6 * HOUR, 0.0, 4 * HOUR)
     assert stats.compliance_rate == 1.0
     assert "summary,rates-site,exempt_s,14400.0" in render_csv(report)
+    node = org_statistics(conn, [], [SITE], local(7, 6), local(7, 7), now=local(7, 7, 9)).node
+    assert (node.exempt_s, node.compliance_rate) == (4 * HOUR, 1.0)
     assert "维护豁免 exempt for planned maintenance 4.0" in render_html(report)
     # The public page says so too, so its rate is not misread.
     view = PublicSite(
