@@ -31,7 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import outbound
+from alerts import outbound, silences
 from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
@@ -76,6 +76,7 @@ class DeliveryReport:
     delivered: int = 0
     retrying: int = 0
     failed: int = 0
+    silenced: int = 0
 
 
 def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +213,10 @@ def deliver_due(
         if row is None:
             conn.commit()
             break
-        outcome = _send_one(conn, row, now, allow, resolver)
+        if silences.hold_if_silenced(conn, row, now):
+            outcome = "silenced"  # kept, not sent (alerts/silences.py)
+        else:
+            outcome = _send_one(conn, row, now, allow, resolver)
         setattr(report, outcome, getattr(report, outcome) + 1)
         conn.commit()
     return report

@@ -187,7 +187,7 @@ def record_outputs(
             current is not None
             and current.state == "resolved"
             and current.ended_at is not None
-            and started_at - current.ended_at <= dt.timedelta(seconds=policy.reopen_within)
+            and policy.reopens(site_model, current.ended_at, started_at)
         ):
             current.state = "firing"
             current.ended_at = None

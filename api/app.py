@@ -36,6 +36,7 @@ from api.routers import (
     health,
     ledger,
     public,
+    quiet,
     readings,
     register,
     registry,
@@ -101,7 +102,17 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ledger_anchors = ledger_anchors
-    for module in (alerts, clauses, compliance, energy, ledger, readings, registry, webhooks):
+    for module in (
+        alerts,
+        clauses,
+        compliance,
+        energy,
+        ledger,
+        quiet,
+        readings,
+        registry,
+        webhooks,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.

@@ -219,6 +219,8 @@ class AlertDetail(AlertPublic):
     closed_by: str | None
     cause: str | None
     corrective_action: str | None
+    # The silence holding back its notifications now (alerts/silences.py), if any.
+    silenced_by: int | None = None
     timeline: list[TimelineEntry]
 
 
@@ -767,3 +769,45 @@ class AllowEntryPublic(BaseModel):
     note: str
     created_by: str
     created_at: dt.datetime
+
+
+# ---- silences and maintenance windows (store/quiet.py) ----
+
+QuietScope = Literal["site", "space", "device", "clause"]
+
+
+class QuietCreate(Input):
+    """A silence or maintenance window: a scope at one site, a period and why."""
+
+    site: SiteId
+    scope: QuietScope
+    # The space (with its subtree), device or clause; absent for the whole site.
+    target: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    # Default: now. RFC 3339; without an offset it is taken as UTC.
+    starts_at: QueryTime | None = None
+    ends_at: QueryTime
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class QuietPublic(BaseModel):
+    id: int
+    kind: Literal["silence", "maintenance"]
+    site: str
+    scope: QuietScope
+    target: str | None
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    reason: str
+    # Declared after it had begun (maintenance windows only; admins only; ledgered).
+    retroactive: bool
+    created_by: str
+    created_at: dt.datetime
+    cancelled_at: dt.datetime | None
+    cancelled_by: str | None
+    # When it stops (or stopped) being in force: ends_at, or when it was cancelled.
+    effective_end: dt.datetime
+    active: bool  # in force at the time of the answer
+
+
+class QuietList(BaseModel):
+    items: list[QuietPublic]

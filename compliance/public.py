@@ -36,6 +36,8 @@ class PublicSite(BaseModel):
     until: dt.datetime
     counted_until: dt.datetime | None  # the figures count time up to here (the data time)
     compliance_rate: float | None
+    # Time planned maintenance made exempt, out of the rate (said, so the rate is not misread).
+    exempt_s: float = 0.0
     key_clause_coverage: float | None
     open_alerts: int
     clauses: list[PublicClause]
@@ -84,6 +86,7 @@ def public_site(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> P
             None if figures.counted_until is None else figures.counted_until.astimezone(dt.UTC)
         ),
         compliance_rate=figures.rate,
+        exempt_s=figures.exempt_s,
         key_clause_coverage=figures.coverage.rate,
         open_alerts=figures.open_alerts,
         clauses=clauses,

@@ -16,6 +16,11 @@ Definitions (also in docs/api.md):
 - Time `outside_schedule` (outside the clause's schedule, its effective dates or its `when`
   gate) does not count at all; nor does a space or device its `applies_to` exempts (no
   instance judges it).
+- Time a maintenance window (planned works, store/quiet.py) covers is exempt: it is taken out
+  of compliant, violating and not-assessable time alike and reported as `exempt_s`, so it is
+  in no rate. A window covers the clause instances of its scope: a whole site, a space with its
+  subtree, a device, or one clause; over [starts_at, effective_end). Overlapping windows
+  count once.
 - Data-quality clauses (check kind `data_quality`) are not compliance clauses: their time is in
   no rate. A fault makes the metric unknown, so the clauses reading it are not assessable
   then; the fault itself is reported as `data_quality_s`: the time a device had at least one
@@ -60,6 +65,8 @@ class Durations(BaseModel):
     compliant_s: float
     violating_s: float
     not_assessable_s: float
+    # Judged time a maintenance window made exempt: in none of the three above, so in no rate.
+    exempt_s: float = 0.0
     # compliant ÷ (compliant + violating); null when nothing was assessable.
     rate: float | None
     # not_assessable ÷ (compliant + violating + not_assessable): data incompleteness.
@@ -130,6 +137,7 @@ class Tally:
     compliant: float = 0.0
     violating: float = 0.0
     not_assessable: float = 0.0
+    exempt: float = 0.0
 
     def add(self, status: str, seconds: float) -> None:
         if status == "compliant":
@@ -146,6 +154,7 @@ class Tally:
             "compliant_s": self.compliant,
             "violating_s": self.violating,
             "not_assessable_s": self.not_assessable,
+            "exempt_s": self.exempt,
             "rate": self.compliant / assessable if assessable > 0 else None,
             "not_assessable_share": self.not_assessable / judged if judged > 0 else None,
         }
@@ -179,8 +188,10 @@ class SiteFacts:
 # [since, the site's limit) (counted_until, or until without a data time); an open run that an
 # interval stored after its checkpoint has closed (one starting at or after the run's start) is
 # left out, so no time counts twice. Compliance clauses come out summed per clause, space and
-# status; the faults of data-quality clauses one by one, for the union per device.
-JUDGED_TIME = """
+# status, less the time maintenance windows covering them make exempt (`exempt`: the union of
+# the windows over each stretch, so overlapping windows count once); the faults of data-quality
+# clauses one by one, for the union per device.
+_SPANS = """
 WITH lim(site, until) AS (SELECT * FROM unnest(%(sites)s::text[], %(limits)s::timestamptz[])),
 quality AS (
     SELECT clause_id, version FROM clause_versions
@@ -211,20 +222,71 @@ spans AS (
             AND ci.device = r.device AND ci.start_ts >= r.since
       )
 ),
+"""
+# Without a maintenance window in the period nothing is exempt: the stretches as they are.
+_MARKED = """
 marked AS (
-    SELECT spans.*, q.clause_id IS NOT NULL AS data_quality
+    SELECT spans.*, q.clause_id IS NOT NULL AS data_quality, 0::float8 AS exempt
     FROM spans LEFT JOIN quality q
       ON q.clause_id = spans.clause_id AND q.version = spans.clause_version
 )
+"""
+_MARKED_EXEMPT = """
+numbered AS (SELECT row_number() OVER () AS n, spans.* FROM spans),
+windows AS (
+    SELECT * FROM quiet_periods
+    WHERE kind = 'maintenance' AND site = ANY(%(sites)s) AND effective_end > %(since)s
+      AND effective_end > starts_at  -- one cancelled before it began covers nothing
+),
+-- Per site, the time any window covers: one multirange test per stretch finds the few a window
+-- touches, instead of comparing every stretch with every window.
+envelope AS (
+    SELECT site, range_agg(tstzrange(starts_at, effective_end)) AS covered
+    FROM windows GROUP BY site
+),
+touched AS (
+    SELECT sp.* FROM numbered sp JOIN envelope v
+      ON v.site = sp.site AND v.covered && tstzrange(sp.s, sp.e)
+),
+exempt AS (
+    SELECT covered.n, sum(extract(epoch FROM upper(piece) - lower(piece))) AS seconds
+    FROM (
+        SELECT sp.n, range_agg(tstzrange(greatest(w.starts_at, sp.s),
+                                         least(w.effective_end, sp.e))) AS pieces
+        FROM touched sp JOIN windows w
+          ON w.site = sp.site AND w.starts_at < sp.e AND w.effective_end > sp.s
+         AND cw_quiet_covers(w, sp.site, sp.space, sp.device, sp.clause_id)
+        GROUP BY sp.n
+    ) covered, unnest(covered.pieces) AS piece
+    GROUP BY covered.n
+),
+marked AS (
+    SELECT numbered.*, q.clause_id IS NOT NULL AS data_quality,
+           coalesce(exempt.seconds, 0)::float8 AS exempt
+    FROM numbered
+    LEFT JOIN quality q
+      ON q.clause_id = numbered.clause_id AND q.version = numbered.clause_version
+    LEFT JOIN exempt ON exempt.n = numbered.n
+)"""
+_TOTALS = """
 SELECT site, clause_id, space, status, NULL::text AS device,
-       sum(extract(epoch FROM e - s))::float8 AS seconds, NULL::float8 AS s, NULL::float8 AS e
+       sum(extract(epoch FROM e - s) - exempt)::float8 AS seconds,
+       sum(exempt)::float8 AS exempt, NULL::float8 AS s, NULL::float8 AS e
 FROM marked WHERE NOT data_quality
 GROUP BY site, clause_id, space, status
 UNION ALL
-SELECT site, clause_id, space, status, device, NULL, extract(epoch FROM s)::float8,
+SELECT site, clause_id, space, status, device, NULL, NULL, extract(epoch FROM s)::float8,
        extract(epoch FROM e)::float8
 FROM marked WHERE data_quality AND status = 'violating'
 """
+JUDGED_TIME = _SPANS + _MARKED + _TOTALS
+JUDGED_TIME_EXEMPT = _SPANS + _MARKED_EXEMPT + _TOTALS
+# Whether a maintenance window of the sites reaches into [since, until).
+WINDOWS_IN_PERIOD = (
+    "SELECT EXISTS (SELECT 1 FROM quiet_periods WHERE kind = 'maintenance'"
+    " AND site = ANY(%s) AND starts_at < %s AND effective_end > %s"
+    " AND effective_end > starts_at)"
+)
 
 
 def compliance_report(
@@ -248,15 +310,16 @@ def compliance_report(
     # ±15:59 that a query's aware time may carry.
     limits = [(counted_until[site] or until).astimezone(dt.UTC) for site in sites]
     with conn.cursor() as cur:
+        windows = cur.execute(WINDOWS_IN_PERIOD, (sites, until, since)).fetchone()
         rows = cur.execute(
-            JUDGED_TIME,
+            JUDGED_TIME_EXEMPT if windows and windows[0] else JUDGED_TIME,
             {"sites": sites, "limits": limits, "since": since, "clause": clause},
         ).fetchall()
-    for site, clause_id, space, status, device, seconds, start, end in rows:
+    for site, clause_id, space, status, device, seconds, exempt, start, end in rows:
         if device is None:
-            by_clause[(site, clause_id)].add(status, seconds)
-            by_space[(site, space)].add(status, seconds)
-            by_site[site].add(status, seconds)
+            for tally in (by_clause[(site, clause_id)], by_space[(site, space)], by_site[site]):
+                tally.add(status, seconds)
+                tally.exempt += exempt
         else:
             faults[(site, space, device)].append((start, end, clause_id))
     quality = [

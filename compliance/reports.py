@@ -331,6 +331,7 @@ def render_csv(report: EvaluationReport) -> str:
         "compliant_s": stats.compliant_s,
         "violating_s": stats.violating_s,
         "not_assessable_s": stats.not_assessable_s,
+        "exempt_s": stats.exempt_s,
         "data_completeness": stats.data_completeness,
         "data_quality_s": stats.data_quality_s,
         "key_clause_coverage": stats.coverage.rate,
@@ -355,11 +356,18 @@ def render_csv(report: EvaluationReport) -> str:
             ]
         )
     for clause in stats.clauses:
-        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s"):
+        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s", "exempt_s"):
             value = getattr(clause, field)
             writer.writerow(["clause", clause.clause_id, field, "" if value is None else value])
     for space in stats.spaces:
-        for field in ("rate", "compliant_s", "violating_s", "not_assessable_s", "data_quality_s"):
+        for field in (
+            "rate",
+            "compliant_s",
+            "violating_s",
+            "not_assessable_s",
+            "exempt_s",
+            "data_quality_s",
+        ):
             value = getattr(space, field)
             writer.writerow(["space", space.space, field, "" if value is None else value])
     for device in stats.data_quality:

@@ -108,6 +108,8 @@ class SiteStatistics(BaseModel):
     compliant_s: float
     violating_s: float
     not_assessable_s: float
+    # Judged time maintenance windows made exempt, in no rate (compliance.rates).
+    exempt_s: float = 0.0  # reports stored before maintenance windows have none
     compliance_rate: float | None
     data_completeness: float | None
     data_quality_s: float  # device time with a data-quality fault, in no rate
@@ -142,6 +144,8 @@ class OrgSummary(BaseModel):
     compliance_rate: float | None
     data_completeness: float | None
     data_quality_s: float
+    # Time planned maintenance made exempt, summed over the sites (in no rate).
+    exempt_s: float = 0.0
     key_clause_coverage: float | None
     evaluated_share: float | None
     attainment: Attainment
@@ -214,6 +218,7 @@ def site_statistics(
         compliant_s=figures.compliant_s,
         violating_s=figures.violating_s,
         not_assessable_s=figures.not_assessable_s,
+        exempt_s=figures.exempt_s,
         compliance_rate=figures.rate,
         data_completeness=(
             None if figures.not_assessable_share is None else 1 - figures.not_assessable_share
@@ -342,6 +347,7 @@ def summarise(path: list[str], stats: list[SiteStatistics], targets: TargetTable
         sites=[s.site for s in stats],
         counted_until=min(ends) if ends and len(ends) == len(stats) else None,
         data_quality_s=sum(s.data_quality_s for s in stats),
+        exempt_s=sum(s.exempt_s for s in stats),
         compliance_rate=rate,
         data_completeness=(compliant + violating) / judged if judged else None,
         key_clause_coverage=coverage,

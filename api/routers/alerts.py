@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from alerts import lifecycle, reads
+from alerts import lifecycle, reads, silences
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import (
@@ -29,6 +29,7 @@ from api.models import (
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from store.times import wall_now
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -169,5 +170,6 @@ def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> Aler
         closed_by=row["closed_by"],
         cause=row["cause"],
         corrective_action=row["corrective_action"],
+        silenced_by=silences.silence_of(conn, alert_id, wall_now()),
         timeline=[TimelineEntry(**entry) for entry in timeline],
     )

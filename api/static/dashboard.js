@@ -25,6 +25,11 @@ const LABELS = {
     raised: "触发", escalated: "升级", reopened: "重新打开", notified: "已通知", corrected: "更正",
     no_data: "无数据", version: "版本", last_7_days: "近7天", data_time: "数据截至",
     holiday_calendar: "节假日安排", back_to_list: "← 告警列表",
+    quiet: "静默与维护窗口", no_quiet: "当前没有静默或维护窗口", silence: "静默（不发通知）",
+    maintenance: "维护窗口（豁免达标率）", scope_site: "整个站点", scope_space: "空间（含下级）",
+    scope_device: "设备", scope_clause: "条款", target: "空间/设备/条款编号", from: "开始（空：现在）", until: "截止",
+    reason: "原因", add: "添加", cancel: "取消", silenced_by: "静默", silence_short: "静默",
+    maintenance_short: "维护", retroactive: "补登", set_by: "设置人", exempt: "维护豁免",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -43,6 +48,14 @@ const LABELS = {
     version: "version",
     last_7_days: "last 7 days", data_time: "data as of", holiday_calendar: "Holiday calendar",
     back_to_list: "← Alerts",
+    quiet: "Silences and maintenance", no_quiet: "No silences or maintenance windows now",
+    silence: "Silence (no notifications)", maintenance: "Maintenance (exempt from rates)",
+    scope_site: "whole site", scope_space: "space (with its subtree)", scope_device: "device",
+    scope_clause: "clause", target: "space, device or clause id", from: "From (empty: now)",
+    until: "Until",
+    reason: "Reason", add: "Add", cancel: "Cancel", silenced_by: "Silenced",
+    silence_short: "silence", maintenance_short: "maintenance", retroactive: "retroactive",
+    set_by: "set by", exempt: "exempt (maintenance)",
   },
 };
 
@@ -96,7 +109,10 @@ async function api(path, options = {}) {
   if (!response.ok) {
     const detail = body && body.detail;
     const message = Array.isArray(detail)
-      ? detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
+      ? detail.map((d) => {
+        const where = d.loc.slice(1).join(".");
+        return where ? `${where}: ${d.msg}` : d.msg;
+      }).join("; ")
       : detail || response.statusText;
     throw new Error(message);
   }
@@ -117,6 +133,7 @@ function applyLanguage() {
   renderList();
   if (state.selected !== null) showDetail(state.selected);
   loadSites();
+  loadQuiet();
 }
 
 // ---- holiday calendar ----
@@ -170,6 +187,8 @@ async function start() {
   }
   startStream(); // the stream's hello event triggers the first load of the list
   loadSites();
+  loadQuietSites();
+  loadQuiet();
 }
 
 // ---- site tiles ----
@@ -209,6 +228,8 @@ async function loadSites() {
       el("div", { class: "rate", title: t("compliance") }, rate),
       el("div", { class: "open" }, `${f ? f.open_alerts : 0} ${t("open_alerts")}`),
       el("div", { class: "open" }, `${t("coverage")} ${coverage}`),
+      ...(f && f.exempt_s > 0
+        ? [el("div", { class: "open" }, `${t("exempt")} ${(f.exempt_s / 3600).toFixed(1)} h`)] : []),
       el("div", { class: "open" }, `${t("data_time")} ${formatTime(site.data_time)}`),
     );
   });
@@ -384,6 +405,8 @@ async function showDetail(alertId) {
     `${formatTime(alert.started_at)}${alert.ended_at ? " – " + formatTime(alert.ended_at) : ""}`;
   $("detail-worst").textContent =
     alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
+  $("detail-silenced").hidden = $("detail-silenced-label").hidden = !alert.silenced_by;
+  $("detail-silenced").textContent = alert.silenced_by ? `#${alert.silenced_by}` : "";
   $("timeline").replaceChildren(...alert.timeline.map((entry) => el(
     "li", { "data-action": entry.action },
     `${formatTime(entry.at)} · ${t(entry.action)} · ${entry.actor}${entry.note ? " · " + entry.note : ""}`,
@@ -477,6 +500,83 @@ async function act(path, body) {
     return false;
   }
 }
+
+// ---- silences and maintenance windows ----
+
+const QUIET_KINDS = ["silence", "maintenance"];
+
+async function loadQuiet() {
+  if (!state.token || $("app").hidden) return;
+  let lists;
+  try {
+    lists = await Promise.all(QUIET_KINDS.map((kind) => api(`/${kind === "silence" ? "silences" : kind}`)));
+  } catch (error) {
+    if (error instanceof Unauthorized) showLogin(t("bad_token"));
+    else $("quiet-error").textContent = error.message;
+    return;
+  }
+  const items = lists.flatMap((list) => list.items);
+  $("quiet-empty").hidden = items.length > 0;
+  $("quiet-list").replaceChildren(...items.map((item) => {
+    const scope = item.target === null ? item.site : `${item.site} / ${item.target}`;
+    const cancel = el("button", { type: "button", class: "cancel" }, t("cancel"));
+    cancel.addEventListener("click", () => cancelQuiet(item));
+    return el(
+      "li", { class: "quiet-item", "data-kind": item.kind, "data-id": String(item.id) },
+      el("span", { class: "state" }, `${t(item.kind + "_short")} #${item.id}`), " ",
+      el("span", { class: "title" }, scope), " ",
+      el("span", { class: "meta" },
+        `${formatTime(item.starts_at)} – ${formatTime(item.effective_end)}` +
+        `${item.retroactive ? " · " + t("retroactive") : ""} · ${item.reason}` +
+        ` · ${t("set_by")} ${item.created_by}`), " ",
+      cancel,
+    );
+  }));
+}
+
+async function loadQuietSites() {
+  try {
+    const sites = await api("/sites");
+    $("quiet-site").replaceChildren(...sites.map((site) => el("option", { value: site.id }, site.name)));
+  } catch (error) {
+    $("quiet-error").textContent = error.message;
+  }
+}
+
+async function cancelQuiet(item) {
+  const path = item.kind === "silence" ? "silences" : "maintenance";
+  try {
+    await api(`/${path}/${item.id}/cancel`, { method: "POST", body: "{}" });
+    $("quiet-error").textContent = "";
+  } catch (error) {
+    $("quiet-error").textContent = error.message;
+  }
+  loadQuiet();
+}
+
+$("quiet-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const kind = $("quiet-kind").value;
+  const scope = $("quiet-scope").value;
+  const until = new Date($("quiet-until").value); // local time of the browser
+  const body = {
+    site: $("quiet-site").value,
+    scope,
+    ends_at: until.toISOString(),
+    reason: $("quiet-reason").value,
+  };
+  if ($("quiet-from").value) body.starts_at = new Date($("quiet-from").value).toISOString();
+  if (scope !== "site") body.target = $("quiet-target").value.trim();
+  try {
+    await api(`/${kind === "silence" ? "silences" : kind}`, { method: "POST", body: JSON.stringify(body) });
+    $("quiet-reason").value = "";
+    $("quiet-error").textContent = "";
+  } catch (error) {
+    if (error instanceof Unauthorized) return showLogin(t("bad_token"));
+    $("quiet-error").textContent = error.message;
+  }
+  loadQuiet();
+});
 
 // ---- wiring ----
 

@@ -151,6 +151,7 @@ async function showOrg() {
   section.append(tiles([
     [L("Compliance", "达标率"), pct(node.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(node.key_clause_coverage)],
     [L("Evaluated", "已评价占比"), pct(node.evaluated_share)], [L("Data completeness", "数据完整率"), pct(node.data_completeness)],
+    [L("Exempt (planned maintenance)", "维护豁免时长"), hours(node.exempt_s)],
     [L("Alerts", "告警"), String(node.alerts)], [L("Open", "未关闭"), String(node.open_alerts)],
     ["MTTA", hours(node.mean_time_to_acknowledge_s)], ["MTTC", hours(node.mean_time_to_close_s)],
     [L("Open actions", "整改中"), String(node.open_actions)], [L("Overdue actions", "逾期整改"), String(node.overdue_actions)],
@@ -172,6 +173,7 @@ async function showSite() {
   section.append(tiles([
     [L("Compliance", "达标率"), pct(s.compliance_rate)], [L("Key-clause coverage", "关键条款覆盖率"), pct(s.coverage.rate)],
     [L("Evaluated", "已评价占比"), pct(s.evaluated_share)], [L("Data completeness", "数据完整率"), pct(s.data_completeness)],
+    [L("Exempt (planned maintenance)", "维护豁免时长"), hours(s.exempt_s)],
     [L("Alerts", "告警"), String(s.alerts)], ["MTTA", hours(s.mean_time_to_acknowledge_s)],
     ["MTTC", hours(s.mean_time_to_close_s)], [L("Overdue actions", "逾期整改"), String(s.overdue_actions)],
   ]));

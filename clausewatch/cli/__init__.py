@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.edge",  # edge run
     "clausewatch.cli.broker",  # broker files
     "clausewatch.cli.compliance",  # report compliance, backtest
+    "clausewatch.cli.quiet",  # silence add|list|cancel, maintenance add|list|cancel
 )
 
 

@@ -15,7 +15,7 @@ from rules.site import Assignment, SiteModel
 from store import ledger
 from store.pool import connect
 from store.registry import add_assignment, end_assignment, sync_clauses, sync_site
-from tests.alerts.conftest import T0, clause_file, ended, site_model, started
+from tests.alerts.conftest import T0, clause_file, clause_ref, ended, site_model, started
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +197,34 @@ def test_the_worst_value_is_kept_in_its_metrics_precision_and_unit(
     first, second = (_alert(registered, i) for i in result.alert_ids)
     assert (first["worst_value"], first["unit"]) == (0.09, "°C")
     assert (second["worst_value"], second["unit"]) == (24.1, "°C")
+
+
+def test_a_room_cold_every_afternoon_is_one_alert_a_day_not_one_a_break(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Flap control (issue 20): the gap reopen_within allows (1 h) is schedule time. The clause
+    judges 08:30–12:00 and 14:00–17:30 (Asia/Shanghai; T0 is 08:00 on 1 July). Cold from
+    11:00 until the lunch break ends the violation at 12:00, cold again from 14:00: the lunch
+    break is outside the schedule, so no time passed, and the alert reopens. The next day's
+    cold afternoon is 3.5 h of schedule time later (08:30–12:00): a new alert."""
+    windows = [{"start": "08:30", "end": "12:00"}, {"start": "14:00", "end": "17:30"}]
+    scheduled = clause_file(schedule={"windows": windows})
+    sync_site(conn, site_model(), "test", now=T0 - dt.timedelta(days=30))
+    sync_clauses(conn, [scheduled], "test", now=T0 - dt.timedelta(days=30))
+    conn.commit()
+    ref = clause_ref(scheduled.clauses[0])
+
+    def hours(h: float) -> dt.datetime:
+        return T0 + dt.timedelta(hours=h)
+
+    def record(*outputs: Any) -> Any:
+        outputs = tuple(dataclasses.replace(o, clause=ref) for o in outputs)
+        return record_outputs(conn, site_model(), outputs, now=hours(40))
+
+    morning = record(started(hours(3)), ended(hours(4), hours(3)))  # 11:00–12:00
+    (alert_id,) = morning.alert_ids
+    afternoon = record(started(hours(6)), ended(hours(9.5), hours(6)))  # 14:00–17:30
+    assert (afternoon.raised, afternoon.reopened, afternoon.alert_ids) == (0, 1, [alert_id])
+    next_day = record(started(hours(30)))  # 2 July 14:00
+    assert next_day.raised == 1 and next_day.alert_ids != [alert_id]
+    assert _actions(conn, alert_id) == ["raised", "resolved", "reopened", "resolved"]

@@ -25,7 +25,8 @@ from fastapi.testclient import TestClient
 from alerts import notify, webhooks
 from api.tokens import ROLES, create_token, revoke_token
 from compliance.reports import generate_report
-from store import registry
+from store import quiet, registry
+from store.times import wall_now
 from tests.api.conftest import T0, auth, insert_alert
 
 pytestmark = pytest.mark.integration
@@ -141,6 +142,21 @@ CLAUSE_YAML = (
     "  - {id: t.one, version: 1, effective_from: 2026-01-01, number: '1', title: t,"
     " domain: d, confidence: C, check: {kind: threshold, metric: temperature, max: 30}}\n"
 )
+
+
+def _quiet_body(site: str) -> dict[str, Any]:
+    until = wall_now() + dt.timedelta(hours=1)
+    return {"site": site, "scope": "site", "ends_at": until.isoformat(), "reason": "检修"}
+
+
+def _fresh_quiet(conn: psycopg.Connection[Any], site: str, kind: quiet.Kind) -> int:
+    """A silence or maintenance window of the whole site, for the next hour."""
+    now = wall_now()
+    spec = quiet.Spec(kind, site, "site", None, now, now + dt.timedelta(hours=1), "检修")
+    row = quiet.create(conn, spec, "test", now)
+    conn.commit()
+    return int(row["id"])
+
 
 ENDPOINTS = [
     Endpoint("list alerts", "GET /alerts", lambda c, s: ("GET", f"/api/v1/alerts?site={s}", None)),
@@ -370,6 +386,38 @@ ENDPOINTS = [
             "PATCH",
             f"/api/v1/evaluations/actions/{_evaluation(c, s)[1]}",
             {"state": "done", "note": "已复测"},
+        ),
+    ),
+    Endpoint("silences", "GET /silences", lambda c, s: ("GET", f"/api/v1/silences?site={s}", None)),
+    Endpoint(
+        "add silence",
+        "POST /silences",
+        lambda c, s: ("POST", "/api/v1/silences", _quiet_body(s)),
+        ok=201,
+    ),
+    Endpoint(
+        "cancel silence",
+        "POST /silences/{id}/cancel",
+        lambda c, s: ("POST", f"/api/v1/silences/{_fresh_quiet(c, s, 'silence')}/cancel", None),
+    ),
+    Endpoint(
+        "maintenance windows",
+        "GET /maintenance",
+        lambda c, s: ("GET", f"/api/v1/maintenance?site={s}", None),
+    ),
+    Endpoint(
+        "add maintenance window",
+        "POST /maintenance",
+        lambda c, s: ("POST", "/api/v1/maintenance", _quiet_body(s)),
+        ok=201,
+    ),
+    Endpoint(
+        "cancel maintenance window",
+        "POST /maintenance/{id}/cancel",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/maintenance/{_fresh_quiet(c, s, 'maintenance')}/cancel",
+            None,
         ),
     ),
     Endpoint("webhooks", "GET /webhooks", lambda c, s: ("GET", "/api/v1/webhooks", None)),
