@@ -33,6 +33,7 @@ from api.routers import (
     compliance,
     energy,
     health,
+    ingest,
     ledger,
     public,
     readings,
@@ -60,6 +61,7 @@ def create_app(
     stream: StreamConfig | None = None,
     ledger_anchors: AnchorSource | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    http_ingest: ingest.HttpIngest | None = None,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -100,7 +102,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ledger_anchors = ledger_anchors
-    for module in (alerts, clauses, compliance, energy, ledger, readings, registry, webhooks):
+    app.state.ingest = http_ingest  # None: POST /ingest answers 503 (no pipeline here)
+    for module in (
+        alerts,
+        clauses,
+        compliance,
+        energy,
+        ingest,
+        ledger,
+        readings,
+        registry,
+        webhooks,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
