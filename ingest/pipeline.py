@@ -7,7 +7,9 @@ rows to store. A flush (as soon as the ingress queue is empty, else every `flush
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
 intervals and late readings, and whatever the injected output sink writes (the alerts).
 
-The MQTT messages of a flush are acknowledged as soon as it commits. Every message gets a receive
+The MQTT messages of a flush are acknowledged as soon as it commits; messages that did not come
+from the broker (HTTP ingest, ingest/direct.py) carry a receipt instead of an ack token, settled
+at the same point (or as rejected or abandoned). Every message gets a receive
 stamp, strictly increasing (the `received_at` of its rows), in the order the engines take them.
 
 Checkpoints: every `checkpoint_interval`, and at least `CHECKPOINT_COST_FACTOR` times their cost
