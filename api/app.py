@@ -102,19 +102,20 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ledger_anchors = ledger_anchors
-    app.state.ingest = http_ingest  # None: POST /ingest answers 503 (no pipeline here)
+    app.state.ingest = http_ingest
     for module in (
         alerts,
         clauses,
         compliance,
         energy,
-        ingest,
         ledger,
         readings,
         registry,
         webhooks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    if http_ingest is not None:  # only where a pipeline runs (the service, not a bare API)
+        app.include_router(ingest.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
     for module in (register, statistics, reports, public):

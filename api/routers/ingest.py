@@ -170,9 +170,11 @@ async def post_ingest(
 ) -> Accepted:
     """One MQTT payload (an object, or an array of them) of `device`, answered after commit.
     Log in with HTTP Basic: the device's broker login `{site}/{device}` and its password."""
-    ingest = cast(HttpIngest | None, getattr(request.app.state, "ingest", None))
-    if ingest is None or ingest.passwords is None:
-        raise _unavailable("HTTP ingest is not configured on this server", None)
+    ingest = cast(HttpIngest, request.app.state.ingest)
+    if ingest.passwords is None:
+        raise _unavailable(
+            "HTTP ingest has no device logins: CLAUSEWATCH_DEVICE_PASSWORD_FILE is not set", None
+        )
     identity = _authenticate(ingest, request.headers.get("authorization"))
     topic = f"{ingest.prefix}/{site}/{device}/{kind}"
     if not may_publish(identity, topic):
