@@ -70,6 +70,7 @@ _METRIC_RE = re.compile(r"[a-z][a-z0-9_]*")
 _EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]*")
 _READING_KEYS = frozenset(("ts", "seq", "metrics"))
 _EVENT_KEYS = frozenset(("ts", "seq", "type", "space", "actor", "attrs"))
+_STATUS_KEYS = frozenset(("status", "sources"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,21 @@ class Decoder:
             return StatusMessage(site, device, True, received_at)
         if text == b"offline":
             return StatusMessage(site, device, False, received_at)
-        raise _Reject("bad_status", "status payload must be 'online' or 'offline'")
+        if text.startswith(b"{"):
+            # An edge gateway's health report (edge/gateway.py): its status and its sources'.
+            body = _parse_json(text)
+            if (
+                isinstance(body, dict)
+                and _STATUS_KEYS.issuperset(body)
+                and body.get("status") in ("online", "offline")
+                and isinstance(body.get("sources", []), list)
+            ):
+                return StatusMessage(site, device, body["status"] == "online", received_at)
+        raise _Reject(
+            "bad_status",
+            "status payload must be 'online', 'offline' or "
+            '{"status": "online"|"offline", "sources": [...]}',
+        )
 
     def _timestamp(self, raw: object, received_at: float) -> tuple[float, bool]:
         if raw is None:
