@@ -7,15 +7,18 @@ password is 401 and stores nothing, a device posting for another device is 403, 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from clausewatch.embedded import free_port
@@ -27,7 +30,7 @@ from ingest.direct import Busy, DirectIngress
 from ingest.mqtt import IngressQueue
 from rules.site import SiteModel
 from tests.ingest.test_pipeline_integration import CLAUSES, SITE
-from tests.support import rows
+from tests.support import rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +74,7 @@ def other_site() -> SiteModel:
     return SiteModel.model_validate(data)
 
 
+@contextmanager
 def start(
     url: str, mqtt_url: str, prefix: str, folder: Path, options: ServiceOptions, **extra: Any
 ) -> Iterator[Running]:
@@ -101,14 +105,11 @@ def start(
 def running(
     fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
 ) -> Iterator[Running]:
-    yield from start(
-        fresh_database_url,
-        mqtt_url,
-        topic_prefix,
-        tmp_path,
-        ServiceOptions(clock="data", serve_api=True),
-        max_payload_bytes=64 * 1024,
-    )
+    options = ServiceOptions(clock="data", serve_api=True)
+    with start(
+        fresh_database_url, mqtt_url, topic_prefix, tmp_path, options, max_payload_bytes=64 * 1024
+    ) as running:
+        yield running
 
 
 def ts_ms(seconds_ago: float) -> int:
@@ -210,7 +211,7 @@ def test_a_site_of_another_worker_is_refused_with_a_reason(
 ) -> None:
     """`--workers N`: worker 0 serves the API, and its pipeline holds only its own sites."""
     options = ServiceOptions(clock="data", serve_api=True, sites=("t-hq",))
-    for running in start(fresh_database_url, mqtt_url, topic_prefix, tmp_path, options):
+    with start(fresh_database_url, mqtt_url, topic_prefix, tmp_path, options) as running:
         body = {"ts": ts_ms(5), "metrics": {"temperature": 22.0}}
         login = basic("t-two/th-a", "nope")
         answer = running.post("t-two/th-a/telemetry", body, login)
@@ -241,3 +242,37 @@ def test_a_full_queue_or_too_many_waiting_is_refused_not_queued() -> None:
     assert first.receipt is not None
     first.receipt.settled("committed")
     assert direct.in_flight == 2
+
+
+def test_back_pressure_is_503_with_retry_after_and_a_slow_commit_is_not_a_200(
+    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The test holds a lock on `readings`, so the pipeline's flush waits in PostgreSQL: the
+    first post waits for its commit, the next is refused at once (one post may wait), the first
+    gets 503 when its commit does not come in time, and once the lock is gone its body is
+    committed (a retry is absorbed)."""
+    options = ServiceOptions(clock="data", serve_api=True)
+    with start(
+        fresh_database_url, mqtt_url, topic_prefix, tmp_path, options,
+        http_ingest_max_in_flight=1, http_ingest_commit_timeout_s=2.0,
+    ) as running:  # fmt: skip
+        body = {"ts": ts_ms(5), "seq": 1, "metrics": {"temperature": 21.0}}
+        with psycopg.connect(fresh_database_url) as blocker:
+            blocker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                first = pool.submit(running.post, "t-hq/th-a/telemetry", body)
+                direct = running.service.direct
+                assert direct is not None
+                wait_for(lambda: direct.in_flight == 1, 10, "the first post waiting")
+                refused = running.post("t-hq/th-a/telemetry", body)
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["retry-after"] == "1"
+                assert "waiting for their commit" in refused.json()["detail"]
+                late = first.result(30)
+            assert late.status_code == 503 and late.headers["retry-after"] == "5"
+            assert "not committed within 2 s" in late.json()["detail"]
+            blocker.rollback()  # the lock goes: the held flush commits
+        wait_for(lambda: running.count("SELECT count(*) FROM readings") == 1, 20)
+        again = running.post("t-hq/th-a/telemetry", body)  # the device's retry
+        assert again.status_code == 200, again.text
+        assert running.count("SELECT count(*) FROM readings") == 1
