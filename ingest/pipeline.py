@@ -414,7 +414,9 @@ class Pipeline:
                 elif isinstance(item, StatusMessage):
                     STATUS_MESSAGES.labels("online" if item.online else "offline").inc()
                     pending.statuses.append(
-                        StatusRow(item.site, item.device, item.online, item.received_at)
+                        StatusRow(
+                            item.site, item.device, item.online, item.received_at, item.sources
+                        )
                     )
         self._last_stamp_us = stamp_us
 

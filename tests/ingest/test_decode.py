@@ -232,11 +232,13 @@ def test_a_gateways_health_report_is_its_status():
         ],
     }  # fmt: skip
     topic = "cw/hq/gw-b1/status"
-    assert decode_one(orjson.dumps(health), topic=topic) == StatusMessage("hq", "gw-b1", True, NOW)
+    out = decode_one(orjson.dumps(health), topic=topic)
+    assert out == StatusMessage("hq", "gw-b1", True, NOW, orjson.dumps(health["sources"]))
     assert decode_one(b'{"status": "offline"}', topic=topic) == StatusMessage(
         "hq", "gw-b1", False, NOW
     )
     for bad in (b'{"status": "up"}', b'{"status": "online", "x": 1}', b'{"sources": []}',
-                b'{"status": "online", "sources": {}}'):  # fmt: skip
+                b'{"status": "online", "sources": {}}', b'{"status": "online", "sources": [1]}',
+                orjson.dumps({"status": "online", "sources": [{}] * 1001})):  # fmt: skip
         assert dead_reason(bad, topic=topic) == "bad_status", bad
     assert dead_reason(b'{"status": ', topic=topic) == "malformed_json"
