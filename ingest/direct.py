@@ -21,8 +21,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from ingest.decode import DeadLetter, Decoded, EventMessage, Reading
 from ingest.mqtt import NO_TOKEN, IngressQueue, ReceivedMessage, Settled
+
+SUBMISSIONS = Counter(
+    "clausewatch_http_ingest",
+    "HTTP ingest posts by outcome: committed, rejected, abandoned, or busy (refused at once)",
+    ["outcome"],
+)
+_OUTCOMES = {name: SUBMISSIONS.labels(name) for name in ("committed", "rejected", "abandoned")}
+_BUSY = SUBMISSIONS.labels("busy")
 
 
 class Busy(Exception):
@@ -73,6 +83,7 @@ class _Receipt:
 
     def settled(self, outcome: Settled, /) -> None:
         self.delivery.outcome = outcome
+        _OUTCOMES[outcome].inc()
         self._ingress._release()
         if not self.future.done():
             self.future.set_result(self.delivery)
@@ -96,12 +107,14 @@ class DirectIngress:
         the queue is full or too many submissions wait already."""
         with self._lock:
             if self._in_flight >= self.max_in_flight:
+                _BUSY.inc()
                 raise Busy(f"{self._in_flight} HTTP submissions are waiting for their commit")
             self._in_flight += 1
         receipt = _Receipt(self)
         message = ReceivedMessage(topic, payload, time.time(), NO_TOKEN, receipt)
         if not self.inbox.offer(message):
             self._release()
+            _BUSY.inc()
             raise Busy("the ingest queue is full")
         return receipt.future
 
