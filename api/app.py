@@ -34,6 +34,7 @@ from api.routers import (
     energy,
     evaluations,
     health,
+    ingest,
     ledger,
     public,
     quiet,
@@ -62,6 +63,7 @@ def create_app(
     stream: StreamConfig | None = None,
     ledger_anchors: AnchorSource | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    http_ingest: ingest.HttpIngest | None = None,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -102,6 +104,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ledger_anchors = ledger_anchors
+    app.state.ingest = http_ingest
     for module in (
         alerts,
         clauses,
@@ -114,6 +117,8 @@ def create_app(
         webhooks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    if http_ingest is not None:  # only where a pipeline runs (the service, not a bare API)
+        app.include_router(ingest.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
     for module in (register, statistics, reports, evaluations, public):

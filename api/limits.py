@@ -7,7 +7,7 @@ the token check among them: unchecked, anyone could make the service hold any bo
 1. refuses a declared `Content-Length` over `max_body_bytes` with 413 at once;
 2. under `/api/`, checks the bearer token (api.auth.authenticate) before a byte of the body is
    read: 401 otherwise, and the principal is handed to the route's dependency so the token is
-   looked up once;
+   looked up once (HTTP ingest, `/api/v1/ingest/`, checks its device login itself first);
 3. counts the bytes of the body as the app reads them (a chunked body declares no length) and
    stops at the limit with 413.
 
@@ -29,6 +29,9 @@ from api.auth import authenticate
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 GUARDED_PREFIX = "/api/"  # every route that takes a body is here, and needs a token
+# ...but for HTTP ingest, whose devices log in with their broker login (api/routers/ingest.py):
+# that route checks the login before it reads the body, and bounds the body itself.
+DEVICE_LOGIN_PREFIX = "/api/v1/ingest/"
 CLOSE = (b"connection", b"close")
 
 
@@ -63,7 +66,8 @@ class BodyGate:
         if declared is not None and declared > self.limit:
             await _refuse(scope, receive, send, 413, too_large(self.limit))
             return
-        if scope["path"].startswith(GUARDED_PREFIX):
+        path: str = scope["path"]
+        if path.startswith(GUARDED_PREFIX) and not path.startswith(DEVICE_LOGIN_PREFIX):
             try:
                 principal = await anyio.to_thread.run_sync(
                     authenticate, scope["app"].state.pool, _bearer(authorization)

@@ -452,6 +452,9 @@ class DeviceStatusPublic(BaseModel):
     device: str
     status: Literal["online", "offline"]
     received_at: dt.datetime
+    # An edge gateway's last health report of its sources (docs/simulators.md, "Source
+    # health"): device, kind, last_good, errors, last_error, last_error_at each; None if none.
+    sources: list[dict[str, Any]] | None = None
 
 
 PartyKind = Literal["person", "team", "contractor"]

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -27,8 +27,10 @@ from alerts.notify import deliver_due
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
 from compliance.reports import generate_due_reports
+from config.broker import derive_identities
 from config.files import LoadedConfig
 from ingest.decode import Decoder, DeviceIndex, Limits
+from ingest.direct import Busy, DirectIngress
 from ingest.mqtt import IngressQueue, MqttSubscriber
 from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
@@ -39,6 +41,9 @@ from store.pool import connect, make_pool
 from store.registry import sync_clauses, sync_site
 from store.roles import as_role
 from store.rollups import refresh_rollups
+
+if TYPE_CHECKING:
+    from api.routers.ingest import HttpIngest
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +117,10 @@ class Service:
         self.database_url: str = as_role(settings.database_url, self.roles.service)
         self.mqtt_url: str = settings.mqtt_url
         self.pool: ConnectionPool[Any] | None = None
+        self._sites: frozenset[str] = frozenset()  # the sites of this process's pipeline
         self.pipeline: Pipeline | None = None
         self.subscriber: MqttSubscriber | None = None
+        self.direct: DirectIngress | None = None  # HTTP ingest into the pipeline's queue
         self.scheduler: BackgroundScheduler | None = None
         self._http: Any = None  # uvicorn.Server
         self._http_thread: threading.Thread | None = None
@@ -150,6 +157,8 @@ class Service:
             sites = {site_id: sites[site_id] for site_id in self.options.sites}
             filters = [subscription_filter(settings.topic_prefix, site_id) for site_id in sites]
         self.subscriber = MqttSubscriber(self.mqtt_url, settings.mqtt_client_id, filters, inbox)
+        self.direct = DirectIngress(inbox, max_in_flight=settings.http_ingest_max_in_flight)
+        self._sites = frozenset(sites)
         self.pipeline = Pipeline(
             self.pool,
             sites,
@@ -314,6 +323,37 @@ class Service:
 
     # -- HTTP --
 
+    def _http_ingest(self) -> HttpIngest:
+        """HTTP ingest (api/routers/ingest.py) into this process's pipeline: the devices' broker
+        logins (no gateways: they publish over MQTT) checked against the broker's password
+        file. With `--workers N` only the sites of this worker (0) are taken here; posts for the
+        others are refused with 503 naming why (no hop between processes)."""
+        from api.routers.ingest import DevicePasswords, HttpIngest, IngestBusy
+
+        direct = self.direct
+        assert direct is not None
+        settings = self.settings
+
+        def submit(topic: str, payload: bytes) -> Any:
+            try:
+                return direct.submit(topic, payload)
+            except Busy as busy:
+                raise IngestBusy(busy.detail, busy.retry_after) from None
+
+        identities = derive_identities(self.config.sites, (), settings.topic_prefix)
+        password_file = settings.device_password_file
+        return HttpIngest(
+            submit=submit,
+            prefix=settings.topic_prefix,
+            identities={identity.username: identity for identity in identities},
+            passwords=None if password_file is None else DevicePasswords(password_file),
+            sites=self._sites,
+            other_sites=frozenset(self.config.sites) - self._sites,
+            max_bytes=settings.max_payload_bytes,
+            max_items=Limits().max_items,
+            commit_timeout_s=settings.http_ingest_commit_timeout_s,
+        )
+
     def _start_http(self) -> None:
         import uvicorn
 
@@ -328,6 +368,7 @@ class Service:
             stream=StreamConfig(max_streams_per_token=settings.stream_max_per_token),
             max_body_bytes=settings.http_max_body_bytes,
             ledger_anchors=settings.ledger_anchor_source(),
+            http_ingest=self._http_ingest(),
         )
         limits = ServerLimits(
             header_timeout_s=settings.http_header_timeout_s,

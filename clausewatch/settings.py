@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     # Connections served at once, open streams included (503 beyond); open streams per token.
     http_max_connections: int = Field(default=200, gt=0)
     stream_max_per_token: int = Field(default=4, gt=0)
+    # HTTP ingest (POST /api/v1/ingest/..., docs/api.md): devices log in with their broker
+    # login, checked against this Mosquitto password file (`clausewatch broker files` writes
+    # it); unset, HTTP ingest answers 503. A post waits at most this long for its commit (503
+    # after), and at most this many posts wait at once (503 with Retry-After beyond).
+    device_password_file: Path | None = None
+    http_ingest_commit_timeout_s: float = Field(default=30.0, gt=0)
+    http_ingest_max_in_flight: int = Field(default=256, gt=0)
     # Event-time reorder window: readings up to this much out of order are judged as if in order.
     lateness_s: float = Field(default=5.0, ge=0)
     # Readings older than this (relative to receive time) are dead letters: edge backlogs

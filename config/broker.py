@@ -184,6 +184,85 @@ def mosquitto_password_hash(password: str, salt: bytes | None = None) -> str:
     return f"$7${PBKDF2_ITERATIONS}${'$'.join(encoded)}"
 
 
+class PasswordFileError(ValueError):
+    """A password file line that is not `user:hash` with a hash Mosquitto writes."""
+
+
+# Iterations a `$7$` hash may ask for: Mosquitto writes 101; far more would let a tampered
+# file make every check expensive.
+MAX_PBKDF2_ITERATIONS = 1_000_000
+
+
+def read_password_file(text: str) -> dict[str, str]:
+    """User name → hash of a Mosquitto password file (`user:$7$...` lines, as
+    `clausewatch broker files` or `mosquitto_passwd` write them; blank lines and `#` comments
+    skipped). Raises PasswordFileError naming the first bad line (never its hash)."""
+    hashes: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, colon, hashed = line.partition(":")
+        if not colon or not user or not _parse_hash(hashed):
+            raise PasswordFileError(
+                f"line {number}: not `user:$7$...` (a Mosquitto 2 PBKDF2-SHA512 hash) "
+                "nor `user:$6$...`"
+            )
+        hashes[user] = hashed
+    return hashes
+
+
+def _parse_hash(hashed: str) -> tuple[str, int, bytes, bytes] | None:
+    """(scheme, iterations, salt, digest) of a `$7$` or `$6$` hash; None when malformed."""
+    parts = hashed.split("$")
+    try:
+        if len(parts) == 5 and parts[:2] == ["", "7"] and parts[2].isdigit():
+            iterations = int(parts[2])
+            if not 1 <= iterations <= MAX_PBKDF2_ITERATIONS:
+                return None
+            salt, digest = (base64.b64decode(part, validate=True) for part in parts[3:])
+            return ("7", iterations, salt, digest) if salt and digest else None
+        if len(parts) == 4 and parts[:2] == ["", "6"]:
+            salt, digest = (base64.b64decode(part, validate=True) for part in parts[2:])
+            return ("6", 1, salt, digest) if salt and len(digest) == 64 else None
+    except ValueError:
+        return None
+    return None
+
+
+def verify_mosquitto_password(password: str, hashed: str) -> bool:
+    """Whether `password` is the one `hashed` (a line's hash of a Mosquitto password file) was
+    made from, compared in constant time. `$7$`: PBKDF2-SHA512 (Mosquitto 2); `$6$`:
+    SHA-512 of password and salt (Mosquitto 1.x files)."""
+    parsed = _parse_hash(hashed)
+    if parsed is None:
+        return False
+    scheme, iterations, salt, digest = parsed
+    if scheme == "7":
+        computed = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(digest))
+    else:
+        computed = hashlib.sha512(password.encode() + salt).digest()
+    return secrets.compare_digest(computed, digest)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether an MQTT topic filter (`+` one level, `#` the rest) matches `topic`: the test
+    the broker applies to an identity's rights, for input that does not come through it."""
+    levels = topic.split("/")
+    parts = topic_filter.split("/")
+    for index, part in enumerate(parts):
+        if part == "#":
+            return index <= len(levels)
+        if index >= len(levels) or (part != "+" and part != levels[index]):
+            return False
+    return len(parts) == len(levels)
+
+
+def may_publish(identity: Identity, topic: str) -> bool:
+    """Whether the broker lets `identity` publish to `topic`."""
+    return any(topic_matches(topic_filter, topic) for topic_filter in identity.publish)
+
+
 def mosquitto_acl(identities: Sequence[Identity]) -> str:
     """A Mosquitto ACL file: no topic line before the first `user`, so a client without a login
     (were one let in) has no rights; each login its `topic write` / `topic read` lines."""

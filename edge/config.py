@@ -241,6 +241,8 @@ class GatewayConfig(Strict):
     batch: BatchConfig = BatchConfig()
     sources: tuple[Source, ...] = Field(min_length=1)
     stats_interval: PositiveDuration = 60.0  # how often the gateway logs its counters
+    # How often the gateway publishes its sources' health on its status topic (retained).
+    status_interval: PositiveDuration = 30.0
 
     @model_validator(mode="after")
     def _distinct_metrics(self) -> GatewayConfig:

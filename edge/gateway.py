@@ -5,7 +5,11 @@ Threads: one per source (sampling on its interval), one forwarder, and paho's ne
 paho calls `on_publish` while holding its own lock, so that callback only queues the message id;
 the forwarder matches ids to buffer rows and deletes them. The gateway's status topic
 `{prefix}/{site}/{gateway}/status` is its will (`offline`, retained) and it publishes `online`
-(retained) on every connect.
+(retained) on every connect; then, at connect and every `status_interval`, its sources' health
+(retained, JSON): `{"status": "online", "sources": [{"device", "kind", "last_good", "errors",
+"last_error", "last_error_at"}, ...]}`, one entry per source in the order of its configuration
+(times RFC 3339 in the gateway's zone, null before the first). The service reads either form
+(ingest/decode.py); docs/simulators.md describes the fields.
 
 Delivery is at least once: a batch sent but not acknowledged before a crash or a broken session
 is sent again; the service drops the duplicate by (device, seq).
@@ -19,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -32,6 +37,14 @@ from edge.sources import Sampler, sampler_for
 log = logging.getLogger("clausewatch.edge")
 
 
+@dataclass
+class _Stamps:
+    """When a source last gave values, and when it last failed (the gateway's clock)."""
+
+    last_good: float | None = None
+    last_error_at: float | None = None
+
+
 class Gateway:
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -39,6 +52,8 @@ class Gateway:
         self.zone = ZoneInfo(config.timezone)
         self.buffer = Buffer(config.buffer.path, config.buffer.cap)
         self.samplers: list[Sampler] = [sampler_for(source) for source in config.sources]
+        self._stamps = [_Stamps() for _ in self.samplers]
+        self._health_due = threading.Event()  # set at connect: publish the health at once
         self.prefix = f"{config.broker.prefix}/{config.site}"
         self.status_topic = f"{self.prefix}/{config.gateway}/status"
         self._stop = threading.Event()  # forwarder: stop sending
@@ -82,6 +97,7 @@ class Gateway:
             log.warning("broker refused the connection: %s", reason)
             return
         client.publish(self.status_topic, b"online", qos=1, retain=True)
+        self._health_due.set()
         log.info("connected to %s", self.broker.redacted())
         self._connected.set()
         self._notify()
@@ -110,9 +126,9 @@ class Gateway:
             self.broker.host, self.broker.port, keepalive=self.config.broker.keepalive
         )
         self._client.loop_start()
-        for sampler in self.samplers:
+        for sampler, stamps in zip(self.samplers, self._stamps, strict=True):
             thread = threading.Thread(
-                target=self._sample_loop, args=(sampler,), name=f"edge-{sampler.device}"
+                target=self._sample_loop, args=(sampler, stamps), name=f"edge-{sampler.device}"
             )
             thread.start()
             self._threads.append(thread)
@@ -166,6 +182,33 @@ class Gateway:
             "sample_errors": sum(s.errors for s in self.samplers),
         }
 
+    def health(self) -> dict[str, object]:
+        """What the status topic carries about the sources (module docstring)."""
+
+        def stamp(at: float | None) -> str | None:
+            if at is None:
+                return None
+            return dt.datetime.fromtimestamp(at, self.zone).isoformat(timespec="milliseconds")
+
+        return {
+            "status": "online",
+            "sources": [
+                {
+                    "device": sampler.device,
+                    "kind": sampler.source.kind,
+                    "last_good": stamp(stamps.last_good),
+                    "errors": sampler.errors,
+                    "last_error": sampler.last_error,
+                    "last_error_at": stamp(stamps.last_error_at),
+                }
+                for sampler, stamps in zip(self.samplers, self._stamps, strict=True)
+            ],
+        }
+
+    def _publish_health(self) -> None:
+        payload = orjson.dumps(self.health())
+        self._client.publish(self.status_topic, payload, qos=1, retain=True)
+
     def _log_stats(self) -> None:
         stats = self.stats()
         log.info("gateway %s: %s", self.config.gateway, stats)
@@ -178,12 +221,16 @@ class Gateway:
 
     # ---- sampling ----
 
-    def _sample_loop(self, sampler: Sampler) -> None:
+    def _sample_loop(self, sampler: Sampler, stamps: _Stamps) -> None:
         next_at = self.clock()
         while not self._stop_sampling.wait(max(0.0, next_at - self.clock())):
             now = self.clock()
+            errors = sampler.errors
             values = sampler.sample(now)
+            if sampler.errors != errors:
+                stamps.last_error_at = now
             if values:
+                stamps.last_good = now
                 stamp = dt.datetime.fromtimestamp(now, self.zone).isoformat(timespec="milliseconds")
 
                 def encode(
@@ -204,11 +251,18 @@ class Gateway:
         batch = self.config.batch
         waiting_since: float | None = None  # when a partial batch was first seen
         next_stats = time.monotonic() + self.config.stats_interval
+        next_health = time.monotonic() + self.config.status_interval
         while not self._stop.is_set():
             self._process_acks()
             if time.monotonic() >= next_stats:
                 self._log_stats()
                 next_stats = time.monotonic() + self.config.stats_interval
+            if self._connected.is_set() and (
+                self._health_due.is_set() or time.monotonic() >= next_health
+            ):
+                self._health_due.clear()
+                self._publish_health()
+                next_health = time.monotonic() + self.config.status_interval
             if not self._connected.is_set() or len(self._in_flight) >= batch.max_in_flight:
                 self._wait(0.5)
                 continue

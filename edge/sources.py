@@ -45,12 +45,41 @@ T = TypeVar("T")
 log = logging.getLogger("clausewatch.edge")
 
 
-class SimulatedSampler:
+MAX_ERROR_CHARS = 300  # of a source's last error, as the status topic reports it
+
+
+class Counted:
+    """A sampler's failures: how many (reads that failed whole, and values left out of a read)
+    and the last one's message, which the gateway reports on its status topic."""
+
+    device: str
+
+    def __init__(self) -> None:
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def _failed(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message[:MAX_ERROR_CHARS]
+        log.warning("%s", message)
+
+
+def redacted(url: str) -> str:
+    """`url` without a password it may carry (`opc.tcp://user:secret@host` → `user:***@host`):
+    errors are logged and published on the status topic."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"
+
+
+class SimulatedSampler(Counted):
     def __init__(self, source: SimulatedSource) -> None:
+        super().__init__()
         self.source = source
         self.device = source.device
         self.interval = source.interval
-        self.errors = 0
         self._rng = random.Random(f"{source.seed}:{source.device}")
         self._registers = {
             name: spec.mean for name, spec in source.metrics.items() if spec.rate_per_h is not None
@@ -75,14 +104,14 @@ class SimulatedSampler:
         pass
 
 
-class ModbusSampler:
+class ModbusSampler(Counted):
     """Reads holding or input registers over Modbus TCP; one request per configured value."""
 
     def __init__(self, source: ModbusSource) -> None:
+        super().__init__()
         self.source = source
         self.device = source.device
         self.interval = source.interval
-        self.errors = 0
         self._client = ModbusTcpClient(
             source.host, port=source.port, timeout=source.timeout, retries=1
         )
@@ -93,8 +122,7 @@ class ModbusSampler:
                 raise ModbusException(f"cannot connect to {self.source.host}:{self.source.port}")
             return {register.metric: self._read(register) for register in self.source.registers}
         except (ModbusException, OSError) as exc:
-            self.errors += 1
-            log.warning("modbus %s (%s): %s", self.device, self.source.host, exc)
+            self._failed(f"modbus {self.device} ({self.source.host}): {exc}")
             self._client.close()  # type: ignore[no-untyped-call]  # reconnect at the next sample
             return None
 
@@ -161,15 +189,15 @@ class LoopThread:
             self.loop.close()
 
 
-class OpcUaSampler:
+class OpcUaSampler(Counted):
     """Reads the configured variable nodes of one OPC UA server in one Read request per sample.
     The session is opened at the first sample and again after any failure."""
 
     def __init__(self, source: OpcUaSource) -> None:
+        super().__init__()
         self.source = source
         self.device = source.device
         self.interval = source.interval
-        self.errors = 0
         self._loop = LoopThread(f"opcua-{source.device}")
         self._client: OpcUaClient | None = None
 
@@ -177,8 +205,7 @@ class OpcUaSampler:
         try:
             return self._loop.run(self._read(), self.source.timeout * 3)
         except Exception as exc:  # any failure of the library: counted, retried next interval
-            self.errors += 1
-            log.warning("opcua %s (%s): %r", self.device, self.source.url, exc)
+            self._failed(f"opcua {self.device} ({redacted(self.source.url)}): {exc!r}")
             with contextlib.suppress(SourceError):
                 self._loop.run(self._disconnect(), self.source.timeout)
             return None
@@ -199,8 +226,7 @@ class OpcUaSampler:
                 raw = result.Value.Value if result.Value is not None else None
                 values[point.metric] = scaled(point, raw, f"node {point.node}")
             except SourceError as exc:  # this value only: the others are still published
-                self.errors += 1
-                log.warning("opcua %s (%s): %s", self.device, self.source.url, exc)
+                self._failed(f"opcua {self.device} ({redacted(self.source.url)}): {exc}")
         return values or None
 
     async def _disconnect(self) -> None:
@@ -260,16 +286,16 @@ class BacnetClient:
         client.loop.close()
 
 
-class BacnetSampler:
+class BacnetSampler(Counted):
     """Reads the present value of each configured object with ReadProperty. Before the first
     read (and after a failure) it reads the device object `device,<instance>` at the address,
     so a different device answering there is an error, not a source of wrong values."""
 
     def __init__(self, source: BacnetSource) -> None:
+        super().__init__()
         self.source = source
         self.device = source.device
         self.interval = source.interval
-        self.errors = 0
         self._client = BacnetClient.acquire(source.local_address, source.local_device_instance)
         self._address = Address(
             source.address if ":" in source.address else f"{source.address}:47808"
@@ -281,9 +307,8 @@ class BacnetSampler:
             timeout = self.source.timeout * (len(self.source.objects) + 1)
             return self._client.loop.run(self._read(), timeout)
         except (Exception, ErrorRejectAbortNack) as exc:  # counted, retried next interval
-            self.errors += 1
             self._checked = False
-            log.warning("bacnet %s (%s): %r", self.device, self.source.address, exc)
+            self._failed(f"bacnet {self.device} ({self.source.address}): {exc!r}")
             return None
 
     async def _read_property(self, objid: str, prop: str) -> object:
@@ -308,8 +333,7 @@ class BacnetSampler:
                     raise SourceError(f"{point.object}: {exc}") from exc
                 values[point.metric] = scaled(point, _bacnet_number(raw), point.object)
             except SourceError as exc:
-                self.errors += 1
-                log.warning("bacnet %s (%s): %s", self.device, self.source.address, exc)
+                self._failed(f"bacnet {self.device} ({self.source.address}): {exc}")
         return values or None
 
     def close(self) -> None:

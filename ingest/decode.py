@@ -62,6 +62,7 @@ _MESSAGE_COUNTERS = {kind: MESSAGES.labels(kind.value) for kind in TopicKind}
 
 # A dead letter keeps this much of the payload (enough to diagnose), `truncated` when cut.
 RAW_CAP_BYTES = DEAD_LETTER_PAYLOAD_CAP
+MAX_SOURCES = 1000  # entries of a gateway's health report
 MAX_ATTR_DEPTH = 8  # event attrs are small records; deeper nesting is an attack or a bug
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
@@ -70,6 +71,7 @@ _METRIC_RE = re.compile(r"[a-z][a-z0-9_]*")
 _EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]*")
 _READING_KEYS = frozenset(("ts", "seq", "metrics"))
 _EVENT_KEYS = frozenset(("ts", "seq", "type", "space", "actor", "attrs"))
+_STATUS_KEYS = frozenset(("status", "sources"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,7 @@ class StatusMessage:
     device: str
     online: bool
     received_at: float
+    sources: bytes | None = None  # an edge gateway's health report of its sources, JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +263,28 @@ class Decoder:
             return StatusMessage(site, device, True, received_at)
         if text == b"offline":
             return StatusMessage(site, device, False, received_at)
-        raise _Reject("bad_status", "status payload must be 'online' or 'offline'")
+        if text.startswith(b"{"):
+            # An edge gateway's health report (edge/gateway.py): its status and its sources'.
+            body = _parse_json(text)
+            if (
+                isinstance(body, dict)
+                and _STATUS_KEYS.issuperset(body)
+                and body.get("status") in ("online", "offline")
+                and _sources_ok(body.get("sources", []))
+            ):
+                sources = body.get("sources")
+                return StatusMessage(
+                    site,
+                    device,
+                    body["status"] == "online",
+                    received_at,
+                    None if sources is None else orjson.dumps(sources),
+                )
+        raise _Reject(
+            "bad_status",
+            "status payload must be 'online', 'offline' or "
+            '{"status": "online"|"offline", "sources": [...]}',
+        )
 
     def _timestamp(self, raw: object, received_at: float) -> tuple[float, bool]:
         if raw is None:
@@ -283,6 +307,15 @@ class Decoder:
                 f"ts is {received_at - ts:.0f} s old (limit {self.limits.max_age_s:.0f} s)",
             )
         return ts, False
+
+
+def _sources_ok(sources: object) -> bool:
+    """A health report's `sources`: a list of at most MAX_SOURCES objects."""
+    return (
+        isinstance(sources, list)
+        and len(sources) <= MAX_SOURCES
+        and all(isinstance(entry, dict) for entry in sources)
+    )
 
 
 def _parse_json(payload: bytes) -> object:

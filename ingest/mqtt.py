@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -45,6 +45,9 @@ from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
 from config.urls import MqttEndpoint
+
+if TYPE_CHECKING:
+    from ingest.decode import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +104,35 @@ def make_client(
     return client
 
 
+Settled = Literal["committed", "rejected", "abandoned"]
+
+
+class Receipt(Protocol):
+    """How a message that did not come from the broker (HTTP ingest, ingest/direct.py) learns
+    its fate: the pipeline thread calls `decoded` with what the message decoded to when it takes
+    it, then `settled` once: "committed" when the flush holding it committed, "rejected" when the
+    database refused that flush and its rows were kept as dead letters, "abandoned" when the
+    pipeline stopped before committing it."""
+
+    def decoded(self, items: Sequence[Decoded], /) -> None: ...
+
+    def settled(self, outcome: Settled, /) -> None: ...
+
+
+# The token of a message with a receipt: it is never acknowledged to a broker.
+NO_TOKEN = (-1, 0, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """One received message. `token` is what `ack()` needs; opaque to everyone else."""
+    """One received message. `token` is what `ack()` needs; opaque to everyone else. A message
+    with a `receipt` is settled through it instead (its token is NO_TOKEN)."""
 
     topic: str
     payload: bytes
     received_at: float  # wall clock, epoch seconds
     token: tuple[int, int, int]  # (connection generation, mid, qos)
+    receipt: Receipt | None = None
 
 
 class IngressQueue:
@@ -134,6 +158,15 @@ class IngressQueue:
             except queue.Full:
                 continue
         return False
+
+    def offer(self, message: ReceivedMessage) -> bool:
+        """Queues `message` if there is room now; False when full (the caller refuses it: HTTP
+        ingest answers 503 rather than wait)."""
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            return False
+        return True
 
     def get_many(self, limit: int, timeout: float) -> list[ReceivedMessage]:
         """Up to `limit` messages: waits at most `timeout` for the first, then takes what is

@@ -7,7 +7,9 @@ rows to store. A flush (as soon as the ingress queue is empty, else every `flush
 writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
 intervals and late readings, and whatever the injected output sink writes (the alerts).
 
-The MQTT messages of a flush are acknowledged as soon as it commits. Every message gets a receive
+The MQTT messages of a flush are acknowledged as soon as it commits; messages that did not come
+from the broker (HTTP ingest, ingest/direct.py) carry a receipt instead of an ack token, settled
+at the same point (or as rejected or abandoned). Every message gets a receive
 stamp, strictly increasing (the `received_at` of its rows), in the order the engines take them.
 
 Checkpoints: every `checkpoint_interval`, and at least `CHECKPOINT_COST_FACTOR` times their cost
@@ -54,7 +56,7 @@ from psycopg_pool import ConnectionPool
 
 from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter
 from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
-from ingest.mqtt import IngressQueue, ReceivedMessage
+from ingest.mqtt import IngressQueue, Receipt, ReceivedMessage, Settled
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from rules.clause import ClauseVersion
 from rules.engine import SiteEngine
@@ -162,6 +164,7 @@ class _Pending:
     outputs: dict[str, list[Output]] = field(default_factory=dict)
     statuses: list[StatusRow] = field(default_factory=list)
     tokens: list[tuple[int, int, int]] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)  # messages not from the broker
     touched_sites: set[str] = field(default_factory=set)
     oldest_received: float | None = None
     values: int = 0
@@ -381,11 +384,18 @@ class Pipeline:
             pending.oldest_received = messages[0].received_at
         stamp_us = self._last_stamp_us
         for message in messages:
-            pending.tokens.append(message.token)
+            receipt = message.receipt
+            if receipt is None:
+                pending.tokens.append(message.token)
+            else:
+                pending.receipts.append(receipt)
             # Strictly increasing in the order taken, whatever the wall clock does: the order of
             # a replay after a crash (see the module docstring).
             stamp_us = max(stamp_us + 1, int(message.received_at / STAMP_US))
-            for item in decode(message.topic, message.payload, stamp_us * STAMP_US):
+            items = decode(message.topic, message.payload, stamp_us * STAMP_US)
+            if receipt is not None:
+                receipt.decoded(items)
+            for item in items:
                 if isinstance(item, Reading):
                     self._reading(item, engines[item.site], batch, pending)
                 elif isinstance(item, DeadLetter):
@@ -404,7 +414,9 @@ class Pipeline:
                 elif isinstance(item, StatusMessage):
                     STATUS_MESSAGES.labels("online" if item.online else "offline").inc()
                     pending.statuses.append(
-                        StatusRow(item.site, item.device, item.online, item.received_at)
+                        StatusRow(
+                            item.site, item.device, item.online, item.received_at, item.sources
+                        )
                     )
         self._last_stamp_us = stamp_us
 
@@ -480,6 +492,7 @@ class Pipeline:
         # Time passing without data or verdicts changes nothing a restart would not redo.
         nothing_new = (
             not pending.tokens
+            and not pending.receipts
             and not pending.outputs
             and not len(pending.batch)
             and not pending.statuses
@@ -488,6 +501,7 @@ class Pipeline:
             if not self._commit_with_retries(pending):
                 return
             self._acknowledge(pending.tokens)
+            _settle(pending, "committed")
             self._dirty_sites |= pending.touched_sites
             for site_id, oldest in _late_by_site(pending.outputs).items():
                 self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
@@ -517,6 +531,7 @@ class Pipeline:
                 self._partitions.clear()  # partitions made in the rolled-back transaction are gone
                 if self._stop.is_set():
                     log.error("flush failed while stopping (%s); the broker will redeliver", exc)
+                    _settle(pending, "abandoned")
                     self._pending = self._new_pending()
                     return False
                 if not isinstance(exc, psycopg.OperationalError):
@@ -634,6 +649,7 @@ class Pipeline:
         with self.pool.connection() as conn, conn.transaction():
             write_dead_letters(conn, letters)
             write_device_status(conn, pending.statuses)
+        _settle(pending, "rejected")
 
     def _commit(self, pending: _Pending) -> None:
         with self.pool.connection() as conn, conn.transaction():
@@ -741,6 +757,16 @@ def engine_now(engine: SiteEngine) -> float:
     """The time an engine has been advanced to (its latest `advance`)."""
     now: float = engine._now
     return now
+
+
+def _settle(pending: _Pending, outcome: Settled) -> None:
+    """Tells the receipts of `pending` (messages not from the broker) what became of them."""
+    receipts, pending.receipts = pending.receipts, []
+    for receipt in receipts:
+        try:
+            receipt.settled(outcome)
+        except Exception:  # a receipt's bug must not stop ingestion
+            log.exception("settling a receipt failed")
 
 
 def _late_by_site(outputs: Mapping[str, Sequence[Output]]) -> dict[str, float]:

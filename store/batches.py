@@ -352,11 +352,13 @@ class StatusRow(NamedTuple):
     device: str
     online: bool
     received_at: float  # epoch seconds
+    sources: bytes | None = None  # a gateway's health report of its sources, JSON (issue 22)
 
 
 def write_device_status(conn: psycopg.Connection[Any], rows: Iterable[StatusRow]) -> int:
     """Keeps the latest status per (site, device); an older message (a redelivery) changes
-    nothing. Returns how many rows changed. No commit."""
+    nothing. A status without a health report of sources keeps the last one. Returns how many
+    rows changed. No commit."""
     latest: dict[tuple[str, str], StatusRow] = {}
     for row in rows:
         key = (row.site, row.device)
@@ -367,11 +369,16 @@ def write_device_status(conn: psycopg.Connection[Any], rows: Iterable[StatusRow]
         return 0
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO device_status (site, device, online, received_at)"
-            " VALUES (%s, %s, %s, to_timestamp(%s)) ON CONFLICT (site, device) DO UPDATE"
-            " SET online = excluded.online, received_at = excluded.received_at"
+            "INSERT INTO device_status (site, device, online, received_at, sources)"
+            " VALUES (%s, %s, %s, to_timestamp(%s), %s::jsonb)"
+            " ON CONFLICT (site, device) DO UPDATE"
+            " SET online = excluded.online, received_at = excluded.received_at,"
+            " sources = coalesce(excluded.sources, device_status.sources)"
             " WHERE excluded.received_at >= device_status.received_at",
-            list(latest.values()),
+            [
+                (*row[:4], None if row.sources is None else row.sources.decode())
+                for row in latest.values()
+            ],
         )
         return max(cur.rowcount, 0)
 

@@ -558,11 +558,12 @@ def device_status_rows(
     conn: psycopg.Connection[Any], sites: Sequence[str] | None
 ) -> list[dict[str, Any]]:
     """The latest status ('online' / 'offline') each gateway or device of `sites` published,
-    and when it arrived (written by ingest: store.batches.write_device_status)."""
+    when it arrived, and a gateway's last health report of its sources (None if it sent none)
+    (written by ingest: store.batches.write_device_status)."""
     return _of_sites(
         conn,
         "SELECT site, device, CASE WHEN online THEN 'online' ELSE 'offline' END AS status,"
-        " received_at FROM device_status",
+        " received_at, sources FROM device_status",
         sites,
         "site, device",
     )

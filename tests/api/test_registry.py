@@ -129,6 +129,7 @@ def test_device_status_lists_the_latest_status_of_the_tokens_sites(
             "device": "gw-1",
             "status": "offline",
             "received_at": "2026-07-01T08:00:00Z",
+            "sources": None,  # a gateway's health report of its sources: none sent here
         }
     ]
 

@@ -218,3 +218,27 @@ def test_parse_topic():
 def test_values_are_finite_floats():
     reading = decode_one(b'{"metrics": {"temperature": -0.0, "humidity": 100}}')
     assert all(isinstance(v, float) and math.isfinite(v) for v in reading.metrics.values())
+
+
+def test_a_gateways_health_report_is_its_status():
+    """Issue 22: an edge gateway reports its sources' health on its status topic as JSON; the
+    status it carries is stored like a bare online/offline."""
+    health = {
+        "status": "online",
+        "sources": [
+            {"device": "th-1", "kind": "opcua", "last_good": None, "errors": 3,
+             "last_error": "opcua th-1 (opc.tcp://10.0.0.5:4840/): TimeoutError()",
+             "last_error_at": "2026-07-01T09:00:00.000+08:00"},
+        ],
+    }  # fmt: skip
+    topic = "cw/hq/gw-b1/status"
+    out = decode_one(orjson.dumps(health), topic=topic)
+    assert out == StatusMessage("hq", "gw-b1", True, NOW, orjson.dumps(health["sources"]))
+    assert decode_one(b'{"status": "offline"}', topic=topic) == StatusMessage(
+        "hq", "gw-b1", False, NOW
+    )
+    for bad in (b'{"status": "up"}', b'{"status": "online", "x": 1}', b'{"sources": []}',
+                b'{"status": "online", "sources": {}}', b'{"status": "online", "sources": [1]}',
+                orjson.dumps({"status": "online", "sources": [{}] * 1001})):  # fmt: skip
+        assert dead_reason(bad, topic=topic) == "bad_status", bad
+    assert dead_reason(b'{"status": ', topic=topic) == "malformed_json"
