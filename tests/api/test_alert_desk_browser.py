@@ -32,6 +32,18 @@ WORDS = {
     },
 }
 WIDTH = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+# Chromium's notifications (granted below) go to the desktop, which a test cannot read: the page
+# keeps a copy of what it asked the browser to show.
+RECORD_NOTIFICATIONS = """
+const Shown = window.Notification;
+window.shownNotifications = [];
+window.Notification = class extends Shown {
+  constructor(title, options) {
+    super(title, options);
+    window.shownNotifications.push({ title, tag: options && options.tag });
+  }
+};
+"""
 
 
 def _fits(page: Any, label: str, problems: list[str]) -> None:
@@ -77,6 +89,8 @@ def test_a_facility_manager_works_the_desk(
     problems: list[str] = []
     with launch_chromium() as browser:
         context = browser.new_context(viewport={"width": width, "height": height})
+        context.grant_permissions(["notifications"], origin=live_api)
+        context.add_init_script(RECORD_NOTIFICATIONS)
         context.add_init_script(
             f"sessionStorage.setItem('clausewatch.token', {desk_token!r});"
             f"if (!localStorage.getItem('clausewatch.lang'))"
@@ -97,6 +111,8 @@ def test_a_facility_manager_works_the_desk(
         page.goto(live_api + "/")
         expect(page.locator(f'li.alert[data-alert-id="{main}"]')).to_be_visible(timeout=15_000)
         expect(page).to_have_title("clausewatch")
+        expect(page.locator("#sound-toggle")).not_to_be_checked()  # off until switched on
+        expect(page.locator("#notify-permission")).to_be_hidden()  # granted already
 
         # A new alert arrives on the stream: a row, and the tab title counts it.
         with psycopg.connect(api_database_url) as conn:
@@ -105,6 +121,9 @@ def test_a_facility_manager_works_the_desk(
             )
         expect(page.locator(f'li.alert[data-alert-id="{fresh}"]')).to_be_visible(timeout=15_000)
         expect(page).to_have_title(re.compile(r"^\(1\) clausewatch$"))
+        shown = page.evaluate("window.shownNotifications")
+        assert [n["tag"] for n in shown] == [f"clausewatch-alert-{fresh}"], shown
+        assert "夏季室内空调温度设置不得低于26℃" in shown[0]["title"]
         row = page.locator(f'li.alert[data-alert-id="{fresh}"]')
         expect(row).to_contain_text("王工")  # the responsible party on the row
         expect(row).to_contain_text("GMT+8")  # the site's zone on its time
@@ -189,3 +208,39 @@ def test_a_facility_manager_works_the_desk(
         context.close()
     assert not problems, "\n".join(problems)
     assert not refused, refused
+
+
+def test_the_list_pages_on_and_opening_a_new_alert_clears_the_count(
+    live_api: str, api_database_url: str, desk_token: str
+) -> None:
+    from playwright.sync_api import expect
+
+    tag = "desk-pages"
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with psycopg.connect(api_database_url) as conn:
+        for i in range(53):  # more than a page (50)
+            insert_alert(conn, "site-a", space=tag, started_at=now - dt.timedelta(days=2, hours=i))
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.add_init_script(f"sessionStorage.setItem('clausewatch.token', {desk_token!r});")
+        page = context.new_page()
+        page.goto(live_api + "/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        page.fill("#f-search", tag)
+        page.click("#f-apply")
+        expect(page.locator("li.alert")).to_have_count(50)
+        page.click("#more")
+        expect(page.locator("li.alert")).to_have_count(53)
+        expect(page.locator("#more")).to_be_hidden()
+
+        with psycopg.connect(api_database_url) as conn:
+            fresh = insert_alert(conn, "site-a", space=tag, started_at=now)
+        expect(page).to_have_title("(1) clausewatch", timeout=15_000)
+        page.locator(f'li.alert[data-alert-id="{fresh}"]').click()
+        expect(page).to_have_url(f"{live_api}/alerts/{fresh}")
+        expect(page).to_have_title("clausewatch")
+        page.go_back()  # the address says the list: the detail's alert is no longer selected
+        expect(page).to_have_url(live_api + "/")
+        page.go_forward()
+        expect(page.locator("#detail")).to_have_attribute("data-alert-id", str(fresh))
+        context.close()
