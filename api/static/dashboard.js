@@ -45,7 +45,9 @@ const LABELS = {
     done: "已处理", refused: "未处理", timezone: "时区", closed_at: "关闭于",
     comment: "评论", comment_hint: "评论（进入处置记录和台账）", reassign: "转派",
     commented: "评论", reassigned: "转派", escalation: "升级", enable_notifications: "启用桌面通知",
-    sound: "声音提醒", new_alert: "新告警", to: "转给",
+    sound: "声音提醒", new_alert: "新告警", to: "转给", time_axis: "时间", readings: "读数",
+    mean_5m: "5分钟均值", min_5m: "5分钟最小值", max_5m: "5分钟最大值", evidence_raw: "证据（原始读数）",
+    no_chart_library: "图表库未安装：运行 scripts/vendor",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -74,7 +76,9 @@ const LABELS = {
     comment: "Comment", comment_hint: "Comment (goes into the timeline and the ledger)",
     reassign: "Reassign", commented: "commented", reassigned: "reassigned",
     escalation: "escalation", enable_notifications: "Enable notifications", sound: "Sound",
-    new_alert: "New alert", to: "to",
+    new_alert: "New alert", to: "to", time_axis: "Time", readings: "readings",
+    mean_5m: "5-min mean", min_5m: "5-min min", max_5m: "5-min max", evidence_raw: "evidence (raw)",
+    no_chart_library: "chart library not installed: run scripts/vendor",
   },
 };
 
@@ -742,12 +746,14 @@ async function showDetail(alertId) {
   drawChart(alert);
 }
 
-// Readings of the alert's device and metric around it (10 min either side, at most 6 h), with
-// the evidence the engine kept drawn as dots. Falls back to the evidence alone.
+// Readings of the alert's device and metric around it (10 min either side, at most 6 h): raw,
+// or 5-minute buckets whose mean is drawn with their min and max, so an aggregate never hides
+// the worst reading. The evidence the engine kept is raw readings. Falls back to the evidence.
 async function chartSeries(alert) {
-  const evidence = alert.evidence.map((e) => ({ x: Date.parse(e.ts), y: e.value }));
+  const evidence = alert.evidence.map((e) => [Date.parse(e.ts), e.value]);
+  const none = { line: evidence, low: null, high: null, evidence, bucketed: false };
   const { device, metric } = alert.subject;
-  if (!device || !metric) return { line: evidence, evidence };
+  if (!device || !metric) return none;
   const margin = 10 * 60 * 1000;
   const start = Date.parse(alert.started_at);
   const end = Math.min(alert.ended_at ? Date.parse(alert.ended_at) : Date.now(), start + 6 * 3600e3);
@@ -755,62 +761,111 @@ async function chartSeries(alert) {
     site: alert.site, device, metric,
     since: new Date(start - margin).toISOString(), until: new Date(end + margin).toISOString(),
   });
-  if (end - start > 2 * 3600e3) query.set("bucket", "5m"); // a few hundred points at most
+  const bucketed = end - start > 2 * 3600e3; // a few hundred points at most
+  if (bucketed) query.set("bucket", "5m");
   try {
     const series = await api(`/readings?${query}`);
-    const line = series.points.map((p) => ({ x: Date.parse(p.ts), y: p.value }));
-    return { line: line.length ? line : evidence, evidence };
+    if (!series.points.length) return none;
+    const at = (p) => Date.parse(p.ts);
+    return {
+      line: series.points.map((p) => [at(p), p.value]),
+      low: bucketed ? series.points.map((p) => [at(p), p.min]) : null,
+      high: bucketed ? series.points.map((p) => [at(p), p.max]) : null,
+      evidence,
+      bucketed,
+    };
   } catch (error) {
-    return { line: evidence, evidence };
+    return none;
   }
 }
 
+// The raw reading to mark as the worst: the one at the alert's worst value, else the nearest.
+function worstPoint(alert, raw) {
+  if (alert.worst_value === null || raw.length === 0) return null;
+  return raw.reduce((best, p) =>
+    (Math.abs(p[1] - alert.worst_value) < Math.abs(best[1] - alert.worst_value) ? p : best));
+}
+
+// "GMT+8" for the zone at that time.
+function offsetName(zone, ms) {
+  const part = new Intl.DateTimeFormat("en-US", { timeZone: zone || undefined, timeZoneName: "shortOffset" })
+    .formatToParts(new Date(ms)).find((p) => p.type === "timeZoneName");
+  return part ? part.value : "";
+}
+
+function clock(ms, zone) {
+  return new Date(ms).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", {
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false,
+    ...(zone ? { timeZone: zone } : {}),
+  });
+}
+
+// The evidence chart (Apache ECharts, served from /static/vendor by scripts/vendor): time in
+// the site's zone on the x axis, the metric and its unit on the y axis, the clause's limits as
+// dashed lines, the raw evidence as dots and the worst raw reading marked with its value; zoom
+// with the wheel, a pinch or the slider.
 async function drawChart(alert) {
   const box = $("chart");
-  const { line, evidence } = await chartSeries(alert);
+  const { line, low, high, evidence, bucketed } = await chartSeries(alert);
   if (state.selected !== alert.id) return;
-  if (line.length === 0) {
-    box.replaceChildren(el("p", { class: "muted" }, t("no_data")));
+  const old = window.echarts && window.echarts.getInstanceByDom(box);
+  if (old) old.dispose();
+  if (!window.echarts || line.length === 0) {
+    box.replaceChildren(el("p", { class: "muted" }, t(window.echarts ? "no_data" : "no_chart_library")));
     return;
   }
-  const NS = "http://www.w3.org/2000/svg";
-  const width = 600, height = 160, pad = 28;
-  // Limits among the parameters the alert was judged with (limit, min, max, low, high...).
-  const limits = Object.entries(alert.clause.params)
-    .filter(([name]) => LIMIT_PARAM.test(name))
-    .map(([, value]) => value);
-  const all = line.concat(evidence);
-  const ys = all.map((p) => p.y).concat(limits);
-  const x0 = Math.min(...all.map((p) => p.x)), x1 = Math.max(...all.map((p) => p.x));
-  const y0 = Math.min(...ys), y1 = Math.max(...ys);
-  const sx = (x) => pad + ((x - x0) / ((x1 - x0) || 1)) * (width - 2 * pad);
-  const sy = (y) => height - pad - ((y - y0) / ((y1 - y0) || 1)) * (height - 2 * pad);
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("role", "img");
-  const add = (tag, attrs, text) => {
-    const node = document.createElementNS(NS, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    svg.append(node);
-  };
-  for (const limit of limits) {
-    add("line", { x1: pad, x2: width - pad, y1: sy(limit), y2: sy(limit),
-      stroke: "#b42318", "stroke-dasharray": "4 3" });
-    add("text", { x: width - pad, y: sy(limit) - 4, "text-anchor": "end", "font-size": 11,
-      fill: "#b42318" }, `${limit} ${alert.unit || ""}`);
-  }
-  add("polyline", { fill: "none", stroke: "#1570ef", "stroke-width": 2,
-    points: line.map((p) => `${sx(p.x)},${sy(p.y)}`).join(" ") });
-  for (const p of evidence) add("circle", { cx: sx(p.x), cy: sy(p.y), r: 3.5, fill: "#b42318" });
-  add("text", { x: pad, y: 14, "font-size": 11, fill: "#667085" },
-    `${alert.subject.metric || ""} ${y0.toFixed(1)}–${y1.toFixed(1)} ${alert.unit || ""}`);
+  box.replaceChildren();
+  const unit = alert.unit || "";
   const zone = alert.site_timezone;
-  add("text", { x: pad, y: height - 8, "font-size": 10, fill: "#667085" },
-    formatTime(new Date(x0), zone));
-  add("text", { x: width - pad, y: height - 8, "font-size": 10, fill: "#667085",
-    "text-anchor": "end" }, formatTime(new Date(x1), zone));
-  box.replaceChildren(svg);
+  const limits = Object.entries(alert.clause.params).filter(([name]) => LIMIT_PARAM.test(name));
+  const raw = bucketed ? evidence : line.concat(evidence);
+  const worst = worstPoint(alert, raw);
+  const thin = (name, data) => ({
+    name, type: "line", data, showSymbol: false, lineStyle: { width: 1, type: "dotted" },
+    itemStyle: { color: "#98a2b3" },
+  });
+  const chart = window.echarts.init(box, null, { renderer: "svg" });
+  chart.setOption({
+    animation: false,
+    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    legend: { top: 0, textStyle: { fontSize: 11 } },
+    tooltip: { trigger: "axis", renderMode: "richText" }, // no HTML: the page's CSP allows none
+    xAxis: {
+      type: "time",
+      name: `${t("time_axis")} (${zone || ""} ${offsetName(zone, line[0][0])})`,
+      nameLocation: "middle", nameGap: 26,
+      axisLabel: { formatter: (value) => clock(value, zone), hideOverlap: true, fontSize: 10 },
+    },
+    yAxis: {
+      type: "value", scale: true, name: `${alert.subject.metric || t("evidence")} (${unit})`,
+      nameTextStyle: { align: "left" },
+    },
+    dataZoom: [{ type: "inside" }, { type: "slider", height: 14, bottom: 4 }],
+    series: [
+      {
+        name: t(bucketed ? "mean_5m" : "readings"), type: "line", data: line, showSymbol: false,
+        itemStyle: { color: "#1570ef" },
+        markLine: {
+          symbol: "none", silent: true,
+          lineStyle: { color: "#b42318", type: "dashed" },
+          label: { position: "insideEndTop", color: "#b42318" },
+          data: limits.map(([name, value]) => ({ yAxis: value, name: `${name} ${value} ${unit}` })),
+        },
+      },
+      ...(bucketed ? [thin(t("min_5m"), low), thin(t("max_5m"), high)] : []),
+      {
+        name: t("evidence_raw"), type: "scatter", data: evidence, symbolSize: 7,
+        itemStyle: { color: "#b42318" },
+        markPoint: worst ? {
+          symbol: "pin", symbolSize: 44, itemStyle: { color: "#b42318" },
+          label: { formatter: `${worst[1]}`, fontSize: 10 },
+          data: [{ name: t("worst"), coord: worst, value: worst[1] }],
+        } : undefined,
+      },
+    ],
+  });
+  $("chart-worst").textContent = worst
+    ? `${t("worst")} ${worst[1]} ${unit} · ${formatTime(new Date(worst[0]), zone)}` : "";
 }
 
 async function act(path, body) {
@@ -829,6 +884,10 @@ async function act(path, body) {
 
 // ---- wiring ----
 
+window.addEventListener("resize", () => {
+  const chart = window.echarts && window.echarts.getInstanceByDom($("chart"));
+  if (chart) chart.resize();
+});
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.token = $("token-input").value.trim();

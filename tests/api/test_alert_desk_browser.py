@@ -32,6 +32,16 @@ WORDS = {
     },
 }
 WIDTH = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+# What the evidence chart was told to draw (Apache ECharts' own reading of its options).
+CHART_OPTION = """() => {
+  const option = echarts.getInstanceByDom(document.getElementById("chart")).getOption();
+  const evidence = option.series.find((s) => s.type === "scatter");
+  return {
+    x: option.xAxis[0].name, y: option.yAxis[0].name,
+    worst: evidence.markPoint.data[0].value,
+    limits: option.series[0].markLine.data.map((d) => d.name),
+  };
+}"""
 # Chromium's notifications (granted below) go to the desktop, which a test cannot read: the page
 # keeps a copy of what it asked the browser to show.
 RECORD_NOTIFICATIONS = """
@@ -143,6 +153,13 @@ def test_a_facility_manager_works_the_desk(
         expect(page.locator("#detail-started")).to_contain_text("GMT+8")
         heading = page.locator("#detail-title").bounding_box()
         assert heading is not None and 0 <= heading["y"] < height
+        # The evidence chart: axes with the zone and the unit, the worst raw reading marked.
+        expect(page.locator("#chart svg")).to_have_count(1)
+        expect(page.locator("#chart-worst")).to_contain_text("24.1 °C")
+        option = page.evaluate(CHART_OPTION)
+        assert option["x"].endswith("(Asia/Shanghai GMT+8)"), option
+        assert option["y"] == "temperature (°C)", option
+        assert option["worst"] == 24.1 and option["limits"] == ["limit 26 °C"], option
         expect(page.locator("#ack-button")).to_have_text(WORDS[lang]["acknowledge"])
         page.fill("#ack-note", "已通知运维")
         page.click("#ack-button")
