@@ -120,22 +120,24 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// A time as the site's clock shows it, with the zone's offset (GMT+8); `zone` is an IANA name
-// (the alert's site_timezone, a site's timezone); without one, the browser's.
+// A time as the site's clock shows it, with the zone's offset: "2026-07-01 09:00:00 GMT+8" (one
+// unambiguous form in both languages); `zone` is an IANA name (the alert's site_timezone, a
+// site's timezone); without one, the browser's.
 function formatTime(iso, zone) {
   if (!iso) return "—";
   const options = {
     year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-    second: "2-digit", hour12: false, timeZoneName: "shortOffset",
+    second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset",
   };
-  if (zone) options.timeZone = zone;
-  const locale = state.lang === "zh" ? "zh-CN" : "en-GB";
+  let parts;
   try {
-    return new Date(iso).toLocaleString(locale, options);
+    parts = new Intl.DateTimeFormat("en-US", { ...options, ...(zone ? { timeZone: zone } : {}) })
+      .formatToParts(new Date(iso));
   } catch (error) { // a zone this browser does not know
-    delete options.timeZone;
-    return new Date(iso).toLocaleString(locale, options);
+    parts = new Intl.DateTimeFormat("en-US", options).formatToParts(new Date(iso));
   }
+  const p = Object.fromEntries(parts.map((part) => [part.type, part.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
 }
 
 // Minutes the zone is ahead of UTC at `date`.
