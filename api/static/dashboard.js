@@ -679,7 +679,7 @@ async function fillParties(alert) {
   )));
   const other = current.find((p) => p.id !== alert.responsible.party);
   if (other) $("reassign-party").value = other.id;
-  $("reassign-button").disabled = alert.state === "closed" || !other;
+  $("reassign-button").disabled = !other;
 }
 
 async function showDetail(alertId) {
@@ -740,9 +740,11 @@ async function showDetail(alertId) {
         `${entry.note ? " · " + entry.note : ""}`,
     );
   }));
-  $("ack-button").disabled = !(alert.state === "firing" ||
+  // Only the steps the alert's state allows are offered (a phone has no room for the rest).
+  $("ack-form").hidden = !(alert.state === "firing" ||
     (alert.state === "resolved" && !alert.acknowledged_at));
-  $("close-button").disabled = alert.state !== "resolved";
+  $("close-form").hidden = alert.state !== "resolved";
+  $("reassign-form").hidden = alert.state === "closed";
   $("action-error").textContent = "";
   fillParties(alert);
   drawChart(alert);

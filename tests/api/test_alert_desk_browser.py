@@ -192,6 +192,9 @@ def test_a_facility_manager_works_the_desk(
         expect(page.locator("#detail-closure")).to_be_visible()
         expect(page.locator("#detail-cause")).to_have_text("会议室空调设定温度被调到24℃")
         expect(page.locator("#detail-action")).to_have_text("设定温度恢复26℃并锁定面板")
+        for step in ("#ack-form", "#close-form", "#reassign-form"):  # nothing left to do
+            expect(page.locator(step)).to_be_hidden()
+        expect(page.locator("#comment-form")).to_be_visible()  # but to comment
         page.screenshot(path=str(artifacts_dir / f"desk-closed-{where}-{lang}.png"))
 
         # History: the closed alert with its cause and action.
