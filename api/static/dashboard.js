@@ -45,7 +45,7 @@ const LABELS = {
     done: "已处理", refused: "未处理", timezone: "时区", closed_at: "关闭于",
     comment: "评论", comment_hint: "评论（进入处置记录和台账）", reassign: "转派",
     commented: "评论", reassigned: "转派", escalation: "升级", enable_notifications: "启用桌面通知",
-    sound: "声音提醒", new_alert: "新告警", to: "转给", time_axis: "时间", readings: "读数",
+    more_filters: "更多筛选", sound: "声音提醒", new_alert: "新告警", to: "转给", time_axis: "时间", readings: "读数",
     mean_5m: "5分钟均值", min_5m: "5分钟最小值", max_5m: "5分钟最大值", evidence_raw: "证据（原始读数）",
     no_chart_library: "图表库未安装：运行 scripts/vendor",
   },
@@ -76,7 +76,7 @@ const LABELS = {
     comment: "Comment", comment_hint: "Comment (goes into the timeline and the ledger)",
     reassign: "Reassign", commented: "commented", reassigned: "reassigned",
     escalation: "escalation", enable_notifications: "Enable notifications", sound: "Sound",
-    new_alert: "New alert", to: "to", time_axis: "Time", readings: "readings",
+    more_filters: "More filters", new_alert: "New alert", to: "to", time_axis: "Time", readings: "readings",
     mean_5m: "5-min mean", min_5m: "5-min min", max_5m: "5-min max", evidence_raw: "evidence (raw)",
     no_chart_library: "chart library not installed: run scripts/vendor",
   },
@@ -474,8 +474,8 @@ function renderBulk() {
   for (const id of [...state.checked]) if (!state.alerts.has(id)) state.checked.delete(id);
   const count = state.checked.size;
   $("bulk-count").textContent = count ? `${t("selected")} ${count}` : "";
-  $("bulk-ack").disabled = count === 0;
-  $("bulk-close").disabled = count === 0;
+  $("bulk-ack").hidden = count === 0; // the batch steps show once a row is ticked
+  $("bulk-close-form").hidden = count === 0;
   $("select-all").checked = count > 0 && count === state.alerts.size;
 }
 
@@ -918,6 +918,11 @@ $("filters").addEventListener("submit", (event) => {
 $("filters").addEventListener("reset", () => {
   state.filters = {};
   setTimeout(reloadList); // after the form has cleared its fields
+});
+$("filters-toggle").addEventListener("click", () => {
+  const form = $("filters");
+  form.toggleAttribute("data-open");
+  $("filters-toggle").setAttribute("aria-expanded", String(form.hasAttribute("data-open")));
 });
 $("more").addEventListener("click", () => loadAlerts(true).catch((error) => {
   $("bulk-result").textContent = error.message;

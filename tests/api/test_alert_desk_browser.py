@@ -141,6 +141,9 @@ def test_a_facility_manager_works_the_desk(
 
         # Filter: search this run's spaces, of one severity.
         page.fill("#f-search", tag)
+        if where == "phone":  # the search shows; the other filters are one tap away
+            expect(page.locator("#f-severity")).to_be_hidden()
+            page.click("#filters-toggle")
         page.select_option("#f-severity", "warning")
         page.click("#f-apply")
         expect(page.locator("li.alert")).to_have_count(3)
@@ -225,6 +228,23 @@ def test_a_facility_manager_works_the_desk(
         expect(page.locator(f'li.alert[data-alert-id="{other}"]')).to_have_attribute(
             "data-state", "acknowledged"
         )
+        # Resolved, it closes in a batch with one cause and action.
+        with psycopg.connect(api_database_url) as conn:
+            conn.execute(
+                "UPDATE alerts SET state = 'resolved', ended_at = %s WHERE id = %s", (ended, other)
+            )
+            add_timeline(conn, other, "site-a", "resolved", ended)
+        row = page.locator(f'li.alert[data-alert-id="{other}"]')
+        expect(row).to_have_attribute("data-state", "resolved", timeout=15_000)
+        row.locator("input.pick").check()
+        page.fill("#bulk-cause", "同一台空调面板")
+        page.fill("#bulk-action", "面板已锁定")
+        page.click("#bulk-close")
+        expect(page.locator("#bulk-result")).to_contain_text(WORDS[lang]["done"])
+        expect(row).to_have_count(0)  # no longer open: in the history
+        page.click('.tabs [data-tab="closed"]')
+        expect(row).to_have_attribute("data-state", "closed")
+        expect(row.locator(".closure")).to_contain_text("面板已锁定")
         context.close()
     assert not problems, "\n".join(problems)
     assert not refused, refused
