@@ -262,6 +262,7 @@ async function start() {
   }
   startStream(); // the stream's hello event triggers the first load of the list
   route(); // an alert's own address opens its detail
+  fillFilterOptions();
   loadSites();
 }
 
@@ -321,6 +322,17 @@ function fillSiteFilter() {
     ...state.sites.map((site) => el("option", { value: site.id }, site.name)),
   );
   select.value = chosen;
+}
+
+// What the space and clause filters offer as one types: the token's spaces and the clauses.
+async function fillFilterOptions() {
+  const [spaces, clauses] = await Promise.all([api("/spaces"), api("/clauses")]).catch(() => [[], []]);
+  $("space-options").replaceChildren(...spaces.map((space) => el(
+    "option", { value: space.id }, `${space.name || space.type} · ${space.site}`,
+  )));
+  $("clause-options").replaceChildren(...clauses.map((clause) => el(
+    "option", { value: clause.id }, `${clause.standard.code} ${clause.number} ${clause.title}`,
+  )));
 }
 
 // The query of the list as the tab and the applied filters say.

@@ -145,6 +145,9 @@ def test_a_facility_manager_works_the_desk(
             expect(page.locator("#f-severity")).to_be_hidden()
             page.click("#filters-toggle")
         page.select_option("#f-severity", "warning")
+        offered = page.locator("#clause-options option")  # typing a clause offers the clauses
+        expect(offered.first).to_be_attached()
+        assert "temp.cooling.min" in offered.evaluate_all("os => os.map((o) => o.value)")
         page.click("#f-apply")
         expect(page.locator("li.alert")).to_have_count(3)
         page.screenshot(path=str(artifacts_dir / f"desk-filtered-{where}-{lang}.png"))
