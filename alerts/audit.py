@@ -7,8 +7,9 @@
    that entry has the anchored hash (else the chain was rewritten and re-hashed).
 3. The records: every alert and every alert_timeline row against the ledger entries written
    with it. An alert without its `alert.raised` entry, or whose evidence hash, clause version,
-   subject, binding or times differ from it; an alert whose state, acknowledgement, closing,
-   escalation level or reopen count differ from what its entries add up to; a timeline row
+   subject or times differ from it; an alert whose state, acknowledgement, closing,
+   escalation level, reopen count or responsible party (bound when raised, then reassigned)
+   differ from what its entries add up to; a timeline row
    without its entry or whose content differs from it; an entry whose timeline row or alert is
    gone: each is a problem, named.
 
@@ -235,7 +236,6 @@ def _raised_differences(row: Mapping[str, Any], payload: Mapping[str, Any]) -> l
         "reason": row["reason"],
         "started_at": row["started_at"],
         "confirmed_at": row["confirmed_at"],
-        "responsible": {"party": row["responsible_party"], "name": row["responsible_name"]},
         "escalation_chain": row["escalation_chain"],
         "unbound": row["unbound"],
     }
@@ -261,12 +261,17 @@ def _state_differences(row: Mapping[str, Any], entries: Iterable[_Entry]) -> lis
         "closed_by": None,
         "cause": None,
         "corrective_action": None,
+        # Who was responsible when it was raised, then whom it was reassigned to.
+        "responsible": None,
     }
     for entry in entries:
         p = entry.payload
         action = entry.kind.removeprefix("alert.")
         if action == "raised":
             expected.update(state="firing", ended_at=None, worst_value=p.get("worst_value"))
+            expected["responsible"] = p.get("responsible")
+        elif action == "reassigned":
+            expected["responsible"] = p.get("responsible")
         elif action in ("resolved", "reopened"):
             if action == "resolved":
                 expected.update(state="resolved", ended_at=p.get("ended_at"))
@@ -295,7 +300,8 @@ def _state_differences(row: Mapping[str, Any], entries: Iterable[_Entry]) -> lis
         elif action == "escalated" and isinstance(p.get("level"), int):
             expected["escalation_level"] = max(expected["escalation_level"], p["level"])
     # An acknowledgement without a note is stored as '' in the row, None in the ledger.
-    actual = {k: row[k] for k in expected}
+    actual = {k: row[k] for k in expected if k != "responsible"}
+    actual["responsible"] = {"party": row["responsible_party"], "name": row["responsible_name"]}
     actual["acknowledged_note"] = actual["acknowledged_note"] or None
     return [k for k in expected if _normal(expected[k]) != _normal(actual[k])]
 

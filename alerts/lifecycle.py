@@ -1,4 +1,4 @@
-"""What people do to alerts: acknowledge and close.
+"""What people do to alerts: acknowledge, close, comment and reassign.
 
     firing ──ack──► acknowledged ──(engine: condition cleared)──► resolved ──close──► closed
        └──────────────(engine: condition cleared)──────────────► resolved
@@ -6,6 +6,8 @@
 A resolved alert may still be acknowledged (resolution can come first). Closing needs the cause
 and the corrective action, and only a resolved alert can be closed; for a clause with
 `reverify_for`, only once the subject has been compliant that long since the resolution.
+A comment (any state) and a reassignment (to another party of the alert's site, not once the
+alert is closed) change no state; each is a timeline row and a ledger entry like the rest.
 
 Errors form a tiny hierarchy the API maps to status codes: AlertNotFound (404),
 TransitionRefused (409, the alert's state forbids it now), IncompleteInput (422, a required
@@ -45,6 +47,12 @@ class TransitionRefused(AlertError):
     """The alert exists but its state (or the re-verification rule) forbids this now."""
 
     http_status = 409
+
+
+class UnknownParty(AlertError):
+    """A reassignment names no current party of the alert's site (a field error: 422)."""
+
+    http_status = 422
 
 
 class IncompleteInput(AlertError):
@@ -140,6 +148,67 @@ def close(
         None,
         now,
         {"cause": updated["cause"], "corrective_action": updated["corrective_action"]},
+    )
+    return updated
+
+
+def comment(
+    conn: psycopg.Connection[Any],
+    alert_id: int,
+    actor: str,
+    text: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A comment on the alert's record (in any state, closed included)."""
+    now = require_aware(now or wall_now(), "now")
+    _require_actor(actor)
+    if not text.strip():
+        raise IncompleteInput("a comment needs its text", ("text",))
+    alert = _lock(conn, alert_id)
+    _record(conn, alert, "commented", actor, text.strip(), now, {})
+    return alert
+
+
+def reassign(
+    conn: psycopg.Connection[Any],
+    alert_id: int,
+    actor: str,
+    party: str,
+    note: str = "",
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Hands the alert to another party of its site (a current one, not retired); the party
+    and its name become the alert's responsible party. Refused for a closed alert and for the
+    party already responsible."""
+    now = require_aware(now or wall_now(), "now")
+    _require_actor(actor)
+    alert = _lock(conn, alert_id)
+    if alert["state"] == "closed":
+        raise TransitionRefused(f"alert {alert_id} is closed; a closed alert is not reassigned")
+    found = conn.execute(
+        "SELECT name FROM parties WHERE site = %s AND id = %s AND retired_at IS NULL",
+        (alert["site"], party),
+    ).fetchone()
+    if found is None:
+        raise UnknownParty(f"site {alert['site']} has no current party {party!r}")
+    if alert["responsible_party"] == party:
+        raise TransitionRefused(f"alert {alert_id} is already assigned to {party}")
+    previous = {"party": alert["responsible_party"], "name": alert["responsible_name"]}
+    updated = _update(
+        conn,
+        alert_id,
+        "responsible_party = %s, responsible_name = %s",
+        (party, found[0]),
+        now,
+    )
+    _record(
+        conn,
+        updated,
+        "reassigned",
+        actor,
+        note.strip() or None,
+        now,
+        {"responsible": {"party": party, "name": found[0]}, "previous": previous},
     )
     return updated
 

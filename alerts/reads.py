@@ -19,7 +19,22 @@ ALERT_COLUMNS = (
     "a.id, a.site, a.clause_id, a.clause_version, a.content_hash, a.standard, a.number, a.title,"
     " a.kind, a.severity, a.space, a.device, a.metric, a.reason, a.state, a.started_at,"
     " a.ended_at, a.worst_value, a.unit, a.responsible_party, a.responsible_name, a.unbound,"
-    " a.escalation_level"
+    " a.escalation_level, a.closed_at, a.cause, a.corrective_action,"
+    " (SELECT timezone FROM sites WHERE id = a.site) AS site_timezone"
+)
+
+# What `search` looks through: the clause (id, number, title), its standard, the subject (space
+# with its name, device) and the responsible party (id, name).
+SEARCHED = (
+    "a.clause_id",
+    "a.number",
+    "a.title",
+    "a.standard",
+    "a.space",
+    "a.device",
+    "a.responsible_party",
+    "a.responsible_name",
+    "(SELECT name FROM spaces WHERE site = a.site AND id = a.space)",
 )
 
 # Timeline rows after an id (and the gap ids) with their alerts' current state.
@@ -41,12 +56,14 @@ def alert_rows(
     space: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    search: str | None = None,
     before: tuple[dt.datetime, int] | None = None,
     limit: int,
 ) -> list[dict[str, Any]]:
     """Alerts newest first (by start time, then id), at most `limit`: of `sites` (None: every
     site), in one of `states` / `severities` (empty: any), of one clause, of a space and its
-    subtree, started in [since, until), and after the position `before` (the start time and id
+    subtree, started in [since, until), whose clause, standard, subject or party contains every
+    word of `search` (case-insensitive), and after the position `before` (the start time and id
     of the last row of the previous page)."""
     where: list[str] = []
     args: list[Any] = []
@@ -76,6 +93,10 @@ def alert_rows(
     if until is not None:
         where.append("a.started_at < %s")
         args.append(until)
+    for word in (search or "").split():
+        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(" + " OR ".join(f"{column} ILIKE %s" for column in SEARCHED) + ")")
+        args.extend([pattern] * len(SEARCHED))
     if before is not None:
         where.append("(a.started_at, a.id) < (%s, %s)")
         args.extend(before)
@@ -96,6 +117,15 @@ def alert_site(conn: psycopg.Connection[Any], alert_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
+def alert_sites(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> dict[int, str]:
+    """The site of each of `alert_ids` that exists."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT id, site FROM alerts WHERE id = ANY(%s)", (list(alert_ids),)
+        ).fetchall()
+    return {int(alert_id): str(site) for alert_id, site in rows}
+
+
 def alert_detail_row(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any] | None:
     """One alert (`ALERT_COLUMNS` and the rest of its row) with the provenance of the clause
     version it was judged under (`standard_code`... `effective_to`, null when that version is
@@ -103,8 +133,7 @@ def alert_detail_row(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, 
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"SELECT {ALERT_COLUMNS}, a.confirmed_at, a.params, a.evidence, a.escalation_chain,"
-            " a.acknowledged_at, a.acknowledged_by, a.acknowledged_note, a.closed_at,"
-            " a.closed_by, a.cause, a.corrective_action,"
+            " a.acknowledged_at, a.acknowledged_by, a.acknowledged_note, a.closed_by,"
             " v.standard_code, v.standard_title, v.standard_edition, v.text, v.domain, v.key,"
             " v.confidence, v.effective_from, v.effective_to"
             " FROM alerts a LEFT JOIN clause_versions v"

@@ -165,6 +165,12 @@ class AlertPublic(BaseModel):
     # True when no party was responsible for the subject when the violation started.
     unbound: bool
     escalation_level: int
+    # The site's IANA time zone: how the pages show every time of the alert.
+    site_timezone: str | None
+    # Set once the alert is closed: when, and the cause and corrective action given.
+    closed_at: dt.datetime | None
+    cause: str | None
+    corrective_action: str | None
 
 
 class AlertPage(BaseModel):
@@ -215,10 +221,7 @@ class AlertDetail(AlertPublic):
     acknowledged_at: dt.datetime | None
     acknowledged_by: str | None
     acknowledged_note: str | None
-    closed_at: dt.datetime | None
     closed_by: str | None
-    cause: str | None
-    corrective_action: str | None
     # The silence holding back its notifications now (alerts/silences.py), if any.
     silenced_by: int | None = None
     timeline: list[TimelineEntry]
@@ -231,6 +234,50 @@ class AcknowledgeCreate(Input):
 class CloseCreate(Input):
     cause: Prose
     corrective_action: Prose
+
+
+# At most this many alerts in one bulk step (one transaction, one ledger lock).
+MAX_BULK = 500
+AlertIds = Annotated[
+    list[Annotated[int, Field(ge=1, le=2**63 - 1)]],
+    Field(min_length=1, max_length=MAX_BULK, description=f"1 to {MAX_BULK} alert ids"),
+]
+
+
+class CommentCreate(Input):
+    text: Prose
+
+
+class ReassignCreate(Input):
+    party: Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=64)]
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] = ""
+
+
+class BulkAcknowledge(Input):
+    ids: AlertIds
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] = ""
+
+
+class BulkClose(Input):
+    """One cause and one corrective action for every alert of the batch."""
+
+    ids: AlertIds
+    cause: Prose
+    corrective_action: Prose
+
+
+class BulkRefusal(BaseModel):
+    id: int
+    # What the single-alert step would have answered (404, 409...) and why.
+    status: int
+    detail: str
+
+
+class BulkOutcome(BaseModel):
+    """Each id is either done (its timeline and ledger have the step) or refused, with why."""
+
+    done: list[int]
+    refused: list[BulkRefusal]
 
 
 class StreamEvent(BaseModel):
@@ -269,6 +316,10 @@ def alert_public(row: Mapping[str, Any]) -> AlertPublic:
         responsible=Responsible(party=row["responsible_party"], name=row["responsible_name"]),
         unbound=row["unbound"],
         escalation_level=row["escalation_level"],
+        site_timezone=row["site_timezone"],
+        closed_at=row["closed_at"],
+        cause=row["cause"],
+        corrective_action=row["corrective_action"],
     )
 
 

@@ -1,11 +1,12 @@
-"""Alerts: list (filtered, cursor-paginated), detail with provenance and timeline, and the two
-human steps of the lifecycle, acknowledge and close (alerts does the transition)."""
+"""Alerts: list (filtered, searched, cursor-paginated), detail with provenance and timeline, and
+what people do to them (alerts.lifecycle does each step): acknowledge and close, one alert or a
+batch; comment; reassign to another party of the site."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
@@ -17,9 +18,15 @@ from api.models import (
     AlertDetail,
     AlertPage,
     AlertState,
+    BulkAcknowledge,
+    BulkClose,
+    BulkOutcome,
+    BulkRefusal,
     ClauseProvenance,
     CloseCreate,
+    CommentCreate,
     QueryTime,
+    ReassignCreate,
     Severity,
     SiteId,
     Standard,
@@ -49,6 +56,15 @@ def list_alerts(
     ] = None,
     since: Annotated[QueryTime | None, Query(description="started at or after")] = None,
     until: Annotated[QueryTime | None, Query(description="started before")] = None,
+    search: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="words that must each occur (case-insensitive) in the clause id, number"
+            " or title, the standard, the space (id or name), the device or the responsible"
+            " party (id or name)",
+        ),
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> AlertPage:
@@ -64,6 +80,7 @@ def list_alerts(
         space=space,
         since=since,
         until=until,
+        search=search,
         before=before,
         limit=limit + 1,  # one more than the page: is there a next page?
     )
@@ -73,6 +90,69 @@ def list_alerts(
         last = rows[limit - 1]
         next_cursor = encode_cursor(last["started_at"], last["id"])
     return AlertPage(items=items, next_cursor=next_cursor)
+
+
+# The batch routes come before /{alert_id}/...: "bulk" is not an id.
+@router.post("/bulk/ack", responses=problems(401, 403))
+def acknowledge_alerts(body: BulkAcknowledge, conn: DbConn, principal: AlertActor) -> BulkOutcome:
+    """Acknowledge every alert of the batch that may be acknowledged, with one note; each gets
+    its timeline row and ledger entry. The others are refused one by one, with the answer the
+    single-alert route would give (404 unknown or outside the token's sites, 409 wrong state);
+    they do not stop the rest."""
+    return _bulk(
+        conn,
+        principal,
+        body.ids,
+        lambda alert_id: lifecycle.acknowledge(
+            conn, alert_id, actor=principal.actor, note=body.note
+        ),
+    )
+
+
+@router.post("/bulk/close", responses=problems(401, 403))
+def close_alerts(body: BulkClose, conn: DbConn, principal: AlertActor) -> BulkOutcome:
+    """Close every resolved alert of the batch with one cause and corrective action; the rest
+    are refused one by one as in POST /alerts/bulk/ack (409 for a firing or acknowledged alert,
+    or one whose re-verification period has not passed)."""
+    return _bulk(
+        conn,
+        principal,
+        body.ids,
+        lambda alert_id: lifecycle.close(
+            conn,
+            alert_id,
+            actor=principal.actor,
+            cause=body.cause,
+            corrective_action=body.corrective_action,
+        ),
+    )
+
+
+def _bulk(
+    conn: DbConn,
+    principal: Principal,
+    ids: list[int],
+    step: Callable[[int], dict[str, Any]],
+) -> BulkOutcome:
+    """`step` for each id (in the order given, repeats once) in one transaction, each in a
+    savepoint, so a refusal leaves no trace and the others stand."""
+    done: list[int] = []
+    refused: list[BulkRefusal] = []
+    sites = reads.alert_sites(conn, ids)
+    for alert_id in dict.fromkeys(ids):
+        site = sites.get(alert_id)
+        if site is None or not principal.sees(site):
+            refused.append(BulkRefusal(id=alert_id, status=404, detail="alert not found"))
+            continue
+        try:
+            with conn.transaction():
+                step(alert_id)
+        except lifecycle.AlertError as exc:
+            refused.append(BulkRefusal(id=alert_id, status=exc.http_status, detail=exc.message))
+            continue
+        done.append(alert_id)
+    conn.commit()
+    return BulkOutcome(done=done, refused=refused)
 
 
 @router.get("/{alert_id}", responses=problems(401, 403, 404))
@@ -113,6 +193,33 @@ def close_alert(
     return load_alert_detail(conn, principal, alert_id)
 
 
+@router.post("/{alert_id}/comments", responses=problems(401, 403, 404))
+def comment_alert(
+    alert_id: AlertId, body: CommentCreate, conn: DbConn, principal: AlertActor
+) -> AlertDetail:
+    """Add a comment to the alert's record (any state); it is a timeline row and a ledger entry
+    with the person who wrote it."""
+    _ensure_visible(conn, principal, alert_id)
+    with _lifecycle_errors(conn):
+        lifecycle.comment(conn, alert_id, actor=principal.actor, text=body.text)
+    conn.commit()
+    return load_alert_detail(conn, principal, alert_id)
+
+
+@router.post("/{alert_id}/reassign", responses=problems(401, 403, 404, 409))
+def reassign_alert(
+    alert_id: AlertId, body: ReassignCreate, conn: DbConn, principal: AlertActor
+) -> AlertDetail:
+    """Hand the alert to another current party of its site (GET /parties?site=...), with an
+    optional note. 422 for a party the site does not have; 409 for a closed alert or the party
+    already responsible."""
+    _ensure_visible(conn, principal, alert_id)
+    with _lifecycle_errors(conn):
+        lifecycle.reassign(conn, alert_id, actor=principal.actor, party=body.party, note=body.note)
+    conn.commit()
+    return load_alert_detail(conn, principal, alert_id)
+
+
 @contextlib.contextmanager
 def _lifecycle_errors(conn: DbConn) -> Iterator[None]:
     """The lifecycle's refusals as HTTP answers (its errors carry their status)."""
@@ -126,6 +233,12 @@ def _lifecycle_errors(conn: DbConn) -> Iterator[None]:
                 {"loc": ["body", field], "msg": exc.message, "type": "missing"}
                 for field in exc.fields
             ],
+        ) from exc
+    except lifecycle.UnknownParty as exc:
+        conn.rollback()
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["body", "party"], "msg": exc.message, "type": "unknown_party"}],
         ) from exc
     except lifecycle.AlertError as exc:
         conn.rollback()
@@ -166,10 +279,7 @@ def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> Aler
         acknowledged_at=row["acknowledged_at"],
         acknowledged_by=row["acknowledged_by"],
         acknowledged_note=row["acknowledged_note"],
-        closed_at=row["closed_at"],
         closed_by=row["closed_by"],
-        cause=row["cause"],
-        corrective_action=row["corrective_action"],
         silenced_by=silences.silence_of(conn, alert_id, wall_now()),
         timeline=[TimelineEntry(**entry) for entry in timeline],
     )

@@ -1,12 +1,24 @@
-// clausewatch dashboard: live alerts from the SSE stream, alert detail with evidence chart,
-// acknowledge / close, per-site compliance tiles. No build step; data is only ever inserted as
-// text (never as HTML), so nothing from the API can inject markup.
+// clausewatch dashboard, the alert desk: live alerts from the SSE stream; a list with filters,
+// search, state tabs (open / history / all), pages and bulk acknowledge / close; each alert's
+// detail at its own address (/alerts/{id}) with its evidence chart, acknowledge / close,
+// comments and reassignment; new alerts announced (tab title counter, browser notification when
+// permitted, a sound when switched on); per-site compliance tiles. Every time is shown in the
+// site's time zone, with its offset. No build step; data is only ever inserted as text (never
+// as HTML), so nothing from the API can inject markup.
 "use strict";
 
 const API = "/api/v1";
 const TOKEN_KEY = "clausewatch.token";
 const LANG_KEY = "clausewatch.lang";
-const OPEN_STATES = ["firing", "acknowledged", "resolved"];
+const SOUND_KEY = "clausewatch.sound";
+const PAGE_SIZE = 50;
+// The states of each tab; the state filter narrows a tab to one of them.
+const TABS = {
+  open: ["firing", "acknowledged", "resolved"],
+  closed: ["closed"],
+  all: ["firing", "acknowledged", "resolved", "closed"],
+};
+const BASE_TITLE = document.title;
 const LIMIT_PARAM = /^(limit|min|max|low|high|lower|upper)(_|$)/;
 
 const LABELS = {
@@ -30,6 +42,17 @@ const LABELS = {
     scope_device: "设备", scope_clause: "条款", target: "空间/设备/条款编号", from: "开始（空：现在）", until: "截止",
     reason: "原因", add: "添加", cancel: "取消", silenced_by: "静默", silence_short: "静默",
     maintenance_short: "维护", retroactive: "补登", set_by: "设置人", exempt: "维护豁免",
+    tab_open: "待处理", tab_history: "历史（已关闭）", tab_all: "全部",
+    search_hint: "条款、标准、空间、设备、责任人", all_sites: "全部站点", space_id: "空间（含下级）",
+    clause_id: "条款编号", any_severity: "全部级别", any_state: "本页全部状态", from_day: "起",
+    to_day: "止", apply_filters: "筛选", clear_filters: "清除", select_all: "全选",
+    selected: "已选", bulk_ack: "确认所选", bulk_close: "关闭所选", more: "加载更多",
+    done: "已处理", refused: "未处理", timezone: "时区", closed_at: "关闭于",
+    comment: "评论", comment_hint: "评论（进入处置记录和台账）", reassign: "转派",
+    commented: "评论", reassigned: "转派", escalation: "升级", enable_notifications: "启用桌面通知",
+    more_filters: "更多筛选", sound: "声音提醒", new_alert: "新告警", to: "转给", time_axis: "时间", readings: "读数",
+    mean_5m: "5分钟均值", min_5m: "5分钟最小值", max_5m: "5分钟最大值", evidence_raw: "证据（原始读数）",
+    no_chart_library: "图表库未安装：运行 scripts/vendor",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -56,6 +79,19 @@ const LABELS = {
     reason: "Reason", add: "Add", cancel: "Cancel", silenced_by: "Silenced",
     silence_short: "silence", maintenance_short: "maintenance", retroactive: "retroactive",
     set_by: "set by", exempt: "exempt (maintenance)",
+    tab_open: "Open", tab_history: "History (closed)", tab_all: "All",
+    search_hint: "clause, standard, space, device, party", all_sites: "All sites",
+    space_id: "Space (and below)", clause_id: "Clause id", any_severity: "Any severity",
+    any_state: "Any state of the tab", from_day: "From", to_day: "To", apply_filters: "Filter",
+    clear_filters: "Clear", select_all: "Select all", selected: "selected",
+    bulk_ack: "Acknowledge selected", bulk_close: "Close selected", more: "Load more",
+    done: "done", refused: "refused", timezone: "Time zone", closed_at: "Closed",
+    comment: "Comment", comment_hint: "Comment (goes into the timeline and the ledger)",
+    reassign: "Reassign", commented: "commented", reassigned: "reassigned",
+    escalation: "escalation", enable_notifications: "Enable notifications", sound: "Sound",
+    more_filters: "More filters", new_alert: "New alert", to: "to", time_axis: "Time", readings: "readings",
+    mean_5m: "5-min mean", min_5m: "5-min min", max_5m: "5-min max", evidence_raw: "evidence (raw)",
+    no_chart_library: "chart library not installed: run scripts/vendor",
   },
 };
 
@@ -66,8 +102,16 @@ localStorage.removeItem(TOKEN_KEY);
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   lang: localStorage.getItem(LANG_KEY) || "zh",
-  alerts: new Map(), // id -> AlertPublic
+  alerts: new Map(), // id -> AlertPublic, the rows of the list in their order
   selected: null, // id of the alert in the detail pane
+  tab: "open",
+  filters: {}, // the filter form's values when it was last applied
+  nextCursor: null, // the list's next page (null: none)
+  checked: new Set(), // ids ticked for a bulk step
+  loads: 0, // list loads started (the latest one's answer is the list)
+  streamed: null, // alerts the stream brought while a load was on its way
+  unseen: new Set(), // alerts raised since the page was last looked at
+  sites: [], // SitePublic of the token's sites (their time zones)
   lastEventId: null,
   streamAbort: null,
   calendar: null, // holiday_calendar of /healthz
@@ -89,9 +133,56 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function formatTime(iso) {
+// A time as the site's clock shows it, with the zone's offset: "2026-07-01 09:00:00 GMT+8" (one
+// unambiguous form in both languages); `zone` is an IANA name (the alert's site_timezone, a
+// site's timezone); without one, the browser's.
+function formatTime(iso, zone) {
   if (!iso) return "—";
-  return new Date(iso).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  const options = {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset",
+  };
+  let parts;
+  try {
+    parts = new Intl.DateTimeFormat("en-US", { ...options, ...(zone ? { timeZone: zone } : {}) })
+      .formatToParts(new Date(iso));
+  } catch (error) { // a zone this browser does not know
+    parts = new Intl.DateTimeFormat("en-US", options).formatToParts(new Date(iso));
+  }
+  const p = Object.fromEntries(parts.map((part) => [part.type, part.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
+}
+
+// Minutes the zone is ahead of UTC at `date`.
+function zoneOffset(zone, date) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-US", {
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  }).formatToParts(date).map((p) => [p.type, p.value]));
+  const wall = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute,
+    +parts.second);
+  return Math.round((wall - date.getTime()) / 60000);
+}
+
+// The start of a day (YYYY-MM-DD, plus `days`) in the zone, as an RFC 3339 instant.
+function dayStart(day, zone, days = 0) {
+  const guess = Date.parse(`${day}T00:00:00Z`) + days * 86400e3;
+  if (!zone) return new Date(guess + new Date(guess).getTimezoneOffset() * 60000).toISOString();
+  const first = guess - zoneOffset(zone, new Date(guess)) * 60000;
+  return new Date(guess - zoneOffset(zone, new Date(first)) * 60000).toISOString();
+}
+
+// The zone the day filters mean: the chosen site's, else the one zone all sites share.
+function filterZone() {
+  const site = state.sites.find((s) => s.id === state.filters.site);
+  if (site) return site.timezone;
+  const zones = new Set(state.sites.map((s) => s.timezone));
+  return zones.size === 1 ? [...zones][0] : null;
+}
+
+function siteZone(siteId) {
+  const site = state.sites.find((s) => s.id === siteId);
+  return site ? site.timezone : null;
 }
 
 class Unauthorized extends Error {}
@@ -181,11 +272,14 @@ async function start() {
   $("app").hidden = false;
   $("sign-out").hidden = false;
   try {
-    await api("/sites");
+    state.sites = await api("/sites");
+    fillSiteFilter();
   } catch (error) {
     if (error instanceof Unauthorized) return showLogin(t("bad_token"));
   }
   startStream(); // the stream's hello event triggers the first load of the list
+  route(); // an alert's own address opens its detail
+  fillFilterOptions();
   loadSites();
   loadQuietSites();
   loadQuiet();
@@ -212,6 +306,8 @@ async function loadSites() {
   let sites, figures;
   try {
     sites = await api("/sites");
+    state.sites = sites;
+    fillSiteFilter();
     figures = await Promise.all(sites.map(siteFigures));
   } catch (error) {
     if (error instanceof Unauthorized) showLogin(t("bad_token"));
@@ -230,19 +326,141 @@ async function loadSites() {
       el("div", { class: "open" }, `${t("coverage")} ${coverage}`),
       ...(f && f.exempt_s > 0
         ? [el("div", { class: "open" }, `${t("exempt")} ${(f.exempt_s / 3600).toFixed(1)} h`)] : []),
-      el("div", { class: "open" }, `${t("data_time")} ${formatTime(site.data_time)}`),
+      el("div", { class: "open" },
+        `${t("data_time")} ${formatTime(site.data_time, site.timezone)}`),
     );
   });
   $("sites").replaceChildren(...tiles);
 }
 
-// ---- alert list ----
+// ---- alert list: tabs, filters, search, pages, bulk steps ----
 
-async function loadAlerts() {
-  const query = OPEN_STATES.map((s) => `state=${s}`).join("&");
-  const page = await api(`/alerts?${query}&limit=200`);
+function fillSiteFilter() {
+  const select = $("f-site");
+  const chosen = select.value;
+  select.replaceChildren(
+    el("option", { value: "", "data-i18n": "all_sites" }, t("all_sites")),
+    ...state.sites.map((site) => el("option", { value: site.id }, site.name)),
+  );
+  select.value = chosen;
+}
+
+// What the space and clause filters offer as one types: the token's spaces and the clauses.
+async function fillFilterOptions() {
+  const [spaces, clauses] = await Promise.all([api("/spaces"), api("/clauses")]).catch(() => [[], []]);
+  $("space-options").replaceChildren(...spaces.map((space) => el(
+    "option", { value: space.id }, `${space.name || space.type} · ${space.site}`,
+  )));
+  $("clause-options").replaceChildren(...clauses.map((clause) => el(
+    "option", { value: clause.id }, `${clause.standard.code} ${clause.number} ${clause.title}`,
+  )));
+}
+
+// The query of the list as the tab and the applied filters say.
+function listQuery() {
+  const f = state.filters;
+  const query = new URLSearchParams();
+  const states = f.state && TABS[state.tab].includes(f.state) ? [f.state] : TABS[state.tab];
+  for (const s of states) query.append("state", s);
+  for (const name of ["site", "space", "clause", "severity", "search"]) {
+    if (f[name]) query.set(name, f[name]);
+  }
+  const zone = filterZone();
+  if (f.from) query.set("since", dayStart(f.from, zone));
+  if (f.to) query.set("until", dayStart(f.to, zone, 1)); // the whole last day
+  query.set("limit", PAGE_SIZE);
+  return query;
+}
+
+// Does a streamed alert belong in the list as filtered? (The space filter covers a subtree the
+// page does not know: with it, only rows already listed are updated.)
+function matches(alert) {
+  const f = state.filters;
+  const states = f.state ? [f.state] : TABS[state.tab];
+  if (!states.includes(alert.state) || f.space || f.from || f.to) return false;
+  if (f.site && alert.site !== f.site) return false;
+  if (f.severity && alert.severity !== f.severity) return false;
+  if (f.clause && alert.clause.id !== f.clause) return false;
+  const text = [alert.clause.id, alert.clause.number, alert.clause.title, alert.clause.standard,
+    alert.subject.space, alert.subject.device, alert.responsible.party, alert.responsible.name]
+    .filter(Boolean).join(" ").toLowerCase();
+  return (f.search || "").toLowerCase().split(/\s+/).every((word) => text.includes(word));
+}
+
+// The first page (`more`: the next one, appended). What the stream brings while the page is
+// on its way is newer than the page: it is kept, and an answer overtaken by a later load is
+// dropped.
+async function loadAlerts(more = false) {
+  const query = listQuery();
+  if (more) {
+    if (!state.nextCursor) return;
+    query.set("cursor", state.nextCursor);
+  }
+  const load = ++state.loads;
+  const streamed = new Map();
+  state.streamed = streamed;
+  const page = await api(`/alerts?${query}`);
+  if (load !== state.loads) return;
+  state.streamed = null;
+  if (!more) {
+    state.alerts.clear();
+    state.checked.clear();
+  }
   for (const alert of page.items) state.alerts.set(alert.id, alert);
+  for (const [id, alert] of streamed) {
+    if (state.alerts.has(id) || matches(alert)) state.alerts.set(id, alert);
+  }
+  state.nextCursor = page.next_cursor;
   renderList();
+}
+
+function readFilters() {
+  const form = $("filters");
+  const values = {};
+  for (const name of ["search", "site", "space", "clause", "severity", "state", "from", "to"]) {
+    const value = form.elements[name].value.trim();
+    if (value) values[name] = value;
+  }
+  state.filters = values;
+}
+
+function selectTab(tab) {
+  state.tab = tab;
+  for (const button of document.querySelectorAll(".tabs [data-tab]")) {
+    button.setAttribute("aria-selected", String(button.dataset.tab === tab));
+  }
+  reloadList();
+}
+
+async function reloadList() {
+  try {
+    await loadAlerts();
+  } catch (error) {
+    if (error instanceof Unauthorized) showLogin(t("bad_token"));
+    else $("bulk-result").textContent = error.message;
+  }
+}
+
+function rowFacts(alert) {
+  const zone = alert.site_timezone;
+  const party = alert.responsible.name
+    ? `${t("responsible")}: ${alert.responsible.name}` : t("no_party");
+  const facts = [
+    el("div", { class: "meta" },
+      el("span", { class: "sev", "data-severity": alert.severity }, t(alert.severity)), " ",
+      el("span", { class: "state", "data-state": alert.state }, t(alert.state)), " ",
+      ...(alert.escalation_level > 0
+        ? [el("span", { class: "state level" }, `${t("escalation")} L${alert.escalation_level}`), " "]
+        : []),
+      `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at, zone)}`),
+    el("div", { class: "meta party" }, party),
+  ];
+  if (alert.state === "closed") {
+    facts.push(el("div", { class: "meta closure" },
+      `${t("cause")}: ${alert.cause || "—"} · ${t("corrective_action")}: ` +
+      `${alert.corrective_action || "—"} · ${t("closed_at")} ${formatTime(alert.closed_at, zone)}`));
+  }
+  return facts;
 }
 
 function renderList(freshId = null) {
@@ -250,7 +468,19 @@ function renderList(freshId = null) {
     (a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : b.id - a.id),
   );
   $("list-empty").hidden = items.length > 0;
+  $("more").hidden = !state.nextCursor;
   $("alerts").replaceChildren(...items.map((alert) => {
+    const box = el("input", {
+      type: "checkbox", class: "pick", checked: state.checked.has(alert.id),
+      "data-alert-id": alert.id,
+    });
+    box.setAttribute("aria-label", `${t("select_all")} ${alert.id}`);
+    box.addEventListener("click", (event) => event.stopPropagation());
+    box.addEventListener("change", () => {
+      if (box.checked) state.checked.add(alert.id);
+      else state.checked.delete(alert.id);
+      renderBulk();
+    });
     const row = el(
       "li",
       {
@@ -258,15 +488,99 @@ function renderList(freshId = null) {
           (alert.id === freshId ? " fresh" : ""),
         "data-alert-id": alert.id, "data-severity": alert.severity, "data-state": alert.state,
       },
-      el("div", { class: "title" }, `${alert.clause.title}`),
-      el("div", { class: "meta" },
-        el("span", { class: "sev", "data-severity": alert.severity }, t(alert.severity)), " ",
-        el("span", { class: "state", "data-state": alert.state }, t(alert.state)), " ",
-        `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at)}`),
+      box,
+      el("div", { class: "body" },
+        el("a", { class: "title", href: `/alerts/${alert.id}` }, `${alert.clause.title}`),
+        ...rowFacts(alert)),
     );
+    row.querySelector("a.title").addEventListener("click", (event) => {
+      if (event.ctrlKey || event.metaKey || event.shiftKey) return; // a new tab: the link
+      event.preventDefault();
+    });
     row.addEventListener("click", () => openDetail(alert.id));
     return row;
   }));
+  renderBulk();
+}
+
+function renderBulk() {
+  for (const id of [...state.checked]) if (!state.alerts.has(id)) state.checked.delete(id);
+  const count = state.checked.size;
+  $("bulk-count").textContent = count ? `${t("selected")} ${count}` : "";
+  $("bulk-ack").hidden = count === 0; // the batch steps show once a row is ticked
+  $("bulk-close-form").hidden = count === 0;
+  $("select-all").checked = count > 0 && count === state.alerts.size;
+}
+
+// One step for every ticked alert; the answer says which were done and why others were not.
+async function bulk(path, body) {
+  const ids = [...state.checked];
+  let outcome;
+  try {
+    outcome = await api(`/alerts/bulk/${path}`, {
+      method: "POST", body: JSON.stringify({ ids, ...body }),
+    });
+  } catch (error) {
+    if (error instanceof Unauthorized) showLogin(t("bad_token"));
+    else $("bulk-result").textContent = error.message;
+    return false;
+  }
+  const refused = outcome.refused.map((r) => `#${r.id}: ${r.detail}`);
+  $("bulk-result").textContent = `${t("done")} ${outcome.done.length}` +
+    (refused.length ? ` · ${t("refused")} ${refused.length} — ${refused.join("; ")}` : "");
+  await reloadList();
+  if (state.selected !== null) showDetail(state.selected);
+  return true;
+}
+
+// ---- new alerts announce themselves ----
+
+function renderTitle() {
+  const count = state.unseen.size;
+  document.title = count ? `(${count}) ${BASE_TITLE}` : BASE_TITLE;
+}
+
+function soundOn() {
+  return localStorage.getItem(SOUND_KEY) === "on";
+}
+
+function beep() {
+  try {
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    const gain = audio.createGain();
+    tone.frequency.value = 880;
+    gain.gain.setValueAtTime(0.15, audio.currentTime);
+    gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.4);
+    tone.connect(gain).connect(audio.destination);
+    tone.start();
+    tone.stop(audio.currentTime + 0.4);
+    tone.onended = () => audio.close();
+  } catch (error) {
+    // no audio output: the title and the notification still say it
+  }
+}
+
+function announce(alert) {
+  state.unseen.add(alert.id);
+  renderTitle();
+  if (soundOn()) beep();
+  if ("Notification" in window && Notification.permission === "granted") {
+    const note = new Notification(`${t("new_alert")} · ${t(alert.severity)} · ${alert.clause.title}`, {
+      body: `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at, alert.site_timezone)}`,
+      tag: `clausewatch-alert-${alert.id}`,
+      lang: state.lang === "zh" ? "zh-CN" : "en",
+    });
+    note.addEventListener("click", () => {
+      window.focus();
+      openDetail(alert.id);
+    });
+  }
+}
+
+function renderNotifyButton() {
+  $("notify-permission").hidden = !("Notification" in window) ||
+    Notification.permission !== "default";
 }
 
 // ---- the live stream (fetch, so the token travels in a header, not in the URL) ----
@@ -342,43 +656,83 @@ async function handleEvent(event) {
   }
   if (event.event !== "alert") return;
   const data = JSON.parse(event.data.join("\n"));
-  state.alerts.set(data.alert.id, data.alert);
+  if (state.streamed) state.streamed.set(data.alert.id, data.alert);
+  const listed = state.alerts.has(data.alert.id);
+  if (listed) state.alerts.set(data.alert.id, { ...state.alerts.get(data.alert.id), ...data.alert });
+  else if (matches(data.alert)) state.alerts.set(data.alert.id, data.alert);
   renderList(data.action === "raised" ? data.alert.id : null);
+  if (data.action === "raised") announce(data.alert);
   if (data.action === "raised" || data.action === "closed") loadSites();
   if (state.selected === data.alert.id) showDetail(data.alert.id);
 }
 
-// ---- detail ----
+// ---- detail, at the alert's own address /alerts/{id} ----
+
+const ALERT_PATH = /^\/alerts\/([1-9][0-9]{0,18})$/;
 
 // A tap on a row: the detail shows the alert from its top (on a phone it covers the list as a
-// full-screen panel, at the desk it sits beside the list).
+// full-screen panel, at the desk it sits beside the list), and the address is the alert's.
 function openDetail(alertId) {
+  const path = `/alerts/${alertId}`;
+  if (location.pathname !== path) history.pushState({ alert: alertId }, "", path);
   $("detail").scrollTop = 0;
   return showDetail(alertId);
 }
 
 // The panel's back control (phone): the list again, at the row that was open.
-function closeDetail() {
+function closeDetail(push = true) {
   const open = state.selected;
   state.selected = null;
   $("detail").hidden = true;
+  if (push && location.pathname !== "/") history.pushState(null, "", "/");
   renderList();
   const row = document.querySelector(`li.alert[data-alert-id="${open}"]`);
   if (row) row.scrollIntoView({ block: "nearest" });
 }
 
+// What the address says: an alert's detail, or the list alone.
+function route() {
+  const match = ALERT_PATH.exec(location.pathname);
+  if (match) showDetail(Number(match[1]));
+  else if (state.selected !== null) closeDetail(false);
+}
+
+// The parties of the alert's site, for reassignment (cached per site).
+const partiesOf = new Map();
+async function fillParties(alert) {
+  if (!partiesOf.has(alert.site)) {
+    partiesOf.set(alert.site, await api(`/parties?site=${encodeURIComponent(alert.site)}`)
+      .catch(() => []));
+  }
+  if (state.selected !== alert.id) return;
+  const current = partiesOf.get(alert.site).filter((p) => !p.retired_at);
+  $("reassign-party").replaceChildren(...current.map((party) => el(
+    "option", { value: party.id, disabled: party.id === alert.responsible.party },
+    `${party.name} (${party.id})`,
+  )));
+  const other = current.find((p) => p.id !== alert.responsible.party);
+  if (other) $("reassign-party").value = other.id;
+  $("reassign-button").disabled = !other;
+}
+
 async function showDetail(alertId) {
   state.selected = alertId;
+  state.unseen.delete(alertId);
+  renderTitle();
   let alert;
   try {
     alert = await api(`/alerts/${alertId}`);
   } catch (error) {
+    if (error instanceof Unauthorized) return showLogin(t("bad_token"));
+    $("detail").hidden = false;
+    $("detail-title").textContent = `#${alertId}`;
     $("action-error").textContent = error.message;
     return;
   }
   if (state.selected !== alertId) return;
-  state.alerts.set(alert.id, { ...state.alerts.get(alert.id), ...alert });
+  if (state.alerts.has(alert.id)) state.alerts.set(alert.id, { ...state.alerts.get(alert.id), ...alert });
   renderList();
+  const zone = alert.site_timezone;
   $("detail").hidden = false;
   $("detail").dataset.alertId = alert.id;
   $("detail-title").textContent = alert.clause.title;
@@ -402,28 +756,43 @@ async function showDetail(alertId) {
   $("detail-responsible").textContent = alert.responsible.name
     ? `${alert.responsible.name} (${alert.responsible.party})` : t("no_party");
   $("detail-started").textContent =
-    `${formatTime(alert.started_at)}${alert.ended_at ? " – " + formatTime(alert.ended_at) : ""}`;
+    `${formatTime(alert.started_at, zone)}${alert.ended_at ? " – " + formatTime(alert.ended_at, zone) : ""}`;
+  $("detail-timezone").textContent = zone || "—";
   $("detail-worst").textContent =
     alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
   $("detail-silenced").hidden = $("detail-silenced-label").hidden = !alert.silenced_by;
   $("detail-silenced").textContent = alert.silenced_by ? `#${alert.silenced_by}` : "";
-  $("timeline").replaceChildren(...alert.timeline.map((entry) => el(
-    "li", { "data-action": entry.action },
-    `${formatTime(entry.at)} · ${t(entry.action)} · ${entry.actor}${entry.note ? " · " + entry.note : ""}`,
-  )));
-  $("ack-button").disabled = !(alert.state === "firing" ||
+  $("detail-closure").hidden = alert.state !== "closed";
+  $("detail-closed").textContent = `${formatTime(alert.closed_at, zone)} · ${alert.closed_by || ""}`;
+  $("detail-cause").textContent = alert.cause || "—";
+  $("detail-action").textContent = alert.corrective_action || "—";
+  $("timeline").replaceChildren(...alert.timeline.map((entry) => {
+    const to = entry.action === "reassigned" && entry.data.responsible
+      ? ` · ${t("to")} ${entry.data.responsible.name} (${entry.data.responsible.party})` : "";
+    return el(
+      "li", { "data-action": entry.action },
+      `${formatTime(entry.at, zone)} · ${t(entry.action)} · ${entry.actor}${to}` +
+        `${entry.note ? " · " + entry.note : ""}`,
+    );
+  }));
+  // Only the steps the alert's state allows are offered (a phone has no room for the rest).
+  $("ack-form").hidden = !(alert.state === "firing" ||
     (alert.state === "resolved" && !alert.acknowledged_at));
-  $("close-button").disabled = alert.state !== "resolved";
+  $("close-form").hidden = alert.state !== "resolved";
+  $("reassign-form").hidden = alert.state === "closed";
   $("action-error").textContent = "";
+  fillParties(alert);
   drawChart(alert);
 }
 
-// Readings of the alert's device and metric around it (10 min either side, at most 6 h), with
-// the evidence the engine kept drawn as dots. Falls back to the evidence alone.
+// Readings of the alert's device and metric around it (10 min either side, at most 6 h): raw,
+// or 5-minute buckets whose mean is drawn with their min and max, so an aggregate never hides
+// the worst reading. The evidence the engine kept is raw readings. Falls back to the evidence.
 async function chartSeries(alert) {
-  const evidence = alert.evidence.map((e) => ({ x: Date.parse(e.ts), y: e.value }));
+  const evidence = alert.evidence.map((e) => [Date.parse(e.ts), e.value]);
+  const none = { line: evidence, low: null, high: null, evidence, bucketed: false };
   const { device, metric } = alert.subject;
-  if (!device || !metric) return { line: evidence, evidence };
+  if (!device || !metric) return none;
   const margin = 10 * 60 * 1000;
   const start = Date.parse(alert.started_at);
   const end = Math.min(alert.ended_at ? Date.parse(alert.ended_at) : Date.now(), start + 6 * 3600e3);
@@ -431,67 +800,118 @@ async function chartSeries(alert) {
     site: alert.site, device, metric,
     since: new Date(start - margin).toISOString(), until: new Date(end + margin).toISOString(),
   });
-  if (end - start > 2 * 3600e3) query.set("bucket", "5m"); // a few hundred points at most
+  const bucketed = end - start > 2 * 3600e3; // a few hundred points at most
+  if (bucketed) query.set("bucket", "5m");
   try {
     const series = await api(`/readings?${query}`);
-    const line = series.points.map((p) => ({ x: Date.parse(p.ts), y: p.value }));
-    return { line: line.length ? line : evidence, evidence };
+    if (!series.points.length) return none;
+    const at = (p) => Date.parse(p.ts);
+    return {
+      line: series.points.map((p) => [at(p), p.value]),
+      low: bucketed ? series.points.map((p) => [at(p), p.min]) : null,
+      high: bucketed ? series.points.map((p) => [at(p), p.max]) : null,
+      evidence,
+      bucketed,
+    };
   } catch (error) {
-    return { line: evidence, evidence };
+    return none;
   }
 }
 
+// The raw reading to mark as the worst: the one at the alert's worst value, else the nearest.
+function worstPoint(alert, raw) {
+  if (alert.worst_value === null || raw.length === 0) return null;
+  return raw.reduce((best, p) =>
+    (Math.abs(p[1] - alert.worst_value) < Math.abs(best[1] - alert.worst_value) ? p : best));
+}
+
+// "GMT+8" for the zone at that time.
+function offsetName(zone, ms) {
+  const part = new Intl.DateTimeFormat("en-US", { timeZone: zone || undefined, timeZoneName: "shortOffset" })
+    .formatToParts(new Date(ms)).find((p) => p.type === "timeZoneName");
+  return part ? part.value : "";
+}
+
+function clock(ms, zone) {
+  return new Date(ms).toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", {
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false,
+    ...(zone ? { timeZone: zone } : {}),
+  });
+}
+
+// The evidence chart (Apache ECharts, served from /static/vendor by scripts/vendor): time in
+// the site's zone on the x axis, the metric and its unit on the y axis, the clause's limits as
+// dashed lines, the raw evidence as dots and the worst raw reading marked with its value; zoom
+// with the wheel, a pinch or the slider.
 async function drawChart(alert) {
   const box = $("chart");
-  const { line, evidence } = await chartSeries(alert);
+  const { line, low, high, evidence, bucketed } = await chartSeries(alert);
   if (state.selected !== alert.id) return;
-  if (line.length === 0) {
-    box.replaceChildren(el("p", { class: "muted" }, t("no_data")));
+  const old = window.echarts && window.echarts.getInstanceByDom(box);
+  if (old) old.dispose();
+  if (!window.echarts || line.length === 0) {
+    box.replaceChildren(el("p", { class: "muted" }, t(window.echarts ? "no_data" : "no_chart_library")));
     return;
   }
-  const NS = "http://www.w3.org/2000/svg";
-  const width = 600, height = 160, pad = 28;
-  // Limits among the parameters the alert was judged with (limit, min, max, low, high...).
-  const limits = Object.entries(alert.clause.params)
-    .filter(([name]) => LIMIT_PARAM.test(name))
-    .map(([, value]) => value);
-  const all = line.concat(evidence);
-  const ys = all.map((p) => p.y).concat(limits);
-  const x0 = Math.min(...all.map((p) => p.x)), x1 = Math.max(...all.map((p) => p.x));
-  const y0 = Math.min(...ys), y1 = Math.max(...ys);
-  const sx = (x) => pad + ((x - x0) / ((x1 - x0) || 1)) * (width - 2 * pad);
-  const sy = (y) => height - pad - ((y - y0) / ((y1 - y0) || 1)) * (height - 2 * pad);
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("role", "img");
-  const add = (tag, attrs, text) => {
-    const node = document.createElementNS(NS, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    svg.append(node);
-  };
-  for (const limit of limits) {
-    add("line", { x1: pad, x2: width - pad, y1: sy(limit), y2: sy(limit),
-      stroke: "#b42318", "stroke-dasharray": "4 3" });
-    add("text", { x: width - pad, y: sy(limit) - 4, "text-anchor": "end", "font-size": 11,
-      fill: "#b42318" }, `${limit} ${alert.unit || ""}`);
-  }
-  add("polyline", { fill: "none", stroke: "#1570ef", "stroke-width": 2,
-    points: line.map((p) => `${sx(p.x)},${sy(p.y)}`).join(" ") });
-  for (const p of evidence) add("circle", { cx: sx(p.x), cy: sy(p.y), r: 3.5, fill: "#b42318" });
-  add("text", { x: pad, y: 14, "font-size": 11, fill: "#667085" },
-    `${alert.subject.metric || ""} ${y0.toFixed(1)}–${y1.toFixed(1)} ${alert.unit || ""}`);
-  add("text", { x: pad, y: height - 8, "font-size": 10, fill: "#667085" }, formatTime(new Date(x0)));
-  add("text", { x: width - pad, y: height - 8, "font-size": 10, fill: "#667085",
-    "text-anchor": "end" }, formatTime(new Date(x1)));
-  box.replaceChildren(svg);
+  box.replaceChildren();
+  const unit = alert.unit || "";
+  const zone = alert.site_timezone;
+  const limits = Object.entries(alert.clause.params).filter(([name]) => LIMIT_PARAM.test(name));
+  const raw = bucketed ? evidence : line.concat(evidence);
+  const worst = worstPoint(alert, raw);
+  const thin = (name, data) => ({
+    name, type: "line", data, showSymbol: false, lineStyle: { width: 1, type: "dotted" },
+    itemStyle: { color: "#98a2b3" },
+  });
+  const chart = window.echarts.init(box, null, { renderer: "svg" });
+  chart.setOption({
+    animation: false,
+    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    legend: { top: 0, textStyle: { fontSize: 11 } },
+    tooltip: { trigger: "axis", renderMode: "richText" }, // no HTML: the page's CSP allows none
+    xAxis: {
+      type: "time",
+      name: `${t("time_axis")} (${zone || ""} ${offsetName(zone, line[0][0])})`,
+      nameLocation: "middle", nameGap: 26,
+      axisLabel: { formatter: (value) => clock(value, zone), hideOverlap: true, fontSize: 10 },
+    },
+    yAxis: {
+      type: "value", scale: true, name: `${alert.subject.metric || t("evidence")} (${unit})`,
+      nameTextStyle: { align: "left" },
+    },
+    dataZoom: [{ type: "inside" }, { type: "slider", height: 14, bottom: 4 }],
+    series: [
+      {
+        name: t(bucketed ? "mean_5m" : "readings"), type: "line", data: line, showSymbol: false,
+        itemStyle: { color: "#1570ef" },
+        markLine: {
+          symbol: "none", silent: true,
+          lineStyle: { color: "#b42318", type: "dashed" },
+          label: { position: "insideEndTop", color: "#b42318" },
+          data: limits.map(([name, value]) => ({ yAxis: value, name: `${name} ${value} ${unit}` })),
+        },
+      },
+      ...(bucketed ? [thin(t("min_5m"), low), thin(t("max_5m"), high)] : []),
+      {
+        name: t("evidence_raw"), type: "scatter", data: evidence, symbolSize: 7,
+        itemStyle: { color: "#b42318" },
+        markPoint: worst ? {
+          symbol: "pin", symbolSize: 44, itemStyle: { color: "#b42318" },
+          label: { formatter: `${worst[1]}`, fontSize: 10 },
+          data: [{ name: t("worst"), coord: worst, value: worst[1] }],
+        } : undefined,
+      },
+    ],
+  });
+  $("chart-worst").textContent = worst
+    ? `${t("worst")} ${worst[1]} ${unit} · ${formatTime(new Date(worst[0]), zone)}` : "";
 }
 
 async function act(path, body) {
   const alertId = state.selected;
   try {
     const updated = await api(`/alerts/${alertId}/${path}`, { method: "POST", body: JSON.stringify(body) });
-    state.alerts.set(updated.id, updated);
+    if (state.alerts.has(updated.id)) state.alerts.set(updated.id, updated);
     await showDetail(updated.id);
     return true;
   } catch (error) {
@@ -580,6 +1000,10 @@ $("quiet-form").addEventListener("submit", async (event) => {
 
 // ---- wiring ----
 
+window.addEventListener("resize", () => {
+  const chart = window.echarts && window.echarts.getInstanceByDom($("chart"));
+  if (chart) chart.resize();
+});
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.token = $("token-input").value.trim();
@@ -593,7 +1017,66 @@ $("sign-out").addEventListener("click", () => {
   state.lastEventId = null;
   showLogin();
 });
-$("detail-back").addEventListener("click", closeDetail);
+$("detail-back").addEventListener("click", () => closeDetail());
+window.addEventListener("popstate", route);
+for (const button of document.querySelectorAll(".tabs [data-tab]")) {
+  button.addEventListener("click", () => selectTab(button.dataset.tab));
+}
+$("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  readFilters();
+  reloadList();
+});
+$("filters").addEventListener("reset", () => {
+  state.filters = {};
+  setTimeout(reloadList); // after the form has cleared its fields
+});
+$("filters-toggle").addEventListener("click", () => {
+  const form = $("filters");
+  form.toggleAttribute("data-open");
+  $("filters-toggle").setAttribute("aria-expanded", String(form.hasAttribute("data-open")));
+});
+$("more").addEventListener("click", () => loadAlerts(true).catch((error) => {
+  $("bulk-result").textContent = error.message;
+}));
+$("select-all").addEventListener("change", () => {
+  if ($("select-all").checked) for (const id of state.alerts.keys()) state.checked.add(id);
+  else state.checked.clear();
+  renderList();
+});
+$("bulk-ack").addEventListener("click", () => bulk("ack", {}));
+$("bulk-close-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = { cause: $("bulk-cause").value, corrective_action: $("bulk-action").value };
+  if (await bulk("close", body)) {
+    $("bulk-cause").value = "";
+    $("bulk-action").value = "";
+  }
+});
+$("comment-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (await act("comments", { text: $("comment-text").value })) $("comment-text").value = "";
+});
+$("reassign-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = { party: $("reassign-party").value, note: $("reassign-note").value };
+  if (await act("reassign", body)) $("reassign-note").value = "";
+});
+$("sound-toggle").checked = soundOn();
+$("sound-toggle").addEventListener("change", () => {
+  localStorage.setItem(SOUND_KEY, $("sound-toggle").checked ? "on" : "off");
+  if ($("sound-toggle").checked) beep(); // what it will sound like (and a user gesture for audio)
+});
+$("notify-permission").addEventListener("click", async () => {
+  await Notification.requestPermission();
+  renderNotifyButton();
+});
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") {
+    state.unseen.clear(); // back on the page: the list shows them
+    renderTitle();
+  }
+});
 $("lang-toggle").addEventListener("click", () => {
   state.lang = state.lang === "zh" ? "en" : "zh";
   localStorage.setItem(LANG_KEY, state.lang);
@@ -613,6 +1096,7 @@ $("close-form").addEventListener("submit", async (event) => {
 });
 
 applyLanguage();
+renderNotifyButton();
 loadCalendar();
 setInterval(loadCalendar, 3600e3); // the count of days to the next year moves on
 if (state.token) start();

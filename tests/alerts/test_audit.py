@@ -14,7 +14,7 @@ import pytest
 from alerts import notify, webhooks
 from alerts.audit import audit
 from alerts.escalation import escalate_due
-from alerts.lifecycle import acknowledge, close
+from alerts.lifecycle import acknowledge, close, comment, reassign
 from alerts.record import record_outputs
 from store import ledger
 from store.pool import connect
@@ -29,7 +29,7 @@ CONFIRMED = T0 + dt.timedelta(minutes=15)  # started() confirms 15 min after the
 
 def lifecycle(conn: psycopg.Connection[Any]) -> int:
     """Every kind of step an alert takes: raised, escalated, notified (failed), acknowledged,
-    resolved, reopened, resolved again, closed. Returns its id."""
+    commented, reassigned, resolved, reopened, resolved again, closed. Returns its id."""
     target = webhooks.Target("hook", "http://127.0.0.1:9/unused", "a-test-secret-0123456789")
     webhooks.add_target(conn, target, "test", now=T0)
     alert_id = record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED).alert_ids[0]
@@ -40,6 +40,10 @@ def lifecycle(conn: psycopg.Connection[Any]) -> int:
         notify.deliver_due(conn, now)
         now += dt.timedelta(minutes=20)
     acknowledge(conn, alert_id, "wang", "已通知物业", now=CONFIRMED + dt.timedelta(minutes=40))
+    comment(conn, alert_id, "wang", "风机盘管待检修", now=CONFIRMED + dt.timedelta(minutes=45))
+    reassign(
+        conn, alert_id, "wang", "li", "暖通由李工负责", now=CONFIRMED + dt.timedelta(minutes=50)
+    )
     first_end = T0 + dt.timedelta(hours=2)
     record_outputs(conn, site_model(), [ended(first_end, T0)], now=first_end)
     again = T0 + dt.timedelta(minutes=150)
@@ -66,6 +70,8 @@ def lifecycle(conn: psycopg.Connection[Any]) -> int:
         "escalated",
         "notified",
         "acknowledged",
+        "commented",
+        "reassigned",
         "resolved",
         "reopened",
         "closed",
@@ -189,6 +195,20 @@ def test_an_alert_reopened_behind_the_ledgers_back_is_named(
     assert problem.endswith(
         "state, escalation_level, closed_at, closed_by, cause, corrective_action"
     )
+
+
+def test_a_responsible_party_changed_behind_the_ledgers_back_is_named(
+    lived: tuple[psycopg.Connection[Any], int],
+) -> None:
+    conn, alert_id = lived
+    row = conn.execute("SELECT responsible_party FROM alerts WHERE id = %s", (alert_id,))
+    assert row.fetchone() == ("li",)  # reassigned in its ledger: that checks out
+    conn.execute(
+        "UPDATE alerts SET responsible_party = 'wang', responsible_name = '王工' WHERE id = %s",
+        (alert_id,),
+    )
+    [problem] = problems(conn)
+    assert problem.endswith("what its ledger entries record: responsible")
 
 
 def test_an_alert_without_its_entry_and_a_deleted_alert_are_named(

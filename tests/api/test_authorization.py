@@ -54,6 +54,18 @@ def _fresh_alert(conn: psycopg.Connection[Any], site: str, state: str = "firing"
     return alert_id
 
 
+def _second_party(conn: psycopg.Connection[Any], site: str) -> str:
+    """A party of the site besides fm-1 (who is responsible for every fresh alert)."""
+    conn.execute(
+        "INSERT INTO parties (site, id, name, kind, created_by, created_at, updated_by,"
+        " updated_at) VALUES (%s, 'fm-2', %s, 'contractor', 'test', %s, 'test', %s)"
+        " ON CONFLICT DO NOTHING",
+        (site, f"second party of {site}", T0, T0),
+    )
+    conn.commit()
+    return "fm-2"
+
+
 def _assignment_id(conn: psycopg.Connection[Any], site: str) -> int:
     row = conn.execute("SELECT min(id) FROM assignments WHERE site = %s", (site,)).fetchone()
     assert row is not None
@@ -177,6 +189,34 @@ ENDPOINTS = [
             "POST",
             f"/api/v1/alerts/{_fresh_alert(c, s, 'resolved')}/close",
             {"cause": "c", "corrective_action": "a"},
+        ),
+    ),
+    Endpoint(
+        "bulk acknowledge",
+        "POST /alerts/bulk/ack",
+        lambda c, s: ("POST", "/api/v1/alerts/bulk/ack", {"ids": [_fresh_alert(c, s)]}),
+    ),
+    Endpoint(
+        "bulk close",
+        "POST /alerts/bulk/close",
+        lambda c, s: (
+            "POST",
+            "/api/v1/alerts/bulk/close",
+            {"ids": [_fresh_alert(c, s, "resolved")], "cause": "c", "corrective_action": "a"},
+        ),
+    ),
+    Endpoint(
+        "comment",
+        "POST /alerts/{id}/comments",
+        lambda c, s: ("POST", f"/api/v1/alerts/{_fresh_alert(c, s)}/comments", {"text": "t"}),
+    ),
+    Endpoint(
+        "reassign",
+        "POST /alerts/{id}/reassign",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/alerts/{_fresh_alert(c, s)}/reassign",
+            {"party": _second_party(c, s)},
         ),
     ),
     Endpoint("clauses", "GET /clauses", lambda c, s: ("GET", "/api/v1/clauses", None)),

@@ -131,7 +131,8 @@ def test_a_facility_manager_follows_a_live_alert_to_its_close(
         row.click()
         expect(page.locator("#detail-text")).to_contain_text("26摄氏度")
         expect(page.locator("#detail-responsible")).to_contain_text("王工")
-        expect(page.locator("#chart svg polyline")).to_have_count(1)
+        expect(page.locator("#chart svg")).to_have_count(1)  # ECharts, served by the service
+        expect(page.locator("#chart-worst")).to_contain_text("°C")
         page.fill("#ack-note", "已通知运维调高设定温度")
         page.click("#ack-button")
         expect(page.locator("#detail-state")).to_have_attribute("data-state", "acknowledged")
