@@ -1,20 +1,20 @@
-"""Notifications by webhook: a signed JSON POST per alert event and target, retried with
-exponential backoff, every attempt recorded. SMS, e-mail or chat gateways plug in as webhook
-receivers.
+"""Notifications: one message per alert event and target, in the target's channel (the signed
+JSON webhook, a WeCom, DingTalk or Feishu robot, e-mail, SMS: alerts/channels.py), retried with
+exponential backoff, every attempt recorded.
 
-Targets live in `webhook_targets` (alerts/webhooks.py: name, URL, signing secret; per site and
-escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
-every notification of its site and level; a party's `contacts.webhook` names a target that
-receives that party's notifications. Nothing but the target holds the URL or the secret:
-notifications, timeline rows and ledger entries name the target's id and name.
+Targets live in `webhook_targets` (alerts/webhooks.py: name, kind, URL, secret, options; per site
+and escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
+every notification of its site and level; a party's `contacts.webhook` names a target that receives
+that party's notifications. Nothing but the target holds the URL or the secret: notifications,
+timeline rows and ledger entries name the target's id and name.
 
-`queue` writes the messages in the caller's transaction, so a notification exists exactly when
-the alert event that caused it was committed; `deliver_due` (a scheduler job) sends what is due,
-reading the target's URL and secret at send time, checking the address after DNS resolution
-(alerts/outbound.py: internal addresses refused unless allow-listed) and connecting to the
-address it checked. A message that never gets through ends `failed` after MAX_ATTEMPTS (at
-once when no retry can help: no such target, refused address) and stays in the table, with its
-attempts, a timeline row and a ledger entry: visible, not lost.
+`queue` writes the messages in the caller's transaction, so a notification exists exactly when the
+alert event that caused it was committed; `deliver_due` (a scheduler job) sends what is due, reading
+the target's URL and secret at send time, checking the address after DNS resolution
+(alerts/outbound.py: internal addresses refused unless allow-listed; an SMTP server's too) and
+connecting to the address it checked. A message that never gets through ends `failed` after
+MAX_ATTEMPTS (at once when no retry can help: no such target, refused address) and stays in the
+table, with its attempts, a timeline row and a ledger entry: visible, not lost.
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import outbound
+from alerts import channels, outbound
 from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
@@ -41,11 +39,11 @@ NOTIFIER_ACTOR = "notifier"
 # are down for a deploy come back well within that; longer outages end as `failed`, visible.
 BACKOFF_BASE_S = 30.0
 MAX_ATTEMPTS = 7
-# A webhook receiver should answer at once and do its work later; past this it counts as down.
-REQUEST_TIMEOUT_S = 5.0
 # How many due messages one `deliver_due` call sends at most, so one job run stays short.
 DELIVER_BATCH = 100
-NOTIFICATION_HEADER = "X-Clausewatch-Notification"
+# Where the links in messages point (`{public_base_url}/alerts/{id}`) unless the service's
+# settings say otherwise (Settings.public_base_url).
+DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
 # Webhook targets (id, name, site, level, broadcast) that may apply to any of the sites given
 # as an array.
 TARGETS_QUERY = (
@@ -184,10 +182,12 @@ def deliver_due(
     limit: int = DELIVER_BATCH,
     *,
     resolver: outbound.Resolver = outbound.system_resolver,
+    public_base_url: str = DEFAULT_PUBLIC_BASE_URL,
 ) -> DeliveryReport:
-    """Sends every pending notification due at `now` (up to `limit`), one POST each, signed
-    with its target's secret, to the address its host resolves to (by `resolver`) once checked
-    against the address policy and the allow-list.
+    """Sends every pending notification due at `now` (up to `limit`), one message each in its
+    target's channel (alerts/channels.py), to the address its host resolves to (by `resolver`)
+    once checked against the address policy and the allow-list; messages link to the alert
+    under `public_base_url`.
 
     Commits after each notification (its attempt, new state, timeline row and ledger entry
     together), so a crash mid-run loses no recorded attempt; rows being sent by another worker
@@ -202,8 +202,9 @@ def deliver_due(
             cur.execute(
                 "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
                 " n.party, n.payload, n.attempts, t.url, t.secret, t.enabled,"
-                " t.site AS target_site"
+                " t.site AS target_site, t.kind, t.language, t.options, s.timezone"
                 " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
+                " LEFT JOIN sites s ON s.id = n.site"
                 " WHERE n.state = 'pending' AND n.next_attempt_at <= %s"
                 " ORDER BY n.next_attempt_at, n.id LIMIT 1 FOR UPDATE OF n SKIP LOCKED",
                 (now,),
@@ -212,7 +213,7 @@ def deliver_due(
         if row is None:
             conn.commit()
             break
-        outcome = _send_one(conn, row, now, allow, resolver)
+        outcome = _send_one(conn, row, now, allow, resolver, public_base_url)
         setattr(report, outcome, getattr(report, outcome) + 1)
         conn.commit()
     return report
@@ -224,17 +225,14 @@ def _send_one(
     now: dt.datetime,
     allow: outbound.AllowList,
     resolver: outbound.Resolver,
+    public_base_url: str,
 ) -> str:
     status: int | None = None
     began = time.perf_counter()
     error, final = _unusable(row)
     if error is None:
-        try:
-            destination = outbound.check_destination(row["url"], allow, resolver)
-        except outbound.Refused as exc:
-            error, final = f"refused: {exc}", True
-        else:
-            status, error = _post(destination, row)
+        sent = channels.send(row, allow, resolver, public_base_url)
+        status, error, final = sent.status, sent.error, sent.final
     duration_ms = (time.perf_counter() - began) * 1000.0
     attempts = row["attempts"] + 1
     conn.execute(
@@ -279,23 +277,6 @@ def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
     return None, False
 
 
-def _post(destination: outbound.Destination, row: dict[str, Any]) -> tuple[int | None, str | None]:
-    """POSTs the payload, signed, to the checked address: (HTTP status, error or None)."""
-    body = orjson.dumps(row["payload"])
-    headers = outbound.signed_headers(row["secret"], int(time.time()), body)
-    headers[NOTIFICATION_HEADER] = str(row["id"])
-    headers["User-Agent"] = "clausewatch-webhook"
-    try:
-        response = outbound.post(destination, body, headers, REQUEST_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        # Exceptions may quote the request's URL: never recorded (it may hold a token).
-        text = str(exc).replace(str(destination.url), "(the target's URL)")
-        return None, f"{type(exc).__name__}: {text}"
-    if not response.is_success:
-        return response.status_code, f"HTTP {response.status_code}"
-    return response.status_code, None
-
-
 def _record_outcome(
     conn: psycopg.Connection[Any],
     row: dict[str, Any],
@@ -315,7 +296,7 @@ def _record_outcome(
         "attempts": attempts,
         "error": error,
     }
-    via = f"webhook {row['target_name']}"
+    via = f"{row['kind'] or 'webhook'} {row['target_name']}"
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     note = (
         f"{row['event']} notice to level {row['level']} delivered ({via})"

@@ -290,7 +290,11 @@ class Service:
         self._job("retention", work)
 
     def _notifications(self) -> None:
-        self._job("notifications", lambda conn: deliver_due(conn, dt.datetime.now(dt.UTC)))
+        base_url = self.settings.alert_link_base()
+        self._job(
+            "notifications",
+            lambda conn: deliver_due(conn, dt.datetime.now(dt.UTC), public_base_url=base_url),
+        )
 
     def _escalations(self) -> None:
         self._job("escalations", lambda conn: escalate_due(conn, dt.datetime.now(dt.UTC)))
