@@ -14,8 +14,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, Request, status
+from fastapi import Path as FastApiPath
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -170,6 +172,12 @@ def _install_dashboard(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
+        return FileResponse(index, media_type="text/html; charset=utf-8")
+
+    # Where notification messages link (alerts/messages.py): the dashboard, which opens the
+    # alert once signed in (the alert itself comes through the API, with the token's scope).
+    @app.get("/alerts/{alert_id}", include_in_schema=False)
+    def alert_page(alert_id: Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]) -> FileResponse:
         return FileResponse(index, media_type="text/html; charset=utf-8")
 
     energy_page = STATIC_DIR / "energy.html"  # the energy engineer's page (issue 7)

@@ -170,6 +170,9 @@ async function start() {
   }
   startStream(); // the stream's hello event triggers the first load of the list
   loadSites();
+  // A notification's link (/alerts/{id}) opens that alert.
+  const linked = /^\/alerts\/(\d+)$/.exec(location.pathname);
+  if (linked) openDetail(Number(linked[1]));
 }
 
 // ---- site tiles ----
