@@ -94,12 +94,15 @@ Phone = Annotated[str, StringConstraints(pattern=_PHONE.pattern)]
 
 class EmailOptions(_Options):
     """`sender`: the From address; `to`: fixed recipients (none: the party's contacts.email);
-    `username`: log in with it and the target's secret; `starttls`: for smtp:// (default on)."""
+    `username`: log in with it and the target's secret; `starttls`: for smtp:// (default on);
+    `ca_file`: a PEM file on the server's host with the CA that signed the SMTP server's
+    certificate (an in-house CA), instead of the system's."""
 
     sender: EmailAddress
     to: Annotated[list[EmailAddress], Field(max_length=50)] = []
     username: Annotated[str, StringConstraints(min_length=1, max_length=320)] | None = None
     starttls: bool = True
+    ca_file: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
 
 
 TemplateValue = str | int | float | bool | None | list[Any] | dict[str, Any]
@@ -483,9 +486,11 @@ def _party_contact(row: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -
 class _PinnedSMTP(smtplib.SMTP):
     """SMTP to one checked address; the host name stays what STARTTLS verifies."""
 
-    def __init__(self, address: str, timeout: float) -> None:
+    def __init__(self, host: str, address: str, timeout: float) -> None:
         self._address = address
         super().__init__(timeout=timeout)
+        self._host = host  # what STARTTLS checks the certificate against (smtplib sets it
+        # only when connecting from __init__)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return socket.create_connection((self._address, port), timeout)
@@ -554,11 +559,11 @@ def _send_mail(
     port = parts.port or (465 if implicit_tls else 25)
     address = outbound.check_host(host, port, allow, resolver)
     message = mail_message(options, recipients, rendered, int(row["id"]))
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=options.ca_file)
     client: smtplib.SMTP = (
         _PinnedSMTPS(address, REQUEST_TIMEOUT_S, context)
         if implicit_tls
-        else _PinnedSMTP(address, REQUEST_TIMEOUT_S)
+        else _PinnedSMTP(host, address, REQUEST_TIMEOUT_S)
     )
     try:
         with client:

@@ -14,10 +14,13 @@ import email.policy
 import hashlib
 import hmac
 import http.server
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,10 +29,16 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 
 from alerts import notify, webhooks
 from alerts.record import record_outputs
 from clausewatch.cli import main
+from clausewatch.settings import Settings
 from store.registry import sync_site
 from tests.alerts.conftest import SITE, T0, site_model, started, with_contacts
 from tests.support import serve_http
@@ -404,12 +413,17 @@ class _Mailbox:
         return AuthResult(success=login == ("alerts@cw.example.cn", SMTP_PASSWORD), handled=False)
 
 
+def _free_port() -> int:
+    """A free port (aiosmtpd's controller needs one up front)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Controller, _Mailbox]]:
     mailbox = _Mailbox()
-    with socket.socket() as probe:  # a free port (aiosmtpd's controller needs one up front)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     controller = Controller(
         mailbox,
         hostname="127.0.0.1",
@@ -483,6 +497,112 @@ def test_an_smtp_server_on_loopback_is_refused_unless_allow_listed(
     assert _raise_and_deliver(conn).failed == 1
     assert _notification(conn)[2].startswith("refused: 127.0.0.1 is a loopback address")
     assert mailbox.envelopes == [] and mailbox.logins == []
+
+
+def _self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A TLS server context with a certificate for 127.0.0.1 no client trusts."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+@pytest.mark.parametrize("starttls", [True, False])
+def test_the_smtp_password_never_goes_to_an_unverified_or_clear_connection(
+    registered: psycopg.Connection[Any], tmp_path: Path, starttls: bool
+) -> None:
+    """STARTTLS verifies the server's certificate against its host name (a self-signed one
+    fails before any login); without STARTTLS a server that requires it offers no login, and
+    the password is not sent at all."""
+    conn = registered
+    mailbox = _Mailbox()
+    port = _free_port()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=mailbox.authenticate,
+        tls_context=_self_signed(tmp_path),
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        _allow_loopback(conn)
+        options = {**EMAIL_OPTIONS, "starttls": starttls, "to": ["ops@cw.example.cn"]}
+        _add(conn, "email", f"smtp://127.0.0.1:{port}", SMTP_PASSWORD, options=options)
+        assert _raise_and_deliver(conn).retrying == 1
+    finally:
+        controller.stop()
+    error = _notification(conn)[2]
+    expected = "SSLCertVerificationError" if starttls else "offers no PLAIN or LOGIN login"
+    assert expected in error, error
+    assert mailbox.logins == [] and mailbox.envelopes == []
+
+
+def test_email_over_starttls_with_an_in_house_ca_and_a_login(
+    registered: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    conn = registered
+    mailbox = _Mailbox()
+    port = _free_port()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=mailbox.authenticate,
+        tls_context=_self_signed(tmp_path),
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        _allow_loopback(conn)
+        options = {
+            **EMAIL_OPTIONS,
+            "to": ["ops@cw.example.cn"],
+            "ca_file": str(tmp_path / "cert.pem"),  # the self-signed certificate is its own CA
+        }
+        _add(conn, "email", f"smtp://127.0.0.1:{port}", SMTP_PASSWORD, options=options)
+        assert _raise_and_deliver(conn).delivered == 1
+    finally:
+        controller.stop()
+    assert mailbox.logins == [("alerts@cw.example.cn", SMTP_PASSWORD)]
+    (envelope,) = mailbox.envelopes
+    assert envelope.rcpt_tos == ["ops@cw.example.cn"]
+
+
+def test_the_public_base_url_setting() -> None:
+    assert Settings(public_base_url="https://cw.example.cn/").alert_link_base() == (
+        "https://cw.example.cn"
+    )
+    assert Settings(http_host="0.0.0.0", http_port=8080).alert_link_base() == (
+        "http://127.0.0.1:8080"
+    )
+    with pytest.raises(ValidationError):
+        Settings(public_base_url="javascript:alert(1)")
 
 
 # ---- a receiver that keeps failing is shown ----
