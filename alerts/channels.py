@@ -51,6 +51,9 @@ KINDS: tuple[Kind, ...] = ("webhook", "wecom", "dingtalk", "feishu", "email", "s
 # A receiver should answer at once and do its work later; past this it counts as down.
 REQUEST_TIMEOUT_S = 5.0
 NOTIFICATION_HEADER = "X-Clausewatch-Notification"
+# Messages a minute a receiver takes unless its target says otherwise: a WeCom or DingTalk
+# robot refuses more than 20 a minute (errcode 45009 / 130101), a Feishu robot 100.
+DEFAULT_PER_MINUTE: dict[str, int] = {"wecom": 20, "dingtalk": 20, "feishu": 100}
 USER_AGENT = "clausewatch-notifier"
 # The robots' own limits on a message (bytes of UTF-8): WeCom markdown 4096, text 2048;
 # DingTalk 20000; Feishu about 30 KB for a request.

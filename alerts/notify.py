@@ -44,6 +44,8 @@ DELIVER_BATCH = 100
 # Where the links in messages point (`{public_base_url}/alerts/{id}`) unless the service's
 # settings say otherwise (Settings.public_base_url).
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+# A receiver's rate limit counts the attempts in this window (alerts/channels.py).
+RATE_WINDOW = dt.timedelta(minutes=1)
 # Webhook targets (id, name, site, level, broadcast) that may apply to any of the sites given
 # as an array.
 TARGETS_QUERY = (
@@ -74,6 +76,7 @@ class DeliveryReport:
     delivered: int = 0
     retrying: int = 0
     failed: int = 0
+    deferred: int = 0  # held back by the receiver's rate limit, not attempted yet
 
 
 def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +205,8 @@ def deliver_due(
             cur.execute(
                 "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
                 " n.party, n.payload, n.attempts, t.url, t.secret, t.enabled,"
-                " t.site AS target_site, t.kind, t.language, t.options, s.timezone"
+                " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
+                " s.timezone"
                 " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
                 " LEFT JOIN sites s ON s.id = n.site"
                 " WHERE n.state = 'pending' AND n.next_attempt_at <= %s"
@@ -213,7 +217,9 @@ def deliver_due(
         if row is None:
             conn.commit()
             break
-        outcome = _send_one(conn, row, now, allow, resolver, public_base_url)
+        outcome = _defer(conn, row, now) or _send_one(
+            conn, row, now, allow, resolver, public_base_url
+        )
         setattr(report, outcome, getattr(report, outcome) + 1)
         conn.commit()
     return report
@@ -263,6 +269,28 @@ def _send_one(
         (attempts, error, retry_at, row["id"]),
     )
     return "retrying"
+
+
+def _defer(conn: psycopg.Connection[Any], row: dict[str, Any], now: dt.datetime) -> str | None:
+    """Holds the notification back (until its target's oldest attempt of the last minute leaves
+    the minute) when the target had its `max_per_minute` (or its kind's default) attempts in
+    the minute up to `now`; "deferred" then, else None. No attempt is recorded."""
+    limit = row["max_per_minute"] or channels.DEFAULT_PER_MINUTE.get(row["kind"] or "")
+    if not limit or row["url"] is None:
+        return None
+    count, oldest = conn.execute(
+        "SELECT count(*), min(a.at) FROM notification_attempts a"
+        " JOIN notifications n ON n.id = a.notification_id"
+        " WHERE n.target_id = %s AND a.at > %s AND a.at <= %s",
+        (row["target_id"], now - RATE_WINDOW, now),
+    ).fetchone() or (0, None)
+    if count < limit or oldest is None:
+        return None
+    conn.execute(
+        "UPDATE notifications SET next_attempt_at = %s WHERE id = %s",
+        (max(oldest + RATE_WINDOW, now + dt.timedelta(seconds=1)), row["id"]),
+    )
+    return "deferred"
 
 
 def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:

@@ -33,9 +33,19 @@ from store import ledger
 from store.times import require_aware, wall_now
 
 MIN_SECRET_LENGTH = 16
-_FIELDS = ("url", "secret", "site", "level", "broadcast", "enabled", "language", "options")
+_FIELDS = (
+    "url",
+    "secret",
+    "site",
+    "level",
+    "broadcast",
+    "enabled",
+    "language",
+    "options",
+    "max_per_minute",
+)
 # Fields whose new values the ledger records (the URL as `shown_url`; the secret never).
-_SHOWN = ("site", "level", "broadcast", "enabled", "language", "options")
+_SHOWN = ("site", "level", "broadcast", "enabled", "language", "options", "max_per_minute")
 # A target whose last this many attempts failed, with no delivery since, is shown as failing.
 FAILING_AFTER = 3
 
@@ -60,6 +70,7 @@ class Target:
     kind: channels.Kind = "webhook"
     language: str = "zh"
     options: dict[str, Any] = field(default_factory=dict)
+    max_per_minute: int | None = None  # None: the kind's default (channels.DEFAULT_PER_MINUTE)
 
 
 def new_secret() -> str:
@@ -89,6 +100,12 @@ def check_target(target: Target) -> None:
     check_language(target.language)
     if target.level is not None and target.level < 0:
         raise TargetInvalid("level", "a level is 0 (the responsible party) or more")
+    check_rate(target.max_per_minute)
+
+
+def check_rate(max_per_minute: int | None) -> None:
+    if max_per_minute is not None and not 1 <= max_per_minute <= 10000:
+        raise TargetInvalid("max_per_minute", "at most 1 to 10000 messages a minute (or none)")
 
 
 def check_language(language: str) -> None:
@@ -104,15 +121,16 @@ def add_target(
     check_target(target)
     ledger.lock(conn)
     row = conn.execute(
-        "INSERT INTO webhook_targets (name, kind, language, options, site, level, url, secret,"
-        " broadcast, enabled, created_by, created_at, updated_by, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        "INSERT INTO webhook_targets (name, kind, language, options, max_per_minute, site,"
+        " level, url, secret, broadcast, enabled, created_by, created_at, updated_by,"
+        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (name) DO NOTHING RETURNING id",
         (
             target.name,
             target.kind,
             target.language,
             Jsonb(target.options),
+            target.max_per_minute,
             target.site,
             target.level,
             target.url,
@@ -134,6 +152,7 @@ def add_target(
         "kind": target.kind,
         "language": target.language,
         "options": target.options,
+        "max_per_minute": target.max_per_minute,
         "site": target.site,
         "level": target.level,
         "broadcast": target.broadcast,
@@ -164,11 +183,13 @@ def change_target(
         raise TargetInvalid("level", "a level is 0 (the responsible party) or more")
     if "language" in changes:
         check_language(changes["language"])
+    if "max_per_minute" in changes:
+        check_rate(changes["max_per_minute"])
     ledger.lock(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT kind, url, secret, site, level, broadcast, enabled, language, options"
-            " FROM webhook_targets WHERE id = %s FOR UPDATE",
+            "SELECT kind, url, secret, site, level, broadcast, enabled, language, options,"
+            " max_per_minute FROM webhook_targets WHERE id = %s FOR UPDATE",
             (target_id,),
         )
         before = cur.fetchone()
@@ -187,8 +208,8 @@ def change_target(
     after = before | changed
     conn.execute(
         "UPDATE webhook_targets SET url = %s, secret = %s, site = %s, level = %s,"
-        " broadcast = %s, enabled = %s, language = %s, options = %s, updated_by = %s,"
-        " updated_at = %s WHERE id = %s",
+        " broadcast = %s, enabled = %s, language = %s, options = %s, max_per_minute = %s,"
+        " updated_by = %s, updated_at = %s WHERE id = %s",
         (
             after["url"],
             after["secret"],
@@ -198,6 +219,7 @@ def change_target(
             after["enabled"],
             after["language"],
             Jsonb(after["options"]),
+            after["max_per_minute"],
             actor,
             now,
             target_id,
@@ -237,7 +259,8 @@ def target_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
             "  count(*) FILTER (WHERE state = 'pending') AS pending,"
             "  count(*) FILTER (WHERE state = 'failed') AS failed"
             "  FROM notifications GROUP BY target_id)"
-            " SELECT t.id, t.name, t.kind, t.language, t.options, t.site, t.level, t.broadcast,"
+            " SELECT t.id, t.name, t.kind, t.language, t.options, t.max_per_minute, t.site,"
+            " t.level, t.broadcast,"
             " t.enabled, t.url, t.created_by, t.created_at, t.updated_by, t.updated_at,"
             " coalesce(c.delivered, 0) AS delivered, coalesce(c.pending, 0) AS pending,"
             " coalesce(c.failed, 0) AS failed,"

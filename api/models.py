@@ -654,6 +654,14 @@ Level = Annotated[int, Field(ge=0, le=20)]
 TargetKind = Literal["webhook", "wecom", "dingtalk", "feishu", "email", "sms"]
 TargetLanguage = Literal["zh", "en"]
 TargetSecret = Annotated[str, StringConstraints(max_length=512)]
+PerMinute = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=10000,
+        description="messages a minute at most; the rest wait (null: the kind's default)",
+    ),
+]
 TargetOptions = Annotated[
     dict[str, Any],
     Field(
@@ -680,6 +688,7 @@ class WebhookTargetCreate(Input):
     secret: TargetSecret = ""
     language: TargetLanguage = "zh"
     options: TargetOptions = {}
+    max_per_minute: PerMinute | None = None
     site: SiteId | None = None
     level: Level | None = None
     broadcast: bool = True
@@ -697,6 +706,7 @@ class WebhookTargetUpdate(Input):
     enabled: bool | None = None
     language: TargetLanguage | None = None
     options: TargetOptions | None = None
+    max_per_minute: PerMinute | None = None
 
 
 class WebhookTargetPublic(BaseModel):
@@ -705,6 +715,7 @@ class WebhookTargetPublic(BaseModel):
     kind: TargetKind
     language: TargetLanguage
     options: dict[str, Any]
+    max_per_minute: int | None = Field(description="null: the kind's default (robots: 20)")
     site: str | None
     level: int | None
     broadcast: bool

@@ -163,6 +163,11 @@ def register(commands: Commands) -> None:
 def _channel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", choices=("zh", "en"), help="of the messages (default zh)")
     parser.add_argument(
+        "--max-per-minute",
+        type=int,
+        help="messages a minute at most, the rest wait (default: the kind's, robots 20)",
+    )
+    parser.add_argument(
         "--options-file",
         type=Path,
         help="a JSON object: the kind's options (recipients, msgtype, SMS template;"
@@ -345,6 +350,7 @@ def _webhook_add(args: argparse.Namespace) -> int:
             kind=args.kind,
             language=args.language or "zh",
             options=_options_file(args.options_file) or {},
+            max_per_minute=args.max_per_minute,
         )
         with connect(url) as conn:
             target_id = webhooks.add_target(conn, target, args.added_by)
@@ -373,6 +379,8 @@ def _webhook_change(args: argparse.Namespace) -> int:
             changes["enabled"] = args.enabled
         if args.language is not None:
             changes["language"] = args.language
+        if args.max_per_minute is not None:
+            changes["max_per_minute"] = args.max_per_minute
         options = _options_file(args.options_file)
         if options is not None:
             changes["options"] = options

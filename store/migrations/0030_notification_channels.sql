@@ -8,7 +8,10 @@ ALTER TABLE webhook_targets
         CHECK (kind IN ('webhook', 'wecom', 'dingtalk', 'feishu', 'email', 'sms')),
     ADD COLUMN language text NOT NULL DEFAULT 'zh' CHECK (language IN ('zh', 'en')),
     ADD COLUMN options jsonb NOT NULL DEFAULT '{}'::jsonb
-        CHECK (jsonb_typeof(options) = 'object');
+        CHECK (jsonb_typeof(options) = 'object'),
+    -- At most this many messages a minute to the receiver (NULL: the kind's default, e.g. the
+    -- 20 a minute a WeCom or DingTalk robot takes); the rest wait, they are not dropped.
+    ADD COLUMN max_per_minute integer CHECK (max_per_minute BETWEEN 1 AND 10000);
 
 -- Only the generic webhook signs with a secret of ours (at least 16 characters); a WeCom robot
 -- has none (its key is in the URL), an SMTP server may need no password.

@@ -605,6 +605,50 @@ def test_the_public_base_url_setting() -> None:
         Settings(public_base_url="javascript:alert(1)")
 
 
+# ---- rate limit per receiver ----
+
+
+def test_a_receivers_rate_limit_holds_messages_back_without_dropping_them(
+    registered: psycopg.Connection[Any], wecom: Receiver
+) -> None:
+    conn = registered
+    _allow_loopback(conn)
+    url = wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}")
+    _add(conn, "wecom", url, max_per_minute=1)
+    outputs = [started(T0), started(T0, device="th-301", space="b1-3f-301")]
+    record_outputs(conn, site_model(), outputs, now=CONFIRMED)
+    conn.commit()
+    first = notify.deliver_due(conn, CONFIRMED, public_base_url=BASE)
+    assert (first.delivered, first.deferred) == (1, 1)
+    assert len(wecom.requests) == 1
+    waiting = conn.execute(
+        "SELECT attempts, next_attempt_at FROM notifications WHERE state = 'pending'"
+    ).fetchone()
+    assert waiting == (0, CONFIRMED + dt.timedelta(minutes=1))  # no attempt spent on waiting
+    assert notify.deliver_due(conn, CONFIRMED + dt.timedelta(seconds=59)).delivered == 0
+    later = notify.deliver_due(conn, CONFIRMED + dt.timedelta(minutes=1), public_base_url=BASE)
+    assert (later.delivered, later.deferred) == (1, 0)
+    assert len(wecom.requests) == 2
+
+
+def test_robots_have_their_vendors_rate_limit_by_default(
+    registered: psycopg.Connection[Any], wecom: Receiver
+) -> None:
+    """20 messages a minute to a WeCom robot (more are refused with errcode 45009)."""
+    conn = registered
+    _allow_loopback(conn)
+    _add(conn, "wecom", wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}"))
+    record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED)
+    conn.execute(  # 20 attempts in the last minute, as a burst of alerts leaves them
+        "INSERT INTO notification_attempts (notification_id, at, status, error, duration_ms)"
+        " SELECT 1, %s, 200, NULL, 1.0 FROM generate_series(1, 20)",
+        (CONFIRMED - dt.timedelta(seconds=30),),
+    )
+    conn.commit()
+    assert notify.deliver_due(conn, CONFIRMED, public_base_url=BASE).deferred == 1
+    assert wecom.requests == []
+
+
 # ---- a receiver that keeps failing is shown ----
 
 

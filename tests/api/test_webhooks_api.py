@@ -77,6 +77,7 @@ def test_channel_targets_kind_options_and_health(
         "secret": SECRET,
         "language": "en",
         "options": {"sender": "alerts@example.cn", "to": ["ops@example.cn"]},
+        "max_per_minute": 5,
     }
     created = client.post("/api/v1/webhooks", json=body, headers=admin)
     assert created.status_code == 201, created.text
@@ -87,6 +88,7 @@ def test_channel_targets_kind_options_and_health(
         "smtp://smtp.example.cn:587/…",
     )
     assert shown["options"] == body["options"] and SECRET not in created.text
+    assert shown["max_per_minute"] == 5
     assert (shown["failing"], shown["failed_attempts"], shown["last_error"]) == (False, 0, None)
     changed = client.patch(
         f"/api/v1/webhooks/{shown['id']}",
@@ -116,6 +118,7 @@ def test_channel_targets_kind_options_and_health(
             "options",
         ),
         ({"kind": "fax"}, "kind"),
+        ({"max_per_minute": 0}, "max_per_minute"),
     ):
         response = client.post(
             "/api/v1/webhooks",
