@@ -266,7 +266,7 @@ def send(
     public_base_url: str,
 ) -> Outcome:
     """Sends one notification (`row`: id, kind, url, secret, options, language, payload,
-    timezone) to its target."""
+    timezone, site_name) to its target."""
     kind = row["kind"]
     try:
         options = parse_options(kind, row["options"])
@@ -278,6 +278,7 @@ def send(
         timezone=row["timezone"],
         link=messages.alert_link(public_base_url, payload["alert"]["id"]),
         language=row["language"],
+        site_name=row.get("site_name"),
     )
     try:
         if isinstance(options, EmailOptions):
@@ -330,7 +331,8 @@ def _send_feishu(
 ) -> Outcome:
     timestamp = int(time.time())
     paragraphs: list[list[dict[str, str]]] = [
-        [{"tag": "text", "text": f"{label}: {value}"}] for label, value in rendered.lines[:-1]
+        [{"tag": "text", "text": f"{label}{rendered.colon}{value}"}]
+        for label, value in rendered.lines[:-1]
     ]
     label, link = rendered.lines[-1]
     paragraphs.append([{"tag": "a", "text": label, "href": link}])

@@ -62,13 +62,14 @@ class Rendered:
     lines: tuple[tuple[str, str], ...]
     link: str
     short: str
+    colon: str = "："  # between a label and its value: full width in Chinese
 
     def plain(self) -> str:
-        body = "\n".join(f"{label}: {value}" for label, value in self.lines)
+        body = "\n".join(f"{label}{self.colon}{value}" for label, value in self.lines)
         return f"{self.title}\n{body}"
 
     def markdown(self) -> str:
-        body = "\n".join(f"> **{label}**: {value}  " for label, value in self.lines[:-1])
+        body = "\n".join(f"> **{label}**{self.colon}{value}  " for label, value in self.lines[:-1])
         label, link = self.lines[-1]
         return f"### {self.title}\n{body}\n\n[{label}]({link})"
 
@@ -93,9 +94,15 @@ def local_time(value: str | None, timezone: str | None) -> str:
 
 
 def render(
-    payload: dict[str, Any], *, timezone: str | None, link: str, language: Language = "zh"
+    payload: dict[str, Any],
+    *,
+    timezone: str | None,
+    link: str,
+    language: Language = "zh",
+    site_name: str | None = None,
 ) -> Rendered:
-    """The text of a notification payload (`notify.notification_rows`)."""
+    """The text of a notification payload (`notify.notification_rows`); `site_name`: the
+    site's name, shown before its id."""
     alert = payload["alert"]
     clause = alert["clause"]
     subject = alert["subject"]
@@ -114,12 +121,13 @@ def render(
     if party.get("name"):
         notified = f"{_one(party['name'])} ({notified})"
     clause_text = _one(f"{clause['number']} {clause['title']}")
-    sep = "：" if language == "zh" else ": "
-    title = _one(f"[{event[language]}] {alert['site']} {clause_text}")
+    colon, comma, semicolon = ("：", "，", "；") if language == "zh" else (": ", ", ", "; ")
+    site = _one(f"{site_name} ({alert['site']})" if site_name else alert["site"])
+    title = _one(f"[{event[language]}] {site} {clause_text}")
     lines: list[tuple[str, str]] = [
         (_LABELS["standard"][language], _one(clause["standard"])),
         (_LABELS["clause"][language], f"{clause_text} (v{clause['version']})"),
-        (_LABELS["subject"][language], f"{alert['site']} {where}"),
+        (_LABELS["subject"][language], f"{site} {where}"),
         (_LABELS["severity"][language], f"{severity[language]} · {kind[language]}"),
         (_LABELS["responsible"][language], who),
         (_LABELS["notified"][language], notified),
@@ -131,11 +139,11 @@ def render(
         lines.append((_LABELS["reason"][language], _one(alert["reason"])))
     lines.append((_LABELS["link"][language], link))
     short = (
-        f"{event[language]}{sep}{alert['site']} {where}, {_one(clause['standard'])} {clause_text};"
-        f" {_LABELS['responsible'][language]} {who}; {local_time(alert['started_at'], timezone)};"
-        f" {link}"
+        f"{event[language]}{colon}{site} {where}{comma}{_one(clause['standard'])} {clause_text}"
+        f"{semicolon}{_LABELS['responsible'][language]} {who}{semicolon}"
+        f"{local_time(alert['started_at'], timezone)}{semicolon}{link}"
     )
-    return Rendered(title=title, lines=tuple(lines), link=link, short=short)
+    return Rendered(title=title, lines=tuple(lines), link=link, short=short, colon=colon)
 
 
 def _one(value: Any) -> str:

@@ -206,7 +206,7 @@ def deliver_due(
                 "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
                 " n.party, n.payload, n.attempts, t.url, t.secret, t.enabled,"
                 " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
-                " s.timezone"
+                " s.timezone, s.name AS site_name"
                 " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
                 " LEFT JOIN sites s ON s.id = n.site"
                 " WHERE n.state = 'pending' AND n.next_attempt_at <= %s"

@@ -62,6 +62,7 @@ EXPECTED_ZH = (
     "th-201",
     "王工",
     "2026-07-01 08:00 (Asia/Shanghai, UTC+08:00)",
+    "测试楼 (alerts-hq)",
     "标准",
     "责任方",
 )
@@ -242,7 +243,7 @@ def test_dingtalk_robot_gets_a_signed_chinese_markdown_message(
     assert reply == {"errcode": 0, "errmsg": "ok"}
     message = orjson.loads(body)
     assert message["msgtype"] == "markdown"
-    assert message["markdown"]["title"].startswith("[告警] alerts-hq 第三条")
+    assert message["markdown"]["title"].startswith("[告警] 测试楼 (alerts-hq) 第三条")
     _says_everything(message["markdown"]["text"], conn)
     assert _notification(conn) == ("delivered", 1, None)
 
@@ -465,7 +466,8 @@ def test_email_with_chinese_subject_and_body_to_the_partys_address(
     assert head.isascii()  # Subject RFC 2047-encoded, body base64: any mail system carries it
     assert b"Subject: =?utf-8?" in head
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert "第三条" in str(message["Subject"]) and "alerts-hq" in str(message["Subject"])
+    assert str(message["Subject"]).startswith("[告警] 测试楼 (alerts-hq) 第三条")
+    assert "标准：建科〔2008〕115号" in message.get_content()  # full-width colon in Chinese
     assert message.get_content_type() == "text/plain"
     assert message.get_content_charset() == "utf-8"
     assert message["X-Clausewatch-Notification"] == "1"
