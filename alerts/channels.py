@@ -273,20 +273,24 @@ def send(
     except InvalidConfig as exc:  # stored before a check was added: no retry helps
         return Outcome(None, f"the target's {exc.field} cannot be used: {exc}", True)
     payload = row["payload"]
-    rendered = messages.render(
-        payload,
-        timezone=row["timezone"],
-        link=messages.alert_link(public_base_url, payload["alert"]["id"]),
-        language=row["language"],
-        site_name=row.get("site_name"),
-    )
     try:
-        if isinstance(options, EmailOptions):
-            return _send_mail(row, options, rendered, allow, resolver)
         if kind == "webhook":
             body = orjson.dumps(payload)
             headers = outbound.signed_headers(row["secret"], int(time.time()), body)
             return _post(row, row["url"], body, headers, allow, resolver, None)
+        try:
+            rendered = messages.render(
+                payload,
+                timezone=row["timezone"],
+                link=messages.alert_link(public_base_url, payload["alert"]["id"]),
+                language=row["language"],
+                site_name=row.get("site_name"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # Never retried (and never left pending, where it would block the queue).
+            return Outcome(None, f"the notice cannot be put into words: {exc!r}", True)
+        if isinstance(options, EmailOptions):
+            return _send_mail(row, options, rendered, allow, resolver)
         if isinstance(options, SmsOptions):
             return _send_sms(row, options, rendered, allow, resolver)
         if isinstance(options, RobotOptions):

@@ -23,6 +23,8 @@ MAX_VALUE_CHARS = 300
 _EVENTS: dict[str, dict[Language, str]] = {
     "raised": {"zh": "告警", "en": "Alert"},
     "escalated": {"zh": "升级告警", "en": "Escalated alert"},
+    "resolved": {"zh": "已恢复", "en": "Resolved"},
+    "closed": {"zh": "已关闭", "en": "Closed"},
 }
 _SEVERITIES: dict[str, dict[Language, str]] = {
     "critical": {"zh": "严重", "en": "critical"},
@@ -43,6 +45,9 @@ _LABELS: dict[str, dict[Language, str]] = {
     "responsible": {"zh": "责任方", "en": "Responsible"},
     "notified": {"zh": "通知对象", "en": "Notified"},
     "started": {"zh": "开始时间", "en": "Started"},
+    "ended": {"zh": "结束时间", "en": "Ended"},
+    "cause": {"zh": "原因分析", "en": "Cause"},
+    "action": {"zh": "整改措施", "en": "Corrective action"},
     "worst": {"zh": "最差值", "en": "Worst value"},
     "reason": {"zh": "原因", "en": "Reason"},
     "link": {"zh": "详情", "en": "Details"},
@@ -133,10 +138,15 @@ def render(
         (_LABELS["notified"][language], notified),
         (_LABELS["started"][language], local_time(alert["started_at"], timezone)),
     ]
+    if alert.get("ended_at"):
+        lines.append((_LABELS["ended"][language], local_time(alert["ended_at"], timezone)))
     if alert.get("worst_value") is not None:
         lines.append((_LABELS["worst"][language], f"{alert['worst_value']} {alert['unit'] or ''}"))
     if alert.get("reason"):
         lines.append((_LABELS["reason"][language], _one(alert["reason"])))
+    for key, label in (("cause", "cause"), ("corrective_action", "action")):
+        if alert.get(key):
+            lines.append((_LABELS[label][language], _one(alert[key])))
     lines.append((_LABELS["link"][language], link))
     short = (
         f"{event[language]}{colon}{site} {where}{comma}{_one(clause['standard'])} {clause_text}"

@@ -60,7 +60,7 @@ class AlertNotice:
 
     alert_id: int
     site: str
-    event: str  # raised | escalated
+    event: str  # raised | escalated (resolved | closed: `queue_follow_ups`)
     level: int
     party: str | None
     alert: dict[str, Any]  # the alert's summary as sent (see `alert_summary`)
@@ -171,6 +171,41 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> Non
             " party, payload, next_attempt_at, created_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
+        )
+
+
+# The notices that follow an alert's raised/escalated ones: to every target that was told of
+# the alert (its latest notice per target), with that notice's party and level, the event and
+# the alert's new state, end, cause and corrective action.
+FOLLOW_UP_QUERY = """
+INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
+                           next_attempt_at, created_at)
+SELECT DISTINCT ON (n.alert_id, n.target_name)
+       n.alert_id, n.site, n.target_id, n.target_name, %(event)s, n.level, n.party,
+       n.payload || jsonb_build_object(
+           'event', %(event)s::text,
+           'alert', (n.payload->'alert') || jsonb_build_object(
+               'state', a.state, 'ended_at', a.ended_at, 'cause', a.cause,
+               'corrective_action', a.corrective_action)),
+       %(now)s, %(now)s
+  FROM notifications n JOIN alerts a ON a.id = n.alert_id
+ WHERE n.alert_id = ANY(%(ids)s) AND n.event IN ('raised', 'escalated')
+ ORDER BY n.alert_id, n.target_name, n.id DESC
+"""
+FOLLOW_UP_EVENTS = ("resolved", "closed")
+
+
+def queue_follow_ups(
+    conn: psycopg.Connection[Any], alert_ids: Sequence[int], event: str, now: dt.datetime
+) -> None:
+    """Queues a `resolved` or `closed` notice of each alert to every target told of it before
+    (one statement: it may run in a pipeline, after the alerts' own update). Does not commit."""
+    if event not in FOLLOW_UP_EVENTS:
+        raise ValueError(f"a follow-up notice is one of {FOLLOW_UP_EVENTS}")
+    if alert_ids:
+        conn.execute(
+            FOLLOW_UP_QUERY,
+            {"event": event, "ids": list(alert_ids), "now": require_aware(now, "now")},
         )
 
 

@@ -35,12 +35,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from alerts import notify, webhooks
+from alerts import lifecycle, notify, webhooks
 from alerts.record import record_outputs
 from clausewatch.cli import main
 from clausewatch.settings import Settings
 from store.registry import sync_site
-from tests.alerts.conftest import SITE, T0, site_model, started, with_contacts
+from tests.alerts.conftest import SITE, T0, ended, site_model, started, with_contacts
 from tests.support import serve_http
 
 pytestmark = pytest.mark.integration
@@ -605,6 +605,61 @@ def test_the_public_base_url_setting() -> None:
     )
     with pytest.raises(ValidationError):
         Settings(public_base_url="javascript:alert(1)")
+
+
+# ---- resolved and closed notices ----
+
+
+def test_resolved_and_closed_notices_go_to_whoever_was_told_of_the_alert(
+    registered: psycopg.Connection[Any], wecom: Receiver, feishu: Receiver
+) -> None:
+    conn = registered
+    _allow_loopback(conn)
+    _add(conn, "wecom", wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}"))
+    # A robot for level 1 only: never told of this alert (not escalated), so told nothing.
+    other = webhooks.Target(
+        "fs", feishu.url("/hook/x"), FEISHU_SECRET, site=SITE, level=1, kind="feishu"
+    )
+    webhooks.add_target(conn, other, "test", now=T0)
+    alert_id = record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED).alert_ids[0]
+    conn.commit()
+    assert notify.deliver_due(conn, CONFIRMED, public_base_url=BASE).delivered == 1
+
+    end = T0 + dt.timedelta(hours=1)
+    record_outputs(conn, site_model(), [ended(end, T0)], now=end)
+    conn.commit()
+    assert notify.deliver_due(conn, end, public_base_url=BASE).delivered == 1
+    resolved = orjson.loads(wecom.requests[-1][2])["markdown"]["content"]
+    assert resolved.startswith("### [已恢复] 测试楼 (alerts-hq) 第三条")
+    assert "**结束时间**：2026-07-01 09:00 (Asia/Shanghai, UTC+08:00)" in resolved
+    assert f"{BASE}/alerts/{alert_id}" in resolved
+
+    closed_at = end + dt.timedelta(hours=2)
+    lifecycle.close(conn, alert_id, "王工", "设定温度被调低", "恢复26℃并锁定面板", now=closed_at)
+    conn.commit()
+    assert notify.deliver_due(conn, closed_at, public_base_url=BASE).delivered == 1
+    closed = orjson.loads(wecom.requests[-1][2])["markdown"]["content"]
+    assert closed.startswith("### [已关闭]")
+    assert "**原因分析**：设定温度被调低" in closed and "**整改措施**：恢复26℃并锁定面板" in closed
+    events = conn.execute("SELECT event, target_name FROM notifications ORDER BY id").fetchall()
+    assert events == [("raised", "wecom-1"), ("resolved", "wecom-1"), ("closed", "wecom-1")]
+    assert feishu.requests == []
+
+
+def test_a_notice_that_cannot_be_put_into_words_fails_without_blocking_the_queue(
+    registered: psycopg.Connection[Any], wecom: Receiver
+) -> None:
+    conn = registered
+    _allow_loopback(conn)
+    _add(conn, "wecom", wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}"))
+    alert_id = record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED).alert_ids[0]
+    # A notice made by hand without the alert's summary, queued before the real one.
+    notice = notify.AlertNotice(alert_id, SITE, "raised", 0, None, {"id": alert_id})
+    notify.queue(conn, [notice], T0)
+    conn.commit()
+    report = notify.deliver_due(conn, CONFIRMED, public_base_url=BASE)
+    assert (report.failed, report.delivered) == (1, 1)
+    assert len(wecom.requests) == 1
 
 
 # ---- rate limit per receiver ----
