@@ -2,19 +2,19 @@
 JSON webhook, a WeCom, DingTalk or Feishu robot, e-mail, SMS: alerts/channels.py), retried with
 exponential backoff, every attempt recorded.
 
-Targets live in `webhook_targets` (alerts/webhooks.py: name, kind, URL, secret, options; per site
-and escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
-every notification of its site and level; a party's `contacts.webhook` names a target that receives
-that party's notifications. Nothing but the target holds the URL or the secret: notifications,
-timeline rows and ledger entries name the target's id and name.
+Targets live in `webhook_targets` (alerts/webhooks.py: name, kind, URL, secret; per site and
+escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
+every notification of its site and level; a party's `contacts.webhook` names a target that
+receives that party's notifications. Nothing but the target holds the URL or the secret:
+notifications, timeline rows and ledger entries name the target's id and name.
 
-`queue` writes the messages in the caller's transaction, so a notification exists exactly when the
-alert event that caused it was committed; `deliver_due` (a scheduler job) sends what is due, reading
-the target's URL and secret at send time, checking the address after DNS resolution
-(alerts/outbound.py: internal addresses refused unless allow-listed; an SMTP server's too) and
-connecting to the address it checked. A message that never gets through ends `failed` after
-MAX_ATTEMPTS (at once when no retry can help: no such target, refused address) and stays in the
-table, with its attempts, a timeline row and a ledger entry: visible, not lost.
+`queue` writes the messages in the caller's transaction, so a notification exists exactly when
+the alert event that caused it was committed; `deliver_due` (a scheduler job) sends what is due,
+reading the target's URL and secret at send time, checking the address after DNS resolution
+(alerts/outbound.py: internal addresses refused unless allow-listed) and connecting to the
+address it checked. A message that never gets through ends `failed` after MAX_ATTEMPTS (at
+once when no retry can help: no such target, refused address) and stays in the table, with its
+attempts, a timeline row and a ledger entry: visible, not lost.
 """
 
 from __future__ import annotations

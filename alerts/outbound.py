@@ -1,6 +1,6 @@
-"""Outbound HTTP (and SMTP) to notification targets: where the server may post (checked after DNS
-resolution, at send time), how the connection is pinned to the address that was checked, and how a
-payload is signed.
+"""Outbound HTTP to webhook targets: where the server may post (checked after DNS resolution, at
+send time), how the connection is pinned to the address that was checked, and how a payload is
+signed.
 
 Address policy: every address a target's host resolves to must be one the public internet
 routes; loopback, private (RFC 1918, unique local), link-local (cloud metadata at
