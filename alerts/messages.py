@@ -23,6 +23,7 @@ MAX_VALUE_CHARS = 300
 _EVENTS: dict[str, dict[Language, str]] = {
     "raised": {"zh": "告警", "en": "Alert"},
     "escalated": {"zh": "升级告警", "en": "Escalated alert"},
+    "reminder": {"zh": "未确认提醒", "en": "Reminder, unacknowledged"},
     "resolved": {"zh": "已恢复", "en": "Resolved"},
     "closed": {"zh": "已关闭", "en": "Closed"},
 }

@@ -209,6 +209,36 @@ def queue_follow_ups(
         )
 
 
+# Reminders (a target's repeat_interval_s): a firing alert nobody acknowledged, whose latest
+# notice to the target (raised, escalated or an earlier reminder) is that old, is told again,
+# with that notice's party and level.
+REMINDER_QUERY = """
+WITH latest AS (
+    SELECT DISTINCT ON (n.alert_id, n.target_id) n.*
+      FROM notifications n JOIN alerts a ON a.id = n.alert_id
+     WHERE a.state = 'firing' AND n.target_id IS NOT NULL
+       AND n.event IN ('raised', 'escalated', 'reminder')
+     ORDER BY n.alert_id, n.target_id, n.id DESC)
+INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
+                           next_attempt_at, created_at)
+SELECT l.alert_id, l.site, l.target_id, l.target_name, 'reminder', l.level, l.party,
+       l.payload || jsonb_build_object(
+           'event', 'reminder',
+           'alert', (l.payload->'alert') || jsonb_build_object(
+               'escalation_level', a.escalation_level)),
+       %(now)s, %(now)s
+  FROM latest l JOIN webhook_targets t ON t.id = l.target_id JOIN alerts a ON a.id = l.alert_id
+ WHERE t.enabled AND t.repeat_interval_s IS NOT NULL
+   AND l.created_at <= %(now)s - make_interval(secs => t.repeat_interval_s)
+"""
+
+
+def queue_reminders(conn: psycopg.Connection[Any], now: dt.datetime) -> int:
+    """Queues the reminders due at `now` (REMINDER_QUERY); returns how many. Does not commit."""
+    cursor = conn.execute(REMINDER_QUERY, {"now": require_aware(now, "now")})
+    return cursor.rowcount
+
+
 def party_record(party_id: str, name: str, kind: str, contacts: dict[str, Any]) -> dict[str, Any]:
     """A party as a notification's payload carries it."""
     return {"id": party_id, "name": name, "kind": kind, "contacts": contacts}

@@ -43,9 +43,19 @@ _FIELDS = (
     "language",
     "options",
     "max_per_minute",
+    "repeat_interval_s",
 )
 # Fields whose new values the ledger records (the URL as `shown_url`; the secret never).
-_SHOWN = ("site", "level", "broadcast", "enabled", "language", "options", "max_per_minute")
+_SHOWN = (
+    "site",
+    "level",
+    "broadcast",
+    "enabled",
+    "language",
+    "options",
+    "max_per_minute",
+    "repeat_interval_s",
+)
 # A target whose last this many attempts failed, with no delivery since, is shown as failing.
 FAILING_AFTER = 3
 
@@ -71,6 +81,7 @@ class Target:
     language: str = "zh"
     options: dict[str, Any] = field(default_factory=dict)
     max_per_minute: int | None = None  # None: the kind's default (channels.DEFAULT_PER_MINUTE)
+    repeat_interval_s: int | None = None  # remind of unacknowledged alerts (None: never)
 
 
 def new_secret() -> str:
@@ -101,11 +112,17 @@ def check_target(target: Target) -> None:
     if target.level is not None and target.level < 0:
         raise TargetInvalid("level", "a level is 0 (the responsible party) or more")
     check_rate(target.max_per_minute)
+    check_repeat(target.repeat_interval_s)
 
 
 def check_rate(max_per_minute: int | None) -> None:
     if max_per_minute is not None and not 1 <= max_per_minute <= 10000:
         raise TargetInvalid("max_per_minute", "at most 1 to 10000 messages a minute (or none)")
+
+
+def check_repeat(seconds: int | None) -> None:
+    if seconds is not None and not 60 <= seconds <= 604800:
+        raise TargetInvalid("repeat_interval_s", "reminders every 1 minute to 7 days (or none)")
 
 
 def check_language(language: str) -> None:
@@ -121,9 +138,10 @@ def add_target(
     check_target(target)
     ledger.lock(conn)
     row = conn.execute(
-        "INSERT INTO webhook_targets (name, kind, language, options, max_per_minute, site,"
-        " level, url, secret, broadcast, enabled, created_by, created_at, updated_by,"
-        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        "INSERT INTO webhook_targets (name, kind, language, options, max_per_minute,"
+        " repeat_interval_s, site, level, url, secret, broadcast, enabled, created_by,"
+        " created_at, updated_by, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (name) DO NOTHING RETURNING id",
         (
             target.name,
@@ -131,6 +149,7 @@ def add_target(
             target.language,
             Jsonb(target.options),
             target.max_per_minute,
+            target.repeat_interval_s,
             target.site,
             target.level,
             target.url,
@@ -153,6 +172,7 @@ def add_target(
         "language": target.language,
         "options": target.options,
         "max_per_minute": target.max_per_minute,
+        "repeat_interval_s": target.repeat_interval_s,
         "site": target.site,
         "level": target.level,
         "broadcast": target.broadcast,
@@ -185,11 +205,13 @@ def change_target(
         check_language(changes["language"])
     if "max_per_minute" in changes:
         check_rate(changes["max_per_minute"])
+    if "repeat_interval_s" in changes:
+        check_repeat(changes["repeat_interval_s"])
     ledger.lock(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT kind, url, secret, site, level, broadcast, enabled, language, options,"
-            " max_per_minute FROM webhook_targets WHERE id = %s FOR UPDATE",
+            " max_per_minute, repeat_interval_s FROM webhook_targets WHERE id = %s FOR UPDATE",
             (target_id,),
         )
         before = cur.fetchone()
@@ -209,7 +231,7 @@ def change_target(
     conn.execute(
         "UPDATE webhook_targets SET url = %s, secret = %s, site = %s, level = %s,"
         " broadcast = %s, enabled = %s, language = %s, options = %s, max_per_minute = %s,"
-        " updated_by = %s, updated_at = %s WHERE id = %s",
+        " repeat_interval_s = %s, updated_by = %s, updated_at = %s WHERE id = %s",
         (
             after["url"],
             after["secret"],
@@ -220,6 +242,7 @@ def change_target(
             after["language"],
             Jsonb(after["options"]),
             after["max_per_minute"],
+            after["repeat_interval_s"],
             actor,
             now,
             target_id,
@@ -259,7 +282,8 @@ def target_rows(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
             "  count(*) FILTER (WHERE state = 'pending') AS pending,"
             "  count(*) FILTER (WHERE state = 'failed') AS failed"
             "  FROM notifications GROUP BY target_id)"
-            " SELECT t.id, t.name, t.kind, t.language, t.options, t.max_per_minute, t.site,"
+            " SELECT t.id, t.name, t.kind, t.language, t.options, t.max_per_minute,"
+            " t.repeat_interval_s, t.site,"
             " t.level, t.broadcast,"
             " t.enabled, t.url, t.created_by, t.created_at, t.updated_by, t.updated_at,"
             " coalesce(c.delivered, 0) AS delivered, coalesce(c.pending, 0) AS pending,"

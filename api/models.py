@@ -654,6 +654,15 @@ Level = Annotated[int, Field(ge=0, le=20)]
 TargetKind = Literal["webhook", "wecom", "dingtalk", "feishu", "email", "sms"]
 TargetLanguage = Literal["zh", "en"]
 TargetSecret = Annotated[str, StringConstraints(max_length=512)]
+RepeatInterval = Annotated[
+    int,
+    Field(
+        ge=60,
+        le=604800,
+        description="remind of a firing alert nobody acknowledged this many seconds after the"
+        " last notice of it to this target (null: no reminders)",
+    ),
+]
 PerMinute = Annotated[
     int,
     Field(
@@ -689,6 +698,7 @@ class WebhookTargetCreate(Input):
     language: TargetLanguage = "zh"
     options: TargetOptions = {}
     max_per_minute: PerMinute | None = None
+    repeat_interval_s: RepeatInterval | None = None
     site: SiteId | None = None
     level: Level | None = None
     broadcast: bool = True
@@ -707,6 +717,7 @@ class WebhookTargetUpdate(Input):
     language: TargetLanguage | None = None
     options: TargetOptions | None = None
     max_per_minute: PerMinute | None = None
+    repeat_interval_s: RepeatInterval | None = None
 
 
 class WebhookTargetPublic(BaseModel):
@@ -716,6 +727,7 @@ class WebhookTargetPublic(BaseModel):
     language: TargetLanguage
     options: dict[str, Any]
     max_per_minute: int | None = Field(description="null: the kind's default (robots: 20)")
+    repeat_interval_s: int | None = Field(description="null: no reminders")
     site: str | None
     level: int | None
     broadcast: bool

@@ -61,7 +61,9 @@ def update_target(
     `max_per_minute` (null: the kind's default)."""
     given = body.model_dump(exclude_unset=True)
     changes: dict[str, Any] = {
-        k: v for k, v in given.items() if v is not None or k in ("site", "level", "max_per_minute")
+        k: v
+        for k, v in given.items()
+        if v is not None or k in ("site", "level", "max_per_minute", "repeat_interval_s")
     }
     if changes.get("site") is not None:
         _require_site(conn, changes["site"])

@@ -168,6 +168,11 @@ def _channel_options(parser: argparse.ArgumentParser) -> None:
         help="messages a minute at most, the rest wait (default: the kind's, robots 20)",
     )
     parser.add_argument(
+        "--repeat-minutes",
+        type=int,
+        help="remind of a firing alert nobody acknowledged every N minutes (default: never)",
+    )
+    parser.add_argument(
         "--options-file",
         type=Path,
         help="a JSON object: the kind's options (recipients, msgtype, SMS template;"
@@ -351,6 +356,7 @@ def _webhook_add(args: argparse.Namespace) -> int:
             language=args.language or "zh",
             options=_options_file(args.options_file) or {},
             max_per_minute=args.max_per_minute,
+            repeat_interval_s=None if args.repeat_minutes is None else args.repeat_minutes * 60,
         )
         with connect(url) as conn:
             target_id = webhooks.add_target(conn, target, args.added_by)
@@ -381,6 +387,8 @@ def _webhook_change(args: argparse.Namespace) -> int:
             changes["language"] = args.language
         if args.max_per_minute is not None:
             changes["max_per_minute"] = args.max_per_minute
+        if args.repeat_minutes is not None:
+            changes["repeat_interval_s"] = args.repeat_minutes * 60
         options = _options_file(args.options_file)
         if options is not None:
             changes["options"] = options

@@ -11,7 +11,10 @@ ALTER TABLE webhook_targets
         CHECK (jsonb_typeof(options) = 'object'),
     -- At most this many messages a minute to the receiver (NULL: the kind's default, e.g. the
     -- 20 a minute a WeCom or DingTalk robot takes); the rest wait, they are not dropped.
-    ADD COLUMN max_per_minute integer CHECK (max_per_minute BETWEEN 1 AND 10000);
+    ADD COLUMN max_per_minute integer CHECK (max_per_minute BETWEEN 1 AND 10000),
+    -- Remind the receiver of a firing alert nobody acknowledged this long after its last notice
+    -- to it (NULL: no reminders), like Alertmanager's repeat_interval.
+    ADD COLUMN repeat_interval_s integer CHECK (repeat_interval_s BETWEEN 60 AND 604800);
 
 -- Only the generic webhook signs with a secret of ours (at least 16 characters); a WeCom robot
 -- has none (its key is in the URL), an SMTP server may need no password.

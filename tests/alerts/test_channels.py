@@ -662,6 +662,29 @@ def test_a_notice_that_cannot_be_put_into_words_fails_without_blocking_the_queue
     assert len(wecom.requests) == 1
 
 
+def test_reminders_repeat_until_someone_acknowledges(
+    registered: psycopg.Connection[Any], wecom: Receiver
+) -> None:
+    conn = registered
+    _allow_loopback(conn)
+    url = wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}")
+    _add(conn, "wecom", url, repeat_interval_s=3600)
+    alert_id = record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED).alert_ids[0]
+    conn.commit()
+    notify.deliver_due(conn, CONFIRMED, public_base_url=BASE)
+    assert notify.queue_reminders(conn, CONFIRMED + dt.timedelta(minutes=59)) == 0
+    hour = CONFIRMED + dt.timedelta(hours=1)
+    assert notify.queue_reminders(conn, hour) == 1
+    assert notify.queue_reminders(conn, hour) == 0  # the reminder is now the latest notice
+    conn.commit()
+    assert notify.deliver_due(conn, hour, public_base_url=BASE).delivered == 1
+    text = orjson.loads(wecom.requests[-1][2])["markdown"]["content"]
+    assert text.startswith("### [未确认提醒] 测试楼 (alerts-hq) 第三条")
+    lifecycle.acknowledge(conn, alert_id, "王工", "在处理", now=hour + dt.timedelta(minutes=5))
+    conn.commit()
+    assert notify.queue_reminders(conn, hour + dt.timedelta(hours=2)) == 0
+
+
 # ---- rate limit per receiver ----
 
 

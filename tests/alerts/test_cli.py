@@ -76,11 +76,16 @@ def test_channel_targets_from_the_command_line(
     mail = ["webhook", "add", "mail", "--kind", "email", "--url-file", str(tmp_path / "mail.url")]
     assert main([*mail, "--options-file", str(tmp_path / "bad.json"), *db]) == 2
     assert "cc" in capsys.readouterr().err
-    assert main([*mail, "--options-file", str(tmp_path / "mail.json"), *db]) == 0
-    rows = conn.execute("SELECT kind, language, options FROM webhook_targets ORDER BY id")
+    assert (
+        main([*mail, "--options-file", str(tmp_path / "mail.json"), "--repeat-minutes", "30", *db])
+        == 0
+    )
+    rows = conn.execute(
+        "SELECT kind, language, options, repeat_interval_s FROM webhook_targets ORDER BY id"
+    )
     assert rows.fetchall() == [
-        ("dingtalk", "en", {}),
-        ("email", "zh", {"sender": "alerts@example.cn", "to": ["a@example.cn"]}),
+        ("dingtalk", "en", {}, None),
+        ("email", "zh", {"sender": "alerts@example.cn", "to": ["a@example.cn"]}, 1800),
     ]
     assert main(["webhook", "list", *db]) == 0
     out = capsys.readouterr().out

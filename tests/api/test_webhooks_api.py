@@ -78,6 +78,7 @@ def test_channel_targets_kind_options_and_health(
         "language": "en",
         "options": {"sender": "alerts@example.cn", "to": ["ops@example.cn"]},
         "max_per_minute": 5,
+        "repeat_interval_s": 3600,
     }
     created = client.post("/api/v1/webhooks", json=body, headers=admin)
     assert created.status_code == 201, created.text
@@ -88,7 +89,7 @@ def test_channel_targets_kind_options_and_health(
         "smtp://smtp.example.cn:587/…",
     )
     assert shown["options"] == body["options"] and SECRET not in created.text
-    assert shown["max_per_minute"] == 5
+    assert (shown["max_per_minute"], shown["repeat_interval_s"]) == (5, 3600)
     assert (shown["failing"], shown["failed_attempts"], shown["last_error"]) == (False, 0, None)
     changed = client.patch(
         f"/api/v1/webhooks/{shown['id']}",
@@ -119,6 +120,7 @@ def test_channel_targets_kind_options_and_health(
         ),
         ({"kind": "fax"}, "kind"),
         ({"max_per_minute": 0}, "max_per_minute"),
+        ({"repeat_interval_s": 30}, "repeat_interval_s"),
     ):
         response = client.post(
             "/api/v1/webhooks",
