@@ -34,7 +34,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Annotated, Any, Literal
@@ -376,7 +376,7 @@ def _send_sms(
     filled = fill_template(options.body, values)
     headers = _json_headers()
     if options.form:
-        body = httpx.QueryParams(filled).__str__().encode()
+        body = str(httpx.QueryParams(filled)).encode()
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     else:
         body = orjson.dumps(filled)
@@ -428,7 +428,7 @@ def _post(
     headers: dict[str, str],
     allow: outbound.AllowList,
     resolver: outbound.Resolver,
-    check: Any,
+    check: Callable[[httpx.Response], str | None] | None,
 ) -> Outcome:
     """POSTs to the checked address; `check(response)` -> error for a 2xx that is a refusal."""
     destination = outbound.check_destination(url, allow, resolver)
