@@ -6,8 +6,10 @@ clausewatch ledger anchor [--database-url URL] [--key FILE] [--anchors DIR]
 clausewatch report ledger --site S --from YYYY-MM-DD --to YYYY-MM-DD [--out FILE]
 clausewatch webhook add NAME --url-file FILE [--kind KIND] [--secret-file FILE] [--site S]
                         [--level N] [--party-only] [--language zh|en] [--options-file F]
+                        [--max-per-minute N] [--repeat-minutes N]
 clausewatch webhook change NAME [--url-file FILE] [--secret-file FILE | --new-secret]
                         [--enable | --disable] [--language zh|en] [--options-file FILE]
+                        [--max-per-minute N] [--repeat-minutes N]
 clausewatch webhook list                              (kind, delivery counts, FAILING)
 clausewatch webhook allow ENTRY [--note TEXT]        (a host name, an address or a network)
 clausewatch webhook disallow ID
