@@ -347,7 +347,7 @@ def test_sms_gateway_gets_the_template_filled_in_for_the_partys_phone(
     registered: psycopg.Connection[Any], sms_gateway: Receiver
 ) -> None:
     conn = registered
-    # The responsible party's phone, with a quote that must stay data inside the JSON.
+    # The responsible party's phone (the target has no fixed numbers).
     sync_site(conn, with_contacts("wang", {"phone": "13900000001"}), "test", now=T0)
     _allow_loopback(conn)
     _add(conn, "sms", sms_gateway.url("/sms/send"), SMS_KEY, options=SMS_OPTIONS)
