@@ -24,6 +24,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from alerts import notify
 from alerts.policy import policies
 from store import ledger
 from store.times import require_aware, wall_now
@@ -149,6 +150,7 @@ def close(
         now,
         {"cause": updated["cause"], "corrective_action": updated["corrective_action"]},
     )
+    notify.queue_follow_ups(conn, [alert_id], "closed", now)
     return updated
 
 

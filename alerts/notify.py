@@ -1,8 +1,8 @@
-"""Notifications by webhook: a signed JSON POST per alert event and target, retried with
-exponential backoff, every attempt recorded. SMS, e-mail or chat gateways plug in as webhook
-receivers.
+"""Notifications: one message per alert event and target, in the target's channel (the signed
+JSON webhook, a WeCom, DingTalk or Feishu robot, e-mail, SMS: alerts/channels.py), retried with
+exponential backoff, every attempt recorded.
 
-Targets live in `webhook_targets` (alerts/webhooks.py: name, URL, signing secret; per site and
+Targets live in `webhook_targets` (alerts/webhooks.py: name, kind, URL, secret; per site and
 escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
 every notification of its site and level; a party's `contacts.webhook` names a target that
 receives that party's notifications. Nothing but the target holds the URL or the secret:
@@ -25,13 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import outbound, silences
+from alerts import channels, outbound, silences
 from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
@@ -41,11 +39,13 @@ NOTIFIER_ACTOR = "notifier"
 # are down for a deploy come back well within that; longer outages end as `failed`, visible.
 BACKOFF_BASE_S = 30.0
 MAX_ATTEMPTS = 7
-# A webhook receiver should answer at once and do its work later; past this it counts as down.
-REQUEST_TIMEOUT_S = 5.0
 # How many due messages one `deliver_due` call sends at most, so one job run stays short.
 DELIVER_BATCH = 100
-NOTIFICATION_HEADER = "X-Clausewatch-Notification"
+# Where the links in messages point (`{public_base_url}/alerts/{id}`) unless the service's
+# settings say otherwise (Settings.public_base_url).
+DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+# A receiver's rate limit counts the attempts in this window (alerts/channels.py).
+RATE_WINDOW = dt.timedelta(minutes=1)
 # Webhook targets (id, name, site, level, broadcast) that may apply to any of the sites given
 # as an array.
 TARGETS_QUERY = (
@@ -60,7 +60,7 @@ class AlertNotice:
 
     alert_id: int
     site: str
-    event: str  # raised | escalated
+    event: str  # raised | escalated (resolved | closed: `queue_follow_ups`)
     level: int
     party: str | None
     alert: dict[str, Any]  # the alert's summary as sent (see `alert_summary`)
@@ -77,6 +77,7 @@ class DeliveryReport:
     retrying: int = 0
     failed: int = 0
     silenced: int = 0
+    deferred: int = 0  # held back by the receiver's rate limit, not attempted yet
 
 
 def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +175,71 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> Non
         )
 
 
+# The notices that follow an alert's raised/escalated ones: to every target that was told of
+# the alert (its latest notice per target), with that notice's party and level, the event and
+# the alert's new state, end, cause and corrective action.
+FOLLOW_UP_QUERY = """
+INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
+                           next_attempt_at, created_at)
+SELECT DISTINCT ON (n.alert_id, n.target_name)
+       n.alert_id, n.site, n.target_id, n.target_name, %(event)s, n.level, n.party,
+       n.payload || jsonb_build_object(
+           'event', %(event)s::text,
+           'alert', (n.payload->'alert') || jsonb_build_object(
+               'state', a.state, 'ended_at', a.ended_at, 'cause', a.cause,
+               'corrective_action', a.corrective_action)),
+       %(now)s, %(now)s
+  FROM notifications n JOIN alerts a ON a.id = n.alert_id
+ WHERE n.alert_id = ANY(%(ids)s) AND n.event IN ('raised', 'escalated')
+ ORDER BY n.alert_id, n.target_name, n.id DESC
+"""
+FOLLOW_UP_EVENTS = ("resolved", "closed")
+
+
+def queue_follow_ups(
+    conn: psycopg.Connection[Any], alert_ids: Sequence[int], event: str, now: dt.datetime
+) -> None:
+    """Queues a `resolved` or `closed` notice of each alert to every target told of it before
+    (one statement: it may run in a pipeline, after the alerts' own update). Does not commit."""
+    if event not in FOLLOW_UP_EVENTS:
+        raise ValueError(f"a follow-up notice is one of {FOLLOW_UP_EVENTS}")
+    if alert_ids:
+        conn.execute(
+            FOLLOW_UP_QUERY,
+            {"event": event, "ids": list(alert_ids), "now": require_aware(now, "now")},
+        )
+
+
+# Reminders (a target's repeat_interval_s): a firing alert nobody acknowledged, whose latest
+# notice to the target (raised, escalated or an earlier reminder) is that old, is told again,
+# with that notice's party and level.
+REMINDER_QUERY = """
+WITH latest AS (
+    SELECT DISTINCT ON (n.alert_id, n.target_id) n.*
+      FROM notifications n JOIN alerts a ON a.id = n.alert_id
+     WHERE a.state = 'firing' AND n.target_id IS NOT NULL
+       AND n.event IN ('raised', 'escalated', 'reminder')
+     ORDER BY n.alert_id, n.target_id, n.id DESC)
+INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
+                           next_attempt_at, created_at)
+SELECT l.alert_id, l.site, l.target_id, l.target_name, 'reminder', l.level, l.party,
+       l.payload || jsonb_build_object(
+           'event', 'reminder',
+           'alert', (l.payload->'alert') || jsonb_build_object(
+               'escalation_level', a.escalation_level)),
+       %(now)s, %(now)s
+  FROM latest l JOIN webhook_targets t ON t.id = l.target_id JOIN alerts a ON a.id = l.alert_id
+ WHERE t.enabled AND t.repeat_interval_s IS NOT NULL
+   AND l.created_at <= %(now)s - make_interval(secs => t.repeat_interval_s)
+"""
+
+
+def queue_reminders(conn: psycopg.Connection[Any], now: dt.datetime) -> int:
+    """Queues the reminders due at `now` (REMINDER_QUERY); returns how many. Does not commit."""
+    cursor = conn.execute(REMINDER_QUERY, {"now": require_aware(now, "now")})
+    return cursor.rowcount
+
+
 def party_record(party_id: str, name: str, kind: str, contacts: dict[str, Any]) -> dict[str, Any]:
     """A party as a notification's payload carries it."""
     return {"id": party_id, "name": name, "kind": kind, "contacts": contacts}
@@ -185,10 +251,12 @@ def deliver_due(
     limit: int = DELIVER_BATCH,
     *,
     resolver: outbound.Resolver = outbound.system_resolver,
+    public_base_url: str = DEFAULT_PUBLIC_BASE_URL,
 ) -> DeliveryReport:
-    """Sends every pending notification due at `now` (up to `limit`), one POST each, signed
-    with its target's secret, to the address its host resolves to (by `resolver`) once checked
-    against the address policy and the allow-list.
+    """Sends every pending notification due at `now` (up to `limit`), one message each in its
+    target's channel (alerts/channels.py), to the address its host resolves to (by `resolver`)
+    once checked against the address policy and the allow-list; messages link to the alert
+    under `public_base_url`.
 
     Commits after each notification (its attempt, new state, timeline row and ledger entry
     together), so a crash mid-run loses no recorded attempt; rows being sent by another worker
@@ -203,8 +271,10 @@ def deliver_due(
             cur.execute(
                 "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
                 " n.party, n.payload, n.attempts, t.url, t.secret, t.enabled,"
-                " t.site AS target_site"
+                " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
+                " s.timezone, s.name AS site_name"
                 " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
+                " LEFT JOIN sites s ON s.id = n.site"
                 " WHERE n.state = 'pending' AND n.next_attempt_at <= %s"
                 " ORDER BY n.next_attempt_at, n.id LIMIT 1 FOR UPDATE OF n SKIP LOCKED",
                 (now,),
@@ -216,7 +286,9 @@ def deliver_due(
         if silences.hold_if_silenced(conn, row, now):
             outcome = "silenced"  # kept, not sent (alerts/silences.py)
         else:
-            outcome = _send_one(conn, row, now, allow, resolver)
+            outcome = _defer(conn, row, now) or _send_one(
+                conn, row, now, allow, resolver, public_base_url
+            )
         setattr(report, outcome, getattr(report, outcome) + 1)
         conn.commit()
     return report
@@ -228,17 +300,14 @@ def _send_one(
     now: dt.datetime,
     allow: outbound.AllowList,
     resolver: outbound.Resolver,
+    public_base_url: str,
 ) -> str:
     status: int | None = None
     began = time.perf_counter()
     error, final = _unusable(row)
     if error is None:
-        try:
-            destination = outbound.check_destination(row["url"], allow, resolver)
-        except outbound.Refused as exc:
-            error, final = f"refused: {exc}", True
-        else:
-            status, error = _post(destination, row)
+        sent = channels.send(row, allow, resolver, public_base_url)
+        status, error, final = sent.status, sent.error, sent.final
     duration_ms = (time.perf_counter() - began) * 1000.0
     attempts = row["attempts"] + 1
     conn.execute(
@@ -271,6 +340,28 @@ def _send_one(
     return "retrying"
 
 
+def _defer(conn: psycopg.Connection[Any], row: dict[str, Any], now: dt.datetime) -> str | None:
+    """Holds the notification back (until its target's oldest attempt of the last minute leaves
+    the minute) when the target had its `max_per_minute` (or its kind's default) attempts in
+    the minute up to `now`; "deferred" then, else None. No attempt is recorded."""
+    limit = row["max_per_minute"] or channels.DEFAULT_PER_MINUTE.get(row["kind"] or "")
+    if not limit or row["url"] is None:
+        return None
+    count, oldest = conn.execute(
+        "SELECT count(*), min(a.at) FROM notification_attempts a"
+        " JOIN notifications n ON n.id = a.notification_id"
+        " WHERE n.target_id = %s AND a.at > %s AND a.at <= %s",
+        (row["target_id"], now - RATE_WINDOW, now),
+    ).fetchone() or (0, None)
+    if count < limit or oldest is None:
+        return None
+    conn.execute(
+        "UPDATE notifications SET next_attempt_at = %s WHERE id = %s",
+        (max(oldest + RATE_WINDOW, now + dt.timedelta(seconds=1)), row["id"]),
+    )
+    return "deferred"
+
+
 def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
     """Why this notification's target cannot be used at all (then no retry helps), or None."""
     name = row["target_name"]
@@ -281,23 +372,6 @@ def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
     if row["target_site"] not in (None, row["site"]):
         return f"webhook target {name!r} serves another site", True
     return None, False
-
-
-def _post(destination: outbound.Destination, row: dict[str, Any]) -> tuple[int | None, str | None]:
-    """POSTs the payload, signed, to the checked address: (HTTP status, error or None)."""
-    body = orjson.dumps(row["payload"])
-    headers = outbound.signed_headers(row["secret"], int(time.time()), body)
-    headers[NOTIFICATION_HEADER] = str(row["id"])
-    headers["User-Agent"] = "clausewatch-webhook"
-    try:
-        response = outbound.post(destination, body, headers, REQUEST_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        # Exceptions may quote the request's URL: never recorded (it may hold a token).
-        text = str(exc).replace(str(destination.url), "(the target's URL)")
-        return None, f"{type(exc).__name__}: {text}"
-    if not response.is_success:
-        return response.status_code, f"HTTP {response.status_code}"
-    return response.status_code, None
 
 
 def _record_outcome(
@@ -319,7 +393,7 @@ def _record_outcome(
         "attempts": attempts,
         "error": error,
     }
-    via = f"webhook {row['target_name']}"
+    via = f"{row['kind'] or 'webhook'} {row['target_name']}"
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     note = (
         f"{row['event']} notice to level {row['level']} delivered ({via})"

@@ -166,8 +166,14 @@ def check_destination(url: str, allow: AllowList, resolver: Resolver) -> Destina
         raise Refused("the target's URL is not an http(s) URL with a host")
     host = parsed.host
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return Destination(parsed, host, check_host(host, port, allow, resolver))
+
+
+def check_host(host: str, port: int, allow: AllowList, resolver: Resolver) -> str:
+    """Resolves `host` once and checks every address it resolves to (an SMTP server's too);
+    returns the address to connect to, or raises Refused."""
     try:
-        addresses = [ipaddress.ip_address(host)]
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
         addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolver(host, port)]
     if not addresses:
@@ -176,7 +182,7 @@ def check_destination(url: str, allow: AllowList, resolver: Resolver) -> Destina
         reason = refusal(address)
         if reason is not None and not allow.allows(host, address):
             raise Refused(f"{reason}; an unscoped admin may allow-list it")
-    return Destination(parsed, host, str(addresses[0]))
+    return str(addresses[0])
 
 
 class _PinnedBackend(httpcore.NetworkBackend):

@@ -236,6 +236,8 @@ def record_outputs(
         _write_timeline(conn, site, transitions)
         ledger.write(conn, entries)
         notify.write(conn, notifications)
+        resolved = [t.alert.id for t in transitions if t.action == "resolved" and t.alert.id]
+        notify.queue_follow_ups(conn, resolved, "resolved", now)
     result.alert_ids = sorted({t.alert.id for t in transitions if t.alert.id is not None})
     ALERT_CHANGES.labels("raised").inc(result.raised)
     ALERT_CHANGES.labels("reopened").inc(result.reopened)

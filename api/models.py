@@ -760,19 +760,57 @@ class Health(BaseModel):
 
 TargetName = Annotated[str, StringConstraints(pattern=WEBHOOK_TARGET_PATTERN)]
 WebhookUrl = Annotated[str, StringConstraints(min_length=8, max_length=2048)]
-WebhookSecret = Annotated[str, StringConstraints(min_length=16, max_length=512)]
 Level = Annotated[int, Field(ge=0, le=20)]
 
 
+TargetKind = Literal["webhook", "wecom", "dingtalk", "feishu", "email", "sms"]
+TargetLanguage = Literal["zh", "en"]
+TargetSecret = Annotated[str, StringConstraints(max_length=512)]
+RepeatInterval = Annotated[
+    int,
+    Field(
+        ge=60,
+        le=604800,
+        description="remind of a firing alert nobody acknowledged this many seconds after the"
+        " last notice of it to this target (null: no reminders)",
+    ),
+]
+PerMinute = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=10000,
+        description="messages a minute at most; the rest wait (null: the kind's default)",
+    ),
+]
+TargetOptions = Annotated[
+    dict[str, Any],
+    Field(
+        max_length=20,
+        description="the kind's settings that are not secret (docs/alerts.md, 'Channels'):"
+        " robots `msgtype`; e-mail `sender`, `to`, `username`, `starttls`; SMS `body`, `form`,"
+        " `headers`, `to`, `ok_field`, `ok_value`",
+    ),
+]
+
+
 class WebhookTargetCreate(Input):
-    """A target: where notifications go (`url`, kept secret: only its scheme, host and port are
-    ever shown), the secret they are signed with (never shown), which site (null: every site)
-    and escalation level (null: every level) it serves, and whether it receives every
-    notification of those (`broadcast`) or only those of parties naming it."""
+    """A target: its channel (`kind`), where notifications go (`url`, kept secret: only its
+    scheme, host and port are ever shown; an e-mail target's is `smtp://host:port`), its secret
+    (never shown: the webhook's signing secret, at least 16 characters; a DingTalk or Feishu
+    robot's signing secret; an SMTP password; what an SMS template's `{secret}` is; none for
+    WeCom), the messages' `language`, which site (null: every site) and escalation level (null:
+    every level) it serves, and whether it receives every notification of those (`broadcast`)
+    or only those of parties naming it."""
 
     name: TargetName
+    kind: TargetKind = "webhook"
     url: WebhookUrl
-    secret: WebhookSecret
+    secret: TargetSecret = ""
+    language: TargetLanguage = "zh"
+    options: TargetOptions = {}
+    max_per_minute: PerMinute | None = None
+    repeat_interval_s: RepeatInterval | None = None
     site: SiteId | None = None
     level: Level | None = None
     broadcast: bool = True
@@ -783,16 +821,25 @@ class WebhookTargetUpdate(Input):
     """The fields given change (a target's name never does)."""
 
     url: WebhookUrl | None = None
-    secret: WebhookSecret | None = None
+    secret: TargetSecret | None = None
     site: SiteId | None = None
     level: Level | None = None
     broadcast: bool | None = None
     enabled: bool | None = None
+    language: TargetLanguage | None = None
+    options: TargetOptions | None = None
+    max_per_minute: PerMinute | None = None
+    repeat_interval_s: RepeatInterval | None = None
 
 
 class WebhookTargetPublic(BaseModel):
     id: int
     name: str
+    kind: TargetKind
+    language: TargetLanguage
+    options: dict[str, Any]
+    max_per_minute: int | None = Field(description="null: the kind's default (robots: 20)")
+    repeat_interval_s: int | None = Field(description="null: no reminders")
     site: str | None
     level: int | None
     broadcast: bool
@@ -805,6 +852,11 @@ class WebhookTargetPublic(BaseModel):
     delivered: int
     pending: int
     failed: int
+    failed_attempts: int = Field(description="attempts that failed in a row since the last success")
+    failing: bool = Field(description="the last few attempts all failed: the receiver is down")
+    last_error: str | None
+    last_failure_at: dt.datetime | None
+    last_success_at: dt.datetime | None
 
 
 class AllowEntryCreate(Input):

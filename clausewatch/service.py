@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from alerts.anchors import anchor_tip
 from alerts.escalation import escalate_due
-from alerts.notify import deliver_due
+from alerts.notify import deliver_due, queue_reminders
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
 from compliance.reports import generate_due_reports
@@ -299,7 +299,15 @@ class Service:
         self._job("retention", work)
 
     def _notifications(self) -> None:
-        self._job("notifications", lambda conn: deliver_due(conn, dt.datetime.now(dt.UTC)))
+        base_url = self.settings.alert_link_base()
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            now = dt.datetime.now(dt.UTC)
+            queue_reminders(conn, now)
+            conn.commit()
+            deliver_due(conn, now, public_base_url=base_url)
+
+        self._job("notifications", work)
 
     def _escalations(self) -> None:
         self._job("escalations", lambda conn: escalate_due(conn, dt.datetime.now(dt.UTC)))

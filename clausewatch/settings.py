@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="cw", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    # Where people open the service: notification messages link to `{this}/alerts/{id}`.
+    # Unset: http://{http_host}:{http_port} (a wildcard host as 127.0.0.1).
+    public_base_url: str | None = Field(
+        default=None, max_length=512, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+    )
     # The API's limits (docs/api.md, "Limits"): bodies larger than this are refused unread (413).
     http_max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     # A request head must arrive within this; an idle kept-alive connection closes after this.
@@ -92,6 +97,14 @@ class Settings(BaseSettings):
     # What `ledger verify` and GET /api/v1/ledger/verify check anchors with; unset: the key
     # file's `.pub` beside it.
     ledger_public_key_file: Path | None = None
+
+    def alert_link_base(self) -> str:
+        """`public_base_url`, or the API's own address when it is unset."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("", "0.0.0.0", "::") else self.http_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.http_port}"
 
     def database_roles(self) -> DatabaseRoles:
         return DatabaseRoles(owner=self.database_owner_role, service=self.database_service_role)

@@ -57,10 +57,13 @@ def update_target(
     target_id: RowId, body: WebhookTargetUpdate, conn: DbConn, principal: GlobalAdmin
 ) -> WebhookTargetPublic:
     """Changes the fields given: `url`, `secret` (rotate it here and at the receiver),
-    `site` and `level` (null: every one), `broadcast`, `enabled`."""
+    `site` and `level` (null: every one), `broadcast`, `enabled`, `language`, `options`,
+    `max_per_minute` (null: the kind's default)."""
     given = body.model_dump(exclude_unset=True)
     changes: dict[str, Any] = {
-        k: v for k, v in given.items() if v is not None or k in ("site", "level")
+        k: v
+        for k, v in given.items()
+        if v is not None or k in ("site", "level", "max_per_minute", "repeat_interval_s")
     }
     if changes.get("site") is not None:
         _require_site(conn, changes["site"])

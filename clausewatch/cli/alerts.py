@@ -4,11 +4,13 @@ clausewatch ledger verify [--database-url URL] [--anchors DIR] [--public-key FIL
 clausewatch ledger keygen --out FILE
 clausewatch ledger anchor [--database-url URL] [--key FILE] [--anchors DIR]
 clausewatch report ledger --site S --from YYYY-MM-DD --to YYYY-MM-DD [--out FILE]
-clausewatch webhook add NAME --url-file FILE [--secret-file FILE] [--site S] [--level N]
-                        [--party-only]
+clausewatch webhook add NAME --url-file FILE [--kind KIND] [--secret-file FILE] [--site S]
+                        [--level N] [--party-only] [--language zh|en] [--options-file F]
+                        [--max-per-minute N] [--repeat-minutes N]
 clausewatch webhook change NAME [--url-file FILE] [--secret-file FILE | --new-secret]
-                        [--enable | --disable]
-clausewatch webhook list
+                        [--enable | --disable] [--language zh|en] [--options-file FILE]
+                        [--max-per-minute N] [--repeat-minutes N]
+clausewatch webhook list                              (kind, delivery counts, FAILING)
 clausewatch webhook allow ENTRY [--note TEXT]        (a host name, an address or a network)
 clausewatch webhook disallow ID
 clausewatch webhook allowlist
@@ -23,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from alerts import export, webhooks
+from alerts import channels, export, webhooks
 from clausewatch.cli import Commands
 from clausewatch.cli.common import TO_HELP, database_argument, database_url, day
 from clausewatch.settings import Settings, read_secret_file
@@ -88,16 +91,22 @@ def register(commands: Commands) -> None:
     report.set_defaults(func=_report)
 
     add = commands.add(
-        "webhook add", "a webhook target: alert notifications as signed JSON POSTs to a URL"
+        "webhook add",
+        "a notification target: signed JSON webhook, WeCom/DingTalk/Feishu robot, e-mail, SMS",
     )
     database_argument(add)
     add.add_argument("name", help="the target's name (what a party's contacts.webhook names)")
+    add.add_argument(
+        "--kind", choices=channels.KINDS, default="webhook", help="its channel (default: webhook)"
+    )
     _url_options(add, required=True)
     add.add_argument(
         "--secret-file",
         type=Path,
-        help="the signing secret the receiver knows (default: a new one, printed once)",
+        help="the secret: a webhook's signing secret (default: a new one, printed once), a"
+        " DingTalk or Feishu robot's, the SMTP password, an SMS gateway's key",
     )
+    _channel_options(add)
     add.add_argument("--site", help="only this site's alerts (default: every site)")
     add.add_argument(
         "--level",
@@ -124,6 +133,7 @@ def register(commands: Commands) -> None:
     state = change.add_mutually_exclusive_group()
     state.add_argument("--enable", dest="enabled", action="store_true", default=None)
     state.add_argument("--disable", dest="enabled", action="store_false")
+    _channel_options(change)
     change.add_argument("--changed-by", default="cli")
     change.set_defaults(func=_webhook_change)
 
@@ -150,6 +160,38 @@ def register(commands: Commands) -> None:
     allowlist = commands.add("webhook allowlist", "the allow-list of internal webhook addresses")
     database_argument(allowlist)
     allowlist.set_defaults(func=_webhook_allowlist)
+
+
+def _channel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--language", choices=("zh", "en"), help="of the messages (default zh)")
+    parser.add_argument(
+        "--max-per-minute",
+        type=int,
+        help="messages a minute at most, the rest wait (default: the kind's, robots 20)",
+    )
+    parser.add_argument(
+        "--repeat-minutes",
+        type=int,
+        help="remind of a firing alert nobody acknowledged every N minutes (default: never)",
+    )
+    parser.add_argument(
+        "--options-file",
+        type=Path,
+        help="a JSON object: the kind's options (recipients, msgtype, SMS template;"
+        " docs/alerts.md)",
+    )
+
+
+def _options_file(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: the options are a JSON object")
+    return value
 
 
 def _url_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -304,13 +346,19 @@ def _webhook_add(args: argparse.Namespace) -> int:
     try:
         target_url = _target_url(args)
         secret = read_secret_file(args.secret_file) if args.secret_file else None
+        generated = secret is None and args.kind == "webhook"
         target = webhooks.Target(
             args.name,
             target_url or "",
-            secret or webhooks.new_secret(),
+            webhooks.new_secret() if generated else secret or "",
             site=args.site,
             level=args.level,
             broadcast=not args.party_only,
+            kind=args.kind,
+            language=args.language or "zh",
+            options=_options_file(args.options_file) or {},
+            max_per_minute=args.max_per_minute,
+            repeat_interval_s=None if args.repeat_minutes is None else args.repeat_minutes * 60,
         )
         with connect(url) as conn:
             target_id = webhooks.add_target(conn, target, args.added_by)
@@ -318,8 +366,8 @@ def _webhook_add(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"webhook {target_id} {target.name}: {webhooks.shown_url(target.url)}")
-    if secret is None:
+    print(f"{target.kind} {target_id} {target.name}: {webhooks.shown_url(target.url)}")
+    if generated:
         print(f"signing secret (shown once, give it to the receiver): {target.secret}")
     return 0
 
@@ -337,6 +385,15 @@ def _webhook_change(args: argparse.Namespace) -> int:
             changes["secret"] = webhooks.new_secret()
         if args.enabled is not None:
             changes["enabled"] = args.enabled
+        if args.language is not None:
+            changes["language"] = args.language
+        if args.max_per_minute is not None:
+            changes["max_per_minute"] = args.max_per_minute
+        if args.repeat_minutes is not None:
+            changes["repeat_interval_s"] = args.repeat_minutes * 60
+        options = _options_file(args.options_file)
+        if options is not None:
+            changes["options"] = options
         with connect(url) as conn:
             target_id = webhooks.target_id_by_name(conn, args.name)
             if target_id is None:
@@ -365,15 +422,21 @@ def _webhook_list(args: argparse.Namespace) -> int:
     url = database_url(args)
     with connect(url) as conn:
         rows = webhooks.target_rows(conn)
-    print("id  name  site  level  broadcast  enabled  delivered  pending  failed  url")
+    print("id  name  kind  site  level  broadcast  enabled  delivered  pending  failed  url")
     for row in rows:
         site = row["site"] or "*"
         level = "*" if row["level"] is None else row["level"]
         print(
-            f"{row['id']}  {row['name']}  {site}  {level}  {_yes(row['broadcast'])}  "
-            f"{_yes(row['enabled'])}  {row['delivered']}  {row['pending']}  {row['failed']}  "
-            f"{row['url']}"
+            f"{row['id']}  {row['name']}  {row['kind']}  {site}  {level}  "
+            f"{_yes(row['broadcast'])}  {_yes(row['enabled'])}  {row['delivered']}  "
+            f"{row['pending']}  {row['failed']}  {row['url']}"
         )
+        if row["failed_attempts"]:
+            state = "FAILING" if row["failing"] else "failed"
+            print(
+                f"    {state}: {row['failed_attempts']} attempt(s) in a row, the last at"
+                f" {row['last_failure_at']:%Y-%m-%d %H:%M:%S%z}: {row['last_error']}"
+            )
     return 0
 
 

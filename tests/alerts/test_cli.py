@@ -32,8 +32,8 @@ def test_webhook_add_change_and_list(
     assert main(["webhook", "list", *db]) == 0
     out = capsys.readouterr().out
     assert "webhook 1 sms-gw: https://oapi.example.com:8443/…" in out
-    assert "1  sms-gw  *  1  yes  yes  0  0  0  https://oapi.example.com:8443/…" in out
-    assert "2  dingtalk  *  *  no  yes  0  0  0" in out
+    assert "1  sms-gw  webhook  *  1  yes  yes  0  0  0  https://oapi.example.com:8443/…" in out
+    assert "2  dingtalk  webhook  *  *  no  yes  0  0  0" in out
     (generated,) = [line for line in out.splitlines() if line.startswith("signing secret")]
     stored = conn.execute("SELECT secret FROM webhook_targets WHERE name = 'dingtalk'").fetchone()
     assert stored is not None and generated.endswith(stored[0]) and len(stored[0]) >= 32
@@ -52,6 +52,46 @@ def test_webhook_add_change_and_list(
     with pytest.raises(SystemExit) as refused:  # a URL on the command line is not taken
         main(["webhook", "add", "x", f"https://x.example/?{TOKEN}", *db])
     assert refused.value.code == 2
+
+
+def test_channel_targets_from_the_command_line(
+    conn: psycopg.Connection[Any],
+    alerts_db_url: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Issue 20: a target's kind, language and options; no secret is made up for a robot."""
+    db = ["--database-url", alerts_db_url]
+    (tmp_path / "url").write_text(f"https://oapi.dingtalk.com/robot/send?{TOKEN}\n")
+    (tmp_path / "secret").write_text("SEC0123456789abcdef\n")
+    (tmp_path / "mail.url").write_text("smtp://10.1.2.3:587\n")
+    (tmp_path / "mail.json").write_text('{"sender": "alerts@example.cn", "to": ["a@example.cn"]}')
+    (tmp_path / "bad.json").write_text('{"sender": "alerts@example.cn", "cc": []}')
+    ding = ["webhook", "add", "ding", "--kind", "dingtalk", "--url-file", str(tmp_path / "url")]
+    assert main([*ding, *db]) == 2  # a DingTalk robot is sent signed
+    assert "secret" in capsys.readouterr().err
+    assert main([*ding, "--secret-file", str(tmp_path / "secret"), "--language", "en", *db]) == 0
+    out = capsys.readouterr().out
+    assert "signing secret" not in out and "dingtalk 1 ding: https://oapi.dingtalk.com/…" in out
+    mail = ["webhook", "add", "mail", "--kind", "email", "--url-file", str(tmp_path / "mail.url")]
+    assert main([*mail, "--options-file", str(tmp_path / "bad.json"), *db]) == 2
+    assert "cc" in capsys.readouterr().err
+    assert (
+        main([*mail, "--options-file", str(tmp_path / "mail.json"), "--repeat-minutes", "30", *db])
+        == 0
+    )
+    rows = conn.execute(
+        "SELECT kind, language, options, repeat_interval_s FROM webhook_targets ORDER BY id"
+    )
+    assert rows.fetchall() == [
+        ("dingtalk", "en", {}, None),
+        ("email", "zh", {"sender": "alerts@example.cn", "to": ["a@example.cn"]}, 1800),
+    ]
+    assert main(["webhook", "list", *db]) == 0
+    out = capsys.readouterr().out
+    assert "1  ding  dingtalk  *  *  yes  yes  0  0  0  https://oapi.dingtalk.com/…" in out
+    assert "2  mail  email  *  *  yes  yes  0  0  0  smtp://10.1.2.3:587/…" in out
+    assert TOKEN not in out and "SEC0123456789abcdef" not in out
 
 
 def test_webhook_allowlist(

@@ -25,6 +25,15 @@ def test_dashboard_files_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
+def test_a_notifications_link_serves_the_dashboard(client: TestClient) -> None:
+    """Issue 20: messages link to /alerts/{id}; the dashboard opens that alert."""
+    page = client.get("/alerts/42")
+    assert page.status_code == 200 and "dashboard.js" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/alerts/not-a-number").status_code == 422
+    assert "/alerts/" in client.get("/static/dashboard.js").text
+
+
 def test_the_dashboard_links_every_page_and_each_is_served(client: TestClient) -> None:
     page = client.get("/").text
     for path in ("/energy", "/register", "/statistics"):

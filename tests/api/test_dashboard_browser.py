@@ -153,4 +153,10 @@ def test_a_facility_manager_follows_a_live_alert_to_its_close(
         expect(page.locator("#detail-state")).to_have_attribute("data-state", "closed")
         expect(row).to_have_attribute("data-state", "closed")
         expect(page.locator("#timeline li[data-action=closed]")).to_have_count(1)
+
+        # A notification's link (issue 20) opens the same alert, in the signed-in tab.
+        alert_id = row.get_attribute("data-alert-id")
+        page.goto(f"{service.api_url}/alerts/{alert_id}")
+        expect(page.locator("#detail-state")).to_have_attribute("data-state", "closed")
+        expect(page.locator("#detail-responsible")).to_contain_text("王工")
         assert not refused, refused

@@ -63,6 +63,74 @@ def test_targets_are_shown_without_their_url_and_secret(
     assert client.patch("/api/v1/webhooks/999999", json={}, headers=admin).status_code == 404
 
 
+def test_channel_targets_kind_options_and_health(
+    client: TestClient, tokens: dict[tuple[str, str], str]
+) -> None:
+    """Issue 20: a target's kind, language and options are shown (its secret never); options
+    that do not fit its kind are 422 naming the field; health fields come with every target."""
+    admin = auth(tokens[("admin", "all")])
+    name = f"mail-{uuid.uuid4().hex[:6]}"
+    body = {
+        "name": name,
+        "kind": "email",
+        "url": "smtp://smtp.example.cn:587",
+        "secret": SECRET,
+        "language": "en",
+        "options": {"sender": "alerts@example.cn", "to": ["ops@example.cn"]},
+        "max_per_minute": 5,
+        "repeat_interval_s": 3600,
+    }
+    created = client.post("/api/v1/webhooks", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    shown = created.json()
+    assert (shown["kind"], shown["language"], shown["url"]) == (
+        "email",
+        "en",
+        "smtp://smtp.example.cn:587/…",
+    )
+    assert shown["options"] == body["options"] and SECRET not in created.text
+    assert (shown["max_per_minute"], shown["repeat_interval_s"]) == (5, 3600)
+    assert (shown["failing"], shown["failed_attempts"], shown["last_error"]) == (False, 0, None)
+    changed = client.patch(
+        f"/api/v1/webhooks/{shown['id']}",
+        json={"options": {"sender": "alerts@example.cn"}, "language": "zh"},
+        headers=admin,
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["options"], changed.json()["language"]) == (
+        {"sender": "alerts@example.cn"},
+        "zh",
+    )
+    for bad, field in (
+        ({"options": {"sender": "alerts@example.cn", "bcc": ["x@example.cn"]}}, "options"),
+        ({"options": {}}, "options"),  # an e-mail target needs its sender
+        ({"url": "https://smtp.example.cn"}, "url"),
+        (
+            {
+                "kind": "dingtalk",
+                "url": "https://oapi.dingtalk.com/robot/send",
+                "secret": "",
+                "options": {},
+            },
+            "secret",
+        ),
+        (
+            {"kind": "sms", "url": "https://sms.example.cn", "options": {"body": {"t": "{x}"}}},
+            "options",
+        ),
+        ({"kind": "fax"}, "kind"),
+        ({"max_per_minute": 0}, "max_per_minute"),
+        ({"repeat_interval_s": 30}, "repeat_interval_s"),
+    ):
+        response = client.post(
+            "/api/v1/webhooks",
+            json=body | {"name": f"n-{uuid.uuid4().hex[:6]}"} | bad,
+            headers=admin,
+        )
+        assert response.status_code == 422, (bad, response.text)
+        assert response.json()["detail"][0]["loc"][-1] == field, (bad, response.text)
+
+
 def test_the_allow_list(client: TestClient, tokens: dict[tuple[str, str], str]) -> None:
     admin = auth(tokens[("admin", "all")])
     added = client.post(
