@@ -543,11 +543,3 @@ def apply_import(plan: ImportPlan) -> bool:
         _atomic_write(plan.target, plan.text.encode("utf-8"))
         return True
     return False
-
-
-def problem_rows(problems: Sequence[SheetProblem]) -> list[dict[str, Any]]:
-    """Problems as JSON-ready rows (the API's answer, reports)."""
-    return [
-        {"sheet": p.sheet, "row": p.row, "column": p.column, "zh": p.zh, "en": p.en}
-        for p in problems
-    ]

@@ -364,3 +364,90 @@ def test_the_cli_shows_problems_and_the_diff(
     assert main(["site", "import", str(good), "--config-dir", str(config_dir), "--no-sync"]) == 0
     assert load_site(target).space("b1-1f").area_m2 == 4100
     assert main(["site", "export", "nowhere", str(tmp_path / "n.xlsx")]) == 1
+
+
+# ---- a district's building ----
+
+
+def _large_site(rooms: int) -> SiteModel:
+    """`rooms` rooms on floors of 50, each with a sensor and an HVAC controller (two devices
+    a room, three metrics each), 100 parties and 300 assignments on the floors."""
+    floors = rooms // 50
+    spaces: list[dict[str, object]] = [{"id": "b1", "name": "主楼", "type": "building"}]
+    spaces += [{"id": f"f{f}", "type": "floor", "parent": "b1"} for f in range(floors)]
+    devices: list[dict[str, object]] = []
+    for r in range(rooms):
+        spaces.append(
+            {
+                "id": f"r{r}",
+                "name": f"{r} 室",
+                "type": "office",
+                "parent": f"f{r % floors}",
+                "area_m2": 40 + r % 7,
+                "occupants": 4,
+            }
+        )
+        devices.append(
+            {
+                "id": f"s{r}",
+                "space": f"r{r}",
+                "kind": "th-sensor",
+                "metrics": {
+                    "temperature": {"unit": "°C", "range": [-20, 60]},
+                    "humidity": {"unit": "%", "range": [0, 100]},
+                    "co2": {"unit": "ppm", "range": [300, 10000]},
+                },
+            }
+        )
+        devices.append(
+            {
+                "id": f"h{r}",
+                "space": f"r{r}",
+                "kind": "hvac-controller",
+                "metrics": {
+                    "hvac_mode": {
+                        "unit": "state",
+                        "states": {"off": 0, "cooling": 1, "heating": 2},
+                    },
+                    "occupied": {"unit": "bool", "range": [0, 1]},
+                    "window_open": {"unit": "bool", "range": [0, 1]},
+                },
+            }
+        )
+    demo = _demo().site.model_dump(by_alias=True)
+    return SiteModel.model_validate(
+        {
+            "site": {**demo, "id": "district-1", "name": "区政务中心"},
+            "spaces": spaces,
+            "devices": devices,
+            "parties": [
+                {"id": f"p{i}", "name": f"责任人 {i}", "contacts": {"phone": f"+86-{i:04d}"}}
+                for i in range(100)
+            ],
+            "assignments": [
+                {
+                    "party": f"p{i % 100}",
+                    "space": f"f{i % floors}",
+                    "level": i // 100,
+                    "valid_from": "2026-01-01T00:00:00+08:00",
+                }
+                for i in range(300)
+            ],
+        }
+    )
+
+
+@pytest.mark.slow
+def test_a_workbook_of_5000_rooms_and_10000_devices(config_dir: Path, tmp_path: Path) -> None:
+    """Timed in BENCHMARKS.md ("Site workbook", bench/site_import.py); here: it imports."""
+    model = _large_site(5000)
+    assert (len(model.spaces), len(model.devices)) == (5101, 10000)
+    book = tmp_path / "district.xlsx"
+    write_workbook(model, book)
+    plan = plan_import(read_workbook(book), config_dir, book.name)  # the dry run
+    assert plan.diff.new_site and plan.model == model
+    assert len(plan.diff.kinds["device"].added) == 10000
+    assert apply_import(plan)
+    assert load_site(config_dir / "sites" / "district-1.yaml") == model
+    again = plan_import(read_workbook(book), config_dir, book.name)
+    assert again.diff.empty and not apply_import(again)
