@@ -280,14 +280,15 @@ def _sheet_rows(
                 _problem(sheet.key, number, "", "错误过多，停止检查", "too many problems; stopped")
             )
             break
-        if len(data) >= limits.max_rows:
+        if len(data) >= limits.max_rows or number > 2 * limits.max_rows + HEADER_ROWS:
             problems.append(
                 _problem(
                     sheet.key,
                     number,
                     "",
-                    f"行数超过上限 {limits.max_rows}",
-                    f"more than {limits.max_rows} data rows",
+                    f"行数超过上限 {limits.max_rows}（含空行时 {2 * limits.max_rows}）",
+                    f"more than {limits.max_rows} data rows (or {2 * limits.max_rows} rows, "
+                    "empty ones included)",
                 )
             )
             break
