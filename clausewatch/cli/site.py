@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import psycopg
+
 from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url, url_from
 from clausewatch.settings import Settings
@@ -156,9 +158,17 @@ def _import(args: argparse.Namespace) -> int:
     from store.roles import as_role
 
     url = as_role(database_url(args), Settings().database_roles().service)
-    with connect(url) as conn:
-        report = sync_site(conn, plan.model, f"{IMPORT_ACTOR} {args.file.name}")
-        conn.commit()
+    try:
+        with connect(url) as conn:
+            report = sync_site(conn, plan.model, f"{IMPORT_ACTOR} {args.file.name}")
+            conn.commit()
+    except psycopg.Error as exc:
+        print(
+            f"错误 error: 文件已写入，登记表未同步 the file is written but the registry is not "
+            f"synced ({type(exc).__name__}: {exc}); the service syncs it at its next start",
+            file=sys.stderr,
+        )
+        return 1
     changes = ", ".join(f"{kind} {count}" for kind, count in sorted(report.changes.items()))
     print(f"已同步登记表 registry synced: {changes or 'no changes'}")
     return 0
