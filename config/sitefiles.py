@@ -211,8 +211,15 @@ def _csv_tables(
     for key, data in texts.items():
         try:
             text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise _fail("CSV 须为 UTF-8 编码", f"{key}.csv is not UTF-8: {exc}", key) from exc
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("gb18030")  # what Excel in Chinese saves CSV as
+            except UnicodeDecodeError as exc:
+                raise _fail(
+                    "CSV 须为 UTF-8 或 GB18030 编码",
+                    f"{key}.csv is neither UTF-8 nor GB18030 text: {exc}",
+                    key,
+                ) from exc
         tables[key] = _csv_rows(text, key)
     return _tables(tables, limits, problems)
 

@@ -217,6 +217,17 @@ def test_formula_cells_and_macros_are_refused(config_dir: Path, tmp_path: Path) 
         read_workbook(tmp_path / "book.xlsm")
 
 
+def test_csv_saved_by_excel_in_chinese_reads_as_gb18030(tmp_path: Path) -> None:
+    folder = tmp_path / "csv"
+    write_workbook(_demo(), folder)
+    for path in folder.iterdir():
+        path.write_bytes(path.read_text(encoding="utf-8-sig").encode("gb18030"))
+    assert site_from_rows(read_workbook(folder)) == _demo()
+    (folder / "site.csv").write_bytes(b"\xff\xff\xff")
+    with pytest.raises(WorkbookError, match="neither UTF-8 nor GB18030"):
+        read_workbook(folder)
+
+
 def test_reading_is_bounded(tmp_path: Path) -> None:
     book = tmp_path / "demo.xlsx"
     write_workbook(_demo(), book)
