@@ -205,7 +205,8 @@ def duration_text(seconds: float) -> str:
     """Seconds as a duration the model reads back exactly: `1h30m`, `15m`, `45s`; a fraction
     of a second as the number of seconds."""
     if not float(seconds).is_integer():
-        return number_text(seconds)
+        text = number_text(seconds)
+        return text if "e" in text else f"{text}s"  # 5430.5s; 1e-05 (seconds) as a number
     rest = int(seconds)
     if rest == 0:
         return "0s"
@@ -252,6 +253,13 @@ def _day_or_text(text: str) -> dt.date | str:
         except ValueError:
             return text
     return text
+
+
+def _seconds_or_text(value: Cell) -> Cell:
+    """A duration cell: a bare number (`1e-05`, a CSV's `900`) is seconds."""
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return float(value)
+    return value
 
 
 def _split(text: str, separators: str) -> list[str]:
@@ -613,7 +621,7 @@ def site_from_rows(book: WorkbookRows) -> SiteModel:
                 "cumulative": reader.flag(row, cells, "cumulative"),
                 "carrier": reader.text(row, cells, "carrier"),
                 "states": states,
-                "max_gap": reader.value(row, cells, "max_gap"),
+                "max_gap": _seconds_or_text(reader.value(row, cells, "max_gap")),
                 "decimals": reader.value(row, cells, "decimals"),
             }
         )

@@ -4,6 +4,7 @@ bounded reading that refuses formulas and macros."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -463,3 +464,68 @@ def test_a_workbook_of_5000_rooms_and_10000_devices(config_dir: Path, tmp_path: 
     again = plan_import(rows, config_dir, book.name)  # now against the file written
     assert again.before == model
     assert again.diff.empty and not apply_import(again)
+
+
+def test_every_field_of_the_site_model_round_trips(tmp_path: Path) -> None:
+    demo = _demo()
+    rich = SiteModel.model_validate(
+        {
+            "site": {
+                **demo.site.model_dump(by_alias=True),
+                "holidays": {
+                    "kind": "weekends",
+                    "extra_holidays": ["2026-05-06", "2026-10-09"],
+                    "extra_workdays": ["2026-09-27"],
+                },
+                "public": True,
+            },
+            "spaces": [
+                {"id": "b1", "type": "building", "tags": ["public", "critical-it"]},
+                {
+                    "id": "lift",
+                    "name": "电梯; 1号, 东=侧",
+                    "type": "elevator",
+                    "parent": "b1",
+                    "area_m2": 2.25,
+                    "occupants": 0,
+                    "last_done": {
+                        "maintenance.done": dt.date(2026, 11, 20),
+                        "elevator.maintenance": "2026-11-20T15:00:00+08:00",
+                    },
+                },
+            ],
+            "devices": [
+                {
+                    "id": "m1",
+                    "space": "b1",
+                    "metrics": {
+                        "heat_gj": {
+                            "unit": "GJ",
+                            "cumulative": True,
+                            "carrier": "heat",
+                            "max_gap": 5430.5,
+                            "decimals": 3,
+                        },
+                        "mode": {"unit": "state", "states": {"off": 0, "half": 0.5}},
+                        "t": {"unit": "°C", "range": [-0.5, 1e6], "max_gap": 90},
+                    },
+                },
+                {"id": "m2", "space": "lift", "kind": "meter", "parent": "m1", "metrics": {}},
+            ],
+            "parties": [{"id": "p", "name": "-1", "kind": "team", "contacts": {}}],
+            "assignments": [
+                {
+                    "party": "p",
+                    "space": "lift",
+                    "domain": "special_equipment",
+                    "role": "escalation",
+                    "level": 3,
+                    "valid_from": "2026-01-01T00:00:00+08:00",
+                    "valid_to": "2026-06-30T12:30:00+00:00",
+                }
+            ],
+        }
+    )
+    for name in ("rich.xlsx", "rich.zip", "rich-csv"):
+        write_workbook(rich, tmp_path / name)
+        assert site_from_rows(read_workbook(tmp_path / name)) == rich, name
