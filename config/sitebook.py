@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from pydantic import ValidationError
 
-from config.documents import YamlDocument, parse_loc, validation_problems
-from rules.site import MetricSpec, SiteModel
+from config.documents import YamlDocument, located_problems, parse_loc, validation_problems
+from rules.site import Assignment, Device, MetricSpec, Party, SiteInfo, SiteModel, Space
 
 # A cell as read from a file: text (CSV, text cells) or what a spreadsheet typed it as.
 Cell = str | int | float | bool | dt.datetime | dt.date | dt.time | None
@@ -490,8 +491,7 @@ class WorkbookRows:
 def site_from_rows(book: WorkbookRows) -> SiteModel:
     """The site model in the rows of each sheet, validated as a site file is. Raises
     WorkbookError naming the sheet, row and column of every problem, the reading's first.
-    The references between rows (a parent, a device's space) are checked, as in a site file,
-    once every row is valid."""
+    The references between rows (a parent, a device's space) are checked in the same pass."""
     sheets = book.sheets
     problems: list[SheetProblem] = list(book.problems)
     origin = _Origin()
@@ -705,12 +705,38 @@ def site_from_rows(book: WorkbookRows) -> SiteModel:
         model = SiteModel.model_validate(data)
     except ValidationError as exc:
         found = validation_problems("workbook", YamlDocument(data, None), exc, SiteModel)
+        found += located_problems(Path("workbook"), YamlDocument(data, None), _references(data))
         for problem in found:
             problems.append(_located(parse_loc(problem.where), problem.message, origin))
         model = None
     if problems or model is None:
         raise WorkbookError(_ordered(problems))
     return model
+
+
+def _references(data: dict[str, Any]) -> list[str]:
+    """The site model's checks between rows (ids unique, references resolve, the tree has no
+    cycle: `SiteModel._references`), run on the rows as given: pydantic runs them only once
+    every row is valid, and a workbook's author should see all problems in one pass."""
+    blank = dict.fromkeys(("id", "parent", "space", "party"))  # a missing one is None
+
+    def rows(section: str) -> list[dict[str, Any]]:
+        return [blank | item for item in data[section]]
+
+    given = SiteModel.model_construct(
+        site=SiteInfo.model_construct(id="", name="", timezone="UTC"),  # not checked here
+        spaces=tuple(Space.model_construct(**item) for item in rows("spaces")),
+        devices=tuple(Device.model_construct(**item) for item in rows("devices")),
+        parties=tuple(Party.model_construct(**item) for item in rows("parties")),
+        assignments=tuple(Assignment.model_construct(**item) for item in rows("assignments")),
+    )
+    check = cast(Callable[[], object], given._references)  # the model validator, called
+    try:
+        check()
+    except ValueError as exc:
+        # A value that is missing is reported as missing, not as an unknown or duplicate None.
+        return [part for part in str(exc).split("; ") if not part.endswith(" None")]
+    return []
 
 
 def _ordered(problems: list[SheetProblem]) -> list[SheetProblem]:

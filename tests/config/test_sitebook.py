@@ -529,3 +529,23 @@ def test_every_field_of_the_site_model_round_trips(tmp_path: Path) -> None:
     for name in ("rich.xlsx", "rich.zip", "rich-csv"):
         write_workbook(rich, tmp_path / name)
         assert site_from_rows(read_workbook(tmp_path / name)) == rich, name
+
+
+def test_cell_and_reference_problems_are_found_in_one_pass(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    rows = site_rows(_demo())
+    wanted = {
+        ("spaces", _set(rows, "spaces", {"id": "b1-1f"}, "area_m2", -5), "area_m2"),
+        ("devices", _set(rows, "devices", {"id": "th-203"}, "space", "nowhere"), "space"),
+        ("devices", _set(rows, "devices", {"id": "th-301"}, "space", None), "space"),
+        ("spaces", _set(rows, "spaces", {"id": "b1-lift-2"}, "id", None), "id"),
+    }
+    with pytest.raises(WorkbookError) as caught:
+        site_from_rows(read_workbook(_xlsx(tmp_path / "both.xlsx", rows)))
+    found = [(p.sheet, p.row, p.column) for p in caught.value.problems]
+    assert wanted <= set(found)
+    reader_row = next(i for i, r in enumerate(rows["devices"]) if r[0] == "reader-lift-2") + 3
+    assert ("devices", reader_row, "space") in found  # its space lost its id: unknown
+    assert not [p for p in caught.value.problems if p.en.endswith(" None")]
+    assert len(found) == len(set(found))
