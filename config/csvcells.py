@@ -32,12 +32,23 @@ class _Stream(Protocol):
 
 def neutralise(value: object) -> object:
     """The cell as it may be written: a text beginning like a formula gets a leading `'`;
-    numbers (and text that is exactly a decimal number) and everything else are unchanged."""
+    numbers (and text that is exactly a decimal number) and everything else are unchanged.
+    So does a text that `restore` would change (`'=x`), so that it reads back as it was."""
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         if _NUMBER.fullmatch(value):
             return value
         return "'" + value
+    if isinstance(value, str) and restore(value) != value:
+        return "'" + value
     return value
+
+
+def restore(text: str) -> str:
+    """A cell of a file written through `neutralise` as it was given: the `'` it put before a
+    text is taken off (the site workbook's CSV import reads cells back with it)."""
+    if text.startswith("'") and text[1:].startswith((*FORMULA_STARTS, "'")):
+        return text[1:]
+    return text
 
 
 class SafeWriter:

@@ -55,8 +55,8 @@ class ConfigError(Exception):
 # ---- YAML ----
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 scalars and duplicate keys as errors (see module docstring)."""
+class _UniqueKeys(yaml.constructor.SafeConstructor):
+    """A repeated key in a mapping is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()
@@ -74,6 +74,25 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
+
+
+class _StrictLoader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    _UniqueKeys,
+    yaml.resolver.Resolver,
+):
+    """SafeLoader with YAML 1.2 scalars and duplicate keys as errors (see module docstring)."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _UniqueKeys.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
 
 
 _REPLACED_TAGS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
@@ -98,6 +117,46 @@ _StrictLoader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+def _fast_loader() -> type | None:
+    """`_StrictLoader` over libyaml's parser (about ten times faster on a large site file):
+    the constructor and the resolvers are `_StrictLoader`'s. None without libyaml."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # PyYAML built without libyaml
+        return None
+
+    class FastStrictLoader(CParser, _UniqueKeys, yaml.resolver.Resolver):
+        yaml_implicit_resolvers = _StrictLoader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _UniqueKeys.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return FastStrictLoader
+
+
+_FAST_LOADER = _fast_loader()
+
+
+def _fast_load(text: str) -> tuple[Any, yaml.Node | None] | None:
+    """`text` read by `_FAST_LOADER`; None without libyaml or when the text has any problem:
+    the caller then reads it with `_StrictLoader`, which reports it in its words and
+    positions."""
+    if _FAST_LOADER is None:
+        return None
+    try:
+        loader = _FAST_LOADER(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return None
+    return data, root
 
 
 @dataclass
@@ -140,6 +199,9 @@ def read_yaml(path: Path) -> YamlDocument:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(name, "", f"cannot read the file: {exc}")]) from exc
+    fast = _fast_load(text)
+    if fast is not None:
+        return YamlDocument(*fast)
     try:
         # The reader checks the characters when the loader is made: inside the try too.
         loader = _StrictLoader(text)

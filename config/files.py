@@ -173,6 +173,23 @@ def _cross_checks(loaded: LoadedConfig, docs: dict[Path, YamlDocument]) -> list[
     clauses name sites, spaces, devices and seasons that exist."""
     problems: list[Problem] = []
     first_file: dict[str, Path] = {}
+    named = {
+        (path, i): clause_site_problems(clause, loaded.sites) if loaded.sites else []
+        for path, clause_file in loaded.clause_files.items()
+        for i, clause in enumerate(clause_file.clauses)
+    }
+    # Binding repeats what is named in its own words: only clauses with nothing named.
+    bindable = [
+        clause
+        for path, clause_file in loaded.clause_files.items()
+        for i, clause in enumerate(clause_file.clauses)
+        if not named[(path, i)]
+    ]
+    unbound = {
+        site_id: site
+        for site_id, site in loaded.sites.items()
+        if binding_problems_all(bindable, site) is not None
+    }
     for path, clause_file in loaded.clause_files.items():
         doc = docs[path]
 
@@ -183,14 +200,25 @@ def _cross_checks(loaded: LoadedConfig, docs: dict[Path, YamlDocument]) -> list[
             owner = first_file.setdefault(clause.id, path)
             if owner != path:
                 problem(("clauses", i, "id"), f"clause {clause.id!r} is also defined in {owner}")
-            if loaded.sites:
-                named = clause_site_problems(clause, loaded.sites)
-                for loc, message in named:
-                    problem(("clauses", i, *loc), message)
-                # Binding repeats what is named above in its own words: only when clean.
-                for site_id, message in [] if named else binding_problems(clause, loaded.sites):
-                    problem(("clauses", i), f"cannot bind to site {site_id!r}: {message}")
+            for loc, message in named[(path, i)]:
+                problem(("clauses", i, *loc), message)
+            for site_id, message in [] if named[(path, i)] else binding_problems(clause, unbound):
+                problem(("clauses", i), f"cannot bind to site {site_id!r}: {message}")
     return problems
+
+
+def binding_problems_all(clauses: Sequence[ClauseVersion], site: SiteModel) -> str | None:
+    """What the engine refuses when binding all `clauses` to `site` at once (None: nothing).
+    One engine for all of them costs a fraction of one engine per clause on a large site
+    (bench/site_import.py), so the configuration binds each clause alone (to name it) only for
+    a site where this fails."""
+    from rules.engine import BindingError, SiteEngine
+
+    try:
+        SiteEngine(site, clauses, lateness=0.0)
+    except (BindingError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def binding_problems(clause: ClauseVersion, sites: dict[str, SiteModel]) -> list[tuple[str, str]]:

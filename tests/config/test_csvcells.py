@@ -63,3 +63,13 @@ def test_every_csv_writer_of_the_project_is_the_safe_one() -> None:
         and raw.search((ROOT / name).read_text(encoding="utf-8", errors="replace"))
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["=1+1", "'=1+1", "''=1+1", "+86-531", "'plain", "''", "'", "-3.5", "\t=x", "面板", "a'=b"],
+)
+def test_restore_gives_back_what_neutralise_was_given(text: str) -> None:
+    written = csvcells.neutralise(text)
+    assert isinstance(written, str)
+    assert csvcells.restore(written) == text
