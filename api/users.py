@@ -28,6 +28,8 @@ USER_NAME_HELP: Final = "1 to 64 of a-z 0-9 . _ -, starting with a letter or dig
 MIN_PASSWORD: Final = 10  # characters (NIST SP 800-63B asks for at least 8)
 MAX_PASSWORD: Final = 200  # bounded: argon2 hashes the whole of it
 MAX_DISPLAY_NAME: Final = 100
+# The first key of the sign-in locks (two-int advisory locks: a key space of their own).
+SIGN_IN_LOCK_CLASS: Final = 19
 _HASHER: Final = PasswordHash((Argon2Hasher(),))
 # Verified when the name is unknown, so an unknown name takes as long as a wrong password.
 _DUMMY_HASH: Final = _HASHER.hash("clausewatch: no such user")
@@ -185,7 +187,10 @@ def check_lockout(
     conn: psycopg.Connection[Any], name: str, client: str, policy: LockoutPolicy
 ) -> Lockout | None:
     """A Lockout when this user name or this client address has used up its failed sign-ins
-    within the window, else None."""
+    within the window, else None. Sign-ins of one name are serialised from here to the end of
+    the caller's transaction (an advisory lock), so guesses sent at once cannot all pass the
+    count before the first failure is recorded."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SIGN_IN_LOCK_CLASS, name))
     for by_user, column, value, limit in (
         (True, "user_name", name, policy.per_user),
         (False, "client", client, policy.per_client),

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -37,6 +38,8 @@ def users(api_database_url: str) -> dict[str, str]:
         "wangfang": dict(role="facility_manager", display_name="王芳", sites=("site-a",)),
         "viewer-all": dict(role="viewer"),
         "pudong": dict(role="facility_manager", org=("shanghai", "pudong"), display_name="浦东"),
+        "nowhere": dict(role="viewer", org=("beijing",)),
+        "raced": dict(role="viewer"),
         "locked": dict(role="viewer"),
         "idle": dict(role="viewer"),
         "expired": dict(role="viewer"),
@@ -138,6 +141,18 @@ def test_five_failures_lock_the_name_out_for_fifteen_minutes(
             " WHERE user_name = 'locked'"
         )
     assert sign_in(browser, "locked").status_code == 200
+
+
+def test_guesses_sent_at_once_get_no_more_than_five_tries(
+    live_api: str, users: dict[str, str]
+) -> None:
+    def guess(number: int) -> int:
+        body = {"name": "raced", "password": f"guess number {number}"}
+        return httpx.post(live_api + "/api/v1/session", json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = sorted(pool.map(guess, range(10)))
+    assert answers == [401] * 5 + [429] * 5
 
 
 def test_too_many_failures_from_one_address_lock_that_address_out(
@@ -283,6 +298,14 @@ def test_an_org_user_sees_every_site_of_the_org_including_one_added_later(
     assert me["org"] == ["shanghai", "pudong"] and me["sites"] == ["pd-1", "pd-2"]
     # Scoped: what spans every site stays closed to it.
     assert browser.get("/api/v1/ledger/verify").status_code == 403
+
+    # An organisation with no site yet sees nothing (not everything).
+    browser.cookies.clear()
+    assert sign_in(browser, "nowhere").status_code == 200
+    assert browser.get("/api/v1/sites").json() == []
+    assert browser.get("/api/v1/alerts").json()["items"] == []
+    assert browser.get("/api/v1/compliance").json()["sites"] == []
+    assert browser.get("/api/v1/reports").json() == []
 
 
 def test_what_a_user_does_is_recorded_under_their_name(
