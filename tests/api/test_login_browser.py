@@ -87,6 +87,8 @@ def test_a_user_signs_in_and_sees_the_dashboard_on_the_phone_and_at_the_desk(
                 # The other pages read the API with the same cookie.
                 page.goto(live_api + "/register")
                 expect(page.locator("#results tbody tr").first).to_be_visible(timeout=10_000)
+                page.goto(live_api + "/statistics?site=site-a")
+                expect(page.locator("#site h3").first).to_be_visible(timeout=10_000)
 
                 # Signing out ends the session; the dashboard asks to sign in again.
                 page.click("#sign-out")

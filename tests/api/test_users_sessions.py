@@ -97,6 +97,10 @@ def test_a_signed_in_user_reads_the_api_with_the_session_cookie(browser: TestCli
     assert [s["id"] for s in browser.get("/api/v1/sites").json()] == ["site-a"]
     assert browser.get("/api/v1/alerts", params={"site": "site-b"}).status_code == 403
     assert browser.get("/api/v1/session").json()["sites"] == ["site-a"]
+    # A page with no token pasted sends "Bearer" and nothing else: that is no credential, and
+    # the cookie decides (the energy page does so).
+    empty = browser.get("/api/v1/sites", headers={"Authorization": "Bearer "})
+    assert empty.status_code == 200
 
 
 def test_over_https_the_cookies_are_host_prefixed_and_secure(
