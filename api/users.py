@@ -209,10 +209,7 @@ def check_lockout(
 def record_failure(
     conn: psycopg.Connection[Any], name: str, client: str, policy: LockoutPolicy
 ) -> None:
-    conn.execute(
-        "DELETE FROM login_failures WHERE at <= now() - %s AND (user_name = %s OR client = %s)",
-        (policy.window, name, client),
-    )
+    conn.execute("DELETE FROM login_failures WHERE at <= now() - %s", (policy.window,))
     conn.execute("INSERT INTO login_failures (user_name, client) VALUES (%s, %s)", (name, client))
 
 

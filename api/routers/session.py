@@ -43,7 +43,8 @@ def sign_in(body: SignIn, request: Request, response: Response, conn: DbConn) ->
     for both), 429 while the name or the client address is locked out."""
     policy = session_policy(request)
     client = request.client.host if request.client else ""
-    locked = check_lockout(conn, body.name, client, policy.lockout)
+    name = body.name.lower()  # names are lower case; a phone may capitalise the first letter
+    locked = check_lockout(conn, name, client, policy.lockout)
     if locked is not None:
         conn.commit()
         wait = max(1, int((locked.until - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
@@ -55,14 +56,14 @@ def sign_in(body: SignIn, request: Request, response: Response, conn: DbConn) ->
             " (clausewatch user reset-password)",
             headers={"Retry-After": str(wait)},
         )
-    user = verify_password(conn, body.name, body.password)
+    user = verify_password(conn, name, body.password)
     if user is None:
-        record_failure(conn, body.name, client, policy.lockout)
+        record_failure(conn, name, client, policy.lockout)
         conn.commit()
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "wrong user name or password (用户名或密码错误)"
         )
-    clear_failures(conn, body.name)
+    clear_failures(conn, name)
     secret, csrf, session = create_session(conn, user, policy, client)
     conn.commit()
     https = request.url.scheme == "https"
