@@ -67,6 +67,7 @@ def sign_in(body: SignIn, request: Request, response: Response, conn: DbConn) ->
     secret, csrf, session = create_session(conn, user, policy, client)
     conn.commit()
     https = request.url.scheme == "https"
+    response.headers["Cache-Control"] = "no-store"  # the answer holds the CSRF token
     max_age = int(policy.lifetime.total_seconds())
     for name, value, http_only in ((SESSION_COOKIE, secret, True), (CSRF_COOKIE, csrf, False)):
         response.set_cookie(

@@ -91,6 +91,7 @@ def test_a_signed_in_user_reads_the_api_with_the_session_cookie(browser: TestCli
     assert "HttpOnly" in session and "SameSite=strict" in session and "Path=/" in session
     assert "Secure" not in session  # plain HTTP (the demo): a browser would drop it
     assert me["csrf_token"] == browser.cookies["cw_csrf"]
+    assert answer.headers["cache-control"] == "no-store"
     csrf_cookie = next(c for c in cookies if c.startswith("cw_csrf="))
     assert "HttpOnly" not in csrf_cookie  # the pages read it
     # No token anywhere: the cookie is the credential, cut to the user's sites.
