@@ -941,7 +941,7 @@ async function act(path, body) {
 const QUIET_KINDS = ["silence", "maintenance"];
 
 async function loadQuiet() {
-  if (!state.token || $("app").hidden) return;
+  if ($("app").hidden) return;
   let lists;
   try {
     lists = await Promise.all(QUIET_KINDS.map((kind) => api(`/${kind === "silence" ? "silences" : kind}`)));
