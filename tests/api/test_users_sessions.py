@@ -116,6 +116,16 @@ def test_over_https_the_cookies_are_host_prefixed_and_secure(
         assert c.get("/api/v1/sites").status_code == 200
 
 
+def test_another_sites_form_cannot_sign_a_browser_in(browser: TestClient) -> None:
+    """Login CSRF: a page elsewhere can post a form (or text/plain) to /api/v1/session without
+    a preflight, never JSON; only a JSON body signs in."""
+    body = json.dumps({"name": "viewer-all", "password": PASSWORD})
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        answer = browser.post("/api/v1/session", content=body, headers={"Content-Type": kind})
+        assert answer.status_code == 422, (kind, answer.text)
+        assert "set-cookie" not in answer.headers
+
+
 def test_a_wrong_password_and_an_unknown_name_get_the_same_answer(browser: TestClient) -> None:
     wrong = sign_in(browser, "viewer-all", "not the password")
     unknown = sign_in(browser, "nobody-here", "not the password")
