@@ -4,7 +4,8 @@
 app opens its pool (and the stream's LISTEN connection) in its lifespan and closes them at
 shutdown, so `uvicorn.run(create_app(url))` is self-contained. `ledger_anchors` is where
 GET /ledger/verify reads the signed anchors of the ledger from (None: the chain is checked
-without them, and the verdict says it is not anchored).
+without them, and the verdict says it is not anchored); `session_policy` how long users'
+sessions live and when failed sign-ins lock a name or an address out (api/sessions.py).
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ from api.routers import (
     register,
     registry,
     reports,
+    session,
     statistics,
     webhooks,
 )
+from api.sessions import SessionPolicy
 from api.stream import AlertFeed, StreamConfig
 from api.stream import router as stream_router
 
@@ -66,6 +69,7 @@ def create_app(
     ledger_anchors: AnchorSource | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     http_ingest: ingest.HttpIngest | None = None,
+    session_policy: SessionPolicy | None = None,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -107,6 +111,10 @@ def create_app(
     )
     app.state.ledger_anchors = ledger_anchors
     app.state.ingest = http_ingest
+    app.state.session_policy = session_policy or SessionPolicy()
+    # Named users sign in at /login (issue 19): the session API and the page.
+    app.include_router(session.router, prefix=API_PREFIX)
+    app.include_router(session.pages)
     for module in (
         alerts,
         clauses,

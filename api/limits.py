@@ -5,9 +5,11 @@ the token check among them: unchecked, anyone could make the service hold any bo
 `BodyGate` is an ASGI middleware in front of the app that, for every request with a body:
 
 1. refuses a declared `Content-Length` over `max_body_bytes` with 413 at once;
-2. under `/api/`, checks the bearer token (api.auth.authenticate) before a byte of the body is
-   read: 401 otherwise, and the principal is handed to the route's dependency so the token is
-   looked up once (HTTP ingest, `/api/v1/ingest/`, checks its device login itself first);
+2. under `/api/`, checks the bearer token or the user's session and its CSRF header
+   (api.auth.authenticate_connection) before a byte of the body is read: 401 (403) otherwise,
+   and the principal is handed to the route's dependency so it is looked up once (HTTP ingest,
+   `/api/v1/ingest/`, checks its device login itself first; signing in, `OPEN_BODY_PATHS`,
+   has the credential in its body, which may be at most `OPEN_BODY_BYTES`);
 3. counts the bytes of the body as the app reads them (a chunked body declares no length) and
    stops at the limit with 413.
 
@@ -23,15 +25,18 @@ from typing import Any
 import anyio
 from fastapi import HTTPException, status
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import authenticate
+from api.auth import authenticate_connection
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 GUARDED_PREFIX = "/api/"  # every route that takes a body is here, and needs a token
 # ...but for HTTP ingest, whose devices log in with their broker login (api/routers/ingest.py):
 # that route checks the login before it reads the body, and bounds the body itself.
 DEVICE_LOGIN_PREFIX = "/api/v1/ingest/"
+OPEN_BODY_PATHS = frozenset({"/api/v1/session"})  # signing in: a name and a password
+OPEN_BODY_BYTES = 4096
 CLOSE = (b"connection", b"close")
 
 
@@ -56,21 +61,23 @@ class BodyGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared, chunked, authorization = _framing(scope["headers"])
+        declared, chunked = _framing(scope["headers"])
         if declared is None and not chunked:
             await _refuse(scope, receive, send, 400, "Content-Length is not a number")
             return
         if declared == 0 and not chunked:
             await self.app(scope, receive, send)  # no body: nothing to guard
             return
-        if declared is not None and declared > self.limit:
-            await _refuse(scope, receive, send, 413, too_large(self.limit))
+        limit = OPEN_BODY_BYTES if scope["path"] in OPEN_BODY_PATHS else self.limit
+        if declared is not None and declared > limit:
+            await _refuse(scope, receive, send, 413, too_large(limit))
             return
         path: str = scope["path"]
-        if path.startswith(GUARDED_PREFIX) and not path.startswith(DEVICE_LOGIN_PREFIX):
+        guarded = path.startswith(GUARDED_PREFIX) and not path.startswith(DEVICE_LOGIN_PREFIX)
+        if guarded and path not in OPEN_BODY_PATHS:
             try:
                 principal = await anyio.to_thread.run_sync(
-                    authenticate, scope["app"].state.pool, _bearer(authorization)
+                    authenticate_connection, scope["app"].state.pool, HTTPConnection(scope)
                 )
             except HTTPException as refused:
                 await _refuse(
@@ -78,9 +85,9 @@ class BodyGate:
                 )
                 return
             scope.setdefault("state", {})["principal"] = principal
-        await self._counted(scope, receive, send)
+        await self._counted(scope, receive, send, limit)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
         complete = False
         started = False
@@ -90,8 +97,8 @@ class BodyGate:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if received > limit:
+                    raise BodyTooLarge(limit)
                 complete = not message.get("more_body", False)
             return message
 
@@ -111,27 +118,17 @@ class BodyGate:
                 await _refuse(scope, receive, send, 413, str(refused.detail))
 
 
-def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool, str | None]:
-    """(declared length: 0 when none, None when unreadable; chunked?; Authorization)."""
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+    """(declared length: 0 when none, None when unreadable; chunked?)."""
     declared: int | None = 0
     chunked = False
-    authorization: str | None = None
     for name, value in headers:
         if name == b"content-length":
             text = value.strip()
             declared = int(text) if text.isdigit() and len(text) <= 18 else None
         elif name == b"transfer-encoding":
             chunked = True
-        elif name == b"authorization":
-            authorization = value.decode("latin-1")
-    return declared, chunked, authorization
-
-
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
+    return declared, chunked
 
 
 async def _refuse(

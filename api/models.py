@@ -917,3 +917,29 @@ class QuietPublic(BaseModel):
 
 class QuietList(BaseModel):
     items: list[QuietPublic]
+
+
+# ---- sign-in sessions of named users (api/routers/session.py) ----
+
+
+class SignIn(Input):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Me(BaseModel):
+    """Who the caller is: a user signed in with a session, or an API token."""
+
+    kind: Literal["user", "token"]
+    actor: str = Field(description="how the caller's actions are recorded")
+    user: str | None
+    display_name: str
+    role: str
+    sites: list[str] | None = Field(description="the sites visible now; null: every site")
+    org: list[str] = Field(description="a user's organisation scope (empty: none)")
+    expires_at: dt.datetime | None = Field(default=None, description="when the session ends")
+    csrf_token: str | None = Field(
+        default=None,
+        description="send it as X-CSRF-Token with every request that changes something"
+        " (signing in only; the pages also read it from the cw_csrf cookie)",
+    )

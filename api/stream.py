@@ -11,9 +11,10 @@ that sees 12 first remembers 11 as a gap and looks for it again on the following
 `gap_wait_s`; a gap that never fills was a rolled-back transaction. Such a late row is sent
 after 12 with its own id; clients treat events as idempotent updates of the alert.
 
-The tokens of open streams are re-checked together, one query every `token_check_s` whatever
-the traffic (`OpenStreams`): a revoked or expired token ends its streams at the next check. A
-token may hold at most `max_streams_per_token` streams at once (429 beyond).
+The tokens and sessions of open streams are re-checked together, one query every
+`token_check_s` whatever the traffic (`OpenStreams`): a revoked or expired token, or a session
+that ended, ends its streams at the next check. A token or session may hold at most
+`max_streams_per_token` streams at once (429 beyond).
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from alerts import reads
-from api.auth import Principal, Reader
+from api.auth import Credential, Principal, Reader, live_credentials
 from api.models import Problem, StreamEvent, alert_public
-from api.tokens import live_token_ids
 
 log = logging.getLogger(__name__)
 CHANNEL = "cw_alerts"
@@ -64,41 +64,42 @@ class StreamConfig:
 
 
 class OpenStreams:
-    """The streams open per token: the cap on them, and which tokens the last check found
-    revoked or expired. Used on the event loop only."""
+    """The streams open per credential (an API token or a user's session): the cap on them,
+    and which credentials the last check found revoked, expired or ended. Used on the event
+    loop only."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._open: dict[int, int] = {}
-        self._dead: set[int] = set()
+        self._open: dict[Credential, int] = {}
+        self._dead: set[Credential] = set()
 
-    def acquire(self, token_id: int) -> bool:
+    def acquire(self, key: Credential) -> bool:
         """Takes a slot for a new stream of this token; False when it holds `limit` already."""
-        if self._open.get(token_id, 0) >= self.limit:
+        if self._open.get(key, 0) >= self.limit:
             return False
-        self._open[token_id] = self._open.get(token_id, 0) + 1
+        self._open[key] = self._open.get(key, 0) + 1
         return True
 
-    def release(self, token_id: int) -> None:
-        left = self._open.get(token_id, 0) - 1
+    def release(self, key: Credential) -> None:
+        left = self._open.get(key, 0) - 1
         if left > 0:
-            self._open[token_id] = left
+            self._open[key] = left
         else:
-            self._open.pop(token_id, None)
-            self._dead.discard(token_id)
+            self._open.pop(key, None)
+            self._dead.discard(key)
 
-    def tokens(self) -> list[int]:
+    def tokens(self) -> list[Credential]:
         return sorted(self._open)
 
-    def found_live(self, checked: Sequence[int], live: set[int]) -> bool:
+    def found_live(self, checked: Sequence[Credential], live: set[Credential]) -> bool:
         """Records a check of `checked` that found `live` alive; True when a token died."""
-        dead = {token_id for token_id in checked if token_id not in live}
+        dead = {key for key in checked if key not in live}
         fresh = dead - self._dead
-        self._dead |= {token_id for token_id in dead if token_id in self._open}
+        self._dead |= {key for key in dead if key in self._open}
         return bool(fresh)
 
-    def is_dead(self, token_id: int) -> bool:
-        return token_id in self._dead
+    def is_dead(self, key: Credential) -> bool:
+        return key in self._dead
 
 
 class AlertFeed:
@@ -185,7 +186,7 @@ class AlertFeed:
                 continue
             try:
                 async with self.reads.connection() as conn:
-                    live = await live_token_ids(conn, checked)
+                    live = await live_credentials(conn, checked)
             except psycopg.Error as exc:
                 # The streams' own reads fail too while the database is away, ending them.
                 log.warning("alert feed: token check failed (%s); retrying", exc)
@@ -403,8 +404,8 @@ async def stream(
 
         return await anyio.to_thread.run_sync(run)
 
-    token_id = principal.token_id
-    if not feed.streams.acquire(token_id):
+    key = principal.credential
+    if not feed.streams.acquire(key):
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             f"this token has {feed.streams.limit} open streams, the most one token may have;"
@@ -413,14 +414,14 @@ async def stream(
     try:
         start = resume if resume is not None else await in_thread(reads.timeline_head)
     except BaseException:
-        feed.streams.release(token_id)
+        feed.streams.release(key)
         raise
     body = _events(feed, principal, start, hello=resume is None)
     # As FastAPI sets them for SSE: no caching, and no buffering in an nginx in front.
     return EventStream(
         body,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        on_close=partial(feed.streams.release, token_id),
+        on_close=partial(feed.streams.release, key),
     )
 
 
@@ -434,7 +435,7 @@ async def _events(
     if hello:
         yield format_sse_event(event="hello", id=str(start), data_str=f'{{"position":{start}}}')
     last_sent = time.monotonic()
-    while not feed.streams.is_dead(principal.token_id):
+    while not feed.streams.is_dead(principal.credential):
         seen = feed.generation
         events = await feed.read(reader, principal, time.monotonic())
         if events:

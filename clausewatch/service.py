@@ -367,6 +367,7 @@ class Service:
 
         from api.app import create_app
         from api.serving import ServerLimits, server_config
+        from api.sessions import SessionPolicy
         from api.stream import StreamConfig
 
         assert self.pool is not None
@@ -377,6 +378,10 @@ class Service:
             max_body_bytes=settings.http_max_body_bytes,
             ledger_anchors=settings.ledger_anchor_source(),
             http_ingest=self._http_ingest(),
+            session_policy=SessionPolicy(
+                lifetime=dt.timedelta(seconds=settings.session_lifetime_s),
+                idle_timeout=dt.timedelta(seconds=settings.session_idle_timeout_s),
+            ),
         )
         limits = ServerLimits(
             header_timeout_s=settings.http_header_timeout_s,

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     device_password_file: Path | None = None
     http_ingest_commit_timeout_s: float = Field(default=30.0, gt=0)
     http_ingest_max_in_flight: int = Field(default=256, gt=0)
+    # Users' sign-in sessions (api/sessions.py): they end this long after sign-in, or after
+    # this long without a request, whichever comes first.
+    session_lifetime_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400.0)
+    session_idle_timeout_s: float = Field(default=1800.0, gt=0, le=30 * 86400.0)
     # Event-time reorder window: readings up to this much out of order are judged as if in order.
     lateness_s: float = Field(default=5.0, ge=0)
     # Readings older than this (relative to receive time) are dead letters: edge backlogs

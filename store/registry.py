@@ -474,6 +474,19 @@ def site_ids(conn: psycopg.Connection[Any]) -> list[str]:
         return [row[0] for row in cur.execute("SELECT id FROM sites ORDER BY id")]
 
 
+def sites_in_org(conn: psycopg.Connection[Any], org: Sequence[str]) -> list[str]:
+    """The registered sites whose organisation path (`site.org`) starts with `org`, sorted:
+    read when asked, so a site registered later is among them at once."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT id FROM sites WHERE jsonb_typeof(info->'org') = 'array'"
+            " AND (ARRAY(SELECT jsonb_array_elements_text(info->'org')))"
+            "[1:cardinality(%s::text[])] = %s::text[] ORDER BY id",
+            (list(org), list(org)),
+        )
+        return [row[0] for row in rows]
+
+
 def site_exists(conn: psycopg.Connection[Any], site: str) -> bool:
     return conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is not None
 

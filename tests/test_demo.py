@@ -1,6 +1,6 @@
 """`clausewatch demo` end to end, as a user runs it: it comes up, the simulated building raises a
 real alert visible through the API within a minute, and Ctrl-C stops everything cleanly and
-revokes the admin token it printed.
+revokes the admin token it printed and disables the user whose sign-in it printed.
 
 Runs against the test PostgreSQL and broker (the same env vars a user would set), with a topic
 prefix, client id and port of its own so it never meets another run."""
@@ -101,6 +101,13 @@ def run_demo(settings: dict[str, str], topic_prefix: str) -> list[str]:
         assert alert["clause"]["version"] >= 1
         assert alert["responsible"]["name"]
         assert alert["state"] == "firing"
+        # The printed sign-in works: the person's way in, no token needed (issue 19).
+        login = next(ln for ln in list(lines) if "sign-in (demo)" in ln).split()
+        user, password = login[login.index("user") + 1], login[login.index("password") + 1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as browser:
+            signed_in = browser.post("/api/v1/session", json={"name": user, "password": password})
+            assert signed_in.status_code == 200, signed_in.text
+            assert browser.get("/api/v1/alerts").json()["items"]
         simulator = next(line for line in list(lines) if line.strip().startswith("simulator"))
         pid = int(simulator.rsplit("(pid ", 1)[1].rstrip(")\n"))
         command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -123,4 +130,9 @@ def run_demo(settings: dict[str, str], topic_prefix: str) -> list[str]:
             (token_digest(token),),
         ).fetchone()
     assert row == (True,), "the demo's admin token is still live after Ctrl-C"
+    with psycopg.connect(settings["CLAUSEWATCH_DATABASE_URL"]) as conn:
+        row = conn.execute(
+            "SELECT disabled_at IS NOT NULL FROM users WHERE name = 'demo'"
+        ).fetchone()
+    assert row == (True,), "the demo's user can still sign in after Ctrl-C"
     return lines

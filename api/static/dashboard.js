@@ -187,11 +187,20 @@ function siteZone(siteId) {
 
 class Unauthorized extends Error {}
 
+// Who signs the requests: the pasted token (machines, the demo), else the signed-in user's
+// session cookie, with the session's CSRF token on every request that changes something.
+function credentials(method = "GET") {
+  if (state.token) return { Authorization: `Bearer ${state.token}` };
+  if (method === "GET") return {};
+  const found = document.cookie.split("; ").find((c) => /^(__Host-)?cw_csrf=/.test(c));
+  return { "X-CSRF-Token": found ? found.slice(found.indexOf("=") + 1) : "" };
+}
+
 async function api(path, options = {}) {
   const response = await fetch(API + path, {
     ...options,
     headers: {
-      Authorization: `Bearer ${state.token}`,
+      ...credentials(options.method),
       ...(options.body ? { "Content-Type": "application/json" } : {}),
     },
   });
@@ -256,6 +265,11 @@ function renderCalendar() {
 
 function showLogin(message = "") {
   stopStream();
+  // A person signs in at /login; the token form stays for machines and the demo (/#token).
+  if (!state.token && location.hash !== "#token") {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    return;
+  }
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("login").hidden = false;
@@ -263,8 +277,9 @@ function showLogin(message = "") {
 }
 
 async function start() {
-  // The other pages read the token from the URL fragment, which browsers never send.
-  const fragment = `#token=${encodeURIComponent(state.token)}`;
+  // The other pages read the token from the URL fragment, which browsers never send (a
+  // signed-in user's cookie needs none).
+  const fragment = state.token ? `#token=${encodeURIComponent(state.token)}` : "";
   $("energy-link").href = `/energy${fragment}`;
   $("register-link").href = `/register${fragment}`;
   $("statistics-link").href = `/statistics${fragment}`;
@@ -302,7 +317,7 @@ async function siteFigures(site) {
 }
 
 async function loadSites() {
-  if (!state.token || $("app").hidden) return;
+  if ($("app").hidden) return;
   let sites, figures;
   try {
     sites = await api("/sites");
@@ -604,7 +619,7 @@ async function startStream() {
   let delay = 1000;
   while (!controller.signal.aborted) {
     try {
-      const headers = { Authorization: `Bearer ${state.token}` };
+      const headers = credentials();
       if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
       const response = await fetch(`${API}/stream`, { headers, signal: controller.signal });
       if (response.status === 401) return showLogin(t("bad_token"));
@@ -926,7 +941,7 @@ async function act(path, body) {
 const QUIET_KINDS = ["silence", "maintenance"];
 
 async function loadQuiet() {
-  if (!state.token || $("app").hidden) return;
+  if ($("app").hidden) return;
   let lists;
   try {
     lists = await Promise.all(QUIET_KINDS.map((kind) => api(`/${kind === "silence" ? "silences" : kind}`)));
@@ -1010,7 +1025,12 @@ $("token-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, state.token);
   start();
 });
-$("sign-out").addEventListener("click", () => {
+$("sign-out").addEventListener("click", async () => {
+  if (!state.token) { // a user's session ends on the server
+    await fetch(`${API}/session`, { method: "DELETE", headers: credentials("DELETE") }).catch(() => null);
+    location.assign("/login");
+    return;
+  }
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.alerts.clear();
@@ -1099,5 +1119,6 @@ applyLanguage();
 renderNotifyButton();
 loadCalendar();
 setInterval(loadCalendar, 3600e3); // the count of days to the next year moves on
-if (state.token) start();
+// With a token, or a session cookie (start() finds out: a 401 leads to /login).
+if (state.token || location.hash !== "#token") start();
 else showLogin();

@@ -10,7 +10,7 @@
   const LABELS = {
     zh: {
       alerts: "告警", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计",
-      api: "API", other_language: "English",
+      api: "API", other_language: "English", sign_out: "退出",
       energy_title: "能耗与碳排放", register_title: "标准条款库", statistics_title: "统计",
       site: "站点", space: "空间", whole_site: "整个站点", from: "起", until: "止（不含）",
       token: "访问令牌", show: "显示", carbon_csv: "碳排放 CSV", energy_csv: "逐日能耗 CSV",
@@ -25,7 +25,7 @@
     },
     en: {
       alerts: "Alerts", energy: "Energy & carbon", register: "Register", statistics: "Statistics",
-      api: "API", other_language: "中文",
+      api: "API", other_language: "中文", sign_out: "Sign out",
       energy_title: "Energy and carbon", register_title: "Standards register",
       statistics_title: "Statistics",
       site: "Site", space: "Space", whole_site: "whole site", from: "From",
@@ -77,9 +77,31 @@
     toggle.id = "lang-toggle";
     toggle.type = "button";
     nav.append(toggle);
+    if (csrf()) { // signed in as a user (the session cookie itself is HttpOnly)
+      const out = document.createElement("button");
+      out.id = "sign-out";
+      out.type = "button";
+      out.dataset.i18n = "sign_out";
+      out.addEventListener("click", signOut);
+      nav.append(out);
+    }
+  }
+
+  // The CSRF token of the user's session (cookie cw_csrf, __Host-cw_csrf over HTTPS): sent as
+  // X-CSRF-Token with every request that changes something.
+  function csrf() {
+    const found = document.cookie.split("; ").find((c) => /^(__Host-)?cw_csrf=/.test(c));
+    return found ? found.slice(found.indexOf("=") + 1) : "";
+  }
+
+  async function signOut() {
+    await fetch("/api/v1/session", { method: "DELETE", headers: { "X-CSRF-Token": csrf() } })
+      .catch(() => null);
+    location.assign("/login");
   }
 
   window.clausewatchLang = lang;
+  window.clausewatchCsrf = csrf;
   document.addEventListener("DOMContentLoaded", () => {
     const toggle = document.getElementById("lang-toggle");
     if (toggle) {

@@ -14,12 +14,17 @@ function token() {
   return sessionStorage.getItem("clausewatch.token") || "";
 }
 
-// GET /api/v1/{path} with the token; parameters are form strings, and an empty one is left out.
+// GET /api/v1/{path} with the token, else with the signed-in user's session cookie; parameters
+// are form strings, and an empty one is left out. Signed in with neither: on to /login.
 async function api(path, params = {}) {
   const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== ""));
+  const bearer = token();
   const answer = await fetch(`/api/v1/${path}?${query}`, {
-    headers: { Authorization: `Bearer ${token()}` },
+    headers: bearer ? { Authorization: `Bearer ${bearer}` } : {},
   });
+  if (answer.status === 401 && !bearer) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
   if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
   return answer.json();
 }

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.check",  # check, test-clauses
     "clausewatch.cli.db",  # db upgrade, db info
     "clausewatch.cli.tokens",  # token create
+    "clausewatch.cli.users",  # user create
     "clausewatch.cli.alerts",  # ledger verify, report ledger
     "clausewatch.cli.energy",  # report carbon
     "clausewatch.cli.simulate",  # simulate

@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +33,9 @@ DEMO_DATABASE = "clausewatch"
 DEMO_MAX_AGE_S = 3 * 366 * 86400.0
 # The demo's admin token is revoked when the demo stops; this bounds it should the demo be killed.
 DEMO_TOKEN_LIFETIME = dt.timedelta(days=7)
+# The demo's person: signs in at /login with the password the banner prints (a new one each run).
+DEMO_USER = "demo"
+DEMO_USER_NAME = "演示用户"
 
 
 def register(commands: Commands) -> None:
@@ -306,6 +310,7 @@ def _demo(args: argparse.Namespace) -> int:
     simulator: subprocess.Popen[bytes] | None = None
     service: Service | None = None
     demo_token_id: int | None = None
+    demo_login = False
     code = 0
     embedded_database = not settings.database_url
     try:
@@ -359,6 +364,12 @@ def _demo(args: argparse.Namespace) -> int:
             f"API and dashboard       {service.api_url}/  (OpenAPI: {service.api_url}/docs)"
         )
         started.append(f"admin token (demo)      {token}")
+        password = _demo_login(settings.database_url)
+        demo_login = True
+        started.append(
+            f"sign-in (demo)          {service.api_url}/login  user {DEMO_USER}"
+            f"  password {password}  (admin; disabled when the demo stops)"
+        )
         if not args.no_simulator:
             simulator = _start_simulator(settings, simulator_url, args.speed)
             started.append(
@@ -396,6 +407,8 @@ def _demo(args: argparse.Namespace) -> int:
             service.stop()
         if demo_token_id is not None and settings.database_url:
             _revoke_demo_token(settings.database_url, demo_token_id)
+        if demo_login and settings.database_url:
+            _disable_demo_login(settings.database_url)
         for stop in reversed(stoppers):
             stop()
     print("clausewatch demo stopped.", flush=True)
@@ -440,6 +453,43 @@ def _demo_token(database_url: str) -> tuple[str, int]:
         )
         conn.commit()
     return token, record.id
+
+
+def _demo_login(database_url: str) -> str:
+    """The demo's user (an admin of every site) with a fresh password for this run, made on
+    first use and enabled again on later runs; the password is printed, stored only as a hash,
+    and stops working when the demo stops (`_disable_demo_login`)."""
+    from api.users import create_user, enable_user, get_user, set_password
+    from store.pool import connect
+
+    password = secrets.token_urlsafe(12)
+    with connect(database_url) as conn:
+        if get_user(conn, DEMO_USER) is None:
+            create_user(conn, DEMO_USER, "admin", password, display_name=DEMO_USER_NAME)
+        else:
+            set_password(conn, DEMO_USER, password)
+            enable_user(conn, DEMO_USER)
+        conn.commit()
+    return password
+
+
+def _disable_demo_login(database_url: str) -> None:
+    from api.users import disable_user
+    from store.pool import connect
+
+    try:
+        with connect(database_url) as conn:
+            disable_user(conn, DEMO_USER)
+            conn.commit()
+    except Exception as exc:  # stopping goes on; say what is left to do by hand
+        print(
+            f"warning: could not disable the demo's user {DEMO_USER} ({exc});"
+            f" disable it with: clausewatch user disable {DEMO_USER}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    print(f"user {DEMO_USER} (demo) disabled", flush=True)
 
 
 def _revoke_demo_token(database_url: str, token_id: int) -> None:

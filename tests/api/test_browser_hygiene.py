@@ -26,6 +26,7 @@ PATHS = [
     "/energy",
     "/register",
     "/statistics",
+    "/login",
     "/static/dashboard.js",
     "/static/dashboard.css",
     "/docs",
@@ -36,7 +37,7 @@ PATHS = [
     "/api/v1/nowhere",  # 404
     "/public/site-a",  # 404: not public
 ]
-PAGES = ["/", "/energy", "/register", "/statistics"]
+PAGES = ["/", "/energy", "/register", "/statistics", "/login"]
 
 
 def _policy(header: str) -> dict[str, list[str]]:
@@ -152,7 +153,7 @@ def test_the_dashboard_keeps_its_token_for_the_tab_only(
         token, _ = create_token(conn, "viewer", ("site-a",), "one tab")
     with _offline_page(live_api) as (page, blocked, problems):
         # A token an earlier version left in localStorage is removed, never used.
-        page.goto(live_api + "/")
+        page.goto(live_api + "/#token")  # the token form (people sign in at /login)
         page.evaluate("localStorage.setItem('clausewatch.token', 'cw_left_behind')")
         page.reload()
         expect(page.locator("#login")).to_be_visible()
@@ -167,7 +168,7 @@ def test_the_dashboard_keeps_its_token_for_the_tab_only(
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
         other_tab = page.context.new_page()
-        other_tab.goto(live_api + "/")
+        other_tab.goto(live_api + "/#token")
         expect(other_tab.locator("#login")).to_be_visible()
         assert other_tab.evaluate("sessionStorage.getItem('clausewatch.token')") is None
         assert not blocked, blocked

@@ -116,7 +116,7 @@ def test_a_facility_manager_follows_a_live_alert_to_its_close(
             "console",
             lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
         )
-        page.goto(service.api_url + "/")
+        page.goto(service.api_url + "/#token")  # the token form (people sign in at /login)
         page.fill("#token-input", token)
         page.click("#token-form button[type=submit]")
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")

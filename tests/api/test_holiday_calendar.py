@@ -98,7 +98,7 @@ def test_the_dashboard_shows_a_banner_for_2027(
 
     with launch_chromium() as browser:
         page = browser.new_page(viewport={"width": width, "height": height})
-        page.goto(live_api + "/")
+        page.goto(live_api + "/#token")  # the token form (people sign in at /login)
         banner = page.locator("#calendar-banner")
         expect(banner).to_be_visible()  # before signing in too
         expect(banner).to_contain_text("尚无2027年国务院节假日安排（26天后开始）")

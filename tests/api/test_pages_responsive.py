@@ -182,7 +182,7 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
                 context.close()
         # Before sign-in: the token form fits the phone too.
         page = browser.new_page(viewport={"width": 390, "height": 844})
-        page.goto(service.api_url + "/")
+        page.goto(service.api_url + "/#token")  # the token form (people sign in at /login)
         expect(page.locator("#token-input")).to_be_visible()
         seen = page.evaluate(MEASURE)
         if seen["scrollWidth"] > seen["innerWidth"]:
