@@ -158,9 +158,24 @@ class OpcUaSource(Strict):
     kind: Literal["opcua"]
     device: Id
     url: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/\S*)?$")  # opc.tcp://host:4840/path
+    # `poll`: one Read of every node each interval. `subscribe`: the same poll (it keeps
+    # unchanging values arriving, so the stale-data rules stay quiet, and proves the session
+    # alive), plus a subscription whose data changes are published as they come, within
+    # `publishing_interval`.
+    mode: Literal["poll", "subscribe"] = "poll"
     interval: PositiveDuration = 10.0
+    publishing_interval: PositiveDuration = 1.0
     timeout: PositiveDuration = 5.0
     nodes: tuple[OpcUaNode, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _publishing_inside_the_poll(self) -> OpcUaSource:
+        if self.mode == "subscribe" and self.publishing_interval >= self.interval:
+            raise ValueError(
+                "publishing_interval must be shorter than interval (the poll): a change would"
+                " otherwise wait longer than the next read"
+            )
+        return self
 
 
 BACNET_OBJECT_TYPES = (
@@ -203,9 +218,21 @@ class BacnetSource(Strict):
     # device instance there; sources with the same local_address share one BACnet client.
     local_address: str = Field(default="0.0.0.0:47808", pattern=HOST_PORT)
     local_device_instance: int = Field(default=4194302, ge=0, lt=4194303)
+    # `poll`: ReadProperty of every object each interval. `cov`: the same poll (unchanging
+    # values keep arriving, so the stale-data rules stay quiet), plus SubscribeCOV per object
+    # (unconfirmed notifications, published as they come), renewed every half `cov_lifetime`;
+    # a renewal without an answer means the device is gone, and the next read subscribes again.
+    mode: Literal["poll", "cov"] = "poll"
     interval: PositiveDuration = 30.0
+    cov_lifetime: PositiveDuration = 300.0
     timeout: PositiveDuration = 3.0
     objects: tuple[BacnetObject, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cov_lifetime_in_whole_seconds(self) -> BacnetSource:
+        if self.mode == "cov" and not 2 <= self.cov_lifetime <= 86400:
+            raise ValueError("cov_lifetime must lie between 2 s and 1 day")
+        return self
 
 
 Source = Annotated[

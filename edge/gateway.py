@@ -35,6 +35,9 @@ from edge.config import GatewayConfig
 from edge.sources import Sampler, sampler_for
 
 log = logging.getLogger("clausewatch.edge")
+# After a failed read, a subscribing source tries again this soon rather than at its next poll:
+# until a session is open again none of its changes arrive.
+SUBSCRIBE_RETRY_S = 2.0
 
 
 @dataclass
@@ -147,6 +150,8 @@ class Gateway:
         broker is reachable so the buffer empties; what is left stays buffered for the next
         run."""
         self._stop_sampling.set()
+        for sampler in self.samplers:
+            sampler.wakeup.set()
         samplers, forwarder = self._threads[:-1], self._threads[-1:]
         for thread in samplers:
             thread.join()
@@ -223,27 +228,47 @@ class Gateway:
 
     def _sample_loop(self, sampler: Sampler, stamps: _Stamps) -> None:
         next_at = self.clock()
-        while not self._stop_sampling.wait(max(0.0, next_at - self.clock())):
+        while True:
+            # A polling sampler is woken only at stop; a subscribing one also by its changes.
+            sampler.wakeup.wait(max(0.0, next_at - self.clock()))
+            sampler.wakeup.clear()
+            if self._stop_sampling.is_set():
+                return
             now = self.clock()
+            changes, read_now = sampler.take_changes()
             errors = sampler.errors
+            if changes:
+                self._stamp(sampler, stamps, changes, now)
+            if read_now:
+                next_at = now  # a lost subscription: read (and subscribe) again at once
+            if now < next_at:
+                if sampler.errors != errors:
+                    stamps.last_error_at = now
+                continue
             values = sampler.sample(now)
             if sampler.errors != errors:
                 stamps.last_error_at = now
             if values:
-                stamps.last_good = now
-                stamp = dt.datetime.fromtimestamp(now, self.zone).isoformat(timespec="milliseconds")
-
-                def encode(
-                    seq: int, stamp: str = stamp, values: dict[str, float] = values
-                ) -> bytes:
-                    return orjson.dumps({"ts": stamp, "seq": seq, "metrics": values})
-
-                self.buffer.append(sampler.device, encode)
-                self.sampled += 1
-                self._notify()
+                self._stamp(sampler, stamps, values, now)
             next_at += sampler.interval
+            if values is None and sampler.pushes:
+                # Its changes stop until a read opens a session again: retry sooner.
+                next_at = min(next_at, now + SUBSCRIBE_RETRY_S)
             if next_at < self.clock():  # fell behind (a slow Modbus device): skip, never burst
                 next_at = now + sampler.interval
+
+    def _stamp(
+        self, sampler: Sampler, stamps: _Stamps, values: dict[str, float], now: float
+    ) -> None:
+        stamps.last_good = now
+        stamp = dt.datetime.fromtimestamp(now, self.zone).isoformat(timespec="milliseconds")
+
+        def encode(seq: int, stamp: str = stamp, values: dict[str, float] = values) -> bytes:
+            return orjson.dumps({"ts": stamp, "seq": seq, "metrics": values})
+
+        self.buffer.append(sampler.device, encode)
+        self.sampled += 1
+        self._notify()
 
     # ---- forwarding ----
 

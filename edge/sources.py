@@ -22,19 +22,24 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from asyncua import ua
 from asyncua.client.client import Client as OpcUaClient
 from bacpypes3.apdu import ErrorRejectAbortNack
+from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.ipv4.app import NormalApplication
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
+from bacpypes3.primitivedata import ObjectIdentifier
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge.config import (
     AnySource,
+    BacnetObject,
     BacnetSource,
     ModbusRegister,
     ModbusSource,
+    OpcUaNode,
     OpcUaSource,
     Point,
     SimulatedSource,
@@ -57,6 +62,15 @@ class Counted:
     def __init__(self) -> None:
         self.errors = 0
         self.last_error: str | None = None
+        # Set by a subscribing source when it has changes to publish or lost its session (and
+        # by the gateway at stop): the sampling loop waits on it between polls.
+        self.wakeup = threading.Event()
+        self.pushes = False  # publishes changes between polls (a subscription)
+
+    def take_changes(self) -> tuple[dict[str, float], bool]:
+        """Values the source pushed since the last call, and whether it lost its session and
+        wants a read now (which opens a new one). Polling sources push nothing."""
+        return {}, False
 
     def _failed(self, message: str) -> None:
         self.errors += 1
@@ -191,15 +205,31 @@ class LoopThread:
 
 class OpcUaSampler(Counted):
     """Reads the configured variable nodes of one OPC UA server in one Read request per sample.
-    The session is opened at the first sample and again after any failure."""
+    The session is opened at the first sample and again after any failure.
+
+    In `subscribe` mode the session also carries a subscription to the same nodes: its data
+    changes are kept (the latest value per metric) and the loop woken to publish them; when
+    the client's watchdog finds the session lost, the loop is woken to read at once, which
+    opens a new session and subscribes again."""
 
     def __init__(self, source: OpcUaSource) -> None:
         super().__init__()
         self.source = source
         self.device = source.device
         self.interval = source.interval
+        self.pushes = source.mode == "subscribe"
+        self.subscribed = False
         self._loop = LoopThread(f"opcua-{source.device}")
         self._client: OpcUaClient | None = None
+        self._changes: dict[str, float] = {}
+        self._lost = False
+        self._changes_lock = threading.Lock()
+
+    def take_changes(self) -> tuple[dict[str, float], bool]:
+        with self._changes_lock:
+            changes, self._changes = self._changes, {}
+            lost, self._lost = self._lost, False
+        return changes, lost
 
     def sample(self, now: float) -> dict[str, float] | None:
         try:
@@ -213,8 +243,12 @@ class OpcUaSampler(Counted):
     async def _read(self) -> dict[str, float] | None:
         if self._client is None:
             client = OpcUaClient(self.source.url, timeout=self.source.timeout)
+            if self.pushes:
+                client.connection_lost_callback = self._connection_lost
             await client.connect()
             self._client = client
+            if self.pushes:
+                await self._subscribe(client)
         nodes = [self._client.get_node(point.node) for point in self.source.nodes]
         results = await self._client.read_attributes(nodes)
         values: dict[str, float] = {}
@@ -229,7 +263,40 @@ class OpcUaSampler(Counted):
                 self._failed(f"opcua {self.device} ({redacted(self.source.url)}): {exc}")
         return values or None
 
+    async def _subscribe(self, client: OpcUaClient) -> None:
+        points = {self._node_key(point.node): point for point in self.source.nodes}
+        subscription = await client.create_subscription(
+            self.source.publishing_interval * 1000, _DataChanges(self, points)
+        )
+        handles = await subscription.subscribe_data_change(
+            [client.get_node(point.node) for point in self.source.nodes]
+        )
+        for point, handle in zip(self.source.nodes, handles, strict=True):
+            if isinstance(handle, ua.StatusCode):  # this node only: the poll still reads it
+                self._failed(
+                    f"opcua {self.device} ({redacted(self.source.url)}): cannot subscribe to"
+                    f" node {point.node}: {handle.name}"
+                )
+        self.subscribed = True
+
+    @staticmethod
+    def _node_key(node: str) -> str:
+        return ua.NodeId.from_string(node).to_string()
+
+    def _changed(self, metric: str, value: float) -> None:
+        with self._changes_lock:
+            self._changes[metric] = value
+        self.wakeup.set()
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        self.subscribed = False
+        self._failed(f"opcua {self.device} ({redacted(self.source.url)}): session lost: {exc!r}")
+        with self._changes_lock:
+            self._lost = True
+        self.wakeup.set()
+
     async def _disconnect(self) -> None:
+        self.subscribed = False
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):  # the server may be gone already
@@ -239,6 +306,23 @@ class OpcUaSampler(Counted):
         with contextlib.suppress(SourceError):
             self._loop.run(self._disconnect(), self.source.timeout)
         self._loop.close()
+
+
+class _DataChanges:
+    """asyncua's callback handler of one sampler's subscription (called on its loop)."""
+
+    def __init__(self, sampler: OpcUaSampler, points: dict[str, OpcUaNode]) -> None:
+        self._sampler = sampler
+        self._points = points
+
+    def datachange_notification(self, node: Any, val: object, data: object) -> None:
+        point = self._points.get(node.nodeid.to_string())
+        if point is None:
+            return
+        try:
+            self._sampler._changed(point.metric, scaled(point, val, f"node {point.node}"))
+        except SourceError as exc:
+            self._sampler._failed(f"opcua {self._sampler.device}: {exc}")
 
 
 class BacnetClient:
@@ -296,11 +380,29 @@ class BacnetSampler(Counted):
         self.source = source
         self.device = source.device
         self.interval = source.interval
+        self.pushes = source.mode == "cov"
         self._client = BacnetClient.acquire(source.local_address, source.local_device_instance)
         self._address = Address(
             source.address if ":" in source.address else f"{source.address}:47808"
         )
         self._checked = False
+        # cov mode: one watching task per object, on the client's loop.
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._watching: set[str] = set()
+        self._changes: dict[str, float] = {}
+        self._lost = False
+        self._changes_lock = threading.Lock()
+
+    @property
+    def subscribed(self) -> bool:
+        """Every object has a live COV subscription (cov mode)."""
+        return len(self._watching) == len(self.source.objects)
+
+    def take_changes(self) -> tuple[dict[str, float], bool]:
+        with self._changes_lock:
+            changes, self._changes = self._changes, {}
+            lost, self._lost = self._lost, False
+        return changes, lost
 
     def sample(self, now: float) -> dict[str, float] | None:
         try:
@@ -309,6 +411,8 @@ class BacnetSampler(Counted):
         except (Exception, ErrorRejectAbortNack) as exc:  # counted, retried next interval
             self._checked = False
             self._failed(f"bacnet {self.device} ({self.source.address}): {exc!r}")
+            with contextlib.suppress(SourceError):
+                self._client.loop.run(self._stop_watching(), self.source.timeout)
             return None
 
     async def _read_property(self, objid: str, prop: str) -> object:
@@ -334,10 +438,72 @@ class BacnetSampler(Counted):
                 values[point.metric] = scaled(point, _bacnet_number(raw), point.object)
             except SourceError as exc:
                 self._failed(f"bacnet {self.device} ({self.source.address}): {exc}")
+        if self.pushes:
+            for point in self.source.objects:
+                if point.object not in self._watchers:
+                    self._watchers[point.object] = asyncio.create_task(self._watch(point))
         return values or None
 
+    async def _watch(self, point: BacnetObject) -> None:
+        """Subscribes to one object's changes and renews the subscription every half lifetime
+        (bacpypes3's own renewal is cancelled: its failures would go unseen)."""
+        lifetime = max(2, int(self.source.cov_lifetime))
+        renew_every = lifetime / 2
+        where = f"bacnet {self.device} ({self.source.address})"
+        try:
+            context = self._client.app.change_of_value(
+                self._address, ObjectIdentifier(point.object), None, False, lifetime
+            )
+            async with context as subscription:
+                self._watching.add(point.object)
+                while True:
+                    _cancel_renewal(subscription)
+                    try:
+                        name, raw = await asyncio.wait_for(subscription.get_value(), renew_every)
+                    except TimeoutError:
+                        await asyncio.wait_for(
+                            subscription.refresh_subscription(), self.source.timeout
+                        )
+                        continue
+                    if name != PropertyIdentifier.presentValue:
+                        continue  # status flags come in the same notification
+                    try:
+                        value = scaled(point, _bacnet_number(raw), point.object)
+                    except SourceError as exc:
+                        self._failed(f"{where}: {exc}")
+                        continue
+                    with self._changes_lock:
+                        self._changes[point.metric] = value
+                    self.wakeup.set()
+        except asyncio.CancelledError:
+            raise
+        except (Exception, ErrorRejectAbortNack) as exc:  # gone, or no COV for this object
+            self._failed(f"{where}: COV of {point.object} ended: {exc!r}")
+            with self._changes_lock:
+                self._lost = True
+            self.wakeup.set()
+        finally:
+            self._watching.discard(point.object)
+            if self._watchers.get(point.object) is asyncio.current_task():
+                del self._watchers[point.object]
+
+    async def _stop_watching(self) -> None:
+        watchers = list(self._watchers.values())
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
     def close(self) -> None:
+        with contextlib.suppress(SourceError):
+            self._client.loop.run(self._stop_watching(), self.source.timeout)
         BacnetClient.release(self.source.local_address, self.source.local_device_instance)
+
+
+def _cancel_renewal(subscription: Any) -> None:
+    handle = subscription.refresh_subscription_handle
+    if handle is not None:
+        handle.cancel()
+        subscription.refresh_subscription_handle = None
 
 
 def _bacnet_number(raw: object) -> object:

@@ -123,3 +123,55 @@ def test_the_bundled_examples_are_valid(name: str, kind: str) -> None:
     config, site = load_gateway_config(SITE_FILE.parents[1] / "edge" / name)
     assert site is not None and config.timezone == "Asia/Shanghai"
     assert {source.kind for source in config.sources} == {kind}
+
+
+def test_cov_changes_arrive_before_the_next_poll_and_resubscribe_after_a_device_restart(
+    tmp_path: Path, mqtt_url: str, topic_prefix: str, bacnet_device: BacnetDevice,
+    subscriber_factory,
+) -> None:  # fmt: skip
+    """`mode: cov`: SubscribeCOV per object; a notification is published at once, long before
+    the next poll (60 s); a renewal that gets no answer (every half lifetime) notices the
+    device gone; once it is back it has forgotten the subscriptions, and the gateway makes
+    them again."""
+    local = f"127.0.0.3:{free_udp_port('127.0.0.3')}"
+    config = GatewayConfig.model_validate(
+        {
+            "site": "demo-hq",
+            "gateway": "gw-bacnet",
+            "broker": {"url": mqtt_url, "prefix": topic_prefix},
+            "buffer": {"path": str(tmp_path / "buffer.sqlite")},
+            "batch": {"size": 10, "interval": "0.2s"},
+            "sources": [
+                {"kind": "bacnet_ip", "address": bacnet_device.address, "device_instance": 1001,
+                 "local_address": local, "mode": "cov", "cov_lifetime": "4s", "interval": "60s",
+                 "timeout": "1s",
+                 "device": "th-202", "objects": [
+                     {"metric": "temperature", "object": "analog-input,1", "unit": "°C"},
+                     {"metric": "humidity", "object": "analog-value,2", "decimals": 1}]},
+            ],
+        }
+    )  # fmt: skip
+    subscriber = subscriber_factory(mqtt_url, f"{topic_prefix}/demo-hq/+/telemetry")
+    gateway = Gateway(config)
+    gateway.start()
+    sampler = gateway.samplers[0]
+    try:
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"temperature": 24.5, "humidity": 51.0}) in subscriber.values,
+            timeout=20,
+        )
+        wait_for(lambda: sampler.subscribed, 20, "COV subscriptions made")
+        bacnet_device.set("temperature", 26.75)
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"temperature": 26.75}) in subscriber.values, timeout=10
+        )
+        bacnet_device.stop()
+        wait_for(lambda: not sampler.subscribed, 30, "the device's loss noticed")
+        bacnet_device.start()
+        wait_for(lambda: sampler.subscribed, 30, "subscribed again")
+        bacnet_device.set("humidity", 60.0)
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"humidity": 60.0}) in subscriber.values, timeout=10
+        )
+    finally:
+        gateway.stop()

@@ -124,3 +124,52 @@ def test_a_malformed_node_id_and_url_are_errors(tmp_path: Path) -> None:
         ("sources[0].nodes[0].node", 10),
     ]
     assert "not an OPC UA node id" in str(caught.value.problems[1])
+
+
+@pytest.mark.integration
+def test_subscribed_nodes_publish_a_change_before_the_next_poll_and_resubscribe_after_a_restart(
+    tmp_path: Path, mqtt_url: str, topic_prefix: str, opcua_server: OpcUaServer,
+    subscriber_factory,
+) -> None:  # fmt: skip
+    """`mode: subscribe`: a data change reaches the broker within the subscription's publishing
+    interval, long before the next poll (60 s here); the poll still runs, so an unchanging
+    value keeps arriving and the stale-data rules stay quiet; after the server restarts the
+    gateway subscribes again."""
+    raw = gateway_config(tmp_path, mqtt_url, topic_prefix, opcua_server)
+    source = raw["sources"][0]
+    source.update(mode="subscribe", interval="60s", publishing_interval="0.1s")
+    raw["sources"] = [source]
+    config = GatewayConfig.model_validate(raw)
+    subscriber = subscriber_factory(mqtt_url, f"{topic_prefix}/demo-hq/+/telemetry")
+    gateway = Gateway(config)
+    gateway.start()
+    try:
+        # The first poll at start; the subscription's initial values are the same.
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"temperature": 25.25, "humidity": 27.75}) in subscriber.values,
+            timeout=20,
+        )
+        wait_for(lambda: gateway.samplers[0].subscribed, 20, "subscription made")
+        opcua_server.set("Temperature", 28.5)
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"temperature": 28.5}) in subscriber.values, timeout=10
+        )
+        opcua_server.stop()
+        wait_for(lambda: not gateway.samplers[0].subscribed, 20, "subscription lost")
+        opcua_server.start()
+        wait_for(lambda: gateway.samplers[0].subscribed, 30, "subscribed again")
+        opcua_server.set("Humidity", 40.0)
+        assert subscriber.wait_for(
+            lambda: ("th-202", {"humidity": 20.0}) in subscriber.values, timeout=10
+        )
+    finally:
+        gateway.stop()
+
+
+def test_subscribe_mode_needs_a_publishing_interval_shorter_than_the_poll(
+    tmp_path: Path, opcua_server: OpcUaServer
+) -> None:
+    raw = gateway_config(tmp_path, "mqtt://127.0.0.1:1883", "cw", opcua_server)
+    raw["sources"][0].update(mode="subscribe", interval="1s", publishing_interval="5s")
+    with pytest.raises(ValueError, match="publishing_interval"):
+        GatewayConfig.model_validate(raw)
