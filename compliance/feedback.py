@@ -222,8 +222,8 @@ def _temperature_bounds(node: object) -> tuple[bool, bool]:
     if isinstance(node, Mapping):
         if node.get("metric") == "temperature":
             op = node.get("op")
-            lower = "min" in node or op in (">", ">=")
-            upper = "max" in node or op in ("<", "<=")
+            lower = node.get("min") is not None or op in (">", ">=")
+            upper = node.get("max") is not None or op in ("<", "<=")
         for key, value in node.items():
             if key == "when":  # a gate says when the clause applies, not what it bounds
                 continue
