@@ -288,6 +288,7 @@ def render_feedback_html(
         names=CATEGORY_NAMES,
         space_type=SPACE_TYPE_NAMES.get(form.space_type, (form.space_type, form.space_type)),
         max_text=MAX_TEXT,
+        max_photo=PHOTO_MAX_BYTES,
     )
 
 

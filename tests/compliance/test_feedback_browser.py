@@ -5,12 +5,16 @@ on the statistics page's triage panel. Screenshots land in the artifacts folder.
 
 from __future__ import annotations
 
+import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from compliance.feedback import PHOTO_MAX_BYTES
 from tests.compliance.conftest import PUBLIC_SITE
 from tests.compliance.test_feedback import png
 from tests.support import launch_chromium, skip_without_chromium
@@ -69,6 +73,44 @@ def test_an_occupant_reports_from_the_phone(
         " JOIN feedback_photos p ON p.item_id = i.id"
     ).fetchall()
     assert rows == [("too_hot", lang, "image/png")]
+
+
+def noisy_png(side: int) -> bytes:
+    """A PNG of random pixels: it does not compress, so its size is about 3 × side² bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + os.urandom(side * 3) for _ in range(side))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows, 1))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_photo_over_the_limit_is_shrunk_on_the_phone_before_it_is_sent(
+    live_api: str, conn: psycopg.Connection[Any]
+) -> None:
+    skip_without_chromium()
+    from playwright.sync_api import expect
+
+    big = noisy_png(1400)
+    assert len(big) > PHOTO_MAX_BYTES
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport=PHONE)
+        page.goto(f"{live_api}/public/{PUBLIC_SITE}/feedback?space=office-1")
+        page.get_by_text("其他问题", exact=True).click()
+        page.set_input_files(
+            "input[name=photo]", {"name": "big.png", "mimeType": "image/png", "buffer": big}
+        )
+        expect(page.locator("#photo-note")).to_have_text("照片较大，已自动压缩。")
+        page.get_by_role("button", name="提交").click()
+        expect(page.locator(".done")).to_be_visible()
+    row = conn.execute("SELECT content_type, size FROM feedback_photos").fetchone()
+    assert row is not None and row[0] == "image/jpeg" and row[1] <= PHOTO_MAX_BYTES, row
 
 
 def test_a_facility_manager_triages_on_the_statistics_page(
