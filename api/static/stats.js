@@ -104,7 +104,8 @@ const STEPS = {
 // The photo of an item, fetched with the token and shown inline (a data: URL: the page's policy
 // allows no blob: images).
 async function showPhoto(itemId, cell) {
-  const answer = await fetch(`/api/v1/feedback/${itemId}/photo`, { headers: { Authorization: `Bearer ${token()}` } });
+  const bearer = token(); // else the signed-in user's session cookie, as pagekit's api() does
+  const answer = await fetch(`/api/v1/feedback/${itemId}/photo`, { headers: bearer ? { Authorization: `Bearer ${bearer}` } : {} });
   if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
   const reader = new FileReader();
   reader.onload = () => cell.append(el("img", undefined, { src: reader.result, alt: L("photo", "照片"), class: "feedback-photo" }));
