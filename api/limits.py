@@ -13,12 +13,17 @@ the token check among them: unchecked, anyone could make the service hold any bo
 3. counts the bytes of the body as the app reads them (a chunked body declares no length) and
    stops at the limit with 413.
 
+The public feedback form (`POST /public/{site}/feedback`, no token) may carry a photo: its body
+may reach `PUBLIC_FORM_MAX_BYTES` (the photo's limit and room for the fields) even where the
+service-wide limit is lower.
+
 Refusals carry `Connection: close`, as does any answer given before the body was read to its
 end: the server then closes the connection instead of reading the rest to throw it away.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +34,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import authenticate_connection
+from compliance.feedback import PHOTO_MAX_BYTES
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 GUARDED_PREFIX = "/api/"  # every route that takes a body is here, and needs a token
@@ -38,6 +44,9 @@ DEVICE_LOGIN_PREFIX = "/api/v1/ingest/"
 OPEN_BODY_PATHS = frozenset({"/api/v1/session"})  # signing in: a name and a password
 OPEN_BODY_BYTES = 4096
 CLOSE = (b"connection", b"close")
+# The public feedback form with its photo (compliance/feedback.py): the photo and 64 KiB more.
+PUBLIC_FORM = re.compile(r"^/public/[^/]+/feedback$")
+PUBLIC_FORM_MAX_BYTES = PHOTO_MAX_BYTES + 64 * 1024
 
 
 class BodyTooLarge(HTTPException):
@@ -68,11 +77,15 @@ class BodyGate:
         if declared == 0 and not chunked:
             await self.app(scope, receive, send)  # no body: nothing to guard
             return
-        limit = OPEN_BODY_BYTES if scope["path"] in OPEN_BODY_PATHS else self.limit
+        path: str = scope["path"]
+        limit = self.limit
+        if path in OPEN_BODY_PATHS:
+            limit = OPEN_BODY_BYTES
+        elif PUBLIC_FORM.match(path):
+            limit = max(self.limit, PUBLIC_FORM_MAX_BYTES)
         if declared is not None and declared > limit:
             await _refuse(scope, receive, send, 413, too_large(limit))
             return
-        path: str = scope["path"]
         guarded = path.startswith(GUARDED_PREFIX) and not path.startswith(DEVICE_LOGIN_PREFIX)
         if guarded and path not in OPEN_BODY_PATHS:
             try:

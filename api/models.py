@@ -36,6 +36,9 @@ from compliance.backtest import BacktestResult as BacktestResult
 from compliance.evaluations import ActionState, Method
 from compliance.evaluations import Evaluation as Evaluation
 from compliance.evaluations import ImprovementAction as ImprovementAction
+from compliance.feedback import FeedbackCounts as FeedbackCounts
+from compliance.feedback import FeedbackForm as FeedbackForm
+from compliance.feedback import FeedbackItem as FeedbackItem
 from compliance.public import PublicSite as PublicSite
 from compliance.rates import ClauseCompliance as ClauseCompliance
 from compliance.rates import ComplianceReport as ComplianceReport
@@ -717,6 +720,14 @@ class ActionUpdate(Input):
 
     state: ActionState
     note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)] | None = None
+
+
+class FeedbackTriage(Input):
+    """A facility manager's step on a feedback item (信息反馈): triaged, then resolved or
+    rejected (a new item may be rejected at once), with a note saying why or what was done."""
+
+    state: Literal["triaged", "resolved", "rejected"]
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = ""
 
 
 # ---- health ----

@@ -1,7 +1,8 @@
 """Quarterly self-evaluation reports per site: the figures of `statistics.site_statistics`, the
 worst clauses and spaces, overdue obligations and the ledger excerpt of closed alerts with
 their corrective actions, attainment against the targets of the plan, the implementation
-evaluations people recorded for the quarter with their improvement actions (overdue flagged);
+evaluations people recorded for the quarter with their improvement actions (overdue flagged),
+the feedback received from the public form (by category, state and clause, time to triage);
 printable HTML with inline SVG charts, and CSV; stored in `evaluation_reports` (every generation
 is kept; the newest of a period is current). A generated report evaluates nothing: the evaluated
 share counts only evaluations people recorded (compliance/evaluations.py).
@@ -24,6 +25,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from compliance.evaluations import METHOD_NAMES, Evaluation, list_evaluations
+from compliance.feedback import CATEGORY_NAMES, STATE_NAMES
 from compliance.periods import BadPeriod, last_complete_quarter, quarter_bounds
 from compliance.statistics import SiteStatistics, site_statistics
 from config import csvcells
@@ -312,6 +314,8 @@ def render_html(report: EvaluationReport) -> str:
         colours=SEVERITY_COLOURS,
         calendar_affects=CALENDAR_AFFECTS,
         methods=METHOD_NAMES,
+        feedback_categories=CATEGORY_NAMES,
+        feedback_states=STATE_NAMES,
         actions=[action for e in report.evaluations for action in e.actions],
     )
 
@@ -399,6 +403,24 @@ def render_csv(report: EvaluationReport) -> str:
             writer.writerow(
                 ["improvement_action", action.id, "deadline", action.deadline.isoformat()]
             )
+    feedback = stats.feedback
+    writer.writerow(["feedback", report.site, "received", feedback.received])
+    writer.writerow(["feedback", report.site, "triaged", feedback.triaged])
+    writer.writerow(
+        [
+            "feedback",
+            report.site,
+            "mean_time_to_triage_s",
+            "" if feedback.mean_time_to_triage_s is None else feedback.mean_time_to_triage_s,
+        ]
+    )
+    for section, counts in (
+        ("feedback_category", feedback.by_category),
+        ("feedback_state", feedback.by_state),
+        ("feedback_clause", feedback.by_clause),
+    ):
+        for subject, items in counts.items():
+            writer.writerow([section, subject, "items", items])
     for o in report.overdue_obligations:
         writer.writerow(["overdue_obligation", o.clause_id, o.space, o.started_at.isoformat()])
     for r in report.ledger:

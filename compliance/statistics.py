@@ -12,6 +12,9 @@ the health of the alarm system. Definitions (docs/register.md):
 - improvement actions: open at t (recorded by t, not done by t), overdue when past their deadline.
 - attainment: each of compliance rate, key-clause coverage and evaluated share against the
   targets of the node (compliance/targets.py), with the sites below the target.
+- feedback (信息反馈, compliance/feedback.py): items received in [since, until) by t, by
+  category, by clause, by state as of t; mean time to triage from receipt to the first step out
+  of 'new' (a rejection too), over the items with one by t.
 - alerts by clause and severity: alerts started in [since, until).
 - mean time to acknowledge / close: over alerts confirmed in the period and acknowledged /
   closed since, from `confirmed_at`.
@@ -38,6 +41,7 @@ from compliance.evaluations import (
     evaluated_clauses,
     site_actions,
 )
+from compliance.feedback import FeedbackCounts, feedback_counts
 from compliance.rates import (
     ClauseCompliance,
     Coverage,
@@ -121,6 +125,8 @@ class SiteStatistics(BaseModel):
     # Improvement actions of evaluations open at t, earliest deadline first (`overdue` flags).
     open_actions: list[ImprovementAction]
     overdue_actions: int
+    # Feedback from the public form received in the period (reports stored before it have none).
+    feedback: FeedbackCounts = FeedbackCounts()
     alerts: int
     open_alerts: int
     alerts_by_clause: list[AlertCount]
@@ -151,6 +157,9 @@ class OrgSummary(BaseModel):
     attainment: Attainment
     open_actions: int
     overdue_actions: int
+    feedback: int = 0  # items received in the period
+    feedback_new: int = 0  # of those, not triaged by t
+    mean_time_to_triage_s: float | None = None
     alerts: int
     open_alerts: int
     mean_time_to_acknowledge_s: float | None
@@ -236,6 +245,7 @@ def site_statistics(
         ),
         open_actions=actions,
         overdue_actions=sum(a.overdue for a in actions),
+        feedback=feedback_counts(conn, site, since, until, at),
         alerts=sum(c.alerts for c in alerts["by_clause"]),
         open_alerts=figures.open_alerts,
         alerts_by_clause=alerts["by_clause"],
@@ -367,6 +377,12 @@ def summarise(path: list[str], stats: list[SiteStatistics], targets: TargetTable
         ),
         open_actions=sum(len(s.open_actions) for s in stats),
         overdue_actions=sum(s.overdue_actions for s in stats),
+        feedback=sum(s.feedback.received for s in stats),
+        feedback_new=sum(s.feedback.by_state.get("new", 0) for s in stats),
+        mean_time_to_triage_s=_weighted(
+            [(s.feedback.mean_time_to_triage_s, s.feedback.triaged) for s in stats],
+            sum(s.feedback.triaged for s in stats),
+        ),
         alerts=sum(s.alerts for s in stats),
         open_alerts=sum(s.open_alerts for s in stats),
         mean_time_to_acknowledge_s=_weighted(

@@ -1,7 +1,8 @@
 // The statistics page: an organisation node with its children (/api/v1/statistics/org), one
 // site's figures and alarm-system health (/api/v1/statistics/site/{site}), attainment of each
 // against the targets of the plan with the sites below them, the site's open improvement
-// actions (overdue flagged), its evaluations (/api/v1/evaluations) and stored evaluation reports
+// actions (overdue flagged), the feedback from its public form still to deal with, triaged here
+// (/api/v1/feedback), its evaluations (/api/v1/evaluations) and stored evaluation reports
 // (/api/v1/reports). Text goes in through textContent only. token, api, el and
 // pct are in pagekit.js.
 "use strict";
@@ -88,6 +89,66 @@ function openActions(actions) {
   return t;
 }
 
+// Feedback from the public form (信息反馈, compliance/feedback.py): categories and states named.
+const CATEGORIES = {
+  too_cold: ["Too cold", "太冷"], too_hot: ["Too hot", "太热"], not_cleaned: ["Not cleaned", "未打扫干净"],
+  lift: ["Lift problem", "电梯故障"], other: ["Something else", "其他问题"],
+};
+const STATES = { new: ["new", "待分拣"], triaged: ["triaged", "已受理"] };
+// The next steps of an item in each state: [state, English, Chinese].
+const STEPS = {
+  new: [["triaged", "Accept", "受理"], ["rejected", "Reject", "驳回"]],
+  triaged: [["resolved", "Resolved", "已解决"], ["rejected", "Reject", "驳回"]],
+};
+
+// The photo of an item, fetched with the token and shown inline (a data: URL: the page's policy
+// allows no blob: images).
+async function showPhoto(itemId, cell) {
+  const bearer = token(); // else the signed-in user's session cookie, as pagekit's api() does
+  const answer = await fetch(`/api/v1/feedback/${itemId}/photo`, { headers: bearer ? { Authorization: `Bearer ${bearer}` } : {} });
+  if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
+  const reader = new FileReader();
+  reader.onload = () => cell.append(el("img", undefined, { src: reader.result, alt: L("photo", "照片"), class: "feedback-photo" }));
+  reader.readAsDataURL(await answer.blob());
+}
+
+// The site's feedback not closed yet (new, then triaged), each with a note field and its steps.
+async function feedbackPanel(site) {
+  const box = el("div", undefined, { id: "feedback" });
+  box.append(el("h3", L("Feedback to deal with", "待处理的信息反馈")));
+  const items = [...await api("feedback", { site, state: "new" }), ...await api("feedback", { site, state: "triaged" })];
+  if (!items.length) { box.append(el("p", L("None.", "无。"), { class: "muted" })); return box; }
+  const t = table(L(["received", "space", "problem", "said", "state", ""], ["收到时间", "空间", "问题", "说明", "状态", ""]), []);
+  t.classList.add("actions");
+  for (const item of items) {
+    const r = el("tr", undefined, { "data-item": String(item.id) });
+    r.append(el("td", new Date(item.received_at).toLocaleString(L("en-GB", "zh-CN"))), el("td", item.space),
+      el("td", L(...CATEGORIES[item.category])));
+    const said = el("td", item.text || "–");
+    if (item.photo) {
+      const photo = el("button", L("Photo", "照片"), { type: "button" });
+      photo.addEventListener("click", () => { photo.disabled = true; showPhoto(item.id, said).catch((e) => { statusLine.textContent = e.message; }); });
+      said.append(" ", photo);
+    }
+    r.append(said, el("td", L(...STATES[item.state])));
+    const cell = el("td");
+    const note = el("input", undefined, { name: "note", maxlength: "2000", size: "10", placeholder: L("note", "备注") });
+    cell.append(note);
+    for (const [state, en, zh] of STEPS[item.state]) {
+      const step = el("button", L(en, zh), { type: "button", "data-state": state });
+      step.addEventListener("click", () => act(() => send("PATCH", `feedback/${item.id}`, { state, note: note.value }),
+        L("Feedback updated", "已记录")));
+      cell.append(step);
+    }
+    r.append(cell);
+    t.append(r);
+  }
+  const wrap = el("div", undefined, { class: "scroll" });
+  wrap.append(t);
+  box.append(wrap);
+  return box;
+}
+
 // The quarter a date falls in ("2026Q4"), in local time.
 function quarterOf(day) {
   return `${day.getFullYear()}Q${Math.floor(day.getMonth() / 3) + 1}`;
@@ -155,6 +216,7 @@ async function showOrg() {
     [L("Alerts", "告警"), String(node.alerts)], [L("Open", "未关闭"), String(node.open_alerts)],
     ["MTTA", hours(node.mean_time_to_acknowledge_s)], ["MTTC", hours(node.mean_time_to_close_s)],
     [L("Open actions", "整改中"), String(node.open_actions)], [L("Overdue actions", "逾期整改"), String(node.overdue_actions)],
+    [L("Feedback", "信息反馈"), String(node.feedback)], [L("Feedback not triaged", "待分拣反馈"), String(node.feedback_new)],
   ]));
   section.append(attainment(node.attainment));
   section.append(el("h3", L("One level down", "下级单位")));
@@ -176,10 +238,13 @@ async function showSite() {
     [L("Exempt (planned maintenance)", "维护豁免时长"), hours(s.exempt_s)],
     [L("Alerts", "告警"), String(s.alerts)], ["MTTA", hours(s.mean_time_to_acknowledge_s)],
     ["MTTC", hours(s.mean_time_to_close_s)], [L("Overdue actions", "逾期整改"), String(s.overdue_actions)],
+    [L("Feedback", "信息反馈"), String(s.feedback.received)],
+    [L("Time to triage", "平均分拣用时"), hours(s.feedback.mean_time_to_triage_s)],
   ]));
   section.append(attainment(s.attainment));
   section.append(el("h3", L("Improvement actions open", "整改中的措施")));
   section.append(openActions(s.open_actions));
+  section.append(await feedbackPanel(s.site));
   section.append(el("h3", L("Alerts by clause and severity", "按条款和级别的告警")));
   section.append(table(L(["clause", "severity", "alerts"], ["条款", "级别", "告警"]), s.alerts_by_clause.map((a) => [a.clause_id, a.severity, a.alerts])));
   section.append(el("h3", L("Alarm-system health", "告警系统健康度")));

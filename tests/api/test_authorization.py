@@ -102,6 +102,24 @@ def _evaluation(conn: psycopg.Connection[Any], site: str) -> tuple[int, int]:
     return int(row[0]), int(action[0])
 
 
+def _feedback(conn: psycopg.Connection[Any], site: str, photo: bool = False) -> int:
+    """A new feedback item of the site from its meeting room (with a photo when asked)."""
+    row = conn.execute(
+        "INSERT INTO feedback_items (site, space, category, clauses, body, lang, received_at,"
+        " updated_at) VALUES (%s, 'room-1', 'too_cold', '{temp.cooling.min}', '太冷了', 'zh',"
+        " %s, %s) RETURNING id",
+        (site, T0, T0),
+    ).fetchone()
+    assert row is not None
+    if photo:
+        conn.execute(
+            "INSERT INTO feedback_photos VALUES (%s, 'image/png', 8, 'x', %s)",
+            (row[0], b"\x89PNG\r\n\x1a\n"),
+        )
+    conn.commit()
+    return int(row[0])
+
+
 def _target_path(conn: psycopg.Connection[Any]) -> str:
     """A node with targets of its own, to remove."""
     path = f"city-{uuid.uuid4().hex[:8]}"
@@ -426,6 +444,30 @@ ENDPOINTS = [
             "PATCH",
             f"/api/v1/evaluations/actions/{_evaluation(c, s)[1]}",
             {"state": "done", "note": "已复测"},
+        ),
+    ),
+    Endpoint(
+        "list feedback",
+        "GET /feedback",
+        lambda c, s: ("GET", f"/api/v1/feedback?site={s}", None),
+    ),
+    Endpoint(
+        "get feedback",
+        "GET /feedback/{id}",
+        lambda c, s: ("GET", f"/api/v1/feedback/{_feedback(c, s)}", None),
+    ),
+    Endpoint(
+        "feedback photo",
+        "GET /feedback/{id}/photo",
+        lambda c, s: ("GET", f"/api/v1/feedback/{_feedback(c, s, photo=True)}/photo", None),
+    ),
+    Endpoint(
+        "triage feedback",
+        "PATCH /feedback/{id}",
+        lambda c, s: (
+            "PATCH",
+            f"/api/v1/feedback/{_feedback(c, s)}",
+            {"state": "triaged", "note": "已派维修"},
         ),
     ),
     Endpoint("silences", "GET /silences", lambda c, s: ("GET", f"/api/v1/silences?site={s}", None)),

@@ -127,6 +127,10 @@ def register_db_url(pg_server_url: str) -> Iterator[str]:
 
 
 HISTORY = (
+    "feedback_steps",
+    "feedback_photos",
+    "feedback_items",
+    "feedback_hits",
     "improvement_actions",
     "evaluations",
     "org_targets",
