@@ -24,7 +24,7 @@ from config import BUNDLED_DIR
 from config.files import LoadedConfig, load_site
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
-from tests.edge.conftest import BacnetDevice, OpcUaServer, free_udp_port
+from tests.edge.conftest import BacnetDevice, ModbusServer, OpcUaServer, free_udp_port
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,15 +56,24 @@ def gateway_config(
     }  # fmt: skip
 
 
-def field_bus_sources(opcua: OpcUaServer, bacnet: BacnetDevice) -> tuple[object, ...]:
-    """th-202 from the OPC UA server and th-203 from the BACnet device, sampled every 50 ms."""
+def field_bus_sources(
+    opcua: OpcUaServer, bacnet: BacnetDevice, modbus: ModbusServer
+) -> tuple[object, ...]:
+    """th-202 from the OPC UA server (subscribed), th-203 from the BACnet device (COV) and
+    th-301 from the Modbus server, each read every 50 ms."""
+    modbus.holding[7] = 231  # 23.1 °C
     return (
         {"kind": "opcua", "device": "th-202", "url": opcua.url, "interval": "0.05s",
+         "mode": "subscribe", "publishing_interval": "0.02s",
          "nodes": [{"metric": "temperature", "node": f"ns={opcua.ns};s=Room202.Temperature"}]},
         {"kind": "bacnet_ip", "device": "th-203", "address": bacnet.address,
-         "device_instance": bacnet.instance, "interval": "0.05s",
+         "device_instance": bacnet.instance, "interval": "0.05s", "mode": "cov",
          "local_address": f"127.0.0.3:{free_udp_port('127.0.0.3')}",
          "objects": [{"metric": "temperature", "object": "analog-input,1"}]},
+        {"kind": "modbus_tcp", "device": "th-301", "host": "127.0.0.1", "port": modbus.port,
+         "interval": "0.05s",
+         "registers": [{"metric": "temperature", "address": 7, "type": "int16", "scale": 0.1,
+                        "decimals": 1}]},
     )  # fmt: skip
 
 
@@ -102,11 +111,13 @@ def test_a_broker_outage_loses_and_doubles_nothing(
     subscriber_factory: Callable[..., Any],
     opcua_server: OpcUaServer,
     bacnet_device: BacnetDevice,
+    modbus_server: ModbusServer,
 ) -> None:
-    """Every source kind: simulated, OPC UA and BACnet/IP (Modbus: tests/edge/test_modbus.py)."""
+    """Every source kind in one gateway: simulated, OPC UA (subscribed), BACnet/IP (COV) and
+    Modbus TCP."""
     subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
     service = start_service(fresh_database_url, own_broker, topic_prefix)
-    sources = field_bus_sources(opcua_server, bacnet_device)
+    sources = field_bus_sources(opcua_server, bacnet_device, modbus_server)
     gateway = Gateway(
         GatewayConfig.model_validate(
             gateway_config(own_broker, topic_prefix, tmp_path / "b.sqlite", sources)
@@ -126,9 +137,9 @@ def test_a_broker_outage_loses_and_doubles_nothing(
         assert subscriber.wait_for(lambda: len(subscriber.seqs("th-201")) > resumed_from * 0.7, 20)
     finally:
         gateway.stop()
-    devices = ("th-201", "em-3f", "th-202", "th-203")
+    devices = ("th-201", "em-3f", "th-202", "th-203", "th-301")
     sampled = {device: gateway.buffer.last_seq(device) for device in devices}
-    assert min(sampled.values()) >= 50  # the OPC UA and BACnet sources too
+    assert min(sampled.values()) >= 50  # the field-bus sources too
     try:
         for device, last in sampled.items():
             assert subscriber.wait_for(
@@ -210,9 +221,11 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
     subscriber_factory: Callable[..., Any],
     opcua_server: OpcUaServer,
     bacnet_device: BacnetDevice,
+    modbus_server: ModbusServer,
 ) -> None:
-    """Every source kind: simulated, OPC UA (th-202) and BACnet/IP (th-203)."""
-    sources = field_bus_sources(opcua_server, bacnet_device)
+    """Every source kind: simulated, OPC UA subscribed (th-202), BACnet/IP with COV (th-203)
+    and Modbus TCP (th-301)."""
+    sources = field_bus_sources(opcua_server, bacnet_device, modbus_server)
     gateway = GatewayProcess(tmp_path, own_broker, topic_prefix, sources)
     own_broker.stop()  # the gateway can only buffer
     gateway.start()
@@ -222,7 +235,8 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
         gateway.kill()
     held, last_before_kill = gateway.buffered()
     assert held >= 150
-    killed_at = {device: gateway.buffered(device)[1] for device in ("th-202", "th-203")}
+    field_bus = ("th-202", "th-203", "th-301")
+    killed_at = {device: gateway.buffered(device)[1] for device in field_bus}
 
     own_broker.start()
     subscriber = subscriber_factory(own_broker.url, f"{topic_prefix}/#", persistent=True)
@@ -242,7 +256,7 @@ def test_sigkill_with_a_full_buffer_then_restart_delivers_each_reading_once(
         seqs = subscriber.seqs("th-201")
         assert sorted(seqs) == list(range(1, last + 1))  # each exactly once: nothing was in flight
         assert_each_reading_once_in_postgresql(fresh_database_url, last)
-        for device in ("th-202", "th-203"):
+        for device in field_bus:
             last = gateway.buffered(device)[1]
             assert last > killed_at[device] > 0, device  # read in both runs
             assert sorted(subscriber.seqs(device)) == list(range(1, last + 1)), device
