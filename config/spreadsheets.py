@@ -81,7 +81,7 @@ class CellProblem:
 @dataclass(frozen=True, slots=True)
 class Row:
     number: int  # as the spreadsheet shows it, from 1
-    cells: list[Cell]  # column 1 first; a refused cell is None
+    cells: list[Cell]  # column 1 first, up to the last non-empty one; a refused cell is None
     problems: list[CellProblem] = field(default_factory=list)
 
 
@@ -269,6 +269,8 @@ def _row(number: int, cells: Sequence[tuple[Cell, bool]], limits: Limits) -> Row
             )
             value = None
         values.append(value)
+    while values and values[-1] is None:  # read-only openpyxl pads rows to the columns read
+        values.pop()
     return Row(number, values, problems)
 
 

@@ -3,8 +3,10 @@
 A row says: for `site` (and a space, and a meter or other device when known), `carrier` used
 `quantity` `unit` from `first_day` to `last_day` (local dates, both included), costing `cost`
 yuan, as a `billed` value (a utility's bill) or a `manual` one (a reading typed by hand, or an
-estimate). They come from CSV or Excel (.xlsx) files; every row is checked before anything is
-stored, and every error is named by sheet, row and column.
+estimate). They come from CSV or Excel (.xlsx) files, read by `config.spreadsheets` as the site
+workbook is (bounded; a formula cell is refused, never its cached result taken, and a workbook
+that may hold macros is not read); every row is checked before anything is stored, and every
+error is named by sheet, row and column.
 
 Stored in `energy_bills` (migration 0053). The natural key is site, carrier, space, device and
 period: importing the same file again changes nothing; a row with the same key and other values
