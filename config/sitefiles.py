@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -235,10 +236,9 @@ def _sheet_rows(sheet: Sheet, table: Table, problems: list[SheetProblem]) -> She
         if row.number <= HEADER_ROWS:
             continue
         values: dict[str, Cell] = {}
-        for index, value in enumerate(row.cells, start=1):
+        for index, (value, key) in enumerate(zip_longest(row.cells, header.columns), start=1):
             if value is None:
                 continue
-            key = header.name(index)
             if key is None:
                 problems.append(
                     _problem(

@@ -41,6 +41,7 @@ Cell = str | int | float | bool | dt.datetime | dt.date | dt.time | None
 XLSX_SUFFIXES = (".xlsx",)
 MACRO_SUFFIXES = (".xlsm", ".xltm", ".xlsb", ".xls")
 ZIP_MAGIC = b"PK\x03\x04"
+RawCells = tuple[list[Cell], list[int]]  # a row's values as read, and its formulas' columns
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class CellProblem:
 @dataclass(frozen=True, slots=True)
 class Row:
     number: int  # as the spreadsheet shows it, from 1
-    cells: list[Cell]  # column 1 first, up to the last non-empty one; a refused cell is None
+    cells: list[Cell]  # column 1 first (an xlsx row as wide as read); a refused cell is None
     problems: list[CellProblem] = field(default_factory=list)
 
 
@@ -164,10 +165,13 @@ def read_xlsx(source: Path | bytes, limits: Limits, header_rows: int) -> Iterato
         workbook.close()
 
 
-def _xlsx_cells(worksheet: Any, limits: Limits) -> Iterator[list[tuple[Cell, bool]]]:
-    """Each row's cells as (value, is a formula), at most `max_columns` + 1 wide."""
+def _xlsx_cells(worksheet: Any, limits: Limits) -> Iterator[RawCells]:
+    """Each row's values, at most `max_columns` + 1 wide, and which of them are formulas."""
     for row in worksheet.iter_rows(max_col=limits.max_columns + 1):
-        yield [(cell.value, getattr(cell, "data_type", None) == "f") for cell in row]
+        yield (
+            [cell.value for cell in row],
+            [i for i, cell in enumerate(row, start=1) if getattr(cell, "data_type", "") == "f"],
+        )
 
 
 def read_csv(data: bytes, limits: Limits, header_rows: int, name: str = "") -> Table:
@@ -188,68 +192,65 @@ def read_csv(data: bytes, limits: Limits, header_rows: int, name: str = "") -> T
     return Table(name, _rows(_csv_cells(text, name), limits, header_rows))
 
 
-def _csv_cells(text: str, name: str) -> Iterator[list[tuple[Cell, bool]]]:
-    """A CSV's rows as cells: text with the quote `csvcells` adds taken off; a cell that
-    begins with `=` is what a spreadsheet saved from a formula, marked as one."""
+def _csv_cells(text: str, name: str) -> Iterator[RawCells]:
+    """A CSV's rows: text with the quote `csvcells` adds taken off; a cell that begins with `=`
+    is what a spreadsheet saved from a formula, marked as one."""
     try:
         for row in csv.reader(io.StringIO(text, newline="")):
-            yield [(csvcells.restore(v) if v else None, v.startswith("=")) for v in row]
+            yield (
+                [csvcells.restore(v) if v else None for v in row],
+                [i for i, v in enumerate(row, start=1) if v.startswith("=")],
+            )
     except csv.Error as exc:
         raise SpreadsheetError(
             f"CSV 格式错误：{exc}", f"{name or 'the file'} is not valid CSV: {exc}", name
         ) from exc
 
 
-def blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _rows(
-    source: Iterable[list[tuple[Cell, bool]]], limits: Limits, header_rows: int
-) -> Iterator[Row]:
+def _rows(source: Iterable[RawCells], limits: Limits, header_rows: int) -> Iterator[Row]:
     """The non-blank rows, each cell checked; at most `max_rows` of them below the first
     `header_rows` rows (and at most twice as many rows, blank ones included): past that, a
     row with only the problem, and no more."""
     data = 0
-    for number, cells in enumerate(source, start=1):
-        empty = all(blank(value) and not formula for value, formula in cells)
-        if not empty and number > header_rows:
+    last = 2 * limits.max_rows + header_rows
+    for number, (values, formulas) in enumerate(source, start=1):
+        row = _row(number, values, formulas, limits)
+        if row is not None and number > header_rows:
             data += 1
-        if data > limits.max_rows or number > 2 * limits.max_rows + header_rows:
-            yield Row(
-                number,
-                [],
-                [
-                    CellProblem(
-                        0,
-                        f"行数超过上限 {limits.max_rows}（含空行时 {2 * limits.max_rows}）",
-                        f"more than {limits.max_rows} data rows (or {2 * limits.max_rows} "
-                        "rows, empty ones included)",
-                    )
-                ],
+        if data > limits.max_rows or number > last:
+            problem = CellProblem(
+                0,
+                f"行数超过上限 {limits.max_rows}（含空行时 {2 * limits.max_rows}）",
+                f"more than {limits.max_rows} data rows (or {2 * limits.max_rows} rows, "
+                "empty ones included)",
             )
+            yield Row(number, [], [problem])
             return
-        if not empty:
-            yield _row(number, cells, limits)
+        if row is not None:
+            yield row
 
 
-def _row(number: int, cells: Sequence[tuple[Cell, bool]], limits: Limits) -> Row:
-    values: list[Cell] = []
+def _row(number: int, values: list[Cell], formulas: list[int], limits: Limits) -> Row | None:
+    """The row's cells (a refused one as None, with its problem); None for a blank row. A cell
+    of only white space is empty. (Comprehensions, not a loop a cell: this runs for every
+    cell of a 100,000-space workbook.)"""
+    cells = [None if type(v) is str and not v.strip() else v for v in values]
     problems: list[CellProblem] = []
-    for index, (value, formula) in enumerate(cells, start=1):
-        if blank(value) and not formula:
-            values.append(None)
-            continue
-        if index > limits.max_columns:
+    width = limits.max_columns
+    if len(cells) > width:
+        beyond = [i for i, v in enumerate(cells[width:], start=width + 1) if v is not None]
+        if beyond:
             problems.append(
                 CellProblem(
-                    index,
-                    f"超出最多 {limits.max_columns} 列",
-                    f"beyond the last column read ({limits.max_columns})",
+                    beyond[0],
+                    f"超出最多 {width} 列",
+                    f"beyond the last column read ({width})",
                 )
             )
-            break
-        if formula:
+        del cells[width:]
+    for index in formulas:
+        if index <= width:
+            cells[index - 1] = None
             problems.append(
                 CellProblem(
                     index,
@@ -258,20 +259,16 @@ def _row(number: int, cells: Sequence[tuple[Cell, bool]], limits: Limits) -> Row
                     "needs a leading ')",
                 )
             )
-            value = None
-        elif isinstance(value, str) and len(value) > limits.max_cell_chars:
-            problems.append(
-                CellProblem(
-                    index,
-                    f"内容过长（上限 {limits.max_cell_chars} 字符）",
-                    f"longer than {limits.max_cell_chars} characters",
-                )
-            )
-            value = None
-        values.append(value)
-    while values and values[-1] is None:  # read-only openpyxl pads rows to the columns read
-        values.pop()
-    return Row(number, values, problems)
+    most = limits.max_cell_chars
+    for index in [i for i, v in enumerate(cells, start=1) if type(v) is str and len(v) > most]:
+        cells[index - 1] = None
+        problems.append(
+            CellProblem(index, f"内容过长（上限 {most} 字符）", f"longer than {most} characters")
+        )
+    if not problems and cells.count(None) == len(cells):
+        return None
+    problems.sort(key=lambda p: p.column)
+    return Row(number, cells, problems)
 
 
 @dataclass(frozen=True, slots=True)
