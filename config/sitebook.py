@@ -26,10 +26,10 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from config.documents import YamlDocument, located_problems, parse_loc, validation_problems
+from config.spreadsheets import Cell
 from rules.site import Assignment, Device, MetricSpec, Party, SiteInfo, SiteModel, Space
 
 # A cell as read from a file: text (CSV, text cells) or what a spreadsheet typed it as.
-Cell = str | int | float | bool | dt.datetime | dt.date | dt.time | None
 HEADER_ROWS = 2  # row 1: Chinese, row 2: English keys; data from row 3
 
 

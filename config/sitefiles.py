@@ -18,30 +18,28 @@ previous file is kept beside it as `*.bak`). Syncing the registry is the caller'
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import yaml
-from openpyxl import Workbook, load_workbook
+from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.utils.exceptions import InvalidFileException
 
-from config import csvcells
+from config import csvcells, spreadsheets
 from config.documents import ConfigError, Problem
 from config.files import load_files, load_site, yaml_files
 from config.sitebook import (
     HEADER_ROWS,
     SHEETS,
     SHEETS_BY_KEY,
-    Cell,
     OutCell,
     Rows,
     Sheet,
@@ -54,112 +52,74 @@ from config.sitebook import (
     site_from_rows,
     site_rows,
 )
+from config.spreadsheets import XLSX_SUFFIXES, Cell, Header, Limits, SpreadsheetError, Table
 from rules.site import SiteModel
 
-XLSX_SUFFIXES = (".xlsx",)
-MACRO_SUFFIXES = (".xlsm", ".xltm", ".xlsb", ".xls")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much of a workbook is read at most. The defaults take a site of 100,000 spaces."""
-
-    max_file_bytes: int = 64 * 1024 * 1024  # the file as uploaded (xlsx or zip), or a CSV
-    max_unpacked_bytes: int = 512 * 1024 * 1024  # what a zip (xlsx is one) holds unpacked
-    max_rows: int = 200_000  # data rows per sheet
-    max_columns: int = 40
-    max_cell_chars: int = 4_000
+LIMITS = Limits()  # the defaults take a site of 100,000 spaces
 
 
 def _problem(sheet: str, row: int, column: str, zh: str, en: str) -> SheetProblem:
     return SheetProblem(sheet, row, column, zh, en)
 
 
-def _fail(zh: str, en: str, sheet: str = "") -> WorkbookError:
-    return WorkbookError([_problem(sheet, 0, "", zh, en)])
+def _fail(error: SpreadsheetError, sheet: str = "") -> WorkbookError:
+    return WorkbookError([_problem(error.sheet or sheet, 0, "", error.zh, error.en)])
 
 
 # ---- reading ----
 
 
-def read_workbook(path: Path, limits: Limits = Limits()) -> WorkbookRows:
+def read_workbook(path: Path, limits: Limits = LIMITS) -> WorkbookRows:
     """The data rows of each sheet of an .xlsx file, a folder of CSV files or a zip of them,
     with the problems of its cells (a formula, an unknown column) named by sheet, row and
     column. Raises WorkbookError for a file that cannot be read as a workbook at all."""
-    if path.is_dir():
-        return _read_csv_folder(path, limits)
-    suffix = path.suffix.lower()
-    if suffix in MACRO_SUFFIXES:
-        raise _fail(
-            f"不接受 {suffix} 文件（可能含宏）：请另存为 .xlsx",
-            f"{suffix} files are not accepted (they may hold macros): save as .xlsx",
-        )
-    if suffix not in (*XLSX_SUFFIXES, ".zip"):
-        if suffix == ".csv":
-            raise _fail(
-                "CSV 须为每张表一个文件，放在一个文件夹或 zip 中",
-                "CSV comes as one file per sheet, in a folder or a zip",
-            )
-        raise _fail(
-            f"不支持的文件类型 {suffix!r}：请用 .xlsx、.zip 或文件夹",
-            f"unsupported file type {suffix!r}: use .xlsx, .zip or a folder of CSV files",
-        )
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise _fail(f"无法读取文件：{exc}", f"cannot read the file: {exc}") from exc
-    if size > limits.max_file_bytes:
-        raise _fail(
-            f"文件过大（{size} 字节，上限 {limits.max_file_bytes}）",
-            f"the file is too large ({size} bytes; at most {limits.max_file_bytes})",
+        if path.is_dir():
+            return _read_csv_folder(path, limits)
+        spreadsheets.refuse_macros(path.name)
+        suffix = path.suffix.lower()
+        if suffix in spreadsheets.XLSX_SUFFIXES:
+            return _read_xlsx(path, limits)
+        if suffix == ".zip":
+            return _read_csv_zip(path, limits)
+    except SpreadsheetError as exc:
+        raise _fail(exc) from exc
+    if suffix == ".csv":
+        raise WorkbookError(
+            [
+                _problem(
+                    "",
+                    0,
+                    "",
+                    "CSV 须为每张表一个文件，放在一个文件夹或 zip 中",
+                    "CSV comes as one file per sheet, in a folder or a zip",
+                )
+            ]
         )
-    if suffix in XLSX_SUFFIXES:
-        return _read_xlsx(path, limits)
-    return _read_csv_zip(path, limits)
-
-
-def _check_zip(archive: zipfile.ZipFile, limits: Limits, *, xlsx: bool) -> None:
-    members = archive.infolist()
-    unpacked = sum(m.file_size for m in members)
-    if unpacked > limits.max_unpacked_bytes or len(members) > 10_000:
-        raise _fail(
-            f"压缩内容过大（解压后 {unpacked} 字节）",
-            f"the archive unpacks to too much ({unpacked} bytes in {len(members)} members)",
-        )
-    if xlsx and any(m.filename.lower().endswith("vbaproject.bin") for m in members):
-        raise _fail(
-            "工作簿含宏（vbaProject.bin），不予接受：请另存为不含宏的 .xlsx",
-            "the workbook holds macros (vbaProject.bin): save it as a macro-free .xlsx",
-        )
+    raise WorkbookError(
+        [
+            _problem(
+                "",
+                0,
+                "",
+                f"不支持的文件类型 {suffix!r}：请用 .xlsx、.zip 或文件夹",
+                f"unsupported file type {suffix!r}: use .xlsx, .zip or a folder of CSV files",
+            )
+        ]
+    )
 
 
 def _read_xlsx(path: Path, limits: Limits) -> WorkbookRows:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            _check_zip(archive, limits, xlsx=True)
-        workbook = load_workbook(path, read_only=True, data_only=False, keep_links=False)
-    except (zipfile.BadZipFile, InvalidFileException, OSError, KeyError) as exc:
-        raise _fail(
-            f"不是有效的 .xlsx 工作簿：{exc}", f"not a valid .xlsx workbook: {exc}"
-        ) from exc
-    try:
-        tables: dict[str, Iterator[list[tuple[Cell, bool]]]] = {}
+    with spreadsheets.read_xlsx(path, limits, HEADER_ROWS) as tables:
         problems: list[SheetProblem] = []
-        for worksheet in workbook.worksheets:
-            sheet = _sheet_named(worksheet.title)
+        found: dict[str, Table] = {}
+        for table in tables:
+            sheet = _sheet_named(table.name)
             if sheet is None:
-                problems.append(_unknown_sheet(worksheet.title))
+                problems.append(_unknown_sheet(table.name))
                 continue
-            tables[sheet.key] = _xlsx_rows(worksheet, limits)
-        return _tables(tables, limits, problems)
-    finally:
-        workbook.close()
-
-
-def _xlsx_rows(worksheet: Any, limits: Limits) -> Iterator[list[tuple[Cell, bool]]]:
-    """Each row's cells as (value, is a formula), at most `max_columns` + 1 wide."""
-    for row in worksheet.iter_rows(max_col=limits.max_columns + 1):
-        yield [(cell.value, getattr(cell, "data_type", None) == "f") for cell in row]
+            found[sheet.key] = table
+        return _tables(found, problems)
 
 
 def _read_csv_folder(folder: Path, limits: Limits) -> WorkbookRows:
@@ -180,11 +140,12 @@ def _read_csv_folder(folder: Path, limits: Limits) -> WorkbookRows:
 
 
 def _read_csv_zip(path: Path, limits: Limits) -> WorkbookRows:
+    spreadsheets.check_size(path.stat().st_size, limits)
     texts: dict[str, bytes] = {}
     problems: list[SheetProblem] = []
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_zip(archive, limits, xlsx=False)
+            spreadsheets.check_zip(archive, limits, xlsx=False)
             for member in archive.infolist():
                 name = Path(member.filename).name
                 if member.is_dir() or not name or name.startswith("."):
@@ -200,38 +161,23 @@ def _read_csv_zip(path: Path, limits: Limits) -> WorkbookRows:
                     continue
                 texts[sheet.key] = archive.read(member)
     except zipfile.BadZipFile as exc:
-        raise _fail(f"不是有效的 zip 文件：{exc}", f"not a valid zip file: {exc}") from exc
+        raise SpreadsheetError(
+            f"不是有效的 zip 文件：{exc}", f"not a valid zip file: {exc}"
+        ) from exc
     return _csv_tables(texts, limits, problems)
 
 
 def _csv_tables(
     texts: Mapping[str, bytes], limits: Limits, problems: list[SheetProblem]
 ) -> WorkbookRows:
-    tables: dict[str, Iterator[list[tuple[Cell, bool]]]] = {}
-    for key, data in texts.items():
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            try:
-                text = data.decode("gb18030")  # what Excel in Chinese saves CSV as
-            except UnicodeDecodeError as exc:
-                raise _fail(
-                    "CSV 须为 UTF-8 或 GB18030 编码",
-                    f"{key}.csv is neither UTF-8 nor GB18030 text: {exc}",
-                    key,
-                ) from exc
-        tables[key] = _csv_rows(text, key)
-    return _tables(tables, limits, problems)
-
-
-def _csv_rows(text: str, key: str) -> Iterator[list[tuple[Cell, bool]]]:
-    """A CSV's rows as cells: text with the quote `csvcells` adds taken off; a cell that
-    begins with `=` is what a spreadsheet saved from a formula, marked as one."""
+    tables = {
+        key: spreadsheets.read_csv(data, limits, HEADER_ROWS, f"{key}.csv")
+        for key, data in texts.items()
+    }
     try:
-        for row in csv.reader(io.StringIO(text, newline="")):
-            yield [(csvcells.restore(v) if v else None, v.startswith("=")) for v in row]
-    except csv.Error as exc:
-        raise _fail(f"CSV 格式错误：{exc}", f"{key}.csv: {exc}", key) from exc
+        return _tables(tables, problems)
+    except SpreadsheetError as exc:  # a CSV file found broken while its rows are read
+        raise _fail(exc, exc.sheet.removesuffix(".csv")) from exc
 
 
 def _sheet_named(name: str) -> Sheet | None:
@@ -249,14 +195,10 @@ def _unknown_sheet(name: str) -> SheetProblem:
     )
 
 
-def _tables(
-    tables: Mapping[str, Iterator[list[tuple[Cell, bool]]]],
-    limits: Limits,
-    problems: list[SheetProblem],
-) -> WorkbookRows:
+def _tables(tables: Mapping[str, Table], problems: list[SheetProblem]) -> WorkbookRows:
     found: dict[str, SheetRows] = {}
-    for key, rows in tables.items():
-        found[key] = _sheet_rows(SHEETS_BY_KEY[key], rows, limits, problems)
+    for key, table in tables.items():
+        found[key] = _sheet_rows(SHEETS_BY_KEY[key], table, problems)
     for sheet in SHEETS:
         if sheet.required and sheet.key not in found:
             problems.append(
@@ -265,84 +207,53 @@ def _tables(
     return WorkbookRows(found, problems)
 
 
-def _sheet_rows(
-    sheet: Sheet,
-    rows: Iterator[list[tuple[Cell, bool]]],
-    limits: Limits,
-    problems: list[SheetProblem],
-) -> SheetRows:
+def _sheet_rows(sheet: Sheet, table: Table, problems: list[SheetProblem]) -> SheetRows:
     """The data rows of one sheet, by the English keys of its second header row."""
-    known = {c.key for c in sheet.columns}
-    columns: list[str | None] = []
+    header = Header([], [])
     data: SheetRows = []
     before = len(problems)
-    for number, cells in enumerate(rows, start=1):
-        if number == HEADER_ROWS:
-            columns = _header(sheet, cells, known, problems)
-            continue
-        if number < HEADER_ROWS:
-            continue
+
+    def column(index: int) -> str:
+        return (header.name(index) or f"#{index}") if index else ""
+
+    for row in table.rows:
         if len(problems) - before >= 100:
             problems.append(
-                _problem(sheet.key, number, "", "错误过多，停止检查", "too many problems; stopped")
-            )
-            break
-        if len(data) >= limits.max_rows or number > 2 * limits.max_rows + HEADER_ROWS:
-            problems.append(
                 _problem(
-                    sheet.key,
-                    number,
-                    "",
-                    f"行数超过上限 {limits.max_rows}（含空行时 {2 * limits.max_rows}）",
-                    f"more than {limits.max_rows} data rows (or {2 * limits.max_rows} rows, "
-                    "empty ones included)",
+                    sheet.key, row.number, "", "错误过多，停止检查", "too many problems; stopped"
                 )
             )
             break
+        for problem in row.problems:
+            problems.append(
+                _problem(sheet.key, row.number, column(problem.column), problem.zh, problem.en)
+            )
+        if row.number == HEADER_ROWS:
+            header = spreadsheets.header_columns(row.cells, {c.key: c.key for c in sheet.columns})
+            problems.extend(
+                _problem(sheet.key, row.number, f"#{p.column}", p.zh, p.en) for p in header.problems
+            )
+        if row.number <= HEADER_ROWS:
+            continue
         values: dict[str, Cell] = {}
-        for index, (value, formula) in enumerate(cells):
-            if value is None or (isinstance(value, str) and not value.strip()):
+        for index, (value, key) in enumerate(zip_longest(row.cells, header.columns), start=1):
+            if value is None:
                 continue
-            column = columns[index] if index < len(columns) else None
-            where = column or f"#{index + 1}"
-            if formula:
+            if key is None:
                 problems.append(
                     _problem(
                         sheet.key,
-                        number,
-                        where,
-                        "不接受公式：请填写数值或文本（文本以 ' 开头）",
-                        "formulas are not accepted: enter the value (text beginning with = "
-                        "needs a leading ')",
-                    )
-                )
-                continue
-            if column is None:
-                problems.append(
-                    _problem(
-                        sheet.key,
-                        number,
-                        where,
+                        row.number,
+                        column(index),
                         "此列没有表头（第 2 行的英文键）",
                         "a value in a column without a key in header row 2",
                     )
                 )
                 continue
-            if isinstance(value, str) and len(value) > limits.max_cell_chars:
-                problems.append(
-                    _problem(
-                        sheet.key,
-                        number,
-                        column,
-                        f"内容过长（上限 {limits.max_cell_chars} 字符）",
-                        f"longer than {limits.max_cell_chars} characters",
-                    )
-                )
-                continue
-            values[column] = value
+            values[key] = value
         if values:
-            data.append((number, values))
-    if not columns and len(problems) == before:
+            data.append((row.number, values))
+    if not header.columns and len(problems) == before:
         problems.append(
             _problem(
                 sheet.key,
@@ -353,32 +264,6 @@ def _sheet_rows(
             )
         )
     return data
-
-
-def _header(
-    sheet: Sheet, cells: list[tuple[Cell, bool]], known: set[str], problems: list[SheetProblem]
-) -> list[str | None]:
-    columns: list[str | None] = []
-    for index, (value, _) in enumerate(cells):
-        key = str(value).strip() if value is not None else ""
-        if not key:
-            columns.append(None)
-            continue
-        if key not in known or key in columns:
-            what = "重复的列" if key in columns else "未知的列"
-            problems.append(
-                _problem(
-                    sheet.key,
-                    HEADER_ROWS,
-                    f"#{index + 1}",
-                    f"{what} {key!r}（可用：{', '.join(c.key for c in sheet.columns)}）",
-                    f"{'duplicate' if key in columns else 'unknown'} column {key!r}",
-                )
-            )
-            columns.append(None)
-            continue
-        columns.append(key)
-    return columns
 
 
 # ---- writing ----

@@ -3,8 +3,10 @@
 A row says: for `site` (and a space, and a meter or other device when known), `carrier` used
 `quantity` `unit` from `first_day` to `last_day` (local dates, both included), costing `cost`
 yuan, as a `billed` value (a utility's bill) or a `manual` one (a reading typed by hand, or an
-estimate). They come from CSV or Excel (.xlsx) files; every row is checked before anything is
-stored, and every error is named by sheet, row and column.
+estimate). They come from CSV or Excel (.xlsx) files, read by `config.spreadsheets` as the site
+workbook is (bounded; a formula cell is refused, never its cached result taken, and a workbook
+that may hold macros is not read); every row is checked before anything is stored, and every
+error is named by sheet, row and column.
 
 Stored in `energy_bills` (migration 0053). The natural key is site, carrier, space, device and
 period: importing the same file again changes nothing; a row with the same key and other values
@@ -19,11 +21,8 @@ report unit; a unit that does not fit the carrier is an error, never a guess.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
@@ -32,6 +31,8 @@ from typing import Any, Literal
 import psycopg
 from pydantic import BaseModel
 
+from config import spreadsheets
+from config.spreadsheets import Header, Limits, Row, SpreadsheetError, Table
 from energy.factors import ACTIVITY_UNIT, UNIT_SCALE
 from rules.site import SiteModel
 from store import ledger
@@ -44,6 +45,9 @@ MAX_UNPACKED_BYTES = 32 * 1024 * 1024
 MAX_ROWS = 5000
 MAX_BILL_DAYS = 366
 MAX_TEXT = 200
+LIMITS = Limits(
+    max_file_bytes=MAX_FILE_BYTES, max_unpacked_bytes=MAX_UNPACKED_BYTES, max_rows=MAX_ROWS
+)
 FIRST_YEAR, LAST_YEAR = 1990, 2100  # the years reports cover (energy.reports)
 EXCEL_DIGITS = 15  # significant digits Excel shows of a number
 # A number with thousands separators (1,234,567.5); any other comma (a decimal comma) is refused.
@@ -63,6 +67,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "device": ("device", "meter", "表计", "设备"),
     "reference": ("reference", "单号", "账单号"),
 }
+ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
 REQUIRED = ("site", "carrier", "first_day", "last_day", "quantity", "unit", "kind")
 CARRIER_NAMES: dict[str, str] = {
     **{c: c for c in ACTIVITY_UNIT},
@@ -186,106 +191,67 @@ class RawRow:
 
 def read_rows(name: str, data: bytes) -> tuple[list[RawRow], list[RowError]]:
     """The rows of a CSV or .xlsx file (by its name, else its first bytes) under their
-    canonical column names; header problems as errors. Raises ImportError_ when the file cannot
-    be read at all."""
-    if len(data) > MAX_FILE_BYTES:
-        raise ImportError_(f"file over {MAX_FILE_BYTES} bytes; split it")
-    sheets: list[tuple[str | None, Iterable[Sequence[object]]]]
-    if name.lower().endswith(".xlsx") or data[:4] == b"PK\x03\x04":
-        sheets = _xlsx_sheets(data)
-    else:
-        sheets = [(None, _csv_rows(data))]
+    canonical column names, read by `config.spreadsheets` within `LIMITS`; refused cells (a
+    formula, a CSV cell beginning with `=`) and header problems as errors. Raises ImportError_
+    when the file cannot be read at all (too large, a workbook with macros, not CSV/xlsx)."""
+    try:
+        spreadsheets.refuse_macros(name)
+        if spreadsheets.is_xlsx(name, data):
+            with spreadsheets.read_xlsx(data, LIMITS, header_rows=1) as tables:
+                return _table_rows(tables)
+        return _table_rows([spreadsheets.read_csv(data, LIMITS, header_rows=1)])
+    except SpreadsheetError as exc:
+        raise ImportError_(str(exc)) from None
+
+
+def _table_rows(tables: Iterable[Table]) -> tuple[list[RawRow], list[RowError]]:
     rows: list[RawRow] = []
     errors: list[RowError] = []
-    for sheet, lines in sheets:
-        header: dict[int, str] | None = None
-        for number, values in enumerate(lines, start=1):
-            if all(_blank(v) for v in values):
-                continue
+    for table in tables:
+        sheet = table.name or None
+        header: Header | None = None
+        for row in table.rows:
+            for problem in row.problems:
+                name = header.name(problem.column) if header is not None else None
+                errors.append(
+                    RowError(
+                        sheet=sheet,
+                        row=row.number,
+                        column=name or (problem.cell(row.number) if problem.column else None),
+                        message=f"{problem.zh} {problem.en} ({problem.cell(row.number)})",
+                    )
+                )
             if header is None:
-                header = _header(sheet, number, values, errors)
+                header = _header(sheet, row, errors)
                 continue
             if len(rows) >= MAX_ROWS:
                 raise ImportError_(f"more than {MAX_ROWS} rows; split the file")
-            rows.append(
-                RawRow(sheet, number, {c: values[i] for i, c in header.items() if i < len(values)})
-            )
+            cells: dict[str, object] = {
+                c: v for c, v in zip(header.columns, row.cells, strict=False) if c
+            }
+            rows.append(RawRow(sheet, row.number, cells))
     if not rows and not errors:
         raise ImportError_("no rows: the file needs a header row and at least one bill")
     return rows, errors
 
 
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _header(
-    sheet: str | None, number: int, values: Sequence[object], errors: list[RowError]
-) -> dict[int, str]:
-    by_alias = {alias.lower(): name for name, aliases in COLUMNS.items() for alias in aliases}
-    found: dict[int, str] = {}
-    for index, value in enumerate(values):
-        text = str(value).strip().lower() if value is not None else ""
-        if not text:
-            continue
-        name = by_alias.get(text)
-        if name is None:
-            errors.append(
-                RowError(
-                    sheet=sheet,
-                    row=number,
-                    column=str(value),
-                    message=(f"未知列 unknown column; expected: {', '.join(COLUMNS)}"),
-                )
+def _header(sheet: str | None, row: Row, errors: list[RowError]) -> Header:
+    header = spreadsheets.header_columns(row.cells, ALIASES)
+    for problem in header.problems:
+        errors.append(
+            RowError(
+                sheet=sheet,
+                row=row.number,
+                column=str(row.cells[problem.column - 1]),
+                message=f"{problem.zh} {problem.en}",
             )
-        elif name in found.values():
-            errors.append(
-                RowError(
-                    sheet=sheet,
-                    row=number,
-                    column=str(value),
-                    message=("重复列 column given twice"),
-                )
-            )
-        else:
-            found[index] = name
+        )
     for name in REQUIRED:
-        if name not in found.values():
+        if name not in header.columns:
             errors.append(
-                RowError(sheet=sheet, row=number, column=name, message="缺少列 missing column")
+                RowError(sheet=sheet, row=row.number, column=name, message="缺少列 missing column")
             )
-    return found
-
-
-def _csv_rows(data: bytes) -> list[list[object]]:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("gb18030")  # what Excel in Chinese saves CSV as
-        except UnicodeDecodeError:
-            raise ImportError_("CSV is neither UTF-8 nor GB18030 text") from None
-    try:
-        return [list(row) for row in csv.reader(io.StringIO(text))]
-    except csv.Error as exc:
-        raise ImportError_(f"not a CSV file: {exc}") from None
-
-
-def _xlsx_sheets(data: bytes) -> list[tuple[str | None, Iterable[Sequence[object]]]]:
-    import openpyxl
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except zipfile.BadZipFile:
-        raise ImportError_("not an Excel .xlsx workbook") from None
-    if unpacked > MAX_UNPACKED_BYTES:
-        raise ImportError_(f"workbook unpacks to over {MAX_UNPACKED_BYTES} bytes")
-    try:
-        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many kinds for a damaged workbook
-        raise ImportError_(f"not a readable .xlsx workbook: {exc}") from None
-    return [(ws.title, ws.iter_rows(values_only=True)) for ws in book.worksheets]
+    return header
 
 
 # ---- checking rows ----

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import zipfile
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ import openpyxl
 import psycopg
 import pytest
 
-from energy.bills import ImportResult, import_bills
+from energy.bills import ImportError_, ImportResult, import_bills
 from energy.render import carbon_csv, carbon_out, energy_out
 from energy.reports import carbon_report, energy_series
 from rules.site import SiteModel
@@ -207,6 +208,65 @@ def test_xlsx_workbook_with_two_sheets(conn: psycopg.Connection[Any], site: Site
     assert str(electricity.quantity) == "1234.56"  # the cell's number as Excel shows it
     assert str(electricity.cost) == "987.6"
     assert str(result.changes[1].quantity) == "0.3"  # as Excel shows the cell, 15 digits
+
+
+def test_formulas_and_macro_workbooks_are_refused(
+    conn: psycopg.Connection[Any], site: SiteModel
+) -> None:
+    """A formula's cached result is not a bill: the cell is named and nothing is stored; a
+    workbook with macros is not read at all (as the site workbook, config/spreadsheets.py)."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "电费"
+    sheet.append(["site", "carrier", "first_day", "last_day", "quantity", "unit", "kind"])
+    sheet.append([site.site.id, "电", "2023-01-01", "2023-01-31", "=1000+234", "kWh", "账单"])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    # as Excel saves it: the formula with its result (1234) cached beside it
+    cached = _with_cached_result(buffer.getvalue(), "<f>1000+234</f><v />", "1234")
+    result = import_bills(
+        conn, "jan.xlsx", cached, models(site), actor="bob", now=NOW, dry_run=False
+    )
+    assert [(e.sheet, e.row, e.column) for e in result.errors] == [("电费", 2, "quantity")]
+    assert "formula" in result.errors[0].message and "公式" in result.errors[0].message
+    assert "E2" in result.errors[0].message
+    assert (result.applied, result.changes) == (False, [])
+
+    sheet["E2"] = 1234
+    buffer = io.BytesIO()
+    book.save(buffer)
+    macro = io.BytesIO(buffer.getvalue())
+    with zipfile.ZipFile(macro, "a") as archive:
+        archive.writestr("xl/vbaProject.bin", b"\0" * 16)
+    with pytest.raises(ImportError_, match=r"vbaProject\.bin"):
+        import_bills(
+            conn, "jan.xlsx", macro.getvalue(), models(site), actor="b", now=NOW, dry_run=True
+        )
+    with pytest.raises(ImportError_, match="macros"):
+        import_bills(
+            conn, "jan.xlsm", buffer.getvalue(), models(site), actor="b", now=NOW, dry_run=True
+        )
+
+    sid = site.site.id
+    text = f"{HEADER}\n{sid},electricity,2023-01-01,2023-01-31,=2*600,kWh,,billed,b,,\n"
+    refused = run(conn, site, text)
+    assert [(e.sheet, e.row, e.column) for e in refused.errors] == [(None, 2, "quantity")]
+    stored = conn.execute("SELECT count(*) FROM energy_bills WHERE site = %s", (sid,))
+    assert stored.fetchone() == (0,)
+
+
+def _with_cached_result(data: bytes, formula: str, value: str) -> bytes:
+    """The workbook with the result Excel caches beside a formula (openpyxl writes none)."""
+    cached = formula.replace("<v />", f"<v>{value}</v>").encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                content = content.replace(formula.encode(), cached)
+            target.writestr(item, content)
+    return out.getvalue()
 
 
 def test_bill_beside_its_meter_and_a_manual_figure_counted(
