@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import notify
+from alerts import inhibition, notify
 from alerts.binding import Binding, bind
 from alerts.policy import policies
 from rules.rejudge import InstanceKey, Rejudged, Span
@@ -72,6 +72,8 @@ _ALERT_COLUMNS = (
     "unbound",
     "reopen_count",
     "updated_at",
+    "inhibited_by",
+    "outage",
 )
 _INSERT_ALERT = (
     f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)})"
@@ -110,6 +112,8 @@ class _Alert:
         None  # what worst_value is a value of  # all columns, for alerts raised in this batch
     )
     changed: bool = False
+    # The outage alert that inhibits this one, raised with it (its id is known by then).
+    inhibitor: _Alert | None = None
 
 
 @dataclass
@@ -145,7 +149,16 @@ def record_outputs(
     clause_policies = policies(
         conn, {(o.clause.clause_id, o.clause.version, o.clause.content_hash) for o in starts}
     )
-    context = _read_context(conn, site, {_key(o) for o in relevant}, binding=bool(starts))
+    # What the stale-data alerts about to be raised may be behind (docs/alerts.md, Inhibition).
+    sources = {
+        source
+        for o in starts
+        if inhibition.is_stale(o) and o.subject.device is not None
+        for source in site_model.sources_of(o.subject.device)
+    }
+    context = _read_context(
+        conn, site, {_key(o) for o in relevant}, binding=bool(starts), sources=sources
+    )
     latest = context.latest
     if fresh:
         latest.clear()
@@ -200,6 +213,27 @@ def record_outputs(
                 _Transition(current, "reopened", to_datetime(output.confirmed_at), _facts(output))
             )
             continue
+        cause = (
+            inhibition.offline_source(site_model, output.subject.device, context.offline)
+            if inhibition.is_stale(output) and output.subject.device is not None
+            else None
+        )
+        inhibitor = None
+        if cause is not None:
+            inhibitor = context.outages.get(cause)
+            if inhibitor is None:
+                inhibitor = _new_outage(site_model, cause, output, context, ancestors, now)
+                context.outages[cause] = inhibitor
+                result.raised += 1
+                assert inhibitor.new_row is not None
+                transitions.append(
+                    _Transition(
+                        inhibitor,
+                        "raised",
+                        to_datetime(output.confirmed_at),
+                        _outage_facts(inhibitor.new_row),
+                    )
+                )
         space = output.subject.space
         if space not in ancestors:
             ancestors[space] = _ancestors(site_model, space)
@@ -208,6 +242,7 @@ def record_outputs(
         )
         alert = _new_alert(site, output, binding, now)
         alert.metric = alert.new_row["metric"] if alert.new_row else None
+        alert.inhibitor = inhibitor
         latest[key] = alert
         result.raised += 1
         transitions.append(
@@ -216,6 +251,14 @@ def record_outputs(
 
     raised = [t.alert for t in transitions if t.action == "raised"]
     _assign_ids(conn, raised)
+    for transition in transitions:
+        inhibitor = transition.alert.inhibitor
+        if transition.action == "raised" and inhibitor is not None:
+            # Recorded with the alert, its timeline row and its ledger entry; no notice of its
+            # own: the outage alert's tells of it.
+            transition.data["inhibited_by"] = inhibitor.id
+            assert transition.alert.new_row is not None
+            transition.alert.new_row["inhibited_by"] = inhibitor.id
     changed = [a for a in latest.values() if a.changed and a.new_row is None]
     entries = ledger.chain(context.ledger_tip, [_ledger_entry(site, t) for t in transitions], now)
     messages = [
@@ -228,7 +271,7 @@ def record_outputs(
             alert=notify.alert_summary(row),
         )
         for row in (a.new_row for a in raised)
-        if row is not None
+        if row is not None and row["inhibited_by"] is None
     ]
     notifications = notify.notification_rows(messages, context.targets, context.parties, now)
     with conn.pipeline():  # every write in one round trip
@@ -282,10 +325,18 @@ class _Context:
     names: dict[str, str]  # party id → name
     parties: dict[tuple[str, str | None], dict[str, Any]]  # (site, party id) → notify's record
     targets: list[tuple[Any, ...]]  # webhook targets, notify.TARGETS_QUERY
+    # Inhibition, for the gateways (and uplink) the batch's stale-data alerts are behind:
+    offline: dict[str, dt.datetime] = field(default_factory=dict)  # source → offline since
+    outages: dict[str, _Alert] = field(default_factory=dict)  # source → its open outage alert
 
 
 def _read_context(
-    conn: psycopg.Connection[Any], site: str, keys: set[SubjectKey], *, binding: bool
+    conn: psycopg.Connection[Any],
+    site: str,
+    keys: set[SubjectKey],
+    *,
+    binding: bool,
+    sources: Iterable[str] = (),
 ) -> _Context:
     """Every read of a batch in one round trip: the statements go out together (pipeline mode)
     and run in order, the ledger lock first, so the alerts locked and the ledger tip read are
@@ -298,6 +349,10 @@ def _read_context(
             assignments = conn.execute(ASSIGNMENTS_QUERY, (site,))
             parties = conn.execute(PARTIES_QUERY, (site,))
             targets = conn.execute(notify.TARGETS_QUERY, ([site],))
+        watched = sorted(sources)
+        if watched:
+            offline = conn.execute(inhibition.OFFLINE_QUERY, (site, watched))
+            outages = conn.execute(inhibition.OPEN_OUTAGES_QUERY, (site, watched))
     context = _Context(
         latest={
             (r[0], r[1], r[2], r[3], r[4]): _Alert(
@@ -323,6 +378,12 @@ def _read_context(
             context.names[party[0]] = party[1]
             context.parties[(site, party[0])] = notify.party_record(*party)
         context.targets = targets.fetchall()
+    if watched:
+        context.offline = dict(offline.fetchall())
+        context.outages = {
+            source: _Alert(alert_id, state, started, ended, None, reopen_count)
+            for source, alert_id, state, started, ended, reopen_count in outages.fetchall()
+        }
     return context
 
 
@@ -342,6 +403,7 @@ def _select_latest_alerts(
                 WHERE site = %s AND clause_id = k.clause_id
                   AND clause_version = k.clause_version AND space = k.space
                   AND coalesce(device, '') = k.device AND kind = k.kind
+                  AND outage IS NULL  -- an outage alert is no device's (inhibition)
                 ORDER BY id DESC
                 LIMIT 1
                   FOR UPDATE  -- a person closing it meanwhile waits, then sees our change
@@ -445,6 +507,8 @@ def _new_alert(site: str, output: ViolationStarted, binding: Binding, now: dt.da
         "unbound": binding.unbound,
         "reopen_count": 0,
         "updated_at": now,
+        "inhibited_by": None,
+        "outage": None,
     }
     return _Alert(
         id=None,
@@ -455,6 +519,56 @@ def _new_alert(site: str, output: ViolationStarted, binding: Binding, now: dt.da
         reopen_count=0,
         new_row=row,
     )
+
+
+def _new_outage(
+    site_model: SiteModel,
+    source: str,
+    output: ViolationStarted,
+    context: _Context,
+    ancestors: dict[str, list[str]],
+    now: dt.datetime,
+) -> _Alert:
+    """The one alert that stands for the stale-data alerts behind `source` while it is offline:
+    judged under the clause of the first of them, on the space that holds every device behind
+    it, bound to whoever answers for that space, and naming those devices."""
+    outage = inhibition.describe(site_model, source)
+    if outage.space not in ancestors:
+        ancestors[outage.space] = _ancestors(site_model, outage.space)
+    started_at = context.offline[source]
+    binding = bind(
+        context.assignments,
+        context.names,
+        ancestors[outage.space],
+        output.clause.domain,
+        started_at,
+    )
+    shell = dataclasses.replace(
+        output,
+        subject=dataclasses.replace(output.subject, space=outage.space, device=source),
+        started_at=started_at.timestamp(),
+        worst_value=None,
+        unit=None,
+        reason=outage.reason,
+        params={"devices": float(len(outage.devices))},
+        evidence=(),
+        metric=None,
+    )
+    alert = _new_alert(site_model.site.id, shell, binding, now)
+    assert alert.new_row is not None
+    alert.new_row.update(metric=None, outage=outage.kind)
+    return alert
+
+
+def _outage_facts(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": row["started_at"],
+        "confirmed_at": row["confirmed_at"],
+        "worst_value": None,
+        "reason": row["reason"],
+        "evidence": [],
+        "outage": row["outage"],
+    }
 
 
 def _assign_ids(conn: psycopg.Connection[Any], raised: Sequence[_Alert]) -> None:
