@@ -20,10 +20,13 @@ import orjson
 import psycopg
 import pydantic
 import pytest
+from fastapi.testclient import TestClient
 
 from alerts import escalation, inhibition, notify, reads, webhooks
 from alerts.audit import audit
 from alerts.record import record_outputs
+from api.app import create_app
+from api.tokens import create_token
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
 from ingest.decode import Decoder, DeviceIndex
@@ -34,7 +37,8 @@ from rules.site import SiteModel
 from store.migrate import migrate
 from store.pool import make_pool
 from tests.alerts.test_webhooks import SECRET, VerifyingReceiver
-from tests.support import serve_http, wait_for
+from tests.api.conftest import TEST_STREAM
+from tests.support import auth, serve_http, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -270,6 +274,16 @@ def test_a_gateway_outage_is_one_alert_and_one_notification(
             (inhibited[0]["id"],),
         ).fetchone() or (None,)
         assert data["inhibited_by"] == outage["id"]
+        token, _ = create_token(conn, "viewer", (SITE_ID,), "the desk")
+        conn.commit()
+    # The alert desk's API shows the same both ways.
+    with TestClient(create_app(b.url, stream=TEST_STREAM)) as client:
+        headers = auth(token)
+        shown = client.get(f"/api/v1/alerts/{outage['id']}", headers=headers).json()
+        assert (shown["outage"], shown["inhibited_by"]) == ("gateway", None)
+        assert [each["device"] for each in shown["inhibits"]] == BEHIND
+        member = client.get(f"/api/v1/alerts/{inhibited[0]['id']}", headers=headers).json()
+        assert (member["inhibited_by"], member["inhibits"]) == (outage["id"], [])
 
     # One notification, of the gateway's alert.
     assert deliver(b.url).delivered == 1
