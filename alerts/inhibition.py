@@ -42,18 +42,24 @@ RELEASE_AFTER = dt.timedelta(minutes=5)
 # At most this many device ids are written into an outage alert's reason (all are counted).
 NAMED_DEVICES = 50
 
-# source → when it went offline, for the sources given that are offline now.
-OFFLINE_QUERY = (
-    "SELECT device, received_at FROM device_status"
-    " WHERE site = %s AND device = ANY(%s) AND NOT online"
-)
-# source, id, state, started_at, ended_at, reopen_count of the open outage alerts of sources
-# (one each: a source's outage alert is raised only while none is open), oldest first.
+# The source key of an outage of the whole site that no one source explains (its alert has no
+# device): every device the stale-data clause watches is without data at once.
+SITE_WIDE = ""
+
+# id → since when, of every gateway, device or uplink of a site that reports offline now.
+OFFLINE_QUERY = "SELECT device, received_at FROM device_status WHERE site = %s AND NOT online"
+# source, id, state, started_at, ended_at, reopen_count of the open outage alerts of a site
+# (one per source: a source's outage alert is raised only while none is open), oldest first.
 OPEN_OUTAGES_QUERY = (
-    "SELECT device, id, state, started_at, ended_at, reopen_count"
+    "SELECT coalesce(device, ''), id, state, started_at, ended_at, reopen_count"
     " FROM alerts WHERE site = %s AND outage IS NOT NULL"
-    " AND state IN ('firing', 'acknowledged') AND device = ANY(%s)"
-    " ORDER BY id FOR UPDATE"
+    " AND state IN ('firing', 'acknowledged') ORDER BY id FOR UPDATE"
+)
+# The devices of a site with an open stale-data alert.
+OPEN_STALE_QUERY = (
+    "SELECT DISTINCT device FROM alerts WHERE site = %s AND kind = 'data_quality'"
+    " AND state IN ('firing', 'acknowledged') AND outage IS NULL AND device IS NOT NULL"
+    " AND position('stale:' in reason) > 0"
 )
 
 
@@ -75,6 +81,61 @@ def offline_source(
     return None
 
 
+def watched(site_model: SiteModel, stale_metrics: frozenset[str]) -> list[str]:
+    """The devices of the site with a metric a stale-data clause watches."""
+    return [d.id for d in site_model.devices if stale_metrics.intersection(d.metrics)]
+
+
+def site_wide(
+    site_model: SiteModel,
+    watched: list[str],
+    stale: set[str],
+    offline: Mapping[str, dt.datetime],
+) -> bool:
+    """Whether every watched device (at least two) is without data now — stale (`stale`),
+    reporting offline itself, or behind an offline source — and no one source explains it all
+    (then that source's outage is the one alert)."""
+    if len(watched) < 2:
+        return False
+    causes: set[str] = set()
+    for device in watched:
+        source = offline_source(site_model, device, offline)
+        if source is None and device not in stale and device not in offline:
+            return False
+        causes.add(source if source is not None else f"device {device}")
+    return len(causes) > 1
+
+
+def cause_of(
+    site_model: SiteModel,
+    device: str,
+    offline: Mapping[str, dt.datetime],
+    outages: Mapping[str, object],
+    *,
+    site_wide: bool,
+) -> str | None:
+    """Which outage inhibits a stale-data alert of `device` starting now: the whole site's
+    while one is open or starts now, else that of its outermost offline source, else none."""
+    if site_wide or SITE_WIDE in outages:
+        return SITE_WIDE
+    return offline_source(site_model, device, offline)
+
+
+def outage_since(
+    site_model: SiteModel,
+    source: str,
+    devices: tuple[str, ...],
+    offline: Mapping[str, dt.datetime],
+    fallback: dt.datetime,
+) -> dt.datetime:
+    """When an outage began: when its source went offline; for the whole site, the earliest
+    offline report of its devices or their sources (else `fallback`, the first stale one)."""
+    if source != SITE_WIDE:
+        return offline.get(source, fallback)
+    related = {s for d in devices for s in (d, *site_model.sources_of(d))}
+    return min([fallback, *(at for name, at in offline.items() if name in related)])
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
     kind: Literal["gateway", "site"]
@@ -83,13 +144,20 @@ class Outage:
     reason: str
 
 
-def describe(site_model: SiteModel, source: str) -> Outage:
-    """What an outage of `source` is: a gateway's or the site's, over which devices, said how
-    (Chinese first)."""
-    devices = tuple(site_model.behind(source))
+def describe(site_model: SiteModel, source: str, watched: list[str]) -> Outage:
+    """What an outage of `source` is (SITE_WIDE: of the `watched` devices of the whole site): a
+    gateway's or the site's, over which devices, said how (Chinese first)."""
+    devices = tuple(watched if source == SITE_WIDE else site_model.behind(source))
     space = _common_space(site_model, [site_model_device_space(site_model, d) for d in devices])
     named = ", ".join(devices[:NAMED_DEVICES]) + (", …" if len(devices) > NAMED_DEVICES else "")
     n = len(devices)
+    if source == SITE_WIDE:
+        site = site_model.site.id
+        reason = (
+            f"站点 {site} 全部 {n} 台设备无数据 (site {site}: all {n} devices without data): "
+            + named
+        )
+        return Outage("site", space, devices, reason)
     if source == site_model.site.uplink:
         reason = (
             f"站点上行链路 {source} 离线，全部 {n} 台设备无数据 "
@@ -122,10 +190,12 @@ def source_status(
     statuses: Iterable[StatusRow],
     now: dt.datetime | None = None,
 ) -> list[int]:
-    """The pipeline's status hook, in the flush's transaction after the statuses are stored:
-    resolves the open outage alerts of the sources that report `online` (ended at that report),
-    with a timeline row, a ledger entry and the resolved notice to whoever was told. Returns
-    the ids resolved. Takes the ledger lock when there is one to resolve; does not commit."""
+    """The pipeline's status hook, in the flush's transaction after the statuses are stored and
+    before the site's outputs are recorded: resolves the open outage alert of each source that
+    reports `online` (ended at that report), and the whole site's once nothing of the site
+    reports offline any more; with a timeline row, a ledger entry and the resolved notice to
+    whoever was told. Returns the ids resolved. Takes the ledger lock when there is one to
+    resolve; does not commit."""
     back: dict[str, float] = {}
     for row in statuses:
         if row.online:
@@ -135,35 +205,67 @@ def source_status(
     if not back:
         return []
     site = site_model.site.id
-    # Cheap check first: most status messages are of sources without an open outage.
+    # Cheap check first: most status messages come while no outage is open.
     if not conn.execute(
         "SELECT 1 FROM alerts WHERE site = %s AND outage IS NOT NULL"
-        " AND state IN ('firing', 'acknowledged') AND device = ANY(%s) LIMIT 1",
-        (site, sorted(back)),
+        " AND state IN ('firing', 'acknowledged') LIMIT 1",
+        (site,),
     ).fetchone():
         return []
     ledger.lock(conn)
-    found = conn.execute(OPEN_OUTAGES_QUERY, (site, sorted(back))).fetchall()
-    if not found:
+    found = conn.execute(OPEN_OUTAGES_QUERY, (site,)).fetchall()
+    ending = [(int(r[1]), to_datetime(back[r[0]])) for r in found if r[0] in back]
+    whole = [int(r[1]) for r in found if r[0] == SITE_WIDE]
+    if whole:
+        related = {s for d in site_model.devices for s in (d.id, *site_model.sources_of(d.id))}
+        still = {name for (name, _) in conn.execute(OFFLINE_QUERY, (site,)).fetchall()}
+        if not still & related:
+            ending.extend((alert_id, to_datetime(max(back.values()))) for alert_id in whole)
+    return _resolve(conn, site, ending, now)
+
+
+def resolve_emptied(conn: psycopg.Connection[Any], site: str, now: dt.datetime) -> list[int]:
+    """Resolves the open outage alerts of `site` none of whose inhibited alerts is open any
+    more (their devices all have data again), ended when the last of them ended. Called by
+    `record_outputs` (which holds the ledger lock) after it resolved alerts; does not commit."""
+    emptied = conn.execute(
+        "SELECT o.id, max(m.ended_at) FROM alerts o JOIN alerts m ON m.inhibited_by = o.id"
+        " WHERE o.site = %s AND o.outage IS NOT NULL AND o.state IN ('firing', 'acknowledged')"
+        " GROUP BY o.id HAVING bool_and(m.state NOT IN ('firing', 'acknowledged'))",
+        (site,),
+    ).fetchall()
+    if emptied:
+        conn.execute(
+            "SELECT id FROM alerts WHERE id = ANY(%s) FOR UPDATE", ([r[0] for r in emptied],)
+        )
+    return _resolve(conn, site, [(int(i), ended or now) for i, ended in emptied], now)
+
+
+def _resolve(
+    conn: psycopg.Connection[Any],
+    site: str,
+    ending: list[tuple[int, dt.datetime]],
+    now: dt.datetime | None,
+) -> list[int]:
+    if not ending:
         return []
     now = require_aware(now or dt.datetime.now(dt.UTC), "now")
-    resolved = [(int(r[1]), to_datetime(back[r[0]])) for r in found]
     with conn.cursor() as cur:
         cur.executemany(
             "UPDATE alerts SET state = 'resolved', ended_at = %s, updated_at = %s WHERE id = %s",
-            [(ended, now, alert_id) for alert_id, ended in resolved],
+            [(ended, now, alert_id) for alert_id, ended in ending],
         )
     _record(
         conn,
         "resolved",
         [
             (alert_id, site, ended, {"ended_at": ended.isoformat(), "worst_value": None})
-            for alert_id, ended in resolved
+            for alert_id, ended in ending
         ],
         now,
     )
-    notify.queue_follow_ups(conn, [alert_id for alert_id, _ in resolved], "resolved", now)
-    return [alert_id for alert_id, _ in resolved]
+    notify.queue_follow_ups(conn, [alert_id for alert_id, _ in ending], "resolved", now)
+    return [alert_id for alert_id, _ in ending]
 
 
 def release_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[int]:

@@ -149,17 +149,24 @@ def record_outputs(
     clause_policies = policies(
         conn, {(o.clause.clause_id, o.clause.version, o.clause.content_hash) for o in starts}
     )
-    # What the stale-data alerts about to be raised may be behind (docs/alerts.md, Inhibition).
-    sources = {
-        source
-        for o in starts
-        if inhibition.is_stale(o) and o.subject.device is not None
-        for source in site_model.sources_of(o.subject.device)
-    }
+    # Stale-data alerts may be inhibited by an outage (docs/alerts.md, "Inhibition").
+    stale = {o.subject.device for o in starts if inhibition.is_stale(o) and o.subject.device}
     context = _read_context(
-        conn, site, {_key(o) for o in relevant}, binding=bool(starts), sources=sources
+        conn, site, {_key(o) for o in relevant}, binding=bool(starts), inhibiting=bool(stale)
     )
     latest = context.latest
+    watched: list[str] = []
+    if stale:
+        stale_metrics = frozenset().union(
+            *(
+                clause_policies[(o.clause.clause_id, o.clause.version)].stale_metrics
+                for o in starts
+                if o.subject.device in stale
+            )
+        )
+        watched = inhibition.watched(site_model, stale_metrics)
+        if inhibition.site_wide(site_model, watched, stale | context.stale, context.offline):
+            context.site_wide = True
     if fresh:
         latest.clear()
     ancestors: dict[str, list[str]] = {}
@@ -214,15 +221,21 @@ def record_outputs(
             )
             continue
         cause = (
-            inhibition.offline_source(site_model, output.subject.device, context.offline)
-            if inhibition.is_stale(output) and output.subject.device is not None
+            inhibition.cause_of(
+                site_model,
+                output.subject.device,
+                context.offline,
+                context.outages,
+                site_wide=context.site_wide,
+            )
+            if output.subject.device in stale and inhibition.is_stale(output)
             else None
         )
         inhibitor = None
         if cause is not None:
             inhibitor = context.outages.get(cause)
             if inhibitor is None:
-                inhibitor = _new_outage(site_model, cause, output, context, ancestors, now)
+                inhibitor = _new_outage(site_model, cause, watched, output, context, ancestors, now)
                 context.outages[cause] = inhibitor
                 result.raised += 1
                 assert inhibitor.new_row is not None
@@ -281,6 +294,9 @@ def record_outputs(
         notify.write(conn, notifications)
         resolved = [t.alert.id for t in transitions if t.action == "resolved" and t.alert.id]
         notify.queue_follow_ups(conn, resolved, "resolved", now)
+    if resolved:
+        # An outage whose devices all have data again is over (its source may never say so).
+        result.resolved += len(inhibition.resolve_emptied(conn, site, now))
     result.alert_ids = sorted({t.alert.id for t in transitions if t.alert.id is not None})
     ALERT_CHANGES.labels("raised").inc(result.raised)
     ALERT_CHANGES.labels("reopened").inc(result.reopened)
@@ -325,9 +341,11 @@ class _Context:
     names: dict[str, str]  # party id → name
     parties: dict[tuple[str, str | None], dict[str, Any]]  # (site, party id) → notify's record
     targets: list[tuple[Any, ...]]  # webhook targets, notify.TARGETS_QUERY
-    # Inhibition, for the gateways (and uplink) the batch's stale-data alerts are behind:
-    offline: dict[str, dt.datetime] = field(default_factory=dict)  # source → offline since
+    # Inhibition, read when the batch starts stale-data alerts:
+    offline: dict[str, dt.datetime] = field(default_factory=dict)  # id → offline since
     outages: dict[str, _Alert] = field(default_factory=dict)  # source → its open outage alert
+    stale: set[str] = field(default_factory=set)  # devices with an open stale-data alert
+    site_wide: bool = False  # every watched device is without data, no one source explains it
 
 
 def _read_context(
@@ -336,7 +354,7 @@ def _read_context(
     keys: set[SubjectKey],
     *,
     binding: bool,
-    sources: Iterable[str] = (),
+    inhibiting: bool = False,
 ) -> _Context:
     """Every read of a batch in one round trip: the statements go out together (pipeline mode)
     and run in order, the ledger lock first, so the alerts locked and the ledger tip read are
@@ -349,10 +367,10 @@ def _read_context(
             assignments = conn.execute(ASSIGNMENTS_QUERY, (site,))
             parties = conn.execute(PARTIES_QUERY, (site,))
             targets = conn.execute(notify.TARGETS_QUERY, ([site],))
-        watched = sorted(sources)
-        if watched:
-            offline = conn.execute(inhibition.OFFLINE_QUERY, (site, watched))
-            outages = conn.execute(inhibition.OPEN_OUTAGES_QUERY, (site, watched))
+        if inhibiting:
+            offline = conn.execute(inhibition.OFFLINE_QUERY, (site,))
+            outages = conn.execute(inhibition.OPEN_OUTAGES_QUERY, (site,))
+            stale = conn.execute(inhibition.OPEN_STALE_QUERY, (site,))
     context = _Context(
         latest={
             (r[0], r[1], r[2], r[3], r[4]): _Alert(
@@ -378,8 +396,9 @@ def _read_context(
             context.names[party[0]] = party[1]
             context.parties[(site, party[0])] = notify.party_record(*party)
         context.targets = targets.fetchall()
-    if watched:
+    if inhibiting:
         context.offline = dict(offline.fetchall())
+        context.stale = {device for (device,) in stale.fetchall()}
         context.outages = {
             source: _Alert(alert_id, state, started, ended, None, reopen_count)
             for source, alert_id, state, started, ended, reopen_count in outages.fetchall()
@@ -524,6 +543,7 @@ def _new_alert(site: str, output: ViolationStarted, binding: Binding, now: dt.da
 def _new_outage(
     site_model: SiteModel,
     source: str,
+    watched: list[str],
     output: ViolationStarted,
     context: _Context,
     ancestors: dict[str, list[str]],
@@ -532,10 +552,12 @@ def _new_outage(
     """The one alert that stands for the stale-data alerts behind `source` while it is offline:
     judged under the clause of the first of them, on the space that holds every device behind
     it, bound to whoever answers for that space, and naming those devices."""
-    outage = inhibition.describe(site_model, source)
+    outage = inhibition.describe(site_model, source, watched)
     if outage.space not in ancestors:
         ancestors[outage.space] = _ancestors(site_model, outage.space)
-    started_at = context.offline[source]
+    started_at = inhibition.outage_since(
+        site_model, source, outage.devices, context.offline, to_datetime(output.started_at)
+    )
     binding = bind(
         context.assignments,
         context.names,
@@ -545,7 +567,7 @@ def _new_outage(
     )
     shell = dataclasses.replace(
         output,
-        subject=dataclasses.replace(output.subject, space=outage.space, device=source),
+        subject=dataclasses.replace(output.subject, space=outage.space, device=source or None),
         started_at=started_at.timestamp(),
         worst_value=None,
         unit=None,

@@ -119,7 +119,7 @@ class Corrector(Protocol):
 
 class StatusSink(Protocol):
     """Takes one site's status messages of a flush (`{prefix}/{site}/{id}/status`), inside the
-    flush's transaction, after they are stored and after the site's outputs went to the sink:
+    flush's transaction, after they are stored and before the outputs go to the sink:
     the service passes `alerts.inhibition.source_status`, which resolves a gateway's outage
     alert when it is back online."""
 
@@ -668,12 +668,6 @@ class Pipeline:
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
             write_device_status(conn, pending.statuses)
-            for site_id, outputs in pending.outputs.items():
-                write_compliance_intervals(
-                    conn, (o for o in outputs if isinstance(o, ComplianceInterval))
-                )
-                write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
-                self.sink(conn, self.sites[site_id], outputs)
             if self.on_status is not None:
                 by_site: dict[str, list[StatusRow]] = {}
                 for status in pending.statuses:
@@ -681,6 +675,12 @@ class Pipeline:
                 for site_id, statuses in by_site.items():
                     if site_id in self.sites:
                         self.on_status(conn, self.sites[site_id], statuses)
+            for site_id, outputs in pending.outputs.items():
+                write_compliance_intervals(
+                    conn, (o for o in outputs if isinstance(o, ComplianceInterval))
+                )
+                write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
+                self.sink(conn, self.sites[site_id], outputs)
 
     # -- late input --
 

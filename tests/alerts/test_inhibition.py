@@ -380,6 +380,65 @@ def test_a_site_uplink_outage_is_one_site_wide_alert(
     assert deliver(b.url).delivered == 1
 
 
+def test_every_device_of_the_site_without_data_at_once_is_one_site_wide_alert(
+    building: Callable[[SiteModel], Building], receiver: VerifyingReceiver
+) -> None:
+    b = building(site_model())
+    b.status(GATEWAY, True, 0)
+    b.readings([*BEHIND, "th-solo"], 0)
+    # The building's link goes down: the gateway's will arrives, th-solo just falls silent.
+    b.status(GATEWAY, False, 120)
+    b.advance(STALE_AFTER + 60)
+    b.settled("SELECT count(*) FROM alerts", [(22,)])
+    with psycopg.connect(b.url) as conn:
+        ((outage_id, outage, device, reason),) = conn.execute(
+            "SELECT id, outage, device, reason FROM alerts WHERE outage IS NOT NULL"
+        ).fetchall()
+        assert (outage, device) == ("site", None)
+        assert reason.startswith(f"站点 {SITE_ID} 全部 21 台设备无数据")
+        members = reads.inhibited_alerts(conn, outage_id)
+        assert sorted(m["device"] for m in members) == sorted([*BEHIND, "th-solo"])
+        started = conn.execute("SELECT started_at FROM alerts WHERE id = %s", (outage_id,))
+        assert started.fetchone() == (at(120),)  # the first sign of the outage
+    assert deliver(b.url).delivered == 1
+    assert orjson.loads(receiver.requests[0][1])["alert"]["id"] == outage_id
+
+    # The link is back: the gateway reports online, every device sends again.
+    back = STALE_AFTER + 600
+    b.status(GATEWAY, True, back)
+    b.readings([*BEHIND, "th-solo"], back + 1)
+    b.advance(back + 2)
+    b.settled("SELECT count(*) FROM alerts WHERE state <> 'resolved'", [(0,)])
+    with psycopg.connect(b.url) as conn:
+        ended = conn.execute("SELECT ended_at FROM alerts WHERE id = %s", (outage_id,))
+        assert ended.fetchone() == (at(back),)
+    assert deliver(b.url).delivered == 1
+    assert orjson.loads(receiver.requests[1][1])["event"] == "resolved"
+    with psycopg.connect(b.url, autocommit=True) as conn:
+        verdict = audit(conn)
+    assert verdict.ok, verdict.problems
+
+
+def test_an_outage_whose_devices_all_have_data_again_resolves_without_its_status(
+    building: Callable[[SiteModel], Building], receiver: VerifyingReceiver
+) -> None:
+    b = building(site_model())
+    b.status(GATEWAY, True, 0)
+    b.readings([*BEHIND, "th-solo"], 0)
+    b.readings(["th-solo"], 600)
+    b.status(GATEWAY, False, 120)
+    b.advance(STALE_AFTER + 60)
+    b.settled("SELECT count(*) FROM alerts WHERE outage = 'gateway'", [(1,)])
+    # Its data comes back, but its `online` is lost: the outage ends with the last device's.
+    b.readings(["th-solo"], 1500)
+    b.readings(BEHIND, 1501)
+    b.advance(1502)
+    b.settled("SELECT count(*) FROM alerts WHERE state <> 'resolved'", [(0,)])
+    with psycopg.connect(b.url) as conn:
+        ended = conn.execute("SELECT ended_at FROM alerts WHERE outage = 'gateway'")
+        assert ended.fetchone() == (at(1501),)
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
