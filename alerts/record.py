@@ -114,6 +114,7 @@ class _Alert:
     changed: bool = False
     # The outage alert that inhibits this one, raised with it (its id is known by then).
     inhibitor: _Alert | None = None
+    inhibited_by: int | None = None  # as loaded
 
 
 @dataclass
@@ -294,7 +295,11 @@ def record_outputs(
         notify.write(conn, notifications)
         resolved = [t.alert.id for t in transitions if t.action == "resolved" and t.alert.id]
         notify.queue_follow_ups(conn, resolved, "resolved", now)
-    if resolved:
+    if any(
+        t.alert.inhibited_by is not None or t.alert.inhibitor is not None
+        for t in transitions
+        if t.action == "resolved"
+    ):
         # An outage whose devices all have data again is over (its source may never say so).
         result.resolved += len(inhibition.resolve_emptied(conn, site, now))
     result.alert_ids = sorted({t.alert.id for t in transitions if t.alert.id is not None})
@@ -381,6 +386,7 @@ def _read_context(
                 worst_value=r[9],
                 reopen_count=r[10],
                 metric=r[11],
+                inhibited_by=r[12],
             )
             for r in latest.fetchall()
         },
@@ -413,11 +419,13 @@ def _select_latest_alerts(
     return conn.execute(
         """
         SELECT k.clause_id, k.clause_version, k.space, k.device, k.kind,
-               a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count, a.metric
+               a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count, a.metric,
+               a.inhibited_by
           FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[])
                AS k(clause_id, clause_version, space, device, kind)
          CROSS JOIN LATERAL (
-               SELECT id, state, started_at, ended_at, worst_value, reopen_count, metric
+               SELECT id, state, started_at, ended_at, worst_value, reopen_count, metric,
+                      inhibited_by
                  FROM alerts
                 WHERE site = %s AND clause_id = k.clause_id
                   AND clause_version = k.clause_version AND space = k.space
