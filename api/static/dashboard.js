@@ -469,6 +469,10 @@ function rowFacts(alert) {
       ...(alert.escalation_level > 0
         ? [el("span", { class: "state level" }, `${t("escalation")} L${alert.escalation_level}`), " "]
         : []),
+      // Inhibition: the outage alert it is inhibited by (no notice of its own meanwhile).
+      ...(alert.inhibited_by
+        ? [el("span", { class: "state inhibited" }, `${t("inhibited_by")} #${alert.inhibited_by}`), " "]
+        : []),
       `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at, zone)}`),
     el("div", { class: "meta party" }, party),
   ];
