@@ -238,6 +238,7 @@ def _raised_differences(row: Mapping[str, Any], payload: Mapping[str, Any]) -> l
         "confirmed_at": row["confirmed_at"],
         "escalation_chain": row["escalation_chain"],
         "unbound": row["unbound"],
+        "outage": row["outage"],
     }
     differing = [k for k, v in recorded.items() if _normal(payload.get(k)) != _normal(v)]
     if payload.get("evidence_sha256") != evidence_digest(dict(row)):
@@ -263,6 +264,8 @@ def _state_differences(row: Mapping[str, Any], entries: Iterable[_Entry]) -> lis
         "corrective_action": None,
         # Who was responsible when it was raised, then whom it was reassigned to.
         "responsible": None,
+        # The outage alert inhibiting it (alerts/inhibition.py): from raised until released.
+        "inhibited_by": None,
     }
     for entry in entries:
         p = entry.payload
@@ -270,6 +273,9 @@ def _state_differences(row: Mapping[str, Any], entries: Iterable[_Entry]) -> lis
         if action == "raised":
             expected.update(state="firing", ended_at=None, worst_value=p.get("worst_value"))
             expected["responsible"] = p.get("responsible")
+            expected["inhibited_by"] = p.get("inhibited_by")
+        elif action == "released":
+            expected["inhibited_by"] = None
         elif action == "reassigned":
             expected["responsible"] = p.get("responsible")
         elif action in ("resolved", "reopened"):

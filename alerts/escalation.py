@@ -33,6 +33,8 @@ def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT * FROM alerts WHERE state = 'firing' AND acknowledged_at IS NULL"
+            # An inhibited alert escalates through its outage alert (alerts/inhibition.py).
+            " AND inhibited_by IS NULL"
             " AND confirmed_at <= %s ORDER BY confirmed_at, id FOR UPDATE SKIP LOCKED",
             (now,),
         )

@@ -37,6 +37,9 @@ class ClausePolicy:
     # When the clause judges, with its effective dates (None: always).
     schedule: Schedule | None = None
     effective: tuple[dt.date | None, dt.date | None] = (None, None)
+    # The metrics a data-quality clause watches for staleness (empty for any other clause):
+    # whose devices a site-wide outage is judged over (alerts/inhibition.py).
+    stale_metrics: frozenset[str] = frozenset()
 
     def reopens(self, site: SiteModel, ended_at: dt.datetime, started_at: dt.datetime) -> bool:
         """Whether a violation starting at `started_at` reopens the alert that ended at
@@ -61,12 +64,15 @@ class ClausePolicy:
             key=lambda step: (step.after, step.to_level),
         )
         reverify = config.get("reverify_for")
+        check = config.get("check", {})
+        stale = check.get("kind") == "data_quality" and check.get("stale_after") is not None
         return cls(
             reopen_within=float(config.get("reopen_within", _DEFAULT_REOPEN_WITHIN)),
             reverify_for=None if reverify is None else float(reverify),
             escalation=tuple(steps),
             schedule=Schedule.model_validate(config["schedule"]) if "schedule" in config else None,
             effective=(_day(config.get("effective_from")), _day(config.get("effective_to"))),
+            stale_metrics=frozenset(check.get("metrics", ())) if stale else frozenset(),
         )
 
 

@@ -19,7 +19,7 @@ ALERT_COLUMNS = (
     "a.id, a.site, a.clause_id, a.clause_version, a.content_hash, a.standard, a.number, a.title,"
     " a.kind, a.severity, a.space, a.device, a.metric, a.reason, a.state, a.started_at,"
     " a.ended_at, a.worst_value, a.unit, a.responsible_party, a.responsible_name, a.unbound,"
-    " a.escalation_level, a.closed_at, a.cause, a.corrective_action,"
+    " a.escalation_level, a.closed_at, a.cause, a.corrective_action, a.inhibited_by, a.outage,"
     " (SELECT timezone FROM sites WHERE id = a.site) AS site_timezone"
 )
 
@@ -141,6 +141,17 @@ def alert_detail_row(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, 
             " WHERE a.id = %s",
             (alert_id,),
         ).fetchone()
+
+
+def inhibited_alerts(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]]:
+    """The alerts an outage alert inhibits (docs/alerts.md, "Inhibition"): id, space, device,
+    state, started_at, ended_at, by device."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, space, device, state, started_at, ended_at FROM alerts"
+            " WHERE inhibited_by = %s ORDER BY device, id",
+            (alert_id,),
+        ).fetchall()
 
 
 def alert_timeline(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]]:

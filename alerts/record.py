@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import notify
+from alerts import inhibition, notify
 from alerts.binding import Binding, bind
 from alerts.policy import policies
 from rules.rejudge import InstanceKey, Rejudged, Span
@@ -72,6 +72,8 @@ _ALERT_COLUMNS = (
     "unbound",
     "reopen_count",
     "updated_at",
+    "inhibited_by",
+    "outage",
 )
 _INSERT_ALERT = (
     f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)})"
@@ -110,6 +112,9 @@ class _Alert:
         None  # what worst_value is a value of  # all columns, for alerts raised in this batch
     )
     changed: bool = False
+    # The outage alert that inhibits this one, raised with it (its id is known by then).
+    inhibitor: _Alert | None = None
+    inhibited_by: int | None = None  # as loaded
 
 
 @dataclass
@@ -145,8 +150,24 @@ def record_outputs(
     clause_policies = policies(
         conn, {(o.clause.clause_id, o.clause.version, o.clause.content_hash) for o in starts}
     )
-    context = _read_context(conn, site, {_key(o) for o in relevant}, binding=bool(starts))
+    # Stale-data alerts may be inhibited by an outage (docs/alerts.md, "Inhibition").
+    stale = {o.subject.device for o in starts if inhibition.is_stale(o) and o.subject.device}
+    context = _read_context(
+        conn, site, {_key(o) for o in relevant}, binding=bool(starts), inhibiting=bool(stale)
+    )
     latest = context.latest
+    watched: list[str] = []
+    if stale:
+        stale_metrics = frozenset().union(
+            *(
+                clause_policies[(o.clause.clause_id, o.clause.version)].stale_metrics
+                for o in starts
+                if o.subject.device in stale
+            )
+        )
+        watched = inhibition.watched(site_model, stale_metrics)
+        if inhibition.site_wide(site_model, watched, stale | context.stale, context.offline):
+            context.site_wide = True
     if fresh:
         latest.clear()
     ancestors: dict[str, list[str]] = {}
@@ -200,6 +221,33 @@ def record_outputs(
                 _Transition(current, "reopened", to_datetime(output.confirmed_at), _facts(output))
             )
             continue
+        cause = (
+            inhibition.cause_of(
+                site_model,
+                output.subject.device,
+                context.offline,
+                context.outages,
+                site_wide=context.site_wide,
+            )
+            if output.subject.device in stale and inhibition.is_stale(output)
+            else None
+        )
+        inhibitor = None
+        if cause is not None:
+            inhibitor = context.outages.get(cause)
+            if inhibitor is None:
+                inhibitor = _new_outage(site_model, cause, watched, output, context, ancestors, now)
+                context.outages[cause] = inhibitor
+                result.raised += 1
+                assert inhibitor.new_row is not None
+                transitions.append(
+                    _Transition(
+                        inhibitor,
+                        "raised",
+                        to_datetime(output.confirmed_at),
+                        _outage_facts(inhibitor.new_row),
+                    )
+                )
         space = output.subject.space
         if space not in ancestors:
             ancestors[space] = _ancestors(site_model, space)
@@ -208,6 +256,7 @@ def record_outputs(
         )
         alert = _new_alert(site, output, binding, now)
         alert.metric = alert.new_row["metric"] if alert.new_row else None
+        alert.inhibitor = inhibitor
         latest[key] = alert
         result.raised += 1
         transitions.append(
@@ -216,6 +265,14 @@ def record_outputs(
 
     raised = [t.alert for t in transitions if t.action == "raised"]
     _assign_ids(conn, raised)
+    for transition in transitions:
+        inhibitor = transition.alert.inhibitor
+        if transition.action == "raised" and inhibitor is not None:
+            # Recorded with the alert, its timeline row and its ledger entry; no notice of its
+            # own: the outage alert's tells of it.
+            transition.data["inhibited_by"] = inhibitor.id
+            assert transition.alert.new_row is not None
+            transition.alert.new_row["inhibited_by"] = inhibitor.id
     changed = [a for a in latest.values() if a.changed and a.new_row is None]
     entries = ledger.chain(context.ledger_tip, [_ledger_entry(site, t) for t in transitions], now)
     messages = [
@@ -228,7 +285,7 @@ def record_outputs(
             alert=notify.alert_summary(row),
         )
         for row in (a.new_row for a in raised)
-        if row is not None
+        if row is not None and row["inhibited_by"] is None
     ]
     notifications = notify.notification_rows(messages, context.targets, context.parties, now)
     with conn.pipeline():  # every write in one round trip
@@ -238,6 +295,13 @@ def record_outputs(
         notify.write(conn, notifications)
         resolved = [t.alert.id for t in transitions if t.action == "resolved" and t.alert.id]
         notify.queue_follow_ups(conn, resolved, "resolved", now)
+    if any(
+        t.alert.inhibited_by is not None or t.alert.inhibitor is not None
+        for t in transitions
+        if t.action == "resolved"
+    ):
+        # An outage whose devices all have data again is over (its source may never say so).
+        result.resolved += len(inhibition.resolve_emptied(conn, site, now))
     result.alert_ids = sorted({t.alert.id for t in transitions if t.alert.id is not None})
     ALERT_CHANGES.labels("raised").inc(result.raised)
     ALERT_CHANGES.labels("reopened").inc(result.reopened)
@@ -282,10 +346,20 @@ class _Context:
     names: dict[str, str]  # party id → name
     parties: dict[tuple[str, str | None], dict[str, Any]]  # (site, party id) → notify's record
     targets: list[tuple[Any, ...]]  # webhook targets, notify.TARGETS_QUERY
+    # Inhibition, read when the batch starts stale-data alerts:
+    offline: dict[str, dt.datetime] = field(default_factory=dict)  # id → offline since
+    outages: dict[str, _Alert] = field(default_factory=dict)  # source → its open outage alert
+    stale: set[str] = field(default_factory=set)  # devices with an open stale-data alert
+    site_wide: bool = False  # every watched device is without data, no one source explains it
 
 
 def _read_context(
-    conn: psycopg.Connection[Any], site: str, keys: set[SubjectKey], *, binding: bool
+    conn: psycopg.Connection[Any],
+    site: str,
+    keys: set[SubjectKey],
+    *,
+    binding: bool,
+    inhibiting: bool = False,
 ) -> _Context:
     """Every read of a batch in one round trip: the statements go out together (pipeline mode)
     and run in order, the ledger lock first, so the alerts locked and the ledger tip read are
@@ -298,6 +372,10 @@ def _read_context(
             assignments = conn.execute(ASSIGNMENTS_QUERY, (site,))
             parties = conn.execute(PARTIES_QUERY, (site,))
             targets = conn.execute(notify.TARGETS_QUERY, ([site],))
+        if inhibiting:
+            offline = conn.execute(inhibition.OFFLINE_QUERY, (site,))
+            outages = conn.execute(inhibition.OPEN_OUTAGES_QUERY, (site,))
+            stale = conn.execute(inhibition.OPEN_STALE_QUERY, (site,))
     context = _Context(
         latest={
             (r[0], r[1], r[2], r[3], r[4]): _Alert(
@@ -308,6 +386,7 @@ def _read_context(
                 worst_value=r[9],
                 reopen_count=r[10],
                 metric=r[11],
+                inhibited_by=r[12],
             )
             for r in latest.fetchall()
         },
@@ -323,6 +402,13 @@ def _read_context(
             context.names[party[0]] = party[1]
             context.parties[(site, party[0])] = notify.party_record(*party)
         context.targets = targets.fetchall()
+    if inhibiting:
+        context.offline = dict(offline.fetchall())
+        context.stale = {device for (device,) in stale.fetchall()}
+        context.outages = {
+            source: _Alert(alert_id, state, started, ended, None, reopen_count)
+            for source, alert_id, state, started, ended, reopen_count in outages.fetchall()
+        }
     return context
 
 
@@ -333,15 +419,18 @@ def _select_latest_alerts(
     return conn.execute(
         """
         SELECT k.clause_id, k.clause_version, k.space, k.device, k.kind,
-               a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count, a.metric
+               a.id, a.state, a.started_at, a.ended_at, a.worst_value, a.reopen_count, a.metric,
+               a.inhibited_by
           FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[])
                AS k(clause_id, clause_version, space, device, kind)
          CROSS JOIN LATERAL (
-               SELECT id, state, started_at, ended_at, worst_value, reopen_count, metric
+               SELECT id, state, started_at, ended_at, worst_value, reopen_count, metric,
+                      inhibited_by
                  FROM alerts
                 WHERE site = %s AND clause_id = k.clause_id
                   AND clause_version = k.clause_version AND space = k.space
                   AND coalesce(device, '') = k.device AND kind = k.kind
+                  AND outage IS NULL  -- an outage alert is no device's (inhibition)
                 ORDER BY id DESC
                 LIMIT 1
                   FOR UPDATE  -- a person closing it meanwhile waits, then sees our change
@@ -445,6 +534,8 @@ def _new_alert(site: str, output: ViolationStarted, binding: Binding, now: dt.da
         "unbound": binding.unbound,
         "reopen_count": 0,
         "updated_at": now,
+        "inhibited_by": None,
+        "outage": None,
     }
     return _Alert(
         id=None,
@@ -455,6 +546,59 @@ def _new_alert(site: str, output: ViolationStarted, binding: Binding, now: dt.da
         reopen_count=0,
         new_row=row,
     )
+
+
+def _new_outage(
+    site_model: SiteModel,
+    source: str,
+    watched: list[str],
+    output: ViolationStarted,
+    context: _Context,
+    ancestors: dict[str, list[str]],
+    now: dt.datetime,
+) -> _Alert:
+    """The one alert that stands for the stale-data alerts behind `source` while it is offline:
+    judged under the clause of the first of them, on the space that holds every device behind
+    it, bound to whoever answers for that space, and naming those devices."""
+    outage = inhibition.describe(site_model, source, watched)
+    if outage.space not in ancestors:
+        ancestors[outage.space] = _ancestors(site_model, outage.space)
+    started_at = inhibition.outage_since(
+        site_model, source, outage.devices, context.offline, to_datetime(output.started_at)
+    )
+    binding = bind(
+        context.assignments,
+        context.names,
+        ancestors[outage.space],
+        output.clause.domain,
+        started_at,
+    )
+    shell = dataclasses.replace(
+        output,
+        subject=dataclasses.replace(output.subject, space=outage.space, device=source or None),
+        started_at=started_at.timestamp(),
+        worst_value=None,
+        unit=None,
+        reason=outage.reason,
+        params={"devices": float(len(outage.devices))},
+        evidence=(),
+        metric=None,
+    )
+    alert = _new_alert(site_model.site.id, shell, binding, now)
+    assert alert.new_row is not None
+    alert.new_row.update(metric=None, outage=outage.kind)
+    return alert
+
+
+def _outage_facts(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": row["started_at"],
+        "confirmed_at": row["confirmed_at"],
+        "worst_value": None,
+        "reason": row["reason"],
+        "evidence": [],
+        "outage": row["outage"],
+    }
 
 
 def _assign_ids(conn: psycopg.Connection[Any], raised: Sequence[_Alert]) -> None:

@@ -174,6 +174,11 @@ class AlertPublic(BaseModel):
     closed_at: dt.datetime | None
     cause: str | None
     corrective_action: str | None
+    # Inhibition (docs/alerts.md): the outage alert this one is inhibited by (it sends no
+    # notice of its own meanwhile); on an outage alert, whose: a gateway's (named in
+    # subject.device) or the site's uplink.
+    inhibited_by: int | None = None
+    outage: Literal["gateway", "site"] | None = None
 
 
 class AlertPage(BaseModel):
@@ -216,6 +221,15 @@ class TimelineEntry(BaseModel):
     data: dict[str, JsonValue]
 
 
+class InhibitedAlert(BaseModel):
+    id: int
+    space: str
+    device: str | None
+    state: AlertState
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+
+
 class AlertDetail(AlertPublic):
     clause: ClauseProvenance
     confirmed_at: dt.datetime
@@ -227,6 +241,8 @@ class AlertDetail(AlertPublic):
     closed_by: str | None
     # The silence holding back its notifications now (alerts/silences.py), if any.
     silenced_by: int | None = None
+    # On an outage alert: the alerts it inhibits, by device.
+    inhibits: list[InhibitedAlert] = []
     timeline: list[TimelineEntry]
 
 
@@ -323,6 +339,8 @@ def alert_public(row: Mapping[str, Any]) -> AlertPublic:
         closed_at=row["closed_at"],
         cause=row["cause"],
         corrective_action=row["corrective_action"],
+        inhibited_by=row["inhibited_by"],
+        outage=row["outage"],
     )
 
 

@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from alerts.anchors import anchor_tip
 from alerts.escalation import escalate_due
+from alerts.inhibition import release_due, source_status
 from alerts.notify import deliver_due, queue_reminders
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
@@ -168,6 +169,7 @@ class Service:
             self.subscriber.ack,
             sink=record_outputs,
             corrector=correct_alerts,
+            on_status=source_status,
             standards={cid: std.code for cid, std in self.config.standards().items()},
             lateness=settings.lateness_s,
             max_age=settings.max_age_s,
@@ -310,7 +312,14 @@ class Service:
         self._job("notifications", work)
 
     def _escalations(self) -> None:
-        self._job("escalations", lambda conn: escalate_due(conn, dt.datetime.now(dt.UTC)))
+        def work(conn: psycopg.Connection[Any]) -> None:
+            now = dt.datetime.now(dt.UTC)
+            escalate_due(conn, now)
+            # Alerts an outage inhibited whose device is still silent after its gateway came
+            # back notify on their own (alerts/inhibition.py).
+            release_due(conn, now)
+
+        self._job("escalations", work)
 
     def _evaluation_reports(self) -> None:
         self._job(

@@ -8,7 +8,8 @@ The model (SPEC §2, "Identity"):
 - a device `{site}/{device}` may publish only to `{prefix}/{site}/{device}/#` (its telemetry,
   events and status) and read nothing;
 - a gateway `{site}/{gateway}` may publish to the topics of every device of its site, and its own
-  status (`{prefix}/{site}/{gateway}/status`, its will), and read nothing;
+  status (`{prefix}/{site}/{gateway}/status`, its will), and read nothing; a site's `uplink` (the
+  one login the whole site publishes through) gets the same login, without being listed;
 - the service (`clausewatch` by default) may read `{prefix}/#` and publish nothing;
 - a client without a login has no rights (the broker refuses it).
 
@@ -117,6 +118,11 @@ def derive_identities(
             by_site[gateway.site].append(gateway.id)
     if problems:
         raise IdentityError("; ".join(problems))
+    for site_id, model in sites.items():
+        # A site's uplink (SiteInfo.uplink) speaks for the whole site: the login of a gateway.
+        uplink = model.site.uplink
+        if uplink is not None and uplink not in by_site[site_id]:
+            by_site[site_id].append(uplink)
     if "/" in service_username or not service_username:
         raise IdentityError(f"service user name {service_username!r}: give one without '/'")
     identities = [

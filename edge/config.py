@@ -293,6 +293,12 @@ class GatewayConfig(Strict):
             if device is None:
                 problems.append(f"sources[{i}].device: unknown device {source.device!r}")
                 continue
+            if device.gateway is not None and self.gateway not in site.sources_of(device.id):
+                # Inhibition reads this: an outage of this gateway must cover what it forwards.
+                problems.append(
+                    f"sources[{i}].device: the site model puts {device.id!r} behind "
+                    f"{device.gateway!r} (devices[].gateway), not this gateway {self.gateway!r}"
+                )
             for name in metric_names(source):
                 if name not in device.metrics:
                     problems.append(

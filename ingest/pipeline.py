@@ -117,6 +117,17 @@ class Corrector(Protocol):
     ) -> object: ...
 
 
+class StatusSink(Protocol):
+    """Takes one site's status messages of a flush (`{prefix}/{site}/{id}/status`), inside the
+    flush's transaction, after they are stored and before the outputs go to the sink:
+    the service passes `alerts.inhibition.source_status`, which resolves a gateway's outage
+    alert when it is back online."""
+
+    def __call__(
+        self, conn: psycopg.Connection[Any], site: SiteModel, statuses: Sequence[StatusRow], /
+    ) -> object: ...
+
+
 VALUES_STORED = Counter("clausewatch_reading_values", "Metric values committed to PostgreSQL")
 BATCHES = Counter("clausewatch_batches", "Transactions committed by the pipeline")
 FLUSH_FAILURES = Counter("clausewatch_flush_failures", "Flushes rolled back and retried")
@@ -190,6 +201,7 @@ class Pipeline:
         clock: Clock = "wall",
         checkpoint_interval: float = 5.0,
         corrector: Corrector | None = None,
+        on_status: StatusSink | None = None,
         history_every: float = 3600.0,
         max_age: float = 7 * 86400.0,
         rejudge_every: float = 5.0,
@@ -220,6 +232,7 @@ class Pipeline:
         self._capture_seconds = 0.0  # spent capturing the checkpoint in flight
         self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
         self.corrector = corrector
+        self.on_status = on_status
         self.rejudge_every = rejudge_every
         self._late: dict[str, float] = {}  # site -> oldest late input not re-judged yet
         self._rejudged_at: dict[str, float] = {}  # site -> monotonic time of its last re-judge
@@ -655,6 +668,13 @@ class Pipeline:
         with self.pool.connection() as conn, conn.transaction():
             write_batch(conn, pending.batch, self._partitions)
             write_device_status(conn, pending.statuses)
+            if self.on_status is not None:
+                by_site: dict[str, list[StatusRow]] = {}
+                for status in pending.statuses:
+                    by_site.setdefault(status.site, []).append(status)
+                for site_id, statuses in by_site.items():
+                    if site_id in self.sites:
+                        self.on_status(conn, self.sites[site_id], statuses)
             for site_id, outputs in pending.outputs.items():
                 write_compliance_intervals(
                     conn, (o for o in outputs if isinstance(o, ComplianceInterval))

@@ -78,6 +78,10 @@ class SiteInfo(Strict):
     seasons: dict[Id, SeasonRange] = {}
     # Organisation path from the top down (city, district, unit) for roll-up statistics.
     org: tuple[Id, ...] = ()
+    # The id whose status stands for the site's whole link to the service (the one broker
+    # login the site publishes through, a site router's MQTT bridge): every device and gateway
+    # of the site is behind it, and its outage is one site-wide alert (docs/alerts.md).
+    uplink: Id | None = None
     public: bool = False  # opt-in read-only public compliance page
 
     @field_validator("timezone")
@@ -159,6 +163,11 @@ class Device(Strict):
     metrics: dict[MetricName, MetricSpec]
     # For sub-meters: the meter whose consumption includes this one's.
     parent: Id | None = None
+    # What its data comes through: an edge gateway's id (its status topic
+    # `{prefix}/{site}/{gateway}/status`) or another device of the site (a data concentrator).
+    # While that is offline, this device's stale-data alerts are inhibited by one outage alert
+    # (docs/alerts.md, "Inhibition").
+    gateway: Id | None = None
 
 
 # A webhook target's name (alerts/webhooks.py, table webhook_targets): what a party's
@@ -241,12 +250,25 @@ class SiteModel(Strict):
                 problems.append(f"devices[{i}].space: unknown space {device.space!r}")
             if device.parent is not None and device.parent not in device_ids:
                 problems.append(f"devices[{i}].parent: unknown device {device.parent!r}")
+            if device.gateway == device.id:
+                problems.append(f"devices[{i}].gateway: a device cannot be its own gateway")
+            elif device.gateway is not None and device.gateway == self.site.uplink:
+                problems.append(
+                    f"devices[{i}].gateway: {device.gateway!r} is the site's uplink, which every "
+                    "device is behind already"
+                )
+        if self.site.uplink is not None and self.site.uplink in device_ids:
+            problems.append(
+                f"site.uplink: {self.site.uplink!r} is a device of the site (the uplink needs an "
+                "id of its own: its status topic)"
+            )
         for i, assignment in enumerate(self.assignments):
             if assignment.party not in party_ids:
                 problems.append(f"assignments[{i}].party: unknown party {assignment.party!r}")
             if assignment.space not in space_ids:
                 problems.append(f"assignments[{i}].space: unknown space {assignment.space!r}")
         problems.extend(_cycles(self.spaces))
+        problems.extend(_gateway_cycles(self.devices))
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -274,6 +296,31 @@ class SiteModel(Strict):
             current = parent_of[current]
         return chain
 
+    @cached_property
+    def device_gateway(self) -> dict[str, str]:
+        """Device id → the gateway (or device) its data comes through, for devices that name
+        one."""
+        return {d.id: d.gateway for d in self.devices if d.gateway is not None}
+
+    def sources_of(self, device_id: str) -> list[str]:
+        """What `device_id`'s data comes through, nearest first: its gateway, that one's
+        gateway when it is a device naming one, ..., then the site's uplink."""
+        chain: list[str] = []
+        current = self.device_gateway.get(device_id)
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = self.device_gateway.get(current)
+        if self.site.uplink is not None:
+            chain.append(self.site.uplink)
+        return chain
+
+    def behind(self, source: str) -> list[str]:
+        """The devices whose data comes through `source` (a gateway, a device, the uplink), in
+        the order of the file; with a device, the device itself first."""
+        found = [d.id for d in self.devices if d.id == source]
+        found.extend(d.id for d in self.devices if source in self.sources_of(d.id))
+        return found
+
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.site.timezone)
 
@@ -297,6 +344,19 @@ def _unique(kind: str, ids: list[str], problems: list[str]) -> set[str]:
             problems.append(f"{kind}[{i}].id: duplicate id {item!r}")
         seen.add(item)
     return seen
+
+
+def _gateway_cycles(devices: tuple[Device, ...]) -> list[str]:
+    gateway = {d.id: d.gateway for d in devices}
+    for i, device in enumerate(devices):
+        seen = {device.id}
+        current = None if device.gateway == device.id else device.gateway  # reported apart
+        while current is not None and current in gateway:
+            if current in seen:
+                return [f"devices[{i}].gateway: the gateways form a cycle through {device.id!r}"]
+            seen.add(current)
+            current = gateway[current]
+    return []
 
 
 def _cycles(spaces: tuple[Space, ...]) -> list[str]:

@@ -25,6 +25,7 @@ from api.models import (
     ClauseProvenance,
     CloseCreate,
     CommentCreate,
+    InhibitedAlert,
     QueryTime,
     ReassignCreate,
     Severity,
@@ -281,5 +282,8 @@ def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> Aler
         acknowledged_note=row["acknowledged_note"],
         closed_by=row["closed_by"],
         silenced_by=silences.silence_of(conn, alert_id, wall_now()),
+        inhibits=[InhibitedAlert(**each) for each in reads.inhibited_alerts(conn, alert_id)]
+        if row["outage"]
+        else [],
         timeline=[TimelineEntry(**entry) for entry in timeline],
     )

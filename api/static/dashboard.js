@@ -53,6 +53,7 @@ const LABELS = {
     more_filters: "更多筛选", sound: "声音提醒", new_alert: "新告警", to: "转给", time_axis: "时间", readings: "读数",
     mean_5m: "5分钟均值", min_5m: "5分钟最小值", max_5m: "5分钟最大值", evidence_raw: "证据（原始读数）",
     no_chart_library: "图表库未安装：运行 scripts/vendor",
+    inhibited_by: "被抑制于", inhibits: "抑制的告警", released: "解除抑制",
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
@@ -92,6 +93,7 @@ const LABELS = {
     more_filters: "More filters", new_alert: "New alert", to: "to", time_axis: "Time", readings: "readings",
     mean_5m: "5-min mean", min_5m: "5-min min", max_5m: "5-min max", evidence_raw: "evidence (raw)",
     no_chart_library: "chart library not installed: run scripts/vendor",
+    inhibited_by: "Inhibited by", inhibits: "Inhibits", released: "released",
   },
 };
 
@@ -467,6 +469,10 @@ function rowFacts(alert) {
       ...(alert.escalation_level > 0
         ? [el("span", { class: "state level" }, `${t("escalation")} L${alert.escalation_level}`), " "]
         : []),
+      // Inhibition: the outage alert it is inhibited by (no notice of its own meanwhile).
+      ...(alert.inhibited_by
+        ? [el("span", { class: "state inhibited" }, `${t("inhibited_by")} #${alert.inhibited_by}`), " "]
+        : []),
       `${alert.site} · ${alert.subject.space} · ${formatTime(alert.started_at, zone)}`),
     el("div", { class: "meta party" }, party),
   ];
@@ -777,6 +783,13 @@ async function showDetail(alertId) {
     alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
   $("detail-silenced").hidden = $("detail-silenced-label").hidden = !alert.silenced_by;
   $("detail-silenced").textContent = alert.silenced_by ? `#${alert.silenced_by}` : "";
+  // Inhibition: an outage alert lists the device alerts it stands for; they name it.
+  $("detail-inhibited").hidden = $("detail-inhibited-label").hidden = !alert.inhibited_by;
+  $("detail-inhibited").textContent = alert.inhibited_by ? `#${alert.inhibited_by}` : "";
+  const inhibits = alert.inhibits || [];
+  $("detail-inhibits").hidden = $("detail-inhibits-label").hidden = inhibits.length === 0;
+  $("detail-inhibits").textContent = inhibits
+    .map((each) => `#${each.id} ${each.device || each.space} (${t(each.state)})`).join(", ");
   $("detail-closure").hidden = alert.state !== "closed";
   $("detail-closed").textContent = `${formatTime(alert.closed_at, zone)} · ${alert.closed_by || ""}`;
   $("detail-cause").textContent = alert.cause || "—";

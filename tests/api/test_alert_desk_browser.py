@@ -287,3 +287,39 @@ def test_the_list_pages_on_and_opening_a_new_alert_clears_the_count(
         page.go_forward()
         expect(page.locator("#detail")).to_have_attribute("data-alert-id", str(fresh))
         context.close()
+
+
+def test_an_outage_alert_lists_what_it_inhibits_and_each_names_it(
+    live_api: str, api_database_url: str, desk_token: str, artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with psycopg.connect(api_database_url) as conn:
+        outage = insert_alert(conn, "site-a", space="outage-b1", started_at=now)
+        member = insert_alert(conn, "site-a", space="outage-b1-2f", started_at=now)
+        # As alerts/record.py records them (docs/alerts.md, "Inhibition").
+        conn.execute(
+            "UPDATE alerts SET outage = 'gateway', device = 'gw-1' WHERE id = %s", (outage,)
+        )
+        conn.execute("UPDATE alerts SET inhibited_by = %s WHERE id = %s", (outage, member))
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.add_init_script(
+            f"sessionStorage.setItem('clausewatch.token', {desk_token!r});"
+            "localStorage.setItem('clausewatch.lang', 'zh');"
+        )
+        page = context.new_page()
+        page.goto(f"{live_api}/alerts/{outage}")
+        expect(page.locator("#detail")).to_have_attribute("data-alert-id", str(outage))
+        expect(page.locator("#detail-inhibits-label")).to_have_text("抑制的告警")
+        expect(page.locator("#detail-inhibits")).to_have_text(f"#{member} th-1 (告警中)")
+        expect(page.locator("#detail-inhibited")).to_be_hidden()
+        page.screenshot(path=str(artifacts_dir / "desk-outage-zh.png"))
+        # In the list, the inhibited alert says by which.
+        row = page.locator(f'li.alert[data-alert-id="{member}"] .inhibited')
+        expect(row).to_have_text(f"被抑制于 #{outage}")
+        page.goto(f"{live_api}/alerts/{member}")
+        expect(page.locator("#detail")).to_have_attribute("data-alert-id", str(member))
+        expect(page.locator("#detail-inhibited")).to_have_text(f"#{outage}")
+        expect(page.locator("#detail-inhibits")).to_be_hidden()

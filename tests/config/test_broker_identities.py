@@ -65,6 +65,20 @@ def test_the_service_only_reads_and_a_gateway_publishes_for_the_devices_of_its_s
     assert gateway.subscribe == ()
 
 
+def test_a_sites_uplink_gets_a_gateways_login() -> None:
+    linked = site("hq", "th-1").model_copy(
+        update={"site": SITES["hq"].site.model_copy(update={"uplink": "hq-link"})}
+    )
+    for gateways in ([], [GatewayRef("hq", "hq-link")]):  # listed or not: one login
+        identities = derive_identities({"hq": linked}, gateways, "cw")
+        uplink = [i for i in identities if i.id == "hq-link"]
+        assert uplink == [
+            Identity(
+                "gateway", "hq", "hq-link", "hq/hq-link", ("cw/hq/th-1/#", "cw/hq/hq-link/status")
+            )
+        ]
+
+
 @pytest.mark.parametrize(
     ("gateways", "message"),
     [

@@ -72,6 +72,24 @@ def test_a_problem_against_the_site_names_the_path_and_line(tmp_path: Path) -> N
     ]
 
 
+def test_a_device_the_site_model_puts_behind_another_gateway_is_an_error(
+    tmp_path: Path,
+) -> None:
+    behind = "  - id: em-main\n    space: b1\n"
+    assert behind in SITE
+    write(tmp_path, "site.yaml", SITE.replace(behind, behind + "    gateway: gw-b2\n"))
+    meter = (
+        "  - {kind: simulated, device: em-main, metrics: {energy_kwh: {mean: 1, rate_per_h: 1}}}\n"
+    )
+    path = write(tmp_path, "gw.yaml", GATEWAY + meter)
+    with pytest.raises(ConfigError) as caught:
+        load_gateway_config(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}: sources[1].device: the site model puts 'em-main' behind 'gw-b2' "
+        "(devices[].gateway), not this gateway 'gw' (line 7)"
+    ]
+
+
 def test_a_modbus_register_in_another_unit_than_the_site_model_is_an_error(
     tmp_path: Path,
 ) -> None:
