@@ -1,7 +1,10 @@
 """End-to-end throughput: MQTT → decode → engine (full bundled clause set) → PostgreSQL, against
-the ceiling of a bare paho subscriber fed by the same publisher in the same run.
+the references a user would measure it against, fed by the same publisher in the same run: the
+broker's own C client (mosquitto_sub) and Node-RED's threshold flow; and the bare paho
+subscriber the service is built on.
 
-Run: .venv/bin/python bench/e2e.py [--messages 120000] [--workers 1 2]
+Run: .venv/bin/python bench/e2e.py [--messages 120000] [--workers 1 2] [--rounds 1]
+(the first run installs Node-RED from the npm registry into bench/.node-red, about a minute)
 
 Setup (all on 127.0.0.1, created and removed by the run): Mosquitto with the bundled
 mosquitto.conf on a free port; a scratch database on the local PostgreSQL; two bench sites of 250
@@ -14,6 +17,11 @@ outruns both the service and the bare subscriber and the broker queues the diffe
 bundled mosquitto.conf bounds that queue by 1 GiB, not by a message count, so nothing is dropped).
 
 Figures:
+- mosquitto_sub: messages/s at which the C client (QoS 1, MQTT 5, payloads read and dropped)
+  received everything, first publish → its exit after the last message: the broker's limit;
+- Node-RED: messages/s at which its flow (mqtt in, QoS 1, JSON → a function judging three
+  thresholds and counting; nothing stored) handled everything, first publish → the N-th
+  message (the flow stamps the time): what a user would build instead;
 - ceiling: messages/s at which the bare subscriber (QoS 1, MQTT 5, counting only) received
   everything the publisher sent, first publish → last arrival;
 - pipeline, per worker count: metric values/s committed to PostgreSQL (rows counted in the
@@ -76,7 +84,8 @@ def pipeline_rate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=120_000, help="readings per run")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of every run")
     args = parser.parse_args()
     plan: dict[str, object] = {"messages": args.messages, "inflight": 2000, "sites": SITES}
     print(f"machine: {harness.machine()}")
@@ -89,25 +98,34 @@ def main() -> None:
         (folder / "broker").mkdir()
         config = harness.write_config(folder / "config", SITES)
         with harness.own_mosquitto(folder / "broker") as url:
-            ceiling_msgs, publisher_msgs = harness.ceiling(url, plan)
-            ceiling_values = ceiling_msgs * METRICS_PER_MESSAGE
-            print(
-                f"ceiling (bare paho subscriber, counting): {ceiling_values:,.0f} values/s "
-                f"({ceiling_msgs:,.0f} msg/s; publisher {publisher_msgs:,.0f} msg/s)"
-            )
-            for workers in args.workers:
-                figures = pipeline_rate(url, config, plan, workers)
-                rate = figures["values_per_s"]
+            for round_ in range(1, args.rounds + 1):
+                print(f"round {round_}:")
+                c_msgs = harness.mosquitto_sub_rate(url, plan)
+                red_msgs = harness.node_red_rate(url, plan, folder)
+                ceiling_msgs, publisher_msgs = harness.ceiling(url, plan)
+                print(f"  mosquitto_sub (C client, counting): {c_msgs:,.0f} msg/s = 1.00")
                 print(
-                    f"pipeline, {workers} worker(s): {rate:,.0f} values/s committed "
-                    f"= {rate / ceiling_values:.2f} of the ceiling; target 30,000: "
-                    f"{rate / 30_000:.2f}x; late readings {figures['late']}, "
-                    f"alerts {figures['alerts']}, dead letters {figures['dead_letters']}"
+                    f"  Node-RED {harness.NODE_RED_VERSION} threshold flow: {red_msgs:,.0f} msg/s"
+                    f" = {red_msgs / c_msgs:.2f} of mosquitto_sub"
                 )
                 print(
-                    f"  service CPU: {figures['values_per_cpu_s']:,.0f} values per CPU second "
-                    f"(what one free core would sustain; PostgreSQL's own CPU not included)"
+                    f"  bare paho subscriber: {ceiling_msgs:,.0f} msg/s = "
+                    f"{ceiling_msgs / c_msgs:.2f} (publisher {publisher_msgs:,.0f} msg/s)"
                 )
+                for workers in args.workers:
+                    figures = pipeline_rate(url, config, plan, workers)
+                    msgs = figures["values_per_s"] / METRICS_PER_MESSAGE
+                    print(
+                        f"  clausewatch, {workers} worker(s): {msgs:,.0f} msg/s "
+                        f"({figures['values_per_s']:,.0f} values/s committed) = "
+                        f"{msgs / c_msgs:.2f} of mosquitto_sub, {msgs / red_msgs:.2f}x Node-RED,"
+                        f" {msgs / ceiling_msgs:.2f} of paho; late readings {figures['late']},"
+                        f" alerts {figures['alerts']}, dead letters {figures['dead_letters']}"
+                    )
+                    print(
+                        f"    service CPU: {figures['values_per_cpu_s']:,.0f} values per CPU "
+                        f"second (PostgreSQL's own CPU not included)"
+                    )
 
 
 if __name__ == "__main__":

@@ -550,3 +550,165 @@ def ceiling(url: str, plan: dict[str, Any]) -> tuple[float, float]:
     publisher.join(10)
     counter.join(10)
     return plan["messages"] / (arrived - started), plan["messages"] / (last_ack - started)
+
+
+# ---- references a user would measure the service against ----
+
+READY_TOPIC = "bench/ready"  # retained: a reference has subscribed once it has this message
+DONE_TOPIC = "bench/done"  # Node-RED's flow publishes the epoch ms of its N-th message here
+UP_TOPIC = "bench/up"  # ... and here once it holds the retained ready message
+NODE_RED_VERSION = "4.1.8"  # pinned: a reference that moves under the figures misleads
+NODE_RED_DIR = ROOT / "bench" / ".node-red"  # npm install target (gitignored)
+
+
+def _publish_once(url: str, topic: str, payload: bytes, retain: bool) -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-ctl-{uuid.uuid4().hex[:6]}")
+    client.connect(*_broker(url))
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def mosquitto_sub_rate(url: str, plan: dict[str, Any]) -> float:
+    """Messages/s of the C client (`mosquitto_sub`, QoS 1, MQTT 5, payloads to a pipe that is
+    read and dropped) for the plan's messages, first publish → the process exits after the
+    last one (`-C`). It subscribes to the retained ready message too, so its first line says
+    it is subscribed before the publisher starts."""
+    _publish_once(url, READY_TOPIC, b"ready", retain=True)
+    host, port = _broker(url)
+    command = [
+        "mosquitto_sub", "-h", host, "-p", str(port), "-V", "mqttv5", "-q", "1",
+        "-t", f"{PREFIX}/#", "-t", READY_TOPIC, "-C", str(plan["messages"] + 1),
+        "-i", f"bench-c-{uuid.uuid4().hex[:6]}",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    try:
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("mosquitto_sub did not subscribe")
+        drain = threading.Thread(target=_discard, args=(process.stdout,), daemon=True)
+        drain.start()
+        publisher, published = run_publisher(url, plan)
+        started, _, _ = published.get(timeout=300)
+        process.wait(300)
+        finished = time.time()
+        publisher.join(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    return plan["messages"] / (finished - started)
+
+
+def _discard(stream: Any) -> None:
+    while stream.read(1 << 16):
+        pass
+
+
+def install_node_red() -> Path:
+    """Node-RED from the npm registry into bench/.node-red (once); its start script."""
+    script = NODE_RED_DIR / "node_modules" / "node-red" / "red.js"
+    if not script.exists():
+        NODE_RED_DIR.mkdir(parents=True, exist_ok=True)
+        print(f"installing node-red@{NODE_RED_VERSION} from the npm registry ...", flush=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--omit=dev", "--prefix",
+             str(NODE_RED_DIR), f"node-red@{NODE_RED_VERSION}"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    return script
+
+
+def node_red_flow(url: str, expected: int) -> list[dict[str, Any]]:
+    """mqtt in (QoS 1, JSON parsed) → a threshold function over the three metrics (what a user
+    would build to judge 'not below 26 °C while cooling', 'co2 ≤ 1000 ppm'), counting; at the
+    N-th reading it publishes the time on bench/done. Nothing is stored."""
+    host, port = _broker(url)
+    threshold = f"""
+if (msg.topic === "{READY_TOPIC}") {{ return [null, {{topic: "{UP_TOPIC}", payload: "up"}}]; }}
+const s = context.get("s");
+const m = msg.payload.metrics || {{}};
+if (m.temperature !== undefined && m.temperature < 26) s.violations += 1;
+if (m.co2 !== undefined && m.co2 > 1000) s.violations += 1;
+if (m.humidity !== undefined && (m.humidity < 30 || m.humidity > 70)) s.violations += 1;
+s.seen += 1;
+if (s.seen === {expected}) {{
+  return [null, {{topic: "{DONE_TOPIC}", payload: String(Date.now())}}];
+}}
+return null;
+"""
+    return [
+        {"id": "tab", "type": "tab", "label": "bench"},
+        {"id": "broker", "type": "mqtt-broker", "broker": host, "port": str(port),
+         "clientid": f"bench-nr-{uuid.uuid4().hex[:6]}", "protocolVersion": "5",
+         "keepalive": "60", "cleansession": True, "autoConnect": True},
+        {"id": "in", "type": "mqtt in", "z": "tab", "topic": f"{PREFIX}/#", "qos": "1",
+         "datatype": "json", "broker": "broker", "nl": False, "rap": False, "inputs": 0,
+         "wires": [["threshold"]]},
+        {"id": "ready", "type": "mqtt in", "z": "tab", "topic": READY_TOPIC, "qos": "1",
+         "datatype": "utf8", "broker": "broker", "nl": False, "rap": False, "inputs": 0,
+         "wires": [["threshold"]]},
+        # The state is one object in the node's memory context, fetched once a message and
+        # changed in place: the cheapest a function node keeps state.
+        {"id": "threshold", "type": "function", "z": "tab", "func": threshold, "outputs": 2,
+         "initialize": 'context.set("s", {seen: 0, violations: 0});',
+         "wires": [[], ["out"]]},
+        {"id": "out", "type": "mqtt out", "z": "tab", "topic": "", "qos": "1",
+         "retain": "false", "broker": "broker", "wires": []},
+    ]  # fmt: skip
+
+
+def node_red_rate(url: str, plan: dict[str, Any], folder: Path) -> float:
+    """Messages/s of Node-RED's threshold flow for the plan's messages, first publish → the
+    flow's N-th message (the time it stamps on bench/done)."""
+    script = install_node_red()
+    user_dir = folder / "node-red"
+    user_dir.mkdir(exist_ok=True)
+    (user_dir / "flows.json").write_bytes(orjson.dumps(node_red_flow(url, plan["messages"])))
+    port = free_port()
+    (user_dir / "settings.js").write_text(
+        f"module.exports = {{uiPort: {port}, uiHost: '127.0.0.1', flowFile: 'flows.json',"
+        " logging: {console: {level: 'warn'}}, editorTheme: {tours: false}};\n"
+    )
+    ctx = mp.get_context("spawn")
+    watching, up, done = ctx.Event(), ctx.Event(), ctx.Queue()
+    watcher = ctx.Process(target=_watch_node_red, args=(url, watching, up, done), daemon=True)
+    watcher.start()
+    if not watching.wait(30):
+        raise RuntimeError("the bench/done watcher did not subscribe")
+    _publish_once(url, READY_TOPIC, b"ready", retain=True)
+    with (folder / "node-red.log").open("ab") as log:
+        process = subprocess.Popen(
+            ["node", str(script), "--userDir", str(user_dir), "--settings",
+             str(user_dir / "settings.js")],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        if not up.wait(120):
+            raise RuntimeError(f"node-red's flow did not subscribe (see {folder}/node-red.log)")
+        publisher, published = run_publisher(url, plan)
+        started, _, _ = published.get(timeout=300)
+        finished = done.get(timeout=300)
+        publisher.join(10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+        watcher.kill()
+    return plan["messages"] / (finished - started)
+
+
+def _watch_node_red(url: str, watching: Any, up: Any, done: Any) -> None:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-w-{uuid.uuid4().hex[:6]}")
+
+    def on_message(_client: object, _userdata: object, message: Any) -> None:
+        if message.topic == UP_TOPIC:
+            up.set()
+        else:
+            done.put(int(message.payload) / 1000)
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: watching.set()
+    client.connect(*_broker(url))
+    client.subscribe([(UP_TOPIC, 1), (DONE_TOPIC, 1)])
+    client.loop_forever()
