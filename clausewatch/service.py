@@ -28,6 +28,7 @@ from alerts.notify import deliver_due, queue_reminders
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
 from compliance.reports import generate_due_reports
+from compliance.revisions import clause_set, clause_set_stamp
 from config.broker import derive_identities
 from config.files import LoadedConfig
 from ingest.decode import Decoder, DeviceIndex, Limits
@@ -35,6 +36,7 @@ from ingest.direct import Busy, DirectIngress
 from ingest.mqtt import IngressQueue, MqttSubscriber
 from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
+from rules.clause import ClauseFile, ClauseVersion
 from rules.holidays import use_official_calendar
 from store.migrate import migrate
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
@@ -76,16 +78,35 @@ MQTT_CONNECT_WAIT_S = 15.0
 # would be set aside as late, never judged (bench/latency.py saw one in ten at 1,000 msg/s).
 # Time-driven rules (overdue, stale) fire this much later.
 WALL_CLOCK_GRACE_S = 2.0
+# How often each ingest process looks for a clause revision published or rolled back: a
+# publication dates from a later day, so a second's delay costs nothing.
+CLAUSE_POLL_S = 1.0
 
 
-def sync_registry(database_url: str, config: LoadedConfig) -> None:
+def sync_registry(database_url: str, config: LoadedConfig) -> list[ClauseVersion]:
     """Brings the registry tables (sites, spaces, devices, parties, assignments, clause
-    versions) in line with the loaded files, in one transaction."""
+    versions) in line with the loaded files, in one transaction. Versions that clause
+    revisions manage keep their stored content (compliance/revisions.py). Returns the clause
+    versions to judge."""
     with connect(database_url) as conn:
         for site in config.sites.values():
             sync_site(conn, site, CONFIG_ACTOR)
-        sync_clauses(conn, config.clause_files.values(), CONFIG_ACTOR)
+        clauses = clause_set(conn, config.clause_versions())
+        sync_clauses(conn, _as_files(config, clauses), CONFIG_ACTOR)
         conn.commit()
+    return clauses
+
+
+def _as_files(config: LoadedConfig, clauses: list[ClauseVersion]) -> list[ClauseFile]:
+    """`clauses` grouped under the standard of their clause file."""
+    standards = config.standards()
+    grouped: dict[str, list[ClauseVersion]] = {}
+    for clause in clauses:
+        grouped.setdefault(clause.id, []).append(clause)
+    return [
+        ClauseFile(standard=standards[clause_id], clauses=tuple(versions))
+        for clause_id, versions in grouped.items()
+    ]
 
 
 @dataclass
@@ -125,6 +146,7 @@ class Service:
         self.scheduler: BackgroundScheduler | None = None
         self._http: Any = None  # uvicorn.Server
         self._http_thread: threading.Thread | None = None
+        self._clause_stamp: tuple[int, dt.datetime | None] | None = None
 
     @property
     def api_url(self) -> str:
@@ -136,7 +158,7 @@ class Service:
             # Before any engine compiles a schedule: they judge working days with this one.
             use_official_calendar(self.config.calendar)
         migrate(self.migration_url, roles=self.roles)
-        sync_registry(self.database_url, self.config)
+        clauses = sync_registry(self.database_url, self.config)
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:
             ensure_partitions(conn)
@@ -163,7 +185,7 @@ class Service:
         self.pipeline = Pipeline(
             self.pool,
             sites,
-            self.config.clause_versions(),
+            clauses,
             decoder,
             inbox,
             self.subscriber.ack,
@@ -185,6 +207,8 @@ class Service:
                 "MQTT broker at %s not reachable yet; retrying in the background",
                 self.subscriber.url.redacted(),
             )
+        with self.pool.connection() as conn:
+            self._clause_stamp = clause_set_stamp(conn)
         self.scheduler = self._make_scheduler()
         self.scheduler.start()
         if self.options.serve_api:
@@ -225,6 +249,10 @@ class Service:
             scheduler.add_job(self._tick, "interval", seconds=1, id="advance")
         scheduler.add_job(
             _full_collection, "interval", seconds=FULL_COLLECTION_INTERVAL_S, id="collect"
+        )
+        # Every ingest process: its engines judge with the clause versions revisions publish.
+        scheduler.add_job(
+            self._clause_revisions, "interval", seconds=CLAUSE_POLL_S, id="clause_revisions"
         )
         if not self.options.periodic_jobs:
             return scheduler
@@ -279,6 +307,23 @@ class Service:
                 work(conn)
         except Exception:
             log.exception("scheduled job %s failed; it runs again at its next turn", name)
+
+    def _clause_revisions(self) -> None:
+        """Hands the pipeline the new clause set when a revision was published or rolled back
+        since the last look (one small query per turn)."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            stamp = clause_set_stamp(conn)
+            if stamp == self._clause_stamp or self.pipeline is None:
+                return
+            clauses = clause_set(conn, self.config.clause_versions())
+            self.pipeline.request_clauses(clauses)
+            self._clause_stamp = stamp
+            log.info(
+                "clause revisions changed: %d clause versions handed to the pipeline", len(clauses)
+            )
+
+        self._job("clause_revisions", work)
 
     def _partitions(self) -> None:
         self._job("partitions", ensure_partitions)

@@ -242,6 +242,7 @@ class Pipeline:
         self._pending = self._new_pending()
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
+        self._new_clauses: tuple[ClauseVersion, ...] | None = None  # under _advance_lock
         self._stop = threading.Event()
         self._checkpoint_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -282,6 +283,14 @@ class Pipeline:
         with self._advance_lock:
             if self._advance_to is None or now > self._advance_to:
                 self._advance_to = now
+
+    def request_clauses(self, clauses: Sequence[ClauseVersion]) -> None:
+        """Any thread: judge with `clauses` from now on (a clause revision published or rolled
+        back). The pipeline thread switches after its next commit: each engine is restored from
+        its own snapshot with the new set, so the instances of versions still in the set keep
+        their state, new versions start fresh and versions gone are dropped."""
+        with self._advance_lock:
+            self._new_clauses = tuple(clauses)
 
     def request_checkpoint(self) -> None:
         """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
@@ -523,8 +532,9 @@ class Pipeline:
             VALUES_STORED.inc(pending.values)
             BATCHES.inc()
             self._pending = self._new_pending()
-        # Everything taken so far is committed: late input may be re-judged, then a checkpoint
-        # may begin.
+        # Everything taken so far is committed: the clause set may change, late input may be
+        # re-judged, then a checkpoint may begin.
+        self._switch_clauses()
         self._rejudge_due()
         if self._checkpoint_due(idle=nothing_new):
             self._begin_checkpoint()
@@ -681,6 +691,40 @@ class Pipeline:
                 )
                 write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
                 self.sink(conn, self.sites[site_id], outputs)
+
+    # -- clause revisions --
+
+    def _switch_clauses(self) -> None:
+        with self._advance_lock:
+            clauses, self._new_clauses = self._new_clauses, None
+        if clauses is None:
+            return
+        started = time.monotonic()
+        # The checkpoint in flight holds the engines about to be replaced: finish and save it.
+        self._capture_slice(float("inf"))
+        self._writer.wait_idle(RETRY_MAX_S)
+        with self.pool.connection() as conn:
+            done = {
+                site_id: {k: at.timestamp() for k, at in registry.last_done(conn, site_id).items()}
+                for site_id in self.engines
+            }
+        for site_id, engine in self.engines.items():
+            self.engines[site_id] = SiteEngine.restore(
+                self.sites[site_id],
+                clauses,
+                engine.snapshot(),
+                lateness=self.lateness,
+                standards=self.standards,
+                last_done=done[site_id],
+            )
+            self._dirty_sites.add(site_id)
+        self.clauses = clauses
+        log.info(
+            "clause set changed: %d versions judged from now on (%d sites switched in %.2f s)",
+            len(clauses),
+            len(self.engines),
+            time.monotonic() - started,
+        )
 
     # -- late input --
 
