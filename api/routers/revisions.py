@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from api.auth import GlobalAdmin, Reader
+from api.auth import GlobalAdmin, Principal, Reader
 from api.deps import DbConn
 from api.models import (
     RevisionDecision,
@@ -49,12 +49,13 @@ def revisions(
     """Revisions, newest first; `open=true` (or `state=pending&state=approved`): those
     waiting for approval or publication."""
     states: list[RevisionState] | None = ["pending", "approved"] if open_ else state
-    return list_revisions(conn, clause_id=clause_id, states=states, limit=limit)
+    found = list_revisions(conn, clause_id=clause_id, states=states, limit=limit)
+    return [_seen_by(principal, r) for r in found]
 
 
 @router.get("/{revision_id}", responses=problems(401, 403, 404))
 def revision(revision_id: RevisionId, conn: DbConn, principal: Reader) -> Revision:
-    return _answer(lambda: get_revision(conn, revision_id))
+    return _seen_by(principal, _answer(lambda: get_revision(conn, revision_id)))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=problems(401, 403, 404, 409))
@@ -108,6 +109,13 @@ def rollback_revision(
     return _commit(
         conn, lambda: rollback(conn, revision_id, principal.actor, body.effective_from, _now())
     )
+
+
+def _seen_by(principal: Principal, revision: Revision) -> Revision:
+    """The revision with the backtests of the token's sites only (a clause is every site's;
+    its figures at a site are that site's)."""
+    tested = [t for t in revision.backtest if principal.sees(t.site)]
+    return revision.model_copy(update={"backtest": tested})
 
 
 def _now() -> dt.datetime:

@@ -36,7 +36,7 @@ def db(fresh_database_url: str) -> str:
 
 
 @pytest.fixture
-def client(db: str) -> Iterator[TestClient]:
+def api_client(db: str) -> Iterator[TestClient]:
     with TestClient(create_app(db)) as test_client:
         yield test_client
 
@@ -69,8 +69,8 @@ def versions(db: str) -> list[tuple[int, dt.date, dt.date | None, float]]:
         ]
 
 
-def propose(client: TestClient, who: str, **changes: Any) -> Any:
-    return client.post(
+def propose(api_client: TestClient, who: str, **changes: Any) -> Any:
+    return api_client.post(
         "/api/v1/clause-revisions",
         json={
             "clause_id": CLAUSE,
@@ -88,10 +88,10 @@ def later(days: int) -> str:
 
 
 def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
-    client: TestClient, db: str
+    api_client: TestClient, db: str
 ) -> None:
     zhang, li = token(db, "张工"), token(db, "李处长")
-    made = propose(client, zhang)
+    made = propose(api_client, zhang)
     assert made.status_code == 201, made.text
     revision = made.json()
     assert revision["state"] == "pending"
@@ -99,30 +99,30 @@ def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
     assert [t["site"] for t in revision["backtest"]] == [PRIVATE_SITE]
     assert revision["proposed_by"].endswith("(张工)")
 
-    own = client.post(
+    own = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(zhang)
     )
     assert own.status_code == 403 and "proposer" in own.json()["detail"]
-    early = client.post(
+    early = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(5)},
         headers=auth(li),
     )
     assert early.status_code == 409 and "approved" in early.json()["detail"]
-    approved = client.post(
+    approved = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/approve",
         json={"note": "同意"},
         headers=auth(li),
     )
     assert approved.status_code == 200 and approved.json()["approved_by"].endswith("(李处长)")
 
-    today = client.post(
+    today = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": dt.datetime.now(dt.UTC).date().isoformat()},
         headers=auth(li),
     )
     assert today.status_code == 422 and "after today" in str(today.json())
-    published = client.post(
+    published = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(5)},
         headers=auth(li),
@@ -141,16 +141,16 @@ def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
     assert [e["actor"] for e in ledger(db, "clause_revision.proposed")] == [revision["proposed_by"]]
 
     # Not in force anywhere yet: rolling back withdraws it and reopens version 1.
-    back = client.post(
+    back = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/rollback", json={}, headers=auth(zhang)
     )
     assert back.status_code == 200 and back.json()["state"] == "rolled_back"
     assert versions(db) == [(1, dt.date(2020, 1, 1), None, 28.0)]
     assert ledger(db, "clause_revision.rolled_back")[0]["withdrawn"] is True
     # The withdrawn number is not given again.
-    again = propose(client, zhang).json()
-    client.post(f"/api/v1/clause-revisions/{again['id']}/approve", json={}, headers=auth(li))
-    answer = client.post(
+    again = propose(api_client, zhang).json()
+    api_client.post(f"/api/v1/clause-revisions/{again['id']}/approve", json={}, headers=auth(li))
+    answer = api_client.post(
         f"/api/v1/clause-revisions/{again['id']}/publish",
         json={"effective_from": later(3)},
         headers=auth(li),
@@ -158,12 +158,14 @@ def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
     assert answer.json()["version"] == 3
 
 
-def test_a_revision_in_force_is_rolled_back_from_a_later_day(client: TestClient, db: str) -> None:
+def test_a_revision_in_force_is_rolled_back_from_a_later_day(
+    api_client: TestClient, db: str
+) -> None:
     """A version in force is ended, and the revised content comes back as a new version."""
     zhang, li = token(db, "张工"), token(db, "李处长")
-    revision = propose(client, zhang).json()
-    client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
-    client.post(
+    revision = propose(api_client, zhang).json()
+    api_client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
+    api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(2)},
         headers=auth(li),
@@ -174,11 +176,11 @@ def test_a_revision_in_force_is_rolled_back_from_a_later_day(client: TestClient,
             "UPDATE clause_revisions SET effective_from = effective_from - 10 WHERE id = %s",
             (revision["id"],),
         )
-    needs_day = client.post(
+    needs_day = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/rollback", json={}, headers=auth(li)
     )
     assert needs_day.status_code == 422 and "effective_from" in str(needs_day.json())
-    back = client.post(
+    back = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/rollback",
         json={"effective_from": later(4)},
         headers=auth(li),
@@ -204,38 +206,40 @@ def test_a_revision_in_force_is_rolled_back_from_a_later_day(client: TestClient,
     ],
 )
 def test_bad_proposals_are_refused_with_the_reason(
-    client: TestClient, db: str, changes: dict[str, Any], status: int, says: str
+    api_client: TestClient, db: str, changes: dict[str, Any], status: int, says: str
 ) -> None:
-    answer = propose(client, token(db, "张工"), **changes)
+    answer = propose(api_client, token(db, "张工"), **changes)
     assert answer.status_code == status, answer.text
     assert says in str(answer.json())
 
 
-def test_who_may_propose_and_one_open_revision_per_clause(client: TestClient, db: str) -> None:
+def test_who_may_propose_and_one_open_revision_per_clause(api_client: TestClient, db: str) -> None:
     scoped = token(db, "站点管理员", sites=(PRIVATE_SITE,))
-    assert propose(client, scoped).status_code == 403
-    assert propose(client, token(db, "viewer", role="viewer")).status_code == 403
+    assert propose(api_client, scoped).status_code == 403
+    assert propose(api_client, token(db, "viewer", role="viewer")).status_code == 403
     zhang = token(db, "张工")
-    unknown = client.post(
+    unknown = api_client.post(
         "/api/v1/clause-revisions",
         json={"clause_id": "no.such", "changes": {"x": 1}, "reason": "r"},
         headers=auth(zhang),
     )
     assert unknown.status_code == 404
-    assert propose(client, zhang).status_code == 201
-    second = propose(client, zhang, **{"params.limit.default": 29})
+    assert propose(api_client, zhang).status_code == 201
+    second = propose(api_client, zhang, **{"params.limit.default": 29})
     assert second.status_code == 409 and "pending" in second.json()["detail"]
-    missing = client.post("/api/v1/clause-revisions/999/approve", json={}, headers=auth(zhang))
+    missing = api_client.post("/api/v1/clause-revisions/999/approve", json={}, headers=auth(zhang))
     assert missing.status_code == 404
 
 
-def test_the_register_shows_pending_revisions_and_review_dates(client: TestClient, db: str) -> None:
+def test_the_register_shows_pending_revisions_and_review_dates(
+    api_client: TestClient, db: str
+) -> None:
     zhang = token(db, "张工")
-    [entry] = client.get("/api/v1/register", headers=auth(zhang)).json()
+    [entry] = api_client.get("/api/v1/register", headers=auth(zhang)).json()
     assert entry["pending_revisions"] == 0
     assert entry["review_due"] == "2025-01-01" and entry["review_reminder"] is True
-    revision = propose(client, zhang).json()
-    [entry] = client.get("/api/v1/register", headers=auth(zhang)).json()
+    revision = propose(api_client, zhang).json()
+    [entry] = api_client.get("/api/v1/register", headers=auth(zhang)).json()
     assert entry["pending_revisions"] == 1
-    waiting = client.get("/api/v1/clause-revisions?open=true", headers=auth(zhang)).json()
+    waiting = api_client.get("/api/v1/clause-revisions?open=true", headers=auth(zhang)).json()
     assert [r["id"] for r in waiting] == [revision["id"]]
