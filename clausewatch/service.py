@@ -158,6 +158,9 @@ class Service:
             # Before any engine compiles a schedule: they judge working days with this one.
             use_official_calendar(self.config.calendar)
         migrate(self.migration_url, roles=self.roles)
+        with connect(self.database_url) as conn:
+            # Read before the set it stands for: a publication in between is seen by the poll.
+            self._clause_stamp = clause_set_stamp(conn)
         clauses = sync_registry(self.database_url, self.config)
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:
@@ -207,8 +210,6 @@ class Service:
                 "MQTT broker at %s not reachable yet; retrying in the background",
                 self.subscriber.url.redacted(),
             )
-        with self.pool.connection() as conn:
-            self._clause_stamp = clause_set_stamp(conn)
         self.scheduler = self._make_scheduler()
         self.scheduler.start()
         if self.options.serve_api:

@@ -708,16 +708,22 @@ class Pipeline:
                 site_id: {k: at.timestamp() for k, at in registry.last_done(conn, site_id).items()}
                 for site_id in self.engines
             }
-        for site_id, engine in self.engines.items():
-            self.engines[site_id] = SiteEngine.restore(
-                self.sites[site_id],
-                clauses,
-                engine.snapshot(),
-                lateness=self.lateness,
-                standards=self.standards,
-                last_done=done[site_id],
-            )
-            self._dirty_sites.add(site_id)
+        switched: dict[str, SiteEngine] = {}
+        try:
+            for site_id, engine in self.engines.items():
+                switched[site_id] = SiteEngine.restore(
+                    self.sites[site_id],
+                    clauses,
+                    engine.snapshot(),
+                    lateness=self.lateness,
+                    standards=self.standards,
+                    last_done=done[site_id],
+                )
+        except Exception:  # a set a site cannot bind: every site keeps judging the old one
+            log.exception("the new clause set cannot be judged; the engines keep the previous one")
+            return
+        self.engines.update(switched)
+        self._dirty_sites |= switched.keys()
         self.clauses = clauses
         log.info(
             "clause set changed: %d versions judged from now on (%d sites switched in %.2f s)",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.tokens import create_token
+from clausewatch.service import sync_registry
+from config.files import LoadedConfig
 from store.migrate import migrate
 from store.pool import connect
 from store.registry import sync_clauses, sync_site
@@ -243,3 +246,30 @@ def test_the_register_shows_pending_revisions_and_review_dates(
     assert entry["pending_revisions"] == 1
     waiting = api_client.get("/api/v1/clause-revisions?open=true", headers=auth(zhang)).json()
     assert [r["id"] for r in waiting] == [revision["id"]]
+
+
+def test_a_start_from_the_unchanged_files_keeps_the_publication(
+    api_client: TestClient, db: str
+) -> None:
+    """The files still hold version 1 without an end: the service's start judges (and stores)
+    the published versions, not the file's text of them."""
+    zhang, li = token(db, "张工"), token(db, "李处长")
+    revision = propose(api_client, zhang).json()
+    api_client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
+    api_client.post(
+        f"/api/v1/clause-revisions/{revision['id']}/publish",
+        json={"effective_from": later(5)},
+        headers=auth(li),
+    )
+    stored = versions(db)
+    config = LoadedConfig(
+        sites={PRIVATE_SITE: small_site(PRIVATE_SITE, public=False, org=["jinan"])},
+        clause_files={Path("test.yaml"): clause_file_with()},
+    )
+    judged = sync_registry(db, config)
+    assert versions(db) == stored
+    first = dt.date.fromisoformat(later(5))
+    assert sorted((c.version, c.effective_to, c.params["limit"].default) for c in judged) == [
+        (1, first - dt.timedelta(days=1), 28.0),
+        (2, None, 28.5),
+    ]
