@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import Gauge
 from psycopg_pool import ConnectionPool
 
 from alerts.anchors import anchor_tip
@@ -27,6 +28,7 @@ from alerts.inhibition import release_due, source_status
 from alerts.notify import deliver_due, queue_reminders
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
+from compliance.register import reviews_due
 from compliance.reports import generate_due_reports
 from compliance.revisions import clause_set, clause_set_stamp
 from config.broker import derive_identities
@@ -70,6 +72,11 @@ def _full_collection() -> None:
     gc.collect()
     gc.freeze()
 
+
+REVIEWS_DUE = Gauge(
+    "clausewatch_clause_reviews_due",
+    "Clauses whose review (复审) is due within 90 days or overdue, counted daily",
+)
 
 CONFIG_ACTOR = "config"  # how registry changes made from the files are recorded in the ledger
 MQTT_CONNECT_WAIT_S = 15.0
@@ -273,6 +280,15 @@ class Service:
         # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
         # run produces each within the hour after a quarter ends and catches up after downtime.
         scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
+        # 复审 reminders: the register flags them on every read; this puts the count where
+        # monitoring sees it (and in the log), once a day and at start.
+        scheduler.add_job(
+            self._reviews_due,
+            "interval",
+            hours=24,
+            id="reviews_due",
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         if (
             self.settings.ledger_key_file is not None
             and self.settings.ledger_anchor_dir is not None
@@ -372,6 +388,19 @@ class Service:
             "evaluation_reports",
             lambda conn: generate_due_reports(conn, "scheduler", dt.datetime.now(dt.UTC)),
         )
+
+    def _reviews_due(self) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            due = reviews_due(conn, dt.datetime.now(dt.UTC).date())
+            REVIEWS_DUE.set(len(due))
+            if due:
+                log.info(
+                    "%d clauses due for review (复审): %s",
+                    len(due),
+                    ", ".join(f"{e.clause_id} ({e.review_due})" for e in due[:20]),
+                )
+
+        self._job("reviews_due", work)
 
     def _ledger_anchor(self) -> None:
         key_file, folder = self.settings.ledger_key_file, self.settings.ledger_anchor_dir

@@ -246,6 +246,15 @@ def search_register(
     return [entry for _, entry in entries[: query.limit]]
 
 
+def reviews_due(conn: psycopg.Connection[Any], today: dt.date) -> list[RegisterEntry]:
+    """Clauses whose review (复审) is due within REVIEW_REMINDER of `today`, or overdue."""
+    return [
+        entry
+        for entry in search_register(conn, RegisterQuery(limit=500), today)
+        if entry.review_reminder
+    ]
+
+
 def review_due(effective_from: dt.date) -> dt.date:
     """When a version that took effect on `effective_from` is due for review (复审)."""
     year = effective_from.year + REVIEW_YEARS

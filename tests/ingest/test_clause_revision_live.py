@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from clausewatch.cli import main
-from clausewatch.service import Service, ServiceOptions
+from clausewatch.service import REVIEWS_DUE, Service, ServiceOptions
 from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from rules.clause import ClauseFile
@@ -122,6 +122,8 @@ def test_a_revision_published_while_running_changes_verdicts_from_its_day_on(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = service.database_url
+    # Both clauses took effect in 2008: their review (复审) is overdue, counted at start.
+    wait_for(lambda: REVIEWS_DUE._value.get() == 2, what="the reviews-due gauge")
     effective = dt.datetime.now(ZONE).date() + dt.timedelta(days=1)
     midnight = dt.datetime.combine(effective, dt.time(), ZONE)
     seq = iter(range(1, 1000))
