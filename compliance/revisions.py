@@ -6,7 +6,7 @@ publish with an effective date → roll back.
   clause's newest version, validates the result as a clause version (the same model the files
   go through), binds it to every site's model (a selector or season the site cannot satisfy is
   refused) and backtests it over each site's stored history beside the version in force
-  (`compliance.backtest`). Nothing is judged under it yet.
+  (`compliance.backtest`) where it selects a subject. Nothing is judged under it yet.
 - `approve` and `reject` record a decision; the approver must not be the proposer.
 - `publish` makes it version n+1 from `effective_from` and closes the revised version the day
   before. The date must be later than today at every site (what is judged is never re-judged
@@ -137,15 +137,17 @@ def propose(
     diff = config_changes(before, candidate.model_dump(mode="json", by_alias=True))
     if not diff:
         raise RevisionError("the changes leave the clause as it is", 422, "changes")
-    sites = registry.site_ids(conn)
-    for site in sites:
+    sites: list[str] = []  # where it judges something: backtested there
+    for site in registry.site_ids(conn):
         model = registry.site_model(conn, site)
         if model is None:
             continue
         try:
-            SiteEngine(model, [candidate], lateness=0.0)
+            bound = SiteEngine(model, [candidate], lateness=0.0).bindings()
         except BindingError as exc:
             raise RevisionError(f"site {site}: {exc}", 422, "changes") from exc
+        if bound:
+            sites.append(site)
     until = now
     since = until - dt.timedelta(days=backtest_days)
     results = []
