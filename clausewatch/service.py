@@ -40,10 +40,11 @@ from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
 from rules.clause import ClauseFile, ClauseVersion
 from rules.holidays import use_official_calendar
+from rules.site import SiteModel
 from store.migrate import migrate
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
 from store.pool import connect, make_pool
-from store.registry import sync_clauses, sync_site
+from store.registry import site_model, site_stamps, sync_clauses, sync_site
 from store.roles import as_role
 from store.rollups import refresh_rollups
 
@@ -85,9 +86,9 @@ MQTT_CONNECT_WAIT_S = 15.0
 # would be set aside as late, never judged (bench/latency.py saw one in ten at 1,000 msg/s).
 # Time-driven rules (overdue, stale) fire this much later.
 WALL_CLOCK_GRACE_S = 2.0
-# How often each ingest process looks for a clause revision published or rolled back: a
-# publication dates from a later day, so a second's delay costs nothing.
-CLAUSE_POLL_S = 1.0
+# How often each ingest process looks for a clause revision published or rolled back (a
+# publication dates from a later day, so a second's delay costs nothing) or a site model synced.
+CONFIGURATION_POLL_S = 1.0
 
 
 def sync_registry(database_url: str, config: LoadedConfig) -> list[ClauseVersion]:
@@ -154,6 +155,7 @@ class Service:
         self._http: Any = None  # uvicorn.Server
         self._http_thread: threading.Thread | None = None
         self._clause_stamp: tuple[int, dt.datetime | None] | None = None
+        self._site_stamps: dict[str, dt.datetime] = {}
 
     @property
     def api_url(self) -> str:
@@ -169,6 +171,8 @@ class Service:
             # Read before the set it stands for: a publication in between is seen by the poll.
             self._clause_stamp = clause_set_stamp(conn)
         clauses = sync_registry(self.database_url, self.config)
+        with connect(self.database_url) as conn:
+            self._site_stamps = site_stamps(conn, list(self.config.sites))
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:
             ensure_partitions(conn)
@@ -258,9 +262,10 @@ class Service:
         scheduler.add_job(
             _full_collection, "interval", seconds=FULL_COLLECTION_INTERVAL_S, id="collect"
         )
-        # Every ingest process: its engines judge with the clause versions revisions publish.
+        # Every ingest process: its engines judge with the clause versions revisions publish
+        # and the site models synced while it runs.
         scheduler.add_job(
-            self._clause_revisions, "interval", seconds=CLAUSE_POLL_S, id="clause_revisions"
+            self._configuration, "interval", seconds=CONFIGURATION_POLL_S, id="configuration"
         )
         if not self.options.periodic_jobs:
             return scheduler
@@ -325,22 +330,34 @@ class Service:
         except Exception:
             log.exception("scheduled job %s failed; it runs again at its next turn", name)
 
-    def _clause_revisions(self) -> None:
-        """Hands the pipeline the new clause set when a revision was published or rolled back
-        since the last look (one small query per turn)."""
+    def _configuration(self) -> None:
+        """Hands the pipeline what changed in the registry since the last look: the clause set
+        when a revision was published or rolled back, the model of each of its sites that was
+        synced anew (a site workbook imported). Two small queries per turn."""
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            stamp = clause_set_stamp(conn)
-            if stamp == self._clause_stamp or self.pipeline is None:
+            pipeline = self.pipeline
+            if pipeline is None:
                 return
-            clauses = clause_set(conn, self.config.clause_versions())
-            self.pipeline.request_clauses(clauses)
-            self._clause_stamp = stamp
-            log.info(
-                "clause revisions changed: %d clause versions handed to the pipeline", len(clauses)
-            )
+            stamp = clause_set_stamp(conn)
+            if stamp != self._clause_stamp:
+                clauses = clause_set(conn, self.config.clause_versions())
+                pipeline.request_clauses(clauses)
+                self._clause_stamp = stamp
+                log.info("clause revisions changed: %d clause versions judged", len(clauses))
+            stamps = site_stamps(conn, sorted(self._sites))
+            changed: dict[str, SiteModel] = {}
+            for site_id, at in stamps.items():
+                if self._site_stamps.get(site_id) != at:
+                    model = site_model(conn, site_id)
+                    if model is not None:
+                        changed[site_id] = model
+            if changed:
+                pipeline.request_sites(changed)
+                log.info("site models changed: %s", ", ".join(sorted(changed)))
+            self._site_stamps.update(stamps)
 
-        self._job("clause_revisions", work)
+        self._job("configuration", work)
 
     def _partitions(self) -> None:
         self._job("partitions", ensure_partitions)

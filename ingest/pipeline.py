@@ -55,7 +55,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
 from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter
-from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
+from ingest.decode import (
+    DeadLetter,
+    Decoder,
+    DeviceIndex,
+    EventMessage,
+    Reading,
+    StatusMessage,
+)
 from ingest.mqtt import IngressQueue, Receipt, ReceivedMessage, Settled
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from rules.clause import ClauseVersion
@@ -243,6 +250,7 @@ class Pipeline:
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
         self._new_clauses: tuple[ClauseVersion, ...] | None = None  # under _advance_lock
+        self._new_sites: dict[str, SiteModel] = {}  # under _advance_lock
         self._stop = threading.Event()
         self._checkpoint_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -291,6 +299,14 @@ class Pipeline:
         their state, new versions start fresh and versions gone are dropped."""
         with self._advance_lock:
             self._new_clauses = tuple(clauses)
+
+    def request_sites(self, sites: Mapping[str, SiteModel]) -> None:
+        """Any thread: judge these sites' new models from now on (the registry changed: a site
+        workbook imported, a file synced). Switched like `request_clauses`: devices, spaces and
+        instances that stay keep their state; new devices decode and are judged; removed ones
+        are dead-lettered as unknown. Sites this pipeline does not own are ignored."""
+        with self._advance_lock:
+            self._new_sites.update(sites)
 
     def request_checkpoint(self) -> None:
         """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
@@ -534,7 +550,7 @@ class Pipeline:
             self._pending = self._new_pending()
         # Everything taken so far is committed: the clause set may change, late input may be
         # re-judged, then a checkpoint may begin.
-        self._switch_clauses()
+        self._switch_configuration()
         self._rejudge_due()
         if self._checkpoint_due(idle=nothing_new):
             self._begin_checkpoint()
@@ -692,43 +708,54 @@ class Pipeline:
                 write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
                 self.sink(conn, self.sites[site_id], outputs)
 
-    # -- clause revisions --
+    # -- configuration changed while running --
 
-    def _switch_clauses(self) -> None:
+    def _switch_configuration(self) -> None:
         with self._advance_lock:
             clauses, self._new_clauses = self._new_clauses, None
-        if clauses is None:
+            sites, self._new_sites = self._new_sites, {}
+        sites = {site_id: model for site_id, model in sites.items() if site_id in self.engines}
+        if clauses is None and not sites:
             return
         started = time.monotonic()
+        judged = self.clauses if clauses is None else clauses
+        targets = list(self.engines) if clauses is not None else list(sites)
         # The checkpoint in flight holds the engines about to be replaced: finish and save it.
         self._capture_slice(float("inf"))
         self._writer.wait_idle(RETRY_MAX_S)
         with self.pool.connection() as conn:
             done = {
                 site_id: {k: at.timestamp() for k, at in registry.last_done(conn, site_id).items()}
-                for site_id in self.engines
+                for site_id in targets
             }
         switched: dict[str, SiteEngine] = {}
         try:
-            for site_id, engine in self.engines.items():
+            for site_id in targets:
                 switched[site_id] = SiteEngine.restore(
-                    self.sites[site_id],
-                    clauses,
-                    engine.snapshot(),
+                    sites.get(site_id, self.sites[site_id]),
+                    judged,
+                    self.engines[site_id].snapshot(),
                     lateness=self.lateness,
                     standards=self.standards,
                     last_done=done[site_id],
                 )
-        except Exception:  # a set a site cannot bind: every site keeps judging the old one
-            log.exception("the new clause set cannot be judged; the engines keep the previous one")
+        except Exception:  # a model or set a site cannot bind: the engines keep the old one
+            log.exception("the new configuration cannot be judged; the engines keep the previous")
             return
         self.engines.update(switched)
         self._dirty_sites |= switched.keys()
-        self.clauses = clauses
+        self.clauses = judged
+        if sites:
+            self.sites.update(sites)
+            self.decoder.index = DeviceIndex(
+                {**self.decoder.index.devices, **DeviceIndex.from_sites(sites.values()).devices}
+            )
         log.info(
-            "clause set changed: %d versions judged from now on (%d sites switched in %.2f s)",
-            len(clauses),
-            len(self.engines),
+            "configuration changed (%s): %d sites switched in %.2f s",
+            ", ".join(
+                (["clause set"] if clauses is not None else []) + [f"site {s}" for s in sites]
+            ),
+            len(switched),
             time.monotonic() - started,
         )
 

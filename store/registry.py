@@ -577,6 +577,14 @@ def sites_in_org(conn: psycopg.Connection[Any], org: Sequence[str]) -> list[str]
         return [row[0] for row in rows]
 
 
+def site_stamps(conn: psycopg.Connection[Any], sites: Sequence[str]) -> dict[str, dt.datetime]:
+    """When each site's stored model last changed (`sync_site` writes only a changed model)."""
+    rows = conn.execute(
+        "SELECT id, updated_at FROM sites WHERE id = ANY(%s)", (list(sites),)
+    ).fetchall()
+    return {str(site): at for site, at in rows}
+
+
 def site_exists(conn: psycopg.Connection[Any], site: str) -> bool:
     return conn.execute("SELECT 1 FROM sites WHERE id = %s", (site,)).fetchone() is not None
 

@@ -1,10 +1,12 @@
-"""Issue 21, done means: a clause revised from 26 °C to 26.5 °C with an effective date changes
-verdicts from that day on, without a restart. The real service (MQTT in, PostgreSQL out) judges
-26.2 °C readings before the effective day against 26 °C (compliant) and after it against
-26.5 °C (violating); the revision goes through the command line (propose, approve by another
-user, publish) while the service runs; the ledger names proposer and approver; a clause that
-did not change keeps its state across the switch (its firing alert is neither resolved nor
-raised again)."""
+"""Live configuration (issue 21) on the real service (MQTT in, PostgreSQL out).
+
+Done means: a clause revised from 26 °C to 26.5 °C with an effective date changes verdicts from
+that day on, without a restart. 26.2 °C readings before the effective day are judged against
+26 °C (compliant) and after it against 26.5 °C (violating); the revision goes through the
+command line (propose, approve by another user, publish) while the service runs; the ledger
+names proposer and approver; a clause that did not change keeps its state across the switch
+(its firing alert is neither resolved nor raised again). And a site model synced while the
+service runs (a device added) is decoded and judged without a restart."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from rules.clause import ClauseFile
 from rules.site import SiteModel
+from store.pool import connect
+from store.registry import sync_site
 from tests.support import rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -221,3 +225,52 @@ def test_a_revision_published_while_running_changes_verdicts_from_its_day_on(
         "李处长",
     )
     assert entry["diff"] == [{"path": "params.limit.default", "before": 26.0, "after": 26.5}]
+
+
+def test_a_site_model_synced_while_running_is_judged_without_a_restart(
+    service: Service, publish: Callable[[str, bytes], None]
+) -> None:
+    """A device added to the site in the registry (as `clausewatch site import` syncs it) is
+    decoded and judged within seconds; the devices that stay keep their state."""
+    url = service.database_url
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=30)
+
+    def send(device: str, seq: int, minute: int) -> None:
+        body = {
+            "ts": int((start + dt.timedelta(minutes=minute)).timestamp() * 1000),
+            "seq": seq,
+            "metrics": {"temperature": 27.0, "humidity": 70.0},
+        }
+        publish(f"t-hq/{device}/telemetry", orjson.dumps(body))
+
+    for minute in range(0, 10, 2):
+        send("th-a", minute + 1, minute)
+    alerts = "SELECT id, device, state FROM alerts WHERE clause_id = 'humidity.max' ORDER BY id"
+    [before] = wait_for(lambda: rows(url, alerts), what="th-a's humidity alert")
+
+    grown = SITE.model_copy(
+        update={"devices": (*SITE.devices, SITE.devices[0].model_copy(update={"id": "th-b"}))}
+    )
+    with connect(url) as conn:
+        sync_site(conn, grown, "config:import test.xlsx")
+        conn.commit()
+    pipeline = service.pipeline
+    assert pipeline is not None
+    wait_for(lambda: "th-b" in {d.id for d in pipeline.sites["t-hq"].devices}, what="th-b")
+
+    for minute in range(10, 20, 2):
+        send("th-b", minute + 1, minute)
+        send("th-a", minute + 1, minute)
+    found = wait_for(
+        lambda: (found := rows(url, alerts)) and len(found) == 2 and found, what="th-b's alert"
+    )
+    assert found[0] == before and found[1][1:] == ("th-b", "firing")
+    assert rows(url, "SELECT count(*) FROM dead_letters") == [(0,)]
+    added = [
+        orjson.loads(payload)
+        for entity, payload in rows(
+            url, "SELECT entity, payload FROM ledger WHERE kind = 'device.added'"
+        )
+        if entity.endswith("th-b")
+    ]
+    assert [entry["actor"] for entry in added] == ["config:import test.xlsx"]
