@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.tokens import create_token
+from clausewatch.cli import main
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
 from store.migrate import migrate
@@ -273,3 +274,29 @@ def test_a_start_from_the_unchanged_files_keeps_the_publication(
         (1, first - dt.timedelta(days=1), 28.0),
         (2, None, 28.5),
     ]
+
+
+def test_the_command_line_lists_and_rolls_back(
+    api_client: TestClient, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zhang, li = token(db, "张工"), token(db, "李处长")
+    revision = propose(api_client, zhang).json()
+    api_client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
+    api_client.post(
+        f"/api/v1/clause-revisions/{revision['id']}/publish",
+        json={"effective_from": later(5)},
+        headers=auth(li),
+    )
+    assert (
+        main(["clause", "revisions", "--state", "published", "--json", "--database-url", db]) == 0
+    )
+    [listed] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (listed["id"], listed["version"]) == (revision["id"], 2)
+    assert main(["clause", "rollback", str(revision["id"]), "--database-url", db]) == 0
+    assert "rolled_back" in capsys.readouterr().out
+    assert versions(db) == [(1, dt.date(2020, 1, 1), None, 28.0)]
+    assert main(["clause", "rollback", str(revision["id"]), "--database-url", db]) == 2
+    assert "needs it published" in capsys.readouterr().err
+    assert main(["clause", "propose", "--clause", CLAUSE, "--set", "nopath", "--reason", "r",
+                 "--database-url", db]) == 2  # fmt: skip
+    assert "PATH=VALUE" in capsys.readouterr().err
