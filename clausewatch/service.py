@@ -39,6 +39,7 @@ from ingest.mqtt import IngressQueue, MqttSubscriber
 from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
 from rules.clause import ClauseFile, ClauseVersion
+from rules.engine import BindingError
 from rules.holidays import use_official_calendar
 from rules.site import SiteModel
 from store.migrate import migrate
@@ -339,23 +340,27 @@ class Service:
             pipeline = self.pipeline
             if pipeline is None:
                 return
+            clauses = None
             stamp = clause_set_stamp(conn)
             if stamp != self._clause_stamp:
                 clauses = clause_set(conn, self.config.clause_versions())
-                pipeline.request_clauses(clauses)
                 self._clause_stamp = stamp
-                log.info("clause revisions changed: %d clause versions judged", len(clauses))
             stamps = site_stamps(conn, sorted(self._sites))
             changed: dict[str, SiteModel] = {}
             for site_id, at in stamps.items():
-                if self._site_stamps.get(site_id) != at:
-                    model = site_model(conn, site_id)
-                    if model is not None:
-                        changed[site_id] = model
-            if changed:
-                pipeline.request_sites(changed)
-                log.info("site models changed: %s", ", ".join(sorted(changed)))
+                model = None if self._site_stamps.get(site_id) == at else site_model(conn, site_id)
+                if model is not None:
+                    changed[site_id] = model
             self._site_stamps.update(stamps)
+            if clauses is None and not changed:
+                return
+            what = (["the clause set"] if clauses is not None else []) + sorted(changed)
+            try:  # taken as seen: a configuration that cannot be judged is logged once
+                pipeline.request_configuration(clauses, changed)
+            except BindingError as exc:
+                log.error("configuration not applied (%s): %s", ", ".join(what), exc)
+                return
+            log.info("configuration changed: %s handed to the pipeline", ", ".join(what))
 
         self._job("configuration", work)
 

@@ -249,8 +249,13 @@ class Pipeline:
         self._pending = self._new_pending()
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
-        self._new_clauses: tuple[ClauseVersion, ...] | None = None  # under _advance_lock
-        self._new_sites: dict[str, SiteModel] = {}  # under _advance_lock
+        # A configuration changed while running (request_configuration): what was asked for
+        # last, the engines built for it, and those not switched to yet (under _advance_lock).
+        self._prepare_lock = threading.Lock()
+        self._target_clauses = self.clauses
+        self._target_sites: dict[str, SiteModel] = dict(self.sites)
+        self._prepared: dict[str, tuple[SiteEngine, SiteModel]] = {}
+        self._prepared_clauses = self.clauses
         self._stop = threading.Event()
         self._checkpoint_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -292,21 +297,52 @@ class Pipeline:
             if self._advance_to is None or now > self._advance_to:
                 self._advance_to = now
 
-    def request_clauses(self, clauses: Sequence[ClauseVersion]) -> None:
-        """Any thread: judge with `clauses` from now on (a clause revision published or rolled
-        back). The pipeline thread switches after its next commit: each engine is restored from
-        its own snapshot with the new set, so the instances of versions still in the set keep
-        their state, new versions start fresh and versions gone are dropped."""
-        with self._advance_lock:
-            self._new_clauses = tuple(clauses)
-
-    def request_sites(self, sites: Mapping[str, SiteModel]) -> None:
-        """Any thread: judge these sites' new models from now on (the registry changed: a site
-        workbook imported, a file synced). Switched like `request_clauses`: devices, spaces and
-        instances that stay keep their state; new devices decode and are judged; removed ones
-        are dead-lettered as unknown. Sites this pipeline does not own are ignored."""
-        with self._advance_lock:
-            self._new_sites.update(sites)
+    def request_configuration(
+        self,
+        clauses: Sequence[ClauseVersion] | None = None,
+        sites: Mapping[str, SiteModel] | None = None,
+    ) -> None:
+        """Any thread: judge with `clauses` (a clause revision published or rolled back) and
+        these sites' new models (a site workbook imported, a file synced) from now on; sites
+        this pipeline does not own are ignored. The new engines are built here, in the calling
+        thread (binding is most of the cost); after its next commit the pipeline thread gives
+        each the state of the engine it replaces (`SiteEngine.resume`): devices, spaces and
+        instances that stay keep their state, new ones start fresh, those gone are dropped, new
+        devices are decoded. Raises `rules.engine.BindingError` (nothing changes) when a site
+        cannot judge the new configuration."""
+        with self._prepare_lock:
+            target_clauses = self._target_clauses if clauses is None else tuple(clauses)
+            changed = {
+                site_id: model for site_id, model in (sites or {}).items() if site_id in self.sites
+            }
+            target_sites = {**self._target_sites, **changed}
+            rebuilt = list(target_sites) if clauses is not None else list(changed)
+            if not rebuilt:
+                return
+            with self.pool.connection() as conn:
+                done = {
+                    site_id: {
+                        key: at.timestamp() for key, at in registry.last_done(conn, site_id).items()
+                    }
+                    for site_id in rebuilt
+                }
+            built = {
+                site_id: (
+                    SiteEngine(
+                        target_sites[site_id],
+                        target_clauses,
+                        lateness=self.lateness,
+                        standards=self.standards,
+                        last_done=done[site_id],
+                    ),
+                    target_sites[site_id],
+                )
+                for site_id in rebuilt
+            }
+            self._target_clauses, self._target_sites = target_clauses, target_sites
+            with self._advance_lock:
+                self._prepared.update(built)
+                self._prepared_clauses = target_clauses
 
     def request_checkpoint(self) -> None:
         """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
@@ -712,50 +748,27 @@ class Pipeline:
 
     def _switch_configuration(self) -> None:
         with self._advance_lock:
-            clauses, self._new_clauses = self._new_clauses, None
-            sites, self._new_sites = self._new_sites, {}
-        sites = {site_id: model for site_id, model in sites.items() if site_id in self.engines}
-        if clauses is None and not sites:
+            prepared, self._prepared = self._prepared, {}
+            clauses = self._prepared_clauses
+        if not prepared:
             return
         started = time.monotonic()
-        judged = self.clauses if clauses is None else clauses
-        targets = list(self.engines) if clauses is not None else list(sites)
         # The checkpoint in flight holds the engines about to be replaced: finish and save it.
         self._capture_slice(float("inf"))
         self._writer.wait_idle(RETRY_MAX_S)
-        with self.pool.connection() as conn:
-            done = {
-                site_id: {k: at.timestamp() for k, at in registry.last_done(conn, site_id).items()}
-                for site_id in targets
-            }
-        switched: dict[str, SiteEngine] = {}
-        try:
-            for site_id in targets:
-                switched[site_id] = SiteEngine.restore(
-                    sites.get(site_id, self.sites[site_id]),
-                    judged,
-                    self.engines[site_id].snapshot(),
-                    lateness=self.lateness,
-                    standards=self.standards,
-                    last_done=done[site_id],
+        for site_id, (engine, model) in prepared.items():
+            engine.resume(self.engines[site_id].snapshot())
+            self.engines[site_id] = engine
+            self._dirty_sites.add(site_id)
+            if model is not self.sites[site_id]:
+                self.sites[site_id] = model
+                self.decoder.index = DeviceIndex(
+                    {**self.decoder.index.devices, **DeviceIndex.from_sites([model]).devices}
                 )
-        except Exception:  # a model or set a site cannot bind: the engines keep the old one
-            log.exception("the new configuration cannot be judged; the engines keep the previous")
-            return
-        self.engines.update(switched)
-        self._dirty_sites |= switched.keys()
-        self.clauses = judged
-        if sites:
-            self.sites.update(sites)
-            self.decoder.index = DeviceIndex(
-                {**self.decoder.index.devices, **DeviceIndex.from_sites(sites.values()).devices}
-            )
+        self.clauses = clauses
         log.info(
-            "configuration changed (%s): %d sites switched in %.2f s",
-            ", ".join(
-                (["clause set"] if clauses is not None else []) + [f"site {s}" for s in sites]
-            ),
-            len(switched),
+            "configuration changed: %d sites switched in %.2f s",
+            len(prepared),
             time.monotonic() - started,
         )
 

@@ -24,6 +24,7 @@ from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
 from ingest.retry import MAX_REJECTED_ATTEMPTS
 from rules.clause import Schedule
+from rules.engine import BindingError
 from store.checkpoints import load_checkpoint
 from store.migrate import migrate
 from store.pool import make_pool
@@ -240,8 +241,8 @@ def test_a_new_clause_set_switches_the_engines_keeping_their_state(
     unbindable = clause.model_copy(
         update={"version": 2, "schedule": Schedule(season="no-such-season")}
     )
-    pipeline.request_clauses([clause, unbindable])  # switched at the next flush, or not
-    # Tried at the latest after the flush of reading 4 committed, so before reading 5 is taken.
+    with pytest.raises(BindingError, match="no-such-season"):
+        pipeline.request_configuration([clause, unbindable])
     for seq in (4, 5):
         inbox.put(reading(seq), threading.Event())
         wait_for(lambda: len(acked) == seq)  # noqa: B023 (waited for in this iteration)
@@ -249,7 +250,7 @@ def test_a_new_clause_set_switches_the_engines_keeping_their_state(
     assert pipeline.clauses == (clause,)
 
     newer = clause.model_copy(update={"id": "temp.cooling.min.v2", "title": "another"})
-    pipeline.request_clauses([clause, newer])
+    pipeline.request_configuration([clause, newer])
     wait_for(lambda: pipeline.clauses == (clause, newer))
     after = pipeline.engines["t-hq"]
     assert after is not before
