@@ -7,7 +7,8 @@ publish with an effective date → roll back.
   go through), binds it to every site's model (a selector or season the site cannot satisfy is
   refused) and backtests it over each site's stored history beside the version in force
   (`compliance.backtest`) where it selects a subject. Nothing is judged under it yet.
-- `approve` and `reject` record a decision; the approver must not be the proposer.
+- `approve` and `reject` record a decision; the approver is a named user (an actor
+  `user:NAME`, api/auth.py), not the proposer.
 - `publish` makes it version n+1 from `effective_from` and closes the revised version the day
   before. The date must be later than today at every site (what is judged is never re-judged
   under a new version). The running pipelines read the change within seconds
@@ -44,6 +45,8 @@ from store.times import require_aware
 RevisionState = Literal["pending", "approved", "rejected", "published", "rolled_back"]
 MAX_CHANGES = 50
 MAX_BACKTEST_DAYS = 92
+# How a named user's actions are recorded (api/auth.py Principal.actor): "user:NAME (display)".
+USER_ACTOR = "user:"
 # Fields a revision cannot set: the workflow assigns them.
 FIXED_FIELDS = frozenset({"id", "version", "effective_from", "effective_to"})
 
@@ -214,7 +217,13 @@ def approve(
     """Approves a pending revision; the proposer cannot approve their own."""
     ledger.lock(conn)
     revision = _locked(conn, revision_id, "pending")
-    if actor == revision.proposed_by:
+    if not actor.startswith(USER_ACTOR):
+        raise RevisionError(
+            "a revision is approved by a named user signed in (user:NAME), not by an API token"
+            " or a process",
+            403,
+        )
+    if person(actor) == person(revision.proposed_by):
         raise RevisionError(
             "the proposer cannot approve their own revision: another named user must", 403
         )
@@ -415,6 +424,12 @@ def rollback(
     )
     _record(conn, "clause_revision.rolled_back", revision_id, revision.clause_id, actor, now, facts)
     return get_revision(conn, revision_id)
+
+
+def person(actor: str) -> str:
+    """Who an actor string names, without the label or display name that may change:
+    "user:li (李处长)" → "user:li", "token:7 (ops)" → "token:7"."""
+    return actor.split(" (", 1)[0]
 
 
 # -- reads --

@@ -1,15 +1,17 @@
 """Clause revisions from the command line (compliance/revisions.py, docs/register.md):
 
 clausewatch clause propose --clause ID --set PATH=VALUE [--set ...] --reason TEXT
-                           [--backtest-days N] [--actor A]
-clausewatch clause approve REVISION [--note TEXT] [--actor A]
-clausewatch clause reject REVISION --note TEXT [--actor A]
-clausewatch clause publish REVISION --effective-from YYYY-MM-DD [--actor A]
-clausewatch clause rollback REVISION [--effective-from YYYY-MM-DD] [--actor A]
+                           [--backtest-days N] [--user NAME | --actor A]
+clausewatch clause approve REVISION --user NAME [--note TEXT]
+clausewatch clause reject REVISION --note TEXT [--user NAME | --actor A]
+clausewatch clause publish REVISION --effective-from YYYY-MM-DD [--user NAME | --actor A]
+clausewatch clause rollback REVISION [--effective-from YYYY-MM-DD] [--user NAME | --actor A]
 clausewatch clause revisions [--clause ID] [--state S] [--json]
 
-The actor is recorded in the ledger (default cli:<login name>); the approver must be another
-actor than the proposer. A running service picks a publication up within seconds.
+Who acts: `--user NAME`, a named user (clausewatch user create) who is an admin of every site,
+recorded as the API records them (user:NAME (display name)); else `--actor A` (default
+cli:<login name>). Approval needs `--user`, another person than the proposer. A running
+service picks a publication up within a second.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import yaml
 from pydantic import ValidationError
 
 from api.models import RevisionProposal
+from api.users import get_user
 from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url, day
 from compliance.revisions import (
@@ -60,10 +63,12 @@ def register(commands: Commands) -> None:
     offer.add_argument("--backtest-days", type=int, default=7, help="history replayed (1-92)")
     _common(offer, _propose)
 
-    agree = commands.add("clause approve", "approve a pending revision (not its proposer)")
+    agree = commands.add(
+        "clause approve", "approve a pending revision, as a named user other than its proposer"
+    )
     agree.add_argument("revision", type=int)
     agree.add_argument("--note")
-    _common(agree, _approve)
+    _common(agree, _approve, user_required=True)
 
     refuse = commands.add("clause reject", "reject a revision that is not published")
     refuse.add_argument("revision", type=int)
@@ -92,14 +97,36 @@ def register(commands: Commands) -> None:
     listing.set_defaults(func=_list)
 
 
-def _common(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    user_required: bool = False,
+) -> None:
     database_argument(parser)
-    parser.add_argument("--actor", help="who, for the ledger (default: cli:<login name>)")
+    parser.add_argument(
+        "--user",
+        required=user_required,
+        help="the named user acting (an enabled admin of every site)",
+    )
+    if not user_required:
+        parser.add_argument("--actor", help="who, for the ledger (default: cli:<login name>)")
     parser.set_defaults(func=func)
 
 
-def _actor(args: argparse.Namespace) -> str:
-    return str(args.actor or f"cli:{getpass.getuser()}")
+def _actor(conn: psycopg.Connection[Any], args: argparse.Namespace) -> str:
+    """The named user's actor, or `--actor`; RevisionError when the user may not act."""
+    if args.user:
+        user = get_user(conn, args.user)
+        if user is None or user.disabled_at is not None:
+            raise RevisionError(f"no enabled user named {args.user!r}", 403)
+        if user.role != "admin" or user.sites or user.org:
+            raise RevisionError(
+                f"user {user.name} is not an admin of every site: revisions change every site",
+                403,
+            )
+        return user.actor
+    return str(getattr(args, "actor", None) or f"cli:{getpass.getuser()}")
 
 
 def _propose(args: argparse.Namespace) -> int:
@@ -132,7 +159,7 @@ def _propose(args: argparse.Namespace) -> int:
             body.clause_id,
             body.changes,
             body.reason,
-            _actor(args),
+            _actor(conn, args),
             now,
             backtest_days=body.backtest_days,
         ),
@@ -140,24 +167,32 @@ def _propose(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
-    return _step(args, lambda conn, now: approve(conn, args.revision, _actor(args), args.note, now))
+    return _step(
+        args, lambda conn, now: approve(conn, args.revision, _actor(conn, args), args.note, now)
+    )
 
 
 def _reject(args: argparse.Namespace) -> int:
-    return _step(args, lambda conn, now: reject(conn, args.revision, _actor(args), args.note, now))
+    return _step(
+        args, lambda conn, now: reject(conn, args.revision, _actor(conn, args), args.note, now)
+    )
 
 
 def _publish(args: argparse.Namespace) -> int:
     return _step(
         args,
-        lambda conn, now: publish(conn, args.revision, _actor(args), args.effective_from, now),
+        lambda conn, now: publish(
+            conn, args.revision, _actor(conn, args), args.effective_from, now
+        ),
     )
 
 
 def _rollback(args: argparse.Namespace) -> int:
     return _step(
         args,
-        lambda conn, now: rollback(conn, args.revision, _actor(args), args.effective_from, now),
+        lambda conn, now: rollback(
+            conn, args.revision, _actor(conn, args), args.effective_from, now
+        ),
     )
 
 

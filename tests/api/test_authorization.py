@@ -164,7 +164,7 @@ def _revision(conn: psycopg.Connection[Any], state: str) -> int:
         backtest_days=1,
     )
     if state in ("approved", "published"):
-        revisions.approve(conn, made.id, "authz-approver", None, now)
+        revisions.approve(conn, made.id, "user:authz-approver", None, now)
     if state == "published":
         revisions.publish(conn, made.id, "authz-approver", _later(4), now)
     conn.commit()
@@ -265,6 +265,9 @@ ENDPOINTS = [
         "approve revision",
         "POST /clause-revisions/{id}/approve",
         lambda c, s: ("POST", f"/api/v1/clause-revisions/{_revision(c, 'pending')}/approve", {}),
+        # Approval needs a named user signed in: every token, an unscoped admin's too, gets 403
+        # (tests/compliance/test_revisions.py approves with a session).
+        ok=403,
     ),
     Endpoint(
         "reject revision",

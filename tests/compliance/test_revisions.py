@@ -1,12 +1,12 @@
 """Clause revisions through the API on a database of their own: propose (validated, bound,
-backtested) → approve by another named token → publish from a later day → roll back; every
-refusal is a 4xx naming why, the ledger names proposer and approver, and the register shows
-pending revisions and each clause's review date."""
+backtested) → approve by a named user, not the proposer → publish from a later day → roll
+back; every refusal is a 4xx naming why, the ledger names proposer and approver, and the
+register shows pending revisions and each clause's review date."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.tokens import create_token
+from api.users import create_user, get_user
 from clausewatch.cli import main
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
@@ -49,6 +50,34 @@ def token(db: str, label: str, role: str = "admin", sites: tuple[str, ...] = ())
     with psycopg.connect(db) as conn:
         plain, _ = create_token(conn, role, sites, label)  # type: ignore[arg-type]
     return plain
+
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def signed_in(db: str) -> Iterator[Callable[[str, str], TestClient]]:
+    """signed_in(name, display name): a client holding that admin user's session, as a page."""
+    opened: list[TestClient] = []
+
+    def sign_in(name: str, display: str) -> TestClient:
+        with psycopg.connect(db) as conn:
+            if get_user(conn, name) is None:
+                create_user(conn, name, "admin", PASSWORD, display_name=display)
+        browser = TestClient(create_app(db)).__enter__()
+        opened.append(browser)
+        answer = browser.post("/api/v1/session", json={"name": name, "password": PASSWORD})
+        assert answer.status_code == 200, answer.text
+        browser.headers["X-CSRF-Token"] = browser.cookies["cw_csrf"]
+        return browser
+
+    yield sign_in
+    for browser in opened:
+        browser.__exit__(None, None, None)
+
+
+def approve(browser: TestClient, revision_id: int) -> Any:
+    return browser.post(f"/api/v1/clause-revisions/{revision_id}/approve", json={"note": "同意"})
 
 
 def ledger(db: str, kind: str) -> list[dict[str, Any]]:
@@ -92,7 +121,7 @@ def later(days: int) -> str:
 
 
 def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
-    api_client: TestClient, db: str
+    api_client: TestClient, db: str, signed_in: Callable[[str, str], TestClient]
 ) -> None:
     zhang, li = token(db, "张工"), token(db, "李处长")
     made = propose(api_client, zhang)
@@ -103,22 +132,20 @@ def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
     assert [t["site"] for t in revision["backtest"]] == [PRIVATE_SITE]
     assert revision["proposed_by"].endswith("(张工)")
 
-    own = api_client.post(
+    # An API token, even an admin's, is no named user.
+    by_token = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(zhang)
     )
-    assert own.status_code == 403 and "proposer" in own.json()["detail"]
+    assert by_token.status_code == 403 and "named user" in by_token.json()["detail"]
     early = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(5)},
         headers=auth(li),
     )
     assert early.status_code == 409 and "approved" in early.json()["detail"]
-    approved = api_client.post(
-        f"/api/v1/clause-revisions/{revision['id']}/approve",
-        json={"note": "同意"},
-        headers=auth(li),
-    )
-    assert approved.status_code == 200 and approved.json()["approved_by"].endswith("(李处长)")
+    approved = approve(signed_in("li", "李处长"), revision["id"])
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approved_by"] == "user:li (李处长)"
 
     today = api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
@@ -153,7 +180,7 @@ def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
     assert ledger(db, "clause_revision.rolled_back")[0]["withdrawn"] is True
     # The withdrawn number is not given again.
     again = propose(api_client, zhang).json()
-    api_client.post(f"/api/v1/clause-revisions/{again['id']}/approve", json={}, headers=auth(li))
+    assert approve(signed_in("li", "李处长"), again["id"]).status_code == 200
     answer = api_client.post(
         f"/api/v1/clause-revisions/{again['id']}/publish",
         json={"effective_from": later(3)},
@@ -163,12 +190,12 @@ def test_propose_approve_publish_and_the_ledger_names_proposer_and_approver(
 
 
 def test_a_revision_in_force_is_rolled_back_from_a_later_day(
-    api_client: TestClient, db: str
+    api_client: TestClient, db: str, signed_in: Callable[[str, str], TestClient]
 ) -> None:
     """A version in force is ended, and the revised content comes back as a new version."""
     zhang, li = token(db, "张工"), token(db, "李处长")
     revision = propose(api_client, zhang).json()
-    api_client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
+    assert approve(signed_in("li", "李处长"), revision["id"]).status_code == 200
     api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(2)},
@@ -250,13 +277,13 @@ def test_the_register_shows_pending_revisions_and_review_dates(
 
 
 def test_a_start_from_the_unchanged_files_keeps_the_publication(
-    api_client: TestClient, db: str
+    api_client: TestClient, db: str, signed_in: Callable[[str, str], TestClient]
 ) -> None:
     """The files still hold version 1 without an end: the service's start judges (and stores)
     the published versions, not the file's text of them."""
     zhang, li = token(db, "张工"), token(db, "李处长")
     revision = propose(api_client, zhang).json()
-    api_client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
+    assert approve(signed_in("li", "李处长"), revision["id"]).status_code == 200
     api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(5)},
@@ -277,11 +304,14 @@ def test_a_start_from_the_unchanged_files_keeps_the_publication(
 
 
 def test_the_command_line_lists_and_rolls_back(
-    api_client: TestClient, db: str, capsys: pytest.CaptureFixture[str]
+    api_client: TestClient,
+    db: str,
+    capsys: pytest.CaptureFixture[str],
+    signed_in: Callable[[str, str], TestClient],
 ) -> None:
     zhang, li = token(db, "张工"), token(db, "李处长")
     revision = propose(api_client, zhang).json()
-    api_client.post(f"/api/v1/clause-revisions/{revision['id']}/approve", json={}, headers=auth(li))
+    assert approve(signed_in("li", "李处长"), revision["id"]).status_code == 200
     api_client.post(
         f"/api/v1/clause-revisions/{revision['id']}/publish",
         json={"effective_from": later(5)},
@@ -300,3 +330,21 @@ def test_the_command_line_lists_and_rolls_back(
     assert main(["clause", "propose", "--clause", CLAUSE, "--set", "nopath", "--reason", "r",
                  "--database-url", db]) == 2  # fmt: skip
     assert "PATH=VALUE" in capsys.readouterr().err
+
+
+def test_a_person_cannot_approve_what_they_proposed(
+    db: str, signed_in: Callable[[str, str], TestClient]
+) -> None:
+    li = signed_in("li", "李处长")
+    made = li.post(
+        "/api/v1/clause-revisions",
+        json={"clause_id": CLAUSE, "changes": {"params.limit.default": 28.5}, "reason": "r"},
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["proposed_by"] == "user:li (李处长)"
+    with psycopg.connect(db) as conn:  # a new display name is the same person
+        conn.execute("UPDATE users SET display_name = '李' WHERE name = 'li'")
+    again = signed_in("li", "李")
+    refused = approve(again, made.json()["id"])
+    assert refused.status_code == 403 and "proposer" in refused.json()["detail"]
+    assert approve(signed_in("wang", "王工"), made.json()["id"]).status_code == 200

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from api.users import create_user
 from clausewatch.cli import main
 from clausewatch.service import REVIEWS_DUE, Service, ServiceOptions
 from clausewatch.settings import Settings
@@ -148,34 +149,26 @@ def test_a_revision_published_while_running_changes_verdicts_from_its_day_on(
     assert [state for _, state in before] == ["firing"]
     assert rows(url, "SELECT count(*) FROM alerts WHERE clause_id = 'temp.cooling.min'") == [(0,)]
 
-    # The revision, through the command line, while the service runs.
+    # The revision, through the command line, while the service runs, by two named users.
+    with connect(fresh_database_url) as conn:
+        create_user(conn, "zhang", "admin", "correct horse battery", display_name="张工")
+        create_user(conn, "li", "admin", "correct horse battery", display_name="李处长")
+        conn.commit()
     cli(
         fresh_database_url,
         "clause", "propose", "--clause", "temp.cooling.min",
         "--set", "params.limit.default=26.5", "--reason", "新办法：不得低于26.5℃",
-        "--backtest-days", "1", "--actor", "张工",
+        "--backtest-days", "1", "--user", "zhang",
     )  # fmt: skip
     revision = int(capsys.readouterr().out.split()[0].lstrip("#"))
-    assert (
-        main(
-            [
-                "clause",
-                "approve",
-                str(revision),
-                "--actor",
-                "张工",
-                "--database-url",
-                fresh_database_url,
-            ]
-        )
-        == 2
-    )
+    own = ["clause", "approve", str(revision), "--user", "zhang"]
+    assert main([*own, "--database-url", fresh_database_url]) == 2
     assert "proposer" in capsys.readouterr().err
-    cli(fresh_database_url, "clause", "approve", str(revision), "--actor", "李处长")
+    cli(fresh_database_url, "clause", "approve", str(revision), "--user", "li")
     cli(
         fresh_database_url,
         "clause", "publish", str(revision), "--effective-from", effective.isoformat(),
-        "--actor", "李处长",
+        "--user", "li",
     )  # fmt: skip
     pipeline = service.pipeline
     assert pipeline is not None
@@ -220,9 +213,9 @@ def test_a_revision_published_while_running_changes_verdicts_from_its_day_on(
     [published] = rows(url, "SELECT payload FROM ledger WHERE kind = 'clause_revision.published'")
     entry = orjson.loads(published[0])
     assert (entry["proposed_by"], entry["approved_by"], entry["published_by"]) == (
-        "张工",
-        "李处长",
-        "李处长",
+        "user:zhang (张工)",
+        "user:li (李处长)",
+        "user:li (李处长)",
     )
     assert entry["diff"] == [{"path": "params.limit.default", "before": 26.0, "after": 26.5}]
 
