@@ -116,14 +116,10 @@ def propose(
         raise RevisionError(f"backtest_days is 1 to {MAX_BACKTEST_DAYS}", 422, "backtest_days")
     if not changes or len(changes) > MAX_CHANGES:
         raise RevisionError(f"1 to {MAX_CHANGES} changes", 422, "changes")
-    ledger.lock(conn)
     stored = registry.stored_clause_versions(conn, clause_id)
     if not stored:
         raise RevisionError("clause not found", 404)
-    if _open_revision(conn, clause_id) is not None:
-        raise RevisionError(
-            f"clause {clause_id} has a revision pending approval or publication already", 409
-        )
+    _refuse_second(conn, clause_id)
     base = stored[-1].clause
     before = base.model_dump(mode="json", by_alias=True)
     after = _with_changes(before, changes)
@@ -168,6 +164,15 @@ def propose(
                 in_force_alerts=0 if result.in_force is None else result.in_force.alerts,
                 readings=result.readings,
             )
+        )
+    # The backtest may take a while: only now the ledger's lock (every ledger writer waits
+    # for it, the ingest's alerts too), and what was checked before it is checked again.
+    ledger.lock(conn)
+    _refuse_second(conn, clause_id)
+    newest = registry.stored_clause_versions(conn, clause_id)[-1].clause
+    if newest.version != base.version:
+        raise RevisionError(
+            f"version {newest.version} of {clause_id} was added meanwhile: propose again", 409
         )
     config = candidate.model_dump(mode="json", by_alias=True)
     row = conn.execute(
@@ -538,12 +543,18 @@ def _locked(conn: psycopg.Connection[Any], revision_id: int, *states: str) -> Re
     return get_revision(conn, revision_id)
 
 
-def _open_revision(conn: psycopg.Connection[Any], clause_id: str) -> int | None:
+def _refuse_second(conn: psycopg.Connection[Any], clause_id: str) -> None:
+    """409 when the clause has a revision pending approval or publication."""
     row = conn.execute(
         "SELECT id FROM clause_revisions WHERE clause_id = %s AND state IN ('pending', 'approved')",
         (clause_id,),
     ).fetchone()
-    return None if row is None else int(row[0])
+    if row is not None:
+        raise RevisionError(
+            f"clause {clause_id} has a revision pending approval or publication already"
+            f" (#{row[0]})",
+            409,
+        )
 
 
 def _config_of(conn: psycopg.Connection[Any], revision_id: int) -> dict[str, Any]:
