@@ -34,6 +34,10 @@ When PostgreSQL is unavailable the flush is retried with backoff while the batch
 pipeline takes no new messages meanwhile, so the queue fills and the MQTT thread blocks
 (back-pressure), and the broker keeps the rest.
 
+Configuration while running: `request_configuration` (the service, when a clause revision is
+published or rolled back or a site model synced) builds new engines in the caller's thread; the
+pipeline thread hands each the state of the engine it replaces after a commit.
+
 Time: with `clock="wall"` the scheduler calls `request_advance(time.time())` every second and the
 pipeline thread applies it to every engine (obligations and stale data move with the wall clock).
 With `clock="data"` (replays, accelerated simulations) each site's engine advances to the
@@ -584,8 +588,8 @@ class Pipeline:
             VALUES_STORED.inc(pending.values)
             BATCHES.inc()
             self._pending = self._new_pending()
-        # Everything taken so far is committed: the clause set may change, late input may be
-        # re-judged, then a checkpoint may begin.
+        # Everything taken so far is committed: a new configuration may take over (clause
+        # revisions, site models synced), late input may be re-judged, a checkpoint may begin.
         self._switch_configuration()
         self._rejudge_due()
         if self._checkpoint_due(idle=nothing_new):
