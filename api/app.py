@@ -46,6 +46,7 @@ from api.routers import (
     register,
     registry,
     reports,
+    revisions,
     session,
     statistics,
     webhooks,
@@ -132,7 +133,7 @@ def create_app(
         app.include_router(ingest.router, prefix=API_PREFIX)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
-    for module in (register, statistics, reports, evaluations, feedback, public):
+    for module in (register, revisions, statistics, reports, evaluations, feedback, public):
         app.include_router(module.router, prefix=API_PREFIX)
     for pages in (register.pages, statistics.pages, public.pages):
         app.include_router(pages)

@@ -972,3 +972,49 @@ class Me(BaseModel):
         description="send it as X-CSRF-Token with every request that changes something"
         " (signing in only; the pages also read it from the cw_csrf cookie)",
     )
+
+
+# ---- clause revisions (routers/revisions.py, compliance/revisions.py) ----
+
+RevisionPath = Annotated[
+    str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z0-9_-]+)*$", max_length=200)
+]
+RevisionValue = (
+    bool
+    | int
+    | float
+    | Annotated[str, StringConstraints(max_length=2000)]
+    | None
+    | (list[int | float | Annotated[str, StringConstraints(max_length=200)]])
+)
+
+
+class RevisionProposal(Input):
+    clause_id: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=128)]
+    changes: dict[RevisionPath, RevisionValue] = Field(
+        min_length=1,
+        max_length=50,
+        description='dotted path in the clause → new value, e.g. {"params.limit.default": 26.5}',
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+    backtest_days: int = Field(default=7, ge=1, le=92, description="history replayed, days")
+
+
+class RevisionDecision(Input):
+    note: Annotated[str | None, StringConstraints(max_length=2000, strip_whitespace=True)] = None
+
+
+class RevisionRejection(Input):
+    note: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+
+
+class RevisionPublication(Input):
+    effective_from: dt.date = Field(description="first day of the new version; after today")
+
+
+class RevisionRollback(Input):
+    effective_from: dt.date | None = Field(
+        default=None,
+        description="first day the revised content applies again; not needed for a revision"
+        " not in force yet (it is withdrawn)",
+    )

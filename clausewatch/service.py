@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import Gauge
 from psycopg_pool import ConnectionPool
 
 from alerts.anchors import anchor_tip
@@ -27,7 +28,9 @@ from alerts.inhibition import release_due, source_status
 from alerts.notify import deliver_due, queue_reminders
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
+from compliance.register import reviews_due
 from compliance.reports import generate_due_reports
+from compliance.revisions import clause_set, clause_set_stamp
 from config.broker import derive_identities
 from config.files import LoadedConfig
 from ingest.decode import Decoder, DeviceIndex, Limits
@@ -35,11 +38,14 @@ from ingest.direct import Busy, DirectIngress
 from ingest.mqtt import IngressQueue, MqttSubscriber
 from ingest.pipeline import Clock, Pipeline
 from ingest.topics import subscription_filter
+from rules.clause import ClauseFile, ClauseVersion
+from rules.engine import BindingError
 from rules.holidays import use_official_calendar
+from rules.site import SiteModel
 from store.migrate import migrate
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
 from store.pool import connect, make_pool
-from store.registry import sync_clauses, sync_site
+from store.registry import site_model, site_stamps, sync_clauses, sync_site
 from store.roles import as_role
 from store.rollups import refresh_rollups
 
@@ -69,6 +75,11 @@ def _full_collection() -> None:
     gc.freeze()
 
 
+REVIEWS_DUE = Gauge(
+    "clausewatch_clause_reviews_due",
+    "Clauses whose review (复审) is due within 90 days or overdue, counted daily",
+)
+
 CONFIG_ACTOR = "config"  # how registry changes made from the files are recorded in the ledger
 MQTT_CONNECT_WAIT_S = 15.0
 # The wall clock makes time final only this long after it passed: a reading stamped just before
@@ -76,16 +87,35 @@ MQTT_CONNECT_WAIT_S = 15.0
 # would be set aside as late, never judged (bench/latency.py saw one in ten at 1,000 msg/s).
 # Time-driven rules (overdue, stale) fire this much later.
 WALL_CLOCK_GRACE_S = 2.0
+# How often each ingest process looks for a clause revision published or rolled back (a
+# publication dates from a later day, so a second's delay costs nothing) or a site model synced.
+CONFIGURATION_POLL_S = 1.0
 
 
-def sync_registry(database_url: str, config: LoadedConfig) -> None:
+def sync_registry(database_url: str, config: LoadedConfig) -> list[ClauseVersion]:
     """Brings the registry tables (sites, spaces, devices, parties, assignments, clause
-    versions) in line with the loaded files, in one transaction."""
+    versions) in line with the loaded files, in one transaction. Versions that clause
+    revisions manage keep their stored content (compliance/revisions.py). Returns the clause
+    versions to judge."""
     with connect(database_url) as conn:
         for site in config.sites.values():
             sync_site(conn, site, CONFIG_ACTOR)
-        sync_clauses(conn, config.clause_files.values(), CONFIG_ACTOR)
+        clauses = clause_set(conn, config.clause_versions())
+        sync_clauses(conn, _as_files(config, clauses), CONFIG_ACTOR)
         conn.commit()
+    return clauses
+
+
+def _as_files(config: LoadedConfig, clauses: list[ClauseVersion]) -> list[ClauseFile]:
+    """`clauses` grouped under the standard of their clause file."""
+    standards = config.standards()
+    grouped: dict[str, list[ClauseVersion]] = {}
+    for clause in clauses:
+        grouped.setdefault(clause.id, []).append(clause)
+    return [
+        ClauseFile(standard=standards[clause_id], clauses=tuple(versions))
+        for clause_id, versions in grouped.items()
+    ]
 
 
 @dataclass
@@ -125,6 +155,8 @@ class Service:
         self.scheduler: BackgroundScheduler | None = None
         self._http: Any = None  # uvicorn.Server
         self._http_thread: threading.Thread | None = None
+        self._clause_stamp: tuple[int, dt.datetime | None] | None = None
+        self._site_stamps: dict[str, dt.datetime] = {}
 
     @property
     def api_url(self) -> str:
@@ -136,7 +168,12 @@ class Service:
             # Before any engine compiles a schedule: they judge working days with this one.
             use_official_calendar(self.config.calendar)
         migrate(self.migration_url, roles=self.roles)
-        sync_registry(self.database_url, self.config)
+        with connect(self.database_url) as conn:
+            # Read before the set it stands for: a publication in between is seen by the poll.
+            self._clause_stamp = clause_set_stamp(conn)
+        clauses = sync_registry(self.database_url, self.config)
+        with connect(self.database_url) as conn:
+            self._site_stamps = site_stamps(conn, list(self.config.sites))
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:
             ensure_partitions(conn)
@@ -163,7 +200,7 @@ class Service:
         self.pipeline = Pipeline(
             self.pool,
             sites,
-            self.config.clause_versions(),
+            clauses,
             decoder,
             inbox,
             self.subscriber.ack,
@@ -226,6 +263,11 @@ class Service:
         scheduler.add_job(
             _full_collection, "interval", seconds=FULL_COLLECTION_INTERVAL_S, id="collect"
         )
+        # Every ingest process: its engines judge with the clause versions revisions publish
+        # and the site models synced while it runs.
+        scheduler.add_job(
+            self._configuration, "interval", seconds=CONFIGURATION_POLL_S, id="configuration"
+        )
         if not self.options.periodic_jobs:
             return scheduler
         scheduler.add_job(self._partitions, "interval", hours=1, id="partitions")
@@ -244,6 +286,15 @@ class Service:
         # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
         # run produces each within the hour after a quarter ends and catches up after downtime.
         scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
+        # 复审 reminders: the register flags them on every read; this puts the count where
+        # monitoring sees it (and in the log), once a day and at start.
+        scheduler.add_job(
+            self._reviews_due,
+            "interval",
+            hours=24,
+            id="reviews_due",
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         if (
             self.settings.ledger_key_file is not None
             and self.settings.ledger_anchor_dir is not None
@@ -279,6 +330,39 @@ class Service:
                 work(conn)
         except Exception:
             log.exception("scheduled job %s failed; it runs again at its next turn", name)
+
+    def _configuration(self) -> None:
+        """Hands the pipeline what changed in the registry since the last look: the clause set
+        when a revision was published or rolled back, the model of each of its sites that was
+        synced anew (a site workbook imported). Two small queries per turn."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            pipeline = self.pipeline
+            if pipeline is None:
+                return
+            clauses = None
+            stamp = clause_set_stamp(conn)
+            if stamp != self._clause_stamp:
+                clauses = clause_set(conn, self.config.clause_versions())
+                self._clause_stamp = stamp
+            stamps = site_stamps(conn, sorted(self._sites))
+            changed: dict[str, SiteModel] = {}
+            for site_id, at in stamps.items():
+                model = None if self._site_stamps.get(site_id) == at else site_model(conn, site_id)
+                if model is not None:
+                    changed[site_id] = model
+            self._site_stamps.update(stamps)
+            if clauses is None and not changed:
+                return
+            what = (["the clause set"] if clauses is not None else []) + sorted(changed)
+            try:  # taken as seen: a configuration that cannot be judged is logged once
+                pipeline.request_configuration(clauses, changed)
+            except BindingError as exc:
+                log.error("configuration not applied (%s): %s", ", ".join(what), exc)
+                return
+            log.info("configuration changed: %s handed to the pipeline", ", ".join(what))
+
+        self._job("configuration", work)
 
     def _partitions(self) -> None:
         self._job("partitions", ensure_partitions)
@@ -326,6 +410,19 @@ class Service:
             "evaluation_reports",
             lambda conn: generate_due_reports(conn, "scheduler", dt.datetime.now(dt.UTC)),
         )
+
+    def _reviews_due(self) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            due = reviews_due(conn, dt.datetime.now(dt.UTC).date())
+            REVIEWS_DUE.set(len(due))
+            if due:
+                log.info(
+                    "%d clauses due for review (复审): %s",
+                    len(due),
+                    ", ".join(f"{e.clause_id} ({e.review_due})" for e in due[:20]),
+                )
+
+        self._job("reviews_due", work)
 
     def _ledger_anchor(self) -> None:
         key_file, folder = self.settings.ledger_key_file, self.settings.ledger_anchor_dir

@@ -33,6 +33,10 @@ RECENT = dt.timedelta(days=30)
 # Fields that differ between any two versions by construction; shown as columns, not changes.
 NOT_CHANGES = frozenset({"version", "effective_from", "effective_to"})
 EXCERPT_CHARS = 60
+# 复审: a clause's current version is reviewed at most this many years after it took effect
+# (the five-year review cycle of standards), and the register reminds this many days before.
+REVIEW_YEARS = 5
+REVIEW_REMINDER = dt.timedelta(days=90)
 
 
 class RegisterQuery(BaseModel):
@@ -66,6 +70,9 @@ class RegisterEntry(BaseModel):
     effective_from: dt.date
     effective_to: dt.date | None
     excerpt: str
+    review_due: dt.date  # 复审: the current version's first day plus REVIEW_YEARS
+    review_reminder: bool  # the review is due within REVIEW_REMINDER, or overdue
+    pending_revisions: int  # revisions waiting for approval or publication
 
 
 class VersionChange(BaseModel):
@@ -201,8 +208,15 @@ def search_register(
             " ORDER BY clause_id, (version_status = 'in_force') DESC, version DESC",
             args,
         ).fetchall()
+    pending = dict(
+        conn.execute(
+            "SELECT clause_id, count(*)::int FROM clause_revisions"
+            " WHERE state IN ('pending', 'approved') GROUP BY clause_id"
+        ).fetchall()
+    )
     entries: list[tuple[float, RegisterEntry]] = []
     for row in rows:
+        review = review_due(row["effective_from"])
         entry = RegisterEntry(
             clause_id=row["clause_id"],
             standard=StandardRef(
@@ -222,11 +236,32 @@ def search_register(
             effective_from=row["effective_from"],
             effective_to=row["effective_to"],
             excerpt=excerpt(row["text"] or row["title"], terms),
+            review_due=review,
+            review_reminder=review <= today + REVIEW_REMINDER,
+            pending_revisions=pending.get(row["clause_id"], 0),
         )
         if _passes(entry, query):
             entries.append((row["rank"], entry))
     entries.sort(key=lambda pair: (-pair[0], pair[1].clause_id))
     return [entry for _, entry in entries[: query.limit]]
+
+
+def reviews_due(conn: psycopg.Connection[Any], today: dt.date) -> list[RegisterEntry]:
+    """Clauses whose review (复审) is due within REVIEW_REMINDER of `today`, or overdue."""
+    return [
+        entry
+        for entry in search_register(conn, RegisterQuery(limit=500), today)
+        if entry.review_reminder
+    ]
+
+
+def review_due(effective_from: dt.date) -> dt.date:
+    """When a version that took effect on `effective_from` is due for review (复审)."""
+    year = effective_from.year + REVIEW_YEARS
+    try:
+        return effective_from.replace(year=year)
+    except ValueError:  # 29 February
+        return dt.date(year, 3, 1)
 
 
 def _passes(entry: RegisterEntry, query: RegisterQuery) -> bool:

@@ -34,6 +34,10 @@ When PostgreSQL is unavailable the flush is retried with backoff while the batch
 pipeline takes no new messages meanwhile, so the queue fills and the MQTT thread blocks
 (back-pressure), and the broker keeps the rest.
 
+Configuration while running: `request_configuration` (the service, when a clause revision is
+published or rolled back or a site model synced) builds new engines in the caller's thread; the
+pipeline thread hands each the state of the engine it replaces after a commit.
+
 Time: with `clock="wall"` the scheduler calls `request_advance(time.time())` every second and the
 pipeline thread applies it to every engine (obligations and stale data move with the wall clock).
 With `clock="data"` (replays, accelerated simulations) each site's engine advances to the
@@ -55,7 +59,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
 from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter
-from ingest.decode import DeadLetter, Decoder, EventMessage, Reading, StatusMessage
+from ingest.decode import (
+    DeadLetter,
+    Decoder,
+    DeviceIndex,
+    EventMessage,
+    Reading,
+    StatusMessage,
+)
 from ingest.mqtt import IngressQueue, Receipt, ReceivedMessage, Settled
 from ingest.retry import MAX_REJECTED_ATTEMPTS, RETRY_MAX_S, RETRY_MIN_S
 from rules.clause import ClauseVersion
@@ -242,6 +253,13 @@ class Pipeline:
         self._pending = self._new_pending()
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
+        # A configuration changed while running (request_configuration): what was asked for
+        # last, the engines built for it, and those not switched to yet (under _advance_lock).
+        self._prepare_lock = threading.Lock()
+        self._target_clauses = self.clauses
+        self._target_sites: dict[str, SiteModel] = dict(self.sites)
+        self._prepared: dict[str, tuple[SiteEngine, SiteModel]] = {}
+        self._prepared_clauses = self.clauses
         self._stop = threading.Event()
         self._checkpoint_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -282,6 +300,53 @@ class Pipeline:
         with self._advance_lock:
             if self._advance_to is None or now > self._advance_to:
                 self._advance_to = now
+
+    def request_configuration(
+        self,
+        clauses: Sequence[ClauseVersion] | None = None,
+        sites: Mapping[str, SiteModel] | None = None,
+    ) -> None:
+        """Any thread: judge with `clauses` (a clause revision published or rolled back) and
+        these sites' new models (a site workbook imported, a file synced) from now on; sites
+        this pipeline does not own are ignored. The new engines are built here, in the calling
+        thread (binding is most of the cost); after its next commit the pipeline thread gives
+        each the state of the engine it replaces (`SiteEngine.resume`): devices, spaces and
+        instances that stay keep their state, new ones start fresh, those gone are dropped, new
+        devices are decoded. Raises `rules.engine.BindingError` (nothing changes) when a site
+        cannot judge the new configuration."""
+        with self._prepare_lock:
+            target_clauses = self._target_clauses if clauses is None else tuple(clauses)
+            changed = {
+                site_id: model for site_id, model in (sites or {}).items() if site_id in self.sites
+            }
+            target_sites = {**self._target_sites, **changed}
+            rebuilt = list(target_sites) if clauses is not None else list(changed)
+            if not rebuilt:
+                return
+            with self.pool.connection() as conn:
+                done = {
+                    site_id: {
+                        key: at.timestamp() for key, at in registry.last_done(conn, site_id).items()
+                    }
+                    for site_id in rebuilt
+                }
+            built = {
+                site_id: (
+                    SiteEngine(
+                        target_sites[site_id],
+                        target_clauses,
+                        lateness=self.lateness,
+                        standards=self.standards,
+                        last_done=done[site_id],
+                    ),
+                    target_sites[site_id],
+                )
+                for site_id in rebuilt
+            }
+            self._target_clauses, self._target_sites = target_clauses, target_sites
+            with self._advance_lock:
+                self._prepared.update(built)
+                self._prepared_clauses = target_clauses
 
     def request_checkpoint(self) -> None:
         """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
@@ -523,8 +588,9 @@ class Pipeline:
             VALUES_STORED.inc(pending.values)
             BATCHES.inc()
             self._pending = self._new_pending()
-        # Everything taken so far is committed: late input may be re-judged, then a checkpoint
-        # may begin.
+        # Everything taken so far is committed: a new configuration may take over (clause
+        # revisions, site models synced), late input may be re-judged, a checkpoint may begin.
+        self._switch_configuration()
         self._rejudge_due()
         if self._checkpoint_due(idle=nothing_new):
             self._begin_checkpoint()
@@ -681,6 +747,34 @@ class Pipeline:
                 )
                 write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
                 self.sink(conn, self.sites[site_id], outputs)
+
+    # -- configuration changed while running --
+
+    def _switch_configuration(self) -> None:
+        with self._advance_lock:
+            prepared, self._prepared = self._prepared, {}
+            clauses = self._prepared_clauses
+        if not prepared:
+            return
+        started = time.monotonic()
+        # The checkpoint in flight holds the engines about to be replaced: finish and save it.
+        self._capture_slice(float("inf"))
+        self._writer.wait_idle(RETRY_MAX_S)
+        for site_id, (engine, model) in prepared.items():
+            engine.resume(self.engines[site_id].snapshot())
+            self.engines[site_id] = engine
+            self._dirty_sites.add(site_id)
+            if model is not self.sites[site_id]:
+                self.sites[site_id] = model
+                self.decoder.index = DeviceIndex(
+                    {**self.decoder.index.devices, **DeviceIndex.from_sites([model]).devices}
+                )
+        self.clauses = clauses
+        log.info(
+            "configuration changed: %d sites switched in %.2f s",
+            len(prepared),
+            time.monotonic() - started,
+        )
 
     # -- late input --
 

@@ -938,51 +938,62 @@ class SiteEngine:
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
         engine = cls(site, clauses, lateness=lateness, standards=standards, last_done=last_done)
-        engine._now = from_json(snapshot["now"], NEG_INF)
-        engine._clock = from_json(snapshot["clock"], NEG_INF)
-        engine._start = from_json(snapshot.get("start"), engine._clock)
-        engine._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
-        engine._max_ts = from_json(snapshot["max_ts"], NEG_INF)
+        engine.resume(snapshot)
+        return engine
+
+    def resume(self, snapshot: Mapping[str, Any]) -> None:
+        """Takes the state of `snapshot` into this engine, fresh from its constructor: what
+        `restore` does once it has built the engine, for a caller that builds it elsewhere
+        (binding a site's clauses is most of the cost; the ingest pipeline prepares a new
+        configuration off the thread that owns the running engine, issue 21)."""
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown engine snapshot format {snapshot.get('format')!r}")
+        if self._now != NEG_INF or self._max_ts != NEG_INF or self._events:
+            raise ValueError("resume() takes an engine that has not judged anything yet")
+        self._now = from_json(snapshot["now"], NEG_INF)
+        self._clock = from_json(snapshot["clock"], NEG_INF)
+        self._start = from_json(snapshot.get("start"), self._clock)
+        self._max_event_ts = from_json(snapshot["max_event_ts"], NEG_INF)
+        self._max_ts = from_json(snapshot["max_ts"], NEG_INF)
         # Absent from snapshots saved before it was kept: then no bound but the clock.
-        engine._released_event_ts = from_json(snapshot.get("released_event_ts"), NEG_INF)
+        self._released_event_ts = from_json(snapshot.get("released_event_ts"), NEG_INF)
         for raw in snapshot["events"]:
             event = _event_from_json(raw)
-            engine._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
-            heapq.heappush(engine._events, (event.ts, next(engine._stamp), event))
+            self._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
+            heapq.heappush(self._events, (event.ts, next(self._stamp), event))
         saved_instances: dict[str, Any] = {}
         for part, saved in snapshot["parts"].items():
             saved_instances.update(saved["instances"])
             if part.startswith(_DEVICE_PART):
-                engine._restore_device(part[len(_DEVICE_PART) :], saved["device"])
+                self._restore_device(part[len(_DEVICE_PART) :], saved["device"])
             else:
-                slots = engine._space_slots_of.get(part, {})
+                slots = self._space_slots_of.get(part, {})
                 for metric, slot_state in saved["space_slots"].items():
                     if metric in slots:
                         slots[metric].restore(slot_state)
-        engine._released_ts = max(
-            (state.released_ts for state in engine._devices.values()), default=NEG_INF
+        self._released_ts = max(
+            (state.released_ts for state in self._devices.values()), default=NEG_INF
         )
-        engine._timers.clear()
-        for instance in engine._instances:
+        self._timers.clear()
+        for instance in self._instances:
             saved_state = saved_instances.get(instance.key)
             if saved_state is not None:
                 instance.load(saved_state)
             instance.heap_due = instance.next_due
-            heapq.heappush(engine._timers, (instance.next_due, instance.uid, instance))
+            heapq.heappush(self._timers, (instance.next_due, instance.uid, instance))
         # Buffered readings keep their arrival order (stamps) among equal event times.
-        for state in engine._devices.values():
+        for state in self._devices.values():
             for stamp, (ts, metrics) in state.buffered.items():
-                heapq.heappush(engine._buffer, (ts, stamp, state, metrics))
-        last_stamp = max((entry[1] for entry in engine._buffer), default=-1)
-        engine._stamp = itertools.count(max(last_stamp + 1, next(engine._stamp)))
+                heapq.heappush(self._buffer, (ts, stamp, state, metrics))
+        last_stamp = max((entry[1] for entry in self._buffer), default=-1)
+        self._stamp = itertools.count(max(last_stamp + 1, next(self._stamp)))
         # What is saved is what was restored: later checkpoints need only what changes. Unless
         # the configuration changed (a part, or an instance of a part, gone or new): then the
         # stored parts hold what this engine no longer judges, and the next checkpoint
         # replaces them whole (store/ derives the open runs of the figures from them).
-        if engine._same_parts(snapshot["parts"]):
-            engine._changed.clear()
-            engine._first_checkpoint = False
-        return engine
+        if self._same_parts(snapshot["parts"]):
+            self._changed.clear()
+            self._first_checkpoint = False
 
     def _same_parts(self, saved: Mapping[str, Any]) -> bool:
         """Whether `saved` parts are exactly this engine's parts with exactly its instances."""

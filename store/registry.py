@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
-from rules.clause import ClauseFile
+from rules.clause import ClauseFile, ClauseVersion, Standard
 from rules.site import Assignment, Party, SiteModel
 from store import ledger
 from store.times import require_aware, wall_now
@@ -176,22 +176,6 @@ def sync_clauses(
         for clause in clause_file.clauses:
             content_hash = clause.content_hash()
             config = clause.model_dump(mode="json", by_alias=True)
-            row = (
-                content_hash,
-                standard.code,
-                standard.title,
-                standard.edition,
-                clause.number,
-                clause.title,
-                clause.text,
-                clause.domain,
-                clause.key,
-                clause.confidence,
-                clause.severity,
-                clause.effective_from,
-                clause.effective_to,
-                Jsonb(config),
-            )
             entity = f"clause:{clause.id}@{clause.version}"
             facts = {
                 "clause_id": clause.id,
@@ -202,25 +186,10 @@ def sync_clauses(
             }
             previous = stored.get((clause.id, clause.version))
             if previous is None:
-                conn.execute(
-                    "INSERT INTO clause_versions (content_hash, standard_code, standard_title,"
-                    " standard_edition, number, title, text, domain, key, confidence, severity,"
-                    " effective_from, effective_to, config, clause_id, version, created_by,"
-                    " created_at, updated_by, updated_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s, %s)",
-                    (*row, clause.id, clause.version, actor, now, actor, now),
-                )
+                _insert_clause_version(conn, standard, clause, actor, now)
                 entries.append(_entry("clause_version.added", None, entity, actor, facts))
             elif previous["content_hash"] != content_hash:
-                conn.execute(
-                    "UPDATE clause_versions SET content_hash = %s, standard_code = %s,"
-                    " standard_title = %s, standard_edition = %s, number = %s, title = %s,"
-                    " text = %s, domain = %s, key = %s, confidence = %s, severity = %s,"
-                    " effective_from = %s, effective_to = %s, config = %s, updated_by = %s,"
-                    " updated_at = %s WHERE clause_id = %s AND version = %s",
-                    (*row, actor, now, clause.id, clause.version),
-                )
+                _update_clause_version(conn, standard, clause, actor, now)
                 facts = {
                     **facts,
                     "previous_content_hash": previous["content_hash"],
@@ -232,6 +201,127 @@ def sync_clauses(
                 "config": config,
             }
     return _recorded(conn, report, entries, now)
+
+
+def _clause_columns(standard: Standard, clause: ClauseVersion) -> tuple[Any, ...]:
+    """The columns of clause_versions from content_hash to config, in that order."""
+    return (
+        clause.content_hash(),
+        standard.code,
+        standard.title,
+        standard.edition,
+        clause.number,
+        clause.title,
+        clause.text,
+        clause.domain,
+        clause.key,
+        clause.confidence,
+        clause.severity,
+        clause.effective_from,
+        clause.effective_to,
+        Jsonb(clause.model_dump(mode="json", by_alias=True)),
+    )
+
+
+def _insert_clause_version(
+    conn: psycopg.Connection[Any],
+    standard: Standard,
+    clause: ClauseVersion,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    conn.execute(
+        "INSERT INTO clause_versions (content_hash, standard_code, standard_title,"
+        " standard_edition, number, title, text, domain, key, confidence, severity,"
+        " effective_from, effective_to, config, clause_id, version, created_by,"
+        " created_at, updated_by, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s, %s, %s)",
+        (*_clause_columns(standard, clause), clause.id, clause.version, actor, now, actor, now),
+    )
+
+
+def _update_clause_version(
+    conn: psycopg.Connection[Any],
+    standard: Standard,
+    clause: ClauseVersion,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    conn.execute(
+        "UPDATE clause_versions SET content_hash = %s, standard_code = %s,"
+        " standard_title = %s, standard_edition = %s, number = %s, title = %s,"
+        " text = %s, domain = %s, key = %s, confidence = %s, severity = %s,"
+        " effective_from = %s, effective_to = %s, config = %s, updated_by = %s,"
+        " updated_at = %s WHERE clause_id = %s AND version = %s",
+        (*_clause_columns(standard, clause), actor, now, clause.id, clause.version),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClause:
+    """One row of clause_versions as the engine and the revision workflow read it."""
+
+    clause: ClauseVersion
+    standard: Standard
+    content_hash: str
+
+
+def stored_clause_versions(
+    conn: psycopg.Connection[Any], clause_id: str | None = None
+) -> list[StoredClause]:
+    """Every stored version (of one clause, or of all), by clause id and version."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT config, content_hash, standard_code, standard_title, standard_edition"
+            " FROM clause_versions WHERE %(id)s::text IS NULL OR clause_id = %(id)s"
+            " ORDER BY clause_id, version",
+            {"id": clause_id},
+        ).fetchall()
+    return [
+        StoredClause(
+            ClauseVersion.model_validate(row["config"]),
+            Standard(
+                code=row["standard_code"],
+                title=row["standard_title"],
+                edition=row["standard_edition"],
+            ),
+            row["content_hash"],
+        )
+        for row in rows
+    ]
+
+
+def put_clause_version(
+    conn: psycopg.Connection[Any],
+    standard: Standard,
+    clause: ClauseVersion,
+    actor: str,
+    now: dt.datetime,
+) -> None:
+    """Stores one version made by a clause revision (compliance/revisions.py), added or
+    replacing the stored one of that number. The caller records it in the ledger."""
+    exists = conn.execute(
+        "SELECT 1 FROM clause_versions WHERE clause_id = %s AND version = %s FOR UPDATE",
+        (clause.id, clause.version),
+    ).fetchone()
+    if exists is None:
+        _insert_clause_version(conn, standard, clause, actor, now)
+    else:
+        _update_clause_version(conn, standard, clause, actor, now)
+
+
+def delete_clause_version(conn: psycopg.Connection[Any], clause_id: str, version: int) -> None:
+    """Removes a version that never came into force (a revision withdrawn before its
+    effective date): nothing was judged under it but time outside its dates, whose intervals
+    go with it."""
+    conn.execute(
+        "DELETE FROM compliance_intervals WHERE clause_id = %s AND clause_version = %s",
+        (clause_id, version),
+    )
+    conn.execute(
+        "DELETE FROM clause_versions WHERE clause_id = %s AND version = %s", (clause_id, version)
+    )
 
 
 def add_assignment(
@@ -485,6 +575,14 @@ def sites_in_org(conn: psycopg.Connection[Any], org: Sequence[str]) -> list[str]
             (list(org), list(org)),
         )
         return [row[0] for row in rows]
+
+
+def site_stamps(conn: psycopg.Connection[Any], sites: Sequence[str]) -> dict[str, dt.datetime]:
+    """When each site's stored model last changed (`sync_site` writes only a changed model)."""
+    rows = conn.execute(
+        "SELECT id, updated_at FROM sites WHERE id = ANY(%s)", (list(sites),)
+    ).fetchall()
+    return {str(site): at for site, at in rows}
 
 
 def site_exists(conn: psycopg.Connection[Any], site: str) -> bool:

@@ -22,6 +22,7 @@
       any: "全部", is_key: "关键", not_key: "非关键", in_force: "现行", planned: "待实施",
       superseded: "已废止", standard: "标准", clause: "条款", organisation: "组织",
       search_hint: "室内温度、甲醛、GB 50736…",
+      pending_revisions: "待审批与待发布的修订", change: "修订内容", state: "状态",
     },
     en: {
       alerts: "Alerts", energy: "Energy & carbon", register: "Register", statistics: "Statistics",
@@ -40,6 +41,8 @@
       is_key: "key", not_key: "not key", in_force: "in force", planned: "planned",
       superseded: "superseded", standard: "Standard", clause: "Clause",
       organisation: "Organisation", search_hint: "indoor temperature, formaldehyde, GB 50736…",
+      pending_revisions: "Revisions awaiting approval or publication", change: "Change",
+      state: "State",
     },
   };
   const lang = () => (localStorage.getItem(KEY) === "en" ? "en" : "zh");

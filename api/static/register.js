@@ -8,6 +8,40 @@ const statusLine = document.getElementById("status");
 const detail = document.getElementById("detail");
 const STATUS_ZH = { in_force: "现行", planned: "待实施", superseded: "已废止" };
 const statusName = (status) => L(status.replace("_", " "), STATUS_ZH[status] || status);
+const REVISION_ZH = { pending: "待审批", approved: "已批准，待发布" };
+const revisionName = (state) => L(state === "pending" ? "awaiting approval" : "approved, to publish",
+  REVISION_ZH[state] || state);
+
+// Revisions waiting for approval or publication, above the list (hidden when there are none).
+async function revisions() {
+  const box = document.getElementById("revisions");
+  try {
+    const waiting = await api("clause-revisions", { open: "true" });
+    const body = document.querySelector("#revision-list tbody");
+    body.replaceChildren();
+    for (const revision of waiting) {
+      const row = el("tr", undefined, { class: "revision" });
+      const clause = el("td");
+      clause.append(el("code", revision.clause_id), el("div", `v${revision.based_on} · #${revision.id}`, { class: "muted" }));
+      const change = el("td");
+      for (const c of revision.diff) {
+        change.append(el("div", `${c.path}: ${JSON.stringify(c.before)} → ${JSON.stringify(c.after)}`));
+      }
+      change.append(el("div", `${L("Reason", "理由")}: ${revision.reason}`, { class: "excerpt" }));
+      change.append(el("div", `${L("Proposed by", "提议人")}: ${revision.proposed_by}` +
+        (revision.approved_by ? ` · ${L("approved by", "批准人")}: ${revision.approved_by}` : ""), { class: "excerpt" }));
+      for (const t of revision.backtest) {
+        change.append(el("div", L(`Backtest ${t.site}: compliance ${pct(t.in_force_rate)} → ${pct(t.candidate_rate)}, alerts ${t.in_force_alerts} → ${t.candidate_alerts}`,
+          `回测 ${t.site}：达标率 ${pct(t.in_force_rate)} → ${pct(t.candidate_rate)}，告警 ${t.in_force_alerts} → ${t.candidate_alerts} 条`), { class: "excerpt" }));
+      }
+      row.append(clause, change, el("td", revisionName(revision.state), { class: `revision-${revision.state}` }));
+      body.append(row);
+    }
+    box.hidden = waiting.length === 0;
+  } catch (error) {
+    box.hidden = true;
+  }
+}
 
 async function search(event) {
   if (event) event.preventDefault();
@@ -25,7 +59,15 @@ async function search(event) {
       cell.append(el("div", `${entry.number} ${entry.title}`));
       cell.append(el("div", entry.excerpt, { class: "excerpt" }));
       cell.append(el("code", entry.clause_id));
-      row.append(cell, el("td", statusName(entry.status), { class: `status-${entry.status}` }));
+      const flags = el("td", statusName(entry.status), { class: `status-${entry.status}` });
+      // 复审: the review date, flagged when it is due within 90 days or overdue.
+      flags.append(el("div", `${L("review", "复审")} ${entry.review_due}`,
+        { class: entry.review_reminder ? "review-due" : "muted review" }));
+      if (entry.review_reminder) flags.lastChild.append(el("span", L(" · due", " · 待复审")));
+      if (entry.pending_revisions) {
+        flags.append(el("div", L(`${entry.pending_revisions} pending revision`, `待审批修订 ${entry.pending_revisions} 项`), { class: "pending-revision" }));
+      }
+      row.append(cell, flags);
       row.addEventListener("click", () => show(entry.clause_id, row));
       body.append(row);
     }
@@ -87,6 +129,7 @@ async function show(clauseId, row) {
 form.addEventListener("submit", search);
 token();
 search();
+revisions();
 // The language changed on this page: the list and the open clause again, in that language.
 let language = L("en", "zh");
 document.addEventListener("clausewatch:lang", async () => {
@@ -95,6 +138,7 @@ document.addEventListener("clausewatch:lang", async () => {
   const picked = document.querySelector("tr.picked code");
   const clauseId = picked ? picked.textContent : null;
   detail.replaceChildren();
+  revisions();
   await search();
   const row = [...document.querySelectorAll("#results tbody tr")]
     .find((r) => r.querySelector("code").textContent === clauseId);

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.edge",  # edge run
     "clausewatch.cli.broker",  # broker files
     "clausewatch.cli.compliance",  # report compliance, backtest
+    "clausewatch.cli.revisions",  # clause propose|approve|reject|publish|rollback|revisions
     "clausewatch.cli.quiet",  # silence add|list|cancel, maintenance add|list|cancel
     "clausewatch.cli.site",  # site export, site import, site template
 )

@@ -24,7 +24,9 @@ from fastapi.testclient import TestClient
 
 from alerts import notify, webhooks
 from api.tokens import ROLES, create_token, revoke_token
+from compliance import revisions
 from compliance.reports import generate_report
+from rules.clause import ClauseVersion, Standard
 from store import quiet, registry
 from store.times import wall_now
 from tests.api.conftest import T0, auth, insert_alert
@@ -128,6 +130,51 @@ def _target_path(conn: psycopg.Connection[Any]) -> str:
     return path
 
 
+def _revision_clause(conn: psycopg.Connection[Any]) -> str:
+    """A clause of its own (one open revision per clause), stored as the files would."""
+    clause = ClauseVersion.model_validate(
+        {
+            "id": f"authz.c{uuid.uuid4().hex[:8]}",
+            "version": 1,
+            "effective_from": "2020-01-01",
+            "number": "1",
+            "title": "authz",
+            "domain": "indoor_climate",
+            "confidence": "B",
+            "params": {"limit": {"default": 28, "unit": "°C"}},
+            "check": {"kind": "threshold", "metric": "temperature", "max": "$limit"},
+        }
+    )
+    standard = Standard(code="AUTHZ", title="authz", edition="1")
+    registry.put_clause_version(conn, standard, clause, "test", wall_now())
+    conn.commit()
+    return clause.id
+
+
+def _revision(conn: psycopg.Connection[Any], state: str) -> int:
+    """A revision of a fresh clause, proposed by someone else, taken up to `state`."""
+    now = wall_now()
+    made = revisions.propose(
+        conn,
+        _revision_clause(conn),
+        {"params.limit.default": 29},
+        "authz",
+        "authz-proposer",
+        now,
+        backtest_days=1,
+    )
+    if state in ("approved", "published"):
+        revisions.approve(conn, made.id, "user:authz-approver", None, now)
+    if state == "published":
+        revisions.publish(conn, made.id, "authz-approver", _later(4), now)
+    conn.commit()
+    return made.id
+
+
+def _later(days: int) -> dt.date:
+    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)
+
+
 # Secrets the fixtures plant; no answer may contain one.
 PLANTED_TOKEN = "tok-planted-" + uuid.uuid4().hex
 PLANTED_SECRET = "secret-planted-" + uuid.uuid4().hex
@@ -189,6 +236,62 @@ def _fresh_quiet(conn: psycopg.Connection[Any], site: str, kind: quiet.Kind) -> 
 
 
 ENDPOINTS = [
+    Endpoint(
+        "list revisions",
+        "GET /clause-revisions",
+        lambda c, s: ("GET", "/api/v1/clause-revisions", None),
+    ),
+    Endpoint(
+        "get revision",
+        "GET /clause-revisions/{id}",
+        lambda c, s: ("GET", f"/api/v1/clause-revisions/{_revision(c, 'pending')}", None),
+    ),
+    Endpoint(
+        "propose revision",
+        "POST /clause-revisions",
+        lambda c, s: (
+            "POST",
+            "/api/v1/clause-revisions",
+            {
+                "clause_id": _revision_clause(c),
+                "changes": {"params.limit.default": 29},
+                "reason": "authz",
+                "backtest_days": 1,
+            },
+        ),
+        ok=201,
+    ),
+    Endpoint(
+        "approve revision",
+        "POST /clause-revisions/{id}/approve",
+        lambda c, s: ("POST", f"/api/v1/clause-revisions/{_revision(c, 'pending')}/approve", {}),
+        # Approval needs a named user signed in: every token, an unscoped admin's too, gets 403
+        # (tests/compliance/test_revisions.py approves with a session).
+        ok=403,
+    ),
+    Endpoint(
+        "reject revision",
+        "POST /clause-revisions/{id}/reject",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/clause-revisions/{_revision(c, 'pending')}/reject",
+            {"note": "no"},
+        ),
+    ),
+    Endpoint(
+        "publish revision",
+        "POST /clause-revisions/{id}/publish",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/clause-revisions/{_revision(c, 'approved')}/publish",
+            {"effective_from": _later(5).isoformat()},
+        ),
+    ),
+    Endpoint(
+        "roll back revision",
+        "POST /clause-revisions/{id}/rollback",
+        lambda c, s: ("POST", f"/api/v1/clause-revisions/{_revision(c, 'published')}/rollback", {}),
+    ),
     Endpoint("list alerts", "GET /alerts", lambda c, s: ("GET", f"/api/v1/alerts?site={s}", None)),
     Endpoint(
         "get alert",

@@ -23,6 +23,8 @@ from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
 from ingest.retry import MAX_REJECTED_ATTEMPTS
+from rules.clause import Schedule
+from rules.engine import BindingError
 from store.checkpoints import load_checkpoint
 from store.migrate import migrate
 from store.pool import make_pool
@@ -221,3 +223,37 @@ def test_a_requested_checkpoint_is_saved_whatever_the_spacing(
         checkpoint = load_checkpoint(conn, "t-hq")
     assert checkpoint is not None
     assert set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0]) == {1, 2}
+
+
+def test_a_new_clause_set_switches_the_engines_keeping_their_state(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    """A clause revision published while running (issue 21): the engines are restored from
+    their own state with the new set; a set a site cannot bind leaves them as they were."""
+    acked: list[tuple[int, int, int]] = []
+    pipeline, inbox = run_pipeline(acked.extend)
+    for seq in (1, 2, 3):
+        inbox.put(reading(seq), threading.Event())
+    wait_for(lambda: len(acked) == 3)
+    before = pipeline.engines["t-hq"]
+    [clause] = CLAUSES.clauses
+
+    unbindable = clause.model_copy(
+        update={"version": 2, "schedule": Schedule(season="no-such-season")}
+    )
+    with pytest.raises(BindingError, match="no-such-season"):
+        pipeline.request_configuration([clause, unbindable])
+    for seq in (4, 5):
+        inbox.put(reading(seq), threading.Event())
+        wait_for(lambda: len(acked) == seq)  # noqa: B023 (waited for in this iteration)
+    assert pipeline.alive and pipeline.engines["t-hq"] is before
+    assert pipeline.clauses == (clause,)
+
+    newer = clause.model_copy(update={"id": "temp.cooling.min.v2", "title": "another"})
+    pipeline.request_configuration([clause, newer])
+    wait_for(lambda: pipeline.clauses == (clause, newer))
+    after = pipeline.engines["t-hq"]
+    assert after is not before
+    seqs, _ = after.snapshot()["parts"]["device:th-a"]["device"]["seen_seqs"]
+    assert set(seqs) == {1, 2, 3, 4, 5}  # what the device sent is remembered across the switch
+    assert {ref.clause_id for ref, _ in after.bindings()} == {clause.id, newer.id}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from rules.engine import SiteEngine
 from rules.verdicts import Event
 
@@ -191,3 +193,30 @@ def test_a_checkpoint_after_restoring_under_other_clauses_or_devices_is_whole(ki
 
     smaller = kit.site(devices=[])
     assert SiteEngine.restore(smaller, [kept], saved, lateness=0).snapshot_changes()["full"]
+
+
+def test_resume_is_restore_into_an_engine_built_elsewhere(kit: Any) -> None:
+    """A configuration changed while running (issue 21): the new engine is built off the
+    pipeline thread and resumed from the old one's state there. An open violation of a clause
+    that stays goes on (no second start, its end reported once); an engine that judged
+    anything already is refused."""
+    site = kit.site()
+    kept = kit.clause({"kind": "threshold", "metric": "temperature", "max": 26}, id="t.kept")
+    added = kit.clause({"kind": "threshold", "metric": "humidity", "max": 80}, id="t.new")
+    old = SiteEngine(site, [kept], lateness=0)
+    old.observe("d1", kit.T0, None, {"temperature": 28.0, "humidity": 50.0})
+    old.advance(kit.T0 + 60)
+    assert [type(o).__name__ for o in old.drain()].count("ViolationStarted") == 1
+
+    new = SiteEngine(site, [kept, added], lateness=0)
+    new.resume(old.snapshot())
+    new.observe("d1", kit.T0 + 120, None, {"temperature": 25.0, "humidity": 90.0})
+    new.advance(kit.T0 + 180)
+    outputs = new.drain()
+    by_kind = {(type(o).__name__, o.clause.clause_id) for o in outputs if hasattr(o, "clause")}
+    assert ("ViolationEnded", "t.kept") in by_kind
+    assert ("ViolationStarted", "t.kept") not in by_kind
+    assert ("ViolationStarted", "t.new") in by_kind
+
+    with pytest.raises(ValueError, match="not judged anything"):
+        new.resume(old.snapshot())
