@@ -118,7 +118,10 @@ class Tariff(BaseModel):
                 )
             at = end
         if at != DAY_MINUTES:
-            raise ValueError("time-of-use periods must end at 24:00")
+            raise ValueError(
+                "time-of-use periods must cover the day once, from 00:00 to 24:00 (they end at "
+                f"{at // 60:02d}:{at % 60:02d})"
+            )
         return bands
 
     @model_validator(mode="after")

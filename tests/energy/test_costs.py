@@ -197,3 +197,44 @@ def test_tariffs_are_validated_and_never_overlap(
         add_tariff(conn, later, added_by="test")
     conn.rollback()
     assert len([t for t in load_tariffs(conn, site) if t.carrier == "water"]) == 2
+
+
+def test_cli_tariff_add_and_the_reports_show_the_cost(
+    conn: psycopg.Connection[Any],
+    kit: Any,
+    energy_database_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clausewatch.cli import main
+
+    model: SiteModel = kit.make_site(grid_region="national", max_gap="40d")
+    registry.sync_site(conn, model, actor="test", now=kit.local(2023, 1, 1))
+    points = [(kit.local(2023, 3, 1), 0), (kit.local(2023, 3, 1, 12), 50)]
+    points.append((kit.local(2023, 3, 2), 100))
+    kit.insert_readings(conn, model, "em-main", "energy_kwh", points)
+    conn.commit()
+    db = ["--database-url", energy_database_url]
+    add = ["energy", "tariff", "add", *db, "--scope", "site", "--id", model.site.id,
+           "--carrier", "electricity", "--from", "2023-01-01"]  # fmt: skip
+    assert main([*add, "--band", "valley=00:00-08:00@0.3", "--band", "peak=08:00-20:00@1"]) == 2
+    assert "cover the day" in capsys.readouterr().err
+    bands = ["--band", "valley=00:00-12:00@0.3", "--band", "peak=12:00-24:00@1.0"]
+    assert main([*add, *bands, "--source", "测试电价"]) == 0
+    assert main([*add, "--price", "0.5"]) == 1  # overlaps the one just added
+    assert "overlaps" in capsys.readouterr().err
+    period = ["--site", model.site.id, "--from", "2023-03-01", "--to", "2023-03-01"]
+    assert main(["report", "energy", *db, *period]) == 0
+    err = capsys.readouterr().err
+    # 50 kWh before noon at 0.3, 50 after at 1.0
+    assert "成本 cost 65.00 yuan (billed 0.00, estimated 65.00)" in err
+    assert "peak 50.000 kWh 50.00; valley 50.000 kWh 15.00" in err
+    assert main(["report", "carbon", *db, *period, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    per = {r["item"]: r["value"] for r in rows if r["section"] == "cost"}
+    assert (per["total"], per["per m2"], per["per person"]) == (
+        "65.00",
+        "0.06",
+        "1.30",
+    )  # 0.065 half to even
+    assert main(["energy", "tariff", "list", *db, "--site", model.site.id]) == 0
+    assert "测试电价" in capsys.readouterr().out
