@@ -45,7 +45,7 @@ def site(conn: psycopg.Connection[Any], kit: Any) -> SiteModel:
     day = [kit.local(2023, 3, 1, h, m) for h, m in ((0, 0), (6, 45), (7, 15), (10, 30))]
     day += [kit.local(2023, 3, 1, h, m) for h, m in ((11, 0), (12, 0), (23, 30))]
     values = [0, 100, 160, 290, 330, 350, 580]
-    points = list(zip(day, values, strict=True)) + [(kit.local(2023, 3, 2), 600)]
+    points = [*zip(day, values, strict=True), (kit.local(2023, 3, 2), 600)]
     kit.insert_readings(conn, model, "em-main", "energy_kwh", points)
     water = [(kit.local(2023, 3, 1), 0), (kit.local(2023, 3, 2), 10)]
     kit.insert_readings(conn, model, "wm", "water_m3", water)
