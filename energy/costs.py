@@ -152,8 +152,10 @@ class Tariff(BaseModel):
         raise AssertionError("bands cover the day")  # the validator guarantees it
 
     def boundaries(self) -> list[int]:
-        """Minutes of the day, after midnight, where the price can change."""
-        return sorted({b.span[0] for b in self.bands} - {0})
+        """Minutes of the day where the price can change: every period's start, midnight
+        included (a bucket must not run on from one day's last period into the next day's
+        first)."""
+        return sorted({b.span[0] for b in self.bands})
 
 
 # ---- storage ----
