@@ -695,6 +695,12 @@ OrgNode = Annotated[
 ]
 
 
+class TariffEnd(Input):
+    """Ends an open tariff (energy/costs.py) on its last day, before a new price follows."""
+
+    last_day: dt.date
+
+
 class ReportCreate(Input):
     site: SiteId
     period: ReportPeriod

@@ -101,7 +101,7 @@ class Tariff(BaseModel):
     last_day: dt.date | None = None
     price: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE, max_digits=16, decimal_places=6)
     bands: tuple[Band, ...] = Field(default=(), max_length=48)
-    source: str = Field(default="", max_length=200)
+    source: str = Field(default="", max_length=200, pattern=r"^[^\x00]*$")  # no NUL: text column
 
     @field_validator("bands")
     @classmethod

@@ -31,6 +31,7 @@ from api.models import (
     QuotaOut,
     QuotaPoint,
     SiteId,
+    TariffEnd,
 )
 from energy import bills as bill_store
 from energy import costs as cost_store
@@ -269,10 +270,6 @@ def add_tariff(conn: DbConn, principal: EnergyReader, body: cost_store.Tariff) -
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     conn.commit()
     return added
-
-
-class TariffEnd(Input):
-    last_day: dt.date
 
 
 @router.post("/energy/tariffs/{tariff_id}/end", responses={**ERRORS, 409: {"model": Problem}})

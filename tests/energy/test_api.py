@@ -182,6 +182,8 @@ def test_tariffs_over_the_api(client: TestClient, conn: psycopg.Connection[Any],
     region = {**tou, "scope": "region", "scope_id": "national"}
     answer = client.post("/api/v1/energy/tariffs", json=region, headers=officer)
     assert answer.status_code == 403 and "without a site scope" in answer.text
+    nul = client.post("/api/v1/energy/tariffs", json={**tou, "source": "a\x00b"}, headers=officer)
+    assert nul.status_code == 422
     gap = {**tou, "bands": tou["bands"][:1]}
     answer = client.post("/api/v1/energy/tariffs", json=gap, headers=officer)
     assert answer.status_code == 422 and "cover the day once" in answer.text
