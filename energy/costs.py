@@ -520,6 +520,19 @@ def cost_report(conn: psycopg.Connection[Any], site: SiteModel, report: CarbonRe
     )
 
 
+def cost_or_note(
+    conn: psycopg.Connection[Any], site: SiteModel, report: CarbonReport
+) -> CostReport | None:
+    """The cost of the report, or None with a note in the report saying why it could not be
+    made (a price boundary inside an hour only a register summary knows): the energy and carbon
+    figures stand without it."""
+    try:
+        return cost_report(conn, site, report)
+    except ReportError as exc:
+        report.notes.append(f"运行成本未计算 operating cost not computed: {exc}")
+        return None
+
+
 def _months(site: SiteModel, report: CarbonReport) -> list[float]:
     from energy.accounting import bucket_edges
 

@@ -159,9 +159,9 @@ def get_carbon(
     start, end = _period(model, since, until)
     try:
         report = carbon_report(conn, model, start, end, space=space)
-        cost = cost_store.cost_report(conn, model, report)
     except ReportError as exc:
         raise _refused(exc) from None
+    cost = cost_store.cost_or_note(conn, model, report)
     if output == "csv":
         return _csv(carbon_csv(report, cost), f"carbon-{site}")
     return carbon_out(report, cost)

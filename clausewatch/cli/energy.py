@@ -15,10 +15,14 @@ import argparse
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clausewatch.cli import Commands
 from clausewatch.cli.common import TO_HELP, TO_MOMENT_HELP, database_argument, database_url
 from clausewatch.settings import Settings
+
+if TYPE_CHECKING:
+    from energy.render import CostOut
 
 
 def register(commands: Commands) -> None:
@@ -150,7 +154,7 @@ def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _report_carbon(args: argparse.Namespace) -> int:
-    from energy.costs import cost_report
+    from energy.costs import cost_or_note
     from energy.render import carbon_csv, carbon_out
     from energy.reports import (
         ReportError,
@@ -170,10 +174,10 @@ def _report_carbon(args: argparse.Namespace) -> int:
                 parse_end(args.until, site),
                 space=args.space,
             )
-            cost = cost_report(conn, site, report)
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        cost = cost_or_note(conn, site, report)
     if args.format == "csv":
         sys.stdout.write(carbon_csv(report, cost))
     elif args.format == "json":
@@ -222,12 +226,17 @@ def _report_energy(args: argparse.Namespace) -> int:
                 conn, site, since, until, args.bucket, space=args.space, by=args.by
             )
             area_and_occupants(site, args.space)
-            cost = cost_out(cost_report(conn, site, carbon_report(conn, site, since, until,
-                                                                  space=args.space)),
-                            site.site.timezone)  # fmt: skip
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        # the period's operating cost beside the series; the series stands without it
+        try:
+            costs = cost_report(
+                conn, site, carbon_report(conn, site, since, until, space=args.space)
+            )
+        except ReportError as exc:
+            costs = None
+            print(f"cost: not computed: {exc}", file=sys.stderr)
     # The series has no notes section: a missing holiday schedule goes to stderr, beside it,
     # and so do the bills its meters measure (bill, metered, difference).
     for note in calendar_notes(site, since, until):
@@ -243,6 +252,17 @@ def _report_energy(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     # and the operating cost of the period (yuan; the carbon report has it in full)
+    if costs is not None:
+        _print_cost(cost_out(costs, site.site.timezone))
+    if args.format == "csv":
+        sys.stdout.write(energy_csv(series[0], site.site.timezone))
+        return 0
+    document = energy_out(site, args.space, (since, until), args.bucket, args.by, series)
+    sys.stdout.write(document.model_dump_json(indent=2) + "\n")
+    return 0
+
+
+def _print_cost(cost: CostOut) -> None:
     print(
         f"成本 cost {cost.total} yuan (billed {cost.billed}, estimated {cost.estimated}); "
         f"per m2 {cost.per_m2}, per person {cost.per_person}",
@@ -258,12 +278,6 @@ def _report_energy(args: argparse.Namespace) -> int:
         )
     for text in cost.notes:
         print(f"cost: {text}", file=sys.stderr)
-    if args.format == "csv":
-        sys.stdout.write(energy_csv(series[0], site.site.timezone))
-        return 0
-    document = energy_out(site, args.space, (since, until), args.bucket, args.by, series)
-    sys.stdout.write(document.model_dump_json(indent=2) + "\n")
-    return 0
 
 
 def _factor_list(args: argparse.Namespace) -> int:
