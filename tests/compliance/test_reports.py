@@ -270,6 +270,7 @@ def test_annual_report_with_its_quarters_energy_carbon_and_cost(
 ) -> None:
     from decimal import Decimal
 
+    from compliance.feedback import submit_feedback
     from energy.costs import Tariff, add_tariff
     from energy.summary import period_figures
     from store.batches import ReadingRow, write_readings
@@ -277,7 +278,13 @@ def test_annual_report_with_its_quarters_energy_carbon_and_cost(
     after_year = dt.datetime(2027, 1, 5, tzinfo=dt.UTC)
     script_quarter(conn)
     quarter_id, _ = generate_report(conn, PUBLIC_SITE, "2026Q3", "test", NOW)
+    # 信息反馈: one item from the public form in the year, counted in the annual report
+    submit_feedback(
+        conn, site=PUBLIC_SITE, space="office-2", category="too_cold", text="", photo=None,
+        lang="zh", client="annual-test", now=dt.datetime(2026, 5, 6, tzinfo=dt.UTC),
+    )  # fmt: skip
     _, annual = generate_report(conn, PUBLIC_SITE, "2026", "test", after_year, period_figures)
+    assert annual.statistics.feedback.received == 1
     assert annual.kind == "year"
     assert annual.period_start == dt.datetime(2026, 1, 1, tzinfo=SHANGHAI)
     assert annual.period_end == dt.datetime(2027, 1, 1, tzinfo=SHANGHAI)
@@ -315,12 +322,12 @@ def test_annual_report_with_its_quarters_energy_carbon_and_cost(
     csv = (tmp_path / "demo-hq-2026.csv").read_text(encoding="utf-8-sig")
     assert "年度自评价报告" in html and "能源、碳排放与运行成本" in html
     assert "<b>2400.00</b>" in html  # the cost tile
-    assert "信息反馈" in html  # the section left out says so
+    assert "信息反馈 · feedback from the public form" in html
     assert "size:A4" in html and "break-before:page" in html
     assert "<script" not in html and "<nav" not in html
     assert "energy,demo-hq,cost,2400.00" in csv
     assert "energy,electricity,consumption,3000.000" in csv
-    assert "omitted,demo-hq,,信息反馈" in csv
+    assert "feedback,demo-hq,received,0" in csv
 
 
 def test_year_end_job_makes_the_annual_reports_after_the_quarters(
