@@ -685,6 +685,8 @@ class BacktestRequest(Input):
 
 
 Quarter = Annotated[str, StringConstraints(pattern=r"^\d{4}Q[1-4]$")]
+# A report's period: a quarter (2026Q3) or, for the annual self-evaluation, a year (2026).
+ReportPeriod = Annotated[str, StringConstraints(pattern=r"^\d{4}(Q[1-4])?$")]
 OrgNode = Annotated[
     str,
     StringConstraints(
@@ -693,9 +695,15 @@ OrgNode = Annotated[
 ]
 
 
+class TariffEnd(Input):
+    """Ends an open tariff (energy/costs.py) on its last day, before a new price follows."""
+
+    last_day: dt.date
+
+
 class ReportCreate(Input):
     site: SiteId
-    period: Quarter
+    period: ReportPeriod
 
 
 class TargetsUpdate(Input):

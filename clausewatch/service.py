@@ -33,6 +33,7 @@ from compliance.reports import generate_due_reports
 from compliance.revisions import clause_set, clause_set_stamp
 from config.broker import derive_identities
 from config.files import LoadedConfig
+from energy.summary import period_figures
 from ingest.decode import Decoder, DeviceIndex, Limits
 from ingest.direct import Busy, DirectIngress
 from ingest.mqtt import IngressQueue, MqttSubscriber
@@ -408,7 +409,9 @@ class Service:
     def _evaluation_reports(self) -> None:
         self._job(
             "evaluation_reports",
-            lambda conn: generate_due_reports(conn, "scheduler", dt.datetime.now(dt.UTC)),
+            lambda conn: generate_due_reports(
+                conn, "scheduler", dt.datetime.now(dt.UTC), energy=period_figures
+            ),
         )
 
     def _reviews_due(self) -> None:

@@ -8,7 +8,10 @@ is kept; the newest of a period is current). A generated report evaluates nothin
 share counts only evaluations people recorded (compliance/evaluations.py).
 
 Periods are calendar quarters in the site's timezone: "2026Q3" is [07-01 00:00, 10-01 00:00)
-local time.
+local time; an annual report's period is a calendar year, "2026". The annual self-evaluation
+(年度自评价) has the same figures over the year, the year's quarterly reports, and the year's
+energy, carbon and operating cost, which the caller supplies (`EnergySource`: energy/ is a
+sibling package, so the composition root and the API hand in `energy.summary.period_figures`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -26,7 +31,13 @@ from pydantic import BaseModel
 
 from compliance.evaluations import METHOD_NAMES, Evaluation, list_evaluations
 from compliance.feedback import CATEGORY_NAMES, STATE_NAMES
-from compliance.periods import BadPeriod, last_complete_quarter, quarter_bounds
+from compliance.periods import (
+    BadPeriod,
+    is_year,
+    last_complete_quarter,
+    last_complete_year,
+    report_bounds,
+)
 from compliance.statistics import SiteStatistics, site_statistics
 from config import csvcells
 from config.templates import render
@@ -70,6 +81,49 @@ class LedgerRow(BaseModel):
     corrective_action: str | None
 
 
+class QuarterLine(BaseModel):
+    """A quarterly report of the year (the newest of its quarter)."""
+
+    report_id: int
+    period: str
+    compliance_rate: float | None
+    evaluated_share: float | None
+    generated_at: dt.datetime
+
+
+class EnergyCarrier(BaseModel):
+    carrier: str
+    unit: str
+    consumption: Decimal
+    kgce: Decimal | None
+    tco2: Decimal | None
+    cost: Decimal | None
+    cost_estimated: Decimal | None
+
+
+class EnergyFigures(BaseModel):
+    """The period's energy, carbon and operating cost (energy.summary.period_figures)."""
+
+    kgce: Decimal
+    total_location_tco2: Decimal
+    area_m2: Decimal | None
+    occupants: int | None
+    kgce_per_m2: Decimal | None
+    kgce_per_person: Decimal | None
+    cost: Decimal
+    cost_billed: Decimal
+    cost_estimated: Decimal
+    cost_per_m2: Decimal | None
+    cost_per_person: Decimal | None
+    carriers: list[EnergyCarrier]
+    notes: list[str]
+
+
+# (conn, site, since, until) -> the figures of EnergyFigures; raises ValueError when they
+# cannot be made (the report then says why instead).
+EnergySource = Callable[[psycopg.Connection[Any], str, dt.datetime, dt.datetime], Mapping[str, Any]]
+
+
 class EvaluationReport(BaseModel):
     site: str
     site_name: str
@@ -89,6 +143,12 @@ class EvaluationReport(BaseModel):
     # Days of the period (or the coming year) without the State Council's holiday schedule:
     # clauses scheduled on working days are judged there by the fallback rule.
     holiday_calendar: list[CalendarNote] = []
+    # Annual reports ("year"): the year's quarterly reports, energy, carbon and cost (or why
+    # they are missing).
+    kind: Literal["quarter", "year"] = "quarter"
+    quarters: list[QuarterLine] = []
+    energy: EnergyFigures | None = None
+    energy_missing: str | None = None
 
 
 class StoredReport(BaseModel):
@@ -104,15 +164,20 @@ class StoredReport(BaseModel):
 
 
 def build_report(
-    conn: psycopg.Connection[Any], site: str, period: str, now: dt.datetime
+    conn: psycopg.Connection[Any],
+    site: str,
+    period: str,
+    now: dt.datetime,
+    energy: EnergySource | None = None,
 ) -> EvaluationReport:
-    """Computes the report (nothing stored). Raises UnknownSite, BadPeriod."""
+    """Computes the report (nothing stored) of a quarter, or of a year with `energy` supplying
+    its energy, carbon and cost figures. Raises UnknownSite, BadPeriod."""
     registered = registry.site_row(conn, site)
     if registered is None:
         raise registry.UnknownSite(site)
     name = registered.name
     holidays_kind = str(registered.info.get("holidays", {}).get("kind", "cn"))
-    start, end = quarter_bounds(period, registered.zone())
+    start, end = report_bounds(period, registered.zone())
     if start > now:
         # An empty report would still count the quarter as evaluated.
         raise BadPeriod(f"{period} has not begun")
@@ -150,7 +215,11 @@ def build_report(
                 (site, start, end, LEDGER_ROWS),
             )
         ]
+    annual: dict[str, Any] = {}
+    if is_year(period):
+        annual = _annual(conn, site, start, end, now, energy)
     return EvaluationReport(
+        **annual,
         site=site,
         site_name=name,
         period=period,
@@ -178,6 +247,44 @@ def build_report(
     )
 
 
+def _annual(
+    conn: psycopg.Connection[Any],
+    site: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+    energy: EnergySource | None,
+) -> dict[str, Any]:
+    """The parts only an annual report has."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        quarters = [
+            QuarterLine(**r)
+            for r in cur.execute(
+                "SELECT DISTINCT ON (period) id AS report_id, period,"
+                " (figures -> 'statistics' ->> 'compliance_rate')::float8 AS compliance_rate,"
+                " (figures -> 'statistics' ->> 'evaluated_share')::float8 AS evaluated_share,"
+                " generated_at FROM evaluation_reports WHERE site = %s AND period ~ 'Q'"
+                " AND period_start >= %s AND period_end <= %s ORDER BY period, id DESC",
+                (site, start, end),
+            )
+        ]
+    figures: EnergyFigures | None = None
+    missing: str | None = None
+    if energy is None:
+        missing = "能耗、碳排放与运行成本未计算 / energy, carbon and cost were not computed"
+    else:
+        try:
+            figures = EnergyFigures.model_validate(dict(energy(conn, site, start, min(end, now))))
+        except ValueError as exc:
+            missing = f"能耗、碳排放与运行成本无法计算 / energy, carbon and cost: {exc}"
+    return {
+        "kind": "year",
+        "quarters": quarters,
+        "energy": figures,
+        "energy_missing": missing,
+    }
+
+
 def _worst(items: list[tuple[str, str, Any]]) -> list[NamedCompliance]:
     """The lowest rates first (ties: most violating time); items without a rate left out."""
     rated = [
@@ -192,10 +299,15 @@ def _worst(items: list[tuple[str, str, Any]]) -> list[NamedCompliance]:
 
 
 def generate_report(
-    conn: psycopg.Connection[Any], site: str, period: str, actor: str, now: dt.datetime
+    conn: psycopg.Connection[Any],
+    site: str,
+    period: str,
+    actor: str,
+    now: dt.datetime,
+    energy: EnergySource | None = None,
 ) -> tuple[int, EvaluationReport]:
     """Builds, renders and stores a report; returns its id. Does not commit."""
-    report = build_report(conn, site, period, now)
+    report = build_report(conn, site, period, now, energy)
     row = conn.execute(
         "INSERT INTO evaluation_reports (site, period, period_start, period_end, clauses,"
         " figures, html, csv, generated_by, generated_at)"
@@ -217,25 +329,31 @@ def generate_report(
     return int(row[0]), report
 
 
-def generate_due_reports(conn: psycopg.Connection[Any], actor: str, now: dt.datetime) -> list[int]:
-    """The scheduler's quarter-end job: for each site that existed before its last complete
-    quarter ended and has no report of it, produce one. Idempotent, so it may run often and
-    catches up after downtime. Commits each report."""
+def generate_due_reports(
+    conn: psycopg.Connection[Any],
+    actor: str,
+    now: dt.datetime,
+    energy: EnergySource | None = None,
+) -> list[int]:
+    """The scheduler's period-end job: for each site that existed before its last complete
+    quarter (and year) ended and has no report of it, produce one; the quarter first, so the
+    annual report lists it. Idempotent, so it may run often and catches up after downtime.
+    Commits each report."""
     made = []
     for registered in registry.site_rows(conn):
         site, zone = registered.id, registered.zone()
-        period = last_complete_quarter(now, zone)
-        start, end = quarter_bounds(period, zone)
-        if registered.created_at >= end:
-            continue
-        exists = conn.execute(
-            "SELECT 1 FROM evaluation_reports WHERE site = %s AND period_start = %s",
-            (site, start),
-        ).fetchone()
-        if exists is None:
-            report_id, _ = generate_report(conn, site, period, actor, now)
-            conn.commit()
-            made.append(report_id)
+        for period in (last_complete_quarter(now, zone), last_complete_year(now, zone)):
+            _, end = report_bounds(period, zone)
+            if registered.created_at >= end:
+                continue
+            exists = conn.execute(
+                "SELECT 1 FROM evaluation_reports WHERE site = %s AND period = %s",
+                (site, period),
+            ).fetchone()
+            if exists is None:
+                report_id, _ = generate_report(conn, site, period, actor, now, energy)
+                conn.commit()
+                made.append(report_id)
     return made
 
 
@@ -421,6 +539,27 @@ def render_csv(report: EvaluationReport) -> str:
     ):
         for subject, items in counts.items():
             writer.writerow([section, subject, "items", items])
+    for q in report.quarters:
+        for field in ("compliance_rate", "evaluated_share", "report_id"):
+            value = getattr(q, field)
+            writer.writerow(["quarter", q.period, field, "" if value is None else value])
+    if report.energy is not None:
+        e = report.energy
+        for field in (
+            "kgce", "total_location_tco2", "area_m2", "occupants", "kgce_per_m2",
+            "kgce_per_person", "cost", "cost_billed", "cost_estimated", "cost_per_m2",
+            "cost_per_person",
+        ):  # fmt: skip
+            value = getattr(e, field)
+            writer.writerow(["energy", report.site, field, "" if value is None else value])
+        for c in e.carriers:
+            for field in ("consumption", "unit", "kgce", "tco2", "cost", "cost_estimated"):
+                value = getattr(c, field)
+                writer.writerow(["energy", c.carrier, field, "" if value is None else value])
+        for line in e.notes:
+            writer.writerow(["energy_note", report.site, "", line])
+    elif report.kind == "year":
+        writer.writerow(["energy_note", report.site, "missing", report.energy_missing or ""])
     for o in report.overdue_obligations:
         writer.writerow(["overdue_obligation", o.clause_id, o.space, o.started_at.isoformat()])
     for r in report.ledger:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pydantic import BaseModel
 
 from config import csvcells
+from energy.costs import BAND_LABEL, CostReport, Tariff, yuan
 from energy.factors import KGCE_PER_UNIT, SCOPE, EmissionFactor
 from energy.reports import (
     KGCE_NOTE,
@@ -233,6 +234,149 @@ class CarbonReportOut(BaseModel):
     notes: list[str]
     # Days of the period, or the coming year, without the State Council's holiday schedule.
     holiday_calendar: list[CalendarNote]
+    # The operating cost (机关运行成本; energy/costs.py): None when not asked for.
+    cost: CostOut | None = None
+
+
+# ---- operating cost (energy/costs.py): yuan with 2 decimals, summed before rounding ----
+
+
+class BandCostOut(BaseModel):
+    band: str  # sharp | peak | flat | valley (a flat tariff: flat)
+    label: str
+    consumption: Decimal
+    cost: Decimal
+
+
+class CarrierCostOut(BaseModel):
+    carrier: str
+    unit: str
+    consumption: Decimal  # what was priced (meters and counted bills)
+    cost: Decimal  # billed_cost + estimated_cost
+    billed_cost: Decimal  # bills' costs in the period
+    estimated_cost: Decimal  # tariff × the consumption no bill's cost covers
+    tariff_estimate: Decimal  # tariff × all the consumption (the bills' part too)
+    untariffed: Decimal  # consumption without a tariff in force: not priced
+    bands: list[BandCostOut]
+
+
+class BillCostOut(BaseModel):
+    id: int
+    carrier: str
+    kind: str
+    space: str | None
+    device: str | None
+    first_day: dt.date
+    last_day: dt.date
+    reference: str
+    cost: Decimal  # the bill's cost in the report's period (pro rata in time)
+    tariff_estimate: Decimal  # the tariff's price of the same consumption
+    difference: Decimal  # cost − tariff_estimate
+    difference_pct: Decimal | None  # of the tariff estimate
+    untariffed: Decimal
+
+
+class MonthCostOut(BaseModel):
+    start: str
+    end: str
+    carrier: str
+    cost: Decimal
+    billed_cost: Decimal
+    estimated: bool  # some of it is a tariff estimate
+
+
+class CostOut(BaseModel):
+    currency: str = "CNY"
+    total: Decimal
+    billed: Decimal
+    estimated: Decimal  # the part of total that is a tariff estimate
+    area_m2: Decimal | None
+    occupants: int | None
+    per_m2: Decimal | None  # yuan per m2 of the period
+    per_person: Decimal | None  # yuan per person of the period
+    carriers: list[CarrierCostOut]
+    bills: list[BillCostOut]
+    months: list[MonthCostOut]
+    tariffs: list[Tariff]
+    notes: list[str]
+
+
+def cost_out(cost: CostReport, zone: str) -> CostOut:
+    def money(value: Decimal) -> Decimal:
+        result = yuan(value)
+        assert result is not None
+        return result
+
+    return CostOut(
+        total=money(cost.total),
+        billed=money(cost.billed),
+        estimated=money(cost.estimated),
+        area_m2=cost.area_m2,
+        occupants=cost.occupants,
+        per_m2=yuan(cost.per(cost.area_m2)),
+        per_person=yuan(cost.per(cost.occupants)),
+        carriers=[
+            CarrierCostOut(
+                carrier=c.carrier,
+                unit=c.unit,
+                consumption=_q(c.priced.consumption),
+                cost=money(c.cost),
+                billed_cost=money(c.billed_cost),
+                estimated_cost=money(c.estimated_cost),
+                tariff_estimate=money(c.priced.estimate),
+                untariffed=_q(c.priced.untariffed),
+                bands=[
+                    BandCostOut(
+                        band=name,
+                        label=BAND_LABEL[name],
+                        consumption=_q(part.consumption),
+                        cost=money(part.cost),
+                    )
+                    for name, part in sorted(
+                        c.priced.bands.items(), key=lambda kv: list(BAND_LABEL).index(kv[0])
+                    )
+                ],
+            )
+            for c in sorted(cost.carriers.values(), key=lambda c: c.carrier)
+        ],
+        bills=[
+            BillCostOut(
+                id=b.line.bill.id,
+                carrier=b.line.bill.carrier,
+                kind=b.line.bill.kind,
+                space=b.line.bill.space,
+                device=b.line.bill.device,
+                first_day=b.line.bill.first_day,
+                last_day=b.line.bill.last_day,
+                reference=b.line.bill.reference,
+                cost=money(b.cost),
+                tariff_estimate=money(b.estimate),
+                difference=money(b.difference),
+                difference_pct=_d(b.percent, 2),
+                untariffed=_q(b.untariffed),
+            )
+            for b in cost.bills
+        ],
+        months=[
+            MonthCostOut(
+                start=_iso(m.start, zone),
+                end=_iso(m.end, zone),
+                carrier=m.carrier,
+                cost=money(m.cost),
+                billed_cost=money(m.billed_cost),
+                estimated=m.estimated,
+            )
+            for m in cost.months
+        ],
+        tariffs=cost.tariffs,
+        notes=cost.notes,
+    )
+
+
+def _q(value: Decimal) -> Decimal:
+    result = _d(value)
+    assert result is not None
+    return result
 
 
 def meter_out(line: MeterLine, zone: str) -> MeterOut:
@@ -350,7 +494,7 @@ def imbalance_out(item: Imbalance) -> ImbalanceOut:
     )
 
 
-def carbon_out(report: CarbonReport) -> CarbonReportOut:
+def carbon_out(report: CarbonReport, cost: CostReport | None = None) -> CarbonReportOut:
     zone = report.timezone
     coal = [(c, KGCE_PER_UNIT.get(c.carrier, Decimal(0))) for c in report.carriers.values()]
     billed_kgce = sum((c.billed * k for c, k in coal), Decimal(0))
@@ -443,15 +587,16 @@ def carbon_out(report: CarbonReport) -> CarbonReportOut:
         bills=[bill_out(b) for b in report.bills],
         notes=report.notes,
         holiday_calendar=report.holiday_calendar,
+        cost=None if cost is None else cost_out(cost, zone),
     )
 
 
 CSV_HEADER = ("section", "key", "item", "value", "unit", "detail")
 
 
-def carbon_csv(report: CarbonReport) -> str:
+def carbon_csv(report: CarbonReport, costs: CostReport | None = None) -> str:
     """The report as one long table: section, key, item, value, unit, detail."""
-    out = carbon_out(report)
+    out = carbon_out(report, costs)
     rows: list[tuple[object, ...]] = [
         ("period", out.site, "since", out.since.isoformat(), "", out.space or "whole site"),
         ("period", out.site, "until", out.until.isoformat(), "", f"{out.days} days"),
@@ -620,9 +765,54 @@ def carbon_csv(report: CarbonReport) -> str:
             )
         else:
             rows.append(("bill", label, "not counted", b.amount, b.unit, b.note))
+    if out.cost is not None:
+        rows += cost_rows(out.site, out.cost)
     for note in out.notes:
         rows.append(("note", out.site, "", "", "", note))
     return _csv(CSV_HEADER, rows)
+
+
+def cost_rows(site: str, cost: CostOut) -> list[tuple[object, ...]]:
+    """The cost section of the carbon CSV (yuan, 2 decimals)."""
+    split = f"billed {cost.billed}; estimated {cost.estimated}"
+    no_area = "" if cost.per_m2 is not None else "no floor area"
+    no_people = "" if cost.per_person is not None else "no occupants"
+    rows: list[tuple[object, ...]] = [
+        ("cost", site, "total", cost.total, "yuan", split),
+        ("cost", site, "per m2", cost.per_m2, "yuan/m2", no_area),
+        ("cost", site, "per person", cost.per_person, "yuan/person", no_people),
+    ]
+    for c in cost.carriers:
+        rows.append(
+            ("cost", c.carrier, "cost", c.cost, "yuan",
+             f"billed {c.billed_cost}; estimated {c.estimated_cost}; tariff estimate of all "
+             f"{c.tariff_estimate}; {c.consumption} {c.unit} priced, {c.untariffed} without tariff")
+        )  # fmt: skip
+        for b in c.bands:
+            amount = f"{b.consumption} {c.unit}"
+            rows.append(("cost", c.carrier, f"band {b.band}", b.cost, "yuan", amount))
+    for bill in cost.bills:
+        label = f"{bill.id} {bill.carrier} {bill.first_day}..{bill.last_day}"
+        rows.append(("cost bill", label, "bill cost", bill.cost, "yuan", bill.reference))
+        rows.append(("cost bill", label, "tariff estimate", bill.tariff_estimate, "yuan", ""))
+        pct = f"{bill.difference_pct} % of the estimate" if bill.difference_pct is not None else ""
+        rows.append(("cost bill", label, "bill - estimate", bill.difference, "yuan", pct))
+    for m in cost.months:
+        flag = "estimated" if m.estimated else "billed"
+        rows.append(("cost month", m.carrier, m.start, m.cost, "yuan", flag))
+    for t in cost.tariffs:
+        what = (
+            t.price
+            if t.price is not None
+            else "; ".join(f"{b.band} {b.start}-{b.end} {b.price}" for b in t.bands)
+        )
+        rows.append(
+            ("tariff", f"{t.id}", f"{t.scope} {t.scope_id} {t.carrier}", what, t.unit,
+             f"{t.first_day}..{t.last_day or ''} {t.source}".strip())
+        )  # fmt: skip
+    for note in cost.notes:
+        rows.append(("note", site, "cost", "", "", note))
+    return rows
 
 
 def _flags(c: CarrierOut) -> str:

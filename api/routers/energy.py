@@ -31,8 +31,10 @@ from api.models import (
     QuotaOut,
     QuotaPoint,
     SiteId,
+    TariffEnd,
 )
 from energy import bills as bill_store
+from energy import costs as cost_store
 from energy import factors as factor_store
 from energy.quotas import load_quota_clauses, quota_statuses
 from energy.render import (
@@ -159,9 +161,10 @@ def get_carbon(
         report = carbon_report(conn, model, start, end, space=space)
     except ReportError as exc:
         raise _refused(exc) from None
+    cost = cost_store.cost_or_note(conn, model, report)
     if output == "csv":
-        return _csv(carbon_csv(report), f"carbon-{site}")
-    return carbon_out(report)
+        return _csv(carbon_csv(report, cost), f"carbon-{site}")
+    return carbon_out(report, cost)
 
 
 @router.get("/energy/quotas", responses=ERRORS)
@@ -235,6 +238,72 @@ def add_factor(conn: DbConn, principal: GlobalAdmin, body: FactorCreate) -> Emis
         raise HTTPException(status.HTTP_409_CONFLICT, "that factor exists already")
     conn.commit()
     return factor
+
+
+@router.get("/energy/tariffs", responses=ERRORS)
+def list_tariffs(
+    conn: DbConn, principal: EnergyReader, site: Annotated[SiteId, Query()]
+) -> list[cost_store.Tariff]:
+    """The tariffs that may apply to the site (its own, its organisations', its grid
+    region's), every validity period."""
+    model = _site(conn, principal, site)
+    return cost_store.load_tariffs(conn, model)
+
+
+@router.post(
+    "/energy/tariffs",
+    status_code=status.HTTP_201_CREATED,
+    responses={**ERRORS, 409: {"model": Problem}},
+)
+def add_tariff(conn: DbConn, principal: EnergyReader, body: cost_store.Tariff) -> cost_store.Tariff:
+    """Adds a tariff (a flat price, or time-of-use bands for electricity, yuan per report
+    unit) valid from `first_day`. Energy officers and admins set their sites' tariffs; an
+    organisation's or a region's tariff changes many sites' costs, so it needs a token without
+    a site scope. A validity overlapping another tariff of the same scope and carrier is a 409:
+    end that one first (`POST /energy/tariffs/{id}/end`)."""
+    _tariff_writer(principal, body.scope, body.scope_id)
+    if body.id is not None:
+        raise _unprocessable("id is assigned by the server")
+    try:
+        added = cost_store.add_tariff(conn, body, added_by=principal.actor)
+    except cost_store.TariffError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    conn.commit()
+    return added
+
+
+@router.post("/energy/tariffs/{tariff_id}/end", responses={**ERRORS, 409: {"model": Problem}})
+def end_tariff(
+    conn: DbConn,
+    principal: EnergyReader,
+    tariff_id: Annotated[int, Path(ge=1, le=2**62)],
+    body: TariffEnd,
+) -> cost_store.Tariff:
+    """Ends an open tariff on `last_day`, so a new price can follow it."""
+    found = [t for t in cost_store.load_tariffs(conn) if t.id == tariff_id]
+    if not found:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no tariff {tariff_id}")
+    _tariff_writer(principal, found[0].scope, found[0].scope_id)
+    if not cost_store.end_tariff(conn, tariff_id, body.last_day):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "the tariff is already ended, or starts after that day"
+        )
+    conn.commit()
+    return found[0].model_copy(update={"last_day": body.last_day})
+
+
+def _tariff_writer(principal: Principal, scope: str, scope_id: str) -> None:
+    if principal.role not in BILL_WRITERS:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only energy officers and admins set tariffs"
+        )
+    if scope == "site":
+        principal.site_filter(scope_id)  # 403 outside the token's sites
+    elif principal.sites is not None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "an organisation's or region's tariff needs a token without a site scope",
+        )
 
 
 # Roles that may import bills: the energy officer and the admin (a viewer reads only).

@@ -1,6 +1,7 @@
-"""Quarterly self-evaluation reports: list (`GET /reports`), produce one now
-(`POST /reports`, facility managers and admins), read one as JSON, printable HTML or CSV.
-Code: compliance/reports.py."""
+"""Quarterly and annual self-evaluation reports: list (`GET /reports`), produce one now
+(`POST /reports` with a quarter "2026Q3" or a year "2026", facility managers and admins), read
+one as JSON, printable HTML or CSV. Code: compliance/reports.py; an annual report's energy,
+carbon and cost come from energy.summary."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from compliance.reports import (
     list_reports,
     stored_report_part,
 )
+from energy.summary import period_figures
 from store import registry
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -42,7 +44,12 @@ def create_report(body: ReportCreate, conn: DbConn, principal: AlertActor) -> St
         raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
     try:
         report_id, _ = generate_report(
-            conn, body.site, body.period, principal.actor, dt.datetime.now(dt.UTC)
+            conn,
+            body.site,
+            body.period,
+            principal.actor,
+            dt.datetime.now(dt.UTC),
+            energy=period_figures,
         )
     except BadPeriod as exc:
         raise HTTPException(

@@ -55,6 +55,12 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
+// Money as the API gives it: yuan with 2 decimals (the sums are of the exact values).
+function money(value) {
+  if (value === null || value === undefined || value === "") return "–";
+  return Number(value).toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
 function fmt(value, digits = 1) {
   if (value === null || value === undefined || value === "") return "–";
   return Number(value).toLocaleString("en", { maximumFractionDigits: digits });
@@ -237,9 +243,18 @@ function render(report, daily, quotas) {
     [L("kgce / person", "kgce / 人"), report.intensity.kgce_per_person, L(`${report.intensity.occupants ?? "–"} people`, `${report.intensity.occupants ?? "–"} 人`)],
     ["kg CO2 / m²", report.intensity.kgco2_per_m2, L("location-based", "基于位置")],
   ];
-  document.getElementById("summary").replaceChildren(...tiles.map(([label, value, hint]) => {
-    const tile = el("div", { class: "tile" });
-    tile.append(el("div", { class: "label" }, label), el("div", { class: "value" }, fmt(value, 3)),
+  const cost = report.cost;
+  if (cost) {
+    const split = L(`billed ${money(cost.billed)}, estimated ${money(cost.estimated)}`,
+                    `账单 ${money(cost.billed)}，估算 ${money(cost.estimated)}`);
+    tiles.push([L("cost (yuan)", "运行成本（元）"), cost.total, split, true],
+               [L("yuan / m²", "元 / m²"), cost.per_m2, `${fmt(cost.area_m2)} m²`, true],
+               [L("yuan / person", "元 / 人"), cost.per_person, L(`${cost.occupants ?? "–"} people`, `${cost.occupants ?? "–"} 人`), true]);
+  }
+  document.getElementById("summary").replaceChildren(...tiles.map(([label, value, hint, isMoney]) => {
+    const tile = el("div", { class: isMoney ? "tile cost" : "tile" });
+    tile.append(el("div", { class: "label" }, label),
+                el("div", { class: "value" }, isMoney ? money(value) : fmt(value, 3)),
                 el("div", { class: "label" }, hint));
     return tile;
   }));
@@ -318,7 +333,19 @@ function render(report, daily, quotas) {
         report.bills.map((b) => [b.kind === "billed" ? L("billed", "账单") : L("manual (estimated)", "手工/估计"), carrierName(b.carrier),
                                  b.device || b.space || report.site, `${b.first_day}…${b.last_day}`, b.amount, b.unit, b.cost,
                                  b.metered, b.difference, b.difference_pct, use(b)]));
-  document.getElementById("notes").replaceChildren(...report.notes.map((n) => el("li", {}, n)));
+  const bandName = (b) => (english() ? b.band : b.label.split(" ")[0]);
+  table("costs", english() ? ["carrier", "cost (yuan)", "billed", "estimated", "tariff estimate", "priced", "unit", "by period", "no tariff"]
+                           : ["品种", "费用（元）", "账单", "估算", "按价格估算", "计价量", "单位", "分时段", "无价格"],
+        (cost ? cost.carriers : []).map((c) => [carrierName(c.carrier), money(c.cost), money(c.billed_cost), money(c.estimated_cost),
+                                                money(c.tariff_estimate), c.consumption, c.unit,
+                                                c.bands.map((b) => `${bandName(b)} ${fmt(b.consumption, 3)} ${c.unit} ${money(b.cost)}`).join("; "),
+                                                c.untariffed]));
+  table("cost-bills", english() ? ["bill", "carrier", "period", "bill cost", "tariff estimate", "bill − estimate", "%"]
+                                : ["账单", "品种", "账期", "账单费用", "按价格估算", "账单 − 估算", "%"],
+        (cost ? cost.bills : []).map((b) => [`#${b.id} ${b.reference}`, carrierName(b.carrier), `${b.first_day}…${b.last_day}`,
+                                             money(b.cost), money(b.tariff_estimate), money(b.difference), b.difference_pct]));
+  const notes = report.notes.concat(cost ? cost.notes : []);
+  document.getElementById("notes").replaceChildren(...notes.map((n) => el("li", {}, n)));
   labels();
 }
 
@@ -331,6 +358,8 @@ const billStatus = document.getElementById("bill-status");
 
 // Texts of the parts nav.js does not label.
 function labels() {
+  document.getElementById("cost-title").textContent = L("Operating cost (yuan; estimated: priced at the tariff)", "运行成本（元；估算：按价格计算）");
+  document.getElementById("cost-bills-title").textContent = L("Bills' costs beside the tariff estimate", "账单费用与按价格估算对照");
   document.getElementById("bills-title").textContent = L("Bills and manual readings", "账单与手工抄表");
   document.getElementById("import-title").textContent = L("Import bills and manual readings", "导入账单与手工抄表");
   document.getElementById("bill-file-label").textContent = L("File (.csv or .xlsx)", "文件（.csv 或 .xlsx）");

@@ -1,6 +1,6 @@
 """Command-line entry points of the register (see clausewatch/cli.py):
 
-clausewatch report compliance --site S --period 2026Q3 [--out-dir DIR]
+clausewatch report compliance --site S --period 2026Q3|2026 [--out-dir DIR]
 clausewatch backtest CLAUSE_FILE --site S --from YYYY-MM-DD --to YYYY-MM-DD [--clause ID] [--json]
 """
 
@@ -20,6 +20,7 @@ from compliance.periods import BadPeriod
 from compliance.reports import generate_report
 from config.documents import ConfigError
 from config.files import load_clause_file
+from energy.summary import period_figures
 from store.pool import connect
 from store.registry import UnknownSite
 
@@ -27,12 +28,14 @@ from store.registry import UnknownSite
 def register(commands: Commands) -> None:
     report = commands.add(
         "report compliance",
-        "a site's quarterly self-evaluation report: stored in the database, written as HTML"
-        " and CSV",
+        "a site's quarterly or annual self-evaluation report: stored in the database, written"
+        " as HTML and CSV",
     )
     database_argument(report)
     report.add_argument("--site", required=True)
-    report.add_argument("--period", required=True, help="a quarter such as 2026Q3")
+    report.add_argument(
+        "--period", required=True, help="a quarter such as 2026Q3, or a year such as 2026 (annual)"
+    )
     report.add_argument("--out-dir", type=Path, default=Path("."), help="default: here")
     report.add_argument("--by", default="cli", help="recorded as who generated it")
     report.set_defaults(func=_report)
@@ -57,7 +60,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         with connect(url) as conn:
             report_id, report = generate_report(
-                conn, args.site, args.period, args.by, dt.datetime.now(dt.UTC)
+                conn, args.site, args.period, args.by, dt.datetime.now(dt.UTC), period_figures
             )
             html, csv = conn.execute(
                 "SELECT html, csv FROM evaluation_reports WHERE id = %s", (report_id,)

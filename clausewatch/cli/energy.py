@@ -6,6 +6,7 @@ clausewatch energy factor list | add ...
 clausewatch energy green-power add --site S --from D --to D --kwh N --instrument I
 clausewatch energy import FILE [--dry-run] [--actor A]
 clausewatch energy bill withdraw ID --reason TEXT [--actor A]
+clausewatch energy tariff list [--site S] | add ... | end ID --last-day D
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import argparse
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clausewatch.cli import Commands
 from clausewatch.cli.common import TO_HELP, TO_MOMENT_HELP, database_argument, database_url
 from clausewatch.settings import Settings
+
+if TYPE_CHECKING:
+    from energy.render import CostOut
 
 
 def register(commands: Commands) -> None:
@@ -86,6 +91,40 @@ def register(commands: Commands) -> None:
     withdraw.add_argument("--actor", help="who, for the ledger (default: cli:<login name>)")
     withdraw.set_defaults(func=_bill_withdraw)
 
+    tariffs = commands.add("energy tariff list", "the stored tariffs (all, or a site's)")
+    database_argument(tariffs)
+    tariffs.add_argument("--site", help="only the tariffs that may apply to this site")
+    tariffs.add_argument("--config", type=Path, help="config directory for the site model")
+    tariffs.set_defaults(func=_tariff_list)
+
+    tariff = commands.add("energy tariff add", "store a tariff (price per report unit, yuan)")
+    database_argument(tariff)
+    tariff.add_argument("--scope", required=True, choices=("site", "org", "region"))
+    tariff.add_argument("--id", dest="scope_id", required=True, help="the site, org or region id")
+    tariff.add_argument(
+        "--carrier", required=True, choices=("electricity", "natural_gas", "water", "heat")
+    )
+    tariff.add_argument("--from", dest="first_day", required=True, help="first day, YYYY-MM-DD")
+    tariff.add_argument("--to", dest="last_day", help="last day included (default: open)")
+    price = tariff.add_mutually_exclusive_group(required=True)
+    price.add_argument("--price", help="a flat price, yuan per kWh / m3 / GJ")
+    price.add_argument(
+        "--band",
+        action="append",
+        metavar="BAND=HH:MM-HH:MM@PRICE",
+        help="a time-of-use period (electricity; repeat to cover the day), "
+        "e.g. peak=08:00-11:00@1.1",
+    )
+    tariff.add_argument("--source", default="", help="the price notice it comes from")
+    tariff.add_argument("--actor", help="who adds it (default: cli:<login name>)")
+    tariff.set_defaults(func=_tariff_add)
+
+    end = commands.add("energy tariff end", "end an open tariff before a new price follows")
+    database_argument(end)
+    end.add_argument("id", type=int)
+    end.add_argument("--last-day", required=True, help="its last day, YYYY-MM-DD")
+    end.set_defaults(func=_tariff_end)
+
 
 def _period_arguments(parser: argparse.ArgumentParser) -> None:
     database_argument(parser)
@@ -115,6 +154,7 @@ def _connect(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _report_carbon(args: argparse.Namespace) -> int:
+    from energy.costs import cost_or_note
     from energy.render import carbon_csv, carbon_out
     from energy.reports import (
         ReportError,
@@ -137,12 +177,13 @@ def _report_carbon(args: argparse.Namespace) -> int:
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        cost = cost_or_note(conn, site, report)
     if args.format == "csv":
-        sys.stdout.write(carbon_csv(report))
+        sys.stdout.write(carbon_csv(report, cost))
     elif args.format == "json":
-        sys.stdout.write(carbon_out(report).model_dump_json(indent=2) + "\n")
+        sys.stdout.write(carbon_out(report, cost).model_dump_json(indent=2) + "\n")
     else:
-        sys.stdout.write(_text(carbon_csv(report)))
+        sys.stdout.write(_text(carbon_csv(report, cost)))
     return 0
 
 
@@ -154,7 +195,7 @@ def _text(csv_text: str) -> str:
     rows = list(csv.reader(io.StringIO(csv_text)))[1:]
     lines = []
     for section, key, item, value, unit, detail in rows:
-        if section in ("month",):
+        if section in ("month", "cost month"):
             continue
         label = f"{section:<11} {key:<28} {item:<34}"
         text = f"{label} {value:>16} {unit:<16} {detail}".rstrip()
@@ -163,12 +204,14 @@ def _text(csv_text: str) -> str:
 
 
 def _report_energy(args: argparse.Namespace) -> int:
-    from energy.render import energy_csv, energy_out
+    from energy.costs import cost_report
+    from energy.render import cost_out, energy_csv, energy_out
     from energy.reports import (
         CALENDAR_AFFECTS,
         ReportError,
         area_and_occupants,
         calendar_notes,
+        carbon_report,
         energy_series,
         load_site_model,
         parse_end,
@@ -186,6 +229,14 @@ def _report_energy(args: argparse.Namespace) -> int:
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        # the period's operating cost beside the series; the series stands without it
+        try:
+            costs = cost_report(
+                conn, site, carbon_report(conn, site, since, until, space=args.space)
+            )
+        except ReportError as exc:
+            costs = None
+            print(f"cost: not computed: {exc}", file=sys.stderr)
     # The series has no notes section: a missing holiday schedule goes to stderr, beside it,
     # and so do the bills its meters measure (bill, metered, difference).
     for note in calendar_notes(site, since, until):
@@ -200,12 +251,33 @@ def _report_energy(args: argparse.Namespace) -> int:
                 f" ({line.difference_pct} %)",
                 file=sys.stderr,
             )
+    # and the operating cost of the period (yuan; the carbon report has it in full)
+    if costs is not None:
+        _print_cost(cost_out(costs, site.site.timezone))
     if args.format == "csv":
         sys.stdout.write(energy_csv(series[0], site.site.timezone))
         return 0
     document = energy_out(site, args.space, (since, until), args.bucket, args.by, series)
     sys.stdout.write(document.model_dump_json(indent=2) + "\n")
     return 0
+
+
+def _print_cost(cost: CostOut) -> None:
+    print(
+        f"成本 cost {cost.total} yuan (billed {cost.billed}, estimated {cost.estimated}); "
+        f"per m2 {cost.per_m2}, per person {cost.per_person}",
+        file=sys.stderr,
+    )
+    for c in cost.carriers:
+        print(
+            f"cost {c.carrier} {c.cost} yuan for {c.consumption} {c.unit} (billed "
+            f"{c.billed_cost}, estimated {c.estimated_cost}"
+            + "".join(f"; {b.band} {b.consumption} {c.unit} {b.cost}" for b in c.bands)
+            + ")",
+            file=sys.stderr,
+        )
+    for text in cost.notes:
+        print(f"cost: {text}", file=sys.stderr)
 
 
 def _factor_list(args: argparse.Namespace) -> int:
@@ -252,6 +324,99 @@ def _factor_add(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"added {factor.carrier} {factor.series} {factor.region} {factor.data_year}")
+    return 0
+
+
+def _tariff_list(args: argparse.Namespace) -> int:
+    from energy.costs import load_tariffs
+    from energy.reports import ReportError, load_site_model
+
+    with _connect(args) as conn:
+        try:
+            site = (
+                load_site_model(conn, args.site, args.config or Settings().config_dir)
+                if args.site
+                else None
+            )
+        except ReportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for t in load_tariffs(conn, site):
+            price = (
+                t.price
+                if t.price is not None
+                else "; ".join(f"{b.band} {b.start}-{b.end} {b.price}" for b in t.bands)
+            )
+            print(
+                f"{t.id:>5} {t.scope:<6} {t.scope_id:<16} {t.carrier:<12} {t.first_day}.."
+                f"{t.last_day or '':<10} {price} {t.unit} | {t.source}"
+            )
+    return 0
+
+
+def _tariff_add(args: argparse.Namespace) -> int:
+    import getpass
+    import re
+
+    from pydantic import ValidationError
+
+    from energy.costs import Band, Tariff, TariffError, add_tariff
+
+    bands = []
+    for text in args.band or ():
+        match = re.fullmatch(r"(\w+)=(\d\d:\d\d)-(\d\d:\d\d)@(.+)", text)
+        if match is None:
+            print(f"error: --band {text!r}: BAND=HH:MM-HH:MM@PRICE, please", file=sys.stderr)
+            return 2
+        name, start, stop, price = match.groups()
+        bands.append({"band": name, "start": start, "end": stop, "price": price})
+    try:
+        tariff = Tariff.model_validate(
+            {
+                "scope": args.scope,
+                "scope_id": args.scope_id,
+                "carrier": args.carrier,
+                "first_day": args.first_day,
+                "last_day": args.last_day,
+                "price": args.price,
+                "bands": [Band.model_validate(b) for b in bands],
+                "source": args.source,
+            }
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"error: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    with _connect(args) as conn:
+        try:
+            added = add_tariff(conn, tariff, added_by=args.actor or f"cli:{getpass.getuser()}")
+        except TariffError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        conn.commit()
+    print(f"added tariff {added.id}: {added.scope} {added.scope_id} {added.carrier}")
+    return 0
+
+
+def _tariff_end(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from energy.costs import end_tariff
+
+    try:
+        last = dt.date.fromisoformat(args.last_day)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with _connect(args) as conn:
+        if not end_tariff(conn, args.id, last):
+            print(
+                "error: no open tariff with that id starts on or before that day", file=sys.stderr
+            )
+            return 1
+        conn.commit()
+    print(f"tariff {args.id} ends on {last}")
     return 0
 
 

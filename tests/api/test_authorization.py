@@ -11,6 +11,7 @@ planted (other tokens, webhook URLs and secrets).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import uuid
 from collections.abc import Callable
@@ -235,6 +236,37 @@ def _fresh_quiet(conn: psycopg.Connection[Any], site: str, kind: quiet.Kind) -> 
     return int(row["id"])
 
 
+TARIFF_DAYS = itertools.count()  # each tariff of the matrix its own day: none overlaps another
+
+
+def _tariff_body(site: str) -> dict[str, Any]:
+    """A one-day site tariff (energy/costs.py) on a day no other request of the matrix uses
+    (the site scope's rule applies: org and region tariffs need an unscoped token)."""
+    day = dt.date(2100, 1, 1) + dt.timedelta(days=next(TARIFF_DAYS))
+    return {
+        "scope": "site",
+        "scope_id": site,
+        "carrier": "water",
+        "first_day": day.isoformat(),
+        "last_day": day.isoformat(),
+        "price": "4.2",
+    }
+
+
+def _open_tariff(conn: psycopg.Connection[Any], site: str) -> int:
+    """An open tariff of the site to end (from a day of its own, well before the end)."""
+    from energy.costs import Tariff, add_tariff
+
+    day = dt.date(2200, 1, 1) + dt.timedelta(days=next(TARIFF_DAYS))
+    # the matrix's earlier ones (ended far in the future) would overlap it
+    conn.execute("DELETE FROM energy_tariffs WHERE scope_id = %s AND carrier = 'heat'", (site,))
+    tariff = Tariff(scope="site", scope_id=site, carrier="heat", first_day=day, price=1)
+    added = add_tariff(conn, tariff, added_by="matrix")
+    conn.commit()
+    assert added.id is not None
+    return added.id
+
+
 ENDPOINTS = [
     Endpoint(
         "list revisions",
@@ -435,6 +467,26 @@ ENDPOINTS = [
             },
         ),
         ok=201,
+    ),
+    Endpoint(
+        "tariffs",
+        "GET /energy/tariffs",
+        lambda c, s: ("GET", f"/api/v1/energy/tariffs?site={s}", None),
+    ),
+    Endpoint(
+        "add tariff",
+        "POST /energy/tariffs",
+        lambda c, s: ("POST", "/api/v1/energy/tariffs", _tariff_body(s)),
+        ok=201,
+    ),
+    Endpoint(
+        "end tariff",
+        "POST /energy/tariffs/{id}/end",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/energy/tariffs/{_open_tariff(c, s)}/end",
+            {"last_day": "2999-12-31"},
+        ),
     ),
     Endpoint(
         "register search", "GET /register", lambda c, s: ("GET", "/api/v1/register?q=温度", None)

@@ -234,6 +234,43 @@ def test_quarterly_report_escapes_what_people_and_clause_files_wrote(
     )
 
 
+def test_annual_report_escapes_what_people_and_clause_files_wrote(
+    hostile_db: str, hostile_client: TestClient
+) -> None:
+    with connect(hostile_db) as conn:
+        token, _ = create_token(conn, "admin", (), "annual escaping test")
+        conn.commit()
+    evaluation = {
+        "site": SITE,
+        "clause_id": "xss.temp",
+        "period": "2026Q2",
+        "method": "inspection",
+        "findings": FINDINGS,
+        "satisfaction": 3,
+        "actions": [
+            {"action": IMPROVEMENT, "owner": OWNER, "deadline": "2026-07-31T18:00:00+08:00"}
+        ],
+    }
+    evaluated = hostile_client.post("/api/v1/evaluations", json=evaluation, headers=auth(token))
+    assert evaluated.status_code == 201, evaluated.text
+    made = hostile_client.post(
+        "/api/v1/reports", json={"site": SITE, "period": "2026"}, headers=auth(token)
+    )
+    assert made.status_code == 201, made.text
+    page = hostile_client.get(f"/api/v1/reports/{made.json()['id']}/html", headers=auth(token))
+    assert page.status_code == 200 and "年度自评价报告" in page.text
+    assert_inert(
+        page.text,
+        shown=[
+            *(SITE_NAME, SPACE_NAME, PARTY_NAME, STANDARD, NUMBER, TITLE, CAUSE, ACTION),
+            *(FINDINGS, IMPROVEMENT, OWNER),
+        ],
+        hidden=[EVENT_ACTOR],
+    )
+    table = hostile_client.get(f"/api/v1/reports/{made.json()['id']}/csv", headers=auth(token))
+    assert "\n=" not in table.text and ",=" not in table.text  # no cell read as a formula
+
+
 def test_public_page_escapes_what_it_shows_and_shows_nothing_personal(
     hostile_client: TestClient,
 ) -> None:

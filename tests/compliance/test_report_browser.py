@@ -5,6 +5,7 @@ the screenshot lands in the artifacts folder."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,41 @@ def test_quarterly_report_renders_in_chromium(
         assert not refused, refused
     assert "style-src 'sha256-" in page_html.headers["content-security-policy"]
     assert shot.stat().st_size > 10_000
+
+
+def test_annual_report_prints_to_a4_pdf(
+    conn: psycopg.Connection[Any], client: TestClient, admin_token: str, artifacts_dir: Path
+) -> None:
+    """The annual self-evaluation of the demo site as Chromium prints it: A4 pages, its main
+    parts each on a new page, nothing interactive."""
+    from energy.summary import period_figures
+
+    skip_without_chromium()
+    _demo_quarter(conn)
+    after_year = dt.datetime(2027, 1, 2, tzinfo=dt.UTC)
+    generate_report(conn, SITE, "2026Q3", "browser test", after_year)
+    report_id, report = generate_report(
+        conn, SITE, "2026", "browser test", after_year, period_figures
+    )
+    conn.commit()
+    assert report.energy is not None, report.energy_missing
+    page_html = client.get(f"/api/v1/reports/{report_id}/html", headers=auth(admin_token))
+    assert page_html.status_code == 200
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.set_content(page_html.text, wait_until="load")
+        assert "年度自评价报告" in page.locator("h1").inner_text()
+        assert page.get_by_text("设定恢复 26℃ 并锁定面板").count() == 1
+        page.emulate_media(media="print")
+        breaks = page.evaluate(
+            "[...document.querySelectorAll('h2.page')].map(h => getComputedStyle(h).breakBefore)"
+        )
+        assert breaks and set(breaks) == {"page"}
+        pdf = page.pdf(prefer_css_page_size=True)
+        path = artifacts_dir / "report-demo-hq-2026.pdf"
+        path.write_bytes(pdf)
+    assert pdf.startswith(b"%PDF")
+    # A4 is 595 x 842 points (Chromium writes 594.96 x 841.92); a page for each main part
+    boxes = set(re.findall(rb"/MediaBox ?\[0 0 ([0-9.]+) ([0-9.]+)\]", pdf))
+    assert {(round(float(w)), round(float(h))) for w, h in boxes} == {(595, 842)}
+    assert len(re.findall(rb"/Type /Page\b(?!s)", pdf)) >= len(breaks) + 1

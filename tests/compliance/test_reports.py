@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clausewatch.cli import main
-from compliance.periods import BadPeriod, last_complete_quarter, quarter_bounds
+from compliance.periods import BadPeriod, last_complete_quarter, quarter_bounds, report_bounds
 from compliance.reports import generate_due_reports, generate_report
 from compliance.statistics import org_statistics, site_statistics
 from tests.compliance.conftest import PRIVATE_SITE, PUBLIC_SITE, add_alert, add_interval, auth
@@ -263,3 +263,86 @@ def test_org_statistics_roll_up_and_respect_the_scope(conn: psycopg.Connection[A
         ["jinan", "lixia", "demo-hq"],
         ["jinan", "lixia", PUBLIC_SITE],
     ]
+
+
+def test_annual_report_with_its_quarters_energy_carbon_and_cost(
+    conn: psycopg.Connection[Any], register_db_url: str, tmp_path: Path
+) -> None:
+    from decimal import Decimal
+
+    from compliance.feedback import submit_feedback
+    from energy.costs import Tariff, add_tariff
+    from energy.summary import period_figures
+    from store.batches import ReadingRow, write_readings
+
+    after_year = dt.datetime(2027, 1, 5, tzinfo=dt.UTC)
+    script_quarter(conn)
+    quarter_id, _ = generate_report(conn, PUBLIC_SITE, "2026Q3", "test", NOW)
+    # 信息反馈: one item from the public form in the year, counted in the annual report
+    submit_feedback(
+        conn, site=PUBLIC_SITE, space="office-2", category="too_cold", text="", photo=None,
+        lang="zh", client="annual-test", now=dt.datetime(2026, 5, 6, tzinfo=dt.UTC),
+    )  # fmt: skip
+    _, annual = generate_report(conn, PUBLIC_SITE, "2026", "test", after_year, period_figures)
+    assert annual.statistics.feedback.received == 1
+    assert annual.kind == "year"
+    assert annual.period_start == dt.datetime(2026, 1, 1, tzinfo=SHANGHAI)
+    assert annual.period_end == dt.datetime(2027, 1, 1, tzinfo=SHANGHAI)
+    assert [(q.period, q.report_id) for q in annual.quarters] == [("2026Q3", quarter_id)]
+    assert annual.quarters[0].compliance_rate == pytest.approx(0.85)
+    # the year counts all of the 20 h straddling the quarter's start (the quarter 10 h of it):
+    # compliant 60 + 100 + 20 h, violating 20 + 10 h
+    assert annual.statistics.compliance_rate == pytest.approx(180 / 210)
+    assert annual.energy is not None and annual.energy.cost == 0  # pub-site has no meter
+
+    # demo-hq: 3000 kWh on its main meter in March at the site's flat 0.8 yuan/kWh
+    conn.execute("DELETE FROM energy_tariffs WHERE scope_id = 'demo-hq'")
+    add_tariff(
+        conn,
+        Tariff(scope="site", scope_id="demo-hq", carrier="electricity",
+               first_day=dt.date(2026, 1, 1), price=Decimal("0.8"), source="<b>价</b>"),
+        added_by="test",
+    )  # fmt: skip
+    march = dt.datetime(2026, 3, 1, tzinfo=SHANGHAI)
+    write_readings(
+        conn,
+        [
+            ReadingRow("demo-hq", "em-main", "energy_kwh", (march + n * H).timestamp(),
+                       float(v), None, (march + n * H).timestamp())
+            for n, v in ((0, 0), (1, 1000), (2, 3000))
+        ],
+    )  # fmt: skip
+    conn.commit()
+    code = main(
+        ["report", "compliance", "--site", "demo-hq", "--period", "2026", "--out-dir",
+         str(tmp_path), "--database-url", register_db_url]
+    )  # fmt: skip
+    assert code == 0
+    html = (tmp_path / "demo-hq-2026.html").read_text(encoding="utf-8")
+    csv = (tmp_path / "demo-hq-2026.csv").read_text(encoding="utf-8-sig")
+    assert "年度自评价报告" in html and "能源、碳排放与运行成本" in html
+    assert "<b>2400.00</b>" in html  # the cost tile
+    assert "信息反馈 · feedback from the public form" in html
+    assert "size:A4" in html and "break-before:page" in html
+    assert "<script" not in html and "<nav" not in html
+    assert "energy,demo-hq,cost,2400.00" in csv
+    assert "energy,electricity,consumption,3000.000" in csv
+    assert "feedback,demo-hq,received,0" in csv
+
+
+def test_year_end_job_makes_the_annual_reports_after_the_quarters(
+    conn: psycopg.Connection[Any],
+) -> None:
+    after_year = dt.datetime(2027, 1, 5, tzinfo=dt.UTC)
+    made = generate_due_reports(conn, "scheduler", after_year)
+    assert len(made) == 6  # 2026Q4 and 2026 of each of the three sites
+    assert generate_due_reports(conn, "scheduler", after_year) == []
+    rows = conn.execute(
+        "SELECT period, figures -> 'quarters' -> 0 ->> 'period' FROM evaluation_reports"
+        " WHERE site = %s ORDER BY id",
+        (PUBLIC_SITE,),
+    ).fetchall()
+    assert rows == [("2026Q4", None), ("2026", "2026Q4")]
+    with pytest.raises(BadPeriod):
+        report_bounds("2026Q5", ZoneInfo("Asia/Shanghai"))
+    assert report_bounds("2026", ZoneInfo("Asia/Shanghai"))[1].year == 2027

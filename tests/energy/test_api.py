@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -158,3 +159,53 @@ def test_admin_adds_a_factor_without_a_code_change(
     assert any(f["data_year"] == 2099 for f in listed)
     conn.execute("DELETE FROM emission_factors WHERE data_year = 2099")
     conn.commit()
+
+
+def test_tariffs_over_the_api(client: TestClient, conn: psycopg.Connection[Any], site: Any) -> None:
+    sid = site.site.id
+    officer = token(conn, "energy_officer", sid)
+    viewer = token(conn, "viewer", sid)
+    tou = {
+        "scope": "site",
+        "scope_id": sid,
+        "carrier": "electricity",
+        "first_day": "2023-01-01",
+        "bands": [
+            {"band": "valley", "start": "00:00", "end": "08:00", "price": "0.3"},
+            {"band": "peak", "start": "08:00", "end": "24:00", "price": "0.9"},
+        ],
+        "source": "鲁发改价格〔2023〕",
+    }
+    assert client.post("/api/v1/energy/tariffs", json=tou, headers=viewer).status_code == 403
+    other = {**tou, "scope_id": "elsewhere"}
+    assert client.post("/api/v1/energy/tariffs", json=other, headers=officer).status_code == 403
+    region = {**tou, "scope": "region", "scope_id": "national"}
+    answer = client.post("/api/v1/energy/tariffs", json=region, headers=officer)
+    assert answer.status_code == 403 and "without a site scope" in answer.text
+    nul = client.post("/api/v1/energy/tariffs", json={**tou, "source": "a\x00b"}, headers=officer)
+    assert nul.status_code == 422
+    gap = {**tou, "bands": tou["bands"][:1]}
+    answer = client.post("/api/v1/energy/tariffs", json=gap, headers=officer)
+    assert answer.status_code == 422 and "cover the day once" in answer.text
+    made = client.post("/api/v1/energy/tariffs", json=tou, headers=officer)
+    assert made.status_code == 201, made.text
+    tariff_id = made.json()["id"]
+    again = client.post("/api/v1/energy/tariffs", json=tou, headers=officer)
+    assert again.status_code == 409 and "overlaps" in again.text
+    ended = client.post(
+        f"/api/v1/energy/tariffs/{tariff_id}/end", json={"last_day": "2023-01-15"}, headers=officer
+    )
+    assert ended.status_code == 200 and ended.json()["last_day"] == "2023-01-15"
+    later = {**tou, "first_day": "2023-01-16", "bands": [], "price": "0.5"}
+    assert client.post("/api/v1/energy/tariffs", json=later, headers=officer).status_code == 201
+    listed = client.get("/api/v1/energy/tariffs", params={"site": sid}, headers=viewer).json()
+    assert [(t["first_day"], t["last_day"]) for t in listed] == [
+        ("2023-01-01", "2023-01-15"), ("2023-01-16", None)
+    ]  # fmt: skip
+    # January: 1000 kWh spread evenly (two readings): 15 days TOU, 16 days at 0.5
+    body = client.get("/api/v1/carbon", params={"site": sid, **PERIOD}, headers=viewer).json()
+    electricity = next(c for c in body["cost"]["carriers"] if c["carrier"] == "electricity")
+    # 1000 x 15/31 at 8 h x 0.3 + 16 h x 0.9 a day (0.7 average) + 1000 x 16/31 x 0.5
+    expected = Decimal(1000) * 15 / 31 * Decimal("0.7") + Decimal(1000) * 16 / 31 / 2
+    assert Decimal(electricity["cost"]) == expected.quantize(Decimal("0.01"))
+    assert [b["band"] for b in electricity["bands"]] == ["peak", "flat", "valley"]

@@ -167,3 +167,53 @@ def test_a_period_gone_before_it_was_summarised_is_refused_naming_retention(
     assert f"error: {message}" in capsys.readouterr().err
     assert main(["report", "energy", *common, *period]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_the_cost_past_raw_retention(db: str, kit: Any) -> None:
+    """Time-of-use periods on whole hours price the hourly summaries as they priced the raw
+    readings; a period starting at half past cannot be priced from them: the cost says so and
+    the energy and carbon figures stand."""
+    from decimal import Decimal
+
+    from energy.costs import Band, Tariff, add_tariff, cost_or_note
+    from energy.render import cost_out
+
+    june, july = kit.local(2025, 6, 1), kit.local(2025, 7, 1)
+    whole, half = kit.make_site(grid_region="national"), kit.make_site(grid_region="national")
+    starts = {whole.site.id: "08:00", half.site.id: "08:30"}
+    with connect(db) as conn:
+        for site in (whole, half):
+            registry.sync_site(conn, site, actor="test", now=june)
+            kit.insert_readings(conn, site, "em-main", "energy_kwh", _series(kit, june, july, 7))
+            at = starts[site.site.id]
+            bands = (
+                Band(band="valley", start="00:00", end=at, price=Decimal("0.3")),
+                Band(band="peak", start=at, end="24:00", price=Decimal("1.05")),
+            )
+            add_tariff(
+                conn,
+                Tariff(scope="site", scope_id=site.site.id, carrier="electricity",
+                       first_day=dt.date(2025, 1, 1), bands=bands),
+                added_by="test",
+            )  # fmt: skip
+        conn.commit()
+        refresh_rollups(conn, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        conn.commit()
+
+        def cost(site: Any) -> tuple[str, str]:
+            report = carbon_report(conn, site, june, july, today=TODAY)
+            priced = cost_or_note(conn, site, report)
+            shown = "" if priced is None else cost_out(priced, "Asia/Shanghai").model_dump_json()
+            return shown, carbon_csv(report)
+
+        before_whole, before_half = cost(whole), cost(half)
+        assert '"band":"valley"' in before_whole[0] and '"band":"valley"' in before_half[0]
+        apply_retention(conn, 400, today=TODAY)
+        conn.commit()
+        assert cost(whole) == before_whole
+        after_half, carbon_half = cost(half)
+        assert after_half == ""
+        assert "运行成本未计算 operating cost not computed" in carbon_half
+        assert "retention" in carbon_half
+        # the energy and carbon figures are those made before
+        assert carbon_half.split("note,")[0] == before_half[1].split("note,")[0]
