@@ -1,0 +1,446 @@
+"""Routing policies (issue 20, alerts/routing.py): each matcher, the order routes are taken in,
+grouping of one site's and clause's alerts into one message (group_wait, group_interval) with an
+injected clock, per-route reminders and resolved notices, and the scenario that motivated it:
+a gateway outage (every sensor behind it silent at once) is ONE message to the route's receiver,
+a signed webhook checked by a local receiver."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from alerts import notify, routing, webhooks
+from alerts.record import record_outputs
+from config import BUNDLED_DIR
+from config.files import load_clause_file
+from rules.engine import SiteEngine
+from rules.site import SiteModel
+from store.registry import sync_clauses, sync_site
+from tests.alerts.conftest import SITE, T0, clause_file, ended, site_model, started
+from tests.alerts.test_channels import WECOM_KEY, Receiver, wecom  # noqa: F401 (a fixture)
+from tests.alerts.test_webhooks import SECRET, VerifyingReceiver, receiver  # noqa: F401
+
+CONFIRMED = T0 + dt.timedelta(minutes=15)
+BASE = "https://cw.example.cn"
+
+
+def _route(id: int = 1, **fields: Any) -> routing.Route:
+    spec = routing.RouteSpec.model_validate({"receivers": ["r"], **fields})
+    return routing.Route(
+        id=id,
+        name=spec.name,
+        position=spec.position or 0,
+        is_default=spec.default,
+        sites=tuple(spec.sites),
+        matchers=spec.match,
+        receivers=tuple(spec.receivers),
+        continue_matching=spec.continue_,
+        group_wait_s=round(spec.group_wait),
+        group_interval_s=round(spec.group_interval),
+        repeat_interval_s=None,
+        send_resolved=spec.send_resolved,
+    )
+
+
+ALERT = routing.AlertFacts(
+    site="school-a",
+    org=("shanghai", "xuhui", "education"),
+    lineage=("b1-3f-301", "b1-3f", "b1"),
+    domain="indoor_climate",
+    severity="major",
+    kind="violation",
+)
+
+
+# ---- each matcher (pure) ----
+
+
+@pytest.mark.parametrize(
+    ("match", "sites", "expected"),
+    [
+        ({}, [], True),
+        ({"org": ["shanghai"]}, [], True),
+        ({"org": ["shanghai", "xuhui"]}, [], True),
+        ({"org": ["shanghai", "minhang"]}, [], False),
+        ({"org": ["xuhui"]}, [], False),  # a prefix from the top, not any part
+        ({}, ["school-a", "school-b"], True),
+        ({}, ["school-b"], False),
+        ({"spaces": ["b1-3f"]}, [], True),  # an ancestor: the subtree
+        ({"spaces": ["b1-3f-301"]}, [], True),  # the space itself
+        ({"spaces": ["b1-2f"]}, [], False),
+        ({"domains": ["indoor_climate", "energy"]}, [], True),
+        ({"domains": ["data_quality"]}, [], False),
+        ({"severities": ["critical", "major"]}, [], True),
+        ({"severities": ["critical"]}, [], False),
+        ({"kinds": ["violation"]}, [], True),
+        ({"kinds": ["data_quality"]}, [], False),
+        ({"org": ["shanghai"], "severities": ["critical"]}, [], False),  # all must hold
+    ],
+)
+def test_each_matcher(match: dict[str, Any], sites: list[str], expected: bool) -> None:
+    route = _route(name="r1", sites=sites, match=match)
+    assert routing.matches(route, ALERT) is expected
+
+
+def test_routes_are_taken_in_order_until_one_without_continue() -> None:
+    routes = [
+        _route(id=4, name="all-critical", position=30, match={"severities": ["critical"]}),
+        _route(
+            id=3, name="district", position=10, match={"org": ["shanghai"]}, **{"continue": True}
+        ),
+        _route(id=2, name="school", position=20, sites=["school-a"]),
+        _route(id=5, name="after", position=40),
+        _route(id=1, name="fallback", default=True),
+    ]
+    assert [r.name for r in routing.select(routes, ALERT)] == ["district", "school"]
+    elsewhere = routing.AlertFacts("school-z", ("beijing",), ("x",), None, "info", "violation")
+    assert [r.name for r in routing.select(routes, elsewhere)] == ["after"]
+    only_specific = [r for r in routes if r.name not in ("after",)]
+    assert [r.name for r in routing.select(only_specific, elsewhere)] == ["fallback"]
+
+
+def test_route_specs_are_checked() -> None:
+    with pytest.raises(ValidationError, match="default route"):
+        routing.RouteSpec.model_validate(
+            {"name": "d", "default": True, "sites": ["a"], "receivers": ["r"]}
+        )
+    with pytest.raises(ValidationError, match="group_wait"):
+        routing.RouteSpec.model_validate({"name": "w", "receivers": ["r"], "group_wait": "2h"})
+    with pytest.raises(ValidationError):
+        routing.RouteSpec.model_validate({"name": "Bad Name", "receivers": ["r"]})
+    with pytest.raises(ValidationError):
+        routing.RouteSpec.model_validate({"name": "n", "receivers": []})
+    with pytest.raises(ValidationError, match="unique"):
+        routing.RoutesFile.model_validate(
+            {"routes": [{"name": "a", "receivers": ["r"]}, {"name": "a", "receivers": ["r"]}]}
+        )
+    spec = routing.RouteSpec.model_validate(
+        {"name": "n", "receivers": ["r"], "group_wait": "45s", "group_interval": "10m"}
+    )
+    assert (spec.group_wait, spec.group_interval) == (45.0, 600.0)
+
+
+# ---- stored routes, grouping with an injected clock ----
+
+
+def _hook(conn: psycopg.Connection[Any], url: str, name: str = "district-hook") -> int:
+    webhooks.allow(conn, "127.0.0.1", "the tests' own receivers", "test", now=T0)
+    # Not broadcast: it hears only what a route sends it.
+    target = webhooks.Target(name, url, SECRET, site=SITE, level=None, broadcast=False)
+    return webhooks.add_target(conn, target, "test", now=T0)
+
+
+def _add_route(conn: psycopg.Connection[Any], **fields: Any) -> int:
+    spec = routing.RouteSpec.model_validate(
+        {"name": "ops", "sites": [SITE], "receivers": ["district-hook"], **fields}
+    )
+    route_id = routing.add_route(conn, spec, "test", T0)
+    conn.commit()
+    return route_id
+
+
+@pytest.mark.integration
+def test_group_wait_then_group_interval(
+    registered: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    conn = registered
+    _hook(conn, receiver.url())
+    _add_route(conn, group_wait="30s", group_interval="5m")
+    now = CONFIRMED
+    record_outputs(conn, site_model(), [started(T0)], now=now)
+    conn.commit()
+    assert notify.deliver_due(conn, now, public_base_url=BASE).messages == 0  # waiting
+    # A second alert of the same site and clause within group_wait joins the first.
+    later = now + dt.timedelta(seconds=20)
+    record_outputs(conn, site_model(), [started(T0, device="th-301", space="b1-3f-301")], now=later)
+    conn.commit()
+    assert (
+        notify.deliver_due(conn, now + dt.timedelta(seconds=29), public_base_url=BASE).messages == 0
+    )
+    sent_at = now + dt.timedelta(seconds=30)
+    report = notify.deliver_due(conn, sent_at, public_base_url=BASE)
+    assert (report.messages, report.delivered) == (1, 2)
+    assert [r[3] for r in receiver.requests] == ["ok"]  # signed, and the signature checks out
+    body = receiver.bodies[0]
+    assert body["group"] == {
+        "key": f"{SITE}/temp.cooling.min",
+        "route": "ops",
+        "site": SITE,
+        "clause": "temp.cooling.min",
+        "count": 2,
+    }
+    assert [n["alert"]["subject"]["device"] for n in body["notifications"]] == ["th-201", "th-301"]
+    # The first notice is the message; the second names it and has no attempt of its own.
+    rows = conn.execute(
+        "SELECT n.id, n.sent_with, n.state, (SELECT count(*) FROM notification_attempts a"
+        " WHERE a.notification_id = n.id) FROM notifications n ORDER BY n.id"
+    ).fetchall()
+    assert rows == [(1, None, "delivered", 1), (2, 1, "delivered", 0)]
+
+    # The group ends (resolved) a minute later: the resolved notices wait for group_interval
+    # after the last message, then go together as one.
+    end = sent_at + dt.timedelta(minutes=1)
+    record_outputs(
+        conn,
+        site_model(),
+        [ended(end, T0), ended(end, T0, device="th-301", space="b1-3f-301")],
+        now=end,
+    )
+    conn.commit()
+    assert (
+        notify.deliver_due(conn, end + dt.timedelta(minutes=3), public_base_url=BASE).messages == 0
+    )
+    report = notify.deliver_due(conn, sent_at + dt.timedelta(minutes=5), public_base_url=BASE)
+    assert (report.messages, report.delivered) == (1, 2)
+    assert [n["event"] for n in receiver.bodies[1]["notifications"]] == ["resolved", "resolved"]
+
+
+@pytest.mark.integration
+def test_a_route_without_send_resolved_and_with_its_own_reminders(
+    registered: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    conn = registered
+    _hook(conn, receiver.url())  # the target itself has no reminders
+    _add_route(conn, group_wait=0, repeat_interval="1h", send_resolved=False)
+    record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED)
+    conn.commit()
+    assert notify.deliver_due(conn, CONFIRMED, public_base_url=BASE).delivered == 1
+    hour = CONFIRMED + dt.timedelta(hours=1)
+    assert notify.queue_reminders(conn, hour - dt.timedelta(seconds=1)) == 0
+    assert notify.queue_reminders(conn, hour) == 1
+    conn.commit()
+    assert notify.deliver_due(conn, hour, public_base_url=BASE).delivered == 1
+    assert receiver.bodies[-1]["event"] == "reminder"
+    end = hour + dt.timedelta(minutes=10)
+    record_outputs(conn, site_model(), [ended(end, T0)], now=end)
+    conn.commit()
+    assert notify.deliver_due(conn, end + dt.timedelta(hours=1), public_base_url=BASE).messages == 0
+    events = [r[0] for r in conn.execute("SELECT event FROM notifications ORDER BY id")]
+    assert events == ["raised", "reminder"]
+
+
+@pytest.mark.integration
+def test_routes_add_to_the_partys_and_broadcast_receivers_once_each(
+    registered: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    conn = registered
+    _hook(conn, receiver.url())
+    broadcast = webhooks.Target("everyone", receiver.url(), SECRET, site=SITE, level=0)
+    webhooks.add_target(conn, broadcast, "test", now=T0)
+    _add_route(conn, receivers=["everyone", "district-hook"], match={"spaces": ["b1-2f"]})
+    # The clause's domain does not match this second route: not taken.
+    _add_route(conn, name="energy", receivers=["everyone"], match={"domains": ["energy"]})
+    # A target of one site cannot serve a route for every site.
+    spec = routing.RouteSpec.model_validate({"name": "any-site", "receivers": ["district-hook"]})
+    with pytest.raises(routing.RouteInvalid, match="serves site"):
+        routing.add_route(conn, spec, "test", T0)
+    conn.rollback()
+    record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED)
+    conn.commit()
+    rows = conn.execute("SELECT target_name, route, group_key FROM notifications ORDER BY id")
+    assert rows.fetchall() == [
+        ("everyone", "ops", f"{SITE}/temp.cooling.min"),
+        ("district-hook", "ops", f"{SITE}/temp.cooling.min"),
+    ]
+    # In another space the route does not match: the broadcast target alone, sent alone.
+    record_outputs(
+        conn, site_model(), [started(T0, device="th-301", space="b1-3f-301")], now=CONFIRMED
+    )
+    conn.commit()
+    last = conn.execute("SELECT target_name, route, group_key FROM notifications WHERE id = 3")
+    assert last.fetchone() == ("everyone", None, None)
+
+
+@pytest.mark.integration
+def test_routes_from_the_file_are_synced_and_changes_are_in_the_ledger(
+    registered: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    conn = registered
+    _hook(conn, receiver.url())
+    _add_route(conn, name="from-api")
+    spec = {"name": "ops-file", "sites": [SITE], "receivers": ["district-hook"]}
+    first = routing.RoutesFile.model_validate({"routes": [spec]})
+    assert routing.sync_file(conn, first, "config", T0) == ["added ops-file"]
+    assert routing.sync_file(conn, first, "config", T0) == []  # unchanged: nothing written
+    changed = routing.RoutesFile.model_validate({"routes": [{**spec, "group_wait": "1m"}]})
+    assert routing.sync_file(conn, changed, "config", T0) == ["changed ops-file"]
+    assert routing.sync_file(conn, routing.RoutesFile(), "config", T0) == ["removed ops-file"]
+    conn.commit()
+    assert [r["name"] for r in routing.route_rows(conn)] == ["from-api"]
+    kinds = conn.execute(
+        "SELECT kind FROM ledger WHERE entity LIKE 'route:%' ORDER BY seq"
+    ).fetchall()
+    assert [k[0] for k in kinds] == ["route.added", "route.added", "route.changed", "route.removed"]
+
+
+# ---- the scenario: a gateway outage ----
+
+SENSORS = 24
+
+
+def _school_with_a_gateway() -> SiteModel:
+    """One floor of sensors, all behind one gateway, answered for by one party."""
+    devices: list[dict[str, Any]] = [
+        {"id": "gw-1", "space": "b1", "kind": "gateway", "metrics": {}},
+    ]
+    devices += [
+        {
+            "id": f"th-{n:02d}",
+            "space": "b1-2f",
+            "parent": "gw-1",
+            "metrics": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}},
+        }
+        for n in range(SENSORS)
+    ]
+    return SiteModel.model_validate(
+        {
+            "site": {
+                "id": SITE,
+                "name": "测试楼",
+                "timezone": "Asia/Shanghai",
+                "org": ["shanghai", "xuhui", "education"],
+            },
+            "spaces": [
+                {"id": "b1", "type": "building"},
+                {"id": "b1-2f", "type": "floor", "parent": "b1"},
+            ],
+            "devices": devices,
+            "parties": [{"id": "wang", "name": "王工"}],
+            "assignments": [
+                {"party": "wang", "space": "b1", "valid_from": "2026-01-01T00:00:00+08:00"}
+            ],
+        }
+    )
+
+
+@pytest.mark.integration
+def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
+    conn: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    site = _school_with_a_gateway()
+    dq = load_clause_file(Path(BUNDLED_DIR) / "clauses" / "clausewatch-data-quality.yaml")
+    sync_site(conn, site, "test", now=T0 - dt.timedelta(days=30))
+    sync_clauses(conn, [dq, clause_file()], "test", now=T0 - dt.timedelta(days=30))
+    conn.commit()
+    _hook(conn, receiver.url())
+    spec = routing.RouteSpec.model_validate(
+        {
+            "name": "district-data-quality",
+            "sites": [SITE],
+            "match": {"org": ["shanghai", "xuhui"], "domains": ["data_quality"]},
+            "receivers": ["district-hook"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+        }
+    )
+    routing.add_route(conn, spec, "test", T0)
+    conn.commit()
+
+    stale = [c for c in dq.clauses if c.id == "dq.climate.stale"]
+    engine = SiteEngine(site, stale, lateness=0, standards={"dq.climate.stale": dq.standard.code})
+    start = T0.timestamp()
+    for n in range(SENSORS):
+        engine.observe(f"th-{n:02d}", start, None, {"temperature": 27.0, "humidity": 50.0})
+    engine.advance(start + 60)
+    engine.drain()
+    # The gateway goes down: nothing from any sensor behind it for 20 minutes.
+    outage = start + 20 * 60
+    engine.advance(outage)
+    now = dt.datetime.fromtimestamp(outage, dt.UTC)
+    recorded = record_outputs(conn, site, engine.drain(), now=now)
+    conn.commit()
+    assert recorded.raised == SENSORS
+
+    assert notify.deliver_due(conn, now, public_base_url=BASE).messages == 0  # group_wait
+    report = notify.deliver_due(conn, now + dt.timedelta(seconds=30), public_base_url=BASE)
+    assert (report.messages, report.delivered, report.failed) == (1, SENSORS, 0)
+    assert len(receiver.requests) == 1 and receiver.requests[0][3] == "ok"
+    body = receiver.bodies[0]
+    assert body["group"]["count"] == SENSORS and body["group"]["route"] == "district-data-quality"
+    devices = sorted(n["alert"]["subject"]["device"] for n in body["notifications"])
+    assert devices == [f"th-{n:02d}" for n in range(SENSORS)]
+    # Every alert's timeline says it was told, in that one message.
+    told = conn.execute(
+        "SELECT count(DISTINCT alert_id) FROM alert_timeline WHERE action = 'notified'"
+    ).fetchone()
+    assert told == (SENSORS,)
+
+
+# ---- a group in each channel's format, Chinese first ----
+
+
+@pytest.mark.integration
+def test_a_group_in_a_wecom_robots_markdown(
+    registered: psycopg.Connection[Any],
+    wecom: Receiver,  # noqa: F811
+) -> None:
+    conn = registered
+    webhooks.allow(conn, "127.0.0.1", "the tests' own receivers", "test", now=T0)
+    url = wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}")
+    target = webhooks.Target("wecom-1", url, "", site=SITE, kind="wecom", broadcast=False)
+    webhooks.add_target(conn, target, "test", now=T0)
+    _add_route(conn, receivers=["wecom-1"], group_wait=0)
+    outputs = [started(T0), started(T0, device="th-301", space="b1-3f-301", value=23.5)]
+    ids = record_outputs(conn, site_model(), outputs, now=CONFIRMED).alert_ids
+    conn.commit()
+    assert notify.deliver_due(conn, CONFIRMED, public_base_url=BASE).messages == 1
+    text = orjson.loads(wecom.requests[0][2])["markdown"]["content"]
+    assert text.startswith(
+        "### [告警] 测试楼 (alerts-hq) 第三条 夏季室内空调温度设置不得低于26℃ (共 2 条)"
+    )
+    assert "> **告警数**：共 2 条" in text
+    assert "- 1. [告警] 空间 b1-2f-201 / 设备 th-201 · 开始时间 2026-07-01 08:00" in text
+    assert "- 2. [告警] 空间 b1-3f-301 / 设备 th-301" in text and "最差值 23.5 °C" in text
+    for alert_id in ids:
+        assert f"{BASE}/alerts/{alert_id}" in text
+
+
+def test_group_rendering_in_english_and_as_sms_text() -> None:
+    from alerts import messages
+
+    def payload(n: int, event: str) -> dict[str, Any]:
+        return {
+            "event": event,
+            "level": 0,
+            "party": None,
+            "alert": {
+                "id": n,
+                "site": SITE,
+                "clause": {
+                    "id": "c",
+                    "version": 1,
+                    "standard": "GB 1",
+                    "number": "4.1",
+                    "title": "t",
+                },
+                "subject": {"space": f"s{n}", "device": None},
+                "kind": "violation",
+                "severity": "major",
+                "started_at": T0.isoformat(),
+                "ended_at": None,
+                "worst_value": None,
+                "unit": None,
+                "responsible": {"party": None, "name": None},
+            },
+        }
+
+    group = [payload(n, "raised") for n in range(1, 8)] + [payload(8, "resolved")]
+    zh = messages.render_group(group, timezone="Asia/Shanghai", public_base_url=BASE)
+    assert zh.title.startswith("[告警组更新]") and zh.title.endswith("(共 8 条)")
+    assert zh.short.startswith("告警组更新：alerts-hq，GB 1 4.1 t；共 8 条：空间 s1、空间 s2")
+    assert "…；" in zh.short and zh.short.endswith(f"{BASE}/alerts/1")
+    en = messages.render_group(group, timezone=None, public_base_url=BASE, language="en")
+    assert en.title == "[Alert group update] alerts-hq 4.1 t (8 alerts)"
+    assert en.items[-1].startswith("8. [Resolved] space s8 · Started 2026-07-01 00:00 (UTC")
+    assert len(en.items) == 8 and en.plain().count("\n") == len(en.lines) + len(en.items)
