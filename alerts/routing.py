@@ -416,7 +416,9 @@ def sync_file(
     """Makes the file's routes (routes.yaml, in its order) the stored routes from the file:
     new ones added, changed ones replaced, those gone from the file removed; routes made
     through the API stay (a file route takes over an API route of its name). Returns what
-    changed ("added x", ...); an unchanged file writes nothing. Does not commit."""
+    changed ("added x", ...); an unchanged file writes nothing. Does not commit. Takes the
+    ledger's lock first, so processes starting together sync one after the other."""
+    ledger.lock(conn)
     stored = {r["name"]: r for r in route_rows(conn)}
     changes: list[str] = []
     for index, spec in enumerate(routes.routes):

@@ -444,3 +444,65 @@ def test_group_rendering_in_english_and_as_sms_text() -> None:
     assert en.title == "[Alert group update] alerts-hq 4.1 t (8 alerts)"
     assert en.items[-1].startswith("8. [Resolved] space s8 · Started 2026-07-01 00:00 (UTC")
     assert len(en.items) == 8 and en.plain().count("\n") == len(en.lines) + len(en.items)
+
+
+# ---- the documented example (docs/alerts.md, "Example: a district with three sites") ----
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "alerts.md"
+
+
+def _documented_routes_yaml() -> str:
+    section = DOCS.read_text(encoding="utf-8").split("#### Example: a district with three sites")[1]
+    block = next(b for b in section.split("```yaml")[1:] if "routes:" in b)
+    return block.split("```")[0]
+
+
+def test_the_documented_district_example(tmp_path: Path) -> None:
+    from clausewatch.service import load_routes
+
+    (tmp_path / "routes.yaml").write_text(_documented_routes_yaml(), encoding="utf-8")
+    routes_file = load_routes(tmp_path)
+    routes = [
+        _route(id=n, **spec.model_dump(by_alias=True, exclude_none=True) | {"position": n * 10})
+        for n, spec in enumerate(routes_file.routes)
+    ]
+    district = ("shanghai", "xuhui", "education")
+
+    def receivers(
+        site: str, org: tuple[str, ...], lineage: tuple[str, ...], **kw: str
+    ) -> list[str]:
+        facts = routing.AlertFacts(
+            site=site,
+            org=org,
+            lineage=lineage,
+            domain=kw.get("domain", "indoor_climate"),
+            severity=kw.get("severity", "major"),
+            kind=kw.get("kind", "violation"),
+        )
+        taken = routing.select(routes, facts)
+        return [name for route in taken for name in route.receivers]
+
+    room = ("xh1-b1-server-room", "xh1-b1")
+    assert receivers("xh-school-1", district, room) == ["xh-district-wecom", "xh-school-1-mail"]
+    assert receivers("xh-school-2", district, ("c101",)) == ["xh-district-wecom"]
+    critical = receivers("xh-school-2", district, ("c101",), severity="critical")
+    assert critical == ["xh-district-wecom", "xh-duty-sms"]
+    library = ("shanghai", "xuhui", "culture")
+    stale = receivers("xh-library", library, ("r1",), kind="data_quality", severity="warning")
+    assert stale == ["xh-district-wecom", "xh-it-desk"]
+    assert receivers("mh-school-9", ("shanghai", "minhang"), ("x",)) == ["ops-mail"]
+    sms = next(r for r in routes if r.name == "xuhui-critical-sms")
+    assert (sms.group_wait_s, sms.send_resolved) == (0, False)
+
+
+def test_a_routes_file_that_does_not_check_out_names_the_line(tmp_path: Path) -> None:
+    from clausewatch.service import load_routes
+    from config.documents import ConfigError
+
+    (tmp_path / "routes.yaml").write_text(
+        "routes:\n  - name: a\n    receivers: [x]\n    match: {colour: [red]}\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_routes(tmp_path)
+    assert "routes.yaml" in str(raised.value) and "colour" in str(raised.value)
+    assert load_routes(tmp_path / "missing").routes == []
