@@ -5,7 +5,9 @@ exponential backoff, every attempt recorded.
 Targets live in `webhook_targets` (alerts/webhooks.py: name, kind, URL, secret; per site and
 escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
 every notification of its site and level; a party's `contacts.webhook` names a target that
-receives that party's notifications. Nothing but the target holds the URL or the secret:
+receives that party's notifications. Routing policies (alerts/routing.py) add receivers of
+their own and group the notices of one site and clause to one target into one message
+(group_wait, group_interval). Nothing but the target holds the URL or the secret:
 notifications, timeline rows and ledger entries name the target's id and name.
 
 `queue` writes the messages in the caller's transaction, so a notification exists exactly when
@@ -271,8 +273,8 @@ def queue_follow_ups(
 
 # Reminders (the route's repeat_interval_s, else the target's): a firing alert nobody
 # acknowledged, whose latest notice to the target (raised, escalated or an earlier reminder) is
-# that old, is told again, with that notice's party, level and grouping (reminders of one group
-# due together go as one message).
+# that old, is told again, with that notice's party, level and grouping (a group's reminders
+# are timed like its other notices, cw_group_due, so they go as one message).
 REMINDER_QUERY = """
 WITH latest AS (
     SELECT DISTINCT ON (n.alert_id, n.target_id) n.*
@@ -288,7 +290,10 @@ SELECT l.alert_id, l.site, l.target_id, l.target_name, 'reminder', l.level, l.pa
            'event', 'reminder',
            'alert', (l.payload->'alert') || jsonb_build_object(
                'escalation_level', a.escalation_level)),
-       %(now)s, %(now)s, l.route, l.group_key, l.group_wait_s, l.group_interval_s,
+       CASE WHEN l.group_key IS NULL THEN %(now)s
+            ELSE cw_group_due(l.target_id, l.group_key, %(now)s, l.group_wait_s,
+                              l.group_interval_s) END,
+       %(now)s, l.route, l.group_key, l.group_wait_s, l.group_interval_s,
        l.repeat_interval_s, l.send_resolved
   FROM latest l JOIN webhook_targets t ON t.id = l.target_id JOIN alerts a ON a.id = l.alert_id
  WHERE t.enabled AND coalesce(l.repeat_interval_s, t.repeat_interval_s) IS NOT NULL

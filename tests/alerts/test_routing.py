@@ -228,6 +228,33 @@ def test_a_route_without_send_resolved_and_with_its_own_reminders(
 
 
 @pytest.mark.integration
+def test_a_groups_reminders_go_as_one_message(
+    registered: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    conn = registered
+    _hook(conn, receiver.url())
+    _add_route(conn, group_wait="30s", repeat_interval="1h")
+    now = CONFIRMED
+    record_outputs(conn, site_model(), [started(T0)], now=now)
+    later = now + dt.timedelta(seconds=20)
+    record_outputs(conn, site_model(), [started(T0, device="th-301", space="b1-3f-301")], now=later)
+    conn.commit()
+    assert (
+        notify.deliver_due(conn, now + dt.timedelta(seconds=30), public_base_url=BASE).messages == 1
+    )
+    hour = now + dt.timedelta(hours=1)
+    assert notify.queue_reminders(conn, hour) == 1  # the first alert's notice is an hour old
+    conn.commit()
+    assert notify.deliver_due(conn, hour, public_base_url=BASE).messages == 0  # waits for the rest
+    assert notify.queue_reminders(conn, hour + dt.timedelta(seconds=20)) == 1
+    conn.commit()
+    report = notify.deliver_due(conn, hour + dt.timedelta(seconds=30), public_base_url=BASE)
+    assert (report.messages, report.delivered) == (1, 2)
+    assert [n["event"] for n in receiver.bodies[-1]["notifications"]] == ["reminder", "reminder"]
+
+
+@pytest.mark.integration
 def test_routes_add_to_the_partys_and_broadcast_receivers_once_each(
     registered: psycopg.Connection[Any],
     receiver: VerifyingReceiver,  # noqa: F811
