@@ -533,3 +533,18 @@ def test_a_routes_file_that_does_not_check_out_names_the_line(tmp_path: Path) ->
         load_routes(tmp_path)
     assert "routes.yaml" in str(raised.value) and "colour" in str(raised.value)
     assert load_routes(tmp_path / "missing").routes == []
+
+
+def test_clausewatch_check_checks_routes_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clausewatch.cli import main
+
+    (tmp_path / "routes.yaml").write_text(_documented_routes_yaml(), encoding="utf-8")
+    assert main(["check", str(tmp_path), str(tmp_path / "routes.yaml")]) == 0
+    assert "5 notification route(s)" in capsys.readouterr().out
+    (tmp_path / "routes.yaml").write_text(
+        "routes:\n  - name: all\n    receivers: [ops-mail]\n    group_wait: 2h\n", encoding="utf-8"
+    )
+    assert main(["check", str(tmp_path)]) == 1
+    assert "routes.yaml: routes[0]: group_wait is at most 1h (line 2)" in capsys.readouterr().out
