@@ -50,15 +50,20 @@ ALTER TABLE notifications
     ADD COLUMN sent_with bigint REFERENCES notifications (id);
 CREATE INDEX notifications_group ON notifications (target_id, group_key, id)
     WHERE group_key IS NOT NULL;
+CREATE INDEX notifications_group_pending ON notifications (target_id, group_key)
+    WHERE group_key IS NOT NULL AND state = 'pending';
 
 -- When a notice of a group to a target becomes due: with the group's pending message (not yet
 -- tried) when there is one; else group_interval after the group's last message when that is
--- still ahead; else group_wait from now (a new group, or one quiet for group_interval).
+-- still ahead; else group_wait from now (a new group, or one quiet for group_interval). The last
+-- message is that of the group's latest tried notice (itself, or the one it was sent with):
+-- an index walk from the newest, not a scan of the group's history.
 CREATE FUNCTION cw_group_due(p_target bigint, p_key text, p_now timestamptz,
                              p_wait_s integer, p_interval_s integer)
 RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
 DECLARE
     pending timestamptz;
+    message bigint;
     last_sent timestamptz;
 BEGIN
     SELECT min(next_attempt_at) INTO pending FROM notifications
@@ -66,9 +71,10 @@ BEGIN
     IF pending IS NOT NULL THEN
         RETURN pending;
     END IF;
-    SELECT max(a.at) INTO last_sent FROM notifications n
-      JOIN notification_attempts a ON a.notification_id = n.id
-     WHERE n.target_id = p_target AND n.group_key = p_key;
+    SELECT coalesce(sent_with, id) INTO message FROM notifications
+     WHERE target_id = p_target AND group_key = p_key AND attempts > 0
+     ORDER BY id DESC LIMIT 1;
+    SELECT max(at) INTO last_sent FROM notification_attempts WHERE notification_id = message;
     IF last_sent IS NOT NULL AND last_sent + make_interval(secs => p_interval_s) > p_now THEN
         RETURN last_sent + make_interval(secs => p_interval_s);
     END IF;

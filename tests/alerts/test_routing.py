@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from alerts import notify, routing, webhooks
+from alerts import audit, notify, routing, webhooks
 from alerts.record import record_outputs
 from config import BUNDLED_DIR
 from config.files import load_clause_file
@@ -402,6 +402,10 @@ def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
         "SELECT count(DISTINCT alert_id) FROM alert_timeline WHERE action = 'notified'"
     ).fetchone()
     assert told == (SENSORS,)
+    # The ledger and the records still agree (one entry per notice, each naming the message).
+    conn.commit()
+    checked = audit.audit(conn)
+    assert checked.ok, checked.problems()
 
 
 # ---- a group in each channel's format, Chinese first ----
