@@ -23,7 +23,13 @@ from rules.engine import SiteEngine
 from rules.site import SiteModel
 from store.registry import sync_clauses, sync_site
 from tests.alerts.conftest import SITE, T0, clause_file, ended, site_model, started
-from tests.alerts.test_channels import WECOM_KEY, Receiver, wecom  # noqa: F401 (a fixture)
+from tests.alerts.test_channels import (  # noqa: F401 (fixtures)
+    FEISHU_SECRET,
+    WECOM_KEY,
+    Receiver,
+    feishu,
+    wecom,
+)
 from tests.alerts.test_webhooks import SECRET, VerifyingReceiver, receiver  # noqa: F401
 
 CONFIRMED = T0 + dt.timedelta(minutes=15)
@@ -435,6 +441,38 @@ def test_a_group_in_a_wecom_robots_markdown(
     assert "- 2. [告警] 空间 b1-3f-301 / 设备 th-301" in text and "最差值 23.5 °C" in text
     for alert_id in ids:
         assert f"{BASE}/alerts/{alert_id}" in text
+
+
+@pytest.mark.integration
+def test_a_group_in_a_feishu_post_and_one_attempt_against_the_rate_limit(
+    registered: psycopg.Connection[Any],
+    feishu: Receiver,  # noqa: F811
+) -> None:
+    conn = registered
+    webhooks.allow(conn, "127.0.0.1", "the tests' own receivers", "test", now=T0)
+    target = webhooks.Target(
+        "fs-1",
+        feishu.url("/open-apis/bot/v2/hook/x"),
+        FEISHU_SECRET,
+        site=SITE,
+        kind="feishu",
+        broadcast=False,
+        max_per_minute=1,
+    )
+    webhooks.add_target(conn, target, "test", now=T0)
+    _add_route(conn, receivers=["fs-1"], group_wait=0)
+    outputs = [started(T0), started(T0, device="th-301", space="b1-3f-301")]
+    record_outputs(conn, site_model(), outputs, now=CONFIRMED)
+    conn.commit()
+    report = notify.deliver_due(conn, CONFIRMED, public_base_url=BASE)
+    # One message: one attempt of the one a minute the receiver takes, nothing deferred.
+    assert (report.messages, report.delivered, report.deferred) == (1, 2, 0)
+    assert feishu.requests[0][3] == {"code": 0, "msg": "success", "data": {}}  # sign checked
+    post = orjson.loads(feishu.requests[0][2])["content"]["post"]["zh_cn"]
+    assert post["title"].endswith("(共 2 条)")
+    texts = [part["text"] for paragraph in post["content"] for part in paragraph]
+    assert texts[-2].startswith("1. [告警] 空间 b1-2f-201 / 设备 th-201")
+    assert texts[-1].startswith("2. [告警] 空间 b1-3f-301 / 设备 th-301")
 
 
 def test_group_rendering_in_english_and_as_sms_text() -> None:
