@@ -590,3 +590,45 @@ def test_clausewatch_check_checks_routes_yaml(
     )
     assert main(["check", str(tmp_path)]) == 1
     assert "routes.yaml: routes[0]: group_wait is at most 1h (line 2)" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_route_sync_applies_routes_yaml_without_a_restart_and_route_list_shows_them(
+    registered: psycopg.Connection[Any],
+    alerts_db_url: str,
+    receiver: VerifyingReceiver,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clausewatch.cli import main
+
+    _hook(registered, receiver.url())
+    registered.commit()
+    db = ["--database-url", alerts_db_url]
+    (tmp_path / "routes.yaml").write_text(
+        "routes:\n"
+        "  - name: hq\n"
+        f"    sites: [{SITE}]\n"
+        "    match: {severities: [major, critical]}\n"
+        "    receivers: [district-hook]\n"
+        "    continue: true\n"
+        "    repeat_interval: 1h\n",
+        encoding="utf-8",
+    )
+    sync = ["route", "sync", "--config-dir", str(tmp_path), *db]
+    assert main(sync) == 0
+    assert capsys.readouterr().out.strip() == "added hq"
+    assert main(sync) == 0
+    assert capsys.readouterr().out.strip() == "routes unchanged"
+    assert main(["route", "list", *db]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "0 hq (file): sites=alerts-hq, severities=major,critical → district-hook (continue)"
+        " · group_wait 30 s, group_interval 300 s, repeat 3600 s, resolved notices"
+    )
+    # The next alert goes by the route at once: the service reads routes at every notice.
+    record_outputs(registered, site_model(), [started(T0)], now=CONFIRMED)
+    registered.commit()
+    assert registered.execute("SELECT route FROM notifications").fetchall() == [("hq",)]
+    (tmp_path / "routes.yaml").write_text("routes:\n  - name: hq\n    receivers: []\n")
+    assert main(sync) == 1
+    assert "routes[0].receivers" in capsys.readouterr().err
