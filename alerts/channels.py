@@ -63,6 +63,9 @@ _MAX_BYTES: dict[tuple[str, str], int] = {
     ("dingtalk", "markdown"): 20000,
     ("dingtalk", "text"): 20000,
 }
+# A Feishu post's lines of a group's alerts stop at this many bytes (the request is limited to
+# about 30 KB); the title, count and link come before them.
+_FEISHU_ITEM_BYTES = 20000
 # The values an SMS body template may use, `{name}` inside any string of the template.
 SMS_PLACEHOLDERS = ("text", "title", "link", "alert_id", "site", "phones", "secret")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -367,7 +370,13 @@ def _send_feishu(
     ]
     label, link = rendered.lines[-1]
     paragraphs.append([{"tag": "a", "text": label, "href": link}])
-    paragraphs.extend([{"tag": "text", "text": item}] for item in rendered.items)
+    budget = _FEISHU_ITEM_BYTES
+    for item in rendered.items:
+        budget -= len(item.encode())
+        if budget < 0:
+            paragraphs.append([{"tag": "text", "text": "…"}])
+            break
+        paragraphs.append([{"tag": "text", "text": item}])
     locale = "zh_cn" if row["language"] == "zh" else "en_us"
     body = {
         "timestamp": str(timestamp),

@@ -413,29 +413,27 @@ def _send_one(
     else:
         outcome = "retrying"
     retry_at = now + dt.timedelta(seconds=BACKOFF_BASE_S * 2 ** (attempts - 1))
-    for member in members:
-        tries = member["attempts"] + 1
-        sent_with = None if member is row else row["id"]
-        if outcome == "retrying":
-            conn.execute(
-                "UPDATE notifications SET attempts = %s, last_error = %s, next_attempt_at = %s,"
-                " sent_with = %s WHERE id = %s",
-                (tries, error, retry_at, sent_with, member["id"]),
-            )
-            continue
-        conn.execute(
-            "UPDATE notifications SET state = %s, attempts = %s, last_error = %s,"
-            " delivered_at = %s, sent_with = %s WHERE id = %s",
-            (
-                outcome,
-                tries,
-                error,
-                now if outcome == "delivered" else None,
-                sent_with,
-                member["id"],
-            ),
-        )
-        _record_outcome(conn, member, outcome, tries, error, now, sent_with)
+    # Every notice of the message at once: its own attempt count goes up by one; those sent
+    # with the first name it.
+    conn.execute(
+        "UPDATE notifications SET attempts = attempts + 1, last_error = %(error)s,"
+        " sent_with = CASE WHEN id = %(lead)s THEN NULL ELSE %(lead)s END,"
+        " state = CASE WHEN %(retry)s THEN state ELSE %(outcome)s END,"
+        " next_attempt_at = CASE WHEN %(retry)s THEN %(retry_at)s ELSE next_attempt_at END,"
+        " delivered_at = CASE WHEN %(outcome)s = 'delivered' THEN %(now)s END"
+        " WHERE id = ANY(%(ids)s)",
+        {
+            "error": error,
+            "lead": row["id"],
+            "retry": outcome == "retrying",
+            "outcome": outcome,
+            "retry_at": retry_at,
+            "now": now,
+            "ids": [m["id"] for m in members],
+        },
+    )
+    if outcome != "retrying":
+        _record_outcomes(conn, members, outcome, error, now)
     return outcome
 
 
@@ -474,58 +472,66 @@ def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
     return None, False
 
 
-def _record_outcome(
+def _record_outcomes(
     conn: psycopg.Connection[Any],
-    row: dict[str, Any],
+    members: Sequence[dict[str, Any]],
     outcome: str,
-    attempts: int,
     error: str | None,
     now: dt.datetime,
-    sent_with: int | None = None,
 ) -> None:
-    facts: dict[str, Any] = {
-        "notification": row["id"],
-        "event": row["event"],
-        "level": row["level"],
-        "party": row["party"],
-        "target": row["target_id"],
-        "target_name": row["target_name"],
-        "outcome": outcome,
-        "attempts": attempts,
-        "error": error,
-    }
-    if row["group_key"] is not None:  # chosen by a route: grouped (alerts/routing.py)
-        facts.update(route=row["route"], group=row["group_key"], sent_with=sent_with)
-    via = f"{row['kind'] or 'webhook'} {row['target_name']}"
-    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-    note = (
-        f"{row['event']} notice to level {row['level']} delivered ({via})"
-        if outcome == "delivered"
-        else f"{row['event']} notice to level {row['level']} failed after {tries} ({via}): {error}"
-    )
-    conn.execute(
-        "INSERT INTO alert_timeline (alert_id, site, at, action, actor, note, data)"
-        " VALUES (%s, %s, %s, 'notified', %s, %s, %s)",
-        (row["alert_id"], row["site"], now, NOTIFIER_ACTOR, note, Jsonb(facts)),
-    )
-    ledger.append(
-        conn,
-        [
+    """Each notice's outcome: a `notified` timeline row on its alert and a ledger entry (one
+    statement and one append for a whole group). The first member is the message; the others
+    name it (`sent_with`)."""
+    timeline: list[tuple[Any, ...]] = []
+    entries: list[ledger.Entry] = []
+    for member in members:
+        attempts = member["attempts"] + 1
+        facts: dict[str, Any] = {
+            "notification": member["id"],
+            "event": member["event"],
+            "level": member["level"],
+            "party": member["party"],
+            "target": member["target_id"],
+            "target_name": member["target_name"],
+            "outcome": outcome,
+            "attempts": attempts,
+            "error": error,
+        }
+        if member["group_key"] is not None:  # chosen by a route: grouped (alerts/routing.py)
+            sent_with = None if member is members[0] else members[0]["id"]
+            facts.update(route=member["route"], group=member["group_key"], sent_with=sent_with)
+        via = f"{member['kind'] or 'webhook'} {member['target_name']}"
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        notice = f"{member['event']} notice to level {member['level']}"
+        note = (
+            f"{notice} delivered ({via})"
+            if outcome == "delivered"
+            else f"{notice} failed after {tries} ({via}): {error}"
+        )
+        timeline.append(
+            (member["alert_id"], member["site"], now, NOTIFIER_ACTOR, note, Jsonb(facts))
+        )
+        entries.append(
             ledger.Entry(
                 kind=f"notification.{outcome}",
-                entity=f"notification:{row['id']}",
+                entity=f"notification:{member['id']}",
                 payload={
-                    "alert": row["alert_id"],
-                    "site": row["site"],
+                    "alert": member["alert_id"],
+                    "site": member["site"],
                     "actor": NOTIFIER_ACTOR,
                     "at": now,
                     "note": note,
                     **facts,
                 },
             )
-        ],
-        now,
-    )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO alert_timeline (alert_id, site, at, action, actor, note, data)"
+            " VALUES (%s, %s, %s, 'notified', %s, %s, %s)",
+            timeline,
+        )
+    ledger.append(conn, entries, now)
 
 
 def _parties(

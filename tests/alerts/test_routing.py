@@ -475,6 +475,49 @@ def test_a_group_in_a_feishu_post_and_one_attempt_against_the_rate_limit(
     assert texts[-1].startswith("2. [告警] 空间 b1-3f-301 / 设备 th-301")
 
 
+@pytest.mark.integration
+def test_a_large_group_fits_each_robots_limit_with_title_count_and_link(
+    registered: psycopg.Connection[Any],
+    wecom: Receiver,  # noqa: F811
+    feishu: Receiver,  # noqa: F811
+) -> None:
+    conn = registered
+    webhooks.allow(conn, "127.0.0.1", "the tests' own receivers", "test", now=T0)
+    for target in (
+        webhooks.Target(
+            "wecom-1",
+            wecom.url(f"/cgi-bin/webhook/send?key={WECOM_KEY}"),
+            "",
+            site=SITE,
+            kind="wecom",
+            broadcast=False,
+        ),
+        webhooks.Target(
+            "fs-1",
+            feishu.url("/hook/x"),
+            FEISHU_SECRET,
+            site=SITE,
+            kind="feishu",
+            broadcast=False,
+        ),
+    ):
+        webhooks.add_target(conn, target, "test", now=T0)
+    _add_route(conn, receivers=["wecom-1", "fs-1"], group_wait=0)
+    many = 200
+    outputs = [started(T0, device=f"th-{n:03d}") for n in range(many)]
+    first = record_outputs(conn, site_model(), outputs, now=CONFIRMED).alert_ids[0]
+    conn.commit()
+    report = notify.deliver_due(conn, CONFIRMED, public_base_url=BASE)
+    assert (report.messages, report.delivered, report.failed) == (2, 2 * many, 0)
+    text = orjson.loads(wecom.requests[0][2])["markdown"]["content"]  # ≤ 4096 bytes: accepted
+    assert "(共 200 条)" in text and f"[详情]({BASE}/alerts/{first})" in text
+    assert text.endswith("…")
+    body = feishu.requests[0][2]
+    assert len(body) < 30_000 and feishu.requests[0][3]["code"] == 0
+    paragraphs = orjson.loads(body)["content"]["post"]["zh_cn"]["content"]
+    assert paragraphs[-1] == [{"tag": "text", "text": "…"}]
+
+
 def test_group_rendering_in_english_and_as_sms_text() -> None:
     from alerts import messages
 
