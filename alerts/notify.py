@@ -497,10 +497,13 @@ def _record_outcomes(
             "attempts": attempts,
             "error": error,
         }
+        via = f"{member['kind'] or 'webhook'} {member['target_name']}"
         if member["group_key"] is not None:  # chosen by a route: grouped (alerts/routing.py)
             sent_with = None if member is members[0] else members[0]["id"]
             facts.update(route=member["route"], group=member["group_key"], sent_with=sent_with)
-        via = f"{member['kind'] or 'webhook'} {member['target_name']}"
+            via += f", route {member['route']}"
+            if len(members) > 1:
+                via += f", one message for {len(members)} alerts"
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         notice = f"{member['event']} notice to level {member['level']}"
         note = (

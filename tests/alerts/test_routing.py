@@ -408,6 +408,11 @@ def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
         "SELECT count(DISTINCT alert_id) FROM alert_timeline WHERE action = 'notified'"
     ).fetchone()
     assert told == (SENSORS,)
+    note = conn.execute("SELECT note FROM alert_timeline WHERE action = 'notified' LIMIT 1")
+    assert note.fetchone() == (
+        "raised notice to level 0 delivered (webhook district-hook,"
+        f" route district-data-quality, one message for {SENSORS} alerts)",
+    )
     # The ledger and the records still agree (one entry per notice, each naming the message).
     conn.commit()
     checked = audit.audit(conn)
