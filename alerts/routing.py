@@ -416,7 +416,8 @@ def sync_file(
     """Makes the file's routes (routes.yaml, in its order) the stored routes from the file:
     new ones added, changed ones replaced, those gone from the file removed; routes made
     through the API stay (a file route takes over an API route of its name). Returns what
-    changed ("added x", ...); an unchanged file writes nothing. Does not commit. Takes the
+    changed ("added x", ...); an unchanged file writes nothing. RouteInvalid (naming the
+    route) for a receiver or site that does not exist. Does not commit. Takes the
     ledger's lock first, so processes starting together sync one after the other."""
     ledger.lock(conn)
     stored = {r["name"]: r for r in route_rows(conn)}
@@ -425,15 +426,19 @@ def sync_file(
         position = spec.position if spec.position is not None else index * POSITION_STEP
         placed = spec.model_copy(update={"position": position})
         current = stored.get(spec.name)
-        if current is None:
-            add_route(conn, placed, actor, now, source="file")
-            changes.append(f"added {spec.name}")
-        elif current["source"] != "file" or _differs(current, placed):
-            change_route(conn, current["id"], placed, actor, now)
-            conn.execute(
-                "UPDATE notification_routes SET source = 'file' WHERE id = %s", (current["id"],)
-            )
-            changes.append(f"changed {spec.name}")
+        try:
+            if current is None:
+                add_route(conn, placed, actor, now, source="file")
+                changes.append(f"added {spec.name}")
+            elif current["source"] != "file" or _differs(current, placed):
+                change_route(conn, current["id"], placed, actor, now)
+                conn.execute(
+                    "UPDATE notification_routes SET source = 'file' WHERE id = %s",
+                    (current["id"],),
+                )
+                changes.append(f"changed {spec.name}")
+        except RouteInvalid as exc:
+            raise RouteInvalid(exc.field, f"route {spec.name!r}: {exc}") from None
     named = {spec.name for spec in routes.routes}
     for name, row in stored.items():
         if row["source"] == "file" and name not in named:

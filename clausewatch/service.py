@@ -114,14 +114,19 @@ def sync_registry(database_url: str, config: LoadedConfig) -> list[ClauseVersion
     versions) and, for a configuration loaded from a directory, the notification routes of its
     routes.yaml in line with the loaded files, in one transaction. Versions that clause
     revisions manage keep their stored content (compliance/revisions.py). Returns the clause
-    versions to judge."""
+    versions to judge. RuntimeError for a route naming a receiver (webhook target) or site
+    that does not exist."""
     with connect(database_url) as conn:
         for site in config.sites.values():
             sync_site(conn, site, CONFIG_ACTOR)
         clauses = clause_set(conn, config.clause_versions())
         sync_clauses(conn, _as_files(config, clauses), CONFIG_ACTOR)
         if config.directory is not None:
-            routing.sync_file(conn, load_routes(config.directory), CONFIG_ACTOR, wall_now())
+            routes = load_routes(config.directory)
+            try:
+                routing.sync_file(conn, routes, CONFIG_ACTOR, wall_now())
+            except routing.RouteInvalid as exc:  # a start that fails in one line, not a trace
+                raise RuntimeError(f"{config.directory / ROUTES_FILE}: {exc}") from None
         conn.commit()
     return clauses
 

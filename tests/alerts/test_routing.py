@@ -680,3 +680,19 @@ def test_route_sync_applies_routes_yaml_without_a_restart_and_route_list_shows_t
     (tmp_path / "routes.yaml").write_text("routes:\n  - name: hq\n    receivers: []\n")
     assert main(sync) == 1
     assert "routes[0].receivers" in capsys.readouterr().err
+    (tmp_path / "routes.yaml").write_text("routes:\n  - name: hq\n    receivers: [nobody]\n")
+    assert main(sync) == 1
+    assert "route 'hq': no webhook target named ['nobody']" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_start_with_a_route_to_no_receiver_fails_in_one_line(
+    registered: psycopg.Connection[Any], alerts_db_url: str, tmp_path: Path
+) -> None:
+    from clausewatch.service import sync_registry
+    from config.files import LoadedConfig
+
+    (tmp_path / "routes.yaml").write_text("routes:\n  - name: hq\n    receivers: [nobody]\n")
+    with pytest.raises(RuntimeError, match=r"routes.yaml: route 'hq': no webhook target named"):
+        sync_registry(alerts_db_url, LoadedConfig(directory=tmp_path))
+    assert routing.route_rows(registered) == []
