@@ -322,19 +322,24 @@ SENSORS = 24
 
 
 def _school_with_a_gateway() -> SiteModel:
-    """One floor of sensors, all behind one gateway, answered for by one party."""
+    """One floor of sensors, all behind one gateway, and one sensor elsewhere that is not (so
+    a silent floor is not the whole site), answered for by one party."""
     devices: list[dict[str, Any]] = [
-        {"id": "gw-1", "space": "b1", "kind": "gateway", "metrics": {}},
-    ]
-    devices += [
         {
             "id": f"th-{n:02d}",
             "space": "b1-2f",
-            "parent": "gw-1",
+            "gateway": "gw-1",
             "metrics": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}},
         }
         for n in range(SENSORS)
     ]
+    devices.append(
+        {
+            "id": "th-live",
+            "space": "b1",
+            "metrics": {"temperature": {"unit": "°C"}, "humidity": {"unit": "%"}},
+        }
+    )
     return SiteModel.model_validate(
         {
             "site": {
@@ -356,17 +361,19 @@ def _school_with_a_gateway() -> SiteModel:
     )
 
 
-@pytest.mark.integration
-def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
-    conn: psycopg.Connection[Any],
-    receiver: VerifyingReceiver,  # noqa: F811
-) -> None:
+def _gateway_outage(
+    conn: psycopg.Connection[Any], url: str, *, status_reported: bool
+) -> tuple[dt.datetime, int]:
+    """The school, a district route for data-quality alerts to a signed webhook, and the
+    gateway's sensors silent for 20 minutes while th-live goes on reporting; with
+    `status_reported`, the gateway's status topic said `offline` (its MQTT will). Returns
+    the time the outage was judged and how many alerts were raised."""
     site = _school_with_a_gateway()
     dq = load_clause_file(Path(BUNDLED_DIR) / "clauses" / "clausewatch-data-quality.yaml")
     sync_site(conn, site, "test", now=T0 - dt.timedelta(days=30))
     sync_clauses(conn, [dq, clause_file()], "test", now=T0 - dt.timedelta(days=30))
     conn.commit()
-    _hook(conn, receiver.url())
+    _hook(conn, url)
     spec = routing.RouteSpec.model_validate(
         {
             "name": "district-data-quality",
@@ -385,15 +392,33 @@ def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
     start = T0.timestamp()
     for n in range(SENSORS):
         engine.observe(f"th-{n:02d}", start, None, {"temperature": 27.0, "humidity": 50.0})
+    for minute in range(0, 21, 5):
+        engine.observe("th-live", start + minute * 60, None, {"temperature": 27.0, "humidity": 50})
     engine.advance(start + 60)
     engine.drain()
-    # The gateway goes down: nothing from any sensor behind it for 20 minutes.
     outage = start + 20 * 60
+    if status_reported:
+        conn.execute(
+            "INSERT INTO device_status (site, device, online, received_at) VALUES (%s, 'gw-1',"
+            " false, %s)",
+            (SITE, dt.datetime.fromtimestamp(start + 90, dt.UTC)),
+        )
     engine.advance(outage)
     now = dt.datetime.fromtimestamp(outage, dt.UTC)
     recorded = record_outputs(conn, site, engine.drain(), now=now)
     conn.commit()
-    assert recorded.raised == SENSORS
+    return now, recorded.raised
+
+
+@pytest.mark.integration
+def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
+    conn: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    """Its status unknown (no inhibition): every sensor's stale alert, grouped into one
+    message that lists them all."""
+    now, raised = _gateway_outage(conn, receiver.url(), status_reported=False)
+    assert raised == SENSORS
 
     assert notify.deliver_due(conn, now, public_base_url=BASE).messages == 0  # group_wait
     report = notify.deliver_due(conn, now + dt.timedelta(seconds=30), public_base_url=BASE)
@@ -417,6 +442,23 @@ def test_a_gateway_outage_is_one_message_to_the_routes_receiver(
     conn.commit()
     checked = audit.audit(conn)
     assert checked.ok, checked.problems()
+
+
+@pytest.mark.integration
+def test_a_gateway_reported_offline_is_one_outage_alert_in_one_message(
+    conn: psycopg.Connection[Any],
+    receiver: VerifyingReceiver,  # noqa: F811
+) -> None:
+    """Its status `offline` (alerts/inhibition.py): the sensors' stale alerts are recorded but
+    inhibited by one outage alert, and the route's receiver gets that one alert, once."""
+    now, raised = _gateway_outage(conn, receiver.url(), status_reported=True)
+    assert raised == SENSORS + 1  # the outage alert and the inhibited ones
+    notify.deliver_due(conn, now, public_base_url=BASE)
+    report = notify.deliver_due(conn, now + dt.timedelta(seconds=30), public_base_url=BASE)
+    assert (report.messages, report.delivered) == (1, 1)
+    assert len(receiver.requests) == 1 and receiver.requests[0][3] == "ok"
+    body = receiver.bodies[0]
+    assert body["event"] == "raised" and body["alert"]["subject"]["device"] == "gw-1"
 
 
 # ---- a group in each channel's format, Chinese first ----
