@@ -63,6 +63,9 @@ _MAX_BYTES: dict[tuple[str, str], int] = {
     ("dingtalk", "markdown"): 20000,
     ("dingtalk", "text"): 20000,
 }
+# A Feishu post's lines of a group's alerts stop at this many bytes (the request is limited to
+# about 30 KB); the title, count and link come before them.
+_FEISHU_ITEM_BYTES = 20000
 # The values an SMS body template may use, `{name}` inside any string of the template.
 SMS_PLACEHOLDERS = ("text", "title", "link", "alert_id", "site", "phones", "secret")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -266,7 +269,9 @@ def send(
     public_base_url: str,
 ) -> Outcome:
     """Sends one notification (`row`: id, kind, url, secret, options, language, payload,
-    timezone, site_name) to its target."""
+    timezone, site_name) to its target; with `group` in the row (the payloads of a group's
+    notices, alerts/routing.py), one message for all of them: the generic webhook gets
+    `{"group": {...}, "notifications": [payload, ...]}`, the others `messages.render_group`."""
     kind = row["kind"]
     try:
         options = parse_options(kind, row["options"])
@@ -274,17 +279,28 @@ def send(
         return Outcome(None, f"the target's {exc.field} cannot be used: {exc}", True)
     payload = row["payload"]
     try:
+        group = row.get("group")
         if kind == "webhook":
-            body = orjson.dumps(payload)
+            body = orjson.dumps(_group_payload(row, group) if group else payload)
             headers = outbound.signed_headers(row["secret"], int(time.time()), body)
             return _post(row, row["url"], body, headers, allow, resolver, None)
         try:
-            rendered = messages.render(
-                payload,
-                timezone=row["timezone"],
-                link=messages.alert_link(public_base_url, payload["alert"]["id"]),
-                language=row["language"],
-                site_name=row.get("site_name"),
+            rendered = (
+                messages.render_group(
+                    group,
+                    timezone=row["timezone"],
+                    public_base_url=public_base_url,
+                    language=row["language"],
+                    site_name=row.get("site_name"),
+                )
+                if group
+                else messages.render(
+                    payload,
+                    timezone=row["timezone"],
+                    link=messages.alert_link(public_base_url, payload["alert"]["id"]),
+                    language=row["language"],
+                    site_name=row.get("site_name"),
+                )
             )
         except (KeyError, TypeError, ValueError) as exc:
             # Never retried (and never left pending, where it would block the queue).
@@ -298,6 +314,20 @@ def send(
         return _send_feishu(row, rendered, allow, resolver)
     except outbound.Refused as exc:
         return Outcome(None, f"refused: {exc}", True)
+
+
+def _group_payload(row: Mapping[str, Any], group: list[dict[str, Any]]) -> dict[str, Any]:
+    """The generic webhook's body for a group: what groups them, then each notice's payload."""
+    return {
+        "group": {
+            "key": row["group_key"],
+            "route": row["route"],
+            "site": row["site"],
+            "clause": group[0]["alert"]["clause"]["id"],
+            "count": len(group),
+        },
+        "notifications": group,
+    }
 
 
 def _send_robot(
@@ -340,6 +370,13 @@ def _send_feishu(
     ]
     label, link = rendered.lines[-1]
     paragraphs.append([{"tag": "a", "text": label, "href": link}])
+    budget = _FEISHU_ITEM_BYTES
+    for item in rendered.items:
+        budget -= len(item.encode())
+        if budget < 0:
+            paragraphs.append([{"tag": "text", "text": "…"}])
+            break
+        paragraphs.append([{"tag": "text", "text": item}])
     locale = "zh_cn" if row["language"] == "zh" else "en_us"
     body = {
         "timestamp": str(timestamp),

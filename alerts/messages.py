@@ -52,7 +52,12 @@ _LABELS: dict[str, dict[Language, str]] = {
     "worst": {"zh": "最差值", "en": "Worst value"},
     "reason": {"zh": "原因", "en": "Reason"},
     "link": {"zh": "详情", "en": "Details"},
+    "count": {"zh": "告警数", "en": "Alerts"},
 }
+_GROUP: dict[Language, str] = {"zh": "共 {n} 条", "en": "{n} alerts"}
+_UPDATE: dict[Language, str] = {"zh": "告警组更新", "en": "Alert group update"}
+# An SMS names this many subjects of a group at most (then "…").
+SHORT_SUBJECTS = 5
 _SPACE: dict[Language, str] = {"zh": "空间", "en": "space"}
 _DEVICE: dict[Language, str] = {"zh": "设备", "en": "device"}
 _UNBOUND: dict[Language, str] = {"zh": "未指定", "en": "none assigned"}
@@ -62,22 +67,27 @@ _LEVEL: dict[Language, str] = {"zh": "第 {level} 级", "en": "level {level}"}
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """A notification as text: `title` (an e-mail's subject, a chat card's title), `lines`
-    (label, value) in order, the `link` to the alert and a one-line `short` text (SMS)."""
+    (label, value) in order, the `link` to the alert and a one-line `short` text (SMS). A
+    group's message (`render_group`) also has `items`, one line per alert, after the link (so a
+    channel's size limit cuts the list, never the link)."""
 
     title: str
     lines: tuple[tuple[str, str], ...]
     link: str
     short: str
     colon: str = "："  # between a label and its value: full width in Chinese
+    items: tuple[str, ...] = ()
 
     def plain(self) -> str:
         body = "\n".join(f"{label}{self.colon}{value}" for label, value in self.lines)
-        return f"{self.title}\n{body}"
+        items = "".join(f"\n{item}" for item in self.items)
+        return f"{self.title}\n{body}{items}"
 
     def markdown(self) -> str:
         body = "\n".join(f"> **{label}**{self.colon}{value}  " for label, value in self.lines[:-1])
         label, link = self.lines[-1]
-        return f"### {self.title}\n{body}\n\n[{label}]({link})"
+        items = "".join(f"\n- {item}" for item in self.items)
+        return f"### {self.title}\n{body}\n\n[{label}]({link})" + (f"\n{items}" if items else "")
 
 
 def alert_link(public_base_url: str, alert_id: int) -> str:
@@ -117,9 +127,7 @@ def render(
         alert["severity"], {"zh": alert["severity"], "en": alert["severity"]}
     )
     kind = _KINDS.get(alert["kind"], {"zh": alert["kind"], "en": alert["kind"]})
-    where = f"{_SPACE[language]} {_one(subject['space'])}"
-    if subject.get("device"):
-        where += f" / {_DEVICE[language]} {_one(subject['device'])}"
+    where = _where(subject, language)
     responsible = alert["responsible"]
     who = _one(responsible.get("name") or responsible.get("party") or _UNBOUND[language])
     party = payload.get("party") or {}
@@ -155,6 +163,89 @@ def render(
         f"{local_time(alert['started_at'], timezone)}{semicolon}{link}"
     )
     return Rendered(title=title, lines=tuple(lines), link=link, short=short, colon=colon)
+
+
+def render_group(
+    payloads: list[dict[str, Any]],
+    *,
+    timezone: str | None,
+    public_base_url: str,
+    language: Language = "zh",
+    site_name: str | None = None,
+) -> Rendered:
+    """One message for the notices of a group (one site and clause, alerts/routing.py): the
+    standard, clause and site once, the count, and every alert on a line of its own with its
+    notice (raised, resolved, ...), subject, start, end, worst value, responsible party and
+    link."""
+    first = payloads[0]
+    alert = first["alert"]
+    clause = alert["clause"]
+    events = {p["event"] for p in payloads}
+    event = _event(first["event"])[language] if len(events) == 1 else _UPDATE[language]
+    severity = _SEVERITIES.get(
+        alert["severity"], {"zh": alert["severity"], "en": alert["severity"]}
+    )
+    kind = _KINDS.get(alert["kind"], {"zh": alert["kind"], "en": alert["kind"]})
+    colon, comma, semicolon = ("：", "，", "；") if language == "zh" else (": ", ", ", "; ")
+    site = _one(f"{site_name} ({alert['site']})" if site_name else alert["site"])
+    clause_text = _one(f"{clause['number']} {clause['title']}")
+    count = _GROUP[language].format(n=len(payloads))
+    title = _one(f"[{event}] {site} {clause_text} ({count})")
+    link = alert_link(public_base_url, alert["id"])
+    party = first.get("party") or {}
+    notified = _LEVEL[language].format(level=first["level"])
+    if party.get("name"):
+        notified = f"{_one(party['name'])} ({notified})"
+    lines = (
+        (_LABELS["standard"][language], _one(clause["standard"])),
+        (_LABELS["clause"][language], f"{clause_text} (v{clause['version']})"),
+        (_LABELS["subject"][language], site),
+        (_LABELS["severity"][language], f"{severity[language]} · {kind[language]}"),
+        (_LABELS["notified"][language], notified),
+        (_LABELS["count"][language], count),
+        (_LABELS["link"][language], link),
+    )
+    items: list[str] = []
+    wheres: list[str] = []
+    for n, payload in enumerate(payloads, 1):
+        each = payload["alert"]
+        where = _where(each["subject"], language)
+        wheres.append(where)
+        responsible = each["responsible"]
+        who = _one(responsible.get("name") or responsible.get("party") or _UNBOUND[language])
+        parts = [
+            f"{n}. [{_event(payload['event'])[language]}] {where}",
+            f"{_LABELS['started'][language]} {local_time(each['started_at'], timezone)}",
+        ]
+        if each.get("ended_at"):
+            parts.append(f"{_LABELS['ended'][language]} {local_time(each['ended_at'], timezone)}")
+        if each.get("worst_value") is not None:
+            worst = f"{each['worst_value']} {each['unit'] or ''}".rstrip()
+            parts.append(f"{_LABELS['worst'][language]} {worst}")
+        parts.append(f"{_LABELS['responsible'][language]} {who}")
+        parts.append(alert_link(public_base_url, each["id"]))
+        items.append(" · ".join(parts))
+    named = ("、" if language == "zh" else ", ").join(wheres[:SHORT_SUBJECTS])
+    if len(wheres) > SHORT_SUBJECTS:
+        named += "…"
+    short = (
+        f"{event}{colon}{site}{comma}{_one(clause['standard'])} {clause_text}{semicolon}"
+        f"{count}{colon}{named}{semicolon}{link}"
+    )
+    return Rendered(
+        title=title, lines=lines, link=link, short=short, colon=colon, items=tuple(items)
+    )
+
+
+def _event(event: str) -> dict[Language, str]:
+    return _EVENTS.get(event, {"zh": event, "en": event})
+
+
+def _where(subject: dict[str, Any], language: Language) -> str:
+    where = f"{_SPACE[language]} {_one(subject['space'])}"
+    if subject.get("device"):
+        where += f" / {_DEVICE[language]} {_one(subject['device'])}"
+    return where
 
 
 def _one(value: Any) -> str:

@@ -5,7 +5,9 @@ exponential backoff, every attempt recorded.
 Targets live in `webhook_targets` (alerts/webhooks.py: name, kind, URL, secret; per site and
 escalation level, NULL = any), managed by unscoped admins only. A `broadcast` target receives
 every notification of its site and level; a party's `contacts.webhook` names a target that
-receives that party's notifications. Nothing but the target holds the URL or the secret:
+receives that party's notifications. Routing policies (alerts/routing.py) add receivers of
+their own and group the notices of one site and clause to one target into one message
+(group_wait, group_interval). Nothing but the target holds the URL or the secret:
 notifications, timeline rows and ledger entries name the target's id and name.
 
 `queue` writes the messages in the caller's transaction, so a notification exists exactly when
@@ -29,7 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import channels, outbound, silences
+from alerts import channels, outbound, routing, silences
 from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
@@ -67,8 +69,10 @@ class AlertNotice:
 
 
 # alert_id, site, target_id, target_name, event, level, party, payload, next_attempt_at,
-# created_at
+# created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s, send_resolved
 NotificationRow = tuple[Any, ...]
+# At most this many notices of one group go in one message; the rest go in the next.
+MAX_GROUP = 500
 
 
 @dataclass
@@ -78,6 +82,7 @@ class DeliveryReport:
     failed: int = 0
     silenced: int = 0
     deferred: int = 0  # held back by the receiver's rate limit, not attempted yet
+    messages: int = 0  # messages sent (attempted): a group of notices is one
 
 
 def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +96,7 @@ def alert_summary(row: dict[str, Any]) -> dict[str, Any]:
             "standard": row["standard"],
             "number": row["number"],
             "title": row["title"],
+            "domain": row.get("domain"),
         },
         "subject": {"space": row["space"], "device": row["device"]},
         "kind": row["kind"],
@@ -124,11 +130,18 @@ def notification_rows(
     targets: Sequence[tuple[Any, ...]],
     parties: Mapping[tuple[str, str | None], dict[str, Any]],
     now: dt.datetime,
+    routes: routing.Routing | None = None,
 ) -> list[NotificationRow]:
     """The notifications of `messages`: `targets` as TARGETS_QUERY reads them, `parties` as
     `party_record` makes them, by (site, party id). A party naming a target that does not
     exist (or is disabled, or serves another site) still gets a notification, without a target:
-    it fails when due, saying so."""
+    it fails when due, saying so.
+
+    Receivers, in this order (a target named again is notified once): the broadcast targets of
+    the site and level, the target the party's contacts.webhook names, then for a `raised`
+    notice to level 0 the receivers of the routes the alert takes (alerts/routing.py). Once a
+    route matched, every notice of the alert is grouped by site and clause, with the timings of
+    the route that named the receiver (else the first route taken)."""
     require_aware(now, "now")
     rows: list[NotificationRow] = []
     for message in messages:
@@ -139,59 +152,107 @@ def notification_rows(
                 chosen.setdefault(name, target_id)
         own = party["contacts"].get(WEBHOOK_CONTACT) if party else None
         if isinstance(own, str) and own:
-            named = (t[0] for t in targets if t[1] == own and t[2] in (None, message.site))
-            chosen.setdefault(own, next(named, None))
+            chosen.setdefault(own, _target_named(targets, own, message.site))
+        taken: list[routing.Route] = []
+        if routes is not None and routes.routes and message.event == "raised" and not message.level:
+            facts = routing.facts(routes.sites.get(message.site), message.alert)
+            taken = routing.select(routes.routes, facts)
+        route_of: dict[str, routing.Route] = {}
+        for route in taken:
+            for receiver in route.receivers:
+                chosen.setdefault(receiver, _target_named(targets, receiver, message.site))
+                route_of.setdefault(receiver, route)
         payload = Jsonb(
             {"event": message.event, "level": message.level, "party": party, "alert": message.alert}
         )
-        rows.extend(
-            (
-                message.alert_id,
-                message.site,
-                target_id,
-                name,
-                message.event,
-                message.level,
-                message.party,
-                payload,
-                now,
-                now,
+        group_key = f"{message.site}/{message.alert['clause']['id']}" if taken else None
+        for name, target_id in chosen.items():
+            chooser = route_of.get(name) or (taken[0] if taken else None)
+            rows.append(
+                (
+                    message.alert_id,
+                    message.site,
+                    target_id,
+                    name,
+                    message.event,
+                    message.level,
+                    message.party,
+                    payload,
+                    now,
+                    now,
+                    *_route_columns(chooser, group_key),
+                )
             )
-            for name, target_id in chosen.items()
-        )
     return rows
 
 
+def _target_named(targets: Sequence[tuple[Any, ...]], name: str, site: str) -> int | None:
+    return next((t[0] for t in targets if t[1] == name and t[2] in (None, site)), None)
+
+
+def _route_columns(route: routing.Route | None, group_key: str | None) -> tuple[Any, ...]:
+    if route is None:
+        return (None, None, None, None, None, True)
+    return (
+        route.name,
+        group_key,
+        route.group_wait_s,
+        route.group_interval_s,
+        route.repeat_interval_s,
+        route.send_resolved,
+    )
+
+
 def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> None:
-    """Inserts rows made by `notification_rows`; one round trip, and it may run in a pipeline."""
+    """Inserts rows made by `notification_rows`; one round trip, and it may run in a pipeline.
+    A grouped notice is due with its group's message (cw_group_due, migration 0033)."""
     if not rows:
         return
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO notifications (alert_id, site, target_id, target_name, event, level,"
-            " party, payload, next_attempt_at, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " party, payload, next_attempt_at, created_at, route, group_key, group_wait_s,"
+            " group_interval_s, repeat_interval_s, send_resolved)"
+            " SELECT v.alert_id, v.site, v.target_id, v.target_name, v.event, v.level, v.party,"
+            " v.payload, CASE WHEN v.group_key IS NULL THEN v.now ELSE cw_group_due(v.target_id,"
+            " v.group_key, v.now, v.group_wait_s, v.group_interval_s) END, v.now, v.route,"
+            " v.group_key, v.group_wait_s, v.group_interval_s, v.repeat_interval_s,"
+            " v.send_resolved"
+            " FROM (VALUES (%s::bigint, %s::text, %s::bigint, %s::text, %s::text, %s::int,"
+            " %s::text, %s::jsonb, %s::timestamptz, %s::timestamptz, %s::text, %s::text,"
+            " %s::int, %s::int, %s::int, %s::boolean))"
+            " AS v(alert_id, site, target_id, target_name, event, level, party, payload, now,"
+            " created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s,"
+            " send_resolved)",
             rows,
         )
 
 
 # The notices that follow an alert's raised/escalated ones: to every target that was told of
-# the alert (its latest notice per target), with that notice's party and level, the event and
-# the alert's new state, end, cause and corrective action.
+# the alert (its latest notice per target) unless its route said send_resolved: false, with that
+# notice's party, level and grouping, the event and the alert's new state, end, cause and
+# corrective action.
 FOLLOW_UP_QUERY = """
 INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
-                           next_attempt_at, created_at)
-SELECT DISTINCT ON (n.alert_id, n.target_name)
-       n.alert_id, n.site, n.target_id, n.target_name, %(event)s, n.level, n.party,
-       n.payload || jsonb_build_object(
+                           next_attempt_at, created_at, route, group_key, group_wait_s,
+                           group_interval_s, repeat_interval_s, send_resolved)
+SELECT l.alert_id, l.site, l.target_id, l.target_name, %(event)s, l.level, l.party,
+       l.payload || jsonb_build_object(
            'event', %(event)s::text,
-           'alert', (n.payload->'alert') || jsonb_build_object(
+           'alert', (l.payload->'alert') || jsonb_build_object(
                'state', a.state, 'ended_at', a.ended_at, 'cause', a.cause,
                'corrective_action', a.corrective_action)),
-       %(now)s, %(now)s
-  FROM notifications n JOIN alerts a ON a.id = n.alert_id
- WHERE n.alert_id = ANY(%(ids)s) AND n.event IN ('raised', 'escalated')
- ORDER BY n.alert_id, n.target_name, n.id DESC
+       CASE WHEN l.group_key IS NULL THEN %(now)s
+            ELSE cw_group_due(l.target_id, l.group_key, %(now)s, l.group_wait_s,
+                              l.group_interval_s) END,
+       %(now)s, l.route, l.group_key, l.group_wait_s, l.group_interval_s,
+       l.repeat_interval_s, l.send_resolved
+  FROM (SELECT DISTINCT ON (n.alert_id, n.target_name) n.*
+          FROM notifications n
+         WHERE n.alert_id = ANY(%(ids)s) AND n.event IN ('raised', 'escalated')
+         ORDER BY n.alert_id, n.target_name, n.id DESC) l
+  JOIN alerts a ON a.id = l.alert_id
+ WHERE l.send_resolved
 """
 FOLLOW_UP_EVENTS = ("resolved", "closed")
 
@@ -210,9 +271,10 @@ def queue_follow_ups(
         )
 
 
-# Reminders (a target's repeat_interval_s): a firing alert nobody acknowledged, whose latest
-# notice to the target (raised, escalated or an earlier reminder) is that old, is told again,
-# with that notice's party and level.
+# Reminders (the route's repeat_interval_s, else the target's): a firing alert nobody
+# acknowledged, whose latest notice to the target (raised, escalated or an earlier reminder) is
+# that old, is told again, with that notice's party, level and grouping (a group's reminders
+# are timed like its other notices, cw_group_due, so they go as one message).
 REMINDER_QUERY = """
 WITH latest AS (
     SELECT DISTINCT ON (n.alert_id, n.target_id) n.*
@@ -221,16 +283,22 @@ WITH latest AS (
        AND n.event IN ('raised', 'escalated', 'reminder')
      ORDER BY n.alert_id, n.target_id, n.id DESC)
 INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
-                           next_attempt_at, created_at)
+                           next_attempt_at, created_at, route, group_key, group_wait_s,
+                           group_interval_s, repeat_interval_s, send_resolved)
 SELECT l.alert_id, l.site, l.target_id, l.target_name, 'reminder', l.level, l.party,
        l.payload || jsonb_build_object(
            'event', 'reminder',
            'alert', (l.payload->'alert') || jsonb_build_object(
                'escalation_level', a.escalation_level)),
-       %(now)s, %(now)s
+       CASE WHEN l.group_key IS NULL THEN %(now)s
+            ELSE cw_group_due(l.target_id, l.group_key, %(now)s, l.group_wait_s,
+                              l.group_interval_s) END,
+       %(now)s, l.route, l.group_key, l.group_wait_s, l.group_interval_s,
+       l.repeat_interval_s, l.send_resolved
   FROM latest l JOIN webhook_targets t ON t.id = l.target_id JOIN alerts a ON a.id = l.alert_id
- WHERE t.enabled AND t.repeat_interval_s IS NOT NULL
-   AND l.created_at <= %(now)s - make_interval(secs => t.repeat_interval_s)
+ WHERE t.enabled AND coalesce(l.repeat_interval_s, t.repeat_interval_s) IS NOT NULL
+   AND l.created_at <= %(now)s
+       - make_interval(secs => coalesce(l.repeat_interval_s, t.repeat_interval_s))
 """
 
 
@@ -258,9 +326,11 @@ def deliver_due(
     once checked against the address policy and the allow-list; messages link to the alert
     under `public_base_url`.
 
-    Commits after each notification (its attempt, new state, timeline row and ledger entry
-    together), so a crash mid-run loses no recorded attempt; rows being sent by another worker
-    are skipped (SKIP LOCKED). `now` stamps the attempts and schedules the retries; the
+    Commits after each message (its attempt, the new state of its notices, their timeline rows
+    and ledger entries together), so a crash mid-run loses no recorded attempt; rows being sent
+    by another worker are skipped (SKIP LOCKED). The due notices of one group (alerts/routing.py)
+    to one target go as one message: its attempt is recorded on the first (the message), the
+    others name it in `sent_with`. `now` stamps the attempts and schedules the retries; the
     signature's timestamp is the wall clock at the moment of sending.
     """
     require_aware(now, "now")
@@ -269,84 +339,112 @@ def deliver_due(
     for _ in range(limit):
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
-                " n.party, n.payload, n.attempts, t.url, t.secret, t.enabled,"
-                " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
-                " s.timezone, s.name AS site_name"
-                " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
-                " LEFT JOIN sites s ON s.id = n.site"
-                " WHERE n.state = 'pending' AND n.next_attempt_at <= %s"
+                _DUE_QUERY + " AND n.next_attempt_at <= %s"
                 " ORDER BY n.next_attempt_at, n.id LIMIT 1 FOR UPDATE OF n SKIP LOCKED",
                 (now,),
             )
             row = cur.fetchone()
+            members = [row] if row is not None else []
+            if row is not None and row["group_key"] is not None and row["target_id"] is not None:
+                cur.execute(
+                    _DUE_QUERY + " AND n.next_attempt_at <= %s AND n.target_id = %s"
+                    " AND n.group_key = %s AND n.id <> %s"
+                    " ORDER BY n.id LIMIT %s FOR UPDATE OF n SKIP LOCKED",
+                    (now, row["target_id"], row["group_key"], row["id"], MAX_GROUP - 1),
+                )
+                members.extend(cur.fetchall())
         if row is None:
             conn.commit()
             break
-        if silences.hold_if_silenced(conn, row, now):
-            outcome = "silenced"  # kept, not sent (alerts/silences.py)
-        else:
-            outcome = _defer(conn, row, now) or _send_one(
-                conn, row, now, allow, resolver, public_base_url
-            )
-        setattr(report, outcome, getattr(report, outcome) + 1)
+        # A silence holds back the notices it covers (kept, not sent: alerts/silences.py).
+        sending = [m for m in members if not silences.hold_if_silenced(conn, m, now)]
+        report.silenced += len(members) - len(sending)
+        if sending:
+            if _defer(conn, sending, now):
+                report.deferred += len(sending)
+            else:
+                outcome = _send_one(conn, sending, now, allow, resolver, public_base_url)
+                setattr(report, outcome, getattr(report, outcome) + len(sending))
+                report.messages += 1
         conn.commit()
     return report
 
 
+_DUE_QUERY = (
+    "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
+    " n.party, n.payload, n.attempts, n.route, n.group_key, t.url, t.secret, t.enabled,"
+    " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
+    " s.timezone, s.name AS site_name"
+    " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
+    " LEFT JOIN sites s ON s.id = n.site"
+    " WHERE n.state = 'pending'"
+)
+
+
 def _send_one(
     conn: psycopg.Connection[Any],
-    row: dict[str, Any],
+    members: list[dict[str, Any]],
     now: dt.datetime,
     allow: outbound.AllowList,
     resolver: outbound.Resolver,
     public_base_url: str,
 ) -> str:
+    """Sends one message for `members` (one notice, or the due notices of one group to one
+    target, the first being the message) and records the outcome on each."""
+    row = members[0]
     status: int | None = None
     began = time.perf_counter()
     error, final = _unusable(row)
     if error is None:
-        sent = channels.send(row, allow, resolver, public_base_url)
+        grouped = {**row, "group": [m["payload"] for m in members]} if len(members) > 1 else row
+        sent = channels.send(grouped, allow, resolver, public_base_url)
         status, error, final = sent.status, sent.error, sent.final
     duration_ms = (time.perf_counter() - began) * 1000.0
-    attempts = row["attempts"] + 1
     conn.execute(
         "INSERT INTO notification_attempts (notification_id, at, status, error, duration_ms)"
         " VALUES (%s, %s, %s, %s, %s)",
         (row["id"], now, status, error, duration_ms),
     )
+    attempts = row["attempts"] + 1
     if error is None:
-        conn.execute(
-            "UPDATE notifications SET state = 'delivered', attempts = %s, delivered_at = %s,"
-            " last_error = NULL WHERE id = %s",
-            (attempts, now, row["id"]),
-        )
-        _record_outcome(conn, row, "delivered", attempts, None, now)
-        return "delivered"
-    if final or attempts >= MAX_ATTEMPTS:
-        conn.execute(
-            "UPDATE notifications SET state = 'failed', attempts = %s, last_error = %s"
-            " WHERE id = %s",
-            (attempts, error, row["id"]),
-        )
-        _record_outcome(conn, row, "failed", attempts, error, now)
-        return "failed"
+        outcome = "delivered"
+    elif final or attempts >= MAX_ATTEMPTS:
+        outcome = "failed"
+    else:
+        outcome = "retrying"
     retry_at = now + dt.timedelta(seconds=BACKOFF_BASE_S * 2 ** (attempts - 1))
+    # Every notice of the message at once: its own attempt count goes up by one; those sent
+    # with the first name it.
     conn.execute(
-        "UPDATE notifications SET attempts = %s, last_error = %s, next_attempt_at = %s"
-        " WHERE id = %s",
-        (attempts, error, retry_at, row["id"]),
+        "UPDATE notifications SET attempts = attempts + 1, last_error = %(error)s,"
+        " sent_with = CASE WHEN id = %(lead)s THEN NULL ELSE %(lead)s END,"
+        " state = CASE WHEN %(retry)s THEN state ELSE %(outcome)s END,"
+        " next_attempt_at = CASE WHEN %(retry)s THEN %(retry_at)s ELSE next_attempt_at END,"
+        " delivered_at = CASE WHEN %(outcome)s = 'delivered' THEN %(now)s END"
+        " WHERE id = ANY(%(ids)s)",
+        {
+            "error": error,
+            "lead": row["id"],
+            "retry": outcome == "retrying",
+            "outcome": outcome,
+            "retry_at": retry_at,
+            "now": now,
+            "ids": [m["id"] for m in members],
+        },
     )
-    return "retrying"
+    if outcome != "retrying":
+        _record_outcomes(conn, members, outcome, error, now)
+    return outcome
 
 
-def _defer(conn: psycopg.Connection[Any], row: dict[str, Any], now: dt.datetime) -> str | None:
-    """Holds the notification back (until its target's oldest attempt of the last minute leaves
-    the minute) when the target had its `max_per_minute` (or its kind's default) attempts in
-    the minute up to `now`; "deferred" then, else None. No attempt is recorded."""
+def _defer(conn: psycopg.Connection[Any], members: list[dict[str, Any]], now: dt.datetime) -> bool:
+    """Holds the message back (until its target's oldest attempt of the last minute leaves the
+    minute) when the target had its `max_per_minute` (or its kind's default) attempts in the
+    minute up to `now`; no attempt is recorded. A group's message is one attempt."""
+    row = members[0]
     limit = row["max_per_minute"] or channels.DEFAULT_PER_MINUTE.get(row["kind"] or "")
     if not limit or row["url"] is None:
-        return None
+        return False
     count, oldest = conn.execute(
         "SELECT count(*), min(a.at) FROM notification_attempts a"
         " JOIN notifications n ON n.id = a.notification_id"
@@ -354,12 +452,12 @@ def _defer(conn: psycopg.Connection[Any], row: dict[str, Any], now: dt.datetime)
         (row["target_id"], now - RATE_WINDOW, now),
     ).fetchone() or (0, None)
     if count < limit or oldest is None:
-        return None
+        return False
     conn.execute(
-        "UPDATE notifications SET next_attempt_at = %s WHERE id = %s",
-        (max(oldest + RATE_WINDOW, now + dt.timedelta(seconds=1)), row["id"]),
+        "UPDATE notifications SET next_attempt_at = %s WHERE id = ANY(%s)",
+        (max(oldest + RATE_WINDOW, now + dt.timedelta(seconds=1)), [m["id"] for m in members]),
     )
-    return "deferred"
+    return True
 
 
 def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
@@ -374,55 +472,69 @@ def _unusable(row: dict[str, Any]) -> tuple[str | None, bool]:
     return None, False
 
 
-def _record_outcome(
+def _record_outcomes(
     conn: psycopg.Connection[Any],
-    row: dict[str, Any],
+    members: Sequence[dict[str, Any]],
     outcome: str,
-    attempts: int,
     error: str | None,
     now: dt.datetime,
 ) -> None:
-    facts = {
-        "notification": row["id"],
-        "event": row["event"],
-        "level": row["level"],
-        "party": row["party"],
-        "target": row["target_id"],
-        "target_name": row["target_name"],
-        "outcome": outcome,
-        "attempts": attempts,
-        "error": error,
-    }
-    via = f"{row['kind'] or 'webhook'} {row['target_name']}"
-    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-    note = (
-        f"{row['event']} notice to level {row['level']} delivered ({via})"
-        if outcome == "delivered"
-        else f"{row['event']} notice to level {row['level']} failed after {tries} ({via}): {error}"
-    )
-    conn.execute(
-        "INSERT INTO alert_timeline (alert_id, site, at, action, actor, note, data)"
-        " VALUES (%s, %s, %s, 'notified', %s, %s, %s)",
-        (row["alert_id"], row["site"], now, NOTIFIER_ACTOR, note, Jsonb(facts)),
-    )
-    ledger.append(
-        conn,
-        [
+    """Each notice's outcome: a `notified` timeline row on its alert and a ledger entry (one
+    statement and one append for a whole group). The first member is the message; the others
+    name it (`sent_with`)."""
+    timeline: list[tuple[Any, ...]] = []
+    entries: list[ledger.Entry] = []
+    for member in members:
+        attempts = member["attempts"] + 1
+        facts: dict[str, Any] = {
+            "notification": member["id"],
+            "event": member["event"],
+            "level": member["level"],
+            "party": member["party"],
+            "target": member["target_id"],
+            "target_name": member["target_name"],
+            "outcome": outcome,
+            "attempts": attempts,
+            "error": error,
+        }
+        via = f"{member['kind'] or 'webhook'} {member['target_name']}"
+        if member["group_key"] is not None:  # chosen by a route: grouped (alerts/routing.py)
+            sent_with = None if member is members[0] else members[0]["id"]
+            facts.update(route=member["route"], group=member["group_key"], sent_with=sent_with)
+            via += f", route {member['route']}"
+            if len(members) > 1:
+                via += f", one message for {len(members)} alerts"
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        notice = f"{member['event']} notice to level {member['level']}"
+        note = (
+            f"{notice} delivered ({via})"
+            if outcome == "delivered"
+            else f"{notice} failed after {tries} ({via}): {error}"
+        )
+        timeline.append(
+            (member["alert_id"], member["site"], now, NOTIFIER_ACTOR, note, Jsonb(facts))
+        )
+        entries.append(
             ledger.Entry(
                 kind=f"notification.{outcome}",
-                entity=f"notification:{row['id']}",
+                entity=f"notification:{member['id']}",
                 payload={
-                    "alert": row["alert_id"],
-                    "site": row["site"],
+                    "alert": member["alert_id"],
+                    "site": member["site"],
                     "actor": NOTIFIER_ACTOR,
                     "at": now,
                     "note": note,
                     **facts,
                 },
             )
-        ],
-        now,
-    )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO alert_timeline (alert_id, site, at, action, actor, note, data)"
+            " VALUES (%s, %s, %s, 'notified', %s, %s, %s)",
+            timeline,
+        )
+    ledger.append(conn, entries, now)
 
 
 def _parties(

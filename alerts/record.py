@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import inhibition, notify
+from alerts import inhibition, notify, routing
 from alerts.binding import Binding, bind
 from alerts.policy import policies
 from rules.rejudge import InstanceKey, Rejudged, Span
@@ -287,7 +287,13 @@ def record_outputs(
         for row in (a.new_row for a in raised)
         if row is not None and row["inhibited_by"] is None
     ]
-    notifications = notify.notification_rows(messages, context.targets, context.parties, now)
+    notifications = notify.notification_rows(
+        messages,
+        context.targets,
+        context.parties,
+        now,
+        routing.Routing(context.routes, {site: site_model}),
+    )
     with conn.pipeline():  # every write in one round trip
         _write(conn, raised, changed, now)
         _write_timeline(conn, site, transitions)
@@ -346,6 +352,7 @@ class _Context:
     names: dict[str, str]  # party id → name
     parties: dict[tuple[str, str | None], dict[str, Any]]  # (site, party id) → notify's record
     targets: list[tuple[Any, ...]]  # webhook targets, notify.TARGETS_QUERY
+    routes: list[routing.Route]  # routing policies, routing.ROUTES_QUERY
     # Inhibition, read when the batch starts stale-data alerts:
     offline: dict[str, dt.datetime] = field(default_factory=dict)  # id → offline since
     outages: dict[str, _Alert] = field(default_factory=dict)  # source → its open outage alert
@@ -372,6 +379,7 @@ def _read_context(
             assignments = conn.execute(ASSIGNMENTS_QUERY, (site,))
             parties = conn.execute(PARTIES_QUERY, (site,))
             targets = conn.execute(notify.TARGETS_QUERY, ([site],))
+            routes = conn.execute(routing.ROUTES_QUERY)
         if inhibiting:
             offline = conn.execute(inhibition.OFFLINE_QUERY, (site,))
             outages = conn.execute(inhibition.OPEN_OUTAGES_QUERY, (site,))
@@ -395,6 +403,7 @@ def _read_context(
         names={},
         parties={},
         targets=[],
+        routes=[],
     )
     if binding:
         context.assignments = [StoredAssignment(*r) for r in assignments.fetchall()]
@@ -402,6 +411,7 @@ def _read_context(
             context.names[party[0]] = party[1]
             context.parties[(site, party[0])] = notify.party_record(*party)
         context.targets = targets.fetchall()
+        context.routes = routing.routes_from_rows(routes.fetchall())
     if inhibiting:
         context.offline = dict(offline.fetchall())
         context.stale = {device for (device,) in stale.fetchall()}

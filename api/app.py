@@ -47,6 +47,7 @@ from api.routers import (
     registry,
     reports,
     revisions,
+    routes,
     session,
     statistics,
     webhooks,
@@ -126,6 +127,7 @@ def create_app(
         quiet,
         readings,
         registry,
+        routes,
         webhooks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)

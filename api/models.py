@@ -869,6 +869,30 @@ class WebhookTargetUpdate(Input):
     repeat_interval_s: RepeatInterval | None = None
 
 
+class RoutePublic(BaseModel):
+    """A notification route (alerts/routing.py) as stored, durations in seconds."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    name: str
+    position: int = Field(description="routes are tried in this order, then by id")
+    default: bool
+    sites: list[str] = Field(description="empty: every site")
+    match: dict[str, Any] = Field(description="org, spaces, domains, severities, kinds")
+    receivers: list[str] = Field(description="webhook targets by name")
+    continue_: bool = Field(alias="continue")
+    group_wait_s: int
+    group_interval_s: int
+    repeat_interval_s: int | None = Field(description="null: the target's")
+    send_resolved: bool
+    source: Literal["file", "api"]
+    created_by: str
+    created_at: dt.datetime
+    updated_by: str
+    updated_at: dt.datetime
+
+
 class WebhookTargetPublic(BaseModel):
     id: int
     name: str

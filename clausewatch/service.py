@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -22,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import Gauge
 from psycopg_pool import ConnectionPool
 
+from alerts import routing
 from alerts.anchors import anchor_tip
 from alerts.escalation import escalate_due
 from alerts.inhibition import release_due, source_status
@@ -32,6 +34,7 @@ from compliance.register import reviews_due
 from compliance.reports import generate_due_reports
 from compliance.revisions import clause_set, clause_set_stamp
 from config.broker import derive_identities
+from config.documents import read_yaml, validate_document
 from config.files import LoadedConfig
 from energy.summary import period_figures
 from ingest.decode import Decoder, DeviceIndex, Limits
@@ -49,6 +52,7 @@ from store.pool import connect, make_pool
 from store.registry import site_model, site_stamps, sync_clauses, sync_site
 from store.roles import as_role
 from store.rollups import refresh_rollups
+from store.times import wall_now
 
 if TYPE_CHECKING:
     from api.routers.ingest import HttpIngest
@@ -93,16 +97,36 @@ WALL_CLOCK_GRACE_S = 2.0
 CONFIGURATION_POLL_S = 1.0
 
 
+ROUTES_FILE = "routes.yaml"  # the notification routes of a config directory
+
+
+def load_routes(directory: Path) -> routing.RoutesFile:
+    """The notification routes of a config directory (`routes.yaml`; none: no routes from the
+    file). Raises ConfigError, with the line, for a file that does not check out."""
+    path = directory / ROUTES_FILE
+    if not path.is_file():
+        return routing.RoutesFile()
+    return validate_document(path, read_yaml(path), routing.RoutesFile)
+
+
 def sync_registry(database_url: str, config: LoadedConfig) -> list[ClauseVersion]:
     """Brings the registry tables (sites, spaces, devices, parties, assignments, clause
-    versions) in line with the loaded files, in one transaction. Versions that clause
+    versions) and, for a configuration loaded from a directory, the notification routes of its
+    routes.yaml in line with the loaded files, in one transaction. Versions that clause
     revisions manage keep their stored content (compliance/revisions.py). Returns the clause
-    versions to judge."""
+    versions to judge. RuntimeError for a route naming a receiver (webhook target) or site
+    that does not exist."""
     with connect(database_url) as conn:
         for site in config.sites.values():
             sync_site(conn, site, CONFIG_ACTOR)
         clauses = clause_set(conn, config.clause_versions())
         sync_clauses(conn, _as_files(config, clauses), CONFIG_ACTOR)
+        if config.directory is not None:
+            routes = load_routes(config.directory)
+            try:
+                routing.sync_file(conn, routes, CONFIG_ACTOR, wall_now())
+            except routing.RouteInvalid as exc:  # a start that fails in one line, not a trace
+                raise RuntimeError(f"{config.directory / ROUTES_FILE}: {exc}") from None
         conn.commit()
     return clauses
 

@@ -37,8 +37,9 @@ class _Documents:
 
 
 def classify(path: Path, doc: YamlDocument) -> str | None:
-    """'site', 'clauses', 'tests' or 'holidays' by the file's top-level keys; None if none
-    fits."""
+    """'site', 'clauses', 'tests', 'holidays' or 'routes' (notification routes, checked by the
+    alert service's loader: clausewatch/cli/check.py) by the file's top-level keys; None if
+    none fits."""
     if not isinstance(doc.data, dict):
         return None
     if "site" in doc.data and "spaces" in doc.data:
@@ -49,6 +50,8 @@ def classify(path: Path, doc: YamlDocument) -> str | None:
         return "tests"
     if is_holiday_document(doc):
         return "holidays"
+    if "routes" in doc.data:
+        return "routes"
     return None
 
 
@@ -101,6 +104,8 @@ def check_paths(paths: Sequence[str | Path], today: dt.date | None = None) -> Ch
                     "keys 'site' and 'spaces', 'standard', 'tests', or 'year' and 'holidays')",
                 )
             )
+            continue
+        if kind == "routes":
             continue
         if kind == "holidays":
             try:

@@ -95,6 +95,8 @@ class LoadedConfig:
     # The official holiday schedules: bundled, with the directory's holidays/ replacing years.
     # None when not loaded from a directory (the service then keeps the calendar in use).
     calendar: OfficialCalendar | None = None
+    # The directory it was loaded from (its routes.yaml: alerts/routing.py), if any.
+    directory: Path | None = None
 
     def clause_versions(self) -> list[ClauseVersion]:
         """Every version of every clause, in file order."""
@@ -123,6 +125,7 @@ def load_config_dir(directory: str | Path) -> LoadedConfig:
         problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
+    loaded.directory = directory
     return loaded
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.compliance",  # report compliance, backtest
     "clausewatch.cli.revisions",  # clause propose|approve|reject|publish|rollback|revisions
     "clausewatch.cli.quiet",  # silence add|list|cancel, maintenance add|list|cancel
+    "clausewatch.cli.routes",  # route list, route sync
     "clausewatch.cli.site",  # site export, site import, site template
 )
 

@@ -8,13 +8,15 @@ from pathlib import Path
 from clausewatch.cli import Commands
 from config import BUNDLED_DIR, check
 from config.clausetests import load_clause_test_file, run_case, test_files_in
-from config.documents import ConfigError
+from config.documents import ConfigError, Problem
 
 
 def _check_command(args: argparse.Namespace) -> int:
     paths = args.paths or [BUNDLED_DIR]
     result = check.check_paths(paths, check.today_in_china())
-    for problem in result.problems:
+    routes, route_problems = _check_routes(paths)
+    problems = [*result.problems, *route_problems]
+    for problem in problems:
         print(problem)
     # A year without an official holiday schedule is a warning, not a problem: the engine judges
     # it by the fallback rule, and the operator adds the notice when it is published.
@@ -26,21 +28,41 @@ def _check_command(args: argparse.Namespace) -> int:
     summary = (
         f"{result.sites} site(s), {result.clause_files} clause file(s) with "
         f"{result.clause_versions} clause version(s), {result.test_files} clause test file(s), "
-        f"{result.holiday_schedules} holiday schedule file(s); official holiday schedules for "
-        f"{len(years)} year(s){span}"
+        f"{result.holiday_schedules} holiday schedule file(s), {routes} notification route(s); "
+        f"official holiday schedules for {len(years)} year(s){span}"
     )
-    if result.problems:
-        print(f"{len(result.problems)} problem(s); loaded cleanly: {summary}")
+    if problems:
+        print(f"{len(problems)} problem(s); loaded cleanly: {summary}")
         return 1
     print(f"ok: {summary}")
     return 0
+
+
+def _check_routes(paths: list[Path]) -> tuple[int, list[Problem]]:
+    """The notification routes of every directory's routes.yaml (alerts/routing.py): how many
+    check out, and the problems of those that do not."""
+    from clausewatch.service import ROUTES_FILE, load_routes
+
+    directories = {
+        (path if path.is_dir() else path.parent).resolve()
+        for path in paths
+        if path.is_dir() or path.name == ROUTES_FILE
+    }
+    count, problems = 0, list[Problem]()
+    for directory in sorted(directories):
+        try:
+            count += len(load_routes(directory).routes)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return count, problems
 
 
 def register(commands: Commands) -> None:
     """Adds `clausewatch check PATH...` and `clausewatch test-clauses PATH...`."""
     parser = commands.add(
         "check",
-        "Validate site, clause, clause-test and holiday files (files or directories); "
+        "Validate site, clause, clause-test, holiday and routes.yaml files (files or "
+        "directories); "
         "exits 1 on any problem. Warns (exit code unchanged) when this year, or next year "
         "within 60 days, has no official holiday schedule.",
     )

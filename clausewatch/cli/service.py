@@ -102,12 +102,15 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def _load_config(config_dir: Path | None) -> Any:
+    from clausewatch.service import load_routes
     from config.documents import ConfigError
     from config.files import load_config_dir
 
     directory = config_dir or BUNDLED_DIR
     try:
-        return load_config_dir(directory)
+        loaded = load_config_dir(directory)
+        load_routes(directory)  # checked now; synced when the service starts
+        return loaded
     except ConfigError as exc:
         print(f"error: configuration in {directory} is invalid:\n{exc}", file=sys.stderr)
         return None

@@ -27,6 +27,7 @@ T0 = dt.datetime(2026, 7, 1, 0, 0, tzinfo=dt.UTC)  # 08:00 in Asia/Shanghai
 TABLES = (
     "notification_attempts",
     "notifications",
+    "notification_routes",
     "quiet_periods",
     "webhook_targets",
     "webhook_allowlist",
@@ -49,7 +50,8 @@ CLEANUP = (
     + "".join(f"DELETE FROM {table}; " for table in TABLES)
     + (
         "SELECT setval(pg_get_serial_sequence(t, 'id'), 1, false) FROM unnest(ARRAY["
-        "'notification_attempts', 'notifications', 'webhook_targets', 'webhook_allowlist',"
+        "'notification_attempts', 'notifications', 'notification_routes', 'webhook_targets',"
+        " 'webhook_allowlist',"
         " 'alert_timeline', 'alerts', 'assignments', 'ledger_anchors', 'quiet_periods']) AS t; "
         "ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"
     )

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from alerts import notify, webhooks
+from alerts import notify, routing, webhooks
 from api.tokens import ROLES, create_token, revoke_token
 from compliance import revisions
 from compliance.reports import generate_report
@@ -208,6 +208,22 @@ def _allow_entry(conn: psycopg.Connection[Any]) -> int:
     entry_id, _ = webhooks.allow(conn, f"gw-{uuid.uuid4().hex[:8]}.lan", "", "test")
     conn.commit()
     return entry_id
+
+
+def _route_body(conn: psycopg.Connection[Any], site: str) -> dict[str, Any]:
+    """A route for `site` to a target of every site (made once)."""
+    if webhooks.target_id_by_name(conn, "routes-hook") is None:
+        hook = webhooks.Target("routes-hook", WEBHOOK_URL, PLANTED_SECRET, broadcast=False)
+        webhooks.add_target(conn, hook, "test", now=T0)
+        conn.commit()
+    return {"name": f"r-{uuid.uuid4().hex[:8]}", "sites": [site], "receivers": ["routes-hook"]}
+
+
+def _fresh_route(conn: psycopg.Connection[Any], site: str) -> int:
+    spec = routing.RouteSpec.model_validate(_route_body(conn, site))
+    route_id = routing.add_route(conn, spec, "test", T0)
+    conn.commit()
+    return route_id
 
 
 def _network() -> str:
@@ -693,6 +709,32 @@ ENDPOINTS = [
         "disallow",
         "DELETE /webhook-allowlist/{id}",
         lambda c, s: ("DELETE", f"/api/v1/webhook-allowlist/{_allow_entry(c)}", None),
+        ok=204,
+    ),
+    Endpoint(
+        "routes",
+        "GET /notification-routes",
+        lambda c, s: ("GET", f"/api/v1/notification-routes?site={s}", None),
+    ),
+    Endpoint(
+        "add route",
+        "POST /notification-routes",
+        lambda c, s: ("POST", "/api/v1/notification-routes", _route_body(c, s)),
+        ok=201,
+    ),
+    Endpoint(
+        "replace route",
+        "PUT /notification-routes/{id}",
+        lambda c, s: (
+            "PUT",
+            f"/api/v1/notification-routes/{_fresh_route(c, s)}",
+            _route_body(c, s),
+        ),
+    ),
+    Endpoint(
+        "remove route",
+        "DELETE /notification-routes/{id}",
+        lambda c, s: ("DELETE", f"/api/v1/notification-routes/{_fresh_route(c, s)}", None),
         ok=204,
     ),
 ]
