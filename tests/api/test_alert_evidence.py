@@ -65,7 +65,7 @@ def evidence_token(api_database_url: str) -> str:
     return token
 
 
-def _alert(
+def evidence_alert(
     conn: psycopg.Connection[Any],
     *,
     clause: str,
@@ -109,7 +109,7 @@ def _alert(
     return int(row[0])
 
 
-def _readings(conn: psycopg.Connection[Any], points: list[tuple[dt.datetime, float]]) -> None:
+def meter_readings(conn: psycopg.Connection[Any], points: list[tuple[dt.datetime, float]]) -> None:
     write_readings(
         conn,
         [
@@ -119,7 +119,7 @@ def _readings(conn: psycopg.Connection[Any], points: list[tuple[dt.datetime, flo
     )
 
 
-def _event(
+def subject_event(
     at: dt.datetime,
     kind: str,
     *,
@@ -133,39 +133,119 @@ def _event(
     )
 
 
+JULY = dt.datetime(2026, 7, 1, tzinfo=CST)  # the month of the quota alert, in the site's zone
+DAY = dt.timedelta(days=1)
+LAST = dt.datetime(2026, 6, 14, 10, 0, tzinfo=CST)  # the lift was last maintained
+DUE = LAST + dt.timedelta(days=15)  # every 15 d, no schedule, no grace
+DONE = DUE + dt.timedelta(days=2, hours=6, minutes=30)  # maintained again
+
+
+def quota_alert(conn: psycopg.Connection[Any]) -> int:
+    """The meter's July register (a replacement on the 3rd) and the monthly quota's alert."""
+    july, day = JULY, DAY
+    meter_readings(
+        conn,
+        [
+            (july - dt.timedelta(hours=6), 9_900.0),  # June: only the edge's neighbour
+            (july, 10_000.0),
+            (july + day, 12_000.0),  # 1 July: 2000 kWh = 2.0 kWh/m²
+            (july + 2 * day, 15_000.0),  # 2 July: 3000 kWh = 3.0 kWh/m²
+            # 3 July: the meter is replaced at noon (register back to 100): the morning
+            # counts nothing, the afternoon 1000 kWh = 1.0 kWh/m².
+            (july + 2 * day + dt.timedelta(hours=12), 100.0),
+            (july + 3 * day, 1_100.0),
+            (july + 3 * day + dt.timedelta(hours=6), 1_600.0),  # after the alert's end
+        ],
+    )
+    return evidence_alert(
+        conn,
+        clause="energy.electricity.monthly",
+        space="bldg",
+        device="em-1",
+        metric="energy_kwh",
+        started_at=july + 2 * day + dt.timedelta(hours=20),
+        ended_at=july + 3 * day,
+        worst=6_000.0,  # the engine's consumption of the month, in kWh
+        unit="kWh",
+        params={"limit": 5.62, "area_m2": 1000.0, "budget": 5620.0},
+        evidence=[],
+    )
+
+
+def lift_alert(conn: psycopg.Connection[Any]) -> int:
+    """The lift's maintenance events from its controller and a check-in, and the overdue
+    maintenance alert they show."""
+    last, due, done = LAST, DUE, DONE
+    write_events(
+        conn,
+        [
+            # The controller of lift-1 (its events name no space: the device's counts).
+            subject_event(
+                last - dt.timedelta(days=14),
+                "maintenance.done",
+                device="lift-ctl-1",
+                space=None,
+            ),
+            # A check-in by a person on the lift's page, with a note.
+            subject_event(
+                last,
+                "maintenance.done",
+                device="checkin",
+                space="lift-1",
+                actor="user:li",
+                attrs={"note": "润滑、调整"},
+            ),
+            subject_event(done, "maintenance.done", device="lift-ctl-1", space=None),
+            # Not this lift's task: another type, another lift, too early.
+            subject_event(
+                last + dt.timedelta(days=3),
+                "cleaning.completed",
+                device="checkin",
+                space="lift-1",
+            ),
+            subject_event(
+                last + dt.timedelta(days=4),
+                "maintenance.done",
+                device="checkin",
+                space="lift-2",
+            ),
+            subject_event(
+                last - dt.timedelta(days=40),
+                "maintenance.done",
+                device="checkin",
+                space="lift-1",
+            ),
+        ],
+    )
+    return evidence_alert(
+        conn,
+        clause="elevator.maintenance",
+        space="lift-1",
+        device=None,
+        metric=None,
+        started_at=due,
+        ended_at=done,
+        worst=None,
+        unit=None,
+        params={},
+        # What the engine keeps: the last event it judged with (rules/_obligations.py).
+        evidence=[
+            {
+                "ts": last.timestamp(),
+                "device": "lift-1",
+                "metric": "maintenance.done",
+                "value": 1.0,
+            }
+        ],
+    )
+
+
 def test_a_monthly_electricity_quota_shows_daily_consumption_per_m2_against_its_limit(
     api_database_url: str, client: TestClient, evidence_token: str
 ) -> None:
-    july = dt.datetime(2026, 7, 1, tzinfo=CST)  # the month of the alert, in the site's zone
-    day = dt.timedelta(days=1)
+    july, day = JULY, DAY
     with psycopg.connect(api_database_url) as conn:
-        _readings(
-            conn,
-            [
-                (july - dt.timedelta(hours=6), 9_900.0),  # June: only the edge's neighbour
-                (july, 10_000.0),
-                (july + day, 12_000.0),  # 1 July: 2000 kWh = 2.0 kWh/m²
-                (july + 2 * day, 15_000.0),  # 2 July: 3000 kWh = 3.0 kWh/m²
-                # 3 July: the meter is replaced at noon (register back to 100): the morning
-                # counts nothing, the afternoon 1000 kWh = 1.0 kWh/m².
-                (july + 2 * day + dt.timedelta(hours=12), 100.0),
-                (july + 3 * day, 1_100.0),
-                (july + 3 * day + dt.timedelta(hours=6), 1_600.0),  # after the alert's end
-            ],
-        )
-        alert = _alert(
-            conn,
-            clause="energy.electricity.monthly",
-            space="bldg",
-            device="em-1",
-            metric="energy_kwh",
-            started_at=july + 2 * day + dt.timedelta(hours=20),
-            ended_at=july + 3 * day,
-            worst=6_000.0,  # the engine's consumption of the month, in kWh
-            unit="kWh",
-            params={"limit": 5.62, "area_m2": 1000.0, "budget": 5620.0},
-            evidence=[],
-        )
+        alert = quota_alert(conn)
     body = client.get(f"/api/v1/alerts/{alert}", headers=auth(evidence_token)).json()
     meter = body["meter"]
     assert body["obligation"] is None and body["worst_reading"] is None
@@ -189,72 +269,9 @@ def test_a_monthly_electricity_quota_shows_daily_consumption_per_m2_against_its_
 def test_an_overdue_lift_maintenance_shows_last_done_due_and_overdue_by(
     api_database_url: str, client: TestClient, evidence_token: str
 ) -> None:
-    last = dt.datetime(2026, 6, 14, 10, 0, tzinfo=CST)
-    due = last + dt.timedelta(days=15)  # every 15 d, no schedule, no grace
-    done = due + dt.timedelta(days=2, hours=6, minutes=30)
+    last, due, done = LAST, DUE, DONE
     with psycopg.connect(api_database_url) as conn:
-        write_events(
-            conn,
-            [
-                # The controller of lift-1 (its events name no space: the device's counts).
-                _event(
-                    last - dt.timedelta(days=14),
-                    "maintenance.done",
-                    device="lift-ctl-1",
-                    space=None,
-                ),
-                # A check-in by a person on the lift's page, with a note.
-                _event(
-                    last,
-                    "maintenance.done",
-                    device="checkin",
-                    space="lift-1",
-                    actor="user:li",
-                    attrs={"note": "润滑、调整"},
-                ),
-                _event(done, "maintenance.done", device="lift-ctl-1", space=None),
-                # Not this lift's task: another type, another lift, too early.
-                _event(
-                    last + dt.timedelta(days=3),
-                    "cleaning.completed",
-                    device="checkin",
-                    space="lift-1",
-                ),
-                _event(
-                    last + dt.timedelta(days=4),
-                    "maintenance.done",
-                    device="checkin",
-                    space="lift-2",
-                ),
-                _event(
-                    last - dt.timedelta(days=40),
-                    "maintenance.done",
-                    device="checkin",
-                    space="lift-1",
-                ),
-            ],
-        )
-        alert = _alert(
-            conn,
-            clause="elevator.maintenance",
-            space="lift-1",
-            device=None,
-            metric=None,
-            started_at=due,
-            ended_at=done,
-            worst=None,
-            unit=None,
-            params={},
-            # What the engine keeps: the last event it judged with (rules/_obligations.py).
-            evidence=[
-                {
-                    "ts": last.timestamp(),
-                    "device": "lift-1",
-                    "metric": "maintenance.done",
-                    "value": 1.0,
-                }
-            ],
-        )
+        alert = lift_alert(conn)
     body = client.get(f"/api/v1/alerts/{alert}", headers=auth(evidence_token)).json()
     duty = body["obligation"]
     assert body["meter"] is None
@@ -285,8 +302,9 @@ def test_an_open_cleaning_obligation_is_overdue_until_now_from_its_last_stored_e
     cleaned = now - dt.timedelta(hours=5)
     due = now - dt.timedelta(hours=3)
     with psycopg.connect(api_database_url) as conn:
-        write_events(conn, [_event(cleaned, "cleaning.completed", device="checkin", space="wc-1")])
-        alert = _alert(
+        cleaning = subject_event(cleaned, "cleaning.completed", device="checkin", space="wc-1")
+        write_events(conn, [cleaning])
+        alert = evidence_alert(
             conn,
             clause="toilet.cleaning",
             space="wc-1",
