@@ -7,12 +7,16 @@ in test-artifacts/."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from api.tokens import create_token
+from store.batches import ReadingRow, write_readings
+from tests.api.conftest import insert_alert
 from tests.api.test_alert_evidence import evidence_token as evidence_token  # the fixture
 from tests.api.test_alert_evidence import lift_alert, quota_alert
 from tests.support import launch_chromium, skip_without_chromium
@@ -142,3 +146,64 @@ def _fits(page: Any, label: str, problems: list[str]) -> None:
     scroll, inner = page.evaluate(WIDTH)
     if scroll > inner:
         problems.append(f"{label}: {scroll} px wide in {inner} px")
+
+
+def test_a_chart_of_five_minute_means_marks_the_stored_worst_reading(
+    live_api: str, api_database_url: str, artifacts_dir: Path
+) -> None:
+    """Three hours of readings are drawn as 5-minute means; the worst one (24.1 °C, 100 min in)
+    is not among the readings the engine kept (those show 24.1 at 4 min): the pin is on the
+    stored reading, at its time."""
+    from playwright.sync_api import expect
+
+    skip_without_chromium()
+    start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(hours=4)
+    values = {minute: 25.0 for minute in range(0, 181)}
+    values[100] = 24.1
+    with psycopg.connect(api_database_url) as conn:
+        write_readings(
+            conn,
+            [
+                ReadingRow(
+                    "site-a",
+                    "th-1",
+                    "temperature",
+                    (start + dt.timedelta(minutes=m)).timestamp(),
+                    v,
+                    None,
+                    0,
+                )
+                for m, v in values.items()
+            ],
+        )
+        alert = insert_alert(conn, "site-a", space="evidence-means", started_at=start)
+        conn.execute(
+            "UPDATE alerts SET state = 'resolved', ended_at = %s WHERE id = %s",
+            (start + dt.timedelta(hours=3), alert),
+        )
+        token, _ = create_token(conn, "viewer", ("site-a",), "evidence means test")
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.add_init_script(
+            f"sessionStorage.setItem('clausewatch.token', {token!r});"
+            "localStorage.setItem('clausewatch.lang', 'zh');"
+        )
+        page = context.new_page()
+        page.goto(f"{live_api}/alerts/{alert}")
+        expect(page.locator("#chart svg")).to_have_count(1)
+        expect(page.locator("#chart-worst")).to_contain_text("24.1 °C")
+        pin = page.evaluate(
+            """() => {
+              const option = echarts.getInstanceByDom(document.getElementById("chart")).getOption();
+              return {
+                names: option.series.map((s) => s.name),
+                coord: option.series.find((s) => s.type === "scatter").markPoint.data[0].coord,
+              };
+            }"""
+        )
+        assert pin["names"][0] == "5分钟均值", pin  # the means, with their min and max
+        worst_at = (start + dt.timedelta(minutes=100)).timestamp() * 1000
+        assert pin["coord"] == [worst_at, 24.1], pin
+        page.locator("#chart").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts_dir / "evidence-means-desk-zh.png"))
+        context.close()
