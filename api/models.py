@@ -301,8 +301,8 @@ class AlertDetail(AlertPublic):
     clause: ClauseProvenance
     confirmed_at: dt.datetime
     evidence: list[EvidenceReading]
-    # The raw reading at the alert's worst value (a threshold or condition alert), so a chart of
-    # bucket means can mark it; null when not kept or not such an alert.
+    # The raw reading at the alert's worst value (threshold, condition, data quality), so a
+    # chart of bucket means can mark it; null when not kept or not such an alert.
     worst_reading: EvidenceReading | None = None
     # A quota alert: consumption per period against the budget (not the register's reading).
     meter: MeterEvidence | None = None

@@ -47,7 +47,14 @@ from api.models import (
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from energy.quotas import quota_evidence
 from energy.reports import ReportError, load_site_model
-from rules.clause import ClauseVersion, ConditionCheck, ObligationCheck, QuotaCheck, ThresholdCheck
+from rules.clause import (
+    ClauseVersion,
+    ConditionCheck,
+    DataQualityCheck,
+    ObligationCheck,
+    QuotaCheck,
+    ThresholdCheck,
+)
 from store.times import wall_now
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -306,8 +313,9 @@ def _evidence_views(
     conn: DbConn, row: dict[str, Any], kept: list[EvidenceReading], now: dt.datetime
 ) -> dict[str, Any]:
     """What the alert's clause makes of its evidence (docs/api.md, "Evidence"): the worst raw
-    reading of a threshold or condition, a quota's consumption per period, an obligation's
-    last done / due / overdue by. Empty when the clause version is not stored."""
+    reading of a threshold, condition or data-quality alert, a quota's consumption per period,
+    an obligation's last done / due / overdue by. Empty when the clause version is not
+    stored."""
     try:
         clause = ClauseVersion.model_validate(row["clause_config"] or {})
     except ValidationError:
@@ -315,7 +323,7 @@ def _evidence_views(
     check = clause.check
     site, device, metric = row["site"], row["device"], row["metric"]
     end = row["ended_at"] or now
-    if isinstance(check, ThresholdCheck | ConditionCheck):
+    if isinstance(check, ThresholdCheck | ConditionCheck | DataQualityCheck):
         if device is None or metric is None or row["worst_value"] is None:
             return {}
         found = evidence.worst_reading(

@@ -356,3 +356,27 @@ def test_a_threshold_alert_names_the_raw_reading_at_its_worst_value(
     assert worst["value"] == 24.12 and worst["metric"] == "temperature"
     assert dt.datetime.fromisoformat(worst["ts"]) == start + dt.timedelta(minutes=40)
     assert body.json()["meter"] is None and body.json()["obligation"] is None
+
+
+def test_a_data_quality_alert_names_the_raw_reading_it_is_about(
+    api_database_url: str, client: TestClient, tokens: dict[tuple[str, str], str]
+) -> None:
+    start = T0 + dt.timedelta(days=40)
+    with psycopg.connect(api_database_url) as conn:
+        write_readings(
+            conn,
+            [
+                ReadingRow("site-a", "th-1", "temperature", (start + m).timestamp(), v, None, 0)
+                for m, v in [
+                    (dt.timedelta(minutes=0), 23.0),
+                    (dt.timedelta(minutes=2), 85.0),  # out of the sensor's range [-20, 60]
+                    (dt.timedelta(minutes=3), 23.1),
+                ]
+            ],
+        )
+        alert = insert_alert(conn, "site-a", started_at=start, clause_id="dq.climate.range")
+        conn.execute("UPDATE alerts SET worst_value = 85.0 WHERE id = %s", (alert,))
+    body = client.get(f"/api/v1/alerts/{alert}", headers=auth(tokens[("viewer", "site-a")]))
+    worst = body.json()["worst_reading"]
+    assert worst["value"] == 85.0
+    assert dt.datetime.fromisoformat(worst["ts"]) == start + dt.timedelta(minutes=2)
