@@ -791,8 +791,10 @@ async function showDetail(alertId) {
   $("detail-started").textContent =
     `${formatTime(alert.started_at, zone)}${alert.ended_at ? " – " + formatTime(alert.ended_at, zone) : ""}`;
   $("detail-timezone").textContent = zone || "—";
-  $("detail-worst").textContent =
-    alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
+  // An obligation has no value: how long it was overdue is its worst.
+  $("detail-worst").textContent = alert.obligation
+    ? `${t("overdue_by")} ${duration(alert.obligation.overdue_s)}`
+    : alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
   $("detail-silenced").hidden = $("detail-silenced-label").hidden = !alert.silenced_by;
   $("detail-silenced").textContent = alert.silenced_by ? `#${alert.silenced_by}` : "";
   // Inhibition: an outage alert lists the device alerts it stands for; they name it.
@@ -1015,7 +1017,11 @@ function drawMeterChart(alert) {
     legend: { top: 0, textStyle: { fontSize: 11 } },
     tooltip: { trigger: "axis", renderMode: "richText" },
     xAxis: { ...TIME_AXIS(alert, start), min: start, max: end },
-    yAxis: { type: "value", name: `${t("consumption")} (${unit})`, nameTextStyle: { align: "left" } },
+    yAxis: {
+      type: "value", name: `${t("consumption")} (${unit})`, nameTextStyle: { align: "left" },
+      max: (extent) => extent.max * 1.25, // room above the limit for the pin
+      axisLabel: { formatter: (value) => num(value, 2) },
+    },
     dataZoom: [{ type: "inside" }, { type: "slider", height: 14, bottom: 4 }],
     series: [
       {
@@ -1031,7 +1037,10 @@ function drawMeterChart(alert) {
           lineStyle: { color: "#b42318", type: "dashed" },
           label: { position: "insideEndTop", color: "#b42318" },
           data: [
-            { yAxis: meter.limit, name: `${t("limit")} ${num(meter.limit)} ${unit}` },
+            {
+              yAxis: meter.limit, name: `${t("limit")} ${num(meter.limit)} ${unit}`,
+              label: { formatter: "{b}", position: "insideEndTop" },
+            },
             ...meter.resets.map((ts) => ({
               xAxis: Date.parse(ts), name: t("register_reset"),
               lineStyle: { color: "#667085", type: "dotted" }, label: { formatter: t("register_reset") },
@@ -1039,7 +1048,7 @@ function drawMeterChart(alert) {
           ],
         },
         markPoint: figure ? {
-          symbol: "pin", symbolSize: 44, itemStyle: { color: "#b42318" },
+          symbol: "pin", symbolSize: 36, itemStyle: { color: "#b42318" },
           label: { formatter: num(figure[1], 2), fontSize: 10 },
           data: [{ name: t("alert_value"), coord: figure, value: num(figure[1]) }],
         } : undefined,

@@ -30,6 +30,7 @@ WORDS = {
         "bars": "每日用量",
         "meter": "本期累计 6 kWh/m² / 限值 5.62 kWh/m²",
         "area": "面积 1000 m²",
+        "limit": "限值 5.62 kWh/m²",
         "overdue": "已逾期 2天6小时",
         "last": "上次完成 2026-06-14 10:00:00 GMT+8",
         "due": "应完成 2026-06-29 10:00:00 GMT+8",
@@ -39,6 +40,7 @@ WORDS = {
         "bars": "per day",
         "meter": "cumulative 6 kWh/m² / limit 5.62 kWh/m²",
         "area": "area 1000 m²",
+        "limit": "limit 5.62 kWh/m²",
         "overdue": "overdue by 2 d 6 h",
         "last": "Last done 2026-06-14 10:00:00 GMT+8",
         "due": "due 2026-06-29 10:00:00 GMT+8",
@@ -113,7 +115,7 @@ def test_meter_and_obligation_evidence_explain_themselves(
         assert bars["type"] == "bar" and bars["name"] == words["bars"], option
         assert bars["data"] == pytest.approx([2.0, 3.0, 1.0]), option
         assert cumulative["data"] == pytest.approx([0.0, 2.0, 5.0, 6.0]), option
-        assert cumulative["lines"][0].endswith("5.62 kWh/m²"), option
+        assert cumulative["lines"][0] == words["limit"], option
         assert cumulative["marked"] == "6", option  # the alert's 6000 kWh / 1000 m²
         _fits(page, f"meter at {where} in {lang}", problems)
         page.locator("#chart").scroll_into_view_if_needed()
@@ -123,6 +125,7 @@ def test_meter_and_obligation_evidence_explain_themselves(
         page.goto(f"{live_api}/alerts/{shown['lift']}")
         expect(page.locator("#detail")).to_have_attribute("data-alert-id", str(shown["lift"]))
         expect(page.locator("#chart svg")).to_have_count(1)
+        expect(page.locator("#detail-worst")).to_have_text(words["overdue"])
         text = page.locator("#chart-worst")
         for part in ("last", "due", "overdue"):
             expect(text).to_contain_text(words[part])
