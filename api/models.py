@@ -230,10 +230,84 @@ class InhibitedAlert(BaseModel):
     ended_at: dt.datetime | None
 
 
+class ConsumptionBucket(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+    # Consumption in the bucket and since the period's start, in MeterEvidence.unit.
+    value: float
+    cumulative: float
+    # Part of `value` was spread in proportion to time (an interval across the bucket's edge).
+    estimated: bool
+
+
+class Span(BaseModel):
+    start: dt.datetime
+    end: dt.datetime
+
+
+class MeterEvidence(BaseModel):
+    """A quota alert's evidence: consumption of the meter's register per bucket of the
+    alert's period (energy/accounting.py: resets and gaps handled there), per m² of the floor
+    area the budget was judged with when the budget is per m², against the budget in the same
+    unit."""
+
+    device: str
+    metric: str
+    register_unit: str
+    unit: str  # e.g. "kWh", or "kWh/m²" for a per-m² budget
+    area_m2: float | None
+    period: str
+    bucket: Literal["hour", "day", "month"]
+    period_start: dt.datetime
+    period_end: dt.datetime
+    limit: float  # the period's budget in `unit`
+    buckets: list[ConsumptionBucket]  # from the period's start up to the alert's end or now
+    resets: list[dt.datetime]
+    gaps: list[Span]
+    missing_hours: float
+
+
+class SubjectEvent(BaseModel):
+    """One event of an obligation's task for its subject, from any source."""
+
+    ts: dt.datetime
+    device: str
+    type: str
+    space: str | None
+    actor: str | None
+    attrs: dict[str, JsonValue]
+
+
+class ObligationEvidence(BaseModel):
+    """An obligation alert's evidence: when the task was last done, when it was due (it
+    became overdue then, grace included), when it was done again (if it was), how long it has
+    been overdue (to that event, or now), and the task's events around it."""
+
+    event: str
+    every_s: float | None  # rolling: at most this much schedule time between two events
+    per: str | None  # calendar: once in each such period
+    grace_s: float
+    last_done_at: dt.datetime | None  # null: not done since judging began
+    due_at: dt.datetime
+    done_at: dt.datetime | None
+    overdue_until: dt.datetime
+    overdue_s: float
+    since: dt.datetime  # the window of `events`
+    until: dt.datetime
+    events: list[SubjectEvent]
+
+
 class AlertDetail(AlertPublic):
     clause: ClauseProvenance
     confirmed_at: dt.datetime
     evidence: list[EvidenceReading]
+    # The raw reading at the alert's worst value (threshold, condition, data quality), so a
+    # chart of bucket means can mark it; null when not kept or not such an alert.
+    worst_reading: EvidenceReading | None = None
+    # A quota alert: consumption per period against the budget (not the register's reading).
+    meter: MeterEvidence | None = None
+    # An obligation alert: last done, due, overdue by, and the task's events.
+    obligation: ObligationEvidence | None = None
     escalation_chain: list[JsonValue]
     acknowledged_at: dt.datetime | None
     acknowledged_by: str | None

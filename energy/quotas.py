@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from energy.accounting import ZERO, Bucket, bucket_edges, meter_consumption
+from energy.accounting import ZERO, Bucket, MeterConsumption, bucket_edges, meter_consumption
 from energy.reports import Meter, load_samples, selects, site_meters
 from rules.clause import ClauseVersion, QuotaCheck
 from rules.site import SiteModel, Space
@@ -127,14 +127,10 @@ def _status(
 ) -> QuotaStatus:
     start, end = period_bounds(at, check.period, site)
     grain: Bucket = "hour" if check.period == "day" else "day"
-    edges = bucket_edges(start, min(at, end), grain, site.zone()) if at > start else []
     consumed = estimated = missing = ZERO
     curve: list[tuple[dt.datetime, Decimal]] = []
-    if edges:
-        samples = load_samples(
-            conn, site.site.id, meter, start, dt.datetime.fromtimestamp(edges[-1], dt.UTC)
-        )
-        result = meter_consumption(samples, edges, meter.max_gap)
+    if at > start:
+        result = _consumption(conn, site, meter, start, min(at, end), grain)
         for bucket in result.buckets:
             consumed += bucket.value / meter.scale  # the budget is in the register's unit
             curve.append((dt.datetime.fromtimestamp(bucket.end, site.zone()), consumed))
@@ -177,6 +173,145 @@ def _status(
         reason,
         missing,
         curve,
+    )
+
+
+def _consumption(
+    conn: psycopg.Connection[Any],
+    site: SiteModel,
+    meter: Meter,
+    since: dt.datetime,
+    until: dt.datetime,
+    grain: Bucket,
+) -> MeterConsumption:
+    """The meter's consumption per `grain` bucket of [since, until) (report unit: divide by
+    `meter.scale` for the register's), resets and gaps as energy.accounting handles them."""
+    edges = bucket_edges(since, until, grain, site.zone())
+    samples = load_samples(conn, site.site.id, meter, since, until)
+    return meter_consumption(samples, edges, meter.max_gap)
+
+
+# The buckets an alert's evidence shows a period in: a bar each, a few dozen at most.
+EVIDENCE_BUCKET: dict[str, Bucket] = {
+    "day": "hour",
+    "week": "day",
+    "month": "day",
+    "quarter": "day",
+    "year": "month",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceBucket:
+    start: dt.datetime
+    end: dt.datetime
+    value: Decimal  # consumption in the bucket, in QuotaEvidence.unit
+    cumulative: Decimal  # since the period's start, through this bucket
+    estimated: bool  # part of `value` was spread in proportion to time (accounting)
+
+
+@dataclass(slots=True)
+class QuotaEvidence:
+    """What a quota alert is about, as the clause judges it: consumption of the meter's
+    register per bucket of the alert's period (not the register's reading), per m² of the
+    floor area the budget was judged with when the budget is per m², and the budget in the
+    same unit."""
+
+    device: str
+    metric: str
+    register_unit: str
+    unit: str  # the register's unit, or that unit per m²
+    area_m2: Decimal | None  # the divisor when the budget is per m²
+    period: str
+    bucket: Bucket
+    period_start: dt.datetime
+    period_end: dt.datetime
+    limit: Decimal  # the period's budget in `unit`
+    buckets: list[EvidenceBucket]
+    resets: list[dt.datetime]  # the register went backwards (nothing counted across)
+    gaps: list[tuple[dt.datetime, dt.datetime]]  # longer than max_gap: spread over time
+    missing_hours: Decimal  # time shown without readings: nothing invented
+
+
+def quota_evidence(
+    conn: psycopg.Connection[Any],
+    site: SiteModel,
+    clause: ClauseVersion,
+    device: str,
+    params: dict[str, float],
+    started_at: dt.datetime,
+    until: dt.datetime,
+) -> QuotaEvidence | None:
+    """The evidence of a quota alert of `clause` on `device`'s register that started at
+    `started_at` (judged with `params`, the alert's): its period from the start up to
+    `until` (the period's end at most). None when the clause is not a quota or the device
+    has no such meter in the site model."""
+    check = clause.check
+    if not isinstance(check, QuotaCheck):
+        return None
+    meter = next(
+        (m for m in site_meters(site) if m.device == device and m.metric == check.metric), None
+    )
+    spaces = {s.id: s for s in site.spaces}
+    if meter is None or meter.space not in spaces:
+        return None
+    space = spaces[meter.space]
+    spec = next(d for d in site.devices if d.id == device).metrics[check.metric]
+    values = {**clause.resolve_params(site.site.id, space.type), **params}
+    start, end = period_bounds(started_at, check.period, site)
+    grain = EVIDENCE_BUCKET[check.period]
+    area: Decimal | None = None
+    if check.budget_per_m2 is not None:
+        judged = values.get("area_m2", space.area_m2)  # the area the engine judged with
+        if judged is None:
+            return None
+        area = Decimal(repr(judged))
+        limit = _value(check.budget_per_m2, values)
+    else:
+        assert check.budget is not None  # the model requires one of the two
+        limit = _value(check.budget, values)
+    divisor = meter.scale * (area if area is not None else Decimal(1))
+    shown_until = min(until, end)
+    buckets: list[EvidenceBucket] = []
+    resets: list[dt.datetime] = []
+    gaps: list[tuple[dt.datetime, dt.datetime]] = []
+    missing = ZERO
+    if shown_until > start:
+        result = _consumption(conn, site, meter, start, shown_until, grain)
+        cumulative = ZERO
+        for bucket in result.buckets:
+            value = bucket.value / divisor
+            cumulative += value
+            buckets.append(
+                EvidenceBucket(
+                    dt.datetime.fromtimestamp(bucket.start, dt.UTC),
+                    dt.datetime.fromtimestamp(bucket.end, dt.UTC),
+                    value,
+                    cumulative,
+                    bucket.is_estimated,
+                )
+            )
+        resets = [dt.datetime.fromtimestamp(r.ts, dt.UTC) for r in result.resets]
+        gaps = [
+            (dt.datetime.fromtimestamp(g.start, dt.UTC), dt.datetime.fromtimestamp(g.end, dt.UTC))
+            for g in result.gaps
+        ]
+        missing = Decimal(repr(result.missing_seconds)) / 3600
+    return QuotaEvidence(
+        device=device,
+        metric=check.metric,
+        register_unit=spec.unit,
+        unit=f"{spec.unit}/m²" if area is not None else spec.unit,
+        area_m2=area,
+        period=check.period,
+        bucket=grain,
+        period_start=start,
+        period_end=end,
+        limit=limit,
+        buckets=buckets,
+        resets=resets,
+        gaps=gaps,
+        missing_hours=missing,
     )
 
 

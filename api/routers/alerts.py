@@ -5,12 +5,14 @@ batch; comment; reassign to another party of the site."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import ValidationError
 
-from alerts import lifecycle, reads, silences
+from alerts import evidence, lifecycle, reads, silences
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import (
@@ -25,18 +27,34 @@ from api.models import (
     ClauseProvenance,
     CloseCreate,
     CommentCreate,
+    ConsumptionBucket,
+    EvidenceReading,
     InhibitedAlert,
+    MeterEvidence,
+    ObligationEvidence,
     QueryTime,
     ReassignCreate,
     Severity,
     SiteId,
+    Span,
     Standard,
+    SubjectEvent,
     TimelineEntry,
     alert_public,
     evidence_readings,
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from energy.quotas import quota_evidence
+from energy.reports import ReportError, load_site_model
+from rules.clause import (
+    ClauseVersion,
+    ConditionCheck,
+    DataQualityCheck,
+    ObligationCheck,
+    QuotaCheck,
+    ThresholdCheck,
+)
 from store.times import wall_now
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -271,11 +289,13 @@ def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> Aler
         effective_to=row["effective_to"],
         params=row["params"],
     )
+    kept = evidence_readings(row["evidence"])
     return AlertDetail(
         **public.model_dump(exclude={"clause"}),
         clause=provenance,
         confirmed_at=row["confirmed_at"],
-        evidence=evidence_readings(row["evidence"]),
+        evidence=kept,
+        **_evidence_views(conn, row, kept, wall_now()),
         escalation_chain=row["escalation_chain"],
         acknowledged_at=row["acknowledged_at"],
         acknowledged_by=row["acknowledged_by"],
@@ -287,3 +307,92 @@ def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> Aler
         else [],
         timeline=[TimelineEntry(**entry) for entry in timeline],
     )
+
+
+def _evidence_views(
+    conn: DbConn, row: dict[str, Any], kept: list[EvidenceReading], now: dt.datetime
+) -> dict[str, Any]:
+    """What the alert's clause makes of its evidence (docs/api.md, "Evidence"): the worst raw
+    reading of a threshold, condition or data-quality alert, a quota's consumption per period,
+    an obligation's last done / due / overdue by. Empty when the clause version is not
+    stored."""
+    try:
+        clause = ClauseVersion.model_validate(row["clause_config"] or {})
+    except ValidationError:
+        return {}
+    check = clause.check
+    site, device, metric = row["site"], row["device"], row["metric"]
+    end = row["ended_at"] or now
+    if isinstance(check, ThresholdCheck | ConditionCheck | DataQualityCheck):
+        if device is None or metric is None or row["worst_value"] is None:
+            return {}
+        found = evidence.worst_reading(
+            conn, site, device, metric, row["worst_value"], row["started_at"], end
+        )
+        if found is None:
+            return {}
+        at, value = found
+        return {"worst_reading": EvidenceReading(ts=at, device=device, metric=metric, value=value)}
+    if isinstance(check, ObligationCheck) and row["space"] is not None:
+        view = evidence.obligation_view(
+            conn,
+            site=site,
+            space=row["space"],
+            check=check,
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+            evidence=[(reading.ts, reading.metric) for reading in kept],
+            now=now,
+        )
+        return {
+            "obligation": ObligationEvidence(
+                event=view.event,
+                every_s=view.every,
+                per=view.per,
+                grace_s=view.grace,
+                last_done_at=view.last_done_at,
+                due_at=view.due_at,
+                done_at=view.done_at,
+                overdue_until=view.overdue_until,
+                overdue_s=view.overdue_seconds,
+                since=view.since,
+                until=view.until,
+                events=[SubjectEvent(**event) for event in view.events],
+            )
+        }
+    if isinstance(check, QuotaCheck) and device is not None:
+        try:
+            model = load_site_model(conn, site)
+        except ReportError:
+            return {}
+        quota = quota_evidence(conn, model, clause, device, row["params"], row["started_at"], end)
+        if quota is None:
+            return {}
+        return {
+            "meter": MeterEvidence(
+                device=quota.device,
+                metric=quota.metric,
+                register_unit=quota.register_unit,
+                unit=quota.unit,
+                area_m2=None if quota.area_m2 is None else float(quota.area_m2),
+                period=quota.period,
+                bucket=quota.bucket,
+                period_start=quota.period_start,
+                period_end=quota.period_end,
+                limit=float(quota.limit),
+                buckets=[
+                    ConsumptionBucket(
+                        start=b.start,
+                        end=b.end,
+                        value=float(b.value),
+                        cumulative=float(b.cumulative),
+                        estimated=b.estimated,
+                    )
+                    for b in quota.buckets
+                ],
+                resets=quota.resets,
+                gaps=[Span(start=a, end=b) for a, b in quota.gaps],
+                missing_hours=float(quota.missing_hours),
+            )
+        }
+    return {}

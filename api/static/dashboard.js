@@ -53,6 +53,11 @@ const LABELS = {
     more_filters: "更多筛选", sound: "声音提醒", new_alert: "新告警", to: "转给", time_axis: "时间", readings: "读数",
     mean_5m: "5分钟均值", min_5m: "5分钟最小值", max_5m: "5分钟最大值", evidence_raw: "证据（原始读数）",
     no_chart_library: "图表库未安装：运行 scripts/vendor",
+    per_hour: "每小时用量", per_day: "每日用量", per_month: "每月用量", cumulative: "本期累计",
+    consumption: "用量", limit: "限值", budget_to_date: "按时间分摊的限值", register_reset: "表计回零/更换",
+    area: "面积", no_reading_hours: "小时无读数", alert_value: "告警时累计",
+    events: "记录", last_done: "上次完成", due: "应完成", overdue: "逾期", overdue_by: "已逾期",
+    done_again: "再次完成", not_done_since: "判定开始以来未完成", still_overdue: "仍未完成",
     inhibited_by: "被抑制于", inhibits: "抑制的告警", released: "解除抑制",
   },
   en: {
@@ -93,6 +98,13 @@ const LABELS = {
     more_filters: "More filters", new_alert: "New alert", to: "to", time_axis: "Time", readings: "readings",
     mean_5m: "5-min mean", min_5m: "5-min min", max_5m: "5-min max", evidence_raw: "evidence (raw)",
     no_chart_library: "chart library not installed: run scripts/vendor",
+    per_hour: "per hour", per_day: "per day", per_month: "per month", cumulative: "cumulative",
+    consumption: "consumption", limit: "limit", budget_to_date: "limit pro rata",
+    register_reset: "register reset or meter replaced", area: "area",
+    no_reading_hours: "h without readings", alert_value: "at the alert",
+    events: "events", last_done: "Last done", due: "due", overdue: "overdue",
+    overdue_by: "overdue by", done_again: "done again", not_done_since: "not done since judging began",
+    still_overdue: "still not done",
     inhibited_by: "Inhibited by", inhibits: "Inhibits", released: "released",
   },
 };
@@ -779,8 +791,10 @@ async function showDetail(alertId) {
   $("detail-started").textContent =
     `${formatTime(alert.started_at, zone)}${alert.ended_at ? " – " + formatTime(alert.ended_at, zone) : ""}`;
   $("detail-timezone").textContent = zone || "—";
-  $("detail-worst").textContent =
-    alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
+  // An obligation has no value: how long it was overdue is its worst.
+  $("detail-worst").textContent = alert.obligation
+    ? `${t("overdue_by")} ${duration(alert.obligation.overdue_s)}`
+    : alert.worst_value === null ? "—" : `${alert.worst_value} ${alert.unit || ""}`;
   $("detail-silenced").hidden = $("detail-silenced-label").hidden = !alert.silenced_by;
   $("detail-silenced").textContent = alert.silenced_by ? `#${alert.silenced_by}` : "";
   // Inhibition: an outage alert lists the device alerts it stands for; they name it.
@@ -871,28 +885,29 @@ function clock(ms, zone) {
 // the site's zone on the x axis, the metric and its unit on the y axis, the clause's limits as
 // dashed lines, the raw evidence as dots and the worst raw reading marked with its value; zoom
 // with the wheel, a pinch or the slider.
+// A quota alert shows consumption per period (alert.meter), an obligation its task's events and
+// how long it was overdue (alert.obligation); every other alert its metric's readings.
 async function drawChart(alert) {
+  $("evidence-events").hidden = true;
+  if (alert.meter) return drawMeterChart(alert);
+  if (alert.obligation) return drawObligationChart(alert);
   const box = $("chart");
   const { line, low, high, evidence, bucketed } = await chartSeries(alert);
   if (state.selected !== alert.id) return;
-  const old = window.echarts && window.echarts.getInstanceByDom(box);
-  if (old) old.dispose();
-  if (!window.echarts || line.length === 0) {
-    box.replaceChildren(el("p", { class: "muted" }, t(window.echarts ? "no_data" : "no_chart_library")));
-    return;
-  }
-  box.replaceChildren();
+  if (!newChart(box, line.length > 0)) return;
   const unit = alert.unit || "";
   const zone = alert.site_timezone;
   const limits = Object.entries(alert.clause.params).filter(([name]) => LIMIT_PARAM.test(name));
   const raw = bucketed ? evidence : line.concat(evidence);
-  const worst = worstPoint(alert, raw);
+  // The raw reading at the worst value (the API finds it among the stored readings), so a
+  // chart of 5-minute means still shows it; else the kept evidence nearest it.
+  const kept = alert.worst_reading;
+  const worst = kept ? [Date.parse(kept.ts), kept.value] : worstPoint(alert, raw);
   const thin = (name, data) => ({
     name, type: "line", data, showSymbol: false, lineStyle: { width: 1, type: "dotted" },
     itemStyle: { color: "#98a2b3" },
   });
-  const chart = window.echarts.init(box, null, { renderer: "svg" });
-  chart.setOption({
+  window.echarts.init(box, null, { renderer: "svg" }).setOption({
     animation: false,
     grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
     legend: { top: 0, textStyle: { fontSize: 11 } },
@@ -921,7 +936,9 @@ async function drawChart(alert) {
       },
       ...(bucketed ? [thin(t("min_5m"), low), thin(t("max_5m"), high)] : []),
       {
-        name: t("evidence_raw"), type: "scatter", data: evidence, symbolSize: 7,
+        name: t("evidence_raw"), type: "scatter",
+        data: kept && !raw.some((p) => p[0] === worst[0]) ? evidence.concat([worst]) : evidence,
+        symbolSize: 7,
         itemStyle: { color: "#b42318" },
         markPoint: worst ? {
           symbol: "pin", symbolSize: 44, itemStyle: { color: "#b42318" },
@@ -933,6 +950,179 @@ async function drawChart(alert) {
   });
   $("chart-worst").textContent = worst
     ? `${t("worst")} ${worst[1]} ${unit} · ${formatTime(new Date(worst[0]), zone)}` : "";
+}
+
+// Clears the box for a new chart; false (with a note in the box) when there is nothing to draw
+// or the chart library is missing.
+function newChart(box, hasData) {
+  const old = window.echarts && window.echarts.getInstanceByDom(box);
+  if (old) old.dispose();
+  if (!window.echarts || !hasData) {
+    box.replaceChildren(el("p", { class: "muted" }, t(window.echarts ? "no_data" : "no_chart_library")));
+    return false;
+  }
+  box.replaceChildren();
+  return true;
+}
+
+// A number as people read it: at most `digits` decimals, no trailing zeros.
+function num(value, digits = 3) {
+  return String(Number(value.toFixed(digits)));
+}
+
+// Seconds as days and hours ("2天6小时", "2 d 6 h"), hours and minutes below a day, minutes
+// below an hour (as rules/durations.py describe_duration).
+function duration(seconds) {
+  const zh = state.lang === "zh";
+  const whole = Math.round(seconds);
+  if (whole < 60) return zh ? `${whole}秒` : `${whole} s`;
+  const days = Math.floor(whole / 86400);
+  const hours = Math.floor((whole % 86400) / 3600);
+  const minutes = Math.floor((whole % 3600) / 60);
+  const parts = [];
+  if (days) parts.push(zh ? `${days}天` : `${days} d`);
+  if (hours) parts.push(zh ? `${hours}小时` : `${hours} h`);
+  if (minutes && !days) parts.push(zh ? `${minutes}分钟` : `${minutes} min`);
+  return parts.join(zh ? "" : " ");
+}
+
+const TIME_AXIS = (alert, first) => ({
+  type: "time",
+  name: `${t("time_axis")} (${alert.site_timezone || ""} ${offsetName(alert.site_timezone, first)})`,
+  nameLocation: "middle", nameGap: 26,
+  axisLabel: { formatter: (value) => clock(value, alert.site_timezone), hideOverlap: true, fontSize: 10 },
+});
+
+// A quota alert: the register's consumption per bucket of the alert's period as bars, the
+// period's running total as a line, both in the budget's unit (kWh/m² for a per-m² budget);
+// the limit, the limit pro rata over the period, register resets, and the alert's own figure
+// (its worst value, the period's consumption, per m² as the clause judges it).
+function drawMeterChart(alert) {
+  const meter = alert.meter;
+  const box = $("chart");
+  if (!newChart(box, meter.buckets.length > 0)) {
+    $("chart-worst").textContent = "";
+    return;
+  }
+  const unit = meter.unit;
+  const mid = (b) => (Date.parse(b.start) + Date.parse(b.end)) / 2;
+  const start = Date.parse(meter.period_start);
+  const end = Date.parse(meter.period_end);
+  const at = Date.parse(alert.ended_at || alert.started_at);
+  const figure = alert.worst_value === null ? null
+    : [Math.min(at, end), alert.worst_value / (meter.area_m2 || 1)];
+  window.echarts.init(box, null, { renderer: "svg" }).setOption({
+    animation: false,
+    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    legend: { top: 0, textStyle: { fontSize: 11 } },
+    tooltip: { trigger: "axis", renderMode: "richText" },
+    xAxis: { ...TIME_AXIS(alert, start), min: start, max: end },
+    yAxis: {
+      type: "value", name: `${t("consumption")} (${unit})`, nameTextStyle: { align: "left" },
+      max: (extent) => extent.max * 1.25, // room above the limit for the pin
+      axisLabel: { formatter: (value) => num(value, 2) },
+    },
+    dataZoom: [{ type: "inside" }, { type: "slider", height: 14, bottom: 4 }],
+    series: [
+      {
+        name: t(`per_${meter.bucket}`), type: "bar", barMaxWidth: 18,
+        data: meter.buckets.map((b) => [mid(b), b.value]), itemStyle: { color: "#84adff" },
+      },
+      {
+        name: t("cumulative"), type: "line", showSymbol: false,
+        data: [[start, 0], ...meter.buckets.map((b) => [Date.parse(b.end), b.cumulative])],
+        itemStyle: { color: "#1570ef" },
+        markLine: {
+          symbol: "none", silent: true,
+          lineStyle: { color: "#b42318", type: "dashed" },
+          label: { position: "insideEndTop", color: "#b42318" },
+          data: [
+            {
+              yAxis: meter.limit, name: `${t("limit")} ${num(meter.limit)} ${unit}`,
+              label: { formatter: "{b}", position: "insideEndTop" },
+            },
+            ...meter.resets.map((ts) => ({
+              xAxis: Date.parse(ts), name: t("register_reset"),
+              lineStyle: { color: "#667085", type: "dotted" }, label: { formatter: t("register_reset") },
+            })),
+          ],
+        },
+        markPoint: figure ? {
+          symbol: "pin", symbolSize: 36, itemStyle: { color: "#b42318" },
+          label: { formatter: num(figure[1], 2), fontSize: 10 },
+          data: [{ name: t("alert_value"), coord: figure, value: num(figure[1]) }],
+        } : undefined,
+      },
+      {
+        name: t("budget_to_date"), type: "line", showSymbol: false, data: [[start, 0], [end, meter.limit]],
+        lineStyle: { width: 1, type: "dotted" }, itemStyle: { color: "#98a2b3" },
+      },
+    ],
+  });
+  const total = meter.buckets[meter.buckets.length - 1].cumulative;
+  $("chart-worst").textContent = [
+    `${t("cumulative")} ${num(total)} ${unit} / ${t("limit")} ${num(meter.limit)} ${unit}`,
+    meter.area_m2 ? `${t("area")} ${num(meter.area_m2)} m²` : null,
+    figure ? `${t("alert_value")} ${num(figure[1])} ${unit}` : null,
+    meter.resets.length ? `${t("register_reset")} ×${meter.resets.length}` : null,
+    meter.missing_hours > 0 ? `${num(meter.missing_hours, 1)} ${t("no_reading_hours")}` : null,
+  ].filter(Boolean).join(" · ");
+}
+
+// An obligation alert: its task's events as marks on a time line, the last done and due times
+// as lines, the overdue stretch (from due to done again, or now) shaded; the same in words.
+function drawObligationChart(alert) {
+  const duty = alert.obligation;
+  const zone = alert.site_timezone;
+  const box = $("chart");
+  const due = Date.parse(duty.due_at);
+  const until = Date.parse(duty.overdue_until);
+  const overdue = `${t("overdue_by")} ${duration(duty.overdue_s)}`;
+  $("chart-worst").textContent = [
+    `${t("last_done")} ${duty.last_done_at ? formatTime(duty.last_done_at, zone) : t("not_done_since")}`,
+    `${t("due")} ${formatTime(duty.due_at, zone)}`,
+    overdue + (duty.done_at ? ` (${t("done_again")} ${formatTime(duty.done_at, zone)})` : ` (${t("still_overdue")})`),
+  ].join(" · ");
+  const list = $("evidence-events");
+  list.replaceChildren(...duty.events.slice().reverse().map((e) => el(
+    "li", {},
+    [formatTime(e.ts, zone), e.type, e.space || e.device, e.actor,
+      typeof e.attrs.note === "string" ? e.attrs.note : null].filter(Boolean).join(" · "),
+  )));
+  list.hidden = duty.events.length === 0;
+  if (!newChart(box, true)) return;
+  const lines = [{ xAxis: due, name: t("due"), label: { formatter: t("due") } }];
+  if (duty.last_done_at) {
+    lines.push({
+      xAxis: Date.parse(duty.last_done_at), name: t("last_done"),
+      lineStyle: { color: "#067647", type: "dashed" }, label: { formatter: t("last_done"), color: "#067647" },
+    });
+  }
+  window.echarts.init(box, null, { renderer: "svg" }).setOption({
+    animation: false,
+    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    legend: { top: 0, textStyle: { fontSize: 11 } },
+    tooltip: { trigger: "item", renderMode: "richText" },
+    xAxis: { ...TIME_AXIS(alert, due), min: Date.parse(duty.since), max: Date.parse(duty.until) },
+    yAxis: { type: "value", min: 0, max: 2, show: false },
+    dataZoom: [{ type: "inside" }, { type: "slider", height: 14, bottom: 4 }],
+    series: [{
+      name: `${duty.event} (${duty.events.length})`, type: "scatter", symbol: "diamond", symbolSize: 12,
+      data: duty.events.map((e) => ({ value: [Date.parse(e.ts), 1], name: e.actor || e.device })),
+      itemStyle: { color: "#1570ef" },
+      markLine: {
+        symbol: "none", silent: true,
+        lineStyle: { color: "#b42318", type: "dashed" },
+        label: { position: "insideEndTop", color: "#b42318" },
+        data: lines,
+      },
+      markArea: {
+        silent: true, itemStyle: { color: "rgba(180, 35, 24, 0.12)" },
+        label: { color: "#b42318", fontSize: 11 },
+        data: [[{ xAxis: due, name: overdue }, { xAxis: until }]],
+      },
+    }],
+  });
 }
 
 async function act(path, body) {
