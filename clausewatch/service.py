@@ -515,6 +515,7 @@ class Service:
                 lifetime=dt.timedelta(seconds=settings.session_lifetime_s),
                 idle_timeout=dt.timedelta(seconds=settings.session_idle_timeout_s),
             ),
+            public_base_url=settings.public_base_url or None,
         )
         limits = ServerLimits(
             header_timeout_s=settings.http_header_timeout_s,
