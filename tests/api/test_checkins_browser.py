@@ -1,0 +1,310 @@
+"""Field check-ins end to end (issue 19), in real headless Chromium against the running service
+(wall clock, real pipeline, PostgreSQL and broker):
+
+- the printable sheet has one QR code per space whose obligations take a check-in (the toilet
+  and the lift; not the office), each labelled in Chinese with the space and its task, and each
+  code, decoded from the pixels the browser drew (zxing-cpp), is the URL of that space's page;
+  printed, it is A4 with the navigation left out;
+- a cleaner opens the decoded URL on a phone (390×844, Chinese), ticks 已清洁, adds a note and
+  a photo and taps submit twice: one check-in, one event, through the pipeline; the toilet's
+  overdue cleaning alert resolves, and its detail shows the check-in with who did it and the
+  photo, which the dashboard opens in place.
+Screenshots land in test-artifacts/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import zxingcpp
+
+from api.tokens import create_token
+from clausewatch.embedded import free_port
+from clausewatch.service import Service, ServiceOptions
+from clausewatch.settings import Settings
+from config import BUNDLED_DIR
+from config.files import LoadedConfig, load_clause_file
+from rules.clause import ClauseFile
+from rules.site import SiteModel
+from tests.api.test_checkin_photos import png
+from tests.support import auth, launch_chromium, rows, skip_without_chromium, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+SITE = "s-checkin"
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+CLEANING = ClauseFile.model_validate(
+    {
+        "standard": {
+            "code": "GB/T 43542-2023",
+            "title": "机关办公区域物业服务监管和评价规范",
+            "edition": "2023",
+        },
+        "clauses": [
+            {
+                "id": "toilet.cleaning",
+                "version": 1,
+                "effective_from": "2024-04-01",
+                "number": "保洁服务",
+                "title": "公共卫生间每 2 小时保洁一次",
+                "text": "公共卫生间至少每 2 小时保洁一次（全天，测试用）。",
+                "domain": "cleaning",
+                "key": False,
+                "confidence": "C",
+                "severity": "warning",
+                "applies_to": {"space_types": ["toilet"]},
+                "check": {
+                    "kind": "obligation",
+                    "event": "cleaning.completed",
+                    "every": "2h",
+                    "grace": "15m",
+                },
+            }
+        ],
+    }
+)
+
+
+def checkin_site() -> SiteModel:
+    # The toilet was last cleaned 3 h ago: 45 min past its 2 h + 15 min, overdue from the start.
+    # The lift was maintained yesterday: in time.
+    return SiteModel.model_validate(
+        {
+            "site": {"id": SITE, "name": "测试办公楼", "timezone": "Asia/Shanghai"},
+            "spaces": [
+                {"id": "b1", "name": "主楼", "type": "building"},
+                {"id": "b1-2f", "name": "二层", "type": "floor", "parent": "b1"},
+                {
+                    "id": "b1-2f-wc-east",
+                    "name": "二层东卫生间",
+                    "type": "toilet",
+                    "parent": "b1-2f",
+                    "last_done": {"toilet.cleaning": (NOW - dt.timedelta(hours=3)).isoformat()},
+                },
+                {"id": "b1-2f-201", "name": "201 办公室", "type": "office", "parent": "b1-2f"},
+                {
+                    "id": "b1-lift-1",
+                    "name": "1号电梯",
+                    "type": "elevator",
+                    "parent": "b1",
+                    "last_done": {"maintenance.done": (NOW - dt.timedelta(days=1)).isoformat()},
+                },
+            ],
+            "devices": [
+                {
+                    "id": "th-201",
+                    "space": "b1-2f-201",
+                    "metrics": {"temperature": {"unit": "°C", "range": [-20, 60]}},
+                }
+            ],
+            "parties": [{"id": "clean-team", "name": "洁美物业保洁班组", "kind": "contractor"}],
+            "assignments": [
+                {
+                    "party": "clean-team",
+                    "space": "b1",
+                    "domain": "cleaning",
+                    "valid_from": "2026-01-01T00:00:00+08:00",
+                }
+            ],
+        }
+    )
+
+
+@pytest.fixture
+def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
+    skip_without_chromium()
+    settings = Settings(
+        database_url=fresh_database_url,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        mqtt_client_id=f"cw-checkin-{uuid.uuid4().hex[:8]}",
+        lateness_s=1,
+        flush_interval_s=0.05,
+        http_port=free_port(),
+    )
+    lifts = BUNDLED_DIR / "clauses" / "tsg-t5002-2017.yaml"
+    config = LoadedConfig(
+        sites={SITE: checkin_site()},
+        clause_files={Path("cleaning.yaml"): CLEANING, lifts: load_clause_file(lifts)},
+    )
+    running = Service(settings, config, ServiceOptions(clock="wall", serve_api=True))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# The pixels of the QR code <img> of a sheet card as the browser drew it, in grey levels.
+PIXELS = """(img) => {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#fff"; g.fillRect(0, 0, canvas.width, canvas.height);
+  g.drawImage(img, 0, 0);
+  const rgba = g.getImageData(0, 0, canvas.width, canvas.height).data;
+  const grey = [];
+  for (let i = 0; i < rgba.length; i += 4) grey.push(rgba[i]);
+  return { width: canvas.width, height: canvas.height, grey };
+}"""
+
+
+def decode_qr(drawn: dict[str, Any]) -> str:
+    """The text of the one QR code in the drawn pixels (zxing-cpp)."""
+    pixels = memoryview(bytes(drawn["grey"])).cast("B", (drawn["height"], drawn["width"]))
+    found = zxingcpp.read_barcodes(pixels, formats=zxingcpp.BarcodeFormat.QRCode)
+    assert len(found) == 1, f"{len(found)} QR codes decoded"
+    text: str = found[0].text
+    return text
+
+
+def alert_state(url: str) -> tuple[int, str] | None:
+    found = rows(url, "SELECT id, state FROM alerts WHERE clause_id = 'toilet.cleaning'")
+    return (int(found[0][0]), str(found[0][1])) if found else None
+
+
+def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
+    service: Service, artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base = service.api_url
+    url = service.database_url
+    with psycopg.connect(url) as conn:
+        manager, _ = create_token(conn, "facility_manager", (SITE,), "王丽")
+        cleaner, _ = create_token(conn, "facility_manager", (SITE,), "保洁员 刘芳")
+        viewer, _ = create_token(conn, "viewer", (SITE,), "viewer")
+
+    # The toilet is overdue from the start: the engine raises the alert by the passage of time.
+    alert = wait_for(lambda: alert_state(url), 30, "the overdue cleaning alert")
+    alert_id, state = alert
+    assert state == "firing"
+
+    with launch_chromium() as browser:
+        # 1. The printable sheet of the site, at the desk.
+        desk = browser.new_page(viewport={"width": 1440, "height": 900}, locale="zh-CN")
+        refused: list[str] = []
+        desk.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        desk.goto(f"{base}/checkin/sheet?site={SITE}#token={manager}")
+        cards = desk.locator("article.qr-card")
+        expect(cards).to_have_count(2)
+        assert sorted(cards.evaluate_all("(cs) => cs.map((c) => c.dataset.space)")) == [
+            "b1-2f-wc-east",
+            "b1-lift-1",
+        ]
+        toilet_card = desk.locator("article.qr-card[data-space=b1-2f-wc-east]")
+        expect(toilet_card.locator("h2")).to_have_text("二层东卫生间")
+        expect(toilet_card.locator(".tasks")).to_have_text("已清洁")
+        expect(toilet_card.locator(".path")).to_have_text("主楼 › 二层")
+        expect(desk.locator("article.qr-card[data-space=b1-lift-1] .tasks")).to_have_text("已维保")
+        decoded = {}
+        for space in ("b1-2f-wc-east", "b1-lift-1"):
+            img = desk.locator(f"article.qr-card[data-space={space}] img")
+            expect(img).to_have_js_property("complete", True)
+            decoded[space] = decode_qr(img.evaluate(PIXELS))
+            assert decoded[space] == f"{base}/checkin/{SITE}/{space}"
+        # Printed: A4, the navigation and the form left out, three codes a row.
+        desk.emulate_media(media="print")
+        expect(desk.locator(".site-header")).to_be_hidden()
+        expect(desk.locator(".controls-bar")).to_be_hidden()
+        columns = desk.locator("#sheet").evaluate(
+            "(g) => getComputedStyle(g).gridTemplateColumns.split(' ').length"
+        )
+        assert columns == 3
+        pdf = desk.pdf(prefer_css_page_size=True, print_background=True)
+        assert pdf.startswith(b"%PDF")
+        (artifacts_dir / "checkin-sheet.pdf").write_bytes(pdf)
+        boxes = re.findall(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", pdf)
+        # Every page is A4 (210 × 297 mm: 595 × 842 points); both codes fit on one page.
+        assert [(round(float(w)), round(float(h))) for w, h in boxes] == [(595, 842)]
+        desk.emulate_media(media="screen")
+        desk.screenshot(path=str(artifacts_dir / "checkin-sheet-1440.png"), full_page=True)
+        assert refused == []
+
+        # 2. The cleaner scans the toilet's code on a phone: the decoded URL opens the page.
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, locale="zh-CN", has_touch=True
+        ).new_page()
+        phone.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        phone.goto(decoded["b1-2f-wc-east"] + f"#token={cleaner}")
+        expect(phone.locator("#space-name")).to_have_text("二层东卫生间")
+        expect(phone.locator("#tasks label.task")).to_have_count(1)
+        expect(phone.locator("#tasks label.task")).to_have_text("已清洁")
+        expect(phone.locator("#tasks input[value='cleaning.completed']")).to_be_checked()
+        expect(phone.locator("#submit")).to_have_text("提交签到")
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide"
+        phone.fill("#note", "已补充洗手液")
+        phone.set_input_files(
+            "#photo", files=[{"name": "现场.jpg.png", "mimeType": "image/png", "buffer": png(8, 8)}]
+        )
+        phone.screenshot(path=str(artifacts_dir / "checkin-phone-390.png"), full_page=True)
+        # A double tap: one check-in.
+        phone.locator("#submit").dblclick()
+        expect(phone.locator("#result")).to_have_attribute("data-state", "done", timeout=20_000)
+        expect(phone.locator("#result")).to_contain_text("已签到")
+        expect(phone.locator("#recent li")).to_have_count(1)
+        expect(phone.locator("#recent li")).to_contain_text("保洁员 刘芳")
+        phone.screenshot(path=str(artifacts_dir / "checkin-phone-done-390.png"), full_page=True)
+        assert refused == []
+
+        assert rows(url, "SELECT count(*) FROM checkins")[0][0] == 1
+        events = rows(
+            url,
+            "SELECT device, space, actor, attrs->>'note' FROM events"
+            " WHERE type = 'cleaning.completed'",
+        )
+        assert len(events) == 1
+        device, space, actor, note = events[0]
+        assert (device, space, note) == ("checkin", "b1-2f-wc-east", "已补充洗手液")
+        assert "保洁员 刘芳" in actor
+
+        # 3. The overdue alert resolves, and its evidence is the check-in.
+        wait_for(lambda: alert_state(url) == (alert_id, "resolved"), 30, "the alert resolving")
+        detail = httpx.get(f"{base}/api/v1/alerts/{alert_id}", headers=auth(manager)).json()
+        assert [c["task"] for c in detail["checkins"]] == ["cleaning.completed"]
+        checkin = detail["checkins"][0]
+        assert "保洁员 刘芳" in checkin["actor"] and checkin["note"] == "已补充洗手液"
+        photo = httpx.get(base + checkin["photo_url"], headers=auth(viewer))
+        assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
+
+        # The manager sees it on the phone, in the alert's own page, and opens the photo.
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, locale="zh-CN", has_touch=True
+        ).new_page()
+        phone.goto(f"{base}/alerts/{alert_id}")
+        phone.fill("#token-input", manager)
+        phone.click("#token-form button[type=submit]")
+        expect(phone.locator("#detail-state")).to_have_attribute("data-state", "resolved")
+        item = phone.locator("#checkins li")
+        expect(item).to_have_count(1)
+        expect(item).to_contain_text("已清洁")
+        expect(item).to_contain_text("已补充洗手液")
+        item.locator("button").click()
+        expect(item.locator("img.checkin-photo")).to_have_count(1)
+        phone.screenshot(path=str(artifacts_dir / "checkin-alert-390.png"), full_page=True)
+        assert refused == []
+
+    # The same event id again (a retry after a lost answer) is the same check-in, one event.
+    event_id = rows(url, "SELECT event_id FROM checkins")[0][0]
+    again = httpx.post(
+        f"{base}/api/v1/checkins/{SITE}/b1-2f-wc-east",
+        json={"event_id": str(event_id), "task": "cleaning.completed"},
+        headers=auth(cleaner),
+        timeout=30,
+    )
+    assert again.status_code == 200, again.text
+    assert rows(url, "SELECT count(*) FROM events WHERE type = 'cleaning.completed'")[0][0] == 1
