@@ -493,6 +493,7 @@ class Service:
             max_bytes=settings.max_payload_bytes,
             max_items=Limits().max_items,
             commit_timeout_s=settings.http_ingest_commit_timeout_s,
+            data_clock=self.options.clock == "data",
         )
 
     def _start_http(self) -> None:

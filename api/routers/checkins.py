@@ -27,6 +27,7 @@ import uuid
 from typing import Annotated, Any, cast
 
 import orjson
+import psycopg
 import segno
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse
@@ -42,7 +43,7 @@ from compliance.feedback import PHOTO_MAX_BYTES, photo_type
 from rules.checkin import CHECKIN_REPORTER, Task, space_tasks
 from rules.clause import ClauseVersion
 from rules.site import ID_PATTERN, SiteModel
-from store import checkins, registry
+from store import checkins, checkpoints, registry
 from store.times import wall_now
 
 router = APIRouter(tags=["check-ins"])
@@ -135,7 +136,7 @@ class PhotoStored(BaseModel):
 # ---- reads ----
 
 
-def _site(conn: DbConn, principal: Principal, site: str) -> SiteModel:
+def _site(conn: psycopg.Connection[Any], principal: Principal, site: str) -> SiteModel:
     principal.require_visible(site, "site")
     model = registry.site_model(conn, site)
     if model is None:
@@ -143,7 +144,7 @@ def _site(conn: DbConn, principal: Principal, site: str) -> SiteModel:
     return model
 
 
-def _obligations(conn: DbConn) -> list[ClauseVersion]:
+def _obligations(conn: psycopg.Connection[Any]) -> list[ClauseVersion]:
     rows = conn.execute(
         "SELECT config FROM clause_versions WHERE config->'check'->>'kind' = 'obligation'"
     ).fetchall()
@@ -412,7 +413,7 @@ def _claim(
                 f"site {site!r} is not judged by this service process",
                 headers={"Retry-After": "60"},
             )
-        now = wall_now()
+        now = _checkin_time(conn, ingest, site)
         row = checkins.claim_checkin(
             conn,
             body.event_id,
@@ -426,3 +427,13 @@ def _claim(
         )
         conn.commit()
     return row
+
+
+def _checkin_time(conn: psycopg.Connection[Any], ingest: HttpIngest, site: str) -> dt.datetime:
+    """Now, for the site's engine: the wall clock, or under the data clock (the demo, a replay)
+    the site's data time, so a check-in lands in the building's simulated day instead of
+    pushing its engine to the wall clock (wall time until the site's first checkpoint)."""
+    now = wall_now()
+    if ingest.data_clock:
+        now = checkpoints.data_times(conn, [site]).get(site, now)
+    return now

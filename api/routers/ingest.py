@@ -139,6 +139,9 @@ class HttpIngest:
     max_bytes: int = 256 * 1024
     max_items: int = 10_000
     commit_timeout_s: float = 30.0
+    # The engines follow the data's own time (a replay, the demo's simulated building), not the
+    # wall clock: a field check-in is then stamped with its site's data time (checkins.py).
+    data_clock: bool = False
 
 
 class Accepted(BaseModel):

@@ -13,9 +13,7 @@ Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,121 +24,12 @@ import pytest
 import zxingcpp
 
 from api.tokens import create_token
-from clausewatch.embedded import free_port
-from clausewatch.service import Service, ServiceOptions
-from clausewatch.settings import Settings
-from config import BUNDLED_DIR
-from config.files import LoadedConfig, load_clause_file
-from rules.clause import ClauseFile
-from rules.site import SiteModel
+from clausewatch.service import Service
 from tests.api.test_checkin_photos import png
+from tests.api.test_checkins import SITE, started
 from tests.support import auth, launch_chromium, rows, skip_without_chromium, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-SITE = "s-checkin"
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-CLEANING = ClauseFile.model_validate(
-    {
-        "standard": {
-            "code": "GB/T 43542-2023",
-            "title": "机关办公区域物业服务监管和评价规范",
-            "edition": "2023",
-        },
-        "clauses": [
-            {
-                "id": "toilet.cleaning",
-                "version": 1,
-                "effective_from": "2024-04-01",
-                "number": "保洁服务",
-                "title": "公共卫生间每 2 小时保洁一次",
-                "text": "公共卫生间至少每 2 小时保洁一次（全天，测试用）。",
-                "domain": "cleaning",
-                "key": False,
-                "confidence": "C",
-                "severity": "warning",
-                "applies_to": {"space_types": ["toilet"]},
-                "check": {
-                    "kind": "obligation",
-                    "event": "cleaning.completed",
-                    "every": "2h",
-                    "grace": "15m",
-                },
-            }
-        ],
-    }
-)
-
-
-def checkin_site() -> SiteModel:
-    # The toilet was last cleaned 3 h ago: 45 min past its 2 h + 15 min, overdue from the start.
-    # The lift was maintained yesterday: in time.
-    return SiteModel.model_validate(
-        {
-            "site": {"id": SITE, "name": "测试办公楼", "timezone": "Asia/Shanghai"},
-            "spaces": [
-                {"id": "b1", "name": "主楼", "type": "building"},
-                {"id": "b1-2f", "name": "二层", "type": "floor", "parent": "b1"},
-                {
-                    "id": "b1-2f-wc-east",
-                    "name": "二层东卫生间",
-                    "type": "toilet",
-                    "parent": "b1-2f",
-                    "last_done": {"toilet.cleaning": (NOW - dt.timedelta(hours=3)).isoformat()},
-                },
-                {"id": "b1-2f-201", "name": "201 办公室", "type": "office", "parent": "b1-2f"},
-                {
-                    "id": "b1-lift-1",
-                    "name": "1号电梯",
-                    "type": "elevator",
-                    "parent": "b1",
-                    "last_done": {"maintenance.done": (NOW - dt.timedelta(days=1)).isoformat()},
-                },
-            ],
-            "devices": [
-                {
-                    "id": "th-201",
-                    "space": "b1-2f-201",
-                    "metrics": {"temperature": {"unit": "°C", "range": [-20, 60]}},
-                }
-            ],
-            "parties": [{"id": "clean-team", "name": "洁美物业保洁班组", "kind": "contractor"}],
-            "assignments": [
-                {
-                    "party": "clean-team",
-                    "space": "b1",
-                    "domain": "cleaning",
-                    "valid_from": "2026-01-01T00:00:00+08:00",
-                }
-            ],
-        }
-    )
-
-
-@pytest.fixture
-def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
-    skip_without_chromium()
-    settings = Settings(
-        database_url=fresh_database_url,
-        mqtt_url=mqtt_url,
-        topic_prefix=topic_prefix,
-        mqtt_client_id=f"cw-checkin-{uuid.uuid4().hex[:8]}",
-        lateness_s=1,
-        flush_interval_s=0.05,
-        http_port=free_port(),
-    )
-    lifts = BUNDLED_DIR / "clauses" / "tsg-t5002-2017.yaml"
-    config = LoadedConfig(
-        sites={SITE: checkin_site()},
-        clause_files={Path("cleaning.yaml"): CLEANING, lifts: load_clause_file(lifts)},
-    )
-    running = Service(settings, config, ServiceOptions(clock="wall", serve_api=True))
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
 
 # The pixels of the QR code <img> of a sheet card as the browser drew it, in grey levels.
 PIXELS = """(img) => {
@@ -168,6 +57,13 @@ def decode_qr(drawn: dict[str, Any]) -> str:
 def alert_state(url: str) -> tuple[int, str] | None:
     found = rows(url, "SELECT id, state FROM alerts WHERE clause_id = 'toilet.cleaning'")
     return (int(found[0][0]), str(found[0][1])) if found else None
+
+
+@pytest.fixture
+def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterator[Service]:
+    skip_without_chromium()
+    with started(fresh_database_url, mqtt_url, topic_prefix, "wall") as running:
+        yield running
 
 
 def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
