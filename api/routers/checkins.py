@@ -295,8 +295,7 @@ async def upload_photo(
 ) -> PhotoStored:
     """A photo for a check-in: the image's bytes as the body (JPEG, PNG or WebP, at most
     5 MiB; its type is read from its bytes). Name it in the check-in as `photo`."""
-    if not principal.sees(site):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found")
+    principal.site_filter(site)  # 403 outside the token's sites
     data = await _read_photo(request)
     if not data:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the body holds no photo")

@@ -138,10 +138,10 @@ def test_a_photo_over_5_mib_is_refused(live_api: str, tokens: dict[tuple[str, st
 
 def test_who_may_upload(live_api: str, tokens: dict[tuple[str, str], str]) -> None:
     body = png()
-    # A viewer reads, it does not act: 403. A token of site-a cannot upload for site-b: 404.
+    # A viewer reads, it does not act: 403. A token of site-a cannot upload for site-b: 403.
     assert upload(live_api, tokens[("viewer", "site-a")], body, "image/png").status_code == 403
     answer = upload(live_api, tokens[("facility_manager", "site-a")], body, "image/png", "site-b")
-    assert answer.status_code == 404
+    assert answer.status_code == 403
     answer = upload(live_api, tokens[("facility_manager", "all")], body, "image/png", "nowhere")
     assert answer.status_code == 404
     empty = upload(live_api, tokens[("facility_manager", "site-a")], b"", "image/png")
