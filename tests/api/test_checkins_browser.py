@@ -125,6 +125,10 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
         assert [(round(float(w)), round(float(h))) for w, h in boxes] == [(595, 842)]
         desk.emulate_media(media="screen")
         desk.screenshot(path=str(artifacts_dir / "checkin-sheet-1440.png"), full_page=True)
+        desk.set_viewport_size({"width": 390, "height": 844})  # the sheet on a phone
+        expect(cards).to_have_count(2)
+        assert desk.evaluate("document.documentElement.scrollWidth") <= 390
+        desk.screenshot(path=str(artifacts_dir / "checkin-sheet-390.png"), full_page=True)
         assert refused == []
 
         # 2. The cleaner scans the toilet's code on a phone: the decoded URL opens the page.
@@ -143,6 +147,11 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
         expect(phone.locator("#submit")).to_have_text("提交签到")
         width = phone.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width} px wide"
+        phone.click("#lang-toggle")  # English, and back: the product's one language choice
+        expect(phone.locator("#tasks label.task")).to_have_text("cleaned")
+        expect(phone.locator("#submit")).to_have_text("Check in")
+        phone.click("#lang-toggle")
+        expect(phone.locator("#submit")).to_have_text("提交签到")
         phone.fill("#note", "已补充洗手液")
         phone.set_input_files(
             "#photo", files=[{"name": "现场.jpg.png", "mimeType": "image/png", "buffer": png(8, 8)}]
