@@ -123,6 +123,7 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
         boxes = re.findall(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", pdf)
         # Every page is A4 (210 × 297 mm: 595 × 842 points); both codes fit on one page.
         assert [(round(float(w)), round(float(h))) for w, h in boxes] == [(595, 842)]
+        desk.screenshot(path=str(artifacts_dir / "checkin-sheet-print.png"), full_page=True)
         desk.emulate_media(media="screen")
         desk.screenshot(path=str(artifacts_dir / "checkin-sheet-1440.png"), full_page=True)
         desk.set_viewport_size({"width": 390, "height": 844})  # the sheet on a phone
