@@ -1,6 +1,7 @@
 // The phone page a space's QR code opens (/checkin/{site}/{space}; api/routers/checkins.py):
 // the tasks the space's obligations accept, a note and an optional photo. One submission is
 // one event id (made when the form is filled), so a double tap or a retry records it once.
+// The person is the signed-in user (session cookie; until then, or for a machine, a token).
 "use strict";
 
 (() => {
@@ -54,19 +55,16 @@
     }
   }
 
+  // Signed in as a user (the session cookie) or with a token (#token=, or the form): a page
+  // opened signed in with neither goes to /login and comes back here (pagekit's api()).
   async function load() {
-    if (!token()) {
-      $("controls").hidden = false;
-      $("status").textContent = L("Sign in to check in.", "请先登录再签到。");
-      return;
-    }
     try {
       data = await api(`checkins/${encodeURIComponent(site)}/${encodeURIComponent(space)}`, { limit: "5" });
       $("controls").hidden = true;
       $("status").textContent = "";
       draw();
     } catch (error) {
-      $("controls").hidden = !String(error.message).startsWith("401") ? true : false;
+      $("controls").hidden = !String(error.message).startsWith("401");
       $("status").textContent = `${L("Cannot load this space", "无法加载此空间")}: ${error.message}`;
     }
   }
@@ -74,7 +72,7 @@
   async function uploadPhoto(file) {
     const answer = await fetch(`/api/v1/checkin-photos?site=${encodeURIComponent(site)}`, {
       method: "POST",
-      headers: { Authorization: `Bearer ${token()}`, "Content-Type": file.type || "application/octet-stream" },
+      headers: { ...credentials(), "Content-Type": file.type || "application/octet-stream" },
       body: file,
     });
     const body = await answer.json().catch(() => ({}));

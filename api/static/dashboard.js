@@ -829,10 +829,10 @@ async function showDetail(alertId) {
   drawChart(alert);
 }
 
-// A check-in's photo: read with the token (an <img> cannot send it) and shown as a data URI,
+// A check-in's photo: read with the token or the session and shown as a data URI,
 // the only image source besides the service's own files that the page's policy allows.
 async function showPhoto(item, url, button) {
-  const answer = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+  const answer = await fetch(url, { headers: credentials() });
   if (!answer.ok) return;
   const blob = await answer.blob();
   const reader = new FileReader();

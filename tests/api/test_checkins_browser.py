@@ -5,10 +5,11 @@
   and the lift; not the office), each labelled in Chinese with the space and its task, and each
   code, decoded from the pixels the browser drew (zxing-cpp), is the URL of that space's page;
   printed, it is A4 with the navigation left out;
-- a cleaner opens the decoded URL on a phone (390×844, Chinese), ticks 已清洁, adds a note and
-  a photo and taps submit twice: one check-in, one event, through the pipeline; the toilet's
-  overdue cleaning alert resolves, and its detail shows the check-in with who did it and the
-  photo, which the dashboard opens in place.
+- a cleaner opens the decoded URL on a phone (390×844, Chinese), signs in as herself (a named
+  user), ticks 已清洁, adds a note and a photo and taps submit twice: one check-in, one event,
+  through the pipeline, recorded under her name; the toilet's overdue cleaning alert resolves,
+  and its detail shows the check-in with who did it and the photo, which the manager, signed in
+  on her phone, opens in place.
 Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import pytest
 import zxingcpp
 
 from api.tokens import create_token
+from api.users import create_user
 from clausewatch.service import Service
 from tests.api.test_checkin_photos import png
 from tests.api.test_checkins import SITE, started
 from tests.support import auth, launch_chromium, rows, skip_without_chromium, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
+PASSWORD = "correct horse battery"
 
 # The pixels of the QR code <img> of a sheet card as the browser drew it, in grey levels.
 PIXELS = """(img) => {
@@ -54,6 +57,14 @@ def decode_qr(drawn: dict[str, Any]) -> str:
     return text
 
 
+def sign_in(page: Any, name: str) -> None:
+    """On /login, where a page sends a person who is not signed in."""
+    page.wait_for_url("**/login?next=*")
+    page.fill("#login-name", name)
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+
+
 def alert_state(url: str) -> tuple[int, str] | None:
     found = rows(url, "SELECT id, state FROM alerts WHERE clause_id = 'toilet.cleaning'")
     return (int(found[0][0]), str(found[0][1])) if found else None
@@ -75,7 +86,12 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
     url = service.database_url
     with psycopg.connect(url) as conn:
         manager, _ = create_token(conn, "facility_manager", (SITE,), "王丽")
-        cleaner, _ = create_token(conn, "facility_manager", (SITE,), "保洁员 刘芳")
+        cleaner, _ = create_token(conn, "facility_manager", (SITE,), "保洁班组")
+        # The cleaner and the manager are named users, who sign in on their phones.
+        for name, display in (("liufang", "刘芳"), ("wangli", "王丽")):
+            create_user(
+                conn, name, "facility_manager", PASSWORD, display_name=display, sites=(SITE,)
+            )
         viewer, _ = create_token(conn, "viewer", (SITE,), "viewer")
 
     # The toilet is overdue from the start: the engine raises the alert by the passage of time.
@@ -140,7 +156,9 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
             "console",
             lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
         )
-        phone.goto(decoded["b1-2f-wc-east"] + f"#token={cleaner}")
+        phone.goto(decoded["b1-2f-wc-east"])
+        sign_in(phone, "liufang")  # not signed in yet: to /login, then back to the space
+        phone.wait_for_url(decoded["b1-2f-wc-east"])
         expect(phone.locator("#space-name")).to_have_text("二层东卫生间")
         expect(phone.locator("#tasks label.task")).to_have_count(1)
         expect(phone.locator("#tasks label.task")).to_have_text("已清洁")
@@ -163,7 +181,7 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
         expect(phone.locator("#result")).to_have_attribute("data-state", "done", timeout=20_000)
         expect(phone.locator("#result")).to_contain_text("已签到")
         expect(phone.locator("#recent li")).to_have_count(1)
-        expect(phone.locator("#recent li")).to_contain_text("保洁员 刘芳")
+        expect(phone.locator("#recent li")).to_contain_text("刘芳")
         phone.screenshot(path=str(artifacts_dir / "checkin-phone-done-390.png"), full_page=True)
         assert refused == []
 
@@ -176,14 +194,14 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
         assert len(events) == 1
         device, space, actor, note = events[0]
         assert (device, space, note) == ("checkin", "b1-2f-wc-east", "已补充洗手液")
-        assert "保洁员 刘芳" in actor
+        assert actor == "user:liufang (刘芳)"
 
         # 3. The overdue alert resolves, and its evidence is the check-in.
         wait_for(lambda: alert_state(url) == (alert_id, "resolved"), 30, "the alert resolving")
         detail = httpx.get(f"{base}/api/v1/alerts/{alert_id}", headers=auth(manager)).json()
         assert [c["task"] for c in detail["checkins"]] == ["cleaning.completed"]
         checkin = detail["checkins"][0]
-        assert "保洁员 刘芳" in checkin["actor"] and checkin["note"] == "已补充洗手液"
+        assert (checkin["actor"], checkin["note"]) == ("user:liufang (刘芳)", "已补充洗手液")
         photo = httpx.get(base + checkin["photo_url"], headers=auth(viewer))
         assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
 
@@ -192,8 +210,8 @@ def test_a_cleaners_check_in_from_the_qr_sheet_clears_the_overdue_toilet(
             viewport={"width": 390, "height": 844}, locale="zh-CN", has_touch=True
         ).new_page()
         phone.goto(f"{base}/alerts/{alert_id}")
-        phone.fill("#token-input", manager)
-        phone.click("#token-form button[type=submit]")
+        sign_in(phone, "wangli")
+        phone.wait_for_url(f"{base}/alerts/{alert_id}")
         expect(phone.locator("#detail-state")).to_have_attribute("data-state", "resolved")
         item = phone.locator("#checkins li")
         expect(item).to_have_count(1)
