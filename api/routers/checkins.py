@@ -145,10 +145,9 @@ def _site(conn: psycopg.Connection[Any], principal: Principal, site: str) -> Sit
 
 
 def _obligations(conn: psycopg.Connection[Any]) -> list[ClauseVersion]:
-    rows = conn.execute(
-        "SELECT config FROM clause_versions WHERE config->'check'->>'kind' = 'obligation'"
-    ).fetchall()
-    return [ClauseVersion.model_validate(row[0]) for row in rows]
+    """The stored clause versions (files and published revisions); space_tasks picks the
+    obligations in force."""
+    return [stored.clause for stored in registry.stored_clause_versions(conn)]
 
 
 def _tasks(model: SiteModel, space: str, clauses: list[ClauseVersion]) -> list[Task]:
