@@ -26,3 +26,6 @@ CREATE TABLE checkins (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX checkins_space ON checkins (site, space, task, ts);
+-- The events of check-ins share one reporter, and events are keyed by (site, device, type, ts):
+-- two check-ins of one task at one site never share an instant (the later one moves on by 1 ms).
+CREATE UNIQUE INDEX checkins_instant ON checkins (site, task, ts);

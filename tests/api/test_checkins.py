@@ -240,3 +240,17 @@ def test_under_the_data_clock_a_check_in_takes_the_sites_data_time(
         assert abs(stamped - then) < dt.timedelta(minutes=1)
         (event_ts,) = rows(url, "SELECT ts FROM events WHERE type = 'cleaning.completed'")[0]
         assert event_ts == stamped
+
+        # The site's time stands still without new data: a second check-in of the task takes
+        # the next millisecond, so it is a second event, not a copy of the first.
+        again = httpx.post(
+            f"{service.api_url}/api/v1/checkins/{SITE}/b1-2f-wc-east",
+            json={"event_id": str(uuid.uuid4()), "task": "cleaning.completed"},
+            headers=auth(token),
+            timeout=30,
+        )
+        assert again.status_code == 200, again.text
+        second = dt.datetime.fromisoformat(again.json()["ts"])
+        assert second - stamped == dt.timedelta(milliseconds=1)
+        stored = rows(url, "SELECT ts FROM events WHERE type = 'cleaning.completed' ORDER BY ts")
+        assert [ts for (ts,) in stored] == [stamped, second]
