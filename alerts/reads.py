@@ -129,13 +129,16 @@ def alert_sites(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> dict
 def alert_detail_row(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any] | None:
     """One alert (`ALERT_COLUMNS` and the rest of its row) with the provenance of the clause
     version it was judged under (`standard_code`... `effective_to`, and its `clause_config`,
-    null when that version is not stored); None when there is no such alert."""
+    null when that version is not stored) and, for an obligation, the event it expects
+    (`obligation_event`); None when there is no such alert."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"SELECT {ALERT_COLUMNS}, a.confirmed_at, a.params, a.evidence, a.escalation_chain,"
             " a.acknowledged_at, a.acknowledged_by, a.acknowledged_note, a.closed_by,"
             " v.standard_code, v.standard_title, v.standard_edition, v.text, v.domain, v.key,"
-            " v.confidence, v.effective_from, v.effective_to, v.config AS clause_config"
+            " v.confidence, v.effective_from, v.effective_to, v.config AS clause_config,"
+            " CASE WHEN v.config->'check'->>'kind' = 'obligation'"
+            "   THEN v.config->'check'->>'event' END AS obligation_event"
             " FROM alerts a LEFT JOIN clause_versions v"
             " ON v.clause_id = a.clause_id AND v.version = a.clause_version"
             " WHERE a.id = %s",

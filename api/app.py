@@ -32,6 +32,7 @@ from api.headers import SecurityHeaders
 from api.limits import DEFAULT_MAX_BODY_BYTES, BodyGate
 from api.routers import (
     alerts,
+    checkins,
     clauses,
     compliance,
     energy,
@@ -73,6 +74,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     http_ingest: ingest.HttpIngest | None = None,
     session_policy: SessionPolicy | None = None,
+    public_base_url: str | None = None,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -118,6 +120,8 @@ def create_app(
     # Named users sign in at /login (issue 19): the session API and the page.
     app.include_router(session.router, prefix=API_PREFIX)
     app.include_router(session.pages)
+    # Where the check-in sheet's QR codes point (None: the address the sheet was asked at).
+    app.state.public_base_url = public_base_url
     for module in (
         alerts,
         clauses,
@@ -133,6 +137,10 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     if http_ingest is not None:  # only where a pipeline runs (the service, not a bare API)
         app.include_router(ingest.router, prefix=API_PREFIX)
+        app.include_router(checkins.writes, prefix=API_PREFIX)
+    # Field check-ins (issue 19): the sheet, a space's tasks, photos, and their pages.
+    app.include_router(checkins.router, prefix=API_PREFIX)
+    app.include_router(checkins.pages)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
     for module in (register, revisions, statistics, reports, evaluations, feedback, public):

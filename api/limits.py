@@ -47,6 +47,8 @@ CLOSE = (b"connection", b"close")
 # The public feedback form with its photo (compliance/feedback.py): the photo and 64 KiB more.
 PUBLIC_FORM = re.compile(r"^/public/[^/]+/feedback$")
 PUBLIC_FORM_MAX_BYTES = PHOTO_MAX_BYTES + 64 * 1024
+# A check-in's photo (api/routers/checkins.py), the body itself: as large as a photo may be.
+PHOTO_UPLOAD = re.compile(r"^/api/v1/checkin-photos/?$")
 
 
 class BodyTooLarge(HTTPException):
@@ -83,6 +85,8 @@ class BodyGate:
             limit = OPEN_BODY_BYTES
         elif PUBLIC_FORM.match(path):
             limit = max(self.limit, PUBLIC_FORM_MAX_BYTES)
+        elif PHOTO_UPLOAD.match(path):
+            limit = max(self.limit, PHOTO_MAX_BYTES)
         if declared is not None and declared > limit:
             await _refuse(scope, receive, send, 413, too_large(limit))
             return

@@ -17,6 +17,7 @@ Where a model lives:
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -297,6 +298,19 @@ class ObligationEvidence(BaseModel):
     events: list[SubjectEvent]
 
 
+class CheckinEvidence(BaseModel):
+    """A field check-in of an obligation alert's space and task while it was open (issue 19)."""
+
+    event_id: uuid.UUID
+    ts: dt.datetime
+    task: str
+    task_zh: str  # how the check-in page named the task
+    task_en: str
+    actor: str
+    note: str
+    photo_url: str | None  # GET it with the token: the photo as stored
+
+
 class AlertDetail(AlertPublic):
     clause: ClauseProvenance
     confirmed_at: dt.datetime
@@ -318,6 +332,8 @@ class AlertDetail(AlertPublic):
     # On an outage alert: the alerts it inhibits, by device.
     inhibits: list[InhibitedAlert] = []
     timeline: list[TimelineEntry]
+    # An obligation's check-ins from when it went overdue to when it was met (newest first).
+    checkins: list[CheckinEvidence] = []
 
 
 class AcknowledgeCreate(Input):

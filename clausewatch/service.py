@@ -493,6 +493,7 @@ class Service:
             max_bytes=settings.max_payload_bytes,
             max_items=Limits().max_items,
             commit_timeout_s=settings.http_ingest_commit_timeout_s,
+            data_clock=self.options.clock == "data",
         )
 
     def _start_http(self) -> None:
@@ -515,6 +516,7 @@ class Service:
                 lifetime=dt.timedelta(seconds=settings.session_lifetime_s),
                 idle_timeout=dt.timedelta(seconds=settings.session_idle_timeout_s),
             ),
+            public_base_url=settings.public_base_url or None,
         )
         limits = ServerLimits(
             header_timeout_s=settings.http_header_timeout_s,

@@ -27,6 +27,7 @@ import orjson
 from prometheus_client import Counter
 
 from ingest.topics import ID_RE, TopicError, TopicKind, parse_topic
+from rules.checkin import CHECKIN_REPORTER
 from rules.site import SiteModel
 from rules.verdicts import Event
 from store.batches import DEAD_LETTER_PAYLOAD_CAP
@@ -170,6 +171,8 @@ class Decoder:
                 # Any valid id of a known site: gateways report here without being devices.
                 return [self._status(site, device, payload, received_at)]
             metrics = devices.get(device)
+            if metrics is None and device == CHECKIN_REPORTER and parsed.kind is TopicKind.EVENT:
+                metrics = frozenset()  # field check-ins (rules/checkin.py): events only
             if metrics is None:
                 raise _Reject("unknown_device", f"device {device!r} is not in site {site!r}")
             body = _parse_json(payload)

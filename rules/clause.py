@@ -54,6 +54,22 @@ class Selector(Strict):
     devices: tuple[Id, ...] = ()
     exempt: Exemptions = Exemptions()
 
+    def selects_space(
+        self, space_type: str, tags: tuple[str, ...], lineage: frozenset[str]
+    ) -> bool:
+        """Whether a space of `space_type` with `tags`, whose `lineage` is itself and its
+        ancestors, is selected (devices aside): what the engine binds and check-ins offer."""
+        exempt = self.exempt
+        if space_type in exempt.space_types or not lineage.isdisjoint(exempt.spaces):
+            return False
+        if not set(tags).isdisjoint(exempt.tags):
+            return False
+        if self.space_types and space_type not in self.space_types:
+            return False
+        if self.tags and set(tags).isdisjoint(self.tags):
+            return False
+        return not (self.spaces and lineage.isdisjoint(self.spaces))
+
 
 class Window(Strict):
     start: dt.time

@@ -460,17 +460,7 @@ class SiteEngine:
         return slots
 
     def _space_matches(self, space: Space, selector: Selector) -> bool:
-        exempt = selector.exempt
-        lineage = self._lineage[space.id]
-        if space.type in exempt.space_types or not lineage.isdisjoint(exempt.spaces):
-            return False
-        if not set(space.tags).isdisjoint(exempt.tags):
-            return False
-        if selector.space_types and space.type not in selector.space_types:
-            return False
-        if selector.tags and set(space.tags).isdisjoint(selector.tags):
-            return False
-        return not (selector.spaces and lineage.isdisjoint(selector.spaces))
+        return selector.selects_space(space.type, space.tags, self._lineage[space.id])
 
     def _selected_devices(self, selector: Selector) -> list[Device]:
         chosen = []

@@ -24,6 +24,7 @@ from api.models import (
     BulkClose,
     BulkOutcome,
     BulkRefusal,
+    CheckinEvidence,
     ClauseProvenance,
     CloseCreate,
     CommentCreate,
@@ -47,6 +48,7 @@ from api.models import (
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from energy.quotas import quota_evidence
 from energy.reports import ReportError, load_site_model
+from rules.checkin import TASK_LABELS
 from rules.clause import (
     ClauseVersion,
     ConditionCheck,
@@ -55,6 +57,7 @@ from rules.clause import (
     QuotaCheck,
     ThresholdCheck,
 )
+from store import checkins
 from store.times import wall_now
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -306,6 +309,7 @@ def load_alert_detail(conn: DbConn, principal: Principal, alert_id: int) -> Aler
         if row["outage"]
         else [],
         timeline=[TimelineEntry(**entry) for entry in timeline],
+        checkins=_checkins(conn, row),
     )
 
 
@@ -396,3 +400,34 @@ def _evidence_views(
             )
         }
     return {}
+
+
+MAX_CHECKINS = 20  # check-ins shown with one alert
+
+
+def _checkins(conn: DbConn, row: dict[str, Any]) -> list[CheckinEvidence]:
+    """An obligation alert's check-ins (store/checkins.py) while it was open."""
+    if row["obligation_event"] is None or row["space"] is None:
+        return []
+    found = checkins.checkins_between(
+        conn,
+        row["site"],
+        row["space"],
+        row["obligation_event"],
+        row["started_at"],
+        row["ended_at"],
+        MAX_CHECKINS,
+    )
+    evidence = []
+    for item in found:
+        zh, en = TASK_LABELS.get(item["task"], (item["task"], item["task"]))
+        photo = item["photo"]
+        evidence.append(
+            CheckinEvidence(
+                **item,
+                task_zh=zh,
+                task_en=en,
+                photo_url=None if photo is None else f"/api/v1/checkin-photos/{photo}",
+            )
+        )
+    return evidence

@@ -30,6 +30,7 @@ const LABELS = {
     no_alerts: "暂无告警", clause: "条款", clause_text: "条文", subject: "对象",
     responsible: "责任人", started: "开始", worst: "最差值", evidence: "证据",
     timeline: "处置记录", note: "备注", acknowledge: "确认", cause: "原因",
+    checkins: "现场签到", photo: "照片", checkin: "签到二维码",
     corrective_action: "整改措施", close: "关闭", compliance: "达标率", open_alerts: "未关闭告警",
     coverage: "关键条款覆盖率", no_party: "未绑定责任人", bad_token: "令牌无效、已过期或已撤销",
     firing: "告警中", acknowledged: "已确认", resolved: "已恢复", closed: "已关闭",
@@ -68,6 +69,7 @@ const LABELS = {
     no_alerts: "No alerts", clause: "Clause", clause_text: "Text", subject: "Subject",
     responsible: "Responsible", started: "Started", worst: "Worst value", evidence: "Evidence",
     timeline: "Timeline", note: "Note", acknowledge: "Acknowledge", cause: "Cause",
+    checkins: "Field check-ins", photo: "photo", checkin: "Check-in codes",
     corrective_action: "Corrective action", close: "Close", compliance: "Compliance",
     open_alerts: "open alerts", coverage: "Key-clause coverage", no_party: "no responsible party",
     bad_token: "Unknown, expired or revoked token", firing: "firing", acknowledged: "acknowledged",
@@ -297,6 +299,7 @@ async function start() {
   $("energy-link").href = `/energy${fragment}`;
   $("register-link").href = `/register${fragment}`;
   $("statistics-link").href = `/statistics${fragment}`;
+  $("checkin-link").href = `/checkin/sheet${fragment}`;
   $("login").hidden = true;
   $("app").hidden = false;
   $("sign-out").hidden = false;
@@ -817,6 +820,19 @@ async function showDetail(alertId) {
         `${entry.note ? " · " + entry.note : ""}`,
     );
   }));
+  // An obligation's field check-ins while it was open (who did the task, the note, the photo).
+  $("checkins-title").hidden = $("checkins").hidden = !alert.checkins.length;
+  $("checkins").replaceChildren(...alert.checkins.map((item) => {
+    const li = el("li", { "data-event-id": item.event_id },
+      `${formatTime(item.ts, zone)} · ${state.lang === "en" ? item.task_en : item.task_zh} · ${item.actor}` +
+        `${item.note ? " · " + item.note : ""}`);
+    if (item.photo_url) {
+      const show = el("button", { type: "button", class: "link" }, t("photo"));
+      show.addEventListener("click", () => showPhoto(li, item.photo_url, show));
+      li.append(" · ", show);
+    }
+    return li;
+  }));
   // Only the steps the alert's state allows are offered (a phone has no room for the rest).
   $("ack-form").hidden = !(alert.state === "firing" ||
     (alert.state === "resolved" && !alert.acknowledged_at));
@@ -825,6 +841,20 @@ async function showDetail(alertId) {
   $("action-error").textContent = "";
   fillParties(alert);
   drawChart(alert);
+}
+
+// A check-in's photo: read with the token or the session and shown as a data URI,
+// the only image source besides the service's own files that the page's policy allows.
+async function showPhoto(item, url, button) {
+  const answer = await fetch(url, { headers: credentials() });
+  if (!answer.ok) return;
+  const blob = await answer.blob();
+  const reader = new FileReader();
+  reader.onload = () => {
+    button.remove();
+    item.append(el("img", { src: reader.result, alt: t("photo"), class: "checkin-photo" }));
+  };
+  reader.readAsDataURL(blob);
 }
 
 // Readings of the alert's device and metric around it (10 min either side, at most 6 h): raw,

@@ -43,11 +43,21 @@ function L(en, zh) {
 
 function pct(v) { return v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`; }
 
-// A write to /api/v1/{path} with the token and a JSON body; a refusal throws with its reason.
+// What a write carries: the token, else (a signed-in user, whose session cookie goes by itself)
+// the session's CSRF token (nav.js reads it).
+function credentials() {
+  const bearer = token();
+  if (bearer) return { Authorization: `Bearer ${bearer}` };
+  const csrf = typeof window.clausewatchCsrf === "function" ? window.clausewatchCsrf() : "";
+  return { "X-CSRF-Token": csrf };
+}
+
+// A write to /api/v1/{path} with the token or the user's session and a JSON body; a refusal
+// throws with its reason.
 async function send(method, path, body) {
   const answer = await fetch(`/api/v1/${path}`, {
     method,
-    headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+    headers: { ...credentials(), "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
   const data = await answer.json().catch(() => ({}));

@@ -28,9 +28,10 @@ from api.tokens import ROLES, create_token, revoke_token
 from compliance import revisions
 from compliance.reports import generate_report
 from rules.clause import ClauseVersion, Standard
-from store import quiet, registry
+from store import checkins, quiet, registry
 from store.times import wall_now
 from tests.api.conftest import T0, auth, insert_alert
+from tests.api.test_checkin_photos import png
 
 pytestmark = pytest.mark.integration
 
@@ -737,7 +738,37 @@ ENDPOINTS = [
         lambda c, s: ("DELETE", f"/api/v1/notification-routes/{_fresh_route(c, s)}", None),
         ok=204,
     ),
+    Endpoint(
+        "check-in sheet",
+        "GET /checkins/sheet",
+        lambda c, s: ("GET", f"/api/v1/checkins/sheet?site={s}", None),
+    ),
+    Endpoint(
+        "space check-ins",
+        "GET /checkins/{site}/{space}",
+        lambda c, s: ("GET", f"/api/v1/checkins/{s}/room-1", None),
+    ),
+    Endpoint(
+        # The matrix posts JSON, which is no photo: 415 once the caller may upload
+        # (tests/api/test_checkin_photos.py posts photos).
+        "upload photo",
+        "POST /checkin-photos",
+        lambda c, s: ("POST", f"/api/v1/checkin-photos?site={s}", {"not": "a photo"}),
+        ok=415,
+    ),
+    Endpoint(
+        "photo",
+        "GET /checkin-photos/{id}",
+        lambda c, s: ("GET", f"/api/v1/checkin-photos/{_photo(c, s)}", None),
+    ),
 ]
+
+
+def _photo(conn: psycopg.Connection[Any], site: str) -> uuid.UUID:
+    photo_id = checkins.insert_photo(conn, site, "image/png", png(), "test")
+    conn.commit()
+    return photo_id
+
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 TABLE_HEADING = "### Who may call what"

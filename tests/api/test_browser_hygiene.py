@@ -27,6 +27,9 @@ PATHS = [
     "/register",
     "/statistics",
     "/login",
+    "/checkin/sheet?site=site-a",
+    "/checkin/site-a/room-1",
+    "/api/v1/checkin-photos/00000000-0000-4000-8000-000000000000",  # 401: no token
     "/static/dashboard.js",
     "/static/dashboard.css",
     "/docs",
@@ -37,7 +40,15 @@ PATHS = [
     "/api/v1/nowhere",  # 404
     "/public/site-a",  # 404: not public
 ]
-PAGES = ["/", "/energy", "/register", "/statistics", "/login"]
+PAGES = [
+    "/",
+    "/energy",
+    "/register",
+    "/statistics",
+    "/login",
+    "/checkin/sheet",
+    "/checkin/site-a/room-1",
+]
 
 
 def _policy(header: str) -> dict[str, list[str]]:

@@ -100,6 +100,17 @@ def test_event():
     assert out.event.space == "wc-east" and out.event.attrs == {"checklist": "full"}
 
 
+def test_a_field_check_in_reports_events_and_nothing_else():
+    # rules.checkin.CHECKIN_REPORTER: no device of the site, the phone page's events only.
+    body = b'{"ts": "2026-07-01T17:30:00+08:00", "type": "cleaning.completed", "space": "wc-east"}'
+    out = decode_one(body, topic="cw/hq/checkin/event")
+    assert isinstance(out, EventMessage)
+    assert (out.event.device, out.event.space) == ("checkin", "wc-east")
+    reading = b'{"metrics": {"temperature": 20}}'
+    assert dead_reason(reading, topic="cw/hq/checkin/telemetry") == "unknown_device"
+    assert dead_reason(body, topic="cw/nowhere/checkin/event") == "unknown_site"
+
+
 def test_status():
     out = decode_one(b"offline", topic="cw/hq/th-1/status")
     assert out == StatusMessage("hq", "th-1", False, NOW)
