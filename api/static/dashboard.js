@@ -282,6 +282,7 @@ function renderCalendar() {
 function showLogin(message = "") {
   stopStream();
   // A person signs in at /login; the token form stays for machines and the demo (/#token).
+  if (window.clausewatchSigningOut) return; // nav.js / the sign-out button go to /login
   if (!state.token && location.hash !== "#token") {
     location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     return;
@@ -1260,6 +1261,7 @@ $("token-form").addEventListener("submit", (event) => {
 });
 $("sign-out").addEventListener("click", async () => {
   if (!state.token) { // a user's session ends on the server
+    window.clausewatchSigningOut = true;
     await fetch(`${API}/session`, { method: "DELETE", headers: credentials("DELETE") }).catch(() => null);
     location.assign("/login");
     return;

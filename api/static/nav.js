@@ -99,7 +99,10 @@
     return found ? found.slice(found.indexOf("=") + 1) : "";
   }
 
+  // While signing out, a request of the page that meets the ended session must not send the
+  // person to /login?next=... (it raced the sign-out's own /login).
   async function signOut() {
+    window.clausewatchSigningOut = true;
     await fetch("/api/v1/session", { method: "DELETE", headers: { "X-CSRF-Token": csrf() } })
       .catch(() => null);
     location.assign("/login");

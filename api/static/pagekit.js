@@ -22,7 +22,7 @@ async function api(path, params = {}) {
   const answer = await fetch(`/api/v1/${path}?${query}`, {
     headers: bearer ? { Authorization: `Bearer ${bearer}` } : {},
   });
-  if (answer.status === 401 && !bearer) {
+  if (answer.status === 401 && !bearer && !window.clausewatchSigningOut) {
     location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
   if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
