@@ -26,6 +26,7 @@ PATHS = [
     "/energy",
     "/register",
     "/statistics",
+    "/sites",
     "/login",
     "/static/dashboard.js",
     "/static/dashboard.css",
@@ -37,7 +38,7 @@ PATHS = [
     "/api/v1/nowhere",  # 404
     "/public/site-a",  # 404: not public
 ]
-PAGES = ["/", "/energy", "/register", "/statistics", "/login"]
+PAGES = ["/", "/energy", "/register", "/statistics", "/sites", "/login"]
 
 
 def _policy(header: str) -> dict[str, list[str]]:
