@@ -50,6 +50,7 @@ from api.routers import (
     revisions,
     routes,
     session,
+    sites,
     statistics,
     webhooks,
 )
@@ -75,6 +76,7 @@ def create_app(
     http_ingest: ingest.HttpIngest | None = None,
     session_policy: SessionPolicy | None = None,
     public_base_url: str | None = None,
+    config_dir: Path | None = None,
 ) -> FastAPI:
     stream_config = stream or StreamConfig()
 
@@ -117,6 +119,9 @@ def create_app(
     app.state.ledger_anchors = ledger_anchors
     app.state.ingest = http_ingest
     app.state.session_policy = session_policy or SessionPolicy()
+    # The configuration directory the service runs with (None: the bundled one, read only):
+    # the site workbook's import writes there and its export reads from it (routers/sites.py).
+    app.state.config_dir = config_dir
     # Named users sign in at /login (issue 19): the session API and the page.
     app.include_router(session.router, prefix=API_PREFIX)
     app.include_router(session.pages)
@@ -143,9 +148,9 @@ def create_app(
     app.include_router(checkins.pages)
     app.include_router(stream_router, prefix=API_PREFIX)
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
-    for module in (register, revisions, statistics, reports, evaluations, feedback, public):
+    for module in (register, revisions, statistics, reports, evaluations, feedback, public, sites):
         app.include_router(module.router, prefix=API_PREFIX)
-    for pages in (register.pages, statistics.pages, public.pages):
+    for pages in (register.pages, statistics.pages, public.pages, sites.pages):
         app.include_router(pages)
     app.include_router(health.router)
     app.add_middleware(RejectNulInUrl)

@@ -15,7 +15,8 @@ the token check among them: unchecked, anyone could make the service hold any bo
 
 The public feedback form (`POST /public/{site}/feedback`, no token) may carry a photo: its body
 may reach `PUBLIC_FORM_MAX_BYTES` (the photo's limit and room for the fields) even where the
-service-wide limit is lower.
+service-wide limit is lower; the site workbook an admin imports (`POST /api/v1/sites/import`)
+may reach `SITE_WORKBOOK_MAX_BYTES`, its sender's token or session checked before it is read.
 
 Refusals carry `Connection: close`, as does any answer given before the body was read to its
 end: the server then closes the connection instead of reading the rest to throw it away.
@@ -49,6 +50,10 @@ PUBLIC_FORM = re.compile(r"^/public/[^/]+/feedback$")
 PUBLIC_FORM_MAX_BYTES = PHOTO_MAX_BYTES + 64 * 1024
 # A check-in's photo (api/routers/checkins.py), the body itself: as large as a photo may be.
 PHOTO_UPLOAD = re.compile(r"^/api/v1/checkin-photos/?$")
+# The site workbook an admin imports (api/routers/sites.py): a district's thousands of rooms and
+# devices, compressed, even where the service-wide limit is lower. Its sender is checked first.
+SITE_WORKBOOK_PATH = "/api/v1/sites/import"
+SITE_WORKBOOK_MAX_BYTES = 16 * 1024 * 1024
 
 
 class BodyTooLarge(HTTPException):
@@ -87,6 +92,8 @@ class BodyGate:
             limit = max(self.limit, PUBLIC_FORM_MAX_BYTES)
         elif PHOTO_UPLOAD.match(path):
             limit = max(self.limit, PHOTO_MAX_BYTES)
+        elif path == SITE_WORKBOOK_PATH:
+            limit = max(self.limit, SITE_WORKBOOK_MAX_BYTES)
         if declared is not None and declared > limit:
             await _refuse(scope, receive, send, 413, too_large(limit))
             return

@@ -512,6 +512,7 @@ class Service:
             max_body_bytes=settings.http_max_body_bytes,
             ledger_anchors=settings.ledger_anchor_source(),
             http_ingest=self._http_ingest(),
+            config_dir=settings.config_dir,
             session_policy=SessionPolicy(
                 lifetime=dt.timedelta(seconds=settings.session_lifetime_s),
                 idle_timeout=dt.timedelta(seconds=settings.session_idle_timeout_s),

@@ -272,7 +272,7 @@ def _sheet_rows(sheet: Sheet, table: Table, problems: list[SheetProblem]) -> She
 def write_workbook(model: SiteModel | None, path: Path) -> None:
     """Writes the workbook of `model` (None: the empty template) as .xlsx, as a zip of CSV files
     (`.zip`), or as CSV files into a folder (any other path)."""
-    rows = site_rows(model) if model is not None else {s.key: [] for s in SHEETS}
+    rows = _rows(model)
     suffix = path.suffix.lower()
     if suffix in XLSX_SUFFIXES:
         _atomic_write(path, _xlsx_bytes(rows))
@@ -286,6 +286,16 @@ def write_workbook(model: SiteModel | None, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         for sheet in SHEETS:
             _atomic_write(path / f"{sheet.key}.csv", _csv_bytes(sheet, rows[sheet.key]))
+
+
+def _rows(model: SiteModel | None) -> Rows:
+    return site_rows(model) if model is not None else {s.key: [] for s in SHEETS}
+
+
+def workbook_bytes(model: SiteModel | None) -> bytes:
+    """The .xlsx workbook of `model` (None: the empty template) as `write_workbook` writes it
+    (the API's export and template downloads)."""
+    return _xlsx_bytes(_rows(model))
 
 
 def _xlsx_bytes(rows: Rows) -> bytes:

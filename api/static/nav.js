@@ -24,6 +24,7 @@
       superseded: "已废止", standard: "标准", clause: "条款", organisation: "组织",
       search_hint: "室内温度、甲醛、GB 50736…",
       pending_revisions: "待审批与待发布的修订", change: "修订内容", state: "状态",
+      sites: "站点模型", sites_title: "站点模型：批量导入与导出",
     },
     en: {
       alerts: "Alerts", energy: "Energy & carbon", register: "Register", statistics: "Statistics",
@@ -45,6 +46,7 @@
       organisation: "Organisation", search_hint: "indoor temperature, formaldehyde, GB 50736…",
       pending_revisions: "Revisions awaiting approval or publication", change: "Change",
       state: "State",
+      sites: "Sites", sites_title: "Site model: bulk import and export",
     },
   };
   const lang = () => (localStorage.getItem(KEY) === "en" ? "en" : "zh");
@@ -68,7 +70,8 @@
   // The navigation of every page but the dashboard (which has its own, with the connection state
   // and sign-out): the same links in the same order, the current page marked.
   const LINKS = [["/", "alerts"], ["/energy", "energy"], ["/register", "register"],
-    ["/statistics", "statistics"], ["/checkin/sheet", "checkin"], ["/docs", "api"]];
+    ["/statistics", "statistics"], ["/sites", "sites"], ["/checkin/sheet", "checkin"],
+    ["/docs", "api"]];
   const nav = document.querySelector("nav.site-nav[data-current]");
   if (nav) {
     for (const [href, key] of LINKS) {

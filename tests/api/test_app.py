@@ -36,7 +36,7 @@ def test_a_notifications_link_serves_the_dashboard(client: TestClient) -> None:
 
 def test_the_dashboard_links_every_page_and_each_is_served(client: TestClient) -> None:
     page = client.get("/").text
-    for path in ("/energy", "/register", "/statistics"):
+    for path in ("/energy", "/register", "/statistics", "/sites"):
         assert f'href="{path}"' in page, path
         served = client.get(path)
         assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")

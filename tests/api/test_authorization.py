@@ -618,6 +618,26 @@ ENDPOINTS = [
             {"state": "done", "note": "已复测"},
         ),
     ),
+    # The site workbook (tests/api/test_site_import.py: the diff, apply, the workbook's site
+    # against the scope). This app runs the bundled configuration: site-a is not in it (404),
+    # and an empty body is no workbook (422).
+    Endpoint(
+        "site template",
+        "GET /sites/template.xlsx",
+        lambda c, s: ("GET", "/api/v1/sites/template.xlsx", None),
+    ),
+    Endpoint(
+        "site export",
+        "GET /sites/{site}/export.xlsx",
+        lambda c, s: ("GET", f"/api/v1/sites/{s}/export.xlsx", None),
+        ok=404,
+    ),
+    Endpoint(
+        "site import",
+        "POST /sites/import",
+        lambda c, s: ("POST", "/api/v1/sites/import?dry_run=true", None),
+        ok=422,
+    ),
     Endpoint(
         "list feedback",
         "GET /feedback",

@@ -1,0 +1,143 @@
+// The site model page (issue 21): download the template or a site's workbook, upload a filled
+// workbook (.xlsx, or a zip of CSV files), see the dry run's diff and problems by sheet, row and
+// column, and apply it. POST /api/v1/sites/import; admins of the workbook's site.
+"use strict";
+
+const KINDS = { space: ["Spaces", "空间"], device: ["Devices", "设备"], party: ["Parties", "责任方"],
+  assignment: ["Assignments", "责任分配"] };
+let last = null; // { kind: "diff" | "problems" | "error", data }
+
+function texts() {
+  document.getElementById("export").textContent = L("Export workbook", "导出工作簿");
+  document.getElementById("template").textContent = L("Template", "下载模板");
+  document.getElementById("file-label").textContent = L("Workbook (.xlsx or .zip of CSV)", "工作簿（.xlsx 或 CSV 的 zip 包）");
+  document.getElementById("dry-run").textContent = L("Dry run", "试运行");
+  document.getElementById("apply").textContent = L("Apply", "应用");
+  document.getElementById("apply-note").textContent = L(
+    "An applied import writes the site's file and updates the registry at once; the running engines judge with the new site model within about a second. A new device's MQTT login needs `clausewatch broker files` and a broker reload.",
+    "导入应用后立即写入站点文件并同步登记表，运行中的判定引擎约一秒内按新的站点模型判定；新增设备的 MQTT 登录需运行 clausewatch broker files 并重新加载代理。");
+  draw();
+}
+
+function headers(extra = {}) {
+  const bearer = token();
+  if (bearer) return { ...extra, Authorization: `Bearer ${bearer}` };
+  return { ...extra, "X-CSRF-Token": window.clausewatchCsrf() };
+}
+
+async function sites() {
+  const select = document.querySelector("#controls select[name=site]");
+  try {
+    const found = await api("sites");
+    select.replaceChildren(...found.map((s) => el("option", `${s.id} ${s.name || ""}`.trim(), { value: s.id })));
+  } catch (error) {
+    status(error.message);
+  }
+}
+
+function status(text) { document.getElementById("status").textContent = text; }
+
+async function download(path, name) {
+  const answer = await fetch(`/api/v1/${path}`, { headers: headers() });
+  if (!answer.ok) {
+    const data = await answer.json().catch(() => ({}));
+    status(`${answer.status} ${data.detail || answer.statusText}`);
+    return;
+  }
+  const link = el("a", "", { href: URL.createObjectURL(await answer.blob()), download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+async function upload(dryRun) {
+  const file = document.querySelector("#upload input[type=file]").files[0];
+  if (!file) return;
+  status(L("Checking…", "检查中…"));
+  document.getElementById("apply").disabled = true;
+  const query = new URLSearchParams({ dry_run: String(dryRun), filename: file.name.slice(0, 200) });
+  const answer = await fetch(`/api/v1/sites/import?${query}`, {
+    method: "POST", headers: headers({ "Content-Type": file.type || "application/octet-stream" }), body: file,
+  });
+  const data = await answer.json().catch(() => ({}));
+  if (answer.ok) {
+    last = { kind: "diff", data };
+    const changes = Object.values(data.changes).some((c) => c.added.length || c.changed.length || c.removed.length)
+      || data.new_site || data.site_changed;
+    document.getElementById("apply").disabled = !(dryRun && changes);
+  } else if (answer.status === 422 && Array.isArray(data.problems)) {
+    last = { kind: "problems", data };
+  } else {
+    last = { kind: "error", data: `${answer.status} ${typeof data.detail === "string" ? data.detail : answer.statusText}` };
+  }
+  draw();
+}
+
+function draw() {
+  const diff = document.getElementById("diff");
+  const problems = document.getElementById("problems");
+  diff.replaceChildren();
+  problems.replaceChildren();
+  if (!last) { status(""); return; }
+  if (last.kind === "error") { status(last.data); return; }
+  if (last.kind === "problems") {
+    status(L(`${last.data.problems.length} problem(s): nothing was written`, `${last.data.problems.length} 个问题：未写入任何内容`));
+    problems.append(el("h2", L("Problems", "问题")));
+    const table = el("table");
+    const head = el("tr");
+    for (const h of [L("Sheet", "工作表"), L("Row", "行"), L("Column", "列"), L("Problem", "问题")]) head.append(el("th", h));
+    table.append(head);
+    for (const p of last.data.problems) {
+      const row = el("tr", undefined, { class: "problem" });
+      row.append(el("td", p.sheet || L("workbook", "工作簿")), el("td", p.row ? String(p.row) : ""),
+        el("td", p.column), el("td", L(p.en, p.zh)));
+      table.append(row);
+    }
+    const box = el("div", undefined, { class: "scroll" });
+    box.append(table);
+    problems.append(box);
+    return;
+  }
+  const d = last.data;
+  status(d.dry_run
+    ? L(`Dry run of site ${d.site} (${d.file}): nothing written yet`, `站点 ${d.site}（${d.file}）试运行：尚未写入`)
+    : d.applied || Object.keys(d.registry).length
+      ? L(`Applied: ${d.file} written, registry synced; the engines judge with it within a second.`,
+        `已应用：已写入 ${d.file}，登记表已同步；判定引擎约一秒内按新模型判定。`)
+      : L("Nothing to change", "无变化"));
+  diff.append(el("h2", L(`Changes: site ${d.site}`, `变更：站点 ${d.site}`)));
+  if (d.new_site) diff.append(el("p", L("A new site", "新站点")));
+  else if (d.site_changed) diff.append(el("p", L("The site sheet changed", "站点信息有修改")));
+  const table = el("table");
+  const head = el("tr");
+  for (const h of [L("Kind", "类别"), L("Added", "新增"), L("Changed", "修改"), L("Removed", "删除")]) head.append(el("th", h));
+  table.append(head);
+  for (const [kind, c] of Object.entries(d.changes)) {
+    const row = el("tr", undefined, { "data-kind": kind });
+    row.append(el("th", L(...(KINDS[kind] || [kind, kind]))));
+    for (const ids of [c.added, c.changed, c.removed]) {
+      const cell = el("td");
+      cell.append(el("b", String(ids.length)));
+      if (ids.length) cell.append(el("div", ids.slice(0, 20).join(", ") + (ids.length > 20 ? " …" : ""), { class: "excerpt" }));
+      row.append(cell);
+    }
+    table.append(row);
+  }
+  const box = el("div", undefined, { class: "scroll" });
+  box.append(table);
+  diff.append(box);
+}
+
+document.getElementById("upload").addEventListener("submit", (event) => { event.preventDefault(); upload(true); });
+document.getElementById("apply").addEventListener("click", () => upload(false));
+document.getElementById("export").addEventListener("click", () => {
+  const site = document.querySelector("#controls select[name=site]").value;
+  if (site) download(`sites/${encodeURIComponent(site)}/export.xlsx`, `${site}.xlsx`);
+});
+document.getElementById("template").addEventListener("click", () => download("sites/template.xlsx", "site-template.xlsx"));
+document.querySelector("#controls input[name=token]").addEventListener("change", sites);
+document.querySelector("#upload input[type=file]").addEventListener("change", () => {
+  last = null; document.getElementById("apply").disabled = true; draw();
+});
+document.addEventListener("clausewatch:lang", texts);
+sites();
