@@ -155,7 +155,7 @@ def test_apply_writes_the_file_and_syncs_the_registry_as_the_caller(
     code, result = _post(sites_client, admin, _edited(sites_client, admin), dry_run=False)
     assert code == 200, result
     assert result["applied"] is True and "within about a second" in result["note"]
-    assert "约一秒内" in result["note"] and "restart" in result["note"]
+    assert "约一秒内" in result["note"] and "broker files" in result["note"]
     assert result["registry"].get("space.added") == 1
     text = (config_dir / "sites" / "site-a.yaml").read_text(encoding="utf-8")
     assert "room-2" in text and "李工" in text
