@@ -176,6 +176,9 @@ CAPTURE_PARTS_PER_STEP = 16
 # tenth of the time and the cost per reading stays flat as the site grows. Nothing waits for
 # them but the length of the replay after a crash.
 CHECKPOINT_COST_FACTOR = 10.0
+# A last-done time is input only this far inside the maximum age: the decoder checks the age
+# again against the receive time, a little later (docs/api.md "Last-done times").
+LAST_DONE_AGE_MARGIN_S = 60.0
 STAMP_US = 1e-6  # receive stamps are whole microseconds, as timestamptz stores them
 
 
@@ -624,7 +627,8 @@ class Pipeline:
             events = engine.last_done_events(request.space, request.task)
             now = engine_now(engine)
             judging = now > float("-inf")
-            if events and judging and request.at >= max(engine_start(engine), now - self.max_age):
+            oldest_input = now - self.max_age + LAST_DONE_AGE_MARGIN_S
+            if events and judging and request.at >= max(engine_start(engine), oldest_input):
                 decision = LastDoneDecision("input", events)
             else:
                 changed = engine.apply_last_done(request.space, request.task, request.at)
