@@ -384,9 +384,12 @@ class Pipeline:
         """Any thread: `space` of `site` last met `task` (a clause id or an event type) at `at`
         (the registry changed while running). The pipeline thread decides between flushes,
         within `flush_interval`, and the future holds what it made of it (LastDoneDecision).
-        Raises KeyError for a site this pipeline does not judge."""
+        Raises KeyError for a site this pipeline does not judge, RuntimeError when stopping
+        (requests left at the stop fail with it too)."""
         if site not in self.sites:
             raise KeyError(site)
+        if self._stop.is_set():
+            raise RuntimeError("the ingest pipeline is stopping")
         future: concurrent.futures.Future[LastDoneDecision] = concurrent.futures.Future()
         with self._advance_lock:
             self._last_done.append(_LastDoneRequest(site, space, task, at, future))
@@ -501,6 +504,7 @@ class Pipeline:
                     QUEUE_DEPTH.set(self.inbox.qsize())
                 if stopping:
                     self._final_checkpoint()
+                    self._refuse_last_done()
                     return
                 self._capture_slice(CAPTURE_SLICE_S)
         except BaseException as exc:  # a bug: make it visible to the service, which exits
@@ -631,10 +635,22 @@ class Pipeline:
             if events and judging and request.at >= max(engine_start(engine), oldest_input):
                 decision = LastDoneDecision("input", events)
             else:
-                changed = engine.apply_last_done(request.space, request.task, request.at)
+                try:
+                    changed = engine.apply_last_done(request.space, request.task, request.at)
+                except Exception as exc:  # an engine bug must not stop ingestion
+                    _engine_error(request.site, "last-done")
+                    request.future.set_exception(exc)
+                    continue
                 self._pending.touched_sites.add(request.site)
                 decision = LastDoneDecision("baseline", events, changed)
             request.future.set_result(decision)
+
+    def _refuse_last_done(self) -> None:
+        """At stop: the last-done times not taken any more (they count from the next start)."""
+        with self._advance_lock:
+            requests, self._last_done = self._last_done, []
+        for request in requests:
+            request.future.set_exception(RuntimeError("the ingest pipeline stopped"))
 
     def _flush(self) -> None:
         pending = self._pending
