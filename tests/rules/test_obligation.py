@@ -262,3 +262,15 @@ def test_a_calendar_baseline_in_the_missed_period_ends_its_violation(kit: Any) -
     assert run.violations() == [(kit.at(1, 1), kit.at(1, 2))]  # ended now, not rewritten
     run.advance(kit.at(2, 1, 1))  # Tuesday is owed still
     assert run.violations()[-1] == (kit.at(2, 1), None)
+
+
+def test_no_site_file_may_name_a_device_as_the_last_done_reporter(kit: Any) -> None:
+    """Input from a last-done time set through the API comes from the reporter `last-done`."""
+    import pydantic
+
+    from rules.site import LAST_DONE_REPORTER
+
+    reader = {"id": LAST_DONE_REPORTER, "space": "wc1", "metrics": {}}
+    spaces = [{"id": "wc1", "type": "toilet"}]
+    with pytest.raises(pydantic.ValidationError, match="reserved for last-done input"):
+        kit.site(spaces=spaces, devices=[reader])
