@@ -692,6 +692,9 @@ class LastDoneUpdate(Input):
     done_at: AwareDatetime
 
 
+LastDoneApplied = Literal["input", "baseline", "no_obligation", "at_next_start"]
+
+
 class LastDonePublic(BaseModel):
     site: str
     space: str
@@ -699,6 +702,11 @@ class LastDonePublic(BaseModel):
     done_at: dt.datetime
     set_by: str
     set_at: dt.datetime
+    # How it reached the running engines: "input" (an event judged in event time), "baseline"
+    # (applied to the running engine now), "no_obligation" (no obligation of the space takes
+    # the task), "at_next_start" (no pipeline of the site runs in this process). Absent when
+    # read back.
+    applied: LastDoneApplied | None = None
 
 
 class AssignmentPublic(BaseModel):

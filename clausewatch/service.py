@@ -494,7 +494,16 @@ class Service:
             max_items=Limits().max_items,
             commit_timeout_s=settings.http_ingest_commit_timeout_s,
             data_clock=self.options.clock == "data",
+            last_done=self._request_last_done,
         )
+
+    def _request_last_done(self, site: str, space: str, task: str, at: float) -> Any:
+        """A last-done time set through the API, to this process's pipeline (whichever is
+        running: it is made again after a database outage)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise RuntimeError("the ingest pipeline is not running")
+        return pipeline.request_last_done(site, space, task, at)
 
     def _start_http(self) -> None:
         import uvicorn

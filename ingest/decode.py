@@ -28,7 +28,7 @@ from prometheus_client import Counter
 
 from ingest.topics import ID_RE, TopicError, TopicKind, parse_topic
 from rules.checkin import CHECKIN_REPORTER
-from rules.site import SiteModel
+from rules.site import LAST_DONE_REPORTER, SiteModel
 from rules.verdicts import Event
 from store.batches import DEAD_LETTER_PAYLOAD_CAP
 
@@ -126,6 +126,9 @@ class DeadLetter:
 Decoded = Reading | EventMessage | StatusMessage | DeadLetter
 
 
+_EVENT_REPORTERS = frozenset({CHECKIN_REPORTER, LAST_DONE_REPORTER})
+
+
 class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
@@ -171,8 +174,10 @@ class Decoder:
                 # Any valid id of a known site: gateways report here without being devices.
                 return [self._status(site, device, payload, received_at)]
             metrics = devices.get(device)
-            if metrics is None and device == CHECKIN_REPORTER and parsed.kind is TopicKind.EVENT:
-                metrics = frozenset()  # field check-ins (rules/checkin.py): events only
+            if metrics is None and device in _EVENT_REPORTERS and parsed.kind is TopicKind.EVENT:
+                # Field check-ins (rules/checkin.py) and last-done times set through the API
+                # (rules/site.py): no devices of the site, events only.
+                metrics = frozenset()
             if metrics is None:
                 raise _Reject("unknown_device", f"device {device!r} is not in site {site!r}")
             body = _parse_json(payload)

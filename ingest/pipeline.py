@@ -46,6 +46,7 @@ newest event time seen for that site.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -175,7 +176,34 @@ CAPTURE_PARTS_PER_STEP = 16
 # tenth of the time and the cost per reading stays flat as the site grows. Nothing waits for
 # them but the length of the replay after a crash.
 CHECKPOINT_COST_FACTOR = 10.0
+# A last-done time is input only this far inside the maximum age: the decoder checks the age
+# again against the receive time, a little later (docs/api.md "Last-done times").
+LAST_DONE_AGE_MARGIN_S = 60.0
 STAMP_US = 1e-6  # receive stamps are whole microseconds, as timestamptz stores them
+
+
+@dataclass(frozen=True, slots=True)
+class LastDoneDecision:
+    """What the pipeline made of a last-done time given while it runs (`request_last_done`).
+
+    `input`: inside the maximum age and not before judging began: the caller feeds it as an
+    event of each type in `events` (judged in event time, re-judged when late); nothing was
+    applied. `baseline`: applied to the running engine at once (`SiteEngine.apply_last_done`),
+    changing `instances` obligation instances. `events` empty: no obligation of that space
+    takes the task."""
+
+    kind: Literal["input", "baseline"]
+    events: frozenset[str]
+    instances: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _LastDoneRequest:
+    site: str
+    space: str
+    task: str
+    at: float
+    future: concurrent.futures.Future[LastDoneDecision]
 
 
 @dataclass
@@ -231,6 +259,7 @@ class Pipeline:
         self.ack = ack
         self.sink = sink
         self.lateness = lateness
+        self.max_age = max_age
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.clock = clock
@@ -262,6 +291,7 @@ class Pipeline:
         self._prepared_clauses = self.clauses
         self._stop = threading.Event()
         self._checkpoint_requested = threading.Event()
+        self._last_done: list[_LastDoneRequest] = []  # guarded by _advance_lock
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # set when the thread died of a bug
 
@@ -348,6 +378,23 @@ class Pipeline:
                 self._prepared.update(built)
                 self._prepared_clauses = target_clauses
 
+    def request_last_done(
+        self, site: str, space: str, task: str, at: float
+    ) -> concurrent.futures.Future[LastDoneDecision]:
+        """Any thread: `space` of `site` last met `task` (a clause id or an event type) at `at`
+        (the registry changed while running). The pipeline thread decides between flushes,
+        within `flush_interval`, and the future holds what it made of it (LastDoneDecision).
+        Raises KeyError for a site this pipeline does not judge, RuntimeError when stopping
+        (requests left at the stop fail with it too)."""
+        if site not in self.sites:
+            raise KeyError(site)
+        if self._stop.is_set():
+            raise RuntimeError("the ingest pipeline is stopping")
+        future: concurrent.futures.Future[LastDoneDecision] = concurrent.futures.Future()
+        with self._advance_lock:
+            self._last_done.append(_LastDoneRequest(site, space, task, at, future))
+        return future
+
     def request_checkpoint(self) -> None:
         """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
         planned restart, to keep its replay short; benchmarks, to start from a saved state)."""
@@ -382,6 +429,7 @@ class Pipeline:
                 log.error("checkpoint of %s unusable (%s); starting fresh", site_id, exc)
             else:
                 self._replay(conn, engine, checkpoint)
+                self._apply_baselines(engine, done)
                 return engine
         self._dirty_sites.add(site_id)
         stored = last_stamp(conn, site_id)  # the input of an engine before this one
@@ -390,6 +438,15 @@ class Pipeline:
         return SiteEngine(
             site, self.clauses, lateness=self.lateness, standards=self.standards, last_done=done
         )
+
+    def _apply_baselines(self, engine: SiteEngine, done: Mapping[tuple[str, str], float]) -> None:
+        """The registry's last-done times given after the state `engine` was restored from
+        (a checkpoint saved before a baseline was applied, or a re-judge from an older copy)
+        are applied again; one not later than an instance's last event changes nothing."""
+        for (space, task), at in done.items():
+            if engine.apply_last_done(space, task, at):
+                self._pending.touched_sites.add(engine.site.site.id)
+                self._dirty_sites.add(engine.site.site.id)
 
     def _replay(
         self, conn: psycopg.Connection[Any], engine: SiteEngine, checkpoint: Checkpoint
@@ -436,6 +493,7 @@ class Pipeline:
                 if messages:
                     self._take(messages)
                 self._apply_clock()
+                self._apply_last_done()
                 pending = self._pending
                 due = time.monotonic() - last_flush >= self.flush_interval
                 # Nothing more waiting: commit now (the next batch gathers while this commits).
@@ -446,6 +504,7 @@ class Pipeline:
                     QUEUE_DEPTH.set(self.inbox.qsize())
                 if stopping:
                     self._final_checkpoint()
+                    self._refuse_last_done()
                     return
                 self._capture_slice(CAPTURE_SLICE_S)
         except BaseException as exc:  # a bug: make it visible to the service, which exits
@@ -560,6 +619,38 @@ class Pipeline:
         for site_id, engine in self.engines.items():
             engine.advance(now)
             self._pending.touched_sites.add(site_id)
+
+    def _apply_last_done(self) -> None:
+        """The last-done times requested since the previous turn (`request_last_done`): input
+        when inside the maximum age and not before the engine began judging, else a baseline
+        applied to the engine now; its outputs go to the next flush."""
+        with self._advance_lock:
+            requests, self._last_done = self._last_done, []
+        for request in requests:
+            engine = self.engines[request.site]
+            events = engine.last_done_events(request.space, request.task)
+            now = engine_now(engine)
+            judging = now > float("-inf")
+            oldest_input = now - self.max_age + LAST_DONE_AGE_MARGIN_S
+            if events and judging and request.at >= max(engine_start(engine), oldest_input):
+                decision = LastDoneDecision("input", events)
+            else:
+                try:
+                    changed = engine.apply_last_done(request.space, request.task, request.at)
+                except Exception as exc:  # an engine bug must not stop ingestion
+                    _engine_error(request.site, "last-done")
+                    request.future.set_exception(exc)
+                    continue
+                self._pending.touched_sites.add(request.site)
+                decision = LastDoneDecision("baseline", events, changed)
+            request.future.set_result(decision)
+
+    def _refuse_last_done(self) -> None:
+        """At stop: the last-done times not taken any more (they count from the next start)."""
+        with self._advance_lock:
+            requests, self._last_done = self._last_done, []
+        for request in requests:
+            request.future.set_exception(RuntimeError("the ingest pipeline stopped"))
 
     def _flush(self) -> None:
         pending = self._pending
@@ -850,6 +941,7 @@ class Pipeline:
             mark_late_rejudged(conn, site_id)
         # The stored parts are the old engine's: the next checkpoint replaces them whole.
         result.engine.checkpoint_lost()
+        self._apply_baselines(result.engine, done)
         self.engines[site_id] = result.engine
         self._dirty_sites.add(site_id)
         REJUDGED.labels("rejudged").inc()
@@ -871,6 +963,12 @@ def engine_now(engine: SiteEngine) -> float:
     """The time an engine has been advanced to (its latest `advance`)."""
     now: float = engine._now
     return now
+
+
+def engine_start(engine: SiteEngine) -> float:
+    """The time from which an engine judges (its first final time, or its first input)."""
+    start: float = engine._start
+    return start
 
 
 def _settle(pending: _Pending, outcome: Settled) -> None:

@@ -110,6 +110,52 @@ class Obligation(Instance):
         `last_done`): it counts as the last event. Restored state overrides it."""
         self.last_event = t
 
+    def take_baseline(self, at: float, now: float) -> bool:
+        """A last-done time given while judging (the registry changed, not an input): the
+        subject last met this obligation at `at`. Only a time later than the last event counts
+        (false otherwise). Applied at `t`, the instance's time brought to `now`; nothing before
+        `t` is rewritten:
+
+        - an instance not started yet takes it as `last_done`;
+        - overdue, and `at` would have met the obligation (rolling: the deadline counted from
+          `at` is not before `t`; calendar: `at` is in or after the missed period), the
+          violation ends at `t`; overdue otherwise, it stays as recorded;
+        - not overdue, the deadline is counted again from `at`; one before `t` becomes `t`, so
+          the violation starts at `t`, never earlier (the engine never writes into the past)."""
+        if at <= self.last_event:
+            return False
+        if self.started == NEG_INF:
+            self.last_done(at)
+            return True
+        t = max(self.t, now)
+        self.run_deadlines(t)
+        self.t = t
+        self.last_event = at
+        if self.overdue_since < INF and self.baseline_meets(at, t):
+            self.out.append(
+                ViolationEnded(
+                    self.ref, self.subject, "violation", self.overdue_since, t, self.overdue_for(t)
+                )
+            )
+            self.overdue_since = INF
+        if self.overdue_since == INF:
+            self.set_deadline(t)
+            self.deadline = max(self.deadline, t)
+        self.commit(t, self.status(t))
+        self.plan(t)
+        return True
+
+    def baseline_meets(self, at: float, t: float) -> bool:
+        """Whether a last-done time `at` meets the obligation whose violation runs at `t`."""
+        if self.every is not None:
+            return self.schedule.after_inside_seconds(at, self.every) + self.grace >= t
+        assert self.per is not None
+        # Periods are whole local days, weeks...: one second before the missed period's end
+        # is inside it.
+        missed_end = self.overdue_since - self.grace
+        missed_start, _ = period_bounds(missed_end - 1.0, self.per, self.schedule.zone)
+        return at >= missed_start
+
     def start(self, t: float) -> None:
         self.started = t
         if self.per is not None:

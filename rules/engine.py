@@ -276,6 +276,38 @@ class SiteEngine:
             self._max_event_ts = event.ts
         self._release_events(max(self._max_event_ts, self._now) - self.lateness)
 
+    def apply_last_done(self, space: str, task: str, at: float) -> int:
+        """A last-done time of `space` for `task` (a clause id, or the event type it expects)
+        given while judging, as a baseline, not as input: each obligation instance of that
+        space and task brought to the engine's final time takes it
+        (`Obligation.take_baseline`). Returns how many instances it changed (a time not later
+        than an instance's last event changes nothing)."""
+        changed = 0
+        for (where, event_type), instances in self._obligations.items():
+            if where != space:
+                continue
+            for instance in instances:
+                if task not in (event_type, instance.ref.clause_id):
+                    continue
+                part = self._part_of[instance.uid]
+                if self._capturing:
+                    self._capture_before_change((part,))
+                self._changed.add(part)
+                instance.catch_up(self._clock)
+                if instance.take_baseline(at, self._clock):
+                    changed += 1
+        return changed
+
+    def last_done_events(self, space: str, task: str) -> frozenset[str]:
+        """The event types of the obligations of `space` that a last-done time of `task` (a
+        clause id, or the event type it expects) counts for: empty when none is bound."""
+        return frozenset(
+            event_type
+            for (where, event_type), instances in self._obligations.items()
+            if where == space
+            and any(task in (event_type, instance.ref.clause_id) for instance in instances)
+        )
+
     def advance(self, now: float) -> None:
         """Time has passed to `now` (event-time seconds): release buffered readings and events
         and run every time-driven change up to `now - lateness`, which becomes final."""

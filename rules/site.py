@@ -175,6 +175,10 @@ class Device(Strict):
 # admin manages, so no site file, API answer or ledger entry carries them.
 WEBHOOK_TARGET_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,128}$"
 WEBHOOK_CONTACT = "webhook"
+# The reporter of the events a last-done time set through the API becomes while the service runs
+# (api/routers/registry.py): no device, so the decoder takes events, and only events, from it for
+# every site, and no site file may name a device so.
+LAST_DONE_REPORTER = "last-done"
 
 
 def webhook_contact_problem(value: str) -> str | None:
@@ -246,6 +250,8 @@ class SiteModel(Strict):
             if space.parent is not None and space.parent not in space_ids:
                 problems.append(f"spaces[{i}].parent: unknown space {space.parent!r}")
         for i, device in enumerate(self.devices):
+            if device.id == LAST_DONE_REPORTER:
+                problems.append(f"devices[{i}].id: {device.id!r} is reserved for last-done input")
             if device.space not in space_ids:
                 problems.append(f"devices[{i}].space: unknown space {device.space!r}")
             if device.parent is not None and device.parent not in device_ids:

@@ -89,6 +89,22 @@ class DeliveryView(Protocol):
 Submit = Callable[[str, bytes], "concurrent.futures.Future[Any]"]
 
 
+class LastDoneView(Protocol):
+    """What the pipeline made of a last-done time (ingest.pipeline.LastDoneDecision)."""
+
+    @property
+    def kind(self) -> str: ...  # "input" or "baseline"
+    @property
+    def events(self) -> frozenset[str]: ...
+    @property
+    def instances(self) -> int: ...
+
+
+# (site, space, task, epoch seconds): hands a last-done time to the pipeline thread; the future
+# resolves to a LastDoneView between two flushes.
+LastDone = Callable[[str, str, str, float], "concurrent.futures.Future[Any]"]
+
+
 class DevicePasswords:
     """The hashes of the broker's password file (`clausewatch broker files` writes it), read
     again whenever the file changes (a `--rotate` takes effect without a restart). A file that
@@ -142,6 +158,7 @@ class HttpIngest:
     # The engines follow the data's own time (a replay, the demo's simulated building), not the
     # wall clock: a field check-in is then stamped with its site's data time (checkins.py).
     data_clock: bool = False
+    last_done: LastDone | None = None  # the pipeline's request_last_done
 
 
 class Accepted(BaseModel):
@@ -216,7 +233,8 @@ async def post_ingest(
 async def deliver(ingest: HttpIngest, topic: str, body: bytes) -> DeliveryView:
     """Puts `body` on the pipeline as a message of `topic` and waits for the commit of the
     flush holding it: the one way HTTP enters the pipeline (devices here, field check-ins in
-    api/routers/checkins.py). 503 when busy, not committed in time or stopped, 500 when the
+    api/routers/checkins.py, last-done times in api/routers/registry.py). 503 when busy, not
+    committed in time or stopped, 500 when the
     database refused the flush."""
     try:
         future = ingest.submit(topic, body)

@@ -4,9 +4,13 @@ token that made it (store.registry / ledger)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import datetime as dt
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+import orjson
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from alerts import webhooks
 from api.auth import Principal, Reader, RegistryAdmin
@@ -17,6 +21,7 @@ from api.models import (
     AssignmentUpdate,
     DevicePublic,
     DeviceStatusPublic,
+    LastDoneApplied,
     LastDonePublic,
     LastDoneUpdate,
     PartyCreate,
@@ -28,7 +33,8 @@ from api.models import (
     SpacePublic,
     problems,
 )
-from rules.site import WEBHOOK_CONTACT, Assignment, Party
+from api.routers.ingest import HttpIngest, LastDoneView, deliver
+from rules.site import LAST_DONE_REPORTER, WEBHOOK_CONTACT, Assignment, Party
 from store import registry
 
 router = APIRouter(tags=["registry"])
@@ -157,28 +163,117 @@ def end_assignment(
     return _assignment(conn, principal, assignment_id)
 
 
-@router.put("/spaces/{site}/{space}/last-done/{task}", responses=problems(401, 403, 404))
-def set_last_done(
+@router.put("/spaces/{site}/{space}/last-done/{task}", responses=problems(401, 403, 404, 409, 503))
+async def set_last_done(
+    request: Request,
     site: PathId,
     space: PathId,
     task: TaskId,
     body: LastDoneUpdate,
-    conn: DbConn,
     principal: RegistryAdmin,
 ) -> LastDonePublic:
     """Sets when `space` last met the obligation of `task` (a clause id, or the event type it
-    expects): a new obligation instance counts from it as from an event. Recorded in the
-    ledger with the token that set it."""
-    _require_site(conn, principal, site)
-    try:
-        registry.set_last_done(conn, site, space, task, body.done_at, principal.actor)
-    except LookupError as exc:
-        conn.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "space not found") from exc
-    conn.commit()
-    row = registry.last_done_row(conn, site, space, task)
+    expects), recorded in the ledger with the token that set it, and makes it count in the
+    running engines without a restart (docs/api.md "Last-done times"): inside the ingest's
+    maximum age and after judging began it is input, an event of the task's type from the
+    reporter `last-done` judged in event time (`applied: "input"`, answered after its commit);
+    otherwise a baseline applied to the running engine at once (`applied: "baseline"`)."""
+    ingest = cast(HttpIngest | None, request.app.state.ingest)
+    if ingest is not None and site in ingest.other_sites:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"site {site!r} is judged by another ingest worker (clausewatch run --workers): "
+            "nothing was stored; set it on a service running one worker, or in the site file",
+        )
+    if body.done_at > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=MAX_FUTURE_SKEW_S):
+        raise _field_error("done_at", "is in the future")
+    row = await run_in_threadpool(_store_last_done, request, principal, site, space, task, body)
+    applied: LastDoneApplied = "at_next_start"  # no pipeline of this site in this process
+    if ingest is not None and ingest.last_done is not None and site in ingest.sites:
+        applied = await _reach_engines(ingest, site, space, task, body.done_at, principal.actor)
+    return LastDonePublic(**row, applied=applied)
+
+
+# A last-done time a little ahead of the server's clock (a phone's) is taken as now-ish.
+MAX_FUTURE_SKEW_S = 60.0
+
+
+def _store_last_done(
+    request: Request,
+    principal: Principal,
+    site: str,
+    space: str,
+    task: str,
+    body: LastDoneUpdate,
+) -> dict[str, Any]:
+    with request.app.state.pool.connection() as conn:
+        _require_site(conn, principal, site)
+        # Input events are keyed (site, reporter, type, ts): another space's at the same
+        # instant would be absorbed as a copy of it.
+        taken = conn.execute(
+            "SELECT space FROM events WHERE site = %s AND device = %s AND ts = %s"
+            " AND space IS DISTINCT FROM %s LIMIT 1",
+            (site, LAST_DONE_REPORTER, body.done_at, space),
+        ).fetchone()
+        if taken is not None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"space {taken[0]!r} has a last-done time at this very instant: give this one "
+                "a time at least a microsecond apart",
+            )
+        try:
+            registry.set_last_done(conn, site, space, task, body.done_at, principal.actor)
+        except LookupError as exc:
+            conn.rollback()
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "space not found") from exc
+        conn.commit()
+        row = registry.last_done_row(conn, site, space, task)
     assert row is not None
-    return LastDonePublic(**row)
+    return row
+
+
+async def _reach_engines(
+    ingest: HttpIngest, site: str, space: str, task: str, done_at: dt.datetime, actor: str
+) -> LastDoneApplied:
+    """Hands the stored time to the pipeline (ingest.pipeline.Pipeline.request_last_done) and,
+    when it is input, feeds it as one event per event type through HTTP ingest's path."""
+    assert ingest.last_done is not None
+    try:
+        decision = cast(
+            LastDoneView,
+            await asyncio.wait_for(
+                asyncio.wrap_future(ingest.last_done(site, space, task, done_at.timestamp())),
+                ingest.commit_timeout_s,
+            ),
+        )
+    except (TimeoutError, RuntimeError):  # not taken in time, or the pipeline is restarting
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "stored, but the running engines did not take it within "
+            f"{ingest.commit_timeout_s:g} s: it counts from the next start; PUT it again",
+            headers={"Retry-After": "5"},
+        ) from None
+    if not decision.events:
+        return "no_obligation"
+    if decision.kind != "input":
+        return "baseline"
+    topic = f"{ingest.prefix}/{site}/{LAST_DONE_REPORTER}/event"
+    for event_type in sorted(decision.events):
+        event = {
+            "ts": done_at.astimezone(dt.UTC).isoformat(),
+            "type": event_type,
+            "space": space,
+            "actor": actor[:128],
+            "attrs": {"via": "last_done", "task": task},
+        }
+        delivery = await deliver(ingest, topic, orjson.dumps(event))
+        if not delivery.events:
+            reasons = "; ".join(f"{d.reason}: {d.detail}" for d in delivery.dead_letters)
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"stored, but the event was refused ({reasons}): it counts from the next start",
+            )
+    return "input"
 
 
 def _require_site(conn: DbConn, principal: Principal, site: str) -> None:

@@ -253,3 +253,14 @@ def test_a_gateways_health_report_is_its_status():
                 orjson.dumps({"status": "online", "sources": [{}] * 1001})):  # fmt: skip
         assert dead_reason(bad, topic=topic) == "bad_status", bad
     assert dead_reason(b'{"status": ', topic=topic) == "malformed_json"
+
+
+def test_the_last_done_reporter_sends_events_only_for_every_known_site():
+    """A last-done time set through the API enters as an event of the reserved reporter
+    `last-done` (rules.site.LAST_DONE_REPORTER), no device of the site."""
+    body = b'{"ts": "2026-07-01T17:20:00+08:00", "type": "cleaning.completed", "space": "wc1"}'
+    out = decode_one(body, topic="cw/hq/last-done/event")
+    assert isinstance(out, EventMessage) and out.event.device == "last-done"
+    telemetry = b'{"metrics": {"temperature": 20}}'
+    assert dead_reason(telemetry, topic="cw/hq/last-done/telemetry") == "unknown_device"
+    assert dead_reason(body, topic="cw/nowhere/last-done/event") == "unknown_site"

@@ -178,3 +178,99 @@ def test_the_registrys_last_done_time_is_passed_in_at_binding(kit: Any) -> None:
         judged.advance(kit.T0 + 40 * 86400)
         starts = [o.started_at for o in judged.drain() if type(o).__name__ == "ViolationStarted"]
         assert [(s - kit.T0) / 86400 for s in starts] == [13]
+
+
+# ---- a last-done time given while judging (issue 17, defect 4): a baseline, not input ----
+
+ALWAYS_CLEANING = {
+    "kind": "obligation",
+    "event": "cleaning.completed",
+    "every": "2h",
+    "grace": "15m",
+}
+H = 3600.0
+
+
+def _baseline(run: Any, kit: Any, offset: float, task: str = "cleaning.completed") -> int:
+    changed: int = run.engine.apply_last_done("wc1", task, kit.T0 + offset)
+    run.collect()
+    return changed
+
+
+def test_a_baseline_moves_the_deadline_of_a_running_instance(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(ALWAYS_CLEANING, applies_to=TOILETS), start=0)
+    run.advance(1 * H)
+    assert _baseline(run, kit, -0.5 * H) == 1  # done 30 min before judging began
+    run.advance(1.75 * H)
+    assert run.started() == []  # due at 1:45 exactly: in time
+    run.advance(1.75 * H + 1)
+    assert run.violations() == [(1.75 * H, None)]  # not 2:15, as counted from the start
+
+
+def test_a_baseline_that_makes_it_overdue_in_the_past_starts_the_violation_now(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(ALWAYS_CLEANING, applies_to=TOILETS), start=0)
+    run.advance(1 * H)
+    assert _baseline(run, kit, -2 * H) == 1  # due at 0:15, but 0:15-1:00 was judged already
+    run.advance(1 * H + 1)
+    assert run.violations() == [(1 * H, None)]
+    assert run.intervals() == [(0, 1 * H, C)]  # the open stretch is violating from 1:00
+
+
+def test_a_baseline_that_meets_an_overdue_obligation_ends_the_violation_now(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(ALWAYS_CLEANING, applies_to=TOILETS), start=0)
+    run.advance(3 * H)
+    assert run.violations() == [(2.25 * H, None)]
+    assert _baseline(run, kit, 2 * H) == 1  # due 4:15 from it: the violation ends at 3:00
+    assert run.violations() == [(2.25 * H, 3 * H)]
+    run.advance(4.25 * H + 1)
+    assert run.violations() == [(2.25 * H, 3 * H), (4.25 * H, None)]
+    assert run.intervals() == [(0, 2.25 * H, C), (2.25 * H, 3 * H, V), (3 * H, 4.25 * H, C)]
+
+
+def test_a_baseline_too_old_to_meet_an_overdue_obligation_leaves_it(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(ALWAYS_CLEANING, applies_to=TOILETS), start=0)
+    run.advance(3 * H)
+    assert _baseline(run, kit, 0.5 * H) == 1  # due 2:45 from it: still overdue
+    run.advance(5 * H)
+    assert run.violations() == [(2.25 * H, None)]
+
+
+def test_a_baseline_not_after_the_last_event_or_of_another_task_changes_nothing(kit: Any) -> None:
+    run = kit.run(kit.site(), kit.clause(ALWAYS_CLEANING, applies_to=TOILETS), start=0)
+    clean(run, kit, 1 * H)
+    run.advance(1.5 * H)
+    assert _baseline(run, kit, 0.5 * H) == 0
+    assert _baseline(run, kit, 1.2 * H, task="inspection.done") == 0
+    assert _baseline(run, kit, 1.2 * H, task="c.test") == 1  # by clause id
+    run.advance(3.45 * H)
+    assert run.started() == []
+    run.advance(3.45 * H + 1)
+    assert run.violations() == [(3.45 * H, None)]
+
+
+def test_a_calendar_baseline_in_the_missed_period_ends_its_violation(kit: Any) -> None:
+    daily = {"kind": "obligation", "event": "patrol.done", "per": "day", "grace": "1h"}
+    clause = kit.clause(daily, applies_to={"space_types": ["building"]})
+    run = kit.run(kit.site(), clause, start=0)
+    run.advance(kit.at(1, 2))  # Monday missed: overdue since Tuesday 01:00
+    assert run.violations() == [(kit.at(1, 1), None)]
+    assert run.engine.apply_last_done("b1", "patrol.done", kit.T0 - 3600) == 1
+    run.collect()
+    assert run.violations() == [(kit.at(1, 1), None)]  # Sunday's: Monday is still missed
+    assert run.engine.apply_last_done("b1", "patrol.done", kit.T0 + kit.at(0, 20)) == 1
+    run.collect()
+    assert run.violations() == [(kit.at(1, 1), kit.at(1, 2))]  # ended now, not rewritten
+    run.advance(kit.at(2, 1, 1))  # Tuesday is owed still
+    assert run.violations()[-1] == (kit.at(2, 1), None)
+
+
+def test_no_site_file_may_name_a_device_as_the_last_done_reporter(kit: Any) -> None:
+    """Input from a last-done time set through the API comes from the reporter `last-done`."""
+    import pydantic
+
+    from rules.site import LAST_DONE_REPORTER
+
+    reader = {"id": LAST_DONE_REPORTER, "space": "wc1", "metrics": {}}
+    spaces = [{"id": "wc1", "type": "toilet"}]
+    with pytest.raises(pydantic.ValidationError, match="reserved for last-done input"):
+        kit.site(spaces=spaces, devices=[reader])
