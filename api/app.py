@@ -52,6 +52,7 @@ from api.routers import (
     session,
     sites,
     statistics,
+    subscriptions,
     webhooks,
 )
 from api.sessions import SessionPolicy
@@ -137,6 +138,7 @@ def create_app(
         readings,
         registry,
         routes,
+        subscriptions,
         webhooks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
