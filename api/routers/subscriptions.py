@@ -1,8 +1,8 @@
 """Per-user subscriptions and contact points (issue 20, alerts/subscriptions.py).
 
-`/me/...`: a signed-in user's own (a session; an API token is no user: 403). `/users/{name}/...`:
-an unscoped admin (`GlobalAdmin`) reads or sets a user's contact points and reads or removes
-their subscriptions. Contact points are shown to no one else.
+`/me` (the page) and `/api/v1/me/...`: a signed-in user's own (a session; an API token is no
+user: 403). `/users/{name}/...`: an unscoped admin (`GlobalAdmin`) reads or sets a user's
+contact points and reads or removes their subscriptions. Contact points are shown to no one else.
 """
 
 from __future__ import annotations
@@ -10,17 +10,25 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi.responses import FileResponse
 
 from alerts import routing, subscriptions
-from api import users
+from api import STATIC_DIR, users
 from api.auth import CurrentToken, GlobalAdmin, Principal
 from api.deps import DbConn
 from api.models import SubscriptionPublic, problems
 from store.times import wall_now
 
 router = APIRouter(tags=["subscriptions"])
+pages = APIRouter(include_in_schema=False)
 SubscriptionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 UserName = Annotated[str, Path(pattern=users.USER_NAME.pattern)]
+
+
+@pages.get("/me")
+def me_page() -> FileResponse:
+    """The signed-in user's own page: contact points and subscriptions (我的订阅)."""
+    return FileResponse(STATIC_DIR / "me.html", media_type="text/html; charset=utf-8")
 
 
 @router.get("/me/contacts", responses=problems(401, 403))
