@@ -9,6 +9,7 @@ import email
 import email.policy
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from aiosmtpd.controller import Controller
@@ -29,6 +30,7 @@ from tests.alerts.test_channels import (
 
 ADDRESS = "li.hua@cw.example.cn"
 smtp_server = test_channels.smtp_server  # the SMTP server on loopback (aiosmtpd)
+sms_gateway = test_channels.sms_gateway  # an SMS gateway on loopback that checks its key
 
 
 def _mail_target(conn: psycopg.Connection[Any], controller: Controller) -> None:
@@ -161,3 +163,27 @@ def test_a_silence_holds_back_the_users_message_too(
     report = _raise(conn)
     assert (report.delivered, report.silenced) == (0, 1)
     assert mailbox.envelopes == []
+
+
+def test_an_sms_subscription_texts_the_users_mobile_through_the_gateway(
+    registered: psycopg.Connection[Any],
+    smtp_server: tuple[Controller, _Mailbox],
+    sms_gateway: test_channels.Receiver,
+) -> None:
+    conn = registered
+    _mail_target(conn, smtp_server[0])
+    options = {**test_channels.SMS_OPTIONS, "to": ["13900000009"]}  # not for subscribers
+    target = webhooks.Target(
+        "sms", sms_gateway.url("/sms/send"), test_channels.SMS_KEY, site=None, level=None,
+        broadcast=False, kind="sms", options=options,
+    )  # fmt: skip
+    webhooks.add_target(conn, target, "test", now=T0)
+    user = _user(conn)
+    subscriptions.set_contacts(
+        conn, user, subscriptions.Contacts(email=ADDRESS, mobile="13800138000"), "test", T0
+    )
+    _subscribe(conn, user, channels=["sms"])
+    assert _raise(conn).delivered == 1
+    ((_, _, body, _),) = sms_gateway.requests
+    assert orjson.loads(body)["PhoneNumbers"] == "13800138000"
+    assert smtp_server[1].envelopes == []
