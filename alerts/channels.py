@@ -396,7 +396,9 @@ def _send_sms(
     allow: outbound.AllowList,
     resolver: outbound.Resolver,
 ) -> Outcome:
-    phones = list(options.to) or _party_contact(row, "phone", _PHONE)
+    phones = _subscriber(row, "user_mobile")
+    if phones is None:
+        phones = list(options.to) or _party_contact(row, "phone", _PHONE)
     if not phones:
         return Outcome(
             None, "no phone number: the target has none and the party no contacts.phone", True
@@ -520,6 +522,15 @@ def _clip(text: str, max_bytes: int) -> str:
     return data[: max_bytes - 3].decode(errors="ignore") + "…"
 
 
+def _subscriber(row: Mapping[str, Any], key: str) -> list[str] | None:
+    """A subscriber's notice (alerts/subscriptions.py) goes to that user's contact point only:
+    None for other notices, [] when the user has no such contact point."""
+    if row.get("user_id") is None:
+        return None
+    value = row.get(key)
+    return [value] if isinstance(value, str) and value else []
+
+
 def _party_contact(row: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> list[str]:
     party = row["payload"].get("party") or {}
     value = (party.get("contacts") or {}).get(key)
@@ -594,7 +605,9 @@ def _send_mail(
     allow: outbound.AllowList,
     resolver: outbound.Resolver,
 ) -> Outcome:
-    recipients = list(options.to) or _party_contact(row, "email", _EMAIL)
+    recipients = _subscriber(row, "user_email")
+    if recipients is None:
+        recipients = list(options.to) or _party_contact(row, "email", _EMAIL)
     if not recipients:
         return Outcome(
             None, "no recipient: the target has none and the party no contacts.email", True

@@ -31,7 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import channels, outbound, routing, silences
+from alerts import channels, outbound, routing, silences, subscriptions
 from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
@@ -69,7 +69,8 @@ class AlertNotice:
 
 
 # alert_id, site, target_id, target_name, event, level, party, payload, next_attempt_at,
-# created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s, send_resolved
+# created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s, send_resolved,
+# user_id (a user's subscription: the message goes to that user's contact point)
 NotificationRow = tuple[Any, ...]
 # At most this many notices of one group go in one message; the rest go in the next.
 MAX_GROUP = 500
@@ -81,6 +82,7 @@ class DeliveryReport:
     retrying: int = 0
     failed: int = 0
     silenced: int = 0
+    withheld: int = 0  # for a subscriber who may no longer see the alert: not sent
     deferred: int = 0  # held back by the receiver's rate limit, not attempted yet
     messages: int = 0  # messages sent (attempted): a group of notices is one
 
@@ -141,7 +143,9 @@ def notification_rows(
     the site and level, the target the party's contacts.webhook names, then for a `raised`
     notice to level 0 the receivers of the routes the alert takes (alerts/routing.py). Once a
     route matched, every notice of the alert is grouped by site and clause, with the timings of
-    the route that named the receiver (else the first route taken)."""
+    the route that named the receiver (else the first route taken). Then each user's
+    subscription the alert matches (routing.subscribed) adds a notice per receiver for that
+    user alone, grouped per user (alerts/subscriptions.py)."""
     require_aware(now, "now")
     rows: list[NotificationRow] = []
     for message in messages:
@@ -181,8 +185,31 @@ def notification_rows(
                     now,
                     now,
                     *_route_columns(chooser, group_key),
+                    None,
                 )
             )
+        if routes is None or message.event != "raised" or message.level:
+            continue
+        facts = routing.facts(routes.sites.get(message.site), message.alert)
+        for route in routing.subscribed(routes.routes, facts):
+            user_key = f"{message.site}/{message.alert['clause']['id']}/user:{route.owner}"
+            for receiver in route.receivers:
+                rows.append(
+                    (
+                        message.alert_id,
+                        message.site,
+                        _target_named(targets, receiver, message.site),
+                        receiver,
+                        message.event,
+                        message.level,
+                        message.party,
+                        payload,
+                        now,
+                        now,
+                        *_route_columns(route, user_key),
+                        route.owner,
+                    )
+                )
     return rows
 
 
@@ -212,18 +239,18 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> Non
         cur.executemany(
             "INSERT INTO notifications (alert_id, site, target_id, target_name, event, level,"
             " party, payload, next_attempt_at, created_at, route, group_key, group_wait_s,"
-            " group_interval_s, repeat_interval_s, send_resolved)"
+            " group_interval_s, repeat_interval_s, send_resolved, user_id)"
             " SELECT v.alert_id, v.site, v.target_id, v.target_name, v.event, v.level, v.party,"
             " v.payload, CASE WHEN v.group_key IS NULL THEN v.now ELSE cw_group_due(v.target_id,"
             " v.group_key, v.now, v.group_wait_s, v.group_interval_s) END, v.now, v.route,"
             " v.group_key, v.group_wait_s, v.group_interval_s, v.repeat_interval_s,"
-            " v.send_resolved"
+            " v.send_resolved, v.user_id"
             " FROM (VALUES (%s::bigint, %s::text, %s::bigint, %s::text, %s::text, %s::int,"
             " %s::text, %s::jsonb, %s::timestamptz, %s::timestamptz, %s::text, %s::text,"
-            " %s::int, %s::int, %s::int, %s::boolean))"
+            " %s::int, %s::int, %s::int, %s::boolean, %s::bigint))"
             " AS v(alert_id, site, target_id, target_name, event, level, party, payload, now,"
             " created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s,"
-            " send_resolved)",
+            " send_resolved, user_id)",
             rows,
         )
 
@@ -235,7 +262,7 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> Non
 FOLLOW_UP_QUERY = """
 INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
                            next_attempt_at, created_at, route, group_key, group_wait_s,
-                           group_interval_s, repeat_interval_s, send_resolved)
+                           group_interval_s, repeat_interval_s, send_resolved, user_id)
 SELECT l.alert_id, l.site, l.target_id, l.target_name, %(event)s, l.level, l.party,
        l.payload || jsonb_build_object(
            'event', %(event)s::text,
@@ -246,11 +273,11 @@ SELECT l.alert_id, l.site, l.target_id, l.target_name, %(event)s, l.level, l.par
             ELSE cw_group_due(l.target_id, l.group_key, %(now)s, l.group_wait_s,
                               l.group_interval_s) END,
        %(now)s, l.route, l.group_key, l.group_wait_s, l.group_interval_s,
-       l.repeat_interval_s, l.send_resolved
-  FROM (SELECT DISTINCT ON (n.alert_id, n.target_name) n.*
+       l.repeat_interval_s, l.send_resolved, l.user_id
+  FROM (SELECT DISTINCT ON (n.alert_id, n.target_name, n.user_id) n.*
           FROM notifications n
          WHERE n.alert_id = ANY(%(ids)s) AND n.event IN ('raised', 'escalated')
-         ORDER BY n.alert_id, n.target_name, n.id DESC) l
+         ORDER BY n.alert_id, n.target_name, n.user_id, n.id DESC) l
   JOIN alerts a ON a.id = l.alert_id
  WHERE l.send_resolved
 """
@@ -277,14 +304,14 @@ def queue_follow_ups(
 # are timed like its other notices, cw_group_due, so they go as one message).
 REMINDER_QUERY = """
 WITH latest AS (
-    SELECT DISTINCT ON (n.alert_id, n.target_id) n.*
+    SELECT DISTINCT ON (n.alert_id, n.target_id, n.user_id) n.*
       FROM notifications n JOIN alerts a ON a.id = n.alert_id
      WHERE a.state = 'firing' AND n.target_id IS NOT NULL
        AND n.event IN ('raised', 'escalated', 'reminder')
-     ORDER BY n.alert_id, n.target_id, n.id DESC)
+     ORDER BY n.alert_id, n.target_id, n.user_id, n.id DESC)
 INSERT INTO notifications (alert_id, site, target_id, target_name, event, level, party, payload,
                            next_attempt_at, created_at, route, group_key, group_wait_s,
-                           group_interval_s, repeat_interval_s, send_resolved)
+                           group_interval_s, repeat_interval_s, send_resolved, user_id)
 SELECT l.alert_id, l.site, l.target_id, l.target_name, 'reminder', l.level, l.party,
        l.payload || jsonb_build_object(
            'event', 'reminder',
@@ -294,7 +321,7 @@ SELECT l.alert_id, l.site, l.target_id, l.target_name, 'reminder', l.level, l.pa
             ELSE cw_group_due(l.target_id, l.group_key, %(now)s, l.group_wait_s,
                               l.group_interval_s) END,
        %(now)s, l.route, l.group_key, l.group_wait_s, l.group_interval_s,
-       l.repeat_interval_s, l.send_resolved
+       l.repeat_interval_s, l.send_resolved, l.user_id
   FROM latest l JOIN webhook_targets t ON t.id = l.target_id JOIN alerts a ON a.id = l.alert_id
  WHERE t.enabled AND coalesce(l.repeat_interval_s, t.repeat_interval_s) IS NOT NULL
    AND l.created_at <= %(now)s
@@ -356,9 +383,13 @@ def deliver_due(
         if row is None:
             conn.commit()
             break
-        # A silence holds back the notices it covers (kept, not sent: alerts/silences.py).
+        # A silence holds back the notices it covers (kept, not sent: alerts/silences.py); a
+        # subscriber who may no longer see the alert gets nothing (alerts/subscriptions.py).
         sending = [m for m in members if not silences.hold_if_silenced(conn, m, now)]
         report.silenced += len(members) - len(sending)
+        kept = [m for m in sending if not subscriptions.withhold_if_unseen(conn, m, now)]
+        report.withheld += len(sending) - len(kept)
+        sending = kept
         if sending:
             if _defer(conn, sending, now):
                 report.deferred += len(sending)
@@ -374,9 +405,10 @@ _DUE_QUERY = (
     "SELECT n.id, n.alert_id, n.site, n.target_id, n.target_name, n.event, n.level,"
     " n.party, n.payload, n.attempts, n.route, n.group_key, t.url, t.secret, t.enabled,"
     " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
-    " s.timezone, s.name AS site_name"
+    " s.timezone, s.name AS site_name, n.user_id, c.email AS user_email,"
+    " c.mobile AS user_mobile"
     " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
-    " LEFT JOIN sites s ON s.id = n.site"
+    " LEFT JOIN sites s ON s.id = n.site LEFT JOIN user_contacts c ON c.user_id = n.user_id"
     " WHERE n.state = 'pending'"
 )
 

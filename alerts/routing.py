@@ -142,6 +142,7 @@ class Route:
     group_interval_s: int
     repeat_interval_s: int | None
     send_resolved: bool
+    owner: int | None = None  # a user's subscription (alerts/subscriptions.py): the user's id
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +198,8 @@ def matches(route: Route, alert: AlertFacts) -> bool:
 
 def select(routes: Iterable[Route], alert: AlertFacts) -> list[Route]:
     """The routes an alert takes, in order: each matching route until the first one without
-    `continue`; the default route when no other matched."""
-    ordered = sorted(routes, key=lambda r: (r.position, r.id))
+    `continue`; the default route when no other matched. Users' subscriptions take no part."""
+    ordered = sorted((r for r in routes if r.owner is None), key=lambda r: (r.position, r.id))
     taken: list[Route] = []
     for route in ordered:
         if route.is_default or not matches(route, alert):
@@ -211,11 +212,17 @@ def select(routes: Iterable[Route], alert: AlertFacts) -> list[Route]:
     return taken
 
 
+def subscribed(routes: Iterable[Route], alert: AlertFacts) -> list[Route]:
+    """The users' subscriptions (owned routes) that match the alert, each on its own: one
+    user's choice neither ends nor widens the deployment's walk or another user's."""
+    return [r for r in routes if r.owner is not None and matches(r, alert)]
+
+
 # ---- stored routes ----
 
 ROUTES_QUERY = (
     "SELECT id, name, position, is_default, sites, matchers, receivers, continue_matching,"
-    " group_wait_s, group_interval_s, repeat_interval_s, send_resolved"
+    " group_wait_s, group_interval_s, repeat_interval_s, send_resolved, owner_user"
     " FROM notification_routes ORDER BY position, id"
 )
 
@@ -236,6 +243,7 @@ def routes_from_rows(rows: Iterable[Sequence[Any]]) -> list[Route]:
             group_interval_s=r[9],
             repeat_interval_s=r[10],
             send_resolved=r[11],
+            owner=r[12],
         )
         for r in rows
     ]
@@ -312,9 +320,11 @@ def add_route(
     now: dt.datetime,
     *,
     source: Literal["file", "api"] = "api",
+    owner: int | None = None,
 ) -> int:
     """Stores a route (after `check`); RouteExists when the name is taken or a default exists.
-    Without a position it goes after every route. Does not commit."""
+    Without a position it goes after every route. `owner`: the user whose subscription it is
+    (alerts/subscriptions.py). Does not commit."""
     require_aware(now, "now")
     check(conn, spec)
     position = spec.position
@@ -324,9 +334,9 @@ def add_route(
         position = min(last + POSITION_STEP, MAX_POSITION)
     inserted = conn.execute(
         f"INSERT INTO notification_routes ({_COLUMNS}, source, created_by, created_at,"
-        " updated_by, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-        (*_values(spec, position), source, actor, now, actor, now),
+        " updated_by, updated_at, owner_user) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+        (*_values(spec, position), source, actor, now, actor, now, owner),
     ).fetchone()
     if inserted is None:
         raise RouteExists(
@@ -389,8 +399,9 @@ def route_rows(
     conn: psycopg.Connection[Any], sites: Iterable[str] | None = None, route_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Stored routes as the API shows them, in the order they are tried; with `sites` (a
-    site-scoped token's), only the routes for some of those sites and no others."""
-    clauses: list[str] = []
+    site-scoped token's), only the routes for some of those sites and no others. Users'
+    subscriptions are not among them (alerts/subscriptions.py shows those)."""
+    clauses: list[str] = ["owner_user IS NULL"]
     params: list[Any] = []
     if sites is not None:
         clauses.append("sites <> '{}' AND sites <@ %s")
@@ -398,7 +409,7 @@ def route_rows(
     if route_id is not None:
         clauses.append("id = %s")
         params.append(route_id)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    where = f" WHERE {' AND '.join(clauses)}"
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT id, name, position, is_default AS default, sites, matchers AS match,"

@@ -52,6 +52,7 @@ from api.routers import (
     session,
     sites,
     statistics,
+    subscriptions,
     webhooks,
 )
 from api.sessions import SessionPolicy
@@ -137,6 +138,7 @@ def create_app(
         readings,
         registry,
         routes,
+        subscriptions,
         webhooks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
@@ -150,7 +152,7 @@ def create_app(
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
     for module in (register, revisions, statistics, reports, evaluations, feedback, public, sites):
         app.include_router(module.router, prefix=API_PREFIX)
-    for pages in (register.pages, statistics.pages, public.pages, sites.pages):
+    for pages in (register.pages, statistics.pages, public.pages, sites.pages, subscriptions.pages):
         app.include_router(pages)
     app.include_router(health.router)
     app.add_middleware(RejectNulInUrl)

@@ -1148,3 +1148,15 @@ class RevisionRollback(Input):
         description="first day the revised content applies again; not needed for a revision"
         " not in force yet (it is withdrawn)",
     )
+
+
+class SubscriptionPublic(BaseModel):
+    """A user's subscription (alerts/subscriptions.py): a route owned by the user."""
+
+    id: int
+    name: str
+    sites: list[str] = Field(description="empty: every site the user may see")
+    match: dict[str, Any] = Field(description="org, spaces, domains, severities, kinds")
+    channels: list[Literal["email", "sms"]]
+    send_resolved: bool
+    created_at: dt.datetime

@@ -31,6 +31,7 @@ PATHS = [
     "/checkin/sheet?site=site-a",
     "/checkin/site-a/room-1",
     "/api/v1/checkin-photos/00000000-0000-4000-8000-000000000000",  # 401: no token
+    "/me",
     "/static/dashboard.js",
     "/static/dashboard.css",
     "/docs",
@@ -50,6 +51,7 @@ PAGES = [
     "/login",
     "/checkin/sheet",
     "/checkin/site-a/room-1",
+    "/me",
 ]
 
 
