@@ -224,6 +224,8 @@ def _changes(kinds: dict[str, KindDiff]) -> dict[str, KindChanges]:
             "content": {
                 XLSX: {"schema": {"type": "string", "format": "binary"}},
                 "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                # The kind is told by content, whatever the type says (curl --data-binary).
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
         }
     },
