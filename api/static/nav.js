@@ -10,7 +10,7 @@
   const LABELS = {
     zh: {
       alerts: "告警", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计",
-      checkin: "签到二维码",
+      checkin: "签到二维码", me: "我的订阅",
       api: "API", other_language: "English", sign_out: "退出",
       energy_title: "能耗与碳排放", register_title: "标准条款库", statistics_title: "统计",
       site: "站点", space: "空间", whole_site: "整个站点", from: "起", until: "止（不含）",
@@ -28,7 +28,7 @@
     },
     en: {
       alerts: "Alerts", energy: "Energy & carbon", register: "Register", statistics: "Statistics",
-      checkin: "Check-in codes",
+      checkin: "Check-in codes", me: "My subscriptions",
       api: "API", other_language: "中文", sign_out: "Sign out",
       energy_title: "Energy and carbon", register_title: "Standards register",
       statistics_title: "Statistics",
@@ -86,6 +86,11 @@
     toggle.type = "button";
     nav.append(toggle);
     if (csrf()) { // signed in as a user (the session cookie itself is HttpOnly)
+      const mine = document.createElement("a"); // the user's own contacts and subscriptions
+      mine.href = "/me";
+      mine.dataset.i18n = "me";
+      if (nav.dataset.current === "/me") mine.setAttribute("aria-current", "page");
+      nav.append(mine);
       const out = document.createElement("button");
       out.id = "sign-out";
       out.type = "button";
