@@ -206,19 +206,12 @@ class Unauthorized extends Error {}
 // Who signs the requests: the pasted token (machines, the demo), else the signed-in user's
 // session cookie, with the session's CSRF token on every request that changes something.
 function credentials(method = "GET") {
-  if (state.token) return { Authorization: `Bearer ${state.token}` };
-  if (method === "GET") return {};
-  const found = document.cookie.split("; ").find((c) => /^(__Host-)?cw_csrf=/.test(c));
-  return { "X-CSRF-Token": found ? found.slice(found.indexOf("=") + 1) : "" };
+  return window.clausewatchCredentials(method, state.token || ""); // request.js
 }
 
 async function api(path, options = {}) {
-  const response = await fetch(API + path, {
-    ...options,
-    headers: {
-      ...credentials(options.method),
-      ...(options.body ? { "Content-Type": "application/json" } : {}),
-    },
+  const response = await window.clausewatchRequest(options.method || "GET", path, {
+    body: options.body, bearer: state.token || "", login: false,
   });
   if (response.status === 401) throw new Unauthorized();
   const body = await response.json().catch(() => null);

@@ -3,8 +3,9 @@
 // against the targets of the plan with the sites below them, the site's open improvement
 // actions (overdue flagged), the feedback from its public form still to deal with, triaged here
 // (/api/v1/feedback), its evaluations (/api/v1/evaluations) and stored evaluation reports
-// (/api/v1/reports). Text goes in through textContent only. token, api, el and
-// pct are in pagekit.js.
+// (/api/v1/reports: HTML to read or print, CSV). Text goes in through textContent only. Signed
+// by the user's cookie or a #token=… (request.js); api, send, linkFile, el and pct are in
+// pagekit.js.
 "use strict";
 
 const form = document.getElementById("controls");
@@ -268,7 +269,10 @@ async function showSite() {
   const list = el("ul");
   for (const r of reports) {
     const item = el("li", `${r.period} · ${L("compliance", "达标率")} ${pct(r.compliance_rate)} · `);
-    item.append(el("a", "HTML", { href: `/api/v1/reports/${r.id}/html`, target: "_blank" }));
+    const failed = (error) => { statusLine.textContent = `${L("Could not download", "无法下载")}: ${error.message}`; };
+    item.append(linkFile(el("a", "HTML"), `reports/${r.id}/html`, {}, null, failed));
+    item.append(" · ");
+    item.append(linkFile(el("a", "CSV"), `reports/${r.id}/csv`, {}, `report-${r.id}.csv`, failed));
     list.append(item);
   }
   box.append(list);
@@ -291,7 +295,6 @@ form.addEventListener("submit", show);
 for (const [name, value] of new URLSearchParams(location.search)) {
   if (name in form.elements && name !== "token") form.elements[name].value = value;
 }
-token();
 show();
 let language = L("en", "zh"); // drawn again in the language chosen on this page
 document.addEventListener("clausewatch:lang", () => {
