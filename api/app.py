@@ -163,6 +163,7 @@ def create_app(
     _install_error_handlers(app)
     _install_dashboard(app)
     _install_docs(app)
+    _install_web_app(app)
     return app
 
 
@@ -231,6 +232,29 @@ def _install_dashboard(app: FastAPI) -> None:
         return FileResponse(energy_page, media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _install_web_app(app: FastAPI) -> None:
+    """The installable web app (issue 19): its manifest and its service worker, at the root so
+    the worker's scope is the whole site. Both are read again on every visit (no-cache), so a
+    new version reaches installed phones; the worker keeps only the offline shell (sw.js)."""
+    fresh = {"Cache-Control": "no-cache"}
+
+    @app.get("/manifest.webmanifest", include_in_schema=False)
+    def manifest() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "manifest.webmanifest",
+            media_type="application/manifest+json",
+            headers=fresh,
+        )
+
+    @app.get("/sw.js", include_in_schema=False)
+    def service_worker() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "sw.js",
+            media_type="text/javascript; charset=utf-8",
+            headers={**fresh, "Service-Worker-Allowed": "/"},
+        )
 
 
 # Swagger UI's files, from the PyPI package fastapi-offline (a dependency), served under /docs.
