@@ -415,7 +415,7 @@ async function load() {
     const report = await api("carbon", params);
     const daily = await api("energy", { ...params, bucket: "day", by: "carrier" });
     // Quotas are judged at the site's "now" (its data clock), or at the period's end if sooner.
-    const now = (await dataClock(params.site)) || new Date();
+    const now = (await siteClock(params.site)).at;
     const at = new Date(Math.min(now.getTime(), Date.parse(report.until) - 1000)).toISOString();
     const quotas = await api("energy/quotas", { site: params.site, at, space: params.space || "" });
     shown = { report, daily, quotas };
@@ -439,38 +439,14 @@ async function load() {
   }
 }
 
-// The site's "now": the time its data has been judged up to (data_time of GET /sites), which
-// in the demo is the simulated building's clock; null before its first data.
-const clocks = new Map();
-async function dataClock(site) {
-  if (!clocks.has(site)) {
-    const sites = await api("sites").catch(() => []);
-    for (const s of sites) clocks.set(s.id, s.data_time ? { at: new Date(s.data_time), zone: s.timezone } : null);
-  }
-  const clock = clocks.get(site);
-  return clock ? clock.at : null;
-}
-
-// The first day of the month `at` falls in, in the site's time zone, `months` later (YYYY-MM-01).
-function monthStart(at, zone, months = 0) {
-  const parts = new Intl.DateTimeFormat("en-CA", { timeZone: zone || undefined, year: "numeric", month: "2-digit" })
-    .formatToParts(at);
-  const year = Number(parts.find((p) => p.type === "year").value);
-  const month = Number(parts.find((p) => p.type === "month").value) - 1 + months;
-  const d = new Date(Date.UTC(year, month, 1));
-  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}-01`;
-}
-
 async function start() {
   const query = new URLSearchParams(location.search);
   form.elements.site.value = query.get("site") || "demo-hq";
   form.elements.space.value = query.get("space") || "";
   // The period with data: the month of the site's data clock (the wall clock's before any data).
-  const now = (await dataClock(form.elements.site.value)) || new Date();
-  const clock = clocks.get(form.elements.site.value);
-  const zone = clock ? clock.zone : undefined;
-  form.elements.since.value = query.get("since") || monthStart(now, zone);
-  form.elements.until.value = query.get("until") || monthStart(now, zone, 1);
+  const { at, zone } = await siteClock(form.elements.site.value);
+  form.elements.since.value = query.get("since") || monthStart(at, zone);
+  form.elements.until.value = query.get("until") || monthStart(at, zone, 1);
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   billForm.addEventListener("submit", importBills);
   labels();

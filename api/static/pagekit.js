@@ -70,6 +70,37 @@ function linkFile(link, path, params, filename, failed) {
   return link;
 }
 
+// A site's "now" and its time zone: the time its data has been judged up to (data_time of GET
+// /sites), which in the demo is the simulated building's clock, not today; the wall clock
+// before the site's first data (or for a site this person cannot see). Read once per page.
+let siteClocks = null;
+async function siteClock(site) {
+  if (siteClocks === null) {
+    siteClocks = new Map();
+    for (const s of await api("sites").catch(() => [])) {
+      siteClocks.set(s.id, { at: s.data_time ? new Date(s.data_time) : null, zone: s.timezone });
+    }
+  }
+  const known = siteClocks.get(site);
+  return { at: (known && known.at) || new Date(), zone: known ? known.zone : undefined };
+}
+
+// The calendar date (YYYY-MM-DD) of `at` in time zone `zone`, `days` later.
+function localDay(at, zone, days = 0) {
+  const day = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit" })
+    .format(at);
+  const d = new Date(`${day}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + days);
+  return d.toISOString().slice(0, 10);
+}
+
+// The first day (YYYY-MM-01) of the month `at` falls in, in time zone `zone`, `months` later.
+function monthStart(at, zone, months = 0) {
+  const d = new Date(`${localDay(at, zone).slice(0, 7)}-01T00:00:00Z`);
+  d.setUTCMonth(d.getUTCMonth() + months);
+  return d.toISOString().slice(0, 10);
+}
+
 function el(tag, text, attrs = {}) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);

@@ -291,11 +291,20 @@ async function show(event) {
 }
 
 form.addEventListener("submit", show);
-// ?path=&site=&since=&until= fill the form, so a link can open a site's figures.
-for (const [name, value] of new URLSearchParams(location.search)) {
-  if (name in form.elements && name !== "token") form.elements[name].value = value;
-}
-show();
+// ?path=&site=&since=&until= fill the form, so a link can open a site's figures. Without a
+// period a site's figures cover the 30 days up to its data clock (the demo's simulated day).
+(async () => {
+  for (const [name, value] of new URLSearchParams(location.search)) {
+    if (name in form.elements) form.elements[name].value = value;
+  }
+  const site = form.elements.site.value;
+  if (site && !form.elements.since.value && !form.elements.until.value) {
+    const { at, zone } = await siteClock(site);
+    form.elements.since.value = localDay(at, zone, -29);
+    form.elements.until.value = localDay(at, zone, 1);
+  }
+  show();
+})();
 let language = L("en", "zh"); // drawn again in the language chosen on this page
 document.addEventListener("clausewatch:lang", () => {
   if (language === L("en", "zh")) return;

@@ -4,7 +4,8 @@
 - the energy page has no token field, opens on the month of the site's data clock (the demo's
   building lives on simulated time), judges quotas at that time, checks a bill file (the
   session's CSRF token goes with the upload) and downloads the 台账 for the period shown;
-- the statistics page opens a stored quarterly report's HTML and downloads its CSV;
+- the statistics page covers the 30 days up to the data clock, opens a stored quarterly
+  report's HTML and downloads its CSV;
 - the pages' titles speak the chosen language only.
 
 And the installable web app: Chromium reads a valid manifest with its icons, the service
@@ -123,6 +124,9 @@ def test_a_signed_in_person_works_every_page_without_a_token(
                 # The stored quarterly report: its HTML opens, its CSV downloads.
                 page.goto(live_api + "/statistics?site=site-a")
                 expect(page).to_have_title(TITLES[lang]["statistics"])
+                # The 30 days up to the data clock's day, not up to today.
+                expect(page.locator("input[name=since]")).to_have_value("2026-09-01")
+                expect(page.locator("input[name=until]")).to_have_value("2026-10-01")
                 html = page.locator(f"#reports a[href='/api/v1/reports/{report_id}/html']")
                 expect(html).to_be_visible(timeout=10_000)
                 with context.expect_page() as opened:
