@@ -7,7 +7,6 @@
 // as HTML), so nothing from the API can inject markup.
 "use strict";
 
-const API = "/api/v1";
 const TOKEN_KEY = "clausewatch.token";
 const LANG_KEY = "clausewatch.lang";
 const SOUND_KEY = "clausewatch.sound";
@@ -203,12 +202,8 @@ function siteZone(siteId) {
 
 class Unauthorized extends Error {}
 
-// Who signs the requests: the pasted token (machines, the demo), else the signed-in user's
-// session cookie, with the session's CSRF token on every request that changes something.
-function credentials(method = "GET") {
-  return window.clausewatchCredentials(method, state.token || ""); // request.js
-}
-
+// Who signs the requests (request.js): the pasted token (machines, the demo), else the
+// signed-in user's session cookie, with the session's CSRF token on every write.
 async function api(path, options = {}) {
   const response = await window.clausewatchRequest(options.method || "GET", path, {
     body: options.body, bearer: state.token || "", login: false,
@@ -634,9 +629,10 @@ async function startStream() {
   let delay = 1000;
   while (!controller.signal.aborted) {
     try {
-      const headers = credentials();
-      if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
-      const response = await fetch(`${API}/stream`, { headers, signal: controller.signal });
+      const headers = state.lastEventId !== null ? { "Last-Event-ID": state.lastEventId } : {};
+      const response = await window.clausewatchRequest("GET", "/stream", {
+        headers, signal: controller.signal, bearer: state.token || "", login: false,
+      });
       if (response.status === 401) return showLogin(t("bad_token"));
       if (!response.ok) throw new Error(`stream: ${response.status}`);
       setConnection("live");
@@ -1254,8 +1250,7 @@ $("token-form").addEventListener("submit", (event) => {
 });
 $("sign-out").addEventListener("click", async () => {
   if (!state.token) { // a user's session ends on the server
-    window.clausewatchSigningOut = true;
-    await fetch(`${API}/session`, { method: "DELETE", headers: credentials("DELETE") }).catch(() => null);
+    await window.clausewatchRequest("DELETE", "/session", { bearer: "" }).catch(() => null);
     location.assign("/login");
     return;
   }

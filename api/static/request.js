@@ -3,8 +3,8 @@
 // which browsers never send; kept in sessionStorage for the tab), else by the signed-in user's
 // session cookie, with the session's CSRF token (cookie cw_csrf, __Host-cw_csrf over HTTPS) as
 // X-CSRF-Token on every request that changes something. It also registers the web app's
-// service worker (sw.js). Defines window.clausewatchRequest,
-// window.clausewatchCredentials, window.clausewatchToken and window.clausewatchCsrf.
+// service worker (sw.js). Defines window.clausewatchRequest, window.clausewatchToken and
+// window.clausewatchCsrf.
 "use strict";
 
 (() => {
@@ -36,13 +36,16 @@
   // to the query, empty ones left out; `body` is sent as it is, as `type` (JSON unless said).
   // Answers the Response; a 401 of a read signed by the cookie alone sends the person to /login,
   // who comes back to this page (unless `login` is false: the dashboard shows its own form).
-  async function request(method, path, { params = {}, body, type, bearer = token(), login = true } = {}) {
+  // `headers` are added (the stream's Last-Event-ID), `signal` aborts (the stream).
+  async function request(method, path, {
+    params = {}, body, type, bearer = token(), login = true, headers: extra = {}, signal,
+  } = {}) {
     const query = new URLSearchParams(
       Object.entries(params).filter(([, v]) => v !== "" && v !== undefined && v !== null));
     const joined = `${path}${query.size ? (path.includes("?") ? "&" : "?") + query : ""}`;
-    const headers = credentials(method, bearer);
+    const headers = { ...credentials(method, bearer), ...extra };
     if (body !== undefined) headers["Content-Type"] = type || "application/json";
-    const answer = await fetch(`/api/v1${joined}`, { method, headers, body });
+    const answer = await fetch(`/api/v1${joined}`, { method, headers, body, signal });
     if (answer.status === 401 && !bearer && login && method === "GET") {
       location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     }
@@ -50,7 +53,6 @@
   }
 
   window.clausewatchRequest = request;
-  window.clausewatchCredentials = credentials;
   window.clausewatchToken = token;
   window.clausewatchCsrf = csrf;
   token(); // a #token=… in the address is taken now and leaves the address bar
