@@ -136,7 +136,7 @@ def alert_ledger(
     alerts that started in [first_day, last_day] with clause, responsible party, timeline,
     cause and corrective action; CSV, UTF-8 with BOM; at most 366 days."""
     principal.site_filter(site)
-    if not 0 <= (last_day - first_day).days < LEDGER_MAX_DAYS:
+    if last_day >= dt.date.max or not 0 <= (last_day - first_day).days < LEDGER_MAX_DAYS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"the period must run forward and span at most {LEDGER_MAX_DAYS} days",

@@ -66,6 +66,12 @@ def test_the_ledger_keeps_to_the_scope_and_a_bounded_period(
     )
     assert too_long.status_code == 422
     assert "366 days" in too_long.text
+    last = client.get(  # its end, the next day's midnight, would not exist
+        "/api/v1/alerts/ledger.csv",
+        params={"site": "site-a", "first_day": "9999-12-31", "last_day": "9999-12-31"},
+        headers=headers,
+    )
+    assert last.status_code == 422
     anonymous = client.get(
         "/api/v1/alerts/ledger.csv",
         params={"site": "site-a", "first_day": "2026-07-01", "last_day": "2026-07-31"},
