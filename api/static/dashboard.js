@@ -1249,11 +1249,7 @@ $("token-form").addEventListener("submit", (event) => {
   start();
 });
 $("sign-out").addEventListener("click", async () => {
-  if (!state.token) { // a user's session ends on the server
-    await window.clausewatchRequest("DELETE", "/session", { bearer: "" }).catch(() => null);
-    location.assign("/login");
-    return;
-  }
+  if (!state.token) return window.clausewatchSignOut(); // a user's session ends on the server
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.alerts.clear();

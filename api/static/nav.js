@@ -95,15 +95,11 @@
       out.id = "sign-out";
       out.type = "button";
       out.dataset.i18n = "sign_out";
-      out.addEventListener("click", signOut);
+      out.addEventListener("click", () => window.clausewatchSignOut());
       nav.append(out);
     }
   }
 
-  async function signOut() {
-    await window.clausewatchRequest("DELETE", "/session").catch(() => null);
-    location.assign("/login");
-  }
 
   window.clausewatchLang = lang;
   document.addEventListener("DOMContentLoaded", () => {

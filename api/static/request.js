@@ -3,12 +3,13 @@
 // which browsers never send; kept in sessionStorage for the tab), else by the signed-in user's
 // session cookie, with the session's CSRF token (cookie cw_csrf, __Host-cw_csrf over HTTPS) as
 // X-CSRF-Token on every request that changes something. It also registers the web app's
-// service worker (sw.js). Defines window.clausewatchRequest, window.clausewatchToken and
-// window.clausewatchCsrf.
+// service worker (sw.js). Defines window.clausewatchRequest, window.clausewatchSignOut,
+// window.clausewatchToken and window.clausewatchCsrf.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "clausewatch.token";
+  let leaving = false; // signing out: a read refused meanwhile sends nobody anywhere else
 
   function csrf() {
     const found = document.cookie.split("; ").find((c) => /^(__Host-)?cw_csrf=/.test(c));
@@ -46,13 +47,21 @@
     const headers = { ...credentials(method, bearer), ...extra };
     if (body !== undefined) headers["Content-Type"] = type || "application/json";
     const answer = await fetch(`/api/v1${joined}`, { method, headers, body, signal });
-    if (answer.status === 401 && !bearer && login && method === "GET") {
+    if (answer.status === 401 && !bearer && login && method === "GET" && !leaving) {
       location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     }
     return answer;
   }
 
+  // Ends the person's session on the server and goes to /login (every page's sign-out button).
+  async function signOut() {
+    leaving = true;
+    await request("DELETE", "/session", { bearer: "" }).catch(() => null);
+    location.assign("/login");
+  }
+
   window.clausewatchRequest = request;
+  window.clausewatchSignOut = signOut;
   window.clausewatchToken = token;
   window.clausewatchCsrf = csrf;
   token(); // a #token=… in the address is taken now and leaves the address bar
