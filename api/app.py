@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request, status
 from fastapi import Path as FastApiPath
@@ -240,10 +240,13 @@ def _install_web_app(app: FastAPI) -> None:
     new version reaches installed phones; the worker keeps only the offline shell (sw.js)."""
     fresh = {"Cache-Control": "no-cache"}
 
+    # One app ("id": "/") named in the language chosen on the pages (request.js asks for it).
+    manifests = {"zh": "manifest.webmanifest", "en": "manifest.en.webmanifest"}
+
     @app.get("/manifest.webmanifest", include_in_schema=False)
-    def manifest() -> FileResponse:
+    def manifest(lang: Literal["zh", "en"] = "zh") -> FileResponse:
         return FileResponse(
-            STATIC_DIR / "manifest.webmanifest",
+            STATIC_DIR / manifests[lang],
             media_type="application/manifest+json",
             headers=fresh,
         )

@@ -66,6 +66,11 @@
   window.clausewatchCsrf = csrf;
   token(); // a #token=… in the address is taken now and leaves the address bar
 
-  // The installable web app's service worker (sw.js): the offline shell, never the API.
+  // The installable web app: its manifest in the language chosen on the pages (条款守望 or
+  // clausewatch), its service worker (sw.js): the offline shell, never the API.
+  const manifest = document.querySelector("link[rel=manifest]");
+  if (manifest && localStorage.getItem("clausewatch.lang") === "en") {
+    manifest.href = "/manifest.webmanifest?lang=en";
+  }
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => null);
 })();

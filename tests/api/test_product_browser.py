@@ -159,6 +159,13 @@ def test_the_web_app_installs_and_says_when_it_is_offline(
             assert manifest["errors"] == [], manifest["errors"]
             assert manifest["url"] == base + "/manifest.webmanifest"
             assert '"short_name": "条款守望"' in manifest["data"]
+            # In English the app is named clausewatch (the language chosen on the pages).
+            page.evaluate("localStorage.setItem('clausewatch.lang', 'en')")
+            page.reload()
+            english = session.send("Page.getAppManifest")
+            assert english["errors"] == [], english["errors"]
+            assert english["url"] == base + "/manifest.webmanifest?lang=en"
+            assert '"short_name": "clausewatch"' in english["data"]
             scope = page.evaluate("async () => (await navigator.serviceWorker.ready).scope")
             assert scope == base + "/"
             # The worker controls the next load, and has stored the offline shell.

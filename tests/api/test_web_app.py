@@ -85,8 +85,13 @@ def test_the_manifest_names_the_app_and_its_icons(client: TestClient) -> None:
     assert response.headers["content-type"] == "application/manifest+json"
     assert response.headers["cache-control"] == "no-cache"
     manifest = json.loads(response.content)
-    assert manifest["short_name"] == "条款守望"
-    assert "clausewatch" in manifest["name"]
+    assert manifest["name"] == manifest["short_name"] == "条款守望"
+    assert manifest["lang"] == "zh-CN"
+    english = json.loads(client.get("/manifest.webmanifest", params={"lang": "en"}).content)
+    assert english["name"] == english["short_name"] == "clausewatch"
+    assert english["id"] == manifest["id"] == "/"  # one app, named in two languages
+    assert english["icons"] == manifest["icons"]
+    assert client.get("/manifest.webmanifest", params={"lang": "fr"}).status_code == 422
     assert manifest["start_url"] == "/" and manifest["scope"] == "/"
     assert manifest["display"] == "standalone"
     sizes = {icon["sizes"] for icon in manifest["icons"] if icon["type"] == "image/png"}
