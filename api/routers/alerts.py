@@ -47,6 +47,7 @@ from api.models import (
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from api.periods import query_error
 from energy.quotas import quota_evidence
 from energy.reports import ReportError, load_site_model
 from rules.checkin import TASK_LABELS
@@ -123,7 +124,7 @@ LEDGER_MAX_DAYS = 366
 @router.get(
     "/ledger.csv",
     response_class=Response,
-    responses={**problems(401, 403, 404, 422), 200: {"content": {"text/csv": {}}}},
+    responses={**problems(401, 403, 404), 200: {"content": {"text/csv": {}}}},
 )
 def alert_ledger(
     conn: DbConn,
@@ -137,9 +138,8 @@ def alert_ledger(
     cause and corrective action; CSV, UTF-8 with BOM; at most 366 days."""
     principal.site_filter(site)
     if last_day >= dt.date.max or not 0 <= (last_day - first_day).days < LEDGER_MAX_DAYS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"the period must run forward and span at most {LEDGER_MAX_DAYS} days",
+        raise query_error(
+            "last_day", f"the period must run forward and span at most {LEDGER_MAX_DAYS} days"
         )
     try:
         data = export.ledger_csv(conn, site, first_day, last_day)
