@@ -102,12 +102,10 @@ const STEPS = {
   triaged: [["resolved", "Resolved", "已解决"], ["rejected", "Reject", "驳回"]],
 };
 
-// The photo of an item, fetched with the token and shown inline (a data: URL: the page's policy
-// allows no blob: images).
+// The photo of an item, fetched with the page's credentials (request.js) and shown inline (a
+// data: URL: the page's policy allows no blob: images).
 async function showPhoto(itemId, cell) {
-  const bearer = token(); // else the signed-in user's session cookie, as pagekit's api() does
-  const answer = await fetch(`/api/v1/feedback/${itemId}/photo`, { headers: bearer ? { Authorization: `Bearer ${bearer}` } : {} });
-  if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
+  const answer = await fetchApi(`feedback/${itemId}/photo`);
   const reader = new FileReader();
   reader.onload = () => cell.append(el("img", undefined, { src: reader.result, alt: L("photo", "照片"), class: "feedback-photo" }));
   reader.readAsDataURL(await answer.blob());
