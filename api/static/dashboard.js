@@ -836,7 +836,9 @@ async function showDetail(alertId) {
 // A check-in's photo: read with the token or the session and shown as a data URI,
 // the only image source besides the service's own files that the page's policy allows.
 async function showPhoto(item, url, button) {
-  const answer = await fetch(url, { headers: credentials() });
+  const answer = await window.clausewatchRequest("GET", url.replace(/^\/api\/v1/, ""), {
+    bearer: state.token || "", login: false,
+  });
   if (!answer.ok) return;
   const blob = await answer.blob();
   const reader = new FileReader();
