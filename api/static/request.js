@@ -56,6 +56,7 @@
   // Ends the person's session on the server and goes to /login (every page's sign-out button).
   async function signOut() {
     leaving = true;
+    window.clausewatchSigningOut = true; // the dashboard's own redirect to /login waits too
     await request("DELETE", "/session", { bearer: "" }).catch(() => null);
     location.assign("/login");
   }
