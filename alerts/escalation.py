@@ -1,14 +1,17 @@
 """Escalation: an alert left unacknowledged past its clause's policy goes up a level, and the
 party at that level (from the chain snapshotted when the alert was raised) is notified.
 
-`escalate_due` is what the service's scheduler runs (clausewatch/service.py, with the
-wall clock); tests pass their own `now`. The escalation clock starts when the alert was
+`escalate_due` is what the service's scheduler runs (clausewatch/service.py): with the wall
+clock, or, when the sites live on simulated time (the demo's `clock: data`), once per site with
+that site's data time, so escalation follows the same clock as the alerts it escalates; tests
+pass their own `now`. The escalation clock starts when the alert was
 confirmed (raised).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -23,11 +26,14 @@ from store.times import require_aware
 ESCALATION_ACTOR = "escalation"
 
 
-def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[int, int]]:
-    """Raises the level of every firing, unacknowledged alert whose policy step is due at `now`
-    and returns (alert id, new level) per step taken. Each step crossed gets its own timeline
-    row, ledger entry and notification (so a service that was down catches up level by level).
-    Takes the ledger lock first (see ledger.lock). Does not commit."""
+def escalate_due(
+    conn: psycopg.Connection[Any], now: dt.datetime, sites: Sequence[str] | None = None
+) -> list[tuple[int, int]]:
+    """Raises the level of every firing, unacknowledged alert (of `sites`, when given) whose
+    policy step is due at `now` and returns (alert id, new level) per step taken. Each step
+    crossed gets its own timeline row, ledger entry and notification (so a service that was
+    down catches up level by level). Takes the ledger lock first (see ledger.lock). Does not
+    commit."""
     require_aware(now, "now")
     ledger.lock(conn)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -35,8 +41,9 @@ def escalate_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[tuple[
             "SELECT * FROM alerts WHERE state = 'firing' AND acknowledged_at IS NULL"
             # An inhibited alert escalates through its outage alert (alerts/inhibition.py).
             " AND inhibited_by IS NULL"
-            " AND confirmed_at <= %s ORDER BY confirmed_at, id FOR UPDATE SKIP LOCKED",
-            (now,),
+            " AND confirmed_at <= %s AND (%s::text[] IS NULL OR site = ANY(%s))"
+            " ORDER BY confirmed_at, id FOR UPDATE SKIP LOCKED",
+            (now, None if sites is None else list(sites), None if sites is None else list(sites)),
         )
         candidates = cur.fetchall()
     if not candidates:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request, status
 from fastapi import Path as FastApiPath
@@ -163,6 +163,7 @@ def create_app(
     _install_error_handlers(app)
     _install_dashboard(app)
     _install_docs(app)
+    _install_web_app(app)
     return app
 
 
@@ -231,6 +232,32 @@ def _install_dashboard(app: FastAPI) -> None:
         return FileResponse(energy_page, media_type="text/html; charset=utf-8")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _install_web_app(app: FastAPI) -> None:
+    """The installable web app (issue 19): its manifest and its service worker, at the root so
+    the worker's scope is the whole site. Both are read again on every visit (no-cache), so a
+    new version reaches installed phones; the worker keeps only the offline shell (sw.js)."""
+    fresh = {"Cache-Control": "no-cache"}
+
+    # One app ("id": "/") named in the language chosen on the pages (request.js asks for it).
+    manifests = {"zh": "manifest.webmanifest", "en": "manifest.en.webmanifest"}
+
+    @app.get("/manifest.webmanifest", include_in_schema=False)
+    def manifest(lang: Literal["zh", "en"] = "zh") -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / manifests[lang],
+            media_type="application/manifest+json",
+            headers=fresh,
+        )
+
+    @app.get("/sw.js", include_in_schema=False)
+    def service_worker() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "sw.js",
+            media_type="text/javascript; charset=utf-8",
+            headers={**fresh, "Service-Worker-Allowed": "/"},
+        )
 
 
 # Swagger UI's files, from the PyPI package fastapi-offline (a dependency), served under /docs.

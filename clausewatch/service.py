@@ -14,6 +14,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ from rules.clause import ClauseFile, ClauseVersion
 from rules.engine import BindingError
 from rules.holidays import use_official_calendar
 from rules.site import SiteModel
+from store.checkpoints import data_times
 from store.migrate import migrate
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
 from store.pool import connect, make_pool
@@ -153,6 +155,21 @@ class ServiceOptions:
     # The periodic database jobs (rollups, partitions, notifications, escalations, retention)
     # run in one process only; the clock tick runs in every ingest process.
     periodic_jobs: bool = True
+
+
+def escalate(
+    conn: psycopg.Connection[Any], clock: Clock, sites: Sequence[str]
+) -> list[tuple[int, int]]:
+    """One escalation round on the service's clock: the wall clock, or with `clock: data` (the
+    demo's simulated building) each site's data time, the clock its alerts were raised on, so
+    an alert is not escalated by wall-clock minutes that never passed in its building. A site
+    whose engine has not advanced yet escalates nothing."""
+    if clock == "wall":
+        return escalate_due(conn, dt.datetime.now(dt.UTC))
+    steps: list[tuple[int, int]] = []
+    for site, data_time in sorted(data_times(conn, sites).items()):
+        steps += escalate_due(conn, data_time, sites=(site,))
+    return steps
 
 
 class Service:
@@ -421,12 +438,13 @@ class Service:
         self._job("notifications", work)
 
     def _escalations(self) -> None:
+        sites = sorted(self.config.sites)
+
         def work(conn: psycopg.Connection[Any]) -> None:
-            now = dt.datetime.now(dt.UTC)
-            escalate_due(conn, now)
+            escalate(conn, self.options.clock, sites)
             # Alerts an outage inhibited whose device is still silent after its gateway came
             # back notify on their own (alerts/inhibition.py).
-            release_due(conn, now)
+            release_due(conn, dt.datetime.now(dt.UTC))
 
         self._job("escalations", work)
 

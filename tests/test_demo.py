@@ -108,6 +108,10 @@ def run_demo(settings: dict[str, str], topic_prefix: str) -> list[str]:
             signed_in = browser.post("/api/v1/session", json={"name": user, "password": password})
             assert signed_in.status_code == 200, signed_in.text
             assert browser.get("/api/v1/alerts").json()["items"]
+        # The banner says the building lives on simulated time, the day its alerts carry.
+        clock = next(ln for ln in list(lines) if ln.strip().startswith("simulated time"))
+        day = clock.split(" lives on ", 1)[1].split()[0]
+        assert str(alert["started_at"]).startswith(day[:7]), (clock, alert["started_at"])
         simulator = next(line for line in list(lines) if line.strip().startswith("simulator"))
         pid = int(simulator.rsplit("(pid ", 1)[1].rstrip(")\n"))
         command_line = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -1,6 +1,6 @@
 """Alerts: list (filtered, searched, cursor-paginated), detail with provenance and timeline, and
 what people do to them (alerts.lifecycle does each step): acknowledge and close, one alert or a
-batch; comment; reassign to another party of the site."""
+batch; comment; reassign to another party of the site; a site's 台账 as CSV."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.responses import Response
 from pydantic import ValidationError
 
-from alerts import evidence, lifecycle, reads, silences
+from alerts import evidence, export, lifecycle, reads, silences
 from api.auth import AlertActor, Principal, Reader
 from api.deps import DbConn
 from api.models import (
@@ -46,6 +47,7 @@ from api.models import (
     problems,
 )
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from api.periods import query_error
 from energy.quotas import quota_evidence
 from energy.reports import ReportError, load_site_model
 from rules.checkin import TASK_LABELS
@@ -58,6 +60,7 @@ from rules.clause import (
     ThresholdCheck,
 )
 from store import checkins
+from store.registry import UnknownSite
 from store.times import wall_now
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -112,6 +115,42 @@ def list_alerts(
         last = rows[limit - 1]
         next_cursor = encode_cursor(last["started_at"], last["id"])
     return AlertPage(items=items, next_cursor=next_cursor)
+
+
+# A year of alerts at most: the 台账 is read into memory as one file.
+LEDGER_MAX_DAYS = 366
+
+
+@router.get(
+    "/ledger.csv",
+    response_class=Response,
+    responses={**problems(401, 403, 404), 200: {"content": {"text/csv": {}}}},
+)
+def alert_ledger(
+    conn: DbConn,
+    principal: Reader,
+    site: SiteId,
+    first_day: Annotated[dt.date, Query(description="the first day, in the site's time zone")],
+    last_day: Annotated[dt.date, Query(description="the last day (included)")],
+) -> Response:
+    """The 台账 of a site (alerts/export.py, as `clausewatch alerts export` writes it): the
+    alerts that started in [first_day, last_day] with clause, responsible party, timeline,
+    cause and corrective action; CSV, UTF-8 with BOM; at most 366 days."""
+    principal.site_filter(site)
+    if last_day >= dt.date.max or not 0 <= (last_day - first_day).days < LEDGER_MAX_DAYS:
+        raise query_error(
+            "last_day", f"the period must run forward and span at most {LEDGER_MAX_DAYS} days"
+        )
+    try:
+        data = export.ledger_csv(conn, site, first_day, last_day)
+    except UnknownSite as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "site not found") from exc
+    name = f"taizhang-{site}-{first_day.isoformat()}-{last_day.isoformat()}.csv"
+    return Response(
+        data,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 # The batch routes come before /{alert_id}/...: "bulk" is not an id.

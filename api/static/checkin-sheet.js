@@ -55,5 +55,5 @@
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   document.getElementById("print").addEventListener("click", () => window.print());
   document.addEventListener("clausewatch:lang", labels);
-  document.addEventListener("DOMContentLoaded", () => { token(); load(); });
+  document.addEventListener("DOMContentLoaded", () => { load(); });
 })();

@@ -16,7 +16,6 @@
   function labels() {
     document.title = `clausewatch · ${L("Check-in", "现场签到")}`;
     $("title").textContent = L("Check-in", "现场签到");
-    $("sign-in").textContent = L("Sign in", "登录");
     $("tasks-legend").textContent = L("Work done", "完成的工作");
     $("note-label").textContent = L("Note (optional)", "备注（可选）");
     $("photo-label").textContent = L("Photo (optional, JPEG/PNG/WebP, ≤ 5 MB)", "照片（可选，JPEG/PNG/WebP，≤ 5 MB）");
@@ -55,25 +54,21 @@
     }
   }
 
-  // Signed in as a user (the session cookie) or with a token (#token=, or the form): a page
-  // opened signed in with neither goes to /login and comes back here (pagekit's api()).
+  // Signed in as a user (the session cookie) or with a token (#token=): a page opened signed
+  // in with neither goes to /login and comes back here (request.js).
   async function load() {
     try {
       data = await api(`checkins/${encodeURIComponent(site)}/${encodeURIComponent(space)}`, { limit: "5" });
-      $("controls").hidden = true;
       $("status").textContent = "";
       draw();
     } catch (error) {
-      $("controls").hidden = !String(error.message).startsWith("401");
       $("status").textContent = `${L("Cannot load this space", "无法加载此空间")}: ${error.message}`;
     }
   }
 
   async function uploadPhoto(file) {
-    const answer = await fetch(`/api/v1/checkin-photos?site=${encodeURIComponent(site)}`, {
-      method: "POST",
-      headers: { ...credentials(), "Content-Type": file.type || "application/octet-stream" },
-      body: file,
+    const answer = await upload("POST", "checkin-photos", {
+      params: { site }, body: file, type: file.type || "application/octet-stream",
     });
     const body = await answer.json().catch(() => ({}));
     if (!answer.ok) {
@@ -83,7 +78,6 @@
     return body.id;
   }
 
-  $("controls").addEventListener("submit", (event) => { event.preventDefault(); token(); load(); });
   $("checkin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     if (busy) return; // a double tap while the first is on its way

@@ -7,7 +7,6 @@
 // as HTML), so nothing from the API can inject markup.
 "use strict";
 
-const API = "/api/v1";
 const TOKEN_KEY = "clausewatch.token";
 const LANG_KEY = "clausewatch.lang";
 const SOUND_KEY = "clausewatch.sound";
@@ -203,22 +202,11 @@ function siteZone(siteId) {
 
 class Unauthorized extends Error {}
 
-// Who signs the requests: the pasted token (machines, the demo), else the signed-in user's
-// session cookie, with the session's CSRF token on every request that changes something.
-function credentials(method = "GET") {
-  if (state.token) return { Authorization: `Bearer ${state.token}` };
-  if (method === "GET") return {};
-  const found = document.cookie.split("; ").find((c) => /^(__Host-)?cw_csrf=/.test(c));
-  return { "X-CSRF-Token": found ? found.slice(found.indexOf("=") + 1) : "" };
-}
-
+// Who signs the requests (request.js): the pasted token (machines, the demo), else the
+// signed-in user's session cookie, with the session's CSRF token on every write.
 async function api(path, options = {}) {
-  const response = await fetch(API + path, {
-    ...options,
-    headers: {
-      ...credentials(options.method),
-      ...(options.body ? { "Content-Type": "application/json" } : {}),
-    },
+  const response = await window.clausewatchRequest(options.method || "GET", path, {
+    body: options.body, bearer: state.token || "", login: false,
   });
   if (response.status === 401) throw new Unauthorized();
   const body = await response.json().catch(() => null);
@@ -641,9 +629,10 @@ async function startStream() {
   let delay = 1000;
   while (!controller.signal.aborted) {
     try {
-      const headers = credentials();
-      if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
-      const response = await fetch(`${API}/stream`, { headers, signal: controller.signal });
+      const headers = state.lastEventId !== null ? { "Last-Event-ID": state.lastEventId } : {};
+      const response = await window.clausewatchRequest("GET", "/stream", {
+        headers, signal: controller.signal, bearer: state.token || "", login: false,
+      });
       if (response.status === 401) return showLogin(t("bad_token"));
       if (!response.ok) throw new Error(`stream: ${response.status}`);
       setConnection("live");
@@ -847,7 +836,9 @@ async function showDetail(alertId) {
 // A check-in's photo: read with the token or the session and shown as a data URI,
 // the only image source besides the service's own files that the page's policy allows.
 async function showPhoto(item, url, button) {
-  const answer = await fetch(url, { headers: credentials() });
+  const answer = await window.clausewatchRequest("GET", url.replace(/^\/api\/v1/, ""), {
+    bearer: state.token || "", login: false,
+  });
   if (!answer.ok) return;
   const blob = await answer.blob();
   const reader = new FileReader();
@@ -1260,12 +1251,7 @@ $("token-form").addEventListener("submit", (event) => {
   start();
 });
 $("sign-out").addEventListener("click", async () => {
-  if (!state.token) { // a user's session ends on the server
-    window.clausewatchSigningOut = true;
-    await fetch(`${API}/session`, { method: "DELETE", headers: credentials("DELETE") }).catch(() => null);
-    location.assign("/login");
-    return;
-  }
+  if (!state.token) return window.clausewatchSignOut(); // a user's session ends on the server
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.alerts.clear();

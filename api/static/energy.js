@@ -3,8 +3,11 @@
 // step, no library. Every text from the API goes in via textContent. Figures that include bills
 // or manual readings say so (their parts: `billed`, `manual`).
 //
-// Token: from the URL fragment (#token=...; never sent to the server, kept in sessionStorage)
-// or typed into the form. Site and period come from the query string (?site=&since=&until=).
+// Requests go through request.js (pagekit.js's fetchApi and upload): a signed-in user's cookie
+// with its CSRF token, or a machine token from #token=…. Site and period come from the query
+// string (?site=&since=&until=); without them the page opens on the month of the site's data
+// clock (data_time of GET /sites: the demo's building lives on simulated time), and quotas are
+// judged at that time, not at the wall clock's.
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -14,9 +17,7 @@ const KGCE_PER_UNIT = {  // GB/T 2589-2020, as the reports use them (heat per GJ
 };
 const TARGET_KGCE_PER_M2_YEAR = 18.48 * 0.95;  // 14th five-year plan, 2025 vs 2020
 const form = document.getElementById("controls");
-// The product's one language choice (nav.js): Chinese unless English was chosen.
-const english = () => typeof window.clausewatchLang === "function" && window.clausewatchLang() === "en";
-const L = (en, zh) => (english() ? en : zh);
+const english = () => L(true, false);
 const CARRIER_ZH = { electricity: "电力", natural_gas: "天然气", heat: "热力", gasoline: "汽油",
   diesel: "柴油", water: "水" };
 const carrierName = (c) => (english() ? c.replace("_", " ") : CARRIER_ZH[c] || c);
@@ -24,29 +25,8 @@ const STATUS_ZH = { ok: "正常", within: "未超限", forecast_overrun: "预计
   exceeds: "超限", not_assessable: "无法评估" };
 const statusLine = document.getElementById("status");
 
-function token() {
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) {
-    sessionStorage.setItem("clausewatch.token", fromHash);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return form.elements.token.value || sessionStorage.getItem("clausewatch.token") || "";
-}
-
-async function api(path, params) {
-  const url = `/api/v1/${path}?${new URLSearchParams(params)}`;
-  const answer = await fetch(url, { headers: { Authorization: `Bearer ${token()}` } });
-  if (!answer.ok) {
-    let detail = answer.statusText;
-    try { detail = JSON.stringify((await answer.json()).detail); } catch (_) { /* not JSON */ }
-    const error = new Error(`${answer.status} ${detail}`);
-    error.status = answer.status;
-    throw error;
-  }
-  return answer;
-}
-
-function el(tag, attrs = {}, text) {
+// An HTML or SVG (svg:…) element (pagekit.js's el makes HTML only).
+function make(tag, attrs = {}, text) {
   const node = tag.startsWith("svg:")
     ? document.createElementNS(SVG_NS, tag.slice(4))
     : document.createElement(tag);
@@ -73,7 +53,7 @@ function colour(carrier) {
 // ---- charts ----
 
 function frame(width, height) {
-  return el("svg:svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+  return make("svg:svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
 }
 
 function tick(value, max) {
@@ -85,10 +65,10 @@ function axisY(svg, box, max, label) {
   for (let i = 0; i <= 4; i++) {
     const value = (max * i) / 4;
     const y = box.bottom - ((box.bottom - box.top) * i) / 4;
-    svg.append(el("svg:line", { x1: box.left, x2: box.right, y1: y, y2: y, stroke: "#e5e9ef" }));
-    svg.append(el("svg:text", { x: box.left - 4, y: y + 4, "text-anchor": "end" }, tick(value, max)));
+    svg.append(make("svg:line", { x1: box.left, x2: box.right, y1: y, y2: y, stroke: "#e5e9ef" }));
+    svg.append(make("svg:text", { x: box.left - 4, y: y + 4, "text-anchor": "end" }, tick(value, max)));
   }
-  svg.append(el("svg:text", { x: box.left, y: box.top - 6 }, label));
+  svg.append(make("svg:text", { x: box.left, y: box.top - 6 }, label));
 }
 
 function niceMax(value) {
@@ -115,15 +95,15 @@ function stackedBars(container, groups, unit, width = 640) {
       if (value <= 0) continue;
       const h = ((box.bottom - box.top) * value) / max;
       y -= h;
-      const bar = el("svg:rect", { x, y, width: barWidth, height: h, fill: colour(carrier),
+      const bar = make("svg:rect", { x, y, width: barWidth, height: h, fill: colour(carrier),
                                    "data-carrier": carrier });
       const flag = (group.flags && group.flags[carrier]) || "";
-      bar.append(el("svg:title", {}, `${group.label} ${carrier}: ${fmt(value, 3)} ${unit}${flag}`));
+      bar.append(make("svg:title", {}, `${group.label} ${carrier}: ${fmt(value, 3)} ${unit}${flag}`));
       if (flag) bar.setAttribute("data-flagged", "true");
       svg.append(bar);
     }
     if (index % labelEvery === 0) {
-      svg.append(el("svg:text", { x: x + barWidth / 2, y: box.bottom + 14, "text-anchor": "middle" },
+      svg.append(make("svg:text", { x: x + barWidth / 2, y: box.bottom + 14, "text-anchor": "middle" },
                     group.label));
     }
   });
@@ -140,20 +120,20 @@ function lineChart(container, points, unit, reference) {
   const xy = (p, i) => [box.left + step * i, box.bottom - ((box.bottom - box.top) * p.value) / max];
   if (reference) {
     const y = box.bottom - ((box.bottom - box.top) * reference) / max;
-    svg.append(el("svg:line", { x1: box.left, x2: box.right, y1: y, y2: y, stroke: "#c0392b",
+    svg.append(make("svg:line", { x1: box.left, x2: box.right, y1: y, y2: y, stroke: "#c0392b",
                                 "stroke-dasharray": "6 4" }));
   }
-  svg.append(el("svg:polyline", { points: points.map((p, i) => xy(p, i).join(",")).join(" "),
+  svg.append(make("svg:polyline", { points: points.map((p, i) => xy(p, i).join(",")).join(" "),
                                   fill: "none", stroke: colour("electricity"), "stroke-width": 2,
                                   class: "trend" }));
   const labelEvery = Math.ceil(points.length / 16);
   points.forEach((p, i) => {
     const [x, y] = xy(p, i);
-    const dot = el("svg:circle", { cx: x, cy: y, r: 2.5, fill: colour("electricity") });
-    dot.append(el("svg:title", {}, `${p.label}: ${fmt(p.value, 4)} ${unit}`));
+    const dot = make("svg:circle", { cx: x, cy: y, r: 2.5, fill: colour("electricity") });
+    dot.append(make("svg:title", {}, `${p.label}: ${fmt(p.value, 4)} ${unit}`));
     svg.append(dot);
     if (i % labelEvery === 0) {
-      svg.append(el("svg:text", { x, y: box.bottom + 14, "text-anchor": "middle" }, p.label));
+      svg.append(make("svg:text", { x, y: box.bottom + 14, "text-anchor": "middle" }, p.label));
     }
   });
   container.replaceChildren(svg);
@@ -170,23 +150,23 @@ function burnDown(quota) {
   const x = (t) => box.left + ((box.right - box.left) * (t - start)) / (end - start);
   const y = (v) => box.bottom - ((box.bottom - box.top) * v) / max;
   if (budget) {
-    svg.append(el("svg:line", { x1: x(start), y1: y(0), x2: x(end), y2: y(budget), stroke: "#5b6775",
+    svg.append(make("svg:line", { x1: x(start), y1: y(0), x2: x(end), y2: y(budget), stroke: "#5b6775",
                                 "stroke-dasharray": "3 3", class: "budget" }));
-    svg.append(el("svg:line", { x1: box.left, x2: box.right, y1: y(budget), y2: y(budget),
+    svg.append(make("svg:line", { x1: box.left, x2: box.right, y1: y(budget), y2: y(budget),
                                 stroke: "#c0392b", class: "budget-total" }));
   }
   const curve = [[start, 0], ...quota.curve.map((p) => [Date.parse(p.at), Number(p.cumulative)])];
-  svg.append(el("svg:polyline", { points: curve.map(([t, v]) => `${x(t)},${y(v)}`).join(" "),
+  svg.append(make("svg:polyline", { points: curve.map(([t, v]) => `${x(t)},${y(v)}`).join(" "),
                                   fill: "none", stroke: colour("electricity"), "stroke-width": 2,
                                   class: "consumed" }));
   if (forecast) {
     const [lastT, lastV] = curve[curve.length - 1];
-    svg.append(el("svg:line", { x1: x(lastT), y1: y(lastV), x2: x(end), y2: y(forecast),
+    svg.append(make("svg:line", { x1: x(lastT), y1: y(lastV), x2: x(end), y2: y(forecast),
                                 stroke: colour("natural_gas"), "stroke-dasharray": "6 4",
                                 class: "forecast" }));
   }
-  svg.append(el("svg:text", { x: box.left, y: box.bottom + 16 }, quota.period_start.slice(0, 10)));
-  svg.append(el("svg:text", { x: box.right, y: box.bottom + 16, "text-anchor": "end" },
+  svg.append(make("svg:text", { x: box.left, y: box.bottom + 16 }, quota.period_start.slice(0, 10)));
+  svg.append(make("svg:text", { x: box.right, y: box.bottom + 16, "text-anchor": "end" },
                 quota.period_end.slice(0, 10)));
   return svg;
 }
@@ -195,22 +175,22 @@ function burnDown(quota) {
 
 function table(id, header, rows) {
   const node = document.getElementById(id);
-  const head = el("tr");
-  header.forEach((h) => head.append(el("th", {}, h)));
+  const head = make("tr");
+  header.forEach((h) => head.append(make("th", {}, h)));
   node.replaceChildren(head);
   for (const row of rows) {
-    const tr = el("tr");
+    const tr = make("tr");
     for (const cell of row) {
-      if (cell instanceof Node) { const td = el("td"); td.append(cell); tr.append(td); continue; }
+      if (cell instanceof Node) { const td = make("td"); td.append(cell); tr.append(td); continue; }
       const numeric = cell !== null && cell !== "" && !Number.isNaN(Number(cell));
-      tr.append(el("td", numeric ? { class: "num" } : {}, cell === null ? "–" : String(cell)));
+      tr.append(make("td", numeric ? { class: "num" } : {}, cell === null ? "–" : String(cell)));
     }
     node.append(tr);
   }
 }
 
 function badge(status) {
-  return el("span", { class: `badge ${status}` }, english() ? status.replace("_", " ") : STATUS_ZH[status] || status);
+  return make("span", { class: `badge ${status}` }, english() ? status.replace("_", " ") : STATUS_ZH[status] || status);
 }
 
 // ---- the page ----
@@ -252,10 +232,10 @@ function render(report, daily, quotas) {
                [L("yuan / person", "元 / 人"), cost.per_person, L(`${cost.occupants ?? "–"} people`, `${cost.occupants ?? "–"} 人`), true]);
   }
   document.getElementById("summary").replaceChildren(...tiles.map(([label, value, hint, isMoney]) => {
-    const tile = el("div", { class: isMoney ? "tile cost" : "tile" });
-    tile.append(el("div", { class: "label" }, label),
-                el("div", { class: "value" }, isMoney ? money(value) : fmt(value, 3)),
-                el("div", { class: "label" }, hint));
+    const tile = make("div", { class: isMoney ? "tile cost" : "tile" });
+    tile.append(make("div", { class: "label" }, label),
+                make("div", { class: "value" }, isMoney ? money(value) : fmt(value, 3)),
+                make("div", { class: "label" }, hint));
     return tile;
   }));
 
@@ -267,7 +247,7 @@ function render(report, daily, quotas) {
   stackedBars(document.getElementById("monthly-chart"), [...months.values()], "kgce");
   document.getElementById("monthly-legend").replaceChildren(
     ...CARRIERS.filter((c) => report.carriers.some((r) => r.carrier === c)).map((c) => {
-      const item = el("span", {}, carrierName(c));
+      const item = make("span", {}, carrierName(c));
       // Through the CSSOM: a style attribute is inline style, which the page's policy refuses.
       item.style.setProperty("--swatch", colour(c));
       return item;
@@ -298,11 +278,11 @@ function render(report, daily, quotas) {
 
   const quotaBox = document.getElementById("quotas");
   quotaBox.replaceChildren(...quotas.map((q) => {
-    const card = el("div", { class: "quota", "data-clause": q.clause_id });
-    const title = el("div");
-    title.append(el("strong", {}, `${q.clause_id} v${q.version}`), " ", badge(q.status));
-    card.append(title, el("div", {}, `${q.title} — ${q.device} (${q.space}), ${q.period}`));
-    card.append(el("div", {}, L(`consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
+    const card = make("div", { class: "quota", "data-clause": q.clause_id });
+    const title = make("div");
+    title.append(make("strong", {}, `${q.clause_id} v${q.version}`), " ", badge(q.status));
+    card.append(title, make("div", {}, `${q.title} — ${q.device} (${q.space}), ${q.period}`));
+    card.append(make("div", {}, L(`consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
                                 `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}`,
                                 `已用 ${fmt(q.consumed)} / ${fmt(q.budget)} ${q.unit}；` +
                                 `至今应用 ${fmt(q.budget_to_date)}；预测 ${fmt(q.forecast)}`) +
@@ -310,7 +290,7 @@ function render(report, daily, quotas) {
     card.append(burnDown(q));
     return card;
   }));
-  if (!quotas.length) quotaBox.replaceChildren(el("p", {}, L("No quota clause in force for this site.", "本站点没有现行的定额条款。")));
+  if (!quotas.length) quotaBox.replaceChildren(make("p", {}, L("No quota clause in force for this site.", "本站点没有现行的定额条款。")));
 
   table("carriers", english() ? ["carrier", "consumption", "unit", "estimated", "billed", "manual", "kgce", "scope", "t CO2 location", "of it billed / manual", "t CO2 market"]
                               : ["品种", "消耗量", "单位", "估算", "账单", "手工/估计", "kgce", "范围", "t CO2（位置）", "其中账单 / 手工", "t CO2（市场）"],
@@ -345,7 +325,7 @@ function render(report, daily, quotas) {
         (cost ? cost.bills : []).map((b) => [`#${b.id} ${b.reference}`, carrierName(b.carrier), `${b.first_day}…${b.last_day}`,
                                              money(b.cost), money(b.tariff_estimate), money(b.difference), b.difference_pct]));
   const notes = report.notes.concat(cost ? cost.notes : []);
-  document.getElementById("notes").replaceChildren(...notes.map((n) => el("li", {}, n)));
+  document.getElementById("notes").replaceChildren(...notes.map((n) => make("li", {}, n)));
   labels();
 }
 
@@ -375,7 +355,7 @@ function showImport(result) {
     `${result.file}: ${result.rows} rows — ${result.new} new, ${result.corrected} corrected, ${result.unchanged} unchanged, ${result.errors.length} errors; ${state}`,
     `${result.file}：${result.rows} 行 — 新增 ${result.new}，更正 ${result.corrected}，未变 ${result.unchanged}，错误 ${result.errors.length}；${state}`);
   document.getElementById("bill-errors").replaceChildren(...result.errors.map((e) =>
-    el("li", { class: "bill-error" },
+    make("li", { class: "bill-error" },
        `${e.sheet ? e.sheet + "!" : ""}${L("row", "第")} ${e.row}${L("", " 行")}${e.column ? " " + e.column : ""}: ${e.message}`)));
 }
 
@@ -391,13 +371,12 @@ async function importBills(event) {
   }
   const dry = !event.submitter || event.submitter.value === "dry";
   const xlsx = file.name.toLowerCase().endsWith(".xlsx");
-  const params = new URLSearchParams({ filename: file.name.replace(/[\/\\]/g, "_"), dry_run: String(dry) });
+  const params = { filename: file.name.replace(/[\/\\]/g, "_"), dry_run: String(dry) };
   billStatus.className = "";
   billStatus.textContent = L("Sending…", "发送中…");
   try {
-    const answer = await fetch(`/api/v1/energy/bills?${params}`, {
-      method: "POST", body: await file.arrayBuffer(),
-      headers: { Authorization: `Bearer ${token()}`, "Content-Type": xlsx ? XLSX : "text/csv" },
+    const answer = await upload("POST", "energy/bills", {
+      params, body: await file.arrayBuffer(), type: xlsx ? XLSX : "text/csv",
     });
     const body = await answer.json();
     const result = answer.ok ? body : answer.status === 422 ? body.result : undefined;
@@ -416,7 +395,7 @@ async function importBills(event) {
 
 async function csvLink(id, path, params) {
   const link = document.getElementById(id);
-  const answer = await api(path, { ...params, format: "csv" });
+  const answer = await fetchApi(path, { ...params, format: "csv" });
   const blob = await answer.blob();
   if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
   link.href = URL.createObjectURL(blob);
@@ -433,14 +412,22 @@ async function load() {
   statusLine.className = "";
   statusLine.textContent = L("Loading…", "加载中…");
   try {
-    const report = await (await api("carbon", params)).json();
-    const daily = await (await api("energy", { ...params, bucket: "day", by: "carrier" })).json();
-    const at = new Date(Math.min(Date.now(), Date.parse(report.until) - 1000)).toISOString();
-    const quotas = await (await api("energy/quotas", { site: params.site, at, ...(params.space ? { space: params.space } : {}) })).json();
+    const report = await api("carbon", params);
+    const daily = await api("energy", { ...params, bucket: "day", by: "carrier" });
+    // Quotas are judged at the site's "now" (its data clock), or at the period's end if sooner.
+    const now = (await siteClock(params.site)).at;
+    const at = new Date(Math.min(now.getTime(), Date.parse(report.until) - 1000)).toISOString();
+    const quotas = await api("energy/quotas", { site: params.site, at, space: params.space || "" });
     shown = { report, daily, quotas };
     render(report, daily, quotas);
     await csvLink("csv-carbon", "carbon", params);
     await csvLink("csv-energy", "energy", { ...params, bucket: "day", by: "meter" });
+    // The site's 台账 (its alerts with cause and action) for the same days: until is exclusive.
+    const lastDay = new Date(Date.parse(`${params.until}T00:00:00Z`) - 86400000).toISOString().slice(0, 10);
+    linkFile(document.getElementById("csv-ledger"), "alerts/ledger.csv",
+      { site: params.site, first_day: params.since, last_day: lastDay },
+      `taizhang-${params.site}-${params.since}-${lastDay}.csv`,
+      (error) => { statusLine.className = "error"; statusLine.textContent = `${L("Could not download", "无法下载")}: ${error.message}`; });
     shown.status = () => `${report.site}${report.space ? " / " + report.space : ""}: ` +
       `${report.since.slice(0, 10)} ${L("to", "至")} ${report.until.slice(0, 10)} (${report.timezone}), ` +
       `${fmt(report.days, 2)} ${L("days", "天")}`;
@@ -449,21 +436,17 @@ async function load() {
   } catch (error) {
     statusLine.className = "error";
     statusLine.textContent = `${L("Could not load", "无法加载")}: ${error.message}`;
-    if (error.status === 401) document.getElementById("token-field").hidden = false;
   }
 }
 
-function start() {
+async function start() {
   const query = new URLSearchParams(location.search);
-  const today = new Date();
-  const first = new Date(today.getFullYear(), today.getMonth(), 1);
-  const next = new Date(today.getFullYear(), today.getMonth() + 1, 1);
-  const iso = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-01`;
   form.elements.site.value = query.get("site") || "demo-hq";
   form.elements.space.value = query.get("space") || "";
-  form.elements.since.value = query.get("since") || iso(first);
-  form.elements.until.value = query.get("until") || iso(next);
-  if (!token()) document.getElementById("token-field").hidden = false;
+  // The period with data: the month of the site's data clock (the wall clock's before any data).
+  const { at, zone } = await siteClock(form.elements.site.value);
+  form.elements.since.value = query.get("since") || monthStart(at, zone);
+  form.elements.until.value = query.get("until") || monthStart(at, zone, 1);
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   billForm.addEventListener("submit", importBills);
   labels();

@@ -1,4 +1,4 @@
-// The shared top of the energy, register and statistics pages: the one language choice of the
+// The shared top of the energy, register, statistics and sign-in pages (after request.js): the one language choice of the
 // whole product (localStorage "clausewatch.lang", also used by the dashboard; Chinese unless
 // English was chosen), applied to every element with data-i18n / data-i18n-placeholder, the
 // shared navigation with its language button. A page's own script listens to "clausewatch:lang" to redraw
@@ -7,6 +7,7 @@
 
 (() => {
   const KEY = "clausewatch.lang";
+  const csrf = window.clausewatchCsrf; // the session's CSRF token (request.js, loaded first)
   const LABELS = {
     zh: {
       alerts: "告警", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计",
@@ -14,7 +15,7 @@
       api: "API", other_language: "English", sign_out: "退出",
       energy_title: "能耗与碳排放", register_title: "标准条款库", statistics_title: "统计",
       site: "站点", space: "空间", whole_site: "整个站点", from: "起", until: "止（不含）",
-      token: "访问令牌", show: "显示", carbon_csv: "碳排放 CSV", energy_csv: "逐日能耗 CSV",
+      show: "显示", carbon_csv: "碳排放 CSV", energy_csv: "逐日能耗 CSV", ledger_csv: "告警台账 CSV",
       monthly_energy: "分品种月能耗（kgce，GB/T 2589-2020）", intensity: "能耗强度趋势",
       daily_energy: "分品种日能耗（kgce）", quotas: "定额条款：消耗进度与预测",
       by_carrier: "分品种", against_quota: "与定额和目标对比（年化）",
@@ -25,6 +26,8 @@
       search_hint: "室内温度、甲醛、GB 50736…",
       pending_revisions: "待审批与待发布的修订", change: "修订内容", state: "状态",
       sites: "站点模型", sites_title: "站点模型：批量导入与导出",
+      page_energy: "能耗与碳排放 · 条款守望", page_register: "标准条款库 · 条款守望",
+      page_statistics: "统计 · 条款守望", page_login: "登录 · 条款守望",
     },
     en: {
       alerts: "Alerts", energy: "Energy & carbon", register: "Register", statistics: "Statistics",
@@ -33,8 +36,8 @@
       energy_title: "Energy and carbon", register_title: "Standards register",
       statistics_title: "Statistics",
       site: "Site", space: "Space", whole_site: "whole site", from: "From",
-      until: "To (exclusive)", token: "Token", show: "Show", carbon_csv: "carbon CSV",
-      energy_csv: "daily energy CSV",
+      until: "To (exclusive)", show: "Show", carbon_csv: "carbon CSV",
+      energy_csv: "daily energy CSV", ledger_csv: "alert ledger (台账) CSV",
       monthly_energy: "Monthly energy by carrier (kgce, GB/T 2589-2020)",
       intensity: "Intensity trend", daily_energy: "Daily energy by carrier (kgce)",
       quotas: "Quota clauses: burn-down and forecast", by_carrier: "By carrier",
@@ -47,6 +50,8 @@
       pending_revisions: "Revisions awaiting approval or publication", change: "Change",
       state: "State",
       sites: "Sites", sites_title: "Site model: bulk import and export",
+      page_energy: "Energy and carbon · clausewatch", page_register: "Standards register · clausewatch",
+      page_statistics: "Statistics · clausewatch", page_login: "Sign in · clausewatch",
     },
   };
   const lang = () => (localStorage.getItem(KEY) === "en" ? "en" : "zh");
@@ -95,29 +100,13 @@
       out.id = "sign-out";
       out.type = "button";
       out.dataset.i18n = "sign_out";
-      out.addEventListener("click", signOut);
+      out.addEventListener("click", () => window.clausewatchSignOut());
       nav.append(out);
     }
   }
 
-  // The CSRF token of the user's session (cookie cw_csrf, __Host-cw_csrf over HTTPS): sent as
-  // X-CSRF-Token with every request that changes something.
-  function csrf() {
-    const found = document.cookie.split("; ").find((c) => /^(__Host-)?cw_csrf=/.test(c));
-    return found ? found.slice(found.indexOf("=") + 1) : "";
-  }
-
-  // While signing out, a request of the page that meets the ended session must not send the
-  // person to /login?next=... (it raced the sign-out's own /login).
-  async function signOut() {
-    window.clausewatchSigningOut = true;
-    await fetch("/api/v1/session", { method: "DELETE", headers: { "X-CSRF-Token": csrf() } })
-      .catch(() => null);
-    location.assign("/login");
-  }
 
   window.clausewatchLang = lang;
-  window.clausewatchCsrf = csrf;
   document.addEventListener("DOMContentLoaded", () => {
     const toggle = document.getElementById("lang-toggle");
     if (toggle) {

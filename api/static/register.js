@@ -1,6 +1,6 @@
 // The register page: search /api/v1/register, show one clause from /api/v1/register/{id}.
-// Text from the API always goes in through textContent. Token: #token=… or the form, kept in
-// sessionStorage like the energy page (token, api, el and pct are in pagekit.js).
+// Text from the API always goes in through textContent. Signed by the user's cookie or a
+// #token=… (request.js); api, el and pct are in pagekit.js.
 "use strict";
 
 const form = document.getElementById("controls");
@@ -127,7 +127,6 @@ async function show(clauseId, row) {
 }
 
 form.addEventListener("submit", search);
-token();
 search();
 revisions();
 // The language changed on this page: the list and the open clause again, in that language.

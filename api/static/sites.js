@@ -19,12 +19,6 @@ function texts() {
   draw();
 }
 
-function headers(extra = {}) {
-  const bearer = token();
-  if (bearer) return { ...extra, Authorization: `Bearer ${bearer}` };
-  return { ...extra, "X-CSRF-Token": window.clausewatchCsrf() };
-}
-
 async function sites() {
   const select = document.querySelector("#controls select[name=site]");
   try {
@@ -37,27 +31,19 @@ async function sites() {
 
 function status(text) { document.getElementById("status").textContent = text; }
 
-async function download(path, name) {
-  const answer = await fetch(`/api/v1/${path}`, { headers: headers() });
-  if (!answer.ok) {
-    const data = await answer.json().catch(() => ({}));
-    status(`${answer.status} ${data.detail || answer.statusText}`);
-    return;
-  }
-  const link = el("a", "", { href: URL.createObjectURL(await answer.blob()), download: name });
-  document.body.append(link);
-  link.click();
-  link.remove();
+// A workbook of the API handed over as a file (pagekit's download: the cookie or the token).
+function workbook(path, name) {
+  download(path, {}, name).catch((error) => status(error.message));
 }
 
-async function upload(dryRun) {
+async function importWorkbook(dryRun) {
   const file = document.querySelector("#upload input[type=file]").files[0];
   if (!file) return;
   status(L("Checking…", "检查中…"));
   document.getElementById("apply").disabled = true;
-  const query = new URLSearchParams({ dry_run: String(dryRun), filename: file.name.slice(0, 200) });
-  const answer = await fetch(`/api/v1/sites/import?${query}`, {
-    method: "POST", headers: headers({ "Content-Type": file.type || "application/octet-stream" }), body: file,
+  const answer = await upload("POST", "sites/import", {
+    params: { dry_run: String(dryRun), filename: file.name.slice(0, 200) },
+    body: file, type: file.type || "application/octet-stream",
   });
   const data = await answer.json().catch(() => ({}));
   if (answer.ok) {
@@ -128,14 +114,13 @@ function draw() {
   diff.append(box);
 }
 
-document.getElementById("upload").addEventListener("submit", (event) => { event.preventDefault(); upload(true); });
-document.getElementById("apply").addEventListener("click", () => upload(false));
+document.getElementById("upload").addEventListener("submit", (event) => { event.preventDefault(); importWorkbook(true); });
+document.getElementById("apply").addEventListener("click", () => importWorkbook(false));
 document.getElementById("export").addEventListener("click", () => {
   const site = document.querySelector("#controls select[name=site]").value;
-  if (site) download(`sites/${encodeURIComponent(site)}/export.xlsx`, `${site}.xlsx`);
+  if (site) workbook(`sites/${encodeURIComponent(site)}/export.xlsx`, `${site}.xlsx`);
 });
-document.getElementById("template").addEventListener("click", () => download("sites/template.xlsx", "site-template.xlsx"));
-document.querySelector("#controls input[name=token]").addEventListener("change", sites);
+document.getElementById("template").addEventListener("click", () => workbook("sites/template.xlsx", "site-template.xlsx"));
 document.querySelector("#upload input[type=file]").addEventListener("change", () => {
   last = null; document.getElementById("apply").disabled = true; draw();
 });

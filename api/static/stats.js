@@ -3,8 +3,9 @@
 // against the targets of the plan with the sites below them, the site's open improvement
 // actions (overdue flagged), the feedback from its public form still to deal with, triaged here
 // (/api/v1/feedback), its evaluations (/api/v1/evaluations) and stored evaluation reports
-// (/api/v1/reports). Text goes in through textContent only. token, api, el and
-// pct are in pagekit.js.
+// (/api/v1/reports: HTML to read or print, CSV). Text goes in through textContent only. Signed
+// by the user's cookie or a #token=… (request.js); api, send, linkFile, el and pct are in
+// pagekit.js.
 "use strict";
 
 const form = document.getElementById("controls");
@@ -101,12 +102,10 @@ const STEPS = {
   triaged: [["resolved", "Resolved", "已解决"], ["rejected", "Reject", "驳回"]],
 };
 
-// The photo of an item, fetched with the token and shown inline (a data: URL: the page's policy
-// allows no blob: images).
+// The photo of an item, fetched with the page's credentials (request.js) and shown inline (a
+// data: URL: the page's policy allows no blob: images).
 async function showPhoto(itemId, cell) {
-  const bearer = token(); // else the signed-in user's session cookie, as pagekit's api() does
-  const answer = await fetch(`/api/v1/feedback/${itemId}/photo`, { headers: bearer ? { Authorization: `Bearer ${bearer}` } : {} });
-  if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
+  const answer = await fetchApi(`feedback/${itemId}/photo`);
   const reader = new FileReader();
   reader.onload = () => cell.append(el("img", undefined, { src: reader.result, alt: L("photo", "照片"), class: "feedback-photo" }));
   reader.readAsDataURL(await answer.blob());
@@ -268,7 +267,10 @@ async function showSite() {
   const list = el("ul");
   for (const r of reports) {
     const item = el("li", `${r.period} · ${L("compliance", "达标率")} ${pct(r.compliance_rate)} · `);
-    item.append(el("a", "HTML", { href: `/api/v1/reports/${r.id}/html`, target: "_blank" }));
+    const failed = (error) => { statusLine.textContent = `${L("Could not download", "无法下载")}: ${error.message}`; };
+    item.append(linkFile(el("a", "HTML"), `reports/${r.id}/html`, {}, null, failed));
+    item.append(" · ");
+    item.append(linkFile(el("a", "CSV"), `reports/${r.id}/csv`, {}, `report-${r.id}.csv`, failed));
     list.append(item);
   }
   box.append(list);
@@ -287,12 +289,20 @@ async function show(event) {
 }
 
 form.addEventListener("submit", show);
-// ?path=&site=&since=&until= fill the form, so a link can open a site's figures.
-for (const [name, value] of new URLSearchParams(location.search)) {
-  if (name in form.elements && name !== "token") form.elements[name].value = value;
-}
-token();
-show();
+// ?path=&site=&since=&until= fill the form, so a link can open a site's figures. Without a
+// period a site's figures cover the 30 days up to its data clock (the demo's simulated day).
+(async () => {
+  for (const [name, value] of new URLSearchParams(location.search)) {
+    if (name in form.elements) form.elements[name].value = value;
+  }
+  const site = form.elements.site.value;
+  if (site && !form.elements.since.value && !form.elements.until.value) {
+    const { at, zone } = await siteClock(site);
+    form.elements.since.value = localDay(at, zone, -29);
+    form.elements.until.value = localDay(at, zone, 1);
+  }
+  show();
+})();
 let language = L("en", "zh"); // drawn again in the language chosen on this page
 document.addEventListener("clausewatch:lang", () => {
   if (language === L("en", "zh")) return;

@@ -378,6 +378,9 @@ def _demo(args: argparse.Namespace) -> int:
             started.append(
                 f"simulator               scenario '{DEMO_SCENARIO}' (pid {simulator.pid})"
             )
+            clock = _simulated_time(settings, config, args.speed)
+            if clock is not None:
+                started.append(clock)
         print("\nclausewatch demo is running:\n  " + "\n  ".join(started), flush=True)
         print(
             f"\nAlerts: curl -H 'Authorization: Bearer {token}' {service.api_url}/api/v1/alerts"
@@ -512,6 +515,29 @@ def _revoke_demo_token(database_url: str, token_id: int) -> None:
         )
         return
     print(f"admin token {token_id} (demo) revoked", flush=True)
+
+
+def _simulated_time(settings: Any, config: Any, speed: float | None) -> str | None:
+    """The banner's line on the demo's clock: the building lives on simulated time, from the
+    scenario's start (resolved as `clausewatch simulate` resolves it), not on today's date.
+    None when the scenario cannot be read (the simulator itself then says why)."""
+    import time
+
+    from simulators.scenario import ScenarioError, load_scenario, resolve_start, scenario_path
+
+    try:
+        scenario = load_scenario(scenario_path(DEMO_SCENARIO, settings.config_dir))
+        site = config.sites[scenario.site]
+        start = resolve_start(scenario.run.start, time.time(), site)
+    except (ScenarioError, KeyError, ValueError, OSError):
+        return None
+    local = dt.datetime.fromtimestamp(start, site.zone())
+    pace = speed or scenario.run.speed
+    return (
+        f"simulated time          site {scenario.site} lives on {local:%Y-%m-%d %H:%M} "
+        f"({site.site.timezone}) onwards at {pace:g}x, not today: alerts, escalations and the "
+        "pages' periods follow this data clock (data_time of GET /api/v1/sites)"
+    )
 
 
 def _start_simulator(settings: Any, mqtt_url: str, speed: float | None) -> subprocess.Popen[bytes]:

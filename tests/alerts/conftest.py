@@ -45,6 +45,7 @@ TABLES = (
     "ledger",
     "ledger_anchors",
     "compliance_intervals",
+    "engine_checkpoints",
 )
 # DELETE (few rows) is much cheaper than TRUNCATE (new files, fsync) on a busy server; the
 # replica role skips the append-only and foreign-key triggers for this cleanup only.

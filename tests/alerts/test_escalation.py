@@ -17,9 +17,10 @@ from alerts import notify, webhooks
 from alerts.escalation import escalate_due
 from alerts.lifecycle import acknowledge
 from alerts.record import record_outputs
+from clausewatch.service import escalate
 from store import ledger
 from store.registry import sync_site
-from tests.alerts.conftest import T0, site_model, started, with_contacts
+from tests.alerts.conftest import SITE, T0, site_model, started, with_contacts
 from tests.support import serve_http
 
 pytestmark = pytest.mark.integration
@@ -102,6 +103,29 @@ def test_escalation_follows_the_policy_with_an_injected_clock(
         ("unacknowledged for 120 min: escalated to level 2 (陈主任)",),
     ]
     assert ledger.verify(conn).ok
+
+
+def test_on_the_data_clock_escalation_follows_the_sites_data_time(
+    registered: psycopg.Connection[Any],
+) -> None:
+    """The demo's building lives on simulated time: its alerts were raised months before the
+    wall clock, and must not be escalated by wall-clock minutes that never passed there."""
+    conn = registered
+    alert_id = record_outputs(conn, site_model(), [started(T0)], now=CONFIRMED).alert_ids[0]
+    conn.commit()
+    assert escalate(conn, "data", [SITE]) == []  # no data time yet: nothing moves
+    data_time = CONFIRMED + dt.timedelta(minutes=20)
+    conn.execute(
+        "INSERT INTO engine_checkpoints (site, state, watermark) VALUES (%s, '{}', %s)",
+        (SITE, data_time.timestamp()),
+    )
+    assert escalate(conn, "data", [SITE]) == []  # 20 simulated minutes: not yet level 1
+    conn.execute(
+        "UPDATE engine_checkpoints SET watermark = %s WHERE site = %s",
+        ((CONFIRMED + dt.timedelta(minutes=30)).timestamp(), SITE),
+    )
+    assert escalate(conn, "data", [SITE]) == [(alert_id, 1)]
+    assert escalate(conn, "wall", [SITE]) == [(alert_id, 2)]  # months later on the wall clock
 
 
 def test_an_acknowledged_alert_does_not_escalate(registered: psycopg.Connection[Any]) -> None:
