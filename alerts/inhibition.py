@@ -19,7 +19,7 @@ back to NULL, a `released` timeline row and ledger entry, and the raised notice 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -268,10 +268,12 @@ def _resolve(
     return [alert_id for alert_id, _ in ending]
 
 
-def release_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[int]:
-    """Releases the open alerts inhibited by an outage alert that ended RELEASE_AFTER or more
-    before `now`: they are no longer inhibited and get the raised notice they never had.
-    Returns their ids. Takes the ledger lock; does not commit."""
+def release_due(
+    conn: psycopg.Connection[Any], now: dt.datetime, sites: Sequence[str] | None = None
+) -> list[int]:
+    """Releases the open alerts (of `sites`, when given) inhibited by an outage alert that
+    ended RELEASE_AFTER or more before `now`: they are no longer inhibited and get the raised
+    notice they never had. Returns their ids. Takes the ledger lock; does not commit."""
     require_aware(now, "now")
     ledger.lock(conn)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -279,8 +281,13 @@ def release_due(conn: psycopg.Connection[Any], now: dt.datetime) -> list[int]:
             "SELECT a.* FROM alerts a JOIN alerts o ON o.id = a.inhibited_by"
             " WHERE a.inhibited_by IS NOT NULL AND a.state IN ('firing', 'acknowledged')"
             " AND o.state IN ('resolved', 'closed') AND o.ended_at <= %s"
+            " AND (%s::text[] IS NULL OR a.site = ANY(%s::text[]))"
             " ORDER BY a.id FOR UPDATE OF a SKIP LOCKED",
-            (now - RELEASE_AFTER,),
+            (
+                now - RELEASE_AFTER,
+                None if sites is None else list(sites),
+                None if sites is None else list(sites),
+            ),
         ).fetchall()
     if not rows:
         return []

@@ -14,10 +14,10 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -157,19 +157,38 @@ class ServiceOptions:
     periodic_jobs: bool = True
 
 
+T = TypeVar("T")
+
+
 def escalate(
     conn: psycopg.Connection[Any], clock: Clock, sites: Sequence[str]
 ) -> list[tuple[int, int]]:
-    """One escalation round on the service's clock: the wall clock, or with `clock: data` (the
-    demo's simulated building) each site's data time, the clock its alerts were raised on, so
-    an alert is not escalated by wall-clock minutes that never passed in its building. A site
-    whose engine has not advanced yet escalates nothing."""
+    """One escalation round on the service's clock (`on_alert_clock`)."""
+    return on_alert_clock(conn, clock, sites, escalate_due)
+
+
+def release(conn: psycopg.Connection[Any], clock: Clock, sites: Sequence[str]) -> list[int]:
+    """Alerts an outage inhibited whose device is still silent after its gateway came back
+    notify on their own (alerts/inhibition.py), on the service's clock (`on_alert_clock`)."""
+    return on_alert_clock(conn, clock, sites, release_due)
+
+
+def on_alert_clock(
+    conn: psycopg.Connection[Any],
+    clock: Clock,
+    sites: Sequence[str],
+    step: Callable[[psycopg.Connection[Any], dt.datetime, Sequence[str] | None], list[T]],
+) -> list[T]:
+    """Runs a time-driven alert step on the clock the alerts were raised on: the wall clock,
+    or with `clock: data` (the demo's simulated building) each site's data time, so an alert
+    is not escalated or released by wall-clock minutes that never passed in its building. A
+    site whose engine has not advanced yet takes no step."""
     if clock == "wall":
-        return escalate_due(conn, dt.datetime.now(dt.UTC))
-    steps: list[tuple[int, int]] = []
+        return step(conn, dt.datetime.now(dt.UTC), None)
+    done: list[T] = []
     for site, data_time in sorted(data_times(conn, sites).items()):
-        steps += escalate_due(conn, data_time, sites=(site,))
-    return steps
+        done += step(conn, data_time, (site,))
+    return done
 
 
 class Service:
@@ -442,9 +461,7 @@ class Service:
 
         def work(conn: psycopg.Connection[Any]) -> None:
             escalate(conn, self.options.clock, sites)
-            # Alerts an outage inhibited whose device is still silent after its gateway came
-            # back notify on their own (alerts/inhibition.py).
-            release_due(conn, dt.datetime.now(dt.UTC))
+            release(conn, self.options.clock, sites)
 
         self._job("escalations", work)
 
