@@ -105,7 +105,7 @@ def register(commands: Commands) -> None:
         "--carrier", required=True, choices=("electricity", "natural_gas", "water", "heat")
     )
     tariff.add_argument("--from", dest="first_day", required=True, help="first day, YYYY-MM-DD")
-    tariff.add_argument("--to", dest="last_day", help="last day included (default: open)")
+    tariff.add_argument("--to", dest="last_day", help=f"{TO_HELP}; default: open, until ended")
     price = tariff.add_mutually_exclusive_group(required=True)
     price.add_argument("--price", help="a flat price, yuan per kWh / m3 / GJ")
     price.add_argument(
