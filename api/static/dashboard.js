@@ -882,6 +882,11 @@ async function chartSeries(alert) {
   }
 }
 
+// A reading as people read it: at most two decimals, no float noise (18.466666666666665 → 18.47).
+function shown(value) {
+  return String(Number(value.toFixed(2)));
+}
+
 // The raw reading to mark as the worst: the one at the alert's worst value, else the nearest.
 function worstPoint(alert, raw) {
   if (alert.worst_value === null || raw.length === 0) return null;
@@ -964,14 +969,14 @@ async function drawChart(alert) {
         itemStyle: { color: "#b42318" },
         markPoint: worst ? {
           symbol: "pin", symbolSize: 44, itemStyle: { color: "#b42318" },
-          label: { formatter: `${worst[1]}`, fontSize: 10 },
+          label: { formatter: `${shown(worst[1])}`, fontSize: 10 },
           data: [{ name: t("worst"), coord: worst, value: worst[1] }],
         } : undefined,
       },
     ],
   });
   $("chart-worst").textContent = worst
-    ? `${t("worst")} ${worst[1]} ${unit} · ${formatTime(new Date(worst[0]), zone)}` : "";
+    ? `${t("worst")} ${shown(worst[1])} ${unit} · ${formatTime(new Date(worst[0]), zone)}` : "";
 }
 
 // Clears the box for a new chart; false (with a note in the box) when there is nothing to draw
