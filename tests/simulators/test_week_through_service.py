@@ -203,3 +203,98 @@ def test_a_week_of_faults_lands_where_the_manifest_says(
     # at the end of the run, violating up to the data time.
     quota = {c.clause_id: c for c in report.clauses}["energy.electricity.monthly"]
     assert quota.violating_s > 0 and quota.rate is not None and quota.rate < 1
+
+    # The same figures recomputed by hand from the stored input and the clauses' own words.
+    # The week 16–22 November 2026 has five workdays and no holiday or swapped working day.
+    by_clause = {c.clause_id: c for c in report.clauses}
+
+    # toilet.cleaning: a cleaning every 2 h of opening time (workdays 08:00–18:00) with 15 min
+    # of grace. The second floor's west toilet went uncleaned for 3 h from workday 2 10:00: it
+    # is overdue from 2 h 15 min after the last cleaning before the gap to the first after it.
+    skipped = one("events_skipped")
+    cleanings = [
+        ts
+        for (ts,) in rows(
+            url,
+            "SELECT ts FROM events WHERE type = 'cleaning.completed' AND space = %s ORDER BY ts",
+            skipped.space,
+        )
+    ]
+    before = max(ts for ts in cleanings if ts < at(skipped.start)).astimezone(CST)
+    after = min(ts for ts in cleanings if ts >= at(skipped.end)).astimezone(CST)
+    due = before + dt.timedelta(hours=2, minutes=15)
+    # All within one opening day, so no closed hours are to be skipped in the count.
+    assert before.date() == after.date() and dt.time(8) <= before.time() < due.time() < dt.time(18)
+    overdue_s = (after - due).total_seconds()
+    toilet = by_clause["toilet.cleaning"]
+    assert toilet.violating_s == overdue_s
+    # Four toilets, each open 10 h on 5 workdays; none of it unassessable.
+    open_s = 4 * 5 * 10 * 3600
+    assert (toilet.compliant_s + toilet.violating_s, toilet.not_assessable_s) == (open_s, 0)
+    assert toilet.rate == pytest.approx(1 - overdue_s / open_s)
+
+    # temp.heating.max: above 20 °C + 0.3 °C tolerance for 10 min while heating, judged in
+    # office hours (08:30–12:00, 13:30–18:00). Office 202 was heated to 22 °C from 07:30 to
+    # 18:30 on workday 3: every reading from 10 min before the office opened to its close is
+    # above the limit while heating, so the whole day's 8 office hours are violating.
+    heated = one("overheating")
+    day = at(heated.start).astimezone(CST).date()
+    opens = dt.datetime.combine(day, dt.time(8, 30), CST)
+    closes = dt.datetime.combine(day, dt.time(18), CST)
+
+    def values(device: str, metric: str) -> list[float]:
+        return [
+            value
+            for (value,) in rows(
+                url,
+                "SELECT value FROM readings WHERE device = %s AND metric = %s"
+                " AND ts BETWEEN %s AND %s",
+                device,
+                metric,
+                opens - dt.timedelta(minutes=15),  # the state in force 10 min before opening
+                closes,
+            )
+        ]
+
+    temperatures, modes = values("th-202", "temperature"), values("ac-202", "hvac_mode")
+    assert len(temperatures) >= 9 * 12 and modes  # a reading every 5 min
+    assert min(temperatures) > 20.3 and set(modes) == {2}  # 2: heating
+    heating = by_clause["temp.heating.max"]
+    assert heating.violating_s == 8 * 3600
+    [office] = [s for s in report.spaces if s.space == heated.space]
+    assert office.violating_s == 8 * 3600
+
+    # energy.electricity.monthly: the main meter's consumption in the month (sum of its
+    # register's increases; the run starts mid-month) above 5.62 kWh/m² × 12,000 m² is a breach
+    # from that reading to the month's end, counted up to the data time; before it, once 20 % of
+    # the month has passed, a linear forecast above the budget is a warning (not violating).
+    budget = 5.62 * 12_000
+    month_start = dt.datetime(2026, 11, 1, tzinfo=CST)
+    month_s = 30 * 86400
+    consumed, previous = 0.0, None
+    warned = breached = None
+    for ts, value in rows(
+        url,
+        "SELECT ts, value FROM readings WHERE device = 'em-main' AND metric = 'energy_kwh'"
+        " ORDER BY ts",
+    ):
+        if previous is not None and value > previous:
+            consumed += value - previous
+        previous = value
+        elapsed = (ts - month_start).total_seconds() / month_s
+        if warned is None and elapsed >= 0.2 and consumed / elapsed > budget:
+            warned = ts
+        if consumed > budget:
+            breached = ts
+            break
+    assert warned is not None and breached is not None
+    quota_alerts = rows(
+        url,
+        "SELECT started_at FROM alerts WHERE clause_id = 'energy.electricity.monthly'"
+        " ORDER BY started_at",
+    )
+    assert [started for (started,) in quota_alerts] == [warned, breached]
+    assert quota.violating_s == (figures.counted_until - breached).total_seconds()
+
+    # The site: every rated clause's compliant and violating seconds, and its rate from them.
+    assert figures.violating_s == overdue_s + 8 * 3600 + quota.violating_s
