@@ -36,7 +36,6 @@ from tests.support import rows, wait_for
 
 pytestmark = pytest.mark.integration
 
-T = float(int(time.time()) // 60 * 60 - 3 * 3600)  # three hours ago, on a minute
 PASSWORDS = {"late-hq/reader-1": "reader-secret", "late-hq/th-1": "th-secret"}
 READER = basic("late-hq/reader-1", "reader-secret")
 SENSOR = basic("late-hq/th-1", "th-secret")
@@ -116,30 +115,38 @@ def start(
         service.stop()
 
 
+@pytest.fixture
+def t0() -> float:
+    """Three hours before the test starts, on a minute. Taken per test, not at import: the
+    maximum age is measured against the wall clock, and a long suite reaches a test minutes
+    after its module was imported."""
+    return float(int(time.time()) // 60 * 60 - 3 * 3600)
+
+
 def test_a_last_done_time_ten_minutes_ago_corrects_the_overdue_alert_without_a_restart(
-    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
+    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path, t0: float
 ) -> None:
     url = fresh_database_url
     with start(url, mqtt_url, topic_prefix, tmp_path) as running:
-        running.clean(T)
+        running.clean(t0)
         # A kept copy of the engine after it (the service keeps one at most every `history`
         # engine hour, each checkpoint_interval of wall time): where re-judging starts from.
         wait_for(
             lambda: rows(
                 url,
                 "SELECT 1 FROM engine_checkpoint_history"
-                f" WHERE horizon >= {T - 1} AND horizon <= {T + 58 * 60}",
+                f" WHERE horizon >= {t0 - 1} AND horizon <= {t0 + 58 * 60}",
             ),
             what="a checkpoint kept after the first cleaning",
         )
-        running.temperature(T + 68 * 60)  # the toilet is overdue since T + 60 min
+        running.temperature(t0 + 68 * 60)  # the toilet is overdue since t0 + 60 min
         alert = wait_for(
             lambda: rows(url, "SELECT id, started_at FROM alerts WHERE clause_id = 'clean.wc'"),
             what="the overdue alert",
         )[0]
-        assert alert[1].timestamp() == T + 3600
+        assert alert[1].timestamp() == t0 + 3600
         # The cleaner's supervisor says it was cleaned 10 minutes ago (of the site's time).
-        put = running.last_done(T + 58 * 60)
+        put = running.last_done(t0 + 58 * 60)
         assert put.status_code == 200, put.text
         event = rows(
             url,
@@ -166,18 +173,18 @@ def test_a_last_done_time_ten_minutes_ago_corrects_the_overdue_alert_without_a_r
             f" AND entity = 'alert:{alert[0]}'",
         )
         assert len(entries) == 1
-        # The compliance intervals are replaced: compliant from T on, overdue from an hour
+        # The compliance intervals are replaced: compliant from t0 on, overdue from an hour
         # after the last-done time only.
-        running.temperature(T + 130 * 60)
-        # Overdue again from T + 118 min (the clause's flap policy reopens the corrected alert).
+        running.temperature(t0 + 130 * 60)
+        # Overdue again from t0 + 118 min (the clause's flap policy reopens the corrected alert).
         wait_for(
             lambda: rows(url, "SELECT 1 FROM alerts WHERE state = 'firing'"),
             what="the toilet overdue again",
         )
-        assert stored_intervals(url, "clean.wc") == [(T, T + 118 * 60, "compliant")]
+        assert stored_intervals(url, "clean.wc") == [(t0, t0 + 118 * 60, "compliant")]
         # The same PUT again (judged already: late for the engine, absorbed by the store) is
         # the same event, and nothing more to correct.
-        again = running.last_done(T + 58 * 60)
+        again = running.last_done(t0 + 58 * 60)
         assert again.status_code == 200, again.text
         assert rows(url, "SELECT count(*) FROM events WHERE device = 'last-done'") == [(1,)]
         assert rows(url, "SELECT count(*) FROM alerts") == [(1,)]
@@ -188,28 +195,28 @@ def test_a_last_done_time_ten_minutes_ago_corrects_the_overdue_alert_without_a_r
 
 
 def test_a_last_done_time_older_than_the_maximum_age_moves_a_fresh_deadline(
-    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
+    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path, t0: float
 ) -> None:
-    """Without it the toilet, judged from T, is overdue at T + 1 h. Cleaned 4 h before T (older
-    than the 3 h maximum age: a baseline), it was due at T - 3 h: before the engine's time, so
-    it is overdue from T itself, never from a time already judged."""
+    """Without it the toilet, judged from t0, is overdue at t0 + 1 h. Cleaned 4 h before t0 (older
+    than the 3 h maximum age: a baseline), it was due at t0 - 3 h: before the engine's time, so
+    it is overdue from t0 itself, never from a time already judged."""
     url = fresh_database_url
     with start(url, mqtt_url, topic_prefix, tmp_path, max_age_s=3 * 3600 + 600) as running:
-        running.temperature(T)  # judging begins at T
-        put = running.last_done(T - 4 * 3600)
+        running.temperature(t0)  # judging begins at t0
+        put = running.last_done(t0 - 4 * 3600)
         assert put.status_code == 200, put.text
-        running.temperature(T + 60)
+        running.temperature(t0 + 60)
         started = wait_for(
             lambda: rows(url, "SELECT started_at FROM alerts WHERE clause_id = 'clean.wc'"),
             what="the overdue alert",
         )
-        assert [s.timestamp() for (s,) in started] == [T]
+        assert [s.timestamp() for (s,) in started] == [t0]
         assert rows(url, "SELECT count(*) FROM events WHERE device = 'last-done'") == [(0,)]
         assert put.json()["applied"] == "baseline"
 
 
 def test_a_site_of_another_worker_is_refused_before_anything_is_stored(
-    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
+    fresh_database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path, t0: float
 ) -> None:
     """`--workers N`: worker 0 serves the API and holds only its own sites' engines; a
     last-done time of another worker's site cannot reach them, so it is refused, not stored."""
@@ -223,4 +230,4 @@ def test_a_site_of_another_worker_is_refused_before_anything_is_stored(
         assert put.status_code == 503, put.text
         assert "another ingest worker" in put.json()["detail"]
         assert rows(url, "SELECT count(*) FROM space_last_done") == [(0,)]
-        assert running.last_done(T - 86400).status_code == 200  # its own site: taken
+        assert running.last_done(t0 - 86400).status_code == 200  # its own site: taken
