@@ -298,10 +298,12 @@ class StateCheck(Instance):
         self.worst: float | None = None
         self.worst_excess = NEG_INF
         self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
-        # A violation confirmed at the instant it began (no `for`) is held until time moves
-        # past that instant: another reading at the same instant (another device's, or another
-        # metric's) may still end it, and a violation of zero length is no violation.
-        self.held: ViolationStarted | None = None
+        # A violation confirmed at the instant it began (no `for`), or ended at the instant of
+        # the input being judged, is held until time moves past that instant: another reading
+        # at the same instant (another device's, or another metric's) may still undo it. A
+        # violation of zero length is no violation, and a gate reading must not end a violation
+        # that the value of the same instant keeps (inside the clear margin).
+        self.held: ViolationStarted | ViolationEnded | None = None
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
@@ -371,7 +373,7 @@ class StateCheck(Instance):
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
         if self.held is not None:  # wake just after the instant to release it
-            due = min(due, math.nextafter(self.held.started_at, INF))
+            due = min(due, math.nextafter(_instant(self.held), INF))
         if due <= t:  # cannot happen with consistent inputs; never spin
             due = INF
         self.next_due = due
@@ -401,7 +403,7 @@ class StateCheck(Instance):
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
         if self.held is not None:  # wake just after the instant to release it
-            due = min(due, math.nextafter(self.held.started_at, INF))
+            due = min(due, math.nextafter(_instant(self.held), INF))
         if due <= t:  # cannot happen with consistent inputs; never spin
             due = INF
         self.next_due = due
@@ -486,7 +488,7 @@ class StateCheck(Instance):
 
     def release_held(self, t: float) -> None:
         held = self.held
-        if held is not None and t > held.started_at:
+        if held is not None and t > _instant(held):
             self.out.append(held)
             self.held = None
 
@@ -495,11 +497,23 @@ class StateCheck(Instance):
         same instant: judge that instant again from before the violation."""
         held = self.held
         assert held is not None
-        if t > held.started_at:
+        if t > _instant(held):
             self.out.append(held)
             self.held = None
             return
         self.held = None
+        if isinstance(held, ViolationEnded):
+            # Judge the instant again from before the end: violating, the margin applying.
+            self.violating = True
+            self.started_at = held.started_at
+            self.worst = held.worst_value
+            worst = held.worst_value
+            self.worst_excess = NEG_INF if worst is None else self.leaves[0].excess(worst)
+            self.pending_since = INF
+            self.clear_since = INF
+            self.last_raw = -1
+            self.commit(t, "violating")  # takes back the interval that ended at t
+            return
         self.violating = False
         self.started_at = INF
         self.pending_since = INF
@@ -509,13 +523,17 @@ class StateCheck(Instance):
     def end(self, at: float) -> None:
         self.violating = False
         self.clear_since = INF
-        if self.held is not None and at == self.held.started_at:
+        if isinstance(self.held, ViolationStarted) and at == self.held.started_at:
             self.held = None  # began and ended at one instant: nothing happened
         else:
             self.release_held(at)
-            self.out.append(
-                ViolationEnded(self.ref, self.subject, "violation", self.started_at, at, self.worst)
+            ended = ViolationEnded(
+                self.ref, self.subject, "violation", self.started_at, at, self.worst
             )
+            if at == self.t:  # input of this instant may still follow and keep it going
+                self.held = ended
+            else:
+                self.out.append(ended)
         self.commit(at, "compliant")
         self.started_at = INF
         self.worst = None
@@ -656,7 +674,7 @@ class ThresholdCheck(StateCheck):
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
         if self.held is not None:  # wake just after the instant to release it
-            due = min(due, math.nextafter(self.held.started_at, INF))
+            due = min(due, math.nextafter(_instant(self.held), INF))
         self.next_due = due
         self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
@@ -704,7 +722,7 @@ class ThresholdCheck(StateCheck):
         if self.clear_since < INF and self.clear_since + self.clear_for < due:
             due = self.clear_since + self.clear_for
         if self.held is not None:  # wake just after the instant to release it
-            due = min(due, math.nextafter(self.held.started_at, INF))
+            due = min(due, math.nextafter(_instant(self.held), INF))
         self.next_due = due
         self.quiet_until = NEG_INF if self.seg_inside else self.seg_end
         if due < self.heap_due:
@@ -731,7 +749,18 @@ class ThresholdCheck(StateCheck):
         return f"{what} outside limits ({' and '.join(limits)}, tolerance included)"
 
 
-def _held_json(held: ViolationStarted) -> dict[str, Any]:
+def _instant(held: ViolationStarted | ViolationEnded) -> float:
+    """The instant a held start or end waits to be past."""
+    return held.ended_at if isinstance(held, ViolationEnded) else held.started_at
+
+
+def _held_json(held: ViolationStarted | ViolationEnded) -> dict[str, Any]:
+    if isinstance(held, ViolationEnded):
+        return {
+            "started_at": held.started_at,
+            "ended_at": held.ended_at,
+            "worst_value": held.worst_value,
+        }
     return {
         "started_at": held.started_at,
         "confirmed_at": held.confirmed_at,
@@ -744,7 +773,18 @@ def _held_json(held: ViolationStarted) -> dict[str, Any]:
     }
 
 
-def _held_from_json(raw: dict[str, Any], ref: ClauseRef, subject: Subject) -> ViolationStarted:
+def _held_from_json(
+    raw: dict[str, Any], ref: ClauseRef, subject: Subject
+) -> ViolationStarted | ViolationEnded:
+    if "ended_at" in raw:
+        return ViolationEnded(
+            ref,
+            subject,
+            "violation",
+            float(raw["started_at"]),
+            float(raw["ended_at"]),
+            raw["worst_value"],
+        )
     return ViolationStarted(
         ref,
         subject,

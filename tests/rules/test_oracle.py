@@ -16,8 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.clause import ClauseVersion
@@ -377,12 +376,8 @@ def rejudged_verdicts(
 def late_scenarios(
     draw: st.DrawFn,
 ) -> tuple[dict[int, float], dict[int, float], list[Arrival], Rule, int]:
-    """As `scenarios`, but some input arrives up to 150 s late, far beyond the lateness. Without
-    the HVAC gate for now: with it this property found an engine bug of in-order judging too
-    (`test_a_same_instant_gate_reading_keeps_the_hysteresis_margin`), which it would keep
-    reporting here."""
+    """As `scenarios`, but some input arrives up to 150 s late, far beyond the lateness."""
     readings, hvac, arrivals, rule, lateness = draw(scenarios())
-    assume(not rule.gated)
     keyed = [
         (ts + draw(st.sampled_from([0, 0, 0, lateness + 1, 60, 150])), position, item)
         for position, item in enumerate(arrivals)
@@ -401,7 +396,6 @@ def test_input_later_than_the_lateness_is_rejudged_to_the_in_order_verdicts(
     assert rejudged_verdicts(arrivals, rule, lateness) == (sorted(violations), intervals)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug found by the late-input property, not fixed")
 def test_a_same_instant_gate_reading_keeps_the_hysteresis_margin() -> None:
     """In order, no late input: violating since 175 (26.6 °C), the HVAC state at 225 (cooling
     still) taken before the 26.0 °C of the same instant ends the violation at 225, as if the
