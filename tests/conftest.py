@@ -22,7 +22,9 @@ from hypothesis import settings
 
 from clausewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from config.holidays import install_official_calendar
+from config.urls import database_named
 from rules.holidays import OfficialCalendar, official_calendar, use_official_calendar
+from store.migrate import migrate
 from store.mode import FORCE_NATIVE_ENV, timescaledb_preloaded
 from tests.support import mqtt_publisher, throwaway_database
 
@@ -107,9 +109,41 @@ def database_url(pg_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def fresh_database_url(pg_server_url: str) -> Iterator[str]:
-    """A fresh, empty database for one test, for tests that must start from nothing."""
+def empty_database_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, for tests that must start from nothing (the
+    migrations themselves, first-start behaviour)."""
     with throwaway_database(pg_server_url, "cw_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server_url: str) -> Iterator[str]:
+    """A database migrated once per session, to be copied: a copy takes a fraction of a
+    second, a migration run several seconds, and most tests start a service on a new one."""
+    name = f"cw_tpl_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate(database_named(pg_server_url, name))
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        # CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template, and
+        # TimescaleDB's job scheduler connects to every database with the extension unless it
+        # is a template: mark it one, refuse connections, and end the scheduler's.
+        conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE true ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    yield name
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_database_url(pg_server_url: str, migrated_template: str) -> Iterator[str]:
+    """A migrated database of this test alone, copied from the session's template."""
+    with throwaway_database(pg_server_url, "cw_test", template=migrated_template) as url:
         yield url
 
 

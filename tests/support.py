@@ -195,12 +195,13 @@ def make_test_pki(folder: Path) -> None:
 
 
 @contextmanager
-def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
-    """Create an empty database named `prefix_<random>` on the server, give its URL, and drop
-    it (forcing out leftover connections) on leaving."""
+def throwaway_database(server_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """Create a database named `prefix_<random>` on the server (empty, or a copy of
+    `template`), give its URL, and drop it (forcing out leftover connections) on leaving."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     try:
         yield database_named(server_url, name)
     finally:  # a failing test leaves no database behind

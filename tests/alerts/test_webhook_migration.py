@@ -20,8 +20,8 @@ SECRET_URL = "https://oapi.example.com/robot/send?access_token=tok-0123456789abc
 SHARED_URL = "https://sms.example.com/hook?key=shared-secret-value"
 
 
-def test_webhook_urls_leave_parties_notifications_and_timelines(fresh_database_url: str) -> None:
-    url = fresh_database_url
+def test_webhook_urls_leave_parties_notifications_and_timelines(empty_database_url: str) -> None:
+    url = empty_database_url
     migrate(url, target=27)
     model = site_model()
     with psycopg.connect(url) as conn:

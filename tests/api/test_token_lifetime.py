@@ -127,19 +127,19 @@ def test_lifetimes() -> None:
     assert parse_lifetime("3650d") == dt.timedelta(days=3650)
 
 
-def test_tokens_made_before_expiry_existed_get_one(fresh_database_url: str) -> None:
+def test_tokens_made_before_expiry_existed_get_one(empty_database_url: str) -> None:
     """The upgrade gives old tokens 90 days from their creation, but never less than 30 days
     from the upgrade, so nobody is cut off without notice."""
-    migrate(fresh_database_url, target=40)
-    with psycopg.connect(fresh_database_url) as conn:
+    migrate(empty_database_url, target=40)
+    with psycopg.connect(empty_database_url) as conn:
         for digest, age in ((b"a" * 32, "1 day"), (b"b" * 32, "400 days")):
             conn.execute(
                 "INSERT INTO api_tokens (token_hash, role, created_at)"
                 " VALUES (%s, 'admin', now() - %s::interval)",
                 (digest, age),
             )
-    migrate(fresh_database_url)
-    with psycopg.connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
         rows = conn.execute(
             "SELECT round(extract(epoch FROM expires_at - now()) / 86400)"
             " FROM api_tokens ORDER BY token_hash"

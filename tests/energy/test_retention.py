@@ -107,13 +107,13 @@ def test_a_report_past_raw_retention_equals_the_one_made_before(db: str, kit: An
 
 
 def test_a_period_gone_before_it_was_summarised_is_refused_naming_retention(
-    fresh_database_url: str, kit: Any, capsys: pytest.CaptureFixture[str]
+    empty_database_url: str, kit: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # An installation from before the summaries: retention had dropped May 2025 already.
-    migrate(fresh_database_url, target=7)
+    migrate(empty_database_url, target=7)
     site = kit.make_site(grid_region="national")
     may, june, july = kit.local(2025, 5, 1), kit.local(2025, 6, 1), kit.local(2025, 7, 1)
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         points = _series(kit, may, july, 1)
         days = {
             (at - dt.timedelta(days=1) + dt.timedelta(days=d)).date()
@@ -137,8 +137,8 @@ def test_a_period_gone_before_it_was_summarised_is_refused_naming_retention(
         write_readings(conn, rows, cache)
         conn.execute("DELETE FROM readings WHERE ts < %s", (june,))
         conn.commit()
-    migrate(fresh_database_url)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with connect(empty_database_url) as conn:
         registry.sync_site(conn, site, actor="test", now=may)
         plain, _ = create_token(conn, "energy_officer", [site.site.id])
         conn.commit()
@@ -150,7 +150,7 @@ def test_a_period_gone_before_it_was_summarised_is_refused_naming_retention(
         conn.commit()
         assert _figures(conn, site, june, july) == before
 
-    with TestClient(create_app(fresh_database_url)) as client:
+    with TestClient(create_app(empty_database_url)) as client:
         for path in ("/api/v1/carbon", "/api/v1/energy"):
             answer = client.get(
                 path,
@@ -161,7 +161,7 @@ def test_a_period_gone_before_it_was_summarised_is_refused_naming_retention(
             message = answer.json()["detail"]
             assert "retention" in message
     capsys.readouterr()
-    common = ["--database-url", fresh_database_url, "--site", site.site.id]
+    common = ["--database-url", empty_database_url, "--site", site.site.id]
     period = ["--from", "2025-05-01", "--to", "2025-06-01"]
     assert main(["report", "carbon", *common, *period]) != 0
     assert f"error: {message}" in capsys.readouterr().err

@@ -9,16 +9,16 @@ from clausewatch.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_upgrade_then_info(fresh_database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["db", "info", "--database-url", fresh_database_url]) == 0
+def test_upgrade_then_info(empty_database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "info", "--database-url", empty_database_url]) == 0
     assert "schema version: none" in capsys.readouterr().out
 
-    assert main(["db", "upgrade", "--database-url", fresh_database_url]) == 0
+    assert main(["db", "upgrade", "--database-url", empty_database_url]) == 0
     assert "applied 0001 core" in capsys.readouterr().out
-    assert main(["db", "upgrade", "--database-url", fresh_database_url]) == 0
+    assert main(["db", "upgrade", "--database-url", empty_database_url]) == 0
     assert "schema is up to date" in capsys.readouterr().out
 
-    assert main(["db", "info", "--database-url", fresh_database_url]) == 0
+    assert main(["db", "info", "--database-url", empty_database_url]) == 0
     out = capsys.readouterr().out
     assert "postgresql:" in out
     assert "storage mode:   native" in out or "storage mode:   timescaledb" in out

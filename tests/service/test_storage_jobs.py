@@ -34,9 +34,9 @@ STORAGE_JOBS = {"partitions", "rollups", "retention"}
 
 
 @pytest.fixture
-def settings(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Settings:
+def settings(empty_database_url: str, mqtt_url: str, topic_prefix: str) -> Settings:
     return Settings(
-        database_url=fresh_database_url,
+        database_url=empty_database_url,
         mqtt_url=mqtt_url,
         topic_prefix=topic_prefix,
         mqtt_client_id=f"cw-jobs-{uuid.uuid4().hex[:8]}",

@@ -56,25 +56,25 @@ def day_partitions(conn: psycopg.Connection[object], day: dt.date) -> None:
         )
 
 
-def test_from_empty_applies_every_migration_once(fresh_database_url: str) -> None:
-    applied = migrate(fresh_database_url)
+def test_from_empty_applies_every_migration_once(empty_database_url: str) -> None:
+    applied = migrate(empty_database_url)
 
     assert [m.version for m in applied] == [m.version for m in discover()]
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         for table in CORE_TABLES:
             row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
             assert row == (True,), table
         assert set(applied_versions(conn)) == {m.version for m in applied}
         assert schema_version(conn) == applied[-1].version
         assert storage_mode(conn) in ("native", "timescaledb")
-    assert migrate(fresh_database_url) == []
+    assert migrate(empty_database_url) == []
 
 
-def test_from_previous_version_keeps_data_and_rolls_it_up(fresh_database_url: str) -> None:
+def test_from_previous_version_keeps_data_and_rolls_it_up(empty_database_url: str) -> None:
     # Version 1 is the core schema; 2 adds the rollups, which must pick up existing readings.
-    assert [m.version for m in migrate(fresh_database_url, target=1)] == [1]
+    assert [m.version for m in migrate(empty_database_url, target=1)] == [1]
     t0 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         day_partitions(conn, t0.date())
         conn.cursor().executemany(
             "INSERT INTO readings (site, device, metric, ts, value, received_at)"
@@ -82,10 +82,10 @@ def test_from_previous_version_keeps_data_and_rolls_it_up(fresh_database_url: st
             [(t0 + dt.timedelta(minutes=10 * i), 20.0 + i) for i in range(6)],
         )
 
-    applied = migrate(fresh_database_url)
+    applied = migrate(empty_database_url)
 
     assert applied[0].version == 2
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         count = conn.execute("SELECT count(*) FROM readings").fetchone()
         assert count == (6,)
         refresh_rollups(conn)
@@ -97,21 +97,21 @@ def test_from_previous_version_keeps_data_and_rolls_it_up(fresh_database_url: st
         assert stored == [(6,)]
 
 
-def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> None:
+def test_readings_key_takes_seq_over_stored_rows(empty_database_url: str) -> None:
     # Up to 0003 two seqs of one stamp collapsed; 0004 keeps both and still absorbs copies.
-    migrate(fresh_database_url, target=3)
+    migrate(empty_database_url, target=3)
     t0 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
     insert = (
         "INSERT INTO readings (site, device, metric, ts, value, seq, received_at)"
         " VALUES ('s1', 'd1', 'co2', %s, 600, %s, now()) ON CONFLICT DO NOTHING"
     )
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         day_partitions(conn, t0.date())
         conn.execute(insert, (t0, 1))
         conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
 
-    assert [m.version for m in migrate(fresh_database_url, target=4)] == [4]
-    with connect(fresh_database_url) as conn:
+    assert [m.version for m in migrate(empty_database_url, target=4)] == [4]
+    with connect(empty_database_url) as conn:
         for seq in (1, 2, 2):  # the stored row, another seq of its stamp, a redelivery
             conn.execute(insert, (t0, seq))
         conn.execute(insert, (t0 + dt.timedelta(minutes=1), None))
@@ -119,10 +119,10 @@ def test_readings_key_takes_seq_over_stored_rows(fresh_database_url: str) -> Non
     assert stored == [(t0, 1), (t0, 2), (t0 + dt.timedelta(minutes=1), None)]
 
 
-def test_open_runs_are_filled_in_from_checkpoints_saved_before(fresh_database_url: str) -> None:
+def test_open_runs_are_filled_in_from_checkpoints_saved_before(empty_database_url: str) -> None:
     # 0007 adds engine_open_runs; a part saved before it may never be saved again (a quiet
     # space whose obligation is overdue), so its open runs are read from the stored parts.
-    migrate(fresh_database_url, target=6)
+    migrate(empty_database_url, target=6)
     overdue = {
         "t": 1_776_000_000.0,
         "run_status": "violating",
@@ -135,7 +135,7 @@ def test_open_runs_are_filled_in_from_checkpoints_saved_before(fresh_database_ur
         "space:wc1": {"instances": {"wc.clean|1|wc1|": overdue}, "space_slots": {}},
         "device:th-1": {"instances": {"t.max|2|o1|th-1": pending}},
     }
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         conn.execute(
             "INSERT INTO engine_checkpoints (site, state, watermark) VALUES ('s1', '{}', 2.0)"
         )
@@ -145,8 +145,8 @@ def test_open_runs_are_filled_in_from_checkpoints_saved_before(fresh_database_ur
                 (name, orjson.dumps(part)),
             )
 
-    assert [m.version for m in migrate(fresh_database_url, target=7)] == [7]
-    with connect(fresh_database_url) as conn:
+    assert [m.version for m in migrate(empty_database_url, target=7)] == [7]
+    with connect(empty_database_url) as conn:
         rows = conn.execute(
             "SELECT part, clause_id, clause_version, space, device, status,"
             " since, known_until"
@@ -158,13 +158,13 @@ def test_open_runs_are_filled_in_from_checkpoints_saved_before(fresh_database_ur
     ]
 
 
-def test_concurrent_starts_apply_each_migration_once(fresh_database_url: str) -> None:
+def test_concurrent_starts_apply_each_migration_once(empty_database_url: str) -> None:
     results: list[list[int]] = []
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            results.append([m.version for m in migrate(fresh_database_url)])
+            results.append([m.version for m in migrate(empty_database_url)])
         except BaseException as exc:
             errors.append(exc)
 
@@ -180,7 +180,7 @@ def test_concurrent_starts_apply_each_migration_once(fresh_database_url: str) ->
 
 
 def test_a_failing_migration_leaves_no_trace_and_stops(
-    fresh_database_url: str, tmp_path: Path
+    empty_database_url: str, tmp_path: Path
 ) -> None:
     (tmp_path / "0001_first.sql").write_text("CREATE TABLE first_table (id int);")
     (tmp_path / "0002_broken.sql").write_text(
@@ -190,9 +190,9 @@ def test_a_failing_migration_leaves_no_trace_and_stops(
     (tmp_path / "notes.txt").write_text("not a migration")
 
     with pytest.raises(Exception, match="no_such_function"):
-        migrate(fresh_database_url, directory=tmp_path)
+        migrate(empty_database_url, directory=tmp_path)
 
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         assert applied_versions(conn) == {1: "first"}
         exists = conn.execute(
             "SELECT to_regclass('first_table') IS NOT NULL, to_regclass('half_done') IS NULL,"

@@ -24,9 +24,9 @@ START = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def timescale_url(timescale_server: str, fresh_database_url: str) -> str:
-    migrate(fresh_database_url)
-    return fresh_database_url
+def timescale_url(timescale_server: str, empty_database_url: str) -> str:
+    migrate(empty_database_url)
+    return empty_database_url
 
 
 def retention_policies(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
@@ -107,13 +107,13 @@ def test_retention_drops_old_chunks(timescale_url: str) -> None:
 
 
 def test_no_migration_freezes_the_retention_setting(
-    timescale_server: str, fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+    timescale_server: str, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 0001 used to read the setting as it ran and make policies of it that overruled every
     # later value: the policy is the service's now, set from the setting at run time.
     monkeypatch.setenv("CLAUSEWATCH_RETENTION_DAYS", "123")
-    migrate(fresh_database_url)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with connect(empty_database_url) as conn:
         assert retention_policies(conn) == []
 
 
@@ -139,10 +139,10 @@ def test_applying_retention_sets_the_policy_to_the_days_given(timescale_url: str
 
 
 def test_a_policy_frozen_by_the_old_migration_is_removed(
-    timescale_server: str, fresh_database_url: str
+    timescale_server: str, empty_database_url: str
 ) -> None:
-    migrate(fresh_database_url, target=5)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url, target=5)
+    with connect(empty_database_url) as conn:
         for table in ("readings", "events"):  # what 0001 made before retention moved out
             conn.execute(
                 "SELECT add_retention_policy(%s::regclass, drop_after => '400 days'::interval,"
@@ -150,8 +150,8 @@ def test_a_policy_frozen_by_the_old_migration_is_removed(
                 (table,),
             )
         conn.commit()
-    migrate(fresh_database_url)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with connect(empty_database_url) as conn:
         assert retention_policies(conn) == []
 
 
@@ -236,7 +236,7 @@ def test_statistics_before_the_retention_come_from_the_aggregates(timescale_url:
 
 
 def test_installed_but_not_preloaded_timescaledb_means_native_mode(
-    pg_server_url: str, fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_server_url: str, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CREATE EXTENSION on such a server ends the session with a FATAL no savepoint catches:
     the mode is chosen before trying, and `db upgrade` completes in native mode."""
@@ -248,10 +248,10 @@ def test_installed_but_not_preloaded_timescaledb_means_native_mode(
     if available is None or preloaded:
         pytest.skip("needs a server with TimescaleDB installed but not preloaded")
     monkeypatch.delenv(FORCE_NATIVE_ENV, raising=False)
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         assert choose_mode(conn) == "native"
-    migrate(fresh_database_url)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with connect(empty_database_url) as conn:
         assert storage_mode(conn) == "native"
 
 
@@ -271,11 +271,11 @@ def test_compressed_readings_are_ordered_by_the_key(timescale_url: str) -> None:
 
 
 def test_a_database_compressed_by_ts_alone_is_reordered_and_keeps_its_rows(
-    timescale_server: str, fresh_database_url: str
+    timescale_server: str, empty_database_url: str
 ) -> None:
-    migrate(fresh_database_url, target=8)
+    migrate(empty_database_url, target=8)
     then = (START - dt.timedelta(days=30)).timestamp()
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         conn.execute("ALTER TABLE readings SET (timescaledb.compress_orderby = 'ts')")
         write_readings(
             conn,
@@ -284,8 +284,8 @@ def test_a_database_compressed_by_ts_alone_is_reordered_and_keeps_its_rows(
         conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') c")
         conn.commit()
         assert compression_order(conn) == "ts"
-    migrate(fresh_database_url)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with connect(empty_database_url) as conn:
         assert compression_order(conn) == "ts,seq"
         rows = conn.execute("SELECT seq, value FROM readings ORDER BY seq").fetchall()
         assert rows == [(0, 20.0), (1, 21.0), (2, 22.0)]
