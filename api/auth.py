@@ -102,6 +102,14 @@ class Principal:
     def sees(self, site: str) -> bool:
         return self.sites is None or site in self.sites
 
+    def sees_now(self, site: str, site_org: Sequence[str] | None) -> bool:
+        """`sees`, given the site's organisation path as registered now (None: it has none):
+        a principal kept open (a stream) and scoped to an organisation sees a site registered
+        under it later, and no longer one moved out of it."""
+        if self.org and self.sites is not None:
+            return site_org is not None and tuple(site_org[: len(self.org)]) == self.org
+        return self.sees(site)
+
     def site_filter(self, requested: str | None) -> list[str] | None:
         """Sites a query may return: the requested one (403 when outside the scope), else the
         principal's sites; None means no restriction."""
