@@ -24,7 +24,7 @@ const bound = (param) => t(param.match(LIMIT_PARAM)[1]);
 
 const LABELS = {
   zh: {
-    subtitle: "标准条款实时监测", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计", sites: "站点模型",
+    subtitle: "标准条款实时监测", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计", sites: "站点模型", users: "用户管理",
     api: "API", offline: "未连接",
     live: "实时", sign_out: "退出", token_label: "访问令牌", sign_in: "登录",
     token_hint: "令牌由管理员用 clausewatch token create 生成。", alerts: "告警",
@@ -65,7 +65,7 @@ const LABELS = {
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
-    statistics: "Statistics", sites: "Sites", api: "API", offline: "offline",
+    statistics: "Statistics", sites: "Sites", users: "Users", api: "API", offline: "offline",
     live: "live", sign_out: "Sign out", token_label: "Access token", sign_in: "Sign in",
     token_hint: "An administrator creates tokens with clausewatch token create.", alerts: "Alerts",
     no_alerts: "No alerts", clause: "Clause", clause_text: "Text", subject: "Subject",
