@@ -13,12 +13,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from api import STATIC_DIR, users
 from api.auth import GlobalAdmin, Principal
 from api.deps import DbConn
-from api.models import problems
+from api.models import Input, problems
 from api.tokens import Role
 from rules.site import ID_PATTERN
 from store import ledger
@@ -42,10 +42,8 @@ class UserPublic(BaseModel):
     disabled_at: dt.datetime | None
 
 
-class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Annotated[str, Field(pattern=users.USER_NAME.pattern, max_length=64)]
+class UserCreate(Input):
+    name: Annotated[str, Field(pattern=f"^{users.USER_NAME.pattern}$", max_length=64)]
     display_name: Annotated[str, Field(max_length=users.MAX_DISPLAY_NAME)] = ""
     role: Role
     sites: Annotated[list[ScopeId], Field(max_length=200)] = []
@@ -53,9 +51,7 @@ class UserCreate(BaseModel):
     password: Password
 
 
-class PasswordSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PasswordSet(Input):
     password: Password
 
 
@@ -71,7 +67,7 @@ def list_users(conn: DbConn, principal: GlobalAdmin) -> list[UserPublic]:
     return [_public(u) for u in users.list_users(conn)]
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, responses=problems(401, 403, 409, 422))
+@router.post("/users", status_code=status.HTTP_201_CREATED, responses=problems(401, 403, 409))
 def create_user(body: UserCreate, conn: DbConn, principal: GlobalAdmin) -> UserPublic:
     """A new user who signs in at /login with this password (at least 10 characters)."""
     if users.get_user(conn, body.name) is not None:
@@ -112,7 +108,7 @@ def enable_user(name: UserName, conn: DbConn, principal: GlobalAdmin) -> UserPub
     return _changed(conn, "user.enabled", name, principal)
 
 
-@router.post("/users/{name}/password", responses=problems(401, 403, 404, 422))
+@router.post("/users/{name}/password", responses=problems(401, 403, 404))
 def set_password(
     name: UserName, body: PasswordSet, conn: DbConn, principal: GlobalAdmin
 ) -> UserPublic:
