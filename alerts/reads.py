@@ -38,10 +38,14 @@ SEARCHED = (
 )
 
 # Timeline rows after an id (and the gap ids) with their alerts' current state.
+# With each row its site's organisation path as registered now (`site_org`, NULL without one):
+# a stream scoped to an organisation sees the sites registered under it after it opened.
 TIMELINE_ROWS = (
     "SELECT t.id AS timeline_id, t.at AS timeline_at, t.action AS timeline_action,"
-    f" t.actor AS timeline_actor, {ALERT_COLUMNS}"
-    " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id"
+    f" t.actor AS timeline_actor, {ALERT_COLUMNS},"
+    " CASE WHEN jsonb_typeof(s.info->'org') = 'array'"
+    " THEN ARRAY(SELECT jsonb_array_elements_text(s.info->'org')) END AS site_org"
+    " FROM alert_timeline t JOIN alerts a ON a.id = t.alert_id LEFT JOIN sites s ON s.id = a.site"
     " WHERE t.id > %s OR t.id = ANY(%s) ORDER BY t.id LIMIT %s"
 )
 

@@ -41,6 +41,7 @@ from api.routers import (
     health,
     ingest,
     ledger,
+    people,
     public,
     quiet,
     readings,
@@ -134,6 +135,7 @@ def create_app(
         compliance,
         energy,
         ledger,
+        people,
         quiet,
         readings,
         registry,
@@ -152,7 +154,14 @@ def create_app(
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
     for module in (register, revisions, statistics, reports, evaluations, feedback, public, sites):
         app.include_router(module.router, prefix=API_PREFIX)
-    for pages in (register.pages, statistics.pages, public.pages, sites.pages, subscriptions.pages):
+    for pages in (
+        register.pages,
+        statistics.pages,
+        public.pages,
+        sites.pages,
+        subscriptions.pages,
+        people.pages,
+    ):
         app.include_router(pages)
     app.include_router(health.router)
     app.add_middleware(RejectNulInUrl)

@@ -39,6 +39,8 @@ from store import registry
 class Permission(enum.Enum):
     READ = "read"  # alerts, clauses, compliance, readings, registry, stream of visible sites
     ALERTS_ACT = "alerts:act"  # acknowledge and close alerts
+    # record field check-ins (and their photos) and open a space's check-in form
+    CHECKINS_RECORD = "checkins:record"
     ENERGY_READ = "energy:read"  # energy and carbon reports
     REGISTRY_WRITE = "registry:write"  # parties and assignments
     CLAUSES_ADMIN = "clauses:admin"  # validate (and later publish) clause files
@@ -56,12 +58,20 @@ UNSCOPED_ONLY = frozenset({Permission.LEDGER_VERIFY, Permission.GLOBAL_ADMIN})
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "viewer": frozenset({Permission.READ, Permission.ENERGY_READ, Permission.LEDGER_VERIFY}),
     "facility_manager": frozenset(
-        {Permission.READ, Permission.ALERTS_ACT, Permission.LEDGER_VERIFY}
+        {
+            Permission.READ,
+            Permission.ALERTS_ACT,
+            Permission.CHECKINS_RECORD,
+            Permission.LEDGER_VERIFY,
+        }
     ),
     "energy_officer": frozenset(
         {Permission.READ, Permission.ENERGY_READ, Permission.LEDGER_VERIFY}
     ),
     "admin": frozenset(Permission),
+    # Staff on rounds (保洁, patrols): check-ins at the spaces of their sites, nothing else; no
+    # alert, reading or report is theirs to read.
+    "cleaner": frozenset({Permission.CHECKINS_RECORD}),
 }
 
 
@@ -101,6 +111,14 @@ class Principal:
 
     def sees(self, site: str) -> bool:
         return self.sites is None or site in self.sites
+
+    def sees_now(self, site: str, site_org: Sequence[str] | None) -> bool:
+        """`sees`, given the site's organisation path as registered now (None: it has none):
+        a principal kept open (a stream) and scoped to an organisation sees a site registered
+        under it later, and no longer one moved out of it."""
+        if self.org and self.sites is not None:
+            return site_org is not None and tuple(site_org[: len(self.org)]) == self.org
+        return self.sees(site)
 
     def site_filter(self, requested: str | None) -> list[str] | None:
         """Sites a query may return: the requested one (403 when outside the scope), else the
@@ -223,11 +241,12 @@ def _unauthorized(detail: str) -> HTTPException:
 CurrentToken = Annotated[Principal, Depends(current_principal)]
 
 
-def require(permission: Permission) -> Callable[[Principal], Principal]:
-    """A dependency: the caller's principal, or 403 when its role lacks `permission`."""
+def require(permission: Permission, *alternatives: Permission) -> Callable[[Principal], Principal]:
+    """A dependency: the caller's principal, or 403 when its role has neither `permission` nor
+    any of the `alternatives`."""
 
     def check(principal: CurrentToken) -> Principal:
-        if not principal.can(permission):
+        if not any(principal.can(p) for p in (permission, *alternatives)):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 f"role {principal.role} may not {permission.value}"
@@ -245,3 +264,6 @@ RegistryAdmin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))
 ClauseAdmin = Annotated[Principal, Depends(require(Permission.CLAUSES_ADMIN))]
 LedgerVerifier = Annotated[Principal, Depends(require(Permission.LEDGER_VERIFY))]
 GlobalAdmin = Annotated[Principal, Depends(require(Permission.GLOBAL_ADMIN))]
+CheckinRecorder = Annotated[Principal, Depends(require(Permission.CHECKINS_RECORD))]
+# A space's check-in form: who reads the site, or who records check-ins there.
+CheckinReader = Annotated[Principal, Depends(require(Permission.READ, Permission.CHECKINS_RECORD))]

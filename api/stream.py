@@ -279,7 +279,7 @@ class TimelineReader:
             for row in rows
             if row["timeline_id"] in wanted
             and row["timeline_action"] not in HIDDEN_ACTIONS
-            and principal.sees(row["site"])
+            and principal.sees_now(row["site"], row["site_org"])
         ]
 
     def advance(self, ids: Sequence[int], now: float) -> set[int]:

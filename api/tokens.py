@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 import psycopg
 
-Role = Literal["viewer", "facility_manager", "energy_officer", "admin"]
+Role = Literal["viewer", "facility_manager", "energy_officer", "admin", "cleaner"]
 ROLES: tuple[Role, ...] = get_args(Role)
 TOKEN_PREFIX = "cw_"
 DEFAULT_LIFETIME = dt.timedelta(days=90)

@@ -116,7 +116,8 @@ class EnergyFigures(BaseModel):
     cost_per_m2: Decimal | None
     cost_per_person: Decimal | None
     carriers: list[EnergyCarrier]
-    notes: list[str]
+    notes: list[str]  # in English; notes_zh the same in Chinese, one for one
+    notes_zh: list[str] = []  # empty in the reports stored before it was added
 
 
 # (conn, site, since, until) -> the figures of EnergyFigures; raises ValueError when they

@@ -41,7 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from energy.accounting import ZERO, BucketTotal, spread
 from energy.factors import ACTIVITY_UNIT
-from energy.reports import BillLine, CarbonReport, Meter, ReportError, measure
+from energy.notes import Note
+from energy.reports import (
+    CARRIER_ZH,
+    BillLine,
+    CarbonReport,
+    Meter,
+    ReportError,
+    RetentionError,
+    measure,
+)
 from rules.site import ID_PATTERN, SiteModel
 
 PRICED = ("electricity", "natural_gas", "water", "heat")
@@ -354,7 +363,7 @@ class CostReport:
     tariffs: list[Tariff]
     area_m2: Decimal | None
     occupants: int | None
-    notes: list[str]
+    notes: list[Note]
 
     @property
     def total(self) -> Decimal:
@@ -503,12 +512,15 @@ def cost_report(conn: psycopg.Connection[Any], site: SiteModel, report: CarbonRe
     notes = []
     for c in carriers.values():
         if c.priced.untariffed:
+            amount = f"{_plain(c.priced.untariffed)} {c.unit}"
             notes.append(
-                f"{c.carrier}: {_plain(c.priced.untariffed)} {c.unit} without a tariff in force"
-                " are not priced: 无适用价格，未计入费用"
+                Note(
+                    f"{CARRIER_ZH[c.carrier]}：{amount} 无适用价格，未计入费用",
+                    f"{c.carrier}: {amount} without a tariff in force are not priced",
+                )
             )
     if not tariffs:
-        notes.append("no tariff applies to this site: 未设置适用的能源价格")
+        notes.append(Note("未设置适用的能源价格", "no tariff applies to this site"))
     return CostReport(
         carriers=carriers,
         bills=bills,
@@ -520,6 +532,9 @@ def cost_report(conn: psycopg.Connection[Any], site: SiteModel, report: CarbonRe
     )
 
 
+RETENTION_ZH = "价格时段的边界落在原始读数已按保留期删除、只剩小时汇总的时段内"
+
+
 def cost_or_note(
     conn: psycopg.Connection[Any], site: SiteModel, report: CarbonReport
 ) -> CostReport | None:
@@ -529,7 +544,9 @@ def cost_or_note(
     try:
         return cost_report(conn, site, report)
     except ReportError as exc:
-        report.notes.append(f"运行成本未计算 operating cost not computed: {exc}")
+        # The one expected cause has a Chinese explanation; any other keeps its own words.
+        why = RETENTION_ZH if isinstance(exc, RetentionError) else str(exc)
+        report.notes.append(Note(f"运行成本未计算：{why}", f"operating cost not computed: {exc}"))
         return None
 
 

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
 from config import BUNDLED_DIR
+from energy.notes import Note, join
 
 # The unit every report counts a carrier in (meters and refuel events are converted to it).
 ACTIVITY_UNIT: dict[str, str] = {
@@ -119,7 +120,7 @@ class EmissionFactor(BaseModel):
 class FactorChoice:
     factor: EmissionFactor
     year: int  # the calendar year of the report it applies to
-    note: str  # why this one, when it is not the obvious match ("" otherwise)
+    note: Note  # why this one, when it is not the obvious match (empty otherwise)
 
 
 def choose_factor(
@@ -158,12 +159,20 @@ def choose_factor(
         notes = []
         if where != region:
             notes.append(
-                f"no {region} factor of {series} for {year} or earlier; "
-                "used the same series' national factor"
+                Note(
+                    f"{series} 无 {region} {year} 年或更早的因子，采用同一系列的全国因子",
+                    f"no {region} factor of {series} for {year} or earlier; "
+                    "used the same series' national factor",
+                )
             )
         if newest != year:
-            notes.append(f"data year {newest}, the latest not after {year}")
-        return FactorChoice(best[0], year, "; ".join(notes))
+            notes.append(
+                Note(
+                    f"数据年份 {newest}，为不晚于 {year} 年的最新数据",
+                    f"data year {newest}, the latest not after {year}",
+                )
+            )
+        return FactorChoice(best[0], year, join(notes))
     raise FactorError(
         f"series {series!r} has no {variant or 'usable'} {carrier} factor for {region} or "
         f"national with data year {year} or earlier"

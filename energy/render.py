@@ -15,10 +15,12 @@ from pydantic import BaseModel
 from config import csvcells
 from energy.costs import BAND_LABEL, CostReport, Tariff, yuan
 from energy.factors import KGCE_PER_UNIT, SCOPE, EmissionFactor
+from energy.notes import NONE, Note, chinese, english, join
 from energy.reports import (
     KGCE_NOTE,
     BillLine,
     CarbonReport,
+    Comparison,
     Imbalance,
     MeterLine,
     Series,
@@ -55,6 +57,7 @@ class FactorOut(EmissionFactor):
     purpose: str  # location (scope 2), market (scope 2), scope1
     year: int  # the report year it applies to
     note: str
+    note_zh: str
 
 
 class CarrierOut(BaseModel):
@@ -149,6 +152,7 @@ class BillOut(BaseModel):
     difference: Decimal | None  # metered − bill
     difference_pct: Decimal | None  # of the bill
     note: str
+    note_zh: str
 
 
 def bill_out(line: BillLine) -> BillOut:
@@ -178,7 +182,8 @@ def bill_out(line: BillLine) -> BillOut:
         ),
         difference=_d(line.difference),
         difference_pct=_d(line.percent, 2),
-        note=line.reason,
+        note=line.reason.en,
+        note_zh=line.reason.zh,
     )
 
 
@@ -194,12 +199,30 @@ class IntensityOut(BaseModel):
 
 class ComparisonOut(BaseModel):
     name: str
+    name_zh: str
     unit: str
     annualised_actual: Decimal | None
     limit: Decimal | None
     status: str
     source: str
     note: str
+    note_zh: str
+
+
+def comparison_out(item: Comparison, flagged: Note) -> ComparisonOut:
+    """`flagged`: what of the figures came from bills and manual entries (empty: none)."""
+    note = join((item.note, flagged))
+    return ComparisonOut(
+        name=item.name.en,
+        name_zh=item.name.zh,
+        unit=item.unit,
+        annualised_actual=_d(item.actual, I_PLACES),
+        limit=_d(item.limit, I_PLACES),
+        status=item.status,
+        source=item.source,
+        note=note.en,
+        note_zh=note.zh,
+    )
 
 
 class CarbonReportOut(BaseModel):
@@ -227,11 +250,13 @@ class CarbonReportOut(BaseModel):
     comparisons: list[ComparisonOut]
     factors: list[FactorOut]
     kgce_coefficients: str
+    kgce_coefficients_zh: str
     meters: list[MeterOut]
     imbalances: list[ImbalanceOut]
     months: list[MonthOut]
     bills: list[BillOut]
-    notes: list[str]
+    notes: list[str]  # in English; notes_zh the same in Chinese, one for one
+    notes_zh: list[str]
     # Days of the period, or the coming year, without the State Council's holiday schedule.
     holiday_calendar: list[CalendarNote]
     # The operating cost (机关运行成本; energy/costs.py): None when not asked for.
@@ -298,7 +323,8 @@ class CostOut(BaseModel):
     bills: list[BillCostOut]
     months: list[MonthCostOut]
     tariffs: list[Tariff]
-    notes: list[str]
+    notes: list[str]  # in English; notes_zh the same in Chinese, one for one
+    notes_zh: list[str]
 
 
 def cost_out(cost: CostReport, zone: str) -> CostOut:
@@ -369,7 +395,8 @@ def cost_out(cost: CostReport, zone: str) -> CostOut:
             for m in cost.months
         ],
         tariffs=cost.tariffs,
-        notes=cost.notes,
+        notes=english(cost.notes),
+        notes_zh=chinese(cost.notes),
     )
 
 
@@ -499,11 +526,12 @@ def carbon_out(report: CarbonReport, cost: CostReport | None = None) -> CarbonRe
     coal = [(c, KGCE_PER_UNIT.get(c.carrier, Decimal(0))) for c in report.carriers.values()]
     billed_kgce = sum((c.billed * k for c, k in coal), Decimal(0))
     manual_kgce = sum((c.manual * k for c, k in coal), Decimal(0))
-    flagged = ""
+    flagged = NONE
     if billed_kgce or manual_kgce:
-        flagged = (
-            f"includes billed {present(billed_kgce)} kgce and manual (estimated) "
-            f"{present(manual_kgce)} kgce"
+        billed, manual = present(billed_kgce), present(manual_kgce)
+        flagged = Note(
+            f"含账单 {billed} kgce 和手工/估计 {manual} kgce",
+            f"includes billed {billed} kgce and manual (estimated) {manual} kgce",
         )
     scope1 = report.scope_kgco2(1) or Decimal(0)
     scope2 = report.scope_kgco2(2) or Decimal(0)
@@ -552,23 +580,19 @@ def carbon_out(report: CarbonReport, cost: CostReport | None = None) -> CarbonRe
             kgco2_per_person=_d(report.per(report.location_kgco2, report.occupants), I_PLACES),
             water_m3_per_person=_d(report.per(report.water_m3, report.occupants), I_PLACES),
         ),
-        comparisons=[
-            ComparisonOut(
-                name=c.name,
-                unit=c.unit,
-                annualised_actual=_d(c.actual, I_PLACES),
-                limit=_d(c.limit, I_PLACES),
-                status=c.status,
-                source=c.source,
-                note="; ".join(n for n in (c.note, flagged) if n),
-            )
-            for c in report.comparisons
-        ],
+        comparisons=[comparison_out(c, flagged) for c in report.comparisons],
         factors=[
-            FactorOut(**ch.factor.model_dump(), purpose=purpose, year=ch.year, note=ch.note)
+            FactorOut(
+                **ch.factor.model_dump(),
+                purpose=purpose,
+                year=ch.year,
+                note=ch.note.en,
+                note_zh=ch.note.zh,
+            )
             for purpose, ch in report.factors
         ],
-        kgce_coefficients=KGCE_NOTE,
+        kgce_coefficients=KGCE_NOTE.en,
+        kgce_coefficients_zh=KGCE_NOTE.zh,
         meters=[meter_out(line, zone) for line in report.meters],
         imbalances=[imbalance_out(i) for i in report.imbalances],
         months=[
@@ -585,7 +609,8 @@ def carbon_out(report: CarbonReport, cost: CostReport | None = None) -> CarbonRe
             for m in report.months
         ],
         bills=[bill_out(b) for b in report.bills],
-        notes=report.notes,
+        notes=english(report.notes),
+        notes_zh=chinese(report.notes),
         holiday_calendar=report.holiday_calendar,
         cost=None if cost is None else cost_out(cost, zone),
     )

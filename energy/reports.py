@@ -56,6 +56,7 @@ from energy.factors import (
     choose_factor,
     load_factors,
 )
+from energy.notes import NONE, Note
 from rules.clause import ClauseVersion, Selector
 from rules.holidays import CalendarNote, site_calendar_notes
 from rules.site import SiteModel, Space
@@ -67,10 +68,10 @@ FUELS = ("gasoline", "diesel")
 # Report periods must lie within these years (the data years factors may have, with room).
 FIRST_YEAR, LAST_YEAR = 1990, 2100
 # What a missing holiday schedule affects, said beside it in a report.
-CALENDAR_AFFECTS = (
+CALENDAR_AFFECTS = Note(
+    "能耗与碳排放数据不受影响，按工作日安排的条款依此规则判断",
     "the energy and carbon figures do not depend on working days; quota and other clauses"
-    " scheduled on working days are judged there by this rule"
-    " / 能耗与碳排放数据不受影响，按工作日安排的条款依此规则判断"
+    " scheduled on working days are judged there by this rule",
 )
 
 
@@ -513,6 +514,17 @@ QUOTA_CODE = "DB37/T 2672-2019"  # compared only for sites bound to one of its q
 QUOTA_STANDARD = "DB37/T 2672-2019 (Shandong example, 党政机关 市级以下, zone A; confidence B-)"
 QUOTA_NON_HEATING_KGCE = (Decimal("20.0"), Decimal("11.9"), Decimal("6.5"))
 QUOTA_ELECTRICITY_KWH = (Decimal("67.4"), Decimal("39.5"), Decimal("20"))
+QUOTA_LEVELS = (("约束值", "constraint"), ("基准值", "baseline"), ("引导值", "guide"))
+# Names of carriers and bill kinds inside Chinese notes.
+CARRIER_ZH = {
+    "electricity": "电力",
+    "natural_gas": "天然气",
+    "heat": "热力",
+    "gasoline": "汽油",
+    "diesel": "柴油",
+    "water": "水",
+}
+KIND_ZH = {"billed": "账单", "manual": "手工/估计值"}
 
 
 def selects(site: SiteModel, selector: Selector, device: str, spaces: dict[str, Space]) -> bool:
@@ -584,8 +596,8 @@ def load_baseline(conn: psycopg.Connection[Any], site: str) -> Baseline:
 
 # How a counted bill is flagged wherever a figure includes it.
 KIND_NOTE = {
-    "billed": "账单 billed value counted",
-    "manual": "手工/估计 manual (estimated) value counted",
+    "billed": Note("计入账单值", "billed value counted"),
+    "manual": Note("计入手工/估计值", "manual (estimated) value counted"),
 }
 
 
@@ -602,7 +614,7 @@ class BillLine:
     meters: tuple[str, ...]
     metered: MeterConsumption | None
     share: list[BucketTotal]
-    reason: str
+    reason: Note
 
     @property
     def in_period(self) -> Decimal:
@@ -655,19 +667,28 @@ def bill_lines(
                 total.gaps.extend(result.gaps)
                 total.readings += result.readings
             names = tuple(m.device for m in compared)
-            reason = f"compared with meter {', '.join(names)}; the meters count"
+            listed = ", ".join(names)
+            reason = Note(
+                f"与计量表 {listed} 对照，以表计为准",
+                f"compared with meter {listed}; the meters count",
+            )
             lines.append(BillLine(bill, unit, False, names, total, [], reason))
             continue
         lineage = set(site.ancestors(bill.space)) if bill.space is not None else set()
         enclosing = [m.device for m in meters if m.carrier == bill.carrier and m.space in lineage]
         if enclosing:
-            reason = (
-                f"inside the scope of meter {', '.join(enclosing)} (an enclosing space): "
-                "not counted, not compared"
+            listed = ", ".join(enclosing)
+            reason = Note(
+                f"位于计量表 {listed} 的计量范围内（上级空间）：不计入，不对照",
+                f"inside the scope of meter {listed} (an enclosing space): "
+                "not counted, not compared",
             )
             lines.append(BillLine(bill, unit, False, (), None, [], reason))
             continue
-        reason = f"no meter measures {bill.carrier} here: counted as {bill.kind}"
+        reason = Note(
+            f"此处无计量表计量{CARRIER_ZH[bill.carrier]}：按{KIND_ZH[bill.kind]}计入",
+            f"no meter measures {bill.carrier} here: counted as {bill.kind}",
+        )
         lines.append(
             BillLine(bill, unit, True, (), None, spread(edges, start, end, bill.amount), reason)
         )
@@ -731,13 +752,13 @@ class Imbalance:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    name: str
+    name: Note
     unit: str
     actual: Decimal | None  # annualised intensity of the period
     limit: Decimal | None
     status: str  # within | exceeds | not_assessable
     source: str
-    note: str = ""
+    note: Note = NONE
 
 
 @dataclass(slots=True)
@@ -770,7 +791,7 @@ class CarbonReport:
     refuels: list[Refuel]
     months: list[MonthLine]
     comparisons: list[Comparison]
-    notes: list[str]
+    notes: list[Note]
     holiday_calendar: list[CalendarNote]
     bills: list[BillLine] = field(default_factory=list)
 
@@ -830,7 +851,7 @@ def carbon_report(
     shown = [m for m in meters if m.space in inside]
     measured = measure(conn, site, shown, month_edges)
     counted_ids = {m.device for m in counted}
-    notes: list[str] = []
+    notes: list[Note] = []
 
     carriers: dict[str, CarrierTotal] = {}
     months: dict[tuple[float, str], MonthLine] = {}
@@ -876,11 +897,17 @@ def carbon_report(
                 line.billed += bucket.value
             else:
                 line.manual += bucket.value
-        where = bill.device or bill.space or "the site"
+        where = bill.device or bill.space
+        billed, in_period = present(bill.amount), present(bill_line.in_period)
         notes.append(
-            f"{KIND_NOTE[bill.kind]}: {bill.carrier} {where} {bill.first_day}..{bill.last_day} "
-            f"{present(bill.amount)} {bill_line.unit}, {present(bill_line.in_period)} in the "
-            "period (no meter measures it)"
+            Note(
+                f"{KIND_NOTE[bill.kind].zh}：{CARRIER_ZH[bill.carrier]} {where or '全站'} "
+                f"{bill.first_day}..{bill.last_day} {billed} {bill_line.unit}，"
+                f"本期计入 {in_period}（无计量表计量）",
+                f"{KIND_NOTE[bill.kind].en}: {bill.carrier} {where or 'the site'} "
+                f"{bill.first_day}..{bill.last_day} {billed} {bill_line.unit}, {in_period} in "
+                "the period (no meter measures it)",
+            )
         )
 
     refuels = load_refuels(conn, site, space, since, until)
@@ -888,14 +915,23 @@ def carbon_report(
         when = dt.datetime.fromtimestamp(refuel.ts, zone).isoformat()
         if refuel.fuel not in FUELS or refuel.kg is None:
             notes.append(
-                f"refuel event of {refuel.device} at {when} has no fuel gasoline|diesel with a "
-                f"mass in kg, or litres and a density the site stated ({refuel.raw}); not counted"
+                Note(
+                    f"{refuel.device} 于 {when} 的加油事件没有以 kg 计的汽油或柴油质量，也没有"
+                    f"升数及站点声明的密度（{refuel.raw}）：不计入",
+                    f"refuel event of {refuel.device} at {when} has no fuel gasoline|diesel "
+                    f"with a mass in kg, or litres and a density the site stated ({refuel.raw});"
+                    " not counted",
+                )
             )
             continue
         if refuel.litres_at is not None:
             notes.append(
-                f"refuel event of {refuel.device} at {when}: litres converted with the site's "
-                f"stated {refuel.fuel} density {refuel.litres_at} kg/L"
+                Note(
+                    f"{refuel.device} 于 {when} 的加油事件：升数按站点声明的"
+                    f"{CARRIER_ZH[refuel.fuel]}密度 {refuel.litres_at} kg/L 换算",
+                    f"refuel event of {refuel.device} at {when}: litres converted with the "
+                    f"site's stated {refuel.fuel} density {refuel.litres_at} kg/L",
+                )
             )
         total = carriers.setdefault(refuel.fuel, CarrierTotal(refuel.fuel, "kg"))
         total.consumption += refuel.kg
@@ -951,8 +987,11 @@ def carbon_report(
         green_records = load_green_power(conn, site.site.id, local_since.date(), last_day)
         if green_records and space is not None:
             notes.append(
-                "green-power records are site-wide: market-based scope 2 is reported for the "
-                "whole site only"
+                Note(
+                    "绿电记录按全站计：基于市场的范围二排放只对全站报告",
+                    "green-power records are site-wide: market-based scope 2 is reported for "
+                    "the whole site only",
+                )
             )
         elif green_records:
             green_kwh, market = _market_based(
@@ -992,25 +1031,52 @@ def carbon_report(
     )
     for note in report.holiday_calendar:
         notes.append(
-            f"节假日安排 holiday calendar: {note.message_zh} / {note.message}; {CALENDAR_AFFECTS}"
+            Note(
+                f"节假日安排：{note.message_zh}；{CALENDAR_AFFECTS.zh}",
+                f"holiday calendar: {note.message}; {CALENDAR_AFFECTS.en}",
+            )
         )
     report.area_m2, report.occupants = area_and_occupants(site, space)
     if report.area_m2 is None:
-        notes.append("no floor area: per-m2 intensities are not assessable")
+        notes.append(
+            Note(
+                "无建筑面积：单位面积强度无法评估",
+                "no floor area: per-m2 intensities are not assessable",
+            )
+        )
     if report.occupants is None:
-        notes.append("no occupants: per-person intensities are not assessable")
+        notes.append(
+            Note(
+                "无用能人数：人均强度无法评估",
+                "no occupants: per-person intensities are not assessable",
+            )
+        )
     for meter_line in report.meters:
         result = meter_line.result
         device = meter_line.meter.device
         if result.resets:
-            notes.append(f"meter {device}: {len(result.resets)} register reset(s)")
+            count = len(result.resets)
+            notes.append(
+                Note(
+                    f"计量表 {device}：读数归零 {count} 次",
+                    f"meter {device}: {count} register reset(s)",
+                )
+            )
         if result.missing:
-            hours = Decimal(repr(result.missing_seconds)) / 3600
-            notes.append(f"meter {device}: {present(hours, 2)} h without data")
+            hours = present(Decimal(repr(result.missing_seconds)) / 3600, 2)
+            notes.append(
+                Note(
+                    f"计量表 {device}：{hours} 小时无数据",
+                    f"meter {device}: {hours} h without data",
+                )
+            )
     bound = bound_quota_standards(conn, site)
     if QUOTA_CODE not in bound:
         notes.append(
-            f"no quota comparison: no {QUOTA_CODE} quota clause applies to this site's meters"
+            Note(
+                f"无定额对比：本站点的计量表未适用 {QUOTA_CODE} 定额条款",
+                f"no quota comparison: no {QUOTA_CODE} quota clause applies to this site's meters",
+            )
         )
     report.comparisons = compare(report, load_baseline(conn, site.site.id), bound)
     return report
@@ -1047,7 +1113,7 @@ def _market_based(
     first: dt.date,
     last: dt.date,
     used: list[tuple[str, FactorChoice]],
-    notes: list[str],
+    notes: list[Note],
 ) -> tuple[Decimal, Decimal]:
     """Green kWh at zero, the rest at the residual-mix factor of the same series, region and
     data year as the location-based one (else that location-based factor, said so)."""
@@ -1060,8 +1126,12 @@ def _market_based(
         consumed = by_year[("electricity", year)]
         if green > consumed:
             notes.append(
-                f"{year}: green power {present(green)} kWh exceeds the electricity consumed "
-                f"({present(consumed)} kWh); the surplus is not carried over"
+                Note(
+                    f"{year} 年：绿电 {present(green)} kWh 超过用电量（{present(consumed)} kWh），"
+                    "超出部分不结转",
+                    f"{year}: green power {present(green)} kWh exceeds the electricity consumed "
+                    f"({present(consumed)} kWh); the surplus is not carried over",
+                )
             )
             green = consumed
         green_total += green
@@ -1073,13 +1143,21 @@ def _market_based(
             == ("electricity", factor.series, factor.region, factor.data_year, RESIDUAL)
         ]
         if residual:
-            choice = FactorChoice(residual[0], year, "residual mix for the non-green kWh")
+            choice = FactorChoice(
+                residual[0],
+                year,
+                Note("非绿电部分按剩余组合因子", "residual mix for the non-green kWh"),
+            )
         else:
+            where = f"{factor.region} {factor.data_year}"
             choice = FactorChoice(
                 factor,
                 year,
-                f"{factor.series} has no residual-mix factor for {factor.region} "
-                f"{factor.data_year}; the location-based factor applies to the non-green kWh",
+                Note(
+                    f"{factor.series} 无 {where} 的剩余组合因子：非绿电部分按基于位置的因子计",
+                    f"{factor.series} has no residual-mix factor for {where}; the location-based "
+                    "factor applies to the non-green kWh",
+                ),
             )
         used.append(("market", choice))
         market += (consumed - green) * choice.factor.kg_per_unit
@@ -1141,50 +1219,67 @@ def compare(
     co2_per_m2 = annualise(report, report.per(report.location_kgco2, report.area_m2))
     water_per_person = annualise(report, report.per(report.water_m3, report.occupants))
     rows: list[Comparison] = []
-    names = ("constraint", "baseline", "guide") if QUOTA_CODE in bound else ()
-    for name, limit in zip(names, QUOTA_NON_HEATING_KGCE[: len(names)], strict=True):
+    names = QUOTA_LEVELS if QUOTA_CODE in bound else ()
+    for (zh, en), limit in zip(names, QUOTA_NON_HEATING_KGCE[: len(names)], strict=True):
         rows.append(
             _judge(
-                f"quota non-heating energy ({name})",
+                Note(f"定额 非采暖能耗（{zh}）", f"quota non-heating energy ({en})"),
                 "kgce/(m2·a)",
                 non_heating_per_m2,
                 limit,
                 QUOTA_STANDARD,
             )
         )
-    for name, limit in zip(names, QUOTA_ELECTRICITY_KWH[: len(names)], strict=True):
+    for (zh, en), limit in zip(names, QUOTA_ELECTRICITY_KWH[: len(names)], strict=True):
         rows.append(
-            _judge(f"quota electricity ({name})", "kWh/(m2·a)", kwh_per_m2, limit, QUOTA_STANDARD)
+            _judge(
+                Note(f"定额 电耗（{zh}）", f"quota electricity ({en})"),
+                "kWh/(m2·a)",
+                kwh_per_m2,
+                limit,
+                QUOTA_STANDARD,
+            )
         )
     targets = (
-        ("energy per m2", "kgce/(m2·a)", per_m2, "kgce_per_m2"),
-        ("energy per person", "kgce/(person·a)", per_person, "kgce_per_person"),
-        ("CO2 per m2", "kgCO2/(m2·a)", co2_per_m2, "kgco2_per_m2"),
-        ("water per person", "m3/(person·a)", water_per_person, "water_m3_per_person"),
+        (Note("单位面积能耗", "energy per m2"), "kgce/(m2·a)", per_m2, "kgce_per_m2"),
+        (Note("人均能耗", "energy per person"), "kgce/(person·a)", per_person, "kgce_per_person"),
+        (Note("单位面积碳排放", "CO2 per m2"), "kgCO2/(m2·a)", co2_per_m2, "kgco2_per_m2"),
+        (
+            Note("人均用水量", "water per person"),
+            "m3/(person·a)",
+            water_per_person,
+            "water_m3_per_person",
+        ),
     )
     for label, unit, actual, key in targets:
         base: Decimal | None = getattr(baseline, key)
         cut = FIVE_YEAR_CUTS[key]
         target = base * (1 - cut) if base is not None else None
         if base is not None:
-            note = f"−{cut * 100:.0f} % vs {baseline.year} ({base} {unit})"
-        else:
-            note = "needs the site's own baseline (table site_energy_baselines)"
-        rows.append(
-            _judge(
-                f"14th five-year target {label} (2025)", unit, actual, target, baseline.source, note
+            percent = f"{cut * 100:.0f} %"
+            note = Note(
+                f"较 {baseline.year} 年（{base} {unit}）下降 {percent}",
+                f"−{percent} vs {baseline.year} ({base} {unit})",
             )
+        else:
+            note = Note(
+                "需要本站点自己的基准值（表 site_energy_baselines）",
+                "needs the site's own baseline (table site_energy_baselines)",
+            )
+        name = Note(
+            f"“十四五”目标 {label.zh}（2025 年）", f"14th five-year target {label.en} (2025)"
         )
+        rows.append(_judge(name, unit, actual, target, baseline.source, note))
     return rows
 
 
 def _judge(
-    name: str,
+    name: Note,
     unit: str,
     actual: Decimal | None,
     limit: Decimal | None,
     source: str,
-    note: str = "",
+    note: Note = NONE,
 ) -> Comparison:
     if actual is None or limit is None:
         return Comparison(name, unit, actual, limit, "not_assessable", source, note)
@@ -1305,9 +1400,12 @@ def factor_label(purpose: str, choice: FactorChoice) -> str:
         f"{purpose} {f.carrier} {choice.year}: {f.series} {f.region} {f.data_year} "
         f"{f.value} {f.unit} ({f.variant}; {f.instrument}; confidence {f.confidence})"
     )
-    return f"{text} — {choice.note}" if choice.note else text
+    return f"{text} — {choice.note.en}" if choice.note else text
 
 
-KGCE_NOTE = f"standard coal by {KGCE_SOURCE}: " + ", ".join(
-    f"{c} {v} kgce/{ACTIVITY_UNIT[c]}" for c, v in KGCE_PER_UNIT.items()
+KGCE_NOTE = Note(
+    f"按 {KGCE_SOURCE} 折标准煤："
+    + "，".join(f"{CARRIER_ZH[c]} {v} kgce/{ACTIVITY_UNIT[c]}" for c, v in KGCE_PER_UNIT.items()),
+    f"standard coal by {KGCE_SOURCE}: "
+    + ", ".join(f"{c} {v} kgce/{ACTIVITY_UNIT[c]}" for c, v in KGCE_PER_UNIT.items()),
 )

@@ -52,4 +52,5 @@ def period_figures(
             for c in out.carriers
         ],
         "notes": out.notes + cost.notes,
+        "notes_zh": out.notes_zh + cost.notes_zh,
     }

@@ -13,9 +13,9 @@ same check as the occupants' feedback form; the declared type and any file name 
 trusted), at most 5 MiB; stored in PostgreSQL; served back with their own type, `nosniff` and a
 sandboxing policy, never as anything a browser would run.
 
-Who: reading the sheet and a space's tasks needs `read`; checking in and uploading need
-`alerts:act` (the role of staff who act on a site), for a site in the caller's scope. The
-actor recorded is `Principal.actor`.
+Who: reading the sheet needs `read`; a space's tasks `read` or `checkins:record`; checking in
+and uploading need `checkins:record` (cleaners, facility managers, admins), for a site in the
+caller's scope. The actor recorded is `Principal.actor`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pydantic import BaseModel, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from api import STATIC_DIR
-from api.auth import AlertActor, Principal, Reader
+from api.auth import CheckinReader, CheckinRecorder, Principal, Reader
 from api.deps import DbConn
 from api.models import Input, problems
 from api.routers.ingest import HttpIngest, deliver
@@ -229,7 +229,7 @@ def _public(row: dict[str, Any]) -> CheckinPublic:
 @router.get("/checkins/{site}/{space}", responses=problems(401, 403, 404))
 def space_checkins(
     conn: DbConn,
-    principal: Reader,
+    principal: CheckinReader,
     site: PathId,
     space: PathId,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -289,7 +289,7 @@ def _photo_too_large(size: int) -> HTTPException:
 )
 async def upload_photo(
     request: Request,
-    principal: AlertActor,
+    principal: CheckinRecorder,
     site: Annotated[str, Query(pattern=ID_PATTERN, max_length=64)],
 ) -> PhotoStored:
     """A photo for a check-in: the image's bytes as the body (JPEG, PNG or WebP, at most
@@ -355,7 +355,7 @@ def photo(conn: DbConn, principal: Reader, photo_id: uuid.UUID) -> Response:
     responses=problems(401, 403, 404, 409, 422, 503),
 )
 async def check_in(
-    request: Request, principal: AlertActor, site: PathId, space: PathId, body: CheckinCreate
+    request: Request, principal: CheckinRecorder, site: PathId, space: PathId, body: CheckinCreate
 ) -> CheckinPublic:
     """Records that `task` was done in `space` now by the caller, and answers after the event's
     commit. The same `event_id` again is the same check-in (one event)."""

@@ -19,10 +19,12 @@ const TABS = {
 };
 const BASE_TITLE = document.title;
 const LIMIT_PARAM = /^(limit|min|max|low|high|lower|upper)(_|$)/;
+// A limit's name on a chart, in the page's language: the kind of bound its parameter names.
+const bound = (param) => t(param.match(LIMIT_PARAM)[1]);
 
 const LABELS = {
   zh: {
-    subtitle: "标准条款实时监测", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计", sites: "站点模型",
+    subtitle: "标准条款实时监测", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计", sites: "站点模型", users: "用户管理",
     api: "API", offline: "未连接",
     live: "实时", sign_out: "退出", token_label: "访问令牌", sign_in: "登录",
     token_hint: "令牌由管理员用 clausewatch token create 生成。", alerts: "告警",
@@ -54,7 +56,8 @@ const LABELS = {
     mean_5m: "5分钟均值", min_5m: "5分钟最小值", max_5m: "5分钟最大值", evidence_raw: "证据（原始读数）",
     no_chart_library: "图表库未安装：运行 scripts/vendor",
     per_hour: "每小时用量", per_day: "每日用量", per_month: "每月用量", cumulative: "本期累计",
-    consumption: "用量", limit: "限值", budget_to_date: "按时间分摊的限值", register_reset: "表计回零/更换",
+    consumption: "用量", limit: "限值", min: "下限", max: "上限", low: "下限", high: "上限", lower: "下限",
+    upper: "上限", budget_to_date: "按时间分摊的限值", register_reset: "表计回零/更换",
     area: "面积", no_reading_hours: "小时无读数", alert_value: "告警时累计",
     events: "记录", last_done: "上次完成", due: "应完成", overdue: "逾期", overdue_by: "已逾期",
     done_again: "再次完成", not_done_since: "判定开始以来未完成", still_overdue: "仍未完成",
@@ -62,7 +65,7 @@ const LABELS = {
   },
   en: {
     subtitle: "live standards compliance", energy: "Energy & carbon", register: "Register",
-    statistics: "Statistics", sites: "Sites", api: "API", offline: "offline",
+    statistics: "Statistics", sites: "Sites", users: "Users", api: "API", offline: "offline",
     live: "live", sign_out: "Sign out", token_label: "Access token", sign_in: "Sign in",
     token_hint: "An administrator creates tokens with clausewatch token create.", alerts: "Alerts",
     no_alerts: "No alerts", clause: "Clause", clause_text: "Text", subject: "Subject",
@@ -100,7 +103,8 @@ const LABELS = {
     mean_5m: "5-min mean", min_5m: "5-min min", max_5m: "5-min max", evidence_raw: "evidence (raw)",
     no_chart_library: "chart library not installed: run scripts/vendor",
     per_hour: "per hour", per_day: "per day", per_month: "per month", cumulative: "cumulative",
-    consumption: "consumption", limit: "limit", budget_to_date: "limit pro rata",
+    consumption: "consumption", limit: "limit", min: "min", max: "max", low: "low", high: "high",
+    lower: "lower", upper: "upper", budget_to_date: "limit pro rata",
     register_reset: "register reset or meter replaced", area: "area",
     no_reading_hours: "h without readings", alert_value: "at the alert",
     events: "events", last_done: "Last done", due: "due", overdue: "overdue",
@@ -777,7 +781,8 @@ async function showDetail(alertId) {
     ` (${clause.content_hash.slice(0, 12)})`;
   $("detail-text").textContent = clause.text;
   $("detail-subject").textContent =
-    [alert.site, alert.subject.space, alert.subject.device, alert.subject.metric]
+    [alert.site, alert.subject.space, alert.subject.device,
+     alert.subject.metric && metricName(alert.subject.metric, state.lang)]
       .filter(Boolean).join(" / ");
   $("detail-responsible").textContent = alert.responsible.name
     ? `${alert.responsible.name} (${alert.responsible.party})` : t("no_party");
@@ -946,7 +951,8 @@ async function drawChart(alert) {
       axisLabel: { formatter: (value) => clock(value, zone), hideOverlap: true, fontSize: 10 },
     },
     yAxis: {
-      type: "value", scale: true, name: `${alert.subject.metric || t("evidence")} (${unit})`,
+      type: "value", scale: true,
+      name: `${alert.subject.metric ? metricName(alert.subject.metric, state.lang) : t("evidence")} (${unit})`,
       nameTextStyle: { align: "left" },
     },
     dataZoom: [{ type: "inside" }, { type: "slider", height: 14, bottom: 4 }],
@@ -958,7 +964,7 @@ async function drawChart(alert) {
           symbol: "none", silent: true,
           lineStyle: { color: "#b42318", type: "dashed" },
           label: { position: "insideEndTop", color: "#b42318" },
-          data: limits.map(([name, value]) => ({ yAxis: value, name: `${name} ${value} ${unit}` })),
+          data: limits.map(([name, value]) => ({ yAxis: value, name: `${bound(name)} ${value} ${unit}` })),
         },
       },
       ...(bucketed ? [thin(t("min_5m"), low), thin(t("max_5m"), high)] : []),

@@ -24,6 +24,11 @@ const carrierName = (c) => (english() ? c.replace("_", " ") : CARRIER_ZH[c] || c
 const STATUS_ZH = { ok: "正常", within: "未超限", forecast_overrun: "预计超限", breach: "已超限",
   exceeds: "超限", not_assessable: "无法评估" };
 const statusLine = document.getElementById("status");
+// The API gives every note in both languages: `note` / `notes` / `name` in English, the same in
+// Chinese under the `_zh` key (energy/notes.py). The page shows the one of its language.
+const said = (item, key) => (english() ? item[key] : item[`${key}_zh`]);
+const PURPOSE_ZH = { location: "基于位置", market: "基于市场", scope1: "范围一" };
+const PERIOD_ZH = { day: "日", week: "周", month: "月", quarter: "季度", year: "年" };
 
 // An HTML or SVG (svg:…) element (pagekit.js's el makes HTML only).
 function make(tag, attrs = {}, text) {
@@ -281,7 +286,7 @@ function render(report, daily, quotas) {
     const card = make("div", { class: "quota", "data-clause": q.clause_id });
     const title = make("div");
     title.append(make("strong", {}, `${q.clause_id} v${q.version}`), " ", badge(q.status));
-    card.append(title, make("div", {}, `${q.title} — ${q.device} (${q.space}), ${q.period}`));
+    card.append(title, make("div", {}, `${q.title} — ${q.device} (${q.space}), ${english() ? q.period : PERIOD_ZH[q.period] || q.period}`));
     card.append(make("div", {}, L(`consumed ${fmt(q.consumed)} of ${fmt(q.budget)} ${q.unit}; ` +
                                 `to date ${fmt(q.budget_to_date)}; forecast ${fmt(q.forecast)}`,
                                 `已用 ${fmt(q.consumed)} / ${fmt(q.budget)} ${q.unit}；` +
@@ -297,10 +302,10 @@ function render(report, daily, quotas) {
         report.carriers.map((c) => [carrierName(c.carrier), c.consumption, c.unit, c.estimated, c.billed, c.manual, c.kgce, c.scope, c.location_tco2,
                                     c.location_tco2 === null ? null : `${c.billed_tco2} / ${c.manual_tco2}`, c.market_tco2]));
   table("comparisons", english() ? ["", "annualised", "limit", "unit", "status"] : ["", "年化值", "限值", "单位", "状态"],
-        report.comparisons.map((c) => [c.name, c.annualised_actual, c.limit, c.unit, badge(c.status)]));
+        report.comparisons.map((c) => [said(c, "name"), c.annualised_actual, c.limit, english() ? c.unit : c.unit.replace("person", "人"), badge(c.status)]));
   table("factors", english() ? ["use", "carrier", "year", "series", "region", "data year", "value", "unit", "instrument", "note"]
                              : ["用途", "品种", "年份", "系列", "区域", "数据年份", "数值", "单位", "出处", "说明"],
-        report.factors.map((f) => [f.purpose, f.carrier, f.year, f.series, f.region, f.data_year, f.value, f.unit, `${f.instrument} (${f.confidence})`, f.note]));
+        report.factors.map((f) => [english() ? f.purpose : PURPOSE_ZH[f.purpose] || f.purpose, carrierName(f.carrier), f.year, f.series, f.region, f.data_year, f.value, f.unit, `${f.instrument} (${f.confidence})`, said(f, "note")]));
   table("meters", english() ? ["meter", "space", "carrier", "consumption", "unit", "readings", "resets", "gaps", "missing", "counted"]
                             : ["计量表", "空间", "品种", "消耗量", "单位", "读数", "归零", "间断", "缺失", "计入"],
         report.meters.map((m) => [m.device, m.space, carrierName(m.carrier), m.consumption, m.unit, m.readings, m.resets.length, m.gaps.length, m.missing.length, m.counted ? L("yes", "是") : L(`in ${m.parent}`, `含于 ${m.parent}`)]));
@@ -324,7 +329,7 @@ function render(report, daily, quotas) {
                                 : ["账单", "品种", "账期", "账单费用", "按价格估算", "账单 − 估算", "%"],
         (cost ? cost.bills : []).map((b) => [`#${b.id} ${b.reference}`, carrierName(b.carrier), `${b.first_day}…${b.last_day}`,
                                              money(b.cost), money(b.tariff_estimate), money(b.difference), b.difference_pct]));
-  const notes = report.notes.concat(cost ? cost.notes : []);
+  const notes = said(report, "notes").concat(cost ? said(cost, "notes") : []);
   document.getElementById("notes").replaceChildren(...notes.map((n) => make("li", {}, n)));
   labels();
 }

@@ -11,7 +11,7 @@
   const LABELS = {
     zh: {
       alerts: "告警", energy: "能耗与碳排放", register: "标准条款库", statistics: "统计",
-      checkin: "签到二维码", me: "我的订阅",
+      checkin: "签到二维码", users: "用户管理", me: "我的订阅",
       api: "API", other_language: "English", sign_out: "退出",
       energy_title: "能耗与碳排放", register_title: "标准条款库", statistics_title: "统计",
       site: "站点", space: "空间", whole_site: "整个站点", from: "起", until: "止（不含）",
@@ -31,7 +31,7 @@
     },
     en: {
       alerts: "Alerts", energy: "Energy & carbon", register: "Register", statistics: "Statistics",
-      checkin: "Check-in codes", me: "My subscriptions",
+      checkin: "Check-in codes", users: "Users", me: "My subscriptions",
       api: "API", other_language: "中文", sign_out: "Sign out",
       energy_title: "Energy and carbon", register_title: "Standards register",
       statistics_title: "Statistics",
@@ -76,7 +76,7 @@
   // and sign-out): the same links in the same order, the current page marked.
   const LINKS = [["/", "alerts"], ["/energy", "energy"], ["/register", "register"],
     ["/statistics", "statistics"], ["/sites", "sites"], ["/checkin/sheet", "checkin"],
-    ["/docs", "api"]];
+    ["/users", "users"], ["/docs", "api"]];
   const nav = document.querySelector("nav.site-nav[data-current]");
   if (nav) {
     for (const [href, key] of LINKS) {

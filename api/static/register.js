@@ -116,7 +116,7 @@ async function show(clauseId, row) {
         ` ${site.open_alerts} open alerts`, `${site.site}：达标率 ${pct(site.compliance_rate)}（30 天），` +
         `未关闭告警 ${site.open_alerts} 条`)));
       detail.append(el("p", `${L("Spaces", "空间")}: ${site.spaces.join(", ")}`));
-      const sources = site.data_sources.map((s) => `${s.device} (${s.metrics.join(", ")})`);
+      const sources = site.data_sources.map((s) => `${s.device} (${s.metrics.map((m) => metricName(m, L("en", "zh"))).join(", ")})`);
       detail.append(el("p", `${L("Data sources", "数据来源")}: ${sources.join("; ") || site.events.join(", ") || L("none", "无")}`));
       const people = site.responsible.map((p) => `${p.name} (${p.role} L${p.level}, ${p.domain}, ${p.space})`);
       detail.append(el("p", `${L("Responsible", "责任人")}: ${people.join("; ") || L("nobody", "无")}`));

@@ -240,8 +240,8 @@ def _report_energy(args: argparse.Namespace) -> int:
     # The series has no notes section: a missing holiday schedule goes to stderr, beside it,
     # and so do the bills its meters measure (bill, metered, difference).
     for note in calendar_notes(site, since, until):
-        print(f"警告：{note.message_zh}", file=sys.stderr)
-        print(f"warning: {note.message}; {CALENDAR_AFFECTS}", file=sys.stderr)
+        print(f"警告：{note.message_zh}；{CALENDAR_AFFECTS.zh}", file=sys.stderr)
+        print(f"warning: {note.message}; {CALENDAR_AFFECTS.en}", file=sys.stderr)
     for line in energy_out(site, args.space, (since, until), args.bucket, args.by, series).bills:
         if line.metered is not None:
             print(

@@ -164,8 +164,10 @@ def test_a_facility_manager_works_the_desk(
         expect(page.locator("#chart-worst")).to_contain_text("24.1 °C")
         option = page.evaluate(CHART_OPTION)
         assert option["x"].endswith("(Asia/Shanghai GMT+8)"), option
-        assert option["y"] == "temperature (°C)", option
-        assert option["worst"] == 24.1 and option["limits"] == ["limit 26 °C"], option
+        # The metric and the limit in the page's language (api/static/metrics.js).
+        axis, limit = {"zh": ("温度", "限值"), "en": ("temperature", "limit")}[lang]
+        assert option["y"] == f"{axis} (°C)", option
+        assert option["worst"] == 24.1 and option["limits"] == [f"{limit} 26 °C"], option
         expect(page.locator("#ack-button")).to_have_text(WORDS[lang]["acknowledge"])
         page.fill("#ack-note", "已通知运维")
         page.click("#ack-button")

@@ -24,6 +24,7 @@ from tests.support import launch_chromium, skip_without_chromium
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 VIEWPORTS = {"phone": (390, 844), "desk": (1440, 900)}
+MINUTE = dt.timedelta(minutes=1)
 WORDS = {
     "zh": {
         "y": "用量 (kWh/m²)",
@@ -210,3 +211,56 @@ def test_a_chart_of_five_minute_means_marks_the_stored_worst_reading(
         page.locator("#chart").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / "evidence-means-desk-zh.png"))
         context.close()
+
+
+METRIC_WORDS = {
+    "zh": {"y": "温度 (°C)", "limit": "限值 26 °C", "subject": " / th-1 / 温度"},
+    "en": {"y": "temperature (°C)", "limit": "limit 26 °C", "subject": " / th-1 / temperature"},
+}
+
+
+def test_the_chart_names_its_metric_in_the_pages_language(
+    live_api: str, api_database_url: str, artifacts_dir: Path
+) -> None:
+    """Issue 19: the y axis said "temperature (°C)" on the Chinese page. The metric, the limit
+    line and the alert's subject are named in the page's language (api/static/metrics.js)."""
+    from playwright.sync_api import expect
+
+    skip_without_chromium()
+    start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(hours=1)
+    with psycopg.connect(api_database_url) as conn:
+        write_readings(
+            conn,
+            [
+                ReadingRow("site-a", "th-1", "temperature", (start + m * MINUTE).timestamp(),
+                           24.5 - 0.01 * m, None, 0)
+                for m in range(30)
+            ],
+        )  # fmt: skip
+        alert = insert_alert(conn, "site-a", space="evidence-metric", started_at=start)
+        token, _ = create_token(conn, "viewer", ("site-a",), "metric names test")
+    problems: list[str] = []
+    with launch_chromium() as browser:
+        for lang, words in METRIC_WORDS.items():
+            for where, (width, height) in VIEWPORTS.items():
+                context = browser.new_context(viewport={"width": width, "height": height})
+                context.add_init_script(
+                    f"sessionStorage.setItem('clausewatch.token', {token!r});"
+                    f"localStorage.setItem('clausewatch.lang', {lang!r});"
+                )
+                page = context.new_page()
+                page.goto(f"{live_api}/alerts/{alert}")
+                expect(page.locator("#chart svg")).to_have_count(1)
+                option = page.evaluate(CHART_OPTION)
+                label = f"{where} in {lang}"
+                if option["y"] != words["y"]:
+                    problems.append(f"{label}: y axis {option['y']!r}")
+                if option["series"][0]["lines"] != [words["limit"]]:
+                    problems.append(f"{label}: limit lines {option['series'][0]['lines']!r}")
+                subject = page.locator("#detail-subject").inner_text()
+                if not subject.endswith(words["subject"]):
+                    problems.append(f"{label}: subject {subject!r}")
+                page.locator("#chart").scroll_into_view_if_needed()
+                page.screenshot(path=str(artifacts_dir / f"evidence-metric-{where}-{lang}.png"))
+                context.close()
+    assert not problems, problems

@@ -6,6 +6,8 @@ clock (the demo, a replay) a check-in is stamped with the site's data time, not 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from config.files import LoadedConfig, load_clause_file
 from ingest.pipeline import Clock
 from rules.clause import ClauseFile
 from rules.site import SiteModel
+from tests.api.test_checkin_photos import png
 from tests.support import auth, mqtt_publisher, rows, wait_for
 
 pytestmark = pytest.mark.integration
@@ -142,7 +145,8 @@ def service(fresh_database_url: str, mqtt_url: str, topic_prefix: str) -> Iterat
 def tokens(service: Service) -> dict[str, str]:
     with psycopg.connect(service.database_url) as conn:
         return {
-            "cleaner": create_token(conn, "facility_manager", (SITE,), "保洁员")[0],
+            "cleaner": create_token(conn, "cleaner", (SITE,), "保洁员")[0],
+            "manager": create_token(conn, "facility_manager", (SITE,), "物业经理")[0],
             "viewer": create_token(conn, "viewer", (SITE,), "viewer")[0],
             "elsewhere": create_token(conn, "admin", ("site-x",), "another site")[0],
         }
@@ -254,3 +258,72 @@ def test_under_the_data_clock_a_check_in_takes_the_sites_data_time(
         assert second - stamped == dt.timedelta(milliseconds=1)
         stored = rows(url, "SELECT ts FROM events WHERE type = 'cleaning.completed' ORDER BY ts")
         assert [ts for (ts,) in stored] == [stamped, second]
+
+
+def test_a_cleaner_records_check_ins_at_its_sites_and_nothing_else(service: Service) -> None:
+    """Issue 19: a check-in needed `alerts:act`, so the person with the mop could also close
+    alerts. The role `cleaner` (保洁), made with `clausewatch user create --role cleaner`, opens
+    a space's check-in form and records check-ins with photos at its sites; everything else is
+    refused. A facility manager still checks in; a viewer still cannot."""
+    password = "mop and bucket 1"
+    made = subprocess.run(
+        [sys.executable, "-m", "clausewatch", "user", "create", "baojie", "--role", "cleaner",
+         "--site", SITE, "--display-name", "保洁刘", "--password-stdin",
+         "--database-url", service.database_url],
+        input=password + "\n", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    path = f"/api/v1/checkins/{SITE}/b1-2f-wc-east"
+    with httpx.Client(base_url=service.api_url, timeout=30) as phone:
+        signed = phone.post("/api/v1/session", json={"name": "baojie", "password": password})
+        assert signed.status_code == 200, signed.text
+        write = {"X-CSRF-Token": signed.json()["csrf_token"]}
+        # What the check-in page needs: the space's tasks, a photo, the check-in.
+        assert phone.get(path).json()["tasks"][0]["event"] == "cleaning.completed"
+        photo = phone.post(
+            "/api/v1/checkin-photos",
+            params={"site": SITE},
+            content=png(),
+            headers={**write, "Content-Type": "image/png"},
+        )
+        assert photo.status_code == 201, photo.text
+        body = {"event_id": str(uuid.uuid4()), "task": "cleaning.completed"}
+        done = phone.post(path, json={**body, "photo": photo.json()["id"]}, headers=write)
+        assert done.status_code == 200, done.text
+        assert done.json()["actor"] == "user:baojie (保洁刘)"
+        # Nothing else: no alert, reading, report, sheet, photo, stream; no other site.
+        alert = rows(service.database_url, "SELECT coalesce(max(id), 0) FROM alerts")[0][0]
+        refused = {
+            "alerts": phone.get("/api/v1/alerts"),
+            "alert": phone.get(f"/api/v1/alerts/{alert}"),
+            "ack": phone.post(f"/api/v1/alerts/{alert}/ack", json={}, headers=write),
+            "readings": phone.get("/api/v1/readings", params={"site": SITE}),
+            "sites": phone.get("/api/v1/sites"),
+            "compliance": phone.get("/api/v1/compliance"),
+            "energy": phone.get("/api/v1/carbon", params={"site": SITE}),
+            "sheet": phone.get("/api/v1/checkins/sheet", params={"site": SITE}),
+            "photo": phone.get(f"/api/v1/checkin-photos/{photo.json()['id']}"),
+            "stream": phone.get("/api/v1/stream"),
+        }
+        assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(
+            refused, 403
+        ), {name: r.text for name, r in refused.items() if r.status_code != 403}
+        elsewhere = phone.post(
+            "/api/v1/checkins/site-x/b1-2f-wc-east",
+            json={"event_id": str(uuid.uuid4()), "task": "cleaning.completed"},
+            headers=write,
+        )
+        assert elsewhere.status_code == 404
+    tokens_ = tokens(service)
+    other = {"event_id": str(uuid.uuid4()), "task": "cleaning.completed"}
+    manager = httpx.post(
+        service.api_url + path, json=other, headers=auth(tokens_["manager"]), timeout=30
+    )
+    assert manager.status_code == 200, manager.text
+    viewer = httpx.post(
+        service.api_url + path,
+        json={**other, "event_id": str(uuid.uuid4())},
+        headers=auth(tokens_["viewer"]),
+        timeout=30,
+    )
+    assert viewer.status_code == 403

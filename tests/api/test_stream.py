@@ -19,7 +19,9 @@ import pytest
 from api.app import create_app
 from api.stream import AlertFeed, StreamConfig, TimelineReader
 from api.tokens import create_token, revoke_token
+from rules.site import SiteModel
 from tests.api.conftest import (
+    T0,
     TEST_STREAM,
     SseEvent,
     add_timeline,
@@ -326,3 +328,39 @@ def test_a_wake_resumes_every_waiting_stream_and_a_timeout_leaves_no_waiter() ->
         assert not feed._waiters
 
     asyncio.run(scenario())
+
+
+def test_an_org_users_open_stream_sees_a_site_added_later(
+    live_api: str, api_database_url: str
+) -> None:
+    """Issue 19: a district user's stream kept the sites the district had when it connected. A
+    site registered under the district while the stream is open reaches it; a site of another
+    district does not."""
+    from api.users import create_user
+    from store import registry
+    from tests.api.conftest import site_model
+
+    def in_org(site: str, org: tuple[str, ...]) -> SiteModel:
+        model = site_model(site)
+        return model.model_copy(update={"site": model.site.model_copy(update={"org": org})})
+
+    password = "correct horse battery"
+    with psycopg.connect(api_database_url) as conn:
+        create_user(conn, "xihu-stream", password=password, role="viewer", org=("hz", "xihu"))
+        registry.sync_site(conn, in_org("xh-s1", ("hz", "xihu")), "test", T0)
+    with httpx.Client(base_url=live_api, timeout=TIMEOUT) as client:
+        answer = client.post("/api/v1/session", json={"name": "xihu-stream", "password": password})
+        assert answer.status_code == 200, answer.text
+        with client.stream("GET", "/api/v1/stream") as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            read_events(lines, 1, kinds=("hello",))
+            with psycopg.connect(api_database_url) as conn:
+                registry.sync_site(conn, in_org("xh-s2", ("hz", "xihu", "unit-2")), "test", T0)
+                registry.sync_site(conn, in_org("bj-s1", ("hz", "binjiang")), "test", T0)
+                other = insert_alert(conn, "bj-s1")
+                later = insert_alert(conn, "xh-s2")
+                first = insert_alert(conn, "xh-s1")
+            seen = _alerts(read_events(lines, 2))
+    assert seen == [("xh-s2", later, "raised"), ("xh-s1", first, "raised")]
+    assert other not in {alert for _, alert, _ in seen}

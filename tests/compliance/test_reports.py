@@ -325,6 +325,8 @@ def test_annual_report_with_its_quarters_energy_carbon_and_cost(
     assert "信息反馈 · feedback from the public form" in html
     assert "size:A4" in html and "break-before:page" in html
     assert "<script" not in html and "<nav" not in html
+    # each energy note in Chinese, then English (issue 19: they were English only)
+    assert "小时无数据 · meter em-" in html
     assert "energy,demo-hq,cost,2400.00" in csv
     assert "energy,electricity,consumption,3000.000" in csv
     assert "feedback,demo-hq,received,0" in csv

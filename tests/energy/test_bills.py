@@ -294,6 +294,8 @@ def test_bill_beside_its_meter_and_a_manual_figure_counted(
     assert str(out.manual_kgce) == "307.080"  # 9 GJ x 34.12 kgce/GJ
     energy_target = next(c for c in out.comparisons if "energy per m2" in c.name)
     assert "manual (estimated) 307.080 kgce" in energy_target.note
+    assert "手工/估计 307.080 kgce" in energy_target.note_zh
+    assert energy_target.name_zh == "“十四五”目标 单位面积能耗（2025 年）"
     assert any("manual (estimated) value counted: heat b" in n for n in out.notes)
 
     rows = list(csv.DictReader(io.StringIO(carbon_csv(report))))

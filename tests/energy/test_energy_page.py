@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import socket
 import threading
 import time
@@ -224,3 +225,85 @@ def test_energy_page_draws_the_month(server: str, officer: str, artifacts_dir: P
             assert anonymous.locator("#login-submit").is_visible()
         finally:
             browser.close()
+
+
+# English words any English note has and no Chinese one does (ids, units and codes aside).
+ENGLISH_WORDS = re.compile(
+    r"\b(the|of|no|not|without|meter|data|reset|latest|target|energy|per|counted|applies|"
+    r"tariff|holiday|calendar|quota|year|person|needs|vs)\b",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium")
+def test_energy_notes_speak_the_pages_language(
+    server: str, officer: str, artifacts_dir: Path
+) -> None:
+    """Issue 19: the notes, the comparisons' names and the factors' notes came from the API in
+    English and showed as-is on the Chinese page. Each is now given in both languages and the
+    page shows the one of its language, on the phone and at the desk."""
+    from playwright.sync_api import sync_playwright
+
+    report = httpx.get(
+        f"{server}/api/v1/carbon",
+        params={"site": "demo-hq", "since": SINCE, "until": UNTIL},
+        headers={"Authorization": f"Bearer {officer}"},
+        timeout=60,
+    ).json()
+    cost = report["cost"] or {"notes": [], "notes_zh": []}
+    said = {
+        "en": report["notes"] + cost["notes"],
+        "zh": report["notes_zh"] + cost["notes_zh"],
+    }
+    names = {"en": [c["name"] for c in report["comparisons"]]}
+    names["zh"] = [c["name_zh"] for c in report["comparisons"]]
+    factor_notes = {lang: [f[key] for f in report["factors"] if f[key]] for lang, key in
+                    (("en", "note"), ("zh", "note_zh"))}  # fmt: skip
+    # The month has notes of several kinds, each in both languages, one for one.
+    assert any("em-2f" in n and "register reset" in n for n in said["en"]), said["en"]
+    assert any("em-2f" in n and "归零" in n for n in said["zh"]), said["zh"]
+    assert len(said["zh"]) == len(said["en"]) >= 3
+    assert names["zh"] and factor_notes["zh"]
+    for text in said["zh"] + names["zh"] + factor_notes["zh"]:
+        assert not ENGLISH_WORDS.search(text), text
+
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            for width, height in ((390, 844), (1440, 900)):
+                for lang, other in (("zh", "en"), ("en", "zh")):
+                    page = browser.new_page(viewport={"width": width, "height": height})
+                    page.add_init_script(f"localStorage.setItem('clausewatch.lang', {lang!r});")
+                    page.goto(
+                        f"{server}/energy?site=demo-hq&since={SINCE}&until={UNTIL}#token={officer}"
+                    )
+                    page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+                    shown = page.locator("#notes li").all_inner_texts()
+                    where = f"{lang} at {width}x{height}"
+                    if shown != said[lang]:
+                        problems.append(f"{where}: notes {shown!r}")
+                    table = page.locator("#comparisons").inner_text()
+                    factors = page.locator("#factors").inner_text()
+                    for text in names[lang]:
+                        if text not in table:
+                            problems.append(f"{where}: no comparison {text!r}")
+                    for text in factor_notes[lang]:
+                        if text not in factors:
+                            problems.append(f"{where}: no factor note {text!r}")
+                    body = page.locator("body").inner_text()
+                    for text in said[other] + names[other] + factor_notes[other]:
+                        if text in body:
+                            problems.append(f"{where}: shows {other} {text!r}")
+                    if lang == "zh":
+                        for part in (table, factors, "\n".join(shown)):
+                            problems += [f"{where}: English {m!r}" for m in
+                                         ENGLISH_WORDS.findall(part)]  # fmt: skip
+                    page.screenshot(
+                        path=str(artifacts_dir / f"energy-notes-{lang}-{width}.png"),
+                        full_page=True,
+                    )
+                    page.close()
+        finally:
+            browser.close()
+    assert not problems, problems

@@ -50,7 +50,8 @@ def test_factor_of_the_year_or_the_latest_earlier(
         *expected[:2],
         Decimal(expected[2]),
     )
-    assert (note in chosen.note) if note else chosen.note == ""
+    assert (note in chosen.note.en) if note else not chosen.note
+    assert bool(chosen.note.zh) == bool(note)  # a Chinese note beside each English one
 
 
 def test_no_factor_before_the_first_data_year_is_an_error() -> None:

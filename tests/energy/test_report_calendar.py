@@ -33,10 +33,13 @@ def test_a_carbon_report_made_on_2026_12_06_names_2027(
     out = carbon_out(report)
     (note,) = out.holiday_calendar
     assert (note.year, note.upcoming, note.fallback_rule) == (2027, True, FALLBACK_RULE)
-    line = next(n for n in out.notes if n.startswith("节假日安排 holiday calendar:"))
-    assert "尚无2027年国务院节假日安排（26天后开始）" in line
+    index = next(i for i, n in enumerate(out.notes) if n.startswith("holiday calendar:"))
+    line, line_zh = out.notes[index], out.notes_zh[index]
+    assert line_zh.startswith("节假日安排：")
+    assert "尚无2027年国务院节假日安排（26天后开始）" in line_zh
+    assert line_zh.endswith(CALENDAR_AFFECTS.zh)
     assert "no official holiday schedule for 2027, which starts in 26 day(s)" in line
-    assert line.endswith(CALENDAR_AFFECTS)
+    assert line.endswith(CALENDAR_AFFECTS.en)
     assert "the energy and carbon figures do not depend on working days" in carbon_csv(report)
 
 
@@ -61,7 +64,7 @@ def test_a_period_judged_without_a_schedule_is_named_with_its_days(
         conn, weekends, kit.local(2026, 7, 1), kit.local(2026, 8, 1), today=dt.date(2026, 9, 1)
     )
     assert report.holiday_calendar == []
-    assert not any("holiday calendar" in n for n in report.notes)
+    assert not any("holiday calendar" in n.en for n in report.notes)
 
 
 def test_report_energy_warns_on_stderr(
@@ -80,4 +83,4 @@ def test_report_energy_warns_on_stderr(
     assert captured.out.startswith("start,end,key,carrier,value,unit,estimated")
     assert "警告：无2099年国务院节假日安排：2099-01-01至" in captured.err
     assert "warning: no official holiday schedule for 2099: 2099-01-01 to " in captured.err
-    assert f"judged by the fallback rule ({FALLBACK_RULE}); {CALENDAR_AFFECTS}" in captured.err
+    assert f"judged by the fallback rule ({FALLBACK_RULE}); {CALENDAR_AFFECTS.en}" in captured.err

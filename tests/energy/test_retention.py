@@ -175,7 +175,7 @@ def test_the_cost_past_raw_retention(db: str, kit: Any) -> None:
     the energy and carbon figures stand."""
     from decimal import Decimal
 
-    from energy.costs import Band, Tariff, add_tariff, cost_or_note
+    from energy.costs import RETENTION_ZH, Band, Tariff, add_tariff, cost_or_note
     from energy.render import cost_out
 
     june, july = kit.local(2025, 6, 1), kit.local(2025, 7, 1)
@@ -204,16 +204,21 @@ def test_the_cost_past_raw_retention(db: str, kit: Any) -> None:
             report = carbon_report(conn, site, june, july, today=TODAY)
             priced = cost_or_note(conn, site, report)
             shown = "" if priced is None else cost_out(priced, "Asia/Shanghai").model_dump_json()
+            said_zh.extend(n.zh for n in report.notes)
             return shown, carbon_csv(report)
+
+        said_zh: list[str] = []
 
         before_whole, before_half = cost(whole), cost(half)
         assert '"band":"valley"' in before_whole[0] and '"band":"valley"' in before_half[0]
         apply_retention(conn, 400, today=TODAY)
         conn.commit()
         assert cost(whole) == before_whole
+        said_zh.clear()
         after_half, carbon_half = cost(half)
         assert after_half == ""
-        assert "运行成本未计算 operating cost not computed" in carbon_half
+        assert "operating cost not computed" in carbon_half
+        assert f"运行成本未计算：{RETENTION_ZH}" in said_zh
         assert "retention" in carbon_half
         # the energy and carbon figures are those made before
         assert carbon_half.split("note,")[0] == before_half[1].split("note,")[0]
