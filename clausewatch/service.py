@@ -35,6 +35,7 @@ from compliance.evaluations import due_overdue_steps, record_overdue_steps
 from compliance.register import reviews_due
 from compliance.reports import generate_due_reports
 from compliance.revisions import clause_set, clause_set_stamp
+from compliance.site_revisions import apply_due as apply_site_revisions
 from config.broker import derive_identities
 from config.documents import read_yaml, validate_document
 from config.files import LoadedConfig
@@ -365,6 +366,14 @@ class Service:
         scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
         scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
         scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
+        # Site revisions published for a time that has come: written and synced, which every
+        # ingest process's `configuration` job then hands its engines. Only with a
+        # configuration directory of the deployment's own (the bundled one is not written).
+        config_dir = self.settings.config_dir
+        if config_dir is not None:
+            scheduler.add_job(
+                self._site_revisions, "interval", seconds=CONFIGURATION_POLL_S, id="site_revisions"
+            )
         # Overdue improvement actions (限期整改) count in days: a minute is soon enough.
         scheduler.add_job(self._action_escalations, "interval", seconds=60, id="action_escalations")
         # Also once at start: an interval job first runs one interval after it, so a service
@@ -496,6 +505,23 @@ class Service:
             release(conn, self.options.clock, sites)
 
         self._job("escalations", work)
+
+    def _site_revisions(self) -> None:
+        config_dir = self.settings.config_dir
+        assert config_dir is not None
+        sites = sorted(self.config.sites)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            applied = on_alert_clock(
+                conn,
+                self.options.clock,
+                sites,
+                lambda c, now, only: apply_site_revisions(c, config_dir, now, only),
+            )
+            if applied:
+                log.info("site revisions applied: %s", ", ".join(map(str, applied)))
+
+        self._job("site_revisions", work)
 
     def _action_escalations(self) -> None:
         sites = sorted(self.config.sites)
