@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from pydantic import ValidationError
 
-from alerts import notify, webhooks
+from alerts import messages, notify, webhooks
 from clausewatch.service import escalate_actions
 from clausewatch.settings import Settings
 from compliance.evaluations import PlannedAction, record_evaluation, update_action
@@ -399,3 +399,30 @@ def test_the_delays_are_configured_in_days_each_later_than_the_one_before() -> N
     for wrong in ([7, 3], [0], [1] * 9):
         with pytest.raises(ValidationError):
             Settings(action_escalation_days=wrong)
+
+
+def test_an_action_notice_reads_in_english_for_an_english_target() -> None:
+    payload = {
+        "event": "action_escalated",
+        "level": 1,
+        "party": {"id": "zhao", "name": "赵科长", "kind": "person", "contacts": {}},
+        "action": {
+            "id": 7,
+            "site": SITE,
+            "evaluation": 3,
+            "period": "2026Q3",
+            "clause": {"id": "c", "standard": "TEST-1", "number": "第九条", "title": "温度"},
+            "action": "调整空调\n设定",
+            "owner": "李工",
+            "deadline": DEADLINE.isoformat(),
+        },
+    }
+    link = messages.action_link(BASE, SITE)
+    text = messages.render_action(
+        payload, timezone="Asia/Shanghai", link=link, language="en", site_name="整改楼"
+    )
+    assert text.title == "[Overdue improvement action escalated] 整改楼 (act-site) 第九条 温度"
+    assert ("Improvement action", "调整空调 设定") in text.lines  # one line, whatever it holds
+    assert ("Notified", "赵科长 (level 1)") in text.lines
+    assert ("Deadline", "2026-10-31 18:00 (Asia/Shanghai, UTC+08:00)") in text.lines
+    assert text.short.endswith(f"{BASE}/statistics?site={SITE}")
