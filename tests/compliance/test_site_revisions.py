@@ -7,6 +7,7 @@ directory of its own."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +19,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.tokens import create_token
+from api.users import create_user, get_user
+from clausewatch.cli import main
 from compliance import site_revisions
 from compliance.revisions import RevisionError
 from config import BUNDLED_DIR
 from config.files import load_clause_file, load_site
-from config.sitefiles import plan_model, workbook_bytes
+from config.sitefiles import plan_model, workbook_bytes, write_workbook
 from rules.site import SiteModel
 from store.migrate import migrate
 from store.pool import connect
@@ -217,4 +220,46 @@ def test_over_the_api_a_token_proposes_and_publishes_but_cannot_approve(
     assert (
         client.post("/api/v1/site-revisions", content=book, headers=auth(reader)).status_code == 403
     )
+    assert _lobby(site_model(conn, SITE)) == "大厅"
+
+
+def test_the_command_line_proposes_approves_publishes_and_withdraws(
+    conn: psycopg.Connection[Any],
+    revisions_db_url: str,
+    config_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with connect(revisions_db_url) as users:
+        for name, display in (("zhang", "张工"), ("li", "李处长")):
+            if get_user(users, name) is None:
+                create_user(users, name, "admin", "correct horse battery", display_name=display)
+        if get_user(users, "wu") is None:
+            create_user(users, "wu", "admin", "correct horse battery", sites=("other-site",))
+        users.commit()
+    book = tmp_path / "demo-hq.xlsx"
+    write_workbook(_renamed(load_site(config_dir / "sites" / "demo-hq.yaml"), "访客大厅"), book)
+    db = ["--database-url", revisions_db_url]
+    where = ["--config-dir", str(config_dir)]
+    propose = ["site", "propose", str(book), "--reason", "大厅改名", *where, *db]
+    assert main([*propose, "--user", "wu"]) == 2  # not an admin of this site
+    assert "not an admin of site demo-hq" in capsys.readouterr().err
+    assert main([*propose, "--user", "zhang"]) == 0
+    said = capsys.readouterr().out
+    assert "demo-hq pending: 大厅改名 — proposed by user:zhang (张工)" in said
+    assert "b1-1f-lobby" in said
+    revision = int(said.split()[0].lstrip("#"))
+
+    assert main(["site", "approve", str(revision), "--user", "zhang", *db]) == 2
+    assert "proposer" in capsys.readouterr().err
+    assert main(["site", "approve", str(revision), "--user", "li", *db]) == 0
+    effective = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    publish = ["site", "publish", str(revision), "--effective-at", effective, "--user", "li"]
+    assert main([*publish, *db]) == 0
+    capsys.readouterr()
+    assert main(["site", "revisions", "--site", SITE, "--json", *db]) == 0
+    [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (listed["state"], listed["approved_by"]) == ("published", "user:li (李处长)")
+    assert main(["site", "rollback", str(revision), "--actor", "ops", *where, *db]) == 0
+    assert "rolled_back" in capsys.readouterr().out
     assert _lobby(site_model(conn, SITE)) == "大厅"
