@@ -39,8 +39,10 @@ from store.times import require_aware
 log = logging.getLogger(__name__)
 
 SiteRevisionState = Literal[
-    "pending", "approved", "rejected", "published", "applied", "rolled_back"
+    "pending", "approved", "rejected", "published", "applied", "failed", "rolled_back"
 ]
+# Who applies a revision when its time comes (the ledger's actor; the facts name the people).
+ACTOR = "site_revision"
 OPEN_STATES: tuple[SiteRevisionState, ...] = ("pending", "approved", "published")
 
 
@@ -64,6 +66,7 @@ class SiteRevision(BaseModel):
     published_at: dt.datetime | None
     effective_at: dt.datetime | None
     applied_at: dt.datetime | None
+    failure: str | None  # why the configuration directory refused it when it was due
     rolled_back_by: str | None
     rolled_back_at: dt.datetime | None
 
@@ -180,8 +183,8 @@ def apply_due(
     """Applies every published revision (of `sites`, when given) whose effective time has
     come: planned against `config_dir` as it is now, the registry synced as its publisher and
     the site's file written. A revision the directory no longer accepts (a clause added since
-    needs a space it removes) stays published, logged, until it is rolled back. Returns the
-    ids applied. Does not commit."""
+    needs a space it removes) ends `failed`, with why. Returns the ids applied. Does not
+    commit."""
     require_aware(now, "now")
     ledger.lock(conn)
     rows = conn.execute(
@@ -196,7 +199,16 @@ def apply_due(
         try:
             plan = plan_model(_model(conn, revision_id, "model"), config_dir, revision.source)
         except ConfigError as exc:
+            # Closed, said once (the ledger, the log), so the site can take a new proposal.
             log.error("site revision %d is not applied: %s", revision_id, exc)
+            failure = str(exc)[:4000]
+            conn.execute(
+                "UPDATE site_revisions SET state = 'failed', failure = %s, updated_at = %s"
+                " WHERE id = %s",
+                (failure, now, revision_id),
+            )
+            said = {"proposed_by": revision.proposed_by, "failure": failure}
+            _record(conn, "site_revision.failed", revision_id, revision.site, ACTOR, now, said)
             continue
         assert revision.published_by is not None
         sync_site(conn, plan.model, revision.published_by, now=now)
@@ -220,9 +232,7 @@ def apply_due(
             "effective_at": revision.effective_at,
             "diff": revision.diff,
         }
-        _record(
-            conn, "site_revision.applied", revision_id, revision.site, "site_revision", now, facts
-        )
+        _record(conn, "site_revision.applied", revision_id, revision.site, ACTOR, now, facts)
         applied.append(int(revision_id))
     return applied
 
@@ -314,7 +324,7 @@ def revision_site(conn: psycopg.Connection[Any], revision_id: int) -> str | None
 _SELECT = (
     "SELECT id, site, state, source, reason, diff, proposed_by, proposed_at, approved_by,"
     " approved_at, decision_note, rejected_by, rejected_at, published_by, published_at,"
-    " effective_at, applied_at, rolled_back_by, rolled_back_at FROM site_revisions"
+    " effective_at, applied_at, failure, rolled_back_by, rolled_back_at FROM site_revisions"
 )
 
 

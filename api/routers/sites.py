@@ -336,7 +336,7 @@ def site_revisions_list(
     conn: DbConn,
     principal: Reader,
     site: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
-    state: Annotated[list[SiteRevisionState] | None, Query(max_length=6)] = None,
+    state: Annotated[list[SiteRevisionState] | None, Query(max_length=7)] = None,
     open_: Annotated[
         bool, Query(alias="open", description="pending, approved or published, not applied")
     ] = False,

@@ -38,7 +38,7 @@ from config.sitebook import WorkbookError
 from config.sitefiles import plan_import, read_workbook
 from store.pool import connect
 
-STATES = ("pending", "approved", "rejected", "published", "applied", "rolled_back")
+STATES = ("pending", "approved", "rejected", "published", "applied", "failed", "rolled_back")
 
 
 def register(commands: Commands) -> None:
@@ -245,6 +245,8 @@ def _print(revision: SiteRevision) -> None:
         line += f", applies at {revision.effective_at.isoformat()}"
     if revision.applied_at is not None:
         line += f", applied {revision.applied_at.isoformat()}"
+    if revision.failure:
+        line += f", not applied: {revision.failure}"
     if revision.rolled_back_by:
         line += f", rolled back by {revision.rolled_back_by}"
     print(line)

@@ -19,7 +19,7 @@ CREATE TABLE site_revisions (
     site            text NOT NULL,             -- a new site is not in `sites` until applied
     state           text NOT NULL CHECK (state IN
                         ('pending', 'approved', 'rejected', 'published', 'applied',
-                         'rolled_back')),
+                         'failed', 'rolled_back')),
     source          text NOT NULL,             -- the workbook's file name
     model           jsonb NOT NULL,            -- the proposed site model
     based_on        jsonb,                     -- the model configured when proposed (null: new)
@@ -36,6 +36,7 @@ CREATE TABLE site_revisions (
     published_at    timestamptz,
     effective_at    timestamptz,
     applied_at      timestamptz,
+    failure         text,                      -- why the directory refused it when due
     previous        jsonb,                     -- the model it replaced when applied
     rolled_back_by  text,
     rolled_back_at  timestamptz,

@@ -263,3 +263,30 @@ def test_the_command_line_proposes_approves_publishes_and_withdraws(
     assert main(["site", "rollback", str(revision), "--actor", "ops", *where, *db]) == 0
     assert "rolled_back" in capsys.readouterr().out
     assert _lobby(site_model(conn, SITE)) == "大厅"
+
+
+def test_a_revision_the_directory_no_longer_accepts_when_due_fails_once_and_closes(
+    conn: psycopg.Connection[Any], config_dir: Path
+) -> None:
+    revision = _proposed(conn, config_dir)
+    site_revisions.approve(conn, revision.id, LI, None, NOW)
+    effective = NOW + dt.timedelta(hours=1)
+    site_revisions.publish(conn, revision.id, LI, effective, NOW)
+    conn.commit()
+    # Meanwhile the directory's site file breaks (edited by hand): the revision cannot apply.
+    site_file = config_dir / "sites" / "demo-hq.yaml"
+    site_file.write_text(site_file.read_text(encoding="utf-8") + "\nbogus: 1\n", "utf-8")
+    assert site_revisions.apply_due(conn, config_dir, effective) == []
+    conn.commit()
+    failed = site_revisions.get_revision(conn, revision.id)
+    assert failed.state == "failed" and failed.failure
+    assert site_revisions.apply_due(conn, config_dir, effective + dt.timedelta(minutes=1)) == []
+    kinds = conn.execute(
+        "SELECT kind FROM ledger WHERE entity = %s AND kind = 'site_revision.failed'",
+        (f"site_revision:{revision.id}",),
+    ).fetchall()
+    assert kinds == [("site_revision.failed",)]
+    assert _lobby(site_model(conn, SITE)) == "大厅"
+    # Closed: the site takes a new proposal.
+    site_file.write_text(site_file.read_text(encoding="utf-8").replace("\nbogus: 1\n", ""), "utf-8")
+    assert _proposed(conn, config_dir).state == "pending"
