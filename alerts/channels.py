@@ -294,6 +294,14 @@ def send(
                     site_name=row.get("site_name"),
                 )
                 if group
+                else messages.render_action(
+                    payload,
+                    timezone=row["timezone"],
+                    link=messages.action_link(public_base_url, payload["action"]["site"]),
+                    language=row["language"],
+                    site_name=row.get("site_name"),
+                )
+                if "action" in payload
                 else messages.render(
                     payload,
                     timezone=row["timezone"],
@@ -403,12 +411,14 @@ def _send_sms(
         return Outcome(
             None, "no phone number: the target has none and the party no contacts.phone", True
         )
+    subject = row["payload"].get("alert") or row["payload"]["action"]
     values = {
         "text": rendered.short,
         "title": rendered.title,
         "link": rendered.link,
-        "alert_id": str(row["payload"]["alert"]["id"]),
-        "site": str(row["payload"]["alert"]["site"]),
+        # An improvement action's notice has no alert: its action's id (alerts/notify.py).
+        "alert_id": str(subject["id"]),
+        "site": str(subject["site"]),
         "phones": ",".join(phones),
         "secret": row["secret"],
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Language = Literal["zh", "en"]
@@ -26,6 +27,8 @@ _EVENTS: dict[str, dict[Language, str]] = {
     "reminder": {"zh": "未确认提醒", "en": "Reminder, unacknowledged"},
     "resolved": {"zh": "已恢复", "en": "Resolved"},
     "closed": {"zh": "已关闭", "en": "Closed"},
+    "action_overdue": {"zh": "整改逾期", "en": "Improvement action overdue"},
+    "action_escalated": {"zh": "整改逾期升级", "en": "Overdue improvement action escalated"},
 }
 _SEVERITIES: dict[str, dict[Language, str]] = {
     "critical": {"zh": "严重", "en": "critical"},
@@ -53,6 +56,10 @@ _LABELS: dict[str, dict[Language, str]] = {
     "reason": {"zh": "原因", "en": "Reason"},
     "link": {"zh": "详情", "en": "Details"},
     "count": {"zh": "告警数", "en": "Alerts"},
+    "improvement": {"zh": "整改措施", "en": "Improvement action"},
+    "owner": {"zh": "责任人", "en": "Owner"},
+    "deadline": {"zh": "整改期限", "en": "Deadline"},
+    "period": {"zh": "评价期间", "en": "Evaluated"},
 }
 _GROUP: dict[Language, str] = {"zh": "共 {n} 条", "en": "{n} alerts"}
 _UPDATE: dict[Language, str] = {"zh": "告警组更新", "en": "Alert group update"}
@@ -92,6 +99,12 @@ class Rendered:
 
 def alert_link(public_base_url: str, alert_id: int) -> str:
     return f"{public_base_url.rstrip('/')}/alerts/{alert_id}"
+
+
+def action_link(public_base_url: str, site: str) -> str:
+    """Where an improvement action is followed up: the site's statistics page (its open
+    actions, each with a button that records it done)."""
+    return f"{public_base_url.rstrip('/')}/statistics?site={quote(site, safe='')}"
 
 
 def local_time(value: str | None, timezone: str | None) -> str:
@@ -163,6 +176,52 @@ def render(
         f"{local_time(alert['started_at'], timezone)}{semicolon}{link}"
     )
     return Rendered(title=title, lines=tuple(lines), link=link, short=short, colon=colon)
+
+
+def render_action(
+    payload: dict[str, Any],
+    *,
+    timezone: str | None,
+    link: str,
+    language: Language = "zh",
+    site_name: str | None = None,
+) -> Rendered:
+    """The text of an overdue improvement action's notice (`notify.queue_actions`): the
+    action, its clause, owner and deadline, who is told at which level, and the link."""
+    action = payload["action"]
+    clause = action["clause"]
+    event = _event(payload["event"])[language]
+    colon, semicolon = ("：", "；") if language == "zh" else (": ", "; ")
+    site = _one(f"{site_name} ({action['site']})" if site_name else action["site"])
+    clause_text = _one(f"{clause['number']} {clause['title']}")
+    party = payload.get("party") or {}
+    notified = _LEVEL[language].format(level=payload["level"])
+    if party.get("name"):
+        notified = f"{_one(party['name'])} ({notified})"
+    deadline = local_time(action["deadline"], timezone)
+    lines = (
+        (_LABELS["improvement"][language], _one(action["action"])),
+        (_LABELS["standard"][language], _one(clause["standard"])),
+        (_LABELS["clause"][language], clause_text),
+        (_LABELS["subject"][language], site),
+        (_LABELS["period"][language], _one(action["period"])),
+        (_LABELS["owner"][language], _one(action["owner"])),
+        (_LABELS["deadline"][language], deadline),
+        (_LABELS["notified"][language], notified),
+        (_LABELS["link"][language], link),
+    )
+    short = (
+        f"{event}{colon}{site} {_one(action['action'])}{semicolon}"
+        f"{_LABELS['owner'][language]} {_one(action['owner'])}{semicolon}"
+        f"{_LABELS['deadline'][language]} {deadline}{semicolon}{link}"
+    )
+    return Rendered(
+        title=_one(f"[{event}] {site} {clause_text}"),
+        lines=lines,
+        link=link,
+        short=short,
+        colon=colon,
+    )
 
 
 def render_group(

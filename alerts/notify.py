@@ -31,7 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from alerts import channels, outbound, routing, silences, subscriptions
+from alerts import binding, channels, outbound, routing, silences, subscriptions
 from rules.site import WEBHOOK_CONTACT
 from store import ledger
 from store.times import require_aware
@@ -70,7 +70,8 @@ class AlertNotice:
 
 # alert_id, site, target_id, target_name, event, level, party, payload, next_attempt_at,
 # created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s, send_resolved,
-# user_id (a user's subscription: the message goes to that user's contact point)
+# user_id (a user's subscription: the message goes to that user's contact point), action_id
+# (a notice of an overdue improvement action instead of an alert: alert_id is None)
 NotificationRow = tuple[Any, ...]
 # At most this many notices of one group go in one message; the rest go in the next.
 MAX_GROUP = 500
@@ -150,13 +151,7 @@ def notification_rows(
     rows: list[NotificationRow] = []
     for message in messages:
         party = parties.get((message.site, message.party)) if message.party else None
-        chosen: dict[str, int | None] = {}  # target name -> id, in order
-        for target_id, name, site, level, broadcast in targets:
-            if broadcast and site in (None, message.site) and level in (None, message.level):
-                chosen.setdefault(name, target_id)
-        own = party["contacts"].get(WEBHOOK_CONTACT) if party else None
-        if isinstance(own, str) and own:
-            chosen.setdefault(own, _target_named(targets, own, message.site))
+        chosen = _receivers(targets, message.site, message.level, party)
         taken: list[routing.Route] = []
         if routes is not None and routes.routes and message.event == "raised" and not message.level:
             facts = routing.facts(routes.sites.get(message.site), message.alert)
@@ -186,6 +181,7 @@ def notification_rows(
                     now,
                     *_route_columns(chooser, group_key),
                     None,
+                    None,
                 )
             )
         if routes is None or message.event != "raised" or message.level:
@@ -208,9 +204,25 @@ def notification_rows(
                         now,
                         *_route_columns(route, user_key),
                         route.owner,
+                        None,
                     )
                 )
     return rows
+
+
+def _receivers(
+    targets: Sequence[tuple[Any, ...]], site: str, level: int, party: dict[str, Any] | None
+) -> dict[str, int | None]:
+    """Target name -> id, in order: the broadcast targets of the site and level, then the
+    target the party's contacts.webhook names (None: no such target; it fails when due)."""
+    chosen: dict[str, int | None] = {}
+    for target_id, name, target_site, target_level, broadcast in targets:
+        if broadcast and target_site in (None, site) and target_level in (None, level):
+            chosen.setdefault(name, target_id)
+    own = party["contacts"].get(WEBHOOK_CONTACT) if party else None
+    if isinstance(own, str) and own:
+        chosen.setdefault(own, _target_named(targets, own, site))
+    return chosen
 
 
 def _target_named(targets: Sequence[tuple[Any, ...]], name: str, site: str) -> int | None:
@@ -239,20 +251,114 @@ def write(conn: psycopg.Connection[Any], rows: Sequence[NotificationRow]) -> Non
         cur.executemany(
             "INSERT INTO notifications (alert_id, site, target_id, target_name, event, level,"
             " party, payload, next_attempt_at, created_at, route, group_key, group_wait_s,"
-            " group_interval_s, repeat_interval_s, send_resolved, user_id)"
+            " group_interval_s, repeat_interval_s, send_resolved, user_id, action_id)"
             " SELECT v.alert_id, v.site, v.target_id, v.target_name, v.event, v.level, v.party,"
             " v.payload, CASE WHEN v.group_key IS NULL THEN v.now ELSE cw_group_due(v.target_id,"
             " v.group_key, v.now, v.group_wait_s, v.group_interval_s) END, v.now, v.route,"
             " v.group_key, v.group_wait_s, v.group_interval_s, v.repeat_interval_s,"
-            " v.send_resolved, v.user_id"
+            " v.send_resolved, v.user_id, v.action_id"
             " FROM (VALUES (%s::bigint, %s::text, %s::bigint, %s::text, %s::text, %s::int,"
             " %s::text, %s::jsonb, %s::timestamptz, %s::timestamptz, %s::text, %s::text,"
-            " %s::int, %s::int, %s::int, %s::boolean, %s::bigint))"
+            " %s::int, %s::int, %s::int, %s::boolean, %s::bigint, %s::bigint))"
             " AS v(alert_id, site, target_id, target_name, event, level, party, payload, now,"
             " created_at, route, group_key, group_wait_s, group_interval_s, repeat_interval_s,"
-            " send_resolved, user_id)",
+            " send_resolved, user_id, action_id)",
             rows,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ActionNotice:
+    """A step of an overdue improvement action (compliance/evaluations.py) to tell the party at
+    `level` about: 0 its owner, n the party at level n of the site's escalation chain for the
+    clause's `domain`."""
+
+    action_id: int
+    site: str
+    level: int
+    owner: str
+    domain: str
+    action: dict[str, Any]  # the action as sent (compliance.evaluations.action_summary)
+
+
+ACTION_EVENTS = ("action_overdue", "action_escalated")
+
+
+def queue_actions(
+    conn: psycopg.Connection[Any], notices: Sequence[ActionNotice], now: dt.datetime
+) -> list[dict[str, Any] | None]:
+    """Queues each notice for the broadcast targets of its site and level and the target the
+    told party's contacts.webhook names, like an alert's; returns who was told per notice
+    ({party, name}; None: nobody assigned there, the level's broadcast targets only). Level 0
+    is the owner when the owner names a party of the site (by id, else by name); level n is
+    taken from the escalation chain in force at `now` at the site's root space, as an alert
+    there would have it (alerts/binding.py). Does not commit."""
+    require_aware(now, "now")
+    if not notices:
+        return []
+    sites = sorted({n.site for n in notices})
+    targets = conn.execute(TARGETS_QUERY, (sites,)).fetchall()
+    told: list[dict[str, Any] | None] = []
+    rows: list[NotificationRow] = []
+    for notice in notices:
+        party = (
+            _owner_party(conn, notice.site, notice.owner)
+            if notice.level == 0
+            else _chain_party(conn, notice.site, notice.domain, notice.level, now)
+        )
+        told.append(None if party is None else {"party": party["id"], "name": party["name"]})
+        event = ACTION_EVENTS[min(notice.level, 1)]
+        payload = Jsonb(
+            {"event": event, "level": notice.level, "party": party, "action": notice.action}
+        )
+        for name, target_id in _receivers(targets, notice.site, notice.level, party).items():
+            rows.append(
+                (
+                    None,
+                    notice.site,
+                    target_id,
+                    name,
+                    event,
+                    notice.level,
+                    party["id"] if party else None,
+                    payload,
+                    now,
+                    now,
+                    *_route_columns(None, None),
+                    None,
+                    notice.action_id,
+                )
+            )
+    write(conn, rows)
+    return told
+
+
+def _owner_party(conn: psycopg.Connection[Any], site: str, owner: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT id, name, kind, contacts FROM parties WHERE site = %s AND retired_at IS NULL"
+        " AND (id = %s OR name = %s) ORDER BY id = %s DESC, id LIMIT 1",
+        (site, owner, owner, owner),
+    ).fetchone()
+    return None if row is None else party_record(*row)
+
+
+def _chain_party(
+    conn: psycopg.Connection[Any], site: str, domain: str, level: int, at: dt.datetime
+) -> dict[str, Any] | None:
+    root = conn.execute(
+        "SELECT id FROM spaces WHERE site = %s AND parent IS NULL ORDER BY id LIMIT 1", (site,)
+    ).fetchone()
+    if root is None:
+        return None
+    chain = binding.responsible_at(conn, site, root[0], domain, at).chain
+    entry = next((e for e in chain if e["level"] == level), None)
+    if entry is None:
+        return None
+    found = conn.execute(
+        "SELECT id, name, kind, contacts FROM parties WHERE site = %s AND id = %s",
+        (site, entry["party"]),
+    ).fetchone()
+    return None if found is None else party_record(*found)
 
 
 # The notices that follow an alert's raised/escalated ones: to every target that was told of
@@ -385,9 +491,18 @@ def deliver_due(
             break
         # A silence holds back the notices it covers (kept, not sent: alerts/silences.py); a
         # subscriber who may no longer see the alert gets nothing (alerts/subscriptions.py).
-        sending = [m for m in members if not silences.hold_if_silenced(conn, m, now)]
+        sending = [
+            m
+            for m in members
+            if m["alert_id"] is None or not silences.hold_if_silenced(conn, m, now)
+        ]
         report.silenced += len(members) - len(sending)
-        kept = [m for m in sending if not subscriptions.withhold_if_unseen(conn, m, now)]
+        kept = [
+            m
+            for m in sending
+            if not subscriptions.withhold_if_unseen(conn, m, now)
+            and not _withhold_if_closed(conn, m)
+        ]
         report.withheld += len(sending) - len(kept)
         sending = kept
         if sending:
@@ -406,11 +521,24 @@ _DUE_QUERY = (
     " n.party, n.payload, n.attempts, n.route, n.group_key, t.url, t.secret, t.enabled,"
     " t.site AS target_site, t.kind, t.language, t.options, t.max_per_minute,"
     " s.timezone, s.name AS site_name, n.user_id, c.email AS user_email,"
-    " c.mobile AS user_mobile"
+    " c.mobile AS user_mobile, n.action_id, ia.state AS action_state"
     " FROM notifications n LEFT JOIN webhook_targets t ON t.id = n.target_id"
     " LEFT JOIN sites s ON s.id = n.site LEFT JOIN user_contacts c ON c.user_id = n.user_id"
+    " LEFT JOIN improvement_actions ia ON ia.id = n.action_id"
     " WHERE n.state = 'pending'"
 )
+
+
+def _withhold_if_closed(conn: psycopg.Connection[Any], notification: dict[str, Any]) -> bool:
+    """A due notice of an improvement action closed since it was queued ends `withheld`:
+    closing the action stops its escalation, messages already queued included."""
+    if notification["action_id"] is None or notification["action_state"] == "open":
+        return False
+    conn.execute(
+        "UPDATE notifications SET state = 'withheld', last_error = %s WHERE id = %s",
+        ("the action was closed before the message went", notification["id"]),
+    )
+    return True
 
 
 def _send_one(
@@ -543,15 +671,19 @@ def _record_outcomes(
             if outcome == "delivered"
             else f"{notice} failed after {tries} ({via}): {error}"
         )
-        timeline.append(
-            (member["alert_id"], member["site"], now, NOTIFIER_ACTOR, note, Jsonb(facts))
-        )
+        subject = {"alert": member["alert_id"]}
+        if member["alert_id"] is None:  # an improvement action's notice: no alert timeline
+            subject = {"action": member["action_id"]}
+        else:
+            timeline.append(
+                (member["alert_id"], member["site"], now, NOTIFIER_ACTOR, note, Jsonb(facts))
+            )
         entries.append(
             ledger.Entry(
                 kind=f"notification.{outcome}",
                 entity=f"notification:{member['id']}",
                 payload={
-                    "alert": member["alert_id"],
+                    **subject,
                     "site": member["site"],
                     "actor": NOTIFIER_ACTOR,
                     "at": now,

@@ -154,6 +154,7 @@ def create_app(
     # The standards register (issue 10): its API, its pages and the unauthenticated public view.
     for module in (register, revisions, statistics, reports, evaluations, feedback, public, sites):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(sites.revisions, prefix=API_PREFIX)
     for pages in (
         register.pages,
         statistics.pages,

@@ -50,9 +50,10 @@ PUBLIC_FORM = re.compile(r"^/public/[^/]+/feedback$")
 PUBLIC_FORM_MAX_BYTES = PHOTO_MAX_BYTES + 64 * 1024
 # A check-in's photo (api/routers/checkins.py), the body itself: as large as a photo may be.
 PHOTO_UPLOAD = re.compile(r"^/api/v1/checkin-photos/?$")
-# The site workbook an admin imports (api/routers/sites.py): a district's thousands of rooms and
-# devices, compressed, even where the service-wide limit is lower. Its sender is checked first.
-SITE_WORKBOOK_PATH = "/api/v1/sites/import"
+# The site workbook an admin imports or proposes as a site revision (api/routers/sites.py): a
+# district's thousands of rooms and devices, compressed, even where the service-wide limit is
+# lower. Its sender is checked first.
+SITE_WORKBOOK_PATHS = frozenset({"/api/v1/sites/import", "/api/v1/site-revisions"})
 SITE_WORKBOOK_MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -92,7 +93,7 @@ class BodyGate:
             limit = max(self.limit, PUBLIC_FORM_MAX_BYTES)
         elif PHOTO_UPLOAD.match(path):
             limit = max(self.limit, PHOTO_MAX_BYTES)
-        elif path == SITE_WORKBOOK_PATH:
+        elif path in SITE_WORKBOOK_PATHS:
             limit = max(self.limit, SITE_WORKBOOK_MAX_BYTES)
         if declared is not None and declared > limit:
             await _refuse(scope, receive, send, 413, too_large(limit))

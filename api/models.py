@@ -1142,6 +1142,19 @@ class RevisionPublication(Input):
     effective_from: dt.date = Field(description="first day of the new version; after today")
 
 
+class SiteRevisionPublication(Input):
+    effective_at: dt.datetime = Field(
+        description="when the site change applies, with a UTC offset; later than now"
+    )
+
+    @field_validator("effective_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is None:
+            raise ValueError("effective_at needs a UTC offset, for example +08:00")
+        return value
+
+
 class RevisionRollback(Input):
     effective_from: dt.date | None = Field(
         default=None,

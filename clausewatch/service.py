@@ -28,12 +28,14 @@ from alerts import routing
 from alerts.anchors import anchor_tip
 from alerts.escalation import escalate_due
 from alerts.inhibition import release_due, source_status
-from alerts.notify import deliver_due, queue_reminders
+from alerts.notify import ActionNotice, deliver_due, queue_actions, queue_reminders
 from alerts.record import correct_alerts, record_outputs
 from clausewatch.settings import Settings
+from compliance.evaluations import due_overdue_steps, record_overdue_steps
 from compliance.register import reviews_due
 from compliance.reports import generate_due_reports
 from compliance.revisions import clause_set, clause_set_stamp
+from compliance.site_revisions import apply_due as apply_site_revisions
 from config.broker import derive_identities
 from config.documents import read_yaml, validate_document
 from config.files import LoadedConfig
@@ -171,6 +173,35 @@ def release(conn: psycopg.Connection[Any], clock: Clock, sites: Sequence[str]) -
     """Alerts an outage inhibited whose device is still silent after its gateway came back
     notify on their own (alerts/inhibition.py), on the service's clock (`on_alert_clock`)."""
     return on_alert_clock(conn, clock, sites, release_due)
+
+
+def escalate_actions(
+    conn: psycopg.Connection[Any],
+    clock: Clock,
+    sites: Sequence[str],
+    delays: Sequence[dt.timedelta],
+    *,
+    now: dt.datetime | None = None,
+) -> list[tuple[int, int]]:
+    """One round of overdue improvement actions (限期整改) on the alerts' clock
+    (`on_alert_clock`), or at `now` for `sites` when given: each step due is queued through the
+    alerts' notification channels and counted on the action with a ledger entry, in the
+    caller's transaction (so a step is taken once). Returns (action id, level) per step taken.
+    Does not commit."""
+
+    def step(
+        conn: psycopg.Connection[Any], at: dt.datetime, only: Sequence[str] | None
+    ) -> list[tuple[int, int]]:
+        due = due_overdue_steps(conn, at, delays, only)
+        notices = [
+            ActionNotice(s.action_id, s.site, s.level, s.owner, s.domain, s.action) for s in due
+        ]
+        record_overdue_steps(conn, due, queue_actions(conn, notices, at), at)
+        return [(s.action_id, s.level) for s in due]
+
+    if now is not None:
+        return step(conn, now, sites)
+    return on_alert_clock(conn, clock, sites, step)
 
 
 def on_alert_clock(
@@ -335,6 +366,16 @@ class Service:
         scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
         scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
         scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
+        # Site revisions published for a time that has come: written and synced, which every
+        # ingest process's `configuration` job then hands its engines. Only with a
+        # configuration directory of the deployment's own (the bundled one is not written).
+        config_dir = self.settings.config_dir
+        if config_dir is not None:
+            scheduler.add_job(
+                self._site_revisions, "interval", seconds=CONFIGURATION_POLL_S, id="site_revisions"
+            )
+        # Overdue improvement actions (限期整改) count in days: a minute is soon enough.
+        scheduler.add_job(self._action_escalations, "interval", seconds=60, id="action_escalations")
         # Also once at start: an interval job first runs one interval after it, so a service
         # restarted more often than daily would otherwise never apply retention.
         scheduler.add_job(
@@ -464,6 +505,31 @@ class Service:
             release(conn, self.options.clock, sites)
 
         self._job("escalations", work)
+
+    def _site_revisions(self) -> None:
+        config_dir = self.settings.config_dir
+        assert config_dir is not None
+        sites = sorted(self.config.sites)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            applied = on_alert_clock(
+                conn,
+                self.options.clock,
+                sites,
+                lambda c, now, only: apply_site_revisions(c, config_dir, now, only),
+            )
+            if applied:
+                log.info("site revisions applied: %s", ", ".join(map(str, applied)))
+
+        self._job("site_revisions", work)
+
+    def _action_escalations(self) -> None:
+        sites = sorted(self.config.sites)
+        delays = self.settings.action_escalation_delays()
+        self._job(
+            "action_escalations",
+            lambda conn: escalate_actions(conn, self.options.clock, sites, delays),
+        )
 
     def _evaluation_reports(self) -> None:
         self._job(

@@ -12,12 +12,15 @@ together is an error. The URLs never appear in the settings' repr.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from compliance.evaluations import MAX_ESCALATION_STEPS
 from store.roles import DatabaseRoles
 
 if TYPE_CHECKING:
@@ -101,6 +104,22 @@ class Settings(BaseSettings):
     # What `ledger verify` and GET /api/v1/ledger/verify check anchors with; unset: the key
     # file's `.pub` beside it.
     ledger_public_key_file: Path | None = None
+    # Overdue improvement actions (限期整改): the owner is told at the deadline, then level n
+    # of the site's escalation chain this many days after it (`[3, 7]`: level 1 three days
+    # late, level 2 a week late), as JSON in CLAUSEWATCH_ACTION_ESCALATION_DAYS.
+    action_escalation_days: Annotated[
+        list[Annotated[float, Field(gt=0, le=365)]], Field(max_length=MAX_ESCALATION_STEPS)
+    ] = [3.0, 7.0]
+
+    @field_validator("action_escalation_days")
+    @classmethod
+    def _increasing(cls, days: list[float]) -> list[float]:
+        if any(later <= earlier for earlier, later in itertools.pairwise(days)):
+            raise ValueError("each escalation step comes later than the one before")
+        return days
+
+    def action_escalation_delays(self) -> tuple[dt.timedelta, ...]:
+        return tuple(dt.timedelta(days=d) for d in self.action_escalation_days)
 
     def alert_link_base(self) -> str:
         """`public_base_url`, or the API's own address when it is unset."""

@@ -4,6 +4,13 @@ it sets (owner, deadline), tracked to closure (限期整改: open → done, by w
 overdue while open past their deadline. The evaluated share (compliance/statistics.py) counts
 these, never generated reports. Tables: migration 0062; each record and each change of an action
 has a ledger entry naming the actor.
+
+An overdue action escalates (`due_overdue_steps`, `record_overdue_steps`, run by the service's
+scheduler on the alerts' clock): at the deadline its owner is told (level 0), then each
+configured delay past the deadline the next level of the site's escalation chain. The steps
+taken are counted on the action (`overdue_step`, migration 0065) in the transaction that queues
+their notifications, so no step is sent twice; a closed action takes no step (reopened, it goes
+on from where it stopped).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pydantic import BaseModel
 from compliance.periods import BadPeriod, quarter_bounds
 from compliance.rates import selection, site_facts, versions_in_force
 from store import ledger, registry
+from store.times import require_aware
 
 Method = Literal["inspection", "records", "survey", "measurement", "interview"]
 # How each method is named on the pages and in reports.
@@ -31,6 +39,10 @@ METHOD_NAMES: dict[str, tuple[str, str]] = {
     "interview": ("座谈访谈", "interviews"),
 }
 ActionState = Literal["open", "done"]
+# Who takes the steps of an overdue action, in the ledger.
+ESCALATION_ACTOR = "escalation"
+# At most this many delays after the deadline (levels 1..n of the chain).
+MAX_ESCALATION_STEPS = 8
 
 
 class NotInForce(ValueError):
@@ -290,3 +302,129 @@ def _actions(
             {**args, "at": at},
         ).fetchall()
     return [ImprovementAction(**row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueStep:
+    """A step due for an overdue action: `level` 0 tells the owner, level n the party at
+    level n of the site's escalation chain; `after`: how long past the deadline it falls due.
+    `action` is the action as notices carry it (`action_summary`)."""
+
+    action_id: int
+    site: str
+    domain: str
+    owner: str
+    level: int
+    after: dt.timedelta
+    action: dict[str, Any]
+
+
+def due_overdue_steps(
+    conn: psycopg.Connection[Any],
+    now: dt.datetime,
+    delays: Sequence[dt.timedelta],
+    sites: Sequence[str] | None = None,
+) -> list[OverdueStep]:
+    """The steps due at `now` of every open action (of `sites`, when given) past its
+    deadline: level 0 at the deadline, level n `delays[n-1]` after it; every step crossed and
+    not yet taken, in order (a service that was down catches up level by level). Locks the
+    actions (SKIP LOCKED: another round has them) until the caller's transaction ends; record
+    the steps taken with `record_overdue_steps` in it. Does not commit."""
+    require_aware(now, "now")
+    ledger.lock(conn)  # before the rows: the one lock order of every writer (ledger.lock)
+    offsets = [dt.timedelta(0), *delays]
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT a.id, a.site, a.action, a.owner, a.deadline, a.overdue_step, a.evaluation_id,"
+            " e.clause_id, e.period, c.standard_code, c.number, c.title, c.domain"
+            " FROM improvement_actions a JOIN evaluations e ON e.id = a.evaluation_id"
+            " LEFT JOIN LATERAL (SELECT standard_code, number, title, domain FROM clause_versions"
+            "   WHERE clause_id = e.clause_id ORDER BY version DESC LIMIT 1) c ON true"
+            " WHERE a.state = 'open' AND a.deadline <= %(now)s AND a.overdue_step < %(steps)s"
+            " AND e.evaluated_at <= %(now)s"
+            " AND (%(sites)s::text[] IS NULL OR a.site = ANY(%(sites)s))"
+            " ORDER BY a.deadline, a.id FOR UPDATE OF a SKIP LOCKED",
+            {"now": now, "steps": len(offsets), "sites": None if sites is None else list(sites)},
+        ).fetchall()
+    steps = []
+    for row in rows:
+        for level in range(row["overdue_step"], len(offsets)):
+            if row["deadline"] + offsets[level] > now:
+                break
+            steps.append(
+                OverdueStep(
+                    action_id=row["id"],
+                    site=row["site"],
+                    domain=row["domain"] or "*",
+                    owner=row["owner"],
+                    level=level,
+                    after=offsets[level],
+                    action=action_summary(row),
+                )
+            )
+    return steps
+
+
+def action_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """An action as a notification's receiver sees it."""
+    return {
+        "id": row["id"],
+        "site": row["site"],
+        "evaluation": row["evaluation_id"],
+        "period": row["period"],
+        "clause": {
+            "id": row["clause_id"],
+            "standard": row["standard_code"],
+            "number": row["number"],
+            "title": row["title"],
+        },
+        "action": row["action"],
+        "owner": row["owner"],
+        "deadline": row["deadline"].isoformat(),
+    }
+
+
+def record_overdue_steps(
+    conn: psycopg.Connection[Any],
+    steps: Sequence[OverdueStep],
+    parties: Sequence[dict[str, Any] | None],
+    now: dt.datetime,
+) -> None:
+    """Counts `steps` taken on their actions, with a ledger entry each naming the level and
+    the party told (`parties[i]`: {party, name} for steps[i], None when nobody is assigned
+    there). Does not commit."""
+    if not steps:
+        return
+    taken: dict[int, int] = {}
+    entries = []
+    for step, party in zip(steps, parties, strict=True):
+        taken[step.action_id] = max(taken.get(step.action_id, 0), step.level + 1)
+        hours = step.after.total_seconds() / 3600
+        who = party["name"] if party else "no party assigned at this level"
+        note = (
+            f"overdue: owner {step.owner} told ({who})"
+            if step.level == 0
+            else f"overdue {hours:g} h: escalated to level {step.level} ({who})"
+        )
+        entries.append(
+            ledger.Entry(
+                "action.overdue" if step.level == 0 else "action.escalated",
+                f"action:{step.action_id}",
+                {
+                    "site": step.site,
+                    "level": step.level,
+                    "after_s": step.after.total_seconds(),
+                    "party": party,
+                    "owner": step.owner,
+                    "actor": ESCALATION_ACTOR,
+                    "at": now,
+                    "note": note,
+                },
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE improvement_actions SET overdue_step = %s WHERE id = %s",
+            [(step, action_id) for action_id, step in taken.items()],
+        )
+    ledger.append(conn, entries, now)

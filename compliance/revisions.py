@@ -222,16 +222,7 @@ def approve(
     """Approves a pending revision; the proposer cannot approve their own."""
     ledger.lock(conn)
     revision = _locked(conn, revision_id, "pending")
-    if not actor.startswith(USER_ACTOR):
-        raise RevisionError(
-            "a revision is approved by a named user signed in (user:NAME), not by an API token"
-            " or a process",
-            403,
-        )
-    if person(actor) == person(revision.proposed_by):
-        raise RevisionError(
-            "the proposer cannot approve their own revision: another named user must", 403
-        )
+    check_approver(actor, revision.proposed_by)
     conn.execute(
         "UPDATE clause_revisions SET state = 'approved', approved_by = %s, approved_at = %s,"
         " decision_note = %s, updated_at = %s WHERE id = %s",
@@ -429,6 +420,21 @@ def rollback(
     )
     _record(conn, "clause_revision.rolled_back", revision_id, revision.clause_id, actor, now, facts)
     return get_revision(conn, revision_id)
+
+
+def check_approver(actor: str, proposed_by: str) -> None:
+    """The approval rule of every revision, a clause's or a site's: a named user signed in
+    (never an API token or a process), not the proposer. Raises RevisionError (403)."""
+    if not actor.startswith(USER_ACTOR):
+        raise RevisionError(
+            "a revision is approved by a named user signed in (user:NAME), not by an API token"
+            " or a process",
+            403,
+        )
+    if person(actor) == person(proposed_by):
+        raise RevisionError(
+            "the proposer cannot approve their own revision: another named user must", 403
+        )
 
 
 def person(actor: str) -> str:

@@ -616,7 +616,9 @@ def site_from_rows(book: WorkbookRows) -> SiteModel:
         states: dict[str, Any] = dict(reader.pairs(row, cells, "states"))
         metrics[metric] = _drop_empty(
             {
-                "unit": reader.text(row, cells, "unit"),
+                # An empty cell is the empty unit (`unit: ""`, a count): the model allows it
+                # and an export writes it so, so a round trip keeps it.
+                "unit": reader.text(row, cells, "unit") or "",
                 "range": None if low is None and high is None else [low, high],
                 "cumulative": reader.flag(row, cells, "cumulative"),
                 "carrier": reader.text(row, cells, "carrier"),

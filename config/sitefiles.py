@@ -413,7 +413,12 @@ def plan_import(book: WorkbookRows, config_dir: Path, source: str) -> ImportPlan
     configured, and the file text checked with every other site and clause file there as the
     service loads them. Raises WorkbookError (the workbook) or ConfigError (the directory, or
     a clause that the new site model breaks: a space it names is gone, a state no device has)."""
-    model = site_from_rows(book)
+    return plan_model(site_from_rows(book), config_dir, source)
+
+
+def plan_model(model: SiteModel, config_dir: Path, source: str) -> ImportPlan:
+    """`plan_import` of a site model already read (a site revision applied at its effective
+    time is planned again against the directory as it is then). Raises ConfigError."""
     before, target = configured_site(config_dir, model.site.id)
     text = site_yaml(model, source)
     others = [p for p in yaml_files(config_dir / "sites") if p != target]

@@ -13,10 +13,12 @@ its own file: `clausewatch broker files`, then the broker reloads (docs/broker.m
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -26,10 +28,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
 from api import STATIC_DIR
-from api.auth import Reader, RegistryAdmin
+from api.auth import Principal, Reader, RegistryAdmin
 from api.deps import DbConn
 from api.limits import SITE_WORKBOOK_MAX_BYTES
-from api.models import problems
+from api.models import RevisionDecision, RevisionRejection, SiteRevisionPublication, problems
+from compliance import site_revisions
+from compliance.revisions import RevisionError
+from compliance.site_revisions import SiteRevision, SiteRevisionState
 from config import BUNDLED_DIR
 from config.documents import ConfigError
 from config.sitebook import KindDiff, SheetProblem, WorkbookError
@@ -45,6 +50,10 @@ from rules.site import ID_PATTERN
 from store.registry import sync_site
 
 router = APIRouter(prefix="/sites", tags=["site workbook"])
+# Site revisions: the workbook proposed, approved, published with an effective time, rolled
+# back (compliance/site_revisions.py).
+revisions = APIRouter(prefix="/site-revisions", tags=["site workbook"])
+RevisionId = Annotated[int, Path(ge=1, le=2**62)]
 pages = APIRouter(include_in_schema=False)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 SiteParam = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
@@ -320,6 +329,167 @@ def export(site: SiteParam, request: Request, principal: RegistryAdmin) -> Respo
     if model is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such site in the configuration")
     return _xlsx(workbook_bytes(model), f"{site}.xlsx")
+
+
+@revisions.get("", responses=problems(401, 403))
+def site_revisions_list(
+    conn: DbConn,
+    principal: Reader,
+    site: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
+    state: Annotated[list[SiteRevisionState] | None, Query(max_length=7)] = None,
+    open_: Annotated[
+        bool, Query(alias="open", description="pending, approved or published, not applied")
+    ] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[SiteRevision]:
+    """Site revisions of the caller's sites, newest first."""
+    states: list[SiteRevisionState] | None = list(site_revisions.OPEN_STATES) if open_ else state
+    return site_revisions.list_revisions(
+        conn, sites=principal.site_filter(site), states=states, limit=limit
+    )
+
+
+@revisions.get("/{revision_id}", responses=problems(401, 403, 404))
+def site_revision(revision_id: RevisionId, conn: DbConn, principal: Reader) -> SiteRevision:
+    _visible(conn, principal, revision_id)
+    return _answer(conn, lambda: site_revisions.get_revision(conn, revision_id))
+
+
+@revisions.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SiteRevision,
+    responses={
+        **problems(401, 403, 409, 413),
+        422: {"description": "the workbook's problems, by sheet, row and column"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                XLSX: {"schema": {"type": "string", "format": "binary"}},
+                "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+def propose_site_revision(
+    request: Request,
+    conn: DbConn,
+    principal: RegistryAdmin,
+    data: Annotated[bytes, Depends(_upload)],
+    filename: Annotated[str, Query(max_length=200, pattern=r"^[^/\\\x00]+$")] = "upload.xlsx",
+    reason: Annotated[str, Query(min_length=1, max_length=2000)] = "site workbook",
+) -> SiteRevision | Response:
+    """Proposes the workbook (checked as an import's dry run is) as a revision of the site it
+    names: nothing changes until another named user approves it, it is published with an
+    effective time and that time comes. Admins of the site."""
+    directory, writable = _config_dir(request)
+    if not writable:
+        raise HTTPException(status.HTTP_409_CONFLICT, _BUNDLED)
+    try:
+        plan = _plan(data, directory, filename)
+    except _Refused as refused:
+        return refused.response
+    principal.site_filter(plan.model.site.id)
+    return _commit(
+        conn,
+        lambda: site_revisions.propose(
+            conn, plan, filename, reason, principal.actor, dt.datetime.now(dt.UTC)
+        ),
+    )
+
+
+@revisions.post("/{revision_id}/approve", responses=problems(401, 403, 404, 409))
+def approve_site_revision(
+    revision_id: RevisionId, body: RevisionDecision, conn: DbConn, principal: RegistryAdmin
+) -> SiteRevision:
+    """A named user signed in, not the proposer (403 otherwise: an API token never approves)."""
+    _visible(conn, principal, revision_id)
+    return _commit(
+        conn,
+        lambda: site_revisions.approve(
+            conn, revision_id, principal.actor, body.note, dt.datetime.now(dt.UTC)
+        ),
+    )
+
+
+@revisions.post("/{revision_id}/reject", responses=problems(401, 403, 404, 409))
+def reject_site_revision(
+    revision_id: RevisionId, body: RevisionRejection, conn: DbConn, principal: RegistryAdmin
+) -> SiteRevision:
+    _visible(conn, principal, revision_id)
+    return _commit(
+        conn,
+        lambda: site_revisions.reject(
+            conn, revision_id, principal.actor, body.note, dt.datetime.now(dt.UTC)
+        ),
+    )
+
+
+@revisions.post("/{revision_id}/publish", responses=problems(401, 403, 404, 409))
+def publish_site_revision(
+    revision_id: RevisionId,
+    body: SiteRevisionPublication,
+    conn: DbConn,
+    principal: RegistryAdmin,
+) -> SiteRevision:
+    """Applies at `effective_at` (later than now): the service writes the site's file and syncs
+    the registry then, and its engines judge with the new model from then on."""
+    _visible(conn, principal, revision_id)
+    return _commit(
+        conn,
+        lambda: site_revisions.publish(
+            conn, revision_id, principal.actor, body.effective_at, dt.datetime.now(dt.UTC)
+        ),
+    )
+
+
+@revisions.post("/{revision_id}/rollback", responses=problems(401, 403, 404, 409))
+def rollback_site_revision(
+    revision_id: RevisionId, request: Request, conn: DbConn, principal: RegistryAdmin
+) -> SiteRevision:
+    """Withdraws a revision not applied yet, or puts back at once the model an applied one
+    replaced."""
+    _visible(conn, principal, revision_id)
+    directory, writable = _config_dir(request)
+    if not writable:
+        raise HTTPException(status.HTTP_409_CONFLICT, _BUNDLED)
+    with _IMPORTING:
+        return _commit(
+            conn,
+            lambda: site_revisions.rollback(
+                conn, revision_id, principal.actor, directory, dt.datetime.now(dt.UTC)
+            ),
+        )
+
+
+_BUNDLED = (
+    "the service runs with the bundled configuration, which a site change does not change: "
+    "start it with CLAUSEWATCH_CONFIG_DIR"
+)
+
+
+def _visible(conn: DbConn, principal: Principal, revision_id: int) -> None:
+    principal.require_visible(site_revisions.revision_site(conn, revision_id), "revision")
+
+
+def _answer(conn: DbConn, step: Callable[[], SiteRevision]) -> SiteRevision:
+    try:
+        return step()
+    except RevisionError as exc:
+        raise HTTPException(exc.http_status, str(exc)) from exc
+
+
+def _commit(conn: DbConn, step: Callable[[], SiteRevision]) -> SiteRevision:
+    try:
+        result = step()
+    except RevisionError as exc:
+        conn.rollback()
+        raise HTTPException(exc.http_status, str(exc)) from exc
+    conn.commit()
+    return result
 
 
 @pages.get("/sites")

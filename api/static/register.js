@@ -8,15 +8,73 @@ const statusLine = document.getElementById("status");
 const detail = document.getElementById("detail");
 const STATUS_ZH = { in_force: "现行", planned: "待实施", superseded: "已废止" };
 const statusName = (status) => L(status.replace("_", " "), STATUS_ZH[status] || status);
-const REVISION_ZH = { pending: "待审批", approved: "已批准，待发布" };
-const revisionName = (state) => L(state === "pending" ? "awaiting approval" : "approved, to publish",
-  REVISION_ZH[state] || state);
+const REVISION_ZH = { pending: "待审批", approved: "已批准，待发布", published: "已发布，待生效" };
+const REVISION_EN = { pending: "awaiting approval", approved: "approved, to publish", published: "published, to apply" };
+const revisionName = (state) => L(REVISION_EN[state] || state, REVISION_ZH[state] || state);
+// Who an actor names, without the display name that may change ("user:li (李处长)" → "user:li").
+const person = (actor) => actor.split(" (")[0];
 
-// Revisions waiting for approval or publication, above the list (hidden when there are none).
+// Whether the signed-in person may approve `revision` (the API's rule, so the button is offered
+// only where it works): a named user (never a token), not its proposer, an admin of every site
+// for a clause, of the site for a site revision.
+function approves(me, revision, site) {
+  if (!me || me.kind !== "user" || me.role !== "admin" || revision.state !== "pending") return false;
+  if (person(revision.proposed_by) === person(me.actor)) return false;
+  return me.sites === null || (site !== undefined && me.sites.includes(site));
+}
+
+// Who is signed in (GET /session); null when that cannot be told.
+async function whoAmI() {
+  try {
+    return await api("session");
+  } catch (error) {
+    return null;
+  }
+}
+
+// Approves one revision through the API (`kind`: clause-revisions or site-revisions), then
+// draws the list again; a refusal is said in the status line.
+async function approve(kind, id) {
+  try {
+    await send("POST", `${kind}/${id}/approve`, {});
+    statusLine.textContent = L(`Revision #${id} approved.`, `修订 #${id} 已批准。`);
+  } catch (error) {
+    statusLine.textContent = `${L("Not approved", "未能批准")}: ${error.message}`;
+  }
+  revisions();
+}
+
+function approveButton(kind, revision) {
+  const button = el("button", L("Approve", "批准"), { type: "button", class: "approve" });
+  button.addEventListener("click", () => {
+    button.disabled = true;
+    approve(kind, revision.id);
+  });
+  return button;
+}
+
+function stateCell(me, kind, revision, site) {
+  const cell = el("td", undefined, { class: `revision-${revision.state}` });
+  cell.append(el("div", revisionName(revision.state)));
+  if (approves(me, revision, site)) cell.append(approveButton(kind, revision));
+  return cell;
+}
+
+function proposedLine(revision) {
+  return el("div", `${L("Proposed by", "提议人")}: ${revision.proposed_by}` +
+    (revision.approved_by ? ` · ${L("approved by", "批准人")}: ${revision.approved_by}` : ""), { class: "excerpt" });
+}
+
+// Revisions waiting for approval or publication, clauses' and sites', above the list (hidden
+// when there are none), each with an approve button for whoever may approve it.
 async function revisions() {
   const box = document.getElementById("revisions");
   try {
-    const waiting = await api("clause-revisions", { open: "true" });
+    const [me, waiting, sites] = await Promise.all([
+      whoAmI(),
+      api("clause-revisions", { open: "true" }),
+      api("site-revisions", { open: "true" }),
+    ]);
     const body = document.querySelector("#revision-list tbody");
     body.replaceChildren();
     for (const revision of waiting) {
@@ -28,16 +86,29 @@ async function revisions() {
         change.append(el("div", `${c.path}: ${JSON.stringify(c.before)} → ${JSON.stringify(c.after)}`));
       }
       change.append(el("div", `${L("Reason", "理由")}: ${revision.reason}`, { class: "excerpt" }));
-      change.append(el("div", `${L("Proposed by", "提议人")}: ${revision.proposed_by}` +
-        (revision.approved_by ? ` · ${L("approved by", "批准人")}: ${revision.approved_by}` : ""), { class: "excerpt" }));
+      change.append(proposedLine(revision));
       for (const t of revision.backtest) {
         change.append(el("div", L(`Backtest ${t.site}: compliance ${pct(t.in_force_rate)} → ${pct(t.candidate_rate)}, alerts ${t.in_force_alerts} → ${t.candidate_alerts}`,
           `回测 ${t.site}：达标率 ${pct(t.in_force_rate)} → ${pct(t.candidate_rate)}，告警 ${t.in_force_alerts} → ${t.candidate_alerts} 条`), { class: "excerpt" }));
       }
-      row.append(clause, change, el("td", revisionName(revision.state), { class: `revision-${revision.state}` }));
+      row.append(clause, change, stateCell(me, "clause-revisions", revision));
       body.append(row);
     }
-    box.hidden = waiting.length === 0;
+    for (const revision of sites) {
+      const row = el("tr", undefined, { class: "revision site-revision" });
+      const site = el("td");
+      site.append(el("code", revision.site), el("div", `${L("site model", "站点模型")} · #${revision.id}`, { class: "muted" }));
+      const change = el("td");
+      for (const line of revision.diff) change.append(el("div", line));
+      change.append(el("div", `${L("Reason", "理由")}: ${revision.reason}`, { class: "excerpt" }));
+      change.append(proposedLine(revision));
+      if (revision.effective_at) {
+        change.append(el("div", `${L("Applies at", "生效时间")}: ${revision.effective_at}`, { class: "excerpt" }));
+      }
+      row.append(site, change, stateCell(me, "site-revisions", revision, revision.site));
+      body.append(row);
+    }
+    box.hidden = waiting.length + sites.length === 0;
   } catch (error) {
     box.hidden = true;
   }

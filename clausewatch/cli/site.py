@@ -39,7 +39,7 @@ def register(commands: Commands) -> None:
     )
     export.add_argument("site", help="the site id")
     export.add_argument("file", type=Path, metavar="FILE", help=FILE_HELP)
-    _config_argument(export)
+    config_argument(export)
     export.set_defaults(func=_export)
 
     template = commands.add(
@@ -63,12 +63,12 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="write the file only; the service syncs the registry at its next start",
     )
-    _config_argument(importer)
+    config_argument(importer)
     database_argument(importer)
     importer.set_defaults(func=_import)
 
 
-def _config_argument(parser: argparse.ArgumentParser) -> None:
+def config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config-dir",
         type=Path,
@@ -77,7 +77,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_dir(args: argparse.Namespace) -> Path | None:
+def config_dir(args: argparse.Namespace) -> Path | None:
     given: Path | None = args.config_dir
     if given is None and os.environ.get("CLAUSEWATCH_CONFIG_DIR"):
         given = Settings().config_dir
@@ -85,7 +85,7 @@ def _config_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    directory = _config_dir(args) or BUNDLED_DIR
+    directory = config_dir(args) or BUNDLED_DIR
     try:
         model, path = configured_site(directory, args.site)
     except ConfigError as exc:
@@ -114,7 +114,7 @@ def _template(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    given = _config_dir(args)
+    given = config_dir(args)
     if given is None and not args.dry_run:
         print(
             "错误 error: 导入需要配置目录 an import writes into a configuration directory: "

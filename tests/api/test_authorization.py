@@ -27,8 +27,10 @@ from alerts import notify, routing, webhooks
 from api.auth import ROLE_PERMISSIONS, Permission
 from api.tokens import ROLES, create_token, revoke_token
 from api.users import create_user, disable_user
-from compliance import revisions
+from compliance import revisions, site_revisions
 from compliance.reports import generate_report
+from config.sitebook import site_diff
+from config.sitefiles import ImportPlan
 from rules.clause import ClauseVersion, Standard
 from store import checkins, quiet, registry
 from store.times import wall_now
@@ -171,6 +173,28 @@ def _revision(conn: psycopg.Connection[Any], state: str) -> int:
         revisions.approve(conn, made.id, "user:authz-approver", None, now)
     if state == "published":
         revisions.publish(conn, made.id, "authz-approver", _later(4), now)
+    conn.commit()
+    return made.id
+
+
+def _site_revision(conn: psycopg.Connection[Any], site: str, state: str) -> int:
+    """A revision of `site` (its model as synced, proposed as a new site's file so that it
+    changes something), taken up to `state`; the site's earlier open ones are closed first
+    (one open revision per site)."""
+    conn.execute(
+        "UPDATE site_revisions SET state = 'rejected' WHERE site = %s"
+        " AND state IN ('pending', 'approved', 'published')",
+        (site,),
+    )
+    model = registry.site_model(conn, site)
+    assert model is not None
+    plan = ImportPlan(model, None, site_diff(None, model), Path(f"{site}.yaml"), "")
+    now = wall_now()
+    made = site_revisions.propose(conn, plan, f"{site}.xlsx", "authz", "authz-proposer", now)
+    if state in ("approved", "published"):
+        site_revisions.approve(conn, made.id, "user:authz-approver", None, now)
+    if state == "published":
+        site_revisions.publish(conn, made.id, "authz-approver", now + dt.timedelta(days=1), now)
     conn.commit()
     return made.id
 
@@ -342,6 +366,60 @@ ENDPOINTS = [
         "roll back revision",
         "POST /clause-revisions/{id}/rollback",
         lambda c, s: ("POST", f"/api/v1/clause-revisions/{_revision(c, 'published')}/rollback", {}),
+    ),
+    Endpoint(
+        "list site revisions",
+        "GET /site-revisions",
+        lambda c, s: ("GET", f"/api/v1/site-revisions?site={s}", None),
+    ),
+    Endpoint(
+        "get site revision",
+        "GET /site-revisions/{id}",
+        lambda c, s: ("GET", f"/api/v1/site-revisions/{_site_revision(c, s, 'pending')}", None),
+    ),
+    Endpoint(
+        "propose site revision",
+        "POST /site-revisions",
+        lambda c, s: ("POST", "/api/v1/site-revisions", None),
+        ok=409,  # the matrix's app runs with the bundled configuration, never written
+    ),
+    Endpoint(
+        "approve site revision",
+        "POST /site-revisions/{id}/approve",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/site-revisions/{_site_revision(c, s, 'pending')}/approve",
+            {},
+        ),
+        ok=403,  # a named user signed in approves, never a token
+    ),
+    Endpoint(
+        "reject site revision",
+        "POST /site-revisions/{id}/reject",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/site-revisions/{_site_revision(c, s, 'pending')}/reject",
+            {"note": "no"},
+        ),
+    ),
+    Endpoint(
+        "publish site revision",
+        "POST /site-revisions/{id}/publish",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/site-revisions/{_site_revision(c, s, 'approved')}/publish",
+            {"effective_at": (wall_now() + dt.timedelta(days=2)).isoformat()},
+        ),
+    ),
+    Endpoint(
+        "roll back site revision",
+        "POST /site-revisions/{id}/rollback",
+        lambda c, s: (
+            "POST",
+            f"/api/v1/site-revisions/{_site_revision(c, s, 'published')}/rollback",
+            None,
+        ),
+        ok=409,  # the bundled configuration is never written
     ),
     Endpoint("list alerts", "GET /alerts", lambda c, s: ("GET", f"/api/v1/alerts?site={s}", None)),
     Endpoint(

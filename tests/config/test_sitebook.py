@@ -549,3 +549,24 @@ def test_cell_and_reference_problems_are_found_in_one_pass(
     assert ("devices", reader_row, "space") in found  # its space lost its id: unknown
     assert not [p for p in caught.value.problems if p.en.endswith(" None")]
     assert len(found) == len(set(found))
+
+
+@pytest.mark.parametrize("name", ["unitless.xlsx", "unitless.zip", "unitless-csv"])
+def test_an_empty_metric_unit_round_trips(config_dir: Path, tmp_path: Path, name: str) -> None:
+    """A metric without a unit (a count, a state) is `unit: ""` in YAML: its empty cell reads
+    back as that, so exporting and importing the site changes nothing."""
+    demo = _demo()
+    devices = list(demo.devices)
+    first = devices[0].model_dump(by_alias=True)
+    first["metrics"]["people_count"] = {"unit": ""}
+    devices[0] = type(devices[0]).model_validate(first)
+    unitless = demo.model_copy(update={"devices": tuple(devices)})
+    (config_dir / "sites" / "demo-hq.yaml").unlink()
+    book = tmp_path / name
+    write_workbook(unitless, book)
+    assert site_from_rows(read_workbook(book)) == unitless
+    write_workbook(unitless, tmp_path / "first.xlsx")
+    apply_import(plan_import(read_workbook(tmp_path / "first.xlsx"), config_dir, "first.xlsx"))
+    again = plan_import(read_workbook(book), config_dir, book.name)
+    assert again.model == unitless
+    assert again.diff.empty

@@ -18,12 +18,15 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import yaml
 
 from api.users import create_user
 from clausewatch.cli import main
 from clausewatch.service import REVIEWS_DUE, Service, ServiceOptions
 from clausewatch.settings import Settings
+from compliance import site_revisions
 from config.files import LoadedConfig
+from config.sitefiles import plan_model, site_yaml
 from rules.clause import ClauseFile
 from rules.site import SiteModel
 from store.pool import connect
@@ -267,3 +270,66 @@ def test_a_site_model_synced_while_running_is_judged_without_a_restart(
         if entity.endswith("th-b")
     ]
     assert [entry["actor"] for entry in added] == ["config:import test.xlsx"]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """The service's own configuration directory, holding its site and clause files."""
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "clauses").mkdir()
+    (tmp_path / "sites" / "t-hq.yaml").write_text(site_yaml(SITE, "test"), encoding="utf-8")
+    (tmp_path / "clauses" / "test.yaml").write_text(
+        yaml.safe_dump(CLAUSES.model_dump(mode="json", by_alias=True), allow_unicode=True),
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def wall_service(
+    fresh_database_url: str, mqtt_url: str, topic_prefix: str, config_dir: Path
+) -> Iterator[Service]:
+    settings = Settings(
+        database_url=fresh_database_url,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        mqtt_client_id=f"cw-test-{uuid.uuid4().hex[:8]}",
+        lateness_s=0,
+        flush_interval_s=0.05,
+        config_dir=config_dir,
+    )
+    config = LoadedConfig(sites={"t-hq": SITE}, clause_files={Path("test.yaml"): CLAUSES})
+    running = Service(settings, config, ServiceOptions(clock="wall", serve_api=False))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_site_revision_reaches_the_running_engines_at_its_effective_time(
+    wall_service: Service, config_dir: Path, fresh_database_url: str
+) -> None:
+    """A device added by a site revision (proposed, approved by another person, published for
+    a few seconds ahead) is judged by the running engines from that time on, not before."""
+    grown = SITE.model_copy(
+        update={"devices": (*SITE.devices, SITE.devices[0].model_copy(update={"id": "th-b"}))}
+    )
+    now = dt.datetime.now(dt.UTC)
+    effective = now + dt.timedelta(seconds=4)
+    with connect(fresh_database_url) as conn:
+        plan = plan_model(grown, config_dir, "t-hq.xlsx")
+        revision = site_revisions.propose(conn, plan, "t-hq.xlsx", "加设备", "user:zhang", now)
+        site_revisions.approve(conn, revision.id, "user:li (李处长)", None, now)
+        site_revisions.publish(conn, revision.id, "user:li (李处长)", effective, now)
+        conn.commit()
+    pipeline = wall_service.pipeline
+    assert pipeline is not None
+    assert "th-b" not in {d.id for d in pipeline.sites["t-hq"].devices}
+    wait_for(lambda: "th-b" in {d.id for d in pipeline.sites["t-hq"].devices}, what="th-b")
+    assert dt.datetime.now(dt.UTC) >= effective
+    assert "th-b" in (config_dir / "sites" / "t-hq.yaml").read_text(encoding="utf-8")
+    url = wall_service.database_url
+    [(applied,)] = rows(url, "SELECT payload FROM ledger WHERE kind = 'site_revision.applied'")
+    entry = orjson.loads(applied)
+    assert (entry["proposed_by"], entry["approved_by"]) == ("user:zhang", "user:li (李处长)")
