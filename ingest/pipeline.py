@@ -560,26 +560,16 @@ class Pipeline:
     def _reading(
         self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
     ) -> None:
-        site, device, ts, seq = reading.site, reading.device, reading.ts, reading.seq
-        append = batch.readings.append
-        for metric, value in reading.metrics.items():
-            append(
-                ReadingRow(
-                    site,
-                    device,
-                    metric,
-                    ts,
-                    value,
-                    seq,
-                    reading.received_at,
-                    reading.broker_stamped,
-                )
-            )
-        pending.values += len(reading.metrics)
+        site, device, ts, seq, metrics, received_at, broker_stamped = reading
+        batch.readings += [
+            ReadingRow(site, device, metric, ts, value, seq, received_at, broker_stamped)
+            for metric, value in metrics.items()
+        ]
+        pending.values += len(metrics)
         try:
-            engine.observe(device, ts, seq, reading.metrics)
+            engine.observe(device, ts, seq, metrics)
         except Exception:  # an engine bug must not stop ingestion; the reading is still stored
-            _engine_error(reading.site, device)
+            _engine_error(site, device)
         pending.touched_sites.add(site)
         if self.clock == "data":
             engine.advance(ts)
