@@ -22,7 +22,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import orjson
 from prometheus_client import Counter
@@ -32,6 +31,7 @@ from rules.checkin import CHECKIN_REPORTER
 from rules.site import LAST_DONE_REPORTER, SiteModel
 from rules.verdicts import Event
 from store.batches import DEAD_LETTER_PAYLOAD_CAP
+from store.batches import Reading as Reading  # what a telemetry message decodes to
 
 DEAD_LETTERS = Counter(
     "clausewatch_dead_letters", "Messages rejected by ingest, by reason", ["reason"]
@@ -83,19 +83,6 @@ class Limits:
     max_items: int = 10_000  # readings or events in one array payload
     max_future_skew_s: float = 300.0
     max_age_s: float = 7 * 86400.0
-
-
-class Reading(NamedTuple):
-    """One reading. A named tuple, as the hot path's other per-message records: a frozen
-    dataclass costs twice as much to make."""
-
-    site: str
-    device: str
-    ts: float  # epoch seconds, UTC
-    seq: int | None
-    metrics: dict[str, float]
-    received_at: float
-    broker_stamped: bool  # no ts in the payload: the receive time stands in
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,8 +192,8 @@ class IngressQueue:
         return True
 
     def get_many(self, limit: int, timeout: float) -> list[ReceivedMessage]:
-        """Up to `limit` messages: waits at most `timeout` for the first, then takes what is
-        already there without waiting."""
+        """Up to `limit` messages: waits at most `timeout` for the first (or a `wake`), then
+        takes what is already there without waiting."""
         with self._not_empty:
             if not self._size:
                 self._not_empty.wait(timeout)
@@ -209,6 +209,11 @@ class IngressQueue:
             self._size -= len(batch)
             self._not_full.notify()
         return batch
+
+    def wake(self) -> None:
+        """Ends a `get_many` waiting now (it returns what is there, perhaps nothing)."""
+        with self._not_empty:
+            self._not_empty.notify()
 
     def qsize(self) -> int:
         return self._size

@@ -81,10 +81,10 @@ from store.batches import (
     DeadLetterRow,
     EventRow,
     PartitionCache,
-    ReadingRow,
     StatusRow,
     late_waiting,
     mark_late_rejudged,
+    reading_rows,
     replace_compliance_intervals,
     write_batch,
     write_compliance_intervals,
@@ -217,7 +217,6 @@ class _Pending:
     receipts: list[Receipt] = field(default_factory=list)  # messages not from the broker
     touched_sites: set[str] = field(default_factory=set)
     oldest_received: float | None = None
-    values: int = 0
 
 
 class Pipeline:
@@ -280,6 +279,12 @@ class Pipeline:
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
+        # The flush being committed on the committer thread (one at a time, in order), and
+        # whether the batch gathered meanwhile waits for it to flush.
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, "ingest-commit")
+        self._committing: concurrent.futures.Future[bool] | None = None
+        self._in_flight = self._pending
+        self._deferred = False
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
         # A configuration changed while running (request_configuration): what was asked for
@@ -322,6 +327,7 @@ class Pipeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._committer.shutdown()
         self._writer.stop(timeout)
 
     def request_advance(self, now: float) -> None:
@@ -498,11 +504,21 @@ class Pipeline:
                 due = time.monotonic() - last_flush >= self.flush_interval
                 # Nothing more waiting: commit now (the next batch gathers while this commits).
                 drained = bool(messages) and self.inbox.qsize() == 0
-                if len(pending.batch) >= self.batch_rows or due or drained or stopping:
-                    self._flush()
-                    last_flush = time.monotonic()
-                    QUEUE_DEPTH.set(self.inbox.qsize())
+                full = len(pending.batch) >= self.batch_rows
+                if full or due or drained or stopping or self._deferred:
+                    if self._committing is not None and (
+                        full or stopping or not messages or self._committing.done()
+                    ):
+                        # One commit in flight at most: a full batch waits for it, and so does
+                        # one when nothing else arrives to take meanwhile.
+                        self._collect()
+                    self._deferred = self._committing is not None
+                    if not self._deferred:
+                        self._flush()
+                        last_flush = time.monotonic()
+                        QUEUE_DEPTH.set(self.inbox.qsize())
                 if stopping:
+                    self._collect()
                     self._final_checkpoint()
                     self._refuse_last_done()
                     return
@@ -560,17 +576,13 @@ class Pipeline:
     def _reading(
         self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
     ) -> None:
-        site, device, ts, seq, metrics, received_at, broker_stamped = reading
-        batch.readings += [
-            ReadingRow(site, device, metric, ts, value, seq, received_at, broker_stamped)
-            for metric, value in metrics.items()
-        ]
-        pending.values += len(metrics)
+        batch.add_reading(reading)
+        device, ts = reading.device, reading.ts
         try:
-            engine.observe(device, ts, seq, metrics)
+            engine.observe(device, ts, reading.seq, reading.metrics)
         except Exception:  # an engine bug must not stop ingestion; the reading is still stored
-            _engine_error(site, device)
-        pending.touched_sites.add(site)
+            _engine_error(reading.site, device)
+        pending.touched_sites.add(reading.site)
         if self.clock == "data":
             engine.advance(ts)
 
@@ -657,24 +669,60 @@ class Pipeline:
             and not pending.statuses
         )
         if not nothing_new:
+            # The committer thread writes it while this thread takes the next batch.
+            self._pending = self._new_pending()
+            self._in_flight = pending
+            self._committing = self._committer.submit(self._commit_batch, pending)
+        if self._sync_work_due(idle=nothing_new):
+            # Everything taken so far committed first: then a new configuration may take over
+            # (clause revisions, site models synced), late input may be re-judged, a
+            # checkpoint may begin (it covers only committed input).
+            self._collect()
+            self._switch_configuration()
+            self._rejudge_due()
+            if self._checkpoint_due(idle=nothing_new):
+                self._begin_checkpoint()
+
+    def _sync_work_due(self, *, idle: bool) -> bool:
+        if self._prepared or self._checkpoint_due(idle=idle):
+            return True
+        now = time.monotonic()
+        return any(
+            self._stop.is_set()
+            or site_id not in self._rejudged_at
+            or now - self._rejudged_at[site_id] >= self.rejudge_every
+            for site_id in self._late
+        )
+
+    def _commit_batch(self, pending: _Pending) -> bool:
+        """On the committer thread: commits `pending` (with retries), then acknowledges its
+        messages and settles its receipts; false when stopping made it give up."""
+        try:
             if not self._commit_with_retries(pending):
-                return
+                return False
             self._acknowledge(pending.tokens)
             _settle(pending, "committed")
-            self._dirty_sites |= pending.touched_sites
-            for site_id, oldest in _late_by_site(pending.outputs).items():
-                self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
             if pending.oldest_received is not None:
                 INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
-            VALUES_STORED.inc(pending.values)
+            VALUES_STORED.inc(pending.batch.values)
             BATCHES.inc()
-            self._pending = self._new_pending()
-        # Everything taken so far is committed: a new configuration may take over (clause
-        # revisions, site models synced), late input may be re-judged, a checkpoint may begin.
-        self._switch_configuration()
-        self._rejudge_due()
-        if self._checkpoint_due(idle=nothing_new):
-            self._begin_checkpoint()
+            return True
+        finally:
+            self.inbox.wake()  # a batch deferred behind this commit may go now
+
+    def _collect(self) -> None:
+        """Waits for the commit in flight, if any, and takes what it changes for this thread:
+        the sites to checkpoint and the late input to re-judge. Re-raises a bug of the
+        committer thread."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        pending = self._in_flight
+        if not committing.result():
+            return
+        self._dirty_sites |= pending.touched_sites
+        for site_id, oldest in _late_by_site(pending.outputs).items():
+            self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
 
     def _commit_with_retries(self, pending: _Pending) -> bool:
         """Commits the batch, retrying with backoff while PostgreSQL is unavailable; false when
@@ -692,7 +740,6 @@ class Pipeline:
                 if self._stop.is_set():
                     log.error("flush failed while stopping (%s); the broker will redeliver", exc)
                     _settle(pending, "abandoned")
-                    self._pending = self._new_pending()
                     return False
                 if not isinstance(exc, psycopg.OperationalError):
                     failures += 1
@@ -803,7 +850,7 @@ class Pipeline:
                 "store_rejected",
                 detail,
             )
-            for rows in (pending.batch.readings, pending.batch.events)
+            for rows in (reading_rows(pending.batch.readings), pending.batch.events)
             for row in rows
         )
         with self.pool.connection() as conn, conn.transaction():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import operator
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,38 @@ class ReadingRow(NamedTuple):
     broker_stamped: bool = False
 
 
+class Reading(NamedTuple):
+    """The metric values of one message (one device, one ts): a ReadingRow each once stored.
+    The pipeline hands these to `write_readings` as the decoder made them, without a row
+    object per value."""
+
+    site: str
+    device: str
+    ts: float  # epoch seconds, UTC
+    seq: int | None
+    metrics: dict[str, float]
+    received_at: float
+    broker_stamped: bool  # no ts in the payload: the receive time stands in
+
+
+def reading_rows(readings: Iterable[Reading]) -> list[ReadingRow]:
+    """One row per metric value."""
+    return [
+        ReadingRow(r.site, r.device, metric, r.ts, value, r.seq, r.received_at, r.broker_stamped)
+        for r in readings
+        for metric, value in r.metrics.items()
+    ]
+
+
+def _as_readings(rows: Sequence[ReadingRow | Reading]) -> list[Reading]:
+    return [
+        Reading(r.site, r.device, r.ts, r.seq, {r.metric: r.value}, r.received_at, r.broker_stamped)
+        if isinstance(r, ReadingRow)
+        else r
+        for r in rows
+    ]
+
+
 class EventRow(NamedTuple):
     site: str
     device: str
@@ -80,8 +113,6 @@ class DeadLetterRow(NamedTuple):
     detail: str = ""
     truncated: bool = False  # cut before it came here (stored as cut either way)
 
-
-StoreRow = ReadingRow | EventRow | DeadLetterRow
 
 READING_COLUMNS = "site, device, metric, ts, value, seq, received_at, broker_stamped"
 READING_TYPES = ["text", "text", "text", "timestamptz", "float8", "int8", "timestamptz", "bool"]
@@ -130,6 +161,7 @@ ON CONFLICT DO NOTHING
 # rather than trying the fast path and rolling it back each time.
 DEDUPE_STREAK = 20
 HOUR_S = 3600.0
+_TS = operator.itemgetter(2)  # of a Reading
 
 
 def _days(times: Iterable[float]) -> set[dt.date]:
@@ -212,40 +244,36 @@ def _text_field(text: str) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
-def _copy_data(rows: Sequence[ReadingRow]) -> bytes:
+def _copy_data(readings: Sequence[Reading]) -> bytes:
     """The rows in the binary COPY format, encoded here rather than by psycopg's per-field
     dumpers (a third of a flush's CPU): the rows of one message share their site, device and
-    times, so each text field is encoded once per series and each time once per message."""
+    times, so those are encoded once per message, each metric name once per batch."""
     heads: dict[tuple[str, str], bytes] = {}
-    metrics: dict[str, bytes] = {}
+    names: dict[str, bytes] = {}
     parts = [COPY_SIGNATURE]
     append = parts.append
-    last_ts = last_received = math.nan
-    ts_us = received_us = 0
-    for site, device, metric, ts, value, seq, received_at, broker_stamped in rows:
+    for site, device, ts, seq, metrics, received_at, broker_stamped in readings:
         head = heads.get((site, device))
         if head is None:
             head = heads[site, device] = b"\x00\x08" + _text_field(site) + _text_field(device)
-        field = metrics.get(metric)
-        if field is None:
-            field = metrics[metric] = _text_field(metric)
-        if ts != last_ts:
-            last_ts, ts_us = ts, _micros(ts)
-        if received_at != last_received:
-            last_received, received_us = received_at, _micros(received_at)
-        append(head)
-        append(field)
-        if seq is None:
-            append(_ROW_TAIL_NO_SEQ(8, ts_us, 8, value, -1, 8, received_us, 1, broker_stamped))
-        else:
-            append(_ROW_TAIL(8, ts_us, 8, value, 8, seq, 8, received_us, 1, broker_stamped))
+        ts_us, received_us = _micros(ts), _micros(received_at)
+        for metric, value in metrics.items():
+            name = names.get(metric)
+            if name is None:
+                name = names[metric] = _text_field(metric)
+            append(head)
+            append(name)
+            if seq is None:
+                append(_ROW_TAIL_NO_SEQ(8, ts_us, 8, value, -1, 8, received_us, 1, broker_stamped))
+            else:
+                append(_ROW_TAIL(8, ts_us, 8, value, 8, seq, 8, received_us, 1, broker_stamped))
     append(COPY_TRAILER)
     return b"".join(parts)
 
 
-def _copy(cur: psycopg.Cursor[Any], statement: str, rows: Sequence[ReadingRow]) -> None:
+def _copy(cur: psycopg.Cursor[Any], statement: str, readings: Sequence[Reading]) -> None:
     with cur.copy(statement) as copy:
-        copy.write(_copy_data(rows))
+        copy.write(_copy_data(readings))
 
 
 def _array_literal(values: Iterable[str]) -> str:
@@ -255,24 +283,24 @@ def _array_literal(values: Iterable[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _mark_dirty(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> None:
+def _mark_dirty(cur: psycopg.Cursor[Any], readings: Sequence[Reading]) -> None:
     """Marks the (series, UTC hour) of each row for `refresh_rollups`. A ts within a
     microsecond of the next hour may be stored rounded into it: mark both (an extra mark
     only costs a recomputation)."""
-    hours: set[tuple[str, str, str, int]] = set()
-    add = hours.add
-    last_ts = math.nan
-    hour = 0
-    next_hour_too = False
-    for r in rows:
-        ts = r.ts
-        if ts != last_ts:  # the rows of one message share their ts
-            last_ts = ts
-            hour = int(ts // HOUR_S)
-            next_hour_too = ts - hour * HOUR_S > HOUR_S - 1e-6
-        add((r.site, r.device, r.metric, hour))
-        if next_hour_too:
-            add((r.site, r.device, r.metric, hour + 1))
+    first, last = min(map(_TS, readings)), max(map(_TS, readings))
+    hour = int(first // HOUR_S)
+    hours: set[tuple[str, str, str, int]]
+    if int(last // HOUR_S) == hour and last - hour * HOUR_S <= HOUR_S - 1e-6:
+        # The usual batch, all in one hour: each series once.
+        hours = {(r.site, r.device, metric, hour) for r in readings for metric in r.metrics}
+    else:
+        hours = set()
+        add = hours.add
+        for r in reading_rows(readings):
+            hour = int(r.ts // HOUR_S)
+            add((r.site, r.device, r.metric, hour))
+            if r.ts - hour * HOUR_S > HOUR_S - 1e-6:
+                add((r.site, r.device, r.metric, hour + 1))
     sites, devices, metrics, numbers = zip(*hours, strict=True)
     cur.execute(
         MARK_DIRTY,
@@ -287,7 +315,7 @@ def _mark_dirty(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> None:
 
 def write_readings(
     conn: psycopg.Connection[Any],
-    rows: Sequence[ReadingRow],
+    rows: Sequence[ReadingRow | Reading],
     partitions: PartitionCache | None = None,
 ) -> int:
     """Stores the readings not already stored and returns how many were new; marks the touched
@@ -301,12 +329,13 @@ def write_readings(
     the unique index)."""
     if not rows:
         return 0
+    readings = _as_readings(rows)
     state = partitions or PartitionCache()
-    state.ensure(conn, "readings", (r.ts for r in rows))
+    state.ensure(conn, "readings", set(map(_TS, readings)))
     with conn.cursor() as cur:
-        if len(rows) <= SMALL_BATCH:
-            return _insert_inline(cur, rows)
-        seq_checked = any(r.broker_stamped and r.seq is not None for r in rows)
+        if sum(len(r.metrics) for r in readings) <= SMALL_BATCH:
+            return _insert_inline(cur, reading_rows(readings))
+        seq_checked = any(r.broker_stamped and r.seq is not None for r in readings)
         if state.dedupe_batches > 0:
             state.dedupe_batches -= 1
         elif not seq_checked:
@@ -314,10 +343,10 @@ def write_readings(
             # recomputation, and this statement opens the caller's transaction if none is
             # open yet, so that the block below is a savepoint inside it and not a transaction
             # of its own that would commit.
-            _mark_dirty(cur, rows)
+            _mark_dirty(cur, readings)
             try:
                 with conn.transaction():
-                    _copy(cur, DIRECT_COPY, rows)
+                    _copy(cur, DIRECT_COPY, readings)
                 return len(rows)
             except psycopg.errors.UniqueViolation:
                 state.dedupe_batches = DEDUPE_STREAK
@@ -325,7 +354,7 @@ def write_readings(
         if state.staging_backend != backend:
             cur.execute(STAGING_DDL)
             state.staging_backend = backend
-        _copy(cur, STAGING_COPY, rows)
+        _copy(cur, STAGING_COPY, readings)
         cur.execute(INSERT_FROM_STAGING)
         counted = cur.fetchone()
         # The staging rows go at commit (ON COMMIT DELETE ROWS, which also drops the dead rows
@@ -476,26 +505,24 @@ def write_late_readings(conn: psycopg.Connection[Any], items: Iterable[LateReadi
 
 @dataclass
 class Batch:
-    """What one flush writes in one transaction."""
+    """What one flush writes in one transaction. `values` counts the readings' metric values:
+    add readings with `add_reading`."""
 
     id: int
-    readings: list[ReadingRow] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    values: int = 0
+
+    def __post_init__(self) -> None:
+        self.values = sum(len(r.metrics) for r in self.readings)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.events) + len(self.dead_letters)
+        return self.values + len(self.events) + len(self.dead_letters)
 
-    def add(self, row: StoreRow) -> None:
-        kind = type(row)
-        if kind is ReadingRow:
-            self.readings.append(row)  # type: ignore[arg-type]
-        elif kind is EventRow:
-            self.events.append(row)  # type: ignore[arg-type]
-        elif kind is DeadLetterRow:
-            self.dead_letters.append(row)  # type: ignore[arg-type]
-        else:
-            raise TypeError(f"not a storage row: {row!r}")
+    def add_reading(self, reading: Reading) -> None:
+        self.readings.append(reading)
+        self.values += len(reading.metrics)
 
 
 @dataclass(frozen=True, slots=True)
