@@ -3,9 +3,12 @@
 One thread owns the engines (they are not thread-safe) and the batch. It takes messages from the
 ingress queue, decodes them, feeds readings and events to their site's engine and collects the
 rows to store. A flush (as soon as the ingress queue is empty, else every `flush_interval` or
-`batch_rows` rows, whichever comes first: under load the next batch gathers while one commits)
-writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
-intervals and late readings, and whatever the injected output sink writes (the alerts).
+`batch_rows` rows, whichever comes first) writes, in ONE transaction: the readings (COPY),
+events, dead letters, the engines' compliance intervals and late readings, and whatever the
+injected output sink writes (the alerts). The committer thread writes it, one flush at a time and
+in order, while the pipeline thread takes the next batch (which flushes once that commit is done,
+or waits for it when full); the engines' outputs of a flush are drained into it on the pipeline
+thread before it is handed over.
 
 The MQTT messages of a flush are acknowledged as soon as it commits; messages that did not come
 from the broker (HTTP ingest, ingest/direct.py) carry a receipt instead of an ack token, settled
@@ -656,6 +659,7 @@ class Pipeline:
 
     def _flush(self) -> None:
         pending = self._pending
+        self.decoder.report()
         for site_id in pending.touched_sites:
             drained = self.engines[site_id].drain()
             if drained:

@@ -101,6 +101,31 @@ def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str, n: int) -> N
         assert write_readings(conn, no_seq) == n
 
 
+def test_copy_and_inline_paths_store_one_float_as_one_timestamp(store_url: str) -> None:
+    # The COPY path encodes times itself; the inline path passes datetimes. A float whose
+    # fraction falls between two microseconds (or on a half) must become the same timestamp
+    # on both, or a redelivery taking the other path is stored twice.
+    fractions = [0.5e-6, 1.5e-6, 2.5e-6, 0.1234565, 0.9999995, 0.3, 1 / 3]
+    times = [
+        T0 + day * 86400 + hour * 3600 + f
+        for day in range(2)
+        for hour in range(7)
+        for f in fractions
+    ]
+    rows = [ReadingRow("s1", "d1", "co2", t, 600.0, None, t + 0.0000005) for t in times]
+    assert len(rows) > SMALL_BATCH
+    with connect(store_url) as conn:
+        assert write_readings(conn, rows, PartitionCache()) == len(rows)  # COPY
+        for row in rows:
+            assert write_readings(conn, [row], PartitionCache()) == 0  # inline
+        stored = conn.execute("SELECT ts, received_at FROM readings ORDER BY ts").fetchall()
+    expected = sorted(
+        (dt.datetime.fromtimestamp(r.ts, dt.UTC), dt.datetime.fromtimestamp(r.received_at, dt.UTC))
+        for r in rows
+    )
+    assert stored == expected
+
+
 def test_events_and_dead_letters(store_url: str) -> None:
     event = EventRow("s1", "reader-1", T0, "cleaning.completed", "wc-1", "staff-1", 7, {}, T0)
     big = DeadLetterRow(T0, "cw/s1/d1/telemetry", b"x" * (DEAD_LETTER_PAYLOAD_CAP + 10), "too_big")
