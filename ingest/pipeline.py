@@ -688,15 +688,12 @@ class Pipeline:
                 self._begin_checkpoint()
 
     def _sync_work_due(self, *, idle: bool) -> bool:
+        """Something that must see every taken message committed is due: a configuration to
+        switch to, late input to re-judge, a checkpoint to begin."""
         if self._prepared or self._checkpoint_due(idle=idle):
             return True
         now = time.monotonic()
-        return any(
-            self._stop.is_set()
-            or site_id not in self._rejudged_at
-            or now - self._rejudged_at[site_id] >= self.rejudge_every
-            for site_id in self._late
-        )
+        return any(self._rejudge_wanted(site_id, now) for site_id in self._late)
 
     def _commit_batch(self, pending: _Pending) -> bool:
         """On the committer thread: commits `pending` (with retries), then acknowledges its
@@ -910,11 +907,16 @@ class Pipeline:
 
     # -- late input --
 
+    def _rejudge_wanted(self, site_id: str, now: float) -> bool:
+        """Late input of `site_id` is waiting and may be re-judged now (at most once every
+        `rejudge_every` seconds a site, at once when stopping)."""
+        last = self._rejudged_at.get(site_id)
+        return self._stop.is_set() or last is None or now - last >= self.rejudge_every
+
     def _rejudge_due(self) -> None:
         now = time.monotonic()
         for site_id in list(self._late):
-            last = self._rejudged_at.get(site_id)
-            if self._stop.is_set() or last is None or now - last >= self.rejudge_every:
+            if self._rejudge_wanted(site_id, now):
                 oldest = self._late.pop(site_id)
                 self._rejudged_at[site_id] = now
                 try:
