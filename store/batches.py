@@ -333,8 +333,9 @@ def write_readings(
     readings = _as_readings(rows)
     state = partitions or PartitionCache()
     state.ensure(conn, "readings", set(map(_TS, readings)))
+    values = sum(len(r.metrics) for r in readings)
     with conn.cursor() as cur:
-        if sum(len(r.metrics) for r in readings) <= SMALL_BATCH:
+        if values <= SMALL_BATCH:
             return _insert_inline(cur, reading_rows(readings))
         seq_checked = any(r.broker_stamped and r.seq is not None for r in readings)
         if state.dedupe_batches > 0:
@@ -348,7 +349,7 @@ def write_readings(
             try:
                 with conn.transaction():
                     _copy(cur, DIRECT_COPY, readings)
-                return len(rows)
+                return values
             except psycopg.errors.UniqueViolation:
                 state.dedupe_batches = DEDUPE_STREAK
         backend = conn.info.backend_pid

@@ -16,6 +16,7 @@ from store.batches import (
     DeadLetterRow,
     EventRow,
     PartitionCache,
+    Reading,
     ReadingRow,
     write_batch,
     write_compliance_intervals,
@@ -124,6 +125,29 @@ def test_copy_and_inline_paths_store_one_float_as_one_timestamp(store_url: str) 
         for r in rows
     )
     assert stored == expected
+
+
+def test_the_readings_of_one_message_count_as_their_values(store_url: str) -> None:
+    # The pipeline writes one Reading per message (three values here), on every path.
+    readings = [
+        Reading(
+            "s1",
+            f"d{i % 7}",
+            T0 + i,
+            i,
+            {"temperature": 20.0 + i, "co2": 600.0, "humidity": 50.0},
+            T0 + i + 1,
+            False,
+        )
+        for i in range(40)
+    ]
+    small = [r._replace(ts=r.ts + 3600) for r in readings[:5]]
+    with connect(store_url) as conn:
+        assert write_readings(conn, readings, PartitionCache()) == 120  # COPY
+        assert write_readings(conn, readings, PartitionCache()) == 0  # the dedupe path
+        assert write_readings(conn, small, PartitionCache()) == 15  # inline
+        stored = conn.execute("SELECT metric, count(*) FROM readings GROUP BY metric").fetchall()
+    assert sorted(stored) == [("co2", 45), ("humidity", 45), ("temperature", 45)]
 
 
 def test_events_and_dead_letters(store_url: str) -> None:
