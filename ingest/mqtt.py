@@ -15,8 +15,9 @@
   chunks, decodes the PUBLISH packets itself and hands every other packet to paho, which keeps
   the session, keepalive and callbacks; the PUBACKs of all the ack batches handed over since
   the last wake-up go out in one send().
-- The network thread never runs pipeline work: it only copies each message into a frozen
-  `ReceivedMessage` and puts it on a bounded queue. The policy when the queue is full is `block`
+- The network thread never runs pipeline work: it only copies each message into an immutable
+  `ReceivedMessage` and puts those of one socket read on a bounded queue at once (one lock and
+  wake-up per read, not per message). The policy when the queue is full is `block`
   (back-pressure): the thread stops reading the socket, the broker stops sending once its
   in-flight window is used, and nothing is dropped. Each wait is counted.
 - Reconnects with exponential backoff, 1 s up to 30 s (as paho's own loop did).
