@@ -4,7 +4,10 @@ broker's own C client (mosquitto_sub) and Node-RED's threshold flow; and the bar
 subscriber the service is built on.
 
 Run: .venv/bin/python bench/e2e.py [--messages 120000] [--workers 1 2] [--rounds 1]
-(the first run installs Node-RED from the npm registry into bench/.node-red, about a minute)
+[--against DIR] (the first run installs Node-RED from the npm registry into bench/.node-red,
+about a minute). `--against DIR`: another checkout with its own .venv (main, for a change's
+paired A/B rounds): each pipeline run of this tree is followed by the same run of that one, in
+the same round against the same references.
 
 Setup (all on 127.0.0.1, created and removed by the run): Mosquitto with the bundled
 mosquitto.conf on a free port; a scratch database on the local PostgreSQL; two bench sites of 250
@@ -34,8 +37,11 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import harness
@@ -44,11 +50,29 @@ SITES = {"bench-a": 250, "bench-b": 250}
 METRICS_PER_MESSAGE = 3
 
 
+@contextlib.contextmanager
+def checkout(root: Path | None) -> Iterator[None]:
+    """The service of the checkout at `root` (its .venv, its sources) meanwhile; None: this
+    one."""
+    if root is None:
+        yield
+        return
+    python, here = harness.PYTHON, Path.cwd()
+    harness.PYTHON = str(root / ".venv" / "bin" / "python")
+    os.chdir(root)  # `python -m clausewatch` imports from the working directory first
+    try:
+        yield
+    finally:
+        harness.PYTHON = python
+        os.chdir(here)
+
+
 def pipeline_rate(
-    url: str, config: Path, plan: dict[str, object], workers: int
+    url: str, config: Path, plan: dict[str, object], workers: int, root: Path | None = None
 ) -> dict[str, float]:
-    """Values/s committed by `clausewatch run --workers N` for the plan's messages."""
-    with harness.scratch_database() as database:
+    """Values/s committed by `clausewatch run --workers N` (of the checkout at `root`, else
+    this one) for the plan's messages."""
+    with harness.scratch_database() as database, checkout(root):
         service = harness.ServiceProcess(database, url, config, workers=workers)
         try:
             service.wait_ready()
@@ -86,7 +110,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=120_000, help="readings per run")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of every run")
+    parser.add_argument(
+        "--against", type=Path, help="a checkout whose service runs after this one's (A/B)"
+    )
     args = parser.parse_args()
+    trees: list[tuple[str, Path | None]] = [("clausewatch", None)]
+    if args.against is not None:
+        trees.append((f"clausewatch at {args.against}", args.against.resolve()))
     plan: dict[str, object] = {"messages": args.messages, "inflight": 2000, "sites": SITES}
     print(f"machine: {harness.machine()}")
     print(
@@ -113,19 +143,22 @@ def main() -> None:
                     f"{ceiling_msgs / c_msgs:.2f} (publisher {publisher_msgs:,.0f} msg/s)"
                 )
                 for workers in args.workers:
-                    figures = pipeline_rate(url, config, plan, workers)
-                    msgs = figures["values_per_s"] / METRICS_PER_MESSAGE
-                    print(
-                        f"  clausewatch, {workers} worker(s): {msgs:,.0f} msg/s "
-                        f"({figures['values_per_s']:,.0f} values/s committed) = "
-                        f"{msgs / c_msgs:.2f} of mosquitto_sub, {msgs / red_msgs:.2f}x Node-RED,"
-                        f" {msgs / ceiling_msgs:.2f} of paho; late readings {figures['late']},"
-                        f" alerts {figures['alerts']}, dead letters {figures['dead_letters']}"
-                    )
-                    print(
-                        f"    service CPU: {figures['values_per_cpu_s']:,.0f} values per CPU "
-                        f"second (PostgreSQL's own CPU not included)"
-                    )
+                    for name, root in trees:
+                        figures = pipeline_rate(url, config, plan, workers, root)
+                        msgs = figures["values_per_s"] / METRICS_PER_MESSAGE
+                        print(
+                            f"  {name}, {workers} worker(s): {msgs:,.0f} msg/s "
+                            f"({figures['values_per_s']:,.0f} values/s committed) = "
+                            f"{msgs / c_msgs:.2f} of mosquitto_sub, {msgs / red_msgs:.2f}x "
+                            f"Node-RED, {msgs / ceiling_msgs:.2f} of paho; late readings "
+                            f"{figures['late']}, alerts {figures['alerts']}, dead letters "
+                            f"{figures['dead_letters']}"
+                        )
+                        print(
+                            f"    service CPU: {figures['values_per_cpu_s']:,.0f} values per "
+                            f"CPU second (PostgreSQL's own CPU not included)"
+                        )
+                print(f"  load after the round: {harness.machine()}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from rules.checkin import CHECKIN_REPORTER
 from rules.site import LAST_DONE_REPORTER, SiteModel
 from rules.verdicts import Event
 from store.batches import DEAD_LETTER_PAYLOAD_CAP
+from store.batches import Reading as Reading  # what a telemetry message decodes to
 
 DEAD_LETTERS = Counter(
     "clausewatch_dead_letters", "Messages rejected by ingest, by reason", ["reason"]
@@ -73,6 +74,7 @@ _EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]*")
 _READING_KEYS = frozenset(("ts", "seq", "metrics"))
 _EVENT_KEYS = frozenset(("ts", "seq", "type", "space", "actor", "attrs"))
 _STATUS_KEYS = frozenset(("status", "sources"))
+_isfinite = math.isfinite
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +83,6 @@ class Limits:
     max_items: int = 10_000  # readings or events in one array payload
     max_future_skew_s: float = 300.0
     max_age_s: float = 7 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    site: str
-    device: str
-    ts: float  # epoch seconds, UTC
-    seq: int | None
-    metrics: dict[str, float]
-    received_at: float
-    broker_stamped: bool  # no ts in the payload: the receive time stands in
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +139,32 @@ class DeviceIndex:
         )
 
 
+# A topic resolved to a known device: site, device, kind, the device's metric names.
+_Route = tuple[str, str, TopicKind, frozenset[str]]
+
+
 class Decoder:
-    """Turns one MQTT message into typed messages. Thread-compatible: no mutable state."""
+    """Turns one MQTT message into typed messages. Its state: a cache of the topics resolved to
+    known devices (bounded by the registry: a topic of anything unknown is not kept), emptied
+    when `index` changes, and the messages decoded since the last `report()`."""
 
     def __init__(self, index: DeviceIndex, prefix: str = "cw", limits: Limits = Limits()) -> None:
-        self.index = index
+        self._index = index
+        self._routes: dict[str, _Route] = {}
+        # Messages decoded by kind since the last `report()`: a Prometheus inc() takes a lock,
+        # which cost more than the rest of decoding a reading's topic.
+        self._decoded = dict.fromkeys(TopicKind, 0)
         self.prefix = prefix
         self.limits = limits
+
+    @property
+    def index(self) -> DeviceIndex:
+        return self._index
+
+    @index.setter
+    def index(self, index: DeviceIndex) -> None:
+        self._index = index
+        self._routes = {}
 
     def decode(self, topic: str, payload: bytes, received_at: float) -> list[Decoded]:
         """Every message in the payload (an array yields several), each good or a dead letter."""
@@ -165,21 +175,29 @@ class Decoder:
                     "oversized",
                     f"{len(payload)} bytes, limit {self.limits.max_payload_bytes}",
                 )
-            parsed = parse_topic(topic, self.prefix)
-            site, device = parsed.site, parsed.device
-            devices = self.index.devices.get(site)
-            if devices is None:
-                raise _Reject("unknown_site", f"site {site!r} is not in the registry")
-            if parsed.kind is TopicKind.STATUS:
-                # Any valid id of a known site: gateways report here without being devices.
-                return [self._status(site, device, payload, received_at)]
-            metrics = devices.get(device)
-            if metrics is None and device in _EVENT_REPORTERS and parsed.kind is TopicKind.EVENT:
-                # Field check-ins (rules/checkin.py) and last-done times set through the API
-                # (rules/site.py): no devices of the site, events only.
-                metrics = frozenset()
-            if metrics is None:
-                raise _Reject("unknown_device", f"device {device!r} is not in site {site!r}")
+            route = self._routes.get(topic)
+            if route is None:
+                parsed = parse_topic(topic, self.prefix)
+                site, device = parsed.site, parsed.device
+                devices = self._index.devices.get(site)
+                if devices is None:
+                    raise _Reject("unknown_site", f"site {site!r} is not in the registry")
+                if parsed.kind is TopicKind.STATUS:
+                    # Any valid id of a known site: gateways report here without being devices.
+                    return [self._status(site, device, payload, received_at)]
+                metrics = devices.get(device)
+                if (
+                    metrics is None
+                    and device in _EVENT_REPORTERS
+                    and parsed.kind is TopicKind.EVENT
+                ):
+                    # Field check-ins (rules/checkin.py) and last-done times set through the
+                    # API (rules/site.py): no devices of the site, events only.
+                    metrics = frozenset()
+                if metrics is None:
+                    raise _Reject("unknown_device", f"device {device!r} is not in site {site!r}")
+                route = self._routes[topic] = (site, device, parsed.kind, metrics)
+            site, device, kind, metrics = route
             body = _parse_json(payload)
         except TopicError as exc:
             return [_dead(topic, payload, exc.reason, exc.detail, received_at, None, None)]
@@ -194,7 +212,7 @@ class Decoder:
         else:
             items = [body]
         out: list[Decoded] = []
-        is_telemetry = parsed.kind is TopicKind.TELEMETRY
+        is_telemetry = kind is TopicKind.TELEMETRY
         for index, item in enumerate(items):
             try:
                 if is_telemetry:
@@ -205,8 +223,16 @@ class Decoder:
                 raw = payload if len(items) == 1 else orjson.dumps(item)
                 detail = exc.detail if len(items) == 1 else f"item {index}: {exc.detail}"
                 out.append(_dead(topic, raw, exc.reason, detail, received_at, site, device))
-        _MESSAGE_COUNTERS[parsed.kind].inc()
+        self._decoded[kind] += 1
         return out
+
+    def report(self) -> None:
+        """Adds the messages decoded since the last call to their Prometheus counter (the
+        pipeline calls it once per flush)."""
+        for kind, count in self._decoded.items():
+            if count:
+                _MESSAGE_COUNTERS[kind].inc(count)
+                self._decoded[kind] = 0
 
     def _reading(
         self,
@@ -223,20 +249,23 @@ class Decoder:
         raw_metrics = item.get("metrics")
         if not isinstance(raw_metrics, dict) or not raw_metrics:
             raise _Reject("missing_value", "'metrics' must be an object with at least one value")
-        metrics: dict[str, float] = {}
+        # The parsed object itself when every value is a float already (no copy per reading);
+        # a copy when an integer is made a float.
+        metrics: dict[str, float] = raw_metrics
         for name, value in raw_metrics.items():
             if name not in known:
                 if _METRIC_RE.fullmatch(name) is None:
                     raise _Reject("bad_id", f"metric name {name[:80]!r} is not valid")
                 raise _Reject("unknown_metric", f"device {device!r} has no metric {name!r}")
-            if value is None:
-                raise _Reject("missing_value", f"{name} is null")
             if type(value) is float:
-                if not math.isfinite(value):
+                if not _isfinite(value):
                     raise _Reject("non_finite", f"{name} is {value}")
-                metrics[name] = value
             elif type(value) is int:
+                if metrics is raw_metrics:
+                    metrics = dict(raw_metrics)
                 metrics[name] = float(value)
+            elif value is None:
+                raise _Reject("missing_value", f"{name} is null")
             else:
                 raise _Reject("bad_value", f"{name} is not a number")
         ts, stamped = self._timestamp(item.get("ts"), received_at)

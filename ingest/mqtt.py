@@ -15,8 +15,9 @@
   chunks, decodes the PUBLISH packets itself and hands every other packet to paho, which keeps
   the session, keepalive and callbacks; the PUBACKs of all the ack batches handed over since
   the last wake-up go out in one send().
-- The network thread never runs pipeline work: it only copies each message into a frozen
-  `ReceivedMessage` and puts it on a bounded queue. The policy when the queue is full is `block`
+- The network thread never runs pipeline work: it only copies each message into an immutable
+  `ReceivedMessage` and puts those of one socket read on a bounded queue at once (one lock and
+  wake-up per read, not per message). The policy when the queue is full is `block`
   (back-pressure): the thread stops reading the socket, the broker stops sending once its
   in-flight window is used, and nothing is dropped. Each wait is counted.
 - Reconnects with exponential backoff, 1 s up to 30 s (as paho's own loop did).
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import select
 import socket
 import ssl
@@ -35,8 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -123,10 +122,11 @@ class Receipt(Protocol):
 NO_TOKEN = (-1, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class ReceivedMessage:
+class ReceivedMessage(NamedTuple):
     """One received message. `token` is what `ack()` needs; opaque to everyone else. A message
-    with a `receipt` is settled through it instead (its token is NO_TOKEN)."""
+    with a `receipt` is settled through it instead (its token is NO_TOKEN). A named tuple: one
+    is made per message on the network thread, and a frozen dataclass costs twice as much to
+    make."""
 
     topic: str
     payload: bytes
@@ -136,56 +136,88 @@ class ReceivedMessage:
 
 
 class IngressQueue:
-    """Bounded hand-off from paho's thread to the pipeline. Policy `block`: a full queue makes
-    the producer wait (back-pressure), counted in QUEUE_FULL_WAITS; nothing is dropped."""
+    """Bounded hand-off from the network thread to the pipeline, in chunks: the network thread
+    puts every message of one socket read at once (`put_many`), the pipeline takes up to a
+    batch at once (`get_many`), so the cost of the hand-off (a lock, a wake-up) is paid per
+    chunk, not per message. Policy `block`: a producer that finds the queue holding `capacity`
+    messages waits (back-pressure), counted in QUEUE_FULL_WAITS; nothing is dropped."""
 
     policy = "block"
 
     def __init__(self, capacity: int) -> None:
-        self._queue: queue.Queue[ReceivedMessage] = queue.Queue(maxsize=capacity)
+        self.capacity = capacity
+        self._chunks: deque[list[ReceivedMessage]] = deque()
+        self._size = 0
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)
 
     def put(self, message: ReceivedMessage, stop: threading.Event) -> bool:
         """Queues `message`, waiting while full; returns False only if `stop` is set first."""
-        try:
-            self._queue.put_nowait(message)
-            return True
-        except queue.Full:
-            QUEUE_FULL_WAITS.inc()
-        while not stop.is_set():
-            try:
-                self._queue.put(message, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return self.put_many([message], stop)
+
+    def put_many(self, messages: list[ReceivedMessage], stop: threading.Event) -> bool:
+        """Queues `messages` in order after everything queued, as much as fits at a time,
+        waiting while the queue is full; returns False only if `stop` is set first (then the
+        rest is not queued). The list becomes the queue's."""
+        with self._not_full:
+            waited = False
+            while messages:
+                room = self.capacity - self._size
+                if room <= 0:
+                    if not waited:
+                        QUEUE_FULL_WAITS.inc()
+                        waited = True
+                    if stop.is_set():
+                        return False
+                    self._not_full.wait(0.5)
+                    continue
+                if len(messages) > room:
+                    chunk, messages = messages[:room], messages[room:]
+                else:
+                    chunk, messages = messages, []
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                self._not_empty.notify()
+        return True
 
     def offer(self, message: ReceivedMessage) -> bool:
         """Queues `message` if there is room now; False when full (the caller refuses it: HTTP
         ingest answers 503 rather than wait)."""
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            return False
+        with self._not_full:
+            if self._size >= self.capacity:
+                return False
+            self._chunks.append([message])
+            self._size += 1
+            self._not_empty.notify()
         return True
 
     def get_many(self, limit: int, timeout: float) -> list[ReceivedMessage]:
-        """Up to `limit` messages: waits at most `timeout` for the first, then takes what is
-        already there without waiting."""
-        try:
-            first = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        batch = [first]
-        get = self._queue.get_nowait
-        try:
-            while len(batch) < limit:
-                batch.append(get())
-        except queue.Empty:
-            pass
+        """Up to `limit` messages: waits at most `timeout` for the first (or a `wake`), then
+        takes what is already there without waiting."""
+        with self._not_empty:
+            if not self._size:
+                self._not_empty.wait(timeout)
+                if not self._size:
+                    return []
+            chunks = self._chunks
+            batch = chunks.popleft()
+            while len(batch) < limit and chunks:
+                batch += chunks.popleft()
+            if len(batch) > limit:
+                chunks.appendleft(batch[limit:])
+                del batch[limit:]
+            self._size -= len(batch)
+            self._not_full.notify()
         return batch
 
+    def wake(self) -> None:
+        """Ends a `get_many` waiting now (it returns what is there, perhaps nothing)."""
+        with self._not_empty:
+            self._not_empty.notify()
+
     def qsize(self) -> int:
-        return self._queue.qsize()
+        return self._size
 
 
 class _FedClient(paho.Client):
@@ -240,6 +272,7 @@ class MqttSubscriber:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._received = b""  # bytes read from the socket, not yet a complete packet
+        self._taken: list[ReceivedMessage] = []  # messages of the current read, not handed over
         self._unsent = bytearray()  # PUBACKs not yet taken by the socket
         self._pongs = 0  # PINGRESPs received (the barrier at stop waits for one)
         self._v5 = self.url.protocol == "5"
@@ -319,6 +352,7 @@ class MqttSubscriber:
             first = False
             self._connected_once = False
             self._received = b""
+            self._taken = []
             self._unsent.clear()
             self._client.feed, self._client.feed_closed = b"", False
             try:
@@ -375,69 +409,73 @@ class MqttSubscriber:
                 self._lose_connection()
                 return False
             self._received = self._received + data if self._received else data
-            if not self._handle_packets() or self._client.socket() is not sock:
+            # One receive time for the messages of one read: they arrived together.
+            handled = self._handle_packets(time.time())
+            if not self._hand_over() or not handled or self._client.socket() is not sock:
                 return False
         return True
 
-    def _handle_packets(self) -> bool:
-        """Handles every complete packet in `_received`: PUBLISH at QoS 0 or 1 here, anything
-        else by paho. False when paho dropped the connection."""
+    def _handle_packets(self, received_at: float) -> bool:
+        """Handles every complete packet in `_received`: PUBLISH at QoS 0 or 1 here (collected
+        in `_taken` for `_hand_over`), anything else by paho. False when paho dropped the
+        connection."""
         buf = self._received
         end_of_data = len(buf)
         pos = 0
-        count = 0
+        taken = self._taken
+        before = len(taken)
+        generation = self._generation
+        v5 = self._v5
         try:
             while pos + 1 < end_of_data:
                 header = buf[pos]
-                length, i = _variable_int(buf, pos + 1, end_of_data)
-                if length == INCOMPLETE:
-                    return True
-                if length == MALFORMED:
-                    log.error("MQTT packet with a malformed length; dropping the connection")
-                    self._lose_connection()
-                    return False
+                length = buf[pos + 1]
+                if length < 0x80:  # most packets: a one-byte remaining length
+                    i = pos + 2
+                else:
+                    length, i = _variable_int(buf, pos + 1, end_of_data)
+                    if length == INCOMPLETE:
+                        return True
+                    if length == MALFORMED:
+                        log.error("MQTT packet with a malformed length; dropping the connection")
+                        self._lose_connection()
+                        return False
                 end = i + length
                 if end > end_of_data:
                     return True
-                if header & 0xF4 == PUBLISH_QOS0_OR_1 and self._publish(buf, header, i, end):
-                    count += 1
-                else:
-                    if header == PINGRESP:
-                        self._pongs += 1
-                    # Not ours (or malformed: paho refuses it and drops the connection).
-                    if not self._paho_packet(buf[pos:end]):
-                        return False
+                if header & 0xF4 == PUBLISH_QOS0_OR_1:
+                    message = _publish(buf, header, i, end, v5, received_at, generation)
+                    if message is not None:
+                        taken.append(message)
+                        pos = end
+                        continue
+                if header == PINGRESP:
+                    self._pongs += 1
+                # Not ours (or malformed: paho refuses it and drops the connection). What was
+                # taken before it goes first, in the order received.
+                RECEIVED.inc(len(taken) - before)
+                if not self._hand_over() or not self._paho_packet(buf[pos:end]):
+                    return False
+                taken = self._taken
+                before = len(taken)
+                generation = self._generation  # a CONNACK given to paho starts a new one
                 pos = end
             return True
         finally:
             self._received = buf[pos:]
-            if count:
-                RECEIVED.inc(count)
+            if len(self._taken) > before:
+                RECEIVED.inc(len(self._taken) - before)
 
-    def _publish(self, buf: bytes, header: int, start: int, end: int) -> bool:
-        """Delivers the PUBLISH in `buf[start:end]` (after its fixed header); false if it does
-        not parse as one (paho then takes it)."""
-        topic_end = start + 2 + int.from_bytes(buf[start : start + 2], "big")
-        if topic_end == start + 2 or topic_end > end:  # empty (a v5 topic alias) or malformed
-            return False
-        qos = (header >> 1) & 0x03
-        body = topic_end
-        mid = 0
-        if qos:
-            mid = int.from_bytes(buf[body : body + 2], "big")
-            body += 2
-        if self._v5:
-            # Properties: their length in bytes, then the properties, which we do not use.
-            properties, body = _variable_int(buf, body, end)
-            if properties < 0:
-                return False
-            body += properties
-        if body > end:
-            return False
-        # Invalid UTF-8 is replaced: the decoder reports such a topic as bad_topic.
-        topic = buf[start + 2 : topic_end].decode("utf-8", "replace")
-        self._deliver(topic, buf[body:end], mid, qos)
-        return True
+    def _hand_over(self) -> bool:
+        """Puts the messages taken so far on the inbox in one chunk; blocks while the inbox is
+        full (back-pressure: the socket is not read meanwhile, so the broker stops once our
+        in-flight window is used). False when stopping made it give up: those messages stay
+        unacknowledged, and the broker sends them again."""
+        taken = self._taken
+        if not taken:
+            return True
+        self._taken = []
+        return self.inbox.put_many(taken, self._stop)
 
     def _paho_packet(self, packet: bytes) -> bool:
         client = self._client
@@ -516,12 +554,6 @@ class MqttSubscriber:
             if client.want_write():
                 _wait_writable(sock, deadline)
 
-    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
-        """Hands one message to the pipeline; blocks while the inbox is full (back-pressure: the
-        socket is not read meanwhile, so the broker stops once our in-flight window is used)."""
-        item = ReceivedMessage(topic, payload, time.time(), (self._generation, mid, qos))
-        self.inbox.put(item, self._stop)
-
     # -- paho callbacks (on the network thread, from loop_read/loop_write/loop_misc) --
 
     def _on_connect(
@@ -561,12 +593,41 @@ class MqttSubscriber:
         """A PUBLISH the network thread left to paho (QoS 2: never sent to a QoS 1
         subscription, kept so nothing is dropped unseen)."""
         RECEIVED.inc()
-        self._deliver(
-            bytes(message._topic).decode("utf-8", "replace"),
-            bytes(message.payload),
-            message.mid,
-            message.qos,
-        )
+        topic = bytes(message._topic).decode("utf-8", "replace")
+        token = (self._generation, message.mid, message.qos)
+        message_in = ReceivedMessage(topic, bytes(message.payload), time.time(), token)
+        self.inbox.put(message_in, self._stop)
+
+
+def _publish(
+    buf: bytes, header: int, start: int, end: int, v5: bool, received_at: float, generation: int
+) -> ReceivedMessage | None:
+    """The PUBLISH in `buf[start:end]` (after its fixed header) as a message; None if it does
+    not parse as one (paho then takes it)."""
+    if end - start < 2:
+        return None
+    topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
+    if topic_end == start + 2 or topic_end > end:  # empty (a v5 topic alias) or malformed
+        return None
+    qos = (header >> 1) & 0x03
+    body = topic_end
+    mid = 0
+    if qos:
+        if body + 2 > end:
+            return None
+        mid = (buf[body] << 8) | buf[body + 1]
+        body += 2
+    if v5:
+        # Properties: their length in bytes, then the properties, which we do not use.
+        properties, body = _variable_int(buf, body, end)
+        if properties < 0:
+            return None
+        body += properties
+    if body > end:
+        return None
+    # Invalid UTF-8 is replaced: the decoder reports such a topic as bad_topic.
+    topic = buf[start + 2 : topic_end].decode("utf-8", "replace")
+    return ReceivedMessage(topic, buf[body:end], received_at, (generation, mid, qos))
 
 
 def _variable_int(buf: bytes, start: int, end: int) -> tuple[int, int]:

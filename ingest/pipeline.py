@@ -3,9 +3,12 @@
 One thread owns the engines (they are not thread-safe) and the batch. It takes messages from the
 ingress queue, decodes them, feeds readings and events to their site's engine and collects the
 rows to store. A flush (as soon as the ingress queue is empty, else every `flush_interval` or
-`batch_rows` rows, whichever comes first: under load the next batch gathers while one commits)
-writes, in ONE transaction: the readings (COPY), events, dead letters, the engines' compliance
-intervals and late readings, and whatever the injected output sink writes (the alerts).
+`batch_rows` rows, whichever comes first) writes, in ONE transaction: the readings (COPY),
+events, dead letters, the engines' compliance intervals and late readings, and whatever the
+injected output sink writes (the alerts). The committer thread writes it, one flush at a time and
+in order, while the pipeline thread takes the next batch (which flushes once that commit is done,
+or waits for it when full); the engines' outputs of a flush are drained into it on the pipeline
+thread before it is handed over.
 
 The MQTT messages of a flush are acknowledged as soon as it commits; messages that did not come
 from the broker (HTTP ingest, ingest/direct.py) carry a receipt instead of an ack token, settled
@@ -81,10 +84,10 @@ from store.batches import (
     DeadLetterRow,
     EventRow,
     PartitionCache,
-    ReadingRow,
     StatusRow,
     late_waiting,
     mark_late_rejudged,
+    reading_rows,
     replace_compliance_intervals,
     write_batch,
     write_compliance_intervals,
@@ -217,7 +220,6 @@ class _Pending:
     receipts: list[Receipt] = field(default_factory=list)  # messages not from the broker
     touched_sites: set[str] = field(default_factory=set)
     oldest_received: float | None = None
-    values: int = 0
 
 
 class Pipeline:
@@ -280,6 +282,12 @@ class Pipeline:
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
+        # The flush being committed on the committer thread (one at a time, in order), and
+        # whether the batch gathered meanwhile waits for it to flush.
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, "ingest-commit")
+        self._committing: concurrent.futures.Future[bool] | None = None
+        self._in_flight = self._pending
+        self._deferred = False
         self._advance_to: float | None = None
         self._advance_lock = threading.Lock()
         # A configuration changed while running (request_configuration): what was asked for
@@ -322,6 +330,7 @@ class Pipeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._committer.shutdown()
         self._writer.stop(timeout)
 
     def request_advance(self, now: float) -> None:
@@ -498,11 +507,21 @@ class Pipeline:
                 due = time.monotonic() - last_flush >= self.flush_interval
                 # Nothing more waiting: commit now (the next batch gathers while this commits).
                 drained = bool(messages) and self.inbox.qsize() == 0
-                if len(pending.batch) >= self.batch_rows or due or drained or stopping:
-                    self._flush()
-                    last_flush = time.monotonic()
-                    QUEUE_DEPTH.set(self.inbox.qsize())
+                full = len(pending.batch) >= self.batch_rows
+                if full or due or drained or stopping or self._deferred:
+                    if self._committing is not None and (
+                        full or stopping or not messages or self._committing.done()
+                    ):
+                        # One commit in flight at most: a full batch waits for it, and so does
+                        # one when nothing else arrives to take meanwhile.
+                        self._collect()
+                    self._deferred = self._committing is not None
+                    if not self._deferred:
+                        self._flush()
+                        last_flush = time.monotonic()
+                        QUEUE_DEPTH.set(self.inbox.qsize())
                 if stopping:
+                    self._collect()
                     self._final_checkpoint()
                     self._refuse_last_done()
                     return
@@ -560,27 +579,13 @@ class Pipeline:
     def _reading(
         self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
     ) -> None:
-        site, device, ts, seq = reading.site, reading.device, reading.ts, reading.seq
-        append = batch.readings.append
-        for metric, value in reading.metrics.items():
-            append(
-                ReadingRow(
-                    site,
-                    device,
-                    metric,
-                    ts,
-                    value,
-                    seq,
-                    reading.received_at,
-                    reading.broker_stamped,
-                )
-            )
-        pending.values += len(reading.metrics)
+        batch.add_reading(reading)
+        device, ts = reading.device, reading.ts
         try:
-            engine.observe(device, ts, seq, reading.metrics)
+            engine.observe(device, ts, reading.seq, reading.metrics)
         except Exception:  # an engine bug must not stop ingestion; the reading is still stored
             _engine_error(reading.site, device)
-        pending.touched_sites.add(site)
+        pending.touched_sites.add(reading.site)
         if self.clock == "data":
             engine.advance(ts)
 
@@ -654,6 +659,7 @@ class Pipeline:
 
     def _flush(self) -> None:
         pending = self._pending
+        self.decoder.report()
         for site_id in pending.touched_sites:
             drained = self.engines[site_id].drain()
             if drained:
@@ -667,24 +673,57 @@ class Pipeline:
             and not pending.statuses
         )
         if not nothing_new:
+            # The committer thread writes it while this thread takes the next batch.
+            self._pending = self._new_pending()
+            self._in_flight = pending
+            self._committing = self._committer.submit(self._commit_batch, pending)
+        if self._sync_work_due(idle=nothing_new):
+            # Everything taken so far committed first: then a new configuration may take over
+            # (clause revisions, site models synced), late input may be re-judged, a
+            # checkpoint may begin (it covers only committed input).
+            self._collect()
+            self._switch_configuration()
+            self._rejudge_due()
+            if self._checkpoint_due(idle=nothing_new):
+                self._begin_checkpoint()
+
+    def _sync_work_due(self, *, idle: bool) -> bool:
+        """Something that must see every taken message committed is due: a configuration to
+        switch to, late input to re-judge, a checkpoint to begin."""
+        if self._prepared or self._checkpoint_due(idle=idle):
+            return True
+        now = time.monotonic()
+        return any(self._rejudge_wanted(site_id, now) for site_id in self._late)
+
+    def _commit_batch(self, pending: _Pending) -> bool:
+        """On the committer thread: commits `pending` (with retries), then acknowledges its
+        messages and settles its receipts; false when stopping made it give up."""
+        try:
             if not self._commit_with_retries(pending):
-                return
+                return False
             self._acknowledge(pending.tokens)
             _settle(pending, "committed")
-            self._dirty_sites |= pending.touched_sites
-            for site_id, oldest in _late_by_site(pending.outputs).items():
-                self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
             if pending.oldest_received is not None:
                 INGEST_LAG.set(max(0.0, time.time() - pending.oldest_received))
-            VALUES_STORED.inc(pending.values)
+            VALUES_STORED.inc(pending.batch.values)
             BATCHES.inc()
-            self._pending = self._new_pending()
-        # Everything taken so far is committed: a new configuration may take over (clause
-        # revisions, site models synced), late input may be re-judged, a checkpoint may begin.
-        self._switch_configuration()
-        self._rejudge_due()
-        if self._checkpoint_due(idle=nothing_new):
-            self._begin_checkpoint()
+            return True
+        finally:
+            self.inbox.wake()  # a batch deferred behind this commit may go now
+
+    def _collect(self) -> None:
+        """Waits for the commit in flight, if any, and takes what it changes for this thread:
+        the sites to checkpoint and the late input to re-judge. Re-raises a bug of the
+        committer thread."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return
+        pending = self._in_flight
+        if not committing.result():
+            return
+        self._dirty_sites |= pending.touched_sites
+        for site_id, oldest in _late_by_site(pending.outputs).items():
+            self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
 
     def _commit_with_retries(self, pending: _Pending) -> bool:
         """Commits the batch, retrying with backoff while PostgreSQL is unavailable; false when
@@ -702,7 +741,6 @@ class Pipeline:
                 if self._stop.is_set():
                     log.error("flush failed while stopping (%s); the broker will redeliver", exc)
                     _settle(pending, "abandoned")
-                    self._pending = self._new_pending()
                     return False
                 if not isinstance(exc, psycopg.OperationalError):
                     failures += 1
@@ -813,7 +851,7 @@ class Pipeline:
                 "store_rejected",
                 detail,
             )
-            for rows in (pending.batch.readings, pending.batch.events)
+            for rows in (reading_rows(pending.batch.readings), pending.batch.events)
             for row in rows
         )
         with self.pool.connection() as conn, conn.transaction():
@@ -869,11 +907,16 @@ class Pipeline:
 
     # -- late input --
 
+    def _rejudge_wanted(self, site_id: str, now: float) -> bool:
+        """Late input of `site_id` is waiting and may be re-judged now (at most once every
+        `rejudge_every` seconds a site, at once when stopping)."""
+        last = self._rejudged_at.get(site_id)
+        return self._stop.is_set() or last is None or now - last >= self.rejudge_every
+
     def _rejudge_due(self) -> None:
         now = time.monotonic()
         for site_id in list(self._late):
-            last = self._rejudged_at.get(site_id)
-            if self._stop.is_set() or last is None or now - last >= self.rejudge_every:
+            if self._rejudge_wanted(site_id, now):
                 oldest = self._late.pop(site_id)
                 self._rejudged_at[site_id] = now
                 try:

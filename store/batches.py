@@ -24,6 +24,9 @@ device's seq check.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import operator
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -58,6 +61,38 @@ class ReadingRow(NamedTuple):
     broker_stamped: bool = False
 
 
+class Reading(NamedTuple):
+    """The metric values of one message (one device, one ts): a ReadingRow each once stored.
+    The pipeline hands these to `write_readings` as the decoder made them, without a row
+    object per value."""
+
+    site: str
+    device: str
+    ts: float  # epoch seconds, UTC
+    seq: int | None
+    metrics: dict[str, float]
+    received_at: float
+    broker_stamped: bool  # no ts in the payload: the receive time stands in
+
+
+def reading_rows(readings: Iterable[Reading]) -> list[ReadingRow]:
+    """One row per metric value."""
+    return [
+        ReadingRow(r.site, r.device, metric, r.ts, value, r.seq, r.received_at, r.broker_stamped)
+        for r in readings
+        for metric, value in r.metrics.items()
+    ]
+
+
+def _as_readings(rows: Sequence[ReadingRow | Reading]) -> list[Reading]:
+    return [
+        Reading(r.site, r.device, r.ts, r.seq, {r.metric: r.value}, r.received_at, r.broker_stamped)
+        if isinstance(r, ReadingRow)
+        else r
+        for r in rows
+    ]
+
+
 class EventRow(NamedTuple):
     site: str
     device: str
@@ -78,8 +113,6 @@ class DeadLetterRow(NamedTuple):
     detail: str = ""
     truncated: bool = False  # cut before it came here (stored as cut either way)
 
-
-StoreRow = ReadingRow | EventRow | DeadLetterRow
 
 READING_COLUMNS = "site, device, metric, ts, value, seq, received_at, broker_stamped"
 READING_TYPES = ["text", "text", "text", "timestamptz", "float8", "int8", "timestamptz", "bool"]
@@ -128,6 +161,7 @@ ON CONFLICT DO NOTHING
 # rather than trying the fast path and rolling it back each time.
 DEDUPE_STREAK = 20
 HOUR_S = 3600.0
+_TS = operator.itemgetter(2)  # of a Reading
 
 
 def _days(times: Iterable[float]) -> set[dt.date]:
@@ -186,28 +220,61 @@ def _insert_inline(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> int:
     return int(counted[0]) if counted else 0
 
 
-def _copy(cur: psycopg.Cursor[Any], statement: str, rows: Sequence[ReadingRow]) -> None:
-    """COPYs rows, converting epoch floats to datetimes on the way (the server parses the
-    first rows while later ones are converted). Every path converts the same way
-    (`fromtimestamp`), so a redelivered float ts always becomes the very same timestamp."""
-    stamp = dt.datetime.fromtimestamp
-    utc = dt.UTC
-    with cur.copy(statement) as copy:
-        copy.set_types(READING_TYPES)
-        write_row = copy.write_row
-        for r in rows:
-            write_row(
-                (
-                    r.site,
-                    r.device,
-                    r.metric,
-                    stamp(r.ts, utc),
-                    r.value,
-                    r.seq,
-                    stamp(r.received_at, utc),
-                    r.broker_stamped,
+# PostgreSQL's binary COPY format (docs "COPY", "Binary Format"): a signature, flags and header
+# extension length; per row the field count and each field as its length and bytes; -1 to end.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+PG_EPOCH_S = 946684800  # 2000-01-01 UTC, where timestamptz counts microseconds from
+# A row's fields after its three texts: ts, value, seq (or NULL), received_at, broker_stamped.
+_ROW_TAIL = struct.Struct(">iqidiqiqi?").pack
+_ROW_TAIL_NO_SEQ = struct.Struct(">iqidiiqi?").pack
+
+
+def _micros(t: float) -> int:
+    """Microseconds since 2000-01-01 UTC (timestamptz's binary value) of the epoch time `t`,
+    rounded as `datetime.fromtimestamp` rounds (the fraction half to even): the inline path
+    passes datetimes, so every path stores one float as the same timestamp and a redelivered
+    reading meets its stored key."""
+    fraction, whole = math.modf(t)
+    return (int(whole) - PG_EPOCH_S) * 1_000_000 + round(fraction * 1e6)
+
+
+def _text_field(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _copy_data(readings: Sequence[Reading]) -> bytes:
+    """The rows in the binary COPY format, encoded here rather than by psycopg's per-field
+    dumpers (a third of a flush's CPU): the texts of each series are encoded once per batch,
+    the times (shared by the rows of one message) once per message."""
+    # Per series (site, device, metric): the field count and its three text fields, encoded.
+    prefixes: dict[tuple[str, str], dict[str, bytes]] = {}
+    parts = [COPY_SIGNATURE]
+    append = parts.append
+    for site, device, ts, seq, metrics, received_at, broker_stamped in readings:
+        known = prefixes.get((site, device))
+        if known is None:
+            known = prefixes[site, device] = {}
+        ts_us, received_us = _micros(ts), _micros(received_at)
+        for metric, value in metrics.items():
+            prefix = known.get(metric)
+            if prefix is None:
+                prefix = known[metric] = b"\x00\x08" + b"".join(
+                    map(_text_field, (site, device, metric))
                 )
-            )
+            append(prefix)
+            if seq is None:
+                append(_ROW_TAIL_NO_SEQ(8, ts_us, 8, value, -1, 8, received_us, 1, broker_stamped))
+            else:
+                append(_ROW_TAIL(8, ts_us, 8, value, 8, seq, 8, received_us, 1, broker_stamped))
+    append(COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _copy(cur: psycopg.Cursor[Any], statement: str, readings: Sequence[Reading]) -> None:
+    with cur.copy(statement) as copy:
+        copy.write(_copy_data(readings))
 
 
 def _array_literal(values: Iterable[str]) -> str:
@@ -217,17 +284,24 @@ def _array_literal(values: Iterable[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _mark_dirty(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> None:
+def _mark_dirty(cur: psycopg.Cursor[Any], readings: Sequence[Reading]) -> None:
     """Marks the (series, UTC hour) of each row for `refresh_rollups`. A ts within a
     microsecond of the next hour may be stored rounded into it: mark both (an extra mark
     only costs a recomputation)."""
-    hours: set[tuple[str, str, str, int]] = set()
-    add = hours.add
-    for r in rows:
-        hour = int(r.ts // HOUR_S)
-        add((r.site, r.device, r.metric, hour))
-        if r.ts - hour * HOUR_S > HOUR_S - 1e-6:
-            add((r.site, r.device, r.metric, hour + 1))
+    first, last = min(map(_TS, readings)), max(map(_TS, readings))
+    hour = int(first // HOUR_S)
+    hours: set[tuple[str, str, str, int]]
+    if int(last // HOUR_S) == hour and last - hour * HOUR_S <= HOUR_S - 1e-6:
+        # The usual batch, all in one hour: each series once.
+        hours = {(r.site, r.device, metric, hour) for r in readings for metric in r.metrics}
+    else:
+        hours = set()
+        add = hours.add
+        for r in reading_rows(readings):
+            hour = int(r.ts // HOUR_S)
+            add((r.site, r.device, r.metric, hour))
+            if r.ts - hour * HOUR_S > HOUR_S - 1e-6:
+                add((r.site, r.device, r.metric, hour + 1))
     sites, devices, metrics, numbers = zip(*hours, strict=True)
     cur.execute(
         MARK_DIRTY,
@@ -242,7 +316,7 @@ def _mark_dirty(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> None:
 
 def write_readings(
     conn: psycopg.Connection[Any],
-    rows: Sequence[ReadingRow],
+    rows: Sequence[ReadingRow | Reading],
     partitions: PartitionCache | None = None,
 ) -> int:
     """Stores the readings not already stored and returns how many were new; marks the touched
@@ -256,12 +330,14 @@ def write_readings(
     the unique index)."""
     if not rows:
         return 0
+    readings = _as_readings(rows)
     state = partitions or PartitionCache()
-    state.ensure(conn, "readings", (r.ts for r in rows))
+    state.ensure(conn, "readings", set(map(_TS, readings)))
+    values = sum(len(r.metrics) for r in readings)
     with conn.cursor() as cur:
-        if len(rows) <= SMALL_BATCH:
-            return _insert_inline(cur, rows)
-        seq_checked = any(r.broker_stamped and r.seq is not None for r in rows)
+        if values <= SMALL_BATCH:
+            return _insert_inline(cur, reading_rows(readings))
+        seq_checked = any(r.broker_stamped and r.seq is not None for r in readings)
         if state.dedupe_batches > 0:
             state.dedupe_batches -= 1
         elif not seq_checked:
@@ -269,18 +345,18 @@ def write_readings(
             # recomputation, and this statement opens the caller's transaction if none is
             # open yet, so that the block below is a savepoint inside it and not a transaction
             # of its own that would commit.
-            _mark_dirty(cur, rows)
+            _mark_dirty(cur, readings)
             try:
                 with conn.transaction():
-                    _copy(cur, DIRECT_COPY, rows)
-                return len(rows)
+                    _copy(cur, DIRECT_COPY, readings)
+                return values
             except psycopg.errors.UniqueViolation:
                 state.dedupe_batches = DEDUPE_STREAK
         backend = conn.info.backend_pid
         if state.staging_backend != backend:
             cur.execute(STAGING_DDL)
             state.staging_backend = backend
-        _copy(cur, STAGING_COPY, rows)
+        _copy(cur, STAGING_COPY, readings)
         cur.execute(INSERT_FROM_STAGING)
         counted = cur.fetchone()
         # The staging rows go at commit (ON COMMIT DELETE ROWS, which also drops the dead rows
@@ -431,26 +507,24 @@ def write_late_readings(conn: psycopg.Connection[Any], items: Iterable[LateReadi
 
 @dataclass
 class Batch:
-    """What one flush writes in one transaction."""
+    """What one flush writes in one transaction. `values` counts the readings' metric values:
+    add readings with `add_reading`."""
 
     id: int
-    readings: list[ReadingRow] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    values: int = 0
+
+    def __post_init__(self) -> None:
+        self.values = sum(len(r.metrics) for r in self.readings)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.events) + len(self.dead_letters)
+        return self.values + len(self.events) + len(self.dead_letters)
 
-    def add(self, row: StoreRow) -> None:
-        kind = type(row)
-        if kind is ReadingRow:
-            self.readings.append(row)  # type: ignore[arg-type]
-        elif kind is EventRow:
-            self.events.append(row)  # type: ignore[arg-type]
-        elif kind is DeadLetterRow:
-            self.dead_letters.append(row)  # type: ignore[arg-type]
-        else:
-            raise TypeError(f"not a storage row: {row!r}")
+    def add_reading(self, reading: Reading) -> None:
+        self.readings.append(reading)
+        self.values += len(reading.metrics)
 
 
 @dataclass(frozen=True, slots=True)

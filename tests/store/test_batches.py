@@ -16,6 +16,7 @@ from store.batches import (
     DeadLetterRow,
     EventRow,
     PartitionCache,
+    Reading,
     ReadingRow,
     write_batch,
     write_compliance_intervals,
@@ -99,6 +100,54 @@ def test_broker_stamped_redelivery_is_caught_by_seq(store_url: str, n: int) -> N
         assert write_readings(conn, again) == 0
         # Without seq there is no stable key: a second delivery is a second reading.
         assert write_readings(conn, no_seq) == n
+
+
+def test_copy_and_inline_paths_store_one_float_as_one_timestamp(store_url: str) -> None:
+    # The COPY path encodes times itself; the inline path passes datetimes. A float whose
+    # fraction falls between two microseconds (or on a half) must become the same timestamp
+    # on both, or a redelivery taking the other path is stored twice.
+    fractions = [0.5e-6, 1.5e-6, 2.5e-6, 0.1234565, 0.9999995, 0.3, 1 / 3]
+    times = [
+        T0 + day * 86400 + hour * 3600 + f
+        for day in range(2)
+        for hour in range(7)
+        for f in fractions
+    ]
+    rows = [ReadingRow("s1", "d1", "co2", t, 600.0, None, t + 0.0000005) for t in times]
+    assert len(rows) > SMALL_BATCH
+    with connect(store_url) as conn:
+        assert write_readings(conn, rows, PartitionCache()) == len(rows)  # COPY
+        for row in rows:
+            assert write_readings(conn, [row], PartitionCache()) == 0  # inline
+        stored = conn.execute("SELECT ts, received_at FROM readings ORDER BY ts").fetchall()
+    expected = sorted(
+        (dt.datetime.fromtimestamp(r.ts, dt.UTC), dt.datetime.fromtimestamp(r.received_at, dt.UTC))
+        for r in rows
+    )
+    assert stored == expected
+
+
+def test_the_readings_of_one_message_count_as_their_values(store_url: str) -> None:
+    # The pipeline writes one Reading per message (three values here), on every path.
+    readings = [
+        Reading(
+            "s1",
+            f"d{i % 7}",
+            T0 + i,
+            i,
+            {"temperature": 20.0 + i, "co2": 600.0, "humidity": 50.0},
+            T0 + i + 1,
+            False,
+        )
+        for i in range(40)
+    ]
+    small = [r._replace(ts=r.ts + 3600) for r in readings[:5]]
+    with connect(store_url) as conn:
+        assert write_readings(conn, readings, PartitionCache()) == 120  # COPY
+        assert write_readings(conn, readings, PartitionCache()) == 0  # the dedupe path
+        assert write_readings(conn, small, PartitionCache()) == 15  # inline
+        stored = conn.execute("SELECT metric, count(*) FROM readings GROUP BY metric").fetchall()
+    assert sorted(stored) == [("co2", 45), ("humidity", 45), ("temperature", 45)]
 
 
 def test_events_and_dead_letters(store_url: str) -> None:
