@@ -269,7 +269,7 @@ class StateCheck(Instance):
         uid: int,
         *,
         passes: Evaluator,
-        leaves: list[Leaf],
+        leaves: tuple[Leaf, ...],
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
         for_: float,
@@ -290,8 +290,10 @@ class StateCheck(Instance):
             self.gate_slot = simple_gate.slot
             self.gate_value = simple_gate.limit
             self.gate_equal = simple_gate.op == "=="
-        # Distinct slots read (their expiry is a timer).
-        self.watched = tuple({id(leaf.slot): leaf.slot for leaf in leaves}.values())
+        # Distinct slots read (their expiry is a timer); the engine shares equal tuples.
+        self.watched: tuple[MetricSlot, ...] = tuple(
+            {id(leaf.slot): leaf.slot for leaf in leaves}.values()
+        )
         self.for_ = for_
         self.clear_for = clear_for
         self.margin = margin
@@ -591,7 +593,7 @@ class ThresholdCheck(StateCheck):
         uid: int,
         *,
         passes: Evaluator,
-        leaves: list[Leaf],
+        leaves: tuple[Leaf, ...],
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
         for_: float,

@@ -192,6 +192,7 @@ class SiteEngine:
         # device), recorded parameters by their items (see _shared_params).
         self._subjects: dict[tuple[str, str | None], Subject] = {}
         self._params: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        self._leaves: dict[tuple[str, int, int, str, str], Leaf] = {}
         metric_sets: dict[frozenset[str], frozenset[str]] = {}
         for device in site.devices:
             slots = self._device_slots(device)
@@ -214,6 +215,17 @@ class SiteEngine:
             )
             for instance in device_state.timed_listeners:
                 instance.floors += (device_state,)
+        # Equal tuples of floors and of watched slots are one object each (most instances of
+        # a device have the same ones); the binding-time tables are emptied.
+        alike: dict[tuple[int, ...], Any] = {}
+        for instance in self._instances:
+            instance.floors = alike.setdefault(tuple(map(id, instance.floors)), instance.floors)
+            if isinstance(instance, StateCheck):
+                watched = instance.watched
+                instance.watched = alike.setdefault(tuple(map(id, watched)), watched)
+        self._leaves.clear()
+        self._params.clear()
+        self._subjects.clear()
         for instance in self._instances:
             instance.heap_due = NEG_INF
             heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
@@ -693,6 +705,9 @@ class SiteEngine:
         recorded["for"] = check.for_
         recorded["clear_margin"] = check.clear.margin
         recorded["clear_for"] = check.clear.clear_for
+        # Equal leaves (a gate, a threshold's metric) are one object across the device's
+        # instances: the compiled conditions read slots and limits, not leaves.
+        shared_leaves = tuple(self._shared_leaf(leaf) for leaf in leaves)
         metric_spec = device.metrics.get(leaves[0].metric)
         kind = ThresholdCheck if isinstance(check, ThresholdConfig) else StateCheck
         instance = self._new_instance(
@@ -703,9 +718,9 @@ class SiteEngine:
             device.space,
             device.id,
             passes=passes,
-            leaves=leaves,
+            leaves=shared_leaves,
             gate=gate,
-            simple_gate=leaves[gate_at] if isinstance(check.when, Comparison) else None,
+            simple_gate=shared_leaves[gate_at] if isinstance(check.when, Comparison) else None,
             for_=check.for_,
             clear_for=check.clear.clear_for,
             margin=check.clear.margin,
@@ -715,6 +730,10 @@ class SiteEngine:
         )
         self._instances.append(instance)
         self._route(instance, [leaf.slot for leaf in leaves])
+
+    def _shared_leaf(self, leaf: Leaf) -> Leaf:
+        key = (leaf.metric, id(leaf.slot), id(leaf.aggregate), leaf.op, leaf.limit.hex())
+        return self._leaves.setdefault(key, leaf)
 
     def _gate(
         self, when: Condition | None, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
