@@ -111,9 +111,6 @@ class CheckpointWriter:
                 if not self._save(job):
                     self.dropped_any = True
             finally:
-                # Not held while waiting for the next one: a whole checkpoint's parts are
-                # several KiB a device (the first one holds every device).
-                del job
                 self._idle.set()
 
     def _save(self, job: CheckpointJob) -> bool:
