@@ -9,11 +9,14 @@ bundled clause set; the real `ingest.pipeline.Pipeline` (decode → engine → o
 flush with COPY, alerts and the engine checkpoint) on a scratch database, fed from its ingress
 queue directly (no broker: this isolates the pipeline's own cost). First every device reports
 once (the state of all devices is live) and a checkpoint of them all is saved (timed apart),
-then `--messages` readings round-robin are timed.
+then `--messages` readings round-robin are timed. After the pipeline stops (its final
+checkpoint saved), the site's state is restored as a restarting worker restores it (load the
+checkpoint; build the engine and resume it, `ingest.pipeline.restore_engine`), timed by step:
+failover time is restore time.
 
 Figures per size: µs of wall time and of this process's CPU per reading (3 metric values), their
 ratio to the smallest size (flat = 1.0), values/s, and the resident memory the engine state adds
-(RSS after the warm-up minus before building the site), per device.
+(RSS after the warm-up minus before building the site), per device; the restore's seconds.
 `--profile FILE` writes a cProfile of the timed phase of the largest size.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import multiprocessing as mp
+import os
 import resource
 import time
 from typing import Any
@@ -44,8 +48,9 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
     from config.files import load_config_dir
     from ingest.decode import Decoder, DeviceIndex, Limits
     from ingest.mqtt import IngressQueue, ReceivedMessage
-    from ingest.pipeline import Pipeline
+    from ingest.pipeline import Pipeline, restore_engine
     from rules.site import SiteModel
+    from store.checkpoints import load_checkpoint
     from store.migrate import migrate
     from store.partitions import ensure_partitions
     from store.pool import make_pool
@@ -132,6 +137,16 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                 profiler.dump_stats(profile)  # type: ignore[arg-type]
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             pipeline.stop()
+            with pool.connection() as conn:
+                load0 = time.perf_counter()
+                stored = load_checkpoint(conn, "scale")
+            assert stored is not None
+            build0 = time.perf_counter()
+            restore_engine(
+                site, bundled.clause_versions(), {**stored.state, "parts": stored.parts},
+                lateness=0.0,
+            )  # fmt: skip
+            restored = time.perf_counter()
     out.put(
         {
             "devices": devices,
@@ -140,6 +155,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             "values_per_s": messages * 3 / wall,
             "state_mib": warm_rss - before,
             "checkpoint_s": checkpoint_s,
+            "restore_s": (build0 - load0, restored - build0),
         }
     )
 
@@ -163,13 +179,16 @@ def main() -> None:
         base = base or figures
         wall, cpu = figures["wall_us"], figures["cpu_us"]
         state = figures["state_mib"]
+        load, build = figures["restore_s"]
         print(
             f"{devices:>7,} devices: {wall:6.1f} µs wall/reading (x{wall / base['wall_us']:.2f}),"
             f" {cpu:6.1f} µs CPU/reading (x{cpu / base['cpu_us']:.2f}),"
             f" {figures['values_per_s']:,.0f} values/s,"
             f" state {state:,.0f} MiB ({state * 1024 / devices:.1f} KiB/device),"
-            f" checkpoint of every device {figures['checkpoint_s']:.2f} s"
+            f" checkpoint of every device {figures['checkpoint_s']:.2f} s,"
+            f" restore {load + build:.2f} s (load {load:.2f}, build and resume {build:.2f})"
         )
+        print(f"         load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

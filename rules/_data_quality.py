@@ -37,13 +37,15 @@ from rules.verdicts import (
     ViolationStarted,
 )
 
+# One set object per combination of faults watched, shared by the instances (~200 bytes each).
+_FAULT_SETS: dict[frozenset[str], frozenset[str]] = {}
+
 
 class DataQuality(Instance):
     __slots__ = ("faults", "faulty_since", "params", "slots", "stale_after", "started")
 
     def __init__(
         self,
-        key: str,
         ref: ClauseRef,
         subject: Subject,
         schedule: CompiledSchedule,
@@ -55,7 +57,7 @@ class DataQuality(Instance):
         slots: list[MetricSlot],
         params: dict[str, float],
     ) -> None:
-        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        super().__init__(ref, subject, schedule, out, timers, uid)
         self.slots = slots
         self.stale_after = INF if check.stale_after is None else check.stale_after
         faults = set()
@@ -65,7 +67,7 @@ class DataQuality(Instance):
             faults.add(STUCK)
         if check.register_backwards:
             faults.add(BACKWARDS)
-        self.faults = frozenset(faults)
+        self.faults = _FAULT_SETS.setdefault(frozenset(faults), frozenset(faults))
         self.params = params
         self.started = NEG_INF
         self.faulty_since = INF

@@ -96,8 +96,8 @@ class Instance(_ReadForEveryReading):
     __slots__ = (
         "closed",
         "floors",
-        "key",
         "out",
+        "part",
         "ref",
         "run_start",
         "run_status",
@@ -109,7 +109,6 @@ class Instance(_ReadForEveryReading):
 
     def __init__(
         self,
-        key: str,
         ref: ClauseRef,
         subject: Subject,
         schedule: CompiledSchedule,
@@ -117,7 +116,6 @@ class Instance(_ReadForEveryReading):
         timers: Timers,
         uid: int,
     ) -> None:
-        self.key = key
         self.ref = ref
         self.subject = subject
         self.schedule = schedule
@@ -139,7 +137,17 @@ class Instance(_ReadForEveryReading):
         # Readings before this time cannot change anything (outside the schedule, or a
         # data-quality check with nothing wrong): the engine skips evaluate() for them.
         self.quiet_until = NEG_INF
-        self.floors: list[DueFloor] = []  # of the devices whose readings wake this instance
+        # Of the devices whose readings wake this instance; a tuple: one object, not two.
+        self.floors: tuple[DueFloor, ...] = ()
+        self.part = ""  # the snapshot part holding its state (set by the engine)
+
+    @property
+    def key(self) -> str:
+        """Names the instance in snapshots: clause|version|space|device. Derived, not kept: a
+        string per instance was ~80 bytes of every device's memory."""
+        subject = self.subject
+        ref = self.ref
+        return f"{ref.clause_id}|{ref.version}|{subject.space}|{subject.device or ''}"
 
     # ---- shared machinery ----
 
@@ -253,7 +261,6 @@ class StateCheck(Instance):
 
     def __init__(
         self,
-        key: str,
         ref: ClauseRef,
         subject: Subject,
         schedule: CompiledSchedule,
@@ -262,7 +269,7 @@ class StateCheck(Instance):
         uid: int,
         *,
         passes: Evaluator,
-        leaves: list[Leaf],
+        leaves: tuple[Leaf, ...],
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
         for_: float,
@@ -271,7 +278,7 @@ class StateCheck(Instance):
         params: dict[str, float],
         unit: str | None,
     ) -> None:
-        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        super().__init__(ref, subject, schedule, out, timers, uid)
         self.passes = passes
         self.leaves = leaves
         self.gate = gate
@@ -283,8 +290,10 @@ class StateCheck(Instance):
             self.gate_slot = simple_gate.slot
             self.gate_value = simple_gate.limit
             self.gate_equal = simple_gate.op == "=="
-        # Distinct slots read (their expiry is a timer).
-        self.watched = tuple({id(leaf.slot): leaf.slot for leaf in leaves}.values())
+        # Distinct slots read (their expiry is a timer); the engine shares equal tuples.
+        self.watched: tuple[MetricSlot, ...] = tuple(
+            {id(leaf.slot): leaf.slot for leaf in leaves}.values()
+        )
         self.for_ = for_
         self.clear_for = clear_for
         self.margin = margin
@@ -297,7 +306,9 @@ class StateCheck(Instance):
         self.started_at = INF
         self.worst: float | None = None
         self.worst_excess = NEG_INF
-        self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
+        # Made at the first failure: most instances never fail, and an empty deque is ~600
+        # bytes (a fifth of a device's memory when every instance had one).
+        self.evidence: deque[Evidence] | None = None
         # A violation confirmed at the instant it began (no `for`), or ended at the instant of
         # the input being judged, is held until time moves past that instant: another reading
         # at the same instant (another device's, or another metric's) may still undo it. A
@@ -439,7 +450,7 @@ class StateCheck(Instance):
         if self.pending_since < INF:
             self.commit(self.pending_since, "compliant")  # shorter than `for`: compliant
             self.pending_since = INF
-            self.evidence.clear()
+            self.evidence = None
             self.worst = None
             self.worst_excess = NEG_INF
         self.commit(t, _STATUS_OF[raw])
@@ -458,7 +469,7 @@ class StateCheck(Instance):
                 self.worst = value
             if not self.violating:
                 slot = leaf.slot
-                self.evidence.append(Evidence(slot.ts, leaf.metric, value, slot.device))
+                self.keep_evidence(Evidence(slot.ts, leaf.metric, value, slot.device))
 
     def confirm(self, at: float) -> None:
         start = self.pending_since
@@ -477,14 +488,20 @@ class StateCheck(Instance):
             self.unit,
             self.reason(),
             dict(self.params),
-            tuple(self.evidence),
+            () if self.evidence is None else tuple(self.evidence),
             self.leaves[0].metric,
         )
         if at == start:
             self.held = started
         else:
             self.out.append(started)
-        self.evidence.clear()
+        self.evidence = None
+
+    def keep_evidence(self, evidence: Evidence) -> None:
+        kept = self.evidence
+        if kept is None:
+            kept = self.evidence = deque(maxlen=EVIDENCE_KEPT)
+        kept.append(evidence)
 
     def release_held(self, t: float) -> None:
         held = self.held
@@ -552,7 +569,7 @@ class StateCheck(Instance):
             started_at=to_json(self.started_at),
             worst=self.worst,
             worst_excess=to_json(self.worst_excess),
-            evidence=[[e.ts, e.metric, e.value, e.device] for e in self.evidence],
+            evidence=[[e.ts, e.metric, e.value, e.device] for e in self.evidence or ()],
             held=None if self.held is None else _held_json(self.held),
         )
         return state
@@ -566,9 +583,9 @@ class StateCheck(Instance):
         self.started_at = from_json(state["started_at"], INF)
         self.worst = state["worst"]
         self.worst_excess = from_json(state["worst_excess"], NEG_INF)
-        self.evidence.clear()
+        self.evidence = None
         for ts, metric, value, device in state["evidence"]:
-            self.evidence.append(Evidence(ts, metric, value, device))
+            self.keep_evidence(Evidence(ts, metric, value, device))
         held = state.get("held")
         self.held = None if held is None else _held_from_json(held, self.ref, self.subject)
 
@@ -586,7 +603,6 @@ class ThresholdCheck(StateCheck):
     # **kwargs to its base's __init__.
     def __init__(
         self,
-        key: str,
         ref: ClauseRef,
         subject: Subject,
         schedule: CompiledSchedule,
@@ -595,7 +611,7 @@ class ThresholdCheck(StateCheck):
         uid: int,
         *,
         passes: Evaluator,
-        leaves: list[Leaf],
+        leaves: tuple[Leaf, ...],
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
         for_: float,
@@ -607,7 +623,6 @@ class ThresholdCheck(StateCheck):
         high: float,
     ) -> None:
         super().__init__(
-            key,
             ref,
             subject,
             schedule,
@@ -736,7 +751,7 @@ class ThresholdCheck(StateCheck):
             self.worst_excess = excess
             self.worst = value
         if not self.violating:
-            self.evidence.append(Evidence(slot.ts, slot.metric, value, slot.device))
+            self.keep_evidence(Evidence(slot.ts, slot.metric, value, slot.device))
 
     def reason(self) -> str:
         leaf = self.leaves[0]

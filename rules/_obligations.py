@@ -50,7 +50,6 @@ class Obligation(Instance):
 
     def __init__(
         self,
-        key: str,
         ref: ClauseRef,
         subject: Subject,
         schedule: CompiledSchedule,
@@ -61,7 +60,7 @@ class Obligation(Instance):
         check: ObligationCheck,
         params: dict[str, float],
     ) -> None:
-        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        super().__init__(ref, subject, schedule, out, timers, uid)
         self.event_type = check.event
         self.every = check.every
         self.per: Period | None = check.per

@@ -47,7 +47,6 @@ class Quota(Instance):
 
     def __init__(
         self,
-        key: str,
         ref: ClauseRef,
         subject: Subject,
         schedule: CompiledSchedule,
@@ -61,7 +60,7 @@ class Quota(Instance):
         params: dict[str, float],
         unit: str,
     ) -> None:
-        super().__init__(key, ref, subject, schedule, out, timers, uid)
+        super().__init__(ref, subject, schedule, out, timers, uid)
         self.period: Period = check.period
         self.forecast_after = check.forecast_after
         self.slot = slot

@@ -153,7 +153,6 @@ class MetricSlot(_ReadForEveryReading):
     """The latest known value of one metric of one device (or of one space)."""
 
     __slots__ = (
-        "aggregates",
         "device",
         "metric",
         "previous",
@@ -184,18 +183,18 @@ class MetricSlot(_ReadForEveryReading):
         self.reset_from = math.nan  # the register value before its last backwards step
         self.stuck_since = NEG_INF
         self.fault = ""
-        self.aggregates: dict[tuple[str, float], RollingAggregate] = {}
-        # The same, for the hot loop; tuples, not lists: a tuple holds its items in the object
-        # itself (one object fewer to read per reading), and () is one shared object.
+        # Rolling aggregates read from this slot (one per fn and window); a tuple, not a list
+        # or a dictionary: a tuple holds its items in the object itself (one object fewer to
+        # read per reading), and () is one shared object.
         self.aggregate_list: tuple[RollingAggregate, ...] = ()
         self.forward: tuple[MetricSlot, ...] = ()  # space slots that take this device's values
 
     def aggregate(self, fn: str, window: float) -> RollingAggregate:
-        key = (fn, window)
-        found = self.aggregates.get(key)
-        if found is None:
-            found = self.aggregates[key] = RollingAggregate(fn, window)
-            self.aggregate_list += (found,)
+        for found in self.aggregate_list:
+            if found.fn == fn and found.window == window:
+                return found
+        found = RollingAggregate(fn, window)
+        self.aggregate_list += (found,)
         return found
 
     def update(self, ts: float, value: float) -> str:
@@ -260,7 +259,7 @@ class MetricSlot(_ReadForEveryReading):
             # Points as kept, ts, value, ts, value...: one C-level pass, no list per point
             # (checkpoints hold every window point of every device that changed).
             "aggregates": [
-                [fn, window, agg.window_points()] for (fn, window), agg in self.aggregates.items()
+                [agg.fn, agg.window, agg.window_points()] for agg in self.aggregate_list
             ],
         }
 

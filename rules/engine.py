@@ -73,6 +73,7 @@ class _DeviceState(DueFloor):
 
     __slots__ = (
         "all_listeners",
+        "all_metrics",
         "buffered",
         "fault_listeners",
         "id",
@@ -90,7 +91,9 @@ class _DeviceState(DueFloor):
         "touches",
     )
 
-    def __init__(self, device: Device, slots: dict[str, MetricSlot]) -> None:
+    def __init__(
+        self, device: Device, slots: dict[str, MetricSlot], all_metrics: frozenset[str]
+    ) -> None:
         super().__init__()
         self.id = device.id
         self.space = device.space
@@ -102,6 +105,9 @@ class _DeviceState(DueFloor):
         self.taken = False
         self.slots = slots
         self.metric_count = len(slots)
+        # Its metrics' names (shared by the devices with the same ones): the dedupe key of a
+        # reading of every metric, instead of holding on to the reading's own dictionary.
+        self.all_metrics = all_metrics
         self.listeners: dict[str, list[Instance]] = {m: [] for m in slots}
         # Tuples, not lists: a tuple holds its items in the object itself, one object fewer to
         # read for each reading (at 1,000 rooms each is a cache miss).
@@ -182,8 +188,17 @@ class SiteEngine:
         self._dq_settings = self._data_quality_settings(clauses)
         # Constants (limits, ranges, validity) by their exact bits: see _shared.
         self._constants: dict[str, float] = {}
+        # Immutable things many instances hold alike, one object each: subjects by (space,
+        # device), recorded parameters by their items (see _shared_params).
+        self._subjects: dict[tuple[str, str | None], Subject] = {}
+        self._params: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        self._leaves: dict[tuple[str, int, int, str, str], Leaf] = {}
+        metric_sets: dict[frozenset[str], frozenset[str]] = {}
         for device in site.devices:
-            self._devices[device.id] = _DeviceState(device, self._device_slots(device))
+            slots = self._device_slots(device)
+            names = frozenset(slots)
+            shared = metric_sets.setdefault(names, names)
+            self._devices[device.id] = _DeviceState(device, slots, shared)
         # Obligation instances by (space, event type); events go to them.
         self._obligations: dict[tuple[str, str], list[Obligation]] = {}
         self._last_done: Mapping[tuple[str, str], float] = last_done or {}
@@ -199,7 +214,18 @@ class SiteEngine:
                 device_state.fault_listeners
             )
             for instance in device_state.timed_listeners:
-                instance.floors.append(device_state)
+                instance.floors += (device_state,)
+        # Equal tuples of floors and of watched slots are one object each (most instances of
+        # a device have the same ones); the binding-time tables are emptied.
+        alike: dict[tuple[int, ...], Any] = {}
+        for instance in self._instances:
+            instance.floors = alike.setdefault(tuple(map(id, instance.floors)), instance.floors)
+            if isinstance(instance, StateCheck):
+                watched = instance.watched
+                instance.watched = alike.setdefault(tuple(map(id, watched)), watched)
+        self._leaves.clear()
+        self._params.clear()
+        self._subjects.clear()
         for instance in self._instances:
             instance.heap_due = NEG_INF
             heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
@@ -224,7 +250,11 @@ class SiteEngine:
         state.taken = True
         seen = state.seen_ts.get(ts)
         if seen is None:
-            state.seen_ts[ts] = metrics  # its keys: the metrics seen at ts (no copy)
+            # The metrics seen at ts: the device's shared set when they are all of them, else
+            # the reading's keys (no copy).
+            every = state.all_metrics
+            full = len(metrics) == len(every) and metrics.keys() == every
+            state.seen_ts[ts] = every if full else metrics
         else:
             fresh = {m: v for m, v in metrics.items() if m not in seen}
             if not fresh:
@@ -289,7 +319,7 @@ class SiteEngine:
             for instance in instances:
                 if task not in (event_type, instance.ref.clause_id):
                     continue
-                part = self._part_of[instance.uid]
+                part = instance.part
                 if self._capturing:
                     self._capture_before_change((part,))
                 self._changed.add(part)
@@ -335,7 +365,7 @@ class SiteEngine:
             if instance.next_due == NEG_INF and self._start > clock:
                 instance.next_due = self._start  # not started: starts then (or at a reading)
             elif instance.next_due <= clock:
-                part = self._part_of[instance.uid]
+                part = instance.part
                 if self._capturing:
                     self._capture_before_change((part,))
                 self._changed.add(part)
@@ -443,7 +473,7 @@ class SiteEngine:
         if space is None:
             return
         for instance in self._obligations.get((space, event.type), ()):
-            part = self._part_of[instance.uid]
+            part = instance.part
             if self._capturing:
                 self._capture_before_change((part,))
             self._changed.add(part)
@@ -579,6 +609,15 @@ class SiteEngine:
 
         return value_for
 
+    def _shared_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One dictionary per distinct set of recorded parameters (instances only read theirs,
+        and copy it into what they output): a dictionary per instance was ~1 KiB a device."""
+        items = tuple(params.items())
+        try:
+            return self._params.setdefault(items, params)
+        except TypeError:  # an unhashable value: kept as it is
+            return params
+
     def _new_uid(self) -> int:
         return next(self._uids)
 
@@ -609,10 +648,14 @@ class SiteEngine:
     ) -> _InstanceT:
         """An instance of one clause version for one subject, wired to this engine's outputs
         and timers. Its key (clause|version|space|device) names it in snapshots."""
+        subject = self._subjects.get((space, device))
+        if subject is None:
+            subject = self._subjects[(space, device)] = Subject(self._site_id, space, device)
+        if "params" in options:
+            options["params"] = self._shared_params(options["params"])
         return kind(
-            f"{clause.id}|{clause.version}|{space}|{device or ''}",
             ref,
-            Subject(self._site_id, space, device),
+            subject,
             schedule,
             self._out,
             self._timers,
@@ -662,6 +705,9 @@ class SiteEngine:
         recorded["for"] = check.for_
         recorded["clear_margin"] = check.clear.margin
         recorded["clear_for"] = check.clear.clear_for
+        # Equal leaves (a gate, a threshold's metric) are one object across the device's
+        # instances: the compiled conditions read slots and limits, not leaves.
+        shared_leaves = tuple(self._shared_leaf(leaf) for leaf in leaves)
         metric_spec = device.metrics.get(leaves[0].metric)
         kind = ThresholdCheck if isinstance(check, ThresholdConfig) else StateCheck
         instance = self._new_instance(
@@ -672,9 +718,9 @@ class SiteEngine:
             device.space,
             device.id,
             passes=passes,
-            leaves=leaves,
+            leaves=shared_leaves,
             gate=gate,
-            simple_gate=leaves[gate_at] if isinstance(check.when, Comparison) else None,
+            simple_gate=shared_leaves[gate_at] if isinstance(check.when, Comparison) else None,
             for_=check.for_,
             clear_for=check.clear.clear_for,
             margin=check.clear.margin,
@@ -684,6 +730,10 @@ class SiteEngine:
         )
         self._instances.append(instance)
         self._route(instance, [leaf.slot for leaf in leaves])
+
+    def _shared_leaf(self, leaf: Leaf) -> Leaf:
+        key = (leaf.metric, id(leaf.slot), id(leaf.aggregate), leaf.op, leaf.limit.hex())
+        return self._leaves.setdefault(key, leaf)
 
     def _gate(
         self, when: Condition | None, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
@@ -811,23 +861,23 @@ class SiteEngine:
     # readings that arrive meanwhile need not wait for the whole capture.
 
     def _index_parts(self) -> None:
-        self._part_of: dict[int, str] = {}
         self._part_instances: dict[str, list[Instance]] = {}
         for instance in self._instances:
             subject = instance.subject
+            # The device's own part string: one object per part, not one per instance.
             part = (
-                _device_part(subject.device)
+                self._devices[subject.device].part
                 if subject.device is not None
                 else _space_part(subject.space)
             )
-            self._part_of[instance.uid] = part
+            instance.part = part
             self._part_instances.setdefault(part, []).append(instance)
         self._space_slots_of: dict[str, dict[str, MetricSlot]] = {}
         for (space, metric), slot in self._space_slots.items():
             self._space_slots_of.setdefault(_space_part(space), {})[metric] = slot
         for state in self._devices.values():
             touched = {state.part}
-            touched.update(self._part_of[instance.uid] for instance in state.timed_listeners)
+            touched.update(instance.part for instance in state.timed_listeners)
             if any(slot.forward for slot in state.slots.values()):
                 touched.add(_space_part(state.space))
             state.touches = tuple(sorted(touched))
@@ -882,7 +932,9 @@ class SiteEngine:
         if capturing:
             return None
         checkpoint = {**self._checkpoint, "parts": self._captured}
-        self._checkpoint, self._captured = None, {}
+        # A new empty set: a set emptied by pop() keeps its table (after a checkpoint of every
+        # part, ~2 KiB a device).
+        self._checkpoint, self._captured, self._capturing = None, {}, set()
         return checkpoint
 
     def checkpoint_lost(self) -> None:
@@ -1033,8 +1085,7 @@ class SiteEngine:
             return
         state.max_ts = from_json(saved["max_ts"], NEG_INF)
         state.released_ts = from_json(saved["released_ts"], NEG_INF)
-        every_metric = frozenset(state.slots)
-        state.seen_ts = dict.fromkeys(map(float, saved["seen_ts"]["all"]), every_metric)
+        state.seen_ts = dict.fromkeys(map(float, saved["seen_ts"]["all"]), state.all_metrics)
         state.seen_ts.update((float(ts), set(metrics)) for ts, metrics in saved["seen_ts"]["some"])
         seqs, seq_ts = saved["seen_seqs"]
         state.seen_seqs = dict(zip(map(int, seqs), map(float, seq_ts), strict=True))
