@@ -159,7 +159,11 @@ def parse_options(kind: str, options: Mapping[str, Any]) -> _Options:
     model = _OPTIONS.get(kind)
     if model is None:
         raise InvalidConfig("kind", f"a target's kind is one of {', '.join(KINDS)}")
-    if len(orjson.dumps(dict(options))) > 16384:
+    try:
+        size = len(orjson.dumps(dict(options)))
+    except orjson.JSONEncodeError:  # integers past 64 bits: JSON has them, orjson does not
+        raise InvalidConfig("options", "a target's options hold no integer past 64 bits") from None
+    if size > 16384:
         raise InvalidConfig("options", "a target's options are at most 16 KB of JSON")
     try:
         parsed = model.model_validate(dict(options))

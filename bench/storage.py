@@ -12,6 +12,11 @@ are bench/e2e.py's). The baselines:
 Runs against a fresh database it creates on the given server and drops afterwards:
 
     .venv/bin/python bench/storage.py [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+`--paired URL URL ...` compares servers instead (say native PostgreSQL and TimescaleDB): only the
+storage layer at the default batching, in rounds that alternate between the servers, reporting
+per server the median values/s and the backend's CPU per value (read from /proc, so only for a
+server on this machine): wall figures swing with the machine's load, the backend's CPU much less.
 """
 
 from __future__ import annotations
@@ -20,14 +25,19 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 
 import harness
 
 from clausewatch.settings import Settings
+from config.urls import redact_url
 from store.batches import PartitionCache, ReadingRow, write_readings
 from store.migrate import migrate
+from store.mode import storage_mode
 from store.partitions import ensure_partitions
 from store.pool import connect
 
@@ -108,6 +118,63 @@ def copy(url: str, source: Source, batch: int, total: int) -> tuple[int, float]:
         return timed(run)
 
 
+def backend_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a server process has used; None when it is not on this
+    machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def paired(server_urls: list[str], batch: int, values: int, rounds: int) -> None:
+    """The storage layer on each server in turn, `rounds` times, `values` per round."""
+    source = Source()
+    rates: dict[str, list[float]] = {url: [] for url in server_urls}
+    cpus: dict[str, list[float]] = {url: [] for url in server_urls}
+    with ExitStack() as stack:
+        targets = []
+        for server_url in server_urls:
+            url = stack.enter_context(harness.scratch_database(server_url, "cw_bench"))
+            migrate(url)
+            conn = stack.enter_context(connect(url, autocommit=True))
+            cache = PartitionCache()
+            with conn.transaction():
+                write_readings(conn, source.take(1), cache)  # partitions and staging exist
+            targets.append((server_url, conn, cache, storage_mode(conn)))
+        print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        for turn in range(rounds):
+            for server_url, conn, cache, _ in targets[:: 1 if turn % 2 == 0 else -1]:
+                batches = [source.take(batch) for _ in range(max(1, values // batch))]
+                pid = conn.info.backend_pid
+                cpu_before, started = backend_cpu(pid), time.perf_counter()
+                written = 0
+                for rows in batches:
+                    with conn.transaction():
+                        written += write_readings(conn, rows, cache)
+                elapsed, cpu_after = time.perf_counter() - started, backend_cpu(pid)
+                rates[server_url].append(written / elapsed)
+                if cpu_before is not None and cpu_after is not None:
+                    cpus[server_url].append((cpu_after - cpu_before) / written * 1e6)
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        print()
+        print(
+            f"| server | mode | values/s, median of {rounds} | range"
+            " | backend CPU µs per value, median | range |"
+        )
+        print("|---|---|---:|---|---:|---|")
+        for server_url, _, _, mode in targets:
+            rate, cpu = rates[server_url], cpus[server_url]
+            cpu_text = (
+                f"{statistics.median(cpu):.2f} | {min(cpu):.2f}–{max(cpu):.2f}" if cpu else "– | –"
+            )
+            print(
+                f"| {redact_url(server_url)} | {mode} | {statistics.median(rate):,.0f}"
+                f" | {min(rate):,.0f}–{max(rate):,.0f} | {cpu_text} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -117,9 +184,16 @@ def main() -> None:
         ),
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the row counts")
+    parser.add_argument(
+        "--paired", nargs="+", metavar="SERVER_URL", help="compare these servers (see above)"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per server (--paired)")
     args = parser.parse_args()
     settings = Settings()
     scale = args.scale
+    if args.paired:
+        paired(args.paired, settings.batch_rows, int(100_000 * scale), args.rounds)
+        return
 
     with harness.scratch_database(args.server_url, "cw_bench") as url:
         migrate(url)
@@ -129,7 +203,9 @@ def main() -> None:
             start_day = dt.datetime.fromtimestamp(source.t0, dt.UTC).date()
             ensure_partitions(conn, 2, today=start_day)
             row = conn.execute("SHOW server_version").fetchone()
-        print(f"PostgreSQL {row[0] if row else '?'}, Python {platform.python_version()},")
+            mode = storage_mode(conn)
+        version = row[0] if row else "?"
+        print(f"PostgreSQL {version} ({mode} mode), Python {platform.python_version()},")
         print(f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}")
         print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         print()

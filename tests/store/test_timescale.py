@@ -289,3 +289,53 @@ def test_a_database_compressed_by_ts_alone_is_reordered_and_keeps_its_rows(
         assert compression_order(conn) == "ts,seq"
         rows = conn.execute("SELECT seq, value FROM readings ORDER BY seq").fetchall()
         assert rows == [(0, 20.0), (1, 21.0), (2, 22.0)]
+
+
+def time_indexes(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
+    """(access method, key) of every index of `table` on `ts` alone."""
+    return [
+        (str(method), str(key))
+        for method, key in conn.execute(
+            "SELECT am.amname, pg_get_indexdef(i.indexrelid, 1, true) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+            " WHERE i.indrelid = %s::regclass AND i.indnatts = 1"
+            " AND pg_get_indexdef(i.indexrelid, 1, true) = 'ts'",
+            (table,),
+        )
+    ]
+
+
+def test_readings_are_indexed_by_time_with_brin_in_every_chunk(timescale_url: str) -> None:
+    """A B-tree on ts (create_hypertable's default) cost every insert a third index; scans by
+    time alone (the aggregates' refresh) find the same pages through BRIN."""
+    then = START.timestamp()
+    with connect(timescale_url) as conn:
+        write_readings(conn, [ReadingRow("s", "d", "t", then, 20.0, 1, then)])
+        (chunk,) = conn.execute("SELECT c::text FROM show_chunks('readings') c").fetchone() or ()
+        assert time_indexes(conn, "readings") == [("brin", "ts")]
+        assert time_indexes(conn, chunk) == [("brin", "ts")]
+
+
+def test_a_database_with_the_btree_time_index_gets_brin_and_keeps_its_rows(
+    timescale_server: str, fresh_database_url: str
+) -> None:
+    migrate(fresh_database_url, target=17)
+    old, recent = (START - dt.timedelta(days=30)).timestamp(), START.timestamp()
+    with connect(fresh_database_url) as conn:
+        write_readings(
+            conn,
+            [ReadingRow("s", "d", "t", ts, 20.0, seq, ts) for seq, ts in enumerate([old, recent])],
+        )
+        conn.execute(
+            "SELECT compress_chunk(c) FROM show_chunks('readings', older_than => %s) c",
+            (START - dt.timedelta(days=10),),
+        )
+        conn.commit()
+        assert time_indexes(conn, "readings") == [("btree", "ts")]
+    migrate(fresh_database_url)
+    with connect(fresh_database_url) as conn:
+        assert time_indexes(conn, "readings") == [("brin", "ts")]
+        rows = conn.execute(
+            "SELECT seq FROM readings WHERE ts >= %s ORDER BY ts", (START - dt.timedelta(days=31),)
+        ).fetchall()
+        assert rows == [(0,), (1,)]
