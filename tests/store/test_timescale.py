@@ -317,11 +317,11 @@ def test_readings_are_indexed_by_time_with_brin_in_every_chunk(timescale_url: st
 
 
 def test_a_database_with_the_btree_time_index_gets_brin_and_keeps_its_rows(
-    timescale_server: str, fresh_database_url: str
+    timescale_server: str, empty_database_url: str
 ) -> None:
-    migrate(fresh_database_url, target=17)
+    migrate(empty_database_url, target=17)
     old, recent = (START - dt.timedelta(days=30)).timestamp(), START.timestamp()
-    with connect(fresh_database_url) as conn:
+    with connect(empty_database_url) as conn:
         write_readings(
             conn,
             [ReadingRow("s", "d", "t", ts, 20.0, seq, ts) for seq, ts in enumerate([old, recent])],
@@ -332,8 +332,8 @@ def test_a_database_with_the_btree_time_index_gets_brin_and_keeps_its_rows(
         )
         conn.commit()
         assert time_indexes(conn, "readings") == [("btree", "ts")]
-    migrate(fresh_database_url)
-    with connect(fresh_database_url) as conn:
+    migrate(empty_database_url)
+    with connect(empty_database_url) as conn:
         assert time_indexes(conn, "readings") == [("brin", "ts")]
         rows = conn.execute(
             "SELECT seq FROM readings WHERE ts >= %s ORDER BY ts", (START - dt.timedelta(days=31),)
