@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.quiet",  # silence add|list|cancel, maintenance add|list|cancel
     "clausewatch.cli.routes",  # route list, route sync
     "clausewatch.cli.site",  # site export, site import, site template
+    "clausewatch.cli.cluster",  # cluster status, cluster mapping
 )
 
 
