@@ -254,7 +254,7 @@ class NatsLink:
             while not feed.stop.is_set():
                 try:
                     messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nothing waiting
                     feed.caught_up.set()
                     continue
                 if len(messages) < FETCH_BATCH:
