@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -44,6 +45,7 @@ from store.cluster import (
     LeaseConnection,
     commit_position,
     init_partitions,
+    never_taken,
     with_session_timeouts,
     worker_id,
 )
@@ -55,6 +57,7 @@ from store.roles import as_role
 log = logging.getLogger(__name__)
 
 STREAM_WAIT_S = 60.0
+PRUNE_EVERY_S = 10.0
 
 
 def broker_servers(broker_url: str) -> list[str]:
@@ -96,8 +99,10 @@ class ClusterWorker:
         self.lease: LeaseConnection | None = None
         self._clauses: Sequence[ClauseVersion] = ()
         self._stop = threading.Event()
+        self._stop_heartbeat = threading.Event()  # only once the partitions are released
         self._thread: threading.Thread | None = None
         self._heartbeat_thread: threading.Thread | None = None
+        self._pruned_at = time.monotonic()
 
     def start(self) -> None:
         if self.config.calendar is not None:
@@ -115,7 +120,9 @@ class ClusterWorker:
         self.link = NatsLink(broker_servers(self.settings.broker_url), self.settings.topic_prefix)
         self.link.start()
         self.link.wait_stream(STREAM_WAIT_S)
-        self.link.ensure_consumers(self.partitions)
+        with connect(self.database_url) as conn:
+            self.link.ensure_consumers(never_taken(conn))
+        self.link.watch_stream()
         self.lease = LeaseConnection(self.database_url, self.owner, self.lease_s)
         self._thread = threading.Thread(target=self._manage, name="cluster", daemon=True)
         self._thread.start()
@@ -132,11 +139,13 @@ class ClusterWorker:
     def stop(self) -> None:
         """Stops reading, commits and acknowledges what was taken, releases the partitions."""
         self._stop.set()
-        for thread in (self._thread, self._heartbeat_thread):
-            if thread is not None:
-                thread.join(30)
+        if self._thread is not None:
+            self._thread.join(30)
         for number in sorted(self.owned):
             self._release(number)
+        self._stop_heartbeat.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(30)
         if self.lease is not None:
             self.lease.close()
         if self.link is not None:
@@ -149,7 +158,7 @@ class ClusterWorker:
     def _heartbeat(self) -> None:
         lease = self.lease
         assert lease is not None
-        while self.failure is None and not self._stop.wait(self.lease_s / 6):
+        while self.failure is None and not self._stop_heartbeat.wait(self.lease_s / 6):
             try:
                 lease.heartbeat()
             except psycopg.Error as exc:
@@ -171,6 +180,9 @@ class ClusterWorker:
                 self._fail(str(exc))
             except psycopg.Error as exc:
                 self._fail(f"the lease connection failed: {exc}")
+            except Exception as exc:  # a bug: stop rather than hold partitions without work
+                log.exception("the cluster manager failed")
+                self._fail(f"the cluster manager failed: {exc!r}")
 
     def _fail(self, why: str) -> None:
         log.error("worker %s stops: %s", self.owner, why)
@@ -178,7 +190,16 @@ class ClusterWorker:
 
     def _balance(self) -> None:
         lease = self.lease
-        assert lease is not None
+        assert lease is not None and self.link is not None
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            for number, owned in list(self.owned.items()):
+                try:
+                    stray = self.link.prune(number, owned.claim.epoch)
+                except (nats.errors.Error, TimeoutError, OSError):
+                    break  # JetStream busy electing: at a later turn
+                for name in stray:
+                    log.warning("partition %d: deleted the stray consumer %s", number, name)
         share = math.ceil(self.partitions / lease.live_workers(self.lease_s))
         if len(self.owned) > share:
             # A worker joined: hand one partition over per turn (its last commit, then its lock).
@@ -240,7 +261,14 @@ class ClusterWorker:
         self.owned[claim.partition] = owned
         pipeline.start()  # restores every site's engine and replays what was stored after it
         restored = time.monotonic()
-        owned.feed = self.link.open(claim.partition, claim.epoch, claim.stream_seq, inbox)
+        try:
+            owned.feed = self.link.open(claim.partition, claim.epoch, claim.stream_seq, inbox)
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            # JetStream unavailable for now (a leader being elected): give the partition back,
+            # it is taken again at a later turn, by us or another worker.
+            log.warning("partition %d: its consumer could not be made (%r)", claim.partition, exc)
+            self._release(claim.partition)
+            return
         log.info(
             "partition %d taken at epoch %d (%d sites) from stream sequence %d in %.2f s"
             " (engines restored in %.2f s)",
@@ -253,14 +281,18 @@ class ClusterWorker:
         )
 
     def _tick(self) -> None:
-        """The wall clock moves a partition's engines only once its consumer has caught up, so
-        what waited in the stream during a takeover is not judged late by a clock that ran on."""
-        if self.clock != "wall":
+        """The wall clock moves a partition's engines no further than the last time its consumer
+        had nothing pending (`PartitionFeed.caught_up_at`) and the stream answered
+        (`NatsLink.clock_limit`): what waited in the stream during a takeover or an election is
+        not judged late by a clock that ran on."""
+        if self.clock != "wall" or self.link is None:
             return
-        now = time.time() - WALL_CLOCK_GRACE_S
+        limit = min(time.time(), self.link.clock_limit())
         for owned in self.owned.values():
-            if owned.feed is not None and owned.feed.caught_up.is_set():
-                owned.pipeline.request_advance(now)
+            if owned.feed is not None and owned.feed.caught_up_at > 0:
+                owned.pipeline.request_advance(
+                    min(limit, owned.feed.caught_up_at) - WALL_CLOCK_GRACE_S
+                )
 
     def _check(self) -> None:
         for number, owned in self.owned.items():

@@ -16,7 +16,6 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +86,12 @@ def init_partitions(conn: psycopg.Connection[Any], partitions: int) -> None:
             )
 
 
-def partition_count(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM cluster_partitions").fetchone()
-    return 0 if row is None else int(row[0])
+def never_taken(conn: psycopg.Connection[Any]) -> list[int]:
+    """Partitions no worker has taken yet (epoch 0)."""
+    rows = conn.execute(
+        "SELECT partition FROM cluster_partitions WHERE epoch = 0 ORDER BY partition"
+    ).fetchall()
+    return [int(number) for (number,) in rows]
 
 
 class LeaseConnection:
@@ -213,11 +215,3 @@ def forget_dead_workers(conn: psycopg.Connection[Any], older_than_s: float) -> i
         "DELETE FROM cluster_workers WHERE heartbeat_at < now() - make_interval(secs => %s)",
         (older_than_s,),
     ).rowcount
-
-
-def owners(statuses: Sequence[PartitionStatus]) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {}
-    for status in statuses:
-        if status.owner is not None:
-            found.setdefault(status.owner, []).append(status.partition)
-    return found

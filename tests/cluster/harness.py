@@ -21,6 +21,7 @@ import psycopg
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from ingest.workers import die_with_parent
 from tests.support import wait_for
 
 FOR_S = 4.0  # the co2 clause's `for`
@@ -88,7 +89,11 @@ class Worker:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "clausewatch", "run"], env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "clausewatch", "run"],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent,  # no stray worker when the test process is killed
             )
 
     def wait_running(self, timeout: float = 120) -> None:
@@ -160,13 +165,17 @@ class Gateway:
         self.name = f"gw-{uuid.uuid4().hex[:8]}"
 
     def _connect(self) -> None:
-        if self._client is not None:
-            self._client.loop_stop()
+        old, self._client = self._client, None
+        if old is not None:
+            old.loop_stop()  # returns at once: its thread does not reconnect by itself
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.name,
             protocol=MQTTProtocolVersion.MQTTv311,
             clean_session=True,
+            # This gateway reconnects itself, to the next node: paho's own loop would retry
+            # the dead one with backoff, and loop_stop() would wait for it.
+            reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(2000)
         client.max_queued_messages_set(0)

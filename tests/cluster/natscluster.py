@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from clausewatch.embedded import free_port
 from ingest.nats import STREAM, subject_mapping
+from ingest.workers import die_with_parent
 from tests.support import wait_for
 
 READY_S = 60.0
@@ -97,8 +98,13 @@ mappings {{ "{source}": "{destination}" }}
         config = node.folder / "nats.conf"
         config.write_text(self._config(node))
         log = (node.folder / "nats.log").open("ab")
+        # Ends with the test process even when that is killed (no stray servers).
         node.process = subprocess.Popen(
-            [self.binary, "-c", str(config)], stdout=log, stderr=log, start_new_session=True
+            [self.binary, "-c", str(config)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

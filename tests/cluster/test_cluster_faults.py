@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FULL_MATRIX = os.environ.get("CLAUSEWATCH_CLUSTER_FAULTS") == "1"
 SITES = [f"site-{i}" for i in range(16)]
-DEVICES = 5
+DEVICES = int(os.environ.get("CLAUSEWATCH_CLUSTER_DEVICES", "5"))  # per site
 LEASE_S = 2.0
 TAKEOVER_LIMIT_S = 5.0
 RATE = float(os.environ.get("CLAUSEWATCH_CLUSTER_RATE", "1000"))  # messages/s, all gateways
@@ -106,9 +106,11 @@ class ClusterRun:
         return found
 
     def start_gateways(self) -> None:
-        devices = [(site, f"d{i}") for site in SITES for i in range(DEVICES)]
+        # A site's devices report through one gateway (a building's): the engines judge a
+        # reading late once another device of its site is `lateness` ahead in event time, so a
+        # site split over gateways on different nodes would see the cut-off one's re-sends late.
         for index in range(GATEWAYS):
-            mine = devices[index::GATEWAYS]
+            mine = [(site, f"d{i}") for site in SITES[index::GATEWAYS] for i in range(DEVICES)]
             # Each gateway starts at a different node, so a node's death drops some of them.
             ports = self.nats.mqtt_ports[index:] + self.nats.mqtt_ports[:index]
             gateway = Gateway(ports, mine, lambda d: 2500.0 if violating(d) else 600.0)
@@ -138,16 +140,17 @@ class ClusterRun:
         ]
 
     def wait_taken_over(self, partitions: list[int], epochs: dict[int, int], since: float) -> float:
-        """Seconds from `since` (wall) until every one of `partitions` has a new epoch."""
+        """Seconds from `since` (wall) until every one of `partitions` has a new owner that
+        committed messages: taken, engines restored, consuming again."""
 
         def taken() -> float | None:
             rows = query(
                 self.database_url,
-                "SELECT partition, epoch, extract(epoch FROM claimed_at) FROM cluster_partitions"
-                " WHERE partition = ANY(%s)",
+                "SELECT partition, epoch, extract(epoch FROM committed_at) FROM cluster_partitions"
+                " WHERE partition = ANY(%s) AND committed_at > claimed_at",
                 (partitions,),
             )
-            if all(epoch > epochs[number] for number, epoch, _ in rows):
+            if len(rows) == len(partitions) and all(e > epochs[n] for n, e, _ in rows):
                 return max(float(at) for _, _, at in rows) - since
             return None
 
