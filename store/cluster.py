@@ -112,7 +112,8 @@ class LeaseConnection:
             application_name=f"clausewatch-lease {owner}"[:63],
         )
         self.conn.execute(
-            "INSERT INTO cluster_workers (owner, host, pid) VALUES (%s, %s, %s)",
+            "INSERT INTO cluster_workers (owner, host, pid, backend_pid)"
+            " VALUES (%s, %s, %s, pg_backend_pid())",
             (owner, socket.gethostname()[:200], os.getpid()),
         )
 
@@ -123,9 +124,12 @@ class LeaseConnection:
         )
 
     def live_workers(self, lease_s: float) -> int:
+        """Workers with a recent heartbeat whose lease connection is still there: a killed
+        worker's share goes to the others as soon as PostgreSQL sees its connection close."""
         row = self.conn.execute(
             "SELECT count(*) FROM cluster_workers"
-            " WHERE heartbeat_at > now() - make_interval(secs => %s)",
+            " WHERE heartbeat_at > now() - make_interval(secs => %s)"
+            " AND backend_pid IN (SELECT pid FROM pg_stat_activity)",
             (lease_s,),
         ).fetchone()
         return 1 if row is None else max(1, int(row[0]))

@@ -17,10 +17,13 @@ CREATE TABLE cluster_partitions (
 
 -- Workers say they are alive here (every heartbeat), so the others know how many partitions
 -- each should own; ownership itself is the advisory lock, which a dead worker's connection loses.
+-- `backend_pid`: the server process of the worker's lease connection; gone, the worker is dead
+-- at once, before its heartbeat ages.
 CREATE TABLE cluster_workers (
     owner        text PRIMARY KEY,
     host         text NOT NULL,
     pid          integer NOT NULL,
+    backend_pid  integer NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now()
 );

@@ -57,7 +57,10 @@ def test_one_owner_at_a_time_and_a_dead_owners_commit_fails(cluster_url: str) ->
         assert 3 not in b.unowned()
         commit(cluster_url, 3, 1, 41)
         commit(cluster_url, 3, 1, None)  # a flush without messages keeps the position
+        assert b.live_workers(30) == 2
         a.conn.close()  # a dies: its locks go with its connection
+        # and it no longer counts, though its last heartbeat is recent: b's share grows now.
+        wait_for(lambda: b.live_workers(30) == 1, 10, "a no longer counted live")
         taken = wait_for(lambda: b.try_claim(3), 10, "b takes partition 3")
         assert (taken.epoch, taken.stream_seq) == (2, 41)
         with pytest.raises(Fenced):
