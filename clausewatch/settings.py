@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     # deleted (it was decommissioned or renamed); a live one refreshes its row on every change.
     device_status_retention_days: int = Field(default=400, gt=0)
     mqtt_client_id: str = "clausewatch-ingest"
+    # The cluster mode (docs/cluster.md): the NATS servers (`nats://h1:4222,nats://h2:4222`) whose
+    # JetStream holds what devices published to their MQTT listeners. Unset: MQTT (mqtt_url).
+    broker_url: str | None = Field(default=None, repr=False, pattern=r"^nats://")
+    # Sites are hashed onto this many partitions, fixed once for a cluster's database (the
+    # servers' subject mapping says the same number).
+    cluster_partitions: int = Field(default=64, ge=1, le=4096)
+    # A stalled worker loses its partitions after this long without a heartbeat.
+    cluster_lease_s: float = Field(default=3.0, gt=0.5, le=600)
     data_dir: Path | None = None  # embedded parts keep their data here (demo)
     # Anchors of the ledger's tip (alerts/anchors.py, docs/alerts.md "Anchors"): the Ed25519
     # private key signing them (`clausewatch ledger keygen`; never in the database), the folder

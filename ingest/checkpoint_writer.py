@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +56,15 @@ class CheckpointWriter:
         pool: ConnectionPool[Any],
         history: HistoryPolicy | None = None,
         lateness: float = 0.0,
+        fence: Callable[[psycopg.Connection[Any]], object] | None = None,
     ) -> None:
         """`history`: copies of the stored checkpoints kept for judging late input (issue 17;
-        `lateness`, the engines', places each copy in event time)."""
+        `lateness`, the engines', places each copy in event time). `fence`: runs last in each
+        save's transaction (ingest/pipeline.py, `Fence`)."""
         self.pool = pool
         self.history = history
         self.lateness = lateness
+        self.fence = fence
         self._jobs: queue.SimpleQueue[CheckpointJob | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
@@ -133,6 +137,8 @@ class CheckpointWriter:
                         )
                         if self.history is not None:
                             keep_history(conn, site, horizon(header, self.lateness), self.history)
+                    if self.fence is not None:
+                        self.fence(conn)
                 self.last_save_seconds = time.monotonic() - started
                 self.saved += 1
                 CHECKPOINT_SECONDS.observe(self.last_save_seconds)

@@ -110,6 +110,11 @@ log = logging.getLogger(__name__)
 
 Clock = Literal["wall", "data"]
 AckFn = Callable[[list[tuple[int, int, int]]], None]
+# Called last inside every write transaction of the pipeline (flushes with their messages'
+# tokens, re-judgings and checkpoints with none): the cluster mode records its stream position
+# there and raises when another worker took the partition over (store/cluster.py), so nothing
+# a stalled old owner wrote commits. Its exception is not retried: the pipeline stops.
+Fence = Callable[[psycopg.Connection[Any], Sequence[tuple[int, int, int]]], None]
 
 
 class OutputSink(Protocol):
@@ -247,6 +252,7 @@ class Pipeline:
         history_every: float = 3600.0,
         max_age: float = 7 * 86400.0,
         rejudge_every: float = 5.0,
+        fence: Fence | None = None,
     ) -> None:
         """Late input (older than `lateness`) is re-judged after the flush that stores it, from
         a copy of the site's checkpoint kept every `history_every` engine seconds for `max_age`
@@ -279,7 +285,13 @@ class Pipeline:
         self.rejudge_every = rejudge_every
         self._late: dict[str, float] = {}  # site -> oldest late input not re-judged yet
         self._rejudged_at: dict[str, float] = {}  # site -> monotonic time of its last re-judge
-        self._writer = CheckpointWriter(pool, HistoryPolicy(history_every, max_age), lateness)
+        self.fence = fence
+        self._writer = CheckpointWriter(
+            pool,
+            HistoryPolicy(history_every, max_age),
+            lateness,
+            fence=None if fence is None else lambda conn: fence(conn, ()),
+        )
         self._partitions = PartitionCache()
         self._batch_ids = 0
         self._pending = self._new_pending()
@@ -877,6 +889,8 @@ class Pipeline:
                 )
                 write_late_readings(conn, (o for o in outputs if isinstance(o, LateReading)))
                 self.sink(conn, self.sites[site_id], outputs)
+            if self.fence is not None:
+                self.fence(conn, pending.tokens)
 
     # -- configuration changed while running --
 
@@ -983,6 +997,8 @@ class Pipeline:
                 self.corrector(conn, site, result)
             drop_history_after(conn, site_id, historic.id)
             mark_late_rejudged(conn, site_id)
+            if self.fence is not None:
+                self.fence(conn, ())
         # The stored parts are the old engine's: the next checkpoint replaces them whole.
         result.engine.checkpoint_lost()
         self._apply_baselines(result.engine, done)

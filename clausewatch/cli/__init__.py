@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "clausewatch.cli.routes",  # route list, route sync
     "clausewatch.cli.site",  # site export, site import, site template
     "clausewatch.cli.site_revisions",  # site propose|approve|reject|publish|rollback|revisions
+    "clausewatch.cli.cluster",  # cluster status, cluster mapping
 )
 
 

@@ -56,6 +56,11 @@ def register(commands: Commands) -> None:
         help="wall: time-driven rules move with the wall clock (live devices, the default); "
         "data: each site follows the newest event time it receives (replays, simulations)",
     )
+    run.add_argument(
+        "--broker",
+        help="nats://host:port[,...]: run one worker of the cluster mode (docs/cluster.md) on "
+        "NATS JetStream instead of MQTT (default: CLAUSEWATCH_BROKER_URL)",
+    )
     # Internal: set by the --workers supervisor on each worker process it starts.
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
@@ -154,12 +159,14 @@ def _run(args: argparse.Namespace) -> int:
     from clausewatch.service import Service, ServiceOptions
 
     try:
-        settings = _settings(args)
+        settings = _settings(args, broker_url=args.broker)
     except ValidationError:
         raise  # settings from the environment: `clausewatch.cli.main` says what is wrong
     except ValueError as exc:  # a --*-url-file that cannot be read
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if settings.broker_url:
+        return _run_cluster_worker(args, settings)
     missing = [
         name
         for name, value in (
@@ -197,6 +204,46 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         service.stop()
     log.info("clausewatch stopped")
+    return 0
+
+
+def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
+    """`--broker nats://...`: one worker of the cluster mode in this process (run one per
+    machine or more); it takes its share of the partitions and gives them up when it stops."""
+    from clausewatch.cluster import ClusterWorker
+
+    if not settings.broker_url.startswith("nats://"):
+        print("error: --broker must be a nats:// URL", file=sys.stderr)
+        return 2
+    if not settings.database_url:
+        print("error: the cluster mode needs CLAUSEWATCH_DATABASE_URL", file=sys.stderr)
+        return 2
+    if args.workers != 1:
+        print("error: with --broker run one worker per process (start more)", file=sys.stderr)
+        return 2
+    config = _load_config(settings.config_dir)
+    if config is None:
+        return 2
+    _logging()
+    logging.getLogger("nats").setLevel(logging.WARNING)
+    worker = ClusterWorker(settings, config, clock=args.clock)
+    try:
+        worker.start()
+        log.info(
+            "clausewatch cluster worker %s running: %d partitions over the sites of %d",
+            worker.owner,
+            settings.cluster_partitions,
+            len(config.sites),
+        )
+        _wait_for_signal(worker)
+    except _startup_errors() as exc:
+        print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        worker.stop()
+    if worker.failure is not None:
+        return 3
+    log.info("clausewatch cluster worker stopped")
     return 0
 
 

@@ -1,0 +1,81 @@
+"""The pinned nats-server as the cluster mode uses it: 3 nodes, the MQTT streams replicated on
+all of them, and the servers' subject mapping putting each site in the partition
+`ingest.nats.partition` computes (the workers filter their consumers by it)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import nats
+import paho.mqtt.client as paho
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.nats import STORED_PREFIX, STREAM, partition, topic_of
+from tests.cluster.conftest import PARTITIONS, PREFIX
+from tests.cluster.natscluster import NatsCluster, nats_server_binary
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_pinned_server_is_2_11_or_newer() -> None:
+    """Debian's 2.9 grows its MQTT stream without bound (issue 23): never run on it."""
+    version = subprocess.run(
+        [nats_server_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    major, minor = (int(part) for part in version.split(": v")[1].split(".")[:2])
+    assert (major, minor) >= (2, 11), version
+
+
+def test_partition_is_the_fnv1a_hash_nats_uses() -> None:
+    # FNV-1a 32's published test vectors; NATS takes the hash modulo P.
+    assert partition(2**32, "a") == 0xE40C292C
+    assert partition(2**32, "foobar") == 0xBF9CF968
+    assert [partition(8, s) for s in ("site-a", "site-b")] == [0, 1]
+    assert all(0 <= partition(64, f"s{i}") < 64 for i in range(1000))
+    assert len({partition(8, f"s{i}") for i in range(100)}) == 8
+
+
+def test_three_nodes_replicate_the_mqtt_stream_and_map_sites_to_partitions(
+    nats_cluster: NatsCluster,
+) -> None:
+    info = nats_cluster.stream_info()
+    assert info.config.num_replicas == 3
+    assert info.cluster.leader in {node.name for node in nats_cluster.nodes}
+    assert len(info.cluster.replicas) == 2
+
+    sites = [f"site-{i}" for i in range(20)]
+
+    async def read_back() -> list[str]:
+        nc = await nats.connect(nats_cluster.nodes[1].url)
+        js = nc.jetstream()
+        # $MQTT_msgs keeps messages by interest: the consumer must exist before the publishes.
+        await js.add_consumer(
+            STREAM,
+            ConsumerConfig(
+                durable_name="probe",
+                filter_subject=f"{STORED_PREFIX}{PREFIX}.>",
+                ack_policy=AckPolicy.ALL,
+            ),
+        )
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe-gw")
+        client.connect("127.0.0.1", nats_cluster.nodes[2].mqtt_port)
+        client.loop_start()
+        for site in sites:
+            client.publish(f"{PREFIX}/{site}/d1/telemetry", b"{}", qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+        subscription = await js.pull_subscribe_bind(durable="probe", stream=STREAM)
+        messages = await subscription.fetch(len(sites), timeout=10)
+        await nc.close()
+        return [message.subject for message in messages]
+
+    subjects = asyncio.run(read_back())
+    assert len(subjects) == len(sites)
+    for subject in subjects:
+        prefix, number, site, device, kind = subject[len(STORED_PREFIX) :].split(".")
+        assert (prefix, device, kind) == (PREFIX, "d1", "telemetry")
+        assert int(number) == partition(PARTITIONS, site), subject
+        assert topic_of(subject) == f"{PREFIX}/{site}/d1/telemetry"
