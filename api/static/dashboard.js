@@ -858,7 +858,12 @@ async function showPhoto(item, url, button) {
 // or 5-minute buckets whose mean is drawn with their min and max, so an aggregate never hides
 // the worst reading. The evidence the engine kept is raw readings. Falls back to the evidence.
 async function chartSeries(alert) {
-  const evidence = alert.evidence.map((e) => [Date.parse(e.ts), e.value]);
+  // Only the plotted metric's readings: a clause over two metrics (temperature and humidity)
+  // keeps both as evidence, and a humidity of 51 % is no point on a temperature axis.
+  const { metric: plotted } = alert.subject;
+  const evidence = alert.evidence
+    .filter((e) => !plotted || e.metric === plotted)
+    .map((e) => [Date.parse(e.ts), e.value]);
   const none = { line: evidence, low: null, high: null, evidence, bucketed: false };
   const { device, metric } = alert.subject;
   if (!device || !metric) return none;

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from api.tokens import create_token
 from store.batches import ReadingRow, write_readings
@@ -264,3 +265,43 @@ def test_the_chart_names_its_metric_in_the_pages_language(
                 page.screenshot(path=str(artifacts_dir / f"evidence-metric-{where}-{lang}.png"))
                 context.close()
     assert not problems, problems
+
+
+def test_the_chart_plots_only_its_metrics_evidence(
+    live_api: str, api_database_url: str, artifacts_dir: Path
+) -> None:
+    """A clause over temperature and humidity keeps readings of both as evidence; a chart of
+    temperature in °C plots the temperature ones only (a humidity of 51 % is no temperature)."""
+    from playwright.sync_api import expect
+
+    skip_without_chromium()
+    start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) - dt.timedelta(minutes=30)
+    with psycopg.connect(api_database_url) as conn:
+        alert = insert_alert(conn, "site-a", space="evidence-two-metrics", started_at=start)
+        humidity = [
+            {
+                "ts": start.timestamp() + 60 * i,
+                "device": "th-1",
+                "metric": "humidity",
+                "value": 51.0,
+            }
+            for i in range(3)
+        ]
+        conn.execute(
+            "UPDATE alerts SET evidence = evidence || %s WHERE id = %s", (Jsonb(humidity), alert)
+        )
+        token, _ = create_token(conn, "viewer", ("site-a",), "evidence metrics test")
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        context.add_init_script(
+            f"sessionStorage.setItem('clausewatch.token', {token!r});"
+            "localStorage.setItem('clausewatch.lang', 'zh');"
+        )
+        page = context.new_page()
+        page.goto(f"{live_api}/alerts/{alert}")
+        expect(page.locator("#chart svg")).to_have_count(1)
+        option = page.evaluate(CHART_OPTION)
+        [dots] = [s for s in option["series"] if s["type"] == "scatter"]
+        assert dots["data"] and 51.0 not in dots["data"], option
+        assert all(value < 26 for value in dots["data"]), option  # 24.5 down to 24.1 °C
+        context.close()
