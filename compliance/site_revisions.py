@@ -13,6 +13,10 @@ rollback withdraws a revision not applied yet, or puts back the model an applied
 
 Every step is a ledger entry on `site_revision:{id}` naming its actor; `site_revision.applied`
 names proposer, approver and publisher with the diff. None of these commit.
+
+This is the only way a configured site changes: an import applies at once only a site not
+configured yet (`check_direct_import`, the rule the API's import and `clausewatch site import`
+both ask).
 """
 
 from __future__ import annotations
