@@ -256,6 +256,18 @@ def test_a_change_to_a_configured_site_applies_through_a_revision_approved_by_an
         assert all(not any(c.values()) for c in again["changes"].values())
 
 
+def _site_c(name: str) -> bytes:
+    """The workbook of site-c, which the directory does not configure at first: one building."""
+    site = _blank(
+        "site",
+        id="site-c",
+        name=name,
+        timezone="Asia/Shanghai",
+        seasons="cooling=06-01..09-30; heating=11-15..03-15",
+    )
+    return _book({"site": [site], "spaces": [_blank("spaces", id="c1", type="building")]})
+
+
 def test_a_new_site_is_applied_at_once_by_an_admin(
     sites_client: TestClient,
     tokens: dict[tuple[str, str], str],
@@ -265,21 +277,7 @@ def test_a_new_site_is_applied_at_once_by_an_admin(
     """A site the directory does not configure yet has nothing to approve against: an admin
     bootstraps it directly, the file written and the registry synced as the caller."""
     admin = tokens[("admin", "all")]
-    book = _book(
-        {
-            "site": [
-                _blank(
-                    "site",
-                    id="site-c",
-                    name="C 楼",
-                    timezone="Asia/Shanghai",
-                    seasons="cooling=06-01..09-30; heating=11-15..03-15",
-                )
-            ],
-            "spaces": [_blank("spaces", id="c1", type="building")],
-        }
-    )
-    code, result = _post(sites_client, admin, book, dry_run=False)
+    code, result = _post(sites_client, admin, _site_c("C 楼"), dry_run=False)
     assert code == 200, result
     assert result["new_site"] is True and result["applied"] is True
     assert result["file"] == "sites/site-c.yaml" and "约一秒内" in result["note"]
@@ -291,21 +289,7 @@ def test_a_new_site_is_applied_at_once_by_an_admin(
         ).fetchone()
     assert row is not None and json.loads(row[0])["actor"].startswith("token:")
     # once configured, it is no longer new: a change is refused
-    book = _book(
-        {
-            "site": [
-                _blank(
-                    "site",
-                    id="site-c",
-                    name="C 楼 改",
-                    timezone="Asia/Shanghai",
-                    seasons="cooling=06-01..09-30; heating=11-15..03-15",
-                )
-            ],
-            "spaces": [_blank("spaces", id="c1", type="building")],
-        }
-    )
-    code, result = _post(sites_client, admin, book, dry_run=False)
+    code, result = _post(sites_client, admin, _site_c("C 楼 改"), dry_run=False)
     assert code == 409 and "POST /api/v1/site-revisions" in result["detail"]
 
 
