@@ -13,6 +13,10 @@ rollback withdraws a revision not applied yet, or puts back the model an applied
 
 Every step is a ledger entry on `site_revision:{id}` naming its actor; `site_revision.applied`
 names proposer, approver and publisher with the diff. None of these commit.
+
+This is the only way a configured site changes: an import applies at once only a site not
+configured yet (`check_direct_import`, the rule the API's import and `clausewatch site import`
+both ask).
 """
 
 from __future__ import annotations
@@ -69,6 +73,23 @@ class SiteRevision(BaseModel):
     failure: str | None  # why the configuration directory refused it when it was due
     rolled_back_by: str | None
     rolled_back_at: dt.datetime | None
+
+
+def check_direct_import(plan: ImportPlan, propose_with: str) -> None:
+    """The one rule of applying a workbook at once (the API's import, `clausewatch site
+    import`): a site the configuration directory does not define yet may be written directly
+    (bootstrapping it has nothing to approve against), and a workbook that changes nothing
+    writes nothing; any change of a configured site is a revision approved by another person.
+    Raises RevisionError (409) naming `propose_with`, the way to propose it."""
+    if plan.diff.new_site or plan.diff.empty:
+        return
+    site = plan.model.site.id
+    raise RevisionError(
+        f"站点已存在：{site} 的修改需提交站点修订并经他人批准（{propose_with}）"
+        f" / the site {site} exists: changes go through a site revision approved by another"
+        f" person ({propose_with})",
+        409,
+    )
 
 
 def propose(

@@ -2,8 +2,11 @@
 or a zip of CSV files as the body; a dry run shows what it adds, changes and removes, and every
 problem by sheet, row and column; applied, it writes the site's file in the configuration
 directory the service runs with and syncs the registry, as `clausewatch site import` does),
-`GET /sites/{site}/export.xlsx` and `GET /sites/template.xlsx`. The mapping, the diff and the
-import are config/sitebook.py and config/sitefiles.py; docs/config-formats.md, "Site workbook".
+`GET /sites/{site}/export.xlsx` and `GET /sites/template.xlsx`. Applied, an import only
+bootstraps a site not configured yet: a configured site changes through a site revision
+(`/site-revisions` below, approved by another person; `site_revisions.check_direct_import`).
+The mapping, the diff and the import are config/sitebook.py and config/sitefiles.py;
+docs/config-formats.md, "Site workbook".
 
 An applied import takes effect without a restart: the registry, the API and the pages see it at
 once, and the running engines judge with the synced model within about a second
@@ -63,6 +66,8 @@ APPLIED_NOTE = (
     "synced; the running engines judge with the new model within about a second; a new device's "
     "MQTT login needs `clausewatch broker files` and a broker reload"
 )
+# Where a change of a configured site goes instead of an import (named in the 409).
+PROPOSE = "POST /api/v1/site-revisions"
 # One import of the configuration directory at a time: planned against the files as they are
 # when it is written.
 _IMPORTING = threading.Lock()
@@ -249,10 +254,12 @@ def import_site(
 ) -> SiteImport | Response:
     """Imports a site workbook sent as the body (.xlsx, or a zip of one CSV file per sheet).
     It is checked as the site's YAML file is, with every other site and clause file of the
-    configuration directory; with `dry_run` (the default) nothing is written. Applied, the
-    site's file is written (the previous one kept as `*.bak`) and the registry synced in one
-    transaction, recorded in the ledger with this caller as the actor. Admins of the site the
-    workbook names; the running engines judge with the new model within about a second."""
+    configuration directory; with `dry_run` (the default) nothing is written. Applied, which
+    only a new site (`new_site`) may be, the site's file is written (the previous one kept as
+    `*.bak`) and the registry synced in one transaction, recorded in the ledger with this
+    caller as the actor; a change of a configured site is a 409: it goes through
+    `POST /site-revisions`, approved by another person. Admins of the site the workbook names;
+    the running engines judge with the new model within about a second."""
     directory, writable = _config_dir(request)
     if not dry_run and not writable:
         raise HTTPException(
@@ -269,6 +276,10 @@ def import_site(
         applied = False
         report: dict[str, int] = {}
         if not dry_run:
+            try:
+                site_revisions.check_direct_import(plan, PROPOSE)
+            except RevisionError as exc:
+                raise HTTPException(exc.http_status, str(exc)) from exc
             report = sync_site(conn, plan.model, principal.actor).changes
             applied = apply_import(plan)
             conn.commit()

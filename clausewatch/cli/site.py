@@ -1,5 +1,7 @@
 """`clausewatch site export|import|template`: the site model as a workbook (.xlsx, or CSV files
-in a folder or a zip), docs/config-formats.md, "Site workbook"."""
+in a folder or a zip), docs/config-formats.md, "Site workbook". An import writes only a site not
+configured yet; a configured site changes through `clausewatch site propose`
+(clausewatch/cli/site_revisions.py), approved by another person."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import psycopg
 from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url, url_from
 from clausewatch.settings import Settings
+from compliance.revisions import RevisionError
+from compliance.site_revisions import check_direct_import
 from config import BUNDLED_DIR
 from config.documents import ConfigError
 from config.sitebook import WorkbookError
@@ -52,7 +56,8 @@ def register(commands: Commands) -> None:
         "site import",
         "import a site workbook: validate it as the site's YAML file, show what it adds, changes "
         "and removes, then (unless --dry-run) write the site's file in the configuration "
-        "directory and sync the registry when a database is configured",
+        "directory and sync the registry when a database is configured; only a new site: a "
+        "configured one changes through `clausewatch site propose` (approved by another person)",
     )
     importer.add_argument("file", type=Path, metavar="FILE", help=FILE_HELP)
     importer.add_argument(
@@ -144,6 +149,11 @@ def _import(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"试运行 dry run: {plan.target} 未改动 not written")
         return 0
+    try:
+        check_direct_import(plan, f"clausewatch site propose {args.file} --reason TEXT")
+    except RevisionError as exc:
+        print(f"错误 error: {exc}", file=sys.stderr)
+        return 2
     if not apply_import(plan):
         print(f"无变化 nothing to change: {plan.target} 未改动 not written")
         return 0

@@ -5,10 +5,12 @@ limit."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -18,10 +20,15 @@ from openpyxl import Workbook, load_workbook
 
 from api.app import create_app
 from api.limits import SITE_WORKBOOK_MAX_BYTES
+from api.users import create_user, get_user
+from compliance import site_revisions
 from config import BUNDLED_DIR
 from config.sitebook import SHEETS, SHEETS_BY_KEY
 from config.sitefiles import site_yaml
+from store.pool import connect
 from tests.api.conftest import TEST_STREAM, auth, site_model
+
+PASSWORD = "correct horse battery"
 
 IMPORT = "/api/v1/sites/import"
 
@@ -145,22 +152,93 @@ def test_a_dry_run_shows_the_diff_and_writes_nothing(
     assert not (config_dir / "sites" / "site-a.yaml.bak").exists()
 
 
-def test_apply_writes_the_file_and_syncs_the_registry_as_the_caller(
+def test_a_direct_apply_to_a_configured_site_is_refused(
     sites_client: TestClient,
     tokens: dict[tuple[str, str], str],
     config_dir: Path,
     api_database_url: str,
 ) -> None:
+    """A change of a site the directory configures goes through a site revision approved by
+    another person: applied at once it is a 409 naming the way, and nothing is written or
+    synced (its dry run above still shows the diff)."""
     admin = tokens[("admin", "all")]
+    before = (config_dir / "sites" / "site-a.yaml").read_text(encoding="utf-8")
     code, result = _post(sites_client, admin, _edited(sites_client, admin), dry_run=False)
-    assert code == 200, result
-    assert result["applied"] is True and "within about a second" in result["note"]
-    assert "约一秒内" in result["note"] and "broker files" in result["note"]
-    assert result["registry"].get("space.added") == 1
-    text = (config_dir / "sites" / "site-a.yaml").read_text(encoding="utf-8")
+    assert code == 409, result
+    detail = result["detail"]
+    assert "站点已存在" in detail and "他人批准" in detail
+    assert detail.index("站点已存在：site-a") < detail.index("the site site-a exists")  # zh first
+    assert "a site revision approved by another person" in detail
+    assert "POST /api/v1/site-revisions" in detail
+    assert (config_dir / "sites" / "site-a.yaml").read_text(encoding="utf-8") == before
+    assert not (config_dir / "sites" / "site-a.yaml.bak").exists()
+    with psycopg.connect(api_database_url) as conn:
+        added = conn.execute(
+            "SELECT count(*) FROM ledger WHERE kind = 'space.added' AND entity LIKE %s",
+            ("%room-2%",),
+        ).fetchone()
+    assert added == (0,)
+
+
+@contextmanager
+def _signed_in(url: str, config_dir: Path, name: str) -> Iterator[TestClient]:
+    """A client holding the session of `name`, an admin user (created when missing)."""
+    with psycopg.connect(url) as conn:
+        if get_user(conn, name) is None:
+            create_user(conn, name, "admin", PASSWORD, display_name="李处长")
+    app = create_app(url, stream=TEST_STREAM, config_dir=config_dir)
+    with TestClient(app) as browser:
+        answer = browser.post("/api/v1/session", json={"name": name, "password": PASSWORD})
+        assert answer.status_code == 200, answer.text
+        browser.headers["X-CSRF-Token"] = browser.cookies["cw_csrf"]
+        yield browser
+
+
+def test_a_change_to_a_configured_site_applies_through_a_revision_approved_by_another(
+    sites_client: TestClient,
+    tokens: dict[tuple[str, str], str],
+    config_dir: Path,
+    api_database_url: str,
+) -> None:
+    """Proposed with the workbook (as a token), approved by a named user, published with an
+    effective time: at that time (the service's job, its clock injected here) the file is
+    written and the registry synced with the publisher as the actor; the export then imports
+    as no change."""
+    admin = tokens[("admin", "all")]
+    headers = auth(admin)
+    made = sites_client.post(
+        "/api/v1/site-revisions",
+        params={"filename": "site-a.xlsx", "reason": "新增房间"},
+        content=_edited(sites_client, admin),
+        headers=headers,
+    )
+    assert made.status_code == 201, made.text
+    revision = made.json()
+    assert revision["state"] == "pending" and revision["new_site"] is False
+    assert revision["counts"]["space"] == {"added": 1, "changed": 0, "removed": 0}
+    approve = f"/api/v1/site-revisions/{revision['id']}/approve"
+    assert sites_client.post(approve, json={}, headers=headers).status_code == 403  # a token
+    with _signed_in(api_database_url, config_dir, "li") as li:
+        approved = li.post(approve, json={"note": "同意"})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approved_by"] == "user:li (李处长)"
+    effective = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    published = sites_client.post(
+        f"/api/v1/site-revisions/{revision['id']}/publish",
+        json={"effective_at": effective.isoformat()},
+        headers=headers,
+    )
+    assert published.status_code == 200, published.text
+    site_file = config_dir / "sites" / "site-a.yaml"
+    assert "room-2" not in site_file.read_text(encoding="utf-8")  # not before its time
+
+    with connect(api_database_url) as conn:
+        assert site_revisions.apply_due(conn, config_dir, effective) == [revision["id"]]
+        conn.commit()
+    text = site_file.read_text(encoding="utf-8")
     assert "room-2" in text and "李工" in text
     assert (config_dir / "sites" / "site-a.yaml.bak").exists()
-    spaces = sites_client.get("/api/v1/spaces", params={"site": "site-a"}, headers=auth(admin))
+    spaces = sites_client.get("/api/v1/spaces", params={"site": "site-a"}, headers=headers)
     assert "room-2" in {s["id"] for s in spaces.json()}
     with psycopg.connect(api_database_url) as conn:
         row = conn.execute(
@@ -169,10 +247,50 @@ def test_apply_writes_the_file_and_syncs_the_registry_as_the_caller(
             ("%room-2%",),
         ).fetchone()
     assert row is not None
-    assert json.loads(row[0])["actor"].startswith("token:")
-    # its export imported again: nothing to change
-    code, again = _post(sites_client, admin, _export(sites_client, admin), dry_run=False)
-    assert code == 200 and again["applied"] is False and again["registry"] == {}
+    assert json.loads(row[0])["actor"].startswith("token:")  # the publisher
+    # its export imported again: nothing to change, applied or not
+    for dry_run in (True, False):
+        code, again = _post(sites_client, admin, _export(sites_client, admin), dry_run=dry_run)
+        assert code == 200, again
+        assert again["applied"] is False and again["registry"] == {} and again["note"] == ""
+        assert all(not any(c.values()) for c in again["changes"].values())
+
+
+def _site_c(name: str) -> bytes:
+    """The workbook of site-c, which the directory does not configure at first: one building."""
+    site = _blank(
+        "site",
+        id="site-c",
+        name=name,
+        timezone="Asia/Shanghai",
+        seasons="cooling=06-01..09-30; heating=11-15..03-15",
+    )
+    return _book({"site": [site], "spaces": [_blank("spaces", id="c1", type="building")]})
+
+
+def test_a_new_site_is_applied_at_once_by_an_admin(
+    sites_client: TestClient,
+    tokens: dict[tuple[str, str], str],
+    config_dir: Path,
+    api_database_url: str,
+) -> None:
+    """A site the directory does not configure yet has nothing to approve against: an admin
+    bootstraps it directly, the file written and the registry synced as the caller."""
+    admin = tokens[("admin", "all")]
+    code, result = _post(sites_client, admin, _site_c("C 楼"), dry_run=False)
+    assert code == 200, result
+    assert result["new_site"] is True and result["applied"] is True
+    assert result["file"] == "sites/site-c.yaml" and "约一秒内" in result["note"]
+    assert (config_dir / "sites" / "site-c.yaml").exists()
+    with psycopg.connect(api_database_url) as conn:
+        row = conn.execute(
+            "SELECT payload FROM ledger WHERE kind = 'space.added' AND entity LIKE %s",
+            ("%site-c%c1%",),
+        ).fetchone()
+    assert row is not None and json.loads(row[0])["actor"].startswith("token:")
+    # once configured, it is no longer new: a change is refused
+    code, result = _post(sites_client, admin, _site_c("C 楼 改"), dry_run=False)
+    assert code == 409 and "POST /api/v1/site-revisions" in result["detail"]
 
 
 def test_problems_are_named_by_sheet_row_and_column(

@@ -373,9 +373,34 @@ def test_the_cli_shows_problems_and_the_diff(
     out = capsys.readouterr().out
     assert "空间 space 修改 changed: 1  b1-1f" in out
     assert target.read_bytes() == before
-    assert main(["site", "import", str(good), "--config-dir", str(config_dir), "--no-sync"]) == 0
-    assert load_site(target).space("b1-1f").area_m2 == 4100
     assert main(["site", "export", "nowhere", str(tmp_path / "n.xlsx")]) == 1
+
+
+def test_the_cli_applies_a_new_site_and_refuses_to_change_a_configured_one(
+    config_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A change of a configured site is a site revision approved by another person
+    (`clausewatch site propose`); only a site not configured yet is written at once."""
+    rows = site_rows(_demo())
+    _set(rows, "spaces", {"id": "b1-1f"}, "area_m2", 4100)
+    changed = _xlsx(tmp_path / "changed.xlsx", rows)
+    target = config_dir / "sites" / "demo-hq.yaml"
+    before = target.read_bytes()
+    where = ["--config-dir", str(config_dir), "--no-sync"]
+    assert main(["site", "import", str(changed), *where]) == 2
+    captured = capsys.readouterr()
+    assert "空间 space 修改 changed: 1  b1-1f" in captured.out  # the diff is still shown
+    assert "站点已存在" in captured.err and "clausewatch site propose" in captured.err
+    assert "approved by another person" in captured.err
+    assert target.read_bytes() == before
+    assert not (config_dir / "sites" / "demo-hq.yaml.bak").exists()
+
+    _set(rows, "site", {"id": "demo-hq"}, "id", "annex")
+    annex = _xlsx(tmp_path / "annex.xlsx", rows)
+    assert main(["site", "import", str(annex), *where]) == 0
+    assert "已写入 wrote" in capsys.readouterr().out
+    written = configured_site(config_dir, "annex")[0]
+    assert written is not None and written.space("b1-1f").area_m2 == 4100
 
 
 # ---- a district's building ----

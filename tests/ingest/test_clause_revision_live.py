@@ -226,7 +226,7 @@ def test_a_revision_published_while_running_changes_verdicts_from_its_day_on(
 def test_a_site_model_synced_while_running_is_judged_without_a_restart(
     service: Service, publish: Callable[[str, bytes], None]
 ) -> None:
-    """A device added to the site in the registry (as `clausewatch site import` syncs it) is
+    """A device added to the site in the registry (as an applied site revision syncs it) is
     decoded and judged within seconds; the devices that stay keep their state."""
     url = service.database_url
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=30)
