@@ -94,11 +94,19 @@
     if (contacts.ok) {
       const body = await contacts.json();
       const form = document.getElementById("contacts-form");
-      form.elements.email.value = body.email || "";
-      form.elements.mobile.value = body.mobile || "";
+      // What the person typed while the page was loading wins over what is stored.
+      for (const name of ["email", "mobile"]) {
+        const field = form.elements[name];
+        if (!field.dataset.edited) field.value = body[name] || "";
+      }
     }
     subscriptions = subs.ok ? await subs.json() : [];
     drawList();
+    document.body.dataset.loaded = "true";
+  }
+  for (const name of ["email", "mobile"]) {
+    document.getElementById("contacts-form").elements[name]
+      .addEventListener("input", (event) => { event.target.dataset.edited = "true"; });
   }
 
   document.getElementById("contacts-form").addEventListener("submit", async (event) => {

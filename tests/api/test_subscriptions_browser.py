@@ -15,7 +15,7 @@ import pytest
 from alerts import webhooks
 from api.users import create_user
 from tests.api.conftest import T0
-from tests.support import launch_chromium
+from tests.support import launch_chromium, wait_for
 
 pytestmark = [pytest.mark.browser]
 
@@ -83,6 +83,45 @@ def test_a_user_subscribes_at_me_on_the_phone_and_at_the_desk(
         assert conn.execute(
             "SELECT count(*) FROM notification_routes WHERE owner_user IS NOT NULL"
         ).fetchone() == (0,)
-        assert conn.execute("SELECT email FROM user_contacts").fetchall() == [
-            ("sun.li@cw.example.cn",)
-        ]
+        assert conn.execute(
+            "SELECT email FROM user_contacts JOIN users ON users.id = user_contacts.user_id"
+            " WHERE users.name = 'sunli'"
+        ).fetchall() == [("sun.li@cw.example.cn",)]
+
+
+def test_an_address_typed_while_the_page_loads_is_not_overwritten(
+    live_api: str, api_database_url: str
+) -> None:
+    """The stored contacts arrive after the person began typing (held back here, as a slow
+    network or a loaded server does): what they typed stays, and is what is saved."""
+    from playwright.sync_api import Route, expect
+
+    with psycopg.connect(api_database_url) as conn:
+        create_user(conn, "zhouqi", "facility_manager", PASSWORD, sites=("site-a",))
+    held: list[Route] = []
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        page = context.new_page()
+        page.goto(live_api + "/login?next=%2Fme")
+        page.fill("#login-name", "zhouqi")
+        page.fill("#login-password", PASSWORD)
+        page.route(
+            "**/api/v1/me/contacts",
+            lambda route: held.append(route) if route.request.method == "GET" else route.fallback(),
+        )
+        page.click("#login-submit")
+        page.wait_for_url(live_api + "/me")
+        # Polled with the page's own timer, so playwright hands the request to the handler.
+        wait_for(lambda: held or page.wait_for_timeout(50), 20, "the contacts asked for")
+        page.fill("#me-email", "zhou.qi@cw.example.cn")
+        held[0].continue_()
+        expect(page.locator("body")).to_have_attribute("data-loaded", "true")
+        expect(page.locator("#me-email")).to_have_value("zhou.qi@cw.example.cn")
+        page.click("#contacts-save")
+        expect(page.locator("#contacts-status")).not_to_be_empty()
+        context.close()
+    with psycopg.connect(api_database_url) as conn:
+        assert conn.execute(
+            "SELECT email FROM user_contacts JOIN users ON users.id = user_contacts.user_id"
+            " WHERE users.name = 'zhouqi'"
+        ).fetchall() == [("zhou.qi@cw.example.cn",)]
