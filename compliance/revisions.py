@@ -536,9 +536,17 @@ def _revision(row: dict[str, Any]) -> Revision:
     )
 
 
-def _locked(conn: psycopg.Connection[Any], revision_id: int, *states: str) -> Revision:
+def lock_in_state(
+    conn: psycopg.Connection[Any],
+    table: Literal["clause_revisions", "site_revisions"],
+    revision_id: int,
+    states: tuple[str, ...],
+) -> None:
+    """Locks a clause or site revision's row for this transaction: 404 when there is none, 409
+    when it is in none of `states` (the step asked for does not apply to it)."""
     row = conn.execute(
-        "SELECT state FROM clause_revisions WHERE id = %s FOR UPDATE", (revision_id,)
+        f"SELECT state FROM {table} WHERE id = %s FOR UPDATE",  # `table`: one of two names
+        (revision_id,),
     ).fetchone()
     if row is None:
         raise RevisionError("revision not found", 404)
@@ -546,6 +554,10 @@ def _locked(conn: psycopg.Connection[Any], revision_id: int, *states: str) -> Re
         raise RevisionError(
             f"revision {revision_id} is {row[0]}; this step needs it {' or '.join(states)}", 409
         )
+
+
+def _locked(conn: psycopg.Connection[Any], revision_id: int, *states: str) -> Revision:
+    lock_in_state(conn, "clause_revisions", revision_id, states)
     return get_revision(conn, revision_id)
 
 

@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from compliance.revisions import RevisionError, check_approver
+from compliance.revisions import RevisionError, check_approver, lock_in_state
 from config.documents import ConfigError
 from config.sitefiles import ImportPlan, apply_import, plan_model
 from rules.site import SiteModel
@@ -364,15 +364,7 @@ def _model(conn: psycopg.Connection[Any], revision_id: int, column: str) -> Site
 
 
 def _locked(conn: psycopg.Connection[Any], revision_id: int, *states: str) -> SiteRevision:
-    row = conn.execute(
-        "SELECT state FROM site_revisions WHERE id = %s FOR UPDATE", (revision_id,)
-    ).fetchone()
-    if row is None:
-        raise RevisionError("revision not found", 404)
-    if row[0] not in states:
-        raise RevisionError(
-            f"revision {revision_id} is {row[0]}; this step needs it {' or '.join(states)}", 409
-        )
+    lock_in_state(conn, "site_revisions", revision_id, states)
     return get_revision(conn, revision_id)
 
 

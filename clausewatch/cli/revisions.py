@@ -21,7 +21,7 @@ import datetime as dt
 import getpass
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import yaml
@@ -44,6 +44,9 @@ from compliance.revisions import (
 from store.pool import connect
 
 STATES = ("pending", "approved", "rejected", "published", "rolled_back")
+
+
+_R = TypeVar("_R")  # a clause or a site revision
 
 
 def register(commands: Commands) -> None:
@@ -196,10 +199,13 @@ def _rollback(args: argparse.Namespace) -> int:
     )
 
 
-def _step(
+def run_step(
     args: argparse.Namespace,
-    work: Callable[[psycopg.Connection[Any], dt.datetime], Revision],
+    work: Callable[[psycopg.Connection[Any], dt.datetime], _R],
+    show: Callable[[_R], None],
 ) -> int:
+    """One step of a revision's workflow in a transaction of its own: shown when committed,
+    exit 2 with the reason when refused (clause and site revisions alike)."""
     try:
         with connect(database_url(args)) as conn:
             revision = work(conn, dt.datetime.now(dt.UTC))
@@ -210,8 +216,15 @@ def _step(
     except psycopg.Error as exc:
         print(f"error: the database refused: {exc}", file=sys.stderr)
         return 2
-    _print(revision)
+    show(revision)
     return 0
+
+
+def _step(
+    args: argparse.Namespace,
+    work: Callable[[psycopg.Connection[Any], dt.datetime], Revision],
+) -> int:
+    return run_step(args, work, _print)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import psycopg
 from api.users import get_user
 from clausewatch.cli import Commands
 from clausewatch.cli.common import database_argument, database_url
+from clausewatch.cli.revisions import run_step
 from clausewatch.cli.site import FILE_HELP, config_argument, config_dir
 from compliance import site_revisions
 from compliance.revisions import RevisionError
@@ -207,18 +208,7 @@ def _step(
     args: argparse.Namespace,
     work: Callable[[psycopg.Connection[Any], dt.datetime], SiteRevision],
 ) -> int:
-    try:
-        with connect(database_url(args)) as conn:
-            revision = work(conn, dt.datetime.now(dt.UTC))
-            conn.commit()
-    except RevisionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except psycopg.Error as exc:
-        print(f"error: the database refused: {exc}", file=sys.stderr)
-        return 2
-    _print(revision)
-    return 0
+    return run_step(args, work, _print)
 
 
 def _list(args: argparse.Namespace) -> int:
