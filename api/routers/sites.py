@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -225,24 +225,26 @@ def _changes(kinds: dict[str, KindDiff]) -> dict[str, KindChanges]:
     }
 
 
+# A workbook upload, as the import and a site revision's proposal take it: the kind is told by
+# content, whatever the type says (curl --data-binary sends application/octet-stream).
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+WORKBOOK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {XLSX: _BINARY, "application/zip": _BINARY, "application/octet-stream": _BINARY},
+    }
+}
+WORKBOOK_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **problems(401, 403, 409, 413),
+    422: {"description": "the workbook's problems, by sheet, row and column"},
+}
+
+
 @router.post(
     "/import",
     response_model=SiteImport,
-    responses={
-        **problems(401, 403, 409, 413),
-        422: {"description": "the workbook's problems, by sheet, row and column"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                XLSX: {"schema": {"type": "string", "format": "binary"}},
-                "application/zip": {"schema": {"type": "string", "format": "binary"}},
-                # The kind is told by content, whatever the type says (curl --data-binary).
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    },
+    responses=WORKBOOK_ANSWERS,
+    openapi_extra=WORKBOOK_BODY,
 )
 def import_site(
     request: Request,
@@ -370,20 +372,8 @@ def site_revision(revision_id: RevisionId, conn: DbConn, principal: Reader) -> S
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SiteRevision,
-    responses={
-        **problems(401, 403, 409, 413),
-        422: {"description": "the workbook's problems, by sheet, row and column"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                XLSX: {"schema": {"type": "string", "format": "binary"}},
-                "application/zip": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    },
+    responses=WORKBOOK_ANSWERS,
+    openapi_extra=WORKBOOK_BODY,
 )
 def propose_site_revision(
     request: Request,
