@@ -223,11 +223,7 @@ def approve(
     ledger.lock(conn)
     revision = _locked(conn, revision_id, "pending")
     check_approver(actor, revision.proposed_by)
-    conn.execute(
-        "UPDATE clause_revisions SET state = 'approved', approved_by = %s, approved_at = %s,"
-        " decision_note = %s, updated_at = %s WHERE id = %s",
-        (actor, now, note, now, revision_id),
-    )
+    record_decision(conn, "clause_revisions", revision_id, "approved", actor, note, now)
     _record(
         conn,
         "clause_revision.approved",
@@ -246,11 +242,7 @@ def reject(
     """Rejects a revision pending approval (or approved, not published): it is closed."""
     ledger.lock(conn)
     revision = _locked(conn, revision_id, "pending", "approved")
-    conn.execute(
-        "UPDATE clause_revisions SET state = 'rejected', rejected_by = %s, rejected_at = %s,"
-        " decision_note = %s, updated_at = %s WHERE id = %s",
-        (actor, now, note, now, revision_id),
-    )
+    record_decision(conn, "clause_revisions", revision_id, "rejected", actor, note, now)
     _record(
         conn,
         "clause_revision.rejected",
@@ -533,6 +525,31 @@ def _revision(row: dict[str, Any]) -> Revision:
         backtest=tested["sites"],
         backtest_since=tested["since"],
         backtest_until=tested["until"],
+    )
+
+
+def record_decision(
+    conn: psycopg.Connection[Any],
+    table: Literal["clause_revisions", "site_revisions"],
+    revision_id: int,
+    decision: Literal["approved", "rejected"],
+    actor: str,
+    note: str | None,
+    now: dt.datetime,
+) -> None:
+    """A clause or site revision approved or rejected by `actor`, with the note given."""
+    who, when = (
+        ("approved_by", "approved_at")
+        if decision == "approved"
+        else (
+            "rejected_by",
+            "rejected_at",
+        )
+    )
+    conn.execute(
+        f"UPDATE {table} SET state = %s, {who} = %s, {when} = %s,"  # fixed names only
+        " decision_note = %s, updated_at = %s WHERE id = %s",
+        (decision, actor, now, note, now, revision_id),
     )
 
 

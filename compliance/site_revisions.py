@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from compliance.revisions import RevisionError, check_approver, lock_in_state
+from compliance.revisions import RevisionError, check_approver, lock_in_state, record_decision
 from config.documents import ConfigError
 from config.sitefiles import ImportPlan, apply_import, plan_model
 from rules.site import SiteModel
@@ -139,11 +139,7 @@ def approve(
     ledger.lock(conn)
     revision = _locked(conn, revision_id, "pending")
     check_approver(actor, revision.proposed_by)
-    conn.execute(
-        "UPDATE site_revisions SET state = 'approved', approved_by = %s, approved_at = %s,"
-        " decision_note = %s, updated_at = %s WHERE id = %s",
-        (actor, now, note, now, revision_id),
-    )
+    record_decision(conn, "site_revisions", revision_id, "approved", actor, note, now)
     facts = {"proposed_by": revision.proposed_by, "note": note}
     _record(conn, "site_revision.approved", revision_id, revision.site, actor, now, facts)
     return get_revision(conn, revision_id)
@@ -154,11 +150,7 @@ def reject(
 ) -> SiteRevision:
     ledger.lock(conn)
     revision = _locked(conn, revision_id, "pending", "approved")
-    conn.execute(
-        "UPDATE site_revisions SET state = 'rejected', rejected_by = %s, rejected_at = %s,"
-        " decision_note = %s, updated_at = %s WHERE id = %s",
-        (actor, now, note, now, revision_id),
-    )
+    record_decision(conn, "site_revisions", revision_id, "rejected", actor, note, now)
     facts = {"proposed_by": revision.proposed_by, "note": note}
     _record(conn, "site_revision.rejected", revision_id, revision.site, actor, now, facts)
     return get_revision(conn, revision_id)
