@@ -51,6 +51,7 @@ from rules.holidays import use_official_calendar
 from rules.site import SiteModel
 from store.checkpoints import data_times
 from store.migrate import migrate
+from store.mode import storage_mode
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
 from store.pool import connect, make_pool
 from store.registry import site_model, site_stamps, sync_clauses, sync_site
@@ -504,10 +505,25 @@ class Service:
         """As the owner role, which owns the jobs (the service role may not run them, and
         `run_job` in a SECURITY DEFINER function fails: a job commits), through the migration
         login, which may act for it. Autocommit: each job runs in its own transactions."""
+        if self.pool is None:
+            return
         try:
+            with self.pool.connection() as conn:
+                if storage_mode(conn) != "timescaledb":
+                    return
             url = as_role(self.migration_url, self.roles.owner)
-            with connect(url, autocommit=True) as conn:
-                run_due_timescale_jobs(conn, self._timescale_job_runs)
+            try:
+                owner = connect(url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                log.error(
+                    "TimescaleDB jobs not run: the migration login cannot act as %s (%s);"
+                    " see docs/storage.md, Modes",
+                    self.roles.owner,
+                    exc,
+                )
+                return
+            with owner:
+                run_due_timescale_jobs(owner, self._timescale_job_runs)
         except Exception:
             log.exception("scheduled job timescale_jobs failed; it runs again at its next turn")
 

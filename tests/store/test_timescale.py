@@ -404,3 +404,30 @@ def test_no_timescaledb_jobs_in_the_native_mode(
     with connect(empty_database_url, autocommit=True) as conn:
         assert storage_mode(conn) == "native"
         assert run_due_timescale_jobs(conn, {}) == []
+
+
+def test_a_failing_job_is_logged_and_the_others_still_run(
+    timescale_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with connect(timescale_url) as conn:
+        ((compression,),) = conn.execute(
+            'SELECT alter_job(job_id, config => config || \'{"compress_after": "banana"}\')'
+            " FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+        ).fetchall()
+        refreshes = sorted(
+            job_id
+            for (job_id,) in conn.execute(
+                "SELECT job_id FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            )
+        )
+        conn.commit()
+    compression_id = int(compression[0])
+    last_runs: dict[int, dt.datetime] = {}
+    with connect(as_role(timescale_url, DEFAULT_OWNER_ROLE), autocommit=True) as conn:
+        assert sorted(run_due_timescale_jobs(conn, last_runs)) == refreshes
+    assert compression_id not in last_runs  # tried again at the next turn
+    assert f"TimescaleDB job {compression_id} (policy_compression of readings) failed" in (
+        caplog.text
+    )
+    assert "banana" in caplog.text
