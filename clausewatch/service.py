@@ -51,12 +51,14 @@ from rules.holidays import use_official_calendar
 from rules.site import SiteModel
 from store.checkpoints import data_times
 from store.migrate import migrate
+from store.mode import storage_mode
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
 from store.pool import connect, make_pool
 from store.registry import site_model, site_stamps, sync_clauses, sync_site
 from store.roles import as_role
 from store.rollups import refresh_rollups
 from store.times import wall_now
+from store.timescale_jobs import run_due_timescale_jobs
 
 if TYPE_CHECKING:
     from api.routers.ingest import HttpIngest
@@ -99,6 +101,8 @@ WALL_CLOCK_GRACE_S = 2.0
 # How often each ingest process looks for a clause revision published or rolled back (a
 # publication dates from a later day, so a second's delay costs nothing) or a site model synced.
 CONFIGURATION_POLL_S = 1.0
+# How often the service looks for due TimescaleDB jobs (the shortest schedule is 30 minutes).
+TIMESCALE_JOBS_INTERVAL_MIN = 5
 
 
 ROUTES_FILE = "routes.yaml"  # the notification routes of a config directory
@@ -249,6 +253,7 @@ class Service:
         self._http_thread: threading.Thread | None = None
         self._clause_stamp: tuple[int, dt.datetime | None] | None = None
         self._site_stamps: dict[str, dt.datetime] = {}
+        self._timescale_job_runs: dict[int, dt.datetime] = {}  # job id: last run by the service
 
     @property
     def api_url(self) -> str:
@@ -385,6 +390,16 @@ class Service:
             id="retention",
             next_run_time=dt.datetime.now(dt.UTC),
         )
+        # TimescaleDB's policy jobs, which its own scheduler fails to complete on some builds
+        # (store/timescale_jobs.py): a job is run when its schedule interval has passed since
+        # it last completed, so a few minutes' granularity is enough; also at start.
+        scheduler.add_job(
+            self._timescale_jobs,
+            "interval",
+            minutes=TIMESCALE_JOBS_INTERVAL_MIN,
+            id="timescale_jobs",
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
         # run produces each within the hour after a quarter ends and catches up after downtime.
         scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
@@ -485,6 +500,32 @@ class Service:
             )
 
         self._job("retention", work)
+
+    def _timescale_jobs(self) -> None:
+        """As the owner role, which owns the jobs (the service role may not run them, and
+        `run_job` in a SECURITY DEFINER function fails: a job commits), through the migration
+        login, which may act for it. Autocommit: each job runs in its own transactions."""
+        if self.pool is None:
+            return
+        try:
+            with self.pool.connection() as conn:
+                if storage_mode(conn) != "timescaledb":
+                    return
+            url = as_role(self.migration_url, self.roles.owner)
+            try:
+                owner = connect(url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                log.error(
+                    "TimescaleDB jobs not run: the migration login cannot act as %s (%s);"
+                    " see docs/storage.md, Modes",
+                    self.roles.owner,
+                    exc,
+                )
+                return
+            with owner:
+                run_due_timescale_jobs(owner, self._timescale_job_runs)
+        except Exception:
+            log.exception("scheduled job timescale_jobs failed; it runs again at its next turn")
 
     def _notifications(self) -> None:
         base_url = self.settings.alert_link_base()

@@ -14,6 +14,7 @@ from clausewatch.service import Service, ServiceOptions
 from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from rules.site import SiteModel
+from store.batches import ReadingRow, write_readings
 from store.migrate import migrate
 from store.mode import FORCE_NATIVE_ENV, storage_mode
 from store.partitions import ensure_partitions, partition_name
@@ -30,7 +31,7 @@ SITE = SiteModel.model_validate(
     }
 )
 CONFIG = LoadedConfig(sites={"j-hq": SITE}, clause_files={})
-STORAGE_JOBS = {"partitions", "rollups", "retention"}
+STORAGE_JOBS = {"partitions", "rollups", "retention", "timescale_jobs"}
 
 
 @pytest.fixture
@@ -159,6 +160,75 @@ def test_a_changed_retention_setting_takes_effect_at_the_next_start(
         else:
             ten = [("events", "10 days"), ("readings", "10 days")]
             wait_for(lambda: policies() == ten, what=lambda: f"policies: {policies()}")
+    finally:
+        service.stop()
+
+
+@pytest.mark.timescale
+def test_the_service_runs_the_timescaledb_jobs_compression_and_refresh(
+    timescale_server: str, settings: Settings
+) -> None:
+    # TimescaleDB 2.28.3 on PostgreSQL 15.20: every background job fails ("cannot drop portal
+    # \"\" while it is being set up") and is rolled back, so nothing was compressed or
+    # materialised unless the service ran the jobs itself (docs/storage.md, Modes).
+    url = settings.database_url
+    assert url is not None
+    migrate(url)
+    now = dt.datetime.now(dt.UTC)
+    old = now - dt.timedelta(days=10)  # past the 8-day compression horizon
+    hour = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)  # closed
+    times = [old] + [hour + dt.timedelta(minutes=10 * i) for i in range(3)]
+    with connect(url) as conn:
+        write_readings(
+            conn,
+            [
+                ReadingRow("j-hq", "th-1", "temperature", t.timestamp(), 20.0 + i, i, 0.0)
+                for i, t in enumerate(times)
+            ],
+        )
+        conn.commit()
+    ((schema, table),) = rows(
+        url,
+        "SELECT materialization_hypertable_schema, materialization_hypertable_name"
+        " FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_hourly'",
+    )
+
+    def compressed() -> list[tuple[object, ...]]:
+        return rows(
+            url,
+            "SELECT range_start, is_compressed FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'readings' ORDER BY range_start",
+        )
+
+    def materialised() -> list[tuple[object, ...]]:
+        # The materialised rows themselves: the view adds the newest hours from raw rows.
+        return rows(
+            url,
+            f'SELECT bucket, value_count FROM "{schema}"."{table}"'
+            f" WHERE device = 'th-1' AND bucket >= '{hour.isoformat()}' ORDER BY bucket",
+        )
+
+    def job_errors() -> str:
+        return str(
+            rows(
+                url,
+                "SELECT job_id, proc_name, err_message FROM timescaledb_information.job_errors"
+                " ORDER BY start_time DESC LIMIT 5",
+            )
+        )
+
+    service = Service(settings, CONFIG, ServiceOptions(clock="data", serve_api=False))
+    service.start()
+    try:  # the job runs once at start
+        wait_for(
+            lambda: compressed()[0][1],
+            what=lambda: f"chunks {compressed()}; TimescaleDB's job errors {job_errors()}",
+        )
+        assert [c for _, c in compressed()] == [True, False]  # the recent day stays open
+        wait_for(
+            lambda: materialised() == [(hour, 3)],
+            what=lambda: f"materialised {materialised()}; job errors {job_errors()}",
+        )
     finally:
         service.stop()
 

@@ -16,7 +16,9 @@ from store.mode import FORCE_NATIVE_ENV, choose_mode, storage_mode, timescaledb_
 from store.partitions import apply_retention, ensure_partitions
 from store.pool import connect
 from store.readings import consumption, query_readings
+from store.roles import DEFAULT_OWNER_ROLE, as_role
 from store.rollups import refresh_rollups
+from store.timescale_jobs import run_due_timescale_jobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timescale]
 
@@ -339,3 +341,93 @@ def test_a_database_with_the_btree_time_index_gets_brin_and_keeps_its_rows(
             "SELECT seq FROM readings WHERE ts >= %s ORDER BY ts", (START - dt.timedelta(days=31),)
         ).fetchall()
         assert rows == [(0,), (1,)]
+
+
+def test_due_jobs_run_as_the_owner_once_per_interval_and_a_second_run_changes_nothing(
+    timescale_url: str,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
+    times = [now - dt.timedelta(days=10)] + [hour + dt.timedelta(minutes=m) for m in (0, 20)]
+    with connect(timescale_url) as conn:
+        write_readings(
+            conn,
+            [ReadingRow("s", "d", "t", t.timestamp(), 20.0, i, 0.0) for i, t in enumerate(times)],
+        )
+        conn.commit()
+        ((schema, table),) = conn.execute(
+            "SELECT materialization_hypertable_schema, materialization_hypertable_name FROM"
+            " timescaledb_information.continuous_aggregates WHERE view_name = 'readings_hourly'"
+        ).fetchall()
+        jobs = dict(
+            conn.execute(
+                "SELECT job_id, proc_name FROM timescaledb_information.jobs"
+                " WHERE hypertable_name IN ('readings', 'readings_hourly', 'readings_daily')"
+            ).fetchall()
+        )
+
+    def state() -> tuple[list[Any], list[Any], int]:
+        with connect(timescale_url) as conn:
+            chunks = conn.execute(
+                "SELECT range_start, is_compressed FROM timescaledb_information.chunks"
+                " WHERE hypertable_name = 'readings' ORDER BY 1"
+            ).fetchall()
+            hourly = conn.execute(
+                f'SELECT bucket, value_count FROM "{schema}"."{table}" ORDER BY 1'
+            ).fetchall()
+            readings = conn.execute("SELECT count(*) FROM readings").fetchone()
+            assert readings is not None
+            return chunks, hourly, int(readings[0])
+
+    last_runs: dict[int, dt.datetime] = {}
+    owner_url = as_role(timescale_url, DEFAULT_OWNER_ROLE)
+    with connect(owner_url, autocommit=True) as conn:
+        assert sorted(run_due_timescale_jobs(conn, last_runs, now=now)) == sorted(jobs)
+        after = state()
+        chunks, hourly, count = after
+        assert [c for _, c in chunks] == [True, False]
+        assert (hour, 2) in hourly
+        assert count == 3
+        # Not due again within the shortest schedule interval (30 minutes).
+        assert run_due_timescale_jobs(conn, last_runs, now=now + dt.timedelta(minutes=29)) == []
+        # Past every interval all run again, and find nothing left to do.
+        later = now + dt.timedelta(days=1)
+        assert sorted(run_due_timescale_jobs(conn, last_runs, now=later)) == sorted(jobs)
+        assert state() == after
+
+
+def test_no_timescaledb_jobs_in_the_native_mode(
+    pg_server_url: str, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FORCE_NATIVE_ENV, "1")
+    migrate(empty_database_url)
+    with connect(empty_database_url, autocommit=True) as conn:
+        assert storage_mode(conn) == "native"
+        assert run_due_timescale_jobs(conn, {}) == []
+
+
+def test_a_failing_job_is_logged_and_the_others_still_run(
+    timescale_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with connect(timescale_url) as conn:
+        ((compression,),) = conn.execute(
+            'SELECT alter_job(job_id, config => config || \'{"compress_after": "banana"}\')'
+            " FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+        ).fetchall()
+        refreshes = sorted(
+            job_id
+            for (job_id,) in conn.execute(
+                "SELECT job_id FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            )
+        )
+        conn.commit()
+    compression_id = int(compression[0])
+    last_runs: dict[int, dt.datetime] = {}
+    with connect(as_role(timescale_url, DEFAULT_OWNER_ROLE), autocommit=True) as conn:
+        assert sorted(run_due_timescale_jobs(conn, last_runs)) == refreshes
+    assert compression_id not in last_runs  # tried again at the next turn
+    assert f"TimescaleDB job {compression_id} (policy_compression of readings) failed" in (
+        caplog.text
+    )
+    assert "banana" in caplog.text
