@@ -918,6 +918,12 @@ function clock(ms, zone) {
   });
 }
 
+// The plot's margins: on a phone the legend wraps to two rows, so the plot (and the y axis's
+// name above it) starts lower, clear of the legend.
+function chartGrid(box) {
+  return { left: 8, right: 24, top: box.clientWidth < 520 ? 76 : 48, bottom: 56, containLabel: true };
+}
+
 // The evidence chart (Apache ECharts, served from /static/vendor by scripts/vendor): time in
 // the site's zone on the x axis, the metric and its unit on the y axis, the clause's limits as
 // dashed lines, the raw evidence as dots and the worst raw reading marked with its value; zoom
@@ -946,7 +952,7 @@ async function drawChart(alert) {
   });
   window.echarts.init(box, null, { renderer: "svg" }).setOption({
     animation: false,
-    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    grid: chartGrid(box),
     legend: { top: 0, textStyle: { fontSize: 11 } },
     tooltip: { trigger: "axis", renderMode: "richText" }, // no HTML: the page's CSP allows none
     xAxis: {
@@ -1051,7 +1057,7 @@ function drawMeterChart(alert) {
     : [Math.min(at, end), alert.worst_value / (meter.area_m2 || 1)];
   window.echarts.init(box, null, { renderer: "svg" }).setOption({
     animation: false,
-    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    grid: chartGrid(box),
     legend: { top: 0, textStyle: { fontSize: 11 } },
     tooltip: { trigger: "axis", renderMode: "richText" },
     xAxis: { ...TIME_AXIS(alert, start), min: start, max: end },
@@ -1138,7 +1144,7 @@ function drawObligationChart(alert) {
   }
   window.echarts.init(box, null, { renderer: "svg" }).setOption({
     animation: false,
-    grid: { left: 8, right: 24, top: 48, bottom: 56, containLabel: true },
+    grid: chartGrid(box),
     legend: { top: 0, textStyle: { fontSize: 11 } },
     tooltip: { trigger: "item", renderMode: "richText" },
     xAxis: { ...TIME_AXIS(alert, due), min: Date.parse(duty.since), max: Date.parse(duty.until) },
