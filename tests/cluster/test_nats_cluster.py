@@ -13,7 +13,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.nats import STORED_PREFIX, STREAM, partition, topic_of
+from ingest.nats import PARTITIONED, STORED_PREFIX, STREAM, partition, topic_of
 from tests.cluster.conftest import PARTITIONS, PREFIX
 from tests.cluster.natscluster import NatsCluster, nats_server_binary
 
@@ -56,7 +56,7 @@ def test_three_nodes_replicate_the_mqtt_stream_and_map_sites_to_partitions(
             STREAM,
             ConsumerConfig(
                 durable_name="probe",
-                filter_subject=f"{STORED_PREFIX}{PREFIX}.>",
+                filter_subject=f"{STORED_PREFIX}{PARTITIONED}.{PREFIX}.>",
                 ack_policy=AckPolicy.ALL,
             ),
         )
@@ -75,7 +75,7 @@ def test_three_nodes_replicate_the_mqtt_stream_and_map_sites_to_partitions(
     subjects = asyncio.run(read_back())
     assert len(subjects) == len(sites)
     for subject in subjects:
-        prefix, number, site, device, kind = subject[len(STORED_PREFIX) :].split(".")
-        assert (prefix, device, kind) == (PREFIX, "d1", "telemetry")
+        mapped, prefix, number, site, device, kind = subject[len(STORED_PREFIX) :].split(".")
+        assert (mapped, prefix, device, kind) == (PARTITIONED, PREFIX, "d1", "telemetry")
         assert int(number) == partition(PARTITIONS, site), subject
         assert topic_of(subject) == f"{PREFIX}/{site}/d1/telemetry"
