@@ -57,14 +57,16 @@ def nats_authorization(
     for identity in identities:
         if identity.kind == "service":
             publish, subscribe = list(WORKER_PUBLISH), {"allow": list(WORKER_SUBSCRIBE)}
+            connection = "STANDARD"  # the nodes' NATS connections
         else:
             publish = [s for f in identity.publish for s in publish_subjects(f, partitions)]
             subscribe = {"deny": [">"]}
-        permissions = {"publish": {"allow": publish}, "subscribe": subscribe}
+            connection = "MQTT"  # a device's login opens no NATS connection
         user = {
             "user": identity.username,
             "password": passwords[identity.username],
-            "permissions": permissions,
+            "allowed_connection_types": [connection],
+            "permissions": {"publish": {"allow": publish}, "subscribe": subscribe},
         }
         # JSON is NATS configuration syntax; the strings are quoted, so `$CW` is no variable.
         lines.append(f"    {json.dumps(user, ensure_ascii=False)}")

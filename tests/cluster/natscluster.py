@@ -62,7 +62,8 @@ class Node:
 
 class NatsCluster:
     """`authorization`: a block of users every node carries (ingest/nats_auth.py); `login`
-    then the user and password the fixture's own clients (and `broker_url`) use."""
+    then the user and password the fixture's own NATS clients (and `broker_url`) use, and
+    `mqtt_login` its MQTT client's."""
 
     def __init__(
         self,
@@ -72,12 +73,14 @@ class NatsCluster:
         size: int = 3,
         authorization: str = "",
         login: tuple[str, str] | None = None,
+        mqtt_login: tuple[str, str] | None = None,
     ) -> None:
         self.folder = folder
         self.prefix = prefix
         self.partitions = partitions
         self.authorization = authorization
         self.login = login
+        self.mqtt_login = mqtt_login
         self.binary = nats_server_binary()
         self.nodes = [
             Node(f"n{i}", folder / f"n{i}", free_port(), free_port(), free_port(), free_port())
@@ -136,8 +139,8 @@ mappings {{ "{source}": "{destination}" }}
             self.wait_healthy(node)
         # NATS makes the MQTT streams when the first MQTT client of the account connects.
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id="cluster-fixture")
-        if self.login is not None:
-            client.username_pw_set(*self.login)
+        if self.mqtt_login is not None:
+            client.username_pw_set(*self.mqtt_login)
         client.connect("127.0.0.1", self.nodes[0].mqtt_port)
         client.loop_start()
         try:

@@ -2,7 +2,8 @@
 beside Mosquitto's files, the 3 servers include it, the worker logs in as the service, and a
 device may publish its own topics only: NATS drops a publish into another device's or another
 site's topic (it still acknowledges it: the PUBACK of NATS 2.15 says nothing) and logs a
-publish violation, so nothing of it is stored; a wrong password gets no connection."""
+publish violation, so nothing of it is stored; a wrong password gets no connection, nor does the
+nodes' login on the MQTT listener."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def secured(tmp_path: Path) -> Iterator[tuple[NatsCluster, dict[str, str], Path]
         PARTITIONS,
         authorization=authorization,
         login=("clausewatch", passwords["clausewatch"]),
+        mqtt_login=("site-1/d1", passwords["site-1/d1"]),
     )
     try:
         cluster.start()
@@ -94,6 +96,8 @@ def test_a_device_publishes_its_own_topics_only(
         worker.wait_running()
         port = cluster.mqtt_ports[1]
         assert refused(port, "site-0/d0", "not its password")
+        # The nodes' login is for NATS connections only (allowed_connection_types).
+        assert refused(port, "clausewatch", passwords["clausewatch"])
         device = Device(port, "site-0/d0", passwords["site-0/d0"])
         body = orjson.dumps({"seq": 1, "metrics": {"co2": 500.0}})
         try:
