@@ -3,7 +3,8 @@
 `Service(settings, config).start()` brings the parts up in dependency order and `stop()` takes
 them down in reverse, so nothing is left half-written: the pipeline commits and acknowledges
 what it took before the MQTT client disconnects; what it did not take stays with the broker.
-`clausewatch run` and `clausewatch demo` both use it; so do the integration tests (without the
+`clausewatch run` and `clausewatch demo` both use it, and each node of the cluster mode (with
+its worker as the ingest, `ServiceOptions.ingest`); so do the integration tests (without the
 HTTP server).
 """
 
