@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -226,6 +227,34 @@ def test_periodic_jobs_run_on_one_node_and_move_when_it_dies(nodes: Nodes) -> No
     print(f"periodic jobs taken over and retention run {took:.2f} s after kill -9")
     assert "this node runs the periodic jobs" in other.text()
     assert took < 10
+
+
+def test_a_stalled_jobs_runner_loses_the_lease_and_stops_when_it_wakes(
+    nodes: Nodes,
+) -> None:
+    url = nodes.database_url
+    workers = nodes.start(2)
+
+    def runner() -> Worker | None:
+        with psycopg.connect(url) as conn:
+            name = jobs_runner(conn)
+        return next((w for w in workers if name and f"-{w.pid}-" in name), None)
+
+    first = wait_for(runner, 30, "a node running the periodic jobs")
+    other = next(w for w in workers if w is not first)
+    first.signal(signal.SIGSTOP)
+    try:
+        # PostgreSQL closes the stalled node's idle lease connection after the lease (2 s).
+        wait_for(lambda: runner() is other, 30, "the periodic jobs taken over")
+        nodes.wait_shared([other])  # its partitions' lease connection is gone too
+    finally:
+        first.signal(signal.SIGCONT)
+    # Awake, it finds its connections gone: its partitions' lease too, so it stops (exit 3);
+    # the jobs stay with the other node.
+    wait_for(lambda: not first.alive, 60, "the stalled node stopping")
+    assert first.process is not None and first.process.returncode == 3
+    assert runner() is other
+    assert "this node runs the periodic jobs" in other.text()
 
 
 def test_a_revision_published_while_workers_run_changes_their_judgements(
