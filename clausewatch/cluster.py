@@ -43,6 +43,7 @@ from ingest.mqtt import IngressQueue
 from ingest.nats import MISFITS, NatsLink, PartitionFeed, partition
 from ingest.pipeline import Clock, Fence, Pipeline
 from rules.clause import ClauseVersion
+from rules.engine import BindingError
 from rules.site import SiteModel
 from store.cluster import (
     Claim,
@@ -147,10 +148,17 @@ class ClusterWorker:
     ) -> None:
         """Any thread: judge with `clauses` (a revision published or rolled back) and these
         sites' new models from now on, in the partitions owned now and those taken later.
-        Raises `rules.engine.BindingError` when a site cannot judge them (as the pipeline)."""
+        Raises `rules.engine.BindingError` when a site cannot judge them: the partitions whose
+        sites can switch, the others and those taken later keep what they had."""
         with self._configuration:
+            failed: BindingError | None = None
             for owned in list(self.owned.values()):
-                owned.pipeline.request_configuration(clauses, sites)
+                try:
+                    owned.pipeline.request_configuration(clauses, sites)
+                except BindingError as exc:  # that partition keeps its set; the others switch
+                    failed = failed or exc
+            if failed is not None:
+                raise failed  # and partitions taken later keep the old set: they bind
             if clauses is not None:
                 self._clauses = clauses
             self._sites.update(sites)
