@@ -11,6 +11,12 @@ Taking a partition: its advisory lock, a new epoch, the engines restored from th
 and the input stored after them replayed (Pipeline.start), then a new consumer from the stream
 sequence after the committed one. A worker that loses its lease (stalled past it), or whose
 commit is fenced, stops: whatever it took and did not commit is the next owner's.
+
+The worker is the ingest of a cluster node's service (clausewatch/service.py, `Ingest`): the
+service brings up the schema, the registry, the API and the periodic jobs, and hands the worker
+the clause revisions and site models published while it runs (`request_configuration`). The
+owner of partition 0 also reads what NATS stored under the prefix without mapping it (topics
+with more or fewer levels, `ingest.nats.MISFITS`) into a pipeline of no sites: dead letters.
 """
 
 from __future__ import annotations
@@ -29,15 +35,15 @@ from psycopg_pool import ConnectionPool
 
 from alerts.inhibition import source_status
 from alerts.record import correct_alerts, record_outputs
-from clausewatch.service import WALL_CLOCK_GRACE_S, sync_registry
+from clausewatch.service import WALL_CLOCK_GRACE_S
 from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from ingest.decode import Decoder, DeviceIndex, Limits
 from ingest.mqtt import IngressQueue
-from ingest.nats import NatsLink, PartitionFeed, partition
-from ingest.pipeline import Clock, Pipeline
+from ingest.nats import MISFITS, NatsLink, PartitionFeed, partition
+from ingest.pipeline import Clock, Fence, Pipeline
 from rules.clause import ClauseVersion
-from rules.holidays import use_official_calendar
+from rules.engine import BindingError
 from rules.site import SiteModel
 from store.cluster import (
     Claim,
@@ -49,7 +55,6 @@ from store.cluster import (
     with_session_timeouts,
     worker_id,
 )
-from store.migrate import migrate
 from store.partitions import ensure_partitions
 from store.pool import connect, make_pool
 from store.roles import as_role
@@ -86,31 +91,33 @@ class ClusterWorker:
         self.settings = settings
         self.config = config
         self.clock = clock
-        self.roles = settings.database_roles()
-        self.migration_url: str = settings.migration_database_url or settings.database_url
-        self.database_url: str = as_role(settings.database_url, self.roles.service)
+        self.database_url: str = as_role(settings.database_url, settings.database_roles().service)
         self.partitions = settings.cluster_partitions
         self.lease_s = settings.cluster_lease_s
         self.owner = worker_id()
         self.owned: dict[int, _Owned] = {}
+        self.misfits: _Owned | None = None  # with partition 0
         self.failure: str | None = None
         self.pool: ConnectionPool[Any] | None = None
         self.link: NatsLink | None = None
         self.lease: LeaseConnection | None = None
+        # What a partition taken now is judged with: revisions published while running change
+        # them (`request_configuration`), under this lock with the pipelines of owned ones.
         self._clauses: Sequence[ClauseVersion] = ()
+        self._sites: dict[str, SiteModel] = dict(config.sites)
+        self._configuration = threading.Lock()
         self._stop = threading.Event()
         self._stop_heartbeat = threading.Event()  # only once the partitions are released
         self._thread: threading.Thread | None = None
         self._heartbeat_thread: threading.Thread | None = None
         self._pruned_at = time.monotonic()
 
-    def start(self) -> None:
-        if self.config.calendar is not None:
-            use_official_calendar(self.config.calendar)
-        migrate(self.migration_url, roles=self.roles)
+    def start(self, clauses: Sequence[ClauseVersion]) -> None:
+        """After the service migrated the schema and synced the registry (`clauses`: what it
+        holds now)."""
         with connect(self.database_url) as conn:
             init_partitions(conn, self.partitions)
-        self._clauses = sync_registry(self.database_url, self.config)
+        self._clauses = clauses
         # A transaction of a stalled worker must not hold a partition's row past its lease.
         url = with_session_timeouts(self.database_url, idle_in_transaction_s=self.lease_s)
         self.pool = make_pool(url, min_size=2, max_size=6, name=f"cluster-{self.owner}")
@@ -136,6 +143,26 @@ class ClusterWorker:
     def healthy(self) -> bool:
         return self.failure is None
 
+    def request_configuration(
+        self, clauses: Sequence[ClauseVersion] | None, sites: Mapping[str, SiteModel]
+    ) -> None:
+        """Any thread: judge with `clauses` (a revision published or rolled back) and these
+        sites' new models from now on, in the partitions owned now and those taken later.
+        Raises `rules.engine.BindingError` when a site cannot judge them: the partitions whose
+        sites can switch, the others and those taken later keep what they had."""
+        with self._configuration:
+            failed: BindingError | None = None
+            for owned in list(self.owned.values()):
+                try:
+                    owned.pipeline.request_configuration(clauses, sites)
+                except BindingError as exc:  # that partition keeps its set; the others switch
+                    failed = failed or exc
+            if failed is not None:
+                raise failed  # and partitions taken later keep the old set: they bind
+            if clauses is not None:
+                self._clauses = clauses
+            self._sites.update(sites)
+
     def stop(self) -> None:
         """Stops reading, commits and acknowledges what was taken, releases the partitions."""
         self._stop.set()
@@ -143,6 +170,7 @@ class ClusterWorker:
             self._thread.join(30)
         for number in sorted(self.owned):
             self._release(number)
+        self._close_misfits()
         self._stop_heartbeat.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(30)
@@ -214,10 +242,10 @@ class ClusterWorker:
             if claim is not None:
                 self._take(claim)
 
-    def _take(self, claim: Claim) -> None:
-        started = time.monotonic()
+    def _pipeline(
+        self, sites: Mapping[str, SiteModel], inbox: IngressQueue, ack: Any, fence: Fence | None
+    ) -> Pipeline:
         settings = self.settings
-        sites = sites_of(self.config.sites, self.partitions, claim.partition)
         decoder = Decoder(
             DeviceIndex.from_sites(sites.values()),
             settings.topic_prefix,
@@ -227,19 +255,8 @@ class ClusterWorker:
                 max_age_s=settings.max_age_s,
             ),
         )
-        inbox = IngressQueue(settings.queue_capacity)
-        owned: _Owned
-
-        def ack(tokens: list[tuple[int, int, int]]) -> None:
-            if owned.feed is not None and self.link is not None:
-                self.link.ack(owned.feed, tokens)
-
-        def fence(conn: psycopg.Connection[Any], tokens: Sequence[tuple[int, int, int]]) -> None:
-            last = max((seq for _, seq, _ in tokens), default=None)
-            commit_position(conn, claim.partition, claim.epoch, last)
-
-        assert self.pool is not None and self.link is not None
-        pipeline = Pipeline(
+        assert self.pool is not None
+        return Pipeline(
             self.pool,
             sites,
             self._clauses,
@@ -257,12 +274,33 @@ class ClusterWorker:
             clock=self.clock,
             fence=fence,
         )
-        owned = _Owned(claim, pipeline)
-        self.owned[claim.partition] = owned
-        pipeline.start()  # restores every site's engine and replays what was stored after it
+
+    def _take(self, claim: Claim) -> None:
+        started = time.monotonic()
+        inbox = IngressQueue(self.settings.queue_capacity)
+        owned: _Owned
+
+        def ack(tokens: list[tuple[int, int, int]]) -> None:
+            if owned.feed is not None and self.link is not None:
+                self.link.ack(owned.feed, tokens)
+
+        def fence(conn: psycopg.Connection[Any], tokens: Sequence[tuple[int, int, int]]) -> None:
+            last = max((seq for _, seq, _ in tokens), default=None)
+            commit_position(conn, claim.partition, claim.epoch, last)
+
+        assert self.link is not None
+        # Under the configuration lock: a revision published meanwhile reaches this pipeline.
+        with self._configuration:
+            sites = sites_of(self._sites, self.partitions, claim.partition)
+            pipeline = self._pipeline(sites, inbox, ack, fence)
+            owned = _Owned(claim, pipeline)
+            self.owned[claim.partition] = owned
+            pipeline.start()  # restores every site's engine and replays what was stored after it
         restored = time.monotonic()
         try:
             owned.feed = self.link.open(claim.partition, claim.epoch, claim.stream_seq, inbox)
+            if claim.partition == 0:
+                self._open_misfits()
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             # JetStream unavailable for now (a leader being elected): give the partition back,
             # it is taken again at a later turn, by us or another worker.
@@ -280,6 +318,33 @@ class ClusterWorker:
             restored - started,
         )
 
+    def _open_misfits(self) -> None:
+        """The pipeline of no sites for what is stored under the prefix unmapped: it
+        dead-letters every message (bad_topic, bad_id), acknowledged after the commit. One
+        shared durable consumer, no epoch: a stalled former reader that wakes may store a dead
+        letter twice, never lose one."""
+        inbox = IngressQueue(self.settings.queue_capacity)
+        misfits: _Owned
+
+        def ack(tokens: list[tuple[int, int, int]]) -> None:
+            if misfits.feed is not None and self.link is not None:
+                self.link.ack(misfits.feed, tokens)
+
+        pipeline = self._pipeline({}, inbox, ack, None)
+        misfits = _Owned(Claim(MISFITS, 0, 0), pipeline)
+        pipeline.start()
+        self.misfits = misfits
+        assert self.link is not None
+        misfits.feed = self.link.open(MISFITS, 0, 0, inbox)
+
+    def _close_misfits(self) -> None:
+        misfits, self.misfits = self.misfits, None
+        if misfits is None:
+            return
+        if misfits.feed is not None and self.link is not None:
+            self.link.close_feed(misfits.feed)
+        misfits.pipeline.stop()
+
     def _tick(self) -> None:
         """The wall clock moves a partition's engines no further than the last time its consumer
         had nothing pending (`PartitionFeed.caught_up_at`) and the stream answered
@@ -295,7 +360,10 @@ class ClusterWorker:
                 )
 
     def _check(self) -> None:
-        for number, owned in self.owned.items():
+        owned_now = list(self.owned.items())
+        if self.misfits is not None:
+            owned_now.append((MISFITS, self.misfits))
+        for number, owned in owned_now:
             failure = owned.pipeline.failure
             if isinstance(failure, Fenced):
                 raise failure
@@ -307,6 +375,8 @@ class ClusterWorker:
                 return
 
     def _release(self, number: int) -> None:
+        if number == 0:
+            self._close_misfits()
         owned = self.owned.pop(number)
         if owned.feed is not None and self.link is not None:
             self.link.close_feed(owned.feed)

@@ -3,7 +3,8 @@
 `Service(settings, config).start()` brings the parts up in dependency order and `stop()` takes
 them down in reverse, so nothing is left half-written: the pipeline commits and acknowledges
 what it took before the MQTT client disconnects; what it did not take stays with the broker.
-`clausewatch run` and `clausewatch demo` both use it; so do the integration tests (without the
+`clausewatch run` and `clausewatch demo` both use it, and each node of the cluster mode (with
+its worker as the ingest, `ServiceOptions.ingest`); so do the integration tests (without the
 HTTP server).
 """
 
@@ -14,10 +15,10 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -50,6 +51,7 @@ from rules.engine import BindingError
 from rules.holidays import use_official_calendar
 from rules.site import SiteModel
 from store.checkpoints import data_times
+from store.cluster import JobsLease, worker_id
 from store.migrate import migrate
 from store.mode import storage_mode
 from store.partitions import apply_retention, delete_expired_rows, ensure_partitions
@@ -151,6 +153,22 @@ def _as_files(config: LoadedConfig, clauses: list[ClauseVersion]) -> list[Clause
     ]
 
 
+class Ingest(Protocol):
+    """Ingest this service does not run itself: the cluster mode's worker (clausewatch/
+    cluster.py), which takes partitions of the sites through the database and reads NATS."""
+
+    def start(self, clauses: Sequence[ClauseVersion]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def request_configuration(
+        self, clauses: Sequence[ClauseVersion] | None, sites: Mapping[str, SiteModel]
+    ) -> None: ...
+
+
 @dataclass
 class ServiceOptions:
     clock: Clock = "wall"
@@ -161,6 +179,11 @@ class ServiceOptions:
     # The periodic database jobs (rollups, partitions, notifications, escalations, retention)
     # run in one process only; the clock tick runs in every ingest process.
     periodic_jobs: bool = True
+    # The cluster mode: this ingest instead of the MQTT pipeline (no HTTP ingest then), and
+    # the periodic jobs only while this node holds the jobs lease (store.cluster.JobsLease),
+    # which it must renew within this many seconds.
+    ingest: Ingest | None = None
+    jobs_lease_s: float | None = None
 
 
 T = TypeVar("T")
@@ -232,17 +255,17 @@ class Service:
     def __init__(
         self, settings: Settings, config: LoadedConfig, options: ServiceOptions | None = None
     ) -> None:
-        if not settings.database_url or not settings.mqtt_url:
+        self.options = options or ServiceOptions()
+        if not settings.database_url or not (settings.mqtt_url or self.options.ingest):
             raise ValueError("the service needs CLAUSEWATCH_DATABASE_URL and CLAUSEWATCH_MQTT_URL")
         self.settings = settings
         self.config = config
-        self.options = options or ServiceOptions()
         self.roles = settings.database_roles()
         # Migrations run as the owner (the migration login, else the one URL given); everything
         # else acts as the service role, which cannot change the ledger (store/roles.py).
         self.migration_url: str = settings.migration_database_url or settings.database_url
         self.database_url: str = as_role(settings.database_url, self.roles.service)
-        self.mqtt_url: str = settings.mqtt_url
+        self.mqtt_url: str = settings.mqtt_url or ""
         self.pool: ConnectionPool[Any] | None = None
         self._sites: frozenset[str] = frozenset()  # the sites of this process's pipeline
         self.pipeline: Pipeline | None = None
@@ -254,13 +277,16 @@ class Service:
         self._clause_stamp: tuple[int, dt.datetime | None] | None = None
         self._site_stamps: dict[str, dt.datetime] = {}
         self._timescale_job_runs: dict[int, dt.datetime] = {}  # job id: last run by the service
+        self.jobs_lease: JobsLease | None = None
+        if self.options.jobs_lease_s is not None:
+            self.jobs_lease = JobsLease(self.database_url, worker_id(), self.options.jobs_lease_s)
+        self._leased_jobs: list[str] = []
 
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     def start(self) -> None:
-        settings = self.settings
         if self.config.calendar is not None:
             # Before any engine compiles a schedule: they judge working days with this one.
             use_official_calendar(self.config.calendar)
@@ -274,7 +300,21 @@ class Service:
         self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
         with self.pool.connection() as conn:
             ensure_partitions(conn)
+        if self.options.ingest is not None:
+            # Any site may become this node's: the configuration job looks at them all.
+            self._sites = frozenset(self.config.sites)
+            self.options.ingest.start(clauses)
+        else:
+            self._start_pipeline(clauses)
+        self.scheduler = self._make_scheduler()
+        self.scheduler.start()
+        if self.options.serve_api:
+            self._start_http()
 
+    def _start_pipeline(self, clauses: Sequence[ClauseVersion]) -> None:
+        """The single-node ingest: MQTT (and HTTP) into one pipeline of this process's sites."""
+        settings = self.settings
+        assert self.pool is not None
         decoder = Decoder(
             DeviceIndex.from_sites(self.config.sites.values()),
             settings.topic_prefix,
@@ -319,10 +359,6 @@ class Service:
                 "MQTT broker at %s not reachable yet; retrying in the background",
                 self.subscriber.url.redacted(),
             )
-        self.scheduler = self._make_scheduler()
-        self.scheduler.start()
-        if self.options.serve_api:
-            self._start_http()
 
     def stop(self) -> None:
         """Stops everything that was started, newest first. Safe to call more than once."""
@@ -334,6 +370,10 @@ class Service:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
+        if self.jobs_lease is not None:
+            self.jobs_lease.close()
+        if self.options.ingest is not None:
+            self.options.ingest.stop()
         if self.pipeline is not None:
             self.pipeline.stop()  # commits and acks what it took, while still connected
         if self.subscriber is not None:
@@ -346,6 +386,8 @@ class Service:
 
     @property
     def healthy(self) -> bool:
+        if self.options.ingest is not None:
+            return self.options.ingest.healthy
         return self.pipeline is not None and self.pipeline.alive
 
     # -- scheduler --
@@ -355,7 +397,7 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone=dt.UTC,
         )
-        if self.options.clock == "wall":
+        if self.options.clock == "wall" and self.options.ingest is None:
             scheduler.add_job(self._tick, "interval", seconds=1, id="advance")
         scheduler.add_job(
             _full_collection, "interval", seconds=FULL_COLLECTION_INTERVAL_S, id="collect"
@@ -367,23 +409,32 @@ class Service:
         )
         if not self.options.periodic_jobs:
             return scheduler
-        scheduler.add_job(self._partitions, "interval", hours=1, id="partitions")
-        scheduler.add_job(self._rollups, "interval", seconds=60, id="rollups")
-        scheduler.add_job(self._notifications, "interval", seconds=10, id="notifications")
-        scheduler.add_job(self._escalations, "interval", seconds=30, id="escalations")
+        add = scheduler.add_job
+        if self.jobs_lease is not None:
+            assert self.options.jobs_lease_s is not None
+            add = self._leased_adder(scheduler)
+            scheduler.add_job(
+                self._renew_jobs_lease,
+                "interval",
+                seconds=self.options.jobs_lease_s / 3,
+                id="jobs_lease",
+                next_run_time=dt.datetime.now(dt.UTC),
+            )
+        add(self._partitions, "interval", hours=1, id="partitions")
+        add(self._rollups, "interval", seconds=60, id="rollups")
+        add(self._notifications, "interval", seconds=10, id="notifications")
+        add(self._escalations, "interval", seconds=30, id="escalations")
         # Site revisions published for a time that has come: written and synced, which every
         # ingest process's `configuration` job then hands its engines. Only with a
         # configuration directory of the deployment's own (the bundled one is not written).
         config_dir = self.settings.config_dir
         if config_dir is not None:
-            scheduler.add_job(
-                self._site_revisions, "interval", seconds=CONFIGURATION_POLL_S, id="site_revisions"
-            )
+            add(self._site_revisions, "interval", seconds=CONFIGURATION_POLL_S, id="site_revisions")
         # Overdue improvement actions (限期整改) count in days: a minute is soon enough.
-        scheduler.add_job(self._action_escalations, "interval", seconds=60, id="action_escalations")
+        add(self._action_escalations, "interval", seconds=60, id="action_escalations")
         # Also once at start: an interval job first runs one interval after it, so a service
         # restarted more often than daily would otherwise never apply retention.
-        scheduler.add_job(
+        add(
             self._retention,
             "interval",
             hours=24,
@@ -393,7 +444,7 @@ class Service:
         # TimescaleDB's policy jobs, which its own scheduler fails to complete on some builds
         # (store/timescale_jobs.py): a job is run when its schedule interval has passed since
         # it last completed, so a few minutes' granularity is enough; also at start.
-        scheduler.add_job(
+        add(
             self._timescale_jobs,
             "interval",
             minutes=TIMESCALE_JOBS_INTERVAL_MIN,
@@ -402,10 +453,10 @@ class Service:
         )
         # Quarter-end self-evaluation reports: the job makes only missing ones, so an hourly
         # run produces each within the hour after a quarter ends and catches up after downtime.
-        scheduler.add_job(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
+        add(self._evaluation_reports, "interval", hours=1, id="evaluation_reports")
         # 复审 reminders: the register flags them on every read; this puts the count where
         # monitoring sees it (and in the log), once a day and at start.
-        scheduler.add_job(
+        add(
             self._reviews_due,
             "interval",
             hours=24,
@@ -417,7 +468,7 @@ class Service:
             and self.settings.ledger_anchor_dir is not None
         ):
             # Also at start: the first anchor should not wait an hour.
-            scheduler.add_job(
+            add(
                 self._ledger_anchor,
                 "interval",
                 seconds=self.settings.ledger_anchor_interval_s,
@@ -432,6 +483,39 @@ class Service:
                 "CLAUSEWATCH_LEDGER_ANCHOR_DIR"
             )
         return scheduler
+
+    def _leased_adder(self, scheduler: BackgroundScheduler) -> Callable[..., Any]:
+        """`scheduler.add_job` for a job that runs only while this node holds the jobs lease."""
+        lease = self.jobs_lease
+        assert lease is not None
+
+        def add(func: Callable[[], None], *args: Any, id: str, **kwargs: Any) -> Any:
+            def leased() -> None:
+                if lease.holds():
+                    func()
+
+            # "Also at start" is at taking the lease (`_renew_jobs_lease`) here.
+            kwargs.pop("next_run_time", None)
+            self._leased_jobs.append(id)
+            return scheduler.add_job(leased, *args, id=id, **kwargs)
+
+        return add
+
+    def _renew_jobs_lease(self) -> None:
+        """Keeps the jobs lease, or takes it when free (the runner died or stalled); taken, it
+        runs every periodic job once at once, as a start does: the last runner may have died
+        before their turn."""
+        lease, scheduler = self.jobs_lease, self.scheduler
+        assert lease is not None
+        had = lease.held
+        if not lease.refresh() or had or scheduler is None:
+            if had and not lease.held:
+                log.warning("this node no longer runs the periodic jobs (lease lost)")
+            return
+        log.info("this node runs the periodic jobs (lease %s)", lease.owner)
+        now = dt.datetime.now(dt.UTC)
+        for job_id in self._leased_jobs:
+            scheduler.modify_job(job_id, next_run_time=now)
 
     def _tick(self) -> None:
         if self.pipeline is not None:
@@ -454,7 +538,7 @@ class Service:
         synced anew (a site workbook imported). Two small queries per turn."""
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            pipeline = self.pipeline
+            pipeline = self.options.ingest or self.pipeline
             if pipeline is None:
                 return
             clauses = None
@@ -662,7 +746,7 @@ class Service:
             stream=StreamConfig(max_streams_per_token=settings.stream_max_per_token),
             max_body_bytes=settings.http_max_body_bytes,
             ledger_anchors=settings.ledger_anchor_source(),
-            http_ingest=self._http_ingest(),
+            http_ingest=None if self.direct is None else self._http_ingest(),
             config_dir=settings.config_dir,
             session_policy=SessionPolicy(
                 lifetime=dt.timedelta(seconds=settings.session_lifetime_s),

@@ -2,11 +2,14 @@
 
 Devices publish MQTT 3.1.1 QoS 1 to any node; NATS acknowledges (PUBACK) once the message is
 stored in its own stream `$MQTT_msgs`. The servers map each topic `{prefix}/{site}/{device}/
-{kind}` to the subject `{prefix}.{partition}.{site}.{device}.{kind}` (`subject_mapping`), where
-the partition is NATS's `partition(P, site)`: FNV-1a of the site id modulo P, the same number
-`partition` computes here. Each partition is read by one durable pull consumer of `$MQTT_msgs`
-filtered to its subjects, named by the owner's epoch (`cw-p{partition}-e{epoch}`), each message
-acknowledged only after the PostgreSQL commit that stored it.
+{kind}` to the subject `$CW.{prefix}.{partition}.{site}.{device}.{kind}` (`subject_mapping`),
+where the partition is NATS's `partition(P, site)`: FNV-1a of the site id modulo P, the same
+number `partition` computes here. The mapped subjects are outside `{prefix}.>`, so whatever a
+device publishes under the prefix and the mapping does not take (a topic with more or fewer
+levels) stays there, read by one more consumer (`MISFITS`) whose pipeline dead-letters it.
+Each partition is read by one durable pull consumer of `$MQTT_msgs` filtered to its subjects,
+named by the owner's epoch (`cw-p{partition}-e{epoch}`), each message acknowledged only after
+the PostgreSQL commit that stored it.
 
 `$MQTT_msgs` keeps messages by interest: a message no consumer filters for is dropped once
 acknowledged to the device. So every partition always has a consumer: `ensure_consumers`
@@ -39,6 +42,12 @@ log = logging.getLogger(__name__)
 
 STREAM = "$MQTT_msgs"
 STORED_PREFIX = "$MQTT.msgs."
+# The first token of the partitioned subjects: not a topic prefix a device would publish under
+# (MQTT reserves topics starting with `$` for the server), and apart from `{prefix}.>`.
+PARTITIONED = "$CW"
+# The pseudo-partition of what is published under the prefix and not mapped (its consumer is
+# `cw-misfits`; no epoch: a dead letter carries no engine state to fence).
+MISFITS = -1
 FETCH_BATCH = 500
 FETCH_WAIT_S = 0.25
 # Redelivery to the same consumer of what was delivered and not acknowledged: a delivery lost
@@ -71,27 +80,35 @@ def partition(partitions: int, site: str) -> int:
 
 def subject_mapping(prefix: str, partitions: int) -> tuple[str, str]:
     """The server's `mappings` entry (source, destination) that puts the partition after the
-    topic prefix; every node of the cluster carries the same one."""
+    topic prefix, under PARTITIONED; every node of the cluster carries the same one."""
     return (
         f"{prefix}.*.*.*",
-        f"{prefix}.{{{{partition({partitions},1)}}}}"
+        f"{PARTITIONED}.{prefix}.{{{{partition({partitions},1)}}}}"
         ".{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}",
     )
 
 
 def partition_filter(prefix: str, number: int) -> str:
-    return f"{STORED_PREFIX}{prefix}.{number}.*.*.*"
+    return f"{STORED_PREFIX}{PARTITIONED}.{prefix}.{number}.*.*.*"
+
+
+def misfit_filters(prefix: str) -> list[str]:
+    """Everything stored under the prefix itself: the topics the mapping did not take."""
+    return [f"{STORED_PREFIX}{prefix}", f"{STORED_PREFIX}{prefix}.>"]
 
 
 def consumer_name(number: int, epoch: int) -> str:
-    return f"cw-p{number}-e{epoch}"
+    return "cw-misfits" if number == MISFITS else f"cw-p{number}-e{epoch}"
 
 
 def topic_of(subject: str) -> str:
-    """The MQTT topic of a stored subject: `$MQTT.msgs.cw.3.site.dev.telemetry` →
-    `cw/site/dev/telemetry` (ids hold no dots: ingest/topics.py)."""
+    """The MQTT topic of a stored subject: `$MQTT.msgs.$CW.cw.3.site.dev.telemetry` →
+    `cw/site/dev/telemetry`, `$MQTT.msgs.cw.a.b` → `cw/a/b`. Undoes NATS's conversion of a
+    topic: a level `/` is an empty one, `//` inside a level a dot."""
     tokens = subject[len(STORED_PREFIX) :].split(".")
-    return "/".join([tokens[0], *tokens[2:]])
+    if tokens[0] == PARTITIONED:
+        tokens = [tokens[1], *tokens[3:]]
+    return "/".join("" if token == "/" else token.replace("//", ".") for token in tokens)
 
 
 @dataclass(eq=False)
@@ -224,14 +241,14 @@ class NatsLink:
     def ensure_consumers(self, never_taken: Sequence[int]) -> int:
         """Gives each partition never taken yet (epoch 0 in PostgreSQL) the consumer its first
         owner will read, from the stream's beginning, so nothing published is dropped before a
-        worker takes it. Creating it again is a no-op (same name, same configuration). Returns
-        how many it made."""
+        worker takes it; and MISFITS its one consumer. Creating it again is a no-op (same name,
+        same configuration). Returns how many it made."""
         return self._call(self._ensure_consumers(never_taken), REQUEST_TIMEOUT_S * 3)
 
     async def _ensure_consumers(self, never_taken: Sequence[int]) -> int:
         names = await self._consumer_names()
         created = 0
-        for number in never_taken:
+        for number in [MISFITS, *never_taken]:
             if consumer_name(number, 1) not in names:
                 await self._add_consumer(number, 1, 0)
                 created += 1
@@ -265,11 +282,16 @@ class NatsLink:
             if after_seq > 0
             else {"deliver_policy": DeliverPolicy.ALL}
         )
+        subjects = (
+            {"filter_subjects": misfit_filters(self.prefix)}
+            if number == MISFITS
+            else {"filter_subject": partition_filter(self.prefix, number)}
+        )
         await self.js.add_consumer(
             STREAM,
             ConsumerConfig(
                 durable_name=consumer_name(number, epoch),
-                filter_subject=partition_filter(self.prefix, number),
+                **subjects,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=ACK_WAIT_S,
                 max_ack_pending=MAX_ACK_PENDING,

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from store.pool import CONNECT_TIMEOUT_S, session_options
 # The advisory lock space of partitions: (this key, partition number). Picked once; other
 # advisory locks of the schema use single bigint keys (store/migrate.py), a different space.
 LOCK_KEY = 0x6377  # "cw"
+# The periodic jobs' runner (`JobsLease`): one lock of its own space.
+JOBS_LOCK = (0x636A, 0)  # "cj"
 
 
 class Fenced(Exception):
@@ -182,6 +185,86 @@ class LeaseConnection:
         with contextlib.suppress(psycopg.Error):
             self.conn.execute("DELETE FROM cluster_workers WHERE owner = %s", (self.owner,))
         self.conn.close()
+
+
+class JobsLease:
+    """Which node of the cluster runs the periodic jobs (reports, escalations, retention,
+    TimescaleDB jobs...): the one holding JOBS_LOCK, a session advisory lock, on a connection
+    of its own that the server closes when the node says nothing for `lease_s`
+    (idle_session_timeout), as `LeaseConnection` does for partitions. `refresh` must run more
+    often than that: it keeps the lease or, when free (the runner died or stalled), takes it;
+    `holds` before each job says whether the lease is still this node's, never taking it."""
+
+    def __init__(self, database_url: str, owner: str, lease_s: float) -> None:
+        self.database_url = database_url
+        self.owner = owner
+        self.lease_s = lease_s
+        self.conn: psycopg.Connection[Any] | None = None
+        self.held = False
+        self._lock = threading.Lock()  # the scheduler's threads share it
+
+    def refresh(self) -> bool:
+        """Whether this node holds the lease now (taking it when it is free). A lost
+        connection (the lock went with it) is made again at the next turn."""
+        with self._lock:
+            return self._refresh()
+
+    def holds(self) -> bool:
+        """Whether this node still holds the lease (a stalled node that woke up learns here
+        that the server closed its connection, and the lock with it)."""
+        with self._lock:
+            if not self.held or self.conn is None:
+                return False
+            try:
+                self.conn.execute("SELECT 1")
+            except psycopg.Error:
+                self._close()
+            return self.held
+
+    def _refresh(self) -> bool:
+        try:
+            if self.conn is None:
+                self.held = False
+                self.conn = psycopg.connect(
+                    self.database_url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    options=session_options(self.database_url)
+                    + f" -c idle_session_timeout={round(self.lease_s * 1000)}",
+                    application_name=f"clausewatch-jobs {self.owner}"[:63],
+                )
+            if self.held:  # a word on the connection: the server keeps it, and the lock
+                self.conn.execute("SELECT 1")
+            else:
+                row = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", JOBS_LOCK).fetchone()
+                self.held = row is not None and bool(row[0])
+            return self.held
+        except psycopg.Error:
+            self._close()
+            return False
+
+    def close(self) -> None:
+        """Gives the lease up (the lock goes with the connection)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        self.held = False
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None
+
+
+def jobs_runner(conn: psycopg.Connection[Any]) -> str | None:
+    """The application name of the session holding JOBS_LOCK (`clausewatch-jobs {owner}`)."""
+    row = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        JOBS_LOCK,
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def commit_position(

@@ -1,5 +1,6 @@
-"""`clausewatch broker files`: a Mosquitto configuration, password file, ACL file and
-`credentials.csv` written from the site model (the logins and rights of config/broker.py), so the
+"""`clausewatch broker files`: a Mosquitto configuration, password file, ACL file,
+`credentials.csv` and, for the cluster mode's NATS servers, `nats-auth.conf` written from the
+site model (the logins and rights of config/broker.py), so the
 site model stays the one source of who may speak for a site (docs/broker.md).
 
 Gateways come from the edge gateway files of the configuration directory (`edge/*.yaml`: their
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from config.broker import GatewayRef, TlsListener
 
 CREDENTIALS_COLUMNS = ("kind", "site", "id", "username", "password")
-FILES = ("mosquitto.conf", "passwords", "acl", "credentials.csv")
+FILES = ("mosquitto.conf", "passwords", "acl", "credentials.csv", "nats-auth.conf")
 PREFIX_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # as CLAUSEWATCH_TOPIC_PREFIX
 
 
@@ -89,6 +90,12 @@ def register(commands: Commands) -> None:
         default=Path("/var/lib/mosquitto"),
         help="Mosquitto's persistence folder (default /var/lib/mosquitto)",
     )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        help="the cluster mode's partition count, for nats-auth.conf "
+        "(default: CLAUSEWATCH_CLUSTER_PARTITIONS or 64)",
+    )
     parser.set_defaults(func=_files, uses_holiday_calendar=False)
 
 
@@ -122,7 +129,8 @@ def _files(args: argparse.Namespace) -> int:
         "Mosquitto reads the password and ACL files as the user it runs as: "
         f"chown mosquitto: {out}/passwords {out}/acl, then mosquitto -c {out}/mosquitto.conf. "
         "Give each device and gateway its line of credentials.csv, and the service "
-        "its own (docs/broker.md)."
+        "its own (docs/broker.md). The cluster mode's NATS servers include nats-auth.conf; "
+        "its workers log in as the service (docs/cluster.md)."
     )
     return 0
 
@@ -141,6 +149,7 @@ def write_broker_files(args: argparse.Namespace) -> Outcome:
     )
     from config.documents import ConfigError
     from config.files import load_config_dir
+    from ingest.nats_auth import nats_authorization
 
     settings = Settings()
     directory: Path = args.config_dir or settings.config_dir or BUNDLED_DIR
@@ -194,6 +203,8 @@ def write_broker_files(args: argparse.Namespace) -> Outcome:
         tls=tls,
     )
     _write_private(out / "mosquitto.conf", conf)
+    partitions: int = args.partitions or settings.cluster_partitions
+    _write_private(out / "nats-auth.conf", nats_authorization(identities, passwords, partitions))
     table = io.StringIO()
     # The project's one CSV writer: ids and passwords (letters and digits) pass unchanged.
     writer = csvcells.writer(table, lineterminator="\n")

@@ -208,9 +208,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
-    """`--broker nats://...`: one worker of the cluster mode in this process (run one per
-    machine or more); it takes its share of the partitions and gives them up when it stops."""
+    """`--broker nats://...`: one node of the cluster mode in this process (run one per
+    machine or more): the service of a single node (API, periodic jobs while this node holds
+    their lease) with a cluster worker as its ingest, which takes its share of the partitions
+    and gives them up when it stops."""
     from clausewatch.cluster import ClusterWorker
+    from clausewatch.service import Service, ServiceOptions
 
     if not settings.broker_url.startswith("nats://"):
         print("error: --broker must be a nats:// URL", file=sys.stderr)
@@ -219,7 +222,14 @@ def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
         print("error: the cluster mode needs CLAUSEWATCH_DATABASE_URL", file=sys.stderr)
         return 2
     if args.workers != 1:
-        print("error: with --broker run one worker per process (start more)", file=sys.stderr)
+        # Every process is a whole cluster node already (its API, its share of partitions):
+        # more of them on one machine are more `run --broker` processes, each on its own port.
+        print(
+            "error: --workers is the single-node mode's; with --broker each process is one "
+            "worker of the cluster: start `clausewatch run --broker ...` once per worker "
+            "(with its own CLAUSEWATCH_HTTP_PORT on a shared machine)",
+            file=sys.stderr,
+        )
         return 2
     config = _load_config(settings.config_dir)
     if config is None:
@@ -227,20 +237,23 @@ def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
     _logging()
     logging.getLogger("nats").setLevel(logging.WARNING)
     worker = ClusterWorker(settings, config, clock=args.clock)
+    options = ServiceOptions(clock=args.clock, ingest=worker, jobs_lease_s=settings.cluster_lease_s)
+    service = Service(settings, config, options)
     try:
-        worker.start()
+        service.start()
         log.info(
-            "clausewatch cluster worker %s running: %d partitions over the sites of %d",
+            "clausewatch cluster worker %s running: %d partitions over the sites of %d, API on %s",
             worker.owner,
             settings.cluster_partitions,
             len(config.sites),
+            service.api_url,
         )
-        _wait_for_signal(worker)
+        _wait_for_signal(service)
     except _startup_errors() as exc:
         print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
         return 1
     finally:
-        worker.stop()
+        service.stop()
     if worker.failure is not None:
         return 3
     log.info("clausewatch cluster worker stopped")

@@ -21,6 +21,7 @@ import psycopg
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from clausewatch.embedded import free_port
 from ingest.workers import die_with_parent
 from tests.support import wait_for
 
@@ -79,17 +80,24 @@ def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
 
 
 class Worker:
-    """`clausewatch run --broker ...` as a process of its own; its log in `log`."""
+    """`clausewatch run --broker ...` as a process of its own, its API on a port of its own
+    (`api_url`); its log in `log`."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
+    def __init__(self, env: dict[str, str], log: Path, args: Sequence[str] = ()) -> None:
+        self.args = list(args)
+        self.http_port = free_port()
+        self.env = {**env, "CLAUSEWATCH_HTTP_PORT": str(self.http_port)}
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "clausewatch", "run"],
+                [sys.executable, "-m", "clausewatch", "run", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=log,

@@ -61,19 +61,42 @@ class Node:
 
 
 class NatsCluster:
-    def __init__(self, folder: Path, prefix: str, partitions: int, size: int = 3) -> None:
+    """`authorization`: a block of users every node carries (ingest/nats_auth.py); `login`
+    then the user and password the fixture's own NATS clients (and `broker_url`) use, and
+    `mqtt_login` its MQTT client's."""
+
+    def __init__(
+        self,
+        folder: Path,
+        prefix: str,
+        partitions: int,
+        size: int = 3,
+        authorization: str = "",
+        login: tuple[str, str] | None = None,
+        mqtt_login: tuple[str, str] | None = None,
+    ) -> None:
         self.folder = folder
         self.prefix = prefix
         self.partitions = partitions
+        self.authorization = authorization
+        self.login = login
+        self.mqtt_login = mqtt_login
         self.binary = nats_server_binary()
         self.nodes = [
             Node(f"n{i}", folder / f"n{i}", free_port(), free_port(), free_port(), free_port())
             for i in range(size)
         ]
 
+    def url(self, node: Node) -> str:
+        """The node's client URL, with the fixture's login when there is one."""
+        if self.login is None:
+            return node.url
+        user, password = self.login
+        return f"nats://{user}:{password}@127.0.0.1:{node.client_port}"
+
     @property
     def broker_url(self) -> str:
-        return ",".join(node.url for node in self.nodes)
+        return ",".join(self.url(node) for node in self.nodes)
 
     @property
     def mqtt_ports(self) -> list[int]:
@@ -91,6 +114,7 @@ jetstream {{ store_dir: {store}, max_memory_store: 256MB, max_file_store: 4GB }}
 cluster {{ name: cw, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}
 mqtt {{ listen: 127.0.0.1:{node.mqtt_port}, stream_replicas: 3 }}
 mappings {{ "{source}": "{destination}" }}
+{self.authorization}
 """
 
     def start_node(self, node: Node) -> None:
@@ -115,6 +139,8 @@ mappings {{ "{source}": "{destination}" }}
             self.wait_healthy(node)
         # NATS makes the MQTT streams when the first MQTT client of the account connects.
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id="cluster-fixture")
+        if self.mqtt_login is not None:
+            client.username_pw_set(*self.mqtt_login)
         client.connect("127.0.0.1", self.nodes[0].mqtt_port)
         client.loop_start()
         try:
@@ -148,7 +174,7 @@ mappings {{ "{source}": "{destination}" }}
     async def _stream_info(self) -> Any:
         try:
             nc = await nats.connect(
-                servers=[n.url for n in self.nodes if n.alive],
+                servers=[self.url(n) for n in self.nodes if n.alive],
                 connect_timeout=2,
                 max_reconnect_attempts=1,
                 allow_reconnect=False,

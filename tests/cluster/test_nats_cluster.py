@@ -13,7 +13,8 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.nats import STORED_PREFIX, STREAM, partition, topic_of
+from ingest.nats import PARTITIONED, STORED_PREFIX, STREAM, partition, topic_of
+from ingest.nats_auth import publish_subjects
 from tests.cluster.conftest import PARTITIONS, PREFIX
 from tests.cluster.natscluster import NatsCluster, nats_server_binary
 
@@ -56,7 +57,7 @@ def test_three_nodes_replicate_the_mqtt_stream_and_map_sites_to_partitions(
             STREAM,
             ConsumerConfig(
                 durable_name="probe",
-                filter_subject=f"{STORED_PREFIX}{PREFIX}.>",
+                filter_subject=f"{STORED_PREFIX}{PARTITIONED}.{PREFIX}.>",
                 ack_policy=AckPolicy.ALL,
             ),
         )
@@ -75,7 +76,31 @@ def test_three_nodes_replicate_the_mqtt_stream_and_map_sites_to_partitions(
     subjects = asyncio.run(read_back())
     assert len(subjects) == len(sites)
     for subject in subjects:
-        prefix, number, site, device, kind = subject[len(STORED_PREFIX) :].split(".")
-        assert (prefix, device, kind) == (PREFIX, "d1", "telemetry")
+        mapped, prefix, number, site, device, kind = subject[len(STORED_PREFIX) :].split(".")
+        assert (mapped, prefix, device, kind) == (PARTITIONED, PREFIX, "d1", "telemetry")
         assert int(number) == partition(PARTITIONS, site), subject
         assert topic_of(subject) == f"{PREFIX}/{site}/d1/telemetry"
+
+
+def test_topic_of_undoes_the_mapping_and_natss_topic_conversion() -> None:
+    stored = f"{STORED_PREFIX}{PARTITIONED}.{PREFIX}.3"
+    assert topic_of(f"{stored}.site-a.d1.telemetry") == f"{PREFIX}/site-a/d1/telemetry"
+    assert topic_of(f"{stored}.a//b.d1.telemetry") == f"{PREFIX}/a.b/d1/telemetry"
+    assert topic_of(f"{stored}./.d1.telemetry") == f"{PREFIX}//d1/telemetry"
+    assert topic_of(f"{STORED_PREFIX}{PREFIX}") == PREFIX
+    assert topic_of(f"{STORED_PREFIX}{PREFIX}.3.a.b.c") == f"{PREFIX}/3/a/b/c"
+    assert topic_of(f"{STORED_PREFIX}{PREFIX}.a.b.c./") == f"{PREFIX}/a/b/c/"
+
+
+def test_nats_permissions_name_the_partitioned_subjects_of_a_device() -> None:
+    number = partition(PARTITIONS, "site-a")
+    assert publish_subjects(f"{PREFIX}/site-a/d1/#", PARTITIONS) == [
+        f"{PREFIX}.site-a.d1",
+        f"{PARTITIONED}.{PREFIX}.{number}.site-a.d1.*",
+        f"{PREFIX}.site-a.d1.*.>",
+    ]
+    assert publish_subjects(f"{PREFIX}/site-a/gw/status", PARTITIONS) == [
+        f"{PARTITIONED}.{PREFIX}.{number}.site-a.gw.status"
+    ]
+    with pytest.raises(ValueError, match="no NATS permission"):
+        publish_subjects(f"{PREFIX}/+/d1/#", PARTITIONS)
