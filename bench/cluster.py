@@ -8,7 +8,7 @@ Run: .venv/bin/python bench/cluster.py [--messages 60000] [--workers 1 2 3] [--p
      [--quick | --smoke] [--skip-throughput] [--skip-takeover]
 `--quick`: 20,000 messages, 100 and 1,000 devices per partition (not timed: at load 15 on 2
 cores the throughput part took about 9 minutes with 40,000 messages, each takeover size 2-4);
-`--smoke`: every part, tiny (tests/cluster/test_cluster_bench.py: 2 minutes at load 14).
+`--smoke`: every part, tiny (tests/cluster/test_cluster_bench.py: 77-122 s at load 7-14).
 `--lease 10`: on a machine loaded 8 a core the workers' default 3 s lease ran out while they
 took 1,000 devices a partition, and they stopped.
 
