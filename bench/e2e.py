@@ -94,6 +94,7 @@ def pipeline_rate(
             late = harness.scalar(database, "SELECT count(*) FROM late_readings")
             alerts = harness.scalar(database, "SELECT count(*) FROM alerts")
             dead = harness.scalar(database, "SELECT count(*) FROM dead_letters")
+            stored = harness.stored_counts(database)
         finally:
             service.stop()
     return {
@@ -102,6 +103,9 @@ def pipeline_rate(
         "late": late,
         "alerts": alerts,
         "dead_letters": dead,
+        # Every message the publisher had acknowledged stored, once.
+        "unstored": int(plan["messages"]) - stored["messages"],  # type: ignore[call-overload]
+        "doubles": stored["doubles"] + stored["alerts_doubled"],
     }
 
 
@@ -152,7 +156,8 @@ def main() -> None:
                             f"{msgs / c_msgs:.2f} of mosquitto_sub, {msgs / red_msgs:.2f}x "
                             f"Node-RED, {msgs / ceiling_msgs:.2f} of paho; late readings "
                             f"{figures['late']}, alerts {figures['alerts']}, dead letters "
-                            f"{figures['dead_letters']}"
+                            f"{figures['dead_letters']}, acknowledged - stored "
+                            f"{figures['unstored']}, doubles {figures['doubles']}"
                         )
                         print(
                             f"    service CPU: {figures['values_per_cpu_s']:,.0f} values per "

@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,29 @@ def scalar(url: str, query: str) -> Any:
     with psycopg.connect(url) as conn:
         row = conn.execute(query).fetchone()
     return row[0] if row else None
+
+
+def stored_counts(url: str) -> dict[str, int]:
+    """What a run stored: `messages` (distinct readings: site, device, seq), `values` (rows),
+    `doubles` (rows beyond one per site, device, metric, seq) and `alerts_doubled` (alerts
+    raised more than once for the same device, clause and start)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT (site, device, seq)), count(*),"
+            " count(*) - count(DISTINCT (site, device, metric, seq)) FROM readings"
+        ).fetchone()
+        doubled = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM alerts"
+            " GROUP BY site, device, clause_id, started_at HAVING count(*) > 1) d"
+        ).fetchone()
+    assert row is not None and doubled is not None
+    messages, values, doubles = row
+    return {
+        "messages": messages,
+        "values": values,
+        "doubles": doubles,
+        "alerts_doubled": doubled[0],
+    }
 
 
 # -- configuration --
@@ -298,14 +321,7 @@ class ServiceProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the service and its worker processes so far."""
-        total = 0.0
-        for pid in [self.process.pid, *_children(self.process.pid)]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return cpu_seconds([self.process.pid, *_children(self.process.pid)])
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -315,6 +331,18 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time (user + system) of these processes so far (those gone count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _children(pid: int) -> list[int]:
@@ -377,22 +405,27 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _connect(url: str, client_id: str) -> tuple[socket.socket, int]:
-    """A clean MQTT 5 session without keepalive (the publisher never idles long), and the
-    broker's Receive Maximum."""
+def _connect(url: str, client_id: str, protocol: int = 5) -> tuple[socket.socket, int]:
+    """A clean session without keepalive (the publisher never idles long), MQTT 5 (`protocol`
+    5) or 3.1.1 (4: NATS's MQTT listener has no 5), and the broker's Receive Maximum (3.1.1
+    has none)."""
     sock = socket.create_connection(_broker(url))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    body = _mqtt_string("MQTT") + b"\x05\x02\x00\x00\x00" + _mqtt_string(client_id)
+    properties = b"\x00" if protocol == 5 else b""
+    connect = bytes([protocol, 0x02, 0x00, 0x00]) + properties
+    body = _mqtt_string("MQTT") + connect + _mqtt_string(client_id)
     sock.sendall(b"\x10" + _variable_byte_integer(len(body)) + body)
     head = _recv_exactly(sock, 2)
-    if head[0] != 0x20 or head[1] & 0x80:  # Mosquitto's CONNACK is far below 128 bytes
+    if head[0] != 0x20 or head[1] & 0x80:  # a CONNACK is far below 128 bytes
         raise RuntimeError(f"expected a CONNACK, got {head.hex()}")
     connack = _recv_exactly(sock, head[1])
     if connack[1] != 0:
         raise RuntimeError(f"CONNACK reason code {connack[1]:#x}")
-    properties = Properties(PacketTypes.CONNACK)
-    properties.unpack(connack[2:])
-    return sock, getattr(properties, "ReceiveMaximum", 65535)
+    if protocol != 5:
+        return sock, 65535
+    received = Properties(PacketTypes.CONNACK)
+    received.unpack(connack[2:])
+    return sock, getattr(received, "ReceiveMaximum", 65535)
 
 
 def publish_stream(url: str, plan: dict[str, Any], result: Any) -> None:
@@ -401,10 +434,16 @@ def publish_stream(url: str, plan: dict[str, Any], result: Any) -> None:
     `plan["rate"]` messages/s when given (each message sent when due), else as fast as the window
     allows (PUBLISH_BATCH encoded messages per send()). `plan["probe_every"]`: every n-th message
     is a probe (a co2 violation on a fresh probe device), sent at once and last in its send(),
-    whose publish time is recorded.
+    whose publish time is recorded. `plan["protocol"]`: 5 (MQTT 5, the default) or 4 (3.1.1);
+    `plan["first_round"]`: the seq of the first round (a later stream of the same devices goes
+    on from there, so no reading repeats an earlier one's key).
     Puts (first publish time, last PUBACK time, probe times) on `result`."""
     total = plan["messages"]
-    sock, receive_maximum = _connect(url, f"bench-pub-{uuid.uuid4().hex[:6]}")
+    protocol = plan.get("protocol", 5)
+    sock, receive_maximum = _connect(url, f"bench-pub-{uuid.uuid4().hex[:6]}", protocol)
+    # After the packet id: MQTT 5's empty property list, nothing in 3.1.1.
+    publish_ids = _PUBLISH_IDS if protocol == 5 else _PACKET_IDS
+    first_round = plan.get("first_round", 0)
     inflight = min(plan["inflight"], receive_maximum)
     if inflight >= 65535:
         raise ValueError("inflight must leave packet ids unique among unacknowledged messages")
@@ -442,7 +481,7 @@ def publish_stream(url: str, plan: dict[str, Any], result: Any) -> None:
             probe = ""
             for i in range(sent, end):
                 device = i % len(devices)
-                round_ = i // len(devices)
+                round_ = first_round + i // len(devices)
                 now_ms = int(time.time() * 1000)
                 if probe_every and i % probe_every == probe_every // 2:  # never the last message
                     # A probe: the next probe device's first reading, over the zero-duration limit.
@@ -473,9 +512,9 @@ def publish_stream(url: str, plan: dict[str, Any], result: Any) -> None:
                     )
                     topic = sensor_topics[device]
                 parts += (
-                    _PUBLISH_HEADERS[len(topic) + 3 + len(body)],
+                    _PUBLISH_HEADERS[len(topic) + len(publish_ids[0]) + len(body)],
                     topic,
-                    _PUBLISH_IDS[i % 65535 + 1],
+                    publish_ids[i % 65535 + 1],
                     body,
                 )
                 sent = i + 1
@@ -571,14 +610,15 @@ def _publish_once(url: str, topic: str, payload: bytes, retain: bool) -> None:
 
 
 def mosquitto_sub_rate(url: str, plan: dict[str, Any]) -> float:
-    """Messages/s of the C client (`mosquitto_sub`, QoS 1, MQTT 5, payloads to a pipe that is
-    read and dropped) for the plan's messages, first publish → the process exits after the
-    last one (`-C`). It subscribes to the retained ready message too, so its first line says
-    it is subscribed before the publisher starts."""
+    """Messages/s of the C client (`mosquitto_sub`, QoS 1, MQTT 5 or the plan's protocol,
+    payloads to a pipe that is read and dropped) for the plan's messages, first publish → the
+    process exits after the last one (`-C`). It subscribes to the retained ready message too,
+    so its first line says it is subscribed before the publisher starts."""
     _publish_once(url, READY_TOPIC, b"ready", retain=True)
     host, port = _broker(url)
+    version = "mqttv5" if plan.get("protocol", 5) == 5 else "mqttv311"
     command = [
-        "mosquitto_sub", "-h", host, "-p", str(port), "-V", "mqttv5", "-q", "1",
+        "mosquitto_sub", "-h", host, "-p", str(port), "-V", version, "-q", "1",
         "-t", f"{PREFIX}/#", "-t", READY_TOPIC, "-C", str(plan["messages"] + 1),
         "-i", f"bench-c-{uuid.uuid4().hex[:6]}",
     ]  # fmt: skip
