@@ -272,7 +272,10 @@ class Decoder:
             else:
                 raise _Reject("bad_value", f"{name} is not a number")
         ts, stamped = self._timestamp(item.get("ts"), received_at)
-        return Reading(site, device, ts, _seq(item.get("seq")), metrics, received_at, stamped)
+        # As mqtt.py makes its messages: without the named tuple's Python-level __new__.
+        return tuple.__new__(
+            Reading, (site, device, ts, _seq(item.get("seq")), metrics, received_at, stamped)
+        )
 
     def _event(self, site: str, device: str, item: object, received_at: float) -> EventMessage:
         if not isinstance(item, dict):
