@@ -6,7 +6,8 @@ valid id under a known site: gateways publish their will on their own id.
 
 Validation is hand-written rather than pydantic because this is the hot path (tens of thousands
 of messages a second): one orjson parse, a few dict lookups and float checks per metric, no
-intermediate models. Error paths may be slow.
+intermediate models. Error paths may be slow. The module is compiled by mypyc on install
+(setup.py; docs/design.md, "The compiled engine", has the rules that follow).
 
 Reason codes (the `reason` column of dead letters and the label of the counter):
 oversized, invalid_utf8, malformed_json, too_deep, too_many_items, bad_topic, bad_id,
@@ -22,6 +23,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import orjson
 from prometheus_client import Counter
@@ -71,10 +73,11 @@ _RFC3339 = re.compile(
 )
 _METRIC_RE = re.compile(r"[a-z][a-z0-9_]*")
 _EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_.-]*")
-_READING_KEYS = frozenset(("ts", "seq", "metrics"))
-_EVENT_KEYS = frozenset(("ts", "seq", "type", "space", "actor", "attrs"))
-_STATUS_KEYS = frozenset(("status", "sources"))
-_isfinite = math.isfinite
+# Final: compiled (setup.py), a module constant read in the loop is otherwise a dict lookup.
+_READING_KEYS: Final = frozenset(("ts", "seq", "metrics"))
+_EVENT_KEYS: Final = frozenset(("ts", "seq", "type", "space", "actor", "attrs"))
+_STATUS_KEYS: Final = frozenset(("status", "sources"))
+_isfinite: Final = math.isfinite
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +272,10 @@ class Decoder:
             else:
                 raise _Reject("bad_value", f"{name} is not a number")
         ts, stamped = self._timestamp(item.get("ts"), received_at)
-        return Reading(site, device, ts, _seq(item.get("seq")), metrics, received_at, stamped)
+        # As mqtt.py makes its messages: without the named tuple's Python-level __new__.
+        return tuple.__new__(
+            Reading, (site, device, ts, _seq(item.get("seq")), metrics, received_at, stamped)
+        )
 
     def _event(self, site: str, device: str, item: object, received_at: float) -> EventMessage:
         if not isinstance(item, dict):

@@ -76,6 +76,9 @@ PUBACK_HEADER = b"\x40\x02"  # PUBACK, remaining length 2 (the packet id; v5: re
 PINGREQ = b"\xc0\x00"
 PINGRESP = 0xD0  # fixed header byte
 INCOMPLETE, MALFORMED = -1, -2  # what _variable_int returns instead of a value
+# Calling a named tuple class runs its __new__, a Python function: a frame per message on the
+# network thread. tuple.__new__ given every field makes the same named tuple in C.
+_new_tuple = tuple.__new__
 
 
 def make_client(
@@ -627,7 +630,9 @@ def _publish(
         return None
     # Invalid UTF-8 is replaced: the decoder reports such a topic as bad_topic.
     topic = buf[start + 2 : topic_end].decode("utf-8", "replace")
-    return ReceivedMessage(topic, buf[body:end], received_at, (generation, mid, qos))
+    return _new_tuple(
+        ReceivedMessage, (topic, buf[body:end], received_at, (generation, mid, qos), None)
+    )
 
 
 def _variable_int(buf: bytes, start: int, end: int) -> tuple[int, int]:

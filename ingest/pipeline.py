@@ -588,21 +588,37 @@ class Pipeline:
         if pending.oldest_received is None:
             pending.oldest_received = messages[0].received_at
         stamp_us = self._last_stamp_us
-        for message in messages:
-            receipt = message.receipt
+        take_token = pending.tokens.append
+        add_reading = batch.add_reading
+        touched = pending.touched_sites
+        data_clock = self.clock == "data"
+        for topic, payload, received_at, token, receipt in messages:
             if receipt is None:
-                pending.tokens.append(message.token)
+                take_token(token)
             else:
                 pending.receipts.append(receipt)
             # Strictly increasing in the order taken, whatever the wall clock does: the order of
             # a replay after a crash (see the module docstring).
-            stamp_us = max(stamp_us + 1, int(message.received_at / STAMP_US))
-            items = decode(message.topic, message.payload, stamp_us * STAMP_US)
+            stamp_us += 1
+            received_us = int(received_at / STAMP_US)
+            if received_us > stamp_us:
+                stamp_us = received_us
+            items = decode(topic, payload, stamp_us * STAMP_US)
             if receipt is not None:
                 receipt.decoded(items)
             for item in items:
                 if isinstance(item, Reading):
-                    self._reading(item, engines[item.site], batch, pending)
+                    # What _reading does, inline: this runs for every reading.
+                    add_reading(item)
+                    site, device, ts = item.site, item.device, item.ts
+                    engine = engines[site]
+                    try:
+                        engine.observe(device, ts, item.seq, item.metrics)
+                    except Exception:  # an engine bug must not stop ingestion; still stored
+                        _engine_error(site, device)
+                    touched.add(site)
+                    if data_clock:
+                        engine.advance(ts)
                 elif isinstance(item, DeadLetter):
                     batch.dead_letters.append(
                         DeadLetterRow(
@@ -624,19 +640,6 @@ class Pipeline:
                         )
                     )
         self._last_stamp_us = stamp_us
-
-    def _reading(
-        self, reading: Reading, engine: SiteEngine, batch: Batch, pending: _Pending
-    ) -> None:
-        batch.add_reading(reading)
-        device, ts = reading.device, reading.ts
-        try:
-            engine.observe(device, ts, reading.seq, reading.metrics)
-        except Exception:  # an engine bug must not stop ingestion; the reading is still stored
-            _engine_error(reading.site, device)
-        pending.touched_sites.add(reading.site)
-        if self.clock == "data":
-            engine.advance(ts)
 
     def _event(
         self, message: EventMessage, engine: SiteEngine, batch: Batch, pending: _Pending

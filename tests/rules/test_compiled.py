@@ -1,4 +1,5 @@
-"""Whether the engine under test is the mypyc-compiled one that installing builds (setup.py)."""
+"""Whether the engine and decoder under test are the mypyc-compiled ones that installing builds
+(setup.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-import rules
 
-# Written by setup.py: the modules it compiles, with the hashes of their sources.
-RECORD = Path(rules.__file__).resolve().parent / "compiled-sources.json"
-
-
-def test_the_engine_under_test_is_compiled() -> None:
-    recorded = sorted(json.loads(RECORD.read_text())) if RECORD.exists() else []
-    assert not recorded or "rules.engine" in recorded
+@pytest.mark.parametrize(
+    ("package", "module"), [("rules", "rules.engine"), ("ingest", "ingest.decode")]
+)
+def test_the_hot_modules_under_test_are_compiled(package: str, module: str) -> None:
+    # Written by setup.py: the modules it compiles in the package, with their sources' hashes.
+    init = importlib.import_module(package).__file__
+    assert init is not None
+    record = Path(init).resolve().parent / "compiled-sources.json"
+    recorded = sorted(json.loads(record.read_text())) if record.exists() else []
+    assert not recorded or module in recorded
     pure = [
         name
         for name in recorded
@@ -28,7 +31,7 @@ def test_the_engine_under_test_is_compiled() -> None:
     ]
     if recorded and not pure:
         return
-    problem = f"pure Python: {', '.join(pure)}" if recorded else f"no build record ({RECORD})"
+    problem = f"pure Python: {', '.join(pure)}" if recorded else f"no build record ({record})"
     if os.environ.get("CI"):
-        pytest.fail(f"the engine under test is not compiled ({problem}); see the install log")
-    pytest.skip(f"the engine under test is {problem}; `.venv/bin/pip install -e .` compiles it")
+        pytest.fail(f"{package} under test is not compiled ({problem}); see the install log")
+    pytest.skip(f"{package} under test is {problem}; `.venv/bin/pip install -e .` compiles it")
