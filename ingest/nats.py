@@ -329,16 +329,18 @@ class NatsLink:
         return created
 
     def prune(self, number: int, epoch: int) -> list[str]:
-        """Deletes consumers of partition `number` of other epochs than `epoch` (left by a
-        takeover that failed half-way): each would hold every message of the partition."""
+        """Deletes consumers of partition `number` of epochs before `epoch` (left by a takeover
+        that failed half-way): each would hold every message of the partition. Never a later
+        epoch's: that is a newer owner's (we were taken over and do not know it yet)."""
         return self._call(self._prune(number, epoch), REQUEST_TIMEOUT_S * 3)
 
     async def _prune(self, number: int, epoch: int) -> list[str]:
-        keep = consumer_name(number, epoch)
+        prefix = f"cw-p{number}-e"
         stale = [
             name
             for name in await self._consumer_names()
-            if name.startswith(f"cw-p{number}-e") and name != keep
+            if name.startswith(prefix) and name[len(prefix) :].isdigit()
+            if int(name[len(prefix) :]) < epoch
         ]
         for name in stale:
             with contextlib.suppress(nats.js.errors.NotFoundError):
