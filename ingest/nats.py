@@ -140,6 +140,8 @@ class DeliveryOrder(Generic[T]):
 
     def __init__(self) -> None:
         self.missing = 0  # deliveries lost and not delivered again yet
+        self.lost = 0  # deliveries found lost, all told
+        self.given_up = 0  # of those, how many did not come again within GAP_WAIT_S
         self._last = 0  # the highest consumer sequence seen (a new consumer's first is 1)
         self._deadline = 0.0
         self._reordered = False
@@ -155,15 +157,9 @@ class DeliveryOrder(Generic[T]):
         for consumer_seq, stream_seq, delivered, item in deliveries:
             if consumer_seq > self._last + 1:
                 self.missing += consumer_seq - self._last - 1
+                self.lost += consumer_seq - self._last - 1
                 self._deadline = now + GAP_WAIT_S
                 self._reordered = True
-                log.warning(
-                    "%d deliveries lost on their way (consumer sequence %d after %d): what"
-                    " follows waits for them",
-                    consumer_seq - self._last - 1,
-                    consumer_seq,
-                    self._last,
-                )
             self._last = max(self._last, consumer_seq)
             if delivered > 1 and self.missing and stream_seq not in self._had:
                 self.missing -= 1
@@ -174,9 +170,8 @@ class DeliveryOrder(Generic[T]):
             del self._had[next(iter(self._had))]
         if self.missing and now < self._deadline:
             return []
-        if self.missing:
-            log.warning("%d lost deliveries did not come again in time", self.missing)
-            self.missing = 0
+        self.given_up += self.missing
+        self.missing = 0
         held, self._held = self._held, []
         if self._reordered:
             held.sort(key=lambda entry: (entry[0], entry[1]))
@@ -506,7 +501,22 @@ class NatsLink:
             (m.metadata.sequence.consumer, m.metadata.sequence.stream, m.metadata.num_delivered, r)
             for m, r in zip(messages, received, strict=True)
         ]
-        ready = feed._order.take(deliveries, time.time())
+        order = feed._order
+        lost, given_up = order.lost, order.given_up
+        ready = order.take(deliveries, time.time())
+        if order.lost > lost:
+            log.warning(
+                "partition %d: %d deliveries lost on their way; what follows waits for them",
+                feed.number,
+                order.lost - lost,
+            )
+        if order.given_up > given_up:
+            log.warning(
+                "partition %d: %d lost deliveries did not come again within %.0f s",
+                feed.number,
+                order.given_up - given_up,
+                GAP_WAIT_S,
+            )
         if ready:
             await self._loop.run_in_executor(None, self._hand_over, feed, ready)
 
