@@ -497,6 +497,12 @@ class NatsLink:
 
     async def _hand_over_ready(self, feed: PartitionFeed, messages: list[Msg]) -> None:
         received = self._received(feed, messages)
+        if feed.number == MISFITS:
+            # Dead letters judge nothing, so their order does not matter; and their consumer
+            # is shared, so its numbering jumps over what another reader took.
+            if received:
+                await self._loop.run_in_executor(None, self._hand_over, feed, received)
+            return
         deliveries = [
             (m.metadata.sequence.consumer, m.metadata.sequence.stream, m.metadata.num_delivered, r)
             for m, r in zip(messages, received, strict=True)
