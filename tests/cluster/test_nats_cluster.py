@@ -117,7 +117,7 @@ def test_pruning_deletes_older_epochs_consumers_never_a_newer_owners(
     link.start()
     try:
         link.wait_stream(30)
-        assert link.ensure_consumers([0]) == 1  # cw-p0-e1
+        assert link.ensure_consumers([0]) == 2  # cw-p0-e1 and cw-misfits
         inbox = IngressQueue(10)
         newer = link.open(0, 3, 0, inbox)  # the new owner, epoch 3: deletes epoch 1's
         link.close_feed(newer)
