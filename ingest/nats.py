@@ -73,7 +73,7 @@ RETRY_MAX_S = 2.0
 # How long input after deliveries lost on their way waits for them (`DeliveryOrder`): they come
 # again ACK_WAIT_S after they were sent, later if the consumer's leader is being elected.
 GAP_WAIT_S = ACK_WAIT_S * 2
-HAD_KEEP_S = ACK_WAIT_S * 3
+HAD_KEEP_S = ACK_WAIT_S * 3  # how long `DeliveryOrder` remembers a stream sequence it had
 
 T = TypeVar("T")
 
