@@ -40,7 +40,7 @@ from clausewatch.settings import Settings
 from config.files import LoadedConfig
 from ingest.decode import Decoder, DeviceIndex, Limits
 from ingest.mqtt import IngressQueue
-from ingest.nats import MISFITS, NatsLink, PartitionFeed, partition
+from ingest.nats import HOLD_MAX_S, MISFITS, NatsLink, PartitionFeed, partition
 from ingest.pipeline import Clock, Fence, Pipeline
 from rules.clause import ClauseVersion
 from rules.engine import BindingError
@@ -97,6 +97,7 @@ class ClusterWorker:
         self.owner = worker_id()
         self.owned: dict[int, _Owned] = {}
         self.misfits: _Owned | None = None  # with partition 0
+        self._failover_hold_until = 0.0  # see _take
         self.failure: str | None = None
         self.pool: ConnectionPool[Any] | None = None
         self.link: NatsLink | None = None
@@ -294,6 +295,11 @@ class ClusterWorker:
             sites = sites_of(self._sites, self.partitions, claim.partition)
             pipeline = self._pipeline(sites, inbox, ack, fence)
             owned = _Owned(claim, pipeline)
+            if claim.failed_over:
+                # Its owner failed: we and the broker beside us, loaded with the takeover's
+                # work, can lag the wall clock for seconds; our engines move with their input
+                # meanwhile.
+                self._failover_hold_until = time.time() + HOLD_MAX_S
             self.owned[claim.partition] = owned
             pipeline.start()  # restores every site's engine and replays what was stored after it
         restored = time.monotonic()
@@ -347,16 +353,19 @@ class ClusterWorker:
 
     def _tick(self) -> None:
         """The wall clock moves a partition's engines no further than the last time its consumer
-        had nothing pending (`PartitionFeed.caught_up_at`) and the stream answered
-        (`NatsLink.clock_limit`): what waited in the stream during a takeover or an election is
-        not judged late by a clock that ran on."""
+        had nothing pending (`PartitionFeed.caught_up_at`): what waited in the stream during a
+        takeover or a consumer's leader election is not judged late by a clock that ran on.
+        For a while after a failover, a node's (`NatsLink.hold_until`) or a worker's whose
+        partitions we took, each engine moves no further than its site's input
+        (`held_clock`)."""
         if self.clock != "wall" or self.link is None:
             return
-        limit = min(time.time(), self.link.clock_limit())
+        now = time.time()
         for owned in self.owned.values():
             if owned.feed is not None and owned.feed.caught_up_at > 0:
                 owned.pipeline.request_advance(
-                    min(limit, owned.feed.caught_up_at) - WALL_CLOCK_GRACE_S
+                    min(now, owned.feed.caught_up_at) - WALL_CLOCK_GRACE_S,
+                    max(self.link.hold_until, self._failover_hold_until),
                 )
 
     def _check(self) -> None:

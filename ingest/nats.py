@@ -22,11 +22,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import nats
 import nats.errors
@@ -34,7 +35,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamInfo
 
 from ingest.mqtt import IngressQueue, ReceivedMessage
 
@@ -60,13 +61,31 @@ REQUEST_TIMEOUT_S = 10.0
 RETRY_MIN_S = 0.1
 STREAM_WATCH_S = 0.5
 STUCK_S = 1.0  # no message fetched for this long: ask the consumer whether some are pending
-# After the stream was unavailable, how long devices get to reconnect and re-send what was not
-# acknowledged before the clock moves on (`NatsLink.clock_limit`). What comes later is judged
-# late, then re-judged (the late-input path).
-OUTAGE_HOLD_S = 10.0
+# A replica of `$MQTT_msgs` not heard from for this long is lost (its node died or is cut off;
+# NATS's raft peers beat every second).
+REPLICA_LOST_S = 2.0
+# After a failover, how long the engines' clocks move with each site's input rather than the
+# wall clock (`ingest.pipeline.held_clock`): longer than the stalls, reconnections and re-sends
+# measured in the fault tests (docs/cluster.md). A site silent longer is one whose devices are
+# down, judged as without a failure.
+HOLD_MAX_S = 60.0
 RETRY_MAX_S = 2.0
+# How long input after deliveries lost on their way waits for them (`DeliveryOrder`): they come
+# again ACK_WAIT_S after they were sent, later if the consumer's leader is being elected.
+GAP_WAIT_S = ACK_WAIT_S * 2
+HAD_KEEP_S = ACK_WAIT_S * 3  # how long `DeliveryOrder` remembers a stream sequence it had
 
 T = TypeVar("T")
+
+
+def lost_replicas(info: StreamInfo) -> frozenset[str]:
+    """The replicas of a stream (not its leader) offline or not heard from for REPLICA_LOST_S."""
+    replicas = info.cluster.replicas if info.cluster is not None else None
+    return frozenset(
+        str(peer.name)
+        for peer in replicas or ()
+        if peer.offline or (peer.active or 0) / 1e9 > REPLICA_LOST_S
+    )
 
 
 def partition(partitions: int, site: str) -> int:
@@ -111,6 +130,55 @@ def topic_of(subject: str) -> str:
     return "/".join("" if token == "/" else token.replace("//", ".") for token in tokens)
 
 
+class DeliveryOrder(Generic[T]):
+    """Hands a consumer's deliveries over in stream order although some were lost on their way
+    (a pull response with the node that carried it). The consumer numbers every delivery,
+    each redelivery too (its consumer sequence), so a jump in those numbers tells how many
+    were lost; the consumer delivers them again after the ack wait, and what came after them
+    waits meanwhile (GAP_WAIT_S at most), so a site's newer input is not judged before its
+    older and the older judged late. Not thread-safe: the feed's loop uses it."""
+
+    def __init__(self) -> None:
+        self.missing = 0  # deliveries lost and not delivered again yet
+        self.lost = 0  # deliveries found lost, all told
+        self.given_up = 0  # of those, how many did not come again within GAP_WAIT_S
+        self._last = 0  # the highest consumer sequence seen (a new consumer's first is 1)
+        self._deadline = 0.0
+        self._reordered = False
+        self._held: list[tuple[int, int, T]] = []  # (stream sequence, arrival, item)
+        self._arrivals = 0
+        # Stream sequences had in the last HAD_KEEP_S (by the wall time had): a redelivery of
+        # one (acknowledged too late, or its acknowledgement lost) is no lost one coming.
+        self._had: dict[int, float] = {}
+
+    def take(self, deliveries: Sequence[tuple[int, int, int, T]], now: float) -> list[T]:
+        """`deliveries`: (consumer sequence, stream sequence, times delivered, item) as they
+        came, at wall time `now`. Returns the items to hand over now, in stream order."""
+        for consumer_seq, stream_seq, delivered, item in deliveries:
+            if consumer_seq > self._last + 1:
+                self.missing += consumer_seq - self._last - 1
+                self.lost += consumer_seq - self._last - 1
+                self._deadline = now + GAP_WAIT_S
+                self._reordered = True
+            self._last = max(self._last, consumer_seq)
+            if delivered > 1 and self.missing and stream_seq not in self._had:
+                self.missing -= 1
+            self._had.setdefault(stream_seq, now)
+            self._held.append((stream_seq, self._arrivals, item))
+            self._arrivals += 1
+        while self._had and next(iter(self._had.values())) < now - HAD_KEEP_S:
+            del self._had[next(iter(self._had))]
+        if self.missing and now < self._deadline:
+            return []
+        self.given_up += self.missing
+        self.missing = 0
+        held, self._held = self._held, []
+        if self._reordered:
+            held.sort(key=lambda entry: (entry[0], entry[1]))
+            self._reordered = False
+        return [item for _, _, item in held]
+
+
 @dataclass(eq=False)
 class PartitionFeed:
     """One partition's consumer while this worker owns it: what it delivered and has not
@@ -128,6 +196,7 @@ class PartitionFeed:
     _replies: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _task: asyncio.Task[None] | None = None
+    _order: DeliveryOrder[ReceivedMessage] = field(default_factory=DeliveryOrder)
 
 
 class NatsLink:
@@ -141,29 +210,24 @@ class NatsLink:
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats", daemon=True)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        # Wall time the stream last answered (its leader up and storing), and while it does
-        # not or has only just again, the time its outage began (`clock_limit`).
-        self.stream_seen_at = time.time()
-        self._outage_from: float | None = None
-        self._hold_until = 0.0
+        # The replicas last seen lost, and until when a node failure holds the engines'
+        # clocks to their sites' input (`hold_until`).
+        self._lost: frozenset[str] = frozenset()
+        self.hold_until = 0.0
         self._watch: asyncio.Task[None] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         self._thread.start()
         self._call(self._connect(), timeout)
 
-    def clock_limit(self) -> float:
-        """How far the engines' wall clock may go now. While `$MQTT_msgs` has no leader (one
-        being elected after a node died), devices' publishes wait unstored and unacknowledged,
-        and those whose node died re-send them after reconnecting: from the last time the
-        stream answered until OUTAGE_HOLD_S after it answers again the clock stays there, so
-        what waited is not judged late."""
-        if self._outage_from is not None:
-            return self._outage_from
-        return self.stream_seen_at
-
     def watch_stream(self) -> None:
-        """Asks `$MQTT_msgs` for its info every STREAM_WATCH_S (see `clock_limit`)."""
+        """Asks `$MQTT_msgs` for its info every STREAM_WATCH_S: a node failure shows as the
+        stream not answering (its leader died: publishes wait unstored, then fail and are sent
+        again) or as a replica lost (a node died: its MQTT clients reconnect to another and
+        send again what it did not acknowledge; others' publishes stalled for seconds while
+        leaders were elected). From then until HOLD_MAX_S after the stream answers whole
+        again (`hold_until`), the engines' clocks move with each site's input, not the wall
+        clock (`ingest.pipeline.held_clock`)."""
         self._watch = asyncio.run_coroutine_threadsafe(self._watch_stream(), self._loop).result(
             REQUEST_TIMEOUT_S
         )
@@ -175,21 +239,26 @@ class NatsLink:
         answered = True
         while True:
             try:
-                await asyncio.wait_for(self.js.stream_info(STREAM), STREAM_WATCH_S * 4)
+                info = await asyncio.wait_for(self.js.stream_info(STREAM), STREAM_WATCH_S * 4)
             except (nats.errors.Error, TimeoutError, OSError):
                 if answered:
                     log.warning("stream %s does not answer: the engines' clock waits", STREAM)
                 answered = False
-                self._outage_from = self.stream_seen_at
-                self._hold_until = float("inf")
+                self.hold_until = math.inf
             else:
                 now = time.time()
-                if not answered:
-                    self._hold_until = now + OUTAGE_HOLD_S
+                lost = lost_replicas(info)
+                if not answered or lost - self._lost:
+                    log.warning(
+                        "stream %s answers, replicas lost: %s; for %.0f s the engines' clocks"
+                        " move with each site's input",
+                        STREAM,
+                        sorted(lost) or "none",
+                        HOLD_MAX_S,
+                    )
+                    self.hold_until = now + HOLD_MAX_S
                 answered = True
-                self.stream_seen_at = now
-                if now >= self._hold_until:
-                    self._outage_from = None
+                self._lost = lost
             await asyncio.sleep(STREAM_WATCH_S)
 
     def close(self) -> None:
@@ -255,16 +324,18 @@ class NatsLink:
         return created
 
     def prune(self, number: int, epoch: int) -> list[str]:
-        """Deletes consumers of partition `number` of other epochs than `epoch` (left by a
-        takeover that failed half-way): each would hold every message of the partition."""
+        """Deletes consumers of partition `number` of epochs before `epoch` (left by a takeover
+        that failed half-way): each would hold every message of the partition. Never a later
+        epoch's: that is a newer owner's (we were taken over and do not know it yet)."""
         return self._call(self._prune(number, epoch), REQUEST_TIMEOUT_S * 3)
 
     async def _prune(self, number: int, epoch: int) -> list[str]:
-        keep = consumer_name(number, epoch)
+        prefix = f"cw-p{number}-e"
         stale = [
             name
             for name in await self._consumer_names()
-            if name.startswith(f"cw-p{number}-e") and name != keep
+            if name.startswith(prefix) and name[len(prefix) :].isdigit()
+            if int(name[len(prefix) :]) < epoch
         ]
         for name in stale:
             with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -402,12 +473,15 @@ class NatsLink:
                 retry = min(retry * 2, RETRY_MAX_S)
                 continue
             if not messages:
+                if feed._order.missing:  # their wait may end without anything coming
+                    await self._hand_over_ready(feed, [])
                 if time.monotonic() - idle_since < STUCK_S:
                     continue
                 idle_since = time.monotonic()
                 asked_at = time.time()
                 if await self._pending(feed, name) == 0:
-                    feed.caught_up_at = asked_at
+                    if not feed._order.missing:
+                        feed.caught_up_at = asked_at
                     continue
                 log.warning(
                     "partition %d: messages pending but none fetched; rebinding", feed.number
@@ -415,11 +489,42 @@ class NatsLink:
                 return
             retry = RETRY_MIN_S
             idle_since = time.monotonic()
-            # Caught up when nothing is left behind the last one delivered.
-            if messages[-1].metadata.num_pending == 0:
-                feed.caught_up_at = time.time()
-            received = self._received(feed, messages)
-            await self._loop.run_in_executor(None, self._hand_over, feed, received)
+            caught_up_at = time.time()
+            await self._hand_over_ready(feed, messages)
+            # Caught up when nothing is left behind the last one delivered, nor lost before it.
+            if messages[-1].metadata.num_pending == 0 and not feed._order.missing:
+                feed.caught_up_at = caught_up_at
+
+    async def _hand_over_ready(self, feed: PartitionFeed, messages: list[Msg]) -> None:
+        received = self._received(feed, messages)
+        if feed.number == MISFITS:
+            # Dead letters judge nothing, so their order does not matter; and their consumer
+            # is shared, so its numbering jumps over what another reader took.
+            if received:
+                await self._loop.run_in_executor(None, self._hand_over, feed, received)
+            return
+        deliveries = [
+            (m.metadata.sequence.consumer, m.metadata.sequence.stream, m.metadata.num_delivered, r)
+            for m, r in zip(messages, received, strict=True)
+        ]
+        order = feed._order
+        lost, given_up = order.lost, order.given_up
+        ready = order.take(deliveries, time.time())
+        if order.lost > lost:
+            log.warning(
+                "partition %d: %d deliveries lost on their way; what follows waits for them",
+                feed.number,
+                order.lost - lost,
+            )
+        if order.given_up > given_up:
+            log.warning(
+                "partition %d: %d lost deliveries did not come again within %.0f s",
+                feed.number,
+                order.given_up - given_up,
+                GAP_WAIT_S,
+            )
+        if ready:
+            await self._loop.run_in_executor(None, self._hand_over, feed, ready)
 
     async def _pending(self, feed: PartitionFeed, name: str) -> int | None:
         """Messages the consumer has not delivered yet, or delivered without our having them
@@ -432,6 +537,8 @@ class NatsLink:
             return None
         with feed._lock:
             ours = len(feed._replies)
+        # Lost ones known (feed._order.missing) come again after the ack wait: not stuck.
+        ours += feed._order.missing
         return int(info.num_pending or 0) + max(0, int(info.num_ack_pending or 0) - ours)
 
     def _received(self, feed: PartitionFeed, messages: list[Msg]) -> list[ReceivedMessage]:

@@ -314,6 +314,7 @@ class Pipeline:
         self._in_flight = self._pending
         self._deferred = False
         self._advance_to: float | None = None
+        self._hold_until = 0.0  # the last request_advance's, under _advance_lock
         self._advance_lock = threading.Lock()
         # A configuration changed while running (request_configuration): what was asked for
         # last, the engines built for it, and those not switched to yet (under _advance_lock).
@@ -371,12 +372,14 @@ class Pipeline:
         self._committer.shutdown()
         self._writer.stop(timeout)
 
-    def request_advance(self, now: float) -> None:
+    def request_advance(self, now: float, hold_until: float = 0.0) -> None:
         """Called by the scheduler (any thread): the engines move to `now` on the pipeline
-        thread at its next turn (within `flush_interval`). Ignored with the data clock."""
+        thread at its next turn (within `flush_interval`), each no further than its site's
+        input until the wall time `hold_until` (`held_clock`). Ignored with the data clock."""
         with self._advance_lock:
             if self._advance_to is None or now > self._advance_to:
                 self._advance_to = now
+            self._hold_until = hold_until
 
     def request_configuration(
         self,
@@ -670,11 +673,12 @@ class Pipeline:
         if self.clock != "wall":
             return
         with self._advance_lock:
-            now, self._advance_to = self._advance_to, None
+            now, self._advance_to, hold_until = self._advance_to, None, self._hold_until
         if now is None:
             return
+        wall = time.time()
         for site_id, engine in self.engines.items():
-            engine.advance(now)
+            engine.advance(held_clock(now, engine_newest(engine), hold_until, wall))
             self._pending.touched_sites.add(site_id)
 
     def _apply_last_done(self) -> None:
@@ -1086,6 +1090,25 @@ def engine_now(engine: SiteEngine) -> float:
     """The time an engine has been advanced to (its latest `advance`)."""
     now: float = engine._now
     return now
+
+
+def engine_newest(engine: SiteEngine) -> float:
+    """The newest event time of any input an engine has taken (-inf before the first)."""
+    newest: float = max(engine._max_ts, engine._max_event_ts)
+    return newest
+
+
+def held_clock(now: float, newest: float, hold_until: float, wall: float) -> float:
+    """How far the wall clock `now` moves a site's engine whose newest input is at event time
+    `newest`: while the wall time `wall` is before `hold_until`, no further than that input.
+    After a failover (a broker node or a worker died) a site's input can lag the wall clock by
+    more than the lateness: publishes stall while the broker elects leaders, clients
+    reconnect and send again what was not acknowledged, a loaded survivor catches up. Moved
+    by its own input meanwhile, a site sending goes on as before and one stalled or silent
+    waits, so what it sends late is not judged late."""
+    if wall >= hold_until:
+        return now
+    return min(now, newest)
 
 
 def engine_start(engine: SiteEngine) -> float:

@@ -42,6 +42,8 @@ class Claim:
     partition: int
     epoch: int
     stream_seq: int  # the last stream sequence committed: consume from the one after
+    # Taken from an owner that did not release it (died, stalled, lost its lease): a failover.
+    failed_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +149,17 @@ class LeaseConnection:
             return None
         with self.conn.transaction():
             claimed = self.conn.execute(
-                "UPDATE cluster_partitions SET owner = %s, epoch = epoch + 1, claimed_at = now()"
-                " WHERE partition = %s RETURNING epoch, stream_seq",
+                "UPDATE cluster_partitions p SET owner = %s, epoch = p.epoch + 1,"
+                " claimed_at = now() FROM (SELECT partition, owner FROM cluster_partitions"
+                " WHERE partition = %s FOR UPDATE) previous"
+                " WHERE p.partition = previous.partition"
+                " RETURNING p.epoch, p.stream_seq, previous.owner",
                 (self.owner, partition),
             ).fetchone()
         if claimed is None:
             self.unlock(partition)
             raise ValueError(f"partition {partition} does not exist (clausewatch cluster init)")
-        return Claim(partition, int(claimed[0]), int(claimed[1]))
+        return Claim(partition, int(claimed[0]), int(claimed[1]), claimed[2] is not None)
 
     def release(self, claim: Claim) -> None:
         """After the partition's last commit: no owner, and its lock free for the next one."""

@@ -245,7 +245,10 @@ class Gateway:
 
     def start(self, rate: float, prefix: str = "cw") -> None:
         def run() -> None:
-            self._connect()
+            # Connected before the first publish: a publish before the CONNACK would find the
+            # gateway "disconnected" and move it on to the next node.
+            self._ensure_connected()
+            self.reconnects = 0
             started = time.monotonic()
             seq = 0
             while not self._stop.is_set():

@@ -13,7 +13,8 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.nats import PARTITIONED, STORED_PREFIX, STREAM, partition, topic_of
+from ingest.mqtt import IngressQueue
+from ingest.nats import PARTITIONED, STORED_PREFIX, STREAM, NatsLink, partition, topic_of
 from ingest.nats_auth import publish_subjects
 from tests.cluster.conftest import PARTITIONS, PREFIX
 from tests.cluster.natscluster import NatsCluster, nats_server_binary
@@ -104,3 +105,27 @@ def test_nats_permissions_name_the_partitioned_subjects_of_a_device() -> None:
     ]
     with pytest.raises(ValueError, match="no NATS permission"):
         publish_subjects(f"{PREFIX}/+/d1/#", PARTITIONS)
+
+
+def test_pruning_deletes_older_epochs_consumers_never_a_newer_owners(
+    nats_cluster: NatsCluster,
+) -> None:
+    # A worker stalled past its lease wakes up and prunes its partitions before it learns
+    # they were taken: a newer owner's consumer must survive it (deleted, its partition's
+    # messages would go unread, and with interest retention be dropped).
+    link = NatsLink([node.url for node in nats_cluster.nodes], PREFIX)
+    link.start()
+    try:
+        link.wait_stream(30)
+        assert link.ensure_consumers([0]) == 2  # cw-p0-e1 and cw-misfits
+        inbox = IngressQueue(10)
+        newer = link.open(0, 3, 0, inbox)  # the new owner, epoch 3: deletes epoch 1's
+        link.close_feed(newer)
+        older = link.open(0, 2, 0, inbox)  # the stalled one's own consumer, epoch 2
+        link.close_feed(older)
+        assert link.prune(0, 2) == []
+        assert set(link.consumer_lags()) == {"cw-p0-e2", "cw-p0-e3"}
+        assert link.prune(0, 3) == ["cw-p0-e2"]
+        assert set(link.consumer_lags()) == {"cw-p0-e3"}
+    finally:
+        link.close()

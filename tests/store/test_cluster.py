@@ -13,6 +13,7 @@ import psycopg.errors
 import pytest
 
 from store.cluster import (
+    Claim,
     Fenced,
     LeaseConnection,
     commit_position,
@@ -53,6 +54,7 @@ def test_one_owner_at_a_time_and_a_dead_owners_commit_fails(cluster_url: str) ->
     try:
         claim = a.try_claim(3)
         assert claim is not None and (claim.epoch, claim.stream_seq) == (1, 0)
+        assert not claim.failed_over, "never owned before"
         assert b.try_claim(3) is None, "a holds its lock"
         assert 3 not in b.unowned()
         commit(cluster_url, 3, 1, 41)
@@ -62,15 +64,22 @@ def test_one_owner_at_a_time_and_a_dead_owners_commit_fails(cluster_url: str) ->
         # and it no longer counts, though its last heartbeat is recent: b's share grows now.
         wait_for(lambda: b.live_workers(30) == 1, 10, "a no longer counted live")
         taken = wait_for(lambda: b.try_claim(3), 10, "b takes partition 3")
-        assert (taken.epoch, taken.stream_seq) == (2, 41)
+        assert (taken.epoch, taken.stream_seq, taken.failed_over) == (2, 41, True)
         with pytest.raises(Fenced):
             commit(cluster_url, 3, 1, 42)
         commit(cluster_url, 3, 2, 42)
+        # Handed over (released after its last commit), it is taken with no failover.
+        b.release(taken)
+        handed = b.try_claim(3)
+        assert handed is not None and (handed.epoch, handed.failed_over) == (3, False)
+        b.release(handed)
+        assert b.try_claim(3) == Claim(3, 4, 42, False)
+        commit(cluster_url, 3, 4, 42)
         with psycopg.connect(cluster_url) as conn:
             [status] = [s for s in partition_status(conn, 30) if s.partition == 3]
         assert (status.owner, status.epoch, status.stream_seq, status.owner_alive) == (
             "b",
-            2,
+            4,
             42,
             True,
         )
