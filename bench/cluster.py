@@ -73,7 +73,15 @@ import nats
 import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from ingest.nats import FETCH_BATCH, MAX_ACK_PENDING, STORED_PREFIX, STREAM, NatsLink, partition
+from ingest.nats import (
+    FETCH_BATCH,
+    MAX_ACK_PENDING,
+    PARTITIONED,
+    STORED_PREFIX,
+    STREAM,
+    NatsLink,
+    partition,
+)
 
 sys.path.insert(0, str(harness.ROOT))  # the cluster starter and worker processes of tests/cluster
 from tests.cluster.harness import Worker
@@ -230,7 +238,8 @@ async def _consume(servers: list[str], expected: int, ready: Any, result: Any) -
         STREAM,
         ConsumerConfig(
             durable_name=name,
-            filter_subject=f"{STORED_PREFIX}{harness.PREFIX}.>",
+            # every partition: the subjects the servers' mapping stored the readings under
+            filter_subject=f"{STORED_PREFIX}{PARTITIONED}.{harness.PREFIX}.>",
             ack_policy=AckPolicy.EXPLICIT,
             max_ack_pending=MAX_ACK_PENDING,
             deliver_policy=DeliverPolicy.NEW,
