@@ -1069,9 +1069,8 @@ class SiteEngine:
             event = _event_from_json(raw)
             self._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
             heapq.heappush(self._events, (event.ts, next(self._stamp), event))
-        saved_instances: dict[str, Any] = {}
-        for part, saved in snapshot["parts"].items():
-            saved_instances.update(saved["instances"])
+        parts: Mapping[str, Any] = snapshot["parts"]
+        for part, saved in parts.items():
             if part.startswith(_DEVICE_PART):
                 self._restore_device(part[len(_DEVICE_PART) :], saved["device"])
             else:
@@ -1082,11 +1081,29 @@ class SiteEngine:
         self._released_ts = max(
             (state.released_ts for state in self._devices.values()), default=NEG_INF
         )
+        # An instance's key names its part (space and device), so its saved state is looked up
+        # in that part alone; each key is made once (they are derived, not kept) and counting
+        # the states found tells whether the saved parts hold exactly these instances.
+        same = parts.keys() == set(self._parts)
+        for part, instances in self._part_instances.items():
+            saved_part = parts.get(part)
+            saved_states: Mapping[str, Any] = {} if saved_part is None else saved_part["instances"]
+            found = 0
+            for instance in instances:
+                saved_state = saved_states.get(instance.key)
+                if saved_state is not None:
+                    instance.load(saved_state)
+                    found += 1
+            if found != len(saved_states) or found != len(instances):
+                same = False
+        if same:  # parts without instances must have saved none either
+            same = not any(
+                saved["instances"]
+                for part, saved in parts.items()
+                if part not in self._part_instances
+            )
         self._timers.clear()
         for instance in self._instances:
-            saved_state = saved_instances.get(instance.key)
-            if saved_state is not None:
-                instance.load(saved_state)
             instance.heap_due = instance.next_due
             heapq.heappush(self._timers, (instance.next_due, instance.uid, instance))
         # Buffered readings keep their arrival order (stamps) among equal event times.
@@ -1099,19 +1116,9 @@ class SiteEngine:
         # the configuration changed (a part, or an instance of a part, gone or new): then the
         # stored parts hold what this engine no longer judges, and the next checkpoint
         # replaces them whole (store/ derives the open runs of the figures from them).
-        if self._same_parts(snapshot["parts"]):
+        if same:
             self._changed.clear()
             self._first_checkpoint = False
-
-    def _same_parts(self, saved: Mapping[str, Any]) -> bool:
-        """Whether `saved` parts are exactly this engine's parts with exactly its instances."""
-        if saved.keys() != set(self._parts):
-            return False
-        for part, state in saved.items():
-            keys = {instance.key for instance in self._part_instances.get(part, ())}
-            if state["instances"].keys() != keys:
-                return False
-        return True
 
     def _restore_device(self, device_id: str, saved: Mapping[str, Any]) -> None:
         state = self._devices.get(device_id)
