@@ -16,7 +16,9 @@ failover time is restore time.
 
 Figures per size: µs of wall time and of this process's CPU per reading (3 metric values), their
 ratio to the smallest size (flat = 1.0), values/s, and the resident memory the engine state adds
-(RSS after the warm-up minus before building the site), per device; the restore's seconds.
+(RSS after the warm-up minus before building the site), per device; the restore's seconds, wall
+and this process's CPU (on a loaded machine the CPU figure is the one to compare; the server's
+share of the load is not in it).
 `--profile FILE` writes a cProfile of the timed phase of the largest size.
 """
 
@@ -138,15 +140,15 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             pipeline.stop()
             with pool.connection() as conn:
-                load0 = time.perf_counter()
+                load0, load_cpu0 = time.perf_counter(), time.process_time()
                 stored = load_checkpoint(conn, "scale")
             assert stored is not None
-            build0 = time.perf_counter()
+            build0, build_cpu0 = time.perf_counter(), time.process_time()
             restore_engine(
                 site, bundled.clause_versions(), {**stored.state, "parts": stored.parts},
                 lateness=0.0,
             )  # fmt: skip
-            restored = time.perf_counter()
+            restored, restored_cpu = time.perf_counter(), time.process_time()
     out.put(
         {
             "devices": devices,
@@ -156,6 +158,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             "state_mib": warm_rss - before,
             "checkpoint_s": checkpoint_s,
             "restore_s": (build0 - load0, restored - build0),
+            "restore_cpu_s": (build_cpu0 - load_cpu0, restored_cpu - build_cpu0),
         }
     )
 
@@ -180,13 +183,15 @@ def main() -> None:
         wall, cpu = figures["wall_us"], figures["cpu_us"]
         state = figures["state_mib"]
         load, build = figures["restore_s"]
+        load_cpu, build_cpu = figures["restore_cpu_s"]
         print(
             f"{devices:>7,} devices: {wall:6.1f} µs wall/reading (x{wall / base['wall_us']:.2f}),"
             f" {cpu:6.1f} µs CPU/reading (x{cpu / base['cpu_us']:.2f}),"
             f" {figures['values_per_s']:,.0f} values/s,"
             f" state {state:,.0f} MiB ({state * 1024 / devices:.1f} KiB/device),"
             f" checkpoint of every device {figures['checkpoint_s']:.2f} s,"
-            f" restore {load + build:.2f} s (load {load:.2f}, build and resume {build:.2f})"
+            f" restore {load + build:.2f} s (load {load:.2f}, build and resume {build:.2f});"
+            f" its CPU {load_cpu + build_cpu:.2f} s ({load_cpu:.2f} + {build_cpu:.2f})"
         )
         print(f"         load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -28,14 +28,81 @@ ValueFor = Callable[[str, float | str], float]
 
 
 def compile_condition(
-    node: Condition, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
+    node: Condition,
+    slot_for: SlotFor,
+    value_for: ValueFor,
+    leaves: list[Leaf],
+    memo: dict[tuple[int, tuple[int, ...]], Compiled] | None = None,
 ) -> Evaluator:
-    """`leaves` collects every comparison (for evidence and routing)."""
-    writer = _Writer()
+    """`leaves` collects every comparison (for evidence and routing). `memo` (kept by the
+    caller while `node` lives: it is keyed by the node's identity) takes the function body and
+    where each default comes from, by which of the leaves share a slot, aggregate or limit:
+    binding a clause to 100,000 devices then writes its source once, not once per device."""
     first = len(leaves)
-    exact = writer.expression(node, slot_for, value_for, leaves, None)
+    _make_leaves(node, slot_for, value_for, leaves)
+    mine = leaves[first:]
+    key = (id(node), _sharing(mine)) if memo is not None else None
+    compiled = memo.get(key) if memo is not None and key is not None else None
+    if compiled is None:
+        compiled = _compile(node, mine)
+        if memo is not None and key is not None:
+            memo[key] = compiled
+    code, recipe = compiled
+    values = tuple(_default(mine[index], kind) for kind, index in recipe)
+    return cast(Evaluator, FunctionType(code, {}, "passes", values))
+
+
+# A function body and, for each of its defaults, (kind, leaf index): "s" the leaf's slot, "a"
+# its aggregate, "l" its limit.
+Compiled = tuple[CodeType, tuple[tuple[str, int], ...]]
+
+# Compiled function bodies by source text: one per distinct condition shape.
+_CODE: dict[str, CodeType] = {}
+
+
+def _make_leaves(
+    node: Condition, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
+) -> None:
+    """The comparisons of `node`, left to right, as the expressions read them."""
+    if isinstance(node, Comparison):
+        slot = slot_for(node.metric)
+        aggregate = (
+            slot.aggregate(node.aggregate.fn, node.aggregate.window) if node.aggregate else None
+        )
+        leaves.append(
+            Leaf(node.metric, slot, aggregate, node.op, value_for(node.metric, node.value))
+        )
+    elif isinstance(node, Not):
+        _make_leaves(node.not_, slot_for, value_for, leaves)
+    else:
+        for part in node.all if isinstance(node, AllOf) else node.any:
+            _make_leaves(part, slot_for, value_for, leaves)
+
+
+def _sharing(leaves: list[Leaf]) -> tuple[int, ...]:
+    """Which leaves share a slot, an aggregate, a limit (the first leaf holding the same
+    object, -1 for no aggregate): what the source text depends on besides the condition."""
+    firsts: dict[int, int] = {}
+    pattern: list[int] = []
+    # Held until the end: compiled, a limit is boxed anew at each read, and an identity is
+    # only unique while its object lives.
+    alive: list[object] = []
+    for index, leaf in enumerate(leaves):
+        limit = leaf.limit
+        alive.append(limit)
+        pattern.append(firsts.setdefault(id(leaf.slot), index))
+        aggregate = leaf.aggregate
+        pattern.append(-1 if aggregate is None else firsts.setdefault(id(aggregate), index))
+        pattern.append(firsts.setdefault(id(limit), index))
+    return tuple(pattern)
+
+
+def _compile(node: Condition, leaves: list[Leaf]) -> Compiled:
+    writer = _Writer(leaves)
+    exact = writer.expression(node, None)
     writer.temps = 0  # the second expression reuses the names: only one of them runs
-    with_margin = writer.expression(node, slot_for, value_for, leaves[first:], 1)
+    writer.reused = 0  # and reads the same leaves again, in the same order
+    with_margin = writer.expression(node, 1)
     names = ", ".join(writer.names)
     source = "\n".join(
         (f"def passes(t, m, {names}):", f"    if m: return {with_margin}", f"    return {exact}")
@@ -45,29 +112,36 @@ def compile_condition(
         namespace: dict[str, object] = {}
         exec(compile(source, "<condition>", "exec"), namespace)
         code = _CODE[source] = cast(FunctionType, namespace["passes"]).__code__
-    function = FunctionType(code, {}, "passes", tuple(writer.values))
-    return cast(Evaluator, function)
+    return code, tuple(writer.sources)
 
 
-# Compiled function bodies by source text: one per distinct condition shape.
-_CODE: dict[str, CodeType] = {}
+def _default(leaf: Leaf, kind: str) -> object:
+    if kind == "s":
+        return leaf.slot
+    if kind == "a":
+        return leaf.aggregate
+    return leaf.limit
 
 
 class _Writer:
     """Writes a condition as one expression over named defaults (slots, aggregates, limits)."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaves: list[Leaf]) -> None:
+        self.leaves = leaves
         self.names: list[str] = []
+        self.sources: list[tuple[str, int]] = []  # of each default: (kind, leaf index)
+        # The defaults themselves, held while writing: names go by identity (see _sharing).
         self.values: list[object] = []
         self.name_of: dict[int, str] = {}
         self.temps = 0
-        self.reused = 0  # leaves of the first expression taken up again by the second
+        self.reused = 0  # leaves read so far by the expression being written
 
-    def bind(self, prefix: str, value: object) -> str:
+    def bind(self, prefix: str, value: object, leaf: int) -> str:
         name = self.name_of.get(id(value))
         if name is None:
             name = self.name_of[id(value)] = f"{prefix}{len(self.names)}"
             self.names.append(name)
+            self.sources.append((prefix, leaf))
             self.values.append(value)
         return name
 
@@ -75,22 +149,13 @@ class _Writer:
         self.temps += 1
         return f"r{self.temps}"
 
-    def expression(
-        self,
-        node: Condition,
-        slot_for: SlotFor,
-        value_for: ValueFor,
-        leaves: list[Leaf],
-        sign: int | None,
-    ) -> str:
+    def expression(self, node: Condition, sign: int | None) -> str:
         """`sign`: None when the margin is zero (limits as they are), else +1 or -1 (under an
         odd number of `not`s) for the direction the margin moves the limits in."""
         if isinstance(node, Comparison):
-            return self.comparison(node, slot_for, value_for, leaves, sign)
+            return self.comparison(sign)
         if isinstance(node, Not):
-            inner = self.expression(
-                node.not_, slot_for, value_for, leaves, None if sign is None else -sign
-            )
+            inner = self.expression(node.not_, None if sign is None else -sign)
             result = self.temp()
             return f"(None if ({result} := {inner}) is None else not {result})"
         parts = node.all if isinstance(node, AllOf) else node.any
@@ -101,36 +166,22 @@ class _Writer:
         for part in parts:
             result = self.temp()
             results.append(result)
-            inner = self.expression(part, slot_for, value_for, leaves, sign)
+            inner = self.expression(part, sign)
             text += f"({settles} if ({result} := {inner}) is {settles} else "
         unknown = " or ".join(f"{result} is None" for result in results)
         return f"{text}(None if {unknown} else {otherwise}){')' * len(parts)}"
 
-    def comparison(
-        self,
-        node: Comparison,
-        slot_for: SlotFor,
-        value_for: ValueFor,
-        leaves: list[Leaf],
-        sign: int | None,
-    ) -> str:
-        if sign is None:  # first pass: make the leaf
-            slot = slot_for(node.metric)
-            aggregate = (
-                slot.aggregate(node.aggregate.fn, node.aggregate.window) if node.aggregate else None
-            )
-            leaf = Leaf(node.metric, slot, aggregate, node.op, value_for(node.metric, node.value))
-            leaves.append(leaf)
-        else:  # second pass: the leaves made by the first, in the same order
-            leaf = leaves[self.reused]
-            self.reused += 1
-        slot_name = self.bind("s", leaf.slot)
+    def comparison(self, sign: int | None) -> str:
+        index = self.reused  # the leaves are in the order the expression reads them
+        leaf = self.leaves[index]
+        self.reused += 1
+        slot_name = self.bind("s", leaf.slot, index)
         value = (
             f"{slot_name}.value"
             if leaf.aggregate is None
-            else f"{self.bind('a', leaf.aggregate)}.current"
+            else f"{self.bind('a', leaf.aggregate, index)}.current"
         )
-        limit = self.bind("l", leaf.limit)
+        limit = self.bind("l", leaf.limit, index)
         if sign is not None:
             # The margin moves the limit towards compliance: up for >, >=; down for <, <=
             # (the arithmetic of limit + shift * margin, term for term).

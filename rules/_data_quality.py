@@ -136,10 +136,13 @@ class DataQuality(Instance):
 
     def state(self) -> dict[str, Any]:
         state = super().state()
-        state.update(started=to_json(self.started), faulty_since=to_json(self.faulty_since))
+        state["started"] = to_json(self.started)
+        faulty_since = to_json(self.faulty_since)
+        if faulty_since is not None:  # left out when not faulty (StateCheck.state: why)
+            state["faulty_since"] = faulty_since
         return state
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.started = from_json(state["started"], NEG_INF)
-        self.faulty_since = from_json(state["faulty_since"], INF)
+        self.faulty_since = from_json(state.get("faulty_since"), INF)

@@ -561,30 +561,39 @@ class StateCheck(Instance):
         return "condition failed: " + ", ".join(parts)
 
     def state(self) -> dict[str, Any]:
+        """What differs from a fresh instance: a field at its default (null, false, empty) is
+        left out, as most are (no violation, nothing pending). Every instance's state is held
+        by a checkpoint being captured and stored in the parts: a third of the bytes."""
         state = super().state()
-        state.update(
-            violating=self.violating,
-            pending_since=to_json(self.pending_since),
-            clear_since=to_json(self.clear_since),
-            started_at=to_json(self.started_at),
-            worst=self.worst,
-            worst_excess=to_json(self.worst_excess),
-            evidence=[[e.ts, e.metric, e.value, e.device] for e in self.evidence or ()],
-            held=None if self.held is None else _held_json(self.held),
-        )
+        if self.violating:
+            state["violating"] = True
+        for name, value in (
+            ("pending_since", to_json(self.pending_since)),
+            ("clear_since", to_json(self.clear_since)),
+            ("started_at", to_json(self.started_at)),
+            ("worst", self.worst),
+            ("worst_excess", to_json(self.worst_excess)),
+        ):
+            if value is not None:
+                state[name] = value
+        if self.evidence:
+            state["evidence"] = [[e.ts, e.metric, e.value, e.device] for e in self.evidence]
+        if self.held is not None:
+            state["held"] = _held_json(self.held)
         return state
 
     def load(self, state: dict[str, Any]) -> None:
+        """Takes a state of `state()`, or of the snapshots that listed every field."""
         super().load(state)
-        self.violating = bool(state["violating"])
+        self.violating = bool(state.get("violating", False))
         self.last_raw = -1
-        self.pending_since = from_json(state["pending_since"], INF)
-        self.clear_since = from_json(state["clear_since"], INF)
-        self.started_at = from_json(state["started_at"], INF)
-        self.worst = state["worst"]
-        self.worst_excess = from_json(state["worst_excess"], NEG_INF)
+        self.pending_since = from_json(state.get("pending_since"), INF)
+        self.clear_since = from_json(state.get("clear_since"), INF)
+        self.started_at = from_json(state.get("started_at"), INF)
+        self.worst = state.get("worst")
+        self.worst_excess = from_json(state.get("worst_excess"), NEG_INF)
         self.evidence = None
-        for ts, metric, value, device in state["evidence"]:
+        for ts, metric, value, device in state.get("evidence", ()):
             self.keep_evidence(Evidence(ts, metric, value, device))
         held = state.get("held")
         self.held = None if held is None else _held_from_json(held, self.ref, self.subject)

@@ -249,27 +249,34 @@ class MetricSlot(_ReadForEveryReading):
             aggregate.add(ts, value)
 
     def snapshot(self) -> dict[str, object]:
-        return {
+        """Its state; a field at its default (null, no fault, no aggregates) left out: a
+        checkpoint holds every slot of every device that changed."""
+        state: dict[str, object] = {
             "value": to_json(self.value),
             "ts": to_json(self.ts),
             "until": to_json(self.until),
-            "previous": to_json(self.previous),
             "stuck_since": to_json(self.stuck_since),
-            "fault": self.fault,
+        }
+        previous = to_json(self.previous)
+        if previous is not None:
+            state["previous"] = previous
+        if self.fault:
+            state["fault"] = self.fault
+        if self.aggregate_list:
             # Points as kept, ts, value, ts, value...: one C-level pass, no list per point
             # (checkpoints hold every window point of every device that changed).
-            "aggregates": [
+            state["aggregates"] = [
                 [agg.fn, agg.window, agg.window_points()] for agg in self.aggregate_list
-            ],
-        }
+            ]
+        return state
 
     def restore(self, state: dict[str, object]) -> None:
         self.value = from_json(state["value"], math.nan)
         self.ts = from_json(state["ts"], NEG_INF)
         self.until = from_json(state["until"], NEG_INF)
-        self.previous = from_json(state["previous"], math.nan)
+        self.previous = from_json(state.get("previous"), math.nan)
         self.stuck_since = from_json(state["stuck_since"], NEG_INF)
-        self.fault = str(state["fault"])
+        self.fault = str(state.get("fault", ""))
         aggregates = state.get("aggregates", [])
         assert isinstance(aggregates, list)
         for fn, window, points in aggregates:

@@ -27,7 +27,7 @@ from typing import Any, Final, TypeVar
 from mypy_extensions import mypyc_attr
 
 from rules import _slots
-from rules._conditions import Evaluator, Leaf, SlotFor, ValueFor, compile_condition
+from rules._conditions import Compiled, Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
 from rules._instances import DueFloor, Instance, StateCheck, ThresholdCheck, Timers
 from rules._obligations import Obligation
@@ -185,9 +185,15 @@ class SiteEngine:
         self._instances: list[Instance] = []
         self._devices: dict[str, _DeviceState] = {}
         self._space_slots: dict[tuple[str, str], MetricSlot] = {}
+        # Binding-time memos (emptied after binding): devices by selector, parameters by
+        # (clause, space type).
+        self._selections: dict[Selector, list[Device]] = {}
+        self._resolved: dict[tuple[int, str], dict[str, float]] = {}
+        # Conditions compiled, by node (self.clauses holds them) and sharing of their leaves.
+        self._compiled: dict[tuple[int, tuple[int, ...]], Compiled] = {}
         self._dq_settings = self._data_quality_settings(clauses)
         # Constants (limits, ranges, validity) by their exact bits: see _shared.
-        self._constants: dict[str, float] = {}
+        self._constants: dict[float | str, float] = {}
         # Immutable things many instances hold alike, one object each: subjects by (space,
         # device), recorded parameters by their items (see _shared_params).
         self._subjects: dict[tuple[str, str | None], Subject] = {}
@@ -225,6 +231,9 @@ class SiteEngine:
                 instance.watched = alike.setdefault(tuple(map(id, watched)), watched)
         self._leaves.clear()
         self._params.clear()
+        self._selections.clear()
+        self._resolved.clear()
+        self._compiled.clear()
         self._subjects.clear()
         for instance in self._instances:
             instance.heap_due = NEG_INF
@@ -525,15 +534,36 @@ class SiteEngine:
         return selector.selects_space(space.type, space.tags, self._lineage[space.id])
 
     def _selected_devices(self, selector: Selector) -> list[Device]:
+        """The devices `selector` selects; worked out once per distinct selector (clauses
+        share them) and, within it, once per space, not per device: binding at 100,000
+        devices is restore time."""
+        chosen = self._selections.get(selector)
+        if chosen is not None:
+            return chosen
         chosen = []
+        matches: dict[str, bool] = {}
         for device in self.site.devices:
             if selector.devices and device.id not in selector.devices:
                 continue
             if device.id in selector.exempt.devices:
                 continue
-            if self._space_matches(self._spaces[device.space], selector):
+            inside = matches.get(device.space)
+            if inside is None:
+                space = self._spaces[device.space]
+                inside = matches[device.space] = self._space_matches(space, selector)
+            if inside:
                 chosen.append(device)
+        self._selections[selector] = chosen
         return chosen
+
+    def _resolve_params(self, clause: ClauseVersion, space_type: str) -> dict[str, float]:
+        """`clause.resolve_params` for this site and `space_type`, resolved once per clause and
+        space type; a copy, which the caller may extend."""
+        key = (id(clause), space_type)
+        params = self._resolved.get(key)
+        if params is None:
+            params = self._resolved[key] = clause.resolve_params(self._site_id, space_type)
+        return dict(params)
 
     def _bind(self, clause: ClauseVersion, standard: str) -> None:
         ref = ClauseRef(
@@ -592,7 +622,11 @@ class SiteEngine:
         """One float object per distinct constant across the site's slots and instances. Each
         reading compares against limits and ranges: a few shared objects stay in the CPU cache,
         where a copy per device or instance would be a cache miss each (at 1,000 rooms)."""
-        return self._constants.setdefault(float(value).hex(), float(value))
+        value = float(value)
+        # Keyed by the value itself where equal means the same bits (not zero, not NaN): a
+        # hex string per lookup was a tenth of binding.
+        key: float | str = value if value != 0.0 and value == value else value.hex()
+        return self._constants.setdefault(key, value)
 
     def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> ValueFor:
         def value_for(metric: str, value: float | str) -> float:
@@ -669,7 +703,7 @@ class SiteEngine:
         check = clause.check
         assert isinstance(check, ThresholdConfig | ConditionCheck)
         space = self._spaces[device.space]
-        params = clause.resolve_params(self._site_id, space.type)
+        params = self._resolve_params(clause, space.type)
         where = f"clause {clause.id} v{clause.version}"
         slot_for = self._slot_for(device)
         value_for = self._value_for(device, params, where)
@@ -699,7 +733,7 @@ class SiteEngine:
             common = {"low": self._shared(low - tolerance), "high": self._shared(high + tolerance)}
             passes: Evaluator = _never
         else:
-            passes = compile_condition(check.passes, slot_for, value_for, leaves)
+            passes = compile_condition(check.passes, slot_for, value_for, leaves, self._compiled)
             gate_at = len(leaves)
             gate = self._gate(check.when, slot_for, value_for, leaves)
         recorded["for"] = check.for_
@@ -740,7 +774,7 @@ class SiteEngine:
     ) -> Evaluator | None:
         if when is None:
             return None
-        return compile_condition(when, slot_for, value_for, leaves)
+        return compile_condition(when, slot_for, value_for, leaves, self._compiled)
 
     def _bind_obligation(
         self,
@@ -752,7 +786,7 @@ class SiteEngine:
         for space in self.site.spaces:
             if clause.applies_to.devices or not self._space_matches(space, clause.applies_to):
                 continue
-            params = clause.resolve_params(self._site_id, space.type)
+            params = self._resolve_params(clause, space.type)
             params["grace"] = check.grace
             if check.every is not None:
                 params["every"] = check.every
@@ -787,7 +821,7 @@ class SiteEngine:
             if not spec.cumulative:
                 raise BindingError(f"{where}: {device.id}.{check.metric} is not a register")
             space = self._spaces[device.space]
-            params = clause.resolve_params(self._site_id, space.type)
+            params = self._resolve_params(clause, space.type)
             value_for = self._value_for(device, params, where)
             if check.budget is not None:
                 budget = value_for(check.metric, check.budget)
@@ -828,7 +862,7 @@ class SiteEngine:
             watched = [slots[m] for m in check.metrics or tuple(slots) if m in slots]
             if not watched:
                 continue
-            params = clause.resolve_params(self._site_id, self._spaces[device.space].type)
+            params = self._resolve_params(clause, self._spaces[device.space].type)
             if check.stale_after is not None:
                 params["stale_after"] = check.stale_after
             if check.stuck_for is not None:
@@ -1035,9 +1069,8 @@ class SiteEngine:
             event = _event_from_json(raw)
             self._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
             heapq.heappush(self._events, (event.ts, next(self._stamp), event))
-        saved_instances: dict[str, Any] = {}
-        for part, saved in snapshot["parts"].items():
-            saved_instances.update(saved["instances"])
+        parts: Mapping[str, Any] = snapshot["parts"]
+        for part, saved in parts.items():
             if part.startswith(_DEVICE_PART):
                 self._restore_device(part[len(_DEVICE_PART) :], saved["device"])
             else:
@@ -1048,11 +1081,29 @@ class SiteEngine:
         self._released_ts = max(
             (state.released_ts for state in self._devices.values()), default=NEG_INF
         )
+        # An instance's key names its part (space and device), so its saved state is looked up
+        # in that part alone; each key is made once (they are derived, not kept) and counting
+        # the states found tells whether the saved parts hold exactly these instances.
+        same = parts.keys() == set(self._parts)
+        for part, instances in self._part_instances.items():
+            saved_part = parts.get(part)
+            saved_states: Mapping[str, Any] = {} if saved_part is None else saved_part["instances"]
+            found = 0
+            for instance in instances:
+                saved_state = saved_states.get(instance.key)
+                if saved_state is not None:
+                    instance.load(saved_state)
+                    found += 1
+            if found != len(saved_states) or found != len(instances):
+                same = False
+        if same:  # parts without instances must have saved none either
+            same = not any(
+                saved["instances"]
+                for part, saved in parts.items()
+                if part not in self._part_instances
+            )
         self._timers.clear()
         for instance in self._instances:
-            saved_state = saved_instances.get(instance.key)
-            if saved_state is not None:
-                instance.load(saved_state)
             instance.heap_due = instance.next_due
             heapq.heappush(self._timers, (instance.next_due, instance.uid, instance))
         # Buffered readings keep their arrival order (stamps) among equal event times.
@@ -1065,19 +1116,9 @@ class SiteEngine:
         # the configuration changed (a part, or an instance of a part, gone or new): then the
         # stored parts hold what this engine no longer judges, and the next checkpoint
         # replaces them whole (store/ derives the open runs of the figures from them).
-        if self._same_parts(snapshot["parts"]):
+        if same:
             self._changed.clear()
             self._first_checkpoint = False
-
-    def _same_parts(self, saved: Mapping[str, Any]) -> bool:
-        """Whether `saved` parts are exactly this engine's parts with exactly its instances."""
-        if saved.keys() != set(self._parts):
-            return False
-        for part, state in saved.items():
-            keys = {instance.key for instance in self._part_instances.get(part, ())}
-            if state["instances"].keys() != keys:
-                return False
-        return True
 
     def _restore_device(self, device_id: str, saved: Mapping[str, Any]) -> None:
         state = self._devices.get(device_id)
