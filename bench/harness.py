@@ -609,17 +609,17 @@ def _publish_once(url: str, topic: str, payload: bytes, retain: bool) -> None:
     client.loop_stop()
 
 
-def mosquitto_sub_rate(url: str, plan: dict[str, Any]) -> float:
+def mosquitto_sub_rate(url: str, plan: dict[str, Any], topics: str = f"{PREFIX}/#") -> float:
     """Messages/s of the C client (`mosquitto_sub`, QoS 1, MQTT 5 or the plan's protocol,
-    payloads to a pipe that is read and dropped) for the plan's messages, first publish → the
-    process exits after the last one (`-C`). It subscribes to the retained ready message too,
-    so its first line says it is subscribed before the publisher starts."""
+    payloads to a pipe that is read and dropped) for the plan's messages on `topics`, first
+    publish → the process exits after the last one (`-C`). It subscribes to the retained ready
+    message too, so its first line says it is subscribed before the publisher starts."""
     _publish_once(url, READY_TOPIC, b"ready", retain=True)
     host, port = _broker(url)
     version = "mqttv5" if plan.get("protocol", 5) == 5 else "mqttv311"
     command = [
         "mosquitto_sub", "-h", host, "-p", str(port), "-V", version, "-q", "1",
-        "-t", f"{PREFIX}/#", "-t", READY_TOPIC, "-C", str(plan["messages"] + 1),
+        "-t", topics, "-t", READY_TOPIC, "-C", str(plan["messages"] + 1),
         "-i", f"bench-c-{uuid.uuid4().hex[:6]}",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

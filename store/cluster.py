@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import socket
 import threading
@@ -30,6 +31,7 @@ from store.pool import CONNECT_TIMEOUT_S, session_options
 LOCK_KEY = 0x6377  # "cw"
 # The periodic jobs' runner (`JobsLease`): one lock of its own space.
 JOBS_LOCK = (0x636A, 0)  # "cj"
+JOBS_SESSION = "clausewatch-jobs "  # the application name of the lease session, before the owner
 
 
 class Fenced(Exception):
@@ -57,8 +59,10 @@ class PartitionStatus:
     owner_alive: bool
 
 
+@functools.cache
 def worker_id() -> str:
-    """A name for this worker process, new at every start: host, pid and a random tail."""
+    """A name for this process, new at every start: host, pid and a random tail. One per
+    process, so its partitions and the periodic jobs' lease show the same node."""
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
@@ -236,7 +240,7 @@ class JobsLease:
                     connect_timeout=CONNECT_TIMEOUT_S,
                     options=session_options(self.database_url)
                     + f" -c idle_session_timeout={round(self.lease_s * 1000)}",
-                    application_name=f"clausewatch-jobs {self.owner}"[:63],
+                    application_name=f"{JOBS_SESSION}{self.owner}"[:63],
                 )
             if self.held:  # a word on the connection: the server keeps it, and the lock
                 self.conn.execute("SELECT 1")
@@ -262,7 +266,7 @@ class JobsLease:
 
 
 def jobs_runner(conn: psycopg.Connection[Any]) -> str | None:
-    """The application name of the session holding JOBS_LOCK (`clausewatch-jobs {owner}`)."""
+    """The application name of the session holding JOBS_LOCK (JOBS_SESSION + owner)."""
     row = conn.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s"

@@ -1,7 +1,8 @@
 """`clausewatch cluster status` and `cluster mapping`: the cluster mode (docs/cluster.md).
 
 `status` prints every partition with its owner, epoch, committed stream sequence and, with a
-broker, the lag of its consumer (messages not yet acknowledged). `mapping` prints the subject
+broker, the lag of its consumer (messages not yet acknowledged), then the node that holds the
+periodic jobs' lease. `mapping` prints the subject
 mapping every NATS server of the cluster carries, for the configured partition count."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from clausewatch.cli.common import database_argument, database_url
 from clausewatch.cluster import broker_servers
 from clausewatch.settings import Settings
 from ingest.nats import NatsLink, consumer_name, subject_mapping
-from store.cluster import partition_status
+from store.cluster import JOBS_SESSION, jobs_runner, partition_status
 from store.pool import connect
 
 
@@ -42,6 +43,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         with connect(url) as conn:
             rows = partition_status(conn, settings.cluster_lease_s)
+            runner = jobs_runner(conn)
     except psycopg.Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +71,8 @@ def _status(args: argparse.Namespace) -> int:
             f"{row.partition:>9}  {row.epoch:>6}  {row.stream_seq:>10}  "
             f"{'-' if lag is None else lag:>7}  {owner}"
         )
+    holder = "no node holds the lease" if runner is None else runner.removeprefix(JOBS_SESSION)
+    print(f"periodic jobs: {holder}")
     return 0
 
 

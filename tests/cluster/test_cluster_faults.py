@@ -315,20 +315,26 @@ def test_cluster_status_shows_partitions_owners_epochs_and_lag(cluster_run: Clus
     cluster_run.start_workers(1)
     owners = cluster_run.wait_balanced(1)
     assert {epoch for _, epoch in owners.values()} == {1}
-    env = {**cluster_run.env}
-    shown = subprocess.run(
-        [sys.executable, "-m", "clausewatch", "cluster", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    lines = shown.strip().splitlines()
-    assert lines[0].split() == ["partition", "epoch", "committed", "lag", "owner"]
-    rows = [line.split() for line in lines[1:]]
-    assert [int(row[0]) for row in rows] == list(range(PARTITIONS))
     owner = next(iter(owners.values()))[0]
+
+    def status() -> list[str]:
+        shown = subprocess.run(
+            [sys.executable, "-m", "clausewatch", "cluster", "status"],
+            env={**cluster_run.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        return shown.strip().splitlines()
+
+    # The node takes the periodic jobs' lease beside its partitions.
+    wait_for(lambda: status()[-1] == f"periodic jobs: {owner}", 30, "the jobs lease shown")
+    lines = status()
+    shown = "\n".join(lines)
+    assert lines[0].split() == ["partition", "epoch", "committed", "lag", "owner"]
+    rows = [line.split() for line in lines[1:-1]]
+    assert [int(row[0]) for row in rows] == list(range(PARTITIONS))
     for row in rows:
         assert row[1] == "1" and row[3] == "0" and row[4] == owner, shown
     assert {partition(PARTITIONS, site) for site in SITES} == set(range(PARTITIONS))
