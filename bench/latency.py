@@ -228,18 +228,25 @@ def run(
         "after_commit": percentiles(commit_to_stream),
         "checkpoints": sum(step == "saved" for step, _, _ in windows),
         "captures": sum(step == "captured" for step, _, _ in windows),
-        "window_ms": [(end - start) * 1000 for _, start, end in windows],
+        "window_ms": {
+            step: max([(end - start) * 1000 for s, start, end in windows if s == step], default=0)
+            for step in ("captured", "saved")
+        },
         "during": during_checkpoints(probe_spans, windows),
+        "during_step": {
+            step: during_checkpoints(probe_spans, [w for w in windows if w[0] == step])
+            for step in ("captured", "saved")
+        },
         "late": late[0] if late else None,
     }
 
 
 def report_checkpoints(figures: dict[str, Any], target: float | None) -> None:
-    windows = figures["window_ms"]
-    longest = f", longest window {max(windows):.1f} ms" if windows else ""
+    longest = figures["window_ms"]
     print(
-        f"  checkpoints in the probes' span: {figures['checkpoints']} saved, "
-        f"{figures['captures']} captured{longest}"
+        f"  checkpoints in the probes' span: {figures['captures']} captured (longest "
+        f"{longest['captured']:.1f} ms), {figures['checkpoints']} saved (longest "
+        f"{longest['saved']:.1f} ms)"
     )
     during = figures["during"]
     if not during:
@@ -247,9 +254,16 @@ def report_checkpoints(figures: dict[str, Any], target: float | None) -> None:
         return
     p99 = percentiles(during)[2] if len(during) > 1 else during[0]
     ratio = f", p99/target {p99 / target:.2f}" if target else ""
+    steps = ", ".join(
+        f"{len(ms)} a {step}" + (f" (max {max(ms):.1f} ms)" if ms else "")
+        for step, ms in (
+            ("capture", figures["during_step"]["captured"]),
+            ("save", figures["during_step"]["saved"]),
+        )
+    )
     print(
         f"  probes meeting a checkpoint: {len(during)}, publish → committed p99 {p99:.1f} ms, "
-        f"max {max(during):.1f} ms{ratio}"
+        f"max {max(during):.1f} ms{ratio}; of them {steps}"
     )
 
 
