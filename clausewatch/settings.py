@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # A stalled worker loses its partitions after this long without a heartbeat.
     cluster_lease_s: float = Field(default=3.0, gt=0.5, le=600)
     data_dir: Path | None = None  # embedded parts keep their data here (demo)
+    # The service's log level; DEBUG adds, among others, each checkpoint's capture and save
+    # window (bench/latency.py reads them). Third-party libraries stay at WARNING.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Anchors of the ledger's tip (alerts/anchors.py, docs/alerts.md "Anchors"): the Ed25519
     # private key signing them (`clausewatch ledger keygen`; never in the database), the folder
     # the signed anchors are written to, and how often. Both paths set: the service anchors.
@@ -187,5 +190,10 @@ def read_secret_file(path: Path) -> str:
 
 
 def settings_problems(exc: ValidationError) -> str:
-    """The problems of settings that could not be loaded, one line (no pydantic boilerplate)."""
-    return "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+    """The problems of settings that could not be loaded, one line (no pydantic boilerplate);
+    a field's problem names its variable."""
+    return "; ".join(
+        (f"CLAUSEWATCH_{str(error['loc'][0]).upper()}: " if error["loc"] else "")
+        + str(error["msg"]).removeprefix("Value error, ")
+        for error in exc.errors()
+    )

@@ -122,6 +122,7 @@ class CheckpointWriter:
         refused = 0
         while True:
             started = time.monotonic()
+            started_at = time.time()
             try:
                 with self.pool.connection() as conn, conn.transaction():
                     for site, checkpoint in job.checkpoints.items():
@@ -142,6 +143,14 @@ class CheckpointWriter:
                 self.last_save_seconds = time.monotonic() - started
                 self.saved += 1
                 CHECKPOINT_SECONDS.observe(self.last_save_seconds)
+                # Epoch seconds in the message: bench/latency.py matches probes to this window.
+                log.debug(
+                    "checkpoint saved: %d site(s), %d part(s), from %.6f for %.1f ms",
+                    len(job.checkpoints),
+                    sum(len(c["parts"]) for c in job.checkpoints.values()),
+                    started_at,
+                    self.last_save_seconds * 1000,
+                )
                 return True
             except psycopg.Error as exc:
                 CHECKPOINT_FAILURES.inc()

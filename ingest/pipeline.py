@@ -291,6 +291,7 @@ class Pipeline:
         self._last_checkpoint = time.monotonic()
         self._capture: CheckpointJob | None = None  # being captured
         self._capture_seconds = 0.0  # spent capturing the checkpoint in flight
+        self._capture_began = 0.0  # wall time it began (logged with its window)
         self._capturing: set[str] = set()  # its sites whose parts are not all captured yet
         self.corrector = corrector
         self.on_status = on_status
@@ -848,6 +849,7 @@ class Pipeline:
             self.engines[site_id].begin_checkpoint()
         self._capture = CheckpointJob({}, self._last_stamp_us * STAMP_US)
         self._capture_seconds = 0.0
+        self._capture_began = time.time()
         self._capturing = set(self._dirty_sites)
         self._dirty_sites = set()
         self._last_checkpoint = time.monotonic()
@@ -874,6 +876,15 @@ class Pipeline:
         finally:
             self._capture_seconds += time.monotonic() - started
         self._capture = None
+        # Capture runs in slices between batches: the window spans them, the busy time is theirs.
+        log.debug(
+            "checkpoint captured: %d site(s), %d part(s), from %.6f for %.1f ms (%.1f ms busy)",
+            len(job.checkpoints),
+            sum(len(c["parts"]) for c in job.checkpoints.values()),
+            self._capture_began,
+            (time.time() - self._capture_began) * 1000,
+            self._capture_seconds * 1000,
+        )
         self._writer.submit(job)
 
     def _final_checkpoint(self) -> None:

@@ -130,11 +130,11 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     return (OSError, RuntimeError, psycopg.Error)
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("apscheduler", "amqtt", "transitions", "httpx"):
+def _logging(level: str) -> None:
+    """The service's logging at `level` (CLAUSEWATCH_LOG_LEVEL); noisy libraries at WARNING."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # psycopg's pool logs every connection taken and returned at INFO (several lines a flush).
+    for noisy in ("apscheduler", "amqtt", "transitions", "httpx", "httpcore", "psycopg", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load_config(settings.config_dir)
     if config is None:
         return 2
-    _logging()
+    _logging(settings.log_level)
     if args.workers != 1 or args.worker_index is not None:
         return _run_workers(args, settings, config)
     service = Service(settings, config, ServiceOptions(clock=args.clock))
@@ -234,7 +234,7 @@ def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
     config = _load_config(settings.config_dir)
     if config is None:
         return 2
-    _logging()
+    _logging(settings.log_level)
     logging.getLogger("nats").setLevel(logging.WARNING)
     worker = ClusterWorker(settings, config, clock=args.clock)
     options = ServiceOptions(clock=args.clock, ingest=worker, jobs_lease_s=settings.cluster_lease_s)
@@ -356,7 +356,6 @@ def _demo(args: argparse.Namespace) -> int:
     from clausewatch.service import Service, ServiceOptions
     from config.broker import derive_identities, simulator_identity
 
-    _logging()
     try:
         settings = _settings(args, max_age_s=DEMO_MAX_AGE_S)
     except ValidationError:
@@ -364,6 +363,7 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a --*-url-file that cannot be read
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _logging(settings.log_level)
     config = _load_config(settings.config_dir)
     if config is None:
         return 2
