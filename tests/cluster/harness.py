@@ -74,6 +74,24 @@ def write_config(folder: Path, sites: Sequence[str], devices: int) -> Path:
     return folder
 
 
+def node_env(
+    database_url: str, broker_url: str, config: Path, partitions: int, prefix: str, lease_s: float
+) -> dict[str, str]:
+    """The environment of a `clausewatch run --broker` process of these tests: its database,
+    the NATS cluster, the configuration, P, the lease, and short flushes."""
+    env = dict(os.environ)
+    env.update(
+        CLAUSEWATCH_DATABASE_URL=database_url,
+        CLAUSEWATCH_BROKER_URL=broker_url,
+        CLAUSEWATCH_CONFIG_DIR=str(config),
+        CLAUSEWATCH_CLUSTER_PARTITIONS=str(partitions),
+        CLAUSEWATCH_CLUSTER_LEASE_S=str(lease_s),
+        CLAUSEWATCH_FLUSH_INTERVAL_S="0.1",
+        CLAUSEWATCH_TOPIC_PREFIX=prefix,
+    )
+    return env
+
+
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql, params).fetchall()

@@ -28,7 +28,7 @@ import pytest
 
 from ingest.nats import partition
 from tests.cluster.conftest import PARTITIONS, PREFIX
-from tests.cluster.harness import Gateway, Worker, query, write_config
+from tests.cluster.harness import Gateway, Worker, node_env, query, write_config
 from tests.cluster.natscluster import NatsCluster
 from tests.support import wait_for
 
@@ -59,15 +59,8 @@ class ClusterRun:
 
     def __post_init__(self) -> None:
         config = write_config(self.folder / "config", SITES, DEVICES)
-        self.env = dict(os.environ)
-        self.env.update(
-            CLAUSEWATCH_DATABASE_URL=self.database_url,
-            CLAUSEWATCH_BROKER_URL=self.nats.broker_url,
-            CLAUSEWATCH_CONFIG_DIR=str(config),
-            CLAUSEWATCH_CLUSTER_PARTITIONS=str(PARTITIONS),
-            CLAUSEWATCH_CLUSTER_LEASE_S=str(LEASE_S),
-            CLAUSEWATCH_FLUSH_INTERVAL_S="0.1",
-            CLAUSEWATCH_TOPIC_PREFIX=PREFIX,
+        self.env = node_env(
+            self.database_url, self.nats.broker_url, config, PARTITIONS, PREFIX, LEASE_S
         )
 
     def start_workers(self, count: int) -> None:

@@ -7,7 +7,6 @@ not a known site's topic ends up a dead letter. Real nats-server (3 nodes), real
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import time
 import uuid
@@ -31,7 +30,7 @@ from ingest.nats import partition
 from store.cluster import jobs_runner
 from tests.api.conftest import read_events
 from tests.cluster.conftest import PARTITIONS, PREFIX
-from tests.cluster.harness import Worker, query, write_config
+from tests.cluster.harness import Worker, node_env, query, write_config
 from tests.cluster.natscluster import NatsCluster
 from tests.support import auth, wait_for
 
@@ -51,15 +50,8 @@ class Nodes:
 
     def __post_init__(self) -> None:
         config = write_config(self.folder / "config", SITES, 2)
-        self.env = dict(os.environ)
-        self.env.update(
-            CLAUSEWATCH_DATABASE_URL=self.database_url,
-            CLAUSEWATCH_BROKER_URL=self.nats.broker_url,
-            CLAUSEWATCH_CONFIG_DIR=str(config),
-            CLAUSEWATCH_CLUSTER_PARTITIONS=str(PARTITIONS),
-            CLAUSEWATCH_CLUSTER_LEASE_S=str(LEASE_S),
-            CLAUSEWATCH_FLUSH_INTERVAL_S="0.1",
-            CLAUSEWATCH_TOPIC_PREFIX=PREFIX,
+        self.env = node_env(
+            self.database_url, self.nats.broker_url, config, PARTITIONS, PREFIX, LEASE_S
         )
 
     def start(self, count: int, args: Sequence[str] = ()) -> list[Worker]:
