@@ -121,7 +121,13 @@ def test_quota_resumes(kit: Any) -> None:
         both_ways(kit, site, [clause], steps, cut)
 
 
-def test_condition_and_data_quality_resume(kit: Any) -> None:
+# Too warm for 7 minutes, then a reading out of range: a violation, its clearing and a fault.
+TEMPERATURES = [25, 27, 27, 27, 27, 27, 27, 27, 25, 25, 25, 99, 25]
+
+
+def condition_and_quality(kit: Any) -> tuple[Any, Any]:
+    """A temperature condition with a minimum duration and a clear margin, and the
+    temperature's data quality: the two clause kinds whose state a restore carries most of."""
     condition = kit.clause(
         {
             "kind": "condition",
@@ -134,7 +140,12 @@ def test_condition_and_data_quality_resume(kit: Any) -> None:
     quality = kit.clause(
         {"kind": "data_quality", "metrics": ["temperature"], "stale_after": "10m"}, id="dq"
     )
-    values = [25, 27, 27, 27, 27, 27, 27, 27, 25, 25, 25, 99, 25]
+    return condition, quality
+
+
+def test_condition_and_data_quality_resume(kit: Any) -> None:
+    condition, quality = condition_and_quality(kit)
+    values = TEMPERATURES
     steps: list[Any] = [("advance", 0)]
     steps += [("reading", "d1", 60 * i, {"temperature": v}) for i, v in enumerate(values)]
     steps += [("advance", 3000), ("reading", "d1", 3100, {"temperature": 25}), ("advance", 3200)]
@@ -251,19 +262,8 @@ def with_every_field(snapshot: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_snapshot_listing_every_field_still_restores(kit: Any) -> None:
     """Checkpoints stored before defaults were left out resume as they did."""
-    condition = kit.clause(
-        {
-            "kind": "condition",
-            "pass": {"metric": "temperature", "op": "<=", "value": 26},
-            "for": "5m",
-            "clear": {"clear_for": "2m"},
-        },
-        id="t.cond",
-    )
-    quality = kit.clause(
-        {"kind": "data_quality", "metrics": ["temperature"], "stale_after": "10m"}, id="dq"
-    )
-    readings = [25, 27, 27, 27, 27, 27, 27, 27, 25, 25, 25, 99, 25]
+    condition, quality = condition_and_quality(kit)
+    readings = TEMPERATURES
     steps: list[Any] = [(60 * i, v) for i, v in enumerate(readings)]
 
     def play(engine: SiteEngine, part: list[Any]) -> list[Any]:
