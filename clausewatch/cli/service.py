@@ -138,21 +138,39 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _wait_for_signal(service: Any, extra_check: Any = None) -> None:
-    """Blocks until SIGINT or SIGTERM (or the pipeline dies of a bug)."""
-    stop = threading.Event()
+class _StopRequested(Exception):
+    """SIGINT or SIGTERM while the service was starting: the start is abandoned, and what had
+    started is stopped like a running service."""
 
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not stop.wait(1.0):
-        if not service.healthy:
-            log.error("the ingest pipeline stopped; shutting down")
+class _Signals:
+    """SIGINT and SIGTERM, handled from before the service starts: one that arrives while it
+    starts abandons the start (`_StopRequested`), one that arrives later ends `wait`. Installed
+    only once the service said it ran, a SIGTERM in between killed the process without stopping
+    the service (exit -15)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = False
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        self._stop.set()
+        if not self._running:
+            raise _StopRequested
+
+    def wait(self, service: Any, extra_check: Any = None) -> None:
+        """Blocks until SIGINT or SIGTERM (or the pipeline dies of a bug)."""
+        self._running = True
+        if self._stop.is_set():  # came between the start and this wait
             return
-        if extra_check is not None:
-            extra_check()
+        while not self._stop.wait(1.0):
+            if not service.healthy:
+                log.error("the ingest pipeline stopped; shutting down")
+                return
+            if extra_check is not None:
+                extra_check()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -188,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     _logging(settings.log_level)
     if args.workers != 1 or args.worker_index is not None:
         return _run_workers(args, settings, config)
+    signals = _Signals()
     service = Service(settings, config, ServiceOptions(clock=args.clock))
     try:
         service.start()
@@ -197,7 +216,9 @@ def _run(args: argparse.Namespace) -> int:
             len(config.clause_versions()),
             service.api_url,
         )
-        _wait_for_signal(service)
+        signals.wait(service)
+    except _StopRequested:
+        log.info("stopped while starting")
     except _startup_errors() as exc:
         print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
         return 1
@@ -238,6 +259,7 @@ def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
     logging.getLogger("nats").setLevel(logging.WARNING)
     worker = ClusterWorker(settings, config, clock=args.clock)
     options = ServiceOptions(clock=args.clock, ingest=worker, jobs_lease_s=settings.cluster_lease_s)
+    signals = _Signals()
     service = Service(settings, config, options)
     try:
         service.start()
@@ -248,7 +270,9 @@ def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
             len(config.sites),
             service.api_url,
         )
-        _wait_for_signal(service)
+        signals.wait(service)
+    except _StopRequested:
+        log.info("stopped while starting")
     except _startup_errors() as exc:
         print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
         return 1
@@ -293,11 +317,14 @@ def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
         serve_api=index == 0,
         periodic_jobs=index == 0,
     )
+    signals = _Signals()
     service = Service(worker_settings, config, options)
     try:
         service.start()
         log.info("worker %d running: sites %s", index, ", ".join(partition[index]))
-        _wait_for_signal(service)
+        signals.wait(service)
+    except _StopRequested:
+        log.info("worker %d stopped while starting", index)
     finally:
         service.stop()
     return 0
@@ -376,6 +403,7 @@ def _demo(args: argparse.Namespace) -> int:
     demo_login = False
     code = 0
     embedded_database = not settings.database_url
+    signals = _Signals()
     try:
         if embedded_database:
             database = EmbeddedPostgres(data_dir / "postgres")
@@ -457,7 +485,9 @@ def _demo(args: argparse.Namespace) -> int:
                 )
                 simulator = None
 
-        _wait_for_signal(service, simulator_check)
+        signals.wait(service, simulator_check)
+    except _StopRequested:
+        print("\nstopped while starting", flush=True)
     except _startup_errors() as exc:
         print(f"error: the demo could not start: {exc}", file=sys.stderr)
         code = 1
