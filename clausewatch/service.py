@@ -374,7 +374,8 @@ class Service:
                 self._http_thread.join(15)
             self._http = None
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=True)
+            if self.scheduler.running:  # not yet when a start was abandoned just before
+                self.scheduler.shutdown(wait=True)
             self.scheduler = None
         if self.jobs_lease is not None:
             self.jobs_lease.close()

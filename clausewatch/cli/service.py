@@ -139,15 +139,17 @@ def _logging(level: str) -> None:
 
 
 class _StopRequested(Exception):
-    """SIGINT or SIGTERM while the service was starting: the start is abandoned, and what had
-    started is stopped like a running service."""
+    """A second SIGINT or SIGTERM while the service was starting: the start is abandoned, and
+    what had started is stopped."""
 
 
 class _Signals:
-    """SIGINT and SIGTERM, handled from before the service starts: one that arrives while it
-    starts abandons the start (`_StopRequested`), one that arrives later ends `wait`. Installed
-    only once the service said it ran, a SIGTERM in between killed the process without stopping
-    the service (exit -15)."""
+    """SIGINT and SIGTERM, handled from before the service starts. Once it runs, one ends
+    `wait`. While it starts, the first one makes `wait` return as soon as the start is done (a
+    start interrupted anywhere could leave half-made parts to stop) and a second abandons the
+    start (`_StopRequested`: a start that hangs, on an unreachable database say). Installed only
+    once the service said it ran, a SIGTERM in between killed the process without stopping the
+    service (exit -15)."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -156,14 +158,17 @@ class _Signals:
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, _signum: int, _frame: object) -> None:
-        self._stop.set()
-        if not self._running:
-            raise _StopRequested
+        if self._running or not self._stop.is_set():
+            if not self._running:
+                log.info("stopping once started (signal again to abandon the start)")
+            self._stop.set()
+            return
+        raise _StopRequested
 
     def wait(self, service: Any, extra_check: Any = None) -> None:
         """Blocks until SIGINT or SIGTERM (or the pipeline dies of a bug)."""
         self._running = True
-        if self._stop.is_set():  # came between the start and this wait
+        if self._stop.is_set():  # came while the service started
             return
         while not self._stop.wait(1.0):
             if not service.healthy:
@@ -218,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         signals.wait(service)
     except _StopRequested:
-        log.info("stopped while starting")
+        log.info("start abandoned")
     except _startup_errors() as exc:
         print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
         return 1
@@ -272,7 +277,7 @@ def _run_cluster_worker(args: argparse.Namespace, settings: Any) -> int:
         )
         signals.wait(service)
     except _StopRequested:
-        log.info("stopped while starting")
+        log.info("start abandoned")
     except _startup_errors() as exc:
         print(f"error: clausewatch could not start: {exc}", file=sys.stderr)
         return 1
@@ -324,7 +329,7 @@ def _run_workers(args: argparse.Namespace, settings: Any, config: Any) -> int:
         log.info("worker %d running: sites %s", index, ", ".join(partition[index]))
         signals.wait(service)
     except _StopRequested:
-        log.info("worker %d stopped while starting", index)
+        log.info("worker %d: start abandoned", index)
     finally:
         service.stop()
     return 0
@@ -487,7 +492,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         signals.wait(service, simulator_check)
     except _StopRequested:
-        print("\nstopped while starting", flush=True)
+        print("\nstart abandoned", flush=True)
     except _startup_errors() as exc:
         print(f"error: the demo could not start: {exc}", file=sys.stderr)
         code = 1

@@ -5,14 +5,16 @@ logs each checkpoint's capture and save window (bench/latency.py matches probes 
 level it does not know stops it with a message naming the setting.
 
 SIGTERM and SIGINT stop it cleanly (exit 0, the service stopped) whenever they come, also while
-it starts or just after it says it runs: the handlers were once installed only after that line,
-and a SIGTERM in between killed the process (-15) without stopping the service."""
+it starts (once it has started) or just after it says it runs: the handlers were once installed
+only after that line, and a SIGTERM in between killed the process (-15) without stopping the
+service."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,10 @@ import pytest
 import yaml
 
 from clausewatch.cli import main
+from clausewatch.service import Service, ServiceOptions
+from clausewatch.settings import Settings
+from config.files import LoadedConfig
+from tests.support import wait_for
 
 WINDOW = r"from \d+\.\d{6} for \d+\.\d ms"
 
@@ -123,3 +129,52 @@ def test_a_signal_while_starting_or_just_after_stops_the_service_cleanly(
     assert code == 0, text
     assert "Traceback" not in text, text
     assert text.rstrip().endswith("INFO clausewatch: clausewatch stopped"), text
+
+
+def test_a_service_whose_start_was_abandoned_before_its_scheduler_ran_still_stops(
+    empty_database_url: str, mqtt_url: str, topic_prefix: str
+) -> None:
+    """A second signal abandons a start anywhere; stop() then stops what exists (a scheduler
+    made but not started once made it raise)."""
+    settings = Settings(
+        database_url=empty_database_url,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        mqtt_client_id=f"abandoned-{uuid.uuid4().hex[:8]}",
+    )
+    service = Service(settings, LoadedConfig(sites={}, clause_files={}), ServiceOptions())
+    service.scheduler = service._make_scheduler()
+    service.stop()
+    assert service.scheduler is None
+    service.stop()  # and again: stop is idempotent
+
+
+@pytest.mark.integration
+def test_a_second_signal_abandons_a_start_that_hangs(
+    mqtt_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A database that takes the connection and never answers: the first SIGTERM waits for the
+    start, the second abandons it, and the process exits cleanly without a traceback."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        port = silent.getsockname()[1]
+        env = _service_env(f"postgresql://cw@127.0.0.1:{port}/cw", mqtt_url, topic_prefix, tmp_path)
+        log = tmp_path / "service.log"
+        with log.open("wb") as out:
+            service = subprocess.Popen(
+                [sys.executable, "-m", "clausewatch", "run"], env=env, stdout=out, stderr=out
+            )
+        try:
+            taken, _ = silent.accept()  # and never answered
+            service.send_signal(signal.SIGTERM)
+            wait_for(lambda: "signal again" in log.read_text(), 30, log.read_text)
+            service.send_signal(signal.SIGTERM)
+            service.wait(30)
+        finally:
+            service.kill()
+            taken.close()
+    text = log.read_text()
+    assert service.returncode == 0, text
+    assert "INFO clausewatch: start abandoned" in text and "Traceback" not in text, text
