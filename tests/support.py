@@ -26,11 +26,15 @@ from api.serving import server_config
 from clausewatch.embedded import free_port
 from config import BUNDLED_DIR
 from config.urls import MqttEndpoint, database_named
-from ingest.mqtt import make_client
+from ingest.mqtt import IngressQueue, make_client
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from playwright.sync_api import Browser
+    from psycopg_pool import ConnectionPool
+
+    from config.files import LoadedConfig
+    from ingest.pipeline import Pipeline
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless in a container on a shared machine: no sandbox, no GPU, none of the background
@@ -340,3 +344,24 @@ def mqtt_clients() -> Iterator[Callable[..., Client]]:
     for client in clients:
         client.disconnect()
         client.loop_stop()
+
+
+def config_pipeline(
+    pool: ConnectionPool[Any],
+    config: LoadedConfig,
+    inbox: IngressQueue,
+    ack: Callable[[list[tuple[int, int, int]]], None] = lambda tokens: None,
+    **options: Any,
+) -> Pipeline:
+    """A pipeline (not started) over every site and clause version of `config`, topics under
+    "cw", its outputs recorded as the service records them; `options` as `Pipeline` takes
+    them."""
+    from alerts.record import record_outputs
+    from ingest.decode import Decoder, DeviceIndex
+    from ingest.pipeline import Pipeline
+
+    decoder = Decoder(DeviceIndex.from_sites(config.sites.values()), "cw")
+    return Pipeline(
+        pool, config.sites, config.clause_versions(), decoder, inbox, ack,
+        sink=record_outputs, **options,
+    )  # fmt: skip

@@ -24,12 +24,10 @@ from fastapi.testclient import TestClient
 
 from alerts import escalation, inhibition, notify, reads, webhooks
 from alerts.audit import audit
-from alerts.record import record_outputs
 from api.app import create_app
 from api.tokens import create_token
 from clausewatch.service import release, sync_registry
 from config.files import LoadedConfig
-from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import Pipeline
 from rules.clause import ClauseFile
@@ -38,7 +36,7 @@ from store.migrate import migrate
 from store.pool import make_pool
 from tests.alerts.test_webhooks import SECRET, VerifyingReceiver
 from tests.api.conftest import TEST_STREAM
-from tests.support import auth, serve_http, wait_for
+from tests.support import auth, config_pipeline, serve_http, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -202,14 +200,10 @@ def building(
             webhooks.add_target(conn, target, "test", now=at(0))
             conn.commit()
         inbox = IngressQueue(1000)
-        pipeline = Pipeline(
+        pipeline = config_pipeline(
             pool,
-            config.sites,
-            config.clause_versions(),
-            Decoder(DeviceIndex.from_sites(config.sites.values()), "cw"),
+            config,
             inbox,
-            lambda tokens: None,
-            sink=record_outputs,
             on_status=inhibition.source_status,
             lateness=0,
             flush_interval=0.05,

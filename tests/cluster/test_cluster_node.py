@@ -184,6 +184,13 @@ def test_any_node_streams_an_alert_committed_by_another_worker(nodes: Nodes) -> 
     assert judge is not viewer and nodes.owner_of(site) is judge
 
 
+def jobs_runner_among(url: str, workers: list[Worker]) -> Worker | None:
+    """The worker holding the periodic jobs' lease now, if one of `workers` does."""
+    with psycopg.connect(url) as conn:
+        name = jobs_runner(conn)
+    return next((w for w in workers if name and f"-{w.pid}-" in name), None)
+
+
 def test_periodic_jobs_run_on_one_node_and_move_when_it_dies(nodes: Nodes) -> None:
     url = nodes.database_url
     expired = "INSERT INTO dead_letters (received_at, topic, payload, reason, detail)" + (
@@ -194,9 +201,7 @@ def test_periodic_jobs_run_on_one_node_and_move_when_it_dies(nodes: Nodes) -> No
     workers = nodes.start(2)
 
     def runner() -> Worker | None:
-        with psycopg.connect(url) as conn:
-            name = jobs_runner(conn)
-        return next((w for w in workers if name and f"-{w.pid}-" in name), None)
+        return jobs_runner_among(url, workers)
 
     first = wait_for(runner, 30, "a node running the periodic jobs")
     # It ran them (retention deleted the expired dead letter); the other runs none.
@@ -228,9 +233,7 @@ def test_a_stalled_jobs_runner_loses_the_lease_and_stops_when_it_wakes(
     workers = nodes.start(2)
 
     def runner() -> Worker | None:
-        with psycopg.connect(url) as conn:
-            name = jobs_runner(conn)
-        return next((w for w in workers if name and f"-{w.pid}-" in name), None)
+        return jobs_runner_among(url, workers)
 
     first = wait_for(runner, 30, "a node running the periodic jobs")
     other = next(w for w in workers if w is not first)

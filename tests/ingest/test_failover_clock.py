@@ -14,17 +14,15 @@ import orjson
 import psycopg
 import pytest
 
-from alerts.record import record_outputs
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
-from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.nats import GAP_WAIT_S, DeliveryOrder
 from ingest.pipeline import Pipeline, engine_now, held_clock
 from store.migrate import migrate
 from store.pool import make_pool
 from tests.ingest.test_pipeline_integration import CLAUSES, SITE
-from tests.support import wait_for
+from tests.support import config_pipeline, wait_for
 
 T = 1_800_000_000.0
 
@@ -58,14 +56,10 @@ def wall_pipeline(fresh_database_url: str) -> Iterator[tuple[Pipeline, IngressQu
     sync_registry(fresh_database_url, config)
     pool = make_pool(fresh_database_url)
     inbox = IngressQueue(100)
-    pipeline = Pipeline(
+    pipeline = config_pipeline(
         pool,
-        config.sites,
-        config.clause_versions(),
-        Decoder(DeviceIndex.from_sites(config.sites.values()), "cw"),
+        config,
         inbox,
-        lambda tokens: None,
-        sink=record_outputs,
         lateness=5.0,
         flush_interval=0.05,
         clock="wall",

@@ -17,10 +17,9 @@ import psycopg
 import pytest
 
 from alerts.audit import audit
-from alerts.record import correct_alerts, record_outputs
+from alerts.record import correct_alerts
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
-from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import Pipeline
 from rules.clause import ClauseFile
@@ -29,7 +28,7 @@ from rules.site import SiteModel
 from rules.verdicts import ComplianceInterval, Event
 from store.migrate import migrate
 from store.pool import make_pool
-from tests.support import rows, wait_for
+from tests.support import config_pipeline, rows, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -116,14 +115,10 @@ class Feed:
 def start_pipeline(url: str, pool: Any) -> tuple[Pipeline, IngressQueue]:
     config = LoadedConfig(sites={"late-hq": SITE}, clause_files={Path("late.yaml"): CLAUSES})
     inbox = IngressQueue(100)
-    pipeline = Pipeline(
+    pipeline = config_pipeline(
         pool,
-        config.sites,
-        config.clause_versions(),
-        Decoder(DeviceIndex.from_sites(config.sites.values()), "cw"),
+        config,
         inbox,
-        lambda tokens: None,
-        sink=record_outputs,
         corrector=correct_alerts,
         lateness=LATENESS,
         flush_interval=0.02,

@@ -15,11 +15,9 @@ import orjson
 import psycopg
 import pytest
 
-from alerts.record import record_outputs
 from clausewatch.service import sync_registry
 from config.files import LoadedConfig
 from ingest.checkpoint_writer import CHECKPOINT_FAILURES
-from ingest.decode import Decoder, DeviceIndex
 from ingest.mqtt import IngressQueue, ReceivedMessage
 from ingest.pipeline import ENGINE_ERRORS, Pipeline
 from ingest.retry import MAX_REJECTED_ATTEMPTS
@@ -29,6 +27,7 @@ from store.checkpoints import load_checkpoint
 from store.migrate import migrate
 from store.pool import make_pool
 from tests.ingest.test_pipeline_integration import CLAUSES, SITE
+from tests.support import config_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +59,11 @@ def run_pipeline(
         ack: Callable[[list[tuple[int, int, int]]], None], checkpoint_interval: float = 0.1
     ) -> tuple[Pipeline, IngressQueue]:
         inbox = IngressQueue(100)
-        pipeline = Pipeline(
+        pipeline = config_pipeline(
             pool,
-            config.sites,
-            config.clause_versions(),
-            Decoder(DeviceIndex.from_sites(config.sites.values()), "cw"),
+            config,
             inbox,
             ack,
-            sink=record_outputs,
             lateness=0,
             flush_interval=0.05,
             clock="data",
