@@ -128,6 +128,7 @@ const state = {
   nextCursor: null, // the list's next page (null: none)
   checked: new Set(), // ids ticked for a bulk step
   loads: 0, // list loads started (the latest one's answer is the list)
+  firstPagePending: false, // a first page asked for and not yet answered
   streamed: null, // alerts the stream brought while a load was on its way
   unseen: new Set(), // alerts raised since the page was last looked at
   sites: [], // SitePublic of the token's sites (their time zones)
@@ -414,17 +415,31 @@ function matches(alert) {
 
 // The first page (`more`: the next one, appended). What the stream brings while the page is
 // on its way is newer than the page: it is kept, and an answer overtaken by a later load is
-// dropped.
+// dropped. While a first page is on its way there is no next page to ask for: the cursor on
+// hand continues the list being replaced, under its filters, not the new ones.
 async function loadAlerts(more = false) {
   const query = listQuery();
   if (more) {
-    if (!state.nextCursor) return;
+    if (!state.nextCursor || state.firstPagePending) return;
     query.set("cursor", state.nextCursor);
+  } else {
+    state.nextCursor = null;
+    state.firstPagePending = true;
+    $("more").hidden = true;
+    $("alerts").setAttribute("aria-busy", "true");
   }
   const load = ++state.loads;
   const streamed = new Map();
   state.streamed = streamed;
-  const page = await api(`/alerts?${query}`);
+  let page;
+  try {
+    page = await api(`/alerts?${query}`);
+  } finally {
+    if (load === state.loads) {
+      state.firstPagePending = false;
+      $("alerts").setAttribute("aria-busy", "false");
+    }
+  }
   if (load !== state.loads) return;
   state.streamed = null;
   if (!more) {

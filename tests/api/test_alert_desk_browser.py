@@ -291,6 +291,47 @@ def test_the_list_pages_on_and_opening_a_new_alert_clears_the_count(
         context.close()
 
 
+def test_load_more_waits_for_the_new_filters_first_page(
+    live_api: str, api_database_url: str, desk_token: str
+) -> None:
+    """"Load more" continues the list on screen: while a new filter's first page is on its way,
+    the button the old list showed must not fetch the old list's next page under the new filter
+    (a CI run saw 50 unfiltered rows plus 7 filtered ones: 57 where 53 were searched for)."""
+    from playwright.sync_api import expect
+
+    tag = "desk-race"
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with psycopg.connect(api_database_url) as conn:
+        for i in range(53):  # more than a page (50) of them, and more than a page unfiltered
+            insert_alert(conn, "site-a", space=tag, started_at=now - dt.timedelta(days=3, hours=i))
+    held: list[Any] = []
+    with launch_chromium() as browser:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.add_init_script(f"sessionStorage.setItem('clausewatch.token', {desk_token!r});")
+        page = context.new_page()
+        page.goto(live_api + "/")
+        expect(page.locator("li.alert")).to_have_count(50)  # the unfiltered first page
+        expect(page.locator("#more")).to_be_visible()
+        # The searched first page is held back (the real server answers it once released).
+        page.route(
+            lambda url: f"search={tag}" in url and "cursor=" not in url,
+            lambda route: route.continue_() if held else held.append(route),
+        )
+        page.fill("#f-search", tag)
+        with page.expect_request(lambda request: f"search={tag}" in request.url):
+            page.click("#f-apply")
+        expect(page.locator("#more")).to_be_hidden()
+        expect(page.locator("#alerts")).to_have_attribute("aria-busy", "true")
+        held[0].continue_()
+        expect(page.locator("#alerts")).to_have_attribute("aria-busy", "false")
+        rows = page.locator("li.alert")
+        expect(rows).to_have_count(50)
+        page.click("#more")
+        expect(rows).to_have_count(53)
+        assert all(tag in text for text in rows.all_inner_texts())
+        context.close()
+
+
 def test_an_outage_alert_lists_what_it_inhibits_and_each_names_it(
     live_api: str, api_database_url: str, desk_token: str, artifacts_dir: Path
 ) -> None:
