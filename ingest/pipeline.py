@@ -184,6 +184,7 @@ CAPTURE_PARTS_PER_STEP = 16
 # at least this many times their last cost (capture plus save), so they take at most about a
 # tenth of the time and the cost per reading stays flat as the site grows. Nothing waits for
 # them but the length of the replay after a crash.
+CHECKPOINT_INTERVAL_S = 5.0  # the spacing of checkpoints when they cost little
 CHECKPOINT_COST_FACTOR = 10.0
 # A last-done time is input only this far inside the maximum age: the decoder checks the age
 # again against the receive time, a little later (docs/api.md "Last-done times").
@@ -258,7 +259,7 @@ class Pipeline:
         batch_rows: int = 5000,
         flush_interval: float = 0.2,
         clock: Clock = "wall",
-        checkpoint_interval: float = 5.0,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_S,
         corrector: Corrector | None = None,
         on_status: StatusSink | None = None,
         history_every: float = 3600.0,
@@ -448,8 +449,21 @@ class Pipeline:
 
     def request_checkpoint(self) -> None:
         """Any thread: begin a checkpoint after the next flush, whatever the spacing (before a
-        planned restart, to keep its replay short; benchmarks, to start from a saved state)."""
+        planned restart, to keep its replay short; benchmarks, to start from a saved state).
+        `checkpoint_pending` says when it is done."""
         self._checkpoint_requested.set()
+
+    @property
+    def checkpoint_pending(self) -> bool:
+        """Any thread: a checkpoint is requested, being captured or saved, or was dropped and
+        not retried yet. False once everything committed before the request is stored (at once
+        when nothing changed since the last save)."""
+        return (
+            self._checkpoint_requested.is_set()
+            or self._capture is not None
+            or not self._writer.idle
+            or self._writer.dropped_any
+        )
 
     @property
     def checkpoints_saved(self) -> int:
@@ -824,6 +838,7 @@ class Pipeline:
         if self._capture is not None or not self._writer.idle:
             return False
         if not (self._dirty_sites or self._writer.dropped_any):
+            self._checkpoint_requested.clear()  # what is stored is current: nothing to take
             return False
         elapsed = time.monotonic() - self._last_checkpoint
         spacing = max(
@@ -839,6 +854,9 @@ class Pipeline:
         )
 
     def _begin_checkpoint(self) -> None:
+        # The job exists before the request and a dropped save are let go, so that
+        # `checkpoint_pending`, read from other threads, stays true all along.
+        self._capture = CheckpointJob({}, self._last_stamp_us * STAMP_US)
         self._checkpoint_requested.clear()
         if self._writer.take_dropped():
             # Those parts were never stored: this checkpoint takes every part of every site.
@@ -847,7 +865,6 @@ class Pipeline:
                 engine.checkpoint_lost()
         for site_id in self._dirty_sites:
             self.engines[site_id].begin_checkpoint()
-        self._capture = CheckpointJob({}, self._last_stamp_us * STAMP_US)
         self._capture_seconds = 0.0
         self._capture_began = time.time()
         self._capturing = set(self._dirty_sites)
@@ -875,7 +892,6 @@ class Pipeline:
                         return
         finally:
             self._capture_seconds += time.monotonic() - started
-        self._capture = None
         # Capture runs in slices between batches: the window spans them, the busy time is theirs.
         log.debug(
             "checkpoint captured: %d site(s), %d part(s), from %.6f for %.1f ms (%.1f ms busy)",
@@ -886,6 +902,7 @@ class Pipeline:
             self._capture_seconds * 1000,
         )
         self._writer.submit(job)
+        self._capture = None  # after the writer took it: `checkpoint_pending` has no gap
 
     def _final_checkpoint(self) -> None:
         """At stop: completes the checkpoint in flight, then one covering everything committed,

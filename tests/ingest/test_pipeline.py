@@ -221,6 +221,34 @@ def test_a_requested_checkpoint_is_saved_whatever_the_spacing(
     assert set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0]) == {1, 2}
 
 
+def test_a_requested_checkpoint_with_nothing_new_to_save_settles(
+    run_pipeline: Any, fresh_database_url: str
+) -> None:
+    """A caller waits for `checkpoint_pending` to clear after `request_checkpoint()`: when an
+    earlier checkpoint already saved everything (nothing changed since), the request is met by
+    what is stored, not left waiting for input that may never come (bench/scale.py hung so)."""
+    acked: list[tuple[int, int, int]] = []
+    pipeline, inbox = run_pipeline(acked.extend, checkpoint_interval=3600)
+    inbox.put(reading(1), threading.Event())
+    wait_for(lambda: len(acked) == 1)
+    pipeline.request_checkpoint()
+    assert pipeline.checkpoint_pending
+    assert wait_for(lambda: not pipeline.checkpoint_pending)
+    saved = pipeline.checkpoints_saved
+    pipeline.request_checkpoint()  # nothing committed since: what is stored is current
+    assert wait_for(lambda: not pipeline.checkpoint_pending)
+    assert pipeline.checkpoints_saved == saved
+    inbox.put(reading(2), threading.Event())
+    wait_for(lambda: len(acked) == 2)
+    pipeline.request_checkpoint()
+    assert wait_for(lambda: not pipeline.checkpoint_pending)
+    assert pipeline.checkpoints_saved == saved + 1
+    with psycopg.connect(fresh_database_url) as conn:
+        checkpoint = load_checkpoint(conn, "t-hq")
+    assert checkpoint is not None
+    assert set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0]) == {1, 2}
+
+
 def test_a_new_clause_set_switches_the_engines_keeping_their_state(
     run_pipeline: Any, fresh_database_url: str
 ) -> None:
