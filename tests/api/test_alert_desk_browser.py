@@ -294,9 +294,10 @@ def test_the_list_pages_on_and_opening_a_new_alert_clears_the_count(
 def test_load_more_waits_for_the_new_filters_first_page(
     live_api: str, api_database_url: str, desk_token: str
 ) -> None:
-    """"Load more" continues the list on screen: while a new filter's first page is on its way,
-    the button the old list showed must not fetch the old list's next page under the new filter
-    (a CI run saw 50 unfiltered rows plus 7 filtered ones: 57 where 53 were searched for)."""
+    """The "Load more" button continues the list on screen: while a new filter's first page is
+    on its way, the button the old list showed must not fetch the old list's next page under
+    the new filter (a CI run saw 50 unfiltered rows plus 7 filtered ones: 57 where 53 were
+    searched for)."""
     from playwright.sync_api import expect
 
     tag = "desk-race"
