@@ -9,10 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rules.durations import Duration
 
@@ -156,6 +165,10 @@ class MetricSpec(Strict):
         return self
 
 
+# A device's metrics, validated on their own: SiteModel shares equal ones between devices.
+_DEVICE_METRICS: TypeAdapter[dict[str, MetricSpec]] = TypeAdapter(dict[MetricName, MetricSpec])
+
+
 class Device(Strict):
     id: Id
     space: Id
@@ -239,6 +252,33 @@ class SiteModel(Strict):
     devices: tuple[Device, ...] = ()
     parties: tuple[Party, ...] = ()
     assignments: tuple[Assignment, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_metric_specs(cls, data: Any) -> Any:
+        """Devices of one kind describe the same metrics: each distinct description is
+        validated once and its specs (frozen) serve every device giving it, so a site of
+        100,000 devices holds a handful of MetricSpecs, not 300,000 (issue 24: 3.3 KiB of
+        model a device, 0.9 KiB shared). A description this cannot read is left to the
+        validation proper, which reports it where it is."""
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), list | tuple):
+            return data
+        validated: dict[bytes, dict[str, MetricSpec]] = {}
+        devices: list[Any] = []
+        for device in data["devices"]:
+            metrics = device.get("metrics") if isinstance(device, dict) else None
+            if isinstance(metrics, dict):
+                try:
+                    key = orjson.dumps(metrics)
+                    specs = validated.get(key)
+                    if specs is None:
+                        specs = validated[key] = _DEVICE_METRICS.validate_python(metrics)
+                except (TypeError, ValidationError):  # not JSON, or not valid: reported below
+                    pass
+                else:
+                    device = {**device, "metrics": specs}
+            devices.append(device)
+        return {**data, "devices": devices}
 
     @model_validator(mode="after")
     def _references(self) -> SiteModel:
