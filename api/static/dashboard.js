@@ -294,15 +294,20 @@ async function start() {
   $("register-link").href = `/register${fragment}`;
   $("statistics-link").href = `/statistics${fragment}`;
   $("checkin-link").href = `/checkin/sheet${fragment}`;
-  $("login").hidden = true;
-  $("app").hidden = false;
-  $("sign-out").hidden = false;
   try {
     state.sites = await api("/sites");
-    fillSiteFilter();
   } catch (error) {
     if (error instanceof Unauthorized) return showLogin(t("bad_token"));
   }
+  // Nothing arriving later may move the controls under a finger: the calendar's banner is
+  // in place before the app shows (or it has not answered in 3 s), and the site tiles show
+  // at their size at once, their figures filled in as they come.
+  await Promise.race([calendarLoaded, new Promise((resolve) => setTimeout(resolve, 3000))]);
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = false;
+  fillSiteFilter();
+  renderTiles(state.sites, null);
   startStream(); // the stream's hello event triggers the first load of the list
   route(); // an alert's own address opens its detail
   fillFilterOptions();
@@ -339,19 +344,28 @@ async function loadSites() {
     if (error instanceof Unauthorized) showLogin(t("bad_token"));
     return;
   }
+  renderTiles(sites, figures);
+}
+
+// A tile per site, of the same lines whether its figures are in (`figures`, by site) or still
+// on their way (null: "…"), so their arrival moves nothing below.
+function renderTiles(sites, figures) {
   const tiles = sites.map((site, i) => {
-    const f = figures[i];
-    const rate = f && f.rate !== null ? `${(f.rate * 100).toFixed(1)} %` : "—";
-    const coverage = f && f.coverage.rate !== null ? `${(f.coverage.rate * 100).toFixed(0)} %` : "—";
+    const f = figures && figures[i];
+    const pending = figures === null;
+    const percent = (rate, digits) => (rate !== null ? `${(rate * 100).toFixed(digits)} %` : "—");
+    const rate = pending ? "…" : f ? percent(f.rate, 1) : "—";
+    const coverage = pending ? "…" : f ? percent(f.coverage.rate, 0) : "—";
+    const open = pending ? "…" : f ? f.open_alerts : 0;
+    const exempt = pending ? "…" : f ? (f.exempt_s / 3600).toFixed(1) : "0.0";
     return el(
       "div", { class: "tile", "data-site": site.id },
       el("h3", {}, site.name),
       el("div", { class: "open" }, `${t("compliance")} · ${t("last_7_days")}`),
       el("div", { class: "rate", title: t("compliance") }, rate),
-      el("div", { class: "open" }, `${f ? f.open_alerts : 0} ${t("open_alerts")}`),
+      el("div", { class: "open" }, `${open} ${t("open_alerts")}`),
       el("div", { class: "open" }, `${t("coverage")} ${coverage}`),
-      ...(f && f.exempt_s > 0
-        ? [el("div", { class: "open" }, `${t("exempt")} ${(f.exempt_s / 3600).toFixed(1)} h`)] : []),
+      el("div", { class: "open" }, `${t("exempt")} ${exempt} h`),
       el("div", { class: "open" },
         `${t("data_time")} ${formatTime(site.data_time, site.timezone)}`),
     );
@@ -1375,7 +1389,7 @@ $("close-form").addEventListener("submit", async (event) => {
 
 applyLanguage();
 renderNotifyButton();
-loadCalendar();
+const calendarLoaded = loadCalendar();
 setInterval(loadCalendar, 3600e3); // the count of days to the next year moves on
 // With a token, or a session cookie (start() finds out: a 401 leads to /login).
 if (state.token || location.hash !== "#token") start();

@@ -17,7 +17,7 @@ import pytest
 
 from api.tokens import create_token
 from tests.api.conftest import T0, add_timeline, insert_alert
-from tests.support import launch_chromium, skip_without_chromium
+from tests.support import launch_chromium, skip_without_chromium, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -253,6 +253,59 @@ def test_a_facility_manager_works_the_desk(
         context.close()
     assert not problems, "\n".join(problems)
     assert not refused, refused
+
+
+# Where the filter's apply button is on every animation frame while it is shown: what a finger
+# aiming at it meets (a late banner or row of tiles moving it is a tap on something else).
+RECORD_APPLY_TOPS = """
+window.applyTops = [];
+const frame = () => {
+  const button = document.getElementById("f-apply");
+  const box = button && button.getBoundingClientRect();
+  if (box && box.height > 0) window.applyTops.push(Math.round(box.top + window.scrollY));
+  requestAnimationFrame(frame);
+};
+requestAnimationFrame(frame);
+"""
+
+
+@pytest.mark.parametrize("where", list(VIEWPORTS))
+def test_the_filters_stay_put_while_the_page_fills_in(
+    live_api: str, desk_token: str, where: str
+) -> None:
+    """The holiday-calendar banner and the site tiles' figures arrive after the list: they must
+    not move the controls under a user's finger (two CI runs clicked the filter's apply button,
+    hit what a late row of tiles had moved there, and listed 57 unfiltered alerts)."""
+    from playwright.sync_api import expect
+
+    held: list[Any] = []
+    with launch_chromium() as browser:
+        width, height = VIEWPORTS[where]
+        context = browser.new_context(viewport={"width": width, "height": height})
+        context.add_init_script(
+            f"sessionStorage.setItem('clausewatch.token', {desk_token!r});" + RECORD_APPLY_TOPS
+        )
+        page = context.new_page()
+        page.route("**/healthz", lambda route: held.append(route))
+        page.route("**/compliance?*", lambda route: held.append(route))
+        with page.expect_request("**/sites"):
+            page.goto(live_api + "/")
+        with page.expect_response("**/healthz"):  # the calendar, and a banner when one is due
+            for route in [r for r in held if r.request.url.endswith("/healthz")]:
+                route.continue_()
+        page.unroute("**/healthz")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        for route in [r for r in held if "/compliance?" in r.request.url]:
+            route.continue_()
+        page.unroute("**/compliance?*")
+        tiles = page.locator("#sites .tile .rate")
+        expect(tiles).to_have_count(1)  # the token's one site
+        expect(tiles.filter(has_text="…")).to_have_count(0)  # every site's figures are in
+        frames = page.evaluate("window.applyTops.length")
+        wait_for(lambda: page.evaluate("window.applyTops.length") > frames + 30)  # frames after
+        tops = page.evaluate("window.applyTops")
+        assert len(set(tops)) == 1, f"the apply button moved: {sorted(set(tops))}"
+        context.close()
 
 
 def test_the_list_pages_on_and_opening_a_new_alert_clears_the_count(
