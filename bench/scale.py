@@ -16,9 +16,10 @@ failover time is restore time.
 
 Figures per size: µs of wall time and of this process's CPU per reading (3 metric values), their
 ratio to the smallest size (flat = 1.0), values/s, and the resident memory the engine state adds
-(RSS after the warm-up minus before building the site), per device; the restore's seconds, wall
-and this process's CPU (on a loaded machine the CPU figure is the one to compare; the server's
-share of the load is not in it).
+(RSS after the warm-up minus before building the site), per device, and the high-water mark
+once the checkpoint of every device was saved (the state plus that checkpoint in flight); the
+restore's seconds, wall and this process's CPU (on a loaded machine the CPU figure is the one
+to compare; the server's share of the load is not in it).
 `--profile FILE` writes a cProfile of the timed phase of the largest size.
 """
 
@@ -130,6 +131,8 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                 lambda: not pipeline.checkpoint_pending, 600, "warm-up checkpoint", 0.02
             )
             checkpoint_s = time.perf_counter() - checkpoint0
+            # The high-water mark: the live state plus a checkpoint of every device in flight.
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             pipeline.checkpoint_interval = CHECKPOINT_INTERVAL_S  # the service's, from now on
             timed = build(messages, 1)
             profiler = cProfile.Profile() if profile else None
@@ -160,6 +163,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             "cpu_us": cpu / messages * 1e6,
             "values_per_s": messages * 3 / wall,
             "state_mib": warm_rss - before,
+            "peak_mib": peak_rss - before,
             "checkpoint_s": checkpoint_s,
             "restore_s": (build0 - load0, restored - build0),
             "restore_cpu_s": (build_cpu0 - load_cpu0, restored_cpu - build_cpu0),
@@ -185,7 +189,7 @@ def main() -> None:
         process.join(30)
         base = base or figures
         wall, cpu = figures["wall_us"], figures["cpu_us"]
-        state = figures["state_mib"]
+        state, peak = figures["state_mib"], figures["peak_mib"]
         load, build = figures["restore_s"]
         load_cpu, build_cpu = figures["restore_cpu_s"]
         print(
@@ -193,6 +197,7 @@ def main() -> None:
             f" {cpu:6.1f} µs CPU/reading (x{cpu / base['cpu_us']:.2f}),"
             f" {figures['values_per_s']:,.0f} values/s,"
             f" state {state:,.0f} MiB ({state * 1024 / devices:.1f} KiB/device),"
+            f" peak with its checkpoint {peak:,.0f} MiB ({peak * 1024 / devices:.1f} KiB/device),"
             f" checkpoint of every device {figures['checkpoint_s']:.2f} s,"
             f" restore {load + build:.2f} s (load {load:.2f}, build and resume {build:.2f});"
             f" its CPU {load_cpu + build_cpu:.2f} s ({load_cpu:.2f} + {build_cpu:.2f})"
