@@ -70,6 +70,8 @@
     const toggle = document.getElementById("lang-toggle");
     if (toggle) toggle.textContent = labels.other_language;
     document.dispatchEvent(new CustomEvent("clausewatch:lang", { detail: lang() }));
+    // Labelled and navigable: the page may show (site.css, "labelling").
+    document.documentElement.classList.remove("labelling");
   }
 
   // The navigation of every page but the dashboard (which has its own, with the connection state

@@ -191,3 +191,71 @@ def test_every_page_fits_the_phone_and_the_desk_in_both_languages(
         page.close()
     assert not problems, "\n".join(problems)
     assert not refused, refused
+
+
+# Every control's top on every animation frame while it can be seen; `window.controlMoves` keeps
+# those that moved after showing within the first screen, with each position they took.
+RECORD_CONTROL_MOVES = """
+window.controlMoves = {};
+const firstTops = new Map();
+const frame = () => {
+  const controls = document.querySelectorAll("body button, body input, body select, body a[href]");
+  controls.forEach((node) => {
+    const box = node.getBoundingClientRect();
+    if (box.height === 0 || !node.checkVisibility({ visibilityProperty: true })) return;
+    const top = Math.round(box.top + window.scrollY);
+    if (!firstTops.has(node)) firstTops.set(node, top);
+    const first = firstTops.get(node);
+    if (top !== first && first < window.innerHeight) {
+      const label = node.id || node.name || node.textContent.trim();
+      const name = `${node.tagName.toLowerCase()} ${label}`;
+      window.controlMoves[name] = [...new Set([...(window.controlMoves[name] || [first]), top])];
+    }
+  });
+  requestAnimationFrame(frame);
+};
+requestAnimationFrame(frame);
+"""
+
+
+def test_no_page_moves_its_controls_under_a_finger_while_it_loads(
+    service: Service, artifacts_dir: Path
+) -> None:
+    """On a phone over a slow network (300 ms a request), what a page shows first stays where
+    it is: the shared navigation and the page's language came after the first paint and moved
+    every control of the first screen down by 114-135 px (a tap meant for the site field lands
+    on the navigation). Controls further down may move as the charts and tables above them
+    arrive."""
+    with psycopg.connect(service.database_url) as conn:
+        token, _ = create_token(conn, "admin", (), "moves test")
+    pages = {**PAGES, "sites": "/sites", "users": "/users", "check-in sheet": "/checkin/sheet"}
+    del pages["dashboard"]  # tests/api/test_alert_desk_browser.py: its own late parts
+    moved: dict[str, Any] = {}
+    width, height = VIEWPORTS["phone"]
+    with launch_chromium() as browser:
+        for signed_in in (True, False):
+            context = browser.new_context(viewport={"width": width, "height": height})
+            if signed_in:
+                context.add_init_script(f"sessionStorage.setItem('clausewatch.token', {token!r});")
+            context.add_init_script(RECORD_CONTROL_MOVES)
+            page = context.new_page()
+            cdp = context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            cdp.send(
+                "Network.emulateNetworkConditions",
+                {
+                    "offline": False,
+                    "latency": 300,
+                    "downloadThroughput": -1,
+                    "uploadThroughput": -1,
+                },
+            )
+            for name, path in pages.items() if signed_in else {"sign-in": "/login"}.items():
+                page.goto(service.api_url + path)
+                page.wait_for_load_state("networkidle")
+                moves = page.evaluate("window.controlMoves")
+                if moves:
+                    moved[name] = moves
+                    page.screenshot(path=str(artifacts_dir / f"moves-{name}.png"))
+            context.close()
+    assert not moved, moved
