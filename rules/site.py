@@ -259,7 +259,7 @@ class SiteModel(Strict):
         """Devices of one kind describe the same metrics: each distinct description is
         validated once and its specs (frozen) serve every device giving it, so a site of
         100,000 devices holds a handful of MetricSpecs, not 300,000 (issue 24: 3.3 KiB of
-        model a device, 0.9 KiB shared). A description this cannot read is left to the
+        model a device, 1.1 KiB shared). A description this cannot read is left to the
         validation proper, which reports it where it is."""
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list | tuple):
             return data
