@@ -15,6 +15,8 @@ autovacuum keeps them between checkpoints; a whole checkpoint leaves every row d
 - every device part changed (`replace_parts=False`: the steady state when every device took a
   reading since the previous checkpoint);
 - a tenth of the parts changed;
+- every device part changed, their runs as the previous save stored them and known to the
+  saver (`stored_runs`, as the checkpoint writer keeps them: only changed runs are written);
 
 and `compliance_report` of the site over 7 days (open runs only, no intervals stored).
 """
@@ -59,8 +61,8 @@ def main() -> None:
 
     real = checkpoints.save_open_runs
 
-    def skip(*args: Any, **kwargs: Any) -> int:
-        return 0
+    def skip(*args: Any, **kwargs: Any) -> dict[str, int]:
+        return {}
 
     bundled = load_config_dir(harness.CONFIG)
     site = SiteModel.model_validate(harness.site_dict("bench", args.rooms))
@@ -86,6 +88,7 @@ def main() -> None:
         "whole checkpoint": (parts, True),
         "every device part": (devices_only, False),
         "a tenth of the parts": (tenth, False),
+        "every device, runs known": (devices_only, False),
     }
 
     with harness.scratch_database() as database:
@@ -101,11 +104,23 @@ def main() -> None:
                 with connect(database, autocommit=True) as admin:
                     admin.execute("VACUUM engine_open_runs, engine_checkpoint_parts")
 
-            def save(chosen: dict[str, Any], replace: bool) -> None:
-                save_checkpoint(conn, "bench", header, now, parts=chosen, replace_parts=replace)
+            known: dict[str, int] = {}
+
+            def save(chosen: dict[str, Any], replace: bool, stored: dict[str, int] | None) -> None:
+                known.update(
+                    save_checkpoint(
+                        conn,
+                        "bench",
+                        header,
+                        now,
+                        parts=chosen,
+                        replace_parts=replace,
+                        stored_runs=stored,
+                    )
+                )
                 conn.commit()
 
-            save(parts, True)  # warm: staging table, plans
+            save(parts, True, None)  # warm: staging table, plans
             row = conn.execute("SELECT count(*) FROM engine_open_runs").fetchone()
             runs = row[0] if row else 0
             timed: dict[str, dict[bool, list[float]]] = {
@@ -117,10 +132,10 @@ def main() -> None:
                         checkpoints.save_open_runs = real if with_runs else skip
                         vacuum()
                         started = time.perf_counter()
-                        save(chosen, replace)
+                        save(chosen, replace, known if name.endswith("known") else None)
                         timed[name][with_runs].append((time.perf_counter() - started) * 1000)
             checkpoints.save_open_runs = real
-            save(parts, True)
+            save(parts, True, None)
             until = dt.datetime.fromtimestamp(now + 3600, dt.UTC)
             since = until - dt.timedelta(days=7)
             report_ms = median_ms(
@@ -131,11 +146,11 @@ def main() -> None:
         f"{devices} devices, {len(parts)} parts, {runs} open runs; medians of {args.repeat}"
         f" (load {os.getloadavg()[0]:.1f}), ms:"
     )
-    print(f"  {'save_checkpoint of':24} {'with':>8} {'without':>8} {'added':>8}")
+    print(f"  {'save_checkpoint of':34} {'with':>8} {'without':>8} {'added':>8}")
     for name, (chosen, _) in cases.items():
         with_, without = (statistics.median(timed[name][flag]) for flag in (True, False))
         label = f"{name} ({len(chosen)})"
-        print(f"  {label:24} {with_:8.1f} {without:8.1f} {with_ - without:8.1f}")
+        print(f"  {label:34} {with_:8.1f} {without:8.1f} {with_ - without:8.1f}")
     print(f"  compliance_report over 7 days: {report_ms:.1f}")
 
 

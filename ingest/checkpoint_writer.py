@@ -42,6 +42,37 @@ CHECKPOINT_SECONDS = Histogram(
 CHECKPOINT_FAILURES = Counter("clausewatch_checkpoint_failures", "Checkpoint saves rolled back")
 
 
+class Courtesy:
+    """Called often by a thread doing long pure-Python work, hands the interpreter lock to the
+    other threads for `pause` seconds after each `every` seconds of that work. Without it a
+    thread waiting on a socket (the commit of a batch) gets the lock back only when the
+    interpreter's switch interval (5 ms) forces it, once per round trip: a commit of a dozen
+    round trips beside a saving checkpoint took 60 ms more. A sleep hands the lock over where
+    `sleep(0)` often takes it straight back (measured: p95 of three round trips beside a busy
+    thread 39.5 ms, 7.7 with sleep(0), 3.7 with this)."""
+
+    __slots__ = ("_clock", "_last", "_sleep", "every", "pause")
+
+    def __init__(
+        self,
+        every: float = 0.001,
+        pause: float = 0.0001,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self.every = every
+        self.pause = pause
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+
+    def __call__(self) -> None:
+        if self._clock() - self._last >= self.every:
+            self._sleep(self.pause)
+            self._last = self._clock()
+
+
 @dataclass
 class CheckpointJob:
     checkpoints: dict[str, dict[str, Any]]  # site -> engine checkpoint (header and "parts")
@@ -74,6 +105,11 @@ class CheckpointWriter:
         self.dropped_any = False
         self.last_save_seconds = 0.0  # how long saving the last checkpoint took
         self.saved = 0  # checkpoints saved so far
+        # Site -> part -> digest of its open runs as committed (store.checkpoints.save_open_runs):
+        # unchanged runs are not written again. Only this writer writes a site's runs while its
+        # engine lives; a new engine's first checkpoint is whole and starts the site's afresh.
+        self._stored_runs: dict[str, dict[str, int]] = {}
+        self._courtesy = Courtesy()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
@@ -123,23 +159,31 @@ class CheckpointWriter:
         while True:
             started = time.monotonic()
             started_at = time.time()
+            written: dict[str, dict[str, int]] = {}
             try:
                 with self.pool.connection() as conn, conn.transaction():
                     for site, checkpoint in job.checkpoints.items():
                         header = {k: v for k, v in checkpoint.items() if k != "parts"}
                         header[REPLAY_AFTER] = job.replay_after
-                        save_checkpoint(
+                        written[site] = save_checkpoint(
                             conn,
                             site,
                             header,
                             header["clock"],
                             parts=checkpoint["parts"],
                             replace_parts=header["full"],
+                            stored_runs=self._stored_runs.get(site),
+                            pause=self._courtesy,
                         )
                         if self.history is not None:
                             keep_history(conn, site, horizon(header, self.lateness), self.history)
                     if self.fence is not None:
                         self.fence(conn)
+                for site, digests in written.items():
+                    if job.checkpoints[site]["full"]:
+                        self._stored_runs[site] = digests
+                    else:
+                        self._stored_runs.setdefault(site, {}).update(digests)
                 self.last_save_seconds = time.monotonic() - started
                 self.saved += 1
                 CHECKPOINT_SECONDS.observe(self.last_save_seconds)

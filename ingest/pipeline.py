@@ -63,7 +63,7 @@ import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool
 
-from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter
+from ingest.checkpoint_writer import CheckpointJob, CheckpointWriter, Courtesy
 from ingest.decode import (
     DeadLetter,
     Decoder,
@@ -300,6 +300,7 @@ class Pipeline:
         self._late: dict[str, float] = {}  # site -> oldest late input not re-judged yet
         self._rejudged_at: dict[str, float] = {}  # site -> monotonic time of its last re-judge
         self.fence = fence
+        self._courtesy = Courtesy()  # for the capture's slices
         self._writer = CheckpointWriter(
             pool,
             HistoryPolicy(history_every, max_age),
@@ -884,6 +885,7 @@ class Pipeline:
                 engine = self.engines[site_id]
                 while True:
                     checkpoint = engine.capture(CAPTURE_PARTS_PER_STEP)
+                    self._courtesy()  # the commit in flight gets the lock: Courtesy
                     if checkpoint is not None:
                         job.checkpoints[site_id] = checkpoint
                         self._capturing.discard(site_id)

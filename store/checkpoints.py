@@ -10,6 +10,9 @@ and up to when it is decided) replaces that part's rows of `engine_open_runs`, i
 transaction: the stretch each instance is in at the checkpoint's watermark, which no stored
 compliance interval holds yet and which the compliance figures count (compliance/rates.py)
 without decoding checkpoints. Runs outside the schedule are left out (they never count).
+A saver that remembers what it stored (`stored_runs`: a digest of each part's runs, kept by the
+checkpoint writer from one committed save to the next) writes only the parts whose runs
+changed: most parts of a checkpoint are saved for a reading that left their runs as they were.
 
 Save the checkpoint in the same transaction as the readings it covers (the writer's `on_flush`
 hook runs inside that transaction): after a crash the stored state then matches the stored
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,11 +94,14 @@ def save_checkpoint(
     *,
     parts: Mapping[str, Any] | None = None,
     replace_parts: bool = False,
-) -> None:
+    stored_runs: Mapping[str, int] | None = None,
+    pause: Callable[[], object] | None = None,
+) -> dict[str, int]:
     """Replaces the checkpoint header of `site` and the given `parts` (all of them with
     `replace_parts`). Everything must be JSON-serialisable (orjson). No commit: it becomes
     visible when the caller's transaction commits, and a rollback keeps the previous
-    checkpoint."""
+    checkpoint. `stored_runs` and the result: see `save_open_runs`. `pause` is called between
+    parts (a thread sharing the interpreter lets the others run: ingest/checkpoint_writer.py)."""
     conn.execute(
         "INSERT INTO engine_checkpoints (site, state, watermark, saved_at)"
         " VALUES (%s, %s::jsonb, %s, now())"
@@ -107,8 +113,15 @@ def save_checkpoint(
         conn.execute("DELETE FROM engine_checkpoint_parts WHERE site = %s", (site,))
         conn.execute("DELETE FROM engine_open_runs WHERE site = %s", (site,))
     if not parts:
-        return
-    save_open_runs(conn, site, parts, replaced=replace_parts)
+        return {}
+    written = save_open_runs(
+        conn,
+        site,
+        parts,
+        replaced=replace_parts,
+        stored=None if replace_parts else stored_runs,
+        pause=pause,
+    )
     with conn.cursor() as cur:
         # Per column compression methods came with PostgreSQL 14.
         compression = conn.info.server_version >= 140000
@@ -122,43 +135,60 @@ def save_checkpoint(
             dumps = orjson.dumps
             for name, part in parts.items():
                 copy.write_row((site, name, dumps(part)))
+                if pause is not None:
+                    pause()
         cur.execute(PARTS_UPSERT)
         # Emptied now, not at commit: the next site saved in this transaction stages its own.
         cur.execute("DELETE FROM engine_checkpoint_parts_staging")
+    return written
 
 
 def save_open_runs(
-    conn: psycopg.Connection[Any], site: str, parts: Mapping[str, Any], *, replaced: bool = False
-) -> int:
+    conn: psycopg.Connection[Any],
+    site: str,
+    parts: Mapping[str, Any],
+    *,
+    replaced: bool = False,
+    stored: Mapping[str, int] | None = None,
+    pause: Callable[[], object] | None = None,
+) -> dict[str, int]:
     """Makes the open runs of `parts` (engine checkpoint parts: device and space states with
-    their "instances") those stored; `replaced`: the site's rows are gone already. Returns the
-    number of open runs in `parts`. No commit."""
-    written = 0
+    their "instances") those stored; `replaced`: the site's rows are gone already. `stored`:
+    the digest of each part's runs as they are stored (what an earlier call returned, once its
+    transaction committed); a part whose runs have that digest is left as it is. Returns the
+    digest of the runs of each part written. `pause`: called between parts. No commit."""
+    written: dict[str, int] = {}
     with conn.cursor() as cur:
         cur.execute(OPEN_RUNS_STAGING_DDL)
         with cur.copy(OPEN_RUNS_COPY) as copy:
             copy.set_types(OPEN_RUN_TYPES)
             write_row = copy.write_row
             for name, part in parts.items():
-                for run in open_runs(part.get("instances") or {}):
-                    if run.status == "outside_schedule":
-                        continue
-                    write_row(
-                        (
-                            site,
-                            name,
-                            run.clause_id,
-                            run.version,
-                            run.space,
-                            run.device,
-                            run.status,
-                            run.start,
-                            run.known_until,
-                        )
+                rows = tuple(
+                    (
+                        site,
+                        name,
+                        run.clause_id,
+                        run.version,
+                        run.space,
+                        run.device,
+                        run.status,
+                        run.start,
+                        run.known_until,
                     )
-                    written += 1
-        if not replaced:
-            cur.execute(OPEN_RUNS_GONE, (site, list(parts)))
+                    for run in open_runs(part.get("instances") or {})
+                    if run.status != "outside_schedule"
+                )
+                if pause is not None:
+                    pause()
+                digest = hash(rows)
+                if stored is not None and stored.get(name) == digest:
+                    continue
+                written[name] = digest
+                for row in rows:
+                    write_row(row)
+        if not replaced and written:
+            cur.execute(OPEN_RUNS_GONE, (site, list(written)))
         cur.execute(OPEN_RUNS_UPSERT)
         # Emptied now, not at commit: the next site saved in this transaction stages its own.
         cur.execute("DELETE FROM engine_open_runs_staging")
