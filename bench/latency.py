@@ -61,6 +61,7 @@ OLDER_TARGET_P99_MS = {1000: 50.0, 5000: 250.0}
 CHECKPOINT_LINE = re.compile(
     r"checkpoint (?P<step>captured|saved): \d+ site\(s\), \d+ part\(s\), "
     r"from (?P<start>[\d.]+) for (?P<ms>[\d.]+) ms"
+    r"(?: \((?P<cpu>[\d.]+) ms (?:busy|on this thread's CPU)\))?"
 )
 ZERO_DURATION_CLAUSE = {
     "standard": {"code": "BENCH-LATENCY", "title": "Latency probe clause", "edition": "1"},
@@ -115,6 +116,19 @@ def listen_stream(api: str, token: str, arrivals: dict[str, float], ready: threa
 def percentiles(values: list[float]) -> tuple[float, float, float]:
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return cuts[49], cuts[94], cuts[98]
+
+
+def checkpoint_busy_ms(lines: list[str], first: float, last: float) -> dict[str, list[float]]:
+    """The busy time (capture: the pipeline thread's slices; save: the writer thread's CPU) of
+    each checkpoint step logged whose window overlaps [first, last]."""
+    busy: dict[str, list[float]] = {"captured": [], "saved": []}
+    for line in lines:
+        match = CHECKPOINT_LINE.search(line)
+        if match and match["cpu"] is not None:
+            start = float(match["start"])
+            if start < last and first < start + float(match["ms"]) / 1000:
+                busy[match["step"]].append(float(match["cpu"]))
+    return busy
 
 
 def checkpoint_windows(lines: list[str]) -> list[tuple[str, float, float]]:
@@ -232,6 +246,7 @@ def run(
             step: max([(end - start) * 1000 for s, start, end in windows if s == step], default=0)
             for step in ("captured", "saved")
         },
+        "busy_ms": checkpoint_busy_ms(service.lines, first, last),
         "during": during_checkpoints(probe_spans, windows),
         "during_step": {
             step: during_checkpoints(probe_spans, [w for w in windows if w[0] == step])
@@ -248,6 +263,13 @@ def report_checkpoints(figures: dict[str, Any], target: float | None) -> None:
         f"{longest['captured']:.1f} ms), {figures['checkpoints']} saved (longest "
         f"{longest['saved']:.1f} ms)"
     )
+    busy = figures["busy_ms"]
+    if busy["captured"] and busy["saved"]:
+        print(
+            f"  of their windows, busy: capture {statistics.mean(busy['captured']):.1f} ms"
+            f" (pipeline thread), save {statistics.mean(busy['saved']):.1f} ms (writer thread's"
+            " CPU), means"
+        )
     during = figures["during"]
     if not during:
         print("  probes meeting a checkpoint: none")
