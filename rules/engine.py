@@ -61,9 +61,16 @@ from rules.verdicts import (
 
 _InstanceT = TypeVar("_InstanceT", bound=Instance)
 
-# How many recent dedupe keys a device remembers after release: enough to absorb broker
-# redelivery bursts; older duplicates are reported as late readings (harmless: never judged).
-_DEDUPE_MEMORY: Final = 512
+# How many recent dedupe keys a device remembers (32 to 64: the older half goes when it passes
+# 64). A duplicate is a redelivery of a message whose commit's acknowledgement the broker never
+# got: one of the device's last messages, a batch or two (0.2 s each) at most, or what the replay
+# after a crash judged again. An older duplicate is reported as a late reading: never judged,
+# its stored row already there, at most a re-judge of the site. The keys are in memory as long
+# as the service runs and in every checkpoint of the device's part: 512 of them were 69 KiB a
+# device and 17.5 KB a part after 600 readings, against 21 KiB of state a device in all.
+_DEDUPE_MEMORY: Final = 64
+# The same for a site's events (cleanings, inspections: few, any device).
+_EVENT_DEDUPE_MEMORY: Final = 4096
 SNAPSHOT_FORMAT: Final = 3
 
 
@@ -302,7 +309,7 @@ class SiteEngine:
         if key in self._seen_events:
             return
         self._seen_events[key] = event.ts
-        if len(self._seen_events) > _DEDUPE_MEMORY * 8:
+        if len(self._seen_events) > _EVENT_DEDUPE_MEMORY:
             cutoff = sorted(self._seen_events.values())[len(self._seen_events) // 2]
             self._seen_events = {k: ts for k, ts in self._seen_events.items() if ts >= cutoff}
         if event.ts < self._clock or event.ts < self._released_event_ts:

@@ -144,3 +144,29 @@ def test_judging_starts_at_the_first_reading_not_one_lateness_before(kit: Any) -
         if isinstance(o, ComplianceInterval)
     }
     assert starts == {"t.max": 100, "dq": 100}
+
+
+def test_a_device_remembers_enough_recent_keys_to_absorb_a_redelivery_and_no_more(
+    kit: Any,
+) -> None:
+    """The dedupe keys a device keeps are bounded (they are in every checkpoint of its part, and
+    in memory for as long as the service runs): a redelivery of its newest messages, what the
+    broker re-sends after losing the acknowledgement of a commit, still changes nothing."""
+    site, clause = kit.site(), kit.clause({**MAX_26_FOR, "for": 0})
+    engines = [SiteEngine(site, [clause], lateness=0.0) for _ in range(2)]
+    for engine in engines:
+        engine.advance(kit.T0)
+        for i in range(2000):
+            engine.observe("d1", kit.T0 + i, i, {"temperature": 25.0 + (i % 3)})
+    redelivered = engines[1]
+    for i in range(1968, 2000):  # the newest 32 messages again, even with other values
+        redelivered.observe("d1", kit.T0 + i, i, {"temperature": 99.0})
+        redelivered.observe("d1", kit.T0 + i, None, {"temperature": 99.0})
+    for engine in engines:
+        engine.advance(kit.T0 + 2001)
+    straight, twice = (engine.drain() for engine in engines)
+    assert [o for o in twice if isinstance(o, LateReading)] == []
+    assert twice == straight
+    device = redelivered.snapshot()["parts"]["device:d1"]["device"]
+    assert len(device["seen_seqs"][0]) <= 64
+    assert len(device["seen_ts"]["all"]) + len(device["seen_ts"]["some"]) <= 64
