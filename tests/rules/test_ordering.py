@@ -170,3 +170,17 @@ def test_a_device_remembers_enough_recent_keys_to_absorb_a_redelivery_and_no_mor
     device = redelivered.snapshot()["parts"]["device:d1"]["device"]
     assert len(device["seen_seqs"][0]) <= 64
     assert len(device["seen_ts"]["all"]) + len(device["seen_ts"]["some"]) <= 64
+
+
+def test_many_messages_of_one_instant_keep_the_seq_memory_bounded(kit: Any) -> None:
+    """A device sending message after message stamped with one instant (a clock that stopped, a
+    gateway's bulk upload) still keeps only its newest keys, and the newest still dedupe."""
+    engine = SiteEngine(kit.site(), [kit.clause(MAX_26_FOR)], lateness=0.0)
+    engine.advance(kit.T0)
+    for seq in range(1000):
+        engine.observe("d1", kit.T0 + 10, seq, {"temperature": 25.0})
+    engine.drain()
+    engine.observe("d1", kit.T0 + 10, 999, {"temperature": 99.0})  # a redelivery: nothing
+    assert engine.drain() == []
+    device = engine.snapshot()["parts"]["device:d1"]["device"]
+    assert len(device["seen_seqs"][0]) <= 64
