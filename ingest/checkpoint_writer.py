@@ -46,10 +46,10 @@ class Courtesy:
     """Called often by a thread doing long pure-Python work, hands the interpreter lock to the
     other threads for `pause` seconds after each `every` seconds of that work. Without it a
     thread waiting on a socket (the commit of a batch) gets the lock back only when the
-    interpreter's switch interval (5 ms) forces it, once per round trip: a commit of a dozen
-    round trips beside a saving checkpoint took 60 ms more. A sleep hands the lock over where
-    `sleep(0)` often takes it straight back (measured: p95 of three round trips beside a busy
-    thread 39.5 ms, 7.7 with sleep(0), 3.7 with this)."""
+    interpreter's switch interval (5 ms) forces it, up to 5 ms per round trip, and a commit has
+    a dozen. A sleep hands the lock over where `sleep(0)` often takes it straight back
+    (measured: p95 of three round trips beside a busy thread 39.5 ms, 7.7 with sleep(0), 3.7
+    with this; BENCHMARKS.md, "Alert latency", for the service)."""
 
     __slots__ = ("_clock", "_last", "_sleep", "every", "pause")
 
