@@ -25,6 +25,7 @@ TITLE = {"zh": "我的订阅", "en": "My subscriptions"}
 SUBSCRIBED = {"zh": "已订阅", "en": "Subscribed"}
 FAILED = {"zh": "操作失败", "en": "That did not work"}
 WIDTH = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+WRITE_MS = 20_000  # how long the page may wait for the server's answer to a write
 
 
 def test_a_user_subscribes_at_me_on_the_phone_and_at_the_desk(
@@ -40,6 +41,7 @@ def test_a_user_subscribes_at_me_on_the_phone_and_at_the_desk(
         )  # fmt: skip
         webhooks.add_target(conn, target, "test", now=T0)
     problems: list[str] = []
+    failed: list[str] = []
     with launch_chromium() as browser:
         for where, (width, height) in VIEWPORTS.items():
             for lang in ("zh", "en"):
@@ -47,6 +49,11 @@ def test_a_user_subscribes_at_me_on_the_phone_and_at_the_desk(
                 context.add_init_script(f"localStorage.setItem('clausewatch.lang', {lang!r});")
                 page = context.new_page()
                 page.on("pageerror", lambda error: problems.append(f"error: {error}"))
+                # Told only with a failure: leaving a page aborts its requests in flight.
+                page.on(
+                    "requestfailed",
+                    lambda request: failed.append(f"{request.url} {request.failure}"),
+                )
                 page.goto(live_api + "/me")
                 page.wait_for_url("**/login?next=%2Fme")
                 page.fill("#login-name", "sunli")
@@ -56,17 +63,27 @@ def test_a_user_subscribes_at_me_on_the_phone_and_at_the_desk(
                 expect(page.locator("[data-me=title]")).to_have_text(TITLE[lang])
                 page.fill("#me-email", "sun.li@cw.example.cn")
                 page.click("#contacts-save")
-                expect(page.locator("#contacts-status")).not_to_be_empty()
+                # The status comes with the server's answer to a write: on a loaded CI machine
+                # that took longer than Playwright's 5 s once (cause not found: see the note on
+                # issue 24); the page's errors and failed requests are told with a failure.
+                try:
+                    expect(page.locator("#contacts-status")).not_to_be_empty(timeout=WRITE_MS)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\n{problems}, failed: {failed}") from exc
                 # Another site than the user's: refused, said in the page.
                 page.fill("#sub-name", f"b-{where}-{lang}")
                 page.fill("#sub-site", "site-b")
                 page.click("#subscribe")
-                expect(page.locator("#subscribe-status")).to_contain_text(FAILED[lang])
+                expect(page.locator("#subscribe-status")).to_contain_text(
+                    FAILED[lang], timeout=WRITE_MS
+                )
                 expect(page.locator("#subscribe-status")).to_contain_text("site-b")
                 page.fill("#sub-site", "site-a")
                 page.fill("#sub-name", f"a-{where}-{lang}")
                 page.click("#subscribe")
-                expect(page.locator("#subscribe-status")).to_have_text(SUBSCRIBED[lang])
+                expect(page.locator("#subscribe-status")).to_have_text(
+                    SUBSCRIBED[lang], timeout=WRITE_MS
+                )
                 item = page.locator("#subscriptions li", has_text=f"a-{where}-{lang}")
                 expect(item).to_contain_text("site-a")
                 scroll, inner = page.evaluate(WIDTH)
