@@ -86,7 +86,9 @@ _NO_AUTOMATIC_FULL_COLLECTIONS = 2**31 - 1
 YOUNG_COLLECTION_THRESHOLD = 200_000
 
 
-def _quiet_full_collections() -> None:
+def quiet_full_collections() -> None:
+    """The collector's settings of a service process, applied once its engines are built (the
+    benches that drive a pipeline without the service apply them too)."""
     _, middle, _ = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, _NO_AUTOMATIC_FULL_COLLECTIONS)
     _full_collection()
@@ -361,7 +363,7 @@ class Service:
             clock=self.options.clock,
         )
         self.pipeline.start()
-        _quiet_full_collections()
+        quiet_full_collections()
         self.subscriber.start()
         if not self.subscriber.wait_connected(MQTT_CONNECT_WAIT_S):
             log.warning(
