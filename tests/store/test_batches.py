@@ -286,6 +286,30 @@ def test_dirty_marks_keep_odd_ids_intact(store_url: str) -> None:
     assert sorted(marked) == sorted((name, name, hour) for name in odd)
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["s1", "dev-1", "dev_2"],  # plain ids: the literal is joined whole
+        ['a"b', "c\\d", "e,f", "{g}", "h i", "NULL"],  # escaped one by one
+    ],
+)
+def test_a_copied_batch_marks_each_series_hour_once(store_url: str, names: list[str]) -> None:
+    # Past SMALL_BATCH rows: the COPY path, whose marks go as text[] literals built by hand.
+    minutes = SMALL_BATCH // len(names) + 2
+    rows = [
+        ReadingRow(name, name, metric, T0 + 60 * i, 1.0, None, T0)
+        for name in names
+        for metric in ("m", "n")
+        for i in range(minutes)
+    ]
+    assert len(rows) > SMALL_BATCH
+    with connect(store_url) as conn:
+        assert write_readings(conn, rows) == len(rows)
+        marked = conn.execute("SELECT site, device, metric, bucket FROM rollup_dirty").fetchall()
+    hour = dt.datetime.fromtimestamp(T0 - T0 % 3600, dt.UTC)
+    assert sorted(marked) == sorted((n, n, m, hour) for n in names for m in ("m", "n"))
+
+
 def test_write_readings_never_commits_for_the_caller(store_url: str) -> None:
     cache = PartitionCache()
     with connect(store_url) as conn:
