@@ -183,7 +183,8 @@ class SiteEngine:
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
-        self._lineage = {s.id: frozenset(site.ancestors(s.id)) for s in site.spaces}
+        # A space and its ancestors, for selectors that name spaces (made when first asked).
+        self._lineage: dict[str, frozenset[str]] = {}
         self._devices_in_space: dict[str, list[Device]] = {}
         for device in site.devices:
             self._devices_in_space.setdefault(device.space, []).append(device)
@@ -538,7 +539,10 @@ class SiteEngine:
         return slots
 
     def _space_matches(self, space: Space, selector: Selector) -> bool:
-        return selector.selects_space(space.type, space.tags, self._lineage[space.id])
+        lineage = self._lineage.get(space.id)
+        if lineage is None:
+            lineage = self._lineage[space.id] = frozenset(self.site.ancestors(space.id))
+        return selector.selects_space(space.type, space.tags, lineage)
 
     def _selected_devices(self, selector: Selector) -> list[Device]:
         """The devices `selector` selects; worked out once per distinct selector (clauses
@@ -548,7 +552,11 @@ class SiteEngine:
         if chosen is not None:
             return chosen
         chosen = []
+        # A selector that names no spaces reads a space's type and tags alone: spaces alike in
+        # those are matched once (a large site has thousands of rooms and a few kinds of them).
+        by_kind = not selector.spaces and not selector.exempt.spaces
         matches: dict[str, bool] = {}
+        kinds: dict[tuple[str, tuple[str, ...]], bool] = {}
         for device in self.site.devices:
             if selector.devices and device.id not in selector.devices:
                 continue
@@ -557,7 +565,14 @@ class SiteEngine:
             inside = matches.get(device.space)
             if inside is None:
                 space = self._spaces[device.space]
-                inside = matches[device.space] = self._space_matches(space, selector)
+                if by_kind:
+                    kind = (space.type, space.tags)
+                    inside = kinds.get(kind)
+                    if inside is None:
+                        inside = kinds[kind] = self._space_matches(space, selector)
+                else:
+                    inside = self._space_matches(space, selector)
+                matches[device.space] = inside
             if inside:
                 chosen.append(device)
         self._selections[selector] = chosen
