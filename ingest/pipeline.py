@@ -50,6 +50,7 @@ newest event time seen for that site.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import gc
 import logging
 import threading
@@ -100,6 +101,7 @@ from store.checkpoints import (
     Checkpoint,
     HistoryPolicy,
     drop_history_after,
+    encode_part,
     history_before,
     history_oldest,
     load_checkpoint,
@@ -865,7 +867,8 @@ class Pipeline:
             for engine in self.engines.values():
                 engine.checkpoint_lost()
         for site_id in self._dirty_sites:
-            self.engines[site_id].begin_checkpoint()
+            # Each part encoded as it is captured: the job holds bytes, not the parts' objects.
+            self.engines[site_id].begin_checkpoint(functools.partial(encode_part, site_id))
         self._capture_seconds = 0.0
         self._capture_began = time.time()
         self._capturing = set(self._dirty_sites)

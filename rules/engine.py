@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from mypy_extensions import mypyc_attr
@@ -60,6 +60,8 @@ from rules.verdicts import (
 )
 
 _InstanceT = TypeVar("_InstanceT", bound=Instance)
+# What a checkpoint holds of a part instead of its state (`begin_checkpoint`): name, state.
+PartEncoder = Callable[[str, dict[str, Any]], object]
 
 # How many recent dedupe keys a device remembers (32 to 64: the older half goes when it passes
 # 64). A duplicate is a redelivery of a message whose commit's acknowledgement the broker never
@@ -950,6 +952,7 @@ class SiteEngine:
         self._capturing: set[str] = set()
         self._checkpoint: dict[str, Any] | None = None
         self._captured: dict[str, Any] = {}
+        self._encode: PartEncoder | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to resume, now: JSON-serialisable (no NaN or infinity inside).
@@ -957,12 +960,15 @@ class SiteEngine:
         checkpoint being captured."""
         return {**self._header(full=True), "parts": {p: self._part_state(p) for p in self._parts}}
 
-    def begin_checkpoint(self) -> None:
+    def begin_checkpoint(self, encode: PartEncoder | None = None) -> None:
         """Starts a checkpoint of the state at this instant: the header and the parts changed
         since the previous checkpoint began (every part, the first time). `capture` completes
-        it; readings and time may be taken meanwhile."""
+        it; readings and time may be taken meanwhile. `encode(name, part)`, when given, is
+        applied to each part as it is captured, and the checkpoint holds what it returns: a
+        part's objects (a few KiB a device) need not live until the whole site is captured."""
         if self._checkpoint is not None:
             raise RuntimeError("a checkpoint is already being captured")
+        self._encode = encode
         self._checkpoint = self._header(full=self._first_checkpoint)
         self._first_checkpoint = False
         changed = self._changed
@@ -984,7 +990,7 @@ class SiteEngine:
         count = len(capturing) if limit is None else min(limit, len(capturing))
         for _ in range(count):
             part = capturing.pop()
-            self._captured[part] = self._part_state(part)
+            self._captured[part] = self._encoded_part(part)
         if capturing:
             return None
         checkpoint = {**self._checkpoint, "parts": self._captured}
@@ -1011,7 +1017,11 @@ class SiteEngine:
         for part in parts:
             if part in capturing:
                 capturing.discard(part)
-                self._captured[part] = self._part_state(part)
+                self._captured[part] = self._encoded_part(part)
+
+    def _encoded_part(self, part: str) -> object:
+        state = self._part_state(part)
+        return state if self._encode is None else self._encode(part, state)
 
     def _header(self, *, full: bool) -> dict[str, Any]:
         return {

@@ -35,6 +35,7 @@ import orjson
 import psycopg
 
 from rules.verdicts import ComplianceInterval, LateReading
+from store.binary_copy import COPY_SIGNATURE, COPY_TRAILER, text_field
 from store.mode import storage_mode
 from store.partitions import ensure_days
 
@@ -220,10 +221,6 @@ def _insert_inline(cur: psycopg.Cursor[Any], rows: Sequence[ReadingRow]) -> int:
     return int(counted[0]) if counted else 0
 
 
-# PostgreSQL's binary COPY format (docs "COPY", "Binary Format"): a signature, flags and header
-# extension length; per row the field count and each field as its length and bytes; -1 to end.
-COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-COPY_TRAILER = b"\xff\xff"
 PG_EPOCH_S = 946684800  # 2000-01-01 UTC, where timestamptz counts microseconds from
 # A row's fields after its three texts: ts, value, seq (or NULL), received_at, broker_stamped.
 _ROW_TAIL = struct.Struct(">iqidiqiqi?").pack
@@ -237,11 +234,6 @@ def _micros(t: float) -> int:
     reading meets its stored key."""
     fraction, whole = math.modf(t)
     return (int(whole) - PG_EPOCH_S) * 1_000_000 + round(fraction * 1e6)
-
-
-def _text_field(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(4, "big") + raw
 
 
 def _copy_data(readings: Sequence[Reading]) -> bytes:
@@ -259,13 +251,13 @@ def _copy_data(readings: Sequence[Reading]) -> bytes:
         if head is None:
             site_field = texts.get(site)
             if site_field is None:
-                site_field = texts[site] = _text_field(site)
-            head = heads[site, device] = b"\x00\x08" + site_field + _text_field(device)
+                site_field = texts[site] = text_field(site)
+            head = heads[site, device] = b"\x00\x08" + site_field + text_field(device)
         ts_us, received_us = _micros(ts), _micros(received_at)
         for metric, value in metrics.items():
             metric_field = texts.get(metric)
             if metric_field is None:
-                metric_field = texts[metric] = _text_field(metric)
+                metric_field = texts[metric] = text_field(metric)
             append(head)
             append(metric_field)
             if seq is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ import orjson
 import psycopg
 
 from rules.runs import open_runs
+from store.binary_copy import COPY_SIGNATURE, COPY_TRAILER, NULL_FIELD, text_field
 
 # Parts go through a staging table by COPY, then one upsert: a few thousand changed devices
 # per checkpoint cost one round trip, not one per part. The staging column compresses as the
@@ -59,7 +61,12 @@ OPEN_RUNS_COPY = (
     "COPY engine_open_runs_staging (site, part, clause_id, clause_version, space, device,"
     " status, since, known_until) FROM STDIN (FORMAT BINARY)"
 )
-OPEN_RUN_TYPES = ["text", "text", "text", "int4", "text", "text", "text", "float8", "float8"]
+PARTS_COPY = "COPY engine_checkpoint_parts_staging (site, part, state) FROM STDIN (FORMAT BINARY)"
+# Binary COPY fields: a row's field count, an int4 and a float8 with their lengths.
+_RUN_FIELDS = (9).to_bytes(2, "big")
+_PART_FIELDS = (3).to_bytes(2, "big")
+_INT4 = struct.Struct(">ii").pack
+_FLOAT8 = struct.Struct(">id").pack
 # Instances of the saved parts without an open run now (outside the schedule, or gone).
 OPEN_RUNS_GONE = """
 DELETE FROM engine_open_runs t WHERE t.site = %s AND t.part = ANY(%s) AND NOT EXISTS (
@@ -86,6 +93,46 @@ class Checkpoint:
     parts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedPart:
+    """A checkpoint part as it is saved: its state as orjson bytes, its open runs as rows of the
+    binary COPY into the open-runs staging table, and their digest (`save_open_runs`). The
+    ingest pipeline encodes each part as it captures it: a checkpoint in flight then holds
+    about 2 KB a device instead of the part's objects (5.4 KiB), and the writer thread only
+    sends bytes."""
+
+    state: bytes
+    runs: bytes
+    digest: int
+
+
+def encode_part(site: str, name: str, part: Mapping[str, Any]) -> EncodedPart:
+    runs = encode_runs(site, name, part)
+    # Copied to its own size: orjson's result keeps the buffer it grew, about 8 KiB of resident
+    # memory for a part of 1 KB (measured: 50,000 kept, 7.3-8.2 KiB each against 0.9).
+    state = memoryview(orjson.dumps(part)).tobytes()
+    return EncodedPart(state, runs, hash(runs))
+
+
+def encode_runs(site: str, name: str, part: Mapping[str, Any]) -> bytes:
+    """The open runs of a part's instances as binary COPY rows (OPEN_RUNS_COPY's columns);
+    runs outside the schedule are left out (they never count)."""
+    head = _RUN_FIELDS + text_field(site) + text_field(name)
+    rows = [
+        head
+        + text_field(run.clause_id)
+        + _INT4(4, run.version)
+        + text_field(run.space)
+        + text_field(run.device)
+        + text_field(run.status)
+        + _FLOAT8(8, run.start)
+        + (NULL_FIELD if run.known_until is None else _FLOAT8(8, run.known_until))
+        for run in open_runs(part.get("instances") or {})
+        if run.status != "outside_schedule"
+    ]
+    return b"".join(rows)
+
+
 def save_checkpoint(
     conn: psycopg.Connection[Any],
     site: str,
@@ -98,7 +145,8 @@ def save_checkpoint(
     pause: Callable[[], object] | None = None,
 ) -> dict[str, int]:
     """Replaces the checkpoint header of `site` and the given `parts` (all of them with
-    `replace_parts`). Everything must be JSON-serialisable (orjson). No commit: it becomes
+    `replace_parts`), each an engine checkpoint part or its `EncodedPart`. Everything must be
+    JSON-serialisable (orjson). No commit: it becomes
     visible when the caller's transaction commits, and a rollback keeps the previous
     checkpoint. `stored_runs` and the result: see `save_open_runs`. `pause` is called between
     parts (a thread sharing the interpreter lets the others run: ingest/checkpoint_writer.py)."""
@@ -114,10 +162,18 @@ def save_checkpoint(
         conn.execute("DELETE FROM engine_open_runs WHERE site = %s", (site,))
     if not parts:
         return {}
+    encoded: dict[str, EncodedPart] = {}
+    for name, part in parts.items():
+        if isinstance(part, EncodedPart):
+            encoded[name] = part
+        else:
+            encoded[name] = encode_part(site, name, part)
+            if pause is not None:
+                pause()
     written = save_open_runs(
         conn,
         site,
-        parts,
+        encoded,
         replaced=replace_parts,
         stored=None if replace_parts else stored_runs,
         pause=pause,
@@ -128,15 +184,18 @@ def save_checkpoint(
         cur.execute(
             PARTS_STAGING_DDL.format(including="INCLUDING COMPRESSION" if compression else "")
         )
-        with cur.copy(
-            "COPY engine_checkpoint_parts_staging (site, part, state) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["text", "text", "bytea"])
-            dumps = orjson.dumps
-            for name, part in parts.items():
-                copy.write_row((site, name, dumps(part)))
+        with cur.copy(PARTS_COPY) as copy:
+            copy.write(COPY_SIGNATURE)
+            site_field = text_field(site)
+            for name, part in encoded.items():
+                saved = part.state
+                copy.write(
+                    _PART_FIELDS + site_field + text_field(name) + len(saved).to_bytes(4, "big")
+                )
+                copy.write(saved)
                 if pause is not None:
                     pause()
+            copy.write(COPY_TRAILER)
         cur.execute(PARTS_UPSERT)
         # Emptied now, not at commit: the next site saved in this transaction stages its own.
         cur.execute("DELETE FROM engine_checkpoint_parts_staging")
@@ -153,40 +212,30 @@ def save_open_runs(
     pause: Callable[[], object] | None = None,
 ) -> dict[str, int]:
     """Makes the open runs of `parts` (engine checkpoint parts: device and space states with
-    their "instances") those stored; `replaced`: the site's rows are gone already. `stored`:
-    the digest of each part's runs as they are stored (what an earlier call returned, once its
-    transaction committed); a part whose runs have that digest is left as it is. Returns the
-    digest of the runs of each part written. `pause`: called between parts. No commit."""
+    their "instances", or their `EncodedPart`s) those stored; `replaced`: the site's rows are
+    gone already. `stored`: the digest of each part's runs as they are stored (what an earlier
+    call returned, once its transaction committed); a part whose runs have that digest is left
+    as it is. Returns the digest of the runs of each part written. `pause`: called between
+    parts. No commit."""
     written: dict[str, int] = {}
     with conn.cursor() as cur:
         cur.execute(OPEN_RUNS_STAGING_DDL)
         with cur.copy(OPEN_RUNS_COPY) as copy:
-            copy.set_types(OPEN_RUN_TYPES)
-            write_row = copy.write_row
+            copy.write(COPY_SIGNATURE)
             for name, part in parts.items():
-                rows = tuple(
-                    (
-                        site,
-                        name,
-                        run.clause_id,
-                        run.version,
-                        run.space,
-                        run.device,
-                        run.status,
-                        run.start,
-                        run.known_until,
-                    )
-                    for run in open_runs(part.get("instances") or {})
-                    if run.status != "outside_schedule"
-                )
+                if isinstance(part, EncodedPart):
+                    runs, digest = part.runs, part.digest
+                else:
+                    runs = encode_runs(site, name, part)
+                    digest = hash(runs)
                 if pause is not None:
                     pause()
-                digest = hash(rows)
                 if stored is not None and stored.get(name) == digest:
                     continue
                 written[name] = digest
-                for row in rows:
-                    write_row(row)
+                if runs:
+                    copy.write(runs)
+            copy.write(COPY_TRAILER)
         if not replaced and written:
             cur.execute(OPEN_RUNS_GONE, (site, list(written)))
         cur.execute(OPEN_RUNS_UPSERT)

@@ -176,6 +176,43 @@ def test_a_checkpoint_is_the_state_when_it_began_across_devices(kit: Any) -> Non
     assert parts["device:d1"]["device"]["buffered"]  # its reading still waiting, as at the start
 
 
+def test_an_encoder_is_given_each_part_as_it_is_captured(kit: Any) -> None:
+    """With an encoder the checkpoint holds what it returned for each part, made from the part
+    as it was when the checkpoint began: both for parts captured in slices and for a part
+    captured just before a reading changes it."""
+    temperature = {"unit": "°C", "range": [-20, 60], "max_gap": 600}
+    site = kit.site(
+        devices=[
+            kit.sensor(device, space, temperature=temperature)
+            for device, space in (("d1", "o1"), ("d2", "o1"), ("d3", "wc1"))
+        ]
+    )
+    clause = kit.clause({"kind": "threshold", "metric": "temperature", "max": 26})
+    engine = SiteEngine(site, [clause], lateness=0)
+    engine.observe("d1", kit.T0, None, {"temperature": 25.0})
+    engine.advance(kit.T0 + 60)
+    at_start = json_copy(engine.snapshot())
+    encoded: list[str] = []
+
+    def encode(name: str, part: dict[str, Any]) -> tuple[str, str]:
+        encoded.append(name)
+        return name, json.dumps(part, allow_nan=False)
+
+    engine.begin_checkpoint(encode)
+    engine.observe("d2", kit.T0 + 90, None, {"temperature": 30.0})  # its part captured first
+    assert engine.capture(limit=1) is None  # a slice of one part
+    checkpoint = engine.capture()
+
+    assert checkpoint is not None
+    assert encoded[0] == "device:d2"
+    assert sorted(encoded) == sorted(at_start["parts"]) == sorted(checkpoint["parts"])
+    for name, (encoded_name, text) in checkpoint["parts"].items():
+        assert encoded_name == name
+        assert json.loads(text) == at_start["parts"][name]
+    # The next checkpoint without one holds the parts themselves.
+    assert set(json_copy(engine.snapshot_changes())["parts"]) == {"device:d2"}
+
+
 def test_a_checkpoint_after_restoring_under_other_clauses_or_devices_is_whole(kit: Any) -> None:
     """A restart under another configuration (a clause version or a device gone, another one
     added) must not leave the stored parts saying what the engine no longer judges: what is

@@ -23,7 +23,7 @@ from store.batches import (
     write_late_readings,
     write_readings,
 )
-from store.checkpoints import load_checkpoint, save_checkpoint
+from store.checkpoints import encode_part, load_checkpoint, save_checkpoint
 from store.pool import connect
 
 pytestmark = pytest.mark.integration
@@ -365,3 +365,41 @@ def test_checkpoint_parts_replace_their_open_runs(store_url: str) -> None:
         save_checkpoint(conn, "s1", {"clock": 3}, 400.0, parts={}, replace_parts=True)
         assert runs(conn) == []
         assert conn.execute("SELECT count(*) FROM engine_open_runs").fetchone() == (1,)  # s2
+
+
+def test_encoded_parts_are_saved_as_the_parts_themselves(store_url: str) -> None:
+    # The pipeline encodes each part as it captures it (store.checkpoints.encode_part): what
+    # is stored, parts and open runs, is what saving the parts themselves stores.
+    parts: dict[str, dict[str, Any]] = {
+        "device:a": {
+            "instances": {
+                "c.temp|2|o1|a": {"run_status": "violating", "run_start": 10.5, "t": 99.0},
+                "c.hum|1|o1|a": {"run_status": "compliant", "run_start": 5.0, "clear_since": 8},
+                "c.off|1|o1|a": {"run_status": "outside_schedule", "run_start": 1.0},
+            },
+            "device": {"max_ts": None, "seen_seqs": [[1], [99.0]]},
+        },
+        "space:卫生间": {
+            "instances": {"c.clean|1|卫生间|": {"run_status": "not_assessable", "run_start": 3}}
+        },
+        "space:o1": {"instances": {}},
+    }
+
+    def stored(conn: psycopg.Connection[Any], site: str) -> tuple[Any, ...]:
+        runs = conn.execute(
+            "SELECT part, clause_id, clause_version, space, device, status, since, known_until"
+            " FROM engine_open_runs WHERE site = %s ORDER BY part, clause_id",
+            (site,),
+        ).fetchall()
+        checkpoint = load_checkpoint(conn, site)
+        assert checkpoint is not None
+        return checkpoint.parts, runs
+
+    with psycopg.connect(store_url) as conn:
+        save_checkpoint(conn, "plain", {"clock": 1}, 1.0, parts=parts, replace_parts=True)
+        encoded = {name: encode_part("coded", name, part) for name, part in parts.items()}
+        digests = save_checkpoint(conn, "coded", {"clock": 1}, 1.0, parts=encoded)
+        assert stored(conn, "coded") == stored(conn, "plain")
+        assert stored(conn, "coded")[0] == parts
+        assert len(stored(conn, "coded")[1]) == 3  # outside the schedule: no run
+        assert digests == {name: part.digest for name, part in encoded.items()}
