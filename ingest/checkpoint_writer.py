@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = Histogram(
     "clausewatch_checkpoint_seconds",
-    "Time to save one checkpoint (serialise and commit every site's changed parts)",
+    "Time to save one checkpoint (send and commit every site's changed parts, encoded as captured)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CHECKPOINT_FAILURES = Counter("clausewatch_checkpoint_failures", "Checkpoint saves rolled back")
