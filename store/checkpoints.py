@@ -148,10 +148,10 @@ def save_checkpoint(
 ) -> dict[str, int]:
     """Replaces the checkpoint header of `site` and the given `parts` (all of them with
     `replace_parts`), each an engine checkpoint part or its `EncodedPart`. Everything must be
-    JSON-serialisable (orjson). No commit: it becomes
-    visible when the caller's transaction commits, and a rollback keeps the previous
-    checkpoint. `stored_runs` and the result: see `save_open_runs`. `pause` is called between
-    parts (a thread sharing the interpreter lets the others run: ingest/checkpoint_writer.py)."""
+    JSON-serialisable (orjson). No commit: it becomes visible when the caller's transaction
+    commits, and a rollback keeps the previous checkpoint. `stored_runs` and the result: see
+    `save_open_runs`. `pause` is called between parts (a thread sharing the interpreter lets
+    the others run: ingest/checkpoint_writer.py)."""
     conn.execute(
         "INSERT INTO engine_checkpoints (site, state, watermark, saved_at)"
         " VALUES (%s, %s::jsonb, %s, now())"
