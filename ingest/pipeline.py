@@ -430,6 +430,8 @@ class Pipeline:
             }
             self._target_clauses, self._target_sites = target_clauses, target_sites
             with self._advance_lock:
+                for site_id in built.keys() & self._prepared.keys():
+                    self._prepared[site_id][0].close()  # prepared, superseded before its switch
                 self._prepared.update(built)
                 self._prepared_clauses = target_clauses
 
@@ -981,8 +983,10 @@ class Pipeline:
         self._capture_slice(float("inf"))
         self._writer.wait_idle(RETRY_MAX_S)
         for site_id, (engine, model) in prepared.items():
-            engine.resume(self.engines[site_id].snapshot())
+            replaced = self.engines[site_id]
+            engine.resume(replaced.snapshot())
             self.engines[site_id] = engine
+            replaced.close()  # frozen out of the collector: freed by reference counts alone
             self._dirty_sites.add(site_id)
             if model is not self.sites[site_id]:
                 self.sites[site_id] = model
@@ -1079,6 +1083,7 @@ class Pipeline:
         result.engine.checkpoint_lost()
         self._apply_baselines(result.engine, done)
         self.engines[site_id] = result.engine
+        engine.close()  # frozen out of the collector: freed by reference counts alone
         self._dirty_sites.add(site_id)
         REJUDGED.labels("rejudged").inc()
         REJUDGE_SECONDS.observe(time.monotonic() - started)

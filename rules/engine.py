@@ -403,6 +403,20 @@ class SiteEngine:
         self._out.clear()
         return out
 
+    def close(self) -> None:
+        """Lets go of this engine's state (it was replaced): breaks the cycles between its
+        instances, device states and timers, so that reference counting frees them. A service
+        freezes its state out of the collector (`gc.freeze`): a replaced engine left cyclic
+        would never be freed. The engine takes no input afterwards."""
+        self._timers.clear()
+        for state in self._devices.values():
+            state.listeners.clear()
+            state.fault_listeners.clear()
+            state.all_listeners = state.timed_listeners = ()
+        for instance in self._instances:
+            instance.floors = ()
+        self._instances.clear()
+
     # ---- release and evaluation ----
 
     def _release_buffered(self, horizon: float) -> None:

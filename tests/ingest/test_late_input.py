@@ -238,6 +238,7 @@ def test_a_late_reading_that_should_have_raised_a_violation_raises_it(
             wait_for(checkpoints_after(url, 1))
     wait_for(lambda: rows(url, "SELECT count(*) FROM readings")[0][0] == 11)
     feed.advance(T + 900)
+    judging = feed.pipeline.engines["late-hq"]
     # 30 °C at T + 5.5 min, delivered 10 minutes late.
     feed.temperature(T + 330, 30.0, received=T + 930)
     alert = wait_for(
@@ -251,6 +252,9 @@ def test_a_late_reading_that_should_have_raised_a_violation_raises_it(
     assert alert == [(T + 330, T + 360, "resolved")]
     actions = rows(url, "SELECT action FROM alert_timeline ORDER BY id")
     assert [a for (a,) in actions] == ["raised", "resolved"]
+    # The engine the re-judged one replaced let go of its state (see rules.engine.close).
+    assert feed.pipeline.engines["late-hq"] is not judging
+    assert judging.bindings() == []
 
     def steps() -> list[Callable[[SiteEngine], None]]:
         out: list[Callable[[SiteEngine], None]] = []

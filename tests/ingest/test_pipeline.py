@@ -281,3 +281,6 @@ def test_a_new_clause_set_switches_the_engines_keeping_their_state(
     seqs, _ = after.snapshot()["parts"]["device:th-a"]["device"]["seen_seqs"]
     assert set(seqs) == {1, 2, 3, 4, 5}  # what the device sent is remembered across the switch
     assert {ref.clause_id for ref, _ in after.bindings()} == {clause.id, newer.id}
+    # The replaced engine let go of its state: frozen out of the collector, it would otherwise
+    # never be freed.
+    assert before.bindings() == []
