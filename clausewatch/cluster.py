@@ -390,6 +390,7 @@ class ClusterWorker:
         if owned.feed is not None and self.link is not None:
             self.link.close_feed(owned.feed)
         owned.pipeline.stop()
+        owned.pipeline.close()
         if self.failure is None and self.lease is not None:
             try:
                 self.lease.release(owned.claim)

@@ -377,6 +377,19 @@ class Pipeline:
         self._committer.shutdown()
         self._writer.stop(timeout)
 
+    def close(self) -> None:
+        """After `stop`, for a pipeline dropped while its process goes on (a partition handed
+        over): its engines let go of their state (`SiteEngine.close`). Restored engines are
+        frozen out of the collector; left in their cycles they would never be freed."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the pipeline is still running: stop it first")
+        with self._advance_lock:
+            dropped = [*self.engines.values(), *(engine for engine, _ in self._prepared.values())]
+            self.engines.clear()
+            self._prepared.clear()
+        for engine in dropped:
+            engine.close()
+
     def request_advance(self, now: float, hold_until: float = 0.0) -> None:
         """Called by the scheduler (any thread): the engines move to `now` on the pipeline
         thread at its next turn (within `flush_interval`), each no further than its site's

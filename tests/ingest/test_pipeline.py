@@ -249,6 +249,23 @@ def test_a_requested_checkpoint_with_nothing_new_to_save_settles(
     assert set(checkpoint.parts["device:th-a"]["device"]["seen_seqs"][0]) == {1, 2}
 
 
+def test_a_closed_pipeline_lets_go_of_its_engines(run_pipeline: Any) -> None:
+    """A pipeline dropped while its process goes on (a partition handed over): its engines,
+    restored and frozen out of the collector, let go of their state."""
+    acked: list[tuple[int, int, int]] = []
+    pipeline, inbox = run_pipeline(acked.extend)
+    inbox.put(reading(1), threading.Event())
+    wait_for(lambda: len(acked) == 1)
+    engine = pipeline.engines["t-hq"]
+    with pytest.raises(RuntimeError, match="stop it first"):
+        pipeline.close()
+    assert engine.bindings()
+    pipeline.stop()
+    pipeline.close()
+    assert pipeline.engines == {}
+    assert engine.bindings() == []
+
+
 def test_a_new_clause_set_switches_the_engines_keeping_their_state(
     run_pipeline: Any, fresh_database_url: str
 ) -> None:
