@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import harness
+import psycopg
 
 SITES = {"bench-a": 250, "bench-b": 250}
 METRICS_PER_MESSAGE = 3
@@ -81,14 +82,32 @@ def pipeline_rate(
             publisher, published = harness.run_publisher(url, plan)
             started, _, _ = published.get(timeout=300)
             count = 0
+            lasts = harness.last_readings(plan)
+            with psycopg.connect(database, autocommit=True) as conn:
 
-            def all_committed() -> bool:
-                nonlocal count
-                count = harness.scalar(database, "SELECT count(*) FROM readings")
-                return count >= expected
+                def last_committed() -> bool:
+                    return all(
+                        conn.execute(
+                            "SELECT EXISTS (SELECT FROM readings"
+                            " WHERE site = %s AND device = %s AND seq = %s)",
+                            last,
+                        ).fetchone()
+                        == (True,)
+                        for last in lasts
+                    )
 
-            harness.wait_until(all_committed, 300, "every reading committed", step=0.1)
-            finished = time.time()
+                def all_committed() -> bool:
+                    nonlocal count
+                    count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]  # type: ignore[index]
+                    return count >= expected
+
+                # Each site's last message first (an index lookup), then every row counted
+                # once: counting every 0.1 s took CPU from the service it measured.
+                harness.wait_until(last_committed, 300, "every site's last reading", step=0.02)
+                finished = time.time()
+                if not all_committed():  # a site committed out of order: count until done
+                    harness.wait_until(all_committed, 300, "every reading committed", step=0.1)
+                    finished = time.time()
             cpu = service.cpu_seconds() - cpu_before
             publisher.join(10)
             late = harness.scalar(database, "SELECT count(*) FROM late_readings")
