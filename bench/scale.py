@@ -11,9 +11,10 @@ queue directly (no broker: this isolates the pipeline's own cost), with the garb
 as the service sets it (`clausewatch.service.quiet_full_collections`). First every device reports
 once (the state of all devices is live) and a checkpoint of them all is saved (timed apart),
 then `--messages` readings round-robin are timed. After the pipeline stops (its final
-checkpoint saved), the site's state is restored as a restarting worker restores it (load the
-checkpoint; build the engine and resume it, `ingest.pipeline.restore_engine`), timed by step:
-failover time is restore time.
+checkpoint saved), the site's state is restored as a restarting service restores it (load the
+checkpoint; build the engine and resume it, `ingest.pipeline.restore_engine`; under one pause of
+the collector whose objects are frozen, as `Service.start` does), timed by step: failover time is
+restore time.
 
 Figures per size: µs of wall time and of this process's CPU per reading (3 metric values), their
 ratio to the smallest size (flat = 1.0), values/s, and the resident memory the engine state adds
@@ -56,7 +57,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
     from ingest.mqtt import IngressQueue, ReceivedMessage
     from ingest.pipeline import CHECKPOINT_INTERVAL_S, Pipeline, restore_engine
     from rules.site import SiteModel
-    from store.checkpoints import load_checkpoint
+    from store.checkpoints import collector_paused, load_checkpoint
     from store.migrate import migrate
     from store.partitions import ensure_partitions
     from store.pool import make_pool
@@ -158,15 +159,18 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                 profiler.dump_stats(profile)  # type: ignore[arg-type]
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             pipeline.stop()
-            with pool.connection() as conn:
-                load0, load_cpu0 = time.perf_counter(), time.process_time()
-                stored = load_checkpoint(conn, "scale")
-            assert stored is not None
-            build0, build_cpu0 = time.perf_counter(), time.process_time()
-            restore_engine(
-                site, bundled.clause_versions(), {**stored.state, "parts": stored.parts},
-                lateness=0.0,
-            )  # fmt: skip
+            # As `Service.start` restores: under one pause whose objects are then frozen (the
+            # pause's first step, a collection of this process's garbage so far, not timed).
+            with collector_paused(keep=True):
+                with pool.connection() as conn:
+                    load0, load_cpu0 = time.perf_counter(), time.process_time()
+                    stored = load_checkpoint(conn, "scale")
+                assert stored is not None
+                build0, build_cpu0 = time.perf_counter(), time.process_time()
+                restore_engine(
+                    site, bundled.clause_versions(), {**stored.state, "parts": stored.parts},
+                    lateness=0.0,
+                )  # fmt: skip
             restored, restored_cpu = time.perf_counter(), time.process_time()
     out.put(
         {

@@ -50,7 +50,7 @@ from rules.clause import ClauseFile, ClauseVersion
 from rules.engine import BindingError
 from rules.holidays import use_official_calendar
 from rules.site import SiteModel
-from store.checkpoints import data_times
+from store.checkpoints import collector_paused, data_times
 from store.cluster import JobsLease, worker_id
 from store.migrate import migrate
 from store.mode import storage_mode
@@ -362,7 +362,11 @@ class Service:
             flush_interval=settings.flush_interval_s,
             clock=self.options.clock,
         )
-        self.pipeline.start()
+        # The engines restored here live as long as the service: frozen as they are made, no
+        # collection scans them (after restoring 100,000 devices the first young one took
+        # 1.5 s). Nothing else takes input yet, so no other thread's garbage is frozen with them.
+        with collector_paused(keep=True):
+            self.pipeline.start()
         quiet_full_collections()
         self.subscriber.start()
         if not self.subscriber.wait_connected(MQTT_CONNECT_WAIT_S):

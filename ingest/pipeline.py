@@ -1124,8 +1124,8 @@ def restore_engine(
 ) -> SiteEngine:
     """`SiteEngine.restore` with the cyclic garbage collector paused
     (`store.checkpoints.collector_paused`: collections were about half of a 10,000-device
-    build), the engine kept out of later collections (`close` frees it when replaced)."""
-    with collector_paused(keep=True):
+    build)."""
+    with collector_paused():
         return SiteEngine.restore(
             site, clauses, snapshot, lateness=lateness, standards=standards, last_done=last_done
         )

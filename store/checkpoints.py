@@ -248,9 +248,8 @@ def save_open_runs(
 
 def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | None:
     """The last committed checkpoint of `site` (header and every part), or None when it never
-    had one. Decoded with the collector paused (`collector_paused`), the parts kept out of
-    later collections (a restore reads them once and lets go)."""
-    with collector_paused(keep=True):
+    had one. Decoded with the collector paused (`collector_paused`)."""
+    with collector_paused():
         row = conn.execute(
             "SELECT state::text, watermark, saved_at FROM engine_checkpoints WHERE site = %s",
             (site,),
@@ -391,12 +390,14 @@ def collector_paused(*, keep: bool = False) -> Iterator[None]:
     and every collection their allocations set off scans what was made so far (failover time
     is restore time).
 
-    `keep`: what the block makes is long-lived (a restored engine) or freed by its reference
-    counts (decoded parts): once it succeeds, it is frozen (`gc.freeze`), out of every later
-    collection, as the service freezes its state once built. Otherwise the first young
-    collection after the pause scans all of it (1.5 s after building 100,000 devices) and a
-    middle one again. Garbage made before the block is collected on the way in, so that none
-    is frozen with it."""
+    `keep`: what the block makes is long-lived (a service's restored engines) or freed by its
+    reference counts (the checkpoints they were restored from): once it succeeds, it is frozen
+    (`gc.freeze`), out of every later collection, as the service freezes its state once built.
+    Otherwise the first young collection after the pause scans all of it (1.5 s after building
+    100,000 devices) and a middle one again. Garbage made before the block is collected on the
+    way in; garbage other threads make during it would be frozen with it and never freed, so
+    keep only while no other thread takes input (a service starting, not a cluster worker
+    taking a partition over)."""
     running = gc.isenabled()
     if keep and running:
         gc.collect()
