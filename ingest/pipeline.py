@@ -380,9 +380,11 @@ class Pipeline:
     def close(self) -> None:
         """After `stop`, for a pipeline dropped while its process goes on (a partition handed
         over): its engines let go of their state (`SiteEngine.close`). Restored engines are
-        frozen out of the collector; left in their cycles they would never be freed."""
+        frozen out of the collector; left in their cycles they would never be freed. A pipeline
+        whose thread is still running (`stop` timed out) keeps them: it may still use them."""
         if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("the pipeline is still running: stop it first")
+            log.warning("pipeline still running after stop: its engines are left as they are")
+            return
         with self._advance_lock:
             dropped = [*self.engines.values(), *(engine for engine, _ in self._prepared.values())]
             self.engines.clear()
