@@ -244,12 +244,21 @@ class SiteEngine:
         self._resolved.clear()
         self._compiled.clear()
         self._subjects.clear()
+        # Space slots whose feeding devices hold their values for different times (max_gap,
+        # stale): a new good value can make them expire sooner than the value before.
+        falling = {
+            key
+            for key, feeders in self._feeders.items()
+            if len({feeder.valid_for for feeder in feeders}) > 1
+        }
         for instance in self._instances:
             instance.heap_due = NEG_INF
-            heapq.heappush(self._timers, (NEG_INF, instance.uid, instance))
-            if isinstance(instance, ThresholdCheck):
+            if falling and isinstance(instance, ThresholdCheck):
                 read = (instance.slot, instance.gate_slot, *instance.watched)
-                instance.replan_always = any(self._expiry_may_fall(slot) for slot in read)
+                instance.replan_always = any(id(slot) in falling for slot in read)
+        # One heapify, not a push per instance.
+        self._timers.extend((NEG_INF, instance.uid, instance) for instance in self._instances)
+        heapq.heapify(self._timers)
         self._index_parts()
 
     # ---- the interface ----
@@ -691,12 +700,6 @@ class SiteEngine:
 
     def _new_uid(self) -> int:
         return next(self._uids)
-
-    def _expiry_may_fall(self, slot: MetricSlot | None) -> bool:
-        """Whether a new good value can make `slot` expire sooner than the value before: a
-        space slot whose devices hold their values for different times (max_gap, stale)."""
-        feeders = self._feeders.get(id(slot), ())
-        return len({feeder.valid_for for feeder in feeders}) > 1
 
     def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
         """Readings that change any of `slots` wake `instance`."""
