@@ -643,10 +643,11 @@ class SiteEngine:
             self._bind_data_quality(clause, ref, schedule, check)
 
     def _slot_for(self, device: Device) -> SlotFor:
+        own = self._devices[device.id].slots  # one per metric of the device
+
         def slot_for(metric: str) -> MetricSlot:
-            if metric in device.metrics:
-                return self._devices[device.id].slots[metric]
-            return self._space_slot(device.space, metric)
+            slot = own.get(metric)
+            return slot if slot is not None else self._space_slot(device.space, metric)
 
         return slot_for
 
@@ -674,7 +675,9 @@ class SiteEngine:
         key: float | str = value if value != 0.0 and value == value else value.hex()
         return self._constants.setdefault(key, value)
 
-    def _value_for(self, device: Device, params: Mapping[str, float], where: str) -> ValueFor:
+    def _value_for(
+        self, device: Device, params: Mapping[str, float], clause: ClauseVersion
+    ) -> ValueFor:
         def value_for(metric: str, value: float | str) -> float:
             if isinstance(value, int | float):
                 return self._shared(value)
@@ -685,7 +688,9 @@ class SiteEngine:
                 spec = candidate.metrics.get(metric)
                 if spec is not None and value in spec.states:
                     return self._shared(spec.states[value])
-            raise BindingError(f"{where}: {metric} has no named state {value!r}")
+            raise BindingError(
+                f"clause {clause.id} v{clause.version}: {metric} has no named state {value!r}"
+            )
 
         return value_for
 
@@ -704,7 +709,7 @@ class SiteEngine:
     def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
         """Readings that change any of `slots` wake `instance`."""
         for slot in slots:
-            owners = self._feeders.get(id(slot), [slot])  # a space slot: its feeding devices
+            owners = self._feeders.get(id(slot), (slot,))  # a space slot: its feeding devices
             for owner in owners:
                 listeners = self._devices[owner.device].listeners[owner.metric]
                 if instance not in listeners:
@@ -727,9 +732,8 @@ class SiteEngine:
         assert isinstance(check, ThresholdConfig | ConditionCheck)
         space = self._spaces[device.space]
         params = self._resolve_params(clause, space.type)
-        where = f"clause {clause.id} v{clause.version}"
         slot_for = self._slot_for(device)
-        value_for = self._value_for(device, params, where)
+        value_for = self._value_for(device, params, clause)
         leaves: list[Leaf] = []
         recorded = dict(params)
         low = high = math.nan
@@ -873,7 +877,7 @@ class SiteEngine:
                 raise BindingError(f"{where}: {device.id}.{check.metric} is not a register")
             space = self._spaces[device.space]
             params = self._resolve_params(clause, space.type)
-            value_for = self._value_for(device, params, where)
+            value_for = self._value_for(device, params, clause)
             if check.budget is not None:
                 budget = value_for(check.metric, check.budget)
             else:
