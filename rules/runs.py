@@ -16,12 +16,13 @@ table written with each checkpoint).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class OpenRun:
+# A named tuple, not a frozen dataclass: a checkpoint makes one per started instance (a few per
+# device), and a frozen dataclass's `__init__` (a `object.__setattr__` per field) was a sixth
+# of capturing a part.
+class OpenRun(NamedTuple):
     clause_id: str
     version: int
     space: str
