@@ -172,7 +172,7 @@ def describe(site_model: SiteModel, source: str, watched: list[str]) -> Outage:
 
 
 def site_model_device_space(site_model: SiteModel, device: str) -> str:
-    return next(d.space for d in site_model.devices if d.id == device)
+    return site_model.device_by_id[device].space
 
 
 def _common_space(site_model: SiteModel, spaces: list[str]) -> str:

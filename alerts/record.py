@@ -28,7 +28,7 @@ from alerts import inhibition, notify, routing
 from alerts.binding import Binding, bind
 from alerts.policy import policies
 from rules.rejudge import InstanceKey, Rejudged, Span
-from rules.site import MetricSpec, SiteModel, shown_value
+from rules.site import Device, SiteModel, shown_value
 from rules.verdicts import Output, ViolationEnded, ViolationStarted
 from store import ledger
 from store.registry import ASSIGNMENTS_QUERY, PARTIES_QUERY, StoredAssignment
@@ -172,12 +172,12 @@ def record_outputs(
         latest.clear()
     ancestors: dict[str, list[str]] = {}
     transitions: list[_Transition] = []
-    specs = {device.id: device.metrics for device in site_model.devices}
+    devices = site_model.device_by_id
 
     for output in relevant:
         key = _key(output)
         current = latest.get(key)
-        output = _as_shown(specs, output, current)
+        output = _as_shown(devices, output, current)
         if isinstance(output, ViolationEnded):
             if current is None or current.state not in OPEN_STATES:
                 result.ignored += 1
@@ -458,7 +458,7 @@ def _select_latest_alerts(
 
 
 def _as_shown(
-    specs: Mapping[str, Mapping[str, MetricSpec]],
+    devices: Mapping[str, Device],
     output: ViolationStarted | ViolationEnded,
     current: _Alert | None,
 ) -> ViolationStarted | ViolationEnded:
@@ -468,8 +468,8 @@ def _as_shown(
         metric = output.metric or (output.evidence[0].metric if output.evidence else None)
     else:
         metric = current.metric if current is not None else None
-    device = output.subject.device
-    spec = specs.get(device, {}).get(metric) if device is not None and metric else None
+    device = devices.get(output.subject.device or "") if metric else None
+    spec = device.metrics.get(metric) if device is not None and metric else None
     worst = output.worst_value
     if worst is not None:
         worst = spec.shown(worst) if spec is not None else shown_value(worst)
