@@ -137,8 +137,18 @@ class DeviceIndex:
 
     @classmethod
     def from_sites(cls, sites: Iterable[SiteModel]) -> DeviceIndex:
+        # Devices of a kind give the same metrics: one set for all of them, not one each
+        # (216 bytes a device at 100,000 devices).
+        alike: dict[frozenset[str], frozenset[str]] = {}
         return cls(
-            {site.site.id: {d.id: frozenset(d.metrics) for d in site.devices} for site in sites}
+            {
+                site.site.id: {
+                    d.id: alike.setdefault(names, names)
+                    for d in site.devices
+                    for names in (frozenset(d.metrics),)
+                }
+                for site in sites
+            }
         )
 
 

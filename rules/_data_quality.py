@@ -54,7 +54,7 @@ class DataQuality(Instance):
         uid: int,
         *,
         check: DataQualityCheck,
-        slots: list[MetricSlot],
+        slots: tuple[MetricSlot, ...],
         params: dict[str, float],
     ) -> None:
         super().__init__(ref, subject, schedule, out, timers, uid)

@@ -121,7 +121,7 @@ class _DeviceState(DueFloor):
         # read for each reading (at 1,000 rooms each is a cache miss).
         self.all_listeners: tuple[Instance, ...] = ()
         # Data-quality instances: woken only when a slot's fault or staleness changes.
-        self.fault_listeners: list[Instance] = []
+        self.fault_listeners: tuple[Instance, ...] = ()
         self.timed_listeners: tuple[Instance, ...] = ()  # both: caught up before a reading
         self.max_ts = NEG_INF
         self.released_ts = NEG_INF
@@ -214,36 +214,40 @@ class SiteEngine:
             names = frozenset(slots)
             shared = metric_sets.setdefault(names, names)
             self._devices[device.id] = _DeviceState(device, slots, shared)
+        # Binding-time tables are emptied as soon as what reads them is done: kept for the
+        # engine's life they were 0.4 KiB a device (these settings alone three tuples a device
+        # metric), and emptied only at the end they raised the peak of a build.
+        self._dq_settings.clear()
         # Obligation instances by (space, event type); events go to them.
         self._obligations: dict[tuple[str, str], list[Obligation]] = {}
         self._last_done: Mapping[tuple[str, str], float] = last_done or {}
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
-        for device_state in self._devices.values():
-            found: dict[int, Instance] = {}
-            for listeners in device_state.listeners.values():
-                for instance in listeners:
-                    found.setdefault(instance.uid, instance)
-            device_state.all_listeners = tuple(found.values())
-            device_state.timed_listeners = device_state.all_listeners + tuple(
-                device_state.fault_listeners
-            )
-            for instance in device_state.timed_listeners:
-                instance.floors += (device_state,)
-        # Equal tuples of floors and of watched slots are one object each (most instances of
-        # a device have the same ones); the binding-time tables are emptied.
-        alike: dict[tuple[int, ...], Any] = {}
-        for instance in self._instances:
-            instance.floors = alike.setdefault(tuple(map(id, instance.floors)), instance.floors)
-            if isinstance(instance, StateCheck):
-                watched = instance.watched
-                instance.watched = alike.setdefault(tuple(map(id, watched)), watched)
         self._leaves.clear()
         self._params.clear()
         self._selections.clear()
         self._resolved.clear()
         self._compiled.clear()
         self._subjects.clear()
+        self._lineage.clear()
+        self._devices_in_space.clear()
+        for device_state in self._devices.values():
+            found: dict[int, Instance] = {}
+            for listeners in device_state.listeners.values():
+                for instance in listeners:
+                    found.setdefault(instance.uid, instance)
+            device_state.all_listeners = tuple(found.values())
+            device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
+            for instance in device_state.timed_listeners:
+                instance.floors += (device_state,)
+        # Equal tuples of floors and of watched slots are one object each (most instances of
+        # a device have the same ones).
+        alike: dict[tuple[int, ...], Any] = {}
+        for instance in self._instances:
+            instance.floors = alike.setdefault(tuple(map(id, instance.floors)), instance.floors)
+            if isinstance(instance, StateCheck):
+                watched = instance.watched
+                instance.watched = alike.setdefault(tuple(map(id, watched)), watched)
         # Space slots whose feeding devices hold their values for different times (max_gap,
         # stale): a new good value can make them expire sooner than the value before.
         falling = {
@@ -256,6 +260,7 @@ class SiteEngine:
             if falling and isinstance(instance, ThresholdCheck):
                 read = (instance.slot, instance.gate_slot, *instance.watched)
                 instance.replan_always = any(id(slot) in falling for slot in read)
+        self._feeders.clear()
         # One heapify, not a push per instance.
         self._timers.extend((NEG_INF, instance.uid, instance) for instance in self._instances)
         heapq.heapify(self._timers)
@@ -419,7 +424,7 @@ class SiteEngine:
         self._timers.clear()
         for state in self._devices.values():
             state.listeners.clear()
-            state.fault_listeners.clear()
+            state.fault_listeners = ()
             state.all_listeners = state.timed_listeners = ()
         for instance in self._instances:
             instance.floors = ()
@@ -464,7 +469,7 @@ class SiteEngine:
         else:
             woken = self._listeners_of(state, metrics)
             listeners = woken
-            for instance in woken + state.fault_listeners:
+            for instance in (*woken, *state.fault_listeners):
                 if instance.next_due < ts:
                     instance.catch_up(ts)
         slots = state.slots
@@ -932,11 +937,11 @@ class SiteEngine:
                 self._timers,
                 self._new_uid(),
                 check=check,
-                slots=watched,
+                slots=tuple(watched),
                 params=self._shared_params(params),
             )
             self._instances.append(instance)
-            self._devices[device.id].fault_listeners.append(instance)
+            self._devices[device.id].fault_listeners += (instance,)
 
     # ---- snapshot / restore ----
     #
@@ -952,7 +957,7 @@ class SiteEngine:
     # readings that arrive meanwhile need not wait for the whole capture.
 
     def _index_parts(self) -> None:
-        self._part_instances: dict[str, list[Instance]] = {}
+        by_part: dict[str, list[Instance]] = {}
         for instance in self._instances:
             subject = instance.subject
             # The device's own part string: one object per part, not one per instance.
@@ -962,7 +967,8 @@ class SiteEngine:
                 else _space_part(subject.space)
             )
             instance.part = part
-            self._part_instances.setdefault(part, []).append(instance)
+            by_part.setdefault(part, []).append(instance)
+        self._part_instances = {part: tuple(instances) for part, instances in by_part.items()}
         self._space_slots_of: dict[str, dict[str, MetricSlot]] = {}
         for (space, metric), slot in self._space_slots.items():
             self._space_slots_of.setdefault(_space_part(space), {})[metric] = slot
