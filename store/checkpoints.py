@@ -63,6 +63,7 @@ OPEN_RUNS_COPY = (
     "COPY engine_open_runs_staging (site, part, clause_id, clause_version, space, device,"
     " status, since, known_until) FROM STDIN (FORMAT BINARY)"
 )
+OPEN_RUNS_DIRECT_COPY = OPEN_RUNS_COPY.replace("engine_open_runs_staging", "engine_open_runs")
 PARTS_COPY = "COPY engine_checkpoint_parts_staging (site, part, state) FROM STDIN (FORMAT BINARY)"
 # Binary COPY fields: a row's field count, an int4 and a float8 with their lengths.
 _RUN_FIELDS = (9).to_bytes(2, "big")
@@ -231,8 +232,11 @@ def save_open_runs(
     parts. No commit."""
     written: dict[str, int] = {}
     with conn.cursor() as cur:
-        cur.execute(OPEN_RUNS_STAGING_DDL)
-        with cur.copy(OPEN_RUNS_COPY) as copy:
+        # With the site's rows gone, its runs go straight into the table: through the staging
+        # table and the upsert's conflict checks, a checkpoint of every part cost twice as much.
+        if not replaced:
+            cur.execute(OPEN_RUNS_STAGING_DDL)
+        with cur.copy(OPEN_RUNS_DIRECT_COPY if replaced else OPEN_RUNS_COPY) as copy:
             copy.write(COPY_SIGNATURE)
             for name, part in parts.items():
                 if isinstance(part, EncodedPart):
@@ -248,7 +252,9 @@ def save_open_runs(
                 if runs:
                     copy.write(runs)
             copy.write(COPY_TRAILER)
-        if not replaced and written:
+        if replaced:
+            return written
+        if written:
             cur.execute(OPEN_RUNS_GONE, (site, list(written)))
         cur.execute(OPEN_RUNS_UPSERT)
         # Emptied now, not at commit: the next site saved in this transaction stages its own.
