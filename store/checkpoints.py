@@ -65,6 +65,7 @@ OPEN_RUNS_COPY = (
 )
 OPEN_RUNS_DIRECT_COPY = OPEN_RUNS_COPY.replace("engine_open_runs_staging", "engine_open_runs")
 PARTS_COPY = "COPY engine_checkpoint_parts_staging (site, part, state) FROM STDIN (FORMAT BINARY)"
+PARTS_DIRECT_COPY = PARTS_COPY.replace("engine_checkpoint_parts_staging", "engine_checkpoint_parts")
 # Binary COPY fields: a row's field count, an int4 and a float8 with their lengths.
 _RUN_FIELDS = (9).to_bytes(2, "big")
 _PART_FIELDS = (3).to_bytes(2, "big")
@@ -192,12 +193,15 @@ def save_checkpoint(
         pause=pause,
     )
     with conn.cursor() as cur:
-        # Per column compression methods came with PostgreSQL 14.
-        compression = conn.info.server_version >= 140000
-        cur.execute(
-            PARTS_STAGING_DDL.format(including="INCLUDING COMPRESSION" if compression else "")
-        )
-        with cur.copy(PARTS_COPY) as copy:
+        # Parts replacing the site's (deleted above) go straight into the table, as their open
+        # runs do; others through a staging table and an upsert.
+        if not replace_parts:
+            # Per column compression methods came with PostgreSQL 14.
+            compression = conn.info.server_version >= 140000
+            cur.execute(
+                PARTS_STAGING_DDL.format(including="INCLUDING COMPRESSION" if compression else "")
+            )
+        with cur.copy(PARTS_DIRECT_COPY if replace_parts else PARTS_COPY) as copy:
             copy.write(COPY_SIGNATURE)
             site_field = text_field(site)
             for name, part in encoded.items():
@@ -209,9 +213,10 @@ def save_checkpoint(
                 if pause is not None:
                     pause()
             copy.write(COPY_TRAILER)
-        cur.execute(PARTS_UPSERT)
-        # Emptied now, not at commit: the next site saved in this transaction stages its own.
-        cur.execute("DELETE FROM engine_checkpoint_parts_staging")
+        if not replace_parts:
+            cur.execute(PARTS_UPSERT)
+            # Emptied now, not at commit: the next site saved in this transaction stages its own.
+            cur.execute("DELETE FROM engine_checkpoint_parts_staging")
     return written
 
 
