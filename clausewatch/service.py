@@ -308,7 +308,7 @@ class Service:
         clauses = sync_registry(self.database_url, self.config)
         with connect(self.database_url) as conn:
             self._site_stamps = site_stamps(conn, list(self.config.sites))
-        self.pool = make_pool(self.database_url, min_size=2, max_size=4, name="service")
+        self.pool = make_pool(self.database_url, min_size=2, max_size=5, name="service")
         with self.pool.connection() as conn:
             ensure_partitions(conn)
         if self.options.ingest is not None:

@@ -5,12 +5,16 @@ ingress queue, decodes them, feeds readings and events to their site's engine an
 rows to store. A flush (as soon as the ingress queue is empty, else every `flush_interval` or
 `batch_rows` rows, whichever comes first) writes, in ONE transaction: the readings (COPY),
 events, dead letters, the engines' compliance intervals and late readings, and whatever the
-injected output sink writes (the alerts). The committer thread writes it, one flush at a time and
-in order, while the pipeline thread takes the next batch (which flushes once that commit is done,
-or waits for it when full); the engines' outputs of a flush are drained into it on the pipeline
-thread before it is handed over.
+injected output sink writes (the alerts). A committer thread writes it while the pipeline thread
+takes the next batch, which flushes once that commit is done, or, when it is full and holds only
+readings, events and dead letters, at once beside it on a second connection (a busy worker is
+paced by one backend's COPY; `MAX_COMMITS_IN_FLIGHT`): such rows are kept apart by their keys
+whichever commits first, while outputs and device statuses are committed in the order they were
+made. The engines' outputs of a flush are drained into it on the pipeline thread before it is
+handed over. A fenced pipeline (the cluster mode) commits one flush at a time.
 
-The MQTT messages of a flush are acknowledged as soon as it commits; messages that did not come
+The MQTT messages of a flush are acknowledged as soon as it and every flush before it have
+committed, in the order they came (MQTT 5, 4.6); messages that did not come
 from the broker (HTTP ingest, ingest/direct.py) carry a receipt instead of an ack token, settled
 at the same point (or as rejected or abandoned). Every message gets a receive
 stamp, strictly increasing (the `received_at` of its rows), in the order the engines take them.
@@ -31,7 +35,11 @@ last message it covers. Its parts are captured a slice at a time between batches
   storage keys, the engine drops it as a duplicate (same device and seq, or device, metric and
   ts) or as late, and repeated outputs are absorbed too (compliance intervals and late readings
   by key; the service's sink, alerts/record.py, ignores an alert already raised with the same
-  start or already resolved).
+  start or already resolved);
+- a crash between two flushes committing side by side may leave the later one stored and the
+  earlier not: the later one's rows are replayed, the earlier one's messages delivered again
+  after them, and a reading among them older than the lateness is judged as late input
+  (re-judged from the checkpoint history), as any reading arriving out of order is.
 
 When PostgreSQL is unavailable the flush is retried with backoff while the batch is held; the
 pipeline takes no new messages meanwhile, so the queue fills and the MQTT thread blocks
@@ -49,6 +57,7 @@ newest event time seen for that site.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -177,6 +186,9 @@ ENGINE_ERRORS = Counter(
     "clausewatch_engine_errors", "Readings or events the engine failed on (stored, not judged)"
 )
 
+# Flushes being committed at once, each on its own connection: one PostgreSQL backend COPYing
+# the readings set the pace of a busy worker (BENCHMARKS.md, "End to end").
+MAX_COMMITS_IN_FLIGHT = 2
 # Capturing a checkpoint's parts (about 30 µs each) takes at most this long per turn of the loop,
 # so a message never waits behind a whole checkpoint (0.1-0.2 s at 1,000 busy devices).
 CAPTURE_SLICE_S = 0.004
@@ -309,15 +321,23 @@ class Pipeline:
             lateness,
             fence=None if fence is None else lambda conn: fence(conn, ()),
         )
-        self._partitions = PartitionCache()
+        # Each committer thread's own: what one transaction learnt of partitions and staging
+        # tables must not be taken for true by a transaction beside it.
+        self._partitions = threading.local()
         self._batch_ids = 0
         self._pending = self._new_pending()
-        # The flush being committed on the committer thread (one at a time, in order), and
-        # whether the batch gathered meanwhile waits for it to flush.
-        self._committer = concurrent.futures.ThreadPoolExecutor(1, "ingest-commit")
-        self._committing: concurrent.futures.Future[bool] | None = None
-        self._in_flight = self._pending
+        # The flushes being committed on the committer threads, oldest first (their messages
+        # are acknowledged in this order), and whether the batch gathered meanwhile waits.
+        self._committer = concurrent.futures.ThreadPoolExecutor(
+            MAX_COMMITS_IN_FLIGHT, "ingest-commit"
+        )
+        self._in_flight: collections.deque[tuple[concurrent.futures.Future[bool], _Pending]] = (
+            collections.deque()
+        )
         self._deferred = False
+        # A fenced pipeline (the cluster mode) records its stream position in each commit: one
+        # committed ahead of a flush that then failed would let the next owner skip that flush.
+        self._commits_in_flight = 1 if fence is not None else MAX_COMMITS_IN_FLIGHT
         self._advance_to: float | None = None
         self._hold_until = 0.0  # the last request_advance's, under _advance_lock
         self._advance_lock = threading.Lock()
@@ -596,13 +616,19 @@ class Pipeline:
                 drained = bool(messages) and self.inbox.qsize() == 0
                 full = len(pending.batch) >= self.batch_rows
                 if full or due or drained or stopping or self._deferred:
-                    if self._committing is not None and (
-                        full or stopping or not messages or self._committing.done()
-                    ):
-                        # One commit in flight at most: a full batch waits for it, and so does
-                        # one when nothing else arrives to take meanwhile.
+                    self._collect(only_done=True)
+                    self._drain(pending)
+                    # A second commit in flight for a full batch only: under load the batches
+                    # stay full, and fewer commits cost less CPU than more of them.
+                    room = not self._in_flight or (
+                        full and len(self._in_flight) < self._commits_in_flight and _beside(pending)
+                    )
+                    if not room and (full or stopping or not messages):
+                        # A full batch waits for the commits in flight, and so does one when
+                        # nothing else arrives to take meanwhile.
                         self._collect()
-                    self._deferred = self._committing is not None
+                        room = True
+                    self._deferred = not room
                     if not self._deferred:
                         self._flush()
                         last_flush = time.monotonic()
@@ -748,13 +774,17 @@ class Pipeline:
         for request in requests:
             request.future.set_exception(RuntimeError("the ingest pipeline stopped"))
 
-    def _flush(self) -> None:
-        pending = self._pending
-        self.decoder.report()
+    def _drain(self, pending: _Pending) -> None:
+        """The engines' outputs so far go to `pending`."""
         for site_id in pending.touched_sites:
             drained = self.engines[site_id].drain()
             if drained:
                 pending.outputs.setdefault(site_id, []).extend(drained)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        self.decoder.report()
+        self._drain(pending)
         # Time passing without data or verdicts changes nothing a restart would not redo.
         nothing_new = (
             not pending.tokens
@@ -766,8 +796,10 @@ class Pipeline:
         if not nothing_new:
             # The committer thread writes it while this thread takes the next batch.
             self._pending = self._new_pending()
-            self._in_flight = pending
-            self._committing = self._committer.submit(self._commit_batch, pending)
+            before = self._in_flight[-1][0] if self._in_flight else None
+            self._in_flight.append(
+                (self._committer.submit(self._commit_batch, pending, before), pending)
+            )
         if self._sync_work_due(idle=nothing_new):
             # Everything taken so far committed first: then a new configuration may take over
             # (clause revisions, site models synced), late input may be re-judged, a
@@ -786,12 +818,20 @@ class Pipeline:
         now = time.monotonic()
         return any(self._rejudge_wanted(site_id, now) for site_id in self._late)
 
-    def _commit_batch(self, pending: _Pending) -> bool:
-        """On the committer thread: commits `pending` (with retries), then acknowledges its
-        messages and settles its receipts; false when stopping made it give up."""
+    def _commit_batch(
+        self, pending: _Pending, before: concurrent.futures.Future[bool] | None
+    ) -> bool:
+        """On a committer thread: commits `pending` (with retries), then, once the flush
+        `before` it is done, acknowledges its messages and settles its receipts; false when
+        stopping made it give up. Acknowledgements keep the order the messages came in
+        (MQTT 5, 4.6); one whose flush before gave up is left to the broker, which delivers
+        it again (its rows are stored: the redelivery is absorbed)."""
         try:
             if not self._commit_with_retries(pending):
                 return False
+            if before is not None and not before.result():
+                _settle(pending, "abandoned")
+                return True
             self._acknowledge(pending.tokens)
             _settle(pending, "committed")
             if pending.oldest_received is not None:
@@ -802,19 +842,18 @@ class Pipeline:
         finally:
             self.inbox.wake()  # a batch deferred behind this commit may go now
 
-    def _collect(self) -> None:
-        """Waits for the commit in flight, if any, and takes what it changes for this thread:
-        the sites to checkpoint and the late input to re-judge. Re-raises a bug of the
-        committer thread."""
-        committing, self._committing = self._committing, None
-        if committing is None:
-            return
-        pending = self._in_flight
-        if not committing.result():
-            return
-        self._dirty_sites |= pending.touched_sites
-        for site_id, oldest in _late_by_site(pending.outputs).items():
-            self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
+    def _collect(self, *, only_done: bool = False) -> None:
+        """Waits for the commits in flight (`only_done`: takes those done, oldest first, and
+        waits for none) and takes what they change for this thread: the sites to checkpoint
+        and the late input to re-judge. Re-raises a bug of a committer thread."""
+        in_flight = self._in_flight
+        while in_flight and (not only_done or in_flight[0][0].done()):
+            committing, pending = in_flight.popleft()
+            if not committing.result():
+                continue
+            self._dirty_sites |= pending.touched_sites
+            for site_id, oldest in _late_by_site(pending.outputs).items():
+                self._late[site_id] = min(oldest, self._late.get(site_id, oldest))
 
     def _commit_with_retries(self, pending: _Pending) -> bool:
         """Commits the batch, retrying with backoff while PostgreSQL is unavailable; false when
@@ -828,7 +867,7 @@ class Pipeline:
                 break
             except psycopg.Error as exc:
                 FLUSH_FAILURES.inc()
-                self._partitions.clear()  # partitions made in the rolled-back transaction are gone
+                self._partition_cache().clear()  # made in the rolled-back transaction: gone
                 if self._stop.is_set():
                     log.error("flush failed while stopping (%s); the broker will redeliver", exc)
                     _settle(pending, "abandoned")
@@ -843,6 +882,13 @@ class Pipeline:
                 delay = min(delay * 2, RETRY_MAX_S)
         FLUSH_SECONDS.observe(time.monotonic() - started)
         return True
+
+    def _partition_cache(self) -> PartitionCache:
+        """This committer thread's."""
+        cache: PartitionCache | None = getattr(self._partitions, "cache", None)
+        if cache is None:
+            cache = self._partitions.cache = PartitionCache()
+        return cache
 
     def _acknowledge(self, tokens: list[tuple[int, int, int]]) -> None:
         if not tokens:
@@ -967,7 +1013,7 @@ class Pipeline:
 
     def _commit(self, pending: _Pending) -> None:
         with self.pool.connection() as conn, conn.transaction():
-            write_batch(conn, pending.batch, self._partitions)
+            write_batch(conn, pending.batch, self._partition_cache())
             write_device_status(conn, pending.statuses)
             if self.on_status is not None:
                 by_site: dict[str, list[StatusRow]] = {}
@@ -1162,6 +1208,13 @@ def engine_start(engine: SiteEngine) -> float:
     """The time from which an engine judges (its first final time, or its first input)."""
     start: float = engine._start
     return start
+
+
+def _beside(pending: _Pending) -> bool:
+    """Whether `pending` may commit beside the flush before it: only readings, events and dead
+    letters, which their keys keep apart, whatever the order the two commit in. Outputs and
+    device statuses are written in the order they were made."""
+    return not pending.outputs and not pending.statuses
 
 
 def _settle(pending: _Pending, outcome: Settled) -> None:

@@ -37,7 +37,7 @@ import psycopg
 from rules.verdicts import ComplianceInterval, LateReading
 from store.binary_copy import COPY_SIGNATURE, COPY_TRAILER, text_field
 from store.mode import storage_mode
-from store.partitions import ensure_days
+from store.partitions import ensure_days, existing_days
 
 # Dead letters keep at most this much of the raw payload: enough to diagnose, bounded so a
 # flood of oversized payloads cannot fill the disk.
@@ -190,7 +190,12 @@ class PartitionCache:
     def ensure(self, conn: psycopg.Connection[Any], table: str, times: Iterable[float]) -> None:
         if storage_mode(conn) != "native":
             return
-        ensure_days(conn, table, _days(times), self.days.setdefault(table, set()))
+        known = self.days.get(table)
+        if known is None:
+            # The days already there, committed: creating one takes the creators' lock until
+            # the end of the transaction, which a writer beside this one may hold for long.
+            known = self.days[table] = existing_days(conn, table)
+        ensure_days(conn, table, _days(times), known)
 
     def clear(self) -> None:
         self.days.clear()
