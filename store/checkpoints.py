@@ -14,6 +14,14 @@ A saver that remembers what it stored (`stored_runs`: a digest of each part's ru
 checkpoint writer from one committed save to the next) writes only the parts whose runs
 changed: most parts of a checkpoint are saved for a reading that left their runs as they were.
 
+A part is stored compressed (zlib, level 1: a part of a device of the bundled clauses, 1.1 KB of
+JSON, becomes about 0.3 KB), as it is encoded when captured. A checkpoint's parts are written in
+a burst of WAL, and every commit of the pipeline meanwhile waits for that WAL to be flushed
+before its own: smaller parts cost those commits less (the alert latency of probes meeting a
+checkpoint, BENCHMARKS.md). Compressed by the writer thread instead, each part gave the
+interpreter's lock up and took it back, and the saves took twice as long. Parts saved before
+are plain JSON and load as they are.
+
 Save the checkpoint in the same transaction as the readings it covers (the writer's `on_flush`
 hook runs inside that transaction): after a crash the stored state then matches the stored
 data exactly, neither ahead of it nor behind.
@@ -25,6 +33,7 @@ import datetime as dt
 import gc
 import math
 import struct
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,13 +106,18 @@ class Checkpoint:
     parts: dict[str, Any] = field(default_factory=dict)
 
 
+# zlib's fastest: on the bundled clauses' parts, 9.6 µs a part of 1.1 KB, to 0.29 KB.
+PART_COMPRESSION_LEVEL = 1
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedPart:
-    """A checkpoint part as it is saved: its state as orjson bytes, its open runs as rows of the
-    binary COPY into the open-runs staging table, and their digest (`save_open_runs`). The
-    ingest pipeline encodes each part as it captures it: a checkpoint in flight then holds
-    about 2 KB a device instead of the part's objects (5.4 KiB), and the writer thread only
-    sends bytes."""
+    """A checkpoint part as it is saved: its state as orjson bytes, compressed, its open runs
+    as rows of the binary COPY into the open-runs staging table, and their digest
+    (`save_open_runs`). The ingest pipeline encodes each part as it captures it: a checkpoint in
+    flight then holds bytes (about 0.9 KB a device with the bundled clauses, 2 KB before the
+    state was compressed) instead of the part's objects (5.4 KiB), and the writer thread only
+    sends them."""
 
     state: bytes
     runs: bytes
@@ -112,9 +126,9 @@ class EncodedPart:
 
 def encode_part(site: str, name: str, part: Mapping[str, Any]) -> EncodedPart:
     runs = encode_runs(site, name, part)
-    # Copied to its own size: orjson's result keeps the buffer it grew, about 8 KiB of resident
-    # memory for a part of 1 KB (measured: 50,000 kept, 7.3-8.2 KiB each against 0.9).
-    state = memoryview(orjson.dumps(part)).tobytes()
+    # A new bytes of its own size: orjson's result keeps the buffer it grew (about 8 KiB of
+    # resident memory for a part of 1 KB, measured: 50,000 kept, 7.3-8.2 KiB each against 0.9).
+    state = zlib.compress(orjson.dumps(part), PART_COMPRESSION_LEVEL)
     return EncodedPart(state, runs, hash(runs))
 
 
@@ -436,10 +450,15 @@ def collector_paused(*, keep: bool = False) -> Iterator[None]:
 
 
 def _parts(conn: psycopg.Connection[Any], query: str, key: object) -> dict[str, Any]:
-    """Checkpoint parts (name, orjson bytes) read by `query` with its one parameter, decoded
-    (callers pause the collector: 100,000 devices' 150,000 parts took 1.05 s so, against
-    1.4-1.7 s with the service's collector settings and 1.2-7.4 s with Python's). Fetched in binary:
-    bytea as text is hex, twice the bytes to send and decode (a restore of 10,000 devices read
-    its parts in 0.12-0.16 s instead of 0.44-0.94 s)."""
+    """Checkpoint parts (name, stored bytes) read by `query` with its one parameter, decoded
+    (`decode_part`; callers pause the collector: 100,000 devices' 150,000 parts took 1.05 s
+    so, against 1.4-1.7 s with the service's collector settings and 1.2-7.4 s with Python's).
+    Fetched in binary: bytea as text is hex, twice the bytes to send and decode (a restore of
+    10,000 devices read its parts in 0.12-0.16 s instead of 0.44-0.94 s)."""
     rows = conn.execute(query, (key,), binary=True)
-    return {name: orjson.loads(state) for name, state in rows}
+    return {name: decode_part(state) for name, state in rows}
+
+
+def decode_part(stored: bytes) -> Any:
+    """A part as `save_checkpoint` stores it (zlib), or as it stored it before (JSON)."""
+    return orjson.loads(stored if stored[:1] == b"{" else zlib.decompress(stored))
