@@ -360,14 +360,17 @@ def stored_seqs(url: str) -> set[int]:
 
 
 def pipeline_waits_for_a_commit() -> bool:
-    """Whether the pipeline thread is waiting for the commits in flight."""
+    """Whether the pipeline thread is blocked on a commit in flight (in `Future.result`, called
+    by `Pipeline._collect`)."""
     for thread in threading.enumerate():
         if thread.name == "ingest-pipeline" and thread.ident is not None:
+            names = []  # innermost first
             frame = sys._current_frames().get(thread.ident)
             while frame is not None:
-                if frame.f_code.co_name == "_collect":
-                    return True
+                names.append(frame.f_code.co_name)
                 frame = frame.f_back
+            if "_collect" in names and "result" in names[: names.index("_collect")]:
+                return True
     return False
 
 
