@@ -162,6 +162,10 @@ class StatusSink(Protocol):
 
 VALUES_STORED = Counter("clausewatch_reading_values", "Metric values committed to PostgreSQL")
 BATCHES = Counter("clausewatch_batches", "Transactions committed by the pipeline")
+BATCHES_BESIDE = Counter(
+    "clausewatch_batches_beside",
+    "Flushes handed to a committer while the flush before them was still committing",
+)
 FLUSH_FAILURES = Counter("clausewatch_flush_failures", "Flushes rolled back and retried")
 FLUSH_SECONDS = Histogram(
     "clausewatch_flush_seconds",
@@ -797,6 +801,8 @@ class Pipeline:
             # The committer thread writes it while this thread takes the next batch.
             self._pending = self._new_pending()
             before = self._in_flight[-1][0] if self._in_flight else None
+            if before is not None:
+                BATCHES_BESIDE.inc()
             self._in_flight.append(
                 (self._committer.submit(self._commit_batch, pending, before), pending)
             )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -22,15 +23,21 @@ FOR_S = 6.0  # the co2 clause's `for` in conftest.CLAUSES
 RATE = 200.0  # messages/s, 3 metrics each
 
 
+@pytest.mark.parametrize("batch_rows", [None, 2], ids=["default batches", "two commits at once"])
 def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     fresh_database_url: str,
     own_broker: Any,
     config_dir: Path,
     service_factory: Callable[..., Any],
     publisher_factory: Callable[[str], Any],
+    batch_rows: int | None,
 ) -> None:
     url = fresh_database_url
     service = service_factory(url, own_broker.url, config_dir)
+    if batch_rows is not None:
+        # Every flush of two readings is full: it commits beside the one in flight, so the
+        # kill finds two flushes committing at once, one of them perhaps stored, not acked.
+        service.env["CLAUSEWATCH_BATCH_ROWS"] = str(batch_rows)
     service.start()
     publisher = publisher_factory(own_broker.url)
     # s0 breaks the co2 limit from its first reading on; the others never do.
@@ -49,6 +56,8 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
         "half the duration elapsed",
     )
     assert query(url, "SELECT count(*) FROM alerts") == [(0,)]
+    if batch_rows is not None:
+        assert commits_beside(service) > 0
     service.kill()
     down_from = time.monotonic()
     # Published while no service runs: the persistent session keeps them.
@@ -86,3 +95,13 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(sql).fetchall()
+
+
+def commits_beside(service: Any) -> float:
+    """The service's count of flushes committed beside the one before them (GET /metrics)."""
+    port = service.env["CLAUSEWATCH_HTTP_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("clausewatch_batches_beside_total "):
+            return float(line.split()[1])
+    raise AssertionError("clausewatch_batches_beside_total is not in /metrics")
