@@ -111,6 +111,14 @@ class Rejudged:
         return spans
 
 
+def _start_held(state: Mapping[str, Any]) -> bool:
+    """Whether the violation an instance's state is in was held at its instant (begun at the
+    input being judged, no `for`), not yet recorded: re-judged, it is recorded when it happens
+    and is gone when input of that instant undoes it, so it is no open violation to carry."""
+    held = state.get("held")
+    return held is not None and "ended_at" not in held
+
+
 def instance_key(output: ViolationStarted | ViolationEnded | ComplianceInterval) -> InstanceKey:
     return (
         output.clause.clause_id,
@@ -140,10 +148,11 @@ def rejudge(
     replace_from: dict[InstanceKey, float] = {}
     violating: set[InstanceKey] = set()
     for part in snapshot["parts"].values():
-        for run in open_runs(part.get("instances") or {}):
+        instances = part.get("instances") or {}
+        for run in open_runs(instances):
             key = (run.clause_id, run.version, run.space, run.device)
             replace_from[key] = run.start
-            if run.status == "violating":
+            if run.status == "violating" and not _start_held(instances["|".join(map(str, key))]):
                 violating.add(key)
     for ref, subject in engine.bindings():
         replace_from.setdefault(

@@ -396,6 +396,30 @@ def test_input_later_than_the_lateness_is_rejudged_to_the_in_order_verdicts(
     assert rejudged_verdicts(arrivals, rule, lateness) == (sorted(violations), intervals)
 
 
+def test_a_late_gate_reading_undoes_a_violation_held_at_the_snapshot() -> None:
+    """Found by the property above (2026-12-07). Cooling from 40, 26.2 °C at 41 (over the
+    maximum while cooling, no `for`): the violation begins at 41 and is held until time moves
+    past 41 (another input of that instant may undo it), and the snapshot before the reading
+    at 42 holds it. The cooling's end at 41 arrives late. Re-judged from that snapshot, the
+    instant 41 is outside the gate: no violation. The held start was taken for a violation
+    already recorded at the snapshot, carried and never ended: an alert open for ever."""
+    arrivals: list[Arrival] = [
+        ("d1", 0, None, 24.0),
+        ("h1", 0, None, 0.0),
+        ("d1", 1, None, 24.0),
+        ("h1", 32, None, 0.0),
+        ("h1", 40, None, 1.0),
+        ("d1", 41, None, 26.2),
+        ("d1", 42, None, 24.0),
+        ("h1", 96, None, 0.0),
+        ("h1", 41, None, 0.0),  # late
+    ]
+    rule = Rule(for_=0, margin=0.0, clear_for=0, window=None, gated=True)
+    in_order = sorted(arrivals, key=lambda arrival: arrival[1])
+    assert engine_verdicts(in_order, rule, 0)[0] == []
+    assert rejudged_verdicts(arrivals, rule, 0) == engine_verdicts(in_order, rule, 0)
+
+
 def test_a_same_instant_gate_reading_keeps_the_hysteresis_margin() -> None:
     """In order, no late input: violating since 175 (26.6 °C), the HVAC state at 225 (cooling
     still) taken before the 26.0 °C of the same instant ends the violation at 225, as if the
