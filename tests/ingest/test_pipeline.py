@@ -328,10 +328,18 @@ CREATE TRIGGER hold_seq_1 BEFORE INSERT ON readings
 @pytest.fixture
 def held_seq_1(run_pipeline: Any, fresh_database_url: str) -> Iterator[Callable[[], None]]:
     """While held, a transaction storing a reading with seq 1 waits inside; calling the
-    fixture's value lets it go. Today's partitions are made first, as the service makes them
-    at start: a commit creating one holds every reader of the table until it ends."""
+    fixture's value lets it go. The readings' partition (native mode, as the service makes
+    them at start) or chunk (TimescaleDB: made by a row of that day) of the test's readings is
+    made first: a commit making one holds the readings from the other writers until it ends,
+    once a day in a service."""
     holder = psycopg.connect(fresh_database_url, autocommit=True)
     ensure_partitions(holder)
+    holder.execute(
+        "INSERT INTO readings (site, device, metric, ts, value, received_at)"
+        " VALUES ('t-hq', 'th-a', 'temperature', to_timestamp(%s), 0, now())",
+        (NOW - 60,),
+    )
+    holder.execute("DELETE FROM readings")
     holder.execute(HOLD_SEQ_1)
     holder.execute("SELECT pg_advisory_lock(4242)")
     held = [True]
