@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules._instances import Instance, Timers
+from rules._instances import Instance, TimerHeap
 from rules._slots import (
     BACKWARDS,
     INF,
@@ -50,7 +50,7 @@ class DataQuality(Instance):
         subject: Subject,
         schedule: CompiledSchedule,
         out: list[Output],
-        timers: Timers,
+        timers: TimerHeap,
         uid: int,
         *,
         check: DataQualityCheck,

@@ -7,12 +7,12 @@ depends on how it ends; when it resolves, the stretch is committed from its true
 
 Instances are woken by readings (`evaluate`) and by time (`advance_to`): `next_due` is the next
 time at which the instance's raw state or a pending duration can change without any reading
-(schedule boundary, a value expiring, `for` elapsing). The engine keeps a lazy heap on it.
+(schedule boundary, a value expiring, `for` elapsing). The engine keeps a heap on it
+(`TimerHeap`).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from typing import Any, Final
@@ -43,8 +43,6 @@ _STATUS_OF: Final[tuple[Status, ...]] = (
     "outside_schedule",
 )
 EVIDENCE_KEPT: Final = 10
-
-Timers = list[tuple[float, int, "Instance"]]
 
 
 class DueFloor:
@@ -96,6 +94,7 @@ class Instance(_ReadForEveryReading):
     __slots__ = (
         "closed",
         "floors",
+        "heap_pos",
         "out",
         "part",
         "ref",
@@ -113,7 +112,7 @@ class Instance(_ReadForEveryReading):
         subject: Subject,
         schedule: CompiledSchedule,
         out: list[Output],
-        timers: Timers,
+        timers: TimerHeap,
         uid: int,
     ) -> None:
         self.ref = ref
@@ -131,9 +130,10 @@ class Instance(_ReadForEveryReading):
         self.seg_end = NEG_INF
         self.seg_inside = False
         self.next_due = NEG_INF  # -inf: not started; the first advance() starts it
-        # Due time of this instance's newest timer-heap entry (entries only ever get earlier;
-        # a popped entry whose time is not this one is superseded and skipped).
+        # Due time of this instance's timer-heap entry (INF: none), and its place in the heap
+        # (-1: none). An entry only ever moves earlier; a later due waits for it to come.
         self.heap_due = INF
+        self.heap_pos = -1
         # Readings before this time cannot change anything (outside the schedule, or a
         # data-quality check with nothing wrong): the engine skips evaluate() for them.
         self.quiet_until = NEG_INF
@@ -196,8 +196,7 @@ class Instance(_ReadForEveryReading):
 
     def push_timer(self, due: float) -> None:
         """A timer-heap entry at `due` (earlier than `heap_due`)."""
-        self.heap_due = due
-        heapq.heappush(self.timers, (due, self.uid, self))
+        self.timers.push(self, due)
         for floor in self.floors:
             if due < floor.due_floor:
                 floor.due_floor = due
@@ -238,6 +237,93 @@ class Instance(_ReadForEveryReading):
         self.next_due = self.t if self.t > NEG_INF else NEG_INF
 
 
+class TimerHeap:
+    """The instances waiting for a time-driven change, a binary min-heap by (`heap_due`, `uid`)
+    holding each instance at most once (at `heap_pos`): an earlier due moves its entry up in
+    place. A heap of (due, uid, instance) tuples, superseded entries skipped as they came up,
+    held about 1.5 entries an instance at about 130 bytes each (tuple, float and int), a
+    tenth of a device's state."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Instance] = []
+
+    def push(self, instance: Instance, due: float) -> None:
+        """`instance` due at `due`, earlier than its `heap_due`: added, or moved up."""
+        instance.heap_due = due
+        position = instance.heap_pos
+        if position < 0:
+            position = len(self.items)
+            self.items.append(instance)
+        self._sift_up(instance, position)
+
+    def pop(self) -> Instance:
+        """Takes the entry due first out of the heap (`heap_due` is left to the caller)."""
+        items = self.items
+        first = items[0]
+        last = items.pop()
+        if last is not first:
+            self._sift_down(last, 0)
+        first.heap_pos = -1
+        return first
+
+    def fill(self, instances: list[Instance]) -> None:
+        """The heap made of `instances` at their `heap_due` at once (replacing its entries)."""
+        self.clear()
+        items = self.items
+        items.extend(instances)
+        for position, instance in enumerate(items):
+            instance.heap_pos = position
+        for position in range(len(items) // 2 - 1, -1, -1):
+            self._sift_down(items[position], position)
+
+    def clear(self) -> None:
+        for instance in self.items:
+            instance.heap_pos = -1
+        self.items.clear()
+
+    def _sift_up(self, instance: Instance, position: int) -> None:
+        items = self.items
+        due = instance.heap_due
+        uid = instance.uid
+        while position > 0:
+            above = (position - 1) >> 1
+            parent = items[above]
+            if parent.heap_due < due or (parent.heap_due == due and parent.uid < uid):
+                break
+            items[position] = parent
+            parent.heap_pos = position
+            position = above
+        items[position] = instance
+        instance.heap_pos = position
+
+    def _sift_down(self, instance: Instance, position: int) -> None:
+        items = self.items
+        end = len(items)
+        due = instance.heap_due
+        uid = instance.uid
+        child = 2 * position + 1
+        while child < end:
+            first = items[child]
+            right = child + 1
+            if right < end:
+                other = items[right]
+                if other.heap_due < first.heap_due or (
+                    other.heap_due == first.heap_due and other.uid < first.uid
+                ):
+                    child = right
+                    first = other
+            if due < first.heap_due or (due == first.heap_due and uid < first.uid):
+                break
+            items[position] = first
+            first.heap_pos = position
+            position = child
+            child = 2 * position + 1
+        items[position] = instance
+        instance.heap_pos = position
+
+
 class StateCheck(Instance):
     """Shapes 1 and 2: a condition on the subject's metrics that must keep passing, with a
     minimum duration before a violation starts and hysteresis for its end."""
@@ -265,7 +351,7 @@ class StateCheck(Instance):
         subject: Subject,
         schedule: CompiledSchedule,
         out: list[Output],
-        timers: Timers,
+        timers: TimerHeap,
         uid: int,
         *,
         passes: Evaluator,
@@ -616,7 +702,7 @@ class ThresholdCheck(StateCheck):
         subject: Subject,
         schedule: CompiledSchedule,
         out: list[Output],
-        timers: Timers,
+        timers: TimerHeap,
         uid: int,
         *,
         passes: Evaluator,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from rules._instances import Instance, Timers
+from rules._instances import Instance, TimerHeap
 from rules._slots import INF, NEG_INF, from_json, to_json
 from rules.clause import ObligationCheck
 from rules.durations import describe_duration
@@ -54,7 +54,7 @@ class Obligation(Instance):
         subject: Subject,
         schedule: CompiledSchedule,
         out: list[Output],
-        timers: Timers,
+        timers: TimerHeap,
         uid: int,
         *,
         check: ObligationCheck,

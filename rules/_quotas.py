@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rules._instances import Instance, Timers
+from rules._instances import Instance, TimerHeap
 from rules._slots import BACKWARDS, INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.clause import QuotaCheck
 from rules.schedule import CompiledSchedule, Period, period_bounds
@@ -51,7 +51,7 @@ class Quota(Instance):
         subject: Subject,
         schedule: CompiledSchedule,
         out: list[Output],
-        timers: Timers,
+        timers: TimerHeap,
         uid: int,
         *,
         check: QuotaCheck,

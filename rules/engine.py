@@ -4,7 +4,7 @@
 bound to its subjects (selectors x devices x metrics) and the routing (device, metric) -> clause
 instances is precomputed, so `observe` does dictionary lookups and a few float comparisons per
 instance. Time-driven changes (values expiring, schedule boundaries, `for` elapsing, obligations
-falling due, quota periods ending) sit on a lazy timer heap that `advance(now)` and readings
+falling due, quota periods ending) sit on a timer heap that `advance(now)` and readings
 drain.
 
 Ordering: one reorder buffer per site releases readings in event-time order across devices (so
@@ -29,7 +29,7 @@ from mypy_extensions import mypyc_attr
 from rules import _slots
 from rules._conditions import Compiled, Evaluator, Leaf, SlotFor, ValueFor, compile_condition
 from rules._data_quality import DataQuality
-from rules._instances import DueFloor, Instance, StateCheck, ThresholdCheck, Timers
+from rules._instances import DueFloor, Instance, StateCheck, ThresholdCheck, TimerHeap
 from rules._obligations import Obligation
 from rules._quotas import Quota
 from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
@@ -163,7 +163,7 @@ class SiteEngine:
         self.lateness = float(lateness)
         self._site_id = site.site.id
         self._out: list[Output] = []
-        self._timers: Timers = []
+        self._timers = TimerHeap()
         self._uids = itertools.count()
         self._stamp = itertools.count()
         self._now = NEG_INF  # latest advance() time
@@ -261,9 +261,8 @@ class SiteEngine:
                 read = (instance.slot, instance.gate_slot, *instance.watched)
                 instance.replan_always = any(id(slot) in falling for slot in read)
         self._feeders.clear()
-        # One heapify, not a push per instance.
-        self._timers.extend((NEG_INF, instance.uid, instance) for instance in self._instances)
-        heapq.heapify(self._timers)
+        # One heap made of them all, not a push per instance.
+        self._timers.fill(self._instances)
         self._index_parts()
 
     # ---- the interface ----
@@ -389,10 +388,9 @@ class SiteEngine:
         self._release_events(max(self._max_event_ts, now) - self.lateness)
         self._clock = max(self._clock, clock)
         timers = self._timers
-        while timers and timers[0][0] <= clock:
-            due, _, instance = heapq.heappop(timers)
-            if due != instance.heap_due:
-                continue  # superseded by an earlier entry of the same instance
+        waiting = timers.items
+        while waiting and waiting[0].heap_due <= clock:
+            instance = timers.pop()
             instance.heap_due = INF
             if instance.next_due == NEG_INF and self._start > clock:
                 instance.next_due = self._start  # not started: starts then (or at a reading)
@@ -1173,10 +1171,9 @@ class SiteEngine:
                 for part, saved in parts.items()
                 if part not in self._part_instances
             )
-        self._timers.clear()
         for instance in self._instances:
             instance.heap_due = instance.next_due
-            heapq.heappush(self._timers, (instance.next_due, instance.uid, instance))
+        self._timers.fill([instance for instance in self._instances if instance.next_due < INF])
         # Buffered readings keep their arrival order (stamps) among equal event times.
         for state in self._devices.values():
             for stamp, (ts, metrics) in state.buffered.items():
