@@ -92,7 +92,7 @@ class Instance(_ReadForEveryReading):
     """What all instances share: identity, schedule cache, timeline, timer registration."""
 
     __slots__ = (
-        "closed",
+        "closed_end",
         "floors",
         "heap_pos",
         "out",
@@ -124,8 +124,10 @@ class Instance(_ReadForEveryReading):
         self.t = NEG_INF  # event time up to which this instance has been judged
         self.run_status: Status | None = None
         self.run_start = NEG_INF
-        # The last interval this instance closed, while it may still be taken back (below).
-        self.closed: ComplianceInterval | None = None
+        # When the last interval this instance closed ended: while it is not drained it may be
+        # taken back (`commit`). Its time, not the interval: kept, the interval outlived its
+        # drain (3 a device, 0.26 KiB).
+        self.closed_end = NEG_INF
         self.seg_start = INF
         self.seg_end = NEG_INF
         self.seg_inside = False
@@ -166,29 +168,37 @@ class Instance(_ReadForEveryReading):
             # The current run has no length: inputs of one instant applied one after another
             # (a gate, then the value it gates). Back to the status of the run closed at this
             # instant, that run goes on unbroken, if its interval is not drained yet.
-            closed = self.closed
-            if (
-                closed is not None
-                and closed.end == t
-                and closed.status == status
-                and self._take_back(closed)
-            ):
-                self.run_status, self.run_start, self.closed = status, closed.start, None
-                return
+            if self.closed_end == t:
+                closed = self._take_back(t, status)
+                if closed is not None:
+                    self.run_status, self.run_start = status, closed.start
+                    self.closed_end = NEG_INF
+                    return
         elif current is not None:
-            self.closed = ComplianceInterval(self.ref, self.subject, self.run_start, t, current)
-            self.out.append(self.closed)
+            self.out.append(ComplianceInterval(self.ref, self.subject, self.run_start, t, current))
+            self.closed_end = t
         self.run_status = status
         self.run_start = t
 
-    def _take_back(self, interval: ComplianceInterval) -> bool:
-        """Removes `interval` from the outputs not drained yet; false if it is gone."""
+    def _take_back(self, end: float, status: Status) -> ComplianceInterval | None:
+        """This instance's interval ending at `end`, taken out of the outputs not drained yet
+        if it has `status`; None if it is gone or has another."""
         out = self.out
+        ref = self.ref
+        subject = self.subject
         for index in range(len(out) - 1, -1, -1):
-            if out[index] is interval:
+            output = out[index]
+            if (
+                isinstance(output, ComplianceInterval)
+                and output.end == end
+                and output.clause is ref
+                and output.subject is subject
+            ):
+                if output.status != status:
+                    return None
                 del out[index]
-                return True
-        return False
+                return output
+        return None
 
     def schedule_timer(self) -> None:
         if self.next_due < self.heap_due:
