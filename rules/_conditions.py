@@ -39,7 +39,7 @@ def compile_condition(
     where each default comes from, by which of the leaves share a slot, aggregate or limit:
     binding a clause to 100,000 devices then writes its source once, not once per device."""
     first = len(leaves)
-    _make_leaves(node, slot_for, value_for, leaves)
+    condition_leaves(node, slot_for, value_for, leaves)
     mine = leaves[first:]
     key = (id(node), _sharing(mine)) if memo is not None else None
     compiled = memo.get(key) if memo is not None and key is not None else None
@@ -60,7 +60,7 @@ Compiled = tuple[CodeType, tuple[tuple[str, int], ...]]
 _CODE: dict[str, CodeType] = {}
 
 
-def _make_leaves(
+def condition_leaves(
     node: Condition, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
 ) -> None:
     """The comparisons of `node`, left to right, as the expressions read them."""
@@ -73,10 +73,10 @@ def _make_leaves(
             Leaf(node.metric, slot, aggregate, node.op, value_for(node.metric, node.value))
         )
     elif isinstance(node, Not):
-        _make_leaves(node.not_, slot_for, value_for, leaves)
+        condition_leaves(node.not_, slot_for, value_for, leaves)
     else:
         for part in node.all if isinstance(node, AllOf) else node.any:
-            _make_leaves(part, slot_for, value_for, leaves)
+            condition_leaves(part, slot_for, value_for, leaves)
 
 
 def _sharing(leaves: list[Leaf]) -> tuple[int, ...]:

@@ -43,6 +43,9 @@ _STATUS_OF: Final[tuple[Status, ...]] = (
     "outside_schedule",
 )
 EVIDENCE_KEPT: Final = 10
+# A gate `metric == state` (or !=) is read straight from its slot (`gate_slot`), not by a
+# compiled function.
+SIMPLE_GATE_OPS: Final = ("==", "!=")
 
 
 class DueFloor:
@@ -382,7 +385,7 @@ class StateCheck(Instance):
         self.gate_slot: MetricSlot | None = None
         self.gate_value = math.nan
         self.gate_equal = True
-        if simple_gate is not None and simple_gate.op in ("==", "!="):
+        if simple_gate is not None and simple_gate.op in SIMPLE_GATE_OPS:
             self.gate_slot = simple_gate.slot
             self.gate_value = simple_gate.limit
             self.gate_equal = simple_gate.op == "=="
