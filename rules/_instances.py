@@ -96,6 +96,7 @@ class Instance(_ReadForEveryReading):
 
     __slots__ = (
         "closed_end",
+        "closed_status",
         "floors",
         "heap_pos",
         "out",
@@ -127,10 +128,11 @@ class Instance(_ReadForEveryReading):
         self.t = NEG_INF  # event time up to which this instance has been judged
         self.run_status: Status | None = None
         self.run_start = NEG_INF
-        # When the last interval this instance closed ended: while it is not drained it may be
-        # taken back (`commit`). Its time, not the interval: kept, the interval outlived its
-        # drain (3 a device, 0.26 KiB).
+        # When the last interval this instance closed ended, and its status: while it is not
+        # drained it may be taken back (`commit`). Not the interval itself: kept, it outlived
+        # its drain (3 a device, 0.26 KiB).
         self.closed_end = NEG_INF
+        self.closed_status: Status | None = None
         self.seg_start = INF
         self.seg_end = NEG_INF
         self.seg_inside = False
@@ -171,8 +173,8 @@ class Instance(_ReadForEveryReading):
             # The current run has no length: inputs of one instant applied one after another
             # (a gate, then the value it gates). Back to the status of the run closed at this
             # instant, that run goes on unbroken, if its interval is not drained yet.
-            if self.closed_end == t:
-                closed = self._take_back(t, status)
+            if self.closed_end == t and self.closed_status == status:
+                closed = self._take_back(t)
                 if closed is not None:
                     self.run_status, self.run_start = status, closed.start
                     self.closed_end = NEG_INF
@@ -180,12 +182,13 @@ class Instance(_ReadForEveryReading):
         elif current is not None:
             self.out.append(ComplianceInterval(self.ref, self.subject, self.run_start, t, current))
             self.closed_end = t
+            self.closed_status = current
         self.run_status = status
         self.run_start = t
 
-    def _take_back(self, end: float, status: Status) -> ComplianceInterval | None:
-        """This instance's interval ending at `end`, taken out of the outputs not drained yet
-        if it has `status`; None if it is gone or has another."""
+    def _take_back(self, end: float) -> ComplianceInterval | None:
+        """This instance's interval ending at `end`, taken out of the outputs not drained yet;
+        None if it is gone."""
         out = self.out
         ref = self.ref
         subject = self.subject
@@ -197,8 +200,6 @@ class Instance(_ReadForEveryReading):
                 and output.clause is ref
                 and output.subject is subject
             ):
-                if output.status != status:
-                    return None
                 del out[index]
                 return output
         return None
