@@ -215,6 +215,8 @@ class SiteEngine:
         # (clause, space type).
         self._selections: dict[Selector, list[Device]] = {}
         self._resolved: dict[tuple[int, str], dict[str, float]] = {}
+        # A state check's limits and recorded parameters by (clause, space type).
+        self._limits: dict[tuple[int, str], tuple[float, float, dict[str, Any]]] = {}
         # Conditions compiled, by node (self.clauses holds them) and sharing of their leaves.
         self._compiled: dict[tuple[int, tuple[int, ...]], Compiled] = {}
         self._dq_settings = self._data_quality_settings(clauses)
@@ -244,6 +246,7 @@ class SiteEngine:
         self._params.clear()
         self._selections.clear()
         self._resolved.clear()
+        self._limits.clear()
         self._compiled.clear()
         self._subjects.clear()
         self._lineage.clear()
@@ -756,8 +759,9 @@ class SiteEngine:
         slot_for = self._slot_for(device)
         value_for = self._value_for(device, params, clause)
         leaves: list[Leaf] = []
-        recorded = dict(params)
         low = high = math.nan
+        limits_key = (id(clause), space.type)
+        limits = self._limits.get(limits_key)
         if isinstance(check, ThresholdConfig):
             slot = slot_for(check.metric)
             aggregate = (
@@ -766,27 +770,42 @@ class SiteEngine:
                 else None
             )
             leaves.append(Leaf(check.metric, slot, aggregate, "within", math.nan))
-            tolerance = 0.0
-            if check.tolerance is not None:
-                tolerance = float(value_for(check.metric, check.tolerance))
-            low = NEG_INF if check.min is None else value_for(check.metric, check.min)
-            high = INF if check.max is None else value_for(check.metric, check.max)
-            if check.min is not None:
-                recorded["min"] = low
-            if check.max is not None:
-                recorded["max"] = high
-            recorded["tolerance"] = tolerance
             gate_at = len(leaves)
             gate = self._gate(check.when, slot_for, value_for, leaves)
-            low, high = self._shared(low - tolerance), self._shared(high + tolerance)
             passes: Evaluator = _never
+            if limits is None:
+                recorded = dict(params)
+                tolerance = 0.0
+                if check.tolerance is not None:
+                    tolerance = float(value_for(check.metric, check.tolerance))
+                low = NEG_INF if check.min is None else value_for(check.metric, check.min)
+                high = INF if check.max is None else value_for(check.metric, check.max)
+                if check.min is not None:
+                    recorded["min"] = low
+                if check.max is not None:
+                    recorded["max"] = high
+                recorded["tolerance"] = tolerance
+                low, high = self._shared(low - tolerance), self._shared(high + tolerance)
         else:
             passes = compile_condition(check.passes, slot_for, value_for, leaves, self._compiled)
             gate_at = len(leaves)
             gate = self._gate(check.when, slot_for, value_for, leaves)
-        recorded["for"] = check.for_
-        recorded["clear_margin"] = check.clear.margin
-        recorded["clear_for"] = check.clear.clear_for
+            if limits is None:
+                recorded = dict(params)
+        if limits is None:
+            recorded["for"] = check.for_
+            recorded["clear_margin"] = check.clear.margin
+            recorded["clear_for"] = check.clear.clear_for
+            shared_params = self._shared_params(recorded)
+            # The same for every device of the space type unless a limit names a state, which
+            # is looked up in the device's own metrics first.
+            if not isinstance(check, ThresholdConfig) or not any(
+                isinstance(limit, str) and not limit.startswith("$")
+                for limit in (check.min, check.max)
+            ):
+                self._limits[limits_key] = (low, high, shared_params)
+        else:
+            low, high, shared_params = limits
         # Equal leaves (a gate, a threshold's metric) are one object across the device's
         # instances: the compiled conditions read slots and limits, not leaves.
         shared_leaves = tuple(self._shared_leaf(leaf) for leaf in leaves)
@@ -794,7 +813,6 @@ class SiteEngine:
         subject = self._subject(device.space, device.id)
         simple_gate = shared_leaves[gate_at] if isinstance(check.when, Comparison) else None
         unit = metric_spec.unit if metric_spec is not None else None
-        shared_params = self._shared_params(recorded)
         instance: StateCheck
         # Each class called by name: through a variable class the call parses its keywords,
         # 7 % more per build (paired rounds), so the two calls stay spelled out.
