@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -37,6 +37,7 @@ from rules._conditions import (
     condition_leaves,
 )
 from rules._data_quality import DataQuality
+from rules._dedupe import MEMORY, DedupeKeys
 from rules._instances import (
     SIMPLE_GATE_OPS,
     DueFloor,
@@ -77,15 +78,8 @@ from rules.verdicts import (
 # What a checkpoint holds of a part instead of its state (`begin_checkpoint`): name, state.
 PartEncoder = Callable[[str, dict[str, Any]], object]
 
-# How many recent dedupe keys a device remembers (32 to 64: the older half goes when it passes
-# 64). A duplicate is a redelivery of a message whose commit's acknowledgement the broker never
-# got: one of the device's last messages, a batch or two (0.2 s each) at most, or what the replay
-# after a crash judged again. An older duplicate is reported as a late reading: never judged,
-# its stored row already there, at most a re-judge of the site. The keys are in memory as long
-# as the service runs and in every checkpoint of the device's part: with 512, after 600
-# readings a device's state had grown by 68.7 KiB and its part to 17.7 KB (bench/long_run.py).
-_DEDUPE_MEMORY: Final = 64
-# The same for a site's events (cleanings, inspections: few, any device).
+# Dedupe keys of a site's events remembered (cleanings, inspections: few, any device; a device's
+# readings: `rules._dedupe.MEMORY`).
 _EVENT_DEDUPE_MEMORY: Final = 4096
 SNAPSHOT_FORMAT: Final = 3
 
@@ -100,13 +94,12 @@ class _DeviceState(DueFloor):
         "buffered",
         "fault_listeners",
         "id",
+        "keys",
         "listeners",
         "max_ts",
         "metric_count",
         "part",
         "released_ts",
-        "seen_seqs",
-        "seen_ts",
         "slots",
         "space",
         "taken",
@@ -142,9 +135,7 @@ class _DeviceState(DueFloor):
         self.timed_listeners: tuple[Instance, ...] = ()  # both: caught up before a reading
         self.max_ts = NEG_INF
         self.released_ts = NEG_INF
-        # Dedupe keys of recent readings: seq -> ts, and ts -> the metrics seen at ts.
-        self.seen_seqs: dict[int, float] = {}
-        self.seen_ts: dict[float, Collection[str]] = {}
+        self.keys = DedupeKeys()  # of its recent readings
         # This device's readings in the site's reorder buffer, by arrival stamp (for its part).
         self.buffered: dict[int, tuple[float, Mapping[str, float]]] = {}
 
@@ -294,28 +285,31 @@ class SiteEngine:
         state = self._devices.get(device)
         if state is None:
             raise KeyError(f"device {device!r} is not in site {self._site_id}")
-        if seq is not None and seq in state.seen_seqs:
+        keys = state.keys
+        if seq is not None and keys.has_seq(seq):
             return
         if self._capturing:
             self._capture_before_change((state.part,))
         state.taken = True
-        seen = state.seen_ts.get(ts)
+        every = state.all_metrics
+        seen = keys.seen_at(ts, every)
         if seen is None:
-            # The metrics seen at ts: the device's shared set when they are all of them, else
-            # the reading's keys (no copy).
-            every = state.all_metrics
+            # Some of the metrics: the reading's keys are what was seen (no copy).
             full = len(metrics) == len(every) and metrics.keys() == every
-            state.seen_ts[ts] = every if full else metrics
+            keys.add_time(ts, None if full else metrics)
         else:
             fresh = {m: v for m, v in metrics.items() if m not in seen}
             if not fresh:
                 return
-            state.seen_ts[ts] = {*seen, *fresh}
+            widened = {*seen, *fresh}
+            keys.widen(ts, widened, len(widened) == len(every))
             metrics = fresh
         if seq is not None:
-            state.seen_seqs[seq] = ts
-        if len(state.seen_ts) > _DEDUPE_MEMORY:
-            self._forget_old_keys(state)
+            keys.add_seq(seq, ts)
+        if len(keys) > MEMORY:
+            # An older duplicate is then reported as a late reading: stored by the caller,
+            # never judged.
+            keys.forget_older_half()
         if ts < self._released_ts or ts < self._clock:
             for metric in metrics:
                 self._out.append(LateReading(self._site_id, device, ts, metric))
@@ -506,13 +500,6 @@ class SiteEngine:
         for instance in listeners:
             if instance.quiet_until <= ts:
                 instance.evaluate(ts)
-
-    def _forget_old_keys(self, state: _DeviceState) -> None:
-        """Keeps the newest half of a device's dedupe keys (by event time). An older duplicate
-        is then reported as a late reading: stored by the caller, never judged."""
-        cutoff = sorted(state.seen_ts)[len(state.seen_ts) // 2]
-        state.seen_ts = {ts: m for ts, m in state.seen_ts.items() if ts >= cutoff}
-        state.seen_seqs = {seq: ts for seq, ts in state.seen_seqs.items() if ts >= cutoff}
 
     def _listeners_of(self, state: _DeviceState, metrics: Iterable[str]) -> list[Instance]:
         found: dict[int, Instance] = {}
@@ -1126,8 +1113,8 @@ class SiteEngine:
             saved["device"] = {
                 "max_ts": to_json(state.max_ts),
                 "released_ts": to_json(state.released_ts),
-                "seen_ts": _seen_ts_json(state),
-                "seen_seqs": [list(state.seen_seqs), list(state.seen_seqs.values())],
+                "seen_ts": state.keys.times_json(),
+                "seen_seqs": state.keys.seqs_json(),
                 "buffered": [
                     [stamp, ts, dict(metrics)] for stamp, (ts, metrics) in state.buffered.items()
                 ],
@@ -1235,29 +1222,13 @@ class SiteEngine:
             return
         state.max_ts = from_json(saved["max_ts"], NEG_INF)
         state.released_ts = from_json(saved["released_ts"], NEG_INF)
-        state.seen_ts = dict.fromkeys(map(float, saved["seen_ts"]["all"]), state.all_metrics)
-        state.seen_ts.update((float(ts), set(metrics)) for ts, metrics in saved["seen_ts"]["some"])
-        seqs, seq_ts = saved["seen_seqs"]
-        state.seen_seqs = dict(zip(map(int, seqs), map(float, seq_ts), strict=True))
+        state.keys.load(saved["seen_ts"], saved["seen_seqs"])
         state.buffered = {
             int(stamp): (float(ts), dict(metrics)) for stamp, ts, metrics in saved["buffered"]
         }
         for metric, slot_state in saved["slots"].items():
             if metric in state.slots:
                 state.slots[metric].restore(slot_state)
-
-
-def _seen_ts_json(state: _DeviceState) -> dict[str, list[Any]]:
-    """A device's dedupe keys by event time: the times at which every metric of the device was
-    seen (nearly all of them, listed without their metrics: sorting thousands of small sets
-    made checkpoints slow) and the others with theirs. Readings carry only the device's own
-    metrics (the decoder rejects others), so a full count means every metric."""
-    count = state.metric_count
-    seen = state.seen_ts
-    return {
-        "all": [ts for ts, metrics in seen.items() if len(metrics) == count],
-        "some": [[ts, sorted(metrics)] for ts, metrics in seen.items() if len(metrics) != count],
-    }
 
 
 _DEVICE_PART: Final = "device:"
