@@ -319,6 +319,25 @@ class SiteModel(Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _shared_parts(self) -> SiteModel:
+        """Equal parts of the devices and spaces are one object each: a device's metrics (the
+        specs were shared already, but validation makes each device a dict of its own) and the
+        set of the fields each model was given (the same few for every device of a kind). They
+        were 0.4 KiB a device of a site of 100,000 (issue 24). The models are frozen: nothing
+        changes these in place (a copy of a model copies its set of fields)."""
+        metrics: dict[tuple[tuple[str, int], ...], dict[str, MetricSpec]] = {}
+        given: dict[frozenset[str], set[str]] = {}
+        for device in self.devices:
+            key = tuple((name, id(spec)) for name, spec in device.metrics.items())
+            device.__dict__["metrics"] = metrics.setdefault(key, device.metrics)
+        for model in (*self.devices, *self.spaces):
+            fields = model.__pydantic_fields_set__
+            object.__setattr__(
+                model, "__pydantic_fields_set__", given.setdefault(frozenset(fields), fields)
+            )
+        return self
+
     # Lookups used by the engine and the services; cheap enough to recompute on demand.
     def space(self, space_id: str) -> Space:
         for space in self.spaces:

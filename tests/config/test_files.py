@@ -157,7 +157,8 @@ def test_a_bad_metric_is_reported_at_its_device_when_other_devices_share_the_goo
 
 def test_devices_giving_equal_metrics_share_their_specs(tmp_path: Path) -> None:
     """What a device reports is described once per kind of device in memory (a site of 100,000
-    devices held 300,000 specs, 2.3 KiB a device: issue 24); the model is the same as before."""
+    devices held 300,000 specs, 2.3 KiB a device, then a dict and a set of given fields each,
+    0.4 KiB: issue 24); the model is the same as before."""
     text = SITE + "".join(
         f"  - id: th-{i}\n    space: r1\n    metrics:\n"
         f"      temperature: {{unit: °C, range: [-20, 60]}}\n      co2: {{unit: ppm}}\n"
@@ -167,9 +168,14 @@ def test_devices_giving_equal_metrics_share_their_specs(tmp_path: Path) -> None:
     first, *others = site.devices[1:]
     for device in others:
         assert device.metrics == first.metrics
-        assert all(device.metrics[m] is first.metrics[m] for m in ("temperature", "co2"))
+        assert device.metrics is first.metrics
+        assert device.model_fields_set is first.model_fields_set == {"id", "space", "metrics"}
     assert list(first.metrics) == ["temperature", "co2"]
     assert first.metrics["temperature"].range == (-20.0, 60.0)
+    # A copy with a change has fields of its own; the shared set is untouched.
+    changed = first.model_copy(update={"kind": "meter"})
+    assert changed.model_fields_set == {"id", "space", "metrics", "kind"}
+    assert others[0].model_fields_set == {"id", "space", "metrics"}
 
 
 def test_duplicate_id(tmp_path: Path) -> None:
