@@ -95,7 +95,6 @@ class _DeviceState(DueFloor):
         "fault_listeners",
         "id",
         "keys",
-        "listeners",
         "max_ts",
         "metric_count",
         "part",
@@ -124,11 +123,9 @@ class _DeviceState(DueFloor):
         # Its metrics' names (shared by the devices with the same ones): the dedupe key of a
         # reading of every metric, instead of holding on to the reading's own dictionary.
         self.all_metrics = all_metrics
-        # By metric, the instances its readings wake (tuples, as below; a list of two was 32
-        # bytes more and a separate array).
-        self.listeners: dict[str, tuple[Instance, ...]] = dict.fromkeys(slots, ())
-        # Tuples, not lists: a tuple holds its items in the object itself, one object fewer to
-        # read for each reading (at 1,000 rooms each is a cache miss).
+        # The instances its readings wake (a reading of some metrics: those of their slots,
+        # `MetricSlot.listeners`). Tuples, not lists: a tuple holds its items in the object
+        # itself, one object fewer to read for each reading (at 1,000 rooms each is a miss).
         self.all_listeners: tuple[Instance, ...] = ()
         # Data-quality instances: woken only when a slot's fault or staleness changes.
         self.fault_listeners: tuple[Instance, ...] = ()
@@ -244,8 +241,8 @@ class SiteEngine:
         self._devices_in_space.clear()
         for device_state in self._devices.values():
             found: dict[int, Instance] = {}
-            for listeners in device_state.listeners.values():
-                for instance in listeners:
+            for slot in device_state.slots.values():
+                for instance in slot.listeners:
                     found.setdefault(instance.uid, instance)
             device_state.all_listeners = tuple(found.values())
             device_state.timed_listeners = device_state.all_listeners + device_state.fault_listeners
@@ -435,7 +432,8 @@ class SiteEngine:
         would never be freed. The engine takes no input afterwards."""
         self._timers.clear()
         for state in self._devices.values():
-            state.listeners.clear()
+            for slot in state.slots.values():
+                slot.listeners = ()
             state.fault_listeners = ()
             state.all_listeners = state.timed_listeners = ()
         for instance in self._instances:
@@ -503,9 +501,12 @@ class SiteEngine:
 
     def _listeners_of(self, state: _DeviceState, metrics: Iterable[str]) -> list[Instance]:
         found: dict[int, Instance] = {}
+        slots = state.slots
         for metric in metrics:
-            for instance in state.listeners.get(metric, ()):
-                found[instance.uid] = instance
+            slot = slots.get(metric)
+            if slot is not None:
+                for instance in slot.listeners:
+                    found[instance.uid] = instance
         return list(found.values())
 
     def _release_events(self, horizon: float) -> None:
@@ -721,10 +722,8 @@ class SiteEngine:
         for slot in slots:
             owners = self._feeders.get(id(slot), (slot,))  # a space slot: its feeding devices
             for owner in owners:
-                listeners = self._devices[owner.device].listeners
-                metric = owner.metric
-                if instance not in listeners[metric]:
-                    listeners[metric] += (instance,)
+                if instance not in owner.listeners:
+                    owner.listeners += (instance,)
 
     def _subject(self, space: str, device: str | None) -> Subject:
         """The subject of the instances judging `device` of `space` (the space itself when
