@@ -151,6 +151,9 @@ class CheckpointWriter:
                 if not self._save(job):
                     self.dropped_any = True
             finally:
+                # Let go of it before the next wait: held until the next job came, its parts
+                # stayed in memory between checkpoints (0.4 KiB a device, issue 24).
+                job = None
                 self._idle.set()
 
     def _save(self, job: CheckpointJob) -> bool:

@@ -3,6 +3,7 @@ a part's runs changed, stayed as they were, or belong to a save the database ref
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import psycopg
@@ -97,6 +98,22 @@ def test_runs_left_as_they_were_are_not_written_again_and_changed_ones_are(
                 ("device:a", "violating", 150.0),
                 ("device:b", "compliant", 100.0),
             ]
+        finally:
+            writer.stop(30)
+
+
+def test_a_saved_checkpoint_is_let_go_at_once(fresh_database_url: str) -> None:
+    """The parts of a checkpoint (0.4 KiB a device, encoded) are not held from one save to the
+    next: the writer waiting for its next job keeps no reference to the last (issue 24)."""
+    with make_pool(fresh_database_url) as pool:
+        writer = CheckpointWriter(pool)
+        writer.start()
+        try:
+            saved = job(True, a=COMPLIANT)
+            gone = weakref.ref(saved)
+            save(writer, saved)
+            del saved
+            assert gone() is None
         finally:
             writer.stop(30)
 
