@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules._instances import Instance, TimerHeap
+from rules._instances import BoundClause, Instance
 from rules._slots import (
     BACKWARDS,
     INF,
@@ -26,11 +26,8 @@ from rules._slots import (
     to_json,
 )
 from rules.clause import DataQualityCheck
-from rules.schedule import CompiledSchedule
 from rules.verdicts import (
-    ClauseRef,
     Evidence,
-    Output,
     Status,
     Subject,
     ViolationEnded,
@@ -46,18 +43,15 @@ class DataQuality(Instance):
 
     def __init__(
         self,
-        ref: ClauseRef,
+        bound: BoundClause,
         subject: Subject,
-        schedule: CompiledSchedule,
-        out: list[Output],
-        timers: TimerHeap,
         uid: int,
         *,
         check: DataQualityCheck,
         slots: tuple[MetricSlot, ...],
         params: dict[str, float],
     ) -> None:
-        super().__init__(ref, subject, schedule, out, timers, uid)
+        super().__init__(bound, subject, uid)
         self.slots = slots
         self.stale_after = INF if check.stale_after is None else check.stale_after
         faults = set()
@@ -89,9 +83,9 @@ class DataQuality(Instance):
                 if slot.ts == NEG_INF
                 else (Evidence(slot.ts, slot.metric, slot.value, slot.device),)
             )
-            self.out.append(
+            self.bound.out.append(
                 ViolationStarted(
-                    self.ref,
+                    self.bound.ref,
                     self.subject,
                     "data_quality",
                     t,
@@ -104,8 +98,10 @@ class DataQuality(Instance):
                 )
             )
         elif not problems and self.faulty_since < INF:
-            self.out.append(
-                ViolationEnded(self.ref, self.subject, "data_quality", self.faulty_since, t, None)
+            self.bound.out.append(
+                ViolationEnded(
+                    self.bound.ref, self.subject, "data_quality", self.faulty_since, t, None
+                )
             )
             self.faulty_since = INF
         self.commit(t, self.status(t))

@@ -76,9 +76,7 @@ class _ReadForEveryReading:
         "gate_value",
         "heap_due",
         "held",
-        "high",
         "last_raw",
-        "low",
         "next_due",
         "quiet_until",
         "seg_end",
@@ -91,39 +89,41 @@ class _ReadForEveryReading:
     )
 
 
+class BoundClause:
+    """What every instance of one clause version bound to a site shares: the clause's reference
+    and compiled schedule, the engine's outputs and its timers. One object: each instance
+    holding the four was 32 bytes of it (issue 24)."""
+
+    __slots__ = ("out", "ref", "schedule", "timers")
+
+    def __init__(
+        self, ref: ClauseRef, schedule: CompiledSchedule, out: list[Output], timers: TimerHeap
+    ) -> None:
+        self.ref = ref
+        self.schedule = schedule
+        self.out = out
+        self.timers = timers
+
+
 class Instance(_ReadForEveryReading):
     """What all instances share: identity, schedule cache, timeline, timer registration."""
 
     __slots__ = (
+        "bound",
         "closed_end",
         "closed_status",
         "floors",
         "heap_pos",
-        "out",
         "part",
-        "ref",
         "run_start",
         "run_status",
-        "schedule",
         "subject",
-        "timers",
         "uid",
     )
 
-    def __init__(
-        self,
-        ref: ClauseRef,
-        subject: Subject,
-        schedule: CompiledSchedule,
-        out: list[Output],
-        timers: TimerHeap,
-        uid: int,
-    ) -> None:
-        self.ref = ref
+    def __init__(self, bound: BoundClause, subject: Subject, uid: int) -> None:
+        self.bound = bound
         self.subject = subject
-        self.schedule = schedule
-        self.out = out
-        self.timers = timers
         self.uid = uid
         self.t = NEG_INF  # event time up to which this instance has been judged
         self.run_status: Status | None = None
@@ -153,7 +153,7 @@ class Instance(_ReadForEveryReading):
         """Names the instance in snapshots: clause|version|space|device. Derived, not kept: a
         string per instance was ~80 bytes of every device's memory."""
         subject = self.subject
-        ref = self.ref
+        ref = self.bound.ref
         return f"{ref.clause_id}|{ref.version}|{subject.space}|{subject.device or ''}"
 
     # ---- shared machinery ----
@@ -161,7 +161,7 @@ class Instance(_ReadForEveryReading):
     def inside(self, t: float) -> bool:
         if self.seg_start <= t < self.seg_end:
             return self.seg_inside
-        self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+        self.seg_start, self.seg_end, self.seg_inside = self.bound.schedule.segment_at(t)
         return self.seg_inside
 
     def commit(self, t: float, status: Status) -> None:
@@ -180,7 +180,9 @@ class Instance(_ReadForEveryReading):
                     self.closed_end = NEG_INF
                     return
         elif current is not None:
-            self.out.append(ComplianceInterval(self.ref, self.subject, self.run_start, t, current))
+            self.bound.out.append(
+                ComplianceInterval(self.bound.ref, self.subject, self.run_start, t, current)
+            )
             self.closed_end = t
             self.closed_status = current
         self.run_status = status
@@ -189,8 +191,8 @@ class Instance(_ReadForEveryReading):
     def _take_back(self, end: float) -> ComplianceInterval | None:
         """This instance's interval ending at `end`, taken out of the outputs not drained yet;
         None if it is gone."""
-        out = self.out
-        ref = self.ref
+        out = self.bound.out
+        ref = self.bound.ref
         subject = self.subject
         for index in range(len(out) - 1, -1, -1):
             output = out[index]
@@ -210,7 +212,7 @@ class Instance(_ReadForEveryReading):
 
     def push_timer(self, due: float) -> None:
         """A timer-heap entry at `due` (earlier than `heap_due`)."""
-        self.timers.push(self, due)
+        self.bound.timers.push(self, due)
         for floor in self.floors:
             if due < floor.due_floor:
                 floor.due_floor = due
@@ -338,22 +340,48 @@ class TimerHeap:
         instance.heap_pos = position
 
 
+class CheckTerms:
+    """What the instances of a state check over one kind of subject share: how long a failure
+    lasts before it is a violation (`for_`), how long and by how much a violation must pass to
+    end (`clear_for`, `margin`), the parameters recorded with a violation and the unit of its
+    value; for a threshold, the limits with the tolerance applied (`low`, `high`). One object
+    for all of them (the engine shares equal ones): held by each instance they were 56 to 72
+    bytes of it (issue 24)."""
+
+    __slots__ = ("clear_for", "for_", "high", "low", "margin", "params", "unit")
+
+    def __init__(
+        self,
+        *,
+        for_: float,
+        clear_for: float,
+        margin: float,
+        params: dict[str, float],
+        unit: str | None,
+        low: float = NEG_INF,
+        high: float = INF,
+    ) -> None:
+        self.for_ = for_
+        self.clear_for = clear_for
+        self.margin = margin
+        self.params = params
+        self.unit = unit
+        self.low = low
+        self.high = high
+
+
 class StateCheck(Instance):
     """Shapes 1 and 2: a condition on the subject's metrics that must keep passing, with a
     minimum duration before a violation starts and hysteresis for its end."""
 
     __slots__ = (
-        "clear_for",
         "clear_since",
         "evidence",
-        "for_",
         "leaves",
-        "margin",
-        "params",
         "passes",
         "pending_since",
         "started_at",
-        "unit",
+        "terms",
         "watched",
         "worst",
         "worst_excess",
@@ -361,24 +389,18 @@ class StateCheck(Instance):
 
     def __init__(
         self,
-        ref: ClauseRef,
+        bound: BoundClause,
         subject: Subject,
-        schedule: CompiledSchedule,
-        out: list[Output],
-        timers: TimerHeap,
         uid: int,
         *,
         passes: Evaluator,
         leaves: tuple[Leaf, ...],
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
-        for_: float,
-        clear_for: float,
-        margin: float,
-        params: dict[str, float],
-        unit: str | None,
+        terms: CheckTerms,
     ) -> None:
-        super().__init__(ref, subject, schedule, out, timers, uid)
+        super().__init__(bound, subject, uid)
+        self.terms = terms
         self.passes = passes
         self.leaves = leaves
         self.gate = gate
@@ -394,11 +416,6 @@ class StateCheck(Instance):
         self.watched: tuple[MetricSlot, ...] = tuple(
             {id(leaf.slot): leaf.slot for leaf in leaves}.values()
         )
-        self.for_ = for_
-        self.clear_for = clear_for
-        self.margin = margin
-        self.params = params
-        self.unit = unit
         self.violating = False
         self.last_raw = -1  # raw state at the last evaluation; apply() is idempotent on it
         self.pending_since = INF  # a failing stretch waiting for `for`
@@ -418,7 +435,7 @@ class StateCheck(Instance):
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
-            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+            self.seg_start, self.seg_end, self.seg_inside = self.bound.schedule.segment_at(t)
         if not self.seg_inside:
             return OUTSIDE
         gate_slot = self.gate_slot
@@ -433,7 +450,7 @@ class StateCheck(Instance):
                 return UNKNOWN
             if not open_:
                 return OUTSIDE
-        result = self.passes(t, self.margin if self.violating else 0.0)
+        result = self.passes(t, self.terms.margin if self.violating else 0.0)
         if result is None:
             return UNKNOWN
         return PASS if result else FAIL
@@ -449,7 +466,7 @@ class StateCheck(Instance):
         if self.next_due <= t:
             self.timers_due(t)
         if not (self.seg_start <= t < self.seg_end):
-            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+            self.seg_start, self.seg_end, self.seg_inside = self.bound.schedule.segment_at(t)
         raw = -1  # not judged yet
         if not self.seg_inside:
             raw = OUTSIDE
@@ -466,7 +483,7 @@ class StateCheck(Instance):
             elif not open_:
                 raw = OUTSIDE
         if raw < 0:
-            result = self.passes(t, self.margin if self.violating else 0.0)
+            result = self.passes(t, self.terms.margin if self.violating else 0.0)
             raw = UNKNOWN if result is None else PASS if result else FAIL
         if raw == FAIL:
             self.note_failure(t)
@@ -479,10 +496,10 @@ class StateCheck(Instance):
                 until = slot.until
                 if t < until < due:
                     due = until
-        if self.pending_since < INF and self.pending_since + self.for_ < due:
-            due = self.pending_since + self.for_
-        if self.clear_since < INF and self.clear_since + self.clear_for < due:
-            due = self.clear_since + self.clear_for
+        if self.pending_since < INF and self.pending_since + self.terms.for_ < due:
+            due = self.pending_since + self.terms.for_
+        if self.clear_since < INF and self.clear_since + self.terms.clear_for < due:
+            due = self.clear_since + self.terms.clear_for
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(_instant(self.held), INF))
         if due <= t:  # cannot happen with consistent inputs; never spin
@@ -509,10 +526,10 @@ class StateCheck(Instance):
                 until = slot.until
                 if t < until < due:
                     due = until
-        if self.pending_since < INF and self.pending_since + self.for_ < due:
-            due = self.pending_since + self.for_
-        if self.clear_since < INF and self.clear_since + self.clear_for < due:
-            due = self.clear_since + self.clear_for
+        if self.pending_since < INF and self.pending_since + self.terms.for_ < due:
+            due = self.pending_since + self.terms.for_
+        if self.clear_since < INF and self.clear_since + self.terms.clear_for < due:
+            due = self.clear_since + self.terms.clear_for
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(_instant(self.held), INF))
         if due <= t:  # cannot happen with consistent inputs; never spin
@@ -523,9 +540,9 @@ class StateCheck(Instance):
             self.push_timer(due)
 
     def timers_due(self, t: float) -> None:
-        if self.pending_since + self.for_ <= t:
-            self.confirm(self.pending_since + self.for_)
-        elif self.clear_since + self.clear_for <= t:
+        if self.pending_since + self.terms.for_ <= t:
+            self.confirm(self.pending_since + self.terms.for_)
+        elif self.clear_since + self.terms.clear_for <= t:
             self.end(self.clear_since)
 
     def apply(self, t: float, raw: int) -> None:
@@ -535,7 +552,7 @@ class StateCheck(Instance):
             elif raw == PASS:
                 if self.clear_since == INF:
                     self.clear_since = t
-                    if self.clear_for <= 0:
+                    if self.terms.clear_for <= 0:
                         self.end(t)
             else:
                 self.end(self.clear_since if self.clear_since < t else t)
@@ -544,7 +561,7 @@ class StateCheck(Instance):
         if raw == FAIL:
             if self.pending_since == INF:
                 self.pending_since = t
-                if self.for_ <= 0:
+                if self.terms.for_ <= 0:
                     self.confirm(t)
             return
         if self.pending_since < INF:
@@ -579,22 +596,22 @@ class StateCheck(Instance):
         self.clear_since = INF
         self.commit(start, "violating")
         started = ViolationStarted(
-            self.ref,
+            self.bound.ref,
             self.subject,
             "violation",
             start,
             at,
             self.worst,
-            self.unit,
+            self.terms.unit,
             self.reason(),
-            dict(self.params),
+            dict(self.terms.params),
             () if self.evidence is None else tuple(self.evidence),
             self.leaves[0].metric,
         )
         if at == start:
             self.held = started
         else:
-            self.out.append(started)
+            self.bound.out.append(started)
         self.evidence = None
 
     def keep_evidence(self, evidence: Evidence) -> None:
@@ -606,7 +623,7 @@ class StateCheck(Instance):
     def release_held(self, t: float) -> None:
         held = self.held
         if held is not None and t > _instant(held):
-            self.out.append(held)
+            self.bound.out.append(held)
             self.held = None
 
     def settle_held(self, t: float) -> None:
@@ -615,7 +632,7 @@ class StateCheck(Instance):
         held = self.held
         assert held is not None
         if t > _instant(held):
-            self.out.append(held)
+            self.bound.out.append(held)
             self.held = None
             return
         self.held = None
@@ -645,12 +662,12 @@ class StateCheck(Instance):
         else:
             self.release_held(at)
             ended = ViolationEnded(
-                self.ref, self.subject, "violation", self.started_at, at, self.worst
+                self.bound.ref, self.subject, "violation", self.started_at, at, self.worst
             )
             if at == self.t:  # input of this instant may still follow and keep it going
                 self.held = ended
             else:
-                self.out.append(ended)
+                self.bound.out.append(ended)
         self.commit(at, "compliant")
         self.started_at = INF
         self.worst = None
@@ -696,7 +713,7 @@ class StateCheck(Instance):
         for ts, metric, value, device in state.get("evidence", ()):
             self.keep_evidence(Evidence(ts, metric, value, device))
         held = state.get("held")
-        self.held = None if held is None else _held_from_json(held, self.ref, self.subject)
+        self.held = None if held is None else _held_from_json(held, self.bound.ref, self.subject)
 
 
 class ThresholdCheck(StateCheck):
@@ -712,46 +729,28 @@ class ThresholdCheck(StateCheck):
     # **kwargs to its base's __init__.
     def __init__(
         self,
-        ref: ClauseRef,
+        bound: BoundClause,
         subject: Subject,
-        schedule: CompiledSchedule,
-        out: list[Output],
-        timers: TimerHeap,
         uid: int,
         *,
         passes: Evaluator,
         leaves: tuple[Leaf, ...],
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
-        for_: float,
-        clear_for: float,
-        margin: float,
-        params: dict[str, float],
-        unit: str | None,
-        low: float,
-        high: float,
+        terms: CheckTerms,
     ) -> None:
         super().__init__(
-            ref,
+            bound,
             subject,
-            schedule,
-            out,
-            timers,
             uid,
             passes=passes,
             leaves=leaves,
             gate=gate,
             simple_gate=simple_gate,
-            for_=for_,
-            clear_for=clear_for,
-            margin=margin,
-            params=params,
-            unit=unit,
+            terms=terms,
         )
         leaf = self.leaves[0]
         self.slot: MetricSlot = leaf.slot
-        self.low = low
-        self.high = high
         self.value_of = leaf.aggregate
         # Set by the engine when a slot read here can expire earlier after a new good reading
         # (a space slot fed by devices with different validity): no skipping the re-plan then.
@@ -793,10 +792,10 @@ class ThresholdCheck(StateCheck):
                     until = slot.until
                     if t < until < due:
                         due = until
-        if self.pending_since < INF and self.pending_since + self.for_ < due:
-            due = self.pending_since + self.for_
-        if self.clear_since < INF and self.clear_since + self.clear_for < due:
-            due = self.clear_since + self.clear_for
+        if self.pending_since < INF and self.pending_since + self.terms.for_ < due:
+            due = self.pending_since + self.terms.for_
+        if self.clear_since < INF and self.clear_since + self.terms.clear_for < due:
+            due = self.clear_since + self.terms.clear_for
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(_instant(self.held), INF))
         self.next_due = due
@@ -806,7 +805,7 @@ class ThresholdCheck(StateCheck):
 
     def raw(self, t: float) -> int:
         if not (self.seg_start <= t < self.seg_end):
-            self.seg_start, self.seg_end, self.seg_inside = self.schedule.segment_at(t)
+            self.seg_start, self.seg_end, self.seg_inside = self.bound.schedule.segment_at(t)
         if not self.seg_inside:
             return OUTSIDE
         gate_slot = self.gate_slot
@@ -825,12 +824,13 @@ class ThresholdCheck(StateCheck):
         if t >= slot.until:
             return UNKNOWN
         value = slot.value if self.value_of is None else self.value_of.current
+        terms = self.terms
         if self.violating:
-            margin = self.margin
-            if value < self.low + margin or value > self.high - margin:
+            margin = terms.margin
+            if value < terms.low + margin or value > terms.high - margin:
                 return FAIL
             return PASS
-        if value < self.low or value > self.high:
+        if value < terms.low or value > terms.high:
             return FAIL
         return PASS
 
@@ -841,10 +841,10 @@ class ThresholdCheck(StateCheck):
                 until = slot.until
                 if t < until < due:
                     due = until
-        if self.pending_since < INF and self.pending_since + self.for_ < due:
-            due = self.pending_since + self.for_
-        if self.clear_since < INF and self.clear_since + self.clear_for < due:
-            due = self.clear_since + self.clear_for
+        if self.pending_since < INF and self.pending_since + self.terms.for_ < due:
+            due = self.pending_since + self.terms.for_
+        if self.clear_since < INF and self.clear_since + self.terms.clear_for < due:
+            due = self.clear_since + self.terms.clear_for
         if self.held is not None:  # wake just after the instant to release it
             due = min(due, math.nextafter(_instant(self.held), INF))
         self.next_due = due
@@ -855,7 +855,7 @@ class ThresholdCheck(StateCheck):
     def note_failure(self, t: float) -> None:
         slot = self.slot
         value = slot.value if self.value_of is None else self.value_of.current
-        excess = max(self.low - value, value - self.high)
+        excess = max(self.terms.low - value, value - self.terms.high)
         if excess > self.worst_excess:
             self.worst_excess = excess
             self.worst = value
@@ -866,10 +866,10 @@ class ThresholdCheck(StateCheck):
         leaf = self.leaves[0]
         what = leaf.metric if leaf.aggregate is None else f"{leaf.aggregate.fn}({leaf.metric})"
         limits = []
-        if self.low > NEG_INF:
-            limits.append(f">= {self.low:g}")
-        if self.high < INF:
-            limits.append(f"<= {self.high:g}")
+        if self.terms.low > NEG_INF:
+            limits.append(f">= {self.terms.low:g}")
+        if self.terms.high < INF:
+            limits.append(f"<= {self.terms.high:g}")
         return f"{what} outside limits ({' and '.join(limits)}, tolerance included)"
 
 

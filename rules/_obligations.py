@@ -13,16 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from rules._instances import Instance, TimerHeap
+from rules._instances import BoundClause, Instance
 from rules._slots import INF, NEG_INF, from_json, to_json
 from rules.clause import ObligationCheck
 from rules.durations import describe_duration
-from rules.schedule import CompiledSchedule, Period, period_bounds
+from rules.schedule import Period, period_bounds
 from rules.verdicts import (
-    ClauseRef,
     Event,
     Evidence,
-    Output,
     Status,
     Subject,
     ViolationEnded,
@@ -50,17 +48,14 @@ class Obligation(Instance):
 
     def __init__(
         self,
-        ref: ClauseRef,
+        bound: BoundClause,
         subject: Subject,
-        schedule: CompiledSchedule,
-        out: list[Output],
-        timers: TimerHeap,
         uid: int,
         *,
         check: ObligationCheck,
         params: dict[str, float],
     ) -> None:
-        super().__init__(ref, subject, schedule, out, timers, uid)
+        super().__init__(bound, subject, uid)
         self.event_type = check.event
         self.every = check.every
         self.per: Period | None = check.per
@@ -94,9 +89,14 @@ class Obligation(Instance):
         self.run_deadlines(t)
         self.last_event = t
         if self.overdue_since < INF:
-            self.out.append(
+            self.bound.out.append(
                 ViolationEnded(
-                    self.ref, self.subject, "violation", self.overdue_since, t, self.overdue_for(t)
+                    self.bound.ref,
+                    self.subject,
+                    "violation",
+                    self.overdue_since,
+                    t,
+                    self.overdue_for(t),
                 )
             )
             self.overdue_since = INF
@@ -131,9 +131,14 @@ class Obligation(Instance):
         self.t = t
         self.last_event = at
         if self.overdue_since < INF and self.baseline_meets(at, t):
-            self.out.append(
+            self.bound.out.append(
                 ViolationEnded(
-                    self.ref, self.subject, "violation", self.overdue_since, t, self.overdue_for(t)
+                    self.bound.ref,
+                    self.subject,
+                    "violation",
+                    self.overdue_since,
+                    t,
+                    self.overdue_for(t),
                 )
             )
             self.overdue_since = INF
@@ -147,21 +152,23 @@ class Obligation(Instance):
     def baseline_meets(self, at: float, t: float) -> bool:
         """Whether a last-done time `at` meets the obligation whose violation runs at `t`."""
         if self.every is not None:
-            return self.schedule.after_inside_seconds(at, self.every) + self.grace >= t
+            return self.bound.schedule.after_inside_seconds(at, self.every) + self.grace >= t
         assert self.per is not None
         # Periods are whole local days, weeks...: one second before the missed period's end
         # is inside it.
         missed_end = self.overdue_since - self.grace
-        missed_start, _ = period_bounds(missed_end - 1.0, self.per, self.schedule.zone)
+        missed_start, _ = period_bounds(missed_end - 1.0, self.per, self.bound.schedule.zone)
         return at >= missed_start
 
     def start(self, t: float) -> None:
         self.started = t
         if self.per is not None:
             # Judge from the first whole period on.
-            first_start, first_end = period_bounds(t, self.per, self.schedule.zone)
+            first_start, first_end = period_bounds(t, self.per, self.bound.schedule.zone)
             if first_start < t:
-                first_start, first_end = period_bounds(first_end, self.per, self.schedule.zone)
+                first_start, first_end = period_bounds(
+                    first_end, self.per, self.bound.schedule.zone
+                )
             self.period_start, self.period_end = first_start, first_end
         self.set_deadline(t)
 
@@ -169,7 +176,9 @@ class Obligation(Instance):
         if self.every is not None:
             # The last event, or the start; a last-done time may be before the start.
             anchor = self.last_event if self.last_event > NEG_INF else self.started
-            self.deadline = self.schedule.after_inside_seconds(anchor, self.every) + self.grace
+            self.deadline = (
+                self.bound.schedule.after_inside_seconds(anchor, self.every) + self.grace
+            )
             return
         # The first period not yet over, met or free of schedule time is the one to watch.
         for _ in range(_MAX_PERIODS_SKIPPED):
@@ -182,12 +191,12 @@ class Obligation(Instance):
     def judged_period(self) -> bool:
         if self.last_event >= self.period_start:
             return False  # met already
-        return self.schedule.inside_seconds(self.period_start, self.period_end) > 0
+        return self.bound.schedule.inside_seconds(self.period_start, self.period_end) > 0
 
     def next_period(self) -> None:
         assert self.per is not None
         self.period_start, self.period_end = period_bounds(
-            self.period_end, self.per, self.schedule.zone
+            self.period_end, self.per, self.bound.schedule.zone
         )
 
     def run_deadlines(self, t: float) -> None:
@@ -197,9 +206,9 @@ class Obligation(Instance):
             if self.overdue_since == INF:
                 self.overdue_since = due
                 self.commit(due, self.status(due))
-                self.out.append(
+                self.bound.out.append(
                     ViolationStarted(
-                        self.ref,
+                        self.bound.ref,
                         self.subject,
                         "violation",
                         due,

@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rules._instances import Instance, TimerHeap
+from rules._instances import BoundClause, Instance
 from rules._slots import BACKWARDS, INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.clause import QuotaCheck
-from rules.schedule import CompiledSchedule, Period, period_bounds
+from rules.schedule import Period, period_bounds
 from rules.verdicts import (
     AlertKind,
-    ClauseRef,
     Evidence,
-    Output,
     Status,
     Subject,
     ViolationEnded,
@@ -47,11 +45,8 @@ class Quota(Instance):
 
     def __init__(
         self,
-        ref: ClauseRef,
+        bound: BoundClause,
         subject: Subject,
-        schedule: CompiledSchedule,
-        out: list[Output],
-        timers: TimerHeap,
         uid: int,
         *,
         check: QuotaCheck,
@@ -60,7 +55,7 @@ class Quota(Instance):
         params: dict[str, float],
         unit: str,
     ) -> None:
-        super().__init__(ref, subject, schedule, out, timers, uid)
+        super().__init__(bound, subject, uid)
         self.period: Period = check.period
         self.forecast_after = check.forecast_after
         self.slot = slot
@@ -106,11 +101,15 @@ class Quota(Instance):
 
     def roll_periods(self, t: float) -> None:
         if self.period_end == NEG_INF:
-            self.period_start, self.period_end = period_bounds(t, self.period, self.schedule.zone)
+            self.period_start, self.period_end = period_bounds(
+                t, self.period, self.bound.schedule.zone
+            )
         while self.period_end <= t:
             end = self.period_end
             self.close(end)
-            self.period_start, self.period_end = period_bounds(end, self.period, self.schedule.zone)
+            self.period_start, self.period_end = period_bounds(
+                end, self.period, self.bound.schedule.zone
+            )
             self.consumed = 0.0
 
     def close(self, at: float) -> None:
@@ -156,9 +155,9 @@ class Quota(Instance):
         )
         slot = self.slot
         evidence = (Evidence(slot.ts, slot.metric, slot.value, slot.device),)
-        self.out.append(
+        self.bound.out.append(
             ViolationStarted(
-                self.ref,
+                self.bound.ref,
                 self.subject,
                 kind,
                 t,
@@ -173,7 +172,9 @@ class Quota(Instance):
         )
 
     def finish(self, kind: AlertKind, started: float, at: float) -> None:
-        self.out.append(ViolationEnded(self.ref, self.subject, kind, started, at, self.consumed))
+        self.bound.out.append(
+            ViolationEnded(self.bound.ref, self.subject, kind, started, at, self.consumed)
+        )
 
     def status(self, t: float) -> Status:
         if not self.inside(t):

@@ -40,6 +40,8 @@ from rules._data_quality import DataQuality
 from rules._dedupe import MEMORY, DedupeKeys
 from rules._instances import (
     SIMPLE_GATE_OPS,
+    BoundClause,
+    CheckTerms,
     DueFloor,
     Instance,
     StateCheck,
@@ -203,8 +205,10 @@ class SiteEngine:
         # (clause, space type).
         self._selections: dict[Selector, list[Device]] = {}
         self._resolved: dict[tuple[int, str], dict[str, float]] = {}
-        # A state check's limits and recorded parameters by (clause, space type).
+        # A state check's limits and recorded parameters by (clause, space type), and the terms
+        # its instances share by their values.
         self._limits: dict[tuple[int, str], tuple[float, float, dict[str, Any]]] = {}
+        self._terms: dict[tuple[Any, ...], CheckTerms] = {}
         # Conditions compiled, by node (self.clauses holds them) and sharing of their leaves.
         self._compiled: dict[tuple[int, tuple[int, ...]], Compiled] = {}
         self._dq_settings = self._data_quality_settings(clauses)
@@ -235,6 +239,7 @@ class SiteEngine:
         self._selections.clear()
         self._resolved.clear()
         self._limits.clear()
+        self._terms.clear()
         self._compiled.clear()
         self._subjects.clear()
         self._lineage.clear()
@@ -359,7 +364,7 @@ class SiteEngine:
             if where != space:
                 continue
             for instance in instances:
-                if task not in (event_type, instance.ref.clause_id):
+                if task not in (event_type, instance.bound.ref.clause_id):
                     continue
                 part = instance.part
                 if self._capturing:
@@ -377,7 +382,7 @@ class SiteEngine:
             event_type
             for (where, event_type), instances in self._obligations.items()
             if where == space
-            and any(task in (event_type, instance.ref.clause_id) for instance in instances)
+            and any(task in (event_type, instance.bound.ref.clause_id) for instance in instances)
         )
 
     def advance(self, now: float) -> None:
@@ -417,7 +422,7 @@ class SiteEngine:
     def bindings(self) -> list[tuple[ClauseRef, Subject]]:
         """Every clause version x subject this engine judges (for coverage: which clauses are
         bound to live data sources)."""
-        return [(instance.ref, instance.subject) for instance in self._instances]
+        return [(instance.bound.ref, instance.subject) for instance in self._instances]
 
     def drain(self) -> list[Output]:
         """Outputs since the last drain, in the order they were produced."""
@@ -640,18 +645,19 @@ class SiteEngine:
             )
         except ValueError as exc:
             raise BindingError(f"clause {clause.id} v{clause.version}: {exc}") from exc
+        bound = BoundClause(ref, schedule, self._out, self._timers)
         check = clause.check
         if isinstance(check, ThresholdConfig | ConditionCheck):
             primary = check.metric if isinstance(check, ThresholdConfig) else _first_metric(check)
             for device in self._selected_devices(clause.applies_to):
                 if primary in device.metrics:
-                    self._bind_state_check(clause, ref, schedule, device)
+                    self._bind_state_check(clause, bound, device)
         elif isinstance(check, ObligationCheck):
-            self._bind_obligation(clause, ref, schedule, check)
+            self._bind_obligation(clause, bound, check)
         elif isinstance(check, QuotaCheck):
-            self._bind_quota(clause, ref, schedule, check)
+            self._bind_quota(clause, bound, check)
         else:
-            self._bind_data_quality(clause, ref, schedule, check)
+            self._bind_data_quality(clause, bound, check)
 
     def _slot_for(self, device: Device) -> SlotFor:
         own = self._devices[device.id].slots  # one per metric of the device
@@ -681,10 +687,7 @@ class SiteEngine:
         reading compares against limits and ranges: a few shared objects stay in the CPU cache,
         where a copy per device or instance would be a cache miss each (at 1,000 rooms)."""
         value = float(value)
-        # Keyed by the value itself where equal means the same bits (not zero, not NaN): a
-        # hex string per lookup was a tenth of binding.
-        key: float | str = value if value != 0.0 and value == value else value.hex()
-        return self._constants.setdefault(key, value)
+        return self._constants.setdefault(_exact(value), value)
 
     def _value_for(
         self, device: Device, params: Mapping[str, float], clause: ClauseVersion
@@ -735,9 +738,7 @@ class SiteEngine:
             subject = self._subjects[(space, device)] = Subject(self._site_id, space, device)
         return subject
 
-    def _bind_state_check(
-        self, clause: ClauseVersion, ref: ClauseRef, schedule: CompiledSchedule, device: Device
-    ) -> None:
+    def _bind_state_check(self, clause: ClauseVersion, bound: BoundClause, device: Device) -> None:
         check = clause.check
         assert isinstance(check, ThresholdConfig | ConditionCheck)
         space = self._spaces[device.space]
@@ -745,7 +746,7 @@ class SiteEngine:
         slot_for = self._slot_for(device)
         value_for = self._value_for(device, params, clause)
         leaves: list[Leaf] = []
-        low = high = math.nan
+        low, high = NEG_INF, INF  # a condition's limits are in its compiled function
         limits_key = (id(clause), space.type)
         limits = self._limits.get(limits_key)
         if isinstance(check, ThresholdConfig):
@@ -799,21 +800,18 @@ class SiteEngine:
         subject = self._subject(device.space, device.id)
         simple_gate = shared_leaves[gate_at] if isinstance(check.when, Comparison) else None
         unit = metric_spec.unit if metric_spec is not None else None
-        instance: StateCheck
-        # Each class called by name: through a variable class the call parses its keywords,
-        # 7 % more per build (paired rounds), so the two calls stay spelled out.
-        if isinstance(check, ThresholdConfig):
-            instance = ThresholdCheck(
-                ref,
-                subject,
-                schedule,
-                self._out,
-                self._timers,
-                self._new_uid(),
-                passes=passes,
-                leaves=shared_leaves,
-                gate=gate,
-                simple_gate=simple_gate,
+        terms_key = (
+            check.for_,
+            check.clear.clear_for,
+            _exact(check.clear.margin),
+            id(shared_params),
+            unit,
+            _exact(low),
+            _exact(high),
+        )
+        terms = self._terms.get(terms_key)
+        if terms is None:
+            terms = self._terms[terms_key] = CheckTerms(
                 for_=check.for_,
                 clear_for=check.clear.clear_for,
                 margin=check.clear.margin,
@@ -822,33 +820,36 @@ class SiteEngine:
                 low=low,
                 high=high,
             )
-        else:
-            instance = StateCheck(
-                ref,
+        instance: StateCheck
+        # Each class called by name: through a variable class the call parses its keywords,
+        # 7 % more per build (paired rounds), so the two calls stay spelled out.
+        if isinstance(check, ThresholdConfig):
+            instance = ThresholdCheck(
+                bound,
                 subject,
-                schedule,
-                self._out,
-                self._timers,
                 self._new_uid(),
                 passes=passes,
                 leaves=shared_leaves,
                 gate=gate,
                 simple_gate=simple_gate,
-                for_=check.for_,
-                clear_for=check.clear.clear_for,
-                margin=check.clear.margin,
-                params=shared_params,
-                unit=unit,
+                terms=terms,
+            )
+        else:
+            instance = StateCheck(
+                bound,
+                subject,
+                self._new_uid(),
+                passes=passes,
+                leaves=shared_leaves,
+                gate=gate,
+                simple_gate=simple_gate,
+                terms=terms,
             )
         self._instances.append(instance)
         self._route(instance, [leaf.slot for leaf in leaves])
 
     def _shared_leaf(self, leaf: Leaf) -> Leaf:
-        limit = leaf.limit
-        # The limit by its value where equal means the same bits, as in _shared (a hex string
-        # per leaf was 4 % of a build).
-        exact: float | str = limit if limit != 0.0 and limit == limit else limit.hex()
-        key = (leaf.metric, id(leaf.slot), id(leaf.aggregate), leaf.op, exact)
+        key = (leaf.metric, id(leaf.slot), id(leaf.aggregate), leaf.op, _exact(leaf.limit))
         return self._leaves.setdefault(key, leaf)
 
     def _gate(
@@ -866,8 +867,7 @@ class SiteEngine:
     def _bind_obligation(
         self,
         clause: ClauseVersion,
-        ref: ClauseRef,
-        schedule: CompiledSchedule,
+        bound: BoundClause,
         check: ObligationCheck,
     ) -> None:
         for space in self.site.spaces:
@@ -878,11 +878,8 @@ class SiteEngine:
             if check.every is not None:
                 params["every"] = check.every
             instance = Obligation(
-                ref,
+                bound,
                 self._subject(space.id, None),
-                schedule,
-                self._out,
-                self._timers,
                 self._new_uid(),
                 check=check,
                 params=self._shared_params(params),
@@ -897,9 +894,7 @@ class SiteEngine:
             self._instances.append(instance)
             self._obligations.setdefault((space.id, check.event), []).append(instance)
 
-    def _bind_quota(
-        self, clause: ClauseVersion, ref: ClauseRef, schedule: CompiledSchedule, check: QuotaCheck
-    ) -> None:
+    def _bind_quota(self, clause: ClauseVersion, bound: BoundClause, check: QuotaCheck) -> None:
         where = f"clause {clause.id} v{clause.version}"
         for device in self._selected_devices(clause.applies_to):
             spec = device.metrics.get(check.metric)
@@ -922,11 +917,8 @@ class SiteEngine:
                 params["area_m2"] = space.area_m2
             slot = self._devices[device.id].slots[check.metric]
             instance = Quota(
-                ref,
+                bound,
                 self._subject(device.space, device.id),
-                schedule,
-                self._out,
-                self._timers,
                 self._new_uid(),
                 check=check,
                 slot=slot,
@@ -940,8 +932,7 @@ class SiteEngine:
     def _bind_data_quality(
         self,
         clause: ClauseVersion,
-        ref: ClauseRef,
-        schedule: CompiledSchedule,
+        bound: BoundClause,
         check: DataQualityCheck,
     ) -> None:
         for device in self._selected_devices(clause.applies_to):
@@ -955,11 +946,8 @@ class SiteEngine:
             if check.stuck_for is not None:
                 params["stuck_for"] = check.stuck_for
             instance = DataQuality(
-                ref,
+                bound,
                 self._subject(device.space, device.id),
-                schedule,
-                self._out,
-                self._timers,
                 self._new_uid(),
                 check=check,
                 slots=tuple(watched),
@@ -1232,6 +1220,12 @@ class SiteEngine:
 
 _DEVICE_PART: Final = "device:"
 _SPACE_PART: Final = "space:"
+
+
+def _exact(value: float) -> float | str:
+    """A key equal for equal bits only: the value itself where that is what equal means (not
+    zero, not NaN: a hex string per lookup was a tenth of binding), else its hex form."""
+    return value if value != 0.0 and value == value else value.hex()
 
 
 def _device_part(device: str) -> str:
