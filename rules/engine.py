@@ -135,8 +135,9 @@ class _DeviceState(DueFloor):
         self.max_ts = NEG_INF
         self.released_ts = NEG_INF
         self.keys = DedupeKeys()  # of its recent readings
-        # This device's readings in the site's reorder buffer, by arrival stamp (for its part).
-        self.buffered: dict[int, tuple[float, Mapping[str, float]]] = {}
+        # This device's readings in the site's reorder buffer, by arrival stamp (for its part);
+        # None when there are none: an empty dictionary is 64 bytes, one emptied 0.2 KiB.
+        self.buffered: dict[int, tuple[float, Mapping[str, float]]] | None = None
 
 
 class BindingError(ValueError):
@@ -324,6 +325,8 @@ class SiteEngine:
             return
         stamp = next(self._stamp)
         heapq.heappush(buffer, (ts, stamp, state, metrics))
+        if state.buffered is None:
+            state.buffered = {}
         state.buffered[stamp] = (ts, metrics)
         if ts > state.max_ts:
             state.max_ts = ts
@@ -465,7 +468,11 @@ class SiteEngine:
             self._capture_before_change(state.touches)
         state.taken = True
         if stamp is not None:
-            del state.buffered[stamp]
+            buffered = state.buffered
+            assert buffered is not None
+            del buffered[stamp]
+            if not buffered:
+                state.buffered = None
         state.released_ts = ts
         if ts > self._released_ts:
             self._released_ts = ts
@@ -982,9 +989,9 @@ class SiteEngine:
             instance.part = part
             by_part.setdefault(part, []).append(instance)
         self._part_instances = {part: tuple(instances) for part, instances in by_part.items()}
-        self._space_slots_of: dict[str, dict[str, MetricSlot]] = {}
-        for (space, metric), slot in self._space_slots.items():
-            self._space_slots_of.setdefault(_space_part(space), {})[metric] = slot
+        # The metrics any space has a slot of: a space part's slots are looked up by them when
+        # it is captured or restored (a dictionary of them for each space was 0.1 KiB a device).
+        self._space_metrics = tuple(sorted({metric for _, metric in self._space_slots}))
         for state in self._devices.values():
             touched = {state.part}
             touched.update(instance.part for instance in state.timed_listeners)
@@ -994,7 +1001,7 @@ class SiteEngine:
         self._parts = sorted(
             {state.part for state in self._devices.values()}
             | self._part_instances.keys()
-            | self._space_slots_of.keys()
+            | {_space_part(space) for space, _ in self._space_slots}
         )
         # Parts changed since the last checkpoint began; a fresh engine's first checkpoint
         # replaces whatever was saved before, so it takes every part.
@@ -1089,6 +1096,16 @@ class SiteEngine:
             "events": [_event_json(event) for _, _, event in sorted(self._events)],
         }
 
+    def _space_slots_in(self, part: str) -> dict[str, MetricSlot]:
+        """The slots of the space of `part` (a space part), by metric."""
+        space = part[len(_SPACE_PART) :]
+        found: dict[str, MetricSlot] = {}
+        for metric in self._space_metrics:
+            slot = self._space_slots.get((space, metric))
+            if slot is not None:
+                found[metric] = slot
+        return found
+
     def _part_state(self, part: str) -> dict[str, Any]:
         saved: dict[str, Any] = {
             "instances": {
@@ -1103,14 +1120,14 @@ class SiteEngine:
                 "seen_ts": state.keys.times_json(),
                 "seen_seqs": state.keys.seqs_json(),
                 "buffered": [
-                    [stamp, ts, dict(metrics)] for stamp, (ts, metrics) in state.buffered.items()
+                    [stamp, ts, dict(metrics)]
+                    for stamp, (ts, metrics) in (state.buffered or {}).items()
                 ],
                 "slots": {metric: slot.snapshot() for metric, slot in state.slots.items()},
             }
         else:
             saved["space_slots"] = {
-                metric: slot.snapshot()
-                for metric, slot in self._space_slots_of.get(part, {}).items()
+                metric: slot.snapshot() for metric, slot in self._space_slots_in(part).items()
             }
         return saved
 
@@ -1158,7 +1175,7 @@ class SiteEngine:
             if part.startswith(_DEVICE_PART):
                 self._restore_device(part[len(_DEVICE_PART) :], saved["device"])
             else:
-                slots = self._space_slots_of.get(part, {})
+                slots = self._space_slots_in(part)
                 for metric, slot_state in saved["space_slots"].items():
                     if metric in slots:
                         slots[metric].restore(slot_state)
@@ -1191,7 +1208,7 @@ class SiteEngine:
         self._timers.fill([instance for instance in self._instances if instance.next_due < INF])
         # Buffered readings keep their arrival order (stamps) among equal event times.
         for state in self._devices.values():
-            for stamp, (ts, metrics) in state.buffered.items():
+            for stamp, (ts, metrics) in (state.buffered or {}).items():
                 heapq.heappush(self._buffer, (ts, stamp, state, metrics))
         last_stamp = max((entry[1] for entry in self._buffer), default=-1)
         self._stamp = itertools.count(max(last_stamp + 1, next(self._stamp)))
@@ -1210,9 +1227,10 @@ class SiteEngine:
         state.max_ts = from_json(saved["max_ts"], NEG_INF)
         state.released_ts = from_json(saved["released_ts"], NEG_INF)
         state.keys.load(saved["seen_ts"], saved["seen_seqs"])
-        state.buffered = {
+        buffered: dict[int, tuple[float, Mapping[str, float]]] = {
             int(stamp): (float(ts), dict(metrics)) for stamp, ts, metrics in saved["buffered"]
         }
+        state.buffered = buffered or None
         for metric, slot_state in saved["slots"].items():
             if metric in state.slots:
                 state.slots[metric].restore(slot_state)

@@ -105,6 +105,22 @@ def test_snapshot_keeps_buffered_readings_and_dedupe_keys(kit: Any) -> None:
     assert before + second.drain() == straight.outputs
 
 
+def test_a_device_whose_buffered_readings_are_released_keeps_no_buffer(kit: Any) -> None:
+    """With a lateness, every reading waits in the reorder buffer; once all of a device's are
+    judged it holds no table for them (an emptied dictionary kept 0.2 KiB a device), and its
+    part says so as before."""
+    engine = SiteEngine(kit.site(), [kit.clause(MAX_26_FOR)], lateness=120)
+    engine.advance(kit.T0)
+    for t, v in ROWS[:4]:
+        engine.observe("d1", kit.T0 + t, int(t), {"temperature": v})
+    part = engine.snapshot()["parts"]["device:d1"]["device"]
+    # Those within the lateness of the newest wait.
+    assert [ts for _, ts, _ in part["buffered"]] == [kit.T0 + 120, kit.T0 + 180]
+    engine.advance(kit.T0 + 1000)
+    assert engine._devices["d1"].buffered is None
+    assert engine.snapshot()["parts"]["device:d1"]["device"]["buffered"] == []
+
+
 def _data_clock(kit: Any, engine: SiteEngine, times: list[float]) -> list[Any]:
     """As the pipeline with `clock="data"`: each reading, then advance to its time."""
     outputs: list[Any] = []
