@@ -69,6 +69,19 @@ def test_reading_with_epoch_ms_and_z_and_fraction():
     assert frac.ts == NOW - 0.75
 
 
+def test_the_topics_of_one_site_share_its_id():
+    """A route is cached for each device's topic: the site's id is one string in all of them,
+    not a copy split from each topic (issue 24: 54 bytes a device)."""
+    decoding = decoder()
+    reading = decoding.decode(TOPIC, b'{"metrics": {"temperature": 20}}', NOW)[0]
+    event = decoding.decode(
+        "cw/hq/reader-1/event", b'{"type": "cleaning.completed", "space": "wc-east"}', NOW
+    )[0]
+    assert isinstance(reading, Reading) and isinstance(event, EventMessage)
+    assert reading.site == event.site == "hq"
+    assert reading.site is event.site
+
+
 def test_reading_without_ts_is_broker_stamped():
     reading = decode_one(b'{"metrics": {"temperature": 22}}')
     assert reading.ts == NOW and reading.broker_stamped and reading.seq is None
