@@ -8,7 +8,8 @@ devices (half room sensors with temperature, humidity and co2, half HVAC control
 bundled clause set; the real `ingest.pipeline.Pipeline` (decode → engine → one transaction per
 flush with COPY, alerts and the engine checkpoint) on a scratch database, fed from its ingress
 queue directly (no broker: this isolates the pipeline's own cost), with the garbage collector set
-as the service sets it (`clausewatch.service.quiet_full_collections`). First every device reports
+as the service sets it, and what building left free given back as it does
+(`clausewatch.service.settle_after_build`). First every device reports
 once (the state of all devices is live) and a checkpoint of them all is saved (timed apart),
 then `--messages` readings round-robin are timed. After the pipeline stops (its final
 checkpoint saved), the site's state is restored as a restarting service restores it (load the
@@ -51,7 +52,7 @@ def rss_mib() -> float:
 
 def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
     from alerts.record import record_outputs
-    from clausewatch.service import quiet_full_collections, sync_registry
+    from clausewatch.service import settle_after_build, sync_registry
     from config.files import load_config_dir
     from ingest.decode import Decoder, DeviceIndex, Limits
     from ingest.mqtt import IngressQueue, ReceivedMessage
@@ -96,8 +97,9 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             pipeline.start()
             # The collector as the service sets it once its engines are built: no automatic
             # full collections (each scans the whole state), young ones every 200,000
-            # allocations. Without it, collections were ~40 % of the CPU per reading.
-            quiet_full_collections()
+            # allocations. Without it, collections were ~40 % of the CPU per reading. And the
+            # C heap's free memory, left by building, given back to the system as it does.
+            settle_after_build()
             stop = mp.Event()
 
             def build(count: int, first_round: int, first: int = 0) -> list[ReceivedMessage]:
