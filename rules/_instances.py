@@ -425,7 +425,10 @@ class StateCheck(Instance):
         self.worst_excess = NEG_INF
         # Made at the first failure: most instances never fail, and an empty deque is ~600
         # bytes (a fifth of a device's memory when every instance had one).
-        self.evidence: deque[Evidence] | None = None
+        # Plain tuples (ts, metric, value, device), made Evidence when a violation starts: a
+        # failing reading of a pending violation kept one, and building the dataclass was 5 %
+        # of the pipeline's thread in the end-to-end bench (issue 24).
+        self.evidence: deque[tuple[float, str, float, str]] | None = None
         # A violation confirmed at the instant it began (no `for`), or ended at the instant of
         # the input being judged, is held until time moves past that instant: another reading
         # at the same instant (another device's, or another metric's) may still undo it. A
@@ -586,7 +589,7 @@ class StateCheck(Instance):
                 self.worst = value
             if not self.violating:
                 slot = leaf.slot
-                self.keep_evidence(Evidence(slot.ts, leaf.metric, value, slot.device))
+                self.keep_evidence(slot.ts, leaf.metric, value, slot.device)
 
     def confirm(self, at: float) -> None:
         start = self.pending_since
@@ -605,7 +608,7 @@ class StateCheck(Instance):
             self.terms.unit,
             self.reason(),
             dict(self.terms.params),
-            () if self.evidence is None else tuple(self.evidence),
+            () if self.evidence is None else tuple(Evidence(*kept) for kept in self.evidence),
             self.leaves[0].metric,
         )
         if at == start:
@@ -614,11 +617,11 @@ class StateCheck(Instance):
             self.bound.out.append(started)
         self.evidence = None
 
-    def keep_evidence(self, evidence: Evidence) -> None:
+    def keep_evidence(self, ts: float, metric: str, value: float, device: str) -> None:
         kept = self.evidence
         if kept is None:
             kept = self.evidence = deque(maxlen=EVIDENCE_KEPT)
-        kept.append(evidence)
+        kept.append((ts, metric, value, device))
 
     def release_held(self, t: float) -> None:
         held = self.held
@@ -694,7 +697,7 @@ class StateCheck(Instance):
             if value is not None:
                 state[name] = value
         if self.evidence:
-            state["evidence"] = [[e.ts, e.metric, e.value, e.device] for e in self.evidence]
+            state["evidence"] = [list(kept) for kept in self.evidence]
         if self.held is not None:
             state["held"] = _held_json(self.held)
         return state
@@ -711,7 +714,7 @@ class StateCheck(Instance):
         self.worst_excess = from_json(state.get("worst_excess"), NEG_INF)
         self.evidence = None
         for ts, metric, value, device in state.get("evidence", ()):
-            self.keep_evidence(Evidence(ts, metric, value, device))
+            self.keep_evidence(ts, metric, value, device)
         held = state.get("held")
         self.held = None if held is None else _held_from_json(held, self.bound.ref, self.subject)
 
@@ -860,7 +863,7 @@ class ThresholdCheck(StateCheck):
             self.worst_excess = excess
             self.worst = value
         if not self.violating:
-            self.keep_evidence(Evidence(slot.ts, slot.metric, value, slot.device))
+            self.keep_evidence(slot.ts, slot.metric, value, slot.device)
 
     def reason(self) -> str:
         leaf = self.leaves[0]
