@@ -66,8 +66,8 @@ class _ReadForEveryReading:
     out `__slots__` base class first (each class's names sorted), so these share the first
     three cache lines of every instance instead of being spread over all six. At 1,000 rooms
     each line of an instance read per reading is a cache miss. The state-check fields among
-    them (gate..., held, high, low, last_raw, slot, value_of, violating) are set by the kinds
-    that use them."""
+    them (gate..., held, last_raw, slot, value_of, violating) are set by the kinds that use
+    them; a threshold's limits are in its shared `CheckTerms`."""
 
     __slots__ = (
         "gate",

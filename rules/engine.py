@@ -297,7 +297,7 @@ class SiteEngine:
         every = state.all_metrics
         seen = keys.seen_at(ts, every)
         if seen is None:
-            # Some of the metrics: the reading's keys are what was seen (no copy).
+            # Seen at ts: every metric of the device, or only the reading's (its keys, no copy).
             full = len(metrics) == len(every) and metrics.keys() == every
             keys.add_time(ts, None if full else metrics)
         else:
