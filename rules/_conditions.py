@@ -15,7 +15,7 @@ function only itself, its defaults tuple and the slots and aggregates it reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import CodeType, FunctionType
 from typing import cast
 
@@ -27,28 +27,25 @@ SlotFor = Callable[[str], MetricSlot]
 ValueFor = Callable[[str, float | str], float]
 
 
-def compile_condition(
-    node: Condition,
-    slot_for: SlotFor,
-    value_for: ValueFor,
-    leaves: list[Leaf],
-    memo: dict[tuple[int, tuple[int, ...]], Compiled] | None = None,
-) -> Evaluator:
-    """`leaves` collects every comparison (for evidence and routing). `memo` (kept by the
-    caller while `node` lives: it is keyed by the node's identity) takes the function body and
-    where each default comes from, by which of the leaves share a slot, aggregate or limit:
-    binding a clause to 100,000 devices then writes its source once, not once per device."""
-    first = len(leaves)
-    condition_leaves(node, slot_for, value_for, leaves)
-    mine = leaves[first:]
-    key = (id(node), _sharing(mine)) if memo is not None else None
-    compiled = memo.get(key) if memo is not None and key is not None else None
+def compiled_condition(
+    node: Condition, leaves: Sequence[Leaf], memo: dict[tuple[int, tuple[int, ...]], Compiled]
+) -> Compiled:
+    """The function body of `node` over its comparisons `leaves` (`condition_leaves`) and
+    where each of its defaults comes from. `memo` (kept by the caller while `node` lives: it is
+    keyed by the node's identity) holds them by which of the leaves share a slot, aggregate or
+    limit: binding a clause to 100,000 devices writes its source once, not once per device."""
+    key = (id(node), _sharing(leaves))
+    compiled = memo.get(key)
     if compiled is None:
-        compiled = _compile(node, mine)
-        if memo is not None and key is not None:
-            memo[key] = compiled
+        compiled = memo[key] = _compile(node, leaves)
+    return compiled
+
+
+def evaluator(compiled: Compiled, leaves: Sequence[Leaf]) -> Evaluator:
+    """The function of `compiled` reading the slots, aggregates and limits of `leaves` (those
+    of one subject, in the order `condition_leaves` gives them)."""
     code, recipe = compiled
-    values = tuple(_default(mine[index], kind) for kind, index in recipe)
+    values = tuple(_default(leaves[index], kind) for kind, index in recipe)
     return cast(Evaluator, FunctionType(code, _GLOBALS, "passes", values))
 
 
@@ -83,7 +80,7 @@ def condition_leaves(
             condition_leaves(part, slot_for, value_for, leaves)
 
 
-def _sharing(leaves: list[Leaf]) -> tuple[int, ...]:
+def _sharing(leaves: Sequence[Leaf]) -> tuple[int, ...]:
     """Which leaves share a slot, an aggregate, a limit (the first leaf holding the same
     object, -1 for no aggregate): what the source text depends on besides the condition."""
     firsts: dict[int, int] = {}
@@ -101,7 +98,7 @@ def _sharing(leaves: list[Leaf]) -> tuple[int, ...]:
     return tuple(pattern)
 
 
-def _compile(node: Condition, leaves: list[Leaf]) -> Compiled:
+def _compile(node: Condition, leaves: Sequence[Leaf]) -> Compiled:
     writer = _Writer(leaves)
     exact = writer.expression(node, None)
     writer.temps = 0  # the second expression reuses the names: only one of them runs
@@ -130,7 +127,7 @@ def _default(leaf: Leaf, kind: str) -> object:
 class _Writer:
     """Writes a condition as one expression over named defaults (slots, aggregates, limits)."""
 
-    def __init__(self, leaves: list[Leaf]) -> None:
+    def __init__(self, leaves: Sequence[Leaf]) -> None:
         self.leaves = leaves
         self.names: list[str] = []
         self.sources: list[tuple[str, int]] = []  # of each default: (kind, leaf index)

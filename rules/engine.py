@@ -33,8 +33,9 @@ from rules._conditions import (
     Leaf,
     SlotFor,
     ValueFor,
-    compile_condition,
+    compiled_condition,
     condition_leaves,
+    evaluator,
 )
 from rules._data_quality import DataQuality
 from rules._dedupe import MEMORY, DedupeKeys
@@ -50,7 +51,7 @@ from rules._instances import (
 )
 from rules._obligations import Obligation
 from rules._quotas import Quota
-from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
+from rules._slots import INF, NEG_INF, MetricSlot, RollingAggregate, from_json, to_json
 from rules.clause import (
     AllOf,
     AnyOf,
@@ -140,6 +141,32 @@ class _DeviceState(DueFloor):
         self.buffered: dict[int, tuple[float, Mapping[str, float]]] | None = None
 
 
+class _StatePlan:
+    """How a state check binds to one kind of device (`SiteEngine._state_plan`)."""
+
+    def __init__(
+        self,
+        *,
+        leaves: tuple[tuple[str, bool, str | None, float, str, float], ...],
+        passes: Compiled | None,
+        gate: Compiled | None,
+        gate_at: int,
+        simple_gate: bool,
+        terms: CheckTerms,
+        threshold: bool,
+    ) -> None:
+        # Its comparisons in the order the conditions read them: metric, whether the device's
+        # own slot (else its space's), aggregate function and window (None, NaN: the value),
+        # operator, limit.
+        self.leaves = leaves
+        self.passes = passes  # the pass condition's body (None: a threshold, judged in raw())
+        self.gate = gate  # the gate's body (None: no gate, or one read from its slot)
+        self.gate_at = gate_at  # the gate's first comparison
+        self.simple_gate = simple_gate
+        self.terms = terms
+        self.threshold = threshold
+
+
 class BindingError(ValueError):
     """A clause cannot be bound to the site (unknown season, unresolvable named state...)."""
 
@@ -220,6 +247,8 @@ class SiteEngine:
         self._subjects: dict[tuple[str, str | None], Subject] = {}
         self._params: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
         self._leaves: dict[tuple[str, int, int, str, float | str], Leaf] = {}
+        # How state checks bind, by (clause, space type, the device's metrics).
+        self._plans: dict[tuple[int, str, int], _StatePlan] = {}
         metric_sets: dict[frozenset[str], frozenset[str]] = {}
         for device in site.devices:
             slots = self._device_slots(device)
@@ -236,6 +265,7 @@ class SiteEngine:
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
         self._leaves.clear()
+        self._plans.clear()
         self._params.clear()
         self._selections.clear()
         self._resolved.clear()
@@ -750,13 +780,62 @@ class SiteEngine:
         return subject
 
     def _bind_state_check(self, clause: ClauseVersion, bound: BoundClause, device: Device) -> None:
+        space_id = device.space
+        # One plan per kind of device (space type, metrics): what its instance reads and
+        # compares is worked out once, not walked from the clause's models for each device.
+        plan_key = (id(clause), self._spaces[space_id].type, id(device.metrics))
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            plan = self._plans[plan_key] = self._state_plan(clause, device)
+        own = self._devices[device.id].slots
+        leaves: list[Leaf] = []
+        for metric, is_own, fn, window, op, limit in plan.leaves:
+            slot = own[metric] if is_own else self._space_slot(space_id, metric)
+            aggregate = None if fn is None else slot.aggregate(fn, window)
+            leaves.append(self._shared_leaf(metric, slot, aggregate, op, limit))
+        gate_at = plan.gate_at
+        passes: Evaluator = _never if plan.passes is None else evaluator(plan.passes, leaves)
+        gate = None if plan.gate is None else evaluator(plan.gate, leaves[gate_at:])
+        simple_gate = leaves[gate_at] if plan.simple_gate else None
+        subject = self._subject(space_id, device.id)
+        instance: StateCheck
+        # Each class called by name: through a variable class the call parses its keywords,
+        # 7 % more per build (paired rounds), so the two calls stay spelled out.
+        if plan.threshold:
+            instance = ThresholdCheck(
+                bound,
+                subject,
+                self._new_uid(),
+                passes=passes,
+                leaves=tuple(leaves),
+                gate=gate,
+                simple_gate=simple_gate,
+                terms=plan.terms,
+            )
+        else:
+            instance = StateCheck(
+                bound,
+                subject,
+                self._new_uid(),
+                passes=passes,
+                leaves=tuple(leaves),
+                gate=gate,
+                simple_gate=simple_gate,
+                terms=plan.terms,
+            )
+        self._instances.append(instance)
+        self._route(instance, [leaf.slot for leaf in leaves])
+
+    def _state_plan(self, clause: ClauseVersion, device: Device) -> _StatePlan:
+        """How a state check binds to `device` and every device like it (same space type and
+        metrics): its comparisons (metric, the device's own slot or its space's, aggregate,
+        operator, limit), the bodies of its pass and gate conditions, its terms."""
         # Each attribute of the clause's (pydantic) models read once: a read costs ~0.4 k
-        # instructions (the models' __getattr__ hook), and this runs for every device.
+        # instructions (the models' __getattr__ hook).
         check = clause.check
         assert isinstance(check, ThresholdConfig | ConditionCheck)
         when = check.when
-        space_id = device.space
-        space_type = self._spaces[space_id].type
+        space_type = self._spaces[device.space].type
         params = self._resolve_params(clause, space_type)
         slot_for = self._slot_for(device)
         value_for = self._value_for(device, params, clause)
@@ -764,15 +843,13 @@ class SiteEngine:
         low, high = NEG_INF, INF  # a condition's limits are in its compiled function
         limits_key = (id(clause), space_type)
         limits = self._limits.get(limits_key)
+        passes: Compiled | None = None
         if isinstance(check, ThresholdConfig):
             metric = check.metric
             slot = slot_for(metric)
             rolling = check.aggregate
             aggregate = slot.aggregate(rolling.fn, rolling.window) if rolling else None
             leaves.append(Leaf(metric, slot, aggregate, "within", math.nan))
-            gate_at = len(leaves)
-            gate = self._gate(when, slot_for, value_for, leaves)
-            passes: Evaluator = _never
             if limits is None:
                 recorded = dict(params)
                 tolerance = 0.0
@@ -787,11 +864,19 @@ class SiteEngine:
                 recorded["tolerance"] = tolerance
                 low, high = self._shared(low - tolerance), self._shared(high + tolerance)
         else:
-            passes = compile_condition(check.passes, slot_for, value_for, leaves, self._compiled)
-            gate_at = len(leaves)
-            gate = self._gate(when, slot_for, value_for, leaves)
+            condition_leaves(check.passes, slot_for, value_for, leaves)
+            passes = compiled_condition(check.passes, leaves, self._compiled)
             if limits is None:
                 recorded = dict(params)
+        gate_at = len(leaves)
+        gate: Compiled | None = None
+        if when is not None:
+            condition_leaves(when, slot_for, value_for, leaves)
+            # A gate `metric == state` (or !=) is read from its slot by the instance
+            # (`gate_slot`): a compiled function for it (with its defaults and globals) was
+            # ~0.3 KiB of each gated instance, unused.
+            if not (isinstance(when, Comparison) and when.op in SIMPLE_GATE_OPS):
+                gate = compiled_condition(when, leaves[gate_at:], self._compiled)
         if limits is None:
             recorded["for"] = check.for_
             recorded["clear_margin"] = check.clear.margin
@@ -806,12 +891,7 @@ class SiteEngine:
                 self._limits[limits_key] = (low, high, shared_params)
         else:
             low, high, shared_params = limits
-        # Equal leaves (a gate, a threshold's metric) are one object across the device's
-        # instances: the compiled conditions read slots and limits, not leaves.
-        shared_leaves = tuple(self._shared_leaf(leaf) for leaf in leaves)
         metric_spec = device.metrics.get(leaves[0].metric)
-        subject = self._subject(space_id, device.id)
-        simple_gate = shared_leaves[gate_at] if isinstance(when, Comparison) else None
         unit = metric_spec.unit if metric_spec is not None else None
         # The recorded parameters hold `for`, the clear margin and `clear_for`: equal ones
         # (one object, `_shared_params`) mean equal durations and margin.
@@ -827,49 +907,42 @@ class SiteEngine:
                 low=low,
                 high=high,
             )
-        instance: StateCheck
-        # Each class called by name: through a variable class the call parses its keywords,
-        # 7 % more per build (paired rounds), so the two calls stay spelled out.
-        if isinstance(check, ThresholdConfig):
-            instance = ThresholdCheck(
-                bound,
-                subject,
-                self._new_uid(),
-                passes=passes,
-                leaves=shared_leaves,
-                gate=gate,
-                simple_gate=simple_gate,
-                terms=terms,
-            )
-        else:
-            instance = StateCheck(
-                bound,
-                subject,
-                self._new_uid(),
-                passes=passes,
-                leaves=shared_leaves,
-                gate=gate,
-                simple_gate=simple_gate,
-                terms=terms,
-            )
-        self._instances.append(instance)
-        self._route(instance, [leaf.slot for leaf in leaves])
+        own = self._devices[device.id].slots
+        return _StatePlan(
+            leaves=tuple(
+                (
+                    leaf.metric,
+                    own.get(leaf.metric) is leaf.slot,
+                    None if leaf.aggregate is None else leaf.aggregate.fn,
+                    math.nan if leaf.aggregate is None else leaf.aggregate.window,
+                    leaf.op,
+                    leaf.limit,
+                )
+                for leaf in leaves
+            ),
+            passes=passes,
+            gate=gate,
+            gate_at=gate_at,
+            simple_gate=isinstance(when, Comparison),
+            terms=terms,
+            threshold=isinstance(check, ThresholdConfig),
+        )
 
-    def _shared_leaf(self, leaf: Leaf) -> Leaf:
-        key = (leaf.metric, id(leaf.slot), id(leaf.aggregate), leaf.op, _exact(leaf.limit))
-        return self._leaves.setdefault(key, leaf)
-
-    def _gate(
-        self, when: Condition | None, slot_for: SlotFor, value_for: ValueFor, leaves: list[Leaf]
-    ) -> Evaluator | None:
-        if when is None:
-            return None
-        if isinstance(when, Comparison) and when.op in SIMPLE_GATE_OPS:
-            # Read from its slot by the instance (`gate_slot`): a compiled function for it
-            # (with its defaults and globals) was ~0.3 KiB of each gated instance, unused.
-            condition_leaves(when, slot_for, value_for, leaves)
-            return None
-        return compile_condition(when, slot_for, value_for, leaves, self._compiled)
+    def _shared_leaf(
+        self,
+        metric: str,
+        slot: MetricSlot,
+        aggregate: RollingAggregate | None,
+        op: str,
+        limit: float,
+    ) -> Leaf:
+        """Equal leaves (a gate, a threshold's metric) are one object across the device's
+        instances: the compiled conditions read slots and limits, not leaves."""
+        key = (metric, id(slot), id(aggregate), op, _exact(limit))
+        leaf = self._leaves.get(key)
+        if leaf is None:
+            leaf = self._leaves[key] = Leaf(metric, slot, aggregate, op, limit)
+        return leaf
 
     def _bind_obligation(
         self,
