@@ -51,7 +51,7 @@ from rules._instances import (
 )
 from rules._obligations import Obligation
 from rules._quotas import Quota
-from rules._slots import INF, NEG_INF, MetricSlot, RollingAggregate, from_json, to_json
+from rules._slots import INF, NEG_INF, MetricSlot, from_json, to_json
 from rules.clause import (
     AllOf,
     AnyOf,
@@ -68,7 +68,7 @@ from rules.clause import (
     ThresholdCheck as ThresholdConfig,
 )
 from rules.schedule import CompiledSchedule
-from rules.site import Device, SiteModel, Space
+from rules.site import Device, MetricSpec, SiteModel
 from rules.verdicts import (
     ClauseRef,
     Event,
@@ -147,7 +147,7 @@ class _StatePlan:
     def __init__(
         self,
         *,
-        leaves: tuple[tuple[str, bool, str | None, float, str, float], ...],
+        leaves: tuple[tuple[str, bool, str | None, float, str, float, int], ...],
         passes: Compiled | None,
         gate: Compiled | None,
         gate_at: int,
@@ -157,7 +157,7 @@ class _StatePlan:
     ) -> None:
         # Its comparisons in the order the conditions read them: metric, whether the device's
         # own slot (else its space's), aggregate function and window (None, NaN: the value),
-        # operator, limit.
+        # operator, limit, and a number for all of these (`SiteEngine._leaf_specs`).
         self.leaves = leaves
         self.passes = passes  # the pass condition's body (None: a threshold, judged in raw())
         self.gate = gate  # the gate's body (None: no gate, or one read from its slot)
@@ -199,7 +199,7 @@ class SiteEngine:
         self._site_id = site.site.id
         self._out: list[Output] = []
         self._timers = TimerHeap()
-        self._uids = itertools.count()
+        self._next_uid = 0
         self._stamp = itertools.count()
         self._now = NEG_INF  # latest advance() time
         self._clock = NEG_INF  # time made final by advance(): now - lateness
@@ -219,8 +219,6 @@ class SiteEngine:
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
-        # A space and its ancestors, for selectors that name spaces (made when first asked).
-        self._lineage: dict[str, frozenset[str]] = {}
         self._devices_in_space: dict[str, list[Device]] = {}
         for device in site.devices:
             self._devices_in_space.setdefault(device.space, []).append(device)
@@ -232,6 +230,12 @@ class SiteEngine:
         # Binding-time memos (emptied after binding): devices by selector, parameters by
         # (clause, space type).
         self._selections: dict[Selector, list[Device]] = {}
+        self._space_selections: dict[Selector, frozenset[str]] = {}
+        # The site's spaces and devices with the attributes selectors read, read once: an
+        # attribute of a pydantic model costs ~0.4 k instructions (its __getattr__ hook), and
+        # read for each selector they were ~8 % of a build.
+        self._space_rows = [(space.id, space.type, space.tags) for space in site.spaces]
+        self._device_rows = [(device, device.id, device.space) for device in site.devices]
         self._resolved: dict[tuple[int, str], dict[str, float]] = {}
         # A state check's limits and recorded parameters by (clause, space type), and the terms
         # its instances share by their values.
@@ -239,41 +243,55 @@ class SiteEngine:
         self._terms: dict[tuple[Any, ...], CheckTerms] = {}
         # Conditions compiled, by node (self.clauses holds them) and sharing of their leaves.
         self._compiled: dict[tuple[int, tuple[int, ...]], Compiled] = {}
-        self._dq_settings = self._data_quality_settings(clauses)
+        slot_kind = self._slot_kinds(clauses)
         # Constants (limits, ranges, validity) by their exact bits: see _shared.
         self._constants: dict[float | str, float] = {}
         # Immutable things many instances hold alike, one object each: subjects by (space,
         # device), recorded parameters by their items (see _shared_params).
-        self._subjects: dict[tuple[str, str | None], Subject] = {}
+        self._subjects: dict[str, Subject] = {}  # of devices, by device
+        self._space_subjects: dict[str, Subject] = {}  # of spaces themselves, by space
         self._params: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
-        self._leaves: dict[tuple[str, int, int, str, float | str], Leaf] = {}
+        # Leaves by (comparison, owner: device or space), and the comparisons numbered.
+        self._leaves: dict[tuple[int, str], Leaf] = {}
+        self._leaf_specs: dict[tuple[Any, ...], int] = {}
         # How state checks bind, by (clause, space type, the device's metrics).
         self._plans: dict[tuple[int, str, int], _StatePlan] = {}
         metric_sets: dict[frozenset[str], frozenset[str]] = {}
         for device in site.devices:
-            slots = self._device_slots(device)
+            slots = {}
+            for metric, valid_for, low, high, cumulative, stuck in slot_kind(device):
+                slot = MetricSlot(
+                    device.id,
+                    metric,
+                    valid_for=valid_for,
+                    low=low,
+                    high=high,
+                    cumulative=cumulative,
+                )
+                slot.stuck_for = stuck
+                slots[metric] = slot
             names = frozenset(slots)
             shared = metric_sets.setdefault(names, names)
             self._devices[device.id] = _DeviceState(device, slots, shared)
-        # Binding-time tables are emptied as soon as what reads them is done: kept for the
-        # engine's life they were 0.4 KiB a device (these settings alone three tuples a device
-        # metric), and emptied only at the end they raised the peak of a build.
-        self._dq_settings.clear()
         # Obligation instances by (space, event type); events go to them.
         self._obligations: dict[tuple[str, str], list[Obligation]] = {}
         self._last_done: Mapping[tuple[str, str], float] = last_done or {}
         for clause in clauses:
             self._bind(clause, (standards or {}).get(clause.id, ""))
         self._leaves.clear()
+        self._leaf_specs.clear()
         self._plans.clear()
         self._params.clear()
         self._selections.clear()
+        self._space_selections.clear()
+        self._space_rows.clear()
+        self._device_rows.clear()
         self._resolved.clear()
         self._limits.clear()
         self._terms.clear()
         self._compiled.clear()
         self._subjects.clear()
-        self._lineage.clear()
+        self._space_subjects.clear()
         self._devices_in_space.clear()
         for device_state in self._devices.values():
             found: dict[int, Instance] = {}
@@ -576,86 +594,102 @@ class SiteEngine:
 
     # ---- binding clauses to subjects ----
 
-    def _data_quality_settings(
+    def _slot_kinds(
         self, clauses: Sequence[ClauseVersion]
-    ) -> dict[tuple[str, str], tuple[float, float]]:
-        """(device, metric) -> (stale_after, stuck_for) from every data-quality clause that
-        selects it: such faults make the metric unknown for every clause that reads it."""
-        settings: dict[tuple[str, str], tuple[float, float]] = {}
+    ) -> Callable[[Device], tuple[tuple[str, float, float, float, bool, float], ...]]:
+        """For a device, its slots' settings: (metric, how long a value holds, range low and
+        high, cumulative, stuck after). A data-quality clause that selects the device makes a
+        value stale or stuck sooner: such faults make the metric unknown for every clause that
+        reads it. Worked out once per kind of device (the data-quality clauses selecting it,
+        its metrics), not per device: binding at 100,000 devices is restore time."""
+        checks: list[tuple[DataQualityCheck, frozenset[str]]] = []
         for clause in clauses:
             check = clause.check
-            if not isinstance(check, DataQualityCheck):
-                continue
-            for device in self._selected_devices(clause.applies_to):
-                for metric in check.metrics or tuple(device.metrics):
-                    if metric not in device.metrics:
-                        continue
-                    stale, stuck = settings.get((device.id, metric), (INF, INF))
-                    if check.stale_after is not None:
-                        stale = min(stale, check.stale_after)
-                    if check.stuck_for is not None:
-                        stuck = min(stuck, check.stuck_for)
-                    settings[(device.id, metric)] = (stale, stuck)
-        return settings
+            if isinstance(check, DataQualityCheck):
+                chosen = frozenset(
+                    device.id for device in self._selected_devices(clause.applies_to)
+                )
+                checks.append((check, chosen))
+        kinds: dict[tuple[tuple[int, ...], int], tuple[Any, ...]] = {}
 
-    def _device_slots(self, device: Device) -> dict[str, MetricSlot]:
-        slots: dict[str, MetricSlot] = {}
-        for metric, spec in device.metrics.items():
-            stale, stuck = self._dq_settings.get((device.id, metric), (INF, INF))
+        def kind_of(device: Device) -> tuple[tuple[str, float, float, float, bool, float], ...]:
+            device_id = device.id
+            metrics = device.metrics
+            which = tuple([i for i, (_, chosen) in enumerate(checks) if device_id in chosen])
+            key = (which, id(metrics))
+            found = kinds.get(key)
+            if found is None:
+                found = kinds[key] = self._slot_settings(metrics, [checks[i][0] for i in which])
+            return found
+
+        return kind_of
+
+    def _slot_settings(
+        self, metrics: Mapping[str, MetricSpec], checks: Sequence[DataQualityCheck]
+    ) -> tuple[tuple[str, float, float, float, bool, float], ...]:
+        settings = []
+        for metric, spec in metrics.items():
+            stale, stuck = INF, INF
+            for check in checks:
+                if check.metrics and metric not in check.metrics:
+                    continue
+                if check.stale_after is not None:
+                    stale = min(stale, check.stale_after)
+                if check.stuck_for is not None:
+                    stuck = min(stuck, check.stuck_for)
             low, high = spec.range if spec.range is not None else (NEG_INF, INF)
-            slot = MetricSlot(
-                device.id,
-                metric,
-                valid_for=self._shared(min(spec.max_gap, stale)),
-                low=self._shared(low),
-                high=self._shared(high),
-                cumulative=spec.cumulative,
+            settings.append(
+                (
+                    metric,
+                    self._shared(min(spec.max_gap, stale)),
+                    self._shared(low),
+                    self._shared(high),
+                    spec.cumulative,
+                    self._shared(stuck),
+                )
             )
-            slot.stuck_for = self._shared(stuck)
-            slots[metric] = slot
-        return slots
+        return tuple(settings)
 
-    def _space_matches(self, space: Space, selector: Selector) -> bool:
-        lineage = self._lineage.get(space.id)
-        if lineage is None:
-            lineage = self._lineage[space.id] = frozenset(self.site.ancestors(space.id))
-        return selector.selects_space(space.type, space.tags, lineage)
+    def _spaces_selected(self, selector: Selector) -> frozenset[str]:
+        """The ids of the spaces `selector` selects (its devices aside), worked out once per
+        distinct selector (clauses share them). A selector that names no spaces reads a
+        space's type and tags alone: spaces alike in those are matched once (a large site has
+        thousands of rooms and a few kinds of them)."""
+        chosen = self._space_selections.get(selector)
+        if chosen is not None:
+            return chosen
+        by_kind = not selector.spaces and not selector.exempt.spaces
+        kinds: dict[tuple[str, tuple[str, ...]], bool] = {}
+        selected = []
+        for space_id, space_type, tags in self._space_rows:
+            if by_kind:
+                kind = (space_type, tags)
+                inside = kinds.get(kind)
+                if inside is None:
+                    lineage = frozenset(self.site.ancestors(space_id))
+                    inside = kinds[kind] = selector.selects_space(space_type, tags, lineage)
+            else:
+                lineage = frozenset(self.site.ancestors(space_id))
+                inside = selector.selects_space(space_type, tags, lineage)
+            if inside:
+                selected.append(space_id)
+        chosen = self._space_selections[selector] = frozenset(selected)
+        return chosen
 
     def _selected_devices(self, selector: Selector) -> list[Device]:
-        """The devices `selector` selects; worked out once per distinct selector (clauses
-        share them) and, within it, once per space, not per device: binding at 100,000
-        devices is restore time."""
+        """The devices `selector` selects, worked out once per distinct selector."""
         chosen = self._selections.get(selector)
         if chosen is not None:
             return chosen
-        chosen = []
-        # A selector that names no spaces reads a space's type and tags alone: spaces alike in
-        # those are matched once (a large site has thousands of rooms and a few kinds of them).
-        by_kind = not selector.spaces and not selector.exempt.spaces
-        matches: dict[str, bool] = {}
-        kinds: dict[tuple[str, tuple[str, ...]], bool] = {}
-        # Read once, not for each device: an attribute of a pydantic model costs ~0.4 k
-        # instructions (its __getattr__ hook), and these reads were 4 % of a build.
+        spaces = self._spaces_selected(selector)
         named, exempt = selector.devices, selector.exempt.devices
-        for device in self.site.devices:
-            if named or exempt:
-                device_id = device.id
-                if (named and device_id not in named) or device_id in exempt:
-                    continue
-            space_id = device.space
-            inside = matches.get(space_id)
-            if inside is None:
-                space = self._spaces[space_id]
-                if by_kind:
-                    kind = (space.type, space.tags)
-                    inside = kinds.get(kind)
-                    if inside is None:
-                        inside = kinds[kind] = self._space_matches(space, selector)
-                else:
-                    inside = self._space_matches(space, selector)
-                matches[space_id] = inside
-            if inside:
-                chosen.append(device)
+        chosen = [
+            device
+            for device, device_id, space in self._device_rows
+            if space in spaces
+            and (not named or device_id in named)
+            and (not exempt or device_id not in exempt)
+        ]
         self._selections[selector] = chosen
         return chosen
 
@@ -759,7 +793,9 @@ class SiteEngine:
             return params
 
     def _new_uid(self) -> int:
-        return next(self._uids)
+        uid = self._next_uid
+        self._next_uid = uid + 1
+        return uid
 
     def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
         """Readings that change any of `slots` wake `instance`."""
@@ -774,9 +810,11 @@ class SiteEngine:
         None): one object for all of them. Instances are made by calling their class with its
         arguments spelled out: a call through a variable class and a keyword dictionary parsed
         its arguments twice, about a tenth of a build."""
-        subject = self._subjects.get((space, device))
+        subjects = self._space_subjects if device is None else self._subjects
+        key = space if device is None else device
+        subject = subjects.get(key)
         if subject is None:
-            subject = self._subjects[(space, device)] = Subject(self._site_id, space, device)
+            subject = subjects[key] = Subject(self._site_id, space, device)
         return subject
 
     def _bind_state_check(self, clause: ClauseVersion, bound: BoundClause, device: Device) -> None:
@@ -789,10 +827,18 @@ class SiteEngine:
             plan = self._plans[plan_key] = self._state_plan(clause, device)
         own = self._devices[device.id].slots
         leaves: list[Leaf] = []
-        for metric, is_own, fn, window, op, limit in plan.leaves:
-            slot = own[metric] if is_own else self._space_slot(space_id, metric)
-            aggregate = None if fn is None else slot.aggregate(fn, window)
-            leaves.append(self._shared_leaf(metric, slot, aggregate, op, limit))
+        leaf_memo = self._leaves
+        for metric, is_own, fn, window, op, limit, spec in plan.leaves:
+            # Equal leaves (a gate, a threshold's metric) are one object across the device's
+            # instances, and a space's across its devices: the compiled conditions read slots
+            # and limits, not leaves.
+            key = (spec, device.id if is_own else space_id)
+            leaf = leaf_memo.get(key)
+            if leaf is None:
+                slot = own[metric] if is_own else self._space_slot(space_id, metric)
+                aggregate = None if fn is None else slot.aggregate(fn, window)
+                leaf = leaf_memo[key] = Leaf(metric, slot, aggregate, op, limit)
+            leaves.append(leaf)
         gate_at = plan.gate_at
         passes: Evaluator = _never if plan.passes is None else evaluator(plan.passes, leaves)
         gate = None if plan.gate is None else evaluator(plan.gate, leaves[gate_at:])
@@ -908,18 +954,18 @@ class SiteEngine:
                 high=high,
             )
         own = self._devices[device.id].slots
+        specs = []
+        for leaf in leaves:
+            is_own = own.get(leaf.metric) is leaf.slot
+            aggregate = leaf.aggregate
+            fn = None if aggregate is None else aggregate.fn
+            window = math.nan if aggregate is None else aggregate.window
+            # Comparisons alike in all of these are alike for every device of the kind.
+            alike = (leaf.metric, is_own, fn, _exact(window), leaf.op, _exact(leaf.limit))
+            spec = self._leaf_specs.setdefault(alike, len(self._leaf_specs))
+            specs.append((leaf.metric, is_own, fn, window, leaf.op, leaf.limit, spec))
         return _StatePlan(
-            leaves=tuple(
-                (
-                    leaf.metric,
-                    own.get(leaf.metric) is leaf.slot,
-                    None if leaf.aggregate is None else leaf.aggregate.fn,
-                    math.nan if leaf.aggregate is None else leaf.aggregate.window,
-                    leaf.op,
-                    leaf.limit,
-                )
-                for leaf in leaves
-            ),
+            leaves=tuple(specs),
             passes=passes,
             gate=gate,
             gate_at=gate_at,
@@ -928,30 +974,17 @@ class SiteEngine:
             threshold=isinstance(check, ThresholdConfig),
         )
 
-    def _shared_leaf(
-        self,
-        metric: str,
-        slot: MetricSlot,
-        aggregate: RollingAggregate | None,
-        op: str,
-        limit: float,
-    ) -> Leaf:
-        """Equal leaves (a gate, a threshold's metric) are one object across the device's
-        instances: the compiled conditions read slots and limits, not leaves."""
-        key = (metric, id(slot), id(aggregate), op, _exact(limit))
-        leaf = self._leaves.get(key)
-        if leaf is None:
-            leaf = self._leaves[key] = Leaf(metric, slot, aggregate, op, limit)
-        return leaf
-
     def _bind_obligation(
         self,
         clause: ClauseVersion,
         bound: BoundClause,
         check: ObligationCheck,
     ) -> None:
+        if clause.applies_to.devices:  # an obligation is a space's: a selector of devices has none
+            return
+        selected = self._spaces_selected(clause.applies_to)
         for space in self.site.spaces:
-            if clause.applies_to.devices or not self._space_matches(space, clause.applies_to):
+            if space.id not in selected:
                 continue
             params = self._resolve_params(clause, space.type)
             params["grace"] = check.grace
@@ -1015,26 +1048,34 @@ class SiteEngine:
         bound: BoundClause,
         check: DataQualityCheck,
     ) -> None:
+        metrics, stale_after, stuck_for = check.metrics, check.stale_after, check.stuck_for
+        by_type: dict[str, dict[str, Any]] = {}  # recorded parameters by space type
         for device in self._selected_devices(clause.applies_to):
-            slots = self._devices[device.id].slots
-            watched = [slots[m] for m in check.metrics or tuple(slots) if m in slots]
+            state = self._devices[device.id]
+            slots = state.slots
+            watched = tuple([slots[m] for m in metrics or tuple(slots) if m in slots])
             if not watched:
                 continue
-            params = self._resolve_params(clause, self._spaces[device.space].type)
-            if check.stale_after is not None:
-                params["stale_after"] = check.stale_after
-            if check.stuck_for is not None:
-                params["stuck_for"] = check.stuck_for
+            space = device.space
+            space_type = self._spaces[space].type
+            params = by_type.get(space_type)
+            if params is None:
+                params = self._resolve_params(clause, space_type)
+                if stale_after is not None:
+                    params["stale_after"] = stale_after
+                if stuck_for is not None:
+                    params["stuck_for"] = stuck_for
+                params = by_type[space_type] = self._shared_params(params)
             instance = DataQuality(
                 bound,
-                self._subject(device.space, device.id),
+                self._subject(space, state.id),
                 self._new_uid(),
                 check=check,
-                slots=tuple(watched),
-                params=self._shared_params(params),
+                slots=watched,
+                params=params,
             )
             self._instances.append(instance)
-            self._devices[device.id].fault_listeners += (instance,)
+            state.fault_listeners += (instance,)
 
     # ---- snapshot / restore ----
     #
