@@ -398,7 +398,9 @@ class StateCheck(Instance):
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
         terms: CheckTerms,
+        watched: tuple[MetricSlot, ...],
     ) -> None:
+        """`watched`: the distinct slots `leaves` read (their expiry is a timer)."""
         super().__init__(bound, subject, uid)
         self.terms = terms
         self.passes = passes
@@ -412,10 +414,7 @@ class StateCheck(Instance):
             self.gate_slot = simple_gate.slot
             self.gate_value = simple_gate.limit
             self.gate_equal = simple_gate.op == "=="
-        # Distinct slots read (their expiry is a timer); the engine shares equal tuples.
-        self.watched: tuple[MetricSlot, ...] = tuple(
-            {id(leaf.slot): leaf.slot for leaf in leaves}.values()
-        )
+        self.watched = watched  # the engine shares equal tuples
         self.violating = False
         self.last_raw = -1  # raw state at the last evaluation; apply() is idempotent on it
         self.pending_since = INF  # a failing stretch waiting for `for`
@@ -741,6 +740,7 @@ class ThresholdCheck(StateCheck):
         gate: Evaluator | None,
         simple_gate: Leaf | None = None,
         terms: CheckTerms,
+        watched: tuple[MetricSlot, ...],
     ) -> None:
         super().__init__(
             bound,
@@ -751,6 +751,7 @@ class ThresholdCheck(StateCheck):
             gate=gate,
             simple_gate=simple_gate,
             terms=terms,
+            watched=watched,
         )
         leaf = self.leaves[0]
         self.slot: MetricSlot = leaf.slot

@@ -141,6 +141,10 @@ class _DeviceState(DueFloor):
         self.buffered: dict[int, tuple[float, Mapping[str, float]]] | None = None
 
 
+# A device as binding reads it: the model, its id, its space, its metrics.
+_DeviceRow = tuple[Device, str, str, dict[str, MetricSpec]]
+
+
 class _StatePlan:
     """How a state check binds to one kind of device (`SiteEngine._state_plan`)."""
 
@@ -152,6 +156,7 @@ class _StatePlan:
         gate: Compiled | None,
         gate_at: int,
         simple_gate: bool,
+        watched_at: tuple[int, ...],
         terms: CheckTerms,
         threshold: bool,
     ) -> None:
@@ -163,6 +168,7 @@ class _StatePlan:
         self.gate = gate  # the gate's body (None: no gate, or one read from its slot)
         self.gate_at = gate_at  # the gate's first comparison
         self.simple_gate = simple_gate
+        self.watched_at = watched_at  # the comparisons whose slots the instance watches
         self.terms = terms
         self.threshold = threshold
 
@@ -229,13 +235,14 @@ class SiteEngine:
         self._space_slots: dict[tuple[str, str], MetricSlot] = {}
         # Binding-time memos (emptied after binding): devices by selector, parameters by
         # (clause, space type).
-        self._selections: dict[Selector, list[Device]] = {}
+        self._selections: dict[Selector, list[_DeviceRow]] = {}
         self._space_selections: dict[Selector, frozenset[str]] = {}
         # The site's spaces and devices with the attributes selectors read, read once: an
         # attribute of a pydantic model costs ~0.4 k instructions (its __getattr__ hook), and
         # read for each selector they were ~8 % of a build.
         self._space_rows = [(space.id, space.type, space.tags) for space in site.spaces]
-        self._device_rows = [(device, device.id, device.space) for device in site.devices]
+        self._device_rows = [(d, d.id, d.space, d.metrics) for d in site.devices]
+        self._space_types = {space_id: space_type for space_id, space_type, _ in self._space_rows}
         self._resolved: dict[tuple[int, str], dict[str, float]] = {}
         # A state check's limits and recorded parameters by (clause, space type), and the terms
         # its instances share by their values.
@@ -286,6 +293,7 @@ class SiteEngine:
         self._space_selections.clear()
         self._space_rows.clear()
         self._device_rows.clear()
+        self._space_types.clear()
         self._resolved.clear()
         self._limits.clear()
         self._terms.clear()
@@ -606,10 +614,8 @@ class SiteEngine:
         for clause in clauses:
             check = clause.check
             if isinstance(check, DataQualityCheck):
-                chosen = frozenset(
-                    device.id for device in self._selected_devices(clause.applies_to)
-                )
-                checks.append((check, chosen))
+                chosen = self._selected_devices(clause.applies_to)
+                checks.append((check, frozenset(row[1] for row in chosen)))
         kinds: dict[tuple[tuple[int, ...], int], tuple[Any, ...]] = {}
 
         def kind_of(device: Device) -> tuple[tuple[str, float, float, float, bool, float], ...]:
@@ -676,7 +682,7 @@ class SiteEngine:
         chosen = self._space_selections[selector] = frozenset(selected)
         return chosen
 
-    def _selected_devices(self, selector: Selector) -> list[Device]:
+    def _selected_devices(self, selector: Selector) -> list[_DeviceRow]:
         """The devices `selector` selects, worked out once per distinct selector."""
         chosen = self._selections.get(selector)
         if chosen is not None:
@@ -684,11 +690,11 @@ class SiteEngine:
         spaces = self._spaces_selected(selector)
         named, exempt = selector.devices, selector.exempt.devices
         chosen = [
-            device
-            for device, device_id, space in self._device_rows
-            if space in spaces
-            and (not named or device_id in named)
-            and (not exempt or device_id not in exempt)
+            row
+            for row in self._device_rows
+            if row[2] in spaces
+            and (not named or row[1] in named)
+            and (not exempt or row[1] not in exempt)
         ]
         self._selections[selector] = chosen
         return chosen
@@ -724,9 +730,9 @@ class SiteEngine:
         check = clause.check
         if isinstance(check, ThresholdConfig | ConditionCheck):
             primary = check.metric if isinstance(check, ThresholdConfig) else _first_metric(check)
-            for device in self._selected_devices(clause.applies_to):
-                if primary in device.metrics:
-                    self._bind_state_check(clause, bound, device)
+            for row in self._selected_devices(clause.applies_to):
+                if primary in row[3]:
+                    self._bind_state_check(clause, bound, row)
         elif isinstance(check, ObligationCheck):
             self._bind_obligation(clause, bound, check)
         elif isinstance(check, QuotaCheck):
@@ -817,22 +823,22 @@ class SiteEngine:
             subject = subjects[key] = Subject(self._site_id, space, device)
         return subject
 
-    def _bind_state_check(self, clause: ClauseVersion, bound: BoundClause, device: Device) -> None:
-        space_id = device.space
+    def _bind_state_check(self, clause: ClauseVersion, bound: BoundClause, row: _DeviceRow) -> None:
+        device, device_id, space_id, metrics = row
         # One plan per kind of device (space type, metrics): what its instance reads and
         # compares is worked out once, not walked from the clause's models for each device.
-        plan_key = (id(clause), self._spaces[space_id].type, id(device.metrics))
+        plan_key = (id(clause), self._space_types[space_id], id(metrics))
         plan = self._plans.get(plan_key)
         if plan is None:
             plan = self._plans[plan_key] = self._state_plan(clause, device)
-        own = self._devices[device.id].slots
+        own = self._devices[device_id].slots
         leaves: list[Leaf] = []
         leaf_memo = self._leaves
         for metric, is_own, fn, window, op, limit, spec in plan.leaves:
             # Equal leaves (a gate, a threshold's metric) are one object across the device's
             # instances, and a space's across its devices: the compiled conditions read slots
             # and limits, not leaves.
-            key = (spec, device.id if is_own else space_id)
+            key = (spec, device_id if is_own else space_id)
             leaf = leaf_memo.get(key)
             if leaf is None:
                 slot = own[metric] if is_own else self._space_slot(space_id, metric)
@@ -843,7 +849,8 @@ class SiteEngine:
         passes: Evaluator = _never if plan.passes is None else evaluator(plan.passes, leaves)
         gate = None if plan.gate is None else evaluator(plan.gate, leaves[gate_at:])
         simple_gate = leaves[gate_at] if plan.simple_gate else None
-        subject = self._subject(space_id, device.id)
+        subject = self._subject(space_id, device_id)
+        watched = tuple([leaves[i].slot for i in plan.watched_at])
         instance: StateCheck
         # Each class called by name: through a variable class the call parses its keywords,
         # 7 % more per build (paired rounds), so the two calls stay spelled out.
@@ -857,6 +864,7 @@ class SiteEngine:
                 gate=gate,
                 simple_gate=simple_gate,
                 terms=plan.terms,
+                watched=watched,
             )
         else:
             instance = StateCheck(
@@ -868,6 +876,7 @@ class SiteEngine:
                 gate=gate,
                 simple_gate=simple_gate,
                 terms=plan.terms,
+                watched=watched,
             )
         self._instances.append(instance)
         self._route(instance, [leaf.slot for leaf in leaves])
@@ -955,6 +964,11 @@ class SiteEngine:
             )
         own = self._devices[device.id].slots
         specs = []
+        # The first comparison reading each distinct slot (the same for every device of the
+        # kind: comparisons alike in metric and owner read the same slot).
+        first_reading: dict[int, int] = {}
+        for i, leaf in enumerate(leaves):
+            first_reading.setdefault(id(leaf.slot), i)
         for leaf in leaves:
             is_own = own.get(leaf.metric) is leaf.slot
             aggregate = leaf.aggregate
@@ -970,6 +984,7 @@ class SiteEngine:
             gate=gate,
             gate_at=gate_at,
             simple_gate=isinstance(when, Comparison),
+            watched_at=tuple(first_reading.values()),
             terms=terms,
             threshold=isinstance(check, ThresholdConfig),
         )
@@ -1009,7 +1024,7 @@ class SiteEngine:
 
     def _bind_quota(self, clause: ClauseVersion, bound: BoundClause, check: QuotaCheck) -> None:
         where = f"clause {clause.id} v{clause.version}"
-        for device in self._selected_devices(clause.applies_to):
+        for device, *_ in self._selected_devices(clause.applies_to):
             spec = device.metrics.get(check.metric)
             if spec is None:
                 continue
@@ -1050,14 +1065,13 @@ class SiteEngine:
     ) -> None:
         metrics, stale_after, stuck_for = check.metrics, check.stale_after, check.stuck_for
         by_type: dict[str, dict[str, Any]] = {}  # recorded parameters by space type
-        for device in self._selected_devices(clause.applies_to):
-            state = self._devices[device.id]
+        for _, device_id, space, _ in self._selected_devices(clause.applies_to):
+            state = self._devices[device_id]
             slots = state.slots
             watched = tuple([slots[m] for m in metrics or tuple(slots) if m in slots])
             if not watched:
                 continue
-            space = device.space
-            space_type = self._spaces[space].type
+            space_type = self._space_types[space]
             params = by_type.get(space_type)
             if params is None:
                 params = self._resolve_params(clause, space_type)
