@@ -38,6 +38,18 @@ from rules.verdicts import (
 _FAULT_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
+def watched_faults(check: DataQualityCheck) -> frozenset[str]:
+    """The faults a data-quality check reports, besides stale values."""
+    faults = set()
+    if check.out_of_range:
+        faults.add(OUT_OF_RANGE)
+    if check.stuck_for is not None:
+        faults.add(STUCK)
+    if check.register_backwards:
+        faults.add(BACKWARDS)
+    return _FAULT_SETS.setdefault(frozenset(faults), frozenset(faults))
+
+
 class DataQuality(Instance):
     __slots__ = ("faults", "faulty_since", "params", "slots", "stale_after", "started")
 
@@ -47,21 +59,16 @@ class DataQuality(Instance):
         subject: Subject,
         uid: int,
         *,
-        check: DataQualityCheck,
+        faults: frozenset[str],
+        stale_after: float,
         slots: tuple[MetricSlot, ...],
         params: dict[str, float],
     ) -> None:
+        """`faults` and `stale_after`: the check's (`watched_faults`, INF for none)."""
         super().__init__(bound, subject, uid)
         self.slots = slots
-        self.stale_after = INF if check.stale_after is None else check.stale_after
-        faults = set()
-        if check.out_of_range:
-            faults.add(OUT_OF_RANGE)
-        if check.stuck_for is not None:
-            faults.add(STUCK)
-        if check.register_backwards:
-            faults.add(BACKWARDS)
-        self.faults = _FAULT_SETS.setdefault(frozenset(faults), frozenset(faults))
+        self.stale_after = stale_after
+        self.faults = faults
         self.params = params
         self.started = NEG_INF
         self.faulty_since = INF

@@ -37,7 +37,7 @@ from rules._conditions import (
     condition_leaves,
     evaluator,
 )
-from rules._data_quality import DataQuality
+from rules._data_quality import DataQuality, watched_faults
 from rules._dedupe import MEMORY, DedupeKeys
 from rules._instances import (
     SIMPLE_GATE_OPS,
@@ -110,12 +110,12 @@ class _DeviceState(DueFloor):
     )
 
     def __init__(
-        self, device: Device, slots: dict[str, MetricSlot], all_metrics: frozenset[str]
+        self, device: str, space: str, slots: dict[str, MetricSlot], all_metrics: frozenset[str]
     ) -> None:
         super().__init__()
-        self.id = device.id
-        self.space = device.space
-        self.part = _device_part(device.id)
+        self.id = device
+        self.space = space
+        self.part = _device_part(device)
         # Snapshot parts a released reading of this device may change (set after binding), and
         # whether it took a reading since the last checkpoint began: a flag here is cheaper
         # per reading than adding `touches` to the engine's set of changed parts.
@@ -141,6 +141,8 @@ class _DeviceState(DueFloor):
         self.buffered: dict[int, tuple[float, Mapping[str, float]]] | None = None
 
 
+# A device's slots: metric, how long a value holds, range low and high, cumulative, stuck after.
+_SlotSettings = tuple[tuple[str, float, float, float, bool, float], ...]
 # A device as binding reads it: the model, its id, its space, its metrics.
 _DeviceRow = tuple[Device, str, str, dict[str, MetricSpec]]
 
@@ -225,12 +227,10 @@ class SiteEngine:
         # Dedupe keys of recent events -> their event time (pruned like readings' keys).
         self._seen_events: dict[tuple[str, float, str, int | None], float] = {}
         self._spaces = {s.id: s for s in site.spaces}
-        self._devices_in_space: dict[str, list[Device]] = {}
-        for device in site.devices:
-            self._devices_in_space.setdefault(device.space, []).append(device)
         # Space slot -> the device slots that feed it (for routing readings to its readers).
         self._feeders: dict[int, list[MetricSlot]] = {}
         self._instances: list[Instance] = []
+        self._by_part: dict[str, list[Instance]] = {}  # while binding (`_add`)
         self._devices: dict[str, _DeviceState] = {}
         self._space_slots: dict[tuple[str, str], MetricSlot] = {}
         # Binding-time memos (emptied after binding): devices by selector, parameters by
@@ -243,6 +243,9 @@ class SiteEngine:
         self._space_rows = [(space.id, space.type, space.tags) for space in site.spaces]
         self._device_rows = [(d, d.id, d.space, d.metrics) for d in site.devices]
         self._space_types = {space_id: space_type for space_id, space_type, _ in self._space_rows}
+        self._devices_in_space: dict[str, list[_DeviceRow]] = {}
+        for row in self._device_rows:
+            self._devices_in_space.setdefault(row[2], []).append(row)
         self._resolved: dict[tuple[int, str], dict[str, float]] = {}
         # A state check's limits and recorded parameters by (clause, space type), and the terms
         # its instances share by their values.
@@ -264,11 +267,11 @@ class SiteEngine:
         # How state checks bind, by (clause, space type, the device's metrics).
         self._plans: dict[tuple[int, str, int], _StatePlan] = {}
         metric_sets: dict[frozenset[str], frozenset[str]] = {}
-        for device in site.devices:
+        for _, device_id, space_id, metrics in self._device_rows:
             slots = {}
-            for metric, valid_for, low, high, cumulative, stuck in slot_kind(device):
+            for metric, valid_for, low, high, cumulative, stuck in slot_kind(device_id, metrics):
                 slot = MetricSlot(
-                    device.id,
+                    device_id,
                     metric,
                     valid_for=valid_for,
                     low=low,
@@ -279,7 +282,7 @@ class SiteEngine:
                 slots[metric] = slot
             names = frozenset(slots)
             shared = metric_sets.setdefault(names, names)
-            self._devices[device.id] = _DeviceState(device, slots, shared)
+            self._devices[device_id] = _DeviceState(device_id, space_id, slots, shared)
         # Obligation instances by (space, event type); events go to them.
         self._obligations: dict[tuple[str, str], list[Obligation]] = {}
         self._last_done: Mapping[tuple[str, str], float] = last_done or {}
@@ -314,10 +317,11 @@ class SiteEngine:
         # a device have the same ones).
         alike: dict[tuple[int, ...], Any] = {}
         for instance in self._instances:
-            instance.floors = alike.setdefault(tuple(map(id, instance.floors)), instance.floors)
+            floors = instance.floors
+            instance.floors = alike.setdefault(tuple([id(floor) for floor in floors]), floors)
             if isinstance(instance, StateCheck):
                 watched = instance.watched
-                instance.watched = alike.setdefault(tuple(map(id, watched)), watched)
+                instance.watched = alike.setdefault(tuple([id(slot) for slot in watched]), watched)
         # Space slots whose feeding devices hold their values for different times (max_gap,
         # stale): a new good value can make them expire sooner than the value before.
         falling = {
@@ -604,12 +608,12 @@ class SiteEngine:
 
     def _slot_kinds(
         self, clauses: Sequence[ClauseVersion]
-    ) -> Callable[[Device], tuple[tuple[str, float, float, float, bool, float], ...]]:
-        """For a device, its slots' settings: (metric, how long a value holds, range low and
-        high, cumulative, stuck after). A data-quality clause that selects the device makes a
-        value stale or stuck sooner: such faults make the metric unknown for every clause that
-        reads it. Worked out once per kind of device (the data-quality clauses selecting it,
-        its metrics), not per device: binding at 100,000 devices is restore time."""
+    ) -> Callable[[str, dict[str, MetricSpec]], _SlotSettings]:
+        """For a device (id, metrics), its slots' settings (`_SlotSettings`). A data-quality
+        clause that selects the device makes a value stale or stuck sooner: such faults make
+        the metric unknown for every clause that reads it. Worked out once per kind of device
+        (the data-quality clauses selecting it, its metrics), not per device: binding at
+        100,000 devices is restore time."""
         checks: list[tuple[DataQualityCheck, frozenset[str]]] = []
         for clause in clauses:
             check = clause.check
@@ -618,9 +622,7 @@ class SiteEngine:
                 checks.append((check, frozenset(row[1] for row in chosen)))
         kinds: dict[tuple[tuple[int, ...], int], tuple[Any, ...]] = {}
 
-        def kind_of(device: Device) -> tuple[tuple[str, float, float, float, bool, float], ...]:
-            device_id = device.id
-            metrics = device.metrics
+        def kind_of(device_id: str, metrics: dict[str, MetricSpec]) -> _SlotSettings:
             which = tuple([i for i, (_, chosen) in enumerate(checks) if device_id in chosen])
             key = (which, id(metrics))
             found = kinds.get(key)
@@ -632,7 +634,7 @@ class SiteEngine:
 
     def _slot_settings(
         self, metrics: Mapping[str, MetricSpec], checks: Sequence[DataQualityCheck]
-    ) -> tuple[tuple[str, float, float, float, bool, float], ...]:
+    ) -> _SlotSettings:
         settings = []
         for metric, spec in metrics.items():
             stale, stuck = INF, INF
@@ -756,9 +758,9 @@ class SiteEngine:
         if slot is None:
             slot = self._space_slots[key] = MetricSlot(f"{space}:*", metric, valid_for=INF)
             feeders = self._feeders[id(slot)] = []
-            for other in self._devices_in_space.get(space, ()):
-                if metric in other.metrics:
-                    feeder = self._devices[other.id].slots[metric]
+            for _, other, _, metrics in self._devices_in_space.get(space, ()):
+                if metric in metrics:
+                    feeder = self._devices[other].slots[metric]
                     feeder.forward += (slot,)
                     feeders.append(feeder)
         return slot
@@ -803,11 +805,22 @@ class SiteEngine:
         self._next_uid = uid + 1
         return uid
 
-    def _route(self, instance: Instance, slots: Iterable[MetricSlot]) -> None:
-        """Readings that change any of `slots` wake `instance`."""
+    def _add(self, instance: Instance, part: str) -> None:
+        """`instance`, judging a subject whose state is in snapshot part `part` (the device's
+        own part string: one object per part, not one per instance)."""
+        instance.part = part
+        self._instances.append(instance)
+        instances = self._by_part.get(part)
+        if instances is None:
+            self._by_part[part] = [instance]
+        else:
+            instances.append(instance)
+
+    def _route(self, instance: Instance, slots: tuple[MetricSlot, ...]) -> None:
+        """Readings that change any of `slots` (distinct) wake `instance`."""
         for slot in slots:
-            owners = self._feeders.get(id(slot), (slot,))  # a space slot: its feeding devices
-            for owner in owners:
+            feeders = self._feeders.get(id(slot))  # of a space slot: its devices' slots
+            for owner in (slot,) if feeders is None else feeders:
                 if instance not in owner.listeners:
                     owner.listeners += (instance,)
 
@@ -831,7 +844,8 @@ class SiteEngine:
         plan = self._plans.get(plan_key)
         if plan is None:
             plan = self._plans[plan_key] = self._state_plan(clause, device)
-        own = self._devices[device_id].slots
+        state = self._devices[device_id]
+        own = state.slots
         leaves: list[Leaf] = []
         leaf_memo = self._leaves
         for metric, is_own, fn, window, op, limit, spec in plan.leaves:
@@ -878,8 +892,8 @@ class SiteEngine:
                 terms=plan.terms,
                 watched=watched,
             )
-        self._instances.append(instance)
-        self._route(instance, [leaf.slot for leaf in leaves])
+        self._add(instance, state.part)
+        self._route(instance, watched)
 
     def _state_plan(self, clause: ClauseVersion, device: Device) -> _StatePlan:
         """How a state check binds to `device` and every device like it (same space type and
@@ -1019,7 +1033,7 @@ class SiteEngine:
                 done = self.site.last_done_at(space, clause.id, check.event)
             if done is not None:
                 instance.last_done(done)
-            self._instances.append(instance)
+            self._add(instance, _space_part(space.id))
             self._obligations.setdefault((space.id, check.event), []).append(instance)
 
     def _bind_quota(self, clause: ClauseVersion, bound: BoundClause, check: QuotaCheck) -> None:
@@ -1054,8 +1068,8 @@ class SiteEngine:
                 params=self._shared_params(params),
                 unit=spec.unit,
             )
-            self._instances.append(instance)
-            self._route(instance, [slot])
+            self._add(instance, self._devices[device.id].part)
+            self._route(instance, (slot,))
 
     def _bind_data_quality(
         self,
@@ -1064,6 +1078,8 @@ class SiteEngine:
         check: DataQualityCheck,
     ) -> None:
         metrics, stale_after, stuck_for = check.metrics, check.stale_after, check.stuck_for
+        faults = watched_faults(check)
+        stale = INF if stale_after is None else stale_after
         by_type: dict[str, dict[str, Any]] = {}  # recorded parameters by space type
         for _, device_id, space, _ in self._selected_devices(clause.applies_to):
             state = self._devices[device_id]
@@ -1084,11 +1100,12 @@ class SiteEngine:
                 bound,
                 self._subject(space, state.id),
                 self._new_uid(),
-                check=check,
+                faults=faults,
+                stale_after=stale,
                 slots=watched,
                 params=params,
             )
-            self._instances.append(instance)
+            self._add(instance, state.part)
             state.fault_listeners += (instance,)
 
     # ---- snapshot / restore ----
@@ -1105,18 +1122,8 @@ class SiteEngine:
     # readings that arrive meanwhile need not wait for the whole capture.
 
     def _index_parts(self) -> None:
-        by_part: dict[str, list[Instance]] = {}
-        for instance in self._instances:
-            subject = instance.subject
-            # The device's own part string: one object per part, not one per instance.
-            part = (
-                self._devices[subject.device].part
-                if subject.device is not None
-                else _space_part(subject.space)
-            )
-            instance.part = part
-            by_part.setdefault(part, []).append(instance)
-        self._part_instances = {part: tuple(instances) for part, instances in by_part.items()}
+        self._part_instances = {part: tuple(instances) for part, instances in self._by_part.items()}
+        self._by_part.clear()
         # The metrics any space has a slot of: a space part's slots are looked up by them when
         # it is captured or restored (a dictionary of them for each space was 0.1 KiB a device).
         self._space_metrics = tuple(sorted({metric for _, metric in self._space_slots}))
