@@ -13,9 +13,10 @@ as the service sets it, and what building left free given back as it does
 once (the state of all devices is live) and a checkpoint of them all is saved (timed apart),
 then `--messages` readings round-robin are timed. After the pipeline stops (its final
 checkpoint saved), the site's state is restored as a restarting service restores it (load the
-checkpoint; build the engine and resume it, `ingest.pipeline.restore_engine`; under one pause of
-the collector whose objects are frozen, as `Service.start` does), timed by step: failover time is
-restore time.
+checkpoint: its header, and its parts as stored; build the engine and resume it, each part
+decoded as it is taken, `ingest.pipeline.restore_engine`; under one pause of the collector
+whose objects are frozen, as `Service.start` does), timed by step: failover time is restore
+time.
 
 Figures per size: µs of wall time and of this process's CPU per reading (3 metric values), their
 ratio to the smallest size (flat = 1.0), values/s, and the resident memory the engine state adds

@@ -1305,8 +1305,19 @@ class SiteEngine:
             event = _event_from_json(raw)
             self._seen_events[(event.device, event.ts, event.type, event.seq)] = event.ts
             heapq.heappush(self._events, (event.ts, next(self._stamp), event))
+        # One pass over the saved parts, each read once: a store may decode a part only when
+        # it is read (store.checkpoints.StoredParts), so one part's objects are freed before
+        # the next is decoded. Whether the saved parts are exactly this engine's, and hold
+        # exactly its instances, is counted on the way.
         parts: Mapping[str, Any] = snapshot["parts"]
+        mine = set(self._parts)
+        same = True
+        known = 0
         for part, saved in parts.items():
+            if part in mine:
+                known += 1
+            else:
+                same = False
             if part.startswith(_DEVICE_PART):
                 self._restore_device(part[len(_DEVICE_PART) :], saved["device"])
             else:
@@ -1314,16 +1325,10 @@ class SiteEngine:
                 for metric, slot_state in saved["space_slots"].items():
                     if metric in slots:
                         slots[metric].restore(slot_state)
-        self._released_ts = max(
-            (state.released_ts for state in self._devices.values()), default=NEG_INF
-        )
-        # An instance's key names its part (space and device), so its saved state is looked up
-        # in that part alone; each key is made once (they are derived, not kept) and counting
-        # the states found tells whether the saved parts hold exactly these instances.
-        same = parts.keys() == set(self._parts)
-        for part, instances in self._part_instances.items():
-            saved_part = parts.get(part)
-            saved_states: Mapping[str, Any] = {} if saved_part is None else saved_part["instances"]
+            # An instance's key names its part (space and device), so its saved state is
+            # looked up in that part alone; each key is made once (they are derived, not kept).
+            saved_states: Mapping[str, Any] = saved["instances"]
+            instances = self._part_instances.get(part, ())
             found = 0
             for instance in instances:
                 saved_state = saved_states.get(instance.key)
@@ -1332,12 +1337,11 @@ class SiteEngine:
                     found += 1
             if found != len(saved_states) or found != len(instances):
                 same = False
-        if same:  # parts without instances must have saved none either
-            same = not any(
-                saved["instances"]
-                for part, saved in parts.items()
-                if part not in self._part_instances
-            )
+        if known != len(mine):  # parts not saved: their instances start fresh
+            same = False
+        self._released_ts = max(
+            (state.released_ts for state in self._devices.values()), default=NEG_INF
+        )
         for instance in self._instances:
             instance.heap_due = instance.next_due
         self._timers.fill([instance for instance in self._instances if instance.next_due < INF])

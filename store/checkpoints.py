@@ -103,7 +103,7 @@ class Checkpoint:
     state: dict[str, Any]
     watermark: float | None  # engine time, epoch seconds
     saved_at: dt.datetime
-    parts: dict[str, Any] = field(default_factory=dict)
+    parts: Mapping[str, Any] = field(default_factory=dict)
 
 
 # zlib's fastest: on the bundled clauses' parts, 9.6 µs a part of 1.1 KB, to 0.29 KB.
@@ -283,7 +283,8 @@ def save_open_runs(
 
 def load_checkpoint(conn: psycopg.Connection[Any], site: str) -> Checkpoint | None:
     """The last committed checkpoint of `site` (header and every part), or None when it never
-    had one. Decoded with the collector paused (`collector_paused`)."""
+    had one. Its header is decoded (with the collector paused, `collector_paused`), its parts
+    when read (`StoredParts`)."""
     with collector_paused():
         row = conn.execute(
             "SELECT state::text, watermark, saved_at FROM engine_checkpoints WHERE site = %s",
@@ -449,14 +450,34 @@ def collector_paused(*, keep: bool = False) -> Iterator[None]:
         gc.enable()
 
 
-def _parts(conn: psycopg.Connection[Any], query: str, key: object) -> dict[str, Any]:
-    """Checkpoint parts (name, stored bytes) read by `query` with its one parameter, decoded
-    (`decode_part`; callers pause the collector: 100,000 devices' 150,000 parts took 1.05 s
-    so, against 1.4-1.7 s with the service's collector settings and 1.2-7.4 s with Python's).
-    Fetched in binary: bytea as text is hex, twice the bytes to send and decode (a restore of
-    10,000 devices read its parts in 0.12-0.16 s instead of 0.44-0.94 s)."""
+class StoredParts(Mapping[str, Any]):
+    """A checkpoint's parts by name, kept as stored and each decoded (`decode_part`) when it is
+    read. An engine resuming reads each part once (`SiteEngine.resume`), so one part's objects
+    are freed before the next is decoded and their memory taken again: decoded all at once,
+    100,000 devices' parts were ~0.5 GB of new pages, their page faults most of a 3-4.5 s
+    load (issue 24)."""
+
+    __slots__ = ("_stored",)
+
+    def __init__(self, stored: dict[str, bytes]) -> None:
+        self._stored = stored
+
+    def __getitem__(self, name: str) -> Any:
+        return decode_part(self._stored[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stored)
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+
+def _parts(conn: psycopg.Connection[Any], query: str, key: object) -> StoredParts:
+    """Checkpoint parts (name, stored bytes) read by `query` with its one parameter. Fetched in
+    binary: bytea as text is hex, twice the bytes to send and decode (a restore of 10,000
+    devices read its parts in 0.12-0.16 s instead of 0.44-0.94 s)."""
     rows = conn.execute(query, (key,), binary=True)
-    return {name: decode_part(state) for name, state in rows}
+    return StoredParts({name: bytes(state) for name, state in rows})
 
 
 def decode_part(stored: bytes) -> Any:
