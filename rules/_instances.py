@@ -94,12 +94,13 @@ class BoundClause:
     and compiled schedule, the engine's outputs and its timers. One object: each instance
     holding the four was 32 bytes of it (issue 24)."""
 
-    __slots__ = ("out", "ref", "schedule", "timers")
+    __slots__ = ("key_prefix", "out", "ref", "schedule", "timers")
 
     def __init__(
         self, ref: ClauseRef, schedule: CompiledSchedule, out: list[Output], timers: TimerHeap
     ) -> None:
         self.ref = ref
+        self.key_prefix = f"{ref.clause_id}|{ref.version}|"  # of its instances' keys
         self.schedule = schedule
         self.out = out
         self.timers = timers
@@ -152,9 +153,7 @@ class Instance(_ReadForEveryReading):
     def key(self) -> str:
         """Names the instance in snapshots: clause|version|space|device. Derived, not kept: a
         string per instance was ~80 bytes of every device's memory."""
-        subject = self.subject
-        ref = self.bound.ref
-        return f"{ref.clause_id}|{ref.version}|{subject.space}|{subject.device or ''}"
+        return self.bound.key_prefix + subject_key(self.subject)
 
     # ---- shared machinery ----
 
@@ -251,6 +250,11 @@ class Instance(_ReadForEveryReading):
         self.run_status = state["run_status"]
         self.run_start = from_json(state["run_start"], NEG_INF)
         self.next_due = self.t if self.t > NEG_INF else NEG_INF
+
+
+def subject_key(subject: Subject) -> str:
+    """The part of an instance's key (`Instance.key`) that names its subject."""
+    return f"{subject.space}|{subject.device or ''}"
 
 
 class TimerHeap:

@@ -288,10 +288,13 @@ class MetricSlot(_ReadForEveryReading):
         assert isinstance(aggregates, list)
         for fn, window, points in aggregates:
             agg = self.aggregate(str(fn), float(window))
-            agg.clear()
+            if len(agg.points):
+                agg.clear()
             assert isinstance(points, list)
-            for ts, value in zip(points[::2], points[1::2], strict=True):
-                agg.add(float(ts), float(value))
+            if len(points) % 2:
+                raise ValueError(f"aggregate {fn}: points are (ts, value) pairs")
+            for i in range(0, len(points), 2):
+                agg.add(float(points[i]), float(points[i + 1]))
 
 
 def to_json(value: float) -> float | None:
@@ -303,5 +306,7 @@ def to_json(value: float) -> float | None:
 def from_json(value: object, default: float) -> float:
     if value is None:
         return default
-    assert isinstance(value, int | float)
+    # A tuple, not `int | float`: compiled, the union is built anew at every call (a restore
+    # makes millions of them).
+    assert isinstance(value, (int, float))
     return float(value)

@@ -48,6 +48,7 @@ from rules._instances import (
     StateCheck,
     ThresholdCheck,
     TimerHeap,
+    subject_key,
 )
 from rules._obligations import Obligation
 from rules._quotas import Quota
@@ -1330,8 +1331,13 @@ class SiteEngine:
             saved_states: Mapping[str, Any] = saved["instances"]
             instances = self._part_instances.get(part, ())
             found = 0
+            subject: Subject | None = None
+            named = ""
             for instance in instances:
-                saved_state = saved_states.get(instance.key)
+                if instance.subject is not subject:  # a part's instances judge one subject
+                    subject = instance.subject
+                    named = subject_key(subject)
+                saved_state = saved_states.get(instance.bound.key_prefix + named)
                 if saved_state is not None:
                     instance.load(saved_state)
                     found += 1
