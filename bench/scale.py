@@ -23,7 +23,8 @@ ratio to the smallest size (flat = 1.0), values/s, and the resident memory the e
 (RSS after the warm-up minus before building the site), per device, and the high-water mark
 once the checkpoint of every device was saved (the state plus that checkpoint in flight); the
 restore's seconds, wall and this process's CPU (on a loaded machine the CPU figure is the one
-to compare; the server's share of the load is not in it).
+to compare; the server's share of the load is not in it), and how much of that CPU the kernel
+spent (faulting in the new engine's pages: its cost per page varies with the host).
 `--profile FILE` writes a cProfile of the timed phase of the largest size.
 """
 
@@ -167,6 +168,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             with collector_paused(keep=True):
                 with pool.connection() as conn:
                     load0, load_cpu0 = time.perf_counter(), time.process_time()
+                    kernel0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
                     stored = load_checkpoint(conn, "scale")
                 assert stored is not None
                 build0, build_cpu0 = time.perf_counter(), time.process_time()
@@ -175,6 +177,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
                     lateness=0.0,
                 )  # fmt: skip
             restored, restored_cpu = time.perf_counter(), time.process_time()
+            kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel0
     out.put(
         {
             "devices": devices,
@@ -186,6 +189,7 @@ def measure(devices: int, messages: int, profile: str | None, out: Any) -> None:
             "checkpoint_s": checkpoint_s,
             "restore_s": (build0 - load0, restored - build0),
             "restore_cpu_s": (build_cpu0 - load_cpu0, restored_cpu - build_cpu0),
+            "restore_kernel_s": kernel,
         }
     )
 
@@ -219,7 +223,8 @@ def main() -> None:
             f" peak with its checkpoint {peak:,.0f} MiB ({peak * 1024 / devices:.1f} KiB/device),"
             f" checkpoint of every device {figures['checkpoint_s']:.2f} s,"
             f" restore {load + build:.2f} s (load {load:.2f}, build and resume {build:.2f});"
-            f" its CPU {load_cpu + build_cpu:.2f} s ({load_cpu:.2f} + {build_cpu:.2f})"
+            f" its CPU {load_cpu + build_cpu:.2f} s ({load_cpu:.2f} + {build_cpu:.2f};"
+            f" {figures['restore_kernel_s']:.2f} of it in the kernel, mostly page faults)"
         )
         print(f"         load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
