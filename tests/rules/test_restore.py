@@ -5,6 +5,7 @@ checkpoints (the changed parts saved after every step, merged over the earlier o
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -323,3 +324,48 @@ def test_a_snapshot_listing_every_field_still_restores(kit: Any) -> None:
             second = SiteEngine.restore(site, [condition, quality], saved, lateness=30)
             assert json_copy(second.snapshot()) == compact
             assert by_clause(before + play(second, steps[cut:])) == by_clause(expected)
+
+
+class CountingParts(Mapping[str, Any]):
+    """Saved parts that count how often each is read (a store may decode a part when read)."""
+
+    def __init__(self, parts: dict[str, Any]) -> None:
+        self.parts = parts
+        self.reads: dict[str, int] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return json_copy(self.parts[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+
+def test_resume_reads_each_saved_part_once(kit: Any) -> None:
+    """The store hands a checkpoint's parts over as stored and decodes each when it is read
+    (store.checkpoints.StoredParts): resume reads every part once, and no more, and comes to
+    the state that was saved."""
+    site = kit.site(
+        devices=[
+            kit.sensor("d1", "o1", temperature=kit.TEMPERATURE, humidity=kit.HUMIDITY),
+            kit.sensor("d2", "o1", temperature=kit.TEMPERATURE),
+        ]
+    )
+    clauses = [
+        kit.clause({"kind": "threshold", "metric": "temperature", "max": 26}, id="t.max"),
+        kit.clause({"kind": "data_quality", "stale_after": "10m"}, id="dq.stale"),
+    ]
+    engine = SiteEngine(site, clauses, lateness=0)
+    engine.observe("d1", kit.T0, None, {"temperature": 28.0, "humidity": 50.0})
+    engine.observe("d2", kit.T0 + 1, None, {"temperature": 25.0})
+    engine.advance(kit.T0 + 60)
+    saved = json_copy(engine.snapshot())
+    parts = CountingParts(saved["parts"])
+
+    restored = SiteEngine.restore(site, clauses, {**saved, "parts": parts}, lateness=0)
+    assert parts.reads == {name: 1 for name in saved["parts"]}
+    assert json_copy(restored.snapshot()) == saved
+    assert restored.snapshot_changes()["full"] is False  # the saved parts are exactly its own

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from rules.engine import BindingError, SiteEngine
+from rules.verdicts import ViolationStarted
 
 MAX_26 = {"kind": "threshold", "metric": "temperature", "max": 26}
 
@@ -57,3 +58,58 @@ def test_binding_errors_name_the_clause(kit: Any) -> None:
     gated = kit.clause({**MAX_26, "when": {"metric": "hvac_mode", "op": "==", "value": "dry"}})
     with pytest.raises(BindingError, match="no named state 'dry'"):
         SiteEngine(site(kit), [gated], lateness=0)
+
+
+def test_devices_alike_bind_alike_and_the_others_their_own_way(kit: Any) -> None:
+    """A state check is worked out once per kind of device (its space type and metrics) and
+    reused for the devices alike. A device in another type of space, or whose metrics differ
+    (another encoding of a named state, another unit), still gets its own limit, gate and
+    unit."""
+    spaces = [
+        {"id": "b1", "type": "building"},
+        {"id": "o1", "type": "office", "parent": "b1"},
+        {"id": "o2", "type": "office", "parent": "b1"},
+        {"id": "m1", "type": "meeting-room", "parent": "b1"},
+        {"id": "o3", "type": "office", "parent": "b1"},
+    ]
+    usual = {"temperature": kit.TEMPERATURE, "hvac_mode": kit.HVAC}
+    recoded = {
+        "temperature": {**kit.TEMPERATURE, "unit": "℃"},
+        "hvac_mode": {**kit.HVAC, "states": {"off": 0, "cooling": 5, "heating": 6}},
+    }
+    devices = [
+        {"id": "t1", "space": "o1", "metrics": usual},
+        {"id": "t2", "space": "o2", "metrics": usual},
+        {"id": "t3", "space": "m1", "metrics": usual},
+        {"id": "t4", "space": "o3", "metrics": recoded},
+    ]
+    clause = kit.clause(
+        {
+            "kind": "threshold",
+            "metric": "temperature",
+            "max": "$max",
+            "when": {"metric": "hvac_mode", "op": "==", "value": "cooling"},
+        },
+        params={"max": {"default": 26, "unit": "°C"}},
+        overrides={"space_types": {"meeting-room": {"max": 24}}},
+    )
+    engine = SiteEngine(kit.site(spaces=spaces, devices=devices), [clause], lateness=0)
+
+    def started(readings: dict[str, tuple[float, float]], at: float) -> dict[str, Any]:
+        for device, (temperature, mode) in readings.items():
+            engine.observe(
+                device, kit.T0 + at, None, {"temperature": temperature, "hvac_mode": mode}
+            )
+        engine.advance(kit.T0 + at + 60)
+        return {o.subject.device: o for o in engine.drain() if isinstance(o, ViolationStarted)}
+
+    # 25 °C while cooling: above the meeting room's 24, within the offices' 26.
+    first = started({"t1": (25.0, 1.0), "t2": (25.0, 1.0), "t3": (25.0, 1.0), "t4": (25.0, 5.0)}, 0)
+    assert set(first) == {"t3"}
+    assert first["t3"].params["max"] == 24
+    # 30 °C: t4 heating (6) is outside its gate, t2 cooling (1) is not; t4 cooling (5) then is.
+    second = started({"t2": (30.0, 1.0), "t4": (30.0, 6.0)}, 120)
+    assert set(second) == {"t2"}
+    assert second["t2"].params["max"] == 26 and second["t2"].unit == "°C"
+    third = started({"t4": (30.0, 5.0)}, 240)
+    assert set(third) == {"t4"} and third["t4"].unit == "℃"
