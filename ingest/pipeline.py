@@ -1130,7 +1130,9 @@ class Pipeline:
         result = rejudge(
             site,
             self.clauses,
-            {**historic.checkpoint.state, "parts": historic.checkpoint.parts},
+            # Decoded once and held: re-judging reads every part twice (to resume, and for the
+            # runs it replaces), and the store decodes a part each time it is read.
+            {**historic.checkpoint.state, "parts": dict(historic.checkpoint.parts)},
             inputs,
             engine_now(engine),
             lateness=self.lateness,
