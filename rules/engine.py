@@ -238,6 +238,7 @@ class SiteEngine:
         # (clause, space type).
         self._selections: dict[Selector, list[_DeviceRow]] = {}
         self._space_selections: dict[Selector, frozenset[str]] = {}
+        self._lineages: dict[str, frozenset[str]] = {}
         # The site's spaces and devices with the attributes selectors read, read once: an
         # attribute of a pydantic model costs ~0.4 k instructions (its __getattr__ hook), and
         # read for each selector they were ~8 % of a build.
@@ -295,6 +296,7 @@ class SiteEngine:
         self._params.clear()
         self._selections.clear()
         self._space_selections.clear()
+        self._lineages.clear()
         self._space_rows.clear()
         self._device_rows.clear()
         self._space_types.clear()
@@ -675,15 +677,22 @@ class SiteEngine:
                 kind = (space_type, tags)
                 inside = kinds.get(kind)
                 if inside is None:
-                    lineage = frozenset(self.site.ancestors(space_id))
-                    inside = kinds[kind] = selector.selects_space(space_type, tags, lineage)
+                    inside = kinds[kind] = selector.selects_space(
+                        space_type, tags, self._lineage(space_id)
+                    )
             else:
-                lineage = frozenset(self.site.ancestors(space_id))
-                inside = selector.selects_space(space_type, tags, lineage)
+                inside = selector.selects_space(space_type, tags, self._lineage(space_id))
             if inside:
                 selected.append(space_id)
         chosen = self._space_selections[selector] = frozenset(selected)
         return chosen
+
+    def _lineage(self, space: str) -> frozenset[str]:
+        """`space` and its ancestors (for selectors that name spaces), made once per space."""
+        lineage = self._lineages.get(space)
+        if lineage is None:
+            lineage = self._lineages[space] = frozenset(self.site.ancestors(space))
+        return lineage
 
     def _selected_devices(self, selector: Selector) -> list[_DeviceRow]:
         """The devices `selector` selects, worked out once per distinct selector."""
