@@ -245,6 +245,16 @@ class SiteEngine:
         self._space_rows = [(space.id, space.type, space.tags) for space in site.spaces]
         self._device_rows = [(d, d.id, d.space, d.metrics) for d in site.devices]
         self._space_types = {space_id: space_type for space_id, space_type, _ in self._space_rows}
+        # Spaces by kind (type and tags): each kind's first space, and each space's kind.
+        kind_numbers: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._space_kinds: list[tuple[str, str, tuple[str, ...]]] = []
+        self._space_kind_of: list[tuple[str, int]] = []
+        for space_id, space_type, tags in self._space_rows:
+            number = kind_numbers.get((space_type, tags))
+            if number is None:
+                number = kind_numbers[(space_type, tags)] = len(self._space_kinds)
+                self._space_kinds.append((space_id, space_type, tags))
+            self._space_kind_of.append((space_id, number))
         self._devices_in_space: dict[str, list[_DeviceRow]] = {}
         for row in self._device_rows:
             self._devices_in_space.setdefault(row[2], []).append(row)
@@ -298,6 +308,8 @@ class SiteEngine:
         self._space_selections.clear()
         self._lineages.clear()
         self._space_rows.clear()
+        self._space_kinds.clear()
+        self._space_kind_of.clear()
         self._device_rows.clear()
         self._space_types.clear()
         self._resolved.clear()
@@ -669,21 +681,20 @@ class SiteEngine:
         chosen = self._space_selections.get(selector)
         if chosen is not None:
             return chosen
-        by_kind = not selector.spaces and not selector.exempt.spaces
-        kinds: dict[tuple[str, tuple[str, ...]], bool] = {}
         selected = []
-        for space_id, space_type, tags in self._space_rows:
-            if by_kind:
-                kind = (space_type, tags)
-                inside = kinds.get(kind)
-                if inside is None:
-                    inside = kinds[kind] = selector.selects_space(
-                        space_type, tags, self._lineage(space_id)
-                    )
-            else:
-                inside = selector.selects_space(space_type, tags, self._lineage(space_id))
-            if inside:
-                selected.append(space_id)
+        if not selector.spaces and not selector.exempt.spaces:
+            # Each kind (type and tags) matched once, by its first space.
+            inside = [
+                selector.selects_space(space_type, tags, self._lineage(space_id))
+                for space_id, space_type, tags in self._space_kinds
+            ]
+            for space_id, kind in self._space_kind_of:
+                if inside[kind]:
+                    selected.append(space_id)
+        else:
+            for space_id, space_type, tags in self._space_rows:
+                if selector.selects_space(space_type, tags, self._lineage(space_id)):
+                    selected.append(space_id)
         chosen = self._space_selections[selector] = frozenset(selected)
         return chosen
 
@@ -701,6 +712,10 @@ class SiteEngine:
             return chosen
         spaces = self._spaces_selected(selector)
         named, exempt = selector.devices, selector.exempt.devices
+        if not named and not exempt and len(spaces) == len(self._space_rows):
+            chosen = list(self._device_rows)  # every device (a copy: the rows are emptied)
+            self._selections[selector] = chosen
+            return chosen
         chosen = [
             row
             for row in self._device_rows
